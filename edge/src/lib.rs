@@ -1,0 +1,1 @@
+//! chorus edge (not yet built).

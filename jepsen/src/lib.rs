@@ -1,0 +1,1 @@
+//! chorus jepsen (not yet built).

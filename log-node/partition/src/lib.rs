@@ -1,0 +1,1 @@
+//! Placeholder while the partition crate is written.

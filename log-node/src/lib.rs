@@ -1,0 +1,1 @@
+//! chorus log-node (being written).

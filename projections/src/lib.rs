@@ -1,0 +1,1 @@
+//! chorus projections (not yet built).

@@ -1,0 +1,1 @@
+//! Placeholder while the schema crate is written.
