@@ -1,0 +1,437 @@
+//! Client of the log-node API: routes appends to partition leaders (following
+//! `NotLeader` hints), batches concurrent appends per partition into one frame,
+//! retries retryable failures (safe: every command is deduplicated by its
+//! `client_msg_id`), and reads or tails committed events.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chorus_schema::{
+    Command, CommandResult, ErrorCode, EventRecord, NodeStatus, PartitionId, Request, Response, MAX_FRAME_BYTES,
+};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::network::{frame, tls, SERVER_NAME};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    #[error("connecting to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("stream to {addr}: {reason}")]
+    Stream { addr: String, reason: String },
+    #[error("server error {code:?}: {message}")]
+    Server { code: ErrorCode, message: String },
+    #[error("bad response: {0}")]
+    BadResponse(String),
+    #[error("no node of the cluster answered: {0}")]
+    NoNode(String),
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: String },
+}
+
+impl Error {
+    /// Whether retrying the same request may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::Stream { .. } | Error::NoNode(_) => true,
+            Error::Server { code, .. } => code.retryable(),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// How long an append keeps retrying before it fails.
+    pub append_deadline: Duration,
+    /// Most commands the batcher puts in one `Append` frame.
+    pub batch_commands_max: usize,
+    /// Batches of one partition in flight at once.
+    pub batches_in_flight_max: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig { append_deadline: Duration::from_secs(20), batch_commands_max: 512, batches_in_flight_max: 8 }
+    }
+}
+
+type Pending = (Vec<u8>, oneshot::Sender<Result<CommandResult>>);
+
+struct Inner {
+    endpoint: quinn::Endpoint,
+    quic: quinn::ClientConfig,
+    config: ClientConfig,
+    /// Client addresses of every node known.
+    nodes: RwLock<Vec<String>>,
+    conns: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
+    partitions: u16,
+    /// Cached leader (client address) per partition.
+    leaders: RwLock<Vec<Option<String>>>,
+    batchers: Mutex<HashMap<u16, mpsc::UnboundedSender<Pending>>>,
+}
+
+/// A handle to the cluster; cheap to clone.
+#[derive(Clone)]
+pub struct LogClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for LogClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogClient").field("partitions", &self.inner.partitions).finish_non_exhaustive()
+    }
+}
+
+impl LogClient {
+    /// Connects to the cluster through any of `seeds` (client API addresses),
+    /// trusting node certificates signed by the CA in `ca`.
+    ///
+    /// # Errors
+    /// When no seed answers a status request.
+    pub async fn connect(seeds: &[String], ca: &Path, config: ClientConfig) -> Result<Self> {
+        let quic = tls::log_client(ca)?;
+        Self::connect_with(seeds, quic, config).await
+    }
+
+    /// As [`LogClient::connect`], with a prepared QUIC client configuration.
+    ///
+    /// # Errors
+    /// When no seed answers a status request.
+    pub async fn connect_with(seeds: &[String], quic: quinn::ClientConfig, config: ClientConfig) -> Result<Self> {
+        let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().expect("literal address"))
+            .map_err(|e| Error::Connect { addr: "0.0.0.0:0".into(), reason: e.to_string() })?;
+        let mut inner = Inner {
+            endpoint,
+            quic,
+            config,
+            nodes: RwLock::new(seeds.to_vec()),
+            conns: Default::default(),
+            partitions: 0,
+            leaders: RwLock::new(Vec::new()),
+            batchers: Default::default(),
+        };
+        let mut last = String::from("no seeds given");
+        for seed in seeds {
+            match request_on(&inner, seed, &Request::Status).await {
+                Ok(Response::Status(s)) => {
+                    inner.partitions = s.partitions.len() as u16;
+                    *inner.leaders.write().expect("leaders lock") = vec![None; s.partitions.len()];
+                    let client = LogClient { inner: Arc::new(inner) };
+                    client.refresh_leaders().await;
+                    return Ok(client);
+                }
+                Ok(other) => last = format!("{seed}: unexpected {other:?}"),
+                Err(e) => last = format!("{seed}: {e}"),
+            }
+        }
+        Err(Error::NoNode(last))
+    }
+
+    /// Number of partitions of the cluster.
+    pub fn partitions(&self) -> u16 {
+        self.inner.partitions
+    }
+
+    /// The partition `command` belongs to.
+    pub fn partition_of(&self, command: &Command) -> PartitionId {
+        PartitionId::for_key(&command.key(), self.inner.partitions)
+    }
+
+    /// Asks every known node for its status and caches each partition's leader.
+    pub async fn refresh_leaders(&self) {
+        let nodes = self.inner.nodes.read().expect("nodes lock").clone();
+        let mut best: Vec<(u64, Option<String>)> = vec![(0, None); self.inner.partitions as usize];
+        for addr in nodes {
+            let Ok(status) = self.status(&addr).await else { continue };
+            for p in &status.partitions {
+                let i = p.partition.0 as usize;
+                if i < best.len() && p.leader == Some(status.node) && p.term >= best[i].0 {
+                    best[i] = (p.term, Some(addr.clone()));
+                }
+            }
+        }
+        let mut leaders = self.inner.leaders.write().expect("leaders lock");
+        for (i, (_, addr)) in best.into_iter().enumerate() {
+            if addr.is_some() {
+                leaders[i] = addr;
+            }
+        }
+    }
+
+    /// The status of the node at `addr`.
+    ///
+    /// # Errors
+    /// When the node cannot be reached or answers with an error.
+    pub async fn status(&self, addr: &str) -> Result<NodeStatus> {
+        match self.request(addr, &Request::Status).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends one request to the node at `addr` and reads one response.
+    ///
+    /// # Errors
+    /// On connection or stream failure, or an undecodable response.
+    pub async fn request(&self, addr: &str, req: &Request) -> Result<Response> {
+        request_on(&self.inner, addr, req).await
+    }
+
+    fn leader_or_any(&self, partition: PartitionId, attempt: u32) -> String {
+        if let Some(l) = self.inner.leaders.read().expect("leaders lock")[partition.0 as usize].clone() {
+            return l;
+        }
+        let nodes = self.inner.nodes.read().expect("nodes lock");
+        nodes[attempt as usize % nodes.len()].clone()
+    }
+
+    fn learn(&self, partition: PartitionId, leader: Option<String>) {
+        if let Some(addr) = &leader {
+            let mut nodes = self.inner.nodes.write().expect("nodes lock");
+            if !nodes.contains(addr) {
+                nodes.push(addr.clone());
+            }
+        }
+        self.inner.leaders.write().expect("leaders lock")[partition.0 as usize] = leader;
+    }
+
+    /// Appends encoded commands that all belong to `partition`, in one frame,
+    /// retrying on the leader until the deadline. Returns one result per command.
+    ///
+    /// # Errors
+    /// A non-retryable server error, or the last error once the deadline passed.
+    pub async fn append_encoded(&self, partition: PartitionId, commands: Vec<Vec<u8>>) -> Result<Vec<CommandResult>> {
+        let deadline = tokio::time::Instant::now() + self.inner.config.append_deadline;
+        let req = Request::Append { commands };
+        let mut attempt = 0u32;
+        loop {
+            let addr = self.leader_or_any(partition, attempt);
+            attempt += 1;
+            let err = match self.request(&addr, &req).await {
+                Ok(Response::Appended { results, .. }) => return Ok(results),
+                Ok(Response::Error { code: ErrorCode::NotLeader, leader: Some(hint), message }) => {
+                    self.learn(partition, Some(hint.client_addr));
+                    Error::Server { code: ErrorCode::NotLeader, message }
+                }
+                Ok(Response::Error { code, message, .. }) => {
+                    if code.retryable() {
+                        self.learn(partition, None);
+                    }
+                    Error::Server { code, message }
+                }
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) => {
+                    self.learn(partition, None);
+                    e
+                }
+            };
+            if !err.retryable() {
+                return Err(err);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::GaveUp { attempts: attempt, last: err.to_string() });
+            }
+            if !matches!(err, Error::Server { code: ErrorCode::NotLeader, .. }) {
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(10)))).await;
+            }
+        }
+    }
+
+    /// Appends commands of one partition in one frame.
+    ///
+    /// # Errors
+    /// As [`LogClient::append_encoded`]; also when the commands span partitions.
+    pub async fn append_batch(&self, commands: &[Command]) -> Result<Vec<CommandResult>> {
+        let Some(first) = commands.first() else { return Ok(Vec::new()) };
+        let partition = self.partition_of(first);
+        if commands.iter().any(|c| self.partition_of(c) != partition) {
+            return Err(Error::Server { code: ErrorCode::MixedPartitions, message: "commands span partitions".into() });
+        }
+        self.append_encoded(partition, commands.iter().map(Command::encode).collect()).await
+    }
+
+    /// Appends one command. Concurrent calls for the same partition are batched
+    /// into shared frames.
+    ///
+    /// # Errors
+    /// As [`LogClient::append_encoded`].
+    pub async fn append(&self, command: &Command) -> Result<CommandResult> {
+        let partition = self.partition_of(command);
+        let (tx, rx) = oneshot::channel();
+        self.batcher(partition).send((command.encode(), tx)).map_err(|_| Error::NoNode("client closed".into()))?;
+        rx.await.map_err(|_| Error::NoNode("batcher stopped".into()))?
+    }
+
+    fn batcher(&self, partition: PartitionId) -> mpsc::UnboundedSender<Pending> {
+        let mut batchers = self.inner.batchers.lock().expect("batchers lock");
+        batchers
+            .entry(partition.0)
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(run_batcher(self.clone(), partition, rx));
+                tx
+            })
+            .clone()
+    }
+
+    /// Reads committed events of `partition` from the node at `addr`, from offset
+    /// `from`. Returns the events and the offset to read next.
+    ///
+    /// # Errors
+    /// On failure to reach the node, an error response or an undecodable event.
+    pub async fn read_from(&self, addr: &str, partition: PartitionId, from: u64, limit: u32) -> Result<(Vec<EventRecord>, u64)> {
+        match self.request(addr, &Request::Read { partition, from, limit }).await? {
+            Response::Events { events, next, .. } => Ok((decode_events(&events)?, next)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reads committed events of `partition` from its leader (or any node).
+    ///
+    /// # Errors
+    /// As [`LogClient::read_from`].
+    pub async fn read(&self, partition: PartitionId, from: u64, limit: u32) -> Result<(Vec<EventRecord>, u64)> {
+        let addr = self.leader_or_any(partition, 0);
+        self.read_from(&addr, partition, from, limit).await
+    }
+
+    /// Streams committed events of `partition` from `from` on, as they commit,
+    /// from the node at `addr`, into `out` until the receiver is dropped or the
+    /// stream breaks.
+    ///
+    /// # Errors
+    /// When the stream cannot be opened or breaks.
+    pub async fn tail(&self, addr: &str, partition: PartitionId, from: u64, out: mpsc::Sender<EventRecord>) -> Result<()> {
+        let conn = connection(&self.inner, addr).await?;
+        let stream_err = |e: &dyn std::fmt::Display| Error::Stream { addr: addr.to_string(), reason: e.to_string() };
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
+        frame::write(&mut send, &Request::Tail { partition, from }.encode()).await.map_err(|e| stream_err(&e))?;
+        send.finish().map_err(|e| stream_err(&e))?;
+        loop {
+            let Some(bytes) = frame::read(&mut recv, MAX_FRAME_BYTES).await.map_err(|e| stream_err(&e))? else {
+                return Ok(());
+            };
+            match Response::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()))? {
+                Response::Events { events, .. } => {
+                    for e in decode_events(&events)? {
+                        if out.send(e).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+    }
+}
+
+fn decode_events(events: &[Vec<u8>]) -> Result<Vec<EventRecord>> {
+    events.iter().map(|e| EventRecord::decode(e).map_err(|e| Error::BadResponse(e.to_string()))).collect()
+}
+
+fn unexpected(resp: Response) -> Error {
+    match resp {
+        Response::Error { code, message, .. } => Error::Server { code, message },
+        other => Error::BadResponse(format!("unexpected response {other:?}")),
+    }
+}
+
+async fn run_batcher(client: LogClient, partition: PartitionId, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let max = client.inner.config.batch_commands_max;
+    let in_flight = Arc::new(Semaphore::new(client.inner.config.batches_in_flight_max));
+    while let Some(first) = rx.recv().await {
+        let permit = in_flight.clone().acquire_owned().await.expect("semaphore never closed");
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            let (commands, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match client.append_encoded(partition, commands).await {
+                Ok(results) if results.len() == waiters.len() => {
+                    for (w, r) in waiters.into_iter().zip(results) {
+                        let _ = w.send(Ok(r));
+                    }
+                }
+                Ok(results) => {
+                    let msg = format!("{} results for {} commands", results.len(), waiters.len());
+                    for w in waiters {
+                        let _ = w.send(Err(Error::BadResponse(msg.clone())));
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    let retryable = e.retryable();
+                    for w in waiters {
+                        let _ = w.send(Err(if retryable {
+                            Error::GaveUp { attempts: 0, last: msg.clone() }
+                        } else {
+                            Error::BadResponse(msg.clone())
+                        }));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(inner: &Inner, addr: &str) -> Result<quinn::Connection> {
+    let mut conns = inner.conns.lock().await;
+    if let Some(c) = conns.get(addr) {
+        if c.close_reason().is_none() {
+            return Ok(c.clone());
+        }
+    }
+    let connect_err = |reason: String| Error::Connect { addr: addr.to_string(), reason };
+    let sock: SocketAddr = tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| connect_err(e.to_string()))?
+        .next()
+        .ok_or_else(|| connect_err("no address".into()))?;
+    let connecting = inner.endpoint.connect_with(inner.quic.clone(), sock, SERVER_NAME).map_err(|e| connect_err(e.to_string()))?;
+    let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    conns.insert(addr.to_string(), conn.clone());
+    Ok(conn)
+}
+
+async fn request_on(inner: &Inner, addr: &str, req: &Request) -> Result<Response> {
+    let conn = connection(inner, addr).await?;
+    let stream_err = |e: &dyn std::fmt::Display| Error::Stream { addr: addr.to_string(), reason: e.to_string() };
+    let result = tokio::time::timeout(Duration::from_secs(15), async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
+        frame::write(&mut send, &req.encode()).await.map_err(|e| stream_err(&e))?;
+        send.finish().map_err(|e| stream_err(&e))?;
+        let bytes = frame::read(&mut recv, MAX_FRAME_BYTES)
+            .await
+            .map_err(|e| stream_err(&e))?
+            .ok_or_else(|| stream_err(&"closed without a response"))?;
+        Response::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()))
+    })
+    .await;
+    match result {
+        Ok(r) => {
+            if r.is_err() && conn.close_reason().is_some() {
+                inner.conns.lock().await.remove(addr);
+            }
+            r
+        }
+        Err(_) => Err(stream_err(&"no response within 15 s")),
+    }
+}

@@ -1,0 +1,248 @@
+//! Configuration of a log-node process.
+//!
+//! Precedence: defaults → TOML file (`--config`) → `CHORUS_*` environment
+//! variables (`__` separates nested keys, e.g. `CHORUS_RAFT__HEARTBEAT_MS`) → flags.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::network::tls::TlsPaths;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A member of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub id: u64,
+    pub raft_addr: String,
+    pub client_addr: String,
+}
+
+/// Raft timing and log-compaction settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RaftConfig {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_after_logs: u64,
+    /// Log entries kept behind the latest snapshot (for lagging followers).
+    pub keep_logs_after_snapshot: u64,
+    /// Most entries in one AppendEntries RPC.
+    pub max_payload_entries: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_ms: 150,
+            election_min_ms: 600,
+            election_max_ms: 1200,
+            snapshot_after_logs: 20_000,
+            keep_logs_after_snapshot: 1_000,
+            max_payload_entries: 256,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// This node's id; unique in the cluster, never reused.
+    pub id: u64,
+    pub data_dir: PathBuf,
+    /// UDP address of the Raft port (QUIC, mutual TLS).
+    pub raft_addr: String,
+    /// UDP address of the client API port (QUIC).
+    pub client_addr: String,
+    /// Number of partitions; fixed for the life of the cluster.
+    pub partitions: u16,
+    /// Replicas per partition in the initial placement.
+    pub replication: usize,
+    /// The initial cluster, this node included.
+    pub peers: Vec<Peer>,
+    /// Initialize the partitions this node leads in the initial placement when
+    /// they have no Raft state yet. Set it only when creating a cluster: a node
+    /// that lost its disk must be replaced, not bootstrapped again.
+    pub bootstrap: bool,
+    /// TLS material; `None` makes a development CA and certificate under
+    /// `data_dir/tls` (development only).
+    pub tls: Option<TlsPaths>,
+    pub raft: RaftConfig,
+    /// How long an append may wait for its commit before the client is told
+    /// `Timeout` (outcome unknown).
+    pub append_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            id: 1,
+            data_dir: PathBuf::from("data/log-node-1"),
+            raft_addr: "127.0.0.1:7001".into(),
+            client_addr: "127.0.0.1:7101".into(),
+            partitions: 64,
+            replication: 3,
+            peers: Vec::new(),
+            bootstrap: false,
+            tls: None,
+            raft: RaftConfig::default(),
+            append_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    ///
+    /// # Errors
+    /// When the file cannot be read or parsed.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| Error::Parse { path: path.to_owned(), source })
+    }
+
+    /// Applies `CHORUS_*` variables from `vars` (normally `std::env::vars()`).
+    ///
+    /// # Errors
+    /// When a variable names an unknown key or holds a value of the wrong type.
+    pub fn apply_env(self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+        let mut doc = toml::Value::try_from(&self).map_err(|e| Error::Invalid(e.to_string()))?;
+        for (var, value) in vars {
+            let Some(path) = var.strip_prefix("CHORUS_") else { continue };
+            let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            let mut table = &mut doc;
+            for k in &keys[..keys.len() - 1] {
+                table = table
+                    .get_mut(k)
+                    .ok_or_else(|| Error::Env { var: var.clone(), reason: format!("no section `{k}`") })?;
+            }
+            let last = keys.last().expect("split yields one item");
+            let t = table
+                .as_table_mut()
+                .ok_or_else(|| Error::Env { var: var.clone(), reason: "not a section".into() })?;
+            let old = t.get(last).ok_or_else(|| Error::Env { var: var.clone(), reason: format!("unknown key `{last}`") })?;
+            let new = match old {
+                toml::Value::Integer(_) => toml::Value::Integer(
+                    value.parse().map_err(|_| Error::Env { var: var.clone(), reason: "expected an integer".into() })?,
+                ),
+                toml::Value::Boolean(_) => toml::Value::Boolean(
+                    value.parse().map_err(|_| Error::Env { var: var.clone(), reason: "expected true or false".into() })?,
+                ),
+                toml::Value::String(_) => toml::Value::String(value),
+                _ => return Err(Error::Env { var, reason: "only scalar keys can be set from the environment".into() }),
+            };
+            t.insert(last.clone(), new);
+        }
+        doc.try_into().map_err(|e: toml::de::Error| Error::Invalid(e.to_string()))
+    }
+
+    /// Checks the configuration for mistakes that would only show at run time.
+    ///
+    /// # Errors
+    /// With the first mistake found.
+    pub fn validate(&self) -> Result<()> {
+        if self.partitions == 0 {
+            return Err(Error::Invalid("partitions must be at least 1".into()));
+        }
+        if self.replication == 0 {
+            return Err(Error::Invalid("replication must be at least 1".into()));
+        }
+        if self.peers.is_empty() {
+            return Err(Error::Invalid("peers must list the initial cluster, this node included".into()));
+        }
+        if !self.peers.iter().any(|p| p.id == self.id) {
+            return Err(Error::Invalid(format!("peers does not include this node (id {})", self.id)));
+        }
+        let mut ids: Vec<u64> = self.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.peers.len() {
+            return Err(Error::Invalid("peer ids must be unique".into()));
+        }
+        if self.replication > self.peers.len() {
+            return Err(Error::Invalid(format!(
+                "replication {} is more than the {} peers",
+                self.replication,
+                self.peers.len()
+            )));
+        }
+        let r = &self.raft;
+        if !(r.heartbeat_ms > 0 && r.heartbeat_ms < r.election_min_ms && r.election_min_ms < r.election_max_ms) {
+            return Err(Error::Invalid("raft timing must satisfy 0 < heartbeat_ms < election_min_ms < election_max_ms".into()));
+        }
+        Ok(())
+    }
+
+    /// The initial replica set of `partition`: `replication` peers in id order,
+    /// starting at `partition mod peers`, so that leadership spreads evenly.
+    pub fn initial_replicas(&self, partition: u16) -> Vec<&Peer> {
+        let mut peers: Vec<&Peer> = self.peers.iter().collect();
+        peers.sort_by_key(|p| p.id);
+        let n = peers.len();
+        (0..self.replication).map(|i| peers[(partition as usize + i) % n]).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Config {
+        Config {
+            peers: (1..=3)
+                .map(|id| Peer { id, raft_addr: format!("127.0.0.1:{}", 7000 + id), client_addr: format!("127.0.0.1:{}", 7100 + id) })
+                .collect(),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn env_overrides_nested_and_top_level_keys() {
+        let c = three()
+            .apply_env([
+                ("CHORUS_RAFT__HEARTBEAT_MS".to_string(), "99".to_string()),
+                ("CHORUS_PARTITIONS".to_string(), "8".to_string()),
+                ("HOME".to_string(), "/root".to_string()),
+            ])
+            .unwrap();
+        assert_eq!(c.raft.heartbeat_ms, 99);
+        assert_eq!(c.partitions, 8);
+        let err = three().apply_env([("CHORUS_NOPE".to_string(), "1".to_string())]).unwrap_err();
+        assert!(err.to_string().contains("unknown key"), "{err}");
+        let err = three().apply_env([("CHORUS_PARTITIONS".to_string(), "many".to_string())]).unwrap_err();
+        assert!(err.to_string().contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn validate_rejects_inconsistent_configs() {
+        assert!(three().validate().is_ok());
+        assert!(Config { replication: 4, ..three() }.validate().is_err());
+        assert!(Config { id: 9, ..three() }.validate().is_err());
+        assert!(Config { partitions: 0, ..three() }.validate().is_err());
+        assert!(Config::default().validate().is_err(), "no peers");
+    }
+
+    #[test]
+    fn initial_placement_spreads_replicas() {
+        let c = three();
+        let ids = |p| c.initial_replicas(p).iter().map(|p| p.id).collect::<Vec<_>>();
+        assert_eq!(ids(0), vec![1, 2, 3]);
+        assert_eq!(ids(1), vec![2, 3, 1]);
+        assert_eq!(ids(5), vec![3, 1, 2]);
+    }
+}

@@ -1,0 +1,290 @@
+//! Raft RPCs between nodes over QUIC with mutual TLS.
+//!
+//! All partition groups share one QUIC connection per pair of nodes; each RPC is
+//! one bidirectional stream carrying one request frame and one reply frame, both
+//! bincode-encoded openraft messages tagged with the partition. Decoding is
+//! bounded by the frame length, and a bad frame gets a `Refused` reply, never a
+//! panic.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bincode::Options;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::{frame, SERVER_NAME};
+use crate::types::{NodeAddr, Raft, TypeConfig};
+
+/// Largest Raft frame accepted (AppendEntries batches, snapshot chunks).
+pub const RAFT_FRAME_BYTES_MAX: usize = 64 << 20;
+
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes()
+}
+
+/// Encodes a value the way [`decode`] reads it.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    codec().serialize(v).expect("in-memory bincode encoding cannot fail")
+}
+
+/// Decodes untrusted bytes; no allocation may exceed the input's length.
+///
+/// # Errors
+/// On malformed input.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    codec().with_limit(bytes.len() as u64 + 64).deserialize(bytes)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Rpc {
+    partition: u16,
+    request: Request,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// The request could not be served at all (bad frame, unknown partition).
+    Refused(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+/// Connections to peer nodes, shared by every partition's network factory.
+pub struct Peers {
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<quinn::Connection>>>>>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers").finish_non_exhaustive()
+    }
+}
+
+impl Peers {
+    /// `endpoint` is the node's raft endpoint, which also dials peers with `client`.
+    pub fn new(endpoint: quinn::Endpoint, client: quinn::ClientConfig) -> Arc<Self> {
+        Arc::new(Peers { endpoint, client, conns: Default::default() })
+    }
+
+    async fn connection(&self, addr: &str, timeout: Duration) -> Result<quinn::Connection, Unreachable> {
+        let slot = self.conns.lock().expect("peers lock").entry(addr.to_string()).or_default().clone();
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let sock: SocketAddr = tokio::net::lookup_host(addr)
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| Unreachable::new(&Msg(format!("cannot resolve {addr}"))))?;
+        let connecting = self
+            .endpoint
+            .connect_with(self.client.clone(), sock, SERVER_NAME)
+            .map_err(|e| Unreachable::new(&e))?;
+        let conn = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| Unreachable::new(&Msg(format!("connect to {addr} timed out"))))?
+            .map_err(|e| Unreachable::new(&e))?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn forget(&self, addr: &str) {
+        self.conns.lock().expect("peers lock").remove(addr);
+    }
+}
+
+/// The network factory of one partition group.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub partition: u16,
+    pub peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: u64, node: &NodeAddr) -> PeerLink {
+        PeerLink { partition: self.partition, target, addr: node.raft_addr.clone(), peers: self.peers.clone() }
+    }
+}
+
+/// One partition's link to one peer.
+#[derive(Debug)]
+pub struct PeerLink {
+    partition: u16,
+    target: u64,
+    addr: String,
+    peers: Arc<Peers>,
+}
+
+enum CallError {
+    Unreachable(Unreachable),
+    Network(NetworkError),
+}
+
+impl<E: std::error::Error> From<CallError> for RPCError<u64, NodeAddr, E> {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Unreachable(u) => RPCError::Unreachable(u),
+            CallError::Network(n) => RPCError::Network(n),
+        }
+    }
+}
+
+impl PeerLink {
+    async fn call(&self, request: Request, ttl: Duration) -> Result<Reply, CallError> {
+        let conn = self.peers.connection(&self.addr, ttl.min(Duration::from_secs(2))).await.map_err(CallError::Unreachable)?;
+        let bytes = encode(&Rpc { partition: self.partition, request });
+        let result = tokio::time::timeout(ttl, async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| NetworkError::new(&e))?;
+            frame::write(&mut send, &bytes).await.map_err(|e| NetworkError::new(&e))?;
+            send.finish().map_err(|e| NetworkError::new(&e))?;
+            let reply = frame::read(&mut recv, RAFT_FRAME_BYTES_MAX)
+                .await
+                .map_err(|e| NetworkError::new(&e))?
+                .ok_or_else(|| NetworkError::new(&Msg("peer closed the stream without a reply".into())))?;
+            decode::<Reply>(&reply).map_err(|e| NetworkError::new(&e))
+        })
+        .await;
+        match result {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                if conn.close_reason().is_some() {
+                    self.peers.forget(&self.addr);
+                }
+                Err(CallError::Network(e))
+            }
+            Err(_) => Err(CallError::Network(NetworkError::new(&Msg(format!(
+                "rpc to node {} timed out after {ttl:?}",
+                self.target
+            ))))),
+        }
+    }
+
+    fn unexpected(&self, reply: Reply) -> NetworkError {
+        NetworkError::new(&Msg(format!("node {} answered with {reply:?}", self.target)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, NodeAddr, RaftError<u64>>> {
+        match self.call(Request::AppendEntries(rpc), option.hard_ttl()).await? {
+            Reply::AppendEntries(Ok(r)) => Ok(r),
+            Reply::AppendEntries(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            other => Err(RPCError::Network(self.unexpected(other))),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, NodeAddr, RaftError<u64, InstallSnapshotError>>> {
+        match self.call(Request::InstallSnapshot(rpc), option.hard_ttl()).await? {
+            Reply::InstallSnapshot(Ok(r)) => Ok(r),
+            Reply::InstallSnapshot(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            other => Err(RPCError::Network(self.unexpected(other))),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, NodeAddr, RaftError<u64>>> {
+        match self.call(Request::Vote(rpc), option.hard_ttl()).await? {
+            Reply::Vote(Ok(r)) => Ok(r),
+            Reply::Vote(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            other => Err(RPCError::Network(self.unexpected(other))),
+        }
+    }
+}
+
+/// Serves Raft RPCs arriving on `endpoint` to the partition groups in `rafts`
+/// (indexed by partition id) until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, rafts: Arc<Vec<Raft>>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let rafts = rafts.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "raft handshake failed");
+                    return;
+                }
+            };
+            let peer = conn.remote_address();
+            loop {
+                match conn.accept_bi().await {
+                    Ok((send, recv)) => {
+                        tokio::spawn(serve_stream(rafts.clone(), send, recv));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "raft connection closed");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve_stream(rafts: Arc<Vec<Raft>>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let reply = match frame::read(&mut recv, RAFT_FRAME_BYTES_MAX).await {
+        Ok(Some(bytes)) => match decode::<Rpc>(&bytes) {
+            Ok(rpc) => dispatch(&rafts, rpc).await,
+            Err(e) => Reply::Refused(format!("malformed raft request: {e}")),
+        },
+        Ok(None) => return,
+        Err(e) => Reply::Refused(format!("bad raft frame: {e}")),
+    };
+    if let Reply::Refused(why) = &reply {
+        tracing::warn!(reason = %why, "raft request refused");
+    }
+    if frame::write(&mut send, &encode(&reply)).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+async fn dispatch(rafts: &[Raft], rpc: Rpc) -> Reply {
+    let Some(raft) = rafts.get(rpc.partition as usize) else {
+        return Reply::Refused(format!("no partition {}", rpc.partition));
+    };
+    match rpc.request {
+        Request::AppendEntries(r) => Reply::AppendEntries(raft.append_entries(r).await),
+        Request::Vote(r) => Reply::Vote(raft.vote(r).await),
+        Request::InstallSnapshot(r) => Reply::InstallSnapshot(raft.install_snapshot(r).await),
+    }
+}

@@ -1,0 +1,240 @@
+//! The client API of a log-node: one request frame per QUIC stream, answered by
+//! one response frame (or, for `Tail`, a stream of them).
+//!
+//! Connection policy: a malformed, oversized or invalid request gets an `Error`
+//! response on its own stream; the connection and every other stream go on.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chorus_schema::{
+    Command, ErrorCode, LeaderHint, NodeId, NodeStatus, PartitionId, PartitionStatus, ReplicaStatus, Request,
+    Response, MAX_FRAME_BYTES,
+};
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::watch;
+
+use crate::network::frame;
+use crate::store::{events, Store};
+use crate::types::{NodeAddr, Proposal, Raft};
+
+/// Most events in one `Events` response.
+pub const READ_LIMIT_MAX: u32 = 4096;
+
+pub(crate) struct Api {
+    pub node_id: u64,
+    pub partitions: u16,
+    pub rafts: Arc<Vec<Raft>>,
+    pub store: Arc<Store>,
+    pub offsets: Arc<Vec<watch::Receiver<u64>>>,
+    pub append_timeout: Duration,
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error { code, message: message.into(), leader: None }
+}
+
+pub(crate) async fn serve(endpoint: quinn::Endpoint, api: Arc<Api>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(error = %e, "client handshake failed");
+                    return;
+                }
+            };
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(serve_stream(api.clone(), send, recv));
+            }
+        });
+    }
+}
+
+async fn serve_stream(api: Arc<Api>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let request = match frame::read(&mut recv, MAX_FRAME_BYTES).await {
+        Ok(Some(bytes)) => Request::decode(&bytes).map_err(|e| error(ErrorCode::BadFrame, e.to_string())),
+        Ok(None) => return,
+        Err(e @ frame::Error::TooLarge { .. }) => Err(error(ErrorCode::FrameTooLarge, e.to_string())),
+        Err(e) => Err(error(ErrorCode::BadFrame, e.to_string())),
+    };
+    let response = match request {
+        Err(r) => r,
+        Ok(Request::Tail { partition, from }) => {
+            api.tail(partition, from, &mut send).await;
+            return;
+        }
+        Ok(req) => api.handle(req).await,
+    };
+    if frame::write(&mut send, &response.encode()).await.is_ok() {
+        let _ = send.finish();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn not_leader(f: &openraft::error::ForwardToLeader<u64, NodeAddr>, partition: PartitionId) -> Response {
+    match (&f.leader_id, &f.leader_node) {
+        (Some(id), Some(node)) => Response::Error {
+            code: ErrorCode::NotLeader,
+            message: format!("partition {partition} is led by node {id}"),
+            leader: Some(LeaderHint { node: NodeId(*id), client_addr: node.client_addr.clone() }),
+        },
+        _ => error(ErrorCode::PartitionUnavailable, format!("partition {partition} has no known leader")),
+    }
+}
+
+impl Api {
+    fn raft(&self, partition: PartitionId) -> Result<&Raft, Response> {
+        self.rafts
+            .get(partition.0 as usize)
+            .ok_or_else(|| error(ErrorCode::InvalidCommand, format!("no partition {partition} (cluster has {})", self.partitions)))
+    }
+
+    async fn handle(&self, req: Request) -> Response {
+        let r = match req {
+            Request::Append { commands } => self.append(commands).await,
+            Request::Read { partition, from, limit } => self.read(partition, from, limit),
+            Request::Status => Ok(Response::Status(self.status())),
+            Request::AddLearner { partition, node, raft_addr, client_addr } => {
+                self.add_learner(partition, node, NodeAddr { raft_addr, client_addr }).await
+            }
+            Request::ChangeVoters { partition, voters } => self.change_voters(partition, voters).await,
+            Request::Tail { .. } => unreachable!("tail is served as a stream"),
+        };
+        r.unwrap_or_else(|e| e)
+    }
+
+    async fn append(&self, commands: Vec<Vec<u8>>) -> Result<Response, Response> {
+        if commands.is_empty() {
+            return Err(error(ErrorCode::InvalidCommand, "append of no commands"));
+        }
+        let mut partition = None;
+        for (i, bytes) in commands.iter().enumerate() {
+            let cmd = Command::decode(bytes).map_err(|e| error(ErrorCode::InvalidCommand, format!("command {i}: {e}")))?;
+            let p = PartitionId::for_key(&cmd.key(), self.partitions);
+            match partition {
+                None => partition = Some(p),
+                Some(q) if q != p => {
+                    return Err(error(
+                        ErrorCode::MixedPartitions,
+                        format!("command {i} belongs to partition {p}, the first to {q}"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        let partition = partition.expect("at least one command");
+        let raft = self.raft(partition)?;
+        let proposal = Proposal { at_ms: now_ms(), commands };
+        match tokio::time::timeout(self.append_timeout, raft.client_write(proposal)).await {
+            Err(_) => Err(error(ErrorCode::Timeout, "commit not confirmed in time: the outcome is unknown, retry with the same client_msg_id")),
+            Ok(Ok(resp)) => Ok(Response::Appended { partition, results: resp.data.results }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(&f, partition)),
+            Ok(Err(e)) => Err(error(ErrorCode::Unavailable, e.to_string())),
+        }
+    }
+
+    fn read(&self, partition: PartitionId, from: u64, limit: u32) -> Result<Response, Response> {
+        self.raft(partition)?;
+        let next = *self.offsets[partition.0 as usize].borrow();
+        let limit = limit.clamp(1, READ_LIMIT_MAX) as usize;
+        let events = events::read_range(&self.store, partition, from, next, limit)
+            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        let next = from + events.len() as u64;
+        Ok(Response::Events { partition, events, next })
+    }
+
+    async fn tail(&self, partition: PartitionId, mut from: u64, send: &mut quinn::SendStream) {
+        if let Err(e) = self.raft(partition) {
+            let _ = frame::write(send, &e.encode()).await;
+            let _ = send.finish();
+            return;
+        }
+        let mut offsets = self.offsets[partition.0 as usize].clone();
+        loop {
+            let next = *offsets.borrow_and_update();
+            if from < next {
+                let events = match events::read_range(&self.store, partition, from, next, READ_LIMIT_MAX as usize) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = frame::write(send, &error(ErrorCode::Internal, e.to_string()).encode()).await;
+                        return;
+                    }
+                };
+                from += events.len() as u64;
+                let resp = Response::Events { partition, events, next: from };
+                if frame::write(send, &resp.encode()).await.is_err() {
+                    return; // the reader went away
+                }
+                continue;
+            }
+            tokio::select! {
+                changed = offsets.changed() => if changed.is_err() { return },
+                _ = send.stopped() => return,
+            }
+        }
+    }
+
+    fn status(&self) -> NodeStatus {
+        let partitions = self
+            .rafts
+            .iter()
+            .enumerate()
+            .map(|(p, raft)| {
+                let m = raft.metrics().borrow().clone();
+                let last = m.last_log_index.unwrap_or(0);
+                let replicas = m
+                    .replication
+                    .as_ref()
+                    .map(|r| {
+                        r.iter()
+                            .map(|(node, matched)| ReplicaStatus {
+                                node: NodeId(*node),
+                                matched: matched.map(|l| l.index),
+                                lag: Some(last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                PartitionStatus {
+                    partition: PartitionId(p as u16),
+                    leader: m.current_leader.map(NodeId),
+                    term: m.current_term,
+                    last_log_index: last,
+                    last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    next_offset: *self.offsets[p].borrow(),
+                    voters: m.membership_config.membership().voter_ids().map(NodeId).collect(),
+                    replicas,
+                }
+            })
+            .collect();
+        NodeStatus { node: NodeId(self.node_id), partitions }
+    }
+
+    async fn add_learner(&self, partition: PartitionId, node: NodeId, addr: NodeAddr) -> Result<Response, Response> {
+        let raft = self.raft(partition)?;
+        match raft.add_learner(node.0, addr, true).await {
+            Ok(_) => Ok(Response::Done),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f, partition)),
+            Err(e) => Err(error(ErrorCode::Unavailable, e.to_string())),
+        }
+    }
+
+    async fn change_voters(&self, partition: PartitionId, voters: Vec<NodeId>) -> Result<Response, Response> {
+        let raft = self.raft(partition)?;
+        if voters.is_empty() {
+            return Err(error(ErrorCode::InvalidCommand, "a partition needs at least one voter"));
+        }
+        let voters: BTreeSet<u64> = voters.into_iter().map(|v| v.0).collect();
+        match raft.change_membership(voters, false).await {
+            Ok(_) => Ok(Response::Done),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f, partition)),
+            Err(e) => Err(error(ErrorCode::InvalidCommand, e.to_string())),
+        }
+    }
+}

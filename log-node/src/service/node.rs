@@ -1,0 +1,211 @@
+//! Starting and stopping a log-node.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_schema::PartitionId;
+use openraft::SnapshotPolicy;
+use tokio::sync::watch;
+
+use super::api::{self, Api};
+use crate::config::Config;
+use crate::network::raft::{self as raft_net, Network, Peers};
+use crate::network::tls::{self, Identity};
+use crate::store::{LogStore, StateMachine, Store};
+use crate::types::{NodeAddr, Raft};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("bad address {addr}: {reason}")]
+    Addr { addr: String, reason: String },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running log-node. Dropping it does not stop it: call [`Node::shutdown`].
+#[derive(Clone)]
+pub struct Node {
+    pub id: u64,
+    config: Arc<Config>,
+    rafts: Arc<Vec<Raft>>,
+    store: Arc<Store>,
+    raft_endpoint: quinn::Endpoint,
+    client_endpoint: quinn::Endpoint,
+    offsets: Arc<Vec<watch::Receiver<u64>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+fn parse_addr(addr: &str) -> Result<SocketAddr, NodeError> {
+    addr.parse().map_err(|e: std::net::AddrParseError| NodeError::Addr { addr: addr.into(), reason: e.to_string() })
+}
+
+fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> {
+    let r = &config.raft;
+    let c = openraft::Config {
+        cluster_name: "chorus".into(),
+        heartbeat_interval: r.heartbeat_ms,
+        election_timeout_min: r.election_min_ms,
+        election_timeout_max: r.election_max_ms,
+        max_payload_entries: r.max_payload_entries,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_logs),
+        max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    };
+    Ok(Arc::new(c.validate().map_err(|e| NodeError::Raft(e.to_string()))?))
+}
+
+impl Node {
+    /// Opens the store, starts every partition group and both QUIC endpoints.
+    ///
+    /// # Errors
+    /// On an invalid config, unreadable TLS material, a store that cannot be
+    /// opened, or an address that cannot be bound.
+    pub async fn start(config: Config) -> Result<Node, NodeError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| NodeError::Bind { addr: config.data_dir.display().to_string(), source })?;
+        let tls_paths = match &config.tls {
+            Some(p) => p.clone(),
+            None => tls::issue(&config.data_dir.join("tls"), &format!("node-{}", config.id))?,
+        };
+        let identity = Identity::load(&tls_paths)?;
+        let store = Store::open(&config.data_dir.join("db"))?;
+
+        let raft_sock = parse_addr(&config.raft_addr)?;
+        let mut raft_endpoint = quinn::Endpoint::server(identity.raft_server()?, raft_sock)
+            .map_err(|source| NodeError::Bind { addr: config.raft_addr.clone(), source })?;
+        let raft_client = identity.raft_client()?;
+        raft_endpoint.set_default_client_config(raft_client.clone());
+        let peers = Peers::new(raft_endpoint.clone(), raft_client);
+
+        let rc = raft_config(&config)?;
+        let mut rafts = Vec::with_capacity(config.partitions as usize);
+        let mut offsets = Vec::with_capacity(config.partitions as usize);
+        for p in 0..config.partitions {
+            let log = LogStore::new(store.clone(), p);
+            let sm = StateMachine::open(store.clone(), PartitionId(p), config.partitions)
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            offsets.push(sm.offsets());
+            let net = Network { partition: p, peers: peers.clone() };
+            let raft = Raft::new(config.id, rc.clone(), net, log, sm).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+            rafts.push(raft);
+        }
+        let rafts = Arc::new(rafts);
+        tokio::spawn(raft_net::serve(raft_endpoint.clone(), rafts.clone()));
+
+        if config.bootstrap {
+            for p in 0..config.partitions {
+                let replicas = config.initial_replicas(p);
+                if replicas[0].id != config.id {
+                    continue;
+                }
+                let raft = &rafts[p as usize];
+                if raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
+                    continue;
+                }
+                let members: BTreeMap<u64, NodeAddr> = replicas
+                    .iter()
+                    .map(|r| (r.id, NodeAddr { raft_addr: r.raft_addr.clone(), client_addr: r.client_addr.clone() }))
+                    .collect();
+                raft.initialize(members).await.map_err(|e| NodeError::Raft(format!("initialize partition {p}: {e}")))?;
+            }
+        }
+
+        let client_sock = parse_addr(&config.client_addr)?;
+        let client_endpoint = quinn::Endpoint::server(identity.log_server()?, client_sock)
+            .map_err(|source| NodeError::Bind { addr: config.client_addr.clone(), source })?;
+        let offsets = Arc::new(offsets);
+        let api = Arc::new(Api {
+            node_id: config.id,
+            partitions: config.partitions,
+            rafts: rafts.clone(),
+            store: store.clone(),
+            offsets: offsets.clone(),
+            append_timeout: Duration::from_millis(config.append_timeout_ms),
+        });
+        tokio::spawn(api::serve(client_endpoint.clone(), api));
+        tracing::info!(
+            node = config.id,
+            raft = %config.raft_addr,
+            client = %config.client_addr,
+            partitions = config.partitions,
+            "log-node started"
+        );
+        Ok(Node { id: config.id, config, rafts, store, raft_endpoint, client_endpoint, offsets })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The Raft group of `partition`.
+    pub fn raft(&self, partition: PartitionId) -> Option<&Raft> {
+        self.rafts.get(partition.0 as usize)
+    }
+
+    /// The local address of the client API (useful with port 0).
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_endpoint.local_addr().expect("bound endpoint has an address")
+    }
+
+    /// The local address of the Raft port.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.raft_endpoint.local_addr().expect("bound endpoint has an address")
+    }
+
+    /// The next event offset of `partition` on this replica.
+    pub fn next_offset(&self, partition: PartitionId) -> Option<u64> {
+        self.offsets.get(partition.0 as usize).map(|o| *o.borrow())
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Waits until every partition that has this node as a voter has a leader.
+    pub async fn wait_for_leaders(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let all = self.rafts.iter().all(|r| {
+                let m = r.metrics().borrow().clone();
+                let member = m.membership_config.membership().voter_ids().any(|v| v == self.id);
+                !member || m.current_leader.is_some()
+            });
+            if all {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops serving and shuts every partition group down.
+    pub async fn shutdown(self) {
+        self.client_endpoint.close(0u32.into(), b"shutdown");
+        for r in self.rafts.iter() {
+            let _ = r.shutdown().await;
+        }
+        self.raft_endpoint.close(0u32.into(), b"shutdown");
+        self.client_endpoint.wait_idle().await;
+        tracing::info!(node = self.id, "log-node stopped");
+    }
+}

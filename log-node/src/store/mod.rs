@@ -1,0 +1,134 @@
+//! Storage of a log-node: one RocksDB instance holds every partition's Raft log,
+//! vote, applied events and state-machine snapshot, in four column families.
+//!
+//! Durability promises (what openraft relies on):
+//! - [`LogStore::append`](log::LogStore) reports an append durable only after the
+//!   WAL holding it was fsync'd. Appends from all partitions are written without
+//!   sync and handed to one [`Syncer`] thread that fsyncs the shared WAL once for
+//!   every batch of waiting appends: group commit across partitions.
+//! - A vote is written with `sync = true` before `save_vote` returns.
+//! - Events written by the state machine are not synced on their own; the WAL is
+//!   sequential, so the next synced append or snapshot makes them durable, and
+//!   anything lost in a crash is re-applied from the (durable) log.
+//! - A snapshot is written with `sync = true` before log entries it covers may be
+//!   purged, so that the state it holds never has to be rebuilt from purged entries.
+
+pub mod events;
+pub mod keys;
+pub mod log;
+pub mod state_machine;
+pub mod syncer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
+
+pub use self::log::LogStore;
+pub use self::state_machine::StateMachine;
+pub use self::syncer::{Syncer, SyncerStats};
+
+/// Column family of Raft log entries: `partition ‖ index` → bincode(Entry).
+pub const CF_LOG: &str = "log";
+/// Column family of per-partition Raft metadata: vote, committed, purged.
+pub const CF_META: &str = "meta";
+/// Column family of committed events: `partition ‖ offset` → encoded `EventRecord`.
+pub const CF_EVENTS: &str = "events";
+/// Column family of state-machine snapshots: `partition` → bincode(StoredSnapshot).
+pub const CF_SNAPSHOT: &str = "snapshot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("corrupt {what} in partition {partition}: {reason}")]
+    Corrupt { what: &'static str, partition: u16, reason: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The node's RocksDB instance and its WAL syncer, shared by all partitions.
+pub struct Store {
+    // Field order matters: the syncer (which holds a clone of the DB handle) is
+    // dropped and joined first, so that the DB is closed when the store is dropped.
+    syncer: Syncer,
+    db: Arc<DB>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.db.path()).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`.
+    ///
+    /// # Errors
+    /// When RocksDB cannot open the directory (in use by another process, corrupt, …).
+    pub fn open(dir: &Path) -> Result<Arc<Self>> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Many partitions write small batches concurrently: let RocksDB pipeline
+        // WAL and memtable writes of concurrent writers.
+        opts.set_enable_pipelined_write(true);
+        opts.set_max_background_jobs(2);
+        opts.set_max_total_wal_size(256 << 20);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cf = |name: &str| {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_write_buffer_size(32 << 20);
+            ColumnFamilyDescriptor::new(name, o)
+        };
+        let db = DB::open_cf_descriptors(
+            &opts,
+            dir,
+            [cf(CF_LOG), cf(CF_META), cf(CF_EVENTS), cf(CF_SNAPSHOT)],
+        )?;
+        let db = Arc::new(db);
+        let syncer = Syncer::start(db.clone());
+        Ok(Arc::new(Store { syncer, db }))
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        // Column families are created at open and never dropped.
+        self.db.cf_handle(name).expect("column family exists")
+    }
+
+    pub(crate) fn syncer(&self) -> &Syncer {
+        &self.syncer
+    }
+
+    /// Writes `batch` without waiting for an fsync.
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Writes `batch` and fsyncs the WAL before returning.
+    pub(crate) fn write_sync(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Fsyncs everything written so far.
+    pub(crate) fn sync_wal(&self) -> Result<()> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Counters of the group-commit syncer.
+    pub fn syncer_stats(&self) -> SyncerStats {
+        self.syncer.stats()
+    }
+}
