@@ -1,1 +1,67 @@
-fn main() {}
+//! The `chorus` command.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use chorus_tools::{bench, commands};
+
+#[derive(Debug, Parser)]
+#[command(name = "chorus", version, about = "chorus: an event-sourced messaging backend on a replicated log")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Embedded mode: everything in one process, data under ./data.
+    Dev(commands::dev::Args),
+    /// Run one log-node process.
+    LogNode(commands::log_node::Args),
+    /// Local clusters of log-node processes.
+    #[command(subcommand)]
+    Cluster(commands::cluster::Cmd),
+    /// Talk to the log: append, read, tail, status, membership.
+    Log(commands::log::Args),
+    /// Make a development CA and a certificate signed by it.
+    Certs {
+        #[arg(long, default_value = "data/tls")]
+        dir: std::path::PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Committed appends/s and commit latency of a local 3-node cluster.
+    Log(bench::log::Args),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,quinn=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Dev(a) => commands::dev::run(a).await,
+            Cmd::LogNode(a) => commands::log_node::run(a).await,
+            Cmd::Cluster(c) => commands::cluster::run(c).await,
+            Cmd::Log(a) => commands::log::run(a).await,
+            Cmd::Certs { dir, name } => {
+                let paths = chorus_log_node::network::tls::issue(&dir, &name)?;
+                println!("ca {}\ncert {}\nkey {}", paths.ca.display(), paths.cert.display(), paths.key.display());
+                Ok(())
+            }
+            Cmd::Bench(BenchCmd::Log(a)) => bench::log::run(a).await,
+        }
+    })
+}

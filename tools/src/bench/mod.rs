@@ -1,0 +1,4 @@
+//! `chorus bench …`: benchmarks that print figures (never timed tests).
+
+pub mod log;
+pub mod stats;

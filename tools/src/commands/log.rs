@@ -1,0 +1,148 @@
+//! `chorus log …`: talk to a log-node's client API.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use chorus_log_node::{ClientConfig, LogClient};
+use chorus_schema::{ChatId, ClientMsgId, Command, CommandBody, DeviceId, Key, NodeId, Origin, PartitionId, Request, UserId};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Client API address of any node.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub node: String,
+    /// CA certificate the node's certificate must chain to.
+    #[arg(long, default_value = "data/tls/ca.pem")]
+    pub ca: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Append a direct message (ciphertext = the text's bytes; for trying the log only).
+    Append {
+        #[arg(long)]
+        from: u64,
+        #[arg(long, default_value_t = 1)]
+        device: u32,
+        #[arg(long)]
+        to: u64,
+        #[arg(long)]
+        text: String,
+        /// Idempotency key; random if not given. Resending with the same one appends nothing.
+        #[arg(long)]
+        client_msg_id: Option<u64>,
+    },
+    /// Print committed events of a partition (or of the direct chat of --user and --peer).
+    Read {
+        #[arg(long)]
+        partition: Option<u16>,
+        #[arg(long)]
+        user: Option<u64>,
+        #[arg(long)]
+        peer: Option<u64>,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Follow a partition's committed events as they commit.
+    Tail {
+        #[arg(long)]
+        partition: u16,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+    /// Per-partition leader, term, applied index and replica lag, from every node.
+    Status,
+    /// Add a node as learner of a partition (run against any node; routed to the leader).
+    AddLearner {
+        #[arg(long)]
+        partition: u16,
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        client_addr: String,
+    },
+    /// Set the voters of a partition (e.g. to move a replica onto a learner).
+    ChangeVoters {
+        #[arg(long)]
+        partition: u16,
+        #[arg(long, value_delimiter = ',')]
+        voters: Vec<u64>,
+    },
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let client = LogClient::connect(std::slice::from_ref(&args.node), &args.ca, ClientConfig::default()).await?;
+    match args.cmd {
+        Cmd::Append { from, device, to, text, client_msg_id } => {
+            let cmd = Command {
+                origin: Origin {
+                    user: UserId(from),
+                    device: DeviceId(device),
+                    client_msg_id: ClientMsgId(client_msg_id.unwrap_or_else(rand::random)),
+                },
+                body: CommandBody::SendDirect { recipient: UserId(to), ciphertext: text.into_bytes(), media: None },
+            };
+            let p = client.partition_of(&cmd);
+            let result = client.append(&cmd).await?;
+            println!("partition {p}: {result:?}");
+        }
+        Cmd::Read { partition, user, peer, from, limit } => {
+            let p = match (partition, user, peer) {
+                (Some(p), _, _) => PartitionId(p),
+                (None, Some(u), Some(v)) => {
+                    PartitionId::for_key(&Key::Chat(ChatId::direct(UserId(u), UserId(v))), client.partitions())
+                }
+                _ => bail!("give --partition, or --user and --peer"),
+            };
+            let (events, next) = client.read(p, from, limit).await?;
+            for e in &events {
+                println!("{e:?}");
+            }
+            println!("partition {p}: {} events, next offset {next}", events.len());
+        }
+        Cmd::Tail { partition, from } => {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+            let c = client.clone();
+            let node = args.node.clone();
+            let task = tokio::spawn(async move { c.tail(&node, PartitionId(partition), from, tx).await });
+            while let Some(e) = rx.recv().await {
+                println!("{e:?}");
+            }
+            task.await??;
+        }
+        Cmd::Status => {
+            let s = client.status(&args.node).await?;
+            println!("node {}:", s.node);
+            for p in &s.partitions {
+                println!(
+                    "  partition {:>3}: leader {:>4} term {:>3} last_log {:>7} applied {:>7} events {:>8} voters {:?} replicas {:?}",
+                    p.partition,
+                    p.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                    p.term,
+                    p.last_log_index,
+                    p.last_applied,
+                    p.next_offset,
+                    p.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+                    p.replicas.iter().map(|r| (r.node.0, r.matched)).collect::<Vec<_>>()
+                );
+            }
+        }
+        Cmd::AddLearner { partition, node_id, raft_addr, client_addr } => {
+            let p = PartitionId(partition);
+            client.admin(p, &Request::AddLearner { partition: p, node: NodeId(node_id), raft_addr, client_addr }).await?;
+            println!("done");
+        }
+        Cmd::ChangeVoters { partition, voters } => {
+            let p = PartitionId(partition);
+            client.admin(p, &Request::ChangeVoters { partition: p, voters: voters.into_iter().map(NodeId).collect() }).await?;
+            println!("done");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `chorus log-node`: one log-node process.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use chorus_log_node::{Config, Node};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML configuration file (see `--config-check` for every key).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (defaults, file, CHORUS_* env, flags) and exit.
+    #[arg(long)]
+    pub config_check: bool,
+    /// Overrides `id`.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Overrides `data_dir`.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Defaults → file → environment → flags.
+///
+/// # Errors
+/// On an unreadable or invalid configuration.
+pub fn effective_config(args: &Args) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    config = config.apply_env(std::env::vars())?;
+    if let Some(id) = args.id {
+        config.id = id;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    Ok(config)
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let config = effective_config(&args)?;
+    if args.config_check {
+        config.validate()?;
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    let node = Node::start(config).await.context("start log-node")?;
+    shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

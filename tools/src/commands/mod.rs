@@ -1,0 +1,6 @@
+//! One module per subcommand of `chorus`.
+
+pub mod cluster;
+pub mod dev;
+pub mod log;
+pub mod log_node;

@@ -1,0 +1,7 @@
+//! The `chorus` command as a library: the local cluster launcher (shared by
+//! `chorus cluster up`, the benchmarks and the integration tests) and the
+//! implementation of each subcommand.
+
+pub mod bench;
+pub mod commands;
+pub mod launcher;
