@@ -1,0 +1,463 @@
+//! Log-node client API frames: one [`Request`] per QUIC stream, one or more
+//! [`Response`]s back.
+//!
+//! Commands and event records travel as complete nested buffers, so that a node
+//! forwards a command and serves a stored record without re-encoding it. Decoding
+//! a frame bounds the count and size of the nested buffers but does not decode
+//! them: decode each with [`crate::Command::decode`] or
+//! [`crate::EventRecord::decode`] when you need its content.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, ident, Builder};
+use crate::error::check_len;
+use crate::fb;
+use crate::ids::{NodeId, PartitionId};
+use crate::limits::*;
+use crate::outcome::{self, CommandResult};
+use crate::{Error, Result};
+
+/// A client request to a log-node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Append commands, all of one partition, in order. Each element is an encoded
+    /// [`crate::Command`].
+    Append { commands: Vec<Vec<u8>> },
+    /// Read up to `limit` committed events of a partition from offset `from`.
+    Read { partition: PartitionId, from: u64, limit: u32 },
+    /// Stream committed events of a partition from offset `from`, then as they commit.
+    Tail { partition: PartitionId, from: u64 },
+    /// The node's view of its partitions.
+    Status,
+    /// Add `node` as a learner of `partition`.
+    AddLearner { partition: PartitionId, node: NodeId, raft_addr: String, client_addr: String },
+    /// Make `voters` the voting members of `partition`.
+    ChangeVoters { partition: PartitionId, voters: Vec<NodeId> },
+}
+
+/// A log-node's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// One result per appended command, in order.
+    Appended { partition: PartitionId, results: Vec<CommandResult> },
+    /// Each element is an encoded [`crate::EventRecord`]; `next` is the offset to read from next.
+    Events { partition: PartitionId, events: Vec<Vec<u8>>, next: u64 },
+    Status(NodeStatus),
+    Done,
+    Error { code: ErrorCode, message: String, leader: Option<LeaderHint> },
+}
+
+/// Where to retry a request that reached a follower.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderHint {
+    pub node: NodeId,
+    pub client_addr: String,
+}
+
+/// A node's view of the partitions it hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub node: NodeId,
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One partition as seen by one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    pub partition: PartitionId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub last_applied: u64,
+    /// The offset the next committed event will get.
+    pub next_offset: u64,
+    pub voters: Vec<NodeId>,
+    /// Replication progress, known on the leader only.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// Replication progress of one replica, as the leader sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub node: NodeId,
+    pub matched: Option<u64>,
+    pub lag: Option<u64>,
+}
+
+/// Stable codes of error frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The request frame failed verification or validation.
+    BadFrame,
+    FrameTooLarge,
+    /// A command of an append failed to decode or validate.
+    InvalidCommand,
+    /// An append held commands of more than one partition.
+    MixedPartitions,
+    /// This node does not lead the partition; see the leader hint.
+    NotLeader,
+    /// The partition has no leader or is not hosted here right now.
+    PartitionUnavailable,
+    Unavailable,
+    Timeout,
+    Internal,
+}
+
+impl ErrorCode {
+    /// Whether the same request may succeed later (possibly at another node). A
+    /// retried append is safe: the dedup table makes it idempotent.
+    pub fn retryable(&self) -> bool {
+        matches!(self, ErrorCode::NotLeader | ErrorCode::PartitionUnavailable | ErrorCode::Unavailable | ErrorCode::Timeout)
+    }
+}
+
+impl Request {
+    /// Checks count and size limits.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] naming the first field over its limit.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Request::Append { commands } => {
+                check_len("append commands", commands.len(), MAX_COMMANDS_PER_APPEND)?;
+                commands.iter().try_for_each(|c| check_len("command", c.len(), MAX_COMMAND_BYTES))
+            }
+            Request::Read { .. } | Request::Tail { .. } | Request::Status => Ok(()),
+            Request::AddLearner { raft_addr, client_addr, .. } => {
+                check_len("raft address", raft_addr.len(), MAX_ADDR_BYTES)?;
+                check_len("client address", client_addr.len(), MAX_ADDR_BYTES)
+            }
+            Request::ChangeVoters { voters, .. } => check_len("voters", voters.len(), MAX_VOTERS),
+        }
+    }
+
+    /// Encodes as a flatbuffer with file identifier `CREQ`. Does not validate.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(256);
+        let (body_type, body) = match self {
+            Request::Append { commands } => {
+                let items: Vec<_> = commands
+                    .iter()
+                    .map(|c| {
+                        let bytes = fbb.create_vector(c);
+                        fb::CommandBytes::create(&mut fbb, &fb::CommandBytesArgs { bytes: Some(bytes) })
+                    })
+                    .collect();
+                let commands = fbb.create_vector(&items);
+                let t = fb::AppendRequest::create(&mut fbb, &fb::AppendRequestArgs { commands: Some(commands) });
+                (fb::RequestBody::AppendRequest, t.as_union_value())
+            }
+            Request::Read { partition, from, limit } => {
+                let t = fb::ReadRequest::create(
+                    &mut fbb,
+                    &fb::ReadRequestArgs { partition: partition.0, from: *from, limit: *limit },
+                );
+                (fb::RequestBody::ReadRequest, t.as_union_value())
+            }
+            Request::Tail { partition, from } => {
+                let t = fb::TailRequest::create(&mut fbb, &fb::TailRequestArgs { partition: partition.0, from: *from });
+                (fb::RequestBody::TailRequest, t.as_union_value())
+            }
+            Request::Status => {
+                let t = fb::StatusRequest::create(&mut fbb, &fb::StatusRequestArgs {});
+                (fb::RequestBody::StatusRequest, t.as_union_value())
+            }
+            Request::AddLearner { partition, node, raft_addr, client_addr } => {
+                let raft_addr = fbb.create_string(raft_addr);
+                let client_addr = fbb.create_string(client_addr);
+                let t = fb::AddLearnerRequest::create(
+                    &mut fbb,
+                    &fb::AddLearnerRequestArgs {
+                        partition: partition.0,
+                        node: node.0,
+                        raft_addr: Some(raft_addr),
+                        client_addr: Some(client_addr),
+                    },
+                );
+                (fb::RequestBody::AddLearnerRequest, t.as_union_value())
+            }
+            Request::ChangeVoters { partition, voters } => {
+                let voters = fbb.create_vector_from_iter(voters.iter().map(|n| n.0));
+                let t = fb::ChangeVotersRequest::create(
+                    &mut fbb,
+                    &fb::ChangeVotersRequestArgs { partition: partition.0, voters: Some(voters) },
+                );
+                (fb::RequestBody::ChangeVotersRequest, t.as_union_value())
+            }
+        };
+        let root = fb::Request::create(&mut fbb, &fb::RequestArgs { body_type, body: Some(body) });
+        codec::finish(fbb, root, ident::REQUEST)
+    }
+
+    /// Verifies and decodes a frame made by [`Request::encode`], then validates it.
+    /// Nested commands are bounded but not decoded (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] above [`MAX_FRAME_BYTES`] or a limit;
+    /// [`Error::Malformed`] if the verifier refuses it or it holds an unknown variant.
+    pub fn decode(buf: &[u8]) -> Result<Request> {
+        let r = codec::root::<fb::Request>(buf, "request", ident::REQUEST, MAX_FRAME_BYTES, MAX_COMMANDS_PER_APPEND + 16)?;
+        let tag = r.body_type();
+        let bad = || codec::bad_union("request body", tag.0);
+        let req = match tag {
+            fb::RequestBody::AppendRequest => {
+                let b = r.body_as_append_request().ok_or_else(bad)?;
+                let commands = b.commands();
+                check_len("append commands", commands.len(), MAX_COMMANDS_PER_APPEND)?;
+                let mut out = Vec::with_capacity(commands.len());
+                for c in commands.iter() {
+                    let bytes = c.bytes().bytes();
+                    check_len("command", bytes.len(), MAX_COMMAND_BYTES)?;
+                    out.push(bytes.to_vec());
+                }
+                Request::Append { commands: out }
+            }
+            fb::RequestBody::ReadRequest => {
+                let b = r.body_as_read_request().ok_or_else(bad)?;
+                Request::Read { partition: PartitionId(b.partition()), from: b.from(), limit: b.limit() }
+            }
+            fb::RequestBody::TailRequest => {
+                let b = r.body_as_tail_request().ok_or_else(bad)?;
+                Request::Tail { partition: PartitionId(b.partition()), from: b.from() }
+            }
+            fb::RequestBody::StatusRequest => {
+                r.body_as_status_request().ok_or_else(bad)?;
+                Request::Status
+            }
+            fb::RequestBody::AddLearnerRequest => {
+                let b = r.body_as_add_learner_request().ok_or_else(bad)?;
+                Request::AddLearner {
+                    partition: PartitionId(b.partition()),
+                    node: NodeId(b.node()),
+                    raft_addr: b.raft_addr().to_owned(),
+                    client_addr: b.client_addr().to_owned(),
+                }
+            }
+            fb::RequestBody::ChangeVotersRequest => {
+                let b = r.body_as_change_voters_request().ok_or_else(bad)?;
+                check_len("voters", b.voters().len(), MAX_VOTERS)?;
+                Request::ChangeVoters {
+                    partition: PartitionId(b.partition()),
+                    voters: b.voters().iter().map(NodeId).collect(),
+                }
+            }
+            _ => return Err(bad()),
+        };
+        req.validate()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    /// Checks count and size limits.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] naming the first field over its limit.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Response::Appended { results, .. } => {
+                check_len("append results", results.len(), MAX_COMMANDS_PER_APPEND)?;
+                results.iter().try_for_each(outcome::validate_result)
+            }
+            Response::Events { events, .. } => {
+                check_len("events", events.len(), MAX_EVENTS_PER_RESPONSE)?;
+                events.iter().try_for_each(|e| check_len("event record", e.len(), MAX_EVENT_BYTES))
+            }
+            Response::Status(s) => {
+                check_len("status partitions", s.partitions.len(), MAX_STATUS_PARTITIONS)?;
+                s.partitions.iter().try_for_each(|p| {
+                    check_len("voters", p.voters.len(), MAX_VOTERS)?;
+                    check_len("replicas", p.replicas.len(), MAX_REPLICAS)
+                })
+            }
+            Response::Done => Ok(()),
+            Response::Error { message, leader, .. } => {
+                check_len("error message", message.len(), MAX_MESSAGE_BYTES)?;
+                leader.as_ref().map_or(Ok(()), |l| check_len("client address", l.client_addr.len(), MAX_ADDR_BYTES))
+            }
+        }
+    }
+
+    /// Encodes as a flatbuffer with file identifier `CRSP`. Does not validate.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(256);
+        let (body_type, body) = match self {
+            Response::Appended { partition, results } => {
+                let items: Vec<_> = results.iter().map(|r| outcome::build_result(&mut fbb, r)).collect();
+                let results = fbb.create_vector(&items);
+                let t = fb::AppendedResponse::create(
+                    &mut fbb,
+                    &fb::AppendedResponseArgs { partition: partition.0, results: Some(results) },
+                );
+                (fb::ResponseBody::AppendedResponse, t.as_union_value())
+            }
+            Response::Events { partition, events, next } => {
+                let items: Vec<_> = events
+                    .iter()
+                    .map(|e| {
+                        let bytes = fbb.create_vector(e);
+                        fb::EventRecordBytes::create(&mut fbb, &fb::EventRecordBytesArgs { bytes: Some(bytes) })
+                    })
+                    .collect();
+                let events = fbb.create_vector(&items);
+                let t = fb::EventsResponse::create(
+                    &mut fbb,
+                    &fb::EventsResponseArgs { partition: partition.0, events: Some(events), next: *next },
+                );
+                (fb::ResponseBody::EventsResponse, t.as_union_value())
+            }
+            Response::Status(status) => {
+                let parts: Vec<_> = status
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let voters = fbb.create_vector_from_iter(p.voters.iter().map(|n| n.0));
+                        let replicas: Vec<_> = p
+                            .replicas
+                            .iter()
+                            .map(|r| {
+                                fb::ReplicaStatus::create(
+                                    &mut fbb,
+                                    &fb::ReplicaStatusArgs { node: r.node.0, matched: r.matched, lag: r.lag },
+                                )
+                            })
+                            .collect();
+                        let replicas = fbb.create_vector(&replicas);
+                        fb::PartitionStatus::create(
+                            &mut fbb,
+                            &fb::PartitionStatusArgs {
+                                partition: p.partition.0,
+                                leader: p.leader.map(|n| n.0),
+                                term: p.term,
+                                last_log_index: p.last_log_index,
+                                last_applied: p.last_applied,
+                                next_offset: p.next_offset,
+                                voters: Some(voters),
+                                replicas: Some(replicas),
+                            },
+                        )
+                    })
+                    .collect();
+                let partitions = fbb.create_vector(&parts);
+                let t = fb::StatusResponse::create(
+                    &mut fbb,
+                    &fb::StatusResponseArgs { node: status.node.0, partitions: Some(partitions) },
+                );
+                (fb::ResponseBody::StatusResponse, t.as_union_value())
+            }
+            Response::Done => {
+                let t = fb::DoneResponse::create(&mut fbb, &fb::DoneResponseArgs {});
+                (fb::ResponseBody::DoneResponse, t.as_union_value())
+            }
+            Response::Error { code, message, leader } => {
+                let message = fbb.create_string(message);
+                let leader = leader.as_ref().map(|l| {
+                    let client_addr = fbb.create_string(&l.client_addr);
+                    fb::LeaderHint::create(&mut fbb, &fb::LeaderHintArgs { node: l.node.0, client_addr: Some(client_addr) })
+                });
+                let t = fb::ErrorResponse::create(
+                    &mut fbb,
+                    &fb::ErrorResponseArgs { code: error_code_fb(*code), message: Some(message), leader },
+                );
+                (fb::ResponseBody::ErrorResponse, t.as_union_value())
+            }
+        };
+        let root = fb::Response::create(&mut fbb, &fb::ResponseArgs { body_type, body: Some(body) });
+        codec::finish(fbb, root, ident::RESPONSE)
+    }
+
+    /// Verifies and decodes a frame made by [`Response::encode`], then validates it.
+    /// Nested event records are bounded but not decoded (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] above [`MAX_FRAME_BYTES`] or a limit;
+    /// [`Error::Malformed`] if the verifier refuses it or it holds an unknown variant.
+    pub fn decode(buf: &[u8]) -> Result<Response> {
+        let r = codec::root::<fb::Response>(buf, "response", ident::RESPONSE, MAX_FRAME_BYTES, MAX_FRAME_BYTES / 8)?;
+        let tag = r.body_type();
+        let bad = || codec::bad_union("response body", tag.0);
+        let resp = match tag {
+            fb::ResponseBody::AppendedResponse => {
+                let b = r.body_as_appended_response().ok_or_else(bad)?;
+                check_len("append results", b.results().len(), MAX_COMMANDS_PER_APPEND)?;
+                let results = b.results().iter().map(outcome::read_result).collect::<Result<Vec<_>>>()?;
+                Response::Appended { partition: PartitionId(b.partition()), results }
+            }
+            fb::ResponseBody::EventsResponse => {
+                let b = r.body_as_events_response().ok_or_else(bad)?;
+                check_len("events", b.events().len(), MAX_EVENTS_PER_RESPONSE)?;
+                let events = b.events().iter().map(|e| e.bytes().bytes().to_vec()).collect();
+                Response::Events { partition: PartitionId(b.partition()), events, next: b.next() }
+            }
+            fb::ResponseBody::StatusResponse => {
+                let b = r.body_as_status_response().ok_or_else(bad)?;
+                check_len("status partitions", b.partitions().len(), MAX_STATUS_PARTITIONS)?;
+                let partitions = b
+                    .partitions()
+                    .iter()
+                    .map(|p| PartitionStatus {
+                        partition: PartitionId(p.partition()),
+                        leader: p.leader().map(NodeId),
+                        term: p.term(),
+                        last_log_index: p.last_log_index(),
+                        last_applied: p.last_applied(),
+                        next_offset: p.next_offset(),
+                        voters: p.voters().iter().map(NodeId).collect(),
+                        replicas: p
+                            .replicas()
+                            .iter()
+                            .map(|r| ReplicaStatus { node: NodeId(r.node()), matched: r.matched(), lag: r.lag() })
+                            .collect(),
+                    })
+                    .collect();
+                Response::Status(NodeStatus { node: NodeId(b.node()), partitions })
+            }
+            fb::ResponseBody::DoneResponse => {
+                r.body_as_done_response().ok_or_else(bad)?;
+                Response::Done
+            }
+            fb::ResponseBody::ErrorResponse => {
+                let b = r.body_as_error_response().ok_or_else(bad)?;
+                Response::Error {
+                    code: error_code(b.code())?,
+                    message: b.message().to_owned(),
+                    leader: b
+                        .leader()
+                        .map(|l| LeaderHint { node: NodeId(l.node()), client_addr: l.client_addr().to_owned() }),
+                }
+            }
+            _ => return Err(bad()),
+        };
+        resp.validate()?;
+        Ok(resp)
+    }
+}
+
+fn error_code_fb(c: ErrorCode) -> fb::ErrorCode {
+    match c {
+        ErrorCode::BadFrame => fb::ErrorCode::BadFrame,
+        ErrorCode::FrameTooLarge => fb::ErrorCode::FrameTooLarge,
+        ErrorCode::InvalidCommand => fb::ErrorCode::InvalidCommand,
+        ErrorCode::MixedPartitions => fb::ErrorCode::MixedPartitions,
+        ErrorCode::NotLeader => fb::ErrorCode::NotLeader,
+        ErrorCode::PartitionUnavailable => fb::ErrorCode::PartitionUnavailable,
+        ErrorCode::Unavailable => fb::ErrorCode::Unavailable,
+        ErrorCode::Timeout => fb::ErrorCode::Timeout,
+        ErrorCode::Internal => fb::ErrorCode::Internal,
+    }
+}
+
+fn error_code(c: fb::ErrorCode) -> Result<ErrorCode> {
+    Ok(match c {
+        fb::ErrorCode::BadFrame => ErrorCode::BadFrame,
+        fb::ErrorCode::FrameTooLarge => ErrorCode::FrameTooLarge,
+        fb::ErrorCode::InvalidCommand => ErrorCode::InvalidCommand,
+        fb::ErrorCode::MixedPartitions => ErrorCode::MixedPartitions,
+        fb::ErrorCode::NotLeader => ErrorCode::NotLeader,
+        fb::ErrorCode::PartitionUnavailable => ErrorCode::PartitionUnavailable,
+        fb::ErrorCode::Unavailable => ErrorCode::Unavailable,
+        fb::ErrorCode::Timeout => ErrorCode::Timeout,
+        fb::ErrorCode::Internal => ErrorCode::Internal,
+        other => return Err(Error::malformed("error code", format!("unknown value {}", other.0))),
+    })
+}

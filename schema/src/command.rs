@@ -1,0 +1,543 @@
+//! Commands: what a client asks a partition to do.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, ident, Builder};
+use crate::error::check_len;
+use crate::fb;
+use crate::ids::{ChatId, DeviceId, Key, Seq, UserId};
+use crate::limits::*;
+use crate::types::{MediaRef, Origin, Prekey, ReceiptKind, Visibility};
+use crate::{Error, Result};
+
+/// A command with its origin. The partition state machine turns it into events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub origin: Origin,
+    pub body: CommandBody,
+}
+
+/// Every command of chorus. The chat-partition commands come first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandBody {
+    // chat partition
+    /// Key: the direct chat of the origin user and `recipient`.
+    SendDirect { recipient: UserId, ciphertext: Vec<u8>, media: Option<MediaRef> },
+    SendGroup { chat: ChatId, ciphertext: Vec<u8>, media: Option<MediaRef> },
+    EditMessage { chat: ChatId, seq: Seq, ciphertext: Vec<u8> },
+    DeleteMessage { chat: ChatId, seq: Seq },
+    /// An empty reaction removes the origin's reaction.
+    SetReaction { chat: ChatId, seq: Seq, reaction: String },
+    Ack { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
+    CreateGroup { chat: ChatId, name: String, members: Vec<UserId> },
+    AddMember { chat: ChatId, member: UserId },
+    RemoveMember { chat: ChatId, member: UserId },
+    PromoteMember { chat: ChatId, member: UserId },
+    DemoteMember { chat: ChatId, member: UserId },
+    ChangeGroupInfo { chat: ChatId, name: String, description: String },
+    LeaveGroup { chat: ChatId },
+    // user partition: key is the origin user, except ClaimPrekey (the target)
+    RegisterUser { phone: String },
+    LinkDevice { device: DeviceId, identity_key: Vec<u8>, name: String },
+    UnlinkDevice { device: DeviceId },
+    UpdateProfile { name: String, about: String, avatar: Option<MediaRef> },
+    SetPrivacy { last_seen: Visibility, profile_photo: Visibility, about: Visibility, read_receipts: bool },
+    SetPresence { online: bool },
+    UploadPrekeys { device: DeviceId, prekeys: Vec<Prekey> },
+    ClaimPrekey { target: UserId, target_device: DeviceId },
+    PostStatus { status_id: u64, ciphertext: Vec<u8>, media: Option<MediaRef>, acl: Vec<UserId> },
+    UpdateContacts { contacts: Vec<UserId> },
+    Block { target: UserId },
+    Unblock { target: UserId },
+}
+
+impl Command {
+    /// The key whose partition must decide this command.
+    pub fn key(&self) -> Key {
+        use CommandBody::*;
+        match &self.body {
+            SendDirect { recipient, .. } => Key::Chat(ChatId::direct(self.origin.user, *recipient)),
+            SendGroup { chat, .. }
+            | EditMessage { chat, .. }
+            | DeleteMessage { chat, .. }
+            | SetReaction { chat, .. }
+            | Ack { chat, .. }
+            | CreateGroup { chat, .. }
+            | AddMember { chat, .. }
+            | RemoveMember { chat, .. }
+            | PromoteMember { chat, .. }
+            | DemoteMember { chat, .. }
+            | ChangeGroupInfo { chat, .. }
+            | LeaveGroup { chat } => Key::Chat(*chat),
+            ClaimPrekey { target, .. } => Key::User(*target),
+            RegisterUser { .. }
+            | LinkDevice { .. }
+            | UnlinkDevice { .. }
+            | UpdateProfile { .. }
+            | SetPrivacy { .. }
+            | SetPresence { .. }
+            | UploadPrekeys { .. }
+            | PostStatus { .. }
+            | UpdateContacts { .. }
+            | Block { .. }
+            | Unblock { .. } => Key::User(self.origin.user),
+        }
+    }
+
+    /// The name of the command's kind, for logs and error messages.
+    pub fn kind(&self) -> &'static str {
+        use CommandBody::*;
+        match &self.body {
+            SendDirect { .. } => "SendDirect",
+            SendGroup { .. } => "SendGroup",
+            EditMessage { .. } => "EditMessage",
+            DeleteMessage { .. } => "DeleteMessage",
+            SetReaction { .. } => "SetReaction",
+            Ack { .. } => "Ack",
+            CreateGroup { .. } => "CreateGroup",
+            AddMember { .. } => "AddMember",
+            RemoveMember { .. } => "RemoveMember",
+            PromoteMember { .. } => "PromoteMember",
+            DemoteMember { .. } => "DemoteMember",
+            ChangeGroupInfo { .. } => "ChangeGroupInfo",
+            LeaveGroup { .. } => "LeaveGroup",
+            RegisterUser { .. } => "RegisterUser",
+            LinkDevice { .. } => "LinkDevice",
+            UnlinkDevice { .. } => "UnlinkDevice",
+            UpdateProfile { .. } => "UpdateProfile",
+            SetPrivacy { .. } => "SetPrivacy",
+            SetPresence { .. } => "SetPresence",
+            UploadPrekeys { .. } => "UploadPrekeys",
+            ClaimPrekey { .. } => "ClaimPrekey",
+            PostStatus { .. } => "PostStatus",
+            UpdateContacts { .. } => "UpdateContacts",
+            Block { .. } => "Block",
+            Unblock { .. } => "Unblock",
+        }
+    }
+
+    /// Checks the field limits of [`crate::limits`]. `decode` runs this; the
+    /// partition state machine runs it again for commands built in-process.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] naming the first field over its limit.
+    pub fn validate(&self) -> Result<()> {
+        use CommandBody::*;
+        match &self.body {
+            SendDirect { ciphertext, media, .. } | SendGroup { ciphertext, media, .. } => {
+                check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES)?;
+                validate_media(media)
+            }
+            EditMessage { ciphertext, .. } => check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES),
+            DeleteMessage { .. } | Ack { .. } | LeaveGroup { .. } => Ok(()),
+            SetReaction { reaction, .. } => check_len("reaction", reaction.len(), MAX_REACTION_BYTES),
+            CreateGroup { name, members, .. } => {
+                check_len("group name", name.len(), MAX_NAME_BYTES)?;
+                check_len("group members", members.len(), MAX_GROUP_MEMBERS)
+            }
+            AddMember { .. } | RemoveMember { .. } | PromoteMember { .. } | DemoteMember { .. } => Ok(()),
+            ChangeGroupInfo { name, description, .. } => {
+                check_len("group name", name.len(), MAX_NAME_BYTES)?;
+                check_len("group description", description.len(), MAX_ABOUT_BYTES)
+            }
+            RegisterUser { phone } => check_len("phone", phone.len(), MAX_PHONE_BYTES),
+            LinkDevice { identity_key, name, .. } => {
+                check_len("identity key", identity_key.len(), MAX_KEY_BYTES)?;
+                check_len("device name", name.len(), MAX_NAME_BYTES)
+            }
+            UnlinkDevice { .. } | SetPrivacy { .. } | SetPresence { .. } | ClaimPrekey { .. } => Ok(()),
+            UpdateProfile { name, about, avatar } => {
+                check_len("profile name", name.len(), MAX_NAME_BYTES)?;
+                check_len("profile about", about.len(), MAX_ABOUT_BYTES)?;
+                validate_media(avatar)
+            }
+            UploadPrekeys { prekeys, .. } => {
+                check_len("prekeys", prekeys.len(), MAX_PREKEYS_PER_UPLOAD)?;
+                prekeys.iter().try_for_each(Prekey::validate)
+            }
+            PostStatus { ciphertext, media, acl, .. } => {
+                check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES)?;
+                check_len("status acl", acl.len(), MAX_ACL)?;
+                validate_media(media)
+            }
+            UpdateContacts { contacts } => check_len("contacts", contacts.len(), MAX_CONTACTS),
+            Block { .. } | Unblock { .. } => Ok(()),
+        }
+    }
+
+    /// Encodes as a flatbuffer with file identifier `CCMD`. Does not validate.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(128);
+        let (body_type, body) = encode_body(&mut fbb, &self.body);
+        let origin = codec::origin_fb(&self.origin);
+        let root = fb::Command::create(
+            &mut fbb,
+            &fb::CommandArgs { origin: Some(&origin), body_type, body: Some(body) },
+        );
+        codec::finish(fbb, root, ident::COMMAND)
+    }
+
+    /// Verifies and decodes a buffer made by [`Command::encode`], then validates it.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] above [`MAX_COMMAND_BYTES`] or a field limit;
+    /// [`Error::Malformed`] if the verifier refuses the buffer or it holds an unknown
+    /// command or enum value.
+    pub fn decode(buf: &[u8]) -> Result<Command> {
+        let c = codec::root::<fb::Command>(buf, "command", ident::COMMAND, MAX_COMMAND_BYTES, 1024)?;
+        let cmd = from_fb(c)?;
+        cmd.validate()?;
+        Ok(cmd)
+    }
+}
+
+fn validate_media(m: &Option<MediaRef>) -> Result<()> {
+    m.as_ref().map_or(Ok(()), MediaRef::validate)
+}
+
+pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
+    let origin = codec::origin(c.origin());
+    let tag = c.body_type();
+    let bad = || codec::bad_union("command body", tag.0);
+    macro_rules! get {
+        ($e:expr) => {
+            $e.ok_or_else(bad)?
+        };
+    }
+    use codec::{chat, opt_media, seq, users};
+    let body = match tag {
+        fb::CommandBody::SendDirect => {
+            let b = get!(c.body_as_send_direct());
+            CommandBody::SendDirect {
+                recipient: UserId(b.recipient()),
+                ciphertext: b.ciphertext().bytes().to_vec(),
+                media: opt_media(b.media()),
+            }
+        }
+        fb::CommandBody::SendGroup => {
+            let b = get!(c.body_as_send_group());
+            CommandBody::SendGroup {
+                chat: chat(b.chat()),
+                ciphertext: b.ciphertext().bytes().to_vec(),
+                media: opt_media(b.media()),
+            }
+        }
+        fb::CommandBody::EditMessage => {
+            let b = get!(c.body_as_edit_message());
+            CommandBody::EditMessage {
+                chat: chat(b.chat()),
+                seq: seq(b.seq()),
+                ciphertext: b.ciphertext().bytes().to_vec(),
+            }
+        }
+        fb::CommandBody::DeleteMessage => {
+            let b = get!(c.body_as_delete_message());
+            CommandBody::DeleteMessage { chat: chat(b.chat()), seq: seq(b.seq()) }
+        }
+        fb::CommandBody::SetReaction => {
+            let b = get!(c.body_as_set_reaction());
+            CommandBody::SetReaction { chat: chat(b.chat()), seq: seq(b.seq()), reaction: b.reaction().to_owned() }
+        }
+        fb::CommandBody::Ack => {
+            let b = get!(c.body_as_ack());
+            CommandBody::Ack { chat: chat(b.chat()), kind: codec::receipt_kind(b.kind())?, up_to_seq: seq(b.up_to_seq()) }
+        }
+        fb::CommandBody::CreateGroup => {
+            let b = get!(c.body_as_create_group());
+            check_len("group members", b.members().len(), MAX_GROUP_MEMBERS)?;
+            CommandBody::CreateGroup { chat: chat(b.chat()), name: b.name().to_owned(), members: users(b.members()) }
+        }
+        fb::CommandBody::AddMember => {
+            let b = get!(c.body_as_add_member());
+            CommandBody::AddMember { chat: chat(b.chat()), member: UserId(b.member()) }
+        }
+        fb::CommandBody::RemoveMember => {
+            let b = get!(c.body_as_remove_member());
+            CommandBody::RemoveMember { chat: chat(b.chat()), member: UserId(b.member()) }
+        }
+        fb::CommandBody::PromoteMember => {
+            let b = get!(c.body_as_promote_member());
+            CommandBody::PromoteMember { chat: chat(b.chat()), member: UserId(b.member()) }
+        }
+        fb::CommandBody::DemoteMember => {
+            let b = get!(c.body_as_demote_member());
+            CommandBody::DemoteMember { chat: chat(b.chat()), member: UserId(b.member()) }
+        }
+        fb::CommandBody::ChangeGroupInfo => {
+            let b = get!(c.body_as_change_group_info());
+            CommandBody::ChangeGroupInfo {
+                chat: chat(b.chat()),
+                name: b.name().to_owned(),
+                description: b.description().to_owned(),
+            }
+        }
+        fb::CommandBody::LeaveGroup => {
+            let b = get!(c.body_as_leave_group());
+            CommandBody::LeaveGroup { chat: chat(b.chat()) }
+        }
+        fb::CommandBody::RegisterUser => {
+            let b = get!(c.body_as_register_user());
+            CommandBody::RegisterUser { phone: b.phone().to_owned() }
+        }
+        fb::CommandBody::LinkDevice => {
+            let b = get!(c.body_as_link_device());
+            CommandBody::LinkDevice {
+                device: DeviceId(b.device()),
+                identity_key: b.identity_key().bytes().to_vec(),
+                name: b.name().to_owned(),
+            }
+        }
+        fb::CommandBody::UnlinkDevice => {
+            let b = get!(c.body_as_unlink_device());
+            CommandBody::UnlinkDevice { device: DeviceId(b.device()) }
+        }
+        fb::CommandBody::UpdateProfile => {
+            let b = get!(c.body_as_update_profile());
+            CommandBody::UpdateProfile {
+                name: b.name().to_owned(),
+                about: b.about().to_owned(),
+                avatar: opt_media(b.avatar()),
+            }
+        }
+        fb::CommandBody::SetPrivacy => {
+            let b = get!(c.body_as_set_privacy());
+            CommandBody::SetPrivacy {
+                last_seen: codec::visibility(b.last_seen())?,
+                profile_photo: codec::visibility(b.profile_photo())?,
+                about: codec::visibility(b.about())?,
+                read_receipts: b.read_receipts(),
+            }
+        }
+        fb::CommandBody::SetPresence => {
+            let b = get!(c.body_as_set_presence());
+            CommandBody::SetPresence { online: b.online() }
+        }
+        fb::CommandBody::UploadPrekeys => {
+            let b = get!(c.body_as_upload_prekeys());
+            check_len("prekeys", b.prekeys().len(), MAX_PREKEYS_PER_UPLOAD)?;
+            CommandBody::UploadPrekeys { device: DeviceId(b.device()), prekeys: codec::prekeys(b.prekeys()) }
+        }
+        fb::CommandBody::ClaimPrekey => {
+            let b = get!(c.body_as_claim_prekey());
+            CommandBody::ClaimPrekey { target: UserId(b.target()), target_device: DeviceId(b.target_device()) }
+        }
+        fb::CommandBody::PostStatus => {
+            let b = get!(c.body_as_post_status());
+            check_len("status acl", b.acl().len(), MAX_ACL)?;
+            CommandBody::PostStatus {
+                status_id: b.status_id(),
+                ciphertext: b.ciphertext().bytes().to_vec(),
+                media: opt_media(b.media()),
+                acl: users(b.acl()),
+            }
+        }
+        fb::CommandBody::UpdateContacts => {
+            let b = get!(c.body_as_update_contacts());
+            check_len("contacts", b.contacts().len(), MAX_CONTACTS)?;
+            CommandBody::UpdateContacts { contacts: users(b.contacts()) }
+        }
+        fb::CommandBody::Block => {
+            let b = get!(c.body_as_block());
+            CommandBody::Block { target: UserId(b.target()) }
+        }
+        fb::CommandBody::Unblock => {
+            let b = get!(c.body_as_unblock());
+            CommandBody::Unblock { target: UserId(b.target()) }
+        }
+        _ => return Err(bad()),
+    };
+    Ok(Command { origin, body })
+}
+
+fn encode_body<'a>(
+    fbb: &mut Builder<'a>,
+    body: &CommandBody,
+) -> (fb::CommandBody, flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>) {
+    use codec::{chat_fb, opt_media_fb, users_fb};
+    use CommandBody as B;
+    match body {
+        B::SendDirect { recipient, ciphertext, media } => {
+            let ciphertext = fbb.create_vector(ciphertext);
+            let media = opt_media_fb(fbb, media);
+            let t = fb::SendDirect::create(
+                fbb,
+                &fb::SendDirectArgs { recipient: recipient.0, ciphertext: Some(ciphertext), media },
+            );
+            (fb::CommandBody::SendDirect, t.as_union_value())
+        }
+        B::SendGroup { chat, ciphertext, media } => {
+            let ciphertext = fbb.create_vector(ciphertext);
+            let media = opt_media_fb(fbb, media);
+            let chat = chat_fb(chat);
+            let t = fb::SendGroup::create(
+                fbb,
+                &fb::SendGroupArgs { chat: Some(&chat), ciphertext: Some(ciphertext), media },
+            );
+            (fb::CommandBody::SendGroup, t.as_union_value())
+        }
+        B::EditMessage { chat, seq, ciphertext } => {
+            let ciphertext = fbb.create_vector(ciphertext);
+            let chat = chat_fb(chat);
+            let t = fb::EditMessage::create(
+                fbb,
+                &fb::EditMessageArgs { chat: Some(&chat), seq: seq.0, ciphertext: Some(ciphertext) },
+            );
+            (fb::CommandBody::EditMessage, t.as_union_value())
+        }
+        B::DeleteMessage { chat, seq } => {
+            let chat = chat_fb(chat);
+            let t = fb::DeleteMessage::create(fbb, &fb::DeleteMessageArgs { chat: Some(&chat), seq: seq.0 });
+            (fb::CommandBody::DeleteMessage, t.as_union_value())
+        }
+        B::SetReaction { chat, seq, reaction } => {
+            let reaction = fbb.create_string(reaction);
+            let chat = chat_fb(chat);
+            let t = fb::SetReaction::create(
+                fbb,
+                &fb::SetReactionArgs { chat: Some(&chat), seq: seq.0, reaction: Some(reaction) },
+            );
+            (fb::CommandBody::SetReaction, t.as_union_value())
+        }
+        B::Ack { chat, kind, up_to_seq } => {
+            let chat = chat_fb(chat);
+            let t = fb::Ack::create(
+                fbb,
+                &fb::AckArgs { chat: Some(&chat), kind: codec::receipt_kind_fb(*kind), up_to_seq: up_to_seq.0 },
+            );
+            (fb::CommandBody::Ack, t.as_union_value())
+        }
+        B::CreateGroup { chat, name, members } => {
+            let name = fbb.create_string(name);
+            let members = users_fb(fbb, members);
+            let chat = chat_fb(chat);
+            let t = fb::CreateGroup::create(
+                fbb,
+                &fb::CreateGroupArgs { chat: Some(&chat), name: Some(name), members: Some(members) },
+            );
+            (fb::CommandBody::CreateGroup, t.as_union_value())
+        }
+        B::AddMember { chat, member } => {
+            let chat = chat_fb(chat);
+            let t = fb::AddMember::create(fbb, &fb::AddMemberArgs { chat: Some(&chat), member: member.0 });
+            (fb::CommandBody::AddMember, t.as_union_value())
+        }
+        B::RemoveMember { chat, member } => {
+            let chat = chat_fb(chat);
+            let t = fb::RemoveMember::create(fbb, &fb::RemoveMemberArgs { chat: Some(&chat), member: member.0 });
+            (fb::CommandBody::RemoveMember, t.as_union_value())
+        }
+        B::PromoteMember { chat, member } => {
+            let chat = chat_fb(chat);
+            let t = fb::PromoteMember::create(fbb, &fb::PromoteMemberArgs { chat: Some(&chat), member: member.0 });
+            (fb::CommandBody::PromoteMember, t.as_union_value())
+        }
+        B::DemoteMember { chat, member } => {
+            let chat = chat_fb(chat);
+            let t = fb::DemoteMember::create(fbb, &fb::DemoteMemberArgs { chat: Some(&chat), member: member.0 });
+            (fb::CommandBody::DemoteMember, t.as_union_value())
+        }
+        B::ChangeGroupInfo { chat, name, description } => {
+            let name = fbb.create_string(name);
+            let description = fbb.create_string(description);
+            let chat = chat_fb(chat);
+            let t = fb::ChangeGroupInfo::create(
+                fbb,
+                &fb::ChangeGroupInfoArgs { chat: Some(&chat), name: Some(name), description: Some(description) },
+            );
+            (fb::CommandBody::ChangeGroupInfo, t.as_union_value())
+        }
+        B::LeaveGroup { chat } => {
+            let chat = chat_fb(chat);
+            let t = fb::LeaveGroup::create(fbb, &fb::LeaveGroupArgs { chat: Some(&chat) });
+            (fb::CommandBody::LeaveGroup, t.as_union_value())
+        }
+        B::RegisterUser { phone } => {
+            let phone = fbb.create_string(phone);
+            let t = fb::RegisterUser::create(fbb, &fb::RegisterUserArgs { phone: Some(phone) });
+            (fb::CommandBody::RegisterUser, t.as_union_value())
+        }
+        B::LinkDevice { device, identity_key, name } => {
+            let identity_key = fbb.create_vector(identity_key);
+            let name = fbb.create_string(name);
+            let t = fb::LinkDevice::create(
+                fbb,
+                &fb::LinkDeviceArgs { device: device.0, identity_key: Some(identity_key), name: Some(name) },
+            );
+            (fb::CommandBody::LinkDevice, t.as_union_value())
+        }
+        B::UnlinkDevice { device } => {
+            let t = fb::UnlinkDevice::create(fbb, &fb::UnlinkDeviceArgs { device: device.0 });
+            (fb::CommandBody::UnlinkDevice, t.as_union_value())
+        }
+        B::UpdateProfile { name, about, avatar } => {
+            let name = fbb.create_string(name);
+            let about = fbb.create_string(about);
+            let avatar = opt_media_fb(fbb, avatar);
+            let t = fb::UpdateProfile::create(
+                fbb,
+                &fb::UpdateProfileArgs { name: Some(name), about: Some(about), avatar },
+            );
+            (fb::CommandBody::UpdateProfile, t.as_union_value())
+        }
+        B::SetPrivacy { last_seen, profile_photo, about, read_receipts } => {
+            let t = fb::SetPrivacy::create(
+                fbb,
+                &fb::SetPrivacyArgs {
+                    last_seen: codec::visibility_fb(*last_seen),
+                    profile_photo: codec::visibility_fb(*profile_photo),
+                    about: codec::visibility_fb(*about),
+                    read_receipts: *read_receipts,
+                },
+            );
+            (fb::CommandBody::SetPrivacy, t.as_union_value())
+        }
+        B::SetPresence { online } => {
+            let t = fb::SetPresence::create(fbb, &fb::SetPresenceArgs { online: *online });
+            (fb::CommandBody::SetPresence, t.as_union_value())
+        }
+        B::UploadPrekeys { device, prekeys } => {
+            let prekeys = codec::prekeys_fb(fbb, prekeys);
+            let t = fb::UploadPrekeys::create(
+                fbb,
+                &fb::UploadPrekeysArgs { device: device.0, prekeys: Some(prekeys) },
+            );
+            (fb::CommandBody::UploadPrekeys, t.as_union_value())
+        }
+        B::ClaimPrekey { target, target_device } => {
+            let t = fb::ClaimPrekey::create(
+                fbb,
+                &fb::ClaimPrekeyArgs { target: target.0, target_device: target_device.0 },
+            );
+            (fb::CommandBody::ClaimPrekey, t.as_union_value())
+        }
+        B::PostStatus { status_id, ciphertext, media, acl } => {
+            let ciphertext = fbb.create_vector(ciphertext);
+            let media = opt_media_fb(fbb, media);
+            let acl = users_fb(fbb, acl);
+            let t = fb::PostStatus::create(
+                fbb,
+                &fb::PostStatusArgs { status_id: *status_id, ciphertext: Some(ciphertext), media, acl: Some(acl) },
+            );
+            (fb::CommandBody::PostStatus, t.as_union_value())
+        }
+        B::UpdateContacts { contacts } => {
+            let contacts = users_fb(fbb, contacts);
+            let t = fb::UpdateContacts::create(fbb, &fb::UpdateContactsArgs { contacts: Some(contacts) });
+            (fb::CommandBody::UpdateContacts, t.as_union_value())
+        }
+        B::Block { target } => {
+            let t = fb::Block::create(fbb, &fb::BlockArgs { target: target.0 });
+            (fb::CommandBody::Block, t.as_union_value())
+        }
+        B::Unblock { target } => {
+            let t = fb::Unblock::create(fbb, &fb::UnblockArgs { target: target.0 });
+            (fb::CommandBody::Unblock, t.as_union_value())
+        }
+    }
+}
+
+impl From<Error> for crate::outcome::Rejection {
+    fn from(e: Error) -> Self {
+        crate::outcome::Rejection { code: crate::outcome::RejectCode::Invalid, message: e.to_string() }
+    }
+}

@@ -1,0 +1,697 @@
+//! Events: what a partition decided, in log order. Views are folds of these.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, ident, Builder};
+use crate::error::check_len;
+use crate::fb;
+use crate::ids::{ChatId, DeviceId, Key, PartitionId, Seq, UserId};
+use crate::limits::*;
+use crate::types::{MediaRef, Origin, Prekey, ReceiptKind, Visibility};
+use crate::Result;
+
+/// One event: when the leader decided it, whose command caused it, and what happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The deciding leader's wall clock; not monotone across leader changes.
+    pub at_ms: u64,
+    /// The origin of the command that produced the event.
+    pub origin: Origin,
+    pub body: EventBody,
+}
+
+/// Every event of chorus. `seq` fields are positions in the chat's timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventBody {
+    // chat partition
+    /// A direct chat came into existence (takes no seq); `members` is the sorted pair.
+    ChatOpened { chat: ChatId, members: Vec<UserId> },
+    /// The sender is the event's origin.
+    MessageSent { chat: ChatId, seq: Seq, ciphertext: Vec<u8>, media: Option<MediaRef> },
+    MessageEdited { chat: ChatId, seq: Seq, target: Seq, ciphertext: Vec<u8> },
+    MessageDeleted { chat: ChatId, seq: Seq, target: Seq },
+    /// The origin user's reaction to `target`; empty removes it.
+    ReactionSet { chat: ChatId, seq: Seq, target: Seq, reaction: String },
+    /// Cumulative receipt of the origin's user and device (takes no seq). `Read`
+    /// also advances the delivered cursor.
+    Receipt { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
+    /// The origin user is the creator and first admin; `members` is sorted and includes it.
+    GroupCreated { chat: ChatId, seq: Seq, name: String, members: Vec<UserId> },
+    MemberAdded { chat: ChatId, seq: Seq, member: UserId },
+    MemberRemoved { chat: ChatId, seq: Seq, member: UserId },
+    MemberPromoted { chat: ChatId, seq: Seq, member: UserId },
+    MemberDemoted { chat: ChatId, seq: Seq, member: UserId },
+    GroupInfoChanged { chat: ChatId, seq: Seq, name: String, description: String },
+    /// The origin user left.
+    MemberLeft { chat: ChatId, seq: Seq },
+    // user partition
+    UserRegistered { user: UserId, phone: String },
+    DeviceLinked { user: UserId, device: DeviceId, identity_key: Vec<u8>, name: String },
+    DeviceUnlinked { user: UserId, device: DeviceId },
+    ProfileUpdated { user: UserId, name: String, about: String, avatar: Option<MediaRef> },
+    PrivacyChanged { user: UserId, last_seen: Visibility, profile_photo: Visibility, about: Visibility, read_receipts: bool },
+    /// An online/offline transition at the event's `at_ms`.
+    PresenceChanged { user: UserId, online: bool },
+    PrekeysUploaded { user: UserId, device: DeviceId, prekeys: Vec<Prekey> },
+    /// `user`/`device` own the prekey; `claimed_by` received it.
+    PrekeyClaimed { user: UserId, device: DeviceId, prekey_id: u32, claimed_by: UserId },
+    StatusPosted { user: UserId, status_id: u64, ciphertext: Vec<u8>, media: Option<MediaRef>, acl: Vec<UserId>, expires_at_ms: u64 },
+    ContactsUpdated { user: UserId, contacts: Vec<UserId> },
+    UserBlocked { user: UserId, target: UserId },
+    UserUnblocked { user: UserId, target: UserId },
+}
+
+impl EventBody {
+    /// The key of the partition this event belongs to: the chat of a chat-partition
+    /// event, the user of a user-partition event.
+    pub fn key(&self) -> Key {
+        use EventBody::*;
+        match self {
+            ChatOpened { chat, .. }
+            | MessageSent { chat, .. }
+            | MessageEdited { chat, .. }
+            | MessageDeleted { chat, .. }
+            | ReactionSet { chat, .. }
+            | Receipt { chat, .. }
+            | GroupCreated { chat, .. }
+            | MemberAdded { chat, .. }
+            | MemberRemoved { chat, .. }
+            | MemberPromoted { chat, .. }
+            | MemberDemoted { chat, .. }
+            | GroupInfoChanged { chat, .. }
+            | MemberLeft { chat, .. } => Key::Chat(*chat),
+            UserRegistered { user, .. }
+            | DeviceLinked { user, .. }
+            | DeviceUnlinked { user, .. }
+            | ProfileUpdated { user, .. }
+            | PrivacyChanged { user, .. }
+            | PresenceChanged { user, .. }
+            | PrekeysUploaded { user, .. }
+            | PrekeyClaimed { user, .. }
+            | StatusPosted { user, .. }
+            | ContactsUpdated { user, .. }
+            | UserBlocked { user, .. }
+            | UserUnblocked { user, .. } => Key::User(*user),
+        }
+    }
+
+    /// The chat of a chat-partition event.
+    pub fn chat(&self) -> Option<ChatId> {
+        match self.key() {
+            Key::Chat(chat) => Some(chat),
+            Key::User(_) => None,
+        }
+    }
+
+    /// The user of a user-partition event.
+    pub fn user(&self) -> Option<UserId> {
+        match self.key() {
+            Key::User(user) => Some(user),
+            Key::Chat(_) => None,
+        }
+    }
+
+    /// The timeline position of a chat timeline event (every chat event except
+    /// `ChatOpened` and `Receipt`).
+    pub fn seq(&self) -> Option<Seq> {
+        use EventBody::*;
+        match self {
+            MessageSent { seq, .. }
+            | MessageEdited { seq, .. }
+            | MessageDeleted { seq, .. }
+            | ReactionSet { seq, .. }
+            | GroupCreated { seq, .. }
+            | MemberAdded { seq, .. }
+            | MemberRemoved { seq, .. }
+            | MemberPromoted { seq, .. }
+            | MemberDemoted { seq, .. }
+            | GroupInfoChanged { seq, .. }
+            | MemberLeft { seq, .. } => Some(*seq),
+            _ => None,
+        }
+    }
+
+    /// The name of the event's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        use EventBody::*;
+        match self {
+            ChatOpened { .. } => "ChatOpened",
+            MessageSent { .. } => "MessageSent",
+            MessageEdited { .. } => "MessageEdited",
+            MessageDeleted { .. } => "MessageDeleted",
+            ReactionSet { .. } => "ReactionSet",
+            Receipt { .. } => "Receipt",
+            GroupCreated { .. } => "GroupCreated",
+            MemberAdded { .. } => "MemberAdded",
+            MemberRemoved { .. } => "MemberRemoved",
+            MemberPromoted { .. } => "MemberPromoted",
+            MemberDemoted { .. } => "MemberDemoted",
+            GroupInfoChanged { .. } => "GroupInfoChanged",
+            MemberLeft { .. } => "MemberLeft",
+            UserRegistered { .. } => "UserRegistered",
+            DeviceLinked { .. } => "DeviceLinked",
+            DeviceUnlinked { .. } => "DeviceUnlinked",
+            ProfileUpdated { .. } => "ProfileUpdated",
+            PrivacyChanged { .. } => "PrivacyChanged",
+            PresenceChanged { .. } => "PresenceChanged",
+            PrekeysUploaded { .. } => "PrekeysUploaded",
+            PrekeyClaimed { .. } => "PrekeyClaimed",
+            StatusPosted { .. } => "StatusPosted",
+            ContactsUpdated { .. } => "ContactsUpdated",
+            UserBlocked { .. } => "UserBlocked",
+            UserUnblocked { .. } => "UserUnblocked",
+        }
+    }
+}
+
+impl Event {
+    /// The key of the partition this event belongs to.
+    pub fn key(&self) -> Key {
+        self.body.key()
+    }
+
+    /// Checks the field limits of [`crate::limits`].
+    ///
+    /// # Errors
+    /// [`crate::Error::TooLarge`] naming the first field over its limit.
+    pub fn validate(&self) -> Result<()> {
+        use EventBody::*;
+        let media = |m: &Option<MediaRef>| m.as_ref().map_or(Ok(()), MediaRef::validate);
+        match &self.body {
+            ChatOpened { members, .. } => check_len("chat members", members.len(), 2),
+            MessageSent { ciphertext, media: m, .. } => {
+                check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES)?;
+                media(m)
+            }
+            MessageEdited { ciphertext, .. } => check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES),
+            ReactionSet { reaction, .. } => check_len("reaction", reaction.len(), MAX_REACTION_BYTES),
+            GroupCreated { name, members, .. } => {
+                check_len("group name", name.len(), MAX_NAME_BYTES)?;
+                check_len("group members", members.len(), MAX_GROUP_MEMBERS)
+            }
+            GroupInfoChanged { name, description, .. } => {
+                check_len("group name", name.len(), MAX_NAME_BYTES)?;
+                check_len("group description", description.len(), MAX_ABOUT_BYTES)
+            }
+            UserRegistered { phone, .. } => check_len("phone", phone.len(), MAX_PHONE_BYTES),
+            DeviceLinked { identity_key, name, .. } => {
+                check_len("identity key", identity_key.len(), MAX_KEY_BYTES)?;
+                check_len("device name", name.len(), MAX_NAME_BYTES)
+            }
+            ProfileUpdated { name, about, avatar, .. } => {
+                check_len("profile name", name.len(), MAX_NAME_BYTES)?;
+                check_len("profile about", about.len(), MAX_ABOUT_BYTES)?;
+                media(avatar)
+            }
+            PrekeysUploaded { prekeys, .. } => {
+                check_len("prekeys", prekeys.len(), MAX_PREKEYS_PER_UPLOAD)?;
+                prekeys.iter().try_for_each(Prekey::validate)
+            }
+            StatusPosted { ciphertext, media: m, acl, .. } => {
+                check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES)?;
+                check_len("status acl", acl.len(), MAX_ACL)?;
+                media(m)
+            }
+            ContactsUpdated { contacts, .. } => check_len("contacts", contacts.len(), MAX_CONTACTS),
+            MessageDeleted { .. }
+            | Receipt { .. }
+            | MemberAdded { .. }
+            | MemberRemoved { .. }
+            | MemberPromoted { .. }
+            | MemberDemoted { .. }
+            | MemberLeft { .. }
+            | DeviceUnlinked { .. }
+            | PrivacyChanged { .. }
+            | PresenceChanged { .. }
+            | PrekeyClaimed { .. }
+            | UserBlocked { .. }
+            | UserUnblocked { .. } => Ok(()),
+        }
+    }
+
+    /// Encodes as a flatbuffer with file identifier `CEVT`. Does not validate.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(128);
+        let root = build_event(&mut fbb, self);
+        codec::finish(fbb, root, ident::EVENT)
+    }
+
+    /// Verifies and decodes a buffer made by [`Event::encode`], then validates it.
+    ///
+    /// # Errors
+    /// [`crate::Error::TooLarge`] above [`MAX_EVENT_BYTES`] or a field limit;
+    /// [`crate::Error::Malformed`] if the verifier refuses the buffer or it holds an
+    /// unknown event or enum value.
+    pub fn decode(buf: &[u8]) -> Result<Event> {
+        let e = codec::root::<fb::Event>(buf, "event", ident::EVENT, MAX_EVENT_BYTES, 1024)?;
+        let event = from_fb(e)?;
+        event.validate()?;
+        Ok(event)
+    }
+}
+
+/// What the log-node stores and serves: one committed event with its place in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub partition: PartitionId,
+    /// Position among the partition's events: gap-free from 0.
+    pub offset: u64,
+    /// The Raft log index of the entry whose command produced the event.
+    pub log_index: u64,
+    pub event: Event,
+}
+
+impl EventRecord {
+    /// Encodes as a flatbuffer with file identifier `CREC`. Does not validate.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(160);
+        let event = build_event(&mut fbb, &self.event);
+        let root = fb::EventRecord::create(
+            &mut fbb,
+            &fb::EventRecordArgs {
+                partition: self.partition.0,
+                offset: self.offset,
+                log_index: self.log_index,
+                event: Some(event),
+            },
+        );
+        codec::finish(fbb, root, ident::EVENT_RECORD)
+    }
+
+    /// Verifies and decodes a buffer made by [`EventRecord::encode`], then validates it.
+    ///
+    /// # Errors
+    /// As [`Event::decode`].
+    pub fn decode(buf: &[u8]) -> Result<EventRecord> {
+        let r = codec::root::<fb::EventRecord>(buf, "event record", ident::EVENT_RECORD, MAX_EVENT_BYTES, 1024)?;
+        let event = from_fb(r.event())?;
+        event.validate()?;
+        Ok(EventRecord { partition: PartitionId(r.partition()), offset: r.offset(), log_index: r.log_index(), event })
+    }
+}
+
+fn from_fb(e: fb::Event<'_>) -> Result<Event> {
+    use codec::{chat, opt_media, seq, users};
+    let origin = codec::origin(e.origin());
+    let tag = e.body_type();
+    let bad = || codec::bad_union("event body", tag.0);
+    macro_rules! get {
+        ($e:expr) => {
+            $e.ok_or_else(bad)?
+        };
+    }
+    use EventBody as B;
+    let body = match tag {
+        fb::EventBody::ChatOpened => {
+            let b = get!(e.body_as_chat_opened());
+            check_len("chat members", b.members().len(), 2)?;
+            B::ChatOpened { chat: chat(b.chat()), members: users(b.members()) }
+        }
+        fb::EventBody::MessageSent => {
+            let b = get!(e.body_as_message_sent());
+            B::MessageSent {
+                chat: chat(b.chat()),
+                seq: seq(b.seq()),
+                ciphertext: b.ciphertext().bytes().to_vec(),
+                media: opt_media(b.media()),
+            }
+        }
+        fb::EventBody::MessageEdited => {
+            let b = get!(e.body_as_message_edited());
+            B::MessageEdited {
+                chat: chat(b.chat()),
+                seq: seq(b.seq()),
+                target: seq(b.target()),
+                ciphertext: b.ciphertext().bytes().to_vec(),
+            }
+        }
+        fb::EventBody::MessageDeleted => {
+            let b = get!(e.body_as_message_deleted());
+            B::MessageDeleted { chat: chat(b.chat()), seq: seq(b.seq()), target: seq(b.target()) }
+        }
+        fb::EventBody::ReactionSet => {
+            let b = get!(e.body_as_reaction_set());
+            B::ReactionSet {
+                chat: chat(b.chat()),
+                seq: seq(b.seq()),
+                target: seq(b.target()),
+                reaction: b.reaction().to_owned(),
+            }
+        }
+        fb::EventBody::Receipt => {
+            let b = get!(e.body_as_receipt());
+            B::Receipt { chat: chat(b.chat()), kind: codec::receipt_kind(b.kind())?, up_to_seq: seq(b.up_to_seq()) }
+        }
+        fb::EventBody::GroupCreated => {
+            let b = get!(e.body_as_group_created());
+            check_len("group members", b.members().len(), MAX_GROUP_MEMBERS)?;
+            B::GroupCreated {
+                chat: chat(b.chat()),
+                seq: seq(b.seq()),
+                name: b.name().to_owned(),
+                members: users(b.members()),
+            }
+        }
+        fb::EventBody::MemberAdded => {
+            let b = get!(e.body_as_member_added());
+            B::MemberAdded { chat: chat(b.chat()), seq: seq(b.seq()), member: UserId(b.member()) }
+        }
+        fb::EventBody::MemberRemoved => {
+            let b = get!(e.body_as_member_removed());
+            B::MemberRemoved { chat: chat(b.chat()), seq: seq(b.seq()), member: UserId(b.member()) }
+        }
+        fb::EventBody::MemberPromoted => {
+            let b = get!(e.body_as_member_promoted());
+            B::MemberPromoted { chat: chat(b.chat()), seq: seq(b.seq()), member: UserId(b.member()) }
+        }
+        fb::EventBody::MemberDemoted => {
+            let b = get!(e.body_as_member_demoted());
+            B::MemberDemoted { chat: chat(b.chat()), seq: seq(b.seq()), member: UserId(b.member()) }
+        }
+        fb::EventBody::GroupInfoChanged => {
+            let b = get!(e.body_as_group_info_changed());
+            B::GroupInfoChanged {
+                chat: chat(b.chat()),
+                seq: seq(b.seq()),
+                name: b.name().to_owned(),
+                description: b.description().to_owned(),
+            }
+        }
+        fb::EventBody::MemberLeft => {
+            let b = get!(e.body_as_member_left());
+            B::MemberLeft { chat: chat(b.chat()), seq: seq(b.seq()) }
+        }
+        fb::EventBody::UserRegistered => {
+            let b = get!(e.body_as_user_registered());
+            B::UserRegistered { user: UserId(b.user()), phone: b.phone().to_owned() }
+        }
+        fb::EventBody::DeviceLinked => {
+            let b = get!(e.body_as_device_linked());
+            B::DeviceLinked {
+                user: UserId(b.user()),
+                device: DeviceId(b.device()),
+                identity_key: b.identity_key().bytes().to_vec(),
+                name: b.name().to_owned(),
+            }
+        }
+        fb::EventBody::DeviceUnlinked => {
+            let b = get!(e.body_as_device_unlinked());
+            B::DeviceUnlinked { user: UserId(b.user()), device: DeviceId(b.device()) }
+        }
+        fb::EventBody::ProfileUpdated => {
+            let b = get!(e.body_as_profile_updated());
+            B::ProfileUpdated {
+                user: UserId(b.user()),
+                name: b.name().to_owned(),
+                about: b.about().to_owned(),
+                avatar: opt_media(b.avatar()),
+            }
+        }
+        fb::EventBody::PrivacyChanged => {
+            let b = get!(e.body_as_privacy_changed());
+            B::PrivacyChanged {
+                user: UserId(b.user()),
+                last_seen: codec::visibility(b.last_seen())?,
+                profile_photo: codec::visibility(b.profile_photo())?,
+                about: codec::visibility(b.about())?,
+                read_receipts: b.read_receipts(),
+            }
+        }
+        fb::EventBody::PresenceChanged => {
+            let b = get!(e.body_as_presence_changed());
+            B::PresenceChanged { user: UserId(b.user()), online: b.online() }
+        }
+        fb::EventBody::PrekeysUploaded => {
+            let b = get!(e.body_as_prekeys_uploaded());
+            check_len("prekeys", b.prekeys().len(), MAX_PREKEYS_PER_UPLOAD)?;
+            B::PrekeysUploaded { user: UserId(b.user()), device: DeviceId(b.device()), prekeys: codec::prekeys(b.prekeys()) }
+        }
+        fb::EventBody::PrekeyClaimed => {
+            let b = get!(e.body_as_prekey_claimed());
+            B::PrekeyClaimed {
+                user: UserId(b.user()),
+                device: DeviceId(b.device()),
+                prekey_id: b.prekey_id(),
+                claimed_by: UserId(b.claimed_by()),
+            }
+        }
+        fb::EventBody::StatusPosted => {
+            let b = get!(e.body_as_status_posted());
+            check_len("status acl", b.acl().len(), MAX_ACL)?;
+            B::StatusPosted {
+                user: UserId(b.user()),
+                status_id: b.status_id(),
+                ciphertext: b.ciphertext().bytes().to_vec(),
+                media: opt_media(b.media()),
+                acl: users(b.acl()),
+                expires_at_ms: b.expires_at_ms(),
+            }
+        }
+        fb::EventBody::ContactsUpdated => {
+            let b = get!(e.body_as_contacts_updated());
+            check_len("contacts", b.contacts().len(), MAX_CONTACTS)?;
+            B::ContactsUpdated { user: UserId(b.user()), contacts: users(b.contacts()) }
+        }
+        fb::EventBody::UserBlocked => {
+            let b = get!(e.body_as_user_blocked());
+            B::UserBlocked { user: UserId(b.user()), target: UserId(b.target()) }
+        }
+        fb::EventBody::UserUnblocked => {
+            let b = get!(e.body_as_user_unblocked());
+            B::UserUnblocked { user: UserId(b.user()), target: UserId(b.target()) }
+        }
+        _ => return Err(bad()),
+    };
+    Ok(Event { at_ms: e.at_ms(), origin, body })
+}
+
+fn build_event<'a>(fbb: &mut Builder<'a>, e: &Event) -> flatbuffers::WIPOffset<fb::Event<'a>> {
+    let (body_type, body) = encode_body(fbb, &e.body);
+    let origin = codec::origin_fb(&e.origin);
+    fb::Event::create(fbb, &fb::EventArgs { at_ms: e.at_ms, origin: Some(&origin), body_type, body: Some(body) })
+}
+
+fn encode_body<'a>(
+    fbb: &mut Builder<'a>,
+    body: &EventBody,
+) -> (fb::EventBody, flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>) {
+    use codec::{chat_fb, opt_media_fb, users_fb};
+    use EventBody as B;
+    match body {
+        B::ChatOpened { chat, members } => {
+            let members = users_fb(fbb, members);
+            let chat = chat_fb(chat);
+            let t = fb::ChatOpened::create(fbb, &fb::ChatOpenedArgs { chat: Some(&chat), members: Some(members) });
+            (fb::EventBody::ChatOpened, t.as_union_value())
+        }
+        B::MessageSent { chat, seq, ciphertext, media } => {
+            let ciphertext = fbb.create_vector(ciphertext);
+            let media = opt_media_fb(fbb, media);
+            let chat = chat_fb(chat);
+            let t = fb::MessageSent::create(
+                fbb,
+                &fb::MessageSentArgs { chat: Some(&chat), seq: seq.0, ciphertext: Some(ciphertext), media },
+            );
+            (fb::EventBody::MessageSent, t.as_union_value())
+        }
+        B::MessageEdited { chat, seq, target, ciphertext } => {
+            let ciphertext = fbb.create_vector(ciphertext);
+            let chat = chat_fb(chat);
+            let t = fb::MessageEdited::create(
+                fbb,
+                &fb::MessageEditedArgs { chat: Some(&chat), seq: seq.0, target: target.0, ciphertext: Some(ciphertext) },
+            );
+            (fb::EventBody::MessageEdited, t.as_union_value())
+        }
+        B::MessageDeleted { chat, seq, target } => {
+            let chat = chat_fb(chat);
+            let t = fb::MessageDeleted::create(
+                fbb,
+                &fb::MessageDeletedArgs { chat: Some(&chat), seq: seq.0, target: target.0 },
+            );
+            (fb::EventBody::MessageDeleted, t.as_union_value())
+        }
+        B::ReactionSet { chat, seq, target, reaction } => {
+            let reaction = fbb.create_string(reaction);
+            let chat = chat_fb(chat);
+            let t = fb::ReactionSet::create(
+                fbb,
+                &fb::ReactionSetArgs { chat: Some(&chat), seq: seq.0, target: target.0, reaction: Some(reaction) },
+            );
+            (fb::EventBody::ReactionSet, t.as_union_value())
+        }
+        B::Receipt { chat, kind, up_to_seq } => {
+            let chat = chat_fb(chat);
+            let t = fb::Receipt::create(
+                fbb,
+                &fb::ReceiptArgs { chat: Some(&chat), kind: codec::receipt_kind_fb(*kind), up_to_seq: up_to_seq.0 },
+            );
+            (fb::EventBody::Receipt, t.as_union_value())
+        }
+        B::GroupCreated { chat, seq, name, members } => {
+            let name = fbb.create_string(name);
+            let members = users_fb(fbb, members);
+            let chat = chat_fb(chat);
+            let t = fb::GroupCreated::create(
+                fbb,
+                &fb::GroupCreatedArgs { chat: Some(&chat), seq: seq.0, name: Some(name), members: Some(members) },
+            );
+            (fb::EventBody::GroupCreated, t.as_union_value())
+        }
+        B::MemberAdded { chat, seq, member } => {
+            let chat = chat_fb(chat);
+            let t = fb::MemberAdded::create(
+                fbb,
+                &fb::MemberAddedArgs { chat: Some(&chat), seq: seq.0, member: member.0 },
+            );
+            (fb::EventBody::MemberAdded, t.as_union_value())
+        }
+        B::MemberRemoved { chat, seq, member } => {
+            let chat = chat_fb(chat);
+            let t = fb::MemberRemoved::create(
+                fbb,
+                &fb::MemberRemovedArgs { chat: Some(&chat), seq: seq.0, member: member.0 },
+            );
+            (fb::EventBody::MemberRemoved, t.as_union_value())
+        }
+        B::MemberPromoted { chat, seq, member } => {
+            let chat = chat_fb(chat);
+            let t = fb::MemberPromoted::create(
+                fbb,
+                &fb::MemberPromotedArgs { chat: Some(&chat), seq: seq.0, member: member.0 },
+            );
+            (fb::EventBody::MemberPromoted, t.as_union_value())
+        }
+        B::MemberDemoted { chat, seq, member } => {
+            let chat = chat_fb(chat);
+            let t = fb::MemberDemoted::create(
+                fbb,
+                &fb::MemberDemotedArgs { chat: Some(&chat), seq: seq.0, member: member.0 },
+            );
+            (fb::EventBody::MemberDemoted, t.as_union_value())
+        }
+        B::GroupInfoChanged { chat, seq, name, description } => {
+            let name = fbb.create_string(name);
+            let description = fbb.create_string(description);
+            let chat = chat_fb(chat);
+            let t = fb::GroupInfoChanged::create(
+                fbb,
+                &fb::GroupInfoChangedArgs {
+                    chat: Some(&chat),
+                    seq: seq.0,
+                    name: Some(name),
+                    description: Some(description),
+                },
+            );
+            (fb::EventBody::GroupInfoChanged, t.as_union_value())
+        }
+        B::MemberLeft { chat, seq } => {
+            let chat = chat_fb(chat);
+            let t = fb::MemberLeft::create(fbb, &fb::MemberLeftArgs { chat: Some(&chat), seq: seq.0 });
+            (fb::EventBody::MemberLeft, t.as_union_value())
+        }
+        B::UserRegistered { user, phone } => {
+            let phone = fbb.create_string(phone);
+            let t = fb::UserRegistered::create(fbb, &fb::UserRegisteredArgs { user: user.0, phone: Some(phone) });
+            (fb::EventBody::UserRegistered, t.as_union_value())
+        }
+        B::DeviceLinked { user, device, identity_key, name } => {
+            let identity_key = fbb.create_vector(identity_key);
+            let name = fbb.create_string(name);
+            let t = fb::DeviceLinked::create(
+                fbb,
+                &fb::DeviceLinkedArgs {
+                    user: user.0,
+                    device: device.0,
+                    identity_key: Some(identity_key),
+                    name: Some(name),
+                },
+            );
+            (fb::EventBody::DeviceLinked, t.as_union_value())
+        }
+        B::DeviceUnlinked { user, device } => {
+            let t = fb::DeviceUnlinked::create(fbb, &fb::DeviceUnlinkedArgs { user: user.0, device: device.0 });
+            (fb::EventBody::DeviceUnlinked, t.as_union_value())
+        }
+        B::ProfileUpdated { user, name, about, avatar } => {
+            let name = fbb.create_string(name);
+            let about = fbb.create_string(about);
+            let avatar = opt_media_fb(fbb, avatar);
+            let t = fb::ProfileUpdated::create(
+                fbb,
+                &fb::ProfileUpdatedArgs { user: user.0, name: Some(name), about: Some(about), avatar },
+            );
+            (fb::EventBody::ProfileUpdated, t.as_union_value())
+        }
+        B::PrivacyChanged { user, last_seen, profile_photo, about, read_receipts } => {
+            let t = fb::PrivacyChanged::create(
+                fbb,
+                &fb::PrivacyChangedArgs {
+                    user: user.0,
+                    last_seen: codec::visibility_fb(*last_seen),
+                    profile_photo: codec::visibility_fb(*profile_photo),
+                    about: codec::visibility_fb(*about),
+                    read_receipts: *read_receipts,
+                },
+            );
+            (fb::EventBody::PrivacyChanged, t.as_union_value())
+        }
+        B::PresenceChanged { user, online } => {
+            let t = fb::PresenceChanged::create(fbb, &fb::PresenceChangedArgs { user: user.0, online: *online });
+            (fb::EventBody::PresenceChanged, t.as_union_value())
+        }
+        B::PrekeysUploaded { user, device, prekeys } => {
+            let prekeys = codec::prekeys_fb(fbb, prekeys);
+            let t = fb::PrekeysUploaded::create(
+                fbb,
+                &fb::PrekeysUploadedArgs { user: user.0, device: device.0, prekeys: Some(prekeys) },
+            );
+            (fb::EventBody::PrekeysUploaded, t.as_union_value())
+        }
+        B::PrekeyClaimed { user, device, prekey_id, claimed_by } => {
+            let t = fb::PrekeyClaimed::create(
+                fbb,
+                &fb::PrekeyClaimedArgs {
+                    user: user.0,
+                    device: device.0,
+                    prekey_id: *prekey_id,
+                    claimed_by: claimed_by.0,
+                },
+            );
+            (fb::EventBody::PrekeyClaimed, t.as_union_value())
+        }
+        B::StatusPosted { user, status_id, ciphertext, media, acl, expires_at_ms } => {
+            let ciphertext = fbb.create_vector(ciphertext);
+            let media = opt_media_fb(fbb, media);
+            let acl = users_fb(fbb, acl);
+            let t = fb::StatusPosted::create(
+                fbb,
+                &fb::StatusPostedArgs {
+                    user: user.0,
+                    status_id: *status_id,
+                    ciphertext: Some(ciphertext),
+                    media,
+                    acl: Some(acl),
+                    expires_at_ms: *expires_at_ms,
+                },
+            );
+            (fb::EventBody::StatusPosted, t.as_union_value())
+        }
+        B::ContactsUpdated { user, contacts } => {
+            let contacts = users_fb(fbb, contacts);
+            let t = fb::ContactsUpdated::create(
+                fbb,
+                &fb::ContactsUpdatedArgs { user: user.0, contacts: Some(contacts) },
+            );
+            (fb::EventBody::ContactsUpdated, t.as_union_value())
+        }
+        B::UserBlocked { user, target } => {
+            let t = fb::UserBlocked::create(fbb, &fb::UserBlockedArgs { user: user.0, target: target.0 });
+            (fb::EventBody::UserBlocked, t.as_union_value())
+        }
+        B::UserUnblocked { user, target } => {
+            let t = fb::UserUnblocked::create(fbb, &fb::UserUnblockedArgs { user: user.0, target: target.0 });
+            (fb::EventBody::UserUnblocked, t.as_union_value())
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Size limits enforced on every decode.
+//!
+//! Decoders refuse a buffer above its byte limit before running the verifier, and
+//! refuse any field above its limit after it. Encoders do not check: a value that
+//! breaks a limit encodes fine and is refused by the peer's decoder, so validate
+//! with `validate()` before sending if the value came from outside.
+
+/// Opaque message / status ciphertext.
+pub const MAX_CIPHERTEXT_BYTES: usize = 64 * 1024;
+/// One client API frame (`Request` or `Response`).
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Commands in one `Request::Append`.
+pub const MAX_COMMANDS_PER_APPEND: usize = 4096;
+/// Event records in one `Response::Events`.
+pub const MAX_EVENTS_PER_RESPONSE: usize = 4096;
+/// One encoded `Command`.
+pub const MAX_COMMAND_BYTES: usize = 512 * 1024;
+/// One encoded `Event` or `EventRecord`.
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+/// One encoded `CommandResult`.
+pub const MAX_RESULT_BYTES: usize = 16 * 1024;
+
+/// Phone number (E.164 fits easily).
+pub const MAX_PHONE_BYTES: usize = 32;
+/// User, device and group names.
+pub const MAX_NAME_BYTES: usize = 128;
+/// Profile "about" text and group descriptions.
+pub const MAX_ABOUT_BYTES: usize = 1024;
+/// A reaction (an emoji sequence).
+pub const MAX_REACTION_BYTES: usize = 32;
+/// A media MIME type.
+pub const MAX_MIME_BYTES: usize = 128;
+/// An identity key or a one-time prekey.
+pub const MAX_KEY_BYTES: usize = 256;
+/// Human-readable messages in rejections and error frames.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Network addresses in membership requests and leader hints.
+pub const MAX_ADDR_BYTES: usize = 256;
+
+/// Members of a group (including the creator).
+pub const MAX_GROUP_MEMBERS: usize = 1024;
+/// Prekeys in one upload.
+pub const MAX_PREKEYS_PER_UPLOAD: usize = 256;
+/// Contacts in one contact sync.
+pub const MAX_CONTACTS: usize = 10_000;
+/// Users on a status post's access list.
+pub const MAX_ACL: usize = 10_000;
+/// Voters of one partition.
+pub const MAX_VOTERS: usize = 64;
+/// Replicas reported for one partition in a status.
+pub const MAX_REPLICAS: usize = 64;
+/// Partitions in one node status (every possible `PartitionId`).
+pub const MAX_STATUS_PARTITIONS: usize = u16::MAX as usize + 1;
+
+/// Nesting depth the verifier accepts (the deepest chorus buffer is about 7).
+pub(crate) const VERIFIER_MAX_DEPTH: usize = 16;

@@ -1,0 +1,197 @@
+//! Command results: what the state machine decided about one command.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, ident, Builder};
+use crate::error::check_len;
+use crate::fb;
+use crate::ids::{ChatId, DeviceId, Seq, UserId};
+use crate::limits::{MAX_MESSAGE_BYTES, MAX_RESULT_BYTES};
+use crate::types::Prekey;
+use crate::{Error, Result};
+
+/// The result of one command: an [`Outcome`] or a [`Rejection`].
+///
+/// Encode with [`encode_result`], decode with [`decode_result`].
+pub type CommandResult = std::result::Result<Outcome, Rejection>;
+
+/// What an accepted command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The command appended a chat timeline item at `seq` (the last one if several).
+    Chat { chat: ChatId, seq: Seq },
+    /// The cursor of the acked kind after the ack (unchanged if it did not advance).
+    Receipt { chat: ChatId, up_to_seq: Seq },
+    /// The one-time prekey handed out.
+    PrekeyClaimed { user: UserId, device: DeviceId, prekey: Prekey },
+    /// Any other accepted command.
+    Done,
+}
+
+/// Why a command was refused. A refused command changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with this code and message.
+    pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
+        Rejection { code, message: message.into() }
+    }
+}
+
+/// Stable codes of refused commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RejectCode {
+    /// The origin user is not a member of the chat (or the target user is not).
+    NotMember,
+    /// Only an admin may do this.
+    NotAdmin,
+    UnknownChat,
+    UnknownUser,
+    UnknownMessage,
+    AlreadyExists,
+    /// The target device has no unclaimed one-time prekeys.
+    NoPrekeys,
+    /// The command breaks a rule (limits, self-targeting, wrong chat kind, …).
+    Invalid,
+    /// The command's key is not in this partition (a routing bug of the caller).
+    WrongPartition,
+}
+
+/// Encodes a command result as a flatbuffer with file identifier `CRES`.
+pub fn encode_result(result: &CommandResult) -> Vec<u8> {
+    let mut fbb = Builder::with_capacity(64);
+    let root = build_result(&mut fbb, result);
+    codec::finish(fbb, root, ident::COMMAND_RESULT)
+}
+
+/// Verifies and decodes a buffer made by [`encode_result`].
+///
+/// # Errors
+/// [`Error::TooLarge`] above [`MAX_RESULT_BYTES`] or a field limit;
+/// [`Error::Malformed`] if the verifier refuses it or it holds an unknown variant.
+pub fn decode_result(buf: &[u8]) -> Result<CommandResult> {
+    let r = codec::root::<fb::CommandResult>(buf, "command result", ident::COMMAND_RESULT, MAX_RESULT_BYTES, 16)?;
+    read_result(r)
+}
+
+/// Checks the field limits of a result.
+///
+/// # Errors
+/// [`Error::TooLarge`] if the rejection message or the prekey is too long.
+pub fn validate_result(result: &CommandResult) -> Result<()> {
+    match result {
+        Ok(Outcome::PrekeyClaimed { prekey, .. }) => prekey.validate(),
+        Ok(_) => Ok(()),
+        Err(r) => check_len("rejection message", r.message.len(), MAX_MESSAGE_BYTES),
+    }
+}
+
+pub(crate) fn build_result<'a>(
+    fbb: &mut Builder<'a>,
+    result: &CommandResult,
+) -> flatbuffers::WIPOffset<fb::CommandResult<'a>> {
+    let (body_type, body) = match result {
+        Ok(Outcome::Chat { chat, seq }) => {
+            let chat = codec::chat_fb(chat);
+            let t = fb::OutcomeChat::create(fbb, &fb::OutcomeChatArgs { chat: Some(&chat), seq: seq.0 });
+            (fb::CommandResultBody::OutcomeChat, t.as_union_value())
+        }
+        Ok(Outcome::Receipt { chat, up_to_seq }) => {
+            let chat = codec::chat_fb(chat);
+            let t = fb::OutcomeReceipt::create(
+                fbb,
+                &fb::OutcomeReceiptArgs { chat: Some(&chat), up_to_seq: up_to_seq.0 },
+            );
+            (fb::CommandResultBody::OutcomeReceipt, t.as_union_value())
+        }
+        Ok(Outcome::PrekeyClaimed { user, device, prekey }) => {
+            let prekey = codec::prekey_fb(fbb, prekey);
+            let t = fb::OutcomePrekeyClaimed::create(
+                fbb,
+                &fb::OutcomePrekeyClaimedArgs { user: user.0, device: device.0, prekey: Some(prekey) },
+            );
+            (fb::CommandResultBody::OutcomePrekeyClaimed, t.as_union_value())
+        }
+        Ok(Outcome::Done) => {
+            let t = fb::OutcomeDone::create(fbb, &fb::OutcomeDoneArgs {});
+            (fb::CommandResultBody::OutcomeDone, t.as_union_value())
+        }
+        Err(Rejection { code, message }) => {
+            let message = fbb.create_string(message);
+            let t = fb::Rejection::create(
+                fbb,
+                &fb::RejectionArgs { code: reject_code_fb(*code), message: Some(message) },
+            );
+            (fb::CommandResultBody::Rejection, t.as_union_value())
+        }
+    };
+    fb::CommandResult::create(fbb, &fb::CommandResultArgs { body_type, body: Some(body) })
+}
+
+pub(crate) fn read_result(r: fb::CommandResult<'_>) -> Result<CommandResult> {
+    let tag = r.body_type();
+    let bad = || codec::bad_union("command result", tag.0);
+    let result = match tag {
+        fb::CommandResultBody::OutcomeChat => {
+            let b = r.body_as_outcome_chat().ok_or_else(bad)?;
+            Ok(Outcome::Chat { chat: codec::chat(b.chat()), seq: Seq(b.seq()) })
+        }
+        fb::CommandResultBody::OutcomeReceipt => {
+            let b = r.body_as_outcome_receipt().ok_or_else(bad)?;
+            Ok(Outcome::Receipt { chat: codec::chat(b.chat()), up_to_seq: Seq(b.up_to_seq()) })
+        }
+        fb::CommandResultBody::OutcomePrekeyClaimed => {
+            let b = r.body_as_outcome_prekey_claimed().ok_or_else(bad)?;
+            Ok(Outcome::PrekeyClaimed {
+                user: UserId(b.user()),
+                device: DeviceId(b.device()),
+                prekey: codec::prekey(b.prekey()),
+            })
+        }
+        fb::CommandResultBody::OutcomeDone => {
+            r.body_as_outcome_done().ok_or_else(bad)?;
+            Ok(Outcome::Done)
+        }
+        fb::CommandResultBody::Rejection => {
+            let b = r.body_as_rejection().ok_or_else(bad)?;
+            Err(Rejection { code: reject_code(b.code())?, message: b.message().to_owned() })
+        }
+        _ => return Err(bad()),
+    };
+    validate_result(&result)?;
+    Ok(result)
+}
+
+fn reject_code_fb(c: RejectCode) -> fb::RejectCode {
+    match c {
+        RejectCode::NotMember => fb::RejectCode::NotMember,
+        RejectCode::NotAdmin => fb::RejectCode::NotAdmin,
+        RejectCode::UnknownChat => fb::RejectCode::UnknownChat,
+        RejectCode::UnknownUser => fb::RejectCode::UnknownUser,
+        RejectCode::UnknownMessage => fb::RejectCode::UnknownMessage,
+        RejectCode::AlreadyExists => fb::RejectCode::AlreadyExists,
+        RejectCode::NoPrekeys => fb::RejectCode::NoPrekeys,
+        RejectCode::Invalid => fb::RejectCode::Invalid,
+        RejectCode::WrongPartition => fb::RejectCode::WrongPartition,
+    }
+}
+
+fn reject_code(c: fb::RejectCode) -> Result<RejectCode> {
+    Ok(match c {
+        fb::RejectCode::NotMember => RejectCode::NotMember,
+        fb::RejectCode::NotAdmin => RejectCode::NotAdmin,
+        fb::RejectCode::UnknownChat => RejectCode::UnknownChat,
+        fb::RejectCode::UnknownUser => RejectCode::UnknownUser,
+        fb::RejectCode::UnknownMessage => RejectCode::UnknownMessage,
+        fb::RejectCode::AlreadyExists => RejectCode::AlreadyExists,
+        fb::RejectCode::NoPrekeys => RejectCode::NoPrekeys,
+        fb::RejectCode::Invalid => RejectCode::Invalid,
+        fb::RejectCode::WrongPartition => RejectCode::WrongPartition,
+        other => return Err(Error::malformed("reject code", format!("unknown value {}", other.0))),
+    })
+}
