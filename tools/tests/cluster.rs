@@ -1,0 +1,265 @@
+//! Real log-node processes on loopback, killed and restarted for real.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chorus_log_node::{ClientConfig, LogClient};
+use chorus_schema::{
+    ChatId, ClientMsgId, Command, CommandBody, DeviceId, EventBody, EventRecord, NodeId, Origin, Outcome, PartitionId,
+    Request, Seq, UserId,
+};
+use chorus_tools::launcher::{chorus_binary, Cluster, ClusterSpec};
+
+fn send(from: u64, to: u64, id: u64) -> Command {
+    Command {
+        origin: Origin { user: UserId(from), device: DeviceId(1), client_msg_id: ClientMsgId(id) },
+        body: CommandBody::SendDirect { recipient: UserId(to), ciphertext: format!("m{id}").into_bytes(), media: None },
+    }
+}
+
+fn spec(dir: &std::path::Path, nodes: usize, partitions: u16) -> ClusterSpec {
+    let mut s = ClusterSpec::new(dir, chorus_binary(), nodes);
+    s.partitions = partitions;
+    s
+}
+
+/// Appends `cmd` until it is acknowledged; a failed attempt has an unknown
+/// outcome, so the same command (same client_msg_id) is sent again.
+async fn must_append(client: &LogClient, cmd: &Command) -> Outcome {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        match client.append(cmd).await {
+            Ok(Ok(o)) => return o,
+            Ok(Err(rejection)) => panic!("command {cmd:?} rejected: {rejection:?}"),
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "append never acknowledged: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Every event of `partition` on node at `addr`.
+async fn must_read_all(client: &LogClient, addr: &str, partition: PartitionId) -> Vec<EventRecord> {
+    let mut out = Vec::new();
+    loop {
+        let (events, next) = client.read_from(addr, partition, out.len() as u64, 4096).await.expect("read events");
+        if events.is_empty() {
+            return out;
+        }
+        out.extend(events);
+        assert_eq!(next, out.len() as u64);
+    }
+}
+
+/// Waits until every node in `ids` has applied the same number of events of every partition.
+async fn must_converge(cluster: &Cluster, client: &LogClient, ids: &[u64]) -> BTreeMap<u16, u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut per: BTreeMap<u16, BTreeSet<u64>> = BTreeMap::new();
+        let mut all_answered = true;
+        for id in ids {
+            match client.status(&cluster.node(*id).config.client_addr).await {
+                Ok(s) => {
+                    for p in s.partitions {
+                        per.entry(p.partition.0).or_default().insert(p.next_offset);
+                    }
+                }
+                Err(_) => all_answered = false,
+            }
+        }
+        if all_answered && per.values().all(|s| s.len() == 1) {
+            return per.into_iter().map(|(p, s)| (p, *s.iter().next().unwrap())).collect();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "replicas did not converge: {per:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The node leading the most partitions.
+async fn busiest_leader(cluster: &Cluster, client: &LogClient) -> u64 {
+    let mut count: BTreeMap<u64, usize> = BTreeMap::new();
+    for addr in cluster.client_addrs() {
+        if let Ok(s) = client.status(&addr).await {
+            count.insert(s.node.0, s.partitions.iter().filter(|p| p.leader == Some(s.node)).count());
+        }
+    }
+    count.into_iter().max_by_key(|(_, c)| *c).map(|(id, _)| id).expect("some node answered")
+}
+
+/// Checks that all replicas in `ids` hold identical event logs, that every
+/// acknowledged send is there exactly once at its acknowledged (chat, seq), and
+/// that every chat's seqs are gap-free.
+async fn must_check_log(cluster: &Cluster, client: &LogClient, ids: &[u64], acked: &[(Command, Outcome)]) {
+    let mut sent: BTreeMap<(UserId, ClientMsgId), Vec<(ChatId, Seq)>> = BTreeMap::new();
+    for p in 0..client.partitions() {
+        let p = PartitionId(p);
+        let reference = must_read_all(client, &cluster.node(ids[0]).config.client_addr, p).await;
+        for id in &ids[1..] {
+            let other = must_read_all(client, &cluster.node(*id).config.client_addr, p).await;
+            assert_eq!(other.len(), reference.len(), "partition {p}: node {id} has a different number of events");
+            assert!(other == reference, "partition {p}: node {id} differs from node {}", ids[0]);
+        }
+        let mut last_seq: BTreeMap<ChatId, u64> = BTreeMap::new();
+        for e in &reference {
+            if let EventBody::MessageSent { chat, seq, .. } = &e.event.body {
+                let last = last_seq.entry(*chat).or_insert(0);
+                assert_eq!(seq.0, *last + 1, "chat {chat}: seq gap or reorder");
+                *last = seq.0;
+                sent.entry((e.event.origin.user, e.event.origin.client_msg_id)).or_default().push((*chat, *seq));
+            }
+        }
+    }
+    for (cmd, outcome) in acked {
+        let Outcome::Chat { chat, seq } = outcome else { panic!("unexpected outcome {outcome:?}") };
+        let found = sent.get(&(cmd.origin.user, cmd.origin.client_msg_id)).cloned().unwrap_or_default();
+        assert_eq!(found, vec![(*chat, *seq)], "acked send {:?} must be in the log exactly once", cmd.origin);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_appends_survive_kill_9_of_leaders() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::create(spec(dir.path(), 3, 8)).unwrap();
+    cluster.start_all().unwrap();
+    let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..24u64 {
+        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || i < 20 {
+                let cmd = send(w + 1, 1000 + (w % 7), w * 1_000_000 + i);
+                let outcome = must_append(&client, &cmd).await;
+                acked.lock().unwrap().push((cmd, outcome));
+                i += 1;
+            }
+        }));
+    }
+    // Nemesis: three times, kill -9 the node leading the most partitions, then restart it.
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let victim = busiest_leader(&cluster, &client).await;
+        eprintln!("round {round}: kill -9 node {victim}");
+        cluster.kill(victim);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        cluster.start(victim).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 24 * 20, "writers made progress: {} acks", acked.len());
+    must_converge(&cluster, &client, &[1, 2, 3]).await;
+    must_check_log(&cluster, &client, &[1, 2, 3], &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_whose_log_was_purged_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), 3, 2);
+    s.raft.snapshot_after_logs = 50;
+    s.raft.keep_logs_after_snapshot = 5;
+    let mut cluster = Cluster::create(s).unwrap();
+    cluster.start_all().unwrap();
+    let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    // Some history before the node goes down.
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let cmd = send(1 + i % 4, 50, i);
+        acked.push((cmd.clone(), must_append(&client, &cmd).await));
+    }
+    cluster.kill(3);
+    // Many separate entries (sequential appends), so that the log is purged past
+    // what node 3 has.
+    for i in 20..400 {
+        let cmd = send(1 + i % 4, 50, i);
+        let outcome = must_append(&client, &cmd).await;
+        acked.push((cmd, outcome));
+    }
+    cluster.start(3).unwrap();
+    must_converge(&cluster, &client, &[1, 2, 3]).await;
+    must_check_log(&cluster, &client, &[1, 2, 3], &acked).await;
+    let log = std::fs::read_to_string(cluster.node(3).log_path()).unwrap();
+    assert!(log.contains("snapshot installed"), "node 3 caught up by snapshot; its log:\n{}", cluster.log_tail(3, 40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_node_move_replicas_onto_it_and_remove_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::create(spec(dir.path(), 3, 4)).unwrap();
+    cluster.start_all().unwrap();
+    let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        let cmd = send(1 + i % 8, 60, i);
+        acked.push((cmd.clone(), must_append(&client, &cmd).await));
+    }
+
+    let new = cluster.add_node().unwrap();
+    cluster.start(new).unwrap();
+    let (raft_addr, client_addr) = {
+        let c = &cluster.node(new).config;
+        (c.raft_addr.clone(), c.client_addr.clone())
+    };
+    // Move every replica of node 3 onto the new node: learner first, then swap voters.
+    for p in 0..4u16 {
+        let p = PartitionId(p);
+        client
+            .admin(p, &Request::AddLearner { partition: p, node: NodeId(new), raft_addr: raft_addr.clone(), client_addr: client_addr.clone() })
+            .await
+            .expect("add learner");
+        client
+            .admin(p, &Request::ChangeVoters { partition: p, voters: vec![NodeId(1), NodeId(2), NodeId(new)] })
+            .await
+            .expect("change voters");
+    }
+    // Node 3 holds no replica now: remove it.
+    cluster.kill(3);
+    let s = client.status(&cluster.node(1).config.client_addr).await.unwrap();
+    for p in &s.partitions {
+        assert_eq!(p.voters, vec![NodeId(1), NodeId(2), NodeId(new)], "partition {}", p.partition);
+    }
+    for i in 40..80 {
+        let cmd = send(1 + i % 8, 60, i);
+        acked.push((cmd.clone(), must_append(&client, &cmd).await));
+    }
+    must_converge(&cluster, &client, &[1, 2, new]).await;
+    must_check_log(&cluster, &client, &[1, 2, new], &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_appends_and_reads_against_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::create(spec(dir.path(), 3, 4)).unwrap();
+    cluster.start_all().unwrap();
+    cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let node = cluster.node(2).config.client_addr.clone();
+    let ca = cluster.ca.display().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(chorus_binary())
+            .args(["log", "--node", &node, "--ca", &ca])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chorus log {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = run(&["append", "--from", "11", "--to", "12", "--text", "hello", "--client-msg-id", "7"]);
+    assert!(out.contains("seq: Seq(1)") || out.contains("seq: 1"), "{out}");
+    // The same client_msg_id again: same result, nothing appended.
+    let again = run(&["append", "--from", "11", "--to", "12", "--text", "hello", "--client-msg-id", "7"]);
+    assert_eq!(again, out);
+    let read = run(&["read", "--user", "11", "--peer", "12"]);
+    assert!(read.contains("2 events"), "{read}");
+    let status = run(&["status"]);
+    assert_eq!(status.lines().filter(|l| l.contains("partition")).count(), 4, "{status}");
+    let _ = ClientConfig::default();
+}
