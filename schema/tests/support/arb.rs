@@ -1,0 +1,238 @@
+//! proptest strategies for every domain type of chorus-schema (shared by the tests).
+
+
+
+use chorus_schema::*;
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+
+pub fn user() -> impl Strategy<Value = UserId> {
+    prop_oneof![0u64..8, any::<u64>()].prop_map(UserId)
+}
+pub fn device() -> impl Strategy<Value = DeviceId> {
+    any::<u32>().prop_map(DeviceId)
+}
+pub fn seq() -> impl Strategy<Value = Seq> {
+    prop_oneof![0u64..16, any::<u64>()].prop_map(Seq)
+}
+pub fn chat() -> impl Strategy<Value = ChatId> {
+    any::<[u8; 16]>().prop_map(ChatId)
+}
+pub fn node() -> impl Strategy<Value = NodeId> {
+    any::<u64>().prop_map(NodeId)
+}
+pub fn partition() -> impl Strategy<Value = PartitionId> {
+    any::<u16>().prop_map(PartitionId)
+}
+pub fn origin() -> impl Strategy<Value = Origin> {
+    (user(), device(), any::<u64>())
+        .prop_map(|(user, device, c)| Origin { user, device, client_msg_id: ClientMsgId(c) })
+}
+pub fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+    vec(any::<u8>(), 0..max)
+}
+/// Strings up to `max` bytes (any Unicode, trimmed to a char boundary).
+pub fn text(max: usize) -> impl Strategy<Value = String> {
+    any::<String>().prop_map(move |mut s| {
+        while s.len() > max {
+            s.pop();
+        }
+        s
+    })
+}
+pub fn users(max: usize) -> impl Strategy<Value = Vec<UserId>> {
+    vec(user(), 0..max)
+}
+pub fn media() -> impl Strategy<Value = MediaRef> {
+    (any::<[u8; 32]>(), any::<u64>(), text(MAX_MIME_BYTES)).prop_map(|(blake3, size, mime)| MediaRef { blake3, size, mime })
+}
+pub fn opt_media() -> impl Strategy<Value = Option<MediaRef>> {
+    option::of(media())
+}
+pub fn kind() -> impl Strategy<Value = ReceiptKind> {
+    prop_oneof![Just(ReceiptKind::Delivered), Just(ReceiptKind::Read)]
+}
+pub fn visibility() -> impl Strategy<Value = Visibility> {
+    prop_oneof![Just(Visibility::Everyone), Just(Visibility::Contacts), Just(Visibility::Nobody)]
+}
+pub fn prekey() -> impl Strategy<Value = Prekey> {
+    (any::<u32>(), bytes(40)).prop_map(|(id, key)| Prekey { id, key })
+}
+
+pub fn command_body() -> impl Strategy<Value = CommandBody> {
+    use CommandBody::*;
+    prop_oneof![
+        (user(), bytes(64), opt_media()).prop_map(|(recipient, ciphertext, media)| SendDirect { recipient, ciphertext, media }),
+        (chat(), bytes(64), opt_media()).prop_map(|(chat, ciphertext, media)| SendGroup { chat, ciphertext, media }),
+        (chat(), seq(), bytes(64)).prop_map(|(chat, seq, ciphertext)| EditMessage { chat, seq, ciphertext }),
+        (chat(), seq()).prop_map(|(chat, seq)| DeleteMessage { chat, seq }),
+        (chat(), seq(), text(MAX_REACTION_BYTES)).prop_map(|(chat, seq, reaction)| SetReaction { chat, seq, reaction }),
+        (chat(), kind(), seq()).prop_map(|(chat, kind, up_to_seq)| Ack { chat, kind, up_to_seq }),
+        (chat(), text(MAX_NAME_BYTES), users(8)).prop_map(|(chat, name, members)| CreateGroup { chat, name, members }),
+        (chat(), user()).prop_map(|(chat, member)| AddMember { chat, member }),
+        (chat(), user()).prop_map(|(chat, member)| RemoveMember { chat, member }),
+        (chat(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
+        (chat(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
+        (chat(), text(MAX_NAME_BYTES), text(200))
+            .prop_map(|(chat, name, description)| ChangeGroupInfo { chat, name, description }),
+        chat().prop_map(|chat| LeaveGroup { chat }),
+        text(MAX_PHONE_BYTES).prop_map(|phone| RegisterUser { phone }),
+        (device(), bytes(40), text(MAX_NAME_BYTES))
+            .prop_map(|(device, identity_key, name)| LinkDevice { device, identity_key, name }),
+        device().prop_map(|device| UnlinkDevice { device }),
+        (text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(|(name, about, avatar)| UpdateProfile { name, about, avatar }),
+        (visibility(), visibility(), visibility(), any::<bool>()).prop_map(|(last_seen, profile_photo, about, read_receipts)| {
+            SetPrivacy { last_seen, profile_photo, about, read_receipts }
+        }),
+        any::<bool>().prop_map(|online| SetPresence { online }),
+        (device(), vec(prekey(), 0..6)).prop_map(|(device, prekeys)| UploadPrekeys { device, prekeys }),
+        (user(), device()).prop_map(|(target, target_device)| ClaimPrekey { target, target_device }),
+        (any::<u64>(), bytes(64), opt_media(), users(8))
+            .prop_map(|(status_id, ciphertext, media, acl)| PostStatus { status_id, ciphertext, media, acl }),
+        users(8).prop_map(|contacts| UpdateContacts { contacts }),
+        user().prop_map(|target| Block { target }),
+        user().prop_map(|target| Unblock { target }),
+    ]
+}
+
+pub fn command() -> impl Strategy<Value = Command> {
+    (origin(), command_body()).prop_map(|(origin, body)| Command { origin, body })
+}
+
+pub fn event_body() -> impl Strategy<Value = EventBody> {
+    use EventBody::*;
+    prop_oneof![
+        (chat(), users(3)).prop_map(|(chat, members)| ChatOpened { chat, members }),
+        (chat(), seq(), bytes(64), opt_media()).prop_map(|(chat, seq, ciphertext, media)| MessageSent { chat, seq, ciphertext, media }),
+        (chat(), seq(), seq(), bytes(64)).prop_map(|(chat, seq, target, ciphertext)| MessageEdited { chat, seq, target, ciphertext }),
+        (chat(), seq(), seq()).prop_map(|(chat, seq, target)| MessageDeleted { chat, seq, target }),
+        (chat(), seq(), seq(), text(MAX_REACTION_BYTES))
+            .prop_map(|(chat, seq, target, reaction)| ReactionSet { chat, seq, target, reaction }),
+        (chat(), kind(), seq()).prop_map(|(chat, kind, up_to_seq)| Receipt { chat, kind, up_to_seq }),
+        (chat(), seq(), text(MAX_NAME_BYTES), users(8)).prop_map(|(chat, seq, name, members)| GroupCreated { chat, seq, name, members }),
+        (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberAdded { chat, seq, member }),
+        (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberRemoved { chat, seq, member }),
+        (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberPromoted { chat, seq, member }),
+        (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberDemoted { chat, seq, member }),
+        (chat(), seq(), text(MAX_NAME_BYTES), text(200))
+            .prop_map(|(chat, seq, name, description)| GroupInfoChanged { chat, seq, name, description }),
+        (chat(), seq()).prop_map(|(chat, seq)| MemberLeft { chat, seq }),
+        (user(), text(MAX_PHONE_BYTES)).prop_map(|(user, phone)| UserRegistered { user, phone }),
+        (user(), device(), bytes(40), text(MAX_NAME_BYTES))
+            .prop_map(|(user, device, identity_key, name)| DeviceLinked { user, device, identity_key, name }),
+        (user(), device()).prop_map(|(user, device)| DeviceUnlinked { user, device }),
+        (user(), text(MAX_NAME_BYTES), text(200), opt_media())
+            .prop_map(|(user, name, about, avatar)| ProfileUpdated { user, name, about, avatar }),
+        (user(), visibility(), visibility(), visibility(), any::<bool>()).prop_map(
+            |(user, last_seen, profile_photo, about, read_receipts)| PrivacyChanged { user, last_seen, profile_photo, about, read_receipts }
+        ),
+        (user(), any::<bool>()).prop_map(|(user, online)| PresenceChanged { user, online }),
+        (user(), device(), vec(prekey(), 0..6)).prop_map(|(user, device, prekeys)| PrekeysUploaded { user, device, prekeys }),
+        (user(), device(), any::<u32>(), user())
+            .prop_map(|(user, device, prekey_id, claimed_by)| PrekeyClaimed { user, device, prekey_id, claimed_by }),
+        (user(), any::<u64>(), bytes(64), opt_media(), users(8), any::<u64>()).prop_map(
+            |(user, status_id, ciphertext, media, acl, expires_at_ms)| StatusPosted { user, status_id, ciphertext, media, acl, expires_at_ms }
+        ),
+        (user(), users(8)).prop_map(|(user, contacts)| ContactsUpdated { user, contacts }),
+        (user(), user()).prop_map(|(user, target)| UserBlocked { user, target }),
+        (user(), user()).prop_map(|(user, target)| UserUnblocked { user, target }),
+    ]
+}
+
+pub fn event() -> impl Strategy<Value = Event> {
+    (any::<u64>(), origin(), event_body()).prop_map(|(at_ms, origin, body)| Event { at_ms, origin, body })
+}
+
+pub fn event_record() -> impl Strategy<Value = EventRecord> {
+    (partition(), any::<u64>(), any::<u64>(), event())
+        .prop_map(|(partition, offset, log_index, event)| EventRecord { partition, offset, log_index, event })
+}
+
+pub fn reject_code() -> impl Strategy<Value = RejectCode> {
+    use RejectCode::*;
+    prop_oneof![
+        Just(NotMember),
+        Just(NotAdmin),
+        Just(UnknownChat),
+        Just(UnknownUser),
+        Just(UnknownMessage),
+        Just(AlreadyExists),
+        Just(NoPrekeys),
+        Just(Invalid),
+        Just(WrongPartition),
+    ]
+}
+
+pub fn command_result() -> impl Strategy<Value = CommandResult> {
+    prop_oneof![
+        (chat(), seq()).prop_map(|(chat, seq)| Ok(Outcome::Chat { chat, seq })),
+        (chat(), seq()).prop_map(|(chat, up_to_seq)| Ok(Outcome::Receipt { chat, up_to_seq })),
+        (user(), device(), prekey()).prop_map(|(user, device, prekey)| Ok(Outcome::PrekeyClaimed { user, device, prekey })),
+        Just(Ok(Outcome::Done)),
+        (reject_code(), text(100)).prop_map(|(code, message)| Err(Rejection { code, message })),
+    ]
+}
+
+pub fn error_code() -> impl Strategy<Value = ErrorCode> {
+    use ErrorCode::*;
+    prop_oneof![
+        Just(BadFrame),
+        Just(FrameTooLarge),
+        Just(InvalidCommand),
+        Just(MixedPartitions),
+        Just(NotLeader),
+        Just(PartitionUnavailable),
+        Just(Unavailable),
+        Just(Timeout),
+        Just(Internal),
+    ]
+}
+
+pub fn request() -> impl Strategy<Value = Request> {
+    prop_oneof![
+        vec(command().prop_map(|c| c.encode()), 0..4).prop_map(|commands| Request::Append { commands }),
+        (partition(), any::<u64>(), any::<u32>()).prop_map(|(partition, from, limit)| Request::Read { partition, from, limit }),
+        (partition(), any::<u64>()).prop_map(|(partition, from)| Request::Tail { partition, from }),
+        Just(Request::Status),
+        (partition(), node(), text(64), text(64)).prop_map(|(partition, node, raft_addr, client_addr)| Request::AddLearner {
+            partition,
+            node,
+            raft_addr,
+            client_addr
+        }),
+        (partition(), vec(node(), 0..6)).prop_map(|(partition, voters)| Request::ChangeVoters { partition, voters }),
+    ]
+}
+
+pub fn partition_status() -> impl Strategy<Value = PartitionStatus> {
+    (
+        partition(),
+        option::of(node()),
+        any::<[u64; 4]>(),
+        vec(node(), 0..4),
+        vec((node(), option::of(any::<u64>()), option::of(any::<u64>())), 0..4),
+    )
+        .prop_map(|(partition, leader, [term, last_log_index, last_applied, next_offset], voters, replicas)| PartitionStatus {
+            partition,
+            leader,
+            term,
+            last_log_index,
+            last_applied,
+            next_offset,
+            voters,
+            replicas: replicas.into_iter().map(|(node, matched, lag)| ReplicaStatus { node, matched, lag }).collect(),
+        })
+}
+
+pub fn response() -> impl Strategy<Value = Response> {
+    prop_oneof![
+        (partition(), vec(command_result(), 0..6)).prop_map(|(partition, results)| Response::Appended { partition, results }),
+        (partition(), vec(event_record().prop_map(|e| e.encode()), 0..4), any::<u64>())
+            .prop_map(|(partition, events, next)| Response::Events { partition, events, next }),
+        (node(), vec(partition_status(), 0..4)).prop_map(|(node, partitions)| Response::Status(NodeStatus { node, partitions })),
+        Just(Response::Done),
+        (error_code(), text(100), option::of((node(), text(64)).prop_map(|(node, client_addr)| LeaderHint { node, client_addr })))
+            .prop_map(|(code, message, leader)| Response::Error { code, message, leader }),
+    ]
+}

@@ -1,0 +1,4 @@
+#![allow(dead_code)]
+//! Test support shared by the integration tests.
+
+pub mod arb;
