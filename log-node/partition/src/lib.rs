@@ -1,1 +1,78 @@
-//! Placeholder while the partition crate is written.
+//! The pure partition state machine of chorus: commands in, events out.
+//!
+//! A log-node runs one [`PartitionState`] per partition replica. The Raft leader
+//! calls [`PartitionState::apply`] for each committed command, in log order, with
+//! the time stamped on the entry; it stores the events that come out and answers
+//! the client with the [`CommandResult`](chorus_schema::CommandResult). Replay
+//! (after a restart, or on a follower that installs the log) calls
+//! [`PartitionState::fold`] on the stored events alone. Because `apply` changes the
+//! state only by folding the events it emits, both paths give equal states, and
+//! a serde snapshot taken anywhere resumes to the same states and events.
+//!
+//! ```text
+//!  Command ──apply(at_ms)──▶ validate ─▶ partition? ─▶ dedup? ─▶ decide ──▶ Vec<Event>
+//!                                                                  │            │
+//!                                     CommandResult ◀──────────────┘     fold ◀─┘ (also replay)
+//! ```
+//!
+//! # What it leaves out
+//! IO, clocks, randomness, storage and Raft. Anything that needs another
+//! partition's state: a chat partition cannot see whether users are registered or
+//! blocked, and a user partition cannot see chats. Content, which is ciphertext.
+//!
+//! # Rules
+//! - A command whose key is not in this partition: `WrongPartition`. A command
+//!   breaking a size limit: `Invalid`.
+//! - **Timeline.** Each chat has a gap-free `seq` from 1. Every chat event but
+//!   `ChatOpened` and `Receipt` takes the next seq.
+//! - **Direct chats.** The first `SendDirect` emits `ChatOpened` (the sorted pair;
+//!   no seq) then `MessageSent`. Sending to yourself is `Invalid`. Direct and group
+//!   ids never collide: see [`ChatId`](chorus_schema::ChatId).
+//! - **Groups.** `CreateGroup` needs an unused group id (`AlreadyExists`,
+//!   `Invalid` for a direct id); the members are deduplicated and include the
+//!   creator, its first admin. Only admins add, remove, promote, demote and change
+//!   info (`NotAdmin`); only members send, edit, delete, react and ack
+//!   (`NotMember`). A removed member is no longer a member at all. Adding a member
+//!   twice or promoting an admin is `AlreadyExists`; demoting the last admin is
+//!   `Invalid`.
+//! - **Admin hand-over.** When the last admin leaves (or removes themself) and
+//!   members remain, the longest-standing remaining member — the smallest seq of
+//!   joining, then the smallest user id — is promoted by a `MemberPromoted` event
+//!   logged *before* the departure, so that at every seq a non-empty group has an
+//!   admin. The command's outcome is the departure's seq.
+//! - **Messages.** Only the sender edits or deletes a message (`Invalid`
+//!   otherwise); targets must be live `MessageSent` seqs (`UnknownMessage`).
+//! - **Receipts.** Cumulative per (chat, user, device) and kind; beyond the chat's
+//!   last seq is `Invalid`; a `Read` receipt also advances the delivered cursor; an
+//!   ack that advances nothing emits nothing and answers the current cursor.
+//! - **Users.** `RegisterUser` once (`AlreadyExists`); every other command needs a
+//!   registered origin user (`UnknownUser`), except `ClaimPrekey`, which needs a
+//!   registered target. Devices link once (`AlreadyExists`) and up to
+//!   [`MAX_DEVICES_PER_USER`].
+//! - **Prekeys.** Uploaded to a linked device, with ids above every id ever
+//!   uploaded for that device (so an id is never reused, even after unlinking).
+//!   `ClaimPrekey` hands out the lowest-id unclaimed prekey exactly once
+//!   (`NoPrekeys` when none is left).
+//! - **Presence, blocks.** `PresenceChanged` only on a transition; blocking a
+//!   blocked user or unblocking an unblocked one emits nothing. Both answer `Done`.
+//! - **Status.** `expires_at_ms = at_ms + 24 h`; the access list and contact lists
+//!   are stored sorted, deduplicated and without the poster.
+//! - **Dedup.** See [`DEDUP_RETENTION_MS`] and the `dedup` module: outcomes of
+//!   commands that produced events, by (user, device, client_msg_id), rebuilt by
+//!   `fold`, pruned 7 days behind the newest event time.
+//!
+//! # Module map
+//! - `state`: [`PartitionState`], `apply`, `fold`, read accessors.
+//! - `chat`: chat state and the chat-partition rules ([`ChatKind`], [`Cursors`]).
+//! - `user`: user state and the user-partition rules, with their limits.
+//! - `dedup`: the bounded dedup table.
+
+mod chat;
+mod dedup;
+mod state;
+mod user;
+
+pub use chat::{ChatKind, Cursors, Member};
+pub use dedup::{DedupKey, DEDUP_RETENTION_MS};
+pub use state::PartitionState;
+pub use user::{MAX_BLOCKED_PER_USER, MAX_DEVICES_PER_USER, MAX_PREKEYS_PER_DEVICE, STATUS_TTL_MS};

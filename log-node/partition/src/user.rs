@@ -1,0 +1,251 @@
+//! User state (devices, prekeys, presence, blocks) and the user-partition rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_schema::{CommandBody, DeviceId, EventBody, Origin, Outcome, Prekey, RejectCode, Rejection, UserId};
+use serde::{Deserialize, Serialize};
+
+use crate::state::Decision;
+
+/// How long a status post stays visible.
+pub const STATUS_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Devices one user may link at once (the primary and its companions).
+pub const MAX_DEVICES_PER_USER: usize = 16;
+/// Unclaimed one-time prekeys one device may hold.
+pub const MAX_PREKEYS_PER_DEVICE: usize = 1024;
+/// Users one user may block.
+pub const MAX_BLOCKED_PER_USER: usize = 10_000;
+
+/// One linked device.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Device {
+    /// Unclaimed one-time prekeys by id.
+    pub(crate) prekeys: BTreeMap<u32, Vec<u8>>,
+}
+
+/// One registered user's state: what the rules need, nothing more. Profiles,
+/// privacy settings, contacts and status posts are in the log for the views.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct User {
+    pub(crate) phone: String,
+    pub(crate) devices: BTreeMap<DeviceId, Device>,
+    /// The highest prekey id ever uploaded per device. Kept when a device is
+    /// unlinked, so that a (user, device, prekey id) is handed out at most once ever.
+    pub(crate) prekey_high: BTreeMap<DeviceId, u32>,
+    pub(crate) online: bool,
+    pub(crate) blocked: BTreeSet<UserId>,
+}
+
+fn reject(code: RejectCode, message: impl Into<String>) -> Rejection {
+    Rejection::new(code, message)
+}
+
+fn done(event: EventBody) -> Decision {
+    Decision { events: vec![event], outcome: Outcome::Done }
+}
+
+fn nothing(outcome: Outcome) -> Decision {
+    Decision { events: vec![], outcome }
+}
+
+/// Decides a user-partition command against the current state.
+pub(crate) fn decide(
+    users: &BTreeMap<UserId, User>,
+    at_ms: u64,
+    origin: &Origin,
+    body: &CommandBody,
+) -> Result<Decision, Rejection> {
+    let me = origin.user;
+    if let CommandBody::RegisterUser { phone } = body {
+        if users.contains_key(&me) {
+            return Err(reject(RejectCode::AlreadyExists, format!("user {me} is registered")));
+        }
+        return Ok(done(EventBody::UserRegistered { user: me, phone: phone.clone() }));
+    }
+    if let CommandBody::ClaimPrekey { target, target_device } = body {
+        let u = users.get(target).ok_or_else(|| reject(RejectCode::UnknownUser, format!("no user {target}")))?;
+        let d = u
+            .devices
+            .get(target_device)
+            .ok_or_else(|| reject(RejectCode::Invalid, format!("user {target} has no device {target_device}")))?;
+        let Some((&id, key)) = d.prekeys.first_key_value() else {
+            return Err(reject(RejectCode::NoPrekeys, format!("device {target_device} of user {target} has no prekeys")));
+        };
+        return Ok(Decision {
+            events: vec![EventBody::PrekeyClaimed { user: *target, device: *target_device, prekey_id: id, claimed_by: me }],
+            outcome: Outcome::PrekeyClaimed { user: *target, device: *target_device, prekey: Prekey { id, key: key.clone() } },
+        });
+    }
+    let u = users.get(&me).ok_or_else(|| reject(RejectCode::UnknownUser, format!("user {me} is not registered")))?;
+    match body {
+        CommandBody::LinkDevice { device, identity_key, name } => {
+            if u.devices.contains_key(device) {
+                return Err(reject(RejectCode::AlreadyExists, format!("device {device} is linked")));
+            }
+            if u.devices.len() >= MAX_DEVICES_PER_USER {
+                return Err(reject(RejectCode::Invalid, format!("a user links at most {MAX_DEVICES_PER_USER} devices")));
+            }
+            Ok(done(EventBody::DeviceLinked {
+                user: me,
+                device: *device,
+                identity_key: identity_key.clone(),
+                name: name.clone(),
+            }))
+        }
+        CommandBody::UnlinkDevice { device } => {
+            if !u.devices.contains_key(device) {
+                return Err(reject(RejectCode::Invalid, format!("device {device} is not linked")));
+            }
+            Ok(done(EventBody::DeviceUnlinked { user: me, device: *device }))
+        }
+        CommandBody::UpdateProfile { name, about, avatar } => Ok(done(EventBody::ProfileUpdated {
+            user: me,
+            name: name.clone(),
+            about: about.clone(),
+            avatar: avatar.clone(),
+        })),
+        CommandBody::SetPrivacy { last_seen, profile_photo, about, read_receipts } => Ok(done(EventBody::PrivacyChanged {
+            user: me,
+            last_seen: *last_seen,
+            profile_photo: *profile_photo,
+            about: *about,
+            read_receipts: *read_receipts,
+        })),
+        CommandBody::SetPresence { online } => {
+            if u.online == *online {
+                Ok(nothing(Outcome::Done))
+            } else {
+                Ok(done(EventBody::PresenceChanged { user: me, online: *online }))
+            }
+        }
+        CommandBody::UploadPrekeys { device, prekeys } => {
+            let d = u.devices.get(device).ok_or_else(|| reject(RejectCode::Invalid, format!("device {device} is not linked")))?;
+            if prekeys.is_empty() {
+                return Err(reject(RejectCode::Invalid, "no prekeys to upload"));
+            }
+            let high = u.prekey_high.get(device).copied();
+            let mut ids = BTreeSet::new();
+            for p in prekeys {
+                if high.is_some_and(|h| p.id <= h) {
+                    return Err(reject(
+                        RejectCode::Invalid,
+                        format!("prekey id {} is not above the highest id ever uploaded for device {device}", p.id),
+                    ));
+                }
+                if !ids.insert(p.id) {
+                    return Err(reject(RejectCode::Invalid, format!("prekey id {} appears twice", p.id)));
+                }
+            }
+            if d.prekeys.len() + prekeys.len() > MAX_PREKEYS_PER_DEVICE {
+                return Err(reject(RejectCode::Invalid, format!("a device holds at most {MAX_PREKEYS_PER_DEVICE} prekeys")));
+            }
+            Ok(done(EventBody::PrekeysUploaded { user: me, device: *device, prekeys: prekeys.clone() }))
+        }
+        CommandBody::PostStatus { status_id, ciphertext, media, acl } => Ok(done(EventBody::StatusPosted {
+            user: me,
+            status_id: *status_id,
+            ciphertext: ciphertext.clone(),
+            media: media.clone(),
+            acl: normalized(acl, me),
+            expires_at_ms: at_ms.saturating_add(STATUS_TTL_MS),
+        })),
+        CommandBody::UpdateContacts { contacts } => {
+            Ok(done(EventBody::ContactsUpdated { user: me, contacts: normalized(contacts, me) }))
+        }
+        CommandBody::Block { target } => {
+            if *target == me {
+                return Err(reject(RejectCode::Invalid, "cannot block yourself"));
+            }
+            if u.blocked.contains(target) {
+                return Ok(nothing(Outcome::Done));
+            }
+            if u.blocked.len() >= MAX_BLOCKED_PER_USER {
+                return Err(reject(RejectCode::Invalid, format!("a user blocks at most {MAX_BLOCKED_PER_USER} users")));
+            }
+            Ok(done(EventBody::UserBlocked { user: me, target: *target }))
+        }
+        CommandBody::Unblock { target } => {
+            if !u.blocked.contains(target) {
+                return Ok(nothing(Outcome::Done));
+            }
+            Ok(done(EventBody::UserUnblocked { user: me, target: *target }))
+        }
+        _ => Err(reject(RejectCode::Invalid, "not a user command")),
+    }
+}
+
+/// Sorted, without duplicates and without the user themself.
+fn normalized(users: &[UserId], me: UserId) -> Vec<UserId> {
+    let set: BTreeSet<UserId> = users.iter().copied().filter(|u| *u != me).collect();
+    set.into_iter().collect()
+}
+
+/// The outcome a user-partition event records in the dedup table, computed before
+/// the event is folded (a claimed prekey's key is gone afterwards).
+///
+/// # Panics
+/// If a `PrekeyClaimed` names a prekey the state does not hold (corrupt log).
+pub(crate) fn outcome_of(users: &BTreeMap<UserId, User>, event: &EventBody) -> Outcome {
+    match event {
+        EventBody::PrekeyClaimed { user, device, prekey_id, .. } => {
+            let key = users
+                .get(user)
+                .and_then(|u| u.devices.get(device))
+                .and_then(|d| d.prekeys.get(prekey_id))
+                .unwrap_or_else(|| panic!("fold: PrekeyClaimed of unknown prekey {prekey_id} of {user}/{device}"));
+            Outcome::PrekeyClaimed { user: *user, device: *device, prekey: Prekey { id: *prekey_id, key: key.clone() } }
+        }
+        _ => Outcome::Done,
+    }
+}
+
+/// Folds a user-partition event.
+///
+/// # Panics
+/// If the event names an unregistered user (corrupt log or wrong partition).
+pub(crate) fn fold(users: &mut BTreeMap<UserId, User>, event: &EventBody) {
+    if let EventBody::UserRegistered { user, phone } = event {
+        assert!(!users.contains_key(user), "fold: UserRegistered for registered user {user}");
+        users.insert(*user, User { phone: phone.clone(), ..User::default() });
+        return;
+    }
+    let Some(user) = event.user() else {
+        unreachable!("fold: {} is not a user event", event.kind());
+    };
+    let u = users.get_mut(&user).unwrap_or_else(|| panic!("fold: {} for unregistered user {user}", event.kind()));
+    match event {
+        EventBody::DeviceLinked { device, .. } => {
+            u.devices.insert(*device, Device::default());
+        }
+        EventBody::DeviceUnlinked { device, .. } => {
+            u.devices.remove(device);
+        }
+        EventBody::PresenceChanged { online, .. } => u.online = *online,
+        EventBody::PrekeysUploaded { device, prekeys, .. } => {
+            let d = u.devices.entry(*device).or_default();
+            for p in prekeys {
+                d.prekeys.insert(p.id, p.key.clone());
+            }
+            if let Some(max) = prekeys.iter().map(|p| p.id).max() {
+                let high = u.prekey_high.entry(*device).or_insert(max);
+                *high = (*high).max(max);
+            }
+        }
+        EventBody::PrekeyClaimed { device, prekey_id, .. } => {
+            if let Some(d) = u.devices.get_mut(device) {
+                d.prekeys.remove(prekey_id);
+            }
+        }
+        EventBody::UserBlocked { target, .. } => {
+            u.blocked.insert(*target);
+        }
+        EventBody::UserUnblocked { target, .. } => {
+            u.blocked.remove(target);
+        }
+        EventBody::ProfileUpdated { .. }
+        | EventBody::PrivacyChanged { .. }
+        | EventBody::StatusPosted { .. }
+        | EventBody::ContactsUpdated { .. } => {}
+        _ => unreachable!("fold: {} is not a user event", event.kind()),
+    }
+}
