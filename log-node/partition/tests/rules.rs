@@ -1,0 +1,502 @@
+//! One test per rule of the partition state machine.
+
+use chorus_partition::{ChatKind, Cursors, PartitionState, DEDUP_RETENTION_MS, STATUS_TTL_MS};
+use chorus_schema::*;
+
+const A: UserId = UserId(1);
+const B: UserId = UserId(2);
+const C: UserId = UserId(3);
+const D: UserId = UserId(4);
+
+fn group_id(n: u8) -> ChatId {
+    ChatId::group([n; 16])
+}
+
+/// Drives one partition with fresh client message ids and a clock.
+struct Harness {
+    state: PartitionState,
+    now_ms: u64,
+    next_cmid: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness { state: PartitionState::new(PartitionId(0), 1), now_ms: 1_000, next_cmid: 1 }
+    }
+
+    fn command(&mut self, user: UserId, device: u32, body: CommandBody) -> Command {
+        let cmid = self.next_cmid;
+        self.next_cmid += 1;
+        Command { origin: Origin { user, device: DeviceId(device), client_msg_id: ClientMsgId(cmid) }, body }
+    }
+
+    fn apply(&mut self, cmd: &Command) -> (CommandResult, Vec<EventBody>) {
+        self.now_ms += 10;
+        let mut out = Vec::new();
+        let before = self.state.clone();
+        let result = self.state.apply(self.now_ms, cmd, &mut out);
+        if result.is_err() {
+            assert!(out.is_empty(), "a rejection emitted events: {out:?}");
+            assert_eq!(self.state, before, "a rejection changed the state");
+        }
+        for e in &out {
+            assert_eq!(e.at_ms, self.now_ms);
+            assert_eq!(e.origin, cmd.origin);
+        }
+        (result, out.into_iter().map(|e| e.body).collect())
+    }
+
+    fn run(&mut self, user: UserId, body: CommandBody) -> (CommandResult, Vec<EventBody>) {
+        self.run_on(user, 1, body)
+    }
+
+    fn run_on(&mut self, user: UserId, device: u32, body: CommandBody) -> (CommandResult, Vec<EventBody>) {
+        let cmd = self.command(user, device, body);
+        self.apply(&cmd)
+    }
+
+    #[track_caller]
+    fn must_ok(&mut self, user: UserId, body: CommandBody) -> (Outcome, Vec<EventBody>) {
+        let what = format!("{body:?}");
+        match self.run(user, body) {
+            (Ok(o), events) => (o, events),
+            (Err(r), _) => panic!("{what} by {user} was rejected: {r}"),
+        }
+    }
+
+    #[track_caller]
+    fn must_reject(&mut self, user: UserId, body: CommandBody, code: RejectCode) -> String {
+        let what = format!("{body:?}");
+        match self.run(user, body) {
+            (Err(r), _) => {
+                assert_eq!(r.code, code, "{what} by {user}: {}", r.message);
+                r.message
+            }
+            (Ok(o), _) => panic!("{what} by {user} was accepted ({o:?}), expected {code:?}"),
+        }
+    }
+
+    fn create_group(&mut self, chat: ChatId, creator: UserId, members: &[UserId]) {
+        let (o, _) = self.must_ok(creator, CommandBody::CreateGroup { chat, name: "g".into(), members: members.to_vec() });
+        assert_eq!(o, Outcome::Chat { chat, seq: Seq(1) });
+    }
+
+    fn send(&mut self, chat: ChatId, user: UserId) -> CommandResult {
+        self.run(user, CommandBody::SendGroup { chat, ciphertext: b"hi".to_vec(), media: None }).0
+    }
+
+    fn register(&mut self, user: UserId) {
+        self.must_ok(user, CommandBody::RegisterUser { phone: format!("+1555{}", user.0) });
+    }
+}
+
+fn send_direct(to: UserId) -> CommandBody {
+    CommandBody::SendDirect { recipient: to, ciphertext: b"x".to_vec(), media: None }
+}
+
+#[test]
+fn first_direct_send_opens_the_chat() {
+    let mut h = Harness::new();
+    let chat = ChatId::direct(A, B);
+    let (o, events) = h.must_ok(B, send_direct(A));
+    assert_eq!(o, Outcome::Chat { chat, seq: Seq(1) });
+    assert_eq!(
+        events,
+        vec![
+            EventBody::ChatOpened { chat, members: vec![A, B] },
+            EventBody::MessageSent { chat, seq: Seq(1), ciphertext: b"x".to_vec(), media: None },
+        ]
+    );
+    let (o, events) = h.must_ok(A, send_direct(B));
+    assert_eq!(o, Outcome::Chat { chat, seq: Seq(2) });
+    assert_eq!(events.len(), 1);
+    assert_eq!(h.state.members(&chat), Some(vec![A, B]));
+    assert_eq!(h.state.chat_kind(&chat), Some(ChatKind::Direct));
+    assert_eq!(h.state.last_seq(&chat), Some(Seq(2)));
+    h.must_reject(A, send_direct(A), RejectCode::Invalid);
+    // A third user cannot use the pair's chat by its id.
+    h.must_reject(C, CommandBody::SetReaction { chat, seq: Seq(1), reaction: "+".into() }, RejectCode::NotMember);
+    h.must_reject(A, CommandBody::SendGroup { chat, ciphertext: vec![], media: None }, RejectCode::Invalid);
+    h.must_reject(A, CommandBody::AddMember { chat, member: C }, RejectCode::Invalid);
+}
+
+#[test]
+fn a_retry_returns_the_original_outcome_and_appends_nothing() {
+    let mut h = Harness::new();
+    let first = h.command(A, 1, send_direct(B));
+    let (r1, e1) = h.apply(&first);
+    assert_eq!(e1.len(), 2);
+    h.must_ok(B, send_direct(A));
+    let (r2, e2) = h.apply(&first);
+    assert_eq!(r1, r2);
+    assert!(e2.is_empty());
+    assert_eq!(h.state.last_seq(&ChatId::direct(A, B)), Some(Seq(2)));
+
+    // The same client_msg_id from another device is another command.
+    let mut other = first.clone();
+    other.origin.device = DeviceId(2);
+    let (r3, e3) = h.apply(&other);
+    assert_eq!(r3, Ok(Outcome::Chat { chat: ChatId::direct(A, B), seq: Seq(3) }));
+    assert_eq!(e3.len(), 1);
+}
+
+#[test]
+fn a_rejected_command_is_not_remembered() {
+    let mut h = Harness::new();
+    let g = group_id(1);
+    let send = h.command(B, 1, CommandBody::SendGroup { chat: g, ciphertext: vec![1], media: None });
+    assert_eq!(h.apply(&send).0.unwrap_err().code, RejectCode::UnknownChat);
+    h.create_group(g, A, &[B]);
+    assert_eq!(h.apply(&send).0, Ok(Outcome::Chat { chat: g, seq: Seq(2) }));
+}
+
+#[test]
+fn dedup_entries_expire_after_the_retention() {
+    let mut h = Harness::new();
+    let g = group_id(1);
+    h.create_group(g, A, &[]);
+    let send = h.command(A, 1, CommandBody::SendGroup { chat: g, ciphertext: vec![1], media: None });
+    assert_eq!(h.apply(&send).0, Ok(Outcome::Chat { chat: g, seq: Seq(2) }));
+    h.now_ms += DEDUP_RETENTION_MS / 2;
+    assert_eq!(h.apply(&send), (Ok(Outcome::Chat { chat: g, seq: Seq(2) }), vec![]));
+    assert_eq!(h.state.dedup_len(), 2);
+    // Another event far in the future prunes both entries; the retry is new again.
+    h.now_ms += DEDUP_RETENTION_MS;
+    h.must_ok(A, CommandBody::ChangeGroupInfo { chat: g, name: "n".into(), description: "d".into() });
+    assert_eq!(h.state.dedup_len(), 1);
+    assert_eq!(h.apply(&send).0, Ok(Outcome::Chat { chat: g, seq: Seq(4) }));
+}
+
+#[test]
+fn create_group_rules() {
+    let mut h = Harness::new();
+    let g = group_id(1);
+    let (_, events) = h.must_ok(A, CommandBody::CreateGroup { chat: g, name: "g".into(), members: vec![C, B, C, A] });
+    assert_eq!(events, vec![EventBody::GroupCreated { chat: g, seq: Seq(1), name: "g".into(), members: vec![A, B, C] }]);
+    assert_eq!(h.state.members(&g), Some(vec![A, B, C]));
+    assert_eq!(h.state.admins(&g), Some(vec![A]));
+    assert_eq!(h.state.group_info(&g), Some(("g", "")));
+    h.must_reject(B, CommandBody::CreateGroup { chat: g, name: "again".into(), members: vec![] }, RejectCode::AlreadyExists);
+    let direct = ChatId::direct(A, B);
+    h.must_reject(A, CommandBody::CreateGroup { chat: direct, name: "squat".into(), members: vec![] }, RejectCode::Invalid);
+    let too_many = (10..10 + MAX_GROUP_MEMBERS as u64).map(UserId).collect();
+    h.must_reject(A, CommandBody::CreateGroup { chat: group_id(2), name: "big".into(), members: too_many }, RejectCode::Invalid);
+}
+
+#[test]
+fn only_admins_manage_and_only_members_send() {
+    let mut h = Harness::new();
+    let g = group_id(1);
+    h.create_group(g, A, &[B]);
+    h.must_reject(B, CommandBody::AddMember { chat: g, member: C }, RejectCode::NotAdmin);
+    h.must_reject(B, CommandBody::RemoveMember { chat: g, member: A }, RejectCode::NotAdmin);
+    h.must_reject(B, CommandBody::PromoteMember { chat: g, member: B }, RejectCode::NotAdmin);
+    h.must_reject(B, CommandBody::DemoteMember { chat: g, member: A }, RejectCode::NotAdmin);
+    h.must_reject(B, CommandBody::ChangeGroupInfo { chat: g, name: "x".into(), description: "y".into() }, RejectCode::NotAdmin);
+    h.must_reject(C, CommandBody::AddMember { chat: g, member: C }, RejectCode::NotMember);
+    assert_eq!(h.send(g, C).unwrap_err().code, RejectCode::NotMember);
+    assert_eq!(h.send(g, B), Ok(Outcome::Chat { chat: g, seq: Seq(2) }));
+
+    h.must_ok(A, CommandBody::AddMember { chat: g, member: C });
+    h.must_reject(A, CommandBody::AddMember { chat: g, member: C }, RejectCode::AlreadyExists);
+    h.must_ok(A, CommandBody::PromoteMember { chat: g, member: B });
+    h.must_reject(A, CommandBody::PromoteMember { chat: g, member: B }, RejectCode::AlreadyExists);
+    h.must_reject(A, CommandBody::PromoteMember { chat: g, member: D }, RejectCode::NotMember);
+    h.must_ok(B, CommandBody::ChangeGroupInfo { chat: g, name: "new".into(), description: "about".into() });
+    assert_eq!(h.state.group_info(&g), Some(("new", "about")));
+    h.must_ok(B, CommandBody::DemoteMember { chat: g, member: A });
+    h.must_reject(B, CommandBody::DemoteMember { chat: g, member: B }, RejectCode::Invalid);
+    h.must_reject(B, CommandBody::DemoteMember { chat: g, member: C }, RejectCode::Invalid);
+    assert_eq!(h.state.admins(&g), Some(vec![B]));
+    assert_eq!(h.state.last_seq(&g), Some(Seq(6)));
+    h.must_reject(A, CommandBody::LeaveGroup { chat: group_id(9) }, RejectCode::UnknownChat);
+    assert_eq!(h.send(group_id(9), A).unwrap_err().code, RejectCode::UnknownChat);
+}
+
+#[test]
+fn a_removed_member_is_refused_and_gone() {
+    let mut h = Harness::new();
+    let g = group_id(1);
+    h.create_group(g, A, &[B, C]);
+    h.send(g, B).unwrap();
+    let (o, events) = h.must_ok(A, CommandBody::RemoveMember { chat: g, member: B });
+    assert_eq!(o, Outcome::Chat { chat: g, seq: Seq(3) });
+    assert_eq!(events, vec![EventBody::MemberRemoved { chat: g, seq: Seq(3), member: B }]);
+    assert_eq!(h.state.members(&g), Some(vec![A, C]));
+    assert!(!h.state.is_member(&g, B));
+    assert_eq!(h.send(g, B).unwrap_err().code, RejectCode::NotMember);
+    h.must_reject(B, CommandBody::Ack { chat: g, kind: ReceiptKind::Read, up_to_seq: Seq(3) }, RejectCode::NotMember);
+    h.must_reject(B, CommandBody::EditMessage { chat: g, seq: Seq(2), ciphertext: vec![] }, RejectCode::NotMember);
+    h.must_reject(B, CommandBody::LeaveGroup { chat: g }, RejectCode::NotMember);
+    h.must_reject(A, CommandBody::RemoveMember { chat: g, member: B }, RejectCode::NotMember);
+    // Re-added, B is the newest member again.
+    h.must_ok(A, CommandBody::AddMember { chat: g, member: B });
+    assert!(h.send(g, B).is_ok());
+}
+
+#[test]
+fn the_last_admin_leaving_promotes_the_longest_standing_member() {
+    let mut h = Harness::new();
+    let g = group_id(1);
+    h.create_group(g, A, &[D, C]);
+    h.must_ok(A, CommandBody::AddMember { chat: g, member: B });
+    // C and D joined at seq 1, B at seq 2: C wins (same seq, smaller id).
+    let (o, events) = h.must_ok(A, CommandBody::LeaveGroup { chat: g });
+    assert_eq!(
+        events,
+        vec![EventBody::MemberPromoted { chat: g, seq: Seq(3), member: C }, EventBody::MemberLeft { chat: g, seq: Seq(4) }]
+    );
+    assert_eq!(o, Outcome::Chat { chat: g, seq: Seq(4) });
+    assert_eq!(h.state.admins(&g), Some(vec![C]));
+    assert_eq!(h.state.members(&g), Some(vec![B, C, D]));
+
+    // An admin removing themself hands over the same way; with another admin left, nobody is promoted.
+    h.must_ok(C, CommandBody::PromoteMember { chat: g, member: B });
+    let (_, events) = h.must_ok(C, CommandBody::RemoveMember { chat: g, member: C });
+    assert_eq!(events, vec![EventBody::MemberRemoved { chat: g, seq: Seq(6), member: C }]);
+    let (_, events) = h.must_ok(B, CommandBody::LeaveGroup { chat: g });
+    assert_eq!(
+        events,
+        vec![EventBody::MemberPromoted { chat: g, seq: Seq(7), member: D }, EventBody::MemberLeft { chat: g, seq: Seq(8) }]
+    );
+    // The last member leaves: nobody to promote, the group is empty.
+    let (_, events) = h.must_ok(D, CommandBody::LeaveGroup { chat: g });
+    assert_eq!(events, vec![EventBody::MemberLeft { chat: g, seq: Seq(9) }]);
+    assert_eq!(h.state.members(&g), Some(vec![]));
+}
+
+#[test]
+fn only_the_sender_edits_or_deletes_and_members_react() {
+    let mut h = Harness::new();
+    let g = group_id(1);
+    h.create_group(g, A, &[B]);
+    h.send(g, B).unwrap(); // seq 2
+    h.must_reject(A, CommandBody::EditMessage { chat: g, seq: Seq(2), ciphertext: vec![] }, RejectCode::Invalid);
+    h.must_reject(A, CommandBody::DeleteMessage { chat: g, seq: Seq(2) }, RejectCode::Invalid);
+    h.must_reject(B, CommandBody::EditMessage { chat: g, seq: Seq(1), ciphertext: vec![] }, RejectCode::UnknownMessage);
+    h.must_reject(B, CommandBody::EditMessage { chat: g, seq: Seq(9), ciphertext: vec![] }, RejectCode::UnknownMessage);
+    let (_, events) = h.must_ok(B, CommandBody::EditMessage { chat: g, seq: Seq(2), ciphertext: vec![7] });
+    assert_eq!(events, vec![EventBody::MessageEdited { chat: g, seq: Seq(3), target: Seq(2), ciphertext: vec![7] }]);
+    let (_, events) = h.must_ok(A, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "👍".into() });
+    assert_eq!(events, vec![EventBody::ReactionSet { chat: g, seq: Seq(4), target: Seq(2), reaction: "👍".into() }]);
+    h.must_reject(A, CommandBody::SetReaction { chat: g, seq: Seq(3), reaction: "x".into() }, RejectCode::UnknownMessage);
+    h.must_reject(D, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "x".into() }, RejectCode::NotMember);
+    let (_, events) = h.must_ok(B, CommandBody::DeleteMessage { chat: g, seq: Seq(2) });
+    assert_eq!(events, vec![EventBody::MessageDeleted { chat: g, seq: Seq(5), target: Seq(2) }]);
+    h.must_reject(B, CommandBody::DeleteMessage { chat: g, seq: Seq(2) }, RejectCode::UnknownMessage);
+    h.must_reject(A, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "".into() }, RejectCode::UnknownMessage);
+}
+
+#[test]
+fn acks_are_monotone_and_read_implies_delivered() {
+    let mut h = Harness::new();
+    let g = group_id(1);
+    h.create_group(g, A, &[B]);
+    for _ in 0..4 {
+        h.send(g, A).unwrap();
+    } // last seq 5
+    let ack = |kind, up_to| CommandBody::Ack { chat: g, kind, up_to_seq: Seq(up_to) };
+    h.must_reject(B, ack(ReceiptKind::Delivered, 6), RejectCode::Invalid);
+    h.must_reject(C, ack(ReceiptKind::Delivered, 1), RejectCode::NotMember);
+    h.must_reject(B, CommandBody::Ack { chat: group_id(2), kind: ReceiptKind::Read, up_to_seq: Seq(0) }, RejectCode::UnknownChat);
+
+    let (o, events) = h.must_ok(B, ack(ReceiptKind::Delivered, 3));
+    assert_eq!(o, Outcome::Receipt { chat: g, up_to_seq: Seq(3) });
+    assert_eq!(events, vec![EventBody::Receipt { chat: g, kind: ReceiptKind::Delivered, up_to_seq: Seq(3) }]);
+    // Not advancing: no event, the current cursor.
+    let (o, events) = h.must_ok(B, ack(ReceiptKind::Delivered, 2));
+    assert_eq!((o, events), (Outcome::Receipt { chat: g, up_to_seq: Seq(3) }, vec![]));
+    // Read 4 advances read and delivered.
+    let (o, events) = h.must_ok(B, ack(ReceiptKind::Read, 4));
+    assert_eq!(o, Outcome::Receipt { chat: g, up_to_seq: Seq(4) });
+    assert_eq!(events.len(), 1);
+    assert_eq!(h.state.cursors(&g, B, DeviceId(1)), Some(Cursors { delivered: Seq(4), read: Seq(4) }));
+    let (o, events) = h.must_ok(B, ack(ReceiptKind::Delivered, 4));
+    assert_eq!((o, events), (Outcome::Receipt { chat: g, up_to_seq: Seq(4) }, vec![]));
+    // Cursors are per device.
+    let (o, _) = h.run_on(B, 2, ack(ReceiptKind::Read, 1));
+    assert_eq!(o, Ok(Outcome::Receipt { chat: g, up_to_seq: Seq(1) }));
+    assert_eq!(h.state.cursors(&g, B, DeviceId(2)), Some(Cursors { delivered: Seq(1), read: Seq(1) }));
+    // Delivered ahead of read: read may still catch up.
+    h.must_ok(B, ack(ReceiptKind::Delivered, 5));
+    let (o, _) = h.must_ok(B, ack(ReceiptKind::Read, 5));
+    assert_eq!(o, Outcome::Receipt { chat: g, up_to_seq: Seq(5) });
+    assert_eq!(h.state.cursors(&g, B, DeviceId(1)), Some(Cursors { delivered: Seq(5), read: Seq(5) }));
+
+    // A retried ack (same client_msg_id) that advanced is natural idempotence, not dedup.
+    let cmd = h.command(A, 1, ack(ReceiptKind::Read, 2));
+    assert_eq!(h.apply(&cmd).0, Ok(Outcome::Receipt { chat: g, up_to_seq: Seq(2) }));
+    h.must_ok(A, ack(ReceiptKind::Read, 5));
+    assert_eq!(h.apply(&cmd), (Ok(Outcome::Receipt { chat: g, up_to_seq: Seq(5) }), vec![]));
+}
+
+#[test]
+fn users_register_once_and_must_be_registered() {
+    let mut h = Harness::new();
+    h.must_reject(A, CommandBody::SetPresence { online: true }, RejectCode::UnknownUser);
+    h.must_reject(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into() }, RejectCode::UnknownUser);
+    h.must_reject(B, CommandBody::ClaimPrekey { target: A, target_device: DeviceId(1) }, RejectCode::UnknownUser);
+    let (o, events) = h.must_ok(A, CommandBody::RegisterUser { phone: "+15550001".into() });
+    assert_eq!(o, Outcome::Done);
+    assert_eq!(events, vec![EventBody::UserRegistered { user: A, phone: "+15550001".into() }]);
+    assert_eq!(h.state.phone(A), Some("+15550001"));
+    h.must_reject(A, CommandBody::RegisterUser { phone: "+1".into() }, RejectCode::AlreadyExists);
+    h.must_ok(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "phone".into() });
+    h.must_reject(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![2], name: "x".into() }, RejectCode::AlreadyExists);
+    h.must_ok(A, CommandBody::LinkDevice { device: DeviceId(2), identity_key: vec![2], name: "laptop".into() });
+    assert_eq!(h.state.devices(A), Some(vec![DeviceId(1), DeviceId(2)]));
+    h.must_ok(A, CommandBody::UnlinkDevice { device: DeviceId(2) });
+    h.must_reject(A, CommandBody::UnlinkDevice { device: DeviceId(2) }, RejectCode::Invalid);
+    assert_eq!(h.state.devices(A), Some(vec![DeviceId(1)]));
+    let (o, events) = h.must_ok(A, CommandBody::UpdateProfile { name: "Ann".into(), about: "hi".into(), avatar: None });
+    assert_eq!(o, Outcome::Done);
+    assert_eq!(events.len(), 1);
+}
+
+#[test]
+fn each_prekey_is_claimed_exactly_once() {
+    let mut h = Harness::new();
+    h.register(A);
+    let dev = DeviceId(1);
+    let pk = |id: u32| Prekey { id, key: vec![id as u8; 4] };
+    h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(1)] }, RejectCode::Invalid);
+    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![9], name: "p".into() });
+    h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(1), pk(1)] }, RejectCode::Invalid);
+    h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![] }, RejectCode::Invalid);
+    h.must_ok(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(7), pk(5), pk(6)] });
+    assert_eq!(h.state.unclaimed_prekeys(A, dev), Some(3));
+    h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(7)] }, RejectCode::Invalid);
+    h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(4)] }, RejectCode::Invalid);
+
+    let claim = h.command(B, 1, CommandBody::ClaimPrekey { target: A, target_device: dev });
+    let (r, events) = h.apply(&claim);
+    assert_eq!(r, Ok(Outcome::PrekeyClaimed { user: A, device: dev, prekey: pk(5) }));
+    assert_eq!(events, vec![EventBody::PrekeyClaimed { user: A, device: dev, prekey_id: 5, claimed_by: B }]);
+    // A retry gets the same prekey, and nothing is claimed.
+    assert_eq!(h.apply(&claim), (Ok(Outcome::PrekeyClaimed { user: A, device: dev, prekey: pk(5) }), vec![]));
+    let (o, _) = h.must_ok(C, CommandBody::ClaimPrekey { target: A, target_device: dev });
+    assert_eq!(o, Outcome::PrekeyClaimed { user: A, device: dev, prekey: pk(6) });
+    let (o, _) = h.must_ok(B, CommandBody::ClaimPrekey { target: A, target_device: dev });
+    assert_eq!(o, Outcome::PrekeyClaimed { user: A, device: dev, prekey: pk(7) });
+    h.must_reject(B, CommandBody::ClaimPrekey { target: A, target_device: dev }, RejectCode::NoPrekeys);
+    h.must_reject(B, CommandBody::ClaimPrekey { target: A, target_device: DeviceId(3) }, RejectCode::Invalid);
+
+    // Unlinking drops unclaimed prekeys; ids stay above the old high-water mark after relinking.
+    h.must_ok(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(8)] });
+    h.must_ok(A, CommandBody::UnlinkDevice { device: dev });
+    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![10], name: "p".into() });
+    assert_eq!(h.state.unclaimed_prekeys(A, dev), Some(0));
+    h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(5)] }, RejectCode::Invalid);
+    h.must_ok(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(9)] });
+}
+
+#[test]
+fn presence_changes_only_on_transitions() {
+    let mut h = Harness::new();
+    h.register(A);
+    assert_eq!(h.state.online(A), Some(false));
+    assert_eq!(h.must_ok(A, CommandBody::SetPresence { online: false }), (Outcome::Done, vec![]));
+    assert_eq!(
+        h.must_ok(A, CommandBody::SetPresence { online: true }),
+        (Outcome::Done, vec![EventBody::PresenceChanged { user: A, online: true }])
+    );
+    assert_eq!(h.must_ok(A, CommandBody::SetPresence { online: true }), (Outcome::Done, vec![]));
+    assert_eq!(
+        h.must_ok(A, CommandBody::SetPresence { online: false }),
+        (Outcome::Done, vec![EventBody::PresenceChanged { user: A, online: false }])
+    );
+    assert_eq!(h.state.online(A), Some(false));
+}
+
+#[test]
+fn blocks_status_privacy_and_contacts() {
+    let mut h = Harness::new();
+    h.register(A);
+    h.must_reject(A, CommandBody::Block { target: A }, RejectCode::Invalid);
+    assert_eq!(h.must_ok(A, CommandBody::Unblock { target: B }), (Outcome::Done, vec![]));
+    assert_eq!(h.must_ok(A, CommandBody::Block { target: B }).1, vec![EventBody::UserBlocked { user: A, target: B }]);
+    assert_eq!(h.must_ok(A, CommandBody::Block { target: B }).1, vec![]);
+    assert_eq!(h.state.blocked(A), Some(vec![B]));
+    assert_eq!(h.must_ok(A, CommandBody::Unblock { target: B }).1, vec![EventBody::UserUnblocked { user: A, target: B }]);
+    assert_eq!(h.state.blocked(A), Some(vec![]));
+
+    let (_, events) = h.must_ok(
+        A,
+        CommandBody::PostStatus { status_id: 7, ciphertext: vec![1], media: None, acl: vec![C, A, B, C] },
+    );
+    let at = h.now_ms;
+    assert_eq!(
+        events,
+        vec![EventBody::StatusPosted {
+            user: A,
+            status_id: 7,
+            ciphertext: vec![1],
+            media: None,
+            acl: vec![B, C],
+            expires_at_ms: at + STATUS_TTL_MS
+        }]
+    );
+    let (_, events) = h.must_ok(A, CommandBody::UpdateContacts { contacts: vec![D, B, A, D] });
+    assert_eq!(events, vec![EventBody::ContactsUpdated { user: A, contacts: vec![B, D] }]);
+    let (_, events) = h.must_ok(
+        A,
+        CommandBody::SetPrivacy {
+            last_seen: Visibility::Contacts,
+            profile_photo: Visibility::Everyone,
+            about: Visibility::Nobody,
+            read_receipts: false,
+        },
+    );
+    assert_eq!(events.len(), 1);
+}
+
+#[test]
+fn commands_of_other_partitions_are_refused() {
+    let partitions = 8;
+    let mut state = PartitionState::new(PartitionId(0), partitions);
+    let mut out = Vec::new();
+    let foreign = (1..100)
+        .map(UserId)
+        .find(|u| PartitionId::for_key(&Key::User(*u), partitions) != PartitionId(0))
+        .expect("some user lives elsewhere");
+    let local = (1..100)
+        .map(UserId)
+        .find(|u| PartitionId::for_key(&Key::User(*u), partitions) == PartitionId(0))
+        .expect("some user lives here");
+    let origin = |user| Origin { user, device: DeviceId(1), client_msg_id: ClientMsgId(1) };
+    let register = |user| Command { origin: origin(user), body: CommandBody::RegisterUser { phone: "1".into() } };
+    let r = state.apply(1, &register(foreign), &mut out).unwrap_err();
+    assert_eq!(r.code, RejectCode::WrongPartition);
+    assert!(out.is_empty());
+    assert_eq!(state.apply(1, &register(local), &mut out), Ok(Outcome::Done));
+    // ClaimPrekey belongs to the target's partition, whoever asks.
+    let claim = Command {
+        origin: origin(foreign),
+        body: CommandBody::ClaimPrekey { target: local, target_device: DeviceId(1) },
+    };
+    assert_eq!(state.apply(2, &claim, &mut out).unwrap_err().code, RejectCode::Invalid);
+}
+
+#[test]
+fn oversized_commands_are_invalid() {
+    let mut h = Harness::new();
+    h.register(A);
+    let msg = h.must_reject(A, CommandBody::RegisterUser { phone: "9".repeat(MAX_PHONE_BYTES + 1) }, RejectCode::Invalid);
+    assert!(msg.contains("phone"), "{msg}");
+}
+
+#[test]
+fn snapshot_through_json_and_bincode() {
+    let mut h = Harness::new();
+    h.register(A);
+    h.must_ok(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into() });
+    h.must_ok(A, CommandBody::UploadPrekeys { device: DeviceId(1), prekeys: vec![Prekey { id: 1, key: vec![1] }] });
+    h.must_ok(B, CommandBody::ClaimPrekey { target: A, target_device: DeviceId(1) });
+    h.create_group(group_id(1), A, &[B]);
+    h.must_ok(B, CommandBody::Ack { chat: group_id(1), kind: ReceiptKind::Read, up_to_seq: Seq(1) });
+    h.must_ok(A, send_direct(B));
+    let json = serde_json::to_string(&h.state).unwrap();
+    assert_eq!(serde_json::from_str::<PartitionState>(&json).unwrap(), h.state);
+    let bin = bincode::serialize(&h.state).unwrap();
+    assert_eq!(bincode::deserialize::<PartitionState>(&bin).unwrap(), h.state);
+}
