@@ -37,7 +37,10 @@ where
     let opts = VerifierOptions {
         max_depth: crate::limits::VERIFIER_MAX_DEPTH,
         max_tables,
-        max_apparent_size: limit,
+        // The verifier counts a shared vtable once per table that uses it, so the
+        // apparent size of a legitimate buffer slightly exceeds its length; twice the
+        // limit still bounds what a crafted DAG can make a decoder allocate.
+        max_apparent_size: limit.saturating_mul(2),
         ignore_missing_null_terminator: false,
     };
     flatbuffers::root_with_opts::<T>(&opts, buf).map_err(|e| Error::malformed(what, e.to_string()))

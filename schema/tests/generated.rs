@@ -39,3 +39,18 @@ fn generated_code_is_fresh() {
         );
     }
 }
+
+#[test]
+fn every_schema_file_is_generated() {
+    let fbs = Path::new(env!("CARGO_MANIFEST_DIR")).join("fbs");
+    let root = std::fs::read_to_string(fbs.join("chorus.fbs")).expect("read fbs/chorus.fbs");
+    for entry in std::fs::read_dir(&fbs).expect("list fbs/") {
+        let name = entry.expect("dir entry").file_name().into_string().expect("utf-8 file name");
+        if name.ends_with(".fbs") && name != "chorus.fbs" {
+            assert!(
+                root.contains(&format!("include \"{name}\";")),
+                "fbs/chorus.fbs must include \"{name}\" so that generate.sh emits it"
+            );
+        }
+    }
+}

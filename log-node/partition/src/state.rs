@@ -8,7 +8,7 @@ use chorus_schema::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{self, Chat, ChatKind, Cursors};
+use crate::chat::{self, Chat, ChatKind, Cursors, Member};
 use crate::dedup::Dedup;
 use crate::user::{self, User};
 
@@ -166,6 +166,11 @@ impl PartitionState {
     /// The current admins of a group, sorted (empty for a direct chat).
     pub fn admins(&self, chat: &ChatId) -> Option<Vec<UserId>> {
         self.chats.get(chat).map(|c| c.members.iter().filter(|(_, m)| m.admin).map(|(u, _)| *u).collect())
+    }
+
+    /// A current member's standing (when they joined, whether admin).
+    pub fn member(&self, chat: &ChatId, user: UserId) -> Option<Member> {
+        self.chats.get(chat).and_then(|c| c.members.get(&user)).copied()
     }
 
     /// Whether `user` is a current member of `chat`.

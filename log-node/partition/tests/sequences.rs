@@ -228,7 +228,7 @@ fn was_accepted_before(cmds: &[(u64, Command, Option<usize>)], live: &[(CommandR
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases by default; set PROPTEST_CASES for a longer run.
 
     #[test]
     fn sequences_keep_their_invariants(steps in prop::collection::vec(step(), 1..150), split in any::<Index>()) {

@@ -1080,7 +1080,8 @@ impl<'a> ::flatbuffers::Verifiable for ResponseBody {
 impl ::flatbuffers::SimpleToVerifyInSlice for ResponseBody {}
 pub struct ResponseBodyUnionTableOffset {}
 
-/// A chat id: 16 opaque bytes (BLAKE3-derived for direct chats, minted for groups).
+/// A chat id: exactly 16 bytes. Direct chats: BLAKE3 of the sorted user pair with
+/// the top bit of byte 0 set; groups: minted at random with that bit clear.
 // struct ChatId, aligned to 1
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq)]
@@ -1162,7 +1163,7 @@ impl<'a> ChatId {
 
 }
 
-/// A BLAKE3 digest of a media object's ciphertext.
+/// A BLAKE3 digest (exactly 32 bytes) of a media object's ciphertext.
 // struct Blake3Digest, aligned to 1
 #[repr(transparent)]
 #[derive(Clone, Copy, PartialEq)]
