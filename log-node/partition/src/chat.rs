@@ -184,7 +184,7 @@ pub(crate) fn decide(chats: &BTreeMap<ChatId, Chat>, origin: &Origin, body: &Com
             let c = member_chat(chats, chat, user)?;
             let m = message(c, chat, *target)?;
             if m.sender != user {
-                return Err(reject(RejectCode::Invalid, format!("only the sender may edit message {target}")));
+                return Err(reject(RejectCode::UnknownMessage, format!("message {target} is not yours to edit")));
             }
             let seq = c.last_seq.next();
             Ok(one(EventBody::MessageEdited { chat: *chat, seq, target: *target, ciphertext: ciphertext.clone() }, *chat, seq))
@@ -193,7 +193,7 @@ pub(crate) fn decide(chats: &BTreeMap<ChatId, Chat>, origin: &Origin, body: &Com
             let c = member_chat(chats, chat, user)?;
             let m = message(c, chat, *target)?;
             if m.sender != user {
-                return Err(reject(RejectCode::Invalid, format!("only the sender may delete message {target}")));
+                return Err(reject(RejectCode::UnknownMessage, format!("message {target} is not yours to delete")));
             }
             let seq = c.last_seq.next();
             Ok(one(EventBody::MessageDeleted { chat: *chat, seq, target: *target }, *chat, seq))

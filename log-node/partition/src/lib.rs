@@ -40,8 +40,9 @@
 //!   joining, then the smallest user id — is promoted by a `MemberPromoted` event
 //!   logged *before* the departure, so that at every seq a non-empty group has an
 //!   admin. The command's outcome is the departure's seq.
-//! - **Messages.** Only the sender edits or deletes a message (`Invalid`
-//!   otherwise); targets must be live `MessageSent` seqs (`UnknownMessage`).
+//! - **Messages.** Targets of edits, deletes and reactions must be live
+//!   `MessageSent` seqs, and only the sender edits or deletes a message; either
+//!   failure is `UnknownMessage` (as `docs/error-codes.md` lists it).
 //! - **Receipts.** Cumulative per (chat, user, device) and kind; beyond the chat's
 //!   last seq is `Invalid`; a `Read` receipt also advances the delivered cursor; an
 //!   ack that advances nothing emits nothing and answers the current cursor.

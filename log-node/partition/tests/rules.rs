@@ -271,8 +271,8 @@ fn only_the_sender_edits_or_deletes_and_members_react() {
     let g = group_id(1);
     h.create_group(g, A, &[B]);
     h.send(g, B).unwrap(); // seq 2
-    h.must_reject(A, CommandBody::EditMessage { chat: g, seq: Seq(2), ciphertext: vec![] }, RejectCode::Invalid);
-    h.must_reject(A, CommandBody::DeleteMessage { chat: g, seq: Seq(2) }, RejectCode::Invalid);
+    h.must_reject(A, CommandBody::EditMessage { chat: g, seq: Seq(2), ciphertext: vec![] }, RejectCode::UnknownMessage);
+    h.must_reject(A, CommandBody::DeleteMessage { chat: g, seq: Seq(2) }, RejectCode::UnknownMessage);
     h.must_reject(B, CommandBody::EditMessage { chat: g, seq: Seq(1), ciphertext: vec![] }, RejectCode::UnknownMessage);
     h.must_reject(B, CommandBody::EditMessage { chat: g, seq: Seq(9), ciphertext: vec![] }, RejectCode::UnknownMessage);
     let (_, events) = h.must_ok(B, CommandBody::EditMessage { chat: g, seq: Seq(2), ciphertext: vec![7] });
