@@ -204,20 +204,24 @@ impl LogClient {
         self.inner.leaders.write().expect("leaders lock")[partition.0 as usize] = leader;
     }
 
-    /// Appends encoded commands that all belong to `partition`, in one frame,
-    /// retrying on the leader until the deadline. Returns one result per command.
+    /// The cached leader (client address) of `partition`, if known.
+    pub fn leader_addr(&self, partition: PartitionId) -> Option<String> {
+        self.inner.leaders.read().expect("leaders lock").get(partition.0 as usize).cloned().flatten()
+    }
+
+    /// Sends `req` to the leader of `partition`, following `NotLeader` hints and
+    /// retrying retryable failures until the append deadline. Returns the first
+    /// response that is not an error.
     ///
     /// # Errors
     /// A non-retryable server error, or the last error once the deadline passed.
-    pub async fn append_encoded(&self, partition: PartitionId, commands: Vec<Vec<u8>>) -> Result<Vec<CommandResult>> {
+    pub async fn routed(&self, partition: PartitionId, req: &Request) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + self.inner.config.append_deadline;
-        let req = Request::Append { commands };
         let mut attempt = 0u32;
         loop {
             let addr = self.leader_or_any(partition, attempt);
             attempt += 1;
-            let err = match self.request(&addr, &req).await {
-                Ok(Response::Appended { results, .. }) => return Ok(results),
+            let err = match self.request(&addr, req).await {
                 Ok(Response::Error { code: ErrorCode::NotLeader, leader: Some(hint), message }) => {
                     self.learn(partition, Some(hint.client_addr));
                     Error::Server { code: ErrorCode::NotLeader, message }
@@ -228,7 +232,7 @@ impl LogClient {
                     }
                     Error::Server { code, message }
                 }
-                Ok(other) => return Err(unexpected(other)),
+                Ok(resp) => return Ok(resp),
                 Err(e) => {
                     self.learn(partition, None);
                     e
@@ -243,6 +247,29 @@ impl LogClient {
             if !matches!(err, Error::Server { code: ErrorCode::NotLeader, .. }) {
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(10)))).await;
             }
+        }
+    }
+
+    /// Appends encoded commands that all belong to `partition`, in one frame, on
+    /// the partition's leader. Returns one result per command.
+    ///
+    /// # Errors
+    /// As [`LogClient::routed`].
+    pub async fn append_encoded(&self, partition: PartitionId, commands: Vec<Vec<u8>>) -> Result<Vec<CommandResult>> {
+        match self.routed(partition, &Request::Append { commands }).await? {
+            Response::Appended { results, .. } => Ok(results),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs a membership request (`AddLearner`, `ChangeVoters`) on the leader of `partition`.
+    ///
+    /// # Errors
+    /// As [`LogClient::routed`].
+    pub async fn admin(&self, partition: PartitionId, req: &Request) -> Result<()> {
+        match self.routed(partition, req).await? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(other)),
         }
     }
 

@@ -271,7 +271,7 @@ impl Cluster {
     /// When that does not happen within `timeout`.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<LogClient> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut last = String::new();
+        let mut last: String;
         loop {
             match self.client(ClientConfig::default()).await {
                 Ok(client) => {

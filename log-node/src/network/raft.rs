@@ -46,21 +46,24 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode
     codec().with_limit(bytes.len() as u64 + 64).deserialize(bytes)
 }
 
+/// A Raft RPC, as sent on the wire.
 #[derive(Debug, Serialize, Deserialize)]
-enum Request {
+pub enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
 }
 
+/// A Raft RPC tagged with its partition.
 #[derive(Debug, Serialize, Deserialize)]
-struct Rpc {
-    partition: u16,
-    request: Request,
+pub struct Rpc {
+    pub partition: u16,
+    pub request: Request,
 }
 
+/// The answer to an [`Rpc`].
 #[derive(Debug, Serialize, Deserialize)]
-enum Reply {
+pub enum Reply {
     AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),

@@ -206,6 +206,16 @@ impl Node {
         }
         self.raft_endpoint.close(0u32.into(), b"shutdown");
         self.client_endpoint.wait_idle().await;
-        tracing::info!(node = self.id, "log-node stopped");
+        // Wait (boundedly) for the partition tasks to release the store, so that
+        // the directory can be opened again by the time this returns.
+        let store = Arc::downgrade(&self.store);
+        drop(self);
+        for _ in 0..200 {
+            if store.strong_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tracing::info!("log-node stopped");
     }
 }

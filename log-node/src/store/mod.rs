@@ -121,12 +121,6 @@ impl Store {
         Ok(())
     }
 
-    /// Fsyncs everything written so far.
-    pub(crate) fn sync_wal(&self) -> Result<()> {
-        self.db.flush_wal(true)?;
-        Ok(())
-    }
-
     /// Counters of the group-commit syncer.
     pub fn syncer_stats(&self) -> SyncerStats {
         self.syncer.stats()
