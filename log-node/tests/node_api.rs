@@ -112,6 +112,38 @@ async fn append_read_retry_and_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_streams_committed_events_in_order_as_they_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let (node, client) = must_start(cfg.clone()).await;
+    let partition = client.partition_of(&send(1, 2, 0, ""));
+    // History before the tail starts, and live events after.
+    for i in 0..5 {
+        client.append(&send(1, 2, i, "before")).await.unwrap().unwrap();
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let tailer = client.clone();
+    let addr = cfg.client_addr.clone();
+    let task = tokio::spawn(async move { tailer.tail(&addr, partition, 2, tx).await });
+    for i in 5..40 {
+        client.append(&send(1, 2, i, "live")).await.unwrap().unwrap();
+    }
+    // ChatOpened at 0, then one MessageSent per append: offsets 2..=40 must stream, in order.
+    for expected in 2..=40u64 {
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("tail delivers").expect("open");
+        assert_eq!(e.offset, expected);
+        assert_eq!(e.partition, partition);
+        let EventBody::MessageSent { seq, .. } = e.event.body else { panic!("unexpected {e:?}") };
+        assert_eq!(seq.0, expected, "offset n holds seq n in this chat");
+    }
+    drop(rx);
+    // Dropping the receiver ends the tail once the next event arrives.
+    client.append(&send(1, 2, 99, "after")).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("tail ends").unwrap().unwrap();
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());

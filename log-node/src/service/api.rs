@@ -20,7 +20,7 @@ use crate::store::{events, Store};
 use crate::types::{NodeAddr, Proposal, Raft};
 
 /// Most events in one `Events` response.
-pub const READ_LIMIT_MAX: u32 = 4096;
+pub const READ_LIMIT_MAX: u32 = chorus_schema::MAX_EVENTS_PER_RESPONSE as u32;
 
 pub(crate) struct Api {
     pub node_id: u64,

@@ -35,6 +35,12 @@ pub struct Args {
     /// Offered load of the latency run, appends/s (default: half the measured maximum).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// Client batches of one partition in flight at once (fewer → larger batches).
+    #[arg(long, default_value_t = 2)]
+    pub in_flight: usize,
+    /// Most commands per client batch (one Raft entry).
+    #[arg(long, default_value_t = 512)]
+    pub batch_max: usize,
     /// Cluster directory (wiped first).
     #[arg(long, default_value = "target/bench-log")]
     pub dir: PathBuf,
@@ -123,15 +129,22 @@ pub async fn run(args: Args) -> Result<()> {
     let mut cluster = Cluster::create(spec)?;
     cluster.start_all()?;
     let client = cluster.wait_ready(Duration::from_secs(60)).await?;
-    let client = LogClient::connect(&cluster.client_addrs(), &cluster.ca, ClientConfig::default()).await.unwrap_or(client);
+    let client_config = ClientConfig {
+        batch_commands_max: args.batch_max,
+        batches_in_flight_max: args.in_flight,
+        ..ClientConfig::default()
+    };
+    let client = LogClient::connect(&cluster.client_addrs(), &cluster.ca, client_config).await.unwrap_or(client);
     client.refresh_leaders().await;
     println!(
-        "bench log: {} log-nodes (processes) on loopback, {} partitions × {} replicas, fsync on (group commit), {} B payload, {} writers",
+        "bench log: {} log-nodes (processes) on loopback, {} partitions × {} replicas, fsync on (group commit), {} B payload, {} writers, client batches ≤ {} commands, {} in flight per partition",
         args.nodes,
         args.partitions,
         args.nodes.min(3),
         args.payload,
-        args.writers
+        args.writers,
+        args.batch_max,
+        args.in_flight
     );
     println!("warm-up 3 s …");
     closed_loop(&client, args.writers, args.payload, Duration::from_secs(3)).await?;
