@@ -1,8 +1,9 @@
 //! `RaftLogStorage` of one partition over the node's shared RocksDB.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
@@ -11,11 +12,63 @@ use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 use super::{keys, Store, CF_LOG, CF_META};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
-/// The Raft log and vote of one partition. Cheap to clone: clones share the store.
+/// Most recent log entries kept in memory per partition, so that replication
+/// (which reads entries right after they were appended) rarely touches RocksDB.
+pub const CACHE_ENTRIES_MAX: usize = 1024;
+
+/// The newest entries of the log, contiguous, mirroring what is on disk.
+#[derive(Debug, Default)]
+struct Cache {
+    entries: VecDeque<Entry>,
+}
+
+impl Cache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if let Some(last) = self.entries.back() {
+            if last.log_id.index + 1 != entry.log_id.index {
+                self.entries.clear();
+            }
+        }
+        self.entries.push_back(entry);
+        while self.entries.len() > CACHE_ENTRIES_MAX {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Entries `start..end` if the cache holds all of them that exist.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        if start < first {
+            return None;
+        }
+        let skip = (start - first) as usize;
+        Some(self.entries.iter().skip(skip).take_while(|e| e.log_id.index < end).cloned().collect())
+    }
+
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
+            self.entries.pop_back();
+        }
+    }
+
+    fn purge(&mut self, index: u64) {
+        while self.entries.front().is_some_and(|e| e.log_id.index <= index) {
+            self.entries.pop_front();
+        }
+    }
+}
+
+/// The Raft log and vote of one partition. Cheap to clone: clones share the
+/// store and the cache of recent entries.
 #[derive(Clone, Debug)]
 pub struct LogStore {
     partition: u16,
     store: Arc<Store>,
+    cache: Arc<Mutex<Cache>>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -28,7 +81,7 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 
 impl LogStore {
     pub fn new(store: Arc<Store>, partition: u16) -> Self {
-        LogStore { partition, store }
+        LogStore { partition, store, cache: Default::default() }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, tag: u8) -> Result<Option<T>, StorageError> {
@@ -73,6 +126,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         };
         if start >= end {
             return Ok(Vec::new());
+        }
+        if let Some(hit) = self.cache.lock().expect("log cache lock").get(start, end) {
+            return Ok(hit);
         }
         let cf = self.store.cf(CF_LOG);
         let mut ro = ReadOptions::default();
@@ -145,11 +201,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = self.store.cf(CF_LOG);
         let mut b = WriteBatch::default();
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes = bincode::serialize(&entry).map_err(write_err)?;
             b.put_cf(cf, keys::indexed(self.partition, entry.log_id.index), bytes);
+            appended.push(entry);
         }
         self.store.write(b).map_err(write_err)?;
+        let mut cache = self.cache.lock().expect("log cache lock");
+        for entry in appended {
+            cache.push(entry);
+        }
+        drop(cache);
         self.store.syncer().submit(callback);
         Ok(())
     }
@@ -163,7 +226,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::indexed(self.partition, u64::MAX),
         );
         // u64::MAX itself is never a real index.
-        self.store.write(b).map_err(write_err)
+        self.store.write(b).map_err(write_err)?;
+        self.cache.lock().expect("log cache lock").truncate(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -179,6 +244,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::indexed(self.partition, 0),
             keys::indexed(self.partition, log_id.index + 1),
         );
-        self.store.write(b).map_err(write_err)
+        self.store.write(b).map_err(write_err)?;
+        self.cache.lock().expect("log cache lock").purge(log_id.index);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    fn entry(index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
+    }
+
+    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn cache_serves_only_ranges_it_fully_holds() {
+        let mut c = Cache::default();
+        for i in 5..10 {
+            c.push(entry(i));
+        }
+        assert_eq!(indexes(c.get(6, 8)), Some(vec![6, 7]));
+        assert_eq!(indexes(c.get(8, 100)), Some(vec![8, 9]));
+        assert_eq!(indexes(c.get(4, 8)), None, "5 is the oldest held; 4 may be on disk");
+        c.truncate(8);
+        assert_eq!(indexes(c.get(5, 100)), Some(vec![5, 6, 7]));
+        c.purge(6);
+        assert_eq!(indexes(c.get(7, 100)), Some(vec![7]));
+        assert_eq!(indexes(c.get(6, 100)), None);
+        // A gap resets the cache rather than mixing non-contiguous entries.
+        c.push(entry(20));
+        assert_eq!(indexes(c.get(20, 21)), Some(vec![20]));
+        assert_eq!(indexes(c.get(7, 21)), None);
+        for i in 21..(21 + CACHE_ENTRIES_MAX as u64 + 10) {
+            c.push(entry(i));
+        }
+        assert_eq!(c.entries.len(), CACHE_ENTRIES_MAX);
     }
 }

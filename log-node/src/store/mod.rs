@@ -7,11 +7,13 @@
 //!   sync and handed to one [`Syncer`] thread that fsyncs the shared WAL once for
 //!   every batch of waiting appends: group commit across partitions.
 //! - A vote is written with `sync = true` before `save_vote` returns.
-//! - Events written by the state machine are not synced on their own; the WAL is
-//!   sequential, so the next synced append or snapshot makes them durable, and
-//!   anything lost in a crash is re-applied from the (durable) log.
-//! - A snapshot is written with `sync = true` before log entries it covers may be
-//!   purged, so that the state it holds never has to be rebuilt from purged entries.
+//! - Events written by the state machine skip the WAL: they are derived data.
+//!   After a crash the state machine restarts from its latest snapshot and
+//!   openraft re-applies the (durable) log after it, rewriting the same events
+//!   at the same offsets.
+//! - Before a snapshot is recorded (synced), the events column family is flushed
+//!   to SST files, so that every event the snapshot covers is on disk before the
+//!   log entries that produced them may be purged.
 
 pub mod events;
 pub mod keys;
@@ -110,6 +112,21 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
         self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Writes `batch` to the memtables only, bypassing the WAL: what it holds is
+    /// lost in a crash unless flushed (see [`Store::flush_events`]).
+    pub(crate) fn write_no_wal(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+
+    /// Flushes the events column family's memtables to SST files and waits.
+    pub(crate) fn flush_events(&self) -> Result<()> {
+        self.db.flush_cf(self.cf(CF_EVENTS))?;
         Ok(())
     }
 

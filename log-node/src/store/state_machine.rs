@@ -2,8 +2,8 @@
 //! pure [`PartitionState`] over it and stores the events it produces.
 //!
 //! The partition state lives in memory; what is on disk is the event log (written
-//! on every apply, not synced on its own) and the latest snapshot of the state
-//! (written synced). After a restart the state is the snapshot's, and openraft
+//! on every apply, without the WAL) and the latest snapshot of the state (written
+//! synced, after the events it covers were flushed). After a restart the state is the snapshot's, and openraft
 //! re-applies the committed log after it (the log store saves the committed id).
 //! Applying is deterministic, so re-applied entries rewrite identical events at
 //! identical offsets.
@@ -157,7 +157,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             replies.push(reply);
         }
         if !batch.is_empty() {
-            self.store.write(batch).map_err(sm_write_err)?;
+            self.store.write_no_wal(batch).map_err(sm_write_err)?;
         }
         self.offsets.send_replace(self.next_offset);
         Ok(replies)
@@ -254,10 +254,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), state: self.state.clone(), next_offset: self.next_offset };
         let bytes = bincode::serialize(&stored).map_err(sm_write_err)?;
+        // Events up to `next_offset` were written without the WAL: put them on
+        // disk before the snapshot is recorded and openraft may purge the log
+        // entries that produced them.
+        self.store.flush_events().map_err(sm_write_err)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(self.store.cf(CF_SNAPSHOT), keys::snapshot(self.partition.0), &bytes);
-        // Synced: events up to `next_offset` (written earlier, unsynced) reach disk
-        // with it, before openraft may purge the log entries that produced them.
         self.store.write_sync(batch).map_err(sm_write_err)?;
         tracing::info!(partition = %self.partition, snapshot = %meta, "snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(bytes)) })
