@@ -1,14 +1,17 @@
 //! Raft RPCs between nodes over QUIC with mutual TLS.
 //!
-//! All partition groups share one QUIC connection per pair of nodes; each RPC is
-//! one bidirectional stream carrying one request frame and one reply frame, both
-//! bincode-encoded openraft messages tagged with the partition. Decoding is
-//! bounded by the frame length, and a bad frame gets a `Refused` reply, never a
-//! panic.
+//! All partition groups share one QUIC connection per pair of nodes. RPCs to the
+//! same peer that are waiting at the same moment are coalesced: one
+//! bidirectional stream carries one request frame holding a batch of RPCs
+//! (bincode-encoded openraft messages tagged with their partition) and one reply
+//! frame holding their replies in the same order. With many partitions this
+//! turns dozens of AppendEntries into one stream and a few packets. Snapshot
+//! chunks travel alone, so that they never delay heartbeats. Decoding is bounded
+//! by the frame length, and a bad frame gets a `Refused` reply, never a panic.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bincode::Options;
@@ -21,7 +24,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use super::{frame, SERVER_NAME};
 use crate::types::{NodeAddr, Raft, TypeConfig};
@@ -75,11 +78,22 @@ pub enum Reply {
 #[error("{0}")]
 struct Msg(String);
 
+/// Most RPCs coalesced into one frame.
+pub const RPC_BATCH_MAX: usize = 256;
+
+struct Queued {
+    rpc: Rpc,
+    ttl: Duration,
+    reply: oneshot::Sender<Result<Reply, NetworkError>>,
+}
+
 /// Connections to peer nodes, shared by every partition's network factory.
 pub struct Peers {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
     conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<quinn::Connection>>>>>,
+    batchers: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>,
+    me: Weak<Peers>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -91,7 +105,13 @@ impl std::fmt::Debug for Peers {
 impl Peers {
     /// `endpoint` is the node's raft endpoint, which also dials peers with `client`.
     pub fn new(endpoint: quinn::Endpoint, client: quinn::ClientConfig) -> Arc<Self> {
-        Arc::new(Peers { endpoint, client, conns: Default::default() })
+        Arc::new_cyclic(|me| Peers {
+            endpoint,
+            client,
+            conns: Default::default(),
+            batchers: Default::default(),
+            me: me.clone(),
+        })
     }
 
     async fn connection(&self, addr: &str, timeout: Duration) -> Result<quinn::Connection, Unreachable> {
@@ -121,6 +141,90 @@ impl Peers {
 
     fn forget(&self, addr: &str) {
         self.conns.lock().expect("peers lock").remove(addr);
+    }
+
+    /// Queues `rpc` for the peer at `addr`; it leaves with every other RPC queued
+    /// for that peer by then.
+    fn enqueue(&self, addr: &str, rpc: Rpc, ttl: Duration) -> oneshot::Receiver<Result<Reply, NetworkError>> {
+        let (tx, rx) = oneshot::channel();
+        let mut batchers = self.batchers.lock().expect("batchers lock");
+        let sender = batchers.entry(addr.to_string()).or_insert_with(|| {
+            let (qtx, qrx) = mpsc::unbounded_channel();
+            tokio::spawn(run_batcher(self.me.clone(), addr.to_string(), qrx));
+            qtx
+        });
+        if let Err(mpsc::error::SendError(q)) = sender.send(Queued { rpc, ttl, reply: tx }) {
+            let _ = q.reply.send(Err(NetworkError::new(&Msg("peer batcher stopped".into()))));
+        }
+        rx
+    }
+
+    /// Sends `rpcs` as one frame on a new stream and returns their replies, in order.
+    async fn exchange(&self, addr: &str, rpcs: &[Rpc], ttl: Duration) -> Result<Vec<Reply>, CallError> {
+        let conn = self.connection(addr, ttl.min(Duration::from_secs(2))).await.map_err(CallError::Unreachable)?;
+        let bytes = encode(&rpcs);
+        let result = tokio::time::timeout(ttl, async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| NetworkError::new(&e))?;
+            frame::write(&mut send, &bytes).await.map_err(|e| NetworkError::new(&e))?;
+            send.finish().map_err(|e| NetworkError::new(&e))?;
+            let reply = frame::read(&mut recv, RAFT_FRAME_BYTES_MAX)
+                .await
+                .map_err(|e| NetworkError::new(&e))?
+                .ok_or_else(|| NetworkError::new(&Msg("peer closed the stream without a reply".into())))?;
+            decode::<Vec<Reply>>(&reply).map_err(|e| NetworkError::new(&e))
+        })
+        .await;
+        match result {
+            Ok(Ok(replies)) if replies.len() == rpcs.len() => Ok(replies),
+            Ok(Ok(replies)) => Err(CallError::Network(NetworkError::new(&Msg(format!(
+                "{addr} answered {} replies to {} requests",
+                replies.len(),
+                rpcs.len()
+            ))))),
+            Ok(Err(e)) => {
+                if conn.close_reason().is_some() {
+                    self.forget(addr);
+                }
+                Err(CallError::Network(e))
+            }
+            Err(_) => Err(CallError::Network(NetworkError::new(&Msg(format!("rpc to {addr} timed out after {ttl:?}"))))),
+        }
+    }
+}
+
+/// Drains the RPCs queued for one peer into frames, each sent on its own task so
+/// that a slow exchange never holds back the next one.
+async fn run_batcher(peers: Weak<Peers>, addr: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RPC_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+        let Some(peers) = peers.upgrade() else { return };
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let ttl = batch.iter().map(|q| q.ttl).max().unwrap_or(Duration::from_secs(1));
+            let (rpcs, waiters): (Vec<Rpc>, Vec<_>) = batch.into_iter().map(|q| (q.rpc, q.reply)).unzip();
+            match peers.exchange(&addr, &rpcs, ttl).await {
+                Ok(replies) => {
+                    for (w, r) in waiters.into_iter().zip(replies) {
+                        let _ = w.send(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    let msg = match e {
+                        CallError::Unreachable(u) => u.to_string(),
+                        CallError::Network(n) => n.to_string(),
+                    };
+                    for w in waiters {
+                        let _ = w.send(Err(NetworkError::new(&Msg(msg.clone()))));
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -164,29 +268,18 @@ impl<E: std::error::Error> From<CallError> for RPCError<u64, NodeAddr, E> {
 
 impl PeerLink {
     async fn call(&self, request: Request, ttl: Duration) -> Result<Reply, CallError> {
-        let conn = self.peers.connection(&self.addr, ttl.min(Duration::from_secs(2))).await.map_err(CallError::Unreachable)?;
-        let bytes = encode(&Rpc { partition: self.partition, request });
-        let result = tokio::time::timeout(ttl, async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| NetworkError::new(&e))?;
-            frame::write(&mut send, &bytes).await.map_err(|e| NetworkError::new(&e))?;
-            send.finish().map_err(|e| NetworkError::new(&e))?;
-            let reply = frame::read(&mut recv, RAFT_FRAME_BYTES_MAX)
-                .await
-                .map_err(|e| NetworkError::new(&e))?
-                .ok_or_else(|| NetworkError::new(&Msg("peer closed the stream without a reply".into())))?;
-            decode::<Reply>(&reply).map_err(|e| NetworkError::new(&e))
-        })
-        .await;
-        match result {
+        let rpc = Rpc { partition: self.partition, request };
+        if matches!(rpc.request, Request::InstallSnapshot(_)) {
+            // Snapshot chunks are large: they go alone.
+            let mut replies = self.peers.exchange(&self.addr, std::slice::from_ref(&rpc), ttl).await?;
+            return Ok(replies.pop().expect("exchange returns one reply per request"));
+        }
+        let rx = self.peers.enqueue(&self.addr, rpc, ttl);
+        match rx.await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => {
-                if conn.close_reason().is_some() {
-                    self.peers.forget(&self.addr);
-                }
-                Err(CallError::Network(e))
-            }
+            Ok(Err(e)) => Err(CallError::Network(e)),
             Err(_) => Err(CallError::Network(NetworkError::new(&Msg(format!(
-                "rpc to node {} timed out after {ttl:?}",
+                "rpc to node {} dropped",
                 self.target
             ))))),
         }
@@ -265,18 +358,23 @@ pub async fn serve(endpoint: quinn::Endpoint, rafts: Arc<Vec<Raft>>) {
 }
 
 async fn serve_stream(rafts: Arc<Vec<Raft>>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let reply = match frame::read(&mut recv, RAFT_FRAME_BYTES_MAX).await {
-        Ok(Some(bytes)) => match decode::<Rpc>(&bytes) {
-            Ok(rpc) => dispatch(&rafts, rpc).await,
-            Err(e) => Reply::Refused(format!("malformed raft request: {e}")),
+    let replies = match frame::read(&mut recv, RAFT_FRAME_BYTES_MAX).await {
+        Ok(Some(bytes)) => match decode::<Vec<Rpc>>(&bytes) {
+            Ok(rpcs) if rpcs.len() <= RPC_BATCH_MAX => {
+                futures::future::join_all(rpcs.into_iter().map(|rpc| dispatch(&rafts, rpc))).await
+            }
+            Ok(rpcs) => vec![Reply::Refused(format!("{} rpcs in one frame, limit {RPC_BATCH_MAX}", rpcs.len()))],
+            Err(e) => vec![Reply::Refused(format!("malformed raft request: {e}"))],
         },
         Ok(None) => return,
-        Err(e) => Reply::Refused(format!("bad raft frame: {e}")),
+        Err(e) => vec![Reply::Refused(format!("bad raft frame: {e}"))],
     };
-    if let Reply::Refused(why) = &reply {
-        tracing::warn!(reason = %why, "raft request refused");
+    for r in &replies {
+        if let Reply::Refused(why) = r {
+            tracing::warn!(reason = %why, "raft request refused");
+        }
     }
-    if frame::write(&mut send, &encode(&reply)).await.is_ok() {
+    if frame::write(&mut send, &encode(&replies)).await.is_ok() {
         let _ = send.finish();
     }
 }
