@@ -1,14 +1,19 @@
 //! Chat state (direct and group) and the chat-partition rules.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_schema::{
     ChatId, CommandBody, DeviceId, EventBody, Origin, Outcome, ReceiptKind, RejectCode, Rejection, Seq, UserId,
     MAX_GROUP_MEMBERS,
 };
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::state::Decision;
+
+/// How long after it was sent (by `at_ms`, relative to the partition's newest
+/// `at_ms`) a message may still be edited or deleted, and how long the state machine
+/// remembers its sender (see the crate docs, **Messages**).
+pub const EDIT_WINDOW_MS: u64 = 48 * 60 * 60 * 1000;
 
 /// Direct (a fixed pair) or group (a roster with admins).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,11 +47,12 @@ impl Cursors {
     }
 }
 
-/// What the state machine remembers of a message: enough to authorize edits,
-/// deletes and reactions. Content stays in the log.
+/// What the state machine remembers of a recent message: enough to authorize
+/// edits, deletes and reactions. Content stays in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Message {
     sender: UserId,
+    at_ms: u64,
     deleted: bool,
 }
 
@@ -58,8 +64,11 @@ pub(crate) struct Chat {
     pub(crate) name: String,
     pub(crate) description: String,
     pub(crate) members: BTreeMap<UserId, Member>,
-    /// Only `MessageSent` seqs.
+    /// The remembered `MessageSent` seqs: those inside the edit window (see [`Chats`]).
     messages: BTreeMap<Seq, Message>,
+    /// The largest seq of a message that was forgotten (0 if none): a target at or
+    /// below it that is not remembered is too old, not unknown.
+    forgotten: Seq,
     /// Kept after a member leaves, so that a member who comes back never sees a
     /// cursor go backwards.
     pub(crate) receipts: BTreeMap<UserId, BTreeMap<DeviceId, Cursors>>,
@@ -74,6 +83,7 @@ impl Chat {
             description: String::new(),
             members: BTreeMap::new(),
             messages: BTreeMap::new(),
+            forgotten: Seq(0),
             receipts: BTreeMap::new(),
         }
     }
@@ -102,12 +112,76 @@ impl Chat {
     }
 }
 
+/// The chats of a partition, with a partition-wide time index of the remembered
+/// messages.
+///
+/// A message is remembered (sender, deleted flag, `at_ms`) only while
+/// `at_ms + EDIT_WINDOW_MS >= newest_at_ms`, the largest `at_ms` folded into the
+/// partition so far. [`Chats::prune`] runs after every folded event and forgets the messages
+/// that fell out of the window; the index makes each prune O(log n) and each
+/// message is forgotten once, so the cost is amortized O(log n) per event. The
+/// index is keyed by each message's own `at_ms`, so a leader clock that goes
+/// backwards is handled exactly (such a message may be forgotten at once, or before
+/// older seqs of its chat); nothing assumes `at_ms` is monotone.
+///
+/// `decide` also treats a remembered message as outside the window if it is out of
+/// it at the command's own time (`max(newest_at_ms, at_ms)`), so the window does
+/// not depend on when the last prune ran.
+///
+/// Serialized as the chats alone (in id order); the index is rebuilt from the
+/// messages' `at_ms` on deserialize.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Chats {
+    map: BTreeMap<ChatId, Chat>,
+    /// `(at_ms, chat, seq)` of every remembered message.
+    by_time: BTreeSet<(u64, ChatId, Seq)>,
+}
+
+impl Chats {
+    pub(crate) fn get(&self, chat: &ChatId) -> Option<&Chat> {
+        self.map.get(chat)
+    }
+
+    pub(crate) fn ids(&self) -> impl Iterator<Item = ChatId> + '_ {
+        self.map.keys().copied()
+    }
+
+    /// Forgets the messages with `at_ms + EDIT_WINDOW_MS < newest_at_ms`.
+    pub(crate) fn prune(&mut self, newest_at_ms: u64) {
+        let horizon = newest_at_ms.saturating_sub(EDIT_WINDOW_MS);
+        while let Some(&(at_ms, chat, seq)) = self.by_time.first() {
+            if at_ms >= horizon {
+                break;
+            }
+            self.by_time.pop_first();
+            let c = self.map.get_mut(&chat).expect("prune: indexed message of an unknown chat");
+            c.messages.remove(&seq);
+            c.forgotten = c.forgotten.max(seq);
+        }
+    }
+}
+
+impl Serialize for Chats {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.map.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Chats {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<ChatId, Chat>::deserialize(deserializer)?;
+        let by_time =
+            map.iter().flat_map(|(chat, c)| c.messages.iter().map(move |(seq, m)| (m.at_ms, *chat, *seq))).collect();
+        Ok(Chats { map, by_time })
+    }
+}
+
 fn reject(code: RejectCode, message: impl Into<String>) -> Rejection {
     Rejection::new(code, message)
 }
 
 /// Looks up a group the origin is a member of.
-fn member_chat<'a>(chats: &'a BTreeMap<ChatId, Chat>, chat: &ChatId, user: UserId) -> Result<&'a Chat, Rejection> {
+fn member_chat<'a>(chats: &'a Chats, chat: &ChatId, user: UserId) -> Result<&'a Chat, Rejection> {
     let c = chats.get(chat).ok_or_else(|| reject(RejectCode::UnknownChat, format!("no chat {chat}")))?;
     if !c.members.contains_key(&user) {
         return Err(reject(RejectCode::NotMember, format!("user {user} is not a member of chat {chat}")));
@@ -116,7 +190,7 @@ fn member_chat<'a>(chats: &'a BTreeMap<ChatId, Chat>, chat: &ChatId, user: UserI
 }
 
 /// Looks up a group whose admin is the origin.
-fn admin_group<'a>(chats: &'a BTreeMap<ChatId, Chat>, chat: &ChatId, user: UserId) -> Result<&'a Chat, Rejection> {
+fn admin_group<'a>(chats: &'a Chats, chat: &ChatId, user: UserId) -> Result<&'a Chat, Rejection> {
     let c = group(chats, chat)?;
     if !c.members.contains_key(&user) {
         return Err(reject(RejectCode::NotMember, format!("user {user} is not a member of chat {chat}")));
@@ -127,7 +201,7 @@ fn admin_group<'a>(chats: &'a BTreeMap<ChatId, Chat>, chat: &ChatId, user: UserI
     Ok(c)
 }
 
-fn group<'a>(chats: &'a BTreeMap<ChatId, Chat>, chat: &ChatId) -> Result<&'a Chat, Rejection> {
+fn group<'a>(chats: &'a Chats, chat: &ChatId) -> Result<&'a Chat, Rejection> {
     let c = chats.get(chat).ok_or_else(|| reject(RejectCode::UnknownChat, format!("no chat {chat}")))?;
     if c.kind != ChatKind::Group {
         return Err(reject(RejectCode::Invalid, format!("chat {chat} is a direct chat, not a group")));
@@ -135,11 +209,48 @@ fn group<'a>(chats: &'a BTreeMap<ChatId, Chat>, chat: &ChatId) -> Result<&'a Cha
     Ok(c)
 }
 
-/// Looks up a live message sent by anyone, for edits, deletes and reactions.
-fn message(c: &Chat, chat: &ChatId, seq: Seq) -> Result<Message, Rejection> {
+/// The target of an edit, delete or reaction.
+enum Target {
+    /// A live message inside the edit window.
+    Recent(Message),
+    /// A seq of the chat that is outside the edit window: forgotten, or remembered
+    /// but out of the window at the command's time. Whether it was a live message is
+    /// no longer known.
+    Old,
+}
+
+fn no_message(chat: &ChatId, seq: Seq) -> Rejection {
+    reject(RejectCode::UnknownMessage, format!("no message at seq {seq} in chat {chat}"))
+}
+
+fn too_old() -> Rejection {
+    reject(RejectCode::Invalid, "message is too old to edit/delete")
+}
+
+/// Classifies a target seq at time `now` (`max(newest_at_ms, at_ms)`): a seq that
+/// never existed, a deleted message or a seq inside the window that is not a
+/// message is `UnknownMessage`.
+fn target(c: &Chat, chat: &ChatId, seq: Seq, now: u64) -> Result<Target, Rejection> {
+    if seq == Seq(0) || seq > c.last_seq {
+        return Err(no_message(chat, seq));
+    }
     match c.messages.get(&seq) {
-        Some(m) if !m.deleted => Ok(*m),
-        _ => Err(reject(RejectCode::UnknownMessage, format!("no message at seq {seq} in chat {chat}"))),
+        Some(m) if m.at_ms.saturating_add(EDIT_WINDOW_MS) < now => Ok(Target::Old),
+        Some(m) if m.deleted => Err(no_message(chat, seq)),
+        Some(m) => Ok(Target::Recent(*m)),
+        None if seq <= c.forgotten => Ok(Target::Old),
+        None => Err(no_message(chat, seq)),
+    }
+}
+
+/// The target of an edit or delete by `user`: a recent live message of theirs.
+fn own_recent(c: &Chat, chat: &ChatId, seq: Seq, now: u64, user: UserId, what: &str) -> Result<(), Rejection> {
+    match target(c, chat, seq, now)? {
+        Target::Old => Err(too_old()),
+        Target::Recent(m) if m.sender != user => {
+            Err(reject(RejectCode::UnknownMessage, format!("message {seq} is not yours to {what}")))
+        }
+        Target::Recent(_) => Ok(()),
     }
 }
 
@@ -148,14 +259,24 @@ fn one(event: EventBody, chat: ChatId, seq: Seq) -> Decision {
 }
 
 /// Decides a chat-partition command against the current state.
-pub(crate) fn decide(chats: &BTreeMap<ChatId, Chat>, origin: &Origin, body: &CommandBody) -> Result<Decision, Rejection> {
+///
+/// `key` is the command's chat key (for `SendDirect`, the pair's id, already
+/// hashed by the caller); `now` is `max(newest_at_ms, at_ms)`.
+pub(crate) fn decide(
+    chats: &Chats,
+    key: ChatId,
+    now: u64,
+    origin: &Origin,
+    body: &CommandBody,
+) -> Result<Decision, Rejection> {
     let user = origin.user;
     match body {
         CommandBody::SendDirect { recipient, ciphertext, media } => {
             if *recipient == user {
                 return Err(reject(RejectCode::Invalid, "cannot send a direct message to yourself"));
             }
-            let chat = ChatId::direct(user, *recipient);
+            let chat = key;
+            debug_assert_eq!(chat, ChatId::direct(user, *recipient));
             let mut events = Vec::with_capacity(2);
             let seq = match chats.get(&chat) {
                 None => {
@@ -171,8 +292,10 @@ pub(crate) fn decide(chats: &BTreeMap<ChatId, Chat>, origin: &Origin, body: &Com
             Ok(Decision { events, outcome: Outcome::Chat { chat, seq } })
         }
         CommandBody::SendGroup { chat, ciphertext, media } => {
-            group(chats, chat)?;
-            let c = member_chat(chats, chat, user)?;
+            let c = group(chats, chat)?;
+            if !c.members.contains_key(&user) {
+                return Err(reject(RejectCode::NotMember, format!("user {user} is not a member of chat {chat}")));
+            }
             let seq = c.last_seq.next();
             Ok(one(
                 EventBody::MessageSent { chat: *chat, seq, ciphertext: ciphertext.clone(), media: media.clone() },
@@ -182,27 +305,31 @@ pub(crate) fn decide(chats: &BTreeMap<ChatId, Chat>, origin: &Origin, body: &Com
         }
         CommandBody::EditMessage { chat, seq: target, ciphertext } => {
             let c = member_chat(chats, chat, user)?;
-            let m = message(c, chat, *target)?;
-            if m.sender != user {
-                return Err(reject(RejectCode::UnknownMessage, format!("message {target} is not yours to edit")));
-            }
+            own_recent(c, chat, *target, now, user, "edit")?;
             let seq = c.last_seq.next();
-            Ok(one(EventBody::MessageEdited { chat: *chat, seq, target: *target, ciphertext: ciphertext.clone() }, *chat, seq))
+            Ok(one(
+                EventBody::MessageEdited { chat: *chat, seq, target: *target, ciphertext: ciphertext.clone() },
+                *chat,
+                seq,
+            ))
         }
         CommandBody::DeleteMessage { chat, seq: target } => {
             let c = member_chat(chats, chat, user)?;
-            let m = message(c, chat, *target)?;
-            if m.sender != user {
-                return Err(reject(RejectCode::UnknownMessage, format!("message {target} is not yours to delete")));
-            }
+            own_recent(c, chat, *target, now, user, "delete")?;
             let seq = c.last_seq.next();
             Ok(one(EventBody::MessageDeleted { chat: *chat, seq, target: *target }, *chat, seq))
         }
-        CommandBody::SetReaction { chat, seq: target, reaction } => {
+        CommandBody::SetReaction { chat, seq: target_seq, reaction } => {
             let c = member_chat(chats, chat, user)?;
-            message(c, chat, *target)?;
+            // Reactions on old messages are normal: any seq of the chat will do.
+            target(c, chat, *target_seq, now)?;
+            let target = target_seq;
             let seq = c.last_seq.next();
-            Ok(one(EventBody::ReactionSet { chat: *chat, seq, target: *target, reaction: reaction.clone() }, *chat, seq))
+            Ok(one(
+                EventBody::ReactionSet { chat: *chat, seq, target: *target, reaction: reaction.clone() },
+                *chat,
+                seq,
+            ))
         }
         CommandBody::Ack { chat, kind, up_to_seq } => {
             let c = member_chat(chats, chat, user)?;
@@ -223,9 +350,12 @@ pub(crate) fn decide(chats: &BTreeMap<ChatId, Chat>, origin: &Origin, body: &Com
         }
         CommandBody::CreateGroup { chat, name, members } => {
             if chat.is_direct() {
-                return Err(reject(RejectCode::Invalid, format!("{chat} is a direct chat id; mint group ids with ChatId::group")));
+                return Err(reject(
+                    RejectCode::Invalid,
+                    format!("{chat} is a direct chat id; mint group ids with ChatId::group"),
+                ));
             }
-            if chats.contains_key(chat) {
+            if chats.map.contains_key(chat) {
                 return Err(reject(RejectCode::AlreadyExists, format!("chat {chat} exists")));
             }
             let mut members = members.clone();
@@ -260,7 +390,9 @@ pub(crate) fn decide(chats: &BTreeMap<ChatId, Chat>, origin: &Origin, body: &Com
             let c = admin_group(chats, chat, user)?;
             match c.members.get(member) {
                 None => Err(reject(RejectCode::NotMember, format!("user {member} is not a member"))),
-                Some(m) if m.admin => Err(reject(RejectCode::AlreadyExists, format!("user {member} is already an admin"))),
+                Some(m) if m.admin => {
+                    Err(reject(RejectCode::AlreadyExists, format!("user {member} is already an admin")))
+                }
                 Some(_) => {
                     let seq = c.last_seq.next();
                     Ok(one(EventBody::MemberPromoted { chat: *chat, seq, member: *member }, *chat, seq))
@@ -322,15 +454,14 @@ fn departure(c: &Chat, chat: ChatId, leaving: UserId, mut event: EventBody) -> D
     Decision { events, outcome: Outcome::Chat { chat, seq } }
 }
 
-/// Folds a chat-partition event. Returns `false` if `event` is not a chat event.
+/// Folds a chat-partition event at `at_ms`. The caller then prunes with
+/// [`Chats::prune`] (after every event of the partition, chat or user).
 ///
 /// # Panics
 /// If the event contradicts the state (unknown chat, seq not next): the log is
 /// corrupt or the event belongs to another partition.
-pub(crate) fn fold(chats: &mut BTreeMap<ChatId, Chat>, origin: &Origin, event: &EventBody) -> bool {
-    let Some(chat_id) = event.chat() else {
-        return false;
-    };
+pub(crate) fn fold(chats: &mut Chats, chat_id: ChatId, origin: &Origin, at_ms: u64, event: &EventBody) {
+    let Chats { map: chats, by_time } = chats;
     match event {
         EventBody::ChatOpened { members, .. } => {
             assert!(!chats.contains_key(&chat_id), "fold: ChatOpened for existing chat {chat_id}");
@@ -339,7 +470,7 @@ pub(crate) fn fold(chats: &mut BTreeMap<ChatId, Chat>, origin: &Origin, event: &
                 c.members.insert(*m, Member { since: Seq(0), admin: false });
             }
             chats.insert(chat_id, c);
-            return true;
+            return;
         }
         EventBody::GroupCreated { name, members, seq, .. } => {
             assert!(!chats.contains_key(&chat_id), "fold: GroupCreated for existing chat {chat_id}");
@@ -350,7 +481,7 @@ pub(crate) fn fold(chats: &mut BTreeMap<ChatId, Chat>, origin: &Origin, event: &
             }
             c.last_seq = *seq;
             chats.insert(chat_id, c);
-            return true;
+            return;
         }
         _ => {}
     }
@@ -361,7 +492,8 @@ pub(crate) fn fold(chats: &mut BTreeMap<ChatId, Chat>, origin: &Origin, event: &
     }
     match event {
         EventBody::MessageSent { seq, .. } => {
-            c.messages.insert(*seq, Message { sender: origin.user, deleted: false });
+            c.messages.insert(*seq, Message { sender: origin.user, at_ms, deleted: false });
+            by_time.insert((at_ms, chat_id, *seq));
         }
         EventBody::MessageDeleted { target, .. } => {
             if let Some(m) = c.messages.get_mut(target) {
@@ -405,5 +537,4 @@ pub(crate) fn fold(chats: &mut BTreeMap<ChatId, Chat>, origin: &Origin, event: &
         }
         _ => unreachable!("fold: {} is not a chat event", event.kind()),
     }
-    true
 }

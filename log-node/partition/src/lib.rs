@@ -40,9 +40,16 @@
 //!   joining, then the smallest user id — is promoted by a `MemberPromoted` event
 //!   logged *before* the departure, so that at every seq a non-empty group has an
 //!   admin. The command's outcome is the departure's seq.
-//! - **Messages.** Targets of edits, deletes and reactions must be live
-//!   `MessageSent` seqs, and only the sender edits or deletes a message; either
-//!   failure is `UnknownMessage` (as `docs/error-codes.md` lists it).
+//! - **Messages.** The state remembers a message (sender, deleted flag, time) only
+//!   within [`EDIT_WINDOW_MS`] (48 h) of the partition's newest event time, so the
+//!   table is bounded by two days of traffic. Inside the window, targets of edits,
+//!   deletes and reactions must be live `MessageSent` seqs, and only the sender
+//!   edits or deletes a message; either failure is `UnknownMessage` (as
+//!   `docs/error-codes.md` lists it). A seq that never existed (0, or beyond the
+//!   chat's last seq) is `UnknownMessage` too. Outside the window (the message was
+//!   sent more than 48 h before `max(newest, at_ms)`, or was forgotten): an edit
+//!   or delete is `Invalid` ("message is too old to edit/delete"); a reaction is
+//!   accepted for any seq of the chat, since the state no longer knows what it was.
 //! - **Receipts.** Cumulative per (chat, user, device) and kind; beyond the chat's
 //!   last seq is `Invalid`; a `Read` receipt also advances the delivered cursor; an
 //!   ack that advances nothing emits nothing and answers the current cursor.
@@ -58,9 +65,13 @@
 //!   blocked user or unblocking an unblocked one emits nothing. Both answer `Done`.
 //! - **Status.** `expires_at_ms = at_ms + 24 h`; the access list and contact lists
 //!   are stored sorted, deduplicated and without the poster.
-//! - **Dedup.** See [`DEDUP_RETENTION_MS`] and the `dedup` module: outcomes of
-//!   commands that produced events, by (user, device, client_msg_id), rebuilt by
-//!   `fold`, pruned 7 days behind the newest event time.
+//! - **Dedup.** See [`DEDUP_RETENTION_MS`], [`DEDUP_PER_DEVICE_MAX`] and the `dedup`
+//!   module: outcomes of commands that produced events, by (user, device,
+//!   client_msg_id), rebuilt by `fold`, pruned 24 h behind the newest event time and
+//!   capped at 4096 per device (oldest evicted). A retry after that is a new command.
+//! - **Time.** The partition's clock is `newest_at_ms`, the largest `at_ms` folded
+//!   so far, shared by the edit window and the dedup table; a leader clock that goes
+//!   backwards never moves it back.
 //!
 //! # Module map
 //! - `state`: [`PartitionState`], `apply`, `fold`, read accessors.
@@ -73,7 +84,7 @@ mod dedup;
 mod state;
 mod user;
 
-pub use chat::{ChatKind, Cursors, Member};
-pub use dedup::{DedupKey, DEDUP_RETENTION_MS};
+pub use chat::{ChatKind, Cursors, Member, EDIT_WINDOW_MS};
+pub use dedup::{DedupKey, DEDUP_PER_DEVICE_MAX, DEDUP_RETENTION_MS};
 pub use state::PartitionState;
 pub use user::{MAX_BLOCKED_PER_USER, MAX_DEVICES_PER_USER, MAX_PREKEYS_PER_DEVICE, STATUS_TTL_MS};

@@ -8,7 +8,7 @@ use chorus_schema::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::chat::{self, Chat, ChatKind, Cursors, Member};
+use crate::chat::{self, ChatKind, Chats, Cursors, Member};
 use crate::dedup::Dedup;
 use crate::user::{self, User};
 
@@ -30,7 +30,10 @@ pub(crate) struct Decision {
 pub struct PartitionState {
     partition: PartitionId,
     partitions: u16,
-    chats: BTreeMap<ChatId, Chat>,
+    /// The largest `at_ms` folded so far: the partition's clock for the edit window
+    /// and the dedup retention (leader clocks may go backwards; this never does).
+    newest_at_ms: u64,
+    chats: Chats,
     users: BTreeMap<UserId, User>,
     dedup: Dedup,
 }
@@ -45,7 +48,8 @@ impl PartitionState {
         PartitionState {
             partition,
             partitions,
-            chats: BTreeMap::new(),
+            newest_at_ms: 0,
+            chats: Chats::default(),
             users: BTreeMap::new(),
             dedup: Dedup::default(),
         }
@@ -57,8 +61,9 @@ impl PartitionState {
     /// pushed to `out`. On rejection nothing is pushed and nothing changes. A retry
     /// (same origin user, device and client_msg_id) of a command that produced
     /// events returns the original outcome and appends nothing, for
-    /// [`crate::DEDUP_RETENTION_MS`]. Acks are not looked up in the dedup table:
-    /// cumulative cursors make them idempotent already.
+    /// [`crate::DEDUP_RETENTION_MS`] and within the device's last
+    /// [`crate::DEDUP_PER_DEVICE_MAX`] commands. Acks are not looked up in the dedup
+    /// table: cumulative cursors make them idempotent already.
     ///
     /// The rules are in the crate docs.
     pub fn apply(&mut self, at_ms: u64, cmd: &Command, out: &mut Vec<Event>) -> CommandResult {
@@ -80,7 +85,7 @@ impl PartitionState {
             }
         }
         let decision = match key {
-            Key::Chat(_) => chat::decide(&self.chats, &cmd.origin, &cmd.body)?,
+            Key::Chat(chat) => chat::decide(&self.chats, chat, self.newest_at_ms.max(at_ms), &cmd.origin, &cmd.body)?,
             Key::User(_) => user::decide(&self.users, at_ms, &cmd.origin, &cmd.body)?,
         };
         if decision.events.is_empty() {
@@ -89,13 +94,17 @@ impl PartitionState {
         out.reserve(decision.events.len());
         for body in decision.events {
             let event = Event { at_ms, origin: cmd.origin, body };
-            self.fold(&event);
+            // The key was checked above: every event of a command has the command's key.
+            self.fold_owned(&event);
             out.push(event);
         }
-        if !is_ack {
+        if cfg!(debug_assertions) && !is_ack {
             // What a retry will get is what fold derived from the events; they agree
-            // by construction, and the assert keeps them so.
-            assert_eq!(self.dedup.get(&cmd.origin), Some(&decision.outcome), "fold derived another outcome");
+            // by construction, and the tests keep them so. (No entry: evicted at
+            // once, by a clock far behind the partition's or a full device table.)
+            if let Some(derived) = self.dedup.get(&cmd.origin) {
+                assert_eq!(derived, &decision.outcome, "fold derived another outcome");
+            }
         }
         Ok(decision.outcome)
     }
@@ -116,18 +125,30 @@ impl PartitionState {
             event.body.kind(),
             self.partition
         );
-        let outcome = match &event.body {
-            EventBody::ChatOpened { .. } | EventBody::Receipt { .. } => None,
-            body if body.chat().is_some() => {
-                let (chat, seq) = (body.chat(), body.seq());
-                chat.zip(seq).map(|(chat, seq)| Outcome::Chat { chat, seq })
+        self.fold_owned(event);
+    }
+
+    /// [`fold`](Self::fold) of an event whose key is known to be this partition's.
+    fn fold_owned(&mut self, event: &Event) {
+        self.newest_at_ms = self.newest_at_ms.max(event.at_ms);
+        let outcome = match event.body.key() {
+            Key::Chat(chat) => {
+                let outcome = match &event.body {
+                    EventBody::ChatOpened { .. } | EventBody::Receipt { .. } => None,
+                    body => body.seq().map(|seq| Outcome::Chat { chat, seq }),
+                };
+                chat::fold(&mut self.chats, chat, &event.origin, event.at_ms, &event.body);
+                outcome
             }
-            body => Some(user::outcome_of(&self.users, body)),
+            Key::User(_) => {
+                let outcome = user::outcome_of(&self.users, &event.body);
+                user::fold(&mut self.users, &event.body);
+                Some(outcome)
+            }
         };
-        if !chat::fold(&mut self.chats, &event.origin, &event.body) {
-            user::fold(&mut self.users, &event.body);
-        }
-        self.dedup.record(&event.origin, event.at_ms, outcome);
+        // Both tables forget by the partition's clock, whatever the event's key.
+        self.chats.prune(self.newest_at_ms);
+        self.dedup.record(&event.origin, event.at_ms, outcome, self.newest_at_ms);
     }
 
     // ---- read accessors ----------------------------------------------------------
@@ -144,7 +165,7 @@ impl PartitionState {
 
     /// The chats of this partition, in id order.
     pub fn chat_ids(&self) -> impl Iterator<Item = ChatId> + '_ {
-        self.chats.keys().copied()
+        self.chats.ids()
     }
 
     /// Whether a chat is direct or a group.
@@ -225,6 +246,6 @@ impl PartitionState {
 
     /// The largest `at_ms` folded so far (0 for an empty partition).
     pub fn newest_at_ms(&self) -> u64 {
-        self.dedup.newest_at_ms()
+        self.newest_at_ms
     }
 }

@@ -1,6 +1,8 @@
 //! One test per rule of the partition state machine.
 
-use chorus_partition::{ChatKind, Cursors, PartitionState, DEDUP_RETENTION_MS, STATUS_TTL_MS};
+use chorus_partition::{
+    ChatKind, Cursors, PartitionState, DEDUP_PER_DEVICE_MAX, DEDUP_RETENTION_MS, EDIT_WINDOW_MS, STATUS_TTL_MS,
+};
 use chorus_schema::*;
 
 const A: UserId = UserId(1);
@@ -168,6 +170,93 @@ fn dedup_entries_expire_after_the_retention() {
 }
 
 #[test]
+fn dedup_keeps_outcomes_for_24_hours() {
+    assert_eq!(DEDUP_RETENTION_MS, 24 * 60 * 60 * 1000);
+    let mut h = Harness::new();
+    let g = group_id(1);
+    h.create_group(g, A, &[B]);
+    let send = h.command(A, 1, CommandBody::SendGroup { chat: g, ciphertext: vec![1], media: None });
+    let (r, _) = h.apply(&send);
+    assert_eq!(r, Ok(Outcome::Chat { chat: g, seq: Seq(2) }));
+    let sent_at = h.now_ms;
+    // Another event exactly 24 h later keeps the entry (`at_ms + retention >= newest`).
+    h.now_ms = sent_at + DEDUP_RETENTION_MS - 10; // apply adds 10
+    h.must_ok(B, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "+".into() });
+    assert_eq!(h.state.newest_at_ms(), sent_at + DEDUP_RETENTION_MS);
+    assert_eq!(h.apply(&send), (r.clone(), vec![]));
+    // One millisecond later it is gone, and the retry is a new command.
+    h.now_ms = sent_at + DEDUP_RETENTION_MS - 9;
+    h.must_ok(B, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "-".into() });
+    assert_eq!(h.apply(&send).0, Ok(Outcome::Chat { chat: g, seq: Seq(5) }));
+}
+
+/// Drives `state` without the harness (whose per-command clone is quadratic here).
+fn apply_raw(state: &mut PartitionState, log: &mut Vec<Event>, at_ms: u64, cmd: &Command) -> CommandResult {
+    let mut out = Vec::new();
+    let r = state.apply(at_ms, cmd, &mut out);
+    log.extend(out);
+    r
+}
+
+#[test]
+fn dedup_keeps_at_most_its_bound_per_device_and_evicts_the_oldest() {
+    let mut state = PartitionState::new(PartitionId(0), 1);
+    let mut log = Vec::new();
+    let g = group_id(1);
+    let origin = |device: u32, id: u64| Origin { user: A, device: DeviceId(device), client_msg_id: ClientMsgId(id) };
+    let send = |device: u32, id: u64| Command {
+        origin: origin(device, id),
+        body: CommandBody::SendGroup { chat: g, ciphertext: vec![], media: None },
+    };
+    let create = Command { origin: origin(2, 1), body: CommandBody::CreateGroup { chat: g, name: "g".into(), members: vec![] } };
+    let t = 1_000_000;
+    apply_raw(&mut state, &mut log, t, &create).unwrap();
+    // Device 1 fills its table; id 1 is sent first, but id 2 comes with an earlier
+    // time (the leader's clock went back), so id 2 is the oldest.
+    let max = DEDUP_PER_DEVICE_MAX as u64;
+    for id in 1..=max {
+        let at = if id == 2 { t - 5 } else { t + id };
+        apply_raw(&mut state, &mut log, at, &send(1, id)).unwrap();
+    }
+    assert_eq!(state.dedup_len(), DEDUP_PER_DEVICE_MAX + 1);
+    let seq_of = |r: CommandResult| match r {
+        Ok(Outcome::Chat { seq, .. }) => seq,
+        other => panic!("{other:?}"),
+    };
+    // A retry within the bound is deduplicated.
+    let last = state.last_seq(&g).unwrap();
+    assert_eq!(seq_of(apply_raw(&mut state, &mut log, t + max + 1, &send(1, 2))), Seq(3));
+    assert_eq!(state.last_seq(&g), Some(last));
+
+    // One more command evicts the device's oldest (id 2), not the first sent (id 1),
+    // and leaves the other device alone.
+    apply_raw(&mut state, &mut log, t + max + 2, &send(1, max + 1)).unwrap();
+    assert_eq!(state.dedup_len(), DEDUP_PER_DEVICE_MAX + 1);
+    assert_eq!(seq_of(apply_raw(&mut state, &mut log, t + max + 3, &send(1, 1))), Seq(2), "id 1 is remembered");
+    let before = state.last_seq(&g).unwrap();
+    let again = seq_of(apply_raw(&mut state, &mut log, t + max + 4, &send(1, 2)));
+    assert_eq!(again, before.next(), "an evicted retry is a new command");
+    // That re-run evicted the next oldest (id 1, at t + 1) to make room.
+    assert_eq!(state.dedup_len(), DEDUP_PER_DEVICE_MAX + 1);
+    assert_eq!(seq_of(apply_raw(&mut state, &mut log, t + max + 5, &send(1, 3))), Seq(4), "id 3 is remembered");
+    let before = state.last_seq(&g).unwrap();
+    assert_eq!(seq_of(apply_raw(&mut state, &mut log, t + max + 6, &send(1, 1))), before.next());
+    // Device 2's entry (the group creation) was never touched.
+    assert_eq!(apply_raw(&mut state, &mut log, t + max + 7, &create), Ok(Outcome::Chat { chat: g, seq: Seq(1) }));
+
+    // Replay and snapshots rebuild exactly this table.
+    let mut replayed = PartitionState::new(PartitionId(0), 1);
+    for e in &log {
+        replayed.fold(e);
+    }
+    assert_eq!(replayed, state);
+    let bin = bincode::serialize(&state).unwrap();
+    assert_eq!(bincode::deserialize::<PartitionState>(&bin).unwrap(), state);
+    let json = serde_json::to_vec(&state).unwrap();
+    assert_eq!(serde_json::from_slice::<PartitionState>(&json).unwrap(), state);
+}
+
+#[test]
 fn create_group_rules() {
     let mut h = Harness::new();
     let g = group_id(1);
@@ -285,6 +374,78 @@ fn only_the_sender_edits_or_deletes_and_members_react() {
     assert_eq!(events, vec![EventBody::MessageDeleted { chat: g, seq: Seq(5), target: Seq(2) }]);
     h.must_reject(B, CommandBody::DeleteMessage { chat: g, seq: Seq(2) }, RejectCode::UnknownMessage);
     h.must_reject(A, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "".into() }, RejectCode::UnknownMessage);
+}
+
+#[test]
+fn messages_are_edited_and_deleted_only_within_the_edit_window() {
+    assert_eq!(EDIT_WINDOW_MS, 48 * 60 * 60 * 1000);
+    let mut h = Harness::new();
+    let g = group_id(1);
+    h.create_group(g, A, &[B]);
+    h.send(g, A).unwrap(); // seq 2
+    let sent_at = h.now_ms;
+    h.send(g, B).unwrap(); // seq 3
+    h.must_ok(A, CommandBody::AddMember { chat: g, member: C }); // seq 4: not a message
+    let edit = |seq| CommandBody::EditMessage { chat: g, seq: Seq(seq), ciphertext: vec![1] };
+    let delete = |seq| CommandBody::DeleteMessage { chat: g, seq: Seq(seq) };
+    let react = |seq| CommandBody::SetReaction { chat: g, seq: Seq(seq), reaction: "+".into() };
+
+    // At exactly the window's end, edits still count as recent.
+    h.now_ms = sent_at + EDIT_WINDOW_MS - 10; // apply adds 10
+    h.must_ok(A, edit(2)); // seq 5
+    // One millisecond later, at the command's own time (nothing was folded in
+    // between), the message is too old: for its sender and for anyone else.
+    h.now_ms = sent_at + EDIT_WINDOW_MS - 9;
+    let msg = h.must_reject(A, edit(2), RejectCode::Invalid);
+    assert_eq!(msg, "message is too old to edit/delete");
+    h.now_ms -= 10;
+    h.must_reject(B, edit(2), RejectCode::Invalid);
+    h.now_ms -= 10;
+    h.must_reject(A, delete(2), RejectCode::Invalid);
+    // A reaction on an old message is fine.
+    h.now_ms -= 10;
+    h.must_ok(C, react(2)); // seq 6, folded: seq 2 is forgotten now, seq 3 is old by the next command
+    // Forgotten messages: edits and deletes are too old, reactions are fine, a
+    // forgotten seq that was not a message is old too (the state no longer knows).
+    h.must_reject(B, edit(3), RejectCode::Invalid);
+    h.must_reject(B, delete(3), RejectCode::Invalid);
+    h.must_ok(A, react(3)); // seq 7
+    h.must_ok(A, react(1)); // seq 8
+    // Seqs that never existed stay unknown.
+    h.must_reject(A, edit(0), RejectCode::UnknownMessage);
+    h.must_reject(A, delete(99), RejectCode::UnknownMessage);
+    h.must_reject(A, react(0), RejectCode::UnknownMessage);
+    h.must_reject(A, react(99), RejectCode::UnknownMessage);
+    // Inside the window the old rules hold.
+    h.send(g, C).unwrap(); // seq 9
+    h.must_reject(A, edit(9), RejectCode::UnknownMessage); // not A's
+    h.must_reject(A, edit(8), RejectCode::UnknownMessage); // a reaction, not a message
+    h.must_reject(A, react(8), RejectCode::UnknownMessage);
+    h.must_ok(C, delete(9)); // seq 10
+    h.must_reject(A, react(9), RejectCode::UnknownMessage); // deleted
+    // Once the deleted message is old, the state no longer knows it was deleted.
+    h.now_ms += EDIT_WINDOW_MS + 1;
+    h.must_reject(C, delete(9), RejectCode::Invalid);
+    h.must_ok(A, react(9));
+}
+
+#[test]
+fn the_edit_window_survives_a_clock_that_goes_backwards() {
+    let mut h = Harness::new();
+    h.now_ms = 10 * EDIT_WINDOW_MS;
+    let g = group_id(1);
+    h.create_group(g, A, &[B]);
+    h.send(g, A).unwrap(); // seq 2, at the newest time
+    // The leader's clock goes back by more than the window: seq 3 is old at once
+    // (and forgotten), while the earlier seq 2 is still editable.
+    h.now_ms -= EDIT_WINDOW_MS + 100;
+    h.send(g, B).unwrap(); // seq 3
+    h.must_reject(B, CommandBody::EditMessage { chat: g, seq: Seq(3), ciphertext: vec![] }, RejectCode::Invalid);
+    h.must_ok(A, CommandBody::EditMessage { chat: g, seq: Seq(2), ciphertext: vec![] }); // seq 4
+    h.must_ok(A, CommandBody::SetReaction { chat: g, seq: Seq(3), reaction: "+".into() }); // seq 5
+    // Snapshots of that state round-trip.
+    let bin = bincode::serialize(&h.state).unwrap();
+    assert_eq!(bincode::deserialize::<PartitionState>(&bin).unwrap(), h.state);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chorus_partition::{DedupKey, PartitionState, DEDUP_RETENTION_MS};
+use chorus_partition::{DedupKey, PartitionState, DEDUP_PER_DEVICE_MAX, DEDUP_RETENTION_MS, EDIT_WINDOW_MS};
 use chorus_schema::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -76,13 +76,20 @@ fn body() -> impl Strategy<Value = CommandBody> {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Fresh { user: UserId, device: DeviceId, body: CommandBody, dt_ms: u64 },
+    Fresh { user: UserId, device: DeviceId, body: CommandBody, dt_ms: i64 },
     /// Repeat an earlier command exactly (same origin).
-    Retry { of: Index, dt_ms: u64 },
+    Retry { of: Index, dt_ms: i64 },
 }
 
-fn dt_ms() -> impl Strategy<Value = u64> {
-    prop_oneof![30 => 0u64..5_000, 1 => Just(DEDUP_RETENTION_MS / 2 + 1)]
+/// Mostly small steps forward; sometimes half a dedup retention (so that both the
+/// dedup retention and the edit window pass within a sequence); sometimes the
+/// leader's clock goes backwards, by up to an edit window.
+fn dt_ms() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        30 => 0i64..5_000,
+        2 => Just(DEDUP_RETENTION_MS as i64 / 2 + 1),
+        1 => -(EDIT_WINDOW_MS as i64)..0,
+    ]
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -99,14 +106,14 @@ fn materialize(steps: &[Step]) -> Vec<(u64, Command, Option<usize>)> {
     for (i, s) in steps.iter().enumerate() {
         match s {
             Step::Retry { of, dt_ms } if !out.is_empty() => {
-                now += dt_ms;
+                now = now.saturating_add_signed(*dt_ms);
                 let j = of.index(out.len());
                 let original = out[j].2.unwrap_or(j);
                 out.push((now, out[j].1.clone(), Some(original)));
             }
-            Step::Retry { dt_ms, .. } => now += dt_ms,
+            Step::Retry { dt_ms, .. } => now = now.saturating_add_signed(*dt_ms),
             Step::Fresh { user, device, body, dt_ms } => {
-                now += dt_ms;
+                now = now.saturating_add_signed(*dt_ms);
                 let origin = Origin { user: *user, device: *device, client_msg_id: ClientMsgId(i as u64 + 1) };
                 out.push((now, Command { origin, body: body.clone() }, None));
             }
@@ -139,12 +146,17 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
     let mut claimed = BTreeSet::new();
     // A reference model of the dedup table: origin -> (at_ms, result).
     let mut dedup: BTreeMap<DedupKey, (u64, CommandResult)> = BTreeMap::new();
+    // A reference model of every message ever sent: (chat, seq) -> (sender, at_ms, deleted).
+    let mut messages: BTreeMap<(ChatId, Seq), (UserId, u64, bool)> = BTreeMap::new();
     let mut newest = 0u64;
 
     for (i, ((at_ms, cmd, retry_of), (result, events))) in cmds.iter().zip(live).enumerate() {
         let key = DedupKey::from(&cmd.origin);
         let is_ack = matches!(cmd.body, CommandBody::Ack { .. });
         let hit = !is_ack && dedup.contains_key(&key);
+        if !hit {
+            check_target_rule(cmd, *at_ms, newest, &members, &next_seq, &messages, result);
+        }
         if hit {
             assert_eq!(result, &dedup[&key].1, "retry of {cmd:?} got another result");
             assert!(events.is_empty(), "retry of {cmd:?} appended {events:?}");
@@ -191,6 +203,17 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
                 assert!(*up_to_seq > *cursor, "receipt went backwards");
                 *cursor = *up_to_seq;
             }
+            match &e.body {
+                EventBody::MessageSent { chat, seq, .. } => {
+                    messages.insert((*chat, *seq), (e.origin.user, e.at_ms, false));
+                }
+                EventBody::MessageDeleted { chat, target, .. } => {
+                    let m = messages.get_mut(&(*chat, *target)).expect("deleted a message never sent");
+                    assert!(!m.2, "deleted twice");
+                    m.2 = true;
+                }
+                _ => {}
+            }
             if let EventBody::PrekeyClaimed { user, device, prekey_id, .. } = &e.body {
                 assert!(claimed.insert((*user, *device, *prekey_id)), "prekey claimed twice");
             }
@@ -199,6 +222,13 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
         if !events.is_empty() {
             if !is_ack && !hit {
                 dedup.insert(key, (*at_ms, result.clone()));
+                let device = |k: &DedupKey| (k.user, k.device);
+                let of_device: Vec<(u64, DedupKey)> =
+                    dedup.iter().filter(|(k, _)| device(k) == device(&key)).map(|(k, (t, _))| (*t, *k)).collect();
+                if of_device.len() > DEDUP_PER_DEVICE_MAX {
+                    let oldest = of_device.iter().min().unwrap().1;
+                    dedup.remove(&oldest);
+                }
             }
             newest = newest.max(*at_ms);
             dedup.retain(|_, (t, _)| *t >= newest.saturating_sub(DEDUP_RETENTION_MS));
@@ -218,6 +248,62 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
                 let c = state.cursors(&chat, UserId(u), DeviceId(d)).unwrap();
                 assert!(c.delivered >= c.read, "read ahead of delivered");
             }
+        }
+    }
+}
+
+/// The edit-window rules for edits, deletes and reactions, against a model that
+/// remembers every message: a message is recent while `at_ms + EDIT_WINDOW_MS`
+/// reaches `max(newest, at_ms of the command)`; a seq that is not a remembered
+/// message is old if a message at or after it was forgotten (fell out of the window
+/// of `newest`), else unknown.
+fn check_target_rule(
+    cmd: &Command,
+    at_ms: u64,
+    newest: u64,
+    members: &BTreeMap<ChatId, BTreeSet<UserId>>,
+    next_seq: &BTreeMap<ChatId, Seq>,
+    messages: &BTreeMap<(ChatId, Seq), (UserId, u64, bool)>,
+    result: &CommandResult,
+) {
+    let (chat, target, own) = match &cmd.body {
+        CommandBody::EditMessage { chat, seq, .. } | CommandBody::DeleteMessage { chat, seq } => (*chat, *seq, true),
+        CommandBody::SetReaction { chat, seq, .. } => (*chat, *seq, false),
+        _ => return,
+    };
+    if !members.get(&chat).is_some_and(|m| m.contains(&cmd.origin.user)) {
+        return;
+    }
+    let last = next_seq.get(&chat).map_or(0, |s| s.0 - 1);
+    let now = newest.max(at_ms);
+    let forgotten = messages
+        .range((chat, Seq(0))..=(chat, Seq(u64::MAX)))
+        .filter(|(_, (_, t, _))| t + EDIT_WINDOW_MS < newest)
+        .map(|((_, s), _)| s.0)
+        .max()
+        .unwrap_or(0);
+    let expected: Result<(), RejectCode> = if target.0 == 0 || target.0 > last {
+        Err(RejectCode::UnknownMessage)
+    } else {
+        match messages.get(&(chat, target)) {
+            Some((_, t, _)) if t + EDIT_WINDOW_MS < now => Err(RejectCode::Invalid), // old
+            Some((_, _, true)) => Err(RejectCode::UnknownMessage),
+            Some((sender, _, _)) if own && *sender != cmd.origin.user => Err(RejectCode::UnknownMessage),
+            Some(_) => Ok(()),
+            None if target.0 <= forgotten => Err(RejectCode::Invalid), // old
+            None => Err(RejectCode::UnknownMessage),
+        }
+    };
+    // Outside the window, reactions are accepted.
+    let expected = match expected {
+        Err(RejectCode::Invalid) if !own => Ok(()),
+        e => e,
+    };
+    let got = result.as_ref().map(|_| ()).map_err(|r| r.code);
+    assert_eq!(got, expected, "{cmd:?} at {at_ms} (newest {newest}): {result:?}");
+    if let Err(r) = result {
+        if r.code == RejectCode::Invalid {
+            assert_eq!(r.message, "message is too old to edit/delete");
         }
     }
 }
