@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long)]
     pub rate: Option<u64>,
     /// Client batches of one partition in flight at once (fewer → larger batches).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub in_flight: usize,
     /// Most commands per client batch (one Raft entry).
     #[arg(long, default_value_t = 512)]
