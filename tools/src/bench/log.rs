@@ -86,7 +86,9 @@ async fn closed_loop(client: &LogClient, writers: usize, payload: usize, dur: Du
     Ok(done.load(Ordering::Relaxed))
 }
 
-async fn open_loop(client: &LogClient, rate: u64, payload: usize, dur: Duration) -> Result<Histogram<u64>> {
+/// Sends at `rate` on a fixed schedule; returns the latency histogram and how
+/// many appends failed (an overloaded cluster makes clients give up).
+async fn open_loop(client: &LogClient, rate: u64, payload: usize, dur: Duration) -> Result<(Histogram<u64>, u64)> {
     let hist = Arc::new(std::sync::Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
     let failed = Arc::new(AtomicU64::new(0));
     let start = tokio::time::Instant::now();
@@ -113,12 +115,8 @@ async fn open_loop(client: &LogClient, rate: u64, payload: usize, dur: Duration)
     for t in tasks {
         t.await?;
     }
-    let f = failed.load(Ordering::Relaxed);
-    if f > 0 {
-        bail!("{f} appends failed during the latency run");
-    }
     let h = hist.lock().expect("hist lock").clone();
-    Ok(h)
+    Ok((h, failed.load(Ordering::Relaxed)))
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -172,10 +170,11 @@ pub async fn run(args: Args) -> Result<()> {
     println!("server CPU per committed append (3 replicas, all nodes): median {cmed:.1} µs");
 
     let rate = args.rate.unwrap_or((med / 2.0) as u64).max(1);
-    let h = open_loop(&client, rate, args.payload, dur).await?;
+    let (h, failed) = open_loop(&client, rate, args.payload, dur).await?;
     println!(
-        "commit latency at {rate} appends/s offered (open loop, {} s): p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  max {:.2} ms",
+        "commit latency at {rate} appends/s offered (open loop, {} s, {} acked, {failed} gave up): p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  max {:.2} ms",
         args.seconds,
+        h.len(),
         h.value_at_quantile(0.50) as f64 / 1000.0,
         h.value_at_quantile(0.99) as f64 / 1000.0,
         h.value_at_quantile(0.999) as f64 / 1000.0,
