@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what building and testing chorus needs on a fresh Debian machine
 # (idempotent; needs root for apt-get): libclang for RocksDB's bindgen, a C++
-# compiler, and the flatc that matches the flatbuffers crate (for the
-# generated-code freshness test).
+# compiler, nats-server (the bus tests run a real one), and the flatc that
+# matches the flatbuffers crate (for the generated-code freshness test).
 set -euo pipefail
 need_apt=()
 command -v clang >/dev/null 2>&1 || need_apt+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+# The bus tests start a real NATS server.
+command -v nats-server >/dev/null 2>&1 || need_apt+=(nats-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   apt-get update -qq
