@@ -1,0 +1,32 @@
+//! The errors of folding and of the projection.
+
+use chorus_schema::{ChatId, PartitionId};
+
+use crate::store;
+
+/// Why an event could not be folded. Every variant is fatal for the transaction:
+/// drop it (nothing is committed) and stop or retry from the cursor.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed, or holds a value that does not decode.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// An event arrived out of order: the projector must feed each partition's
+    /// events in offset order from the cursor ([`crate::Projection::next_offset`]).
+    /// Events below the cursor are skipped, not errors.
+    #[error("partition {partition}: next offset to fold is {expected}, got {got}")]
+    OffsetGap { partition: PartitionId, expected: u64, got: u64 },
+    /// The event contradicts the views (an unknown chat, a seq that is not the
+    /// next, a chat created twice): the views were not folded from the start of
+    /// this log, or the log is corrupt. Rebuild the views from offset 0.
+    #[error("chat {chat}: {kind} contradicts the views: {detail}")]
+    Inconsistent { chat: ChatId, kind: &'static str, detail: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn inconsistent(chat: ChatId, kind: &'static str, detail: impl Into<String>) -> Error {
+        Error::Inconsistent { chat, kind, detail: detail.into() }
+    }
+}

@@ -1,0 +1,113 @@
+//! The cursors view: per (chat, user, device) the delivered and read cursors,
+//! from `Receipt` events.
+//!
+//! Cursors are cumulative: each only moves forward (a receipt below the cursor
+//! changes nothing), and a `Read` receipt moves the delivered cursor too, so
+//! `read <= delivered` always. Cursors outlive membership, as in the state
+//! machine: a member who comes back never sees a cursor go backwards.
+
+use std::collections::BTreeMap;
+
+use chorus_schema::{ChatId, DeviceId, EventBody, EventRecord, ReceiptKind, Seq, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::Effect;
+use crate::store::{decode, get_value, keys, put_value, Txn};
+use crate::Result;
+
+/// The cumulative receipt cursors of one device (or, from [`of_user`], the
+/// largest of a user's devices) in one chat.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursors {
+    pub delivered: Seq,
+    pub read: Seq,
+}
+
+impl Cursors {
+    /// The cursor of one kind.
+    pub fn get(&self, kind: ReceiptKind) -> Seq {
+        match kind {
+            ReceiptKind::Delivered => self.delivered,
+            ReceiptKind::Read => self.read,
+        }
+    }
+
+    /// The cursors after a receipt of `kind` up to `up_to_seq`.
+    #[must_use]
+    pub fn advance(self, kind: ReceiptKind, up_to_seq: Seq) -> Cursors {
+        match kind {
+            ReceiptKind::Delivered => Cursors { delivered: self.delivered.max(up_to_seq), read: self.read },
+            // Read implies delivered.
+            ReceiptKind::Read => {
+                Cursors { delivered: self.delivered.max(up_to_seq), read: self.read.max(up_to_seq) }
+            }
+        }
+    }
+
+    /// The larger of each cursor.
+    #[must_use]
+    pub fn max(self, other: Cursors) -> Cursors {
+        Cursors { delivered: self.delivered.max(other.delivered), read: self.read.max(other.read) }
+    }
+}
+
+/// Folds a `Receipt` into its device's cursors; ignores every other event.
+///
+/// # Errors
+/// [`crate::Error::Store`] if the store fails.
+pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut Vec<Effect>) -> Result<()> {
+    let event = &record.event;
+    let EventBody::Receipt { chat, kind, up_to_seq } = &event.body else { return Ok(()) };
+    let key = keys::cursors(chat, event.origin.user, event.origin.device);
+    let before: Cursors = get_value(txn, &key)?.unwrap_or_default();
+    let after = before.advance(*kind, *up_to_seq);
+    assert!(after.read <= after.delivered, "read {} above delivered {}", after.read, after.delivered);
+    if after != before {
+        put_value(txn, &key, &after);
+    }
+    Ok(())
+}
+
+/// The cursors of one device (zero if it never acknowledged anything).
+///
+/// # Errors
+/// [`crate::Error::Store`] if the store fails.
+pub fn get<T: Txn + ?Sized>(txn: &T, chat: &ChatId, user: UserId, device: DeviceId) -> Result<Cursors> {
+    Ok(get_value(txn, &keys::cursors(chat, user, device))?.unwrap_or_default())
+}
+
+/// The cursors of each of a user's devices that acknowledged something, in
+/// device order.
+///
+/// # Errors
+/// [`crate::Error::Store`] if the store fails.
+pub fn devices<T: Txn + ?Sized>(txn: &T, chat: &ChatId, user: UserId) -> Result<Vec<(DeviceId, Cursors)>> {
+    txn.scan_prefix(&keys::cursors_of_user(chat, user))?
+        .into_iter()
+        .map(|(k, v)| Ok((DeviceId(keys::u32_at(&k, keys::AFTER_CHAT_USER)), decode(&k, &v)?)))
+        .collect()
+}
+
+/// A user's cursors: for each kind, the largest over their devices (what "the
+/// user has read up to" means).
+///
+/// # Errors
+/// [`crate::Error::Store`] if the store fails.
+pub fn of_user<T: Txn + ?Sized>(txn: &T, chat: &ChatId, user: UserId) -> Result<Cursors> {
+    Ok(devices(txn, chat, user)?.into_iter().fold(Cursors::default(), |acc, (_, c)| acc.max(c)))
+}
+
+/// [`of_user`] for every user of the chat who acknowledged something (members or not).
+///
+/// # Errors
+/// [`crate::Error::Store`] if the store fails.
+pub fn of_chat<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<BTreeMap<UserId, Cursors>> {
+    let mut out: BTreeMap<UserId, Cursors> = BTreeMap::new();
+    for (k, v) in txn.scan_prefix(&keys::cursors_of_chat(chat))? {
+        let user = UserId(keys::u64_at(&k, keys::AFTER_CHAT));
+        let c: Cursors = decode(&k, &v)?;
+        let e = out.entry(user).or_default();
+        *e = e.max(c);
+    }
+    Ok(out)
+}

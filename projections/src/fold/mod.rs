@@ -1,0 +1,36 @@
+//! The views: one module per view, each a pure fold of committed events through a
+//! [`Txn`](crate::store::Txn).
+//!
+//! Each view has `apply(txn, &EventRecord, &mut Vec<Effect>) -> Result<()>` and
+//! read functions over the same transaction trait. Views may read each other's
+//! keys, so [`Projection`](crate::Projection) applies them in a fixed order:
+//! [`roster`] (membership after the event), [`cursors`], [`chat_list`] (reads the
+//! roster), [`receipt_status`] (reads the roster and the cursors). User-partition
+//! events are ignored by every view so far.
+
+pub mod chat_list;
+pub mod cursors;
+pub mod receipt_status;
+pub mod roster;
+
+use chorus_schema::{ChatId, Seq, UserId};
+
+/// Work for the projector to do after the transaction that produced it has
+/// committed (never before: an effect must not announce state that a crash could
+/// still lose). Replay and rebuild drop effects. After a crash between commit and
+/// effects, the effects of the last transaction are lost, so consumers rely on the
+/// views (sync by cursor) and treat effects as a fast path, as the bus is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// A new timeline item `(chat, seq)` for the devices of `recipients`: the
+    /// members just before or just after the item, other than its origin user
+    /// (so an added member gets their own `MemberAdded`, a removed member gets
+    /// their own `MemberRemoved` and nothing after it), sorted. See
+    /// [`roster::audience`].
+    Deliver { chat: ChatId, seq: Seq, recipients: Vec<UserId> },
+    /// Every message of `sender` in `chat` with seq ≤ `up_to_seq` now has at
+    /// least `status` (`Delivered` or `Read`, never `Sent`), for the sender's
+    /// devices. `up_to_seq` is the seq of one of the sender's messages. See
+    /// [`receipt_status`] for the exact rule.
+    ReceiptChanged { chat: ChatId, sender: UserId, up_to_seq: Seq, status: receipt_status::Status },
+}

@@ -1,0 +1,179 @@
+//! The roster view: every chat's kind, last seq, members and admins as of the
+//! last folded event; and the [`Effect::Deliver`] of every timeline item.
+//!
+//! Folds `ChatOpened`, `GroupCreated`, `MemberAdded`, `MemberRemoved`,
+//! `MemberPromoted`, `MemberDemoted` and `MemberLeft`; every other timeline
+//! event only advances the chat's `last_seq`. The admin hand-over of the state
+//! machine is an explicit `MemberPromoted` event, so the view needs no rule of its
+//! own for it.
+
+use chorus_schema::{ChatId, Event, EventBody, EventRecord, Seq, UserId};
+use serde::{Deserialize, Serialize};
+
+use super::Effect;
+use crate::store::{get_value, keys, put_value, Txn};
+use crate::{Error, Result};
+
+/// Direct (a fixed pair) or group (a roster with admins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChatKind {
+    Direct,
+    Group,
+}
+
+/// A chat as the roster knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chat {
+    pub kind: ChatKind,
+    /// The seq of the last timeline item (0 for a direct chat before its first message).
+    pub last_seq: Seq,
+}
+
+/// A member of a chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The seq of the event that (last) made them a member: 0 in a direct chat,
+    /// 1 for a group's founding members.
+    pub since: Seq,
+    pub admin: bool,
+}
+
+/// Folds one event into the roster and pushes the [`Effect::Deliver`] of a
+/// timeline item.
+///
+/// # Errors
+/// [`Error::Inconsistent`] for an event that contradicts the roster (a chat
+/// created twice, an unknown chat, a seq that is not the next, a role change of
+/// a non-member); [`Error::Store`] if the store fails.
+pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut Vec<Effect>) -> Result<()> {
+    let event = &record.event;
+    let Some(chat_id) = event.body.chat() else { return Ok(()) };
+    let kind = event.body.kind();
+    match &event.body {
+        EventBody::ChatOpened { members, .. } => {
+            create(txn, chat_id, kind, Chat { kind: ChatKind::Direct, last_seq: Seq(0) })?;
+            for m in members {
+                put_value(txn, &keys::roster_member(&chat_id, *m), &Member { since: Seq(0), admin: false });
+            }
+        }
+        EventBody::GroupCreated { seq, members, .. } => {
+            if *seq != Seq(1) {
+                return Err(Error::inconsistent(chat_id, kind, format!("seq {seq} instead of 1")));
+            }
+            create(txn, chat_id, kind, Chat { kind: ChatKind::Group, last_seq: *seq })?;
+            for m in members {
+                let member = Member { since: *seq, admin: *m == event.origin.user };
+                put_value(txn, &keys::roster_member(&chat_id, *m), &member);
+            }
+        }
+        EventBody::Receipt { .. } => return Ok(()),
+        body => {
+            let Some(seq) = body.seq() else {
+                unreachable!("every chat event but ChatOpened and Receipt has a seq")
+            };
+            let chat_key = keys::roster_chat(&chat_id);
+            let mut chat: Chat =
+                get_value(txn, &chat_key)?.ok_or_else(|| Error::inconsistent(chat_id, kind, "unknown chat"))?;
+            if seq != chat.last_seq.next() {
+                return Err(Error::inconsistent(chat_id, kind, format!("seq {seq} after {}", chat.last_seq)));
+            }
+            chat.last_seq = seq;
+            put_value(txn, &chat_key, &chat);
+            match body {
+                EventBody::MemberAdded { member, .. } => {
+                    put_value(txn, &keys::roster_member(&chat_id, *member), &Member { since: seq, admin: false });
+                }
+                EventBody::MemberRemoved { member, .. } => txn.delete(&keys::roster_member(&chat_id, *member)),
+                EventBody::MemberLeft { .. } => txn.delete(&keys::roster_member(&chat_id, event.origin.user)),
+                EventBody::MemberPromoted { member, .. } | EventBody::MemberDemoted { member, .. } => {
+                    let key = keys::roster_member(&chat_id, *member);
+                    let mut m: Member = get_value(txn, &key)?
+                        .ok_or_else(|| Error::inconsistent(chat_id, kind, format!("user {member} is not a member")))?;
+                    m.admin = matches!(body, EventBody::MemberPromoted { .. });
+                    put_value(txn, &key, &m);
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(seq) = event.body.seq() {
+        let mut recipients = audience(txn, chat_id, event)?;
+        recipients.retain(|u| *u != event.origin.user);
+        effects.push(Effect::Deliver { chat: chat_id, seq, recipients });
+    }
+    Ok(())
+}
+
+fn create<T: Txn + ?Sized>(txn: &mut T, chat_id: ChatId, kind: &'static str, chat: Chat) -> Result<()> {
+    let key = keys::roster_chat(&chat_id);
+    if txn.get(&key)?.is_some() {
+        return Err(Error::inconsistent(chat_id, kind, "chat exists"));
+    }
+    put_value(txn, &key, &chat);
+    Ok(())
+}
+
+/// The user an event removes from its chat: the member of `MemberRemoved`, the
+/// origin of `MemberLeft`.
+pub fn departed(event: &Event) -> Option<UserId> {
+    match &event.body {
+        EventBody::MemberRemoved { member, .. } => Some(*member),
+        EventBody::MemberLeft { .. } => Some(event.origin.user),
+        _ => None,
+    }
+}
+
+/// Who sees the timeline item `event` (already folded into the roster): the
+/// members just after it, plus the user it removes. Sorted, origin included.
+///
+/// So a member removed at seq `s` sees `s` (their removal) and nothing after.
+///
+/// # Errors
+/// [`Error::Store`] if the store fails.
+pub fn audience<T: Txn + ?Sized>(txn: &T, chat: ChatId, event: &Event) -> Result<Vec<UserId>> {
+    let mut users: Vec<UserId> = members(txn, &chat)?.into_iter().map(|(u, _)| u).collect();
+    if let Some(gone) = departed(event) {
+        if let Err(at) = users.binary_search(&gone) {
+            users.insert(at, gone);
+        }
+    }
+    Ok(users)
+}
+
+/// A chat's kind and last seq; `None` if the roster has never seen it.
+///
+/// # Errors
+/// [`Error::Store`] if the store fails.
+pub fn chat<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<Option<Chat>> {
+    Ok(get_value(txn, &keys::roster_chat(chat))?)
+}
+
+/// The current members of a chat with their standing, in user id order.
+///
+/// # Errors
+/// [`Error::Store`] if the store fails.
+pub fn members<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<Vec<(UserId, Member)>> {
+    txn.scan_prefix(&keys::roster_members(chat))?
+        .into_iter()
+        .map(|(k, v)| {
+            let user = UserId(keys::u64_at(&k, keys::AFTER_CHAT));
+            Ok((user, crate::store::decode(&k, &v)?))
+        })
+        .collect()
+}
+
+/// A current member's standing; `None` if `user` is not a member.
+///
+/// # Errors
+/// [`Error::Store`] if the store fails.
+pub fn member<T: Txn + ?Sized>(txn: &T, chat: &ChatId, user: UserId) -> Result<Option<Member>> {
+    Ok(get_value(txn, &keys::roster_member(chat, user))?)
+}
+
+/// The current admins of a chat, in user id order (none for a direct chat).
+///
+/// # Errors
+/// [`Error::Store`] if the store fails.
+pub fn admins<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<Vec<UserId>> {
+    Ok(members(txn, chat)?.into_iter().filter(|(_, m)| m.admin).map(|(u, _)| u).collect())
+}

@@ -1,0 +1,113 @@
+//! [`Projection`]: every view over one event in one transaction, with the
+//! projector's cursor; [`rebuild`]: a fresh in-memory fold of a log.
+
+use chorus_schema::{EventRecord, PartitionId};
+
+use crate::fold::{chat_list, cursors, receipt_status, roster, Effect};
+use crate::store::{get_value, keys, put_value, MemStore, Txn};
+use crate::{Error, Result};
+
+/// What [`Projection::apply`] did with a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Folded into every view; the cursor moved past it.
+    Folded,
+    /// Below the cursor: folded before (a re-read after a restart); nothing changed.
+    AlreadyFolded,
+}
+
+/// Runs every view, in their fixed order, over one committed event.
+///
+/// Stateless: all state is in the store, so one value serves any number of
+/// partitions and transactions.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Projection {
+    _private: (),
+}
+
+impl Projection {
+    pub fn new() -> Projection {
+        Projection::default()
+    }
+
+    /// Folds `record` into every view within `txn` and moves the cursor of its
+    /// partition ([`keys::applied`]) past it, in the same transaction; pushes the
+    /// record's effects to `effects` (nothing on error or when already folded).
+    ///
+    /// Records must come in offset order per partition, starting at the cursor
+    /// ([`Projection::next_offset`], 0 for a partition never folded). A record
+    /// below the cursor is skipped, so a projector may re-read from any point at
+    /// or before its cursor. Several records may share one transaction.
+    ///
+    /// The caller commits `txn` and only then runs the effects; on error it drops
+    /// the transaction (its writes may be partial) and the effects.
+    ///
+    /// # Errors
+    /// [`Error::OffsetGap`] for a record above the cursor; [`Error::Inconsistent`]
+    /// for an event that contradicts the views; [`Error::Store`] if the store fails.
+    pub fn apply<T: Txn + ?Sized>(
+        &self,
+        txn: &mut T,
+        record: &EventRecord,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Applied> {
+        let cursor = keys::applied(record.partition);
+        let next: u64 = get_value(txn, &cursor)?.unwrap_or(0);
+        if record.offset < next {
+            return Ok(Applied::AlreadyFolded);
+        }
+        if record.offset > next {
+            return Err(Error::OffsetGap { partition: record.partition, expected: next, got: record.offset });
+        }
+        let mut out = Vec::new();
+        // The order matters: the chat list and the ticks read the roster after the
+        // event, and the ticks read the cursors after it.
+        roster::apply(txn, record, &mut out)?;
+        cursors::apply(txn, record, &mut out)?;
+        chat_list::apply(txn, record, &mut out)?;
+        receipt_status::apply(txn, record, &mut out)?;
+        put_value(txn, &cursor, &(next + 1));
+        effects.append(&mut out);
+        Ok(Applied::Folded)
+    }
+
+    /// The next offset of `partition` to fold: one past the last folded record.
+    ///
+    /// # Errors
+    /// [`Error::Store`] if the store fails.
+    pub fn next_offset<T: Txn + ?Sized>(txn: &T, partition: PartitionId) -> Result<u64> {
+        Ok(get_value(txn, &keys::applied(partition))?.unwrap_or(0))
+    }
+}
+
+/// Folds `records` into `store`, one committed transaction per record, and
+/// collects their effects into `effects`.
+///
+/// # Errors
+/// As [`Projection::apply`]; the records before the failing one stay committed.
+pub fn fold_into<'a>(
+    store: &mut MemStore,
+    records: impl IntoIterator<Item = &'a EventRecord>,
+    effects: &mut Vec<Effect>,
+) -> Result<()> {
+    let projection = Projection::new();
+    for record in records {
+        let mut txn = store.begin();
+        let mut out = Vec::new();
+        projection.apply(&mut txn, record, &mut out)?;
+        txn.commit();
+        effects.append(&mut out);
+    }
+    Ok(())
+}
+
+/// A fresh in-memory fold of `records` (effects off): what every view is after
+/// these events. Equal to the live views at the same cursor (DESIGN invariant 6).
+///
+/// # Errors
+/// As [`Projection::apply`].
+pub fn rebuild<'a>(records: impl IntoIterator<Item = &'a EventRecord>) -> Result<MemStore> {
+    let mut store = MemStore::new();
+    fold_into(&mut store, records, &mut Vec::new())?;
+    Ok(store)
+}

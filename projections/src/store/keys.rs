@@ -1,0 +1,206 @@
+//! The key layout of every view: a one-byte view tag, then the ids that locate
+//! the value, fixed width and big endian, so that byte order is id order and every
+//! "all X of Y" question is one prefix scan.
+//!
+//! | tag | key | value | owner |
+//! | --- | --- | --- | --- |
+//! | `0x00` | `00 ‖ partition u16` | next offset to fold, `u64` | [`crate::Projection`] |
+//! | `0x10` | `10 ‖ chat [16]` | [`roster::Chat`](crate::fold::roster::Chat) | roster |
+//! | `0x11` | `11 ‖ chat ‖ user u64` | [`roster::Member`](crate::fold::roster::Member) | roster |
+//! | `0x20` | `20 ‖ chat ‖ user ‖ device u32` | [`cursors::Cursors`](crate::fold::cursors::Cursors) | cursors |
+//! | `0x30` | `30 ‖ user ‖ chat` | [`chat_list::Entry`](crate::fold::chat_list::Entry) | chat_list |
+//! | `0x31` | `31 ‖ chat ‖ seq u64` | sender `UserId` of the message at seq | chat_list |
+//! | `0x40` | `40 ‖ chat ‖ sender` | [`receipt_status::Ticks`](crate::fold::receipt_status::Ticks) | receipt_status |
+//! | `0x41` | `41 ‖ chat ‖ sender ‖ seq` | `()`: a message of sender not yet read by all | receipt_status |
+//!
+//! Tags are spaced so that a view can add a key family next to its own. A tag is
+//! never reused for another meaning; a change of value format takes a new tag.
+
+use chorus_schema::{ChatId, DeviceId, PartitionId, Seq, UserId};
+
+/// The projector's cursor per partition.
+pub const APPLIED: u8 = 0x00;
+pub const ROSTER_CHAT: u8 = 0x10;
+pub const ROSTER_MEMBER: u8 = 0x11;
+pub const CURSORS: u8 = 0x20;
+pub const CHAT_LIST: u8 = 0x30;
+pub const MESSAGES: u8 = 0x31;
+pub const TICKS: u8 = 0x40;
+pub const PENDING: u8 = 0x41;
+
+struct Key(Vec<u8>);
+
+impl Key {
+    fn new(tag: u8) -> Key {
+        let mut v = Vec::with_capacity(1 + 16 + 8 + 8);
+        v.push(tag);
+        Key(v)
+    }
+    fn chat(mut self, chat: &ChatId) -> Key {
+        self.0.extend_from_slice(chat.as_bytes());
+        self
+    }
+    fn user(mut self, user: UserId) -> Key {
+        self.0.extend_from_slice(&user.0.to_be_bytes());
+        self
+    }
+    fn device(mut self, device: DeviceId) -> Key {
+        self.0.extend_from_slice(&device.0.to_be_bytes());
+        self
+    }
+    fn seq(mut self, seq: Seq) -> Key {
+        self.0.extend_from_slice(&seq.0.to_be_bytes());
+        self
+    }
+}
+
+/// `00 ‖ partition`: the next offset of `partition` to fold.
+pub fn applied(partition: PartitionId) -> Vec<u8> {
+    let mut k = Key::new(APPLIED);
+    k.0.extend_from_slice(&partition.0.to_be_bytes());
+    k.0
+}
+
+/// `10 ‖ chat`.
+pub fn roster_chat(chat: &ChatId) -> Vec<u8> {
+    Key::new(ROSTER_CHAT).chat(chat).0
+}
+
+/// `11 ‖ chat ‖ user`.
+pub fn roster_member(chat: &ChatId, user: UserId) -> Vec<u8> {
+    Key::new(ROSTER_MEMBER).chat(chat).user(user).0
+}
+
+/// `11 ‖ chat`: every member of a chat.
+pub fn roster_members(chat: &ChatId) -> Vec<u8> {
+    Key::new(ROSTER_MEMBER).chat(chat).0
+}
+
+/// `20 ‖ chat ‖ user ‖ device`.
+pub fn cursors(chat: &ChatId, user: UserId, device: DeviceId) -> Vec<u8> {
+    Key::new(CURSORS).chat(chat).user(user).device(device).0
+}
+
+/// `20 ‖ chat ‖ user`: every device of a user in a chat.
+pub fn cursors_of_user(chat: &ChatId, user: UserId) -> Vec<u8> {
+    Key::new(CURSORS).chat(chat).user(user).0
+}
+
+/// `20 ‖ chat`: every device of every user in a chat.
+pub fn cursors_of_chat(chat: &ChatId) -> Vec<u8> {
+    Key::new(CURSORS).chat(chat).0
+}
+
+/// `30 ‖ user ‖ chat`.
+pub fn chat_list(user: UserId, chat: &ChatId) -> Vec<u8> {
+    Key::new(CHAT_LIST).user(user).chat(chat).0
+}
+
+/// `30 ‖ user`: a user's whole chat list.
+pub fn chat_list_of(user: UserId) -> Vec<u8> {
+    Key::new(CHAT_LIST).user(user).0
+}
+
+/// `31 ‖ chat ‖ seq`.
+pub fn message(chat: &ChatId, seq: Seq) -> Vec<u8> {
+    Key::new(MESSAGES).chat(chat).seq(seq).0
+}
+
+/// `40 ‖ chat ‖ sender`.
+pub fn ticks(chat: &ChatId, sender: UserId) -> Vec<u8> {
+    Key::new(TICKS).chat(chat).user(sender).0
+}
+
+/// `40 ‖ chat`: the ticks of every sender of a chat.
+pub fn ticks_of_chat(chat: &ChatId) -> Vec<u8> {
+    Key::new(TICKS).chat(chat).0
+}
+
+/// `41 ‖ chat ‖ sender ‖ seq`.
+pub fn pending(chat: &ChatId, sender: UserId, seq: Seq) -> Vec<u8> {
+    Key::new(PENDING).chat(chat).user(sender).seq(seq).0
+}
+
+/// `41 ‖ chat ‖ sender`: a sender's messages not yet read by all.
+pub fn pending_of(chat: &ChatId, sender: UserId) -> Vec<u8> {
+    Key::new(PENDING).chat(chat).user(sender).0
+}
+
+/// The first key after every key that starts with `prefix` (`None` if the
+/// prefix is all `0xff`).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+// ---- decoding the ids at the end of a key ------------------------------------
+
+/// The big-endian `u64` at `key[at..at + 8]`.
+///
+/// # Panics
+/// If the key is too short: a key of a family always has its family's length,
+/// because only this module builds keys.
+pub(crate) fn u64_at(key: &[u8], at: usize) -> u64 {
+    let bytes: [u8; 8] = key[at..at + 8].try_into().expect("key of a known family is long enough");
+    u64::from_be_bytes(bytes)
+}
+
+/// The big-endian `u32` at `key[at..at + 4]`.
+///
+/// # Panics
+/// As [`u64_at`].
+pub(crate) fn u32_at(key: &[u8], at: usize) -> u32 {
+    let bytes: [u8; 4] = key[at..at + 4].try_into().expect("key of a known family is long enough");
+    u32::from_be_bytes(bytes)
+}
+
+/// The chat id at `key[at..at + 16]`.
+///
+/// # Panics
+/// As [`u64_at`].
+pub(crate) fn chat_at(key: &[u8], at: usize) -> ChatId {
+    let bytes: [u8; 16] = key[at..at + 16].try_into().expect("key of a known family is long enough");
+    ChatId(bytes)
+}
+
+/// Byte offsets of the ids in the keys above.
+pub(crate) const AFTER_TAG: usize = 1;
+pub(crate) const AFTER_CHAT: usize = 1 + 16;
+pub(crate) const AFTER_CHAT_USER: usize = 1 + 16 + 8;
+
+/// A key as lowercase hex, for error messages.
+pub fn display(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_id_order_and_prefixes_nest() {
+        let chat = ChatId([7; 16]);
+        assert!(message(&chat, Seq(255)) < message(&chat, Seq(256)));
+        assert!(roster_member(&chat, UserId(1)) < roster_member(&chat, UserId(1 << 40)));
+        let k = cursors(&chat, UserId(3), DeviceId(9));
+        assert!(k.starts_with(&cursors_of_user(&chat, UserId(3))));
+        assert!(k.starts_with(&cursors_of_chat(&chat)));
+        assert_eq!(u64_at(&k, AFTER_CHAT), 3);
+        assert_eq!(u32_at(&k, AFTER_CHAT_USER), 9);
+        let cl = chat_list(UserId(5), &chat);
+        assert_eq!(chat_at(&cl, AFTER_TAG + 8), chat);
+    }
+
+    #[test]
+    fn prefix_end_carries() {
+        assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    }
+}

@@ -1,0 +1,112 @@
+//! The storage the folds write through: a small key-value transaction trait
+//! ([`Txn`]), the key layout ([`keys`]), typed value helpers, and an in-memory
+//! backend ([`MemStore`]).
+//!
+//! # Durability promise of a backend
+//! A projector folds one or more committed events into one transaction, and the
+//! same transaction carries the projector's cursor (the next offset of each
+//! partition it folded, [`keys::applied`], written by
+//! [`Projection::apply`](crate::Projection::apply)). A backend must commit a
+//! transaction **atomically**: after a crash, either every write of the
+//! transaction is visible, cursor included, or none is. That is what makes
+//! restarting exact: the projector reads its cursor, re-reads the log from there,
+//! and neither skips nor double-counts an event (unread counters are not
+//! idempotent; only the cursor makes them exact). A RocksDB backend gets this from
+//! one `WriteBatch` per transaction; `sync` on commit is optional, because losing
+//! the newest committed transactions only rewinds the cursor with them.
+//!
+//! Effects are run only after the commit returns (see [`crate::fold::Effect`]), so
+//! an effect may be repeated after a crash (at-least-once) but never precedes the
+//! state it announces.
+//!
+//! A transaction must also **read its own writes**: a fold reads keys that an
+//! earlier fold of the same transaction (the roster before the chat list, or an
+//! earlier event of a batch) has just written. RocksDB gives this with a
+//! `WriteBatchWithIndex` read through to the database.
+
+pub mod keys;
+mod mem;
+
+pub use mem::{MemStore, MemTxn};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A failure of the storage backend, or a stored value that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The backend failed to read (an IO error, a closed database). Fatal for
+    /// the transaction; the projector may retry it from its cursor.
+    #[error("storage backend: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// A stored value is not what its key says it holds: corruption, or a value
+    /// written by an incompatible version. Fatal: rebuild the views from the log.
+    #[error("value under key {key} does not decode: {source}")]
+    Decode { key: String, source: bincode::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One transaction over an ordered byte-key store.
+///
+/// Writes are buffered and become durable together at the backend's commit (see
+/// the module docs for the promise); reads see the transaction's own writes.
+/// `put` and `delete` cannot fail, as in a RocksDB `WriteBatch`: a failure
+/// surfaces when the transaction commits.
+pub trait Txn {
+    /// The value under `key`, if any.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the backend fails.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Sets `key` to `value`.
+    fn put(&mut self, key: &[u8], value: &[u8]);
+
+    /// Removes `key` (nothing happens if it is absent).
+    fn delete(&mut self, key: &[u8]);
+
+    /// Every entry with `from <= key < to`, in key order.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the backend fails.
+    fn scan(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the backend fails.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match keys::prefix_end(prefix) {
+            Some(end) => self.scan(prefix, &end),
+            None => {
+                // Only an all-0xff prefix has no end; no view key is like that, but
+                // stay correct: scan to the end and filter.
+                let mut all = self.scan(prefix, &[0xff; 64])?;
+                all.retain(|(k, _)| k.starts_with(prefix));
+                Ok(all)
+            }
+        }
+    }
+}
+
+/// Encodes a value as the views store it (bincode 1, fixed-size integers).
+pub(crate) fn encode<V: Serialize>(value: &V) -> Vec<u8> {
+    // Serializing plain structs of integers, ids and strings into a Vec cannot fail.
+    bincode::serialize(value).expect("bincode serialization of a view value")
+}
+
+/// Decodes a value stored under `key`.
+pub(crate) fn decode<V: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<V> {
+    bincode::deserialize(bytes).map_err(|source| Error::Decode { key: keys::display(key), source })
+}
+
+/// Reads and decodes the value under `key`.
+pub(crate) fn get_value<V: DeserializeOwned, T: Txn + ?Sized>(txn: &T, key: &[u8]) -> Result<Option<V>> {
+    txn.get(key)?.map(|bytes| decode(key, &bytes)).transpose()
+}
+
+/// Encodes and writes `value` under `key`.
+pub(crate) fn put_value<V: Serialize, T: Txn + ?Sized>(txn: &mut T, key: &[u8], value: &V) {
+    txn.put(key, &encode(value));
+}
