@@ -1,0 +1,365 @@
+//! Every view over hand-written event sequences: exact views and effects.
+
+use std::collections::BTreeMap;
+
+use chorus_projections::fold::chat_list::{self, MessageRef};
+use chorus_projections::fold::cursors::{self, Cursors};
+use chorus_projections::fold::receipt_status::{self, Status, Ticks};
+use chorus_projections::fold::roster::{self, ChatKind};
+use chorus_projections::store::{MemStore, Txn};
+use chorus_projections::{rebuild, Applied, Effect, Error, Projection};
+use chorus_schema::{
+    ChatId, ClientMsgId, DeviceId, Event, EventBody, EventRecord, Origin, PartitionId, ReceiptKind, Seq, UserId,
+};
+
+/// A hand-written log of one partition, folded as it is written.
+struct Log {
+    records: Vec<EventRecord>,
+    next_seq: BTreeMap<ChatId, u64>,
+    store: MemStore,
+}
+
+const P: PartitionId = PartitionId(3);
+
+fn u(n: u64) -> UserId {
+    UserId(n)
+}
+
+fn users(ns: &[u64]) -> Vec<UserId> {
+    ns.iter().copied().map(UserId).collect()
+}
+
+fn group(n: u8) -> ChatId {
+    ChatId::group([n; 16])
+}
+
+impl Log {
+    fn new() -> Log {
+        Log { records: Vec::new(), next_seq: BTreeMap::new(), store: MemStore::new() }
+    }
+
+    fn seq(&mut self, chat: ChatId) -> Seq {
+        let next = self.next_seq.entry(chat).or_insert(1);
+        *next += 1;
+        Seq(*next - 1)
+    }
+
+    /// Appends and folds an event of `user`'s device `device`; returns its effects.
+    fn push(&mut self, user: u64, device: u32, body: EventBody) -> Vec<Effect> {
+        let offset = self.records.len() as u64;
+        let origin = Origin { user: UserId(user), device: DeviceId(device), client_msg_id: ClientMsgId(offset) };
+        let record = EventRecord {
+            partition: P,
+            offset,
+            log_index: offset + 10,
+            event: Event { at_ms: 1_000 + offset, origin, body },
+        };
+        let mut effects = Vec::new();
+        let mut txn = self.store.begin();
+        assert_eq!(Projection::new().apply(&mut txn, &record, &mut effects).unwrap(), Applied::Folded);
+        txn.commit();
+        self.records.push(record);
+        effects
+    }
+
+    fn open(&mut self, a: u64, b: u64) -> ChatId {
+        let chat = ChatId::direct(u(a), u(b));
+        let mut members = users(&[a, b]);
+        members.sort();
+        assert!(self.push(a, 1, EventBody::ChatOpened { chat, members }).is_empty());
+        chat
+    }
+
+    fn send(&mut self, user: u64, chat: ChatId) -> (Seq, Vec<Effect>) {
+        let seq = self.seq(chat);
+        (seq, self.push(user, 1, EventBody::MessageSent { chat, seq, ciphertext: vec![1], media: None }))
+    }
+
+    fn create(&mut self, creator: u64, chat: ChatId, members: &[u64]) -> Vec<Effect> {
+        let seq = self.seq(chat);
+        self.push(creator, 1, EventBody::GroupCreated { chat, seq, name: "g".into(), members: users(members) })
+    }
+
+    fn ack(&mut self, user: u64, device: u32, chat: ChatId, kind: ReceiptKind, up_to: u64) -> Vec<Effect> {
+        self.push(user, device, EventBody::Receipt { chat, kind, up_to_seq: Seq(up_to) })
+    }
+
+    fn txn(&mut self) -> chorus_projections::store::MemTxn<'_> {
+        self.store.begin()
+    }
+
+    fn entry(&mut self, user: u64, chat: ChatId) -> chat_list::Entry {
+        chat_list::entry(&self.txn(), u(user), &chat).unwrap().expect("entry")
+    }
+
+    fn members(&mut self, chat: ChatId) -> Vec<UserId> {
+        roster::members(&self.txn(), &chat).unwrap().into_iter().map(|(u, _)| u).collect()
+    }
+
+    fn ticks(&mut self, chat: ChatId, sender: u64) -> Ticks {
+        receipt_status::ticks(&self.txn(), &chat, u(sender)).unwrap()
+    }
+}
+
+fn deliver(chat: ChatId, seq: Seq, recipients: &[u64]) -> Effect {
+    Effect::Deliver { chat, seq, recipients: users(recipients) }
+}
+
+fn tick(chat: ChatId, sender: u64, up_to: u64, status: Status) -> Effect {
+    Effect::ReceiptChanged { chat, sender: u(sender), up_to_seq: Seq(up_to), status }
+}
+
+#[test]
+fn direct_chat() {
+    let mut log = Log::new();
+    let chat = log.open(2, 1);
+    assert_eq!(log.members(chat), users(&[1, 2]));
+    assert_eq!(roster::chat(&log.txn(), &chat).unwrap().unwrap().kind, ChatKind::Direct);
+    assert_eq!(log.entry(1, chat).last_seq, Seq(0));
+
+    assert_eq!(log.send(1, chat), (Seq(1), vec![deliver(chat, Seq(1), &[2])]));
+    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(2), &[2])]);
+    assert_eq!(log.send(2, chat).1, vec![deliver(chat, Seq(3), &[1])]);
+
+    let e2 = log.entry(2, chat);
+    assert_eq!((e2.kind, e2.last_seq, e2.unread), (ChatKind::Direct, Seq(3), 2));
+    assert_eq!(e2.last_message, Some(MessageRef { seq: Seq(3), sender: u(2), at_ms: 1_003 }));
+    assert_eq!(log.entry(1, chat).unread, 1);
+
+    // 2 reads up to 2: both of 1's messages are read (and so delivered).
+    assert_eq!(log.ack(2, 1, chat, ReceiptKind::Read, 2), vec![tick(chat, 1, 2, Status::Read)]);
+    assert_eq!(log.entry(2, chat).unread, 0);
+    assert_eq!(log.ticks(chat, 1), Ticks { delivered: Seq(2), read: Seq(2) });
+    assert_eq!(receipt_status::status(&log.txn(), &chat, u(1), Seq(2)).unwrap(), Status::Read);
+    assert_eq!(receipt_status::status(&log.txn(), &chat, u(2), Seq(3)).unwrap(), Status::Sent);
+
+    // 1 reads everything: their own message does not count, 2's message is read.
+    assert_eq!(log.ack(1, 1, chat, ReceiptKind::Read, 3), vec![tick(chat, 2, 3, Status::Read)]);
+    assert_eq!(log.entry(1, chat).unread, 0);
+    assert_eq!(rebuild(&log.records).unwrap(), log.store);
+}
+
+#[test]
+fn receipts_from_several_devices() {
+    let mut log = Log::new();
+    let chat = log.open(1, 2);
+    for _ in 0..3 {
+        log.send(1, chat);
+    }
+    // Delivered to one device of 2 is delivered.
+    assert_eq!(log.ack(2, 1, chat, ReceiptKind::Delivered, 2), vec![tick(chat, 1, 2, Status::Delivered)]);
+    assert_eq!(log.ack(2, 2, chat, ReceiptKind::Delivered, 3), vec![tick(chat, 1, 3, Status::Delivered)]);
+    // A receipt below the cursor changes nothing.
+    assert_eq!(log.ack(2, 1, chat, ReceiptKind::Delivered, 1), vec![]);
+    assert_eq!(log.ack(2, 1, chat, ReceiptKind::Read, 1), vec![tick(chat, 1, 1, Status::Read)]);
+    // The sender's own receipts tick nothing for their own messages.
+    assert_eq!(log.ack(1, 1, chat, ReceiptKind::Read, 3), vec![]);
+
+    let t = log.txn();
+    assert_eq!(cursors::get(&t, &chat, u(2), DeviceId(1)).unwrap(), Cursors { delivered: Seq(2), read: Seq(1) });
+    assert_eq!(cursors::get(&t, &chat, u(2), DeviceId(2)).unwrap(), Cursors { delivered: Seq(3), read: Seq(0) });
+    assert_eq!(cursors::get(&t, &chat, u(2), DeviceId(7)).unwrap(), Cursors::default());
+    assert_eq!(cursors::of_user(&t, &chat, u(2)).unwrap(), Cursors { delivered: Seq(3), read: Seq(1) });
+    assert_eq!(cursors::devices(&t, &chat, u(2)).unwrap().len(), 2);
+    drop(t);
+    assert_eq!(log.ticks(chat, 1), Ticks { delivered: Seq(3), read: Seq(1) });
+    // Device 2 reads past device 1's read cursor: read implies delivered.
+    assert_eq!(log.ack(2, 2, chat, ReceiptKind::Read, 3), vec![tick(chat, 1, 3, Status::Read)]);
+    let t = log.txn();
+    assert_eq!(cursors::get(&t, &chat, u(2), DeviceId(2)).unwrap(), Cursors { delivered: Seq(3), read: Seq(3) });
+    assert_eq!(chat_list::entry(&t, u(2), &chat).unwrap().unwrap().unread, 0);
+    // Everything read by all: the pending index is empty.
+    assert!(t.scan_prefix(&chorus_projections::store::keys::pending_of(&chat, u(1))).unwrap().is_empty());
+}
+
+#[test]
+fn group_add_remove_promote() {
+    let mut log = Log::new();
+    let chat = group(1);
+    assert_eq!(log.create(1, chat, &[1, 2, 3]), vec![deliver(chat, Seq(1), &[2, 3])]);
+    assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1]));
+    let s = log.seq(chat);
+    assert_eq!(
+        log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(4) }),
+        vec![deliver(chat, Seq(2), &[2, 3, 4])]
+    );
+    let s = log.seq(chat);
+    log.push(1, 1, EventBody::MemberPromoted { chat, seq: s, member: u(2) });
+    assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1, 2]));
+    // 3 is removed by 2: 3 sees their removal, and nothing after it.
+    let s = log.seq(chat);
+    assert_eq!(
+        log.push(2, 1, EventBody::MemberRemoved { chat, seq: s, member: u(3) }),
+        vec![deliver(chat, Seq(4), &[1, 3, 4])]
+    );
+    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(5), &[2, 4])]);
+    let s = log.seq(chat);
+    assert_eq!(
+        log.push(1, 1, EventBody::MemberDemoted { chat, seq: s, member: u(2) }),
+        vec![deliver(chat, Seq(6), &[2, 4])]
+    );
+    assert_eq!(log.members(chat), users(&[1, 2, 4]));
+    assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1]));
+    let m4 = roster::member(&log.txn(), &chat, u(4)).unwrap().unwrap();
+    assert_eq!((m4.since, m4.admin), (Seq(2), false));
+    assert_eq!(roster::member(&log.txn(), &chat, u(3)).unwrap(), None);
+    assert_eq!(roster::chat(&log.txn(), &chat).unwrap().unwrap().last_seq, Seq(6));
+
+    // The removed member's entry stays, frozen at their removal.
+    let e3 = log.entry(3, chat);
+    assert_eq!((e3.kind, e3.last_seq, e3.unread), (ChatKind::Group, Seq(4), 0));
+    let e4 = log.entry(4, chat);
+    assert_eq!((e4.last_seq, e4.unread, e4.unread_after), (Seq(6), 1, Seq(2)));
+
+    // Ticks of message 5: 3 (removed) does not block; 2 and 4 must.
+    assert_eq!(log.ack(2, 1, chat, ReceiptKind::Read, 6), vec![]);
+    assert_eq!(log.ack(4, 1, chat, ReceiptKind::Delivered, 5), vec![tick(chat, 1, 5, Status::Delivered)]);
+    assert_eq!(log.ack(4, 1, chat, ReceiptKind::Read, 6), vec![tick(chat, 1, 5, Status::Read)]);
+    assert_eq!(log.entry(4, chat).unread, 0);
+
+    // A member added after a message does not block its ticks, but blocks later ones.
+    let (m7, _) = log.send(1, chat);
+    let s = log.seq(chat);
+    assert_eq!(
+        log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(5) }),
+        vec![deliver(chat, Seq(8), &[2, 4, 5])]
+    );
+    let (m9, _) = log.send(1, chat);
+    assert_eq!((m7, m9), (Seq(7), Seq(9)));
+    log.ack(2, 1, chat, ReceiptKind::Read, 9);
+    assert_eq!(log.ack(4, 2, chat, ReceiptKind::Read, 9), vec![tick(chat, 1, 7, Status::Read)]);
+    assert_eq!(log.ack(5, 1, chat, ReceiptKind::Read, 9), vec![tick(chat, 1, 9, Status::Read)]);
+    assert_eq!(log.entry(5, chat).unread, 0);
+    assert_eq!(rebuild(&log.records).unwrap(), log.store);
+}
+
+#[test]
+fn removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh() {
+    let mut log = Log::new();
+    let chat = group(2);
+    log.create(1, chat, &[1, 2, 3]);
+    log.send(1, chat);
+    log.send(2, chat);
+    assert_eq!(log.entry(3, chat).unread, 2);
+    let s = log.seq(chat);
+    log.push(1, 1, EventBody::MemberRemoved { chat, seq: s, member: u(3) });
+    for _ in 0..3 {
+        let (_, effects) = log.send(2, chat);
+        for e in effects {
+            let Effect::Deliver { recipients, .. } = e else { panic!("{e:?}") };
+            assert_eq!(recipients, users(&[1]));
+        }
+    }
+    assert_eq!(log.entry(3, chat).last_seq, Seq(4));
+    // 3 comes back at seq 8: nothing from before counts, the next message does.
+    let s = log.seq(chat);
+    assert_eq!(s, Seq(8));
+    log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(3) });
+    let e3 = log.entry(3, chat);
+    assert_eq!((e3.last_seq, e3.unread, e3.unread_after), (Seq(8), 0, Seq(8)));
+    log.send(2, chat);
+    log.send(3, chat);
+    assert_eq!(log.entry(3, chat).unread, 1);
+    log.ack(3, 1, chat, ReceiptKind::Read, 9);
+    assert_eq!(log.entry(3, chat).unread, 0);
+}
+
+#[test]
+fn unread_drops_on_read() {
+    let mut log = Log::new();
+    let chat = group(3);
+    log.create(1, chat, &[1, 2]);
+    // 2, 3: from 1; 4: from 2; 5: from 1; 6: info change (not a message).
+    log.send(1, chat);
+    log.send(1, chat);
+    log.send(2, chat);
+    log.send(1, chat);
+    let s = log.seq(chat);
+    log.push(1, 1, EventBody::GroupInfoChanged { chat, seq: s, name: "n".into(), description: "d".into() });
+    let e = log.entry(2, chat);
+    assert_eq!((e.unread, e.last_seq, e.last_message.map(|m| m.seq)), (3, Seq(6), Some(Seq(5))));
+    log.ack(2, 1, chat, ReceiptKind::Delivered, 6);
+    assert_eq!(log.entry(2, chat).unread, 3);
+    log.ack(2, 1, chat, ReceiptKind::Read, 3);
+    assert_eq!(log.entry(2, chat).unread, 1);
+    // Another device reading less changes nothing.
+    log.ack(2, 2, chat, ReceiptKind::Read, 2);
+    assert_eq!(log.entry(2, chat).unread, 1);
+    log.ack(2, 2, chat, ReceiptKind::Read, 4);
+    assert_eq!(log.entry(2, chat).unread, 1);
+    log.ack(2, 1, chat, ReceiptKind::Read, 6);
+    let e = log.entry(2, chat);
+    assert_eq!((e.unread, e.unread_after), (0, Seq(6)));
+    assert_eq!(log.entry(1, chat).unread, 1);
+    let list = chat_list::list(&log.txn(), u(2)).unwrap();
+    assert_eq!(list.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![chat]);
+}
+
+#[test]
+fn leaving_admin_hands_over() {
+    let mut log = Log::new();
+    let chat = group(4);
+    log.create(1, chat, &[1, 2, 3]);
+    // What the state machine logs when the last admin leaves: a promotion first.
+    let s = log.seq(chat);
+    assert_eq!(
+        log.push(1, 1, EventBody::MemberPromoted { chat, seq: s, member: u(2) }),
+        vec![deliver(chat, Seq(2), &[2, 3])]
+    );
+    let s = log.seq(chat);
+    assert_eq!(log.push(1, 1, EventBody::MemberLeft { chat, seq: s }), vec![deliver(chat, Seq(3), &[2, 3])]);
+    assert_eq!(log.members(chat), users(&[2, 3]));
+    assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[2]));
+    assert_eq!(log.entry(1, chat).last_seq, Seq(3));
+}
+
+#[test]
+fn cursor_skips_refolds_and_refuses_gaps() {
+    let mut log = Log::new();
+    let chat = log.open(1, 2);
+    log.send(1, chat);
+    let before = log.store.clone();
+    let mut effects = Vec::new();
+    let mut txn = log.store.begin();
+    assert_eq!(Projection::next_offset(&txn, P).unwrap(), 2);
+    assert_eq!(Projection::next_offset(&txn, PartitionId(0)).unwrap(), 0);
+    for r in &log.records {
+        assert_eq!(Projection::new().apply(&mut txn, r, &mut effects).unwrap(), Applied::AlreadyFolded);
+    }
+    let mut ahead = log.records[1].clone();
+    ahead.offset = 5;
+    let err = Projection::new().apply(&mut txn, &ahead, &mut effects).unwrap_err();
+    assert!(matches!(err, Error::OffsetGap { expected: 2, got: 5, .. }), "{err}");
+    txn.commit();
+    assert!(effects.is_empty());
+    assert_eq!(log.store, before);
+}
+
+#[test]
+fn events_that_contradict_the_views_are_errors() {
+    let mut store = MemStore::new();
+    let origin = Origin { user: u(1), device: DeviceId(1), client_msg_id: ClientMsgId(1) };
+    let record = |offset, body| EventRecord { partition: P, offset, log_index: offset, event: Event { at_ms: 0, origin, body } };
+    let chat = group(9);
+    let mut txn = store.begin();
+    let unknown = record(0, EventBody::MessageSent { chat, seq: Seq(1), ciphertext: vec![], media: None });
+    let err = Projection::new().apply(&mut txn, &unknown, &mut Vec::new()).unwrap_err();
+    assert!(matches!(err, Error::Inconsistent { .. }), "{err}");
+    drop(txn);
+
+    let created = record(0, EventBody::GroupCreated { chat, seq: Seq(1), name: "g".into(), members: users(&[1, 2]) });
+    let skipped = record(1, EventBody::MessageSent { chat, seq: Seq(3), ciphertext: vec![], media: None });
+    let mut txn = store.begin();
+    Projection::new().apply(&mut txn, &created, &mut Vec::new()).unwrap();
+    let err = Projection::new().apply(&mut txn, &skipped, &mut Vec::new()).unwrap_err();
+    assert!(err.to_string().contains("seq 3 after 1"), "{err}");
+}
+
+#[test]
+fn user_partition_events_only_move_the_cursor() {
+    let mut log = Log::new();
+    log.push(7, 1, EventBody::UserRegistered { user: u(7), phone: "1".into() });
+    log.push(7, 1, EventBody::PresenceChanged { user: u(7), online: true });
+    let keys: Vec<Vec<u8>> = log.store.entries().map(|(k, _)| k.to_vec()).collect();
+    assert_eq!(keys, vec![chorus_projections::store::keys::applied(P)]);
+}
