@@ -1,0 +1,270 @@
+//! Properties over event sequences made by the real partition state machine from
+//! random commands over small id spaces (so that chats, members and devices collide).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chorus_partition::PartitionState;
+use chorus_projections::fold::{chat_list, cursors, roster};
+use chorus_projections::store::MemStore;
+use chorus_projections::{fold_into, rebuild, Effect, Projection, ReceiptStatus};
+use chorus_schema::*;
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+const USERS: u64 = 4;
+const DEVICES: u32 = 2;
+const GROUPS: u8 = 2;
+const PARTITION: PartitionId = PartitionId(0);
+
+fn user() -> impl Strategy<Value = UserId> {
+    (1..=USERS).prop_map(UserId)
+}
+
+fn device() -> impl Strategy<Value = DeviceId> {
+    (1..=DEVICES).prop_map(DeviceId)
+}
+
+fn group() -> impl Strategy<Value = ChatId> {
+    (1..=GROUPS).prop_map(|n| ChatId::group([n; 16]))
+}
+
+fn chat() -> impl Strategy<Value = ChatId> {
+    prop_oneof![
+        2 => group(),
+        1 => (user(), user()).prop_map(|(a, b)| ChatId::direct(a, b)),
+    ]
+}
+
+fn kind() -> impl Strategy<Value = ReceiptKind> {
+    prop_oneof![Just(ReceiptKind::Delivered), Just(ReceiptKind::Read)]
+}
+
+/// A command, except acks, which name a seq relative to the chat's last seq when
+/// they run (so that most of them are accepted).
+#[derive(Clone, Debug)]
+enum Step {
+    Command(CommandBody),
+    Ack { chat: ChatId, kind: ReceiptKind, back: u64 },
+}
+
+fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
+    use CommandBody::*;
+    let body = prop_oneof![
+        4 => user().prop_map(|recipient| SendDirect { recipient, ciphertext: vec![1], media: None }),
+        5 => group().prop_map(|chat| SendGroup { chat, ciphertext: vec![2], media: None }),
+        1 => (chat(), 1u64..6).prop_map(|(chat, s)| EditMessage { chat, seq: Seq(s), ciphertext: vec![3] }),
+        1 => (chat(), 1u64..6).prop_map(|(chat, s)| DeleteMessage { chat, seq: Seq(s) }),
+        1 => (chat(), 1u64..6).prop_map(|(chat, s)| SetReaction { chat, seq: Seq(s), reaction: "+".into() }),
+        2 => (group(), prop::collection::vec(user(), 0..4))
+            .prop_map(|(chat, members)| CreateGroup { chat, name: "g".into(), members }),
+        4 => (group(), user()).prop_map(|(chat, member)| AddMember { chat, member }),
+        3 => (group(), user()).prop_map(|(chat, member)| RemoveMember { chat, member }),
+        1 => (group(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
+        1 => (group(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
+        1 => group().prop_map(|chat| ChangeGroupInfo { chat, name: "n".into(), description: "d".into() }),
+        1 => group().prop_map(|chat| LeaveGroup { chat }),
+        1 => Just(RegisterUser { phone: "5".into() }),
+        1 => any::<bool>().prop_map(|online| SetPresence { online }),
+    ];
+    let step = prop_oneof![
+        3 => body.prop_map(Step::Command),
+        2 => (chat(), kind(), prop_oneof![3 => Just(0u64), 2 => 0u64..4]).prop_map(|(chat, kind, back)| Step::Ack { chat, kind, back }),
+    ];
+    (user(), device(), step)
+}
+
+/// Drives the state machine and returns the committed records, in offset order.
+fn events(steps: &[(UserId, DeviceId, Step)]) -> Vec<EventRecord> {
+    let mut state = PartitionState::new(PARTITION, 1);
+    let mut out = Vec::new();
+    for (i, (user, device, step)) in steps.iter().enumerate() {
+        let body = match step {
+            Step::Command(body) => body.clone(),
+            Step::Ack { chat, kind, back } => {
+                let last = state.last_seq(chat).unwrap_or(Seq(0));
+                CommandBody::Ack { chat: *chat, kind: *kind, up_to_seq: Seq(last.0.saturating_sub(*back)) }
+            }
+        };
+        let origin = Origin { user: *user, device: *device, client_msg_id: ClientMsgId(i as u64 + 1) };
+        let at_ms = 1_000_000 + 1_000 * i as u64;
+        let _ = state.apply(at_ms, &Command { origin, body }, &mut out);
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, event)| EventRecord { partition: PARTITION, offset: i as u64, log_index: 2 * i as u64 + 1, event })
+        .collect()
+}
+
+fn union(a: &[UserId], b: &[UserId]) -> BTreeSet<UserId> {
+    a.iter().chain(b).copied().collect()
+}
+
+/// The largest cursors over a user's devices, from the state machine.
+fn user_cursors(state: &PartitionState, chat: &ChatId, user: UserId) -> (Seq, Seq) {
+    (1..=DEVICES).fold((Seq(0), Seq(0)), |(d, r), dev| {
+        let c = state.cursors(chat, user, DeviceId(dev)).unwrap_or_default();
+        (d.max(c.delivered), r.max(c.read))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// (a) Folding in two runs, the second re-reading some records of the first,
+    /// gives the same store and the same effects as one run.
+    #[test]
+    fn resume_equals_one_run(steps in prop::collection::vec(step(), 1..120), split in any::<Index>(), back in any::<Index>()) {
+        let records = events(&steps);
+        let mut whole_effects = Vec::new();
+        let mut whole = MemStore::new();
+        fold_into(&mut whole, &records, &mut whole_effects).unwrap();
+        prop_assert_eq!(&whole, &rebuild(&records).unwrap());
+
+        let k = split.index(records.len() + 1);
+        let j = back.index(k + 1);
+        let mut resumed = MemStore::new();
+        let mut effects = Vec::new();
+        fold_into(&mut resumed, &records[..k], &mut effects).unwrap();
+        // A restarted projector may re-read from before its cursor.
+        fold_into(&mut resumed, &records[j..], &mut effects).unwrap();
+        prop_assert_eq!(&resumed, &whole);
+        prop_assert_eq!(effects, whole_effects);
+        prop_assert_eq!(Projection::next_offset(&resumed.begin(), PARTITION).unwrap(), records.len() as u64);
+    }
+
+    /// (b) cursors, (c) deliveries, (d) unread, and the views against the state
+    /// machine, checked after every event.
+    #[test]
+    fn views_follow_the_state_machine(steps in prop::collection::vec(step(), 1..120)) {
+        let records = events(&steps);
+        let mut store = MemStore::new();
+        let mut shadow = PartitionState::new(PARTITION, 1);
+        // (chat, seq) -> sender of every message.
+        let mut messages: BTreeMap<ChatId, BTreeMap<Seq, UserId>> = BTreeMap::new();
+        for record in &records {
+            let event = &record.event;
+            let chat = event.body.chat();
+            let before = chat.and_then(|c| shadow.members(&c)).unwrap_or_default();
+            let cursors_before = chat.map(|c| cursors::get(&store.begin(), &c, event.origin.user, event.origin.device).unwrap());
+            shadow.fold(event);
+            if let EventBody::MessageSent { chat, seq, .. } = &event.body {
+                messages.entry(*chat).or_default().insert(*seq, event.origin.user);
+            }
+            let mut effects = Vec::new();
+            let mut txn = store.begin();
+            Projection::new().apply(&mut txn, record, &mut effects).unwrap();
+            txn.commit();
+            let txn = store.begin();
+            let Some(chat) = chat else {
+                prop_assert!(effects.is_empty());
+                continue;
+            };
+            let after = shadow.members(&chat).unwrap();
+
+            // (b) Cursors never go backwards, read <= delivered, and they equal the state machine's.
+            if let EventBody::Receipt { .. } = &event.body {
+                let c = cursors::get(&txn, &chat, event.origin.user, event.origin.device).unwrap();
+                let old = cursors_before.unwrap();
+                prop_assert!(c.delivered >= old.delivered && c.read >= old.read, "{:?} -> {:?}", old, c);
+                prop_assert!(c.read <= c.delivered);
+                let sm = shadow.cursors(&chat, event.origin.user, event.origin.device).unwrap();
+                prop_assert_eq!((c.delivered, c.read), (sm.delivered, sm.read));
+            }
+
+            for effect in &effects {
+                match effect {
+                    // (c) Deliveries name only members (before or after the item), never the sender.
+                    Effect::Deliver { chat: c, seq, recipients } => {
+                        prop_assert_eq!(*c, chat);
+                        prop_assert_eq!(Some(*seq), event.body.seq());
+                        let audience = union(&before, &after);
+                        for r in recipients {
+                            prop_assert!(audience.contains(r), "{} is not a member at {}", r, seq);
+                            prop_assert!(*r != event.origin.user, "the sender {} receives {}", r, seq);
+                        }
+                        let mut expected = audience;
+                        expected.remove(&event.origin.user);
+                        prop_assert_eq!(recipients.iter().copied().collect::<BTreeSet<_>>(), expected);
+                    }
+                    // Ticks are sound: every other current member that was a member
+                    // at the message acknowledged it.
+                    Effect::ReceiptChanged { chat: c, sender, up_to_seq, status } => {
+                        prop_assert_eq!(*c, chat);
+                        prop_assert!(matches!(event.body, EventBody::Receipt { .. }), "ticks moved at {}", event.body.kind());
+                        prop_assert_eq!(messages[&chat].get(up_to_seq), Some(sender));
+                        let others: Vec<UserId> = after.iter().copied().filter(|u| u != sender).collect();
+                        prop_assert!(!others.is_empty() && after.contains(sender));
+                        for m in others {
+                            let since = shadow.member(&chat, m).unwrap().since;
+                            let (d, r) = user_cursors(&shadow, &chat, m);
+                            let acked = if *status == ReceiptStatus::Read { r } else { d };
+                            prop_assert!(acked.max(since) >= *up_to_seq, "{} has not acked {} ({:?})", m, up_to_seq, status);
+                        }
+                    }
+                }
+            }
+
+            // (d) unread <= last_seq, and exactly the others' messages after the
+            // read cursor and the join, for every current member.
+            let last = shadow.last_seq(&chat).unwrap();
+            for u in &after {
+                let e = chat_list::entry(&txn, *u, &chat).unwrap().expect("member has an entry");
+                prop_assert!(e.unread <= e.last_seq.0);
+                prop_assert_eq!(e.last_seq, last);
+                let since = shadow.member(&chat, *u).unwrap().since;
+                let from = user_cursors(&shadow, &chat, *u).1.max(since);
+                let unread = messages.get(&chat).map_or(0, |m| {
+                    m.range(from.next()..).filter(|(_, s)| *s != u).count() as u64
+                });
+                prop_assert_eq!(e.unread, unread, "user {} chat {}", u, chat);
+            }
+            for (_, e) in chat_list::list(&txn, event.origin.user).unwrap() {
+                prop_assert!(e.unread <= e.last_seq.0);
+            }
+
+            // The roster is the state machine's.
+            let members: Vec<UserId> = roster::members(&txn, &chat).unwrap().into_iter().map(|(u, _)| u).collect();
+            prop_assert_eq!(&members, &after);
+            prop_assert_eq!(roster::admins(&txn, &chat).unwrap(), shadow.admins(&chat).unwrap());
+            prop_assert_eq!(roster::chat(&txn, &chat).unwrap().unwrap().last_seq, last);
+        }
+    }
+}
+
+/// The generator reaches what the properties are about: receipts that tick,
+/// removals, re-joins and deliveries.
+#[test]
+fn generator_covers_the_rules() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let (mut delivered, mut read, mut events) = (0, 0, 0);
+    for _ in 0..200 {
+        let steps = prop::collection::vec(step(), 1..120).new_tree(&mut runner).unwrap().current();
+        let records = events_of(&steps);
+        events += records.len();
+        for r in &records {
+            *kinds.entry(r.event.body.kind()).or_default() += 1;
+        }
+        let mut effects = Vec::new();
+        fold_into(&mut MemStore::new(), &records, &mut effects).unwrap();
+        for e in effects {
+            match e {
+                Effect::ReceiptChanged { status: ReceiptStatus::Delivered, .. } => delivered += 1,
+                Effect::ReceiptChanged { status: ReceiptStatus::Read, .. } => read += 1,
+                _ => {}
+            }
+        }
+    }
+    eprintln!("{events} events, {delivered} delivered and {read} read ticks: {kinds:?}");
+    for kind in ["MessageSent", "Receipt", "GroupCreated", "MemberAdded", "MemberRemoved", "MemberLeft", "MemberPromoted"] {
+        assert!(kinds.get(kind).copied().unwrap_or(0) >= 20, "{kind}: {kinds:?}");
+    }
+    assert!(delivered >= 20 && read >= 20, "{delivered} delivered, {read} read");
+}
+
+fn events_of(steps: &[(UserId, DeviceId, Step)]) -> Vec<EventRecord> {
+    events(steps)
+}
