@@ -128,8 +128,21 @@ proptest! {
         // A restarted projector may re-read from before its cursor.
         fold_into(&mut resumed, &records[j..], &mut effects).unwrap();
         prop_assert_eq!(&resumed, &whole);
-        prop_assert_eq!(effects, whole_effects);
+        prop_assert_eq!(&effects, &whole_effects);
         prop_assert_eq!(Projection::next_offset(&resumed.begin(), PARTITION).unwrap(), records.len() as u64);
+
+        // A projector that batches: records [0, k) in one transaction, the rest in another.
+        let mut batched = MemStore::new();
+        let mut batch_effects = Vec::new();
+        for batch in [&records[..k], &records[k..]] {
+            let mut txn = batched.begin();
+            for r in batch {
+                Projection::new().apply(&mut txn, r, &mut batch_effects).unwrap();
+            }
+            txn.commit();
+        }
+        prop_assert_eq!(&batched, &whole);
+        prop_assert_eq!(batch_effects, whole_effects);
     }
 
     /// (b) cursors, (c) deliveries, (d) unread, and the views against the state

@@ -6,7 +6,7 @@
 //!   departure's seq (the chat shows "you were removed").
 //! - `last_seq` is the seq of the last timeline item the user sees: every item
 //!   while a member, and their own departure (see
-//!   [`roster::audience`](super::roster::audience)).
+//!   [`roster::audience`]).
 //! - `unread` counts the **messages** (`MessageSent`) from others after
 //!   `unread_after`, while the user was a member. Edits, deletes, reactions and
 //!   roster changes are timeline items but do not make a chat unread (a product
