@@ -155,7 +155,7 @@ async fn acknowledged_appends_survive_kill_9_of_leaders() {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 24 * 20, "writers made progress: {} acks", acked.len());
+    assert!(acked.len() >= 24 * 20, "writers made progress: {} acks", acked.len());
     eprintln!("{} sends acknowledged through 3 leader kills", acked.len());
     must_converge(&cluster, &client, &[1, 2, 3]).await;
     must_check_log(&cluster, &client, &[1, 2, 3], &acked).await;
