@@ -36,7 +36,10 @@ pub enum Error {
 
     /// The subject breaks the rules of [`crate::subject`].
     #[error("invalid subject {subject:?}: {reason}")]
-    InvalidSubject { subject: String, reason: &'static str },
+    InvalidSubject {
+        subject: String,
+        reason: &'static str,
+    },
 
     /// The queue group name breaks the rules of [`crate::subject::validate_queue_group`].
     #[error("invalid queue group {group:?}: {reason}")]

@@ -105,6 +105,8 @@ impl Bus {
     /// Subscribes to a subject or a pattern with `*` (one token) and `>`
     /// (one or more trailing tokens). The subscription is live when this
     /// returns: anything published afterwards, by anyone, is delivered.
+    /// Reply subjects live under `_INBOX.`, so a bare `>` also sees replies
+    /// (and, on NATS, the round trips of `subscribe` and `flush`).
     ///
     /// # Errors
     /// [`Error::InvalidSubject`]; for NATS [`Error::Subscribe`] when the

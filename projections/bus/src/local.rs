@@ -190,7 +190,11 @@ impl LocalBus {
         if subject::has_wildcard(pattern) {
             registry.wildcard.push(id);
         } else {
-            registry.literal.entry(pattern.to_owned()).or_default().push(id);
+            registry
+                .literal
+                .entry(pattern.to_owned())
+                .or_default()
+                .push(id);
         }
         if let Some(group) = group {
             registry.groups.entry(group.to_owned()).or_default().members += 1;

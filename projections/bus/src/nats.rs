@@ -144,12 +144,10 @@ impl NatsBus {
         // Local subscriptions are live the moment they exist; make NATS ones
         // live at the server before returning, so that a message published
         // by anyone after `subscribe` returns is delivered in both modes.
-        self.confirm()
-            .await
-            .map_err(|reason| Error::Subscribe {
-                subject: pattern.to_owned(),
-                reason,
-            })?;
+        self.confirm().await.map_err(|reason| Error::Subscribe {
+            subject: pattern.to_owned(),
+            reason,
+        })?;
         Ok(Subscription::nats(subscriber))
     }
 
@@ -189,7 +187,9 @@ impl NatsBus {
     /// # Errors
     /// [`Error::Flush`] when the server does not confirm in time.
     pub async fn flush(&self) -> Result<()> {
-        self.confirm().await.map_err(|reason| Error::Flush { reason })
+        self.confirm()
+            .await
+            .map_err(|reason| Error::Flush { reason })
     }
 
     /// Waits until the server has processed everything this connection sent
@@ -231,7 +231,10 @@ fn on_event(url: &str, dropped: &AtomicU64, event: Event) {
     match event {
         Event::SlowConsumer(sid) => {
             dropped.fetch_add(1, Ordering::Relaxed);
-            warn!(url, sid, "slow subscriber: NATS client is dropping messages");
+            warn!(
+                url,
+                sid, "slow subscriber: NATS client is dropping messages"
+            );
         }
         Event::Disconnected => warn!(url, "disconnected from NATS, reconnecting"),
         Event::Connected => info!(url, "connected to NATS"),

@@ -144,7 +144,14 @@ mod tests {
 
     #[test]
     fn literal_rules() {
-        for ok in ["a", "a.b", "chat.123.seq", "_INBOX.abc.1", "ünï.cödé", "a-b_c.d~e"] {
+        for ok in [
+            "a",
+            "a.b",
+            "chat.123.seq",
+            "_INBOX.abc.1",
+            "ünï.cödé",
+            "a-b_c.d~e",
+        ] {
             assert!(validate_literal(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -53,15 +53,13 @@ impl Subscription {
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         match &mut self.inner {
             Inner::Local(receiver) => receiver.rx.poll_recv(cx),
-            Inner::Nats(subscriber) => {
-                Pin::new(subscriber).poll_next(cx).map(|message| {
-                    message.map(|m| Message {
-                        subject: m.subject.to_string(),
-                        payload: m.payload,
-                        reply: m.reply.map(|r| r.to_string()),
-                    })
+            Inner::Nats(subscriber) => Pin::new(subscriber).poll_next(cx).map(|message| {
+                message.map(|m| Message {
+                    subject: m.subject.to_string(),
+                    payload: m.payload,
+                    reply: m.reply.map(|r| r.to_string()),
                 })
-            }
+            }),
         }
     }
 }

@@ -104,7 +104,9 @@ impl NatsServer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("nats-server on port {port} not ready after {READY_TIMEOUT:?}"));
+                return Err(format!(
+                    "nats-server on port {port} not ready after {READY_TIMEOUT:?}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
