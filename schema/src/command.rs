@@ -49,6 +49,11 @@ pub enum CommandBody {
     UpdateContacts { contacts: Vec<UserId> },
     Block { target: UserId },
     Unblock { target: UserId },
+    /// Opens a login session for a linked device of the origin user, replacing any
+    /// earlier session of that device. Only the BLAKE3 hash of the token is logged.
+    CreateSession { device: DeviceId, token_hash: [u8; 32] },
+    /// Ends the device's session, if it has one.
+    RevokeSession { device: DeviceId },
 }
 
 impl Command {
@@ -80,7 +85,9 @@ impl Command {
             | PostStatus { .. }
             | UpdateContacts { .. }
             | Block { .. }
-            | Unblock { .. } => Key::User(self.origin.user),
+            | Unblock { .. }
+            | CreateSession { .. }
+            | RevokeSession { .. } => Key::User(self.origin.user),
         }
     }
 
@@ -113,6 +120,8 @@ impl Command {
             UpdateContacts { .. } => "UpdateContacts",
             Block { .. } => "Block",
             Unblock { .. } => "Unblock",
+            CreateSession { .. } => "CreateSession",
+            RevokeSession { .. } => "RevokeSession",
         }
     }
 
@@ -161,7 +170,7 @@ impl Command {
                 validate_media(media)
             }
             UpdateContacts { contacts } => check_len("contacts", contacts.len(), MAX_CONTACTS),
-            Block { .. } | Unblock { .. } => Ok(()),
+            Block { .. } | Unblock { .. } | CreateSession { .. } | RevokeSession { .. } => Ok(()),
         }
     }
 
@@ -343,6 +352,14 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         fb::CommandBody::Unblock => {
             let b = get!(c.body_as_unblock());
             CommandBody::Unblock { target: UserId(b.target()) }
+        }
+        fb::CommandBody::CreateSession => {
+            let b = get!(c.body_as_create_session());
+            CommandBody::CreateSession { device: DeviceId(b.device()), token_hash: b.token_hash().0 }
+        }
+        fb::CommandBody::RevokeSession => {
+            let b = get!(c.body_as_revoke_session());
+            CommandBody::RevokeSession { device: DeviceId(b.device()) }
         }
         _ => return Err(bad()),
     };
@@ -532,6 +549,18 @@ fn encode_body<'a>(
         B::Unblock { target } => {
             let t = fb::Unblock::create(fbb, &fb::UnblockArgs { target: target.0 });
             (fb::CommandBody::Unblock, t.as_union_value())
+        }
+        B::CreateSession { device, token_hash } => {
+            let digest = fb::Blake3Digest(*token_hash);
+            let t = fb::CreateSession::create(
+                fbb,
+                &fb::CreateSessionArgs { device: device.0, token_hash: Some(&digest) },
+            );
+            (fb::CommandBody::CreateSession, t.as_union_value())
+        }
+        B::RevokeSession { device } => {
+            let t = fb::RevokeSession::create(fbb, &fb::RevokeSessionArgs { device: device.0 });
+            (fb::CommandBody::RevokeSession, t.as_union_value())
         }
     }
 }

@@ -59,6 +59,10 @@ pub enum EventBody {
     ContactsUpdated { user: UserId, contacts: Vec<UserId> },
     UserBlocked { user: UserId, target: UserId },
     UserUnblocked { user: UserId, target: UserId },
+    /// The device's login session, replacing any earlier one; `token_hash` is the
+    /// BLAKE3 hash of the token.
+    SessionCreated { user: UserId, device: DeviceId, token_hash: [u8; 32] },
+    SessionRevoked { user: UserId, device: DeviceId },
 }
 
 impl EventBody {
@@ -91,7 +95,9 @@ impl EventBody {
             | StatusPosted { user, .. }
             | ContactsUpdated { user, .. }
             | UserBlocked { user, .. }
-            | UserUnblocked { user, .. } => Key::User(*user),
+            | UserUnblocked { user, .. }
+            | SessionCreated { user, .. }
+            | SessionRevoked { user, .. } => Key::User(*user),
         }
     }
 
@@ -160,6 +166,8 @@ impl EventBody {
             ContactsUpdated { .. } => "ContactsUpdated",
             UserBlocked { .. } => "UserBlocked",
             UserUnblocked { .. } => "UserUnblocked",
+            SessionCreated { .. } => "SessionCreated",
+            SessionRevoked { .. } => "SessionRevoked",
         }
     }
 }
@@ -225,7 +233,9 @@ impl Event {
             | PresenceChanged { .. }
             | PrekeyClaimed { .. }
             | UserBlocked { .. }
-            | UserUnblocked { .. } => Ok(()),
+            | UserUnblocked { .. }
+            | SessionCreated { .. }
+            | SessionRevoked { .. } => Ok(()),
         }
     }
 
@@ -460,6 +470,14 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
             let b = get!(e.body_as_user_unblocked());
             B::UserUnblocked { user: UserId(b.user()), target: UserId(b.target()) }
         }
+        fb::EventBody::SessionCreated => {
+            let b = get!(e.body_as_session_created());
+            B::SessionCreated { user: UserId(b.user()), device: DeviceId(b.device()), token_hash: b.token_hash().0 }
+        }
+        fb::EventBody::SessionRevoked => {
+            let b = get!(e.body_as_session_revoked());
+            B::SessionRevoked { user: UserId(b.user()), device: DeviceId(b.device()) }
+        }
         _ => return Err(bad()),
     };
     Ok(Event { at_ms: e.at_ms(), origin, body })
@@ -692,6 +710,18 @@ fn encode_body<'a>(
         B::UserUnblocked { user, target } => {
             let t = fb::UserUnblocked::create(fbb, &fb::UserUnblockedArgs { user: user.0, target: target.0 });
             (fb::EventBody::UserUnblocked, t.as_union_value())
+        }
+        B::SessionCreated { user, device, token_hash } => {
+            let digest = fb::Blake3Digest(*token_hash);
+            let t = fb::SessionCreated::create(
+                fbb,
+                &fb::SessionCreatedArgs { user: user.0, device: device.0, token_hash: Some(&digest) },
+            );
+            (fb::EventBody::SessionCreated, t.as_union_value())
+        }
+        B::SessionRevoked { user, device } => {
+            let t = fb::SessionRevoked::create(fbb, &fb::SessionRevokedArgs { user: user.0, device: device.0 });
+            (fb::EventBody::SessionRevoked, t.as_union_value())
         }
     }
 }

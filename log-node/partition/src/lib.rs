@@ -61,6 +61,11 @@
 //!   uploaded for that device (so an id is never reused, even after unlinking).
 //!   `ClaimPrekey` hands out the lowest-id unclaimed prekey exactly once
 //!   (`NoPrekeys` when none is left).
+//! - **Sessions.** `CreateSession` needs a linked device (`Invalid`) and replaces
+//!   any earlier session of that device (`SessionCreated`, holding only the token's
+//!   BLAKE3 hash). `RevokeSession` of a device without a session emits nothing and
+//!   answers `Done`. Unlinking a device ends its session too (no extra event: a
+//!   view of sessions drops the device's session on `DeviceUnlinked`).
 //! - **Presence, blocks.** `PresenceChanged` only on a transition; blocking a
 //!   blocked user or unblocking an unblocked one emits nothing. Both answer `Done`.
 //! - **Status.** `expires_at_ms = at_ms + 24 h`; the access list and contact lists

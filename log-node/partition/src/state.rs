@@ -229,6 +229,11 @@ impl PartitionState {
         self.users.get(&user).and_then(|u| u.devices.get(&device)).map(|d| d.prekeys.len())
     }
 
+    /// The BLAKE3 hash of the login token of a linked device's session, if it has one.
+    pub fn session(&self, user: UserId, device: DeviceId) -> Option<[u8; 32]> {
+        self.users.get(&user).and_then(|u| u.devices.get(&device)).and_then(|d| d.session)
+    }
+
     /// Whether a user is online (their last presence transition).
     pub fn online(&self, user: UserId) -> Option<bool> {
         self.users.get(&user).map(|u| u.online)

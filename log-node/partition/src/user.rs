@@ -21,6 +21,10 @@ pub const MAX_BLOCKED_PER_USER: usize = 10_000;
 pub(crate) struct Device {
     /// Unclaimed one-time prekeys by id.
     pub(crate) prekeys: BTreeMap<u32, Vec<u8>>,
+    /// The BLAKE3 hash of the device's login token, while it has a session.
+    /// Unlinking the device drops it with the device.
+    #[serde(default)]
+    pub(crate) session: Option<[u8; 32]>,
 }
 
 /// One registered user's state: what the rules need, nothing more. Profiles,
@@ -170,6 +174,18 @@ pub(crate) fn decide(
             }
             Ok(done(EventBody::UserUnblocked { user: me, target: *target }))
         }
+        CommandBody::CreateSession { device, token_hash } => {
+            if !u.devices.contains_key(device) {
+                return Err(reject(RejectCode::Invalid, format!("device {device} is not linked")));
+            }
+            Ok(done(EventBody::SessionCreated { user: me, device: *device, token_hash: *token_hash }))
+        }
+        CommandBody::RevokeSession { device } => {
+            if u.devices.get(device).is_none_or(|d| d.session.is_none()) {
+                return Ok(nothing(Outcome::Done));
+            }
+            Ok(done(EventBody::SessionRevoked { user: me, device: *device }))
+        }
         _ => Err(reject(RejectCode::Invalid, "not a user command")),
     }
 }
@@ -241,6 +257,15 @@ pub(crate) fn fold(users: &mut BTreeMap<UserId, User>, event: &EventBody) {
         }
         EventBody::UserUnblocked { target, .. } => {
             u.blocked.remove(target);
+        }
+        EventBody::SessionCreated { device, token_hash, .. } => {
+            let d = u.devices.get_mut(device).unwrap_or_else(|| panic!("fold: SessionCreated for unlinked device {user}/{device}"));
+            d.session = Some(*token_hash);
+        }
+        EventBody::SessionRevoked { device, .. } => {
+            if let Some(d) = u.devices.get_mut(device) {
+                d.session = None;
+            }
         }
         EventBody::ProfileUpdated { .. }
         | EventBody::PrivacyChanged { .. }

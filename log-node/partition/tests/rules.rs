@@ -661,3 +661,41 @@ fn snapshot_through_json_and_bincode() {
     let bin = bincode::serialize(&h.state).unwrap();
     assert_eq!(bincode::deserialize::<PartitionState>(&bin).unwrap(), h.state);
 }
+
+#[test]
+fn sessions_need_a_linked_device_and_replace_each_other() {
+    let mut h = Harness::new();
+    let dev = DeviceId(1);
+    h.must_reject(A, CommandBody::CreateSession { device: dev, token_hash: [1; 32] }, RejectCode::UnknownUser);
+    h.register(A);
+    h.must_reject(A, CommandBody::CreateSession { device: dev, token_hash: [1; 32] }, RejectCode::Invalid);
+    assert_eq!(h.must_ok(A, CommandBody::RevokeSession { device: dev }), (Outcome::Done, vec![]));
+    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![1], name: "p".into() });
+    assert_eq!(h.state.session(A, dev), None);
+
+    let (o, events) = h.must_ok(A, CommandBody::CreateSession { device: dev, token_hash: [1; 32] });
+    assert_eq!(o, Outcome::Done);
+    assert_eq!(events, vec![EventBody::SessionCreated { user: A, device: dev, token_hash: [1; 32] }]);
+    assert_eq!(h.state.session(A, dev), Some([1; 32]));
+    // A new session replaces the old one.
+    h.must_ok(A, CommandBody::CreateSession { device: dev, token_hash: [2; 32] });
+    assert_eq!(h.state.session(A, dev), Some([2; 32]));
+
+    let (o, events) = h.must_ok(A, CommandBody::RevokeSession { device: dev });
+    assert_eq!(o, Outcome::Done);
+    assert_eq!(events, vec![EventBody::SessionRevoked { user: A, device: dev }]);
+    assert_eq!(h.state.session(A, dev), None);
+    assert_eq!(h.must_ok(A, CommandBody::RevokeSession { device: dev }), (Outcome::Done, vec![]));
+
+    // Unlinking ends the session; relinking does not bring it back.
+    h.must_ok(A, CommandBody::CreateSession { device: dev, token_hash: [3; 32] });
+    h.must_ok(A, CommandBody::UnlinkDevice { device: dev });
+    assert_eq!(h.state.session(A, dev), None);
+    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![1], name: "p".into() });
+    assert_eq!(h.state.session(A, dev), None);
+
+    // A retried CreateSession appends nothing.
+    let create = h.command(A, 1, CommandBody::CreateSession { device: dev, token_hash: [4; 32] });
+    assert_eq!(h.apply(&create).1.len(), 1);
+    assert_eq!(h.apply(&create), (Ok(Outcome::Done), vec![]));
+}

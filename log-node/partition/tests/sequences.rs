@@ -71,6 +71,8 @@ fn body() -> impl Strategy<Value = CommandBody> {
         1 => prop::collection::vec(user(), 0..3).prop_map(|contacts| UpdateContacts { contacts }),
         1 => user().prop_map(|target| Block { target }),
         1 => user().prop_map(|target| Unblock { target }),
+        2 => (device(), 0u8..3).prop_map(|(device, t)| CreateSession { device, token_hash: [t; 32] }),
+        1 => device().prop_map(|device| RevokeSession { device }),
     ]
 }
 
@@ -149,6 +151,9 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
     // A reference model of every message ever sent: (chat, seq) -> (sender, at_ms, deleted).
     let mut messages: BTreeMap<(ChatId, Seq), (UserId, u64, bool)> = BTreeMap::new();
     let mut newest = 0u64;
+    // A reference model of linked devices and their sessions (token hashes).
+    let mut linked: BTreeSet<(UserId, DeviceId)> = BTreeSet::new();
+    let mut sessions: BTreeMap<(UserId, DeviceId), [u8; 32]> = BTreeMap::new();
 
     for (i, ((at_ms, cmd, retry_of), (result, events))) in cmds.iter().zip(live).enumerate() {
         let key = DedupKey::from(&cmd.origin);
@@ -214,6 +219,23 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
                 }
                 _ => {}
             }
+            match &e.body {
+                EventBody::DeviceLinked { user, device, .. } => {
+                    linked.insert((*user, *device));
+                }
+                EventBody::DeviceUnlinked { user, device } => {
+                    linked.remove(&(*user, *device));
+                    sessions.remove(&(*user, *device));
+                }
+                EventBody::SessionCreated { user, device, token_hash } => {
+                    assert!(linked.contains(&(*user, *device)), "session of an unlinked device");
+                    sessions.insert((*user, *device), *token_hash);
+                }
+                EventBody::SessionRevoked { user, device } => {
+                    assert!(sessions.remove(&(*user, *device)).is_some(), "revoked a session that did not exist");
+                }
+                _ => {}
+            }
             if let EventBody::PrekeyClaimed { user, device, prekey_id, .. } = &e.body {
                 assert!(claimed.insert((*user, *device, *prekey_id)), "prekey claimed twice");
             }
@@ -239,6 +261,12 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
         }
     }
     assert_eq!(state.dedup_len(), dedup.len(), "dedup table size differs from the model");
+    for u in 1..=USERS {
+        for d in 1..=2 {
+            let (u, d) = (UserId(u), DeviceId(d));
+            assert_eq!(state.session(u, d), sessions.get(&(u, d)).copied(), "session of {u}/{d}");
+        }
+    }
 
     for chat in state.chat_ids() {
         assert_eq!(state.last_seq(&chat), next_seq.get(&chat).map(|s| Seq(s.0 - 1)).or(Some(Seq(0))));

@@ -185,10 +185,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Visibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 25;
+pub const ENUM_MAX_EVENT_BODY: u8 = 27;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 26] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 28] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -215,6 +215,8 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 26] = [
   EventBody::ContactsUpdated,
   EventBody::UserBlocked,
   EventBody::UserUnblocked,
+  EventBody::SessionCreated,
+  EventBody::SessionRevoked,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -248,9 +250,11 @@ impl EventBody {
   pub const ContactsUpdated: Self = Self(23);
   pub const UserBlocked: Self = Self(24);
   pub const UserUnblocked: Self = Self(25);
+  pub const SessionCreated: Self = Self(26);
+  pub const SessionRevoked: Self = Self(27);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 25;
+  pub const ENUM_MAX: u8 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -278,6 +282,8 @@ impl EventBody {
     Self::ContactsUpdated,
     Self::UserBlocked,
     Self::UserUnblocked,
+    Self::SessionCreated,
+    Self::SessionRevoked,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -308,6 +314,8 @@ impl EventBody {
       Self::ContactsUpdated => Some("ContactsUpdated"),
       Self::UserBlocked => Some("UserBlocked"),
       Self::UserUnblocked => Some("UserUnblocked"),
+      Self::SessionCreated => Some("SessionCreated"),
+      Self::SessionRevoked => Some("SessionRevoked"),
       _ => None,
     }
   }
@@ -367,10 +375,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 25;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 27;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 26] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 28] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -397,6 +405,8 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 26] = [
   CommandBody::UpdateContacts,
   CommandBody::Block,
   CommandBody::Unblock,
+  CommandBody::CreateSession,
+  CommandBody::RevokeSession,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -430,9 +440,11 @@ impl CommandBody {
   pub const UpdateContacts: Self = Self(23);
   pub const Block: Self = Self(24);
   pub const Unblock: Self = Self(25);
+  pub const CreateSession: Self = Self(26);
+  pub const RevokeSession: Self = Self(27);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 25;
+  pub const ENUM_MAX: u8 = 27;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -460,6 +472,8 @@ impl CommandBody {
     Self::UpdateContacts,
     Self::Block,
     Self::Unblock,
+    Self::CreateSession,
+    Self::RevokeSession,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -490,6 +504,8 @@ impl CommandBody {
       Self::UpdateContacts => Some("UpdateContacts"),
       Self::Block => Some("Block"),
       Self::Unblock => Some("Unblock"),
+      Self::CreateSession => Some("CreateSession"),
+      Self::RevokeSession => Some("RevokeSession"),
       _ => None,
     }
   }
@@ -5025,6 +5041,251 @@ impl ::core::fmt::Debug for UserUnblocked<'_> {
       ds.finish()
   }
 }
+pub enum SessionCreatedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The device's session, replacing any earlier one; `token_hash` is BLAKE3 of the token.
+pub struct SessionCreated<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SessionCreated<'a> {
+  type Inner = SessionCreated<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SessionCreated<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOKEN_HASH: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SessionCreated { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SessionCreatedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SessionCreated<'bldr>> {
+    let mut builder = SessionCreatedBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.token_hash { builder.add_token_hash(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SessionCreated::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(SessionCreated::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn token_hash(&self) -> &'a Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(SessionCreated::VT_TOKEN_HASH, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SessionCreated<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<Blake3Digest>("token_hash", Self::VT_TOKEN_HASH, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SessionCreatedArgs<'a> {
+    pub user: u64,
+    pub device: u32,
+    pub token_hash: Option<&'a Blake3Digest>,
+}
+impl<'a> Default for SessionCreatedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SessionCreatedArgs {
+      user: 0,
+      device: 0,
+      token_hash: None, // required field
+    }
+  }
+}
+
+pub struct SessionCreatedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SessionCreatedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(SessionCreated::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(SessionCreated::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_token_hash(&mut self, token_hash: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(SessionCreated::VT_TOKEN_HASH, token_hash);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SessionCreatedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SessionCreatedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SessionCreated<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SessionCreated::VT_TOKEN_HASH,"token_hash");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SessionCreated<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SessionCreated");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("token_hash", &self.token_hash());
+      ds.finish()
+  }
+}
+pub enum SessionRevokedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SessionRevoked<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SessionRevoked<'a> {
+  type Inner = SessionRevoked<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SessionRevoked<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SessionRevoked { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SessionRevokedArgs
+  ) -> ::flatbuffers::WIPOffset<SessionRevoked<'bldr>> {
+    let mut builder = SessionRevokedBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SessionRevoked::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(SessionRevoked::VT_DEVICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SessionRevoked<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SessionRevokedArgs {
+    pub user: u64,
+    pub device: u32,
+}
+impl<'a> Default for SessionRevokedArgs {
+  #[inline]
+  fn default() -> Self {
+    SessionRevokedArgs {
+      user: 0,
+      device: 0,
+    }
+  }
+}
+
+pub struct SessionRevokedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SessionRevokedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(SessionRevoked::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(SessionRevoked::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SessionRevokedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SessionRevokedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SessionRevoked<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SessionRevoked<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SessionRevoked");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5443,6 +5704,34 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_session_created(&self) -> Option<SessionCreated<'a>> {
+    if self.body_type() == EventBody::SessionCreated {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SessionCreated::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_session_revoked(&self) -> Option<SessionRevoked<'a>> {
+    if self.body_type() == EventBody::SessionRevoked {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SessionRevoked::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -5480,6 +5769,8 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::ContactsUpdated => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactsUpdated>>("EventBody::ContactsUpdated", pos),
           EventBody::UserBlocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserBlocked>>("EventBody::UserBlocked", pos),
           EventBody::UserUnblocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserUnblocked>>("EventBody::UserUnblocked", pos),
+          EventBody::SessionCreated => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionCreated>>("EventBody::SessionCreated", pos),
+          EventBody::SessionRevoked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionRevoked>>("EventBody::SessionRevoked", pos),
           _ => Ok(()),
         }
      })?
@@ -5720,6 +6011,20 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::UserUnblocked => {
           if let Some(x) = self.body_as_user_unblocked() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::SessionCreated => {
+          if let Some(x) = self.body_as_session_created() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::SessionRevoked => {
+          if let Some(x) = self.body_as_session_revoked() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -8838,6 +9143,217 @@ impl ::core::fmt::Debug for Unblock<'_> {
       ds.finish()
   }
 }
+pub enum CreateSessionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A login session of a linked device; only the BLAKE3 hash of its token is stored.
+pub struct CreateSession<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CreateSession<'a> {
+  type Inner = CreateSession<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CreateSession<'a> {
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TOKEN_HASH: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CreateSession { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CreateSessionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CreateSession<'bldr>> {
+    let mut builder = CreateSessionBuilder::new(_fbb);
+    if let Some(x) = args.token_hash { builder.add_token_hash(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CreateSession::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn token_hash(&self) -> &'a Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(CreateSession::VT_TOKEN_HASH, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CreateSession<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<Blake3Digest>("token_hash", Self::VT_TOKEN_HASH, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CreateSessionArgs<'a> {
+    pub device: u32,
+    pub token_hash: Option<&'a Blake3Digest>,
+}
+impl<'a> Default for CreateSessionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CreateSessionArgs {
+      device: 0,
+      token_hash: None, // required field
+    }
+  }
+}
+
+pub struct CreateSessionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CreateSessionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(CreateSession::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_token_hash(&mut self, token_hash: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(CreateSession::VT_TOKEN_HASH, token_hash);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CreateSessionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CreateSessionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CreateSession<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CreateSession::VT_TOKEN_HASH,"token_hash");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CreateSession<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CreateSession");
+      ds.field("device", &self.device());
+      ds.field("token_hash", &self.token_hash());
+      ds.finish()
+  }
+}
+pub enum RevokeSessionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RevokeSession<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RevokeSession<'a> {
+  type Inner = RevokeSession<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RevokeSession<'a> {
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RevokeSession { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RevokeSessionArgs
+  ) -> ::flatbuffers::WIPOffset<RevokeSession<'bldr>> {
+    let mut builder = RevokeSessionBuilder::new(_fbb);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RevokeSession::VT_DEVICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RevokeSession<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RevokeSessionArgs {
+    pub device: u32,
+}
+impl<'a> Default for RevokeSessionArgs {
+  #[inline]
+  fn default() -> Self {
+    RevokeSessionArgs {
+      device: 0,
+    }
+  }
+}
+
+pub struct RevokeSessionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RevokeSessionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(RevokeSession::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RevokeSessionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RevokeSessionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RevokeSession<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RevokeSession<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RevokeSession");
+      ds.field("device", &self.device());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9246,6 +9762,34 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_create_session(&self) -> Option<CreateSession<'a>> {
+    if self.body_type() == CommandBody::CreateSession {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CreateSession::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_revoke_session(&self) -> Option<RevokeSession<'a>> {
+    if self.body_type() == CommandBody::RevokeSession {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RevokeSession::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -9282,6 +9826,8 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::UpdateContacts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UpdateContacts>>("CommandBody::UpdateContacts", pos),
           CommandBody::Block => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Block>>("CommandBody::Block", pos),
           CommandBody::Unblock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Unblock>>("CommandBody::Unblock", pos),
+          CommandBody::CreateSession => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateSession>>("CommandBody::CreateSession", pos),
+          CommandBody::RevokeSession => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RevokeSession>>("CommandBody::RevokeSession", pos),
           _ => Ok(()),
         }
      })?
@@ -9515,6 +10061,20 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::Unblock => {
           if let Some(x) = self.body_as_unblock() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::CreateSession => {
+          if let Some(x) = self.body_as_create_session() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::RevokeSession => {
+          if let Some(x) = self.body_as_revoke_session() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -12705,6 +13265,3538 @@ impl ::core::fmt::Debug for Response<'_> {
       ds.finish()
   }
 }
+#[allow(unused_imports, dead_code)]
+pub mod edge {
+
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_RECIPIENT: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_RECIPIENT: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_RECIPIENT: [Recipient; 3] = [
+  Recipient::NONE,
+  Recipient::RecipientUser,
+  Recipient::RecipientGroup,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Recipient(pub u8);
+#[allow(non_upper_case_globals)]
+impl Recipient {
+  pub const NONE: Self = Self(0);
+  pub const RecipientUser: Self = Self(1);
+  pub const RecipientGroup: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::RecipientUser,
+    Self::RecipientGroup,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::RecipientUser => Some("RecipientUser"),
+      Self::RecipientGroup => Some("RecipientGroup"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Recipient {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Recipient {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Recipient {
+    type Output = Recipient;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Recipient {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Recipient {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Recipient {}
+pub struct RecipientUnionTableOffset {}
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 7;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 8] = [
+  ClientFrameBody::NONE,
+  ClientFrameBody::RequestOtp,
+  ClientFrameBody::VerifyOtp,
+  ClientFrameBody::Login,
+  ClientFrameBody::Send,
+  ClientFrameBody::Ack,
+  ClientFrameBody::Sync,
+  ClientFrameBody::Ping,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ClientFrameBody(pub u8);
+#[allow(non_upper_case_globals)]
+impl ClientFrameBody {
+  pub const NONE: Self = Self(0);
+  pub const RequestOtp: Self = Self(1);
+  pub const VerifyOtp: Self = Self(2);
+  pub const Login: Self = Self(3);
+  pub const Send: Self = Self(4);
+  pub const Ack: Self = Self(5);
+  pub const Sync: Self = Self(6);
+  pub const Ping: Self = Self(7);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::RequestOtp,
+    Self::VerifyOtp,
+    Self::Login,
+    Self::Send,
+    Self::Ack,
+    Self::Sync,
+    Self::Ping,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::RequestOtp => Some("RequestOtp"),
+      Self::VerifyOtp => Some("VerifyOtp"),
+      Self::Login => Some("Login"),
+      Self::Send => Some("Send"),
+      Self::Ack => Some("Ack"),
+      Self::Sync => Some("Sync"),
+      Self::Ping => Some("Ping"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ClientFrameBody {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ClientFrameBody {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ClientFrameBody {
+    type Output = ClientFrameBody;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ClientFrameBody {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ClientFrameBody {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ClientFrameBody {}
+pub struct ClientFrameBodyUnionTableOffset {}
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_ERROR_CODE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_ERROR_CODE: u8 = 12;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 13] = [
+  ErrorCode::BadFrame,
+  ErrorCode::FrameTooLarge,
+  ErrorCode::Unauthenticated,
+  ErrorCode::BadOtp,
+  ErrorCode::OtpExpired,
+  ErrorCode::TooManyAttempts,
+  ErrorCode::Forbidden,
+  ErrorCode::UnknownRecipient,
+  ErrorCode::NotMember,
+  ErrorCode::CiphertextTooLarge,
+  ErrorCode::RateLimited,
+  ErrorCode::Unavailable,
+  ErrorCode::Internal,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ErrorCode(pub u8);
+#[allow(non_upper_case_globals)]
+impl ErrorCode {
+  pub const BadFrame: Self = Self(0);
+  pub const FrameTooLarge: Self = Self(1);
+  pub const Unauthenticated: Self = Self(2);
+  pub const BadOtp: Self = Self(3);
+  pub const OtpExpired: Self = Self(4);
+  pub const TooManyAttempts: Self = Self(5);
+  pub const Forbidden: Self = Self(6);
+  pub const UnknownRecipient: Self = Self(7);
+  pub const NotMember: Self = Self(8);
+  pub const CiphertextTooLarge: Self = Self(9);
+  pub const RateLimited: Self = Self(10);
+  pub const Unavailable: Self = Self(11);
+  pub const Internal: Self = Self(12);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::BadFrame,
+    Self::FrameTooLarge,
+    Self::Unauthenticated,
+    Self::BadOtp,
+    Self::OtpExpired,
+    Self::TooManyAttempts,
+    Self::Forbidden,
+    Self::UnknownRecipient,
+    Self::NotMember,
+    Self::CiphertextTooLarge,
+    Self::RateLimited,
+    Self::Unavailable,
+    Self::Internal,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::BadFrame => Some("BadFrame"),
+      Self::FrameTooLarge => Some("FrameTooLarge"),
+      Self::Unauthenticated => Some("Unauthenticated"),
+      Self::BadOtp => Some("BadOtp"),
+      Self::OtpExpired => Some("OtpExpired"),
+      Self::TooManyAttempts => Some("TooManyAttempts"),
+      Self::Forbidden => Some("Forbidden"),
+      Self::UnknownRecipient => Some("UnknownRecipient"),
+      Self::NotMember => Some("NotMember"),
+      Self::CiphertextTooLarge => Some("CiphertextTooLarge"),
+      Self::RateLimited => Some("RateLimited"),
+      Self::Unavailable => Some("Unavailable"),
+      Self::Internal => Some("Internal"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ErrorCode {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ErrorCode {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ErrorCode {
+    type Output = ErrorCode;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ErrorCode {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ErrorCode {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 9;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 10] = [
+  ServerFrameBody::NONE,
+  ServerFrameBody::OtpSent,
+  ServerFrameBody::Registered,
+  ServerFrameBody::LoggedIn,
+  ServerFrameBody::Sent,
+  ServerFrameBody::Deliver,
+  ServerFrameBody::Receipt,
+  ServerFrameBody::SyncDone,
+  ServerFrameBody::Pong,
+  ServerFrameBody::Error,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ServerFrameBody(pub u8);
+#[allow(non_upper_case_globals)]
+impl ServerFrameBody {
+  pub const NONE: Self = Self(0);
+  pub const OtpSent: Self = Self(1);
+  pub const Registered: Self = Self(2);
+  pub const LoggedIn: Self = Self(3);
+  pub const Sent: Self = Self(4);
+  pub const Deliver: Self = Self(5);
+  pub const Receipt: Self = Self(6);
+  pub const SyncDone: Self = Self(7);
+  pub const Pong: Self = Self(8);
+  pub const Error: Self = Self(9);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::OtpSent,
+    Self::Registered,
+    Self::LoggedIn,
+    Self::Sent,
+    Self::Deliver,
+    Self::Receipt,
+    Self::SyncDone,
+    Self::Pong,
+    Self::Error,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::OtpSent => Some("OtpSent"),
+      Self::Registered => Some("Registered"),
+      Self::LoggedIn => Some("LoggedIn"),
+      Self::Sent => Some("Sent"),
+      Self::Deliver => Some("Deliver"),
+      Self::Receipt => Some("Receipt"),
+      Self::SyncDone => Some("SyncDone"),
+      Self::Pong => Some("Pong"),
+      Self::Error => Some("Error"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ServerFrameBody {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ServerFrameBody {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ServerFrameBody {
+    type Output = ServerFrameBody;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ServerFrameBody {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ServerFrameBody {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ServerFrameBody {}
+pub struct ServerFrameBodyUnionTableOffset {}
+
+/// A random 256-bit login token (the log stores only its BLAKE3 hash).
+// struct Token, aligned to 1
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct Token(pub [u8; 32]);
+impl Default for Token { 
+  fn default() -> Self { 
+    Self([0; 32])
+  }
+}
+impl ::core::fmt::Debug for Token {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("Token")
+      .field("bytes", &self.bytes())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Token {}
+impl<'a> ::flatbuffers::Follow<'a> for Token {
+  type Inner = &'a Token;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a Token>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a Token {
+  type Inner = &'a Token;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<Token>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for Token {
+    type Output = Token;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const Token as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(1)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Token {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> Token {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    bytes: &[u8; 32],
+  ) -> Self {
+    let mut s = Self([0; 32]);
+    s.set_bytes(bytes);
+    s
+  }
+
+  pub fn bytes(&'a self) -> ::flatbuffers::Array<'a, u8, 32> {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid array in this slot
+    use ::flatbuffers::Follow;
+    unsafe { ::flatbuffers::Array::follow(&self.0, 0) }
+  }
+
+  pub fn set_bytes(&mut self, items: &[u8; 32]) {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid array in this slot
+    unsafe { ::flatbuffers::emplace_scalar_array(&mut self.0, 0, items) };
+  }
+
+}
+
+/// A client's known position in one chat.
+// struct SyncCursor, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct SyncCursor(pub [u8; 24]);
+impl Default for SyncCursor { 
+  fn default() -> Self { 
+    Self([0; 24])
+  }
+}
+impl ::core::fmt::Debug for SyncCursor {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("SyncCursor")
+      .field("chat", &self.chat())
+      .field("seq", &self.seq())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for SyncCursor {}
+impl<'a> ::flatbuffers::Follow<'a> for SyncCursor {
+  type Inner = &'a SyncCursor;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a SyncCursor>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a SyncCursor {
+  type Inner = &'a SyncCursor;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<SyncCursor>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for SyncCursor {
+    type Output = SyncCursor;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const SyncCursor as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for SyncCursor {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> SyncCursor {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    chat: &super::ChatId,
+    seq: u64,
+  ) -> Self {
+    let mut s = Self([0; 24]);
+    s.set_chat(chat);
+    s.set_seq(seq);
+    s
+  }
+
+  pub fn chat(&self) -> &super::ChatId {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[0..].as_ptr() as *const super::ChatId) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_chat(&mut self, x: &super::ChatId) {
+    self.0[0..0 + 16].copy_from_slice(&x.0)
+  }
+
+  pub fn seq(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_seq(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+pub enum RecipientUserOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RecipientUser<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RecipientUser<'a> {
+  type Inner = RecipientUser<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RecipientUser<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RecipientUser { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RecipientUserArgs
+  ) -> ::flatbuffers::WIPOffset<RecipientUser<'bldr>> {
+    let mut builder = RecipientUserBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RecipientUser::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RecipientUser<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RecipientUserArgs {
+    pub user: u64,
+}
+impl<'a> Default for RecipientUserArgs {
+  #[inline]
+  fn default() -> Self {
+    RecipientUserArgs {
+      user: 0,
+    }
+  }
+}
+
+pub struct RecipientUserBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RecipientUserBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(RecipientUser::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RecipientUserBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RecipientUserBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RecipientUser<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RecipientUser<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RecipientUser");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum RecipientGroupOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RecipientGroup<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RecipientGroup<'a> {
+  type Inner = RecipientGroup<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RecipientGroup<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RecipientGroup { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RecipientGroupArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RecipientGroup<'bldr>> {
+    let mut builder = RecipientGroupBuilder::new(_fbb);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(RecipientGroup::VT_CHAT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RecipientGroup<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RecipientGroupArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+}
+impl<'a> Default for RecipientGroupArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RecipientGroupArgs {
+      chat: None, // required field
+    }
+  }
+}
+
+pub struct RecipientGroupBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RecipientGroupBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(RecipientGroup::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RecipientGroupBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RecipientGroupBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RecipientGroup<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RecipientGroup::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RecipientGroup<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RecipientGroup");
+      ds.field("chat", &self.chat());
+      ds.finish()
+  }
+}
+pub enum RequestOtpOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct RequestOtp<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RequestOtp<'a> {
+  type Inner = RequestOtp<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RequestOtp<'a> {
+  pub const VT_PHONE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RequestOtp { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RequestOtpArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RequestOtp<'bldr>> {
+    let mut builder = RequestOtpBuilder::new(_fbb);
+    if let Some(x) = args.phone { builder.add_phone(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn phone(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RequestOtp::VT_PHONE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RequestOtp<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("phone", Self::VT_PHONE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RequestOtpArgs<'a> {
+    pub phone: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RequestOtpArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RequestOtpArgs {
+      phone: None, // required field
+    }
+  }
+}
+
+pub struct RequestOtpBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RequestOtpBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_phone(&mut self, phone: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RequestOtp::VT_PHONE, phone);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RequestOtpBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RequestOtpBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RequestOtp<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RequestOtp::VT_PHONE,"phone");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RequestOtp<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RequestOtp");
+      ds.field("phone", &self.phone());
+      ds.finish()
+  }
+}
+pub enum VerifyOtpOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct VerifyOtp<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for VerifyOtp<'a> {
+  type Inner = VerifyOtp<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> VerifyOtp<'a> {
+  pub const VT_PHONE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICE_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    VerifyOtp { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args VerifyOtpArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<VerifyOtp<'bldr>> {
+    let mut builder = VerifyOtpBuilder::new(_fbb);
+    if let Some(x) = args.identity_key { builder.add_identity_key(x); }
+    if let Some(x) = args.device_name { builder.add_device_name(x); }
+    if let Some(x) = args.code { builder.add_code(x); }
+    if let Some(x) = args.phone { builder.add_phone(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn phone(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(VerifyOtp::VT_PHONE, None).unwrap()}
+  }
+  #[inline]
+  pub fn code(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(VerifyOtp::VT_CODE, None).unwrap()}
+  }
+  #[inline]
+  pub fn device_name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(VerifyOtp::VT_DEVICE_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn identity_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(VerifyOtp::VT_IDENTITY_KEY, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for VerifyOtp<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("phone", Self::VT_PHONE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("code", Self::VT_CODE, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("device_name", Self::VT_DEVICE_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct VerifyOtpArgs<'a> {
+    pub phone: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub code: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for VerifyOtpArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    VerifyOtpArgs {
+      phone: None, // required field
+      code: None, // required field
+      device_name: None, // required field
+      identity_key: None, // required field
+    }
+  }
+}
+
+pub struct VerifyOtpBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> VerifyOtpBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_phone(&mut self, phone: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VerifyOtp::VT_PHONE, phone);
+  }
+  #[inline]
+  pub fn add_code(&mut self, code: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VerifyOtp::VT_CODE, code);
+  }
+  #[inline]
+  pub fn add_device_name(&mut self, device_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VerifyOtp::VT_DEVICE_NAME, device_name);
+  }
+  #[inline]
+  pub fn add_identity_key(&mut self, identity_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VerifyOtp::VT_IDENTITY_KEY, identity_key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> VerifyOtpBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    VerifyOtpBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<VerifyOtp<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, VerifyOtp::VT_PHONE,"phone");
+    self.fbb_.required(o, VerifyOtp::VT_CODE,"code");
+    self.fbb_.required(o, VerifyOtp::VT_DEVICE_NAME,"device_name");
+    self.fbb_.required(o, VerifyOtp::VT_IDENTITY_KEY,"identity_key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for VerifyOtp<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("VerifyOtp");
+      ds.field("phone", &self.phone());
+      ds.field("code", &self.code());
+      ds.field("device_name", &self.device_name());
+      ds.field("identity_key", &self.identity_key());
+      ds.finish()
+  }
+}
+pub enum LoginOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Login<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Login<'a> {
+  type Inner = Login<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Login<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Login { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LoginArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Login<'bldr>> {
+    let mut builder = LoginBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Login::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Login::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn token(&self) -> &'a Token {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Token>(Login::VT_TOKEN, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Login<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<Token>("token", Self::VT_TOKEN, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LoginArgs<'a> {
+    pub user: u64,
+    pub device: u32,
+    pub token: Option<&'a Token>,
+}
+impl<'a> Default for LoginArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LoginArgs {
+      user: 0,
+      device: 0,
+      token: None, // required field
+    }
+  }
+}
+
+pub struct LoginBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LoginBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(Login::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(Login::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: &Token) {
+    self.fbb_.push_slot_always::<&Token>(Login::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LoginBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LoginBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Login<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Login::VT_TOKEN,"token");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Login<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Login");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
+pub enum SendOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Send<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Send<'a> {
+  type Inner = Send<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Send<'a> {
+  pub const VT_TO_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TO: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MEDIA: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Send { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SendArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Send<'bldr>> {
+    let mut builder = SendBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.media { builder.add_media(x); }
+    if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    if let Some(x) = args.to { builder.add_to(x); }
+    builder.add_to_type(args.to_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn to_type(&self) -> Recipient {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Recipient>(Send::VT_TO_TYPE, Some(Recipient::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn to(&self) -> ::flatbuffers::Table<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(Send::VT_TO, None).unwrap()}
+  }
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Send::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ciphertext(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Send::VT_CIPHERTEXT, None).unwrap()}
+  }
+  #[inline]
+  pub fn media(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(Send::VT_MEDIA, None)}
+  }
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn to_as_recipient_user(&self) -> Option<RecipientUser<'a>> {
+    if self.to_type() == Recipient::RecipientUser {
+      let u = self.to();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RecipientUser::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn to_as_recipient_group(&self) -> Option<RecipientGroup<'a>> {
+    if self.to_type() == Recipient::RecipientGroup {
+      let u = self.to();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RecipientGroup::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for Send<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_union::<Recipient, _>("to_type", Self::VT_TO_TYPE, "to", Self::VT_TO, true, |key, v, pos| {
+        match key {
+          Recipient::RecipientUser => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecipientUser>>("Recipient::RecipientUser", pos),
+          Recipient::RecipientGroup => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecipientGroup>>("Recipient::RecipientGroup", pos),
+          _ => Ok(()),
+        }
+     })?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("media", Self::VT_MEDIA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SendArgs<'a> {
+    pub to_type: Recipient,
+    pub to: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+    pub client_msg_id: u64,
+    pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub media: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+}
+impl<'a> Default for SendArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SendArgs {
+      to_type: Recipient::NONE,
+      to: None, // required field
+      client_msg_id: 0,
+      ciphertext: None, // required field
+      media: None,
+    }
+  }
+}
+
+pub struct SendBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SendBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_to_type(&mut self, to_type: Recipient) {
+    self.fbb_.push_slot::<Recipient>(Send::VT_TO_TYPE, to_type, Recipient::NONE);
+  }
+  #[inline]
+  pub fn add_to(&mut self, to: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Send::VT_TO, to);
+  }
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Send::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_ciphertext(&mut self, ciphertext: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Send::VT_CIPHERTEXT, ciphertext);
+  }
+  #[inline]
+  pub fn add_media(&mut self, media: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(Send::VT_MEDIA, media);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SendBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SendBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Send<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Send::VT_TO,"to");
+    self.fbb_.required(o, Send::VT_CIPHERTEXT,"ciphertext");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Send<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Send");
+      ds.field("to_type", &self.to_type());
+      match self.to_type() {
+        Recipient::RecipientUser => {
+          if let Some(x) = self.to_as_recipient_user() {
+            ds.field("to", &x)
+          } else {
+            ds.field("to", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Recipient::RecipientGroup => {
+          if let Some(x) = self.to_as_recipient_group() {
+            ds.field("to", &x)
+          } else {
+            ds.field("to", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        _ => {
+          let x: Option<()> = None;
+          ds.field("to", &x)
+        },
+      };
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("ciphertext", &self.ciphertext());
+      ds.field("media", &self.media());
+      ds.finish()
+  }
+}
+pub enum AckOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Ack<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Ack<'a> {
+  type Inner = Ack<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Ack<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
+  pub const VT_UP_TO_SEQ: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Ack { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AckArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Ack<'bldr>> {
+    let mut builder = AckBuilder::new(_fbb);
+    builder.add_up_to_seq(args.up_to_seq);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Ack::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> super::ReceiptKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ReceiptKind>(Ack::VT_KIND, Some(super::ReceiptKind::Delivered)).unwrap()}
+  }
+  #[inline]
+  pub fn up_to_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Ack::VT_UP_TO_SEQ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Ack<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<super::ReceiptKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<u64>("up_to_seq", Self::VT_UP_TO_SEQ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AckArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub kind: super::ReceiptKind,
+    pub up_to_seq: u64,
+}
+impl<'a> Default for AckArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AckArgs {
+      chat: None, // required field
+      kind: super::ReceiptKind::Delivered,
+      up_to_seq: 0,
+    }
+  }
+}
+
+pub struct AckBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AckBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Ack::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: super::ReceiptKind) {
+    self.fbb_.push_slot::<super::ReceiptKind>(Ack::VT_KIND, kind, super::ReceiptKind::Delivered);
+  }
+  #[inline]
+  pub fn add_up_to_seq(&mut self, up_to_seq: u64) {
+    self.fbb_.push_slot::<u64>(Ack::VT_UP_TO_SEQ, up_to_seq, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AckBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AckBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Ack<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Ack::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Ack<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Ack");
+      ds.field("chat", &self.chat());
+      ds.field("kind", &self.kind());
+      ds.field("up_to_seq", &self.up_to_seq());
+      ds.finish()
+  }
+}
+pub enum SyncOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `since` empty: everything.
+pub struct Sync<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Sync<'a> {
+  type Inner = Sync<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Sync<'a> {
+  pub const VT_SINCE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Sync { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SyncArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Sync<'bldr>> {
+    let mut builder = SyncBuilder::new(_fbb);
+    if let Some(x) = args.since { builder.add_since(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn since(&self) -> ::flatbuffers::Vector<'a, SyncCursor> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, SyncCursor>>>(Sync::VT_SINCE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Sync<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, SyncCursor>>>("since", Self::VT_SINCE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SyncArgs<'a> {
+    pub since: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, SyncCursor>>>,
+}
+impl<'a> Default for SyncArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SyncArgs {
+      since: None, // required field
+    }
+  }
+}
+
+pub struct SyncBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SyncBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_since(&mut self, since: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , SyncCursor>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Sync::VT_SINCE, since);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SyncBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SyncBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Sync<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Sync::VT_SINCE,"since");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Sync<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Sync");
+      ds.field("since", &self.since());
+      ds.finish()
+  }
+}
+pub enum PingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Ping<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Ping<'a> {
+  type Inner = Ping<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Ping<'a> {
+  pub const VT_NONCE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Ping { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PingArgs
+  ) -> ::flatbuffers::WIPOffset<Ping<'bldr>> {
+    let mut builder = PingBuilder::new(_fbb);
+    builder.add_nonce(args.nonce);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn nonce(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Ping::VT_NONCE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Ping<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("nonce", Self::VT_NONCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PingArgs {
+    pub nonce: u64,
+}
+impl<'a> Default for PingArgs {
+  #[inline]
+  fn default() -> Self {
+    PingArgs {
+      nonce: 0,
+    }
+  }
+}
+
+pub struct PingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PingBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_nonce(&mut self, nonce: u64) {
+    self.fbb_.push_slot::<u64>(Ping::VT_NONCE, nonce, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PingBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Ping<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Ping<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Ping");
+      ds.field("nonce", &self.nonce());
+      ds.finish()
+  }
+}
+pub enum ClientFrameOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ClientFrame<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClientFrame<'a> {
+  type Inner = ClientFrame<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClientFrame<'a> {
+  pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClientFrame { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClientFrameArgs
+  ) -> ::flatbuffers::WIPOffset<ClientFrame<'bldr>> {
+    let mut builder = ClientFrameBuilder::new(_fbb);
+    if let Some(x) = args.body { builder.add_body(x); }
+    builder.add_body_type(args.body_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn body_type(&self) -> ClientFrameBody {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ClientFrameBody>(ClientFrame::VT_BODY_TYPE, Some(ClientFrameBody::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn body(&self) -> ::flatbuffers::Table<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(ClientFrame::VT_BODY, None).unwrap()}
+  }
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_request_otp(&self) -> Option<RequestOtp<'a>> {
+    if self.body_type() == ClientFrameBody::RequestOtp {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RequestOtp::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_verify_otp(&self) -> Option<VerifyOtp<'a>> {
+    if self.body_type() == ClientFrameBody::VerifyOtp {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { VerifyOtp::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_login(&self) -> Option<Login<'a>> {
+    if self.body_type() == ClientFrameBody::Login {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Login::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_send(&self) -> Option<Send<'a>> {
+    if self.body_type() == ClientFrameBody::Send {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Send::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_ack(&self) -> Option<Ack<'a>> {
+    if self.body_type() == ClientFrameBody::Ack {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Ack::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sync(&self) -> Option<Sync<'a>> {
+    if self.body_type() == ClientFrameBody::Sync {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Sync::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_ping(&self) -> Option<Ping<'a>> {
+    if self.body_type() == ClientFrameBody::Ping {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Ping::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ClientFrame<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_union::<ClientFrameBody, _>("body_type", Self::VT_BODY_TYPE, "body", Self::VT_BODY, true, |key, v, pos| {
+        match key {
+          ClientFrameBody::RequestOtp => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RequestOtp>>("ClientFrameBody::RequestOtp", pos),
+          ClientFrameBody::VerifyOtp => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<VerifyOtp>>("ClientFrameBody::VerifyOtp", pos),
+          ClientFrameBody::Login => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Login>>("ClientFrameBody::Login", pos),
+          ClientFrameBody::Send => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Send>>("ClientFrameBody::Send", pos),
+          ClientFrameBody::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("ClientFrameBody::Ack", pos),
+          ClientFrameBody::Sync => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Sync>>("ClientFrameBody::Sync", pos),
+          ClientFrameBody::Ping => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ping>>("ClientFrameBody::Ping", pos),
+          _ => Ok(()),
+        }
+     })?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClientFrameArgs {
+    pub body_type: ClientFrameBody,
+    pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+}
+impl<'a> Default for ClientFrameArgs {
+  #[inline]
+  fn default() -> Self {
+    ClientFrameArgs {
+      body_type: ClientFrameBody::NONE,
+      body: None, // required field
+    }
+  }
+}
+
+pub struct ClientFrameBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClientFrameBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_body_type(&mut self, body_type: ClientFrameBody) {
+    self.fbb_.push_slot::<ClientFrameBody>(ClientFrame::VT_BODY_TYPE, body_type, ClientFrameBody::NONE);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ClientFrame::VT_BODY, body);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClientFrameBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClientFrameBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClientFrame<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ClientFrame::VT_BODY,"body");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClientFrame<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClientFrame");
+      ds.field("body_type", &self.body_type());
+      match self.body_type() {
+        ClientFrameBody::RequestOtp => {
+          if let Some(x) = self.body_as_request_otp() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::VerifyOtp => {
+          if let Some(x) = self.body_as_verify_otp() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Login => {
+          if let Some(x) = self.body_as_login() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Send => {
+          if let Some(x) = self.body_as_send() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Ack => {
+          if let Some(x) = self.body_as_ack() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Sync => {
+          if let Some(x) = self.body_as_sync() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Ping => {
+          if let Some(x) = self.body_as_ping() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        _ => {
+          let x: Option<()> = None;
+          ds.field("body", &x)
+        },
+      };
+      ds.finish()
+  }
+}
+pub enum OtpSentOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct OtpSent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OtpSent<'a> {
+  type Inner = OtpSent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OtpSent<'a> {
+  pub const VT_PHONE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EXPIRES_IN_MS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OtpSent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OtpSentArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OtpSent<'bldr>> {
+    let mut builder = OtpSentBuilder::new(_fbb);
+    builder.add_expires_in_ms(args.expires_in_ms);
+    if let Some(x) = args.phone { builder.add_phone(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn phone(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(OtpSent::VT_PHONE, None).unwrap()}
+  }
+  #[inline]
+  pub fn expires_in_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(OtpSent::VT_EXPIRES_IN_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OtpSent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("phone", Self::VT_PHONE, true)?
+     .visit_field::<u64>("expires_in_ms", Self::VT_EXPIRES_IN_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OtpSentArgs<'a> {
+    pub phone: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub expires_in_ms: u64,
+}
+impl<'a> Default for OtpSentArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OtpSentArgs {
+      phone: None, // required field
+      expires_in_ms: 0,
+    }
+  }
+}
+
+pub struct OtpSentBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OtpSentBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_phone(&mut self, phone: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OtpSent::VT_PHONE, phone);
+  }
+  #[inline]
+  pub fn add_expires_in_ms(&mut self, expires_in_ms: u64) {
+    self.fbb_.push_slot::<u64>(OtpSent::VT_EXPIRES_IN_MS, expires_in_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OtpSentBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OtpSentBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OtpSent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, OtpSent::VT_PHONE,"phone");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OtpSent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OtpSent");
+      ds.field("phone", &self.phone());
+      ds.field("expires_in_ms", &self.expires_in_ms());
+      ds.finish()
+  }
+}
+pub enum RegisteredOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Registered<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Registered<'a> {
+  type Inner = Registered<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Registered<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Registered { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegisteredArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Registered<'bldr>> {
+    let mut builder = RegisteredBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Registered::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Registered::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn token(&self) -> &'a Token {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Token>(Registered::VT_TOKEN, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Registered<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<Token>("token", Self::VT_TOKEN, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegisteredArgs<'a> {
+    pub user: u64,
+    pub device: u32,
+    pub token: Option<&'a Token>,
+}
+impl<'a> Default for RegisteredArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegisteredArgs {
+      user: 0,
+      device: 0,
+      token: None, // required field
+    }
+  }
+}
+
+pub struct RegisteredBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisteredBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(Registered::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(Registered::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: &Token) {
+    self.fbb_.push_slot_always::<&Token>(Registered::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisteredBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegisteredBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Registered<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Registered::VT_TOKEN,"token");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Registered<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Registered");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
+pub enum LoggedInOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LoggedIn<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LoggedIn<'a> {
+  type Inner = LoggedIn<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LoggedIn<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LoggedIn { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LoggedInArgs
+  ) -> ::flatbuffers::WIPOffset<LoggedIn<'bldr>> {
+    let mut builder = LoggedInBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LoggedIn::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(LoggedIn::VT_DEVICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LoggedIn<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LoggedInArgs {
+    pub user: u64,
+    pub device: u32,
+}
+impl<'a> Default for LoggedInArgs {
+  #[inline]
+  fn default() -> Self {
+    LoggedInArgs {
+      user: 0,
+      device: 0,
+    }
+  }
+}
+
+pub struct LoggedInBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LoggedInBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(LoggedIn::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(LoggedIn::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LoggedInBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LoggedInBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LoggedIn<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LoggedIn<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LoggedIn");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.finish()
+  }
+}
+pub enum SentOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Sent<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Sent<'a> {
+  type Inner = Sent<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Sent<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SERVER_TIME_MS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Sent { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SentArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Sent<'bldr>> {
+    let mut builder = SentBuilder::new(_fbb);
+    builder.add_server_time_ms(args.server_time_ms);
+    builder.add_seq(args.seq);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Sent::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Sent::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Sent::VT_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn server_time_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Sent::VT_SERVER_TIME_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Sent<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<u64>("server_time_ms", Self::VT_SERVER_TIME_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SentArgs<'a> {
+    pub client_msg_id: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub seq: u64,
+    pub server_time_ms: u64,
+}
+impl<'a> Default for SentArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SentArgs {
+      client_msg_id: 0,
+      chat: None, // required field
+      seq: 0,
+      server_time_ms: 0,
+    }
+  }
+}
+
+pub struct SentBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SentBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Sent::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Sent::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(Sent::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_server_time_ms(&mut self, server_time_ms: u64) {
+    self.fbb_.push_slot::<u64>(Sent::VT_SERVER_TIME_MS, server_time_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SentBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SentBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Sent<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Sent::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Sent<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Sent");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("chat", &self.chat());
+      ds.field("seq", &self.seq());
+      ds.field("server_time_ms", &self.server_time_ms());
+      ds.finish()
+  }
+}
+pub enum DeliverOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Deliver<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Deliver<'a> {
+  type Inner = Deliver<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Deliver<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SENDER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_SENDER_DEVICE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 12;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 16;
+  pub const VT_MEDIA: ::flatbuffers::VOffsetT = 18;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Deliver { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeliverArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Deliver<'bldr>> {
+    let mut builder = DeliverBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_sender(args.sender);
+    builder.add_seq(args.seq);
+    if let Some(x) = args.media { builder.add_media(x); }
+    if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.add_sender_device(args.sender_device);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Deliver::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Deliver::VT_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sender(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Deliver::VT_SENDER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sender_device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(Deliver::VT_SENDER_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Deliver::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Deliver::VT_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ciphertext(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Deliver::VT_CIPHERTEXT, None).unwrap()}
+  }
+  #[inline]
+  pub fn media(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(Deliver::VT_MEDIA, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Deliver<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<u64>("sender", Self::VT_SENDER, false)?
+     .visit_field::<u32>("sender_device", Self::VT_SENDER_DEVICE, false)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("media", Self::VT_MEDIA, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeliverArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub seq: u64,
+    pub sender: u64,
+    pub sender_device: u32,
+    pub client_msg_id: u64,
+    pub at_ms: u64,
+    pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub media: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+}
+impl<'a> Default for DeliverArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeliverArgs {
+      chat: None, // required field
+      seq: 0,
+      sender: 0,
+      sender_device: 0,
+      client_msg_id: 0,
+      at_ms: 0,
+      ciphertext: None, // required field
+      media: None,
+    }
+  }
+}
+
+pub struct DeliverBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeliverBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Deliver::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(Deliver::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_sender(&mut self, sender: u64) {
+    self.fbb_.push_slot::<u64>(Deliver::VT_SENDER, sender, 0);
+  }
+  #[inline]
+  pub fn add_sender_device(&mut self, sender_device: u32) {
+    self.fbb_.push_slot::<u32>(Deliver::VT_SENDER_DEVICE, sender_device, 0);
+  }
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Deliver::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: u64) {
+    self.fbb_.push_slot::<u64>(Deliver::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn add_ciphertext(&mut self, ciphertext: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Deliver::VT_CIPHERTEXT, ciphertext);
+  }
+  #[inline]
+  pub fn add_media(&mut self, media: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(Deliver::VT_MEDIA, media);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeliverBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeliverBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Deliver<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Deliver::VT_CHAT,"chat");
+    self.fbb_.required(o, Deliver::VT_CIPHERTEXT,"ciphertext");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Deliver<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Deliver");
+      ds.field("chat", &self.chat());
+      ds.field("seq", &self.seq());
+      ds.field("sender", &self.sender());
+      ds.field("sender_device", &self.sender_device());
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("at_ms", &self.at_ms());
+      ds.field("ciphertext", &self.ciphertext());
+      ds.field("media", &self.media());
+      ds.finish()
+  }
+}
+pub enum ReceiptOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Receipt<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Receipt<'a> {
+  type Inner = Receipt<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Receipt<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_UP_TO_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Receipt { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReceiptArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Receipt<'bldr>> {
+    let mut builder = ReceiptBuilder::new(_fbb);
+    builder.add_up_to_seq(args.up_to_seq);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Receipt::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn up_to_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Receipt::VT_UP_TO_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status(&self) -> super::ReceiptKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ReceiptKind>(Receipt::VT_STATUS, Some(super::ReceiptKind::Delivered)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Receipt<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("up_to_seq", Self::VT_UP_TO_SEQ, false)?
+     .visit_field::<super::ReceiptKind>("status", Self::VT_STATUS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReceiptArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub up_to_seq: u64,
+    pub status: super::ReceiptKind,
+}
+impl<'a> Default for ReceiptArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReceiptArgs {
+      chat: None, // required field
+      up_to_seq: 0,
+      status: super::ReceiptKind::Delivered,
+    }
+  }
+}
+
+pub struct ReceiptBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReceiptBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Receipt::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_up_to_seq(&mut self, up_to_seq: u64) {
+    self.fbb_.push_slot::<u64>(Receipt::VT_UP_TO_SEQ, up_to_seq, 0);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: super::ReceiptKind) {
+    self.fbb_.push_slot::<super::ReceiptKind>(Receipt::VT_STATUS, status, super::ReceiptKind::Delivered);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReceiptBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReceiptBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Receipt<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Receipt::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Receipt<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Receipt");
+      ds.field("chat", &self.chat());
+      ds.field("up_to_seq", &self.up_to_seq());
+      ds.field("status", &self.status());
+      ds.finish()
+  }
+}
+pub enum SyncDoneOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct SyncDone<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SyncDone<'a> {
+  type Inner = SyncDone<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SyncDone<'a> {
+  pub const VT_CHATS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SyncDone { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SyncDoneArgs
+  ) -> ::flatbuffers::WIPOffset<SyncDone<'bldr>> {
+    let mut builder = SyncDoneBuilder::new(_fbb);
+    builder.add_chats(args.chats);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chats(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(SyncDone::VT_CHATS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SyncDone<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("chats", Self::VT_CHATS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SyncDoneArgs {
+    pub chats: u32,
+}
+impl<'a> Default for SyncDoneArgs {
+  #[inline]
+  fn default() -> Self {
+    SyncDoneArgs {
+      chats: 0,
+    }
+  }
+}
+
+pub struct SyncDoneBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SyncDoneBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chats(&mut self, chats: u32) {
+    self.fbb_.push_slot::<u32>(SyncDone::VT_CHATS, chats, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SyncDoneBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SyncDoneBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SyncDone<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SyncDone<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SyncDone");
+      ds.field("chats", &self.chats());
+      ds.finish()
+  }
+}
+pub enum PongOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Pong<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Pong<'a> {
+  type Inner = Pong<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Pong<'a> {
+  pub const VT_NONCE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Pong { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PongArgs
+  ) -> ::flatbuffers::WIPOffset<Pong<'bldr>> {
+    let mut builder = PongBuilder::new(_fbb);
+    builder.add_nonce(args.nonce);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn nonce(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Pong::VT_NONCE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Pong<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("nonce", Self::VT_NONCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PongArgs {
+    pub nonce: u64,
+}
+impl<'a> Default for PongArgs {
+  #[inline]
+  fn default() -> Self {
+    PongArgs {
+      nonce: 0,
+    }
+  }
+}
+
+pub struct PongBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PongBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_nonce(&mut self, nonce: u64) {
+    self.fbb_.push_slot::<u64>(Pong::VT_NONCE, nonce, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PongBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PongBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Pong<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Pong<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Pong");
+      ds.field("nonce", &self.nonce());
+      ds.finish()
+  }
+}
+pub enum ErrorOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Error<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Error<'a> {
+  type Inner = Error<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Error<'a> {
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Error { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ErrorArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Error<'bldr>> {
+    let mut builder = ErrorBuilder::new(_fbb);
+    if let Some(x) = args.client_msg_id { builder.add_client_msg_id(x); }
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_code(args.code);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn code(&self) -> ErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ErrorCode>(Error::VT_CODE, Some(ErrorCode::BadFrame)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Error::VT_MESSAGE, None).unwrap()}
+  }
+  #[inline]
+  pub fn client_msg_id(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Error::VT_CLIENT_MSG_ID, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Error<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ErrorCode>("code", Self::VT_CODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, true)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ErrorArgs<'a> {
+    pub code: ErrorCode,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub client_msg_id: Option<u64>,
+}
+impl<'a> Default for ErrorArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ErrorArgs {
+      code: ErrorCode::BadFrame,
+      message: None, // required field
+      client_msg_id: None,
+    }
+  }
+}
+
+pub struct ErrorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_code(&mut self, code: ErrorCode) {
+    self.fbb_.push_slot::<ErrorCode>(Error::VT_CODE, code, ErrorCode::BadFrame);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Error::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot_always::<u64>(Error::VT_CLIENT_MSG_ID, client_msg_id);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ErrorBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Error<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Error::VT_MESSAGE,"message");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Error<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Error");
+      ds.field("code", &self.code());
+      ds.field("message", &self.message());
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.finish()
+  }
+}
+pub enum ServerFrameOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ServerFrame<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ServerFrame<'a> {
+  type Inner = ServerFrame<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ServerFrame<'a> {
+  pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ServerFrame { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ServerFrameArgs
+  ) -> ::flatbuffers::WIPOffset<ServerFrame<'bldr>> {
+    let mut builder = ServerFrameBuilder::new(_fbb);
+    if let Some(x) = args.body { builder.add_body(x); }
+    builder.add_body_type(args.body_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn body_type(&self) -> ServerFrameBody {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ServerFrameBody>(ServerFrame::VT_BODY_TYPE, Some(ServerFrameBody::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn body(&self) -> ::flatbuffers::Table<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(ServerFrame::VT_BODY, None).unwrap()}
+  }
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_otp_sent(&self) -> Option<OtpSent<'a>> {
+    if self.body_type() == ServerFrameBody::OtpSent {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OtpSent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_registered(&self) -> Option<Registered<'a>> {
+    if self.body_type() == ServerFrameBody::Registered {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Registered::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_logged_in(&self) -> Option<LoggedIn<'a>> {
+    if self.body_type() == ServerFrameBody::LoggedIn {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LoggedIn::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sent(&self) -> Option<Sent<'a>> {
+    if self.body_type() == ServerFrameBody::Sent {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Sent::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_deliver(&self) -> Option<Deliver<'a>> {
+    if self.body_type() == ServerFrameBody::Deliver {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Deliver::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_receipt(&self) -> Option<Receipt<'a>> {
+    if self.body_type() == ServerFrameBody::Receipt {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Receipt::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sync_done(&self) -> Option<SyncDone<'a>> {
+    if self.body_type() == ServerFrameBody::SyncDone {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SyncDone::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_pong(&self) -> Option<Pong<'a>> {
+    if self.body_type() == ServerFrameBody::Pong {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Pong::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_error(&self) -> Option<Error<'a>> {
+    if self.body_type() == ServerFrameBody::Error {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Error::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ServerFrame<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_union::<ServerFrameBody, _>("body_type", Self::VT_BODY_TYPE, "body", Self::VT_BODY, true, |key, v, pos| {
+        match key {
+          ServerFrameBody::OtpSent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OtpSent>>("ServerFrameBody::OtpSent", pos),
+          ServerFrameBody::Registered => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Registered>>("ServerFrameBody::Registered", pos),
+          ServerFrameBody::LoggedIn => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LoggedIn>>("ServerFrameBody::LoggedIn", pos),
+          ServerFrameBody::Sent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Sent>>("ServerFrameBody::Sent", pos),
+          ServerFrameBody::Deliver => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Deliver>>("ServerFrameBody::Deliver", pos),
+          ServerFrameBody::Receipt => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Receipt>>("ServerFrameBody::Receipt", pos),
+          ServerFrameBody::SyncDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SyncDone>>("ServerFrameBody::SyncDone", pos),
+          ServerFrameBody::Pong => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Pong>>("ServerFrameBody::Pong", pos),
+          ServerFrameBody::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("ServerFrameBody::Error", pos),
+          _ => Ok(()),
+        }
+     })?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ServerFrameArgs {
+    pub body_type: ServerFrameBody,
+    pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+}
+impl<'a> Default for ServerFrameArgs {
+  #[inline]
+  fn default() -> Self {
+    ServerFrameArgs {
+      body_type: ServerFrameBody::NONE,
+      body: None, // required field
+    }
+  }
+}
+
+pub struct ServerFrameBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ServerFrameBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_body_type(&mut self, body_type: ServerFrameBody) {
+    self.fbb_.push_slot::<ServerFrameBody>(ServerFrame::VT_BODY_TYPE, body_type, ServerFrameBody::NONE);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ServerFrame::VT_BODY, body);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ServerFrameBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ServerFrameBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ServerFrame<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ServerFrame::VT_BODY,"body");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ServerFrame<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ServerFrame");
+      ds.field("body_type", &self.body_type());
+      match self.body_type() {
+        ServerFrameBody::OtpSent => {
+          if let Some(x) = self.body_as_otp_sent() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::Registered => {
+          if let Some(x) = self.body_as_registered() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::LoggedIn => {
+          if let Some(x) = self.body_as_logged_in() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::Sent => {
+          if let Some(x) = self.body_as_sent() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::Deliver => {
+          if let Some(x) = self.body_as_deliver() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::Receipt => {
+          if let Some(x) = self.body_as_receipt() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::SyncDone => {
+          if let Some(x) = self.body_as_sync_done() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::Pong => {
+          if let Some(x) = self.body_as_pong() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::Error => {
+          if let Some(x) = self.body_as_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        _ => {
+          let x: Option<()> = None;
+          ds.field("body", &x)
+        },
+      };
+      ds.finish()
+  }
+}
+}  // pub mod edge
 }  // pub mod fb
 }  // pub mod chorus
 

@@ -93,6 +93,8 @@ pub fn command_body() -> impl Strategy<Value = CommandBody> {
         users(8).prop_map(|contacts| UpdateContacts { contacts }),
         user().prop_map(|target| Block { target }),
         user().prop_map(|target| Unblock { target }),
+        (device(), any::<[u8; 32]>()).prop_map(|(device, token_hash)| CreateSession { device, token_hash }),
+        device().prop_map(|device| RevokeSession { device }),
     ]
 }
 
@@ -137,6 +139,8 @@ pub fn event_body() -> impl Strategy<Value = EventBody> {
         (user(), users(8)).prop_map(|(user, contacts)| ContactsUpdated { user, contacts }),
         (user(), user()).prop_map(|(user, target)| UserBlocked { user, target }),
         (user(), user()).prop_map(|(user, target)| UserUnblocked { user, target }),
+        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token_hash)| SessionCreated { user, device, token_hash }),
+        (user(), device()).prop_map(|(user, device)| SessionRevoked { user, device }),
     ]
 }
 
