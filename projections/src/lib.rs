@@ -22,26 +22,29 @@
 //! transaction as the views, so a backend that commits atomically (see
 //! [`store`]) makes resuming exact.
 //!
+//! The process around the folds is [`projector`]: it tails every partition of
+//! the log from its cursor, folds batches into one RocksDB transaction
+//! ([`store::RocksStore`]) with the cursor, commits, then publishes the
+//! effects on the bus ([`wire`] has the payloads and subjects) and answers
+//! view queries over bus request/reply. [`rebuild_from_log`] replays the
+//! whole log into a fresh store (`chorus replay --view`).
+//!
 //! # What it leaves out (next steps)
-//! - **RocksDB backend**: a [`store::Txn`] over a `WriteBatchWithIndex` (reads see
-//!   the batch), one batch per commit, passing the same tests as [`store::MemStore`].
-//! - **Projector process**: tails each partition's committed log from
-//!   [`Projection::next_offset`], folds batches of records into one transaction,
-//!   commits, then runs the effects; skips nothing and needs no dedup because the
-//!   cursor commits with the views.
-//! - **Bus publication**: turning [`Effect::Deliver`] and
-//!   [`Effect::ReceiptChanged`] into NATS messages (`projections/bus`).
-//! - **View queries over NATS**: request/reply on top of the read functions of each
-//!   view module (`chat_list::list`, `roster::members`, `receipt_status::status`…).
 //! - Views of user-partition events (profiles, presence and last seen, status
 //!   feeds, prekeys), message content (edits, deletes, reactions), and pruning of
 //!   the chat list's message index.
-//!
+//! - Spreading partitions over several projector processes (see [`projector`]).
+//! - Flatbuffers for the bus payloads (they are bincode in [`wire`] for now).
+
 //! # Module map
-//! - [`store`]: the [`store::Txn`] trait and its durability promise, [`store::keys`]
-//!   (key layout of every view), [`store::MemStore`] (in-memory backend).
+//! - [`store`]: the [`store::Txn`] and [`store::Store`] traits and their
+//!   durability promise, [`store::keys`] (key layout of every view),
+//!   [`store::MemStore`] (in memory) and [`store::RocksStore`] (RocksDB).
 //! - [`fold`]: [`Effect`] and one module per view.
 //! - `projection`: [`Projection`], [`Applied`], [`rebuild`], [`fold_into`].
+//! - [`projector`]: [`Projector`] (`Config` → `run(shutdown)`), [`Handle`],
+//!   view query answers, [`rebuild_from_log`].
+//! - [`wire`]: bus subjects and payloads (deliveries, receipts, view queries).
 //! - `error`: [`Error`], [`Result`].
 //!
 //! # Dataflow
@@ -60,9 +63,12 @@
 mod error;
 pub mod fold;
 mod projection;
+pub mod projector;
 pub mod store;
+pub mod wire;
 
 pub use error::{Error, Result};
 pub use fold::receipt_status::Status as ReceiptStatus;
 pub use fold::Effect;
 pub use projection::{fold_into, rebuild, Applied, Projection};
+pub use projector::{rebuild_from_log, Config, Handle, Projector};

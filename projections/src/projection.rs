@@ -4,7 +4,7 @@
 use chorus_schema::{EventRecord, PartitionId};
 
 use crate::fold::{chat_list, cursors, receipt_status, roster, Effect};
-use crate::store::{get_value, keys, put_value, MemStore, Txn};
+use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
 use crate::{Error, Result};
 
 /// What [`Projection::apply`] did with a record.
@@ -80,22 +80,23 @@ impl Projection {
     }
 }
 
-/// Folds `records` into `store`, one committed transaction per record, and
-/// collects their effects into `effects`.
+/// Folds `records` into `store` (either backend), one committed transaction per
+/// record, and collects their effects into `effects`.
 ///
 /// # Errors
-/// As [`Projection::apply`]; the records before the failing one stay committed.
-pub fn fold_into<'a>(
-    store: &mut MemStore,
+/// As [`Projection::apply`], or a failed commit; the records before the
+/// failing one stay committed.
+pub fn fold_into<'a, S: Store>(
+    store: &mut S,
     records: impl IntoIterator<Item = &'a EventRecord>,
     effects: &mut Vec<Effect>,
 ) -> Result<()> {
     let projection = Projection::new();
     for record in records {
-        let mut txn = store.begin();
+        let mut txn = store.begin_txn();
         let mut out = Vec::new();
         projection.apply(&mut txn, record, &mut out)?;
-        txn.commit();
+        S::commit_txn(txn)?;
         effects.append(&mut out);
     }
     Ok(())

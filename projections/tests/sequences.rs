@@ -1,11 +1,15 @@
 //! Properties over event sequences made by the real partition state machine from
-//! random commands over small id spaces (so that chats, members and devices collide).
+//! random commands over small id spaces (so that chats, members and devices collide),
+//! on both backends (in memory and RocksDB on disk).
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_partition::PartitionState;
 use chorus_projections::fold::{chat_list, cursors, roster};
-use chorus_projections::store::MemStore;
+use chorus_projections::store::{MemStore, Store};
+use support::backend::{Backend, Rocks};
 use chorus_projections::{fold_into, rebuild, Effect, Projection, ReceiptStatus};
 use chorus_schema::*;
 use proptest::prelude::*;
@@ -149,99 +153,140 @@ proptest! {
     /// machine, checked after every event.
     #[test]
     fn views_follow_the_state_machine(steps in prop::collection::vec(step(), 1..120)) {
+        views_follow::<MemStore>(&steps)?;
+    }
+}
+
+proptest! {
+    // Each case opens a RocksDB on disk: fewer cases, same properties.
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// (b)–(d) on RocksDB.
+    #[test]
+    fn views_follow_the_state_machine_on_rocks(steps in prop::collection::vec(step(), 1..120)) {
+        views_follow::<Rocks>(&steps)?;
+    }
+
+    /// (a) on RocksDB: a resumed, re-reading, batched fold into RocksDB equals the
+    /// one-run in-memory fold, entry for entry.
+    #[test]
+    fn resume_on_rocks_equals_one_run(steps in prop::collection::vec(step(), 1..120), split in any::<Index>(), back in any::<Index>()) {
         let records = events(&steps);
-        let mut store = MemStore::new();
-        let mut shadow = PartitionState::new(PARTITION, 1);
-        // (chat, seq) -> sender of every message.
-        let mut messages: BTreeMap<ChatId, BTreeMap<Seq, UserId>> = BTreeMap::new();
-        for record in &records {
-            let event = &record.event;
-            let chat = event.body.chat();
-            let before = chat.and_then(|c| shadow.members(&c)).unwrap_or_default();
-            let cursors_before = chat.map(|c| cursors::get(&store.begin(), &c, event.origin.user, event.origin.device).unwrap());
-            shadow.fold(event);
-            if let EventBody::MessageSent { chat, seq, .. } = &event.body {
-                messages.entry(*chat).or_default().insert(*seq, event.origin.user);
-            }
-            let mut effects = Vec::new();
-            let mut txn = store.begin();
-            Projection::new().apply(&mut txn, record, &mut effects).unwrap();
-            txn.commit();
-            let txn = store.begin();
-            let Some(chat) = chat else {
-                prop_assert!(effects.is_empty());
-                continue;
-            };
-            let after = shadow.members(&chat).unwrap();
+        let mut whole_effects = Vec::new();
+        let mut whole = MemStore::new();
+        fold_into(&mut whole, &records, &mut whole_effects).unwrap();
+        let k = split.index(records.len() + 1);
+        let j = back.index(k + 1);
+        let mut rocks = Rocks::fresh();
+        let mut effects = Vec::new();
+        fold_into(&mut rocks, &records[..k], &mut effects).unwrap();
+        // Re-read from before the cursor, in one batched transaction.
+        let mut txn = rocks.begin_txn();
+        for r in &records[j..] {
+            Projection::new().apply(&mut txn, r, &mut effects).unwrap();
+        }
+        Rocks::commit_txn(txn).unwrap();
+        prop_assert_eq!(rocks.dump().unwrap(), whole.dump().unwrap());
+        prop_assert_eq!(effects, whole_effects);
+    }
+}
 
-            // (b) Cursors never go backwards, read <= delivered, and they equal the state machine's.
-            if let EventBody::Receipt { .. } = &event.body {
-                let c = cursors::get(&txn, &chat, event.origin.user, event.origin.device).unwrap();
-                let old = cursors_before.unwrap();
-                prop_assert!(c.delivered >= old.delivered && c.read >= old.read, "{:?} -> {:?}", old, c);
-                prop_assert!(c.read <= c.delivered);
-                let sm = shadow.cursors(&chat, event.origin.user, event.origin.device).unwrap();
-                prop_assert_eq!((c.delivered, c.read), (sm.delivered, sm.read));
-            }
+/// (b) cursors, (c) deliveries, (d) unread, and the views against the state
+/// machine, checked after every event, on backend `S`.
+fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), TestCaseError> {
+    let records = events(steps);
+    let mut store = S::fresh();
+    let mut shadow = PartitionState::new(PARTITION, 1);
+    // (chat, seq) -> sender of every message.
+    let mut messages: BTreeMap<ChatId, BTreeMap<Seq, UserId>> = BTreeMap::new();
+    for record in &records {
+        let event = &record.event;
+        let chat = event.body.chat();
+        let before = chat.and_then(|c| shadow.members(&c)).unwrap_or_default();
+        let cursors_before = chat.map(|c| cursors::get(&store.begin_txn(), &c, event.origin.user, event.origin.device).unwrap());
+        shadow.fold(event);
+        if let EventBody::MessageSent { chat, seq, .. } = &event.body {
+            messages.entry(*chat).or_default().insert(*seq, event.origin.user);
+        }
+        let mut effects = Vec::new();
+        let mut txn = store.begin_txn();
+        Projection::new().apply(&mut txn, record, &mut effects).unwrap();
+        S::commit_txn(txn).unwrap();
+        let txn = store.begin_txn();
+        let Some(chat) = chat else {
+            prop_assert!(effects.is_empty());
+            continue;
+        };
+        let after = shadow.members(&chat).unwrap();
 
-            for effect in &effects {
-                match effect {
-                    // (c) Deliveries name only members (before or after the item), never the sender.
-                    Effect::Deliver { chat: c, seq, recipients } => {
-                        prop_assert_eq!(*c, chat);
-                        prop_assert_eq!(Some(*seq), event.body.seq());
-                        let audience = union(&before, &after);
-                        for r in recipients {
-                            prop_assert!(audience.contains(r), "{} is not a member at {}", r, seq);
-                            prop_assert!(*r != event.origin.user, "the sender {} receives {}", r, seq);
-                        }
-                        let mut expected = audience;
-                        expected.remove(&event.origin.user);
-                        prop_assert_eq!(recipients.iter().copied().collect::<BTreeSet<_>>(), expected);
+        // (b) Cursors never go backwards, read <= delivered, and they equal the state machine's.
+        if let EventBody::Receipt { .. } = &event.body {
+            let c = cursors::get(&txn, &chat, event.origin.user, event.origin.device).unwrap();
+            let old = cursors_before.unwrap();
+            prop_assert!(c.delivered >= old.delivered && c.read >= old.read, "{:?} -> {:?}", old, c);
+            prop_assert!(c.read <= c.delivered);
+            let sm = shadow.cursors(&chat, event.origin.user, event.origin.device).unwrap();
+            prop_assert_eq!((c.delivered, c.read), (sm.delivered, sm.read));
+        }
+
+        for effect in &effects {
+            match effect {
+                // (c) Deliveries name only members (before or after the item), never the sender.
+                Effect::Deliver { chat: c, seq, recipients } => {
+                    prop_assert_eq!(*c, chat);
+                    prop_assert_eq!(Some(*seq), event.body.seq());
+                    let audience = union(&before, &after);
+                    for r in recipients {
+                        prop_assert!(audience.contains(r), "{} is not a member at {}", r, seq);
+                        prop_assert!(*r != event.origin.user, "the sender {} receives {}", r, seq);
                     }
-                    // Ticks are sound: every other current member that was a member
-                    // at the message acknowledged it.
-                    Effect::ReceiptChanged { chat: c, sender, up_to_seq, status } => {
-                        prop_assert_eq!(*c, chat);
-                        prop_assert!(matches!(event.body, EventBody::Receipt { .. }), "ticks moved at {}", event.body.kind());
-                        prop_assert_eq!(messages[&chat].get(up_to_seq), Some(sender));
-                        let others: Vec<UserId> = after.iter().copied().filter(|u| u != sender).collect();
-                        prop_assert!(!others.is_empty() && after.contains(sender));
-                        for m in others {
-                            let since = shadow.member(&chat, m).unwrap().since;
-                            let (d, r) = user_cursors(&shadow, &chat, m);
-                            let acked = if *status == ReceiptStatus::Read { r } else { d };
-                            prop_assert!(acked.max(since) >= *up_to_seq, "{} has not acked {} ({:?})", m, up_to_seq, status);
-                        }
+                    let mut expected = audience;
+                    expected.remove(&event.origin.user);
+                    prop_assert_eq!(recipients.iter().copied().collect::<BTreeSet<_>>(), expected);
+                }
+                // Ticks are sound: every other current member that was a member
+                // at the message acknowledged it.
+                Effect::ReceiptChanged { chat: c, sender, up_to_seq, status } => {
+                    prop_assert_eq!(*c, chat);
+                    prop_assert!(matches!(event.body, EventBody::Receipt { .. }), "ticks moved at {}", event.body.kind());
+                    prop_assert_eq!(messages[&chat].get(up_to_seq), Some(sender));
+                    let others: Vec<UserId> = after.iter().copied().filter(|u| u != sender).collect();
+                    prop_assert!(!others.is_empty() && after.contains(sender));
+                    for m in others {
+                        let since = shadow.member(&chat, m).unwrap().since;
+                        let (d, r) = user_cursors(&shadow, &chat, m);
+                        let acked = if *status == ReceiptStatus::Read { r } else { d };
+                        prop_assert!(acked.max(since) >= *up_to_seq, "{} has not acked {} ({:?})", m, up_to_seq, status);
                     }
                 }
             }
-
-            // (d) unread <= last_seq, and exactly the others' messages after the
-            // read cursor and the join, for every current member.
-            let last = shadow.last_seq(&chat).unwrap();
-            for u in &after {
-                let e = chat_list::entry(&txn, *u, &chat).unwrap().expect("member has an entry");
-                prop_assert!(e.unread <= e.last_seq.0);
-                prop_assert_eq!(e.last_seq, last);
-                let since = shadow.member(&chat, *u).unwrap().since;
-                let from = user_cursors(&shadow, &chat, *u).1.max(since);
-                let unread = messages.get(&chat).map_or(0, |m| {
-                    m.range(from.next()..).filter(|(_, s)| *s != u).count() as u64
-                });
-                prop_assert_eq!(e.unread, unread, "user {} chat {}", u, chat);
-            }
-            for (_, e) in chat_list::list(&txn, event.origin.user).unwrap() {
-                prop_assert!(e.unread <= e.last_seq.0);
-            }
-
-            // The roster is the state machine's.
-            let members: Vec<UserId> = roster::members(&txn, &chat).unwrap().into_iter().map(|(u, _)| u).collect();
-            prop_assert_eq!(&members, &after);
-            prop_assert_eq!(roster::admins(&txn, &chat).unwrap(), shadow.admins(&chat).unwrap());
-            prop_assert_eq!(roster::chat(&txn, &chat).unwrap().unwrap().last_seq, last);
         }
+
+        // (d) unread <= last_seq, and exactly the others' messages after the
+        // read cursor and the join, for every current member.
+        let last = shadow.last_seq(&chat).unwrap();
+        for u in &after {
+            let e = chat_list::entry(&txn, *u, &chat).unwrap().expect("member has an entry");
+            prop_assert!(e.unread <= e.last_seq.0);
+            prop_assert_eq!(e.last_seq, last);
+            let since = shadow.member(&chat, *u).unwrap().since;
+            let from = user_cursors(&shadow, &chat, *u).1.max(since);
+            let unread = messages.get(&chat).map_or(0, |m| {
+                m.range(from.next()..).filter(|(_, s)| *s != u).count() as u64
+            });
+            prop_assert_eq!(e.unread, unread, "user {} chat {}", u, chat);
+        }
+        for (_, e) in chat_list::list(&txn, event.origin.user).unwrap() {
+            prop_assert!(e.unread <= e.last_seq.0);
+        }
+
+        // The roster is the state machine's.
+        let members: Vec<UserId> = roster::members(&txn, &chat).unwrap().into_iter().map(|(u, _)| u).collect();
+        prop_assert_eq!(&members, &after);
+        prop_assert_eq!(roster::admins(&txn, &chat).unwrap(), shadow.admins(&chat).unwrap());
+        prop_assert_eq!(roster::chat(&txn, &chat).unwrap().unwrap().last_seq, last);
     }
+    Ok(())
 }
 
 /// The generator reaches what the properties are about: receipts that tick,

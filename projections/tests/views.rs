@@ -1,4 +1,9 @@
-//! Every view over hand-written event sequences: exact views and effects.
+//! Every view over hand-written event sequences: exact views and effects, on
+//! both backends (in memory and RocksDB on disk).
+
+mod support;
+
+use support::backend::Backend;
 
 use std::collections::BTreeMap;
 
@@ -6,17 +11,17 @@ use chorus_projections::fold::chat_list::{self, MessageRef};
 use chorus_projections::fold::cursors::{self, Cursors};
 use chorus_projections::fold::receipt_status::{self, Status, Ticks};
 use chorus_projections::fold::roster::{self, ChatKind};
-use chorus_projections::store::{MemStore, Txn};
+use chorus_projections::store::{Store, Txn};
 use chorus_projections::{rebuild, Applied, Effect, Error, Projection};
 use chorus_schema::{
     ChatId, ClientMsgId, DeviceId, Event, EventBody, EventRecord, Origin, PartitionId, ReceiptKind, Seq, UserId,
 };
 
 /// A hand-written log of one partition, folded as it is written.
-struct Log {
+struct Log<S: Backend> {
     records: Vec<EventRecord>,
     next_seq: BTreeMap<ChatId, u64>,
-    store: MemStore,
+    store: S,
 }
 
 const P: PartitionId = PartitionId(3);
@@ -33,9 +38,9 @@ fn group(n: u8) -> ChatId {
     ChatId::group([n; 16])
 }
 
-impl Log {
-    fn new() -> Log {
-        Log { records: Vec::new(), next_seq: BTreeMap::new(), store: MemStore::new() }
+impl<S: Backend> Log<S> {
+    fn new() -> Log<S> {
+        Log { records: Vec::new(), next_seq: BTreeMap::new(), store: S::fresh() }
     }
 
     fn seq(&mut self, chat: ChatId) -> Seq {
@@ -55,9 +60,9 @@ impl Log {
             event: Event { at_ms: 1_000 + offset, origin, body },
         };
         let mut effects = Vec::new();
-        let mut txn = self.store.begin();
+        let mut txn = self.store.begin_txn();
         assert_eq!(Projection::new().apply(&mut txn, &record, &mut effects).unwrap(), Applied::Folded);
-        txn.commit();
+        S::commit_txn(txn).unwrap();
         self.records.push(record);
         effects
     }
@@ -84,8 +89,8 @@ impl Log {
         self.push(user, device, EventBody::Receipt { chat, kind, up_to_seq: Seq(up_to) })
     }
 
-    fn txn(&mut self) -> chorus_projections::store::MemTxn<'_> {
-        self.store.begin()
+    fn txn(&mut self) -> S::Txn<'_> {
+        self.store.begin_txn()
     }
 
     fn entry(&mut self, user: u64, chat: ChatId) -> chat_list::Entry {
@@ -109,9 +114,8 @@ fn tick(chat: ChatId, sender: u64, up_to: u64, status: Status) -> Effect {
     Effect::ReceiptChanged { chat, sender: u(sender), up_to_seq: Seq(up_to), status }
 }
 
-#[test]
-fn direct_chat() {
-    let mut log = Log::new();
+fn direct_chat<S: Backend>() {
+    let mut log = Log::<S>::new();
     let chat = log.open(2, 1);
     assert_eq!(log.members(chat), users(&[1, 2]));
     assert_eq!(roster::chat(&log.txn(), &chat).unwrap().unwrap().kind, ChatKind::Direct);
@@ -136,12 +140,11 @@ fn direct_chat() {
     // 1 reads everything: their own message does not count, 2's message is read.
     assert_eq!(log.ack(1, 1, chat, ReceiptKind::Read, 3), vec![tick(chat, 2, 3, Status::Read)]);
     assert_eq!(log.entry(1, chat).unread, 0);
-    assert_eq!(rebuild(&log.records).unwrap(), log.store);
+    assert_eq!(rebuild(&log.records).unwrap().dump().unwrap(), log.store.dump().unwrap());
 }
 
-#[test]
-fn receipts_from_several_devices() {
-    let mut log = Log::new();
+fn receipts_from_several_devices<S: Backend>() {
+    let mut log = Log::<S>::new();
     let chat = log.open(1, 2);
     for _ in 0..3 {
         log.send(1, chat);
@@ -172,9 +175,8 @@ fn receipts_from_several_devices() {
     assert!(t.scan_prefix(&chorus_projections::store::keys::pending_of(&chat, u(1))).unwrap().is_empty());
 }
 
-#[test]
-fn group_add_remove_promote() {
-    let mut log = Log::new();
+fn group_add_remove_promote<S: Backend>() {
+    let mut log = Log::<S>::new();
     let chat = group(1);
     assert_eq!(log.create(1, chat, &[1, 2, 3]), vec![deliver(chat, Seq(1), &[2, 3])]);
     assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1]));
@@ -230,12 +232,11 @@ fn group_add_remove_promote() {
     assert_eq!(log.ack(4, 2, chat, ReceiptKind::Read, 9), vec![tick(chat, 1, 7, Status::Read)]);
     assert_eq!(log.ack(5, 1, chat, ReceiptKind::Read, 9), vec![tick(chat, 1, 9, Status::Read)]);
     assert_eq!(log.entry(5, chat).unread, 0);
-    assert_eq!(rebuild(&log.records).unwrap(), log.store);
+    assert_eq!(rebuild(&log.records).unwrap().dump().unwrap(), log.store.dump().unwrap());
 }
 
-#[test]
-fn removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh() {
-    let mut log = Log::new();
+fn removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh<S: Backend>() {
+    let mut log = Log::<S>::new();
     let chat = group(2);
     log.create(1, chat, &[1, 2, 3]);
     log.send(1, chat);
@@ -264,9 +265,8 @@ fn removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh() {
     assert_eq!(log.entry(3, chat).unread, 0);
 }
 
-#[test]
-fn unread_drops_on_read() {
-    let mut log = Log::new();
+fn unread_drops_on_read<S: Backend>() {
+    let mut log = Log::<S>::new();
     let chat = group(3);
     log.create(1, chat, &[1, 2]);
     // 2, 3: from 1; 4: from 2; 5: from 1; 6: info change (not a message).
@@ -295,9 +295,8 @@ fn unread_drops_on_read() {
     assert_eq!(list.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![chat]);
 }
 
-#[test]
-fn leaving_admin_hands_over() {
-    let mut log = Log::new();
+fn leaving_admin_hands_over<S: Backend>() {
+    let mut log = Log::<S>::new();
     let chat = group(4);
     log.create(1, chat, &[1, 2, 3]);
     // What the state machine logs when the last admin leaves: a promotion first.
@@ -313,14 +312,13 @@ fn leaving_admin_hands_over() {
     assert_eq!(log.entry(1, chat).last_seq, Seq(3));
 }
 
-#[test]
-fn cursor_skips_refolds_and_refuses_gaps() {
-    let mut log = Log::new();
+fn cursor_skips_refolds_and_refuses_gaps<S: Backend>() {
+    let mut log = Log::<S>::new();
     let chat = log.open(1, 2);
     log.send(1, chat);
-    let before = log.store.clone();
+    let before = log.store.dump().unwrap();
     let mut effects = Vec::new();
-    let mut txn = log.store.begin();
+    let mut txn = log.store.begin_txn();
     assert_eq!(Projection::next_offset(&txn, P).unwrap(), 2);
     assert_eq!(Projection::next_offset(&txn, PartitionId(0)).unwrap(), 0);
     for r in &log.records {
@@ -330,18 +328,17 @@ fn cursor_skips_refolds_and_refuses_gaps() {
     ahead.offset = 5;
     let err = Projection::new().apply(&mut txn, &ahead, &mut effects).unwrap_err();
     assert!(matches!(err, Error::OffsetGap { expected: 2, got: 5, .. }), "{err}");
-    txn.commit();
+    S::commit_txn(txn).unwrap();
     assert!(effects.is_empty());
-    assert_eq!(log.store, before);
+    assert_eq!(log.store.dump().unwrap(), before);
 }
 
-#[test]
-fn events_that_contradict_the_views_are_errors() {
-    let mut store = MemStore::new();
+fn events_that_contradict_the_views_are_errors<S: Backend>() {
+    let mut store = S::fresh();
     let origin = Origin { user: u(1), device: DeviceId(1), client_msg_id: ClientMsgId(1) };
     let record = |offset, body| EventRecord { partition: P, offset, log_index: offset, event: Event { at_ms: 0, origin, body } };
     let chat = group(9);
-    let mut txn = store.begin();
+    let mut txn = store.begin_txn();
     let unknown = record(0, EventBody::MessageSent { chat, seq: Seq(1), ciphertext: vec![], media: None });
     let err = Projection::new().apply(&mut txn, &unknown, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, Error::Inconsistent { .. }), "{err}");
@@ -349,17 +346,28 @@ fn events_that_contradict_the_views_are_errors() {
 
     let created = record(0, EventBody::GroupCreated { chat, seq: Seq(1), name: "g".into(), members: users(&[1, 2]) });
     let skipped = record(1, EventBody::MessageSent { chat, seq: Seq(3), ciphertext: vec![], media: None });
-    let mut txn = store.begin();
+    let mut txn = store.begin_txn();
     Projection::new().apply(&mut txn, &created, &mut Vec::new()).unwrap();
     let err = Projection::new().apply(&mut txn, &skipped, &mut Vec::new()).unwrap_err();
     assert!(err.to_string().contains("seq 3 after 1"), "{err}");
 }
 
-#[test]
-fn user_partition_events_only_move_the_cursor() {
-    let mut log = Log::new();
+fn user_partition_events_only_move_the_cursor<S: Backend>() {
+    let mut log = Log::<S>::new();
     log.push(7, 1, EventBody::UserRegistered { user: u(7), phone: "1".into() });
     log.push(7, 1, EventBody::PresenceChanged { user: u(7), online: true });
-    let keys: Vec<Vec<u8>> = log.store.entries().map(|(k, _)| k.to_vec()).collect();
+    let keys: Vec<Vec<u8>> = log.store.dump().unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys, vec![chorus_projections::store::keys::applied(P)]);
 }
+
+crate::both_backends!(
+    direct_chat,
+    receipts_from_several_devices,
+    group_add_remove_promote,
+    removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh,
+    unread_drops_on_read,
+    leaving_admin_hands_over,
+    cursor_skips_refolds_and_refuses_gaps,
+    events_that_contradict_the_views_are_errors,
+    user_partition_events_only_move_the_cursor,
+);

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::{Result, Txn};
+use super::{Result, Store, Txn};
 
 /// An ordered in-memory key-value store. Nothing survives the process; a commit
 /// is atomic because it applies a buffered transaction under `&mut self`.
@@ -90,6 +90,23 @@ impl Txn for MemTxn<'_> {
             };
         }
         Ok(merged.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+    }
+}
+
+impl Store for MemStore {
+    type Txn<'a> = MemTxn<'a>;
+
+    fn begin_txn(&mut self) -> MemTxn<'_> {
+        self.begin()
+    }
+
+    fn commit_txn(txn: MemTxn<'_>) -> Result<()> {
+        txn.commit();
+        Ok(())
+    }
+
+    fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.entries().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
     }
 }
 

@@ -26,8 +26,10 @@
 
 pub mod keys;
 mod mem;
+mod rocks;
 
 pub use mem::{MemStore, MemTxn};
+pub use rocks::{merge, RocksStore, RocksTxn};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -88,6 +90,32 @@ pub trait Txn {
             }
         }
     }
+}
+
+/// A backend: begins and commits [`Txn`]s, and lists its committed entries.
+///
+/// Both backends implement it so that the same folds and the same tests run
+/// over either ([`MemStore`] in memory, [`RocksStore`] on disk).
+pub trait Store {
+    /// The backend's transaction.
+    type Txn<'a>: Txn
+    where
+        Self: 'a;
+
+    /// Starts a (write) transaction.
+    fn begin_txn(&mut self) -> Self::Txn<'_>;
+
+    /// Commits `txn` atomically (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the backend refuses the write; nothing was committed.
+    fn commit_txn(txn: Self::Txn<'_>) -> Result<()>;
+
+    /// Every committed entry, in key order.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the backend fails.
+    fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 }
 
 /// Encodes a value as the views store it (bincode 1, fixed-size integers).

@@ -1,0 +1,822 @@
+//! The projector process: tails every partition of the log, folds committed
+//! events into the views in RocksDB, publishes deliveries and receipt changes
+//! on the bus, and answers view queries over the bus.
+//!
+//! ```text
+//!  log-node ──tail(p, cursor)──▶ partition task p ──batch──▶ spawn_blocking: one RocksTxn
+//!  (any node, reconnect with        (one per partition)        Projection::apply × n, cursor
+//!   backoff, resume from cursor)                                commit (views + cursor)
+//!                                                                    │ then
+//!                                                                    ▼
+//!                   bus: chorus.deliver.<chat>  /  chorus.receipt.<sender>   (at least once)
+//!  edges ──request chorus.view.{chat_list,cursors,receipt_status}──▶ queue group `projectors`
+//!        ◀────────────── reply (wire::Reply<…>) ◀── snapshot read of the store
+//! ```
+//!
+//! # Guarantees
+//! - **Views are exact.** Each partition's records are folded in offset order
+//!   from the stored cursor, and the cursor commits in the same atomic batch as
+//!   the views, so after any crash the projector resumes where its last commit
+//!   left off: nothing is folded twice, nothing skipped (DESIGN invariant 6: the
+//!   views equal [`rebuild_from_log`] at the same offsets).
+//! - **Effects are at least once, best effort.** They are published only after
+//!   their commit. A crash after the commit and before the publish loses them;
+//!   a crash after the publish and before the commit reached disk (no fsync)
+//!   re-folds the batch and publishes them again. Bus subscribers may also miss
+//!   messages (late start, disconnect). The log and the views are the truth;
+//!   edges dedup by `(chat, seq)` and fill gaps from the log (see [`crate::wire`]).
+//! - **Per-chat order.** A chat lives in one partition, one task folds and
+//!   publishes that partition's records in order through one bus handle, so
+//!   deliveries of a chat are published in seq order.
+//!
+//! # What it leaves out
+//! - A tail that stays silent on a node that lost its replica (or hangs) is not
+//!   detected; only a stream error triggers a reconnect.
+//! - One projector folds every partition: partitions are not yet spread over
+//!   several projector processes (they would each need their own store, or a
+//!   partition lease).
+//! - Views of user-partition events (see the crate docs).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_bus::{Bus, Message, Subscription};
+use chorus_log_node::{ClientConfig, LogClient};
+use chorus_schema::{EventRecord, PartitionId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::fold::{chat_list, cursors, receipt_status};
+use crate::store::{self, keys, RocksStore, Txn};
+use crate::wire::{self, ChatCursors, ChatListItem, ChatListPage, CursorsPage, ViewError};
+use crate::{Applied, Effect, Projection};
+
+/// Why the projector could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration breaks a rule (see [`Config::validate`]).
+    #[error("invalid projector config: {0}")]
+    InvalidConfig(String),
+    /// No log node answered (at start) or a read kept failing (replay).
+    #[error("log: {0}")]
+    Log(#[from] chorus_log_node::client::Error),
+    /// The bus could not be reached or refused a subscription.
+    #[error("bus: {0}")]
+    Bus(#[from] chorus_bus::Error),
+    /// The store failed: fatal, the projector stops (restart resumes from the cursor).
+    #[error("store: {0}")]
+    Store(#[from] store::Error),
+    /// A record could not be folded ([`crate::Error::Inconsistent`]: the views
+    /// do not come from this log; rebuild them with [`rebuild_from_log`]).
+    #[error("fold: {0}")]
+    Fold(#[from] crate::Error),
+    /// [`rebuild_from_log`] refuses a store that already holds views.
+    #[error("store in {dir} is not empty: rebuild needs a fresh directory")]
+    NotEmpty { dir: PathBuf },
+    /// A task of the projector panicked.
+    #[error("projector task failed: {0}")]
+    Task(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which bus to publish on and serve queries from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BusConfig {
+    /// The in-process bus of embedded mode (`chorus dev`): pass it to
+    /// [`Projector::open`].
+    #[default]
+    Local,
+    /// A NATS server, e.g. `nats://127.0.0.1:4222`.
+    Nats { url: String },
+}
+
+/// Projector settings. Defaults fit a single local log-node (`chorus dev`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client API addresses of log nodes (any subset of the cluster).
+    pub log_nodes: Vec<String>,
+    /// The CA certificate that signs the log nodes' certificates.
+    pub ca_path: PathBuf,
+    /// The RocksDB directory of the views.
+    pub store_dir: PathBuf,
+    /// Most records folded in one transaction.
+    pub batch_records_max: usize,
+    /// Records buffered between a partition's tail stream and its folder.
+    pub tail_buffer_records: usize,
+    /// First wait before reconnecting a broken tail; doubles per failure.
+    pub reconnect_backoff_min_ms: u64,
+    /// Longest wait between reconnect attempts.
+    pub reconnect_backoff_max_ms: u64,
+    /// View queries answered at once (the rest wait on the bus).
+    pub view_requests_in_flight_max: usize,
+    pub bus: BusConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log_nodes: vec!["127.0.0.1:7101".into()],
+            ca_path: PathBuf::from("data/log-node-1/tls/ca.pem"),
+            store_dir: PathBuf::from("data/projector-1"),
+            batch_records_max: 512,
+            tail_buffer_records: 4096,
+            reconnect_backoff_min_ms: 50,
+            reconnect_backoff_max_ms: 5_000,
+            view_requests_in_flight_max: 64,
+            bus: BusConfig::Local,
+        }
+    }
+}
+
+/// The largest [`Config::batch_records_max`]: a batch is one RocksDB write.
+pub const BATCH_RECORDS_LIMIT: usize = 65_536;
+
+/// Records read per request by [`rebuild_from_log`].
+pub const REPLAY_READ_RECORDS: u32 = 1024;
+
+impl Config {
+    /// Checks every rule of the fields.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first broken rule.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if self.log_nodes.is_empty() {
+            return bad("log_nodes is empty: name at least one log node client address".into());
+        }
+        if let Some(a) = self.log_nodes.iter().find(|a| !a.contains(':')) {
+            return bad(format!("log node address {a:?} has no port"));
+        }
+        if self.ca_path.as_os_str().is_empty() {
+            return bad("ca_path is empty".into());
+        }
+        if self.store_dir.as_os_str().is_empty() {
+            return bad("store_dir is empty".into());
+        }
+        if !(1..=BATCH_RECORDS_LIMIT).contains(&self.batch_records_max) {
+            return bad(format!("batch_records_max {} not in 1..={BATCH_RECORDS_LIMIT}", self.batch_records_max));
+        }
+        if self.tail_buffer_records < 1 {
+            return bad("tail_buffer_records must be at least 1".into());
+        }
+        if self.reconnect_backoff_min_ms == 0 || self.reconnect_backoff_min_ms > self.reconnect_backoff_max_ms {
+            return bad(format!(
+                "reconnect backoff: need 0 < min ({}) <= max ({})",
+                self.reconnect_backoff_min_ms, self.reconnect_backoff_max_ms
+            ));
+        }
+        if self.view_requests_in_flight_max == 0 {
+            return bad("view_requests_in_flight_max must be at least 1".into());
+        }
+        if let BusConfig::Nats { url } = &self.bus {
+            if url.is_empty() {
+                return bad("bus.url is empty".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a running projector, for metrics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Records folded (committed), over every partition.
+    pub records_folded: u64,
+    /// Transactions committed.
+    pub batches_committed: u64,
+    /// Bus messages published (deliveries and receipt changes).
+    pub published: u64,
+    /// Publishes the bus refused (the effect is lost; the views have it).
+    pub publish_errors: u64,
+    /// Tail streams re-opened after an error or end.
+    pub reconnects: u64,
+    /// View queries answered (errors included).
+    pub view_requests: u64,
+    /// View queries that did not decode.
+    pub view_bad_requests: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    records_folded: AtomicU64,
+    batches_committed: AtomicU64,
+    published: AtomicU64,
+    publish_errors: AtomicU64,
+    reconnects: AtomicU64,
+    view_requests: AtomicU64,
+    view_bad_requests: AtomicU64,
+}
+
+struct Shared {
+    counters: Counters,
+    /// The next offset to fold of each partition (its committed cursor).
+    progress: watch::Sender<Vec<u64>>,
+}
+
+/// A cheap handle on a projector: progress and counters. Holds nothing of the
+/// store, so it may outlive the projector.
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("stats", &self.stats()).finish()
+    }
+}
+
+impl Handle {
+    /// The committed cursor (next offset to fold) of every partition.
+    pub fn next_offsets(&self) -> Vec<u64> {
+        self.shared.progress.borrow().clone()
+    }
+
+    /// Waits until `done(next_offsets)` holds; false on timeout.
+    pub async fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&[u64]) -> bool) -> bool {
+        let mut rx = self.shared.progress.subscribe();
+        tokio::time::timeout(timeout, async move {
+            loop {
+                if done(&rx.borrow_and_update()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    // The projector is gone: nothing will change any more.
+                    std::future::pending::<()>().await;
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Stats {
+            records_folded: get(&c.records_folded),
+            batches_committed: get(&c.batches_committed),
+            published: get(&c.published),
+            publish_errors: get(&c.publish_errors),
+            reconnects: get(&c.reconnects),
+            view_requests: get(&c.view_requests),
+            view_bad_requests: get(&c.view_bad_requests),
+        }
+    }
+}
+
+/// A projector ready to run: connected to the log and the bus, store open,
+/// view subscriptions live.
+pub struct Projector {
+    config: Config,
+    client: LogClient,
+    store: RocksStore,
+    bus: Bus,
+    views: Vec<Subscription>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Projector {
+    /// Validates `config`, opens the store, connects to the log and the bus,
+    /// and subscribes to the view subjects (queue group `projectors`), so that
+    /// requests sent after this returns are answered once [`Projector::run`]
+    /// starts.
+    ///
+    /// `local_bus` is the in-process bus of embedded mode, required when
+    /// `config.bus` is [`BusConfig::Local`] and ignored otherwise.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`], [`Error::Store`] (e.g. the directory is
+    /// locked by another projector), [`Error::Log`] when no log node answers,
+    /// [`Error::Bus`].
+    pub async fn open(config: Config, local_bus: Option<Bus>) -> Result<Projector> {
+        config.validate()?;
+        let bus = match (&config.bus, local_bus) {
+            (BusConfig::Local, Some(bus)) => bus,
+            (BusConfig::Local, None) => {
+                return Err(Error::InvalidConfig("bus is local: pass the in-process bus to Projector::open".into()))
+            }
+            (BusConfig::Nats { url }, _) => Bus::connect_nats(url).await?,
+        };
+        let client = LogClient::connect(&config.log_nodes, &config.ca_path, ClientConfig::default()).await?;
+        let dir = config.store_dir.clone();
+        let store = tokio::task::spawn_blocking(move || RocksStore::open(dir)).await.map_err(task_failed)??;
+        let mut views = Vec::new();
+        for subject in [wire::VIEW_CHAT_LIST, wire::VIEW_CURSORS, wire::VIEW_RECEIPT_STATUS] {
+            views.push(bus.queue_subscribe(subject, wire::QUEUE_GROUP).await?);
+        }
+        let partitions = client.partitions();
+        let initial = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || -> Result<Vec<u64>> {
+                let txn = store.read();
+                (0..partitions).map(|p| Ok(Projection::next_offset(&txn, PartitionId(p))?)).collect()
+            })
+            .await
+            .map_err(task_failed)??
+        };
+        let (progress, _) = watch::channel(initial);
+        let shared = Arc::new(Shared { counters: Counters::default(), progress });
+        info!(partitions, dir = %config.store_dir.display(), "projector opened");
+        Ok(Projector { config, client, store, bus, views, shared })
+    }
+
+    /// A cheap handle for progress and counters.
+    pub fn handle(&self) -> Handle {
+        Handle { shared: self.shared.clone() }
+    }
+
+    /// Folds every partition and serves view queries until `shutdown`
+    /// completes (then finishes the batches in progress, and returns `Ok`) or
+    /// a fatal error stops it.
+    ///
+    /// # Errors
+    /// [`Error::Store`] or [`Error::Fold`] from any partition (the others are
+    /// stopped too); [`Error::Task`] if a task panicked.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let Projector { config, client, store, bus, views, shared } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ctx = Arc::new(Ctx { config, client, store, bus, shared });
+        let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+        let limiter = Arc::new(Semaphore::new(ctx.config.view_requests_in_flight_max));
+        for sub in views {
+            tasks.spawn(serve_views(ctx.clone(), sub, limiter.clone(), stop_rx.clone()));
+        }
+        for p in 0..ctx.client.partitions() {
+            tasks.spawn(run_partition(ctx.clone(), PartitionId(p), stop_rx.clone()));
+        }
+        tokio::pin!(shutdown);
+        let mut outcome = Ok(());
+        tokio::select! {
+            () = &mut shutdown => info!("projector shutting down"),
+            Some(done) = tasks.join_next() => {
+                outcome = flatten(done);
+                if let Err(e) = &outcome {
+                    error!(error = %e, "projector stopping");
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = flatten(done) {
+                if outcome.is_ok() {
+                    outcome = Err(e);
+                }
+            }
+        }
+        let _ = ctx.bus.flush().await;
+        outcome
+    }
+}
+
+fn task_failed(e: tokio::task::JoinError) -> Error {
+    Error::Task(e.to_string())
+}
+
+fn flatten(done: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    done.map_err(task_failed)?
+}
+
+struct Ctx {
+    config: Config,
+    client: LogClient,
+    store: RocksStore,
+    bus: Bus,
+    shared: Arc<Shared>,
+}
+
+/// A bus message to send after a commit.
+struct Outgoing {
+    subject: String,
+    payload: Vec<u8>,
+}
+
+enum TailEnd {
+    Stop,
+    Reconnect(String),
+}
+
+async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::Receiver<bool>) -> Result<()> {
+    let mut next = ctx.shared.progress.borrow()[partition.0 as usize];
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let addr = ctx
+            .client
+            .leader_addr(partition)
+            .unwrap_or_else(|| ctx.config.log_nodes[failures as usize % ctx.config.log_nodes.len()].clone());
+        debug!(%partition, %addr, next, "tailing");
+        let (tx, mut rx) = mpsc::channel::<EventRecord>(ctx.config.tail_buffer_records);
+        let tail = {
+            let client = ctx.client.clone();
+            let addr = addr.clone();
+            tokio::spawn(async move { client.tail(&addr, partition, next, tx).await })
+        };
+        let end = loop {
+            let first = tokio::select! {
+                r = rx.recv() => r,
+                _ = stop.changed() => break TailEnd::Stop,
+            };
+            let Some(first) = first else { break TailEnd::Reconnect("tail stream ended".into()) };
+            let mut batch = vec![first];
+            while batch.len() < ctx.config.batch_records_max {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            match fold_batch(&ctx, partition, batch).await {
+                Ok((folded_to, outgoing)) => {
+                    next = folded_to;
+                    failures = 0;
+                    ctx.shared.progress.send_modify(|v| v[partition.0 as usize] = next);
+                    publish(&ctx, outgoing).await;
+                }
+                Err(Error::Fold(e @ crate::Error::OffsetGap { .. })) => break TailEnd::Reconnect(e.to_string()),
+                Err(e) => {
+                    tail.abort();
+                    error!(%partition, error = %e, "fold failed");
+                    return Err(e);
+                }
+            }
+        };
+        tail.abort();
+        let tail_result = tail.await;
+        match end {
+            TailEnd::Stop => return Ok(()),
+            TailEnd::Reconnect(why) => {
+                let detail = match tail_result {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => why,
+                };
+                failures = failures.saturating_add(1);
+                ctx.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                let wait = backoff(&ctx.config, failures);
+                warn!(%partition, %addr, next, wait_ms = wait.as_millis() as u64, reason = %detail, "tail broken; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+                ctx.client.refresh_leaders().await;
+            }
+        }
+    }
+}
+
+fn backoff(config: &Config, failures: u32) -> Duration {
+    let factor = 1u64 << failures.saturating_sub(1).min(16);
+    Duration::from_millis(config.reconnect_backoff_min_ms.saturating_mul(factor).min(config.reconnect_backoff_max_ms))
+}
+
+/// Folds `batch` (records of `partition` in offset order) in one transaction
+/// with the cursor and commits it. Returns the new cursor and the bus
+/// messages of its effects.
+async fn fold_batch(ctx: &Arc<Ctx>, partition: PartitionId, batch: Vec<EventRecord>) -> Result<(u64, Vec<Outgoing>)> {
+    let store = ctx.store.clone();
+    let (next, folded, outgoing) = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Vec<Outgoing>)> {
+        let projection = Projection::new();
+        let mut txn = store.begin();
+        let mut outgoing = Vec::new();
+        let mut folded = 0u64;
+        let mut effects = Vec::new();
+        for record in &batch {
+            assert_eq!(record.partition, partition, "the tail of {partition} sent a record of {}", record.partition);
+            if projection.apply(&mut txn, record, &mut effects)? == Applied::Folded {
+                folded += 1;
+            }
+            for effect in effects.drain(..) {
+                outgoing.push(message_of(effect, record));
+            }
+        }
+        let next = Projection::next_offset(&txn, partition)?;
+        txn.commit()?;
+        Ok((next, folded, outgoing))
+    })
+    .await
+    .map_err(task_failed)??;
+    let c = &ctx.shared.counters;
+    c.records_folded.fetch_add(folded, Ordering::Relaxed);
+    c.batches_committed.fetch_add(1, Ordering::Relaxed);
+    Ok((next, outgoing))
+}
+
+fn message_of(effect: Effect, record: &EventRecord) -> Outgoing {
+    match effect {
+        Effect::Deliver { chat, seq, recipients } => {
+            let mut bytes = record.encode();
+            if bytes.len() > wire::Delivery::RECORD_BYTES_MAX {
+                bytes = Vec::new();
+            }
+            let delivery = wire::Delivery { chat, seq, recipients, record: bytes };
+            Outgoing { subject: wire::deliver_subject(&chat), payload: wire::encode(&delivery) }
+        }
+        Effect::ReceiptChanged { chat, sender, up_to_seq, status } => {
+            let update = wire::ReceiptUpdate { chat, sender, up_to_seq, status };
+            Outgoing { subject: wire::receipt_subject(sender), payload: wire::encode(&update) }
+        }
+    }
+}
+
+async fn publish(ctx: &Ctx, outgoing: Vec<Outgoing>) {
+    let c = &ctx.shared.counters;
+    for m in outgoing {
+        match ctx.bus.publish(&m.subject, Bytes::from(m.payload)).await {
+            Ok(()) => {
+                c.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                c.publish_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(subject = %m.subject, error = %e, "publish failed; the views still have it");
+            }
+        }
+    }
+}
+
+// ---- view queries -----------------------------------------------------------
+
+async fn serve_views(
+    ctx: Arc<Ctx>,
+    mut sub: Subscription,
+    limiter: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut in_flight = JoinSet::new();
+    loop {
+        let msg = tokio::select! {
+            m = sub.next() => m,
+            _ = stop.changed() => break,
+        };
+        let Some(msg) = msg else { break };
+        let permit = limiter.clone().acquire_owned().await.expect("the limiter is never closed");
+        let ctx = ctx.clone();
+        in_flight.spawn(async move {
+            answer_request(&ctx, msg).await;
+            drop(permit);
+        });
+        // Reap finished requests so the set stays small.
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn answer_request(ctx: &Ctx, msg: Message) {
+    let c = &ctx.shared.counters;
+    c.view_requests.fetch_add(1, Ordering::Relaxed);
+    if msg.reply.is_none() {
+        c.view_bad_requests.fetch_add(1, Ordering::Relaxed);
+        debug!(subject = %msg.subject, "view request without a reply subject");
+        return;
+    }
+    let store = ctx.store.clone();
+    let subject = msg.subject.clone();
+    let payload = msg.payload.clone();
+    let answered = tokio::task::spawn_blocking(move || answer(&store, &subject, &payload)).await;
+    let (reply, bad) = match answered {
+        Ok(r) => r,
+        Err(e) => {
+            let err: wire::Reply<()> = Err(ViewError { code: wire::ErrorCode::Unavailable, message: e.to_string() });
+            (wire::encode(&err), false)
+        }
+    };
+    if bad {
+        c.view_bad_requests.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Err(e) = ctx.bus.respond(&msg, Bytes::from(reply)).await {
+        debug!(subject = %msg.subject, error = %e, "view reply not sent");
+    }
+}
+
+/// Answers one view query from a snapshot of `store`: the encoded
+/// [`wire::Reply`], and whether the request was malformed.
+pub fn answer(store: &RocksStore, subject: &str, payload: &[u8]) -> (Vec<u8>, bool) {
+    fn reply<Q: serde::de::DeserializeOwned, T: Serialize>(
+        payload: &[u8],
+        f: impl FnOnce(Q) -> crate::Result<T>,
+    ) -> (Vec<u8>, bool) {
+        let request: Q = match wire::decode_request(payload) {
+            Ok(q) => q,
+            Err(e) => {
+                let r: wire::Reply<T> = Err(ViewError { code: wire::ErrorCode::BadRequest, message: e.to_string() });
+                return (wire::encode(&r), true);
+            }
+        };
+        let r: wire::Reply<T> =
+            f(request).map_err(|e| ViewError { code: wire::ErrorCode::Unavailable, message: e.to_string() });
+        (wire::encode(&r), false)
+    }
+    let txn = store.read();
+    match subject {
+        wire::VIEW_CHAT_LIST => reply(payload, |q: wire::ChatListRequest| {
+            let (rows, more) = chat_list_page(&txn, q.user, q.after, q.limit)?;
+            Ok(ChatListPage {
+                entries: rows.into_iter().map(|(chat, entry)| ChatListItem { chat, entry }).collect(),
+                more,
+            })
+        }),
+        wire::VIEW_CURSORS => reply(payload, |q: wire::CursorsRequest| {
+            let (rows, more) = chat_list_page(&txn, q.user, q.after, q.limit)?;
+            let mut entries = Vec::with_capacity(rows.len());
+            for (chat, entry) in rows {
+                let c = cursors::get(&txn, &chat, q.user, q.device)?;
+                entries.push(ChatCursors { chat, last_seq: entry.last_seq, delivered: c.delivered, read: c.read });
+            }
+            Ok(CursorsPage { entries, more })
+        }),
+        wire::VIEW_RECEIPT_STATUS => {
+            reply(payload, |q: wire::ReceiptStatusRequest| receipt_status::ticks(&txn, &q.chat, q.sender))
+        }
+        other => {
+            let r: wire::Reply<()> =
+                Err(ViewError { code: wire::ErrorCode::BadRequest, message: format!("no view at {other}") });
+            (wire::encode(&r), true)
+        }
+    }
+}
+
+/// Up to `limit` (0 or above the cap: [`wire::PAGE_ENTRIES_MAX`]) chat list
+/// entries of `user` after the chat `after`, and whether more follow.
+fn chat_list_page<T: Txn + ?Sized>(
+    txn: &T,
+    user: chorus_schema::UserId,
+    after: Option<chorus_schema::ChatId>,
+    limit: u32,
+) -> store::Result<(Vec<(chorus_schema::ChatId, chat_list::Entry)>, bool)> {
+    let limit = if limit == 0 { wire::PAGE_ENTRIES_MAX } else { limit.min(wire::PAGE_ENTRIES_MAX) } as usize;
+    let prefix = keys::chat_list_of(user);
+    let from = match after {
+        // The first key after the chat's own key.
+        Some(chat) => {
+            let mut k = keys::chat_list(user, &chat);
+            k.push(0);
+            k
+        }
+        None => prefix.clone(),
+    };
+    let to = keys::prefix_end(&prefix).expect("a chat list prefix is not all 0xff");
+    let mut rows = txn.scan(&from, &to)?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let page = rows
+        .into_iter()
+        .map(|(k, v)| Ok((keys::chat_at(&k, keys::AFTER_TAG + 8), store::decode(&k, &v)?)))
+        .collect::<store::Result<Vec<_>>>()?;
+    Ok((page, more))
+}
+
+// ---- replay -----------------------------------------------------------------
+
+/// What [`rebuild_from_log`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayStats {
+    /// Records folded, over every partition.
+    pub records: u64,
+    /// Transactions committed (one per read).
+    pub batches: u64,
+    /// The next offset of each partition after the replay (its end of log then).
+    pub next_offsets: Vec<u64>,
+}
+
+/// Builds the views from scratch: reads every partition of the log from
+/// offset 0 (committed events only) and folds them into a fresh store in
+/// `store_dir`, effects off. The library behind `chorus replay --view`.
+///
+/// The result equals a live projector's views at the same offsets (DESIGN
+/// invariant 6). Reads go to each partition's leader (any node if unknown);
+/// retryable read errors are retried with backoff for about a minute.
+///
+/// # Errors
+/// [`Error::NotEmpty`] if the directory holds a store with entries;
+/// [`Error::Log`] if reads keep failing; [`Error::Store`], [`Error::Fold`].
+pub async fn rebuild_from_log(client: &LogClient, store_dir: &Path) -> Result<ReplayStats> {
+    let dir = store_dir.to_path_buf();
+    let store = tokio::task::spawn_blocking(move || RocksStore::open(dir)).await.map_err(task_failed)??;
+    if !store.is_empty()? {
+        return Err(Error::NotEmpty { dir: store_dir.to_path_buf() });
+    }
+    let mut stats = ReplayStats::default();
+    for p in 0..client.partitions() {
+        let partition = PartitionId(p);
+        let mut from = 0u64;
+        loop {
+            let (records, next) = read_with_retry(client, partition, from).await?;
+            if records.is_empty() {
+                break;
+            }
+            let store = store.clone();
+            let n = records.len() as u64;
+            tokio::task::spawn_blocking(move || -> Result<()> {
+                let mut txn = store.begin();
+                let projection = Projection::new();
+                for r in &records {
+                    projection.apply(&mut txn, r, &mut Vec::new())?;
+                }
+                txn.commit()?;
+                Ok(())
+            })
+            .await
+            .map_err(task_failed)??;
+            stats.records += n;
+            stats.batches += 1;
+            from = next;
+        }
+        stats.next_offsets.push(from);
+        debug!(%partition, next = from, "partition replayed");
+    }
+    info!(records = stats.records, dir = %store_dir.display(), "views rebuilt from the log");
+    Ok(stats)
+}
+
+async fn read_with_retry(client: &LogClient, partition: PartitionId, from: u64) -> Result<(Vec<EventRecord>, u64)> {
+    let mut attempt = 0u32;
+    loop {
+        let addr = client.leader_addr(partition);
+        let result = match &addr {
+            Some(addr) => client.read_from(addr, partition, from, REPLAY_READ_RECORDS).await,
+            None => client.read(partition, from, REPLAY_READ_RECORDS).await,
+        };
+        match result {
+            Ok(r) => return Ok(r),
+            Err(e) if e.retryable() && attempt < 20 => {
+                attempt += 1;
+                warn!(%partition, from, attempt, error = %e, "replay read failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(30)))).await;
+                client.refresh_leaders().await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_are_valid_and_rules_hold() {
+        Config::default().validate().unwrap();
+        let bad = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            assert!(matches!(c.validate(), Err(Error::InvalidConfig(_))), "{c:?}");
+        };
+        bad(&|c| c.log_nodes.clear());
+        bad(&|c| c.log_nodes = vec!["nohost".into()]);
+        bad(&|c| c.batch_records_max = 0);
+        bad(&|c| c.reconnect_backoff_min_ms = 10_000);
+        bad(&|c| c.bus = BusConfig::Nats { url: String::new() });
+        let toml_like: Config =
+            serde_json::from_str(r#"{"log_nodes":["a:1"],"bus":{"kind":"nats","url":"nats://x:4222"}}"#).unwrap();
+        assert_eq!(toml_like.bus, BusConfig::Nats { url: "nats://x:4222".into() });
+        assert_eq!(toml_like.batch_records_max, 512);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_max() {
+        let c = Config::default();
+        assert_eq!(backoff(&c, 1), Duration::from_millis(50));
+        assert_eq!(backoff(&c, 2), Duration::from_millis(100));
+        assert_eq!(backoff(&c, 40), Duration::from_millis(5_000));
+    }
+
+    #[test]
+    fn malformed_view_requests_get_error_replies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        for (subject, payload) in [
+            (wire::VIEW_CHAT_LIST, &b""[..]),
+            (wire::VIEW_CURSORS, &[0xff; 7][..]),
+            (wire::VIEW_RECEIPT_STATUS, &[0u8; 5000][..]),
+            ("chorus.view.nothing", &b"x"[..]),
+        ] {
+            let (reply, bad) = answer(&store, subject, payload);
+            assert!(bad, "{subject}");
+            let r: wire::Reply<()> = wire::decode_payload(&reply).unwrap();
+            assert_eq!(r.unwrap_err().code, wire::ErrorCode::BadRequest);
+        }
+        // A well-formed request about nothing: an empty page.
+        let q = wire::ChatListRequest { user: chorus_schema::UserId(1), after: None, limit: 0 };
+        let (reply, bad) = answer(&store, wire::VIEW_CHAT_LIST, &wire::encode(&q));
+        assert!(!bad);
+        let page: wire::Reply<ChatListPage> = wire::decode_payload(&reply).unwrap();
+        assert_eq!(page.unwrap(), ChatListPage { entries: vec![], more: false });
+    }
+}

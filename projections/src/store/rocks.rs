@@ -1,0 +1,343 @@
+//! [`RocksStore`]: the durable backend, one RocksDB instance in one directory.
+//!
+//! # Transactions
+//! rust-rocksdb 0.24 has no binding for RocksDB's `WriteBatchWithIndex`, and the
+//! workspace forbids `unsafe` (the C API is in `librocksdb-sys`), so a
+//! [`RocksTxn`] is the same thing built in Rust: an ordered index of its own
+//! writes (a `BTreeMap`, `None` for a delete) read over a RocksDB snapshot taken
+//! when the transaction began. `get` looks in the index, then the snapshot;
+//! `scan` merges the index's range with a snapshot iterator over the same range
+//! ([`merge`]). [`RocksTxn::commit`] turns the index into one `WriteBatch` and
+//! writes it atomically: WAL on, no fsync. A crash may lose the newest commits,
+//! but never part of one, and the projector's cursor commits in the same batch
+//! as the views, so losing a commit only makes the projector fold its records
+//! again (see [`crate::store`] for the promise).
+//!
+//! # Writers and readers
+//! One write transaction at a time: [`RocksStore::begin`] holds the store's
+//! writer lock until the transaction is committed or dropped, so two writers
+//! never read the same state and overwrite each other. Readers
+//! ([`RocksStore::read`]) take no lock: they see the snapshot of their start,
+//! consistent across every key they read, however long they take.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rocksdb::{IteratorMode, Options, ReadOptions, SnapshotWithThreadMode, WriteBatch, WriteOptions, DB};
+
+use super::{Error, Result, Store, Txn};
+
+fn backend(e: rocksdb::Error) -> Error {
+    Error::Backend(Box::new(e))
+}
+
+/// A RocksDB instance holding the views. Cheap to clone: clones share the
+/// database and its writer lock.
+#[derive(Clone)]
+pub struct RocksStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: DB,
+    dir: PathBuf,
+    writer: Mutex<()>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore").field("dir", &self.inner.dir).finish_non_exhaustive()
+    }
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if RocksDB cannot open the directory (e.g. another
+    /// process holds its lock).
+    pub fn open(dir: impl AsRef<Path>) -> Result<RocksStore> {
+        let dir = dir.as_ref().to_path_buf();
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        let db = DB::open(&options, &dir).map_err(backend)?;
+        Ok(RocksStore { inner: Arc::new(Inner { db, dir, writer: Mutex::new(()) }) })
+    }
+
+    /// The directory of the database.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Starts the write transaction: blocks while another one is open, then
+    /// reads through a snapshot of everything committed so far.
+    pub fn begin(&self) -> RocksTxn<'_> {
+        // A writer that panicked left nothing behind (its writes were only in
+        // its index), so a poisoned lock is as good as a free one.
+        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        RocksTxn { db: &self.inner.db, snapshot: self.inner.db.snapshot(), writes: BTreeMap::new(), writer: Some(guard) }
+    }
+
+    /// A read-only transaction over a snapshot of what is committed now. Its
+    /// writes (if any) are discarded; [`RocksTxn::commit`] refuses them.
+    pub fn read(&self) -> RocksTxn<'_> {
+        RocksTxn { db: &self.inner.db, snapshot: self.inner.db.snapshot(), writes: BTreeMap::new(), writer: None }
+    }
+
+    /// Every committed entry, in key order (for tests and `replay` checks).
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if RocksDB fails.
+    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner
+            .db
+            .iterator(IteratorMode::Start)
+            .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(backend))
+            .collect()
+    }
+
+    /// Whether the store holds no entry at all.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if RocksDB fails.
+    pub fn is_empty(&self) -> Result<bool> {
+        match self.inner.db.iterator(IteratorMode::Start).next() {
+            None => Ok(true),
+            Some(Ok(_)) => Ok(false),
+            Some(Err(e)) => Err(backend(e)),
+        }
+    }
+}
+
+/// A transaction of a [`RocksStore`]: an index of its writes over a snapshot.
+pub struct RocksTxn<'a> {
+    db: &'a DB,
+    snapshot: SnapshotWithThreadMode<'a, DB>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The writer lock, for a transaction from [`RocksStore::begin`].
+    writer: Option<MutexGuard<'a, ()>>,
+}
+
+impl std::fmt::Debug for RocksTxn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksTxn").field("writes", &self.writes.len()).field("writer", &self.writer.is_some()).finish()
+    }
+}
+
+impl RocksTxn<'_> {
+    /// The number of keys written (put or deleted) so far.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Writes every buffered write to the database in one atomic batch (WAL
+    /// on, no fsync), then releases the writer lock.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if RocksDB refuses the batch; nothing was written.
+    ///
+    /// # Panics
+    /// If a read-only transaction ([`RocksStore::read`]) wrote something: a
+    /// programmer error.
+    pub fn commit(self) -> Result<()> {
+        if self.writer.is_none() {
+            assert!(self.writes.is_empty(), "a read-only transaction has {} writes", self.writes.len());
+            return Ok(());
+        }
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for (k, v) in &self.writes {
+            match v {
+                Some(v) => batch.put(k, v),
+                None => batch.delete(k),
+            }
+        }
+        let mut options = WriteOptions::default();
+        // Losing the newest commits in a crash rewinds the cursor with them.
+        options.set_sync(false);
+        self.db.write_opt(batch, &options).map_err(backend)
+    }
+}
+
+impl Txn for RocksTxn<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.writes.get(key) {
+            Some(buffered) => Ok(buffered.clone()),
+            None => self.snapshot.get(key).map_err(backend),
+        }
+    }
+
+    fn put(&mut self, key: &[u8], value: &[u8]) {
+        self.writes.insert(key.to_vec(), Some(value.to_vec()));
+    }
+
+    fn delete(&mut self, key: &[u8]) {
+        self.writes.insert(key.to_vec(), None);
+    }
+
+    fn scan(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(to.to_vec());
+        let base = self
+            .snapshot
+            .iterator_opt(IteratorMode::From(from, rocksdb::Direction::Forward), options)
+            .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(backend));
+        let overlay = self.writes.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)));
+        merge(base, overlay.map(|(k, v)| (k.as_slice(), v.as_deref())))
+    }
+}
+
+/// Merges a sorted base (committed entries) with a sorted overlay of writes
+/// (`None`: a delete) into what a reader of the transaction sees: overlay
+/// values win, deletes hide base entries. Both inputs must be sorted by key
+/// with unique keys.
+///
+/// # Errors
+/// The first error of `base`.
+///
+/// # Panics
+/// If either input is not strictly increasing (a programmer error).
+pub fn merge<'o>(
+    base: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
+    overlay: impl Iterator<Item = (&'o [u8], Option<&'o [u8]>)>,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut base = base.peekable();
+    let mut overlay = overlay.peekable();
+    let mut last_base: Option<Vec<u8>> = None;
+    loop {
+        // Surface a base error before comparing keys.
+        if let Some(Err(_)) = base.peek() {
+            return Err(base.next().expect("peeked").expect_err("peeked an error"));
+        }
+        let order = match (base.peek(), overlay.peek()) {
+            (None, None) => break,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(Ok((bk, _))), Some((ok, _))) => bk.as_slice().cmp(ok),
+            (Some(Err(_)), _) => unreachable!("errors are returned above"),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                let (k, v) = base.next().expect("peeked").expect("not an error");
+                assert!(last_base.as_ref().is_none_or(|l| *l < k), "base out of order");
+                last_base = Some(k.clone());
+                out.push((k, v));
+            }
+            std::cmp::Ordering::Greater | std::cmp::Ordering::Equal => {
+                let (k, v) = overlay.next().expect("peeked");
+                if order == std::cmp::Ordering::Equal {
+                    let (bk, _) = base.next().expect("peeked").expect("not an error");
+                    last_base = Some(bk);
+                }
+                if let Some(v) = v {
+                    out.push((k.to_vec(), v.to_vec()));
+                }
+            }
+        }
+        if out.len() >= 2 {
+            let n = out.len();
+            assert!(out[n - 2].0 < out[n - 1].0, "merge inputs out of order");
+        }
+    }
+    Ok(out)
+}
+
+impl Store for RocksStore {
+    type Txn<'a> = RocksTxn<'a>;
+
+    fn begin_txn(&mut self) -> RocksTxn<'_> {
+        self.begin()
+    }
+
+    fn commit_txn(txn: RocksTxn<'_>) -> Result<()> {
+        txn.commit()
+    }
+
+    fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.entries()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(entries: &[(&[u8], &[u8])]) -> Vec<Result<(Vec<u8>, Vec<u8>)>> {
+        entries.iter().map(|(k, v)| Ok((k.to_vec(), v.to_vec()))).collect()
+    }
+
+    #[test]
+    fn merge_overlays_and_hides() {
+        let b = base(&[(b"a", b"1"), (b"b", b"2"), (b"d", b"4")]);
+        let o: Vec<(&[u8], Option<&[u8]>)> =
+            vec![(b"a", Some(b"A")), (b"b", None), (b"c", Some(b"C")), (b"e", None), (b"f", Some(b"F"))];
+        let got = merge(b.into_iter(), o.into_iter()).unwrap();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = [(b"a", b"A"), (b"c", b"C"), (b"d", b"4"), (b"f", b"F")]
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        assert_eq!(got, want);
+        assert!(merge(Vec::new().into_iter(), std::iter::empty()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn merge_returns_base_errors() {
+        let b = vec![Ok((b"a".to_vec(), b"1".to_vec())), Err(Error::Backend("disk on fire".into()))];
+        assert!(matches!(merge(b.into_iter(), std::iter::empty()), Err(Error::Backend(_))));
+    }
+
+    #[test]
+    fn reads_own_writes_through_to_the_db_and_commits_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let mut t = store.begin();
+        t.put(b"a1", b"x");
+        t.put(b"a2", b"y");
+        t.put(b"b1", b"z");
+        t.commit().unwrap();
+
+        let mut t = store.begin();
+        t.delete(b"a1");
+        t.put(b"a3", b"w");
+        t.put(b"a2", b"Y");
+        assert_eq!(t.get(b"a1").unwrap(), None);
+        assert_eq!(t.get(b"a2").unwrap(), Some(b"Y".to_vec()));
+        assert_eq!(t.get(b"b1").unwrap(), Some(b"z".to_vec()));
+        let scanned = t.scan_prefix(b"a").unwrap();
+        assert_eq!(scanned, vec![(b"a2".to_vec(), b"Y".to_vec()), (b"a3".to_vec(), b"w".to_vec())]);
+        // A reader does not see the open transaction's writes.
+        assert_eq!(store.read().get(b"a1").unwrap(), Some(b"x".to_vec()));
+        drop(t);
+        assert_eq!(store.entries().unwrap().len(), 3);
+
+        let mut t = store.begin();
+        t.delete(b"a1");
+        let reader = store.read();
+        t.commit().unwrap();
+        // The reader keeps its snapshot.
+        assert_eq!(reader.get(b"a1").unwrap(), Some(b"x".to_vec()));
+        drop(reader);
+        let keys: Vec<_> = store.entries().unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![b"a2".to_vec(), b"b1".to_vec()]);
+        assert!(store.begin().scan(b"b", b"a").unwrap().is_empty());
+        drop(store);
+
+        // Committed writes survive a reopen.
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.read().get(b"a2").unwrap(), Some(b"y".to_vec()));
+        assert!(!store.is_empty().unwrap());
+    }
+}
