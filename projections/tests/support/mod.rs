@@ -1,5 +1,7 @@
-//! Shared test support: both storage backends, and (for the projector tests) a
-//! real in-process log-node and a real `nats-server`.
+//! Shared test support: both storage backends, a real in-process log-node,
+//! and a real `nats-server`.
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod log;
+pub mod nats;

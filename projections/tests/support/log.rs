@@ -1,0 +1,109 @@
+//! A real log-node in this process: RocksDB in a temp dir, QUIC on loopback.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chorus_log_node::config::Peer;
+use chorus_log_node::{ClientConfig, Config, LogClient, Node};
+use chorus_schema::{
+    ChatId, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, EventRecord, Origin, PartitionId, ReceiptKind,
+    Seq, UserId,
+};
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A single-replica node config on free loopback ports.
+pub fn node_config(dir: &Path, partitions: u16) -> Config {
+    let raft_addr = format!("127.0.0.1:{}", free_port());
+    let client_addr = format!("127.0.0.1:{}", free_port());
+    Config {
+        id: 1,
+        data_dir: dir.to_path_buf(),
+        raft_addr: raft_addr.clone(),
+        client_addr: client_addr.clone(),
+        partitions,
+        replication: 1,
+        peers: vec![Peer { id: 1, raft_addr, client_addr }],
+        bootstrap: true,
+        ..Config::default()
+    }
+}
+
+/// The CA that signs the node's certificate.
+pub fn ca_path(config: &Config) -> PathBuf {
+    config.data_dir.join("tls/ca.pem")
+}
+
+/// Starts the node, waits for leaders, and connects a client.
+pub async fn must_start(config: &Config) -> (Node, LogClient) {
+    let node = Node::start(config.clone()).await.expect("start node");
+    assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
+    let client = LogClient::connect(&[config.client_addr.clone()], &ca_path(config), ClientConfig::default())
+        .await
+        .expect("connect");
+    (node, client)
+}
+
+/// Builds commands of one user with fresh client message ids.
+pub struct Device {
+    pub user: UserId,
+    pub device: DeviceId,
+    next_id: u64,
+}
+
+impl Device {
+    pub fn new(user: u64, device: u32) -> Device {
+        Device { user: UserId(user), device: DeviceId(device), next_id: 1 }
+    }
+
+    pub fn command(&mut self, body: CommandBody) -> Command {
+        let id = self.next_id;
+        self.next_id += 1;
+        Command { origin: Origin { user: self.user, device: self.device, client_msg_id: ClientMsgId(id) }, body }
+    }
+
+    pub fn send_direct(&mut self, to: u64, text: &str) -> Command {
+        self.command(CommandBody::SendDirect { recipient: UserId(to), ciphertext: text.as_bytes().to_vec(), media: None })
+    }
+
+    pub fn send_group(&mut self, chat: ChatId, text: &str) -> Command {
+        self.command(CommandBody::SendGroup { chat, ciphertext: text.as_bytes().to_vec(), media: None })
+    }
+
+    pub fn create_group(&mut self, chat: ChatId, members: &[u64]) -> Command {
+        let members = members.iter().copied().map(UserId).collect();
+        self.command(CommandBody::CreateGroup { chat, name: "g".into(), members })
+    }
+
+    pub fn ack(&mut self, chat: ChatId, kind: ReceiptKind, up_to: u64) -> Command {
+        self.command(CommandBody::Ack { chat, kind, up_to_seq: Seq(up_to) })
+    }
+}
+
+/// Appends and panics with context unless the command is accepted.
+pub async fn must_append(client: &LogClient, command: &Command) -> chorus_schema::Outcome {
+    let result: CommandResult = client.append(command).await.unwrap_or_else(|e| panic!("append {command:?}: {e}"));
+    result.unwrap_or_else(|r| panic!("refused {command:?}: {r}"))
+}
+
+/// Every committed record of every partition, and each partition's end offset.
+pub async fn read_all(client: &LogClient) -> (Vec<EventRecord>, Vec<u64>) {
+    let mut all = Vec::new();
+    let mut ends = Vec::new();
+    for p in 0..client.partitions() {
+        let mut from = 0;
+        loop {
+            let (events, next) = client.read(PartitionId(p), from, 1024).await.expect("read");
+            if events.is_empty() {
+                break;
+            }
+            all.extend(events);
+            from = next;
+        }
+        ends.push(from);
+    }
+    (all, ends)
+}
