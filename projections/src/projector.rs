@@ -218,7 +218,8 @@ struct Counters {
 
 struct Shared {
     counters: Counters,
-    /// The next offset to fold of each partition (its committed cursor).
+    /// The next offset to fold of each partition, moved after a batch's
+    /// commit and publish.
     progress: watch::Sender<Vec<u64>>,
 }
 
@@ -236,7 +237,8 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
-    /// The committed cursor (next offset to fold) of every partition.
+    /// The next offset to fold of every partition: everything before it is
+    /// committed in the views and its effects were handed to the bus.
     pub fn next_offsets(&self) -> Vec<u64> {
         self.shared.progress.borrow().clone()
     }
@@ -447,8 +449,10 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
                 Ok((folded_to, outgoing)) => {
                     next = folded_to;
                     failures = 0;
-                    ctx.shared.progress.send_modify(|v| v[partition.0 as usize] = next);
                     publish(&ctx, outgoing).await;
+                    // After the publish, so that a waiter on the progress also
+                    // sees the batch's effects on the bus.
+                    ctx.shared.progress.send_modify(|v| v[partition.0 as usize] = next);
                 }
                 Err(Error::Fold(e @ crate::Error::OffsetGap { .. })) => break TailEnd::Reconnect(e.to_string()),
                 Err(e) => {
