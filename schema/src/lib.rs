@@ -29,6 +29,8 @@
 //! - [`outcome`]: `CommandResult`, `Outcome`, `Rejection`, `RejectCode`,
 //!   `encode_result`, `decode_result`.
 //! - [`api`]: `Request`, `Response` and the status and error types of frames.
+//! - [`edge`]: `ClientFrame`, `ServerFrame`, `EdgeErrorCode`, framing and
+//!   phone-number user ids of the client ↔ edge protocol.
 //! - [`limits`]: every size limit; [`error`]: `Error`, `Result`.
 //!
 //! # Dataflow
@@ -42,6 +44,7 @@
 pub mod api;
 mod codec;
 pub mod command;
+pub mod edge;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -75,6 +78,7 @@ use generated::chorus::fb;
 
 pub use api::{ErrorCode, LeaderHint, NodeStatus, PartitionStatus, ReplicaStatus, Request, Response};
 pub use command::{Command, CommandBody};
+pub use edge::{ClientFrame, EdgeErrorCode, Recipient, ServerFrame};
 pub use error::{Error, Result};
 pub use event::{Event, EventBody, EventRecord};
 pub use ids::{ChatId, ClientMsgId, DeviceId, Key, NodeId, PartitionId, Seq, UserId};

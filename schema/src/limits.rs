@@ -20,6 +20,13 @@ pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 /// One encoded `CommandResult`.
 pub const MAX_RESULT_BYTES: usize = 16 * 1024;
 
+/// One client ↔ edge frame (`ClientFrame` or `ServerFrame`), without its length prefix.
+pub const MAX_EDGE_FRAME_BYTES: usize = 256 * 1024;
+/// Chat cursors in one `ClientFrame::Sync`.
+pub const MAX_SYNC_CURSORS: usize = 4096;
+/// A one-time registration code as typed.
+pub const MAX_OTP_CODE_BYTES: usize = 16;
+
 /// Phone number (E.164 fits easily).
 pub const MAX_PHONE_BYTES: usize = 32;
 /// User, device and group names.

@@ -240,3 +240,61 @@ pub fn response() -> impl Strategy<Value = Response> {
             .prop_map(|(code, message, leader)| Response::Error { code, message, leader }),
     ]
 }
+
+pub fn recipient() -> impl Strategy<Value = edge::Recipient> {
+    prop_oneof![user().prop_map(edge::Recipient::User), chat().prop_map(edge::Recipient::Group)]
+}
+
+pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
+    prop_oneof![
+        text(MAX_PHONE_BYTES).prop_map(|phone| ClientFrame::RequestOtp { phone }),
+        (text(MAX_PHONE_BYTES), text(MAX_OTP_CODE_BYTES), text(MAX_NAME_BYTES), bytes(40)).prop_map(
+            |(phone, code, device_name, identity_key)| ClientFrame::VerifyOtp { phone, code, device_name, identity_key }
+        ),
+        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token)| ClientFrame::Login { user, device, token }),
+        (recipient(), any::<u64>(), bytes(64), opt_media()).prop_map(|(to, c, ciphertext, media)| ClientFrame::Send {
+            to,
+            client_msg_id: ClientMsgId(c),
+            ciphertext,
+            media
+        }),
+        (chat(), kind(), seq()).prop_map(|(chat, kind, up_to_seq)| ClientFrame::Ack { chat, kind, up_to_seq }),
+        vec((chat(), seq()), 0..6).prop_map(|since| ClientFrame::Sync { since }),
+        any::<u64>().prop_map(|nonce| ClientFrame::Ping { nonce }),
+    ]
+}
+
+pub fn edge_error_code() -> impl Strategy<Value = EdgeErrorCode> {
+    (0..EdgeErrorCode::ALL.len()).prop_map(|i| EdgeErrorCode::ALL[i])
+}
+
+pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
+    prop_oneof![
+        (text(MAX_PHONE_BYTES), any::<u64>()).prop_map(|(phone, expires_in_ms)| ServerFrame::OtpSent { phone, expires_in_ms }),
+        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token)| ServerFrame::Registered { user, device, token }),
+        (user(), device()).prop_map(|(user, device)| ServerFrame::LoggedIn { user, device }),
+        (any::<u64>(), chat(), seq(), any::<u64>()).prop_map(|(c, chat, seq, server_time_ms)| ServerFrame::Sent {
+            client_msg_id: ClientMsgId(c),
+            chat,
+            seq,
+            server_time_ms
+        }),
+        (chat(), seq(), user(), device(), any::<u64>(), any::<u64>(), bytes(64), opt_media()).prop_map(
+            |(chat, seq, sender, sender_device, c, at_ms, ciphertext, media)| ServerFrame::Deliver {
+                chat,
+                seq,
+                sender,
+                sender_device,
+                client_msg_id: ClientMsgId(c),
+                at_ms,
+                ciphertext,
+                media
+            }
+        ),
+        (chat(), seq(), kind()).prop_map(|(chat, up_to_seq, status)| ServerFrame::Receipt { chat, up_to_seq, status }),
+        any::<u32>().prop_map(|chats| ServerFrame::SyncDone { chats }),
+        any::<u64>().prop_map(|nonce| ServerFrame::Pong { nonce }),
+        (edge_error_code(), text(100), option::of(any::<u64>().prop_map(ClientMsgId)))
+            .prop_map(|(code, message, client_msg_id)| ServerFrame::Error { code, message, client_msg_id }),
+    ]
+}

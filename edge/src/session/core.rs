@@ -1,0 +1,619 @@
+//! [`Session`]: the protocol state of one client connection.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chorus_schema::edge::{normalize_phone, user_for_phone, CLIENT_MSG_ID_RESERVED_BIT};
+use chorus_schema::{
+    ChatId, ClientFrame, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, EdgeErrorCode, EventBody,
+    EventRecord, Origin, Outcome, ReceiptKind, Recipient, RejectCode, Rejection, Seq, ServerFrame, UserId,
+};
+
+use super::config::Config;
+use super::entropy::Entropy;
+use super::otp::{OtpError, OtpRegistry};
+use super::rate::TokenBucket;
+
+/// Ties an [`Action::Append`] to its [`Session::handle_append_result`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Correlation(pub u64);
+
+/// The logged-in user and device of a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub user: UserId,
+    pub device: DeviceId,
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write a frame on the control stream.
+    Send(ServerFrame),
+    /// Write a frame on the delivery stream (`Deliver`, `Receipt`, `SyncDone`).
+    Deliver(ServerFrame),
+    /// Append one command to the log (to the partition of `command.key()`) and
+    /// report the outcome with `handle_append_result(correlation, …)`. Retry
+    /// retryable log errors with the same command first: it is idempotent.
+    Append { correlation: Correlation, command: Command },
+    /// Text `text` to `phone` through the SMS gateway (fire and forget).
+    SendSms { phone: String, text: String },
+    /// Check the sessions view: does (user, device) hold a session with this token
+    /// hash? Answer with `handle_token_verified`.
+    VerifyToken { user: UserId, device: DeviceId, token_hash: [u8; 32] },
+    /// The device is logged in: start routing its deliveries (bus subscription) to
+    /// `handle_delivery`.
+    Subscribe(Identity),
+    /// Stream what the device lacks after `since` (empty: everything) through
+    /// `handle_delivery`, then call `handle_sync_done`.
+    Sync { identity: Identity, since: Vec<(ChatId, Seq)> },
+    /// Close the connection with this error code; the session ignores all further input.
+    Close { code: EdgeErrorCode, reason: String },
+}
+
+/// Why an append has no result.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    /// The log did not answer in time or has no leader (outcome unknown).
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    /// The log refused the request itself (a bug on one side).
+    #[error("log error: {0}")]
+    Internal(String),
+}
+
+/// The sessions view's answer to [`Action::VerifyToken`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenVerdict {
+    Valid,
+    Invalid,
+    /// The view could not answer.
+    Unavailable,
+}
+
+/// The hash of a login token, as stored by `CreateSession` and looked up by
+/// [`Action::VerifyToken`]: plain BLAKE3 (tokens are 256 random bits).
+pub fn token_hash(token: &[u8; 32]) -> [u8; 32] {
+    *blake3::hash(token).as_bytes()
+}
+
+/// The registration steps, each one append of the new device's user partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RegStep {
+    RegisterUser,
+    LinkDevice,
+    CreateSession,
+}
+
+#[derive(Clone, Debug)]
+struct Registration {
+    device_name: String,
+    identity_key: Vec<u8>,
+    identity: Identity,
+    token: [u8; 32],
+    step: RegStep,
+    link_tries: u32,
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    Anonymous,
+    Registering(Box<Registration>),
+    VerifyingToken(Identity),
+    LoggedIn(Identity),
+    Closed,
+}
+
+#[derive(Clone, Debug)]
+enum Pending {
+    Register,
+    Send { client_msg_id: ClientMsgId },
+    Ack { chat: ChatId, kind: ReceiptKind },
+}
+
+/// Device ids a registration tries before giving up on collisions.
+const LINK_TRIES_MAX: u32 = 3;
+
+/// The protocol state of one connection. See the module docs for the driving loop.
+///
+/// # Flows
+/// - **Registration.** `RequestOtp{phone}` → a 6-digit code (injected entropy)
+///   stored in the [`OtpRegistry`] → `SendSms` + `OtpSent`. `VerifyOtp` with the
+///   right code → `Append(RegisterUser)` (`AlreadyExists` is a returning user),
+///   `Append(LinkDevice)` of a random device id, `Append(CreateSession)` with the
+///   hash of a random token, one after the other → `Registered{user, device,
+///   token}`; the connection is then logged in. The user id is
+///   [`user_for_phone`]. Edge-made commands use client message ids with
+///   [`CLIENT_MSG_ID_RESERVED_BIT`] set.
+/// - **Login.** `Login` → `VerifyToken` → `handle_token_verified` → `LoggedIn` +
+///   `Subscribe`. Before login, everything but `RequestOtp`, `VerifyOtp`, `Login`
+///   and `Ping` is `Unauthenticated`; a second login or registration is `Forbidden`.
+/// - **Send.** Checked (reserved id bit, size, rate, in-flight bound), then
+///   `Append(SendDirect | SendGroup)` with origin = the logged-in identity (never
+///   from the frame) → `Sent` or `Error` with the client's `client_msg_id`.
+/// - **Ack.** `Append(Ack)`; while one ack of a (chat, kind) is in flight, later
+///   ones coalesce into one pending ack with the largest `up_to_seq`. No answer
+///   on success.
+/// - **Deliveries.** `handle_delivery` turns `MessageSent` of others into
+///   `Deliver` and `Receipt`s of other users into `Receipt` frames, on the
+///   delivery stream. The wire is at-least-once: the client dedups by (chat, seq).
+pub struct Session {
+    config: Config,
+    entropy: Box<dyn Entropy>,
+    state: State,
+    actions: VecDeque<Action>,
+    next_correlation: u64,
+    next_internal_cmid: u64,
+    pending: BTreeMap<Correlation, Pending>,
+    /// The in-flight ack per (chat, kind) and the coalesced one waiting behind it.
+    acks: BTreeMap<(ChatId, ReceiptKind), Option<Seq>>,
+    rate: TokenBucket,
+    bad_frames: u32,
+    logins_failed: u32,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("state", &self.state)
+            .field("pending", &self.pending.len())
+            .field("actions", &self.actions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A fresh, anonymous session.
+    ///
+    /// # Panics
+    /// If `config` does not validate (a configuration error of the edge).
+    pub fn new(config: Config, entropy: Box<dyn Entropy>) -> Self {
+        if let Err(e) = config.validate() {
+            panic!("invalid session config: {e}");
+        }
+        let rate = TokenBucket::new(config.frames_burst, config.frames_per_sec);
+        let mut s = Session {
+            config,
+            entropy,
+            state: State::Anonymous,
+            actions: VecDeque::new(),
+            next_correlation: 1,
+            next_internal_cmid: 0,
+            pending: BTreeMap::new(),
+            acks: BTreeMap::new(),
+            rate,
+            bad_frames: 0,
+            logins_failed: 0,
+        };
+        // Internal client message ids start at a random point so that two sessions of
+        // one device (reconnects) do not reuse each other's.
+        let mut b = [0u8; 8];
+        s.entropy.fill(&mut b);
+        s.next_internal_cmid = u64::from_le_bytes(b) >> 1;
+        s
+    }
+
+    /// The logged-in identity, if any.
+    pub fn identity(&self) -> Option<Identity> {
+        match self.state {
+            State::LoggedIn(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Whether the session asked to close the connection.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    // ---- inputs ------------------------------------------------------------------
+
+    /// One frame's bytes (without the length prefix): decodes and handles it, or
+    /// answers the decode error.
+    pub fn handle_bytes(&mut self, now_ms: u64, bytes: &[u8], otp: &mut OtpRegistry) {
+        match ClientFrame::decode(bytes) {
+            Ok(frame) => self.handle_frame(now_ms, frame, otp),
+            Err(e) => self.handle_decode_error(&e),
+        }
+    }
+
+    /// A frame (or the stream) failed to decode: answer with an error frame, and
+    /// close after too many, or at once if the stream cannot be resynchronized.
+    pub fn handle_decode_error(&mut self, error: &chorus_schema::Error) {
+        if self.is_closed() {
+            return;
+        }
+        let code = EdgeErrorCode::for_decode_error(error);
+        self.error(code, error.to_string(), None);
+        self.bad_frames += 1;
+        if code == EdgeErrorCode::FrameTooLarge {
+            self.close(code, "frame too large");
+        } else if self.bad_frames > self.config.bad_frames_max {
+            self.close(EdgeErrorCode::BadFrame, "too many bad frames");
+        }
+    }
+
+    /// One decoded client frame. `otp` is the edge's shared registry (see its docs).
+    pub fn handle_frame(&mut self, now_ms: u64, frame: ClientFrame, otp: &mut OtpRegistry) {
+        match (&self.state, frame) {
+            (State::Closed, _) => {}
+            (_, ClientFrame::Ping { nonce }) => self.send(ServerFrame::Pong { nonce }),
+            (State::Anonymous, ClientFrame::RequestOtp { phone }) => self.request_otp(now_ms, &phone, otp),
+            (State::Anonymous, ClientFrame::VerifyOtp { phone, code, device_name, identity_key }) => {
+                self.verify_otp(now_ms, &phone, &code, device_name, identity_key, otp)
+            }
+            (State::Anonymous, ClientFrame::Login { user, device, token }) => {
+                self.state = State::VerifyingToken(Identity { user, device });
+                self.actions.push_back(Action::VerifyToken { user, device, token_hash: token_hash(&token) });
+            }
+            (State::LoggedIn(_), ClientFrame::RequestOtp { .. } | ClientFrame::VerifyOtp { .. } | ClientFrame::Login { .. })
+            | (State::Registering(_) | State::VerifyingToken(_), ClientFrame::Login { .. }) => {
+                self.error(EdgeErrorCode::Forbidden, "this connection is already authenticated", None)
+            }
+            (State::LoggedIn(id), ClientFrame::Send { to, client_msg_id, ciphertext, media }) => {
+                let id = *id;
+                self.send_message(now_ms, id, to, client_msg_id, ciphertext, media)
+            }
+            (State::LoggedIn(id), ClientFrame::Ack { chat, kind, up_to_seq }) => {
+                let id = *id;
+                if self.admit(now_ms, None) {
+                    self.ack(id, chat, kind, up_to_seq);
+                }
+            }
+            (State::LoggedIn(id), ClientFrame::Sync { since }) => {
+                let identity = *id;
+                if self.admit(now_ms, None) {
+                    self.actions.push_back(Action::Sync { identity, since });
+                }
+            }
+            (_, ClientFrame::Send { client_msg_id, .. }) => {
+                self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id))
+            }
+            (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
+        }
+    }
+
+    /// The sessions view's answer to the pending [`Action::VerifyToken`]. Ignored
+    /// if none is pending.
+    pub fn handle_token_verified(&mut self, verdict: TokenVerdict) {
+        let State::VerifyingToken(id) = self.state else { return };
+        match verdict {
+            TokenVerdict::Valid => self.logged_in(id, None),
+            TokenVerdict::Invalid => {
+                self.state = State::Anonymous;
+                self.logins_failed += 1;
+                self.error(EdgeErrorCode::Unauthenticated, "unknown device or token", None);
+                if self.logins_failed >= self.config.logins_failed_max {
+                    self.close(EdgeErrorCode::Unauthenticated, "too many failed logins");
+                }
+            }
+            TokenVerdict::Unavailable => {
+                self.state = State::Anonymous;
+                self.error(EdgeErrorCode::Unavailable, "sessions are unavailable, retry", None);
+            }
+        }
+    }
+
+    /// The result of [`Action::Append`] `correlation`. Unknown correlations are ignored.
+    pub fn handle_append_result(&mut self, now_ms: u64, correlation: Correlation, result: Result<CommandResult, AppendError>) {
+        let Some(pending) = self.pending.remove(&correlation) else { return };
+        if self.is_closed() {
+            return;
+        }
+        match pending {
+            Pending::Register => self.registration_step(result),
+            Pending::Send { client_msg_id } => match result {
+                Ok(Ok(Outcome::Chat { chat, seq })) => {
+                    self.send(ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms: now_ms })
+                }
+                Ok(Ok(other)) => {
+                    self.error(EdgeErrorCode::Internal, format!("unexpected send outcome {other:?}"), Some(client_msg_id))
+                }
+                Ok(Err(r)) => self.error(reject_code(r.code), r.message, Some(client_msg_id)),
+                Err(e) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
+            },
+            Pending::Ack { chat, kind } => {
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(r)) => self.error(reject_code(r.code), r.message, None),
+                    Err(e) => self.error(append_error_code(&e), e.to_string(), None),
+                }
+                let next = self.acks.remove(&(chat, kind)).flatten();
+                if let (Some(up_to_seq), Some(id)) = (next, self.identity()) {
+                    self.append_ack(id, chat, kind, up_to_seq);
+                }
+            }
+        }
+    }
+
+    /// A committed event routed to this device (bus delivery or sync). Events the
+    /// client does not see are ignored, as is everything before login.
+    pub fn handle_delivery(&mut self, record: &EventRecord) {
+        let Some(me) = self.identity() else { return };
+        let e = &record.event;
+        match &e.body {
+            EventBody::MessageSent { chat, seq, ciphertext, media } => {
+                if e.origin.user == me.user && e.origin.device == me.device {
+                    return;
+                }
+                self.actions.push_back(Action::Deliver(ServerFrame::Deliver {
+                    chat: *chat,
+                    seq: *seq,
+                    sender: e.origin.user,
+                    sender_device: e.origin.device,
+                    client_msg_id: e.origin.client_msg_id,
+                    at_ms: e.at_ms,
+                    ciphertext: ciphertext.clone(),
+                    media: media.clone(),
+                }));
+            }
+            EventBody::Receipt { chat, kind, up_to_seq } if e.origin.user != me.user => {
+                self.actions.push_back(Action::Deliver(ServerFrame::Receipt {
+                    chat: *chat,
+                    up_to_seq: *up_to_seq,
+                    status: *kind,
+                }));
+            }
+            _ => {}
+        }
+    }
+
+    /// The [`Action::Sync`] is complete: `chats` chats had something newer.
+    pub fn handle_sync_done(&mut self, chats: u32) {
+        if self.identity().is_some() {
+            self.actions.push_back(Action::Deliver(ServerFrame::SyncDone { chats }));
+        }
+    }
+
+    // ---- registration --------------------------------------------------------------
+
+    fn request_otp(&mut self, now_ms: u64, phone: &str, otp: &mut OtpRegistry) {
+        let phone = match normalize_phone(phone) {
+            Ok(p) => p,
+            Err(e) => return self.error(EdgeErrorCode::BadFrame, e.to_string(), None),
+        };
+        let mut b = [0u8; 8];
+        self.entropy.fill(&mut b);
+        let code = format!("{:06}", u64::from_le_bytes(b) % 1_000_000);
+        match otp.issue(now_ms, &phone, &code) {
+            Ok(expires_ms) => {
+                self.actions.push_back(Action::SendSms { phone: phone.clone(), text: format!("Your chorus code: {code}") });
+                self.send(ServerFrame::OtpSent { phone, expires_in_ms: expires_ms.saturating_sub(now_ms) });
+            }
+            Err(e) => self.error(otp_error_code(e), e.to_string(), None),
+        }
+    }
+
+    fn verify_otp(
+        &mut self,
+        now_ms: u64,
+        phone: &str,
+        code: &str,
+        device_name: String,
+        identity_key: Vec<u8>,
+        otp: &mut OtpRegistry,
+    ) {
+        let (phone, user) = match normalize_phone(phone).and_then(|p| Ok((user_for_phone(&p)?, p))) {
+            Ok((user, p)) => (p, user),
+            Err(e) => return self.error(EdgeErrorCode::BadFrame, e.to_string(), None),
+        };
+        if let Err(e) = otp.verify(now_ms, &phone, code) {
+            return self.error(otp_error_code(e), e.to_string(), None);
+        }
+        let mut token = [0u8; 32];
+        self.entropy.fill(&mut token);
+        let reg = Registration {
+            device_name,
+            identity_key,
+            identity: Identity { user, device: self.random_device() },
+            token,
+            step: RegStep::RegisterUser,
+            link_tries: 0,
+        };
+        let identity = reg.identity;
+        self.state = State::Registering(Box::new(reg));
+        self.append_internal(identity, Pending::Register, CommandBody::RegisterUser { phone });
+    }
+
+    fn random_device(&mut self) -> DeviceId {
+        let mut b = [0u8; 4];
+        self.entropy.fill(&mut b);
+        DeviceId(u32::from_le_bytes(b).max(1))
+    }
+
+    fn registration_step(&mut self, result: Result<CommandResult, AppendError>) {
+        let State::Registering(reg) = &mut self.state else { return };
+        let accepted = match (&result, reg.step) {
+            (Ok(Ok(_)), _) => true,
+            // A returning user (new phone, reinstall) is registered already.
+            (Ok(Err(Rejection { code: RejectCode::AlreadyExists, .. })), RegStep::RegisterUser) => true,
+            // Another device of the user has this id: try another.
+            (Ok(Err(Rejection { code: RejectCode::AlreadyExists, .. })), RegStep::LinkDevice)
+                if reg.link_tries + 1 < LINK_TRIES_MAX =>
+            {
+                reg.link_tries += 1;
+                let mut b = [0u8; 4];
+                self.entropy.fill(&mut b);
+                reg.identity.device = DeviceId(u32::from_le_bytes(b).max(1));
+                let (identity, body) = (reg.identity, link_body(reg));
+                return self.append_internal(identity, Pending::Register, body);
+            }
+            _ => false,
+        };
+        if !accepted {
+            let (code, message) = match result {
+                Ok(Err(r)) => (reject_code(r.code), format!("registration refused: {}", r.message)),
+                Err(e) => (append_error_code(&e), e.to_string()),
+                Ok(Ok(_)) => unreachable!("accepted above"),
+            };
+            self.state = State::Anonymous;
+            return self.error(code, message, None);
+        }
+        let identity = reg.identity;
+        match reg.step {
+            RegStep::RegisterUser => {
+                reg.step = RegStep::LinkDevice;
+                let body = link_body(reg);
+                self.append_internal(identity, Pending::Register, body);
+            }
+            RegStep::LinkDevice => {
+                reg.step = RegStep::CreateSession;
+                let body = CommandBody::CreateSession { device: identity.device, token_hash: token_hash(&reg.token) };
+                self.append_internal(identity, Pending::Register, body);
+            }
+            RegStep::CreateSession => {
+                let token = reg.token;
+                self.logged_in(identity, Some(token));
+            }
+        }
+    }
+
+    fn logged_in(&mut self, id: Identity, token: Option<[u8; 32]>) {
+        self.state = State::LoggedIn(id);
+        self.send(match token {
+            Some(token) => ServerFrame::Registered { user: id.user, device: id.device, token },
+            None => ServerFrame::LoggedIn { user: id.user, device: id.device },
+        });
+        self.actions.push_back(Action::Subscribe(id));
+    }
+
+    // ---- messaging -----------------------------------------------------------------
+
+    fn send_message(
+        &mut self,
+        now_ms: u64,
+        id: Identity,
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        media: Option<chorus_schema::MediaRef>,
+    ) {
+        let cmid = Some(client_msg_id);
+        if client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT != 0 {
+            return self.error(EdgeErrorCode::BadFrame, "the top bit of client_msg_id is reserved", cmid);
+        }
+        if ciphertext.len() > self.config.ciphertext_bytes_max {
+            let message = format!("ciphertext {} > {} bytes", ciphertext.len(), self.config.ciphertext_bytes_max);
+            return self.error(EdgeErrorCode::CiphertextTooLarge, message, cmid);
+        }
+        if !self.admit(now_ms, cmid) {
+            return;
+        }
+        let body = match to {
+            Recipient::User(recipient) => CommandBody::SendDirect { recipient, ciphertext, media },
+            Recipient::Group(chat) => CommandBody::SendGroup { chat, ciphertext, media },
+        };
+        let origin = Origin { user: id.user, device: id.device, client_msg_id };
+        self.append(Pending::Send { client_msg_id }, Command { origin, body });
+    }
+
+    fn ack(&mut self, id: Identity, chat: ChatId, kind: ReceiptKind, up_to_seq: Seq) {
+        if let Some(waiting) = self.acks.get_mut(&(chat, kind)) {
+            *waiting = Some(waiting.map_or(up_to_seq, |w| w.max(up_to_seq)));
+            return;
+        }
+        self.append_ack(id, chat, kind, up_to_seq);
+    }
+
+    fn append_ack(&mut self, id: Identity, chat: ChatId, kind: ReceiptKind, up_to_seq: Seq) {
+        self.acks.insert((chat, kind), None);
+        self.append_internal(id, Pending::Ack { chat, kind }, CommandBody::Ack { chat, kind, up_to_seq });
+    }
+
+    /// Rate and in-flight admission of a logged-in frame; answers `RateLimited` if refused.
+    fn admit(&mut self, now_ms: u64, client_msg_id: Option<ClientMsgId>) -> bool {
+        if self.pending.len() >= self.config.in_flight_max {
+            self.error(EdgeErrorCode::RateLimited, "too many requests in flight", client_msg_id);
+            return false;
+        }
+        if !self.rate.try_take(now_ms) {
+            self.error(EdgeErrorCode::RateLimited, "slow down", client_msg_id);
+            return false;
+        }
+        true
+    }
+
+    // ---- output helpers --------------------------------------------------------------
+
+    fn append_internal(&mut self, id: Identity, pending: Pending, body: CommandBody) {
+        let client_msg_id = ClientMsgId(self.next_internal_cmid | CLIENT_MSG_ID_RESERVED_BIT);
+        self.next_internal_cmid = (self.next_internal_cmid + 1) & !CLIENT_MSG_ID_RESERVED_BIT;
+        let origin = Origin { user: id.user, device: id.device, client_msg_id };
+        self.append(pending, Command { origin, body });
+    }
+
+    fn append(&mut self, pending: Pending, command: Command) {
+        let correlation = Correlation(self.next_correlation);
+        self.next_correlation += 1;
+        self.pending.insert(correlation, pending);
+        self.actions.push_back(Action::Append { correlation, command });
+    }
+
+    fn send(&mut self, frame: ServerFrame) {
+        self.actions.push_back(Action::Send(frame));
+    }
+
+    fn error(&mut self, code: EdgeErrorCode, message: impl Into<String>, client_msg_id: Option<ClientMsgId>) {
+        let mut message = message.into();
+        truncate(&mut message, chorus_schema::MAX_MESSAGE_BYTES);
+        self.send(ServerFrame::Error { code, message, client_msg_id });
+    }
+
+    fn close(&mut self, code: EdgeErrorCode, reason: &str) {
+        self.state = State::Closed;
+        self.pending.clear();
+        self.acks.clear();
+        self.actions.push_back(Action::Close { code, reason: reason.to_owned() });
+    }
+}
+
+fn link_body(reg: &Registration) -> CommandBody {
+    CommandBody::LinkDevice {
+        device: reg.identity.device,
+        identity_key: reg.identity_key.clone(),
+        name: reg.device_name.clone(),
+    }
+}
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut at = max;
+        while !s.is_char_boundary(at) {
+            at -= 1;
+        }
+        s.truncate(at);
+    }
+}
+
+/// The client-visible code of a log rejection.
+fn reject_code(code: RejectCode) -> EdgeErrorCode {
+    match code {
+        RejectCode::NotMember => EdgeErrorCode::NotMember,
+        RejectCode::NotAdmin => EdgeErrorCode::Forbidden,
+        RejectCode::UnknownChat | RejectCode::UnknownUser => EdgeErrorCode::UnknownRecipient,
+        RejectCode::UnknownMessage | RejectCode::AlreadyExists | RejectCode::NoPrekeys | RejectCode::Invalid => {
+            EdgeErrorCode::BadFrame
+        }
+        RejectCode::WrongPartition => EdgeErrorCode::Internal,
+    }
+}
+
+fn append_error_code(e: &AppendError) -> EdgeErrorCode {
+    match e {
+        AppendError::Unavailable(_) => EdgeErrorCode::Unavailable,
+        AppendError::Internal(_) => EdgeErrorCode::Internal,
+    }
+}
+
+fn otp_error_code(e: OtpError) -> EdgeErrorCode {
+    match e {
+        OtpError::TooSoon | OtpError::Full => EdgeErrorCode::RateLimited,
+        OtpError::Expired => EdgeErrorCode::OtpExpired,
+        OtpError::Wrong => EdgeErrorCode::BadOtp,
+        OtpError::TooManyAttempts => EdgeErrorCode::TooManyAttempts,
+    }
+}

@@ -1,0 +1,26 @@
+//! Sans-IO per-connection protocol state (quinn-proto style).
+//!
+//! A [`Session`] is driven by the connection's task: each decoded client frame goes
+//! to [`Session::handle_frame`] (or the bytes to [`Session::handle_bytes`]); each IO
+//! result comes back through a `handle_*` method; after every call the driver drains
+//! [`Session::poll_action`] and performs the [`Action`]s in order. No clock (time is
+//! the `now_ms` argument), no randomness but the injected [`Entropy`], no IO.
+//!
+//! # Module map
+//! - `core`: [`Session`], [`Action`], [`Correlation`], the flows.
+//! - `config`: [`Config`].
+//! - `otp`: [`OtpRegistry`], one per edge, shared by its sessions.
+//! - `rate`: [`TokenBucket`].
+//! - `entropy`: [`Entropy`], [`SeededEntropy`].
+
+mod config;
+mod core;
+mod entropy;
+mod otp;
+mod rate;
+
+pub use self::core::{token_hash, Action, AppendError, Correlation, Identity, Session, TokenVerdict};
+pub use config::Config;
+pub use entropy::{Entropy, SeededEntropy};
+pub use otp::{OtpConfig, OtpError, OtpRegistry};
+pub use rate::TokenBucket;

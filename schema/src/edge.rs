@@ -1,0 +1,677 @@
+//! Client ↔ edge frames (ALPN [`ALPN`]): [`ClientFrame`], [`ServerFrame`], their
+//! stable [`EdgeErrorCode`]s, the length-prefixed framing and phone-number ids.
+//!
+//! # Streams
+//! One bidirectional **control stream**, opened by the client, carries
+//! [`ClientFrame`]s up and [`ServerFrame`]s down; the edge also opens one
+//! unidirectional **delivery stream** to the client, carrying [`ServerFrame`]s
+//! (`Deliver`, `Receipt`, `SyncDone`). Every frame on a stream is a `u32`
+//! big-endian length followed by one flatbuffer ([`write_frame`], [`FrameReader`])
+//! of at most [`MAX_EDGE_FRAME_BYTES`], with the file identifier `CECF`
+//! (client frame) or `CESF` (server frame).
+//!
+//! # Identity
+//! A user id is a function of the phone number ([`user_for_phone`]), so every
+//! edge maps a number to the same user without a lookup.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, Builder};
+use crate::error::check_len;
+
+use crate::fb::edge as fe;
+use crate::ids::{ChatId, ClientMsgId, DeviceId, Seq, UserId};
+use crate::limits::*;
+use crate::types::{MediaRef, ReceiptKind};
+use crate::{Error, Result};
+
+/// The ALPN protocol id of the client ↔ edge protocol.
+pub const ALPN: &[u8] = b"chorus/1";
+
+const CLIENT_FRAME_IDENT: &str = "CECF";
+const SERVER_FRAME_IDENT: &str = "CESF";
+
+/// Who a message is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Recipient {
+    /// A direct message; the chat is `ChatId::direct(sender, user)`.
+    User(UserId),
+    /// A group message.
+    Group(ChatId),
+}
+
+/// What a client sends on its control stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    /// Start registration: the edge texts a one-time code to `phone`.
+    RequestOtp { phone: String },
+    /// Finish registration with the texted code; links a new device.
+    VerifyOtp { phone: String, code: String, device_name: String, identity_key: Vec<u8> },
+    /// Resume as a registered device with the token from `Registered`.
+    Login { user: UserId, device: DeviceId, token: [u8; 32] },
+    /// Send a message. `client_msg_id` makes retries idempotent (unique per device;
+    /// the top bit is reserved for the edge, see [`CLIENT_MSG_ID_RESERVED_BIT`]).
+    Send { to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>, media: Option<MediaRef> },
+    /// A cumulative receipt for `chat` up to `up_to_seq`.
+    Ack { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
+    /// Ask for everything after the given cursors (empty: everything).
+    Sync { since: Vec<(ChatId, Seq)> },
+    Ping { nonce: u64 },
+}
+
+/// What the edge sends to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    OtpSent { phone: String, expires_in_ms: u64 },
+    /// Registration is complete; keep `token` secret, it logs this device in.
+    Registered { user: UserId, device: DeviceId, token: [u8; 32] },
+    LoggedIn { user: UserId, device: DeviceId },
+    /// The message `client_msg_id` is committed at `(chat, seq)`.
+    Sent { client_msg_id: ClientMsgId, chat: ChatId, seq: Seq, server_time_ms: u64 },
+    /// A message for this device.
+    Deliver {
+        chat: ChatId,
+        seq: Seq,
+        sender: UserId,
+        sender_device: DeviceId,
+        client_msg_id: ClientMsgId,
+        at_ms: u64,
+        ciphertext: Vec<u8>,
+        media: Option<MediaRef>,
+    },
+    /// The other members' cumulative receipt of this device's messages in `chat`.
+    Receipt { chat: ChatId, up_to_seq: Seq, status: ReceiptKind },
+    /// A `Sync` is complete: `chats` chats had something newer.
+    SyncDone { chats: u32 },
+    Pong { nonce: u64 },
+    /// A refused frame; `client_msg_id` names the refused `Send`, if it was one.
+    Error { code: EdgeErrorCode, message: String, client_msg_id: Option<ClientMsgId> },
+}
+
+/// Stable codes of [`ServerFrame::Error`]; the table is `edge/docs/error-codes.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EdgeErrorCode {
+    /// The frame failed verification or validation.
+    BadFrame,
+    /// The frame is above [`MAX_EDGE_FRAME_BYTES`].
+    FrameTooLarge,
+    /// Log in (or register) first.
+    Unauthenticated,
+    /// Wrong one-time code (or bad token at login).
+    BadOtp,
+    /// No live code for this phone: it expired or was never requested.
+    OtpExpired,
+    /// Too many wrong codes for this phone; request a new code later.
+    TooManyAttempts,
+    /// Acting as another user or device.
+    Forbidden,
+    UnknownRecipient,
+    NotMember,
+    CiphertextTooLarge,
+    RateLimited,
+    /// The log is unavailable right now; retry (sends are idempotent).
+    Unavailable,
+    Internal,
+}
+
+impl EdgeErrorCode {
+    /// Every code, in wire order.
+    pub const ALL: [EdgeErrorCode; 13] = [
+        EdgeErrorCode::BadFrame,
+        EdgeErrorCode::FrameTooLarge,
+        EdgeErrorCode::Unauthenticated,
+        EdgeErrorCode::BadOtp,
+        EdgeErrorCode::OtpExpired,
+        EdgeErrorCode::TooManyAttempts,
+        EdgeErrorCode::Forbidden,
+        EdgeErrorCode::UnknownRecipient,
+        EdgeErrorCode::NotMember,
+        EdgeErrorCode::CiphertextTooLarge,
+        EdgeErrorCode::RateLimited,
+        EdgeErrorCode::Unavailable,
+        EdgeErrorCode::Internal,
+    ];
+
+    /// Whether the same frame may succeed later without change. A retried `Send`
+    /// is safe: its `client_msg_id` makes it idempotent.
+    pub fn retryable(&self) -> bool {
+        matches!(self, EdgeErrorCode::RateLimited | EdgeErrorCode::Unavailable)
+    }
+
+    /// The stable wire value.
+    pub fn code(&self) -> u8 {
+        code_fb(*self).0
+    }
+}
+
+/// Client message ids with this bit set are reserved for commands the edge makes
+/// itself (registration, acks); a `Send` carrying one is refused with `BadFrame`.
+pub const CLIENT_MSG_ID_RESERVED_BIT: u64 = 1 << 63;
+
+// ---- phone numbers --------------------------------------------------------------
+
+/// Normalizes a phone number to E.164: `+` then 8 to 15 digits, the first not 0.
+/// Spaces, dashes, dots and parentheses are dropped.
+///
+/// # Errors
+/// [`Error::Invalid`] for anything else.
+pub fn normalize_phone(phone: &str) -> Result<String> {
+    let invalid = |reason: &str| Error::Invalid { what: "phone", reason: reason.to_owned() };
+    let mut out = String::with_capacity(16);
+    for (i, ch) in phone.trim().chars().enumerate() {
+        match ch {
+            '+' if i == 0 => out.push('+'),
+            '0'..='9' => out.push(ch),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return Err(invalid("only digits, spaces, dashes, dots and parentheses after a leading '+'")),
+        }
+        if out.len() > 16 {
+            return Err(invalid("more than 15 digits"));
+        }
+    }
+    let digits = out.strip_prefix('+').ok_or_else(|| invalid("must start with '+' and a country code"))?;
+    if !(8..=15).contains(&digits.len()) || digits.starts_with('0') {
+        return Err(invalid("must have 8 to 15 digits, the first not 0"));
+    }
+    Ok(out)
+}
+
+/// The user id of a phone number: the first 8 bytes (little endian) of BLAKE3 over
+/// a domain tag and the normalized number. Every edge derives the same id.
+///
+/// # Errors
+/// As [`normalize_phone`].
+pub fn user_for_phone(phone: &str) -> Result<UserId> {
+    let phone = normalize_phone(phone)?;
+    let mut h = blake3::Hasher::new();
+    h.update(b"chorus/user/phone/v1\0");
+    h.update(phone.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    Ok(UserId(u64::from_le_bytes(id)))
+}
+
+// ---- framing --------------------------------------------------------------------
+
+/// Appends `frame` to `out` with its u32 big-endian length prefix.
+///
+/// # Panics
+/// If `frame` is longer than `u32::MAX` (no encoder here makes one).
+pub fn write_frame(out: &mut Vec<u8>, frame: &[u8]) {
+    let len = u32::try_from(frame.len()).expect("frame length fits u32");
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(frame);
+}
+
+/// Splits a byte stream into frames: push what the stream yields, pop whole frames.
+/// A length prefix above [`MAX_EDGE_FRAME_BYTES`] is an error at once, before
+/// buffering the body, and the stream cannot be resynchronized afterwards.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+impl FrameReader {
+    pub fn new() -> Self {
+        FrameReader::default()
+    }
+
+    /// Buffers bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, if buffered.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] (`what: "edge frame"`) if the next length prefix is above
+    /// [`MAX_EDGE_FRAME_BYTES`]; close the stream.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>> {
+        let Some(prefix) = self.buf.get(..4) else { return Ok(None) };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        check_len("edge frame", len, MAX_EDGE_FRAME_BYTES)?;
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(frame))
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+// ---- ClientFrame ------------------------------------------------------------------
+
+impl ClientFrame {
+    /// The name of the frame's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::RequestOtp { .. } => "RequestOtp",
+            ClientFrame::VerifyOtp { .. } => "VerifyOtp",
+            ClientFrame::Login { .. } => "Login",
+            ClientFrame::Send { .. } => "Send",
+            ClientFrame::Ack { .. } => "Ack",
+            ClientFrame::Sync { .. } => "Sync",
+            ClientFrame::Ping { .. } => "Ping",
+        }
+    }
+
+    /// Checks the field limits.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] naming the first field over its limit.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ClientFrame::RequestOtp { phone } => check_len("phone", phone.len(), MAX_PHONE_BYTES),
+            ClientFrame::VerifyOtp { phone, code, device_name, identity_key } => {
+                check_len("phone", phone.len(), MAX_PHONE_BYTES)?;
+                check_len("otp code", code.len(), MAX_OTP_CODE_BYTES)?;
+                check_len("device name", device_name.len(), MAX_NAME_BYTES)?;
+                check_len("identity key", identity_key.len(), MAX_KEY_BYTES)
+            }
+            ClientFrame::Send { ciphertext, media, .. } => {
+                check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES)?;
+                media.as_ref().map_or(Ok(()), MediaRef::validate)
+            }
+            ClientFrame::Sync { since } => check_len("sync cursors", since.len(), MAX_SYNC_CURSORS),
+            ClientFrame::Login { .. } | ClientFrame::Ack { .. } | ClientFrame::Ping { .. } => Ok(()),
+        }
+    }
+
+    /// Encodes as a flatbuffer with file identifier `CECF` (without the length
+    /// prefix: see [`write_frame`]). Does not validate.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(128);
+        let (body_type, body) = match self {
+            ClientFrame::RequestOtp { phone } => {
+                let phone = fbb.create_string(phone);
+                let t = fe::RequestOtp::create(&mut fbb, &fe::RequestOtpArgs { phone: Some(phone) });
+                (fe::ClientFrameBody::RequestOtp, t.as_union_value())
+            }
+            ClientFrame::VerifyOtp { phone, code, device_name, identity_key } => {
+                let phone = fbb.create_string(phone);
+                let code = fbb.create_string(code);
+                let device_name = fbb.create_string(device_name);
+                let identity_key = fbb.create_vector(identity_key);
+                let t = fe::VerifyOtp::create(
+                    &mut fbb,
+                    &fe::VerifyOtpArgs {
+                        phone: Some(phone),
+                        code: Some(code),
+                        device_name: Some(device_name),
+                        identity_key: Some(identity_key),
+                    },
+                );
+                (fe::ClientFrameBody::VerifyOtp, t.as_union_value())
+            }
+            ClientFrame::Login { user, device, token } => {
+                let token = fe::Token(*token);
+                let t = fe::Login::create(
+                    &mut fbb,
+                    &fe::LoginArgs { user: user.0, device: device.0, token: Some(&token) },
+                );
+                (fe::ClientFrameBody::Login, t.as_union_value())
+            }
+            ClientFrame::Send { to, client_msg_id, ciphertext, media } => {
+                let (to_type, to) = match to {
+                    Recipient::User(u) => {
+                        let t = fe::RecipientUser::create(&mut fbb, &fe::RecipientUserArgs { user: u.0 });
+                        (fe::Recipient::RecipientUser, t.as_union_value())
+                    }
+                    Recipient::Group(c) => {
+                        let chat = codec::chat_fb(c);
+                        let t = fe::RecipientGroup::create(&mut fbb, &fe::RecipientGroupArgs { chat: Some(&chat) });
+                        (fe::Recipient::RecipientGroup, t.as_union_value())
+                    }
+                };
+                let ciphertext = fbb.create_vector(ciphertext);
+                let media = codec::opt_media_fb(&mut fbb, media);
+                let t = fe::Send::create(
+                    &mut fbb,
+                    &fe::SendArgs {
+                        to_type,
+                        to: Some(to),
+                        client_msg_id: client_msg_id.0,
+                        ciphertext: Some(ciphertext),
+                        media,
+                    },
+                );
+                (fe::ClientFrameBody::Send, t.as_union_value())
+            }
+            ClientFrame::Ack { chat, kind, up_to_seq } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::Ack::create(
+                    &mut fbb,
+                    &fe::AckArgs { chat: Some(&chat), kind: codec::receipt_kind_fb(*kind), up_to_seq: up_to_seq.0 },
+                );
+                (fe::ClientFrameBody::Ack, t.as_union_value())
+            }
+            ClientFrame::Sync { since } => {
+                let cursors: Vec<fe::SyncCursor> =
+                    since.iter().map(|(c, s)| fe::SyncCursor::new(&codec::chat_fb(c), s.0)).collect();
+                let since = fbb.create_vector(&cursors);
+                let t = fe::Sync::create(&mut fbb, &fe::SyncArgs { since: Some(since) });
+                (fe::ClientFrameBody::Sync, t.as_union_value())
+            }
+            ClientFrame::Ping { nonce } => {
+                let t = fe::Ping::create(&mut fbb, &fe::PingArgs { nonce: *nonce });
+                (fe::ClientFrameBody::Ping, t.as_union_value())
+            }
+        };
+        let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
+        codec::finish(fbb, root, CLIENT_FRAME_IDENT)
+    }
+
+    /// Verifies and decodes a buffer made by [`ClientFrame::encode`], then validates it.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] above [`MAX_EDGE_FRAME_BYTES`] or a field limit (see
+    /// [`EdgeErrorCode::for_decode_error`]); [`Error::Malformed`] if the verifier
+    /// refuses it or it holds an unknown variant.
+    pub fn decode(buf: &[u8]) -> Result<ClientFrame> {
+        let f = codec::root::<fe::ClientFrame>(buf, "client frame", CLIENT_FRAME_IDENT, MAX_EDGE_FRAME_BYTES, 64)?;
+        let tag = f.body_type();
+        let bad = || codec::bad_union("client frame body", tag.0);
+        let frame = match tag {
+            fe::ClientFrameBody::RequestOtp => {
+                let b = f.body_as_request_otp().ok_or_else(bad)?;
+                ClientFrame::RequestOtp { phone: b.phone().to_owned() }
+            }
+            fe::ClientFrameBody::VerifyOtp => {
+                let b = f.body_as_verify_otp().ok_or_else(bad)?;
+                ClientFrame::VerifyOtp {
+                    phone: b.phone().to_owned(),
+                    code: b.code().to_owned(),
+                    device_name: b.device_name().to_owned(),
+                    identity_key: b.identity_key().bytes().to_vec(),
+                }
+            }
+            fe::ClientFrameBody::Login => {
+                let b = f.body_as_login().ok_or_else(bad)?;
+                ClientFrame::Login { user: UserId(b.user()), device: DeviceId(b.device()), token: b.token().0 }
+            }
+            fe::ClientFrameBody::Send => {
+                let b = f.body_as_send().ok_or_else(bad)?;
+                let to_tag = b.to_type();
+                let bad_to = || codec::bad_union("recipient", to_tag.0);
+                let to = match to_tag {
+                    fe::Recipient::RecipientUser => Recipient::User(UserId(b.to_as_recipient_user().ok_or_else(bad_to)?.user())),
+                    fe::Recipient::RecipientGroup => {
+                        Recipient::Group(codec::chat(b.to_as_recipient_group().ok_or_else(bad_to)?.chat()))
+                    }
+                    _ => return Err(bad_to()),
+                };
+                check_len("ciphertext", b.ciphertext().len(), MAX_CIPHERTEXT_BYTES)?;
+                ClientFrame::Send {
+                    to,
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    ciphertext: b.ciphertext().bytes().to_vec(),
+                    media: codec::opt_media(b.media()),
+                }
+            }
+            fe::ClientFrameBody::Ack => {
+                let b = f.body_as_ack().ok_or_else(bad)?;
+                ClientFrame::Ack {
+                    chat: codec::chat(b.chat()),
+                    kind: codec::receipt_kind(b.kind())?,
+                    up_to_seq: Seq(b.up_to_seq()),
+                }
+            }
+            fe::ClientFrameBody::Sync => {
+                let b = f.body_as_sync().ok_or_else(bad)?;
+                check_len("sync cursors", b.since().len(), MAX_SYNC_CURSORS)?;
+                ClientFrame::Sync { since: b.since().iter().map(|c| (codec::chat(c.chat()), Seq(c.seq()))).collect() }
+            }
+            fe::ClientFrameBody::Ping => {
+                let b = f.body_as_ping().ok_or_else(bad)?;
+                ClientFrame::Ping { nonce: b.nonce() }
+            }
+            _ => return Err(bad()),
+        };
+        frame.validate()?;
+        Ok(frame)
+    }
+}
+
+// ---- ServerFrame ------------------------------------------------------------------
+
+impl ServerFrame {
+    /// The name of the frame's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerFrame::OtpSent { .. } => "OtpSent",
+            ServerFrame::Registered { .. } => "Registered",
+            ServerFrame::LoggedIn { .. } => "LoggedIn",
+            ServerFrame::Sent { .. } => "Sent",
+            ServerFrame::Deliver { .. } => "Deliver",
+            ServerFrame::Receipt { .. } => "Receipt",
+            ServerFrame::SyncDone { .. } => "SyncDone",
+            ServerFrame::Pong { .. } => "Pong",
+            ServerFrame::Error { .. } => "Error",
+        }
+    }
+
+    /// Checks the field limits.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] naming the first field over its limit.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ServerFrame::OtpSent { phone, .. } => check_len("phone", phone.len(), MAX_PHONE_BYTES),
+            ServerFrame::Deliver { ciphertext, media, .. } => {
+                check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES)?;
+                media.as_ref().map_or(Ok(()), MediaRef::validate)
+            }
+            ServerFrame::Error { message, .. } => check_len("error message", message.len(), MAX_MESSAGE_BYTES),
+            ServerFrame::Registered { .. }
+            | ServerFrame::LoggedIn { .. }
+            | ServerFrame::Sent { .. }
+            | ServerFrame::Receipt { .. }
+            | ServerFrame::SyncDone { .. }
+            | ServerFrame::Pong { .. } => Ok(()),
+        }
+    }
+
+    /// Encodes as a flatbuffer with file identifier `CESF` (without the length
+    /// prefix: see [`write_frame`]). Does not validate.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(128);
+        let (body_type, body) = match self {
+            ServerFrame::OtpSent { phone, expires_in_ms } => {
+                let phone = fbb.create_string(phone);
+                let t = fe::OtpSent::create(&mut fbb, &fe::OtpSentArgs { phone: Some(phone), expires_in_ms: *expires_in_ms });
+                (fe::ServerFrameBody::OtpSent, t.as_union_value())
+            }
+            ServerFrame::Registered { user, device, token } => {
+                let token = fe::Token(*token);
+                let t = fe::Registered::create(
+                    &mut fbb,
+                    &fe::RegisteredArgs { user: user.0, device: device.0, token: Some(&token) },
+                );
+                (fe::ServerFrameBody::Registered, t.as_union_value())
+            }
+            ServerFrame::LoggedIn { user, device } => {
+                let t = fe::LoggedIn::create(&mut fbb, &fe::LoggedInArgs { user: user.0, device: device.0 });
+                (fe::ServerFrameBody::LoggedIn, t.as_union_value())
+            }
+            ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::Sent::create(
+                    &mut fbb,
+                    &fe::SentArgs {
+                        client_msg_id: client_msg_id.0,
+                        chat: Some(&chat),
+                        seq: seq.0,
+                        server_time_ms: *server_time_ms,
+                    },
+                );
+                (fe::ServerFrameBody::Sent, t.as_union_value())
+            }
+            ServerFrame::Deliver { chat, seq, sender, sender_device, client_msg_id, at_ms, ciphertext, media } => {
+                let ciphertext = fbb.create_vector(ciphertext);
+                let media = codec::opt_media_fb(&mut fbb, media);
+                let chat = codec::chat_fb(chat);
+                let t = fe::Deliver::create(
+                    &mut fbb,
+                    &fe::DeliverArgs {
+                        chat: Some(&chat),
+                        seq: seq.0,
+                        sender: sender.0,
+                        sender_device: sender_device.0,
+                        client_msg_id: client_msg_id.0,
+                        at_ms: *at_ms,
+                        ciphertext: Some(ciphertext),
+                        media,
+                    },
+                );
+                (fe::ServerFrameBody::Deliver, t.as_union_value())
+            }
+            ServerFrame::Receipt { chat, up_to_seq, status } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::Receipt::create(
+                    &mut fbb,
+                    &fe::ReceiptArgs { chat: Some(&chat), up_to_seq: up_to_seq.0, status: codec::receipt_kind_fb(*status) },
+                );
+                (fe::ServerFrameBody::Receipt, t.as_union_value())
+            }
+            ServerFrame::SyncDone { chats } => {
+                let t = fe::SyncDone::create(&mut fbb, &fe::SyncDoneArgs { chats: *chats });
+                (fe::ServerFrameBody::SyncDone, t.as_union_value())
+            }
+            ServerFrame::Pong { nonce } => {
+                let t = fe::Pong::create(&mut fbb, &fe::PongArgs { nonce: *nonce });
+                (fe::ServerFrameBody::Pong, t.as_union_value())
+            }
+            ServerFrame::Error { code, message, client_msg_id } => {
+                let message = fbb.create_string(message);
+                let t = fe::Error::create(
+                    &mut fbb,
+                    &fe::ErrorArgs { code: code_fb(*code), message: Some(message), client_msg_id: client_msg_id.map(|c| c.0) },
+                );
+                (fe::ServerFrameBody::Error, t.as_union_value())
+            }
+        };
+        let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
+        codec::finish(fbb, root, SERVER_FRAME_IDENT)
+    }
+
+    /// Verifies and decodes a buffer made by [`ServerFrame::encode`], then validates it.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] above [`MAX_EDGE_FRAME_BYTES`] or a field limit;
+    /// [`Error::Malformed`] if the verifier refuses it or it holds an unknown variant.
+    pub fn decode(buf: &[u8]) -> Result<ServerFrame> {
+        let f = codec::root::<fe::ServerFrame>(buf, "server frame", SERVER_FRAME_IDENT, MAX_EDGE_FRAME_BYTES, 64)?;
+        let tag = f.body_type();
+        let bad = || codec::bad_union("server frame body", tag.0);
+        let frame = match tag {
+            fe::ServerFrameBody::OtpSent => {
+                let b = f.body_as_otp_sent().ok_or_else(bad)?;
+                ServerFrame::OtpSent { phone: b.phone().to_owned(), expires_in_ms: b.expires_in_ms() }
+            }
+            fe::ServerFrameBody::Registered => {
+                let b = f.body_as_registered().ok_or_else(bad)?;
+                ServerFrame::Registered { user: UserId(b.user()), device: DeviceId(b.device()), token: b.token().0 }
+            }
+            fe::ServerFrameBody::LoggedIn => {
+                let b = f.body_as_logged_in().ok_or_else(bad)?;
+                ServerFrame::LoggedIn { user: UserId(b.user()), device: DeviceId(b.device()) }
+            }
+            fe::ServerFrameBody::Sent => {
+                let b = f.body_as_sent().ok_or_else(bad)?;
+                ServerFrame::Sent {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    chat: codec::chat(b.chat()),
+                    seq: Seq(b.seq()),
+                    server_time_ms: b.server_time_ms(),
+                }
+            }
+            fe::ServerFrameBody::Deliver => {
+                let b = f.body_as_deliver().ok_or_else(bad)?;
+                check_len("ciphertext", b.ciphertext().len(), MAX_CIPHERTEXT_BYTES)?;
+                ServerFrame::Deliver {
+                    chat: codec::chat(b.chat()),
+                    seq: Seq(b.seq()),
+                    sender: UserId(b.sender()),
+                    sender_device: DeviceId(b.sender_device()),
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    at_ms: b.at_ms(),
+                    ciphertext: b.ciphertext().bytes().to_vec(),
+                    media: codec::opt_media(b.media()),
+                }
+            }
+            fe::ServerFrameBody::Receipt => {
+                let b = f.body_as_receipt().ok_or_else(bad)?;
+                ServerFrame::Receipt {
+                    chat: codec::chat(b.chat()),
+                    up_to_seq: Seq(b.up_to_seq()),
+                    status: codec::receipt_kind(b.status())?,
+                }
+            }
+            fe::ServerFrameBody::SyncDone => {
+                let b = f.body_as_sync_done().ok_or_else(bad)?;
+                ServerFrame::SyncDone { chats: b.chats() }
+            }
+            fe::ServerFrameBody::Pong => {
+                let b = f.body_as_pong().ok_or_else(bad)?;
+                ServerFrame::Pong { nonce: b.nonce() }
+            }
+            fe::ServerFrameBody::Error => {
+                let b = f.body_as_error().ok_or_else(bad)?;
+                ServerFrame::Error {
+                    code: code(b.code())?,
+                    message: b.message().to_owned(),
+                    client_msg_id: b.client_msg_id().map(ClientMsgId),
+                }
+            }
+            _ => return Err(bad()),
+        };
+        frame.validate()?;
+        Ok(frame)
+    }
+}
+
+impl EdgeErrorCode {
+    /// The code to answer a client frame that failed to decode with.
+    pub fn for_decode_error(e: &Error) -> EdgeErrorCode {
+        match e {
+            Error::TooLarge { what: "client frame" | "edge frame", .. } => EdgeErrorCode::FrameTooLarge,
+            Error::TooLarge { what: "ciphertext", .. } => EdgeErrorCode::CiphertextTooLarge,
+            _ => EdgeErrorCode::BadFrame,
+        }
+    }
+}
+
+fn code_fb(c: EdgeErrorCode) -> fe::ErrorCode {
+    use EdgeErrorCode as E;
+    match c {
+        E::BadFrame => fe::ErrorCode::BadFrame,
+        E::FrameTooLarge => fe::ErrorCode::FrameTooLarge,
+        E::Unauthenticated => fe::ErrorCode::Unauthenticated,
+        E::BadOtp => fe::ErrorCode::BadOtp,
+        E::OtpExpired => fe::ErrorCode::OtpExpired,
+        E::TooManyAttempts => fe::ErrorCode::TooManyAttempts,
+        E::Forbidden => fe::ErrorCode::Forbidden,
+        E::UnknownRecipient => fe::ErrorCode::UnknownRecipient,
+        E::NotMember => fe::ErrorCode::NotMember,
+        E::CiphertextTooLarge => fe::ErrorCode::CiphertextTooLarge,
+        E::RateLimited => fe::ErrorCode::RateLimited,
+        E::Unavailable => fe::ErrorCode::Unavailable,
+        E::Internal => fe::ErrorCode::Internal,
+    }
+}
+
+fn code(c: fe::ErrorCode) -> Result<EdgeErrorCode> {
+    EdgeErrorCode::ALL
+        .into_iter()
+        .find(|e| code_fb(*e) == c)
+        .ok_or_else(|| Error::malformed("edge error code", format!("unknown value {}", c.0)))
+}
+
+
+
+
