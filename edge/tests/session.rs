@@ -1,0 +1,594 @@
+//! The session core, driven by hand: every flow with the exact actions out, and a
+//! proptest over random frame and result sequences.
+
+use chorus_edge::session::*;
+use chorus_schema::edge::{user_for_phone, CLIENT_MSG_ID_RESERVED_BIT};
+use chorus_schema::*;
+use proptest::prelude::*;
+
+const PHONE: &str = "+15550100001";
+
+fn otp() -> OtpRegistry {
+    OtpRegistry::new(OtpConfig::default(), [9; 32])
+}
+
+fn session(config: Config) -> Session {
+    Session::new(config, Box::new(SeededEntropy::new([1; 32])))
+}
+
+fn drain(s: &mut Session) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+#[track_caller]
+fn only_send(actions: Vec<Action>) -> ServerFrame {
+    match <[Action; 1]>::try_from(actions) {
+        Ok([Action::Send(f)]) => f,
+        Ok(other) => panic!("expected one Send, got {other:?}"),
+        Err(v) => panic!("expected one Send, got {v:?}"),
+    }
+}
+
+#[track_caller]
+fn error_code(actions: Vec<Action>) -> (EdgeErrorCode, Option<ClientMsgId>) {
+    match only_send(actions) {
+        ServerFrame::Error { code, client_msg_id, .. } => (code, client_msg_id),
+        f => panic!("expected an error, got {f:?}"),
+    }
+}
+
+#[track_caller]
+fn append(actions: &[Action]) -> (Correlation, Command) {
+    match actions {
+        [Action::Append { correlation, command }] => (*correlation, command.clone()),
+        other => panic!("expected one Append, got {other:?}"),
+    }
+}
+
+/// The code texted by the last RequestOtp.
+fn texted_code(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::SendSms { text, .. } => Some(text.rsplit(' ').next().unwrap().to_owned()),
+            _ => None,
+        })
+        .expect("an SMS")
+}
+
+/// Registers through the whole flow and returns the identity and token.
+fn register(s: &mut Session, otp: &mut OtpRegistry, now: u64) -> (Identity, [u8; 32]) {
+    s.handle_frame(now, ClientFrame::RequestOtp { phone: PHONE.into() }, otp);
+    let code = texted_code(&drain(s));
+    s.handle_frame(
+        now,
+        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "phone".into(), identity_key: vec![7; 32] },
+        otp,
+    );
+    for _ in 0..3 {
+        let (c, _) = append(&drain(s));
+        s.handle_append_result(now, c, Ok(Ok(Outcome::Done)));
+    }
+    let actions = drain(s);
+    match &actions[..] {
+        [Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)] => {
+            assert_eq!(id, &Identity { user: *user, device: *device });
+            (*id, *token)
+        }
+        other => panic!("expected Registered, got {other:?}"),
+    }
+}
+
+fn logged_in(config: Config) -> (Session, OtpRegistry, Identity) {
+    let mut s = session(config);
+    let mut o = otp();
+    let (id, _) = register(&mut s, &mut o, 1000);
+    (s, o, id)
+}
+
+#[test]
+fn registration_texts_a_code_then_appends_three_commands_in_order() {
+    let mut s = session(Config::default());
+    let mut o = otp();
+    s.handle_frame(1000, ClientFrame::RequestOtp { phone: "+1 555 010 0001".into() }, &mut o);
+    let actions = drain(&mut s);
+    assert_eq!(actions.len(), 2);
+    let code = texted_code(&actions);
+    assert_eq!(code.len(), 6);
+    assert!(code.bytes().all(|b| b.is_ascii_digit()));
+    assert_eq!(actions[0], Action::SendSms { phone: PHONE.into(), text: format!("Your chorus code: {code}") });
+    assert_eq!(actions[1], Action::Send(ServerFrame::OtpSent { phone: PHONE.into(), expires_in_ms: 300_000 }));
+
+    s.handle_frame(
+        2000,
+        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "phone".into(), identity_key: vec![7; 32] },
+        &mut o,
+    );
+    let user = user_for_phone(PHONE).unwrap();
+    let (c1, register) = append(&drain(&mut s));
+    assert_eq!(register.origin.user, user);
+    assert_ne!(register.origin.client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT, 0);
+    assert_eq!(register.body, CommandBody::RegisterUser { phone: PHONE.into() });
+    let device = register.origin.device;
+    assert_ne!(device, DeviceId(0));
+    // A returning user: AlreadyExists is fine.
+    s.handle_append_result(2001, c1, Ok(Err(Rejection::new(RejectCode::AlreadyExists, "registered"))));
+    let (c2, link) = append(&drain(&mut s));
+    assert_eq!(link.origin.user, user);
+    assert_eq!(link.origin.device, device);
+    assert_eq!(link.body, CommandBody::LinkDevice { device, identity_key: vec![7; 32], name: "phone".into() });
+    s.handle_append_result(2002, c2, Ok(Ok(Outcome::Done)));
+    let (c3, create) = append(&drain(&mut s));
+    let CommandBody::CreateSession { device: d, token_hash: hash } = create.body else { panic!("{create:?}") };
+    assert_eq!(d, device);
+    assert_eq!(s.identity(), None);
+    s.handle_append_result(2003, c3, Ok(Ok(Outcome::Done)));
+    let id = Identity { user, device };
+    let actions = drain(&mut s);
+    let Action::Send(ServerFrame::Registered { token, .. }) = actions[0] else { panic!("{actions:?}") };
+    assert_eq!(token_hash(&token), hash);
+    assert_eq!(actions, vec![Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)]);
+    assert_eq!(s.identity(), Some(id));
+}
+
+#[test]
+fn a_device_id_collision_links_another_id() {
+    let mut s = session(Config::default());
+    let mut o = otp();
+    s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
+    let code = texted_code(&drain(&mut s));
+    s.handle_frame(0, ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![] }, &mut o);
+    let (c1, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c1, Ok(Ok(Outcome::Done)));
+    let (c2, first) = append(&drain(&mut s));
+    s.handle_append_result(0, c2, Ok(Err(Rejection::new(RejectCode::AlreadyExists, "linked"))));
+    let (_, second) = append(&drain(&mut s));
+    let (CommandBody::LinkDevice { device: d1, .. }, CommandBody::LinkDevice { device: d2, .. }) = (&first.body, &second.body)
+    else {
+        panic!("{first:?} {second:?}")
+    };
+    assert_ne!(d1, d2);
+    assert_eq!(second.origin.device, *d2);
+}
+
+#[test]
+fn otp_errors() {
+    let mut s = session(Config::default());
+    let mut o = otp();
+    let verify = |code: &str| ClientFrame::VerifyOtp {
+        phone: PHONE.into(),
+        code: code.into(),
+        device_name: "d".into(),
+        identity_key: vec![],
+    };
+    s.handle_frame(0, verify("000000"), &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::OtpExpired);
+    s.handle_frame(0, ClientFrame::RequestOtp { phone: "555".into() }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::BadFrame);
+    s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
+    let code = texted_code(&drain(&mut s));
+    s.handle_frame(1, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::RateLimited);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    for _ in 0..4 {
+        s.handle_frame(2, verify(wrong), &mut o);
+        assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::BadOtp);
+    }
+    s.handle_frame(2, verify(wrong), &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::TooManyAttempts);
+    s.handle_frame(2, verify(&code), &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::TooManyAttempts);
+    s.handle_frame(300_000, verify(&code), &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::OtpExpired);
+    assert_eq!(s.identity(), None);
+}
+
+#[test]
+fn a_failed_registration_step_returns_to_anonymous() {
+    let mut s = session(Config::default());
+    let mut o = otp();
+    s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
+    let code = texted_code(&drain(&mut s));
+    s.handle_frame(0, ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![] }, &mut o);
+    let (c1, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c1, Err(AppendError::Unavailable("no leader".into())));
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unavailable);
+    s.handle_frame(0, ClientFrame::Sync { since: vec![] }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+}
+
+#[test]
+fn login_is_verified_against_the_sessions_view() {
+    let mut s = session(Config::default());
+    let mut o = otp();
+    let (user, device, token) = (UserId(5), DeviceId(9), [3u8; 32]);
+    s.handle_frame(0, ClientFrame::Login { user, device, token }, &mut o);
+    assert_eq!(drain(&mut s), vec![Action::VerifyToken { user, device, token_hash: token_hash(&token) }]);
+    // Waiting for the view: still not logged in.
+    s.handle_frame(0, ClientFrame::Ack { chat: ChatId([1; 16]), kind: ReceiptKind::Read, up_to_seq: Seq(1) }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+    s.handle_token_verified(TokenVerdict::Valid);
+    let id = Identity { user, device };
+    assert_eq!(drain(&mut s), vec![Action::Send(ServerFrame::LoggedIn { user, device }), Action::Subscribe(id)]);
+    assert_eq!(s.identity(), Some(id));
+    // A second login on the same connection: Forbidden.
+    s.handle_frame(0, ClientFrame::Login { user: UserId(6), device, token }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Forbidden);
+    s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Forbidden);
+    assert_eq!(s.identity(), Some(id));
+}
+
+#[test]
+fn failed_logins_close_the_connection() {
+    let mut s = session(Config { logins_failed_max: 2, ..Config::default() });
+    let mut o = otp();
+    let login = ClientFrame::Login { user: UserId(5), device: DeviceId(1), token: [0; 32] };
+    s.handle_frame(0, login.clone(), &mut o);
+    drain(&mut s);
+    s.handle_token_verified(TokenVerdict::Unavailable);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unavailable);
+    s.handle_frame(0, login.clone(), &mut o);
+    drain(&mut s);
+    s.handle_token_verified(TokenVerdict::Invalid);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+    s.handle_frame(0, login, &mut o);
+    drain(&mut s);
+    s.handle_token_verified(TokenVerdict::Invalid);
+    let actions = drain(&mut s);
+    assert!(matches!(actions[0], Action::Send(ServerFrame::Error { code: EdgeErrorCode::Unauthenticated, .. })));
+    assert!(matches!(actions[1], Action::Close { code: EdgeErrorCode::Unauthenticated, .. }));
+    assert!(s.is_closed());
+    s.handle_frame(0, ClientFrame::Ping { nonce: 1 }, &mut o);
+    assert_eq!(drain(&mut s), vec![]);
+}
+
+#[test]
+fn before_login_only_registration_login_and_ping_are_allowed() {
+    let mut s = session(Config::default());
+    let mut o = otp();
+    s.handle_frame(0, ClientFrame::Ping { nonce: 42 }, &mut o);
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Pong { nonce: 42 });
+    let send = ClientFrame::Send { to: Recipient::User(UserId(2)), client_msg_id: ClientMsgId(7), ciphertext: vec![1], media: None };
+    s.handle_frame(0, send, &mut o);
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(7))));
+    s.handle_frame(0, ClientFrame::Ack { chat: ChatId([1; 16]), kind: ReceiptKind::Delivered, up_to_seq: Seq(1) }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+    s.handle_frame(0, ClientFrame::Sync { since: vec![] }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+}
+
+#[test]
+fn send_appends_as_the_logged_in_device_and_answers_sent() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let media = MediaRef { blake3: [1; 32], size: 10, mime: "image/png".into() };
+    s.handle_frame(
+        5000,
+        ClientFrame::Send {
+            to: Recipient::User(UserId(2)),
+            client_msg_id: ClientMsgId(77),
+            ciphertext: vec![1, 2],
+            media: Some(media.clone()),
+        },
+        &mut o,
+    );
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(
+        cmd,
+        Command {
+            origin: Origin { user: id.user, device: id.device, client_msg_id: ClientMsgId(77) },
+            body: CommandBody::SendDirect { recipient: UserId(2), ciphertext: vec![1, 2], media: Some(media) },
+        }
+    );
+    let chat = ChatId::direct(id.user, UserId(2));
+    s.handle_append_result(5005, c, Ok(Ok(Outcome::Chat { chat, seq: Seq(4) })));
+    assert_eq!(
+        only_send(drain(&mut s)),
+        ServerFrame::Sent { client_msg_id: ClientMsgId(77), chat, seq: Seq(4), server_time_ms: 5005 }
+    );
+
+    let group = ChatId::group([5; 16]);
+    let send = |c: u64| ClientFrame::Send { to: Recipient::Group(group), client_msg_id: ClientMsgId(c), ciphertext: vec![3], media: None };
+    s.handle_frame(5010, send(78), &mut o);
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::SendGroup { chat: group, ciphertext: vec![3], media: None });
+    assert_eq!(cmd.origin.user, id.user);
+    s.handle_append_result(5011, c, Ok(Err(Rejection::new(RejectCode::NotMember, "not a member"))));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::NotMember, Some(ClientMsgId(78))));
+
+    s.handle_frame(5020, send(79), &mut o);
+    let (c, _) = append(&drain(&mut s));
+    s.handle_append_result(5021, c, Err(AppendError::Unavailable("timeout".into())));
+    let (code, cmid) = error_code(drain(&mut s));
+    assert_eq!((code, cmid), (EdgeErrorCode::Unavailable, Some(ClientMsgId(79))));
+    assert!(code.retryable());
+    // Unknown and repeated correlations are ignored.
+    s.handle_append_result(5022, c, Ok(Ok(Outcome::Done)));
+    assert_eq!(drain(&mut s), vec![]);
+}
+
+#[test]
+fn send_checks_size_reserved_ids_and_rate_before_appending() {
+    let (mut s, mut o, _) =
+        logged_in(Config { ciphertext_bytes_max: 4, frames_burst: 2, frames_per_sec: 1, ..Config::default() });
+    let send = |cmid: u64, len: usize| ClientFrame::Send {
+        to: Recipient::User(UserId(2)),
+        client_msg_id: ClientMsgId(cmid),
+        ciphertext: vec![0; len],
+        media: None,
+    };
+    s.handle_frame(0, send(1, 5), &mut o);
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::CiphertextTooLarge, Some(ClientMsgId(1))));
+    s.handle_frame(0, send(CLIENT_MSG_ID_RESERVED_BIT | 2, 1), &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::BadFrame);
+    s.handle_frame(0, send(3, 4), &mut o);
+    append(&drain(&mut s));
+    s.handle_frame(0, send(4, 4), &mut o);
+    append(&drain(&mut s));
+    s.handle_frame(0, send(5, 4), &mut o);
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::RateLimited, Some(ClientMsgId(5))));
+    s.handle_frame(1000, send(5, 4), &mut o);
+    append(&drain(&mut s));
+}
+
+#[test]
+fn acks_coalesce_per_chat_and_kind_while_one_is_in_flight() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let chat = ChatId::group([1; 16]);
+    let ack = |kind, n| ClientFrame::Ack { chat, kind, up_to_seq: Seq(n) };
+    s.handle_frame(0, ack(ReceiptKind::Delivered, 3), &mut o);
+    let (c1, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::Ack { chat, kind: ReceiptKind::Delivered, up_to_seq: Seq(3) });
+    assert_eq!((cmd.origin.user, cmd.origin.device), (id.user, id.device));
+    s.handle_frame(0, ack(ReceiptKind::Delivered, 7), &mut o);
+    s.handle_frame(0, ack(ReceiptKind::Delivered, 5), &mut o);
+    assert_eq!(drain(&mut s), vec![]);
+    // Another kind is another command.
+    s.handle_frame(0, ack(ReceiptKind::Read, 2), &mut o);
+    let (c_read, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c1, Ok(Ok(Outcome::Receipt { chat, up_to_seq: Seq(3) })));
+    let (c2, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::Ack { chat, kind: ReceiptKind::Delivered, up_to_seq: Seq(7) });
+    s.handle_append_result(0, c2, Ok(Ok(Outcome::Receipt { chat, up_to_seq: Seq(7) })));
+    assert_eq!(drain(&mut s), vec![]);
+    s.handle_append_result(0, c_read, Ok(Err(Rejection::new(RejectCode::NotMember, "no"))));
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::NotMember);
+    // Nothing in flight: the next ack goes out at once.
+    s.handle_frame(0, ack(ReceiptKind::Delivered, 8), &mut o);
+    append(&drain(&mut s));
+}
+
+#[test]
+fn deliveries_and_sync() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let chat = ChatId::group([1; 16]);
+    let record = |origin: Origin, body: EventBody| EventRecord {
+        partition: PartitionId(0),
+        offset: 0,
+        log_index: 1,
+        event: Event { at_ms: 77, origin, body },
+    };
+    let other = Origin { user: UserId(2), device: DeviceId(1), client_msg_id: ClientMsgId(5) };
+    let me = Origin { user: id.user, device: id.device, client_msg_id: ClientMsgId(6) };
+    let my_other_device = Origin { device: DeviceId(id.device.0.wrapping_add(1)), ..me };
+    let msg = EventBody::MessageSent { chat, seq: Seq(3), ciphertext: vec![9], media: None };
+
+    s.handle_frame(0, ClientFrame::Sync { since: vec![(chat, Seq(2))] }, &mut o);
+    assert_eq!(drain(&mut s), vec![Action::Sync { identity: id, since: vec![(chat, Seq(2))] }]);
+    s.handle_delivery(&record(other, msg.clone()));
+    s.handle_delivery(&record(me, msg.clone()));
+    s.handle_delivery(&record(my_other_device, msg.clone()));
+    s.handle_delivery(&record(other, EventBody::Receipt { chat, kind: ReceiptKind::Read, up_to_seq: Seq(3) }));
+    s.handle_delivery(&record(my_other_device, EventBody::Receipt { chat, kind: ReceiptKind::Read, up_to_seq: Seq(3) }));
+    s.handle_delivery(&record(other, EventBody::MemberLeft { chat, seq: Seq(4) }));
+    s.handle_sync_done(1);
+    let deliver = |o: Origin| {
+        Action::Deliver(ServerFrame::Deliver {
+            chat,
+            seq: Seq(3),
+            sender: o.user,
+            sender_device: o.device,
+            client_msg_id: o.client_msg_id,
+            at_ms: 77,
+            ciphertext: vec![9],
+            media: None,
+        })
+    };
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            deliver(other),
+            deliver(my_other_device),
+            Action::Deliver(ServerFrame::Receipt { chat, up_to_seq: Seq(3), status: ReceiptKind::Read }),
+            Action::Deliver(ServerFrame::SyncDone { chats: 1 }),
+        ]
+    );
+
+    // Before login nothing is delivered.
+    let mut anon = session(Config::default());
+    drain(&mut anon);
+    anon.handle_delivery(&record(other, msg));
+    anon.handle_sync_done(0);
+    assert_eq!(drain(&mut anon), vec![]);
+}
+
+#[test]
+fn bad_bytes_get_error_frames_then_a_close() {
+    let mut s = session(Config { bad_frames_max: 1, ..Config::default() });
+    let mut o = otp();
+    s.handle_bytes(0, b"garbage", &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::BadFrame);
+    s.handle_bytes(0, &ClientFrame::Ping { nonce: 3 }.encode(), &mut o);
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Pong { nonce: 3 });
+    s.handle_bytes(0, b"garbage again", &mut o);
+    let actions = drain(&mut s);
+    assert_eq!(actions.len(), 2);
+    assert!(matches!(actions[1], Action::Close { code: EdgeErrorCode::BadFrame, .. }));
+    assert!(s.is_closed());
+}
+
+// ---- proptest ------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum Input {
+    Frame(ClientFrame),
+    /// Answer the oldest unanswered append with this result.
+    AppendResult(u8),
+    Verdict(u8),
+    Delivery,
+    Bytes(Vec<u8>),
+    Tick(u64),
+}
+
+fn frame() -> impl Strategy<Value = ClientFrame> {
+    let chat = (0u8..3).prop_map(|n| ChatId::group([n; 16]));
+    let phone = prop_oneof![Just(PHONE.to_string()), Just("+15550100002".to_string()), Just("bad".to_string())];
+    prop_oneof![
+        phone.clone().prop_map(|phone| ClientFrame::RequestOtp { phone }),
+        (phone, "[0-9]{6}")
+            .prop_map(|(phone, code)| ClientFrame::VerifyOtp { phone, code, device_name: "d".into(), identity_key: vec![1] }),
+        (0u64..4, 0u32..3, any::<[u8; 32]>())
+            .prop_map(|(u, d, token)| ClientFrame::Login { user: UserId(u), device: DeviceId(d), token }),
+        (
+            prop_oneof![(0u64..4).prop_map(|u| Recipient::User(UserId(u))), chat.clone().prop_map(Recipient::Group)],
+            prop_oneof![0u64..8, any::<u64>()],
+            0usize..80
+        )
+            .prop_map(|(to, c, n)| ClientFrame::Send { to, client_msg_id: ClientMsgId(c), ciphertext: vec![0; n], media: None }),
+        (chat.clone(), any::<bool>(), 0u64..10).prop_map(|(chat, read, n)| ClientFrame::Ack {
+            chat,
+            kind: if read { ReceiptKind::Read } else { ReceiptKind::Delivered },
+            up_to_seq: Seq(n),
+        }),
+        prop::collection::vec((chat, (0u64..5).prop_map(Seq)), 0..3).prop_map(|since| ClientFrame::Sync { since }),
+        any::<u64>().prop_map(|nonce| ClientFrame::Ping { nonce }),
+    ]
+}
+
+fn input() -> impl Strategy<Value = Input> {
+    prop_oneof![
+        6 => frame().prop_map(Input::Frame),
+        4 => any::<u8>().prop_map(Input::AppendResult),
+        2 => any::<u8>().prop_map(Input::Verdict),
+        1 => Just(Input::Delivery),
+        1 => prop::collection::vec(any::<u8>(), 0..40).prop_map(Input::Bytes),
+        1 => (0u64..2000).prop_map(Input::Tick),
+    ]
+}
+
+fn result_for(n: u8, command: &Command) -> Result<CommandResult, AppendError> {
+    match n % 6 {
+        0 => Err(AppendError::Unavailable("x".into())),
+        1 => Ok(Err(Rejection::new(RejectCode::NotMember, "x"))),
+        2 => Ok(Err(Rejection::new(RejectCode::AlreadyExists, "x"))),
+        _ => Ok(Ok(match &command.body {
+            CommandBody::SendDirect { .. } | CommandBody::SendGroup { .. } => {
+                Outcome::Chat { chat: ChatId::group([1; 16]), seq: Seq(1) }
+            }
+            _ => Outcome::Done,
+        })),
+    }
+}
+
+proptest! {
+    /// Random frames, IO results, deliveries and garbage never panic; no Append
+    /// before login but the registration of a phone that was texted a code; after
+    /// login every Append's origin is the logged-in identity.
+    #[test]
+    fn sessions_never_act_as_another_identity(
+        inputs in prop::collection::vec(input(), 0..80),
+        small in any::<bool>(),
+        use_texted in any::<bool>(),
+    ) {
+        let config = if small {
+            Config { ciphertext_bytes_max: 40, frames_burst: 3, frames_per_sec: 2, in_flight_max: 4, ..Config::default() }
+        } else {
+            Config::default()
+        };
+        let mut s = session(config);
+        let mut o = OtpRegistry::new(OtpConfig { resend_interval_ms: 0, ..OtpConfig::default() }, [0; 32]);
+        let mut now = 0u64;
+        let mut appends: std::collections::VecDeque<(Correlation, Command)> = Default::default();
+        let mut identity: Option<Identity> = None;
+        let mut texted: Vec<(String, String)> = Vec::new();
+        for input in inputs {
+            match input {
+                Input::Frame(ClientFrame::VerifyOtp { phone, device_name, identity_key, code }) => {
+                    // Often use the texted code, so that registrations complete.
+                    let code = if use_texted {
+                        texted.iter().rev().find(|(p, _)| *p == phone).map_or(code, |(_, c)| c.clone())
+                    } else {
+                        code
+                    };
+                    s.handle_frame(now, ClientFrame::VerifyOtp { phone, code, device_name, identity_key }, &mut o)
+                }
+                Input::Frame(f) => s.handle_frame(now, f, &mut o),
+                Input::AppendResult(n) => {
+                    if let Some((c, cmd)) = appends.pop_front() {
+                        s.handle_append_result(now, c, result_for(n, &cmd));
+                    }
+                }
+                Input::Verdict(n) => s.handle_token_verified(match n % 3 {
+                    0 => TokenVerdict::Valid,
+                    1 => TokenVerdict::Invalid,
+                    _ => TokenVerdict::Unavailable,
+                }),
+                Input::Delivery => s.handle_delivery(&EventRecord {
+                    partition: PartitionId(0),
+                    offset: 0,
+                    log_index: 0,
+                    event: Event {
+                        at_ms: now,
+                        origin: Origin { user: UserId(1), device: DeviceId(1), client_msg_id: ClientMsgId(1) },
+                        body: EventBody::MessageSent { chat: ChatId::group([1; 16]), seq: Seq(1), ciphertext: vec![], media: None },
+                    },
+                }),
+                Input::Bytes(b) => s.handle_bytes(now, &b, &mut o),
+                Input::Tick(dt) => now += dt,
+            }
+            while let Some(a) = s.poll_action() {
+                match a {
+                    Action::Send(ServerFrame::LoggedIn { user, device } | ServerFrame::Registered { user, device, .. }) => {
+                        prop_assert!(identity.is_none(), "logged in twice");
+                        identity = Some(Identity { user, device });
+                        prop_assert_eq!(s.identity(), identity);
+                    }
+                    Action::SendSms { phone, text } => {
+                        texted.push((phone, text.rsplit(' ').next().unwrap().to_owned()));
+                    }
+                    Action::Deliver(_) | Action::Subscribe(_) | Action::Sync { .. } => {
+                        prop_assert!(identity.is_some(), "delivery before login");
+                    }
+                    Action::Append { correlation, command } => {
+                        let registration = matches!(
+                            command.body,
+                            CommandBody::RegisterUser { .. } | CommandBody::LinkDevice { .. } | CommandBody::CreateSession { .. }
+                        );
+                        match identity {
+                            Some(id) => {
+                                prop_assert!(!registration, "registration command after login: {:?}", command);
+                                prop_assert_eq!((command.origin.user, command.origin.device), (id.user, id.device));
+                            }
+                            None => {
+                                prop_assert!(registration, "append before login: {:?}", command);
+                                let users: Vec<UserId> = texted.iter().map(|(p, _)| user_for_phone(p).unwrap()).collect();
+                                prop_assert!(users.contains(&command.origin.user), "registration of an unverified phone");
+                                prop_assert_ne!(command.origin.client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT, 0);
+                            }
+                        }
+                        if let CommandBody::SendDirect { ciphertext, .. } | CommandBody::SendGroup { ciphertext, .. } = &command.body {
+                            let max = if small { 40 } else { MAX_CIPHERTEXT_BYTES };
+                            prop_assert!(ciphertext.len() <= max);
+                            prop_assert_eq!(command.origin.client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT, 0);
+                        }
+                        prop_assert!(command.validate().is_ok());
+                        appends.push_back((correlation, command));
+                    }
+                    Action::Send(f) => prop_assert!(f.validate().is_ok()),
+                    Action::VerifyToken { .. } => prop_assert!(identity.is_none()),
+                    Action::Close { .. } => prop_assert!(s.is_closed()),
+                }
+            }
+        }
+    }
+}
