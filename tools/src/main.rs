@@ -22,6 +22,10 @@ enum Cmd {
     Cluster(commands::cluster::Cmd),
     /// Talk to the log: append, read, tail, status, membership.
     Log(commands::log::Args),
+    /// Run a projector: fold the log into views, publish deliveries, answer view queries.
+    Projector(commands::projector::Args),
+    /// Rebuild the views from the log into a fresh store.
+    Replay(commands::projector::ReplayArgs),
     /// Make a development CA and a certificate signed by it.
     Certs {
         #[arg(long, default_value = "data/tls")]
@@ -57,6 +61,8 @@ fn main() -> Result<()> {
             Cmd::LogNode(a) => commands::log_node::run(a).await,
             Cmd::Cluster(c) => commands::cluster::run(c).await,
             Cmd::Log(a) => commands::log::run(a).await,
+            Cmd::Projector(a) => commands::projector::run(a).await,
+            Cmd::Replay(a) => commands::projector::replay(a).await,
             Cmd::Certs { dir, name } => {
                 let paths = chorus_log_node::network::tls::issue(&dir, &name)?;
                 println!("ca {}\ncert {}\nkey {}", paths.ca.display(), paths.cert.display(), paths.key.display());

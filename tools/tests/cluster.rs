@@ -262,5 +262,16 @@ async fn cli_appends_and_reads_against_a_cluster() {
     assert!(read.contains("2 events"), "{read}");
     let status = run(&["status"]);
     assert_eq!(status.lines().filter(|l| l.contains("partition")).count(), 4, "{status}");
+    // The views rebuilt from the log: ChatOpened + one MessageSent.
+    let out_dir = dir.path().join("replayed-views");
+    let replay = std::process::Command::new(chorus_binary())
+        .args(["replay", "--node", &node, "--ca", &ca, "--out"])
+        .arg(&out_dir)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "chorus replay: {}", String::from_utf8_lossy(&replay.stderr));
+    assert!(stdout.contains("from 2 records"), "{stdout}");
     let _ = ClientConfig::default();
 }

@@ -4,3 +4,4 @@ pub mod cluster;
 pub mod dev;
 pub mod log;
 pub mod log_node;
+pub mod projector;
