@@ -88,7 +88,7 @@ pub enum ServerFrame {
     Error { code: EdgeErrorCode, message: String, client_msg_id: Option<ClientMsgId> },
 }
 
-/// Stable codes of [`ServerFrame::Error`]; the table is `edge/docs/error-codes.md`.
+/// Stable codes of [`ServerFrame::Error`]; the table is in `docs/error-codes.md` (section Edge).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum EdgeErrorCode {
     /// The frame failed verification or validation.
