@@ -18,6 +18,9 @@
 //! | `chorus.view.chat_list` | [`ChatListRequest`] → [`Reply<ChatListPage>`] | request/reply, queue group `projectors` |
 //! | `chorus.view.cursors` | [`CursorsRequest`] → [`Reply<CursorsPage>`] | request/reply, queue group `projectors` |
 //! | `chorus.view.receipt_status` | [`ReceiptStatusRequest`] → [`Reply<Ticks>`] | request/reply, queue group `projectors` |
+//! | `chorus.view.session` | [`SessionRequest`] → [`Reply<SessionInfo>`] | request/reply, queue group `projectors` |
+//! | `chorus.view.user` | [`UserRequest`] → [`Reply<UserInfo>`] | request/reply, queue group `projectors` |
+//! | `chorus.view.inbox` | [`InboxRequest`] → [`Reply<InboxPage>`] | request/reply, queue group `projectors` |
 //!
 //! # Delivery semantics
 //! Effects are published after the transaction that produced them has
@@ -29,7 +32,7 @@
 //! in a chat, or a duplicate, reads the log or the views; it must dedup by
 //! `(chat, seq)`.
 
-use chorus_schema::{ChatId, DeviceId, Seq, UserId};
+use chorus_schema::{ChatId, DeviceId, PartitionId, Seq, UserId};
 use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -47,6 +50,12 @@ pub const VIEW_CHAT_LIST: &str = "chorus.view.chat_list";
 pub const VIEW_CURSORS: &str = "chorus.view.cursors";
 /// Request/reply subject of [`ReceiptStatusRequest`].
 pub const VIEW_RECEIPT_STATUS: &str = "chorus.view.receipt_status";
+/// Request/reply subject of [`SessionRequest`].
+pub const VIEW_SESSION: &str = "chorus.view.session";
+/// Request/reply subject of [`UserRequest`].
+pub const VIEW_USER: &str = "chorus.view.user";
+/// Request/reply subject of [`InboxRequest`].
+pub const VIEW_INBOX: &str = "chorus.view.inbox";
 /// The queue group every projector serves view queries in.
 pub const QUEUE_GROUP: &str = "projectors";
 
@@ -156,6 +165,64 @@ pub struct CursorsPage {
 pub struct ReceiptStatusRequest {
     pub chat: ChatId,
     pub sender: UserId,
+}
+
+/// The live session of one device: `token_hash` is the BLAKE3 hash of its
+/// login token (the last `SessionCreated` of the device), `None` if it has
+/// none (never created, revoked, or the device was unlinked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRequest {
+    pub user: UserId,
+    pub device: DeviceId,
+}
+
+/// The answer to [`SessionRequest`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub token_hash: Option<[u8; 32]>,
+}
+
+/// Is `user` registered, and with which linked devices?
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRequest {
+    pub user: UserId,
+}
+
+/// The answer to [`UserRequest`]: `registered` once `UserRegistered` was
+/// folded; the devices linked and not unlinked, in id order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub registered: bool,
+    pub devices: Vec<DeviceId>,
+}
+
+/// The timeline items of `chat` that `user` receives (the recipients of each
+/// item's [`Delivery`]), with seq > `after`, in seq order, at most `limit`
+/// (capped at [`PAGE_ENTRIES_MAX`]). Sync and gap filling read these items'
+/// records from the log at the given offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxRequest {
+    pub user: UserId,
+    pub chat: ChatId,
+    pub after: Seq,
+    pub limit: u32,
+}
+
+/// One item of an inbox: its seq, and the offset of its `EventRecord` in the
+/// chat's partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxItem {
+    pub seq: Seq,
+    pub offset: u64,
+}
+
+/// A page of an inbox; `more` when items follow the last one (ask again with
+/// `after` = its seq). `partition` is the chat's partition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboxPage {
+    pub partition: PartitionId,
+    pub entries: Vec<InboxItem>,
+    pub more: bool,
 }
 
 /// Why a view query failed.
