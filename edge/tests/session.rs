@@ -373,19 +373,11 @@ fn deliveries_and_sync() {
     let my_other_device = Origin { device: DeviceId(id.device.0.wrapping_add(1)), ..me };
     let msg = EventBody::MessageSent { chat, seq: Seq(3), ciphertext: vec![9], media: None };
 
-    s.handle_frame(0, ClientFrame::Sync { since: vec![(chat, Seq(2))] }, &mut o);
-    assert_eq!(drain(&mut s), vec![Action::Sync { identity: id, since: vec![(chat, Seq(2))] }]);
-    s.handle_delivery(&record(other, msg.clone()));
-    s.handle_delivery(&record(me, msg.clone()));
-    s.handle_delivery(&record(my_other_device, msg.clone()));
-    s.handle_delivery(&record(other, EventBody::Receipt { chat, kind: ReceiptKind::Read, up_to_seq: Seq(3) }));
-    s.handle_delivery(&record(my_other_device, EventBody::Receipt { chat, kind: ReceiptKind::Read, up_to_seq: Seq(3) }));
-    s.handle_delivery(&record(other, EventBody::MemberLeft { chat, seq: Seq(4) }));
-    s.handle_sync_done(1);
-    let deliver = |o: Origin| {
+    let at = |o: Origin, seq: u64| record(o, EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![9], media: None });
+    let deliver = |o: Origin, seq: u64| {
         Action::Deliver(ServerFrame::Deliver {
             chat,
-            seq: Seq(3),
+            seq: Seq(seq),
             sender: o.user,
             sender_device: o.device,
             client_msg_id: o.client_msg_id,
@@ -394,21 +386,50 @@ fn deliveries_and_sync() {
             media: None,
         })
     };
+    let _ = &msg;
+
+    s.handle_frame(0, ClientFrame::Sync { since: vec![(chat, Seq(2))] }, &mut o);
+    assert_eq!(drain(&mut s), vec![Action::Sync { identity: id, since: vec![(chat, Seq(2))] }]);
+    s.handle_frame(0, ClientFrame::Sync { since: vec![] }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::RateLimited, "one sync at a time");
+    // Live items during the sync wait for it.
+    s.handle_delivery(&at(other, 4));
+    assert_eq!(drain(&mut s), vec![]);
+    s.handle_recovered(&at(other, 3));
+    s.handle_recovered(&at(me, 3));
+    s.handle_sync_done(&[(chat, Seq(3))], 1);
     assert_eq!(
         drain(&mut s),
-        vec![
-            deliver(other),
-            deliver(my_other_device),
-            Action::Deliver(ServerFrame::Receipt { chat, up_to_seq: Seq(3), status: ReceiptKind::Read }),
-            Action::Deliver(ServerFrame::SyncDone { chats: 1 }),
-        ]
+        vec![deliver(other, 3), Action::Deliver(ServerFrame::SyncDone { chats: 1 }), deliver(other, 4)],
+        "the recovered duplicate is dropped; the held live item follows the sync"
+    );
+    // My own send is not echoed to this device; my other device's is delivered.
+    s.handle_delivery(&at(me, 5));
+    s.handle_delivery(&at(my_other_device, 6));
+    s.handle_delivery(&at(other, 6));
+    assert_eq!(drain(&mut s), vec![deliver(my_other_device, 6)]);
+    // A gap asks for a fill; the held item follows what the fill recovers.
+    s.handle_delivery(&at(other, 9));
+    assert_eq!(drain(&mut s), vec![Action::FillGap { identity: id, chat, after: Seq(6), until: Seq(9) }]);
+    s.handle_recovered(&at(other, 7));
+    s.handle_recovered(&at(other, 8));
+    s.handle_recovered(&at(other, 9));
+    s.handle_fill_done(chat);
+    assert_eq!(drain(&mut s), vec![deliver(other, 7), deliver(other, 8), deliver(other, 9)]);
+    s.handle_delivery(&record(other, EventBody::MemberLeft { chat, seq: Seq(10) }));
+    s.handle_delivery(&at(other, 11));
+    s.handle_receipt(chat, Seq(5), ReceiptKind::Read);
+    assert_eq!(
+        drain(&mut s),
+        vec![deliver(other, 11), Action::Deliver(ServerFrame::Receipt { chat, up_to_seq: Seq(5), status: ReceiptKind::Read })]
     );
 
     // Before login nothing is delivered.
     let mut anon = session(Config::default());
     drain(&mut anon);
     anon.handle_delivery(&record(other, msg));
-    anon.handle_sync_done(0);
+    anon.handle_sync_done(&[], 0);
+    anon.handle_receipt(chat, Seq(1), ReceiptKind::Read);
     assert_eq!(drain(&mut anon), vec![]);
 }
 
@@ -556,7 +577,7 @@ proptest! {
                     Action::SendSms { phone, text } => {
                         texted.push((phone, text.rsplit(' ').next().unwrap().to_owned()));
                     }
-                    Action::Deliver(_) | Action::Subscribe(_) | Action::Sync { .. } => {
+                    Action::Deliver(_) | Action::Subscribe(_) | Action::Sync { .. } | Action::FillGap { .. } => {
                         prop_assert!(identity.is_some(), "delivery before login");
                     }
                     Action::Append { correlation, command } => {

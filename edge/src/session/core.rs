@@ -12,6 +12,7 @@ use super::config::Config;
 use super::entropy::Entropy;
 use super::otp::{OtpError, OtpRegistry};
 use super::rate::TokenBucket;
+use super::timeline::{Step, Timeline};
 
 /// Ties an [`Action::Append`] to its [`Session::handle_append_result`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -43,9 +44,13 @@ pub enum Action {
     /// The device is logged in: start routing its deliveries (bus subscription) to
     /// `handle_delivery`.
     Subscribe(Identity),
-    /// Stream what the device lacks after `since` (empty: everything) through
-    /// `handle_delivery`, then call `handle_sync_done`.
+    /// Stream the device's items after `since` (a chat not listed: from its
+    /// start) through `handle_recovered`, then call `handle_sync_done` with
+    /// every chat of the user and its last seq.
     Sync { identity: Identity, since: Vec<(ChatId, Seq)> },
+    /// Recover the device's items of `chat` in `(after, until]` (a gap in live
+    /// delivery) through `handle_recovered`, then call `handle_fill_done`.
+    FillGap { identity: Identity, chat: ChatId, after: Seq, until: Seq },
     /// Close the connection with this error code; the session ignores all further input.
     Close { code: EdgeErrorCode, reason: String },
 }
@@ -110,6 +115,10 @@ enum Pending {
     Ack { chat: ChatId, kind: ReceiptKind },
 }
 
+/// Bytes of live items a connection holds behind a sync or a gap fill before
+/// it is closed (the client reconnects and syncs).
+const HELD_BYTES_MAX: usize = 16 << 20;
+
 /// Device ids a registration tries before giving up on collisions.
 const LINK_TRIES_MAX: u32 = 3;
 
@@ -133,9 +142,13 @@ const LINK_TRIES_MAX: u32 = 3;
 /// - **Ack.** `Append(Ack)`; while one ack of a (chat, kind) is in flight, later
 ///   ones coalesce into one pending ack with the largest `up_to_seq`. No answer
 ///   on success.
-/// - **Deliveries.** `handle_delivery` turns `MessageSent` of others into
-///   `Deliver` and `Receipt`s of other users into `Receipt` frames, on the
-///   delivery stream. The wire is at-least-once: the client dedups by (chat, seq).
+/// - **Deliveries.** `handle_delivery` (live, from the bus) and
+///   `handle_recovered` (sync, gap fill) go through the connection's timeline
+///   (`timeline.rs`): each `(chat, seq)` at most once per connection, in seq
+///   order per chat, a gap answered by [`Action::FillGap`]. Messages of others
+///   and of the user's other devices become `Deliver` frames on the delivery
+///   stream; `handle_receipt` becomes `Receipt` frames. Across connections the
+///   wire is at-least-once: the client dedups by (chat, seq).
 pub struct Session {
     config: Config,
     entropy: Box<dyn Entropy>,
@@ -149,6 +162,7 @@ pub struct Session {
     rate: TokenBucket,
     bad_frames: u32,
     logins_failed: u32,
+    timeline: Timeline,
 }
 
 impl std::fmt::Debug for Session {
@@ -183,6 +197,7 @@ impl Session {
             rate,
             bad_frames: 0,
             logins_failed: 0,
+            timeline: Timeline::new(HELD_BYTES_MAX),
         };
         // Internal client message ids start at a random point so that two sessions of
         // one device (reconnects) do not reuse each other's.
@@ -266,7 +281,10 @@ impl Session {
             }
             (State::LoggedIn(id), ClientFrame::Sync { since }) => {
                 let identity = *id;
-                if self.admit(now_ms, None) {
+                if self.timeline.is_syncing() {
+                    self.error(EdgeErrorCode::RateLimited, "a sync is already running", None);
+                } else if self.admit(now_ms, None) {
+                    self.timeline.sync_started();
                     self.actions.push_back(Action::Sync { identity, since });
                 }
             }
@@ -330,42 +348,92 @@ impl Session {
         }
     }
 
-    /// A committed event routed to this device (bus delivery or sync). Events the
-    /// client does not see are ignored, as is everything before login.
+    /// A committed timeline item of a chat of this user, live from the bus.
+    /// Duplicates are dropped, gaps become [`Action::FillGap`]; items arriving
+    /// during a sync or a fill of their chat wait for it. Ignored before login.
     pub fn handle_delivery(&mut self, record: &EventRecord) {
-        let Some(me) = self.identity() else { return };
-        let e = &record.event;
-        match &e.body {
-            EventBody::MessageSent { chat, seq, ciphertext, media } => {
-                if e.origin.user == me.user && e.origin.device == me.device {
-                    return;
-                }
-                self.actions.push_back(Action::Deliver(ServerFrame::Deliver {
-                    chat: *chat,
-                    seq: *seq,
-                    sender: e.origin.user,
-                    sender_device: e.origin.device,
-                    client_msg_id: e.origin.client_msg_id,
-                    at_ms: e.at_ms,
-                    ciphertext: ciphertext.clone(),
-                    media: media.clone(),
-                }));
-            }
-            EventBody::Receipt { chat, kind, up_to_seq } if e.origin.user != me.user => {
-                self.actions.push_back(Action::Deliver(ServerFrame::Receipt {
-                    chat: *chat,
-                    up_to_seq: *up_to_seq,
-                    status: *kind,
-                }));
-            }
-            _ => {}
+        if self.identity().is_none() {
+            return;
+        }
+        let mut steps = Vec::new();
+        let overflow = self.timeline.live(record.clone(), &mut steps);
+        self.run_steps(steps, overflow);
+    }
+
+    /// An item recovered for an [`Action::Sync`] or [`Action::FillGap`].
+    pub fn handle_recovered(&mut self, record: &EventRecord) {
+        if self.identity().is_none() {
+            return;
+        }
+        let mut steps = Vec::new();
+        self.timeline.recovered(record.clone(), &mut steps);
+        self.run_steps(steps, Ok(()));
+    }
+
+    /// The [`Action::Sync`] is complete: `chats` lists every chat of the user
+    /// with its last seq; `SyncDone` tells the client how many had news.
+    pub fn handle_sync_done(&mut self, chats: &[(ChatId, Seq)], with_news: u32) {
+        if self.identity().is_none() {
+            return;
+        }
+        let mut steps = Vec::new();
+        let overflow = self.timeline.sync_done(chats, &mut steps);
+        self.actions.push_back(Action::Deliver(ServerFrame::SyncDone { chats: with_news }));
+        self.run_steps(steps, overflow);
+    }
+
+    /// The [`Action::FillGap`] of `chat` is complete (or failed: live delivery
+    /// moves on; the client's next sync recovers what the fill could not).
+    pub fn handle_fill_done(&mut self, chat: ChatId) {
+        if self.identity().is_none() {
+            return;
+        }
+        let mut steps = Vec::new();
+        let overflow = self.timeline.fill_done(chat, &mut steps);
+        self.run_steps(steps, overflow);
+    }
+
+    /// Every message of this user in `chat` up to `up_to_seq` now has `status`
+    /// (the receipts view's aggregate ticks).
+    pub fn handle_receipt(&mut self, chat: ChatId, up_to_seq: Seq, status: ReceiptKind) {
+        if self.identity().is_some() {
+            self.actions.push_back(Action::Deliver(ServerFrame::Receipt { chat, up_to_seq, status }));
         }
     }
 
-    /// The [`Action::Sync`] is complete: `chats` chats had something newer.
-    pub fn handle_sync_done(&mut self, chats: u32) {
-        if self.identity().is_some() {
-            self.actions.push_back(Action::Deliver(ServerFrame::SyncDone { chats }));
+    fn run_steps(&mut self, steps: Vec<Step>, overflow: Result<(), super::timeline::Overflow>) {
+        let Some(me) = self.identity() else { return };
+        for step in steps {
+            match step {
+                Step::Emit(record) => self.emit(me, &record),
+                Step::Fill { chat, after, until } => {
+                    self.actions.push_back(Action::FillGap { identity: me, chat, after, until })
+                }
+            }
+        }
+        if overflow.is_err() {
+            self.close(EdgeErrorCode::Unavailable, "too many deliveries waiting: reconnect and sync");
+        }
+    }
+
+    /// The frame of one item, if the device sees it: its own sends are not
+    /// echoed back to it (its other devices get them).
+    fn emit(&mut self, me: Identity, record: &EventRecord) {
+        let e = &record.event;
+        if let EventBody::MessageSent { chat, seq, ciphertext, media } = &e.body {
+            if e.origin.user == me.user && e.origin.device == me.device {
+                return;
+            }
+            self.actions.push_back(Action::Deliver(ServerFrame::Deliver {
+                chat: *chat,
+                seq: *seq,
+                sender: e.origin.user,
+                sender_device: e.origin.device,
+                client_msg_id: e.origin.client_msg_id,
+                at_ms: e.at_ms,
+                ciphertext: ciphertext.clone(),
+                media: media.clone(),
+            }));
         }
     }
 

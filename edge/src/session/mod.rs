@@ -11,6 +11,7 @@
 //! - `config`: [`Config`].
 //! - `otp`: [`OtpRegistry`], one per edge, shared by its sessions.
 //! - `rate`: [`TokenBucket`].
+//! - `timeline`: the per-connection delivery order (dedup, gap fill, sync).
 //! - `entropy`: [`Entropy`], [`SeededEntropy`].
 
 mod config;
@@ -18,6 +19,7 @@ mod core;
 mod entropy;
 mod otp;
 mod rate;
+mod timeline;
 
 pub use self::core::{token_hash, Action, AppendError, Correlation, Identity, Session, TokenVerdict};
 pub use config::Config;
