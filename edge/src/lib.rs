@@ -1,24 +1,44 @@
-//! The chorus edge: where clients connect.
+//! The chorus edge: where clients connect, and the client SDK that connects.
 //!
-//! # What it does (so far)
+//! # Module map
 //! - [`session`]: the sans-IO core of one client connection — authentication
-//!   (OTP registration, token login), sends, acks, sync requests, deliveries —
-//!   as a synchronous state machine: frames and IO results in (`handle_*`),
+//!   (OTP registration, token login), sends, acks, sync, deliveries — as a
+//!   synchronous state machine: frames and IO results in (`handle_*`),
 //!   [`session::Action`]s out ([`session::Session::poll_action`]).
-//!
-//! # What it leaves out (next)
-//! - The quinn driver (`driver.rs`): accepts connections with ALPN
-//!   [`chorus_schema::edge::ALPN`], splits the control stream into frames
-//!   ([`chorus_schema::edge::FrameReader`]), runs the actions (log appends, SMS,
-//!   view queries, bus subscriptions) and feeds their results back.
-//! - The client SDK. Wire types live in [`chorus_schema::edge`].
+//! - [`driver`]: the quinn server around it ([`Edge`]): control and delivery
+//!   streams, keep-alives, the log, the views and the bus.
+//! - [`config`]: [`Config`] of an edge process. [`sms`]: OTP text sinks.
+//! - [`client`]: the Rust client SDK ([`client::Client`]): register, login,
+//!   send, a stream of messages and receipts, acks, sync; it reconnects by
+//!   itself and resends unacknowledged sends with their `client_msg_id`.
 //!
 //! # Dataflow
 //! ```text
 //!  client ──ClientFrame──▶ driver ──handle_frame──▶ Session ──poll_action──▶ Action
 //!     ▲                      │  ▲                                              │
 //!     │                      │  └── handle_append_result / handle_token_verified ◀─ log, views
+//!     │                      │  └── handle_delivery ◀── router ◀── bus (projector)
 //!     └──── ServerFrame ◀────┴──────────────── Action::Send / Action::Deliver ◀┘
 //! ```
 
+pub mod client;
+pub mod config;
+pub mod driver;
 pub mod session;
+pub mod sms;
+
+pub use config::Config;
+pub use driver::Edge;
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// 32 bytes from the operating system's generator.
+pub(crate) fn os_random() -> [u8; 32] {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}

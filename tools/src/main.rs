@@ -24,6 +24,10 @@ enum Cmd {
     Log(commands::log::Args),
     /// Run a projector: fold the log into views, publish deliveries, answer view queries.
     Projector(commands::projector::Args),
+    /// Run one edge: clients connect here (QUIC, ALPN chorus/1).
+    Edge(commands::edge::Args),
+    /// A command-line chat client: register, login, send, listen, chats, history.
+    Client(commands::client::Args),
     /// Rebuild the views from the log into a fresh store.
     Replay(commands::projector::ReplayArgs),
     /// Make a development CA and a certificate signed by it.
@@ -62,6 +66,8 @@ fn main() -> Result<()> {
             Cmd::Cluster(c) => commands::cluster::run(c).await,
             Cmd::Log(a) => commands::log::run(a).await,
             Cmd::Projector(a) => commands::projector::run(a).await,
+            Cmd::Edge(a) => commands::edge::run(a).await,
+            Cmd::Client(a) => commands::client::run(a).await,
             Cmd::Replay(a) => commands::projector::replay(a).await,
             Cmd::Certs { dir, name } => {
                 let paths = chorus_log_node::network::tls::issue(&dir, &name)?;

@@ -181,6 +181,16 @@ impl Identity {
         self.client(true, ALPN_RAFT)
     }
 
+    /// A server configuration for any chorus QUIC service speaking `alpn` with
+    /// this identity (TLS 1.3; `client_auth`: peers must present a certificate
+    /// of the CA). The caller may replace the transport configuration.
+    ///
+    /// # Errors
+    /// On bad TLS material.
+    pub fn quic_server(&self, client_auth: bool, alpn: &[u8]) -> Result<quinn::ServerConfig> {
+        self.server(client_auth, alpn, 1)
+    }
+
     /// Server side of the client API port.
     pub fn log_server(&self) -> Result<quinn::ServerConfig> {
         self.server(false, ALPN_LOG, 1024)
@@ -192,6 +202,16 @@ impl Identity {
 /// # Errors
 /// When `ca` is unreadable or holds no certificate.
 pub fn log_client(ca: &Path) -> Result<quinn::ClientConfig> {
+    quic_client(ca, ALPN_LOG)
+}
+
+/// Client configuration for any chorus QUIC service speaking `alpn` (TLS 1.3,
+/// server verified against `ca`, no client certificate). The caller may
+/// replace the transport configuration.
+///
+/// # Errors
+/// When `ca` is unreadable or holds no certificate.
+pub fn quic_client(ca: &Path, alpn: &[u8]) -> Result<quinn::ClientConfig> {
     let ca_der = rustls_pemfile::certs(&mut &read(ca)?[..])
         .next()
         .and_then(|c| c.ok())
@@ -202,7 +222,7 @@ pub fn log_client(ca: &Path) -> Result<quinn::ClientConfig> {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(Arc::new(roots))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN_LOG.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let mut cfg = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     cfg.transport_config(transport(1024));
     Ok(cfg)

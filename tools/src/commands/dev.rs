@@ -19,6 +19,9 @@ pub struct Args {
     pub raft_addr: String,
     #[arg(long, default_value_t = 64)]
     pub partitions: u16,
+    /// Where clients connect (QUIC, ALPN chorus/1).
+    #[arg(long, default_value = "127.0.0.1:7300")]
+    pub edge_addr: std::net::SocketAddr,
 }
 
 pub fn config(args: &Args) -> Config {
@@ -57,17 +60,40 @@ pub async fn run(args: Args) -> Result<()> {
     let projector_task = tokio::spawn(projector.run(async move {
         let _ = stop_rx.await;
     }));
+    // The edge: clients connect here. OTP codes go to the log and data/sms.jsonl.
+    let tls_dir = args.data.join("tls");
+    let edge_tls = chorus_log_node::network::tls::issue(&tls_dir, "edge").context("edge certificate")?;
+    let edge_config = chorus_edge::Config {
+        listen: args.edge_addr,
+        cert: edge_tls.cert,
+        key: edge_tls.key,
+        log_seeds: vec![args.client_addr.clone()],
+        log_ca: ca.clone(),
+        bus: chorus_edge::config::BusConfig::Local,
+        sms: chorus_edge::config::SmsConfig::File { path: args.data.join("sms.jsonl") },
+        ..chorus_edge::Config::default()
+    };
+    let edge = chorus_edge::Edge::open(edge_config, Some(bus.clone())).await.context("open embedded edge")?;
+    let (edge_stop_tx, edge_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let edge_task = tokio::spawn(edge.run(async move {
+        let _ = edge_stop_rx.await;
+    }));
+    let d = args.data.display();
     println!(
-        "chorus dev: embedded log-node ({} partitions) and projector on the in-process bus, data in {}",
+        "chorus dev: embedded log-node ({} partitions), projector, edge and in-process bus; data in {d}",
         args.partitions,
-        args.data.display()
     );
-    println!("connect with:");
-    println!("  chorus log --node {} --ca {} status", args.client_addr, ca.display());
-    println!("  chorus log --node {} --ca {} append --from 1 --to 2 --text hello", args.client_addr, ca.display());
-    println!("  chorus log --node {} --ca {} read --user 1 --peer 2", args.client_addr, ca.display());
+    println!("clients connect to {} (QUIC, CA {}):", args.edge_addr, ca.display());
+    println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001", args.edge_addr);
+    println!("  (the code is printed in this log and in {d}/sms.jsonl)");
+    println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001 --code CODE", args.edge_addr);
+    println!("  chorus client --edge {} --profile {d}/alice.json send --to +15550002 hello", args.edge_addr);
+    println!("  chorus client --edge {} --profile {d}/bob.json listen", args.edge_addr);
+    println!("the log directly: chorus log --node {} --ca {} status", args.client_addr, ca.display());
     println!("Ctrl-C stops it.");
     super::log_node::shutdown_signal().await;
+    let _ = edge_stop_tx.send(());
+    let _ = edge_task.await;
     let _ = stop_tx.send(());
     projector_task.await.context("projector task")??;
     node.shutdown().await;

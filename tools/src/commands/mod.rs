@@ -1,7 +1,9 @@
 //! One module per subcommand of `chorus`.
 
+pub mod client;
 pub mod cluster;
 pub mod dev;
+pub mod edge;
 pub mod log;
 pub mod log_node;
 pub mod projector;

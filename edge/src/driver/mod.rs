@@ -1,0 +1,241 @@
+//! The quinn driver: accepts client connections and runs each one's
+//! [`crate::session::Session`] against the log, the views and the bus.
+//!
+//! # Per connection
+//! - The client opens one bidirectional **control stream** first: its frames
+//!   go to the session; the session's answers (`Sent`, `Error`, `LoggedIn`, …)
+//!   go back on it.
+//! - After login the edge opens one unidirectional **delivery stream**:
+//!   `Deliver`, `Receipt`, `SyncDone`.
+//! - Keep-alives every `keep_alive_ms`; a silent client is dropped after
+//!   `idle_timeout_ms` (10 s by default).
+//! - Each stream has a writer task with a bounded queue; a client that does not
+//!   read its delivery stream fills it and is disconnected (it reconnects and
+//!   syncs), so it cannot make the edge buffer without bound.
+//! - Closing: the QUIC close code is the [`chorus_schema::EdgeErrorCode`] of
+//!   the reason (see `docs/error-codes.md`), after an `Error` frame.
+//!
+//! # Edge-wide
+//! - [`router`]: bus deliveries and receipt changes to connections.
+//! - [`views`]: token checks, recipient checks, sync and gap fill.
+//! - One [`crate::session::OtpRegistry`] for all connections.
+
+mod connection;
+pub(crate) mod router;
+pub(crate) mod views;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chorus_bus::Bus;
+use chorus_log_node::client::{ClientConfig as LogClientConfig, LogClient};
+use chorus_log_node::network::tls::{Identity as TlsIdentity, TlsPaths};
+use chorus_projections::wire;
+use chorus_schema::{ChatId, CommandResult, EventRecord, Seq, UserId};
+use tracing::{info, warn};
+
+use crate::config::{BusConfig, Config};
+use crate::session::{AppendError, Correlation, OtpConfig, OtpRegistry, TokenVerdict};
+use crate::sms::SmsSink;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid edge config: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Tls(#[from] chorus_log_node::network::tls::Error),
+    #[error("binding {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("connecting to the log: {0}")]
+    Log(#[from] chorus_log_node::client::Error),
+    #[error("bus: {0}")]
+    Bus(#[from] chorus_bus::Error),
+    #[error("sms sink: {0}")]
+    Sms(#[from] crate::sms::SmsError),
+}
+
+/// Counters of an edge, for logs and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub connections: usize,
+    pub accepted: u64,
+    pub routed: u64,
+    pub lagged: u64,
+}
+
+/// What a connection's loop reacts to, besides client frames and routed items.
+#[derive(Debug)]
+pub(crate) enum Input {
+    Frame(Result<Vec<u8>, chorus_schema::Error>),
+    ControlClosed,
+    Appended(Correlation, Result<CommandResult, AppendError>),
+    TokenVerified(TokenVerdict),
+    Recovered(Box<EventRecord>),
+    SyncDone { positions: Vec<(ChatId, Seq)>, with_news: u32 },
+    FillDone(ChatId),
+}
+
+/// What every connection shares.
+pub(crate) struct Ctx {
+    pub(crate) config: Config,
+    pub(crate) log: LogClient,
+    pub(crate) bus: Bus,
+    pub(crate) sms: SmsSink,
+    pub(crate) otp: Mutex<OtpRegistry>,
+    pub(crate) router: router::Router,
+    pub(crate) known_users: Mutex<HashSet<UserId>>,
+    pub(crate) connections: AtomicUsize,
+    pub(crate) accepted: AtomicU64,
+}
+
+/// A running edge. [`Edge::open`] binds and connects; [`Edge::run`] serves.
+pub struct Edge {
+    ctx: Arc<Ctx>,
+    endpoint: quinn::Endpoint,
+    subscription: chorus_bus::Subscription,
+    receipts: chorus_bus::Subscription,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").field("addr", &self.endpoint.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+/// A handle on a running edge's counters.
+#[derive(Clone)]
+pub struct Handle(Arc<Ctx>);
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Handle").field(&self.stats()).finish()
+    }
+}
+
+impl Handle {
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.0.connections.load(Ordering::Relaxed),
+            accepted: self.0.accepted.load(Ordering::Relaxed),
+            routed: self.0.router.routed.load(Ordering::Relaxed),
+            lagged: self.0.router.lagged.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_millis(config.keep_alive_ms)));
+    t.max_idle_timeout(Some(
+        Duration::from_millis(config.idle_timeout_ms).try_into().expect("idle timeout below 2^62 µs"),
+    ));
+    // One control stream from the client; the edge opens the delivery stream.
+    t.max_concurrent_bidi_streams(1u32.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    // Small windows keep an idle connection's memory small; a frame is at most
+    // a 64 KiB ciphertext plus its envelope.
+    t.stream_receive_window((256u32 << 10).into());
+    t.receive_window((512u32 << 10).into());
+    t.send_window(1 << 20);
+    t.datagram_receive_buffer_size(None);
+    Arc::new(t)
+}
+
+impl Edge {
+    /// Binds the QUIC endpoint, connects to the log and the bus (`local_bus`
+    /// for [`BusConfig::Local`]) and subscribes to deliveries.
+    ///
+    /// # Errors
+    /// On a bad config, TLS material, bind, log or bus failure.
+    pub async fn open(config: Config, local_bus: Option<Bus>) -> Result<Edge, Error> {
+        config.validate().map_err(Error::Config)?;
+        let tls = TlsIdentity::load(&TlsPaths { ca: config.log_ca.clone(), cert: config.cert.clone(), key: config.key.clone() })?;
+        let mut server = tls.quic_server(false, chorus_schema::edge::ALPN)?;
+        server.transport_config(transport(&config));
+        let endpoint =
+            quinn::Endpoint::server(server, config.listen).map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let log = LogClient::connect(
+            &config.log_seeds,
+            &config.log_ca,
+            LogClientConfig {
+                append_deadline: Duration::from_millis(config.append_deadline_ms),
+                ..LogClientConfig::default()
+            },
+        )
+        .await?;
+        let bus = match (&config.bus, local_bus) {
+            (BusConfig::Local, Some(bus)) => bus,
+            (BusConfig::Local, None) => return Err(Error::Config("bus = local needs the in-process bus".into())),
+            (BusConfig::Nats { url }, _) => Bus::connect_nats(url).await?,
+        };
+        let subscription = bus.subscribe(&format!("{}.>", wire::DELIVER_PREFIX)).await?;
+        let receipts = bus.subscribe(&format!("{}.>", wire::RECEIPT_PREFIX)).await?;
+        let sms = SmsSink::new(&config.sms)?;
+        let ctx = Arc::new(Ctx {
+            otp: Mutex::new(OtpRegistry::new(OtpConfig::default(), crate::os_random())),
+            config,
+            log,
+            bus,
+            sms,
+            router: router::Router::default(),
+            known_users: Mutex::new(HashSet::new()),
+            connections: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+        });
+        Ok(Edge { ctx, endpoint, subscription, receipts })
+    }
+
+    /// The address clients connect to.
+    ///
+    /// # Panics
+    /// If the endpoint has no local address (it was bound in `open`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr().expect("bound endpoint")
+    }
+
+    pub fn handle(&self) -> Handle {
+        Handle(self.ctx.clone())
+    }
+
+    /// Serves until `shutdown` resolves, then closes every connection.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Edge { ctx, endpoint, mut subscription, mut receipts } = self;
+        info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(), "edge listening");
+        let route_ctx = ctx.clone();
+        let router = tokio::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    m = subscription.next() => m,
+                    m = receipts.next() => m,
+                };
+                let Some(msg) = msg else {
+                    warn!("bus subscription ended");
+                    return;
+                };
+                route_ctx.router.dispatch(&msg.subject, &msg.payload);
+            }
+        });
+        tokio::pin!(shutdown);
+        loop {
+            let incoming = tokio::select! {
+                i = endpoint.accept() => i,
+                () = &mut shutdown => break,
+            };
+            let Some(incoming) = incoming else { break };
+            if ctx.connections.load(Ordering::Relaxed) >= ctx.config.connections_max {
+                incoming.refuse();
+                continue;
+            }
+            ctx.accepted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(connection::run(ctx.clone(), incoming));
+        }
+        router.abort();
+        endpoint.close(quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.code())), b"edge shutting down");
+        endpoint.wait_idle().await;
+    }
+}

@@ -1,0 +1,185 @@
+//! The edge's reads: view queries over the bus (sessions, users, cursors,
+//! inboxes) and records from the log. Sync and gap fill are built here.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chorus_projections::wire::{
+    self, ChatCursors, CursorsPage, CursorsRequest, InboxItem, InboxPage, InboxRequest, Reply, SessionInfo,
+    SessionRequest, UserInfo, UserRequest,
+};
+use chorus_schema::{ChatId, DeviceId, EventRecord, PartitionId, Seq, UserId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::{Ctx, Input};
+use crate::session::TokenVerdict;
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("view query {subject}: {reason}")]
+    View { subject: &'static str, reason: String },
+    #[error("log read: {0}")]
+    Log(#[from] chorus_log_node::client::Error),
+    #[error("log read: offset {offset} of partition {partition} not found")]
+    Missing { partition: PartitionId, offset: u64 },
+    #[error("connection gone")]
+    Gone,
+}
+
+async fn query<Q: Serialize, T: DeserializeOwned>(ctx: &Ctx, subject: &'static str, request: &Q) -> Result<T, ReadError> {
+    let err = |reason: String| ReadError::View { subject, reason };
+    let reply = ctx
+        .bus
+        .request(subject, Bytes::from(wire::encode(request)), ctx.config.view_timeout())
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let reply: Reply<T> = wire::decode_payload(&reply).map_err(|e| err(e.to_string()))?;
+    reply.map_err(|e| err(e.to_string()))
+}
+
+/// Checks a login token against the sessions view. A device without a session
+/// may be one that registered a moment ago on another edge whose
+/// `CreateSession` the projector has not folded yet: asked again a few times.
+pub(crate) async fn verify_token(ctx: &Ctx, user: UserId, device: DeviceId, hash: [u8; 32]) -> TokenVerdict {
+    for attempt in 0..5 {
+        match query::<_, SessionInfo>(ctx, wire::VIEW_SESSION, &SessionRequest { user, device }).await {
+            // blake3::Hash compares in constant time.
+            Ok(SessionInfo { token_hash: Some(h) }) => {
+                return if blake3::Hash::from(h) == blake3::Hash::from(hash) { TokenVerdict::Valid } else { TokenVerdict::Invalid };
+            }
+            Ok(SessionInfo { token_hash: None }) if attempt < 4 => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(SessionInfo { token_hash: None }) => return TokenVerdict::Invalid,
+            Err(e) => {
+                tracing::debug!(error = %e, "token check failed");
+                return TokenVerdict::Unavailable;
+            }
+        }
+    }
+    TokenVerdict::Invalid
+}
+
+/// Whether `user` is registered (positive answers are cached: users are not
+/// deleted). `Err` when the view cannot say.
+pub(crate) async fn user_exists(ctx: &Ctx, user: UserId) -> Result<bool, ReadError> {
+    if ctx.known_users.lock().expect("known users lock").contains(&user) {
+        return Ok(true);
+    }
+    let info: UserInfo = query(ctx, wire::VIEW_USER, &UserRequest { user }).await?;
+    if info.registered {
+        let mut known = ctx.known_users.lock().expect("known users lock");
+        if known.len() >= KNOWN_USERS_MAX {
+            known.clear();
+        }
+        known.insert(user);
+    }
+    Ok(info.registered)
+}
+
+const KNOWN_USERS_MAX: usize = 1 << 20;
+
+/// Every chat of the device's user with its cursors, all pages.
+async fn all_cursors(ctx: &Ctx, user: UserId, device: DeviceId) -> Result<Vec<ChatCursors>, ReadError> {
+    let mut out = Vec::new();
+    let mut after = None;
+    loop {
+        let page: CursorsPage =
+            query(ctx, wire::VIEW_CURSORS, &CursorsRequest { user, device, after, limit: wire::PAGE_ENTRIES_MAX }).await?;
+        after = page.entries.last().map(|c| c.chat);
+        out.extend(page.entries);
+        if !page.more || after.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// The sync of one connection: every chat's items after the client's position
+/// (or from the start), then the list of chats with their last seqs.
+pub(crate) async fn sync(
+    ctx: &Ctx,
+    user: UserId,
+    device: DeviceId,
+    since: Vec<(ChatId, Seq)>,
+    to: &mpsc::Sender<Input>,
+) -> Result<(), ReadError> {
+    let since: HashMap<ChatId, Seq> = since.into_iter().collect();
+    let chats = all_cursors(ctx, user, device).await?;
+    let mut with_news = 0u32;
+    for c in &chats {
+        let from = since.get(&c.chat).copied().unwrap_or(Seq(0));
+        if from < c.last_seq {
+            with_news += 1;
+            recover(ctx, user, c.chat, from, c.last_seq, to).await?;
+        }
+    }
+    let positions = chats.iter().map(|c| (c.chat, c.last_seq)).collect();
+    to.send(Input::SyncDone { positions, with_news }).await.map_err(|_| ReadError::Gone)
+}
+
+/// Streams the items of `chat` that `user` receives in `(after, until]` to the
+/// connection, in seq order: their offsets from the inbox view, their records
+/// from the log.
+pub(crate) async fn recover(
+    ctx: &Ctx,
+    user: UserId,
+    chat: ChatId,
+    after: Seq,
+    until: Seq,
+    to: &mpsc::Sender<Input>,
+) -> Result<(), ReadError> {
+    let mut after = after;
+    while after < until {
+        let page: InboxPage =
+            query(ctx, wire::VIEW_INBOX, &InboxRequest { user, chat, after, limit: wire::PAGE_ENTRIES_MAX }).await?;
+        let items: Vec<InboxItem> = page.entries.iter().copied().filter(|i| i.seq <= until).collect();
+        let Some(last) = page.entries.last() else { return Ok(()) };
+        after = last.seq;
+        for record in read_offsets(ctx, page.partition, &items).await? {
+            to.send(Input::Recovered(Box::new(record))).await.map_err(|_| ReadError::Gone)?;
+        }
+        if !page.more {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The records at `items`' offsets (ascending), reading spans of the partition.
+async fn read_offsets(ctx: &Ctx, partition: PartitionId, items: &[InboxItem]) -> Result<Vec<EventRecord>, ReadError> {
+    const SPAN_MAX: u64 = 1024;
+    let mut out = Vec::with_capacity(items.len());
+    let mut i = 0;
+    let mut empty_reads = 0;
+    while i < items.len() {
+        let from = items[i].offset;
+        let span = items[items.len() - 1].offset.saturating_sub(from).saturating_add(1).min(SPAN_MAX);
+        let (records, _next) = ctx.log.read(partition, from, span as u32).await?;
+        if records.is_empty() {
+            // The replica read has not applied it yet: the leader has, soon.
+            empty_reads += 1;
+            if empty_reads > 20 {
+                return Err(ReadError::Missing { partition, offset: from });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            ctx.log.refresh_leaders().await;
+            continue;
+        }
+        let top = records.last().map_or(from, |r| r.offset);
+        for r in records {
+            if i < items.len() && r.offset == items[i].offset {
+                out.push(r);
+                i += 1;
+            }
+        }
+        // Offsets the span covered but did not return do not exist: a bug.
+        if i < items.len() && items[i].offset <= top {
+            return Err(ReadError::Missing { partition, offset: items[i].offset });
+        }
+    }
+    Ok(out)
+}

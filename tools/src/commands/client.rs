@@ -1,0 +1,196 @@
+//! `chorus client`: a command-line chat client on the SDK.
+//!
+//! The CLI does not encrypt yet: it sends the text's bytes as the ciphertext.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chorus_edge::client::{self, Client, ClientConfig, Credentials, Event, Resume};
+use chorus_schema::edge::{normalize_phone, user_for_phone};
+use chorus_schema::{ChatId, ReceiptKind, Recipient, UserId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Edge address(es), tried in turn.
+    #[arg(long = "edge", default_value = "127.0.0.1:7300")]
+    pub edges: Vec<String>,
+    /// The CA that signs the edges' certificates.
+    #[arg(long, default_value = "data/tls/ca.pem")]
+    pub ca: PathBuf,
+    /// Where this device's credentials and positions are kept.
+    #[arg(long, default_value = "data/client.json")]
+    pub profile: PathBuf,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Cmd {
+    /// Without --code: text a code to the phone. With --code: register this
+    /// device and save its credentials in the profile.
+    Register {
+        #[arg(long)]
+        phone: String,
+        #[arg(long)]
+        code: Option<String>,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// Log in with the profile's credentials and print who this is.
+    Login,
+    /// Send a text to a user (id or +phone) and wait until it is committed.
+    Send {
+        /// A user id or a phone number (+…).
+        #[arg(long)]
+        to: String,
+        text: String,
+    },
+    /// Print incoming messages and receipts; acks them as delivered (and read
+    /// with --read). Resumes from the profile's positions and saves them.
+    Listen {
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Stop after this long without anything new (ms).
+        #[arg(long)]
+        idle_ms: Option<u64>,
+        #[arg(long)]
+        read: bool,
+    },
+    /// The chats this device has messages in (synced from the start).
+    Chats,
+    /// Every message of one chat (synced from the start).
+    History {
+        /// The chat id (32 hex digits), as printed by `chats`.
+        #[arg(long)]
+        chat: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Profile {
+    credentials: Credentials,
+    #[serde(default)]
+    resume: Resume,
+}
+
+fn load(path: &Path) -> Result<Profile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read {} (register first: chorus client register)", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
+
+fn save(path: &Path, profile: &Profile) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(profile)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn recipient(to: &str) -> Result<UserId> {
+    if to.starts_with('+') {
+        return Ok(user_for_phone(&normalize_phone(to)?)?);
+    }
+    to.parse::<u64>().map(UserId).with_context(|| format!("{to:?} is neither a user id nor a +phone"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let config = ClientConfig::new(args.edges.clone(), args.ca.clone());
+    match args.cmd {
+        Cmd::Register { phone, code: None, .. } => {
+            let ttl = client::request_otp(&config, &phone).await?;
+            println!("code sent to {phone}, valid {} s; run again with --code", ttl / 1000);
+        }
+        Cmd::Register { phone, code: Some(code), name } => {
+            let credentials = client::verify_otp(&config, &phone, &code, &name, Vec::new()).await?;
+            save(&args.profile, &Profile { credentials, resume: Resume::default() })?;
+            println!("registered user {} device {}; credentials in {}", credentials.user, credentials.device, args.profile.display());
+        }
+        Cmd::Login => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            println!("logged in as user {} device {}", p.credentials.user, p.credentials.device);
+            c.close();
+        }
+        Cmd::Send { to, text: body } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let sent = c.send(Recipient::User(recipient(&to)?), body.into_bytes()).await?;
+            println!("sent chat {} seq {} (client_msg_id {})", sent.chat, sent.seq, sent.client_msg_id.0);
+            c.close();
+        }
+        Cmd::Listen { count, idle_ms, read } => {
+            let mut p = load(&args.profile)?;
+            let (c, mut events) = Client::connect(config, p.credentials, p.resume.clone()).await?;
+            let mut got = 0usize;
+            let idle = idle_ms.map(Duration::from_millis).unwrap_or(Duration::MAX);
+            loop {
+                let ev = match tokio::time::timeout(idle, events.recv()).await {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => bail!("client stopped"),
+                    Err(_) => break,
+                };
+                match ev {
+                    Event::Message(m) => {
+                        println!("[{} #{}] {}/{}: {}", m.chat, m.seq, m.sender, m.sender_device, text(&m.ciphertext));
+                        c.ack(m.chat, if read { ReceiptKind::Read } else { ReceiptKind::Delivered }, m.seq);
+                        got += 1;
+                        if count.is_some_and(|n| got >= n) {
+                            break;
+                        }
+                    }
+                    Event::Receipt { chat, up_to_seq, status } => println!("[{chat}] up to #{up_to_seq}: {status:?}"),
+                    Event::Synced { chats } => eprintln!("synced ({chats} chats had news)"),
+                    Event::Connected { edge } => eprintln!("connected to {edge}"),
+                    Event::Disconnected { reason } => eprintln!("disconnected: {reason}"),
+                    Event::Error { code, message } => eprintln!("error {code:?}: {message}"),
+                }
+            }
+            // Give the acks a moment to leave before closing.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            p.resume = Resume { positions: c.positions() };
+            save(&args.profile, &p)?;
+            c.close();
+        }
+        Cmd::Chats | Cmd::History { .. } => {
+            let p = load(&args.profile)?;
+            let wanted = match &args.cmd {
+                Cmd::History { chat } => Some(chat.parse::<ChatId>().map_err(|e| anyhow::anyhow!("--chat: {e}"))?),
+                _ => None,
+            };
+            let (c, mut events) = Client::connect(config, p.credentials, Resume::default()).await?;
+            let mut chats: std::collections::BTreeMap<ChatId, (u64, String, u64)> = Default::default();
+            loop {
+                match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+                    Ok(Some(Event::Message(m))) => {
+                        if wanted == Some(m.chat) {
+                            println!("#{} {}/{} at {}: {}", m.seq, m.sender, m.sender_device, m.at_ms, text(&m.ciphertext));
+                        }
+                        let e = chats.entry(m.chat).or_default();
+                        *e = (e.0 + 1, text(&m.ciphertext), m.seq.0);
+                    }
+                    Ok(Some(Event::Synced { .. })) => break,
+                    Ok(Some(_)) => {}
+                    Ok(None) => bail!("client stopped"),
+                    Err(_) => bail!("no sync within 30 s"),
+                }
+            }
+            if wanted.is_none() {
+                for (chat, (n, last, seq)) in chats {
+                    println!("{chat}  {n} messages from others, last #{seq}: {last}");
+                }
+            }
+            c.close();
+        }
+    }
+    Ok(())
+}

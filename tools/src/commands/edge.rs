@@ -1,0 +1,38 @@
+//! `chorus edge`: one edge process (clients connect here over QUIC).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use chorus_edge::config::BusConfig;
+use chorus_edge::{Config, Edge};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML configuration (see `--config-check`); a standalone edge needs a
+    /// NATS bus (`[bus] kind = "nats"`, `url = "nats://…"`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration and exit.
+    #[arg(long)]
+    pub config_check: bool,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let config: Config = match &args.config {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
+            .with_context(|| format!("parse {}", p.display()))?,
+        None => Config::default(),
+    };
+    config.validate().map_err(anyhow::Error::msg)?;
+    if args.config_check {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    if config.bus == BusConfig::Local {
+        anyhow::bail!("a standalone edge needs a NATS bus (`[bus] kind = \"nats\"`); the local bus exists only inside `chorus dev`");
+    }
+    let edge = Edge::open(config, None).await.context("open edge")?;
+    println!("edge listening on {}", edge.local_addr());
+    edge.run(super::log_node::shutdown_signal()).await;
+    Ok(())
+}
