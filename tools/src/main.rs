@@ -46,6 +46,8 @@ enum Cmd {
 enum BenchCmd {
     /// Committed appends/s and commit latency of a local 3-node cluster.
     Log(bench::log::Args),
+    /// Messages through the whole pipeline: delivered/s, latency, memory per idle connection.
+    E2e(bench::e2e::Args),
 }
 
 fn main() -> Result<()> {
@@ -75,6 +77,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Cmd::Bench(BenchCmd::Log(a)) => bench::log::run(a).await,
+            Cmd::Bench(BenchCmd::E2e(a)) => bench::e2e::run(a).await,
         }
     })
 }

@@ -31,7 +31,7 @@ fn close_code(code: EdgeErrorCode) -> quinn::VarInt {
 fn spawn_writer(mut stream: quinn::SendStream, capacity: usize) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(capacity);
     let task = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(4096);
+        let mut buf = Vec::new();
         while let Some(frame) = rx.recv().await {
             buf.clear();
             write_frame(&mut buf, &frame);
@@ -53,7 +53,7 @@ fn spawn_writer(mut stream: quinn::SendStream, capacity: usize) -> (mpsc::Sender
 /// Reads the control stream into frames for the loop.
 async fn read_control(mut recv: quinn::RecvStream, to: mpsc::Sender<Input>) {
     let mut reader = FrameReader::new();
-    let mut chunk = vec![0u8; 64 << 10];
+    let mut chunk = vec![0u8; 4 << 10];
     loop {
         loop {
             match reader.next_frame() {

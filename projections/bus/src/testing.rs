@@ -12,6 +12,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const PORT_ATTEMPTS: usize = 5;
 
 /// A running `nats-server -a 127.0.0.1 -p PORT`. Killed (and reaped) on drop.
+#[derive(Debug)]
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,

@@ -1,4 +1,5 @@
 //! `chorus bench …`: benchmarks that print figures (never timed tests).
 
+pub mod e2e;
 pub mod log;
 pub mod stats;

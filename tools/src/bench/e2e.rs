@@ -1,0 +1,292 @@
+//! `chorus bench e2e`: messages through the whole pipeline — SDK clients over
+//! QUIC → edge → 3-node log (fsync on) → projector → NATS → edge → SDK — all
+//! processes on this machine.
+//!
+//! Prints delivered messages/s at saturation, send→receive latency at fixed
+//! offered loads, and the edge's resident memory per idle logged-in connection.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use chorus_edge::client::{Client, Credentials, Event, Resume};
+use chorus_schema::edge::{write_frame, FrameReader, ALPN};
+use chorus_schema::{ClientFrame, Recipient, ServerFrame};
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+
+use crate::launcher::{self, chorus_binary};
+use crate::stack::{Stack, StackSpec};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Sender → receiver client pairs.
+    #[arg(long, default_value_t = 64)]
+    pub pairs: usize,
+    /// Sends in flight per sender in the saturation run.
+    #[arg(long, default_value_t = 32)]
+    pub in_flight: usize,
+    #[arg(long, default_value_t = 64)]
+    pub partitions: u16,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Offered loads of the latency runs, msgs/s.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    pub rates: Vec<u64>,
+    /// Idle logged-in connections for the memory figure (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    pub idle: usize,
+    /// Ciphertext bytes per message (at least 16).
+    #[arg(long, default_value_t = 200)]
+    pub payload: usize,
+    /// Deployment directory (wiped first).
+    #[arg(long, default_value = "target/bench-e2e")]
+    pub dir: PathBuf,
+}
+
+/// The bench's clock: send times travel inside the message.
+fn micros(epoch: Instant) -> u64 {
+    epoch.elapsed().as_micros() as u64
+}
+
+fn payload(epoch: Instant, size: usize) -> Vec<u8> {
+    let mut p = vec![0xA5; size.max(16)];
+    p[..8].copy_from_slice(&micros(epoch).to_le_bytes());
+    p
+}
+
+struct Pair {
+    sender: Client,
+    to: Credentials,
+}
+
+struct Counters {
+    delivered: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+    recording: std::sync::atomic::AtomicBool,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    launcher::clean_dir(&args.dir)?;
+    let mut spec = StackSpec::new(&args.dir, chorus_binary());
+    spec.partitions = args.partitions;
+    spec.session.frames_burst = 1_000_000;
+    spec.session.frames_per_sec = 1_000_000;
+    spec.session.in_flight_max = 4096;
+    spec.log_filter = "warn".into();
+    let stack = Stack::start(spec).await.context("start the deployment")?;
+    println!("deployment: 3 log-nodes ({} partitions, fsync on), nats-server, projector, 2 edges", args.partitions);
+
+    // Register 2 × pairs devices, 16 at a time.
+    let t = Instant::now();
+    let stack = Arc::new(stack);
+    let mut creds = Vec::new();
+    for chunk in (0..2 * args.pairs).collect::<Vec<_>>().chunks(16) {
+        let mut tasks = Vec::new();
+        for i in chunk {
+            let (stack, i) = (stack.clone(), *i);
+            tasks.push(tokio::spawn(async move { stack.register(i % 2, &format!("+1555{:07}", 1_000_000 + i)).await }));
+        }
+        for t in tasks {
+            creds.push(t.await??);
+        }
+    }
+    println!("registered {} devices in {:.1} s", creds.len(), t.elapsed().as_secs_f64());
+
+    let epoch = Instant::now();
+    let counters = Arc::new(Counters {
+        delivered: AtomicU64::new(0),
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        recording: false.into(),
+    });
+    let mut pairs = Vec::new();
+    for (i, c) in creds.chunks(2).enumerate() {
+        let (s, r) = (c[0], c[1]);
+        // Sender on edge i%2, receiver on the other: every message crosses edges.
+        let (sender, _sender_events) = Client::connect(stack.client_config(&[i % 2]), s, Resume::default()).await?;
+        let (_receiver, events) = Client::connect(stack.client_config(&[(i + 1) % 2]), r, Resume::default()).await?;
+        tokio::spawn(receive(events, counters.clone(), epoch, _receiver));
+        tokio::spawn(async move {
+            let mut e = _sender_events;
+            while e.recv().await.is_some() {}
+        });
+        pairs.push(Arc::new(Pair { sender, to: r }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Saturation: closed loop, `in_flight` sends per sender.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for p in &pairs {
+        for _ in 0..args.in_flight {
+            let (p, stop, failed, size) = (p.clone(), stop.clone(), failed.clone(), args.payload);
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if p.sender.send(Recipient::User(p.to.user), payload(epoch, size)).await.is_err() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
+    let d0 = counters.delivered.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    let delivered = counters.delivered.load(Ordering::Relaxed) - d0;
+    let rate = delivered as f64 / t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    println!(
+        "saturation: {rate:.0} msgs/s delivered ({} pairs × {} in flight, {} B, {} s; {} sends failed)",
+        args.pairs,
+        args.in_flight,
+        args.payload,
+        args.seconds,
+        failed.load(Ordering::Relaxed)
+    );
+    settle(&counters).await;
+
+    // Latency at fixed offered loads (open loop).
+    for &r in &args.rates {
+        counters.latency.lock().expect("histogram").reset();
+        counters.recording.store(true, Ordering::Relaxed);
+        let sent = open_loop(&pairs, r, Duration::from_secs(args.seconds), epoch, args.payload).await;
+        settle(&counters).await;
+        counters.recording.store(false, Ordering::Relaxed);
+        let h = counters.latency.lock().expect("histogram").clone();
+        println!(
+            "latency at {r} msgs/s offered ({sent} sent, {} received): p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms",
+            h.len(),
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.value_at_quantile(0.999) as f64 / 1000.0,
+            h.max() as f64 / 1000.0,
+        );
+    }
+
+    if args.idle > 0 {
+        idle_memory(&stack, creds[0], args.idle).await?;
+    }
+    Ok(())
+}
+
+async fn receive(mut events: mpsc::Receiver<Event>, counters: Arc<Counters>, epoch: Instant, _client: Client) {
+    while let Some(ev) = events.recv().await {
+        if let Event::Message(m) = ev {
+            counters.delivered.fetch_add(1, Ordering::Relaxed);
+            if counters.recording.load(Ordering::Relaxed) && m.ciphertext.len() >= 8 {
+                let sent = u64::from_le_bytes(m.ciphertext[..8].try_into().expect("8 bytes"));
+                let _ = counters.latency.lock().expect("histogram").record(micros(epoch).saturating_sub(sent).max(1));
+            }
+        }
+    }
+}
+
+/// Waits until deliveries stop moving (the pipeline drained).
+async fn settle(counters: &Counters) {
+    let mut last = counters.delivered.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = counters.delivered.load(Ordering::Relaxed);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Sends at `rate` msgs/s spread over the pairs for `length`; returns how many were sent.
+async fn open_loop(pairs: &[Arc<Pair>], rate: u64, length: Duration, epoch: Instant, size: usize) -> u64 {
+    let tick = Duration::from_millis(1);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut next = 0usize;
+    while start.elapsed() < length {
+        interval.tick().await;
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due {
+            let p = pairs[next % pairs.len()].clone();
+            next += 1;
+            sent += 1;
+            tokio::spawn(async move {
+                let _ = p.sender.send(Recipient::User(p.to.user), payload(epoch, size)).await;
+            });
+        }
+    }
+    sent
+}
+
+/// Connects `n` logged-in, idle connections (one device, one UDP socket) to
+/// edge 0 and reports its resident memory per connection.
+async fn idle_memory(stack: &Stack, who: Credentials, n: usize) -> Result<()> {
+    let edge = &stack.edges[0];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, before) = edge.rss_kib().context("edge rss")?;
+    let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
+    let mut quic = chorus_log_node::network::tls::quic_client(&stack.cluster.ca, ALPN)?;
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(3)));
+    quic.transport_config(Arc::new(t));
+    let addr = stack.edge_addrs[0].parse()?;
+    let mut conns = Vec::with_capacity(n);
+    let started = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let mut tasks = Vec::new();
+        for _ in chunk {
+            let (endpoint, quic) = (endpoint.clone(), quic.clone());
+            tasks.push(tokio::spawn(async move { idle_login(&endpoint, quic, addr, who).await }));
+        }
+        for t in tasks {
+            conns.push(t.await??);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (peak, after) = edge.rss_kib().context("edge rss")?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
+    println!(
+        "idle connections: {n} logged in ({:.1} s); edge RSS {} → {} MiB (peak {} MiB): {:.1} KiB per connection",
+        started.elapsed().as_secs_f64(),
+        before / 1024,
+        after / 1024,
+        peak / 1024,
+        per / 1024.0
+    );
+    drop(conns);
+    Ok(())
+}
+
+async fn idle_login(
+    endpoint: &quinn::Endpoint,
+    quic: quinn::ClientConfig,
+    addr: std::net::SocketAddr,
+    who: Credentials,
+) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream, quinn::RecvStream)> {
+    let conn = endpoint.connect_with(quic, addr, "chorus.local")?.await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let mut buf = Vec::new();
+    write_frame(&mut buf, &ClientFrame::Login { user: who.user, device: who.device, token: who.token }.encode());
+    send.write_all(&buf).await?;
+    let mut reader = FrameReader::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(f) = reader.next_frame()? {
+            match ServerFrame::decode(&f)? {
+                ServerFrame::LoggedIn { .. } => break,
+                other => anyhow::bail!("login refused: {other:?}"),
+            }
+        }
+        let n = recv.read(&mut chunk).await?.context("control stream closed")?;
+        reader.push(&chunk[..n]);
+    }
+    let deliveries = conn.accept_uni().await?;
+    Ok((conn, send, recv, deliveries))
+}

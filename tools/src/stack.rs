@@ -1,0 +1,307 @@
+//! A whole chorus deployment on this machine, every part its own OS process:
+//! a log cluster ([`Cluster`]), a `nats-server`, a `chorus projector` and
+//! `chorus edge`s. The end-to-end tests and `chorus bench e2e` use it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use chorus_bus::testing::NatsServer;
+use chorus_edge::client::{self, ClientConfig, Credentials};
+use chorus_edge::config::{BusConfig, SmsConfig};
+use chorus_log_node::network::tls;
+use chorus_log_node::LogClient;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::launcher::{Cluster, ClusterSpec};
+
+/// One non-log process (projector or edge): its config file and log file.
+#[derive(Debug)]
+pub struct Service {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    /// The `chorus` subcommand that runs it.
+    command: &'static str,
+    binary: PathBuf,
+    log_filter: String,
+    child: Option<Child>,
+}
+
+impl Service {
+    fn new(name: String, dir: PathBuf, command: &'static str, binary: PathBuf, log_filter: String, config: &str) -> Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let config_path = dir.join(format!("{command}.toml"));
+        std::fs::write(&config_path, config)?;
+        Ok(Service { name, dir, config_path, command, binary, log_filter, child: None })
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.command))
+    }
+
+    /// Starts the process (appending to its log file).
+    ///
+    /// # Errors
+    /// When it is running already or cannot be spawned.
+    pub fn start(&mut self) -> Result<()> {
+        if self.is_running() {
+            bail!("{} is already running", self.name);
+        }
+        let log = File::options().create(true).append(true).open(self.log_path())?;
+        let child = Command::new(&self.binary)
+            .arg(self.command)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", &self.log_filter)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {} {}", self.binary.display(), self.command))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9` and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (then `kill -9` after `timeout`).
+    pub fn stop(&mut self, timeout: Duration) {
+        if let Some(pid) = self.pid() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + timeout;
+            while self.is_running() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill();
+    }
+
+    /// Waits until the log file shows `needle` at least `count` times.
+    ///
+    /// # Errors
+    /// When the process exits or the time runs out first.
+    pub async fn wait_for_log(&mut self, needle: &str, count: usize, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            if text.matches(needle).count() >= count {
+                return Ok(());
+            }
+            if !self.is_running() {
+                bail!("{} exited before logging {needle:?}:\n{}", self.name, tail(&text, 30));
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{} did not log {needle:?} within {timeout:?}:\n{}", self.name, tail(&text, 30));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Peak resident set size in KiB (Linux `VmHWM`) and current (`VmRSS`).
+    pub fn rss_kib(&self) -> Option<(u64, u64)> {
+        let pid = self.pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        };
+        Some((field("VmHWM:")?, field("VmRSS:")?))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct StackSpec {
+    pub dir: PathBuf,
+    pub binary: PathBuf,
+    pub nodes: usize,
+    pub partitions: u16,
+    pub edges: usize,
+    /// Per-connection limits of the edges (tests and benches raise the rates).
+    pub session: chorus_edge::session::Config,
+    pub log_filter: String,
+}
+
+impl StackSpec {
+    pub fn new(dir: impl Into<PathBuf>, binary: impl Into<PathBuf>) -> Self {
+        StackSpec {
+            dir: dir.into(),
+            binary: binary.into(),
+            nodes: 3,
+            partitions: 16,
+            edges: 2,
+            session: chorus_edge::session::Config::default(),
+            log_filter: "info,quinn=warn,openraft=warn".into(),
+        }
+    }
+}
+
+/// A running deployment. Dropping it kills every process.
+#[derive(Debug)]
+pub struct Stack {
+    pub spec: StackSpec,
+    pub cluster: Cluster,
+    pub nats: NatsServer,
+    pub projector: Service,
+    pub edges: Vec<Service>,
+    pub edge_addrs: Vec<String>,
+    pub log: LogClient,
+}
+
+fn free_udp_port() -> Result<u16> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    Ok(s.local_addr()?.port())
+}
+
+impl Stack {
+    /// Starts everything and waits until it serves.
+    ///
+    /// # Errors
+    /// When a part does not come up.
+    pub async fn start(spec: StackSpec) -> Result<Stack> {
+        let mut cs = ClusterSpec::new(spec.dir.join("log"), spec.binary.clone(), spec.nodes);
+        cs.partitions = spec.partitions;
+        cs.log_filter = spec.log_filter.clone();
+        let mut cluster = Cluster::create(cs)?;
+        cluster.start_all()?;
+        let log = cluster.wait_ready(Duration::from_secs(60)).await?;
+        let nats = NatsServer::start();
+        let tls_dir = spec.dir.join("log").join("tls");
+        let projector_config = chorus_projections::projector::Config {
+            log_nodes: cluster.client_addrs(),
+            ca_path: cluster.ca.clone(),
+            store_dir: spec.dir.join("projector").join("store"),
+            bus: BusConfig::Nats { url: nats.url() },
+            ..Default::default()
+        };
+        let mut projector = Service::new(
+            "projector".into(),
+            spec.dir.join("projector"),
+            "projector",
+            spec.binary.clone(),
+            spec.log_filter.clone(),
+            &toml::to_string(&projector_config)?,
+        )?;
+        projector.start()?;
+        let mut edges = Vec::new();
+        let mut edge_addrs = Vec::new();
+        for i in 0..spec.edges {
+            let paths = tls::issue(&tls_dir, &format!("edge-{i}"))?;
+            let dir = spec.dir.join(format!("edge-{i}"));
+            let listen = format!("127.0.0.1:{}", free_udp_port()?);
+            let config = chorus_edge::Config {
+                listen: listen.parse()?,
+                cert: paths.cert,
+                key: paths.key,
+                log_seeds: cluster.client_addrs(),
+                log_ca: cluster.ca.clone(),
+                bus: BusConfig::Nats { url: nats.url() },
+                sms: SmsConfig::File { path: dir.join("sms.jsonl") },
+                session: spec.session.clone(),
+                ..chorus_edge::Config::default()
+            };
+            let mut edge = Service::new(
+                format!("edge-{i}"),
+                dir,
+                "edge",
+                spec.binary.clone(),
+                spec.log_filter.clone(),
+                &toml::to_string(&config)?,
+            )?;
+            edge.start()?;
+            edges.push(edge);
+            edge_addrs.push(listen);
+        }
+        projector.wait_for_log("projector", 1, Duration::from_secs(30)).await.ok();
+        for e in &mut edges {
+            e.wait_for_log("edge listening", 1, Duration::from_secs(30)).await?;
+        }
+        Ok(Stack { spec, cluster, nats, projector, edges, edge_addrs, log })
+    }
+
+    /// A client configuration for the given edges (all if empty).
+    pub fn client_config(&self, edges: &[usize]) -> ClientConfig {
+        let addrs = if edges.is_empty() {
+            self.edge_addrs.clone()
+        } else {
+            edges.iter().map(|i| self.edge_addrs[*i].clone()).collect()
+        };
+        ClientConfig::new(addrs, self.cluster.ca.clone())
+    }
+
+    /// Restarts edge `i` after a kill and waits until it listens again.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub async fn restart_edge(&mut self, i: usize) -> Result<()> {
+        let e = &mut self.edges[i];
+        e.kill();
+        let before = std::fs::read_to_string(e.log_path()).unwrap_or_default().matches("edge listening").count();
+        e.start()?;
+        e.wait_for_log("edge listening", before + 1, Duration::from_secs(30)).await
+    }
+
+    /// Registers a device for `phone` through edge `edge` (reading the texted
+    /// code from that edge's SMS file).
+    ///
+    /// # Errors
+    /// When registration fails.
+    pub async fn register(&self, edge: usize, phone: &str) -> Result<Credentials> {
+        let config = self.client_config(&[edge]);
+        client::request_otp(&config, phone).await?;
+        // The text is written in the background: wait for it.
+        let path = self.edges[edge].dir.join("sms.jsonl");
+        let mut code = sms_code(&path, phone);
+        for _ in 0..100 {
+            if code.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            code = sms_code(&path, phone);
+        }
+        let code = code?;
+        Ok(client::verify_otp(&config, phone, &code, "test", vec![1; 32]).await?)
+    }
+}
+
+/// The last code texted to `phone` in an SMS file sink.
+///
+/// # Errors
+/// When there is none.
+pub fn sms_code(path: &Path, phone: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["phone"] == phone)
+        .filter_map(|v| v["text"].as_str().and_then(|t| t.rsplit(' ').next()).map(str::to_owned))
+        .last()
+        .with_context(|| format!("no code texted to {phone}"))
+}

@@ -1,0 +1,476 @@
+//! Messaging end to end, every part a real process: 3 log-nodes, a
+//! nats-server, a projector and 2 edges, with clients on the SDK over QUIC.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chorus_edge::client::{Client, Credentials, Event, Message, Resume};
+use chorus_schema::edge::{write_frame, ALPN};
+use chorus_schema::{
+    ChatId, ClientFrame, ClientMsgId, EdgeErrorCode, PartitionId, ReceiptKind, Recipient, Seq, ServerFrame,
+    UserId,
+};
+use chorus_tools::launcher::chorus_binary;
+use chorus_tools::stack::{Stack, StackSpec};
+
+/// One deployment at a time: each is 7 processes on 2 cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn stack(dir: &std::path::Path) -> Stack {
+    let mut spec = StackSpec::new(dir, chorus_binary());
+    spec.session.frames_burst = 10_000;
+    spec.session.frames_per_sec = 10_000;
+    spec.session.in_flight_max = 1024;
+    Stack::start(spec).await.expect("start the stack")
+}
+
+async fn connect(stack: &Stack, edges: &[usize], c: Credentials, resume: Resume) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
+    Client::connect(stack.client_config(edges), c, resume).await.expect("log in")
+}
+
+/// Receives events until `n` messages came, failing after `timeout` without progress.
+async fn messages(events: &mut tokio::sync::mpsc::Receiver<Event>, n: usize, timeout: Duration) -> Vec<Message> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(timeout, events.recv()).await {
+            Ok(Some(Event::Message(m))) => out.push(m),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("client stopped after {} of {n} messages", out.len()),
+            Err(_) => panic!("only {} of {n} messages arrived", out.len()),
+        }
+    }
+    out
+}
+
+/// Waits for the `Synced` event (the sync after a (re)connect is over).
+async fn synced(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Vec<Message> {
+    let mut before = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(Event::Synced { .. })) => return before,
+            Ok(Some(Event::Message(m))) => before.push(m),
+            Ok(Some(_)) => {}
+            other => panic!("no sync: {other:?}"),
+        }
+    }
+}
+
+/// Nothing more arrives within `wait`.
+async fn quiet(events: &mut tokio::sync::mpsc::Receiver<Event>, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, events.recv()).await {
+        assert!(!matches!(ev, Event::Message(_)), "unexpected message {ev:?}");
+    }
+}
+
+fn text(i: usize, who: &str) -> Vec<u8> {
+    format!("{who} {i}").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_clients_exchange_1000_messages_both_ways_with_receipts() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000001").await.unwrap();
+    let bob = stack.register(1, "+15550000002").await.unwrap();
+    let (a, mut a_events) = connect(&stack, &[0], alice, Resume::default()).await;
+    let (b, mut b_events) = connect(&stack, &[1], bob, Resume::default()).await;
+    synced(&mut a_events).await;
+    synced(&mut b_events).await;
+
+    const N: usize = 1000;
+    // Each side sends in order (one at a time, so that commit order is send order).
+    let send_all = |c: Client, to: UserId, who: &'static str| {
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for i in 0..N {
+                let s = c.send(Recipient::User(to), text(i, who)).await.expect("send");
+                sent.push(s);
+            }
+            sent
+        })
+    };
+    let a_sends = send_all(a.clone(), bob.user, "alice");
+    let b_sends = send_all(b.clone(), alice.user, "bob");
+    // Each side receives the other's N messages, acking delivered as they come.
+    let recv_all = |c: Client, mut events: tokio::sync::mpsc::Receiver<Event>| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while got.len() < N {
+                match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+                    Ok(Some(Event::Message(m))) => {
+                        c.ack(m.chat, ReceiptKind::Delivered, m.seq);
+                        got.push(m);
+                    }
+                    Ok(Some(_)) => {}
+                    other => panic!("after {} messages: {other:?}", got.len()),
+                }
+            }
+            (got, events)
+        })
+    };
+    let a_recv = recv_all(a.clone(), a_events);
+    let b_recv = recv_all(b.clone(), b_events);
+    let (a_sent, b_sent) = (a_sends.await.unwrap(), b_sends.await.unwrap());
+    let ((a_got, mut a_events), (b_got, mut b_events)) = (a_recv.await.unwrap(), b_recv.await.unwrap());
+
+    let chat = ChatId::direct(alice.user, bob.user);
+    for (sent, got, sender, who) in [(&a_sent, &b_got, alice, "alice"), (&b_sent, &a_got, bob, "bob")] {
+        assert!(sent.iter().all(|s| s.chat == chat));
+        let sent_seqs: Vec<Seq> = sent.iter().map(|s| s.seq).collect();
+        let got_seqs: Vec<Seq> = got.iter().map(|m| m.seq).collect();
+        assert_eq!(got_seqs, sent_seqs, "{who}'s messages arrive in commit order, each once");
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m.ciphertext, text(i, who), "content of {who}'s message {i}");
+            assert_eq!((m.sender, m.sender_device), (sender.user, sender.device));
+            assert_eq!(m.client_msg_id, sent[i].client_msg_id);
+        }
+    }
+    // Both sides' seqs together are the chat's gap-free timeline.
+    let all: BTreeSet<u64> = a_sent.iter().chain(&b_sent).map(|s| s.seq.0).collect();
+    assert_eq!(all, (1..=2 * N as u64).collect());
+
+    // Read receipts: each side reads everything; the other sees the tick reach Read
+    // for its last message.
+    let a_last = a_got.last().unwrap().seq;
+    let b_last = b_got.last().unwrap().seq;
+    a.ack(chat, ReceiptKind::Read, a_last);
+    b.ack(chat, ReceiptKind::Read, b_last);
+    for (events, last) in [(&mut a_events, a_sent.last().unwrap().seq), (&mut b_events, b_sent.last().unwrap().seq)] {
+        let mut delivered = Seq(0);
+        let mut read = Seq(0);
+        while read < last {
+            match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
+                Ok(Some(Event::Receipt { chat: c, up_to_seq, status })) => {
+                    assert_eq!(c, chat);
+                    match status {
+                        ReceiptKind::Delivered => {
+                            assert!(up_to_seq >= delivered, "delivered ticks never go back");
+                            delivered = up_to_seq;
+                        }
+                        ReceiptKind::Read => {
+                            assert!(up_to_seq >= read, "read ticks never go back");
+                            read = up_to_seq;
+                        }
+                    }
+                }
+                Ok(Some(Event::Message(m))) => panic!("unexpected message {m:?}"),
+                Ok(Some(_)) => {}
+                other => panic!("read tick stuck at {read} (delivered {delivered}) of {last}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offline_recipient_gets_everything_once_in_order_then_live() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000011").await.unwrap();
+    let bob = stack.register(1, "+15550000012").await.unwrap();
+    let (a, mut a_events) = connect(&stack, &[0], alice, Resume::default()).await;
+    synced(&mut a_events).await;
+
+    // Bob is online for the first message, then goes away.
+    let (b, mut b_events) = connect(&stack, &[1], bob, Resume::default()).await;
+    synced(&mut b_events).await;
+    let first = a.send(Recipient::User(bob.user), b"hello".to_vec()).await.unwrap();
+    let got = messages(&mut b_events, 1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].seq, first.seq);
+    let resume = Resume { positions: b.positions() };
+    b.close();
+    drop(b_events);
+
+    // 500 sends while Bob is offline.
+    let mut sent = Vec::new();
+    for i in 0..500 {
+        sent.push(a.send(Recipient::User(bob.user), text(i, "offline")).await.unwrap());
+    }
+    // Bob comes back on the other edge: the sync brings the 500, once each, in order.
+    let (b, mut b_events) = connect(&stack, &[0], bob, resume).await;
+    let synced_msgs = synced(&mut b_events).await;
+    assert_eq!(synced_msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), sent.iter().map(|s| s.seq).collect::<Vec<_>>());
+    for (i, m) in synced_msgs.iter().enumerate() {
+        assert_eq!(m.ciphertext, text(i, "offline"));
+    }
+    // Then live delivery goes on with no gap and no duplicate.
+    let mut live = Vec::new();
+    for i in 0..20 {
+        live.push(a.send(Recipient::User(bob.user), text(i, "live")).await.unwrap().seq);
+    }
+    let got = messages(&mut b_events, 20, Duration::from_secs(10)).await;
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), live);
+    quiet(&mut b_events, Duration::from_millis(500)).await;
+    assert_eq!(b.stats().duplicates_dropped.load(std::sync::atomic::Ordering::Relaxed), 0, "the edge sent nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_edge_mid_send_loses_nothing_and_shows_nothing_twice() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000021").await.unwrap();
+    let bob = stack.register(1, "+15550000022").await.unwrap();
+    // Alice prefers edge 0 and fails over to edge 1; Bob is on edge 1.
+    let (a, mut a_events) = connect(&stack, &[0, 1], alice, Resume::default()).await;
+    let (_b, mut b_events) = connect(&stack, &[1], bob, Resume::default()).await;
+    synced(&mut a_events).await;
+    synced(&mut b_events).await;
+
+    const N: usize = 400;
+    let sender = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            // 16 concurrent senders, each in order.
+            let mut tasks = Vec::new();
+            for t in 0..16 {
+                let a = a.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    for i in (t..N).step_by(16) {
+                        out.push((i, a.send(Recipient::User(bob.user), text(i, "m")).await.expect("send resolves")));
+                    }
+                    out
+                }));
+            }
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap());
+            }
+            all
+        })
+    };
+    // Kill edge 0 once some sends are through.
+    let got_before = messages(&mut b_events, 60, Duration::from_secs(20)).await;
+    stack.edges[0].kill();
+    let sent = tokio::time::timeout(Duration::from_secs(60), sender).await.expect("sends finish").unwrap();
+    assert_eq!(sent.len(), N);
+    assert!(a.stats().connects.load(std::sync::atomic::Ordering::Relaxed) >= 2, "alice reconnected");
+
+    let mut got = got_before;
+    got.extend(messages(&mut b_events, N - got.len(), Duration::from_secs(20)).await);
+    quiet(&mut b_events, Duration::from_millis(500)).await;
+    // Every send committed once: distinct seqs, and Bob saw exactly those, in order.
+    let by_seq: BTreeMap<Seq, usize> = sent.iter().map(|(i, s)| (s.seq, *i)).collect();
+    assert_eq!(by_seq.len(), N, "a resent message got a second seq");
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), by_seq.keys().copied().collect::<Vec<_>>());
+    for m in &got {
+        assert_eq!(m.ciphertext, text(by_seq[&m.seq], "m"));
+    }
+    // The log holds each message once.
+    let chat = ChatId::direct(alice.user, bob.user);
+    let partition = PartitionId::for_key(&chorus_schema::Key::Chat(chat), stack.spec.partitions);
+    let mut seqs = Vec::new();
+    let mut from = 0;
+    loop {
+        let (events, next) = stack.log.read(partition, from, 4096).await.unwrap();
+        if events.is_empty() {
+            break;
+        }
+        from = next;
+        for r in events {
+            if let chorus_schema::EventBody::MessageSent { chat: c, seq, .. } = r.event.body {
+                if c == chat {
+                    seqs.push(seq.0);
+                }
+            }
+        }
+    }
+    assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_projector_loses_no_delivery_and_views_equal_a_rebuild() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000031").await.unwrap();
+    let bob = stack.register(1, "+15550000032").await.unwrap();
+    let (a, mut a_events) = connect(&stack, &[0], alice, Resume::default()).await;
+    let (b, mut b_events) = connect(&stack, &[1], bob, Resume::default()).await;
+    synced(&mut a_events).await;
+    synced(&mut b_events).await;
+
+    let mut sent = Vec::new();
+    for i in 0..300 {
+        if i == 100 {
+            stack.projector.kill();
+        }
+        if i == 150 {
+            stack.projector.start().unwrap();
+        }
+        sent.push(a.send(Recipient::User(bob.user), text(i, "p")).await.unwrap().seq);
+    }
+    // Deliveries published while the projector was down come when it resumes
+    // from its cursor (or through the edge's gap fill); none is lost or doubled.
+    let got = messages(&mut b_events, 300, Duration::from_secs(60)).await;
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), sent);
+    b.ack(ChatId::direct(alice.user, bob.user), ReceiptKind::Read, *sent.last().unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    quiet(&mut b_events, Duration::from_millis(300)).await;
+
+    // Stop the projector cleanly, rebuild the views from the log, compare.
+    stack.projector.stop(Duration::from_secs(10));
+    let rebuilt = dir.path().join("rebuilt");
+    let status = std::process::Command::new(chorus_binary())
+        .args(["replay", "--node", &stack.cluster.client_addrs()[0], "--ca"])
+        .arg(&stack.cluster.ca)
+        .arg("--out")
+        .arg(&rebuilt)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let live = dump(&dir.path().join("projector").join("store"));
+    let fresh = dump(&rebuilt);
+    assert!(!live.is_empty());
+    let first_diff = live.iter().zip(&fresh).position(|(x, y)| x != y);
+    assert_eq!(live.len(), fresh.len(), "same number of keys (first difference at {first_diff:?})");
+    assert_eq!(first_diff, None, "live views == views rebuilt from the log");
+}
+
+/// Every key and value of a projector store (RocksDB, all column families).
+fn dump(path: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), path).unwrap();
+    let db = rocksdb::DB::open_cf_for_read_only(&rocksdb::Options::default(), path, &cfs, false).unwrap();
+    let mut out = Vec::new();
+    for cf in &cfs {
+        let h = db.cf_handle(cf).unwrap();
+        for kv in db.iterator_cf(h, rocksdb::IteratorMode::Start) {
+            let (k, v) = kv.unwrap();
+            let mut key = cf.as_bytes().to_vec();
+            key.push(0);
+            key.extend_from_slice(&k);
+            out.push((key, v.to_vec()));
+        }
+    }
+    out
+}
+
+/// A raw connection to an edge: its control stream, frames written by hand.
+struct Raw {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    reader: chorus_schema::edge::FrameReader,
+}
+
+impl Raw {
+    async fn open(stack: &Stack, edge: usize) -> Raw {
+        let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+        let quic = chorus_log_node::network::tls::quic_client(&stack.cluster.ca, ALPN).unwrap();
+        let addr = stack.edge_addrs[edge].parse().unwrap();
+        let conn = endpoint.connect_with(quic, addr, "chorus.local").unwrap().await.unwrap();
+        let (send, recv) = conn.open_bi().await.unwrap();
+        Raw { conn, send, recv, reader: Default::default() }
+    }
+
+    async fn bytes(&mut self, b: &[u8]) {
+        self.send.write_all(b).await.unwrap();
+    }
+
+    async fn frame(&mut self, f: &ClientFrame) {
+        let mut b = Vec::new();
+        write_frame(&mut b, &f.encode());
+        self.bytes(&b).await;
+    }
+
+    /// The next server frame, or `None` once the connection is closed.
+    async fn next(&mut self) -> Option<ServerFrame> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(f) = self.reader.next_frame().unwrap() {
+                return Some(ServerFrame::decode(&f).unwrap());
+            }
+            match tokio::time::timeout(Duration::from_secs(10), self.recv.read(&mut chunk)).await.expect("an answer") {
+                Ok(Some(n)) => self.reader.push(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    async fn error(&mut self) -> (EdgeErrorCode, Option<ClientMsgId>) {
+        match self.next().await {
+            Some(ServerFrame::Error { code, client_msg_id, .. }) => (code, client_msg_id),
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    }
+}
+
+/// Events in the log: per partition, the most any replica has applied.
+async fn total_events(stack: &Stack) -> u64 {
+    let mut top = vec![0u64; stack.spec.partitions as usize];
+    for addr in stack.cluster.client_addrs() {
+        let s = stack.log.status(&addr).await.unwrap();
+        for (t, p) in top.iter_mut().zip(&s.partitions) {
+            *t = (*t).max(p.next_offset);
+        }
+    }
+    top.iter().sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_input_gets_clear_errors_stores_nothing_and_harms_no_one() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000041").await.unwrap();
+    let bob = stack.register(1, "+15550000042").await.unwrap();
+    let (a, mut a_events) = connect(&stack, &[0], alice, Resume::default()).await;
+    let (_b, mut b_events) = connect(&stack, &[1], bob, Resume::default()).await;
+    synced(&mut a_events).await;
+    synced(&mut b_events).await;
+    // Let registration and sessions settle, then count what the log holds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = total_events(&stack).await;
+
+    // Unauthenticated: a send before login.
+    let mut raw = Raw::open(&stack, 0).await;
+    let send = |to: UserId, id: u64, len: usize| ClientFrame::Send {
+        to: Recipient::User(to),
+        client_msg_id: ClientMsgId(id),
+        ciphertext: vec![7; len],
+        media: None,
+    };
+    raw.frame(&send(bob.user, 1, 10)).await;
+    assert_eq!(raw.error().await, (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(1))));
+    // Acting as another user: Bob's ids with a made-up token.
+    raw.frame(&ClientFrame::Login { user: bob.user, device: bob.device, token: [1; 32] }).await;
+    assert_eq!(raw.error().await.0, EdgeErrorCode::Unauthenticated);
+    // Malformed frames: garbage in a well-formed length prefix.
+    let mut garbage = Vec::new();
+    write_frame(&mut garbage, b"this is not a flatbuffer");
+    raw.bytes(&garbage).await;
+    assert_eq!(raw.error().await.0, EdgeErrorCode::BadFrame);
+    // Logged in as Alice (a second device connection of hers).
+    raw.frame(&ClientFrame::Login { user: alice.user, device: alice.device, token: alice.token }).await;
+    assert!(matches!(raw.next().await, Some(ServerFrame::LoggedIn { .. })));
+    // Over the ciphertext limit.
+    raw.frame(&send(bob.user, 2, chorus_schema::MAX_CIPHERTEXT_BYTES + 1)).await;
+    assert_eq!(raw.error().await, (EdgeErrorCode::CiphertextTooLarge, Some(ClientMsgId(2))));
+    // An unknown recipient.
+    raw.frame(&send(UserId(0xdead_beef), 3, 10)).await;
+    assert_eq!(raw.error().await, (EdgeErrorCode::UnknownRecipient, Some(ClientMsgId(3))));
+    // The reserved client_msg_id bit.
+    raw.frame(&send(bob.user, 1 << 63, 10)).await;
+    assert_eq!(raw.error().await.0, EdgeErrorCode::BadFrame);
+    // A length prefix over the frame limit closes the connection after an error.
+    raw.bytes(&u32::MAX.to_be_bytes()).await;
+    assert_eq!(raw.error().await.0, EdgeErrorCode::FrameTooLarge);
+    assert_eq!(raw.next().await, None, "closed after an unframeable stream");
+    let reason = raw.conn.closed().await;
+    assert!(reason.to_string().contains("frame too large"), "{reason}");
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(total_events(&stack).await, before, "nothing was stored");
+    // Others are unaffected: Alice's main connection still sends, Bob receives.
+    let s = a.send(Recipient::User(bob.user), b"still here".to_vec()).await.unwrap();
+    let got = messages(&mut b_events, 1, Duration::from_secs(10)).await;
+    assert_eq!((got[0].seq, &got[0].ciphertext[..]), (s.seq, &b"still here"[..]));
+}
