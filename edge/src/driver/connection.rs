@@ -134,7 +134,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
     let (control, control_task) = spawn_writer(send, CONTROL_QUEUE);
     let session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
     let mut conn = Conn {
-        id: ctx.accepted.load(Ordering::Relaxed),
+        id: ctx.next_conn_id.fetch_add(1, Ordering::Relaxed),
         ctx: ctx.clone(),
         quic: quic.clone(),
         session,

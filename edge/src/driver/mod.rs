@@ -91,6 +91,7 @@ pub(crate) struct Ctx {
     pub(crate) known_users: Mutex<HashSet<UserId>>,
     pub(crate) connections: AtomicUsize,
     pub(crate) accepted: AtomicU64,
+    pub(crate) next_conn_id: AtomicU64,
 }
 
 /// A running edge. [`Edge::open`] binds and connects; [`Edge::run`] serves.
@@ -186,6 +187,7 @@ impl Edge {
             known_users: Mutex::new(HashSet::new()),
             connections: AtomicUsize::new(0),
             accepted: AtomicU64::new(0),
+            next_conn_id: AtomicU64::new(0),
         });
         Ok(Edge { ctx, endpoint, subscription, receipts })
     }

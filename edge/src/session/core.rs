@@ -145,7 +145,8 @@ const LINK_TRIES_MAX: u32 = 3;
 /// - **Deliveries.** `handle_delivery` (live, from the bus) and
 ///   `handle_recovered` (sync, gap fill) go through the connection's timeline
 ///   (`timeline.rs`): each `(chat, seq)` at most once per connection, in seq
-///   order per chat, a gap answered by [`Action::FillGap`]. Messages of others
+///   order per chat, a gap answered by [`Action::FillGap`]; live items wait
+///   for the connection's first sync (clients sync after every login). Messages of others
 ///   and of the user's other devices become `Deliver` frames on the delivery
 ///   stream; `handle_receipt` becomes `Receipt` frames. Across connections the
 ///   wire is at-least-once: the client dedups by (chat, seq).

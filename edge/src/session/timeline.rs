@@ -16,9 +16,12 @@
 //! - While a sync runs, live items are held and released after it, through
 //!   the same rule; so live delivery continues after the sync with no gap
 //!   and no duplicate.
-//! - A chat the timeline has never seen starts at 0 once a sync has run (the
-//!   sync listed every chat the user had, so an unknown chat is new); before
-//!   any sync, the first live item of a chat is taken as its start.
+//! - **Live delivery starts with the first sync**: a client syncs after login
+//!   (with its positions, or none); live items that arrive before that sync is
+//!   over wait for it. After it, a chat the timeline has never seen starts at
+//!   0 (the sync listed every chat the user had, so an unknown chat is new).
+//!   Taking the first live item as a chat's start instead would hide the
+//!   items before it that the sync is about to bring.
 //!
 //! Items recovered by sync or fill need not be contiguous: a group member
 //! does not receive the items of the time they were not a member.
@@ -97,7 +100,7 @@ impl Timeline {
             return Err(Overflow);
         }
         match position(&record).map(|(chat, _)| chat).and_then(|c| self.filling.get_mut(&c)) {
-            Some(held) if !self.syncing => held.push(record),
+            Some(held) if !self.syncing && self.synced_once => held.push(record),
             _ => self.held_sync.push(record),
         }
         Ok(())
@@ -106,14 +109,10 @@ impl Timeline {
     /// An item from the bus.
     pub(crate) fn live(&mut self, record: EventRecord, out: &mut Vec<Step>) -> Result<(), Overflow> {
         let Some((chat, seq)) = position(&record) else { return Ok(()) };
-        if self.syncing || self.filling.contains_key(&chat) {
+        if self.syncing || !self.synced_once || self.filling.contains_key(&chat) {
             return self.hold(record);
         }
-        let seen = match self.seen.get(&chat) {
-            Some(s) => *s,
-            None if self.synced_once => Seq(0),
-            None => Seq(seq.0 - 1),
-        };
+        let seen = self.seen.get(&chat).copied().unwrap_or(Seq(0));
         if seq <= seen {
             return Ok(());
         }
@@ -243,12 +242,18 @@ mod tests {
     }
 
     #[test]
-    fn before_any_sync_the_first_live_item_is_the_start() {
+    fn live_items_wait_for_the_first_sync_which_may_bring_earlier_ones() {
         let mut t = Timeline::new(1 << 20);
         let mut out = Vec::new();
         t.live(item(1, 9), &mut out).unwrap();
+        assert!(out.is_empty(), "held until the first sync");
+        t.sync_started();
+        for s in 1..=8 {
+            t.recovered(item(1, s), &mut out);
+        }
+        t.sync_done(&[(ChatId::group([1; 16]), Seq(8))], &mut out).unwrap();
         t.live(item(1, 10), &mut out).unwrap();
-        assert_eq!(seqs(&out), [9, 10]);
+        assert_eq!(seqs(&out), (1..=10).collect::<Vec<_>>());
     }
 
     #[test]

@@ -14832,7 +14832,8 @@ impl ::core::fmt::Debug for Ack<'_> {
 pub enum SyncOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// `since` empty: everything.
+/// `since` empty: everything. Send one after every login: live delivery on
+/// the connection starts once this first sync is over (`SyncDone`).
 pub struct Sync<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
