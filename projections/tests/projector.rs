@@ -147,11 +147,8 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
         by_chat.entry(d.chat).or_default().push(d);
         let r = EventRecord::decode(&d.record).expect("the record decodes");
         assert_eq!((r.event.body.chat(), r.event.body.seq()), (Some(d.chat), Some(d.seq)));
-        let expected = if d.chat == direct {
-            vec![UserId(if r.event.origin.user == UserId(1) { 2 } else { 1 })]
-        } else {
-            [1, 2, 3].into_iter().map(UserId).filter(|u| *u != r.event.origin.user).collect()
-        };
+        // Every member, the sender included (their other devices).
+        let expected: Vec<UserId> = if d.chat == direct { vec![UserId(1), UserId(2)] } else { vec![UserId(1), UserId(2), UserId(3)] };
         assert_eq!(d.recipients, expected, "recipients of {} {}", d.chat, d.seq);
     }
     for (chat, ds) in &by_chat {

@@ -231,18 +231,15 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
 
         for effect in &effects {
             match effect {
-                // (c) Deliveries name only members (before or after the item), never the sender.
+                // (c) Deliveries name exactly the members before or after the
+                // item, the origin user included (multi-device), sorted.
                 Effect::Deliver { chat: c, seq, recipients } => {
                     prop_assert_eq!(*c, chat);
                     prop_assert_eq!(Some(*seq), event.body.seq());
                     let audience = union(&before, &after);
-                    for r in recipients {
-                        prop_assert!(audience.contains(r), "{} is not a member at {}", r, seq);
-                        prop_assert!(*r != event.origin.user, "the sender {} receives {}", r, seq);
-                    }
-                    let mut expected = audience;
-                    expected.remove(&event.origin.user);
-                    prop_assert_eq!(recipients.iter().copied().collect::<BTreeSet<_>>(), expected);
+                    prop_assert!(recipients.contains(&event.origin.user), "the origin {} misses {}", event.origin.user, seq);
+                    prop_assert!(recipients.windows(2).all(|w| w[0] < w[1]), "not sorted: {:?}", recipients);
+                    prop_assert_eq!(recipients.iter().copied().collect::<BTreeSet<_>>(), audience);
                 }
                 // Ticks are sound: every other current member that was a member
                 // at the message acknowledged it.

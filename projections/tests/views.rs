@@ -121,9 +121,12 @@ fn direct_chat<S: Backend>() {
     assert_eq!(roster::chat(&log.txn(), &chat).unwrap().unwrap().kind, ChatKind::Direct);
     assert_eq!(log.entry(1, chat).last_seq, Seq(0));
 
-    assert_eq!(log.send(1, chat), (Seq(1), vec![deliver(chat, Seq(1), &[2])]));
-    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(2), &[2])]);
-    assert_eq!(log.send(2, chat).1, vec![deliver(chat, Seq(3), &[1])]);
+    // The sender is a recipient too (their other devices), but their own
+    // messages never count as unread for them.
+    assert_eq!(log.send(1, chat), (Seq(1), vec![deliver(chat, Seq(1), &[1, 2])]));
+    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(2), &[1, 2])]);
+    assert_eq!(log.entry(1, chat).unread, 0);
+    assert_eq!(log.send(2, chat).1, vec![deliver(chat, Seq(3), &[1, 2])]);
 
     let e2 = log.entry(2, chat);
     assert_eq!((e2.kind, e2.last_seq, e2.unread), (ChatKind::Direct, Seq(3), 2));
@@ -178,12 +181,12 @@ fn receipts_from_several_devices<S: Backend>() {
 fn group_add_remove_promote<S: Backend>() {
     let mut log = Log::<S>::new();
     let chat = group(1);
-    assert_eq!(log.create(1, chat, &[1, 2, 3]), vec![deliver(chat, Seq(1), &[2, 3])]);
+    assert_eq!(log.create(1, chat, &[1, 2, 3]), vec![deliver(chat, Seq(1), &[1, 2, 3])]);
     assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1]));
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(4) }),
-        vec![deliver(chat, Seq(2), &[2, 3, 4])]
+        vec![deliver(chat, Seq(2), &[1, 2, 3, 4])]
     );
     let s = log.seq(chat);
     log.push(1, 1, EventBody::MemberPromoted { chat, seq: s, member: u(2) });
@@ -192,13 +195,13 @@ fn group_add_remove_promote<S: Backend>() {
     let s = log.seq(chat);
     assert_eq!(
         log.push(2, 1, EventBody::MemberRemoved { chat, seq: s, member: u(3) }),
-        vec![deliver(chat, Seq(4), &[1, 3, 4])]
+        vec![deliver(chat, Seq(4), &[1, 2, 3, 4])]
     );
-    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(5), &[2, 4])]);
+    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(5), &[1, 2, 4])]);
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberDemoted { chat, seq: s, member: u(2) }),
-        vec![deliver(chat, Seq(6), &[2, 4])]
+        vec![deliver(chat, Seq(6), &[1, 2, 4])]
     );
     assert_eq!(log.members(chat), users(&[1, 2, 4]));
     assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1]));
@@ -224,7 +227,7 @@ fn group_add_remove_promote<S: Backend>() {
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(5) }),
-        vec![deliver(chat, Seq(8), &[2, 4, 5])]
+        vec![deliver(chat, Seq(8), &[1, 2, 4, 5])]
     );
     let (m9, _) = log.send(1, chat);
     assert_eq!((m7, m9), (Seq(7), Seq(9)));
@@ -248,7 +251,7 @@ fn removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh<S: Backend
         let (_, effects) = log.send(2, chat);
         for e in effects {
             let Effect::Deliver { recipients, .. } = e else { panic!("{e:?}") };
-            assert_eq!(recipients, users(&[1]));
+            assert_eq!(recipients, users(&[1, 2]));
         }
     }
     assert_eq!(log.entry(3, chat).last_seq, Seq(4));
@@ -303,13 +306,16 @@ fn leaving_admin_hands_over<S: Backend>() {
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberPromoted { chat, seq: s, member: u(2) }),
-        vec![deliver(chat, Seq(2), &[2, 3])]
+        vec![deliver(chat, Seq(2), &[1, 2, 3])]
     );
+    // The leaver receives their own departure (on their other devices), and nothing after.
     let s = log.seq(chat);
-    assert_eq!(log.push(1, 1, EventBody::MemberLeft { chat, seq: s }), vec![deliver(chat, Seq(3), &[2, 3])]);
+    assert_eq!(log.push(1, 1, EventBody::MemberLeft { chat, seq: s }), vec![deliver(chat, Seq(3), &[1, 2, 3])]);
+    assert_eq!(log.send(2, chat).1, vec![deliver(chat, Seq(4), &[2, 3])]);
     assert_eq!(log.members(chat), users(&[2, 3]));
     assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[2]));
     assert_eq!(log.entry(1, chat).last_seq, Seq(3));
+    assert_eq!(log.entry(3, chat).unread, 1);
 }
 
 fn cursor_skips_refolds_and_refuses_gaps<S: Backend>() {

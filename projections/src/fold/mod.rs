@@ -23,9 +23,11 @@ use chorus_schema::{ChatId, Seq, UserId};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// A new timeline item `(chat, seq)` for the devices of `recipients`: the
-    /// members just before or just after the item, other than its origin user
-    /// (so an added member gets their own `MemberAdded`, a removed member gets
-    /// their own `MemberRemoved` and nothing after it), sorted. See
+    /// members just before or just after the item (so an added member gets
+    /// their own `MemberAdded`, a removed member gets their own `MemberRemoved`
+    /// and nothing after it), sorted. The origin user is included: their other
+    /// devices need the item too (multi-device); whoever pushes to devices
+    /// skips the origin *device*, which has it already. See
     /// [`roster::audience`].
     Deliver { chat: ChatId, seq: Seq, recipients: Vec<UserId> },
     /// Every message of `sender` in `chat` with seq ≤ `up_to_seq` now has at

@@ -41,7 +41,7 @@ pub fn ca_path(config: &Config) -> PathBuf {
 pub async fn must_start(config: &Config) -> (Node, LogClient) {
     let node = Node::start(config.clone()).await.expect("start node");
     assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
-    let client = LogClient::connect(&[config.client_addr.clone()], &ca_path(config), ClientConfig::default())
+    let client = LogClient::connect(std::slice::from_ref(&config.client_addr), &ca_path(config), ClientConfig::default())
         .await
         .expect("connect");
     (node, client)
