@@ -5,11 +5,14 @@
 //! read functions over the same transaction trait. Views may read each other's
 //! keys, so [`Projection`](crate::Projection) applies them in a fixed order:
 //! [`roster`] (membership after the event), [`cursors`], [`chat_list`] (reads the
-//! roster), [`receipt_status`] (reads the roster and the cursors). User-partition
-//! events are ignored by every view so far.
+//! roster), [`receipt_status`] (reads the roster and the cursors), [`inbox`]
+//! (reads the roster), [`directory`] (reads only its own keys). The directory is
+//! the only view of user-partition events so far.
 
 pub mod chat_list;
 pub mod cursors;
+pub mod directory;
+pub mod inbox;
 pub mod receipt_status;
 pub mod roster;
 

@@ -81,6 +81,26 @@ impl Device {
     pub fn ack(&mut self, chat: ChatId, kind: ReceiptKind, up_to: u64) -> Command {
         self.command(CommandBody::Ack { chat, kind, up_to_seq: Seq(up_to) })
     }
+
+    pub fn register(&mut self) -> Command {
+        self.command(CommandBody::RegisterUser { phone: format!("+{}", self.user) })
+    }
+
+    pub fn link(&mut self, device: u32) -> Command {
+        self.command(CommandBody::LinkDevice { device: DeviceId(device), identity_key: vec![1; 32], name: "d".into() })
+    }
+
+    pub fn unlink(&mut self, device: u32) -> Command {
+        self.command(CommandBody::UnlinkDevice { device: DeviceId(device) })
+    }
+
+    pub fn create_session(&mut self, device: u32, token_hash: [u8; 32]) -> Command {
+        self.command(CommandBody::CreateSession { device: DeviceId(device), token_hash })
+    }
+
+    pub fn revoke_session(&mut self, device: u32) -> Command {
+        self.command(CommandBody::RevokeSession { device: DeviceId(device) })
+    }
 }
 
 /// Appends and panics with context unless the command is accepted.
