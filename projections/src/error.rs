@@ -1,6 +1,6 @@
 //! The errors of folding and of the projection.
 
-use chorus_schema::{ChatId, PartitionId};
+use chorus_schema::{ChatId, Key, PartitionId, UserId};
 
 use crate::store;
 
@@ -17,16 +17,21 @@ pub enum Error {
     #[error("partition {partition}: next offset to fold is {expected}, got {got}")]
     OffsetGap { partition: PartitionId, expected: u64, got: u64 },
     /// The event contradicts the views (an unknown chat, a seq that is not the
-    /// next, a chat created twice): the views were not folded from the start of
-    /// this log, or the log is corrupt. Rebuild the views from offset 0.
-    #[error("chat {chat}: {kind} contradicts the views: {detail}")]
-    Inconsistent { chat: ChatId, kind: &'static str, detail: String },
+    /// next, a chat created twice, a device of an unregistered user): the views
+    /// were not folded from the start of this log, or the log is corrupt.
+    /// Rebuild the views from offset 0. `key` is the event's chat or user.
+    #[error("{key}: {kind} contradicts the views: {detail}")]
+    Inconsistent { key: Key, kind: &'static str, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn inconsistent(chat: ChatId, kind: &'static str, detail: impl Into<String>) -> Error {
-        Error::Inconsistent { chat, kind, detail: detail.into() }
+        Error::Inconsistent { key: Key::Chat(chat), kind, detail: detail.into() }
+    }
+
+    pub(crate) fn inconsistent_user(user: UserId, kind: &'static str, detail: impl Into<String>) -> Error {
+        Error::Inconsistent { key: Key::User(user), kind, detail: detail.into() }
     }
 }

@@ -14,6 +14,10 @@
 //!   cursors.
 //! - [`fold::receipt_status`]: per sender and chat, the aggregate ticks (sent,
 //!   delivered, read) of their messages, and [`Effect::ReceiptChanged`].
+//! - [`fold::inbox`]: per user and chat, the timeline items the user receives
+//!   (the recipients of each [`Effect::Deliver`]) with their log offsets.
+//! - [`fold::directory`]: registered users, their linked devices, and each
+//!   device's live session (token hash).
 //!
 //! The same records always give the same store, byte for byte, whether folded in
 //! one go, in pieces, or again after a crash: [`rebuild`] is the reference that a
@@ -30,8 +34,8 @@
 //! whole log into a fresh store (`chorus replay --view`).
 //!
 //! # What it leaves out (next steps)
-//! - Views of user-partition events (profiles, presence and last seen, status
-//!   feeds, prekeys), message content (edits, deletes, reactions), and pruning of
+//! - Views of the other user-partition events (profiles, presence and last
+//!   seen, status feeds, prekeys), message content (edits, deletes, reactions), and pruning of
 //!   the chat list's message index.
 //! - Spreading partitions over several projector processes (see [`projector`]).
 //! - Flatbuffers for the bus payloads (they are bincode in [`wire`] for now).
@@ -52,6 +56,7 @@
 //!  log (per partition, by offset) ──EventRecord──▶ Projection::apply(txn, record, &mut effects)
 //!                                                     │ cursor check (skip < next, gap > next)
 //!                                                     │ roster ─▶ cursors ─▶ chat_list ─▶ receipt_status
+//!                                                     │   ─▶ inbox ─▶ directory
 //!                                                     │ put cursor = offset + 1
 //!                                                     ▼
 //!                         txn.commit()  (views + cursor, atomically)

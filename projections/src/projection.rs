@@ -3,7 +3,7 @@
 
 use chorus_schema::{EventRecord, PartitionId};
 
-use crate::fold::{chat_list, cursors, receipt_status, roster, Effect};
+use crate::fold::{chat_list, cursors, directory, inbox, receipt_status, roster, Effect};
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
 use crate::{Error, Result};
 
@@ -60,12 +60,14 @@ impl Projection {
             return Err(Error::OffsetGap { partition: record.partition, expected: next, got: record.offset });
         }
         let mut out = Vec::new();
-        // The order matters: the chat list and the ticks read the roster after the
-        // event, and the ticks read the cursors after it.
+        // The order matters: the chat list, the ticks and the inbox read the
+        // roster after the event, and the ticks read the cursors after it.
         roster::apply(txn, record, &mut out)?;
         cursors::apply(txn, record, &mut out)?;
         chat_list::apply(txn, record, &mut out)?;
         receipt_status::apply(txn, record, &mut out)?;
+        inbox::apply(txn, record, &mut out)?;
+        directory::apply(txn, record, &mut out)?;
         put_value(txn, &cursor, &(next + 1));
         effects.append(&mut out);
         Ok(Applied::Folded)

@@ -9,7 +9,7 @@
 //!                                                                    │ then
 //!                                                                    ▼
 //!                   bus: chorus.deliver.<chat>  /  chorus.receipt.<sender>   (at least once)
-//!  edges ──request chorus.view.{chat_list,cursors,receipt_status}──▶ queue group `projectors`
+//!  edges ──request chorus.view.{chat_list,cursors,receipt_status,session,user,inbox}──▶ queue group `projectors`
 //!        ◀────────────── reply (wire::Reply<…>) ◀── snapshot read of the store
 //! ```
 //!
@@ -35,7 +35,7 @@
 //! - One projector folds every partition: partitions are not yet spread over
 //!   several projector processes (they would each need their own store, or a
 //!   partition lease).
-//! - Views of user-partition events (see the crate docs).
+//! - Views of most user-partition events (see the crate docs).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -46,15 +46,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_bus::{Bus, Message, Subscription};
 use chorus_log_node::{ClientConfig, LogClient};
-use chorus_schema::{EventRecord, PartitionId};
+use chorus_schema::{EventRecord, Key, PartitionId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::fold::{chat_list, cursors, receipt_status};
+use crate::fold::{chat_list, cursors, directory, inbox, receipt_status};
 use crate::store::{self, keys, RocksStore, Txn};
-use crate::wire::{self, ChatCursors, ChatListItem, ChatListPage, CursorsPage, ViewError};
+use crate::wire::{
+    self, ChatCursors, ChatListItem, ChatListPage, CursorsPage, InboxItem, InboxPage, SessionInfo, UserInfo, ViewError,
+};
 use crate::{Applied, Effect, Projection};
 
 /// Why the projector could not start or had to stop.
@@ -320,7 +322,7 @@ impl Projector {
         let dir = config.store_dir.clone();
         let store = tokio::task::spawn_blocking(move || RocksStore::open(dir)).await.map_err(task_failed)??;
         let mut views = Vec::new();
-        for subject in [wire::VIEW_CHAT_LIST, wire::VIEW_CURSORS, wire::VIEW_RECEIPT_STATUS] {
+        for subject in VIEW_SUBJECTS {
             views.push(bus.queue_subscribe(subject, wire::QUEUE_GROUP).await?);
         }
         let partitions = client.partitions();
@@ -591,9 +593,10 @@ async fn answer_request(ctx: &Ctx, msg: Message) {
         return;
     }
     let store = ctx.store.clone();
+    let partitions = ctx.client.partitions();
     let subject = msg.subject.clone();
     let payload = msg.payload.clone();
-    let answered = tokio::task::spawn_blocking(move || answer(&store, &subject, &payload)).await;
+    let answered = tokio::task::spawn_blocking(move || answer(&store, partitions, &subject, &payload)).await;
     let (reply, bad) = match answered {
         Ok(r) => r,
         Err(e) => {
@@ -609,9 +612,23 @@ async fn answer_request(ctx: &Ctx, msg: Message) {
     }
 }
 
+/// Every subject a projector answers, in its queue group.
+pub const VIEW_SUBJECTS: [&str; 6] = [
+    wire::VIEW_CHAT_LIST,
+    wire::VIEW_CURSORS,
+    wire::VIEW_RECEIPT_STATUS,
+    wire::VIEW_SESSION,
+    wire::VIEW_USER,
+    wire::VIEW_INBOX,
+];
+
 /// Answers one view query from a snapshot of `store`: the encoded
-/// [`wire::Reply`], and whether the request was malformed.
-pub fn answer(store: &RocksStore, subject: &str, payload: &[u8]) -> (Vec<u8>, bool) {
+/// [`wire::Reply`], and whether the request was malformed. `partitions` is
+/// the log's partition count (for [`InboxPage::partition`]).
+///
+/// # Panics
+/// If `partitions` is 0 (a log always has partitions).
+pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]) -> (Vec<u8>, bool) {
     fn reply<Q: serde::de::DeserializeOwned, T: Serialize>(
         payload: &[u8],
         f: impl FnOnce(Q) -> crate::Result<T>,
@@ -648,6 +665,23 @@ pub fn answer(store: &RocksStore, subject: &str, payload: &[u8]) -> (Vec<u8>, bo
         wire::VIEW_RECEIPT_STATUS => {
             reply(payload, |q: wire::ReceiptStatusRequest| receipt_status::ticks(&txn, &q.chat, q.sender))
         }
+        wire::VIEW_SESSION => reply(payload, |q: wire::SessionRequest| {
+            Ok(SessionInfo { token_hash: directory::session(&txn, q.user, q.device)? })
+        }),
+        wire::VIEW_USER => reply(payload, |q: wire::UserRequest| {
+            Ok(UserInfo {
+                registered: directory::is_registered(&txn, q.user)?,
+                devices: directory::devices(&txn, q.user)?.into_iter().map(|(d, _)| d).collect(),
+            })
+        }),
+        wire::VIEW_INBOX => reply(payload, |q: wire::InboxRequest| {
+            let (items, more) = inbox::items(&txn, q.user, &q.chat, q.after, page_limit(q.limit))?;
+            Ok(InboxPage {
+                partition: PartitionId::for_key(&Key::Chat(q.chat), partitions),
+                entries: items.into_iter().map(|i| InboxItem { seq: i.seq, offset: i.offset }).collect(),
+                more,
+            })
+        }),
         other => {
             let r: wire::Reply<()> =
                 Err(ViewError { code: wire::ErrorCode::BadRequest, message: format!("no view at {other}") });
@@ -656,15 +690,21 @@ pub fn answer(store: &RocksStore, subject: &str, payload: &[u8]) -> (Vec<u8>, bo
     }
 }
 
-/// Up to `limit` (0 or above the cap: [`wire::PAGE_ENTRIES_MAX`]) chat list
-/// entries of `user` after the chat `after`, and whether more follow.
+/// The entries of a page asked for with `limit`: 0 (no preference) and
+/// anything above the cap get [`wire::PAGE_ENTRIES_MAX`].
+fn page_limit(limit: u32) -> usize {
+    (if limit == 0 { wire::PAGE_ENTRIES_MAX } else { limit.min(wire::PAGE_ENTRIES_MAX) }) as usize
+}
+
+/// Up to `limit` (see [`page_limit`]) chat list entries of `user` after the
+/// chat `after`, and whether more follow.
 fn chat_list_page<T: Txn + ?Sized>(
     txn: &T,
     user: chorus_schema::UserId,
     after: Option<chorus_schema::ChatId>,
     limit: u32,
 ) -> store::Result<(Vec<(chorus_schema::ChatId, chat_list::Entry)>, bool)> {
-    let limit = if limit == 0 { wire::PAGE_ENTRIES_MAX } else { limit.min(wire::PAGE_ENTRIES_MAX) } as usize;
+    let limit = page_limit(limit);
     let prefix = keys::chat_list_of(user);
     let from = match after {
         // The first key after the chat's own key.
@@ -772,6 +812,8 @@ async fn read_with_retry(client: &LogClient, partition: PartitionId, from: u64) 
 
 #[cfg(test)]
 mod tests {
+    use chorus_schema::{ChatId, DeviceId, Seq, UserId};
+
     use super::*;
 
     #[test]
@@ -805,22 +847,46 @@ mod tests {
     fn malformed_view_requests_get_error_replies() {
         let dir = tempfile::tempdir().unwrap();
         let store = RocksStore::open(dir.path()).unwrap();
+        // A valid request of another view, one byte short, one byte long.
+        let session = wire::encode(&wire::SessionRequest { user: UserId(1), device: DeviceId(2) });
+        let mut long = wire::encode(&wire::UserRequest { user: UserId(1) });
+        long.push(0);
         for (subject, payload) in [
             (wire::VIEW_CHAT_LIST, &b""[..]),
             (wire::VIEW_CURSORS, &[0xff; 7][..]),
             (wire::VIEW_RECEIPT_STATUS, &[0u8; 5000][..]),
+            (wire::VIEW_SESSION, &session[..session.len() - 1]),
+            (wire::VIEW_USER, &long[..]),
+            (wire::VIEW_INBOX, &session[..]),
             ("chorus.view.nothing", &b"x"[..]),
         ] {
-            let (reply, bad) = answer(&store, subject, payload);
+            let (reply, bad) = answer(&store, 4, subject, payload);
             assert!(bad, "{subject}");
             let r: wire::Reply<()> = wire::decode_payload(&reply).unwrap();
-            assert_eq!(r.unwrap_err().code, wire::ErrorCode::BadRequest);
+            assert_eq!(r.unwrap_err().code, wire::ErrorCode::BadRequest, "{subject}");
         }
-        // A well-formed request about nothing: an empty page.
-        let q = wire::ChatListRequest { user: chorus_schema::UserId(1), after: None, limit: 0 };
-        let (reply, bad) = answer(&store, wire::VIEW_CHAT_LIST, &wire::encode(&q));
-        assert!(!bad);
-        let page: wire::Reply<ChatListPage> = wire::decode_payload(&reply).unwrap();
-        assert_eq!(page.unwrap(), ChatListPage { entries: vec![], more: false });
+        // Well-formed requests about nothing: empty answers.
+        fn ok<T: serde::de::DeserializeOwned>(store: &RocksStore, subject: &str, q: &impl Serialize) -> T {
+            let (reply, bad) = answer(store, 4, subject, &wire::encode(q));
+            assert!(!bad, "{subject}");
+            wire::decode_payload::<wire::Reply<T>>(&reply).unwrap().unwrap()
+        }
+        let q = wire::ChatListRequest { user: UserId(1), after: None, limit: 0 };
+        assert_eq!(ok::<ChatListPage>(&store, wire::VIEW_CHAT_LIST, &q), ChatListPage { entries: vec![], more: false });
+        let q = wire::SessionRequest { user: UserId(1), device: DeviceId(2) };
+        assert_eq!(ok::<SessionInfo>(&store, wire::VIEW_SESSION, &q), SessionInfo { token_hash: None });
+        let q = wire::UserRequest { user: UserId(1) };
+        assert_eq!(ok::<UserInfo>(&store, wire::VIEW_USER, &q), UserInfo { registered: false, devices: vec![] });
+        let chat = ChatId::group([1; 16]);
+        let q = wire::InboxRequest { user: UserId(1), chat, after: Seq(0), limit: 0 };
+        let page: InboxPage = ok(&store, wire::VIEW_INBOX, &q);
+        assert_eq!(page, InboxPage { partition: PartitionId::for_key(&Key::Chat(chat), 4), entries: vec![], more: false });
+    }
+
+    #[test]
+    fn page_limits_are_capped() {
+        assert_eq!(page_limit(0), wire::PAGE_ENTRIES_MAX as usize);
+        assert_eq!(page_limit(1), 1);
+        assert_eq!(page_limit(u32::MAX), wire::PAGE_ENTRIES_MAX as usize);
     }
 }

@@ -83,7 +83,9 @@ pub fn receipt_subject(sender: UserId) -> String {
 pub struct Delivery {
     pub chat: ChatId,
     pub seq: Seq,
-    /// Every user whose devices receive the item (sorted, the origin excluded).
+    /// Every user whose devices receive the item, sorted. The origin user is
+    /// included (their other devices need their own items); an edge skips the
+    /// origin *device* (`EventRecord.event.origin`), which has the item already.
     pub recipients: Vec<UserId>,
     /// The committed `EventRecord`, encoded as the log stores it
     /// (`EventRecord::encode`, flatbuffers); decode and verify with

@@ -15,7 +15,7 @@ use chorus_projections::fold::receipt_status::{Status, Ticks};
 use chorus_projections::projector::{BusConfig, Config, Handle, Projector};
 use chorus_projections::store::RocksStore;
 use chorus_projections::{rebuild_from_log, wire};
-use chorus_schema::{ChatId, DeviceId, EventRecord, Outcome, ReceiptKind, Seq, UserId};
+use chorus_schema::{ChatId, DeviceId, EventRecord, Outcome, PartitionId, ReceiptKind, Seq, UserId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use support::log::{must_append, must_start, node_config, read_all, Device};
@@ -106,8 +106,10 @@ async fn must_receive_exactly<T: DeserializeOwned>(sub: &mut Subscription, n: us
     out
 }
 
-/// Direct and group sends and acks → every delivery once, in per-chat seq
-/// order, with the record; receipt changes; and the three view queries.
+/// Direct and group sends and acks, a user's devices and sessions → every
+/// delivery once, in per-chat seq order, with the record; receipt changes;
+/// and every view query (chat list, cursors, receipt status, session, user,
+/// inbox), malformed ones included.
 async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     let node_dir = tempfile::tempdir().unwrap();
     let store_dir = tempfile::tempdir().unwrap();
@@ -137,21 +139,37 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     // 2 reads the direct chat up to 2 (both of 1's first messages), and got the group up to 4.
     must_append(&client, &b.ack(direct, ReceiptKind::Read, 2)).await;
     must_append(&client, &b.ack(group, ReceiptKind::Delivered, 4)).await;
+    // 1 registers with three devices; device 2's session is revoked, device 3
+    // is unlinked (which ends its session), device 1 logs in twice.
+    for cmd in [
+        a.register(),
+        a.link(1),
+        a.link(2),
+        a.link(3),
+        a.create_session(1, [0x11; 32]),
+        a.create_session(2, [0x22; 32]),
+        a.create_session(3, [0x33; 32]),
+        a.create_session(1, [0x44; 32]),
+        a.revoke_session(2),
+        a.unlink(3),
+    ] {
+        must_append(&client, &cmd).await;
+    }
     must_catch_up(&running.handle, &client).await;
     assert_eq!(last, BTreeMap::from([(direct, Seq(4)), (group, Seq(4))]));
 
     // Every timeline item once, in seq order per chat, with its record.
     let got: Vec<wire::Delivery> = must_receive_exactly(&mut deliveries, 8).await;
     let mut by_chat: BTreeMap<ChatId, Vec<&wire::Delivery>> = BTreeMap::new();
+    // Where each item's record is in the log: (chat, seq) -> (partition, offset).
+    let mut located: BTreeMap<(ChatId, Seq), (PartitionId, u64)> = BTreeMap::new();
     for d in &got {
         by_chat.entry(d.chat).or_default().push(d);
         let r = EventRecord::decode(&d.record).expect("the record decodes");
+        located.insert((d.chat, d.seq), (r.partition, r.offset));
         assert_eq!((r.event.body.chat(), r.event.body.seq()), (Some(d.chat), Some(d.seq)));
-        let expected = if d.chat == direct {
-            vec![UserId(if r.event.origin.user == UserId(1) { 2 } else { 1 })]
-        } else {
-            [1, 2, 3].into_iter().map(UserId).filter(|u| *u != r.event.origin.user).collect()
-        };
+        // Every member, the sender included (their other devices).
+        let expected: Vec<UserId> = if d.chat == direct { vec![UserId(1), UserId(2)] } else { vec![UserId(1), UserId(2), UserId(3)] };
         assert_eq!(d.recipients, expected, "recipients of {} {}", d.chat, d.seq);
     }
     for (chat, ds) in &by_chat {
@@ -198,15 +216,53 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     let t: Ticks = must_query(&bus, wire::VIEW_RECEIPT_STATUS, &q).await;
     assert_eq!(t, Ticks::default());
 
+    // The directory: users, devices and live sessions.
+    let user = |u| wire::UserRequest { user: UserId(u) };
+    let info: wire::UserInfo = must_query(&bus, wire::VIEW_USER, &user(1)).await;
+    assert_eq!(info, wire::UserInfo { registered: true, devices: vec![DeviceId(1), DeviceId(2)] });
+    let info: wire::UserInfo = must_query(&bus, wire::VIEW_USER, &user(2)).await;
+    assert_eq!(info, wire::UserInfo { registered: false, devices: vec![] });
+    for (device, token_hash) in [(1, Some([0x44; 32])), (2, None), (3, None), (4, None)] {
+        let q = wire::SessionRequest { user: UserId(1), device: DeviceId(device) };
+        let s: wire::SessionInfo = must_query(&bus, wire::VIEW_SESSION, &q).await;
+        assert_eq!(s.token_hash, token_hash, "session of device {device}");
+    }
+
+    // Inboxes: every item each user receives (their own included), at the
+    // offsets of the delivered records, paged.
+    for (user, chat) in [(1, direct), (2, direct), (1, group), (3, group)] {
+        let q = wire::InboxRequest { user: UserId(user), chat, after: Seq(0), limit: 0 };
+        let page: wire::InboxPage = must_query(&bus, wire::VIEW_INBOX, &q).await;
+        let expected: Vec<wire::InboxItem> =
+            (1..=4).map(|s| wire::InboxItem { seq: Seq(s), offset: located[&(chat, Seq(s))].1 }).collect();
+        assert_eq!(page.entries, expected, "inbox of {user} in {chat}");
+        assert_eq!(page.partition, located[&(chat, Seq(1))].0);
+        assert!(!page.more);
+    }
+    let q = wire::InboxRequest { user: UserId(2), chat: group, after: Seq(1), limit: 2 };
+    let page: wire::InboxPage = must_query(&bus, wire::VIEW_INBOX, &q).await;
+    assert_eq!((page.entries.iter().map(|i| i.seq.0).collect::<Vec<_>>(), page.more), (vec![2, 3], true));
+    let q = wire::InboxRequest { after: Seq(3), ..q };
+    let page: wire::InboxPage = must_query(&bus, wire::VIEW_INBOX, &q).await;
+    assert_eq!((page.entries.iter().map(|i| i.seq.0).collect::<Vec<_>>(), page.more), (vec![4], false));
+    // Not a member: nothing.
+    let q = wire::InboxRequest { user: UserId(3), chat: direct, after: Seq(0), limit: 0 };
+    let page: wire::InboxPage = must_query(&bus, wire::VIEW_INBOX, &q).await;
+    assert!(page.entries.is_empty() && !page.more);
+
     // A malformed request gets an error reply, and the projector keeps serving.
-    let reply = bus.request(wire::VIEW_CHAT_LIST, Bytes::from_static(b"\xff\xff"), Duration::from_secs(5)).await.unwrap();
-    let r: wire::Reply<wire::ChatListPage> = wire::decode_payload(&reply).unwrap();
-    assert_eq!(r.unwrap_err().code, wire::ErrorCode::BadRequest);
+    for subject in [wire::VIEW_CHAT_LIST, wire::VIEW_SESSION, wire::VIEW_USER, wire::VIEW_INBOX] {
+        let reply = bus.request(subject, Bytes::from_static(b"\xff\xff"), Duration::from_secs(5)).await.unwrap();
+        let r: wire::Reply<()> = wire::decode_payload(&reply).unwrap();
+        assert_eq!(r.unwrap_err().code, wire::ErrorCode::BadRequest, "{subject}");
+    }
     assert_eq!(chat_list_of(&bus, 2).await.len(), 2);
+    let info: wire::UserInfo = must_query(&bus, wire::VIEW_USER, &user(1)).await;
+    assert!(info.registered);
 
     let stats = running.handle.stats();
     assert_eq!(stats.published, 9, "{stats:?}");
-    assert_eq!(stats.view_bad_requests, 1, "{stats:?}");
+    assert_eq!(stats.view_bad_requests, 4, "{stats:?}");
     running.must_stop().await;
     node.shutdown().await;
 }

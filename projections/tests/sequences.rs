@@ -7,8 +7,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_partition::PartitionState;
-use chorus_projections::fold::{chat_list, cursors, roster};
-use chorus_projections::store::{MemStore, Store};
+use chorus_projections::fold::{chat_list, cursors, directory, inbox, roster};
+use chorus_projections::store::{keys, MemStore, Store, Txn};
 use support::backend::{Backend, Rocks};
 use chorus_projections::{fold_into, rebuild, Effect, Projection, ReceiptStatus};
 use chorus_schema::*;
@@ -39,16 +39,29 @@ fn chat() -> impl Strategy<Value = ChatId> {
     ]
 }
 
+fn token() -> impl Strategy<Value = [u8; 32]> {
+    (0u8..4).prop_map(|b| [b; 32])
+}
+
 fn kind() -> impl Strategy<Value = ReceiptKind> {
     prop_oneof![Just(ReceiptKind::Delivered), Just(ReceiptKind::Read)]
 }
 
 /// A command, except acks, which name a seq relative to the chat's last seq when
-/// they run (so that most of them are accepted).
+/// they run, and device commands, which pick one of the user's linked devices
+/// when they run (so that most of them are accepted).
 #[derive(Clone, Debug)]
 enum Step {
     Command(CommandBody),
     Ack { chat: ChatId, kind: ReceiptKind, back: u64 },
+    Device { op: DeviceOp, pick: Index },
+}
+
+#[derive(Clone, Debug)]
+enum DeviceOp {
+    Unlink,
+    CreateSession([u8; 32]),
+    RevokeSession,
 }
 
 fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
@@ -67,26 +80,57 @@ fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
         1 => (group(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
         1 => group().prop_map(|chat| ChangeGroupInfo { chat, name: "n".into(), description: "d".into() }),
         1 => group().prop_map(|chat| LeaveGroup { chat }),
+    ];
+    let user_body = prop_oneof![
         1 => Just(RegisterUser { phone: "5".into() }),
         1 => any::<bool>().prop_map(|online| SetPresence { online }),
+        4 => device().prop_map(|device| LinkDevice { device, identity_key: vec![4], name: "d".into() }),
+    ];
+    let device_op = prop_oneof![
+        1 => Just(DeviceOp::Unlink),
+        3 => token().prop_map(DeviceOp::CreateSession),
+        2 => Just(DeviceOp::RevokeSession),
     ];
     let step = prop_oneof![
         3 => body.prop_map(Step::Command),
+        2 => prop_oneof![
+            2 => user_body.prop_map(Step::Command),
+            3 => (device_op, any::<Index>()).prop_map(|(op, pick)| Step::Device { op, pick }),
+        ],
         2 => (chat(), kind(), prop_oneof![3 => Just(0u64), 2 => 0u64..4]).prop_map(|(chat, kind, back)| Step::Ack { chat, kind, back }),
     ];
     (user(), device(), step)
 }
 
 /// Drives the state machine and returns the committed records, in offset order.
+///
+/// Every user but the last is registered first, so that device and session
+/// commands mostly succeed (they need a registered user), while the last
+/// user's commands exercise the unregistered case and `RegisterUser`.
 fn events(steps: &[(UserId, DeviceId, Step)]) -> Vec<EventRecord> {
     let mut state = PartitionState::new(PARTITION, 1);
     let mut out = Vec::new();
+    for user in 1..USERS {
+        let origin = Origin { user: UserId(user), device: DeviceId(1), client_msg_id: ClientMsgId(1_000_000 + user) };
+        let register = Command { origin, body: CommandBody::RegisterUser { phone: user.to_string() } };
+        assert!(state.apply(999_000, &register, &mut out).is_ok());
+    }
     for (i, (user, device, step)) in steps.iter().enumerate() {
         let body = match step {
             Step::Command(body) => body.clone(),
             Step::Ack { chat, kind, back } => {
                 let last = state.last_seq(chat).unwrap_or(Seq(0));
                 CommandBody::Ack { chat: *chat, kind: *kind, up_to_seq: Seq(last.0.saturating_sub(*back)) }
+            }
+            Step::Device { op, pick } => {
+                let linked = state.devices(*user).unwrap_or_default();
+                // No linked device: device 1, refused (or a no-op revoke).
+                let device = if linked.is_empty() { DeviceId(1) } else { linked[pick.index(linked.len())] };
+                match op {
+                    DeviceOp::Unlink => CommandBody::UnlinkDevice { device },
+                    DeviceOp::CreateSession(token_hash) => CommandBody::CreateSession { device, token_hash: *token_hash },
+                    DeviceOp::RevokeSession => CommandBody::RevokeSession { device },
+                }
             }
         };
         let origin = Origin { user: *user, device: *device, client_msg_id: ClientMsgId(i as u64 + 1) };
@@ -149,8 +193,8 @@ proptest! {
         prop_assert_eq!(batch_effects, whole_effects);
     }
 
-    /// (b) cursors, (c) deliveries, (d) unread, and the views against the state
-    /// machine, checked after every event.
+    /// (b) cursors, (c) deliveries, (d) unread, (e) inbox, (f) directory, and
+    /// the views against the state machine, checked after every event.
     #[test]
     fn views_follow_the_state_machine(steps in prop::collection::vec(step(), 1..120)) {
         views_follow::<MemStore>(&steps)?;
@@ -191,14 +235,17 @@ proptest! {
     }
 }
 
-/// (b) cursors, (c) deliveries, (d) unread, and the views against the state
-/// machine, checked after every event, on backend `S`.
+/// (b) cursors, (c) deliveries, (d) unread, (e) inbox, (f) directory, and the
+/// views against the state machine, checked after every event, on backend `S`.
 fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), TestCaseError> {
     let records = events(steps);
     let mut store = S::fresh();
     let mut shadow = PartitionState::new(PARTITION, 1);
     // (chat, seq) -> sender of every message.
     let mut messages: BTreeMap<ChatId, BTreeMap<Seq, UserId>> = BTreeMap::new();
+    // The inbox model, from the state machine's rosters: (user, chat) -> seq ->
+    // offset of every item where the user was a member before or after it.
+    let mut inboxes: BTreeMap<(UserId, ChatId), BTreeMap<Seq, u64>> = BTreeMap::new();
     for record in &records {
         let event = &record.event;
         let chat = event.body.chat();
@@ -215,9 +262,32 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
         let txn = store.begin_txn();
         let Some(chat) = chat else {
             prop_assert!(effects.is_empty());
+            // (f) The directory is the state machine's users, devices and sessions.
+            let user = event.body.user().expect("a user event");
+            prop_assert_eq!(directory::is_registered(&txn, user).unwrap(), shadow.is_registered(user));
+            let devices = directory::devices(&txn, user).unwrap();
+            let ids: Vec<DeviceId> = devices.iter().map(|(d, _)| *d).collect();
+            prop_assert_eq!(ids, shadow.devices(user).unwrap_or_default());
+            for dev in 0..=DEVICES + 1 {
+                let d = DeviceId(dev);
+                prop_assert_eq!(directory::session(&txn, user, d).unwrap(), shadow.session(user, d), "{}/{}", user, d);
+            }
             continue;
         };
         let after = shadow.members(&chat).unwrap();
+        if let Some(seq) = event.body.seq() {
+            for u in union(&before, &after) {
+                inboxes.entry((u, chat)).or_default().insert(seq, record.offset);
+            }
+        }
+        // (e) The inbox of every user of the chat is the model's.
+        for u in union(&before, &after) {
+            let (items, more) = inbox::items(&txn, u, &chat, Seq(0), usize::MAX).unwrap();
+            prop_assert!(!more);
+            let got: BTreeMap<Seq, u64> = items.into_iter().map(|i| (i.seq, i.offset)).collect();
+            let want = inboxes.get(&(u, chat)).cloned().unwrap_or_default();
+            prop_assert_eq!(got, want, "inbox of {} in {}", u, chat);
+        }
 
         // (b) Cursors never go backwards, read <= delivered, and they equal the state machine's.
         if let EventBody::Receipt { .. } = &event.body {
@@ -231,18 +301,15 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
 
         for effect in &effects {
             match effect {
-                // (c) Deliveries name only members (before or after the item), never the sender.
+                // (c) Deliveries name exactly the members before or after the
+                // item, the origin user included (multi-device), sorted.
                 Effect::Deliver { chat: c, seq, recipients } => {
                     prop_assert_eq!(*c, chat);
                     prop_assert_eq!(Some(*seq), event.body.seq());
                     let audience = union(&before, &after);
-                    for r in recipients {
-                        prop_assert!(audience.contains(r), "{} is not a member at {}", r, seq);
-                        prop_assert!(*r != event.origin.user, "the sender {} receives {}", r, seq);
-                    }
-                    let mut expected = audience;
-                    expected.remove(&event.origin.user);
-                    prop_assert_eq!(recipients.iter().copied().collect::<BTreeSet<_>>(), expected);
+                    prop_assert!(recipients.contains(&event.origin.user), "the origin {} misses {}", event.origin.user, seq);
+                    prop_assert!(recipients.windows(2).all(|w| w[0] < w[1]), "not sorted: {:?}", recipients);
+                    prop_assert_eq!(recipients.iter().copied().collect::<BTreeSet<_>>(), audience);
                 }
                 // Ticks are sound: every other current member that was a member
                 // at the message acknowledged it.
@@ -286,6 +353,21 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
         prop_assert_eq!(roster::admins(&txn, &chat).unwrap(), shadow.admins(&chat).unwrap());
         prop_assert_eq!(roster::chat(&txn, &chat).unwrap().unwrap().last_seq, last);
     }
+    // (e) No inbox item beyond the model's, and (f) no directory entry beyond
+    // the state machine's users and devices.
+    let txn = store.begin_txn();
+    let items = txn.scan_prefix(&[keys::INBOX]).unwrap().len();
+    prop_assert_eq!(items, inboxes.values().map(BTreeMap::len).sum::<usize>());
+    let mut registered = 0;
+    let mut linked = 0;
+    for user in 1..=USERS {
+        if shadow.is_registered(UserId(user)) {
+            registered += 1;
+            linked += shadow.devices(UserId(user)).unwrap().len();
+        }
+    }
+    prop_assert_eq!(txn.scan_prefix(&[keys::USERS]).unwrap().len(), registered);
+    prop_assert_eq!(txn.scan_prefix(&[keys::DEVICES]).unwrap().len(), linked);
     Ok(())
 }
 
@@ -317,7 +399,20 @@ fn generator_covers_the_rules() {
         }
     }
     eprintln!("{events} events, {delivered} delivered and {read} read ticks: {kinds:?}");
-    for kind in ["MessageSent", "Receipt", "GroupCreated", "MemberAdded", "MemberRemoved", "MemberLeft", "MemberPromoted"] {
+    for kind in [
+        "MessageSent",
+        "Receipt",
+        "GroupCreated",
+        "MemberAdded",
+        "MemberRemoved",
+        "MemberLeft",
+        "MemberPromoted",
+        "UserRegistered",
+        "DeviceLinked",
+        "DeviceUnlinked",
+        "SessionCreated",
+        "SessionRevoked",
+    ] {
         assert!(kinds.get(kind).copied().unwrap_or(0) >= 20, "{kind}: {kinds:?}");
     }
     assert!(delivered >= 20 && read >= 20, "{delivered} delivered, {read} read");

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 
 use chorus_projections::fold::chat_list::{self, MessageRef};
 use chorus_projections::fold::cursors::{self, Cursors};
+use chorus_projections::fold::directory::{self, Device};
+use chorus_projections::fold::inbox;
 use chorus_projections::fold::receipt_status::{self, Status, Ticks};
 use chorus_projections::fold::roster::{self, ChatKind};
-use chorus_projections::store::{Store, Txn};
+use chorus_projections::store::{keys, Store, Txn};
 use chorus_projections::{rebuild, Applied, Effect, Error, Projection};
 use chorus_schema::{
     ChatId, ClientMsgId, DeviceId, Event, EventBody, EventRecord, Origin, PartitionId, ReceiptKind, Seq, UserId,
@@ -21,6 +23,8 @@ use chorus_schema::{
 struct Log<S: Backend> {
     records: Vec<EventRecord>,
     next_seq: BTreeMap<ChatId, u64>,
+    /// Every delivery so far: (user, chat) -> seq -> offset of the item.
+    delivered: BTreeMap<(UserId, ChatId), BTreeMap<Seq, u64>>,
     store: S,
 }
 
@@ -40,7 +44,7 @@ fn group(n: u8) -> ChatId {
 
 impl<S: Backend> Log<S> {
     fn new() -> Log<S> {
-        Log { records: Vec::new(), next_seq: BTreeMap::new(), store: S::fresh() }
+        Log { records: Vec::new(), next_seq: BTreeMap::new(), delivered: BTreeMap::new(), store: S::fresh() }
     }
 
     fn seq(&mut self, chat: ChatId) -> Seq {
@@ -64,6 +68,13 @@ impl<S: Backend> Log<S> {
         assert_eq!(Projection::new().apply(&mut txn, &record, &mut effects).unwrap(), Applied::Folded);
         S::commit_txn(txn).unwrap();
         self.records.push(record);
+        for e in &effects {
+            if let Effect::Deliver { chat, seq, recipients } = e {
+                for r in recipients {
+                    self.delivered.entry((*r, *chat)).or_default().insert(*seq, offset);
+                }
+            }
+        }
         effects
     }
 
@@ -104,6 +115,30 @@ impl<S: Backend> Log<S> {
     fn ticks(&mut self, chat: ChatId, sender: u64) -> Ticks {
         receipt_status::ticks(&self.txn(), &chat, u(sender)).unwrap()
     }
+
+    /// The seqs of `user`'s inbox of `chat`.
+    fn inbox(&mut self, user: u64, chat: ChatId) -> Vec<u64> {
+        let (items, more) = inbox::items(&self.txn(), u(user), &chat, Seq(0), usize::MAX).unwrap();
+        assert!(!more);
+        items.into_iter().map(|i| i.seq.0).collect()
+    }
+
+    /// The inbox is exactly the deliveries so far, with each item's offset, and
+    /// the store equals a rebuild from the records.
+    fn must_check(&mut self) {
+        let delivered = self.delivered.clone();
+        let txn = self.store.begin_txn();
+        let mut n = 0;
+        for ((user, chat), seqs) in &delivered {
+            let (items, _) = inbox::items(&txn, *user, chat, Seq(0), usize::MAX).unwrap();
+            let got: BTreeMap<Seq, u64> = items.into_iter().map(|i| (i.seq, i.offset)).collect();
+            assert_eq!(&got, seqs, "inbox of {user} in {chat}");
+            n += seqs.len();
+        }
+        assert_eq!(txn.scan_prefix(&[keys::INBOX]).unwrap().len(), n, "inbox items nobody was delivered");
+        drop(txn);
+        assert_eq!(rebuild(&self.records).unwrap().dump().unwrap(), self.store.dump().unwrap());
+    }
 }
 
 fn deliver(chat: ChatId, seq: Seq, recipients: &[u64]) -> Effect {
@@ -121,9 +156,12 @@ fn direct_chat<S: Backend>() {
     assert_eq!(roster::chat(&log.txn(), &chat).unwrap().unwrap().kind, ChatKind::Direct);
     assert_eq!(log.entry(1, chat).last_seq, Seq(0));
 
-    assert_eq!(log.send(1, chat), (Seq(1), vec![deliver(chat, Seq(1), &[2])]));
-    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(2), &[2])]);
-    assert_eq!(log.send(2, chat).1, vec![deliver(chat, Seq(3), &[1])]);
+    // The sender is a recipient too (their other devices), but their own
+    // messages never count as unread for them.
+    assert_eq!(log.send(1, chat), (Seq(1), vec![deliver(chat, Seq(1), &[1, 2])]));
+    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(2), &[1, 2])]);
+    assert_eq!(log.entry(1, chat).unread, 0);
+    assert_eq!(log.send(2, chat).1, vec![deliver(chat, Seq(3), &[1, 2])]);
 
     let e2 = log.entry(2, chat);
     assert_eq!((e2.kind, e2.last_seq, e2.unread), (ChatKind::Direct, Seq(3), 2));
@@ -140,7 +178,12 @@ fn direct_chat<S: Backend>() {
     // 1 reads everything: their own message does not count, 2's message is read.
     assert_eq!(log.ack(1, 1, chat, ReceiptKind::Read, 3), vec![tick(chat, 2, 3, Status::Read)]);
     assert_eq!(log.entry(1, chat).unread, 0);
-    assert_eq!(rebuild(&log.records).unwrap().dump().unwrap(), log.store.dump().unwrap());
+    // Both users' inboxes hold every message, at the records' offsets.
+    let (items, more) = inbox::items(&log.txn(), u(2), &chat, Seq(1), 10).unwrap();
+    assert!(!more);
+    assert_eq!(items, vec![inbox::Item { seq: Seq(2), offset: 2 }, inbox::Item { seq: Seq(3), offset: 3 }]);
+    assert_eq!(log.inbox(1, chat), vec![1, 2, 3]);
+    log.must_check();
 }
 
 fn receipts_from_several_devices<S: Backend>() {
@@ -178,12 +221,12 @@ fn receipts_from_several_devices<S: Backend>() {
 fn group_add_remove_promote<S: Backend>() {
     let mut log = Log::<S>::new();
     let chat = group(1);
-    assert_eq!(log.create(1, chat, &[1, 2, 3]), vec![deliver(chat, Seq(1), &[2, 3])]);
+    assert_eq!(log.create(1, chat, &[1, 2, 3]), vec![deliver(chat, Seq(1), &[1, 2, 3])]);
     assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1]));
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(4) }),
-        vec![deliver(chat, Seq(2), &[2, 3, 4])]
+        vec![deliver(chat, Seq(2), &[1, 2, 3, 4])]
     );
     let s = log.seq(chat);
     log.push(1, 1, EventBody::MemberPromoted { chat, seq: s, member: u(2) });
@@ -192,13 +235,13 @@ fn group_add_remove_promote<S: Backend>() {
     let s = log.seq(chat);
     assert_eq!(
         log.push(2, 1, EventBody::MemberRemoved { chat, seq: s, member: u(3) }),
-        vec![deliver(chat, Seq(4), &[1, 3, 4])]
+        vec![deliver(chat, Seq(4), &[1, 2, 3, 4])]
     );
-    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(5), &[2, 4])]);
+    assert_eq!(log.send(1, chat).1, vec![deliver(chat, Seq(5), &[1, 2, 4])]);
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberDemoted { chat, seq: s, member: u(2) }),
-        vec![deliver(chat, Seq(6), &[2, 4])]
+        vec![deliver(chat, Seq(6), &[1, 2, 4])]
     );
     assert_eq!(log.members(chat), users(&[1, 2, 4]));
     assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1]));
@@ -224,7 +267,7 @@ fn group_add_remove_promote<S: Backend>() {
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(5) }),
-        vec![deliver(chat, Seq(8), &[2, 4, 5])]
+        vec![deliver(chat, Seq(8), &[1, 2, 4, 5])]
     );
     let (m9, _) = log.send(1, chat);
     assert_eq!((m7, m9), (Seq(7), Seq(9)));
@@ -232,7 +275,12 @@ fn group_add_remove_promote<S: Backend>() {
     assert_eq!(log.ack(4, 2, chat, ReceiptKind::Read, 9), vec![tick(chat, 1, 7, Status::Read)]);
     assert_eq!(log.ack(5, 1, chat, ReceiptKind::Read, 9), vec![tick(chat, 1, 9, Status::Read)]);
     assert_eq!(log.entry(5, chat).unread, 0);
-    assert_eq!(rebuild(&log.records).unwrap().dump().unwrap(), log.store.dump().unwrap());
+    // 3 has the items up to their removal; 4 and 5 from their joins.
+    assert_eq!(log.inbox(3, chat), vec![1, 2, 3, 4]);
+    assert_eq!(log.inbox(4, chat), vec![2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(log.inbox(5, chat), vec![8, 9]);
+    assert_eq!(log.inbox(1, chat), (1..=9).collect::<Vec<_>>());
+    log.must_check();
 }
 
 fn removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh<S: Backend>() {
@@ -248,7 +296,7 @@ fn removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh<S: Backend
         let (_, effects) = log.send(2, chat);
         for e in effects {
             let Effect::Deliver { recipients, .. } = e else { panic!("{e:?}") };
-            assert_eq!(recipients, users(&[1]));
+            assert_eq!(recipients, users(&[1, 2]));
         }
     }
     assert_eq!(log.entry(3, chat).last_seq, Seq(4));
@@ -263,6 +311,9 @@ fn removed_member_gets_nothing_after_removal_and_rejoin_counts_afresh<S: Backend
     assert_eq!(log.entry(3, chat).unread, 1);
     log.ack(3, 1, chat, ReceiptKind::Read, 9);
     assert_eq!(log.entry(3, chat).unread, 0);
+    // Nothing between the removal and the re-join.
+    assert_eq!(log.inbox(3, chat), vec![1, 2, 3, 4, 8, 9, 10]);
+    log.must_check();
 }
 
 fn unread_drops_on_read<S: Backend>() {
@@ -303,13 +354,18 @@ fn leaving_admin_hands_over<S: Backend>() {
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberPromoted { chat, seq: s, member: u(2) }),
-        vec![deliver(chat, Seq(2), &[2, 3])]
+        vec![deliver(chat, Seq(2), &[1, 2, 3])]
     );
+    // The leaver receives their own departure (on their other devices), and nothing after.
     let s = log.seq(chat);
-    assert_eq!(log.push(1, 1, EventBody::MemberLeft { chat, seq: s }), vec![deliver(chat, Seq(3), &[2, 3])]);
+    assert_eq!(log.push(1, 1, EventBody::MemberLeft { chat, seq: s }), vec![deliver(chat, Seq(3), &[1, 2, 3])]);
+    assert_eq!(log.send(2, chat).1, vec![deliver(chat, Seq(4), &[2, 3])]);
     assert_eq!(log.members(chat), users(&[2, 3]));
     assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[2]));
     assert_eq!(log.entry(1, chat).last_seq, Seq(3));
+    assert_eq!(log.entry(3, chat).unread, 1);
+    assert_eq!(log.inbox(1, chat), vec![1, 2, 3]);
+    log.must_check();
 }
 
 fn cursor_skips_refolds_and_refuses_gaps<S: Backend>() {
@@ -352,12 +408,37 @@ fn events_that_contradict_the_views_are_errors<S: Backend>() {
     assert!(err.to_string().contains("seq 3 after 1"), "{err}");
 }
 
-fn user_partition_events_only_move_the_cursor<S: Backend>() {
+fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     let mut log = Log::<S>::new();
+    let d = DeviceId;
     log.push(7, 1, EventBody::UserRegistered { user: u(7), phone: "1".into() });
     log.push(7, 1, EventBody::PresenceChanged { user: u(7), online: true });
-    let keys: Vec<Vec<u8>> = log.store.dump().unwrap().into_iter().map(|(k, _)| k).collect();
-    assert_eq!(keys, vec![chorus_projections::store::keys::applied(P)]);
+    for dev in [1, 2, 3] {
+        log.push(7, 1, EventBody::DeviceLinked { user: u(7), device: d(dev), identity_key: vec![dev as u8], name: "p".into() });
+    }
+    log.push(7, 1, EventBody::SessionCreated { user: u(7), device: d(1), token_hash: [1; 32] });
+    log.push(7, 2, EventBody::SessionCreated { user: u(7), device: d(2), token_hash: [2; 32] });
+    log.push(7, 1, EventBody::SessionCreated { user: u(7), device: d(1), token_hash: [3; 32] });
+    log.push(7, 3, EventBody::SessionCreated { user: u(7), device: d(3), token_hash: [4; 32] });
+    log.push(7, 2, EventBody::SessionRevoked { user: u(7), device: d(2) });
+    // Unlinking ends the device's session without a SessionRevoked.
+    assert!(log.push(7, 1, EventBody::DeviceUnlinked { user: u(7), device: d(3) }).is_empty());
+    log.push(8, 1, EventBody::UserRegistered { user: u(8), phone: "2".into() });
+
+    let t = log.txn();
+    assert!(directory::is_registered(&t, u(7)).unwrap() && directory::is_registered(&t, u(8)).unwrap());
+    assert!(!directory::is_registered(&t, u(9)).unwrap());
+    assert_eq!(
+        directory::devices(&t, u(7)).unwrap(),
+        vec![(d(1), Device { token_hash: Some([3; 32]) }), (d(2), Device { token_hash: None })]
+    );
+    assert_eq!(directory::session(&t, u(7), d(1)).unwrap(), Some([3; 32]));
+    assert_eq!(directory::session(&t, u(7), d(3)).unwrap(), None);
+    assert!(directory::devices(&t, u(8)).unwrap().is_empty());
+    drop(t);
+    let tags: std::collections::BTreeSet<u8> = log.store.dump().unwrap().into_iter().map(|(k, _)| k[0]).collect();
+    assert_eq!(tags, [keys::APPLIED, keys::USERS, keys::DEVICES].into_iter().collect());
+    log.must_check();
 }
 
 crate::both_backends!(
@@ -369,5 +450,5 @@ crate::both_backends!(
     leaving_admin_hands_over,
     cursor_skips_refolds_and_refuses_gaps,
     events_that_contradict_the_views_are_errors,
-    user_partition_events_only_move_the_cursor,
+    user_partition_events_fold_into_the_directory_only,
 );

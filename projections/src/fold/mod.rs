@@ -5,11 +5,14 @@
 //! read functions over the same transaction trait. Views may read each other's
 //! keys, so [`Projection`](crate::Projection) applies them in a fixed order:
 //! [`roster`] (membership after the event), [`cursors`], [`chat_list`] (reads the
-//! roster), [`receipt_status`] (reads the roster and the cursors). User-partition
-//! events are ignored by every view so far.
+//! roster), [`receipt_status`] (reads the roster and the cursors), [`inbox`]
+//! (reads the roster), [`directory`] (reads only its own keys). The directory is
+//! the only view of user-partition events so far.
 
 pub mod chat_list;
 pub mod cursors;
+pub mod directory;
+pub mod inbox;
 pub mod receipt_status;
 pub mod roster;
 
@@ -23,9 +26,11 @@ use chorus_schema::{ChatId, Seq, UserId};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// A new timeline item `(chat, seq)` for the devices of `recipients`: the
-    /// members just before or just after the item, other than its origin user
-    /// (so an added member gets their own `MemberAdded`, a removed member gets
-    /// their own `MemberRemoved` and nothing after it), sorted. See
+    /// members just before or just after the item (so an added member gets
+    /// their own `MemberAdded`, a removed member gets their own `MemberRemoved`
+    /// and nothing after it), sorted. The origin user is included: their other
+    /// devices need the item too (multi-device); whoever pushes to devices
+    /// skips the origin *device*, which has it already. See
     /// [`roster::audience`].
     Deliver { chat: ChatId, seq: Seq, recipients: Vec<UserId> },
     /// Every message of `sender` in `chat` with seq ≤ `up_to_seq` now has at

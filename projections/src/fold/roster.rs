@@ -97,8 +97,9 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
         }
     }
     if let Some(seq) = event.body.seq() {
-        let mut recipients = audience(txn, chat_id, event)?;
-        recipients.retain(|u| *u != event.origin.user);
+        // The origin user is a recipient too: their other devices need the item
+        // (multi-device); the edge skips the origin device itself.
+        let recipients = audience(txn, chat_id, event)?;
         effects.push(Effect::Deliver { chat: chat_id, seq, recipients });
     }
     Ok(())

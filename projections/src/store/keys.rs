@@ -12,6 +12,9 @@
 //! | `0x31` | `31 ‖ chat ‖ seq u64` | sender `UserId` of the message at seq | chat_list |
 //! | `0x40` | `40 ‖ chat ‖ sender` | [`receipt_status::Ticks`](crate::fold::receipt_status::Ticks) | receipt_status |
 //! | `0x41` | `41 ‖ chat ‖ sender ‖ seq` | `()`: a message of sender not yet read by all | receipt_status |
+//! | `0x50` | `50 ‖ user` | `()`: the user is registered | directory |
+//! | `0x51` | `51 ‖ user ‖ device` | [`directory::Device`](crate::fold::directory::Device): a linked device and its session | directory |
+//! | `0x60` | `60 ‖ user ‖ chat ‖ seq` | offset `u64` of the item's record in the chat's partition | inbox |
 //!
 //! Tags are spaced so that a view can add a key family next to its own. A tag is
 //! never reused for another meaning; a change of value format takes a new tag.
@@ -27,6 +30,9 @@ pub const CHAT_LIST: u8 = 0x30;
 pub const MESSAGES: u8 = 0x31;
 pub const TICKS: u8 = 0x40;
 pub const PENDING: u8 = 0x41;
+pub const USERS: u8 = 0x50;
+pub const DEVICES: u8 = 0x51;
+pub const INBOX: u8 = 0x60;
 
 struct Key(Vec<u8>);
 
@@ -126,6 +132,31 @@ pub fn pending_of(chat: &ChatId, sender: UserId) -> Vec<u8> {
     Key::new(PENDING).chat(chat).user(sender).0
 }
 
+/// `50 ‖ user`: present once the user is registered.
+pub fn user(user: UserId) -> Vec<u8> {
+    Key::new(USERS).user(user).0
+}
+
+/// `51 ‖ user ‖ device`.
+pub fn device(user: UserId, device: DeviceId) -> Vec<u8> {
+    Key::new(DEVICES).user(user).device(device).0
+}
+
+/// `51 ‖ user`: every linked device of a user.
+pub fn devices_of(user: UserId) -> Vec<u8> {
+    Key::new(DEVICES).user(user).0
+}
+
+/// `60 ‖ user ‖ chat ‖ seq`.
+pub fn inbox(user: UserId, chat: &ChatId, seq: Seq) -> Vec<u8> {
+    Key::new(INBOX).user(user).chat(chat).seq(seq).0
+}
+
+/// `60 ‖ user ‖ chat`: every item of a chat that a user receives.
+pub fn inbox_of(user: UserId, chat: &ChatId) -> Vec<u8> {
+    Key::new(INBOX).user(user).chat(chat).0
+}
+
 /// The first key after every key that starts with `prefix` (`None` if the
 /// prefix is all `0xff`).
 pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -173,6 +204,8 @@ pub(crate) fn chat_at(key: &[u8], at: usize) -> ChatId {
 pub(crate) const AFTER_TAG: usize = 1;
 pub(crate) const AFTER_CHAT: usize = 1 + 16;
 pub(crate) const AFTER_CHAT_USER: usize = 1 + 16 + 8;
+pub(crate) const AFTER_USER: usize = 1 + 8;
+pub(crate) const AFTER_USER_CHAT: usize = 1 + 8 + 16;
 
 /// A key as lowercase hex, for error messages.
 pub fn display(key: &[u8]) -> String {
@@ -195,6 +228,16 @@ mod tests {
         assert_eq!(u32_at(&k, AFTER_CHAT_USER), 9);
         let cl = chat_list(UserId(5), &chat);
         assert_eq!(chat_at(&cl, AFTER_TAG + 8), chat);
+        let d = device(UserId(5), DeviceId(1 << 20));
+        assert!(d.starts_with(&devices_of(UserId(5))));
+        assert!(device(UserId(5), DeviceId(2)) < d);
+        assert_eq!(u32_at(&d, AFTER_USER), 1 << 20);
+        assert!(!user(UserId(5)).starts_with(&devices_of(UserId(5))), "families do not nest");
+        let i = inbox(UserId(5), &chat, Seq(300));
+        assert!(i.starts_with(&inbox_of(UserId(5), &chat)));
+        assert!(inbox(UserId(5), &chat, Seq(299)) < i);
+        assert_eq!(u64_at(&i, AFTER_USER_CHAT), 300);
+        assert_eq!(chat_at(&i, AFTER_USER), chat);
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn ca_path(config: &Config) -> PathBuf {
 pub async fn must_start(config: &Config) -> (Node, LogClient) {
     let node = Node::start(config.clone()).await.expect("start node");
     assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
-    let client = LogClient::connect(&[config.client_addr.clone()], &ca_path(config), ClientConfig::default())
+    let client = LogClient::connect(std::slice::from_ref(&config.client_addr), &ca_path(config), ClientConfig::default())
         .await
         .expect("connect");
     (node, client)
@@ -80,6 +80,26 @@ impl Device {
 
     pub fn ack(&mut self, chat: ChatId, kind: ReceiptKind, up_to: u64) -> Command {
         self.command(CommandBody::Ack { chat, kind, up_to_seq: Seq(up_to) })
+    }
+
+    pub fn register(&mut self) -> Command {
+        self.command(CommandBody::RegisterUser { phone: format!("+{}", self.user) })
+    }
+
+    pub fn link(&mut self, device: u32) -> Command {
+        self.command(CommandBody::LinkDevice { device: DeviceId(device), identity_key: vec![1; 32], name: "d".into() })
+    }
+
+    pub fn unlink(&mut self, device: u32) -> Command {
+        self.command(CommandBody::UnlinkDevice { device: DeviceId(device) })
+    }
+
+    pub fn create_session(&mut self, device: u32, token_hash: [u8; 32]) -> Command {
+        self.command(CommandBody::CreateSession { device: DeviceId(device), token_hash })
+    }
+
+    pub fn revoke_session(&mut self, device: u32) -> Command {
+        self.command(CommandBody::RevokeSession { device: DeviceId(device) })
     }
 }
 
