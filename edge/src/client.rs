@@ -30,7 +30,7 @@ use chorus_schema::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info};
+use tracing::debug;
 
 /// The TLS name edges' certificates carry.
 const SERVER_NAME: &str = "chorus.local";
@@ -210,6 +210,13 @@ async fn read_frame(recv: &mut quinn::RecvStream, reader: &mut FrameReader, chun
     }
 }
 
+async fn read_delivery(stream: &mut Option<quinn::RecvStream>, reader: &mut FrameReader, chunk: &mut [u8]) -> Result<ServerFrame> {
+    match stream {
+        Some(s) => read_frame(s, reader, chunk).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// A one-shot exchange: the first edge that answers.
 async fn one_shot(config: &ClientConfig, frame: ClientFrame, what: &str) -> Result<ServerFrame> {
     let endpoint = endpoint()?;
@@ -374,6 +381,12 @@ impl Client {
     /// # Errors
     /// As [`Client::send`].
     pub async fn send_with_id(&self, to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>) -> Result<Sent> {
+        if ciphertext.len() > chorus_schema::MAX_CIPHERTEXT_BYTES {
+            return Err(Error::Refused {
+                code: EdgeErrorCode::CiphertextTooLarge,
+                message: format!("ciphertext {} > {} bytes", ciphertext.len(), chorus_schema::MAX_CIPHERTEXT_BYTES),
+            });
+        }
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::Send { to, client_msg_id, ciphertext, reply }).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
@@ -402,10 +415,9 @@ impl Client {
     }
 }
 
-/// One live connection: the control link and the delivery stream.
+/// One live connection: the control link (the delivery stream follows).
 struct Live {
     link: Link,
-    deliveries: quinn::RecvStream,
     edge: String,
 }
 
@@ -458,11 +470,12 @@ impl Worker {
             ServerFrame::Error { code, message, .. } => return Err(Error::Refused { code, message }),
             other => return Err(Error::Protocol(format!("expected LoggedIn, got {}", other.kind()))),
         }
-        let deliveries = link.conn.accept_uni().await.map_err(|e| Error::Connection(e.to_string()))?;
+        // The delivery stream reaches us with its first frame (QUIC streams
+        // appear when data arrives): `serve` accepts it.
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         let _ = self.events.send(Event::Connected { edge: edge.to_owned() }).await;
-        info!(%edge, user = %c.user, device = %c.device, "logged in");
-        Ok(Live { link, deliveries, edge: edge.to_owned() })
+        debug!(%edge, user = %c.user, device = %c.device, "logged in");
+        Ok(Live { link, edge: edge.to_owned() })
     }
 
     async fn run(mut self, first: Live) {
@@ -545,7 +558,9 @@ impl Worker {
     }
 
     async fn serve(&mut self, live: Live) -> Outcome {
-        let Live { mut link, mut deliveries, edge } = live;
+        let Live { mut link, edge } = live;
+        let mut deliveries: Option<quinn::RecvStream> = None;
+        let conn = link.conn.clone();
         // Resend what is unacknowledged, re-send the acks, then sync.
         let mut replay: Vec<ClientFrame> = self.pending.values().map(|p| p.frame.clone()).collect();
         self.stats.resent.fetch_add(replay.len() as u64, Ordering::Relaxed);
@@ -582,7 +597,11 @@ impl Worker {
                     }
                     Err(e) => return Outcome::Lost(format!("{edge}: {e}")),
                 },
-                f = read_frame(&mut deliveries, &mut dreader, &mut dchunk) => match f {
+                s = conn.accept_uni(), if deliveries.is_none() => match s {
+                    Ok(s) => deliveries = Some(s),
+                    Err(e) => return Outcome::Lost(format!("{edge}: {e}")),
+                },
+                f = read_delivery(&mut deliveries, &mut dreader, &mut dchunk) => match f {
                     Ok(frame) => self.delivered(frame).await,
                     Err(e) => return Outcome::Lost(format!("{edge}: {e}")),
                 },

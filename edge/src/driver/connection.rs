@@ -45,7 +45,10 @@ fn spawn_writer(mut stream: quinn::SendStream, capacity: usize) -> (mpsc::Sender
                 return;
             }
         }
+        // Closing the connection discards unsent data: wait until the peer
+        // has everything (the caller bounds the wait).
         let _ = stream.finish();
+        let _ = stream.stopped().await;
     });
     (tx, task)
 }
@@ -173,6 +176,20 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
     ctx.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
+/// The name of an action, for traces (frames carry tokens and ciphertexts).
+fn action_kind(action: &Action) -> &'static str {
+    match action {
+        Action::Send(f) | Action::Deliver(f) => f.kind(),
+        Action::Append { .. } => "append",
+        Action::SendSms { .. } => "sms",
+        Action::VerifyToken { .. } => "verify_token",
+        Action::Subscribe(_) => "subscribe",
+        Action::Sync { .. } => "sync",
+        Action::FillGap { .. } => "fill_gap",
+        Action::Close { .. } => "close",
+    }
+}
+
 /// Why the edge closes a connection. `tell`: the session did not already
 /// send the `Error` frame.
 struct Close {
@@ -231,6 +248,7 @@ impl Conn {
     /// Runs the session's actions; returns the close reason if it asked to close.
     async fn perform(&mut self) -> Option<Close> {
         while let Some(action) = self.session.poll_action() {
+            tracing::trace!(conn = self.id, action = action_kind(&action), "action");
             match action {
                 Action::Send(frame) => {
                     if self.control.send(frame.encode()).await.is_err() {
@@ -293,7 +311,12 @@ impl Conn {
     }
 
     async fn subscribe(&mut self, identity: Identity) -> Result<(), String> {
-        let stream = self.quic.open_uni().await.map_err(|e| format!("delivery stream: {e}"))?;
+        // A client must allow the edge one unidirectional stream; one that does
+        // not would stall this connection's loop.
+        let stream = match tokio::time::timeout(OPEN_TIMEOUT, self.quic.open_uni()).await {
+            Ok(s) => s.map_err(|e| format!("delivery stream: {e}"))?,
+            Err(_) => return Err("the client allows no delivery stream (max_concurrent_uni_streams 0)".into()),
+        };
         let (deliveries, task) = spawn_writer(stream, self.ctx.config.delivery_queue_max);
         self.deliveries = Some(deliveries);
         self.writers.push(task);

@@ -235,6 +235,7 @@ async fn idle_memory(stack: &Stack, who: Credentials, n: usize) -> Result<()> {
     let mut quic = chorus_log_node::network::tls::quic_client(&stack.cluster.ca, ALPN)?;
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(3)));
+    t.max_concurrent_uni_streams(1u32.into());
     quic.transport_config(Arc::new(t));
     let addr = stack.edge_addrs[0].parse()?;
     let mut conns = Vec::with_capacity(n);
@@ -287,6 +288,10 @@ async fn idle_login(
         let n = recv.read(&mut chunk).await?.context("control stream closed")?;
         reader.push(&chunk[..n]);
     }
+    // Sync (as every client does after login): its SyncDone opens the delivery stream.
+    let mut buf = Vec::new();
+    write_frame(&mut buf, &ClientFrame::Sync { since: Vec::new() }.encode());
+    send.write_all(&buf).await?;
     let deliveries = conn.accept_uni().await?;
     Ok((conn, send, recv, deliveries))
 }
