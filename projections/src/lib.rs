@@ -69,11 +69,15 @@ mod error;
 pub mod fold;
 mod projection;
 pub mod projector;
+pub mod replay;
 pub mod store;
+mod view;
 pub mod wire;
 
 pub use error::{Error, Result};
 pub use fold::receipt_status::Status as ReceiptStatus;
 pub use fold::Effect;
-pub use projection::{fold_into, rebuild, Applied, Projection};
-pub use projector::{rebuild_from_log, Config, Handle, Projector};
+pub use projection::{fold_into, rebuild, rebuild_only, Applied, Projection};
+pub use projector::{Config, Handle, Projector};
+pub use replay::{compare, rebuild_from_log, rebuild_views_from_log, Comparison};
+pub use view::{UnknownView, View, Views};

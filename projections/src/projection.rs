@@ -1,10 +1,11 @@
-//! [`Projection`]: every view over one event in one transaction, with the
-//! projector's cursor; [`rebuild`]: a fresh in-memory fold of a log.
+//! [`Projection`]: every view (or some) over one event in one transaction,
+//! with the projector's cursor; [`rebuild`]: a fresh in-memory fold of a log.
 
 use chorus_schema::{EventRecord, PartitionId};
 
 use crate::fold::{chat_list, cursors, directory, inbox, receipt_status, roster, Effect};
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
+use crate::view::{View, Views};
 use crate::{Error, Result};
 
 /// What [`Projection::apply`] did with a record.
@@ -16,18 +17,39 @@ pub enum Applied {
     AlreadyFolded,
 }
 
-/// Runs every view, in their fixed order, over one committed event.
+/// Runs every view (or a set of them, see [`Projection::only`]), in their
+/// fixed order, over one committed event.
 ///
 /// Stateless: all state is in the store, so one value serves any number of
 /// partitions and transactions.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Projection {
-    _private: (),
+    views: Views,
+}
+
+impl Default for Projection {
+    fn default() -> Projection {
+        Projection { views: Views::all() }
+    }
 }
 
 impl Projection {
+    /// Folds every view: what a projector runs.
     pub fn new() -> Projection {
         Projection::default()
+    }
+
+    /// Folds `views` and the views they read ([`Views::with_reads`]), and no
+    /// other. Each of `views` comes out as in a projection of every view: a
+    /// view's keys depend only on the events and the views it reads. The
+    /// effects are those of the folded views. For the replay of one view.
+    pub fn only(views: Views) -> Projection {
+        Projection { views: views.with_reads() }
+    }
+
+    /// The views this projection folds.
+    pub fn views(&self) -> Views {
+        self.views
     }
 
     /// Folds `record` into every view within `txn` and moves the cursor of its
@@ -60,14 +82,19 @@ impl Projection {
             return Err(Error::OffsetGap { partition: record.partition, expected: next, got: record.offset });
         }
         let mut out = Vec::new();
-        // The order matters: the chat list, the ticks and the inbox read the
-        // roster after the event, and the ticks read the cursors after it.
-        roster::apply(txn, record, &mut out)?;
-        cursors::apply(txn, record, &mut out)?;
-        chat_list::apply(txn, record, &mut out)?;
-        receipt_status::apply(txn, record, &mut out)?;
-        inbox::apply(txn, record, &mut out)?;
-        directory::apply(txn, record, &mut out)?;
+        // The order matters (`Views::iter` is `View::ALL`'s order): the chat
+        // list, the ticks and the inbox read the roster after the event, and the
+        // ticks read the cursors after it.
+        for view in self.views.iter() {
+            match view {
+                View::Roster => roster::apply(txn, record, &mut out)?,
+                View::Cursors => cursors::apply(txn, record, &mut out)?,
+                View::ChatList => chat_list::apply(txn, record, &mut out)?,
+                View::ReceiptStatus => receipt_status::apply(txn, record, &mut out)?,
+                View::Inbox => inbox::apply(txn, record, &mut out)?,
+                View::Directory => directory::apply(txn, record, &mut out)?,
+            }
+        }
         put_value(txn, &cursor, &(next + 1));
         effects.append(&mut out);
         Ok(Applied::Folded)
@@ -93,7 +120,15 @@ pub fn fold_into<'a, S: Store>(
     records: impl IntoIterator<Item = &'a EventRecord>,
     effects: &mut Vec<Effect>,
 ) -> Result<()> {
-    let projection = Projection::new();
+    fold_with(Projection::new(), store, records, effects)
+}
+
+fn fold_with<'a, S: Store>(
+    projection: Projection,
+    store: &mut S,
+    records: impl IntoIterator<Item = &'a EventRecord>,
+    effects: &mut Vec<Effect>,
+) -> Result<()> {
     for record in records {
         let mut txn = store.begin_txn();
         let mut out = Vec::new();
@@ -112,5 +147,27 @@ pub fn fold_into<'a, S: Store>(
 pub fn rebuild<'a>(records: impl IntoIterator<Item = &'a EventRecord>) -> Result<MemStore> {
     let mut store = MemStore::new();
     fold_into(&mut store, records, &mut Vec::new())?;
+    Ok(store)
+}
+
+/// A fresh in-memory fold of `records` for `views` only (effects off): the
+/// entries of those views, equal to theirs in [`rebuild`], and the cursors;
+/// the views they read are folded too, then dropped.
+///
+/// # Errors
+/// As [`Projection::apply`].
+pub fn rebuild_only<'a>(records: impl IntoIterator<Item = &'a EventRecord>, views: Views) -> Result<MemStore> {
+    let mut store = MemStore::new();
+    fold_with(Projection::only(views), &mut store, records, &mut Vec::new())?;
+    let read_only: Vec<Vec<u8>> = store
+        .entries()
+        .filter(|(k, _)| k.first() != Some(&keys::APPLIED) && !views.owns(k))
+        .map(|(k, _)| k.to_vec())
+        .collect();
+    let mut txn = store.begin();
+    for k in read_only {
+        txn.delete(&k);
+    }
+    txn.commit();
     Ok(store)
 }

@@ -38,7 +38,7 @@
 //! - Views of most user-partition events (see the crate docs).
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +81,10 @@ pub enum Error {
     /// [`rebuild_from_log`] refuses a store that already holds views.
     #[error("store in {dir} is not empty: rebuild needs a fresh directory")]
     NotEmpty { dir: PathBuf },
+    /// A projector refuses a store rebuilt for some views only
+    /// ([`crate::rebuild_views_from_log`]): its cursors are those of these views.
+    #[error("store in {dir} holds only the views {views} (a replay of some views): a projector needs every view")]
+    PartialStore { dir: PathBuf, views: String },
     /// A task of the projector panicked.
     #[error("projector task failed: {0}")]
     Task(String),
@@ -142,8 +146,7 @@ impl Default for Config {
 /// The largest [`Config::batch_records_max`]: a batch is one RocksDB write.
 pub const BATCH_RECORDS_LIMIT: usize = 65_536;
 
-/// Records read per request by [`rebuild_from_log`].
-pub const REPLAY_READ_RECORDS: u32 = 1024;
+pub use crate::replay::{rebuild_from_log, ReplayStats, REPLAY_READ_RECORDS};
 
 impl Config {
     /// Checks every rule of the fields.
@@ -307,8 +310,8 @@ impl Projector {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`], [`Error::Store`] (e.g. the directory is
-    /// locked by another projector), [`Error::Log`] when no log node answers,
-    /// [`Error::Bus`].
+    /// locked by another projector), [`Error::PartialStore`], [`Error::Log`]
+    /// when no log node answers, [`Error::Bus`].
     pub async fn open(config: Config, local_bus: Option<Bus>) -> Result<Projector> {
         config.validate()?;
         let bus = match (&config.bus, local_bus) {
@@ -321,6 +324,9 @@ impl Projector {
         let client = LogClient::connect(&config.log_nodes, &config.ca_path, ClientConfig::default()).await?;
         let dir = config.store_dir.clone();
         let store = tokio::task::spawn_blocking(move || RocksStore::open(dir)).await.map_err(task_failed)??;
+        if let Some(views) = store::get_value::<String, _>(&store.read(), &keys::partial())? {
+            return Err(Error::PartialStore { dir: config.store_dir.clone(), views });
+        }
         let mut views = Vec::new();
         for subject in VIEW_SUBJECTS {
             views.push(bus.queue_subscribe(subject, wire::QUEUE_GROUP).await?);
@@ -389,7 +395,7 @@ impl Projector {
     }
 }
 
-fn task_failed(e: tokio::task::JoinError) -> Error {
+pub(crate) fn task_failed(e: tokio::task::JoinError) -> Error {
     Error::Task(e.to_string())
 }
 
@@ -724,90 +730,6 @@ fn chat_list_page<T: Txn + ?Sized>(
         .map(|(k, v)| Ok((keys::chat_at(&k, keys::AFTER_TAG + 8), store::decode(&k, &v)?)))
         .collect::<store::Result<Vec<_>>>()?;
     Ok((page, more))
-}
-
-// ---- replay -----------------------------------------------------------------
-
-/// What [`rebuild_from_log`] did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReplayStats {
-    /// Records folded, over every partition.
-    pub records: u64,
-    /// Transactions committed (one per read).
-    pub batches: u64,
-    /// The next offset of each partition after the replay (its end of log then).
-    pub next_offsets: Vec<u64>,
-}
-
-/// Builds the views from scratch: reads every partition of the log from
-/// offset 0 (committed events only) and folds them into a fresh store in
-/// `store_dir`, effects off. The library behind `chorus replay --view`.
-///
-/// The result equals a live projector's views at the same offsets (DESIGN
-/// invariant 6). Reads go to each partition's leader (any node if unknown);
-/// retryable read errors are retried with backoff for about a minute.
-///
-/// # Errors
-/// [`Error::NotEmpty`] if the directory holds a store with entries;
-/// [`Error::Log`] if reads keep failing; [`Error::Store`], [`Error::Fold`].
-pub async fn rebuild_from_log(client: &LogClient, store_dir: &Path) -> Result<ReplayStats> {
-    let dir = store_dir.to_path_buf();
-    let store = tokio::task::spawn_blocking(move || RocksStore::open(dir)).await.map_err(task_failed)??;
-    if !store.is_empty()? {
-        return Err(Error::NotEmpty { dir: store_dir.to_path_buf() });
-    }
-    let mut stats = ReplayStats::default();
-    for p in 0..client.partitions() {
-        let partition = PartitionId(p);
-        let mut from = 0u64;
-        loop {
-            let (records, next) = read_with_retry(client, partition, from).await?;
-            if records.is_empty() {
-                break;
-            }
-            let store = store.clone();
-            let n = records.len() as u64;
-            tokio::task::spawn_blocking(move || -> Result<()> {
-                let mut txn = store.begin();
-                let projection = Projection::new();
-                for r in &records {
-                    projection.apply(&mut txn, r, &mut Vec::new())?;
-                }
-                txn.commit()?;
-                Ok(())
-            })
-            .await
-            .map_err(task_failed)??;
-            stats.records += n;
-            stats.batches += 1;
-            from = next;
-        }
-        stats.next_offsets.push(from);
-        debug!(%partition, next = from, "partition replayed");
-    }
-    info!(records = stats.records, dir = %store_dir.display(), "views rebuilt from the log");
-    Ok(stats)
-}
-
-async fn read_with_retry(client: &LogClient, partition: PartitionId, from: u64) -> Result<(Vec<EventRecord>, u64)> {
-    let mut attempt = 0u32;
-    loop {
-        let addr = client.leader_addr(partition);
-        let result = match &addr {
-            Some(addr) => client.read_from(addr, partition, from, REPLAY_READ_RECORDS).await,
-            None => client.read(partition, from, REPLAY_READ_RECORDS).await,
-        };
-        match result {
-            Ok(r) => return Ok(r),
-            Err(e) if e.retryable() && attempt < 20 => {
-                attempt += 1;
-                warn!(%partition, from, attempt, error = %e, "replay read failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(30)))).await;
-                client.refresh_leaders().await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 #[cfg(test)]

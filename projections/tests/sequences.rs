@@ -10,7 +10,7 @@ use chorus_partition::PartitionState;
 use chorus_projections::fold::{chat_list, cursors, directory, inbox, roster};
 use chorus_projections::store::{keys, MemStore, Store, Txn};
 use support::backend::{Backend, Rocks};
-use chorus_projections::{fold_into, rebuild, Effect, Projection, ReceiptStatus};
+use chorus_projections::{fold_into, rebuild, rebuild_only, Effect, Projection, ReceiptStatus, View, Views};
 use chorus_schema::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -191,6 +191,20 @@ proptest! {
         }
         prop_assert_eq!(&batched, &whole);
         prop_assert_eq!(batch_effects, whole_effects);
+    }
+
+    /// (g) Folding one view (with the views it reads) gives exactly that
+    /// view's entries of a fold of every view, for every view.
+    #[test]
+    fn one_view_equals_its_part_of_every_view(steps in prop::collection::vec(step(), 1..120)) {
+        let records = events(&steps);
+        let whole = rebuild(&records).unwrap();
+        for view in View::ALL {
+            let only = rebuild_only(&records, Views::one(view)).unwrap();
+            let expected: Vec<(&[u8], &[u8])> =
+                whole.entries().filter(|(k, _)| view.owns(k) || k[0] == keys::APPLIED).collect();
+            prop_assert_eq!(only.entries().collect::<Vec<_>>(), expected, "view {}", view);
+        }
     }
 
     /// (b) cursors, (c) deliveries, (d) unread, (e) inbox, (f) directory, and

@@ -28,7 +28,7 @@ enum Cmd {
     Edge(commands::edge::Args),
     /// A command-line chat client: register, login, send, listen, chats, history.
     Client(commands::client::Args),
-    /// Rebuild the views from the log into a fresh store.
+    /// Rebuild views from the log into a fresh store; compare them with a live store.
     Replay(commands::projector::ReplayArgs),
     /// Make a development CA and a certificate signed by it.
     Certs {

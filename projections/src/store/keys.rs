@@ -5,6 +5,7 @@
 //! | tag | key | value | owner |
 //! | --- | --- | --- | --- |
 //! | `0x00` | `00 ‖ partition u16` | next offset to fold, `u64` | [`crate::Projection`] |
+//! | `0x01` | `01` | the names of the views of a store rebuilt for some views only (`String`) | [`crate::replay`] |
 //! | `0x10` | `10 ‖ chat [16]` | [`roster::Chat`](crate::fold::roster::Chat) | roster |
 //! | `0x11` | `11 ‖ chat ‖ user u64` | [`roster::Member`](crate::fold::roster::Member) | roster |
 //! | `0x20` | `20 ‖ chat ‖ user ‖ device u32` | [`cursors::Cursors`](crate::fold::cursors::Cursors) | cursors |
@@ -23,6 +24,8 @@ use chorus_schema::{ChatId, DeviceId, PartitionId, Seq, UserId};
 
 /// The projector's cursor per partition.
 pub const APPLIED: u8 = 0x00;
+/// The mark of a store that holds only some views (a projector refuses it).
+pub const PARTIAL: u8 = 0x01;
 pub const ROSTER_CHAT: u8 = 0x10;
 pub const ROSTER_MEMBER: u8 = 0x11;
 pub const CURSORS: u8 = 0x20;
@@ -65,6 +68,11 @@ pub fn applied(partition: PartitionId) -> Vec<u8> {
     let mut k = Key::new(APPLIED);
     k.0.extend_from_slice(&partition.0.to_be_bytes());
     k.0
+}
+
+/// `01`: present in a store rebuilt for some views only.
+pub fn partial() -> Vec<u8> {
+    vec![PARTIAL]
 }
 
 /// `10 ‖ chat`.

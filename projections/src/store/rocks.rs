@@ -66,6 +66,19 @@ impl RocksStore {
         Ok(RocksStore { inner: Arc::new(Inner { db, dir, writer: Mutex::new(()) }) })
     }
 
+    /// Opens the store in `dir` read-only, e.g. a live projector's store
+    /// (RocksDB's read-only mode takes no lock, so the projector may keep
+    /// running). What it sees is what was committed when it opened (the WAL
+    /// included); a commit of a transaction with writes fails.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if there is no database in `dir` or it cannot be read.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<RocksStore> {
+        let dir = dir.as_ref().to_path_buf();
+        let db = DB::open_for_read_only(&Options::default(), &dir, false).map_err(backend)?;
+        Ok(RocksStore { inner: Arc::new(Inner { db, dir, writer: Mutex::new(()) }) })
+    }
+
     /// The directory of the database.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -96,6 +109,31 @@ impl RocksStore {
             .iterator(IteratorMode::Start)
             .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(backend))
             .collect()
+    }
+
+    /// The committed entries with `from <= key < to`, in key order, read
+    /// lazily from one consistent view of the database (for comparing large
+    /// stores without loading them).
+    pub fn range(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
+        let mut options = ReadOptions::default();
+        options.set_iterate_upper_bound(to.to_vec());
+        self.inner
+            .db
+            .iterator_opt(IteratorMode::From(from, rocksdb::Direction::Forward), options)
+            .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(backend))
+    }
+
+    /// Deletes every entry with `from <= key < to` in one atomic write (a range
+    /// tombstone: cheap whatever the number of entries). Waits for the write
+    /// transaction, like [`RocksStore::begin`].
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if RocksDB refuses the write (e.g. a read-only store).
+    pub fn delete_range(&self, from: &[u8], to: &[u8]) -> Result<()> {
+        let _writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        batch.delete_range(from, to);
+        self.inner.db.write(batch).map_err(backend)
     }
 
     /// Whether the store holds no entry at all.
@@ -339,5 +377,34 @@ mod tests {
         let store = RocksStore::open(dir.path()).unwrap();
         assert_eq!(store.read().get(b"a2").unwrap(), Some(b"y".to_vec()));
         assert!(!store.is_empty().unwrap());
+    }
+
+    #[test]
+    fn ranges_read_only_and_range_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let mut t = store.begin();
+        for k in [&b"a1"[..], b"b1", b"b2", b"b3", b"c1"] {
+            t.put(k, b"v");
+        }
+        t.commit().unwrap();
+        let keys = |s: &RocksStore, from: &[u8], to: &[u8]| -> Vec<Vec<u8>> {
+            s.range(from, to).map(|e| e.unwrap().0).collect()
+        };
+        assert_eq!(keys(&store, b"b", b"c"), vec![b"b1".to_vec(), b"b2".to_vec(), b"b3".to_vec()]);
+
+        // A read-only open beside the open store sees its commits and cannot write.
+        let reader = RocksStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(keys(&reader, b"a", b"z").len(), 5);
+        let mut t = reader.begin();
+        t.put(b"d1", b"v");
+        assert!(t.commit().is_err());
+        assert!(reader.delete_range(b"a", b"z").is_err());
+        drop(reader);
+
+        store.delete_range(b"b2", b"c").unwrap();
+        assert_eq!(keys(&store, b"a", b"z"), vec![b"a1".to_vec(), b"b1".to_vec(), b"c1".to_vec()]);
+        assert_eq!(store.entries().unwrap().len(), 3);
+        assert!(RocksStore::open_read_only(tempfile::tempdir().unwrap().path()).is_err(), "no database there");
     }
 }
