@@ -66,6 +66,8 @@ struct Pair {
 struct Counters {
     delivered: AtomicU64,
     latency: Mutex<Histogram<u64>>,
+    /// Send → `Sent` (committed in the log): the first half of the path.
+    committed: Mutex<Histogram<u64>>,
     recording: std::sync::atomic::AtomicBool,
 }
 
@@ -100,6 +102,7 @@ pub async fn run(args: Args) -> Result<()> {
     let counters = Arc::new(Counters {
         delivered: AtomicU64::new(0),
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        committed: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         recording: false.into(),
     });
     let mut pairs = Vec::new();
@@ -156,18 +159,23 @@ pub async fn run(args: Args) -> Result<()> {
     // Latency at fixed offered loads (open loop).
     for &r in &args.rates {
         counters.latency.lock().expect("histogram").reset();
+        counters.committed.lock().expect("histogram").reset();
         counters.recording.store(true, Ordering::Relaxed);
-        let sent = open_loop(&pairs, r, Duration::from_secs(args.seconds), epoch, args.payload).await;
+        let sent = open_loop(&pairs, r, Duration::from_secs(args.seconds), epoch, args.payload, &counters).await;
         settle(&counters).await;
         counters.recording.store(false, Ordering::Relaxed);
         let h = counters.latency.lock().expect("histogram").clone();
+        let c = counters.committed.lock().expect("histogram").clone();
+        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
-            "latency at {r} msgs/s offered ({sent} sent, {} received): p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms",
+            "latency at {r} msgs/s offered ({sent} sent, {} received): send→receive p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms; send→committed p50 {:.1} ms, p99 {:.1} ms",
             h.len(),
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.value_at_quantile(0.999) as f64 / 1000.0,
+            ms(&h, 0.5),
+            ms(&h, 0.99),
+            ms(&h, 0.999),
             h.max() as f64 / 1000.0,
+            ms(&c, 0.5),
+            ms(&c, 0.99),
         );
     }
 
@@ -203,7 +211,14 @@ async fn settle(counters: &Counters) {
 }
 
 /// Sends at `rate` msgs/s spread over the pairs for `length`; returns how many were sent.
-async fn open_loop(pairs: &[Arc<Pair>], rate: u64, length: Duration, epoch: Instant, size: usize) -> u64 {
+async fn open_loop(
+    pairs: &[Arc<Pair>],
+    rate: u64,
+    length: Duration,
+    epoch: Instant,
+    size: usize,
+    counters: &Arc<Counters>,
+) -> u64 {
     let tick = Duration::from_millis(1);
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -217,8 +232,13 @@ async fn open_loop(pairs: &[Arc<Pair>], rate: u64, length: Duration, epoch: Inst
             let p = pairs[next % pairs.len()].clone();
             next += 1;
             sent += 1;
+            let counters = counters.clone();
             tokio::spawn(async move {
-                let _ = p.sender.send(Recipient::User(p.to.user), payload(epoch, size)).await;
+                let t = Instant::now();
+                if p.sender.send(Recipient::User(p.to.user), payload(epoch, size)).await.is_ok() {
+                    let us = t.elapsed().as_micros() as u64;
+                    let _ = counters.committed.lock().expect("histogram").record(us.max(1));
+                }
             });
         }
     }
