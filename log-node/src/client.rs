@@ -122,7 +122,7 @@ impl LogClient {
         };
         let mut last = String::from("no seeds given");
         for seed in seeds {
-            match request_on(&inner, seed, &Request::Status).await {
+            match request_on(&inner, seed, &Request::Status, Duration::from_secs(3)).await {
                 Ok(Response::Status(s)) => {
                     inner.partitions = s.partitions.len() as u16;
                     *inner.leaders.write().expect("leaders lock") = vec![None; s.partitions.len()];
@@ -184,7 +184,7 @@ impl LogClient {
     /// # Errors
     /// On connection or stream failure, or an undecodable response.
     pub async fn request(&self, addr: &str, req: &Request) -> Result<Response> {
-        request_on(&self.inner, addr, req).await
+        request_on(&self.inner, addr, req, REQUEST_TIMEOUT).await
     }
 
     fn leader_or_any(&self, partition: PartitionId, attempt: u32) -> String {
@@ -222,7 +222,11 @@ impl LogClient {
         loop {
             let addr = self.leader_or_any(partition, attempt);
             attempt += 1;
-            let err = match self.request(&addr, req).await {
+            // A killed node's connection looks alive until QUIC's idle timeout:
+            // bound each attempt, so that the next one tries another node.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let timeout = ATTEMPT_TIMEOUT.min(left).max(Duration::from_millis(100));
+            let err = match request_on(&self.inner, &addr, req, timeout).await {
                 Ok(Response::Error { code: ErrorCode::NotLeader, leader: Some(hint), message }) => {
                     self.learn(partition, Some(hint.client_addr));
                     Error::Server { code: ErrorCode::NotLeader, message }
@@ -439,10 +443,16 @@ async fn connection(inner: &Inner, addr: &str) -> Result<quinn::Connection> {
     Ok(conn)
 }
 
-async fn request_on(inner: &Inner, addr: &str, req: &Request) -> Result<Response> {
+/// How long a single request may take on its own.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one attempt of a routed request waits before trying another node
+/// (an append is idempotent, so a retry after a slow attempt is safe).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn request_on(inner: &Inner, addr: &str, req: &Request, timeout: Duration) -> Result<Response> {
     let conn = connection(inner, addr).await?;
     let stream_err = |e: &dyn std::fmt::Display| Error::Stream { addr: addr.to_string(), reason: e.to_string() };
-    let result = tokio::time::timeout(Duration::from_secs(15), async {
+    let result = tokio::time::timeout(timeout, async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
         frame::write(&mut send, &req.encode()).await.map_err(|e| stream_err(&e))?;
         send.finish().map_err(|e| stream_err(&e))?;
@@ -460,6 +470,13 @@ async fn request_on(inner: &Inner, addr: &str, req: &Request) -> Result<Response
             }
             r
         }
-        Err(_) => Err(stream_err(&"no response within 15 s")),
+        Err(_) => {
+            // Perhaps a dead peer: the next request to it opens a new connection.
+            let mut conns = inner.conns.lock().await;
+            if conns.get(addr).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                conns.remove(addr);
+            }
+            Err(stream_err(&format!("no response within {timeout:?}")))
+        }
     }
 }

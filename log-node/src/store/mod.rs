@@ -78,6 +78,13 @@ impl Store {
         opts.set_max_background_jobs(2);
         opts.set_max_total_wal_size(256 << 20);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // A torn record at the WAL's tail was never fsynced, so never
+        // acknowledged: dropping it is safe. Corruption anywhere else would
+        // silently drop acknowledged entries (RocksDB's default, point in time,
+        // truncates there): refuse to open instead, so that a damaged node never
+        // votes or serves with less than it acknowledged.
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
+        opts.set_paranoid_checks(true);
         let cf = |name: &str| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
