@@ -1,22 +1,43 @@
 //! chorus-jepsen: how chorus proves the invariants of DESIGN.md.
 //!
-//! This crate holds the part that judges a run: the [`history`] model (every
+//! Two halves. The part that judges a run: the [`history`] model (every
 //! operation as invoke → ok / fail / info, plus what devices observed, as JSON
 //! lines) and the [`checker`], one module per invariant, modelled on Jepsen's
-//! queue/Kafka checkers. The checker is pure: it reads a history and returns a
-//! verdict per invariant, and its own tests plant each kind of anomaly.
+//! queue/Kafka checkers; it is pure, and its own tests plant each kind of
+//! anomaly. And the part that makes a run ([`run::run`], `chorus jepsen`):
+//! a [`cluster`] of real `chorus log-node` processes whose Raft links pass
+//! through UDP [`proxy`]s, a [`nemesis`] that kills, pauses and partitions
+//! them on a seeded schedule, a [`workload`] of concurrent clients recorded by
+//! the [`recorder`], the final [`readback`] of every replica, and the
+//! [`analysis`] and [`report`] of throughput, latency and write stalls.
 //!
-//! Left out for now (issue "Jepsen"): the cluster of real processes, the
-//! workload generator, the nemeses (kill, pause, partition, lose un-fsynced
-//! writes, corrupt files) and the report with plots. They need the messaging
-//! layer (edge, projections) and will drive `chorus_tools::launcher`.
+//! Left out for now (issue "Jepsen"): edges and the client SDK (the workload
+//! talks to the log through `LogClient`, behind [`workload::Executor`]),
+//! projectors and nats-server (so views and live deliveries are not checked
+//! yet), and the disk nemeses (lose un-fsynced writes, corrupt files).
 //!
 //! ```text
-//!  workload ─▶ history.jsonl ─▶ checker::check ─▶ Verdict { invariant → anomalies }
+//!  workload ──▶ LogClient ──▶ log-node ◀─ proxy ─▶ log-node …   ◀── nemesis (kill, stop, drop)
+//!     │                                                             │
+//!     └──────────▶ recorder ◀──────────── readback ◀── heal ◀───────┘
+//!                     │
+//!                     ▼
+//!             history.jsonl ─▶ checker::check ─▶ verdict.json, report.html
 //! ```
 
+pub mod analysis;
 pub mod checker;
+pub mod cluster;
+mod error;
 pub mod history;
+pub mod nemesis;
+pub mod proxy;
+pub mod readback;
+pub mod recorder;
+pub mod report;
+pub mod run;
+pub mod workload;
 
 pub use checker::{check, Anomaly, Invariant, Verdict};
+pub use error::{Error, Result};
 pub use history::{Entry, History, Item, Observation, Op, Value};

@@ -36,6 +36,8 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Jepsen: run a workload against a local cluster under faults, check the history.
+    Jepsen(commands::jepsen::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,6 +71,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Cmd::Bench(BenchCmd::Log(a)) => bench::log::run(a).await,
+            Cmd::Jepsen(a) => commands::jepsen::run(a).await,
         }
     })
 }

@@ -1,0 +1,417 @@
+//! The cluster under test: `chorus log-node` processes on loopback, each behind
+//! a [`Proxy`] on its Raft port so that links between nodes can be cut.
+//!
+//! Each node gets a directory (config, data, `node.log`), a certificate from
+//! one CA and three addresses: its private Raft address (bound by the node),
+//! its public Raft address (bound by its proxy, and the one every node's
+//! `peers` names, so the replicated membership holds it) and its client API
+//! address (reached directly: the workload's clients are never cut off from
+//! a node, only nodes from each other). Faults act on real processes: `kill -9`,
+//! `SIGSTOP` / `SIGCONT`, dropped datagrams.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_log_node::config::{Peer, RaftConfig};
+use chorus_log_node::network::tls;
+use chorus_log_node::{ClientConfig, Config, LogClient};
+use chorus_schema::NodeStatus;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::error::{io, Error, Result};
+use crate::proxy::{Links, Proxy, NODES_MAX};
+
+/// What to launch.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub nodes: usize,
+    pub partitions: u16,
+    pub replication: usize,
+    /// The cluster's directory; made if missing.
+    pub dir: PathBuf,
+    /// The `chorus` binary to run nodes with.
+    pub binary: PathBuf,
+    pub raft: RaftConfig,
+    /// How long a node lets an append wait for its commit (then `Timeout`).
+    pub append_timeout_ms: u64,
+    /// `RUST_LOG` of the node processes.
+    pub log_filter: String,
+}
+
+impl ClusterSpec {
+    pub fn new(dir: impl Into<PathBuf>, binary: impl Into<PathBuf>, nodes: usize) -> Self {
+        ClusterSpec {
+            nodes,
+            partitions: 8,
+            replication: nodes.min(3),
+            dir: dir.into(),
+            binary: binary.into(),
+            raft: RaftConfig::default(),
+            append_timeout_ms: 3_000,
+            log_filter: "info,openraft=warn,quinn=warn".into(),
+        }
+    }
+}
+
+/// What a node process is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeState {
+    Stopped,
+    Running,
+    Paused,
+}
+
+/// One node process.
+#[derive(Debug)]
+pub struct NodeProc {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub config: Config,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl NodeProc {
+    /// The node's log file (stdout and stderr of every incarnation).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
+
+    /// The node's RocksDB directory.
+    pub fn db_path(&self) -> PathBuf {
+        self.config.data_dir.join("db")
+    }
+
+    fn state(&mut self) -> NodeState {
+        let alive = match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        };
+        match (alive, self.paused) {
+            (false, _) => NodeState::Stopped,
+            (true, true) => NodeState::Paused,
+            (true, false) => NodeState::Running,
+        }
+    }
+}
+
+/// A launched cluster. Dropping it kills every node process and stops the proxies.
+#[derive(Debug)]
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub nodes: Vec<NodeProc>,
+    pub ca: PathBuf,
+    /// The link rules every proxy obeys.
+    pub links: Arc<Links>,
+    _proxies: Vec<Proxy>,
+}
+
+fn free_udp_addr() -> Result<SocketAddr> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(io("probe a free UDP port on", "127.0.0.1"))?;
+    s.local_addr().map_err(io("probe a free UDP port on", "127.0.0.1"))
+}
+
+impl Cluster {
+    /// Writes certificates and node configs under `spec.dir` and starts the
+    /// proxies (no node is started).
+    ///
+    /// # Errors
+    /// On IO failure or an invalid spec.
+    pub async fn create(spec: ClusterSpec) -> Result<Cluster> {
+        if spec.nodes == 0 || spec.nodes as u64 > NODES_MAX {
+            return Err(Error::Invalid(format!("nodes must be 1..={NODES_MAX}, not {}", spec.nodes)));
+        }
+        std::fs::create_dir_all(&spec.dir).map_err(io("create", &spec.dir))?;
+        let tls_dir = spec.dir.join("tls");
+        let links = Arc::new(Links::default());
+        let ids: Vec<u64> = (1..=spec.nodes as u64).collect();
+        let mut private = BTreeMap::new();
+        let mut client = BTreeMap::new();
+        for id in &ids {
+            private.insert(*id, free_udp_addr()?);
+            client.insert(*id, free_udp_addr()?);
+        }
+        let sources: HashMap<SocketAddr, u64> = private.iter().map(|(id, a)| (*a, *id)).collect();
+        let mut proxies = Vec::new();
+        let mut peers = Vec::new();
+        for id in &ids {
+            let proxy = Proxy::start(*id, "127.0.0.1:0".parse().expect("literal"), private[id], sources.clone(), links.clone())
+                .await
+                .map_err(io("bind the raft proxy on", "127.0.0.1"))?;
+            peers.push(Peer { id: *id, raft_addr: proxy.listen.to_string(), client_addr: client[id].to_string() });
+            proxies.push(proxy);
+        }
+        let mut nodes = Vec::new();
+        for id in &ids {
+            let dir = spec.dir.join(format!("node-{id}"));
+            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+            let config = Config {
+                id: *id,
+                data_dir: dir.join("data"),
+                raft_addr: private[id].to_string(),
+                client_addr: client[id].to_string(),
+                partitions: spec.partitions,
+                replication: spec.replication,
+                peers: peers.clone(),
+                bootstrap: true,
+                tls: Some(tls::issue(&tls_dir, &format!("node-{id}"))?),
+                raft: spec.raft.clone(),
+                append_timeout_ms: spec.append_timeout_ms,
+            };
+            config.validate()?;
+            let config_path = dir.join("node.toml");
+            let text = toml::to_string(&config).map_err(|e| Error::Encode { what: "node config", reason: e.to_string() })?;
+            std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
+            nodes.push(NodeProc { id: *id, dir, config_path, config, child: None, paused: false });
+        }
+        Ok(Cluster { ca: tls_dir.join("ca.pem"), spec, nodes, links, _proxies: proxies })
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// # Panics
+    /// On an id that is not a node of the cluster (a harness bug).
+    pub fn node(&self, id: u64) -> &NodeProc {
+        self.nodes.iter().find(|n| n.id == id).expect("known node id")
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        self.nodes.iter_mut().find(|n| n.id == id).expect("known node id")
+    }
+
+    pub fn state(&mut self, id: u64) -> NodeState {
+        self.node_mut(id).state()
+    }
+
+    /// Client API addresses of every node, in id order.
+    pub fn client_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.config.client_addr.clone()).collect()
+    }
+
+    /// Starts node `id`'s process, appending to its log file. A node that is
+    /// already running is left alone.
+    ///
+    /// # Errors
+    /// When the process cannot be spawned.
+    pub fn start(&mut self, id: u64) -> Result<()> {
+        let binary = self.spec.binary.clone();
+        let filter = self.spec.log_filter.clone();
+        let n = self.node_mut(id);
+        if n.state() != NodeState::Stopped {
+            return Ok(());
+        }
+        let log_path = n.log_path();
+        let log = File::options().create(true).append(true).open(&log_path).map_err(io("open", &log_path))?;
+        let err_log = log.try_clone().map_err(io("open", &log_path))?;
+        let child = Command::new(&binary)
+            .arg("log-node")
+            .arg("--config")
+            .arg(&n.config_path)
+            .env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err_log)
+            .spawn()
+            .map_err(io("spawn", &binary))?;
+        n.child = Some(child);
+        n.paused = false;
+        Ok(())
+    }
+
+    /// Starts every stopped node.
+    ///
+    /// # Errors
+    /// As [`Cluster::start`].
+    pub fn start_all(&mut self) -> Result<()> {
+        for id in self.ids() {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// `kill -9` node `id` (paused or not) and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        let n = self.node_mut(id);
+        if let Some(mut c) = n.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        n.paused = false;
+    }
+
+    fn signal(&mut self, id: u64, signal: Signal) -> Result<bool> {
+        let n = self.node_mut(id);
+        let Some(child) = &n.child else { return Ok(false) };
+        kill(Pid::from_raw(child.id() as i32), signal)
+            .map_err(|e| Error::Cluster(format!("{signal} to node {id}: {e}")))?;
+        Ok(true)
+    }
+
+    /// `SIGSTOP` node `id`. Returns whether it was running.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub fn pause(&mut self, id: u64) -> Result<bool> {
+        if self.state(id) != NodeState::Running {
+            return Ok(false);
+        }
+        self.signal(id, Signal::SIGSTOP)?;
+        self.node_mut(id).paused = true;
+        Ok(true)
+    }
+
+    /// `SIGCONT` node `id` if it is paused.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent.
+    pub fn resume(&mut self, id: u64) -> Result<()> {
+        if self.state(id) == NodeState::Paused {
+            self.signal(id, Signal::SIGCONT)?;
+            self.node_mut(id).paused = false;
+        }
+        Ok(())
+    }
+
+    /// Ends every fault: links heal, paused nodes continue, stopped nodes start.
+    ///
+    /// # Errors
+    /// As [`Cluster::start`] and [`Cluster::resume`].
+    pub fn heal(&mut self) -> Result<()> {
+        self.links.heal();
+        for id in self.ids() {
+            self.resume(id)?;
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// Connects a client through every node.
+    ///
+    /// # Errors
+    /// When no node answers.
+    pub async fn client(&self, config: ClientConfig) -> Result<LogClient> {
+        Ok(LogClient::connect(&self.client_addrs(), &self.ca, config).await?)
+    }
+
+    /// The status of every node that answers within `timeout` (a paused or
+    /// dead node does not).
+    pub async fn statuses(&self, client: &LogClient, timeout: Duration) -> BTreeMap<u64, NodeStatus> {
+        let asks = self.nodes.iter().map(|n| {
+            let addr = n.config.client_addr.clone();
+            let id = n.id;
+            async move { (id, tokio::time::timeout(timeout, client.status(&addr)).await) }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|(id, r)| match r {
+                Ok(Ok(s)) => Some((id, s)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The leader of `partition` according to the nodes that answer (the one
+    /// with the highest term claiming it).
+    pub async fn leader_of(&self, client: &LogClient, partition: u16) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for (id, s) in self.statuses(client, Duration::from_millis(800)).await {
+            if let Some(p) = s.partitions.iter().find(|p| p.partition.0 == partition) {
+                if p.leader.map(|l| l.0) == Some(id) && best.is_none_or(|(t, _)| p.term > t) {
+                    best = Some((p.term, id));
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// Waits until every node answers and every partition has a leader that
+    /// says so itself; returns a client whose leader cache is fresh.
+    ///
+    /// # Errors
+    /// When that does not happen within `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<LogClient> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last: String;
+        loop {
+            match self.client(ClientConfig::default()).await {
+                Ok(client) => {
+                    let statuses = self.statuses(&client, Duration::from_secs(1)).await;
+                    let led: usize = statuses
+                        .iter()
+                        .map(|(id, s)| s.partitions.iter().filter(|p| p.leader.map(|l| l.0) == Some(*id)).count())
+                        .sum();
+                    if statuses.len() == self.nodes.len() && led == self.spec.partitions as usize {
+                        client.refresh_leaders().await;
+                        return Ok(client);
+                    }
+                    last = format!(
+                        "{} of {} nodes answer, {led} of {} partitions have a leader",
+                        statuses.len(),
+                        self.nodes.len(),
+                        self.spec.partitions
+                    );
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Cluster(format!("not ready after {timeout:?}: {last}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every replica of every partition has applied the same
+    /// events (equal `next_offset` on all voters) and returns them per partition.
+    ///
+    /// # Errors
+    /// When the replicas do not agree within `timeout`.
+    pub async fn wait_converged(&self, client: &LogClient, timeout: Duration) -> Result<BTreeMap<u16, u64>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let statuses = self.statuses(client, Duration::from_secs(1)).await;
+            let mut per: BTreeMap<u16, Vec<u64>> = BTreeMap::new();
+            for s in statuses.values() {
+                for p in &s.partitions {
+                    if p.voters.contains(&s.node) {
+                        per.entry(p.partition.0).or_default().push(p.next_offset);
+                    }
+                }
+            }
+            let agreed = statuses.len() == self.nodes.len()
+                && per.len() == self.spec.partitions as usize
+                && per.values().all(|v| v.len() == self.spec.replication && v.iter().all(|o| *o == v[0]));
+            if agreed {
+                return Ok(per.into_iter().map(|(p, v)| (p, v[0])).collect());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Cluster(format!("replicas did not converge within {timeout:?}: {per:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The tail of node `id`'s log file, for failure messages.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(self.node(id).log_path()).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in self.ids() {
+            self.kill(id);
+        }
+    }
+}

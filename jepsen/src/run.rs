@@ -1,0 +1,305 @@
+//! One Jepsen run, end to end: start the cluster, set up the chats, run the
+//! workload and the nemesis together, heal, check liveness, read everything
+//! back, check the history, and write the results.
+//!
+//! ```text
+//!  Cluster::create ─▶ start, wait ready ─▶ groups ─▶ ┬ workload (clients) ┬─▶ heal ─▶ liveness probes
+//!                                                    └ nemesis (schedule) ┘         ─▶ converge ─▶ read back
+//!  ─▶ checker::check + replica divergence + lost receipts ─▶ DIR/history.jsonl, verdict.json, report.html
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chorus_log_node::config::RaftConfig;
+use chorus_log_node::ClientConfig;
+use chorus_schema::{ChatId, DeviceId, UserId};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::analysis::{self, FaultReport, Throughput};
+use crate::checker::{self, Invariant, Verdict};
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::error::{io, Error, Result};
+use crate::history::{Entry, Op, Outcome};
+use crate::nemesis::{FaultKind, Nemesis, Schedule, Timing, Window};
+use crate::readback;
+use crate::recorder::Recorder;
+use crate::report;
+use crate::workload::{Executor, LogExecutor, Universe, Workload, WorkloadSpec, PROBE_PROCESS};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// How long the workload (and the nemesis) runs.
+    pub time: Duration,
+    pub nemesis: Vec<FaultKind>,
+    pub timing: Timing,
+    pub seed: u64,
+    /// Results go here (made if missing); the cluster lives in `out/cluster`.
+    pub out: PathBuf,
+    pub nodes: usize,
+    pub partitions: u16,
+    /// The `chorus` binary that runs the nodes.
+    pub binary: PathBuf,
+    pub workload: WorkloadSpec,
+    /// After the final heal, a send to every chat must be acknowledged within this.
+    pub liveness_bound: Duration,
+    /// Keep the cluster's data directories after a valid run.
+    pub keep_data: bool,
+}
+
+impl RunConfig {
+    pub fn new(out: impl Into<PathBuf>, binary: impl Into<PathBuf>) -> RunConfig {
+        RunConfig {
+            time: Duration::from_secs(60),
+            nemesis: FaultKind::ALL.to_vec(),
+            timing: Timing::default(),
+            seed: 1,
+            out: out.into(),
+            nodes: 3,
+            partitions: 8,
+            binary: binary.into(),
+            workload: WorkloadSpec::default(),
+            liveness_bound: Duration::from_secs(30),
+            keep_data: false,
+        }
+    }
+}
+
+/// Whether writes came back after the final heal.
+#[derive(Clone, Debug, Serialize)]
+pub struct Liveness {
+    pub bound_ms: u64,
+    /// From the final heal until every chat took a new send (`None`: some never did).
+    pub recovered_ms: Option<u64>,
+    /// Probe sends that failed to be acknowledged within the bound.
+    pub stuck_chats: Vec<ChatId>,
+}
+
+impl Liveness {
+    pub fn holds(&self) -> bool {
+        self.recovered_ms.is_some_and(|ms| ms <= self.bound_ms) && self.stuck_chats.is_empty()
+    }
+}
+
+/// Everything a run found; `verdict.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// No anomaly and liveness held.
+    pub valid: bool,
+    pub seed: u64,
+    pub time_s: f64,
+    pub nodes: usize,
+    pub partitions: u16,
+    pub nemesis: Vec<FaultKind>,
+    pub schedule: Schedule,
+    pub verdict: Verdict,
+    pub liveness: Liveness,
+    pub faults: Vec<FaultReport>,
+    /// Operations per kind and outcome, e.g. `send.ok`.
+    pub ops: BTreeMap<String, usize>,
+    pub reads: usize,
+    pub packets_dropped: u64,
+    /// Invariants (or parts) this run could not check, and why.
+    pub not_checked: Vec<String>,
+    pub throughput: Throughput,
+}
+
+/// Runs one test and writes `history.jsonl`, `verdict.json` and `report.html`
+/// into `config.out`.
+///
+/// # Errors
+/// When the harness itself cannot go on (cluster does not start or converge,
+/// files cannot be written). Anomalies are not errors: see [`RunReport::valid`].
+pub async fn run(config: RunConfig) -> Result<RunReport> {
+    std::fs::create_dir_all(&config.out).map_err(io("create", &config.out))?;
+    let cluster_dir = config.out.join("cluster");
+    if cluster_dir.exists() {
+        std::fs::remove_dir_all(&cluster_dir).map_err(io("remove", &cluster_dir))?;
+    }
+    let mut spec = ClusterSpec::new(&cluster_dir, &config.binary, config.nodes);
+    spec.partitions = config.partitions;
+    spec.raft = RaftConfig { heartbeat_ms: 150, election_min_ms: 600, election_max_ms: 1200, ..RaftConfig::default() };
+    let mut cluster = Cluster::create(spec).await?;
+    cluster.start_all()?;
+    let admin = cluster.wait_ready(Duration::from_secs(60)).await?;
+    tracing::info!(nodes = config.nodes, partitions = config.partitions, "cluster ready");
+
+    let recorder = Arc::new(Recorder::new());
+    let schedule = Schedule::generate(config.seed, config.time, &config.nemesis, &config.timing);
+    recorder.push(Entry::Meta {
+        start_wall_ms: recorder.start_wall_ms(),
+        params: serde_json::json!({
+            "seed": config.seed,
+            "time_s": config.time.as_secs_f64(),
+            "nodes": config.nodes,
+            "partitions": config.partitions,
+            "nemesis": config.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>(),
+            "clients": config.workload.clients,
+        }),
+    });
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let universe = Universe::generate(&config.workload, &mut rng);
+    let client_config = ClientConfig {
+        append_deadline: config.workload.op_timeout.saturating_sub(Duration::from_millis(500)),
+        // A batch stuck on a dead node must not hold back the client's next
+        // operations on that partition.
+        batches_in_flight_max: 4,
+        ..ClientConfig::default()
+    };
+    // One LogClient per client task (plus one for the probes), each listing
+    // the nodes from a different first one.
+    let ids = LogExecutor::id_counter();
+    let mut executors = Vec::new();
+    for c in 0..=config.workload.clients {
+        let mut seeds = cluster.client_addrs();
+        let n = seeds.len();
+        seeds.rotate_left(c % n);
+        let client = chorus_log_node::LogClient::connect(&seeds, &cluster.ca, client_config.clone()).await?;
+        executors.push(Executor::Log(LogExecutor::new(client, &universe, ids.clone())));
+    }
+    let workload = Workload::new(config.workload.clone(), universe, executors, recorder.clone());
+    workload.create_groups(&admin, Duration::from_secs(30)).await?;
+    recorder.push(workload.universe.setup_entry());
+
+    let cluster = Arc::new(Mutex::new(cluster));
+    let nemesis = Nemesis { cluster: cluster.clone(), client: admin.clone(), recorder: recorder.clone() };
+    let offset = recorder.start().elapsed();
+    let deadline = tokio::time::Instant::now() + config.time;
+    let load = {
+        let w = workload.clone();
+        let seed = config.seed;
+        tokio::spawn(async move { w.run(seed, deadline).await })
+    };
+    let faults = nemesis.run(&schedule, offset).await;
+    let _ = load.await;
+    let windows: Vec<Window> = match faults {
+        Ok(w) => w,
+        Err(e) => {
+            cluster.lock().await.heal()?;
+            return Err(e);
+        }
+    };
+
+    // Heal, then every chat must take a new send within the bound.
+    let heal_ns = recorder.now_ns();
+    cluster.lock().await.heal()?;
+    recorder.push(Entry::Nemesis {
+        id: 0,
+        time_ns: heal_ns,
+        phase: crate::history::FaultPhase::Stop,
+        fault: "final-heal".into(),
+        targets: Vec::new(),
+        detail: "every link healed, every node running".into(),
+    });
+    let liveness = probe(&workload, config.liveness_bound, heal_ns).await;
+    tracing::info!(?liveness, "liveness probes done");
+
+    let cluster = cluster.lock().await;
+    let admin = cluster.wait_ready(Duration::from_secs(60)).await?;
+    cluster.wait_converged(&admin, Duration::from_secs(60)).await?;
+    let replicas = readback::read_all(&cluster, &admin, Duration::from_secs(10)).await?;
+    let initial: BTreeMap<ChatId, Vec<UserId>> = match workload.universe.setup_entry() {
+        Entry::Setup { chats, .. } => chats.into_iter().map(|c| (c.chat, c.members)).collect(),
+        _ => BTreeMap::new(),
+    };
+    let devices: Vec<(UserId, DeviceId)> = workload.universe.devices.clone();
+    let reads = readback::record_reads(&recorder, &replicas, &devices, &initial, config.partitions, PROBE_PROCESS + 1);
+
+    let history = recorder.history();
+    let mut verdict = checker::check(&history);
+    let ops = history.operations();
+    let extra = readback::divergence(&replicas).into_iter().chain(readback::lost_receipts(&replicas, &ops));
+    for a in extra {
+        verdict.anomalies.entry(a.invariant).or_default().push(a);
+    }
+    let faults = analysis::faults(&windows, &ops, config.partitions);
+    let throughput = analysis::throughput(&ops);
+    let report = RunReport {
+        valid: verdict.is_valid() && liveness.holds(),
+        seed: config.seed,
+        time_s: config.time.as_secs_f64(),
+        nodes: config.nodes,
+        partitions: config.partitions,
+        nemesis: config.nemesis.clone(),
+        schedule,
+        liveness,
+        faults,
+        ops: analysis::op_counts(&ops),
+        reads,
+        packets_dropped: cluster.links.counts().0,
+        not_checked: vec![
+            "views: no projector runs in this harness yet".into(),
+            "live deliveries: no edge yet; devices' final reads come from the log and the roster rule".into(),
+        ],
+        throughput,
+        verdict,
+    };
+
+    let history_path = config.out.join("history.jsonl");
+    std::fs::write(&history_path, history.to_jsonl()).map_err(io("write", &history_path))?;
+    let verdict_path = config.out.join("verdict.json");
+    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Encode { what: "verdict", reason: e.to_string() })?;
+    std::fs::write(&verdict_path, json).map_err(io("write", &verdict_path))?;
+    let html_path = config.out.join("report.html");
+    std::fs::write(&html_path, report::html(&report, &ops, &windows)).map_err(io("write", &html_path))?;
+    drop(cluster);
+    if report.valid && !config.keep_data {
+        let _ = std::fs::remove_dir_all(&cluster_dir);
+    }
+    Ok(report)
+}
+
+/// Sends one new message to every chat, retrying (same `client_msg_id`) until
+/// acknowledged or `bound` after `heal_ns` has passed.
+async fn probe(workload: &Arc<Workload>, bound: Duration, heal_ns: u64) -> Liveness {
+    let chats = workload.universe.chats();
+    let recorder = workload.recorder.clone();
+    let deadline_ns = heal_ns + bound.as_nanos() as u64;
+    let tasks: Vec<_> = chats
+        .into_iter()
+        .enumerate()
+        .map(|(i, (chat, sender))| {
+            let w = workload.clone();
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                let op = Op::Send { chat, sender, device: DeviceId(1), client_msg_id: w.send_id() };
+                loop {
+                    match w.perform(w.spec.clients, PROBE_PROCESS + 2 + i as u64, op.clone()).await {
+                        Outcome::Ok(_) => return (chat, Some(recorder.now_ns())),
+                        Outcome::Fail(_) => return (chat, None),
+                        Outcome::Info(_) if recorder.now_ns() > deadline_ns => return (chat, None),
+                        Outcome::Info(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut last = Some(heal_ns);
+    let mut stuck = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok((_, Some(at))) if at <= deadline_ns => last = last.map(|l| l.max(at)),
+            Ok((chat, _)) => {
+                stuck.push(chat);
+                last = None;
+            }
+            Err(_) => last = None,
+        }
+    }
+    Liveness {
+        bound_ms: bound.as_millis() as u64,
+        recovered_ms: last.map(|l| (l - heal_ns) / 1_000_000),
+        stuck_chats: stuck,
+    }
+}
+
+/// Whether `report` covers every invariant (each has an entry, empty or not).
+pub fn covers_every_invariant(report: &RunReport) -> bool {
+    Invariant::ALL.iter().all(|i| report.verdict.anomalies.contains_key(i))
+}
