@@ -42,6 +42,9 @@ pub struct ClusterSpec {
     pub append_timeout_ms: u64,
     /// `RUST_LOG` of the node processes.
     pub log_filter: String,
+    /// Run nodes with this LD_PRELOAD shim recording what each fsync made
+    /// durable (see [`crate::sync_shim`]); needed by [`Cluster::lose_unsynced`].
+    pub sync_shim: Option<PathBuf>,
 }
 
 impl ClusterSpec {
@@ -55,6 +58,7 @@ impl ClusterSpec {
             raft: RaftConfig::default(),
             append_timeout_ms: 3_000,
             log_filter: "info,openraft=warn,quinn=warn".into(),
+            sync_shim: None,
         }
     }
 }
@@ -87,6 +91,11 @@ impl NodeProc {
     /// The node's RocksDB directory.
     pub fn db_path(&self) -> PathBuf {
         self.config.data_dir.join("db")
+    }
+
+    /// Where the sync shim records what each fsync made durable.
+    pub fn sync_log_path(&self) -> PathBuf {
+        self.dir.join("synced.log")
     }
 
     fn state(&mut self) -> NodeState {
@@ -205,6 +214,7 @@ impl Cluster {
     pub fn start(&mut self, id: u64) -> Result<()> {
         let binary = self.spec.binary.clone();
         let filter = self.spec.log_filter.clone();
+        let shim = self.spec.sync_shim.clone();
         let n = self.node_mut(id);
         if n.state() != NodeState::Stopped {
             return Ok(());
@@ -212,16 +222,19 @@ impl Cluster {
         let log_path = n.log_path();
         let log = File::options().create(true).append(true).open(&log_path).map_err(io("open", &log_path))?;
         let err_log = log.try_clone().map_err(io("open", &log_path))?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .arg("log-node")
             .arg("--config")
             .arg(&n.config_path)
             .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(log)
-            .stderr(err_log)
-            .spawn()
-            .map_err(io("spawn", &binary))?;
+            .stderr(err_log);
+        if let Some(shim) = shim {
+            command.env("LD_PRELOAD", shim).env("JEPSEN_SYNC_LOG", n.sync_log_path());
+        }
+        let child = command.spawn().map_err(io("spawn", &binary))?;
         n.child = Some(child);
         n.paused = false;
         Ok(())
@@ -279,6 +292,63 @@ impl Cluster {
             self.node_mut(id).paused = false;
         }
         Ok(())
+    }
+
+    /// Makes stopped node `id` lose what it wrote but never fsynced, as a
+    /// machine losing power would: every write-ahead file of its RocksDB
+    /// (`*.log`, `MANIFEST-*`) is truncated to the size its last successful
+    /// fsync covered, as recorded by the sync shim (a file never synced is
+    /// emptied). What survives is recorded as durable, so that a later loss
+    /// does not cut into it. Returns `(files cut, bytes dropped)`.
+    ///
+    /// # Errors
+    /// When the node runs, the cluster has no sync shim, or on IO failure.
+    pub fn lose_unsynced(&mut self, id: u64) -> Result<(usize, u64)> {
+        if self.spec.sync_shim.is_none() {
+            return Err(Error::Invalid("losing un-fsynced writes needs the sync shim".into()));
+        }
+        if self.state(id) != NodeState::Stopped {
+            return Err(Error::Cluster(format!("node {id} must be stopped to lose its un-fsynced writes")));
+        }
+        let node = self.node(id);
+        let log_path = node.sync_log_path();
+        let db = node.db_path();
+        let db = std::fs::canonicalize(&db).map_err(io("resolve", &db))?;
+        let text = match std::fs::read_to_string(&log_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io("read", &log_path)(e)),
+        };
+        let mut synced: HashMap<PathBuf, u64> = HashMap::new();
+        for line in text.lines() {
+            if let Some((size, path)) = line.split_once(' ') {
+                if let Ok(size) = size.parse::<u64>() {
+                    let e = synced.entry(PathBuf::from(path)).or_default();
+                    *e = (*e).max(size);
+                }
+            }
+        }
+        let (mut files, mut bytes) = (0, 0);
+        let mut durable = String::new();
+        for entry in std::fs::read_dir(&db).map_err(io("list", &db))? {
+            let entry = entry.map_err(io("list", &db))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let len = entry.metadata().map_err(io("stat", &path))?.len();
+            let ahead_log = name.ends_with(".log") || name.starts_with("MANIFEST-");
+            let keep = synced.get(&path).copied().unwrap_or(0);
+            if ahead_log && len > keep {
+                let f = File::options().write(true).open(&path).map_err(io("open", &path))?;
+                f.set_len(keep).map_err(io("truncate", &path))?;
+                f.sync_all().map_err(io("sync", &path))?;
+                files += 1;
+                bytes += len - keep;
+            }
+            durable.push_str(&format!("{} {}\n", len.min(if ahead_log { keep } else { len }), path.display()));
+        }
+        let mut log = File::options().create(true).append(true).open(&log_path).map_err(io("open", &log_path))?;
+        std::io::Write::write_all(&mut log, durable.as_bytes()).map_err(io("write", &log_path))?;
+        Ok((files, bytes))
     }
 
     /// Ends every fault: links heal, paused nodes continue, stopped nodes start.

@@ -6,15 +6,15 @@
 //! queue/Kafka checkers; it is pure, and its own tests plant each kind of
 //! anomaly. And the part that makes a run ([`run::run`], `chorus jepsen`):
 //! a [`cluster`] of real `chorus log-node` processes whose Raft links pass
-//! through UDP [`proxy`]s, a [`nemesis`] that kills, pauses and partitions
-//! them on a seeded schedule, a [`workload`] of concurrent clients recorded by
+//! through UDP [`proxy`]s, a [`nemesis`] that kills, pauses, partitions them
+//! and makes them lose un-fsynced writes on a seeded schedule, a [`workload`] of concurrent clients recorded by
 //! the [`recorder`], the final [`readback`] of every replica, and the
 //! [`analysis`] and [`report`] of throughput, latency and write stalls.
 //!
 //! Left out for now (issue "Jepsen"): edges and the client SDK (the workload
 //! talks to the log through `LogClient`, behind [`workload::Executor`]),
 //! projectors and nats-server (so views and live deliveries are not checked
-//! yet), and the disk nemeses (lose un-fsynced writes, corrupt files).
+//! yet), and corrupted files.
 //!
 //! ```text
 //!  workload ──▶ LogClient ──▶ log-node ◀─ proxy ─▶ log-node …   ◀── nemesis (kill, stop, drop)
@@ -39,5 +39,13 @@ pub mod run;
 pub mod workload;
 
 pub use checker::{check, Anomaly, Invariant, Verdict};
+
+/// The LD_PRELOAD shim that records what each fsync of a node made durable
+/// (built from `shim/sync_shim.c` by the build script), if a C compiler was
+/// found. The lose-unsynced and power-failure nemeses need it.
+pub fn sync_shim() -> Option<std::path::PathBuf> {
+    let path = env!("CHORUS_SYNC_SHIM");
+    (!path.is_empty()).then(|| path.into()).filter(|p: &std::path::PathBuf| p.is_file())
+}
 pub use error::{Error, Result};
 pub use history::{Entry, History, Item, Observation, Op, Value};

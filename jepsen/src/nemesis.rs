@@ -50,10 +50,15 @@ pub enum FaultKind {
     PartitionBridge,
     /// One node's packets out (or in) are dropped, the other direction passes.
     PartitionOneWay,
+    /// `kill -9` a random node and drop what it wrote but never fsynced (its
+    /// machine lost power); restart it at the end.
+    LoseUnsynced,
+    /// Every node loses power at once: `kill -9` all, drop every un-fsynced write.
+    PowerFailure,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::KillMinority,
@@ -64,6 +69,8 @@ impl FaultKind {
         FaultKind::PartitionLeader,
         FaultKind::PartitionBridge,
         FaultKind::PartitionOneWay,
+        FaultKind::LoseUnsynced,
+        FaultKind::PowerFailure,
     ];
 
     /// The name used on the command line and in reports.
@@ -79,7 +86,14 @@ impl FaultKind {
             FaultKind::PartitionLeader => "partition-leader",
             FaultKind::PartitionBridge => "partition-bridge",
             FaultKind::PartitionOneWay => "partition-one-way",
+            FaultKind::LoseUnsynced => "lose-unsynced",
+            FaultKind::PowerFailure => "power-failure",
         }
+    }
+
+    /// Whether the fault needs the sync shim (see [`crate::sync_shim`]).
+    pub fn needs_sync_shim(self) -> bool {
+        matches!(self, FaultKind::LoseUnsynced | FaultKind::PowerFailure)
     }
 
     fn is_partition(self) -> bool {
@@ -90,9 +104,8 @@ impl FaultKind {
     }
 
     /// Parses a comma-separated list of kind names and groups: `all`, `none`,
-    /// `kills` (every kill kind), `pauses`, `partitions`. `kill`, `pause` and
-    /// `partition` name the groups too (`kill` adds every kill kind). Order and
-    /// repeats do not matter.
+    /// `kill` (every kill kind), `pause`, `partition`, `disk` (lose-unsynced,
+    /// power-failure). Order and repeats do not matter.
     ///
     /// # Errors
     /// On an unknown name.
@@ -107,12 +120,13 @@ impl FaultKind {
                 }
                 "pause" | "pauses" => vec![FaultKind::Pause, FaultKind::PauseLeader],
                 "partition" | "partitions" => FaultKind::ALL.into_iter().filter(|k| k.is_partition()).collect(),
+                "disk" => vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure],
                 other => match FaultKind::ALL.into_iter().find(|k| k.name() == other) {
                     Some(k) => vec![k],
                     None => {
                         let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
                         return Err(Error::Invalid(format!(
-                            "unknown nemesis {other:?}; use all, none, kill, pause, partition or one of {names:?}"
+                            "unknown nemesis {other:?}; use all, none, kill, pause, partition, disk or one of {names:?}"
                         )));
                     }
                 },
@@ -286,13 +300,15 @@ impl Nemesis {
         let n = ids.len();
         let minority = (n.saturating_sub(1) / 2).max(1);
         let (targets, detail, cut): (Vec<u64>, String, BTreeSet<(u64, u64)>) = match step.kind {
-            FaultKind::Kill | FaultKind::Pause => (vec![ids[0]], "a random node".into(), BTreeSet::new()),
+            FaultKind::Kill | FaultKind::Pause | FaultKind::LoseUnsynced => {
+                (vec![ids[0]], "a random node".into(), BTreeSet::new())
+            }
             FaultKind::KillLeader | FaultKind::PauseLeader => {
                 let (id, detail) = self.leader(step.pick, &mut rng).await;
                 (vec![id], detail, BTreeSet::new())
             }
             FaultKind::KillMinority => (ids[..minority].to_vec(), format!("{minority} of {n} nodes"), BTreeSet::new()),
-            FaultKind::KillAll => {
+            FaultKind::KillAll | FaultKind::PowerFailure => {
                 let mut all = ids.clone();
                 all.sort_unstable();
                 (all, "every node".into(), BTreeSet::new())
@@ -321,12 +337,25 @@ impl Nemesis {
                 (vec![node], detail, cut)
             }
         };
+        let mut detail = detail;
         let mut cluster = self.cluster.lock().await;
         match step.kind {
             FaultKind::Kill | FaultKind::KillLeader | FaultKind::KillMinority | FaultKind::KillAll => {
                 for id in &targets {
                     cluster.kill(*id);
                 }
+            }
+            FaultKind::LoseUnsynced | FaultKind::PowerFailure => {
+                // Every target goes down first: a power failure is one instant.
+                for id in &targets {
+                    cluster.kill(*id);
+                }
+                let mut lost = Vec::new();
+                for id in &targets {
+                    let (files, bytes) = cluster.lose_unsynced(*id)?;
+                    lost.push(format!("node {id} lost {bytes} bytes in {files} files"));
+                }
+                detail = format!("{detail}; {}", lost.join(", "));
             }
             FaultKind::Pause | FaultKind::PauseLeader => {
                 for id in &targets {
@@ -341,7 +370,12 @@ impl Nemesis {
     async fn end(&self, kind: FaultKind, active: &Active) -> Result<()> {
         let mut cluster = self.cluster.lock().await;
         match kind {
-            FaultKind::Kill | FaultKind::KillLeader | FaultKind::KillMinority | FaultKind::KillAll => {
+            FaultKind::Kill
+            | FaultKind::KillLeader
+            | FaultKind::KillMinority
+            | FaultKind::KillAll
+            | FaultKind::LoseUnsynced
+            | FaultKind::PowerFailure => {
                 for id in &active.targets {
                     cluster.start(*id)?;
                 }
@@ -376,16 +410,16 @@ mod tests {
     #[test]
     fn same_seed_same_schedule_and_every_kind_before_a_repeat() {
         let t = Timing::default();
-        let a = Schedule::generate(7, Duration::from_secs(60), &FaultKind::ALL, &t);
-        let b = Schedule::generate(7, Duration::from_secs(60), &FaultKind::ALL, &t);
+        let a = Schedule::generate(7, Duration::from_secs(120), &FaultKind::ALL, &t);
+        let b = Schedule::generate(7, Duration::from_secs(120), &FaultKind::ALL, &t);
         assert_eq!(a, b);
-        assert_ne!(a, Schedule::generate(8, Duration::from_secs(60), &FaultKind::ALL, &t));
+        assert_ne!(a, Schedule::generate(8, Duration::from_secs(120), &FaultKind::ALL, &t));
         let first: BTreeSet<FaultKind> = a.steps.iter().take(FaultKind::ALL.len()).map(|s| s.kind).collect();
         assert_eq!(first.len(), FaultKind::ALL.len(), "{:?}", a.steps);
         for w in a.steps.windows(2) {
             assert!(w[0].at_ms + w[0].duration_ms < w[1].at_ms, "faults overlap: {w:?}");
         }
-        assert!(a.steps.last().map(|s| s.at_ms + s.duration_ms <= 60_000).unwrap());
+        assert!(a.steps.last().map(|s| s.at_ms + s.duration_ms <= 120_000).unwrap());
         assert!(Schedule::generate(1, Duration::from_secs(60), &[], &t).steps.is_empty());
     }
 
@@ -398,6 +432,7 @@ mod tests {
             FaultKind::PauseLeader
         ]);
         assert_eq!(FaultKind::parse_list("partition").unwrap().len(), 4);
+        assert_eq!(FaultKind::parse_list("disk").unwrap(), vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure]);
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
         assert!(FaultKind::parse_list("flood").is_err());
     }

@@ -147,21 +147,24 @@ async fn forward(
         if !links.pass(from, Some(node)) {
             continue;
         }
-        if !upstreams.contains_key(&src) {
-            let up = match UdpSocket::bind("127.0.0.1:0").await {
-                Ok(s) => Arc::new(s),
-                Err(e) => {
-                    tracing::warn!(error = %e, "proxy cannot bind an upstream socket");
+        let up = match upstreams.get(&src) {
+            Some((up, _)) => up.clone(),
+            None => {
+                let up = match UdpSocket::bind("127.0.0.1:0").await {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "proxy cannot bind an upstream socket");
+                        continue;
+                    }
+                };
+                if up.connect(target).await.is_err() {
                     continue;
                 }
-            };
-            if up.connect(target).await.is_err() {
-                continue;
+                let back = tokio::spawn(backward(node, from, up.clone(), socket.clone(), src, links.clone()));
+                upstreams.insert(src, (up.clone(), back));
+                up
             }
-            let back = tokio::spawn(backward(node, from, up.clone(), socket.clone(), src, links.clone()));
-            upstreams.insert(src, (up, back));
-        }
-        let (up, _) = &upstreams[&src];
+        };
         // A dead or paused node: the datagram is lost, as on a real network.
         let _ = up.send(&buf[..n]).await;
     }

@@ -23,6 +23,7 @@ fn color(kind: FaultKind) -> &'static str {
     match kind {
         FaultKind::Kill | FaultKind::KillLeader | FaultKind::KillMinority | FaultKind::KillAll => "#e4572e",
         FaultKind::Pause | FaultKind::PauseLeader => "#f3a712",
+        FaultKind::LoseUnsynced | FaultKind::PowerFailure => "#8c564b",
         _ => "#4e79a7",
     }
 }

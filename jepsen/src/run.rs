@@ -30,7 +30,7 @@ use crate::nemesis::{FaultKind, Nemesis, Schedule, Timing, Window};
 use crate::readback;
 use crate::recorder::Recorder;
 use crate::report;
-use crate::workload::{Executor, LogExecutor, Universe, Workload, WorkloadSpec, PROBE_PROCESS};
+use crate::workload::{Connect, Executor, LogExecutor, Universe, Workload, WorkloadSpec, PROBE_PROCESS};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -124,6 +124,11 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     }
     let mut spec = ClusterSpec::new(&cluster_dir, &config.binary, config.nodes);
     spec.partitions = config.partitions;
+    if config.nemesis.iter().any(|k| k.needs_sync_shim()) {
+        spec.sync_shim = Some(crate::sync_shim().ok_or_else(|| {
+            Error::Invalid("the lose-unsynced and power-failure nemeses need the sync shim, which was not built (no C compiler?)".into())
+        })?);
+    }
     spec.raft = RaftConfig { heartbeat_ms: 150, election_min_ms: 600, election_max_ms: 1200, ..RaftConfig::default() };
     let mut cluster = Cluster::create(spec).await?;
     cluster.start_all()?;
@@ -141,6 +146,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
             "partitions": config.partitions,
             "nemesis": config.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>(),
             "clients": config.workload.clients,
+            "reconnect_after_info": config.workload.reconnect_after_info,
         }),
     });
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -160,8 +166,8 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         let mut seeds = cluster.client_addrs();
         let n = seeds.len();
         seeds.rotate_left(c % n);
-        let client = chorus_log_node::LogClient::connect(&seeds, &cluster.ca, client_config.clone()).await?;
-        executors.push(Executor::Log(LogExecutor::new(client, &universe, ids.clone())));
+        let connect = Connect { seeds, ca: cluster.ca.clone(), config: client_config.clone() };
+        executors.push(Executor::Log(LogExecutor::connect(connect, &universe, ids.clone()).await?));
     }
     let workload = Workload::new(config.workload.clone(), universe, executors, recorder.clone());
     workload.create_groups(&admin, Duration::from_secs(30)).await?;

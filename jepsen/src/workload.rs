@@ -47,6 +47,13 @@ pub struct WorkloadSpec {
     pub op_timeout: Duration,
     /// Further attempts of a send whose outcome is unknown.
     pub send_retries: u32,
+    /// After an operation with unknown outcome, replace the client's
+    /// connections with fresh ones before going on. A `LogClient` that holds a
+    /// connection to a killed node waits for QUIC's idle timeout before it
+    /// tries another node (see the ignored test in `tools/tests/jepsen.rs`);
+    /// reconnecting keeps the workload going through kills. Off, the run
+    /// measures the `LogClient` as it is.
+    pub reconnect_after_info: bool,
 }
 
 impl Default for WorkloadSpec {
@@ -58,8 +65,9 @@ impl Default for WorkloadSpec {
             group_size: 4,
             clients: 10,
             think_ms: (2, 20),
-            op_timeout: Duration::from_secs(5),
+            op_timeout: Duration::from_millis(2_500),
             send_retries: 3,
+            reconnect_after_info: true,
         }
     }
 }
@@ -138,13 +146,30 @@ impl Executor {
             Executor::Log(e) => e.execute(op, timeout).await,
         }
     }
+
+    /// Drops the executor's connections and makes new ones, as a client does
+    /// after a timeout. Keeps the old ones if no node answers within `timeout`.
+    pub async fn reconnect(&self, timeout: Duration) {
+        match self {
+            Executor::Log(e) => e.reconnect(timeout).await,
+        }
+    }
+}
+
+/// How a [`LogExecutor`] makes a new `LogClient`.
+#[derive(Clone, Debug)]
+pub struct Connect {
+    pub seeds: Vec<String>,
+    pub ca: std::path::PathBuf,
+    pub config: chorus_log_node::ClientConfig,
 }
 
 /// Talks to the log-nodes directly: each operation is one command appended
 /// through `LogClient` (which follows leaders and retries inside its deadline).
 #[derive(Clone, Debug)]
 pub struct LogExecutor {
-    pub client: LogClient,
+    client: Arc<Mutex<LogClient>>,
+    connect: Arc<Connect>,
     /// The pair of each direct chat (a `SendDirect` names the recipient).
     pub direct: Arc<BTreeMap<ChatId, (UserId, UserId)>>,
     /// `client_msg_id`s for commands that are not sends (acks, roster edits).
@@ -156,10 +181,41 @@ pub struct LogExecutor {
 pub const OTHER_IDS_FROM: u64 = 1 << 62;
 
 impl LogExecutor {
-    /// `next_id` must be shared by every executor of a run, so that the ids
-    /// of one origin never repeat.
-    pub fn new(client: LogClient, universe: &Universe, next_id: Arc<AtomicU64>) -> LogExecutor {
-        LogExecutor { client, direct: Arc::new(universe.direct.clone()), next_id }
+    /// Connects through `connect.seeds`. `next_id` must be shared by every
+    /// executor of a run, so that the ids of one origin never repeat.
+    ///
+    /// # Errors
+    /// When no seed answers.
+    pub async fn connect(connect: Connect, universe: &Universe, next_id: Arc<AtomicU64>) -> crate::Result<LogExecutor> {
+        let client = LogClient::connect(&connect.seeds, &connect.ca, connect.config.clone()).await?;
+        Ok(LogExecutor {
+            client: Arc::new(Mutex::new(client)),
+            connect: Arc::new(connect),
+            direct: Arc::new(universe.direct.clone()),
+            next_id,
+        })
+    }
+
+    fn client(&self) -> LogClient {
+        self.client.lock().expect("client lock").clone()
+    }
+
+    /// A fresh `LogClient` through the seeds that answer a status request
+    /// within a second (a client that health-checks its seeds): `LogClient`
+    /// itself tries seeds one by one and waits 3 s on each dead one.
+    async fn reconnect(&self, timeout: Duration) {
+        let c = &self.connect;
+        let probes = c.seeds.iter().map(|seed| async move {
+            let one = LogClient::connect(std::slice::from_ref(seed), &c.ca, c.config.clone());
+            matches!(tokio::time::timeout(Duration::from_secs(1), one).await, Ok(Ok(_))).then(|| seed.clone())
+        });
+        let live: Vec<String> = futures::future::join_all(probes).await.into_iter().flatten().collect();
+        if live.is_empty() {
+            return;
+        }
+        if let Ok(Ok(client)) = tokio::time::timeout(timeout, LogClient::connect(&live, &c.ca, c.config.clone())).await {
+            *self.client.lock().expect("client lock") = client;
+        }
     }
 
     /// A counter for [`LogExecutor::new`].
@@ -205,7 +261,7 @@ impl LogExecutor {
 
     async fn execute(&self, op: &Op, timeout: Duration) -> Outcome {
         let command = self.command(op);
-        match tokio::time::timeout(timeout, self.client.append(&command)).await {
+        match tokio::time::timeout(timeout, self.client().append(&command)).await {
             Err(_) => Outcome::Info(format!("no answer within {timeout:?}")),
             // The client gave up after retries: any attempt may have landed.
             Ok(Err(e)) => Outcome::Info(e.to_string()),
@@ -270,13 +326,17 @@ impl Workload {
         ClientMsgId(self.next_send_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Records and runs one operation on client `client`'s executor.
+    /// Records and runs one operation on client `client`'s executor (which
+    /// reconnects after an unknown outcome if the spec says so).
     pub async fn perform(&self, client: usize, process: u64, op: Op) -> Outcome {
         let index = self.recorder.invoke(process, op.clone());
         let executor = &self.executors[client % self.executors.len()];
         let outcome = executor.execute(&op, self.spec.op_timeout).await;
         self.recorder.complete(index, process, outcome.clone());
         self.learn(process, &op, &outcome);
+        if matches!(outcome, Outcome::Info(_)) && self.spec.reconnect_after_info {
+            executor.reconnect(self.spec.op_timeout).await;
+        }
         outcome
     }
 

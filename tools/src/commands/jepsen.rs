@@ -14,9 +14,9 @@ pub struct Args {
     #[arg(long, default_value_t = 60)]
     pub time: u64,
     /// Faults: a comma-separated list of `all`, `none`, `kill`, `pause`,
-    /// `partition` (groups) or kinds (`kill-leader`, `kill-minority`,
+    /// `partition`, `disk` (groups) or kinds (`kill-leader`, `kill-minority`,
     /// `kill-all`, `pause-leader`, `partition-halves`, `partition-leader`,
-    /// `partition-bridge`, `partition-one-way`).
+    /// `partition-bridge`, `partition-one-way`, `lose-unsynced`, `power-failure`).
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Seeds the schedule and the workload: the same seed gives the same plan.
@@ -38,6 +38,10 @@ pub struct Args {
     /// Keep the cluster's data directories even when the run is valid.
     #[arg(long)]
     pub keep_data: bool,
+    /// Do not give clients fresh connections after an operation with unknown
+    /// outcome: measure the log client's own fail-over.
+    #[arg(long)]
+    pub no_reconnect: bool,
 }
 
 /// The run as configured by `args`, with nodes run by `binary`.
@@ -54,6 +58,7 @@ pub fn config(args: &Args, binary: PathBuf) -> Result<RunConfig> {
     c.workload.clients = args.clients;
     c.liveness_bound = Duration::from_secs(args.liveness_bound);
     c.keep_data = args.keep_data;
+    c.workload.reconnect_after_info = !args.no_reconnect;
     Ok(c)
 }
 
