@@ -26,6 +26,7 @@ use nix::unistd::Pid;
 
 use crate::error::{io, Error, Result};
 use crate::proxy::{Links, Proxy, NODES_MAX};
+use crate::services::{Nats, ProjectorProc};
 
 /// What to launch.
 #[derive(Clone, Debug)]
@@ -120,6 +121,10 @@ pub struct Cluster {
     /// The link rules every proxy obeys.
     pub links: Arc<Links>,
     _proxies: Vec<Proxy>,
+    /// The bus, when the run checks views.
+    pub nats: Option<Nats>,
+    /// The projector, when the run checks views.
+    pub projector: Option<ProjectorProc>,
 }
 
 fn free_udp_addr() -> Result<SocketAddr> {
@@ -180,7 +185,7 @@ impl Cluster {
             std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
             nodes.push(NodeProc { id: *id, dir, config_path, config, child: None, paused: false });
         }
-        Ok(Cluster { ca: tls_dir.join("ca.pem"), spec, nodes, links, _proxies: proxies })
+        Ok(Cluster { ca: tls_dir.join("ca.pem"), spec, nodes, links, _proxies: proxies, nats: None, projector: None })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -351,15 +356,37 @@ impl Cluster {
         Ok((files, bytes))
     }
 
-    /// Ends every fault: links heal, paused nodes continue, stopped nodes start.
+    /// Starts a nats-server and a projector process tailing every node (for
+    /// the views check and the bus nemeses).
     ///
     /// # Errors
-    /// As [`Cluster::start`] and [`Cluster::resume`].
+    /// When either cannot be started.
+    pub fn start_services(&mut self) -> Result<()> {
+        let nats = Nats::start(&self.spec.dir.join("nats.log"))?;
+        let mut projector =
+            ProjectorProc::create(&self.spec.dir.join("projector"), &self.spec.binary, self.client_addrs(), &self.ca, nats.url())?;
+        projector.start()?;
+        self.nats = Some(nats);
+        self.projector = Some(projector);
+        Ok(())
+    }
+
+    /// Ends every fault: links heal, paused nodes continue, stopped nodes,
+    /// the bus and the projector start.
+    ///
+    /// # Errors
+    /// As [`Cluster::start`] and [`Cluster::resume`]; when the bus does not come back.
     pub fn heal(&mut self) -> Result<()> {
         self.links.heal();
         for id in self.ids() {
             self.resume(id)?;
             self.start(id)?;
+        }
+        if let Some(nats) = &mut self.nats {
+            nats.restart()?;
+        }
+        if let Some(p) = &mut self.projector {
+            p.start()?;
         }
         Ok(())
     }
@@ -483,5 +510,54 @@ impl Drop for Cluster {
         for id in self.ids() {
             self.kill(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dd(args: &[&str], shim: &std::path::Path, log: &std::path::Path) {
+        let ok = Command::new("dd")
+            .args(args)
+            .env("LD_PRELOAD", shim)
+            .env("JEPSEN_SYNC_LOG", log)
+            .stderr(Stdio::null())
+            .status()
+            .expect("run dd")
+            .success();
+        assert!(ok, "dd {args:?}");
+    }
+
+    /// The shim records what `fsync` covered (real `dd` processes), and
+    /// `lose_unsynced` cuts each write-ahead file back to it: an un-synced
+    /// tail and a never-synced manifest go, a table file stays.
+    #[tokio::test]
+    async fn un_fsynced_tails_of_write_ahead_files_are_lost() {
+        let shim = crate::sync_shim().expect("the build script built the sync shim");
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = ClusterSpec::new(dir.path(), "/nonexistent/chorus", 1);
+        spec.sync_shim = Some(shim.clone());
+        let mut cluster = Cluster::create(spec).await.unwrap();
+        let node = cluster.node(1);
+        let db = node.db_path();
+        std::fs::create_dir_all(&db).unwrap();
+        let db = std::fs::canonicalize(&db).unwrap();
+        let (wal, manifest, sst) = (db.join("000007.log"), db.join("MANIFEST-000005"), db.join("000009.sst"));
+        let log = node.sync_log_path();
+        // 300 bytes written and fsynced, then 200 more without.
+        dd(&["if=/dev/zero", &format!("of={}", wal.display()), "bs=100", "count=3", "conv=fsync"], &shim, &log);
+        dd(&["if=/dev/zero", &format!("of={}", wal.display()), "bs=100", "count=2", "oflag=append", "conv=notrunc"], &shim, &log);
+        std::fs::write(&manifest, [1u8; 64]).unwrap();
+        std::fs::write(&sst, [2u8; 80]).unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 500);
+
+        let (files, bytes) = cluster.lose_unsynced(1).unwrap();
+        assert_eq!((files, bytes), (2, 200 + 64));
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 300);
+        assert_eq!(std::fs::metadata(&manifest).unwrap().len(), 0);
+        assert_eq!(std::fs::metadata(&sst).unwrap().len(), 80);
+        // What survived is durable now: a second loss takes nothing more.
+        assert_eq!(cluster.lose_unsynced(1).unwrap(), (0, 0));
     }
 }

@@ -11,10 +11,12 @@
 //! the [`recorder`], the final [`readback`] of every replica, and the
 //! [`analysis`] and [`report`] of throughput, latency and write stalls.
 //!
+//! A nats-server and a projector run beside the nodes ([`services`]); at the
+//! end the live [`views`] must equal a rebuild from the log.
+//!
 //! Left out for now (issue "Jepsen"): edges and the client SDK (the workload
-//! talks to the log through `LogClient`, behind [`workload::Executor`]),
-//! projectors and nats-server (so views and live deliveries are not checked
-//! yet), and corrupted files.
+//! talks to the log through `LogClient`, behind [`workload::Executor`], so
+//! live deliveries are not checked yet) and corrupted files.
 //!
 //! ```text
 //!  workload ──▶ LogClient ──▶ log-node ◀─ proxy ─▶ log-node …   ◀── nemesis (kill, stop, drop)
@@ -36,6 +38,8 @@ pub mod readback;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod services;
+pub mod views;
 pub mod workload;
 
 pub use checker::{check, Anomaly, Invariant, Verdict};

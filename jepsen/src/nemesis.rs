@@ -55,10 +55,14 @@ pub enum FaultKind {
     LoseUnsynced,
     /// Every node loses power at once: `kill -9` all, drop every un-fsynced write.
     PowerFailure,
+    /// `kill -9` the projector (mid-batch, whatever it is doing); restart it.
+    KillProjector,
+    /// `kill -9` the nats-server; restart it on the same port.
+    KillNats,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::KillMinority,
@@ -71,6 +75,8 @@ impl FaultKind {
         FaultKind::PartitionOneWay,
         FaultKind::LoseUnsynced,
         FaultKind::PowerFailure,
+        FaultKind::KillProjector,
+        FaultKind::KillNats,
     ];
 
     /// The name used on the command line and in reports.
@@ -88,12 +94,19 @@ impl FaultKind {
             FaultKind::PartitionOneWay => "partition-one-way",
             FaultKind::LoseUnsynced => "lose-unsynced",
             FaultKind::PowerFailure => "power-failure",
+            FaultKind::KillProjector => "kill-projector",
+            FaultKind::KillNats => "kill-nats",
         }
     }
 
     /// Whether the fault needs the sync shim (see [`crate::sync_shim`]).
     pub fn needs_sync_shim(self) -> bool {
         matches!(self, FaultKind::LoseUnsynced | FaultKind::PowerFailure)
+    }
+
+    /// Whether the fault needs the projector and the bus.
+    pub fn needs_services(self) -> bool {
+        matches!(self, FaultKind::KillProjector | FaultKind::KillNats)
     }
 
     fn is_partition(self) -> bool {
@@ -105,7 +118,8 @@ impl FaultKind {
 
     /// Parses a comma-separated list of kind names and groups: `all`, `none`,
     /// `kill` (every kill kind), `pause`, `partition`, `disk` (lose-unsynced,
-    /// power-failure). Order and repeats do not matter.
+    /// power-failure), `services` (kill-projector, kill-nats). Order and
+    /// repeats do not matter.
     ///
     /// # Errors
     /// On an unknown name.
@@ -121,12 +135,13 @@ impl FaultKind {
                 "pause" | "pauses" => vec![FaultKind::Pause, FaultKind::PauseLeader],
                 "partition" | "partitions" => FaultKind::ALL.into_iter().filter(|k| k.is_partition()).collect(),
                 "disk" => vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure],
+                "services" => vec![FaultKind::KillProjector, FaultKind::KillNats],
                 other => match FaultKind::ALL.into_iter().find(|k| k.name() == other) {
                     Some(k) => vec![k],
                     None => {
                         let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
                         return Err(Error::Invalid(format!(
-                            "unknown nemesis {other:?}; use all, none, kill, pause, partition, disk or one of {names:?}"
+                            "unknown nemesis {other:?}; use all, none, kill, pause, partition, disk, services or one of {names:?}"
                         )));
                     }
                 },
@@ -308,6 +323,8 @@ impl Nemesis {
                 (vec![id], detail, BTreeSet::new())
             }
             FaultKind::KillMinority => (ids[..minority].to_vec(), format!("{minority} of {n} nodes"), BTreeSet::new()),
+            FaultKind::KillProjector => (Vec::new(), "the projector".into(), BTreeSet::new()),
+            FaultKind::KillNats => (Vec::new(), "the nats-server".into(), BTreeSet::new()),
             FaultKind::KillAll | FaultKind::PowerFailure => {
                 let mut all = ids.clone();
                 all.sort_unstable();
@@ -357,6 +374,14 @@ impl Nemesis {
                 }
                 detail = format!("{detail}; {}", lost.join(", "));
             }
+            FaultKind::KillProjector => match &mut cluster.projector {
+                Some(p) => p.kill(),
+                None => return Err(Error::Invalid("kill-projector needs a projector (views on)".into())),
+            },
+            FaultKind::KillNats => match &mut cluster.nats {
+                Some(n) => n.kill(),
+                None => return Err(Error::Invalid("kill-nats needs a nats-server (views on)".into())),
+            },
             FaultKind::Pause | FaultKind::PauseLeader => {
                 for id in &targets {
                     cluster.pause(*id)?;
@@ -383,6 +408,16 @@ impl Nemesis {
             FaultKind::Pause | FaultKind::PauseLeader => {
                 for id in &active.targets {
                     cluster.resume(*id)?;
+                }
+            }
+            FaultKind::KillProjector => {
+                if let Some(p) = &mut cluster.projector {
+                    p.start()?;
+                }
+            }
+            FaultKind::KillNats => {
+                if let Some(n) = &mut cluster.nats {
+                    tokio::task::block_in_place(|| n.restart())?;
                 }
             }
             _ => cluster.links.heal(),

@@ -24,6 +24,7 @@ fn color(kind: FaultKind) -> &'static str {
         FaultKind::Kill | FaultKind::KillLeader | FaultKind::KillMinority | FaultKind::KillAll => "#e4572e",
         FaultKind::Pause | FaultKind::PauseLeader => "#f3a712",
         FaultKind::LoseUnsynced | FaultKind::PowerFailure => "#8c564b",
+        FaultKind::KillProjector | FaultKind::KillNats => "#76b7b2",
         _ => "#4e79a7",
     }
 }

@@ -28,6 +28,7 @@ use crate::error::{io, Error, Result};
 use crate::history::{Entry, Op, Outcome};
 use crate::nemesis::{FaultKind, Nemesis, Schedule, Timing, Window};
 use crate::readback;
+use crate::views::{self, ViewsReport};
 use crate::recorder::Recorder;
 use crate::report;
 use crate::workload::{Connect, Executor, LogExecutor, Universe, Workload, WorkloadSpec, PROBE_PROCESS};
@@ -51,6 +52,9 @@ pub struct RunConfig {
     pub liveness_bound: Duration,
     /// Keep the cluster's data directories after a valid run.
     pub keep_data: bool,
+    /// Run a nats-server and a projector, and check the live views against a
+    /// rebuild from the log at the end.
+    pub views: bool,
 }
 
 impl RunConfig {
@@ -67,6 +71,7 @@ impl RunConfig {
             workload: WorkloadSpec::default(),
             liveness_bound: Duration::from_secs(30),
             keep_data: false,
+            views: true,
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct RunReport {
     pub verdict: Verdict,
     pub liveness: Liveness,
     pub faults: Vec<FaultReport>,
+    /// The views check (`None`: views were not checked).
+    pub views: Option<ViewsReport>,
     /// Operations per kind and outcome, e.g. `send.ok`.
     pub ops: BTreeMap<String, usize>,
     pub reads: usize,
@@ -117,6 +124,12 @@ pub struct RunReport {
 /// When the harness itself cannot go on (cluster does not start or converge,
 /// files cannot be written). Anomalies are not errors: see [`RunReport::valid`].
 pub async fn run(config: RunConfig) -> Result<RunReport> {
+    if config.nemesis.iter().any(|k| k.needs_services()) && !config.views {
+        return Err(Error::Invalid("kill-projector and kill-nats need the projector and the bus (views on)".into()));
+    }
+    if config.views && !crate::services::nats_installed() {
+        return Err(Error::Invalid("checking views needs `nats-server` on PATH (apt-get install nats-server), or turn views off".into()));
+    }
     std::fs::create_dir_all(&config.out).map_err(io("create", &config.out))?;
     let cluster_dir = config.out.join("cluster");
     if cluster_dir.exists() {
@@ -133,7 +146,10 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     let mut cluster = Cluster::create(spec).await?;
     cluster.start_all()?;
     let admin = cluster.wait_ready(Duration::from_secs(60)).await?;
-    tracing::info!(nodes = config.nodes, partitions = config.partitions, "cluster ready");
+    if config.views {
+        cluster.start_services()?;
+    }
+    tracing::info!(nodes = config.nodes, partitions = config.partitions, views = config.views, "cluster ready");
 
     let recorder = Arc::new(Recorder::new());
     let schedule = Schedule::generate(config.seed, config.time, &config.nemesis, &config.timing);
@@ -147,6 +163,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
             "nemesis": config.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>(),
             "clients": config.workload.clients,
             "reconnect_after_info": config.workload.reconnect_after_info,
+            "views": config.views,
         }),
     });
     let mut rng = StdRng::seed_from_u64(config.seed);
@@ -206,9 +223,9 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     let liveness = probe(&workload, config.liveness_bound, heal_ns).await;
     tracing::info!(?liveness, "liveness probes done");
 
-    let cluster = cluster.lock().await;
+    let mut cluster = cluster.lock().await;
     let admin = cluster.wait_ready(Duration::from_secs(60)).await?;
-    cluster.wait_converged(&admin, Duration::from_secs(60)).await?;
+    let converged = cluster.wait_converged(&admin, Duration::from_secs(60)).await?;
     let replicas = readback::read_all(&cluster, &admin, Duration::from_secs(10)).await?;
     let initial: BTreeMap<ChatId, Vec<UserId>> = match workload.universe.setup_entry() {
         Entry::Setup { chats, .. } => chats.into_iter().map(|c| (c.chat, c.members)).collect(),
@@ -221,6 +238,13 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     let mut verdict = checker::check(&history);
     let ops = history.operations();
     let extra = readback::divergence(&replicas).into_iter().chain(readback::lost_receipts(&replicas, &ops));
+    let views = if config.views {
+        let (anomalies, report) = views::check(&mut cluster, &admin, &converged, &config.out, Duration::from_secs(60)).await?;
+        verdict.anomalies.entry(Invariant::Views).or_default().extend(anomalies);
+        Some(report)
+    } else {
+        None
+    };
     for a in extra {
         verdict.anomalies.entry(a.invariant).or_default().push(a);
     }
@@ -239,10 +263,14 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         ops: analysis::op_counts(&ops),
         reads,
         packets_dropped: cluster.links.counts().0,
-        not_checked: vec![
-            "views: no projector runs in this harness yet".into(),
-            "live deliveries: no edge yet; devices' final reads come from the log and the roster rule".into(),
-        ],
+        not_checked: [
+            (!config.views).then(|| "views: off in this run".to_string()),
+            Some("live deliveries: no edge yet; devices' final reads come from the log and the roster rule".into()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        views,
         throughput,
         verdict,
     };
@@ -257,6 +285,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     drop(cluster);
     if report.valid && !config.keep_data {
         let _ = std::fs::remove_dir_all(&cluster_dir);
+        let _ = std::fs::remove_dir_all(config.out.join("rebuilt-views"));
     }
     Ok(report)
 }

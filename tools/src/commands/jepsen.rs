@@ -16,7 +16,8 @@ pub struct Args {
     /// Faults: a comma-separated list of `all`, `none`, `kill`, `pause`,
     /// `partition`, `disk` (groups) or kinds (`kill-leader`, `kill-minority`,
     /// `kill-all`, `pause-leader`, `partition-halves`, `partition-leader`,
-    /// `partition-bridge`, `partition-one-way`, `lose-unsynced`, `power-failure`).
+    /// `partition-bridge`, `partition-one-way`, `lose-unsynced`, `power-failure`,
+    /// `kill-projector`, `kill-nats`; group `services`).
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Seeds the schedule and the workload: the same seed gives the same plan.
@@ -42,6 +43,9 @@ pub struct Args {
     /// outcome: measure the log client's own fail-over.
     #[arg(long)]
     pub no_reconnect: bool,
+    /// Run no nats-server and projector, and do not check the views.
+    #[arg(long)]
+    pub no_views: bool,
 }
 
 /// The run as configured by `args`, with nodes run by `binary`.
@@ -59,6 +63,10 @@ pub fn config(args: &Args, binary: PathBuf) -> Result<RunConfig> {
     c.liveness_bound = Duration::from_secs(args.liveness_bound);
     c.keep_data = args.keep_data;
     c.workload.reconnect_after_info = !args.no_reconnect;
+    c.views = !args.no_views;
+    if !c.views {
+        c.nemesis.retain(|k| !k.needs_services());
+    }
     Ok(c)
 }
 
@@ -84,6 +92,14 @@ pub fn summary(r: &RunReport) -> String {
             f.duration_ms,
             f.stall_ms,
             f.recovery_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "never".into())
+        ));
+    }
+    if let Some(v) = &r.views {
+        s.push_str(&format!(
+            "  views: {} live entries vs {} rebuilt from the log; projector caught up in {}\n",
+            v.live_entries,
+            v.rebuilt_entries,
+            v.caught_up_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "never".into())
         ));
     }
     s.push_str(&format!(
