@@ -9,7 +9,7 @@
 //! a node, only nodes from each other). Faults act on real processes: `kill -9`,
 //! `SIGSTOP` / `SIGCONT`, dropped datagrams.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -62,6 +62,13 @@ impl ClusterSpec {
             sync_shim: None,
         }
     }
+}
+
+/// Which kind of RocksDB file [`Cluster::corrupt`] damages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CorruptFile {
+    Wal,
+    Sst,
 }
 
 /// What a node process is doing.
@@ -125,6 +132,9 @@ pub struct Cluster {
     pub nats: Option<Nats>,
     /// The projector, when the run checks views.
     pub projector: Option<ProjectorProc>,
+    /// Nodes the harness gave up on (they refuse to start): waits and reads
+    /// leave them out.
+    pub excluded: BTreeSet<u64>,
 }
 
 fn free_udp_addr() -> Result<SocketAddr> {
@@ -185,7 +195,7 @@ impl Cluster {
             std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
             nodes.push(NodeProc { id: *id, dir, config_path, config, child: None, paused: false });
         }
-        Ok(Cluster { ca: tls_dir.join("ca.pem"), spec, nodes, links, _proxies: proxies, nats: None, projector: None })
+        Ok(Cluster { ca: tls_dir.join("ca.pem"), spec, nodes, links, _proxies: proxies, nats: None, projector: None, excluded: BTreeSet::new() })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -356,6 +366,53 @@ impl Cluster {
         Ok((files, bytes))
     }
 
+    /// Flips bytes in one of stopped node `id`'s RocksDB files: the newest
+    /// write-ahead log (`*.log`) or a table file (`*.sst`), chosen with
+    /// `pick`. Four bytes in the middle half of the file are XORed with
+    /// non-zero values. Returns what was done, or `None` if the node has no
+    /// such file.
+    ///
+    /// # Errors
+    /// When the node runs, or on IO failure.
+    pub fn corrupt(&mut self, id: u64, file: CorruptFile, pick: u64) -> Result<Option<String>> {
+        use rand::{Rng, SeedableRng};
+        if self.state(id) != NodeState::Stopped {
+            return Err(Error::Cluster(format!("node {id} must be stopped to corrupt its files")));
+        }
+        let db = self.node(id).db_path();
+        let mut candidates: Vec<(std::time::SystemTime, PathBuf, u64)> = Vec::new();
+        for entry in std::fs::read_dir(&db).map_err(io("list", &db))? {
+            let entry = entry.map_err(io("list", &db))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let meta = entry.metadata().map_err(io("stat", entry.path()))?;
+            let wanted = match file {
+                CorruptFile::Wal => name.ends_with(".log"),
+                CorruptFile::Sst => name.ends_with(".sst"),
+            };
+            if wanted && meta.len() >= 64 {
+                candidates.push((meta.modified().map_err(io("stat", entry.path()))?, entry.path(), meta.len()));
+            }
+        }
+        candidates.sort();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(pick);
+        let chosen = match file {
+            CorruptFile::Wal => candidates.last(),
+            CorruptFile::Sst if candidates.is_empty() => None,
+            CorruptFile::Sst => candidates.get(rng.gen_range(0..candidates.len())),
+        };
+        let Some((_, path, len)) = chosen else { return Ok(None) };
+        let mut bytes = std::fs::read(path).map_err(io("read", path))?;
+        let mut offsets = Vec::new();
+        for _ in 0..4 {
+            let at = rng.gen_range(len / 4..len * 3 / 4) as usize;
+            bytes[at] ^= rng.gen_range(1..=255u8);
+            offsets.push(at);
+        }
+        std::fs::write(path, &bytes).map_err(io("write", path))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Ok(Some(format!("node {id}: flipped bytes of {name} ({len} bytes) at {offsets:?}")))
+    }
+
     /// Starts a nats-server and a projector process tailing every node (for
     /// the views check and the bus nemeses).
     ///
@@ -402,7 +459,7 @@ impl Cluster {
     /// The status of every node that answers within `timeout` (a paused or
     /// dead node does not).
     pub async fn statuses(&self, client: &LogClient, timeout: Duration) -> BTreeMap<u64, NodeStatus> {
-        let asks = self.nodes.iter().map(|n| {
+        let asks = self.nodes.iter().filter(|n| !self.excluded.contains(&n.id)).map(|n| {
             let addr = n.config.client_addr.clone();
             let id = n.id;
             async move { (id, tokio::time::timeout(timeout, client.status(&addr)).await) }
@@ -447,14 +504,14 @@ impl Cluster {
                         .iter()
                         .map(|(id, s)| s.partitions.iter().filter(|p| p.leader.map(|l| l.0) == Some(*id)).count())
                         .sum();
-                    if statuses.len() == self.nodes.len() && led == self.spec.partitions as usize {
+                    if statuses.len() == self.counted() && led == self.spec.partitions as usize {
                         client.refresh_leaders().await;
                         return Ok(client);
                     }
                     last = format!(
                         "{} of {} nodes answer, {led} of {} partitions have a leader",
                         statuses.len(),
-                        self.nodes.len(),
+                        self.counted(),
                         self.spec.partitions
                     );
                 }
@@ -484,9 +541,10 @@ impl Cluster {
                     }
                 }
             }
-            let agreed = statuses.len() == self.nodes.len()
+            // Every answering voter agrees, and every partition has a majority of them.
+            let agreed = statuses.len() == self.counted()
                 && per.len() == self.spec.partitions as usize
-                && per.values().all(|v| v.len() == self.spec.replication && v.iter().all(|o| *o == v[0]));
+                && per.values().all(|v| v.len() > self.spec.replication / 2 && v.iter().all(|o| *o == v[0]));
             if agreed {
                 return Ok(per.into_iter().map(|(p, v)| (p, v[0])).collect());
             }
@@ -495,6 +553,17 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Nodes not excluded.
+    pub fn counted(&self) -> usize {
+        self.nodes.len() - self.excluded.len()
+    }
+
+    /// Nodes whose process exited on its own (e.g. refused to start).
+    pub fn exited(&mut self) -> Vec<u64> {
+        let ids = self.ids();
+        ids.into_iter().filter(|id| self.state(*id) == NodeState::Stopped).collect()
     }
 
     /// The tail of node `id`'s log file, for failure messages.

@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, CorruptFile};
 use crate::error::{Error, Result};
 use crate::history::{Entry, FaultPhase};
 use crate::recorder::Recorder;
@@ -59,9 +59,18 @@ pub enum FaultKind {
     KillProjector,
     /// `kill -9` the nats-server; restart it on the same port.
     KillNats,
+    /// `kill -9` a random node, flip bytes in its newest write-ahead log;
+    /// restart it. Exploratory: not part of `all` (see the README).
+    CorruptWal,
+    /// `kill -9` a random node, flip bytes in one of its table files; restart
+    /// it. Exploratory: not part of `all`.
+    CorruptSst,
 }
 
 impl FaultKind {
+    /// Every kind that a correct chorus must survive with no anomaly. The
+    /// corruption kinds are not among them yet: chorus does not claim to
+    /// recover from damaged files (see [`FaultKind::CORRUPT`]).
     pub const ALL: [FaultKind; 14] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
@@ -78,6 +87,9 @@ impl FaultKind {
         FaultKind::KillProjector,
         FaultKind::KillNats,
     ];
+
+    /// Exploratory kinds: damaged files on one node.
+    pub const CORRUPT: [FaultKind; 2] = [FaultKind::CorruptWal, FaultKind::CorruptSst];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -96,6 +108,8 @@ impl FaultKind {
             FaultKind::PowerFailure => "power-failure",
             FaultKind::KillProjector => "kill-projector",
             FaultKind::KillNats => "kill-nats",
+            FaultKind::CorruptWal => "corrupt-wal",
+            FaultKind::CorruptSst => "corrupt-sst",
         }
     }
 
@@ -118,8 +132,8 @@ impl FaultKind {
 
     /// Parses a comma-separated list of kind names and groups: `all`, `none`,
     /// `kill` (every kill kind), `pause`, `partition`, `disk` (lose-unsynced,
-    /// power-failure), `services` (kill-projector, kill-nats). Order and
-    /// repeats do not matter.
+    /// power-failure), `services` (kill-projector, kill-nats), `corrupt`
+    /// (corrupt-wal, corrupt-sst; not in `all`). Order and repeats do not matter.
     ///
     /// # Errors
     /// On an unknown name.
@@ -136,12 +150,13 @@ impl FaultKind {
                 "partition" | "partitions" => FaultKind::ALL.into_iter().filter(|k| k.is_partition()).collect(),
                 "disk" => vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure],
                 "services" => vec![FaultKind::KillProjector, FaultKind::KillNats],
-                other => match FaultKind::ALL.into_iter().find(|k| k.name() == other) {
+                "corrupt" => FaultKind::CORRUPT.to_vec(),
+                other => match FaultKind::ALL.into_iter().chain(FaultKind::CORRUPT).find(|k| k.name() == other) {
                     Some(k) => vec![k],
                     None => {
-                        let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
+                        let names: Vec<&str> = FaultKind::ALL.iter().chain(&FaultKind::CORRUPT).map(|k| k.name()).collect();
                         return Err(Error::Invalid(format!(
-                            "unknown nemesis {other:?}; use all, none, kill, pause, partition, disk, services or one of {names:?}"
+                            "unknown nemesis {other:?}; use all, none, kill, pause, partition, disk, services, corrupt or one of {names:?}"
                         )));
                     }
                 },
@@ -315,7 +330,7 @@ impl Nemesis {
         let n = ids.len();
         let minority = (n.saturating_sub(1) / 2).max(1);
         let (targets, detail, cut): (Vec<u64>, String, BTreeSet<(u64, u64)>) = match step.kind {
-            FaultKind::Kill | FaultKind::Pause | FaultKind::LoseUnsynced => {
+            FaultKind::Kill | FaultKind::Pause | FaultKind::LoseUnsynced | FaultKind::CorruptWal | FaultKind::CorruptSst => {
                 (vec![ids[0]], "a random node".into(), BTreeSet::new())
             }
             FaultKind::KillLeader | FaultKind::PauseLeader => {
@@ -374,6 +389,14 @@ impl Nemesis {
                 }
                 detail = format!("{detail}; {}", lost.join(", "));
             }
+            FaultKind::CorruptWal | FaultKind::CorruptSst => {
+                let file = if step.kind == FaultKind::CorruptWal { CorruptFile::Wal } else { CorruptFile::Sst };
+                for id in &targets {
+                    cluster.kill(*id);
+                    let done = cluster.corrupt(*id, file, step.pick)?;
+                    detail = format!("{detail}; {}", done.unwrap_or_else(|| format!("node {id} has no such file")));
+                }
+            }
             FaultKind::KillProjector => match &mut cluster.projector {
                 Some(p) => p.kill(),
                 None => return Err(Error::Invalid("kill-projector needs a projector (views on)".into())),
@@ -400,7 +423,9 @@ impl Nemesis {
             | FaultKind::KillMinority
             | FaultKind::KillAll
             | FaultKind::LoseUnsynced
-            | FaultKind::PowerFailure => {
+            | FaultKind::PowerFailure
+            | FaultKind::CorruptWal
+            | FaultKind::CorruptSst => {
                 for id in &active.targets {
                     cluster.start(*id)?;
                 }
@@ -470,6 +495,8 @@ mod tests {
         assert_eq!(FaultKind::parse_list("disk").unwrap(), vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure]);
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
         assert!(FaultKind::parse_list("flood").is_err());
+        assert_eq!(FaultKind::parse_list("corrupt,corrupt-wal").unwrap(), FaultKind::CORRUPT.to_vec());
+        assert!(!FaultKind::parse_list("all").unwrap().contains(&FaultKind::CorruptSst));
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn color(kind: FaultKind) -> &'static str {
         FaultKind::Pause | FaultKind::PauseLeader => "#f3a712",
         FaultKind::LoseUnsynced | FaultKind::PowerFailure => "#8c564b",
         FaultKind::KillProjector | FaultKind::KillNats => "#76b7b2",
+        FaultKind::CorruptWal | FaultKind::CorruptSst => "#000000",
         _ => "#4e79a7",
     }
 }
@@ -181,6 +182,24 @@ pub fn html(report: &RunReport, ops: &[Operation], windows: &[Window]) -> String
         if l.stuck_chats.is_empty() { String::new() } else { format!("; stuck chats: {}", l.stuck_chats.len()) }
     );
 
+    if let Some(l) = &report.lagging {
+        let _ = write!(out, "<h2 class=\"bad\">Replicas did not converge</h2><p>{}</p>", esc(l));
+    }
+    if !report.down.is_empty() {
+        out.push_str("<h2 class=\"bad\">Nodes that did not start after the final heal</h2>");
+        for d in &report.down {
+            let _ = write!(out, "<p>node {}:</p><pre>{}</pre>", d.node, esc(&d.log_tail));
+        }
+    }
+    if let Some(v) = &report.views {
+        let _ = write!(
+            out,
+            "<h2>Views</h2><p>{} live entries, {} rebuilt from the log; the projector caught up in {}.</p>",
+            v.live_entries,
+            v.rebuilt_entries,
+            v.caught_up_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "— (never)".into())
+        );
+    }
     out.push_str("<h2>Faults</h2><table><tr><th>#</th><th>kind</th><th>targets</th><th>detail</th><th>start</th><th>duration</th><th>write stall</th><th>recovery after heal</th></tr>");
     for f in &report.faults {
         let _ = write!(

@@ -92,6 +92,14 @@ impl Liveness {
     }
 }
 
+/// A node that would not start after the final heal.
+#[derive(Clone, Debug, Serialize)]
+pub struct DownNode {
+    pub node: u64,
+    /// The last lines of its log: why it stopped.
+    pub log_tail: String,
+}
+
 /// Everything a run found; `verdict.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
@@ -108,6 +116,12 @@ pub struct RunReport {
     pub faults: Vec<FaultReport>,
     /// The views check (`None`: views were not checked).
     pub views: Option<ViewsReport>,
+    /// Nodes that did not start again after the final heal (left out of the
+    /// final phase).
+    pub down: Vec<DownNode>,
+    /// Set when the replicas did not converge after the final heal (each
+    /// partition was then read from its most advanced replica).
+    pub lagging: Option<String>,
     /// Operations per kind and outcome, e.g. `send.ok`.
     pub ops: BTreeMap<String, usize>,
     pub reads: usize,
@@ -201,6 +215,10 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     };
     let faults = nemesis.run(&schedule, offset).await;
     let _ = load.await;
+    // The history so far, in case the final phase cannot finish (the full
+    // history replaces it at the end).
+    let history_path = config.out.join("history.jsonl");
+    std::fs::write(&history_path, recorder.history().to_jsonl()).map_err(io("write", &history_path))?;
     let windows: Vec<Window> = match faults {
         Ok(w) => w,
         Err(e) => {
@@ -220,30 +238,60 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         targets: Vec::new(),
         detail: "every link healed, every node running".into(),
     });
+    // A node that exits right after its restart refuses to start (e.g. it
+    // found a damaged file): the final phase goes on without it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down: Vec<DownNode> = {
+        let mut c = cluster.lock().await;
+        let exited = c.exited();
+        let down = exited.iter().map(|id| DownNode { node: *id, log_tail: c.log_tail(*id, 5) }).collect();
+        c.excluded.extend(exited);
+        down
+    };
+    for d in &down {
+        tracing::warn!(node = d.node, log = %d.log_tail, "node does not start; left out of the final phase");
+    }
     let liveness = probe(&workload, config.liveness_bound, heal_ns).await;
     tracing::info!(?liveness, "liveness probes done");
 
     let mut cluster = cluster.lock().await;
     let admin = cluster.wait_ready(Duration::from_secs(60)).await?;
-    let converged = cluster.wait_converged(&admin, Duration::from_secs(60)).await?;
+    // Replicas that never agree are a finding, not a harness failure: the
+    // reads then take each partition from its most advanced replica.
+    let (converged, lagging) = match cluster.wait_converged(&admin, Duration::from_secs(60)).await {
+        Ok(c) => (Some(c), None),
+        Err(e) => {
+            tracing::warn!(error = %e, "replicas did not converge");
+            (None, Some(e.to_string()))
+        }
+    };
     let replicas = readback::read_all(&cluster, &admin, Duration::from_secs(10)).await?;
     let initial: BTreeMap<ChatId, Vec<UserId>> = match workload.universe.setup_entry() {
         Entry::Setup { chats, .. } => chats.into_iter().map(|c| (c.chat, c.members)).collect(),
         _ => BTreeMap::new(),
     };
     let devices: Vec<(UserId, DeviceId)> = workload.universe.devices.clone();
-    let reads = readback::record_reads(&recorder, &replicas, &devices, &initial, config.partitions, PROBE_PROCESS + 1);
+    let reads = readback::record_reads(
+        &recorder,
+        &replicas,
+        &devices,
+        &initial,
+        config.partitions,
+        PROBE_PROCESS + 1,
+        converged.is_some(),
+    );
 
     let history = recorder.history();
     let mut verdict = checker::check(&history);
     let ops = history.operations();
     let extra = readback::divergence(&replicas).into_iter().chain(readback::lost_receipts(&replicas, &ops));
-    let views = if config.views {
-        let (anomalies, report) = views::check(&mut cluster, &admin, &converged, &config.out, Duration::from_secs(60)).await?;
-        verdict.anomalies.entry(Invariant::Views).or_default().extend(anomalies);
-        Some(report)
-    } else {
-        None
+    let views = match (&converged, config.views) {
+        (Some(converged), true) => {
+            let (anomalies, report) = views::check(&mut cluster, &admin, converged, &config.out, Duration::from_secs(60)).await?;
+            verdict.anomalies.entry(Invariant::Views).or_default().extend(anomalies);
+            Some(report)
+        }
+        _ => None,
     };
     for a in extra {
         verdict.anomalies.entry(a.invariant).or_default().push(a);
@@ -251,7 +299,9 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     let faults = analysis::faults(&windows, &ops, config.partitions);
     let throughput = analysis::throughput(&ops);
     let report = RunReport {
-        valid: verdict.is_valid() && liveness.holds(),
+        valid: verdict.is_valid() && liveness.holds() && down.is_empty() && lagging.is_none(),
+        down,
+        lagging,
         seed: config.seed,
         time_s: config.time.as_secs_f64(),
         nodes: config.nodes,
@@ -265,6 +315,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         packets_dropped: cluster.links.counts().0,
         not_checked: [
             (!config.views).then(|| "views: off in this run".to_string()),
+            (config.views && converged.is_none()).then(|| "views: the replicas did not converge".to_string()),
             Some("live deliveries: no edge yet; devices' final reads come from the log and the roster rule".into()),
         ]
         .into_iter()
@@ -275,7 +326,6 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         verdict,
     };
 
-    let history_path = config.out.join("history.jsonl");
     std::fs::write(&history_path, history.to_jsonl()).map_err(io("write", &history_path))?;
     let verdict_path = config.out.join("verdict.json");
     let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Encode { what: "verdict", reason: e.to_string() })?;

@@ -185,3 +185,28 @@ async fn log_client_fails_over_within_its_deadline_after_the_leader_is_killed() 
         "the append took {took:?} after the leader was killed (deadline {deadline:?})"
     );
 }
+
+/// Found by the harness (`chorus jepsen --nemesis corrupt-wal`): bytes
+/// flipped in the fsynced part of one node's RocksDB write-ahead log (a
+/// minority, one node at a time) are not detected. RocksDB's default WAL
+/// recovery (point in time) silently ends the log at the damaged record, so
+/// the node comes back without Raft entries it had acknowledged; openraft then
+/// panics in some partition groups ("follower log reversion is not allowed",
+/// "assertion failed: Some(log_id) <= self.committed()") while the process
+/// stays up, and replicas diverge: different events at the same offset,
+/// acknowledged sends lost, seqs reassigned. A node must instead refuse to
+/// start on a damaged log (or recover it from its peers) and never rejoin
+/// with less than it acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "chorus bug: a corrupted WAL on one node is silently truncated and replicas diverge (see the doc comment)"]
+async fn a_corrupted_write_ahead_log_on_one_node_loses_nothing() {
+    let mut config = ci_config(21, "corrupt-wal");
+    config.time = Duration::from_secs(30);
+    config.views = false;
+    let out = config.out.clone();
+    let report = run::run(config).await.unwrap_or_else(|e| panic!("run failed ({}): {e}", out.display()));
+    let counts: Vec<(String, usize)> =
+        report.verdict.anomalies.iter().map(|(i, a)| (format!("{i:?}"), a.len())).filter(|(_, n)| *n > 0).collect();
+    assert!(report.lagging.is_none(), "replicas did not converge: {:?}", report.lagging);
+    assert!(report.verdict.is_valid(), "anomalies per invariant: {counts:?} (see {})", out.display());
+}

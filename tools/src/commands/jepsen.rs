@@ -94,6 +94,12 @@ pub fn summary(r: &RunReport) -> String {
             f.recovery_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "never".into())
         ));
     }
+    if let Some(l) = &r.lagging {
+        s.push_str(&format!("  replicas did not converge: {l}\n"));
+    }
+    for d in &r.down {
+        s.push_str(&format!("  node {} did not start after the final heal:\n    {}\n", d.node, d.log_tail.replace('\n', "\n    ")));
+    }
     if let Some(v) = &r.views {
         s.push_str(&format!(
             "  views: {} live entries vs {} rebuilt from the log; projector caught up in {}\n",
