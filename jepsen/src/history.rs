@@ -6,7 +6,12 @@
 //! have happened, and may appear at most once). Besides operations, devices
 //! record what they `observe` (live deliveries after the SDK's dedup, receipt
 //! updates), and a `setup` entry names the chats, their initial members and
-//! every user's devices.
+//! every user's devices. A harness also writes a `meta` entry (the wall-clock
+//! time of `time_ns` 0 and the run's parameters) and a `nemesis` entry at the
+//! start and stop of every fault; the checker ignores both.
+//!
+//! `time_ns` is monotonic time since the run started; wall-clock time is
+//! `meta.start_wall_ms + time_ns / 1e6`.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -24,6 +29,17 @@ pub enum Entry {
     Fail { index: u64, process: u64, time_ns: u64, error: String },
     Info { index: u64, process: u64, time_ns: u64, error: String },
     Observe { process: u64, time_ns: u64, observation: Observation },
+    /// The run's start on the wall clock and its parameters (free-form).
+    Meta { start_wall_ms: u64, params: serde_json::Value },
+    /// A fault began or ended; `id` pairs the two.
+    Nemesis { id: u64, time_ns: u64, phase: FaultPhase, fault: String, targets: Vec<u64>, detail: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultPhase {
+    Start,
+    Stop,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +57,8 @@ pub enum Op {
     RemoveMember { chat: ChatId, actor: UserId, member: UserId },
     /// A final read of a chat's whole timeline as one device sees it.
     Read { user: UserId, device: DeviceId, chat: ChatId },
+    /// A cumulative receipt of `user`/`device` in `chat`.
+    Ack { chat: ChatId, user: UserId, device: DeviceId, kind: ReceiptKind, up_to_seq: Seq },
 }
 
 /// What an `ok` operation returned.
@@ -50,6 +68,8 @@ pub enum Value {
     Sent { chat: ChatId, seq: Seq },
     MemberChanged { seq: Seq },
     Read { items: Vec<Item> },
+    /// The device's cursor of the acked kind after the ack.
+    Receipt { up_to_seq: Seq },
 }
 
 /// One timeline item of a chat as a device received it.
@@ -154,7 +174,7 @@ impl History {
                 Entry::Ok { index, time_ns, value, .. } => close(&mut open, &mut done, *index, *time_ns, Outcome::Ok(value.clone())),
                 Entry::Fail { index, time_ns, error, .. } => close(&mut open, &mut done, *index, *time_ns, Outcome::Fail(error.clone())),
                 Entry::Info { index, time_ns, error, .. } => close(&mut open, &mut done, *index, *time_ns, Outcome::Info(error.clone())),
-                Entry::Setup { .. } | Entry::Observe { .. } => {}
+                Entry::Setup { .. } | Entry::Observe { .. } | Entry::Meta { .. } | Entry::Nemesis { .. } => {}
             }
         }
         done.extend(open.into_values());

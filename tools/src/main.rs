@@ -40,6 +40,8 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Jepsen: run a workload against a local cluster under faults, check the history.
+    Jepsen(commands::jepsen::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +80,7 @@ fn main() -> Result<()> {
             }
             Cmd::Bench(BenchCmd::Log(a)) => bench::log::run(a).await,
             Cmd::Bench(BenchCmd::E2e(a)) => bench::e2e::run(a).await,
+            Cmd::Jepsen(a) => commands::jepsen::run(a).await,
         }
     })
 }

@@ -14,6 +14,9 @@ pub(crate) struct Change {
     pub added: bool,
 }
 
+/// Receipt observations per (viewer, chat, of): (kind is read?, up_to_seq), in time order.
+pub(crate) type ReceiptUpdates = BTreeMap<((UserId, DeviceId), ChatId, UserId), Vec<(bool, Seq)>>;
+
 /// Everything the checks need, built once.
 #[derive(Debug, Default)]
 pub struct Model {
@@ -29,7 +32,7 @@ pub struct Model {
     /// Live deliveries per (user, device, chat), in observation order.
     pub(crate) live: BTreeMap<(UserId, DeviceId, ChatId), Vec<Item>>,
     /// Receipt observations per (viewer, chat, of), in time order: (kind is read?, up_to_seq).
-    pub(crate) receipts: BTreeMap<((UserId, DeviceId), ChatId, UserId), Vec<(bool, Seq)>>,
+    pub(crate) receipts: ReceiptUpdates,
 }
 
 impl Model {

@@ -1,19 +1,31 @@
 //! Real-time order: a send acknowledged before another was invoked, in the
 //! same chat, has the lower seq.
+//!
+//! A retry (same sender, device and `client_msg_id`) is the same send: its
+//! effect may have taken place during any earlier attempt, so a send counts as
+//! invoked when its *first* attempt was. Without that, a retry acked with the
+//! seq its first, timed-out attempt got would look like a send that jumped
+//! back in time.
 
 use std::collections::BTreeMap;
 
-use chorus_schema::{ChatId, Seq};
+use chorus_schema::{ChatId, ClientMsgId, DeviceId, Seq, UserId};
 
 use super::{anomaly, Anomaly, Invariant, Model};
 use crate::history::{Outcome, Value};
 
 pub(super) fn check(m: &Model) -> Vec<Anomaly> {
-    // Per chat: (complete_ns, seq) of acked sends and (invoke_ns, seq) of the same.
+    let mut first_invoke: BTreeMap<(UserId, DeviceId, ClientMsgId), u64> = BTreeMap::new();
+    for (op, _, sender, device, cmid) in m.sends() {
+        let t = first_invoke.entry((sender, device, cmid)).or_insert(op.invoke_ns);
+        *t = (*t).min(op.invoke_ns);
+    }
+    // Per chat: (first invoke_ns, complete_ns, seq) of acked sends.
     let mut per_chat: BTreeMap<ChatId, Vec<(u64, u64, Seq)>> = BTreeMap::new();
-    for (op, chat, ..) in m.sends() {
+    for (op, chat, sender, device, cmid) in m.sends() {
         if let (Outcome::Ok(Value::Sent { seq, .. }), Some(done)) = (&op.outcome, op.complete_ns) {
-            per_chat.entry(chat).or_default().push((op.invoke_ns, done, *seq));
+            let invoked = first_invoke[&(sender, device, cmid)];
+            per_chat.entry(chat).or_default().push((invoked, done, *seq));
         }
     }
     let mut out = Vec::new();

@@ -270,3 +270,26 @@ fn views_differences_are_reported() {
     assert_eq!(v.len(), 2, "{v:?}");
     assert!(check_views(&live, &live).is_empty());
 }
+
+#[test]
+fn retry_acked_with_its_first_attempts_seq_is_not_a_real_time_violation() {
+    // A's first attempt of cmid 11 times out but lands at seq 1; B's send is
+    // acked at seq 2; A's retry of cmid 11 is invoked after that and acked
+    // with the original seq 1. Real-time order holds: the send began first.
+    let mut b = Builder::new();
+    b.op(Op::Send { chat: chat(), sender: A, device: D1, client_msg_id: ClientMsgId(11) }, Err("timeout"), true);
+    b.send(B, 21, 2).send(A, 11, 1);
+    let items = vec![msg(1, A, 11), msg(2, B, 21)];
+    for u in [A, B, C] {
+        b.read(u, items.clone());
+    }
+    let v = check(&b.history());
+    assert!(v.is_valid(), "{:#?}", v.anomalies);
+    // Without the timed-out first attempt it is a violation.
+    let mut b = Builder::new();
+    b.send(B, 21, 2).send(A, 11, 1);
+    for u in [A, B, C] {
+        b.read(u, items.clone());
+    }
+    only(&check(&b.history()), Invariant::RealTime);
+}

@@ -1,0 +1,125 @@
+//! Invariant 6: views rebuilt from the log equal the live projector's.
+//!
+//! After the cluster has converged, the live projector (which ran through the
+//! faults, and may have been killed mid-batch) must catch up with every
+//! partition; it is then stopped and its store read entry by entry. A fresh
+//! store is rebuilt from the log with `rebuild_from_log` (effects off), and
+//! the two are compared key by key ([`crate::checker::check_views`]).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chorus_log_node::LogClient;
+use chorus_projections::store::RocksStore;
+use chorus_projections::Projection;
+use chorus_schema::PartitionId;
+use serde::Serialize;
+
+use crate::checker::{check_views, Anomaly, Invariant};
+use crate::cluster::Cluster;
+use crate::error::{io, Error, Result};
+
+/// What the views check saw.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ViewsReport {
+    pub live_entries: usize,
+    pub rebuilt_entries: usize,
+    /// From the start of the check until the live projector had folded every
+    /// committed event (`None`: it never did within the timeout).
+    pub caught_up_ms: Option<u64>,
+}
+
+/// Most differences listed one by one; the rest are counted in one anomaly.
+const LISTED_MAX: usize = 50;
+
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn open_entries(dir: &Path, partitions: u16) -> Result<(Entries, Vec<u64>)> {
+    let store = RocksStore::open(dir).map_err(|e| Error::Cluster(format!("open views in {}: {e}", dir.display())))?;
+    let txn = store.read();
+    let mut next = Vec::new();
+    for p in 0..partitions {
+        next.push(Projection::next_offset(&txn, PartitionId(p)).map_err(|e| Error::Cluster(e.to_string()))?);
+    }
+    drop(txn);
+    let entries = store.entries().map_err(|e| Error::Cluster(e.to_string()))?;
+    Ok((entries, next))
+}
+
+fn as_map(entries: &Entries) -> BTreeMap<String, serde_json::Value> {
+    entries.iter().map(|(k, v)| (hex::encode(k), serde_json::Value::String(hex::encode(v)))).collect()
+}
+
+/// Lets the live projector catch up with `converged` (next offset per
+/// partition), stops it, rebuilds the views from the log into `work_dir`
+/// and compares.
+///
+/// # Errors
+/// When the harness has no projector, or a store cannot be opened or rebuilt.
+pub async fn check(
+    cluster: &mut Cluster,
+    client: &LogClient,
+    converged: &BTreeMap<u16, u64>,
+    work_dir: &Path,
+    timeout: Duration,
+) -> Result<(Vec<Anomaly>, ViewsReport)> {
+    let partitions = cluster.spec.partitions;
+    let started = Instant::now();
+    let mut report = ViewsReport::default();
+    let mut anomalies = Vec::new();
+    let store_dir = match &cluster.projector {
+        Some(p) => p.config.store_dir.clone(),
+        None => return Err(Error::Invalid("no projector runs in this cluster".into())),
+    };
+    let live = loop {
+        let projector = cluster.projector.as_mut().expect("checked above");
+        tokio::task::block_in_place(|| projector.stop(Duration::from_secs(5)));
+        let dir = store_dir.clone();
+        let (entries, next) = tokio::task::spawn_blocking(move || open_entries(&dir, partitions))
+            .await
+            .map_err(|e| Error::Cluster(format!("reading the live views: {e}")))??;
+        let behind: Vec<(u16, u64, u64)> = converged
+            .iter()
+            .filter(|(p, n)| next.get(**p as usize).copied().unwrap_or(0) < **n)
+            .map(|(p, n)| (*p, next[*p as usize], *n))
+            .collect();
+        if behind.is_empty() {
+            report.caught_up_ms = Some(started.elapsed().as_millis() as u64);
+            break entries;
+        }
+        if started.elapsed() > timeout {
+            anomalies.push(Anomaly {
+                invariant: Invariant::Views,
+                chat: None,
+                detail: format!("the live projector did not catch up within {timeout:?}: (partition, folded, committed) {behind:?}"),
+            });
+            break entries;
+        }
+        cluster.projector.as_mut().expect("checked above").start()?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    report.live_entries = live.len();
+
+    let rebuilt_dir = work_dir.join("rebuilt-views");
+    if rebuilt_dir.exists() {
+        std::fs::remove_dir_all(&rebuilt_dir).map_err(io("remove", &rebuilt_dir))?;
+    }
+    chorus_projections::rebuild_from_log(client, &rebuilt_dir)
+        .await
+        .map_err(|e| Error::Cluster(format!("rebuilding the views from the log: {e}")))?;
+    let dir = rebuilt_dir.clone();
+    let (rebuilt, _) = tokio::task::spawn_blocking(move || open_entries(&dir, partitions))
+        .await
+        .map_err(|e| Error::Cluster(format!("reading the rebuilt views: {e}")))??;
+    report.rebuilt_entries = rebuilt.len();
+
+    let mut diffs = check_views(&as_map(&live), &as_map(&rebuilt));
+    if diffs.len() > LISTED_MAX {
+        let more = diffs.len() - LISTED_MAX;
+        diffs.truncate(LISTED_MAX);
+        diffs.push(Anomaly { invariant: Invariant::Views, chat: None, detail: format!("… and {more} more differing keys") });
+    }
+    anomalies.extend(diffs);
+    Ok((anomalies, report))
+}
