@@ -219,8 +219,16 @@ impl LogClient {
     pub async fn routed(&self, partition: PartitionId, req: &Request) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + self.inner.config.append_deadline;
         let mut attempt = 0u32;
+        let mut failed: Option<String> = None;
         loop {
-            let addr = self.leader_or_any(partition, attempt);
+            let mut addr = self.leader_or_any(partition, attempt);
+            // Not straight back to the node that just failed (perhaps dead).
+            if failed.as_ref() == Some(&addr) {
+                let nodes = self.inner.nodes.read().expect("nodes lock");
+                if let Some(other) = (1..=nodes.len()).map(|i| &nodes[(attempt as usize + i) % nodes.len()]).find(|n| **n != addr) {
+                    addr = other.clone();
+                }
+            }
             attempt += 1;
             // A killed node's connection looks alive until QUIC's idle timeout:
             // bound each attempt, so that the next one tries another node.
@@ -240,6 +248,7 @@ impl LogClient {
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
                     self.learn(partition, None);
+                    failed = Some(addr.clone());
                     e
                 }
             };
@@ -450,7 +459,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn request_on(inner: &Inner, addr: &str, req: &Request, timeout: Duration) -> Result<Response> {
-    let conn = connection(inner, addr).await?;
+    let conn = tokio::time::timeout(timeout, connection(inner, addr))
+        .await
+        .map_err(|_| Error::Connect { addr: addr.to_string(), reason: format!("timed out after {timeout:?}") })??;
     let stream_err = |e: &dyn std::fmt::Display| Error::Stream { addr: addr.to_string(), reason: e.to_string() };
     let result = tokio::time::timeout(timeout, async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
