@@ -4,6 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus-target}"
+# A persistent target dir keeps every old test binary (hundreds of MB each with
+# debug info): keep the newest two of each name (two crates may share a test name).
+if [ -d "$CARGO_TARGET_DIR/debug/deps" ]; then
+  find "$CARGO_TARGET_DIR/debug/deps" -maxdepth 1 -type f -executable ! -name '*.so' -printf '%T@ %f\n' \
+    | sort -rn | awk '{n=$2; sub(/-[0-9a-f]+$/, "", n); if (seen[n]++ >= 2) print $2}' \
+    | (cd "$CARGO_TARGET_DIR/debug/deps" && xargs -r rm -f)
+fi
 # The chorus binary is built first: the cluster tests start it as real processes.
 cargo build --locked -p chorus-tools --bin chorus
 cargo test --locked --workspace "$@"
