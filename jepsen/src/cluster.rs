@@ -500,10 +500,14 @@ impl Cluster {
             match self.client(ClientConfig::default()).await {
                 Ok(client) => {
                     let statuses = self.statuses(&client, Duration::from_secs(1)).await;
-                    let led: usize = statuses
+                    // Partitions some node leads by its own account (a stale
+                    // leader may still claim one that has a newer leader).
+                    let led = statuses
                         .iter()
-                        .map(|(id, s)| s.partitions.iter().filter(|p| p.leader.map(|l| l.0) == Some(*id)).count())
-                        .sum();
+                        .flat_map(|(id, s)| s.partitions.iter().filter(|p| p.leader.map(|l| l.0) == Some(*id)))
+                        .map(|p| p.partition.0)
+                        .collect::<BTreeSet<u16>>()
+                        .len();
                     if statuses.len() == self.counted() && led == self.spec.partitions as usize {
                         client.refresh_leaders().await;
                         return Ok(client);
