@@ -221,3 +221,16 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     drop(Arc::new(conn));
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_raft_core_is_reported_as_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _client) = must_start(config(dir.path())).await;
+    // Healthy: nothing fatal within a moment.
+    assert!(tokio::time::timeout(Duration::from_millis(300), node.fatal()).await.is_err());
+    // One partition's core stops (as after a storage error): reported, with
+    // that partition.
+    node.raft(chorus_schema::PartitionId(1)).unwrap().shutdown().await.unwrap();
+    let (partition, why) = tokio::time::timeout(Duration::from_secs(5), node.fatal()).await.expect("reported");
+    assert_eq!(partition, chorus_schema::PartitionId(1), "{why}");
+}

@@ -155,6 +155,29 @@ impl Node {
         &self.config
     }
 
+    /// Resolves when the Raft core of any partition has stopped (a storage
+    /// error, a panic inside openraft): the node can no longer serve that
+    /// partition, and a process that stays up would look healthy to its
+    /// peers and its supervisor. `chorus log-node` exits on it. Returns the
+    /// partition and why.
+    pub async fn fatal(&self) -> (PartitionId, String) {
+        let watchers = self.rafts.iter().enumerate().map(|(p, raft)| {
+            let mut metrics = raft.metrics();
+            Box::pin(async move {
+                let partition = PartitionId(p as u16);
+                loop {
+                    if let Err(e) = &metrics.borrow().running_state {
+                        return (partition, e.to_string());
+                    }
+                    if metrics.changed().await.is_err() {
+                        return (partition, "raft core stopped".to_string());
+                    }
+                }
+            })
+        });
+        futures::future::select_all(watchers).await.0
+    }
+
     /// The Raft group of `partition`.
     pub fn raft(&self, partition: PartitionId) -> Option<&Raft> {
         self.rafts.get(partition.0 as usize)

@@ -48,7 +48,15 @@ pub async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     let node = Node::start(config).await.context("start log-node")?;
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        (partition, why) = node.fatal() => {
+            // Exit rather than linger half-alive: a supervisor restarts the
+            // node, which recovers from its disk and its peers.
+            tracing::error!(%partition, %why, "a partition's raft core stopped; exiting");
+            anyhow::bail!("partition {partition}: raft core stopped: {why}");
+        }
+    }
     node.shutdown().await;
     Ok(())
 }
