@@ -218,7 +218,7 @@ async fn read_delivery(stream: &mut Option<quinn::RecvStream>, reader: &mut Fram
 }
 
 /// A one-shot exchange: the first edge that answers.
-async fn one_shot(config: &ClientConfig, frame: ClientFrame, what: &str) -> Result<ServerFrame> {
+async fn one_shot(config: &ClientConfig, frame: ClientFrame) -> Result<ServerFrame> {
     let endpoint = endpoint()?;
     let quic = quic_config(config)?;
     let mut last = Error::Connection("no edges configured".into());
@@ -236,7 +236,6 @@ async fn one_shot(config: &ClientConfig, frame: ClientFrame, what: &str) -> Resu
             Err(e) => last = e,
         }
     }
-    let _ = what;
     Err(last)
 }
 
@@ -245,7 +244,7 @@ async fn one_shot(config: &ClientConfig, frame: ClientFrame, what: &str) -> Resu
 /// # Errors
 /// [`Error::Refused`] (bad phone number, rate limits) or a connection error.
 pub async fn request_otp(config: &ClientConfig, phone: &str) -> Result<u64> {
-    match one_shot(config, ClientFrame::RequestOtp { phone: phone.to_owned() }, "request_otp").await? {
+    match one_shot(config, ClientFrame::RequestOtp { phone: phone.to_owned() }).await? {
         ServerFrame::OtpSent { expires_in_ms, .. } => Ok(expires_in_ms),
         other => Err(Error::Protocol(format!("expected OtpSent, got {}", other.kind()))),
     }
@@ -270,7 +269,7 @@ pub async fn verify_otp(
         device_name: device_name.to_owned(),
         identity_key,
     };
-    match one_shot(config, frame, "verify_otp").await? {
+    match one_shot(config, frame).await? {
         ServerFrame::Registered { user, device, token } => Ok(Credentials { user, device, token }),
         other => Err(Error::Protocol(format!("expected Registered, got {}", other.kind()))),
     }

@@ -82,7 +82,11 @@ pub struct Cluster {
     log_filter: String,
 }
 
-fn free_udp_port() -> Result<u16> {
+/// A UDP port that was free a moment ago on 127.0.0.1.
+///
+/// # Errors
+/// When no socket can be bound.
+pub fn free_udp_port() -> Result<u16> {
     let s = UdpSocket::bind("127.0.0.1:0").context("probe a free UDP port")?;
     Ok(s.local_addr()?.port())
 }

@@ -16,7 +16,7 @@ use chorus_log_node::LogClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::launcher::{Cluster, ClusterSpec};
+use crate::launcher::{free_udp_port, Cluster, ClusterSpec};
 
 /// One non-log process (projector or edge): its config file and log file.
 #[derive(Debug)]
@@ -174,11 +174,6 @@ pub struct Stack {
     pub edges: Vec<Service>,
     pub edge_addrs: Vec<String>,
     pub log: LogClient,
-}
-
-fn free_udp_port() -> Result<u16> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    Ok(s.local_addr()?.port())
 }
 
 impl Stack {

@@ -157,11 +157,10 @@ impl Timeline {
     /// failed fill must not hold live items forever). Releases the held items.
     pub(crate) fn fill_done(&mut self, chat: ChatId, out: &mut Vec<Step>) -> Result<(), Overflow> {
         let held = self.filling.remove(&chat).unwrap_or_default();
-        if let Some(top) = held.iter().filter_map(position).map(|(_, s)| s).max() {
+        if let Some(first) = held.iter().filter_map(position).map(|(_, s)| s).min() {
             // The fill covered up to the first held item; whatever it could not
             // recover is not coming back through this connection: move on.
             let s = self.seen.entry(chat).or_insert(Seq(0));
-            let first = held.iter().filter_map(position).map(|(_, s)| s).min().unwrap_or(top);
             if s.0 + 1 < first.0 {
                 *s = Seq(first.0 - 1);
             }

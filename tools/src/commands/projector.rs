@@ -20,11 +20,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let config: Config = match &args.config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
-            .with_context(|| format!("parse {}", p.display()))?,
-        None => Config::default(),
-    };
+    let config: Config = super::load_config(args.config.as_deref())?;
     config.validate()?;
     if args.config_check {
         print!("{}", toml::to_string(&config)?);
