@@ -559,6 +559,25 @@ impl Cluster {
         }
     }
 
+    /// Nodes re-seeding a damaged store from their peers (their data
+    /// directory holds the re-seed marker).
+    pub fn reseeding(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| n.config.data_dir.join(chorus_log_node::service::reseed::MARKER).exists())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// How many re-seeds from its peers each node completed, from its log.
+    pub fn reseeds(&self) -> BTreeMap<u64, usize> {
+        self.nodes
+            .iter()
+            .map(|n| (n.id, std::fs::read_to_string(n.log_path()).unwrap_or_default().matches("re-seed complete").count()))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+
     /// Nodes not excluded.
     pub fn counted(&self) -> usize {
         self.nodes.len() - self.excluded.len()

@@ -391,6 +391,23 @@ impl Nemesis {
             }
             FaultKind::CorruptWal | FaultKind::CorruptSst => {
                 let file = if step.kind == FaultKind::CorruptWal { CorruptFile::Wal } else { CorruptFile::Sst };
+                // Damage stays on a minority: a node still re-seeding from an
+                // earlier corruption has not got its data back yet, and damaging
+                // another one meanwhile would be damage on a majority.
+                let deadline = tokio::time::Instant::now() + RESEED_WAIT;
+                while !cluster.reseeding().is_empty() && tokio::time::Instant::now() < deadline {
+                    drop(cluster);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    cluster = self.cluster.lock().await;
+                }
+                let busy = cluster.reseeding();
+                if !busy.is_empty() {
+                    for id in &targets {
+                        cluster.kill(*id);
+                    }
+                    detail = format!("{detail}; not damaged: nodes {busy:?} still re-seeding after {RESEED_WAIT:?}");
+                    return Ok(Active { targets, cut, detail });
+                }
                 for id in &targets {
                     cluster.kill(*id);
                     let done = cluster.corrupt(*id, file, step.pick)?;
@@ -450,6 +467,9 @@ impl Nemesis {
         Ok(())
     }
 }
+
+/// How long a corruption fault waits for an earlier one's re-seed to finish.
+const RESEED_WAIT: Duration = Duration::from_secs(20);
 
 /// Both directions of every link between `a` and `b`.
 fn cut_between(a: &[u64], b: &[u64]) -> BTreeSet<(u64, u64)> {

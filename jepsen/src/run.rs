@@ -119,6 +119,8 @@ pub struct RunReport {
     /// Nodes that did not start again after the final heal (left out of the
     /// final phase).
     pub down: Vec<DownNode>,
+    /// Re-seeds from peers each node completed (after damaged files).
+    pub reseeds: BTreeMap<u64, usize>,
     /// Set when the replicas did not converge after the final heal (each
     /// partition was then read from its most advanced replica).
     pub lagging: Option<String>,
@@ -241,7 +243,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     // A node that exits right after its restart refuses to start (e.g. it
     // found a damaged file): the final phase goes on without it.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let down: Vec<DownNode> = {
+    let mut down: Vec<DownNode> = {
         let mut c = cluster.lock().await;
         let exited = c.exited();
         let down = exited.iter().map(|id| DownNode { node: *id, log_tail: c.log_tail(*id, 5) }).collect();
@@ -255,6 +257,19 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     tracing::info!(?liveness, "liveness probes done");
 
     let mut cluster = cluster.lock().await;
+    // A node whose files were damaged comes back by re-seeding from its peers:
+    // one that has not finished by now is not a full replica again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cluster.reseeding().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in cluster.reseeding() {
+        let log_tail = format!("still re-seeding from its peers 60 s after the heal:\n{}", cluster.log_tail(id, 5));
+        tracing::warn!(node = id, "node still re-seeding; left out of the final phase");
+        down.push(DownNode { node: id, log_tail });
+        cluster.excluded.insert(id);
+    }
+    let reseeds = cluster.reseeds();
     let admin = cluster.wait_ready(Duration::from_secs(60)).await?;
     // Replicas that never agree are a finding, not a harness failure: the
     // reads then take each partition from its most advanced replica.
@@ -301,6 +316,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     let report = RunReport {
         valid: verdict.is_valid() && liveness.holds() && down.is_empty() && lagging.is_none(),
         down,
+        reseeds,
         lagging,
         seed: config.seed,
         time_s: config.time.as_secs_f64(),

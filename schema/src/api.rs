@@ -33,6 +33,11 @@ pub enum Request {
     AddLearner { partition: PartitionId, node: NodeId, raft_addr: String, client_addr: String },
     /// Make `voters` the voting members of `partition`.
     ChangeVoters { partition: PartitionId, voters: Vec<NodeId> },
+    /// Remove `node` from the voters of `partition`, whatever the others are
+    /// (the leader computes the new set). Done if it is not a voter.
+    RemoveVoter { partition: PartitionId, node: NodeId },
+    /// Make learner `node` a voter of `partition`. Done if it already is one.
+    PromoteLearner { partition: PartitionId, node: NodeId },
 }
 
 /// A log-node's answer.
@@ -122,7 +127,11 @@ impl Request {
                 check_len("append commands", commands.len(), MAX_COMMANDS_PER_APPEND)?;
                 commands.iter().try_for_each(|c| check_len("command", c.len(), MAX_COMMAND_BYTES))
             }
-            Request::Read { .. } | Request::Tail { .. } | Request::Status => Ok(()),
+            Request::Read { .. }
+            | Request::Tail { .. }
+            | Request::Status
+            | Request::RemoveVoter { .. }
+            | Request::PromoteLearner { .. } => Ok(()),
             Request::AddLearner { raft_addr, client_addr, .. } => {
                 check_len("raft address", raft_addr.len(), MAX_ADDR_BYTES)?;
                 check_len("client address", client_addr.len(), MAX_ADDR_BYTES)
@@ -184,6 +193,20 @@ impl Request {
                 );
                 (fb::RequestBody::ChangeVotersRequest, t.as_union_value())
             }
+            Request::RemoveVoter { partition, node } => {
+                let t = fb::RemoveVoterRequest::create(
+                    &mut fbb,
+                    &fb::RemoveVoterRequestArgs { partition: partition.0, node: node.0 },
+                );
+                (fb::RequestBody::RemoveVoterRequest, t.as_union_value())
+            }
+            Request::PromoteLearner { partition, node } => {
+                let t = fb::PromoteLearnerRequest::create(
+                    &mut fbb,
+                    &fb::PromoteLearnerRequestArgs { partition: partition.0, node: node.0 },
+                );
+                (fb::RequestBody::PromoteLearnerRequest, t.as_union_value())
+            }
         };
         let root = fb::Request::create(&mut fbb, &fb::RequestArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, ident::REQUEST)
@@ -240,6 +263,14 @@ impl Request {
                     partition: PartitionId(b.partition()),
                     voters: b.voters().iter().map(NodeId).collect(),
                 }
+            }
+            fb::RequestBody::RemoveVoterRequest => {
+                let b = r.body_as_remove_voter_request().ok_or_else(bad)?;
+                Request::RemoveVoter { partition: PartitionId(b.partition()), node: NodeId(b.node()) }
+            }
+            fb::RequestBody::PromoteLearnerRequest => {
+                let b = r.body_as_promote_learner_request().ok_or_else(bad)?;
+                Request::PromoteLearner { partition: PartitionId(b.partition()), node: NodeId(b.node()) }
             }
             _ => return Err(bad()),
         };

@@ -143,6 +143,18 @@ impl Peers {
         self.conns.lock().expect("peers lock").remove(addr);
     }
 
+    /// Forgets `conn` if it is still the one cached for `addr` (a newer one stays).
+    fn forget_conn(&self, addr: &str, conn: &quinn::Connection) {
+        let mut conns = self.conns.lock().expect("peers lock");
+        let Some(slot) = conns.get(addr) else { return };
+        // Busy slot: someone is dialing or using it; leave it be.
+        let Ok(cached) = slot.try_lock() else { return };
+        if cached.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            drop(cached);
+            conns.remove(addr);
+        }
+    }
+
     /// Queues `rpc` for the peer at `addr`; it leaves with every other RPC queued
     /// for that peer by then.
     fn enqueue(&self, addr: &str, rpc: Rpc, ttl: Duration) -> oneshot::Receiver<Result<Reply, NetworkError>> {
@@ -187,7 +199,15 @@ impl Peers {
                 }
                 Err(CallError::Network(e))
             }
-            Err(_) => Err(CallError::Network(NetworkError::new(&Msg(format!("rpc to {addr} timed out after {ttl:?}"))))),
+            Err(_) => {
+                // The peer may be gone with its connection state (killed and
+                // restarted): its new incarnation cannot reset our connection,
+                // which would then look alive until QUIC's idle timeout. Dial
+                // afresh for the next RPC; exchanges in flight on the old
+                // connection finish or time out on their own.
+                self.forget_conn(addr, &conn);
+                Err(CallError::Network(NetworkError::new(&Msg(format!("rpc to {addr} timed out after {ttl:?}")))))
+            }
         }
     }
 }

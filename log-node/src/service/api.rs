@@ -12,7 +12,8 @@ use chorus_schema::{
     Command, ErrorCode, LeaderHint, NodeId, NodeStatus, PartitionId, PartitionStatus, ReplicaStatus, Request,
     Response, MAX_FRAME_BYTES,
 };
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
 use tokio::sync::watch;
 
 use crate::network::frame;
@@ -29,6 +30,10 @@ pub(crate) struct Api {
     pub store: Arc<Store>,
     pub offsets: Arc<Vec<watch::Receiver<u64>>>,
     pub append_timeout: Duration,
+    /// Set when a read finds damaged storage; the node then stops (see `Node::fatal`).
+    pub damage: Arc<watch::Sender<Option<String>>>,
+    /// A learner is promoted only this close to the leader's last log index.
+    pub promote_max_lag: u64,
 }
 
 fn error(code: ErrorCode, message: impl Into<String>) -> Response {
@@ -95,6 +100,15 @@ impl Api {
             .ok_or_else(|| error(ErrorCode::InvalidCommand, format!("no partition {partition} (cluster has {})", self.partitions)))
     }
 
+    /// An `Internal` error for the client; damaged storage also stops the node.
+    fn storage_error(&self, e: &crate::store::Error) -> Response {
+        if e.is_corruption() {
+            tracing::error!(error = %e, "a read found damaged storage");
+            self.damage.send_replace(Some(e.to_string()));
+        }
+        error(ErrorCode::Internal, e.to_string())
+    }
+
     async fn handle(&self, req: Request) -> Response {
         let r = match req {
             Request::Append { commands } => self.append(commands).await,
@@ -104,6 +118,8 @@ impl Api {
                 self.add_learner(partition, node, NodeAddr { raft_addr, client_addr }).await
             }
             Request::ChangeVoters { partition, voters } => self.change_voters(partition, voters).await,
+            Request::RemoveVoter { partition, node } => self.remove_voter(partition, node).await,
+            Request::PromoteLearner { partition, node } => self.promote_learner(partition, node).await,
             Request::Tail { .. } => unreachable!("tail is served as a stream"),
         };
         r.unwrap_or_else(|e| e)
@@ -143,8 +159,7 @@ impl Api {
         self.raft(partition)?;
         let next = *self.offsets[partition.0 as usize].borrow();
         let limit = limit.clamp(1, READ_LIMIT_MAX) as usize;
-        let events = events::read_range(&self.store, partition, from, next, limit)
-            .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+        let events = events::read_range(&self.store, partition, from, next, limit).map_err(|e| self.storage_error(&e))?;
         let next = from + events.len() as u64;
         Ok(Response::Events { partition, events, next })
     }
@@ -162,7 +177,7 @@ impl Api {
                 let events = match events::read_range(&self.store, partition, from, next, READ_LIMIT_MAX as usize) {
                     Ok(e) => e,
                     Err(e) => {
-                        let _ = frame::write(send, &error(ErrorCode::Internal, e.to_string()).encode()).await;
+                        let _ = frame::write(send, &self.storage_error(&e).encode()).await;
                         return;
                     }
                 };
@@ -231,10 +246,76 @@ impl Api {
             return Err(error(ErrorCode::InvalidCommand, "a partition needs at least one voter"));
         }
         let voters: BTreeSet<u64> = voters.into_iter().map(|v| v.0).collect();
-        match raft.change_membership(voters, false).await {
+        Self::membership(raft, partition, ChangeMembers::ReplaceAllVoters(voters)).await
+    }
+
+    /// Removes `node` from the voters, computed from the leader's current
+    /// membership (so that a concurrent change is not undone). The node is
+    /// dropped, not kept as a learner: it comes back through `AddLearner`.
+    async fn remove_voter(&self, partition: PartitionId, node: NodeId) -> Result<Response, Response> {
+        let raft = self.raft(partition)?;
+        let voters = self.leader_voters(raft, partition).await?;
+        if !voters.contains(&node.0) {
+            return Ok(Response::Done);
+        }
+        if voters.len() == 1 {
+            return Err(error(ErrorCode::InvalidCommand, format!("node {node} is the only voter of partition {partition}")));
+        }
+        Self::membership(raft, partition, ChangeMembers::RemoveVoters(BTreeSet::from([node.0]))).await
+    }
+
+    /// Makes learner `node` a voter (done if it already is one), once it is
+    /// within one AppendEntries of the leader's log: a voter far behind could
+    /// not help commit, and would leave the partition one failure from a stall.
+    async fn promote_learner(&self, partition: PartitionId, node: NodeId) -> Result<Response, Response> {
+        let raft = self.raft(partition)?;
+        if self.leader_voters(raft, partition).await?.contains(&node.0) {
+            return Ok(Response::Done);
+        }
+        let m = raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        let matched = m.replication.as_ref().and_then(|r| r.get(&node.0).cloned()).flatten().map(|l| l.index);
+        match matched {
+            Some(i) if last.saturating_sub(i) <= self.promote_max_lag => {}
+            _ => {
+                return Err(error(
+                    ErrorCode::Unavailable,
+                    format!("learner {node} of partition {partition} is behind: matched {matched:?} of {last}"),
+                ))
+            }
+        }
+        Self::membership(raft, partition, ChangeMembers::AddVoterIds(BTreeSet::from([node.0]))).await
+    }
+
+    /// The voters of the latest membership, asked of the leader: a follower's
+    /// view may be stale, so a follower answers `NotLeader`.
+    async fn leader_voters(&self, raft: &Raft, partition: PartitionId) -> Result<BTreeSet<u64>, Response> {
+        match raft.ensure_linearizable().await {
+            Ok(_) => Ok(raft.metrics().borrow().membership_config.membership().voter_ids().collect()),
+            Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(not_leader(&f, partition))
+            }
+            Err(e) => Err(error(ErrorCode::Unavailable, e.to_string())),
+        }
+    }
+
+    async fn membership(
+        raft: &Raft,
+        partition: PartitionId,
+        change: ChangeMembers<u64, NodeAddr>,
+    ) -> Result<Response, Response> {
+        // `retain = false`: a node removed from the voters is not kept as a learner.
+        match raft.change_membership(change, false).await {
             Ok(_) => Ok(Response::Done),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f, partition)),
-            Err(e) => Err(error(ErrorCode::InvalidCommand, e.to_string())),
+            // Another change is still being committed: retry later.
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e @ ChangeMembershipError::InProgress(_)))) => {
+                Err(error(ErrorCode::Unavailable, e.to_string()))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(error(ErrorCode::InvalidCommand, e.to_string()))
+            }
+            Err(e) => Err(error(ErrorCode::Unavailable, e.to_string())),
         }
     }
 }

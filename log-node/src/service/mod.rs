@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod node;
+pub mod reseed;
 
 pub use node::{Node, NodeError};

@@ -10,10 +10,12 @@ use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
 use super::api::{self, Api};
+use super::reseed::{self, Marker, Reseed};
 use crate::config::Config;
 use crate::network::raft::{self as raft_net, Network, Peers};
 use crate::network::tls::{self, Identity};
 use crate::store::{LogStore, StateMachine, Store};
+use std::path::Path;
 use crate::types::{NodeAddr, Raft};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum NodeError {
     Addr { addr: String, reason: String },
     #[error("raft: {0}")]
     Raft(String),
+    #[error("re-seed marker: {0}")]
+    Marker(#[from] std::io::Error),
 }
 
 /// A running log-node. Dropping it does not stop it: call [`Node::shutdown`].
@@ -42,6 +46,11 @@ pub struct Node {
     raft_endpoint: quinn::Endpoint,
     client_endpoint: quinn::Endpoint,
     offsets: Arc<Vec<watch::Receiver<u64>>>,
+    /// Storage damage found outside a Raft core (a client read): fatal too.
+    damage: Arc<watch::Sender<Option<String>>>,
+    /// True once the node takes part in Raft as itself: at once after a normal
+    /// start, after the re-seed when its store was damaged.
+    reseeded: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -70,6 +79,58 @@ fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> {
     Ok(Arc::new(c.validate().map_err(|e| NodeError::Raft(e.to_string()))?))
 }
 
+/// A start-up error; damage found this late marks the node for a re-seed at
+/// its next start.
+fn damaged(config: &Config, why: String) -> NodeError {
+    if reseed::is_corruption(&why) {
+        if let Err(e) = Marker::mark(&config.data_dir, &why) {
+            tracing::error!(error = %e, "could not mark the store for a re-seed");
+        }
+    }
+    NodeError::Raft(why)
+}
+
+/// Opens the store of `config`, moving a damaged one aside. Returns the
+/// re-seed marker when the node must re-seed from its peers: a re-seed was
+/// under way, RocksDB refused the store as corrupt, or a partition's log holds
+/// less than the commit index it recorded.
+async fn open_store(config: &Config) -> Result<(Arc<Store>, Option<Marker>), NodeError> {
+    let dir: &Path = &config.data_dir;
+    let db = dir.join("db");
+    let mut marker = Marker::load(dir)?;
+    if let Some(m) = &mut marker {
+        m.quarantine(dir, &db)?;
+    }
+    let store = match Store::open(&db) {
+        Ok(store) => store,
+        Err(e) if marker.is_none() && e.is_corruption() => {
+            tracing::error!(error = %e, "the store is damaged");
+            let mut m = Marker::new(e.to_string());
+            m.save(dir)?;
+            m.quarantine(dir, &db)?;
+            return Ok((Store::open(&db)?, Some(m)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if marker.is_some() {
+        return Ok((store, marker));
+    }
+    let mut lost = None;
+    for p in 0..config.partitions {
+        lost = LogStore::new(store.clone(), p).check().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        if lost.is_some() {
+            break;
+        }
+    }
+    let Some(reason) = lost else { return Ok((store, None)) };
+    tracing::error!(%reason, "the store is damaged");
+    let mut m = Marker::new(reason);
+    m.save(dir)?;
+    drop(store); // closes the database before it is moved
+    m.quarantine(dir, &db)?;
+    Ok((Store::open(&db)?, Some(m)))
+}
+
 impl Node {
     /// Opens the store, starts every partition group and both QUIC endpoints.
     ///
@@ -86,7 +147,7 @@ impl Node {
             None => tls::issue(&config.data_dir.join("tls"), &format!("node-{}", config.id))?,
         };
         let identity = Identity::load(&tls_paths)?;
-        let store = Store::open(&config.data_dir.join("db"))?;
+        let (store, marker) = open_store(&config).await?;
 
         let raft_sock = parse_addr(&config.raft_addr)?;
         let mut raft_endpoint = quinn::Endpoint::server(identity.raft_server()?, raft_sock)
@@ -101,16 +162,32 @@ impl Node {
         for p in 0..config.partitions {
             let log = LogStore::new(store.clone(), p);
             let sm = StateMachine::open(store.clone(), PartitionId(p), config.partitions)
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
+                .map_err(|e| damaged(&config, e.to_string()))?;
             offsets.push(sm.offsets());
             let net = Network { partition: p, peers: peers.clone() };
-            let raft = Raft::new(config.id, rc.clone(), net, log, sm).await.map_err(|e| NodeError::Raft(e.to_string()))?;
+            let raft = Raft::new(config.id, rc.clone(), net, log, sm).await.map_err(|e| damaged(&config, e.to_string()))?;
             rafts.push(raft);
         }
         let rafts = Arc::new(rafts);
-        tokio::spawn(raft_net::serve(raft_endpoint.clone(), rafts.clone()));
+        let (reseed_done, reseeded) = watch::channel(marker.is_none());
+        if let Some(marker) = marker {
+            // The Raft port opens once this node is no voter of a partition it
+            // may have forgotten: see `reseed`. Never bootstrap an empty store.
+            tracing::warn!(node = config.id, reason = %marker.reason, "storage was damaged: re-seeding from peers");
+            let reseed = Reseed {
+                config: config.clone(),
+                rafts: rafts.clone(),
+                raft_endpoint: raft_endpoint.clone(),
+                ca: tls_paths.ca.clone(),
+                marker,
+                done: reseed_done,
+            };
+            tokio::spawn(reseed.run());
+        } else {
+            tokio::spawn(raft_net::serve(raft_endpoint.clone(), rafts.clone()));
+        }
 
-        if config.bootstrap {
+        if config.bootstrap && *reseeded.borrow() {
             for p in 0..config.partitions {
                 let replicas = config.initial_replicas(p);
                 if replicas[0].id != config.id {
@@ -132,7 +209,10 @@ impl Node {
         let client_endpoint = quinn::Endpoint::server(identity.log_server()?, client_sock)
             .map_err(|source| NodeError::Bind { addr: config.client_addr.clone(), source })?;
         let offsets = Arc::new(offsets);
+        let damage = Arc::new(watch::channel(None).0);
         let api = Arc::new(Api {
+            damage: damage.clone(),
+            promote_max_lag: config.raft.max_payload_entries,
             node_id: config.id,
             partitions: config.partitions,
             rafts: rafts.clone(),
@@ -148,7 +228,7 @@ impl Node {
             partitions = config.partitions,
             "log-node started"
         );
-        Ok(Node { id: config.id, config, rafts, store, raft_endpoint, client_endpoint, offsets })
+        Ok(Node { id: config.id, config, rafts, store, raft_endpoint, client_endpoint, offsets, damage, reseeded })
     }
 
     pub fn config(&self) -> &Config {
@@ -160,7 +240,28 @@ impl Node {
     /// partition, and a process that stays up would look healthy to its
     /// peers and its supervisor. `chorus log-node` exits on it. Returns the
     /// partition and why.
+    ///
+    /// When the cause is damaged storage, the node is marked for a re-seed
+    /// from its peers at its next start (see [`reseed`](super::reseed)).
     pub async fn fatal(&self) -> (PartitionId, String) {
+        let (partition, why) = self.first_failure().await;
+        if reseed::is_corruption(&why) {
+            if let Err(e) = Marker::mark(&self.config.data_dir, &why) {
+                tracing::error!(error = %e, "could not mark the store for a re-seed");
+            }
+        }
+        (partition, why)
+    }
+
+    async fn first_failure(&self) -> (PartitionId, String) {
+        let mut damage = self.damage.subscribe();
+        let damaged = async move {
+            // Not tied to one partition: reported as partition 0.
+            match damage.wait_for(Option::is_some).await {
+                Ok(why) => (PartitionId(0), why.clone().unwrap_or_default()),
+                Err(_) => std::future::pending().await,
+            }
+        };
         let watchers = self.rafts.iter().enumerate().map(|(p, raft)| {
             let mut metrics = raft.metrics();
             Box::pin(async move {
@@ -175,7 +276,21 @@ impl Node {
                 }
             })
         });
-        futures::future::select_all(watchers).await.0
+        tokio::select! {
+            first = futures::future::select_all(watchers) => first.0,
+            d = damaged => d,
+        }
+    }
+
+    /// Whether the node is still re-seeding its damaged store from its peers.
+    pub fn reseeding(&self) -> bool {
+        !*self.reseeded.borrow()
+    }
+
+    /// Waits until the node is done re-seeding (at once if it never was).
+    pub async fn wait_reseeded(&self) {
+        let mut r = self.reseeded.clone();
+        let _ = r.wait_for(|done| *done).await;
     }
 
     /// The Raft group of `partition`.

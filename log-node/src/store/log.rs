@@ -144,13 +144,48 @@ impl RaftLogReader<TypeConfig> for LogStore {
             assert_eq!(keys::index_of(&k), Some(entry.log_id.index), "log key and entry disagree");
             if entry.log_id.index != expected {
                 return Err(read_err(std::io::Error::other(format!(
-                    "partition {}: log hole, expected index {expected}, found {}",
+                    "Corruption: partition {}: log hole, expected index {expected}, found {}",
                     self.partition, entry.log_id.index
                 ))));
             }
             out.push(entry);
         }
         Ok(out)
+    }
+}
+
+impl LogStore {
+    /// Why this replica cannot be trusted, if it cannot: reads everything
+    /// Raft reads at start (every log entry, the metadata, the snapshot), so
+    /// that damage shows before the node takes part, and checks that the log
+    /// holds the commit index the replica recorded itself. That index is
+    /// written after the entries it covers, into the same write-ahead log, so
+    /// after any crash (which keeps a prefix of that log) it never runs ahead
+    /// of the log: if it does, records were lost from the middle.
+    ///
+    /// # Errors
+    /// A storage error that is not damage (the disk cannot be read at all).
+    pub async fn check(&mut self) -> Result<Option<String>, StorageError> {
+        match self.check_inner().await {
+            Err(e) if crate::service::reseed::is_corruption(&e.to_string()) => Ok(Some(e.to_string())),
+            other => other,
+        }
+    }
+
+    async fn check_inner(&mut self) -> Result<Option<String>, StorageError> {
+        let entries = self.try_get_log_entries(..).await?;
+        let _vote: Option<Vote> = self.get_meta(keys::VOTE)?;
+        let purged: Option<LogId> = self.get_meta(keys::PURGED)?;
+        let snapshot = super::state_machine::snapshot_last_log_id(&self.store, self.partition)?;
+        let Some(committed) = self.get_meta::<Option<LogId>>(keys::COMMITTED)?.flatten() else { return Ok(None) };
+        let last = [entries.last().map(|e| e.log_id), purged, snapshot].into_iter().flatten().map(|l| l.index).max();
+        Ok(match last {
+            Some(last) if last >= committed.index => None,
+            last => Some(format!(
+                "Corruption: partition {}: log ends at {last:?} but index {} was recorded as committed",
+                self.partition, committed.index
+            )),
+        })
     }
 }
 

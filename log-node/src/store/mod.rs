@@ -47,6 +47,16 @@ pub enum Error {
     Corrupt { what: &'static str, partition: u16, reason: String },
 }
 
+impl Error {
+    /// Whether RocksDB found damaged files (rather than, say, a locked directory).
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            Error::Rocks(e) => e.kind() == rocksdb::ErrorKind::Corruption,
+            Error::Corrupt { .. } => true,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The node's RocksDB instance and its WAL syncer, shared by all partitions.

@@ -127,6 +127,11 @@ fn read_stored(store: &Store, partition: u16) -> Result<Option<StoredSnapshot>, 
     }
 }
 
+/// The last log id covered by `partition`'s stored snapshot, if any.
+pub(crate) fn snapshot_last_log_id(store: &Store, partition: u16) -> Result<Option<LogId>, StorageError> {
+    Ok(read_stored(store, partition)?.and_then(|s| s.meta.last_log_id))
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 

@@ -779,10 +779,10 @@ pub struct CommandResultBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 6;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 7] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 9] = [
   RequestBody::NONE,
   RequestBody::AppendRequest,
   RequestBody::ReadRequest,
@@ -790,6 +790,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 7] = [
   RequestBody::StatusRequest,
   RequestBody::AddLearnerRequest,
   RequestBody::ChangeVotersRequest,
+  RequestBody::RemoveVoterRequest,
+  RequestBody::PromoteLearnerRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -804,9 +806,11 @@ impl RequestBody {
   pub const StatusRequest: Self = Self(4);
   pub const AddLearnerRequest: Self = Self(5);
   pub const ChangeVotersRequest: Self = Self(6);
+  pub const RemoveVoterRequest: Self = Self(7);
+  pub const PromoteLearnerRequest: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::AppendRequest,
@@ -815,6 +819,8 @@ impl RequestBody {
     Self::StatusRequest,
     Self::AddLearnerRequest,
     Self::ChangeVotersRequest,
+    Self::RemoveVoterRequest,
+    Self::PromoteLearnerRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -826,6 +832,8 @@ impl RequestBody {
       Self::StatusRequest => Some("StatusRequest"),
       Self::AddLearnerRequest => Some("AddLearnerRequest"),
       Self::ChangeVotersRequest => Some("ChangeVotersRequest"),
+      Self::RemoveVoterRequest => Some("RemoveVoterRequest"),
+      Self::PromoteLearnerRequest => Some("PromoteLearnerRequest"),
       _ => None,
     }
   }
@@ -11750,6 +11758,234 @@ impl ::core::fmt::Debug for ChangeVotersRequest<'_> {
       ds.finish()
   }
 }
+pub enum RemoveVoterRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Remove `node` from the voters of `partition` (kept out, not as a learner).
+pub struct RemoveVoterRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RemoveVoterRequest<'a> {
+  type Inner = RemoveVoterRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RemoveVoterRequest<'a> {
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RemoveVoterRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RemoveVoterRequestArgs
+  ) -> ::flatbuffers::WIPOffset<RemoveVoterRequest<'bldr>> {
+    let mut builder = RemoveVoterRequestBuilder::new(_fbb);
+    builder.add_node(args.node);
+    builder.add_partition(args.partition);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn partition(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(RemoveVoterRequest::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RemoveVoterRequest::VT_NODE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RemoveVoterRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u64>("node", Self::VT_NODE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RemoveVoterRequestArgs {
+    pub partition: u16,
+    pub node: u64,
+}
+impl<'a> Default for RemoveVoterRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    RemoveVoterRequestArgs {
+      partition: 0,
+      node: 0,
+    }
+  }
+}
+
+pub struct RemoveVoterRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemoveVoterRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_partition(&mut self, partition: u16) {
+    self.fbb_.push_slot::<u16>(RemoveVoterRequest::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: u64) {
+    self.fbb_.push_slot::<u64>(RemoveVoterRequest::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RemoveVoterRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RemoveVoterRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RemoveVoterRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RemoveVoterRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RemoveVoterRequest");
+      ds.field("partition", &self.partition());
+      ds.field("node", &self.node());
+      ds.finish()
+  }
+}
+pub enum PromoteLearnerRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Make learner `node` a voter of `partition`.
+pub struct PromoteLearnerRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PromoteLearnerRequest<'a> {
+  type Inner = PromoteLearnerRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PromoteLearnerRequest<'a> {
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PromoteLearnerRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PromoteLearnerRequestArgs
+  ) -> ::flatbuffers::WIPOffset<PromoteLearnerRequest<'bldr>> {
+    let mut builder = PromoteLearnerRequestBuilder::new(_fbb);
+    builder.add_node(args.node);
+    builder.add_partition(args.partition);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn partition(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(PromoteLearnerRequest::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PromoteLearnerRequest::VT_NODE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PromoteLearnerRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u64>("node", Self::VT_NODE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PromoteLearnerRequestArgs {
+    pub partition: u16,
+    pub node: u64,
+}
+impl<'a> Default for PromoteLearnerRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    PromoteLearnerRequestArgs {
+      partition: 0,
+      node: 0,
+    }
+  }
+}
+
+pub struct PromoteLearnerRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PromoteLearnerRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_partition(&mut self, partition: u16) {
+    self.fbb_.push_slot::<u16>(PromoteLearnerRequest::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_node(&mut self, node: u64) {
+    self.fbb_.push_slot::<u64>(PromoteLearnerRequest::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PromoteLearnerRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PromoteLearnerRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PromoteLearnerRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PromoteLearnerRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PromoteLearnerRequest");
+      ds.field("partition", &self.partition());
+      ds.field("node", &self.node());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11883,6 +12119,34 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_remove_voter_request(&self) -> Option<RemoveVoterRequest<'a>> {
+    if self.body_type() == RequestBody::RemoveVoterRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RemoveVoterRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_promote_learner_request(&self) -> Option<PromoteLearnerRequest<'a>> {
+    if self.body_type() == RequestBody::PromoteLearnerRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PromoteLearnerRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -11899,6 +12163,8 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("RequestBody::StatusRequest", pos),
           RequestBody::AddLearnerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddLearnerRequest>>("RequestBody::AddLearnerRequest", pos),
           RequestBody::ChangeVotersRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeVotersRequest>>("RequestBody::ChangeVotersRequest", pos),
+          RequestBody::RemoveVoterRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveVoterRequest>>("RequestBody::RemoveVoterRequest", pos),
+          RequestBody::PromoteLearnerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromoteLearnerRequest>>("RequestBody::PromoteLearnerRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -11991,6 +12257,20 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::ChangeVotersRequest => {
           if let Some(x) = self.body_as_change_voters_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::RemoveVoterRequest => {
+          if let Some(x) = self.body_as_remove_voter_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::PromoteLearnerRequest => {
+          if let Some(x) = self.body_as_promote_learner_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -206,6 +206,8 @@ pub fn request() -> impl Strategy<Value = Request> {
             client_addr
         }),
         (partition(), vec(node(), 0..6)).prop_map(|(partition, voters)| Request::ChangeVoters { partition, voters }),
+        (partition(), node()).prop_map(|(partition, node)| Request::RemoveVoter { partition, node }),
+        (partition(), node()).prop_map(|(partition, node)| Request::PromoteLearner { partition, node }),
     ]
 }
 

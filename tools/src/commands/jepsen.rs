@@ -97,6 +97,10 @@ pub fn summary(r: &RunReport) -> String {
     if let Some(l) = &r.lagging {
         s.push_str(&format!("  replicas did not converge: {l}\n"));
     }
+    if !r.reseeds.is_empty() {
+        let each: Vec<String> = r.reseeds.iter().map(|(n, c)| format!("node {n} × {c}")).collect();
+        s.push_str(&format!("  re-seeded from peers after damaged files: {}\n", each.join(", ")));
+    }
     for d in &r.down {
         s.push_str(&format!("  node {} did not start after the final heal:\n    {}\n", d.node, d.log_tail.replace('\n', "\n    ")));
     }

@@ -1,0 +1,289 @@
+//! Re-seeding a node whose storage is damaged, from its peers.
+//!
+//! A node that finds its RocksDB corrupt (RocksDB refuses to open it, a read
+//! fails its checksum, or the log is shorter than the commit index the node
+//! itself recorded) cannot be trusted with its own state: serving it would
+//! spread bad data, and voting with a log that lost acknowledged entries could
+//! elect a leader without them. Raft's safety rests on a voter never forgetting
+//! what it acknowledged, so such a node must stop being a voter *before* it
+//! takes part in Raft again. The procedure:
+//!
+//! 1. **Mark.** A `RESEED` file in the data directory records why (written
+//!    atomically, fsynced). From here on every start resumes the procedure.
+//! 2. **Quarantine.** The damaged `db` directory is renamed `db.corrupt-<ms>`
+//!    (kept for inspection) and an empty store is opened.
+//! 3. **Step down**, with the Raft port still closed: for every partition whose
+//!    leader lists this node as a voter, the leader removes it (`RemoveVoter`).
+//!    Until that change commits the node stays silent, so its empty log can
+//!    neither vote nor count toward a commit; the remaining voters commit the
+//!    change only among themselves, and every later candidate must win their
+//!    votes, which they refuse to a log without the committed entries.
+//! 4. **Catch up and return.** The Raft port opens; the leader adds the node as
+//!    a learner (`AddLearner`, which waits until the learner is up to date,
+//!    through a snapshot if its log was purged), then promotes it
+//!    (`PromoteLearner`). Each partition done is recorded in the marker.
+//! 5. The marker is removed.
+//!
+//! A node killed anywhere in this resumes at its next start: removing a voter
+//! that is not one, adding a learner that is one and promoting a voter are all
+//! no-ops. If the remaining voters cannot commit the removal (too many of them
+//! are down), the node waits: re-seeding never trades safety for availability.
+//!
+//! Left out: a corrupt byte in the very last WAL records looks to RocksDB like
+//! a torn, never-synced write and is dropped silently; the commit-index check
+//! catches that only when a later commit record survived.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chorus_schema::{NodeId, PartitionId, Request};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::client::{ClientConfig, LogClient};
+use crate::config::Config;
+use crate::network::raft as raft_net;
+use crate::types::Raft;
+
+/// Name of the marker file in the data directory.
+pub const MARKER: &str = "RESEED";
+
+/// Whether a storage error message is RocksDB reporting damaged files (its
+/// `Status::ToString` prefix), as opposed to a full disk or a bad request.
+pub fn is_corruption(message: &str) -> bool {
+    message.contains("Corruption:")
+}
+
+/// The progress of a re-seed, kept in [`MARKER`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// Why the node is re-seeded.
+    pub reason: String,
+    /// When the damage was found (ms since the Unix epoch).
+    pub since_ms: u64,
+    /// Where the damaged store was moved; `None` until it was.
+    pub quarantined: Option<PathBuf>,
+    /// The partitions whose voters held this node when the procedure began;
+    /// `None` until the leaders were asked.
+    pub partitions: Option<BTreeSet<u16>>,
+    /// Partitions that are back: caught up and voters again.
+    pub done: BTreeSet<u16>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Marker {
+    pub fn new(reason: impl Into<String>) -> Marker {
+        Marker { reason: reason.into(), since_ms: now_ms(), ..Marker::default() }
+    }
+
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join(MARKER)
+    }
+
+    /// The marker of `data_dir`, if a re-seed is under way.
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read or parsed.
+    pub fn load(data_dir: &Path) -> std::io::Result<Option<Marker>> {
+        match std::fs::read(Self::path(data_dir)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the marker durably (temporary file, fsync, rename, fsync of the directory).
+    ///
+    /// # Errors
+    /// On IO failure.
+    pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        let tmp = data_dir.join(format!("{MARKER}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, Self::path(data_dir))?;
+        sync_dir(data_dir)
+    }
+
+    /// Records that the store of `data_dir` is damaged, unless a re-seed is
+    /// already under way (its progress is kept).
+    ///
+    /// # Errors
+    /// On IO failure.
+    pub fn mark(data_dir: &Path, reason: &str) -> std::io::Result<()> {
+        if Self::load(data_dir)?.is_some() {
+            return Ok(());
+        }
+        tracing::error!(reason, "storage is damaged: this node will re-seed from its peers at its next start");
+        Marker::new(reason).save(data_dir)
+    }
+
+    /// Removes the marker: the re-seed is complete.
+    ///
+    /// # Errors
+    /// On IO failure.
+    pub fn clear(data_dir: &Path) -> std::io::Result<()> {
+        std::fs::remove_file(Self::path(data_dir))?;
+        sync_dir(data_dir)
+    }
+
+    /// Moves the damaged store aside (if not done yet) and records where.
+    ///
+    /// # Errors
+    /// On IO failure.
+    pub fn quarantine(&mut self, data_dir: &Path, db: &Path) -> std::io::Result<()> {
+        if self.quarantined.is_some() {
+            return Ok(());
+        }
+        let to = data_dir.join(format!("db.corrupt-{}", now_ms()));
+        if db.exists() {
+            std::fs::rename(db, &to)?;
+            sync_dir(data_dir)?;
+            tracing::warn!(from = %db.display(), to = %to.display(), "damaged store quarantined");
+        }
+        self.quarantined = Some(to);
+        self.save(data_dir)
+    }
+}
+
+/// What the re-seed needs of the starting node.
+pub(crate) struct Reseed {
+    pub config: Arc<Config>,
+    pub rafts: Arc<Vec<Raft>>,
+    pub raft_endpoint: quinn::Endpoint,
+    /// The cluster CA, to reach the peers' client API.
+    pub ca: PathBuf,
+    pub marker: Marker,
+    pub done: watch::Sender<bool>,
+}
+
+const RETRY: Duration = Duration::from_millis(500);
+
+impl Reseed {
+    /// Runs the procedure to its end (retrying every step until it succeeds),
+    /// then opens the Raft port for good.
+    pub(crate) async fn run(mut self) {
+        let me = self.config.id;
+        let dir = self.config.data_dir.clone();
+        let client = self.connect().await;
+        let partitions = match self.marker.partitions.clone() {
+            Some(p) => p,
+            None => {
+                let p = self.voter_partitions(&client).await;
+                self.marker.partitions = Some(p.clone());
+                self.save(&dir);
+                p
+            }
+        };
+        let todo: Vec<u16> = partitions.difference(&self.marker.done).copied().collect();
+        tracing::warn!(node = me, partitions = ?todo, "re-seeding: stepping down as voter");
+        for &p in &todo {
+            let partition = PartitionId(p);
+            let remove = Request::RemoveVoter { partition, node: NodeId(me) };
+            self.retry("remove voter", p, || client.admin(partition, &remove)).await;
+        }
+        // Not a voter of any partition still to do: safe to take part again.
+        tokio::spawn(raft_net::serve(self.raft_endpoint.clone(), self.rafts.clone()));
+        let (raft_addr, client_addr) = self.own_addrs();
+        for &p in &todo {
+            let partition = PartitionId(p);
+            let add = Request::AddLearner {
+                partition,
+                node: NodeId(me),
+                raft_addr: raft_addr.clone(),
+                client_addr: client_addr.clone(),
+            };
+            self.retry("add learner", p, || client.admin(partition, &add)).await;
+            let promote = Request::PromoteLearner { partition, node: NodeId(me) };
+            self.retry("promote", p, || client.admin(partition, &promote)).await;
+            self.marker.done.insert(p);
+            self.save(&dir);
+            tracing::info!(node = me, partition = p, "re-seeded partition");
+        }
+        if let Err(e) = Marker::clear(&dir) {
+            tracing::error!(error = %e, "removing the re-seed marker");
+        }
+        tracing::warn!(node = me, partitions = todo.len(), "re-seed complete");
+        let _ = self.done.send(true);
+    }
+
+    fn save(&self, dir: &Path) {
+        // A marker that cannot be written is retried by the next step's save;
+        // losing progress only repeats idempotent steps.
+        if let Err(e) = self.marker.save(dir) {
+            tracing::error!(error = %e, "saving the re-seed marker");
+        }
+    }
+
+    /// The addresses the cluster knows this node by (its `peers` entry).
+    fn own_addrs(&self) -> (String, String) {
+        let c = &self.config;
+        c.peers
+            .iter()
+            .find(|p| p.id == c.id)
+            .map_or_else(|| (c.raft_addr.clone(), c.client_addr.clone()), |p| (p.raft_addr.clone(), p.client_addr.clone()))
+    }
+
+    async fn connect(&self) -> LogClient {
+        let c = &self.config;
+        let seeds: Vec<String> = c.peers.iter().filter(|p| p.id != c.id).map(|p| p.client_addr.clone()).collect();
+        loop {
+            match LogClient::connect(&seeds, &self.ca, ClientConfig::default()).await {
+                Ok(client) => return client,
+                Err(e) => tracing::warn!(error = %e, "re-seeding: no peer answers yet"),
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    /// The partitions whose leader lists this node as a voter. Waits until
+    /// every partition has a leader that answers.
+    async fn voter_partitions(&self, client: &LogClient) -> BTreeSet<u16> {
+        let me = self.config.id;
+        let peers: Vec<String> =
+            self.config.peers.iter().filter(|p| p.id != me).map(|p| p.client_addr.clone()).collect();
+        loop {
+            // The view of each partition's leader with the highest term.
+            let mut views: Vec<Option<(u64, bool)>> = vec![None; self.rafts.len()];
+            for addr in &peers {
+                let Ok(status) = client.status(addr).await else { continue };
+                for ps in &status.partitions {
+                    let i = ps.partition.0 as usize;
+                    if i < views.len() && ps.leader == Some(status.node) && views[i].is_none_or(|(t, _)| ps.term > t) {
+                        views[i] = Some((ps.term, ps.voters.iter().any(|v| v.0 == me)));
+                    }
+                }
+            }
+            if views.iter().all(Option::is_some) {
+                return views.iter().enumerate().filter(|(_, v)| v.is_some_and(|(_, voter)| voter)).map(|(p, _)| p as u16).collect();
+            }
+            let missing: Vec<usize> = views.iter().enumerate().filter(|(_, v)| v.is_none()).map(|(p, _)| p).collect();
+            tracing::warn!(?missing, "re-seeding: waiting for every partition to have a leader");
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn retry<F, Fut>(&self, what: &str, partition: u16, mut step: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = crate::client::Result<()>>,
+    {
+        loop {
+            match step().await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(partition, step = what, error = %e, "re-seeding: retrying"),
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
