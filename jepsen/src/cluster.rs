@@ -188,6 +188,7 @@ impl Cluster {
                 tls: Some(tls::issue(&tls_dir, &format!("node-{id}"))?),
                 raft: spec.raft.clone(),
                 append_timeout_ms: spec.append_timeout_ms,
+                verify_on_start: true,
             };
             config.validate()?;
             let config_path = dir.join("node.toml");

@@ -60,18 +60,17 @@ pub enum FaultKind {
     /// `kill -9` the nats-server; restart it on the same port.
     KillNats,
     /// `kill -9` a random node, flip bytes in its newest write-ahead log;
-    /// restart it. Exploratory: not part of `all` (see the README).
+    /// restart it. The node must find the damage and re-seed from its peers.
+    /// Never while another node is still re-seeding (damage stays on a minority).
     CorruptWal,
-    /// `kill -9` a random node, flip bytes in one of its table files; restart
-    /// it. Exploratory: not part of `all`.
+    /// `kill -9` a random node, flip bytes in one of its table files (which
+    /// hold the log, the snapshots and the events); restart it. As `CorruptWal`.
     CorruptSst,
 }
 
 impl FaultKind {
-    /// Every kind that a correct chorus must survive with no anomaly. The
-    /// corruption kinds are not among them yet: chorus does not claim to
-    /// recover from damaged files (see [`FaultKind::CORRUPT`]).
-    pub const ALL: [FaultKind; 14] = [
+    /// Every kind that a correct chorus must survive with no anomaly.
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::KillMinority,
@@ -86,9 +85,11 @@ impl FaultKind {
         FaultKind::PowerFailure,
         FaultKind::KillProjector,
         FaultKind::KillNats,
+        FaultKind::CorruptWal,
+        FaultKind::CorruptSst,
     ];
 
-    /// Exploratory kinds: damaged files on one node.
+    /// Damaged files on one node.
     pub const CORRUPT: [FaultKind; 2] = [FaultKind::CorruptWal, FaultKind::CorruptSst];
 
     /// The name used on the command line and in reports.
@@ -151,10 +152,10 @@ impl FaultKind {
                 "disk" => vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure],
                 "services" => vec![FaultKind::KillProjector, FaultKind::KillNats],
                 "corrupt" => FaultKind::CORRUPT.to_vec(),
-                other => match FaultKind::ALL.into_iter().chain(FaultKind::CORRUPT).find(|k| k.name() == other) {
+                other => match FaultKind::ALL.into_iter().find(|k| k.name() == other) {
                     Some(k) => vec![k],
                     None => {
-                        let names: Vec<&str> = FaultKind::ALL.iter().chain(&FaultKind::CORRUPT).map(|k| k.name()).collect();
+                        let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
                         return Err(Error::Invalid(format!(
                             "unknown nemesis {other:?}; use all, none, kill, pause, partition, disk, services, corrupt or one of {names:?}"
                         )));
@@ -516,7 +517,7 @@ mod tests {
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
         assert!(FaultKind::parse_list("flood").is_err());
         assert_eq!(FaultKind::parse_list("corrupt,corrupt-wal").unwrap(), FaultKind::CORRUPT.to_vec());
-        assert!(!FaultKind::parse_list("all").unwrap().contains(&FaultKind::CorruptSst));
+        assert!(FaultKind::parse_list("all").unwrap().contains(&FaultKind::CorruptSst));
     }
 
     #[test]

@@ -86,6 +86,12 @@ pub struct Config {
     /// How long an append may wait for its commit before the client is told
     /// `Timeout` (outcome unknown).
     pub append_timeout_ms: u64,
+    /// Read the whole store at start, checking every block's checksum, so
+    /// that a damaged file makes the node re-seed from its peers before it
+    /// takes part. Off, damage shows at the first read of the damaged block,
+    /// which stops the node; it re-seeds at its next start. Start-up time grows
+    /// with the store (the events column family holds the whole history).
+    pub verify_on_start: bool,
 }
 
 impl Default for Config {
@@ -102,6 +108,7 @@ impl Default for Config {
             tls: None,
             raft: RaftConfig::default(),
             append_timeout_ms: 10_000,
+            verify_on_start: true,
         }
     }
 }

@@ -216,11 +216,25 @@ async fn add_node_move_replicas_onto_it_and_remove_a_node() {
             .admin(p, &Request::AddLearner { partition: p, node: NodeId(new), raft_addr: raft_addr.clone(), client_addr: client_addr.clone() })
             .await
             .expect("add learner");
-        client
-            .admin(p, &Request::ChangeVoters { partition: p, voters: vec![NodeId(1), NodeId(2), NodeId(new)] })
-            .await
-            .expect("change voters");
+        if p.0 % 2 == 0 {
+            client
+                .admin(p, &Request::ChangeVoters { partition: p, voters: vec![NodeId(1), NodeId(2), NodeId(new)] })
+                .await
+                .expect("change voters");
+        } else {
+            // One voter at a time, the leader computing each set; both
+            // requests are no-ops the second time.
+            for _ in 0..2 {
+                client.admin(p, &Request::PromoteLearner { partition: p, node: NodeId(new) }).await.expect("promote");
+            }
+            for _ in 0..2 {
+                client.admin(p, &Request::RemoveVoter { partition: p, node: NodeId(3) }).await.expect("remove voter");
+            }
+        }
     }
+    // A node that is no learner cannot be promoted.
+    let refused = client.admin(PartitionId(1), &Request::PromoteLearner { partition: PartitionId(1), node: NodeId(99) }).await;
+    assert!(refused.is_err(), "promoting an unknown node must fail: {refused:?}");
     // Node 3 holds no replica now: remove it.
     cluster.kill(3);
     let s = client.status(&cluster.node(1).config.client_addr).await.unwrap();

@@ -273,6 +273,9 @@ impl Api {
             return Ok(Response::Done);
         }
         let m = raft.metrics().borrow().clone();
+        if !m.membership_config.membership().learner_ids().any(|l| l == node.0) {
+            return Err(error(ErrorCode::InvalidCommand, format!("node {node} is no learner of partition {partition}")));
+        }
         let last = m.last_log_index.unwrap_or(0);
         let matched = m.replication.as_ref().and_then(|r| r.get(&node.0).cloned()).flatten().map(|l| l.index);
         match matched {

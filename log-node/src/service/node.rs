@@ -90,6 +90,15 @@ fn damaged(config: &Config, why: String) -> NodeError {
     NodeError::Raft(why)
 }
 
+/// A node without peers (a single-node cluster) has nobody to re-seed from:
+/// it refuses to start and leaves its store as it is.
+fn no_peer_to_reseed_from(config: &Config, reason: &str) -> Result<(), NodeError> {
+    if config.peers.iter().any(|p| p.id != config.id) {
+        return Ok(());
+    }
+    Err(NodeError::Raft(format!("the store is damaged and this node has no peer to re-seed from: {reason}")))
+}
+
 /// Opens the store of `config`, moving a damaged one aside. Returns the
 /// re-seed marker when the node must re-seed from its peers: a re-seed was
 /// under way, RocksDB refused the store as corrupt, or a partition's log holds
@@ -99,12 +108,14 @@ async fn open_store(config: &Config) -> Result<(Arc<Store>, Option<Marker>), Nod
     let db = dir.join("db");
     let mut marker = Marker::load(dir)?;
     if let Some(m) = &mut marker {
+        no_peer_to_reseed_from(config, &m.reason)?;
         m.quarantine(dir, &db)?;
     }
     let store = match Store::open(&db) {
         Ok(store) => store,
         Err(e) if marker.is_none() && e.is_corruption() => {
             tracing::error!(error = %e, "the store is damaged");
+            no_peer_to_reseed_from(config, &e.to_string())?;
             let mut m = Marker::new(e.to_string());
             m.save(dir)?;
             m.quarantine(dir, &db)?;
@@ -115,15 +126,23 @@ async fn open_store(config: &Config) -> Result<(Arc<Store>, Option<Marker>), Nod
     if marker.is_some() {
         return Ok((store, marker));
     }
-    let mut lost = None;
-    for p in 0..config.partitions {
-        lost = LogStore::new(store.clone(), p).check().await.map_err(|e| NodeError::Raft(e.to_string()))?;
-        if lost.is_some() {
-            break;
+    let mut damage = None;
+    if config.verify_on_start {
+        match store.verify() {
+            Ok(keys) => tracing::info!(keys, "store verified"),
+            Err(e) if e.is_corruption() => damage = Some(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
-    let Some(reason) = lost else { return Ok((store, None)) };
+    for p in 0..config.partitions {
+        if damage.is_some() {
+            break;
+        }
+        damage = LogStore::new(store.clone(), p).check().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+    }
+    let Some(reason) = damage else { return Ok((store, None)) };
     tracing::error!(%reason, "the store is damaged");
+    no_peer_to_reseed_from(config, &reason)?;
     let mut m = Marker::new(reason);
     m.save(dir)?;
     drop(store); // closes the database before it is moved

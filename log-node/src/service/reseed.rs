@@ -287,3 +287,51 @@ impl Reseed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_survives_a_restart_and_keeps_its_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Marker::load(dir.path()).unwrap(), None);
+        Marker::mark(dir.path(), "Corruption: checksum mismatch").unwrap();
+        let mut m = Marker::load(dir.path()).unwrap().expect("marked");
+        assert_eq!(m.reason, "Corruption: checksum mismatch");
+        m.partitions = Some(BTreeSet::from([0, 2]));
+        m.done.insert(0);
+        m.save(dir.path()).unwrap();
+        // Damage found again while re-seeding does not reset the progress.
+        Marker::mark(dir.path(), "Corruption: again").unwrap();
+        assert_eq!(Marker::load(dir.path()).unwrap(), Some(m));
+        Marker::clear(dir.path()).unwrap();
+        assert_eq!(Marker::load(dir.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn quarantine_moves_the_store_aside_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::create_dir(&db).unwrap();
+        std::fs::write(db.join("000004.log"), b"damaged").unwrap();
+        let mut m = Marker::new("Corruption: test");
+        m.quarantine(dir.path(), &db).unwrap();
+        let to = m.quarantined.clone().expect("recorded");
+        assert!(!db.exists(), "the damaged store is gone from its place");
+        assert_eq!(std::fs::read(to.join("000004.log")).unwrap(), b"damaged");
+        assert_eq!(Marker::load(dir.path()).unwrap().and_then(|m| m.quarantined), Some(to.clone()));
+        // A second call (a restart) leaves the fresh store alone.
+        std::fs::create_dir(&db).unwrap();
+        m.quarantine(dir.path(), &db).unwrap();
+        assert!(db.exists());
+        assert_eq!(m.quarantined, Some(to));
+    }
+
+    #[test]
+    fn only_rocksdb_damage_counts_as_corruption() {
+        assert!(is_corruption("raft: when Read Logs: rocksdb::Error: Corruption: block checksum mismatch"));
+        assert!(!is_corruption("rocksdb: IO error: No space left on device"));
+        assert!(!is_corruption("rocksdb: IO error: lock hold by current process"));
+    }
+}

@@ -74,6 +74,20 @@ pub enum Cmd {
         #[arg(long, value_delimiter = ',')]
         voters: Vec<u64>,
     },
+    /// Promote a learner of a partition to voter once it has caught up.
+    Promote {
+        #[arg(long)]
+        partition: u16,
+        #[arg(long)]
+        node_id: u64,
+    },
+    /// Remove one voter of a partition (the leader keeps the others).
+    RemoveVoter {
+        #[arg(long)]
+        partition: u16,
+        #[arg(long)]
+        node_id: u64,
+    },
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -141,6 +155,16 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::ChangeVoters { partition, voters } => {
             let p = PartitionId(partition);
             client.admin(p, &Request::ChangeVoters { partition: p, voters: voters.into_iter().map(NodeId).collect() }).await?;
+            println!("done");
+        }
+        Cmd::Promote { partition, node_id } => {
+            let p = PartitionId(partition);
+            client.admin(p, &Request::PromoteLearner { partition: p, node: NodeId(node_id) }).await?;
+            println!("done");
+        }
+        Cmd::RemoveVoter { partition, node_id } => {
+            let p = PartitionId(partition);
+            client.admin(p, &Request::RemoveVoter { partition: p, node: NodeId(node_id) }).await?;
             println!("done");
         }
     }
