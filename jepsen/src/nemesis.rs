@@ -66,11 +66,15 @@ pub enum FaultKind {
     /// `kill -9` a random node, flip bytes in one of its table files (which
     /// hold the log, the snapshots and the events); restart it. As `CorruptWal`.
     CorruptSst,
+    /// Two faults at once: a partition of any kind (chosen by the seed) and a
+    /// process fault from [`FaultKind::COMBINABLE`] on any node, the partition's
+    /// majority side included (then no side may have a quorum).
+    Combined,
 }
 
 impl FaultKind {
     /// Every kind that a correct chorus must survive with no anomaly.
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::KillMinority,
@@ -87,6 +91,19 @@ impl FaultKind {
         FaultKind::KillNats,
         FaultKind::CorruptWal,
         FaultKind::CorruptSst,
+        FaultKind::Combined,
+    ];
+
+    /// Process faults that may run together with a partition in a
+    /// [`FaultKind::Combined`] fault.
+    pub const COMBINABLE: [FaultKind; 7] = [
+        FaultKind::Kill,
+        FaultKind::KillLeader,
+        FaultKind::Pause,
+        FaultKind::PauseLeader,
+        FaultKind::LoseUnsynced,
+        FaultKind::KillProjector,
+        FaultKind::KillNats,
     ];
 
     /// Damaged files on one node.
@@ -111,12 +128,13 @@ impl FaultKind {
             FaultKind::KillNats => "kill-nats",
             FaultKind::CorruptWal => "corrupt-wal",
             FaultKind::CorruptSst => "corrupt-sst",
+            FaultKind::Combined => "combined",
         }
     }
 
     /// Whether the fault needs the sync shim (see [`crate::sync_shim`]).
     pub fn needs_sync_shim(self) -> bool {
-        matches!(self, FaultKind::LoseUnsynced | FaultKind::PowerFailure)
+        matches!(self, FaultKind::LoseUnsynced | FaultKind::PowerFailure | FaultKind::Combined)
     }
 
     /// Whether the fault needs the projector and the bus.
@@ -255,6 +273,8 @@ struct Active {
     targets: Vec<u64>,
     cut: BTreeSet<(u64, u64)>,
     detail: String,
+    /// The faults of a [`FaultKind::Combined`] one, each with its own undo.
+    parts: Vec<(FaultKind, Active)>,
 }
 
 /// Runs a schedule against a cluster.
@@ -279,7 +299,7 @@ impl Nemesis {
         for step in &schedule.steps {
             tokio::time::sleep_until(base + Duration::from_millis(step.at_ms)).await;
             let start_ns = self.recorder.now_ns();
-            let active = self.begin(step).await?;
+            let active = self.begin(step.kind, step.pick).await?;
             tracing::info!(fault = step.kind.name(), targets = ?active.targets, detail = %active.detail, "fault started");
             self.record(step, FaultPhase::Start, &active);
             tokio::time::sleep_until(base + Duration::from_millis(step.at_ms + step.duration_ms)).await;
@@ -324,21 +344,53 @@ impl Nemesis {
         }
     }
 
-    async fn begin(&self, step: &Step) -> Result<Active> {
-        let mut rng = StdRng::seed_from_u64(step.pick);
+    async fn begin(&self, kind: FaultKind, pick: u64) -> Result<Active> {
+        if kind != FaultKind::Combined {
+            return self.begin_one(kind, pick).await;
+        }
+        let partitions: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|k| k.is_partition()).collect();
+        let network = partitions[(pick % partitions.len() as u64) as usize];
+        let mut process = FaultKind::COMBINABLE[((pick >> 16) % FaultKind::COMBINABLE.len() as u64) as usize];
+        if process.needs_services() && self.cluster.lock().await.projector.is_none() {
+            process = FaultKind::Kill; // a run without the bus and projector
+        }
+        let mut parts = Vec::new();
+        for (k, p) in [(network, pick), (process, pick.rotate_left(29))] {
+            match self.begin_one(k, p).await {
+                Ok(a) => parts.push((k, a)),
+                Err(e) => {
+                    // Undo what already began before reporting.
+                    for (k, a) in parts.iter().rev() {
+                        let _ = self.end(*k, a).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut targets: Vec<u64> = parts.iter().flat_map(|(_, a)| a.targets.iter().copied()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let detail = parts.iter().map(|(k, a)| format!("{}: {}", k.name(), a.detail)).collect::<Vec<_>>().join(" + ");
+        let cut = parts.iter().flat_map(|(_, a)| a.cut.iter().copied()).collect();
+        Ok(Active { targets, cut, detail, parts })
+    }
+
+    async fn begin_one(&self, kind: FaultKind, pick: u64) -> Result<Active> {
+        let mut rng = StdRng::seed_from_u64(pick);
         let mut ids = self.cluster.lock().await.ids();
         ids.shuffle(&mut rng);
         let n = ids.len();
         let minority = (n.saturating_sub(1) / 2).max(1);
-        let (targets, detail, cut): (Vec<u64>, String, BTreeSet<(u64, u64)>) = match step.kind {
+        let (targets, detail, cut): (Vec<u64>, String, BTreeSet<(u64, u64)>) = match kind {
             FaultKind::Kill | FaultKind::Pause | FaultKind::LoseUnsynced | FaultKind::CorruptWal | FaultKind::CorruptSst => {
                 (vec![ids[0]], "a random node".into(), BTreeSet::new())
             }
             FaultKind::KillLeader | FaultKind::PauseLeader => {
-                let (id, detail) = self.leader(step.pick, &mut rng).await;
+                let (id, detail) = self.leader(pick, &mut rng).await;
                 (vec![id], detail, BTreeSet::new())
             }
             FaultKind::KillMinority => (ids[..minority].to_vec(), format!("{minority} of {n} nodes"), BTreeSet::new()),
+            FaultKind::Combined => return Err(Error::Invalid("a combined fault begins as its parts".into())),
             FaultKind::KillProjector => (Vec::new(), "the projector".into(), BTreeSet::new()),
             FaultKind::KillNats => (Vec::new(), "the nats-server".into(), BTreeSet::new()),
             FaultKind::KillAll | FaultKind::PowerFailure => {
@@ -351,7 +403,7 @@ impl Nemesis {
                 (small.to_vec(), format!("{small:?} | {big:?}"), cut_between(small, big))
             }
             FaultKind::PartitionLeader => {
-                let (leader, detail) = self.leader(step.pick, &mut rng).await;
+                let (leader, detail) = self.leader(pick, &mut rng).await;
                 let others: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
                 (vec![leader], format!("{detail} isolated"), cut_between(&[leader], &others))
             }
@@ -372,7 +424,7 @@ impl Nemesis {
         };
         let mut detail = detail;
         let mut cluster = self.cluster.lock().await;
-        match step.kind {
+        match kind {
             FaultKind::Kill | FaultKind::KillLeader | FaultKind::KillMinority | FaultKind::KillAll => {
                 for id in &targets {
                     cluster.kill(*id);
@@ -391,7 +443,7 @@ impl Nemesis {
                 detail = format!("{detail}; {}", lost.join(", "));
             }
             FaultKind::CorruptWal | FaultKind::CorruptSst => {
-                let file = if step.kind == FaultKind::CorruptWal { CorruptFile::Wal } else { CorruptFile::Sst };
+                let file = if kind == FaultKind::CorruptWal { CorruptFile::Wal } else { CorruptFile::Sst };
                 // Damage stays on a minority: a node still re-seeding from an
                 // earlier corruption has not got its data back yet, and damaging
                 // another one meanwhile would be damage on a majority.
@@ -407,11 +459,11 @@ impl Nemesis {
                         cluster.kill(*id);
                     }
                     detail = format!("{detail}; not damaged: nodes {busy:?} still re-seeding after {RESEED_WAIT:?}");
-                    return Ok(Active { targets, cut, detail });
+                    return Ok(Active { targets, cut, detail, parts: Vec::new() });
                 }
                 for id in &targets {
                     cluster.kill(*id);
-                    let done = cluster.corrupt(*id, file, step.pick)?;
+                    let done = cluster.corrupt(*id, file, pick)?;
                     detail = format!("{detail}; {}", done.unwrap_or_else(|| format!("node {id} has no such file")));
                 }
             }
@@ -430,10 +482,16 @@ impl Nemesis {
             }
             _ => cluster.links.set(&cut),
         }
-        Ok(Active { targets, cut, detail })
+        Ok(Active { targets, cut, detail, parts: Vec::new() })
     }
 
     async fn end(&self, kind: FaultKind, active: &Active) -> Result<()> {
+        if kind == FaultKind::Combined {
+            for (k, a) in active.parts.iter().rev() {
+                Box::pin(self.end(*k, a)).await?;
+            }
+            return Ok(());
+        }
         let mut cluster = self.cluster.lock().await;
         match kind {
             FaultKind::Kill
@@ -518,6 +576,11 @@ mod tests {
         assert!(FaultKind::parse_list("flood").is_err());
         assert_eq!(FaultKind::parse_list("corrupt,corrupt-wal").unwrap(), FaultKind::CORRUPT.to_vec());
         assert!(FaultKind::parse_list("all").unwrap().contains(&FaultKind::CorruptSst));
+        assert_eq!(FaultKind::parse_list("combined").unwrap(), vec![FaultKind::Combined]);
+        // Combined faults pair a partition with a process fault, never two
+        // damaged stores or a fault of every node.
+        assert!(FaultKind::COMBINABLE.iter().all(|k| !k.is_partition() && !FaultKind::CORRUPT.contains(k)));
+        assert!(!FaultKind::COMBINABLE.contains(&FaultKind::KillAll) && !FaultKind::COMBINABLE.contains(&FaultKind::PowerFailure));
     }
 
     #[test]

@@ -197,18 +197,18 @@ fn must_be_valid(r: &RunReport, out: &std::path::Path) {
     }
 }
 
-/// CI: two seeds × 42 s and one × 24 s of damaged files, every nemesis kind
+/// CI: two seeds × 42 s and one × 30 s of damaged files and combined faults, every nemesis kind
 /// at least once, zero anomalies (the live views equal a rebuild from the
 /// log), writes back within the liveness bound, and every damaged node back
 /// as a full replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nemesis_kind_two_seeds_no_anomaly() {
     let mut seen = BTreeSet::new();
-    for (seed, nemesis) in [(11, "kill,disk,kill-projector"), (12, "pause,partition,kill-nats"), (13, "corrupt")] {
+    for (seed, nemesis) in [(11, "kill,disk,kill-projector"), (12, "pause,partition,kill-nats"), (13, "corrupt,combined")] {
         let mut config = ci_config(seed, nemesis);
-        if nemesis == "corrupt" {
-            // Two kinds: each runs at least twice in 24 s.
-            config.time = Duration::from_secs(24);
+        if nemesis == "corrupt,combined" {
+            // Three kinds: each runs at least once in 30 s.
+            config.time = Duration::from_secs(30);
         }
         let out = config.out.clone();
         let report = run::run(config).await.unwrap_or_else(|e| panic!("run seed {seed} failed ({}): {e}", out.display()));
@@ -218,8 +218,13 @@ async fn every_nemesis_kind_two_seeds_no_anomaly() {
             report.faults.iter().map(|f| (f.kind.name(), f.stall_ms, f.recovery_ms)).collect::<Vec<_>>()
         );
         must_be_valid(&report, &out);
-        if nemesis == "corrupt" {
-            let damaged = report.faults.iter().filter(|f| !f.detail.contains("has no such file") && !f.detail.contains("not damaged")).count();
+        if nemesis == "corrupt,combined" {
+            let damaged = report
+                .faults
+                .iter()
+                .filter(|f| FaultKind::CORRUPT.contains(&f.kind))
+                .filter(|f| !f.detail.contains("has no such file") && !f.detail.contains("not damaged"))
+                .count();
             let reseeds: usize = report.reseeds.values().sum();
             assert!(damaged > 0 && reseeds >= damaged, "every damaged node re-seeds: {damaged} damaged, reseeds {:?}", report.reseeds);
         }
