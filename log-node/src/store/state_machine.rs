@@ -218,8 +218,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(stored) = read_stored(&self.store, self.partition.0)? else {
             return Ok(None);
         };
-        let events = events::read_range(&self.store, self.partition, 0, stored.next_offset, usize::MAX)
-            .map_err(sm_read_err)?;
+        // One read returns at most `READ_BYTES_MAX`: read until every event
+        // the snapshot covers is in.
+        let mut events = Vec::with_capacity(stored.next_offset as usize);
+        while (events.len() as u64) < stored.next_offset {
+            let batch = events::read_range(&self.store, self.partition, events.len() as u64, stored.next_offset, usize::MAX)
+                .map_err(sm_read_err)?;
+            if batch.is_empty() {
+                break;
+            }
+            events.extend(batch);
+        }
         if events.len() as u64 != stored.next_offset {
             return Err(sm_read_err(std::io::Error::other(format!(
                 "partition {}: snapshot covers {} events, store has {}",
