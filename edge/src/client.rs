@@ -279,6 +279,7 @@ enum Command {
     Send { to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>, reply: oneshot::Sender<Result<Sent>> },
     Ack { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
     Sync,
+    Reconnect,
     Close,
 }
 
@@ -406,6 +407,14 @@ impl Client {
         let mut p: Vec<_> = self.positions.lock().expect("positions lock").iter().map(|(c, s)| (*c, *s)).collect();
         p.sort();
         p
+    }
+
+    /// Drops the current connection and connects again (to the next edge),
+    /// as after a network change: unacknowledged sends are resent with their
+    /// `client_msg_id`, the latest acks re-sent, and the client syncs from its
+    /// positions. Pending sends stay pending. Ignored while disconnected.
+    pub fn reconnect(&self) {
+        let _ = self.commands.send(Command::Reconnect);
     }
 
     /// Closes the connection; pending sends fail with [`Error::Closed`].
@@ -541,7 +550,7 @@ impl Worker {
                 Some(ClientFrame::Ack { chat, kind, up_to_seq: *e })
             }
             Command::Sync => Some(self.sync_frame()),
-            Command::Close => None,
+            Command::Reconnect | Command::Close => None,
         }
     }
 
@@ -581,6 +590,10 @@ impl Worker {
                     if matches!(c, Command::Close) {
                         link.conn.close(0u32.into(), b"client closed");
                         return Outcome::Closed;
+                    }
+                    if matches!(c, Command::Reconnect) {
+                        link.conn.close(0u32.into(), b"reconnecting");
+                        return Outcome::Lost(format!("{edge}: the app asked to reconnect"));
                     }
                     if let Some(frame) = self.queue(c) {
                         if let Err(e) = link.write(&frame).await {

@@ -30,6 +30,7 @@
 pub mod analysis;
 pub mod checker;
 pub mod cluster;
+pub mod edges;
 mod error;
 pub mod history;
 pub mod nemesis;
@@ -38,6 +39,7 @@ pub mod readback;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod sdk;
 pub mod services;
 pub mod views;
 pub mod workload;

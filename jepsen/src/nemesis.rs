@@ -59,6 +59,9 @@ pub enum FaultKind {
     KillProjector,
     /// `kill -9` the nats-server; restart it on the same port.
     KillNats,
+    /// `kill -9` a random edge mid-stream; restart it on the same port at the
+    /// end. Its clients must fail over to the other edge.
+    KillEdge,
     /// `kill -9` a random node, flip bytes in its newest write-ahead log;
     /// restart it. Exploratory: not part of `all` (see the README).
     CorruptWal,
@@ -71,7 +74,7 @@ impl FaultKind {
     /// Every kind that a correct chorus must survive with no anomaly. The
     /// corruption kinds are not among them yet: chorus does not claim to
     /// recover from damaged files (see [`FaultKind::CORRUPT`]).
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::KillMinority,
@@ -86,6 +89,7 @@ impl FaultKind {
         FaultKind::PowerFailure,
         FaultKind::KillProjector,
         FaultKind::KillNats,
+        FaultKind::KillEdge,
     ];
 
     /// Exploratory kinds: damaged files on one node.
@@ -108,6 +112,7 @@ impl FaultKind {
             FaultKind::PowerFailure => "power-failure",
             FaultKind::KillProjector => "kill-projector",
             FaultKind::KillNats => "kill-nats",
+            FaultKind::KillEdge => "kill-edge",
             FaultKind::CorruptWal => "corrupt-wal",
             FaultKind::CorruptSst => "corrupt-sst",
         }
@@ -120,7 +125,12 @@ impl FaultKind {
 
     /// Whether the fault needs the projector and the bus.
     pub fn needs_services(self) -> bool {
-        matches!(self, FaultKind::KillProjector | FaultKind::KillNats)
+        matches!(self, FaultKind::KillProjector | FaultKind::KillNats | FaultKind::KillEdge)
+    }
+
+    /// Whether the fault needs edges (the SDK executor).
+    pub fn needs_edges(self) -> bool {
+        matches!(self, FaultKind::KillEdge)
     }
 
     fn is_partition(self) -> bool {
@@ -132,7 +142,7 @@ impl FaultKind {
 
     /// Parses a comma-separated list of kind names and groups: `all`, `none`,
     /// `kill` (every kill kind), `pause`, `partition`, `disk` (lose-unsynced,
-    /// power-failure), `services` (kill-projector, kill-nats), `corrupt`
+    /// power-failure), `services` (kill-projector, kill-nats, kill-edge), `corrupt`
     /// (corrupt-wal, corrupt-sst; not in `all`). Order and repeats do not matter.
     ///
     /// # Errors
@@ -149,7 +159,7 @@ impl FaultKind {
                 "pause" | "pauses" => vec![FaultKind::Pause, FaultKind::PauseLeader],
                 "partition" | "partitions" => FaultKind::ALL.into_iter().filter(|k| k.is_partition()).collect(),
                 "disk" => vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure],
-                "services" => vec![FaultKind::KillProjector, FaultKind::KillNats],
+                "services" => vec![FaultKind::KillProjector, FaultKind::KillNats, FaultKind::KillEdge],
                 "corrupt" => FaultKind::CORRUPT.to_vec(),
                 other => match FaultKind::ALL.into_iter().chain(FaultKind::CORRUPT).find(|k| k.name() == other) {
                     Some(k) => vec![k],
@@ -340,6 +350,11 @@ impl Nemesis {
             FaultKind::KillMinority => (ids[..minority].to_vec(), format!("{minority} of {n} nodes"), BTreeSet::new()),
             FaultKind::KillProjector => (Vec::new(), "the projector".into(), BTreeSet::new()),
             FaultKind::KillNats => (Vec::new(), "the nats-server".into(), BTreeSet::new()),
+            FaultKind::KillEdge => {
+                let edges = self.cluster.lock().await.edges.len().max(1) as u64;
+                let edge = step.pick % edges;
+                (vec![edge], format!("edge {edge}"), BTreeSet::new())
+            }
             FaultKind::KillAll | FaultKind::PowerFailure => {
                 let mut all = ids.clone();
                 all.sort_unstable();
@@ -405,6 +420,10 @@ impl Nemesis {
                 Some(n) => n.kill(),
                 None => return Err(Error::Invalid("kill-nats needs a nats-server (views on)".into())),
             },
+            FaultKind::KillEdge => match cluster.edges.get_mut(targets[0] as usize) {
+                Some(e) => e.kill(),
+                None => return Err(Error::Invalid("kill-edge needs edges (the SDK executor)".into())),
+            },
             FaultKind::Pause | FaultKind::PauseLeader => {
                 for id in &targets {
                     cluster.pause(*id)?;
@@ -443,6 +462,11 @@ impl Nemesis {
             FaultKind::KillNats => {
                 if let Some(n) = &mut cluster.nats {
                     tokio::task::block_in_place(|| n.restart())?;
+                }
+            }
+            FaultKind::KillEdge => {
+                if let Some(e) = cluster.edges.get_mut(active.targets[0] as usize) {
+                    e.start()?;
                 }
             }
             _ => cluster.links.heal(),

@@ -115,7 +115,8 @@ fn latency_svg(report: &RunReport, ops: &[Operation], windows: &[Window], axis: 
         }
     }
     for o in ops {
-        if let (Outcome::Info(_), Some(done), false) = (&o.outcome, o.complete_ns, matches!(o.op, Op::Read { .. })) {
+        let plotted = !matches!(o.op, Op::Read { .. } | Op::DeviceRead { .. } | Op::Reconnect { .. }) && !crate::sdk::is_unconfirmed_ack(o);
+        if let (Outcome::Info(_), Some(done), true) = (&o.outcome, o.complete_ns, plotted) {
             let _ = write!(out, r##"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="#b07aa1"/>"##, axis.x(done as f64 / 1e9), y((done - o.invoke_ns) as f64 / 1e6));
         }
     }
