@@ -133,13 +133,14 @@ impl EdgeProc {
             if self.listening_count() >= count {
                 return Ok(());
             }
-            if !self.is_running() || tokio::time::Instant::now() > deadline {
+            let running = self.is_running();
+            if !running || tokio::time::Instant::now() > deadline {
                 let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(10).collect();
                 return Err(Error::Cluster(format!(
                     "edge {} does not listen (running: {}): {}",
                     self.index,
-                    self.is_running(),
+                    running,
                     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
                 )));
             }

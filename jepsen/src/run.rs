@@ -530,7 +530,7 @@ async fn probe(workload: &Arc<Workload>, sdk: Option<&SdkExecutor>, bound: Durat
     let mut undelivered = Vec::new();
     for t in tasks {
         match t.await {
-            Ok((_, Some((at, got))), missing) if at <= deadline_ns => {
+            Ok((_, Some((at, got)), missing)) if at <= deadline_ns => {
                 last = last.map(|l| l.max(at));
                 if let Some(g) = got {
                     delivered = delivered.map(|d| d.max(g));

@@ -258,6 +258,10 @@ impl SdkExecutor {
             list.rotate_left(index % edges.len().max(1));
             let mut config = ClientConfig::new(list, ca.clone());
             config.reconnect_max_ms = 1_000;
+            // Notice a killed edge within seconds (the default idle timeout,
+            // 10 s, outlasts most faults of a run).
+            config.keep_alive_ms = 1_000;
+            config.idle_timeout_ms = 5_000;
             let device = Device {
                 index,
                 user: c.user,

@@ -77,7 +77,7 @@ impl Default for WorkloadSpec {
             op_timeout: Duration::from_millis(2_500),
             send_retries: 3,
             reconnect_after_info: true,
-            reconnect_per_mille: 0,
+            reconnect_per_mille: 10,
         }
     }
 }
