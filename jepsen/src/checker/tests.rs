@@ -305,7 +305,7 @@ impl Builder {
         self.observe(Observation::Deliver { user, device: D1, chat: chat(), item })
     }
 
-    fn tick(&mut self, viewer: UserId, kind: ReceiptKind, s: u64) -> &mut Self {
+    fn receipt_tick(&mut self, viewer: UserId, kind: ReceiptKind, s: u64) -> &mut Self {
         self.observe(Observation::Tick { viewer: (viewer, D1), chat: chat(), kind, up_to_seq: Seq(s) })
     }
 }
@@ -320,9 +320,9 @@ fn held_by(user: UserId, items: &[Item]) -> Vec<Item> {
 /// receipt ticks of A's messages.
 fn sdk_clean() -> Builder {
     let mut b = clean();
-    b.live(B, msg(1, A, 11)).live(C, msg(1, A, 11)).tick(A, ReceiptKind::Delivered, 1);
-    b.live(A, msg(2, B, 21)).live(C, msg(2, B, 21)).tick(A, ReceiptKind::Read, 1);
-    b.live(B, msg(3, A, 12)).live(C, msg(3, A, 12)).tick(A, ReceiptKind::Delivered, 3).tick(A, ReceiptKind::Read, 3);
+    b.live(B, msg(1, A, 11)).live(C, msg(1, A, 11)).receipt_tick(A, ReceiptKind::Delivered, 1);
+    b.live(A, msg(2, B, 21)).live(C, msg(2, B, 21)).receipt_tick(A, ReceiptKind::Read, 1);
+    b.live(B, msg(3, A, 12)).live(C, msg(3, A, 12)).receipt_tick(A, ReceiptKind::Delivered, 3).receipt_tick(A, ReceiptKind::Read, 3);
     for u in [A, B, C] {
         b.read(u, clean_items());
     }
@@ -411,13 +411,13 @@ fn device_holding_its_own_send_or_a_foreign_chat_is_reported() {
 #[test]
 fn ticks_going_back_or_at_no_message_are_reported() {
     let mut b = sdk_clean();
-    b.tick(A, ReceiptKind::Delivered, 1); // the read tick 3 counts as delivered up to 3
+    b.receipt_tick(A, ReceiptKind::Delivered, 1); // the read tick 3 counts as delivered up to 3
     let v = check(&b.history());
     only(&v, Invariant::Receipts);
     assert!(v.of(Invariant::Receipts)[0].detail.contains("after its ticks had reached 3"), "{:#?}", v.anomalies);
 
     let mut b = sdk_clean();
-    b.tick(B, ReceiptKind::Delivered, 3); // seq 3 is A's message, not B's
+    b.receipt_tick(B, ReceiptKind::Delivered, 3); // seq 3 is A's message, not B's
     let v = check(&b.history());
     only(&v, Invariant::Receipts);
     assert!(v.of(Invariant::Receipts)[0].detail.contains("no message of"), "{:#?}", v.anomalies);
