@@ -397,7 +397,7 @@ fn device_missing_a_message_the_log_gives_it_is_reported() {
 }
 
 #[test]
-fn device_holding_its_own_send_or_a_foreign_chat_is_reported() {
+fn device_holding_its_own_send_is_reported() {
     let mut b = clean();
     for u in [A, B, C] {
         b.read(u, clean_items());
