@@ -6,7 +6,10 @@
 //!   up in the background: on loss it reconnects (to the next edge, with
 //!   backoff), logs in again, **resends every unacknowledged send with its
 //!   `client_msg_id`** (the log deduplicates them), re-sends its latest acks
-//!   and syncs from its positions.
+//!   and syncs from its positions. A dead edge is noticed after the QUIC idle
+//!   timeout ([`ClientConfig::idle_timeout_ms`]); one that does not answer a
+//!   handshake is skipped after [`ClientConfig::connect_timeout_ms`];
+//!   [`Client::reconnect`] drops the connection on the app's request.
 //! - [`Client::send`] resolves once the message is committed (`Sent`) or
 //!   refused for good; retryable refusals (`Unavailable`, `RateLimited`) are
 //!   retried by the SDK.
@@ -67,11 +70,43 @@ pub struct ClientConfig {
     /// Events buffered for the app before the SDK stops reading (and the edge,
     /// after its own queue, disconnects it).
     pub events_queue: usize,
+    /// How long the QUIC handshake with one edge may take before the next
+    /// edge is tried (an edge that died does not answer at all).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// QUIC keep-alive interval and idle timeout: a connection whose edge
+    /// stops answering (killed, unreachable) is given up after
+    /// `idle_timeout_ms`, and the client moves to the next edge.
+    #[serde(default = "default_keep_alive_ms")]
+    pub keep_alive_ms: u64,
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    3_000
+}
+
+fn default_keep_alive_ms() -> u64 {
+    3_000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    10_000
 }
 
 impl ClientConfig {
     pub fn new(edges: Vec<String>, ca: PathBuf) -> Self {
-        ClientConfig { edges, ca, reconnect_min_ms: 50, reconnect_max_ms: 2_000, events_queue: 8_192 }
+        ClientConfig {
+            edges,
+            ca,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 2_000,
+            events_queue: 8_192,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            keep_alive_ms: default_keep_alive_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+        }
     }
 }
 
@@ -160,8 +195,9 @@ fn endpoint() -> Result<quinn::Endpoint> {
 fn quic_config(config: &ClientConfig) -> Result<quinn::ClientConfig> {
     let mut c = chorus_log_node::network::tls::quic_client(&config.ca, ALPN).map_err(|e| Error::Connection(e.to_string()))?;
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(3)));
-    t.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("fits")));
+    t.keep_alive_interval(Some(Duration::from_millis(config.keep_alive_ms)));
+    let idle = Duration::from_millis(config.idle_timeout_ms).try_into().map_err(|_| Error::Connection("idle timeout too large".into()))?;
+    t.max_idle_timeout(Some(idle));
     t.max_concurrent_bidi_streams(0u32.into());
     t.max_concurrent_uni_streams(1u32.into());
     c.transport_config(Arc::new(t));
@@ -184,6 +220,15 @@ impl Link {
         let conn = endpoint.connect_with(quic.clone(), addr, SERVER_NAME).map_err(|e| err(&e))?.await.map_err(|e| err(&e))?;
         let (send, recv) = conn.open_bi().await.map_err(|e| err(&e))?;
         Ok(Link { conn, send, recv, reader: FrameReader::new(), chunk: vec![0; 64 << 10] })
+    }
+
+    /// [`Link::open`], given up after `timeout_ms` (a dead edge does not
+    /// answer the handshake at all; QUIC would wait for its idle timeout).
+    async fn open_within(endpoint: &quinn::Endpoint, quic: &quinn::ClientConfig, edge: &str, timeout_ms: u64) -> Result<Link> {
+        let bound = Duration::from_millis(timeout_ms);
+        tokio::time::timeout(bound, Link::open(endpoint, quic, edge))
+            .await
+            .unwrap_or_else(|_| Err(Error::Connection(format!("{edge}: no handshake within {bound:?}"))))
     }
 
     async fn write(&mut self, frame: &ClientFrame) -> Result<()> {
@@ -223,7 +268,7 @@ async fn one_shot(config: &ClientConfig, frame: ClientFrame) -> Result<ServerFra
     let quic = quic_config(config)?;
     let mut last = Error::Connection("no edges configured".into());
     for edge in &config.edges {
-        match Link::open(&endpoint, &quic, edge).await {
+        match Link::open_within(&endpoint, &quic, edge, config.connect_timeout_ms).await {
             Ok(mut link) => {
                 link.write(&frame).await?;
                 let reply = link.read().await;
@@ -279,6 +324,7 @@ enum Command {
     Send { to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>, reply: oneshot::Sender<Result<Sent>> },
     Ack { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
     Sync,
+    Reconnect,
     Close,
 }
 
@@ -408,6 +454,14 @@ impl Client {
         p
     }
 
+    /// Drops the current connection and connects again (to the next edge),
+    /// as after a network change: unacknowledged sends are resent with their
+    /// `client_msg_id`, the latest acks re-sent, and the client syncs from its
+    /// positions. Pending sends stay pending. Ignored while disconnected.
+    pub fn reconnect(&self) {
+        let _ = self.commands.send(Command::Reconnect);
+    }
+
     /// Closes the connection; pending sends fail with [`Error::Closed`].
     pub fn close(&self) {
         let _ = self.commands.send(Command::Close);
@@ -461,7 +515,7 @@ impl Worker {
     }
 
     async fn login(&mut self, edge: &str) -> Result<Live> {
-        let mut link = Link::open(&self.endpoint, &self.quic, edge).await?;
+        let mut link = Link::open_within(&self.endpoint, &self.quic, edge, self.config.connect_timeout_ms).await?;
         let c = self.credentials;
         link.write(&ClientFrame::Login { user: c.user, device: c.device, token: c.token }).await?;
         match link.read().await? {
@@ -541,7 +595,7 @@ impl Worker {
                 Some(ClientFrame::Ack { chat, kind, up_to_seq: *e })
             }
             Command::Sync => Some(self.sync_frame()),
-            Command::Close => None,
+            Command::Reconnect | Command::Close => None,
         }
     }
 
@@ -581,6 +635,10 @@ impl Worker {
                     if matches!(c, Command::Close) {
                         link.conn.close(0u32.into(), b"client closed");
                         return Outcome::Closed;
+                    }
+                    if matches!(c, Command::Reconnect) {
+                        link.conn.close(0u32.into(), b"reconnecting");
+                        return Outcome::Lost(format!("{edge}: the app asked to reconnect"));
                     }
                     if let Some(frame) = self.queue(c) {
                         if let Err(e) = link.write(&frame).await {

@@ -92,6 +92,18 @@ impl SmsSink {
     }
 }
 
+/// The last code texted to `phone` in the file of an [`SmsConfig::File`] sink
+/// (development and tests: a code is the text's last word). `None` if the
+/// file has none (yet: texts are written in the background).
+pub fn last_code(path: &std::path::Path, phone: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["phone"] == phone)
+        .filter_map(|v| v["text"].as_str().and_then(|t| t.rsplit(' ').next()).map(str::to_owned))
+        .last()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +153,8 @@ mod tests {
             std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!((lines[1]["phone"].as_str(), lines[1]["text"].as_str()), (Some("+2"), Some("b")));
+        sink.send("+1", "Your chorus code: 123456").await.unwrap();
+        assert_eq!(last_code(&path, "+1").as_deref(), Some("123456"));
+        assert_eq!(last_code(&path, "+3"), None);
     }
 }

@@ -26,6 +26,7 @@ use nix::unistd::Pid;
 
 use crate::error::{io, Error, Result};
 use crate::proxy::{Links, Proxy, NODES_MAX};
+use crate::edges::EdgeProc;
 use crate::services::{Nats, ProjectorProc};
 
 /// What to launch.
@@ -132,6 +133,8 @@ pub struct Cluster {
     pub nats: Option<Nats>,
     /// The projector, when the run checks views.
     pub projector: Option<ProjectorProc>,
+    /// The edges, when the workload runs through the SDK.
+    pub edges: Vec<EdgeProc>,
     /// Nodes the harness gave up on (they refuse to start): waits and reads
     /// leave them out.
     pub excluded: BTreeSet<u64>,
@@ -196,7 +199,7 @@ impl Cluster {
             std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
             nodes.push(NodeProc { id: *id, dir, config_path, config, child: None, paused: false });
         }
-        Ok(Cluster { ca: tls_dir.join("ca.pem"), spec, nodes, links, _proxies: proxies, nats: None, projector: None, excluded: BTreeSet::new() })
+        Ok(Cluster { ca: tls_dir.join("ca.pem"), spec, nodes, links, _proxies: proxies, nats: None, projector: None, edges: Vec::new(), excluded: BTreeSet::new() })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -429,8 +432,42 @@ impl Cluster {
         Ok(())
     }
 
+    /// Starts `count` edge processes (after [`Cluster::start_services`]),
+    /// each on its own UDP port, and waits until they listen.
+    ///
+    /// # Errors
+    /// Without a bus, or when an edge does not come up.
+    pub async fn start_edges(&mut self, count: usize, session: chorus_edge::session::Config) -> Result<()> {
+        let nats_url = self.nats.as_ref().map(Nats::url).ok_or_else(|| Error::Invalid("edges need the nats-server".into()))?;
+        for i in 0..count {
+            let listen = free_udp_addr()?.to_string();
+            let mut edge = EdgeProc::create(
+                &self.spec.dir.join(format!("edge-{i}")),
+                &self.spec.binary,
+                i,
+                listen,
+                &self.spec.dir.join("tls"),
+                self.client_addrs(),
+                &self.ca,
+                nats_url.clone(),
+                session.clone(),
+            )?;
+            edge.start()?;
+            self.edges.push(edge);
+        }
+        for edge in &mut self.edges {
+            edge.wait_listening(1, Duration::from_secs(30)).await?;
+        }
+        Ok(())
+    }
+
+    /// The edges' client addresses, in index order.
+    pub fn edge_addrs(&self) -> Vec<String> {
+        self.edges.iter().map(|e| e.listen.clone()).collect()
+    }
+
     /// Ends every fault: links heal, paused nodes continue, stopped nodes,
-    /// the bus and the projector start.
+    /// the bus, the projector and the edges start.
     ///
     /// # Errors
     /// As [`Cluster::start`] and [`Cluster::resume`]; when the bus does not come back.
@@ -445,6 +482,9 @@ impl Cluster {
         }
         if let Some(p) = &mut self.projector {
             p.start()?;
+        }
+        for e in &mut self.edges {
+            e.start()?;
         }
         Ok(())
     }

@@ -6,9 +6,12 @@
 //! have happened, and may appear at most once). Besides operations, devices
 //! record what they `observe` (live deliveries after the SDK's dedup, receipt
 //! updates), and a `setup` entry names the chats, their initial members and
-//! every user's devices. A harness also writes a `meta` entry (the wall-clock
-//! time of `time_ns` 0 and the run's parameters) and a `nemesis` entry at the
-//! start and stop of every fault; the checker ignores both.
+//! every user's devices. With the SDK executor, the live deliveries and
+//! receipt ticks are what each device's client handed to the app, and
+//! `device_read` operations hold what each device holds at the end. A
+//! harness also writes a `meta` entry (the wall-clock time of `time_ns` 0
+//! and the run's parameters) and a `nemesis` entry at the start and stop of
+//! every fault; the checker ignores both.
 //!
 //! `time_ns` is monotonic time since the run started; wall-clock time is
 //! `meta.start_wall_ms + time_ns / 1e6`.
@@ -55,10 +58,30 @@ pub enum Op {
     Send { chat: ChatId, sender: UserId, device: DeviceId, client_msg_id: ClientMsgId },
     AddMember { chat: ChatId, actor: UserId, member: UserId },
     RemoveMember { chat: ChatId, actor: UserId, member: UserId },
-    /// A final read of a chat's whole timeline as one device sees it.
+    /// A final read of a chat's whole timeline as the log gives it to one
+    /// device (derived from every replica by the log's roster rule).
     Read { user: UserId, device: DeviceId, chat: ChatId },
     /// A cumulative receipt of `user`/`device` in `chat`.
     Ack { chat: ChatId, user: UserId, device: DeviceId, kind: ReceiptKind, up_to_seq: Seq },
+    /// The device drops its connection and connects again (through the SDK).
+    Reconnect { user: UserId, device: DeviceId, how: ReconnectHow },
+    /// A final read of a chat as the device itself holds it: the messages a
+    /// fresh SDK client of the device gets from a full sync (no resume
+    /// positions), in the order it got them. A device does not receive its own
+    /// sends, nor roster items.
+    DeviceRead { user: UserId, device: DeviceId, chat: ChatId },
+}
+
+/// How a [`Op::Reconnect`] drops the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReconnectHow {
+    /// The client drops its connection and heals itself (next edge, resend of
+    /// unacknowledged sends and acks, sync from its positions).
+    Drop,
+    /// The app restarts: the client is closed and a new one connects with the
+    /// old one's positions (sends still pending in the old one are abandoned).
+    Restart,
 }
 
 /// What an `ok` operation returned.
@@ -70,6 +93,8 @@ pub enum Value {
     Read { items: Vec<Item> },
     /// The device's cursor of the acked kind after the ack.
     Receipt { up_to_seq: Seq },
+    /// Done, nothing to return (a reconnect).
+    Done,
 }
 
 /// One timeline item of a chat as a device received it.
@@ -89,6 +114,10 @@ pub enum Observation {
     Deliver { user: UserId, device: DeviceId, chat: ChatId, item: Item },
     /// A receipt update shown to `viewer`: `of` has delivered / read up to `up_to_seq`.
     Receipt { viewer: (UserId, DeviceId), chat: ChatId, of: UserId, kind: ReceiptKind, up_to_seq: Seq },
+    /// A receipt tick the SDK handed to the app of `viewer`: every message of
+    /// the viewer's user in `chat` up to `up_to_seq` is now delivered to (or
+    /// read by) every other member. A read tick implies delivered.
+    Tick { viewer: (UserId, DeviceId), chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,22 +6,30 @@
 //! queue/Kafka checkers; it is pure, and its own tests plant each kind of
 //! anomaly. And the part that makes a run ([`run::run`], `chorus jepsen`):
 //! a [`cluster`] of real `chorus log-node` processes whose Raft links pass
-//! through UDP [`proxy`]s, a [`nemesis`] that kills, pauses, partitions them
-//! and makes them lose un-fsynced writes on a seeded schedule, a [`workload`] of concurrent clients recorded by
-//! the [`recorder`], the final [`readback`] of every replica, and the
-//! [`analysis`] and [`report`] of throughput, latency and write stalls.
+//! through UDP [`proxy`]s, two [`edges`], a [`nemesis`] that kills, pauses,
+//! partitions them and makes them lose un-fsynced writes on a seeded schedule
+//! (and kills edges, the projector, the bus), a [`workload`] of concurrent
+//! clients recorded by the [`recorder`], the final [`readback`] of every
+//! replica, and the [`analysis`] and [`report`] of throughput, latency and
+//! write stalls.
+//!
+//! The workload's operations go through a [`workload::Executor`]: the
+//! [`sdk`] executor (default) drives real registered devices with the client
+//! SDK through the edges, records every live delivery and receipt tick, and
+//! reads every device's timeline at the end; the log executor appends
+//! commands with `LogClient`. Group creation and roster edits have no client
+//! frames yet and always go through `LogClient`.
 //!
 //! A nats-server and a projector run beside the nodes ([`services`]); at the
 //! end the live [`views`] must equal a rebuild from the log.
 //!
-//! Left out for now (issue "Jepsen"): edges and the client SDK (the workload
-//! talks to the log through `LogClient`, behind [`workload::Executor`], so
-//! live deliveries are not checked yet) and corrupted files.
+//! Left out for now: corrupted files (exploratory nemeses only).
 //!
 //! ```text
-//!  workload ──▶ LogClient ──▶ log-node ◀─ proxy ─▶ log-node …   ◀── nemesis (kill, stop, drop)
-//!     │                                                             │
-//!     └──────────▶ recorder ◀──────────── readback ◀── heal ◀───────┘
+//!  workload ─▶ SDK clients ─▶ edge ×2 ─▶ log-node ◀─ proxy ─▶ log-node …   ◀── nemesis (kill, stop, drop)
+//!     │  (roster edits: LogClient)  ▲ bus ◀── projector ◀── log             │
+//!     │      deliveries, ticks ─────┘                                       │
+//!     └──────────▶ recorder ◀──── readback (log) + devices' final syncs ◀── heal ◀┘
 //!                     │
 //!                     ▼
 //!             history.jsonl ─▶ checker::check ─▶ verdict.json, report.html
@@ -30,6 +38,7 @@
 pub mod analysis;
 pub mod checker;
 pub mod cluster;
+pub mod edges;
 mod error;
 pub mod history;
 pub mod nemesis;
@@ -38,6 +47,7 @@ pub mod readback;
 pub mod recorder;
 pub mod report;
 pub mod run;
+pub mod sdk;
 pub mod services;
 pub mod views;
 pub mod workload;

@@ -59,6 +59,9 @@ pub enum FaultKind {
     KillProjector,
     /// `kill -9` the nats-server; restart it on the same port.
     KillNats,
+    /// `kill -9` a random edge mid-stream; restart it on the same port at the
+    /// end. Its clients must fail over to the other edge.
+    KillEdge,
     /// `kill -9` a random node, flip bytes in its newest write-ahead log;
     /// restart it. The node must find the damage and re-seed from its peers.
     /// Never while another node is still re-seeding (damage stays on a minority).
@@ -74,7 +77,7 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind that a correct chorus must survive with no anomaly.
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::KillMinority,
@@ -89,6 +92,7 @@ impl FaultKind {
         FaultKind::PowerFailure,
         FaultKind::KillProjector,
         FaultKind::KillNats,
+        FaultKind::KillEdge,
         FaultKind::CorruptWal,
         FaultKind::CorruptSst,
         FaultKind::Combined,
@@ -96,7 +100,7 @@ impl FaultKind {
 
     /// Process faults that may run together with a partition in a
     /// [`FaultKind::Combined`] fault.
-    pub const COMBINABLE: [FaultKind; 7] = [
+    pub const COMBINABLE: [FaultKind; 8] = [
         FaultKind::Kill,
         FaultKind::KillLeader,
         FaultKind::Pause,
@@ -104,6 +108,7 @@ impl FaultKind {
         FaultKind::LoseUnsynced,
         FaultKind::KillProjector,
         FaultKind::KillNats,
+        FaultKind::KillEdge,
     ];
 
     /// Damaged files on one node.
@@ -126,6 +131,7 @@ impl FaultKind {
             FaultKind::PowerFailure => "power-failure",
             FaultKind::KillProjector => "kill-projector",
             FaultKind::KillNats => "kill-nats",
+            FaultKind::KillEdge => "kill-edge",
             FaultKind::CorruptWal => "corrupt-wal",
             FaultKind::CorruptSst => "corrupt-sst",
             FaultKind::Combined => "combined",
@@ -139,7 +145,12 @@ impl FaultKind {
 
     /// Whether the fault needs the projector and the bus.
     pub fn needs_services(self) -> bool {
-        matches!(self, FaultKind::KillProjector | FaultKind::KillNats)
+        matches!(self, FaultKind::KillProjector | FaultKind::KillNats | FaultKind::KillEdge)
+    }
+
+    /// Whether the fault needs edges (the SDK executor).
+    pub fn needs_edges(self) -> bool {
+        matches!(self, FaultKind::KillEdge)
     }
 
     fn is_partition(self) -> bool {
@@ -151,7 +162,7 @@ impl FaultKind {
 
     /// Parses a comma-separated list of kind names and groups: `all`, `none`,
     /// `kill` (every kill kind), `pause`, `partition`, `disk` (lose-unsynced,
-    /// power-failure), `services` (kill-projector, kill-nats), `corrupt`
+    /// power-failure), `services` (kill-projector, kill-nats, kill-edge), `corrupt`
     /// (corrupt-wal, corrupt-sst; not in `all`). Order and repeats do not matter.
     ///
     /// # Errors
@@ -168,7 +179,7 @@ impl FaultKind {
                 "pause" | "pauses" => vec![FaultKind::Pause, FaultKind::PauseLeader],
                 "partition" | "partitions" => FaultKind::ALL.into_iter().filter(|k| k.is_partition()).collect(),
                 "disk" => vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure],
-                "services" => vec![FaultKind::KillProjector, FaultKind::KillNats],
+                "services" => vec![FaultKind::KillProjector, FaultKind::KillNats, FaultKind::KillEdge],
                 "corrupt" => FaultKind::CORRUPT.to_vec(),
                 other => match FaultKind::ALL.into_iter().find(|k| k.name() == other) {
                     Some(k) => vec![k],
@@ -351,8 +362,13 @@ impl Nemesis {
         let partitions: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|k| k.is_partition()).collect();
         let network = partitions[(pick % partitions.len() as u64) as usize];
         let mut process = FaultKind::COMBINABLE[((pick >> 16) % FaultKind::COMBINABLE.len() as u64) as usize];
-        if process.needs_services() && self.cluster.lock().await.projector.is_none() {
-            process = FaultKind::Kill; // a run without the bus and projector
+        {
+            let cluster = self.cluster.lock().await;
+            let missing = (process.needs_services() && cluster.projector.is_none())
+                || (process.needs_edges() && cluster.edges.is_empty());
+            if missing {
+                process = FaultKind::Kill; // a run without the bus, projector or edges
+            }
         }
         let mut parts = Vec::new();
         for (k, p) in [(network, pick), (process, pick.rotate_left(29))] {
@@ -393,6 +409,11 @@ impl Nemesis {
             FaultKind::Combined => return Err(Error::Invalid("a combined fault begins as its parts".into())),
             FaultKind::KillProjector => (Vec::new(), "the projector".into(), BTreeSet::new()),
             FaultKind::KillNats => (Vec::new(), "the nats-server".into(), BTreeSet::new()),
+            FaultKind::KillEdge => {
+                let edges = self.cluster.lock().await.edges.len().max(1) as u64;
+                let edge = pick % edges;
+                (vec![edge], format!("edge {edge}"), BTreeSet::new())
+            }
             FaultKind::KillAll | FaultKind::PowerFailure => {
                 let mut all = ids.clone();
                 all.sort_unstable();
@@ -475,6 +496,10 @@ impl Nemesis {
                 Some(n) => n.kill(),
                 None => return Err(Error::Invalid("kill-nats needs a nats-server (views on)".into())),
             },
+            FaultKind::KillEdge => match cluster.edges.get_mut(targets[0] as usize) {
+                Some(e) => e.kill(),
+                None => return Err(Error::Invalid("kill-edge needs edges (the SDK executor)".into())),
+            },
             FaultKind::Pause | FaultKind::PauseLeader => {
                 for id in &targets {
                     cluster.pause(*id)?;
@@ -519,6 +544,11 @@ impl Nemesis {
             FaultKind::KillNats => {
                 if let Some(n) = &mut cluster.nats {
                     tokio::task::block_in_place(|| n.restart())?;
+                }
+            }
+            FaultKind::KillEdge => {
+                if let Some(e) = cluster.edges.get_mut(active.targets[0] as usize) {
+                    e.start()?;
                 }
             }
             _ => cluster.links.heal(),

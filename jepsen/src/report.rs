@@ -115,7 +115,8 @@ fn latency_svg(report: &RunReport, ops: &[Operation], windows: &[Window], axis: 
         }
     }
     for o in ops {
-        if let (Outcome::Info(_), Some(done), false) = (&o.outcome, o.complete_ns, matches!(o.op, Op::Read { .. })) {
+        let plotted = !matches!(o.op, Op::Read { .. } | Op::DeviceRead { .. } | Op::Reconnect { .. }) && !crate::sdk::is_unconfirmed_ack(o);
+        if let (Outcome::Info(_), Some(done), true) = (&o.outcome, o.complete_ns, plotted) {
             let _ = write!(out, r##"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="#b07aa1"/>"##, axis.x(done as f64 / 1e9), y((done - o.invoke_ns) as f64 / 1e6));
         }
     }
@@ -143,7 +144,7 @@ pub fn html(report: &RunReport, ops: &[Operation], windows: &[Window]) -> String
         r#"<!doctype html><html><head><meta charset="utf-8"><title>chorus jepsen seed {}</title>
 <style>body{{font-family:sans-serif;margin:24px;max-width:1000px}}table{{border-collapse:collapse;margin:8px 0 18px}}td,th{{border:1px solid #ddd;padding:3px 8px;font-size:13px;text-align:left}}th{{background:#f4f4f4}}.bad{{color:#e15759;font-weight:bold}}</style></head><body>
 <h1>chorus jepsen — <span style="color:{}">{}</span></h1>
-<p>seed {} · {:.0} s · {} nodes · {} partitions · nemesis {} · {} ok writes/s · p50 {:.1} ms · p99 {:.1} ms · {} packets dropped</p>"#,
+<p>seed {} · {:.0} s · {} nodes · {} partitions · {:?} executor · nemesis {} · {} ok writes/s · p50 {:.1} ms · p99 {:.1} ms · {} packets dropped</p>"#,
         report.seed,
         status.1,
         status.0,
@@ -151,6 +152,7 @@ pub fn html(report: &RunReport, ops: &[Operation], windows: &[Window]) -> String
         report.time_s,
         report.nodes,
         report.partitions,
+        report.executor,
         esc(&report.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")),
         report.throughput.ok_per_s.round(),
         report.throughput.p50_ms,
@@ -181,6 +183,25 @@ pub fn html(report: &RunReport, ops: &[Operation], windows: &[Window]) -> String
         l.bound_ms,
         if l.stuck_chats.is_empty() { String::new() } else { format!("; stuck chats: {}", l.stuck_chats.len()) }
     );
+    if let Some(sdk) = &report.sdk {
+        let _ = write!(
+            out,
+            "<p>Every direct chat's probe reached every device of the recipient in {}{}.</p>\
+             <h2>Devices</h2><p>{} live deliveries and receipt ticks observed, {} final reads by the devices themselves. \
+             SDK clients: {} logins, {} disconnects, {} sends resent after a reconnect, {} duplicate deliveries dropped; \
+             {} connection drops and {} client restarts asked by the workload.</p>",
+            l.delivered_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "— (never)".into()),
+            if l.undelivered.is_empty() { String::new() } else { format!("; not delivered: {}", esc(&l.undelivered.join(", "))) },
+            report.observed,
+            report.device_reads,
+            sdk.connects,
+            sdk.disconnects,
+            sdk.resent,
+            sdk.duplicates_dropped,
+            sdk.drops,
+            sdk.restarts,
+        );
+    }
 
     if let Some(l) = &report.lagging {
         let _ = write!(out, "<h2 class=\"bad\">Replicas did not converge</h2><p>{}</p>", esc(l));

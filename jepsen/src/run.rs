@@ -1,11 +1,14 @@
-//! One Jepsen run, end to end: start the cluster, set up the chats, run the
-//! workload and the nemesis together, heal, check liveness, read everything
-//! back, check the history, and write the results.
+//! One Jepsen run, end to end: start the cluster (and the edges), register
+//! the devices, set up the chats, run the workload and the nemesis together,
+//! heal, check liveness, read everything back from the log and from every
+//! device, check the history, and write the results.
 //!
 //! ```text
-//!  Cluster::create ─▶ start, wait ready ─▶ groups ─▶ ┬ workload (clients) ┬─▶ heal ─▶ liveness probes
-//!                                                    └ nemesis (schedule) ┘         ─▶ converge ─▶ read back
-//!  ─▶ checker::check + replica divergence + lost receipts ─▶ DIR/history.jsonl, verdict.json, report.html
+//!  Cluster::create ─▶ start, wait ready ─▶ nats, projector, edges ─▶ register devices ─▶ groups
+//!  ─▶ ┬ workload (clients) ┬─▶ heal ─▶ liveness probes (acked, and delivered to the recipient's devices)
+//!     └ nemesis (schedule) ┘
+//!  ─▶ close the devices' clients ─▶ converge ─▶ read back the log ─▶ projector caught up ─▶ devices' final syncs
+//!  ─▶ checker::check + replica divergence + lost receipts + views ─▶ DIR/history.jsonl, verdict.json, report.html
 //! ```
 
 use std::collections::BTreeMap;
@@ -25,13 +28,38 @@ use crate::analysis::{self, FaultReport, Throughput};
 use crate::checker::{self, Invariant, Verdict};
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::error::{io, Error, Result};
-use crate::history::{Entry, Op, Outcome};
+use crate::history::{Entry, Op, Outcome, Value};
 use crate::nemesis::{FaultKind, Nemesis, Schedule, Timing, Window};
 use crate::readback;
 use crate::views::{self, ViewsReport};
 use crate::recorder::Recorder;
 use crate::report;
+use crate::sdk::{SdkExecutor, SdkStats};
 use crate::workload::{Connect, Executor, LogExecutor, Universe, Workload, WorkloadSpec, PROBE_PROCESS};
+
+/// What carries out the workload's operations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// Real devices through two edges and the client SDK.
+    Sdk,
+    /// Commands appended to the log directly (`LogClient`); no edges.
+    Log,
+}
+
+impl ExecutorKind {
+    /// Parses `sdk` or `log`.
+    ///
+    /// # Errors
+    /// On any other name.
+    pub fn parse(name: &str) -> Result<ExecutorKind> {
+        match name {
+            "sdk" => Ok(ExecutorKind::Sdk),
+            "log" => Ok(ExecutorKind::Log),
+            other => Err(Error::Invalid(format!("unknown executor {other:?}; use sdk or log"))),
+        }
+    }
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -53,8 +81,13 @@ pub struct RunConfig {
     /// Keep the cluster's data directories after a valid run.
     pub keep_data: bool,
     /// Run a nats-server and a projector, and check the live views against a
-    /// rebuild from the log at the end.
+    /// rebuild from the log at the end (the SDK executor needs them).
     pub views: bool,
+    pub executor: ExecutorKind,
+    /// Edge processes (SDK executor).
+    pub edges: usize,
+    /// Per-connection limits of the edges.
+    pub session: chorus_edge::session::Config,
 }
 
 impl RunConfig {
@@ -72,6 +105,9 @@ impl RunConfig {
             liveness_bound: Duration::from_secs(30),
             keep_data: false,
             views: true,
+            executor: ExecutorKind::Sdk,
+            edges: 2,
+            session: chorus_edge::session::Config::default(),
         }
     }
 }
@@ -84,11 +120,17 @@ pub struct Liveness {
     pub recovered_ms: Option<u64>,
     /// Probe sends that failed to be acknowledged within the bound.
     pub stuck_chats: Vec<ChatId>,
+    /// SDK executor: from the final heal until every direct chat's probe had
+    /// reached every device of the recipient (`None`: some did not, or not checked).
+    pub delivered_ms: Option<u64>,
+    /// Probes not delivered to a recipient device within the bound, as
+    /// `chat → user/device`.
+    pub undelivered: Vec<String>,
 }
 
 impl Liveness {
     pub fn holds(&self) -> bool {
-        self.recovered_ms.is_some_and(|ms| ms <= self.bound_ms) && self.stuck_chats.is_empty()
+        self.recovered_ms.is_some_and(|ms| ms <= self.bound_ms) && self.stuck_chats.is_empty() && self.undelivered.is_empty()
     }
 }
 
@@ -109,6 +151,7 @@ pub struct RunReport {
     pub time_s: f64,
     pub nodes: usize,
     pub partitions: u16,
+    pub executor: ExecutorKind,
     pub nemesis: Vec<FaultKind>,
     pub schedule: Schedule,
     pub verdict: Verdict,
@@ -126,7 +169,14 @@ pub struct RunReport {
     pub lagging: Option<String>,
     /// Operations per kind and outcome, e.g. `send.ok`.
     pub ops: BTreeMap<String, usize>,
+    /// Final reads from the log (one per device and chat).
     pub reads: usize,
+    /// Final reads by the devices themselves (SDK executor).
+    pub device_reads: usize,
+    /// Live deliveries and receipt ticks the devices observed (SDK executor).
+    pub observed: usize,
+    /// The SDK clients' counters (SDK executor).
+    pub sdk: Option<SdkStats>,
     pub packets_dropped: u64,
     /// Invariants (or parts) this run could not check, and why.
     pub not_checked: Vec<String>,
@@ -142,6 +192,15 @@ pub struct RunReport {
 pub async fn run(config: RunConfig) -> Result<RunReport> {
     if config.nemesis.iter().any(|k| k.needs_services()) && !config.views {
         return Err(Error::Invalid("kill-projector and kill-nats need the projector and the bus (views on)".into()));
+    }
+    if config.executor == ExecutorKind::Sdk && !config.views {
+        return Err(Error::Invalid("the SDK executor needs the projector and the bus (views on)".into()));
+    }
+    if config.nemesis.iter().any(|k| k.needs_edges()) && config.executor != ExecutorKind::Sdk {
+        return Err(Error::Invalid("kill-edge needs edges: the SDK executor".into()));
+    }
+    if config.executor == ExecutorKind::Sdk && config.edges == 0 {
+        return Err(Error::Invalid("the SDK executor needs at least one edge".into()));
     }
     if config.views && !crate::services::nats_installed() {
         return Err(Error::Invalid("checking views needs `nats-server` on PATH (apt-get install nats-server), or turn views off".into()));
@@ -165,7 +224,11 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     if config.views {
         cluster.start_services()?;
     }
-    tracing::info!(nodes = config.nodes, partitions = config.partitions, views = config.views, "cluster ready");
+    let sdk_run = config.executor == ExecutorKind::Sdk;
+    if sdk_run {
+        cluster.start_edges(config.edges, config.session.clone()).await?;
+    }
+    tracing::info!(nodes = config.nodes, partitions = config.partitions, views = config.views, executor = ?config.executor, "cluster ready");
 
     let recorder = Arc::new(Recorder::new());
     let schedule = Schedule::generate(config.seed, config.time, &config.nemesis, &config.timing);
@@ -178,12 +241,26 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
             "partitions": config.partitions,
             "nemesis": config.nemesis.iter().map(|k| k.name()).collect::<Vec<_>>(),
             "clients": config.workload.clients,
+            "executor": config.executor,
+            "edges": if sdk_run { config.edges } else { 0 },
             "reconnect_after_info": config.workload.reconnect_after_info,
             "views": config.views,
         }),
     });
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let universe = Universe::generate(&config.workload, &mut rng);
+    let mut universe = Universe::generate(&config.workload, &mut rng);
+    let credentials = if sdk_run {
+        let edges: Vec<(String, PathBuf)> = cluster.edges.iter().map(|e| (e.listen.clone(), e.sms_path())).collect();
+        let c = crate::sdk::register_all(&mut universe, &edges, &cluster.ca).await?;
+        tracing::info!(devices = c.len(), "devices registered through the edges");
+        c
+    } else {
+        Vec::new()
+    };
+    let mut spec = config.workload.clone();
+    if !sdk_run {
+        spec.reconnect_per_mille = 0;
+    }
     let client_config = ClientConfig {
         append_deadline: config.workload.op_timeout.saturating_sub(Duration::from_millis(500)),
         // A batch stuck on a dead node must not hold back the client's next
@@ -194,15 +271,39 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     // One LogClient per client task (plus one for the probes), each listing
     // the nodes from a different first one.
     let ids = LogExecutor::id_counter();
-    let mut executors = Vec::new();
+    let mut logs = Vec::new();
     for c in 0..=config.workload.clients {
         let mut seeds = cluster.client_addrs();
         let n = seeds.len();
         seeds.rotate_left(c % n);
         let connect = Connect { seeds, ca: cluster.ca.clone(), config: client_config.clone() };
-        executors.push(Executor::Log(LogExecutor::connect(connect, &universe, ids.clone()).await?));
+        logs.push(LogExecutor::connect(connect, &universe, ids.clone()).await?);
     }
-    let workload = Workload::new(config.workload.clone(), universe, executors, recorder.clone());
+    // With the SDK, every client task shares the devices (each device belongs
+    // to one task) and keeps its own LogClient for roster edits.
+    let sdk = if sdk_run {
+        let e = SdkExecutor::connect(
+            &credentials,
+            &cluster.edge_addrs(),
+            cluster.ca.clone(),
+            &universe,
+            recorder.clone(),
+            logs[0].clone(),
+            Duration::from_secs(30),
+        )
+        .await?;
+        Some(e)
+    } else {
+        None
+    };
+    let executors: Vec<Executor> = logs
+        .into_iter()
+        .map(|l| match &sdk {
+            Some(s) => Executor::Sdk(s.with_log(l)),
+            None => Executor::Log(l),
+        })
+        .collect();
+    let workload = Workload::new(spec, universe, executors, recorder.clone());
     workload.create_groups(&admin, Duration::from_secs(30)).await?;
     recorder.push(workload.universe.setup_entry());
 
@@ -253,7 +354,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     for d in &down {
         tracing::warn!(node = d.node, log = %d.log_tail, "node does not start; left out of the final phase");
     }
-    let liveness = probe(&workload, config.liveness_bound, heal_ns).await;
+    let liveness = probe(&workload, sdk.as_ref(), config.liveness_bound, heal_ns).await;
     tracing::info!(?liveness, "liveness probes done");
 
     let mut cluster = cluster.lock().await;
@@ -270,6 +371,22 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         cluster.excluded.insert(id);
     }
     let reseeds = cluster.reseeds();
+    let sdk_stats = match &sdk {
+        Some(s) => {
+            // The devices stop: what their clients handed over is recorded, and
+            // a send still pending in one cannot land after the read-back. The
+            // edges restart, which ends any append still in flight in them.
+            s.close_all().await;
+            for e in &mut cluster.edges {
+                let before = e.listening_count();
+                e.kill();
+                e.start()?;
+                e.wait_listening(before + 1, Duration::from_secs(30)).await?;
+            }
+            Some(s.stats())
+        }
+        None => None,
+    };
     let admin = cluster.wait_ready(Duration::from_secs(60)).await?;
     // Replicas that never agree are a finding, not a harness failure: the
     // reads then take each partition from its most advanced replica.
@@ -295,6 +412,17 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         PROBE_PROCESS + 1,
         converged.is_some(),
     );
+
+    // Each device's own final read, once the projector (whose views the
+    // edges sync from) holds the whole log.
+    let mut device_reads = 0;
+    let mut caught_up = None;
+    if let (Some(s), Some(converged)) = (&sdk, &converged) {
+        caught_up = views::wait_caught_up(&mut cluster, converged, Duration::from_secs(60)).await?;
+        let (chats, expected) = device_expectations(&recorder.history());
+        device_reads = s.final_reads(&recorder, &chats, &expected, Duration::from_secs(30)).await;
+        tracing::info!(device_reads, ?caught_up, "devices' final reads done");
+    }
 
     let history = recorder.history();
     let mut verdict = checker::check(&history);
@@ -322,17 +450,27 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         time_s: config.time.as_secs_f64(),
         nodes: config.nodes,
         partitions: config.partitions,
+        executor: config.executor,
         nemesis: config.nemesis.clone(),
         schedule,
         liveness,
         faults,
         ops: analysis::op_counts(&ops),
         reads,
+        device_reads,
+        observed: history.observations().count(),
+        sdk: sdk_stats,
         packets_dropped: cluster.links.counts().0,
         not_checked: [
             (!config.views).then(|| "views: off in this run".to_string()),
             (config.views && converged.is_none()).then(|| "views: the replicas did not converge".to_string()),
-            Some("live deliveries: no edge yet; devices' final reads come from the log and the roster rule".into()),
+            (!sdk_run).then(|| {
+                "live deliveries and devices' own reads: the log executor has no edges; devices' final reads come from the log and the roster rule".to_string()
+            }),
+            (sdk_run && converged.is_none()).then(|| "devices' final reads: the replicas did not converge".to_string()),
+            (sdk_run && converged.is_some() && caught_up.is_none())
+                .then(|| "devices' final reads were taken before the projector had caught up".to_string()),
+            sdk_run.then(|| "acks: through the SDK they are fire and forget (recorded as info), so the log's cursors are not held to them".to_string()),
         ]
         .into_iter()
         .flatten()
@@ -356,48 +494,115 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     Ok(report)
 }
 
-/// Sends one new message to every chat, retrying (same `client_msg_id`) until
-/// acknowledged or `bound` after `heal_ns` has passed.
-async fn probe(workload: &Arc<Workload>, bound: Duration, heal_ns: u64) -> Liveness {
+/// Sends one new message to every chat (as the sender's first device),
+/// retrying (same `client_msg_id`) until acknowledged or `bound` after
+/// `heal_ns` has passed. With the SDK, each direct chat's probe must also
+/// reach every device of the recipient within the bound.
+async fn probe(workload: &Arc<Workload>, sdk: Option<&SdkExecutor>, bound: Duration, heal_ns: u64) -> Liveness {
     let chats = workload.universe.chats();
     let recorder = workload.recorder.clone();
     let deadline_ns = heal_ns + bound.as_nanos() as u64;
+    let deadline = tokio::time::Instant::from_std(recorder.start()) + Duration::from_nanos(deadline_ns);
     let tasks: Vec<_> = chats
         .into_iter()
         .enumerate()
         .map(|(i, (chat, sender))| {
             let w = workload.clone();
             let recorder = recorder.clone();
+            let sdk = sdk.cloned();
             tokio::spawn(async move {
-                let op = Op::Send { chat, sender, device: DeviceId(1), client_msg_id: w.send_id() };
-                loop {
+                let device = w.universe.first_device(sender);
+                let op = Op::Send { chat, sender, device, client_msg_id: w.send_id() };
+                let (acked_ns, seq) = loop {
                     match w.perform(w.spec.clients, PROBE_PROCESS + 2 + i as u64, op.clone()).await {
-                        Outcome::Ok(_) => return (chat, Some(recorder.now_ns())),
-                        Outcome::Fail(_) => return (chat, None),
-                        Outcome::Info(_) if recorder.now_ns() > deadline_ns => return (chat, None),
+                        Outcome::Ok(Value::Sent { seq, .. }) => break (recorder.now_ns(), seq),
+                        Outcome::Ok(_) | Outcome::Fail(_) => return (chat, None, Vec::new()),
+                        Outcome::Info(_) if recorder.now_ns() > deadline_ns => return (chat, None, Vec::new()),
                         Outcome::Info(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
+                };
+                // Delivery to the other member of a direct chat (a group's
+                // roster at the end is not known for certain here).
+                let mut missing = Vec::new();
+                let mut delivered_ns = None;
+                if let (Some(sdk), Some((a, b))) = (&sdk, w.universe.direct.get(&chat)) {
+                    let recipient = if *a == sender { *b } else { *a };
+                    delivered_ns = Some(acked_ns);
+                    for (u, d) in w.universe.devices.iter().filter(|(u, _)| *u == recipient) {
+                        if sdk.wait_received(*u, *d, chat, seq, deadline).await {
+                            delivered_ns = delivered_ns.map(|t: u64| t.max(recorder.now_ns()));
+                        } else {
+                            missing.push(format!("{chat} → {u}/{d}"));
+                        }
+                    }
                 }
+                (chat, Some((acked_ns, delivered_ns)), missing)
             })
         })
         .collect();
     let mut last = Some(heal_ns);
+    let mut delivered = sdk.map(|_| heal_ns);
     let mut stuck = Vec::new();
+    let mut undelivered = Vec::new();
     for t in tasks {
         match t.await {
-            Ok((_, Some(at))) if at <= deadline_ns => last = last.map(|l| l.max(at)),
-            Ok((chat, _)) => {
+            Ok((_, Some((at, got)), missing)) if at <= deadline_ns => {
+                last = last.map(|l| l.max(at));
+                if let Some(g) = got {
+                    delivered = delivered.map(|d| d.max(g));
+                }
+                if !missing.is_empty() {
+                    delivered = None;
+                }
+                undelivered.extend(missing);
+            }
+            Ok((chat, _, _)) => {
                 stuck.push(chat);
                 last = None;
+                delivered = None;
             }
-            Err(_) => last = None,
+            Err(_) => {
+                last = None;
+                delivered = None;
+            }
         }
     }
     Liveness {
         bound_ms: bound.as_millis() as u64,
         recovered_ms: last.map(|l| (l - heal_ns) / 1_000_000),
         stuck_chats: stuck,
+        delivered_ms: delivered.map(|d| (d - heal_ns) / 1_000_000),
+        undelivered,
     }
+}
+
+/// From the log-side final reads of `history`: the chats of each device, and
+/// how many messages the log gives it (its own sends left out: the edge does
+/// not echo them).
+fn device_expectations(
+    history: &crate::history::History,
+) -> (BTreeMap<(UserId, DeviceId), std::collections::BTreeSet<ChatId>>, BTreeMap<(UserId, DeviceId), usize>) {
+    let ops = history.operations();
+    let sent_from: BTreeMap<(UserId, chorus_schema::ClientMsgId), DeviceId> = ops
+        .iter()
+        .filter_map(|o| match o.op {
+            Op::Send { sender, device, client_msg_id, .. } => Some(((sender, client_msg_id), device)),
+            _ => None,
+        })
+        .collect();
+    let mut chats: BTreeMap<(UserId, DeviceId), std::collections::BTreeSet<ChatId>> = BTreeMap::new();
+    let mut expected: BTreeMap<(UserId, DeviceId), usize> = BTreeMap::new();
+    for o in &ops {
+        if let (Op::Read { user, device, chat }, Outcome::Ok(Value::Read { items })) = (&o.op, &o.outcome) {
+            chats.entry((*user, *device)).or_default().insert(*chat);
+            let n = items
+                .iter()
+                .filter(|i| i.message.is_some_and(|(s, cmid)| !(s == *user && sent_from.get(&(s, cmid)) == Some(device))))
+                .count();
+            *expected.entry((*user, *device)).or_default() += n;
+        }
+    }
+    (chats, expected)
 }
 
 /// Whether `report` covers every invariant (each has an entry, empty or not).

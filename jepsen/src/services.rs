@@ -145,6 +145,27 @@ impl ProjectorProc {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// How many times the projector has opened its store and subscribed to
+    /// the view queries (once per incarnation).
+    pub fn opened_count(&self) -> usize {
+        std::fs::read_to_string(self.dir.join("projector.log")).unwrap_or_default().matches("projector opened").count()
+    }
+
+    /// Starts the process unless it runs, and waits until it serves view
+    /// queries (or `timeout` passes: then it is left starting).
+    ///
+    /// # Errors
+    /// When it cannot be spawned.
+    pub async fn start_and_wait(&mut self, timeout: Duration) -> Result<()> {
+        let before = self.opened_count();
+        self.start()?;
+        let deadline = Instant::now() + timeout;
+        while self.opened_count() <= before && Instant::now() < deadline && self.is_running() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
     /// Starts the process unless it runs.
     ///
     /// # Errors

@@ -47,6 +47,44 @@ fn open_entries(dir: &Path, partitions: u16) -> Result<(Entries, Vec<u64>)> {
     Ok((entries, next))
 }
 
+fn open_next(dir: &Path, partitions: u16) -> Result<Vec<u64>> {
+    let store = RocksStore::open(dir).map_err(|e| Error::Cluster(format!("open views in {}: {e}", dir.display())))?;
+    let txn = store.read();
+    (0..partitions)
+        .map(|p| Projection::next_offset(&txn, PartitionId(p)).map_err(|e| Error::Cluster(e.to_string())))
+        .collect()
+}
+
+/// Waits until the live projector has folded every event of `converged`
+/// (next offset per partition) and leaves it running, serving view queries:
+/// then the edges' syncs see the whole log. Returns how long that took
+/// (`None`: not within `timeout`).
+///
+/// # Errors
+/// When the harness has no projector, or it cannot be restarted.
+pub async fn wait_caught_up(cluster: &mut Cluster, converged: &BTreeMap<u16, u64>, timeout: Duration) -> Result<Option<u64>> {
+    let partitions = cluster.spec.partitions;
+    let started = Instant::now();
+    loop {
+        let projector = cluster.projector.as_mut().ok_or_else(|| Error::Invalid("no projector runs in this cluster".into()))?;
+        // Its store can be opened only while it is stopped.
+        tokio::task::block_in_place(|| projector.stop(Duration::from_secs(5)));
+        let dir = projector.config.store_dir.clone();
+        let next = tokio::task::spawn_blocking(move || open_next(&dir, partitions))
+            .await
+            .map_err(|e| Error::Cluster(format!("reading the live views: {e}")))??;
+        projector.start_and_wait(Duration::from_secs(30)).await?;
+        let behind = converged.iter().any(|(p, n)| next.get(*p as usize).copied().unwrap_or(0) < *n);
+        if !behind {
+            return Ok(Some(started.elapsed().as_millis() as u64));
+        }
+        if started.elapsed() > timeout {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 fn as_map(entries: &Entries) -> BTreeMap<String, serde_json::Value> {
     entries.iter().map(|(k, v)| (hex::encode(k), serde_json::Value::String(hex::encode(v)))).collect()
 }

@@ -1,5 +1,5 @@
 //! The workload: users with devices, direct chats and groups, and concurrent
-//! clients that send, ack and edit rosters while the nemesis works.
+//! clients that send, ack, edit rosters and reconnect while the nemesis works.
 //!
 //! Every operation is recorded as `invoke` then exactly one of `ok` (with its
 //! value), `fail` (a rejection: it certainly did not happen) or `info` (a
@@ -11,9 +11,12 @@
 //! overlap in time: its ack results are then a real-time sequence, which the
 //! receipts check relies on.
 //!
-//! Operations are carried out by an [`Executor`]. Today the only one talks to
-//! the log directly ([`LogExecutor`], through `LogClient`); an executor that
-//! drives the client SDK through an edge slots in beside it.
+//! Operations are carried out by an [`Executor`]: [`SdkExecutor`] (the
+//! default) drives real registered devices through two edges with the client
+//! SDK (see [`crate::sdk`]); [`LogExecutor`] appends commands to the log
+//! directly through `LogClient` (no edges: nothing is delivered to devices).
+//! Group creation and roster edits have no client frames yet and always go
+//! through `LogClient`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chorus_log_node::LogClient;
+use chorus_schema::edge::user_for_phone;
 use chorus_schema::{
     ChatId, ClientMsgId, Command, CommandBody, DeviceId, Origin, Outcome as CmdOutcome, ReceiptKind, Seq, UserId,
 };
@@ -28,8 +32,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::history::{ChatSetup, Entry, Observation, Op, Outcome, Value};
+use crate::history::{ChatSetup, Entry, Observation, Op, Outcome, ReconnectHow, Value};
 use crate::recorder::Recorder;
+pub use crate::sdk::SdkExecutor;
 
 /// The shape of the workload.
 #[derive(Clone, Debug)]
@@ -52,8 +57,12 @@ pub struct WorkloadSpec {
     /// connection to a killed node waits for QUIC's idle timeout before it
     /// tries another node (see the ignored test in `tools/tests/jepsen.rs`);
     /// reconnecting keeps the workload going through kills. Off, the run
-    /// measures the `LogClient` as it is.
+    /// measures the `LogClient` as it is. (The SDK executor reconnects by
+    /// itself; this does not apply to it.)
     pub reconnect_after_info: bool,
+    /// Per mille of operations that drop a device's connection or restart its
+    /// client ([`Op::Reconnect`]; the SDK executor only).
+    pub reconnect_per_mille: u32,
 }
 
 impl Default for WorkloadSpec {
@@ -68,6 +77,7 @@ impl Default for WorkloadSpec {
             op_timeout: Duration::from_millis(2_500),
             send_retries: 3,
             reconnect_after_info: true,
+            reconnect_per_mille: 10,
         }
     }
 }
@@ -80,9 +90,21 @@ pub struct Group {
     pub initial: Vec<UserId>,
 }
 
+/// The phone number of the workload's user `i` (1-based).
+pub fn phone(i: u64) -> String {
+    format!("+1555{i:07}")
+}
+
 /// Who exists: users, devices, chats. A pure function of the spec and a seed.
+///
+/// User ids are the ones registration assigns ([`user_for_phone`] of
+/// [`phone`]`(i)`), so that log and SDK executors agree. Device ids are
+/// placeholders (1, 2, …) until the SDK executor registers the devices and
+/// puts the ids the edges chose in their place.
 #[derive(Clone, Debug)]
 pub struct Universe {
+    pub users: Vec<UserId>,
+    pub phones: BTreeMap<UserId, String>,
     pub devices: Vec<(UserId, DeviceId)>,
     /// Direct chats: a ring over the users, so everyone has two partners.
     pub direct: BTreeMap<ChatId, (UserId, UserId)>,
@@ -95,7 +117,10 @@ impl Universe {
     pub fn generate(spec: &WorkloadSpec, rng: &mut StdRng) -> Universe {
         assert!(spec.users >= 3, "the workload needs at least 3 users");
         assert!(spec.group_size as u64 <= spec.users, "groups cannot be larger than the user count");
-        let users: Vec<UserId> = (1..=spec.users).map(UserId).collect();
+        let phones: BTreeMap<UserId, String> = (1..=spec.users)
+            .map(|i| (user_for_phone(&phone(i)).expect("a valid phone number"), phone(i)))
+            .collect();
+        let users: Vec<UserId> = (1..=spec.users).map(|i| user_for_phone(&phone(i)).expect("a valid phone number")).collect();
         let devices = users.iter().flat_map(|u| (1..=spec.devices_per_user).map(move |d| (*u, DeviceId(d)))).collect();
         let direct = (0..users.len())
             .map(|i| {
@@ -114,7 +139,15 @@ impl Universe {
                 Group { chat: ChatId::group(rng.gen()), admin, initial }
             })
             .collect();
-        Universe { devices, direct, groups }
+        Universe { users, phones, devices, direct, groups }
+    }
+
+    /// The first device of `user` (roster edits and probes act as it).
+    ///
+    /// # Panics
+    /// On a user without devices (not one of the universe's).
+    pub fn first_device(&self, user: UserId) -> DeviceId {
+        self.devices.iter().find(|(u, _)| *u == user).map(|(_, d)| *d).expect("every user has a device")
     }
 
     /// The history's `setup` entry.
@@ -137,6 +170,7 @@ impl Universe {
 #[derive(Clone, Debug)]
 pub enum Executor {
     Log(LogExecutor),
+    Sdk(SdkExecutor),
 }
 
 impl Executor {
@@ -144,14 +178,26 @@ impl Executor {
     pub async fn execute(&self, op: &Op, timeout: Duration) -> Outcome {
         match self {
             Executor::Log(e) => e.execute(op, timeout).await,
+            Executor::Sdk(e) => e.execute(op, timeout).await,
         }
     }
 
     /// Drops the executor's connections and makes new ones, as a client does
     /// after a timeout. Keeps the old ones if no node answers within `timeout`.
+    /// The SDK heals its connections itself: nothing to do.
     pub async fn reconnect(&self, timeout: Duration) {
         match self {
             Executor::Log(e) => e.reconnect(timeout).await,
+            Executor::Sdk(_) => {}
+        }
+    }
+
+    /// The last seq `user`/`device` received per chat, if the executor
+    /// delivers anything (acks then stay within what the device has).
+    pub fn received(&self, user: UserId, device: DeviceId) -> Option<BTreeMap<ChatId, Seq>> {
+        match self {
+            Executor::Log(_) => None,
+            Executor::Sdk(e) => Some(e.received(user, device)),
         }
     }
 }
@@ -172,6 +218,8 @@ pub struct LogExecutor {
     connect: Arc<Connect>,
     /// The pair of each direct chat (a `SendDirect` names the recipient).
     pub direct: Arc<BTreeMap<ChatId, (UserId, UserId)>>,
+    /// Each user's first device: roster edits are made as it.
+    pub first_device: Arc<BTreeMap<UserId, DeviceId>>,
     /// `client_msg_id`s for commands that are not sends (acks, roster edits).
     /// They start at 2^62, far from the sends' ids.
     pub next_id: Arc<AtomicU64>,
@@ -192,6 +240,7 @@ impl LogExecutor {
             client: Arc::new(Mutex::new(client)),
             connect: Arc::new(connect),
             direct: Arc::new(universe.direct.clone()),
+            first_device: Arc::new(universe.users.iter().map(|u| (*u, universe.first_device(*u))).collect()),
             next_id,
         })
     }
@@ -227,10 +276,14 @@ impl LogExecutor {
         Origin { user, device, client_msg_id: ClientMsgId(self.next_id.fetch_add(1, Ordering::Relaxed)) }
     }
 
+    fn actor_device(&self, user: UserId) -> DeviceId {
+        self.first_device.get(&user).copied().unwrap_or(DeviceId(1))
+    }
+
     /// The command an operation stands for.
     ///
     /// # Panics
-    /// On a `Read`, which is not a command (the harness reads the log itself).
+    /// On a read or a reconnect, which are not commands.
     pub fn command(&self, op: &Op) -> Command {
         match op {
             Op::Send { chat, sender, device, client_msg_id } => {
@@ -244,22 +297,30 @@ impl LogExecutor {
                 };
                 Command { origin, body }
             }
-            Op::AddMember { chat, actor, member } => {
-                Command { origin: self.fresh(*actor, DeviceId(1)), body: CommandBody::AddMember { chat: *chat, member: *member } }
-            }
+            Op::AddMember { chat, actor, member } => Command {
+                origin: self.fresh(*actor, self.actor_device(*actor)),
+                body: CommandBody::AddMember { chat: *chat, member: *member },
+            },
             Op::RemoveMember { chat, actor, member } => Command {
-                origin: self.fresh(*actor, DeviceId(1)),
+                origin: self.fresh(*actor, self.actor_device(*actor)),
                 body: CommandBody::RemoveMember { chat: *chat, member: *member },
             },
             Op::Ack { chat, user, device, kind, up_to_seq } => Command {
                 origin: self.fresh(*user, *device),
                 body: CommandBody::Ack { chat: *chat, kind: *kind, up_to_seq: *up_to_seq },
             },
-            Op::Read { .. } => panic!("a read is not a command"),
+            Op::Read { .. } | Op::DeviceRead { .. } | Op::Reconnect { .. } => panic!("{op:?} is not a command"),
         }
     }
 
-    async fn execute(&self, op: &Op, timeout: Duration) -> Outcome {
+    pub(crate) async fn execute(&self, op: &Op, timeout: Duration) -> Outcome {
+        if let Op::Reconnect { .. } = op {
+            self.reconnect(timeout).await;
+            return Outcome::Ok(Value::Done);
+        }
+        if let Op::Read { .. } | Op::DeviceRead { .. } = op {
+            return Outcome::Fail("reads are not workload operations".into());
+        }
         let command = self.command(op);
         match tokio::time::timeout(timeout, self.client().append(&command)).await {
             Err(_) => Outcome::Info(format!("no answer within {timeout:?}")),
@@ -399,7 +460,8 @@ impl Workload {
         let mut process = c;
         while tokio::time::Instant::now() < deadline {
             let (user, device) = *devices.choose(&mut rng).expect("a client has devices");
-            let op = self.next_op(user, device, &mut rng);
+            let received = self.executors[c as usize % self.executors.len()].received(user, device);
+            let op = self.next_op(user, device, received.as_ref(), &mut rng);
             let mut outcome = self.perform(c as usize, process, op.clone()).await;
             let mut retries = 0;
             while matches!(outcome, Outcome::Info(_)) {
@@ -416,8 +478,14 @@ impl Workload {
         }
     }
 
-    /// Picks the next operation of `user`/`device`.
-    fn next_op(&self, user: UserId, device: DeviceId, rng: &mut StdRng) -> Op {
+    /// Picks the next operation of `user`/`device`. `received`: what the
+    /// device has received per chat, if the executor delivers (acks then
+    /// cover what the device got, as an app's do; else any acked seq).
+    fn next_op(&self, user: UserId, device: DeviceId, received: Option<&BTreeMap<ChatId, Seq>>, rng: &mut StdRng) -> Op {
+        if rng.gen_range(0..1000) < self.spec.reconnect_per_mille {
+            let how = if rng.gen_bool(0.5) { ReconnectHow::Drop } else { ReconnectHow::Restart };
+            return Op::Reconnect { user, device, how };
+        }
         let k = self.knowledge.lock().expect("knowledge lock");
         let my_groups: Vec<ChatId> =
             k.members.iter().filter(|(_, m)| m.contains(&user)).map(|(c, _)| *c).collect();
@@ -427,7 +495,7 @@ impl Workload {
         let roll = rng.gen_range(0..100);
         if roll < 15 && !admin_of.is_empty() {
             let g = admin_of.choose(rng).expect("non-empty");
-            let member = UserId(rng.gen_range(1..=self.spec.users));
+            let member = *self.universe.users.choose(rng).expect("users");
             if member != user {
                 let present = k.members.get(&g.chat).is_some_and(|m| m.contains(&member));
                 return if present {
@@ -441,7 +509,11 @@ impl Workload {
             let mut chats = my_directs.clone();
             chats.extend(&my_groups);
             if let Some(chat) = chats.choose(rng) {
-                if let Some(last) = k.last_seq.get(chat).filter(|s| s.0 > 0) {
+                let last = match received {
+                    Some(r) => r.get(chat),
+                    None => k.last_seq.get(chat),
+                };
+                if let Some(last) = last.filter(|s| s.0 > 0) {
                     let kind = if rng.gen_bool(0.6) { ReceiptKind::Delivered } else { ReceiptKind::Read };
                     let up_to_seq = Seq(rng.gen_range(1..=last.0));
                     return Op::Ack { chat: *chat, user, device, kind, up_to_seq };
@@ -471,7 +543,11 @@ impl Workload {
         let deadline = tokio::time::Instant::now() + timeout;
         for (i, g) in self.universe.groups.iter().enumerate() {
             let command = Command {
-                origin: Origin { user: g.admin, device: DeviceId(1), client_msg_id: ClientMsgId(OTHER_IDS_FROM - 1 - i as u64) },
+                origin: Origin {
+                    user: g.admin,
+                    device: self.universe.first_device(g.admin),
+                    client_msg_id: ClientMsgId(OTHER_IDS_FROM - 1 - i as u64),
+                },
                 body: CommandBody::CreateGroup { chat: g.chat, name: format!("group {i}"), members: g.initial.clone() },
             };
             loop {

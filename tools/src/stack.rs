@@ -292,11 +292,5 @@ impl Stack {
 /// # Errors
 /// When there is none.
 pub fn sms_code(path: &Path, phone: &str) -> Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["phone"] == phone)
-        .filter_map(|v| v["text"].as_str().and_then(|t| t.rsplit(' ').next()).map(str::to_owned))
-        .last()
-        .with_context(|| format!("no code texted to {phone}"))
+    chorus_edge::sms::last_code(path, phone).with_context(|| format!("no code texted to {phone} in {}", path.display()))
 }

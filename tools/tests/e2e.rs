@@ -284,6 +284,24 @@ async fn killing_the_edge_mid_send_loses_nothing_and_shows_nothing_twice() {
         }
     }
     assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
+
+    // Found by the Jepsen harness (edge kills): a client whose first edge is
+    // dead waited for QUIC's idle timeout (10 s) on the handshake before it
+    // tried the next edge. It now gives a handshake `connect_timeout_ms` (3 s).
+    let started = std::time::Instant::now();
+    let (a2, mut a2_events) = connect(&stack, &[0, 1], alice, Resume::default()).await;
+    assert!(started.elapsed() < Duration::from_secs(6), "login through the live edge took {:?}", started.elapsed());
+    synced(&mut a2_events).await;
+    // Asked to reconnect (as after a network change), the client comes back
+    // and a send made meanwhile goes through once.
+    a2.reconnect();
+    let sent = tokio::time::timeout(Duration::from_secs(20), a2.send(Recipient::User(bob.user), b"after".to_vec()))
+        .await
+        .expect("the send resolves after the reconnect")
+        .unwrap();
+    assert_eq!(sent.seq, Seq(N as u64 + 1));
+    assert_eq!(messages(&mut b_events, 1, Duration::from_secs(20)).await[0].seq, sent.seq);
+    assert!(a2.stats().connects.load(std::sync::atomic::Ordering::Relaxed) >= 2, "the client reconnected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,5 +1,6 @@
 //! The Jepsen harness against real processes: the proxies really cut links,
-//! and a CI-sized run of every nemesis kind finds no anomaly.
+//! a CI-sized run of every nemesis kind through the client SDK and two edges
+//! finds no anomaly, and an edge killed mid-stream loses nothing.
 //!
 //! Results of the runs stay in `target/tmp/jepsen-ci-*` (history, verdict,
 //! report), so that a failure can be read.
@@ -8,8 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chorus_jepsen::cluster::{Cluster, ClusterSpec, CorruptFile};
-use chorus_jepsen::nemesis::FaultKind;
-use chorus_jepsen::run::{self, RunConfig, RunReport};
+use chorus_jepsen::nemesis::{FaultKind, Timing};
+use chorus_jepsen::run::{self, ExecutorKind, RunConfig, RunReport};
 use chorus_schema::{ClientMsgId, Command, CommandBody, DeviceId, Origin, UserId};
 
 fn binary() -> std::path::PathBuf {
@@ -174,9 +175,14 @@ async fn a_node_with_a_corrupted_wal_is_reseeded_from_its_peers() {
 fn ci_config(seed: u64, nemesis: &str) -> RunConfig {
     let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("jepsen-ci-{seed}"));
     let mut c = RunConfig::new(out, binary());
-    // Seven kinds per run: 42 s hold seven faults however the seed draws
-    // their lengths (2 s warm-up, then at most 3.5 s of fault and 2.5 s of gap each).
-    c.time = Duration::from_secs(42);
+    // Eight kinds per run: 40 s hold eight faults however the seed draws
+    // their lengths (2 s warm-up, then at most 3 s of fault and 2 s of gap each).
+    c.time = Duration::from_secs(40);
+    c.timing = Timing {
+        fault_max: Duration::from_millis(3_000),
+        gap_max: Duration::from_millis(2_000),
+        ..Timing::default()
+    };
     c.seed = seed;
     c.nemesis = FaultKind::parse_list(nemesis).unwrap();
     c.liveness_bound = Duration::from_secs(30);
@@ -190,6 +196,12 @@ fn must_be_valid(r: &RunReport, out: &std::path::Path) {
     assert!(r.ops.get("send.ok").copied().unwrap_or(0) >= 300, "too few acknowledged sends: {:?}", r.ops);
     assert!(r.ops.get("send.fail").copied().unwrap_or(0) > 0, "non-member sends must have been refused: {:?}", r.ops);
     assert!(r.reads > 0);
+    if r.executor == ExecutorKind::Sdk {
+        assert!(r.device_reads > 0 && r.observed > 0, "devices read {} and observed {}", r.device_reads, r.observed);
+        assert!(r.liveness.delivered_ms.is_some(), "probes not delivered: {:?}", r.liveness);
+        let sdk = r.sdk.as_ref().expect("SDK counters");
+        assert!(sdk.drops + sdk.restarts > 0, "no reconnect was exercised: {sdk:?}");
+    }
     let views = r.views.as_ref().expect("views were checked");
     assert!(views.live_entries > 0 && views.caught_up_ms.is_some(), "views: {views:?}");
     for f in &r.faults {
@@ -197,14 +209,18 @@ fn must_be_valid(r: &RunReport, out: &std::path::Path) {
     }
 }
 
-/// CI: two seeds × 42 s and one × 30 s of damaged files and combined faults, every nemesis kind
-/// at least once, zero anomalies (the live views equal a rebuild from the
-/// log), writes back within the liveness bound, and every damaged node back
-/// as a full replica.
+/// CI: through the SDK executor (registered devices, two edges), two seeds ×
+/// 40 s and one × 30 s of damaged files and combined faults: every nemesis
+/// kind at least once, zero anomalies (live deliveries and devices' own final
+/// reads agree with the log, the live views equal a rebuild from the log),
+/// writes back and delivered within the liveness bound, and every damaged
+/// node back as a full replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_nemesis_kind_two_seeds_no_anomaly() {
     let mut seen = BTreeSet::new();
-    for (seed, nemesis) in [(11, "kill,disk,kill-projector"), (12, "pause,partition,kill-nats"), (13, "corrupt,combined")] {
+    for (seed, nemesis) in
+        [(11, "kill,disk,kill-projector,kill-edge"), (12, "pause,partition,kill-nats"), (13, "corrupt,combined")]
+    {
         let mut config = ci_config(seed, nemesis);
         if nemesis == "corrupt,combined" {
             // Three kinds: each runs at least once in 30 s.
@@ -282,3 +298,19 @@ async fn log_client_fails_over_within_its_deadline_after_the_leader_is_killed() 
     );
 }
 
+/// An edge killed (`kill -9`) mid-stream, three times, and restarted: its
+/// devices fail over to the other edge, no acknowledged send is lost or
+/// duplicated, every device's live stream stays in order, and every device's
+/// final sync equals what the log gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edges_killed_mid_stream_lose_nothing_and_devices_converge() {
+    let mut config = ci_config(31, "kill-edge");
+    config.time = Duration::from_secs(20);
+    let out = config.out.clone();
+    let report = run::run(config).await.unwrap_or_else(|e| panic!("run failed ({}): {e}", out.display()));
+    must_be_valid(&report, &out);
+    assert!(report.faults.len() >= 3 && report.faults.iter().all(|f| f.kind == FaultKind::KillEdge), "{:?}", report.faults);
+    let sdk = report.sdk.as_ref().expect("SDK counters");
+    // Every device logged in once at the start; the kills forced more.
+    assert!(sdk.disconnects > 0, "no client lost its edge: {sdk:?}");
+}

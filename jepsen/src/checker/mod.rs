@@ -6,6 +6,7 @@
 //! Membership changes of unknown outcome make that member's status ambiguous
 //! in that chat from then on, and the checks that depend on it skip the member.
 
+mod devices;
 mod duplicates;
 mod lost;
 mod model;
@@ -30,7 +31,8 @@ use crate::history::History;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Invariant {
-    /// Every acknowledged send reaches every device of every member.
+    /// Every acknowledged send reaches every device of every member (by the
+    /// log, and in what each device holds).
     Lost,
     /// Every reader sees each chat in the same order, gap-free, strictly increasing.
     Order,
@@ -44,7 +46,8 @@ pub enum Invariant {
     Retry,
     /// Receipts never go backwards; read implies delivered.
     Receipts,
-    /// A removed member receives nothing after removal; a non-member's send is refused.
+    /// A removed member receives nothing after removal; a non-member's send is
+    /// refused; a device holds or is handed nothing the log does not give it.
     Removal,
     /// Views rebuilt from the log equal the live ones.
     Views,
@@ -118,6 +121,7 @@ pub fn check(history: &History) -> Verdict {
     all.extend(retry::check(&model));
     all.extend(receipts::check(&model));
     all.extend(removal::check(&model));
+    all.extend(devices::check(&model));
     let mut anomalies: BTreeMap<Invariant, Vec<Anomaly>> = Invariant::ALL.iter().map(|i| (*i, Vec::new())).collect();
     for a in all {
         anomalies.entry(a.invariant).or_default().push(a);

@@ -17,6 +17,9 @@ pub(crate) struct Change {
 /// Receipt observations per (viewer, chat, of): (kind is read?, up_to_seq), in time order.
 pub(crate) type ReceiptUpdates = BTreeMap<((UserId, DeviceId), ChatId, UserId), Vec<(bool, Seq)>>;
 
+/// Receipt ticks per (viewer, chat): (kind is read?, up_to_seq), in time order.
+pub(crate) type Ticks = BTreeMap<((UserId, DeviceId), ChatId), Vec<(bool, Seq)>>;
+
 /// Everything the checks need, built once.
 #[derive(Debug, Default)]
 pub struct Model {
@@ -27,12 +30,19 @@ pub struct Model {
     pub(crate) changes: BTreeMap<ChatId, Vec<Change>>,
     /// Members whose status became unknown (membership op of unknown outcome).
     pub(crate) ambiguous: BTreeSet<(ChatId, UserId)>,
-    /// The final read of each (user, device, chat).
+    /// The final read of each (user, device, chat), as the log gives it.
     pub(crate) reads: BTreeMap<(UserId, DeviceId, ChatId), Vec<Item>>,
+    /// The final read of each (user, device, chat), as the device holds it
+    /// (SDK executor only; empty otherwise).
+    pub(crate) device_reads: BTreeMap<(UserId, DeviceId, ChatId), Vec<Item>>,
     /// Live deliveries per (user, device, chat), in observation order.
     pub(crate) live: BTreeMap<(UserId, DeviceId, ChatId), Vec<Item>>,
     /// Receipt observations per (viewer, chat, of), in time order: (kind is read?, up_to_seq).
     pub(crate) receipts: ReceiptUpdates,
+    /// Receipt ticks the SDK handed to each device, in time order.
+    pub(crate) ticks: Ticks,
+    /// The device of every send, by (sender, client_msg_id).
+    pub(crate) sent_from: BTreeMap<(UserId, ClientMsgId), DeviceId>,
 }
 
 impl Model {
@@ -58,6 +68,12 @@ impl Model {
                 (Op::Read { user, device, chat }, Outcome::Ok(Value::Read { items })) => {
                     m.reads.insert((*user, *device, *chat), items.clone());
                 }
+                (Op::DeviceRead { user, device, chat }, Outcome::Ok(Value::Read { items })) => {
+                    m.device_reads.insert((*user, *device, *chat), items.clone());
+                }
+                (Op::Send { sender, device, client_msg_id, .. }, _) => {
+                    m.sent_from.insert((*sender, *client_msg_id), *device);
+                }
                 _ => {}
             }
         }
@@ -72,6 +88,10 @@ impl Model {
                 Observation::Receipt { viewer, chat, of, kind, up_to_seq } => {
                     let read = matches!(kind, chorus_schema::ReceiptKind::Read);
                     m.receipts.entry((*viewer, *chat, *of)).or_default().push((read, *up_to_seq));
+                }
+                Observation::Tick { viewer, chat, kind, up_to_seq } => {
+                    let read = matches!(kind, chorus_schema::ReceiptKind::Read);
+                    m.ticks.entry((*viewer, *chat)).or_default().push((read, *up_to_seq));
                 }
             }
         }
@@ -111,11 +131,19 @@ impl Model {
         })
     }
 
-    /// Every item any reader (final reads and live deliveries) has for `chat`.
+    /// Every item any reader (final reads from the log and from devices, live
+    /// deliveries) has for `chat`.
     pub(crate) fn seen_items(&self) -> impl Iterator<Item = (ChatId, (UserId, DeviceId), Item)> + '_ {
-        let reads = self.reads.iter().flat_map(|((u, d, c), items)| items.iter().map(move |i| (*c, (*u, *d), *i)));
-        let live = self.live.iter().flat_map(|((u, d, c), items)| items.iter().map(move |i| (*c, (*u, *d), *i)));
-        reads.chain(live)
+        let flat = |m: &'_ BTreeMap<(UserId, DeviceId, ChatId), Vec<Item>>| {
+            m.iter().flat_map(|((u, d, c), items)| items.iter().map(move |i| (*c, (*u, *d), *i))).collect::<Vec<_>>()
+        };
+        flat(&self.reads).into_iter().chain(flat(&self.device_reads)).chain(flat(&self.live))
+    }
+
+    /// Whether `item` is a message that `device` of `user` sent itself (a
+    /// device does not receive its own sends).
+    pub(crate) fn own(&self, user: UserId, device: DeviceId, item: &Item) -> bool {
+        item.message.is_some_and(|(sender, cmid)| sender == user && self.sent_from.get(&(sender, cmid)) == Some(&device))
     }
 
     pub(crate) fn outcome_counts(&self) -> (usize, usize, usize) {

@@ -10,7 +10,7 @@ use crate::history::Item;
 pub(super) fn check(m: &Model) -> Vec<Anomaly> {
     let mut out = Vec::new();
     // Each reader's stream strictly increases: no reorder, no repeat.
-    for (what, streams) in [("final read", &m.reads), ("live stream", &m.live)] {
+    for (what, streams) in [("final read", &m.reads), ("device read", &m.device_reads), ("live stream", &m.live)] {
         for ((u, d, chat), items) in streams {
             for w in items.windows(2) {
                 if w[1].seq <= w[0].seq {

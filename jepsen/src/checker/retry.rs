@@ -1,4 +1,5 @@
-//! A retried `client_msg_id` maps to one (chat, seq), and the message stands there.
+//! A retried `client_msg_id` maps to one (chat, seq), and the message stands
+//! there for every reader: final reads, devices' reads and live deliveries.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,10 +19,12 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
             acks.entry((sender, device, cmid)).or_default().insert((chat, *seq));
         }
     }
-    let mut stands: BTreeMap<(ChatId, UserId, ClientMsgId), Seq> = BTreeMap::new();
+    // Every place each reader (final reads, devices' reads, live deliveries)
+    // has the message: each must be where its send was acked.
+    let mut stands: BTreeMap<(ChatId, UserId, ClientMsgId), BTreeSet<Seq>> = BTreeMap::new();
     for (chat, _, item) in m.seen_items() {
         if let Some((sender, cmid)) = item.message {
-            stands.insert((chat, sender, cmid), item.seq);
+            stands.entry((chat, sender, cmid)).or_default().insert(item.seq);
         }
     }
     let mut out = Vec::new();
@@ -35,7 +38,7 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
             continue;
         }
         let (chat, seq) = places.into_iter().next().expect("one place");
-        if let Some(actual) = stands.get(&(chat, sender, cmid)) {
+        for actual in stands.get(&(chat, sender, cmid)).into_iter().flatten() {
             if *actual != seq {
                 out.push(anomaly(
                     Invariant::Retry,

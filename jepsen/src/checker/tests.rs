@@ -293,3 +293,132 @@ fn retry_acked_with_its_first_attempts_seq_is_not_a_real_time_violation() {
     }
     only(&check(&b.history()), Invariant::RealTime);
 }
+
+// ---- what devices observe and hold (SDK executor) --------------------------------
+
+impl Builder {
+    fn device_read(&mut self, user: UserId, items: Vec<Item>) -> &mut Self {
+        self.op(Op::DeviceRead { user, device: D1, chat: chat() }, Ok(Value::Read { items }), false)
+    }
+
+    fn live(&mut self, user: UserId, item: Item) -> &mut Self {
+        self.observe(Observation::Deliver { user, device: D1, chat: chat(), item })
+    }
+
+    fn receipt_tick(&mut self, viewer: UserId, kind: ReceiptKind, s: u64) -> &mut Self {
+        self.observe(Observation::Tick { viewer: (viewer, D1), chat: chat(), kind, up_to_seq: Seq(s) })
+    }
+}
+
+/// What `user`'s only device holds of `items`: not its own sends, no roster items.
+fn held_by(user: UserId, items: &[Item]) -> Vec<Item> {
+    items.iter().copied().filter(|i| i.message.is_some_and(|(s, _)| s != user)).collect()
+}
+
+/// The clean history plus what devices saw: log reads, devices' own reads,
+/// live deliveries in order (each device gets the others' messages), and
+/// receipt ticks of A's messages.
+fn sdk_clean() -> Builder {
+    let mut b = clean();
+    b.live(B, msg(1, A, 11)).live(C, msg(1, A, 11)).receipt_tick(A, ReceiptKind::Delivered, 1);
+    b.live(A, msg(2, B, 21)).live(C, msg(2, B, 21)).receipt_tick(A, ReceiptKind::Read, 1);
+    b.live(B, msg(3, A, 12)).live(C, msg(3, A, 12)).receipt_tick(A, ReceiptKind::Delivered, 3).receipt_tick(A, ReceiptKind::Read, 3);
+    for u in [A, B, C] {
+        b.read(u, clean_items());
+    }
+    for u in [A, B, C] {
+        b.device_read(u, held_by(u, &clean_items()));
+    }
+    b
+}
+
+#[test]
+fn clean_sdk_history_passes() {
+    let v = check(&sdk_clean().history());
+    assert!(v.is_valid(), "{:#?}", v.anomalies);
+}
+
+#[test]
+fn live_delivery_out_of_seq_order_is_reported() {
+    let mut b = sdk_clean();
+    b.live(A, msg(2, B, 21)); // again, after seq 2 (and in a stream that was at 2)
+    b.live(B, msg(1, A, 11)); // seq 1 after seq 3
+    let v = check(&b.history());
+    only(&v, Invariant::Order);
+    assert_eq!(v.of(Invariant::Order).len(), 2, "{:#?}", v.anomalies);
+}
+
+#[test]
+fn live_phantom_is_reported() {
+    let mut b = sdk_clean();
+    b.live(C, msg(4, B, 99)); // never sent
+    // The log does not give it to C either.
+    reported(&check(&b.history()), Invariant::Phantom, &[Invariant::Removal]);
+}
+
+#[test]
+fn live_delivery_away_from_its_acked_seq_is_reported() {
+    let mut b = sdk_clean();
+    b.live(C, msg(4, A, 12)); // acked at seq 3
+    let v = check(&b.history());
+    reported(&v, Invariant::Retry, &[Invariant::Duplicate, Invariant::Removal]);
+    assert!(v.of(Invariant::Retry)[0].detail.contains("acked at seq 3 but stands at seq 4"), "{:#?}", v.anomalies);
+}
+
+#[test]
+fn live_delivery_after_removal_is_reported() {
+    let mut b = clean();
+    b.op(Op::RemoveMember { chat: chat(), actor: A, member: C }, Ok(Value::MemberChanged { seq: Seq(4) }), false);
+    b.send(A, 13, 5);
+    b.live(B, msg(5, A, 13)).live(C, msg(5, A, 13)); // C was removed at seq 4
+    let all = vec![msg(1, A, 11), msg(2, B, 21), msg(3, A, 12), Item { seq: Seq(4), message: None }, msg(5, A, 13)];
+    b.read(A, all.clone()).read(B, all.clone()).read(C, all[..4].to_vec());
+    b.device_read(A, held_by(A, &all)).device_read(B, held_by(B, &all)).device_read(C, held_by(C, &all[..4]));
+    let v = check(&b.history());
+    only(&v, Invariant::Removal);
+    let details: Vec<&str> = v.of(Invariant::Removal).iter().map(|a| a.detail.as_str()).collect();
+    assert!(details.iter().any(|d| d.contains("received seq 5")), "{details:?}");
+    assert!(details.iter().any(|d| d.contains("live stream has seq 5")), "{details:?}");
+}
+
+#[test]
+fn device_missing_a_message_the_log_gives_it_is_reported() {
+    let mut b = clean();
+    // B's send of unknown outcome landed at seq 4: every other device must have it.
+    b.op(Op::Send { chat: chat(), sender: B, device: D1, client_msg_id: ClientMsgId(22) }, Err("timeout"), true);
+    let all = vec![msg(1, A, 11), msg(2, B, 21), msg(3, A, 12), msg(4, B, 22)];
+    for u in [A, B, C] {
+        b.read(u, all.clone());
+    }
+    b.device_read(A, held_by(A, &all)).device_read(B, held_by(B, &all)).device_read(C, held_by(C, &all[..3]));
+    let v = check(&b.history());
+    only(&v, Invariant::Lost);
+    assert!(v.of(Invariant::Lost)[0].detail.contains("lacks seq 4"), "{:#?}", v.anomalies);
+}
+
+#[test]
+fn device_holding_its_own_send_is_reported() {
+    let mut b = clean();
+    for u in [A, B, C] {
+        b.read(u, clean_items());
+    }
+    b.device_read(A, clean_items()).device_read(B, held_by(B, &clean_items())).device_read(C, held_by(C, &clean_items()));
+    let v = check(&b.history());
+    only(&v, Invariant::Removal);
+    assert!(v.of(Invariant::Removal).iter().all(|a| a.detail.contains("own send")), "{:#?}", v.anomalies);
+}
+
+#[test]
+fn ticks_going_back_or_at_no_message_are_reported() {
+    let mut b = sdk_clean();
+    b.receipt_tick(A, ReceiptKind::Delivered, 1); // the read tick 3 counts as delivered up to 3
+    let v = check(&b.history());
+    only(&v, Invariant::Receipts);
+    assert!(v.of(Invariant::Receipts)[0].detail.contains("after its ticks had reached 3"), "{:#?}", v.anomalies);
+
+    let mut b = sdk_clean();
+    b.receipt_tick(B, ReceiptKind::Delivered, 3); // seq 3 is A's message, not B's
+    let v = check(&b.history());
+    only(&v, Invariant::Receipts);
+    assert!(v.of(Invariant::Receipts)[0].detail.contains("no message of"), "{:#?}", v.anomalies);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use chorus_jepsen::nemesis::FaultKind;
-use chorus_jepsen::run::{self, RunConfig, RunReport};
+use chorus_jepsen::run::{self, ExecutorKind, RunConfig, RunReport};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,7 +17,7 @@ pub struct Args {
     /// `partition`, `disk` (groups) or kinds (`kill-leader`, `kill-minority`,
     /// `kill-all`, `pause-leader`, `partition-halves`, `partition-leader`,
     /// `partition-bridge`, `partition-one-way`, `lose-unsynced`, `power-failure`,
-    /// `kill-projector`, `kill-nats`; group `services`).
+    /// `kill-projector`, `kill-nats`, `kill-edge`; group `services`).
     #[arg(long, default_value = "all")]
     pub nemesis: String,
     /// Seeds the schedule and the workload: the same seed gives the same plan.
@@ -43,9 +43,15 @@ pub struct Args {
     /// outcome: measure the log client's own fail-over.
     #[arg(long)]
     pub no_reconnect: bool,
-    /// Run no nats-server and projector, and do not check the views.
+    /// Run no nats-server and projector, and do not check the views (needs
+    /// `--executor log`).
     #[arg(long)]
     pub no_views: bool,
+    /// How operations reach chorus: `sdk` (registered devices on the client
+    /// SDK through two edges; live deliveries and devices' own reads are
+    /// checked) or `log` (commands appended to the log directly).
+    #[arg(long, default_value = "sdk")]
+    pub executor: String,
 }
 
 /// The run as configured by `args`, with nodes run by `binary`.
@@ -64,8 +70,15 @@ pub fn config(args: &Args, binary: PathBuf) -> Result<RunConfig> {
     c.keep_data = args.keep_data;
     c.workload.reconnect_after_info = !args.no_reconnect;
     c.views = !args.no_views;
+    c.executor = ExecutorKind::parse(&args.executor)?;
+    if c.executor == ExecutorKind::Sdk && !c.views {
+        bail!("--no-views needs --executor log (the edges need the projector and the bus)");
+    }
     if !c.views {
         c.nemesis.retain(|k| !k.needs_services());
+    }
+    if c.executor != ExecutorKind::Sdk {
+        c.nemesis.retain(|k| !k.needs_edges());
     }
     Ok(c)
 }
@@ -73,8 +86,9 @@ pub fn config(args: &Args, binary: PathBuf) -> Result<RunConfig> {
 /// A few lines for the terminal.
 pub fn summary(r: &RunReport) -> String {
     let mut s = format!(
-        "jepsen seed {}: {} — {} ok / {} fail / {} info operations, {} final reads, {} faults, {} packets dropped\n",
+        "jepsen seed {} ({:?} executor): {} — {} ok / {} fail / {} info operations, {} final reads, {} faults, {} packets dropped\n",
         r.seed,
+        r.executor,
         if r.valid { "valid" } else { "INVALID" },
         r.verdict.ok,
         r.verdict.fail,
@@ -83,6 +97,12 @@ pub fn summary(r: &RunReport) -> String {
         r.faults.len(),
         r.packets_dropped
     );
+    if let Some(sdk) = &r.sdk {
+        s.push_str(&format!(
+            "  devices: {} live deliveries and ticks observed, {} final reads by devices; SDK: {} logins, {} disconnects, {} sends resent, {} duplicate deliveries dropped, {} drops and {} restarts asked\n",
+            r.observed, r.device_reads, sdk.connects, sdk.disconnects, sdk.resent, sdk.duplicates_dropped, sdk.drops, sdk.restarts
+        ));
+    }
     for f in &r.faults {
         s.push_str(&format!(
             "  fault {:>2} {:<18} targets {:?}: {} ms, writes stalled {} ms, recovered {} after heal\n",
@@ -117,6 +137,13 @@ pub fn summary(r: &RunReport) -> String {
         r.liveness.recovered_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "never".into()),
         r.liveness.bound_ms
     ));
+    if r.sdk.is_some() {
+        s.push_str(&format!(
+            "  liveness: every direct probe on every recipient device {} after the final heal{}\n",
+            r.liveness.delivered_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "never".into()),
+            if r.liveness.undelivered.is_empty() { String::new() } else { format!("; not delivered: {:?}", r.liveness.undelivered) }
+        ));
+    }
     for (inv, list) in &r.verdict.anomalies {
         for a in list.iter().take(3) {
             s.push_str(&format!("  {inv:?}: {a}\n"));
