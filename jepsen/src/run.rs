@@ -258,7 +258,13 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         Vec::new()
     };
     let mut spec = config.workload.clone();
-    if !sdk_run {
+    if sdk_run {
+        // An app waits for the SDK's answer, which comes once the send is
+        // committed or refused for good (the SDK retries the rest): longer
+        // than an edge's append deadline, so that what the edge answers
+        // reaches the history rather than a timeout.
+        spec.op_timeout = spec.op_timeout.max(crate::sdk::OP_TIMEOUT);
+    } else {
         spec.reconnect_per_mille = 0;
     }
     let client_config = ClientConfig {

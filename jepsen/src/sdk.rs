@@ -44,6 +44,10 @@ use crate::history::{Item, Observation, Op, Outcome, ReconnectHow, Value};
 use crate::recorder::Recorder;
 use crate::workload::{LogExecutor, Universe};
 
+/// How long the workload waits for the SDK's answer to a send: longer than
+/// the edges' append deadline (5 s, see [`crate::edges`]).
+pub const OP_TIMEOUT: Duration = Duration::from_secs(7);
+
 /// The `info` reason of every ack made through the SDK.
 pub const ACK_UNCONFIRMED: &str = "acks through the SDK are fire and forget: nothing confirms them";
 
@@ -223,7 +227,11 @@ pub struct SdkExecutor {
     counters: Arc<Counters>,
 }
 
-/// Edge error codes after which a send certainly did not happen.
+/// Edge error codes after which a send certainly did not happen: the SDK
+/// reports them as final refusals, and the harness holds it to that (an
+/// `Internal` refusal of a send that was in fact committed shows as a
+/// phantom). `Unauthenticated` is left out: pending sends fail with it when a
+/// re-login is refused, whatever became of their earlier attempts.
 fn refused_for_good(code: EdgeErrorCode) -> bool {
     matches!(
         code,
@@ -232,7 +240,7 @@ fn refused_for_good(code: EdgeErrorCode) -> bool {
             | EdgeErrorCode::CiphertextTooLarge
             | EdgeErrorCode::BadFrame
             | EdgeErrorCode::Forbidden
-            | EdgeErrorCode::Unauthenticated
+            | EdgeErrorCode::Internal
     )
 }
 

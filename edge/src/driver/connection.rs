@@ -83,11 +83,27 @@ async fn read_control(mut recv: quinn::RecvStream, to: mpsc::Sender<Input>) {
     }
 }
 
+/// What a failed append tells the session. Only a node's refusal of the
+/// request before proposing it (malformed, too large, mixed partitions) is final;
+/// anything else leaves the outcome unknown — the command may have been
+/// committed — and is `Unavailable`, which the client retries with the same
+/// `client_msg_id` (the log deduplicates it).
+///
+/// Found by the Jepsen harness (`chorus jepsen --nemesis all --seed 2`): the
+/// log client's batcher hands a batch it gave up on to every waiter as
+/// `BadResponse("gave up after N attempts: …")`, which used to become
+/// `Internal`, a final refusal for the SDK, although some of those sends had
+/// been committed (and were delivered).
 fn append_error(e: &chorus_log_node::client::Error) -> AppendError {
-    if e.retryable() || matches!(e, chorus_log_node::client::Error::GaveUp { .. }) {
-        AppendError::Unavailable(e.to_string())
-    } else {
-        AppendError::Internal(e.to_string())
+    use chorus_log_node::client::Error;
+    use chorus_schema::ErrorCode;
+    match e {
+        Error::Server {
+            code: ErrorCode::BadFrame | ErrorCode::FrameTooLarge | ErrorCode::InvalidCommand | ErrorCode::MixedPartitions,
+            ..
+        } => AppendError::Internal(e.to_string()),
+        Error::Tls(_) => AppendError::Internal(e.to_string()),
+        _ => AppendError::Unavailable(e.to_string()),
     }
 }
 
@@ -348,5 +364,31 @@ impl Conn {
         if let Some(c) = close {
             self.quic.close(close_code(c.code), c.reason.as_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_log_node::client::Error;
+    use chorus_schema::ErrorCode;
+
+    use super::append_error;
+    use crate::session::AppendError;
+
+    #[test]
+    fn only_a_nodes_own_refusal_is_final_any_other_append_failure_is_retried() {
+        let unknown = [
+            Error::BadResponse("gave up after 3 attempts: stream to 127.0.0.1:1: no response within 2s".into()),
+            Error::GaveUp { attempts: 5, last: "server error NotLeader".into() },
+            Error::Stream { addr: "127.0.0.1:1".into(), reason: "reset".into() },
+            Error::NoNode("none".into()),
+            Error::Server { code: ErrorCode::Timeout, message: "commit".into() },
+            Error::Server { code: ErrorCode::Internal, message: "storage".into() },
+        ];
+        for e in unknown {
+            assert!(matches!(append_error(&e), AppendError::Unavailable(_)), "{e} must be retried");
+        }
+        let refused = Error::Server { code: ErrorCode::InvalidCommand, message: "bad".into() };
+        assert!(matches!(append_error(&refused), AppendError::Internal(_)));
     }
 }
