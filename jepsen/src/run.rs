@@ -360,6 +360,14 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     for d in &down {
         tracing::warn!(node = d.node, log = %d.log_tail, "node does not start; left out of the final phase");
     }
+    if let Some(s) = &sdk {
+        // A device whose client restart could not connect before the
+        // workload ended has none: it connects now (the probes need it).
+        let left = Duration::from_nanos((heal_ns + config.liveness_bound.as_nanos() as u64).saturating_sub(recorder.now_ns()));
+        for (u, d) in s.ensure_connected(left).await {
+            tracing::warn!(user = %u, device = %d, "device cannot connect after the final heal");
+        }
+    }
     let liveness = probe(&workload, sdk.as_ref(), config.liveness_bound, heal_ns).await;
     tracing::info!(?liveness, "liveness probes done");
 

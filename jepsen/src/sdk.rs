@@ -171,14 +171,22 @@ impl Device {
             return Some(c);
         }
         let resume = Resume { positions: self.resume.lock().expect("resume lock").clone() };
-        let connect = Client::connect(self.config.clone(), self.credentials, resume);
-        let (client, events) = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::debug!(user = %self.user, device = %self.device, error = %e, "device cannot connect");
-                return None;
+        // A first login fails at once when no edge can check the token (an
+        // edge down, the projector down): the app tries again meanwhile.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (client, events) = loop {
+            let connect = Client::connect(self.config.clone(), self.credentials, resume.clone());
+            match tokio::time::timeout_at(deadline, connect).await {
+                Ok(Ok(c)) => break c,
+                Ok(Err(e)) => {
+                    tracing::debug!(user = %self.user, device = %self.device, error = %e, "device cannot connect");
+                    if tokio::time::Instant::now() + Duration::from_millis(200) >= deadline {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => return None,
             }
-            Err(_) => return None,
         };
         let process = OBSERVER_PROCESS + self.index as u64;
         let listener = tokio::spawn(Device::listen(events, self.recorder.clone(), self.counters.clone(), self.user, self.device, process));
@@ -364,6 +372,13 @@ impl SdkExecutor {
     /// The last seq each chat's messages reached on `user`/`device`.
     pub fn received(&self, user: UserId, device: DeviceId) -> BTreeMap<ChatId, Seq> {
         self.device(user, device).map(|d| d.positions()).unwrap_or_default()
+    }
+
+    /// Connects every device that has no client (a restart that could not
+    /// connect before the workload ended); returns those that still cannot.
+    pub async fn ensure_connected(&self, timeout: Duration) -> Vec<(UserId, DeviceId)> {
+        let connects = self.devices.values().map(|d| async move { (d.user, d.device, d.client(timeout).await.is_some()) });
+        futures::future::join_all(connects).await.into_iter().filter(|(_, _, ok)| !ok).map(|(u, d, _)| (u, d)).collect()
     }
 
     /// Closes every client, waiting until what each handed over is recorded.

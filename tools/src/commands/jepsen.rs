@@ -52,6 +52,10 @@ pub struct Args {
     /// checked) or `log` (commands appended to the log directly).
     #[arg(long, default_value = "sdk")]
     pub executor: String,
+    /// Per mille of operations that drop a device's connection or restart its
+    /// client (SDK executor).
+    #[arg(long, default_value_t = 10)]
+    pub reconnect_per_mille: u32,
 }
 
 /// The run as configured by `args`, with nodes run by `binary`.
@@ -71,6 +75,7 @@ pub fn config(args: &Args, binary: PathBuf) -> Result<RunConfig> {
     c.workload.reconnect_after_info = !args.no_reconnect;
     c.views = !args.no_views;
     c.executor = ExecutorKind::parse(&args.executor)?;
+    c.workload.reconnect_per_mille = args.reconnect_per_mille;
     if c.executor == ExecutorKind::Sdk && !c.views {
         bail!("--no-views needs --executor log (the edges need the projector and the bus)");
     }
