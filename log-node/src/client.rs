@@ -219,6 +219,7 @@ impl LogClient {
     pub async fn routed(&self, partition: PartitionId, req: &Request) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + self.inner.config.append_deadline;
         let mut attempt = 0u32;
+        let mut redirects = 0u32;
         let mut failed: Option<String> = None;
         loop {
             let mut addr = self.leader_or_any(partition, attempt);
@@ -258,7 +259,16 @@ impl LogClient {
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::GaveUp { attempts: attempt, last: err.to_string() });
             }
-            if !matches!(err, Error::Server { code: ErrorCode::NotLeader, .. }) {
+            if matches!(err, Error::Server { code: ErrorCode::NotLeader, .. }) {
+                // Follow a hint at once; but hints that keep bouncing (two
+                // nodes pointing at each other around a leader change) must
+                // not turn one request into thousands before the deadline.
+                redirects += 1;
+                if redirects > 1 {
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(redirects.min(10)))).await;
+                }
+            } else {
+                redirects = 0;
                 tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt.min(10)))).await;
             }
         }
