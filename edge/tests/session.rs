@@ -424,6 +424,20 @@ fn deliveries_and_sync() {
         vec![deliver(other, 11), Action::Deliver(ServerFrame::Receipt { chat, up_to_seq: Seq(5), status: ReceiptKind::Read })]
     );
 
+    // A sync that fails starts live delivery at the client's positions: a
+    // later item fills only what the client lacks, not the chat's history.
+    let (mut s, mut o, id) = logged_in(Config::default());
+    s.handle_frame(0, ClientFrame::Sync { since: vec![(chat, Seq(5))] }, &mut o);
+    drain(&mut s);
+    s.handle_sync_failed();
+    assert_eq!(drain(&mut s), vec![Action::Deliver(ServerFrame::SyncDone { chats: 0 })]);
+    s.handle_delivery(&at(other, 6));
+    s.handle_delivery(&at(other, 9));
+    assert_eq!(
+        drain(&mut s),
+        vec![deliver(other, 6), Action::FillGap { identity: id, chat, after: Seq(6), until: Seq(9) }]
+    );
+
     // Before login nothing is delivered.
     let mut anon = session(Config::default());
     drain(&mut anon);

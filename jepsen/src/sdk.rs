@@ -135,20 +135,31 @@ pub struct Device {
     /// The live client (`None` while it is being replaced or could not connect).
     client: Mutex<Option<Client>>,
     listener: Mutex<Option<JoinHandle<()>>>,
-    /// Positions of a client that was closed, for the next one.
-    resume: Mutex<Vec<(ChatId, Seq)>>,
+    /// The last seq of each chat the app got and the harness recorded: the
+    /// positions the next client resumes from (so that the recorded live
+    /// stream has no hole of the harness's making).
+    recorded: Arc<Mutex<BTreeMap<ChatId, Seq>>>,
     /// Serializes connects and restarts.
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl Device {
     /// Records what the app gets: messages and receipt ticks.
-    async fn listen(mut events: mpsc::Receiver<Event>, recorder: Arc<Recorder>, counters: Arc<Counters>, user: UserId, device: DeviceId, process: u64) {
+    async fn listen(
+        mut events: mpsc::Receiver<Event>,
+        recorder: Arc<Recorder>,
+        counters: Arc<Counters>,
+        recorded: Arc<Mutex<BTreeMap<ChatId, Seq>>>,
+        (user, device, process): (UserId, DeviceId, u64),
+    ) {
         while let Some(event) = events.recv().await {
             match event {
                 Event::Message(m) => {
                     let item = Item { seq: m.seq, message: Some((m.sender, m.client_msg_id)) };
                     recorder.observe(process, Observation::Deliver { user, device, chat: m.chat, item });
+                    let mut r = recorded.lock().expect("recorded lock");
+                    let p = r.entry(m.chat).or_default();
+                    *p = (*p).max(m.seq);
                 }
                 Event::Receipt { chat, up_to_seq, status } => {
                     recorder.observe(process, Observation::Tick { viewer: (user, device), chat, kind: status, up_to_seq });
@@ -170,7 +181,7 @@ impl Device {
         if let Some(c) = self.client.lock().expect("client lock").clone() {
             return Some(c);
         }
-        let resume = Resume { positions: self.resume.lock().expect("resume lock").clone() };
+        let resume = Resume { positions: self.recorded.lock().expect("recorded lock").iter().map(|(c, s)| (*c, *s)).collect() };
         // A first login fails at once when no edge can check the token (an
         // edge down, the projector down): the app tries again meanwhile.
         let deadline = tokio::time::Instant::now() + timeout;
@@ -189,14 +200,20 @@ impl Device {
             }
         };
         let process = OBSERVER_PROCESS + self.index as u64;
-        let listener = tokio::spawn(Device::listen(events, self.recorder.clone(), self.counters.clone(), self.user, self.device, process));
+        let listener = tokio::spawn(Device::listen(
+            events,
+            self.recorder.clone(),
+            self.counters.clone(),
+            self.recorded.clone(),
+            (self.user, self.device, process),
+        ));
         *self.listener.lock().expect("listener lock") = Some(listener);
         *self.client.lock().expect("client lock") = Some(client.clone());
         Some(client)
     }
 
     /// Closes the live client and waits (up to `grace`) until everything it
-    /// handed over is recorded; keeps its positions for the next one.
+    /// handed over is recorded (the next one resumes from what was).
     async fn close(&self, grace: Duration) {
         let _one = self.connecting.lock().await;
         let Some(client) = self.client.lock().expect("client lock").take() else { return };
@@ -213,15 +230,11 @@ impl Device {
                 l.abort();
             }
         }
-        *self.resume.lock().expect("resume lock") = client.positions();
     }
 
     /// The last seq the device got per chat.
     pub fn positions(&self) -> BTreeMap<ChatId, Seq> {
-        match self.client.lock().expect("client lock").as_ref() {
-            Some(c) => c.positions().into_iter().collect(),
-            None => self.resume.lock().expect("resume lock").iter().copied().collect(),
-        }
+        self.recorded.lock().expect("recorded lock").clone()
     }
 }
 
@@ -288,7 +301,7 @@ impl SdkExecutor {
                 counters: counters.clone(),
                 client: Mutex::new(None),
                 listener: Mutex::new(None),
-                resume: Mutex::new(Vec::new()),
+                recorded: Arc::new(Mutex::new(BTreeMap::new())),
                 connecting: tokio::sync::Mutex::new(()),
             };
             devices.insert((c.user, c.device), Arc::new(device));

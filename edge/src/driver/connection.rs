@@ -246,6 +246,7 @@ impl Conn {
             Input::TokenVerified(verdict) => self.session.handle_token_verified(verdict),
             Input::Recovered(record) => self.session.handle_recovered(&record),
             Input::SyncDone { positions, with_news } => self.session.handle_sync_done(&positions, with_news),
+            Input::SyncFailed => self.session.handle_sync_failed(),
             Input::FillDone(chat) => self.session.handle_fill_done(chat),
         }
     }
@@ -305,9 +306,7 @@ impl Conn {
                     tokio::spawn(async move {
                         if let Err(e) = views::sync(&ctx, identity.user, identity.device, since, &to).await {
                             warn!(user = %identity.user, error = %e, "sync failed");
-                            // The client is told the sync is over with nothing new;
-                            // it retries (its positions did not move).
-                            let _ = to.send(Input::SyncDone { positions: Vec::new(), with_news: 0 }).await;
+                            let _ = to.send(Input::SyncFailed).await;
                         }
                     });
                 }

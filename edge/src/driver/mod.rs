@@ -77,6 +77,7 @@ pub(crate) enum Input {
     TokenVerified(TokenVerdict),
     Recovered(Box<EventRecord>),
     SyncDone { positions: Vec<(ChatId, Seq)>, with_news: u32 },
+    SyncFailed,
     FillDone(ChatId),
 }
 

@@ -10,7 +10,10 @@
 //!   landed must reach every member too);
 //! - a message in its final sync or its live stream that the log does not
 //!   give it is [`Invariant::Removal`] (delivered outside its membership), or
-//!   an echo of its own send.
+//!   an echo of its own send;
+//! - a message the log gives it that its live stream skipped (the stream
+//!   went on past it) is [`Invariant::Lost`]: the app never got it, and an
+//!   SDK resuming from its positions never will.
 //!
 //! Only when the history has device reads (the SDK executor).
 
@@ -39,7 +42,17 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
                 format!("{u}/{d}'s final sync lacks seq {} ({:?}), which the log gives it", item.seq, item.message),
             ));
         }
-        for (what, items) in [("final sync", held), ("live stream", m.live.get(&key).unwrap_or(&empty))] {
+        let live = m.live.get(&key).unwrap_or(&empty);
+        if let Some(last) = live.iter().map(|i| i.seq).max() {
+            for item in expected.iter().filter(|i| i.seq < last && !live.contains(i)) {
+                out.push(anomaly(
+                    Invariant::Lost,
+                    Some(chat),
+                    format!("{u}/{d}'s live stream skipped seq {} ({:?}) and went on to seq {last}", item.seq, item.message),
+                ));
+            }
+        }
+        for (what, items) in [("final sync", held), ("live stream", live)] {
             for item in items.iter().filter(|i| !expected.contains(i)) {
                 let why = if m.own(u, d, item) { "its own send, echoed back" } else { "which the log does not give it" };
                 out.push(anomaly(

@@ -370,7 +370,9 @@ fn live_delivery_after_removal_is_reported() {
     let mut b = clean();
     b.op(Op::RemoveMember { chat: chat(), actor: A, member: C }, Ok(Value::MemberChanged { seq: Seq(4) }), false);
     b.send(A, 13, 5);
-    b.live(B, msg(5, A, 13)).live(C, msg(5, A, 13)); // C was removed at seq 4
+    b.live(B, msg(1, A, 11)).live(B, msg(3, A, 12)).live(B, msg(5, A, 13));
+    b.live(C, msg(1, A, 11)).live(C, msg(2, B, 21)).live(C, msg(3, A, 12));
+    b.live(C, msg(5, A, 13)); // C was removed at seq 4
     let all = vec![msg(1, A, 11), msg(2, B, 21), msg(3, A, 12), Item { seq: Seq(4), message: None }, msg(5, A, 13)];
     b.read(A, all.clone()).read(B, all.clone()).read(C, all[..4].to_vec());
     b.device_read(A, held_by(A, &all)).device_read(B, held_by(B, &all)).device_read(C, held_by(C, &all[..4]));
@@ -421,4 +423,19 @@ fn ticks_going_back_or_at_no_message_are_reported() {
     let v = check(&b.history());
     only(&v, Invariant::Receipts);
     assert!(v.of(Invariant::Receipts)[0].detail.contains("no message of"), "{:#?}", v.anomalies);
+}
+
+#[test]
+fn a_hole_in_a_live_stream_is_reported() {
+    let mut b = clean();
+    b.live(C, msg(1, A, 11)).live(C, msg(3, A, 12)); // seq 2 never handed to C's app
+    for u in [A, B, C] {
+        b.read(u, clean_items());
+    }
+    for u in [A, B, C] {
+        b.device_read(u, held_by(u, &clean_items()));
+    }
+    let v = check(&b.history());
+    only(&v, Invariant::Lost);
+    assert!(v.of(Invariant::Lost)[0].detail.contains("skipped seq 2"), "{:#?}", v.anomalies);
 }
