@@ -5,9 +5,8 @@
 //! The same approach as the end-to-end stack (`tools/src/stack.rs`), in this
 //! crate because `chorus-tools` depends on it, not the other way round.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use chorus_edge::client::{self, ClientConfig, Credentials};
@@ -99,19 +98,7 @@ impl EdgeProc {
         if self.is_running() {
             return Ok(());
         }
-        let log_path = self.log_path();
-        let log = File::options().create(true).append(true).open(&log_path).map_err(io("open", &log_path))?;
-        let child = Command::new(&self.binary)
-            .arg("edge")
-            .arg("--config")
-            .arg(&self.config_path)
-            .env("RUST_LOG", "info,quinn=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("open", &log_path))?)
-            .stderr(log)
-            .spawn()
-            .map_err(io("spawn", &self.binary))?;
-        self.child = Some(child);
+        self.child = Some(crate::services::spawn_logged(&self.binary, "edge", &self.config_path, &self.log_path(), "info,quinn=warn")?);
         Ok(())
     }
 

@@ -175,18 +175,7 @@ impl ProjectorProc {
             return Ok(());
         }
         let log_path = self.dir.join("projector.log");
-        let log = File::options().create(true).append(true).open(&log_path).map_err(io("open", &log_path))?;
-        let child = Command::new(&self.binary)
-            .arg("projector")
-            .arg("--config")
-            .arg(&self.config_path)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io("open", &log_path))?)
-            .stderr(log)
-            .spawn()
-            .map_err(io("spawn", &self.binary))?;
-        self.child = Some(child);
+        self.child = Some(spawn_logged(&self.binary, "projector", &self.config_path, &log_path, "info")?);
         Ok(())
     }
 
@@ -216,4 +205,23 @@ impl Drop for ProjectorProc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Spawns `binary subcommand --config config`, its stdout and stderr appended
+/// to `log_path`, with `RUST_LOG=rust_log`.
+///
+/// # Errors
+/// When the log cannot be opened or the process cannot be spawned.
+pub(crate) fn spawn_logged(binary: &Path, subcommand: &str, config: &Path, log_path: &Path, rust_log: &str) -> Result<Child> {
+    let log = File::options().create(true).append(true).open(log_path).map_err(io("open", log_path))?;
+    Command::new(binary)
+        .arg(subcommand)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", rust_log)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io("open", log_path))?)
+        .stderr(log)
+        .spawn()
+        .map_err(io("spawn", binary))
 }

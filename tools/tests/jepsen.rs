@@ -17,6 +17,16 @@ fn binary() -> std::path::PathBuf {
     env!("CARGO_BIN_EXE_chorus").into()
 }
 
+/// A running 3-node cluster of 4 partitions under `dir`, and a ready client.
+async fn small_cluster(dir: &std::path::Path) -> (Cluster, chorus_log_node::LogClient) {
+    let mut spec = ClusterSpec::new(dir, binary(), 3);
+    spec.partitions = 4;
+    let mut cluster = Cluster::create(spec).await.unwrap();
+    cluster.start_all().unwrap();
+    let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    (cluster, client)
+}
+
 /// Partitions led by `id`, as `id` itself reports.
 async fn led_by(cluster: &Cluster, client: &chorus_log_node::LogClient, id: u64) -> usize {
     let statuses = cluster.statuses(client, Duration::from_secs(1)).await;
@@ -29,11 +39,7 @@ async fn led_by(cluster: &Cluster, client: &chorus_log_node::LogClient, id: u64)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolating_a_node_through_its_proxy_moves_leadership_away() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ClusterSpec::new(dir.path(), binary(), 3);
-    spec.partitions = 4;
-    let mut cluster = Cluster::create(spec).await.unwrap();
-    cluster.start_all().unwrap();
-    let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let (cluster, client) = small_cluster(dir.path()).await;
 
     // Isolate the node leading the most partitions.
     let mut best = (0, 0);
@@ -133,11 +139,7 @@ async fn wait_reseeded(cluster: &Cluster, id: u64, timeout: Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_corrupted_wal_is_reseeded_from_its_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ClusterSpec::new(dir.path(), binary(), 3);
-    spec.partitions = 4;
-    let mut cluster = Cluster::create(spec).await.unwrap();
-    cluster.start_all().unwrap();
-    let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let (mut cluster, client) = small_cluster(dir.path()).await;
     assert_eq!(send_many(&client, 1, 300).await, 300);
 
     cluster.kill(3);
@@ -268,11 +270,7 @@ async fn every_nemesis_kind_two_seeds_no_anomaly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_client_fails_over_within_its_deadline_after_the_leader_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ClusterSpec::new(dir.path(), binary(), 3);
-    spec.partitions = 4;
-    let mut cluster = Cluster::create(spec).await.unwrap();
-    cluster.start_all().unwrap();
-    let admin = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let (mut cluster, admin) = small_cluster(dir.path()).await;
     let deadline = Duration::from_secs(3);
     let client = cluster
         .client(chorus_log_node::ClientConfig { append_deadline: deadline, ..Default::default() })

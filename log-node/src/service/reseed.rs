@@ -234,9 +234,14 @@ impl Reseed {
             .map_or_else(|| (c.raft_addr.clone(), c.client_addr.clone()), |p| (p.raft_addr.clone(), p.client_addr.clone()))
     }
 
-    async fn connect(&self) -> LogClient {
+    /// The client API addresses of the other nodes.
+    fn peer_addrs(&self) -> Vec<String> {
         let c = &self.config;
-        let seeds: Vec<String> = c.peers.iter().filter(|p| p.id != c.id).map(|p| p.client_addr.clone()).collect();
+        c.peers.iter().filter(|p| p.id != c.id).map(|p| p.client_addr.clone()).collect()
+    }
+
+    async fn connect(&self) -> LogClient {
+        let seeds = self.peer_addrs();
         loop {
             match LogClient::connect(&seeds, &self.ca, ClientConfig::default()).await {
                 Ok(client) => return client,
@@ -250,8 +255,7 @@ impl Reseed {
     /// every partition has a leader that answers.
     async fn voter_partitions(&self, client: &LogClient) -> BTreeSet<u16> {
         let me = self.config.id;
-        let peers: Vec<String> =
-            self.config.peers.iter().filter(|p| p.id != me).map(|p| p.client_addr.clone()).collect();
+        let peers = self.peer_addrs();
         loop {
             // The view of each partition's leader with the highest term.
             let mut views: Vec<Option<(u64, bool)>> = vec![None; self.rafts.len()];
