@@ -185,11 +185,13 @@ impl Cluster {
                 raft_addr: private[id].to_string(),
                 client_addr: client[id].to_string(),
                 partitions: spec.partitions,
+                groups: 0,
                 replication: spec.replication,
                 peers: peers.clone(),
                 bootstrap: true,
                 tls: Some(tls::issue(&tls_dir, &format!("node-{id}"))?),
                 raft: spec.raft.clone(),
+                proposer: Default::default(),
                 append_timeout_ms: spec.append_timeout_ms,
                 verify_on_start: true,
             };

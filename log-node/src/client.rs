@@ -1,7 +1,8 @@
-//! Client of the log-node API: routes appends to partition leaders (following
-//! `NotLeader` hints), batches concurrent appends per partition into one frame,
-//! retries retryable failures (safe: every command is deduplicated by its
-//! `client_msg_id`), and reads or tails committed events.
+//! Client of the log-node API: routes appends to the leader of the Raft group
+//! that hosts their partition (following `NotLeader` hints), batches
+//! concurrent appends per group into one frame, retries retryable failures
+//! (safe: every command is deduplicated by its `client_msg_id`), and reads or
+//! tails committed events.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chorus_schema::{
-    Command, CommandResult, ErrorCode, EventRecord, NodeStatus, PartitionId, Request, Response, MAX_FRAME_BYTES,
+    AppendCommand, Command, CommandResult, ErrorCode, EventRecord, GroupId, NodeStatus, PartitionId, Request, Response,
+    MAX_FRAME_BYTES,
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -54,18 +56,18 @@ pub struct ClientConfig {
     pub append_deadline: Duration,
     /// Most commands the batcher puts in one `Append` frame.
     pub batch_commands_max: usize,
-    /// Batches of one partition in flight at once. One gives the largest batches
-    /// (measured best for throughput and latency with `chorus bench log`).
+    /// Batches of one group in flight at once. The leader merges the batches
+    /// in flight into its Raft entries, so a few suffice.
     pub batches_in_flight_max: usize,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { append_deadline: Duration::from_secs(20), batch_commands_max: 512, batches_in_flight_max: 1 }
+        ClientConfig { append_deadline: Duration::from_secs(20), batch_commands_max: 512, batches_in_flight_max: 2 }
     }
 }
 
-type Pending = (Vec<u8>, oneshot::Sender<Result<CommandResult>>);
+type Pending = (AppendCommand, oneshot::Sender<Result<CommandResult>>);
 
 struct Inner {
     endpoint: quinn::Endpoint,
@@ -75,9 +77,12 @@ struct Inner {
     nodes: RwLock<Vec<String>>,
     conns: tokio::sync::Mutex<HashMap<String, quinn::Connection>>,
     partitions: u16,
-    /// Cached leader (client address) per partition.
+    /// The group hosting each partition.
+    placement: Vec<GroupId>,
+    groups: u16,
+    /// Cached leader (client address) per group.
     leaders: RwLock<Vec<Option<String>>>,
-    batchers: Mutex<HashMap<u16, mpsc::UnboundedSender<Pending>>>,
+    batchers: Mutex<HashMap<GroupId, mpsc::UnboundedSender<Pending>>>,
 }
 
 /// A handle to the cluster; cheap to clone.
@@ -117,6 +122,8 @@ impl LogClient {
             nodes: RwLock::new(seeds.to_vec()),
             conns: Default::default(),
             partitions: 0,
+            placement: Vec::new(),
+            groups: 0,
             leaders: RwLock::new(Vec::new()),
             batchers: Default::default(),
         };
@@ -124,8 +131,16 @@ impl LogClient {
         for seed in seeds {
             match request_on(&inner, seed, &Request::Status, Duration::from_secs(3)).await {
                 Ok(Response::Status(s)) => {
-                    inner.partitions = s.partitions.len() as u16;
-                    *inner.leaders.write().expect("leaders lock") = vec![None; s.partitions.len()];
+                    let placement: Vec<GroupId> = s.partitions.iter().map(|p| p.group).collect();
+                    let groups = s.groups.len();
+                    if groups == 0 || placement.iter().any(|g| g.0 as usize >= groups) {
+                        last = format!("{seed}: its status places partitions on {groups} groups inconsistently");
+                        continue;
+                    }
+                    inner.partitions = placement.len() as u16;
+                    inner.placement = placement;
+                    inner.groups = groups as u16;
+                    *inner.leaders.write().expect("leaders lock") = vec![None; groups];
                     let client = LogClient { inner: Arc::new(inner) };
                     client.refresh_leaders().await;
                     return Ok(client);
@@ -142,21 +157,34 @@ impl LogClient {
         self.inner.partitions
     }
 
+    /// Number of Raft groups of the cluster.
+    pub fn groups(&self) -> u16 {
+        self.inner.groups
+    }
+
     /// The partition `command` belongs to.
     pub fn partition_of(&self, command: &Command) -> PartitionId {
         PartitionId::for_key(&command.key(), self.inner.partitions)
     }
 
-    /// Asks every known node for its status and caches each partition's leader.
+    /// The Raft group hosting `partition`.
+    ///
+    /// # Panics
+    /// If the cluster has no such partition.
+    pub fn group_of(&self, partition: PartitionId) -> GroupId {
+        self.inner.placement[partition.0 as usize]
+    }
+
+    /// Asks every known node for its status and caches each group's leader.
     pub async fn refresh_leaders(&self) {
         let nodes = self.inner.nodes.read().expect("nodes lock").clone();
-        let mut best: Vec<(u64, Option<String>)> = vec![(0, None); self.inner.partitions as usize];
+        let mut best: Vec<(u64, Option<String>)> = vec![(0, None); self.inner.groups as usize];
         for addr in nodes {
             let Ok(status) = self.status(&addr).await else { continue };
-            for p in &status.partitions {
-                let i = p.partition.0 as usize;
-                if i < best.len() && p.leader == Some(status.node) && p.term >= best[i].0 {
-                    best[i] = (p.term, Some(addr.clone()));
+            for g in &status.groups {
+                let i = g.group.0 as usize;
+                if i < best.len() && g.leader == Some(status.node) && g.term >= best[i].0 {
+                    best[i] = (g.term, Some(addr.clone()));
                 }
             }
         }
@@ -187,42 +215,43 @@ impl LogClient {
         request_on(&self.inner, addr, req, REQUEST_TIMEOUT).await
     }
 
-    fn leader_or_any(&self, partition: PartitionId, attempt: u32) -> String {
-        if let Some(l) = self.inner.leaders.read().expect("leaders lock")[partition.0 as usize].clone() {
+    fn leader_or_any(&self, group: GroupId, attempt: u32) -> String {
+        if let Some(l) = self.inner.leaders.read().expect("leaders lock")[group.0 as usize].clone() {
             return l;
         }
         let nodes = self.inner.nodes.read().expect("nodes lock");
         nodes[attempt as usize % nodes.len()].clone()
     }
 
-    fn learn(&self, partition: PartitionId, leader: Option<String>) {
+    fn learn(&self, group: GroupId, leader: Option<String>) {
         if let Some(addr) = &leader {
             let mut nodes = self.inner.nodes.write().expect("nodes lock");
             if !nodes.contains(addr) {
                 nodes.push(addr.clone());
             }
         }
-        self.inner.leaders.write().expect("leaders lock")[partition.0 as usize] = leader;
+        self.inner.leaders.write().expect("leaders lock")[group.0 as usize] = leader;
     }
 
-    /// The cached leader (client address) of `partition`, if known.
+    /// The cached leader (client address) of the group hosting `partition`, if known.
     pub fn leader_addr(&self, partition: PartitionId) -> Option<String> {
-        self.inner.leaders.read().expect("leaders lock").get(partition.0 as usize).cloned().flatten()
+        let group = *self.inner.placement.get(partition.0 as usize)?;
+        self.inner.leaders.read().expect("leaders lock").get(group.0 as usize).cloned().flatten()
     }
 
-    /// Sends `req` to the leader of `partition`, following `NotLeader` hints and
+    /// Sends `req` to the leader of `group`, following `NotLeader` hints and
     /// retrying retryable failures until the append deadline. Returns the first
     /// response that is not an error.
     ///
     /// # Errors
     /// A non-retryable server error, or the last error once the deadline passed.
-    pub async fn routed(&self, partition: PartitionId, req: &Request) -> Result<Response> {
+    pub async fn routed(&self, group: GroupId, req: &Request) -> Result<Response> {
         let deadline = tokio::time::Instant::now() + self.inner.config.append_deadline;
         let mut attempt = 0u32;
         let mut redirects = 0u32;
         let mut failed: Option<String> = None;
         loop {
-            let mut addr = self.leader_or_any(partition, attempt);
+            let mut addr = self.leader_or_any(group, attempt);
             // Not straight back to the node that just failed (perhaps dead).
             if failed.as_ref() == Some(&addr) {
                 let nodes = self.inner.nodes.read().expect("nodes lock");
@@ -237,18 +266,18 @@ impl LogClient {
             let timeout = ATTEMPT_TIMEOUT.min(left).max(Duration::from_millis(100));
             let err = match request_on(&self.inner, &addr, req, timeout).await {
                 Ok(Response::Error { code: ErrorCode::NotLeader, leader: Some(hint), message }) => {
-                    self.learn(partition, Some(hint.client_addr));
+                    self.learn(group, Some(hint.client_addr));
                     Error::Server { code: ErrorCode::NotLeader, message }
                 }
                 Ok(Response::Error { code, message, .. }) => {
                     if code.retryable() {
-                        self.learn(partition, None);
+                        self.learn(group, None);
                     }
                     Error::Server { code, message }
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) => {
-                    self.learn(partition, None);
+                    self.learn(group, None);
                     failed = Some(addr.clone());
                     e
                 }
@@ -274,61 +303,67 @@ impl LogClient {
         }
     }
 
-    /// Appends encoded commands that all belong to `partition`, in one frame, on
-    /// the partition's leader. Returns one result per command.
+    /// Appends encoded commands whose partitions are all on `group`, in one
+    /// frame, on the group's leader. Returns one result per command.
     ///
     /// # Errors
     /// As [`LogClient::routed`].
-    pub async fn append_encoded(&self, partition: PartitionId, commands: Vec<Vec<u8>>) -> Result<Vec<CommandResult>> {
-        match self.routed(partition, &Request::Append { commands }).await? {
-            Response::Appended { results, .. } => Ok(results),
+    pub async fn append_encoded(&self, group: GroupId, commands: Vec<AppendCommand>) -> Result<Vec<CommandResult>> {
+        match self.routed(group, &Request::Append { commands }).await? {
+            Response::Appended { results } => Ok(results),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Runs a membership request (`AddLearner`, `ChangeVoters`) on the leader of `partition`.
+    /// Runs a membership request (`AddLearner`, `ChangeVoters`, …) on the leader of `group`.
     ///
     /// # Errors
     /// As [`LogClient::routed`].
-    pub async fn admin(&self, partition: PartitionId, req: &Request) -> Result<()> {
-        match self.routed(partition, req).await? {
+    pub async fn admin(&self, group: GroupId, req: &Request) -> Result<()> {
+        match self.routed(group, req).await? {
             Response::Done => Ok(()),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Appends commands of one partition in one frame.
+    /// Appends commands of partitions hosted by one group, in one frame, in order.
     ///
     /// # Errors
-    /// As [`LogClient::append_encoded`]; also when the commands span partitions.
+    /// As [`LogClient::append_encoded`]; also when the commands span groups.
     pub async fn append_batch(&self, commands: &[Command]) -> Result<Vec<CommandResult>> {
         let Some(first) = commands.first() else { return Ok(Vec::new()) };
-        let partition = self.partition_of(first);
-        if commands.iter().any(|c| self.partition_of(c) != partition) {
-            return Err(Error::Server { code: ErrorCode::MixedPartitions, message: "commands span partitions".into() });
+        let group = self.group_of(self.partition_of(first));
+        let mut encoded = Vec::with_capacity(commands.len());
+        for c in commands {
+            let partition = self.partition_of(c);
+            if self.group_of(partition) != group {
+                return Err(Error::Server { code: ErrorCode::MixedGroups, message: "commands span Raft groups".into() });
+            }
+            encoded.push(AppendCommand { partition, bytes: c.encode() });
         }
-        self.append_encoded(partition, commands.iter().map(Command::encode).collect()).await
+        self.append_encoded(group, encoded).await
     }
 
-    /// Appends one command. Concurrent calls for the same partition are batched
-    /// into shared frames.
+    /// Appends one command. Concurrent calls for partitions of the same group
+    /// are batched into shared frames.
     ///
     /// # Errors
     /// As [`LogClient::append_encoded`].
     pub async fn append(&self, command: &Command) -> Result<CommandResult> {
         let partition = self.partition_of(command);
         let (tx, rx) = oneshot::channel();
-        self.batcher(partition).send((command.encode(), tx)).map_err(|_| Error::NoNode("client closed".into()))?;
+        let item = AppendCommand { partition, bytes: command.encode() };
+        self.batcher(self.group_of(partition)).send((item, tx)).map_err(|_| Error::NoNode("client closed".into()))?;
         rx.await.map_err(|_| Error::NoNode("batcher stopped".into()))?
     }
 
-    fn batcher(&self, partition: PartitionId) -> mpsc::UnboundedSender<Pending> {
+    fn batcher(&self, group: GroupId) -> mpsc::UnboundedSender<Pending> {
         let mut batchers = self.inner.batchers.lock().expect("batchers lock");
         batchers
-            .entry(partition.0)
+            .entry(group)
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                tokio::spawn(run_batcher(self.clone(), partition, rx));
+                tokio::spawn(run_batcher(self.clone(), group, rx));
                 tx
             })
             .clone()
@@ -351,7 +386,7 @@ impl LogClient {
     /// # Errors
     /// As [`LogClient::read_from`].
     pub async fn read(&self, partition: PartitionId, from: u64, limit: u32) -> Result<(Vec<EventRecord>, u64)> {
-        let addr = self.leader_or_any(partition, 0);
+        let addr = self.leader_or_any(self.group_of(partition), 0);
         self.read_from(&addr, partition, from, limit).await
     }
 
@@ -396,7 +431,7 @@ fn unexpected(resp: Response) -> Error {
     }
 }
 
-async fn run_batcher(client: LogClient, partition: PartitionId, mut rx: mpsc::UnboundedReceiver<Pending>) {
+async fn run_batcher(client: LogClient, group: GroupId, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let max = client.inner.config.batch_commands_max;
     let in_flight = Arc::new(Semaphore::new(client.inner.config.batches_in_flight_max));
     while let Some(first) = rx.recv().await {
@@ -411,7 +446,7 @@ async fn run_batcher(client: LogClient, partition: PartitionId, mut rx: mpsc::Un
         let client = client.clone();
         tokio::spawn(async move {
             let (commands, waiters): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match client.append_encoded(partition, commands).await {
+            match client.append_encoded(group, commands).await {
                 Ok(results) if results.len() == waiters.len() => {
                     for (w, r) in waiters.into_iter().zip(results) {
                         let _ = w.send(Ok(r));

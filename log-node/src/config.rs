@@ -42,8 +42,32 @@ pub struct RaftConfig {
     pub snapshot_after_logs: u64,
     /// Log entries kept behind the latest snapshot (for lagging followers).
     pub keep_logs_after_snapshot: u64,
-    /// Most entries in one AppendEntries RPC.
+    /// Most entries in one AppendEntries RPC. Entries are merged proposals of
+    /// up to `proposer.proposal_bytes_max` each, so this also bounds its bytes.
     pub max_payload_entries: u64,
+    /// Bytes per chunk of a snapshot sent to a replica.
+    pub snapshot_chunk_bytes: u64,
+}
+
+/// The leader's proposer: how concurrent appends of a group's partitions are
+/// merged into Raft entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProposerConfig {
+    /// Most command bytes merged into one entry (at least one command goes in).
+    pub proposal_bytes_max: usize,
+    /// Proposals of one group in flight at once; appends that arrive meanwhile
+    /// wait and leave together in the next one.
+    pub proposals_in_flight_max: usize,
+    /// Most command bytes waiting for a proposal per group; beyond it appends
+    /// are refused `Unavailable` (retryable) rather than queued without bound.
+    pub queue_bytes_max: usize,
+}
+
+impl Default for ProposerConfig {
+    fn default() -> Self {
+        ProposerConfig { proposal_bytes_max: 1 << 20, proposals_in_flight_max: 2, queue_bytes_max: 64 << 20 }
+    }
 }
 
 impl Default for RaftConfig {
@@ -54,7 +78,8 @@ impl Default for RaftConfig {
             election_max_ms: 1200,
             snapshot_after_logs: 20_000,
             keep_logs_after_snapshot: 1_000,
-            max_payload_entries: 256,
+            max_payload_entries: 16,
+            snapshot_chunk_bytes: 4 << 20,
         }
     }
 }
@@ -71,6 +96,9 @@ pub struct Config {
     pub client_addr: String,
     /// Number of partitions; fixed for the life of the cluster.
     pub partitions: u16,
+    /// Number of Raft groups the partitions run on (partition `p` on group
+    /// `p mod groups`); 0 means one per peer. Fixed for the life of the cluster.
+    pub groups: u16,
     /// Replicas per partition in the initial placement.
     pub replication: usize,
     /// The initial cluster, this node included.
@@ -83,6 +111,7 @@ pub struct Config {
     /// `data_dir/tls` (development only).
     pub tls: Option<TlsPaths>,
     pub raft: RaftConfig,
+    pub proposer: ProposerConfig,
     /// How long an append may wait for its commit before the client is told
     /// `Timeout` (outcome unknown).
     pub append_timeout_ms: u64,
@@ -102,11 +131,13 @@ impl Default for Config {
             raft_addr: "127.0.0.1:7001".into(),
             client_addr: "127.0.0.1:7101".into(),
             partitions: 64,
+            groups: 0,
             replication: 3,
             peers: Vec::new(),
             bootstrap: false,
             tls: None,
             raft: RaftConfig::default(),
+            proposer: ProposerConfig::default(),
             append_timeout_ms: 10_000,
             verify_on_start: true,
         }
@@ -166,6 +197,19 @@ impl Config {
         if self.partitions == 0 {
             return Err(Error::Invalid("partitions must be at least 1".into()));
         }
+        if self.group_count() > self.partitions {
+            return Err(Error::Invalid(format!(
+                "{} groups for {} partitions: a group hosts at least one partition",
+                self.group_count(),
+                self.partitions
+            )));
+        }
+        let pr = &self.proposer;
+        if pr.proposal_bytes_max == 0 || pr.proposals_in_flight_max == 0 || pr.queue_bytes_max < pr.proposal_bytes_max {
+            return Err(Error::Invalid(
+                "proposer: proposal_bytes_max and proposals_in_flight_max must be positive, queue_bytes_max at least proposal_bytes_max".into(),
+            ));
+        }
         if self.replication == 0 {
             return Err(Error::Invalid("replication must be at least 1".into()));
         }
@@ -195,13 +239,29 @@ impl Config {
         Ok(())
     }
 
-    /// The initial replica set of `partition`: `replication` peers in id order,
-    /// starting at `partition mod peers`, so that leadership spreads evenly.
-    pub fn initial_replicas(&self, partition: u16) -> Vec<&Peer> {
+    /// The number of Raft groups (`groups`, or one per peer when 0; at least 1).
+    pub fn group_count(&self) -> u16 {
+        match self.groups {
+            0 => u16::try_from(self.peers.len()).unwrap_or(u16::MAX).max(1),
+            g => g,
+        }
+    }
+
+    /// Which group hosts which partition.
+    ///
+    /// # Panics
+    /// On a configuration that does not validate.
+    pub fn placement(&self) -> crate::placement::Placement {
+        crate::placement::Placement::new(self.partitions, self.group_count())
+    }
+
+    /// The initial replica set of `group`: `replication` peers in id order,
+    /// starting at `group mod peers`, so that leadership spreads evenly.
+    pub fn initial_replicas(&self, group: u16) -> Vec<&Peer> {
         let mut peers: Vec<&Peer> = self.peers.iter().collect();
         peers.sort_by_key(|p| p.id);
         let n = peers.len();
-        (0..self.replication).map(|i| peers[(partition as usize + i) % n]).collect()
+        (0..self.replication).map(|i| peers[(group as usize + i) % n]).collect()
     }
 }
 
@@ -241,6 +301,10 @@ mod tests {
         assert!(Config { replication: 4, ..three() }.validate().is_err());
         assert!(Config { id: 9, ..three() }.validate().is_err());
         assert!(Config { partitions: 0, ..three() }.validate().is_err());
+        assert!(Config { partitions: 2, ..three() }.validate().is_err(), "3 groups (one per peer) for 2 partitions");
+        assert!(Config { partitions: 2, groups: 2, ..three() }.validate().is_ok());
+        assert_eq!(three().group_count(), 3);
+        assert_eq!(Config { groups: 6, ..three() }.group_count(), 6);
         assert!(Config::default().validate().is_err(), "no peers");
     }
 

@@ -12,8 +12,8 @@ use chorus_log_node::network::raft::{self as raft_net, Reply};
 use chorus_log_node::network::{frame, tls, SERVER_NAME};
 use chorus_log_node::{ClientConfig, Config, LogClient, Node};
 use chorus_schema::{
-    ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, EventBody, Origin, Outcome, Request, Response, UserId,
-    MAX_CIPHERTEXT_BYTES,
+    AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, EventBody, Origin, Outcome, PartitionId,
+    Request, Response, UserId, MAX_CIPHERTEXT_BYTES,
 };
 
 fn free_port() -> u16 {
@@ -29,6 +29,7 @@ fn config(dir: &Path) -> Config {
         raft_addr: raft_addr.clone(),
         client_addr: client_addr.clone(),
         partitions: 4,
+        groups: 2,
         replication: 1,
         peers: vec![Peer { id: 1, raft_addr, client_addr }],
         bootstrap: true,
@@ -170,16 +171,37 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     truncated.extend_from_slice(b"short");
     assert_eq!(code(raw_request(&conn, &truncated, true).await), Some(ErrorCode::BadFrame));
     // A valid frame holding a command that does not decode.
-    let bad_cmd = Request::Append { commands: vec![b"nonsense".to_vec()] }.encode();
+    let bad_cmd = Request::Append { commands: vec![AppendCommand { partition: PartitionId(0), bytes: b"nonsense".to_vec() }] }.encode();
     assert_eq!(code(raw_request(&conn, &framed(&bad_cmd), true).await), Some(ErrorCode::InvalidCommand));
     // Ciphertext over the limit: refused, nothing stored.
     let huge = send(5, 6, 1, &"x".repeat(MAX_CIPHERTEXT_BYTES + 1));
     assert!(huge.encode().len() > MAX_CIPHERTEXT_BYTES);
-    let req = Request::Append { commands: vec![huge.encode()] }.encode();
-    assert_eq!(code(raw_request(&conn, &framed(&req), true).await), Some(ErrorCode::InvalidCommand));
     let p = client.partition_of(&huge);
-    let (events, _) = client.read(p, 0, 100).await.unwrap();
-    assert!(events.iter().all(|e| e.event.origin.user != UserId(5)), "nothing of the refused command was stored");
+    let req = Request::Append { commands: vec![AppendCommand { partition: p, bytes: huge.encode() }] }.encode();
+    assert_eq!(code(raw_request(&conn, &framed(&req), true).await), Some(ErrorCode::InvalidCommand));
+    // A command that claims another partition than its key's, and one on a
+    // partition the cluster does not have.
+    let ok = send(5, 6, 2, "x");
+    let other = PartitionId((client.partition_of(&ok).0 + 1) % 4);
+    let req = Request::Append { commands: vec![AppendCommand { partition: other, bytes: ok.encode() }] }.encode();
+    assert_eq!(code(raw_request(&conn, &framed(&req), true).await), Some(ErrorCode::InvalidCommand));
+    let req = Request::Append { commands: vec![AppendCommand { partition: PartitionId(4), bytes: ok.encode() }] }.encode();
+    assert_eq!(code(raw_request(&conn, &framed(&req), true).await), Some(ErrorCode::InvalidCommand));
+    // Commands of partitions on two groups in one append.
+    let on = |g: u16| (0..100u64).map(|i| send(5, 100 + i, 3, "y")).find(|c| client.group_of(client.partition_of(c)) == chorus_schema::GroupId(g)).unwrap();
+    let (a, b) = (on(0), on(1));
+    let req = Request::Append {
+        commands: vec![
+            AppendCommand { partition: client.partition_of(&a), bytes: a.encode() },
+            AppendCommand { partition: client.partition_of(&b), bytes: b.encode() },
+        ],
+    }
+    .encode();
+    assert_eq!(code(raw_request(&conn, &framed(&req), true).await), Some(ErrorCode::MixedGroups));
+    for p in 0..4 {
+        let (events, _) = client.read(PartitionId(p), 0, 100).await.unwrap();
+        assert!(events.iter().all(|e| e.event.origin.user != UserId(5)), "nothing of the refused commands was stored");
+    }
 
     // Raft port: a connection without a client certificate is refused.
     let raft_sock = cfg.raft_addr.parse().unwrap();
@@ -228,9 +250,9 @@ async fn a_stopped_raft_core_is_reported_as_fatal() {
     let (node, _client) = must_start(config(dir.path())).await;
     // Healthy: nothing fatal within a moment.
     assert!(tokio::time::timeout(Duration::from_millis(300), node.fatal()).await.is_err());
-    // One partition's core stops (as after a storage error): reported, with
-    // that partition.
-    node.raft(chorus_schema::PartitionId(1)).unwrap().shutdown().await.unwrap();
-    let (partition, why) = tokio::time::timeout(Duration::from_secs(5), node.fatal()).await.expect("reported");
-    assert_eq!(partition, chorus_schema::PartitionId(1), "{why}");
+    // One group's core stops (as after a storage error): reported, with
+    // that group.
+    node.raft(chorus_schema::GroupId(1)).unwrap().shutdown().await.unwrap();
+    let (group, why) = tokio::time::timeout(Duration::from_secs(5), node.fatal()).await.expect("reported");
+    assert_eq!(group, Some(chorus_schema::GroupId(1)), "{why}");
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, ident, Builder};
 use crate::error::check_len;
 use crate::fb;
-use crate::ids::{NodeId, PartitionId};
+use crate::ids::{GroupId, NodeId, PartitionId};
 use crate::limits::*;
 use crate::outcome::{self, CommandResult};
 use crate::{Error, Result};
@@ -20,31 +20,40 @@ use crate::{Error, Result};
 /// A client request to a log-node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Append commands, all of one partition, in order. Each element is an encoded
-    /// [`crate::Command`].
-    Append { commands: Vec<Vec<u8>> },
+    /// Append commands, in order, all of partitions hosted by one Raft group.
+    Append { commands: Vec<AppendCommand> },
     /// Read up to `limit` committed events of a partition from offset `from`.
     Read { partition: PartitionId, from: u64, limit: u32 },
     /// Stream committed events of a partition from offset `from`, then as they commit.
     Tail { partition: PartitionId, from: u64 },
     /// The node's view of its partitions.
     Status,
-    /// Add `node` as a learner of `partition`.
-    AddLearner { partition: PartitionId, node: NodeId, raft_addr: String, client_addr: String },
-    /// Make `voters` the voting members of `partition`.
-    ChangeVoters { partition: PartitionId, voters: Vec<NodeId> },
-    /// Remove `node` from the voters of `partition`, whatever the others are
+    /// Add `node` as a learner of `group`.
+    AddLearner { group: GroupId, node: NodeId, raft_addr: String, client_addr: String },
+    /// Make `voters` the voting members of `group`.
+    ChangeVoters { group: GroupId, voters: Vec<NodeId> },
+    /// Remove `node` from the voters of `group`, whatever the others are
     /// (the leader computes the new set). Done if it is not a voter.
-    RemoveVoter { partition: PartitionId, node: NodeId },
-    /// Make learner `node` a voter of `partition`. Done if it already is one.
-    PromoteLearner { partition: PartitionId, node: NodeId },
+    RemoveVoter { group: GroupId, node: NodeId },
+    /// Make learner `node` a voter of `group`. Done if it already is one.
+    PromoteLearner { group: GroupId, node: NodeId },
+}
+
+/// One command of an [`Request::Append`]: an encoded [`crate::Command`] and the
+/// partition its key maps to. The sender computes the partition (so that the
+/// node routes without decoding); the partition's state machine refuses a
+/// command whose key is not its own (`WrongPartition`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendCommand {
+    pub partition: PartitionId,
+    pub bytes: Vec<u8>,
 }
 
 /// A log-node's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// One result per appended command, in order.
-    Appended { partition: PartitionId, results: Vec<CommandResult> },
+    Appended { results: Vec<CommandResult> },
     /// Each element is an encoded [`crate::EventRecord`]; `next` is the offset to read from next.
     Events { partition: PartitionId, events: Vec<Vec<u8>>, next: u64 },
     Status(NodeStatus),
@@ -59,17 +68,20 @@ pub struct LeaderHint {
     pub client_addr: String,
 }
 
-/// A node's view of the partitions it hosts.
+/// A node's view of the partitions and Raft groups it hosts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: NodeId,
     pub partitions: Vec<PartitionStatus>,
+    pub groups: Vec<GroupStatus>,
 }
 
-/// One partition as seen by one node.
+/// One partition as seen by one node. Leader, term, log indexes, voters and
+/// replicas are those of the Raft group that hosts the partition.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStatus {
     pub partition: PartitionId,
+    pub group: GroupId,
     pub leader: Option<NodeId>,
     pub term: u64,
     pub last_log_index: u64,
@@ -79,6 +91,22 @@ pub struct PartitionStatus {
     pub voters: Vec<NodeId>,
     /// Replication progress, known on the leader only.
     pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One Raft group as seen by one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub last_applied: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// Replication progress, known on the leader only.
+    pub replicas: Vec<ReplicaStatus>,
+    /// The partitions the group hosts.
+    pub partitions: Vec<PartitionId>,
 }
 
 /// Replication progress of one replica, as the leader sees it.
@@ -97,8 +125,8 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// A command of an append failed to decode or validate.
     InvalidCommand,
-    /// An append held commands of more than one partition.
-    MixedPartitions,
+    /// An append held commands of partitions hosted by more than one Raft group.
+    MixedGroups,
     /// This node does not lead the partition; see the leader hint.
     NotLeader,
     /// The partition has no leader or is not hosted here right now.
@@ -125,7 +153,7 @@ impl Request {
         match self {
             Request::Append { commands } => {
                 check_len("append commands", commands.len(), MAX_COMMANDS_PER_APPEND)?;
-                commands.iter().try_for_each(|c| check_len("command", c.len(), MAX_COMMAND_BYTES))
+                commands.iter().try_for_each(|c| check_len("command", c.bytes.len(), MAX_COMMAND_BYTES))
             }
             Request::Read { .. }
             | Request::Tail { .. }
@@ -148,8 +176,11 @@ impl Request {
                 let items: Vec<_> = commands
                     .iter()
                     .map(|c| {
-                        let bytes = fbb.create_vector(c);
-                        fb::CommandBytes::create(&mut fbb, &fb::CommandBytesArgs { bytes: Some(bytes) })
+                        let bytes = fbb.create_vector(&c.bytes);
+                        fb::CommandBytes::create(
+                            &mut fbb,
+                            &fb::CommandBytesArgs { bytes: Some(bytes), partition: c.partition.0 },
+                        )
                     })
                     .collect();
                 let commands = fbb.create_vector(&items);
@@ -171,13 +202,13 @@ impl Request {
                 let t = fb::StatusRequest::create(&mut fbb, &fb::StatusRequestArgs {});
                 (fb::RequestBody::StatusRequest, t.as_union_value())
             }
-            Request::AddLearner { partition, node, raft_addr, client_addr } => {
+            Request::AddLearner { group, node, raft_addr, client_addr } => {
                 let raft_addr = fbb.create_string(raft_addr);
                 let client_addr = fbb.create_string(client_addr);
                 let t = fb::AddLearnerRequest::create(
                     &mut fbb,
                     &fb::AddLearnerRequestArgs {
-                        partition: partition.0,
+                        group: group.0,
                         node: node.0,
                         raft_addr: Some(raft_addr),
                         client_addr: Some(client_addr),
@@ -185,25 +216,25 @@ impl Request {
                 );
                 (fb::RequestBody::AddLearnerRequest, t.as_union_value())
             }
-            Request::ChangeVoters { partition, voters } => {
+            Request::ChangeVoters { group, voters } => {
                 let voters = fbb.create_vector_from_iter(voters.iter().map(|n| n.0));
                 let t = fb::ChangeVotersRequest::create(
                     &mut fbb,
-                    &fb::ChangeVotersRequestArgs { partition: partition.0, voters: Some(voters) },
+                    &fb::ChangeVotersRequestArgs { group: group.0, voters: Some(voters) },
                 );
                 (fb::RequestBody::ChangeVotersRequest, t.as_union_value())
             }
-            Request::RemoveVoter { partition, node } => {
+            Request::RemoveVoter { group, node } => {
                 let t = fb::RemoveVoterRequest::create(
                     &mut fbb,
-                    &fb::RemoveVoterRequestArgs { partition: partition.0, node: node.0 },
+                    &fb::RemoveVoterRequestArgs { group: group.0, node: node.0 },
                 );
                 (fb::RequestBody::RemoveVoterRequest, t.as_union_value())
             }
-            Request::PromoteLearner { partition, node } => {
+            Request::PromoteLearner { group, node } => {
                 let t = fb::PromoteLearnerRequest::create(
                     &mut fbb,
-                    &fb::PromoteLearnerRequestArgs { partition: partition.0, node: node.0 },
+                    &fb::PromoteLearnerRequestArgs { group: group.0, node: node.0 },
                 );
                 (fb::RequestBody::PromoteLearnerRequest, t.as_union_value())
             }
@@ -231,7 +262,7 @@ impl Request {
                 for c in commands.iter() {
                     let bytes = c.bytes().bytes();
                     check_len("command", bytes.len(), MAX_COMMAND_BYTES)?;
-                    out.push(bytes.to_vec());
+                    out.push(AppendCommand { partition: PartitionId(c.partition()), bytes: bytes.to_vec() });
                 }
                 Request::Append { commands: out }
             }
@@ -250,7 +281,7 @@ impl Request {
             fb::RequestBody::AddLearnerRequest => {
                 let b = r.body_as_add_learner_request().ok_or_else(bad)?;
                 Request::AddLearner {
-                    partition: PartitionId(b.partition()),
+                    group: GroupId(b.group()),
                     node: NodeId(b.node()),
                     raft_addr: b.raft_addr().to_owned(),
                     client_addr: b.client_addr().to_owned(),
@@ -260,17 +291,17 @@ impl Request {
                 let b = r.body_as_change_voters_request().ok_or_else(bad)?;
                 check_len("voters", b.voters().len(), MAX_VOTERS)?;
                 Request::ChangeVoters {
-                    partition: PartitionId(b.partition()),
+                    group: GroupId(b.group()),
                     voters: b.voters().iter().map(NodeId).collect(),
                 }
             }
             fb::RequestBody::RemoveVoterRequest => {
                 let b = r.body_as_remove_voter_request().ok_or_else(bad)?;
-                Request::RemoveVoter { partition: PartitionId(b.partition()), node: NodeId(b.node()) }
+                Request::RemoveVoter { group: GroupId(b.group()), node: NodeId(b.node()) }
             }
             fb::RequestBody::PromoteLearnerRequest => {
                 let b = r.body_as_promote_learner_request().ok_or_else(bad)?;
-                Request::PromoteLearner { partition: PartitionId(b.partition()), node: NodeId(b.node()) }
+                Request::PromoteLearner { group: GroupId(b.group()), node: NodeId(b.node()) }
             }
             _ => return Err(bad()),
         };
@@ -296,9 +327,16 @@ impl Response {
             }
             Response::Status(s) => {
                 check_len("status partitions", s.partitions.len(), MAX_STATUS_PARTITIONS)?;
+                check_len("status groups", s.groups.len(), MAX_STATUS_PARTITIONS)?;
                 s.partitions.iter().try_for_each(|p| {
                     check_len("voters", p.voters.len(), MAX_VOTERS)?;
                     check_len("replicas", p.replicas.len(), MAX_REPLICAS)
+                })?;
+                s.groups.iter().try_for_each(|g| {
+                    check_len("voters", g.voters.len(), MAX_VOTERS)?;
+                    check_len("learners", g.learners.len(), MAX_VOTERS)?;
+                    check_len("replicas", g.replicas.len(), MAX_REPLICAS)?;
+                    check_len("group partitions", g.partitions.len(), MAX_STATUS_PARTITIONS)
                 })
             }
             Response::Done => Ok(()),
@@ -313,13 +351,10 @@ impl Response {
     pub fn encode(&self) -> Vec<u8> {
         let mut fbb = Builder::with_capacity(256);
         let (body_type, body) = match self {
-            Response::Appended { partition, results } => {
+            Response::Appended { results } => {
                 let items: Vec<_> = results.iter().map(|r| outcome::build_result(&mut fbb, r)).collect();
                 let results = fbb.create_vector(&items);
-                let t = fb::AppendedResponse::create(
-                    &mut fbb,
-                    &fb::AppendedResponseArgs { partition: partition.0, results: Some(results) },
-                );
+                let t = fb::AppendedResponse::create(&mut fbb, &fb::AppendedResponseArgs { results: Some(results) });
                 (fb::ResponseBody::AppendedResponse, t.as_union_value())
             }
             Response::Events { partition, events, next } => {
@@ -343,17 +378,7 @@ impl Response {
                     .iter()
                     .map(|p| {
                         let voters = fbb.create_vector_from_iter(p.voters.iter().map(|n| n.0));
-                        let replicas: Vec<_> = p
-                            .replicas
-                            .iter()
-                            .map(|r| {
-                                fb::ReplicaStatus::create(
-                                    &mut fbb,
-                                    &fb::ReplicaStatusArgs { node: r.node.0, matched: r.matched, lag: r.lag },
-                                )
-                            })
-                            .collect();
-                        let replicas = fbb.create_vector(&replicas);
+                        let replicas = build_replicas(&mut fbb, &p.replicas);
                         fb::PartitionStatus::create(
                             &mut fbb,
                             &fb::PartitionStatusArgs {
@@ -365,14 +390,40 @@ impl Response {
                                 next_offset: p.next_offset,
                                 voters: Some(voters),
                                 replicas: Some(replicas),
+                                group: p.group.0,
                             },
                         )
                     })
                     .collect();
                 let partitions = fbb.create_vector(&parts);
+                let groups: Vec<_> = status
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let voters = fbb.create_vector_from_iter(g.voters.iter().map(|n| n.0));
+                        let learners = fbb.create_vector_from_iter(g.learners.iter().map(|n| n.0));
+                        let replicas = build_replicas(&mut fbb, &g.replicas);
+                        let partitions = fbb.create_vector_from_iter(g.partitions.iter().map(|p| p.0));
+                        fb::GroupStatus::create(
+                            &mut fbb,
+                            &fb::GroupStatusArgs {
+                                group: g.group.0,
+                                leader: g.leader.map(|n| n.0),
+                                term: g.term,
+                                last_log_index: g.last_log_index,
+                                last_applied: g.last_applied,
+                                voters: Some(voters),
+                                learners: Some(learners),
+                                replicas: Some(replicas),
+                                partitions: Some(partitions),
+                            },
+                        )
+                    })
+                    .collect();
+                let groups = fbb.create_vector(&groups);
                 let t = fb::StatusResponse::create(
                     &mut fbb,
-                    &fb::StatusResponseArgs { node: status.node.0, partitions: Some(partitions) },
+                    &fb::StatusResponseArgs { node: status.node.0, partitions: Some(partitions), groups: Some(groups) },
                 );
                 (fb::ResponseBody::StatusResponse, t.as_union_value())
             }
@@ -412,7 +463,7 @@ impl Response {
                 let b = r.body_as_appended_response().ok_or_else(bad)?;
                 check_len("append results", b.results().len(), MAX_COMMANDS_PER_APPEND)?;
                 let results = b.results().iter().map(outcome::read_result).collect::<Result<Vec<_>>>()?;
-                Response::Appended { partition: PartitionId(b.partition()), results }
+                Response::Appended { results }
             }
             fb::ResponseBody::EventsResponse => {
                 let b = r.body_as_events_response().ok_or_else(bad)?;
@@ -434,14 +485,25 @@ impl Response {
                         last_applied: p.last_applied(),
                         next_offset: p.next_offset(),
                         voters: p.voters().iter().map(NodeId).collect(),
-                        replicas: p
-                            .replicas()
-                            .iter()
-                            .map(|r| ReplicaStatus { node: NodeId(r.node()), matched: r.matched(), lag: r.lag() })
-                            .collect(),
+                        replicas: read_replicas(p.replicas()),
+                        group: GroupId(p.group()),
                     })
                     .collect();
-                Response::Status(NodeStatus { node: NodeId(b.node()), partitions })
+                let groups = b.groups().map(|g| g.iter()).into_iter().flatten();
+                let groups = groups
+                    .map(|g| GroupStatus {
+                        group: GroupId(g.group()),
+                        leader: g.leader().map(NodeId),
+                        term: g.term(),
+                        last_log_index: g.last_log_index(),
+                        last_applied: g.last_applied(),
+                        voters: g.voters().iter().map(NodeId).collect(),
+                        learners: g.learners().iter().map(NodeId).collect(),
+                        replicas: read_replicas(g.replicas()),
+                        partitions: g.partitions().iter().map(PartitionId).collect(),
+                    })
+                    .collect();
+                Response::Status(NodeStatus { node: NodeId(b.node()), partitions, groups })
             }
             fb::ResponseBody::DoneResponse => {
                 r.body_as_done_response().ok_or_else(bad)?;
@@ -464,12 +526,27 @@ impl Response {
     }
 }
 
+fn build_replicas<'b>(
+    fbb: &mut Builder<'b>,
+    replicas: &[ReplicaStatus],
+) -> flatbuffers::WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<fb::ReplicaStatus<'b>>>> {
+    let items: Vec<_> = replicas
+        .iter()
+        .map(|r| fb::ReplicaStatus::create(fbb, &fb::ReplicaStatusArgs { node: r.node.0, matched: r.matched, lag: r.lag }))
+        .collect();
+    fbb.create_vector(&items)
+}
+
+fn read_replicas<'a>(v: flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::ReplicaStatus<'a>>>) -> Vec<ReplicaStatus> {
+    v.iter().map(|r| ReplicaStatus { node: NodeId(r.node()), matched: r.matched(), lag: r.lag() }).collect()
+}
+
 fn error_code_fb(c: ErrorCode) -> fb::ErrorCode {
     match c {
         ErrorCode::BadFrame => fb::ErrorCode::BadFrame,
         ErrorCode::FrameTooLarge => fb::ErrorCode::FrameTooLarge,
         ErrorCode::InvalidCommand => fb::ErrorCode::InvalidCommand,
-        ErrorCode::MixedPartitions => fb::ErrorCode::MixedPartitions,
+        ErrorCode::MixedGroups => fb::ErrorCode::MixedGroups,
         ErrorCode::NotLeader => fb::ErrorCode::NotLeader,
         ErrorCode::PartitionUnavailable => fb::ErrorCode::PartitionUnavailable,
         ErrorCode::Unavailable => fb::ErrorCode::Unavailable,
@@ -483,7 +560,7 @@ fn error_code(c: fb::ErrorCode) -> Result<ErrorCode> {
         fb::ErrorCode::BadFrame => ErrorCode::BadFrame,
         fb::ErrorCode::FrameTooLarge => ErrorCode::FrameTooLarge,
         fb::ErrorCode::InvalidCommand => ErrorCode::InvalidCommand,
-        fb::ErrorCode::MixedPartitions => ErrorCode::MixedPartitions,
+        fb::ErrorCode::MixedGroups => ErrorCode::MixedGroups,
         fb::ErrorCode::NotLeader => ErrorCode::NotLeader,
         fb::ErrorCode::PartitionUnavailable => ErrorCode::PartitionUnavailable,
         fb::ErrorCode::Unavailable => ErrorCode::Unavailable,

@@ -58,6 +58,11 @@ int_id!(
     PartitionId(u16), "partition id"
 );
 int_id!(
+    /// A Raft group of the log, in `0..G`: it replicates the commands of the
+    /// partitions placed on it, several partitions per group.
+    GroupId(u16), "group id"
+);
+int_id!(
     /// A position in a chat's timeline: gap-free, starting at 1 (0 means "nothing yet").
     Seq(u64), "seq"
 );

@@ -21,7 +21,7 @@
 //!   opaque bytes here.
 //!
 //! # Module map
-//! - [`ids`]: `UserId`, `DeviceId`, `PartitionId`, `Seq`, `ClientMsgId`, `NodeId`,
+//! - [`ids`]: `UserId`, `DeviceId`, `PartitionId`, `GroupId`, `Seq`, `ClientMsgId`, `NodeId`,
 //!   `ChatId`, `Key`.
 //! - [`types`]: `Origin`, `MediaRef`, `ReceiptKind`, `Visibility`, `Prekey`.
 //! - [`command`]: `Command`, `CommandBody`.
@@ -76,12 +76,12 @@ mod generated;
 
 use generated::chorus::fb;
 
-pub use api::{ErrorCode, LeaderHint, NodeStatus, PartitionStatus, ReplicaStatus, Request, Response};
+pub use api::{AppendCommand, ErrorCode, GroupStatus, LeaderHint, NodeStatus, PartitionStatus, ReplicaStatus, Request, Response};
 pub use command::{Command, CommandBody};
 pub use edge::{ClientFrame, EdgeErrorCode, Recipient, ServerFrame};
 pub use error::{Error, Result};
 pub use event::{Event, EventBody, EventRecord};
-pub use ids::{ChatId, ClientMsgId, DeviceId, Key, NodeId, PartitionId, Seq, UserId};
+pub use ids::{ChatId, ClientMsgId, DeviceId, GroupId, Key, NodeId, PartitionId, Seq, UserId};
 pub use limits::*;
 pub use outcome::{decode_result, encode_result, validate_result, CommandResult, Outcome, RejectCode, Rejection};
 pub use types::{MediaRef, Origin, Prekey, ReceiptKind, Visibility};

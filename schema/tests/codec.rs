@@ -210,7 +210,9 @@ fn limits_are_enforced_on_decode() {
     };
     assert!(matches!(Command::decode(&members.encode()), Err(Error::TooLarge { what: "group members", .. })));
 
-    let append = Request::Append { commands: vec![vec![]; MAX_COMMANDS_PER_APPEND + 1] };
+    let append = Request::Append {
+        commands: vec![AppendCommand { partition: PartitionId(0), bytes: vec![] }; MAX_COMMANDS_PER_APPEND + 1],
+    };
     assert!(matches!(Request::decode(&append.encode()), Err(Error::TooLarge { what: "append commands", .. })));
 
     let big = vec![0u8; MAX_COMMAND_BYTES + 1];
@@ -252,7 +254,7 @@ fn retryable_codes() {
     for c in [NotLeader, PartitionUnavailable, Unavailable, Timeout] {
         assert!(c.retryable());
     }
-    for c in [BadFrame, FrameTooLarge, InvalidCommand, MixedPartitions, Internal] {
+    for c in [BadFrame, FrameTooLarge, InvalidCommand, MixedGroups, Internal] {
         assert!(!c.retryable());
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use chorus_log_node::config::{Peer, RaftConfig};
+use chorus_log_node::config::{Peer, ProposerConfig, RaftConfig};
 use chorus_log_node::network::tls::{self, TlsPaths};
 use chorus_log_node::{ClientConfig, Config, LogClient};
 use nix::sys::signal::{kill, Signal};
@@ -20,12 +20,15 @@ use nix::unistd::Pid;
 pub struct ClusterSpec {
     pub nodes: usize,
     pub partitions: u16,
+    /// Raft groups the partitions run on; 0: one per node.
+    pub groups: u16,
     pub replication: usize,
     /// The cluster's directory; made if missing.
     pub dir: PathBuf,
     /// The `chorus` binary to run nodes with.
     pub binary: PathBuf,
     pub raft: RaftConfig,
+    pub proposer: ProposerConfig,
     /// `RUST_LOG` of the node processes.
     pub log_filter: String,
 }
@@ -35,10 +38,12 @@ impl ClusterSpec {
         ClusterSpec {
             nodes,
             partitions: 16,
+            groups: 0,
             replication: nodes.min(3),
             dir: dir.into(),
             binary: binary.into(),
             raft: RaftConfig::default(),
+            proposer: ProposerConfig::default(),
             log_filter: "info".into(),
         }
     }
@@ -131,8 +136,10 @@ impl Cluster {
     fn base_config(&self) -> Config {
         Config {
             partitions: self.spec.partitions,
+            groups: self.spec.groups,
             replication: self.spec.replication,
             raft: self.spec.raft.clone(),
+            proposer: self.spec.proposer.clone(),
             ..Config::default()
         }
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chorus_log_node::LogClient;
 use chorus_schema::{
-    ChatId, ClientMsgId, Command, CommandBody, DeviceId, EventBody, EventRecord, NodeId, Origin, Outcome, PartitionId,
-    Request, Seq, UserId,
+    ChatId, ClientMsgId, Command, CommandBody, DeviceId, EventBody, EventRecord, GroupId, NodeId, Origin, Outcome,
+    PartitionId, Request, Seq, UserId,
 };
 use chorus_tools::launcher::{chorus_binary, Cluster, ClusterSpec};
 
@@ -210,34 +210,38 @@ async fn add_node_move_replicas_onto_it_and_remove_a_node() {
         (c.raft_addr.clone(), c.client_addr.clone())
     };
     // Move every replica of node 3 onto the new node: learner first, then swap voters.
-    for p in 0..4u16 {
-        let p = PartitionId(p);
+    assert_eq!(client.groups(), 3, "one group per node");
+    for g in 0..client.groups() {
+        let g = GroupId(g);
         client
-            .admin(p, &Request::AddLearner { partition: p, node: NodeId(new), raft_addr: raft_addr.clone(), client_addr: client_addr.clone() })
+            .admin(g, &Request::AddLearner { group: g, node: NodeId(new), raft_addr: raft_addr.clone(), client_addr: client_addr.clone() })
             .await
             .expect("add learner");
-        if p.0 % 2 == 0 {
+        if g.0 % 2 == 0 {
             client
-                .admin(p, &Request::ChangeVoters { partition: p, voters: vec![NodeId(1), NodeId(2), NodeId(new)] })
+                .admin(g, &Request::ChangeVoters { group: g, voters: vec![NodeId(1), NodeId(2), NodeId(new)] })
                 .await
                 .expect("change voters");
         } else {
             // One voter at a time, the leader computing each set; both
             // requests are no-ops the second time.
             for _ in 0..2 {
-                client.admin(p, &Request::PromoteLearner { partition: p, node: NodeId(new) }).await.expect("promote");
+                client.admin(g, &Request::PromoteLearner { group: g, node: NodeId(new) }).await.expect("promote");
             }
             for _ in 0..2 {
-                client.admin(p, &Request::RemoveVoter { partition: p, node: NodeId(3) }).await.expect("remove voter");
+                client.admin(g, &Request::RemoveVoter { group: g, node: NodeId(3) }).await.expect("remove voter");
             }
         }
     }
     // A node that is no learner cannot be promoted.
-    let refused = client.admin(PartitionId(1), &Request::PromoteLearner { partition: PartitionId(1), node: NodeId(99) }).await;
+    let refused = client.admin(GroupId(1), &Request::PromoteLearner { group: GroupId(1), node: NodeId(99) }).await;
     assert!(refused.is_err(), "promoting an unknown node must fail: {refused:?}");
     // Node 3 holds no replica now: remove it.
     cluster.kill(3);
     let s = client.status(&cluster.node(1).config.client_addr).await.unwrap();
+    for g in &s.groups {
+        assert_eq!(g.voters, vec![NodeId(1), NodeId(2), NodeId(new)], "group {}", g.group);
+    }
     for p in &s.partitions {
         assert_eq!(p.voters, vec![NodeId(1), NodeId(2), NodeId(new)], "partition {}", p.partition);
     }

@@ -99,7 +99,7 @@ fn append_error(e: &chorus_log_node::client::Error) -> AppendError {
     use chorus_schema::ErrorCode;
     match e {
         Error::Server {
-            code: ErrorCode::BadFrame | ErrorCode::FrameTooLarge | ErrorCode::InvalidCommand | ErrorCode::MixedPartitions,
+            code: ErrorCode::BadFrame | ErrorCode::FrameTooLarge | ErrorCode::InvalidCommand | ErrorCode::MixedGroups,
             ..
         } => AppendError::Internal(e.to_string()),
         Error::Tls(_) => AppendError::Internal(e.to_string()),

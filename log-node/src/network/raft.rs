@@ -1,11 +1,11 @@
 //! Raft RPCs between nodes over QUIC with mutual TLS.
 //!
-//! All partition groups share one QUIC connection per pair of nodes. RPCs to the
+//! All Raft groups share one QUIC connection per pair of nodes. RPCs to the
 //! same peer that are waiting at the same moment are coalesced: one
 //! bidirectional stream carries one request frame holding a batch of RPCs
-//! (bincode-encoded openraft messages tagged with their partition) and one reply
-//! frame holding their replies in the same order. With many partitions this
-//! turns dozens of AppendEntries into one stream and a few packets. Snapshot
+//! (bincode-encoded openraft messages tagged with their group) and one reply
+//! frame holding their replies in the same order, up to
+//! [`RPC_BATCH_BYTES_MAX`] of entries. Snapshot
 //! chunks travel alone, so that they never delay heartbeats. Decoding is bounded
 //! by the frame length, and a bad frame gets a `Refused` reply, never a panic.
 
@@ -30,7 +30,7 @@ use super::{frame, SERVER_NAME};
 use crate::types::{NodeAddr, Raft, TypeConfig};
 
 /// Largest Raft frame accepted (AppendEntries batches, snapshot chunks).
-pub const RAFT_FRAME_BYTES_MAX: usize = 64 << 20;
+pub const RAFT_FRAME_BYTES_MAX: usize = 256 << 20;
 
 fn codec() -> impl Options {
     bincode::DefaultOptions::new().with_fixint_encoding().allow_trailing_bytes()
@@ -57,11 +57,29 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
 }
 
-/// A Raft RPC tagged with its partition.
+/// A Raft RPC tagged with its group.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Rpc {
-    pub partition: u16,
+    pub group: u16,
     pub request: Request,
+}
+
+impl Rpc {
+    /// About how many bytes the RPC's entries take (what dominates its frame).
+    fn payload_bytes(&self) -> usize {
+        match &self.request {
+            Request::AppendEntries(ae) => ae
+                .entries
+                .iter()
+                .map(|e| match &e.payload {
+                    openraft::EntryPayload::Normal(p) => p.commands.bytes().len(),
+                    _ => 0,
+                })
+                .sum(),
+            Request::InstallSnapshot(s) => s.data.len(),
+            Request::Vote(_) => 0,
+        }
+    }
 }
 
 /// The answer to an [`Rpc`].
@@ -70,7 +88,7 @@ pub enum Reply {
     AppendEntries(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
     Vote(Result<VoteResponse<u64>, RaftError<u64>>),
     InstallSnapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
-    /// The request could not be served at all (bad frame, unknown partition).
+    /// The request could not be served at all (bad frame, unknown group).
     Refused(String),
 }
 
@@ -80,6 +98,8 @@ struct Msg(String);
 
 /// Most RPCs coalesced into one frame.
 pub const RPC_BATCH_MAX: usize = 256;
+/// Most entry bytes coalesced into one frame (one RPC alone may exceed it).
+pub const RPC_BATCH_BYTES_MAX: usize = 32 << 20;
 
 struct Queued {
     rpc: Rpc,
@@ -87,7 +107,7 @@ struct Queued {
     reply: oneshot::Sender<Result<Reply, NetworkError>>,
 }
 
-/// Connections to peer nodes, shared by every partition's network factory.
+/// Connections to peer nodes, shared by every group's network factory.
 pub struct Peers {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
@@ -215,11 +235,27 @@ impl Peers {
 /// Drains the RPCs queued for one peer into frames, each sent on its own task so
 /// that a slow exchange never holds back the next one.
 async fn run_batcher(peers: Weak<Peers>, addr: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
-    while let Some(first) = rx.recv().await {
+    let mut carry: Option<Queued> = None;
+    loop {
+        let first = match carry.take() {
+            Some(q) => q,
+            None => match rx.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        let mut bytes = first.rpc.payload_bytes();
         let mut batch = vec![first];
         while batch.len() < RPC_BATCH_MAX {
             match rx.try_recv() {
-                Ok(q) => batch.push(q),
+                Ok(q) if bytes + q.rpc.payload_bytes() > RPC_BATCH_BYTES_MAX => {
+                    carry = Some(q);
+                    break;
+                }
+                Ok(q) => {
+                    bytes += q.rpc.payload_bytes();
+                    batch.push(q);
+                }
                 Err(_) => break,
             }
         }
@@ -248,10 +284,10 @@ async fn run_batcher(peers: Weak<Peers>, addr: String, mut rx: mpsc::UnboundedRe
     }
 }
 
-/// The network factory of one partition group.
+/// The network factory of one Raft group.
 #[derive(Clone, Debug)]
 pub struct Network {
-    pub partition: u16,
+    pub group: u16,
     pub peers: Arc<Peers>,
 }
 
@@ -259,14 +295,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerLink;
 
     async fn new_client(&mut self, target: u64, node: &NodeAddr) -> PeerLink {
-        PeerLink { partition: self.partition, target, addr: node.raft_addr.clone(), peers: self.peers.clone() }
+        PeerLink { group: self.group, target, addr: node.raft_addr.clone(), peers: self.peers.clone() }
     }
 }
 
-/// One partition's link to one peer.
+/// One group's link to one peer.
 #[derive(Debug)]
 pub struct PeerLink {
-    partition: u16,
+    group: u16,
     target: u64,
     addr: String,
     peers: Arc<Peers>,
@@ -288,7 +324,7 @@ impl<E: std::error::Error> From<CallError> for RPCError<u64, NodeAddr, E> {
 
 impl PeerLink {
     async fn call(&self, request: Request, ttl: Duration) -> Result<Reply, CallError> {
-        let rpc = Rpc { partition: self.partition, request };
+        let rpc = Rpc { group: self.group, request };
         if matches!(rpc.request, Request::InstallSnapshot(_)) {
             // Snapshot chunks are large: they go alone.
             let mut replies = self.peers.exchange(&self.addr, std::slice::from_ref(&rpc), ttl).await?;
@@ -348,8 +384,8 @@ impl RaftNetwork<TypeConfig> for PeerLink {
     }
 }
 
-/// Serves Raft RPCs arriving on `endpoint` to the partition groups in `rafts`
-/// (indexed by partition id) until the endpoint closes.
+/// Serves Raft RPCs arriving on `endpoint` to the groups in `rafts` (indexed
+/// by group id) until the endpoint closes.
 pub async fn serve(endpoint: quinn::Endpoint, rafts: Arc<Vec<Raft>>) {
     while let Some(incoming) = endpoint.accept().await {
         let rafts = rafts.clone();
@@ -400,8 +436,8 @@ async fn serve_stream(rafts: Arc<Vec<Raft>>, mut send: quinn::SendStream, mut re
 }
 
 async fn dispatch(rafts: &[Raft], rpc: Rpc) -> Reply {
-    let Some(raft) = rafts.get(rpc.partition as usize) else {
-        return Reply::Refused(format!("no partition {}", rpc.partition));
+    let Some(raft) = rafts.get(rpc.group as usize) else {
+        return Reply::Refused(format!("no group {}", rpc.group));
     };
     match rpc.request {
         Request::AppendEntries(r) => Reply::AppendEntries(raft.append_entries(r).await),

@@ -6,32 +6,38 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chorus_schema::{
-    Command, ErrorCode, LeaderHint, NodeId, NodeStatus, PartitionId, PartitionStatus, ReplicaStatus, Request,
-    Response, MAX_FRAME_BYTES,
+    AppendCommand, Command, ErrorCode, GroupId, GroupStatus, LeaderHint, NodeId, NodeStatus, PartitionId,
+    PartitionStatus, ReplicaStatus, Request, Response, MAX_FRAME_BYTES,
 };
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::sync::watch;
 
+use super::proposer::{self, Proposer};
 use crate::network::frame;
+use crate::placement::Placement;
 use crate::store::{events, Store};
-use crate::types::{NodeAddr, Proposal, Raft};
+use crate::types::{NodeAddr, Raft, RaftMetrics};
 
 /// Most events in one `Events` response.
 pub const READ_LIMIT_MAX: u32 = chorus_schema::MAX_EVENTS_PER_RESPONSE as u32;
 
 pub(crate) struct Api {
     pub node_id: u64,
-    pub partitions: u16,
+    pub placement: Placement,
+    /// By group.
     pub rafts: Arc<Vec<Raft>>,
+    /// By group.
+    pub proposers: Arc<Vec<Proposer>>,
     pub store: Arc<Store>,
+    /// By partition.
     pub offsets: Arc<Vec<watch::Receiver<u64>>>,
     pub append_timeout: Duration,
     /// Set when a read finds damaged storage; the node then stops (see `Node::fatal`).
-    pub damage: Arc<watch::Sender<Option<String>>>,
+    pub damage: Arc<watch::Sender<Option<(Option<GroupId>, String)>>>,
     /// A learner is promoted only this close to the leader's last log index.
     pub promote_max_lag: u64,
 }
@@ -78,33 +84,55 @@ async fn serve_stream(api: Arc<Api>, mut send: quinn::SendStream, mut recv: quin
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn not_leader(f: &openraft::error::ForwardToLeader<u64, NodeAddr>, partition: PartitionId) -> Response {
+fn not_leader(f: &openraft::error::ForwardToLeader<u64, NodeAddr>, group: GroupId) -> Response {
     match (&f.leader_id, &f.leader_node) {
         (Some(id), Some(node)) => Response::Error {
             code: ErrorCode::NotLeader,
-            message: format!("partition {partition} is led by node {id}"),
+            message: format!("group {group} is led by node {id}"),
             leader: Some(LeaderHint { node: NodeId(*id), client_addr: node.client_addr.clone() }),
         },
-        _ => error(ErrorCode::PartitionUnavailable, format!("partition {partition} has no known leader")),
+        _ => error(ErrorCode::PartitionUnavailable, format!("group {group} has no known leader")),
     }
 }
 
+fn replicas(m: &RaftMetrics) -> Vec<ReplicaStatus> {
+    let last = m.last_log_index.unwrap_or(0);
+    m.replication
+        .as_ref()
+        .map(|r| {
+            r.iter()
+                .map(|(node, matched)| ReplicaStatus {
+                    node: NodeId(*node),
+                    matched: matched.map(|l| l.index),
+                    lag: Some(last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Api {
-    fn raft(&self, partition: PartitionId) -> Result<&Raft, Response> {
-        self.rafts
-            .get(partition.0 as usize)
-            .ok_or_else(|| error(ErrorCode::InvalidCommand, format!("no partition {partition} (cluster has {})", self.partitions)))
+    fn group(&self, group: GroupId) -> Result<&Raft, Response> {
+        self.rafts.get(group.0 as usize).ok_or_else(|| {
+            error(ErrorCode::InvalidCommand, format!("no group {group} (cluster has {})", self.placement.groups()))
+        })
+    }
+
+    fn group_of(&self, partition: PartitionId) -> Result<GroupId, Response> {
+        self.placement.group_of(partition).ok_or_else(|| {
+            error(
+                ErrorCode::InvalidCommand,
+                format!("no partition {partition} (cluster has {})", self.placement.partitions()),
+            )
+        })
     }
 
     /// An `Internal` error for the client; damaged storage also stops the node.
     fn storage_error(&self, e: &crate::store::Error) -> Response {
         if e.is_corruption() {
             tracing::error!(error = %e, "a read found damaged storage");
-            self.damage.send_replace(Some(e.to_string()));
+            let why = e.to_string();
+            self.damage.send_if_modified(|d| d.is_none() && d.replace((None, why)).is_none());
         }
         error(ErrorCode::Internal, e.to_string())
     }
@@ -114,49 +142,58 @@ impl Api {
             Request::Append { commands } => self.append(commands).await,
             Request::Read { partition, from, limit } => self.read(partition, from, limit),
             Request::Status => Ok(Response::Status(self.status())),
-            Request::AddLearner { partition, node, raft_addr, client_addr } => {
-                self.add_learner(partition, node, NodeAddr { raft_addr, client_addr }).await
+            Request::AddLearner { group, node, raft_addr, client_addr } => {
+                self.add_learner(group, node, NodeAddr { raft_addr, client_addr }).await
             }
-            Request::ChangeVoters { partition, voters } => self.change_voters(partition, voters).await,
-            Request::RemoveVoter { partition, node } => self.remove_voter(partition, node).await,
-            Request::PromoteLearner { partition, node } => self.promote_learner(partition, node).await,
+            Request::ChangeVoters { group, voters } => self.change_voters(group, voters).await,
+            Request::RemoveVoter { group, node } => self.remove_voter(group, node).await,
+            Request::PromoteLearner { group, node } => self.promote_learner(group, node).await,
             Request::Tail { .. } => unreachable!("tail is served as a stream"),
         };
         r.unwrap_or_else(|e| e)
     }
 
-    async fn append(&self, commands: Vec<Vec<u8>>) -> Result<Response, Response> {
+    /// Checks every command (it decodes, its key is in the partition it
+    /// claims, all partitions on one group) and hands them to that group's
+    /// proposer, which merges them with other appends into one entry.
+    async fn append(&self, commands: Vec<AppendCommand>) -> Result<Response, Response> {
         if commands.is_empty() {
             return Err(error(ErrorCode::InvalidCommand, "append of no commands"));
         }
-        let mut partition = None;
-        for (i, bytes) in commands.iter().enumerate() {
-            let cmd = Command::decode(bytes).map_err(|e| error(ErrorCode::InvalidCommand, format!("command {i}: {e}")))?;
-            let p = PartitionId::for_key(&cmd.key(), self.partitions);
-            match partition {
-                None => partition = Some(p),
-                Some(q) if q != p => {
+        let mut group = None;
+        for (i, c) in commands.iter().enumerate() {
+            let g = self.group_of(c.partition)?;
+            match group {
+                None => group = Some(g),
+                Some(h) if h != g => {
                     return Err(error(
-                        ErrorCode::MixedPartitions,
-                        format!("command {i} belongs to partition {p}, the first to {q}"),
+                        ErrorCode::MixedGroups,
+                        format!("command {i} is on group {g} (partition {}), the first on group {h}", c.partition),
                     ))
                 }
                 Some(_) => {}
             }
+            let cmd = Command::decode(&c.bytes).map_err(|e| error(ErrorCode::InvalidCommand, format!("command {i}: {e}")))?;
+            let p = PartitionId::for_key(&cmd.key(), self.placement.partitions());
+            if p != c.partition {
+                return Err(error(
+                    ErrorCode::InvalidCommand,
+                    format!("command {i} belongs to partition {p}, not {}", c.partition),
+                ));
+            }
         }
-        let partition = partition.expect("at least one command");
-        let raft = self.raft(partition)?;
-        let proposal = Proposal { at_ms: now_ms(), commands };
-        match tokio::time::timeout(self.append_timeout, raft.client_write(proposal)).await {
+        let group = group.expect("at least one command");
+        let proposer = &self.proposers[group.0 as usize];
+        match tokio::time::timeout(self.append_timeout, proposer.propose(commands)).await {
             Err(_) => Err(error(ErrorCode::Timeout, "commit not confirmed in time: the outcome is unknown, retry with the same client_msg_id")),
-            Ok(Ok(resp)) => Ok(Response::Appended { partition, results: resp.data.results }),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(&f, partition)),
+            Ok(Ok(results)) => Ok(Response::Appended { results }),
+            Ok(Err(proposer::Error::NotLeader(f))) => Err(not_leader(&f, group)),
             Ok(Err(e)) => Err(error(ErrorCode::Unavailable, e.to_string())),
         }
     }
 
     fn read(&self, partition: PartitionId, from: u64, limit: u32) -> Result<Response, Response> {
-        self.raft(partition)?;
+        self.group_of(partition)?;
         let next = *self.offsets[partition.0 as usize].borrow();
         let limit = limit.clamp(1, READ_LIMIT_MAX) as usize;
         let events = events::read_range(&self.store, partition, from, next, limit).map_err(|e| self.storage_error(&e))?;
@@ -165,7 +202,7 @@ impl Api {
     }
 
     async fn tail(&self, partition: PartitionId, mut from: u64, send: &mut quinn::SendStream) {
-        if let Err(e) = self.raft(partition) {
+        if let Err(e) = self.group_of(partition) {
             let _ = frame::write(send, &e.encode()).await;
             let _ = send.finish();
             return;
@@ -196,85 +233,90 @@ impl Api {
     }
 
     fn status(&self) -> NodeStatus {
-        let partitions = self
-            .rafts
-            .iter()
-            .enumerate()
-            .map(|(p, raft)| {
-                let m = raft.metrics().borrow().clone();
-                let last = m.last_log_index.unwrap_or(0);
-                let replicas = m
-                    .replication
-                    .as_ref()
-                    .map(|r| {
-                        r.iter()
-                            .map(|(node, matched)| ReplicaStatus {
-                                node: NodeId(*node),
-                                matched: matched.map(|l| l.index),
-                                lag: Some(last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+        let metrics: Vec<RaftMetrics> = self.rafts.iter().map(|r| r.metrics().borrow().clone()).collect();
+        let partitions = (0..self.placement.partitions())
+            .map(|p| {
+                let partition = PartitionId(p);
+                let group = self.placement.group_of(partition).expect("partition of the cluster");
+                let m = &metrics[group.0 as usize];
                 PartitionStatus {
-                    partition: PartitionId(p as u16),
+                    partition,
+                    group,
                     leader: m.current_leader.map(NodeId),
                     term: m.current_term,
-                    last_log_index: last,
+                    last_log_index: m.last_log_index.unwrap_or(0),
                     last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-                    next_offset: *self.offsets[p].borrow(),
+                    next_offset: *self.offsets[p as usize].borrow(),
                     voters: m.membership_config.membership().voter_ids().map(NodeId).collect(),
-                    replicas,
+                    replicas: replicas(m),
                 }
             })
             .collect();
-        NodeStatus { node: NodeId(self.node_id), partitions }
+        let groups = metrics
+            .iter()
+            .enumerate()
+            .map(|(g, m)| {
+                let group = GroupId(g as u16);
+                GroupStatus {
+                    group,
+                    leader: m.current_leader.map(NodeId),
+                    term: m.current_term,
+                    last_log_index: m.last_log_index.unwrap_or(0),
+                    last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    voters: m.membership_config.membership().voter_ids().map(NodeId).collect(),
+                    learners: m.membership_config.membership().learner_ids().map(NodeId).collect(),
+                    replicas: replicas(m),
+                    partitions: self.placement.partitions_of(group),
+                }
+            })
+            .collect();
+        NodeStatus { node: NodeId(self.node_id), partitions, groups }
     }
 
-    async fn add_learner(&self, partition: PartitionId, node: NodeId, addr: NodeAddr) -> Result<Response, Response> {
-        let raft = self.raft(partition)?;
+    async fn add_learner(&self, group: GroupId, node: NodeId, addr: NodeAddr) -> Result<Response, Response> {
+        let raft = self.group(group)?;
         match raft.add_learner(node.0, addr, true).await {
             Ok(_) => Ok(Response::Done),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f, partition)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f, group)),
             Err(e) => Err(error(ErrorCode::Unavailable, e.to_string())),
         }
     }
 
-    async fn change_voters(&self, partition: PartitionId, voters: Vec<NodeId>) -> Result<Response, Response> {
-        let raft = self.raft(partition)?;
+    async fn change_voters(&self, group: GroupId, voters: Vec<NodeId>) -> Result<Response, Response> {
+        let raft = self.group(group)?;
         if voters.is_empty() {
-            return Err(error(ErrorCode::InvalidCommand, "a partition needs at least one voter"));
+            return Err(error(ErrorCode::InvalidCommand, "a group needs at least one voter"));
         }
         let voters: BTreeSet<u64> = voters.into_iter().map(|v| v.0).collect();
-        Self::membership(raft, partition, ChangeMembers::ReplaceAllVoters(voters)).await
+        Self::membership(raft, group, ChangeMembers::ReplaceAllVoters(voters)).await
     }
 
     /// Removes `node` from the voters, computed from the leader's current
     /// membership (so that a concurrent change is not undone). The node is
     /// dropped, not kept as a learner: it comes back through `AddLearner`.
-    async fn remove_voter(&self, partition: PartitionId, node: NodeId) -> Result<Response, Response> {
-        let raft = self.raft(partition)?;
-        let voters = self.leader_voters(raft, partition).await?;
+    async fn remove_voter(&self, group: GroupId, node: NodeId) -> Result<Response, Response> {
+        let raft = self.group(group)?;
+        let voters = self.leader_voters(raft, group).await?;
         if !voters.contains(&node.0) {
             return Ok(Response::Done);
         }
         if voters.len() == 1 {
-            return Err(error(ErrorCode::InvalidCommand, format!("node {node} is the only voter of partition {partition}")));
+            return Err(error(ErrorCode::InvalidCommand, format!("node {node} is the only voter of group {group}")));
         }
-        Self::membership(raft, partition, ChangeMembers::RemoveVoters(BTreeSet::from([node.0]))).await
+        Self::membership(raft, group, ChangeMembers::RemoveVoters(BTreeSet::from([node.0]))).await
     }
 
     /// Makes learner `node` a voter (done if it already is one), once it is
     /// within one AppendEntries of the leader's log: a voter far behind could
     /// not help commit, and would leave the partition one failure from a stall.
-    async fn promote_learner(&self, partition: PartitionId, node: NodeId) -> Result<Response, Response> {
-        let raft = self.raft(partition)?;
-        if self.leader_voters(raft, partition).await?.contains(&node.0) {
+    async fn promote_learner(&self, group: GroupId, node: NodeId) -> Result<Response, Response> {
+        let raft = self.group(group)?;
+        if self.leader_voters(raft, group).await?.contains(&node.0) {
             return Ok(Response::Done);
         }
         let m = raft.metrics().borrow().clone();
         if !m.membership_config.membership().learner_ids().any(|l| l == node.0) {
-            return Err(error(ErrorCode::InvalidCommand, format!("node {node} is no learner of partition {partition}")));
+            return Err(error(ErrorCode::InvalidCommand, format!("node {node} is no learner of group {group}")));
         }
         let last = m.last_log_index.unwrap_or(0);
         let matched = m.replication.as_ref().and_then(|r| r.get(&node.0).cloned()).flatten().map(|l| l.index);
@@ -283,34 +325,30 @@ impl Api {
             _ => {
                 return Err(error(
                     ErrorCode::Unavailable,
-                    format!("learner {node} of partition {partition} is behind: matched {matched:?} of {last}"),
+                    format!("learner {node} of group {group} is behind: matched {matched:?} of {last}"),
                 ))
             }
         }
-        Self::membership(raft, partition, ChangeMembers::AddVoterIds(BTreeSet::from([node.0]))).await
+        Self::membership(raft, group, ChangeMembers::AddVoterIds(BTreeSet::from([node.0]))).await
     }
 
     /// The voters of the latest membership, asked of the leader: a follower's
     /// view may be stale, so a follower answers `NotLeader`.
-    async fn leader_voters(&self, raft: &Raft, partition: PartitionId) -> Result<BTreeSet<u64>, Response> {
+    async fn leader_voters(&self, raft: &Raft, group: GroupId) -> Result<BTreeSet<u64>, Response> {
         match raft.ensure_linearizable().await {
             Ok(_) => Ok(raft.metrics().borrow().membership_config.membership().voter_ids().collect()),
             Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(not_leader(&f, partition))
+                Err(not_leader(&f, group))
             }
             Err(e) => Err(error(ErrorCode::Unavailable, e.to_string())),
         }
     }
 
-    async fn membership(
-        raft: &Raft,
-        partition: PartitionId,
-        change: ChangeMembers<u64, NodeAddr>,
-    ) -> Result<Response, Response> {
+    async fn membership(raft: &Raft, group: GroupId, change: ChangeMembers<u64, NodeAddr>) -> Result<Response, Response> {
         // `retain = false`: a node removed from the voters is not kept as a learner.
         match raft.change_membership(change, false).await {
             Ok(_) => Ok(Response::Done),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f, partition)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f, group)),
             // Another change is still being committed: retry later.
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e @ ChangeMembershipError::InProgress(_)))) => {
                 Err(error(ErrorCode::Unavailable, e.to_string()))

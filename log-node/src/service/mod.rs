@@ -1,8 +1,9 @@
-//! The log-node service: starts the partition groups, serves Raft and the client
-//! API, and stops them.
+//! The log-node service: starts the Raft groups and their proposers, serves
+//! Raft and the client API, and stops them.
 
 pub mod api;
 pub mod node;
+pub mod proposer;
 pub mod reseed;
 
 pub use node::{Node, NodeError};

@@ -5,17 +5,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_schema::PartitionId;
+use std::path::Path;
+
+use chorus_schema::{GroupId, PartitionId};
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
 use super::api::{self, Api};
+use super::proposer::Proposer;
 use super::reseed::{self, Marker, Reseed};
 use crate::config::Config;
 use crate::network::raft::{self as raft_net, Network, Peers};
 use crate::network::tls::{self, Identity};
+use crate::placement::Placement;
 use crate::store::{LogStore, StateMachine, Store};
-use std::path::Path;
 use crate::types::{NodeAddr, Raft};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +44,17 @@ pub enum NodeError {
 pub struct Node {
     pub id: u64,
     config: Arc<Config>,
+    placement: Placement,
+    /// By group.
     rafts: Arc<Vec<Raft>>,
     store: Arc<Store>,
     raft_endpoint: quinn::Endpoint,
     client_endpoint: quinn::Endpoint,
+    /// By partition.
     offsets: Arc<Vec<watch::Receiver<u64>>>,
-    /// Storage damage found outside a Raft core (a client read): fatal too.
-    damage: Arc<watch::Sender<Option<String>>>,
+    /// The first fatal failure: storage damage found outside a Raft core (a
+    /// client read), or a group's Raft core that stopped.
+    damage: Arc<watch::Sender<Option<(Option<GroupId>, String)>>>,
     /// True once the node takes part in Raft as itself: at once after a normal
     /// start, after the re-seed when its store was damaged.
     reseeded: watch::Receiver<bool>,
@@ -74,6 +81,7 @@ fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_logs),
         max_in_snapshot_log_to_keep: r.keep_logs_after_snapshot,
         install_snapshot_timeout: 10_000,
+        snapshot_max_chunk_size: r.snapshot_chunk_bytes,
         ..Default::default()
     };
     Ok(Arc::new(c.validate().map_err(|e| NodeError::Raft(e.to_string()))?))
@@ -134,11 +142,11 @@ async fn open_store(config: &Config) -> Result<(Arc<Store>, Option<Marker>), Nod
             Err(e) => return Err(e.into()),
         }
     }
-    for p in 0..config.partitions {
+    for g in 0..config.group_count() {
         if damage.is_some() {
             break;
         }
-        damage = LogStore::new(store.clone(), p).check().await.map_err(|e| NodeError::Raft(e.to_string()))?;
+        damage = LogStore::new(store.clone(), g).check().await.map_err(|e| NodeError::Raft(e.to_string()))?;
     }
     let Some(reason) = damage else { return Ok((store, None)) };
     tracing::error!(%reason, "the store is damaged");
@@ -176,18 +184,26 @@ impl Node {
         let peers = Peers::new(raft_endpoint.clone(), raft_client);
 
         let rc = raft_config(&config)?;
-        let mut rafts = Vec::with_capacity(config.partitions as usize);
-        let mut offsets = Vec::with_capacity(config.partitions as usize);
-        for p in 0..config.partitions {
-            let log = LogStore::new(store.clone(), p);
-            let sm = StateMachine::open(store.clone(), PartitionId(p), config.partitions)
+        let placement = config.placement();
+        let mut rafts = Vec::with_capacity(placement.groups() as usize);
+        let mut offsets: Vec<Option<watch::Receiver<u64>>> = vec![None; placement.partitions() as usize];
+        for g in 0..placement.groups() {
+            let group = GroupId(g);
+            let log = LogStore::new(store.clone(), g);
+            let sm = StateMachine::open(store.clone(), group, &placement.partitions_of(group), placement.partitions())
                 .map_err(|e| damaged(&config, e.to_string()))?;
-            offsets.push(sm.offsets());
-            let net = Network { partition: p, peers: peers.clone() };
+            for (p, rx) in sm.offsets() {
+                offsets[p.0 as usize] = Some(rx);
+            }
+            let net = Network { group: g, peers: peers.clone() };
             let raft = Raft::new(config.id, rc.clone(), net, log, sm).await.map_err(|e| damaged(&config, e.to_string()))?;
             rafts.push(raft);
         }
+        let offsets: Vec<watch::Receiver<u64>> =
+            offsets.into_iter().map(|o| o.expect("the placement puts every partition on a group")).collect();
         let rafts = Arc::new(rafts);
+        let proposers: Vec<Proposer> =
+            rafts.iter().enumerate().map(|(g, r)| Proposer::start(GroupId(g as u16), r.clone(), &config.proposer)).collect();
         let (reseed_done, reseeded) = watch::channel(marker.is_none());
         if let Some(marker) = marker {
             // The Raft port opens once this node is no voter of a partition it
@@ -207,12 +223,12 @@ impl Node {
         }
 
         if config.bootstrap && *reseeded.borrow() {
-            for p in 0..config.partitions {
-                let replicas = config.initial_replicas(p);
+            for g in 0..placement.groups() {
+                let replicas = config.initial_replicas(g);
                 if replicas[0].id != config.id {
                     continue;
                 }
-                let raft = &rafts[p as usize];
+                let raft = &rafts[g as usize];
                 if raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
                     continue;
                 }
@@ -220,7 +236,7 @@ impl Node {
                     .iter()
                     .map(|r| (r.id, NodeAddr { raft_addr: r.raft_addr.clone(), client_addr: r.client_addr.clone() }))
                     .collect();
-                raft.initialize(members).await.map_err(|e| NodeError::Raft(format!("initialize partition {p}: {e}")))?;
+                raft.initialize(members).await.map_err(|e| NodeError::Raft(format!("initialize group {g}: {e}")))?;
             }
         }
 
@@ -229,12 +245,16 @@ impl Node {
             .map_err(|source| NodeError::Bind { addr: config.client_addr.clone(), source })?;
         let offsets = Arc::new(offsets);
         let damage = Arc::new(watch::channel(None).0);
+        for (g, raft) in rafts.iter().enumerate() {
+            tokio::spawn(watch_core(GroupId(g as u16), raft.clone(), damage.clone()));
+        }
         let api = Arc::new(Api {
             damage: damage.clone(),
             promote_max_lag: config.raft.max_payload_entries,
             node_id: config.id,
-            partitions: config.partitions,
+            placement,
             rafts: rafts.clone(),
+            proposers: Arc::new(proposers),
             store: store.clone(),
             offsets: offsets.clone(),
             append_timeout: Duration::from_millis(config.append_timeout_ms),
@@ -245,60 +265,36 @@ impl Node {
             raft = %config.raft_addr,
             client = %config.client_addr,
             partitions = config.partitions,
+            groups = placement.groups(),
             "log-node started"
         );
-        Ok(Node { id: config.id, config, rafts, store, raft_endpoint, client_endpoint, offsets, damage, reseeded })
+        Ok(Node { id: config.id, config, placement, rafts, store, raft_endpoint, client_endpoint, offsets, damage, reseeded })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// Resolves when the Raft core of any partition has stopped (a storage
-    /// error, a panic inside openraft): the node can no longer serve that
-    /// partition, and a process that stays up would look healthy to its
+    /// Resolves when the Raft core of any group has stopped (a storage error,
+    /// a panic inside openraft) or a read found damaged storage: the node can
+    /// no longer serve, and a process that stays up would look healthy to its
     /// peers and its supervisor. `chorus log-node` exits on it. Returns the
-    /// partition and why.
+    /// group (none for damage found by a read) and why.
     ///
     /// When the cause is damaged storage, the node is marked for a re-seed
     /// from its peers at its next start (see [`reseed`](super::reseed)).
-    pub async fn fatal(&self) -> (PartitionId, String) {
-        let (partition, why) = self.first_failure().await;
+    pub async fn fatal(&self) -> (Option<GroupId>, String) {
+        let mut damage = self.damage.subscribe();
+        let (group, why) = match damage.wait_for(Option::is_some).await {
+            Ok(first) => first.clone().expect("waited for Some"),
+            Err(_) => std::future::pending().await,
+        };
         if reseed::is_corruption(&why) {
             if let Err(e) = Marker::mark(&self.config.data_dir, &why) {
                 tracing::error!(error = %e, "could not mark the store for a re-seed");
             }
         }
-        (partition, why)
-    }
-
-    async fn first_failure(&self) -> (PartitionId, String) {
-        let mut damage = self.damage.subscribe();
-        let damaged = async move {
-            // Not tied to one partition: reported as partition 0.
-            match damage.wait_for(Option::is_some).await {
-                Ok(why) => (PartitionId(0), why.clone().unwrap_or_default()),
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let watchers = self.rafts.iter().enumerate().map(|(p, raft)| {
-            let mut metrics = raft.metrics();
-            Box::pin(async move {
-                let partition = PartitionId(p as u16);
-                loop {
-                    if let Err(e) = &metrics.borrow().running_state {
-                        return (partition, e.to_string());
-                    }
-                    if metrics.changed().await.is_err() {
-                        return (partition, "raft core stopped".to_string());
-                    }
-                }
-            })
-        });
-        tokio::select! {
-            first = futures::future::select_all(watchers) => first.0,
-            d = damaged => d,
-        }
+        (group, why)
     }
 
     /// Whether the node is still re-seeding its damaged store from its peers.
@@ -312,9 +308,14 @@ impl Node {
         let _ = r.wait_for(|done| *done).await;
     }
 
-    /// The Raft group of `partition`.
-    pub fn raft(&self, partition: PartitionId) -> Option<&Raft> {
-        self.rafts.get(partition.0 as usize)
+    /// Raft group `group`.
+    pub fn raft(&self, group: GroupId) -> Option<&Raft> {
+        self.rafts.get(group.0 as usize)
+    }
+
+    /// Which group hosts which partition.
+    pub fn placement(&self) -> Placement {
+        self.placement
     }
 
     /// The local address of the client API (useful with port 0).
@@ -336,7 +337,7 @@ impl Node {
         &self.store
     }
 
-    /// Waits until every partition that has this node as a voter has a leader.
+    /// Waits until every group that has this node as a voter has a leader.
     pub async fn wait_for_leaders(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -375,4 +376,25 @@ impl Node {
         }
         tracing::info!("log-node stopped");
     }
+}
+
+/// Records the first failure of `group`'s Raft core in `damage`. One task per
+/// group, each woken only by its own group's metrics.
+async fn watch_core(group: GroupId, raft: Raft, damage: Arc<watch::Sender<Option<(Option<GroupId>, String)>>>) {
+    let mut metrics = raft.metrics();
+    let why = loop {
+        if let Err(e) = &metrics.borrow_and_update().running_state {
+            break e.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            break "raft core stopped".to_string();
+        }
+    };
+    damage.send_if_modified(|d| {
+        if d.is_some() {
+            return false;
+        }
+        *d = Some((Some(group), why));
+        true
+    });
 }

@@ -12,7 +12,7 @@
 //!    atomically, fsynced). From here on every start resumes the procedure.
 //! 2. **Quarantine.** The damaged `db` directory is renamed `db.corrupt-<ms>`
 //!    (kept for inspection) and an empty store is opened.
-//! 3. **Step down**, with the Raft port still closed: for every partition whose
+//! 3. **Step down**, with the Raft port still closed: for every Raft group whose
 //!    leader lists this node as a voter, the leader removes it (`RemoveVoter`).
 //!    Until that change commits the node stays silent, so its empty log can
 //!    neither vote nor count toward a commit; the remaining voters commit the
@@ -21,7 +21,7 @@
 //! 4. **Catch up and return.** The Raft port opens; the leader adds the node as
 //!    a learner (`AddLearner`, which waits until the learner is up to date,
 //!    through a snapshot if its log was purged), then promotes it
-//!    (`PromoteLearner`). Each partition done is recorded in the marker.
+//!    (`PromoteLearner`). Each group done is recorded in the marker.
 //! 5. The marker is removed.
 //!
 //! A node killed anywhere in this resumes at its next start: removing a voter
@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chorus_schema::{NodeId, PartitionId, Request};
+use chorus_schema::{GroupId, NodeId, Request};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -66,10 +66,10 @@ pub struct Marker {
     pub since_ms: u64,
     /// Where the damaged store was moved; `None` until it was.
     pub quarantined: Option<PathBuf>,
-    /// The partitions whose voters held this node when the procedure began;
+    /// The Raft groups whose voters held this node when the procedure began;
     /// `None` until the leaders were asked.
-    pub partitions: Option<BTreeSet<u16>>,
-    /// Partitions that are back: caught up and voters again.
+    pub groups: Option<BTreeSet<u16>>,
+    /// Groups that are back: caught up and voters again.
     pub done: BTreeSet<u16>,
 }
 
@@ -176,44 +176,44 @@ impl Reseed {
         let me = self.config.id;
         let dir = self.config.data_dir.clone();
         let client = self.connect().await;
-        let partitions = match self.marker.partitions.clone() {
-            Some(p) => p,
+        let groups = match self.marker.groups.clone() {
+            Some(g) => g,
             None => {
-                let p = self.voter_partitions(&client).await;
-                self.marker.partitions = Some(p.clone());
+                let g = self.voter_groups(&client).await;
+                self.marker.groups = Some(g.clone());
                 self.save(&dir);
-                p
+                g
             }
         };
-        let todo: Vec<u16> = partitions.difference(&self.marker.done).copied().collect();
-        tracing::warn!(node = me, partitions = ?todo, "re-seeding: stepping down as voter");
-        for &p in &todo {
-            let partition = PartitionId(p);
-            let remove = Request::RemoveVoter { partition, node: NodeId(me) };
-            self.retry("remove voter", p, || client.admin(partition, &remove)).await;
+        let todo: Vec<u16> = groups.difference(&self.marker.done).copied().collect();
+        tracing::warn!(node = me, groups = ?todo, "re-seeding: stepping down as voter");
+        for &g in &todo {
+            let group = GroupId(g);
+            let remove = Request::RemoveVoter { group, node: NodeId(me) };
+            self.retry("remove voter", g, || client.admin(group, &remove)).await;
         }
-        // Not a voter of any partition still to do: safe to take part again.
+        // Not a voter of any group still to do: safe to take part again.
         tokio::spawn(raft_net::serve(self.raft_endpoint.clone(), self.rafts.clone()));
         let (raft_addr, client_addr) = self.own_addrs();
-        for &p in &todo {
-            let partition = PartitionId(p);
+        for &g in &todo {
+            let group = GroupId(g);
             let add = Request::AddLearner {
-                partition,
+                group,
                 node: NodeId(me),
                 raft_addr: raft_addr.clone(),
                 client_addr: client_addr.clone(),
             };
-            self.retry("add learner", p, || client.admin(partition, &add)).await;
-            let promote = Request::PromoteLearner { partition, node: NodeId(me) };
-            self.retry("promote", p, || client.admin(partition, &promote)).await;
-            self.marker.done.insert(p);
+            self.retry("add learner", g, || client.admin(group, &add)).await;
+            let promote = Request::PromoteLearner { group, node: NodeId(me) };
+            self.retry("promote", g, || client.admin(group, &promote)).await;
+            self.marker.done.insert(g);
             self.save(&dir);
-            tracing::info!(node = me, partition = p, "re-seeded partition");
+            tracing::info!(node = me, group = g, "re-seeded group");
         }
         if let Err(e) = Marker::clear(&dir) {
             tracing::error!(error = %e, "removing the re-seed marker");
         }
-        tracing::warn!(node = me, partitions = todo.len(), "re-seed complete");
+        tracing::warn!(node = me, groups = todo.len(), "re-seed complete");
         let _ = self.done.send(true);
     }
 
@@ -251,33 +251,33 @@ impl Reseed {
         }
     }
 
-    /// The partitions whose leader lists this node as a voter. Waits until
-    /// every partition has a leader that answers.
-    async fn voter_partitions(&self, client: &LogClient) -> BTreeSet<u16> {
+    /// The groups whose leader lists this node as a voter. Waits until every
+    /// group has a leader that answers.
+    async fn voter_groups(&self, client: &LogClient) -> BTreeSet<u16> {
         let me = self.config.id;
         let peers = self.peer_addrs();
         loop {
-            // The view of each partition's leader with the highest term.
+            // The view of each group's leader with the highest term.
             let mut views: Vec<Option<(u64, bool)>> = vec![None; self.rafts.len()];
             for addr in &peers {
                 let Ok(status) = client.status(addr).await else { continue };
-                for ps in &status.partitions {
-                    let i = ps.partition.0 as usize;
-                    if i < views.len() && ps.leader == Some(status.node) && views[i].is_none_or(|(t, _)| ps.term > t) {
-                        views[i] = Some((ps.term, ps.voters.iter().any(|v| v.0 == me)));
+                for gs in &status.groups {
+                    let i = gs.group.0 as usize;
+                    if i < views.len() && gs.leader == Some(status.node) && views[i].is_none_or(|(t, _)| gs.term > t) {
+                        views[i] = Some((gs.term, gs.voters.iter().any(|v| v.0 == me)));
                     }
                 }
             }
             if views.iter().all(Option::is_some) {
-                return views.iter().enumerate().filter(|(_, v)| v.is_some_and(|(_, voter)| voter)).map(|(p, _)| p as u16).collect();
+                return views.iter().enumerate().filter(|(_, v)| v.is_some_and(|(_, voter)| voter)).map(|(g, _)| g as u16).collect();
             }
-            let missing: Vec<usize> = views.iter().enumerate().filter(|(_, v)| v.is_none()).map(|(p, _)| p).collect();
-            tracing::warn!(?missing, "re-seeding: waiting for every partition to have a leader");
+            let missing: Vec<usize> = views.iter().enumerate().filter(|(_, v)| v.is_none()).map(|(g, _)| g).collect();
+            tracing::warn!(?missing, "re-seeding: waiting for every group to have a leader");
             tokio::time::sleep(RETRY).await;
         }
     }
 
-    async fn retry<F, Fut>(&self, what: &str, partition: u16, mut step: F)
+    async fn retry<F, Fut>(&self, what: &str, group: u16, mut step: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = crate::client::Result<()>>,
@@ -285,7 +285,7 @@ impl Reseed {
         loop {
             match step().await {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(partition, step = what, error = %e, "re-seeding: retrying"),
+                Err(e) => tracing::warn!(group, step = what, error = %e, "re-seeding: retrying"),
             }
             tokio::time::sleep(RETRY).await;
         }
@@ -303,7 +303,7 @@ mod tests {
         Marker::mark(dir.path(), "Corruption: checksum mismatch").unwrap();
         let mut m = Marker::load(dir.path()).unwrap().expect("marked");
         assert_eq!(m.reason, "Corruption: checksum mismatch");
-        m.partitions = Some(BTreeSet::from([0, 2]));
+        m.groups = Some(BTreeSet::from([0, 2]));
         m.done.insert(0);
         m.save(dir.path()).unwrap();
         // Damage found again while re-seeding does not reset the progress.

@@ -1,14 +1,16 @@
-//! Key layout: every key starts with the partition id (big endian) so that a
-//! partition's records are contiguous and ordered.
+//! Key layout: every key starts with the id of what it belongs to (big
+//! endian) — the group for Raft log entries, metadata and snapshots, the
+//! partition for events — so that its records are contiguous and ordered.
 
 pub const VOTE: u8 = 1;
 pub const COMMITTED: u8 = 2;
 pub const PURGED: u8 = 3;
 
-/// `partition ‖ n`, both big endian: the key of log entry `n` or event offset `n`.
-pub fn indexed(partition: u16, n: u64) -> [u8; 10] {
+/// `id ‖ n`, both big endian: the key of a group's log entry `n` or of a
+/// partition's event at offset `n`.
+pub fn indexed(id: u16, n: u64) -> [u8; 10] {
     let mut k = [0u8; 10];
-    k[..2].copy_from_slice(&partition.to_be_bytes());
+    k[..2].copy_from_slice(&id.to_be_bytes());
     k[2..].copy_from_slice(&n.to_be_bytes());
     k
 }
@@ -19,16 +21,20 @@ pub fn index_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail))
 }
 
-/// A per-partition metadata key.
-pub fn meta(partition: u16, tag: u8) -> [u8; 3] {
-    let p = partition.to_be_bytes();
-    [p[0], p[1], tag]
+/// A per-group metadata key.
+pub fn meta(group: u16, tag: u8) -> [u8; 3] {
+    let g = group.to_be_bytes();
+    [g[0], g[1], tag]
 }
 
-/// The key of a partition's snapshot.
-pub fn snapshot(partition: u16) -> [u8; 2] {
-    partition.to_be_bytes()
+/// The key of a group's snapshot.
+pub fn snapshot(group: u16) -> [u8; 2] {
+    group.to_be_bytes()
 }
+
+/// The key (in the meta column family) of the store's format version; no
+/// per-group key has its length.
+pub const FORMAT: &[u8] = b"format";
 
 #[cfg(test)]
 mod tests {

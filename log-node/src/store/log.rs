@@ -1,4 +1,4 @@
-//! `RaftLogStorage` of one partition over the node's shared RocksDB.
+//! `RaftLogStorage` of one Raft group over the node's shared RocksDB.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -6,20 +6,32 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader, StorageIOError};
+use openraft::{EntryPayload, OptionalSend, RaftLogReader, StorageIOError};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 
 use super::{keys, Store, CF_LOG, CF_META};
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
-/// Most recent log entries kept in memory per partition, so that replication
+/// Most recent log entries kept in memory per group, so that replication
 /// (which reads entries right after they were appended) rarely touches RocksDB.
 pub const CACHE_ENTRIES_MAX: usize = 1024;
+/// Most payload bytes of the cached entries per group: entries are merged
+/// proposals of up to a MiB or so, so the count alone bounds nothing.
+pub const CACHE_BYTES_MAX: usize = 32 << 20;
+
+fn payload_bytes(e: &Entry) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(p) => p.commands.bytes().len(),
+        _ => 0,
+    }
+}
 
 /// The newest entries of the log, contiguous, mirroring what is on disk.
+/// Cloning an entry shares its payload (reference-counted bytes).
 #[derive(Debug, Default)]
 struct Cache {
     entries: VecDeque<Entry>,
+    bytes: usize,
 }
 
 impl Cache {
@@ -31,11 +43,25 @@ impl Cache {
         if let Some(last) = self.entries.back() {
             if last.log_id.index + 1 != entry.log_id.index {
                 self.entries.clear();
+                self.bytes = 0;
             }
         }
+        self.bytes += payload_bytes(&entry);
         self.entries.push_back(entry);
-        while self.entries.len() > CACHE_ENTRIES_MAX {
-            self.entries.pop_front();
+        while self.entries.len() > CACHE_ENTRIES_MAX || (self.bytes > CACHE_BYTES_MAX && self.entries.len() > 1) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(e) = self.entries.pop_front() {
+            self.bytes -= payload_bytes(&e);
+        }
+    }
+
+    fn pop_back(&mut self) {
+        if let Some(e) = self.entries.pop_back() {
+            self.bytes -= payload_bytes(&e);
         }
     }
 
@@ -51,22 +77,22 @@ impl Cache {
 
     fn truncate(&mut self, index: u64) {
         while self.entries.back().is_some_and(|e| e.log_id.index >= index) {
-            self.entries.pop_back();
+            self.pop_back();
         }
     }
 
     fn purge(&mut self, index: u64) {
         while self.entries.front().is_some_and(|e| e.log_id.index <= index) {
-            self.entries.pop_front();
+            self.pop_front();
         }
     }
 }
 
-/// The Raft log and vote of one partition. Cheap to clone: clones share the
+/// The Raft log and vote of one Raft group. Cheap to clone: clones share the
 /// store and the cache of recent entries.
 #[derive(Clone, Debug)]
 pub struct LogStore {
-    partition: u16,
+    group: u16,
     store: Arc<Store>,
     cache: Arc<Mutex<Cache>>,
 }
@@ -80,13 +106,13 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl LogStore {
-    pub fn new(store: Arc<Store>, partition: u16) -> Self {
-        LogStore { partition, store, cache: Default::default() }
+    pub fn new(store: Arc<Store>, group: u16) -> Self {
+        LogStore { group, store, cache: Default::default() }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, tag: u8) -> Result<Option<T>, StorageError> {
         let cf = self.store.cf(CF_META);
-        let Some(bytes) = self.store.db().get_pinned_cf(cf, keys::meta(self.partition, tag)).map_err(read_err)? else {
+        let Some(bytes) = self.store.db().get_pinned_cf(cf, keys::meta(self.group, tag)).map_err(read_err)? else {
             return Ok(None);
         };
         bincode::deserialize(&bytes).map(Some).map_err(read_err)
@@ -95,13 +121,13 @@ impl LogStore {
     fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
         let cf = self.store.cf(CF_LOG);
         let mut ro = ReadOptions::default();
-        ro.set_iterate_lower_bound(keys::indexed(self.partition, 0).to_vec());
-        let upper = keys::indexed(self.partition, u64::MAX);
+        ro.set_iterate_lower_bound(keys::indexed(self.group, 0).to_vec());
+        let upper = keys::indexed(self.group, u64::MAX);
         let mut it = self.store.db().iterator_cf_opt(cf, ro, IteratorMode::From(&upper, Direction::Reverse));
         match it.next() {
             None => Ok(None),
             Some(Err(e)) => Err(read_err(e)),
-            Some(Ok((k, v))) if k.len() == 10 && k[..2] == self.partition.to_be_bytes() => {
+            Some(Ok((k, v))) if k.len() == 10 && k[..2] == self.group.to_be_bytes() => {
                 bincode::deserialize(&v).map(Some).map_err(read_err)
             }
             Some(Ok(_)) => Ok(None),
@@ -132,8 +158,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         }
         let cf = self.store.cf(CF_LOG);
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::indexed(self.partition, end).to_vec());
-        let from = keys::indexed(self.partition, start);
+        ro.set_iterate_upper_bound(keys::indexed(self.group, end).to_vec());
+        let from = keys::indexed(self.group, start);
         let mut out = Vec::new();
         for item in self.store.db().iterator_cf_opt(cf, ro, IteratorMode::From(&from, Direction::Forward)) {
             let (k, v) = item.map_err(read_err)?;
@@ -144,8 +170,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             assert_eq!(keys::index_of(&k), Some(entry.log_id.index), "log key and entry disagree");
             if entry.log_id.index != expected {
                 return Err(read_err(std::io::Error::other(format!(
-                    "Corruption: partition {}: log hole, expected index {expected}, found {}",
-                    self.partition, entry.log_id.index
+                    "Corruption: group {}: log hole, expected index {expected}, found {}",
+                    self.group, entry.log_id.index
                 ))));
             }
             out.push(entry);
@@ -176,14 +202,14 @@ impl LogStore {
         let entries = self.try_get_log_entries(..).await?;
         let _vote: Option<Vote> = self.get_meta(keys::VOTE)?;
         let purged: Option<LogId> = self.get_meta(keys::PURGED)?;
-        let snapshot = super::state_machine::snapshot_last_log_id(&self.store, self.partition)?;
+        let snapshot = super::state_machine::snapshot_last_log_id(&self.store, self.group)?;
         let Some(committed) = self.get_meta::<Option<LogId>>(keys::COMMITTED)?.flatten() else { return Ok(None) };
         let last = [entries.last().map(|e| e.log_id), purged, snapshot].into_iter().flatten().map(|l| l.index).max();
         Ok(match last {
             Some(last) if last >= committed.index => None,
             last => Some(format!(
-                "Corruption: partition {}: log ends at {last:?} but index {} was recorded as committed",
-                self.partition, committed.index
+                "Corruption: group {}: log ends at {last:?} but index {} was recorded as committed",
+                self.group, committed.index
             )),
         })
     }
@@ -205,7 +231,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let mut b = WriteBatch::default();
         let bytes = bincode::serialize(vote).map_err(|e| StorageError::from(StorageIOError::write_vote(&e)))?;
-        b.put_cf(self.store.cf(CF_META), keys::meta(self.partition, keys::VOTE), bytes);
+        b.put_cf(self.store.cf(CF_META), keys::meta(self.group, keys::VOTE), bytes);
         self.store.write_sync(b).map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
@@ -219,7 +245,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut b = WriteBatch::default();
         b.put_cf(
             self.store.cf(CF_META),
-            keys::meta(self.partition, keys::COMMITTED),
+            keys::meta(self.group, keys::COMMITTED),
             bincode::serialize(&committed).map_err(write_err)?,
         );
         self.store.write(b).map_err(write_err)
@@ -239,7 +265,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut appended = Vec::new();
         for entry in entries {
             let bytes = bincode::serialize(&entry).map_err(write_err)?;
-            b.put_cf(cf, keys::indexed(self.partition, entry.log_id.index), bytes);
+            b.put_cf(cf, keys::indexed(self.group, entry.log_id.index), bytes);
             appended.push(entry);
         }
         self.store.write(b).map_err(write_err)?;
@@ -253,12 +279,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        tracing::debug!(partition = self.partition, %log_id, "truncate log");
+        tracing::debug!(group = self.group, %log_id, "truncate log");
         let mut b = WriteBatch::default();
         b.delete_range_cf(
             self.store.cf(CF_LOG),
-            keys::indexed(self.partition, log_id.index),
-            keys::indexed(self.partition, u64::MAX),
+            keys::indexed(self.group, log_id.index),
+            keys::indexed(self.group, u64::MAX),
         );
         // u64::MAX itself is never a real index.
         self.store.write(b).map_err(write_err)?;
@@ -267,17 +293,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        tracing::debug!(partition = self.partition, %log_id, "purge log");
+        tracing::debug!(group = self.group, %log_id, "purge log");
         let mut b = WriteBatch::default();
         b.put_cf(
             self.store.cf(CF_META),
-            keys::meta(self.partition, keys::PURGED),
+            keys::meta(self.group, keys::PURGED),
             bincode::serialize(&log_id).map_err(write_err)?,
         );
         b.delete_range_cf(
             self.store.cf(CF_LOG),
-            keys::indexed(self.partition, 0),
-            keys::indexed(self.partition, log_id.index + 1),
+            keys::indexed(self.group, 0),
+            keys::indexed(self.group, log_id.index + 1),
         );
         self.store.write(b).map_err(write_err)?;
         self.cache.lock().expect("log cache lock").purge(log_id.index);
@@ -288,7 +314,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use crate::types::{Batch, Proposal};
+    use chorus_schema::PartitionId;
+    use openraft::{CommittedLeaderId, LogId};
 
     fn entry(index: u64) -> Entry {
         Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
@@ -320,5 +348,21 @@ mod tests {
             c.push(entry(i));
         }
         assert_eq!(c.entries.len(), CACHE_ENTRIES_MAX);
+        assert_eq!(c.bytes, 0);
+        // Large entries: bounded by bytes, and the accounting follows every removal.
+        let big = |index| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal::new(0, Batch::single(PartitionId(0), &vec![0; 1 << 20]))),
+        };
+        let mut c = Cache::default();
+        for i in 0..100 {
+            c.push(big(i));
+        }
+        assert!(c.bytes <= CACHE_BYTES_MAX, "{} bytes cached", c.bytes);
+        assert!(c.entries.len() >= 20, "still caches the newest: {}", c.entries.len());
+        c.truncate(90);
+        c.purge(85);
+        assert_eq!(c.bytes, c.entries.iter().map(payload_bytes).sum::<usize>());
+        assert_eq!(indexes(c.get(86, 100)), Some(vec![86, 87, 88, 89]));
     }
 }

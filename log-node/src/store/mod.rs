@@ -1,5 +1,6 @@
-//! Storage of a log-node: one RocksDB instance holds every partition's Raft log,
-//! vote, applied events and state-machine snapshot, in four column families.
+//! Storage of a log-node: one RocksDB instance holds every Raft group's log,
+//! vote and state-machine snapshot, and every partition's applied events, in
+//! four column families.
 //!
 //! Durability promises (what openraft relies on):
 //! - [`LogStore::append`](log::LogStore) reports an append durable only after the
@@ -14,12 +15,16 @@
 //! - Before a snapshot is recorded (synced), the events column family is flushed
 //!   to SST files, so that every event the snapshot covers is on disk before the
 //!   log entries that produced them may be purged.
+//!
+//! The layout has a version ([`FORMAT_VERSION`], in the meta column family):
+//! a store of another version is refused at open, never misread.
 
 pub mod events;
 pub mod keys;
 pub mod log;
 pub mod state_machine;
 pub mod syncer;
+mod transfer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,14 +35,19 @@ pub use self::log::LogStore;
 pub use self::state_machine::StateMachine;
 pub use self::syncer::{Syncer, SyncerStats};
 
-/// Column family of Raft log entries: `partition ‖ index` → bincode(Entry).
+/// Column family of Raft log entries: `group ‖ index` → bincode(Entry).
 pub const CF_LOG: &str = "log";
-/// Column family of per-partition Raft metadata: vote, committed, purged.
+/// Column family of per-group Raft metadata (vote, committed, purged) and the
+/// store's format version.
 pub const CF_META: &str = "meta";
 /// Column family of committed events: `partition ‖ offset` → encoded `EventRecord`.
 pub const CF_EVENTS: &str = "events";
-/// Column family of state-machine snapshots: `partition` → bincode(StoredSnapshot).
+/// Column family of state-machine snapshots: `group` → bincode(StoredSnapshot).
 pub const CF_SNAPSHOT: &str = "snapshot";
+
+/// The version of the store's layout. 1 had one Raft group per partition
+/// (keys by partition); 2 runs partitions on fewer groups.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,6 +55,8 @@ pub enum Error {
     Rocks(#[from] rocksdb::Error),
     #[error("corrupt {what} in partition {partition}: {reason}")]
     Corrupt { what: &'static str, partition: u16, reason: String },
+    #[error("the store at {path} has format {found}, this build reads format {FORMAT_VERSION}: move it aside (the node then re-seeds from its peers) or run the build that wrote it")]
+    Format { path: String, found: u32 },
 }
 
 impl Error {
@@ -53,6 +65,7 @@ impl Error {
         match self {
             Error::Rocks(e) => e.kind() == rocksdb::ErrorKind::Corruption,
             Error::Corrupt { .. } => true,
+            Error::Format { .. } => false,
         }
     }
 }
@@ -106,12 +119,18 @@ impl Store {
             dir,
             [cf(CF_LOG), cf(CF_META), cf(CF_EVENTS), cf(CF_SNAPSHOT)],
         )?;
+        check_format(&db, dir)?;
         let db = Arc::new(db);
         let syncer = Syncer::start(db.clone());
         Ok(Arc::new(Store { syncer, db }))
     }
 
-    pub(crate) fn db(&self) -> &DB {
+    /// The directory of the database (snapshot files are made there, unnamed).
+    pub fn path(&self) -> &Path {
+        self.db.path()
+    }
+
+    pub fn db(&self) -> &DB {
         &self.db
     }
 
@@ -179,4 +198,27 @@ impl Store {
     pub fn syncer_stats(&self) -> SyncerStats {
         self.syncer.stats()
     }
+}
+
+/// Records the format of a new store, or checks that of an existing one. A
+/// store without a format record but with Raft metadata was written by format 1.
+fn check_format(db: &DB, dir: &Path) -> Result<()> {
+    let meta = db.cf_handle(CF_META).expect("column family exists");
+    let found = match db.get_cf(meta, keys::FORMAT)? {
+        Some(v) => v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0),
+        None => {
+            if db.iterator_cf(meta, rocksdb::IteratorMode::Start).next().is_some() {
+                1
+            } else {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.put_cf_opt(meta, keys::FORMAT, FORMAT_VERSION.to_be_bytes(), &wo)?;
+                FORMAT_VERSION
+            }
+        }
+    };
+    if found != FORMAT_VERSION {
+        return Err(Error::Format { path: dir.display().to_string(), found });
+    }
+    Ok(())
 }

@@ -900,7 +900,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 9] = [
   ErrorCode::BadFrame,
   ErrorCode::FrameTooLarge,
   ErrorCode::InvalidCommand,
-  ErrorCode::MixedPartitions,
+  ErrorCode::MixedGroups,
   ErrorCode::NotLeader,
   ErrorCode::PartitionUnavailable,
   ErrorCode::Unavailable,
@@ -916,7 +916,7 @@ impl ErrorCode {
   pub const BadFrame: Self = Self(0);
   pub const FrameTooLarge: Self = Self(1);
   pub const InvalidCommand: Self = Self(2);
-  pub const MixedPartitions: Self = Self(3);
+  pub const MixedGroups: Self = Self(3);
   pub const NotLeader: Self = Self(4);
   pub const PartitionUnavailable: Self = Self(5);
   pub const Unavailable: Self = Self(6);
@@ -929,7 +929,7 @@ impl ErrorCode {
     Self::BadFrame,
     Self::FrameTooLarge,
     Self::InvalidCommand,
-    Self::MixedPartitions,
+    Self::MixedGroups,
     Self::NotLeader,
     Self::PartitionUnavailable,
     Self::Unavailable,
@@ -942,7 +942,7 @@ impl ErrorCode {
       Self::BadFrame => Some("BadFrame"),
       Self::FrameTooLarge => Some("FrameTooLarge"),
       Self::InvalidCommand => Some("InvalidCommand"),
-      Self::MixedPartitions => Some("MixedPartitions"),
+      Self::MixedGroups => Some("MixedGroups"),
       Self::NotLeader => Some("NotLeader"),
       Self::PartitionUnavailable => Some("PartitionUnavailable"),
       Self::Unavailable => Some("Unavailable"),
@@ -10884,7 +10884,8 @@ impl ::core::fmt::Debug for CommandResult<'_> {
 pub enum CommandBytesOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// An encoded `Command` buffer.
+/// An encoded `Command` buffer and the partition its key maps to (the sender
+/// computes it; the partition's state machine checks it).
 pub struct CommandBytes<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -10899,6 +10900,7 @@ impl<'a> ::flatbuffers::Follow<'a> for CommandBytes<'a> {
 
 impl<'a> CommandBytes<'a> {
   pub const VT_BYTES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -10911,6 +10913,7 @@ impl<'a> CommandBytes<'a> {
   ) -> ::flatbuffers::WIPOffset<CommandBytes<'bldr>> {
     let mut builder = CommandBytesBuilder::new(_fbb);
     if let Some(x) = args.bytes { builder.add_bytes(x); }
+    builder.add_partition(args.partition);
     builder.finish()
   }
 
@@ -10922,6 +10925,13 @@ impl<'a> CommandBytes<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(CommandBytes::VT_BYTES, None).unwrap()}
   }
+  #[inline]
+  pub fn partition(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(CommandBytes::VT_PARTITION, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for CommandBytes<'_> {
@@ -10931,18 +10941,21 @@ impl ::flatbuffers::Verifiable for CommandBytes<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("bytes", Self::VT_BYTES, true)?
+     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
      .finish();
     Ok(())
   }
 }
 pub struct CommandBytesArgs<'a> {
     pub bytes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub partition: u16,
 }
 impl<'a> Default for CommandBytesArgs<'a> {
   #[inline]
   fn default() -> Self {
     CommandBytesArgs {
       bytes: None, // required field
+      partition: 0,
     }
   }
 }
@@ -10955,6 +10968,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommandBytesBuilder<'a, 'b, A
   #[inline]
   pub fn add_bytes(&mut self, bytes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CommandBytes::VT_BYTES, bytes);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: u16) {
+    self.fbb_.push_slot::<u16>(CommandBytes::VT_PARTITION, partition, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommandBytesBuilder<'a, 'b, A> {
@@ -10976,6 +10993,7 @@ impl ::core::fmt::Debug for CommandBytes<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("CommandBytes");
       ds.field("bytes", &self.bytes());
+      ds.field("partition", &self.partition());
       ds.finish()
   }
 }
@@ -11511,7 +11529,7 @@ impl<'a> ::flatbuffers::Follow<'a> for AddLearnerRequest<'a> {
 }
 
 impl<'a> AddLearnerRequest<'a> {
-  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
   pub const VT_NODE: ::flatbuffers::VOffsetT = 6;
   pub const VT_RAFT_ADDR: ::flatbuffers::VOffsetT = 8;
   pub const VT_CLIENT_ADDR: ::flatbuffers::VOffsetT = 10;
@@ -11529,17 +11547,17 @@ impl<'a> AddLearnerRequest<'a> {
     builder.add_node(args.node);
     if let Some(x) = args.client_addr { builder.add_client_addr(x); }
     if let Some(x) = args.raft_addr { builder.add_raft_addr(x); }
-    builder.add_partition(args.partition);
+    builder.add_group(args.group);
     builder.finish()
   }
 
 
   #[inline]
-  pub fn partition(&self) -> u16 {
+  pub fn group(&self) -> u16 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u16>(AddLearnerRequest::VT_PARTITION, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u16>(AddLearnerRequest::VT_GROUP, Some(0)).unwrap()}
   }
   #[inline]
   pub fn node(&self) -> u64 {
@@ -11570,7 +11588,7 @@ impl ::flatbuffers::Verifiable for AddLearnerRequest<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u16>("group", Self::VT_GROUP, false)?
      .visit_field::<u64>("node", Self::VT_NODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("raft_addr", Self::VT_RAFT_ADDR, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_addr", Self::VT_CLIENT_ADDR, true)?
@@ -11579,7 +11597,7 @@ impl ::flatbuffers::Verifiable for AddLearnerRequest<'_> {
   }
 }
 pub struct AddLearnerRequestArgs<'a> {
-    pub partition: u16,
+    pub group: u16,
     pub node: u64,
     pub raft_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub client_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
@@ -11588,7 +11606,7 @@ impl<'a> Default for AddLearnerRequestArgs<'a> {
   #[inline]
   fn default() -> Self {
     AddLearnerRequestArgs {
-      partition: 0,
+      group: 0,
       node: 0,
       raft_addr: None, // required field
       client_addr: None, // required field
@@ -11602,8 +11620,8 @@ pub struct AddLearnerRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AddLearnerRequestBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_partition(&mut self, partition: u16) {
-    self.fbb_.push_slot::<u16>(AddLearnerRequest::VT_PARTITION, partition, 0);
+  pub fn add_group(&mut self, group: u16) {
+    self.fbb_.push_slot::<u16>(AddLearnerRequest::VT_GROUP, group, 0);
   }
   #[inline]
   pub fn add_node(&mut self, node: u64) {
@@ -11637,7 +11655,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AddLearnerRequestBuilder<'a, 
 impl ::core::fmt::Debug for AddLearnerRequest<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("AddLearnerRequest");
-      ds.field("partition", &self.partition());
+      ds.field("group", &self.group());
       ds.field("node", &self.node());
       ds.field("raft_addr", &self.raft_addr());
       ds.field("client_addr", &self.client_addr());
@@ -11660,7 +11678,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ChangeVotersRequest<'a> {
 }
 
 impl<'a> ChangeVotersRequest<'a> {
-  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
   pub const VT_VOTERS: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
@@ -11674,17 +11692,17 @@ impl<'a> ChangeVotersRequest<'a> {
   ) -> ::flatbuffers::WIPOffset<ChangeVotersRequest<'bldr>> {
     let mut builder = ChangeVotersRequestBuilder::new(_fbb);
     if let Some(x) = args.voters { builder.add_voters(x); }
-    builder.add_partition(args.partition);
+    builder.add_group(args.group);
     builder.finish()
   }
 
 
   #[inline]
-  pub fn partition(&self) -> u16 {
+  pub fn group(&self) -> u16 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u16>(ChangeVotersRequest::VT_PARTITION, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u16>(ChangeVotersRequest::VT_GROUP, Some(0)).unwrap()}
   }
   #[inline]
   pub fn voters(&self) -> ::flatbuffers::Vector<'a, u64> {
@@ -11701,21 +11719,21 @@ impl ::flatbuffers::Verifiable for ChangeVotersRequest<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u16>("group", Self::VT_GROUP, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, true)?
      .finish();
     Ok(())
   }
 }
 pub struct ChangeVotersRequestArgs<'a> {
-    pub partition: u16,
+    pub group: u16,
     pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for ChangeVotersRequestArgs<'a> {
   #[inline]
   fn default() -> Self {
     ChangeVotersRequestArgs {
-      partition: 0,
+      group: 0,
       voters: None, // required field
     }
   }
@@ -11727,8 +11745,8 @@ pub struct ChangeVotersRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeVotersRequestBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_partition(&mut self, partition: u16) {
-    self.fbb_.push_slot::<u16>(ChangeVotersRequest::VT_PARTITION, partition, 0);
+  pub fn add_group(&mut self, group: u16) {
+    self.fbb_.push_slot::<u16>(ChangeVotersRequest::VT_GROUP, group, 0);
   }
   #[inline]
   pub fn add_voters(&mut self, voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
@@ -11753,7 +11771,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeVotersRequestBuilder<'a
 impl ::core::fmt::Debug for ChangeVotersRequest<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("ChangeVotersRequest");
-      ds.field("partition", &self.partition());
+      ds.field("group", &self.group());
       ds.field("voters", &self.voters());
       ds.finish()
   }
@@ -11761,7 +11779,7 @@ impl ::core::fmt::Debug for ChangeVotersRequest<'_> {
 pub enum RemoveVoterRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Remove `node` from the voters of `partition` (kept out, not as a learner).
+/// Remove `node` from the voters of `group` (kept out, not as a learner).
 pub struct RemoveVoterRequest<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -11775,7 +11793,7 @@ impl<'a> ::flatbuffers::Follow<'a> for RemoveVoterRequest<'a> {
 }
 
 impl<'a> RemoveVoterRequest<'a> {
-  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
   pub const VT_NODE: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
@@ -11789,17 +11807,17 @@ impl<'a> RemoveVoterRequest<'a> {
   ) -> ::flatbuffers::WIPOffset<RemoveVoterRequest<'bldr>> {
     let mut builder = RemoveVoterRequestBuilder::new(_fbb);
     builder.add_node(args.node);
-    builder.add_partition(args.partition);
+    builder.add_group(args.group);
     builder.finish()
   }
 
 
   #[inline]
-  pub fn partition(&self) -> u16 {
+  pub fn group(&self) -> u16 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u16>(RemoveVoterRequest::VT_PARTITION, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u16>(RemoveVoterRequest::VT_GROUP, Some(0)).unwrap()}
   }
   #[inline]
   pub fn node(&self) -> u64 {
@@ -11816,21 +11834,21 @@ impl ::flatbuffers::Verifiable for RemoveVoterRequest<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u16>("group", Self::VT_GROUP, false)?
      .visit_field::<u64>("node", Self::VT_NODE, false)?
      .finish();
     Ok(())
   }
 }
 pub struct RemoveVoterRequestArgs {
-    pub partition: u16,
+    pub group: u16,
     pub node: u64,
 }
 impl<'a> Default for RemoveVoterRequestArgs {
   #[inline]
   fn default() -> Self {
     RemoveVoterRequestArgs {
-      partition: 0,
+      group: 0,
       node: 0,
     }
   }
@@ -11842,8 +11860,8 @@ pub struct RemoveVoterRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + '
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemoveVoterRequestBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_partition(&mut self, partition: u16) {
-    self.fbb_.push_slot::<u16>(RemoveVoterRequest::VT_PARTITION, partition, 0);
+  pub fn add_group(&mut self, group: u16) {
+    self.fbb_.push_slot::<u16>(RemoveVoterRequest::VT_GROUP, group, 0);
   }
   #[inline]
   pub fn add_node(&mut self, node: u64) {
@@ -11867,7 +11885,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RemoveVoterRequestBuilder<'a,
 impl ::core::fmt::Debug for RemoveVoterRequest<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("RemoveVoterRequest");
-      ds.field("partition", &self.partition());
+      ds.field("group", &self.group());
       ds.field("node", &self.node());
       ds.finish()
   }
@@ -11875,7 +11893,7 @@ impl ::core::fmt::Debug for RemoveVoterRequest<'_> {
 pub enum PromoteLearnerRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Make learner `node` a voter of `partition`.
+/// Make learner `node` a voter of `group`.
 pub struct PromoteLearnerRequest<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -11889,7 +11907,7 @@ impl<'a> ::flatbuffers::Follow<'a> for PromoteLearnerRequest<'a> {
 }
 
 impl<'a> PromoteLearnerRequest<'a> {
-  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
   pub const VT_NODE: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
@@ -11903,17 +11921,17 @@ impl<'a> PromoteLearnerRequest<'a> {
   ) -> ::flatbuffers::WIPOffset<PromoteLearnerRequest<'bldr>> {
     let mut builder = PromoteLearnerRequestBuilder::new(_fbb);
     builder.add_node(args.node);
-    builder.add_partition(args.partition);
+    builder.add_group(args.group);
     builder.finish()
   }
 
 
   #[inline]
-  pub fn partition(&self) -> u16 {
+  pub fn group(&self) -> u16 {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<u16>(PromoteLearnerRequest::VT_PARTITION, Some(0)).unwrap()}
+    unsafe { self._tab.get::<u16>(PromoteLearnerRequest::VT_GROUP, Some(0)).unwrap()}
   }
   #[inline]
   pub fn node(&self) -> u64 {
@@ -11930,21 +11948,21 @@ impl ::flatbuffers::Verifiable for PromoteLearnerRequest<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<u16>("group", Self::VT_GROUP, false)?
      .visit_field::<u64>("node", Self::VT_NODE, false)?
      .finish();
     Ok(())
   }
 }
 pub struct PromoteLearnerRequestArgs {
-    pub partition: u16,
+    pub group: u16,
     pub node: u64,
 }
 impl<'a> Default for PromoteLearnerRequestArgs {
   #[inline]
   fn default() -> Self {
     PromoteLearnerRequestArgs {
-      partition: 0,
+      group: 0,
       node: 0,
     }
   }
@@ -11956,8 +11974,8 @@ pub struct PromoteLearnerRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator 
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PromoteLearnerRequestBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_partition(&mut self, partition: u16) {
-    self.fbb_.push_slot::<u16>(PromoteLearnerRequest::VT_PARTITION, partition, 0);
+  pub fn add_group(&mut self, group: u16) {
+    self.fbb_.push_slot::<u16>(PromoteLearnerRequest::VT_GROUP, group, 0);
   }
   #[inline]
   pub fn add_node(&mut self, node: u64) {
@@ -11981,7 +11999,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PromoteLearnerRequestBuilder<
 impl ::core::fmt::Debug for PromoteLearnerRequest<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("PromoteLearnerRequest");
-      ds.field("partition", &self.partition());
+      ds.field("group", &self.group());
       ds.field("node", &self.node());
       ds.finish()
   }
@@ -12417,6 +12435,8 @@ impl ::core::fmt::Debug for ReplicaStatus<'_> {
 pub enum PartitionStatusOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// A partition, with the state of the Raft group that hosts it (leader, term,
+/// log, voters and replicas are the group's).
 pub struct PartitionStatus<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -12438,6 +12458,7 @@ impl<'a> PartitionStatus<'a> {
   pub const VT_NEXT_OFFSET: ::flatbuffers::VOffsetT = 14;
   pub const VT_VOTERS: ::flatbuffers::VOffsetT = 16;
   pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -12456,6 +12477,7 @@ impl<'a> PartitionStatus<'a> {
     if let Some(x) = args.leader { builder.add_leader(x); }
     if let Some(x) = args.replicas { builder.add_replicas(x); }
     if let Some(x) = args.voters { builder.add_voters(x); }
+    builder.add_group(args.group);
     builder.add_partition(args.partition);
     builder.finish()
   }
@@ -12517,6 +12539,13 @@ impl<'a> PartitionStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaStatus>>>>(PartitionStatus::VT_REPLICAS, None).unwrap()}
   }
+  #[inline]
+  pub fn group(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(PartitionStatus::VT_GROUP, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PartitionStatus<'_> {
@@ -12533,6 +12562,7 @@ impl ::flatbuffers::Verifiable for PartitionStatus<'_> {
      .visit_field::<u64>("next_offset", Self::VT_NEXT_OFFSET, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaStatus>>>>("replicas", Self::VT_REPLICAS, true)?
+     .visit_field::<u16>("group", Self::VT_GROUP, false)?
      .finish();
     Ok(())
   }
@@ -12546,6 +12576,7 @@ pub struct PartitionStatusArgs<'a> {
     pub next_offset: u64,
     pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaStatus<'a>>>>>,
+    pub group: u16,
 }
 impl<'a> Default for PartitionStatusArgs<'a> {
   #[inline]
@@ -12559,6 +12590,7 @@ impl<'a> Default for PartitionStatusArgs<'a> {
       next_offset: 0,
       voters: None, // required field
       replicas: None, // required field
+      group: 0,
     }
   }
 }
@@ -12601,6 +12633,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionStatusBuilder<'a, 'b
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionStatus::VT_REPLICAS, replicas);
   }
   #[inline]
+  pub fn add_group(&mut self, group: u16) {
+    self.fbb_.push_slot::<u16>(PartitionStatus::VT_GROUP, group, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PartitionStatusBuilder {
@@ -12628,6 +12664,244 @@ impl ::core::fmt::Debug for PartitionStatus<'_> {
       ds.field("next_offset", &self.next_offset());
       ds.field("voters", &self.voters());
       ds.field("replicas", &self.replicas());
+      ds.field("group", &self.group());
+      ds.finish()
+  }
+}
+pub enum GroupStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One Raft group as seen by one node.
+pub struct GroupStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GroupStatus<'a> {
+  type Inner = GroupStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GroupStatus<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TERM: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAST_LOG_INDEX: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_APPLIED: ::flatbuffers::VOffsetT = 12;
+  pub const VT_VOTERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 16;
+  pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 20;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GroupStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupStatus<'bldr>> {
+    let mut builder = GroupStatusBuilder::new(_fbb);
+    builder.add_last_applied(args.last_applied);
+    builder.add_last_log_index(args.last_log_index);
+    builder.add_term(args.term);
+    if let Some(x) = args.leader { builder.add_leader(x); }
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.replicas { builder.add_replicas(x); }
+    if let Some(x) = args.learners { builder.add_learners(x); }
+    if let Some(x) = args.voters { builder.add_voters(x); }
+    builder.add_group(args.group);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(GroupStatus::VT_GROUP, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn leader(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_LEADER, None)}
+  }
+  #[inline]
+  pub fn term(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_TERM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_log_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_LAST_LOG_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_applied(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupStatus::VT_LAST_APPLIED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn voters(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(GroupStatus::VT_VOTERS, None).unwrap()}
+  }
+  #[inline]
+  pub fn learners(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(GroupStatus::VT_LEARNERS, None).unwrap()}
+  }
+  #[inline]
+  pub fn replicas(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaStatus<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaStatus>>>>(GroupStatus::VT_REPLICAS, None).unwrap()}
+  }
+  #[inline]
+  pub fn partitions(&self) -> ::flatbuffers::Vector<'a, u16> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u16>>>(GroupStatus::VT_PARTITIONS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GroupStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u16>("group", Self::VT_GROUP, false)?
+     .visit_field::<u64>("leader", Self::VT_LEADER, false)?
+     .visit_field::<u64>("term", Self::VT_TERM, false)?
+     .visit_field::<u64>("last_log_index", Self::VT_LAST_LOG_INDEX, false)?
+     .visit_field::<u64>("last_applied", Self::VT_LAST_APPLIED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learners", Self::VT_LEARNERS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReplicaStatus>>>>("replicas", Self::VT_REPLICAS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u16>>>("partitions", Self::VT_PARTITIONS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupStatusArgs<'a> {
+    pub group: u16,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub last_applied: u64,
+    pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReplicaStatus<'a>>>>>,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u16>>>,
+}
+impl<'a> Default for GroupStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupStatusArgs {
+      group: 0,
+      leader: None,
+      term: 0,
+      last_log_index: 0,
+      last_applied: 0,
+      voters: None, // required field
+      learners: None, // required field
+      replicas: None, // required field
+      partitions: None, // required field
+    }
+  }
+}
+
+pub struct GroupStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: u16) {
+    self.fbb_.push_slot::<u16>(GroupStatus::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_leader(&mut self, leader: u64) {
+    self.fbb_.push_slot_always::<u64>(GroupStatus::VT_LEADER, leader);
+  }
+  #[inline]
+  pub fn add_term(&mut self, term: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_TERM, term, 0);
+  }
+  #[inline]
+  pub fn add_last_log_index(&mut self, last_log_index: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_LAST_LOG_INDEX, last_log_index, 0);
+  }
+  #[inline]
+  pub fn add_last_applied(&mut self, last_applied: u64) {
+    self.fbb_.push_slot::<u64>(GroupStatus::VT_LAST_APPLIED, last_applied, 0);
+  }
+  #[inline]
+  pub fn add_voters(&mut self, voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_VOTERS, voters);
+  }
+  #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_LEARNERS, learners);
+  }
+  #[inline]
+  pub fn add_replicas(&mut self, replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ReplicaStatus<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_REPLICAS, replicas);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u16>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupStatus::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, GroupStatus::VT_VOTERS,"voters");
+    self.fbb_.required(o, GroupStatus::VT_LEARNERS,"learners");
+    self.fbb_.required(o, GroupStatus::VT_REPLICAS,"replicas");
+    self.fbb_.required(o, GroupStatus::VT_PARTITIONS,"partitions");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GroupStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GroupStatus");
+      ds.field("group", &self.group());
+      ds.field("leader", &self.leader());
+      ds.field("term", &self.term());
+      ds.field("last_log_index", &self.last_log_index());
+      ds.field("last_applied", &self.last_applied());
+      ds.field("voters", &self.voters());
+      ds.field("learners", &self.learners());
+      ds.field("replicas", &self.replicas());
+      ds.field("partitions", &self.partitions());
       ds.finish()
   }
 }
@@ -12761,7 +13035,6 @@ impl<'a> ::flatbuffers::Follow<'a> for AppendedResponse<'a> {
 }
 
 impl<'a> AppendedResponse<'a> {
-  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
   pub const VT_RESULTS: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
@@ -12775,18 +13048,10 @@ impl<'a> AppendedResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<AppendedResponse<'bldr>> {
     let mut builder = AppendedResponseBuilder::new(_fbb);
     if let Some(x) = args.results { builder.add_results(x); }
-    builder.add_partition(args.partition);
     builder.finish()
   }
 
 
-  #[inline]
-  pub fn partition(&self) -> u16 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u16>(AppendedResponse::VT_PARTITION, Some(0)).unwrap()}
-  }
   #[inline]
   pub fn results(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommandResult<'a>>> {
     // Safety:
@@ -12802,21 +13067,18 @@ impl ::flatbuffers::Verifiable for AppendedResponse<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<CommandResult>>>>("results", Self::VT_RESULTS, true)?
      .finish();
     Ok(())
   }
 }
 pub struct AppendedResponseArgs<'a> {
-    pub partition: u16,
     pub results: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommandResult<'a>>>>>,
 }
 impl<'a> Default for AppendedResponseArgs<'a> {
   #[inline]
   fn default() -> Self {
     AppendedResponseArgs {
-      partition: 0,
       results: None, // required field
     }
   }
@@ -12827,10 +13089,6 @@ pub struct AppendedResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a>
   start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AppendedResponseBuilder<'a, 'b, A> {
-  #[inline]
-  pub fn add_partition(&mut self, partition: u16) {
-    self.fbb_.push_slot::<u16>(AppendedResponse::VT_PARTITION, partition, 0);
-  }
   #[inline]
   pub fn add_results(&mut self, results: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<CommandResult<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AppendedResponse::VT_RESULTS, results);
@@ -12854,7 +13112,6 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AppendedResponseBuilder<'a, '
 impl ::core::fmt::Debug for AppendedResponse<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("AppendedResponse");
-      ds.field("partition", &self.partition());
       ds.field("results", &self.results());
       ds.finish()
   }
@@ -13008,6 +13265,7 @@ impl<'a> ::flatbuffers::Follow<'a> for StatusResponse<'a> {
 impl<'a> StatusResponse<'a> {
   pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_GROUPS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -13020,6 +13278,7 @@ impl<'a> StatusResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<StatusResponse<'bldr>> {
     let mut builder = StatusResponseBuilder::new(_fbb);
     builder.add_node(args.node);
+    if let Some(x) = args.groups { builder.add_groups(x); }
     if let Some(x) = args.partitions { builder.add_partitions(x); }
     builder.finish()
   }
@@ -13039,6 +13298,13 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionStatus>>>>(StatusResponse::VT_PARTITIONS, None).unwrap()}
   }
+  #[inline]
+  pub fn groups(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>(StatusResponse::VT_GROUPS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -13049,6 +13315,7 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("node", Self::VT_NODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PartitionStatus>>>>("partitions", Self::VT_PARTITIONS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>("groups", Self::VT_GROUPS, false)?
      .finish();
     Ok(())
   }
@@ -13056,6 +13323,7 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
 pub struct StatusResponseArgs<'a> {
     pub node: u64,
     pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionStatus<'a>>>>>,
+    pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus<'a>>>>>,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
@@ -13063,6 +13331,7 @@ impl<'a> Default for StatusResponseArgs<'a> {
     StatusResponseArgs {
       node: 0,
       partitions: None, // required field
+      groups: None,
     }
   }
 }
@@ -13079,6 +13348,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
   #[inline]
   pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PartitionStatus<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn add_groups(&mut self, groups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupStatus<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_GROUPS, groups);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
@@ -13101,6 +13374,7 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
     let mut ds = f.debug_struct("StatusResponse");
       ds.field("node", &self.node());
       ds.field("partitions", &self.partitions());
+      ds.field("groups", &self.groups());
       ds.finish()
   }
 }

@@ -22,6 +22,10 @@ pub fn chat() -> impl Strategy<Value = ChatId> {
 pub fn node() -> impl Strategy<Value = NodeId> {
     any::<u64>().prop_map(NodeId)
 }
+pub fn group() -> impl Strategy<Value = GroupId> {
+    any::<u16>().prop_map(GroupId)
+}
+
 pub fn partition() -> impl Strategy<Value = PartitionId> {
     any::<u16>().prop_map(PartitionId)
 }
@@ -184,7 +188,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(BadFrame),
         Just(FrameTooLarge),
         Just(InvalidCommand),
-        Just(MixedPartitions),
+        Just(MixedGroups),
         Just(NotLeader),
         Just(PartitionUnavailable),
         Just(Unavailable),
@@ -195,48 +199,71 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 pub fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        vec(command().prop_map(|c| c.encode()), 0..4).prop_map(|commands| Request::Append { commands }),
+        vec((partition(), command()).prop_map(|(partition, c)| AppendCommand { partition, bytes: c.encode() }), 0..4)
+            .prop_map(|commands| Request::Append { commands }),
         (partition(), any::<u64>(), any::<u32>()).prop_map(|(partition, from, limit)| Request::Read { partition, from, limit }),
         (partition(), any::<u64>()).prop_map(|(partition, from)| Request::Tail { partition, from }),
         Just(Request::Status),
-        (partition(), node(), text(64), text(64)).prop_map(|(partition, node, raft_addr, client_addr)| Request::AddLearner {
-            partition,
+        (group(), node(), text(64), text(64)).prop_map(|(group, node, raft_addr, client_addr)| Request::AddLearner {
+            group,
             node,
             raft_addr,
             client_addr
         }),
-        (partition(), vec(node(), 0..6)).prop_map(|(partition, voters)| Request::ChangeVoters { partition, voters }),
-        (partition(), node()).prop_map(|(partition, node)| Request::RemoveVoter { partition, node }),
-        (partition(), node()).prop_map(|(partition, node)| Request::PromoteLearner { partition, node }),
+        (group(), vec(node(), 0..6)).prop_map(|(group, voters)| Request::ChangeVoters { group, voters }),
+        (group(), node()).prop_map(|(group, node)| Request::RemoveVoter { group, node }),
+        (group(), node()).prop_map(|(group, node)| Request::PromoteLearner { group, node }),
     ]
 }
 
 pub fn partition_status() -> impl Strategy<Value = PartitionStatus> {
     (
-        partition(),
+        (partition(), group()),
         option::of(node()),
         any::<[u64; 4]>(),
         vec(node(), 0..4),
-        vec((node(), option::of(any::<u64>()), option::of(any::<u64>())), 0..4),
+        replicas(),
     )
-        .prop_map(|(partition, leader, [term, last_log_index, last_applied, next_offset], voters, replicas)| PartitionStatus {
+        .prop_map(|((partition, group), leader, [term, last_log_index, last_applied, next_offset], voters, replicas)| PartitionStatus {
             partition,
+            group,
             leader,
             term,
             last_log_index,
             last_applied,
             next_offset,
             voters,
-            replicas: replicas.into_iter().map(|(node, matched, lag)| ReplicaStatus { node, matched, lag }).collect(),
+            replicas,
+        })
+}
+
+fn replicas() -> impl Strategy<Value = Vec<ReplicaStatus>> {
+    vec((node(), option::of(any::<u64>()), option::of(any::<u64>())), 0..4)
+        .prop_map(|r| r.into_iter().map(|(node, matched, lag)| ReplicaStatus { node, matched, lag }).collect())
+}
+
+pub fn group_status() -> impl Strategy<Value = GroupStatus> {
+    (group(), option::of(node()), any::<[u64; 3]>(), vec(node(), 0..4), vec(node(), 0..3), replicas(), vec(partition(), 0..5))
+        .prop_map(|(group, leader, [term, last_log_index, last_applied], voters, learners, replicas, partitions)| GroupStatus {
+            group,
+            leader,
+            term,
+            last_log_index,
+            last_applied,
+            voters,
+            learners,
+            replicas,
+            partitions,
         })
 }
 
 pub fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        (partition(), vec(command_result(), 0..6)).prop_map(|(partition, results)| Response::Appended { partition, results }),
+        vec(command_result(), 0..6).prop_map(|results| Response::Appended { results }),
         (partition(), vec(event_record().prop_map(|e| e.encode()), 0..4), any::<u64>())
             .prop_map(|(partition, events, next)| Response::Events { partition, events, next }),
-        (node(), vec(partition_status(), 0..4)).prop_map(|(node, partitions)| Response::Status(NodeStatus { node, partitions })),
+        (node(), vec(partition_status(), 0..4), vec(group_status(), 0..3))
+            .prop_map(|(node, partitions, groups)| Response::Status(NodeStatus { node, partitions, groups })),
         Just(Response::Done),
         (error_code(), text(100), option::of((node(), text(64)).prop_map(|(node, client_addr)| LeaderHint { node, client_addr })))
             .prop_map(|(code, message, leader)| Response::Error { code, message, leader }),

@@ -20,6 +20,12 @@ pub struct Args {
     pub nodes: usize,
     #[arg(long, default_value_t = 64)]
     pub partitions: u16,
+    /// Raft groups the partitions run on (0: one per node).
+    #[arg(long, default_value_t = 0)]
+    pub groups: u16,
+    /// Proposals of one group in flight at once at its leader.
+    #[arg(long, default_value_t = 2)]
+    pub proposals_in_flight: usize,
     /// Concurrent writers in the closed-loop (throughput) runs.
     #[arg(long, default_value_t = 1024)]
     pub writers: usize,
@@ -35,12 +41,17 @@ pub struct Args {
     /// Offered load of the latency run, appends/s (default: half the measured maximum).
     #[arg(long)]
     pub rate: Option<u64>,
-    /// Client batches of one partition in flight at once (fewer → larger batches).
-    #[arg(long, default_value_t = 1)]
+    /// Client batches of one group in flight at once.
+    #[arg(long, default_value_t = 2)]
     pub in_flight: usize,
-    /// Most commands per client batch (one Raft entry).
+    /// Most commands per client batch (one Append frame).
     #[arg(long, default_value_t = 512)]
     pub batch_max: usize,
+    /// Soak instead: this many minutes at the latency run's rate (half the
+    /// measured maximum unless --rate), a line per minute (throughput,
+    /// latency, RSS of every node).
+    #[arg(long)]
+    pub minutes: Option<u64>,
     /// Cluster directory (wiped first).
     #[arg(long, default_value = "target/bench-log")]
     pub dir: PathBuf,
@@ -93,36 +104,79 @@ async fn open_loop(client: &LogClient, rate: u64, payload: usize, dur: Duration)
     let failed = Arc::new(AtomicU64::new(0));
     let start = tokio::time::Instant::now();
     let total = rate * dur.as_secs();
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let scheduled = start + interval * i as u32;
+    let mut tasks = tokio::task::JoinSet::new();
+    // The schedule is kept in batches of a millisecond's worth: one timer
+    // wake per millisecond instead of one per append.
+    let per_tick = (rate as f64 / 1000.0).max(f64::MIN_POSITIVE);
+    let mut sent = 0u64;
+    let mut tick = 0u64;
+    while sent < total {
+        tick += 1;
+        let due = ((tick as f64 * per_tick) as u64).min(total);
+        let scheduled = start + Duration::from_millis(tick);
         tokio::time::sleep_until(scheduled).await;
-        let (client, hist, failed) = (client.clone(), hist.clone(), failed.clone());
-        tasks.push(tokio::spawn(async move {
-            match client.append(&command(i % 4096, payload)).await {
-                Ok(Ok(_)) => {
-                    // Measured from the scheduled time, so queueing in the client shows.
-                    let us = scheduled.elapsed().as_micros() as u64;
-                    hist.lock().expect("hist lock").saturating_record(us.max(1));
+        for i in sent..due {
+            let (client, hist, failed) = (client.clone(), hist.clone(), failed.clone());
+            tasks.spawn(async move {
+                match client.append(&command(i % 4096, payload)).await {
+                    Ok(Ok(_)) => {
+                        // Measured from the scheduled time, so queueing in the client shows.
+                        let us = scheduled.elapsed().as_micros() as u64;
+                        hist.lock().expect("hist lock").saturating_record(us.max(1));
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-                _ => {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }));
+            });
+        }
+        sent = due;
+        while tasks.try_join_next().is_some() {}
     }
-    for t in tasks {
-        t.await?;
+    while let Some(t) = tasks.join_next().await {
+        t?;
     }
     let h = hist.lock().expect("hist lock").clone();
     Ok((h, failed.load(Ordering::Relaxed)))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// `minutes` of open-loop load at `rate`, one line per minute.
+async fn soak(cluster: &Cluster, client: &LogClient, rate: u64, payload: usize, minutes: u64) -> Result<()> {
+    println!("soak: {minutes} min at {rate} appends/s offered");
+    for minute in 1..=minutes {
+        let cpu0 = cpu_total_us(cluster);
+        let t0 = Instant::now();
+        let (h, failed) = open_loop(client, rate, payload, Duration::from_secs(60)).await?;
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = cpu_total_us(cluster) - cpu0;
+        let rss: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| n.pid().and_then(rss_kib).map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0)))
+            .collect();
+        println!(
+            "  minute {minute}: {:.0} committed/s, {failed} gave up, p50 {:.2} ms p99 {:.2} ms, server CPU {:.1} µs/append, RSS MiB per node [{}]",
+            h.len() as f64 / secs,
+            h.value_at_quantile(0.50) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            cpu as f64 / h.len().max(1) as f64,
+            rss.join(", ")
+        );
+    }
+    Ok(())
 }
 
 pub async fn run(args: Args) -> Result<()> {
     launcher::clean_dir(&args.dir)?;
     let mut spec = ClusterSpec::new(&args.dir, std::env::current_exe()?, args.nodes);
     spec.partitions = args.partitions;
+    spec.groups = args.groups;
+    spec.proposer.proposals_in_flight_max = args.proposals_in_flight;
     spec.log_filter = "warn".into();
     let mut cluster = Cluster::create(spec)?;
     cluster.start_all()?;
@@ -135,10 +189,12 @@ pub async fn run(args: Args) -> Result<()> {
     let client = LogClient::connect(&cluster.client_addrs(), &cluster.ca, client_config).await.unwrap_or(client);
     client.refresh_leaders().await;
     println!(
-        "bench log: {} log-nodes (processes) on loopback, {} partitions × {} replicas, fsync on (group commit), {} B payload, {} writers, client batches ≤ {} commands, {} in flight per partition",
+        "bench log: {} log-nodes (processes) on loopback, {} partitions on {} Raft groups × {} replicas, fsync on (group commit), {} proposals in flight per group, {} B payload, {} writers, client batches ≤ {} commands, {} in flight per group",
         args.nodes,
         args.partitions,
+        client.groups(),
         args.nodes.min(3),
+        args.proposals_in_flight,
         args.payload,
         args.writers,
         args.batch_max,
@@ -170,6 +226,10 @@ pub async fn run(args: Args) -> Result<()> {
     println!("server CPU per committed append (3 replicas, all nodes): median {cmed:.1} µs");
 
     let rate = args.rate.unwrap_or((med / 2.0) as u64).max(1);
+    if let Some(minutes) = args.minutes {
+        soak(&cluster, &client, rate, args.payload, minutes).await?;
+        return Ok(());
+    }
     let (h, failed) = open_loop(&client, rate, args.payload, dur).await?;
     println!(
         "commit latency at {rate} appends/s offered (open loop, {} s, {} acked, {failed} gave up): p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  max {:.2} ms",

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use chorus_log_node::{ClientConfig, LogClient};
-use chorus_schema::{ChatId, ClientMsgId, Command, CommandBody, DeviceId, Key, NodeId, Origin, PartitionId, Request, UserId};
+use chorus_schema::{
+    ChatId, ClientMsgId, Command, CommandBody, DeviceId, GroupId, Key, NodeId, Origin, PartitionId, Request, UserId,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -54,12 +56,13 @@ pub enum Cmd {
         #[arg(long, default_value_t = 0)]
         from: u64,
     },
-    /// Per-partition leader, term, applied index and replica lag, from every node.
+    /// Per-group leader, term, applied index and replica lag, and per-partition
+    /// events, as the node given sees them.
     Status,
-    /// Add a node as learner of a partition (run against any node; routed to the leader).
+    /// Add a node as learner of a Raft group (run against any node; routed to the leader).
     AddLearner {
         #[arg(long)]
-        partition: u16,
+        group: u16,
         #[arg(long)]
         node_id: u64,
         #[arg(long)]
@@ -67,24 +70,24 @@ pub enum Cmd {
         #[arg(long)]
         client_addr: String,
     },
-    /// Set the voters of a partition (e.g. to move a replica onto a learner).
+    /// Set the voters of a Raft group (e.g. to move a replica onto a learner).
     ChangeVoters {
         #[arg(long)]
-        partition: u16,
+        group: u16,
         #[arg(long, value_delimiter = ',')]
         voters: Vec<u64>,
     },
-    /// Promote a learner of a partition to voter once it has caught up.
+    /// Promote a learner of a Raft group to voter once it has caught up.
     Promote {
         #[arg(long)]
-        partition: u16,
+        group: u16,
         #[arg(long)]
         node_id: u64,
     },
-    /// Remove one voter of a partition (the leader keeps the others).
+    /// Remove one voter of a Raft group (the leader keeps the others).
     RemoveVoter {
         #[arg(long)]
-        partition: u16,
+        group: u16,
         #[arg(long)]
         node_id: u64,
     },
@@ -133,38 +136,43 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Status => {
             let s = client.status(&args.node).await?;
             println!("node {}:", s.node);
-            for p in &s.partitions {
+            let ids = |v: &[NodeId]| v.iter().map(|v| v.0).collect::<Vec<_>>();
+            for g in &s.groups {
                 println!(
-                    "  partition {:>3}: leader {:>4} term {:>3} last_log {:>7} applied {:>7} events {:>8} voters {:?} replicas {:?}",
-                    p.partition,
-                    p.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
-                    p.term,
-                    p.last_log_index,
-                    p.last_applied,
-                    p.next_offset,
-                    p.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
-                    p.replicas.iter().map(|r| (r.node.0, r.matched)).collect::<Vec<_>>()
+                    "  group {:>3}: leader {:>4} term {:>3} last_log {:>7} applied {:>7} voters {:?} learners {:?} replicas {:?} hosts {}",
+                    g.group,
+                    g.leader.map(|l| l.to_string()).unwrap_or_else(|| "-".into()),
+                    g.term,
+                    g.last_log_index,
+                    g.last_applied,
+                    ids(&g.voters),
+                    ids(&g.learners),
+                    g.replicas.iter().map(|r| (r.node.0, r.matched)).collect::<Vec<_>>(),
+                    g.partitions.len()
                 );
             }
+            for p in &s.partitions {
+                println!("  partition {:>3}: group {:>3} events {:>8}", p.partition, p.group, p.next_offset);
+            }
         }
-        Cmd::AddLearner { partition, node_id, raft_addr, client_addr } => {
-            let p = PartitionId(partition);
-            client.admin(p, &Request::AddLearner { partition: p, node: NodeId(node_id), raft_addr, client_addr }).await?;
+        Cmd::AddLearner { group, node_id, raft_addr, client_addr } => {
+            let g = GroupId(group);
+            client.admin(g, &Request::AddLearner { group: g, node: NodeId(node_id), raft_addr, client_addr }).await?;
             println!("done");
         }
-        Cmd::ChangeVoters { partition, voters } => {
-            let p = PartitionId(partition);
-            client.admin(p, &Request::ChangeVoters { partition: p, voters: voters.into_iter().map(NodeId).collect() }).await?;
+        Cmd::ChangeVoters { group, voters } => {
+            let g = GroupId(group);
+            client.admin(g, &Request::ChangeVoters { group: g, voters: voters.into_iter().map(NodeId).collect() }).await?;
             println!("done");
         }
-        Cmd::Promote { partition, node_id } => {
-            let p = PartitionId(partition);
-            client.admin(p, &Request::PromoteLearner { partition: p, node: NodeId(node_id) }).await?;
+        Cmd::Promote { group, node_id } => {
+            let g = GroupId(group);
+            client.admin(g, &Request::PromoteLearner { group: g, node: NodeId(node_id) }).await?;
             println!("done");
         }
-        Cmd::RemoveVoter { partition, node_id } => {
-            let p = PartitionId(partition);
-            client.admin(p, &Request::RemoveVoter { partition: p, node: NodeId(node_id) }).await?;
+        Cmd::RemoveVoter { group, node_id } => {
+            let g = GroupId(group);
+            client.admin(g, &Request::RemoveVoter { group: g, node: NodeId(node_id) }).await?;
             println!("done");
         }
     }

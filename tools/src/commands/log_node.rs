@@ -50,11 +50,12 @@ pub async fn run(args: Args) -> Result<()> {
     let node = Node::start(config).await.context("start log-node")?;
     tokio::select! {
         () = shutdown_signal() => {}
-        (partition, why) = node.fatal() => {
+        (group, why) = node.fatal() => {
             // Exit rather than linger half-alive: a supervisor restarts the
             // node, which recovers from its disk and its peers.
-            tracing::error!(%partition, %why, "a partition's raft core stopped; exiting");
-            anyhow::bail!("partition {partition}: raft core stopped: {why}");
+            let group = group.map_or_else(|| "-".to_string(), |g| g.to_string());
+            tracing::error!(%group, %why, "the node cannot serve (a raft core stopped or storage is damaged); exiting");
+            anyhow::bail!("group {group}: cannot serve: {why}");
         }
     }
     node.shutdown().await;
