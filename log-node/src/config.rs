@@ -97,7 +97,8 @@ pub struct Config {
     /// Number of partitions; fixed for the life of the cluster.
     pub partitions: u16,
     /// Number of Raft groups the partitions run on (partition `p` on group
-    /// `p mod groups`); 0 means one per peer. Fixed for the life of the cluster.
+    /// `p mod groups`); 0 means one per peer (at most one per partition).
+    /// Fixed for the life of the cluster.
     pub groups: u16,
     /// Replicas per partition in the initial placement.
     pub replication: usize,
@@ -239,10 +240,11 @@ impl Config {
         Ok(())
     }
 
-    /// The number of Raft groups (`groups`, or one per peer when 0; at least 1).
+    /// The number of Raft groups (`groups`, or when 0 one per peer but no
+    /// more than partitions; at least 1).
     pub fn group_count(&self) -> u16 {
         match self.groups {
-            0 => u16::try_from(self.peers.len()).unwrap_or(u16::MAX).max(1),
+            0 => u16::try_from(self.peers.len()).unwrap_or(u16::MAX).min(self.partitions).max(1),
             g => g,
         }
     }
@@ -301,8 +303,9 @@ mod tests {
         assert!(Config { replication: 4, ..three() }.validate().is_err());
         assert!(Config { id: 9, ..three() }.validate().is_err());
         assert!(Config { partitions: 0, ..three() }.validate().is_err());
-        assert!(Config { partitions: 2, ..three() }.validate().is_err(), "3 groups (one per peer) for 2 partitions");
-        assert!(Config { partitions: 2, groups: 2, ..three() }.validate().is_ok());
+        assert!(Config { partitions: 2, groups: 3, ..three() }.validate().is_err(), "3 groups for 2 partitions");
+        assert_eq!(Config { partitions: 2, ..three() }.group_count(), 2, "one per peer, at most one per partition");
+        assert!(Config { partitions: 2, ..three() }.validate().is_ok());
         assert_eq!(three().group_count(), 3);
         assert_eq!(Config { groups: 6, ..three() }.group_count(), 6);
         assert!(Config::default().validate().is_err(), "no peers");
