@@ -1,18 +1,17 @@
 //! Chat state (direct and group) and the chat-partition rules.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use chorus_schema::{
     ChatId, CommandBody, DeviceId, EventBody, Origin, Outcome, ReceiptKind, RejectCode, Rejection, Seq, UserId,
     MAX_GROUP_MEMBERS,
 };
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
+use crate::kv::{self, Key, Kv, Message};
 use crate::state::Decision;
 
 /// How long after it was sent (by `at_ms`, relative to the partition's newest
-/// `at_ms`) a message may still be edited or deleted, and how long the state machine
-/// remembers its sender (see the crate docs, **Messages**).
+/// `at_ms`) a message may still be edited or deleted (see the crate docs,
+/// **Messages**).
 pub const EDIT_WINDOW_MS: u64 = 48 * 60 * 60 * 1000;
 
 /// Direct (a fixed pair) or group (a roster with admins).
@@ -47,175 +46,103 @@ impl Cursors {
     }
 }
 
-/// What the state machine remembers of a recent message: enough to authorize
-/// edits, deletes and reactions. Content stays in the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Message {
-    sender: UserId,
-    at_ms: u64,
-    deleted: bool,
-}
-
-/// One chat's state.
+/// One chat's head record: what most commands need, in one read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Chat {
-    pub(crate) kind: ChatKind,
-    pub(crate) last_seq: Seq,
-    pub(crate) name: String,
-    pub(crate) description: String,
-    pub(crate) members: BTreeMap<UserId, Member>,
-    /// The remembered `MessageSent` seqs: those inside the edit window (see [`Chats`]).
-    messages: BTreeMap<Seq, Message>,
-    /// The largest seq of a message that was forgotten (0 if none): a target at or
-    /// below it that is not remembered is too old, not unknown.
-    forgotten: Seq,
-    /// Kept after a member leaves, so that a member who comes back never sees a
-    /// cursor go backwards.
-    pub(crate) receipts: BTreeMap<UserId, BTreeMap<DeviceId, Cursors>>,
+pub struct ChatHead {
+    pub kind: ChatKind,
+    pub last_seq: Seq,
+    pub name: String,
+    pub description: String,
+    /// Current members and, of them, admins (kept so that limits and the last
+    /// admin's departure need no walk of the roster).
+    pub members: u32,
+    pub admins: u32,
 }
 
-impl Chat {
-    fn new(kind: ChatKind, name: String) -> Chat {
-        Chat {
-            kind,
-            last_seq: Seq(0),
-            name,
-            description: String::new(),
-            members: BTreeMap::new(),
-            messages: BTreeMap::new(),
-            forgotten: Seq(0),
-            receipts: BTreeMap::new(),
-        }
-    }
-
-    pub(crate) fn cursors(&self, user: UserId, device: DeviceId) -> Cursors {
-        self.receipts.get(&user).and_then(|d| d.get(&device)).copied().unwrap_or_default()
-    }
-
-    fn is_admin(&self, user: UserId) -> bool {
-        self.members.get(&user).is_some_and(|m| m.admin)
-    }
-
-    fn admin_count(&self) -> usize {
-        self.members.values().filter(|m| m.admin).count()
-    }
-
-    /// The member who becomes admin when the last admin `leaving` goes: the
-    /// longest-standing remaining member (smallest `since`, then smallest user id).
-    /// `None` if another admin remains or nobody remains.
-    fn successor(&self, leaving: UserId) -> Option<UserId> {
-        let other_admin = self.members.iter().any(|(u, m)| *u != leaving && m.admin);
-        if other_admin {
-            return None;
-        }
-        self.members.iter().filter(|(u, _)| **u != leaving).min_by_key(|(u, m)| (m.since, **u)).map(|(u, _)| *u)
-    }
+pub(crate) fn head(kv: &impl Kv, chat: &ChatId) -> Option<ChatHead> {
+    kv::read(kv, &Key::new(kv::CHAT).chat(chat))
 }
 
-/// The chats of a partition, with a partition-wide time index of the remembered
-/// messages.
-///
-/// A message is remembered (sender, deleted flag, `at_ms`) only while
-/// `at_ms + EDIT_WINDOW_MS >= newest_at_ms`, the largest `at_ms` folded into the
-/// partition so far. [`Chats::prune`] runs after every folded event and forgets the messages
-/// that fell out of the window; the index makes each prune O(log n) and each
-/// message is forgotten once, so the cost is amortized O(log n) per event. The
-/// index is keyed by each message's own `at_ms`, so a leader clock that goes
-/// backwards is handled exactly (such a message may be forgotten at once, or before
-/// older seqs of its chat); nothing assumes `at_ms` is monotone.
-///
-/// `decide` also treats a remembered message as outside the window if it is out of
-/// it at the command's own time (`max(newest_at_ms, at_ms)`), so the window does
-/// not depend on when the last prune ran.
-///
-/// Serialized as the chats alone (in id order); the index is rebuilt from the
-/// messages' `at_ms` on deserialize.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Chats {
-    map: BTreeMap<ChatId, Chat>,
-    /// `(at_ms, chat, seq)` of every remembered message.
-    by_time: BTreeSet<(u64, ChatId, Seq)>,
+fn put_head(kv: &mut impl Kv, chat: &ChatId, h: &ChatHead) {
+    kv::write(kv, &Key::new(kv::CHAT).chat(chat), h);
 }
 
-impl Chats {
-    pub(crate) fn get(&self, chat: &ChatId) -> Option<&Chat> {
-        self.map.get(chat)
-    }
-
-    pub(crate) fn ids(&self) -> impl Iterator<Item = ChatId> + '_ {
-        self.map.keys().copied()
-    }
-
-    /// Forgets the messages with `at_ms + EDIT_WINDOW_MS < newest_at_ms`.
-    pub(crate) fn prune(&mut self, newest_at_ms: u64) {
-        let horizon = newest_at_ms.saturating_sub(EDIT_WINDOW_MS);
-        while let Some(&(at_ms, chat, seq)) = self.by_time.first() {
-            if at_ms >= horizon {
-                break;
-            }
-            self.by_time.pop_first();
-            let c = self.map.get_mut(&chat).expect("prune: indexed message of an unknown chat");
-            c.messages.remove(&seq);
-            c.forgotten = c.forgotten.max(seq);
-        }
-    }
+pub(crate) fn member(kv: &impl Kv, chat: &ChatId, user: UserId) -> Option<Member> {
+    kv::read(kv, &Key::new(kv::MEMBER).chat(chat).user(user))
 }
 
-impl Serialize for Chats {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.map.serialize(serializer)
-    }
+/// The current members, in user order.
+pub(crate) fn members(kv: &impl Kv, chat: &ChatId) -> Vec<(UserId, Member)> {
+    let prefix = Key::new(kv::MEMBER).chat(chat);
+    kv.scan(prefix.bytes(), usize::MAX)
+        .into_iter()
+        .map(|(k, v)| (UserId(kv::u64_at(&k, 17)), kv::decode(&k, &v)))
+        .collect()
 }
 
-impl<'de> Deserialize<'de> for Chats {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let map = BTreeMap::<ChatId, Chat>::deserialize(deserializer)?;
-        let by_time =
-            map.iter().flat_map(|(chat, c)| c.messages.iter().map(move |(seq, m)| (m.at_ms, *chat, *seq))).collect();
-        Ok(Chats { map, by_time })
+/// The chats of the partition, in id order.
+pub(crate) fn ids(kv: &impl Kv) -> Vec<ChatId> {
+    kv.scan(&[kv::CHAT], usize::MAX)
+        .into_iter()
+        .map(|(k, _)| ChatId::from_bytes(k[1..17].try_into().expect("chat key holds a chat id")))
+        .collect()
+}
+
+pub(crate) fn cursors(kv: &impl Kv, chat: &ChatId, user: UserId, device: DeviceId) -> Cursors {
+    kv::read(kv, &Key::new(kv::RECEIPT).chat(chat).user(user).device(device)).unwrap_or_default()
+}
+
+fn message(kv: &impl Kv, chat: &ChatId, seq: Seq) -> Option<Message> {
+    kv::read(kv, &Key::new(kv::MESSAGE).chat(chat).seq(seq))
+}
+
+/// The member who becomes admin when the last admin `leaving` goes: the
+/// longest-standing remaining member (smallest `since`, then smallest user id).
+/// `None` if another admin remains or nobody remains.
+fn successor(kv: &impl Kv, chat: &ChatId, h: &ChatHead, leaving: UserId) -> Option<UserId> {
+    if h.admins > 1 || h.members <= 1 {
+        return None;
     }
+    members(kv, chat).into_iter().filter(|(u, _)| *u != leaving).min_by_key(|(u, m)| (m.since, *u)).map(|(u, _)| u)
 }
 
 fn reject(code: RejectCode, message: impl Into<String>) -> Rejection {
     Rejection::new(code, message)
 }
 
-/// Looks up a group the origin is a member of.
-fn member_chat<'a>(chats: &'a Chats, chat: &ChatId, user: UserId) -> Result<&'a Chat, Rejection> {
-    let c = chats.get(chat).ok_or_else(|| reject(RejectCode::UnknownChat, format!("no chat {chat}")))?;
-    if !c.members.contains_key(&user) {
+/// Looks up a chat the origin is a member of.
+fn member_chat(kv: &impl Kv, chat: &ChatId, user: UserId) -> Result<ChatHead, Rejection> {
+    let h = head(kv, chat).ok_or_else(|| reject(RejectCode::UnknownChat, format!("no chat {chat}")))?;
+    if member(kv, chat, user).is_none() {
         return Err(reject(RejectCode::NotMember, format!("user {user} is not a member of chat {chat}")));
     }
-    Ok(c)
+    Ok(h)
 }
 
 /// Looks up a group whose admin is the origin.
-fn admin_group<'a>(chats: &'a Chats, chat: &ChatId, user: UserId) -> Result<&'a Chat, Rejection> {
-    let c = group(chats, chat)?;
-    if !c.members.contains_key(&user) {
-        return Err(reject(RejectCode::NotMember, format!("user {user} is not a member of chat {chat}")));
+fn admin_group(kv: &impl Kv, chat: &ChatId, user: UserId) -> Result<ChatHead, Rejection> {
+    let h = group(kv, chat)?;
+    match member(kv, chat, user) {
+        None => Err(reject(RejectCode::NotMember, format!("user {user} is not a member of chat {chat}"))),
+        Some(m) if !m.admin => Err(reject(RejectCode::NotAdmin, format!("user {user} is not an admin of chat {chat}"))),
+        Some(_) => Ok(h),
     }
-    if !c.is_admin(user) {
-        return Err(reject(RejectCode::NotAdmin, format!("user {user} is not an admin of chat {chat}")));
-    }
-    Ok(c)
 }
 
-fn group<'a>(chats: &'a Chats, chat: &ChatId) -> Result<&'a Chat, Rejection> {
-    let c = chats.get(chat).ok_or_else(|| reject(RejectCode::UnknownChat, format!("no chat {chat}")))?;
-    if c.kind != ChatKind::Group {
+fn group(kv: &impl Kv, chat: &ChatId) -> Result<ChatHead, Rejection> {
+    let h = head(kv, chat).ok_or_else(|| reject(RejectCode::UnknownChat, format!("no chat {chat}")))?;
+    if h.kind != ChatKind::Group {
         return Err(reject(RejectCode::Invalid, format!("chat {chat} is a direct chat, not a group")));
     }
-    Ok(c)
+    Ok(h)
 }
 
 /// The target of an edit, delete or reaction.
 enum Target {
     /// A live message inside the edit window.
     Recent(Message),
-    /// A seq of the chat that is outside the edit window: forgotten, or remembered
-    /// but out of the window at the command's time. Whether it was a live message is
-    /// no longer known.
+    /// A message outside the edit window at the command's time; whether it was
+    /// deleted no longer matters.
     Old,
 }
 
@@ -227,25 +154,24 @@ fn too_old() -> Rejection {
     reject(RejectCode::Invalid, "message is too old to edit/delete")
 }
 
-/// Classifies a target seq at time `now` (`max(newest_at_ms, at_ms)`): a seq that
-/// never existed, a deleted message or a seq inside the window that is not a
-/// message is `UnknownMessage`.
-fn target(c: &Chat, chat: &ChatId, seq: Seq, now: u64) -> Result<Target, Rejection> {
-    if seq == Seq(0) || seq > c.last_seq {
+/// Classifies a target seq at time `now` (`max(newest_at_ms, at_ms)`): a seq
+/// that never existed, that was no message, or a deleted message inside the
+/// window is `UnknownMessage`.
+fn target(kv: &impl Kv, h: &ChatHead, chat: &ChatId, seq: Seq, now: u64) -> Result<Target, Rejection> {
+    if seq == Seq(0) || seq > h.last_seq {
         return Err(no_message(chat, seq));
     }
-    match c.messages.get(&seq) {
+    match message(kv, chat, seq) {
         Some(m) if m.at_ms.saturating_add(EDIT_WINDOW_MS) < now => Ok(Target::Old),
         Some(m) if m.deleted => Err(no_message(chat, seq)),
-        Some(m) => Ok(Target::Recent(*m)),
-        None if seq <= c.forgotten => Ok(Target::Old),
+        Some(m) => Ok(Target::Recent(m)),
         None => Err(no_message(chat, seq)),
     }
 }
 
 /// The target of an edit or delete by `user`: a recent live message of theirs.
-fn own_recent(c: &Chat, chat: &ChatId, seq: Seq, now: u64, user: UserId, what: &str) -> Result<(), Rejection> {
-    match target(c, chat, seq, now)? {
+fn own_recent(kv: &impl Kv, h: &ChatHead, chat: &ChatId, seq: Seq, now: u64, user: UserId, what: &str) -> Result<(), Rejection> {
+    match target(kv, h, chat, seq, now)? {
         Target::Old => Err(too_old()),
         Target::Recent(m) if m.sender != user => {
             Err(reject(RejectCode::UnknownMessage, format!("message {seq} is not yours to {what}")))
@@ -263,7 +189,7 @@ fn one(event: EventBody, chat: ChatId, seq: Seq) -> Decision {
 /// `key` is the command's chat key (for `SendDirect`, the pair's id, already
 /// hashed by the caller); `now` is `max(newest_at_ms, at_ms)`.
 pub(crate) fn decide(
-    chats: &Chats,
+    kv: &impl Kv,
     key: ChatId,
     now: u64,
     origin: &Origin,
@@ -278,68 +204,67 @@ pub(crate) fn decide(
             let chat = key;
             debug_assert_eq!(chat, ChatId::direct(user, *recipient));
             let mut events = Vec::with_capacity(2);
-            let seq = match chats.get(&chat) {
+            let seq = match head(kv, &chat) {
                 None => {
                     let mut members = vec![user, *recipient];
                     members.sort();
                     events.push(EventBody::ChatOpened { chat, members });
                     Seq(1)
                 }
-                Some(c) if c.kind == ChatKind::Direct => c.last_seq.next(),
+                Some(h) if h.kind == ChatKind::Direct => h.last_seq.next(),
                 Some(_) => return Err(reject(RejectCode::Invalid, format!("chat {chat} is not a direct chat"))),
             };
             events.push(EventBody::MessageSent { chat, seq, ciphertext: ciphertext.clone(), media: media.clone() });
             Ok(Decision { events, outcome: Outcome::Chat { chat, seq } })
         }
         CommandBody::SendGroup { chat, ciphertext, media } => {
-            let c = group(chats, chat)?;
-            if !c.members.contains_key(&user) {
+            let h = group(kv, chat)?;
+            if member(kv, chat, user).is_none() {
                 return Err(reject(RejectCode::NotMember, format!("user {user} is not a member of chat {chat}")));
             }
-            let seq = c.last_seq.next();
+            let seq = h.last_seq.next();
             Ok(one(
                 EventBody::MessageSent { chat: *chat, seq, ciphertext: ciphertext.clone(), media: media.clone() },
                 *chat,
                 seq,
             ))
         }
-        CommandBody::EditMessage { chat, seq: target, ciphertext } => {
-            let c = member_chat(chats, chat, user)?;
-            own_recent(c, chat, *target, now, user, "edit")?;
-            let seq = c.last_seq.next();
+        CommandBody::EditMessage { chat, seq: target_seq, ciphertext } => {
+            let h = member_chat(kv, chat, user)?;
+            own_recent(kv, &h, chat, *target_seq, now, user, "edit")?;
+            let seq = h.last_seq.next();
             Ok(one(
-                EventBody::MessageEdited { chat: *chat, seq, target: *target, ciphertext: ciphertext.clone() },
+                EventBody::MessageEdited { chat: *chat, seq, target: *target_seq, ciphertext: ciphertext.clone() },
                 *chat,
                 seq,
             ))
         }
-        CommandBody::DeleteMessage { chat, seq: target } => {
-            let c = member_chat(chats, chat, user)?;
-            own_recent(c, chat, *target, now, user, "delete")?;
-            let seq = c.last_seq.next();
-            Ok(one(EventBody::MessageDeleted { chat: *chat, seq, target: *target }, *chat, seq))
+        CommandBody::DeleteMessage { chat, seq: target_seq } => {
+            let h = member_chat(kv, chat, user)?;
+            own_recent(kv, &h, chat, *target_seq, now, user, "delete")?;
+            let seq = h.last_seq.next();
+            Ok(one(EventBody::MessageDeleted { chat: *chat, seq, target: *target_seq }, *chat, seq))
         }
         CommandBody::SetReaction { chat, seq: target_seq, reaction } => {
-            let c = member_chat(chats, chat, user)?;
-            // Reactions on old messages are normal: any seq of the chat will do.
-            target(c, chat, *target_seq, now)?;
-            let target = target_seq;
-            let seq = c.last_seq.next();
+            let h = member_chat(kv, chat, user)?;
+            // Reactions on old messages are normal: any message of the chat will do.
+            target(kv, &h, chat, *target_seq, now)?;
+            let seq = h.last_seq.next();
             Ok(one(
-                EventBody::ReactionSet { chat: *chat, seq, target: *target, reaction: reaction.clone() },
+                EventBody::ReactionSet { chat: *chat, seq, target: *target_seq, reaction: reaction.clone() },
                 *chat,
                 seq,
             ))
         }
         CommandBody::Ack { chat, kind, up_to_seq } => {
-            let c = member_chat(chats, chat, user)?;
-            if *up_to_seq > c.last_seq {
+            let h = member_chat(kv, chat, user)?;
+            if *up_to_seq > h.last_seq {
                 return Err(reject(
                     RejectCode::Invalid,
-                    format!("ack up to {up_to_seq} is beyond the last seq {} of chat {chat}", c.last_seq),
+                    format!("ack up to {up_to_seq} is beyond the last seq {} of chat {chat}", h.last_seq),
                 ));
             }
-            let current = c.cursors(user, origin.device).get(*kind);
+            let current = cursors(kv, chat, user, origin.device).get(*kind);
             if *up_to_seq <= current {
                 return Ok(Decision { events: vec![], outcome: Outcome::Receipt { chat: *chat, up_to_seq: current } });
             }
@@ -355,7 +280,7 @@ pub(crate) fn decide(
                     format!("{chat} is a direct chat id; mint group ids with ChatId::group"),
                 ));
             }
-            if chats.map.contains_key(chat) {
+            if head(kv, chat).is_some() {
                 return Err(reject(RejectCode::AlreadyExists, format!("chat {chat} exists")));
             }
             let mut members = members.clone();
@@ -368,54 +293,52 @@ pub(crate) fn decide(
             let seq = Seq(1);
             Ok(one(EventBody::GroupCreated { chat: *chat, seq, name: name.clone(), members }, *chat, seq))
         }
-        CommandBody::AddMember { chat, member } => {
-            let c = admin_group(chats, chat, user)?;
-            if c.members.contains_key(member) {
-                return Err(reject(RejectCode::AlreadyExists, format!("user {member} is already a member")));
+        CommandBody::AddMember { chat, member: new } => {
+            let h = admin_group(kv, chat, user)?;
+            if member(kv, chat, *new).is_some() {
+                return Err(reject(RejectCode::AlreadyExists, format!("user {new} is already a member")));
             }
-            if c.members.len() >= MAX_GROUP_MEMBERS {
+            if h.members as usize >= MAX_GROUP_MEMBERS {
                 return Err(reject(RejectCode::Invalid, format!("a group has at most {MAX_GROUP_MEMBERS} members")));
             }
-            let seq = c.last_seq.next();
-            Ok(one(EventBody::MemberAdded { chat: *chat, seq, member: *member }, *chat, seq))
+            let seq = h.last_seq.next();
+            Ok(one(EventBody::MemberAdded { chat: *chat, seq, member: *new }, *chat, seq))
         }
-        CommandBody::RemoveMember { chat, member } => {
-            let c = admin_group(chats, chat, user)?;
-            if !c.members.contains_key(member) {
-                return Err(reject(RejectCode::NotMember, format!("user {member} is not a member")));
-            }
-            Ok(departure(c, *chat, *member, EventBody::MemberRemoved { chat: *chat, seq: Seq(0), member: *member }))
+        CommandBody::RemoveMember { chat, member: gone } => {
+            let h = admin_group(kv, chat, user)?;
+            let Some(m) = member(kv, chat, *gone) else {
+                return Err(reject(RejectCode::NotMember, format!("user {gone} is not a member")));
+            };
+            Ok(departure(kv, &h, *chat, *gone, m, EventBody::MemberRemoved { chat: *chat, seq: Seq(0), member: *gone }))
         }
-        CommandBody::PromoteMember { chat, member } => {
-            let c = admin_group(chats, chat, user)?;
-            match c.members.get(member) {
-                None => Err(reject(RejectCode::NotMember, format!("user {member} is not a member"))),
-                Some(m) if m.admin => {
-                    Err(reject(RejectCode::AlreadyExists, format!("user {member} is already an admin")))
-                }
+        CommandBody::PromoteMember { chat, member: who } => {
+            let h = admin_group(kv, chat, user)?;
+            match member(kv, chat, *who) {
+                None => Err(reject(RejectCode::NotMember, format!("user {who} is not a member"))),
+                Some(m) if m.admin => Err(reject(RejectCode::AlreadyExists, format!("user {who} is already an admin"))),
                 Some(_) => {
-                    let seq = c.last_seq.next();
-                    Ok(one(EventBody::MemberPromoted { chat: *chat, seq, member: *member }, *chat, seq))
+                    let seq = h.last_seq.next();
+                    Ok(one(EventBody::MemberPromoted { chat: *chat, seq, member: *who }, *chat, seq))
                 }
             }
         }
-        CommandBody::DemoteMember { chat, member } => {
-            let c = admin_group(chats, chat, user)?;
-            match c.members.get(member) {
-                None => Err(reject(RejectCode::NotMember, format!("user {member} is not a member"))),
-                Some(m) if !m.admin => Err(reject(RejectCode::Invalid, format!("user {member} is not an admin"))),
-                Some(_) if c.admin_count() == 1 => {
+        CommandBody::DemoteMember { chat, member: who } => {
+            let h = admin_group(kv, chat, user)?;
+            match member(kv, chat, *who) {
+                None => Err(reject(RejectCode::NotMember, format!("user {who} is not a member"))),
+                Some(m) if !m.admin => Err(reject(RejectCode::Invalid, format!("user {who} is not an admin"))),
+                Some(_) if h.admins == 1 => {
                     Err(reject(RejectCode::Invalid, "cannot demote the last admin; promote another member first"))
                 }
                 Some(_) => {
-                    let seq = c.last_seq.next();
-                    Ok(one(EventBody::MemberDemoted { chat: *chat, seq, member: *member }, *chat, seq))
+                    let seq = h.last_seq.next();
+                    Ok(one(EventBody::MemberDemoted { chat: *chat, seq, member: *who }, *chat, seq))
                 }
             }
         }
         CommandBody::ChangeGroupInfo { chat, name, description } => {
-            let c = admin_group(chats, chat, user)?;
-            let seq = c.last_seq.next();
+            let h = admin_group(kv, chat, user)?;
+            let seq = h.last_seq.next();
             Ok(one(
                 EventBody::GroupInfoChanged { chat: *chat, seq, name: name.clone(), description: description.clone() },
                 *chat,
@@ -423,11 +346,11 @@ pub(crate) fn decide(
             ))
         }
         CommandBody::LeaveGroup { chat } => {
-            let c = group(chats, chat)?;
-            if !c.members.contains_key(&user) {
+            let h = group(kv, chat)?;
+            let Some(m) = member(kv, chat, user) else {
                 return Err(reject(RejectCode::NotMember, format!("user {user} is not a member of chat {chat}")));
-            }
-            Ok(departure(c, *chat, user, EventBody::MemberLeft { chat: *chat, seq: Seq(0) }))
+            };
+            Ok(departure(kv, &h, *chat, user, m, EventBody::MemberLeft { chat: *chat, seq: Seq(0) }))
         }
         _ => Err(reject(RejectCode::Invalid, "not a chat command")),
     }
@@ -437,11 +360,11 @@ pub(crate) fn decide(
 /// the longest-standing remaining member is promoted first, in its own event: so at
 /// every seq a non-empty group has an admin, and views need not know the rule.
 /// The outcome is the departure's seq (the last event).
-fn departure(c: &Chat, chat: ChatId, leaving: UserId, mut event: EventBody) -> Decision {
+fn departure(kv: &impl Kv, h: &ChatHead, chat: ChatId, leaving: UserId, m: Member, mut event: EventBody) -> Decision {
     let mut events = Vec::with_capacity(2);
-    let mut seq = c.last_seq.next();
-    if c.is_admin(leaving) {
-        if let Some(successor) = c.successor(leaving) {
+    let mut seq = h.last_seq.next();
+    if m.admin {
+        if let Some(successor) = successor(kv, &chat, h, leaving) {
             events.push(EventBody::MemberPromoted { chat, seq, member: successor });
             seq = seq.next();
         }
@@ -454,87 +377,114 @@ fn departure(c: &Chat, chat: ChatId, leaving: UserId, mut event: EventBody) -> D
     Decision { events, outcome: Outcome::Chat { chat, seq } }
 }
 
-/// Folds a chat-partition event at `at_ms`. The caller then prunes with
-/// [`Chats::prune`] (after every event of the partition, chat or user).
+/// Folds a chat-partition event at `at_ms`.
 ///
 /// # Panics
 /// If the event contradicts the state (unknown chat, seq not next): the log is
 /// corrupt or the event belongs to another partition.
-pub(crate) fn fold(chats: &mut Chats, chat_id: ChatId, origin: &Origin, at_ms: u64, event: &EventBody) {
-    let Chats { map: chats, by_time } = chats;
+pub(crate) fn fold(kv: &mut impl Kv, chat: ChatId, origin: &Origin, at_ms: u64, event: &EventBody) {
+    let member_key = |u: UserId| Key::new(kv::MEMBER).chat(&chat).user(u);
     match event {
         EventBody::ChatOpened { members, .. } => {
-            assert!(!chats.contains_key(&chat_id), "fold: ChatOpened for existing chat {chat_id}");
-            let mut c = Chat::new(ChatKind::Direct, String::new());
+            assert!(head(kv, &chat).is_none(), "fold: ChatOpened for existing chat {chat}");
             for m in members {
-                c.members.insert(*m, Member { since: Seq(0), admin: false });
+                kv::write(kv, &member_key(*m), &Member { since: Seq(0), admin: false });
             }
-            chats.insert(chat_id, c);
+            let h = ChatHead {
+                kind: ChatKind::Direct,
+                last_seq: Seq(0),
+                name: String::new(),
+                description: String::new(),
+                members: members.len() as u32,
+                admins: 0,
+            };
+            put_head(kv, &chat, &h);
             return;
         }
         EventBody::GroupCreated { name, members, seq, .. } => {
-            assert!(!chats.contains_key(&chat_id), "fold: GroupCreated for existing chat {chat_id}");
+            assert!(head(kv, &chat).is_none(), "fold: GroupCreated for existing chat {chat}");
             assert_eq!(*seq, Seq(1), "fold: GroupCreated must have seq 1");
-            let mut c = Chat::new(ChatKind::Group, name.clone());
+            let mut admins = 0;
             for m in members {
-                c.members.insert(*m, Member { since: *seq, admin: *m == origin.user });
+                let admin = *m == origin.user;
+                admins += u32::from(admin);
+                kv::write(kv, &member_key(*m), &Member { since: *seq, admin });
             }
-            c.last_seq = *seq;
-            chats.insert(chat_id, c);
+            let h = ChatHead {
+                kind: ChatKind::Group,
+                last_seq: *seq,
+                name: name.clone(),
+                description: String::new(),
+                members: members.len() as u32,
+                admins,
+            };
+            put_head(kv, &chat, &h);
             return;
         }
         _ => {}
     }
-    let c = chats.get_mut(&chat_id).unwrap_or_else(|| panic!("fold: {} for unknown chat {chat_id}", event.kind()));
+    let mut h = head(kv, &chat).unwrap_or_else(|| panic!("fold: {} for unknown chat {chat}", event.kind()));
     if let Some(seq) = event.seq() {
-        assert_eq!(seq, c.last_seq.next(), "fold: {} in chat {chat_id} is not the next seq", event.kind());
-        c.last_seq = seq;
+        assert_eq!(seq, h.last_seq.next(), "fold: {} in chat {chat} is not the next seq", event.kind());
+        h.last_seq = seq;
     }
     match event {
         EventBody::MessageSent { seq, .. } => {
-            c.messages.insert(*seq, Message { sender: origin.user, at_ms, deleted: false });
-            by_time.insert((at_ms, chat_id, *seq));
+            kv::write(kv, &Key::new(kv::MESSAGE).chat(&chat).seq(*seq), &Message { sender: origin.user, at_ms, deleted: false });
         }
         EventBody::MessageDeleted { target, .. } => {
-            if let Some(m) = c.messages.get_mut(target) {
+            if let Some(mut m) = message(kv, &chat, *target) {
                 m.deleted = true;
+                kv::write(kv, &Key::new(kv::MESSAGE).chat(&chat).seq(*target), &m);
             }
         }
         EventBody::MessageEdited { .. } | EventBody::ReactionSet { .. } => {}
         EventBody::Receipt { kind, up_to_seq, .. } => {
-            let cursors = c.receipts.entry(origin.user).or_default().entry(origin.device).or_default();
+            let key = Key::new(kv::RECEIPT).chat(&chat).user(origin.user).device(origin.device);
+            let mut c: Cursors = kv::read(kv, &key).unwrap_or_default();
             match kind {
-                ReceiptKind::Delivered => cursors.delivered = cursors.delivered.max(*up_to_seq),
+                ReceiptKind::Delivered => c.delivered = c.delivered.max(*up_to_seq),
                 // Read implies delivered.
                 ReceiptKind::Read => {
-                    cursors.read = cursors.read.max(*up_to_seq);
-                    cursors.delivered = cursors.delivered.max(*up_to_seq);
+                    c.read = c.read.max(*up_to_seq);
+                    c.delivered = c.delivered.max(*up_to_seq);
                 }
             }
+            kv::write(kv, &key, &c);
         }
-        EventBody::MemberAdded { seq, member, .. } => {
-            c.members.insert(*member, Member { since: *seq, admin: false });
-        }
-        EventBody::MemberRemoved { member, .. } => {
-            c.members.remove(member);
-        }
-        EventBody::MemberLeft { .. } => {
-            c.members.remove(&origin.user);
-        }
-        EventBody::MemberPromoted { member, .. } => {
-            if let Some(m) = c.members.get_mut(member) {
-                m.admin = true;
+        EventBody::MemberAdded { seq, member: m, .. } => {
+            if member(kv, &chat, *m).is_none() {
+                h.members += 1;
             }
+            kv::write(kv, &member_key(*m), &Member { since: *seq, admin: false });
         }
-        EventBody::MemberDemoted { member, .. } => {
-            if let Some(m) = c.members.get_mut(member) {
-                m.admin = false;
-            }
-        }
+        EventBody::MemberRemoved { member: m, .. } => remove_member(kv, &mut h, &chat, *m),
+        EventBody::MemberLeft { .. } => remove_member(kv, &mut h, &chat, origin.user),
+        EventBody::MemberPromoted { member: who, .. } => set_admin(kv, &mut h, &chat, *who, true),
+        EventBody::MemberDemoted { member: who, .. } => set_admin(kv, &mut h, &chat, *who, false),
         EventBody::GroupInfoChanged { name, description, .. } => {
-            c.name.clone_from(name);
-            c.description.clone_from(description);
+            h.name.clone_from(name);
+            h.description.clone_from(description);
         }
         _ => unreachable!("fold: {} is not a chat event", event.kind()),
+    }
+    put_head(kv, &chat, &h);
+}
+
+fn remove_member(kv: &mut impl Kv, h: &mut ChatHead, chat: &ChatId, user: UserId) {
+    if let Some(m) = member(kv, chat, user) {
+        h.members -= 1;
+        h.admins -= u32::from(m.admin);
+        kv.delete(Key::new(kv::MEMBER).chat(chat).user(user).bytes());
+    }
+}
+
+fn set_admin(kv: &mut impl Kv, h: &mut ChatHead, chat: &ChatId, user: UserId, admin: bool) {
+    if let Some(mut m) = member(kv, chat, user) {
+        if m.admin != admin {
+            h.admins = if admin { h.admins + 1 } else { h.admins - 1 };
+            m.admin = admin;
+            kv::write(kv, &Key::new(kv::MEMBER).chat(chat).user(user), &m);
+        }
     }
 }

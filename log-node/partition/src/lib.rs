@@ -1,22 +1,26 @@
 //! The pure partition state machine of chorus: commands in, events out.
 //!
-//! A log-node runs one [`PartitionState`] per partition replica. The Raft leader
-//! calls [`PartitionState::apply`] for each committed command, in log order, with
-//! the time stamped on the entry; it stores the events that come out and answers
-//! the client with the [`CommandResult`](chorus_schema::CommandResult). Replay
-//! (after a restart, or on a follower that installs the log) calls
-//! [`PartitionState::fold`] on the stored events alone. Because `apply` changes the
-//! state only by folding the events it emits, both paths give equal states, and
-//! a serde snapshot taken anywhere resumes to the same states and events.
+//! A log-node runs one [`Partition`] per partition replica, its state in RocksDB
+//! behind the [`Kv`] trait (so memory is bounded by configuration, not by
+//! traffic). Every replica calls [`Partition::apply`] for each committed
+//! command, in log order, with the time stamped on the entry; it stores the
+//! events that come out and answers the client with the
+//! [`CommandResult`](chorus_schema::CommandResult). Replay calls
+//! [`Partition::fold`] on the stored events alone. Because `apply` changes the
+//! state only by folding the events it emits, both paths give equal states.
+//! [`PartitionState`] is the same over an in-memory [`MemKv`], with read
+//! accessors: what tests, tools and the projections' tests use; serialized
+//! anywhere, it resumes to the same states and events.
 //!
 //! ```text
 //!  Command ──apply(at_ms)──▶ validate ─▶ partition? ─▶ dedup? ─▶ decide ──▶ Vec<Event>
-//!                                                                  │            │
-//!                                     CommandResult ◀──────────────┘     fold ◀─┘ (also replay)
+//!                                                        │         │            │
+//!                                     CommandResult ◀────┼─────────┘     fold ◀─┘ (also replay)
+//!                                                        └─ reads ─ Kv ◀─ writes ┘
 //! ```
 //!
 //! # What it leaves out
-//! IO, clocks, randomness, storage and Raft. Anything that needs another
+//! IO, clocks, randomness, the storage behind [`Kv`] and Raft. Anything that needs another
 //! partition's state: a chat partition cannot see whether users are registered or
 //! blocked, and a user partition cannot see chats. Content, which is ciphertext.
 //!
@@ -40,16 +44,15 @@
 //!   joining, then the smallest user id — is promoted by a `MemberPromoted` event
 //!   logged *before* the departure, so that at every seq a non-empty group has an
 //!   admin. The command's outcome is the departure's seq.
-//! - **Messages.** The state remembers a message (sender, deleted flag, time) only
-//!   within [`EDIT_WINDOW_MS`] (48 h) of the partition's newest event time, so the
-//!   table is bounded by two days of traffic. Inside the window, targets of edits,
-//!   deletes and reactions must be live `MessageSent` seqs, and only the sender
-//!   edits or deletes a message; either failure is `UnknownMessage` (as
-//!   `docs/error-codes.md` lists it). A seq that never existed (0, or beyond the
-//!   chat's last seq) is `UnknownMessage` too. Outside the window (the message was
-//!   sent more than 48 h before `max(newest, at_ms)`, or was forgotten): an edit
-//!   or delete is `Invalid` ("message is too old to edit/delete"); a reaction is
-//!   accepted for any seq of the chat, since the state no longer knows what it was.
+//! - **Messages.** The state keeps a small record (sender, deleted flag, time) of
+//!   every message. Targets of edits, deletes and reactions must be `MessageSent`
+//!   seqs: any other seq (0, beyond the chat's last seq, a seq that was no
+//!   message) is `UnknownMessage` (as `docs/error-codes.md` lists it). Inside
+//!   [`EDIT_WINDOW_MS`] (48 h, by the message's time against `max(newest,
+//!   at_ms)`), the target must not be deleted, and only the sender edits or
+//!   deletes a message; either failure is `UnknownMessage` too. Outside the
+//!   window an edit or delete is `Invalid` ("message is too old to
+//!   edit/delete"); a reaction is accepted (deleted or not).
 //! - **Receipts.** Cumulative per (chat, user, device) and kind; beyond the chat's
 //!   last seq is `Invalid`; a `Read` receipt also advances the delivered cursor; an
 //!   ack that advances nothing emits nothing and answers the current cursor.
@@ -70,26 +73,29 @@
 //!   blocked user or unblocking an unblocked one emits nothing. Both answer `Done`.
 //! - **Status.** `expires_at_ms = at_ms + 24 h`; the access list and contact lists
 //!   are stored sorted, deduplicated and without the poster.
-//! - **Dedup.** See [`DEDUP_RETENTION_MS`], [`DEDUP_PER_DEVICE_MAX`] and the `dedup`
-//!   module: outcomes of commands that produced events, by (user, device,
-//!   client_msg_id), rebuilt by `fold`, pruned 24 h behind the newest event time and
-//!   capped at 4096 per device (oldest evicted). A retry after that is a new command.
+//! - **Dedup.** See [`DEDUP_RETENTION_MS`] and the `dedup` module: outcomes of
+//!   commands that produced events, by (user, device, client_msg_id), rebuilt by
+//!   `fold`, remembered for 24 h behind the newest event time. A retry after
+//!   that is a new command.
 //! - **Time.** The partition's clock is `newest_at_ms`, the largest `at_ms` folded
 //!   so far, shared by the edit window and the dedup table; a leader clock that goes
 //!   backwards never moves it back.
 //!
 //! # Module map
-//! - `state`: [`PartitionState`], `apply`, `fold`, read accessors.
-//! - `chat`: chat state and the chat-partition rules ([`ChatKind`], [`Cursors`]).
-//! - `user`: user state and the user-partition rules, with their limits.
-//! - `dedup`: the bounded dedup table.
+//! - `state`: [`Partition`] (`apply`, `fold`), [`PartitionState`] (in memory, accessors).
+//! - [`kv`]: the [`Kv`] trait, [`MemKv`], the record layout.
+//! - `chat`: chat records and the chat-partition rules ([`ChatKind`], [`Cursors`]).
+//! - `user`: user records and the user-partition rules, with their limits.
+//! - `dedup`: the dedup table.
 
 mod chat;
 mod dedup;
+pub mod kv;
 mod state;
 mod user;
 
 pub use chat::{ChatKind, Cursors, Member, EDIT_WINDOW_MS};
-pub use dedup::{DedupKey, DEDUP_PER_DEVICE_MAX, DEDUP_RETENTION_MS};
-pub use state::PartitionState;
+pub use dedup::DEDUP_RETENTION_MS;
+pub use kv::{Kv, MemKv};
+pub use state::{Partition, PartitionState};
 pub use user::{MAX_BLOCKED_PER_USER, MAX_DEVICES_PER_USER, MAX_PREKEYS_PER_DEVICE, STATUS_TTL_MS};

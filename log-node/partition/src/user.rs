@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chorus_schema::{CommandBody, DeviceId, EventBody, Origin, Outcome, Prekey, RejectCode, Rejection, UserId};
 use serde::{Deserialize, Serialize};
 
+use crate::kv::{self, Key, Kv};
 use crate::state::Decision;
 
 /// How long a status post stays visible.
@@ -18,26 +19,59 @@ pub const MAX_BLOCKED_PER_USER: usize = 10_000;
 
 /// One linked device.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Device {
-    /// Unclaimed one-time prekeys by id.
-    pub(crate) prekeys: BTreeMap<u32, Vec<u8>>,
+pub struct DeviceHead {
     /// The BLAKE3 hash of the device's login token, while it has a session.
     /// Unlinking the device drops it with the device.
-    #[serde(default)]
-    pub(crate) session: Option<[u8; 32]>,
+    pub session: Option<[u8; 32]>,
+    /// Unclaimed one-time prekeys (each a `p ‖ user ‖ device ‖ id` record).
+    pub prekeys: u32,
 }
 
-/// One registered user's state: what the rules need, nothing more. Profiles,
-/// privacy settings, contacts and status posts are in the log for the views.
+/// One registered user's head record: what the rules need, nothing more.
+/// Profiles, privacy settings, contacts and status posts are in the log for
+/// the views; prekeys and blocks are records of their own.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct User {
-    pub(crate) phone: String,
-    pub(crate) devices: BTreeMap<DeviceId, Device>,
+pub struct UserHead {
+    pub phone: String,
+    pub devices: BTreeMap<DeviceId, DeviceHead>,
     /// The highest prekey id ever uploaded per device. Kept when a device is
     /// unlinked, so that a (user, device, prekey id) is handed out at most once ever.
-    pub(crate) prekey_high: BTreeMap<DeviceId, u32>,
-    pub(crate) online: bool,
-    pub(crate) blocked: BTreeSet<UserId>,
+    pub prekey_high: BTreeMap<DeviceId, u32>,
+    pub online: bool,
+    /// How many users this one blocks.
+    pub blocked: u32,
+}
+
+pub(crate) fn head(kv: &impl Kv, user: UserId) -> Option<UserHead> {
+    kv::read(kv, &Key::new(kv::USER).user(user))
+}
+
+fn put_head(kv: &mut impl Kv, user: UserId, h: &UserHead) {
+    kv::write(kv, &Key::new(kv::USER).user(user), h);
+}
+
+fn prekey_key(user: UserId, device: DeviceId, id: u32) -> Key {
+    Key::new(kv::PREKEY).user(user).device(device).u32(id)
+}
+
+fn block_key(user: UserId, target: UserId) -> Key {
+    Key::new(kv::BLOCK).user(user).user(target)
+}
+
+/// The unclaimed prekey of `device` with the lowest id.
+fn first_prekey(kv: &impl Kv, user: UserId, device: DeviceId) -> Option<(u32, Vec<u8>)> {
+    let prefix = Key::new(kv::PREKEY).user(user).device(device);
+    kv.scan(prefix.bytes(), 1).into_iter().next().map(|(k, v)| (kv::u32_at(&k, 13), v))
+}
+
+pub(crate) fn is_blocked(kv: &impl Kv, user: UserId, target: UserId) -> bool {
+    kv.get(block_key(user, target).bytes()).is_some()
+}
+
+/// The users `user` blocks, in id order.
+pub(crate) fn blocked(kv: &impl Kv, user: UserId) -> Vec<UserId> {
+    let prefix = Key::new(kv::BLOCK).user(user);
+    kv.scan(prefix.bytes(), usize::MAX).into_iter().map(|(k, _)| UserId(kv::u64_at(&k, 9))).collect()
 }
 
 fn reject(code: RejectCode, message: impl Into<String>) -> Rejection {
@@ -53,34 +87,28 @@ fn nothing(outcome: Outcome) -> Decision {
 }
 
 /// Decides a user-partition command against the current state.
-pub(crate) fn decide(
-    users: &BTreeMap<UserId, User>,
-    at_ms: u64,
-    origin: &Origin,
-    body: &CommandBody,
-) -> Result<Decision, Rejection> {
+pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBody) -> Result<Decision, Rejection> {
     let me = origin.user;
     if let CommandBody::RegisterUser { phone } = body {
-        if users.contains_key(&me) {
+        if head(kv, me).is_some() {
             return Err(reject(RejectCode::AlreadyExists, format!("user {me} is registered")));
         }
         return Ok(done(EventBody::UserRegistered { user: me, phone: phone.clone() }));
     }
     if let CommandBody::ClaimPrekey { target, target_device } = body {
-        let u = users.get(target).ok_or_else(|| reject(RejectCode::UnknownUser, format!("no user {target}")))?;
-        let d = u
-            .devices
-            .get(target_device)
-            .ok_or_else(|| reject(RejectCode::Invalid, format!("user {target} has no device {target_device}")))?;
-        let Some((&id, key)) = d.prekeys.first_key_value() else {
+        let u = head(kv, *target).ok_or_else(|| reject(RejectCode::UnknownUser, format!("no user {target}")))?;
+        if !u.devices.contains_key(target_device) {
+            return Err(reject(RejectCode::Invalid, format!("user {target} has no device {target_device}")));
+        }
+        let Some((id, key)) = first_prekey(kv, *target, *target_device) else {
             return Err(reject(RejectCode::NoPrekeys, format!("device {target_device} of user {target} has no prekeys")));
         };
         return Ok(Decision {
             events: vec![EventBody::PrekeyClaimed { user: *target, device: *target_device, prekey_id: id, claimed_by: me }],
-            outcome: Outcome::PrekeyClaimed { user: *target, device: *target_device, prekey: Prekey { id, key: key.clone() } },
+            outcome: Outcome::PrekeyClaimed { user: *target, device: *target_device, prekey: Prekey { id, key } },
         });
     }
-    let u = users.get(&me).ok_or_else(|| reject(RejectCode::UnknownUser, format!("user {me} is not registered")))?;
+    let u = head(kv, me).ok_or_else(|| reject(RejectCode::UnknownUser, format!("user {me} is not registered")))?;
     match body {
         CommandBody::LinkDevice { device, identity_key, name } => {
             if u.devices.contains_key(device) {
@@ -140,7 +168,7 @@ pub(crate) fn decide(
                     return Err(reject(RejectCode::Invalid, format!("prekey id {} appears twice", p.id)));
                 }
             }
-            if d.prekeys.len() + prekeys.len() > MAX_PREKEYS_PER_DEVICE {
+            if d.prekeys as usize + prekeys.len() > MAX_PREKEYS_PER_DEVICE {
                 return Err(reject(RejectCode::Invalid, format!("a device holds at most {MAX_PREKEYS_PER_DEVICE} prekeys")));
             }
             Ok(done(EventBody::PrekeysUploaded { user: me, device: *device, prekeys: prekeys.clone() }))
@@ -160,16 +188,16 @@ pub(crate) fn decide(
             if *target == me {
                 return Err(reject(RejectCode::Invalid, "cannot block yourself"));
             }
-            if u.blocked.contains(target) {
+            if is_blocked(kv, me, *target) {
                 return Ok(nothing(Outcome::Done));
             }
-            if u.blocked.len() >= MAX_BLOCKED_PER_USER {
+            if u.blocked as usize >= MAX_BLOCKED_PER_USER {
                 return Err(reject(RejectCode::Invalid, format!("a user blocks at most {MAX_BLOCKED_PER_USER} users")));
             }
             Ok(done(EventBody::UserBlocked { user: me, target: *target }))
         }
         CommandBody::Unblock { target } => {
-            if !u.blocked.contains(target) {
+            if !is_blocked(kv, me, *target) {
                 return Ok(nothing(Outcome::Done));
             }
             Ok(done(EventBody::UserUnblocked { user: me, target: *target }))
@@ -201,15 +229,13 @@ fn normalized(users: &[UserId], me: UserId) -> Vec<UserId> {
 ///
 /// # Panics
 /// If a `PrekeyClaimed` names a prekey the state does not hold (corrupt log).
-pub(crate) fn outcome_of(users: &BTreeMap<UserId, User>, event: &EventBody) -> Outcome {
+pub(crate) fn outcome_of(kv: &impl Kv, event: &EventBody) -> Outcome {
     match event {
         EventBody::PrekeyClaimed { user, device, prekey_id, .. } => {
-            let key = users
-                .get(user)
-                .and_then(|u| u.devices.get(device))
-                .and_then(|d| d.prekeys.get(prekey_id))
+            let key = kv
+                .get(prekey_key(*user, *device, *prekey_id).bytes())
                 .unwrap_or_else(|| panic!("fold: PrekeyClaimed of unknown prekey {prekey_id} of {user}/{device}"));
-            Outcome::PrekeyClaimed { user: *user, device: *device, prekey: Prekey { id: *prekey_id, key: key.clone() } }
+            Outcome::PrekeyClaimed { user: *user, device: *device, prekey: Prekey { id: *prekey_id, key } }
         }
         _ => Outcome::Done,
     }
@@ -219,28 +245,36 @@ pub(crate) fn outcome_of(users: &BTreeMap<UserId, User>, event: &EventBody) -> O
 ///
 /// # Panics
 /// If the event names an unregistered user (corrupt log or wrong partition).
-pub(crate) fn fold(users: &mut BTreeMap<UserId, User>, event: &EventBody) {
+pub(crate) fn fold(kv: &mut impl Kv, event: &EventBody) {
     if let EventBody::UserRegistered { user, phone } = event {
-        assert!(!users.contains_key(user), "fold: UserRegistered for registered user {user}");
-        users.insert(*user, User { phone: phone.clone(), ..User::default() });
+        assert!(head(kv, *user).is_none(), "fold: UserRegistered for registered user {user}");
+        put_head(kv, *user, &UserHead { phone: phone.clone(), ..UserHead::default() });
         return;
     }
     let Some(user) = event.user() else {
         unreachable!("fold: {} is not a user event", event.kind());
     };
-    let u = users.get_mut(&user).unwrap_or_else(|| panic!("fold: {} for unregistered user {user}", event.kind()));
+    let mut u = head(kv, user).unwrap_or_else(|| panic!("fold: {} for unregistered user {user}", event.kind()));
     match event {
         EventBody::DeviceLinked { device, .. } => {
-            u.devices.insert(*device, Device::default());
+            u.devices.insert(*device, DeviceHead::default());
         }
         EventBody::DeviceUnlinked { device, .. } => {
             u.devices.remove(device);
+            let prefix = Key::new(kv::PREKEY).user(user).device(*device);
+            for (k, _) in kv.scan(prefix.bytes(), usize::MAX) {
+                kv.delete(&k);
+            }
         }
         EventBody::PresenceChanged { online, .. } => u.online = *online,
         EventBody::PrekeysUploaded { device, prekeys, .. } => {
             let d = u.devices.entry(*device).or_default();
             for p in prekeys {
-                d.prekeys.insert(p.id, p.key.clone());
+                let key = prekey_key(user, *device, p.id);
+                if kv.get(key.bytes()).is_none() {
+                    d.prekeys += 1;
+                }
+                kv.put(key.bytes(), p.key.clone());
             }
             if let Some(max) = prekeys.iter().map(|p| p.id).max() {
                 let high = u.prekey_high.entry(*device).or_insert(max);
@@ -249,14 +283,24 @@ pub(crate) fn fold(users: &mut BTreeMap<UserId, User>, event: &EventBody) {
         }
         EventBody::PrekeyClaimed { device, prekey_id, .. } => {
             if let Some(d) = u.devices.get_mut(device) {
-                d.prekeys.remove(prekey_id);
+                let key = prekey_key(user, *device, *prekey_id);
+                if kv.get(key.bytes()).is_some() {
+                    kv.delete(key.bytes());
+                    d.prekeys -= 1;
+                }
             }
         }
         EventBody::UserBlocked { target, .. } => {
-            u.blocked.insert(*target);
+            if !is_blocked(kv, user, *target) {
+                kv.put(block_key(user, *target).bytes(), Vec::new());
+                u.blocked += 1;
+            }
         }
         EventBody::UserUnblocked { target, .. } => {
-            u.blocked.remove(target);
+            if is_blocked(kv, user, *target) {
+                kv.delete(block_key(user, *target).bytes());
+                u.blocked -= 1;
+            }
         }
         EventBody::SessionCreated { device, token_hash, .. } => {
             let d = u.devices.get_mut(device).unwrap_or_else(|| panic!("fold: SessionCreated for unlinked device {user}/{device}"));
@@ -270,7 +314,8 @@ pub(crate) fn fold(users: &mut BTreeMap<UserId, User>, event: &EventBody) {
         EventBody::ProfileUpdated { .. }
         | EventBody::PrivacyChanged { .. }
         | EventBody::StatusPosted { .. }
-        | EventBody::ContactsUpdated { .. } => {}
+        | EventBody::ContactsUpdated { .. } => return,
         _ => unreachable!("fold: {} is not a user event", event.kind()),
     }
+    put_head(kv, user, &u);
 }

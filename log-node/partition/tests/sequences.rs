@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chorus_partition::{DedupKey, PartitionState, DEDUP_PER_DEVICE_MAX, DEDUP_RETENTION_MS, EDIT_WINDOW_MS};
+use chorus_partition::{PartitionState, DEDUP_RETENTION_MS, EDIT_WINDOW_MS};
 use chorus_schema::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -148,7 +148,7 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
     let mut receipts: BTreeMap<(ChatId, UserId, DeviceId, ReceiptKind), Seq> = BTreeMap::new();
     let mut claimed = BTreeSet::new();
     // A reference model of the dedup table: origin -> (at_ms, result).
-    let mut dedup: BTreeMap<DedupKey, (u64, CommandResult)> = BTreeMap::new();
+    let mut dedup: BTreeMap<(UserId, DeviceId, ClientMsgId), (u64, CommandResult)> = BTreeMap::new();
     // A reference model of every message ever sent: (chat, seq) -> (sender, at_ms, deleted).
     let mut messages: BTreeMap<(ChatId, Seq), (UserId, u64, bool)> = BTreeMap::new();
     let mut newest = 0u64;
@@ -157,7 +157,7 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
     let mut sessions: BTreeMap<(UserId, DeviceId), [u8; 32]> = BTreeMap::new();
 
     for (i, ((at_ms, cmd, retry_of), (result, events))) in cmds.iter().zip(live).enumerate() {
-        let key = DedupKey::from(&cmd.origin);
+        let key = (cmd.origin.user, cmd.origin.device, cmd.origin.client_msg_id);
         let is_ack = matches!(cmd.body, CommandBody::Ack { .. });
         let hit = !is_ack && dedup.contains_key(&key);
         if !hit {
@@ -245,13 +245,6 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
         if !events.is_empty() {
             if !is_ack && !hit {
                 dedup.insert(key, (*at_ms, result.clone()));
-                let device = |k: &DedupKey| (k.user, k.device);
-                let of_device: Vec<(u64, DedupKey)> =
-                    dedup.iter().filter(|(k, _)| device(k) == device(&key)).map(|(k, (t, _))| (*t, *k)).collect();
-                if of_device.len() > DEDUP_PER_DEVICE_MAX {
-                    let oldest = of_device.iter().min().unwrap().1;
-                    dedup.remove(&oldest);
-                }
             }
             newest = newest.max(*at_ms);
             dedup.retain(|_, (t, _)| *t >= newest.saturating_sub(DEDUP_RETENTION_MS));
@@ -283,9 +276,7 @@ fn check_invariants(cmds: &[(u64, Command, Option<usize>)], live: &Run, state: &
 
 /// The edit-window rules for edits, deletes and reactions, against a model that
 /// remembers every message: a message is recent while `at_ms + EDIT_WINDOW_MS`
-/// reaches `max(newest, at_ms of the command)`; a seq that is not a remembered
-/// message is old if a message at or after it was forgotten (fell out of the window
-/// of `newest`), else unknown.
+/// reaches `max(newest, at_ms of the command)`; a seq that is no message is unknown.
 fn check_target_rule(
     cmd: &Command,
     at_ms: u64,
@@ -305,12 +296,6 @@ fn check_target_rule(
     }
     let last = next_seq.get(&chat).map_or(0, |s| s.0 - 1);
     let now = newest.max(at_ms);
-    let forgotten = messages
-        .range((chat, Seq(0))..=(chat, Seq(u64::MAX)))
-        .filter(|(_, (_, t, _))| t + EDIT_WINDOW_MS < newest)
-        .map(|((_, s), _)| s.0)
-        .max()
-        .unwrap_or(0);
     let expected: Result<(), RejectCode> = if target.0 == 0 || target.0 > last {
         Err(RejectCode::UnknownMessage)
     } else {
@@ -319,7 +304,6 @@ fn check_target_rule(
             Some((_, _, true)) => Err(RejectCode::UnknownMessage),
             Some((sender, _, _)) if own && *sender != cmd.origin.user => Err(RejectCode::UnknownMessage),
             Some(_) => Ok(()),
-            None if target.0 <= forgotten => Err(RejectCode::Invalid), // old
             None => Err(RejectCode::UnknownMessage),
         }
     };

@@ -5,6 +5,8 @@
 pub const VOTE: u8 = 1;
 pub const COMMITTED: u8 = 2;
 pub const PURGED: u8 = 3;
+/// A group's applied position (`SmMeta`).
+pub const SM: u8 = 4;
 
 /// `id ‖ n`, both big endian: the key of a group's log entry `n` or of a
 /// partition's event at offset `n`.

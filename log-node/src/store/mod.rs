@@ -1,20 +1,21 @@
-//! Storage of a log-node: one RocksDB instance holds every Raft group's log,
-//! vote and state-machine snapshot, and every partition's applied events, in
-//! four column families.
+//! Storage of a log-node: one RocksDB instance holds every Raft group's log and
+//! vote, and every partition's state records and applied events, in five
+//! column families.
 //!
 //! Durability promises (what openraft relies on):
 //! - [`LogStore::append`](log::LogStore) reports an append durable only after the
-//!   WAL holding it was fsync'd. Appends from all partitions are written without
+//!   WAL holding it was fsync'd. Appends from all groups are written without
 //!   sync and handed to one [`Syncer`] thread that fsyncs the shared WAL once for
-//!   every batch of waiting appends: group commit across partitions.
+//!   every batch of waiting appends: group commit across groups.
 //! - A vote is written with `sync = true` before `save_vote` returns.
-//! - Events written by the state machine skip the WAL: they are derived data.
-//!   After a crash the state machine restarts from its latest snapshot and
-//!   openraft re-applies the (durable) log after it, rewriting the same events
-//!   at the same offsets.
-//! - Before a snapshot is recorded (synced), the events column family is flushed
-//!   to SST files, so that every event the snapshot covers is on disk before the
-//!   log entries that produced them may be purged.
+//! - Applying a batch of entries writes the state records, the events and the
+//!   group's applied position (`SmMeta`) in one write batch, through the WAL
+//!   but without waiting for an fsync: after a crash RocksDB recovers a prefix
+//!   of the WAL, so the state is exactly that of some applied index, and
+//!   openraft re-applies the durable log after it.
+//! - Recording a built snapshot first fsyncs the WAL, so that the state the
+//!   snapshot names is on disk before openraft may purge the log entries that
+//!   produced it.
 //!
 //! The layout has a version ([`FORMAT_VERSION`], in the meta column family):
 //! a store of another version is refused at open, never misread.
@@ -42,12 +43,23 @@ pub const CF_LOG: &str = "log";
 pub const CF_META: &str = "meta";
 /// Column family of committed events: `partition ‖ offset` → encoded `EventRecord`.
 pub const CF_EVENTS: &str = "events";
-/// Column family of state-machine snapshots: `group` → bincode(StoredSnapshot).
+/// Column family of the latest built snapshot of each group: `group` →
+/// bincode(version, SnapshotMeta).
 pub const CF_SNAPSHOT: &str = "snapshot";
+/// Column family of partition state records: `partition ‖ generation ‖ key`
+/// → value (the key-value layout of `chorus_partition::kv`).
+pub const CF_STATE: &str = "state";
+/// The bytes of a state key that choose its memtable bucket: `partition ‖
+/// generation` (6) and the record's kind and first 8 bytes of its chat or user
+/// id (9, the shortest local key).
+pub const STATE_PREFIX_BYTES: usize = 15;
+/// Every column family.
+pub const CFS: [&str; 5] = [CF_LOG, CF_META, CF_EVENTS, CF_SNAPSHOT, CF_STATE];
 
 /// The version of the store's layout. 1 had one Raft group per partition
-/// (keys by partition); 2 runs partitions on fewer groups.
-pub const FORMAT_VERSION: u32 = 2;
+/// (keys by partition) and states in snapshots; 3 runs partitions on fewer
+/// groups, with states as records in `CF_STATE`.
+pub const FORMAT_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -98,6 +110,11 @@ impl Store {
         // Many partitions write small batches concurrently: let RocksDB pipeline
         // WAL and memtable writes of concurrent writers.
         opts.set_enable_pipelined_write(true);
+        // One writer inserts a whole batch into the memtables: sequentially,
+        // each key from where the previous one went (batches are written in
+        // key order), not from the top of the skip list as concurrent inserts
+        // must (measured: the skip list was the node's largest cost).
+        opts.set_allow_concurrent_memtable_write(false);
         opts.set_max_background_jobs(2);
         opts.set_max_total_wal_size(256 << 20);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
@@ -108,17 +125,47 @@ impl Store {
         // votes or serves with less than it acknowledged.
         opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         opts.set_paranoid_checks(true);
+        // Memory is bounded by configuration: the memtables below and one
+        // shared block cache.
+        let cache = rocksdb::Cache::new_lru_cache(64 << 20);
         let cf = |name: &str| {
             let mut o = Options::default();
-            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            // Commands and events carry ciphertext, which does not compress:
+            // LZ4 there only burns CPU at every flush and compaction.
+            let compression = match name {
+                CF_LOG | CF_EVENTS => rocksdb::DBCompressionType::None,
+                _ => rocksdb::DBCompressionType::Lz4,
+            };
+            o.set_compression_type(compression);
             o.set_write_buffer_size(32 << 20);
+            let mut t = rocksdb::BlockBasedOptions::default();
+            t.set_block_cache(&cache);
+            if name == CF_STATE {
+                // State records are read and written at random keys (chats,
+                // users): a hashed memtable finds a key's bucket by its first
+                // STATE_PREFIX_BYTES (partition, generation, kind and 8 bytes
+                // of the chat or user id; every state key is at least that
+                // long) instead of walking one big skip list, which measured
+                // as the node's largest cost. Most reads ask for a record that
+                // is not there (a new command's dedup entry): bloom filters
+                // answer them without reading blocks, in SST files and in the
+                // memtable. Scans stay within one prefix; a walk of a whole
+                // partition (snapshot files) asks for total order.
+                o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(STATE_PREFIX_BYTES));
+                o.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+                    bucket_count: 1 << 18,
+                    height: 4,
+                    branching_factor: 4,
+                });
+                t.set_bloom_filter(10.0, false);
+                t.set_cache_index_and_filter_blocks(true);
+                o.set_memtable_prefix_bloom_ratio(0.05);
+                o.set_memtable_whole_key_filtering(true);
+            }
+            o.set_block_based_table_factory(&t);
             ColumnFamilyDescriptor::new(name, o)
         };
-        let db = DB::open_cf_descriptors(
-            &opts,
-            dir,
-            [cf(CF_LOG), cf(CF_META), cf(CF_EVENTS), cf(CF_SNAPSHOT)],
-        )?;
+        let db = DB::open_cf_descriptors(&opts, dir, CFS.map(cf))?;
         check_format(&db, dir)?;
         let db = Arc::new(db);
         let syncer = Syncer::start(db.clone());
@@ -151,18 +198,9 @@ impl Store {
         Ok(())
     }
 
-    /// Writes `batch` to the memtables only, bypassing the WAL: what it holds is
-    /// lost in a crash unless flushed (see [`Store::flush_events`]).
-    pub(crate) fn write_no_wal(&self, batch: WriteBatch) -> Result<()> {
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db.write_opt(batch, &wo)?;
-        Ok(())
-    }
-
-    /// Flushes the events column family's memtables to SST files and waits.
-    pub(crate) fn flush_events(&self) -> Result<()> {
-        self.db.flush_cf(self.cf(CF_EVENTS))?;
+    /// Fsyncs the WAL: every write made before is on disk when it returns.
+    pub(crate) fn sync_wal(&self) -> Result<()> {
+        self.db.flush_wal(true)?;
         Ok(())
     }
 
@@ -182,10 +220,11 @@ impl Store {
     /// The first read error (`Corruption` for a damaged block).
     pub fn verify(&self) -> Result<u64> {
         let mut keys = 0;
-        for name in [CF_LOG, CF_META, CF_EVENTS, CF_SNAPSHOT] {
+        for name in CFS {
             let mut ro = rocksdb::ReadOptions::default();
             ro.set_verify_checksums(true);
             ro.fill_cache(false);
+            ro.set_total_order_seek(true);
             for item in self.db.iterator_cf_opt(self.cf(name), ro, rocksdb::IteratorMode::Start) {
                 item?;
                 keys += 1;

@@ -1,44 +1,66 @@
 //! Snapshot files: what a leader sends a replica that is too far behind for
-//! its log, streamed from and into RocksDB without holding the event history
-//! in memory on either side.
+//! its log, streamed out of and into RocksDB without holding the state or the
+//! event history in memory on either side.
 //!
-//! Format (version [`SNAPSHOT_VERSION`]), a sequence of frames
+//! Format (version [`SNAPSHOT_VERSION`]): `MAGIC` (8 bytes), then frames
 //! `kind: u8 ‖ len: u32 BE ‖ len bytes`:
-//! - `MAGIC` (8 bytes) first, then one `HEAD` frame: the stored snapshot
-//!   record (bincode [`StoredSnapshot`]: version, meta, each partition's state
-//!   and next offset);
+//! - one `HEAD` frame: bincode [`Head`] (version, snapshot metadata, each
+//!   partition's next event offset);
+//! - one `STATE` frame per state record, `partition: u16 BE ‖ record key ‖
+//!   value` with the key length before it (`u16 BE`), partition by partition in
+//!   the head's order, keys ascending;
 //! - one `EVENT` frame per event, `partition: u16 BE ‖ offset: u64 BE ‖
-//!   encoded EventRecord`, partition by partition in offset order, offsets
-//!   `0..next_offset` of each;
+//!   encoded EventRecord`, partition by partition, offsets `0..next_offset`;
 //! - one `END` frame holding the BLAKE3 hash of every byte before it.
 //!
-//! Installing reads the file twice: first to check the hash and the shape
-//! (every event of every partition, in order, nothing else), then to write the
-//! events in bounded write batches and, last, the stored record, synced after
-//! the events were flushed. A crash in between leaves the previous record,
-//! which still describes the state: events are a deterministic function of the
-//! committed log, so the events written over the old ones are the same bytes
-//! at the same offsets, and those past the old record's offsets are unread
-//! until a later apply or install writes them again.
+//! The sender reads one consistent RocksDB snapshot (the group's applied
+//! position, records and events at one instant). Installing reads the file
+//! twice: first to check the hash and the shape, then to write the records
+//! under a new generation of the group's state and the events, in bounded
+//! write batches; last, one synced write switches the group to the new
+//! generation and position. A crash before that switch leaves the old state
+//! whole (the new generation's records are dropped at the next open); the
+//! events written over old ones are the same bytes at the same offsets, since
+//! events are a deterministic function of the committed log.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use chorus_schema::{GroupId, PartitionId, MAX_EVENT_BYTES};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use serde::{Deserialize, Serialize};
 
-use super::state_machine::{sm_read_err, sm_write_err, StoredSnapshot, SNAPSHOT_VERSION};
-use super::{keys, Store, CF_EVENTS, CF_SNAPSHOT};
+use super::state_machine::{read_meta_at, sm_read_err, sm_write_err, state_prefix, SmMeta, SNAPSHOT_VERSION};
+use super::{keys, Store, CF_EVENTS, CF_META, CF_SNAPSHOT, CF_STATE};
 use crate::types::{SnapshotMeta, StorageError};
 
-const MAGIC: &[u8; 8] = b"CHSNAP\x00\x01";
+const MAGIC: &[u8; 8] = b"CHSNAP\x00\x02";
 const HEAD: u8 = 1;
-const EVENT: u8 = 2;
-const END: u8 = 3;
-/// Largest `HEAD` frame accepted (the partition states of one group).
-const HEAD_BYTES_MAX: usize = 1 << 30;
-/// Events written per RocksDB batch while installing.
+const STATE: u8 = 2;
+const EVENT: u8 = 3;
+const END: u8 = 4;
+/// Largest `HEAD` frame accepted.
+const HEAD_BYTES_MAX: usize = 1 << 20;
+/// Largest `STATE` frame accepted.
+const STATE_BYTES_MAX: usize = 1 << 20;
+/// Bytes written per RocksDB batch while installing.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
+
+/// The head of a snapshot file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Head {
+    version: u8,
+    meta: SnapshotMeta,
+    next_offsets: Vec<(PartitionId, u64)>,
+}
+
+/// The record of a built (or installed) snapshot, in `CF_SNAPSHOT`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Built {
+    pub version: u8,
+    pub meta: SnapshotMeta,
+}
 
 fn bad(what: impl Into<String>) -> StorageError {
     sm_read_err(std::io::Error::other(format!("snapshot file: {}", what.into())))
@@ -68,26 +90,51 @@ impl Writer {
     }
 }
 
-/// Writes the snapshot of `stored` (its states, and every event it covers,
-/// read from `store`) into an unnamed file, positioned at its start.
+/// Writes the current state of `group` (its records and every event they
+/// cover, at one instant) into an unnamed file, positioned at its start, with
+/// the metadata that names it. `None` if the group has applied nothing yet.
 ///
 /// # Errors
-/// On IO errors, or when the store lacks an event the snapshot covers.
-pub(crate) fn write(store: &Store, stored: &StoredSnapshot) -> Result<File, StorageError> {
+/// On IO errors, or when the store lacks an event the state covers.
+pub(crate) fn write(store: &Store, group: GroupId, nonce: u32) -> Result<Option<(SnapshotMeta, File)>, StorageError> {
+    let snap = store.db().snapshot();
+    let Some(sm) = read_meta_at(store, group, Some(&snap))? else { return Ok(None) };
+    let Some(last) = sm.last_applied else { return Ok(None) };
+    let meta = SnapshotMeta {
+        last_log_id: sm.last_applied,
+        last_membership: sm.membership.clone(),
+        snapshot_id: format!("{}-{}-{nonce}", last.index, last.leader_id.term),
+    };
     let file = tempfile::tempfile_in(store.path()).map_err(sm_write_err)?;
     let mut w = Writer { out: BufWriter::with_capacity(1 << 20, file), hash: blake3::Hasher::new() };
-    let head = bincode::serialize(stored).map_err(sm_write_err)?;
+    let head = Head { version: SNAPSHOT_VERSION, meta: meta.clone(), next_offsets: sm.next_offsets.clone() };
     w.put(MAGIC).map_err(sm_write_err)?;
-    w.frame(HEAD, &[&head]).map_err(sm_write_err)?;
-    let cf = store.cf(CF_EVENTS);
-    for part in &stored.parts {
-        let p = part.partition;
+    w.frame(HEAD, &[&bincode::serialize(&head).map_err(sm_write_err)?]).map_err(sm_write_err)?;
+    for &(p, _) in &sm.next_offsets {
+        let prefix = state_prefix(p, sm.generation);
         let mut ro = ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::indexed(p.0, part.next_offset).to_vec());
+        ro.set_snapshot(&snap);
+        ro.fill_cache(false);
+        // Across the memtable's prefix buckets: every record of the partition.
+        ro.set_total_order_seek(true);
+        for item in store.db().iterator_cf_opt(store.cf(CF_STATE), ro, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item.map_err(sm_read_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let key = &k[prefix.len()..];
+            let klen = u16::try_from(key.len()).map_err(|_| sm_read_err(std::io::Error::other("state key over 64 KiB")))?;
+            w.frame(STATE, &[&p.0.to_be_bytes()[..], &klen.to_be_bytes()[..], key, &v[..]]).map_err(sm_write_err)?;
+        }
+    }
+    for &(p, next_offset) in &sm.next_offsets {
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&snap);
+        ro.set_iterate_upper_bound(keys::indexed(p.0, next_offset).to_vec());
         ro.fill_cache(false);
         let start = keys::indexed(p.0, 0);
         let mut expected = 0u64;
-        for item in store.db().iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward)) {
+        for item in store.db().iterator_cf_opt(store.cf(CF_EVENTS), ro, IteratorMode::From(&start, Direction::Forward)) {
             let (k, v) = item.map_err(sm_read_err)?;
             if keys::index_of(&k) != Some(expected) {
                 return Err(sm_read_err(std::io::Error::other(format!(
@@ -97,10 +144,9 @@ pub(crate) fn write(store: &Store, stored: &StoredSnapshot) -> Result<File, Stor
             w.frame(EVENT, &[&p.0.to_be_bytes()[..], &expected.to_be_bytes()[..], &v[..]]).map_err(sm_write_err)?;
             expected += 1;
         }
-        if expected != part.next_offset {
+        if expected != next_offset {
             return Err(sm_read_err(std::io::Error::other(format!(
-                "partition {p}: snapshot covers {} events, store has {expected}",
-                part.next_offset
+                "partition {p}: the state covers {next_offset} events, the store has {expected}"
             ))));
         }
     }
@@ -111,9 +157,8 @@ pub(crate) fn write(store: &Store, stored: &StoredSnapshot) -> Result<File, Stor
     out.write_all(&32u32.to_be_bytes()).map_err(sm_write_err)?;
     out.write_all(digest.as_bytes()).map_err(sm_write_err)?;
     let mut file = out.into_inner().map_err(|e| sm_write_err(e.into_error()))?;
-    file.sync_data().map_err(sm_write_err)?;
     file.seek(SeekFrom::Start(0)).map_err(sm_write_err)?;
-    Ok(file)
+    Ok(Some((meta, file)))
 }
 
 /// Reads frames from a snapshot file.
@@ -158,19 +203,34 @@ impl Reader {
         Ok(head[0])
     }
 
-    fn head(&mut self) -> Result<StoredSnapshot, StorageError> {
+    fn head(&mut self) -> Result<Head, StorageError> {
         if self.next(HEAD_BYTES_MAX)? != HEAD {
             return Err(bad("no head frame"));
         }
-        let stored: StoredSnapshot = bincode::deserialize(&self.buf).map_err(|e| bad(format!("head: {e}")))?;
-        if stored.version != SNAPSHOT_VERSION {
-            return Err(bad(format!("format {} (this build reads {SNAPSHOT_VERSION})", stored.version)));
+        let head: Head = bincode::deserialize(&self.buf).map_err(|e| bad(format!("head: {e}")))?;
+        if head.version != SNAPSHOT_VERSION {
+            return Err(bad(format!("format {} (this build reads {SNAPSHOT_VERSION})", head.version)));
         }
-        Ok(stored)
+        Ok(head)
     }
 }
 
-/// An `EVENT` frame's partition, offset and record.
+/// One record or event of the file.
+enum Item<'a> {
+    State { partition: PartitionId, key: &'a [u8], value: &'a [u8] },
+    Event { partition: PartitionId, offset: u64, record: &'a [u8] },
+}
+
+fn state(buf: &[u8]) -> Result<(PartitionId, &[u8], &[u8]), StorageError> {
+    if buf.len() < 4 {
+        return Err(bad("short state frame"));
+    }
+    let p = u16::from_be_bytes([buf[0], buf[1]]);
+    let klen = u16::from_be_bytes([buf[2], buf[3]]) as usize;
+    let key = buf.get(4..4 + klen).ok_or_else(|| bad("state key past its frame"))?;
+    Ok((PartitionId(p), key, &buf[4 + klen..]))
+}
+
 fn event(buf: &[u8]) -> Result<(PartitionId, u64, &[u8]), StorageError> {
     if buf.len() < 10 {
         return Err(bad("short event frame"));
@@ -180,31 +240,50 @@ fn event(buf: &[u8]) -> Result<(PartitionId, u64, &[u8]), StorageError> {
     Ok((PartitionId(p), offset, &buf[10..]))
 }
 
-/// Walks every event of the file in the order the head promises, calling `f`
+/// Walks every item of the file in the order the head promises, calling `f`
 /// on each, and checks the end frame's hash.
-fn walk(reader: &mut Reader, stored: &StoredSnapshot, mut f: impl FnMut(PartitionId, u64, &[u8]) -> Result<(), StorageError>) -> Result<(), StorageError> {
-    let mut parts = stored.parts.iter().filter(|p| p.next_offset > 0).peekable();
-    let mut expected: Option<(PartitionId, u64)> = parts.peek().map(|p| (p.partition, 0));
+fn walk(reader: &mut Reader, head: &Head, mut f: impl FnMut(Item<'_>) -> Result<(), StorageError>) -> Result<(), StorageError> {
+    let order: Vec<PartitionId> = head.next_offsets.iter().map(|(p, _)| *p).collect();
+    // State records: partitions in the head's order, keys ascending.
+    let mut at = 0usize;
+    let mut last_key: Option<Vec<u8>> = None;
+    // Events: the next expected (index into the head, offset).
+    let mut events = head.next_offsets.iter().enumerate().filter(|(_, (_, n))| *n > 0).map(|(i, _)| i).peekable();
+    let mut expected: Option<(usize, u64)> = events.peek().map(|i| (*i, 0));
+    let mut in_events = false;
     loop {
-        let kind = reader.next(MAX_EVENT_BYTES + 10)?;
-        match kind {
-            EVENT => {
-                let (p, offset, record) = event(&reader.buf)?;
-                if expected != Some((p, offset)) {
-                    return Err(bad(format!("event {p}/{offset} where {expected:?} was expected")));
+        match reader.next(STATE_BYTES_MAX.max(MAX_EVENT_BYTES + 10))? {
+            STATE if !in_events => {
+                let (p, key, value) = state(&reader.buf)?;
+                let i = order[at..].iter().position(|q| *q == p).map(|d| at + d).ok_or_else(|| bad(format!("state of partition {p} out of order")))?;
+                if i != at {
+                    at = i;
+                    last_key = None;
                 }
-                f(p, offset, record)?;
-                let current = parts.peek().expect("an event was expected, so a partition is current");
-                expected = if offset + 1 < current.next_offset {
-                    Some((p, offset + 1))
+                if last_key.as_deref().is_some_and(|k| k >= key) {
+                    return Err(bad(format!("state keys of partition {p} out of order")));
+                }
+                last_key = Some(key.to_vec());
+                f(Item::State { partition: p, key, value })?;
+            }
+            EVENT => {
+                in_events = true;
+                let (p, offset, record) = event(&reader.buf)?;
+                let Some((i, want)) = expected else { return Err(bad(format!("event {p}/{offset} past the last one"))) };
+                if (order[i], want) != (p, offset) {
+                    return Err(bad(format!("event {p}/{offset} where {}/{want} was expected", order[i])));
+                }
+                f(Item::Event { partition: p, offset, record })?;
+                expected = if offset + 1 < head.next_offsets[i].1 {
+                    Some((i, offset + 1))
                 } else {
-                    parts.next();
-                    parts.peek().map(|n| (n.partition, 0))
+                    events.next();
+                    events.peek().map(|i| (*i, 0))
                 };
             }
             END => {
-                if let Some(e) = expected {
-                    return Err(bad(format!("ends before event {}/{}", e.0, e.1)));
+                if let Some((i, want)) = expected {
+                    return Err(bad(format!("ends before event {}/{want}", order[i])));
                 }
                 let digest = reader.hash.finalize();
                 if reader.buf.as_slice() != digest.as_bytes() {
@@ -217,50 +296,72 @@ fn walk(reader: &mut Reader, stored: &StoredSnapshot, mut f: impl FnMut(Partitio
     }
 }
 
-/// Installs the snapshot in `file` for `group` (whose partitions are those
-/// with a slot in `slots`): checks it, writes its events and then its record.
-/// Returns the record.
+/// Installs the snapshot in `file` for `group` (which hosts `partitions`):
+/// checks it, writes its records under `generation` and its events, then
+/// switches the group to them. Returns the group's new position.
 ///
 /// # Errors
-/// A damaged or foreign file (nothing is written then), or a RocksDB error.
+/// A damaged or foreign file (nothing that is read is written then), or a
+/// RocksDB error.
 pub(crate) fn install(
     store: &Store,
     group: GroupId,
-    slots: &[u32],
+    partitions: &[PartitionId],
+    generation: u32,
     meta: &SnapshotMeta,
     file: File,
-) -> Result<StoredSnapshot, StorageError> {
+) -> Result<SmMeta, StorageError> {
     let mut reader = Reader::open(file)?;
-    let stored = reader.head()?;
-    if stored.meta.last_log_id != meta.last_log_id {
-        return Err(bad(format!("covers {:?}, its metadata says {:?}", stored.meta.last_log_id, meta.last_log_id)));
+    let head = reader.head()?;
+    if head.meta.last_log_id != meta.last_log_id {
+        return Err(bad(format!("covers {:?}, its metadata says {:?}", head.meta.last_log_id, meta.last_log_id)));
     }
-    let mine = slots.iter().filter(|s| **s != u32::MAX).count();
-    let theirs = stored.parts.iter().filter(|p| slots.get(p.partition.0 as usize).is_some_and(|s| *s != u32::MAX));
-    if theirs.count() != mine || stored.parts.len() != mine {
+    let theirs: HashSet<PartitionId> = head.next_offsets.iter().map(|(p, _)| *p).collect();
+    let mine: HashSet<PartitionId> = partitions.iter().copied().collect();
+    if theirs != mine || theirs.len() != head.next_offsets.len() {
         return Err(bad(format!("its partitions differ from group {group}'s")));
     }
     // Pass 1: the whole file is sound before anything is written.
-    walk(&mut reader, &stored, |_, _, _| Ok(()))?;
-    // Pass 2: the events, in bounded batches.
+    walk(&mut reader, &head, |_| Ok(()))?;
+    // Pass 2: the records and events, in bounded batches.
     let mut reader = Reader::open(reader.input.into_inner())?;
     reader.head()?;
-    let cf = store.cf(CF_EVENTS);
     let mut batch = WriteBatch::default();
-    walk(&mut reader, &stored, |p, offset, record| {
-        batch.put_cf(cf, keys::indexed(p.0, offset), record);
+    walk(&mut reader, &head, |item| {
+        match item {
+            Item::State { partition, key, value } => {
+                let mut k = state_prefix(partition, generation).to_vec();
+                k.extend_from_slice(key);
+                batch.put_cf(store.cf(CF_STATE), k, value);
+            }
+            Item::Event { partition, offset, record } => {
+                batch.put_cf(store.cf(CF_EVENTS), keys::indexed(partition.0, offset), record);
+            }
+        }
         if batch.size_in_bytes() >= INSTALL_BATCH_BYTES {
-            store.write_no_wal(std::mem::take(&mut batch)).map_err(sm_write_err)?;
+            store.write(std::mem::take(&mut batch)).map_err(sm_write_err)?;
         }
         Ok(())
     })?;
-    if !batch.is_empty() {
-        store.write_no_wal(batch).map_err(sm_write_err)?;
-    }
-    store.flush_events().map_err(sm_write_err)?;
-    let stored = StoredSnapshot { meta: meta.clone(), ..stored };
+    store.write(batch).map_err(sm_write_err)?;
+    // The switch, synced (which also makes every write above durable: the WAL
+    // is ordered).
+    let sm = SmMeta {
+        last_applied: meta.last_log_id,
+        membership: meta.last_membership.clone(),
+        generation,
+        next_offsets: head.next_offsets,
+    };
     let mut batch = WriteBatch::default();
-    batch.put_cf(store.cf(CF_SNAPSHOT), keys::snapshot(group.0), bincode::serialize(&stored).map_err(sm_write_err)?);
+    batch.put_cf(store.cf(CF_META), keys::meta(group.0, keys::SM), bincode::serialize(&sm).map_err(sm_write_err)?);
+    let built = Built { version: SNAPSHOT_VERSION, meta: meta.clone() };
+    batch.put_cf(store.cf(CF_SNAPSHOT), keys::snapshot(group.0), bincode::serialize(&built).map_err(sm_write_err)?);
     store.write_sync(batch).map_err(sm_write_err)?;
-    Ok(stored)
+    // The older generations are unreachable now.
+    let mut batch = WriteBatch::default();
+    for &p in partitions {
+        batch.delete_range_cf(store.cf(CF_STATE), state_prefix(p, 0), state_prefix(p, generation));
+    }
+    store.write(batch).map_err(sm_write_err)?;
+    Ok(sm)
 }
