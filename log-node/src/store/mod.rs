@@ -8,14 +8,14 @@
 //!   sync and handed to one [`Syncer`] thread that fsyncs the shared WAL once for
 //!   every batch of waiting appends: group commit across groups.
 //! - A vote is written with `sync = true` before `save_vote` returns.
-//! - Applying a batch of entries writes the state records, the events and the
-//!   group's applied position (`SmMeta`) in one write batch, through the WAL
-//!   but without waiting for an fsync: after a crash RocksDB recovers a prefix
-//!   of the WAL, so the state is exactly that of some applied index, and
-//!   openraft re-applies the durable log after it.
-//! - Recording a built snapshot first fsyncs the WAL, so that the state the
-//!   snapshot names is on disk before openraft may purge the log entries that
-//!   produced it.
+//! - Applying a batch of entries writes its events through the WAL without
+//!   waiting for an fsync. State records are written by checkpoints: the
+//!   changes since the last one and the group's applied position (`SmMeta`) in
+//!   one batch, then an fsync. After a crash the state is that of the last
+//!   checkpoint, and openraft re-applies the durable log after it, rewriting the
+//!   same events at the same offsets.
+//! - A built snapshot names a checkpointed position, recorded after the
+//!   checkpoint's fsync, so the log is never purged past what is on disk.
 //!
 //! The layout has a version ([`FORMAT_VERSION`], in the meta column family):
 //! a store of another version is refused at open, never misread.
@@ -23,6 +23,7 @@
 pub mod events;
 pub mod keys;
 pub mod log;
+mod records;
 pub mod state_machine;
 pub mod syncer;
 mod transfer;
@@ -49,10 +50,6 @@ pub const CF_SNAPSHOT: &str = "snapshot";
 /// Column family of partition state records: `partition ‖ generation ‖ key`
 /// → value (the key-value layout of `chorus_partition::kv`).
 pub const CF_STATE: &str = "state";
-/// The bytes of a state key that choose its memtable bucket: `partition ‖
-/// generation` (6) and the record's kind and first 8 bytes of its chat or user
-/// id (9, the shortest local key).
-pub const STATE_PREFIX_BYTES: usize = 15;
 /// Every column family.
 pub const CFS: [&str; 5] = [CF_LOG, CF_META, CF_EVENTS, CF_SNAPSHOT, CF_STATE];
 
@@ -141,22 +138,9 @@ impl Store {
             let mut t = rocksdb::BlockBasedOptions::default();
             t.set_block_cache(&cache);
             if name == CF_STATE {
-                // State records are read and written at random keys (chats,
-                // users): a hashed memtable finds a key's bucket by its first
-                // STATE_PREFIX_BYTES (partition, generation, kind and 8 bytes
-                // of the chat or user id; every state key is at least that
-                // long) instead of walking one big skip list, which measured
-                // as the node's largest cost. Most reads ask for a record that
-                // is not there (a new command's dedup entry): bloom filters
-                // answer them without reading blocks, in SST files and in the
-                // memtable. Scans stay within one prefix; a walk of a whole
-                // partition (snapshot files) asks for total order.
-                o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(STATE_PREFIX_BYTES));
-                o.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
-                    bucket_count: 1 << 18,
-                    height: 4,
-                    branching_factor: 4,
-                });
+                // Most reads of the state ask for a record that is not there
+                // (a new command's dedup entry): bloom filters answer them
+                // without reading blocks, in SST files and in the memtable.
                 t.set_bloom_filter(10.0, false);
                 t.set_cache_index_and_filter_blocks(true);
                 o.set_memtable_prefix_bloom_ratio(0.05);
@@ -198,11 +182,6 @@ impl Store {
         Ok(())
     }
 
-    /// Fsyncs the WAL: every write made before is on disk when it returns.
-    pub(crate) fn sync_wal(&self) -> Result<()> {
-        self.db.flush_wal(true)?;
-        Ok(())
-    }
 
     /// Writes `batch` and fsyncs the WAL before returning.
     pub(crate) fn write_sync(&self, batch: WriteBatch) -> Result<()> {
@@ -224,7 +203,6 @@ impl Store {
             let mut ro = rocksdb::ReadOptions::default();
             ro.set_verify_checksums(true);
             ro.fill_cache(false);
-            ro.set_total_order_seek(true);
             for item in self.db.iterator_cf_opt(self.cf(name), ro, rocksdb::IteratorMode::Start) {
                 item?;
                 keys += 1;

@@ -4,42 +4,53 @@
 //!
 //! # State on disk, memory bounded by configuration
 //! The partitions' state is records in the `state` column family (the layout
-//! of `chorus_partition::kv`, keys prefixed by `partition ‖ generation`), read
-//! and written through [`BatchKv`]: reads see the batch's own writes first, then
-//! RocksDB (memtables and block cache). Applying a batch of entries writes the
-//! state records, the events and the group's [`SmMeta`] (applied log id,
-//! membership, next offsets, generation) in one write batch through the WAL,
-//! so that after a crash the state is exactly that of some applied index.
+//! of `chorus_partition::kv`, keys prefixed by `partition ‖ generation`), as of
+//! the group's last checkpoint, plus the changes since, in memory and bounded
+//! (see [`records`](super::records)). Events are written with every applied
+//! batch (through the WAL, unsynced). A checkpoint writes the changes and the
+//! group's applied position ([`SmMeta`]) in one batch and fsyncs: after a crash
+//! the state is that of the last checkpoint, and openraft re-applies the log
+//! after it, rewriting the same events at the same offsets.
 //!
 //! # Snapshots
-//! Building one is cheap: fsync the WAL and record the applied log id, since
-//! the state is already on disk. Sending one to a replica streams a consistent
-//! RocksDB snapshot of the group's records and events into a file (see
-//! [`transfer`]); the receiver writes the records under a new generation and
-//! switches to it in one synced write, so a crash mid-install leaves the old
-//! state whole.
+//! Building one is a checkpoint and a record of its position. Sending one to a
+//! replica streams a consistent RocksDB snapshot of the group's records and
+//! events (just checkpointed) into a file (see [`transfer`]); the receiver
+//! writes the records under a new generation and switches to it in one synced
+//! write, so a crash mid-install leaves the old state whole.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chorus_partition::{Kv, Partition};
+use chorus_partition::Partition;
 use chorus_schema::{Command, EventRecord, GroupId, PartitionId, RejectCode, Rejection};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
-use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::{ReadOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::records::{Done, Records};
 use super::{keys, transfer, Store, CF_EVENTS, CF_META, CF_SNAPSHOT, CF_STATE};
 use crate::types::{
     Applied, Entry, LogId, Proposal, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
     PROPOSAL_VERSION,
 };
 
+/// The id of the snapshot of a group's state at `last_applied`: the state is
+/// a function of the committed log, so equal positions have equal states (on
+/// every replica) and equal ids.
+pub(crate) fn snapshot_id(last_applied: Option<LogId>) -> String {
+    match last_applied {
+        Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+        None => "empty".to_string(),
+    }
+}
+
 /// The format of the built-snapshot record and of snapshot files.
 pub const SNAPSHOT_VERSION: u8 = 2;
 
-/// The applied position of a group, written with every applied batch.
+/// The applied position of a group, written with every checkpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SmMeta {
     pub last_applied: Option<LogId>,
@@ -106,10 +117,10 @@ pub struct StateMachine {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     generation: u32,
-    snapshots_built: u64,
-    /// Whether openraft asked for the current snapshot yet (it does once at
-    /// start, for its metadata only: see `get_current_snapshot`).
-    asked_for_snapshot: bool,
+    records: Records,
+    /// Nothing was applied, installed or built since the state machine was
+    /// opened: openraft is still starting (see `get_current_snapshot`).
+    fresh: bool,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -156,12 +167,12 @@ impl StateMachine {
             );
         }
         store.write(batch).map_err(sm_write_err)?;
+        let mut records = Records::new(store.clone(), group.0);
         let mut slots = vec![u32::MAX; partitions_total as usize];
         let mut parts = Vec::with_capacity(partitions.len());
         for &p in partitions {
-            let kv = ReadKv::new(&store, state_prefix(p, meta.generation));
-            let rules = Partition::open(&kv, p, partitions_total);
-            kv.error().map_err(sm_read_err)?;
+            let rules = Partition::open(&records.view(state_prefix(p, meta.generation)), p, partitions_total);
+            records.take_error()?;
             let next_offset = offsets.get(&p).copied().unwrap_or(0);
             slots[p.0 as usize] = parts.len() as u32;
             let (offsets, _) = watch::channel(next_offset);
@@ -176,9 +187,15 @@ impl StateMachine {
             last_applied: meta.last_applied,
             membership: meta.membership,
             generation: meta.generation,
-            snapshots_built: 0,
-            asked_for_snapshot: false,
+            records,
+            fresh: true,
         })
+    }
+
+    /// Changes kept in memory before a checkpoint writes them (default
+    /// [`records::CHECKPOINT_BYTES_MAX`](super::records::CHECKPOINT_BYTES_MAX)).
+    pub fn set_checkpoint_bytes_max(&mut self, bytes: usize) {
+        self.records.checkpoint_bytes_max = bytes;
     }
 
     /// A receiver of each partition's next event offset, updated after each apply.
@@ -199,7 +216,12 @@ impl StateMachine {
         }
     }
 
-    fn apply_proposal(&mut self, log_id: &LogId, p: &Proposal, batch: &mut BatchKv<'_>) -> Result<Applied, StorageError> {
+    fn apply_proposal(
+        &mut self,
+        log_id: &LogId,
+        p: &Proposal,
+        events: &mut Vec<([u8; 10], Vec<u8>)>,
+    ) -> Result<Applied, StorageError> {
         if p.version != PROPOSAL_VERSION {
             return Err(sm_read_err(other(format!(
                 "entry {log_id}: proposal format {} (this build reads {PROPOSAL_VERSION})",
@@ -219,21 +241,27 @@ impl StateMachine {
                 continue;
             };
             let part = &mut self.parts[slot];
-            batch.prefix = state_prefix(partition, self.generation);
+            let mut view = self.records.view(state_prefix(partition, self.generation));
             // Commands were verified by the leader before proposing; a command that
             // fails to decode here is rejected the same way on every replica.
             let result = match Command::decode(bytes) {
-                Ok(cmd) => part.rules.apply(batch, p.at_ms, &cmd, &mut produced),
+                Ok(cmd) => part.rules.apply(&mut view, p.at_ms, &cmd, &mut produced),
                 Err(e) => Err(Rejection { code: RejectCode::Invalid, message: e.to_string() }),
             };
             for event in produced.drain(..) {
                 let record = EventRecord { partition, offset: part.next_offset, log_index: log_id.index, event };
-                batch.events.push((keys::indexed(partition.0, part.next_offset), record.encode()));
+                events.push((keys::indexed(partition.0, part.next_offset), record.encode()));
                 part.next_offset += 1;
             }
             results.push(result);
         }
         Ok(Applied { results })
+    }
+
+    /// Starts a checkpoint at the current position.
+    async fn checkpoint(&mut self) -> Result<Done, StorageError> {
+        let meta = self.meta();
+        self.records.checkpoint(&meta).await
     }
 
     fn publish_offsets(&self) {
@@ -273,8 +301,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let store = self.store.clone();
-        let mut batch = BatchKv::new(&store);
+        self.fresh = false;
+        let mut events = Vec::new();
         let mut replies = Vec::new();
         for entry in entries {
             if let Some(prev) = self.last_applied {
@@ -287,24 +315,37 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     Applied::default()
                 }
-                EntryPayload::Normal(p) => self.apply_proposal(&entry.log_id, &p, &mut batch)?,
+                EntryPayload::Normal(p) => self.apply_proposal(&entry.log_id, &p, &mut events)?,
             };
             replies.push(reply);
         }
-        let meta = bincode::serialize(&self.meta()).map_err(sm_write_err)?;
-        batch.commit((keys::meta(self.group.0, keys::SM), meta)).map_err(sm_write_err)?;
+        // Decisions made on a failed read must not be stored.
+        self.records.take_error()?;
+        if !events.is_empty() {
+            // In key order: each memtable insert starts where the previous one went.
+            events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut batch = WriteBatch::default();
+            let cf = self.store.cf(CF_EVENTS);
+            for (k, v) in &events {
+                batch.put_cf(cf, k, v);
+            }
+            self.store.write(batch).map_err(sm_write_err)?;
+        }
         self.publish_offsets();
+        if self.records.needs_checkpoint() {
+            self.checkpoint().await?;
+        }
         Ok(replies)
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        self.snapshots_built += 1;
+        self.fresh = false;
         SnapshotBuilder {
             store: self.store.clone(),
             group: self.group,
             last_applied: self.last_applied,
             membership: self.membership.clone(),
-            nonce: self.snapshots_built,
+            checkpoint: Some(self.checkpoint().await),
         }
     }
 
@@ -314,7 +355,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+        self.fresh = false;
         let file = (*snapshot).into_std().await;
+        // The installed state replaces everything: nothing of the old may be
+        // written after it.
+        self.records.settle().await?;
         let store = self.store.clone();
         let group = self.group;
         let partitions: Vec<PartitionId> = self.parts.iter().map(|p| p.partition).collect();
@@ -331,32 +376,39 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             events = installed.next_offsets.iter().map(|(_, n)| n).sum::<u64>(),
             "snapshot installed"
         );
+        self.records.reset();
         self.generation = installed.generation;
         self.last_applied = installed.last_applied;
         self.membership = installed.membership;
         let offsets: HashMap<PartitionId, u64> = installed.next_offsets.into_iter().collect();
         for part in &mut self.parts {
             part.next_offset = offsets[&part.partition];
-            let kv = ReadKv::new(&self.store, state_prefix(part.partition, self.generation));
-            part.rules = Partition::open(&kv, part.partition, self.partitions_total);
-            kv.error().map_err(sm_read_err)?;
+            let view = self.records.view(state_prefix(part.partition, self.generation));
+            part.rules = Partition::open(&view, part.partition, self.partitions_total);
+            self.records.take_error()?;
         }
         self.publish_offsets();
         Ok(())
     }
 
-    /// openraft asks once at start, for the metadata only: it then gets none,
-    /// and builds a snapshot (cheap) if its log was purged. Every later request
-    /// is a replica to be sent the current state: a consistent RocksDB snapshot
-    /// of the group's records and events, streamed into a file.
+    /// The current state: after a checkpoint, a consistent RocksDB snapshot of
+    /// the group's records and events, streamed into a file, named by its
+    /// position (so a snapshot built at the same position has the same id).
+    ///
+    /// openraft 0.9 also asks once while it starts, for the metadata alone;
+    /// writing the whole history into a file for that would make every start
+    /// as slow as the history is long. A state machine that has done nothing
+    /// since it was opened answers none: openraft then builds a snapshot (a
+    /// checkpoint, cheap) if its log was purged.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        if !std::mem::replace(&mut self.asked_for_snapshot, true) {
+        if self.fresh {
             return Ok(None);
         }
+        self.checkpoint().await?;
+        self.records.settle().await?;
         let store = self.store.clone();
         let group = self.group;
-        let nonce = rand::random::<u32>();
-        let made = tokio::task::spawn_blocking(move || transfer::write(&store, group, nonce))
+        let made = tokio::task::spawn_blocking(move || transfer::write(&store, group))
             .await
             .map_err(|e| sm_read_err(other(format!("snapshot file task: {e}"))))??;
         Ok(made.map(|(meta, file)| Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
@@ -369,27 +421,28 @@ pub struct SnapshotBuilder {
     group: GroupId,
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    nonce: u64,
+    /// The checkpoint of `last_applied`, started when openraft asked for the builder.
+    checkpoint: Option<Result<Done, StorageError>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    /// The state is records on disk already: fsync the WAL (everything applied
-    /// up to `last_applied` is in it) and record the metadata. openraft 0.9 keeps
-    /// only the metadata of a built snapshot: the data returned is an empty
-    /// file; snapshots sent to replicas come from `get_current_snapshot`.
+    /// Waits for the checkpoint of `last_applied`, then records the metadata.
+    /// openraft 0.9 keeps only the metadata of a built snapshot: the data
+    /// returned is an empty file; snapshots sent to replicas come from
+    /// `get_current_snapshot`.
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let snapshot_id = format!(
-            "{}-{}-{}",
-            self.last_applied.map(|l| l.index).unwrap_or(0),
-            self.nonce,
-            rand::random::<u32>()
-        );
+        let mut done = self.checkpoint.take().expect("a builder builds once")?;
+        match done.wait_for(Option::is_some).await.map(|r| r.clone()) {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(e))) => return Err(sm_write_err(other(format!("checkpoint: {e}")))),
+            Ok(None) | Err(_) => return Err(sm_write_err(other("checkpoint task dropped".into()))),
+        }
+        let snapshot_id = snapshot_id(self.last_applied);
         let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
         let built = bincode::serialize(&transfer::Built { version: SNAPSHOT_VERSION, meta: meta.clone() }).map_err(sm_write_err)?;
         let store = self.store.clone();
         let group = self.group;
         let empty = tokio::task::spawn_blocking(move || -> Result<std::fs::File, StorageError> {
-            store.sync_wal().map_err(sm_write_err)?;
             let mut batch = WriteBatch::default();
             batch.put_cf(store.cf(CF_SNAPSHOT), keys::snapshot(group.0), &built);
             store.write_sync(batch).map_err(sm_write_err)?;
@@ -399,190 +452,5 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|e| sm_write_err(other(format!("snapshot build task: {e}"))))??;
         tracing::debug!(group = %self.group, snapshot = %meta, "snapshot built");
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(empty)) })
-    }
-}
-
-/// The writes of one apply: the state records' final values (an overlay
-/// that later commands of the batch read first) and the events. Each command
-/// runs with `prefix` set to its partition's.
-///
-/// The write batch is built at commit, in key order: RocksDB inserts a batch's
-/// keys into its memtable skip list one after the other, and a key next to the
-/// previous one is found from there instead of from the top (measured: random
-/// order made the skip list insert the node's largest cost). A record written
-/// many times in one batch (a busy chat's head) is written once.
-pub(crate) struct BatchKv<'a> {
-    store: &'a Store,
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    pub(crate) events: Vec<([u8; 10], Vec<u8>)>,
-    pub(crate) prefix: [u8; 6],
-    error: std::cell::RefCell<Option<rocksdb::Error>>,
-}
-
-impl<'a> BatchKv<'a> {
-    fn new(store: &'a Store) -> Self {
-        BatchKv { store, overlay: HashMap::new(), events: Vec::new(), prefix: [0; 6], error: Default::default() }
-    }
-
-    fn full(&self, key: &[u8]) -> Vec<u8> {
-        let mut k = Vec::with_capacity(6 + key.len());
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(key);
-        k
-    }
-
-    /// Writes the records, the events and `meta` (the group's position, in
-    /// `CF_META`) in one batch through the WAL, unsynced, unless a read
-    /// failed: decisions made on a failed read must not be stored.
-    fn commit(self, meta: ([u8; 3], Vec<u8>)) -> Result<(), rocksdb::Error> {
-        if let Some(e) = self.error.into_inner() {
-            return Err(e);
-        }
-        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> = self.overlay.into_iter().collect();
-        records.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut events = self.events;
-        events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut batch = WriteBatch::default();
-        let state = self.store.cf(CF_STATE);
-        for (k, v) in &records {
-            match v {
-                Some(v) => batch.put_cf(state, k, v),
-                None => batch.delete_cf(state, k),
-            }
-        }
-        let cf = self.store.cf(CF_EVENTS);
-        for (k, v) in &events {
-            batch.put_cf(cf, k, v);
-        }
-        batch.put_cf(self.store.cf(CF_META), meta.0, meta.1);
-        self.store.db().write(batch)
-    }
-}
-
-impl Kv for BatchKv<'_> {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let full = self.full(key);
-        if let Some(v) = self.overlay.get(&full) {
-            return v.clone();
-        }
-        match self.store.db().get_cf(self.store.cf(CF_STATE), &full) {
-            Ok(v) => v,
-            Err(e) => {
-                self.error.borrow_mut().get_or_insert(e);
-                None
-            }
-        }
-    }
-
-    fn put(&mut self, key: &[u8], value: Vec<u8>) {
-        let full = self.full(key);
-        self.overlay.insert(full, Some(value));
-    }
-
-    fn delete(&mut self, key: &[u8]) {
-        let full = self.full(key);
-        self.overlay.insert(full, None);
-    }
-
-    fn scan(&self, prefix: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let full = self.full(prefix);
-        let mut pending: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self.overlay.iter().filter(|(k, _)| k.starts_with(&full)).collect();
-        pending.sort_by(|a, b| a.0.cmp(b.0));
-        let mut stored = scan_db(self.store, &full, None, limit.saturating_add(pending.len()), &self.error);
-        // The overlay wins over what is stored.
-        for (k, v) in pending {
-            match stored.binary_search_by(|(s, _)| s.as_slice().cmp(&k[6..])) {
-                Ok(i) => match v {
-                    Some(v) => stored[i].1 = v.clone(),
-                    None => {
-                        stored.remove(i);
-                    }
-                },
-                Err(i) => {
-                    if let Some(v) = v {
-                        stored.insert(i, (k[6..].to_vec(), v.clone()));
-                    }
-                }
-            }
-        }
-        stored.truncate(limit);
-        stored
-    }
-}
-
-/// The stored records under `full` (partition prefix ‖ local prefix), keys
-/// without the 6-byte partition prefix, at most `limit`.
-fn scan_db(
-    store: &Store,
-    full: &[u8],
-    snapshot: Option<&rocksdb::Snapshot<'_>>,
-    limit: usize,
-    error: &std::cell::RefCell<Option<rocksdb::Error>>,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut ro = ReadOptions::default();
-    if let Some(s) = snapshot {
-        ro.set_snapshot(s);
-    }
-    let mut out = Vec::new();
-    let it = store.db().iterator_cf_opt(store.cf(CF_STATE), ro, IteratorMode::From(full, Direction::Forward));
-    for item in it {
-        match item {
-            Ok((k, v)) => {
-                if !k.starts_with(full) || out.len() >= limit {
-                    break;
-                }
-                out.push((k[6..].to_vec(), v.into_vec()));
-            }
-            Err(e) => {
-                error.borrow_mut().get_or_insert(e);
-                break;
-            }
-        }
-    }
-    out
-}
-
-/// Reads one partition's records straight from RocksDB (no writes).
-pub(crate) struct ReadKv<'a> {
-    store: &'a Store,
-    prefix: [u8; 6],
-    error: std::cell::RefCell<Option<rocksdb::Error>>,
-}
-
-impl<'a> ReadKv<'a> {
-    pub(crate) fn new(store: &'a Store, prefix: [u8; 6]) -> Self {
-        ReadKv { store, prefix, error: Default::default() }
-    }
-
-    pub(crate) fn error(self) -> Result<(), rocksdb::Error> {
-        self.error.into_inner().map_or(Ok(()), Err)
-    }
-}
-
-impl Kv for ReadKv<'_> {
-    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let mut full = self.prefix.to_vec();
-        full.extend_from_slice(key);
-        match self.store.db().get_cf(self.store.cf(CF_STATE), &full) {
-            Ok(v) => v,
-            Err(e) => {
-                self.error.borrow_mut().get_or_insert(e);
-                None
-            }
-        }
-    }
-
-    fn put(&mut self, _: &[u8], _: Vec<u8>) {
-        unreachable!("ReadKv is read-only: rules are only opened through it")
-    }
-
-    fn delete(&mut self, _: &[u8]) {
-        unreachable!("ReadKv is read-only: rules are only opened through it")
-    }
-
-    fn scan(&self, prefix: &[u8], limit: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut full = self.prefix.to_vec();
-        full.extend_from_slice(prefix);
-        scan_db(self.store, &full, None, limit, &self.error)
     }
 }

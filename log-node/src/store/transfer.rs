@@ -31,7 +31,7 @@ use chorus_schema::{GroupId, PartitionId, MAX_EVENT_BYTES};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use super::state_machine::{read_meta_at, sm_read_err, sm_write_err, state_prefix, SmMeta, SNAPSHOT_VERSION};
+use super::state_machine::{read_meta_at, sm_read_err, sm_write_err, snapshot_id, state_prefix, SmMeta, SNAPSHOT_VERSION};
 use super::{keys, Store, CF_EVENTS, CF_META, CF_SNAPSHOT, CF_STATE};
 use crate::types::{SnapshotMeta, StorageError};
 
@@ -96,14 +96,16 @@ impl Writer {
 ///
 /// # Errors
 /// On IO errors, or when the store lacks an event the state covers.
-pub(crate) fn write(store: &Store, group: GroupId, nonce: u32) -> Result<Option<(SnapshotMeta, File)>, StorageError> {
+pub(crate) fn write(store: &Store, group: GroupId) -> Result<Option<(SnapshotMeta, File)>, StorageError> {
     let snap = store.db().snapshot();
     let Some(sm) = read_meta_at(store, group, Some(&snap))? else { return Ok(None) };
-    let Some(last) = sm.last_applied else { return Ok(None) };
+    if sm.last_applied.is_none() {
+        return Ok(None);
+    }
     let meta = SnapshotMeta {
         last_log_id: sm.last_applied,
         last_membership: sm.membership.clone(),
-        snapshot_id: format!("{}-{}-{nonce}", last.index, last.leader_id.term),
+        snapshot_id: snapshot_id(sm.last_applied),
     };
     let file = tempfile::tempfile_in(store.path()).map_err(sm_write_err)?;
     let mut w = Writer { out: BufWriter::with_capacity(1 << 20, file), hash: blake3::Hasher::new() };
