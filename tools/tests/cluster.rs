@@ -118,6 +118,10 @@ async fn must_check_log(cluster: &Cluster, client: &LogClient, ids: &[u64], acke
     }
 }
 
+/// Concurrent writers of the leader-kill test: many, so that the leaders
+/// merge their appends.
+const WRITERS: u64 = 64;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_kill_9_of_leaders() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,7 +132,7 @@ async fn acknowledged_appends_survive_kill_9_of_leaders() {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
-    for w in 0..24u64 {
+    for w in 0..WRITERS {
         let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
         writers.push(tokio::spawn(async move {
             let mut i = 0;
@@ -155,10 +159,42 @@ async fn acknowledged_appends_survive_kill_9_of_leaders() {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 24 * 20, "writers made progress: {} acks", acked.len());
-    eprintln!("{} sends acknowledged through 3 leader kills", acked.len());
+    assert!(acked.len() >= WRITERS as usize * 20, "writers made progress: {} acks", acked.len());
     must_converge(&cluster, &client, &[1, 2, 3]).await;
     must_check_log(&cluster, &client, &[1, 2, 3], &acked).await;
+    // The leaders merged concurrent appends: far fewer Raft entries than
+    // commands, so the kills hit merged entries in flight.
+    let s = client.status(&cluster.node(1).config.client_addr).await.unwrap();
+    let entries: u64 = s.groups.iter().map(|g| g.last_log_index).sum();
+    eprintln!("{} sends acknowledged through 3 leader kills, in {entries} Raft entries", acked.len());
+    assert!(entries * 2 < acked.len() as u64, "{entries} entries for {} commands: appends were not merged", acked.len());
+}
+
+/// Raft groups of the cluster whose leader, by its own account, is `id`.
+async fn groups_led_by(cluster: &Cluster, client: &LogClient, id: u64) -> Vec<u16> {
+    match client.status(&cluster.node(id).config.client_addr).await {
+        Ok(s) => s.groups.iter().filter(|g| g.leader == Some(s.node)).map(|g| g.group.0).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Waits until node `id`'s log says it is receiving a snapshot (the
+/// `occurrence`-th time), then kills it at once, and checks that it had not
+/// installed it yet.
+async fn kill_mid_snapshot(cluster: &mut Cluster, id: u64, occurrence: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(cluster.node(id).log_path()).unwrap_or_default();
+        if log.matches("receiving a snapshot").count() >= occurrence {
+            cluster.kill(id);
+            let log = std::fs::read_to_string(cluster.node(id).log_path()).unwrap_or_default();
+            let installed = log.matches("snapshot installed").count();
+            assert!(installed < occurrence, "the transfer was over before the kill; node {id}'s log:\n{}", cluster.log_tail(id, 30));
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node {id} never received a snapshot:\n{}", cluster.log_tail(id, 30));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,6 +221,74 @@ async fn node_whose_log_was_purged_catches_up_by_snapshot() {
         acked.push((cmd, outcome));
     }
     cluster.start(3).unwrap();
+    must_converge(&cluster, &client, &[1, 2, 3]).await;
+    must_check_log(&cluster, &client, &[1, 2, 3], &acked).await;
+    let log = std::fs::read_to_string(cluster.node(3).log_path()).unwrap();
+    assert!(log.contains("snapshot installed"), "node 3 caught up by snapshot; its log:\n{}", cluster.log_tail(3, 40));
+}
+
+/// A replica far behind gets a streamed snapshot of many chunks; it is killed
+/// mid-transfer, restarted, then the sender is killed mid-transfer too. It
+/// ends with exactly the others' events, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_transfer_killed_midway_on_either_side_is_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), 3, 2);
+    s.raft.snapshot_after_logs = 20;
+    s.raft.keep_logs_after_snapshot = 2;
+    // Many small chunks (openraft waits a millisecond between two), so that
+    // the transfer lasts long enough to be interrupted.
+    s.raft.snapshot_chunk_bytes = 16 << 10;
+    let mut cluster = Cluster::create(s).unwrap();
+    cluster.start_all().unwrap();
+    let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    cluster.kill(3);
+    // About 24 MiB of events while node 3 is down, in many entries, so that
+    // the logs are purged past what node 3 has.
+    let big = |from: u64, to: u64, id: u64| Command {
+        origin: Origin { user: UserId(from), device: DeviceId(1), client_msg_id: ClientMsgId(id) },
+        body: CommandBody::SendDirect { recipient: UserId(to), ciphertext: vec![id as u8; 12 << 10], media: None },
+    };
+    let mut acked = Vec::new();
+    for round in 0..100u64 {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let (client, cmd) = (client.clone(), big(1 + i % 5, 60 + i % 3, round * 100 + i));
+            tasks.spawn(async move {
+                let outcome = must_append(&client, &cmd).await;
+                (cmd, outcome)
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            acked.push(done.unwrap());
+        }
+    }
+    // Node 3 restarts and is sent a snapshot of each group; killed mid-way.
+    cluster.start(3).unwrap();
+    kill_mid_snapshot(&mut cluster, 3, 1).await;
+    // Restarted, it is sent one again (a fresh transfer); this time its
+    // sender is killed mid-way, and the new leader sends it.
+    cluster.start(3).unwrap();
+    let before = std::fs::read_to_string(cluster.node(3).log_path()).unwrap().matches("receiving a snapshot").count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(cluster.node(3).log_path()).unwrap_or_default();
+        if log.matches("receiving a snapshot").count() > before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "node 3 was not sent a snapshot again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sender = if !groups_led_by(&cluster, &client, 1).await.is_empty() { 1 } else { 2 };
+    cluster.kill(sender);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.start(sender).unwrap();
+    // More writes meanwhile, then every replica holds the same history.
+    for i in 0..40 {
+        let cmd = send(1 + i % 4, 70, 1_000_000 + i);
+        let outcome = must_append(&client, &cmd).await;
+        acked.push((cmd, outcome));
+    }
     must_converge(&cluster, &client, &[1, 2, 3]).await;
     must_check_log(&cluster, &client, &[1, 2, 3], &acked).await;
     let log = std::fs::read_to_string(cluster.node(3).log_path()).unwrap();

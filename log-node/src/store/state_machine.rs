@@ -350,6 +350,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        tracing::info!(group = %self.group, "receiving a snapshot");
         let file = tempfile::tempfile_in(self.store.path()).map_err(sm_write_err)?;
         Ok(Box::new(tokio::fs::File::from_std(file)))
     }
