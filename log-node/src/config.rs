@@ -35,10 +35,16 @@ pub struct Peer {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RaftConfig {
+    /// Leader heartbeat interval. openraft 0.9 also uses it as the timeout of
+    /// every AppendEntries RPC: below ~250 ms, appends of merged proposals to
+    /// a follower busy on 2 cores time out and are sent again.
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    /// Build a snapshot after this many log entries since the last one.
+    /// Build a snapshot (a checkpoint of the state, then a purge of the log
+    /// it covers) after this many log entries since the last one. Entries are
+    /// merged proposals of up to `proposer.proposal_bytes_max`, so this also
+    /// bounds the log's bytes.
     pub snapshot_after_logs: u64,
     /// Log entries kept behind the latest snapshot (for lagging followers).
     pub keep_logs_after_snapshot: u64,
@@ -73,11 +79,11 @@ impl Default for ProposerConfig {
 impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
-            heartbeat_ms: 150,
-            election_min_ms: 600,
-            election_max_ms: 1200,
-            snapshot_after_logs: 20_000,
-            keep_logs_after_snapshot: 1_000,
+            heartbeat_ms: 250,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+            snapshot_after_logs: 1_000,
+            keep_logs_after_snapshot: 100,
             max_payload_entries: 16,
             snapshot_chunk_bytes: 4 << 20,
         }

@@ -228,14 +228,14 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     s.write_all(&framed(b"\xff\xff\xff\xff not bincode")).await.unwrap();
     s.finish().unwrap();
     let reply = frame::read(&mut r, 1 << 20).await.unwrap().expect("a reply frame");
-    let reply: Vec<Reply> = raft_net::decode(&reply).unwrap();
-    assert!(matches!(reply[..], [Reply::Refused(_)]), "{reply:?}");
+    let reply: (u32, Reply) = raft_net::decode(&reply).unwrap();
+    assert!(matches!(reply, (raft_net::WHOLE_FRAME, Reply::Refused(_))), "{reply:?}");
     // An oversized raft frame: the stream is refused.
     let (mut s, mut r) = rconn.open_bi().await.unwrap();
     s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     s.finish().unwrap();
-    let reply: Vec<Reply> = raft_net::decode(&frame::read(&mut r, 1 << 20).await.unwrap().unwrap()).unwrap();
-    assert!(matches!(reply[..], [Reply::Refused(ref m)] if m.contains("over the limit")), "{reply:?}");
+    let reply: (u32, Reply) = raft_net::decode(&frame::read(&mut r, 1 << 20).await.unwrap().unwrap()).unwrap();
+    assert!(matches!(reply, (raft_net::WHOLE_FRAME, Reply::Refused(ref m)) if m.contains("over the limit")), "{reply:?}");
 
     // Other clients are unaffected.
     let ok = client.append(&send(7, 8, 1, "still here")).await.unwrap();

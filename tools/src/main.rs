@@ -4,6 +4,11 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use chorus_tools::{bench, commands};
 
+/// mimalloc instead of glibc's malloc: the log-node spent ~17% of its CPU in
+/// glibc's allocator (bins, consolidation) under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "chorus", version, about = "chorus: an event-sourced messaging backend on a replicated log")]
 struct Cli {

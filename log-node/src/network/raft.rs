@@ -3,8 +3,9 @@
 //! All Raft groups share one QUIC connection per pair of nodes. RPCs to the
 //! same peer that are waiting at the same moment are coalesced: one
 //! bidirectional stream carries one request frame holding a batch of RPCs
-//! (bincode-encoded openraft messages tagged with their group) and one reply
-//! frame holding their replies in the same order, up to
+//! (bincode-encoded openraft messages tagged with their group) and a reply
+//! frame for each of them, tagged with its index, sent as soon as it is ready
+//! (one group's slow append never holds back another's heartbeat), up to
 //! [`RPC_BATCH_BYTES_MAX`] of entries. Snapshot
 //! chunks travel alone, so that they never delay heartbeats. Decoding is bounded
 //! by the frame length, and a bad frame gets a `Refused` reply, never a panic.
@@ -104,7 +105,7 @@ pub const RPC_BATCH_BYTES_MAX: usize = 32 << 20;
 struct Queued {
     rpc: Rpc,
     ttl: Duration,
-    reply: oneshot::Sender<Result<Reply, NetworkError>>,
+    reply: Waiter,
 }
 
 /// Connections to peer nodes, shared by every group's network factory.
@@ -177,7 +178,7 @@ impl Peers {
 
     /// Queues `rpc` for the peer at `addr`; it leaves with every other RPC queued
     /// for that peer by then.
-    fn enqueue(&self, addr: &str, rpc: Rpc, ttl: Duration) -> oneshot::Receiver<Result<Reply, NetworkError>> {
+    fn enqueue(&self, addr: &str, rpc: Rpc, ttl: Duration) -> oneshot::Receiver<Result<Reply, Failure>> {
         let (tx, rx) = oneshot::channel();
         let mut batchers = self.batchers.lock().expect("batchers lock");
         let sender = batchers.entry(addr.to_string()).or_insert_with(|| {
@@ -186,51 +187,95 @@ impl Peers {
             qtx
         });
         if let Err(mpsc::error::SendError(q)) = sender.send(Queued { rpc, ttl, reply: tx }) {
-            let _ = q.reply.send(Err(NetworkError::new(&Msg("peer batcher stopped".into()))));
+            let _ = q.reply.send(Err(Failure::Network("peer batcher stopped".into())));
         }
         rx
     }
 
-    /// Sends `rpcs` as one frame on a new stream and returns their replies, in order.
-    async fn exchange(&self, addr: &str, rpcs: &[Rpc], ttl: Duration) -> Result<Vec<Reply>, CallError> {
-        let conn = self.connection(addr, ttl.min(Duration::from_secs(2))).await.map_err(CallError::Unreachable)?;
+    /// Sends `rpcs` as one frame on a new stream; each waiter gets its RPC's
+    /// reply as soon as the peer has it (replies come back one frame each, in
+    /// the order they finish: a heartbeat never waits for a large append of
+    /// another group). Waiters still unanswered when the exchange fails or
+    /// `ttl` passes get the error.
+    async fn exchange(&self, addr: &str, rpcs: &[Rpc], waiters: Vec<Waiter>, ttl: Duration) {
+        let mut waiters: Vec<Option<Waiter>> = waiters.into_iter().map(Some).collect();
+        let fail_all = |waiters: &mut Vec<Option<Waiter>>, e: Failure| {
+            for w in waiters.iter_mut().filter_map(Option::take) {
+                let _ = w.send(Err(e.clone()));
+            }
+        };
+        // Dialing takes a handshake, which a loaded peer may answer later than
+        // a heartbeat interval: give it a second, whatever the RPC's ttl.
+        let conn = match self.connection(addr, Duration::from_secs(1)).await {
+            Ok(c) => c,
+            Err(u) => return fail_all(&mut waiters, Failure::Unreachable(u.to_string())),
+        };
         let bytes = encode(&rpcs);
+        let heard_before = conn.stats().udp_rx.datagrams;
+        let mut open = rpcs.len();
         let result = tokio::time::timeout(ttl, async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| NetworkError::new(&e))?;
-            frame::write(&mut send, &bytes).await.map_err(|e| NetworkError::new(&e))?;
-            send.finish().map_err(|e| NetworkError::new(&e))?;
-            let reply = frame::read(&mut recv, RAFT_FRAME_BYTES_MAX)
-                .await
-                .map_err(|e| NetworkError::new(&e))?
-                .ok_or_else(|| NetworkError::new(&Msg("peer closed the stream without a reply".into())))?;
-            decode::<Vec<Reply>>(&reply).map_err(|e| NetworkError::new(&e))
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            frame::write(&mut send, &bytes).await.map_err(|e| e.to_string())?;
+            send.finish().map_err(|e| e.to_string())?;
+            while open > 0 {
+                let frame = frame::read(&mut recv, RAFT_FRAME_BYTES_MAX)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{addr} closed the stream with {open} replies missing"))?;
+                let (index, reply) = decode::<(u32, Reply)>(&frame).map_err(|e| e.to_string())?;
+                if let Reply::Refused(why) = &reply {
+                    if index == WHOLE_FRAME {
+                        return Err(format!("{addr} refused the frame: {why}"));
+                    }
+                }
+                let waiter = waiters
+                    .get_mut(index as usize)
+                    .and_then(Option::take)
+                    .ok_or_else(|| format!("{addr} answered request {index} of {} twice or out of range", rpcs.len()))?;
+                let _ = waiter.send(Ok(reply));
+                open -= 1;
+            }
+            Ok::<(), String>(())
         })
         .await;
         match result {
-            Ok(Ok(replies)) if replies.len() == rpcs.len() => Ok(replies),
-            Ok(Ok(replies)) => Err(CallError::Network(NetworkError::new(&Msg(format!(
-                "{addr} answered {} replies to {} requests",
-                replies.len(),
-                rpcs.len()
-            ))))),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 if conn.close_reason().is_some() {
                     self.forget(addr);
                 }
-                Err(CallError::Network(e))
+                fail_all(&mut waiters, Failure::Network(format!("rpc to {addr}: {e}")));
             }
             Err(_) => {
-                // The peer may be gone with its connection state (killed and
-                // restarted): its new incarnation cannot reset our connection,
-                // which would then look alive until QUIC's idle timeout. Dial
-                // afresh for the next RPC; exchanges in flight on the old
-                // connection finish or time out on their own.
-                self.forget_conn(addr, &conn);
-                Err(CallError::Network(NetworkError::new(&Msg(format!("rpc to {addr} timed out after {ttl:?}")))))
+                // A peer killed and restarted has lost the connection's state
+                // and cannot reset it: it would look alive until QUIC's idle
+                // timeout. If nothing at all came back from it during the
+                // exchange (not even an acknowledgement), dial afresh for the
+                // next RPC. A peer that is merely slow keeps its connection:
+                // dialing anew under load costs handshakes and drops every
+                // exchange in flight.
+                if conn.stats().udp_rx.datagrams == heard_before {
+                    self.forget_conn(addr, &conn);
+                }
+                fail_all(&mut waiters, Failure::Network(format!("rpc to {addr} timed out after {ttl:?}")));
             }
         }
     }
 }
+
+type Waiter = oneshot::Sender<Result<Reply, Failure>>;
+
+/// Why an RPC got no reply.
+#[derive(Clone, Debug)]
+enum Failure {
+    /// The peer could not be dialed (openraft backs off).
+    Unreachable(String),
+    /// The exchange failed or timed out.
+    Network(String),
+}
+
+/// The index of a reply that refuses the whole request frame.
+pub const WHOLE_FRAME: u32 = u32::MAX;
 
 /// Drains the RPCs queued for one peer into frames, each sent on its own task so
 /// that a slow exchange never holds back the next one.
@@ -264,22 +309,7 @@ async fn run_batcher(peers: Weak<Peers>, addr: String, mut rx: mpsc::UnboundedRe
         tokio::spawn(async move {
             let ttl = batch.iter().map(|q| q.ttl).max().unwrap_or(Duration::from_secs(1));
             let (rpcs, waiters): (Vec<Rpc>, Vec<_>) = batch.into_iter().map(|q| (q.rpc, q.reply)).unzip();
-            match peers.exchange(&addr, &rpcs, ttl).await {
-                Ok(replies) => {
-                    for (w, r) in waiters.into_iter().zip(replies) {
-                        let _ = w.send(Ok(r));
-                    }
-                }
-                Err(e) => {
-                    let msg = match e {
-                        CallError::Unreachable(u) => u.to_string(),
-                        CallError::Network(n) => n.to_string(),
-                    };
-                    for w in waiters {
-                        let _ = w.send(Err(NetworkError::new(&Msg(msg.clone()))));
-                    }
-                }
-            }
+            peers.exchange(&addr, &rpcs, waiters, ttl).await;
         });
     }
 }
@@ -325,15 +355,18 @@ impl<E: std::error::Error> From<CallError> for RPCError<u64, NodeAddr, E> {
 impl PeerLink {
     async fn call(&self, request: Request, ttl: Duration) -> Result<Reply, CallError> {
         let rpc = Rpc { group: self.group, request };
-        if matches!(rpc.request, Request::InstallSnapshot(_)) {
+        let rx = if matches!(rpc.request, Request::InstallSnapshot(_)) {
             // Snapshot chunks are large: they go alone.
-            let mut replies = self.peers.exchange(&self.addr, std::slice::from_ref(&rpc), ttl).await?;
-            return Ok(replies.pop().expect("exchange returns one reply per request"));
-        }
-        let rx = self.peers.enqueue(&self.addr, rpc, ttl);
+            let (tx, rx) = oneshot::channel();
+            self.peers.exchange(&self.addr, std::slice::from_ref(&rpc), vec![tx], ttl).await;
+            rx
+        } else {
+            self.peers.enqueue(&self.addr, rpc, ttl)
+        };
         match rx.await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(e)) => Err(CallError::Network(e)),
+            Ok(Err(Failure::Unreachable(e))) => Err(CallError::Unreachable(Unreachable::new(&Msg(e)))),
+            Ok(Err(Failure::Network(e))) => Err(CallError::Network(NetworkError::new(&Msg(e)))),
             Err(_) => Err(CallError::Network(NetworkError::new(&Msg(format!(
                 "rpc to node {} dropped",
                 self.target
@@ -414,25 +447,44 @@ pub async fn serve(endpoint: quinn::Endpoint, rafts: Arc<Vec<Raft>>) {
 }
 
 async fn serve_stream(rafts: Arc<Vec<Raft>>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let replies = match frame::read(&mut recv, RAFT_FRAME_BYTES_MAX).await {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let rpcs = match frame::read(&mut recv, RAFT_FRAME_BYTES_MAX).await {
         Ok(Some(bytes)) => match decode::<Vec<Rpc>>(&bytes) {
-            Ok(rpcs) if rpcs.len() <= RPC_BATCH_MAX => {
-                futures::future::join_all(rpcs.into_iter().map(|rpc| dispatch(&rafts, rpc))).await
-            }
-            Ok(rpcs) => vec![Reply::Refused(format!("{} rpcs in one frame, limit {RPC_BATCH_MAX}", rpcs.len()))],
-            Err(e) => vec![Reply::Refused(format!("malformed raft request: {e}"))],
+            Ok(rpcs) if rpcs.len() <= RPC_BATCH_MAX => Ok(rpcs),
+            Ok(rpcs) => Err(format!("{} rpcs in one frame, limit {RPC_BATCH_MAX}", rpcs.len())),
+            Err(e) => Err(format!("malformed raft request: {e}")),
         },
         Ok(None) => return,
-        Err(e) => vec![Reply::Refused(format!("bad raft frame: {e}"))],
+        Err(e) => Err(format!("bad raft frame: {e}")),
     };
-    for r in &replies {
-        if let Reply::Refused(why) = r {
+    let rpcs = match rpcs {
+        Ok(rpcs) => rpcs,
+        Err(why) => {
+            tracing::warn!(reason = %why, "raft request refused");
+            if frame::write(&mut send, &encode(&(WHOLE_FRAME, Reply::Refused(why)))).await.is_ok() {
+                let _ = send.finish();
+            }
+            return;
+        }
+    };
+    let rafts = &rafts;
+    let mut pending: FuturesUnordered<_> = rpcs
+        .into_iter()
+        .enumerate()
+        .map(|(i, rpc)| async move { (i as u32, dispatch(rafts, rpc).await) })
+        .collect();
+    while let Some(answer) = pending.next().await {
+        if let Reply::Refused(why) = &answer.1 {
             tracing::warn!(reason = %why, "raft request refused");
         }
+        if frame::write(&mut send, &encode(&answer)).await.is_err() {
+            // The caller is gone (it timed out): the remaining RPCs still run
+            // to completion on this task, their replies are dropped.
+            while pending.next().await.is_some() {}
+            return;
+        }
     }
-    if frame::write(&mut send, &encode(&replies)).await.is_ok() {
-        let _ = send.finish();
-    }
+    let _ = send.finish();
 }
 
 async fn dispatch(rafts: &[Raft], rpc: Rpc) -> Reply {

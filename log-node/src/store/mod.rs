@@ -134,6 +134,13 @@ impl Store {
                 _ => rocksdb::DBCompressionType::Lz4,
             };
             o.set_compression_type(compression);
+            if name == CF_EVENTS {
+                // Events are written once, never changed, and kept: universal
+                // compaction rewrites them a few times in their life, where
+                // leveled compaction merged every flush (whose keys span all
+                // partitions) into an ever larger bottom level.
+                o.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+            }
             o.set_write_buffer_size(32 << 20);
             let mut t = rocksdb::BlockBasedOptions::default();
             t.set_block_cache(&cache);
