@@ -24,6 +24,7 @@
 pub mod client;
 pub mod config;
 pub mod driver;
+mod framing;
 pub mod session;
 pub mod sms;
 

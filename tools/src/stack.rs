@@ -242,6 +242,27 @@ impl Stack {
         Ok(Stack { spec, cluster, nats, projector, edges, edge_addrs, log })
     }
 
+    /// Every server process of the deployment, named: log-nodes, the
+    /// nats-server, the projector and the edges (for CPU accounting).
+    pub fn server_pids(&self) -> Vec<(String, u32)> {
+        let mut pids = Vec::new();
+        for n in &self.cluster.nodes {
+            if let Some(pid) = n.pid() {
+                pids.push((format!("log-node-{}", n.id), pid));
+            }
+        }
+        // The nats-server is a child of this process (see `NatsServer::start`).
+        for pid in children_named("nats-server") {
+            pids.push(("nats-server".to_owned(), pid));
+        }
+        for s in std::iter::once(&self.projector).chain(&self.edges) {
+            if let Some(pid) = s.pid() {
+                pids.push((s.name.clone(), pid));
+            }
+        }
+        pids
+    }
+
     /// A client configuration for the given edges (all if empty).
     pub fn client_config(&self, edges: &[usize]) -> ClientConfig {
         let addrs = if edges.is_empty() {
@@ -285,6 +306,22 @@ impl Stack {
         let code = code?;
         Ok(client::verify_otp(&config, phone, &code, "test", vec![1; 32]).await?)
     }
+}
+
+/// The processes named `name` (as in `/proc/<pid>/comm`) whose parent is this
+/// process (Linux; empty elsewhere).
+fn children_named(name: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            // `pid (comm) state ppid …`; comm may hold spaces, so split at the last ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { return false };
+            let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+            &stat[open + 1..close] == name && ppid == Some(me)
+        })
+        .collect()
 }
 
 /// The last code texted to `phone` in an SMS file sink.
