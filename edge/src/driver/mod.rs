@@ -34,6 +34,7 @@
 mod connection;
 pub(crate) mod mailbox;
 pub(crate) mod router;
+pub mod tls;
 pub(crate) mod views;
 
 use std::collections::HashSet;
@@ -45,7 +46,6 @@ use std::time::Duration;
 
 use chorus_bus::Bus;
 use chorus_log_node::client::{ClientConfig as LogClientConfig, LogClient};
-use chorus_log_node::network::tls::{Identity as TlsIdentity, TlsPaths};
 use chorus_projections::wire;
 use chorus_schema::{ChatId, CommandResult, EventRecord, Seq, UserId};
 use tracing::{info, warn};
@@ -59,8 +59,8 @@ use crate::sms::SmsSink;
 pub enum Error {
     #[error("invalid edge config: {0}")]
     Config(String),
-    #[error(transparent)]
-    Tls(#[from] chorus_log_node::network::tls::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::Error),
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("connecting to the log: {0}")]
@@ -160,6 +160,10 @@ fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
     // (~14 KiB) from a single handshake flight, for the connection's life.
     // An edge sends one datagram at a time to each client anyway.
     t.enable_segmentation_offload(false);
+    // Path MTU discovery grows that buffer (and the packets) to ~1.5 KiB for
+    // the connection's life and probes every few minutes; messaging frames
+    // are small, so the QUIC minimum of 1200 bytes serves them as well.
+    t.mtu_discovery_config(None);
     Arc::new(t)
 }
 
@@ -196,8 +200,7 @@ impl Edge {
     /// On a bad config, TLS material, bind, log or bus failure.
     pub async fn open(config: Config, local_bus: Option<Bus>) -> Result<Edge, Error> {
         config.validate().map_err(Error::Config)?;
-        let tls = TlsIdentity::load(&TlsPaths { ca: config.log_ca.clone(), cert: config.cert.clone(), key: config.key.clone() })?;
-        let mut server = tls.quic_server(false, chorus_schema::edge::ALPN)?;
+        let mut server = tls::server_config(&config.cert, &config.key, chorus_schema::edge::ALPN)?;
         server.transport_config(transport(&config));
         let runtime = quinn::default_runtime().ok_or_else(|| Error::Config("no async runtime".into()))?;
         let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), udp_socket(&config)?, runtime)
@@ -276,7 +279,9 @@ impl Edge {
                 continue;
             }
             ctx.accepted.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(connection::run(ctx.clone(), incoming));
+            let task = connection::run(ctx.clone(), incoming);
+            tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task");
+            tokio::spawn(task);
         }
         router.abort();
         endpoint.close(quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.code())), b"edge shutting down");

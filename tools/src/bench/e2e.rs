@@ -338,6 +338,7 @@ async fn idle_connections(
     let since = Arc::new(since);
     let slots = Arc::new(Semaphore::new(in_flight));
     let drops = udp_receive_drops();
+    let (cpu0, bench_cpu0) = (server_cpu(stack), process_cpu_us(std::process::id()));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
@@ -358,6 +359,11 @@ async fn idle_connections(
         conns.push(conn);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_per_message(&cpu0, &server_cpu(stack), n as u64);
+    let bench_cpu = match (bench_cpu0, process_cpu_us(std::process::id())) {
+        (Some(a), Some(b)) => format!("{:.0}", (b - a) as f64 / n as f64),
+        _ => "?".into(),
+    };
     let drops = match (drops, udp_receive_drops()) {
         (Some(a), Some(b)) => (b - a).to_string(),
         _ => "?".into(),
@@ -370,6 +376,7 @@ async fn idle_connections(
         ms(0.99),
         took.max() as f64 / 1000.0
     );
+    println!("server CPU per login: {} (clients, in this process: {bench_cpu} µs)", cpu.replace("delivered message", "login"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (peak, after) = edge.rss_kib().context("edge rss")?;
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
