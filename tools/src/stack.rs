@@ -147,6 +147,9 @@ pub struct StackSpec {
     pub edges: usize,
     /// Per-connection limits of the edges (tests and benches raise the rates).
     pub session: chorus_edge::session::Config,
+    /// Frames an edge queues for a client's delivery stream before it
+    /// disconnects the client as too slow.
+    pub delivery_queue_max: usize,
     pub log_filter: String,
 }
 
@@ -159,6 +162,7 @@ impl StackSpec {
             partitions: 16,
             edges: 2,
             session: chorus_edge::session::Config::default(),
+            delivery_queue_max: chorus_edge::Config::default().delivery_queue_max,
             log_filter: "info,quinn=warn,openraft=warn".into(),
         }
     }
@@ -221,6 +225,7 @@ impl Stack {
                 bus: BusConfig::Nats { url: nats.url() },
                 sms: SmsConfig::File { path: dir.join("sms.jsonl") },
                 session: spec.session.clone(),
+                delivery_queue_max: spec.delivery_queue_max,
                 ..chorus_edge::Config::default()
             };
             let mut edge = Service::new(

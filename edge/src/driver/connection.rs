@@ -146,6 +146,10 @@ struct Conn {
     control: Outgoing,
     deliveries: Option<Outgoing>,
     identity: Option<Identity>,
+    /// Logged in as this identity, waiting (until the instant) for the
+    /// client to allow the delivery stream; the session's next actions wait
+    /// with it.
+    subscribing: Option<(Identity, tokio::time::Instant)>,
 }
 
 pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
@@ -172,10 +176,21 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
         control: Outgoing::new(send),
         deliveries: None,
         identity: None,
+        subscribing: None,
     };
     let close = conn.serve(recv).await;
-    conn.finish(close).await;
+    // Boxed: its state would otherwise be part of every idle connection's task.
+    Box::pin(conn.finish(close)).await;
     ctx.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Bytes of a connection's task state (its future), for the startup log: the
+/// largest part of an idle connection that is the edge's own.
+pub(super) fn task_bytes() -> usize {
+    fn output_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    output_size(run)
 }
 
 /// What woke the connection's task.
@@ -183,6 +198,8 @@ enum Step {
     Mail(Mail),
     Read(Result<Option<quinn::Chunk>, quinn::ReadError>),
     Wrote { stream: &'static str, result: Result<(), quinn::WriteError> },
+    Opened(Result<Result<quinn::SendStream, quinn::ConnectionError>, tokio::time::error::Elapsed>),
+    Closed(quinn::ConnectionError),
 }
 
 /// The name of an action, for traces (frames carry tokens and ciphertexts).
@@ -216,34 +233,42 @@ impl Close {
 impl Conn {
     /// Serves the connection until the session, the driver or the client ends
     /// it; returns the edge's reason to close, if it has one.
+    ///
+    /// Everything but the wait for the delivery stream is synchronous, so
+    /// the task's state while idle is just the futures of this `select!`.
     async fn serve(&mut self, mut recv: quinn::RecvStream) -> Option<Close> {
         let mut splitter = FrameSplitter::default();
         // False once the control stream cannot be read on (a bad length).
         let mut readable = true;
         loop {
-            // A client that does not read its answers is not read from.
-            let reading = readable && self.control.len() < CONTROL_QUEUE;
-            let step = tokio::select! {
-                mail = self.mailbox.take() => Step::Mail(mail),
-                chunk = recv.read_chunk(READ_CHUNK_MAX, true), if reading => Step::Read(chunk),
-                result = self.control.write(), if self.control.len() > 0 => Step::Wrote { stream: "control", result },
-                result = write_deliveries(&mut self.deliveries) => Step::Wrote { stream: "delivery", result },
-                e = self.quic.closed() => {
-                    debug!(error = %e, "connection closed");
-                    return None;
+            let step = if let Some((_, deadline)) = self.subscribing {
+                tokio::select! {
+                    opened = tokio::time::timeout_at(deadline, self.quic.open_uni()) => Step::Opened(opened),
+                    result = self.control.write(), if self.control.len() > 0 => Step::Wrote { stream: "control", result },
+                    e = self.quic.closed() => Step::Closed(e),
+                }
+            } else {
+                // A client that does not read its answers is not read from.
+                let reading = readable && self.control.len() < CONTROL_QUEUE;
+                tokio::select! {
+                    mail = self.mailbox.take() => Step::Mail(mail),
+                    chunk = recv.read_chunk(READ_CHUNK_MAX, true), if reading => Step::Read(chunk),
+                    result = self.control.write(), if self.control.len() > 0 => Step::Wrote { stream: "control", result },
+                    result = write_deliveries(&mut self.deliveries) => Step::Wrote { stream: "delivery", result },
+                    e = self.quic.closed() => Step::Closed(e),
                 }
             };
             let close = match step {
-                Step::Mail(mail) => self.mail(mail).await,
+                Step::Mail(mail) => self.mail(mail),
                 Step::Read(Ok(Some(chunk))) => {
                     let mut frames = Vec::new();
                     let split = splitter.push(chunk.bytes, &mut frames);
-                    let mut close = self.frames(frames).await;
+                    let mut close = self.frames(frames);
                     if let (None, Err(e)) = (&close, split) {
                         // The stream cannot be resynchronized after a bad length.
                         readable = false;
                         self.session.handle_decode_error(&e);
-                        close = self.perform().await;
+                        close = self.perform();
                     }
                     close
                 }
@@ -254,6 +279,11 @@ impl Conn {
                     debug!(stream, error = %e, "write failed");
                     Some(Close::driver(EdgeErrorCode::Unavailable, &format!("{stream} stream closed")))
                 }
+                Step::Opened(opened) => self.opened(opened),
+                Step::Closed(e) => {
+                    debug!(error = %e, "connection closed");
+                    return None;
+                }
             };
             if close.is_some() {
                 return close;
@@ -261,8 +291,9 @@ impl Conn {
         }
     }
 
-    /// Handles `first` and what else is in the mailbox, up to a batch.
-    async fn mail(&mut self, first: Mail) -> Option<Close> {
+    /// Handles `first` and what else is in the mailbox, up to a batch (or
+    /// until the session waits for the delivery stream).
+    fn mail(&mut self, first: Mail) -> Option<Close> {
         let mut next = Some(first);
         let mut handled = 0;
         while let Some(mail) = next {
@@ -273,24 +304,24 @@ impl Conn {
                 Mail::Input(input) => self.input(input),
                 Mail::Routed(routed) => self.routed(routed),
             }
-            if let Some(close) = self.perform().await {
+            if let Some(close) = self.perform() {
                 return Some(close);
             }
             handled += 1;
-            next = if handled < MAIL_BATCH { self.mailbox.try_take() } else { None };
+            next = if handled < MAIL_BATCH && self.subscribing.is_none() { self.mailbox.try_take() } else { None };
         }
         None
     }
 
     /// Client frames, in order.
-    async fn frames(&mut self, frames: Vec<Bytes>) -> Option<Close> {
+    fn frames(&mut self, frames: Vec<Bytes>) -> Option<Close> {
         for frame in frames {
             let now = crate::now_ms();
             {
                 let mut registry = self.ctx.otp.lock().expect("otp lock");
                 self.session.handle_bytes(now, &frame, &mut registry);
             }
-            if let Some(close) = self.perform().await {
+            if let Some(close) = self.perform() {
                 return Some(close);
             }
         }
@@ -320,8 +351,13 @@ impl Conn {
         }
     }
 
-    /// Runs the session's actions; returns the close reason if it asked to close.
-    async fn perform(&mut self) -> Option<Close> {
+    /// Runs the session's actions; returns the close reason if it asked to
+    /// close. Stops at a `Subscribe`: the actions after it wait until the
+    /// delivery stream is open (see [`Conn::opened`]).
+    fn perform(&mut self) -> Option<Close> {
+        if self.subscribing.is_some() {
+            return None;
+        }
         while let Some(action) = self.session.poll_action() {
             tracing::trace!(conn = self.id, action = action_kind(&action), "action");
             match action {
@@ -352,9 +388,8 @@ impl Conn {
                     });
                 }
                 Action::Subscribe(identity) => {
-                    if let Err(reason) = self.subscribe(identity).await {
-                        return Some(Close::driver(EdgeErrorCode::Unavailable, &reason));
-                    }
+                    self.subscribing = Some((identity, tokio::time::Instant::now() + OPEN_TIMEOUT));
+                    return None;
                 }
                 Action::Sync { identity, since } => {
                     let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
@@ -380,17 +415,27 @@ impl Conn {
         None
     }
 
-    async fn subscribe(&mut self, identity: Identity) -> Result<(), String> {
-        // A client must allow the edge one unidirectional stream; one that does
-        // not would stall this connection.
-        let stream = match tokio::time::timeout(OPEN_TIMEOUT, self.quic.open_uni()).await {
-            Ok(s) => s.map_err(|e| format!("delivery stream: {e}"))?,
-            Err(_) => return Err("the client allows no delivery stream (max_concurrent_uni_streams 0)".into()),
+    /// The wait for the delivery stream is over: route the identity's
+    /// deliveries here and run the actions that waited.
+    fn opened(
+        &mut self,
+        opened: Result<Result<quinn::SendStream, quinn::ConnectionError>, tokio::time::error::Elapsed>,
+    ) -> Option<Close> {
+        let (identity, _) = self.subscribing.take().expect("opened while subscribing");
+        // A client must allow the edge one unidirectional stream; one that
+        // does not would stall this connection.
+        let stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Some(Close::driver(EdgeErrorCode::Unavailable, &format!("delivery stream: {e}"))),
+            Err(_) => {
+                let reason = "the client allows no delivery stream (max_concurrent_uni_streams 0)";
+                return Some(Close::driver(EdgeErrorCode::Unavailable, reason));
+            }
         };
         self.deliveries = Some(Outgoing::new(stream));
         self.ctx.router.register(identity.user, Route { conn: self.id, mailbox: self.mailbox.clone() });
         self.identity = Some(identity);
-        Ok(())
+        self.perform()
     }
 
     async fn finish(mut self, close: Option<Close>) {

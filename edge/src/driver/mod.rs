@@ -252,7 +252,11 @@ impl Edge {
     /// Serves until `shutdown` resolves, then closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Edge { ctx, endpoint, mut subscription, mut receipts } = self;
-        info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(), "edge listening");
+        info!(
+            addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            connection_task_bytes = connection::task_bytes(),
+            "edge listening"
+        );
         let route_ctx = ctx.clone();
         let router = tokio::spawn(async move {
             loop {
@@ -279,9 +283,7 @@ impl Edge {
                 continue;
             }
             ctx.accepted.fetch_add(1, Ordering::Relaxed);
-            let task = connection::run(ctx.clone(), incoming);
-            tracing::trace!(bytes = std::mem::size_of_val(&task), "connection task");
-            tokio::spawn(task);
+            tokio::spawn(connection::run(ctx.clone(), incoming));
         }
         router.abort();
         endpoint.close(quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.code())), b"edge shutting down");

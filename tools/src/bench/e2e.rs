@@ -55,6 +55,10 @@ pub struct Args {
     /// Logins of idle connections in flight at once.
     #[arg(long, default_value_t = 200)]
     pub idle_in_flight: usize,
+    /// Idle connections do a full TLS handshake every time (no session
+    /// resumption, as a device's first connection).
+    #[arg(long)]
+    pub idle_full_handshakes: bool,
     /// Ciphertext bytes per message (at least 16).
     #[arg(long, default_value_t = 200)]
     pub payload: usize,
@@ -229,7 +233,9 @@ pub async fn run(args: Args) -> Result<()> {
         // receiver has of it.
         let chat = ChatId::direct(creds[0].user, creds[1].user);
         let since: Vec<(ChatId, Seq)> = pairs[0].receiver.positions().into_iter().filter(|(c, _)| *c == chat).collect();
-        idle_connections(&stack, creds[0], since, args.idle, args.idle_in_flight.max(1)).await?;
+        let resumption = !args.idle_full_handshakes;
+        let quic = idle_client_config(&stack.cluster.ca, resumption)?;
+        idle_connections(&stack, quic, resumption, creds[0], since, args.idle, args.idle_in_flight.max(1)).await?;
     }
     Ok(())
 }
@@ -294,14 +300,39 @@ async fn open_loop(
     sent
 }
 
-/// UDP datagrams the kernel dropped so far for full socket receive buffers
-/// (all sockets of the host: Linux `/proc/net/snmp`, `Udp: … RcvbufErrors`).
-fn udp_receive_drops() -> Option<u64> {
+/// A UDP counter of the host's kernel so far (all sockets: Linux
+/// `/proc/net/snmp`, line `Udp:`), e.g. `OutDatagrams` or `RcvbufErrors`
+/// (datagrams dropped for a full socket receive buffer).
+fn udp_counter(name: &str) -> Option<u64> {
     let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (names, values) = (udp.next()?, udp.next()?);
-    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    let i = names.split_whitespace().position(|n| n == name)?;
     values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// The idle clients' QUIC configuration: the edge verified against `ca`;
+/// `resumption`: TLS sessions are resumed with the edge's tickets, as a
+/// client reconnecting does.
+fn idle_client_config(ca: &std::path::Path, resumption: bool) -> Result<quinn::ClientConfig> {
+    use quinn::rustls;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(ca)?)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    if !resumption {
+        tls.resumption = rustls::client::Resumption::disabled();
+    }
+    let mut quic = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(3)));
+    t.max_concurrent_uni_streams(1u32.into());
+    quic.transport_config(Arc::new(t));
+    Ok(quic)
 }
 
 /// A client endpoint on its own UDP socket with room for bursts of
@@ -320,6 +351,8 @@ fn client_endpoint() -> Result<quinn::Endpoint> {
 /// the edge's resident memory per connection.
 async fn idle_connections(
     stack: &Stack,
+    quic: quinn::ClientConfig,
+    resumption: bool,
     who: Credentials,
     since: Vec<(ChatId, Seq)>,
     n: usize,
@@ -328,16 +361,11 @@ async fn idle_connections(
     let edge = &stack.edges[0];
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, before) = edge.rss_kib().context("edge rss")?;
-    let mut quic = chorus_log_node::network::tls::quic_client(&stack.cluster.ca, ALPN)?;
-    let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(3)));
-    t.max_concurrent_uni_streams(1u32.into());
-    quic.transport_config(Arc::new(t));
     let endpoints = (0..n.div_ceil(CONNS_PER_SOCKET)).map(|_| client_endpoint()).collect::<Result<Vec<_>>>()?;
     let addr = stack.edge_addrs[0].parse()?;
     let since = Arc::new(since);
     let slots = Arc::new(Semaphore::new(in_flight));
-    let drops = udp_receive_drops();
+    let (drops, datagrams) = (udp_counter("RcvbufErrors"), udp_counter("OutDatagrams"));
     let (cpu0, bench_cpu0) = (server_cpu(stack), process_cpu_us(std::process::id()));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
@@ -364,14 +392,19 @@ async fn idle_connections(
         (Some(a), Some(b)) => format!("{:.0}", (b - a) as f64 / n as f64),
         _ => "?".into(),
     };
-    let drops = match (drops, udp_receive_drops()) {
+    let drops = match (drops, udp_counter("RcvbufErrors")) {
         (Some(a), Some(b)) => (b - a).to_string(),
+        _ => "?".into(),
+    };
+    let datagrams = match (datagrams, udp_counter("OutDatagrams")) {
+        (Some(a), Some(b)) => format!("{:.1}", (b - a) as f64 / n as f64),
         _ => "?".into(),
     };
     let ms = |q: f64| took.value_at_quantile(q) as f64 / 1000.0;
     println!(
-        "logins: {:.0} logins/s ({n} in {elapsed:.1} s, {in_flight} in flight; handshake→synced p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {drops} UDP datagrams dropped by full receive buffers)",
+        "logins: {:.0} logins/s ({n} in {elapsed:.1} s, {in_flight} in flight, {}; handshake→synced p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {datagrams} UDP datagrams per login, {drops} dropped by full receive buffers)",
         n as f64 / elapsed,
+        if resumption { "TLS sessions resumed when the client holds a ticket" } else { "full TLS handshakes" },
         ms(0.5),
         ms(0.99),
         took.max() as f64 / 1000.0
