@@ -21,13 +21,14 @@
 //! The app persists [`Client::positions`] to resume without receiving history
 //! again ([`Resume`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus_schema::edge::{write_frame, FrameReader, ALPN};
+use bytes::Bytes;
+use chorus_schema::edge::{write_frame, ALPN};
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, ReceiptKind, Recipient, Seq, ServerFrame, UserId,
 };
@@ -204,13 +205,24 @@ fn quic_config(config: &ClientConfig) -> Result<quinn::ClientConfig> {
     Ok(c)
 }
 
+/// The frames of one received stream, read chunk by chunk (no read buffer).
+#[derive(Debug, Default)]
+struct Frames {
+    splitter: crate::framing::FrameSplitter,
+    ready: VecDeque<Bytes>,
+    /// The stream broke (a bad length) after the frames in `ready`.
+    broken: Option<String>,
+}
+
+/// Most bytes taken from a stream at once.
+const READ_CHUNK_MAX: usize = 64 << 10;
+
 /// One QUIC connection to an edge with its control stream.
 struct Link {
     conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-    reader: FrameReader,
-    chunk: Vec<u8>,
+    frames: Frames,
 }
 
 impl Link {
@@ -219,7 +231,7 @@ impl Link {
         let addr = tokio::net::lookup_host(edge).await.map_err(|e| err(&e))?.next().ok_or_else(|| err(&"no address"))?;
         let conn = endpoint.connect_with(quic.clone(), addr, SERVER_NAME).map_err(|e| err(&e))?.await.map_err(|e| err(&e))?;
         let (send, recv) = conn.open_bi().await.map_err(|e| err(&e))?;
-        Ok(Link { conn, send, recv, reader: FrameReader::new(), chunk: vec![0; 64 << 10] })
+        Ok(Link { conn, send, recv, frames: Frames::default() })
     }
 
     /// [`Link::open`], given up after `timeout_ms` (a dead edge does not
@@ -238,26 +250,36 @@ impl Link {
     }
 
     async fn read(&mut self) -> Result<ServerFrame> {
-        read_frame(&mut self.recv, &mut self.reader, &mut self.chunk).await
+        read_frame(&mut self.recv, &mut self.frames).await
     }
 }
 
-async fn read_frame(recv: &mut quinn::RecvStream, reader: &mut FrameReader, chunk: &mut [u8]) -> Result<ServerFrame> {
+/// The next frame of `recv`. Cancel-safe (`read_chunk` is; the rest does not wait).
+async fn read_frame(recv: &mut quinn::RecvStream, frames: &mut Frames) -> Result<ServerFrame> {
     loop {
-        if let Some(bytes) = reader.next_frame().map_err(|e| Error::Protocol(e.to_string()))? {
+        if let Some(bytes) = frames.ready.pop_front() {
             return ServerFrame::decode(&bytes).map_err(|e| Error::Protocol(e.to_string()));
         }
-        match recv.read(chunk).await {
-            Ok(Some(n)) => reader.push(&chunk[..n]),
+        if let Some(e) = &frames.broken {
+            return Err(Error::Protocol(e.clone()));
+        }
+        match recv.read_chunk(READ_CHUNK_MAX, true).await {
+            Ok(Some(chunk)) => {
+                let mut out = Vec::new();
+                if let Err(e) = frames.splitter.push(chunk.bytes, &mut out) {
+                    frames.broken = Some(e.to_string());
+                }
+                frames.ready.extend(out);
+            }
             Ok(None) => return Err(Error::Connection("stream finished".into())),
             Err(e) => return Err(Error::Connection(e.to_string())),
         }
     }
 }
 
-async fn read_delivery(stream: &mut Option<quinn::RecvStream>, reader: &mut FrameReader, chunk: &mut [u8]) -> Result<ServerFrame> {
+async fn read_delivery(stream: &mut Option<quinn::RecvStream>, frames: &mut Frames) -> Result<ServerFrame> {
     match stream {
-        Some(s) => read_frame(s, reader, chunk).await,
+        Some(s) => read_frame(s, frames).await,
         None => std::future::pending().await,
     }
 }
@@ -624,8 +646,7 @@ impl Worker {
                 return Outcome::Lost(e.to_string());
             }
         }
-        let mut dreader = FrameReader::new();
-        let mut dchunk = vec![0u8; 64 << 10];
+        let mut dframes = Frames::default();
         let mut retry = tokio::time::interval(Duration::from_millis(200));
         let mut retry_due: Vec<ClientMsgId> = Vec::new();
         loop {
@@ -658,7 +679,7 @@ impl Worker {
                     Ok(s) => deliveries = Some(s),
                     Err(e) => return Outcome::Lost(format!("{edge}: {e}")),
                 },
-                f = read_delivery(&mut deliveries, &mut dreader, &mut dchunk) => match f {
+                f = read_delivery(&mut deliveries, &mut dframes) => match f {
                     Ok(frame) => self.delivered(frame).await,
                     Err(e) => return Outcome::Lost(format!("{edge}: {e}")),
                 },

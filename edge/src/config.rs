@@ -52,6 +52,24 @@ pub struct Config {
     /// Frames waiting for a client's delivery stream before the connection is
     /// closed as too slow (it reconnects and syncs).
     pub delivery_queue_max: usize,
+    /// QUIC flow-control windows of one connection: what a client may send
+    /// ahead of the edge reading it (on its control stream, and in total), and
+    /// what the edge keeps in flight towards it unacknowledged. They bound the
+    /// memory a connection can hold in quinn, so they are sized for a
+    /// messaging connection that is idle most of the time, not for bulk
+    /// transfer: one frame of the largest ciphertext fits, and the edge reads
+    /// on while a longer frame arrives.
+    pub stream_receive_window_bytes: u32,
+    pub receive_window_bytes: u32,
+    pub send_window_bytes: u32,
+    /// Kernel buffers of the edge's UDP socket (`SO_RCVBUF`, `SO_SNDBUF`).
+    /// Every client shares this one socket: a burst of handshakes or
+    /// keep-alives of thousands of connections must not overflow it (a lost
+    /// handshake packet costs the client a retransmission timeout, ≥ 1 s).
+    /// Linux caps them at `net.core.rmem_max` / `wmem_max`; the edge logs
+    /// what it got.
+    pub udp_recv_buffer_bytes: usize,
+    pub udp_send_buffer_bytes: usize,
 }
 
 impl Default for Config {
@@ -71,6 +89,11 @@ impl Default for Config {
             append_deadline_ms: 10_000,
             connections_max: 100_000,
             delivery_queue_max: 4_096,
+            stream_receive_window_bytes: 96 << 10,
+            receive_window_bytes: 128 << 10,
+            send_window_bytes: 128 << 10,
+            udp_recv_buffer_bytes: 8 << 20,
+            udp_send_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -94,6 +117,18 @@ impl Config {
         if self.connections_max == 0 || self.delivery_queue_max == 0 {
             return Err("connections_max and delivery_queue_max must be positive".into());
         }
+        let frame_max = chorus_schema::MAX_CIPHERTEXT_BYTES as u32 + 4096;
+        if self.stream_receive_window_bytes < frame_max || self.receive_window_bytes < self.stream_receive_window_bytes {
+            return Err(format!(
+                "stream_receive_window_bytes must be at least {frame_max} (a frame of the largest ciphertext) and at most receive_window_bytes"
+            ));
+        }
+        if self.send_window_bytes < frame_max {
+            return Err(format!("send_window_bytes must be at least {frame_max} (a frame of the largest ciphertext)"));
+        }
+        if self.udp_recv_buffer_bytes == 0 || self.udp_send_buffer_bytes == 0 {
+            return Err("udp_recv_buffer_bytes and udp_send_buffer_bytes must be positive".into());
+        }
         if let SmsConfig::Webhook { url } = &self.sms {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(format!("sms webhook url {url:?} is not http(s)"));
@@ -116,6 +151,8 @@ mod tests {
         assert_eq!(Config::default().validate(), Ok(()));
         let bad = Config { keep_alive_ms: 20_000, ..Config::default() };
         assert!(bad.validate().unwrap_err().contains("keep_alive_ms"));
+        let bad = Config { stream_receive_window_bytes: 16 << 10, ..Config::default() };
+        assert!(bad.validate().unwrap_err().contains("stream_receive_window_bytes"));
         let bad = Config { sms: SmsConfig::Webhook { url: "ftp://x".into() }, ..Config::default() };
         assert!(bad.validate().unwrap_err().contains("webhook"));
         let toml = r#"

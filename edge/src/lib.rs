@@ -5,8 +5,11 @@
 //!   (OTP registration, token login), sends, acks, sync, deliveries — as a
 //!   synchronous state machine: frames and IO results in (`handle_*`),
 //!   [`session::Action`]s out ([`session::Session::poll_action`]).
-//! - [`driver`]: the quinn server around it ([`Edge`]): control and delivery
-//!   streams, keep-alives, the log, the views and the bus.
+//! - [`driver`]: the quinn server around it ([`Edge`]): one task per
+//!   connection for its control and delivery streams, keep-alives, the log,
+//!   the views and the bus.
+//! - `framing`: length-prefixed frames out of the chunks a QUIC stream
+//!   yields, without a read buffer per stream (driver and SDK).
 //! - [`config`]: [`Config`] of an edge process. [`sms`]: OTP text sinks.
 //! - [`client`]: the Rust client SDK ([`client::Client`]): register, login,
 //!   send, a stream of messages and receipts, acks, sync; it reconnects by
@@ -24,6 +27,7 @@
 pub mod client;
 pub mod config;
 pub mod driver;
+mod framing;
 pub mod session;
 pub mod sms;
 

@@ -147,6 +147,9 @@ pub struct StackSpec {
     pub edges: usize,
     /// Per-connection limits of the edges (tests and benches raise the rates).
     pub session: chorus_edge::session::Config,
+    /// Frames an edge queues for a client's delivery stream before it
+    /// disconnects the client as too slow.
+    pub delivery_queue_max: usize,
     pub log_filter: String,
 }
 
@@ -159,6 +162,7 @@ impl StackSpec {
             partitions: 16,
             edges: 2,
             session: chorus_edge::session::Config::default(),
+            delivery_queue_max: chorus_edge::Config::default().delivery_queue_max,
             log_filter: "info,quinn=warn,openraft=warn".into(),
         }
     }
@@ -221,6 +225,7 @@ impl Stack {
                 bus: BusConfig::Nats { url: nats.url() },
                 sms: SmsConfig::File { path: dir.join("sms.jsonl") },
                 session: spec.session.clone(),
+                delivery_queue_max: spec.delivery_queue_max,
                 ..chorus_edge::Config::default()
             };
             let mut edge = Service::new(
@@ -240,6 +245,27 @@ impl Stack {
             e.wait_for_log("edge listening", 1, Duration::from_secs(30)).await?;
         }
         Ok(Stack { spec, cluster, nats, projector, edges, edge_addrs, log })
+    }
+
+    /// Every server process of the deployment, named: log-nodes, the
+    /// nats-server, the projector and the edges (for CPU accounting).
+    pub fn server_pids(&self) -> Vec<(String, u32)> {
+        let mut pids = Vec::new();
+        for n in &self.cluster.nodes {
+            if let Some(pid) = n.pid() {
+                pids.push((format!("log-node-{}", n.id), pid));
+            }
+        }
+        // The nats-server is a child of this process (see `NatsServer::start`).
+        for pid in children_named("nats-server") {
+            pids.push(("nats-server".to_owned(), pid));
+        }
+        for s in std::iter::once(&self.projector).chain(&self.edges) {
+            if let Some(pid) = s.pid() {
+                pids.push((s.name.clone(), pid));
+            }
+        }
+        pids
     }
 
     /// A client configuration for the given edges (all if empty).
@@ -285,6 +311,22 @@ impl Stack {
         let code = code?;
         Ok(client::verify_otp(&config, phone, &code, "test", vec![1; 32]).await?)
     }
+}
+
+/// The processes named `name` (as in `/proc/<pid>/comm`) whose parent is this
+/// process (Linux; empty elsewhere).
+fn children_named(name: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+            // `pid (comm) state ppid …`; comm may hold spaces, so split at the last ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { return false };
+            let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+            &stat[open + 1..close] == name && ppid == Some(me)
+        })
+        .collect()
 }
 
 /// The last code texted to `phone` in an SMS file sink.

@@ -22,7 +22,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 async fn stack(dir: &std::path::Path) -> Stack {
-    let mut spec = StackSpec::new(dir, chorus_binary());
+    stack_with(StackSpec::new(dir, chorus_binary())).await
+}
+
+async fn stack_with(mut spec: StackSpec) -> Stack {
     spec.session.frames_burst = 10_000;
     spec.session.frames_per_sec = 10_000;
     spec.session.in_flight_max = 1024;
@@ -380,10 +383,15 @@ struct Raw {
 }
 
 impl Raw {
+    /// A connection without keep-alives of its own (quinn's default): only
+    /// the edge's keep-alives hold it open.
     async fn open(stack: &Stack, edge: usize) -> Raw {
+        Raw::open_with(stack, edge, quinn::TransportConfig::default()).await
+    }
+
+    async fn open_with(stack: &Stack, edge: usize, mut t: quinn::TransportConfig) -> Raw {
         let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
         let mut quic = chorus_log_node::network::tls::quic_client(&stack.cluster.ca, ALPN).unwrap();
-        let mut t = quinn::TransportConfig::default();
         t.max_concurrent_uni_streams(1u32.into());
         quic.transport_config(std::sync::Arc::new(t));
         let addr = stack.edge_addrs[edge].parse().unwrap();
@@ -414,6 +422,15 @@ impl Raw {
                 _ => return None,
             }
         }
+    }
+
+    /// Logs in as `who`, syncs from the start and takes the delivery stream
+    /// (it appears with the `SyncDone` frame), without reading it.
+    async fn log_in(&mut self, who: Credentials) -> quinn::RecvStream {
+        self.frame(&ClientFrame::Login { user: who.user, device: who.device, token: who.token }).await;
+        assert!(matches!(self.next().await, Some(ServerFrame::LoggedIn { .. })));
+        self.frame(&ClientFrame::Sync { since: Vec::new() }).await;
+        tokio::time::timeout(Duration::from_secs(10), self.conn.accept_uni()).await.expect("a delivery stream").unwrap()
     }
 
     async fn error(&mut self, step: &str) -> (EdgeErrorCode, Option<ClientMsgId>) {
@@ -495,4 +512,55 @@ async fn bad_input_gets_clear_errors_stores_nothing_and_harms_no_one() {
     let s = a.send(Recipient::User(bob.user), b"still here".to_vec()).await.unwrap();
     let got = messages(&mut b_events, 1, Duration::from_secs(10)).await;
     assert_eq!((got[0].seq, &got[0].ciphertext[..]), (s.seq, &b"still here"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_stops_reading_is_disconnected_and_resyncs_while_idle_ones_stay_up() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = StackSpec::new(dir.path(), chorus_binary());
+    spec.delivery_queue_max = 32;
+    let stack = stack_with(spec).await;
+    let alice = stack.register(0, "+15550000051").await.unwrap();
+    let bob = stack.register(1, "+15550000052").await.unwrap();
+    let (a, mut a_events) = connect(&stack, &[0], alice, Resume::default()).await;
+    synced(&mut a_events).await;
+
+    // An idle connection of Alice's that sends no keep-alives itself.
+    let mut idle = Raw::open(&stack, 0).await;
+    let _idle_deliveries = idle.log_in(alice).await;
+    let idle_since = tokio::time::Instant::now();
+
+    // Bob logs in on a connection with a small receive window and never
+    // reads his deliveries.
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window((16u32 << 10).into());
+    let mut slow = Raw::open_with(&stack, 1, t).await;
+    let _unread = slow.log_in(bob).await;
+
+    // Alice sends more than the window, the edge's queue and its mailbox hold.
+    let n = 200;
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let mut body = text(i, "alice");
+        body.resize(2048, b'.');
+        sent.push(a.send(Recipient::User(bob.user), body).await.unwrap());
+    }
+    // The edge gives up on Bob's connection, saying why, on its control stream.
+    let (code, _) = slow.error("slow reader").await;
+    assert_eq!(code, EdgeErrorCode::Unavailable);
+    let reason = tokio::time::timeout(Duration::from_secs(10), slow.conn.closed()).await.expect("closed");
+    assert!(reason.to_string().contains("too slow"), "{reason}");
+
+    // Bob reconnects and gets every message once, in order, by syncing.
+    let (_b, mut b_events) = connect(&stack, &[1], bob, Resume::default()).await;
+    let got = synced(&mut b_events).await;
+    let seqs: Vec<Seq> = got.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, sent.iter().map(|s| s.seq).collect::<Vec<_>>(), "all of them, once, in order");
+
+    // Alice's idle connection outlived the idle timeout (10 s) on the edge's
+    // keep-alives and still answers.
+    tokio::time::sleep_until(idle_since + Duration::from_secs(12)).await;
+    idle.frame(&ClientFrame::Ping { nonce: 7 }).await;
+    assert_eq!(idle.next().await, Some(ServerFrame::Pong { nonce: 7 }));
 }

@@ -1,85 +1,101 @@
-//! One client connection: its streams, its session, and the IO the session asks for.
+//! One client connection, served by one task: it reads the control stream,
+//! writes the control and delivery streams, runs the [`Session`], starts the
+//! IO the session asks for and takes its results from the [`Mailbox`].
+//!
+//! An idle logged-in connection holds: this task (its state is the
+//! [`Conn`]), the session, an empty mailbox and its route, and quinn's
+//! connection. No read buffer (the control stream is read with
+//! `read_chunk`; see [`crate::framing`]), no writer tasks, and no queue
+//! buffers (they are freed when they drain).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_schema::edge::{write_frame, FrameReader};
+use bytes::Bytes;
 use chorus_schema::{CommandBody, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use super::mailbox::{Mail, Mailbox};
 use super::router::{receipt_kind, Route, Routed};
 use super::views;
 use super::{Ctx, Input};
+use crate::framing::{prefixed, FrameSplitter};
 use crate::session::{Action, AppendError, Identity, SeededEntropy, Session};
 
-/// Frames queued for the control stream before the loop waits for the client.
+/// Frames queued for the control stream beyond which the edge stops reading
+/// the client's frames (flow control then stops the client).
 const CONTROL_QUEUE: usize = 1024;
-/// Inputs (client frames, IO results) queued for the loop.
+/// IO results queued for the connection before their tasks wait.
 const INPUT_QUEUE: usize = 1024;
 /// How long a new connection may take to open its control stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes a writer coalesces into one write.
-const WRITE_BATCH_BYTES: usize = 256 << 10;
+/// Most bytes taken from the control stream at once (quinn hands out what it
+/// has received, as received: no copy).
+const READ_CHUNK_MAX: usize = 64 << 10;
+/// Mails handled before the task looks at its streams again.
+const MAIL_BATCH: usize = 64;
+/// How long closing waits for the client to take the queued frames.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn close_code(code: EdgeErrorCode) -> quinn::VarInt {
     quinn::VarInt::from_u32(u32::from(code.code()))
 }
 
-/// Writes queued frames to a stream, coalescing what is queued into one write.
-fn spawn_writer(mut stream: quinn::SendStream, capacity: usize) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(capacity);
-    let task = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        while let Some(frame) = rx.recv().await {
-            buf.clear();
-            write_frame(&mut buf, &frame);
-            while buf.len() < WRITE_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(frame) => write_frame(&mut buf, &frame),
-                    Err(_) => break,
-                }
-            }
-            if stream.write_all(&buf).await.is_err() {
-                return;
-            }
-        }
-        // Closing the connection discards unsent data: wait until the peer
-        // has everything (the caller bounds the wait).
-        let _ = stream.finish();
-        let _ = stream.stopped().await;
-    });
-    (tx, task)
+/// Encoded frames (with their length prefix) waiting for one stream. The
+/// caller bounds the queue; its buffer is freed whenever it drains.
+struct Outgoing {
+    stream: quinn::SendStream,
+    queue: VecDeque<Bytes>,
 }
 
-/// Reads the control stream into frames for the loop.
-async fn read_control(mut recv: quinn::RecvStream, to: mpsc::Sender<Input>) {
-    let mut reader = FrameReader::new();
-    let mut chunk = vec![0u8; 4 << 10];
-    loop {
-        loop {
-            match reader.next_frame() {
-                Ok(Some(frame)) => {
-                    if to.send(Input::Frame(Ok(frame))).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    // The stream cannot be resynchronized after a bad length.
-                    let _ = to.send(Input::Frame(Err(e))).await;
-                    return;
-                }
-            }
+impl Outgoing {
+    fn new(stream: quinn::SendStream) -> Self {
+        Outgoing { stream, queue: VecDeque::new() }
+    }
+
+    fn push(&mut self, frame: &ServerFrame) {
+        self.queue.push_back(prefixed(&frame.encode()));
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Hands quinn as much of the queue as it takes now, waiting until it
+    /// takes something. Cancel-safe: dropped before it resolves, nothing was
+    /// written.
+    async fn write(&mut self) -> Result<(), quinn::WriteError> {
+        let written = self.stream.write_chunks(self.queue.make_contiguous()).await?;
+        // Fully written chunks are the first `written.chunks`; a partly
+        // written one was cut to its rest in place.
+        self.queue.drain(..written.chunks);
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
         }
-        match recv.read(&mut chunk).await {
-            Ok(Some(n)) => reader.push(&chunk[..n]),
-            Ok(None) | Err(_) => {
-                let _ = to.send(Input::ControlClosed).await;
+        Ok(())
+    }
+
+    /// Writes everything queued, finishes the stream and waits until the
+    /// client has it all (closing the connection discards unsent data).
+    async fn finish(&mut self) {
+        while !self.queue.is_empty() {
+            if self.write().await.is_err() {
                 return;
             }
         }
+        if self.stream.finish().is_ok() {
+            let _ = self.stream.stopped().await;
+        }
+    }
+}
+
+/// [`Outgoing::write`] of the delivery stream once there is one with frames.
+async fn write_deliveries(out: &mut Option<Outgoing>) -> Result<(), quinn::WriteError> {
+    match out {
+        Some(o) if o.len() > 0 => o.write().await,
+        _ => std::future::pending().await,
     }
 }
 
@@ -120,18 +136,20 @@ async fn append(ctx: &Ctx, command: chorus_schema::Command) -> Result<chorus_sch
     ctx.log.append(&command).await.map_err(|e| append_error(&e))
 }
 
+/// A connection's state: everything its task holds.
 struct Conn {
     ctx: Arc<Ctx>,
     id: u64,
     quic: quinn::Connection,
     session: Session,
-    inputs: mpsc::Sender<Input>,
-    control: mpsc::Sender<Vec<u8>>,
-    deliveries: Option<mpsc::Sender<Vec<u8>>>,
-    routes: Option<mpsc::Receiver<Routed>>,
-    lagged: Arc<AtomicBool>,
+    mailbox: Arc<Mailbox>,
+    control: Outgoing,
+    deliveries: Option<Outgoing>,
     identity: Option<Identity>,
-    writers: Vec<tokio::task::JoinHandle<()>>,
+    /// Logged in as this identity, waiting (until the instant) for the
+    /// client to allow the delivery stream; the session's next actions wait
+    /// with it.
+    subscribing: Option<(Identity, tokio::time::Instant)>,
 }
 
 pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
@@ -148,48 +166,40 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
         }
     };
     ctx.connections.fetch_add(1, Ordering::Relaxed);
-    let (inputs, mut input_rx) = mpsc::channel(INPUT_QUEUE);
-    tokio::spawn(read_control(recv, inputs.clone()));
-    let (control, control_task) = spawn_writer(send, CONTROL_QUEUE);
     let session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
     let mut conn = Conn {
         id: ctx.next_conn_id.fetch_add(1, Ordering::Relaxed),
+        mailbox: Arc::new(Mailbox::new(INPUT_QUEUE, ctx.config.delivery_queue_max)),
         ctx: ctx.clone(),
-        quic: quic.clone(),
+        quic,
         session,
-        inputs,
-        control,
+        control: Outgoing::new(send),
         deliveries: None,
-        routes: None,
-        lagged: Arc::new(AtomicBool::new(false)),
         identity: None,
-        writers: vec![control_task],
+        subscribing: None,
     };
-    let close = loop {
-        // Frames and IO results first: they free the client and the session.
-        let step = tokio::select! {
-            biased;
-            i = input_rx.recv() => i.map(Step::Input),
-            r = recv_routed(&mut conn.routes) => r.map(Step::Routed),
-            e = quic.closed() => {
-                debug!(error = %e, "connection closed");
-                break None;
-            }
-        };
-        match step {
-            Some(Step::Input(Input::ControlClosed)) | None => break None,
-            Some(Step::Input(input)) => conn.input(input),
-            Some(Step::Routed(routed)) => conn.routed(routed),
-        }
-        if conn.lagged.load(Ordering::Relaxed) {
-            break Some(Close::driver(EdgeErrorCode::Unavailable, "too slow to read deliveries: reconnect and sync"));
-        }
-        if let Some(close) = conn.perform().await {
-            break Some(close);
-        }
-    };
-    conn.finish(close).await;
+    let close = conn.serve(recv).await;
+    // Boxed: its state would otherwise be part of every idle connection's task.
+    Box::pin(conn.finish(close)).await;
     ctx.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Bytes of a connection's task state (its future), for the startup log: the
+/// largest part of an idle connection that is the edge's own.
+pub(super) fn task_bytes() -> usize {
+    fn output_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    output_size(run)
+}
+
+/// What woke the connection's task.
+enum Step {
+    Mail(Mail),
+    Read(Result<Option<quinn::Chunk>, quinn::ReadError>),
+    Wrote { stream: &'static str, result: Result<(), quinn::WriteError> },
+    Opened(Result<Result<quinn::SendStream, quinn::ConnectionError>, tokio::time::error::Elapsed>),
+    Closed(quinn::ConnectionError),
 }
 
 /// The name of an action, for traces (frames carry tokens and ciphertexts).
@@ -220,28 +230,107 @@ impl Close {
     }
 }
 
-enum Step {
-    Input(Input),
-    Routed(Routed),
-}
-
-async fn recv_routed(routes: &mut Option<mpsc::Receiver<Routed>>) -> Option<Routed> {
-    match routes {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Conn {
+    /// Serves the connection until the session, the driver or the client ends
+    /// it; returns the edge's reason to close, if it has one.
+    ///
+    /// Everything but the wait for the delivery stream is synchronous, so
+    /// the task's state while idle is just the futures of this `select!`.
+    async fn serve(&mut self, mut recv: quinn::RecvStream) -> Option<Close> {
+        let mut splitter = FrameSplitter::default();
+        // False once the control stream cannot be read on (a bad length).
+        let mut readable = true;
+        loop {
+            let step = if let Some((_, deadline)) = self.subscribing {
+                tokio::select! {
+                    opened = tokio::time::timeout_at(deadline, self.quic.open_uni()) => Step::Opened(opened),
+                    result = self.control.write(), if self.control.len() > 0 => Step::Wrote { stream: "control", result },
+                    e = self.quic.closed() => Step::Closed(e),
+                }
+            } else {
+                // A client that does not read its answers is not read from.
+                let reading = readable && self.control.len() < CONTROL_QUEUE;
+                tokio::select! {
+                    mail = self.mailbox.take() => Step::Mail(mail),
+                    chunk = recv.read_chunk(READ_CHUNK_MAX, true), if reading => Step::Read(chunk),
+                    result = self.control.write(), if self.control.len() > 0 => Step::Wrote { stream: "control", result },
+                    result = write_deliveries(&mut self.deliveries) => Step::Wrote { stream: "delivery", result },
+                    e = self.quic.closed() => Step::Closed(e),
+                }
+            };
+            let close = match step {
+                Step::Mail(mail) => self.mail(mail),
+                Step::Read(Ok(Some(chunk))) => {
+                    let mut frames = Vec::new();
+                    let split = splitter.push(chunk.bytes, &mut frames);
+                    let mut close = self.frames(frames);
+                    if let (None, Err(e)) = (&close, split) {
+                        // The stream cannot be resynchronized after a bad length.
+                        readable = false;
+                        self.session.handle_decode_error(&e);
+                        close = self.perform();
+                    }
+                    close
+                }
+                // The client finished or reset its control stream: it is gone.
+                Step::Read(Ok(None) | Err(_)) => return None,
+                Step::Wrote { result: Ok(()), .. } => None,
+                Step::Wrote { stream, result: Err(e) } => {
+                    debug!(stream, error = %e, "write failed");
+                    Some(Close::driver(EdgeErrorCode::Unavailable, &format!("{stream} stream closed")))
+                }
+                Step::Opened(opened) => self.opened(opened),
+                Step::Closed(e) => {
+                    debug!(error = %e, "connection closed");
+                    return None;
+                }
+            };
+            if close.is_some() {
+                return close;
+            }
+        }
+    }
+
+    /// Handles `first` and what else is in the mailbox, up to a batch (or
+    /// until the session waits for the delivery stream).
+    fn mail(&mut self, first: Mail) -> Option<Close> {
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(mail) = next {
+            match mail {
+                Mail::Lagged => {
+                    return Some(Close::driver(EdgeErrorCode::Unavailable, "too slow to read deliveries: reconnect and sync"))
+                }
+                Mail::Input(input) => self.input(input),
+                Mail::Routed(routed) => self.routed(routed),
+            }
+            if let Some(close) = self.perform() {
+                return Some(close);
+            }
+            handled += 1;
+            next = if handled < MAIL_BATCH && self.subscribing.is_none() { self.mailbox.try_take() } else { None };
+        }
+        None
+    }
+
+    /// Client frames, in order.
+    fn frames(&mut self, frames: Vec<Bytes>) -> Option<Close> {
+        for frame in frames {
+            let now = crate::now_ms();
+            {
+                let mut registry = self.ctx.otp.lock().expect("otp lock");
+                self.session.handle_bytes(now, &frame, &mut registry);
+            }
+            if let Some(close) = self.perform() {
+                return Some(close);
+            }
+        }
+        None
+    }
+
     fn input(&mut self, input: Input) {
         let now = crate::now_ms();
         match input {
-            Input::Frame(Ok(bytes)) => {
-                let mut registry = self.ctx.otp.lock().expect("otp lock");
-                self.session.handle_bytes(now, &bytes, &mut registry);
-            }
-            Input::Frame(Err(e)) => self.session.handle_decode_error(&e),
-            Input::ControlClosed => {}
             Input::Appended(correlation, result) => self.session.handle_append_result(now, correlation, result),
             Input::TokenVerified(verdict) => self.session.handle_token_verified(verdict),
             Input::Recovered(record) => self.session.handle_recovered(&record),
@@ -262,61 +351,62 @@ impl Conn {
         }
     }
 
-    /// Runs the session's actions; returns the close reason if it asked to close.
-    async fn perform(&mut self) -> Option<Close> {
+    /// Runs the session's actions; returns the close reason if it asked to
+    /// close. Stops at a `Subscribe`: the actions after it wait until the
+    /// delivery stream is open (see [`Conn::opened`]).
+    fn perform(&mut self) -> Option<Close> {
+        if self.subscribing.is_some() {
+            return None;
+        }
         while let Some(action) = self.session.poll_action() {
             tracing::trace!(conn = self.id, action = action_kind(&action), "action");
             match action {
-                Action::Send(frame) => {
-                    if self.control.send(frame.encode()).await.is_err() {
-                        return Some(Close::driver(EdgeErrorCode::Unavailable, "control stream closed"));
-                    }
-                }
+                Action::Send(frame) => self.control.push(&frame),
                 Action::Deliver(frame) => {
-                    let Some(deliveries) = &self.deliveries else {
+                    let Some(deliveries) = &mut self.deliveries else {
                         warn!(kind = frame.kind(), "delivery before the delivery stream opened");
                         continue;
                     };
-                    if deliveries.try_send(frame.encode()).is_err() {
+                    if deliveries.len() >= self.ctx.config.delivery_queue_max {
                         return Some(Close::driver(EdgeErrorCode::Unavailable, "too slow to read deliveries: reconnect and sync"));
                     }
+                    deliveries.push(&frame);
                 }
                 Action::Append { correlation, command } => {
-                    let (ctx, to) = (self.ctx.clone(), self.inputs.clone());
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
                     tokio::spawn(async move {
                         let result = append(&ctx, command).await;
-                        let _ = to.send(Input::Appended(correlation, result)).await;
+                        let _ = to.put(Input::Appended(correlation, result)).await;
                     });
                 }
                 Action::SendSms { phone, text } => self.ctx.sms.spawn_send(phone, text),
                 Action::VerifyToken { user, device, token_hash } => {
-                    let (ctx, to) = (self.ctx.clone(), self.inputs.clone());
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
                     tokio::spawn(async move {
                         let verdict = views::verify_token(&ctx, user, device, token_hash).await;
-                        let _ = to.send(Input::TokenVerified(verdict)).await;
+                        let _ = to.put(Input::TokenVerified(verdict)).await;
                     });
                 }
                 Action::Subscribe(identity) => {
-                    if let Err(reason) = self.subscribe(identity).await {
-                        return Some(Close::driver(EdgeErrorCode::Unavailable, &reason));
-                    }
+                    self.subscribing = Some((identity, tokio::time::Instant::now() + OPEN_TIMEOUT));
+                    return None;
                 }
                 Action::Sync { identity, since } => {
-                    let (ctx, to) = (self.ctx.clone(), self.inputs.clone());
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
                     tokio::spawn(async move {
                         if let Err(e) = views::sync(&ctx, identity.user, identity.device, since, &to).await {
                             warn!(user = %identity.user, error = %e, "sync failed");
-                            let _ = to.send(Input::SyncFailed).await;
+                            let _ = to.put(Input::SyncFailed).await;
                         }
                     });
                 }
                 Action::FillGap { identity, chat, after, until } => {
-                    let (ctx, to) = (self.ctx.clone(), self.inputs.clone());
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
                     tokio::spawn(async move {
                         if let Err(e) = views::recover(&ctx, identity.user, chat, after, until, &to).await {
                             warn!(%chat, error = %e, "gap fill failed; the client's next sync recovers it");
                         }
-                        let _ = to.send(Input::FillDone(chat)).await;
+                        let _ = to.put(Input::FillDone(chat)).await;
                     });
                 }
                 Action::Close { code, reason } => return Some(Close { code, reason, tell: false }),
@@ -325,41 +415,52 @@ impl Conn {
         None
     }
 
-    async fn subscribe(&mut self, identity: Identity) -> Result<(), String> {
-        // A client must allow the edge one unidirectional stream; one that does
-        // not would stall this connection's loop.
-        let stream = match tokio::time::timeout(OPEN_TIMEOUT, self.quic.open_uni()).await {
-            Ok(s) => s.map_err(|e| format!("delivery stream: {e}"))?,
-            Err(_) => return Err("the client allows no delivery stream (max_concurrent_uni_streams 0)".into()),
+    /// The wait for the delivery stream is over: route the identity's
+    /// deliveries here and run the actions that waited.
+    fn opened(
+        &mut self,
+        opened: Result<Result<quinn::SendStream, quinn::ConnectionError>, tokio::time::error::Elapsed>,
+    ) -> Option<Close> {
+        let (identity, _) = self.subscribing.take().expect("opened while subscribing");
+        // A client must allow the edge one unidirectional stream; one that
+        // does not would stall this connection.
+        let stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Some(Close::driver(EdgeErrorCode::Unavailable, &format!("delivery stream: {e}"))),
+            Err(_) => {
+                let reason = "the client allows no delivery stream (max_concurrent_uni_streams 0)";
+                return Some(Close::driver(EdgeErrorCode::Unavailable, reason));
+            }
         };
-        let (deliveries, task) = spawn_writer(stream, self.ctx.config.delivery_queue_max);
-        self.deliveries = Some(deliveries);
-        self.writers.push(task);
-        let (tx, rx) = mpsc::channel(self.ctx.config.delivery_queue_max);
-        self.ctx.router.register(identity.user, Route { conn: self.id, tx, lagged: self.lagged.clone() });
-        self.routes = Some(rx);
+        self.deliveries = Some(Outgoing::new(stream));
+        self.ctx.router.register(identity.user, Route { conn: self.id, mailbox: self.mailbox.clone() });
         self.identity = Some(identity);
-        Ok(())
+        self.perform()
     }
 
-    async fn finish(self, close: Option<Close>) {
+    async fn finish(mut self, close: Option<Close>) {
         if let Some(id) = self.identity {
             self.ctx.router.unregister(id.user, self.id);
         }
+        self.mailbox.close();
         if let Some(c) = &close {
             debug!(code = ?c.code, reason = %c.reason, "closing connection");
             if c.tell {
                 let frame = ServerFrame::Error { code: c.code, message: c.reason.clone(), client_msg_id: None };
-                let _ = self.control.try_send(frame.encode());
+                self.control.push(&frame);
             }
         }
-        drop(self.control);
-        drop(self.deliveries);
-        // Let the writers flush what is queued (bounded: a client that does not
+        // Let the client take what is queued (bounded: a client that does not
         // read is cut off by the close below).
-        for w in self.writers {
-            let _ = tokio::time::timeout(Duration::from_secs(1), w).await;
-        }
+        let Conn { control, deliveries, .. } = &mut self;
+        let flush = async {
+            tokio::join!(control.finish(), async {
+                if let Some(d) = deliveries {
+                    d.finish().await;
+                }
+            })
+        };
+        let _ = tokio::time::timeout(FLUSH_TIMEOUT, flush).await;
         if let Some(c) = close {
             self.quic.close(close_code(c.code), c.reason.as_bytes());
         }

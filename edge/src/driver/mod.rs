@@ -1,27 +1,40 @@
 //! The quinn driver: accepts client connections and runs each one's
 //! [`crate::session::Session`] against the log, the views and the bus.
 //!
-//! # Per connection
+//! # Per connection: one task
 //! - The client opens one bidirectional **control stream** first: its frames
 //!   go to the session; the session's answers (`Sent`, `Error`, `LoggedIn`, …)
 //!   go back on it.
 //! - After login the edge opens one unidirectional **delivery stream**:
 //!   `Deliver`, `Receipt`, `SyncDone`.
+//! - One task per connection does all of it (`connection`): it reads the
+//!   control stream chunk by chunk (`read_chunk`, no read buffer; see
+//!   [`crate::framing`]), writes both streams from bounded queues of encoded
+//!   frames, and takes IO results and routed items from the connection's
+//!   [`mailbox::Mailbox`]. Requests to the log and the views run in short-lived
+//!   tasks that put their results in the mailbox; an idle connection has none.
 //! - Keep-alives every `keep_alive_ms`; a silent client is dropped after
 //!   `idle_timeout_ms` (10 s by default).
-//! - Each stream has a writer task with a bounded queue; a client that does not
-//!   read its delivery stream fills it and is disconnected (it reconnects and
-//!   syncs), so it cannot make the edge buffer without bound.
-//! - Closing: the QUIC close code is the [`chorus_schema::EdgeErrorCode`] of
-//!   the reason (see `docs/error-codes.md`), after an `Error` frame.
+//! - Backpressure: a client that does not read its delivery stream fills its
+//!   queue (`delivery_queue_max` frames) and is disconnected (it reconnects
+//!   and syncs), so it cannot make the edge buffer without bound; one that
+//!   does not read its control stream is not read from either.
+//! - Closing: queued frames are flushed first (for at most a second); the
+//!   QUIC close code is the [`chorus_schema::EdgeErrorCode`] of the reason
+//!   (see `docs/error-codes.md`), after an `Error` frame.
 //!
 //! # Edge-wide
 //! - [`router`]: bus deliveries and receipt changes to connections.
 //! - [`views`]: token checks, recipient checks, sync and gap fill.
 //! - One [`crate::session::OtpRegistry`] for all connections.
+//! - One UDP socket with large kernel buffers (`udp_recv_buffer_bytes`): a
+//!   burst of handshakes must not be dropped, or each costs its client a
+//!   retransmission timeout.
 
 mod connection;
+pub(crate) mod mailbox;
 pub(crate) mod router;
+pub mod tls;
 pub(crate) mod views;
 
 use std::collections::HashSet;
@@ -33,7 +46,6 @@ use std::time::Duration;
 
 use chorus_bus::Bus;
 use chorus_log_node::client::{ClientConfig as LogClientConfig, LogClient};
-use chorus_log_node::network::tls::{Identity as TlsIdentity, TlsPaths};
 use chorus_projections::wire;
 use chorus_schema::{ChatId, CommandResult, EventRecord, Seq, UserId};
 use tracing::{info, warn};
@@ -47,8 +59,8 @@ use crate::sms::SmsSink;
 pub enum Error {
     #[error("invalid edge config: {0}")]
     Config(String),
-    #[error(transparent)]
-    Tls(#[from] chorus_log_node::network::tls::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::Error),
     #[error("binding {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("connecting to the log: {0}")]
@@ -68,11 +80,9 @@ pub struct Stats {
     pub lagged: u64,
 }
 
-/// What a connection's loop reacts to, besides client frames and routed items.
+/// The result of an IO request of a connection (see [`mailbox::Mailbox`]).
 #[derive(Debug)]
 pub(crate) enum Input {
-    Frame(Result<Vec<u8>, chorus_schema::Error>),
-    ControlClosed,
     Appended(Correlation, Result<CommandResult, AppendError>),
     TokenVerified(TokenVerdict),
     Recovered(Box<EventRecord>),
@@ -139,13 +149,47 @@ fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
     // One control stream from the client; the edge opens the delivery stream.
     t.max_concurrent_bidi_streams(1u32.into());
     t.max_concurrent_uni_streams(0u32.into());
-    // Small windows keep an idle connection's memory small; a frame is at most
-    // a 64 KiB ciphertext plus its envelope.
-    t.stream_receive_window((256u32 << 10).into());
-    t.receive_window((512u32 << 10).into());
-    t.send_window(1 << 20);
+    // Windows of a messaging connection (see the config): they bound what
+    // quinn may hold for one connection.
+    t.stream_receive_window(config.stream_receive_window_bytes.into());
+    t.receive_window(config.receive_window_bytes.into());
+    t.send_window(u64::from(config.send_window_bytes));
     t.datagram_receive_buffer_size(None);
+    // quinn keeps, per connection, a transmit buffer as large as the largest
+    // batch it ever built: with segmentation offload up to 10 datagrams
+    // (~14 KiB) from a single handshake flight, for the connection's life.
+    // An edge sends one datagram at a time to each client anyway.
+    t.enable_segmentation_offload(false);
+    // Path MTU discovery grows that buffer (and the packets) to ~1.5 KiB for
+    // the connection's life and probes every few minutes; messaging frames
+    // are small, so the QUIC minimum of 1200 bytes serves them as well.
+    t.mtu_discovery_config(None);
     Arc::new(t)
+}
+
+/// The edge's UDP socket, with the configured kernel buffers.
+fn udp_socket(config: &Config) -> Result<std::net::UdpSocket, Error> {
+    let bind = |source| Error::Bind { addr: config.listen, source };
+    let socket = std::net::UdpSocket::bind(config.listen).map_err(bind)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into()).map_err(bind)?;
+    state.set_recv_buffer_size((&socket).into(), config.udp_recv_buffer_bytes).map_err(bind)?;
+    state.set_send_buffer_size((&socket).into(), config.udp_send_buffer_bytes).map_err(bind)?;
+    let recv = state.recv_buffer_size((&socket).into()).map_err(bind)?;
+    let send = state.send_buffer_size((&socket).into()).map_err(bind)?;
+    // Linux reports twice what it grants (bookkeeping); below the request the
+    // sysctl limits (net.core.rmem_max, wmem_max) capped it.
+    if recv < config.udp_recv_buffer_bytes || send < config.udp_send_buffer_bytes {
+        warn!(
+            recv_bytes = recv,
+            send_bytes = send,
+            wanted_recv_bytes = config.udp_recv_buffer_bytes,
+            wanted_send_bytes = config.udp_send_buffer_bytes,
+            "UDP socket buffers capped by the kernel (raise net.core.rmem_max / wmem_max)"
+        );
+    } else {
+        info!(recv_bytes = recv, send_bytes = send, "UDP socket buffers");
+    }
+    Ok(socket)
 }
 
 impl Edge {
@@ -156,11 +200,11 @@ impl Edge {
     /// On a bad config, TLS material, bind, log or bus failure.
     pub async fn open(config: Config, local_bus: Option<Bus>) -> Result<Edge, Error> {
         config.validate().map_err(Error::Config)?;
-        let tls = TlsIdentity::load(&TlsPaths { ca: config.log_ca.clone(), cert: config.cert.clone(), key: config.key.clone() })?;
-        let mut server = tls.quic_server(false, chorus_schema::edge::ALPN)?;
+        let mut server = tls::server_config(&config.cert, &config.key, chorus_schema::edge::ALPN)?;
         server.transport_config(transport(&config));
-        let endpoint =
-            quinn::Endpoint::server(server, config.listen).map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let runtime = quinn::default_runtime().ok_or_else(|| Error::Config("no async runtime".into()))?;
+        let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), udp_socket(&config)?, runtime)
+            .map_err(|source| Error::Bind { addr: config.listen, source })?;
         let log = LogClient::connect(
             &config.log_seeds,
             &config.log_ca,
@@ -208,7 +252,11 @@ impl Edge {
     /// Serves until `shutdown` resolves, then closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Edge { ctx, endpoint, mut subscription, mut receipts } = self;
-        info!(addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(), "edge listening");
+        info!(
+            addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            connection_task_bytes = connection::task_bytes(),
+            "edge listening"
+        );
         let route_ctx = ctx.clone();
         let router = tokio::spawn(async move {
             loop {

@@ -6,14 +6,15 @@
 //! queue is full) is marked lagged and closed; its client reconnects and syncs.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chorus_projections::wire::{self, Delivery, ReceiptUpdate};
 use chorus_projections::ReceiptStatus;
 use chorus_schema::{EventRecord, ReceiptKind, UserId};
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
+
+use super::mailbox::{Mailbox, Offer};
 
 /// What the router hands a connection.
 #[derive(Debug)]
@@ -25,8 +26,7 @@ pub(crate) enum Routed {
 #[derive(Clone, Debug)]
 pub(crate) struct Route {
     pub(crate) conn: u64,
-    pub(crate) tx: mpsc::Sender<Routed>,
-    pub(crate) lagged: Arc<AtomicBool>,
+    pub(crate) mailbox: Arc<Mailbox>,
 }
 
 /// Logged-in connections by user.
@@ -56,16 +56,14 @@ impl Router {
         let routes = self.routes.lock().expect("routes lock");
         for user in users {
             for route in routes.get(user).into_iter().flatten() {
-                match route.tx.try_send(make()) {
-                    Ok(()) => {
+                match route.mailbox.offer(make()) {
+                    Offer::Queued => {
                         self.routed.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        if !route.lagged.swap(true, Ordering::Relaxed) {
-                            self.lagged.fetch_add(1, Ordering::Relaxed);
-                        }
+                    Offer::Lagged { first: true } => {
+                        self.lagged.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Offer::Lagged { first: false } | Offer::Gone => {}
                 }
             }
         }

@@ -12,8 +12,7 @@ use chorus_projections::wire::{
 use chorus_schema::{ChatId, DeviceId, EventRecord, PartitionId, Seq, UserId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
-
+use super::mailbox::Mailbox;
 use super::{Ctx, Input};
 use crate::session::TokenVerdict;
 
@@ -105,7 +104,7 @@ pub(crate) async fn sync(
     user: UserId,
     device: DeviceId,
     since: Vec<(ChatId, Seq)>,
-    to: &mpsc::Sender<Input>,
+    to: &Mailbox,
 ) -> Result<(), ReadError> {
     let since: HashMap<ChatId, Seq> = since.into_iter().collect();
     let chats = all_cursors(ctx, user, device).await?;
@@ -118,7 +117,7 @@ pub(crate) async fn sync(
         }
     }
     let positions = chats.iter().map(|c| (c.chat, c.last_seq)).collect();
-    to.send(Input::SyncDone { positions, with_news }).await.map_err(|_| ReadError::Gone)
+    to.put(Input::SyncDone { positions, with_news }).await.map_err(|_| ReadError::Gone)
 }
 
 /// Streams the items of `chat` that `user` receives in `(after, until]` to the
@@ -130,7 +129,7 @@ pub(crate) async fn recover(
     chat: ChatId,
     after: Seq,
     until: Seq,
-    to: &mpsc::Sender<Input>,
+    to: &Mailbox,
 ) -> Result<(), ReadError> {
     let mut after = after;
     while after < until {
@@ -140,7 +139,7 @@ pub(crate) async fn recover(
         let Some(last) = page.entries.last() else { return Ok(()) };
         after = last.seq;
         for record in read_offsets(ctx, page.partition, &items).await? {
-            to.send(Input::Recovered(Box::new(record))).await.map_err(|_| ReadError::Gone)?;
+            to.put(Input::Recovered(Box::new(record))).await.map_err(|_| ReadError::Gone)?;
         }
         if !page.more {
             return Ok(());

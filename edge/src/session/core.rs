@@ -224,9 +224,14 @@ impl Session {
         matches!(self.state, State::Closed)
     }
 
-    /// The next thing to do, in order.
+    /// The next thing to do, in order. Once drained, the queue's buffer is
+    /// released: an idle connection keeps none.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if action.is_none() && self.actions.capacity() > 0 {
+            self.actions = VecDeque::new();
+        }
+        action
     }
 
     // ---- inputs ------------------------------------------------------------------

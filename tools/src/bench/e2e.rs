@@ -2,8 +2,17 @@
 //! QUIC → edge → 3-node log (fsync on) → projector → NATS → edge → SDK — all
 //! processes on this machine.
 //!
-//! Prints delivered messages/s at saturation, send→receive latency at fixed
-//! offered loads, and the edge's resident memory per idle logged-in connection.
+//! Prints delivered messages/s at saturation with the server CPU time per
+//! delivered message (summed over every server process: log-nodes,
+//! nats-server, projector, edges), send→receive latency at fixed offered
+//! loads, logins/s of one edge, and the edge's resident memory per idle
+//! logged-in connection.
+//!
+//! The idle connections are logins of one device that is up to date: each
+//! logs in and syncs from its positions (as a client resuming does), so a
+//! login costs a handshake, the token check and an empty sync — not a
+//! download of the device's history. `--idle-in-flight` logins run at once,
+//! from one client UDP socket per [`CONNS_PER_SOCKET`] connections.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,12 +22,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use chorus_edge::client::{Client, Credentials, Event, Resume};
 use chorus_schema::edge::{write_frame, FrameReader, ALPN};
-use chorus_schema::{ClientFrame, Recipient, ServerFrame};
+use chorus_schema::{ChatId, ClientFrame, Recipient, Seq, ServerFrame};
 use hdrhistogram::Histogram;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
+use super::stats::process_cpu_us;
 use crate::launcher::{self, chorus_binary};
 use crate::stack::{Stack, StackSpec};
+
+/// Idle connections per client UDP socket (a real client has its own).
+const CONNS_PER_SOCKET: usize = 1_000;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,9 +49,16 @@ pub struct Args {
     /// Offered loads of the latency runs, msgs/s.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     pub rates: Vec<u64>,
-    /// Idle logged-in connections for the memory figure (0: skip).
+    /// Idle logged-in connections for the logins/s and memory figures (0: skip).
     #[arg(long, default_value_t = 10_000)]
     pub idle: usize,
+    /// Logins of idle connections in flight at once.
+    #[arg(long, default_value_t = 200)]
+    pub idle_in_flight: usize,
+    /// Idle connections do a full TLS handshake every time (no session
+    /// resumption, as a device's first connection).
+    #[arg(long)]
+    pub idle_full_handshakes: bool,
     /// Ciphertext bytes per message (at least 16).
     #[arg(long, default_value_t = 200)]
     pub payload: usize,
@@ -60,7 +80,30 @@ fn payload(epoch: Instant, size: usize) -> Vec<u8> {
 
 struct Pair {
     sender: Client,
+    receiver: Client,
     to: Credentials,
+}
+
+/// CPU time (µs) of every server process so far, by process name.
+fn server_cpu(stack: &Stack) -> Vec<(String, u64)> {
+    stack.server_pids().into_iter().map(|(name, pid)| (name, process_cpu_us(pid).unwrap_or(0))).collect()
+}
+
+/// Server CPU µs per message between two [`server_cpu`] samples: the total,
+/// and per kind of process (log-node, nats-server, projector, edge).
+fn cpu_per_message(before: &[(String, u64)], after: &[(String, u64)], messages: u64) -> String {
+    let kinds = ["log-node", "nats-server", "projector", "edge"];
+    let labels = ["log-nodes", "nats-server", "projector", "edges"];
+    let mut by_kind = [0u64; 4];
+    for (name, us) in after {
+        let was = before.iter().find(|(n, _)| n == name).map_or(0, |(_, us)| *us);
+        let kind = kinds.iter().position(|k| name.starts_with(k)).unwrap_or(0);
+        by_kind[kind] += us.saturating_sub(was);
+    }
+    let per = |us: u64| us as f64 / messages.max(1) as f64;
+    let total: u64 = by_kind.iter().sum();
+    let parts: Vec<String> = labels.iter().zip(by_kind).map(|(k, us)| format!("{k} {:.0}", per(us))).collect();
+    format!("{:.0} µs per delivered message ({})", per(total), parts.join(", "))
 }
 
 struct Counters {
@@ -110,13 +153,13 @@ pub async fn run(args: Args) -> Result<()> {
         let (s, r) = (c[0], c[1]);
         // Sender on edge i%2, receiver on the other: every message crosses edges.
         let (sender, _sender_events) = Client::connect(stack.client_config(&[i % 2]), s, Resume::default()).await?;
-        let (_receiver, events) = Client::connect(stack.client_config(&[(i + 1) % 2]), r, Resume::default()).await?;
-        tokio::spawn(receive(events, counters.clone(), epoch, _receiver));
+        let (receiver, events) = Client::connect(stack.client_config(&[(i + 1) % 2]), r, Resume::default()).await?;
+        tokio::spawn(receive(events, counters.clone(), epoch));
         tokio::spawn(async move {
             let mut e = _sender_events;
             while e.recv().await.is_some() {}
         });
-        pairs.push(Arc::new(Pair { sender, to: r }));
+        pairs.push(Arc::new(Pair { sender, receiver, to: r }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -138,9 +181,11 @@ pub async fn run(args: Args) -> Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await; // warm-up
     let d0 = counters.delivered.load(Ordering::Relaxed);
+    let cpu0 = server_cpu(&stack);
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let delivered = counters.delivered.load(Ordering::Relaxed) - d0;
+    let cpu = cpu_per_message(&cpu0, &server_cpu(&stack), delivered);
     let rate = delivered as f64 / t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -154,6 +199,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.seconds,
         failed.load(Ordering::Relaxed)
     );
+    println!("server CPU at saturation: {cpu}");
     settle(&counters).await;
 
     // Latency at fixed offered loads (open loop).
@@ -161,8 +207,10 @@ pub async fn run(args: Args) -> Result<()> {
         counters.latency.lock().expect("histogram").reset();
         counters.committed.lock().expect("histogram").reset();
         counters.recording.store(true, Ordering::Relaxed);
+        let (d0, cpu0) = (counters.delivered.load(Ordering::Relaxed), server_cpu(&stack));
         let sent = open_loop(&pairs, r, Duration::from_secs(args.seconds), epoch, args.payload, &counters).await;
         settle(&counters).await;
+        let cpu = cpu_per_message(&cpu0, &server_cpu(&stack), counters.delivered.load(Ordering::Relaxed) - d0);
         counters.recording.store(false, Ordering::Relaxed);
         let h = counters.latency.lock().expect("histogram").clone();
         let c = counters.committed.lock().expect("histogram").clone();
@@ -177,15 +225,22 @@ pub async fn run(args: Args) -> Result<()> {
             ms(&c, 0.5),
             ms(&c, 0.99),
         );
+        println!("server CPU at {r} msgs/s offered: {cpu}");
     }
 
     if args.idle > 0 {
-        idle_memory(&stack, creds[0], args.idle).await?;
+        // The first sender is up to date with its one chat: what its pair's
+        // receiver has of it.
+        let chat = ChatId::direct(creds[0].user, creds[1].user);
+        let since: Vec<(ChatId, Seq)> = pairs[0].receiver.positions().into_iter().filter(|(c, _)| *c == chat).collect();
+        let resumption = !args.idle_full_handshakes;
+        let quic = idle_client_config(&stack.cluster.ca, resumption)?;
+        idle_connections(&stack, quic, resumption, creds[0], since, args.idle, args.idle_in_flight.max(1)).await?;
     }
     Ok(())
 }
 
-async fn receive(mut events: mpsc::Receiver<Event>, counters: Arc<Counters>, epoch: Instant, _client: Client) {
+async fn receive(mut events: mpsc::Receiver<Event>, counters: Arc<Counters>, epoch: Instant) {
     while let Some(ev) = events.recv().await {
         if let Event::Message(m) = ev {
             counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -245,37 +300,121 @@ async fn open_loop(
     sent
 }
 
-/// Connects `n` logged-in, idle connections (one device, one UDP socket) to
-/// edge 0 and reports its resident memory per connection.
-async fn idle_memory(stack: &Stack, who: Credentials, n: usize) -> Result<()> {
-    let edge = &stack.edges[0];
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, before) = edge.rss_kib().context("edge rss")?;
-    let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse()?)?;
-    let mut quic = chorus_log_node::network::tls::quic_client(&stack.cluster.ca, ALPN)?;
+/// A UDP counter of the host's kernel so far (all sockets: Linux
+/// `/proc/net/snmp`, line `Udp:`), e.g. `OutDatagrams` or `RcvbufErrors`
+/// (datagrams dropped for a full socket receive buffer).
+fn udp_counter(name: &str) -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// The idle clients' QUIC configuration: the edge verified against `ca`;
+/// `resumption`: TLS sessions are resumed with the edge's tickets, as a
+/// client reconnecting does.
+fn idle_client_config(ca: &std::path::Path, resumption: bool) -> Result<quinn::ClientConfig> {
+    use quinn::rustls;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(ca)?)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    if !resumption {
+        tls.resumption = rustls::client::Resumption::disabled();
+    }
+    let mut quic = quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls)?));
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(3)));
     t.max_concurrent_uni_streams(1u32.into());
     quic.transport_config(Arc::new(t));
+    Ok(quic)
+}
+
+/// A client endpoint on its own UDP socket with room for bursts of
+/// handshakes of many connections.
+fn client_endpoint() -> Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    state.set_recv_buffer_size((&socket).into(), 8 << 20)?;
+    state.set_send_buffer_size((&socket).into(), 4 << 20)?;
+    let runtime = quinn::default_runtime().context("no async runtime")?;
+    Ok(quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)?)
+}
+
+/// Logs `n` connections of device `who` in to edge 0 (`in_flight` at a
+/// time), each syncing from `since`, and keeps them idle: prints logins/s and
+/// the edge's resident memory per connection.
+async fn idle_connections(
+    stack: &Stack,
+    quic: quinn::ClientConfig,
+    resumption: bool,
+    who: Credentials,
+    since: Vec<(ChatId, Seq)>,
+    n: usize,
+    in_flight: usize,
+) -> Result<()> {
+    let edge = &stack.edges[0];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, before) = edge.rss_kib().context("edge rss")?;
+    let endpoints = (0..n.div_ceil(CONNS_PER_SOCKET)).map(|_| client_endpoint()).collect::<Result<Vec<_>>>()?;
     let addr = stack.edge_addrs[0].parse()?;
-    let mut conns = Vec::with_capacity(n);
+    let since = Arc::new(since);
+    let slots = Arc::new(Semaphore::new(in_flight));
+    let (drops, datagrams) = (udp_counter("RcvbufErrors"), udp_counter("OutDatagrams"));
+    let (cpu0, bench_cpu0) = (server_cpu(stack), process_cpu_us(std::process::id()));
     let started = Instant::now();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
-        let mut tasks = Vec::new();
-        for _ in chunk {
-            let (endpoint, quic) = (endpoint.clone(), quic.clone());
-            tasks.push(tokio::spawn(async move { idle_login(&endpoint, quic, addr, who).await }));
-        }
-        for t in tasks {
-            conns.push(t.await??);
-        }
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let slot = slots.clone().acquire_owned().await?;
+        let (endpoint, quic, since) = (endpoints[i / CONNS_PER_SOCKET].clone(), quic.clone(), since.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let conn = idle_login(&endpoint, quic, addr, who, &since).await;
+            drop(slot);
+            conn.map(|c| (c, t.elapsed()))
+        }));
     }
+    let mut conns = Vec::with_capacity(n);
+    let mut took = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for t in tasks {
+        let (conn, d) = t.await??;
+        took.record((d.as_micros() as u64).max(1))?;
+        conns.push(conn);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_per_message(&cpu0, &server_cpu(stack), n as u64);
+    let bench_cpu = match (bench_cpu0, process_cpu_us(std::process::id())) {
+        (Some(a), Some(b)) => format!("{:.0}", (b - a) as f64 / n as f64),
+        _ => "?".into(),
+    };
+    let drops = match (drops, udp_counter("RcvbufErrors")) {
+        (Some(a), Some(b)) => (b - a).to_string(),
+        _ => "?".into(),
+    };
+    let datagrams = match (datagrams, udp_counter("OutDatagrams")) {
+        (Some(a), Some(b)) => format!("{:.1}", (b - a) as f64 / n as f64),
+        _ => "?".into(),
+    };
+    let ms = |q: f64| took.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "logins: {:.0} logins/s ({n} in {elapsed:.1} s, {in_flight} in flight, {}; handshake→synced p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {datagrams} UDP datagrams per login, {drops} dropped by full receive buffers)",
+        n as f64 / elapsed,
+        if resumption { "TLS sessions resumed when the client holds a ticket" } else { "full TLS handshakes" },
+        ms(0.5),
+        ms(0.99),
+        took.max() as f64 / 1000.0
+    );
+    println!("server CPU per login: {} (clients, in this process: {bench_cpu} µs)", cpu.replace("delivered message", "login"));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (peak, after) = edge.rss_kib().context("edge rss")?;
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
     println!(
-        "idle connections: {n} logged in ({:.1} s); edge RSS {} → {} MiB (peak {} MiB): {:.1} KiB per connection",
-        started.elapsed().as_secs_f64(),
+        "idle connections: {n} logged in; edge RSS {} → {} MiB (peak {} MiB): {:.1} KiB per connection",
         before / 1024,
         after / 1024,
         peak / 1024,
@@ -290,6 +429,7 @@ async fn idle_login(
     quic: quinn::ClientConfig,
     addr: std::net::SocketAddr,
     who: Credentials,
+    since: &[(ChatId, Seq)],
 ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream, quinn::RecvStream)> {
     let conn = endpoint.connect_with(quic, addr, "chorus.local")?.await?;
     let (mut send, mut recv) = conn.open_bi().await?;
@@ -297,7 +437,6 @@ async fn idle_login(
     write_frame(&mut buf, &ClientFrame::Login { user: who.user, device: who.device, token: who.token }.encode());
     send.write_all(&buf).await?;
     let mut reader = FrameReader::new();
-    let mut chunk = [0u8; 1024];
     loop {
         if let Some(f) = reader.next_frame()? {
             match ServerFrame::decode(&f)? {
@@ -305,13 +444,26 @@ async fn idle_login(
                 other => anyhow::bail!("login refused: {other:?}"),
             }
         }
-        let n = recv.read(&mut chunk).await?.context("control stream closed")?;
-        reader.push(&chunk[..n]);
+        let chunk = recv.read_chunk(1024, true).await?.context("control stream closed")?;
+        reader.push(&chunk.bytes);
     }
-    // Sync (as every client does after login): its SyncDone opens the delivery stream.
+    // Sync from its positions (as every client does after login); the edge
+    // answers SyncDone on the delivery stream.
     let mut buf = Vec::new();
-    write_frame(&mut buf, &ClientFrame::Sync { since: Vec::new() }.encode());
+    write_frame(&mut buf, &ClientFrame::Sync { since: since.to_vec() }.encode());
     send.write_all(&buf).await?;
-    let deliveries = conn.accept_uni().await?;
+    let mut deliveries = conn.accept_uni().await?;
+    let mut reader = FrameReader::new();
+    loop {
+        if let Some(f) = reader.next_frame()? {
+            match ServerFrame::decode(&f)? {
+                ServerFrame::SyncDone { .. } => break,
+                ServerFrame::Deliver { .. } | ServerFrame::Receipt { .. } => {}
+                other => anyhow::bail!("unexpected delivery frame: {other:?}"),
+            }
+        }
+        let chunk = deliveries.read_chunk(1024, true).await?.context("delivery stream closed")?;
+        reader.push(&chunk.bytes);
+    }
     Ok((conn, send, recv, deliveries))
 }
