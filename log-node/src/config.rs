@@ -80,8 +80,8 @@ impl Default for RaftConfig {
     fn default() -> Self {
         RaftConfig {
             heartbeat_ms: 250,
-            election_min_ms: 1000,
-            election_max_ms: 2000,
+            election_min_ms: 750,
+            election_max_ms: 1500,
             snapshot_after_logs: 1_000,
             keep_logs_after_snapshot: 100,
             max_payload_entries: 16,
