@@ -301,7 +301,11 @@ impl Conn {
                 Mail::Lagged => {
                     return Some(Close::driver(EdgeErrorCode::Unavailable, "too slow to read deliveries: reconnect and sync"))
                 }
-                Mail::Input(input) => self.input(input),
+                Mail::Input(input) => {
+                    if let Some(close) = self.input(input) {
+                        return Some(close);
+                    }
+                }
                 Mail::Routed(routed) => self.routed(routed),
             }
             if let Some(close) = self.perform() {
@@ -328,7 +332,7 @@ impl Conn {
         None
     }
 
-    fn input(&mut self, input: Input) {
+    fn input(&mut self, input: Input) -> Option<Close> {
         let now = crate::now_ms();
         match input {
             Input::Appended(correlation, result) => self.session.handle_append_result(now, correlation, result),
@@ -337,7 +341,18 @@ impl Conn {
             Input::SyncDone { positions, with_news } => self.session.handle_sync_done(&positions, with_news),
             Input::SyncFailed => self.session.handle_sync_failed(),
             Input::FillDone(chat) => self.session.handle_fill_done(chat),
+            Input::FillFailed(chat) => {
+                // Live delivery must not move on past the gap: the client
+                // would take the next item's seq as its position and its next
+                // sync would start after the gap, never recovering it (found
+                // by the Jepsen harness: a device's live stream skipped 18
+                // messages after a fill failed during a leader kill). Closing
+                // makes it reconnect and sync from the position it really has.
+                let reason = format!("could not recover a gap in chat {chat}: reconnect and sync");
+                return Some(Close::driver(EdgeErrorCode::Unavailable, &reason));
+            }
         }
+        None
     }
 
     fn routed(&mut self, routed: Routed) {
@@ -403,10 +418,15 @@ impl Conn {
                 Action::FillGap { identity, chat, after, until } => {
                     let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = views::recover(&ctx, identity.user, chat, after, until, &to).await {
-                            warn!(%chat, error = %e, "gap fill failed; the client's next sync recovers it");
-                        }
-                        let _ = to.put(Input::FillDone(chat)).await;
+                        let done = match views::recover(&ctx, identity.user, chat, after, until, &to).await {
+                            Ok(()) => Input::FillDone(chat),
+                            Err(e) => {
+                                warn!(%chat, error = %e, "gap fill failed; closing the connection so that the client syncs");
+                                Input::FillFailed(chat)
+                            }
+                        };
+                        // Gone: the connection closed meanwhile; nothing to tell.
+                        let _ = to.put(done).await;
                     });
                 }
                 Action::Close { code, reason } => return Some(Close { code, reason, tell: false }),

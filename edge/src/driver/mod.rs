@@ -89,6 +89,8 @@ pub(crate) enum Input {
     SyncDone { positions: Vec<(ChatId, Seq)>, with_news: u32 },
     SyncFailed,
     FillDone(ChatId),
+    /// A gap of the chat could not be recovered: the connection closes.
+    FillFailed(ChatId),
 }
 
 /// What every connection shares.

@@ -409,8 +409,9 @@ impl Session {
         self.handle_sync_done(&since, 0);
     }
 
-    /// The [`Action::FillGap`] of `chat` is complete (or failed: live delivery
-    /// moves on; the client's next sync recovers what the fill could not).
+    /// The [`Action::FillGap`] of `chat` is complete. (A fill that fails closes
+    /// the connection instead: the client reconnects and syncs from its own
+    /// position, which live delivery past the gap would have moved beyond it.)
     pub fn handle_fill_done(&mut self, chat: ChatId) {
         if self.identity().is_none() {
             return;
