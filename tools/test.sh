@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/chorus-target}"
+# Incremental caches of a persistent target dir only grow (GBs): CI builds from
+# fresh clones, where they are never reused.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # A persistent target dir keeps every old test binary (hundreds of MB each with
 # debug info): keep the newest two of each name (two crates may share a test name).
 if [ -d "$CARGO_TARGET_DIR/debug/deps" ]; then
@@ -13,4 +16,6 @@ if [ -d "$CARGO_TARGET_DIR/debug/deps" ]; then
 fi
 # The chorus binary is built first: the cluster tests start it as real processes.
 cargo build --locked -p chorus-tools --bin chorus
+mkdir -p "$HOME/.cargo/bin"
+ln -sf "$CARGO_TARGET_DIR/debug/chorus" "$HOME/.cargo/bin/chorus"   # the README's `chorus …` commands
 cargo test --locked --workspace "$@"
