@@ -69,6 +69,17 @@ fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).map_err(|source| Error::Write { path: path.to_owned(), source })
 }
 
+/// Writes a private key readable by its owner only (mode 0600), also when the
+/// file was there before with wider permissions.
+fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let err = |source| Error::Write { path: path.to_owned(), source };
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(err)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    f.write_all(contents.as_bytes()).map_err(err)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|source| Error::Read { path: path.to_owned(), source })
 }
@@ -84,7 +95,7 @@ pub fn ensure_ca(dir: &Path) -> Result<()> {
     }
     let key = KeyPair::generate()?;
     let cert = ca_params().self_signed(&key)?;
-    write(&dir.join("ca.key"), &key.serialize_pem())?;
+    write_secret(&dir.join("ca.key"), &key.serialize_pem())?;
     write(&dir.join("ca.pem"), &cert.pem())?;
     Ok(())
 }
@@ -107,7 +118,7 @@ pub fn issue(dir: &Path, name: &str) -> Result<TlsPaths> {
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;
     let paths = TlsPaths { ca: dir.join("ca.pem"), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) };
-    write(&paths.key, &key.serialize_pem())?;
+    write_secret(&paths.key, &key.serialize_pem())?;
     write(&paths.cert, &cert.pem())?;
     Ok(paths)
 }
@@ -235,5 +246,29 @@ impl Identity {
     /// On a bad CA certificate.
     pub fn log_client(&self) -> Result<quinn::ClientConfig> {
         self.client(false, ALPN_LOG)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn private_keys_are_written_for_their_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key file left world-readable by an older version is tightened too.
+        std::fs::write(dir.path().join("node-1.key"), "old").unwrap();
+        std::fs::set_permissions(dir.path().join("node-1.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let paths = issue(dir.path(), "node-1").unwrap();
+        assert_eq!(mode(&dir.path().join("ca.key")), 0o600);
+        assert_eq!(mode(&paths.key), 0o600);
+        // And the key is the new one, loadable.
+        Identity::load(&paths).unwrap();
     }
 }
