@@ -182,19 +182,36 @@ async fn groups_led_by(cluster: &Cluster, client: &LogClient, id: u64) -> Vec<u1
 /// `occurrence`-th time), then kills it at once, and checks that it had not
 /// installed it yet.
 async fn kill_mid_snapshot(cluster: &mut Cluster, id: u64, occurrence: usize) {
+    wait_for_log_count(cluster, id, "receiving a snapshot", occurrence).await;
+    cluster.kill(id);
+    let installed = log_count(cluster, id, "snapshot installed");
+    assert!(installed < occurrence, "the transfer was over before the kill; node {id}'s log:\n{}", cluster.log_tail(id, 30));
+}
+
+/// How many lines of node `id`'s log contain `pattern`.
+fn log_count(cluster: &Cluster, id: u64, pattern: &str) -> usize {
+    std::fs::read_to_string(cluster.node(id).log_path()).unwrap_or_default().matches(pattern).count()
+}
+
+/// Waits (up to a minute) until `pattern` is in node `id`'s log `count` times.
+async fn wait_for_log_count(cluster: &Cluster, id: u64, pattern: &str, count: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let log = std::fs::read_to_string(cluster.node(id).log_path()).unwrap_or_default();
-        if log.matches("receiving a snapshot").count() >= occurrence {
-            cluster.kill(id);
-            let log = std::fs::read_to_string(cluster.node(id).log_path()).unwrap_or_default();
-            let installed = log.matches("snapshot installed").count();
-            assert!(installed < occurrence, "the transfer was over before the kill; node {id}'s log:\n{}", cluster.log_tail(id, 30));
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node {id} never received a snapshot:\n{}", cluster.log_tail(id, 30));
+    while log_count(cluster, id, pattern) < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {id}'s log never said {pattern:?} {count} times:\n{}",
+            cluster.log_tail(id, 30)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Every replica ends with the same history, holding every acknowledged
+/// append, and node 3 got there by installing a snapshot.
+async fn must_catch_up_node_3_by_snapshot(cluster: &Cluster, client: &LogClient, acked: &[(Command, Outcome)]) {
+    must_converge(cluster, client, &[1, 2, 3]).await;
+    must_check_log(cluster, client, &[1, 2, 3], acked).await;
+    assert!(log_count(cluster, 3, "snapshot installed") > 0, "node 3 caught up by snapshot; its log:\n{}", cluster.log_tail(3, 40));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,10 +238,7 @@ async fn node_whose_log_was_purged_catches_up_by_snapshot() {
         acked.push((cmd, outcome));
     }
     cluster.start(3).unwrap();
-    must_converge(&cluster, &client, &[1, 2, 3]).await;
-    must_check_log(&cluster, &client, &[1, 2, 3], &acked).await;
-    let log = std::fs::read_to_string(cluster.node(3).log_path()).unwrap();
-    assert!(log.contains("snapshot installed"), "node 3 caught up by snapshot; its log:\n{}", cluster.log_tail(3, 40));
+    must_catch_up_node_3_by_snapshot(&cluster, &client, &acked).await;
 }
 
 /// A replica far behind gets a streamed snapshot of many chunks; it is killed
@@ -269,16 +283,8 @@ async fn a_snapshot_transfer_killed_midway_on_either_side_is_resumed() {
     // Restarted, it is sent one again (a fresh transfer); this time its
     // sender is killed mid-way, and the new leader sends it.
     cluster.start(3).unwrap();
-    let before = std::fs::read_to_string(cluster.node(3).log_path()).unwrap().matches("receiving a snapshot").count();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let log = std::fs::read_to_string(cluster.node(3).log_path()).unwrap_or_default();
-        if log.matches("receiving a snapshot").count() > before {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "node 3 was not sent a snapshot again");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let before = log_count(&cluster, 3, "receiving a snapshot");
+    wait_for_log_count(&cluster, 3, "receiving a snapshot", before + 1).await;
     let sender = if !groups_led_by(&cluster, &client, 1).await.is_empty() { 1 } else { 2 };
     cluster.kill(sender);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -289,10 +295,7 @@ async fn a_snapshot_transfer_killed_midway_on_either_side_is_resumed() {
         let outcome = must_append(&client, &cmd).await;
         acked.push((cmd, outcome));
     }
-    must_converge(&cluster, &client, &[1, 2, 3]).await;
-    must_check_log(&cluster, &client, &[1, 2, 3], &acked).await;
-    let log = std::fs::read_to_string(cluster.node(3).log_path()).unwrap();
-    assert!(log.contains("snapshot installed"), "node 3 caught up by snapshot; its log:\n{}", cluster.log_tail(3, 40));
+    must_catch_up_node_3_by_snapshot(&cluster, &client, &acked).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
