@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use chorus_log_node::network::tls::TlsPaths;
 pub use chorus_projections::projector::BusConfig;
 
 /// Where OTP codes go.
@@ -28,13 +29,20 @@ pub enum SmsConfig {
 pub struct Config {
     /// The UDP address clients connect to (QUIC, ALPN `chorus/1`).
     pub listen: SocketAddr,
-    /// This edge's TLS certificate and key (PEM); clients verify it.
+    /// This edge's server certificate and key (PEM), of the **edge CA**
+    /// (`chorus certs --role edge-server`); clients verify it. Nothing in the
+    /// cluster trusts that CA.
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// Log-node client addresses to start from, and the CA that signs them.
+    /// Log-node client addresses to start from.
     pub log_seeds: Vec<String>,
-    pub log_ca: PathBuf,
+    /// The edge's identity towards the log: the cluster CA and a certificate
+    /// of role `edge` (`chorus certs --role edge`), the one role that may append.
+    pub log_tls: TlsPaths,
     pub bus: BusConfig,
+    /// The view key shared with the projectors (hex, mode 0600): view
+    /// replies not sealed with it are refused (`chorus_projections::seal`).
+    pub view_key: PathBuf,
     pub sms: SmsConfig,
     /// Per-connection limits.
     pub session: crate::session::Config,
@@ -76,11 +84,16 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:7300".parse().expect("address"),
-            cert: PathBuf::from("data/tls/edge.pem"),
-            key: PathBuf::from("data/tls/edge.key"),
+            cert: PathBuf::from("data/tls/edge-server-dev.pem"),
+            key: PathBuf::from("data/tls/edge-server-dev.key"),
             log_seeds: vec!["127.0.0.1:7100".into()],
-            log_ca: PathBuf::from("data/tls/ca.pem"),
+            log_tls: TlsPaths {
+                ca: PathBuf::from("data/tls/ca.pem"),
+                cert: PathBuf::from("data/tls/edge-dev.pem"),
+                key: PathBuf::from("data/tls/edge-dev.key"),
+            },
             bus: BusConfig::Local,
+            view_key: PathBuf::from("data/tls/view.key"),
             sms: SmsConfig::Log,
             session: crate::session::Config::default(),
             keep_alive_ms: 3_000,

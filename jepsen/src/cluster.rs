@@ -18,7 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_log_node::config::{Peer, RaftConfig};
-use chorus_log_node::network::tls;
+use chorus_log_node::network::tls::{self, Principal, Role, TlsPaths};
+use chorus_projections::bus_auth::{self, Provisioned};
+
+/// Most edges of a run (each has bus credentials made up front).
+pub const EDGES_MAX: usize = 8;
 use chorus_log_node::{ClientConfig, Config, LogClient};
 use chorus_schema::NodeStatus;
 use nix::sys::signal::{kill, Signal};
@@ -126,11 +130,18 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     pub nodes: Vec<NodeProc>,
     pub ca: PathBuf,
+    /// An `edge` certificate of the cluster CA, for the workload's direct
+    /// log clients (appends, reads).
+    pub writer: TlsPaths,
+    /// The edge CA: SDK clients verify the edges with it.
+    pub edge_ca: PathBuf,
     /// The link rules every proxy obeys.
     pub links: Arc<Links>,
     _proxies: Vec<Proxy>,
     /// The bus, when the run checks views.
     pub nats: Option<Nats>,
+    /// The bus credentials (with the nats-server).
+    pub bus: Option<Provisioned>,
     /// The projector, when the run checks views.
     pub projector: Option<ProjectorProc>,
     /// The edges, when the workload runs through the SDK.
@@ -189,7 +200,7 @@ impl Cluster {
                 replication: spec.replication,
                 peers: peers.clone(),
                 bootstrap: true,
-                tls: Some(tls::issue(&tls_dir, &format!("node-{id}"))?),
+                tls: Some(tls::issue(&tls_dir, &Principal::node(*id))?),
                 raft: spec.raft.clone(),
                 proposer: Default::default(),
                 append_timeout_ms: spec.append_timeout_ms,
@@ -201,7 +212,9 @@ impl Cluster {
             std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
             nodes.push(NodeProc { id: *id, dir, config_path, config, child: None, paused: false });
         }
-        Ok(Cluster { ca: tls_dir.join("ca.pem"), spec, nodes, links, _proxies: proxies, nats: None, projector: None, edges: Vec::new(), excluded: BTreeSet::new() })
+        let writer = tls::issue(&tls_dir, &Principal::new(Role::Edge, "jepsen")?)?;
+        let edge_ca = tls_dir.join(format!("{}.pem", tls::EDGE_CA));
+        Ok(Cluster { ca: tls_dir.join("ca.pem"), writer, edge_ca, spec, nodes, links, _proxies: proxies, nats: None, bus: None, projector: None, edges: Vec::new(), excluded: BTreeSet::new() })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -425,10 +438,16 @@ impl Cluster {
     /// # Errors
     /// When either cannot be started.
     pub fn start_services(&mut self) -> Result<()> {
-        let nats = Nats::start(&self.spec.dir.join("nats.log"))?;
+        // Bus credentials for the projector and up to EDGES_MAX edges.
+        let tls_dir = self.spec.dir.join("tls");
+        let edges: Vec<String> = (0..EDGES_MAX).map(|i| format!("edge-{i}")).collect();
+        let bus = bus_auth::provision(&tls_dir, &["jepsen".to_owned()], &edges, &self.spec.dir.join("nats.conf"))
+            .map_err(|e| Error::Cluster(format!("bus credentials: {e}")))?;
+        let nats = Nats::start(&bus.conf, &self.spec.dir.join("nats.log"))?;
         let mut projector =
-            ProjectorProc::create(&self.spec.dir.join("projector"), &self.spec.binary, self.client_addrs(), &self.ca, nats.url())?;
+            ProjectorProc::create(&self.spec.dir.join("projector"), &self.spec.binary, self.client_addrs(), &tls_dir, &bus, nats.url())?;
         projector.start()?;
+        self.bus = Some(bus);
         self.nats = Some(nats);
         self.projector = Some(projector);
         Ok(())
@@ -441,6 +460,10 @@ impl Cluster {
     /// Without a bus, or when an edge does not come up.
     pub async fn start_edges(&mut self, count: usize, session: chorus_edge::session::Config) -> Result<()> {
         let nats_url = self.nats.as_ref().map(Nats::url).ok_or_else(|| Error::Invalid("edges need the nats-server".into()))?;
+        let bus = self.bus.clone().ok_or_else(|| Error::Invalid("edges need the bus credentials".into()))?;
+        if self.edges.len() + count > EDGES_MAX {
+            return Err(Error::Invalid(format!("at most {EDGES_MAX} edges")));
+        }
         for i in 0..count {
             let listen = free_udp_addr()?.to_string();
             let mut edge = EdgeProc::create(
@@ -450,7 +473,7 @@ impl Cluster {
                 listen,
                 &self.spec.dir.join("tls"),
                 self.client_addrs(),
-                &self.ca,
+                &bus,
                 nats_url.clone(),
                 session.clone(),
             )?;
@@ -496,7 +519,7 @@ impl Cluster {
     /// # Errors
     /// When no node answers.
     pub async fn client(&self, config: ClientConfig) -> Result<LogClient> {
-        Ok(LogClient::connect(&self.client_addrs(), &self.ca, config).await?)
+        Ok(LogClient::connect(&self.client_addrs(), &self.writer, config).await?)
     }
 
     /// The status of every node that answers within `timeout` (a paused or

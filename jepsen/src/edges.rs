@@ -10,7 +10,8 @@ use std::process::Child;
 use std::time::Duration;
 
 use chorus_edge::client::{self, ClientConfig, Credentials};
-use chorus_edge::config::{BusConfig, SmsConfig};
+use chorus_edge::config::SmsConfig;
+use chorus_projections::bus_auth::{BusRole, Provisioned};
 use chorus_log_node::network::tls;
 
 use crate::error::{io, Error, Result};
@@ -45,19 +46,21 @@ impl EdgeProc {
         listen: String,
         tls_dir: &Path,
         log_seeds: Vec<String>,
-        ca: &Path,
+        bus: &Provisioned,
         nats_url: String,
         session: chorus_edge::session::Config,
     ) -> Result<EdgeProc> {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
-        let paths = tls::issue(tls_dir, &format!("edge-{index}"))?;
+        let name = format!("edge-{index}");
+        let server = tls::issue_edge_server(tls_dir, &name, &[])?;
         let config = chorus_edge::Config {
             listen: listen.parse().map_err(|e| Error::Invalid(format!("edge address {listen}: {e}")))?,
-            cert: paths.cert,
-            key: paths.key,
+            cert: server.cert,
+            key: server.key,
             log_seeds,
-            log_ca: ca.to_path_buf(),
-            bus: BusConfig::Nats { url: nats_url },
+            log_tls: tls::issue(tls_dir, &tls::Principal::new(tls::Role::Edge, &name)?)?,
+            bus: bus.bus(&nats_url, BusRole::Edge, &name),
+            view_key: bus.view_key.clone(),
             sms: SmsConfig::File { path: dir.join("sms.jsonl") },
             session,
             // An append stuck on a dead log-node gives up (the client resends

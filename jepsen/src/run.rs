@@ -251,7 +251,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     let mut universe = Universe::generate(&config.workload, &mut rng);
     let credentials = if sdk_run {
         let edges: Vec<(String, PathBuf)> = cluster.edges.iter().map(|e| (e.listen.clone(), e.sms_path())).collect();
-        let c = crate::sdk::register_all(&mut universe, &edges, &cluster.ca).await?;
+        let c = crate::sdk::register_all(&mut universe, &edges, &cluster.edge_ca).await?;
         tracing::info!(devices = c.len(), "devices registered through the edges");
         c
     } else {
@@ -282,7 +282,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         let mut seeds = cluster.client_addrs();
         let n = seeds.len();
         seeds.rotate_left(c % n);
-        let connect = Connect { seeds, ca: cluster.ca.clone(), config: client_config.clone() };
+        let connect = Connect { seeds, tls: cluster.writer.clone(), config: client_config.clone() };
         logs.push(LogExecutor::connect(connect, &universe, ids.clone()).await?);
     }
     // With the SDK, every client task shares the devices (each device belongs
@@ -291,7 +291,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         let e = SdkExecutor::connect(
             &credentials,
             &cluster.edge_addrs(),
-            cluster.ca.clone(),
+            cluster.edge_ca.clone(),
             &universe,
             recorder.clone(),
             logs[0].clone(),

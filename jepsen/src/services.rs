@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chorus_projections::projector::{BusConfig, Config as ProjectorConfig};
+use chorus_log_node::network::tls;
+use chorus_projections::bus_auth::{BusRole, Provisioned};
+use chorus_projections::projector::Config as ProjectorConfig;
 
 use crate::error::{io, Error, Result};
 
@@ -26,6 +28,8 @@ fn free_tcp_port() -> Result<u16> {
 #[derive(Debug)]
 pub struct Nats {
     pub port: u16,
+    /// Its configuration: TLS and the users with their permissions.
+    conf: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -35,8 +39,8 @@ impl Nats {
     ///
     /// # Errors
     /// When it cannot be spawned or does not greet within 5 s.
-    pub fn start(log: &Path) -> Result<Nats> {
-        let mut nats = Nats { port: free_tcp_port()?, log: log.to_path_buf(), child: None };
+    pub fn start(conf: &Path, log: &Path) -> Result<Nats> {
+        let mut nats = Nats { port: free_tcp_port()?, conf: conf.to_path_buf(), log: log.to_path_buf(), child: None };
         nats.restart()?;
         Ok(nats)
     }
@@ -70,6 +74,8 @@ impl Nats {
         loop {
             let log = File::options().create(true).append(true).open(&self.log).map_err(io("open", &self.log))?;
             let child = Command::new("nats-server")
+                .arg("-c")
+                .arg(&self.conf)
                 .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(io("open", &self.log))?)
@@ -125,13 +131,21 @@ impl ProjectorProc {
     ///
     /// # Errors
     /// On IO failure or an invalid config.
-    pub fn create(dir: &Path, binary: &Path, log_nodes: Vec<String>, ca: &Path, nats_url: String) -> Result<ProjectorProc> {
+    pub fn create(
+        dir: &Path,
+        binary: &Path,
+        log_nodes: Vec<String>,
+        tls_dir: &Path,
+        bus: &Provisioned,
+        nats_url: String,
+    ) -> Result<ProjectorProc> {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         let config = ProjectorConfig {
             log_nodes,
-            ca_path: ca.to_path_buf(),
+            log_tls: tls::issue(tls_dir, &tls::Principal::new(tls::Role::Projector, "jepsen")?)?,
+            view_key: bus.view_key.clone(),
             store_dir: dir.join("views"),
-            bus: BusConfig::Nats { url: nats_url },
+            bus: bus.bus(&nats_url, BusRole::Projector, "jepsen"),
             ..ProjectorConfig::default()
         };
         config.validate().map_err(|e| Error::Invalid(e.to_string()))?;

@@ -206,7 +206,8 @@ impl Executor {
 #[derive(Clone, Debug)]
 pub struct Connect {
     pub seeds: Vec<String>,
-    pub ca: std::path::PathBuf,
+    /// The workload's identity towards the log (an `edge` certificate).
+    pub tls: chorus_log_node::network::tls::TlsPaths,
     pub config: chorus_log_node::ClientConfig,
 }
 
@@ -235,7 +236,7 @@ impl LogExecutor {
     /// # Errors
     /// When no seed answers.
     pub async fn connect(connect: Connect, universe: &Universe, next_id: Arc<AtomicU64>) -> crate::Result<LogExecutor> {
-        let client = LogClient::connect(&connect.seeds, &connect.ca, connect.config.clone()).await?;
+        let client = LogClient::connect(&connect.seeds, &connect.tls, connect.config.clone()).await?;
         Ok(LogExecutor {
             client: Arc::new(Mutex::new(client)),
             connect: Arc::new(connect),
@@ -255,14 +256,14 @@ impl LogExecutor {
     async fn reconnect(&self, timeout: Duration) {
         let c = &self.connect;
         let probes = c.seeds.iter().map(|seed| async move {
-            let one = LogClient::connect(std::slice::from_ref(seed), &c.ca, c.config.clone());
+            let one = LogClient::connect(std::slice::from_ref(seed), &c.tls, c.config.clone());
             matches!(tokio::time::timeout(Duration::from_secs(1), one).await, Ok(Ok(_))).then(|| seed.clone())
         });
         let live: Vec<String> = futures::future::join_all(probes).await.into_iter().flatten().collect();
         if live.is_empty() {
             return;
         }
-        if let Ok(Ok(client)) = tokio::time::timeout(timeout, LogClient::connect(&live, &c.ca, c.config.clone())).await {
+        if let Ok(Ok(client)) = tokio::time::timeout(timeout, LogClient::connect(&live, &c.tls, c.config.clone())).await {
             *self.client.lock().expect("client lock") = client;
         }
     }

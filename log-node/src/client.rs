@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use chorus_schema::{
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::network::tls::{Principal, Role, TlsPaths};
 use crate::network::{frame, tls, SERVER_NAME};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,13 +98,14 @@ impl std::fmt::Debug for LogClient {
 }
 
 impl LogClient {
-    /// Connects to the cluster through any of `seeds` (client API addresses),
-    /// trusting node certificates signed by the CA in `ca`.
+    /// Connects to the cluster through any of `seeds` (client API addresses)
+    /// with the identity in `tls` (its certificate's role decides what the
+    /// nodes let it do), trusting node certificates of the CA in `tls.ca`.
     ///
     /// # Errors
-    /// When no seed answers a status request.
-    pub async fn connect(seeds: &[String], ca: &Path, config: ClientConfig) -> Result<Self> {
-        let quic = tls::log_client(ca)?;
+    /// When the TLS material is unusable or no seed answers a status request.
+    pub async fn connect(seeds: &[String], tls: &TlsPaths, config: ClientConfig) -> Result<Self> {
+        let quic = tls::Identity::load(tls)?.log_client()?;
         Self::connect_with(seeds, quic, config).await
     }
 
@@ -462,10 +463,12 @@ async fn run_batcher(client: LogClient, group: GroupId, mut rx: mpsc::UnboundedR
                     let msg = e.to_string();
                     let retryable = e.retryable();
                     for w in waiters {
-                        let _ = w.send(Err(if retryable {
-                            Error::GaveUp { attempts: 0, last: msg.clone() }
-                        } else {
-                            Error::BadResponse(msg.clone())
+                        let _ = w.send(Err(match &e {
+                            _ if retryable => Error::GaveUp { attempts: 0, last: msg.clone() },
+                            // Every command of the batch gets the server's
+                            // code (e.g. `Forbidden`), not a string.
+                            Error::Server { code, message } => Error::Server { code: *code, message: message.clone() },
+                            _ => Error::BadResponse(msg.clone()),
                         }));
                     }
                 }
@@ -493,6 +496,13 @@ async fn connection(inner: &Inner, addr: &str) -> Result<quinn::Connection> {
         .await
         .map_err(|_| connect_err("timed out".into()))?
         .map_err(|e| connect_err(e.to_string()))?;
+    // The handshake checked the chain and `serverAuth`; this checks that the
+    // server is a log-node and not, say, another certificate of the CA.
+    match Principal::of_connection(&conn) {
+        Ok(p) if p.role == Role::Node => {}
+        Ok(p) => return Err(connect_err(format!("the server is {p}, not a log-node"))),
+        Err(e) => return Err(connect_err(e.to_string())),
+    }
     conns.insert(addr.to_string(), conn.clone());
     Ok(conn)
 }

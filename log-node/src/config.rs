@@ -114,8 +114,9 @@ pub struct Config {
     /// they have no Raft state yet. Set it only when creating a cluster: a node
     /// that lost its disk must be replaced, not bootstrapped again.
     pub bootstrap: bool,
-    /// TLS material; `None` makes a development CA and certificate under
-    /// `data_dir/tls` (development only).
+    /// TLS material: the cluster CA and this node's certificate (role
+    /// `node`, name = `id`) and key. Required: a node without it refuses to
+    /// start (`chorus dev` issues its own).
     pub tls: Option<TlsPaths>,
     pub raft: RaftConfig,
     pub proposer: ProposerConfig,

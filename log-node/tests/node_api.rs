@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use chorus_log_node::config::Peer;
 use chorus_log_node::network::raft::{self as raft_net, Reply};
+use chorus_log_node::network::tls::{Principal, Role, TlsPaths};
 use chorus_log_node::network::{frame, tls, SERVER_NAME};
 use chorus_log_node::{ClientConfig, Config, LogClient, Node};
 use chorus_schema::{
@@ -33,8 +34,14 @@ fn config(dir: &Path) -> Config {
         replication: 1,
         peers: vec![Peer { id: 1, raft_addr, client_addr }],
         bootstrap: true,
+        tls: Some(tls::issue(&dir.join("tls"), &Principal::node(1)).unwrap()),
         ..Config::default()
     }
+}
+
+/// A certificate of `role` from the test cluster's CA.
+fn identity(config: &Config, role: Role, name: &str) -> TlsPaths {
+    tls::issue(&config.data_dir.join("tls"), &Principal::new(role, name).unwrap()).unwrap()
 }
 
 fn send(from: u64, to: u64, id: u64, text: &str) -> Command {
@@ -47,8 +54,8 @@ fn send(from: u64, to: u64, id: u64, text: &str) -> Command {
 async fn must_start(config: Config) -> (Node, LogClient) {
     let node = Node::start(config.clone()).await.expect("start node");
     assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
-    let ca = config.data_dir.join("tls/ca.pem");
-    let client = LogClient::connect(&[config.client_addr.clone()], &ca, ClientConfig::default()).await.expect("connect");
+    let edge = identity(&config, Role::Edge, "test");
+    let client = LogClient::connect(&[config.client_addr.clone()], &edge, ClientConfig::default()).await.expect("connect");
     (node, client)
 }
 
@@ -150,10 +157,11 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     let cfg = config(dir.path());
     let (node, client) = must_start(cfg.clone()).await;
     let ca = cfg.data_dir.join("tls/ca.pem");
+    let edge = tls::Identity::load(&identity(&cfg, Role::Edge, "test")).unwrap();
 
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = endpoint
-        .connect_with(tls::log_client(&ca).unwrap(), cfg.client_addr.parse().unwrap(), SERVER_NAME)
+        .connect_with(edge.log_client().unwrap(), cfg.client_addr.parse().unwrap(), SERVER_NAME)
         .unwrap()
         .await
         .expect("connect to client port");
@@ -205,7 +213,10 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
 
     // Raft port: a connection without a client certificate is refused.
     let raft_sock = cfg.raft_addr.parse().unwrap();
-    let no_cert = endpoint.connect_with(tls::log_client(&ca).unwrap(), raft_sock, SERVER_NAME).unwrap().await;
+    let no_cert = endpoint
+        .connect_with(tls::quic_client(&ca, chorus_log_node::network::ALPN_RAFT).unwrap(), raft_sock, SERVER_NAME)
+        .unwrap()
+        .await;
     let refused = match no_cert {
         Err(_) => true,
         // TLS 1.3 may finish the handshake on the client before the server rejects the certificate.
@@ -220,8 +231,8 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     };
     assert!(refused, "raft port must require a client certificate");
 
-    // With a cluster certificate, garbage gets a Refused reply, not a crash.
-    let node_id = tls::issue(&cfg.data_dir.join("tls"), "intruder-with-cert").unwrap();
+    // With a node certificate, garbage gets a Refused reply, not a crash.
+    let node_id = tls::issue(&cfg.data_dir.join("tls"), &Principal::node(9)).unwrap();
     let ident = tls::Identity::load(&node_id).unwrap();
     let rconn = endpoint.connect_with(ident.raft_client().unwrap(), raft_sock, SERVER_NAME).unwrap().await.unwrap();
     let (mut s, mut r) = rconn.open_bi().await.unwrap();

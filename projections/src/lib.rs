@@ -66,10 +66,12 @@
 //! ```
 
 mod error;
+pub mod bus_auth;
 pub mod fold;
 mod projection;
 pub mod projector;
 pub mod replay;
+pub mod seal;
 pub mod store;
 mod view;
 pub mod wire;

@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_bus::{Bus, Message, Subscription};
+use chorus_log_node::network::tls::TlsPaths;
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::{EventRecord, Key, PartitionId};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
+use crate::seal::{self, ViewKey};
 use crate::fold::{chat_list, cursors, directory, inbox, receipt_status};
 use crate::store::{self, keys, RocksStore, Txn};
 use crate::wire::{
@@ -100,8 +102,32 @@ pub enum BusConfig {
     /// [`Projector::open`].
     #[default]
     Local,
-    /// A NATS server, e.g. `nats://127.0.0.1:4222`.
-    Nats { url: String },
+    /// A NATS server, e.g. `nats://127.0.0.1:4222`, over TLS with this
+    /// process's NKey (see [`crate::bus_auth`] for who may do what).
+    Nats {
+        url: String,
+        /// The CA that signs the server's certificate.
+        ca: PathBuf,
+        /// This process's NKey user seed (`chorus certs` writes `<role>-<name>.nk`).
+        nkey_seed: PathBuf,
+    },
+}
+
+impl BusConfig {
+    /// Connects to the NATS server of this configuration; `None` for the
+    /// local bus (which the caller hands in).
+    ///
+    /// # Errors
+    /// As [`Bus::connect_nats_with`].
+    pub async fn connect_nats(&self) -> std::result::Result<Option<Bus>, chorus_bus::Error> {
+        match self {
+            BusConfig::Local => Ok(None),
+            BusConfig::Nats { url, ca, nkey_seed } => {
+                let auth = chorus_bus::NatsAuth { ca: ca.clone(), nkey_seed: nkey_seed.clone() };
+                Ok(Some(Bus::connect_nats_with(url, &auth).await?))
+            }
+        }
+    }
 }
 
 /// Projector settings. Defaults fit a single local log-node (`chorus dev`).
@@ -110,8 +136,9 @@ pub enum BusConfig {
 pub struct Config {
     /// Client API addresses of log nodes (any subset of the cluster).
     pub log_nodes: Vec<String>,
-    /// The CA certificate that signs the log nodes' certificates.
-    pub ca_path: PathBuf,
+    /// The projector's identity towards the log: the cluster CA and a
+    /// certificate of role `projector` (reads and tails only).
+    pub log_tls: TlsPaths,
     /// The RocksDB directory of the views.
     pub store_dir: PathBuf,
     /// Most records folded in one transaction.
@@ -125,13 +152,20 @@ pub struct Config {
     /// View queries answered at once (the rest wait on the bus).
     pub view_requests_in_flight_max: usize,
     pub bus: BusConfig,
+    /// The view key shared with the edges (hex, mode 0600): every view reply
+    /// is sealed with it ([`crate::seal`]).
+    pub view_key: PathBuf,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             log_nodes: vec!["127.0.0.1:7101".into()],
-            ca_path: PathBuf::from("data/log-node-1/tls/ca.pem"),
+            log_tls: TlsPaths {
+                ca: PathBuf::from("data/tls/ca.pem"),
+                cert: PathBuf::from("data/tls/projector-1.pem"),
+                key: PathBuf::from("data/tls/projector-1.key"),
+            },
             store_dir: PathBuf::from("data/projector-1"),
             batch_records_max: 512,
             tail_buffer_records: 4096,
@@ -139,6 +173,7 @@ impl Default for Config {
             reconnect_backoff_max_ms: 5_000,
             view_requests_in_flight_max: 64,
             bus: BusConfig::Local,
+            view_key: PathBuf::from("data/tls/view.key"),
         }
     }
 }
@@ -161,8 +196,8 @@ impl Config {
         if let Some(a) = self.log_nodes.iter().find(|a| !a.contains(':')) {
             return bad(format!("log node address {a:?} has no port"));
         }
-        if self.ca_path.as_os_str().is_empty() {
-            return bad("ca_path is empty".into());
+        if [&self.log_tls.ca, &self.log_tls.cert, &self.log_tls.key].iter().any(|p| p.as_os_str().is_empty()) {
+            return bad("log_tls needs ca, cert and key".into());
         }
         if self.store_dir.as_os_str().is_empty() {
             return bad("store_dir is empty".into());
@@ -182,10 +217,16 @@ impl Config {
         if self.view_requests_in_flight_max == 0 {
             return bad("view_requests_in_flight_max must be at least 1".into());
         }
-        if let BusConfig::Nats { url } = &self.bus {
+        if let BusConfig::Nats { url, ca, nkey_seed } = &self.bus {
             if url.is_empty() {
                 return bad("bus.url is empty".into());
             }
+            if ca.as_os_str().is_empty() || nkey_seed.as_os_str().is_empty() {
+                return bad("a NATS bus needs bus.ca and bus.nkey_seed (TLS and this process's credentials)".into());
+            }
+        }
+        if self.view_key.as_os_str().is_empty() {
+            return bad("view_key is empty".into());
         }
         Ok(())
     }
@@ -291,6 +332,7 @@ pub struct Projector {
     bus: Bus,
     views: Vec<Subscription>,
     shared: Arc<Shared>,
+    view_key: ViewKey,
 }
 
 impl std::fmt::Debug for Projector {
@@ -319,9 +361,10 @@ impl Projector {
             (BusConfig::Local, None) => {
                 return Err(Error::InvalidConfig("bus is local: pass the in-process bus to Projector::open".into()))
             }
-            (BusConfig::Nats { url }, _) => Bus::connect_nats(url).await?,
+            (BusConfig::Nats { .. }, _) => config.bus.connect_nats().await?.expect("a NATS configuration"),
         };
-        let client = LogClient::connect(&config.log_nodes, &config.ca_path, ClientConfig::default()).await?;
+        let view_key = ViewKey::load(&config.view_key).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        let client = LogClient::connect(&config.log_nodes, &config.log_tls, ClientConfig::default()).await?;
         let dir = config.store_dir.clone();
         let store = tokio::task::spawn_blocking(move || RocksStore::open(dir)).await.map_err(task_failed)??;
         if let Some(views) = store::get_value::<String, _>(&store.read(), &keys::partial())? {
@@ -344,7 +387,7 @@ impl Projector {
         let (progress, _) = watch::channel(initial);
         let shared = Arc::new(Shared { counters: Counters::default(), progress });
         info!(partitions, dir = %config.store_dir.display(), "projector opened");
-        Ok(Projector { config, client, store, bus, views, shared })
+        Ok(Projector { config, client, store, bus, views, shared, view_key })
     }
 
     /// A cheap handle for progress and counters.
@@ -360,9 +403,9 @@ impl Projector {
     /// [`Error::Store`] or [`Error::Fold`] from any partition (the others are
     /// stopped too); [`Error::Task`] if a task panicked.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let Projector { config, client, store, bus, views, shared } = self;
+        let Projector { config, client, store, bus, views, shared, view_key } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let ctx = Arc::new(Ctx { config, client, store, bus, shared });
+        let ctx = Arc::new(Ctx { config, client, store, bus, shared, view_key });
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
         let limiter = Arc::new(Semaphore::new(ctx.config.view_requests_in_flight_max));
         for sub in views {
@@ -409,6 +452,8 @@ struct Ctx {
     store: RocksStore,
     bus: Bus,
     shared: Arc<Shared>,
+    /// Seals view replies ([`crate::seal`]).
+    view_key: ViewKey,
 }
 
 /// A bus message to send after a commit.
@@ -602,7 +647,14 @@ async fn answer_request(ctx: &Ctx, msg: Message) {
     let partitions = ctx.client.partitions();
     let subject = msg.subject.clone();
     let payload = msg.payload.clone();
-    let answered = tokio::task::spawn_blocking(move || answer(&store, partitions, &subject, &payload)).await;
+    let answered = tokio::task::spawn_blocking(move || match seal::open_request(&payload) {
+        Ok(query) => answer(&store, partitions, &subject, query),
+        Err(e) => {
+            let r: wire::Reply<()> = Err(ViewError { code: wire::ErrorCode::BadRequest, message: e.to_string() });
+            (wire::encode(&r), true)
+        }
+    })
+    .await;
     let (reply, bad) = match answered {
         Ok(r) => r,
         Err(e) => {
@@ -613,7 +665,8 @@ async fn answer_request(ctx: &Ctx, msg: Message) {
     if bad {
         c.view_bad_requests.fetch_add(1, Ordering::Relaxed);
     }
-    if let Err(e) = ctx.bus.respond(&msg, Bytes::from(reply)).await {
+    let sealed = ctx.view_key.seal_reply(&msg.subject, &msg.payload, &reply);
+    if let Err(e) = ctx.bus.respond(&msg, Bytes::from(sealed)).await {
         debug!(subject = %msg.subject, error = %e, "view reply not sent");
     }
 }
@@ -750,10 +803,15 @@ mod tests {
         bad(&|c| c.log_nodes = vec!["nohost".into()]);
         bad(&|c| c.batch_records_max = 0);
         bad(&|c| c.reconnect_backoff_min_ms = 10_000);
-        bad(&|c| c.bus = BusConfig::Nats { url: String::new() });
-        let toml_like: Config =
-            serde_json::from_str(r#"{"log_nodes":["a:1"],"bus":{"kind":"nats","url":"nats://x:4222"}}"#).unwrap();
-        assert_eq!(toml_like.bus, BusConfig::Nats { url: "nats://x:4222".into() });
+        let nats = |url: &str, seed: &str| BusConfig::Nats { url: url.into(), ca: "ca.pem".into(), nkey_seed: seed.into() };
+        bad(&|c| c.bus = nats("", "p.nk"));
+        bad(&|c| c.bus = nats("nats://x:4222", ""));
+        bad(&|c| c.view_key = PathBuf::new());
+        let toml_like: Config = serde_json::from_str(
+            r#"{"log_nodes":["a:1"],"bus":{"kind":"nats","url":"nats://x:4222","ca":"ca.pem","nkey_seed":"p.nk"}}"#,
+        )
+        .unwrap();
+        assert_eq!(toml_like.bus, nats("nats://x:4222", "p.nk"));
         assert_eq!(toml_like.batch_records_max, 512);
     }
 

@@ -14,7 +14,8 @@ use chorus_projections::fold::chat_list;
 use chorus_projections::fold::receipt_status::{Status, Ticks};
 use chorus_projections::projector::{BusConfig, Config, Error as ProjectorError, Handle, Projector};
 use chorus_projections::store::{keys as store_keys, RocksStore, Txn};
-use chorus_projections::{compare, rebuild_from_log, rebuild_views_from_log, wire, Comparison, View, Views};
+use chorus_projections::seal::{self, ViewKey};
+use chorus_projections::{bus_auth, compare, rebuild_from_log, rebuild_views_from_log, wire, Comparison, View, Views};
 use chorus_schema::{ChatId, CommandBody, DeviceId, EventRecord, Outcome, PartitionId, ReceiptKind, Seq, UserId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -28,14 +29,27 @@ const WAIT: Duration = Duration::from_secs(20);
 fn projector_config(node: &chorus_log_node::Config, store: &Path, bus: BusConfig) -> Config {
     Config {
         log_nodes: vec![node.client_addr.clone()],
-        ca_path: support::log::ca_path(node),
+        log_tls: support::log::identity(node, chorus_log_node::network::tls::Role::Projector),
         store_dir: store.to_path_buf(),
         batch_records_max: 16,
         reconnect_backoff_min_ms: 20,
         reconnect_backoff_max_ms: 500,
         bus,
+        view_key: view_key().0.clone(),
         ..Config::default()
     }
+}
+
+/// The view key of every projector of this test process (and of the test's
+/// own queries, which it seals like an edge).
+fn view_key() -> &'static (std::path::PathBuf, ViewKey) {
+    static KEY: std::sync::OnceLock<(std::path::PathBuf, ViewKey)> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("chorus-projector-test-{}.view.key", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let key = ViewKey::create(&path).expect("view key");
+        (path, key)
+    })
 }
 
 struct Running {
@@ -73,8 +87,15 @@ async fn must_catch_up(handle: &Handle, client: &LogClient) -> Vec<u64> {
     ends
 }
 
+/// A view query as an edge makes it: sealed, and the reply's tag checked.
+async fn query_raw(bus: &Bus, subject: &str, query: &[u8]) -> Vec<u8> {
+    let request = seal::seal_request(query);
+    let reply = bus.request(subject, Bytes::from(request.clone()), Duration::from_secs(5)).await.expect("view reply");
+    view_key().1.open_reply(subject, &request, &reply).expect("a reply sealed with the view key").to_vec()
+}
+
 async fn must_query<Q: Serialize, T: DeserializeOwned>(bus: &Bus, subject: &str, q: &Q) -> T {
-    let reply = bus.request(subject, Bytes::from(wire::encode(q)), Duration::from_secs(5)).await.expect("view reply");
+    let reply = query_raw(bus, subject, &wire::encode(q)).await;
     let r: wire::Reply<T> = wire::decode_payload(&reply).expect("reply decodes");
     r.unwrap_or_else(|e| panic!("view error on {subject}: {e}"))
 }
@@ -252,7 +273,7 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
 
     // A malformed request gets an error reply, and the projector keeps serving.
     for subject in [wire::VIEW_CHAT_LIST, wire::VIEW_SESSION, wire::VIEW_USER, wire::VIEW_INBOX] {
-        let reply = bus.request(subject, Bytes::from_static(b"\xff\xff"), Duration::from_secs(5)).await.unwrap();
+        let reply = query_raw(&bus, subject, b"\xff\xff").await;
         let r: wire::Reply<()> = wire::decode_payload(&reply).unwrap();
         assert_eq!(r.unwrap_err().code, wire::ErrorCode::BadRequest, "{subject}");
     }
@@ -274,9 +295,17 @@ async fn deliveries_and_views_on_the_local_bus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_and_views_on_nats() {
-    let nats = NatsServer::start();
-    let bus = Bus::connect_nats(&nats.url()).await.unwrap();
-    deliveries_and_views(bus, BusConfig::Nats { url: nats.url() }).await;
+    // A secured server: TLS, one NKey per process, permissions per role.
+    // This test's own connection is an edge's.
+    let dir = tempfile::tempdir().unwrap();
+    let creds = bus_auth::provision(dir.path(), &["p".to_owned()], &["test".to_owned()], &dir.path().join("nats.conf")).unwrap();
+    let nats = NatsServer::start_with_config(&creds.conf);
+    let edge = chorus_bus::NatsAuth {
+        ca: creds.ca.clone(),
+        nkey_seed: bus_auth::seed_path(dir.path(), bus_auth::BusRole::Edge, "test"),
+    };
+    let bus = Bus::connect_nats_with(&nats.url(), &edge).await.unwrap();
+    deliveries_and_views(bus, creds.bus(&nats.url(), bus_auth::BusRole::Projector, "p")).await;
 }
 
 /// A subscriber that starts late misses deliveries; the views do not.

@@ -134,6 +134,10 @@ pub enum ErrorCode {
     Unavailable,
     Timeout,
     Internal,
+    /// The caller's certificate role may not make this request (appends are
+    /// for edges, membership changes for operators, …; see
+    /// `docs/security.md`). Nothing was done.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -552,6 +556,7 @@ fn error_code_fb(c: ErrorCode) -> fb::ErrorCode {
         ErrorCode::Unavailable => fb::ErrorCode::Unavailable,
         ErrorCode::Timeout => fb::ErrorCode::Timeout,
         ErrorCode::Internal => fb::ErrorCode::Internal,
+        ErrorCode::Forbidden => fb::ErrorCode::Forbidden,
     }
 }
 
@@ -566,6 +571,7 @@ fn error_code(c: fb::ErrorCode) -> Result<ErrorCode> {
         fb::ErrorCode::Unavailable => ErrorCode::Unavailable,
         fb::ErrorCode::Timeout => ErrorCode::Timeout,
         fb::ErrorCode::Internal => ErrorCode::Internal,
+        fb::ErrorCode::Forbidden => ErrorCode::Forbidden,
         other => return Err(Error::malformed("error code", format!("unknown value {}", other.0))),
     })
 }

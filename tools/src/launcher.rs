@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use chorus_log_node::config::{Peer, ProposerConfig, RaftConfig};
-use chorus_log_node::network::tls::{self, TlsPaths};
+use chorus_log_node::network::tls::{self, Principal, Role, TlsPaths};
 use chorus_log_node::{ClientConfig, Config, LogClient};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -83,6 +83,11 @@ pub struct Cluster {
     pub spec: ClusterSpec,
     pub nodes: Vec<NodeProc>,
     pub ca: PathBuf,
+    /// An `edge` certificate of the cluster CA: appends, reads (what
+    /// [`Cluster::client`] uses).
+    pub writer: TlsPaths,
+    /// An `operator` certificate of the cluster CA: membership changes, reads.
+    pub operator: TlsPaths,
     binary: PathBuf,
     log_filter: String,
 }
@@ -114,6 +119,8 @@ impl Cluster {
         }
         let mut cluster = Cluster {
             ca: tls_dir.join("ca.pem"),
+            writer: tls::issue(&tls_dir, &Principal::new(Role::Edge, "launcher")?)?,
+            operator: tls::issue(&tls_dir, &Principal::new(Role::Operator, "launcher")?)?,
             binary: spec.binary.clone(),
             log_filter: spec.log_filter.clone(),
             nodes: Vec::new(),
@@ -147,7 +154,7 @@ impl Cluster {
     fn add_proc(&mut self, mut config: Config) -> Result<&mut NodeProc> {
         let dir = self.spec.dir.join(format!("node-{}", config.id));
         std::fs::create_dir_all(&dir)?;
-        let tls: TlsPaths = tls::issue(&self.spec.dir.join("tls"), &format!("node-{}", config.id))?;
+        let tls: TlsPaths = tls::issue(&self.spec.dir.join("tls"), &Principal::node(config.id))?;
         config.data_dir = dir.join("data");
         config.tls = Some(tls);
         config.validate()?;
@@ -268,12 +275,29 @@ impl Cluster {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    /// Connects a client through every node.
+    /// Connects a client through every node, as an edge (appends, reads).
     ///
     /// # Errors
     /// When no node answers.
     pub async fn client(&self, config: ClientConfig) -> Result<LogClient> {
-        Ok(LogClient::connect(&self.client_addrs(), &self.ca, config).await?)
+        Ok(LogClient::connect(&self.client_addrs(), &self.writer, config).await?)
+    }
+
+    /// Connects a client through every node, as an operator (membership
+    /// changes, reads).
+    ///
+    /// # Errors
+    /// When no node answers.
+    pub async fn admin(&self, config: ClientConfig) -> Result<LogClient> {
+        Ok(LogClient::connect(&self.client_addrs(), &self.operator, config).await?)
+    }
+
+    /// The `--ca/--cert/--key` arguments of `chorus log` as the operator.
+    pub fn operator_args(&self) -> Vec<std::ffi::OsString> {
+        let o = &self.operator;
+        ["--ca".into(), o.ca.clone().into(), "--cert".into(), o.cert.clone().into(), "--key".into(), o.key.clone().into()]
+            .into_iter()
+            .collect()
     }
 
     /// Waits until every partition has a leader that a client can see.

@@ -35,12 +35,37 @@ enum Cmd {
     Client(commands::client::Args),
     /// Rebuild views from the log into a fresh store; compare them with a live store.
     Replay(commands::projector::ReplayArgs),
-    /// Make a development CA and a certificate signed by it.
+    /// Issue a certificate (the CAs are made in --dir when missing): a role of
+    /// the cluster CA (node, edge, projector, operator) or an edge's server
+    /// certificate of the separate edge CA (edge-server). See docs/security.md.
     Certs {
         #[arg(long, default_value = "data/tls")]
         dir: std::path::PathBuf,
+        /// node, edge, projector, operator or edge-server.
+        #[arg(long)]
+        role: String,
+        /// The principal's name (a node's is its id).
         #[arg(long)]
         name: String,
+        /// More DNS names or addresses of an edge-server certificate.
+        #[arg(long, value_delimiter = ',')]
+        host: Vec<String>,
+    },
+    /// Write the nats-server configuration of a deployment: TLS (a server
+    /// certificate of the cluster CA in --dir) and one user per NKey that
+    /// `chorus certs` made there, with its role's permissions. Also makes the
+    /// view key (`view.key`) projectors and edges share, if missing.
+    BusConfig {
+        #[arg(long, default_value = "data/tls")]
+        dir: std::path::PathBuf,
+        /// The address nats-server listens on.
+        #[arg(long, default_value = "127.0.0.1:4222")]
+        listen: String,
+        /// More DNS names or addresses of the server certificate.
+        #[arg(long, value_delimiter = ',')]
+        host: Vec<String>,
+        #[arg(long, default_value = "data/tls/nats.conf")]
+        out: std::path::PathBuf,
     },
     /// Benchmarks.
     #[command(subcommand)]
@@ -78,9 +103,38 @@ fn main() -> Result<()> {
             Cmd::Edge(a) => commands::edge::run(a).await,
             Cmd::Client(a) => commands::client::run(a).await,
             Cmd::Replay(a) => commands::projector::replay(a).await,
-            Cmd::Certs { dir, name } => {
-                let paths = chorus_log_node::network::tls::issue(&dir, &name)?;
+            Cmd::Certs { dir, role, name, host } => {
+                use chorus_log_node::network::tls;
+                let paths = if role == "edge-server" {
+                    tls::issue_edge_server(&dir, &name, &host)?
+                } else {
+                    if !host.is_empty() {
+                        anyhow::bail!("--host is for edge-server certificates");
+                    }
+                    tls::issue(&dir, &tls::Principal::new(role.parse()?, &name)?)?
+                };
                 println!("ca {}\ncert {}\nkey {}", paths.ca.display(), paths.cert.display(), paths.key.display());
+                // Edges and projectors are on the bus too: an NKey each.
+                use chorus_projections::bus_auth::{self, BusRole};
+                let bus_role = match role.as_str() {
+                    "edge" => Some(BusRole::Edge),
+                    "projector" => Some(BusRole::Projector),
+                    _ => None,
+                };
+                if let Some(r) = bus_role {
+                    let seed = bus_auth::seed_path(&dir, r, &name);
+                    let public = bus_auth::create_nkey(&seed)?;
+                    println!("nkey_seed {}\nnkey {public}", seed.display());
+                }
+                Ok(())
+            }
+            Cmd::BusConfig { dir, listen, host, out } => {
+                use chorus_projections::bus_auth;
+                chorus_projections::seal::ViewKey::create(&dir.join("view.key"))?;
+                let ca = bus_auth::write_server_config(&dir, &listen, &host, &out)?;
+                let users = bus_auth::users_in(&dir)?;
+                println!("wrote {} ({} users); clients verify the server with {}", out.display(), users.len(), ca.display());
+                println!("start it with: nats-server -c {}", out.display());
                 Ok(())
             }
             Cmd::Bench(BenchCmd::Log(a)) => bench::log::run(a).await,

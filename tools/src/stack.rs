@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use chorus_bus::testing::NatsServer;
+use chorus_projections::bus_auth::{self, BusRole};
 use chorus_edge::client::{self, ClientConfig, Credentials};
-use chorus_edge::config::{BusConfig, SmsConfig};
-use chorus_log_node::network::tls;
+use chorus_edge::config::SmsConfig;
+use chorus_log_node::network::tls::{self, Principal, Role};
 use chorus_log_node::LogClient;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -178,6 +179,8 @@ pub struct Stack {
     pub edges: Vec<Service>,
     pub edge_addrs: Vec<String>,
     pub log: LogClient,
+    /// The edge CA: clients verify the edges with it.
+    pub edge_ca: PathBuf,
 }
 
 impl Stack {
@@ -192,13 +195,16 @@ impl Stack {
         let mut cluster = Cluster::create(cs)?;
         cluster.start_all()?;
         let log = cluster.wait_ready(Duration::from_secs(60)).await?;
-        let nats = NatsServer::start();
         let tls_dir = spec.dir.join("log").join("tls");
+        let edge_names: Vec<String> = (0..spec.edges).map(|i| format!("edge-{i}")).collect();
+        let bus = bus_auth::provision(&tls_dir, &["projector".to_owned()], &edge_names, &spec.dir.join("nats.conf"))?;
+        let nats = NatsServer::start_with_config(&bus.conf);
         let projector_config = chorus_projections::projector::Config {
             log_nodes: cluster.client_addrs(),
-            ca_path: cluster.ca.clone(),
+            log_tls: tls::issue(&tls_dir, &Principal::new(Role::Projector, "projector")?)?,
             store_dir: spec.dir.join("projector").join("store"),
-            bus: BusConfig::Nats { url: nats.url() },
+            bus: bus.bus(&nats.url(), BusRole::Projector, "projector"),
+            view_key: bus.view_key.clone(),
             ..Default::default()
         };
         let mut projector = Service::new(
@@ -213,16 +219,18 @@ impl Stack {
         let mut edges = Vec::new();
         let mut edge_addrs = Vec::new();
         for i in 0..spec.edges {
-            let paths = tls::issue(&tls_dir, &format!("edge-{i}"))?;
-            let dir = spec.dir.join(format!("edge-{i}"));
+            let name = format!("edge-{i}");
+            let server = tls::issue_edge_server(&tls_dir, &name, &[])?;
+            let dir = spec.dir.join(&name);
             let listen = format!("127.0.0.1:{}", free_udp_port()?);
             let config = chorus_edge::Config {
                 listen: listen.parse()?,
-                cert: paths.cert,
-                key: paths.key,
+                cert: server.cert,
+                key: server.key,
                 log_seeds: cluster.client_addrs(),
-                log_ca: cluster.ca.clone(),
-                bus: BusConfig::Nats { url: nats.url() },
+                log_tls: tls::issue(&tls_dir, &Principal::new(Role::Edge, &name)?)?,
+                bus: bus.bus(&nats.url(), BusRole::Edge, &name),
+                view_key: bus.view_key.clone(),
                 sms: SmsConfig::File { path: dir.join("sms.jsonl") },
                 session: spec.session.clone(),
                 delivery_queue_max: spec.delivery_queue_max,
@@ -244,7 +252,8 @@ impl Stack {
         for e in &mut edges {
             e.wait_for_log("edge listening", 1, Duration::from_secs(30)).await?;
         }
-        Ok(Stack { spec, cluster, nats, projector, edges, edge_addrs, log })
+        let edge_ca = tls_dir.join(format!("{}.pem", tls::EDGE_CA));
+        Ok(Stack { spec, cluster, nats, projector, edges, edge_addrs, log, edge_ca })
     }
 
     /// Every server process of the deployment, named: log-nodes, the
@@ -275,7 +284,7 @@ impl Stack {
         } else {
             edges.iter().map(|i| self.edge_addrs[*i].clone()).collect()
         };
-        ClientConfig::new(addrs, self.cluster.ca.clone())
+        ClientConfig::new(addrs, self.edge_ca.clone())
     }
 
     /// Restarts edge `i` after a kill and waits until it listens again.

@@ -317,15 +317,17 @@ async fn add_node_move_replicas_onto_it_and_remove_a_node() {
         (c.raft_addr.clone(), c.client_addr.clone())
     };
     // Move every replica of node 3 onto the new node: learner first, then swap voters.
+    // Membership changes are an operator's.
+    let admin = cluster.admin(chorus_log_node::ClientConfig::default()).await.unwrap();
     assert_eq!(client.groups(), 3, "one group per node");
     for g in 0..client.groups() {
         let g = GroupId(g);
-        client
+        admin
             .admin(g, &Request::AddLearner { group: g, node: NodeId(new), raft_addr: raft_addr.clone(), client_addr: client_addr.clone() })
             .await
             .expect("add learner");
         if g.0 % 2 == 0 {
-            client
+            admin
                 .admin(g, &Request::ChangeVoters { group: g, voters: vec![NodeId(1), NodeId(2), NodeId(new)] })
                 .await
                 .expect("change voters");
@@ -333,15 +335,15 @@ async fn add_node_move_replicas_onto_it_and_remove_a_node() {
             // One voter at a time, the leader computing each set; both
             // requests are no-ops the second time.
             for _ in 0..2 {
-                client.admin(g, &Request::PromoteLearner { group: g, node: NodeId(new) }).await.expect("promote");
+                admin.admin(g, &Request::PromoteLearner { group: g, node: NodeId(new) }).await.expect("promote");
             }
             for _ in 0..2 {
-                client.admin(g, &Request::RemoveVoter { group: g, node: NodeId(3) }).await.expect("remove voter");
+                admin.admin(g, &Request::RemoveVoter { group: g, node: NodeId(3) }).await.expect("remove voter");
             }
         }
     }
     // A node that is no learner cannot be promoted.
-    let refused = client.admin(GroupId(1), &Request::PromoteLearner { group: GroupId(1), node: NodeId(99) }).await;
+    let refused = admin.admin(GroupId(1), &Request::PromoteLearner { group: GroupId(1), node: NodeId(99) }).await;
     assert!(refused.is_err(), "promoting an unknown node must fail: {refused:?}");
     // Node 3 holds no replica now: remove it.
     cluster.kill(3);
@@ -368,9 +370,10 @@ async fn cli_appends_and_reads_against_a_cluster() {
     cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
     let node = cluster.node(2).config.client_addr.clone();
     let ca = cluster.ca.display().to_string();
+    let (cert, key) = (cluster.writer.cert.display().to_string(), cluster.writer.key.display().to_string());
     let run = |args: &[&str]| {
         let out = std::process::Command::new(chorus_binary())
-            .args(["log", "--node", &node, "--ca", &ca])
+            .args(["log", "--node", &node, "--ca", &ca, "--cert", &cert, "--key", &key])
             .args(args)
             .env("RUST_LOG", "warn")
             .output()
@@ -390,7 +393,9 @@ async fn cli_appends_and_reads_against_a_cluster() {
     // The views rebuilt from the log: ChatOpened + one MessageSent.
     let out_dir = dir.path().join("replayed-views");
     let replay = std::process::Command::new(chorus_binary())
-        .args(["replay", "--node", &node, "--ca", &ca, "--out"])
+        .args(["replay", "--node", &node])
+        .args(cluster.operator_args())
+        .arg("--out")
         .arg(&out_dir)
         .env("RUST_LOG", "warn")
         .output()

@@ -341,8 +341,8 @@ async fn killing_the_projector_loses_no_delivery_and_views_equal_a_rebuild() {
     stack.projector.stop(Duration::from_secs(10));
     let rebuilt = dir.path().join("rebuilt");
     let status = std::process::Command::new(chorus_binary())
-        .args(["replay", "--node", &stack.cluster.client_addrs()[0], "--ca"])
-        .arg(&stack.cluster.ca)
+        .args(["replay", "--node", &stack.cluster.client_addrs()[0]])
+        .args(stack.cluster.operator_args())
         .arg("--out")
         .arg(&rebuilt)
         .status()
@@ -391,7 +391,7 @@ impl Raw {
 
     async fn open_with(stack: &Stack, edge: usize, mut t: quinn::TransportConfig) -> Raw {
         let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
-        let mut quic = chorus_log_node::network::tls::quic_client(&stack.cluster.ca, ALPN).unwrap();
+        let mut quic = chorus_log_node::network::tls::quic_client(&stack.edge_ca, ALPN).unwrap();
         t.max_concurrent_uni_streams(1u32.into());
         quic.transport_config(std::sync::Arc::new(t));
         let addr = stack.edge_addrs[edge].parse().unwrap();

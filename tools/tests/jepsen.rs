@@ -77,7 +77,7 @@ async fn isolating_a_node_through_its_proxy_moves_leadership_away() {
     // does not succeed while it is cut off.
     let alone = chorus_log_node::LogClient::connect(
         &[cluster.node(isolated).config.client_addr.clone()],
-        &cluster.ca,
+        &cluster.writer,
         chorus_log_node::ClientConfig { append_deadline: Duration::from_secs(3), ..Default::default() },
     )
     .await

@@ -53,8 +53,14 @@ impl Dev {
         Dev { child, client_addr, data: data.to_path_buf() }
     }
 
-    fn ca(&self) -> PathBuf {
-        self.data.join("tls/ca.pem")
+    /// `chorus dev`'s certificate of `role` (`<role>-dev`).
+    fn tls(&self, role: &str) -> chorus_log_node::network::tls::TlsPaths {
+        let dir = self.data.join("tls");
+        chorus_log_node::network::tls::TlsPaths {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{role}-dev.pem")),
+            key: dir.join(format!("{role}-dev.key")),
+        }
     }
 
     fn live_store(&self) -> PathBuf {
@@ -64,7 +70,9 @@ impl Dev {
     /// `chorus replay --view <view> --out <out> [--compare <live>]`.
     fn replay(&self, view: &str, out: &Path, compare: Option<&Path>) -> Output {
         let mut cmd = Command::new(CHORUS);
-        cmd.args(["replay", "--node", &self.client_addr, "--ca"]).arg(self.ca()).args(["--view", view, "--out"]).arg(out);
+        let op = self.tls("operator");
+        cmd.args(["replay", "--node", &self.client_addr, "--ca"]).arg(op.ca).arg("--cert").arg(op.cert).arg("--key").arg(op.key);
+        cmd.args(["--view", view, "--out"]).arg(out);
         if let Some(live) = compare {
             cmd.arg("--compare").arg(live);
         }
@@ -124,7 +132,7 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
     let dev = Dev::must_start(&dir.path().join("dev"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let client = LogClient::connect(std::slice::from_ref(&dev.client_addr), &dev.ca(), ClientConfig::default())
+        let client = LogClient::connect(std::slice::from_ref(&dev.client_addr), &dev.tls("edge"), ClientConfig::default())
             .await
             .expect("connect to chorus dev");
         workload(&client).await;

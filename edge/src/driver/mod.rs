@@ -98,6 +98,8 @@ pub(crate) struct Ctx {
     pub(crate) config: Config,
     pub(crate) log: LogClient,
     pub(crate) bus: Bus,
+    /// Opens sealed view replies.
+    pub(crate) view_key: chorus_projections::seal::ViewKey,
     pub(crate) sms: SmsSink,
     pub(crate) otp: Mutex<OtpRegistry>,
     pub(crate) router: router::Router,
@@ -209,7 +211,7 @@ impl Edge {
             .map_err(|source| Error::Bind { addr: config.listen, source })?;
         let log = LogClient::connect(
             &config.log_seeds,
-            &config.log_ca,
+            &config.log_tls,
             LogClientConfig {
                 append_deadline: Duration::from_millis(config.append_deadline_ms),
                 ..LogClientConfig::default()
@@ -219,8 +221,9 @@ impl Edge {
         let bus = match (&config.bus, local_bus) {
             (BusConfig::Local, Some(bus)) => bus,
             (BusConfig::Local, None) => return Err(Error::Config("bus = local needs the in-process bus".into())),
-            (BusConfig::Nats { url }, _) => Bus::connect_nats(url).await?,
+            (BusConfig::Nats { .. }, _) => config.bus.connect_nats().await?.expect("a NATS configuration"),
         };
+        let view_key = chorus_projections::seal::ViewKey::load(&config.view_key).map_err(|e| Error::Config(e.to_string()))?;
         let subscription = bus.subscribe(&format!("{}.>", wire::DELIVER_PREFIX)).await?;
         let receipts = bus.subscribe(&format!("{}.>", wire::RECEIPT_PREFIX)).await?;
         let sms = SmsSink::new(&config.sms)?;
@@ -229,6 +232,7 @@ impl Edge {
             config,
             log,
             bus,
+            view_key,
             sms,
             router: router::Router::default(),
             known_users: Mutex::new(HashSet::new()),

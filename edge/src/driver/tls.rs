@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn a_missing_key_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = chorus_log_node::network::tls::issue(dir.path(), "edge").unwrap();
+        let paths = chorus_log_node::network::tls::issue_edge_server(dir.path(), "e1", &[]).unwrap();
         assert!(server_config(&paths.cert, &paths.key, b"chorus/1").is_ok());
         let e = server_config(&paths.cert, &paths.cert, b"chorus/1").unwrap_err();
         assert!(e.to_string().contains("no private key"), "{e}");

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use chorus_projections::seal;
 use chorus_projections::wire::{
     self, ChatCursors, CursorsPage, CursorsRequest, InboxItem, InboxPage, InboxRequest, Reply, SessionInfo,
     SessionRequest, UserInfo, UserRequest,
@@ -29,14 +30,18 @@ pub(crate) enum ReadError {
     Gone,
 }
 
+/// One view query: sealed with a fresh nonce, and answered only by a reply
+/// sealed with the view key for this very request (see
+/// `chorus_projections::seal`): what the bus alone says is not trusted.
 async fn query<Q: Serialize, T: DeserializeOwned>(ctx: &Ctx, subject: &'static str, request: &Q) -> Result<T, ReadError> {
     let err = |reason: String| ReadError::View { subject, reason };
-    let reply = ctx
-        .bus
-        .request(subject, Bytes::from(wire::encode(request)), ctx.config.view_timeout())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let reply: Reply<T> = wire::decode_payload(&reply).map_err(|e| err(e.to_string()))?;
+    let sealed = Bytes::from(seal::seal_request(&wire::encode(request)));
+    let reply = ctx.bus.request(subject, sealed.clone(), ctx.config.view_timeout()).await.map_err(|e| err(e.to_string()))?;
+    let answer = ctx.view_key.open_reply(subject, &sealed, &reply).map_err(|e| {
+        tracing::warn!(subject, error = %e, "view reply refused");
+        err(e.to_string())
+    })?;
+    let reply: Reply<T> = wire::decode_payload(answer).map_err(|e| err(e.to_string()))?;
     reply.map_err(|e| err(e.to_string()))
 }
 

@@ -27,6 +27,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use super::tls::Principal;
 use super::{frame, SERVER_NAME};
 use crate::types::{NodeAddr, Raft, TypeConfig};
 
@@ -112,8 +113,9 @@ struct Queued {
 pub struct Peers {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    conns: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<quinn::Connection>>>>>,
-    batchers: std::sync::Mutex<HashMap<String, mpsc::UnboundedSender<Queued>>>,
+    /// By peer: (node id, raft address).
+    conns: std::sync::Mutex<HashMap<Dest, Arc<Mutex<Option<quinn::Connection>>>>>,
+    batchers: std::sync::Mutex<HashMap<Dest, mpsc::UnboundedSender<Queued>>>,
     me: Weak<Peers>,
 }
 
@@ -135,8 +137,9 @@ impl Peers {
         })
     }
 
-    async fn connection(&self, addr: &str, timeout: Duration) -> Result<quinn::Connection, Unreachable> {
-        let slot = self.conns.lock().expect("peers lock").entry(addr.to_string()).or_default().clone();
+    async fn connection(&self, dest: &Dest, timeout: Duration) -> Result<quinn::Connection, Unreachable> {
+        let (target, addr) = (dest.0, dest.1.as_str());
+        let slot = self.conns.lock().expect("peers lock").entry(dest.clone()).or_default().clone();
         let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref() {
             if c.close_reason().is_none() {
@@ -156,34 +159,45 @@ impl Peers {
             .await
             .map_err(|_| Unreachable::new(&Msg(format!("connect to {addr} timed out"))))?
             .map_err(|e| Unreachable::new(&e))?;
+        // The handshake checked the chain and `serverAuth`; the peer must
+        // also be the node this link is for (an address may have been
+        // reused by another node).
+        match Principal::of_connection(&conn) {
+            Ok(p) if p.node_id() == Some(target) => {}
+            Ok(p) => {
+                conn.close(CLOSE_WRONG_PEER.into(), b"not the node dialed");
+                return Err(Unreachable::new(&Msg(format!("{addr} is {p}, not node {target}"))));
+            }
+            Err(e) => return Err(Unreachable::new(&Msg(format!("{addr}: {e}")))),
+        }
         *guard = Some(conn.clone());
         Ok(conn)
     }
 
-    fn forget(&self, addr: &str) {
-        self.conns.lock().expect("peers lock").remove(addr);
+    fn forget(&self, dest: &Dest) {
+        self.conns.lock().expect("peers lock").remove(dest);
     }
 
     /// Forgets `conn` if it is still the one cached for `addr` (a newer one stays).
-    fn forget_conn(&self, addr: &str, conn: &quinn::Connection) {
+    fn forget_conn(&self, dest: &Dest, conn: &quinn::Connection) {
         let mut conns = self.conns.lock().expect("peers lock");
-        let Some(slot) = conns.get(addr) else { return };
+        let Some(slot) = conns.get(dest) else { return };
         // Busy slot: someone is dialing or using it; leave it be.
         let Ok(cached) = slot.try_lock() else { return };
         if cached.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
             drop(cached);
-            conns.remove(addr);
+            conns.remove(dest);
         }
     }
 
     /// Queues `rpc` for the peer at `addr`; it leaves with every other RPC queued
     /// for that peer by then.
-    fn enqueue(&self, addr: &str, rpc: Rpc, ttl: Duration) -> oneshot::Receiver<Result<Reply, Failure>> {
+    fn enqueue(&self, dest: &Dest, rpc: Rpc, ttl: Duration) -> oneshot::Receiver<Result<Reply, Failure>> {
         let (tx, rx) = oneshot::channel();
         let mut batchers = self.batchers.lock().expect("batchers lock");
-        let sender = batchers.entry(addr.to_string()).or_insert_with(|| {
+        let sender = batchers.entry(dest.clone()).or_insert_with(|| {
             let (qtx, qrx) = mpsc::unbounded_channel();
-            tokio::spawn(run_batcher(self.me.clone(), addr.to_string(), qrx));
+            tokio::spawn(run_batcher(self.me.clone(), dest.clone(), qrx));
             qtx
         });
         if let Err(mpsc::error::SendError(q)) = sender.send(Queued { rpc, ttl, reply: tx }) {
@@ -197,7 +211,8 @@ impl Peers {
     /// the order they finish: a heartbeat never waits for a large append of
     /// another group). Waiters still unanswered when the exchange fails or
     /// `ttl` passes get the error.
-    async fn exchange(&self, addr: &str, rpcs: &[Rpc], waiters: Vec<Waiter>, ttl: Duration) {
+    async fn exchange(&self, dest: &Dest, rpcs: &[Rpc], waiters: Vec<Waiter>, ttl: Duration) {
+        let addr = dest.1.as_str();
         let mut waiters: Vec<Option<Waiter>> = waiters.into_iter().map(Some).collect();
         let fail_all = |waiters: &mut Vec<Option<Waiter>>, e: Failure| {
             for w in waiters.iter_mut().filter_map(Option::take) {
@@ -206,7 +221,7 @@ impl Peers {
         };
         // Dialing takes a handshake, which a loaded peer may answer later than
         // a heartbeat interval: give it a second, whatever the RPC's ttl.
-        let conn = match self.connection(addr, Duration::from_secs(1)).await {
+        let conn = match self.connection(dest, Duration::from_secs(1)).await {
             Ok(c) => c,
             Err(u) => return fail_all(&mut waiters, Failure::Unreachable(u.to_string())),
         };
@@ -242,7 +257,7 @@ impl Peers {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 if conn.close_reason().is_some() {
-                    self.forget(addr);
+                    self.forget(dest);
                 }
                 fail_all(&mut waiters, Failure::Network(format!("rpc to {addr}: {e}")));
             }
@@ -255,7 +270,7 @@ impl Peers {
                 // dialing anew under load costs handshakes and drops every
                 // exchange in flight.
                 if conn.stats().udp_rx.datagrams == heard_before {
-                    self.forget_conn(addr, &conn);
+                    self.forget_conn(dest, &conn);
                 }
                 fail_all(&mut waiters, Failure::Network(format!("rpc to {addr} timed out after {ttl:?}")));
             }
@@ -274,12 +289,19 @@ enum Failure {
     Network(String),
 }
 
+/// A peer: its node id and Raft address.
+type Dest = (u64, String);
+
+/// The application close code of a Raft connection whose peer is not the
+/// node it must be (or no node at all).
+pub const CLOSE_WRONG_PEER: u32 = 0x11;
+
 /// The index of a reply that refuses the whole request frame.
 pub const WHOLE_FRAME: u32 = u32::MAX;
 
 /// Drains the RPCs queued for one peer into frames, each sent on its own task so
 /// that a slow exchange never holds back the next one.
-async fn run_batcher(peers: Weak<Peers>, addr: String, mut rx: mpsc::UnboundedReceiver<Queued>) {
+async fn run_batcher(peers: Weak<Peers>, dest: Dest, mut rx: mpsc::UnboundedReceiver<Queued>) {
     let mut carry: Option<Queued> = None;
     loop {
         let first = match carry.take() {
@@ -305,11 +327,11 @@ async fn run_batcher(peers: Weak<Peers>, addr: String, mut rx: mpsc::UnboundedRe
             }
         }
         let Some(peers) = peers.upgrade() else { return };
-        let addr = addr.clone();
+        let dest = dest.clone();
         tokio::spawn(async move {
             let ttl = batch.iter().map(|q| q.ttl).max().unwrap_or(Duration::from_secs(1));
             let (rpcs, waiters): (Vec<Rpc>, Vec<_>) = batch.into_iter().map(|q| (q.rpc, q.reply)).unzip();
-            peers.exchange(&addr, &rpcs, waiters, ttl).await;
+            peers.exchange(&dest, &rpcs, waiters, ttl).await;
         });
     }
 }
@@ -353,15 +375,19 @@ impl<E: std::error::Error> From<CallError> for RPCError<u64, NodeAddr, E> {
 }
 
 impl PeerLink {
+    fn dest(&self) -> Dest {
+        (self.target, self.addr.clone())
+    }
+
     async fn call(&self, request: Request, ttl: Duration) -> Result<Reply, CallError> {
         let rpc = Rpc { group: self.group, request };
         let rx = if matches!(rpc.request, Request::InstallSnapshot(_)) {
             // Snapshot chunks are large: they go alone.
             let (tx, rx) = oneshot::channel();
-            self.peers.exchange(&self.addr, std::slice::from_ref(&rpc), vec![tx], ttl).await;
+            self.peers.exchange(&self.dest(), std::slice::from_ref(&rpc), vec![tx], ttl).await;
             rx
         } else {
-            self.peers.enqueue(&self.addr, rpc, ttl)
+            self.peers.enqueue(&self.dest(), rpc, ttl)
         };
         match rx.await {
             Ok(Ok(reply)) => Ok(reply),
@@ -418,7 +444,10 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 }
 
 /// Serves Raft RPCs arriving on `endpoint` to the groups in `rafts` (indexed
-/// by group id) until the endpoint closes.
+/// by group id) until the endpoint closes. Only nodes may connect (the
+/// handshake wants a certificate of the cluster CA; here its principal must
+/// be a node), and a node speaks only for itself: an RPC whose vote names
+/// another node is refused.
 pub async fn serve(endpoint: quinn::Endpoint, rafts: Arc<Vec<Raft>>) {
     while let Some(incoming) = endpoint.accept().await {
         let rafts = rafts.clone();
@@ -431,10 +460,23 @@ pub async fn serve(endpoint: quinn::Endpoint, rafts: Arc<Vec<Raft>>) {
                 }
             };
             let peer = conn.remote_address();
+            let node = match Principal::of_connection(&conn).map(|p| (p.node_id(), p)) {
+                Ok((Some(id), _)) => id,
+                Ok((None, p)) => {
+                    tracing::warn!(%peer, principal = %p, "raft connection refused: not a node");
+                    conn.close(CLOSE_WRONG_PEER.into(), format!("{p} is not a node").as_bytes());
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "raft connection refused");
+                    conn.close(CLOSE_WRONG_PEER.into(), e.to_string().as_bytes());
+                    return;
+                }
+            };
             loop {
                 match conn.accept_bi().await {
                     Ok((send, recv)) => {
-                        tokio::spawn(serve_stream(rafts.clone(), send, recv));
+                        tokio::spawn(serve_stream(rafts.clone(), node, send, recv));
                     }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "raft connection closed");
@@ -446,7 +488,7 @@ pub async fn serve(endpoint: quinn::Endpoint, rafts: Arc<Vec<Raft>>) {
     }
 }
 
-async fn serve_stream(rafts: Arc<Vec<Raft>>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve_stream(rafts: Arc<Vec<Raft>>, node: u64, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     use futures::stream::{FuturesUnordered, StreamExt};
     let rpcs = match frame::read(&mut recv, RAFT_FRAME_BYTES_MAX).await {
         Ok(Some(bytes)) => match decode::<Vec<Rpc>>(&bytes) {
@@ -471,7 +513,7 @@ async fn serve_stream(rafts: Arc<Vec<Raft>>, mut send: quinn::SendStream, mut re
     let mut pending: FuturesUnordered<_> = rpcs
         .into_iter()
         .enumerate()
-        .map(|(i, rpc)| async move { (i as u32, dispatch(rafts, rpc).await) })
+        .map(|(i, rpc)| async move { (i as u32, dispatch(rafts, node, rpc).await) })
         .collect();
     while let Some(answer) = pending.next().await {
         if let Reply::Refused(why) = &answer.1 {
@@ -487,10 +529,23 @@ async fn serve_stream(rafts: Arc<Vec<Raft>>, mut send: quinn::SendStream, mut re
     let _ = send.finish();
 }
 
-async fn dispatch(rafts: &[Raft], rpc: Rpc) -> Reply {
+/// The node an RPC speaks for: the leader or candidate of its vote.
+fn sender(request: &Request) -> u64 {
+    match request {
+        Request::AppendEntries(r) => r.vote.leader_id().node_id,
+        Request::Vote(r) => r.vote.leader_id().node_id,
+        Request::InstallSnapshot(r) => r.vote.leader_id().node_id,
+    }
+}
+
+async fn dispatch(rafts: &[Raft], node: u64, rpc: Rpc) -> Reply {
     let Some(raft) = rafts.get(rpc.group as usize) else {
         return Reply::Refused(format!("no group {}", rpc.group));
     };
+    let claimed = sender(&rpc.request);
+    if claimed != node {
+        return Reply::Refused(format!("node {node} may not speak for node {claimed}"));
+    }
     match rpc.request {
         Request::AppendEntries(r) => Reply::AppendEntries(raft.append_entries(r).await),
         Request::Vote(r) => Reply::Vote(raft.vote(r).await),

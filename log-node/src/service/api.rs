@@ -3,6 +3,12 @@
 //!
 //! Connection policy: a malformed, oversized or invalid request gets an `Error`
 //! response on its own stream; the connection and every other stream go on.
+//!
+//! Every client presents a certificate of the cluster CA naming a principal
+//! (checked by the handshake); a request its role may not make (see
+//! [`super::authz`]) is answered `Forbidden` and nothing is done. A
+//! certificate that names no principal closes the connection at once
+//! ([`CLOSE_NO_PRINCIPAL`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -17,7 +23,9 @@ use openraft::ChangeMembers;
 use tokio::sync::watch;
 
 use super::proposer::{self, Proposer};
+use super::authz;
 use crate::network::frame;
+use crate::network::tls::Principal;
 use crate::placement::Placement;
 use crate::store::{events, Store};
 use crate::types::{NodeAddr, Raft, RaftMetrics};
@@ -46,6 +54,10 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error { code, message: message.into(), leader: None }
 }
 
+/// The application close code of a client connection whose certificate names
+/// no principal.
+pub const CLOSE_NO_PRINCIPAL: u32 = 0x10;
+
 pub(crate) async fn serve(endpoint: quinn::Endpoint, api: Arc<Api>) {
     while let Some(incoming) = endpoint.accept().await {
         let api = api.clone();
@@ -57,20 +69,39 @@ pub(crate) async fn serve(endpoint: quinn::Endpoint, api: Arc<Api>) {
                     return;
                 }
             };
+            let who = match Principal::of_connection(&conn) {
+                Ok(p) => Arc::new(p),
+                Err(e) => {
+                    tracing::warn!(peer = %conn.remote_address(), error = %e, "client refused");
+                    conn.close(CLOSE_NO_PRINCIPAL.into(), e.to_string().as_bytes());
+                    return;
+                }
+            };
             while let Ok((send, recv)) = conn.accept_bi().await {
-                tokio::spawn(serve_stream(api.clone(), send, recv));
+                tokio::spawn(serve_stream(api.clone(), who.clone(), send, recv));
             }
         });
     }
 }
 
-async fn serve_stream(api: Arc<Api>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve_stream(api: Arc<Api>, who: Arc<Principal>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
     let request = match frame::read(&mut recv, MAX_FRAME_BYTES).await {
         Ok(Some(bytes)) => Request::decode(&bytes).map_err(|e| error(ErrorCode::BadFrame, e.to_string())),
         Ok(None) => return,
         Err(e @ frame::Error::TooLarge { .. }) => Err(error(ErrorCode::FrameTooLarge, e.to_string())),
         Err(e) => Err(error(ErrorCode::BadFrame, e.to_string())),
     };
+    let request = request.and_then(|r| {
+        if authz::allows(who.role, &r) {
+            Ok(r)
+        } else {
+            tracing::warn!(principal = %who, request = authz::request_name(&r), "request refused: forbidden for the role");
+            Err(error(
+                ErrorCode::Forbidden,
+                format!("the {} certificate of {who} may not {}", who.role, authz::request_name(&r)),
+            ))
+        }
+    });
     let response = match request {
         Err(r) => r,
         Ok(Request::Tail { partition, from }) => {

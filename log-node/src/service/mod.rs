@@ -2,6 +2,7 @@
 //! Raft and the client API, and stops them.
 
 pub mod api;
+pub mod authz;
 pub mod node;
 pub mod proposer;
 pub mod reseed;

@@ -37,6 +37,10 @@ pub enum NodeError {
     Raft(String),
     #[error("re-seed marker: {0}")]
     Marker(#[from] std::io::Error),
+    #[error("no TLS material configured: set tls.ca, tls.cert and tls.key (issue them with `chorus certs --role node --name <id>`); only `chorus dev` makes its own")]
+    NoTls,
+    #[error("this is node {id} but its certificate names {principal}: issue one with `chorus certs --role node --name {id}`")]
+    WrongIdentity { id: u64, principal: String },
 }
 
 /// A running log-node. Dropping it does not stop it: call [`Node::shutdown`].
@@ -169,11 +173,13 @@ impl Node {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| NodeError::Bind { addr: config.data_dir.display().to_string(), source })?;
-        let tls_paths = match &config.tls {
-            Some(p) => p.clone(),
-            None => tls::issue(&config.data_dir.join("tls"), &format!("node-{}", config.id))?,
-        };
+        // Never a silently minted CA: `chorus dev` issues its own material
+        // and passes it like everyone else.
+        let tls_paths = config.tls.clone().ok_or(NodeError::NoTls)?;
         let identity = Identity::load(&tls_paths)?;
+        if identity.principal.node_id() != Some(config.id) {
+            return Err(NodeError::WrongIdentity { id: config.id, principal: identity.principal.to_string() });
+        }
         let (store, marker) = open_store(&config).await?;
 
         let raft_sock = parse_addr(&config.raft_addr)?;
@@ -213,7 +219,7 @@ impl Node {
                 config: config.clone(),
                 rafts: rafts.clone(),
                 raft_endpoint: raft_endpoint.clone(),
-                ca: tls_paths.ca.clone(),
+                tls: tls_paths.clone(),
                 marker,
                 done: reseed_done,
             };

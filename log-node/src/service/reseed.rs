@@ -162,7 +162,7 @@ pub(crate) struct Reseed {
     pub rafts: Arc<Vec<Raft>>,
     pub raft_endpoint: quinn::Endpoint,
     /// The cluster CA, to reach the peers' client API.
-    pub ca: PathBuf,
+    pub tls: crate::network::tls::TlsPaths,
     pub marker: Marker,
     pub done: watch::Sender<bool>,
 }
@@ -243,7 +243,7 @@ impl Reseed {
     async fn connect(&self) -> LogClient {
         let seeds = self.peer_addrs();
         loop {
-            match LogClient::connect(&seeds, &self.ca, ClientConfig::default()).await {
+            match LogClient::connect(&seeds, &self.tls, ClientConfig::default()).await {
                 Ok(client) => return client,
                 Err(e) => tracing::warn!(error = %e, "re-seeding: no peer answers yet"),
             }

@@ -27,8 +27,9 @@
 //!   a disconnection, a slow subscriber whose buffer is full: see
 //!   [`LOCAL_SUBSCRIPTION_BUFFER`] and [`Bus::dropped`]); consumers detect
 //!   gaps by `seq` and read them from the log. No JetStream.
-//! - No headers, no authentication or TLS options yet (the NATS URL may
-//!   carry credentials), no cluster topology settings: one server URL.
+//! - No headers, no cluster topology settings: one server URL. Authentication
+//!   is TLS plus an NKey per process ([`NatsAuth`]); what each may publish and
+//!   subscribe is the server's configuration (see `chorus_projections::bus_auth`).
 //!
 //! # Modules
 //! - [`subject`]: subject and queue group rules, wildcard matching.
@@ -51,7 +52,7 @@ use bytes::Bytes;
 
 pub use error::{Error, Result};
 pub use local::{LocalBus, LOCAL_SUBSCRIPTION_BUFFER, PAYLOAD_BYTES_MAX};
-pub use nats::{NatsBus, CONNECT_TIMEOUT, SERVER_CONFIRM_TIMEOUT};
+pub use nats::{inbox_prefix, NatsAuth, NatsBus, CONNECT_TIMEOUT, SERVER_CONFIRM_TIMEOUT};
 pub use subscription::Subscription;
 
 /// One message as a subscriber receives it.
@@ -81,6 +82,16 @@ impl Bus {
     /// [`Error::Connect`] when no server answers within [`CONNECT_TIMEOUT`].
     pub async fn connect_nats(url: &str) -> Result<Bus> {
         Ok(Bus::Nats(NatsBus::connect(url).await?))
+    }
+
+    /// Connects to a NATS server with TLS and NKey credentials; see
+    /// [`NatsBus::connect_with`].
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when no server answers, TLS fails or the
+    /// credentials are refused.
+    pub async fn connect_nats_with(url: &str, auth: &NatsAuth) -> Result<Bus> {
+        Ok(Bus::Nats(NatsBus::connect_with(url, Some(auth)).await?))
     }
 
     /// A new in-process bus with no subscriptions. Every clone of the

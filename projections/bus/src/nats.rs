@@ -34,6 +34,23 @@ pub const SERVER_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 /// The connection name the server shows for chorus clients.
 const CLIENT_NAME: &str = "chorus";
 
+/// Credentials and trust of an authenticated NATS connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatsAuth {
+    /// The CA that signs the server's certificate.
+    pub ca: std::path::PathBuf,
+    /// This client's NKey user seed (`SU…`), in a file of mode 0600.
+    pub nkey_seed: std::path::PathBuf,
+}
+
+/// The prefix of the reply subjects of the NATS user with NKey `public_key`:
+/// `_INBOX_` and the key's first 20 characters. The server configuration
+/// lets that user subscribe to `<prefix>.>` and nothing else of the kind.
+pub fn inbox_prefix(public_key: &str) -> String {
+    let short: String = public_key.chars().take(20).collect();
+    format!("_INBOX_{short}")
+}
+
 /// The cluster bus. Cheap to clone: clones share one connection.
 #[derive(Clone, Debug)]
 pub struct NatsBus {
@@ -50,10 +67,36 @@ impl NatsBus {
     /// [`CONNECT_TIMEOUT`]. Later disconnections are not errors: the client
     /// reconnects in the background.
     pub async fn connect(url: &str) -> Result<NatsBus> {
+        Self::connect_with(url, None).await
+    }
+
+    /// As [`NatsBus::connect`], authenticated: TLS required (the server
+    /// verified against `auth.ca`), signing in with the NKey in
+    /// `auth.nkey_seed`, reply subjects under [`inbox_prefix`] of its public
+    /// key (so that the server can let each client read only its own replies).
+    ///
+    /// # Errors
+    /// [`Error::Connect`] as for [`NatsBus::connect`], and when the seed file
+    /// is unreadable or not an NKey seed, or the server refuses the credentials.
+    pub async fn connect_with(url: &str, auth: Option<&NatsAuth>) -> Result<NatsBus> {
         let dropped = Arc::new(AtomicU64::new(0));
         let events_dropped = Arc::clone(&dropped);
         let events_url = url.to_owned();
-        let client = ConnectOptions::new()
+        let connect_err = |reason: String| Error::Connect { url: url.to_owned(), reason };
+        let mut options = ConnectOptions::new();
+        if let Some(auth) = auth {
+            let seed = std::fs::read_to_string(&auth.nkey_seed)
+                .map_err(|e| connect_err(format!("nkey seed {}: {e}", auth.nkey_seed.display())))?;
+            let seed = seed.trim().to_owned();
+            let public = nkeys::KeyPair::from_seed(&seed)
+                .map_err(|e| connect_err(format!("nkey seed {}: {e}", auth.nkey_seed.display())))?
+                .public_key();
+            options = ConnectOptions::with_nkey(seed)
+                .require_tls(true)
+                .add_root_certificates(auth.ca.clone())
+                .custom_inbox_prefix(inbox_prefix(&public));
+        }
+        let client = options
             .name(CLIENT_NAME)
             .connection_timeout(CONNECT_TIMEOUT)
             .subscription_capacity(LOCAL_SUBSCRIPTION_BUFFER)

@@ -16,6 +16,8 @@ const PORT_ATTEMPTS: usize = 5;
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// A configuration file (`-c`), e.g. TLS and users.
+    config: Option<std::path::PathBuf>,
 }
 
 impl NatsServer {
@@ -25,10 +27,23 @@ impl NatsServer {
     /// When `nats-server` is not installed (with how to install it), or when
     /// no server came up.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(None)
+    }
+
+    /// As [`NatsServer::start`], with the configuration file `config` (its
+    /// `listen` is overridden by the free port).
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub fn start_with_config(config: &std::path::Path) -> NatsServer {
+        NatsServer::start_with(Some(config.to_path_buf()))
+    }
+
+    fn start_with(config: Option<std::path::PathBuf>) -> NatsServer {
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match NatsServer::try_start_on(port) {
+            match NatsServer::try_start_on(port, config.clone()) {
                 Ok(server) => return server,
                 Err(error) => last_error = error,
             }
@@ -57,7 +72,7 @@ impl NatsServer {
         self.stop();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            match NatsServer::try_start_on(self.port) {
+            match NatsServer::try_start_on(self.port, self.config.clone()) {
                 Ok(mut server) => {
                     self.child = server.child.take();
                     return;
@@ -71,8 +86,12 @@ impl NatsServer {
         }
     }
 
-    fn try_start_on(port: u16) -> Result<NatsServer, String> {
-        let child = Command::new("nats-server")
+    fn try_start_on(port: u16, config: Option<std::path::PathBuf>) -> Result<NatsServer, String> {
+        let mut command = Command::new("nats-server");
+        if let Some(c) = &config {
+            command.arg("-c").arg(c);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -89,6 +108,7 @@ impl NatsServer {
         let mut server = NatsServer {
             child: Some(child),
             port,
+            config,
         };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + READY_TIMEOUT;

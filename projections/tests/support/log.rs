@@ -1,10 +1,11 @@
 //! A real log-node in this process: RocksDB in a temp dir, QUIC on loopback.
 
 use std::net::UdpSocket;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chorus_log_node::config::Peer;
+use chorus_log_node::network::tls::{self, Principal, Role, TlsPaths};
 use chorus_log_node::{ClientConfig, Config, LogClient, Node};
 use chorus_schema::{
     ChatId, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, EventRecord, Origin, PartitionId, ReceiptKind,
@@ -28,20 +29,21 @@ pub fn node_config(dir: &Path, partitions: u16) -> Config {
         replication: 1,
         peers: vec![Peer { id: 1, raft_addr, client_addr }],
         bootstrap: true,
+        tls: Some(tls::issue(&dir.join("tls"), &Principal::node(1)).expect("node certificate")),
         ..Config::default()
     }
 }
 
-/// The CA that signs the node's certificate.
-pub fn ca_path(config: &Config) -> PathBuf {
-    config.data_dir.join("tls/ca.pem")
+/// A certificate of `role` from the node's CA.
+pub fn identity(config: &Config, role: Role) -> TlsPaths {
+    tls::issue(&config.data_dir.join("tls"), &Principal::new(role, "test").unwrap()).expect("certificate")
 }
 
 /// Starts the node, waits for leaders, and connects a client.
 pub async fn must_start(config: &Config) -> (Node, LogClient) {
     let node = Node::start(config.clone()).await.expect("start node");
     assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
-    let client = LogClient::connect(std::slice::from_ref(&config.client_addr), &ca_path(config), ClientConfig::default())
+    let client = LogClient::connect(std::slice::from_ref(&config.client_addr), &identity(config, Role::Edge), ClientConfig::default())
         .await
         .expect("connect");
     (node, client)

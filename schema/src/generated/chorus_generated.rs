@@ -893,10 +893,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u8 = 8;
+pub const ENUM_MAX_ERROR_CODE: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 9] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 10] = [
   ErrorCode::BadFrame,
   ErrorCode::FrameTooLarge,
   ErrorCode::InvalidCommand,
@@ -906,6 +906,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 9] = [
   ErrorCode::Unavailable,
   ErrorCode::Timeout,
   ErrorCode::Internal,
+  ErrorCode::Forbidden,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -922,9 +923,10 @@ impl ErrorCode {
   pub const Unavailable: Self = Self(6);
   pub const Timeout: Self = Self(7);
   pub const Internal: Self = Self(8);
+  pub const Forbidden: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::FrameTooLarge,
@@ -935,6 +937,7 @@ impl ErrorCode {
     Self::Unavailable,
     Self::Timeout,
     Self::Internal,
+    Self::Forbidden,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -948,6 +951,7 @@ impl ErrorCode {
       Self::Unavailable => Some("Unavailable"),
       Self::Timeout => Some("Timeout"),
       Self::Internal => Some("Internal"),
+      Self::Forbidden => Some("Forbidden"),
       _ => None,
     }
   }

@@ -194,6 +194,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
         Just(Unavailable),
         Just(Timeout),
         Just(Internal),
+        Just(Forbidden),
     ]
 }
 

@@ -234,7 +234,7 @@ pub async fn run(args: Args) -> Result<()> {
         let chat = ChatId::direct(creds[0].user, creds[1].user);
         let since: Vec<(ChatId, Seq)> = pairs[0].receiver.positions().into_iter().filter(|(c, _)| *c == chat).collect();
         let resumption = !args.idle_full_handshakes;
-        let quic = idle_client_config(&stack.cluster.ca, resumption)?;
+        let quic = idle_client_config(&stack.edge_ca, resumption)?;
         idle_connections(&stack, quic, resumption, creds[0], since, args.idle, args.idle_in_flight.max(1)).await?;
     }
     Ok(())

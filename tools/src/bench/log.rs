@@ -186,7 +186,7 @@ pub async fn run(args: Args) -> Result<()> {
         batches_in_flight_max: args.in_flight,
         ..ClientConfig::default()
     };
-    let client = LogClient::connect(&cluster.client_addrs(), &cluster.ca, client_config).await.unwrap_or(client);
+    let client = LogClient::connect(&cluster.client_addrs(), &cluster.writer, client_config).await.unwrap_or(client);
     client.refresh_leaders().await;
     println!(
         "bench log: {} log-nodes (processes) on loopback, {} partitions on {} Raft groups × {} replicas, fsync on (group commit), {} proposals in flight per group, {} B payload, {} writers, client batches ≤ {} commands, {} in flight per group",

@@ -16,8 +16,8 @@ pub struct Args {
     /// Edge address(es), tried in turn.
     #[arg(long = "edge", default_value = "127.0.0.1:7300")]
     pub edges: Vec<String>,
-    /// The CA that signs the edges' certificates.
-    #[arg(long, default_value = "data/tls/ca.pem")]
+    /// The edge CA, which signs the edges' server certificates.
+    #[arg(long, default_value = "data/tls/edge-ca.pem")]
     pub ca: PathBuf,
     /// Where this device's credentials and positions are kept.
     #[arg(long, default_value = "data/client.json")]

@@ -37,7 +37,14 @@ pub async fn run(cmd: Cmd) -> Result<()> {
             for n in &cluster.nodes {
                 println!("  node {}: client {}  raft {}  log {}", n.id, n.config.client_addr, n.config.raft_addr, n.log_path().display());
             }
-            println!("connect with: chorus log --node {} --ca {} status", cluster.nodes[0].config.client_addr, cluster.ca.display());
+            let o = &cluster.operator;
+            println!(
+                "connect with: chorus log --node {} --ca {} --cert {} --key {} status",
+                cluster.nodes[0].config.client_addr,
+                o.ca.display(),
+                o.cert.display(),
+                o.key.display()
+            );
             println!("Ctrl-C stops it.");
             super::log_node::shutdown_signal().await;
             drop(cluster);

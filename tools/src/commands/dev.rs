@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use chorus_log_node::config::Peer;
+use chorus_log_node::network::tls::{self, Principal, Role, TlsPaths};
 use chorus_log_node::{Config, Node};
 
 #[derive(Debug, clap::Args)]
@@ -24,7 +25,39 @@ pub struct Args {
     pub edge_addr: std::net::SocketAddr,
 }
 
-pub fn config(args: &Args) -> Config {
+/// The TLS material of the embedded deployment, under `data/tls`: made on
+/// first start, then reused (dev is the one place that mints its own).
+pub struct DevTls {
+    /// The view key shared by the projector and the edge.
+    pub view_key: std::path::PathBuf,
+    pub node: TlsPaths,
+    pub projector: TlsPaths,
+    pub edge: TlsPaths,
+    pub edge_server: TlsPaths,
+    pub operator: TlsPaths,
+}
+
+/// Issues (or re-issues: certificates are cheap, the CAs are kept) the
+/// embedded deployment's certificates.
+///
+/// # Errors
+/// On IO failure.
+pub fn dev_tls(data: &std::path::Path) -> Result<DevTls> {
+    let dir = data.join("tls");
+    let who = |role| Principal::new(role, "dev").expect("a valid name");
+    let view_key = dir.join("view.key");
+    chorus_projections::seal::ViewKey::create(&view_key)?;
+    Ok(DevTls {
+        view_key,
+        node: tls::issue(&dir, &Principal::node(1))?,
+        projector: tls::issue(&dir, &who(Role::Projector))?,
+        edge: tls::issue(&dir, &who(Role::Edge))?,
+        edge_server: tls::issue_edge_server(&dir, "dev", &[])?,
+        operator: tls::issue(&dir, &who(Role::Operator))?,
+    })
+}
+
+pub fn config(args: &Args, node_tls: TlsPaths) -> Config {
     Config {
         id: 1,
         data_dir: args.data.clone(),
@@ -34,21 +67,22 @@ pub fn config(args: &Args) -> Config {
         replication: 1,
         peers: vec![Peer { id: 1, raft_addr: args.raft_addr.clone(), client_addr: args.client_addr.clone() }],
         bootstrap: true,
-        tls: None,
+        tls: Some(node_tls),
         ..Config::default()
     }
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let config = config(&args);
-    let ca = config.data_dir.join("tls").join("ca.pem");
+    let tls = dev_tls(&args.data).context("TLS material")?;
+    let config = config(&args, tls.node.clone());
     let node = Node::start(config).await.context("start embedded log-node")?;
     node.wait_for_leaders(std::time::Duration::from_secs(10)).await;
     // The projector folds the log into views, on the in-process bus.
     let bus = chorus_bus::Bus::local();
     let projector_config = chorus_projections::projector::Config {
         log_nodes: vec![args.client_addr.clone()],
-        ca_path: ca.clone(),
+        log_tls: tls.projector.clone(),
+        view_key: tls.view_key.clone(),
         store_dir: args.data.join("projector"),
         bus: chorus_projections::projector::BusConfig::Local,
         ..Default::default()
@@ -61,14 +95,13 @@ pub async fn run(args: Args) -> Result<()> {
         let _ = stop_rx.await;
     }));
     // The edge: clients connect here. OTP codes go to the log and data/sms.jsonl.
-    let tls_dir = args.data.join("tls");
-    let edge_tls = chorus_log_node::network::tls::issue(&tls_dir, "edge").context("edge certificate")?;
     let edge_config = chorus_edge::Config {
         listen: args.edge_addr,
-        cert: edge_tls.cert,
-        key: edge_tls.key,
+        cert: tls.edge_server.cert.clone(),
+        key: tls.edge_server.key.clone(),
         log_seeds: vec![args.client_addr.clone()],
-        log_ca: ca.clone(),
+        log_tls: tls.edge.clone(),
+        view_key: tls.view_key.clone(),
         bus: chorus_edge::config::BusConfig::Local,
         sms: chorus_edge::config::SmsConfig::File { path: args.data.join("sms.jsonl") },
         ..chorus_edge::Config::default()
@@ -83,13 +116,20 @@ pub async fn run(args: Args) -> Result<()> {
         "chorus dev: embedded log-node ({} partitions), projector, edge and in-process bus; data in {d}",
         args.partitions,
     );
-    println!("clients connect to {} (QUIC, CA {}):", args.edge_addr, ca.display());
+    println!("clients connect to {} (QUIC, edge CA {}):", args.edge_addr, tls.edge_server.ca.display());
     println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001", args.edge_addr);
     println!("  (the code is printed in this log and in {d}/sms.jsonl)");
     println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001 --code CODE", args.edge_addr);
     println!("  chorus client --edge {} --profile {d}/alice.json send --to +15550002 hello", args.edge_addr);
     println!("  chorus client --edge {} --profile {d}/bob.json listen", args.edge_addr);
-    println!("the log directly: chorus log --node {} --ca {} status", args.client_addr, ca.display());
+    let o = &tls.operator;
+    println!(
+        "the log directly: chorus log --node {} --ca {} --cert {} --key {} status",
+        args.client_addr,
+        o.ca.display(),
+        o.cert.display(),
+        o.key.display()
+    );
     println!("Ctrl-C stops it.");
     super::log_node::shutdown_signal().await;
     let _ = edge_stop_tx.send(());

@@ -1,7 +1,5 @@
 //! `chorus log …`: talk to a log-node's client API.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Result};
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::{
@@ -13,9 +11,8 @@ pub struct Args {
     /// Client API address of any node.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub node: String,
-    /// CA certificate the node's certificate must chain to.
-    #[arg(long, default_value = "data/tls/ca.pem")]
-    pub ca: PathBuf,
+    #[command(flatten)]
+    pub tls: super::LogTlsArgs,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -94,7 +91,7 @@ pub enum Cmd {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let client = LogClient::connect(std::slice::from_ref(&args.node), &args.ca, ClientConfig::default()).await?;
+    let client = LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
     match args.cmd {
         Cmd::Append { from, device, to, text, client_msg_id } => {
             let cmd = Command {

@@ -21,3 +21,25 @@ pub(crate) fn load_config<T: serde::de::DeserializeOwned + Default>(path: Option
         None => Ok(T::default()),
     }
 }
+
+/// Who a command-line client of the log is: `--ca`, `--cert`, `--key`.
+#[derive(Debug, clap::Args)]
+pub struct LogTlsArgs {
+    /// The cluster CA certificate the nodes' certificates must chain to.
+    #[arg(long, default_value = "data/tls/ca.pem")]
+    pub ca: std::path::PathBuf,
+    /// This client's certificate, of the cluster CA (`chorus certs --role
+    /// operator --name <you>`): its role decides what the log lets it do
+    /// (operators: status, reads, membership; edges: appends).
+    #[arg(long)]
+    pub cert: std::path::PathBuf,
+    /// The certificate's private key.
+    #[arg(long)]
+    pub key: std::path::PathBuf,
+}
+
+impl LogTlsArgs {
+    pub fn paths(&self) -> chorus_log_node::network::tls::TlsPaths {
+        chorus_log_node::network::tls::TlsPaths { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+    }
+}

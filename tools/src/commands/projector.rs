@@ -39,8 +39,8 @@ pub struct ReplayArgs {
     /// Client API address of any log node.
     #[arg(long, default_value = "127.0.0.1:7100")]
     pub node: String,
-    #[arg(long, default_value = "data/tls/ca.pem")]
-    pub ca: PathBuf,
+    #[command(flatten)]
+    pub tls: super::LogTlsArgs,
     /// The views to rebuild: `all`, or one or more of roster, cursors,
     /// chat_list, receipt_status, inbox, directory (comma-separated). A store
     /// of some views holds only their keys and the cursors; a projector
@@ -59,7 +59,7 @@ pub struct ReplayArgs {
 }
 
 pub async fn replay(args: ReplayArgs) -> Result<()> {
-    let client = LogClient::connect(std::slice::from_ref(&args.node), &args.ca, ClientConfig::default()).await?;
+    let client = LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
     let stats = rebuild_views_from_log(&client, &args.out, args.view).await?;
     println!(
         "rebuilt {} from {} records in {} batches into {}",
