@@ -92,7 +92,7 @@ async fn serve_stream(api: Arc<Api>, who: Arc<Principal>, mut send: quinn::SendS
         Err(e) => Err(error(ErrorCode::BadFrame, e.to_string())),
     };
     let request = request.and_then(|r| {
-        if authz::allows(who.role, &r) {
+        if authz::allows(&who, &r) {
             Ok(r)
         } else {
             tracing::warn!(principal = %who, request = authz::request_name(&r), "request refused: forbidden for the role");

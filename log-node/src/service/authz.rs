@@ -6,25 +6,29 @@
 //! | `Append` | | ✓ | | |
 //! | `Read`, `Tail` | ✓ | ✓ | ✓ | ✓ |
 //! | `Status` | ✓ | ✓ | ✓ | ✓ |
-//! | `AddLearner`, `ChangeVoters`, `RemoveVoter`, `PromoteLearner` | | | | ✓ |
+//! | `ChangeVoters` | | | | ✓ |
+//! | `AddLearner`, `RemoveVoter`, `PromoteLearner` | itself only | | | ✓ |
 //!
 //! Appends come from edges only: an edge sets each command's `origin` from
 //! the device it authenticated, so only an edge may speak for a user.
-//! Nodes read to re-seed a damaged replica from their peers.
+//! Nodes read, and step down from and rejoin a group *as themselves*, to
+//! re-seed a damaged replica from their peers (`service::reseed`); a node
+//! cannot touch another node's membership.
 
 use chorus_schema::Request;
 
-use crate::network::tls::Role;
+use crate::network::tls::{Principal, Role};
 
-/// Whether `role` may make `request`.
-pub fn allows(role: Role, request: &Request) -> bool {
+/// Whether `who` may make `request`.
+pub fn allows(who: &Principal, request: &Request) -> bool {
+    let itself = |node: &chorus_schema::NodeId| who.node_id() == Some(node.0);
     match request {
-        Request::Append { .. } => role == Role::Edge,
+        Request::Append { .. } => who.role == Role::Edge,
         Request::Read { .. } | Request::Tail { .. } | Request::Status => true,
-        Request::AddLearner { .. }
-        | Request::ChangeVoters { .. }
-        | Request::RemoveVoter { .. }
-        | Request::PromoteLearner { .. } => role == Role::Operator,
+        Request::ChangeVoters { .. } => who.role == Role::Operator,
+        Request::AddLearner { node, .. } | Request::RemoveVoter { node, .. } | Request::PromoteLearner { node, .. } => {
+            who.role == Role::Operator || itself(node)
+        }
     }
 }
 
@@ -61,12 +65,21 @@ mod tests {
         ]
     }
 
+    fn principal(role: Role) -> Principal {
+        // Node 9: the requests above are about node 1 and 4, not itself.
+        if role == Role::Node {
+            Principal::node(9)
+        } else {
+            Principal::new(role, "x").unwrap()
+        }
+    }
+
     #[test]
     fn the_table_of_the_module_docs() {
         let mut allowed: Vec<(Role, &str)> = Vec::new();
         for role in Role::ALL {
             for r in requests() {
-                if allows(role, &r) {
+                if allows(&principal(role), &r) {
                     allowed.push((role, request_name(&r)));
                 }
             }
@@ -83,5 +96,18 @@ mod tests {
             }
         }
         assert_eq!(allowed, expected);
+    }
+
+    #[test]
+    fn a_node_changes_its_own_membership_only() {
+        let me = Principal::node(4);
+        let add_me = Request::AddLearner { group: GroupId(0), node: NodeId(4), raft_addr: "a".into(), client_addr: "b".into() };
+        assert!(allows(&me, &add_me));
+        assert!(allows(&me, &Request::RemoveVoter { group: GroupId(0), node: NodeId(4) }));
+        assert!(allows(&me, &Request::PromoteLearner { group: GroupId(0), node: NodeId(4) }));
+        assert!(!allows(&me, &Request::RemoveVoter { group: GroupId(0), node: NodeId(1) }));
+        assert!(!allows(&me, &Request::ChangeVoters { group: GroupId(0), voters: vec![NodeId(4)] }));
+        // An edge named "4" is no node 4.
+        assert!(!allows(&Principal::new(Role::Edge, "4").unwrap(), &add_me));
     }
 }
