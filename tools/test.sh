@@ -14,8 +14,11 @@ if [ -d "$CARGO_TARGET_DIR/debug/deps" ]; then
     | sort -rn | awk '{n=$2; sub(/-[0-9a-f]+$/, "", n); if (seen[n]++ >= 2) print $2}' \
     | (cd "$CARGO_TARGET_DIR/debug/deps" && xargs -r rm -f)
 fi
-# The chorus binary is built first: the cluster tests start it as real processes.
-cargo build --locked -p chorus-tools --bin chorus
+# Every test and the chorus binary (which the cluster tests start as real
+# processes) are built first, in one go: `cargo build -p chorus-tools` would
+# resolve other features of shared dependencies than the test build and
+# compile RocksDB's C++ a second time.
+cargo test --locked --workspace --no-run
 mkdir -p "$HOME/.cargo/bin"
 ln -sf "$CARGO_TARGET_DIR/debug/chorus" "$HOME/.cargo/bin/chorus"   # the README's `chorus …` commands
 cargo test --locked --workspace "$@"
