@@ -722,7 +722,8 @@ fn chat_list_page<T: Txn + ?Sized>(
         None => prefix.clone(),
     };
     let to = keys::prefix_end(&prefix).expect("a chat list prefix is not all 0xff");
-    let mut rows = txn.scan(&from, &to)?;
+    // One entry past the page says whether more follow; nothing further is read.
+    let mut rows = txn.scan_limit(&from, &to, limit.saturating_add(1))?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let page = rows
