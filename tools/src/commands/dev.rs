@@ -39,8 +39,31 @@ pub fn config(args: &Args) -> Config {
     }
 }
 
-pub async fn run(args: Args) -> Result<()> {
-    let config = config(&args);
+/// A running `chorus dev`: the embedded log-node, projector and edge.
+pub struct Dev {
+    node: Node,
+    projector: tokio::task::JoinHandle<chorus_projections::projector::Result<()>>,
+    stop_projector: tokio::sync::oneshot::Sender<()>,
+    edge: tokio::task::JoinHandle<()>,
+    stop_edge: tokio::sync::oneshot::Sender<()>,
+    /// The edge's counters.
+    pub edge_handle: chorus_edge::driver::Handle,
+    /// The CA clients check the edge's certificate against.
+    pub ca: PathBuf,
+}
+
+impl std::fmt::Debug for Dev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dev").field("edge", &self.edge_handle).finish_non_exhaustive()
+    }
+}
+
+/// Starts the embedded processes; `edge` may change the edge's config (tests).
+///
+/// # Errors
+/// When a part fails to start.
+pub async fn start(args: &Args, edge: impl FnOnce(&mut chorus_edge::Config)) -> Result<Dev> {
+    let config = config(args);
     let ca = config.data_dir.join("tls").join("ca.pem");
     let node = Node::start(config).await.context("start embedded log-node")?;
     node.wait_for_leaders(std::time::Duration::from_secs(10)).await;
@@ -56,28 +79,54 @@ pub async fn run(args: Args) -> Result<()> {
     let projector = chorus_projections::projector::Projector::open(projector_config, Some(bus.clone()))
         .await
         .context("open embedded projector")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let projector_task = tokio::spawn(projector.run(async move {
+    let (stop_projector, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let projector = tokio::spawn(projector.run(async move {
         let _ = stop_rx.await;
     }));
-    // The edge: clients connect here. OTP codes go to the log and data/sms.jsonl.
+    // The edge: clients connect here. OTP codes go to standard output and data/sms.jsonl.
     let tls_dir = args.data.join("tls");
     let edge_tls = chorus_log_node::network::tls::issue(&tls_dir, "edge").context("edge certificate")?;
-    let edge_config = chorus_edge::Config {
+    let mut edge_config = chorus_edge::Config {
         listen: args.edge_addr,
         cert: edge_tls.cert,
         key: edge_tls.key,
         log_seeds: vec![args.client_addr.clone()],
         log_ca: ca.clone(),
         bus: chorus_edge::config::BusConfig::Local,
-        sms: chorus_edge::config::SmsConfig::File { path: args.data.join("sms.jsonl") },
+        // The `log` sink, allowed here only: codes on standard output and in
+        // data/sms.jsonl.
+        sms: chorus_edge::config::SmsConfig::Log { file: Some(args.data.join("sms.jsonl")) },
+        dev: true,
         ..chorus_edge::Config::default()
     };
-    let edge = chorus_edge::Edge::open(edge_config, Some(bus.clone())).await.context("open embedded edge")?;
-    let (edge_stop_tx, edge_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let edge_task = tokio::spawn(edge.run(async move {
+    edge(&mut edge_config);
+    let opened = chorus_edge::Edge::open(edge_config, Some(bus.clone())).await.context("open embedded edge")?;
+    let edge_handle = opened.handle();
+    let (stop_edge, edge_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let edge = tokio::spawn(opened.run(async move {
         let _ = edge_stop_rx.await;
     }));
+    Ok(Dev { node, projector, stop_projector, edge, stop_edge, edge_handle, ca })
+}
+
+impl Dev {
+    /// Stops the edge, the projector and the node, in that order.
+    ///
+    /// # Errors
+    /// When the projector failed.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop_edge.send(());
+        let _ = self.edge.await;
+        let _ = self.stop_projector.send(());
+        self.projector.await.context("projector task")??;
+        self.node.shutdown().await;
+        Ok(())
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let dev = start(&args, |_| {}).await?;
+    let ca = dev.ca.clone();
     let d = args.data.display();
     println!(
         "chorus dev: embedded log-node ({} partitions), projector, edge and in-process bus; data in {d}",
@@ -85,17 +134,12 @@ pub async fn run(args: Args) -> Result<()> {
     );
     println!("clients connect to {} (QUIC, CA {}):", args.edge_addr, ca.display());
     println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001", args.edge_addr);
-    println!("  (the code is printed in this log and in {d}/sms.jsonl)");
+    println!("  (the code is printed here and written to {d}/sms.jsonl)");
     println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001 --code CODE", args.edge_addr);
     println!("  chorus client --edge {} --profile {d}/alice.json send --to +15550002 hello", args.edge_addr);
     println!("  chorus client --edge {} --profile {d}/bob.json listen", args.edge_addr);
     println!("the log directly: chorus log --node {} --ca {} status", args.client_addr, ca.display());
     println!("Ctrl-C stops it.");
     super::log_node::shutdown_signal().await;
-    let _ = edge_stop_tx.send(());
-    let _ = edge_task.await;
-    let _ = stop_tx.send(());
-    projector_task.await.context("projector task")??;
-    node.shutdown().await;
-    Ok(())
+    dev.stop().await
 }
