@@ -135,7 +135,11 @@ async fn a_thousand_connection_attempts_from_one_address_are_capped() {
     let dir = tempfile::tempdir().unwrap();
     let args = args(dir.path());
     const CAP: usize = 16;
-    let dev = start(&args, |c| c.connections_per_address_max = CAP).await;
+    let dev = start(&args, |c| {
+        c.connections_per_address_max = CAP;
+        c.connections_per_device_max = 2;
+    })
+    .await;
     let alice = register(&args, &dev, "+15550000071").await;
 
     // 1,000 attempts from 127.0.0.1, on 50 client endpoints (ports), none
@@ -181,5 +185,47 @@ async fn a_thousand_connection_attempts_from_one_address_are_capped() {
     synced(&mut a_events).await;
     let bob = register(&args, &dev, "+15550000072").await;
     a.send(Recipient::User(bob.user), b"still works".to_vec()).await.unwrap();
+
+    // The device cap (2): a third login of Alice's device evicts the oldest
+    // connection; the newest works.
+    let (_a2, mut a2_events) = Client::connect(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
+    synced(&mut a2_events).await;
+    assert_eq!(dev.edge_handle.stats().evicted, 0);
+    let (a3, mut a3_events) = Client::connect(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
+    synced(&mut a3_events).await;
+    assert!(dev.edge_handle.stats().evicted >= 1, "{:?}", dev.edge_handle.stats());
+    let evicted = loop {
+        match tokio::time::timeout(Duration::from_secs(10), a_events.recv()).await {
+            Ok(Some(Event::Error { code, message })) => break (code, message),
+            Ok(Some(_)) => {}
+            other => panic!("the oldest connection was not told: {other:?}"),
+        }
+    };
+    assert_eq!(evicted.0, chorus_schema::EdgeErrorCode::RateLimited);
+    assert!(evicted.1.contains("connections_per_device_max 2"), "{}", evicted.1);
+    a3.send(Recipient::User(bob.user), b"newest works".to_vec()).await.unwrap();
     dev.stop().await.unwrap();
+}
+
+#[test]
+fn a_standalone_edge_refuses_the_log_sms_sink_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(&config, "[bus]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:1\"\n[sms]\nkind = \"log\"\n").unwrap();
+    let out = std::process::Command::new(chorus_tools::launcher::chorus_binary())
+        .args(["edge", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run chorus edge");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {stderr}");
+    assert!(stderr.contains("`log` SMS sink") && stderr.contains("chorus dev"), "{stderr}");
+    // The file sink passes this check (and then needs a log and a bus).
+    std::fs::write(&config, "log_seeds = [\"127.0.0.1:1\"]\n[bus]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:1\"\n[sms]\nkind = \"file\"\npath = \"sms.jsonl\"\n").unwrap();
+    let out = std::process::Command::new(chorus_tools::launcher::chorus_binary())
+        .args(["edge", "--config-check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run chorus edge");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
