@@ -165,6 +165,27 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_announcing_a_large_frame_holds_only_the_bytes_that_came() {
+        // 16 MiB is over the limit: refused at the prefix, nothing buffered.
+        let (mut s, mut frames) = (FrameSplitter::default(), Vec::new());
+        let mut bytes = (16u32 << 20).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[1; 10]);
+        assert!(s.push(Bytes::from(bytes), &mut frames).is_err());
+        assert_eq!(s.capacity(), 0);
+        // The largest allowed frame announced, 10 bytes sent: about 14 bytes held.
+        let mut s = FrameSplitter::default();
+        let mut bytes = (MAX_EDGE_FRAME_BYTES as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[1; 10]);
+        s.push(Bytes::from(bytes), &mut frames).unwrap();
+        assert_eq!(s.buffered(), 14);
+        assert!(s.capacity() <= 64, "{} bytes allocated for 14 that came", s.capacity());
+        // And in pieces: each grows the buffer by what came.
+        s.push(Bytes::from(vec![2; 1000]), &mut frames).unwrap();
+        assert!(s.capacity() <= 2 * 1014, "{}", s.capacity());
+        assert!(frames.is_empty());
+    }
+
+    #[test]
     fn an_empty_frame_is_a_frame() {
         let (mut s, mut frames) = (FrameSplitter::default(), Vec::new());
         s.push(Bytes::from(stream(&[Vec::new(), b"x".to_vec()])), &mut frames).unwrap();

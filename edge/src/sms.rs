@@ -1,23 +1,60 @@
 //! [`SmsSink`]: where OTP texts go. Fire and forget: a lost text is a user
 //! asking for a new code, never a lost message.
+//!
+//! Codes and phone numbers never reach the tracing logs: a failed send is
+//! logged without them.
+//!
+//! # The webhook
+//! `POST url`, JSON body `{"phone", "text", "at_ms"}`, with two headers:
+//! - `X-Chorus-Timestamp`: milliseconds since the Unix epoch when it was sent;
+//! - `X-Chorus-Signature`: `sha256=` and the lowercase hex HMAC-SHA256, under
+//!   the shared secret, of the timestamp, a `.`, and the body bytes.
+//!
+//! The gateway recomputes the HMAC over the timestamp header and the raw body,
+//! compares in constant time, and refuses a timestamp more than a few minutes
+//! from its clock (a replayed request). [`verify`] does exactly this. The URL
+//! must be https (plain http only to a loopback host, e.g. a local relay);
+//! the secret (at least 32 bytes) is read from `secret_file` at start.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use serde::Serialize;
-use tracing::{info, warn};
+use sha2::Sha256;
+use tracing::warn;
 
 use crate::config::SmsConfig;
 
+/// Header with the send time (ms since the Unix epoch).
+pub const TIMESTAMP_HEADER: &str = "X-Chorus-Timestamp";
+/// Header with `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+pub const SIGNATURE_HEADER: &str = "X-Chorus-Signature";
+/// Shortest shared secret accepted.
+pub const SECRET_BYTES_MIN: usize = 32;
+
 /// The gateway of an edge. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum SmsSink {
-    /// Logs each text (development), and appends it as a JSON line to a file if set.
+    /// `chorus dev`: prints each text on standard output, and appends it as a
+    /// JSON line to a file if set.
     Log { file: Option<Arc<std::sync::Mutex<PathBuf>>> },
-    /// POSTs `{"phone", "text"}` as JSON to `url`.
-    Webhook { url: String, http: reqwest::Client },
+    /// Appends each text as a JSON line to a file (tests).
+    File { path: Arc<std::sync::Mutex<PathBuf>> },
+    /// POSTs `{"phone", "text", "at_ms"}` as JSON to `url`, signed.
+    Webhook { url: String, secret: Arc<Vec<u8>>, http: reqwest::Client },
+}
+
+impl std::fmt::Debug for SmsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SmsSink::Log { .. } => f.write_str("SmsSink::Log"),
+            SmsSink::File { path } => f.debug_struct("SmsSink::File").field("path", &*path.lock().expect("sms file lock")).finish(),
+            SmsSink::Webhook { url, .. } => f.debug_struct("SmsSink::Webhook").field("url", url).finish_non_exhaustive(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -27,7 +64,7 @@ struct Text<'a> {
     at_ms: u64,
 }
 
-/// Why a webhook send failed (logged; the user asks again).
+/// Why a sink could not be set up or a send failed (logged; the user asks again).
 #[derive(Debug, thiserror::Error)]
 pub enum SmsError {
     #[error("sms webhook: {0}")]
@@ -36,21 +73,117 @@ pub enum SmsError {
     Status(reqwest::StatusCode),
     #[error("sms file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("sms webhook secret {path}: {reason}")]
+    Secret { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Url(String),
+}
+
+/// Why [`verify`] refused a webhook request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    #[error("malformed {0} header")]
+    Malformed(&'static str),
+    #[error("timestamp {at_ms} is more than {tolerance_ms} ms from now ({now_ms}): a replay?")]
+    Stale { at_ms: u64, now_ms: u64, tolerance_ms: u64 },
+    #[error("signature does not match")]
+    BadSignature,
+}
+
+fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// The `X-Chorus-Signature` value of `body` sent at `at_ms`.
+pub fn sign(secret: &[u8], at_ms: u64, body: &[u8]) -> String {
+    format!("sha256={}", hex(&mac(secret, &at_ms.to_string(), body).finalize().into_bytes()))
+}
+
+/// What a gateway does with a request: checks the signature (constant time)
+/// and that the timestamp is within `tolerance_ms` of `now_ms`.
+///
+/// # Errors
+/// [`VerifyError`] naming what is wrong.
+pub fn verify(secret: &[u8], timestamp: &str, signature: &str, body: &[u8], now_ms: u64, tolerance_ms: u64) -> Result<(), VerifyError> {
+    let at_ms: u64 = timestamp.parse().map_err(|_| VerifyError::Malformed(TIMESTAMP_HEADER))?;
+    let hex_sig = signature.strip_prefix("sha256=").ok_or(VerifyError::Malformed(SIGNATURE_HEADER))?;
+    let sig = unhex(hex_sig).ok_or(VerifyError::Malformed(SIGNATURE_HEADER))?;
+    mac(secret, timestamp, body).verify_slice(&sig).map_err(|_| VerifyError::BadSignature)?;
+    if at_ms.abs_diff(now_ms) > tolerance_ms {
+        return Err(VerifyError::Stale { at_ms, now_ms, tolerance_ms });
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Checks a webhook URL: https, or http to a loopback host.
+///
+/// # Errors
+/// A message saying why not.
+pub fn check_webhook_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("sms webhook url {url:?}: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!("sms webhook url {url:?} must be https (plain http only to a loopback host)")),
+    }
+}
+
+fn read_secret(path: &Path) -> Result<Vec<u8>, SmsError> {
+    let err = |reason: String| SmsError::Secret { path: path.to_owned(), reason };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let secret = bytes.trim_ascii().to_vec();
+    if secret.len() < SECRET_BYTES_MIN {
+        return Err(err(format!("{} bytes; at least {SECRET_BYTES_MIN} are needed", secret.len())));
+    }
+    Ok(secret)
+}
+
+fn append_line(path: &std::sync::Mutex<PathBuf>, text: &Text<'_>) -> Result<(), SmsError> {
+    let mut line = serde_json::to_vec(text).expect("json of strings");
+    line.push(b'\n');
+    let path = path.lock().expect("sms file lock");
+    std::fs::OpenOptions::new().create(true).append(true).open(&*path)?.write_all(&line)?;
+    Ok(())
 }
 
 impl SmsSink {
-    /// The sink of a configuration.
+    /// The sink of a configuration. (Whether the `log` sink is allowed is
+    /// the config's check, [`crate::Config::validate`].)
     ///
     /// # Errors
-    /// If the HTTP client cannot be built.
+    /// A webhook URL that is not https (or http to loopback), a secret file
+    /// that cannot be read or is too short, or an HTTP client that cannot be
+    /// built.
     pub fn new(config: &SmsConfig) -> Result<SmsSink, SmsError> {
+        let shared = |p: &PathBuf| Arc::new(std::sync::Mutex::new(p.clone()));
         Ok(match config {
-            SmsConfig::Log => SmsSink::Log { file: None },
-            SmsConfig::File { path } => SmsSink::Log { file: Some(Arc::new(std::sync::Mutex::new(path.clone()))) },
-            SmsConfig::Webhook { url } => SmsSink::Webhook {
-                url: url.clone(),
-                http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
-            },
+            SmsConfig::Log { file } => SmsSink::Log { file: file.as_ref().map(shared) },
+            SmsConfig::File { path } => SmsSink::File { path: shared(path) },
+            SmsConfig::Webhook { url, secret_file } => {
+                check_webhook_url(url).map_err(SmsError::Url)?;
+                SmsSink::Webhook {
+                    url: url.clone(),
+                    secret: Arc::new(read_secret(secret_file)?),
+                    http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+                }
+            }
         })
     }
 
@@ -60,19 +193,27 @@ impl SmsSink {
     /// When the gateway refuses or cannot be reached.
     pub async fn send(&self, phone: &str, text: &str) -> Result<(), SmsError> {
         let at_ms = crate::now_ms();
+        let body = Text { phone, text, at_ms };
         match self {
             SmsSink::Log { file } => {
-                info!(%phone, %text, "sms (development sink)");
+                // Standard output, not tracing: codes stay out of the logs.
+                println!("sms to {phone}: {text}");
                 if let Some(file) = file {
-                    let mut line = serde_json::to_vec(&Text { phone, text, at_ms }).expect("json of strings");
-                    line.push(b'\n');
-                    let path = file.lock().expect("sms file lock");
-                    std::fs::OpenOptions::new().create(true).append(true).open(&*path)?.write_all(&line)?;
+                    append_line(file, &body)?;
                 }
                 Ok(())
             }
-            SmsSink::Webhook { url, http } => {
-                let reply = http.post(url).json(&Text { phone, text, at_ms }).send().await?;
+            SmsSink::File { path } => append_line(path, &body),
+            SmsSink::Webhook { url, secret, http } => {
+                let bytes = serde_json::to_vec(&body).expect("json of strings");
+                let reply = http
+                    .post(url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header(TIMESTAMP_HEADER, at_ms.to_string())
+                    .header(SIGNATURE_HEADER, sign(secret, at_ms, &bytes))
+                    .body(bytes)
+                    .send()
+                    .await?;
                 if !reply.status().is_success() {
                     return Err(SmsError::Status(reply.status()));
                 }
@@ -81,12 +222,12 @@ impl SmsSink {
         }
     }
 
-    /// Sends in the background, logging a failure.
+    /// Sends in the background, logging a failure (without the phone or text).
     pub fn spawn_send(&self, phone: String, text: String) {
         let sink = self.clone();
         tokio::spawn(async move {
             if let Err(e) = sink.send(&phone, &text).await {
-                warn!(%phone, error = %e, "otp text not sent");
+                warn!(error = %e, "otp text not sent");
             }
         });
     }
@@ -109,12 +250,18 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn secret_file(dir: &Path, secret: &[u8]) -> PathBuf {
+        let path = dir.join("sms.secret");
+        std::fs::write(&path, secret).unwrap();
+        path
+    }
+
     #[tokio::test]
-    async fn webhook_posts_json_and_reports_refusals() {
+    async fn webhook_posts_signed_json_and_reports_refusals() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
-            let mut bodies = Vec::new();
+            let mut requests = Vec::new();
             for status in ["200 OK", "500 Internal Server Error"] {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = Vec::new();
@@ -127,19 +274,73 @@ mod tests {
                 }
                 let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
                 s.write_all(reply.as_bytes()).await.unwrap();
-                bodies.push(String::from_utf8(buf).unwrap());
+                requests.push(String::from_utf8(buf).unwrap());
             }
-            bodies
+            requests
         });
-        let sink = SmsSink::new(&SmsConfig::Webhook { url: format!("http://{addr}/sms") }).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = b"0123456789abcdef0123456789abcdef-shared";
+        let config = SmsConfig::Webhook { url: format!("http://{addr}/sms"), secret_file: secret_file(dir.path(), secret) };
+        let sink = SmsSink::new(&config).unwrap();
         sink.send("+15550001", "Your chorus code: 123456").await.unwrap();
         let err = sink.send("+15550001", "again").await.unwrap_err();
         assert!(matches!(err, SmsError::Status(s) if s.as_u16() == 500), "{err}");
-        let bodies = server.await.unwrap();
-        assert!(bodies[0].starts_with("POST /sms HTTP/1.1"), "{}", bodies[0]);
-        let body: serde_json::Value = serde_json::from_str(bodies[0].split("\r\n\r\n").nth(1).unwrap()).unwrap();
-        assert_eq!(body["phone"], "+15550001");
-        assert_eq!(body["text"], "Your chorus code: 123456");
+        let requests = server.await.unwrap();
+        let (head, body) = requests[0].split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("POST /sms HTTP/1.1"), "{head}");
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_owned()))
+                .unwrap_or_else(|| panic!("no {name} in {head}"))
+        };
+        let (timestamp, signature) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
+        let now = crate::now_ms();
+        // What a gateway checks: the signature over the timestamp and the raw body.
+        assert_eq!(verify(secret, &timestamp, &signature, body.as_bytes(), now, 300_000), Ok(()));
+        assert_eq!(verify(b"another secret of thirty-two bytes!!", &timestamp, &signature, body.as_bytes(), now, 300_000), Err(VerifyError::BadSignature));
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["phone"], "+15550001");
+        assert_eq!(json["text"], "Your chorus code: 123456");
+        assert_eq!(json["at_ms"].as_u64().unwrap().to_string(), timestamp);
+    }
+
+    #[test]
+    fn signatures_bind_the_body_and_the_timestamp_and_expire() {
+        let secret = [7u8; 32];
+        let body = br#"{"phone":"+1","text":"Your chorus code: 000111","at_ms":1000}"#;
+        let sig = sign(&secret, 1000, body);
+        // A known answer: HMAC-SHA256(key = 32 × 0x07, "1000." + body).
+        assert_eq!(sig, "sha256=f643e1dfe8f8e73c2ec3b8b77ccfb641c676bdff48c2d6589d1063a40e732d8e");
+        assert_eq!(verify(&secret, "1000", &sig, body, 1000, 300_000), Ok(()));
+        assert_eq!(verify(&secret, "1000", &sig, body, 301_000, 300_000), Ok(()));
+        // A replay after the tolerance.
+        assert!(matches!(verify(&secret, "1000", &sig, body, 301_001, 300_000), Err(VerifyError::Stale { .. })));
+        // Another timestamp with the old signature, or another body.
+        assert_eq!(verify(&secret, "2000", &sig, body, 2000, 300_000), Err(VerifyError::BadSignature));
+        assert_eq!(verify(&secret, "1000", &sig, b"{}", 1000, 300_000), Err(VerifyError::BadSignature));
+        assert_eq!(verify(&secret, "1000", &sig[7..], body, 1000, 300_000), Err(VerifyError::Malformed(SIGNATURE_HEADER)));
+        assert_eq!(verify(&secret, "soon", &sig, body, 1000, 300_000), Err(VerifyError::Malformed(TIMESTAMP_HEADER)));
+        assert_eq!(verify(&secret, "1000", "sha256=zz", body, 1000, 300_000), Err(VerifyError::Malformed(SIGNATURE_HEADER)));
+    }
+
+    #[test]
+    fn a_webhook_needs_https_and_a_long_enough_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = secret_file(dir.path(), &[b'k'; 40]);
+        let webhook = |url: &str, secret_file: &Path| SmsConfig::Webhook { url: url.into(), secret_file: secret_file.to_owned() };
+        for url in ["http://sms.example.com/x", "ftp://127.0.0.1/x", "http://10.0.0.1/x", "nonsense"] {
+            let e = SmsSink::new(&webhook(url, &good)).unwrap_err();
+            assert!(matches!(e, SmsError::Url(_)), "{url}: {e}");
+        }
+        for url in ["https://sms.example.com/x", "http://127.0.0.1:9/x", "http://localhost/x", "http://[::1]/x"] {
+            SmsSink::new(&webhook(url, &good)).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let short = dir.path().join("short.secret");
+        std::fs::write(&short, b"tooshort\n").unwrap();
+        let e = SmsSink::new(&webhook("https://sms.example.com/x", &short)).unwrap_err();
+        assert!(e.to_string().contains("at least 32"), "{e}");
+        let e = SmsSink::new(&webhook("https://sms.example.com/x", &dir.path().join("missing"))).unwrap_err();
+        assert!(matches!(e, SmsError::Secret { .. }), "{e}");
     }
 
     #[tokio::test]

@@ -120,7 +120,7 @@ pub async fn check(
         let behind: Vec<(u16, u64, u64)> = converged
             .iter()
             .filter(|(p, n)| next.get(**p as usize).copied().unwrap_or(0) < **n)
-            .map(|(p, n)| (*p, next[*p as usize], *n))
+            .map(|(p, n)| (*p, next.get(*p as usize).copied().unwrap_or(0), *n))
             .collect();
         if behind.is_empty() {
             report.caught_up_ms = Some(started.elapsed().as_millis() as u64);

@@ -97,6 +97,25 @@ impl std::fmt::Debug for LogClient {
     }
 }
 
+/// The placement a node's status describes: each partition's group, indexed
+/// by partition, and the number of groups. A status is peer data: it must list
+/// partitions 0, 1, … in order, at least one and at most `u16::MAX`, on
+/// groups it lists too, or the client would index out of bounds later.
+fn placement_of(s: &NodeStatus) -> std::result::Result<(Vec<GroupId>, usize), String> {
+    let groups = s.groups.len();
+    let partitions = s.partitions.len();
+    if partitions == 0 || partitions > usize::from(u16::MAX) || groups == 0 || groups > usize::from(u16::MAX) {
+        return Err(format!("its status lists {partitions} partitions on {groups} groups"));
+    }
+    if let Some((i, p)) = s.partitions.iter().enumerate().find(|(i, p)| usize::from(p.partition.0) != *i) {
+        return Err(format!("its status lists partition {} in place {i}", p.partition));
+    }
+    if s.partitions.iter().any(|p| p.group.0 as usize >= groups) {
+        return Err(format!("its status places partitions on {groups} groups inconsistently"));
+    }
+    Ok((s.partitions.iter().map(|p| p.group).collect(), groups))
+}
+
 impl LogClient {
     /// Connects to the cluster through any of `seeds` (client API addresses)
     /// with the identity in `tls` (its certificate's role decides what the
@@ -132,12 +151,13 @@ impl LogClient {
         for seed in seeds {
             match request_on(&inner, seed, &Request::Status, Duration::from_secs(3)).await {
                 Ok(Response::Status(s)) => {
-                    let placement: Vec<GroupId> = s.partitions.iter().map(|p| p.group).collect();
-                    let groups = s.groups.len();
-                    if groups == 0 || placement.iter().any(|g| g.0 as usize >= groups) {
-                        last = format!("{seed}: its status places partitions on {groups} groups inconsistently");
-                        continue;
-                    }
+                    let (placement, groups) = match placement_of(&s) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            last = format!("{seed}: {e}");
+                            continue;
+                        }
+                    };
                     inner.partitions = placement.len() as u16;
                     inner.placement = placement;
                     inner.groups = groups as u16;
@@ -544,5 +564,59 @@ async fn request_on(inner: &Inner, addr: &str, req: &Request, timeout: Duration)
             }
             Err(stream_err(&format!("no response within {timeout:?}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use chorus_schema::{GroupStatus, NodeId, PartitionStatus};
+
+    use super::*;
+
+    fn partition(p: u16, group: u16) -> PartitionStatus {
+        PartitionStatus {
+            partition: PartitionId(p),
+            group: GroupId(group),
+            leader: None,
+            term: 0,
+            last_log_index: 0,
+            last_applied: 0,
+            next_offset: 0,
+            voters: vec![],
+            replicas: vec![],
+        }
+    }
+
+    fn group(g: u16) -> GroupStatus {
+        GroupStatus {
+            group: GroupId(g),
+            leader: None,
+            term: 0,
+            last_log_index: 0,
+            last_applied: 0,
+            voters: vec![],
+            learners: vec![],
+            replicas: vec![],
+            partitions: vec![],
+        }
+    }
+
+    #[test]
+    fn a_forged_status_is_refused_not_indexed() {
+        let status = |partitions: Vec<PartitionStatus>, groups: u16| NodeStatus {
+            node: NodeId(1),
+            partitions,
+            groups: (0..groups).map(group).collect(),
+        };
+        let good = status(vec![partition(0, 0), partition(1, 1), partition(2, 0)], 2);
+        assert_eq!(placement_of(&good).unwrap(), (vec![GroupId(0), GroupId(1), GroupId(0)], 2));
+        // Too many partitions for a u16 count (they would wrap to 0 or a few).
+        let many = status((0..=u16::MAX).map(|p| partition(p, 0)).chain([partition(0, 0)]).collect(), 1);
+        assert!(placement_of(&many).unwrap_err().contains("65537 partitions"));
+        // None at all, a group it does not list, partitions out of place.
+        assert!(placement_of(&status(vec![], 1)).is_err());
+        assert!(placement_of(&status(vec![partition(0, 5)], 2)).unwrap_err().contains("inconsistently"));
+        assert!(placement_of(&status(vec![partition(1, 0), partition(0, 0)], 1)).unwrap_err().contains("in place 0"));
+        assert!(placement_of(&status(vec![partition(0, 0), partition(9, 0)], 1)).is_err());
     }
 }

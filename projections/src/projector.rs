@@ -90,6 +90,19 @@ pub enum Error {
     /// A task of the projector panicked.
     #[error("projector task failed: {0}")]
     Task(String),
+    /// A log node's tail stream sent a record of another partition than the
+    /// one asked for (peer data: the tail is dropped and opened again,
+    /// nothing of it is folded).
+    #[error("the tail of partition {asked} sent a record of partition {got}")]
+    WrongPartition { asked: PartitionId, got: PartitionId },
+}
+
+/// Checks that a tailed record is of the partition that was tailed.
+fn check_tailed(asked: PartitionId, record: &EventRecord) -> Result<()> {
+    if record.partition != asked {
+        return Err(Error::WrongPartition { asked, got: record.partition });
+    }
+    Ok(())
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -508,6 +521,7 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
                     ctx.shared.progress.send_modify(|v| v[partition.0 as usize] = next);
                 }
                 Err(Error::Fold(e @ crate::Error::OffsetGap { .. })) => break TailEnd::Reconnect(e.to_string()),
+                Err(e @ Error::WrongPartition { .. }) => break TailEnd::Reconnect(e.to_string()),
                 Err(e) => {
                     tail.abort();
                     error!(%partition, error = %e, "fold failed");
@@ -555,7 +569,7 @@ async fn fold_batch(ctx: &Arc<Ctx>, partition: PartitionId, batch: Vec<EventReco
         let mut folded = 0u64;
         let mut effects = Vec::new();
         for record in &batch {
-            assert_eq!(record.partition, partition, "the tail of {partition} sent a record of {}", record.partition);
+            check_tailed(partition, record)?;
             if projection.apply(&mut txn, record, &mut effects)? == Applied::Folded {
                 folded += 1;
             }
@@ -775,7 +789,8 @@ fn chat_list_page<T: Txn + ?Sized>(
         None => prefix.clone(),
     };
     let to = keys::prefix_end(&prefix).expect("a chat list prefix is not all 0xff");
-    let mut rows = txn.scan(&from, &to)?;
+    // One entry past the page says whether more follow; nothing further is read.
+    let mut rows = txn.scan_limit(&from, &to, limit.saturating_add(1))?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let page = rows
@@ -790,6 +805,25 @@ mod tests {
     use chorus_schema::{ChatId, DeviceId, Seq, UserId};
 
     use super::*;
+
+    #[test]
+    fn a_tailed_record_of_another_partition_is_an_error_not_a_panic() {
+        let record = |p: u16| EventRecord {
+            partition: PartitionId(p),
+            offset: 0,
+            log_index: 1,
+            event: chorus_schema::Event {
+                at_ms: 0,
+                origin: chorus_schema::Origin { user: UserId(1), device: DeviceId(1), client_msg_id: chorus_schema::ClientMsgId(1) },
+                body: chorus_schema::EventBody::UserRegistered { user: UserId(1), phone: "+1".into() },
+            },
+        };
+        check_tailed(PartitionId(3), &record(3)).unwrap();
+        for forged in [4, 60_000, u16::MAX] {
+            let e = check_tailed(PartitionId(3), &record(forged)).unwrap_err();
+            assert!(matches!(e, Error::WrongPartition { asked: PartitionId(3), .. }), "{e}");
+        }
+    }
 
     #[test]
     fn config_defaults_are_valid_and_rules_hold() {

@@ -151,6 +151,10 @@ pub struct StackSpec {
     /// Frames an edge queues for a client's delivery stream before it
     /// disconnects the client as too slow.
     pub delivery_queue_max: usize,
+    /// The edges' connection caps (`connections_per_address_max`, per device,
+    /// per user). Every client of a stack connects from 127.0.0.1: benches
+    /// with many clients raise them.
+    pub connection_caps: (usize, usize, usize),
     pub log_filter: String,
 }
 
@@ -164,6 +168,10 @@ impl StackSpec {
             edges: 2,
             session: chorus_edge::session::Config::default(),
             delivery_queue_max: chorus_edge::Config::default().delivery_queue_max,
+            connection_caps: {
+                let d = chorus_edge::Config::default();
+                (d.connections_per_address_max, d.connections_per_device_max, d.connections_per_user_max)
+            },
             log_filter: "info,quinn=warn,openraft=warn".into(),
         }
     }
@@ -234,6 +242,9 @@ impl Stack {
                 sms: SmsConfig::File { path: dir.join("sms.jsonl") },
                 session: spec.session.clone(),
                 delivery_queue_max: spec.delivery_queue_max,
+                connections_per_address_max: spec.connection_caps.0,
+                connections_per_device_max: spec.connection_caps.1,
+                connections_per_user_max: spec.connection_caps.2,
                 ..chorus_edge::Config::default()
             };
             let mut edge = Service::new(

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use chorus_schema::{CommandBody, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
 use tracing::{debug, warn};
 
-use super::mailbox::{Mail, Mailbox};
+use super::mailbox::{Bounds, Mail, Mailbox, Room};
 use super::router::{receipt_kind, Route, Routed};
 use super::views;
 use super::{Ctx, Input};
@@ -27,8 +27,9 @@ use crate::session::{Action, AppendError, Identity, SeededEntropy, Session};
 /// Frames queued for the control stream beyond which the edge stops reading
 /// the client's frames (flow control then stops the client).
 const CONTROL_QUEUE: usize = 1024;
-/// IO results queued for the connection before their tasks wait.
-const INPUT_QUEUE: usize = 1024;
+/// The largest delivery frame with its prefix: a connection takes mail that
+/// may produce one only while the delivery stream has room for it.
+const DELIVERY_FRAME_MAX: usize = chorus_schema::MAX_CIPHERTEXT_BYTES + 4096;
 /// How long a new connection may take to open its control stream.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes taken from the control stream at once (quinn hands out what it
@@ -48,15 +49,22 @@ fn close_code(code: EdgeErrorCode) -> quinn::VarInt {
 struct Outgoing {
     stream: quinn::SendStream,
     queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    bytes: usize,
 }
 
 impl Outgoing {
     fn new(stream: quinn::SendStream) -> Self {
-        Outgoing { stream, queue: VecDeque::new() }
+        Outgoing { stream, queue: VecDeque::new(), bytes: 0 }
     }
 
     fn push(&mut self, frame: &ServerFrame) {
-        self.queue.push_back(prefixed(&frame.encode()));
+        self.push_encoded(prefixed(&frame.encode()));
+    }
+
+    fn push_encoded(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.queue.push_back(frame);
     }
 
     fn len(&self) -> usize {
@@ -68,6 +76,7 @@ impl Outgoing {
     /// written.
     async fn write(&mut self) -> Result<(), quinn::WriteError> {
         let written = self.stream.write_chunks(self.queue.make_contiguous()).await?;
+        self.bytes -= written.bytes;
         // Fully written chunks are the first `written.chunks`; a partly
         // written one was cut to its rest in place.
         self.queue.drain(..written.chunks);
@@ -150,9 +159,14 @@ struct Conn {
     /// client to allow the delivery stream; the session's next actions wait
     /// with it.
     subscribing: Option<(Identity, tokio::time::Instant)>,
+    /// Most bytes queued on the delivery stream (half the connection's
+    /// `delivery_queue_bytes_max`; the mailbox holds the other half).
+    deliveries_bytes_max: usize,
 }
 
-pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
+/// `_slot`: this connection's place in the per-address and edge-wide counts,
+/// held from its first packet until it ends.
+pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::limits::Slot) {
     let quic = match incoming.await {
         Ok(c) => c,
         Err(e) => return debug!(error = %e, "handshake failed"),
@@ -167,9 +181,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
     };
     ctx.connections.fetch_add(1, Ordering::Relaxed);
     let session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
+    let budget = ctx.config.delivery_queue_bytes_max;
+    let bounds = Bounds { input_bytes_max: budget / 4, routed_max: ctx.config.delivery_queue_max, routed_bytes_max: budget / 4 };
     let mut conn = Conn {
         id: ctx.next_conn_id.fetch_add(1, Ordering::Relaxed),
-        mailbox: Arc::new(Mailbox::new(INPUT_QUEUE, ctx.config.delivery_queue_max)),
+        mailbox: Arc::new(Mailbox::new(bounds, ctx.queued_bytes_peak.clone())),
+        deliveries_bytes_max: budget - 2 * (budget / 4),
         ctx: ctx.clone(),
         quic,
         session,
@@ -187,7 +204,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
 /// Bytes of a connection's task state (its future), for the startup log: the
 /// largest part of an idle connection that is the edge's own.
 pub(super) fn task_bytes() -> usize {
-    fn output_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
+    fn output_size<A, B, C, F>(_: impl Fn(A, B, C) -> F) -> usize {
         std::mem::size_of::<F>()
     }
     output_size(run)
@@ -251,7 +268,7 @@ impl Conn {
                 // A client that does not read its answers is not read from.
                 let reading = readable && self.control.len() < CONTROL_QUEUE;
                 tokio::select! {
-                    mail = self.mailbox.take() => Step::Mail(mail),
+                    mail = self.mailbox.take(self.room()) => Step::Mail(mail),
                     chunk = recv.read_chunk(READ_CHUNK_MAX, true), if reading => Step::Read(chunk),
                     result = self.control.write(), if self.control.len() > 0 => Step::Wrote { stream: "control", result },
                     result = write_deliveries(&mut self.deliveries) => Step::Wrote { stream: "delivery", result },
@@ -274,6 +291,10 @@ impl Conn {
                 }
                 // The client finished or reset its control stream: it is gone.
                 Step::Read(Ok(None) | Err(_)) => return None,
+                Step::Wrote { stream: "delivery", result: Ok(()) } => {
+                    self.report_outgoing();
+                    None
+                }
                 Step::Wrote { result: Ok(()), .. } => None,
                 Step::Wrote { stream, result: Err(e) } => {
                     debug!(stream, error = %e, "write failed");
@@ -301,6 +322,7 @@ impl Conn {
                 Mail::Lagged => {
                     return Some(Close::driver(EdgeErrorCode::Unavailable, "too slow to read deliveries: reconnect and sync"))
                 }
+                Mail::Evicted(reason) => return Some(Close::driver(EdgeErrorCode::RateLimited, &reason)),
                 Mail::Input(input) => {
                     if let Some(close) = self.input(input) {
                         return Some(close);
@@ -312,9 +334,27 @@ impl Conn {
                 return Some(close);
             }
             handled += 1;
-            next = if handled < MAIL_BATCH && self.subscribing.is_none() { self.mailbox.try_take() } else { None };
+            next = if handled < MAIL_BATCH && self.subscribing.is_none() { self.mailbox.try_take(self.room()) } else { None };
         }
         None
+    }
+
+    /// Whether the delivery stream has room for the largest frame: mail (which
+    /// may produce a delivery) is taken only then, so that a client that stops
+    /// reading stops the work done for it, and its sync waits.
+    fn room(&self) -> Room {
+        match &self.deliveries {
+            Some(d) if d.bytes + DELIVERY_FRAME_MAX > self.deliveries_bytes_max || d.len() >= self.ctx.config.delivery_queue_max => {
+                Room::Full
+            }
+            _ => Room::Free,
+        }
+    }
+
+    /// Tells the mailbox the delivery stream's queued bytes (they count
+    /// towards the connection's peak).
+    fn report_outgoing(&self) {
+        self.mailbox.set_outgoing_bytes(self.deliveries.as_ref().map_or(0, |d| d.bytes));
     }
 
     /// Client frames, in order.
@@ -382,10 +422,17 @@ impl Conn {
                         warn!(kind = frame.kind(), "delivery before the delivery stream opened");
                         continue;
                     };
-                    if deliveries.len() >= self.ctx.config.delivery_queue_max {
+                    let encoded = prefixed(&frame.encode());
+                    // Room was checked before the mail was taken, but one mail
+                    // can release many held items (a sync or fill done): past
+                    // the budget the client must resync instead.
+                    if deliveries.len() >= self.ctx.config.delivery_queue_max
+                        || deliveries.bytes + encoded.len() > self.deliveries_bytes_max
+                    {
                         return Some(Close::driver(EdgeErrorCode::Unavailable, "too slow to read deliveries: reconnect and sync"));
                     }
-                    deliveries.push(&frame);
+                    deliveries.push_encoded(encoded);
+                    self.mailbox.set_outgoing_bytes(deliveries.bytes);
                 }
                 Action::Append { correlation, command } => {
                     let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
@@ -453,7 +500,12 @@ impl Conn {
             }
         };
         self.deliveries = Some(Outgoing::new(stream));
-        self.ctx.router.register(identity.user, Route { conn: self.id, mailbox: self.mailbox.clone() });
+        let route = Route { conn: self.id, device: identity.device, mailbox: self.mailbox.clone() };
+        let caps = super::router::Caps {
+            per_device: self.ctx.config.connections_per_device_max,
+            per_user: self.ctx.config.connections_per_user_max,
+        };
+        self.ctx.router.register(identity.user, route, caps);
         self.identity = Some(identity);
         self.perform()
     }

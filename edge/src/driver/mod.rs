@@ -15,10 +15,16 @@
 //!   tasks that put their results in the mailbox; an idle connection has none.
 //! - Keep-alives every `keep_alive_ms`; a silent client is dropped after
 //!   `idle_timeout_ms` (10 s by default).
-//! - Backpressure: a client that does not read its delivery stream fills its
-//!   queue (`delivery_queue_max` frames) and is disconnected (it reconnects
-//!   and syncs), so it cannot make the edge buffer without bound; one that
-//!   does not read its control stream is not read from either.
+//! - Backpressure: each connection holds at most `delivery_queue_bytes_max`
+//!   bytes queued for its client (routed items, recovered records, encoded
+//!   deliveries). A client that does not read its delivery stream fills it;
+//!   the edge then takes no more work for it (its sync waits) and, once live
+//!   items overflow its mailbox, disconnects it (it reconnects and syncs, so
+//!   nothing is lost). One that does not read its control stream is not read
+//!   from either.
+//! - Caps ([`limits`]): connections in all, per source address (counted from
+//!   the first packet, after QUIC Retry has validated the address, handshakes
+//!   included), and per device and user after login (the oldest is evicted).
 //! - Closing: queued frames are flushed first (for at most a second); the
 //!   QUIC close code is the [`chorus_schema::EdgeErrorCode`] of the reason
 //!   (see `docs/error-codes.md`), after an `Error` frame.
@@ -32,6 +38,7 @@
 //!   retransmission timeout.
 
 mod connection;
+pub(crate) mod limits;
 pub(crate) mod mailbox;
 pub(crate) mod router;
 pub mod tls;
@@ -48,7 +55,7 @@ use chorus_bus::Bus;
 use chorus_log_node::client::{ClientConfig as LogClientConfig, LogClient};
 use chorus_projections::wire;
 use chorus_schema::{ChatId, CommandResult, EventRecord, Seq, UserId};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{BusConfig, Config};
 use crate::session::{AppendError, Correlation, OtpConfig, OtpRegistry, TokenVerdict};
@@ -74,10 +81,23 @@ pub enum Error {
 /// Counters of an edge, for logs and benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Connections with a control stream (serving).
     pub connections: usize,
+    /// Connections the edge holds, handshakes included (what the caps count).
+    pub held: usize,
     pub accepted: u64,
+    /// Connection attempts refused by `connections_max` or
+    /// `connections_per_address_max`.
+    pub refused: u64,
+    /// First packets answered with a QUIC Retry (address validation).
+    pub retried: u64,
     pub routed: u64,
     pub lagged: u64,
+    /// Connections closed for a newer one of their device or user.
+    pub evicted: u64,
+    /// The most bytes one connection has held queued for its client (at most
+    /// `delivery_queue_bytes_max`).
+    pub queued_bytes_peak: usize,
 }
 
 /// The result of an IO request of a connection (see [`mailbox::Mailbox`]).
@@ -105,7 +125,11 @@ pub(crate) struct Ctx {
     pub(crate) router: router::Router,
     pub(crate) known_users: Mutex<HashSet<UserId>>,
     pub(crate) connections: AtomicUsize,
+    pub(crate) limits: limits::Limits,
     pub(crate) accepted: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) queued_bytes_peak: Arc<AtomicUsize>,
     pub(crate) next_conn_id: AtomicU64,
 }
 
@@ -137,9 +161,14 @@ impl Handle {
     pub fn stats(&self) -> Stats {
         Stats {
             connections: self.0.connections.load(Ordering::Relaxed),
+            held: self.0.limits.held(),
             accepted: self.0.accepted.load(Ordering::Relaxed),
+            refused: self.0.refused.load(Ordering::Relaxed),
+            retried: self.0.retried.load(Ordering::Relaxed),
             routed: self.0.router.routed.load(Ordering::Relaxed),
             lagged: self.0.router.lagged.load(Ordering::Relaxed),
+            evicted: self.0.router.evicted.load(Ordering::Relaxed),
+            queued_bytes_peak: self.0.queued_bytes_peak.load(Ordering::Relaxed),
         }
     }
 }
@@ -227,6 +256,7 @@ impl Edge {
         let subscription = bus.subscribe(&format!("{}.>", wire::DELIVER_PREFIX)).await?;
         let receipts = bus.subscribe(&format!("{}.>", wire::RECEIPT_PREFIX)).await?;
         let sms = SmsSink::new(&config.sms)?;
+        let limits = limits::Limits::new(config.connections_max, config.connections_per_address_max);
         let ctx = Arc::new(Ctx {
             otp: Mutex::new(OtpRegistry::new(OtpConfig::default(), crate::os_random())),
             config,
@@ -237,7 +267,11 @@ impl Edge {
             router: router::Router::default(),
             known_users: Mutex::new(HashSet::new()),
             connections: AtomicUsize::new(0),
+            limits,
             accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            queued_bytes_peak: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(0),
         });
         Ok(Edge { ctx, endpoint, subscription, receipts })
@@ -284,12 +318,26 @@ impl Edge {
                 () = &mut shutdown => break,
             };
             let Some(incoming) = incoming else { break };
-            if ctx.connections.load(Ordering::Relaxed) >= ctx.config.connections_max {
-                incoming.refuse();
+            // Validate the source address first (a stateless Retry), so that
+            // the per-address count is of addresses that really answer.
+            if !incoming.remote_address_validated() {
+                ctx.retried.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
+                }
                 continue;
             }
+            let slot = match ctx.limits.admit(incoming.remote_address().ip()) {
+                Ok(slot) => slot,
+                Err(refusal) => {
+                    ctx.refused.fetch_add(1, Ordering::Relaxed);
+                    debug!(source = %incoming.remote_address().ip(), ?refusal, "connection refused");
+                    incoming.refuse();
+                    continue;
+                }
+            };
             ctx.accepted.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(connection::run(ctx.clone(), incoming));
+            tokio::spawn(connection::run(ctx.clone(), incoming, slot));
         }
         router.abort();
         endpoint.close(quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.code())), b"edge shutting down");

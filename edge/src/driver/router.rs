@@ -4,6 +4,14 @@
 //! change (`chorus.receipt.>`) and hands each to the connections of its
 //! recipients that are logged in here. A connection that cannot keep up (its
 //! queue is full) is marked lagged and closed; its client reconnects and syncs.
+//!
+//! Registering a connection enforces the per-device and per-user caps: beyond
+//! them the oldest connection of the device (or user) is evicted. The newest
+//! wins because a client that reconnects after its network changed leaves a
+//! connection behind that the edge only notices at its idle timeout;
+//! refusing the new one would lock the user out until then. A thief of the
+//! token gains nothing from evicting: the token already gives them the
+//! account.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use chorus_projections::wire::{self, Delivery, ReceiptUpdate};
 use chorus_projections::ReceiptStatus;
-use chorus_schema::{EventRecord, ReceiptKind, UserId};
+use chorus_schema::{DeviceId, EventRecord, ReceiptKind, UserId};
 use tracing::{debug, warn};
 
 use super::mailbox::{Mailbox, Offer};
@@ -26,7 +34,15 @@ pub(crate) enum Routed {
 #[derive(Clone, Debug)]
 pub(crate) struct Route {
     pub(crate) conn: u64,
+    pub(crate) device: DeviceId,
     pub(crate) mailbox: Arc<Mailbox>,
+}
+
+/// Most logged-in connections per device and per user.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Caps {
+    pub(crate) per_device: usize,
+    pub(crate) per_user: usize,
 }
 
 /// Logged-in connections by user.
@@ -35,11 +51,37 @@ pub(crate) struct Router {
     routes: Mutex<HashMap<UserId, Vec<Route>>>,
     pub(crate) routed: AtomicU64,
     pub(crate) lagged: AtomicU64,
+    /// Connections closed because a newer one of their device or user came.
+    pub(crate) evicted: AtomicU64,
 }
 
 impl Router {
-    pub(crate) fn register(&self, user: UserId, route: Route) {
-        self.routes.lock().expect("routes lock").entry(user).or_default().push(route);
+    /// Routes `user`'s items to `route` too, evicting the oldest
+    /// connections of its device and of the user beyond `caps`.
+    pub(crate) fn register(&self, user: UserId, route: Route, caps: Caps) {
+        let mut routes = self.routes.lock().expect("routes lock");
+        let list = routes.entry(user).or_default();
+        // Oldest first: routes are pushed in login order.
+        while list.iter().filter(|r| r.device == route.device).count() >= caps.per_device {
+            let i = list.iter().position(|r| r.device == route.device).expect("counted one");
+            let old = list.remove(i);
+            let reason = format!("replaced by a newer connection of this device (connections_per_device_max {})", caps.per_device);
+            old.mailbox.evict(reason);
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        while list.len() >= caps.per_user {
+            let old = list.remove(0);
+            let reason = format!("replaced by a newer connection of this user (connections_per_user_max {})", caps.per_user);
+            old.mailbox.evict(reason);
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        list.push(route);
+    }
+
+    /// The connections routed for `user` (tests).
+    #[cfg(test)]
+    pub(crate) fn routes_of(&self, user: UserId) -> Vec<u64> {
+        self.routes.lock().expect("routes lock").get(&user).map_or_else(Vec::new, |v| v.iter().map(|r| r.conn).collect())
     }
 
     pub(crate) fn unregister(&self, user: UserId, conn: u64) {
@@ -101,5 +143,43 @@ pub(crate) fn receipt_kind(status: ReceiptStatus) -> Option<ReceiptKind> {
         ReceiptStatus::Sent => None,
         ReceiptStatus::Delivered => Some(ReceiptKind::Delivered),
         ReceiptStatus::Read => Some(ReceiptKind::Read),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::super::mailbox::{Bounds, Mail, Room};
+    use super::*;
+
+    fn route(conn: u64, device: u32) -> Route {
+        let bounds = Bounds { input_bytes_max: 1024, routed_max: 8, routed_bytes_max: 1024 };
+        Route { conn, device: DeviceId(device), mailbox: Arc::new(Mailbox::new(bounds, Arc::new(AtomicUsize::new(0)))) }
+    }
+
+    #[test]
+    fn a_login_beyond_the_device_or_user_cap_evicts_the_oldest() {
+        let r = Router::default();
+        let caps = Caps { per_device: 2, per_user: 3 };
+        let user = UserId(7);
+        let (a1, a2, a3) = (route(1, 1), route(2, 1), route(3, 1));
+        r.register(user, a1.clone(), caps);
+        r.register(user, a2.clone(), caps);
+        assert_eq!(r.routes_of(user), vec![1, 2]);
+        // A third connection of device 1: its oldest goes.
+        r.register(user, a3.clone(), caps);
+        assert_eq!(r.routes_of(user), vec![2, 3]);
+        assert!(matches!(a1.mailbox.try_take(Room::Full), Some(Mail::Evicted(m)) if m.contains("connections_per_device_max 2")));
+        assert!(a2.mailbox.try_take(Room::Full).is_none());
+        // Other devices count towards the user's cap of 3.
+        r.register(user, route(4, 2), caps);
+        r.register(user, route(5, 3), caps);
+        assert_eq!(r.routes_of(user), vec![3, 4, 5]);
+        assert!(matches!(a2.mailbox.try_take(Room::Full), Some(Mail::Evicted(m)) if m.contains("connections_per_user_max 3")));
+        assert_eq!(r.evicted.load(Ordering::Relaxed), 2);
+        // An evicted connection's own unregister changes nothing.
+        r.unregister(user, 1);
+        assert_eq!(r.routes_of(user), vec![3, 4, 5]);
     }
 }

@@ -28,6 +28,21 @@ pub(crate) enum ReadError {
     Missing { partition: PartitionId, offset: u64 },
     #[error("connection gone")]
     Gone,
+    /// A view reply named a partition that cannot hold the chat (a forged
+    /// or corrupt reply): nothing is read from it.
+    #[error("inbox page of chat {chat} names partition {named}, the chat is in {expected}")]
+    WrongPartition { chat: ChatId, named: PartitionId, expected: PartitionId },
+}
+
+/// The partition an inbox page of `chat` may name: the chat's own, of the
+/// `partitions` the log has. A bus reply is peer data: checked before the
+/// log client is asked for the partition (which it would index with).
+fn checked_partition(chat: ChatId, named: PartitionId, partitions: u16) -> Result<PartitionId, ReadError> {
+    let expected = PartitionId::for_key(&chorus_schema::Key::Chat(chat), partitions);
+    if named != expected {
+        return Err(ReadError::WrongPartition { chat, named, expected });
+    }
+    Ok(expected)
 }
 
 /// One view query: sealed with a fresh nonce, and answered only by a reply
@@ -143,7 +158,8 @@ pub(crate) async fn recover(
         let items: Vec<InboxItem> = page.entries.iter().copied().filter(|i| i.seq <= until).collect();
         let Some(last) = page.entries.last() else { return Ok(()) };
         after = last.seq;
-        for record in read_offsets(ctx, page.partition, &items).await? {
+        let partition = checked_partition(chat, page.partition, ctx.log.partitions())?;
+        for record in read_offsets(ctx, partition, &items).await? {
             to.put(Input::Recovered(Box::new(record))).await.map_err(|_| ReadError::Gone)?;
         }
         if !page.more {
@@ -186,4 +202,23 @@ async fn read_offsets(ctx: &Ctx, partition: PartitionId, items: &[InboxItem]) ->
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_schema::{ChatId, PartitionId, UserId};
+
+    use super::*;
+
+    #[test]
+    fn an_inbox_page_naming_another_partition_is_an_error_not_a_read() {
+        let chat = ChatId::direct(UserId(1), UserId(2));
+        let own = PartitionId::for_key(&chorus_schema::Key::Chat(chat), 64);
+        assert_eq!(checked_partition(chat, own, 64).unwrap(), own);
+        // Forged replies: a partition the log does not have, and another one.
+        for named in [PartitionId(60_000), PartitionId(u16::MAX), PartitionId((own.0 + 1) % 64)] {
+            let e = checked_partition(chat, named, 64).unwrap_err();
+            assert!(matches!(e, ReadError::WrongPartition { .. }), "{e}");
+        }
+    }
 }

@@ -61,7 +61,8 @@ pub fn items<T: Txn + ?Sized>(
         // Nothing follows the largest seq.
         None => return Ok((Vec::new(), false)),
     };
-    let mut rows = txn.scan(&from, &to)?;
+    // One entry past the page says whether more follow; nothing further is read.
+    let mut rows = txn.scan_limit(&from, &to, limit.saturating_add(1))?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let page = rows
@@ -142,6 +143,46 @@ mod tests {
         assert_eq!(items(&t, u(1), &chat, Seq(6), 2).unwrap(), (vec![], false));
         assert_eq!(items(&t, u(1), &chat, Seq(u64::MAX), 2).unwrap(), (vec![], false));
         assert_eq!(items(&t, u(1), &chat, Seq(0), 0).unwrap(), (vec![], true));
+    }
+
+    /// A transaction that counts the entries its scans return.
+    struct Counting<'a, T>(&'a T, std::cell::Cell<usize>);
+
+    impl<T: Txn> Txn for Counting<'_, T> {
+        fn get(&self, key: &[u8]) -> crate::store::Result<Option<Vec<u8>>> {
+            self.0.get(key)
+        }
+        fn put(&mut self, _: &[u8], _: &[u8]) {
+            unreachable!("reads only")
+        }
+        fn delete(&mut self, _: &[u8]) {
+            unreachable!("reads only")
+        }
+        fn scan_limit(&self, from: &[u8], to: &[u8], limit: usize) -> crate::store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            let rows = self.0.scan_limit(from, to, limit)?;
+            self.1.set(self.1.get() + rows.len());
+            Ok(rows)
+        }
+    }
+
+    #[test]
+    fn a_page_reads_at_most_one_entry_past_its_limit() {
+        let chat = ChatId::direct(u(1), u(2));
+        let mut bodies = vec![(1, EventBody::ChatOpened { chat, members: vec![u(1), u(2)] })];
+        bodies.extend((1..=5000).map(|s| (1, EventBody::MessageSent { chat, seq: Seq(s), ciphertext: vec![], media: None })));
+        let mut store = fold(bodies);
+        let everything = all(&mut store, 2, &chat);
+        assert_eq!(everything.len(), 5000);
+        let txn = store.begin();
+        let counting = Counting(&txn, std::cell::Cell::new(0));
+        let (page, more) = items(&counting, u(2), &chat, Seq(100), 10).unwrap();
+        assert!(counting.1.get() <= 11, "read {} entries for a page of 10", counting.1.get());
+        assert!(more);
+        let seqs: Vec<(u64, u64)> = page.iter().map(|i| (i.seq.0, i.offset)).collect();
+        assert_eq!(seqs, everything[100..110], "the same page as a full scan gives");
+        // The last page: no more.
+        let (page, more) = items(&txn, u(2), &chat, Seq(4995), 10).unwrap();
+        assert_eq!((page.len(), more), (5, false));
     }
 
     #[test]

@@ -76,20 +76,15 @@ impl Txn for MemTxn<'_> {
         self.writes.insert(key.to_vec(), None);
     }
 
-    fn scan(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan_limit(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if from >= to {
             return Ok(Vec::new());
         }
         let range = (Bound::Included(from), Bound::Excluded(to));
-        let mut merged: BTreeMap<&[u8], &[u8]> =
-            self.store.map.range::<[u8], _>(range).map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
-        for (k, v) in self.writes.range::<[u8], _>(range) {
-            match v {
-                Some(v) => merged.insert(k.as_slice(), v.as_slice()),
-                None => merged.remove(k.as_slice()),
-            };
-        }
-        Ok(merged.into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
+        // Lazy on both sides: `merge` pulls only what the limit needs.
+        let base = self.store.map.range::<[u8], _>(range).map(|(k, v)| Ok((k.clone(), v.clone())));
+        let overlay = self.writes.range::<[u8], _>(range).map(|(k, v)| (k.as_slice(), v.as_deref()));
+        super::merge(base, overlay, limit)
     }
 }
 

@@ -72,7 +72,18 @@ pub trait Txn {
     ///
     /// # Errors
     /// [`Error::Backend`] if the backend fails.
-    fn scan(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn scan(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_limit(from, to, usize::MAX)
+    }
+
+    /// The first `limit` entries with `from <= key < to`, in key order. The
+    /// backend stops reading there: a page query asks for one entry more than
+    /// its page (to know whether more follow) and reads no further, however
+    /// large the rest of the range.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] if the backend fails.
+    fn scan_limit(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
     /// Every entry whose key starts with `prefix`, in key order.
     ///

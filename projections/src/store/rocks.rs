@@ -222,7 +222,7 @@ impl Txn for RocksTxn<'_> {
         self.writes.insert(key.to_vec(), None);
     }
 
-    fn scan(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan_limit(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if from >= to {
             return Ok(Vec::new());
         }
@@ -233,14 +233,15 @@ impl Txn for RocksTxn<'_> {
             .iterator_opt(IteratorMode::From(from, rocksdb::Direction::Forward), options)
             .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(backend));
         let overlay = self.writes.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)));
-        merge(base, overlay.map(|(k, v)| (k.as_slice(), v.as_deref())))
+        merge(base, overlay.map(|(k, v)| (k.as_slice(), v.as_deref())), limit)
     }
 }
 
 /// Merges a sorted base (committed entries) with a sorted overlay of writes
 /// (`None`: a delete) into what a reader of the transaction sees: overlay
 /// values win, deletes hide base entries. Both inputs must be sorted by key
-/// with unique keys.
+/// with unique keys. Stops at `limit` entries out, having pulled from `base`
+/// only the entries they needed (and those the overlay deletes).
 ///
 /// # Errors
 /// The first error of `base`.
@@ -250,12 +251,13 @@ impl Txn for RocksTxn<'_> {
 pub fn merge<'o>(
     base: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
     overlay: impl Iterator<Item = (&'o [u8], Option<&'o [u8]>)>,
+    limit: usize,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut base = base.peekable();
     let mut overlay = overlay.peekable();
     let mut last_base: Option<Vec<u8>> = None;
-    loop {
+    while out.len() < limit {
         // Surface a base error before comparing keys.
         if let Some(Err(_)) = base.peek() {
             return Err(base.next().expect("peeked").expect_err("peeked an error"));
@@ -319,22 +321,38 @@ mod tests {
 
     #[test]
     fn merge_overlays_and_hides() {
-        let b = base(&[(b"a", b"1"), (b"b", b"2"), (b"d", b"4")]);
+        let b = || base(&[(b"a", b"1"), (b"b", b"2"), (b"d", b"4")]);
         let o: Vec<(&[u8], Option<&[u8]>)> =
             vec![(b"a", Some(b"A")), (b"b", None), (b"c", Some(b"C")), (b"e", None), (b"f", Some(b"F"))];
-        let got = merge(b.into_iter(), o.into_iter()).unwrap();
+        let got = merge(b().into_iter(), o.clone().into_iter(), usize::MAX).unwrap();
         let want: Vec<(Vec<u8>, Vec<u8>)> = [(b"a", b"A"), (b"c", b"C"), (b"d", b"4"), (b"f", b"F")]
             .iter()
             .map(|(k, v)| (k.to_vec(), v.to_vec()))
             .collect();
         assert_eq!(got, want);
-        assert!(merge(Vec::new().into_iter(), std::iter::empty()).unwrap().is_empty());
+        assert!(merge(Vec::new().into_iter(), std::iter::empty(), usize::MAX).unwrap().is_empty());
+        for limit in 0..=5 {
+            let got = merge(b().into_iter(), o.clone().into_iter(), limit).unwrap();
+            assert_eq!(got, want[..limit.min(want.len())], "limit {limit}");
+        }
+    }
+
+    #[test]
+    fn merge_pulls_from_the_base_only_what_the_limit_needs() {
+        let pulled = std::cell::Cell::new(0usize);
+        let base = (0u32..100_000).map(|i| {
+            pulled.set(pulled.get() + 1);
+            Ok((i.to_be_bytes().to_vec(), b"v".to_vec()))
+        });
+        let got = merge(base, std::iter::empty(), 101).unwrap();
+        assert_eq!(got.len(), 101);
+        assert!(pulled.get() <= 102, "pulled {} entries for a limit of 101", pulled.get());
     }
 
     #[test]
     fn merge_returns_base_errors() {
         let b = vec![Ok((b"a".to_vec(), b"1".to_vec())), Err(Error::Backend("disk on fire".into()))];
-        assert!(matches!(merge(b.into_iter(), std::iter::empty()), Err(Error::Backend(_))));
+        assert!(matches!(merge(b.into_iter(), std::iter::empty(), usize::MAX), Err(Error::Backend(_))));
     }
 
     #[test]

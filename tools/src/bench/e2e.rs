@@ -121,6 +121,10 @@ pub async fn run(args: Args) -> Result<()> {
     spec.session.frames_burst = 1_000_000;
     spec.session.frames_per_sec = 1_000_000;
     spec.session.in_flight_max = 4096;
+    // Every client connects from 127.0.0.1, and the idle connections are
+    // logins of one device.
+    let many = args.idle + 4 * args.pairs + 64;
+    spec.connection_caps = (many, many, many);
     spec.log_filter = "warn".into();
     let stack = Stack::start(spec).await.context("start the deployment")?;
     println!("deployment: 3 log-nodes ({} partitions, fsync on), nats-server, projector, 2 edges", args.partitions);

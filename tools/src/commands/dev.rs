@@ -72,9 +72,34 @@ pub fn config(args: &Args, node_tls: TlsPaths) -> Config {
     }
 }
 
-pub async fn run(args: Args) -> Result<()> {
+/// A running `chorus dev`: the embedded log-node, projector and edge.
+pub struct Dev {
+    node: Node,
+    projector: tokio::task::JoinHandle<chorus_projections::projector::Result<()>>,
+    stop_projector: tokio::sync::oneshot::Sender<()>,
+    edge: tokio::task::JoinHandle<()>,
+    stop_edge: tokio::sync::oneshot::Sender<()>,
+    /// The edge's counters.
+    pub edge_handle: chorus_edge::driver::Handle,
+    /// The CA clients check the edge's certificate against (the edge CA).
+    pub ca: PathBuf,
+    /// An operator's certificate, for `chorus log`.
+    pub operator: TlsPaths,
+}
+
+impl std::fmt::Debug for Dev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dev").field("edge", &self.edge_handle).finish_non_exhaustive()
+    }
+}
+
+/// Starts the embedded processes; `edge` may change the edge's config (tests).
+///
+/// # Errors
+/// When a part fails to start.
+pub async fn start(args: &Args, edge: impl FnOnce(&mut chorus_edge::Config)) -> Result<Dev> {
     let tls = dev_tls(&args.data).context("TLS material")?;
-    let config = config(&args, tls.node.clone());
+    let config = config(args, tls.node.clone());
     let node = Node::start(config).await.context("start embedded log-node")?;
     node.wait_for_leaders(std::time::Duration::from_secs(10)).await;
     // The projector folds the log into views, on the in-process bus.
@@ -90,12 +115,12 @@ pub async fn run(args: Args) -> Result<()> {
     let projector = chorus_projections::projector::Projector::open(projector_config, Some(bus.clone()))
         .await
         .context("open embedded projector")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let projector_task = tokio::spawn(projector.run(async move {
+    let (stop_projector, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let projector = tokio::spawn(projector.run(async move {
         let _ = stop_rx.await;
     }));
-    // The edge: clients connect here. OTP codes go to the log and data/sms.jsonl.
-    let edge_config = chorus_edge::Config {
+    // The edge: clients connect here. OTP codes go to standard output and data/sms.jsonl.
+    let mut edge_config = chorus_edge::Config {
         listen: args.edge_addr,
         cert: tls.edge_server.cert.clone(),
         key: tls.edge_server.key.clone(),
@@ -103,26 +128,61 @@ pub async fn run(args: Args) -> Result<()> {
         log_tls: tls.edge.clone(),
         view_key: tls.view_key.clone(),
         bus: chorus_edge::config::BusConfig::Local,
-        sms: chorus_edge::config::SmsConfig::File { path: args.data.join("sms.jsonl") },
+        // The `log` sink, allowed here only: codes on standard output and in
+        // data/sms.jsonl.
+        sms: chorus_edge::config::SmsConfig::Log { file: Some(args.data.join("sms.jsonl")) },
+        dev: true,
         ..chorus_edge::Config::default()
     };
-    let edge = chorus_edge::Edge::open(edge_config, Some(bus.clone())).await.context("open embedded edge")?;
-    let (edge_stop_tx, edge_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let edge_task = tokio::spawn(edge.run(async move {
+    edge(&mut edge_config);
+    let opened = chorus_edge::Edge::open(edge_config, Some(bus.clone())).await.context("open embedded edge")?;
+    let edge_handle = opened.handle();
+    let (stop_edge, edge_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let edge = tokio::spawn(opened.run(async move {
         let _ = edge_stop_rx.await;
     }));
+    Ok(Dev {
+        node,
+        projector,
+        stop_projector,
+        edge,
+        stop_edge,
+        edge_handle,
+        ca: tls.edge_server.ca.clone(),
+        operator: tls.operator.clone(),
+    })
+}
+
+impl Dev {
+    /// Stops the edge, the projector and the node, in that order.
+    ///
+    /// # Errors
+    /// When the projector failed.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop_edge.send(());
+        let _ = self.edge.await;
+        let _ = self.stop_projector.send(());
+        self.projector.await.context("projector task")??;
+        self.node.shutdown().await;
+        Ok(())
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let dev = start(&args, |_| {}).await?;
+    let ca = dev.ca.clone();
     let d = args.data.display();
     println!(
         "chorus dev: embedded log-node ({} partitions), projector, edge and in-process bus; data in {d}",
         args.partitions,
     );
-    println!("clients connect to {} (QUIC, edge CA {}):", args.edge_addr, tls.edge_server.ca.display());
+    println!("clients connect to {} (QUIC, edge CA {}):", args.edge_addr, ca.display());
     println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001", args.edge_addr);
-    println!("  (the code is printed in this log and in {d}/sms.jsonl)");
+    println!("  (the code is printed here and written to {d}/sms.jsonl)");
     println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001 --code CODE", args.edge_addr);
     println!("  chorus client --edge {} --profile {d}/alice.json send --to +15550002 hello", args.edge_addr);
     println!("  chorus client --edge {} --profile {d}/bob.json listen", args.edge_addr);
-    let o = &tls.operator;
+    let o = &dev.operator;
     println!(
         "the log directly: chorus log --node {} --ca {} --cert {} --key {} status",
         args.client_addr,
@@ -132,10 +192,5 @@ pub async fn run(args: Args) -> Result<()> {
     );
     println!("Ctrl-C stops it.");
     super::log_node::shutdown_signal().await;
-    let _ = edge_stop_tx.send(());
-    let _ = edge_task.await;
-    let _ = stop_tx.send(());
-    projector_task.await.context("projector task")??;
-    node.shutdown().await;
-    Ok(())
+    dev.stop().await
 }
