@@ -63,6 +63,11 @@ pub enum EventBody {
     /// BLAKE3 hash of the token.
     SessionCreated { user: UserId, device: DeviceId, token_hash: [u8; 32] },
     SessionRevoked { user: UserId, device: DeviceId },
+    /// A wrong code or PIN for the user's phone (the user may be unregistered;
+    /// its time is the event's `at_ms`).
+    OtpFailed { user: UserId },
+    /// The user's registration PIN hash (`None`: no PIN).
+    RegistrationPinSet { user: UserId, pin_hash: Option<[u8; 32]> },
 }
 
 impl EventBody {
@@ -97,7 +102,9 @@ impl EventBody {
             | UserBlocked { user, .. }
             | UserUnblocked { user, .. }
             | SessionCreated { user, .. }
-            | SessionRevoked { user, .. } => Key::User(*user),
+            | SessionRevoked { user, .. }
+            | OtpFailed { user }
+            | RegistrationPinSet { user, .. } => Key::User(*user),
         }
     }
 
@@ -168,6 +175,8 @@ impl EventBody {
             UserUnblocked { .. } => "UserUnblocked",
             SessionCreated { .. } => "SessionCreated",
             SessionRevoked { .. } => "SessionRevoked",
+            OtpFailed { .. } => "OtpFailed",
+            RegistrationPinSet { .. } => "RegistrationPinSet",
         }
     }
 }
@@ -235,7 +244,9 @@ impl Event {
             | UserBlocked { .. }
             | UserUnblocked { .. }
             | SessionCreated { .. }
-            | SessionRevoked { .. } => Ok(()),
+            | SessionRevoked { .. }
+            | OtpFailed { .. }
+            | RegistrationPinSet { .. } => Ok(()),
         }
     }
 
@@ -477,6 +488,14 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
         fb::EventBody::SessionRevoked => {
             let b = get!(e.body_as_session_revoked());
             B::SessionRevoked { user: UserId(b.user()), device: DeviceId(b.device()) }
+        }
+        fb::EventBody::OtpFailed => {
+            let b = get!(e.body_as_otp_failed());
+            B::OtpFailed { user: UserId(b.user()) }
+        }
+        fb::EventBody::RegistrationPinSet => {
+            let b = get!(e.body_as_registration_pin_set());
+            B::RegistrationPinSet { user: UserId(b.user()), pin_hash: b.pin_hash().map(|h| h.0) }
         }
         _ => return Err(bad()),
     };
@@ -722,6 +741,15 @@ fn encode_body<'a>(
         B::SessionRevoked { user, device } => {
             let t = fb::SessionRevoked::create(fbb, &fb::SessionRevokedArgs { user: user.0, device: device.0 });
             (fb::EventBody::SessionRevoked, t.as_union_value())
+        }
+        B::OtpFailed { user } => {
+            let t = fb::OtpFailed::create(fbb, &fb::OtpFailedArgs { user: user.0 });
+            (fb::EventBody::OtpFailed, t.as_union_value())
+        }
+        B::RegistrationPinSet { user, pin_hash } => {
+            let pin = pin_hash.map(fb::Blake3Digest);
+            let t = fb::RegistrationPinSet::create(fbb, &fb::RegistrationPinSetArgs { user: user.0, pin_hash: pin.as_ref() });
+            (fb::EventBody::RegistrationPinSet, t.as_union_value())
         }
     }
 }

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_schema::{CommandBody, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
+use chorus_projections::wire::AccountChange;
+use chorus_schema::{CommandBody, DeviceNoticeKind, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
 use tracing::{debug, warn};
 
 use super::mailbox::{Mail, Mailbox};
@@ -166,7 +167,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
         }
     };
     ctx.connections.fetch_add(1, Ordering::Relaxed);
-    let session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
+    let mut session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
+    session.set_limits(ctx.limits.clone(), quic.remote_address().ip());
     let mut conn = Conn {
         id: ctx.next_conn_id.fetch_add(1, Ordering::Relaxed),
         mailbox: Arc::new(Mailbox::new(INPUT_QUEUE, ctx.config.delivery_queue_max)),
@@ -363,6 +365,14 @@ impl Conn {
                     self.session.handle_receipt(update.chat, update.up_to_seq, kind);
                 }
             }
+            Routed::Account(update) => {
+                let kind = match update.change {
+                    AccountChange::Linked => DeviceNoticeKind::Linked,
+                    AccountChange::Unlinked => DeviceNoticeKind::Unlinked,
+                    AccountChange::LoggedOut => DeviceNoticeKind::LoggedOut,
+                };
+                self.session.handle_device_notice(kind, update.device, update.at_ms);
+            }
         }
     }
 
@@ -466,7 +476,8 @@ impl Conn {
         if let Some(c) = &close {
             debug!(code = ?c.code, reason = %c.reason, "closing connection");
             if c.tell {
-                let frame = ServerFrame::Error { code: c.code, message: c.reason.clone(), client_msg_id: None };
+                let frame =
+                    ServerFrame::Error { code: c.code, message: c.reason.clone(), client_msg_id: None, retry_after_ms: None };
                 self.control.push(&frame);
             }
         }

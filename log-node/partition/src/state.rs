@@ -137,7 +137,7 @@ impl Partition {
             }
             Key::User(_) => {
                 let outcome = user::outcome_of(kv, &event.body);
-                user::fold(kv, &event.body);
+                user::fold(kv, event.at_ms, &event.body);
                 Some(outcome)
             }
         };
@@ -285,6 +285,21 @@ impl PartitionState {
     /// Whether a user is online (their last presence transition).
     pub fn online(&self, user: UserId) -> Option<bool> {
         user::head(&self.kv, user).map(|u| u.online)
+    }
+
+    /// The wrong codes/PINs of `user`'s phone in the window and its lock.
+    pub fn otp_guard(&self, user: UserId) -> user::OtpGuard {
+        user::otp_guard(&self.kv, user)
+    }
+
+    /// Whether `user`'s phone is locked at `at_ms` (too many wrong codes or PINs).
+    pub fn phone_locked(&self, user: UserId, at_ms: u64) -> bool {
+        self.otp_guard(user).locked_until_ms > at_ms
+    }
+
+    /// The registration PIN hash of `user`, if set.
+    pub fn registration_pin(&self, user: UserId) -> Option<[u8; 32]> {
+        user::pin_hash(&self.kv, user)
     }
 
     /// The users `user` blocks, sorted.
