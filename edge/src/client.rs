@@ -387,7 +387,14 @@ enum Command {
     Reconnect,
     Close,
     /// `SetPin`, `UnlinkDevice` or `Logout`, answered `Done`.
-    Request { frame: ClientFrame, client_msg_id: ClientMsgId, reply: oneshot::Sender<Result<()>> },
+    Request { frame: ClientFrame, client_msg_id: ClientMsgId, request: PendingRequest },
+}
+
+struct PendingRequest {
+    reply: oneshot::Sender<Result<()>>,
+    /// A logout or the unlink of this device: the edge closing the session
+    /// (`Revoked`) before its `Done` arrives means it succeeded.
+    ends_session: bool,
 }
 
 struct PendingSend {
@@ -505,7 +512,13 @@ impl Client {
         let client_msg_id = self.next_client_msg_id();
         let (reply, rx) = oneshot::channel();
         let frame = make(client_msg_id);
-        self.commands.send(Command::Request { frame, client_msg_id, reply }).map_err(|_| Error::Closed)?;
+        let ends_session = match &frame {
+            ClientFrame::Logout { .. } => true,
+            ClientFrame::UnlinkDevice { device, .. } => *device == self.credentials.device,
+            _ => false,
+        };
+        let request = PendingRequest { reply, ends_session };
+        self.commands.send(Command::Request { frame, client_msg_id, request }).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -585,7 +598,7 @@ struct Worker {
     pending: BTreeMap<ClientMsgId, PendingSend>,
     /// Account requests written on the current connection (not resent after
     /// a reconnect: they fail with `Connection` then).
-    requests: BTreeMap<ClientMsgId, oneshot::Sender<Result<()>>>,
+    requests: BTreeMap<ClientMsgId, PendingRequest>,
     acks: BTreeMap<(ChatId, ReceiptKind), Seq>,
     edge_index: usize,
     stats: Arc<ClientStats>,
@@ -662,8 +675,8 @@ impl Worker {
                 Outcome::Fatal(e) => return self.fail_all(e),
                 Outcome::Lost(reason) => {
                     debug!(%reason, "connection lost");
-                    for (_, reply) in std::mem::take(&mut self.requests) {
-                        let _ = reply.send(Err(Error::Connection(format!("connection lost before the answer: {reason}"))));
+                    for (_, r) in std::mem::take(&mut self.requests) {
+                        let _ = r.reply.send(Err(Error::Connection(format!("connection lost before the answer: {reason}"))));
                     }
                     let _ = self.events.send(Event::Disconnected { reason }).await;
                 }
@@ -701,8 +714,8 @@ impl Worker {
                 Some(ClientFrame::Ack { chat, kind, up_to_seq: *e })
             }
             Command::Sync => Some(self.sync_frame()),
-            Command::Request { frame, client_msg_id, reply } => {
-                self.requests.insert(client_msg_id, reply);
+            Command::Request { frame, client_msg_id, request } => {
+                self.requests.insert(client_msg_id, request);
                 Some(frame)
             }
             Command::Reconnect | Command::Close => None,
@@ -718,8 +731,9 @@ impl Worker {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(error.clone()));
         }
-        for (_, reply) in std::mem::take(&mut self.requests) {
-            let _ = reply.send(Err(error.clone()));
+        for (_, r) in std::mem::take(&mut self.requests) {
+            let done = r.ends_session && matches!(error, Error::Refused { code: EdgeErrorCode::Revoked, .. });
+            let _ = r.reply.send(if done { Ok(()) } else { Err(error.clone()) });
         }
     }
 
@@ -772,7 +786,16 @@ impl Worker {
                 },
                 f = read_delivery(&mut deliveries, &mut dframes) => match f {
                     Ok(frame) => self.delivered(frame).await,
-                    Err(e) => return Outcome::Lost(format!("{edge}: {e}")),
+                    Err(e) => {
+                        // The edge closes both streams at once: why it
+                        // closes (e.g. `Revoked`) is on the control stream.
+                        while let Ok(Ok(frame)) = tokio::time::timeout(Duration::from_secs(1), link.read()).await {
+                            if let Some(outcome) = self.control(frame, &mut retry_due).await {
+                                return outcome;
+                            }
+                        }
+                        return Outcome::Lost(format!("{edge}: {e}"));
+                    }
                 },
                 _ = retry.tick(), if !retry_due.is_empty() => {
                     for id in std::mem::take(&mut retry_due) {
@@ -796,8 +819,8 @@ impl Worker {
                 }
             }
             ServerFrame::Error { code, message, client_msg_id: Some(id), retry_after_ms } => {
-                if let Some(reply) = self.requests.remove(&id) {
-                    let _ = reply.send(Err(Error::Refused { code, message, retry_after_ms }));
+                if let Some(r) = self.requests.remove(&id) {
+                    let _ = r.reply.send(Err(Error::Refused { code, message, retry_after_ms }));
                 } else if code.retryable() {
                     if self.pending.contains_key(&id) {
                         retry_due.push(id);
@@ -814,8 +837,8 @@ impl Worker {
                 let _ = self.events.send(Event::Error { code, message }).await;
             }
             ServerFrame::Done { client_msg_id } => {
-                if let Some(reply) = self.requests.remove(&client_msg_id) {
-                    let _ = reply.send(Ok(()));
+                if let Some(r) = self.requests.remove(&client_msg_id) {
+                    let _ = r.reply.send(Ok(()));
                 }
             }
             other => debug!(kind = other.kind(), "unexpected control frame"),

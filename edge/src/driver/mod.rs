@@ -55,7 +55,7 @@ use chorus_schema::{ChatId, CommandResult, EventRecord, Seq, UserId};
 use tracing::{info, warn};
 
 use crate::config::{BusConfig, Config};
-use crate::session::{AppendError, Correlation, Limits, OtpConfig, OtpRegistry, TokenVerdict};
+use crate::session::{AppendError, Correlation, Limits, OtpRegistry, TokenVerdict};
 use crate::sms::SmsSink;
 
 /// Why the edge could not start.
@@ -233,7 +233,7 @@ impl Edge {
         let limits = Arc::new(Limits::new(&config.session.limits).map_err(Error::Config)?);
         let sms = SmsSink::new(&config.sms)?;
         let ctx = Arc::new(Ctx {
-            otp: Mutex::new(OtpRegistry::new(OtpConfig::default(), crate::os_random())),
+            otp: Mutex::new(OtpRegistry::new(config.session.otp.clone(), crate::os_random())),
             limits,
             config,
             log,

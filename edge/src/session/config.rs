@@ -4,6 +4,7 @@ use chorus_schema::MAX_CIPHERTEXT_BYTES;
 use serde::{Deserialize, Serialize};
 
 use super::limits::LimitsConfig;
+use super::otp::OtpConfig;
 
 /// Limits of one client connection. `Default` is the production setting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,8 @@ pub struct Config {
     pub token_lifetime_ms: u64,
     /// Edge-wide rate limits of logins and codes (see [`super::Limits`]).
     pub limits: LimitsConfig,
+    /// The edge's one-time codes (see [`super::OtpRegistry`]).
+    pub otp: OtpConfig,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
             logins_failed_max: 3,
             token_lifetime_ms: 90 * 24 * 60 * 60 * 1000,
             limits: LimitsConfig::default(),
+            otp: OtpConfig::default(),
         }
     }
 }

@@ -84,6 +84,22 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
+    /// Limits no test or benchmark reaches: for harnesses that register
+    /// thousands of devices from one address (the loopback), never for a
+    /// deployment.
+    pub fn unlimited() -> Self {
+        let r = Rate::new(1_000_000, 1_000_000_000);
+        LimitsConfig {
+            logins_per_source: r,
+            otp_requests_per_source: r,
+            otp_requests_per_prefix: r,
+            otp_prefix_digits: 5,
+            otp_requests_global: r,
+            otp_attempts_per_source: r,
+            otp_attempts_per_phone: r,
+        }
+    }
+
     /// # Errors
     /// A message naming the first bad rate.
     pub fn validate(&self) -> Result<(), String> {

@@ -121,6 +121,8 @@ pub async fn run(args: Args) -> Result<()> {
     spec.session.frames_burst = 1_000_000;
     spec.session.frames_per_sec = 1_000_000;
     spec.session.in_flight_max = 4096;
+    // Every client registers and logs in from the loopback address.
+    spec.session.limits = chorus_edge::session::LimitsConfig::unlimited();
     spec.log_filter = "warn".into();
     let stack = Stack::start(spec).await.context("start the deployment")?;
     println!("deployment: 3 log-nodes ({} partitions, fsync on), nats-server, projector, 2 edges", args.partitions);
