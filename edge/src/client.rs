@@ -541,6 +541,15 @@ impl Client {
         self.request(|client_msg_id| ClientFrame::UnlinkDevice { client_msg_id, device }).await
     }
 
+    /// Blocks (`blocked`) or unblocks `user`: the log then refuses their
+    /// direct messages to this user (`Forbidden` for them).
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn block(&self, user: UserId, blocked: bool) -> Result<()> {
+        self.request(|client_msg_id| ClientFrame::Block { client_msg_id, user, blocked }).await
+    }
+
     /// Ends this device's session: its connections close at every edge and
     /// the token no longer logs in. This client stops.
     ///

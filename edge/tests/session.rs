@@ -549,6 +549,34 @@ fn pin_unlink_and_logout_requests() {
 }
 
 #[test]
+fn a_block_is_appended_to_the_direct_chat_then_to_the_user() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let peer = UserId(99);
+    s.handle_frame(0, ClientFrame::Block { client_msg_id: ClientMsgId(5), user: peer, blocked: true }, &mut o);
+    // First the chat's marker: what the log checks on the peer's SendDirect.
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::SetDirectBlock { peer, blocked: true });
+    assert_eq!(cmd.key(), Key::Chat(ChatId::direct(id.user, peer)));
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
+    // Then the user's own list.
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::Block { target: peer });
+    assert_eq!((cmd.origin.user, cmd.origin.device), (id.user, id.device));
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(5) });
+    // A refused marker stops there.
+    s.handle_frame(0, ClientFrame::Block { client_msg_id: ClientMsgId(6), user: id.user, blocked: true }, &mut o);
+    let (c, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Invalid, "cannot block yourself"))));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadFrame, Some(ClientMsgId(6))));
+    // The log's refusal of a blocked sender reaches the client as Forbidden.
+    s.handle_frame(0, ClientFrame::Send { to: Recipient::User(peer), client_msg_id: ClientMsgId(7), ciphertext: vec![1], media: None }, &mut o);
+    let (c, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Blocked, "blocked"))));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Forbidden, Some(ClientMsgId(7))));
+}
+
+#[test]
 fn device_notices_close_a_revoked_device_and_tell_the_others() {
     let (mut s, _o, id) = logged_in(Config::default());
     s.handle_device_notice(DeviceNoticeKind::Linked, DeviceId(5), 42);
@@ -661,6 +689,8 @@ fn frame() -> impl Strategy<Value = ClientFrame> {
             .prop_map(|(c, pin)| ClientFrame::SetPin { client_msg_id: ClientMsgId(c), pin }),
         (0u64..4, 0u32..3).prop_map(|(c, d)| ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(c), device: DeviceId(d) }),
         (0u64..4).prop_map(|c| ClientFrame::Logout { client_msg_id: ClientMsgId(c) }),
+        (0u64..4, 0u64..4, any::<bool>())
+            .prop_map(|(c, u, blocked)| ClientFrame::Block { client_msg_id: ClientMsgId(c), user: UserId(u), blocked }),
     ]
 }
 

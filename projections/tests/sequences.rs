@@ -68,6 +68,7 @@ fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
     use CommandBody::*;
     let body = prop_oneof![
         4 => user().prop_map(|recipient| SendDirect { recipient, ciphertext: vec![1], media: None }),
+        1 => (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
         5 => group().prop_map(|chat| SendGroup { chat, ciphertext: vec![2], media: None }),
         1 => (chat(), 1u64..6).prop_map(|(chat, s)| EditMessage { chat, seq: Seq(s), ciphertext: vec![3] }),
         1 => (chat(), 1u64..6).prop_map(|(chat, s)| DeleteMessage { chat, seq: Seq(s) }),
@@ -301,6 +302,11 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
             }
             continue;
         };
+        if let EventBody::DirectBlockSet { .. } = &event.body {
+            // A block changes no view (the chat may not even exist yet).
+            prop_assert!(effects.is_empty());
+            continue;
+        }
         let after = shadow.members(&chat).unwrap();
         if let Some(seq) = event.body.seq() {
             for u in union(&before, &after) {

@@ -71,6 +71,9 @@ pub enum CommandBody {
     },
     /// Sets or (`None`) clears the origin user's registration PIN hash.
     SetRegistrationPin { pin_hash: Option<[u8; 32]> },
+    /// Key: the direct chat of the origin user and `peer`. The origin user
+    /// blocks (or unblocks) `peer` there: the chat refuses `peer`'s sends.
+    SetDirectBlock { peer: UserId, blocked: bool },
 }
 
 impl Command {
@@ -79,6 +82,7 @@ impl Command {
         use CommandBody::*;
         match &self.body {
             SendDirect { recipient, .. } => Key::Chat(ChatId::direct(self.origin.user, *recipient)),
+            SetDirectBlock { peer, .. } => Key::Chat(ChatId::direct(self.origin.user, *peer)),
             SendGroup { chat, .. }
             | EditMessage { chat, .. }
             | DeleteMessage { chat, .. }
@@ -145,6 +149,7 @@ impl Command {
             RecordOtpFailure => "RecordOtpFailure",
             RegisterDevice { .. } => "RegisterDevice",
             SetRegistrationPin { .. } => "SetRegistrationPin",
+            SetDirectBlock { .. } => "SetDirectBlock",
         }
     }
 
@@ -194,7 +199,7 @@ impl Command {
             }
             UpdateContacts { contacts } => check_len("contacts", contacts.len(), MAX_CONTACTS),
             Block { .. } | Unblock { .. } | CreateSession { .. } | RevokeSession { .. } => Ok(()),
-            RecordOtpFailure | SetRegistrationPin { .. } => Ok(()),
+            RecordOtpFailure | SetRegistrationPin { .. } | SetDirectBlock { .. } => Ok(()),
             RegisterDevice { phone, identity_key, name, .. } => {
                 check_len("phone", phone.len(), MAX_PHONE_BYTES)?;
                 check_len("identity key", identity_key.len(), MAX_KEY_BYTES)?;
@@ -408,6 +413,10 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         fb::CommandBody::SetRegistrationPin => {
             let b = get!(c.body_as_set_registration_pin());
             CommandBody::SetRegistrationPin { pin_hash: b.pin_hash().map(|h| h.0) }
+        }
+        fb::CommandBody::SetDirectBlock => {
+            let b = get!(c.body_as_set_direct_block());
+            CommandBody::SetDirectBlock { peer: UserId(b.peer()), blocked: b.blocked() }
         }
         _ => return Err(bad()),
     };
@@ -637,6 +646,10 @@ fn encode_body<'a>(
             let pin = pin_hash.map(fb::Blake3Digest);
             let t = fb::SetRegistrationPin::create(fbb, &fb::SetRegistrationPinArgs { pin_hash: pin.as_ref() });
             (fb::CommandBody::SetRegistrationPin, t.as_union_value())
+        }
+        B::SetDirectBlock { peer, blocked } => {
+            let t = fb::SetDirectBlock::create(fbb, &fb::SetDirectBlockArgs { peer: peer.0, blocked: *blocked });
+            (fb::CommandBody::SetDirectBlock, t.as_union_value())
         }
     }
 }

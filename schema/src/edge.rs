@@ -66,6 +66,9 @@ pub enum ClientFrame {
     /// Ends this device's session; its connections close at every edge.
     /// Answered `Done`.
     Logout { client_msg_id: ClientMsgId },
+    /// Blocks (`blocked`) or unblocks `user`: their direct messages to this
+    /// user are refused (`Forbidden`). Answered `Done`.
+    Block { client_msg_id: ClientMsgId, user: UserId, blocked: bool },
 }
 
 /// What happened to a device of the user ([`ServerFrame::DeviceNotice`]).
@@ -295,6 +298,7 @@ impl ClientFrame {
             ClientFrame::SetPin { .. } => "SetPin",
             ClientFrame::UnlinkDevice { .. } => "UnlinkDevice",
             ClientFrame::Logout { .. } => "Logout",
+            ClientFrame::Block { .. } => "Block",
         }
     }
 
@@ -322,7 +326,8 @@ impl ClientFrame {
             | ClientFrame::Ack { .. }
             | ClientFrame::Ping { .. }
             | ClientFrame::UnlinkDevice { .. }
-            | ClientFrame::Logout { .. } => Ok(()),
+            | ClientFrame::Logout { .. }
+            | ClientFrame::Block { .. } => Ok(()),
         }
     }
 
@@ -423,6 +428,13 @@ impl ClientFrame {
                 let t = fe::Logout::create(&mut fbb, &fe::LogoutArgs { client_msg_id: client_msg_id.0 });
                 (fe::ClientFrameBody::Logout, t.as_union_value())
             }
+            ClientFrame::Block { client_msg_id, user, blocked } => {
+                let t = fe::Block::create(
+                    &mut fbb,
+                    &fe::BlockArgs { client_msg_id: client_msg_id.0, user: user.0, blocked: *blocked },
+                );
+                (fe::ClientFrameBody::Block, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -504,6 +516,10 @@ impl ClientFrame {
             fe::ClientFrameBody::Logout => {
                 let b = f.body_as_logout().ok_or_else(bad)?;
                 ClientFrame::Logout { client_msg_id: ClientMsgId(b.client_msg_id()) }
+            }
+            fe::ClientFrameBody::Block => {
+                let b = f.body_as_block().ok_or_else(bad)?;
+                ClientFrame::Block { client_msg_id: ClientMsgId(b.client_msg_id()), user: UserId(b.user()), blocked: b.blocked() }
             }
             _ => return Err(bad()),
         };

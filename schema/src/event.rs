@@ -68,6 +68,9 @@ pub enum EventBody {
     OtpFailed { user: UserId },
     /// The user's registration PIN hash (`None`: no PIN).
     RegistrationPinSet { user: UserId, pin_hash: Option<[u8; 32]> },
+    /// The origin user blocks (or unblocks) the other member of the direct
+    /// chat `chat` (no seq).
+    DirectBlockSet { chat: ChatId, blocked: bool },
 }
 
 impl EventBody {
@@ -88,7 +91,8 @@ impl EventBody {
             | MemberPromoted { chat, .. }
             | MemberDemoted { chat, .. }
             | GroupInfoChanged { chat, .. }
-            | MemberLeft { chat, .. } => Key::Chat(*chat),
+            | MemberLeft { chat, .. }
+            | DirectBlockSet { chat, .. } => Key::Chat(*chat),
             UserRegistered { user, .. }
             | DeviceLinked { user, .. }
             | DeviceUnlinked { user, .. }
@@ -177,6 +181,7 @@ impl EventBody {
             SessionRevoked { .. } => "SessionRevoked",
             OtpFailed { .. } => "OtpFailed",
             RegistrationPinSet { .. } => "RegistrationPinSet",
+            DirectBlockSet { .. } => "DirectBlockSet",
         }
     }
 }
@@ -246,7 +251,8 @@ impl Event {
             | SessionCreated { .. }
             | SessionRevoked { .. }
             | OtpFailed { .. }
-            | RegistrationPinSet { .. } => Ok(()),
+            | RegistrationPinSet { .. }
+            | DirectBlockSet { .. } => Ok(()),
         }
     }
 
@@ -496,6 +502,10 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
         fb::EventBody::RegistrationPinSet => {
             let b = get!(e.body_as_registration_pin_set());
             B::RegistrationPinSet { user: UserId(b.user()), pin_hash: b.pin_hash().map(|h| h.0) }
+        }
+        fb::EventBody::DirectBlockSet => {
+            let b = get!(e.body_as_direct_block_set());
+            B::DirectBlockSet { chat: codec::chat(b.chat()), blocked: b.blocked() }
         }
         _ => return Err(bad()),
     };
@@ -750,6 +760,11 @@ fn encode_body<'a>(
             let pin = pin_hash.map(fb::Blake3Digest);
             let t = fb::RegistrationPinSet::create(fbb, &fb::RegistrationPinSetArgs { user: user.0, pin_hash: pin.as_ref() });
             (fb::EventBody::RegistrationPinSet, t.as_union_value())
+        }
+        B::DirectBlockSet { chat, blocked } => {
+            let chat = codec::chat_fb(chat);
+            let t = fb::DirectBlockSet::create(fbb, &fb::DirectBlockSetArgs { chat: Some(&chat), blocked: *blocked });
+            (fb::EventBody::DirectBlockSet, t.as_union_value())
         }
     }
 }

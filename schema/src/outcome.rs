@@ -64,6 +64,8 @@ pub enum RejectCode {
     Locked,
     /// The user set a registration PIN: registering needs it (missing or wrong).
     PinRequired,
+    /// The recipient blocks the sender.
+    Blocked,
 }
 
 /// Encodes a command result as a flatbuffer with file identifier `CRES`.
@@ -184,6 +186,7 @@ fn reject_code_fb(c: RejectCode) -> fb::RejectCode {
         RejectCode::WrongPartition => fb::RejectCode::WrongPartition,
         RejectCode::Locked => fb::RejectCode::Locked,
         RejectCode::PinRequired => fb::RejectCode::PinRequired,
+        RejectCode::Blocked => fb::RejectCode::Blocked,
     }
 }
 
@@ -200,6 +203,7 @@ fn reject_code(c: fb::RejectCode) -> Result<RejectCode> {
         fb::RejectCode::WrongPartition => RejectCode::WrongPartition,
         fb::RejectCode::Locked => RejectCode::Locked,
         fb::RejectCode::PinRequired => RejectCode::PinRequired,
+        fb::RejectCode::Blocked => RejectCode::Blocked,
         other => return Err(Error::malformed("reject code", format!("unknown value {}", other.0))),
     })
 }

@@ -227,3 +227,37 @@ async fn a_revoked_device_is_disconnected_within_a_second_on_every_edge() {
     // Another range still gets codes.
     client::request_otp(&stack.client_config(&[0]), "+4915100000001").await.expect("another range");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_user_cannot_send_direct_messages() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path(), LimitsConfig::unlimited(), OtpConfig::default()).await;
+    let alice = stack.register(0, "+15550000401").await.unwrap();
+    let bob = stack.register(1, "+15550000402").await.unwrap();
+    let (a, mut a_events) = connect(&stack, 0, alice).await;
+    let (b, _b_events) = connect(&stack, 1, bob).await;
+    let to_alice = chorus_schema::Recipient::User(alice.user);
+    let first = b.send(to_alice, b"hi".to_vec()).await.expect("not blocked yet");
+
+    a.block(bob.user, true).await.expect("blocked");
+    match b.send(to_alice, b"let me in".to_vec()).await {
+        Err(Error::Refused { code: EdgeErrorCode::Forbidden, .. }) => {}
+        other => panic!("a blocked sender's message: {other:?}"),
+    }
+    // Alice can still write to Bob; unblocked, Bob gets through again.
+    a.send(chorus_schema::Recipient::User(bob.user), b"bye".to_vec()).await.expect("the blocker writes");
+    a.block(bob.user, false).await.expect("unblocked");
+    let again = b.send(to_alice, b"back".to_vec()).await.expect("unblocked");
+    assert_eq!(again.seq.0, first.seq.0 + 2, "the refused message took no seq");
+    // Alice got Bob's messages from before the block and after it, nothing between.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(10), a_events.recv()).await {
+            Ok(Some(Event::Message(m))) => got.push(m.ciphertext),
+            Ok(Some(_)) => {}
+            other => panic!("after {got:?}: {other:?}"),
+        }
+    }
+    assert_eq!(got, vec![b"hi".to_vec(), b"back".to_vec()]);
+}

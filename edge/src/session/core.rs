@@ -128,6 +128,9 @@ enum Pending {
     /// `SetPin`, `UnlinkDevice`, `Logout`: `Done` on success; `close` the
     /// connection then (the device logged out or unlinked itself).
     Request { client_msg_id: ClientMsgId, close: bool },
+    /// `Block`: the direct chat's marker (what the log enforces) is in; the
+    /// user partition's block (what the views list) comes next.
+    Block { client_msg_id: ClientMsgId, peer: UserId, blocked: bool },
 }
 
 /// Bytes of live items a connection holds behind a sync or a gap fill before
@@ -347,6 +350,13 @@ impl Session {
                     self.append_internal(id, pending, CommandBody::UnlinkDevice { device });
                 }
             }
+            (State::LoggedIn(id), ClientFrame::Block { client_msg_id, user: peer, blocked }) => {
+                let id = *id;
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    let pending = Pending::Block { client_msg_id, peer, blocked };
+                    self.append_internal(id, pending, CommandBody::SetDirectBlock { peer, blocked });
+                }
+            }
             (State::LoggedIn(id), ClientFrame::Logout { client_msg_id }) => {
                 let id = *id;
                 if self.admit(now_ms, Some(client_msg_id)) {
@@ -359,7 +369,8 @@ impl Session {
                 ClientFrame::Send { client_msg_id, .. }
                 | ClientFrame::SetPin { client_msg_id, .. }
                 | ClientFrame::UnlinkDevice { client_msg_id, .. }
-                | ClientFrame::Logout { client_msg_id },
+                | ClientFrame::Logout { client_msg_id }
+                | ClientFrame::Block { client_msg_id, .. },
             ) => {
                 self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id))
             }
@@ -400,6 +411,15 @@ impl Session {
                 Ok(Err(Rejection { code: RejectCode::Locked, message })) => self.error(EdgeErrorCode::PhoneLocked, message, None),
                 // Recorded (or the log could not say): the client hears what was wrong.
                 _ => self.error(code, message, None),
+            },
+            Pending::Block { client_msg_id, peer, blocked } => match (result, self.identity()) {
+                (Ok(Ok(_)), Some(id)) => {
+                    let body = if blocked { CommandBody::Block { target: peer } } else { CommandBody::Unblock { target: peer } };
+                    self.append_internal(id, Pending::Request { client_msg_id, close: false }, body);
+                }
+                (Ok(Ok(_)), None) => {}
+                (Ok(Err(r)), _) => self.error(reject_code(r.code), r.message, Some(client_msg_id)),
+                (Err(e), _) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
             },
             Pending::Request { client_msg_id, close } => match result {
                 Ok(Ok(_)) => {
@@ -846,6 +866,7 @@ fn reject_code(code: RejectCode) -> EdgeErrorCode {
         RejectCode::WrongPartition => EdgeErrorCode::Internal,
         RejectCode::Locked => EdgeErrorCode::PhoneLocked,
         RejectCode::PinRequired => EdgeErrorCode::PinRequired,
+        RejectCode::Blocked => EdgeErrorCode::Forbidden,
     }
 }
 

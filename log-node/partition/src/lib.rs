@@ -81,6 +81,14 @@
 //!   `RecordOtpFailure` and `RegisterDevice` are `Locked`. The edges append a
 //!   failure for every wrong code or PIN, so the count holds across resends
 //!   and across edges.
+//! - **Blocks on direct sends.** Blocks live in the blocker's user
+//!   partition (`Block`, for the views) but a `SendDirect` is decided by the
+//!   direct chat's partition, which cannot read another partition. So the
+//!   edge also appends `SetDirectBlock { peer }` to the direct chat
+//!   (`DirectBlockSet`, no seq, the chat may have no message yet), and the
+//!   chat's rule refuses the blocked member's `SendDirect` (`Blocked`). The
+//!   log, not the edge, enforces it: a send ordered after the block is
+//!   refused on every replica. Blocking yourself, or a group chat, is `Invalid`.
 //! - **Presence, blocks.** `PresenceChanged` only on a transition; blocking a
 //!   blocked user or unblocking an unblocked one emits nothing. Both answer `Done`.
 //! - **Status.** `expires_at_ms = at_ms + 24 h`; the access list and contact lists

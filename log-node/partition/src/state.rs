@@ -130,6 +130,7 @@ impl Partition {
             Key::Chat(chat) => {
                 let outcome = match &event.body {
                     EventBody::ChatOpened { .. } | EventBody::Receipt { .. } => None,
+                    EventBody::DirectBlockSet { .. } => Some(Outcome::Done),
                     body => body.seq().map(|seq| Outcome::Chat { chat, seq }),
                 };
                 chat::fold(kv, chat, &event.origin, event.at_ms, &event.body);
@@ -300,6 +301,12 @@ impl PartitionState {
     /// The registration PIN hash of `user`, if set.
     pub fn registration_pin(&self, user: UserId) -> Option<[u8; 32]> {
         user::pin_hash(&self.kv, user)
+    }
+
+    /// Whether `blocker` blocks the other member of the direct chat `chat`
+    /// (what refuses that member's `SendDirect`).
+    pub fn blocks_in_chat(&self, chat: &ChatId, blocker: UserId) -> bool {
+        chat::blocks(&self.kv, chat, blocker)
     }
 
     /// The users `user` blocks, sorted.

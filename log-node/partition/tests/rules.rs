@@ -800,3 +800,26 @@ fn otp_failures_are_counted_over_a_sliding_window() {
     assert_eq!(replayed, h2.state);
     assert!(replayed.phone_locked(D, 1000 + OTP_FAILURES_MAX as u64));
 }
+
+#[test]
+fn a_blocked_user_cannot_send_direct_messages() {
+    let mut h = Harness::new();
+    let chat = ChatId::direct(A, B);
+    // A blocks B before they ever talked: the chat need not exist.
+    let (o, events) = h.must_ok(A, CommandBody::SetDirectBlock { peer: B, blocked: true });
+    assert_eq!((o, events), (Outcome::Done, vec![EventBody::DirectBlockSet { chat, blocked: true }]));
+    assert!(h.state.blocks_in_chat(&chat, A));
+    assert!(!h.state.blocks_in_chat(&chat, B));
+    assert_eq!(h.must_ok(A, CommandBody::SetDirectBlock { peer: B, blocked: true }).1, vec![], "blocking twice is a no-op");
+    let msg = h.must_reject(B, send_direct(A), RejectCode::Blocked);
+    assert!(msg.contains("does not accept"), "{msg}");
+    assert_eq!(h.state.last_seq(&chat), None, "nothing was appended");
+    // The blocker may still write; others are not affected.
+    h.must_ok(A, send_direct(B));
+    h.must_ok(C, send_direct(A));
+    h.must_ok(A, CommandBody::SetDirectBlock { peer: B, blocked: false });
+    let (o, _) = h.must_ok(B, send_direct(A));
+    assert_eq!(o, Outcome::Chat { chat, seq: Seq(2) });
+    // Nonsense is refused.
+    h.must_reject(A, CommandBody::SetDirectBlock { peer: A, blocked: true }, RejectCode::Invalid);
+}

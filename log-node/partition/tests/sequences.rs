@@ -84,6 +84,7 @@ fn body() -> impl Strategy<Value = CommandBody> {
             pin_hash: pin.map(|p| [p; 32]),
         }),
         1 => prop::option::of(0u8..2).prop_map(|pin| SetRegistrationPin { pin_hash: pin.map(|p| [p; 32]) }),
+        2 => (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
     ]
 }
 

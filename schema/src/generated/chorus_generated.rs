@@ -185,10 +185,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Visibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 29;
+pub const ENUM_MAX_EVENT_BODY: u8 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 30] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 31] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -219,6 +219,7 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 30] = [
   EventBody::SessionRevoked,
   EventBody::OtpFailed,
   EventBody::RegistrationPinSet,
+  EventBody::DirectBlockSet,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -256,9 +257,10 @@ impl EventBody {
   pub const SessionRevoked: Self = Self(27);
   pub const OtpFailed: Self = Self(28);
   pub const RegistrationPinSet: Self = Self(29);
+  pub const DirectBlockSet: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 29;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -290,6 +292,7 @@ impl EventBody {
     Self::SessionRevoked,
     Self::OtpFailed,
     Self::RegistrationPinSet,
+    Self::DirectBlockSet,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -324,6 +327,7 @@ impl EventBody {
       Self::SessionRevoked => Some("SessionRevoked"),
       Self::OtpFailed => Some("OtpFailed"),
       Self::RegistrationPinSet => Some("RegistrationPinSet"),
+      Self::DirectBlockSet => Some("DirectBlockSet"),
       _ => None,
     }
   }
@@ -383,10 +387,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 30;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 31] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 32] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -418,6 +422,7 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 31] = [
   CommandBody::RecordOtpFailure,
   CommandBody::RegisterDevice,
   CommandBody::SetRegistrationPin,
+  CommandBody::SetDirectBlock,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -456,9 +461,10 @@ impl CommandBody {
   pub const RecordOtpFailure: Self = Self(28);
   pub const RegisterDevice: Self = Self(29);
   pub const SetRegistrationPin: Self = Self(30);
+  pub const SetDirectBlock: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -491,6 +497,7 @@ impl CommandBody {
     Self::RecordOtpFailure,
     Self::RegisterDevice,
     Self::SetRegistrationPin,
+    Self::SetDirectBlock,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -526,6 +533,7 @@ impl CommandBody {
       Self::RecordOtpFailure => Some("RecordOtpFailure"),
       Self::RegisterDevice => Some("RegisterDevice"),
       Self::SetRegistrationPin => Some("SetRegistrationPin"),
+      Self::SetDirectBlock => Some("SetDirectBlock"),
       _ => None,
     }
   }
@@ -585,10 +593,10 @@ pub struct CommandBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_CODE: u8 = 10;
+pub const ENUM_MAX_REJECT_CODE: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 11] = [
+pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 12] = [
   RejectCode::NotMember,
   RejectCode::NotAdmin,
   RejectCode::UnknownChat,
@@ -600,6 +608,7 @@ pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 11] = [
   RejectCode::WrongPartition,
   RejectCode::Locked,
   RejectCode::PinRequired,
+  RejectCode::Blocked,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -618,9 +627,10 @@ impl RejectCode {
   pub const WrongPartition: Self = Self(8);
   pub const Locked: Self = Self(9);
   pub const PinRequired: Self = Self(10);
+  pub const Blocked: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 10;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NotMember,
     Self::NotAdmin,
@@ -633,6 +643,7 @@ impl RejectCode {
     Self::WrongPartition,
     Self::Locked,
     Self::PinRequired,
+    Self::Blocked,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -648,6 +659,7 @@ impl RejectCode {
       Self::WrongPartition => Some("WrongPartition"),
       Self::Locked => Some("Locked"),
       Self::PinRequired => Some("PinRequired"),
+      Self::Blocked => Some("Blocked"),
       _ => None,
     }
   }
@@ -5533,6 +5545,122 @@ impl ::core::fmt::Debug for RegistrationPinSet<'_> {
       ds.finish()
   }
 }
+pub enum DirectBlockSetOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user blocks (`blocked`) or unblocks the other member of the
+/// direct chat `chat` (takes no seq; the chat may have no message yet).
+pub struct DirectBlockSet<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DirectBlockSet<'a> {
+  type Inner = DirectBlockSet<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DirectBlockSet<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BLOCKED: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DirectBlockSet { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DirectBlockSetArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DirectBlockSet<'bldr>> {
+    let mut builder = DirectBlockSetBuilder::new(_fbb);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_blocked(args.blocked);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChatId>(DirectBlockSet::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn blocked(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DirectBlockSet::VT_BLOCKED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DirectBlockSet<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<bool>("blocked", Self::VT_BLOCKED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DirectBlockSetArgs<'a> {
+    pub chat: Option<&'a ChatId>,
+    pub blocked: bool,
+}
+impl<'a> Default for DirectBlockSetArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DirectBlockSetArgs {
+      chat: None, // required field
+      blocked: false,
+    }
+  }
+}
+
+pub struct DirectBlockSetBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DirectBlockSetBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &ChatId) {
+    self.fbb_.push_slot_always::<&ChatId>(DirectBlockSet::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_blocked(&mut self, blocked: bool) {
+    self.fbb_.push_slot::<bool>(DirectBlockSet::VT_BLOCKED, blocked, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DirectBlockSetBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DirectBlockSetBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DirectBlockSet<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DirectBlockSet::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DirectBlockSet<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DirectBlockSet");
+      ds.field("chat", &self.chat());
+      ds.field("blocked", &self.blocked());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6007,6 +6135,20 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_direct_block_set(&self) -> Option<DirectBlockSet<'a>> {
+    if self.body_type() == EventBody::DirectBlockSet {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DirectBlockSet::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -6048,6 +6190,7 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::SessionRevoked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionRevoked>>("EventBody::SessionRevoked", pos),
           EventBody::OtpFailed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OtpFailed>>("EventBody::OtpFailed", pos),
           EventBody::RegistrationPinSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegistrationPinSet>>("EventBody::RegistrationPinSet", pos),
+          EventBody::DirectBlockSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DirectBlockSet>>("EventBody::DirectBlockSet", pos),
           _ => Ok(()),
         }
      })?
@@ -6316,6 +6459,13 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::RegistrationPinSet => {
           if let Some(x) = self.body_as_registration_pin_set() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::DirectBlockSet => {
+          if let Some(x) = self.body_as_direct_block_set() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10010,6 +10160,121 @@ impl ::core::fmt::Debug for SetRegistrationPin<'_> {
       ds.finish()
   }
 }
+pub enum SetDirectBlockOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user blocks (or unblocks) `peer` in their direct chat: a chat
+/// partition command, so that the chat's rules refuse `peer`'s SendDirect.
+pub struct SetDirectBlock<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetDirectBlock<'a> {
+  type Inner = SetDirectBlock<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetDirectBlock<'a> {
+  pub const VT_PEER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BLOCKED: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetDirectBlock { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetDirectBlockArgs
+  ) -> ::flatbuffers::WIPOffset<SetDirectBlock<'bldr>> {
+    let mut builder = SetDirectBlockBuilder::new(_fbb);
+    builder.add_peer(args.peer);
+    builder.add_blocked(args.blocked);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn peer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetDirectBlock::VT_PEER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn blocked(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetDirectBlock::VT_BLOCKED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetDirectBlock<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("peer", Self::VT_PEER, false)?
+     .visit_field::<bool>("blocked", Self::VT_BLOCKED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetDirectBlockArgs {
+    pub peer: u64,
+    pub blocked: bool,
+}
+impl<'a> Default for SetDirectBlockArgs {
+  #[inline]
+  fn default() -> Self {
+    SetDirectBlockArgs {
+      peer: 0,
+      blocked: false,
+    }
+  }
+}
+
+pub struct SetDirectBlockBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetDirectBlockBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_peer(&mut self, peer: u64) {
+    self.fbb_.push_slot::<u64>(SetDirectBlock::VT_PEER, peer, 0);
+  }
+  #[inline]
+  pub fn add_blocked(&mut self, blocked: bool) {
+    self.fbb_.push_slot::<bool>(SetDirectBlock::VT_BLOCKED, blocked, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetDirectBlockBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetDirectBlockBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetDirectBlock<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetDirectBlock<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetDirectBlock");
+      ds.field("peer", &self.peer());
+      ds.field("blocked", &self.blocked());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -10488,6 +10753,20 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_direct_block(&self) -> Option<SetDirectBlock<'a>> {
+    if self.body_type() == CommandBody::SetDirectBlock {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetDirectBlock::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -10529,6 +10808,7 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::RecordOtpFailure => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordOtpFailure>>("CommandBody::RecordOtpFailure", pos),
           CommandBody::RegisterDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterDevice>>("CommandBody::RegisterDevice", pos),
           CommandBody::SetRegistrationPin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetRegistrationPin>>("CommandBody::SetRegistrationPin", pos),
+          CommandBody::SetDirectBlock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetDirectBlock>>("CommandBody::SetDirectBlock", pos),
           _ => Ok(()),
         }
      })?
@@ -10797,6 +11077,13 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::SetRegistrationPin => {
           if let Some(x) = self.body_as_set_registration_pin() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::SetDirectBlock => {
+          if let Some(x) = self.body_as_set_direct_block() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -14630,10 +14917,10 @@ pub struct RecipientUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 10;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 11] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 12] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -14645,6 +14932,7 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 11] = [
   ClientFrameBody::SetPin,
   ClientFrameBody::UnlinkDevice,
   ClientFrameBody::Logout,
+  ClientFrameBody::Block,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -14663,9 +14951,10 @@ impl ClientFrameBody {
   pub const SetPin: Self = Self(8);
   pub const UnlinkDevice: Self = Self(9);
   pub const Logout: Self = Self(10);
+  pub const Block: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 10;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -14678,6 +14967,7 @@ impl ClientFrameBody {
     Self::SetPin,
     Self::UnlinkDevice,
     Self::Logout,
+    Self::Block,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -14693,6 +14983,7 @@ impl ClientFrameBody {
       Self::SetPin => Some("SetPin"),
       Self::UnlinkDevice => Some("UnlinkDevice"),
       Self::Logout => Some("Logout"),
+      Self::Block => Some("Block"),
       _ => None,
     }
   }
@@ -16760,6 +17051,137 @@ impl ::core::fmt::Debug for Logout<'_> {
       ds.finish()
   }
 }
+pub enum BlockOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Blocks (or unblocks) `user`: their direct messages are refused. Answered `Done`.
+pub struct Block<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Block<'a> {
+  type Inner = Block<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Block<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BLOCKED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Block { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BlockArgs
+  ) -> ::flatbuffers::WIPOffset<Block<'bldr>> {
+    let mut builder = BlockBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_blocked(args.blocked);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Block::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Block::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn blocked(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Block::VT_BLOCKED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Block<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("blocked", Self::VT_BLOCKED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BlockArgs {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub blocked: bool,
+}
+impl<'a> Default for BlockArgs {
+  #[inline]
+  fn default() -> Self {
+    BlockArgs {
+      client_msg_id: 0,
+      user: 0,
+      blocked: false,
+    }
+  }
+}
+
+pub struct BlockBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BlockBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Block::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(Block::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_blocked(&mut self, blocked: bool) {
+    self.fbb_.push_slot::<bool>(Block::VT_BLOCKED, blocked, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BlockBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BlockBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Block<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Block<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Block");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("blocked", &self.blocked());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -16949,6 +17371,20 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_block(&self) -> Option<Block<'a>> {
+    if self.body_type() == ClientFrameBody::Block {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Block::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -16969,6 +17405,7 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::SetPin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPin>>("ClientFrameBody::SetPin", pos),
           ClientFrameBody::UnlinkDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnlinkDevice>>("ClientFrameBody::UnlinkDevice", pos),
           ClientFrameBody::Logout => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Logout>>("ClientFrameBody::Logout", pos),
+          ClientFrameBody::Block => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Block>>("ClientFrameBody::Block", pos),
           _ => Ok(()),
         }
      })?
@@ -17089,6 +17526,13 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::Logout => {
           if let Some(x) = self.body_as_logout() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Block => {
+          if let Some(x) = self.body_as_block() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

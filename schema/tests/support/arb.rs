@@ -110,6 +110,7 @@ pub fn command_body() -> impl Strategy<Value = CommandBody> {
                 pin_hash
             }),
         option::of(any::<[u8; 32]>()).prop_map(|pin_hash| SetRegistrationPin { pin_hash }),
+        (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
     ]
 }
 
@@ -158,6 +159,7 @@ pub fn event_body() -> impl Strategy<Value = EventBody> {
         (user(), device()).prop_map(|(user, device)| SessionRevoked { user, device }),
         user().prop_map(|user| OtpFailed { user }),
         (user(), option::of(any::<[u8; 32]>())).prop_map(|(user, pin_hash)| RegistrationPinSet { user, pin_hash }),
+        (chat(), any::<bool>()).prop_map(|(chat, blocked)| DirectBlockSet { chat, blocked }),
     ]
 }
 
@@ -184,6 +186,7 @@ pub fn reject_code() -> impl Strategy<Value = RejectCode> {
         Just(WrongPartition),
         Just(Locked),
         Just(PinRequired),
+        Just(Blocked),
     ]
 }
 
@@ -313,6 +316,8 @@ pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (any::<u64>(), text(MAX_PIN_BYTES)).prop_map(|(c, pin)| ClientFrame::SetPin { client_msg_id: ClientMsgId(c), pin }),
         (any::<u64>(), device()).prop_map(|(c, device)| ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(c), device }),
         any::<u64>().prop_map(|c| ClientFrame::Logout { client_msg_id: ClientMsgId(c) }),
+        (any::<u64>(), user(), any::<bool>())
+            .prop_map(|(c, user, blocked)| ClientFrame::Block { client_msg_id: ClientMsgId(c), user, blocked }),
     ]
 }
 

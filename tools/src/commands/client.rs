@@ -49,6 +49,13 @@ pub enum Cmd {
         #[arg(long)]
         device: u32,
     },
+    /// Block a user (id or +phone): their direct messages are refused. With
+    /// --unblock: accept them again.
+    Block {
+        user: String,
+        #[arg(long)]
+        unblock: bool,
+    },
     /// End this device's session (its connections close at once) and forget
     /// the profile's credentials.
     Logout,
@@ -142,6 +149,14 @@ pub async fn run(args: Args) -> Result<()> {
             let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
             c.unlink_device(chorus_schema::DeviceId(device)).await?;
             println!("device {device} unlinked");
+            c.close();
+        }
+        Cmd::Block { user, unblock } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let target = recipient(&user)?;
+            c.block(target, !unblock).await?;
+            println!("user {target} {}", if unblock { "unblocked" } else { "blocked" });
             c.close();
         }
         Cmd::Logout => {
