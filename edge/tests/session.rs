@@ -369,7 +369,7 @@ fn deliveries_and_sync() {
         partition: PartitionId(0),
         offset: 0,
         log_index: 1,
-        event: Event { at_ms: 77, origin, body },
+        event: Event { at_ms: 1077, origin, body },
     };
     let other = Origin { user: UserId(2), device: DeviceId(1), client_msg_id: ClientMsgId(5) };
     let me = Origin { user: id.user, device: id.device, client_msg_id: ClientMsgId(6) };
@@ -384,7 +384,7 @@ fn deliveries_and_sync() {
             sender: o.user,
             sender_device: o.device,
             client_msg_id: o.client_msg_id,
-            at_ms: 77,
+            at_ms: 1077,
             ciphertext: vec![9],
             media: None,
         })
@@ -574,6 +574,53 @@ fn a_block_is_appended_to_the_direct_chat_then_to_the_user() {
     let (c, _) = append(&drain(&mut s));
     s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Blocked, "blocked"))));
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Forbidden, Some(ClientMsgId(7))));
+}
+
+#[test]
+fn a_newly_linked_device_gets_no_history_from_before_its_link() {
+    let chat = ChatId::group([1; 16]);
+    let other = Origin { user: UserId(2), device: DeviceId(1), client_msg_id: ClientMsgId(5) };
+    let item = |seq: u64, at_ms: u64| EventRecord {
+        partition: PartitionId(0),
+        offset: seq,
+        log_index: seq,
+        event: Event { at_ms, origin: other, body: EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![], media: None } },
+    };
+    let delivered = |actions: Vec<Action>| -> Vec<u64> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Deliver(ServerFrame::Deliver { seq, .. }) => Some(seq.0),
+                _ => None,
+            })
+            .collect()
+    };
+    // Registered at 5000: the token says so, and the sync skips older items.
+    let mut s = session(Config::default());
+    let mut o = otp();
+    let (id, token) = register(&mut s, &mut o, 5000);
+    assert_eq!(token_linked_ms(&token, 6000), Some(5000));
+    s.handle_frame(5000, ClientFrame::Sync { since: vec![] }, &mut o);
+    drain(&mut s);
+    for (seq, at) in [(1, 100), (2, 4999), (3, 5000), (4, 7000)] {
+        s.handle_recovered(&item(seq, at));
+    }
+    s.handle_sync_done(&[(chat, Seq(4))], 1);
+    assert_eq!(delivered(drain(&mut s)), vec![3, 4]);
+    // The same on a later login with the token, at any edge.
+    let mut s = session(Config::default());
+    s.handle_frame(9000, ClientFrame::Login { user: id.user, device: id.device, token }, &mut o);
+    drain(&mut s);
+    s.handle_token_verified(TokenVerdict::Valid);
+    drain(&mut s);
+    s.handle_frame(9000, ClientFrame::Sync { since: vec![] }, &mut o);
+    drain(&mut s);
+    s.handle_recovered(&item(1, 100));
+    s.handle_recovered(&item(2, 6000));
+    s.handle_sync_done(&[(chat, Seq(2))], 1);
+    assert_eq!(delivered(drain(&mut s)), vec![2]);
+    // A token without a link time (made before it existed): everything.
+    assert_eq!(token_linked_ms(&[0xff; 32], 9000), None);
 }
 
 #[test]

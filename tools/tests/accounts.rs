@@ -148,6 +148,10 @@ async fn reregistration_needs_the_pin_and_the_devices_are_told() {
     let c = code(&stack, 0, phone).await;
     let alice = verify(&stack, 0, phone, &c, None).await.unwrap();
     let (a, mut a_events) = connect(&stack, 0, alice).await;
+    let bob = stack.register(1, "+15550000202").await.unwrap();
+    let (b, _b_events) = connect(&stack, 1, bob).await;
+    let to_alice = chorus_schema::Recipient::User(alice.user);
+    b.send(to_alice, b"before".to_vec()).await.unwrap();
     a.set_pin("2468").await.expect("the PIN is set");
     assert!(matches!(a.set_pin("12").await, Err(Error::Refused { code: EdgeErrorCode::BadFrame, .. })));
 
@@ -168,6 +172,29 @@ async fn reregistration_needs_the_pin_and_the_devices_are_told() {
     assert_eq!(second.user, alice.user);
     assert_ne!(second.device, alice.device);
     assert_eq!(notice(&mut a_events).await, (DeviceNoticeKind::Linked, second.device));
+
+    // The new device gets no history from before its link; new messages it gets.
+    let (c, mut c_events) = Client::connect(stack.client_config(&[1]), second, Resume::default()).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), c_events.recv()).await {
+            Ok(Some(Event::Synced { .. })) => break,
+            Ok(Some(Event::Message(m))) => panic!("history from before the link: {m:?}"),
+            Ok(Some(_)) => {}
+            other => panic!("no sync: {other:?}"),
+        }
+    }
+    let after = b.send(to_alice, b"after".to_vec()).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), c_events.recv()).await {
+            Ok(Some(Event::Message(m))) => {
+                assert_eq!((m.seq, &m.ciphertext[..]), (after.seq, &b"after"[..]));
+                break;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no new message: {other:?}"),
+        }
+    }
+    c.close();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

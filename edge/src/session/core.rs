@@ -94,6 +94,14 @@ pub fn token_expiry_ms(token: &[u8; 32]) -> u64 {
     u64::from_be_bytes(token[..8].try_into().expect("8 bytes"))
 }
 
+/// When the token's device was linked: bytes 8..16, big endian (the other
+/// 16 bytes are random). `None` for tokens made before this was written
+/// there (random bytes: a time after the expiry or after `now_ms`).
+pub fn token_linked_ms(token: &[u8; 32], now_ms: u64) -> Option<u64> {
+    let linked = u64::from_be_bytes(token[8..16].try_into().expect("8 bytes"));
+    (linked <= now_ms && linked <= token_expiry_ms(token)).then_some(linked)
+}
+
 /// A registration waiting for its `RegisterDevice`: one append that
 /// registers the user if new, links the device and opens its session, so a
 /// failed registration leaves nothing behind.
@@ -189,6 +197,10 @@ pub struct Session {
     rate: TokenBucket,
     bad_frames: u32,
     logins_failed: u32,
+    /// The logged-in device was linked at this time (from its token): older
+    /// messages are not handed to it — a newly linked device gets no history
+    /// from before its link.
+    history_from_ms: Option<u64>,
     timeline: Timeline,
     /// The positions the client sent with the sync in progress.
     sync_since: Vec<(ChatId, Seq)>,
@@ -228,6 +240,7 @@ impl Session {
             rate,
             bad_frames: 0,
             logins_failed: 0,
+            history_from_ms: None,
             timeline: Timeline::new(HELD_BYTES_MAX),
             sync_since: Vec::new(),
             limits: None,
@@ -562,6 +575,9 @@ impl Session {
             if e.origin.user == me.user && e.origin.device == me.device {
                 return;
             }
+            if self.history_from_ms.is_some_and(|linked| e.at_ms < linked) {
+                return;
+            }
             self.actions.push_back(Action::Deliver(ServerFrame::Deliver {
                 chat: *chat,
                 seq: *seq,
@@ -613,6 +629,7 @@ impl Session {
             }
             return;
         }
+        self.history_from_ms = token_linked_ms(token, now_ms);
         self.state = State::VerifyingToken(Identity { user, device });
         self.actions.push_back(Action::VerifyToken { user, device, token_hash: token_hash(token) });
     }
@@ -654,6 +671,8 @@ impl Session {
         let mut token = [0u8; 32];
         self.entropy.fill(&mut token);
         token[..8].copy_from_slice(&now_ms.saturating_add(self.config.token_lifetime_ms).to_be_bytes());
+        token[8..16].copy_from_slice(&now_ms.to_be_bytes());
+        self.history_from_ms = Some(now_ms);
         let reg = Registration {
             phone,
             device_name,
