@@ -538,8 +538,12 @@ impl Session {
     /// registered with its phone number.
     pub fn handle_device_notice(&mut self, kind: DeviceNoticeKind, device: DeviceId, at_ms: u64) {
         let Some(me) = self.identity() else { return };
-        if device == me.device && matches!(kind, DeviceNoticeKind::Unlinked | DeviceNoticeKind::LoggedOut) {
-            return self.revoked();
+        if device == me.device {
+            // Its own link is old news to it.
+            if matches!(kind, DeviceNoticeKind::Unlinked | DeviceNoticeKind::LoggedOut) {
+                self.revoked();
+            }
+            return;
         }
         self.actions.push_back(Action::Deliver(ServerFrame::DeviceNotice { kind, device, at_ms }));
     }
