@@ -29,11 +29,16 @@ async fn stack(dir: &std::path::Path, limits: LimitsConfig, otp: OtpConfig) -> S
 
 /// Texts a code to `phone` through edge `edge` and reads it from its SMS file.
 async fn code(stack: &Stack, edge: usize, phone: &str) -> String {
-    client::request_otp(&stack.client_config(&[edge]), phone).await.expect("a code is texted");
     let path = stack.edges[edge].dir.join("sms.jsonl");
+    let len = || std::fs::metadata(&path).map_or(0, |m| m.len());
+    let before = len();
+    client::request_otp(&stack.client_config(&[edge]), phone).await.expect("a code is texted");
+    // The sink writes after the answer: wait for this code, not an older one.
     for _ in 0..50 {
-        if let Ok(c) = sms_code(&path, phone) {
-            return c;
+        if len() > before {
+            if let Ok(c) = sms_code(&path, phone) {
+                return c;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -287,4 +292,59 @@ async fn a_blocked_user_cannot_send_direct_messages() {
         }
     }
     assert_eq!(got, vec![b"hi".to_vec(), b"back".to_vec()]);
+}
+
+/// `chorus client …` against the stack's edge 0, with this profile.
+fn cli(stack: &Stack, profile: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(chorus_binary())
+        .arg("client")
+        .args(["--edge", &stack.edge_addrs[0]])
+        .arg("--ca")
+        .arg(&stack.cluster.ca)
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .output()
+        .expect("run chorus client");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_sets_a_pin_blocks_unlinks_and_logs_out() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let otp = OtpConfig { resend_interval_ms: 0, ..OtpConfig::default() };
+    let stack = stack(dir.path(), LimitsConfig::unlimited(), otp).await;
+    let (phone, profile) = ("+15550000501", dir.path().join("cli.json"));
+    let bob = stack.register(1, "+15550000502").await.unwrap();
+    let (b, _b_events) = connect(&stack, 1, bob).await;
+
+    let c = code(&stack, 0, phone).await;
+    let (ok, out) = cli(&stack, &profile, &["register", "--phone", phone, "--code", &c]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&stack, &profile, &["set-pin", "2468"]);
+    assert!(ok && out.contains("PIN set"), "{out}");
+    let (ok, out) = cli(&stack, &profile, &["block", "+15550000502"]);
+    assert!(ok && out.contains("blocked"), "{out}");
+    let to_cli = chorus_schema::Recipient::User(chorus_schema::edge::user_for_phone(phone).unwrap());
+    assert!(matches!(b.send(to_cli, b"x".to_vec()).await, Err(Error::Refused { code: EdgeErrorCode::Forbidden, .. })));
+
+    // A second device of the number needs the PIN; the first unlinks it.
+    let c = code(&stack, 0, phone).await;
+    let second = verify(&stack, 0, phone, &c, Some("2468")).await.expect("registered with the PIN");
+    let (_s, mut s_events) = connect(&stack, 0, second).await;
+    let device = second.device.0.to_string();
+    let (ok, out) = cli(&stack, &profile, &["unlink", "--device", &device]);
+    assert!(ok, "{out}");
+    revoked("the device unlinked by the CLI", &mut s_events, Duration::from_secs(5)).await;
+
+    // Logging out forgets the profile; its token logs in no more.
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&profile).unwrap()).unwrap();
+    let (ok, out) = cli(&stack, &profile, &["logout"]);
+    assert!(ok, "{out}");
+    assert!(!profile.exists());
+    std::fs::write(&profile, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let (ok, out) = cli(&stack, &profile, &["login"]);
+    assert!(!ok && out.contains("Unauthenticated"), "{out}");
 }
