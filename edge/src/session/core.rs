@@ -176,6 +176,15 @@ const PIN_CHARS_MIN: usize = 4;
 /// - **Ack.** `Append(Ack)`; while one ack of a (chat, kind) is in flight, later
 ///   ones coalesce into one pending ack with the largest `up_to_seq`. No answer
 ///   on success.
+/// - **Account requests** (logged in): `SetPin` → `Append(SetRegistrationPin)`
+///   with the PIN's Argon2id hash; `UnlinkDevice` → `Append(UnlinkDevice)`;
+///   `Logout` → `Append(RevokeSession)` of this device, then `Revoked` and
+///   close; `Block` → `Append(SetDirectBlock)` to the direct chat (what the
+///   log enforces) then `Append(Block | Unblock)` to the user; each answered
+///   `Done{client_msg_id}`. [`Session::handle_device_notice`] closes a device
+///   revoked at any edge and tells the user's other devices.
+/// - **History.** A device is handed no message older than its link (the
+///   time in its token): a new device does not get the account's history.
 /// - **Deliveries.** `handle_delivery` (live, from the bus) and
 ///   `handle_recovered` (sync, gap fill) go through the connection's timeline
 ///   (`timeline.rs`): each `(chat, seq)` at most once per connection, in seq
