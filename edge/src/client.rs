@@ -1,7 +1,15 @@
 //! The Rust client SDK: what an app links to talk to chorus edges.
 //!
-//! - [`request_otp`] / [`verify_otp`]: registration; the result is the
-//!   device's [`Credentials`] (keep the token secret).
+//! - [`request_otp`] / [`verify_otp`] ([`verify_otp_with_pin`] for an
+//!   account with a registration PIN): registration; the result is the
+//!   device's [`Credentials`] (keep the token secret; it expires).
+//! - Account requests of a logged-in client: [`Client::set_pin`],
+//!   [`Client::unlink_device`], [`Client::logout`]. A device that logs out or
+//!   is unlinked (from anywhere) is disconnected at once and its client stops
+//!   with `Revoked`; other devices get [`Event::Device`] notices (a new device
+//!   registered with the number, a device unlinked).
+//! - A rate-limited request is refused with its `retry_after_ms`
+//!   ([`Error::Refused`]).
 //! - [`Client::connect`]: logs in on one of the edges and keeps a connection
 //!   up in the background: on loss it reconnects (to the next edge, with
 //!   backoff), logs in again, **resends every unacknowledged send with its
@@ -30,7 +38,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_schema::edge::{write_frame, ALPN};
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, ReceiptKind, Recipient, Seq, ServerFrame, UserId,
+    ChatId, ClientFrame, ClientMsgId, DeviceId, DeviceNoticeKind, EdgeErrorCode, ReceiptKind, Recipient, Seq, ServerFrame,
+    UserId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -42,9 +51,10 @@ const SERVER_NAME: &str = "chorus.local";
 /// Why a client call failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// The edge answered with an error frame.
+    /// The edge answered with an error frame; `retry_after_ms`: a rate limit
+    /// allows the request again after that long.
     #[error("{code:?}: {message}")]
-    Refused { code: EdgeErrorCode, message: String },
+    Refused { code: EdgeErrorCode, message: String, retry_after_ms: Option<u64> },
     /// No edge could be reached, or a connection broke during a one-shot call.
     #[error("connection: {0}")]
     Connection(String),
@@ -171,6 +181,14 @@ pub enum Event {
     Disconnected { reason: String },
     /// An error frame not tied to a send (e.g. a refused ack).
     Error { code: EdgeErrorCode, message: String },
+    /// Something happened to a device of this user at `at_ms` (e.g. a new
+    /// device registered with the phone number).
+    Device { kind: DeviceNoticeKind, device: DeviceId, at_ms: u64 },
+}
+
+/// Whether a refusal of the login ends the client (no reconnect helps).
+fn login_refused_for_good(code: EdgeErrorCode) -> bool {
+    matches!(code, EdgeErrorCode::Unauthenticated | EdgeErrorCode::TokenExpired | EdgeErrorCode::Revoked)
 }
 
 /// A committed send.
@@ -296,7 +314,9 @@ async fn one_shot(config: &ClientConfig, frame: ClientFrame) -> Result<ServerFra
                 let reply = link.read().await;
                 link.conn.close(0u32.into(), b"done");
                 return match reply? {
-                    ServerFrame::Error { code, message, .. } => Err(Error::Refused { code, message }),
+                    ServerFrame::Error { code, message, retry_after_ms, .. } => {
+                        Err(Error::Refused { code, message, retry_after_ms })
+                    }
                     other => Ok(other),
                 };
             }
@@ -330,11 +350,29 @@ pub async fn verify_otp(
     device_name: &str,
     identity_key: Vec<u8>,
 ) -> Result<Credentials> {
+    verify_otp_with_pin(config, phone, code, device_name, identity_key, None).await
+}
+
+/// [`verify_otp`] for a number whose account has a registration PIN
+/// ([`Client::set_pin`]): without it (or with a wrong one) registration is
+/// refused with `PinRequired`, and a wrong one counts as a wrong code.
+///
+/// # Errors
+/// As [`verify_otp`], and `PinRequired`, `PhoneLocked`.
+pub async fn verify_otp_with_pin(
+    config: &ClientConfig,
+    phone: &str,
+    code: &str,
+    device_name: &str,
+    identity_key: Vec<u8>,
+    pin: Option<&str>,
+) -> Result<Credentials> {
     let frame = ClientFrame::VerifyOtp {
         phone: phone.to_owned(),
         code: code.to_owned(),
         device_name: device_name.to_owned(),
         identity_key,
+        pin: pin.map(str::to_owned),
     };
     match one_shot(config, frame).await? {
         ServerFrame::Registered { user, device, token } => Ok(Credentials { user, device, token }),
@@ -348,6 +386,15 @@ enum Command {
     Sync,
     Reconnect,
     Close,
+    /// `SetPin`, `UnlinkDevice` or `Logout`, answered `Done`.
+    Request { frame: ClientFrame, client_msg_id: ClientMsgId, request: PendingRequest },
+}
+
+struct PendingRequest {
+    reply: oneshot::Sender<Result<()>>,
+    /// A logout or the unlink of this device: the edge closing the session
+    /// (`Revoked`) before its `Done` arrives means it succeeded.
+    ends_session: bool,
 }
 
 struct PendingSend {
@@ -407,6 +454,7 @@ impl Client {
             events: events_tx,
             commands: commands_rx,
             pending: BTreeMap::new(),
+            requests: BTreeMap::new(),
             acks: BTreeMap::new(),
             edge_index: 0,
             stats: stats.clone(),
@@ -452,11 +500,63 @@ impl Client {
             return Err(Error::Refused {
                 code: EdgeErrorCode::CiphertextTooLarge,
                 message: format!("ciphertext {} > {} bytes", ciphertext.len(), chorus_schema::MAX_CIPHERTEXT_BYTES),
+                retry_after_ms: None,
             });
         }
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::Send { to, client_msg_id, ciphertext, reply }).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn request(&self, make: impl FnOnce(ClientMsgId) -> ClientFrame) -> Result<()> {
+        let client_msg_id = self.next_client_msg_id();
+        let (reply, rx) = oneshot::channel();
+        let frame = make(client_msg_id);
+        let ends_session = match &frame {
+            ClientFrame::Logout { .. } => true,
+            ClientFrame::UnlinkDevice { device, .. } => *device == self.credentials.device,
+            _ => false,
+        };
+        let request = PendingRequest { reply, ends_session };
+        self.commands.send(Command::Request { frame, client_msg_id, request }).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Sets the account's registration PIN (empty: removes it): registering
+    /// the number on a new device then needs it ([`verify_otp_with_pin`]).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] (a PIN shorter than 4 characters), or
+    /// [`Error::Connection`] if the connection broke before the answer.
+    pub async fn set_pin(&self, pin: &str) -> Result<()> {
+        self.request(|client_msg_id| ClientFrame::SetPin { client_msg_id, pin: pin.to_owned() }).await
+    }
+
+    /// Unlinks `device` of this user; its connections close at every edge.
+    /// Unlinking this device ends this client too.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn unlink_device(&self, device: DeviceId) -> Result<()> {
+        self.request(|client_msg_id| ClientFrame::UnlinkDevice { client_msg_id, device }).await
+    }
+
+    /// Blocks (`blocked`) or unblocks `user`: the log then refuses their
+    /// direct messages to this user (`Forbidden` for them).
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn block(&self, user: UserId, blocked: bool) -> Result<()> {
+        self.request(|client_msg_id| ClientFrame::Block { client_msg_id, user, blocked }).await
+    }
+
+    /// Ends this device's session: its connections close at every edge and
+    /// the token no longer logs in. This client stops.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn logout(&self) -> Result<()> {
+        self.request(|client_msg_id| ClientFrame::Logout { client_msg_id }).await
     }
 
     /// A cumulative receipt (fire and forget; re-sent after a reconnect).
@@ -505,6 +605,9 @@ struct Worker {
     events: mpsc::Sender<Event>,
     commands: mpsc::UnboundedReceiver<Command>,
     pending: BTreeMap<ClientMsgId, PendingSend>,
+    /// Account requests written on the current connection (not resent after
+    /// a reconnect: they fail with `Connection` then).
+    requests: BTreeMap<ClientMsgId, PendingRequest>,
     acks: BTreeMap<(ChatId, ReceiptKind), Seq>,
     edge_index: usize,
     stats: Arc<ClientStats>,
@@ -526,7 +629,7 @@ impl Worker {
             self.edge_index += 1;
             match self.login(&edge).await {
                 Ok(live) => return Ok(live),
-                Err(e @ Error::Refused { code: EdgeErrorCode::Unauthenticated, .. }) => return Err(e),
+                Err(e @ Error::Refused { code, .. }) if login_refused_for_good(code) => return Err(e),
                 Err(e) => {
                     debug!(%edge, error = %e, "edge not available");
                     last = e;
@@ -542,7 +645,9 @@ impl Worker {
         link.write(&ClientFrame::Login { user: c.user, device: c.device, token: c.token }).await?;
         match link.read().await? {
             ServerFrame::LoggedIn { .. } => {}
-            ServerFrame::Error { code, message, .. } => return Err(Error::Refused { code, message }),
+            ServerFrame::Error { code, message, retry_after_ms, .. } => {
+                return Err(Error::Refused { code, message, retry_after_ms })
+            }
             other => return Err(Error::Protocol(format!("expected LoggedIn, got {}", other.kind()))),
         }
         // The delivery stream reaches us with its first frame (QUIC streams
@@ -564,9 +669,7 @@ impl Worker {
                         backoff = Duration::from_millis(self.config.reconnect_min_ms);
                         l
                     }
-                    Err(Error::Refused { code: EdgeErrorCode::Unauthenticated, message }) => {
-                        return self.fail_all(Error::Refused { code: EdgeErrorCode::Unauthenticated, message });
-                    }
+                    Err(e @ Error::Refused { code, .. }) if login_refused_for_good(code) => return self.fail_all(e),
                     Err(_) => {
                         if self.drain_commands_while(backoff).await {
                             return self.fail_all(Error::Closed);
@@ -581,6 +684,9 @@ impl Worker {
                 Outcome::Fatal(e) => return self.fail_all(e),
                 Outcome::Lost(reason) => {
                     debug!(%reason, "connection lost");
+                    for (_, r) in std::mem::take(&mut self.requests) {
+                        let _ = r.reply.send(Err(Error::Connection(format!("connection lost before the answer: {reason}"))));
+                    }
                     let _ = self.events.send(Event::Disconnected { reason }).await;
                 }
             }
@@ -617,6 +723,10 @@ impl Worker {
                 Some(ClientFrame::Ack { chat, kind, up_to_seq: *e })
             }
             Command::Sync => Some(self.sync_frame()),
+            Command::Request { frame, client_msg_id, request } => {
+                self.requests.insert(client_msg_id, request);
+                Some(frame)
+            }
             Command::Reconnect | Command::Close => None,
         }
     }
@@ -629,6 +739,10 @@ impl Worker {
     fn fail_all(&mut self, error: Error) {
         for (_, p) in std::mem::take(&mut self.pending) {
             let _ = p.reply.send(Err(error.clone()));
+        }
+        for (_, r) in std::mem::take(&mut self.requests) {
+            let done = r.ends_session && matches!(error, Error::Refused { code: EdgeErrorCode::Revoked, .. });
+            let _ = r.reply.send(if done { Ok(()) } else { Err(error.clone()) });
         }
     }
 
@@ -681,7 +795,16 @@ impl Worker {
                 },
                 f = read_delivery(&mut deliveries, &mut dframes) => match f {
                     Ok(frame) => self.delivered(frame).await,
-                    Err(e) => return Outcome::Lost(format!("{edge}: {e}")),
+                    Err(e) => {
+                        // The edge closes both streams at once: why it
+                        // closes (e.g. `Revoked`) is on the control stream.
+                        while let Ok(Ok(frame)) = tokio::time::timeout(Duration::from_secs(1), link.read()).await {
+                            if let Some(outcome) = self.control(frame, &mut retry_due).await {
+                                return outcome;
+                            }
+                        }
+                        return Outcome::Lost(format!("{edge}: {e}"));
+                    }
                 },
                 _ = retry.tick(), if !retry_due.is_empty() => {
                     for id in std::mem::take(&mut retry_due) {
@@ -704,20 +827,28 @@ impl Worker {
                     let _ = p.reply.send(Ok(Sent { client_msg_id, chat, seq, server_time_ms }));
                 }
             }
-            ServerFrame::Error { code, message, client_msg_id: Some(id) } => {
-                if code.retryable() {
+            ServerFrame::Error { code, message, client_msg_id: Some(id), retry_after_ms } => {
+                if let Some(r) = self.requests.remove(&id) {
+                    let _ = r.reply.send(Err(Error::Refused { code, message, retry_after_ms }));
+                } else if code.retryable() {
                     if self.pending.contains_key(&id) {
                         retry_due.push(id);
                     }
                 } else if let Some(p) = self.pending.remove(&id) {
-                    let _ = p.reply.send(Err(Error::Refused { code, message }));
+                    let _ = p.reply.send(Err(Error::Refused { code, message, retry_after_ms }));
                 }
             }
-            ServerFrame::Error { code: EdgeErrorCode::Unauthenticated, message, client_msg_id: None } => {
-                return Some(Outcome::Fatal(Error::Refused { code: EdgeErrorCode::Unauthenticated, message }));
+            ServerFrame::Error { code, message, client_msg_id: None, retry_after_ms } if login_refused_for_good(code) => {
+                let _ = self.events.send(Event::Error { code, message: message.clone() }).await;
+                return Some(Outcome::Fatal(Error::Refused { code, message, retry_after_ms }));
             }
-            ServerFrame::Error { code, message, client_msg_id: None } => {
+            ServerFrame::Error { code, message, client_msg_id: None, .. } => {
                 let _ = self.events.send(Event::Error { code, message }).await;
+            }
+            ServerFrame::Done { client_msg_id } => {
+                if let Some(r) = self.requests.remove(&client_msg_id) {
+                    let _ = r.reply.send(Ok(()));
+                }
             }
             other => debug!(kind = other.kind(), "unexpected control frame"),
         }
@@ -740,6 +871,7 @@ impl Worker {
             }
             ServerFrame::Receipt { chat, up_to_seq, status } => Event::Receipt { chat, up_to_seq, status },
             ServerFrame::SyncDone { chats } => Event::Synced { chats },
+            ServerFrame::DeviceNotice { kind, device, at_ms } => Event::Device { kind, device, at_ms },
             other => return debug!(kind = other.kind(), "unexpected delivery frame"),
         };
         let _ = self.events.send(event).await;

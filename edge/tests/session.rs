@@ -2,6 +2,9 @@
 //! proptest over random frame and result sequences.
 
 use chorus_edge::session::*;
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use chorus_schema::edge::{user_for_phone, CLIENT_MSG_ID_RESERVED_BIT};
 use chorus_schema::*;
 use proptest::prelude::*;
@@ -62,13 +65,11 @@ fn register(s: &mut Session, otp: &mut OtpRegistry, now: u64) -> (Identity, [u8;
     let code = texted_code(&drain(s));
     s.handle_frame(
         now,
-        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "phone".into(), identity_key: vec![7; 32] },
+        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "phone".into(), identity_key: vec![7; 32], pin: None },
         otp,
     );
-    for _ in 0..3 {
-        let (c, _) = append(&drain(s));
-        s.handle_append_result(now, c, Ok(Ok(Outcome::Done)));
-    }
+    let (c, _) = append(&drain(s));
+    s.handle_append_result(now, c, Ok(Ok(Outcome::Done)));
     let actions = drain(s);
     match &actions[..] {
         [Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)] => {
@@ -87,7 +88,7 @@ fn logged_in(config: Config) -> (Session, OtpRegistry, Identity) {
 }
 
 #[test]
-fn registration_texts_a_code_then_appends_three_commands_in_order() {
+fn registration_texts_a_code_then_appends_one_register_device() {
     let mut s = session(Config::default());
     let mut o = otp();
     s.handle_frame(1000, ClientFrame::RequestOtp { phone: "+1 555 010 0001".into() }, &mut o);
@@ -101,32 +102,27 @@ fn registration_texts_a_code_then_appends_three_commands_in_order() {
 
     s.handle_frame(
         2000,
-        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "phone".into(), identity_key: vec![7; 32] },
+        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "phone".into(), identity_key: vec![7; 32], pin: None },
         &mut o,
     );
     let user = user_for_phone(PHONE).unwrap();
-    let (c1, register) = append(&drain(&mut s));
+    let (c, register) = append(&drain(&mut s));
     assert_eq!(register.origin.user, user);
     assert_ne!(register.origin.client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT, 0);
-    assert_eq!(register.body, CommandBody::RegisterUser { phone: PHONE.into() });
     let device = register.origin.device;
     assert_ne!(device, DeviceId(0));
-    // A returning user: AlreadyExists is fine.
-    s.handle_append_result(2001, c1, Ok(Err(Rejection::new(RejectCode::AlreadyExists, "registered"))));
-    let (c2, link) = append(&drain(&mut s));
-    assert_eq!(link.origin.user, user);
-    assert_eq!(link.origin.device, device);
-    assert_eq!(link.body, CommandBody::LinkDevice { device, identity_key: vec![7; 32], name: "phone".into() });
-    s.handle_append_result(2002, c2, Ok(Ok(Outcome::Done)));
-    let (c3, create) = append(&drain(&mut s));
-    let CommandBody::CreateSession { device: d, token_hash: hash } = create.body else { panic!("{create:?}") };
-    assert_eq!(d, device);
+    let CommandBody::RegisterDevice { phone, device: d, identity_key, name, token_hash: hash, pin_hash } = register.body else {
+        panic!("{register:?}")
+    };
+    assert_eq!((phone.as_str(), d, identity_key, name.as_str(), pin_hash), (PHONE, device, vec![7; 32], "phone", None));
     assert_eq!(s.identity(), None);
-    s.handle_append_result(2003, c3, Ok(Ok(Outcome::Done)));
+    s.handle_append_result(2003, c, Ok(Ok(Outcome::Done)));
     let id = Identity { user, device };
     let actions = drain(&mut s);
     let Action::Send(ServerFrame::Registered { token, .. }) = actions[0] else { panic!("{actions:?}") };
     assert_eq!(token_hash(&token), hash);
+    // The token carries its expiry: registration time + the configured lifetime.
+    assert_eq!(token_expiry_ms(&token), 2000 + Config::default().token_lifetime_ms);
     assert_eq!(actions, vec![Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)]);
     assert_eq!(s.identity(), Some(id));
 }
@@ -137,13 +133,12 @@ fn a_device_id_collision_links_another_id() {
     let mut o = otp();
     s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
     let code = texted_code(&drain(&mut s));
-    s.handle_frame(0, ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![] }, &mut o);
-    let (c1, _) = append(&drain(&mut s));
-    s.handle_append_result(0, c1, Ok(Ok(Outcome::Done)));
-    let (c2, first) = append(&drain(&mut s));
-    s.handle_append_result(0, c2, Ok(Err(Rejection::new(RejectCode::AlreadyExists, "linked"))));
+    s.handle_frame(0, ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![], pin: None }, &mut o);
+    let (c1, first) = append(&drain(&mut s));
+    s.handle_append_result(0, c1, Ok(Err(Rejection::new(RejectCode::AlreadyExists, "linked"))));
     let (_, second) = append(&drain(&mut s));
-    let (CommandBody::LinkDevice { device: d1, .. }, CommandBody::LinkDevice { device: d2, .. }) = (&first.body, &second.body)
+    let (CommandBody::RegisterDevice { device: d1, .. }, CommandBody::RegisterDevice { device: d2, .. }) =
+        (&first.body, &second.body)
     else {
         panic!("{first:?} {second:?}")
     };
@@ -160,6 +155,7 @@ fn otp_errors() {
         code: code.into(),
         device_name: "d".into(),
         identity_key: vec![],
+        pin: None,
     };
     s.handle_frame(0, verify("000000"), &mut o);
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::OtpExpired);
@@ -170,14 +166,21 @@ fn otp_errors() {
     s.handle_frame(1, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::RateLimited);
     let wrong = if code == "000000" { "111111" } else { "000000" };
+    // Each wrong code is recorded in the log for the phone (as the phone's
+    // user, no device) before the client hears it was wrong.
+    let failed = |s: &mut Session, o: &mut OtpRegistry, code: &str| {
+        s.handle_frame(2, verify(code), o);
+        let (c, cmd) = append(&drain(s));
+        assert_eq!(cmd.body, CommandBody::RecordOtpFailure);
+        assert_eq!((cmd.origin.user, cmd.origin.device), (user_for_phone(PHONE).unwrap(), DeviceId(0)));
+        s.handle_append_result(2, c, Ok(Ok(Outcome::Done)));
+        error_code(drain(s)).0
+    };
     for _ in 0..4 {
-        s.handle_frame(2, verify(wrong), &mut o);
-        assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::BadOtp);
+        assert_eq!(failed(&mut s, &mut o, wrong), EdgeErrorCode::BadOtp);
     }
-    s.handle_frame(2, verify(wrong), &mut o);
-    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::TooManyAttempts);
-    s.handle_frame(2, verify(&code), &mut o);
-    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::TooManyAttempts);
+    assert_eq!(failed(&mut s, &mut o, wrong), EdgeErrorCode::TooManyAttempts);
+    assert_eq!(failed(&mut s, &mut o, &code), EdgeErrorCode::TooManyAttempts);
     s.handle_frame(300_000, verify(&code), &mut o);
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::OtpExpired);
     assert_eq!(s.identity(), None);
@@ -189,7 +192,7 @@ fn a_failed_registration_step_returns_to_anonymous() {
     let mut o = otp();
     s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
     let code = texted_code(&drain(&mut s));
-    s.handle_frame(0, ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![] }, &mut o);
+    s.handle_frame(0, ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![], pin: None }, &mut o);
     let (c1, _) = append(&drain(&mut s));
     s.handle_append_result(0, c1, Err(AppendError::Unavailable("no leader".into())));
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unavailable);
@@ -223,7 +226,7 @@ fn login_is_verified_against_the_sessions_view() {
 fn failed_logins_close_the_connection() {
     let mut s = session(Config { logins_failed_max: 2, ..Config::default() });
     let mut o = otp();
-    let login = ClientFrame::Login { user: UserId(5), device: DeviceId(1), token: [0; 32] };
+    let login = ClientFrame::Login { user: UserId(5), device: DeviceId(1), token: [9; 32] };
     s.handle_frame(0, login.clone(), &mut o);
     drain(&mut s);
     s.handle_token_verified(TokenVerdict::Unavailable);
@@ -366,7 +369,7 @@ fn deliveries_and_sync() {
         partition: PartitionId(0),
         offset: 0,
         log_index: 1,
-        event: Event { at_ms: 77, origin, body },
+        event: Event { at_ms: 1077, origin, body },
     };
     let other = Origin { user: UserId(2), device: DeviceId(1), client_msg_id: ClientMsgId(5) };
     let me = Origin { user: id.user, device: id.device, client_msg_id: ClientMsgId(6) };
@@ -381,7 +384,7 @@ fn deliveries_and_sync() {
             sender: o.user,
             sender_device: o.device,
             client_msg_id: o.client_msg_id,
-            at_ms: 77,
+            at_ms: 1077,
             ciphertext: vec![9],
             media: None,
         })
@@ -447,6 +450,238 @@ fn deliveries_and_sync() {
     assert_eq!(drain(&mut anon), vec![]);
 }
 
+/// Requests a code and sends `VerifyOtp` with it and `pin`; returns the
+/// `RegisterDevice` append.
+fn verify_with_pin(s: &mut Session, o: &mut OtpRegistry, now: u64, pin: Option<&str>) -> (Correlation, Command) {
+    s.handle_frame(now, ClientFrame::RequestOtp { phone: PHONE.into() }, o);
+    let code = texted_code(&drain(s));
+    let frame = ClientFrame::VerifyOtp {
+        phone: PHONE.into(),
+        code,
+        device_name: "new".into(),
+        identity_key: vec![],
+        pin: pin.map(str::to_owned),
+    };
+    s.handle_frame(now, frame, o);
+    append(&drain(s))
+}
+
+#[test]
+fn a_locked_phone_and_a_registration_pin_refuse_registration() {
+    let user = user_for_phone(PHONE).unwrap();
+    // The log says the phone is locked: PhoneLocked, nothing else appended.
+    let mut s = session(Config::default());
+    let mut o = otp();
+    let (c, _) = verify_with_pin(&mut s, &mut o, 0, None);
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Locked, "locked for 360 more minutes"))));
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::PhoneLocked);
+    assert_eq!(s.identity(), None);
+
+    // No PIN sent for an account with one: PinRequired, no failure recorded.
+    let (c, cmd) = verify_with_pin(&mut s, &mut o, 100_000, None);
+    assert!(matches!(cmd.body, CommandBody::RegisterDevice { pin_hash: None, .. }));
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::PinRequired, "pin"))));
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::PinRequired);
+
+    // A wrong PIN: the slow hash goes to the log (never the PIN); refused,
+    // it counts as a wrong code for the phone.
+    let (c, cmd) = verify_with_pin(&mut s, &mut o, 200_000, Some("1111"));
+    let CommandBody::RegisterDevice { pin_hash: Some(h), .. } = cmd.body else { panic!("{cmd:?}") };
+    assert_eq!(h, pin_hash(user, "1111"));
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::PinRequired, "wrong registration PIN"))));
+    let (c, failure) = append(&drain(&mut s));
+    assert_eq!((failure.body, failure.origin.user), (CommandBody::RecordOtpFailure, user));
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::PinRequired);
+    // Once the failures lock the phone, a wrong code says so.
+    s.handle_frame(300_000, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
+    drain(&mut s);
+    let wrong = ClientFrame::VerifyOtp { phone: PHONE.into(), code: "x".into(), device_name: "d".into(), identity_key: vec![], pin: None };
+    s.handle_frame(300_000, wrong, &mut o);
+    let (c, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Locked, "locked"))));
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::PhoneLocked);
+}
+
+#[test]
+fn expired_tokens_do_not_log_in() {
+    let config = Config { token_lifetime_ms: 1000, ..Config::default() };
+    let mut s = session(config.clone());
+    let mut o = otp();
+    let (id, token) = register(&mut s, &mut o, 5000);
+    assert_eq!(token_expiry_ms(&token), 6000);
+    let mut s = session(config);
+    s.handle_frame(5999, ClientFrame::Login { user: id.user, device: id.device, token }, &mut o);
+    assert!(matches!(drain(&mut s)[..], [Action::VerifyToken { .. }]));
+    let mut s = session(Config::default());
+    s.handle_frame(6000, ClientFrame::Login { user: id.user, device: id.device, token }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::TokenExpired);
+}
+
+#[test]
+fn pin_unlink_and_logout_requests() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    // Too short a PIN is refused here; a PIN is stored as its slow hash.
+    s.handle_frame(0, ClientFrame::SetPin { client_msg_id: ClientMsgId(1), pin: "12".into() }, &mut o);
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadFrame, Some(ClientMsgId(1))));
+    s.handle_frame(0, ClientFrame::SetPin { client_msg_id: ClientMsgId(2), pin: "2468".into() }, &mut o);
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::SetRegistrationPin { pin_hash: Some(pin_hash(id.user, "2468")) });
+    assert_eq!((cmd.origin.user, cmd.origin.device), (id.user, id.device));
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(2) });
+    // Unlinking another device: Done, the connection stays.
+    s.handle_frame(0, ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(3), device: DeviceId(77) }, &mut o);
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::UnlinkDevice { device: DeviceId(77) });
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Invalid, "device 77 is not linked"))));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadFrame, Some(ClientMsgId(3))));
+    // Logging out revokes this device's session, then closes.
+    s.handle_frame(0, ClientFrame::Logout { client_msg_id: ClientMsgId(4) }, &mut o);
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::RevokeSession { device: id.device });
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
+    let actions = drain(&mut s);
+    assert_eq!(actions[0], Action::Send(ServerFrame::Done { client_msg_id: ClientMsgId(4) }));
+    assert!(matches!(actions[1], Action::Send(ServerFrame::Error { code: EdgeErrorCode::Revoked, .. })));
+    assert!(matches!(actions[2], Action::Close { code: EdgeErrorCode::Revoked, .. }));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn a_block_is_appended_to_the_direct_chat_then_to_the_user() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let peer = UserId(99);
+    s.handle_frame(0, ClientFrame::Block { client_msg_id: ClientMsgId(5), user: peer, blocked: true }, &mut o);
+    // First the chat's marker: what the log checks on the peer's SendDirect.
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::SetDirectBlock { peer, blocked: true });
+    assert_eq!(cmd.key(), Key::Chat(ChatId::direct(id.user, peer)));
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
+    // Then the user's own list.
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::Block { target: peer });
+    assert_eq!((cmd.origin.user, cmd.origin.device), (id.user, id.device));
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(5) });
+    // A refused marker stops there.
+    s.handle_frame(0, ClientFrame::Block { client_msg_id: ClientMsgId(6), user: id.user, blocked: true }, &mut o);
+    let (c, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Invalid, "cannot block yourself"))));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadFrame, Some(ClientMsgId(6))));
+    // The log's refusal of a blocked sender reaches the client as Forbidden.
+    s.handle_frame(0, ClientFrame::Send { to: Recipient::User(peer), client_msg_id: ClientMsgId(7), ciphertext: vec![1], media: None }, &mut o);
+    let (c, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Blocked, "blocked"))));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Forbidden, Some(ClientMsgId(7))));
+}
+
+#[test]
+fn a_newly_linked_device_gets_no_history_from_before_its_link() {
+    let chat = ChatId::group([1; 16]);
+    let other = Origin { user: UserId(2), device: DeviceId(1), client_msg_id: ClientMsgId(5) };
+    let item = |seq: u64, at_ms: u64| EventRecord {
+        partition: PartitionId(0),
+        offset: seq,
+        log_index: seq,
+        event: Event { at_ms, origin: other, body: EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![], media: None } },
+    };
+    let delivered = |actions: Vec<Action>| -> Vec<u64> {
+        actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Deliver(ServerFrame::Deliver { seq, .. }) => Some(seq.0),
+                _ => None,
+            })
+            .collect()
+    };
+    // Registered at 5000: the token says so, and the sync skips older items.
+    let mut s = session(Config::default());
+    let mut o = otp();
+    let (id, token) = register(&mut s, &mut o, 5000);
+    assert_eq!(token_linked_ms(&token, 6000), Some(5000));
+    s.handle_frame(5000, ClientFrame::Sync { since: vec![] }, &mut o);
+    drain(&mut s);
+    for (seq, at) in [(1, 100), (2, 4999), (3, 5000), (4, 7000)] {
+        s.handle_recovered(&item(seq, at));
+    }
+    s.handle_sync_done(&[(chat, Seq(4))], 1);
+    assert_eq!(delivered(drain(&mut s)), vec![3, 4]);
+    // The same on a later login with the token, at any edge.
+    let mut s = session(Config::default());
+    s.handle_frame(9000, ClientFrame::Login { user: id.user, device: id.device, token }, &mut o);
+    drain(&mut s);
+    s.handle_token_verified(TokenVerdict::Valid);
+    drain(&mut s);
+    s.handle_frame(9000, ClientFrame::Sync { since: vec![] }, &mut o);
+    drain(&mut s);
+    s.handle_recovered(&item(1, 100));
+    s.handle_recovered(&item(2, 6000));
+    s.handle_sync_done(&[(chat, Seq(2))], 1);
+    assert_eq!(delivered(drain(&mut s)), vec![2]);
+    // A token without a link time (made before it existed): everything.
+    assert_eq!(token_linked_ms(&[0xff; 32], 9000), None);
+}
+
+#[test]
+fn device_notices_close_a_revoked_device_and_tell_the_others() {
+    let (mut s, _o, id) = logged_in(Config::default());
+    s.handle_device_notice(DeviceNoticeKind::Linked, DeviceId(5), 42);
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::Deliver(ServerFrame::DeviceNotice { kind: DeviceNoticeKind::Linked, device: DeviceId(5), at_ms: 42 })]
+    );
+    s.handle_device_notice(DeviceNoticeKind::LoggedOut, DeviceId(5), 43);
+    assert_eq!(drain(&mut s).len(), 1);
+    assert!(!s.is_closed());
+    s.handle_device_notice(DeviceNoticeKind::Unlinked, id.device, 44);
+    let actions = drain(&mut s);
+    assert!(matches!(actions[..], [Action::Send(ServerFrame::Error { code: EdgeErrorCode::Revoked, .. }), Action::Close { .. }]));
+    assert!(s.is_closed());
+}
+
+#[test]
+fn edge_rate_limits_refuse_with_retry_after() {
+    let config = LimitsConfig {
+        otp_requests_per_source: Rate::new(1, 1),
+        logins_per_source: Rate::new(1, 1),
+        otp_attempts_per_phone: Rate::new(1, 1),
+        ..LimitsConfig::default()
+    };
+    let limits = Arc::new(Limits::new(&config).unwrap());
+    let source: IpAddr = [192, 0, 2, 1].into();
+    let mut o = OtpRegistry::new(OtpConfig { resend_interval_ms: 0, ..OtpConfig::default() }, [9; 32]);
+    let mut s = session(Config::default());
+    s.set_limits(limits.clone(), source);
+    s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
+    drain(&mut s);
+    // A second connection from the same address shares the edge's limits.
+    let mut s2 = session(Config::default());
+    s2.set_limits(limits.clone(), source);
+    s2.handle_frame(0, ClientFrame::RequestOtp { phone: "+15550100002".into() }, &mut o);
+    let f = only_send(drain(&mut s2));
+    let ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(ms), .. } = f else { panic!("{f:?}") };
+    assert!(ms > 3_000_000 && ms <= 3_600_000, "retry after {ms} ms");
+    // Attempts per phone: the second guess waits, whatever the address.
+    let verify = || ClientFrame::VerifyOtp { phone: PHONE.into(), code: "x".into(), device_name: "d".into(), identity_key: vec![], pin: None };
+    s.handle_frame(0, verify(), &mut o);
+    let (c, _) = append(&drain(&mut s));
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
+    drain(&mut s);
+    let mut s3 = session(Config::default());
+    s3.set_limits(limits.clone(), [192, 0, 2, 9].into());
+    s3.handle_frame(0, verify(), &mut o);
+    assert!(matches!(only_send(drain(&mut s3)), ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(_), .. }));
+    // Logins per address.
+    let login = ClientFrame::Login { user: UserId(1), device: DeviceId(1), token: [9; 32] };
+    s3.handle_frame(0, login.clone(), &mut o);
+    assert!(matches!(drain(&mut s3)[..], [Action::VerifyToken { .. }]));
+    s3.handle_token_verified(TokenVerdict::Invalid);
+    drain(&mut s3);
+    s3.handle_frame(0, login, &mut o);
+    assert!(matches!(only_send(drain(&mut s3)), ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(_), .. }));
+}
+
 #[test]
 fn bad_bytes_get_error_frames_then_a_close() {
     let mut s = session(Config { bad_frames_max: 1, ..Config::default() });
@@ -481,7 +716,7 @@ fn frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         phone.clone().prop_map(|phone| ClientFrame::RequestOtp { phone }),
         (phone, "[0-9]{6}")
-            .prop_map(|(phone, code)| ClientFrame::VerifyOtp { phone, code, device_name: "d".into(), identity_key: vec![1] }),
+            .prop_map(|(phone, code)| ClientFrame::VerifyOtp { phone, code, device_name: "d".into(), identity_key: vec![1], pin: None }),
         (0u64..4, 0u32..3, any::<[u8; 32]>())
             .prop_map(|(u, d, token)| ClientFrame::Login { user: UserId(u), device: DeviceId(d), token }),
         (
@@ -497,6 +732,12 @@ fn frame() -> impl Strategy<Value = ClientFrame> {
         }),
         prop::collection::vec((chat, (0u64..5).prop_map(Seq)), 0..3).prop_map(|since| ClientFrame::Sync { since }),
         any::<u64>().prop_map(|nonce| ClientFrame::Ping { nonce }),
+        (0u64..4, prop_oneof![Just(String::new()), Just("12".to_string()), Just("2468".to_string())])
+            .prop_map(|(c, pin)| ClientFrame::SetPin { client_msg_id: ClientMsgId(c), pin }),
+        (0u64..4, 0u32..3).prop_map(|(c, d)| ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(c), device: DeviceId(d) }),
+        (0u64..4).prop_map(|c| ClientFrame::Logout { client_msg_id: ClientMsgId(c) }),
+        (0u64..4, 0u64..4, any::<bool>())
+            .prop_map(|(c, u, blocked)| ClientFrame::Block { client_msg_id: ClientMsgId(c), user: UserId(u), blocked }),
     ]
 }
 
@@ -548,14 +789,14 @@ proptest! {
         let mut texted: Vec<(String, String)> = Vec::new();
         for input in inputs {
             match input {
-                Input::Frame(ClientFrame::VerifyOtp { phone, device_name, identity_key, code }) => {
+                Input::Frame(ClientFrame::VerifyOtp { phone, device_name, identity_key, code, pin }) => {
                     // Often use the texted code, so that registrations complete.
                     let code = if use_texted {
                         texted.iter().rev().find(|(p, _)| *p == phone).map_or(code, |(_, c)| c.clone())
                     } else {
                         code
                     };
-                    s.handle_frame(now, ClientFrame::VerifyOtp { phone, code, device_name, identity_key }, &mut o)
+                    s.handle_frame(now, ClientFrame::VerifyOtp { phone, code, device_name, identity_key, pin }, &mut o)
                 }
                 Input::Frame(f) => s.handle_frame(now, f, &mut o),
                 Input::AppendResult(n) => {
@@ -597,7 +838,7 @@ proptest! {
                     Action::Append { correlation, command } => {
                         let registration = matches!(
                             command.body,
-                            CommandBody::RegisterUser { .. } | CommandBody::LinkDevice { .. } | CommandBody::CreateSession { .. }
+                            CommandBody::RegisterDevice { .. } | CommandBody::RecordOtpFailure
                         );
                         match identity {
                             Some(id) => {

@@ -107,7 +107,11 @@ impl RunConfig {
             views: true,
             executor: ExecutorKind::Sdk,
             edges: 2,
-            session: chorus_edge::session::Config::default(),
+            // Every device registers and logs in from the loopback address.
+            session: chorus_edge::session::Config {
+                limits: chorus_edge::session::LimitsConfig::unlimited(),
+                ..chorus_edge::session::Config::default()
+            },
         }
     }
 }

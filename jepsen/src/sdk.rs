@@ -167,7 +167,7 @@ impl Device {
                 Event::Disconnected { .. } => {
                     counters.disconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                Event::Synced { .. } | Event::Connected { .. } | Event::Error { .. } => {}
+                Event::Synced { .. } | Event::Connected { .. } | Event::Error { .. } | Event::Device { .. } => {}
             }
         }
     }
@@ -341,7 +341,7 @@ impl SdkExecutor {
                 match tokio::time::timeout(timeout, client.send_with_id(to, *client_msg_id, ciphertext)).await {
                     Err(_) => Outcome::Info(format!("no answer within {timeout:?}")),
                     Ok(Ok(sent)) => Outcome::Ok(Value::Sent { chat: sent.chat, seq: sent.seq }),
-                    Ok(Err(SdkError::Refused { code, message })) if refused_for_good(code) => {
+                    Ok(Err(SdkError::Refused { code, message, .. })) if refused_for_good(code) => {
                         Outcome::Fail(format!("{code:?}: {message}"))
                     }
                     Ok(Err(e)) => Outcome::Info(e.to_string()),

@@ -6,8 +6,8 @@
 //!
 //! | role | publish | subscribe |
 //! | --- | --- | --- |
-//! | projector | `chorus.deliver.>`, `chorus.receipt.>`, replies to requests it received | `chorus.view.>` |
-//! | edge | `chorus.view.>` (requests) | `chorus.deliver.>`, `chorus.receipt.>` |
+//! | projector | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, replies to requests it received | `chorus.view.>` |
+//! | edge | `chorus.view.>` (requests) | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>` |
 //!
 //! and each its own inbox `_INBOX_<key prefix>.>` (publish and subscribe).
 //!
@@ -44,11 +44,12 @@ pub struct BusUser {
 pub fn permissions(user: &BusUser) -> (Vec<String>, Vec<String>, bool) {
     let deliver = format!("{}.>", wire::DELIVER_PREFIX);
     let receipt = format!("{}.>", wire::RECEIPT_PREFIX);
+    let account = format!("{}.>", wire::ACCOUNT_PREFIX);
     let views = "chorus.view.>".to_owned();
     let inbox = format!("{}.>", chorus_bus::inbox_prefix(&user.public_key));
     match user.role {
-        BusRole::Projector => (vec![deliver, receipt, inbox.clone()], vec![views, inbox], true),
-        BusRole::Edge => (vec![views, inbox.clone()], vec![deliver, receipt, inbox], false),
+        BusRole::Projector => (vec![deliver, receipt, account, inbox.clone()], vec![views, inbox], true),
+        BusRole::Edge => (vec![views, inbox.clone()], vec![deliver, receipt, account, inbox], false),
     }
 }
 
@@ -247,7 +248,7 @@ mod tests {
         assert!(!subscribe.iter().any(|s| s.starts_with("chorus.view")), "edges do not take view requests");
         let projector = BusUser { role: BusRole::Projector, public_key: "UP".into() };
         let (publish, subscribe, responses) = permissions(&projector);
-        assert_eq!(publish, vec!["chorus.deliver.>", "chorus.receipt.>", "_INBOX_UP.>"]);
+        assert_eq!(publish, vec!["chorus.deliver.>", "chorus.receipt.>", "chorus.account.>", "_INBOX_UP.>"]);
         assert_eq!(subscribe, vec!["chorus.view.>", "_INBOX_UP.>"]);
         assert!(responses);
     }

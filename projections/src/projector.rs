@@ -603,6 +603,10 @@ fn message_of(effect: Effect, record: &EventRecord) -> Outgoing {
             let update = wire::ReceiptUpdate { chat, sender, up_to_seq, status };
             Outgoing { subject: wire::receipt_subject(sender), payload: wire::encode(&update) }
         }
+        Effect::Account { user, device, change } => {
+            let update = wire::AccountUpdate { user, device, change, at_ms: record.event.at_ms };
+            Outgoing { subject: wire::account_subject(user), payload: wire::encode(&update) }
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! | --- | --- | --- |
 //! | `chorus.deliver.<chat hex>` | [`Delivery`] | projector → edges, once per timeline item |
 //! | `chorus.receipt.<sender user>` | [`ReceiptUpdate`] | projector → edges holding the sender's devices |
+//! | `chorus.account.<user>` | [`AccountUpdate`] | projector → edges holding the user's devices (device linked, unlinked, logged out) |
 //! | `chorus.view.chat_list` | [`ChatListRequest`] → [`Reply<ChatListPage>`] | request/reply, queue group `projectors` |
 //! | `chorus.view.cursors` | [`CursorsRequest`] → [`Reply<CursorsPage>`] | request/reply, queue group `projectors` |
 //! | `chorus.view.receipt_status` | [`ReceiptStatusRequest`] → [`Reply<Ticks>`] | request/reply, queue group `projectors` |
@@ -44,6 +45,8 @@ use crate::fold::receipt_status::{Status, Ticks};
 pub const DELIVER_PREFIX: &str = "chorus.deliver";
 /// The subject prefix of receipt changes: `chorus.receipt.<sender user id>`.
 pub const RECEIPT_PREFIX: &str = "chorus.receipt";
+/// The subject prefix of account updates: `chorus.account.<user id>`.
+pub const ACCOUNT_PREFIX: &str = "chorus.account";
 /// Request/reply subject of [`ChatListRequest`].
 pub const VIEW_CHAT_LIST: &str = "chorus.view.chat_list";
 /// Request/reply subject of [`CursorsRequest`].
@@ -76,6 +79,33 @@ pub fn deliver_subject(chat: &ChatId) -> String {
 /// `chorus.receipt.<sender>`.
 pub fn receipt_subject(sender: UserId) -> String {
     format!("{RECEIPT_PREFIX}.{sender}")
+}
+
+/// `chorus.account.<user>`.
+pub fn account_subject(user: UserId) -> String {
+    format!("{ACCOUNT_PREFIX}.{user}")
+}
+
+/// What happened to a device of a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountChange {
+    /// A device was linked (registered with the user's number).
+    Linked,
+    /// A device was unlinked: its connections must close.
+    Unlinked,
+    /// A device's session was revoked (logout): its connections must close.
+    LoggedOut,
+}
+
+/// A change to `device` of `user`, committed at `at_ms`. Edges close the
+/// connections of an unlinked or logged-out device at once and tell the
+/// user's other devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUpdate {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub change: AccountChange,
+    pub at_ms: u64,
 }
 
 /// A new timeline item `(chat, seq)` for the devices of `recipients`.

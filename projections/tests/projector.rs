@@ -138,6 +138,7 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     let (node, client) = must_start(&node_cfg).await;
     let mut deliveries = bus.subscribe("chorus.deliver.>").await.unwrap();
     let mut receipts = bus.subscribe("chorus.receipt.>").await.unwrap();
+    let mut accounts = bus.subscribe("chorus.account.>").await.unwrap();
     let local = matches!(bus_config, BusConfig::Local).then(|| bus.clone());
     let running = must_run(projector_config(&node_cfg, store_dir.path(), bus_config), local).await;
 
@@ -178,6 +179,14 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     }
     must_catch_up(&running.handle, &client).await;
     assert_eq!(last, BTreeMap::from([(direct, Seq(4)), (group, Seq(4))]));
+
+    // Account updates of user 1's devices, in log order: the edges close
+    // revoked and unlinked devices with them.
+    let got: Vec<wire::AccountUpdate> = must_receive_exactly(&mut accounts, 5).await;
+    let changes: Vec<(u32, wire::AccountChange)> = got.iter().map(|u| (u.device.0, u.change)).collect();
+    use wire::AccountChange::{Linked, LoggedOut, Unlinked};
+    assert_eq!(changes, vec![(1, Linked), (2, Linked), (3, Linked), (2, LoggedOut), (3, Unlinked)]);
+    assert!(got.iter().all(|u| u.user == UserId(1) && u.at_ms > 0));
 
     // Every timeline item once, in seq order per chat, with its record.
     let got: Vec<wire::Delivery> = must_receive_exactly(&mut deliveries, 8).await;
@@ -282,7 +291,7 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     assert!(info.registered);
 
     let stats = running.handle.stats();
-    assert_eq!(stats.published, 9, "{stats:?}");
+    assert_eq!(stats.published, 9 + 5, "{stats:?}");
     assert_eq!(stats.view_bad_requests, 4, "{stats:?}");
     running.must_stop().await;
     node.shutdown().await;

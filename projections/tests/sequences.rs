@@ -10,7 +10,7 @@ use chorus_partition::PartitionState;
 use chorus_projections::fold::{chat_list, cursors, directory, inbox, roster};
 use chorus_projections::store::{keys, MemStore, Store, Txn};
 use support::backend::{Backend, Rocks};
-use chorus_projections::{fold_into, rebuild, rebuild_only, Effect, Projection, ReceiptStatus, View, Views};
+use chorus_projections::{fold_into, rebuild, rebuild_only, wire, Effect, Projection, ReceiptStatus, View, Views};
 use chorus_schema::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -68,6 +68,7 @@ fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
     use CommandBody::*;
     let body = prop_oneof![
         4 => user().prop_map(|recipient| SendDirect { recipient, ciphertext: vec![1], media: None }),
+        1 => (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
         5 => group().prop_map(|chat| SendGroup { chat, ciphertext: vec![2], media: None }),
         1 => (chat(), 1u64..6).prop_map(|(chat, s)| EditMessage { chat, seq: Seq(s), ciphertext: vec![3] }),
         1 => (chat(), 1u64..6).prop_map(|(chat, s)| DeleteMessage { chat, seq: Seq(s) }),
@@ -275,7 +276,20 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
         S::commit_txn(txn).unwrap();
         let txn = store.begin_txn();
         let Some(chat) = chat else {
-            prop_assert!(effects.is_empty());
+            // User events: account updates only, for device changes.
+            let expected: Vec<Effect> = match &event.body {
+                EventBody::DeviceLinked { user, device, .. } => {
+                    vec![Effect::Account { user: *user, device: *device, change: wire::AccountChange::Linked }]
+                }
+                EventBody::DeviceUnlinked { user, device } => {
+                    vec![Effect::Account { user: *user, device: *device, change: wire::AccountChange::Unlinked }]
+                }
+                EventBody::SessionRevoked { user, device } => {
+                    vec![Effect::Account { user: *user, device: *device, change: wire::AccountChange::LoggedOut }]
+                }
+                _ => vec![],
+            };
+            prop_assert_eq!(&effects, &expected);
             // (f) The directory is the state machine's users, devices and sessions.
             let user = event.body.user().expect("a user event");
             prop_assert_eq!(directory::is_registered(&txn, user).unwrap(), shadow.is_registered(user));
@@ -288,6 +302,11 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
             }
             continue;
         };
+        if let EventBody::DirectBlockSet { .. } = &event.body {
+            // A block changes no view (the chat may not even exist yet).
+            prop_assert!(effects.is_empty());
+            continue;
+        }
         let after = shadow.members(&chat).unwrap();
         if let Some(seq) = event.body.seq() {
             for u in union(&before, &after) {
@@ -340,6 +359,7 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                         prop_assert!(acked.max(since) >= *up_to_seq, "{} has not acked {} ({:?})", m, up_to_seq, status);
                     }
                 }
+                Effect::Account { .. } => prop_assert!(false, "an account effect of chat event {}", event.body.kind()),
             }
         }
 

@@ -421,8 +421,12 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     log.push(7, 1, EventBody::SessionCreated { user: u(7), device: d(1), token_hash: [3; 32] });
     log.push(7, 3, EventBody::SessionCreated { user: u(7), device: d(3), token_hash: [4; 32] });
     log.push(7, 2, EventBody::SessionRevoked { user: u(7), device: d(2) });
-    // Unlinking ends the device's session without a SessionRevoked.
-    assert!(log.push(7, 1, EventBody::DeviceUnlinked { user: u(7), device: d(3) }).is_empty());
+    // Unlinking ends the device's session without a SessionRevoked; its
+    // one effect tells the edges to close the device's connections.
+    assert_eq!(
+        log.push(7, 1, EventBody::DeviceUnlinked { user: u(7), device: d(3) }),
+        vec![Effect::Account { user: u(7), device: d(3), change: chorus_projections::wire::AccountChange::Unlinked }]
+    );
     log.push(8, 1, EventBody::UserRegistered { user: u(8), phone: "2".into() });
 
     let t = log.txn();

@@ -54,6 +54,26 @@ pub enum CommandBody {
     CreateSession { device: DeviceId, token_hash: [u8; 32] },
     /// Ends the device's session, if it has one.
     RevokeSession { device: DeviceId },
+    /// A wrong one-time code or registration PIN for the phone of the origin
+    /// user ([`crate::edge::user_for_phone`]), registered or not: the
+    /// partition counts them and locks the phone after too many.
+    RecordOtpFailure,
+    /// Registers a device in one step: the user (if new), the device and its
+    /// session. A user with a registration PIN requires `pin_hash` (the slow
+    /// hash of the PIN, see the edge), and a locked phone registers nothing.
+    RegisterDevice {
+        phone: String,
+        device: DeviceId,
+        identity_key: Vec<u8>,
+        name: String,
+        token_hash: [u8; 32],
+        pin_hash: Option<[u8; 32]>,
+    },
+    /// Sets or (`None`) clears the origin user's registration PIN hash.
+    SetRegistrationPin { pin_hash: Option<[u8; 32]> },
+    /// Key: the direct chat of the origin user and `peer`. The origin user
+    /// blocks (or unblocks) `peer` there: the chat refuses `peer`'s sends.
+    SetDirectBlock { peer: UserId, blocked: bool },
 }
 
 impl Command {
@@ -62,6 +82,7 @@ impl Command {
         use CommandBody::*;
         match &self.body {
             SendDirect { recipient, .. } => Key::Chat(ChatId::direct(self.origin.user, *recipient)),
+            SetDirectBlock { peer, .. } => Key::Chat(ChatId::direct(self.origin.user, *peer)),
             SendGroup { chat, .. }
             | EditMessage { chat, .. }
             | DeleteMessage { chat, .. }
@@ -87,7 +108,10 @@ impl Command {
             | Block { .. }
             | Unblock { .. }
             | CreateSession { .. }
-            | RevokeSession { .. } => Key::User(self.origin.user),
+            | RevokeSession { .. }
+            | RecordOtpFailure
+            | RegisterDevice { .. }
+            | SetRegistrationPin { .. } => Key::User(self.origin.user),
         }
     }
 
@@ -122,6 +146,10 @@ impl Command {
             Unblock { .. } => "Unblock",
             CreateSession { .. } => "CreateSession",
             RevokeSession { .. } => "RevokeSession",
+            RecordOtpFailure => "RecordOtpFailure",
+            RegisterDevice { .. } => "RegisterDevice",
+            SetRegistrationPin { .. } => "SetRegistrationPin",
+            SetDirectBlock { .. } => "SetDirectBlock",
         }
     }
 
@@ -171,6 +199,12 @@ impl Command {
             }
             UpdateContacts { contacts } => check_len("contacts", contacts.len(), MAX_CONTACTS),
             Block { .. } | Unblock { .. } | CreateSession { .. } | RevokeSession { .. } => Ok(()),
+            RecordOtpFailure | SetRegistrationPin { .. } | SetDirectBlock { .. } => Ok(()),
+            RegisterDevice { phone, identity_key, name, .. } => {
+                check_len("phone", phone.len(), MAX_PHONE_BYTES)?;
+                check_len("identity key", identity_key.len(), MAX_KEY_BYTES)?;
+                check_len("device name", name.len(), MAX_NAME_BYTES)
+            }
         }
     }
 
@@ -360,6 +394,29 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         fb::CommandBody::RevokeSession => {
             let b = get!(c.body_as_revoke_session());
             CommandBody::RevokeSession { device: DeviceId(b.device()) }
+        }
+        fb::CommandBody::RecordOtpFailure => {
+            get!(c.body_as_record_otp_failure());
+            CommandBody::RecordOtpFailure
+        }
+        fb::CommandBody::RegisterDevice => {
+            let b = get!(c.body_as_register_device());
+            CommandBody::RegisterDevice {
+                phone: b.phone().to_owned(),
+                device: DeviceId(b.device()),
+                identity_key: b.identity_key().bytes().to_vec(),
+                name: b.name().to_owned(),
+                token_hash: b.token_hash().0,
+                pin_hash: b.pin_hash().map(|h| h.0),
+            }
+        }
+        fb::CommandBody::SetRegistrationPin => {
+            let b = get!(c.body_as_set_registration_pin());
+            CommandBody::SetRegistrationPin { pin_hash: b.pin_hash().map(|h| h.0) }
+        }
+        fb::CommandBody::SetDirectBlock => {
+            let b = get!(c.body_as_set_direct_block());
+            CommandBody::SetDirectBlock { peer: UserId(b.peer()), blocked: b.blocked() }
         }
         _ => return Err(bad()),
     };
@@ -561,6 +618,38 @@ fn encode_body<'a>(
         B::RevokeSession { device } => {
             let t = fb::RevokeSession::create(fbb, &fb::RevokeSessionArgs { device: device.0 });
             (fb::CommandBody::RevokeSession, t.as_union_value())
+        }
+        B::RecordOtpFailure => {
+            let t = fb::RecordOtpFailure::create(fbb, &fb::RecordOtpFailureArgs {});
+            (fb::CommandBody::RecordOtpFailure, t.as_union_value())
+        }
+        B::RegisterDevice { phone, device, identity_key, name, token_hash, pin_hash } => {
+            let phone = fbb.create_string(phone);
+            let identity_key = fbb.create_vector(identity_key);
+            let name = fbb.create_string(name);
+            let token = fb::Blake3Digest(*token_hash);
+            let pin = pin_hash.map(fb::Blake3Digest);
+            let t = fb::RegisterDevice::create(
+                fbb,
+                &fb::RegisterDeviceArgs {
+                    phone: Some(phone),
+                    device: device.0,
+                    identity_key: Some(identity_key),
+                    name: Some(name),
+                    token_hash: Some(&token),
+                    pin_hash: pin.as_ref(),
+                },
+            );
+            (fb::CommandBody::RegisterDevice, t.as_union_value())
+        }
+        B::SetRegistrationPin { pin_hash } => {
+            let pin = pin_hash.map(fb::Blake3Digest);
+            let t = fb::SetRegistrationPin::create(fbb, &fb::SetRegistrationPinArgs { pin_hash: pin.as_ref() });
+            (fb::CommandBody::SetRegistrationPin, t.as_union_value())
+        }
+        B::SetDirectBlock { peer, blocked } => {
+            let t = fb::SetDirectBlock::create(fbb, &fb::SetDirectBlockArgs { peer: peer.0, blocked: *blocked });
+            (fb::CommandBody::SetDirectBlock, t.as_union_value())
         }
     }
 }

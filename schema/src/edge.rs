@@ -45,8 +45,9 @@ pub enum Recipient {
 pub enum ClientFrame {
     /// Start registration: the edge texts a one-time code to `phone`.
     RequestOtp { phone: String },
-    /// Finish registration with the texted code; links a new device.
-    VerifyOtp { phone: String, code: String, device_name: String, identity_key: Vec<u8> },
+    /// Finish registration with the texted code; links a new device. `pin`:
+    /// the registration PIN, required if the phone's user set one.
+    VerifyOtp { phone: String, code: String, device_name: String, identity_key: Vec<u8>, pin: Option<String> },
     /// Resume as a registered device with the token from `Registered`.
     Login { user: UserId, device: DeviceId, token: [u8; 32] },
     /// Send a message. `client_msg_id` makes retries idempotent (unique per device;
@@ -57,6 +58,26 @@ pub enum ClientFrame {
     /// Ask for everything after the given cursors (empty: everything).
     Sync { since: Vec<(ChatId, Seq)> },
     Ping { nonce: u64 },
+    /// Sets the user's registration PIN (empty: removes it). Answered `Done`.
+    SetPin { client_msg_id: ClientMsgId, pin: String },
+    /// Unlinks a device of the user (this one or another); its connections
+    /// close at every edge. Answered `Done`.
+    UnlinkDevice { client_msg_id: ClientMsgId, device: DeviceId },
+    /// Ends this device's session; its connections close at every edge.
+    /// Answered `Done`.
+    Logout { client_msg_id: ClientMsgId },
+    /// Blocks (`blocked`) or unblocks `user`: their direct messages to this
+    /// user are refused (`Forbidden`). Answered `Done`.
+    Block { client_msg_id: ClientMsgId, user: UserId, blocked: bool },
+}
+
+/// What happened to a device of the user ([`ServerFrame::DeviceNotice`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeviceNoticeKind {
+    /// A new device was linked (registered with the phone's code).
+    Linked,
+    Unlinked,
+    LoggedOut,
 }
 
 /// What the edge sends to a client.
@@ -84,8 +105,13 @@ pub enum ServerFrame {
     /// A `Sync` is complete: `chats` chats had something newer.
     SyncDone { chats: u32 },
     Pong { nonce: u64 },
-    /// A refused frame; `client_msg_id` names the refused `Send`, if it was one.
-    Error { code: EdgeErrorCode, message: String, client_msg_id: Option<ClientMsgId> },
+    /// A refused frame; `client_msg_id` names the refused `Send` (or request),
+    /// if it was one; `retry_after_ms`: when a rate limit allows it again.
+    Error { code: EdgeErrorCode, message: String, client_msg_id: Option<ClientMsgId>, retry_after_ms: Option<u64> },
+    /// The request `client_msg_id` (`SetPin`, `UnlinkDevice`, `Logout`) is done.
+    Done { client_msg_id: ClientMsgId },
+    /// Something happened to `device` of this user at `at_ms` (delivery stream).
+    DeviceNotice { kind: DeviceNoticeKind, device: DeviceId, at_ms: u64 },
 }
 
 /// Stable codes of [`ServerFrame::Error`]; the table is in `docs/error-codes.md` (section Edge).
@@ -112,11 +138,19 @@ pub enum EdgeErrorCode {
     /// The log is unavailable right now; retry (sends are idempotent).
     Unavailable,
     Internal,
+    /// Too many wrong codes or PINs for this phone (at any edge): locked for hours.
+    PhoneLocked,
+    /// The phone's user set a registration PIN: send it with `VerifyOtp` (wrong: counted as a failure).
+    PinRequired,
+    /// The login token is past its lifetime: register the device again.
+    TokenExpired,
+    /// The device's session was revoked (logout) or the device unlinked.
+    Revoked,
 }
 
 impl EdgeErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [EdgeErrorCode; 13] = [
+    pub const ALL: [EdgeErrorCode; 17] = [
         EdgeErrorCode::BadFrame,
         EdgeErrorCode::FrameTooLarge,
         EdgeErrorCode::Unauthenticated,
@@ -130,6 +164,10 @@ impl EdgeErrorCode {
         EdgeErrorCode::RateLimited,
         EdgeErrorCode::Unavailable,
         EdgeErrorCode::Internal,
+        EdgeErrorCode::PhoneLocked,
+        EdgeErrorCode::PinRequired,
+        EdgeErrorCode::TokenExpired,
+        EdgeErrorCode::Revoked,
     ];
 
     /// Whether the same frame may succeed later without change. A retried `Send`
@@ -257,6 +295,10 @@ impl ClientFrame {
             ClientFrame::Ack { .. } => "Ack",
             ClientFrame::Sync { .. } => "Sync",
             ClientFrame::Ping { .. } => "Ping",
+            ClientFrame::SetPin { .. } => "SetPin",
+            ClientFrame::UnlinkDevice { .. } => "UnlinkDevice",
+            ClientFrame::Logout { .. } => "Logout",
+            ClientFrame::Block { .. } => "Block",
         }
     }
 
@@ -267,9 +309,10 @@ impl ClientFrame {
     pub fn validate(&self) -> Result<()> {
         match self {
             ClientFrame::RequestOtp { phone } => check_len("phone", phone.len(), MAX_PHONE_BYTES),
-            ClientFrame::VerifyOtp { phone, code, device_name, identity_key } => {
+            ClientFrame::VerifyOtp { phone, code, device_name, identity_key, pin } => {
                 check_len("phone", phone.len(), MAX_PHONE_BYTES)?;
                 check_len("otp code", code.len(), MAX_OTP_CODE_BYTES)?;
+                check_len("pin", pin.as_ref().map_or(0, String::len), MAX_PIN_BYTES)?;
                 check_len("device name", device_name.len(), MAX_NAME_BYTES)?;
                 check_len("identity key", identity_key.len(), MAX_KEY_BYTES)
             }
@@ -278,7 +321,13 @@ impl ClientFrame {
                 media.as_ref().map_or(Ok(()), MediaRef::validate)
             }
             ClientFrame::Sync { since } => check_len("sync cursors", since.len(), MAX_SYNC_CURSORS),
-            ClientFrame::Login { .. } | ClientFrame::Ack { .. } | ClientFrame::Ping { .. } => Ok(()),
+            ClientFrame::SetPin { pin, .. } => check_len("pin", pin.len(), MAX_PIN_BYTES),
+            ClientFrame::Login { .. }
+            | ClientFrame::Ack { .. }
+            | ClientFrame::Ping { .. }
+            | ClientFrame::UnlinkDevice { .. }
+            | ClientFrame::Logout { .. }
+            | ClientFrame::Block { .. } => Ok(()),
         }
     }
 
@@ -292,11 +341,12 @@ impl ClientFrame {
                 let t = fe::RequestOtp::create(&mut fbb, &fe::RequestOtpArgs { phone: Some(phone) });
                 (fe::ClientFrameBody::RequestOtp, t.as_union_value())
             }
-            ClientFrame::VerifyOtp { phone, code, device_name, identity_key } => {
+            ClientFrame::VerifyOtp { phone, code, device_name, identity_key, pin } => {
                 let phone = fbb.create_string(phone);
                 let code = fbb.create_string(code);
                 let device_name = fbb.create_string(device_name);
                 let identity_key = fbb.create_vector(identity_key);
+                let pin = pin.as_ref().map(|p| fbb.create_string(p));
                 let t = fe::VerifyOtp::create(
                     &mut fbb,
                     &fe::VerifyOtpArgs {
@@ -304,6 +354,7 @@ impl ClientFrame {
                         code: Some(code),
                         device_name: Some(device_name),
                         identity_key: Some(identity_key),
+                        pin,
                     },
                 );
                 (fe::ClientFrameBody::VerifyOtp, t.as_union_value())
@@ -361,6 +412,29 @@ impl ClientFrame {
                 let t = fe::Ping::create(&mut fbb, &fe::PingArgs { nonce: *nonce });
                 (fe::ClientFrameBody::Ping, t.as_union_value())
             }
+            ClientFrame::SetPin { client_msg_id, pin } => {
+                let pin = fbb.create_string(pin);
+                let t = fe::SetPin::create(&mut fbb, &fe::SetPinArgs { client_msg_id: client_msg_id.0, pin: Some(pin) });
+                (fe::ClientFrameBody::SetPin, t.as_union_value())
+            }
+            ClientFrame::UnlinkDevice { client_msg_id, device } => {
+                let t = fe::UnlinkDevice::create(
+                    &mut fbb,
+                    &fe::UnlinkDeviceArgs { client_msg_id: client_msg_id.0, device: device.0 },
+                );
+                (fe::ClientFrameBody::UnlinkDevice, t.as_union_value())
+            }
+            ClientFrame::Logout { client_msg_id } => {
+                let t = fe::Logout::create(&mut fbb, &fe::LogoutArgs { client_msg_id: client_msg_id.0 });
+                (fe::ClientFrameBody::Logout, t.as_union_value())
+            }
+            ClientFrame::Block { client_msg_id, user, blocked } => {
+                let t = fe::Block::create(
+                    &mut fbb,
+                    &fe::BlockArgs { client_msg_id: client_msg_id.0, user: user.0, blocked: *blocked },
+                );
+                (fe::ClientFrameBody::Block, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -388,6 +462,7 @@ impl ClientFrame {
                     code: b.code().to_owned(),
                     device_name: b.device_name().to_owned(),
                     identity_key: b.identity_key().bytes().to_vec(),
+                    pin: b.pin().map(str::to_owned),
                 }
             }
             fe::ClientFrameBody::Login => {
@@ -430,6 +505,22 @@ impl ClientFrame {
                 let b = f.body_as_ping().ok_or_else(bad)?;
                 ClientFrame::Ping { nonce: b.nonce() }
             }
+            fe::ClientFrameBody::SetPin => {
+                let b = f.body_as_set_pin().ok_or_else(bad)?;
+                ClientFrame::SetPin { client_msg_id: ClientMsgId(b.client_msg_id()), pin: b.pin().to_owned() }
+            }
+            fe::ClientFrameBody::UnlinkDevice => {
+                let b = f.body_as_unlink_device().ok_or_else(bad)?;
+                ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(b.client_msg_id()), device: DeviceId(b.device()) }
+            }
+            fe::ClientFrameBody::Logout => {
+                let b = f.body_as_logout().ok_or_else(bad)?;
+                ClientFrame::Logout { client_msg_id: ClientMsgId(b.client_msg_id()) }
+            }
+            fe::ClientFrameBody::Block => {
+                let b = f.body_as_block().ok_or_else(bad)?;
+                ClientFrame::Block { client_msg_id: ClientMsgId(b.client_msg_id()), user: UserId(b.user()), blocked: b.blocked() }
+            }
             _ => return Err(bad()),
         };
         frame.validate()?;
@@ -452,6 +543,8 @@ impl ServerFrame {
             ServerFrame::SyncDone { .. } => "SyncDone",
             ServerFrame::Pong { .. } => "Pong",
             ServerFrame::Error { .. } => "Error",
+            ServerFrame::Done { .. } => "Done",
+            ServerFrame::DeviceNotice { .. } => "DeviceNotice",
         }
     }
 
@@ -472,7 +565,9 @@ impl ServerFrame {
             | ServerFrame::Sent { .. }
             | ServerFrame::Receipt { .. }
             | ServerFrame::SyncDone { .. }
-            | ServerFrame::Pong { .. } => Ok(()),
+            | ServerFrame::Pong { .. }
+            | ServerFrame::Done { .. }
+            | ServerFrame::DeviceNotice { .. } => Ok(()),
         }
     }
 
@@ -546,13 +641,31 @@ impl ServerFrame {
                 let t = fe::Pong::create(&mut fbb, &fe::PongArgs { nonce: *nonce });
                 (fe::ServerFrameBody::Pong, t.as_union_value())
             }
-            ServerFrame::Error { code, message, client_msg_id } => {
+            ServerFrame::Error { code, message, client_msg_id, retry_after_ms } => {
                 let message = fbb.create_string(message);
                 let t = fe::Error::create(
                     &mut fbb,
-                    &fe::ErrorArgs { code: code_fb(*code), message: Some(message), client_msg_id: client_msg_id.map(|c| c.0) },
+                    &fe::ErrorArgs {
+                        code: code_fb(*code),
+                        message: Some(message),
+                        client_msg_id: client_msg_id.map(|c| c.0),
+                        retry_after_ms: *retry_after_ms,
+                    },
                 );
                 (fe::ServerFrameBody::Error, t.as_union_value())
+            }
+            ServerFrame::Done { client_msg_id } => {
+                let t = fe::Done::create(&mut fbb, &fe::DoneArgs { client_msg_id: client_msg_id.0 });
+                (fe::ServerFrameBody::Done, t.as_union_value())
+            }
+            ServerFrame::DeviceNotice { kind, device, at_ms } => {
+                let kind = match kind {
+                    DeviceNoticeKind::Linked => fe::DeviceNoticeKind::Linked,
+                    DeviceNoticeKind::Unlinked => fe::DeviceNoticeKind::Unlinked,
+                    DeviceNoticeKind::LoggedOut => fe::DeviceNoticeKind::LoggedOut,
+                };
+                let t = fe::DeviceNotice::create(&mut fbb, &fe::DeviceNoticeArgs { kind, device: device.0, at_ms: *at_ms });
+                (fe::ServerFrameBody::DeviceNotice, t.as_union_value())
             }
         };
         let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
@@ -626,7 +739,22 @@ impl ServerFrame {
                     code: code(b.code())?,
                     message: b.message().to_owned(),
                     client_msg_id: b.client_msg_id().map(ClientMsgId),
+                    retry_after_ms: b.retry_after_ms(),
                 }
+            }
+            fe::ServerFrameBody::Done => {
+                let b = f.body_as_done().ok_or_else(bad)?;
+                ServerFrame::Done { client_msg_id: ClientMsgId(b.client_msg_id()) }
+            }
+            fe::ServerFrameBody::DeviceNotice => {
+                let b = f.body_as_device_notice().ok_or_else(bad)?;
+                let kind = match b.kind() {
+                    fe::DeviceNoticeKind::Linked => DeviceNoticeKind::Linked,
+                    fe::DeviceNoticeKind::Unlinked => DeviceNoticeKind::Unlinked,
+                    fe::DeviceNoticeKind::LoggedOut => DeviceNoticeKind::LoggedOut,
+                    other => return Err(Error::malformed("device notice kind", format!("unknown value {}", other.0))),
+                };
+                ServerFrame::DeviceNotice { kind, device: DeviceId(b.device()), at_ms: b.at_ms() }
             }
             _ => return Err(bad()),
         };
@@ -662,6 +790,10 @@ fn code_fb(c: EdgeErrorCode) -> fe::ErrorCode {
         E::RateLimited => fe::ErrorCode::RateLimited,
         E::Unavailable => fe::ErrorCode::Unavailable,
         E::Internal => fe::ErrorCode::Internal,
+        E::PhoneLocked => fe::ErrorCode::PhoneLocked,
+        E::PinRequired => fe::ErrorCode::PinRequired,
+        E::TokenExpired => fe::ErrorCode::TokenExpired,
+        E::Revoked => fe::ErrorCode::Revoked,
     }
 }
 
@@ -675,3 +807,42 @@ fn code(c: fe::ErrorCode) -> Result<EdgeErrorCode> {
 
 
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames written before `retry_after_ms` and `pin` existed (the fields
+    /// absent) still decode, as `None`.
+    #[test]
+    fn frames_without_the_new_fields_decode() {
+        let mut fbb = Builder::with_capacity(64);
+        let message = fbb.create_string("slow down");
+        let e = fe::Error::create(
+            &mut fbb,
+            &fe::ErrorArgs { code: fe::ErrorCode::RateLimited, message: Some(message), client_msg_id: None, retry_after_ms: None },
+        );
+        let root = fe::ServerFrame::create(
+            &mut fbb,
+            &fe::ServerFrameArgs { body_type: fe::ServerFrameBody::Error, body: Some(e.as_union_value()) },
+        );
+        let old = codec::finish(fbb, root, SERVER_FRAME_IDENT);
+        assert_eq!(
+            ServerFrame::decode(&old).unwrap(),
+            ServerFrame::Error {
+                code: EdgeErrorCode::RateLimited,
+                message: "slow down".into(),
+                client_msg_id: None,
+                retry_after_ms: None
+            }
+        );
+        let new = ClientFrame::VerifyOtp {
+            phone: "+15550100001".into(),
+            code: "1".into(),
+            device_name: "d".into(),
+            identity_key: vec![],
+            pin: None,
+        };
+        assert_eq!(ClientFrame::decode(&new.encode()).unwrap(), new);
+    }
+}

@@ -63,6 +63,14 @@ pub enum EventBody {
     /// BLAKE3 hash of the token.
     SessionCreated { user: UserId, device: DeviceId, token_hash: [u8; 32] },
     SessionRevoked { user: UserId, device: DeviceId },
+    /// A wrong code or PIN for the user's phone (the user may be unregistered;
+    /// its time is the event's `at_ms`).
+    OtpFailed { user: UserId },
+    /// The user's registration PIN hash (`None`: no PIN).
+    RegistrationPinSet { user: UserId, pin_hash: Option<[u8; 32]> },
+    /// The origin user blocks (or unblocks) the other member of the direct
+    /// chat `chat` (no seq).
+    DirectBlockSet { chat: ChatId, blocked: bool },
 }
 
 impl EventBody {
@@ -83,7 +91,8 @@ impl EventBody {
             | MemberPromoted { chat, .. }
             | MemberDemoted { chat, .. }
             | GroupInfoChanged { chat, .. }
-            | MemberLeft { chat, .. } => Key::Chat(*chat),
+            | MemberLeft { chat, .. }
+            | DirectBlockSet { chat, .. } => Key::Chat(*chat),
             UserRegistered { user, .. }
             | DeviceLinked { user, .. }
             | DeviceUnlinked { user, .. }
@@ -97,7 +106,9 @@ impl EventBody {
             | UserBlocked { user, .. }
             | UserUnblocked { user, .. }
             | SessionCreated { user, .. }
-            | SessionRevoked { user, .. } => Key::User(*user),
+            | SessionRevoked { user, .. }
+            | OtpFailed { user }
+            | RegistrationPinSet { user, .. } => Key::User(*user),
         }
     }
 
@@ -168,6 +179,9 @@ impl EventBody {
             UserUnblocked { .. } => "UserUnblocked",
             SessionCreated { .. } => "SessionCreated",
             SessionRevoked { .. } => "SessionRevoked",
+            OtpFailed { .. } => "OtpFailed",
+            RegistrationPinSet { .. } => "RegistrationPinSet",
+            DirectBlockSet { .. } => "DirectBlockSet",
         }
     }
 }
@@ -235,7 +249,10 @@ impl Event {
             | UserBlocked { .. }
             | UserUnblocked { .. }
             | SessionCreated { .. }
-            | SessionRevoked { .. } => Ok(()),
+            | SessionRevoked { .. }
+            | OtpFailed { .. }
+            | RegistrationPinSet { .. }
+            | DirectBlockSet { .. } => Ok(()),
         }
     }
 
@@ -477,6 +494,18 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
         fb::EventBody::SessionRevoked => {
             let b = get!(e.body_as_session_revoked());
             B::SessionRevoked { user: UserId(b.user()), device: DeviceId(b.device()) }
+        }
+        fb::EventBody::OtpFailed => {
+            let b = get!(e.body_as_otp_failed());
+            B::OtpFailed { user: UserId(b.user()) }
+        }
+        fb::EventBody::RegistrationPinSet => {
+            let b = get!(e.body_as_registration_pin_set());
+            B::RegistrationPinSet { user: UserId(b.user()), pin_hash: b.pin_hash().map(|h| h.0) }
+        }
+        fb::EventBody::DirectBlockSet => {
+            let b = get!(e.body_as_direct_block_set());
+            B::DirectBlockSet { chat: codec::chat(b.chat()), blocked: b.blocked() }
         }
         _ => return Err(bad()),
     };
@@ -722,6 +751,20 @@ fn encode_body<'a>(
         B::SessionRevoked { user, device } => {
             let t = fb::SessionRevoked::create(fbb, &fb::SessionRevokedArgs { user: user.0, device: device.0 });
             (fb::EventBody::SessionRevoked, t.as_union_value())
+        }
+        B::OtpFailed { user } => {
+            let t = fb::OtpFailed::create(fbb, &fb::OtpFailedArgs { user: user.0 });
+            (fb::EventBody::OtpFailed, t.as_union_value())
+        }
+        B::RegistrationPinSet { user, pin_hash } => {
+            let pin = pin_hash.map(fb::Blake3Digest);
+            let t = fb::RegistrationPinSet::create(fbb, &fb::RegistrationPinSetArgs { user: user.0, pin_hash: pin.as_ref() });
+            (fb::EventBody::RegistrationPinSet, t.as_union_value())
+        }
+        B::DirectBlockSet { chat, blocked } => {
+            let chat = codec::chat_fb(chat);
+            let t = fb::DirectBlockSet::create(fbb, &fb::DirectBlockSetArgs { chat: Some(&chat), blocked: *blocked });
+            (fb::EventBody::DirectBlockSet, t.as_union_value())
         }
     }
 }

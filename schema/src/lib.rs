@@ -78,7 +78,7 @@ use generated::chorus::fb;
 
 pub use api::{AppendCommand, ErrorCode, GroupStatus, LeaderHint, NodeStatus, PartitionStatus, ReplicaStatus, Request, Response};
 pub use command::{Command, CommandBody};
-pub use edge::{ClientFrame, EdgeErrorCode, Recipient, ServerFrame};
+pub use edge::{ClientFrame, DeviceNoticeKind, EdgeErrorCode, Recipient, ServerFrame};
 pub use error::{Error, Result};
 pub use event::{Event, EventBody, EventRecord};
 pub use ids::{ChatId, ClientMsgId, DeviceId, GroupId, Key, NodeId, PartitionId, Seq, UserId};

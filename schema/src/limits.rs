@@ -26,6 +26,8 @@ pub const MAX_EDGE_FRAME_BYTES: usize = 256 * 1024;
 pub const MAX_SYNC_CURSORS: usize = 4096;
 /// A one-time registration code as typed.
 pub const MAX_OTP_CODE_BYTES: usize = 16;
+/// Longest registration PIN.
+pub const MAX_PIN_BYTES: usize = 64;
 
 /// Phone number (E.164 fits easily).
 pub const MAX_PHONE_BYTES: usize = 32;

@@ -60,6 +60,12 @@ pub enum RejectCode {
     Invalid,
     /// The command's key is not in this partition (a routing bug of the caller).
     WrongPartition,
+    /// Too many wrong codes or PINs for this phone: it is locked for a while.
+    Locked,
+    /// The user set a registration PIN: registering needs it (missing or wrong).
+    PinRequired,
+    /// The recipient blocks the sender.
+    Blocked,
 }
 
 /// Encodes a command result as a flatbuffer with file identifier `CRES`.
@@ -178,6 +184,9 @@ fn reject_code_fb(c: RejectCode) -> fb::RejectCode {
         RejectCode::NoPrekeys => fb::RejectCode::NoPrekeys,
         RejectCode::Invalid => fb::RejectCode::Invalid,
         RejectCode::WrongPartition => fb::RejectCode::WrongPartition,
+        RejectCode::Locked => fb::RejectCode::Locked,
+        RejectCode::PinRequired => fb::RejectCode::PinRequired,
+        RejectCode::Blocked => fb::RejectCode::Blocked,
     }
 }
 
@@ -192,6 +201,9 @@ fn reject_code(c: fb::RejectCode) -> Result<RejectCode> {
         fb::RejectCode::NoPrekeys => RejectCode::NoPrekeys,
         fb::RejectCode::Invalid => RejectCode::Invalid,
         fb::RejectCode::WrongPartition => RejectCode::WrongPartition,
+        fb::RejectCode::Locked => RejectCode::Locked,
+        fb::RejectCode::PinRequired => RejectCode::PinRequired,
+        fb::RejectCode::Blocked => RejectCode::Blocked,
         other => return Err(Error::malformed("reject code", format!("unknown value {}", other.0))),
     })
 }

@@ -29,6 +29,11 @@ async fn stack_with(mut spec: StackSpec) -> Stack {
     spec.session.frames_burst = 10_000;
     spec.session.frames_per_sec = 10_000;
     spec.session.in_flight_max = 1024;
+    // The tests' clients all come from the loopback address; the tests of
+    // the limits set their own.
+    if spec.session.limits == chorus_edge::session::LimitsConfig::default() {
+        spec.session.limits = chorus_edge::session::LimitsConfig::unlimited();
+    }
     Stack::start(spec).await.expect("start the stack")
 }
 

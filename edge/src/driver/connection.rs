@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_schema::{CommandBody, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
+use chorus_projections::wire::AccountChange;
+use chorus_schema::{CommandBody, DeviceNoticeKind, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
 use tracing::{debug, warn};
 
 use super::mailbox::{Bounds, Mail, Mailbox, Room};
@@ -180,7 +181,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
         }
     };
     ctx.connections.fetch_add(1, Ordering::Relaxed);
-    let session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
+    let mut session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
+    session.set_limits(ctx.rate_limits.clone(), quic.remote_address().ip());
     let budget = ctx.config.delivery_queue_bytes_max;
     let bounds = Bounds { input_bytes_max: budget / 4, routed_max: ctx.config.delivery_queue_max, routed_bytes_max: budget / 4 };
     let mut conn = Conn {
@@ -403,6 +405,14 @@ impl Conn {
                     self.session.handle_receipt(update.chat, update.up_to_seq, kind);
                 }
             }
+            Routed::Account(update) => {
+                let kind = match update.change {
+                    AccountChange::Linked => DeviceNoticeKind::Linked,
+                    AccountChange::Unlinked => DeviceNoticeKind::Unlinked,
+                    AccountChange::LoggedOut => DeviceNoticeKind::LoggedOut,
+                };
+                self.session.handle_device_notice(kind, update.device, update.at_ms);
+            }
         }
     }
 
@@ -518,7 +528,8 @@ impl Conn {
         if let Some(c) = &close {
             debug!(code = ?c.code, reason = %c.reason, "closing connection");
             if c.tell {
-                let frame = ServerFrame::Error { code: c.code, message: c.reason.clone(), client_msg_id: None };
+                let frame =
+                    ServerFrame::Error { code: c.code, message: c.reason.clone(), client_msg_id: None, retry_after_ms: None };
                 self.control.push(&frame);
             }
         }

@@ -99,7 +99,7 @@ fn input_bytes(input: &Input) -> usize {
 fn routed_bytes(routed: &Routed) -> usize {
     match routed {
         Routed::Delivery(record) => record_bytes(record),
-        Routed::Receipt(_) => 64,
+        Routed::Receipt(_) | Routed::Account(_) => 64,
     }
 }
 

@@ -32,7 +32,11 @@
 //! # Edge-wide
 //! - [`router`]: bus deliveries and receipt changes to connections.
 //! - [`views`]: token checks, recipient checks, sync and gap fill.
-//! - One [`crate::session::OtpRegistry`] for all connections.
+//! - One [`crate::session::OtpRegistry`] and one [`crate::session::Limits`]
+//!   (rate limits of logins and codes by address, number range and in all)
+//!   for all connections.
+//! - Account updates (`chorus.account.>`): a device unlinked or logged out
+//!   at any edge has its connections here closed at once (`Revoked`).
 //! - One UDP socket with large kernel buffers (`udp_recv_buffer_bytes`): a
 //!   burst of handshakes must not be dropped, or each costs its client a
 //!   retransmission timeout.
@@ -58,7 +62,7 @@ use chorus_schema::{ChatId, CommandResult, EventRecord, Seq, UserId};
 use tracing::{debug, info, warn};
 
 use crate::config::{BusConfig, Config};
-use crate::session::{AppendError, Correlation, OtpConfig, OtpRegistry, TokenVerdict};
+use crate::session::{AppendError, Correlation, Limits, OtpRegistry, TokenVerdict};
 use crate::sms::SmsSink;
 
 /// Why the edge could not start.
@@ -122,6 +126,8 @@ pub(crate) struct Ctx {
     pub(crate) view_key: chorus_projections::seal::ViewKey,
     pub(crate) sms: SmsSink,
     pub(crate) otp: Mutex<OtpRegistry>,
+    /// Rate limits of logins and codes (per address, number range, phone).
+    pub(crate) rate_limits: Arc<Limits>,
     pub(crate) router: router::Router,
     pub(crate) known_users: Mutex<HashSet<UserId>>,
     pub(crate) connections: AtomicUsize,
@@ -139,6 +145,7 @@ pub struct Edge {
     endpoint: quinn::Endpoint,
     subscription: chorus_bus::Subscription,
     receipts: chorus_bus::Subscription,
+    accounts: chorus_bus::Subscription,
 }
 
 impl std::fmt::Debug for Edge {
@@ -255,10 +262,13 @@ impl Edge {
         let view_key = chorus_projections::seal::ViewKey::load(&config.view_key).map_err(|e| Error::Config(e.to_string()))?;
         let subscription = bus.subscribe(&format!("{}.>", wire::DELIVER_PREFIX)).await?;
         let receipts = bus.subscribe(&format!("{}.>", wire::RECEIPT_PREFIX)).await?;
+        let accounts = bus.subscribe(&format!("{}.>", wire::ACCOUNT_PREFIX)).await?;
+        let rate_limits = Arc::new(Limits::new(&config.session.limits).map_err(Error::Config)?);
         let sms = SmsSink::new(&config.sms)?;
         let limits = limits::Limits::new(config.connections_max, config.connections_per_address_max);
         let ctx = Arc::new(Ctx {
-            otp: Mutex::new(OtpRegistry::new(OtpConfig::default(), crate::os_random())),
+            otp: Mutex::new(OtpRegistry::new(config.session.otp.clone(), crate::os_random())),
+            rate_limits,
             config,
             log,
             bus,
@@ -274,7 +284,7 @@ impl Edge {
             queued_bytes_peak: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(0),
         });
-        Ok(Edge { ctx, endpoint, subscription, receipts })
+        Ok(Edge { ctx, endpoint, subscription, receipts, accounts })
     }
 
     /// The address clients connect to.
@@ -291,7 +301,7 @@ impl Edge {
 
     /// Serves until `shutdown` resolves, then closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Edge { ctx, endpoint, mut subscription, mut receipts } = self;
+        let Edge { ctx, endpoint, mut subscription, mut receipts, mut accounts } = self;
         info!(
             addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             connection_task_bytes = connection::task_bytes(),
@@ -303,12 +313,22 @@ impl Edge {
                 let msg = tokio::select! {
                     m = subscription.next() => m,
                     m = receipts.next() => m,
+                    m = accounts.next() => m,
                 };
                 let Some(msg) = msg else {
                     warn!("bus subscription ended");
                     return;
                 };
                 route_ctx.router.dispatch(&msg.subject, &msg.payload);
+            }
+        });
+        // Rate limiters forget the keys that are back to full.
+        let prune_ctx = ctx.clone();
+        let pruner = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                prune_ctx.rate_limits.prune();
             }
         });
         tokio::pin!(shutdown);
@@ -340,6 +360,7 @@ impl Edge {
             tokio::spawn(connection::run(ctx.clone(), incoming, slot));
         }
         router.abort();
+        pruner.abort();
         endpoint.close(quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.code())), b"edge shutting down");
         endpoint.wait_idle().await;
     }

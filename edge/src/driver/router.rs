@@ -1,8 +1,9 @@
 //! [`Router`]: from the bus to the connections of the users a message is for.
 //!
-//! The edge subscribes to every delivery (`chorus.deliver.>`) and receipt
-//! change (`chorus.receipt.>`) and hands each to the connections of its
-//! recipients that are logged in here. A connection that cannot keep up (its
+//! The edge subscribes to every delivery (`chorus.deliver.>`), receipt
+//! change (`chorus.receipt.>`) and account update (`chorus.account.>`: a
+//! device linked, unlinked or logged out) and hands each to the connections
+//! of its recipients that are logged in here. A connection that cannot keep up (its
 //! queue is full) is marked lagged and closed; its client reconnects and syncs.
 //!
 //! Registering a connection enforces the per-device and per-user caps: beyond
@@ -17,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chorus_projections::wire::{self, Delivery, ReceiptUpdate};
+use chorus_projections::wire::{self, AccountUpdate, Delivery, ReceiptUpdate};
 use chorus_projections::ReceiptStatus;
 use chorus_schema::{DeviceId, EventRecord, ReceiptKind, UserId};
 use tracing::{debug, warn};
@@ -29,6 +30,8 @@ use super::mailbox::{Mailbox, Offer};
 pub(crate) enum Routed {
     Delivery(Arc<EventRecord>),
     Receipt(ReceiptUpdate),
+    /// A device of the user was linked, unlinked or logged out.
+    Account(AccountUpdate),
 }
 
 #[derive(Clone, Debug)]
@@ -111,7 +114,7 @@ impl Router {
         }
     }
 
-    /// A message of `chorus.deliver.>` or `chorus.receipt.>`.
+    /// A message of `chorus.deliver.>`, `chorus.receipt.>` or `chorus.account.>`.
     pub(crate) fn dispatch(&self, subject: &str, payload: &[u8]) {
         if subject.starts_with(wire::DELIVER_PREFIX) {
             let delivery: Delivery = match wire::decode_payload(payload) {
@@ -132,6 +135,11 @@ impl Router {
             match wire::decode_payload::<ReceiptUpdate>(payload) {
                 Ok(update) => self.send(&[update.sender], || Routed::Receipt(update)),
                 Err(e) => warn!(%subject, error = %e, "undecodable receipt update"),
+            }
+        } else if subject.starts_with(wire::ACCOUNT_PREFIX) {
+            match wire::decode_payload::<AccountUpdate>(payload) {
+                Ok(update) => self.send(&[update.user], || Routed::Account(update)),
+                Err(e) => warn!(%subject, error = %e, "undecodable account update"),
             }
         }
     }

@@ -3,6 +3,9 @@
 use chorus_schema::MAX_CIPHERTEXT_BYTES;
 use serde::{Deserialize, Serialize};
 
+use super::limits::LimitsConfig;
+use super::otp::OtpConfig;
+
 /// Limits of one client connection. `Default` is the production setting.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -19,6 +22,13 @@ pub struct Config {
     pub bad_frames_max: u32,
     /// Refused logins tolerated before the connection is closed.
     pub logins_failed_max: u32,
+    /// How long a login token is valid after registration (`TokenExpired`
+    /// after that: the device registers again).
+    pub token_lifetime_ms: u64,
+    /// Edge-wide rate limits of logins and codes (see [`super::Limits`]).
+    pub limits: LimitsConfig,
+    /// The edge's one-time codes (see [`super::OtpRegistry`]).
+    pub otp: OtpConfig,
 }
 
 impl Default for Config {
@@ -30,6 +40,9 @@ impl Default for Config {
             in_flight_max: 256,
             bad_frames_max: 8,
             logins_failed_max: 3,
+            token_lifetime_ms: 90 * 24 * 60 * 60 * 1000,
+            limits: LimitsConfig::default(),
+            otp: OtpConfig::default(),
         }
     }
 }
@@ -49,6 +62,9 @@ impl Config {
         if self.in_flight_max == 0 {
             return Err("in_flight_max must be positive".into());
         }
-        Ok(())
+        if self.token_lifetime_ms == 0 {
+            return Err("token_lifetime_ms must be positive".into());
+        }
+        self.limits.validate()
     }
 }

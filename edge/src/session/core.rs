@@ -1,16 +1,20 @@
 //! [`Session`]: the protocol state of one client connection.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use chorus_schema::edge::{normalize_phone, user_for_phone, CLIENT_MSG_ID_RESERVED_BIT};
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, EdgeErrorCode, EventBody,
+    ChatId, ClientFrame, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, DeviceNoticeKind, EdgeErrorCode, EventBody,
     EventRecord, Origin, Outcome, ReceiptKind, Recipient, RejectCode, Rejection, Seq, ServerFrame, UserId,
 };
 
 use super::config::Config;
 use super::entropy::Entropy;
+use super::limits::{Limits, Refused};
 use super::otp::{OtpError, OtpRegistry};
+use super::pin::pin_hash;
 use super::rate::TokenBucket;
 use super::timeline::{Step, Timeline};
 
@@ -81,21 +85,34 @@ pub fn token_hash(token: &[u8; 32]) -> [u8; 32] {
     *blake3::hash(token).as_bytes()
 }
 
-/// The registration steps, each one append of the new device's user partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RegStep {
-    RegisterUser,
-    LinkDevice,
-    CreateSession,
+/// When a token stops logging in: its first 8 bytes, big endian (the edge
+/// that registered the device wrote its expiry there; the rest is random).
+/// The log keeps the hash of the whole token, so the expiry cannot be
+/// changed without the token failing. (Tokens made before expiries existed
+/// are random there: they read as far in the future almost always.)
+pub fn token_expiry_ms(token: &[u8; 32]) -> u64 {
+    u64::from_be_bytes(token[..8].try_into().expect("8 bytes"))
 }
 
+/// When the token's device was linked: bytes 8..16, big endian (the other
+/// 16 bytes are random). `None` for tokens made before this was written
+/// there (random bytes: a time after the expiry or after `now_ms`).
+pub fn token_linked_ms(token: &[u8; 32], now_ms: u64) -> Option<u64> {
+    let linked = u64::from_be_bytes(token[8..16].try_into().expect("8 bytes"));
+    (linked <= now_ms && linked <= token_expiry_ms(token)).then_some(linked)
+}
+
+/// A registration waiting for its `RegisterDevice`: one append that
+/// registers the user if new, links the device and opens its session, so a
+/// failed registration leaves nothing behind.
 #[derive(Clone, Debug)]
 struct Registration {
+    phone: String,
     device_name: String,
     identity_key: Vec<u8>,
     identity: Identity,
     token: [u8; 32],
-    step: RegStep,
+    pin_hash: Option<[u8; 32]>,
     link_tries: u32,
 }
 
@@ -111,8 +128,17 @@ enum State {
 #[derive(Clone, Debug)]
 enum Pending {
     Register,
+    /// A wrong code or PIN is being recorded in the log; then the client
+    /// gets `code` (or `PhoneLocked` if the log says the phone is locked).
+    OtpFailure { code: EdgeErrorCode, message: String },
     Send { client_msg_id: ClientMsgId },
     Ack { chat: ChatId, kind: ReceiptKind },
+    /// `SetPin`, `UnlinkDevice`, `Logout`: `Done` on success; `close` the
+    /// connection then (the device logged out or unlinked itself).
+    Request { client_msg_id: ClientMsgId, close: bool },
+    /// `Block`: the direct chat's marker (what the log enforces) is in; the
+    /// user partition's block (what the views list) comes next.
+    Block { client_msg_id: ClientMsgId, peer: UserId, blocked: bool },
 }
 
 /// Bytes of live items a connection holds behind a sync or a gap fill before
@@ -122,18 +148,26 @@ const HELD_BYTES_MAX: usize = 16 << 20;
 /// Device ids a registration tries before giving up on collisions.
 const LINK_TRIES_MAX: u32 = 3;
 
+/// Shortest registration PIN.
+const PIN_CHARS_MIN: usize = 4;
+
 /// The protocol state of one connection. See the module docs for the driving loop.
 ///
 /// # Flows
-/// - **Registration.** `RequestOtp{phone}` → a 6-digit code (injected entropy)
-///   stored in the [`OtpRegistry`] → `SendSms` + `OtpSent`. `VerifyOtp` with the
-///   right code → `Append(RegisterUser)` (`AlreadyExists` is a returning user),
-///   `Append(LinkDevice)` of a random device id, `Append(CreateSession)` with the
-///   hash of a random token, one after the other → `Registered{user, device,
-///   token}`; the connection is then logged in. The user id is
-///   [`user_for_phone`]. Edge-made commands use client message ids with
-///   [`CLIENT_MSG_ID_RESERVED_BIT`] set.
-/// - **Login.** `Login` → `VerifyToken` → `handle_token_verified` → `LoggedIn` +
+/// - **Registration.** `RequestOtp{phone}` (rate limited per address, per
+///   number range and in all: [`Limits`]) → a 6-digit code (injected entropy)
+///   stored in the [`OtpRegistry`] → `SendSms` + `OtpSent`. `VerifyOtp` with
+///   the right code → one `Append(RegisterDevice)` (the user if new, a random
+///   device id, the hash of a random token whose first 8 bytes are its expiry,
+///   and the hash of the PIN if the client sent one) → `Registered{user,
+///   device, token}`; the connection is then logged in. A wrong code (or a
+///   wrong PIN) → `Append(RecordOtpFailure)` for the phone's user, then
+///   `BadOtp` / `TooManyAttempts` / `PinRequired`, or `PhoneLocked` once the
+///   log locked the phone (too many failures at any edge within hours). The
+///   user id is [`user_for_phone`]. Edge-made commands use client message ids
+///   with [`CLIENT_MSG_ID_RESERVED_BIT`] set.
+/// - **Login.** `Login` (rate limited per address; an expired token is
+///   `TokenExpired`) → `VerifyToken` → `handle_token_verified` → `LoggedIn` +
 ///   `Subscribe`. Before login, everything but `RequestOtp`, `VerifyOtp`, `Login`
 ///   and `Ping` is `Unauthenticated`; a second login or registration is `Forbidden`.
 /// - **Send.** Checked (reserved id bit, size, rate, in-flight bound), then
@@ -142,6 +176,15 @@ const LINK_TRIES_MAX: u32 = 3;
 /// - **Ack.** `Append(Ack)`; while one ack of a (chat, kind) is in flight, later
 ///   ones coalesce into one pending ack with the largest `up_to_seq`. No answer
 ///   on success.
+/// - **Account requests** (logged in): `SetPin` → `Append(SetRegistrationPin)`
+///   with the PIN's Argon2id hash; `UnlinkDevice` → `Append(UnlinkDevice)`;
+///   `Logout` → `Append(RevokeSession)` of this device, then `Revoked` and
+///   close; `Block` → `Append(SetDirectBlock)` to the direct chat (what the
+///   log enforces) then `Append(Block | Unblock)` to the user; each answered
+///   `Done{client_msg_id}`. [`Session::handle_device_notice`] closes a device
+///   revoked at any edge and tells the user's other devices.
+/// - **History.** A device is handed no message older than its link (the
+///   time in its token): a new device does not get the account's history.
 /// - **Deliveries.** `handle_delivery` (live, from the bus) and
 ///   `handle_recovered` (sync, gap fill) go through the connection's timeline
 ///   (`timeline.rs`): each `(chat, seq)` at most once per connection, in seq
@@ -163,9 +206,15 @@ pub struct Session {
     rate: TokenBucket,
     bad_frames: u32,
     logins_failed: u32,
+    /// The logged-in device was linked at this time (from its token): older
+    /// messages are not handed to it — a newly linked device gets no history
+    /// from before its link.
+    history_from_ms: Option<u64>,
     timeline: Timeline,
     /// The positions the client sent with the sync in progress.
     sync_since: Vec<(ChatId, Seq)>,
+    /// The edge's rate limits and the client's address, when the driver set them.
+    limits: Option<(Arc<Limits>, IpAddr)>,
 }
 
 impl std::fmt::Debug for Session {
@@ -200,8 +249,10 @@ impl Session {
             rate,
             bad_frames: 0,
             logins_failed: 0,
+            history_from_ms: None,
             timeline: Timeline::new(HELD_BYTES_MAX),
             sync_since: Vec::new(),
+            limits: None,
         };
         // Internal client message ids start at a random point so that two sessions of
         // one device (reconnects) do not reuse each other's.
@@ -209,6 +260,13 @@ impl Session {
         s.entropy.fill(&mut b);
         s.next_internal_cmid = u64::from_le_bytes(b) >> 1;
         s
+    }
+
+    /// Applies the edge's rate limits ([`Limits`], shared by all sessions of
+    /// the edge) to this connection's logins and codes, `source` being the
+    /// client's address. Without it, only the per-session limits apply.
+    pub fn set_limits(&mut self, limits: Arc<Limits>, source: IpAddr) {
+        self.limits = Some((limits, source));
     }
 
     /// The logged-in identity, if any.
@@ -267,13 +325,10 @@ impl Session {
             (State::Closed, _) => {}
             (_, ClientFrame::Ping { nonce }) => self.send(ServerFrame::Pong { nonce }),
             (State::Anonymous, ClientFrame::RequestOtp { phone }) => self.request_otp(now_ms, &phone, otp),
-            (State::Anonymous, ClientFrame::VerifyOtp { phone, code, device_name, identity_key }) => {
-                self.verify_otp(now_ms, &phone, &code, device_name, identity_key, otp)
+            (State::Anonymous, ClientFrame::VerifyOtp { phone, code, device_name, identity_key, pin }) => {
+                self.verify_otp(now_ms, &phone, &code, device_name, identity_key, pin, otp)
             }
-            (State::Anonymous, ClientFrame::Login { user, device, token }) => {
-                self.state = State::VerifyingToken(Identity { user, device });
-                self.actions.push_back(Action::VerifyToken { user, device, token_hash: token_hash(&token) });
-            }
+            (State::Anonymous, ClientFrame::Login { user, device, token }) => self.login(now_ms, user, device, &token),
             (State::LoggedIn(_), ClientFrame::RequestOtp { .. } | ClientFrame::VerifyOtp { .. } | ClientFrame::Login { .. })
             | (State::Registering(_) | State::VerifyingToken(_), ClientFrame::Login { .. }) => {
                 self.error(EdgeErrorCode::Forbidden, "this connection is already authenticated", None)
@@ -298,7 +353,47 @@ impl Session {
                     self.actions.push_back(Action::Sync { identity, since });
                 }
             }
-            (_, ClientFrame::Send { client_msg_id, .. }) => {
+            (State::LoggedIn(id), ClientFrame::SetPin { client_msg_id, pin }) => {
+                let id = *id;
+                if pin.chars().count() < PIN_CHARS_MIN && !pin.is_empty() {
+                    let message = format!("a PIN has at least {PIN_CHARS_MIN} characters (empty: remove it)");
+                    return self.error(EdgeErrorCode::BadFrame, message, Some(client_msg_id));
+                }
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    let pin_hash = (!pin.is_empty()).then(|| pin_hash(id.user, &pin));
+                    let pending = Pending::Request { client_msg_id, close: false };
+                    self.append_internal(id, pending, CommandBody::SetRegistrationPin { pin_hash });
+                }
+            }
+            (State::LoggedIn(id), ClientFrame::UnlinkDevice { client_msg_id, device }) => {
+                let id = *id;
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    let pending = Pending::Request { client_msg_id, close: device == id.device };
+                    self.append_internal(id, pending, CommandBody::UnlinkDevice { device });
+                }
+            }
+            (State::LoggedIn(id), ClientFrame::Block { client_msg_id, user: peer, blocked }) => {
+                let id = *id;
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    let pending = Pending::Block { client_msg_id, peer, blocked };
+                    self.append_internal(id, pending, CommandBody::SetDirectBlock { peer, blocked });
+                }
+            }
+            (State::LoggedIn(id), ClientFrame::Logout { client_msg_id }) => {
+                let id = *id;
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    let pending = Pending::Request { client_msg_id, close: true };
+                    self.append_internal(id, pending, CommandBody::RevokeSession { device: id.device });
+                }
+            }
+            (
+                _,
+                ClientFrame::Send { client_msg_id, .. }
+                | ClientFrame::SetPin { client_msg_id, .. }
+                | ClientFrame::UnlinkDevice { client_msg_id, .. }
+                | ClientFrame::Logout { client_msg_id }
+                | ClientFrame::Block { client_msg_id, .. },
+            ) => {
                 self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id))
             }
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
@@ -334,6 +429,30 @@ impl Session {
         }
         match pending {
             Pending::Register => self.registration_step(result),
+            Pending::OtpFailure { code, message } => match result {
+                Ok(Err(Rejection { code: RejectCode::Locked, message })) => self.error(EdgeErrorCode::PhoneLocked, message, None),
+                // Recorded (or the log could not say): the client hears what was wrong.
+                _ => self.error(code, message, None),
+            },
+            Pending::Block { client_msg_id, peer, blocked } => match (result, self.identity()) {
+                (Ok(Ok(_)), Some(id)) => {
+                    let body = if blocked { CommandBody::Block { target: peer } } else { CommandBody::Unblock { target: peer } };
+                    self.append_internal(id, Pending::Request { client_msg_id, close: false }, body);
+                }
+                (Ok(Ok(_)), None) => {}
+                (Ok(Err(r)), _) => self.error(reject_code(r.code), r.message, Some(client_msg_id)),
+                (Err(e), _) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
+            },
+            Pending::Request { client_msg_id, close } => match result {
+                Ok(Ok(_)) => {
+                    self.send(ServerFrame::Done { client_msg_id });
+                    if close {
+                        self.revoked();
+                    }
+                }
+                Ok(Err(r)) => self.error(reject_code(r.code), r.message, Some(client_msg_id)),
+                Err(e) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
+            },
             Pending::Send { client_msg_id } => match result {
                 Ok(Ok(Outcome::Chat { chat, seq })) => {
                     self.send(ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms: now_ms })
@@ -421,6 +540,23 @@ impl Session {
         self.run_steps(steps, overflow);
     }
 
+    /// Something happened to a device of this user (the account updates of
+    /// the bus). This connection's own device logged out or unlinked: the
+    /// connection closes (`Revoked`), whichever edge took the request.
+    /// Otherwise the client is told (`DeviceNotice`), e.g. that a new device
+    /// registered with its phone number.
+    pub fn handle_device_notice(&mut self, kind: DeviceNoticeKind, device: DeviceId, at_ms: u64) {
+        let Some(me) = self.identity() else { return };
+        if device == me.device {
+            // Its own link is old news to it.
+            if matches!(kind, DeviceNoticeKind::Unlinked | DeviceNoticeKind::LoggedOut) {
+                self.revoked();
+            }
+            return;
+        }
+        self.actions.push_back(Action::Deliver(ServerFrame::DeviceNotice { kind, device, at_ms }));
+    }
+
     /// Every message of this user in `chat` up to `up_to_seq` now has `status`
     /// (the receipts view's aggregate ticks).
     pub fn handle_receipt(&mut self, chat: ChatId, up_to_seq: Seq, status: ReceiptKind) {
@@ -452,6 +588,9 @@ impl Session {
             if e.origin.user == me.user && e.origin.device == me.device {
                 return;
             }
+            if self.history_from_ms.is_some_and(|linked| e.at_ms < linked) {
+                return;
+            }
             self.actions.push_back(Action::Deliver(ServerFrame::Deliver {
                 chat: *chat,
                 seq: *seq,
@@ -472,6 +611,11 @@ impl Session {
             Ok(p) => p,
             Err(e) => return self.error(EdgeErrorCode::BadFrame, e.to_string(), None),
         };
+        if let Some((limits, source)) = &self.limits {
+            if let Err(r) = limits.otp_request(*source, &phone) {
+                return self.rate_limited(r, None);
+            }
+        }
         let mut b = [0u8; 8];
         self.entropy.fill(&mut b);
         let code = format!("{:06}", u64::from_le_bytes(b) % 1_000_000);
@@ -484,6 +628,26 @@ impl Session {
         }
     }
 
+    fn login(&mut self, now_ms: u64, user: UserId, device: DeviceId, token: &[u8; 32]) {
+        if let Some((limits, source)) = &self.limits {
+            if let Err(r) = limits.login(*source) {
+                return self.rate_limited(r, None);
+            }
+        }
+        if token_expiry_ms(token) <= now_ms {
+            self.logins_failed += 1;
+            self.error(EdgeErrorCode::TokenExpired, "the login token expired: register this device again", None);
+            if self.logins_failed >= self.config.logins_failed_max {
+                self.close(EdgeErrorCode::Unauthenticated, "too many failed logins");
+            }
+            return;
+        }
+        self.history_from_ms = token_linked_ms(token, now_ms);
+        self.state = State::VerifyingToken(Identity { user, device });
+        self.actions.push_back(Action::VerifyToken { user, device, token_hash: token_hash(token) });
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn verify_otp(
         &mut self,
         now_ms: u64,
@@ -491,28 +655,49 @@ impl Session {
         code: &str,
         device_name: String,
         identity_key: Vec<u8>,
+        pin: Option<String>,
         otp: &mut OtpRegistry,
     ) {
         let (phone, user) = match normalize_phone(phone).and_then(|p| Ok((user_for_phone(&p)?, p))) {
             Ok((user, p)) => (p, user),
             Err(e) => return self.error(EdgeErrorCode::BadFrame, e.to_string(), None),
         };
-        if let Err(e) = otp.verify(now_ms, &phone, code) {
-            return self.error(otp_error_code(e), e.to_string(), None);
+        if self.pending.values().any(|p| matches!(p, Pending::OtpFailure { .. })) {
+            return self.error(EdgeErrorCode::RateLimited, "one code at a time", None);
+        }
+        if let Some((limits, source)) = &self.limits {
+            if let Err(r) = limits.otp_attempt(*source, user) {
+                return self.rate_limited(r, None);
+            }
+        }
+        let phone_identity = Identity { user, device: DeviceId(0) };
+        match otp.verify(now_ms, &phone, code) {
+            Ok(()) => {}
+            Err(e @ (OtpError::Wrong | OtpError::TooManyAttempts)) => {
+                // Counted by the log for the phone, at every edge and across
+                // resends; the answer waits for it (the phone may be locked now).
+                let pending = Pending::OtpFailure { code: otp_error_code(e), message: e.to_string() };
+                return self.append_internal(phone_identity, pending, CommandBody::RecordOtpFailure);
+            }
+            Err(e) => return self.error(otp_error_code(e), e.to_string(), None),
         }
         let mut token = [0u8; 32];
         self.entropy.fill(&mut token);
+        token[..8].copy_from_slice(&now_ms.saturating_add(self.config.token_lifetime_ms).to_be_bytes());
+        token[8..16].copy_from_slice(&now_ms.to_be_bytes());
+        self.history_from_ms = Some(now_ms);
         let reg = Registration {
+            phone,
             device_name,
             identity_key,
             identity: Identity { user, device: self.random_device() },
             token,
-            step: RegStep::RegisterUser,
+            pin_hash: pin.filter(|p| !p.is_empty()).map(|p| pin_hash(user, &p)),
             link_tries: 0,
         };
-        let identity = reg.identity;
+        let (identity, body) = (reg.identity, register_body(&reg));
         self.state = State::Registering(Box::new(reg));
-        self.append_internal(identity, Pending::Register, CommandBody::RegisterUser { phone });
+        self.append_internal(identity, Pending::Register, body);
     }
 
     fn random_device(&mut self) -> DeviceId {
@@ -523,48 +708,42 @@ impl Session {
 
     fn registration_step(&mut self, result: Result<CommandResult, AppendError>) {
         let State::Registering(reg) = &mut self.state else { return };
-        let accepted = match (&result, reg.step) {
-            (Ok(Ok(_)), _) => true,
-            // A returning user (new phone, reinstall) is registered already.
-            (Ok(Err(Rejection { code: RejectCode::AlreadyExists, .. })), RegStep::RegisterUser) => true,
+        let rejection = match result {
+            Ok(Ok(_)) => {
+                let (identity, token) = (reg.identity, reg.token);
+                return self.logged_in(identity, Some(token));
+            }
             // Another device of the user has this id: try another.
-            (Ok(Err(Rejection { code: RejectCode::AlreadyExists, .. })), RegStep::LinkDevice)
-                if reg.link_tries + 1 < LINK_TRIES_MAX =>
-            {
+            Ok(Err(Rejection { code: RejectCode::AlreadyExists, .. })) if reg.link_tries + 1 < LINK_TRIES_MAX => {
                 reg.link_tries += 1;
                 let mut b = [0u8; 4];
                 self.entropy.fill(&mut b);
                 reg.identity.device = DeviceId(u32::from_le_bytes(b).max(1));
-                let (identity, body) = (reg.identity, link_body(reg));
+                let (identity, body) = (reg.identity, register_body(reg));
                 return self.append_internal(identity, Pending::Register, body);
             }
-            _ => false,
+            Ok(Err(r)) => r,
+            Err(e) => {
+                self.state = State::Anonymous;
+                return self.error(append_error_code(&e), e.to_string(), None);
+            }
         };
-        if !accepted {
-            let (code, message) = match result {
-                Ok(Err(r)) => (reject_code(r.code), format!("registration refused: {}", r.message)),
-                Err(e) => (append_error_code(&e), e.to_string()),
-                Ok(Ok(_)) => unreachable!("accepted above"),
-            };
-            self.state = State::Anonymous;
-            return self.error(code, message, None);
-        }
-        let identity = reg.identity;
-        match reg.step {
-            RegStep::RegisterUser => {
-                reg.step = RegStep::LinkDevice;
-                let body = link_body(reg);
-                self.append_internal(identity, Pending::Register, body);
+        let pin_given = reg.pin_hash.is_some();
+        let phone_identity = Identity { user: reg.identity.user, device: DeviceId(0) };
+        self.state = State::Anonymous;
+        match rejection.code {
+            RejectCode::Locked => self.error(EdgeErrorCode::PhoneLocked, rejection.message, None),
+            // A wrong PIN counts as a wrong code (the code itself is used up).
+            RejectCode::PinRequired if pin_given => {
+                let pending = Pending::OtpFailure { code: EdgeErrorCode::PinRequired, message: rejection.message };
+                self.append_internal(phone_identity, pending, CommandBody::RecordOtpFailure);
             }
-            RegStep::LinkDevice => {
-                reg.step = RegStep::CreateSession;
-                let body = CommandBody::CreateSession { device: identity.device, token_hash: token_hash(&reg.token) };
-                self.append_internal(identity, Pending::Register, body);
-            }
-            RegStep::CreateSession => {
-                let token = reg.token;
-                self.logged_in(identity, Some(token));
-            }
+            RejectCode::PinRequired => self.error(
+                EdgeErrorCode::PinRequired,
+                "this number's account has a registration PIN: request a new code and send it with the PIN",
+                None,
+            ),
+            code => self.error(reject_code(code), format!("registration refused: {}", rejection.message), None),
         }
     }
 
@@ -656,7 +835,26 @@ impl Session {
     fn error(&mut self, code: EdgeErrorCode, message: impl Into<String>, client_msg_id: Option<ClientMsgId>) {
         let mut message = message.into();
         truncate(&mut message, chorus_schema::MAX_MESSAGE_BYTES);
-        self.send(ServerFrame::Error { code, message, client_msg_id });
+        self.send(ServerFrame::Error { code, message, client_msg_id, retry_after_ms: None });
+    }
+
+    /// `RateLimited`, with when to retry.
+    fn rate_limited(&mut self, r: Refused, client_msg_id: Option<ClientMsgId>) {
+        let message = format!("too many {}: retry in {} ms", r.what, r.retry_after_ms);
+        self.send(ServerFrame::Error {
+            code: EdgeErrorCode::RateLimited,
+            message,
+            client_msg_id,
+            retry_after_ms: Some(r.retry_after_ms),
+        });
+    }
+
+    /// The device logged out or was unlinked: say so (the client stops
+    /// reconnecting) and close.
+    fn revoked(&mut self) {
+        const REASON: &str = "this device logged out or was unlinked";
+        self.error(EdgeErrorCode::Revoked, REASON, None);
+        self.close(EdgeErrorCode::Revoked, REASON);
     }
 
     fn close(&mut self, code: EdgeErrorCode, reason: &str) {
@@ -667,11 +865,14 @@ impl Session {
     }
 }
 
-fn link_body(reg: &Registration) -> CommandBody {
-    CommandBody::LinkDevice {
+fn register_body(reg: &Registration) -> CommandBody {
+    CommandBody::RegisterDevice {
+        phone: reg.phone.clone(),
         device: reg.identity.device,
         identity_key: reg.identity_key.clone(),
         name: reg.device_name.clone(),
+        token_hash: token_hash(&reg.token),
+        pin_hash: reg.pin_hash,
     }
 }
 
@@ -695,6 +896,9 @@ fn reject_code(code: RejectCode) -> EdgeErrorCode {
             EdgeErrorCode::BadFrame
         }
         RejectCode::WrongPartition => EdgeErrorCode::Internal,
+        RejectCode::Locked => EdgeErrorCode::PhoneLocked,
+        RejectCode::PinRequired => EdgeErrorCode::PinRequired,
+        RejectCode::Blocked => EdgeErrorCode::Forbidden,
     }
 }
 

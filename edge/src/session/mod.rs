@@ -11,18 +11,24 @@
 //! - `config`: [`Config`].
 //! - `otp`: [`OtpRegistry`], one per edge, shared by its sessions.
 //! - `rate`: [`TokenBucket`].
+//! - `limits`: [`Limits`], the edge-wide rate limits (governor) of logins and codes.
+//! - `pin`: [`pin_hash`], the slow hash of registration PINs.
 //! - `timeline`: the per-connection delivery order (dedup, gap fill, sync).
 //! - `entropy`: [`Entropy`], [`SeededEntropy`].
 
 mod config;
 mod core;
 mod entropy;
+mod limits;
 mod otp;
+mod pin;
 mod rate;
 mod timeline;
 
-pub use self::core::{token_hash, Action, AppendError, Correlation, Identity, Session, TokenVerdict};
+pub use self::core::{token_expiry_ms, token_hash, token_linked_ms, Action, AppendError, Correlation, Identity, Session, TokenVerdict};
 pub use config::Config;
 pub use entropy::{Entropy, SeededEntropy};
+pub use limits::{Limits, LimitsConfig, Rate, Refused};
 pub use otp::{OtpConfig, OtpError, OtpRegistry};
+pub use pin::pin_hash;
 pub use rate::TokenBucket;

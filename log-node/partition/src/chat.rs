@@ -188,6 +188,16 @@ fn one(event: EventBody, chat: ChatId, seq: Seq) -> Decision {
 ///
 /// `key` is the command's chat key (for `SendDirect`, the pair's id, already
 /// hashed by the caller); `now` is `max(newest_at_ms, at_ms)`.
+/// The record of `blocker` blocking the other member of the direct chat `chat`.
+fn direct_block_key(chat: &ChatId, blocker: UserId) -> Key {
+    Key::new(kv::DIRECT_BLOCK).chat(chat).user(blocker)
+}
+
+/// Whether `blocker` blocks the other member of the direct chat `chat`.
+pub(crate) fn blocks(kv: &impl Kv, chat: &ChatId, blocker: UserId) -> bool {
+    kv.get(direct_block_key(chat, blocker).bytes()).is_some()
+}
+
 pub(crate) fn decide(
     kv: &impl Kv,
     key: ChatId,
@@ -197,12 +207,27 @@ pub(crate) fn decide(
 ) -> Result<Decision, Rejection> {
     let user = origin.user;
     match body {
+        CommandBody::SetDirectBlock { peer, blocked } => {
+            if *peer == user {
+                return Err(reject(RejectCode::Invalid, "cannot block yourself"));
+            }
+            if head(kv, &key).is_some_and(|h| h.kind != ChatKind::Direct) {
+                return Err(reject(RejectCode::Invalid, format!("chat {key} is not a direct chat")));
+            }
+            if blocks(kv, &key, user) == *blocked {
+                return Ok(Decision { events: vec![], outcome: Outcome::Done });
+            }
+            Ok(Decision { events: vec![EventBody::DirectBlockSet { chat: key, blocked: *blocked }], outcome: Outcome::Done })
+        }
         CommandBody::SendDirect { recipient, ciphertext, media } => {
             if *recipient == user {
                 return Err(reject(RejectCode::Invalid, "cannot send a direct message to yourself"));
             }
             let chat = key;
             debug_assert_eq!(chat, ChatId::direct(user, *recipient));
+            if blocks(kv, &chat, *recipient) {
+                return Err(reject(RejectCode::Blocked, format!("user {recipient} does not accept messages from {user}")));
+            }
             let mut events = Vec::with_capacity(2);
             let seq = match head(kv, &chat) {
                 None => {
@@ -419,6 +444,16 @@ pub(crate) fn fold(kv: &mut impl Kv, chat: ChatId, origin: &Origin, at_ms: u64, 
                 admins,
             };
             put_head(kv, &chat, &h);
+            return;
+        }
+        // Of a direct chat that may have no message yet (no head).
+        EventBody::DirectBlockSet { blocked, .. } => {
+            let key = direct_block_key(&chat, origin.user);
+            if *blocked {
+                kv.put(key.bytes(), Vec::new());
+            } else {
+                kv.delete(key.bytes());
+            }
             return;
         }
         _ => {}

@@ -19,6 +19,9 @@
 //! | `u ‖ user` | [`UserHead`]: phone, presence, devices, counts |
 //! | `p ‖ user ‖ device ‖ prekey id` | an unclaimed one-time prekey |
 //! | `b ‖ user ‖ target` | a block |
+//! | `o ‖ user` | [`OtpGuard`]: recent wrong codes/PINs of the user's phone, and its lock (the user may be unregistered) |
+//! | `n ‖ user` | the user's registration PIN hash (32 bytes), while set |
+//! | `x ‖ chat ‖ user` | in a direct chat: `user` blocks the other member (empty value) |
 //!
 //! Records past their window (messages older than the edit window, dedup
 //! entries older than the retention) stay on disk and are treated as old when
@@ -98,6 +101,9 @@ pub(crate) const DEDUP: u8 = b'd';
 pub(crate) const USER: u8 = b'u';
 pub(crate) const PREKEY: u8 = b'p';
 pub(crate) const BLOCK: u8 = b'b';
+pub(crate) const OTP_GUARD: u8 = b'o';
+pub(crate) const PIN: u8 = b'n';
+pub(crate) const DIRECT_BLOCK: u8 = b'x';
 
 /// Builds a key: a kind byte and big-endian fields.
 pub(crate) struct Key(Vec<u8>);
@@ -193,4 +199,4 @@ pub struct DedupEntry {
 }
 
 pub use crate::chat::ChatHead;
-pub use crate::user::{DeviceHead, UserHead};
+pub use crate::user::{DeviceHead, OtpGuard, UserHead};

@@ -69,6 +69,26 @@
 //!   BLAKE3 hash). `RevokeSession` of a device without a session emits nothing and
 //!   answers `Done`. Unlinking a device ends its session too (no extra event: a
 //!   view of sessions drops the device's session on `DeviceUnlinked`).
+//! - **Registration.** `RegisterDevice` does in one command what
+//!   `RegisterUser`, `LinkDevice` and `CreateSession` do (so a failed
+//!   registration leaves no device behind): it registers the user if new,
+//!   links the device and opens its session. A user with a registration PIN
+//!   (`SetRegistrationPin`, only its hash is logged) needs the same hash
+//!   (`PinRequired`).
+//! - **Phone locks.** `RecordOtpFailure` (the origin user is the phone's,
+//!   registered or not) logs `OtpFailed`; [`OTP_FAILURES_MAX`] of them within
+//!   [`OTP_FAILURE_WINDOW_MS`] lock the phone for [`OTP_LOCK_MS`]: while locked,
+//!   `RecordOtpFailure` and `RegisterDevice` are `Locked`. The edges append a
+//!   failure for every wrong code or PIN, so the count holds across resends
+//!   and across edges.
+//! - **Blocks on direct sends.** Blocks live in the blocker's user
+//!   partition (`Block`, for the views) but a `SendDirect` is decided by the
+//!   direct chat's partition, which cannot read another partition. So the
+//!   edge also appends `SetDirectBlock { peer }` to the direct chat
+//!   (`DirectBlockSet`, no seq, the chat may have no message yet), and the
+//!   chat's rule refuses the blocked member's `SendDirect` (`Blocked`). The
+//!   log, not the edge, enforces it: a send ordered after the block is
+//!   refused on every replica. Blocking yourself, or a group chat, is `Invalid`.
 //! - **Presence, blocks.** `PresenceChanged` only on a transition; blocking a
 //!   blocked user or unblocking an unblocked one emits nothing. Both answer `Done`.
 //! - **Status.** `expires_at_ms = at_ms + 24 h`; the access list and contact lists
@@ -98,4 +118,7 @@ pub use chat::{ChatKind, Cursors, Member, EDIT_WINDOW_MS};
 pub use dedup::DEDUP_RETENTION_MS;
 pub use kv::{Kv, MemKv};
 pub use state::{Partition, PartitionState};
-pub use user::{MAX_BLOCKED_PER_USER, MAX_DEVICES_PER_USER, MAX_PREKEYS_PER_DEVICE, STATUS_TTL_MS};
+pub use user::{
+    OtpGuard, MAX_BLOCKED_PER_USER, MAX_DEVICES_PER_USER, MAX_PREKEYS_PER_DEVICE, OTP_FAILURES_MAX, OTP_FAILURE_WINDOW_MS,
+    OTP_LOCK_MS, STATUS_TTL_MS,
+};

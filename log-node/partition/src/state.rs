@@ -130,6 +130,7 @@ impl Partition {
             Key::Chat(chat) => {
                 let outcome = match &event.body {
                     EventBody::ChatOpened { .. } | EventBody::Receipt { .. } => None,
+                    EventBody::DirectBlockSet { .. } => Some(Outcome::Done),
                     body => body.seq().map(|seq| Outcome::Chat { chat, seq }),
                 };
                 chat::fold(kv, chat, &event.origin, event.at_ms, &event.body);
@@ -137,7 +138,7 @@ impl Partition {
             }
             Key::User(_) => {
                 let outcome = user::outcome_of(kv, &event.body);
-                user::fold(kv, &event.body);
+                user::fold(kv, event.at_ms, &event.body);
                 Some(outcome)
             }
         };
@@ -285,6 +286,27 @@ impl PartitionState {
     /// Whether a user is online (their last presence transition).
     pub fn online(&self, user: UserId) -> Option<bool> {
         user::head(&self.kv, user).map(|u| u.online)
+    }
+
+    /// The wrong codes/PINs of `user`'s phone in the window and its lock.
+    pub fn otp_guard(&self, user: UserId) -> user::OtpGuard {
+        user::otp_guard(&self.kv, user)
+    }
+
+    /// Whether `user`'s phone is locked at `at_ms` (too many wrong codes or PINs).
+    pub fn phone_locked(&self, user: UserId, at_ms: u64) -> bool {
+        self.otp_guard(user).locked_until_ms > at_ms
+    }
+
+    /// The registration PIN hash of `user`, if set.
+    pub fn registration_pin(&self, user: UserId) -> Option<[u8; 32]> {
+        user::pin_hash(&self.kv, user)
+    }
+
+    /// Whether `blocker` blocks the other member of the direct chat `chat`
+    /// (what refuses that member's `SendDirect`).
+    pub fn blocks_in_chat(&self, chat: &ChatId, blocker: UserId) -> bool {
+        chat::blocks(&self.kv, chat, blocker)
     }
 
     /// The users `user` blocks, sorted.

@@ -16,6 +16,50 @@ pub const MAX_DEVICES_PER_USER: usize = 16;
 pub const MAX_PREKEYS_PER_DEVICE: usize = 1024;
 /// Users one user may block.
 pub const MAX_BLOCKED_PER_USER: usize = 10_000;
+/// Wrong codes or PINs of one phone, at any edge, within
+/// [`OTP_FAILURE_WINDOW_MS`] that lock it...
+pub const OTP_FAILURES_MAX: usize = 10;
+/// ...the window they are counted over (sliding)...
+pub const OTP_FAILURE_WINDOW_MS: u64 = 6 * 60 * 60 * 1000;
+/// ...and how long the phone is then locked: no registration, no more tries.
+pub const OTP_LOCK_MS: u64 = 6 * 60 * 60 * 1000;
+
+/// The wrong codes and PINs of one phone (keyed by its user id, registered or
+/// not) and its lock.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OtpGuard {
+    /// Times of the failures inside the window, oldest first (at most
+    /// [`OTP_FAILURES_MAX`]).
+    pub failures: Vec<u64>,
+    /// Locked while the partition's time is below this.
+    pub locked_until_ms: u64,
+}
+
+fn guard_key(user: UserId) -> Key {
+    Key::new(kv::OTP_GUARD).user(user)
+}
+
+pub(crate) fn otp_guard(kv: &impl Kv, user: UserId) -> OtpGuard {
+    kv::read(kv, &guard_key(user)).unwrap_or_default()
+}
+
+fn pin_key(user: UserId) -> Key {
+    Key::new(kv::PIN).user(user)
+}
+
+pub(crate) fn pin_hash(kv: &impl Kv, user: UserId) -> Option<[u8; 32]> {
+    kv::read(kv, &pin_key(user))
+}
+
+/// `Locked` if the phone of `user` is locked at `at_ms`.
+fn check_unlocked(kv: &impl Kv, user: UserId, at_ms: u64) -> Result<(), Rejection> {
+    let g = otp_guard(kv, user);
+    if g.locked_until_ms > at_ms {
+        let minutes = (g.locked_until_ms - at_ms).div_ceil(60_000);
+        return Err(reject(RejectCode::Locked, format!("too many wrong codes or PINs: locked for {minutes} more minutes")));
+    }
+    Ok(())
+}
 
 /// One linked device.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +133,35 @@ fn nothing(outcome: Outcome) -> Decision {
 /// Decides a user-partition command against the current state.
 pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBody) -> Result<Decision, Rejection> {
     let me = origin.user;
+    if let CommandBody::RecordOtpFailure = body {
+        check_unlocked(kv, me, at_ms)?;
+        return Ok(done(EventBody::OtpFailed { user: me }));
+    }
+    if let CommandBody::RegisterDevice { phone, device, identity_key, name, token_hash, pin_hash: pin } = body {
+        check_unlocked(kv, me, at_ms)?;
+        let mut events = Vec::with_capacity(3);
+        match head(kv, me) {
+            None => events.push(EventBody::UserRegistered { user: me, phone: phone.clone() }),
+            Some(u) => {
+                // blake3::Hash compares in constant time.
+                if let Some(stored) = self::pin_hash(kv, me) {
+                    if pin.is_none_or(|p| blake3::Hash::from(p) != blake3::Hash::from(stored)) {
+                        let what = if pin.is_some() { "wrong registration PIN" } else { "this phone's user set a registration PIN" };
+                        return Err(reject(RejectCode::PinRequired, what));
+                    }
+                }
+                if u.devices.contains_key(device) {
+                    return Err(reject(RejectCode::AlreadyExists, format!("device {device} is linked")));
+                }
+                if u.devices.len() >= MAX_DEVICES_PER_USER {
+                    return Err(reject(RejectCode::Invalid, format!("a user links at most {MAX_DEVICES_PER_USER} devices")));
+                }
+            }
+        }
+        events.push(EventBody::DeviceLinked { user: me, device: *device, identity_key: identity_key.clone(), name: name.clone() });
+        events.push(EventBody::SessionCreated { user: me, device: *device, token_hash: *token_hash });
+        return Ok(Decision { events, outcome: Outcome::Done });
+    }
     if let CommandBody::RegisterUser { phone } = body {
         if head(kv, me).is_some() {
             return Err(reject(RejectCode::AlreadyExists, format!("user {me} is registered")));
@@ -214,6 +287,12 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
             }
             Ok(done(EventBody::SessionRevoked { user: me, device: *device }))
         }
+        CommandBody::SetRegistrationPin { pin_hash: pin } => {
+            if self::pin_hash(kv, me) == *pin {
+                return Ok(nothing(Outcome::Done));
+            }
+            Ok(done(EventBody::RegistrationPinSet { user: me, pin_hash: *pin }))
+        }
         _ => Err(reject(RejectCode::Invalid, "not a user command")),
     }
 }
@@ -245,7 +324,19 @@ pub(crate) fn outcome_of(kv: &impl Kv, event: &EventBody) -> Outcome {
 ///
 /// # Panics
 /// If the event names an unregistered user (corrupt log or wrong partition).
-pub(crate) fn fold(kv: &mut impl Kv, event: &EventBody) {
+pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
+    if let EventBody::OtpFailed { user } = event {
+        // Of a phone, registered or not.
+        let mut g = otp_guard(kv, *user);
+        g.failures.retain(|t| t.saturating_add(OTP_FAILURE_WINDOW_MS) > at_ms);
+        g.failures.push(at_ms);
+        if g.failures.len() >= OTP_FAILURES_MAX {
+            g.locked_until_ms = at_ms.saturating_add(OTP_LOCK_MS);
+            g.failures.clear();
+        }
+        kv::write(kv, &guard_key(*user), &g);
+        return;
+    }
     if let EventBody::UserRegistered { user, phone } = event {
         assert!(head(kv, *user).is_none(), "fold: UserRegistered for registered user {user}");
         put_head(kv, *user, &UserHead { phone: phone.clone(), ..UserHead::default() });
@@ -310,6 +401,13 @@ pub(crate) fn fold(kv: &mut impl Kv, event: &EventBody) {
             if let Some(d) = u.devices.get_mut(device) {
                 d.session = None;
             }
+        }
+        EventBody::RegistrationPinSet { pin_hash: pin, .. } => {
+            match pin {
+                Some(h) => kv::write(kv, &pin_key(user), h),
+                None => kv.delete(pin_key(user).bytes()),
+            }
+            return;
         }
         EventBody::ProfileUpdated { .. }
         | EventBody::PrivacyChanged { .. }

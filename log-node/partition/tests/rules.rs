@@ -1,7 +1,8 @@
 //! One test per rule of the partition state machine.
 
 use chorus_partition::{
-    ChatKind, Cursors, PartitionState, DEDUP_RETENTION_MS, EDIT_WINDOW_MS, STATUS_TTL_MS,
+    ChatKind, Cursors, PartitionState, DEDUP_RETENTION_MS, EDIT_WINDOW_MS, OTP_FAILURES_MAX, OTP_FAILURE_WINDOW_MS,
+    OTP_LOCK_MS, STATUS_TTL_MS,
 };
 use chorus_schema::*;
 
@@ -688,4 +689,137 @@ fn sessions_need_a_linked_device_and_replace_each_other() {
     let create = h.command(A, 1, CommandBody::CreateSession { device: dev, token_hash: [4; 32] });
     assert_eq!(h.apply(&create).1.len(), 1);
     assert_eq!(h.apply(&create), (Ok(Outcome::Done), vec![]));
+}
+
+fn register_device(device: u32, token: u8, pin: Option<[u8; 32]>) -> CommandBody {
+    CommandBody::RegisterDevice {
+        phone: "+15550001".into(),
+        device: DeviceId(device),
+        identity_key: vec![1],
+        name: "d".into(),
+        token_hash: [token; 32],
+        pin_hash: pin,
+    }
+}
+
+#[test]
+fn register_device_registers_links_and_opens_a_session_in_one_command() {
+    let mut h = Harness::new();
+    let (o, events) = h.must_ok(A, register_device(7, 1, None));
+    assert_eq!(o, Outcome::Done);
+    assert_eq!(
+        events,
+        vec![
+            EventBody::UserRegistered { user: A, phone: "+15550001".into() },
+            EventBody::DeviceLinked { user: A, device: DeviceId(7), identity_key: vec![1], name: "d".into() },
+            EventBody::SessionCreated { user: A, device: DeviceId(7), token_hash: [1; 32] },
+        ]
+    );
+    assert_eq!(h.state.session(A, DeviceId(7)), Some([1; 32]));
+    // A returning user: no second UserRegistered; a taken device id is refused whole.
+    let (_, events) = h.must_ok(A, register_device(8, 2, None));
+    assert_eq!(events.len(), 2);
+    h.must_reject(A, register_device(8, 3, None), RejectCode::AlreadyExists);
+    assert_eq!(h.state.devices(A), Some(vec![DeviceId(7), DeviceId(8)]));
+    assert_eq!(h.state.session(A, DeviceId(8)), Some([2; 32]));
+}
+
+#[test]
+fn a_registration_pin_is_required_to_register_again() {
+    let mut h = Harness::new();
+    h.must_ok(A, register_device(1, 1, None));
+    h.must_reject(B, CommandBody::SetRegistrationPin { pin_hash: Some([5; 32]) }, RejectCode::UnknownUser);
+    let (_, events) = h.must_ok(A, CommandBody::SetRegistrationPin { pin_hash: Some([5; 32]) });
+    assert_eq!(events, vec![EventBody::RegistrationPinSet { user: A, pin_hash: Some([5; 32]) }]);
+    assert_eq!(h.state.registration_pin(A), Some([5; 32]));
+    // Setting the same hash again changes nothing.
+    assert_eq!(h.must_ok(A, CommandBody::SetRegistrationPin { pin_hash: Some([5; 32]) }).1, vec![]);
+    // Without it, or with another, nothing is linked.
+    h.must_reject(A, register_device(2, 2, None), RejectCode::PinRequired);
+    let msg = h.must_reject(A, register_device(2, 2, Some([6; 32])), RejectCode::PinRequired);
+    assert!(msg.contains("wrong"), "{msg}");
+    assert_eq!(h.state.devices(A), Some(vec![DeviceId(1)]));
+    h.must_ok(A, register_device(2, 2, Some([5; 32])));
+    assert_eq!(h.state.devices(A), Some(vec![DeviceId(1), DeviceId(2)]));
+    // Cleared: registering needs no PIN again.
+    h.must_ok(A, CommandBody::SetRegistrationPin { pin_hash: None });
+    assert_eq!(h.state.registration_pin(A), None);
+    h.must_ok(A, register_device(3, 3, None));
+}
+
+#[test]
+fn otp_failures_lock_the_phone_registered_or_not() {
+    let mut h = Harness::new();
+    // B is not registered: its phone's failures are counted all the same.
+    for i in 0..OTP_FAILURES_MAX {
+        assert!(!h.state.phone_locked(B, h.now_ms), "locked after {i}");
+        let (_, events) = h.must_ok(B, CommandBody::RecordOtpFailure);
+        assert_eq!(events, vec![EventBody::OtpFailed { user: B }]);
+    }
+    assert!(h.state.phone_locked(B, h.now_ms));
+    assert!(!h.state.is_registered(B));
+    // Locked: no more failures recorded, no registration even with the right code.
+    h.must_reject(B, CommandBody::RecordOtpFailure, RejectCode::Locked);
+    let msg = h.must_reject(B, register_device(1, 1, None), RejectCode::Locked);
+    assert!(msg.contains("locked"), "{msg}");
+    assert!(h.state.devices(B).is_none());
+    // Other phones are not affected.
+    h.must_ok(C, register_device(1, 1, None));
+    // The lock ends after OTP_LOCK_MS.
+    h.now_ms += OTP_LOCK_MS;
+    h.must_ok(B, register_device(1, 1, None));
+    assert!(h.state.is_registered(B));
+}
+
+#[test]
+fn otp_failures_are_counted_over_a_sliding_window() {
+    let mut h = Harness::new();
+    for _ in 0..OTP_FAILURES_MAX - 1 {
+        h.must_ok(D, CommandBody::RecordOtpFailure);
+    }
+    // Hours later the old failures no longer count.
+    h.now_ms += OTP_FAILURE_WINDOW_MS;
+    for _ in 0..OTP_FAILURES_MAX - 1 {
+        h.must_ok(D, CommandBody::RecordOtpFailure);
+    }
+    assert!(!h.state.phone_locked(D, h.now_ms));
+    assert_eq!(h.state.otp_guard(D).failures.len(), OTP_FAILURES_MAX - 1);
+    h.must_ok(D, CommandBody::RecordOtpFailure);
+    assert!(h.state.phone_locked(D, h.now_ms));
+    // Replaying the events gives the same lock (fold equals apply).
+    let mut replayed = PartitionState::new(PartitionId(0), 1);
+    let mut h2 = Harness::new();
+    let mut events = Vec::new();
+    for i in 0..OTP_FAILURES_MAX as u64 {
+        let cmd = h2.command(D, 0, CommandBody::RecordOtpFailure);
+        h2.state.apply(1000 + i, &cmd, &mut events).unwrap();
+    }
+    for e in &events {
+        replayed.fold(e);
+    }
+    assert_eq!(replayed, h2.state);
+    assert!(replayed.phone_locked(D, 1000 + OTP_FAILURES_MAX as u64));
+}
+
+#[test]
+fn a_blocked_user_cannot_send_direct_messages() {
+    let mut h = Harness::new();
+    let chat = ChatId::direct(A, B);
+    // A blocks B before they ever talked: the chat need not exist.
+    let (o, events) = h.must_ok(A, CommandBody::SetDirectBlock { peer: B, blocked: true });
+    assert_eq!((o, events), (Outcome::Done, vec![EventBody::DirectBlockSet { chat, blocked: true }]));
+    assert!(h.state.blocks_in_chat(&chat, A));
+    assert!(!h.state.blocks_in_chat(&chat, B));
+    assert_eq!(h.must_ok(A, CommandBody::SetDirectBlock { peer: B, blocked: true }).1, vec![], "blocking twice is a no-op");
+    let msg = h.must_reject(B, send_direct(A), RejectCode::Blocked);
+    assert!(msg.contains("does not accept"), "{msg}");
+    assert_eq!(h.state.last_seq(&chat), None, "nothing was appended");
+    // The blocker may still write; others are not affected.
+    h.must_ok(A, send_direct(B));
+    h.must_ok(C, send_direct(A));
+    h.must_ok(A, CommandBody::SetDirectBlock { peer: B, blocked: false });
+    let (o, _) = h.must_ok(B, send_direct(A));
+    assert_eq!(o, Outcome::Chat { chat, seq: Seq(2) });
+    // Nonsense is refused.
+    h.must_reject(A, CommandBody::SetDirectBlock { peer: A, blocked: true }, RejectCode::Invalid);
 }

@@ -74,6 +74,17 @@ fn body() -> impl Strategy<Value = CommandBody> {
         1 => user().prop_map(|target| Unblock { target }),
         2 => (device(), 0u8..3).prop_map(|(device, t)| CreateSession { device, token_hash: [t; 32] }),
         1 => device().prop_map(|device| RevokeSession { device }),
+        2 => Just(RecordOtpFailure),
+        2 => (device(), 0u8..3, prop::option::of(0u8..2)).prop_map(|(device, t, pin)| RegisterDevice {
+            phone: "+1555".into(),
+            device,
+            identity_key: vec![1],
+            name: "d".into(),
+            token_hash: [t; 32],
+            pin_hash: pin.map(|p| [p; 32]),
+        }),
+        1 => prop::option::of(0u8..2).prop_map(|pin| SetRegistrationPin { pin_hash: pin.map(|p| [p; 32]) }),
+        2 => (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
     ]
 }
 

@@ -14,6 +14,11 @@
 //! - `SessionRevoked` clears it (nothing happens for a device without a
 //!   session or one that is not linked).
 //!
+//! Effects: `DeviceLinked`, `DeviceUnlinked` and `SessionRevoked` each give
+//! an [`Effect::Account`], so that edges close the connections of a device
+//! that is gone at once (not at its next login) and tell the user's other
+//! devices (e.g. that the number was registered on a new device).
+//!
 //! Every other event (chat events, profiles, presence, prekeys, …) is ignored.
 //! An event of an unregistered user, a device linked twice, and unlinking or
 //! creating a session of a device that is not linked contradict the view.
@@ -27,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Effect;
 use crate::store::{decode, get_value, keys, put_value, Txn};
+use crate::wire::AccountChange;
 use crate::{Error, Result};
 
 /// A linked device.
@@ -41,7 +47,7 @@ pub struct Device {
 /// # Errors
 /// [`Error::Inconsistent`] for an event that contradicts the directory (see
 /// the module docs); [`Error::Store`] if the store fails.
-pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut Vec<Effect>) -> Result<()> {
+pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut Vec<Effect>) -> Result<()> {
     let body = &record.event.body;
     let kind = body.kind();
     match body {
@@ -59,6 +65,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut 
                 return Err(Error::inconsistent_user(*user, kind, format!("device {device} linked twice")));
             }
             put_value(txn, &key, &Device::default());
+            effects.push(Effect::Account { user: *user, device: *device, change: AccountChange::Linked });
         }
         EventBody::DeviceUnlinked { user, device } => {
             registered(txn, *user, kind)?;
@@ -67,6 +74,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut 
                 return Err(Error::inconsistent_user(*user, kind, format!("device {device} is not linked")));
             }
             txn.delete(&key);
+            effects.push(Effect::Account { user: *user, device: *device, change: AccountChange::Unlinked });
         }
         EventBody::SessionCreated { user, device, token_hash } => {
             registered(txn, *user, kind)?;
@@ -83,6 +91,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut 
             if linked.is_some_and(|d| d.token_hash.is_some()) {
                 put_value(txn, &key, &Device { token_hash: None });
             }
+            effects.push(Effect::Account { user: *user, device: *device, change: AccountChange::LoggedOut });
         }
         _ => {}
     }

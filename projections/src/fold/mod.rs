@@ -16,7 +16,7 @@ pub mod inbox;
 pub mod receipt_status;
 pub mod roster;
 
-use chorus_schema::{ChatId, Seq, UserId};
+use chorus_schema::{ChatId, DeviceId, Seq, UserId};
 
 /// Work for the projector to do after the transaction that produced it has
 /// committed (never before: an effect must not announce state that a crash could
@@ -38,4 +38,8 @@ pub enum Effect {
     /// devices. `up_to_seq` is the seq of one of the sender's messages. See
     /// [`receipt_status`] for the exact rule.
     ReceiptChanged { chat: ChatId, sender: UserId, up_to_seq: Seq, status: receipt_status::Status },
+    /// A device of `user` was linked, unlinked or logged out (see
+    /// [`directory`]): edges close the sessions of a device that is gone and
+    /// tell the user's other devices.
+    Account { user: UserId, device: DeviceId, change: crate::wire::AccountChange },
 }

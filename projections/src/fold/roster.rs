@@ -66,10 +66,11 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
                 put_value(txn, &keys::roster_member(&chat_id, *m), &member);
             }
         }
-        EventBody::Receipt { .. } => return Ok(()),
+        // A block in a direct chat changes no membership (and may come first).
+        EventBody::Receipt { .. } | EventBody::DirectBlockSet { .. } => return Ok(()),
         body => {
             let Some(seq) = body.seq() else {
-                unreachable!("every chat event but ChatOpened and Receipt has a seq")
+                unreachable!("every chat event but ChatOpened, Receipt and DirectBlockSet has a seq")
             };
             let chat_key = keys::roster_chat(&chat_id);
             let mut chat: Chat =

@@ -185,10 +185,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Visibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 27;
+pub const ENUM_MAX_EVENT_BODY: u8 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 28] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 31] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -217,6 +217,9 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 28] = [
   EventBody::UserUnblocked,
   EventBody::SessionCreated,
   EventBody::SessionRevoked,
+  EventBody::OtpFailed,
+  EventBody::RegistrationPinSet,
+  EventBody::DirectBlockSet,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -252,9 +255,12 @@ impl EventBody {
   pub const UserUnblocked: Self = Self(25);
   pub const SessionCreated: Self = Self(26);
   pub const SessionRevoked: Self = Self(27);
+  pub const OtpFailed: Self = Self(28);
+  pub const RegistrationPinSet: Self = Self(29);
+  pub const DirectBlockSet: Self = Self(30);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 27;
+  pub const ENUM_MAX: u8 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -284,6 +290,9 @@ impl EventBody {
     Self::UserUnblocked,
     Self::SessionCreated,
     Self::SessionRevoked,
+    Self::OtpFailed,
+    Self::RegistrationPinSet,
+    Self::DirectBlockSet,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -316,6 +325,9 @@ impl EventBody {
       Self::UserUnblocked => Some("UserUnblocked"),
       Self::SessionCreated => Some("SessionCreated"),
       Self::SessionRevoked => Some("SessionRevoked"),
+      Self::OtpFailed => Some("OtpFailed"),
+      Self::RegistrationPinSet => Some("RegistrationPinSet"),
+      Self::DirectBlockSet => Some("DirectBlockSet"),
       _ => None,
     }
   }
@@ -375,10 +387,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 27;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 28] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 32] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -407,6 +419,10 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 28] = [
   CommandBody::Unblock,
   CommandBody::CreateSession,
   CommandBody::RevokeSession,
+  CommandBody::RecordOtpFailure,
+  CommandBody::RegisterDevice,
+  CommandBody::SetRegistrationPin,
+  CommandBody::SetDirectBlock,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -442,9 +458,13 @@ impl CommandBody {
   pub const Unblock: Self = Self(25);
   pub const CreateSession: Self = Self(26);
   pub const RevokeSession: Self = Self(27);
+  pub const RecordOtpFailure: Self = Self(28);
+  pub const RegisterDevice: Self = Self(29);
+  pub const SetRegistrationPin: Self = Self(30);
+  pub const SetDirectBlock: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 27;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -474,6 +494,10 @@ impl CommandBody {
     Self::Unblock,
     Self::CreateSession,
     Self::RevokeSession,
+    Self::RecordOtpFailure,
+    Self::RegisterDevice,
+    Self::SetRegistrationPin,
+    Self::SetDirectBlock,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -506,6 +530,10 @@ impl CommandBody {
       Self::Unblock => Some("Unblock"),
       Self::CreateSession => Some("CreateSession"),
       Self::RevokeSession => Some("RevokeSession"),
+      Self::RecordOtpFailure => Some("RecordOtpFailure"),
+      Self::RegisterDevice => Some("RegisterDevice"),
+      Self::SetRegistrationPin => Some("SetRegistrationPin"),
+      Self::SetDirectBlock => Some("SetDirectBlock"),
       _ => None,
     }
   }
@@ -565,10 +593,10 @@ pub struct CommandBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_CODE: u8 = 8;
+pub const ENUM_MAX_REJECT_CODE: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 9] = [
+pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 12] = [
   RejectCode::NotMember,
   RejectCode::NotAdmin,
   RejectCode::UnknownChat,
@@ -578,6 +606,9 @@ pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 9] = [
   RejectCode::NoPrekeys,
   RejectCode::Invalid,
   RejectCode::WrongPartition,
+  RejectCode::Locked,
+  RejectCode::PinRequired,
+  RejectCode::Blocked,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -594,9 +625,12 @@ impl RejectCode {
   pub const NoPrekeys: Self = Self(6);
   pub const Invalid: Self = Self(7);
   pub const WrongPartition: Self = Self(8);
+  pub const Locked: Self = Self(9);
+  pub const PinRequired: Self = Self(10);
+  pub const Blocked: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NotMember,
     Self::NotAdmin,
@@ -607,6 +641,9 @@ impl RejectCode {
     Self::NoPrekeys,
     Self::Invalid,
     Self::WrongPartition,
+    Self::Locked,
+    Self::PinRequired,
+    Self::Blocked,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -620,6 +657,9 @@ impl RejectCode {
       Self::NoPrekeys => Some("NoPrekeys"),
       Self::Invalid => Some("Invalid"),
       Self::WrongPartition => Some("WrongPartition"),
+      Self::Locked => Some("Locked"),
+      Self::PinRequired => Some("PinRequired"),
+      Self::Blocked => Some("Blocked"),
       _ => None,
     }
   }
@@ -5298,6 +5338,333 @@ impl ::core::fmt::Debug for SessionRevoked<'_> {
       ds.finish()
   }
 }
+pub enum OtpFailedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A wrong code or PIN for the user's phone (the user may be unregistered).
+pub struct OtpFailed<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OtpFailed<'a> {
+  type Inner = OtpFailed<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OtpFailed<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OtpFailed { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OtpFailedArgs
+  ) -> ::flatbuffers::WIPOffset<OtpFailed<'bldr>> {
+    let mut builder = OtpFailedBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(OtpFailed::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OtpFailed<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OtpFailedArgs {
+    pub user: u64,
+}
+impl<'a> Default for OtpFailedArgs {
+  #[inline]
+  fn default() -> Self {
+    OtpFailedArgs {
+      user: 0,
+    }
+  }
+}
+
+pub struct OtpFailedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OtpFailedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(OtpFailed::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OtpFailedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OtpFailedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OtpFailed<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OtpFailed<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OtpFailed");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum RegistrationPinSetOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The user's registration PIN hash; absent: no PIN.
+pub struct RegistrationPinSet<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegistrationPinSet<'a> {
+  type Inner = RegistrationPinSet<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegistrationPinSet<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PIN_HASH: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegistrationPinSet { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegistrationPinSetArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegistrationPinSet<'bldr>> {
+    let mut builder = RegistrationPinSetBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.pin_hash { builder.add_pin_hash(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RegistrationPinSet::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn pin_hash(&self) -> Option<&'a Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(RegistrationPinSet::VT_PIN_HASH, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegistrationPinSet<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<Blake3Digest>("pin_hash", Self::VT_PIN_HASH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegistrationPinSetArgs<'a> {
+    pub user: u64,
+    pub pin_hash: Option<&'a Blake3Digest>,
+}
+impl<'a> Default for RegistrationPinSetArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegistrationPinSetArgs {
+      user: 0,
+      pin_hash: None,
+    }
+  }
+}
+
+pub struct RegistrationPinSetBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegistrationPinSetBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(RegistrationPinSet::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_pin_hash(&mut self, pin_hash: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(RegistrationPinSet::VT_PIN_HASH, pin_hash);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegistrationPinSetBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegistrationPinSetBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegistrationPinSet<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegistrationPinSet<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegistrationPinSet");
+      ds.field("user", &self.user());
+      ds.field("pin_hash", &self.pin_hash());
+      ds.finish()
+  }
+}
+pub enum DirectBlockSetOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user blocks (`blocked`) or unblocks the other member of the
+/// direct chat `chat` (takes no seq; the chat may have no message yet).
+pub struct DirectBlockSet<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DirectBlockSet<'a> {
+  type Inner = DirectBlockSet<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DirectBlockSet<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BLOCKED: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DirectBlockSet { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DirectBlockSetArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DirectBlockSet<'bldr>> {
+    let mut builder = DirectBlockSetBuilder::new(_fbb);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_blocked(args.blocked);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChatId>(DirectBlockSet::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn blocked(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(DirectBlockSet::VT_BLOCKED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DirectBlockSet<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<bool>("blocked", Self::VT_BLOCKED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DirectBlockSetArgs<'a> {
+    pub chat: Option<&'a ChatId>,
+    pub blocked: bool,
+}
+impl<'a> Default for DirectBlockSetArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DirectBlockSetArgs {
+      chat: None, // required field
+      blocked: false,
+    }
+  }
+}
+
+pub struct DirectBlockSetBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DirectBlockSetBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &ChatId) {
+    self.fbb_.push_slot_always::<&ChatId>(DirectBlockSet::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_blocked(&mut self, blocked: bool) {
+    self.fbb_.push_slot::<bool>(DirectBlockSet::VT_BLOCKED, blocked, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DirectBlockSetBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DirectBlockSetBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DirectBlockSet<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DirectBlockSet::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DirectBlockSet<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DirectBlockSet");
+      ds.field("chat", &self.chat());
+      ds.field("blocked", &self.blocked());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5744,6 +6111,48 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_otp_failed(&self) -> Option<OtpFailed<'a>> {
+    if self.body_type() == EventBody::OtpFailed {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OtpFailed::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_registration_pin_set(&self) -> Option<RegistrationPinSet<'a>> {
+    if self.body_type() == EventBody::RegistrationPinSet {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RegistrationPinSet::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_direct_block_set(&self) -> Option<DirectBlockSet<'a>> {
+    if self.body_type() == EventBody::DirectBlockSet {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DirectBlockSet::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -5783,6 +6192,9 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::UserUnblocked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserUnblocked>>("EventBody::UserUnblocked", pos),
           EventBody::SessionCreated => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionCreated>>("EventBody::SessionCreated", pos),
           EventBody::SessionRevoked => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionRevoked>>("EventBody::SessionRevoked", pos),
+          EventBody::OtpFailed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OtpFailed>>("EventBody::OtpFailed", pos),
+          EventBody::RegistrationPinSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegistrationPinSet>>("EventBody::RegistrationPinSet", pos),
+          EventBody::DirectBlockSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DirectBlockSet>>("EventBody::DirectBlockSet", pos),
           _ => Ok(()),
         }
      })?
@@ -6037,6 +6449,27 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::SessionRevoked => {
           if let Some(x) = self.body_as_session_revoked() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::OtpFailed => {
+          if let Some(x) = self.body_as_otp_failed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::RegistrationPinSet => {
+          if let Some(x) = self.body_as_registration_pin_set() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::DirectBlockSet => {
+          if let Some(x) = self.body_as_direct_block_set() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9366,6 +9799,486 @@ impl ::core::fmt::Debug for RevokeSession<'_> {
       ds.finish()
   }
 }
+pub enum RecordOtpFailureOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A wrong one-time code or registration PIN for the origin user's phone
+/// (the origin user is `user_for_phone`, registered or not).
+pub struct RecordOtpFailure<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RecordOtpFailure<'a> {
+  type Inner = RecordOtpFailure<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RecordOtpFailure<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RecordOtpFailure { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args RecordOtpFailureArgs
+  ) -> ::flatbuffers::WIPOffset<RecordOtpFailure<'bldr>> {
+    let mut builder = RecordOtpFailureBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for RecordOtpFailure<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RecordOtpFailureArgs {
+}
+impl<'a> Default for RecordOtpFailureArgs {
+  #[inline]
+  fn default() -> Self {
+    RecordOtpFailureArgs {
+    }
+  }
+}
+
+pub struct RecordOtpFailureBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RecordOtpFailureBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RecordOtpFailureBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RecordOtpFailureBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RecordOtpFailure<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RecordOtpFailure<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RecordOtpFailure");
+      ds.finish()
+  }
+}
+pub enum RegisterDeviceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Registration of a device in one step: registers the user if new, links the
+/// device and opens its session. `pin_hash` is required when the user set a
+/// registration PIN (the slow hash of the PIN, never the PIN).
+pub struct RegisterDevice<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegisterDevice<'a> {
+  type Inner = RegisterDevice<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegisterDevice<'a> {
+  pub const VT_PHONE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 10;
+  pub const VT_TOKEN_HASH: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PIN_HASH: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegisterDevice { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegisterDeviceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegisterDevice<'bldr>> {
+    let mut builder = RegisterDeviceBuilder::new(_fbb);
+    if let Some(x) = args.pin_hash { builder.add_pin_hash(x); }
+    if let Some(x) = args.token_hash { builder.add_token_hash(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    if let Some(x) = args.identity_key { builder.add_identity_key(x); }
+    builder.add_device(args.device);
+    if let Some(x) = args.phone { builder.add_phone(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn phone(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegisterDevice::VT_PHONE, None).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RegisterDevice::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn identity_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(RegisterDevice::VT_IDENTITY_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegisterDevice::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn token_hash(&self) -> &'a Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(RegisterDevice::VT_TOKEN_HASH, None).unwrap()}
+  }
+  #[inline]
+  pub fn pin_hash(&self) -> Option<&'a Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(RegisterDevice::VT_PIN_HASH, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegisterDevice<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("phone", Self::VT_PHONE, true)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<Blake3Digest>("token_hash", Self::VT_TOKEN_HASH, true)?
+     .visit_field::<Blake3Digest>("pin_hash", Self::VT_PIN_HASH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegisterDeviceArgs<'a> {
+    pub phone: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub device: u32,
+    pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub token_hash: Option<&'a Blake3Digest>,
+    pub pin_hash: Option<&'a Blake3Digest>,
+}
+impl<'a> Default for RegisterDeviceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegisterDeviceArgs {
+      phone: None, // required field
+      device: 0,
+      identity_key: None, // required field
+      name: None, // required field
+      token_hash: None, // required field
+      pin_hash: None,
+    }
+  }
+}
+
+pub struct RegisterDeviceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisterDeviceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_phone(&mut self, phone: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegisterDevice::VT_PHONE, phone);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(RegisterDevice::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_identity_key(&mut self, identity_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegisterDevice::VT_IDENTITY_KEY, identity_key);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegisterDevice::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_token_hash(&mut self, token_hash: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(RegisterDevice::VT_TOKEN_HASH, token_hash);
+  }
+  #[inline]
+  pub fn add_pin_hash(&mut self, pin_hash: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(RegisterDevice::VT_PIN_HASH, pin_hash);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisterDeviceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegisterDeviceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegisterDevice<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RegisterDevice::VT_PHONE,"phone");
+    self.fbb_.required(o, RegisterDevice::VT_IDENTITY_KEY,"identity_key");
+    self.fbb_.required(o, RegisterDevice::VT_NAME,"name");
+    self.fbb_.required(o, RegisterDevice::VT_TOKEN_HASH,"token_hash");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegisterDevice<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegisterDevice");
+      ds.field("phone", &self.phone());
+      ds.field("device", &self.device());
+      ds.field("identity_key", &self.identity_key());
+      ds.field("name", &self.name());
+      ds.field("token_hash", &self.token_hash());
+      ds.field("pin_hash", &self.pin_hash());
+      ds.finish()
+  }
+}
+pub enum SetRegistrationPinOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Sets (or, without `pin_hash`, clears) the registration PIN of the origin user.
+pub struct SetRegistrationPin<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetRegistrationPin<'a> {
+  type Inner = SetRegistrationPin<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetRegistrationPin<'a> {
+  pub const VT_PIN_HASH: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetRegistrationPin { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetRegistrationPinArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetRegistrationPin<'bldr>> {
+    let mut builder = SetRegistrationPinBuilder::new(_fbb);
+    if let Some(x) = args.pin_hash { builder.add_pin_hash(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn pin_hash(&self) -> Option<&'a Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(SetRegistrationPin::VT_PIN_HASH, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetRegistrationPin<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Blake3Digest>("pin_hash", Self::VT_PIN_HASH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetRegistrationPinArgs<'a> {
+    pub pin_hash: Option<&'a Blake3Digest>,
+}
+impl<'a> Default for SetRegistrationPinArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetRegistrationPinArgs {
+      pin_hash: None,
+    }
+  }
+}
+
+pub struct SetRegistrationPinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetRegistrationPinBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_pin_hash(&mut self, pin_hash: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(SetRegistrationPin::VT_PIN_HASH, pin_hash);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetRegistrationPinBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetRegistrationPinBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetRegistrationPin<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetRegistrationPin<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetRegistrationPin");
+      ds.field("pin_hash", &self.pin_hash());
+      ds.finish()
+  }
+}
+pub enum SetDirectBlockOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user blocks (or unblocks) `peer` in their direct chat: a chat
+/// partition command, so that the chat's rules refuse `peer`'s SendDirect.
+pub struct SetDirectBlock<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetDirectBlock<'a> {
+  type Inner = SetDirectBlock<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetDirectBlock<'a> {
+  pub const VT_PEER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BLOCKED: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetDirectBlock { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetDirectBlockArgs
+  ) -> ::flatbuffers::WIPOffset<SetDirectBlock<'bldr>> {
+    let mut builder = SetDirectBlockBuilder::new(_fbb);
+    builder.add_peer(args.peer);
+    builder.add_blocked(args.blocked);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn peer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetDirectBlock::VT_PEER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn blocked(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetDirectBlock::VT_BLOCKED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetDirectBlock<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("peer", Self::VT_PEER, false)?
+     .visit_field::<bool>("blocked", Self::VT_BLOCKED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetDirectBlockArgs {
+    pub peer: u64,
+    pub blocked: bool,
+}
+impl<'a> Default for SetDirectBlockArgs {
+  #[inline]
+  fn default() -> Self {
+    SetDirectBlockArgs {
+      peer: 0,
+      blocked: false,
+    }
+  }
+}
+
+pub struct SetDirectBlockBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetDirectBlockBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_peer(&mut self, peer: u64) {
+    self.fbb_.push_slot::<u64>(SetDirectBlock::VT_PEER, peer, 0);
+  }
+  #[inline]
+  pub fn add_blocked(&mut self, blocked: bool) {
+    self.fbb_.push_slot::<bool>(SetDirectBlock::VT_BLOCKED, blocked, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetDirectBlockBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetDirectBlockBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetDirectBlock<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetDirectBlock<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetDirectBlock");
+      ds.field("peer", &self.peer());
+      ds.field("blocked", &self.blocked());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -9802,6 +10715,62 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_record_otp_failure(&self) -> Option<RecordOtpFailure<'a>> {
+    if self.body_type() == CommandBody::RecordOtpFailure {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RecordOtpFailure::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_register_device(&self) -> Option<RegisterDevice<'a>> {
+    if self.body_type() == CommandBody::RegisterDevice {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RegisterDevice::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_registration_pin(&self) -> Option<SetRegistrationPin<'a>> {
+    if self.body_type() == CommandBody::SetRegistrationPin {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetRegistrationPin::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_direct_block(&self) -> Option<SetDirectBlock<'a>> {
+    if self.body_type() == CommandBody::SetDirectBlock {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetDirectBlock::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -9840,6 +10809,10 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::Unblock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Unblock>>("CommandBody::Unblock", pos),
           CommandBody::CreateSession => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CreateSession>>("CommandBody::CreateSession", pos),
           CommandBody::RevokeSession => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RevokeSession>>("CommandBody::RevokeSession", pos),
+          CommandBody::RecordOtpFailure => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordOtpFailure>>("CommandBody::RecordOtpFailure", pos),
+          CommandBody::RegisterDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterDevice>>("CommandBody::RegisterDevice", pos),
+          CommandBody::SetRegistrationPin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetRegistrationPin>>("CommandBody::SetRegistrationPin", pos),
+          CommandBody::SetDirectBlock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetDirectBlock>>("CommandBody::SetDirectBlock", pos),
           _ => Ok(()),
         }
      })?
@@ -10087,6 +11060,34 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::RevokeSession => {
           if let Some(x) = self.body_as_revoke_session() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::RecordOtpFailure => {
+          if let Some(x) = self.body_as_record_otp_failure() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::RegisterDevice => {
+          if let Some(x) = self.body_as_register_device() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::SetRegistrationPin => {
+          if let Some(x) = self.body_as_set_registration_pin() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::SetDirectBlock => {
+          if let Some(x) = self.body_as_set_direct_block() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -13920,10 +14921,10 @@ pub struct RecipientUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 7;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 8] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 12] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -13932,6 +14933,10 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 8] = [
   ClientFrameBody::Ack,
   ClientFrameBody::Sync,
   ClientFrameBody::Ping,
+  ClientFrameBody::SetPin,
+  ClientFrameBody::UnlinkDevice,
+  ClientFrameBody::Logout,
+  ClientFrameBody::Block,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -13947,9 +14952,13 @@ impl ClientFrameBody {
   pub const Ack: Self = Self(5);
   pub const Sync: Self = Self(6);
   pub const Ping: Self = Self(7);
+  pub const SetPin: Self = Self(8);
+  pub const UnlinkDevice: Self = Self(9);
+  pub const Logout: Self = Self(10);
+  pub const Block: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -13959,6 +14968,10 @@ impl ClientFrameBody {
     Self::Ack,
     Self::Sync,
     Self::Ping,
+    Self::SetPin,
+    Self::UnlinkDevice,
+    Self::Logout,
+    Self::Block,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -13971,6 +14984,10 @@ impl ClientFrameBody {
       Self::Ack => Some("Ack"),
       Self::Sync => Some("Sync"),
       Self::Ping => Some("Ping"),
+      Self::SetPin => Some("SetPin"),
+      Self::UnlinkDevice => Some("UnlinkDevice"),
+      Self::Logout => Some("Logout"),
+      Self::Block => Some("Block"),
       _ => None,
     }
   }
@@ -14030,10 +15047,10 @@ pub struct ClientFrameBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u8 = 12;
+pub const ENUM_MAX_ERROR_CODE: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 13] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::BadFrame,
   ErrorCode::FrameTooLarge,
   ErrorCode::Unauthenticated,
@@ -14047,6 +15064,10 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 13] = [
   ErrorCode::RateLimited,
   ErrorCode::Unavailable,
   ErrorCode::Internal,
+  ErrorCode::PhoneLocked,
+  ErrorCode::PinRequired,
+  ErrorCode::TokenExpired,
+  ErrorCode::Revoked,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -14067,9 +15088,13 @@ impl ErrorCode {
   pub const RateLimited: Self = Self(10);
   pub const Unavailable: Self = Self(11);
   pub const Internal: Self = Self(12);
+  pub const PhoneLocked: Self = Self(13);
+  pub const PinRequired: Self = Self(14);
+  pub const TokenExpired: Self = Self(15);
+  pub const Revoked: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::FrameTooLarge,
@@ -14084,6 +15109,10 @@ impl ErrorCode {
     Self::RateLimited,
     Self::Unavailable,
     Self::Internal,
+    Self::PhoneLocked,
+    Self::PinRequired,
+    Self::TokenExpired,
+    Self::Revoked,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -14101,6 +15130,10 @@ impl ErrorCode {
       Self::RateLimited => Some("RateLimited"),
       Self::Unavailable => Some("Unavailable"),
       Self::Internal => Some("Internal"),
+      Self::PhoneLocked => Some("PhoneLocked"),
+      Self::PinRequired => Some("PinRequired"),
+      Self::TokenExpired => Some("TokenExpired"),
+      Self::Revoked => Some("Revoked"),
       _ => None,
     }
   }
@@ -14156,12 +15189,100 @@ impl<'a> ::flatbuffers::Verifiable for ErrorCode {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
+pub const ENUM_MIN_DEVICE_NOTICE_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 9;
+pub const ENUM_MAX_DEVICE_NOTICE_KIND: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 10] = [
+pub const ENUM_VALUES_DEVICE_NOTICE_KIND: [DeviceNoticeKind; 3] = [
+  DeviceNoticeKind::Linked,
+  DeviceNoticeKind::Unlinked,
+  DeviceNoticeKind::LoggedOut,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct DeviceNoticeKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl DeviceNoticeKind {
+  pub const Linked: Self = Self(0);
+  pub const Unlinked: Self = Self(1);
+  pub const LoggedOut: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Linked,
+    Self::Unlinked,
+    Self::LoggedOut,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Linked => Some("Linked"),
+      Self::Unlinked => Some("Unlinked"),
+      Self::LoggedOut => Some("LoggedOut"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for DeviceNoticeKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for DeviceNoticeKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for DeviceNoticeKind {
+    type Output = DeviceNoticeKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for DeviceNoticeKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DeviceNoticeKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 11;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 12] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -14172,6 +15293,8 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 10] = [
   ServerFrameBody::SyncDone,
   ServerFrameBody::Pong,
   ServerFrameBody::Error,
+  ServerFrameBody::Done,
+  ServerFrameBody::DeviceNotice,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -14189,9 +15312,11 @@ impl ServerFrameBody {
   pub const SyncDone: Self = Self(7);
   pub const Pong: Self = Self(8);
   pub const Error: Self = Self(9);
+  pub const Done: Self = Self(10);
+  pub const DeviceNotice: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -14203,6 +15328,8 @@ impl ServerFrameBody {
     Self::SyncDone,
     Self::Pong,
     Self::Error,
+    Self::Done,
+    Self::DeviceNotice,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -14217,6 +15344,8 @@ impl ServerFrameBody {
       Self::SyncDone => Some("SyncDone"),
       Self::Pong => Some("Pong"),
       Self::Error => Some("Error"),
+      Self::Done => Some("Done"),
+      Self::DeviceNotice => Some("DeviceNotice"),
       _ => None,
     }
   }
@@ -14776,6 +15905,7 @@ impl<'a> VerifyOtp<'a> {
   pub const VT_CODE: ::flatbuffers::VOffsetT = 6;
   pub const VT_DEVICE_NAME: ::flatbuffers::VOffsetT = 8;
   pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PIN: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -14787,6 +15917,7 @@ impl<'a> VerifyOtp<'a> {
     args: &'args VerifyOtpArgs<'args>
   ) -> ::flatbuffers::WIPOffset<VerifyOtp<'bldr>> {
     let mut builder = VerifyOtpBuilder::new(_fbb);
+    if let Some(x) = args.pin { builder.add_pin(x); }
     if let Some(x) = args.identity_key { builder.add_identity_key(x); }
     if let Some(x) = args.device_name { builder.add_device_name(x); }
     if let Some(x) = args.code { builder.add_code(x); }
@@ -14823,6 +15954,14 @@ impl<'a> VerifyOtp<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(VerifyOtp::VT_IDENTITY_KEY, None).unwrap()}
   }
+  /// The registration PIN, required to register a phone whose user set one.
+  #[inline]
+  pub fn pin(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(VerifyOtp::VT_PIN, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for VerifyOtp<'_> {
@@ -14835,6 +15974,7 @@ impl ::flatbuffers::Verifiable for VerifyOtp<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("code", Self::VT_CODE, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("device_name", Self::VT_DEVICE_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("pin", Self::VT_PIN, false)?
      .finish();
     Ok(())
   }
@@ -14844,6 +15984,7 @@ pub struct VerifyOtpArgs<'a> {
     pub code: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub device_name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub pin: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for VerifyOtpArgs<'a> {
   #[inline]
@@ -14853,6 +15994,7 @@ impl<'a> Default for VerifyOtpArgs<'a> {
       code: None, // required field
       device_name: None, // required field
       identity_key: None, // required field
+      pin: None,
     }
   }
 }
@@ -14877,6 +16019,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> VerifyOtpBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_identity_key(&mut self, identity_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VerifyOtp::VT_IDENTITY_KEY, identity_key);
+  }
+  #[inline]
+  pub fn add_pin(&mut self, pin: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(VerifyOtp::VT_PIN, pin);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> VerifyOtpBuilder<'a, 'b, A> {
@@ -14904,6 +16050,7 @@ impl ::core::fmt::Debug for VerifyOtp<'_> {
       ds.field("code", &self.code());
       ds.field("device_name", &self.device_name());
       ds.field("identity_key", &self.identity_key());
+      ds.field("pin", &self.pin());
       ds.finish()
   }
 }
@@ -15582,6 +16729,463 @@ impl ::core::fmt::Debug for Ping<'_> {
       ds.finish()
   }
 }
+pub enum SetPinOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Sets the registration PIN (empty: removes it). Answered `Done`.
+pub struct SetPin<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetPin<'a> {
+  type Inner = SetPin<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetPin<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PIN: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetPin { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetPinArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetPin<'bldr>> {
+    let mut builder = SetPinBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.pin { builder.add_pin(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetPin::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn pin(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetPin::VT_PIN, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetPin<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("pin", Self::VT_PIN, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetPinArgs<'a> {
+    pub client_msg_id: u64,
+    pub pin: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SetPinArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetPinArgs {
+      client_msg_id: 0,
+      pin: None, // required field
+    }
+  }
+}
+
+pub struct SetPinBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPinBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(SetPin::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_pin(&mut self, pin: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetPin::VT_PIN, pin);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPinBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetPinBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetPin<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SetPin::VT_PIN,"pin");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetPin<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetPin");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("pin", &self.pin());
+      ds.finish()
+  }
+}
+pub enum UnlinkDeviceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Unlinks one of the user's devices (its sessions close at every edge). Answered `Done`.
+pub struct UnlinkDevice<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UnlinkDevice<'a> {
+  type Inner = UnlinkDevice<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UnlinkDevice<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UnlinkDevice { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UnlinkDeviceArgs
+  ) -> ::flatbuffers::WIPOffset<UnlinkDevice<'bldr>> {
+    let mut builder = UnlinkDeviceBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UnlinkDevice::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UnlinkDevice::VT_DEVICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UnlinkDevice<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UnlinkDeviceArgs {
+    pub client_msg_id: u64,
+    pub device: u32,
+}
+impl<'a> Default for UnlinkDeviceArgs {
+  #[inline]
+  fn default() -> Self {
+    UnlinkDeviceArgs {
+      client_msg_id: 0,
+      device: 0,
+    }
+  }
+}
+
+pub struct UnlinkDeviceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UnlinkDeviceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(UnlinkDevice::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(UnlinkDevice::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UnlinkDeviceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UnlinkDeviceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UnlinkDevice<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UnlinkDevice<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UnlinkDevice");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("device", &self.device());
+      ds.finish()
+  }
+}
+pub enum LogoutOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Ends this device's session (its connections close at every edge). Answered `Done`.
+pub struct Logout<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Logout<'a> {
+  type Inner = Logout<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Logout<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Logout { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LogoutArgs
+  ) -> ::flatbuffers::WIPOffset<Logout<'bldr>> {
+    let mut builder = LogoutBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Logout::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Logout<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LogoutArgs {
+    pub client_msg_id: u64,
+}
+impl<'a> Default for LogoutArgs {
+  #[inline]
+  fn default() -> Self {
+    LogoutArgs {
+      client_msg_id: 0,
+    }
+  }
+}
+
+pub struct LogoutBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LogoutBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Logout::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LogoutBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LogoutBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Logout<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Logout<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Logout");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.finish()
+  }
+}
+pub enum BlockOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Blocks (or unblocks) `user`: their direct messages are refused. Answered `Done`.
+pub struct Block<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Block<'a> {
+  type Inner = Block<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Block<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BLOCKED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Block { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args BlockArgs
+  ) -> ::flatbuffers::WIPOffset<Block<'bldr>> {
+    let mut builder = BlockBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_blocked(args.blocked);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Block::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Block::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn blocked(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Block::VT_BLOCKED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Block<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("blocked", Self::VT_BLOCKED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct BlockArgs {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub blocked: bool,
+}
+impl<'a> Default for BlockArgs {
+  #[inline]
+  fn default() -> Self {
+    BlockArgs {
+      client_msg_id: 0,
+      user: 0,
+      blocked: false,
+    }
+  }
+}
+
+pub struct BlockBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> BlockBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Block::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(Block::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_blocked(&mut self, blocked: bool) {
+    self.fbb_.push_slot::<bool>(Block::VT_BLOCKED, blocked, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> BlockBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    BlockBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Block<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Block<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Block");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("blocked", &self.blocked());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -15729,6 +17333,62 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_pin(&self) -> Option<SetPin<'a>> {
+    if self.body_type() == ClientFrameBody::SetPin {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetPin::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_unlink_device(&self) -> Option<UnlinkDevice<'a>> {
+    if self.body_type() == ClientFrameBody::UnlinkDevice {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UnlinkDevice::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_logout(&self) -> Option<Logout<'a>> {
+    if self.body_type() == ClientFrameBody::Logout {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Logout::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_block(&self) -> Option<Block<'a>> {
+    if self.body_type() == ClientFrameBody::Block {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Block::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -15746,6 +17406,10 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::Ack => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ack>>("ClientFrameBody::Ack", pos),
           ClientFrameBody::Sync => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Sync>>("ClientFrameBody::Sync", pos),
           ClientFrameBody::Ping => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ping>>("ClientFrameBody::Ping", pos),
+          ClientFrameBody::SetPin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPin>>("ClientFrameBody::SetPin", pos),
+          ClientFrameBody::UnlinkDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnlinkDevice>>("ClientFrameBody::UnlinkDevice", pos),
+          ClientFrameBody::Logout => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Logout>>("ClientFrameBody::Logout", pos),
+          ClientFrameBody::Block => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Block>>("ClientFrameBody::Block", pos),
           _ => Ok(()),
         }
      })?
@@ -15845,6 +17509,34 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::Ping => {
           if let Some(x) = self.body_as_ping() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SetPin => {
+          if let Some(x) = self.body_as_set_pin() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::UnlinkDevice => {
+          if let Some(x) = self.body_as_unlink_device() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Logout => {
+          if let Some(x) = self.body_as_logout() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Block => {
+          if let Some(x) = self.body_as_block() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -16923,6 +18615,7 @@ impl<'a> Error<'a> {
   pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
   pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_RETRY_AFTER_MS: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -16934,6 +18627,7 @@ impl<'a> Error<'a> {
     args: &'args ErrorArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Error<'bldr>> {
     let mut builder = ErrorBuilder::new(_fbb);
+    if let Some(x) = args.retry_after_ms { builder.add_retry_after_ms(x); }
     if let Some(x) = args.client_msg_id { builder.add_client_msg_id(x); }
     if let Some(x) = args.message { builder.add_message(x); }
     builder.add_code(args.code);
@@ -16962,6 +18656,13 @@ impl<'a> Error<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Error::VT_CLIENT_MSG_ID, None)}
   }
+  #[inline]
+  pub fn retry_after_ms(&self) -> Option<u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Error::VT_RETRY_AFTER_MS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Error<'_> {
@@ -16973,6 +18674,7 @@ impl ::flatbuffers::Verifiable for Error<'_> {
      .visit_field::<ErrorCode>("code", Self::VT_CODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, true)?
      .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("retry_after_ms", Self::VT_RETRY_AFTER_MS, false)?
      .finish();
     Ok(())
   }
@@ -16981,6 +18683,7 @@ pub struct ErrorArgs<'a> {
     pub code: ErrorCode,
     pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub client_msg_id: Option<u64>,
+    pub retry_after_ms: Option<u64>,
 }
 impl<'a> Default for ErrorArgs<'a> {
   #[inline]
@@ -16989,6 +18692,7 @@ impl<'a> Default for ErrorArgs<'a> {
       code: ErrorCode::BadFrame,
       message: None, // required field
       client_msg_id: None,
+      retry_after_ms: None,
     }
   }
 }
@@ -17009,6 +18713,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
     self.fbb_.push_slot_always::<u64>(Error::VT_CLIENT_MSG_ID, client_msg_id);
+  }
+  #[inline]
+  pub fn add_retry_after_ms(&mut self, retry_after_ms: u64) {
+    self.fbb_.push_slot_always::<u64>(Error::VT_RETRY_AFTER_MS, retry_after_ms);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorBuilder<'a, 'b, A> {
@@ -17032,6 +18740,235 @@ impl ::core::fmt::Debug for Error<'_> {
       ds.field("code", &self.code());
       ds.field("message", &self.message());
       ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("retry_after_ms", &self.retry_after_ms());
+      ds.finish()
+  }
+}
+pub enum DoneOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A request (`SetPin`, `UnlinkDevice`, `Logout`) is done.
+pub struct Done<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Done<'a> {
+  type Inner = Done<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Done<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Done { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DoneArgs
+  ) -> ::flatbuffers::WIPOffset<Done<'bldr>> {
+    let mut builder = DoneBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Done::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Done<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DoneArgs {
+    pub client_msg_id: u64,
+}
+impl<'a> Default for DoneArgs {
+  #[inline]
+  fn default() -> Self {
+    DoneArgs {
+      client_msg_id: 0,
+    }
+  }
+}
+
+pub struct DoneBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DoneBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Done::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DoneBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DoneBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Done<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Done<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Done");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.finish()
+  }
+}
+pub enum DeviceNoticeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Something happened to a device of this user (e.g. a new device was linked).
+pub struct DeviceNotice<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceNotice<'a> {
+  type Inner = DeviceNotice<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceNotice<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceNotice { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceNoticeArgs
+  ) -> ::flatbuffers::WIPOffset<DeviceNotice<'bldr>> {
+    let mut builder = DeviceNoticeBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_device(args.device);
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> DeviceNoticeKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<DeviceNoticeKind>(DeviceNotice::VT_KIND, Some(DeviceNoticeKind::Linked)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeviceNotice::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceNotice::VT_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceNotice<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<DeviceNoticeKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceNoticeArgs {
+    pub kind: DeviceNoticeKind,
+    pub device: u32,
+    pub at_ms: u64,
+}
+impl<'a> Default for DeviceNoticeArgs {
+  #[inline]
+  fn default() -> Self {
+    DeviceNoticeArgs {
+      kind: DeviceNoticeKind::Linked,
+      device: 0,
+      at_ms: 0,
+    }
+  }
+}
+
+pub struct DeviceNoticeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceNoticeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: DeviceNoticeKind) {
+    self.fbb_.push_slot::<DeviceNoticeKind>(DeviceNotice::VT_KIND, kind, DeviceNoticeKind::Linked);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DeviceNotice::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: u64) {
+    self.fbb_.push_slot::<u64>(DeviceNotice::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceNoticeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceNoticeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceNotice<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceNotice<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceNotice");
+      ds.field("kind", &self.kind());
+      ds.field("device", &self.device());
+      ds.field("at_ms", &self.at_ms());
       ds.finish()
   }
 }
@@ -17210,6 +19147,34 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_done(&self) -> Option<Done<'a>> {
+    if self.body_type() == ServerFrameBody::Done {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Done::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_notice(&self) -> Option<DeviceNotice<'a>> {
+    if self.body_type() == ServerFrameBody::DeviceNotice {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceNotice::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -17229,6 +19194,8 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::SyncDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SyncDone>>("ServerFrameBody::SyncDone", pos),
           ServerFrameBody::Pong => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Pong>>("ServerFrameBody::Pong", pos),
           ServerFrameBody::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("ServerFrameBody::Error", pos),
+          ServerFrameBody::Done => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Done>>("ServerFrameBody::Done", pos),
+          ServerFrameBody::DeviceNotice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceNotice>>("ServerFrameBody::DeviceNotice", pos),
           _ => Ok(()),
         }
      })?
@@ -17342,6 +19309,20 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
         },
         ServerFrameBody::Error => {
           if let Some(x) = self.body_as_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::Done => {
+          if let Some(x) = self.body_as_done() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::DeviceNotice => {
+          if let Some(x) = self.body_as_device_notice() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -99,6 +99,18 @@ pub fn command_body() -> impl Strategy<Value = CommandBody> {
         user().prop_map(|target| Unblock { target }),
         (device(), any::<[u8; 32]>()).prop_map(|(device, token_hash)| CreateSession { device, token_hash }),
         device().prop_map(|device| RevokeSession { device }),
+        Just(RecordOtpFailure),
+        (text(MAX_PHONE_BYTES), device(), bytes(40), text(MAX_NAME_BYTES), any::<[u8; 32]>(), option::of(any::<[u8; 32]>()))
+            .prop_map(|(phone, device, identity_key, name, token_hash, pin_hash)| RegisterDevice {
+                phone,
+                device,
+                identity_key,
+                name,
+                token_hash,
+                pin_hash
+            }),
+        option::of(any::<[u8; 32]>()).prop_map(|pin_hash| SetRegistrationPin { pin_hash }),
+        (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
     ]
 }
 
@@ -145,6 +157,9 @@ pub fn event_body() -> impl Strategy<Value = EventBody> {
         (user(), user()).prop_map(|(user, target)| UserUnblocked { user, target }),
         (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token_hash)| SessionCreated { user, device, token_hash }),
         (user(), device()).prop_map(|(user, device)| SessionRevoked { user, device }),
+        user().prop_map(|user| OtpFailed { user }),
+        (user(), option::of(any::<[u8; 32]>())).prop_map(|(user, pin_hash)| RegistrationPinSet { user, pin_hash }),
+        (chat(), any::<bool>()).prop_map(|(chat, blocked)| DirectBlockSet { chat, blocked }),
     ]
 }
 
@@ -169,6 +184,9 @@ pub fn reject_code() -> impl Strategy<Value = RejectCode> {
         Just(NoPrekeys),
         Just(Invalid),
         Just(WrongPartition),
+        Just(Locked),
+        Just(PinRequired),
+        Just(Blocked),
     ]
 }
 
@@ -278,9 +296,14 @@ pub fn recipient() -> impl Strategy<Value = edge::Recipient> {
 pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         text(MAX_PHONE_BYTES).prop_map(|phone| ClientFrame::RequestOtp { phone }),
-        (text(MAX_PHONE_BYTES), text(MAX_OTP_CODE_BYTES), text(MAX_NAME_BYTES), bytes(40)).prop_map(
-            |(phone, code, device_name, identity_key)| ClientFrame::VerifyOtp { phone, code, device_name, identity_key }
-        ),
+        (text(MAX_PHONE_BYTES), text(MAX_OTP_CODE_BYTES), text(MAX_NAME_BYTES), bytes(40), option::of(text(MAX_PIN_BYTES)))
+            .prop_map(|(phone, code, device_name, identity_key, pin)| ClientFrame::VerifyOtp {
+                phone,
+                code,
+                device_name,
+                identity_key,
+                pin
+            }),
         (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token)| ClientFrame::Login { user, device, token }),
         (recipient(), any::<u64>(), bytes(64), opt_media()).prop_map(|(to, c, ciphertext, media)| ClientFrame::Send {
             to,
@@ -291,6 +314,11 @@ pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (chat(), kind(), seq()).prop_map(|(chat, kind, up_to_seq)| ClientFrame::Ack { chat, kind, up_to_seq }),
         vec((chat(), seq()), 0..6).prop_map(|since| ClientFrame::Sync { since }),
         any::<u64>().prop_map(|nonce| ClientFrame::Ping { nonce }),
+        (any::<u64>(), text(MAX_PIN_BYTES)).prop_map(|(c, pin)| ClientFrame::SetPin { client_msg_id: ClientMsgId(c), pin }),
+        (any::<u64>(), device()).prop_map(|(c, device)| ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(c), device }),
+        any::<u64>().prop_map(|c| ClientFrame::Logout { client_msg_id: ClientMsgId(c) }),
+        (any::<u64>(), user(), any::<bool>())
+            .prop_map(|(c, user, blocked)| ClientFrame::Block { client_msg_id: ClientMsgId(c), user, blocked }),
     ]
 }
 
@@ -324,7 +352,15 @@ pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
         (chat(), seq(), kind()).prop_map(|(chat, up_to_seq, status)| ServerFrame::Receipt { chat, up_to_seq, status }),
         any::<u32>().prop_map(|chats| ServerFrame::SyncDone { chats }),
         any::<u64>().prop_map(|nonce| ServerFrame::Pong { nonce }),
-        (edge_error_code(), text(100), option::of(any::<u64>().prop_map(ClientMsgId)))
-            .prop_map(|(code, message, client_msg_id)| ServerFrame::Error { code, message, client_msg_id }),
+        (edge_error_code(), text(100), option::of(any::<u64>().prop_map(ClientMsgId)), option::of(any::<u64>())).prop_map(
+            |(code, message, client_msg_id, retry_after_ms)| ServerFrame::Error { code, message, client_msg_id, retry_after_ms }
+        ),
+        any::<u64>().prop_map(|c| ServerFrame::Done { client_msg_id: ClientMsgId(c) }),
+        (
+            prop_oneof![Just(DeviceNoticeKind::Linked), Just(DeviceNoticeKind::Unlinked), Just(DeviceNoticeKind::LoggedOut)],
+            device(),
+            any::<u64>()
+        )
+            .prop_map(|(kind, device, at_ms)| ServerFrame::DeviceNotice { kind, device, at_ms }),
     ]
 }

@@ -125,6 +125,8 @@ pub async fn run(args: Args) -> Result<()> {
     // logins of one device.
     let many = args.idle + 4 * args.pairs + 64;
     spec.connection_caps = (many, many, many);
+    // Every client registers and logs in from the loopback address.
+    spec.session.limits = chorus_edge::session::LimitsConfig::unlimited();
     spec.log_filter = "warn".into();
     let stack = Stack::start(spec).await.context("start the deployment")?;
     println!("deployment: 3 log-nodes ({} partitions, fsync on), nats-server, projector, 2 edges", args.partitions);

@@ -37,7 +37,28 @@ pub enum Cmd {
         code: Option<String>,
         #[arg(long, default_value = "cli")]
         name: String,
+        /// The account's registration PIN, if it set one (`set-pin`).
+        #[arg(long)]
+        pin: Option<String>,
     },
+    /// Set the account's registration PIN (registering the number on a new
+    /// device then needs it); an empty PIN removes it.
+    SetPin { pin: String },
+    /// Unlink a device of this account (its connections close at once).
+    Unlink {
+        #[arg(long)]
+        device: u32,
+    },
+    /// Block a user (id or +phone): their direct messages are refused. With
+    /// --unblock: accept them again.
+    Block {
+        user: String,
+        #[arg(long)]
+        unblock: bool,
+    },
+    /// End this device's session (its connections close at once) and forget
+    /// the profile's credentials.
+    Logout,
     /// Log in with the profile's credentials and print who this is.
     Login,
     /// Send a text to a user (id or +phone) and wait until it is committed.
@@ -110,10 +131,40 @@ pub async fn run(args: Args) -> Result<()> {
             let ttl = client::request_otp(&config, &phone).await?;
             println!("code sent to {phone}, valid {} s; run again with --code", ttl / 1000);
         }
-        Cmd::Register { phone, code: Some(code), name } => {
-            let credentials = client::verify_otp(&config, &phone, &code, &name, Vec::new()).await?;
+        Cmd::Register { phone, code: Some(code), name, pin } => {
+            let credentials =
+                client::verify_otp_with_pin(&config, &phone, &code, &name, Vec::new(), pin.as_deref()).await?;
             save(&args.profile, &Profile { credentials, resume: Resume::default() })?;
             println!("registered user {} device {}; credentials in {}", credentials.user, credentials.device, args.profile.display());
+        }
+        Cmd::SetPin { pin } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            c.set_pin(&pin).await?;
+            println!("{}", if pin.is_empty() { "registration PIN removed" } else { "registration PIN set" });
+            c.close();
+        }
+        Cmd::Unlink { device } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            c.unlink_device(chorus_schema::DeviceId(device)).await?;
+            println!("device {device} unlinked");
+            c.close();
+        }
+        Cmd::Block { user, unblock } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let target = recipient(&user)?;
+            c.block(target, !unblock).await?;
+            println!("user {target} {}", if unblock { "unblocked" } else { "blocked" });
+            c.close();
+        }
+        Cmd::Logout => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            c.logout().await?;
+            std::fs::remove_file(&args.profile).with_context(|| format!("remove {}", args.profile.display()))?;
+            println!("logged out; removed {}", args.profile.display());
         }
         Cmd::Login => {
             let p = load(&args.profile)?;
@@ -153,6 +204,7 @@ pub async fn run(args: Args) -> Result<()> {
                     Event::Connected { edge } => eprintln!("connected to {edge}"),
                     Event::Disconnected { reason } => eprintln!("disconnected: {reason}"),
                     Event::Error { code, message } => eprintln!("error {code:?}: {message}"),
+                    Event::Device { kind, device, at_ms } => eprintln!("device {device} of this account: {kind:?} at {at_ms}"),
                 }
             }
             // Give the acks a moment to leave before closing.
