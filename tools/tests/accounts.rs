@@ -300,7 +300,7 @@ fn cli(stack: &Stack, profile: &std::path::Path, args: &[&str]) -> (bool, String
         .arg("client")
         .args(["--edge", &stack.edge_addrs[0]])
         .arg("--ca")
-        .arg(&stack.cluster.ca)
+        .arg(&stack.edge_ca)
         .arg("--profile")
         .arg(profile)
         .args(args)
