@@ -161,17 +161,12 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     // 2 reads the direct chat up to 2 (both of 1's first messages), and got the group up to 4.
     must_append(&client, &b.ack(direct, ReceiptKind::Read, 2)).await;
     must_append(&client, &b.ack(group, ReceiptKind::Delivered, 4)).await;
-    // 1 registers with three devices; device 2's session is revoked, device 3
-    // is unlinked (which ends its session), device 1 logs in twice.
+    // 1 registers three devices; device 2's session is revoked, device 3
+    // is unlinked (which ends its session).
     for cmd in [
-        a.register(),
-        a.link(1),
-        a.link(2),
-        a.link(3),
-        a.create_session(1, [0x11; 32]),
-        a.create_session(2, [0x22; 32]),
-        a.create_session(3, [0x33; 32]),
-        a.create_session(1, [0x44; 32]),
+        a.register_device(1, [0x44; 32]),
+        a.register_device(2, [0x22; 32]),
+        a.register_device(3, [0x33; 32]),
         a.revoke_session(2),
         a.unlink(3),
     ] {
@@ -501,7 +496,7 @@ async fn replay_of_each_view_equals_the_live_view() {
     must_append(&client, &b.ack(direct, ReceiptKind::Read, 2)).await;
     must_append(&client, &d.ack(group, ReceiptKind::Delivered, 5)).await;
     for (dev, user) in [(&mut a, 1u8), (&mut b, 2)] {
-        for cmd in [dev.register(), dev.link(1), dev.link(2), dev.create_session(1, [user; 32]), dev.unlink(2)] {
+        for cmd in [dev.register_device(1, [user; 32]), dev.register_device(2, [0; 32]), dev.unlink(2)] {
             must_append(&client, &cmd).await;
         }
     }

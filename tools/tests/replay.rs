@@ -121,9 +121,15 @@ async fn workload(client: &LogClient) {
     must_append(client, 3, 1, CommandBody::SendGroup { chat: group, ciphertext: vec![1], media: None }).await;
     must_append(client, 1, 3, CommandBody::RemoveMember { chat: group, member: UserId(3) }).await;
     must_append(client, 2, 2, CommandBody::Ack { chat: group, kind: ReceiptKind::Read, up_to_seq: Seq(2) }).await;
-    must_append(client, 4, 1, CommandBody::RegisterUser { phone: "4".into() }).await;
-    must_append(client, 4, 2, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "phone".into() }).await;
-    must_append(client, 4, 3, CommandBody::CreateSession { device: DeviceId(1), token_hash: [9; 32] }).await;
+    let register = CommandBody::RegisterDevice {
+        phone: "4".into(),
+        device: DeviceId(1),
+        identity_key: vec![1],
+        name: "phone".into(),
+        token_hash: [9; 32],
+        pin_hash: None,
+    };
+    must_append(client, 4, 1, register).await;
 }
 
 #[test]

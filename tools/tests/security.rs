@@ -106,10 +106,14 @@ async fn the_log_lets_each_role_do_its_part_only() {
     assert_eq!(code(ask(&conn, &append).await), Some(ErrorCode::Forbidden), "operator appends");
 
     // An edge appends (it is the one that authenticates devices) and reads
-    // (gap fill), but may not change voters.
+    // (gap fill), but may not change voters nor open a session on its own.
     let edge = Identity::load(&issue(&tls_dir, Role::Edge, "e1")).unwrap();
     let conn = connect(edge.log_client().unwrap(), &client_addr).await.expect("an edge connects");
     assert_eq!(code(ask(&conn, &change_voters).await), Some(ErrorCode::Forbidden), "edge changes voters");
+    // Not even an edge may open a session by itself: `CreateSession` (and
+    // `LinkDevice`, `RegisterUser`) are superseded by `RegisterDevice`, which
+    // checks the registration PIN.
+    assert_eq!(code(ask(&conn, &append).await), Some(ErrorCode::Forbidden), "edge appends CreateSession");
 
     // Nothing of the refused requests was stored: the user partition is empty
     // and the group's voters are unchanged.

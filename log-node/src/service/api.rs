@@ -205,6 +205,9 @@ impl Api {
                 Some(_) => {}
             }
             let cmd = Command::decode(&c.bytes).map_err(|e| error(ErrorCode::InvalidCommand, format!("command {i}: {e}")))?;
+            if let Some(why) = authz::superseded(&cmd.body) {
+                return Err(error(ErrorCode::Forbidden, format!("command {i} ({}): {why}", cmd.kind())));
+            }
             let p = PartitionId::for_key(&cmd.key(), self.placement.partitions());
             if p != c.partition {
                 return Err(error(

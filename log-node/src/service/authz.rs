@@ -15,7 +15,7 @@
 //! re-seed a damaged replica from their peers (`service::reseed`); a node
 //! cannot touch another node's membership.
 
-use chorus_schema::Request;
+use chorus_schema::{CommandBody, Request};
 
 use crate::network::tls::{Principal, Role};
 
@@ -29,6 +29,22 @@ pub fn allows(who: &Principal, request: &Request) -> bool {
         Request::AddLearner { node, .. } | Request::RemoveVoter { node, .. } | Request::PromoteLearner { node, .. } => {
             who.role == Role::Operator || itself(node)
         }
+    }
+}
+
+/// Why a command is refused at admission from every client, if it is: the
+/// account commands that `RegisterDevice` superseded. `RegisterDevice`
+/// registers the user, links the device and opens its session at once and
+/// checks the registration PIN; `CreateSession` or `LinkDevice` on their own
+/// would open a session on an account without it (say, from a stolen edge
+/// certificate). No edge sends them any more; the state machine still applies
+/// them where older log entries hold them, so replicas and replays agree.
+pub fn superseded(body: &CommandBody) -> Option<&'static str> {
+    match body {
+        CommandBody::RegisterUser { .. } | CommandBody::LinkDevice { .. } | CommandBody::CreateSession { .. } => Some(
+            "superseded by RegisterDevice (which checks the registration PIN): refused from every client",
+        ),
+        _ => None,
     }
 }
 
@@ -96,6 +112,25 @@ mod tests {
             }
         }
         assert_eq!(allowed, expected);
+    }
+
+    #[test]
+    fn the_superseded_account_commands_are_refused() {
+        use chorus_schema::{DeviceId, UserId};
+        let session = CommandBody::CreateSession { device: DeviceId(1), token_hash: [0; 32] };
+        let link = CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "x".into() };
+        let user = CommandBody::RegisterUser { phone: "+1".into() };
+        assert!([session, link, user].iter().all(|b| superseded(b).is_some()));
+        let send = CommandBody::SendDirect { recipient: UserId(2), ciphertext: vec![1], media: None };
+        let register = CommandBody::RegisterDevice {
+            phone: "+1".into(),
+            device: DeviceId(1),
+            identity_key: vec![1],
+            name: "x".into(),
+            token_hash: [0; 32],
+            pin_hash: None,
+        };
+        assert!(superseded(&send).is_none() && superseded(&register).is_none());
     }
 
     #[test]

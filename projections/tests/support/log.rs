@@ -84,20 +84,21 @@ impl Device {
         self.command(CommandBody::Ack { chat, kind, up_to_seq: Seq(up_to) })
     }
 
-    pub fn register(&mut self) -> Command {
-        self.command(CommandBody::RegisterUser { phone: format!("+{}", self.user) })
-    }
-
-    pub fn link(&mut self, device: u32) -> Command {
-        self.command(CommandBody::LinkDevice { device: DeviceId(device), identity_key: vec![1; 32], name: "d".into() })
+    /// Registers (the user, if new) and links `device` with a session of
+    /// `token_hash`, as an edge does after a verified code.
+    pub fn register_device(&mut self, device: u32, token_hash: [u8; 32]) -> Command {
+        self.command(CommandBody::RegisterDevice {
+            phone: format!("+{}", self.user.0),
+            device: DeviceId(device),
+            identity_key: vec![1; 32],
+            name: "d".into(),
+            token_hash,
+            pin_hash: None,
+        })
     }
 
     pub fn unlink(&mut self, device: u32) -> Command {
         self.command(CommandBody::UnlinkDevice { device: DeviceId(device) })
-    }
-
-    pub fn create_session(&mut self, device: u32, token_hash: [u8; 32]) -> Command {
-        self.command(CommandBody::CreateSession { device: DeviceId(device), token_hash })
     }
 
     pub fn revoke_session(&mut self, device: u32) -> Command {
