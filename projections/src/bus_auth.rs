@@ -198,6 +198,8 @@ pub fn write_server_config(dir: &Path, listen: &str, hosts: &[String], conf: &Pa
 /// What [`provision`] made.
 #[derive(Clone, Debug)]
 pub struct Provisioned {
+    /// Where the credentials are.
+    pub dir: PathBuf,
     /// The nats-server configuration.
     pub conf: PathBuf,
     /// The CA clients verify the server with.
@@ -223,14 +225,13 @@ pub fn provision(dir: &Path, projectors: &[String], edges: &[String], conf: &Pat
     crate::seal::ViewKey::create(&view_key)
         .map_err(|e| CredentialError::Io { path: view_key.display().to_string(), reason: e.to_string() })?;
     let ca = write_server_config(dir, "127.0.0.1:4222", &[], conf)?;
-    Ok(Provisioned { conf: conf.to_path_buf(), ca, view_key })
+    Ok(Provisioned { dir: dir.to_path_buf(), conf: conf.to_path_buf(), ca, view_key })
 }
 
 impl Provisioned {
     /// The bus configuration of `name` in `role` for the server at `url`.
     pub fn bus(&self, url: &str, role: BusRole, name: &str) -> crate::projector::BusConfig {
-        let dir = self.ca.parent().unwrap_or(Path::new("."));
-        crate::projector::BusConfig::Nats { url: url.to_owned(), ca: self.ca.clone(), nkey_seed: seed_path(dir, role, name) }
+        crate::projector::BusConfig::Nats { url: url.to_owned(), ca: self.ca.clone(), nkey_seed: seed_path(&self.dir, role, name) }
     }
 }
 

@@ -48,10 +48,6 @@ impl std::fmt::Debug for ViewKey {
 }
 
 impl ViewKey {
-    pub fn from_bytes(bytes: [u8; 32]) -> ViewKey {
-        ViewKey(bytes)
-    }
-
     /// A fresh random key.
     pub fn random() -> ViewKey {
         ViewKey(rand::random())

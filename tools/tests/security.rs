@@ -58,6 +58,17 @@ fn code(r: Option<Response>) -> Option<ErrorCode> {
     }
 }
 
+/// A one-node cluster of 4 partitions (a real `chorus log-node` process),
+/// ready, with an edge client of it.
+async fn one_node(dir: &Path) -> (Cluster, LogClient) {
+    let mut spec = ClusterSpec::new(dir, chorus_binary(), 1);
+    spec.partitions = 4;
+    let mut cluster = Cluster::create(spec).unwrap();
+    cluster.start_all().unwrap();
+    let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    (cluster, client)
+}
+
 fn issue(dir: &Path, role: Role, name: &str) -> TlsPaths {
     tls::issue(dir, &Principal::new(role, name).unwrap()).unwrap()
 }
@@ -68,11 +79,7 @@ fn issue(dir: &Path, role: Role, name: &str) -> TlsPaths {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_lets_each_role_do_its_part_only() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ClusterSpec::new(dir.path(), chorus_binary(), 1);
-    spec.partitions = 4;
-    let mut cluster = Cluster::create(spec).unwrap();
-    cluster.start_all().unwrap();
-    let reader = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let (cluster, reader) = one_node(dir.path()).await;
     let node = &cluster.node(1).config;
     let (client_addr, raft_addr) = (node.client_addr.clone(), node.raft_addr.clone());
     let tls_dir = dir.path().join("tls");
@@ -283,11 +290,7 @@ async fn the_bus_refuses_strangers_and_holds_each_role_to_its_subjects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_certificate_appends() {
     let dir = tempfile::tempdir().unwrap();
-    let mut spec = ClusterSpec::new(dir.path(), chorus_binary(), 1);
-    spec.partitions = 4;
-    let mut cluster = Cluster::create(spec).unwrap();
-    cluster.start_all().unwrap();
-    cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
+    let (cluster, _) = one_node(dir.path()).await;
     let client = LogClient::connect(&cluster.client_addrs(), &cluster.writer, ClientConfig::default()).await.unwrap();
     let cmd = Command {
         origin: Origin { user: UserId(7), device: DeviceId(1), client_msg_id: ClientMsgId(1) },

@@ -273,14 +273,6 @@ fn ensure_ca_named(dir: &Path, stem: &str) -> Result<()> {
     Ok(())
 }
 
-/// Makes the cluster CA in `dir` (`ca.pem`, `ca.key`) unless one is there.
-///
-/// # Errors
-/// On IO or generation failure.
-pub fn ensure_ca(dir: &Path) -> Result<()> {
-    ensure_ca_named(dir, CLUSTER_CA)
-}
-
 fn issuer(dir: &Path, stem: &str) -> Result<Issuer<'static, KeyPair>> {
     ensure_ca_named(dir, stem)?;
     let ca_key_pem = String::from_utf8_lossy(&read(&dir.join(format!("{stem}.key")))?).into_owned();
@@ -448,15 +440,6 @@ impl Identity {
     /// On bad TLS material.
     pub fn log_client(&self) -> Result<quinn::ClientConfig> {
         self.client(ALPN_LOG)
-    }
-
-    /// Client configuration for any chorus QUIC service speaking `alpn`
-    /// with this identity (e.g. an edge's certificate to another service).
-    ///
-    /// # Errors
-    /// On bad TLS material.
-    pub fn quic_client(&self, alpn: &[u8]) -> Result<quinn::ClientConfig> {
-        self.client(alpn)
     }
 }
 
