@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -152,8 +152,7 @@ pub struct Cluster {
 }
 
 fn free_udp_addr() -> Result<SocketAddr> {
-    let s = UdpSocket::bind("127.0.0.1:0").map_err(io("probe a free UDP port on", "127.0.0.1"))?;
-    s.local_addr().map_err(io("probe a free UDP port on", "127.0.0.1"))
+    chorus_testkit::ports::free_addr().map_err(io("find a free UDP port on", "127.0.0.1"))
 }
 
 impl Cluster {
@@ -578,11 +577,14 @@ impl Cluster {
                         client.refresh_leaders().await;
                         return Ok(client);
                     }
+                    let silent: Vec<u64> =
+                        self.ids().into_iter().filter(|id| !self.excluded.contains(id) && !statuses.contains_key(id)).collect();
                     last = format!(
-                        "{} of {} nodes answer, {led} of {} partitions have a leader",
+                        "{} of {} nodes answer, {led} of {} partitions have a leader{}",
                         statuses.len(),
                         self.counted(),
-                        self.spec.partitions
+                        self.spec.partitions,
+                        silent.iter().map(|id| format!("\nnode {id} does not answer; its log ends:\n{}", self.log_tail(*id, 5))).collect::<String>()
                     );
                 }
                 Err(e) => last = e.to_string(),

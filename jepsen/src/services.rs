@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,8 +20,7 @@ pub fn nats_installed() -> bool {
 }
 
 fn free_tcp_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io("probe a free TCP port on", "127.0.0.1"))?;
-    Ok(l.local_addr().map_err(io("probe a free TCP port on", "127.0.0.1"))?.port())
+    chorus_testkit::ports::free_port().map_err(io("find a free TCP port on", "127.0.0.1"))
 }
 
 /// A nats-server on a fixed loopback port (restarts reuse it).

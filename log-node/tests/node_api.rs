@@ -2,7 +2,6 @@
 //! loopback): appends, reads, idempotent retries, restart, and bad input on
 //! both the client port and the raft port.
 
-use std::net::UdpSocket;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use chorus_schema::{
 };
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    chorus_testkit::ports::free_port().unwrap()
 }
 
 fn config(dir: &Path) -> Config {

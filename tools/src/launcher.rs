@@ -3,7 +3,6 @@
 //! CA. `chorus cluster up`, `chorus bench log` and the integration tests use it.
 
 use std::fs::File;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -92,13 +91,13 @@ pub struct Cluster {
     log_filter: String,
 }
 
-/// A UDP port that was free a moment ago on 127.0.0.1.
+/// A UDP port on 127.0.0.1 that no port-0 bind will take meanwhile
+/// ([`chorus_testkit::ports`]).
 ///
 /// # Errors
 /// When no socket can be bound.
 pub fn free_udp_port() -> Result<u16> {
-    let s = UdpSocket::bind("127.0.0.1:0").context("probe a free UDP port")?;
-    Ok(s.local_addr()?.port())
+    chorus_testkit::ports::free_port().context("find a free UDP port")
 }
 
 impl Cluster {

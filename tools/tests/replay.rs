@@ -4,7 +4,6 @@
 //! non-zero exit.
 
 use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -16,7 +15,7 @@ use chorus_schema::{ChatId, ClientMsgId, CommandBody, DeviceId, Origin, ReceiptK
 const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    chorus_testkit::ports::free_port().unwrap()
 }
 
 /// A `chorus dev` process, interrupted (then killed) on drop.

@@ -1,7 +1,7 @@
 //! A real `nats-server` process for tests (feature `testing`): started on a free
 //! port, killed on drop. Tests of the bus and of its users share it.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,5 @@ fn greets_like_nats(stream: &mut TcpStream) -> bool {
 }
 
 fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
+    chorus_testkit::ports::free_port().expect("a free loopback port")
 }

@@ -1,6 +1,5 @@
 //! A real log-node in this process: RocksDB in a temp dir, QUIC on loopback.
 
-use std::net::UdpSocket;
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use chorus_schema::{
 };
 
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    chorus_testkit::ports::free_port().unwrap()
 }
 
 /// A single-replica node config on free loopback ports.
