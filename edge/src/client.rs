@@ -38,8 +38,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_schema::edge::{write_frame, ALPN};
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, DeviceId, DeviceNoticeKind, EdgeErrorCode, ReceiptKind, Recipient, Seq, ServerFrame,
-    UserId,
+    ChatId, ClientFrame, ClientMsgId, DeviceId, DeviceNoticeKind, EdgeErrorCode, ReceiptKind, Recipient, Seq,
+    ServerFrame, UserId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -174,16 +174,33 @@ pub struct Message {
 pub enum Event {
     Message(Message),
     /// The user's messages in `chat` up to `up_to_seq` are now `status`.
-    Receipt { chat: ChatId, up_to_seq: Seq, status: ReceiptKind },
+    Receipt {
+        chat: ChatId,
+        up_to_seq: Seq,
+        status: ReceiptKind,
+    },
     /// A sync after (re)connecting is complete: what was pending came before.
-    Synced { chats: u32 },
-    Connected { edge: String },
-    Disconnected { reason: String },
+    Synced {
+        chats: u32,
+    },
+    Connected {
+        edge: String,
+    },
+    Disconnected {
+        reason: String,
+    },
     /// An error frame not tied to a send (e.g. a refused ack).
-    Error { code: EdgeErrorCode, message: String },
+    Error {
+        code: EdgeErrorCode,
+        message: String,
+    },
     /// Something happened to a device of this user at `at_ms` (e.g. a new
     /// device registered with the phone number).
-    Device { kind: DeviceNoticeKind, device: DeviceId, at_ms: u64 },
+    Device {
+        kind: DeviceNoticeKind,
+        device: DeviceId,
+        at_ms: u64,
+    },
 }
 
 /// Whether a refusal of the login ends the client (no reconnect helps).
@@ -212,10 +229,13 @@ fn endpoint() -> Result<quinn::Endpoint> {
 }
 
 fn quic_config(config: &ClientConfig) -> Result<quinn::ClientConfig> {
-    let mut c = chorus_log_node::network::tls::quic_client(&config.ca, ALPN).map_err(|e| Error::Connection(e.to_string()))?;
+    let mut c =
+        chorus_log_node::network::tls::quic_client(&config.ca, ALPN).map_err(|e| Error::Connection(e.to_string()))?;
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_millis(config.keep_alive_ms)));
-    let idle = Duration::from_millis(config.idle_timeout_ms).try_into().map_err(|_| Error::Connection("idle timeout too large".into()))?;
+    let idle = Duration::from_millis(config.idle_timeout_ms)
+        .try_into()
+        .map_err(|_| Error::Connection("idle timeout too large".into()))?;
     t.max_idle_timeout(Some(idle));
     t.max_concurrent_bidi_streams(0u32.into());
     t.max_concurrent_uni_streams(1u32.into());
@@ -246,15 +266,22 @@ struct Link {
 impl Link {
     async fn open(endpoint: &quinn::Endpoint, quic: &quinn::ClientConfig, edge: &str) -> Result<Link> {
         let err = |e: &dyn std::fmt::Display| Error::Connection(format!("{edge}: {e}"));
-        let addr = tokio::net::lookup_host(edge).await.map_err(|e| err(&e))?.next().ok_or_else(|| err(&"no address"))?;
-        let conn = endpoint.connect_with(quic.clone(), addr, SERVER_NAME).map_err(|e| err(&e))?.await.map_err(|e| err(&e))?;
+        let addr =
+            tokio::net::lookup_host(edge).await.map_err(|e| err(&e))?.next().ok_or_else(|| err(&"no address"))?;
+        let conn =
+            endpoint.connect_with(quic.clone(), addr, SERVER_NAME).map_err(|e| err(&e))?.await.map_err(|e| err(&e))?;
         let (send, recv) = conn.open_bi().await.map_err(|e| err(&e))?;
         Ok(Link { conn, send, recv, frames: Frames::default() })
     }
 
     /// [`Link::open`], given up after `timeout_ms` (a dead edge does not
     /// answer the handshake at all; QUIC would wait for its idle timeout).
-    async fn open_within(endpoint: &quinn::Endpoint, quic: &quinn::ClientConfig, edge: &str, timeout_ms: u64) -> Result<Link> {
+    async fn open_within(
+        endpoint: &quinn::Endpoint,
+        quic: &quinn::ClientConfig,
+        edge: &str,
+        timeout_ms: u64,
+    ) -> Result<Link> {
         let bound = Duration::from_millis(timeout_ms);
         tokio::time::timeout(bound, Link::open(endpoint, quic, edge))
             .await
@@ -381,13 +408,26 @@ pub async fn verify_otp_with_pin(
 }
 
 enum Command {
-    Send { to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>, reply: oneshot::Sender<Result<Sent>> },
-    Ack { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
+    Send {
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        reply: oneshot::Sender<Result<Sent>>,
+    },
+    Ack {
+        chat: ChatId,
+        kind: ReceiptKind,
+        up_to_seq: Seq,
+    },
     Sync,
     Reconnect,
     Close,
     /// `SetPin`, `UnlinkDevice` or `Logout`, answered `Done`.
-    Request { frame: ClientFrame, client_msg_id: ClientMsgId, request: PendingRequest },
+    Request {
+        frame: ClientFrame,
+        client_msg_id: ClientMsgId,
+        request: PendingRequest,
+    },
 }
 
 struct PendingRequest {
@@ -685,7 +725,9 @@ impl Worker {
                 Outcome::Lost(reason) => {
                     debug!(%reason, "connection lost");
                     for (_, r) in std::mem::take(&mut self.requests) {
-                        let _ = r.reply.send(Err(Error::Connection(format!("connection lost before the answer: {reason}"))));
+                        let _ = r
+                            .reply
+                            .send(Err(Error::Connection(format!("connection lost before the answer: {reason}"))));
                     }
                     let _ = self.events.send(Event::Disconnected { reason }).await;
                 }
@@ -753,7 +795,11 @@ impl Worker {
         // Resend what is unacknowledged, re-send the acks, then sync.
         let mut replay: Vec<ClientFrame> = self.pending.values().map(|p| p.frame.clone()).collect();
         self.stats.resent.fetch_add(replay.len() as u64, Ordering::Relaxed);
-        replay.extend(self.acks.iter().map(|((chat, kind), s)| ClientFrame::Ack { chat: *chat, kind: *kind, up_to_seq: *s }));
+        replay.extend(self.acks.iter().map(|((chat, kind), s)| ClientFrame::Ack {
+            chat: *chat,
+            kind: *kind,
+            up_to_seq: *s,
+        }));
         replay.push(self.sync_frame());
         for f in &replay {
             if let Err(e) = link.write(f).await {
@@ -838,7 +884,9 @@ impl Worker {
                     let _ = p.reply.send(Err(Error::Refused { code, message, retry_after_ms }));
                 }
             }
-            ServerFrame::Error { code, message, client_msg_id: None, retry_after_ms } if login_refused_for_good(code) => {
+            ServerFrame::Error { code, message, client_msg_id: None, retry_after_ms }
+                if login_refused_for_good(code) =>
+            {
                 let _ = self.events.send(Event::Error { code, message: message.clone() }).await;
                 return Some(Outcome::Fatal(Error::Refused { code, message, retry_after_ms }));
             }

@@ -171,17 +171,26 @@ impl Config {
         if self.connections_max == 0 || self.delivery_queue_max == 0 {
             return Err("connections_max and delivery_queue_max must be positive".into());
         }
-        if self.connections_per_address_max == 0 || self.connections_per_device_max == 0 || self.connections_per_user_max == 0 {
-            return Err("connections_per_address_max, connections_per_device_max and connections_per_user_max must be positive".into());
+        if self.connections_per_address_max == 0
+            || self.connections_per_device_max == 0
+            || self.connections_per_user_max == 0
+        {
+            return Err(
+                "connections_per_address_max, connections_per_device_max and connections_per_user_max must be positive"
+                    .into(),
+            );
         }
         let frame_max = chorus_schema::MAX_CIPHERTEXT_BYTES as u32 + 4096;
         // A quarter each for routed items and recovered records, half for the
         // delivery stream: each part must hold a few of the largest frames.
         let budget_min = 16 * frame_max as usize;
         if self.delivery_queue_bytes_max < budget_min || u32::try_from(self.delivery_queue_bytes_max).is_err() {
-            return Err(format!("delivery_queue_bytes_max must be between {budget_min} (16 frames of the largest ciphertext) and 4 GiB"));
+            return Err(format!(
+                "delivery_queue_bytes_max must be between {budget_min} (16 frames of the largest ciphertext) and 4 GiB"
+            ));
         }
-        if self.stream_receive_window_bytes < frame_max || self.receive_window_bytes < self.stream_receive_window_bytes {
+        if self.stream_receive_window_bytes < frame_max || self.receive_window_bytes < self.stream_receive_window_bytes
+        {
             return Err(format!(
                 "stream_receive_window_bytes must be at least {frame_max} (a frame of the largest ciphertext) and at most receive_window_bytes"
             ));
@@ -227,7 +236,10 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("delivery_queue_bytes_max"));
         let bad = Config { connections_per_address_max: 0, ..dev.clone() };
         assert!(bad.validate().unwrap_err().contains("connections_per_address_max"));
-        let webhook = |url: &str| Config { sms: SmsConfig::Webhook { url: url.into(), secret_file: "s".into() }, ..Config::default() };
+        let webhook = |url: &str| Config {
+            sms: SmsConfig::Webhook { url: url.into(), secret_file: "s".into() },
+            ..Config::default()
+        };
         for bad in ["ftp://x", "http://sms.example.com/send", "not a url"] {
             assert!(webhook(bad).validate().unwrap_err().contains("webhook"), "{bad}");
         }
@@ -242,7 +254,10 @@ mod tests {
         let c: Config = toml::from_str(toml).unwrap();
         assert_eq!(
             c.sms,
-            SmsConfig::Webhook { url: "http://127.0.0.1:8080/sms".into(), secret_file: "/etc/chorus/sms.secret".into() }
+            SmsConfig::Webhook {
+                url: "http://127.0.0.1:8080/sms".into(),
+                secret_file: "/etc/chorus/sms.secret".into()
+            }
         );
         assert_eq!(c.listen.port(), 9000);
         assert!(!c.dev, "dev is never read from a file");

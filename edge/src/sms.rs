@@ -51,8 +51,12 @@ impl std::fmt::Debug for SmsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SmsSink::Log { .. } => f.write_str("SmsSink::Log"),
-            SmsSink::File { path } => f.debug_struct("SmsSink::File").field("path", &*path.lock().expect("sms file lock")).finish(),
-            SmsSink::Webhook { url, .. } => f.debug_struct("SmsSink::Webhook").field("url", url).finish_non_exhaustive(),
+            SmsSink::File { path } => {
+                f.debug_struct("SmsSink::File").field("path", &*path.lock().expect("sms file lock")).finish()
+            }
+            SmsSink::Webhook { url, .. } => {
+                f.debug_struct("SmsSink::Webhook").field("url", url).finish_non_exhaustive()
+            }
         }
     }
 }
@@ -108,7 +112,14 @@ pub fn sign(secret: &[u8], at_ms: u64, body: &[u8]) -> String {
 ///
 /// # Errors
 /// [`VerifyError`] naming what is wrong.
-pub fn verify(secret: &[u8], timestamp: &str, signature: &str, body: &[u8], now_ms: u64, tolerance_ms: u64) -> Result<(), VerifyError> {
+pub fn verify(
+    secret: &[u8],
+    timestamp: &str,
+    signature: &str,
+    body: &[u8],
+    now_ms: u64,
+    tolerance_ms: u64,
+) -> Result<(), VerifyError> {
     let at_ms: u64 = timestamp.parse().map_err(|_| VerifyError::Malformed(TIMESTAMP_HEADER))?;
     let hex_sig = signature.strip_prefix("sha256=").ok_or(VerifyError::Malformed(SIGNATURE_HEADER))?;
     let sig = unhex(hex_sig).ok_or(VerifyError::Malformed(SIGNATURE_HEADER))?;
@@ -280,7 +291,8 @@ mod tests {
         });
         let dir = tempfile::tempdir().unwrap();
         let secret = b"0123456789abcdef0123456789abcdef-shared";
-        let config = SmsConfig::Webhook { url: format!("http://{addr}/sms"), secret_file: secret_file(dir.path(), secret) };
+        let config =
+            SmsConfig::Webhook { url: format!("http://{addr}/sms"), secret_file: secret_file(dir.path(), secret) };
         let sink = SmsSink::new(&config).unwrap();
         sink.send("+15550001", "Your chorus code: 123456").await.unwrap();
         let err = sink.send("+15550001", "again").await.unwrap_err();
@@ -290,14 +302,19 @@ mod tests {
         assert!(head.starts_with("POST /sms HTTP/1.1"), "{head}");
         let header = |name: &str| {
             head.lines()
-                .find_map(|l| l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_owned()))
+                .find_map(|l| {
+                    l.split_once(": ").filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_owned())
+                })
                 .unwrap_or_else(|| panic!("no {name} in {head}"))
         };
         let (timestamp, signature) = (header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER));
         let now = crate::now_ms();
         // What a gateway checks: the signature over the timestamp and the raw body.
         assert_eq!(verify(secret, &timestamp, &signature, body.as_bytes(), now, 300_000), Ok(()));
-        assert_eq!(verify(b"another secret of thirty-two bytes!!", &timestamp, &signature, body.as_bytes(), now, 300_000), Err(VerifyError::BadSignature));
+        assert_eq!(
+            verify(b"another secret of thirty-two bytes!!", &timestamp, &signature, body.as_bytes(), now, 300_000),
+            Err(VerifyError::BadSignature)
+        );
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["phone"], "+15550001");
         assert_eq!(json["text"], "Your chorus code: 123456");
@@ -318,16 +335,23 @@ mod tests {
         // Another timestamp with the old signature, or another body.
         assert_eq!(verify(&secret, "2000", &sig, body, 2000, 300_000), Err(VerifyError::BadSignature));
         assert_eq!(verify(&secret, "1000", &sig, b"{}", 1000, 300_000), Err(VerifyError::BadSignature));
-        assert_eq!(verify(&secret, "1000", &sig[7..], body, 1000, 300_000), Err(VerifyError::Malformed(SIGNATURE_HEADER)));
+        assert_eq!(
+            verify(&secret, "1000", &sig[7..], body, 1000, 300_000),
+            Err(VerifyError::Malformed(SIGNATURE_HEADER))
+        );
         assert_eq!(verify(&secret, "soon", &sig, body, 1000, 300_000), Err(VerifyError::Malformed(TIMESTAMP_HEADER)));
-        assert_eq!(verify(&secret, "1000", "sha256=zz", body, 1000, 300_000), Err(VerifyError::Malformed(SIGNATURE_HEADER)));
+        assert_eq!(
+            verify(&secret, "1000", "sha256=zz", body, 1000, 300_000),
+            Err(VerifyError::Malformed(SIGNATURE_HEADER))
+        );
     }
 
     #[test]
     fn a_webhook_needs_https_and_a_long_enough_secret() {
         let dir = tempfile::tempdir().unwrap();
         let good = secret_file(dir.path(), &[b'k'; 40]);
-        let webhook = |url: &str, secret_file: &Path| SmsConfig::Webhook { url: url.into(), secret_file: secret_file.to_owned() };
+        let webhook =
+            |url: &str, secret_file: &Path| SmsConfig::Webhook { url: url.into(), secret_file: secret_file.to_owned() };
         for url in ["http://sms.example.com/x", "ftp://127.0.0.1/x", "http://10.0.0.1/x", "nonsense"] {
             let e = SmsSink::new(&webhook(url, &good)).unwrap_err();
             assert!(matches!(e, SmsError::Url(_)), "{url}: {e}");

@@ -65,7 +65,13 @@ fn register(s: &mut Session, otp: &mut OtpRegistry, now: u64) -> (Identity, [u8;
     let code = texted_code(&drain(s));
     s.handle_frame(
         now,
-        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "phone".into(), identity_key: vec![7; 32], pin: None },
+        ClientFrame::VerifyOtp {
+            phone: PHONE.into(),
+            code,
+            device_name: "phone".into(),
+            identity_key: vec![7; 32],
+            pin: None,
+        },
         otp,
     );
     let (c, _) = append(&drain(s));
@@ -102,7 +108,13 @@ fn registration_texts_a_code_then_appends_one_register_device() {
 
     s.handle_frame(
         2000,
-        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "phone".into(), identity_key: vec![7; 32], pin: None },
+        ClientFrame::VerifyOtp {
+            phone: PHONE.into(),
+            code,
+            device_name: "phone".into(),
+            identity_key: vec![7; 32],
+            pin: None,
+        },
         &mut o,
     );
     let user = user_for_phone(PHONE).unwrap();
@@ -111,7 +123,9 @@ fn registration_texts_a_code_then_appends_one_register_device() {
     assert_ne!(register.origin.client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT, 0);
     let device = register.origin.device;
     assert_ne!(device, DeviceId(0));
-    let CommandBody::RegisterDevice { phone, device: d, identity_key, name, token_hash: hash, pin_hash } = register.body else {
+    let CommandBody::RegisterDevice { phone, device: d, identity_key, name, token_hash: hash, pin_hash } =
+        register.body
+    else {
         panic!("{register:?}")
     };
     assert_eq!((phone.as_str(), d, identity_key, name.as_str(), pin_hash), (PHONE, device, vec![7; 32], "phone", None));
@@ -133,7 +147,11 @@ fn a_device_id_collision_links_another_id() {
     let mut o = otp();
     s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
     let code = texted_code(&drain(&mut s));
-    s.handle_frame(0, ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![], pin: None }, &mut o);
+    s.handle_frame(
+        0,
+        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![], pin: None },
+        &mut o,
+    );
     let (c1, first) = append(&drain(&mut s));
     s.handle_append_result(0, c1, Ok(Err(Rejection::new(RejectCode::AlreadyExists, "linked"))));
     let (_, second) = append(&drain(&mut s));
@@ -192,7 +210,11 @@ fn a_failed_registration_step_returns_to_anonymous() {
     let mut o = otp();
     s.handle_frame(0, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
     let code = texted_code(&drain(&mut s));
-    s.handle_frame(0, ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![], pin: None }, &mut o);
+    s.handle_frame(
+        0,
+        ClientFrame::VerifyOtp { phone: PHONE.into(), code, device_name: "d".into(), identity_key: vec![], pin: None },
+        &mut o,
+    );
     let (c1, _) = append(&drain(&mut s));
     s.handle_append_result(0, c1, Err(AppendError::Unavailable("no leader".into())));
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unavailable);
@@ -252,10 +274,19 @@ fn before_login_only_registration_login_and_ping_are_allowed() {
     let mut o = otp();
     s.handle_frame(0, ClientFrame::Ping { nonce: 42 }, &mut o);
     assert_eq!(only_send(drain(&mut s)), ServerFrame::Pong { nonce: 42 });
-    let send = ClientFrame::Send { to: Recipient::User(UserId(2)), client_msg_id: ClientMsgId(7), ciphertext: vec![1], media: None };
+    let send = ClientFrame::Send {
+        to: Recipient::User(UserId(2)),
+        client_msg_id: ClientMsgId(7),
+        ciphertext: vec![1],
+        media: None,
+    };
     s.handle_frame(0, send, &mut o);
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(7))));
-    s.handle_frame(0, ClientFrame::Ack { chat: ChatId([1; 16]), kind: ReceiptKind::Delivered, up_to_seq: Seq(1) }, &mut o);
+    s.handle_frame(
+        0,
+        ClientFrame::Ack { chat: ChatId([1; 16]), kind: ReceiptKind::Delivered, up_to_seq: Seq(1) },
+        &mut o,
+    );
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
     s.handle_frame(0, ClientFrame::Sync { since: vec![] }, &mut o);
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
@@ -291,7 +322,12 @@ fn send_appends_as_the_logged_in_device_and_answers_sent() {
     );
 
     let group = ChatId::group([5; 16]);
-    let send = |c: u64| ClientFrame::Send { to: Recipient::Group(group), client_msg_id: ClientMsgId(c), ciphertext: vec![3], media: None };
+    let send = |c: u64| ClientFrame::Send {
+        to: Recipient::Group(group),
+        client_msg_id: ClientMsgId(c),
+        ciphertext: vec![3],
+        media: None,
+    };
     s.handle_frame(5010, send(78), &mut o);
     let (c, cmd) = append(&drain(&mut s));
     assert_eq!(cmd.body, CommandBody::SendGroup { chat: group, ciphertext: vec![3], media: None });
@@ -376,7 +412,9 @@ fn deliveries_and_sync() {
     let my_other_device = Origin { device: DeviceId(id.device.0.wrapping_add(1)), ..me };
     let msg = EventBody::MessageSent { chat, seq: Seq(3), ciphertext: vec![9], media: None };
 
-    let at = |o: Origin, seq: u64| record(o, EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![9], media: None });
+    let at = |o: Origin, seq: u64| {
+        record(o, EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![9], media: None })
+    };
     let deliver = |o: Origin, seq: u64| {
         Action::Deliver(ServerFrame::Deliver {
             chat,
@@ -424,7 +462,10 @@ fn deliveries_and_sync() {
     s.handle_receipt(chat, Seq(5), ReceiptKind::Read);
     assert_eq!(
         drain(&mut s),
-        vec![deliver(other, 11), Action::Deliver(ServerFrame::Receipt { chat, up_to_seq: Seq(5), status: ReceiptKind::Read })]
+        vec![
+            deliver(other, 11),
+            Action::Deliver(ServerFrame::Receipt { chat, up_to_seq: Seq(5), status: ReceiptKind::Read })
+        ]
     );
 
     // A sync that fails starts live delivery at the client's positions: a
@@ -496,7 +537,13 @@ fn a_locked_phone_and_a_registration_pin_refuse_registration() {
     // Once the failures lock the phone, a wrong code says so.
     s.handle_frame(300_000, ClientFrame::RequestOtp { phone: PHONE.into() }, &mut o);
     drain(&mut s);
-    let wrong = ClientFrame::VerifyOtp { phone: PHONE.into(), code: "x".into(), device_name: "d".into(), identity_key: vec![], pin: None };
+    let wrong = ClientFrame::VerifyOtp {
+        phone: PHONE.into(),
+        code: "x".into(),
+        device_name: "d".into(),
+        identity_key: vec![],
+        pin: None,
+    };
     s.handle_frame(300_000, wrong, &mut o);
     let (c, _) = append(&drain(&mut s));
     s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Locked, "locked"))));
@@ -570,7 +617,16 @@ fn a_block_is_appended_to_the_direct_chat_then_to_the_user() {
     s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Invalid, "cannot block yourself"))));
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadFrame, Some(ClientMsgId(6))));
     // The log's refusal of a blocked sender reaches the client as Forbidden.
-    s.handle_frame(0, ClientFrame::Send { to: Recipient::User(peer), client_msg_id: ClientMsgId(7), ciphertext: vec![1], media: None }, &mut o);
+    s.handle_frame(
+        0,
+        ClientFrame::Send {
+            to: Recipient::User(peer),
+            client_msg_id: ClientMsgId(7),
+            ciphertext: vec![1],
+            media: None,
+        },
+        &mut o,
+    );
     let (c, _) = append(&drain(&mut s));
     s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Blocked, "blocked"))));
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Forbidden, Some(ClientMsgId(7))));
@@ -584,7 +640,11 @@ fn a_newly_linked_device_gets_no_history_from_before_its_link() {
         partition: PartitionId(0),
         offset: seq,
         log_index: seq,
-        event: Event { at_ms, origin: other, body: EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![], media: None } },
+        event: Event {
+            at_ms,
+            origin: other,
+            body: EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![], media: None },
+        },
     };
     let delivered = |actions: Vec<Action>| -> Vec<u64> {
         actions
@@ -629,14 +689,21 @@ fn device_notices_close_a_revoked_device_and_tell_the_others() {
     s.handle_device_notice(DeviceNoticeKind::Linked, DeviceId(5), 42);
     assert_eq!(
         drain(&mut s),
-        vec![Action::Deliver(ServerFrame::DeviceNotice { kind: DeviceNoticeKind::Linked, device: DeviceId(5), at_ms: 42 })]
+        vec![Action::Deliver(ServerFrame::DeviceNotice {
+            kind: DeviceNoticeKind::Linked,
+            device: DeviceId(5),
+            at_ms: 42
+        })]
     );
     s.handle_device_notice(DeviceNoticeKind::LoggedOut, DeviceId(5), 43);
     assert_eq!(drain(&mut s).len(), 1);
     assert!(!s.is_closed());
     s.handle_device_notice(DeviceNoticeKind::Unlinked, id.device, 44);
     let actions = drain(&mut s);
-    assert!(matches!(actions[..], [Action::Send(ServerFrame::Error { code: EdgeErrorCode::Revoked, .. }), Action::Close { .. }]));
+    assert!(matches!(
+        actions[..],
+        [Action::Send(ServerFrame::Error { code: EdgeErrorCode::Revoked, .. }), Action::Close { .. }]
+    ));
     assert!(s.is_closed());
 }
 
@@ -660,10 +727,18 @@ fn edge_rate_limits_refuse_with_retry_after() {
     s2.set_limits(limits.clone(), source);
     s2.handle_frame(0, ClientFrame::RequestOtp { phone: "+15550100002".into() }, &mut o);
     let f = only_send(drain(&mut s2));
-    let ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(ms), .. } = f else { panic!("{f:?}") };
+    let ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(ms), .. } = f else {
+        panic!("{f:?}")
+    };
     assert!(ms > 3_000_000 && ms <= 3_600_000, "retry after {ms} ms");
     // Attempts per phone: the second guess waits, whatever the address.
-    let verify = || ClientFrame::VerifyOtp { phone: PHONE.into(), code: "x".into(), device_name: "d".into(), identity_key: vec![], pin: None };
+    let verify = || ClientFrame::VerifyOtp {
+        phone: PHONE.into(),
+        code: "x".into(),
+        device_name: "d".into(),
+        identity_key: vec![],
+        pin: None,
+    };
     s.handle_frame(0, verify(), &mut o);
     let (c, _) = append(&drain(&mut s));
     s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
@@ -671,7 +746,10 @@ fn edge_rate_limits_refuse_with_retry_after() {
     let mut s3 = session(Config::default());
     s3.set_limits(limits.clone(), [192, 0, 2, 9].into());
     s3.handle_frame(0, verify(), &mut o);
-    assert!(matches!(only_send(drain(&mut s3)), ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(_), .. }));
+    assert!(matches!(
+        only_send(drain(&mut s3)),
+        ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(_), .. }
+    ));
     // Logins per address.
     let login = ClientFrame::Login { user: UserId(1), device: DeviceId(1), token: [9; 32] };
     s3.handle_frame(0, login.clone(), &mut o);
@@ -679,7 +757,10 @@ fn edge_rate_limits_refuse_with_retry_after() {
     s3.handle_token_verified(TokenVerdict::Invalid);
     drain(&mut s3);
     s3.handle_frame(0, login, &mut o);
-    assert!(matches!(only_send(drain(&mut s3)), ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(_), .. }));
+    assert!(matches!(
+        only_send(drain(&mut s3)),
+        ServerFrame::Error { code: EdgeErrorCode::RateLimited, retry_after_ms: Some(_), .. }
+    ));
 }
 
 #[test]
@@ -715,16 +796,29 @@ fn frame() -> impl Strategy<Value = ClientFrame> {
     let phone = prop_oneof![Just(PHONE.to_string()), Just("+15550100002".to_string()), Just("bad".to_string())];
     prop_oneof![
         phone.clone().prop_map(|phone| ClientFrame::RequestOtp { phone }),
-        (phone, "[0-9]{6}")
-            .prop_map(|(phone, code)| ClientFrame::VerifyOtp { phone, code, device_name: "d".into(), identity_key: vec![1], pin: None }),
-        (0u64..4, 0u32..3, any::<[u8; 32]>())
-            .prop_map(|(u, d, token)| ClientFrame::Login { user: UserId(u), device: DeviceId(d), token }),
+        (phone, "[0-9]{6}").prop_map(|(phone, code)| ClientFrame::VerifyOtp {
+            phone,
+            code,
+            device_name: "d".into(),
+            identity_key: vec![1],
+            pin: None
+        }),
+        (0u64..4, 0u32..3, any::<[u8; 32]>()).prop_map(|(u, d, token)| ClientFrame::Login {
+            user: UserId(u),
+            device: DeviceId(d),
+            token
+        }),
         (
             prop_oneof![(0u64..4).prop_map(|u| Recipient::User(UserId(u))), chat.clone().prop_map(Recipient::Group)],
             prop_oneof![0u64..8, any::<u64>()],
             0usize..80
         )
-            .prop_map(|(to, c, n)| ClientFrame::Send { to, client_msg_id: ClientMsgId(c), ciphertext: vec![0; n], media: None }),
+            .prop_map(|(to, c, n)| ClientFrame::Send {
+                to,
+                client_msg_id: ClientMsgId(c),
+                ciphertext: vec![0; n],
+                media: None
+            }),
         (chat.clone(), any::<bool>(), 0u64..10).prop_map(|(chat, read, n)| ClientFrame::Ack {
             chat,
             kind: if read { ReceiptKind::Read } else { ReceiptKind::Delivered },
@@ -734,10 +828,14 @@ fn frame() -> impl Strategy<Value = ClientFrame> {
         any::<u64>().prop_map(|nonce| ClientFrame::Ping { nonce }),
         (0u64..4, prop_oneof![Just(String::new()), Just("12".to_string()), Just("2468".to_string())])
             .prop_map(|(c, pin)| ClientFrame::SetPin { client_msg_id: ClientMsgId(c), pin }),
-        (0u64..4, 0u32..3).prop_map(|(c, d)| ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(c), device: DeviceId(d) }),
+        (0u64..4, 0u32..3)
+            .prop_map(|(c, d)| ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(c), device: DeviceId(d) }),
         (0u64..4).prop_map(|c| ClientFrame::Logout { client_msg_id: ClientMsgId(c) }),
-        (0u64..4, 0u64..4, any::<bool>())
-            .prop_map(|(c, u, blocked)| ClientFrame::Block { client_msg_id: ClientMsgId(c), user: UserId(u), blocked }),
+        (0u64..4, 0u64..4, any::<bool>()).prop_map(|(c, u, blocked)| ClientFrame::Block {
+            client_msg_id: ClientMsgId(c),
+            user: UserId(u),
+            blocked
+        }),
     ]
 }
 

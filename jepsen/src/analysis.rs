@@ -36,7 +36,9 @@ pub struct FaultReport {
 
 fn partition_of(op: &Op, partitions: u16) -> Option<u16> {
     let chat = match op {
-        Op::Send { chat, .. } | Op::AddMember { chat, .. } | Op::RemoveMember { chat, .. } | Op::Ack { chat, .. } => chat,
+        Op::Send { chat, .. } | Op::AddMember { chat, .. } | Op::RemoveMember { chat, .. } | Op::Ack { chat, .. } => {
+            chat
+        }
         Op::Read { .. } | Op::DeviceRead { .. } | Op::Reconnect { .. } => return None,
     };
     Some(PartitionId::for_key(&Key::Chat(*chat), partitions).0)
@@ -130,11 +132,11 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 
 /// Buckets every completed write (final reads excluded) by completion second.
 pub fn throughput(ops: &[Operation]) -> Throughput {
-    let writes: Vec<&Operation> =
-        ops.iter()
-            .filter(|o| !matches!(o.op, Op::Read { .. } | Op::DeviceRead { .. } | Op::Reconnect { .. }))
-            .filter(|o| !crate::sdk::is_unconfirmed_ack(o))
-            .collect();
+    let writes: Vec<&Operation> = ops
+        .iter()
+        .filter(|o| !matches!(o.op, Op::Read { .. } | Op::DeviceRead { .. } | Op::Reconnect { .. }))
+        .filter(|o| !crate::sdk::is_unconfirmed_ack(o))
+        .collect();
     let last = writes.iter().filter_map(|o| o.complete_ns).max().unwrap_or(0) / 1_000_000_000;
     let mut buckets: Vec<Bucket> = (0..=last).map(|second| Bucket { second, ..Bucket::default() }).collect();
     let mut lat: Vec<Vec<f64>> = vec![Vec::new(); buckets.len()];

@@ -28,9 +28,9 @@ use chorus_schema::NodeStatus;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::edges::EdgeProc;
 use crate::error::{io, Error, Result};
 use crate::proxy::{Links, Proxy, NODES_MAX};
-use crate::edges::EdgeProc;
 use crate::services::{Nats, ProjectorProc};
 
 /// What to launch.
@@ -179,9 +179,10 @@ impl Cluster {
         let mut proxies = Vec::new();
         let mut peers = Vec::new();
         for id in &ids {
-            let proxy = Proxy::start(*id, "127.0.0.1:0".parse().expect("literal"), private[id], sources.clone(), links.clone())
-                .await
-                .map_err(io("bind the raft proxy on", "127.0.0.1"))?;
+            let proxy =
+                Proxy::start(*id, "127.0.0.1:0".parse().expect("literal"), private[id], sources.clone(), links.clone())
+                    .await
+                    .map_err(io("bind the raft proxy on", "127.0.0.1"))?;
             peers.push(Peer { id: *id, raft_addr: proxy.listen.to_string(), client_addr: client[id].to_string() });
             proxies.push(proxy);
         }
@@ -207,13 +208,27 @@ impl Cluster {
             };
             config.validate()?;
             let config_path = dir.join("node.toml");
-            let text = toml::to_string(&config).map_err(|e| Error::Encode { what: "node config", reason: e.to_string() })?;
+            let text =
+                toml::to_string(&config).map_err(|e| Error::Encode { what: "node config", reason: e.to_string() })?;
             std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
             nodes.push(NodeProc { id: *id, dir, config_path, config, child: None, paused: false });
         }
         let writer = tls::issue(&tls_dir, &Principal::new(Role::Edge, "jepsen")?)?;
         let edge_ca = tls_dir.join(format!("{}.pem", tls::EDGE_CA));
-        Ok(Cluster { ca: tls_dir.join("ca.pem"), writer, edge_ca, spec, nodes, links, _proxies: proxies, nats: None, bus: None, projector: None, edges: Vec::new(), excluded: BTreeSet::new() })
+        Ok(Cluster {
+            ca: tls_dir.join("ca.pem"),
+            writer,
+            edge_ca,
+            spec,
+            nodes,
+            links,
+            _proxies: proxies,
+            nats: None,
+            bus: None,
+            projector: None,
+            edges: Vec::new(),
+            excluded: BTreeSet::new(),
+        })
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -443,8 +458,14 @@ impl Cluster {
         let bus = bus_auth::provision(&tls_dir, &["jepsen".to_owned()], &edges, &self.spec.dir.join("nats.conf"))
             .map_err(|e| Error::Cluster(format!("bus credentials: {e}")))?;
         let nats = Nats::start(&bus.conf, &self.spec.dir.join("nats.log"))?;
-        let mut projector =
-            ProjectorProc::create(&self.spec.dir.join("projector"), &self.spec.binary, self.client_addrs(), &tls_dir, &bus, nats.url())?;
+        let mut projector = ProjectorProc::create(
+            &self.spec.dir.join("projector"),
+            &self.spec.binary,
+            self.client_addrs(),
+            &tls_dir,
+            &bus,
+            nats.url(),
+        )?;
         projector.start()?;
         self.bus = Some(bus);
         self.nats = Some(nats);
@@ -458,7 +479,8 @@ impl Cluster {
     /// # Errors
     /// Without a bus, or when an edge does not come up.
     pub async fn start_edges(&mut self, count: usize, session: chorus_edge::session::Config) -> Result<()> {
-        let nats_url = self.nats.as_ref().map(Nats::url).ok_or_else(|| Error::Invalid("edges need the nats-server".into()))?;
+        let nats_url =
+            self.nats.as_ref().map(Nats::url).ok_or_else(|| Error::Invalid("edges need the nats-server".into()))?;
         let bus = self.bus.clone().ok_or_else(|| Error::Invalid("edges need the bus credentials".into()))?;
         if self.edges.len() + count > EDGES_MAX {
             return Err(Error::Invalid(format!("at most {EDGES_MAX} edges")));
@@ -577,14 +599,20 @@ impl Cluster {
                         client.refresh_leaders().await;
                         return Ok(client);
                     }
-                    let silent: Vec<u64> =
-                        self.ids().into_iter().filter(|id| !self.excluded.contains(id) && !statuses.contains_key(id)).collect();
+                    let silent: Vec<u64> = self
+                        .ids()
+                        .into_iter()
+                        .filter(|id| !self.excluded.contains(id) && !statuses.contains_key(id))
+                        .collect();
                     last = format!(
                         "{} of {} nodes answer, {led} of {} partitions have a leader{}",
                         statuses.len(),
                         self.counted(),
                         self.spec.partitions,
-                        silent.iter().map(|id| format!("\nnode {id} does not answer; its log ends:\n{}", self.log_tail(*id, 5))).collect::<String>()
+                        silent
+                            .iter()
+                            .map(|id| format!("\nnode {id} does not answer; its log ends:\n{}", self.log_tail(*id, 5)))
+                            .collect::<String>()
                     );
                 }
                 Err(e) => last = e.to_string(),
@@ -641,7 +669,9 @@ impl Cluster {
     pub fn reseeds(&self) -> BTreeMap<u64, usize> {
         self.nodes
             .iter()
-            .map(|n| (n.id, std::fs::read_to_string(n.log_path()).unwrap_or_default().matches("re-seed complete").count()))
+            .map(|n| {
+                (n.id, std::fs::read_to_string(n.log_path()).unwrap_or_default().matches("re-seed complete").count())
+            })
             .filter(|(_, c)| *c > 0)
             .collect()
     }
@@ -707,7 +737,11 @@ mod tests {
         let log = node.sync_log_path();
         // 300 bytes written and fsynced, then 200 more without.
         dd(&["if=/dev/zero", &format!("of={}", wal.display()), "bs=100", "count=3", "conv=fsync"], &shim, &log);
-        dd(&["if=/dev/zero", &format!("of={}", wal.display()), "bs=100", "count=2", "oflag=append", "conv=notrunc"], &shim, &log);
+        dd(
+            &["if=/dev/zero", &format!("of={}", wal.display()), "bs=100", "count=2", "oflag=append", "conv=notrunc"],
+            &shim,
+            &log,
+        );
         std::fs::write(&manifest, [1u8; 64]).unwrap();
         std::fs::write(&sst, [2u8; 80]).unwrap();
         assert_eq!(std::fs::metadata(&wal).unwrap().len(), 500);

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chorus_edge::client::{self, ClientConfig, Credentials};
 use chorus_edge::config::SmsConfig;
-use chorus_projections::bus_auth::{BusRole, Provisioned};
 use chorus_log_node::network::tls;
+use chorus_projections::bus_auth::{BusRole, Provisioned};
 
 use crate::error::{io, Error, Result};
 
@@ -70,9 +70,18 @@ impl EdgeProc {
         };
         config.validate().map_err(Error::Invalid)?;
         let config_path = dir.join("edge.toml");
-        let text = toml::to_string(&config).map_err(|e| Error::Encode { what: "edge config", reason: e.to_string() })?;
+        let text =
+            toml::to_string(&config).map_err(|e| Error::Encode { what: "edge config", reason: e.to_string() })?;
         std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
-        Ok(EdgeProc { index, dir: dir.to_path_buf(), listen, config, config_path, binary: binary.to_path_buf(), child: None })
+        Ok(EdgeProc {
+            index,
+            dir: dir.to_path_buf(),
+            listen,
+            config,
+            config_path,
+            binary: binary.to_path_buf(),
+            child: None,
+        })
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -101,7 +110,13 @@ impl EdgeProc {
         if self.is_running() {
             return Ok(());
         }
-        self.child = Some(crate::services::spawn_logged(&self.binary, "edge", &self.config_path, &self.log_path(), "info,quinn=warn")?);
+        self.child = Some(crate::services::spawn_logged(
+            &self.binary,
+            "edge",
+            &self.config_path,
+            &self.log_path(),
+            "info,quinn=warn",
+        )?);
         Ok(())
     }
 

@@ -26,16 +26,53 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Entry {
-    Setup { chats: Vec<ChatSetup>, devices: Vec<(UserId, DeviceId)> },
-    Invoke { index: u64, process: u64, time_ns: u64, op: Op },
-    Ok { index: u64, process: u64, time_ns: u64, value: Value },
-    Fail { index: u64, process: u64, time_ns: u64, error: String },
-    Info { index: u64, process: u64, time_ns: u64, error: String },
-    Observe { process: u64, time_ns: u64, observation: Observation },
+    Setup {
+        chats: Vec<ChatSetup>,
+        devices: Vec<(UserId, DeviceId)>,
+    },
+    Invoke {
+        index: u64,
+        process: u64,
+        time_ns: u64,
+        op: Op,
+    },
+    Ok {
+        index: u64,
+        process: u64,
+        time_ns: u64,
+        value: Value,
+    },
+    Fail {
+        index: u64,
+        process: u64,
+        time_ns: u64,
+        error: String,
+    },
+    Info {
+        index: u64,
+        process: u64,
+        time_ns: u64,
+        error: String,
+    },
+    Observe {
+        process: u64,
+        time_ns: u64,
+        observation: Observation,
+    },
     /// The run's start on the wall clock and its parameters (free-form).
-    Meta { start_wall_ms: u64, params: serde_json::Value },
+    Meta {
+        start_wall_ms: u64,
+        params: serde_json::Value,
+    },
     /// A fault began or ended; `id` pairs the two.
-    Nemesis { id: u64, time_ns: u64, phase: FaultPhase, fault: String, targets: Vec<u64>, detail: String },
+    Nemesis {
+        id: u64,
+        time_ns: u64,
+        phase: FaultPhase,
+        fault: String,
+        targets: Vec<u64>,
+        detail: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,21 +92,52 @@ pub struct ChatSetup {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "f", rename_all = "snake_case")]
 pub enum Op {
-    Send { chat: ChatId, sender: UserId, device: DeviceId, client_msg_id: ClientMsgId },
-    AddMember { chat: ChatId, actor: UserId, member: UserId },
-    RemoveMember { chat: ChatId, actor: UserId, member: UserId },
+    Send {
+        chat: ChatId,
+        sender: UserId,
+        device: DeviceId,
+        client_msg_id: ClientMsgId,
+    },
+    AddMember {
+        chat: ChatId,
+        actor: UserId,
+        member: UserId,
+    },
+    RemoveMember {
+        chat: ChatId,
+        actor: UserId,
+        member: UserId,
+    },
     /// A final read of a chat's whole timeline as the log gives it to one
     /// device (derived from every replica by the log's roster rule).
-    Read { user: UserId, device: DeviceId, chat: ChatId },
+    Read {
+        user: UserId,
+        device: DeviceId,
+        chat: ChatId,
+    },
     /// A cumulative receipt of `user`/`device` in `chat`.
-    Ack { chat: ChatId, user: UserId, device: DeviceId, kind: ReceiptKind, up_to_seq: Seq },
+    Ack {
+        chat: ChatId,
+        user: UserId,
+        device: DeviceId,
+        kind: ReceiptKind,
+        up_to_seq: Seq,
+    },
     /// The device drops its connection and connects again (through the SDK).
-    Reconnect { user: UserId, device: DeviceId, how: ReconnectHow },
+    Reconnect {
+        user: UserId,
+        device: DeviceId,
+        how: ReconnectHow,
+    },
     /// A final read of a chat as the device itself holds it: the messages a
     /// fresh SDK client of the device gets from a full sync (no resume
     /// positions), in the order it got them. A device does not receive its own
     /// sends, nor roster items.
-    DeviceRead { user: UserId, device: DeviceId, chat: ChatId },
+    DeviceRead {
+        user: UserId,
+        device: DeviceId,
+        chat: ChatId,
+    },
 }
 
 /// How a [`Op::Reconnect`] drops the connection.
@@ -88,11 +156,20 @@ pub enum ReconnectHow {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "v", rename_all = "snake_case")]
 pub enum Value {
-    Sent { chat: ChatId, seq: Seq },
-    MemberChanged { seq: Seq },
-    Read { items: Vec<Item> },
+    Sent {
+        chat: ChatId,
+        seq: Seq,
+    },
+    MemberChanged {
+        seq: Seq,
+    },
+    Read {
+        items: Vec<Item>,
+    },
     /// The device's cursor of the acked kind after the ack.
-    Receipt { up_to_seq: Seq },
+    Receipt {
+        up_to_seq: Seq,
+    },
     /// Done, nothing to return (a reconnect).
     Done,
 }
@@ -200,9 +277,15 @@ impl History {
                         },
                     );
                 }
-                Entry::Ok { index, time_ns, value, .. } => close(&mut open, &mut done, *index, *time_ns, Outcome::Ok(value.clone())),
-                Entry::Fail { index, time_ns, error, .. } => close(&mut open, &mut done, *index, *time_ns, Outcome::Fail(error.clone())),
-                Entry::Info { index, time_ns, error, .. } => close(&mut open, &mut done, *index, *time_ns, Outcome::Info(error.clone())),
+                Entry::Ok { index, time_ns, value, .. } => {
+                    close(&mut open, &mut done, *index, *time_ns, Outcome::Ok(value.clone()))
+                }
+                Entry::Fail { index, time_ns, error, .. } => {
+                    close(&mut open, &mut done, *index, *time_ns, Outcome::Fail(error.clone()))
+                }
+                Entry::Info { index, time_ns, error, .. } => {
+                    close(&mut open, &mut done, *index, *time_ns, Outcome::Info(error.clone()))
+                }
                 Entry::Setup { .. } | Entry::Observe { .. } | Entry::Meta { .. } | Entry::Nemesis { .. } => {}
             }
         }

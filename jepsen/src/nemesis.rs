@@ -156,7 +156,10 @@ impl FaultKind {
     fn is_partition(self) -> bool {
         matches!(
             self,
-            FaultKind::PartitionHalves | FaultKind::PartitionLeader | FaultKind::PartitionBridge | FaultKind::PartitionOneWay
+            FaultKind::PartitionHalves
+                | FaultKind::PartitionLeader
+                | FaultKind::PartitionBridge
+                | FaultKind::PartitionOneWay
         )
     }
 
@@ -350,7 +353,10 @@ impl Nemesis {
             Some(id) => (id, format!("leader of partition {partition}")),
             None => {
                 let ids = cluster.ids();
-                (*ids.choose(rng).expect("a cluster has nodes"), format!("partition {partition} has no leader; a random node"))
+                (
+                    *ids.choose(rng).expect("a cluster has nodes"),
+                    format!("partition {partition} has no leader; a random node"),
+                )
             }
         }
     }
@@ -398,9 +404,11 @@ impl Nemesis {
         let n = ids.len();
         let minority = (n.saturating_sub(1) / 2).max(1);
         let (targets, detail, cut): (Vec<u64>, String, BTreeSet<(u64, u64)>) = match kind {
-            FaultKind::Kill | FaultKind::Pause | FaultKind::LoseUnsynced | FaultKind::CorruptWal | FaultKind::CorruptSst => {
-                (vec![ids[0]], "a random node".into(), BTreeSet::new())
-            }
+            FaultKind::Kill
+            | FaultKind::Pause
+            | FaultKind::LoseUnsynced
+            | FaultKind::CorruptWal
+            | FaultKind::CorruptSst => (vec![ids[0]], "a random node".into(), BTreeSet::new()),
             FaultKind::KillLeader | FaultKind::PauseLeader => {
                 let (id, detail) = self.leader(pick, &mut rng).await;
                 (vec![id], detail, BTreeSet::new())
@@ -439,7 +447,8 @@ impl Nemesis {
                 let others = &ids[1..];
                 let outbound = rng.gen_bool(0.5);
                 let cut = others.iter().map(|o| if outbound { (node, *o) } else { (*o, node) }).collect();
-                let detail = if outbound { format!("node {node} cannot send") } else { format!("node {node} cannot hear") };
+                let detail =
+                    if outbound { format!("node {node} cannot send") } else { format!("node {node} cannot hear") };
                 (vec![node], detail, cut)
             }
         };
@@ -595,11 +604,10 @@ mod tests {
     #[test]
     fn kind_lists_parse() {
         assert_eq!(FaultKind::parse_list("all").unwrap(), FaultKind::ALL.to_vec());
-        assert_eq!(FaultKind::parse_list("pause,kill-all").unwrap(), vec![
-            FaultKind::KillAll,
-            FaultKind::Pause,
-            FaultKind::PauseLeader
-        ]);
+        assert_eq!(
+            FaultKind::parse_list("pause,kill-all").unwrap(),
+            vec![FaultKind::KillAll, FaultKind::Pause, FaultKind::PauseLeader]
+        );
         assert_eq!(FaultKind::parse_list("partition").unwrap().len(), 4);
         assert_eq!(FaultKind::parse_list("disk").unwrap(), vec![FaultKind::LoseUnsynced, FaultKind::PowerFailure]);
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
@@ -610,7 +618,10 @@ mod tests {
         // Combined faults pair a partition with a process fault, never two
         // damaged stores or a fault of every node.
         assert!(FaultKind::COMBINABLE.iter().all(|k| !k.is_partition() && !FaultKind::CORRUPT.contains(k)));
-        assert!(!FaultKind::COMBINABLE.contains(&FaultKind::KillAll) && !FaultKind::COMBINABLE.contains(&FaultKind::PowerFailure));
+        assert!(
+            !FaultKind::COMBINABLE.contains(&FaultKind::KillAll)
+                && !FaultKind::COMBINABLE.contains(&FaultKind::PowerFailure)
+        );
     }
 
     #[test]

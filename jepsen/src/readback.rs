@@ -38,9 +38,9 @@ pub async fn read_all(cluster: &Cluster, client: &LogClient, timeout: Duration) 
             let mut events = Vec::new();
             loop {
                 let read = client.read_from(&addr, p.partition, events.len() as u64, 4096);
-                let (batch, next) = tokio::time::timeout(timeout, read)
-                    .await
-                    .map_err(|_| Error::Cluster(format!("reading partition {} from node {id} timed out", p.partition)))??;
+                let (batch, next) = tokio::time::timeout(timeout, read).await.map_err(|_| {
+                    Error::Cluster(format!("reading partition {} from node {id} timed out", p.partition))
+                })??;
                 if batch.is_empty() {
                     break;
                 }
@@ -231,14 +231,18 @@ pub fn lost_receipts(replicas: &Replicas, ops: &[crate::history::Operation]) -> 
     }
     let mut out = Vec::new();
     for op in ops {
-        if let (Op::Ack { chat, user, device, kind, .. }, Outcome::Ok(Value::Receipt { up_to_seq })) = (&op.op, &op.outcome) {
+        if let (Op::Ack { chat, user, device, kind, .. }, Outcome::Ok(Value::Receipt { up_to_seq })) =
+            (&op.op, &op.outcome)
+        {
             let read = *kind == ReceiptKind::Read;
             let have = cursors.get(&(*chat, *user, *device, read)).copied().unwrap_or_default();
             if have < *up_to_seq {
                 out.push(Anomaly {
                     invariant: Invariant::Receipts,
                     chat: Some(*chat),
-                    detail: format!("{user}/{device} was acked {kind:?} up to {up_to_seq}, but the log's cursor is {have}"),
+                    detail: format!(
+                        "{user}/{device} was acked {kind:?} up to {up_to_seq}, but the log's cursor is {have}"
+                    ),
                 });
             }
         }

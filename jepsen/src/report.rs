@@ -42,7 +42,10 @@ impl Axis {
 }
 
 fn frame(out: &mut String, axis: &Axis, title: &str, windows: &[Window]) {
-    let _ = write!(out, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">"#);
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">"#
+    );
     let _ = write!(out, r#"<text x="{LEFT}" y="14" font-weight="bold">{}</text>"#, esc(title));
     for w in windows {
         let (x0, x1) = (axis.x(w.start_ns as f64 / 1e9), axis.x(w.stop_ns as f64 / 1e9));
@@ -56,28 +59,54 @@ fn frame(out: &mut String, axis: &Axis, title: &str, windows: &[Window]) {
             w.targets,
             esc(&w.detail)
         );
-        let _ = write!(out, r#"<text x="{:.1}" y="{:.1}" font-size="9" fill="{}">{}</text>"#, x0 + 2.0, TOP + 9.0, color(w.kind), w.kind.name());
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" font-size="9" fill="{}">{}</text>"#,
+            x0 + 2.0,
+            TOP + 9.0,
+            color(w.kind),
+            w.kind.name()
+        );
     }
     let step = (axis.end_s / 12.0).ceil().max(1.0);
     let mut s = 0.0;
     while s <= axis.end_s {
         let x = axis.x(s);
-        let _ = write!(out, r##"<line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="#999"/>"##, H - BOTTOM, H - BOTTOM + 4.0);
+        let _ = write!(
+            out,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{:.1}" stroke="#999"/>"##,
+            H - BOTTOM,
+            H - BOTTOM + 4.0
+        );
         let _ = write!(out, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{s}s</text>"#, H - BOTTOM + 16.0);
         s += step;
     }
-    let _ = write!(out, r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#999"/>"##, W - RIGHT, H - BOTTOM, H - BOTTOM);
+    let _ = write!(
+        out,
+        r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#999"/>"##,
+        W - RIGHT,
+        H - BOTTOM,
+        H - BOTTOM
+    );
 }
 
 fn polyline(out: &mut String, points: &[(f64, f64)], stroke: &str, label: &str) {
     let pts: Vec<String> = points.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
-    let _ = write!(out, r#"<polyline fill="none" stroke="{stroke}" stroke-width="1.5" points="{}"><title>{label}</title></polyline>"#, pts.join(" "));
+    let _ = write!(
+        out,
+        r#"<polyline fill="none" stroke="{stroke}" stroke-width="1.5" points="{}"><title>{label}</title></polyline>"#,
+        pts.join(" ")
+    );
 }
 
 fn legend(out: &mut String, items: &[(&str, &str)]) {
     let mut x = W - RIGHT - 90.0 * items.len() as f64;
     for (label, c) in items {
-        let _ = write!(out, r#"<rect x="{x:.1}" y="6" width="10" height="10" fill="{c}"/><text x="{:.1}" y="15">{label}</text>"#, x + 14.0);
+        let _ = write!(
+            out,
+            r#"<rect x="{x:.1}" y="6" width="10" height="10" fill="{c}"/><text x="{:.1}" y="15">{label}</text>"#,
+            x + 14.0
+        );
         x += 90.0;
     }
 }
@@ -88,7 +117,14 @@ fn throughput_svg(report: &RunReport, windows: &[Window], axis: &Axis) -> String
     let b = &report.throughput.buckets;
     let max = b.iter().map(|b| b.ok.max(b.fail).max(b.info)).max().unwrap_or(1).max(1) as f64;
     let y = |v: u64| H - BOTTOM - (H - TOP - BOTTOM) * (v as f64 / max);
-    let _ = write!(out, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{max}</text><text x="{:.1}" y="{:.1}" text-anchor="end">0</text>"#, LEFT - 4.0, TOP + 8.0, LEFT - 4.0, H - BOTTOM);
+    let _ = write!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{max}</text><text x="{:.1}" y="{:.1}" text-anchor="end">0</text>"#,
+        LEFT - 4.0,
+        TOP + 8.0,
+        LEFT - 4.0,
+        H - BOTTOM
+    );
     for (label, c, f) in [
         ("ok", "#59a14f", (|b: &crate::analysis::Bucket| b.ok) as fn(&crate::analysis::Bucket) -> u64),
         ("fail", "#9c755f", |b| b.fail),
@@ -104,20 +140,39 @@ fn throughput_svg(report: &RunReport, windows: &[Window], axis: &Axis) -> String
 
 fn latency_svg(report: &RunReport, ops: &[Operation], windows: &[Window], axis: &Axis) -> String {
     let mut out = String::new();
-    frame(&mut out, axis, "latency of acknowledged writes (ms, log scale); dots: operations with unknown outcome", windows);
+    frame(
+        &mut out,
+        axis,
+        "latency of acknowledged writes (ms, log scale); dots: operations with unknown outcome",
+        windows,
+    );
     let b = &report.throughput.buckets;
     let max = b.iter().map(|b| b.max_ms).fold(10.0, f64::max);
     let (lo, hi) = (1f64.log10(), max.log10());
     let y = |ms: f64| H - BOTTOM - (H - TOP - BOTTOM) * ((ms.max(1.0).log10() - lo) / (hi - lo).max(1e-9));
     for ms in [1.0, 10.0, 100.0, 1_000.0, 10_000.0] {
         if ms <= max {
-            let _ = write!(out, r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{ms}</text><line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##, LEFT - 4.0, y(ms) + 4.0, W - RIGHT, y(ms), y(ms));
+            let _ = write!(
+                out,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="end">{ms}</text><line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#eee"/>"##,
+                LEFT - 4.0,
+                y(ms) + 4.0,
+                W - RIGHT,
+                y(ms),
+                y(ms)
+            );
         }
     }
     for o in ops {
-        let plotted = !matches!(o.op, Op::Read { .. } | Op::DeviceRead { .. } | Op::Reconnect { .. }) && !crate::sdk::is_unconfirmed_ack(o);
+        let plotted = !matches!(o.op, Op::Read { .. } | Op::DeviceRead { .. } | Op::Reconnect { .. })
+            && !crate::sdk::is_unconfirmed_ack(o);
         if let (Outcome::Info(_), Some(done), true) = (&o.outcome, o.complete_ns, plotted) {
-            let _ = write!(out, r##"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="#b07aa1"/>"##, axis.x(done as f64 / 1e9), y((done - o.invoke_ns) as f64 / 1e6));
+            let _ = write!(
+                out,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="#b07aa1"/>"##,
+                axis.x(done as f64 / 1e9),
+                y((done - o.invoke_ns) as f64 / 1e6)
+            );
         }
     }
     for (label, c, f) in [
@@ -125,7 +180,8 @@ fn latency_svg(report: &RunReport, ops: &[Operation], windows: &[Window], axis: 
         ("p99", "#f28e2b", |b| b.p99_ms),
         ("max", "#e15759", |b| b.max_ms),
     ] {
-        let pts: Vec<(f64, f64)> = b.iter().filter(|bk| bk.ok > 0).map(|bk| (axis.x(bk.second as f64 + 0.5), y(f(bk)))).collect();
+        let pts: Vec<(f64, f64)> =
+            b.iter().filter(|bk| bk.ok > 0).map(|bk| (axis.x(bk.second as f64 + 0.5), y(f(bk)))).collect();
         polyline(&mut out, &pts, c, label);
     }
     legend(&mut out, &[("p50", "#4e79a7"), ("p99", "#f28e2b"), ("max", "#e15759")]);

@@ -31,10 +31,10 @@ use crate::error::{io, Error, Result};
 use crate::history::{Entry, Op, Outcome, Value};
 use crate::nemesis::{FaultKind, Nemesis, Schedule, Timing, Window};
 use crate::readback;
-use crate::views::{self, ViewsReport};
 use crate::recorder::Recorder;
 use crate::report;
 use crate::sdk::{SdkExecutor, SdkStats};
+use crate::views::{self, ViewsReport};
 use crate::workload::{Connect, Executor, LogExecutor, Universe, Workload, WorkloadSpec, PROBE_PROCESS};
 
 /// What carries out the workload's operations.
@@ -134,7 +134,9 @@ pub struct Liveness {
 
 impl Liveness {
     pub fn holds(&self) -> bool {
-        self.recovered_ms.is_some_and(|ms| ms <= self.bound_ms) && self.stuck_chats.is_empty() && self.undelivered.is_empty()
+        self.recovered_ms.is_some_and(|ms| ms <= self.bound_ms)
+            && self.stuck_chats.is_empty()
+            && self.undelivered.is_empty()
     }
 }
 
@@ -207,7 +209,9 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         return Err(Error::Invalid("the SDK executor needs at least one edge".into()));
     }
     if config.views && !crate::services::nats_installed() {
-        return Err(Error::Invalid("checking views needs `nats-server` on PATH (apt-get install nats-server), or turn views off".into()));
+        return Err(Error::Invalid(
+            "checking views needs `nats-server` on PATH (apt-get install nats-server), or turn views off".into(),
+        ));
     }
     std::fs::create_dir_all(&config.out).map_err(io("create", &config.out))?;
     let cluster_dir = config.out.join("cluster");
@@ -218,7 +222,10 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     spec.partitions = config.partitions;
     if config.nemesis.iter().any(|k| k.needs_sync_shim()) {
         spec.sync_shim = Some(crate::sync_shim().ok_or_else(|| {
-            Error::Invalid("the lose-unsynced and power-failure nemeses need the sync shim, which was not built (no C compiler?)".into())
+            Error::Invalid(
+                "the lose-unsynced and power-failure nemeses need the sync shim, which was not built (no C compiler?)"
+                    .into(),
+            )
         })?);
     }
     spec.raft = RaftConfig { heartbeat_ms: 150, election_min_ms: 600, election_max_ms: 1200, ..RaftConfig::default() };
@@ -367,7 +374,8 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     if let Some(s) = &sdk {
         // A device whose client restart could not connect before the
         // workload ended has none: it connects now (the probes need it).
-        let left = Duration::from_nanos((heal_ns + config.liveness_bound.as_nanos() as u64).saturating_sub(recorder.now_ns()));
+        let left =
+            Duration::from_nanos((heal_ns + config.liveness_bound.as_nanos() as u64).saturating_sub(recorder.now_ns()));
         for (u, d) in s.ensure_connected(left).await {
             tracing::warn!(user = %u, device = %d, "device cannot connect after the final heal");
         }
@@ -448,7 +456,8 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     let extra = readback::divergence(&replicas).into_iter().chain(readback::lost_receipts(&replicas, &ops));
     let views = match (&converged, config.views) {
         (Some(converged), true) => {
-            let (anomalies, report) = views::check(&mut cluster, &admin, converged, &config.out, Duration::from_secs(60)).await?;
+            let (anomalies, report) =
+                views::check(&mut cluster, &admin, converged, &config.out, Duration::from_secs(60)).await?;
             verdict.anomalies.entry(Invariant::Views).or_default().extend(anomalies);
             Some(report)
         }
@@ -500,7 +509,8 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
 
     std::fs::write(&history_path, history.to_jsonl()).map_err(io("write", &history_path))?;
     let verdict_path = config.out.join("verdict.json");
-    let json = serde_json::to_string_pretty(&report).map_err(|e| Error::Encode { what: "verdict", reason: e.to_string() })?;
+    let json =
+        serde_json::to_string_pretty(&report).map_err(|e| Error::Encode { what: "verdict", reason: e.to_string() })?;
     std::fs::write(&verdict_path, json).map_err(io("write", &verdict_path))?;
     let html_path = config.out.join("report.html");
     std::fs::write(&html_path, report::html(&report, &ops, &windows)).map_err(io("write", &html_path))?;
@@ -615,7 +625,9 @@ fn device_expectations(
             chats.entry((*user, *device)).or_default().insert(*chat);
             let n = items
                 .iter()
-                .filter(|i| i.message.is_some_and(|(s, cmid)| !(s == *user && sent_from.get(&(s, cmid)) == Some(device))))
+                .filter(|i| {
+                    i.message.is_some_and(|(s, cmid)| !(s == *user && sent_from.get(&(s, cmid)) == Some(device)))
+                })
                 .count();
             *expected.entry((*user, *device)).or_default() += n;
         }

@@ -68,7 +68,11 @@ pub const DEVICE_READ_PROCESS: u64 = 3_000_000;
 ///
 /// # Errors
 /// With fewer edges than devices per user, or when a registration fails.
-pub async fn register_all(universe: &mut Universe, edges: &[(String, PathBuf)], ca: &std::path::Path) -> Result<Vec<Credentials>> {
+pub async fn register_all(
+    universe: &mut Universe,
+    edges: &[(String, PathBuf)],
+    ca: &std::path::Path,
+) -> Result<Vec<Credentials>> {
     let mut ordinal: BTreeMap<UserId, usize> = BTreeMap::new();
     let mut jobs = Vec::new();
     for (user, _) in &universe.devices {
@@ -162,7 +166,8 @@ impl Device {
                     *p = (*p).max(m.seq);
                 }
                 Event::Receipt { chat, up_to_seq, status } => {
-                    recorder.observe(process, Observation::Tick { viewer: (user, device), chat, kind: status, up_to_seq });
+                    recorder
+                        .observe(process, Observation::Tick { viewer: (user, device), chat, kind: status, up_to_seq });
                 }
                 Event::Disconnected { .. } => {
                     counters.disconnects.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +186,8 @@ impl Device {
         if let Some(c) = self.client.lock().expect("client lock").clone() {
             return Some(c);
         }
-        let resume = Resume { positions: self.recorded.lock().expect("recorded lock").iter().map(|(c, s)| (*c, *s)).collect() };
+        let resume =
+            Resume { positions: self.recorded.lock().expect("recorded lock").iter().map(|(c, s)| (*c, *s)).collect() };
         // A first login fails at once when no edge can check the token (an
         // edge down, the projector down): the app tries again meanwhile.
         let deadline = tokio::time::Instant::now() + timeout;
@@ -329,7 +335,9 @@ impl SdkExecutor {
     pub async fn execute(&self, op: &Op, timeout: Duration) -> Outcome {
         match op {
             Op::Send { chat, sender, device, client_msg_id } => {
-                let Some(d) = self.device(*sender, *device) else { return Outcome::Fail(format!("no device {sender}/{device}")) };
+                let Some(d) = self.device(*sender, *device) else {
+                    return Outcome::Fail(format!("no device {sender}/{device}"));
+                };
                 let Some(client) = d.client(timeout).await else {
                     return Outcome::Fail("the device could not connect: nothing was sent".into());
                 };
@@ -348,7 +356,9 @@ impl SdkExecutor {
                 }
             }
             Op::Ack { chat, user, device, kind, up_to_seq } => {
-                let Some(d) = self.device(*user, *device) else { return Outcome::Fail(format!("no device {user}/{device}")) };
+                let Some(d) = self.device(*user, *device) else {
+                    return Outcome::Fail(format!("no device {user}/{device}"));
+                };
                 match d.client(timeout).await {
                     Some(client) => {
                         client.ack(*chat, *kind, *up_to_seq);
@@ -359,7 +369,9 @@ impl SdkExecutor {
             }
             Op::AddMember { .. } | Op::RemoveMember { .. } => self.log.execute(op, timeout).await,
             Op::Reconnect { user, device, how } => {
-                let Some(d) = self.device(*user, *device) else { return Outcome::Fail(format!("no device {user}/{device}")) };
+                let Some(d) = self.device(*user, *device) else {
+                    return Outcome::Fail(format!("no device {user}/{device}"));
+                };
                 match how {
                     ReconnectHow::Drop => {
                         self.counters.drops.fetch_add(1, Ordering::Relaxed);
@@ -390,7 +402,8 @@ impl SdkExecutor {
     /// Connects every device that has no client (a restart that could not
     /// connect before the workload ended); returns those that still cannot.
     pub async fn ensure_connected(&self, timeout: Duration) -> Vec<(UserId, DeviceId)> {
-        let connects = self.devices.values().map(|d| async move { (d.user, d.device, d.client(timeout).await.is_some()) });
+        let connects =
+            self.devices.values().map(|d| async move { (d.user, d.device, d.client(timeout).await.is_some()) });
         futures::future::join_all(connects).await.into_iter().filter(|(_, _, ok)| !ok).map(|(u, d, _)| (u, d)).collect()
     }
 
@@ -413,7 +426,14 @@ impl SdkExecutor {
     }
 
     /// Waits until `user`/`device` has got seq `seq` of `chat` or later.
-    pub async fn wait_received(&self, user: UserId, device: DeviceId, chat: ChatId, seq: Seq, deadline: tokio::time::Instant) -> bool {
+    pub async fn wait_received(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        chat: ChatId,
+        seq: Seq,
+        deadline: tokio::time::Instant,
+    ) -> bool {
         loop {
             if self.received(user, device).get(&chat).is_some_and(|s| *s >= seq) {
                 return true;
@@ -482,9 +502,18 @@ impl SdkExecutor {
 
 /// One full sync of a device by a fresh client: its messages per chat, in
 /// the order they came.
-async fn sync_once(config: &ClientConfig, credentials: Credentials, timeout: Duration) -> Result<BTreeMap<ChatId, Vec<Item>>, String> {
+async fn sync_once(
+    config: &ClientConfig,
+    credentials: Credentials,
+    timeout: Duration,
+) -> Result<BTreeMap<ChatId, Vec<Item>>, String> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let (client, mut events) = match tokio::time::timeout_at(deadline, Client::connect(config.clone(), credentials, Resume::default())).await {
+    let (client, mut events) = match tokio::time::timeout_at(
+        deadline,
+        Client::connect(config.clone(), credentials, Resume::default()),
+    )
+    .await
+    {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(format!("connect: {e}")),
         Err(_) => return Err(format!("connect: no login within {timeout:?}")),

@@ -149,7 +149,8 @@ impl ProjectorProc {
         };
         config.validate().map_err(|e| Error::Invalid(e.to_string()))?;
         let config_path = dir.join("projector.toml");
-        let text = toml::to_string(&config).map_err(|e| Error::Encode { what: "projector config", reason: e.to_string() })?;
+        let text =
+            toml::to_string(&config).map_err(|e| Error::Encode { what: "projector config", reason: e.to_string() })?;
         std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
         Ok(ProjectorProc { dir: dir.to_path_buf(), config, config_path, binary: binary.to_path_buf(), child: None })
     }
@@ -225,7 +226,13 @@ impl Drop for ProjectorProc {
 ///
 /// # Errors
 /// When the log cannot be opened or the process cannot be spawned.
-pub(crate) fn spawn_logged(binary: &Path, subcommand: &str, config: &Path, log_path: &Path, rust_log: &str) -> Result<Child> {
+pub(crate) fn spawn_logged(
+    binary: &Path,
+    subcommand: &str,
+    config: &Path,
+    log_path: &Path,
+    rust_log: &str,
+) -> Result<Child> {
     let log = File::options().create(true).append(true).open(log_path).map_err(io("open", log_path))?;
     Command::new(binary)
         .arg(subcommand)

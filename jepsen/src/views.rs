@@ -62,11 +62,16 @@ fn open_next(dir: &Path, partitions: u16) -> Result<Vec<u64>> {
 ///
 /// # Errors
 /// When the harness has no projector, or it cannot be restarted.
-pub async fn wait_caught_up(cluster: &mut Cluster, converged: &BTreeMap<u16, u64>, timeout: Duration) -> Result<Option<u64>> {
+pub async fn wait_caught_up(
+    cluster: &mut Cluster,
+    converged: &BTreeMap<u16, u64>,
+    timeout: Duration,
+) -> Result<Option<u64>> {
     let partitions = cluster.spec.partitions;
     let started = Instant::now();
     loop {
-        let projector = cluster.projector.as_mut().ok_or_else(|| Error::Invalid("no projector runs in this cluster".into()))?;
+        let projector =
+            cluster.projector.as_mut().ok_or_else(|| Error::Invalid("no projector runs in this cluster".into()))?;
         // Its store can be opened only while it is stopped.
         tokio::task::block_in_place(|| projector.stop(Duration::from_secs(5)));
         let dir = projector.config.store_dir.clone();
@@ -130,7 +135,9 @@ pub async fn check(
             anomalies.push(Anomaly {
                 invariant: Invariant::Views,
                 chat: None,
-                detail: format!("the live projector did not catch up within {timeout:?}: (partition, folded, committed) {behind:?}"),
+                detail: format!(
+                    "the live projector did not catch up within {timeout:?}: (partition, folded, committed) {behind:?}"
+                ),
             });
             break entries;
         }
@@ -156,7 +163,11 @@ pub async fn check(
     if diffs.len() > LISTED_MAX {
         let more = diffs.len() - LISTED_MAX;
         diffs.truncate(LISTED_MAX);
-        diffs.push(Anomaly { invariant: Invariant::Views, chat: None, detail: format!("… and {more} more differing keys") });
+        diffs.push(Anomaly {
+            invariant: Invariant::Views,
+            chat: None,
+            detail: format!("… and {more} more differing keys"),
+        });
     }
     anomalies.extend(diffs);
     Ok((anomalies, report))

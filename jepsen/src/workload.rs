@@ -117,10 +117,10 @@ impl Universe {
     pub fn generate(spec: &WorkloadSpec, rng: &mut StdRng) -> Universe {
         assert!(spec.users >= 3, "the workload needs at least 3 users");
         assert!(spec.group_size as u64 <= spec.users, "groups cannot be larger than the user count");
-        let phones: BTreeMap<UserId, String> = (1..=spec.users)
-            .map(|i| (user_for_phone(&phone(i)).expect("a valid phone number"), phone(i)))
-            .collect();
-        let users: Vec<UserId> = (1..=spec.users).map(|i| user_for_phone(&phone(i)).expect("a valid phone number")).collect();
+        let phones: BTreeMap<UserId, String> =
+            (1..=spec.users).map(|i| (user_for_phone(&phone(i)).expect("a valid phone number"), phone(i))).collect();
+        let users: Vec<UserId> =
+            (1..=spec.users).map(|i| user_for_phone(&phone(i)).expect("a valid phone number")).collect();
         let devices = users.iter().flat_map(|u| (1..=spec.devices_per_user).map(move |d| (*u, DeviceId(d)))).collect();
         let direct = (0..users.len())
             .map(|i| {
@@ -263,7 +263,8 @@ impl LogExecutor {
         if live.is_empty() {
             return;
         }
-        if let Ok(Ok(client)) = tokio::time::timeout(timeout, LogClient::connect(&live, &c.tls, c.config.clone())).await {
+        if let Ok(Ok(client)) = tokio::time::timeout(timeout, LogClient::connect(&live, &c.tls, c.config.clone())).await
+        {
             *self.client.lock().expect("client lock") = client;
         }
     }
@@ -291,9 +292,11 @@ impl LogExecutor {
                 let origin = Origin { user: *sender, device: *device, client_msg_id: *client_msg_id };
                 let ciphertext = format!("{sender}/{device}/{client_msg_id}").into_bytes();
                 let body = match self.direct.get(chat) {
-                    Some((a, b)) => {
-                        CommandBody::SendDirect { recipient: if a == sender { *b } else { *a }, ciphertext, media: None }
-                    }
+                    Some((a, b)) => CommandBody::SendDirect {
+                        recipient: if a == sender { *b } else { *a },
+                        ciphertext,
+                        media: None,
+                    },
                     None => CommandBody::SendGroup { chat: *chat, ciphertext, media: None },
                 };
                 Command { origin, body }
@@ -370,7 +373,12 @@ pub const PROBE_PROCESS: u64 = 1_000_000;
 impl Workload {
     /// # Panics
     /// Without executors.
-    pub fn new(spec: WorkloadSpec, universe: Universe, executors: Vec<Executor>, recorder: Arc<Recorder>) -> Arc<Workload> {
+    pub fn new(
+        spec: WorkloadSpec,
+        universe: Universe,
+        executors: Vec<Executor>,
+        recorder: Arc<Recorder>,
+    ) -> Arc<Workload> {
         assert!(!executors.is_empty(), "a workload needs an executor");
         let members = universe.groups.iter().map(|g| (g.chat, g.initial.iter().copied().collect())).collect();
         Arc::new(Workload {
@@ -467,7 +475,10 @@ impl Workload {
             let mut retries = 0;
             while matches!(outcome, Outcome::Info(_)) {
                 process += self.spec.clients as u64;
-                if !matches!(op, Op::Send { .. }) || retries >= self.spec.send_retries || tokio::time::Instant::now() >= deadline {
+                if !matches!(op, Op::Send { .. })
+                    || retries >= self.spec.send_retries
+                    || tokio::time::Instant::now() >= deadline
+                {
                     break;
                 }
                 retries += 1;
@@ -482,14 +493,19 @@ impl Workload {
     /// Picks the next operation of `user`/`device`. `received`: what the
     /// device has received per chat, if the executor delivers (acks then
     /// cover what the device got, as an app's do; else any acked seq).
-    fn next_op(&self, user: UserId, device: DeviceId, received: Option<&BTreeMap<ChatId, Seq>>, rng: &mut StdRng) -> Op {
+    fn next_op(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        received: Option<&BTreeMap<ChatId, Seq>>,
+        rng: &mut StdRng,
+    ) -> Op {
         if rng.gen_range(0..1000) < self.spec.reconnect_per_mille {
             let how = if rng.gen_bool(0.5) { ReconnectHow::Drop } else { ReconnectHow::Restart };
             return Op::Reconnect { user, device, how };
         }
         let k = self.knowledge.lock().expect("knowledge lock");
-        let my_groups: Vec<ChatId> =
-            k.members.iter().filter(|(_, m)| m.contains(&user)).map(|(c, _)| *c).collect();
+        let my_groups: Vec<ChatId> = k.members.iter().filter(|(_, m)| m.contains(&user)).map(|(c, _)| *c).collect();
         let my_directs: Vec<ChatId> =
             self.universe.direct.iter().filter(|(_, (a, b))| *a == user || *b == user).map(|(c, _)| *c).collect();
         let admin_of: Vec<&Group> = self.universe.groups.iter().filter(|g| g.admin == user).collect();

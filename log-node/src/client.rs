@@ -276,7 +276,9 @@ impl LogClient {
             // Not straight back to the node that just failed (perhaps dead).
             if failed.as_ref() == Some(&addr) {
                 let nodes = self.inner.nodes.read().expect("nodes lock");
-                if let Some(other) = (1..=nodes.len()).map(|i| &nodes[(attempt as usize + i) % nodes.len()]).find(|n| **n != addr) {
+                if let Some(other) =
+                    (1..=nodes.len()).map(|i| &nodes[(attempt as usize + i) % nodes.len()]).find(|n| **n != addr)
+                {
                     addr = other.clone();
                 }
             }
@@ -358,7 +360,10 @@ impl LogClient {
         for c in commands {
             let partition = self.partition_of(c);
             if self.group_of(partition) != group {
-                return Err(Error::Server { code: ErrorCode::MixedGroups, message: "commands span Raft groups".into() });
+                return Err(Error::Server {
+                    code: ErrorCode::MixedGroups,
+                    message: "commands span Raft groups".into(),
+                });
             }
             encoded.push(AppendCommand { partition, bytes: c.encode() });
         }
@@ -395,7 +400,13 @@ impl LogClient {
     ///
     /// # Errors
     /// On failure to reach the node, an error response or an undecodable event.
-    pub async fn read_from(&self, addr: &str, partition: PartitionId, from: u64, limit: u32) -> Result<(Vec<EventRecord>, u64)> {
+    pub async fn read_from(
+        &self,
+        addr: &str,
+        partition: PartitionId,
+        from: u64,
+        limit: u32,
+    ) -> Result<(Vec<EventRecord>, u64)> {
         match self.request(addr, &Request::Read { partition, from, limit }).await? {
             Response::Events { events, next, .. } => Ok((decode_events(&events)?, next)),
             other => Err(unexpected(other)),
@@ -417,7 +428,13 @@ impl LogClient {
     ///
     /// # Errors
     /// When the stream cannot be opened or breaks.
-    pub async fn tail(&self, addr: &str, partition: PartitionId, from: u64, out: mpsc::Sender<EventRecord>) -> Result<()> {
+    pub async fn tail(
+        &self,
+        addr: &str,
+        partition: PartitionId,
+        from: u64,
+        out: mpsc::Sender<EventRecord>,
+    ) -> Result<()> {
         let conn = connection(&self.inner, addr).await?;
         let stream_err = |e: &dyn std::fmt::Display| Error::Stream { addr: addr.to_string(), reason: e.to_string() };
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
@@ -511,7 +528,8 @@ async fn connection(inner: &Inner, addr: &str) -> Result<quinn::Connection> {
         .map_err(|e| connect_err(e.to_string()))?
         .next()
         .ok_or_else(|| connect_err("no address".into()))?;
-    let connecting = inner.endpoint.connect_with(inner.quic.clone(), sock, SERVER_NAME).map_err(|e| connect_err(e.to_string()))?;
+    let connecting =
+        inner.endpoint.connect_with(inner.quic.clone(), sock, SERVER_NAME).map_err(|e| connect_err(e.to_string()))?;
     let conn = tokio::time::timeout(Duration::from_secs(3), connecting)
         .await
         .map_err(|_| connect_err("timed out".into()))?

@@ -178,16 +178,18 @@ impl Config {
                     .ok_or_else(|| Error::Env { var: var.clone(), reason: format!("no section `{k}`") })?;
             }
             let last = keys.last().expect("split yields one item");
-            let t = table
-                .as_table_mut()
-                .ok_or_else(|| Error::Env { var: var.clone(), reason: "not a section".into() })?;
-            let old = t.get(last).ok_or_else(|| Error::Env { var: var.clone(), reason: format!("unknown key `{last}`") })?;
+            let t =
+                table.as_table_mut().ok_or_else(|| Error::Env { var: var.clone(), reason: "not a section".into() })?;
+            let old =
+                t.get(last).ok_or_else(|| Error::Env { var: var.clone(), reason: format!("unknown key `{last}`") })?;
             let new = match old {
                 toml::Value::Integer(_) => toml::Value::Integer(
                     value.parse().map_err(|_| Error::Env { var: var.clone(), reason: "expected an integer".into() })?,
                 ),
                 toml::Value::Boolean(_) => toml::Value::Boolean(
-                    value.parse().map_err(|_| Error::Env { var: var.clone(), reason: "expected true or false".into() })?,
+                    value
+                        .parse()
+                        .map_err(|_| Error::Env { var: var.clone(), reason: "expected true or false".into() })?,
                 ),
                 toml::Value::String(_) => toml::Value::String(value),
                 _ => return Err(Error::Env { var, reason: "only scalar keys can be set from the environment".into() }),
@@ -242,7 +244,9 @@ impl Config {
         }
         let r = &self.raft;
         if !(r.heartbeat_ms > 0 && r.heartbeat_ms < r.election_min_ms && r.election_min_ms < r.election_max_ms) {
-            return Err(Error::Invalid("raft timing must satisfy 0 < heartbeat_ms < election_min_ms < election_max_ms".into()));
+            return Err(Error::Invalid(
+                "raft timing must satisfy 0 < heartbeat_ms < election_min_ms < election_max_ms".into(),
+            ));
         }
         Ok(())
     }
@@ -281,7 +285,11 @@ mod tests {
     fn three() -> Config {
         Config {
             peers: (1..=3)
-                .map(|id| Peer { id, raft_addr: format!("127.0.0.1:{}", 7000 + id), client_addr: format!("127.0.0.1:{}", 7100 + id) })
+                .map(|id| Peer {
+                    id,
+                    raft_addr: format!("127.0.0.1:{}", 7000 + id),
+                    client_addr: format!("127.0.0.1:{}", 7100 + id),
+                })
                 .collect(),
             ..Config::default()
         }

@@ -161,9 +161,7 @@ impl<'a> Iterator for BatchIter<'a> {
         if rest.is_empty() {
             return None;
         }
-        let fail = |at, reason| {
-            Some(Err(BatchError { at, reason }))
-        };
+        let fail = |at, reason| Some(Err(BatchError { at, reason }));
         if rest.len() < HEADER {
             self.at = self.bytes.len();
             return fail(self.at, "truncated header");
@@ -254,7 +252,10 @@ mod tests {
         b.push(PartitionId(0), &[7; 300]);
         let batch = b.finish();
         let items: Vec<_> = batch.iter().map(Result::unwrap).collect();
-        assert_eq!(items, vec![(PartitionId(3), &b"abc"[..]), (PartitionId(65535), &b""[..]), (PartitionId(0), &[7u8; 300][..])]);
+        assert_eq!(
+            items,
+            vec![(PartitionId(3), &b"abc"[..]), (PartitionId(65535), &b""[..]), (PartitionId(0), &[7u8; 300][..])]
+        );
         assert_eq!(batch.count(), 3);
         let bytes = batch.bytes().clone();
         for cut in 1..bytes.len() {

@@ -54,7 +54,8 @@ async fn must_start(config: Config) -> (Node, LogClient) {
     let node = Node::start(config.clone()).await.expect("start node");
     assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
     let edge = identity(&config, Role::Edge, "test");
-    let client = LogClient::connect(&[config.client_addr.clone()], &edge, ClientConfig::default()).await.expect("connect");
+    let client =
+        LogClient::connect(&[config.client_addr.clone()], &edge, ClientConfig::default()).await.expect("connect");
     (node, client)
 }
 
@@ -170,7 +171,10 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
         other => panic!("expected an error response, got {other:?}"),
     };
     // Garbage inside a well-formed frame.
-    assert_eq!(code(raw_request(&conn, &framed(b"\x01\x02garbage not a flatbuffer"), true).await), Some(ErrorCode::BadFrame));
+    assert_eq!(
+        code(raw_request(&conn, &framed(b"\x01\x02garbage not a flatbuffer"), true).await),
+        Some(ErrorCode::BadFrame)
+    );
     // A length prefix over the limit.
     assert_eq!(code(raw_request(&conn, &u32::MAX.to_be_bytes(), true).await), Some(ErrorCode::FrameTooLarge));
     // A frame cut short.
@@ -178,7 +182,9 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     truncated.extend_from_slice(b"short");
     assert_eq!(code(raw_request(&conn, &truncated, true).await), Some(ErrorCode::BadFrame));
     // A valid frame holding a command that does not decode.
-    let bad_cmd = Request::Append { commands: vec![AppendCommand { partition: PartitionId(0), bytes: b"nonsense".to_vec() }] }.encode();
+    let bad_cmd =
+        Request::Append { commands: vec![AppendCommand { partition: PartitionId(0), bytes: b"nonsense".to_vec() }] }
+            .encode();
     assert_eq!(code(raw_request(&conn, &framed(&bad_cmd), true).await), Some(ErrorCode::InvalidCommand));
     // Ciphertext over the limit: refused, nothing stored.
     let huge = send(5, 6, 1, &"x".repeat(MAX_CIPHERTEXT_BYTES + 1));
@@ -192,10 +198,16 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     let other = PartitionId((client.partition_of(&ok).0 + 1) % 4);
     let req = Request::Append { commands: vec![AppendCommand { partition: other, bytes: ok.encode() }] }.encode();
     assert_eq!(code(raw_request(&conn, &framed(&req), true).await), Some(ErrorCode::InvalidCommand));
-    let req = Request::Append { commands: vec![AppendCommand { partition: PartitionId(4), bytes: ok.encode() }] }.encode();
+    let req =
+        Request::Append { commands: vec![AppendCommand { partition: PartitionId(4), bytes: ok.encode() }] }.encode();
     assert_eq!(code(raw_request(&conn, &framed(&req), true).await), Some(ErrorCode::InvalidCommand));
     // Commands of partitions on two groups in one append.
-    let on = |g: u16| (0..100u64).map(|i| send(5, 100 + i, 3, "y")).find(|c| client.group_of(client.partition_of(c)) == chorus_schema::GroupId(g)).unwrap();
+    let on = |g: u16| {
+        (0..100u64)
+            .map(|i| send(5, 100 + i, 3, "y"))
+            .find(|c| client.group_of(client.partition_of(c)) == chorus_schema::GroupId(g))
+            .unwrap()
+    };
     let (a, b) = (on(0), on(1));
     let req = Request::Append {
         commands: vec![
@@ -245,7 +257,10 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     s.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
     s.finish().unwrap();
     let reply: (u32, Reply) = raft_net::decode(&frame::read(&mut r, 1 << 20).await.unwrap().unwrap()).unwrap();
-    assert!(matches!(reply, (raft_net::WHOLE_FRAME, Reply::Refused(ref m)) if m.contains("over the limit")), "{reply:?}");
+    assert!(
+        matches!(reply, (raft_net::WHOLE_FRAME, Reply::Refused(ref m)) if m.contains("over the limit")),
+        "{reply:?}"
+    );
 
     // Other clients are unaffected.
     let ok = client.append(&send(7, 8, 1, "still here")).await.unwrap();

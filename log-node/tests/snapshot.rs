@@ -33,11 +33,19 @@ fn send(from: u64, to: u64, i: u64, bytes: usize) -> Command {
 
 /// A pair of users whose direct chat is on partition `p`.
 fn pair_on(p: PartitionId) -> (u64, u64) {
-    (2..).map(|to| (1, to)).find(|&(a, b)| PartitionId::for_key(&Key::Chat(chorus_schema::ChatId::direct(UserId(a), UserId(b))), PARTITIONS) == p).unwrap()
+    (2..)
+        .map(|to| (1, to))
+        .find(|&(a, b)| {
+            PartitionId::for_key(&Key::Chat(chorus_schema::ChatId::direct(UserId(a), UserId(b))), PARTITIONS) == p
+        })
+        .unwrap()
 }
 
 fn entry(index: u64, batch: Batch) -> Entry {
-    Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(Proposal::new(1, batch)) }
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Proposal::new(1, batch)),
+    }
 }
 
 fn read_all(s: &Store, p: PartitionId) -> Vec<Vec<u8>> {

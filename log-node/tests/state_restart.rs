@@ -129,7 +129,13 @@ async fn apply(sm: &mut StateMachine, entries: &[Entry], chunk: usize) -> Vec<Ap
     out
 }
 
-async fn case(cmds: Vec<Command>, sizes: Vec<usize>, chunk: usize, crash_at: prop::sample::Index, checkpoint_bytes: usize) {
+async fn case(
+    cmds: Vec<Command>,
+    sizes: Vec<usize>,
+    chunk: usize,
+    crash_at: prop::sample::Index,
+    checkpoint_bytes: usize,
+) {
     let entries = entries(&cmds, &sizes);
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
 

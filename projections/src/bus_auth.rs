@@ -106,7 +106,10 @@ pub enum CredentialError {
 pub fn create_nkey(seed_path: &Path) -> Result<String, CredentialError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
-    let io = |path: &Path, e: std::io::Error| CredentialError::Io { path: path.display().to_string(), reason: e.to_string() };
+    let io = |path: &Path, e: std::io::Error| CredentialError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
     if seed_path.exists() {
         return public_key_of(seed_path);
     }
@@ -160,7 +163,8 @@ pub fn seed_path(dir: &Path, role: BusRole, name: &str) -> PathBuf {
 pub fn users_in(dir: &Path) -> Result<Vec<BusUser>, CredentialError> {
     let io = |e: std::io::Error| CredentialError::Io { path: dir.display().to_string(), reason: e.to_string() };
     let mut users = Vec::new();
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).map_err(io)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut names: Vec<PathBuf> =
+        std::fs::read_dir(dir).map_err(io)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     names.sort();
     for path in names {
         let Some(file) = path.file_name().and_then(|f| f.to_str()) else { continue };
@@ -187,11 +191,18 @@ pub fn users_in(dir: &Path) -> Result<Vec<BusUser>, CredentialError> {
 ///
 /// # Errors
 /// On IO failure.
-pub fn write_server_config(dir: &Path, listen: &str, hosts: &[String], conf: &Path) -> Result<PathBuf, CredentialError> {
-    let io = |e: &dyn std::fmt::Display| CredentialError::Io { path: conf.display().to_string(), reason: e.to_string() };
+pub fn write_server_config(
+    dir: &Path,
+    listen: &str,
+    hosts: &[String],
+    conf: &Path,
+) -> Result<PathBuf, CredentialError> {
+    let io =
+        |e: &dyn std::fmt::Display| CredentialError::Io { path: conf.display().to_string(), reason: e.to_string() };
     let tls = chorus_log_node::network::tls::issue_service(dir, "nats-server", hosts).map_err(|e| io(&e))?;
     let users = users_in(dir)?;
-    std::fs::write(conf, server_config(listen, &ServerTls { cert: tls.cert, key: tls.key }, &users)).map_err(|e| io(&e))?;
+    std::fs::write(conf, server_config(listen, &ServerTls { cert: tls.cert, key: tls.key }, &users))
+        .map_err(|e| io(&e))?;
     Ok(tls.ca)
 }
 
@@ -214,7 +225,12 @@ pub struct Provisioned {
 ///
 /// # Errors
 /// On IO failure.
-pub fn provision(dir: &Path, projectors: &[String], edges: &[String], conf: &Path) -> Result<Provisioned, CredentialError> {
+pub fn provision(
+    dir: &Path,
+    projectors: &[String],
+    edges: &[String],
+    conf: &Path,
+) -> Result<Provisioned, CredentialError> {
     for p in projectors {
         create_nkey(&seed_path(dir, BusRole::Projector, p))?;
     }
@@ -231,7 +247,11 @@ pub fn provision(dir: &Path, projectors: &[String], edges: &[String], conf: &Pat
 impl Provisioned {
     /// The bus configuration of `name` in `role` for the server at `url`.
     pub fn bus(&self, url: &str, role: BusRole, name: &str) -> crate::projector::BusConfig {
-        crate::projector::BusConfig::Nats { url: url.to_owned(), ca: self.ca.clone(), nkey_seed: seed_path(&self.dir, role, name) }
+        crate::projector::BusConfig::Nats {
+            url: url.to_owned(),
+            ca: self.ca.clone(),
+            nkey_seed: seed_path(&self.dir, role, name),
+        }
     }
 }
 

@@ -65,8 +65,8 @@
 //!                         effects: Deliver / ReceiptChanged ──▶ bus (NATS) ──▶ edges
 //! ```
 
-mod error;
 pub mod bus_auth;
+mod error;
 pub mod fold;
 mod projection;
 pub mod projector;

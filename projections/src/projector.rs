@@ -53,8 +53,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::seal::{self, ViewKey};
 use crate::fold::{chat_list, cursors, directory, inbox, receipt_status};
+use crate::seal::{self, ViewKey};
 use crate::store::{self, keys, RocksStore, Txn};
 use crate::wire::{
     self, ChatCursors, ChatListItem, ChatListPage, CursorsPage, InboxItem, InboxPage, SessionInfo, UserInfo, ViewError,
@@ -818,7 +818,11 @@ mod tests {
             log_index: 1,
             event: chorus_schema::Event {
                 at_ms: 0,
-                origin: chorus_schema::Origin { user: UserId(1), device: DeviceId(1), client_msg_id: chorus_schema::ClientMsgId(1) },
+                origin: chorus_schema::Origin {
+                    user: UserId(1),
+                    device: DeviceId(1),
+                    client_msg_id: chorus_schema::ClientMsgId(1),
+                },
                 body: chorus_schema::EventBody::UserRegistered { user: UserId(1), phone: "+1".into() },
             },
         };
@@ -841,7 +845,8 @@ mod tests {
         bad(&|c| c.log_nodes = vec!["nohost".into()]);
         bad(&|c| c.batch_records_max = 0);
         bad(&|c| c.reconnect_backoff_min_ms = 10_000);
-        let nats = |url: &str, seed: &str| BusConfig::Nats { url: url.into(), ca: "ca.pem".into(), nkey_seed: seed.into() };
+        let nats =
+            |url: &str, seed: &str| BusConfig::Nats { url: url.into(), ca: "ca.pem".into(), nkey_seed: seed.into() };
         bad(&|c| c.bus = nats("", "p.nk"));
         bad(&|c| c.bus = nats("nats://x:4222", ""));
         bad(&|c| c.view_key = PathBuf::new());
@@ -898,7 +903,10 @@ mod tests {
         let chat = ChatId::group([1; 16]);
         let q = wire::InboxRequest { user: UserId(1), chat, after: Seq(0), limit: 0 };
         let page: InboxPage = ok(&store, wire::VIEW_INBOX, &q);
-        assert_eq!(page, InboxPage { partition: PartitionId::for_key(&Key::Chat(chat), 4), entries: vec![], more: false });
+        assert_eq!(
+            page,
+            InboxPage { partition: PartitionId::for_key(&Key::Chat(chat), 4), entries: vec![], more: false }
+        );
     }
 
     #[test]

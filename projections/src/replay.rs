@@ -292,7 +292,10 @@ mod tests {
         assert_eq!(diff(&base, &base), (3, None));
         assert_eq!(diff(&[], &[]), (0, None));
         // A value differs.
-        assert_eq!(diff(&base, &[("a", "1"), ("c", "X"), ("e", "5")]), (1, Some(("c".into(), Some("3".into()), Some("X".into())))));
+        assert_eq!(
+            diff(&base, &[("a", "1"), ("c", "X"), ("e", "5")]),
+            (1, Some(("c".into(), Some("3".into()), Some("X".into()))))
+        );
         // A key only on one side, in the middle, at the end, at the start.
         assert_eq!(diff(&base, &[("a", "1"), ("b", "2"), ("c", "3")]), (1, Some(("b".into(), None, Some("2".into())))));
         assert_eq!(diff(&base, &[("a", "1"), ("e", "5")]), (1, Some(("c".into(), Some("3".into()), None))));

@@ -33,8 +33,8 @@
 //! in a chat, or a duplicate, reads the log or the views; it must dedup by
 //! `(chat, seq)`.
 
-use chorus_schema::{ChatId, DeviceId, PartitionId, Seq, UserId};
 use bincode::Options;
+use chorus_schema::{ChatId, DeviceId, PartitionId, Seq, UserId};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 

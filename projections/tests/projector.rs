@@ -13,8 +13,8 @@ use chorus_log_node::LogClient;
 use chorus_projections::fold::chat_list;
 use chorus_projections::fold::receipt_status::{Status, Ticks};
 use chorus_projections::projector::{BusConfig, Config, Error as ProjectorError, Handle, Projector};
-use chorus_projections::store::{keys as store_keys, RocksStore, Txn};
 use chorus_projections::seal::{self, ViewKey};
+use chorus_projections::store::{keys as store_keys, RocksStore, Txn};
 use chorus_projections::{bus_auth, compare, rebuild_from_log, rebuild_views_from_log, wire, Comparison, View, Views};
 use chorus_schema::{ChatId, CommandBody, DeviceId, EventRecord, Outcome, PartitionId, ReceiptKind, Seq, UserId};
 use serde::de::DeserializeOwned;
@@ -118,7 +118,9 @@ fn chat_seq(outcome: Outcome) -> (ChatId, Seq) {
 async fn must_receive_exactly<T: DeserializeOwned>(sub: &mut Subscription, n: usize) -> Vec<T> {
     let mut out = Vec::new();
     while out.len() < n {
-        let m = tokio::time::timeout(WAIT, sub.next()).await.unwrap_or_else(|_| panic!("only {} of {n} messages", out.len()));
+        let m = tokio::time::timeout(WAIT, sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} messages", out.len()));
         out.push(wire::decode_payload(&m.expect("bus open").payload).expect("payload decodes"));
     }
     if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
@@ -194,7 +196,8 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
         located.insert((d.chat, d.seq), (r.partition, r.offset));
         assert_eq!((r.event.body.chat(), r.event.body.seq()), (Some(d.chat), Some(d.seq)));
         // Every member, the sender included (their other devices).
-        let expected: Vec<UserId> = if d.chat == direct { vec![UserId(1), UserId(2)] } else { vec![UserId(1), UserId(2), UserId(3)] };
+        let expected: Vec<UserId> =
+            if d.chat == direct { vec![UserId(1), UserId(2)] } else { vec![UserId(1), UserId(2), UserId(3)] };
         assert_eq!(d.recipients, expected, "recipients of {} {}", d.chat, d.seq);
     }
     for (chat, ds) in &by_chat {
@@ -302,7 +305,8 @@ async fn deliveries_and_views_on_nats() {
     // A secured server: TLS, one NKey per process, permissions per role.
     // This test's own connection is an edge's.
     let dir = tempfile::tempdir().unwrap();
-    let creds = bus_auth::provision(dir.path(), &["p".to_owned()], &["test".to_owned()], &dir.path().join("nats.conf")).unwrap();
+    let creds = bus_auth::provision(dir.path(), &["p".to_owned()], &["test".to_owned()], &dir.path().join("nats.conf"))
+        .unwrap();
     let nats = NatsServer::start_with_config(&creds.conf);
     let edge = chorus_bus::NatsAuth {
         ca: creds.ca.clone(),
@@ -433,7 +437,11 @@ fn crash_and_resume_equals_rebuild_from_log() {
     main.block_on(append_round(3, 5));
     let (_, ends) = main.block_on(read_all(&client));
     resumed.block_on(async {
-        assert!(running.handle.wait_until(WAIT, |next| next == ends.as_slice()).await, "{:?} vs {ends:?}", running.handle.next_offsets());
+        assert!(
+            running.handle.wait_until(WAIT, |next| next == ends.as_slice()).await,
+            "{:?} vs {ends:?}",
+            running.handle.next_offsets()
+        );
         running.must_stop().await;
     });
     drop(resumed);
@@ -525,7 +533,9 @@ async fn replay_of_each_view_equals_the_live_view() {
         assert!(got == expected, "{views}: rebuilt entries differ from the live ones");
         drop(rebuilt);
         if !views.is_all() {
-            let refused = Projector::open(Config { store_dir: fresh.path().to_path_buf(), ..config.clone() }, Some(bus.clone())).await;
+            let refused =
+                Projector::open(Config { store_dir: fresh.path().to_path_buf(), ..config.clone() }, Some(bus.clone()))
+                    .await;
             assert!(matches!(refused, Err(ProjectorError::PartialStore { .. })), "{views}: {refused:?}");
         }
     }
@@ -553,8 +563,14 @@ async fn replay_of_each_view_equals_the_live_view() {
     changed[0] ^= 1;
     txn.put(&key, &changed);
     txn.commit().unwrap();
-    assert_eq!(compare(&live, &rebuilt, Views::one(View::Roster)).unwrap(), compare(&live, &live, Views::one(View::Roster)).unwrap());
+    assert_eq!(
+        compare(&live, &rebuilt, Views::one(View::Roster)).unwrap(),
+        compare(&live, &live, Views::one(View::Roster)).unwrap()
+    );
     let Comparison::Differs(diff) = compare(&live, &rebuilt, Views::all()).unwrap() else { panic!("not found") };
-    assert_eq!((diff.view, &diff.key, diff.live.as_ref(), diff.rebuilt.as_ref()), (View::ChatList, &key, Some(&value), Some(&changed)));
+    assert_eq!(
+        (diff.view, &diff.key, diff.live.as_ref(), diff.rebuilt.as_ref()),
+        (View::ChatList, &key, Some(&value), Some(&changed))
+    );
     node.shutdown().await;
 }

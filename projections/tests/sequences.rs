@@ -9,11 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use chorus_partition::PartitionState;
 use chorus_projections::fold::{chat_list, cursors, directory, inbox, roster};
 use chorus_projections::store::{keys, MemStore, Store, Txn};
-use support::backend::{Backend, Rocks};
 use chorus_projections::{fold_into, rebuild, rebuild_only, wire, Effect, Projection, ReceiptStatus, View, Views};
 use chorus_schema::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
+use support::backend::{Backend, Rocks};
 
 const USERS: u64 = 4;
 const DEVICES: u32 = 2;
@@ -129,7 +129,9 @@ fn events(steps: &[(UserId, DeviceId, Step)]) -> Vec<EventRecord> {
                 let device = if linked.is_empty() { DeviceId(1) } else { linked[pick.index(linked.len())] };
                 match op {
                     DeviceOp::Unlink => CommandBody::UnlinkDevice { device },
-                    DeviceOp::CreateSession(token_hash) => CommandBody::CreateSession { device, token_hash: *token_hash },
+                    DeviceOp::CreateSession(token_hash) => {
+                        CommandBody::CreateSession { device, token_hash: *token_hash }
+                    }
                     DeviceOp::RevokeSession => CommandBody::RevokeSession { device },
                 }
             }
@@ -265,7 +267,8 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
         let event = &record.event;
         let chat = event.body.chat();
         let before = chat.and_then(|c| shadow.members(&c)).unwrap_or_default();
-        let cursors_before = chat.map(|c| cursors::get(&store.begin_txn(), &c, event.origin.user, event.origin.device).unwrap());
+        let cursors_before =
+            chat.map(|c| cursors::get(&store.begin_txn(), &c, event.origin.user, event.origin.device).unwrap());
         shadow.fold(event);
         if let EventBody::MessageSent { chat, seq, .. } = &event.body {
             messages.entry(*chat).or_default().insert(*seq, event.origin.user);
@@ -340,7 +343,12 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                     prop_assert_eq!(*c, chat);
                     prop_assert_eq!(Some(*seq), event.body.seq());
                     let audience = union(&before, &after);
-                    prop_assert!(recipients.contains(&event.origin.user), "the origin {} misses {}", event.origin.user, seq);
+                    prop_assert!(
+                        recipients.contains(&event.origin.user),
+                        "the origin {} misses {}",
+                        event.origin.user,
+                        seq
+                    );
                     prop_assert!(recipients.windows(2).all(|w| w[0] < w[1]), "not sorted: {:?}", recipients);
                     prop_assert_eq!(recipients.iter().copied().collect::<BTreeSet<_>>(), audience);
                 }
@@ -348,7 +356,11 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                 // at the message acknowledged it.
                 Effect::ReceiptChanged { chat: c, sender, up_to_seq, status } => {
                     prop_assert_eq!(*c, chat);
-                    prop_assert!(matches!(event.body, EventBody::Receipt { .. }), "ticks moved at {}", event.body.kind());
+                    prop_assert!(
+                        matches!(event.body, EventBody::Receipt { .. }),
+                        "ticks moved at {}",
+                        event.body.kind()
+                    );
                     prop_assert_eq!(messages[&chat].get(up_to_seq), Some(sender));
                     let others: Vec<UserId> = after.iter().copied().filter(|u| u != sender).collect();
                     prop_assert!(!others.is_empty() && after.contains(sender));
@@ -356,7 +368,13 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                         let since = shadow.member(&chat, m).unwrap().since;
                         let (d, r) = user_cursors(&shadow, &chat, m);
                         let acked = if *status == ReceiptStatus::Read { r } else { d };
-                        prop_assert!(acked.max(since) >= *up_to_seq, "{} has not acked {} ({:?})", m, up_to_seq, status);
+                        prop_assert!(
+                            acked.max(since) >= *up_to_seq,
+                            "{} has not acked {} ({:?})",
+                            m,
+                            up_to_seq,
+                            status
+                        );
                     }
                 }
                 Effect::Account { .. } => prop_assert!(false, "an account effect of chat event {}", event.body.kind()),
@@ -372,9 +390,8 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
             prop_assert_eq!(e.last_seq, last);
             let since = shadow.member(&chat, *u).unwrap().since;
             let from = user_cursors(&shadow, &chat, *u).1.max(since);
-            let unread = messages.get(&chat).map_or(0, |m| {
-                m.range(from.next()..).filter(|(_, s)| *s != u).count() as u64
-            });
+            let unread =
+                messages.get(&chat).map_or(0, |m| m.range(from.next()..).filter(|(_, s)| *s != u).count() as u64);
             prop_assert_eq!(e.unread, unread, "user {} chat {}", u, chat);
         }
         for (_, e) in chat_list::list(&txn, event.origin.user).unwrap() {

@@ -392,7 +392,8 @@ fn cursor_skips_refolds_and_refuses_gaps<S: Backend>() {
 fn events_that_contradict_the_views_are_errors<S: Backend>() {
     let mut store = S::fresh();
     let origin = Origin { user: u(1), device: DeviceId(1), client_msg_id: ClientMsgId(1) };
-    let record = |offset, body| EventRecord { partition: P, offset, log_index: offset, event: Event { at_ms: 0, origin, body } };
+    let record =
+        |offset, body| EventRecord { partition: P, offset, log_index: offset, event: Event { at_ms: 0, origin, body } };
     let chat = group(9);
     let mut txn = store.begin_txn();
     let unknown = record(0, EventBody::MessageSent { chat, seq: Seq(1), ciphertext: vec![], media: None });
@@ -414,7 +415,11 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     log.push(7, 1, EventBody::UserRegistered { user: u(7), phone: "1".into() });
     log.push(7, 1, EventBody::PresenceChanged { user: u(7), online: true });
     for dev in [1, 2, 3] {
-        log.push(7, 1, EventBody::DeviceLinked { user: u(7), device: d(dev), identity_key: vec![dev as u8], name: "p".into() });
+        log.push(
+            7,
+            1,
+            EventBody::DeviceLinked { user: u(7), device: d(dev), identity_key: vec![dev as u8], name: "p".into() },
+        );
     }
     log.push(7, 1, EventBody::SessionCreated { user: u(7), device: d(1), token_hash: [1; 32] });
     log.push(7, 2, EventBody::SessionCreated { user: u(7), device: d(2), token_hash: [2; 32] });

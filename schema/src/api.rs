@@ -53,12 +53,22 @@ pub struct AppendCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// One result per appended command, in order.
-    Appended { results: Vec<CommandResult> },
+    Appended {
+        results: Vec<CommandResult>,
+    },
     /// Each element is an encoded [`crate::EventRecord`]; `next` is the offset to read from next.
-    Events { partition: PartitionId, events: Vec<Vec<u8>>, next: u64 },
+    Events {
+        partition: PartitionId,
+        events: Vec<Vec<u8>>,
+        next: u64,
+    },
     Status(NodeStatus),
     Done,
-    Error { code: ErrorCode, message: String, leader: Option<LeaderHint> },
+    Error {
+        code: ErrorCode,
+        message: String,
+        leader: Option<LeaderHint>,
+    },
 }
 
 /// Where to retry a request that reached a follower.
@@ -144,7 +154,10 @@ impl ErrorCode {
     /// Whether the same request may succeed later (possibly at another node). A
     /// retried append is safe: the dedup table makes it idempotent.
     pub fn retryable(&self) -> bool {
-        matches!(self, ErrorCode::NotLeader | ErrorCode::PartitionUnavailable | ErrorCode::Unavailable | ErrorCode::Timeout)
+        matches!(
+            self,
+            ErrorCode::NotLeader | ErrorCode::PartitionUnavailable | ErrorCode::Unavailable | ErrorCode::Timeout
+        )
     }
 }
 
@@ -254,7 +267,8 @@ impl Request {
     /// [`Error::TooLarge`] above [`MAX_FRAME_BYTES`] or a limit;
     /// [`Error::Malformed`] if the verifier refuses it or it holds an unknown variant.
     pub fn decode(buf: &[u8]) -> Result<Request> {
-        let r = codec::root::<fb::Request>(buf, "request", ident::REQUEST, MAX_FRAME_BYTES, MAX_COMMANDS_PER_APPEND + 16)?;
+        let r =
+            codec::root::<fb::Request>(buf, "request", ident::REQUEST, MAX_FRAME_BYTES, MAX_COMMANDS_PER_APPEND + 16)?;
         let tag = r.body_type();
         let bad = || codec::bad_union("request body", tag.0);
         let req = match tag {
@@ -294,10 +308,7 @@ impl Request {
             fb::RequestBody::ChangeVotersRequest => {
                 let b = r.body_as_change_voters_request().ok_or_else(bad)?;
                 check_len("voters", b.voters().len(), MAX_VOTERS)?;
-                Request::ChangeVoters {
-                    group: GroupId(b.group()),
-                    voters: b.voters().iter().map(NodeId).collect(),
-                }
+                Request::ChangeVoters { group: GroupId(b.group()), voters: b.voters().iter().map(NodeId).collect() }
             }
             fb::RequestBody::RemoveVoterRequest => {
                 let b = r.body_as_remove_voter_request().ok_or_else(bad)?;
@@ -439,7 +450,10 @@ impl Response {
                 let message = fbb.create_string(message);
                 let leader = leader.as_ref().map(|l| {
                     let client_addr = fbb.create_string(&l.client_addr);
-                    fb::LeaderHint::create(&mut fbb, &fb::LeaderHintArgs { node: l.node.0, client_addr: Some(client_addr) })
+                    fb::LeaderHint::create(
+                        &mut fbb,
+                        &fb::LeaderHintArgs { node: l.node.0, client_addr: Some(client_addr) },
+                    )
                 });
                 let t = fb::ErrorResponse::create(
                     &mut fbb,
@@ -536,12 +550,16 @@ fn build_replicas<'b>(
 ) -> flatbuffers::WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<fb::ReplicaStatus<'b>>>> {
     let items: Vec<_> = replicas
         .iter()
-        .map(|r| fb::ReplicaStatus::create(fbb, &fb::ReplicaStatusArgs { node: r.node.0, matched: r.matched, lag: r.lag }))
+        .map(|r| {
+            fb::ReplicaStatus::create(fbb, &fb::ReplicaStatusArgs { node: r.node.0, matched: r.matched, lag: r.lag })
+        })
         .collect();
     fbb.create_vector(&items)
 }
 
-fn read_replicas<'a>(v: flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::ReplicaStatus<'a>>>) -> Vec<ReplicaStatus> {
+fn read_replicas<'a>(
+    v: flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::ReplicaStatus<'a>>>,
+) -> Vec<ReplicaStatus> {
     v.iter().map(|r| ReplicaStatus { node: NodeId(r.node()), matched: r.matched(), lag: r.lag() }).collect()
 }
 

@@ -22,38 +22,124 @@ pub struct Command {
 pub enum CommandBody {
     // chat partition
     /// Key: the direct chat of the origin user and `recipient`.
-    SendDirect { recipient: UserId, ciphertext: Vec<u8>, media: Option<MediaRef> },
-    SendGroup { chat: ChatId, ciphertext: Vec<u8>, media: Option<MediaRef> },
-    EditMessage { chat: ChatId, seq: Seq, ciphertext: Vec<u8> },
-    DeleteMessage { chat: ChatId, seq: Seq },
+    SendDirect {
+        recipient: UserId,
+        ciphertext: Vec<u8>,
+        media: Option<MediaRef>,
+    },
+    SendGroup {
+        chat: ChatId,
+        ciphertext: Vec<u8>,
+        media: Option<MediaRef>,
+    },
+    EditMessage {
+        chat: ChatId,
+        seq: Seq,
+        ciphertext: Vec<u8>,
+    },
+    DeleteMessage {
+        chat: ChatId,
+        seq: Seq,
+    },
     /// An empty reaction removes the origin's reaction.
-    SetReaction { chat: ChatId, seq: Seq, reaction: String },
-    Ack { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
-    CreateGroup { chat: ChatId, name: String, members: Vec<UserId> },
-    AddMember { chat: ChatId, member: UserId },
-    RemoveMember { chat: ChatId, member: UserId },
-    PromoteMember { chat: ChatId, member: UserId },
-    DemoteMember { chat: ChatId, member: UserId },
-    ChangeGroupInfo { chat: ChatId, name: String, description: String },
-    LeaveGroup { chat: ChatId },
+    SetReaction {
+        chat: ChatId,
+        seq: Seq,
+        reaction: String,
+    },
+    Ack {
+        chat: ChatId,
+        kind: ReceiptKind,
+        up_to_seq: Seq,
+    },
+    CreateGroup {
+        chat: ChatId,
+        name: String,
+        members: Vec<UserId>,
+    },
+    AddMember {
+        chat: ChatId,
+        member: UserId,
+    },
+    RemoveMember {
+        chat: ChatId,
+        member: UserId,
+    },
+    PromoteMember {
+        chat: ChatId,
+        member: UserId,
+    },
+    DemoteMember {
+        chat: ChatId,
+        member: UserId,
+    },
+    ChangeGroupInfo {
+        chat: ChatId,
+        name: String,
+        description: String,
+    },
+    LeaveGroup {
+        chat: ChatId,
+    },
     // user partition: key is the origin user, except ClaimPrekey (the target)
-    RegisterUser { phone: String },
-    LinkDevice { device: DeviceId, identity_key: Vec<u8>, name: String },
-    UnlinkDevice { device: DeviceId },
-    UpdateProfile { name: String, about: String, avatar: Option<MediaRef> },
-    SetPrivacy { last_seen: Visibility, profile_photo: Visibility, about: Visibility, read_receipts: bool },
-    SetPresence { online: bool },
-    UploadPrekeys { device: DeviceId, prekeys: Vec<Prekey> },
-    ClaimPrekey { target: UserId, target_device: DeviceId },
-    PostStatus { status_id: u64, ciphertext: Vec<u8>, media: Option<MediaRef>, acl: Vec<UserId> },
-    UpdateContacts { contacts: Vec<UserId> },
-    Block { target: UserId },
-    Unblock { target: UserId },
+    RegisterUser {
+        phone: String,
+    },
+    LinkDevice {
+        device: DeviceId,
+        identity_key: Vec<u8>,
+        name: String,
+    },
+    UnlinkDevice {
+        device: DeviceId,
+    },
+    UpdateProfile {
+        name: String,
+        about: String,
+        avatar: Option<MediaRef>,
+    },
+    SetPrivacy {
+        last_seen: Visibility,
+        profile_photo: Visibility,
+        about: Visibility,
+        read_receipts: bool,
+    },
+    SetPresence {
+        online: bool,
+    },
+    UploadPrekeys {
+        device: DeviceId,
+        prekeys: Vec<Prekey>,
+    },
+    ClaimPrekey {
+        target: UserId,
+        target_device: DeviceId,
+    },
+    PostStatus {
+        status_id: u64,
+        ciphertext: Vec<u8>,
+        media: Option<MediaRef>,
+        acl: Vec<UserId>,
+    },
+    UpdateContacts {
+        contacts: Vec<UserId>,
+    },
+    Block {
+        target: UserId,
+    },
+    Unblock {
+        target: UserId,
+    },
     /// Opens a login session for a linked device of the origin user, replacing any
     /// earlier session of that device. Only the BLAKE3 hash of the token is logged.
-    CreateSession { device: DeviceId, token_hash: [u8; 32] },
+    CreateSession {
+        device: DeviceId,
+        token_hash: [u8; 32],
+    },
     /// Ends the device's session, if it has one.
-    RevokeSession { device: DeviceId },
+    RevokeSession {
+        device: DeviceId,
+    },
     /// A wrong one-time code or registration PIN for the phone of the origin
     /// user ([`crate::edge::user_for_phone`]), registered or not: the
     /// partition counts them and locks the phone after too many.
@@ -70,10 +156,15 @@ pub enum CommandBody {
         pin_hash: Option<[u8; 32]>,
     },
     /// Sets or (`None`) clears the origin user's registration PIN hash.
-    SetRegistrationPin { pin_hash: Option<[u8; 32]> },
+    SetRegistrationPin {
+        pin_hash: Option<[u8; 32]>,
+    },
     /// Key: the direct chat of the origin user and `peer`. The origin user
     /// blocks (or unblocks) `peer` there: the chat refuses `peer`'s sends.
-    SetDirectBlock { peer: UserId, blocked: bool },
+    SetDirectBlock {
+        peer: UserId,
+        blocked: bool,
+    },
 }
 
 impl Command {
@@ -213,10 +304,8 @@ impl Command {
         let mut fbb = Builder::with_capacity(128);
         let (body_type, body) = encode_body(&mut fbb, &self.body);
         let origin = codec::origin_fb(&self.origin);
-        let root = fb::Command::create(
-            &mut fbb,
-            &fb::CommandArgs { origin: Some(&origin), body_type, body: Some(body) },
-        );
+        let root =
+            fb::Command::create(&mut fbb, &fb::CommandArgs { origin: Some(&origin), body_type, body: Some(body) });
         codec::finish(fbb, root, ident::COMMAND)
     }
 
@@ -283,7 +372,11 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         }
         fb::CommandBody::Ack => {
             let b = get!(c.body_as_ack());
-            CommandBody::Ack { chat: chat(b.chat()), kind: codec::receipt_kind(b.kind())?, up_to_seq: seq(b.up_to_seq()) }
+            CommandBody::Ack {
+                chat: chat(b.chat()),
+                kind: codec::receipt_kind(b.kind())?,
+                up_to_seq: seq(b.up_to_seq()),
+            }
         }
         fb::CommandBody::CreateGroup => {
             let b = get!(c.body_as_create_group());
@@ -547,10 +640,8 @@ fn encode_body<'a>(
             let name = fbb.create_string(name);
             let about = fbb.create_string(about);
             let avatar = opt_media_fb(fbb, avatar);
-            let t = fb::UpdateProfile::create(
-                fbb,
-                &fb::UpdateProfileArgs { name: Some(name), about: Some(about), avatar },
-            );
+            let t =
+                fb::UpdateProfile::create(fbb, &fb::UpdateProfileArgs { name: Some(name), about: Some(about), avatar });
             (fb::CommandBody::UpdateProfile, t.as_union_value())
         }
         B::SetPrivacy { last_seen, profile_photo, about, read_receipts } => {
@@ -571,17 +662,12 @@ fn encode_body<'a>(
         }
         B::UploadPrekeys { device, prekeys } => {
             let prekeys = codec::prekeys_fb(fbb, prekeys);
-            let t = fb::UploadPrekeys::create(
-                fbb,
-                &fb::UploadPrekeysArgs { device: device.0, prekeys: Some(prekeys) },
-            );
+            let t = fb::UploadPrekeys::create(fbb, &fb::UploadPrekeysArgs { device: device.0, prekeys: Some(prekeys) });
             (fb::CommandBody::UploadPrekeys, t.as_union_value())
         }
         B::ClaimPrekey { target, target_device } => {
-            let t = fb::ClaimPrekey::create(
-                fbb,
-                &fb::ClaimPrekeyArgs { target: target.0, target_device: target_device.0 },
-            );
+            let t =
+                fb::ClaimPrekey::create(fbb, &fb::ClaimPrekeyArgs { target: target.0, target_device: target_device.0 });
             (fb::CommandBody::ClaimPrekey, t.as_union_value())
         }
         B::PostStatus { status_id, ciphertext, media, acl } => {
@@ -609,10 +695,8 @@ fn encode_body<'a>(
         }
         B::CreateSession { device, token_hash } => {
             let digest = fb::Blake3Digest(*token_hash);
-            let t = fb::CreateSession::create(
-                fbb,
-                &fb::CreateSessionArgs { device: device.0, token_hash: Some(&digest) },
-            );
+            let t =
+                fb::CreateSession::create(fbb, &fb::CreateSessionArgs { device: device.0, token_hash: Some(&digest) });
             (fb::CommandBody::CreateSession, t.as_union_value())
         }
         B::RevokeSession { device } => {

@@ -44,31 +44,68 @@ pub enum Recipient {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientFrame {
     /// Start registration: the edge texts a one-time code to `phone`.
-    RequestOtp { phone: String },
+    RequestOtp {
+        phone: String,
+    },
     /// Finish registration with the texted code; links a new device. `pin`:
     /// the registration PIN, required if the phone's user set one.
-    VerifyOtp { phone: String, code: String, device_name: String, identity_key: Vec<u8>, pin: Option<String> },
+    VerifyOtp {
+        phone: String,
+        code: String,
+        device_name: String,
+        identity_key: Vec<u8>,
+        pin: Option<String>,
+    },
     /// Resume as a registered device with the token from `Registered`.
-    Login { user: UserId, device: DeviceId, token: [u8; 32] },
+    Login {
+        user: UserId,
+        device: DeviceId,
+        token: [u8; 32],
+    },
     /// Send a message. `client_msg_id` makes retries idempotent (unique per device;
     /// the top bit is reserved for the edge, see [`CLIENT_MSG_ID_RESERVED_BIT`]).
-    Send { to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>, media: Option<MediaRef> },
+    Send {
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        media: Option<MediaRef>,
+    },
     /// A cumulative receipt for `chat` up to `up_to_seq`.
-    Ack { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
+    Ack {
+        chat: ChatId,
+        kind: ReceiptKind,
+        up_to_seq: Seq,
+    },
     /// Ask for everything after the given cursors (empty: everything).
-    Sync { since: Vec<(ChatId, Seq)> },
-    Ping { nonce: u64 },
+    Sync {
+        since: Vec<(ChatId, Seq)>,
+    },
+    Ping {
+        nonce: u64,
+    },
     /// Sets the user's registration PIN (empty: removes it). Answered `Done`.
-    SetPin { client_msg_id: ClientMsgId, pin: String },
+    SetPin {
+        client_msg_id: ClientMsgId,
+        pin: String,
+    },
     /// Unlinks a device of the user (this one or another); its connections
     /// close at every edge. Answered `Done`.
-    UnlinkDevice { client_msg_id: ClientMsgId, device: DeviceId },
+    UnlinkDevice {
+        client_msg_id: ClientMsgId,
+        device: DeviceId,
+    },
     /// Ends this device's session; its connections close at every edge.
     /// Answered `Done`.
-    Logout { client_msg_id: ClientMsgId },
+    Logout {
+        client_msg_id: ClientMsgId,
+    },
     /// Blocks (`blocked`) or unblocks `user`: their direct messages to this
     /// user are refused (`Forbidden`). Answered `Done`.
-    Block { client_msg_id: ClientMsgId, user: UserId, blocked: bool },
+    Block {
+        client_msg_id: ClientMsgId,
+        user: UserId,
+        blocked: bool,
+    },
 }
 
 /// What happened to a device of the user ([`ServerFrame::DeviceNotice`]).
@@ -83,12 +120,27 @@ pub enum DeviceNoticeKind {
 /// What the edge sends to a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerFrame {
-    OtpSent { phone: String, expires_in_ms: u64 },
+    OtpSent {
+        phone: String,
+        expires_in_ms: u64,
+    },
     /// Registration is complete; keep `token` secret, it logs this device in.
-    Registered { user: UserId, device: DeviceId, token: [u8; 32] },
-    LoggedIn { user: UserId, device: DeviceId },
+    Registered {
+        user: UserId,
+        device: DeviceId,
+        token: [u8; 32],
+    },
+    LoggedIn {
+        user: UserId,
+        device: DeviceId,
+    },
     /// The message `client_msg_id` is committed at `(chat, seq)`.
-    Sent { client_msg_id: ClientMsgId, chat: ChatId, seq: Seq, server_time_ms: u64 },
+    Sent {
+        client_msg_id: ClientMsgId,
+        chat: ChatId,
+        seq: Seq,
+        server_time_ms: u64,
+    },
     /// A message for this device.
     Deliver {
         chat: ChatId,
@@ -101,17 +153,36 @@ pub enum ServerFrame {
         media: Option<MediaRef>,
     },
     /// The other members' cumulative receipt of this device's messages in `chat`.
-    Receipt { chat: ChatId, up_to_seq: Seq, status: ReceiptKind },
+    Receipt {
+        chat: ChatId,
+        up_to_seq: Seq,
+        status: ReceiptKind,
+    },
     /// A `Sync` is complete: `chats` chats had something newer.
-    SyncDone { chats: u32 },
-    Pong { nonce: u64 },
+    SyncDone {
+        chats: u32,
+    },
+    Pong {
+        nonce: u64,
+    },
     /// A refused frame; `client_msg_id` names the refused `Send` (or request),
     /// if it was one; `retry_after_ms`: when a rate limit allows it again.
-    Error { code: EdgeErrorCode, message: String, client_msg_id: Option<ClientMsgId>, retry_after_ms: Option<u64> },
+    Error {
+        code: EdgeErrorCode,
+        message: String,
+        client_msg_id: Option<ClientMsgId>,
+        retry_after_ms: Option<u64>,
+    },
     /// The request `client_msg_id` (`SetPin`, `UnlinkDevice`, `Logout`) is done.
-    Done { client_msg_id: ClientMsgId },
+    Done {
+        client_msg_id: ClientMsgId,
+    },
     /// Something happened to `device` of this user at `at_ms` (delivery stream).
-    DeviceNotice { kind: DeviceNoticeKind, device: DeviceId, at_ms: u64 },
+    DeviceNotice {
+        kind: DeviceNoticeKind,
+        device: DeviceId,
+        at_ms: u64,
+    },
 }
 
 /// Stable codes of [`ServerFrame::Error`]; the table is in `docs/error-codes.md` (section Edge).
@@ -361,10 +432,8 @@ impl ClientFrame {
             }
             ClientFrame::Login { user, device, token } => {
                 let token = fe::Token(*token);
-                let t = fe::Login::create(
-                    &mut fbb,
-                    &fe::LoginArgs { user: user.0, device: device.0, token: Some(&token) },
-                );
+                let t =
+                    fe::Login::create(&mut fbb, &fe::LoginArgs { user: user.0, device: device.0, token: Some(&token) });
                 (fe::ClientFrameBody::Login, t.as_union_value())
             }
             ClientFrame::Send { to, client_msg_id, ciphertext, media } => {
@@ -414,7 +483,8 @@ impl ClientFrame {
             }
             ClientFrame::SetPin { client_msg_id, pin } => {
                 let pin = fbb.create_string(pin);
-                let t = fe::SetPin::create(&mut fbb, &fe::SetPinArgs { client_msg_id: client_msg_id.0, pin: Some(pin) });
+                let t =
+                    fe::SetPin::create(&mut fbb, &fe::SetPinArgs { client_msg_id: client_msg_id.0, pin: Some(pin) });
                 (fe::ClientFrameBody::SetPin, t.as_union_value())
             }
             ClientFrame::UnlinkDevice { client_msg_id, device } => {
@@ -474,7 +544,9 @@ impl ClientFrame {
                 let to_tag = b.to_type();
                 let bad_to = || codec::bad_union("recipient", to_tag.0);
                 let to = match to_tag {
-                    fe::Recipient::RecipientUser => Recipient::User(UserId(b.to_as_recipient_user().ok_or_else(bad_to)?.user())),
+                    fe::Recipient::RecipientUser => {
+                        Recipient::User(UserId(b.to_as_recipient_user().ok_or_else(bad_to)?.user()))
+                    }
                     fe::Recipient::RecipientGroup => {
                         Recipient::Group(codec::chat(b.to_as_recipient_group().ok_or_else(bad_to)?.chat()))
                     }
@@ -511,7 +583,10 @@ impl ClientFrame {
             }
             fe::ClientFrameBody::UnlinkDevice => {
                 let b = f.body_as_unlink_device().ok_or_else(bad)?;
-                ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(b.client_msg_id()), device: DeviceId(b.device()) }
+                ClientFrame::UnlinkDevice {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    device: DeviceId(b.device()),
+                }
             }
             fe::ClientFrameBody::Logout => {
                 let b = f.body_as_logout().ok_or_else(bad)?;
@@ -519,7 +594,11 @@ impl ClientFrame {
             }
             fe::ClientFrameBody::Block => {
                 let b = f.body_as_block().ok_or_else(bad)?;
-                ClientFrame::Block { client_msg_id: ClientMsgId(b.client_msg_id()), user: UserId(b.user()), blocked: b.blocked() }
+                ClientFrame::Block {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    user: UserId(b.user()),
+                    blocked: b.blocked(),
+                }
             }
             _ => return Err(bad()),
         };
@@ -578,7 +657,10 @@ impl ServerFrame {
         let (body_type, body) = match self {
             ServerFrame::OtpSent { phone, expires_in_ms } => {
                 let phone = fbb.create_string(phone);
-                let t = fe::OtpSent::create(&mut fbb, &fe::OtpSentArgs { phone: Some(phone), expires_in_ms: *expires_in_ms });
+                let t = fe::OtpSent::create(
+                    &mut fbb,
+                    &fe::OtpSentArgs { phone: Some(phone), expires_in_ms: *expires_in_ms },
+                );
                 (fe::ServerFrameBody::OtpSent, t.as_union_value())
             }
             ServerFrame::Registered { user, device, token } => {
@@ -629,7 +711,11 @@ impl ServerFrame {
                 let chat = codec::chat_fb(chat);
                 let t = fe::Receipt::create(
                     &mut fbb,
-                    &fe::ReceiptArgs { chat: Some(&chat), up_to_seq: up_to_seq.0, status: codec::receipt_kind_fb(*status) },
+                    &fe::ReceiptArgs {
+                        chat: Some(&chat),
+                        up_to_seq: up_to_seq.0,
+                        status: codec::receipt_kind_fb(*status),
+                    },
                 );
                 (fe::ServerFrameBody::Receipt, t.as_union_value())
             }
@@ -664,7 +750,8 @@ impl ServerFrame {
                     DeviceNoticeKind::Unlinked => fe::DeviceNoticeKind::Unlinked,
                     DeviceNoticeKind::LoggedOut => fe::DeviceNoticeKind::LoggedOut,
                 };
-                let t = fe::DeviceNotice::create(&mut fbb, &fe::DeviceNoticeArgs { kind, device: device.0, at_ms: *at_ms });
+                let t =
+                    fe::DeviceNotice::create(&mut fbb, &fe::DeviceNoticeArgs { kind, device: device.0, at_ms: *at_ms });
                 (fe::ServerFrameBody::DeviceNotice, t.as_union_value())
             }
         };
@@ -804,10 +891,6 @@ fn code(c: fe::ErrorCode) -> Result<EdgeErrorCode> {
         .ok_or_else(|| Error::malformed("edge error code", format!("unknown value {}", c.0)))
 }
 
-
-
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,7 +903,12 @@ mod tests {
         let message = fbb.create_string("slow down");
         let e = fe::Error::create(
             &mut fbb,
-            &fe::ErrorArgs { code: fe::ErrorCode::RateLimited, message: Some(message), client_msg_id: None, retry_after_ms: None },
+            &fe::ErrorArgs {
+                code: fe::ErrorCode::RateLimited,
+                message: Some(message),
+                client_msg_id: None,
+                retry_after_ms: None,
+            },
         );
         let root = fe::ServerFrame::create(
             &mut fbb,

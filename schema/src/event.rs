@@ -25,52 +25,172 @@ pub struct Event {
 pub enum EventBody {
     // chat partition
     /// A direct chat came into existence (takes no seq); `members` is the sorted pair.
-    ChatOpened { chat: ChatId, members: Vec<UserId> },
+    ChatOpened {
+        chat: ChatId,
+        members: Vec<UserId>,
+    },
     /// The sender is the event's origin.
-    MessageSent { chat: ChatId, seq: Seq, ciphertext: Vec<u8>, media: Option<MediaRef> },
-    MessageEdited { chat: ChatId, seq: Seq, target: Seq, ciphertext: Vec<u8> },
-    MessageDeleted { chat: ChatId, seq: Seq, target: Seq },
+    MessageSent {
+        chat: ChatId,
+        seq: Seq,
+        ciphertext: Vec<u8>,
+        media: Option<MediaRef>,
+    },
+    MessageEdited {
+        chat: ChatId,
+        seq: Seq,
+        target: Seq,
+        ciphertext: Vec<u8>,
+    },
+    MessageDeleted {
+        chat: ChatId,
+        seq: Seq,
+        target: Seq,
+    },
     /// The origin user's reaction to `target`; empty removes it.
-    ReactionSet { chat: ChatId, seq: Seq, target: Seq, reaction: String },
+    ReactionSet {
+        chat: ChatId,
+        seq: Seq,
+        target: Seq,
+        reaction: String,
+    },
     /// Cumulative receipt of the origin's user and device (takes no seq). `Read`
     /// also advances the delivered cursor.
-    Receipt { chat: ChatId, kind: ReceiptKind, up_to_seq: Seq },
+    Receipt {
+        chat: ChatId,
+        kind: ReceiptKind,
+        up_to_seq: Seq,
+    },
     /// The origin user is the creator and first admin; `members` is sorted and includes it.
-    GroupCreated { chat: ChatId, seq: Seq, name: String, members: Vec<UserId> },
-    MemberAdded { chat: ChatId, seq: Seq, member: UserId },
-    MemberRemoved { chat: ChatId, seq: Seq, member: UserId },
-    MemberPromoted { chat: ChatId, seq: Seq, member: UserId },
-    MemberDemoted { chat: ChatId, seq: Seq, member: UserId },
-    GroupInfoChanged { chat: ChatId, seq: Seq, name: String, description: String },
+    GroupCreated {
+        chat: ChatId,
+        seq: Seq,
+        name: String,
+        members: Vec<UserId>,
+    },
+    MemberAdded {
+        chat: ChatId,
+        seq: Seq,
+        member: UserId,
+    },
+    MemberRemoved {
+        chat: ChatId,
+        seq: Seq,
+        member: UserId,
+    },
+    MemberPromoted {
+        chat: ChatId,
+        seq: Seq,
+        member: UserId,
+    },
+    MemberDemoted {
+        chat: ChatId,
+        seq: Seq,
+        member: UserId,
+    },
+    GroupInfoChanged {
+        chat: ChatId,
+        seq: Seq,
+        name: String,
+        description: String,
+    },
     /// The origin user left.
-    MemberLeft { chat: ChatId, seq: Seq },
+    MemberLeft {
+        chat: ChatId,
+        seq: Seq,
+    },
     // user partition
-    UserRegistered { user: UserId, phone: String },
-    DeviceLinked { user: UserId, device: DeviceId, identity_key: Vec<u8>, name: String },
-    DeviceUnlinked { user: UserId, device: DeviceId },
-    ProfileUpdated { user: UserId, name: String, about: String, avatar: Option<MediaRef> },
-    PrivacyChanged { user: UserId, last_seen: Visibility, profile_photo: Visibility, about: Visibility, read_receipts: bool },
+    UserRegistered {
+        user: UserId,
+        phone: String,
+    },
+    DeviceLinked {
+        user: UserId,
+        device: DeviceId,
+        identity_key: Vec<u8>,
+        name: String,
+    },
+    DeviceUnlinked {
+        user: UserId,
+        device: DeviceId,
+    },
+    ProfileUpdated {
+        user: UserId,
+        name: String,
+        about: String,
+        avatar: Option<MediaRef>,
+    },
+    PrivacyChanged {
+        user: UserId,
+        last_seen: Visibility,
+        profile_photo: Visibility,
+        about: Visibility,
+        read_receipts: bool,
+    },
     /// An online/offline transition at the event's `at_ms`.
-    PresenceChanged { user: UserId, online: bool },
-    PrekeysUploaded { user: UserId, device: DeviceId, prekeys: Vec<Prekey> },
+    PresenceChanged {
+        user: UserId,
+        online: bool,
+    },
+    PrekeysUploaded {
+        user: UserId,
+        device: DeviceId,
+        prekeys: Vec<Prekey>,
+    },
     /// `user`/`device` own the prekey; `claimed_by` received it.
-    PrekeyClaimed { user: UserId, device: DeviceId, prekey_id: u32, claimed_by: UserId },
-    StatusPosted { user: UserId, status_id: u64, ciphertext: Vec<u8>, media: Option<MediaRef>, acl: Vec<UserId>, expires_at_ms: u64 },
-    ContactsUpdated { user: UserId, contacts: Vec<UserId> },
-    UserBlocked { user: UserId, target: UserId },
-    UserUnblocked { user: UserId, target: UserId },
+    PrekeyClaimed {
+        user: UserId,
+        device: DeviceId,
+        prekey_id: u32,
+        claimed_by: UserId,
+    },
+    StatusPosted {
+        user: UserId,
+        status_id: u64,
+        ciphertext: Vec<u8>,
+        media: Option<MediaRef>,
+        acl: Vec<UserId>,
+        expires_at_ms: u64,
+    },
+    ContactsUpdated {
+        user: UserId,
+        contacts: Vec<UserId>,
+    },
+    UserBlocked {
+        user: UserId,
+        target: UserId,
+    },
+    UserUnblocked {
+        user: UserId,
+        target: UserId,
+    },
     /// The device's login session, replacing any earlier one; `token_hash` is the
     /// BLAKE3 hash of the token.
-    SessionCreated { user: UserId, device: DeviceId, token_hash: [u8; 32] },
-    SessionRevoked { user: UserId, device: DeviceId },
+    SessionCreated {
+        user: UserId,
+        device: DeviceId,
+        token_hash: [u8; 32],
+    },
+    SessionRevoked {
+        user: UserId,
+        device: DeviceId,
+    },
     /// A wrong code or PIN for the user's phone (the user may be unregistered;
     /// its time is the event's `at_ms`).
-    OtpFailed { user: UserId },
+    OtpFailed {
+        user: UserId,
+    },
     /// The user's registration PIN hash (`None`: no PIN).
-    RegistrationPinSet { user: UserId, pin_hash: Option<[u8; 32]> },
+    RegistrationPinSet {
+        user: UserId,
+        pin_hash: Option<[u8; 32]>,
+    },
     /// The origin user blocks (or unblocks) the other member of the direct
     /// chat `chat` (no seq).
-    DirectBlockSet { chat: ChatId, blocked: bool },
+    DirectBlockSet {
+        chat: ChatId,
+        blocked: bool,
+    },
 }
 
 impl EventBody {
@@ -451,7 +571,11 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
         fb::EventBody::PrekeysUploaded => {
             let b = get!(e.body_as_prekeys_uploaded());
             check_len("prekeys", b.prekeys().len(), MAX_PREKEYS_PER_UPLOAD)?;
-            B::PrekeysUploaded { user: UserId(b.user()), device: DeviceId(b.device()), prekeys: codec::prekeys(b.prekeys()) }
+            B::PrekeysUploaded {
+                user: UserId(b.user()),
+                device: DeviceId(b.device()),
+                prekeys: codec::prekeys(b.prekeys()),
+            }
         }
         fb::EventBody::PrekeyClaimed => {
             let b = get!(e.body_as_prekey_claimed());
@@ -546,7 +670,12 @@ fn encode_body<'a>(
             let chat = chat_fb(chat);
             let t = fb::MessageEdited::create(
                 fbb,
-                &fb::MessageEditedArgs { chat: Some(&chat), seq: seq.0, target: target.0, ciphertext: Some(ciphertext) },
+                &fb::MessageEditedArgs {
+                    chat: Some(&chat),
+                    seq: seq.0,
+                    target: target.0,
+                    ciphertext: Some(ciphertext),
+                },
             );
             (fb::EventBody::MessageEdited, t.as_union_value())
         }
@@ -587,10 +716,8 @@ fn encode_body<'a>(
         }
         B::MemberAdded { chat, seq, member } => {
             let chat = chat_fb(chat);
-            let t = fb::MemberAdded::create(
-                fbb,
-                &fb::MemberAddedArgs { chat: Some(&chat), seq: seq.0, member: member.0 },
-            );
+            let t =
+                fb::MemberAdded::create(fbb, &fb::MemberAddedArgs { chat: Some(&chat), seq: seq.0, member: member.0 });
             (fb::EventBody::MemberAdded, t.as_union_value())
         }
         B::MemberRemoved { chat, seq, member } => {
@@ -726,10 +853,8 @@ fn encode_body<'a>(
         }
         B::ContactsUpdated { user, contacts } => {
             let contacts = users_fb(fbb, contacts);
-            let t = fb::ContactsUpdated::create(
-                fbb,
-                &fb::ContactsUpdatedArgs { user: user.0, contacts: Some(contacts) },
-            );
+            let t =
+                fb::ContactsUpdated::create(fbb, &fb::ContactsUpdatedArgs { user: user.0, contacts: Some(contacts) });
             (fb::EventBody::ContactsUpdated, t.as_union_value())
         }
         B::UserBlocked { user, target } => {
@@ -758,7 +883,10 @@ fn encode_body<'a>(
         }
         B::RegistrationPinSet { user, pin_hash } => {
             let pin = pin_hash.map(fb::Blake3Digest);
-            let t = fb::RegistrationPinSet::create(fbb, &fb::RegistrationPinSetArgs { user: user.0, pin_hash: pin.as_ref() });
+            let t = fb::RegistrationPinSet::create(
+                fbb,
+                &fb::RegistrationPinSetArgs { user: user.0, pin_hash: pin.as_ref() },
+            );
             (fb::EventBody::RegistrationPinSet, t.as_union_value())
         }
         B::DirectBlockSet { chat, blocked } => {

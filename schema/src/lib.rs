@@ -71,12 +71,15 @@ pub mod types;
     elided_lifetimes_in_paths,
     mismatched_lifetime_syntaxes
 )]
+#[rustfmt::skip]
 #[path = "generated/chorus_generated.rs"]
 mod generated;
 
 use generated::chorus::fb;
 
-pub use api::{AppendCommand, ErrorCode, GroupStatus, LeaderHint, NodeStatus, PartitionStatus, ReplicaStatus, Request, Response};
+pub use api::{
+    AppendCommand, ErrorCode, GroupStatus, LeaderHint, NodeStatus, PartitionStatus, ReplicaStatus, Request, Response,
+};
 pub use command::{Command, CommandBody};
 pub use edge::{ClientFrame, DeviceNoticeKind, EdgeErrorCode, Recipient, ServerFrame};
 pub use error::{Error, Result};

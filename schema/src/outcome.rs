@@ -109,10 +109,8 @@ pub(crate) fn build_result<'a>(
         }
         Ok(Outcome::Receipt { chat, up_to_seq }) => {
             let chat = codec::chat_fb(chat);
-            let t = fb::OutcomeReceipt::create(
-                fbb,
-                &fb::OutcomeReceiptArgs { chat: Some(&chat), up_to_seq: up_to_seq.0 },
-            );
+            let t =
+                fb::OutcomeReceipt::create(fbb, &fb::OutcomeReceiptArgs { chat: Some(&chat), up_to_seq: up_to_seq.0 });
             (fb::CommandResultBody::OutcomeReceipt, t.as_union_value())
         }
         Ok(Outcome::PrekeyClaimed { user, device, prekey }) => {
@@ -129,10 +127,8 @@ pub(crate) fn build_result<'a>(
         }
         Err(Rejection { code, message }) => {
             let message = fbb.create_string(message);
-            let t = fb::Rejection::create(
-                fbb,
-                &fb::RejectionArgs { code: reject_code_fb(*code), message: Some(message) },
-            );
+            let t =
+                fb::Rejection::create(fbb, &fb::RejectionArgs { code: reject_code_fb(*code), message: Some(message) });
             (fb::CommandResultBody::Rejection, t.as_union_value())
         }
     };

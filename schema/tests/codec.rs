@@ -21,7 +21,8 @@ fn damage() -> impl Strategy<Value = Damage> {
         any::<prop::sample::Index>().prop_map(Damage::Truncate),
         prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..6).prop_map(Damage::FlipBits),
         prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6).prop_map(Damage::Overwrite),
-        (any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, b)| Damage::Splice(i, b)),
+        (any::<prop::sample::Index>(), prop::collection::vec(any::<u8>(), 1..16))
+            .prop_map(|(i, b)| Damage::Splice(i, b)),
     ]
 }
 
@@ -54,7 +55,11 @@ fn apply_damage(buf: &[u8], d: &Damage) -> Vec<u8> {
 
 /// Decoding damaged input must not panic; whatever decodes must re-encode to
 /// something that decodes to the same value.
-fn check_damaged<T: PartialEq + std::fmt::Debug>(buf: &[u8], decode: fn(&[u8]) -> Result<T>, encode: fn(&T) -> Vec<u8>) {
+fn check_damaged<T: PartialEq + std::fmt::Debug>(
+    buf: &[u8],
+    decode: fn(&[u8]) -> Result<T>,
+    encode: fn(&T) -> Vec<u8>,
+) {
     if let Ok(v) = decode(buf) {
         let again = decode(&encode(&v)).expect("re-encoded value decodes");
         assert_eq!(again, v);
@@ -187,7 +192,11 @@ fn limits_are_enforced_on_decode() {
     let origin = Origin::default();
     let too_long = Command {
         origin,
-        body: CommandBody::SendGroup { chat: ChatId::group([1; 16]), ciphertext: vec![0; MAX_CIPHERTEXT_BYTES + 1], media: None },
+        body: CommandBody::SendGroup {
+            chat: ChatId::group([1; 16]),
+            ciphertext: vec![0; MAX_CIPHERTEXT_BYTES + 1],
+            media: None,
+        },
     };
     assert!(matches!(Command::decode(&too_long.encode()), Err(Error::TooLarge { what: "ciphertext", .. })));
 
@@ -196,7 +205,11 @@ fn limits_are_enforced_on_decode() {
 
     let reaction = Command {
         origin,
-        body: CommandBody::SetReaction { chat: ChatId([0; 16]), seq: Seq(1), reaction: "x".repeat(MAX_REACTION_BYTES + 1) },
+        body: CommandBody::SetReaction {
+            chat: ChatId([0; 16]),
+            seq: Seq(1),
+            reaction: "x".repeat(MAX_REACTION_BYTES + 1),
+        },
     };
     assert!(matches!(Command::decode(&reaction.encode()), Err(Error::TooLarge { what: "reaction", .. })));
 
@@ -262,7 +275,8 @@ fn retryable_codes() {
 #[test]
 fn command_keys() {
     let origin = Origin { user: UserId(5), ..Origin::default() };
-    let send = Command { origin, body: CommandBody::SendDirect { recipient: UserId(9), ciphertext: vec![], media: None } };
+    let send =
+        Command { origin, body: CommandBody::SendDirect { recipient: UserId(9), ciphertext: vec![], media: None } };
     assert_eq!(send.key(), Key::Chat(ChatId::direct(UserId(9), UserId(5))));
     let claim = Command { origin, body: CommandBody::ClaimPrekey { target: UserId(7), target_device: DeviceId(1) } };
     assert_eq!(claim.key(), Key::User(UserId(7)));

@@ -29,10 +29,13 @@ fn generated_code_is_fresh() {
     let fresh = std::fs::read_to_string(tmp.path().join("chorus_generated.rs")).expect("read regenerated code");
     let old = std::fs::read_to_string(&committed).expect("read committed generated code");
     if fresh != old {
-        let line = fresh.lines().zip(old.lines()).position(|(a, b)| a != b).map_or(
-            format!("lengths differ ({} vs {} lines)", fresh.lines().count(), old.lines().count()),
-            |i| format!("first difference at line {}", i + 1),
-        );
+        let line = fresh
+            .lines()
+            .zip(old.lines())
+            .position(|(a, b)| a != b)
+            .map_or(format!("lengths differ ({} vs {} lines)", fresh.lines().count(), old.lines().count()), |i| {
+                format!("first difference at line {}", i + 1)
+            });
         panic!(
             "schema/src/generated/chorus_generated.rs is stale ({line}): the .fbs files changed \
              without regenerating. Run `schema/generate.sh` and commit the result."

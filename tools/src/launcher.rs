@@ -294,9 +294,16 @@ impl Cluster {
     /// The `--ca/--cert/--key` arguments of `chorus log` as the operator.
     pub fn operator_args(&self) -> Vec<std::ffi::OsString> {
         let o = &self.operator;
-        ["--ca".into(), o.ca.clone().into(), "--cert".into(), o.cert.clone().into(), "--key".into(), o.key.clone().into()]
-            .into_iter()
-            .collect()
+        [
+            "--ca".into(),
+            o.ca.clone().into(),
+            "--cert".into(),
+            o.cert.clone().into(),
+            "--key".into(),
+            o.key.clone().into(),
+        ]
+        .into_iter()
+        .collect()
     }
 
     /// Waits until every partition has a leader that a client can see.

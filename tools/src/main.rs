@@ -1,8 +1,8 @@
 //! The `chorus` command.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
 use chorus_tools::{bench, commands};
+use clap::{Parser, Subcommand};
 
 /// mimalloc instead of glibc's malloc: the log-node spent ~17% of its CPU in
 /// glibc's allocator (bins, consolidation) under load.
@@ -133,7 +133,12 @@ fn main() -> Result<()> {
                 chorus_projections::seal::ViewKey::create(&dir.join("view.key"))?;
                 let ca = bus_auth::write_server_config(&dir, &listen, &host, &out)?;
                 let users = bus_auth::users_in(&dir)?;
-                println!("wrote {} ({} users); clients verify the server with {}", out.display(), users.len(), ca.display());
+                println!(
+                    "wrote {} ({} users); clients verify the server with {}",
+                    out.display(),
+                    users.len(),
+                    ca.display()
+                );
                 println!("start it with: nats-server -c {}", out.display());
                 Ok(())
             }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use chorus_bus::testing::NatsServer;
-use chorus_projections::bus_auth::{self, BusRole};
 use chorus_edge::client::{self, ClientConfig, Credentials};
 use chorus_edge::config::SmsConfig;
 use chorus_log_node::network::tls::{self, Principal, Role};
 use chorus_log_node::LogClient;
+use chorus_projections::bus_auth::{self, BusRole};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -33,7 +33,14 @@ pub struct Service {
 }
 
 impl Service {
-    fn new(name: String, dir: PathBuf, command: &'static str, binary: PathBuf, log_filter: String, config: &str) -> Result<Self> {
+    fn new(
+        name: String,
+        dir: PathBuf,
+        command: &'static str,
+        binary: PathBuf,
+        log_filter: String,
+        config: &str,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let config_path = dir.join(format!("{command}.toml"));
         std::fs::write(&config_path, config)?;
@@ -121,7 +128,10 @@ impl Service {
         let pid = self.pid()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         let field = |name: &str| {
-            status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         };
         Some((field("VmHWM:")?, field("VmRSS:")?))
     }

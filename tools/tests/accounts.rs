@@ -46,7 +46,13 @@ async fn code(stack: &Stack, edge: usize, phone: &str) -> String {
 }
 
 /// Registers through `edge`: the refusal code, or the credentials.
-async fn verify(stack: &Stack, edge: usize, phone: &str, code: &str, pin: Option<&str>) -> Result<Credentials, EdgeErrorCode> {
+async fn verify(
+    stack: &Stack,
+    edge: usize,
+    phone: &str,
+    code: &str,
+    pin: Option<&str>,
+) -> Result<Credentials, EdgeErrorCode> {
     match client::verify_otp_with_pin(&stack.client_config(&[edge]), phone, code, "d", vec![1; 32], pin).await {
         Ok(c) => Ok(c),
         Err(Error::Refused { code, .. }) => Err(code),
@@ -105,7 +111,8 @@ async fn otp_brute_force_across_resends_and_two_edges_locks_the_phone() {
 }
 
 async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, Receiver<Event>) {
-    let (client, mut events) = Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
+    let (client, mut events) =
+        Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
     loop {
         match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
             Ok(Some(Event::Synced { .. })) => return (client, events),

@@ -167,7 +167,11 @@ async fn acknowledged_appends_survive_kill_9_of_leaders() {
     let s = client.status(&cluster.node(1).config.client_addr).await.unwrap();
     let entries: u64 = s.groups.iter().map(|g| g.last_log_index).sum();
     eprintln!("{} sends acknowledged through 3 leader kills, in {entries} Raft entries", acked.len());
-    assert!(entries * 2 < acked.len() as u64, "{entries} entries for {} commands: appends were not merged", acked.len());
+    assert!(
+        entries * 2 < acked.len() as u64,
+        "{entries} entries for {} commands: appends were not merged",
+        acked.len()
+    );
 }
 
 /// Raft groups of the cluster whose leader, by its own account, is `id`.
@@ -185,7 +189,11 @@ async fn kill_mid_snapshot(cluster: &mut Cluster, id: u64, occurrence: usize) {
     wait_for_log_count(cluster, id, "receiving a snapshot", occurrence).await;
     cluster.kill(id);
     let installed = log_count(cluster, id, "snapshot installed");
-    assert!(installed < occurrence, "the transfer was over before the kill; node {id}'s log:\n{}", cluster.log_tail(id, 30));
+    assert!(
+        installed < occurrence,
+        "the transfer was over before the kill; node {id}'s log:\n{}",
+        cluster.log_tail(id, 30)
+    );
 }
 
 /// How many lines of node `id`'s log contain `pattern`.
@@ -211,7 +219,11 @@ async fn wait_for_log_count(cluster: &Cluster, id: u64, pattern: &str, count: us
 async fn must_catch_up_node_3_by_snapshot(cluster: &Cluster, client: &LogClient, acked: &[(Command, Outcome)]) {
     must_converge(cluster, client, &[1, 2, 3]).await;
     must_check_log(cluster, client, &[1, 2, 3], acked).await;
-    assert!(log_count(cluster, 3, "snapshot installed") > 0, "node 3 caught up by snapshot; its log:\n{}", cluster.log_tail(3, 40));
+    assert!(
+        log_count(cluster, 3, "snapshot installed") > 0,
+        "node 3 caught up by snapshot; its log:\n{}",
+        cluster.log_tail(3, 40)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +335,15 @@ async fn add_node_move_replicas_onto_it_and_remove_a_node() {
     for g in 0..client.groups() {
         let g = GroupId(g);
         admin
-            .admin(g, &Request::AddLearner { group: g, node: NodeId(new), raft_addr: raft_addr.clone(), client_addr: client_addr.clone() })
+            .admin(
+                g,
+                &Request::AddLearner {
+                    group: g,
+                    node: NodeId(new),
+                    raft_addr: raft_addr.clone(),
+                    client_addr: client_addr.clone(),
+                },
+            )
             .await
             .expect("add learner");
         if g.0 % 2 == 0 {

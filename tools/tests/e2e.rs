@@ -8,8 +8,7 @@ use std::time::Duration;
 use chorus_edge::client::{Client, Credentials, Event, Message, Resume};
 use chorus_schema::edge::{write_frame, ALPN};
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, EdgeErrorCode, PartitionId, ReceiptKind, Recipient, Seq, ServerFrame,
-    UserId,
+    ChatId, ClientFrame, ClientMsgId, EdgeErrorCode, PartitionId, ReceiptKind, Recipient, Seq, ServerFrame, UserId,
 };
 use chorus_tools::launcher::chorus_binary;
 use chorus_tools::stack::{Stack, StackSpec};
@@ -37,7 +36,12 @@ async fn stack_with(mut spec: StackSpec) -> Stack {
     Stack::start(spec).await.expect("start the stack")
 }
 
-async fn connect(stack: &Stack, edges: &[usize], c: Credentials, resume: Resume) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
+async fn connect(
+    stack: &Stack,
+    edges: &[usize],
+    c: Credentials,
+    resume: Resume,
+) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
     Client::connect(stack.client_config(edges), c, resume).await.expect("log in")
 }
 
@@ -216,7 +220,11 @@ async fn an_offline_recipient_gets_everything_once_in_order_then_live() {
     let got = messages(&mut b_events, 20, Duration::from_secs(10)).await;
     assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), live);
     quiet(&mut b_events, Duration::from_millis(500)).await;
-    assert_eq!(b.stats().duplicates_dropped.load(std::sync::atomic::Ordering::Relaxed), 0, "the edge sent nothing twice");
+    assert_eq!(
+        b.stats().duplicates_dropped.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "the edge sent nothing twice"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -104,11 +104,19 @@ async fn a_client_that_stops_reading_holds_at_most_its_byte_budget_and_still_get
     // The edge gave up on Bob's connection (lagged) rather than buffer on.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while dev.edge_handle.stats().lagged == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the edge never cut the slow reader off: {:?}", dev.edge_handle);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edge never cut the slow reader off: {:?}",
+            dev.edge_handle
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = dev.edge_handle.stats();
-    assert!(stats.queued_bytes_peak <= BUDGET, "a connection held {} bytes, over the budget of {BUDGET}", stats.queued_bytes_peak);
+    assert!(
+        stats.queued_bytes_peak <= BUDGET,
+        "a connection held {} bytes, over the budget of {BUDGET}",
+        stats.queued_bytes_peak
+    );
     assert!(stats.queued_bytes_peak > BUDGET / 2, "the slow reader's queue never filled: {stats:?}");
 
     // Bob's app reads again: the SDK reconnects, syncs, and every message
@@ -150,7 +158,8 @@ async fn a_thousand_connection_attempts_from_one_address_are_capped() {
         (0..50).map(|_| quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap()).collect();
     let mut attempts = Vec::new();
     for i in 0..1000 {
-        let connecting = endpoints[i % endpoints.len()].connect_with(quic.clone(), args.edge_addr, "chorus.local").unwrap();
+        let connecting =
+            endpoints[i % endpoints.len()].connect_with(quic.clone(), args.edge_addr, "chorus.local").unwrap();
         attempts.push(tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(10), connecting).await }));
     }
     let mut held = Vec::new();
@@ -158,7 +167,9 @@ async fn a_thousand_connection_attempts_from_one_address_are_capped() {
     for a in attempts {
         match a.await.unwrap() {
             Ok(Ok(conn)) => held.push(conn),
-            Ok(Err(quinn::ConnectionError::ConnectionClosed(_) | quinn::ConnectionError::TransportError(_))) => refused += 1,
+            Ok(Err(quinn::ConnectionError::ConnectionClosed(_) | quinn::ConnectionError::TransportError(_))) => {
+                refused += 1
+            }
             Ok(Err(e)) => panic!("unexpected: {e}"),
             Err(_) => panic!("an attempt neither connected nor was refused"),
         }

@@ -125,7 +125,11 @@ async fn wait_reseeded(cluster: &Cluster, id: u64, timeout: Duration) {
         if !marker.exists() && log.contains("re-seed complete") {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "node {id} did not re-seed within {timeout:?}:\n{}", cluster.log_tail(id, 30));
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node {id} did not re-seed within {timeout:?}:\n{}",
+            cluster.log_tail(id, 30)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -148,7 +152,10 @@ async fn a_node_with_a_corrupted_wal_is_reseeded_from_its_peers() {
     cluster.start(3).unwrap();
     wait_reseeded(&cluster, 3, Duration::from_secs(60)).await;
     let data = &cluster.node(3).config.data_dir;
-    let quarantined = std::fs::read_dir(data).unwrap().filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().starts_with("db.corrupt-"));
+    let quarantined = std::fs::read_dir(data)
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("db.corrupt-"));
     assert!(quarantined, "the damaged store is kept aside for inspection");
     let client = cluster.wait_ready(Duration::from_secs(30)).await.unwrap();
     assert_eq!(send_many(&client, 1_000, 100).await, 100);
@@ -167,7 +174,8 @@ async fn a_node_with_a_corrupted_wal_is_reseeded_from_its_peers() {
 
     let replicas = chorus_jepsen::readback::read_all(&cluster, &client, Duration::from_secs(5)).await.unwrap();
     assert!(chorus_jepsen::readback::divergence(&replicas).is_empty(), "replicas differ");
-    let sends = |events: &[chorus_schema::EventRecord]| events.iter().filter(|e| e.event.body.kind() == "MessageSent").count();
+    let sends =
+        |events: &[chorus_schema::EventRecord]| events.iter().filter(|e| e.event.body.kind() == "MessageSent").count();
     for id in [1, 2, 3] {
         let total: usize = replicas[&id].values().map(|e| sends(e)).sum();
         assert_eq!(total, 500, "node {id} holds every acknowledged send");
@@ -180,11 +188,8 @@ fn ci_config(seed: u64, nemesis: &str) -> RunConfig {
     // Eight kinds per run: 40 s hold eight faults however the seed draws
     // their lengths (2 s warm-up, then at most 3 s of fault and 2 s of gap each).
     c.time = Duration::from_secs(40);
-    c.timing = Timing {
-        fault_max: Duration::from_millis(3_000),
-        gap_max: Duration::from_millis(2_000),
-        ..Timing::default()
-    };
+    c.timing =
+        Timing { fault_max: Duration::from_millis(3_000), gap_max: Duration::from_millis(2_000), ..Timing::default() };
     c.seed = seed;
     c.nemesis = FaultKind::parse_list(nemesis).unwrap();
     c.liveness_bound = Duration::from_secs(30);
@@ -193,7 +198,13 @@ fn ci_config(seed: u64, nemesis: &str) -> RunConfig {
 
 fn must_be_valid(r: &RunReport, out: &std::path::Path) {
     let summary: Vec<String> = r.verdict.anomalies.values().flatten().take(20).map(|a| a.to_string()).collect();
-    assert!(r.valid, "run seed {} is invalid (see {}): liveness {:?}, anomalies {summary:#?}", r.seed, out.display(), r.liveness);
+    assert!(
+        r.valid,
+        "run seed {} is invalid (see {}): liveness {:?}, anomalies {summary:#?}",
+        r.seed,
+        out.display(),
+        r.liveness
+    );
     assert!(r.liveness.holds(), "liveness: {:?}", r.liveness);
     assert!(r.ops.get("send.ok").copied().unwrap_or(0) >= 300, "too few acknowledged sends: {:?}", r.ops);
     assert!(r.ops.get("send.fail").copied().unwrap_or(0) > 0, "non-member sends must have been refused: {:?}", r.ops);
@@ -229,7 +240,8 @@ async fn every_nemesis_kind_two_seeds_no_anomaly() {
             config.time = Duration::from_secs(30);
         }
         let out = config.out.clone();
-        let report = run::run(config).await.unwrap_or_else(|e| panic!("run seed {seed} failed ({}): {e}", out.display()));
+        let report =
+            run::run(config).await.unwrap_or_else(|e| panic!("run seed {seed} failed ({}): {e}", out.display()));
         eprintln!(
             "seed {seed}: ops {:?}, faults {:?}",
             report.ops,
@@ -244,7 +256,11 @@ async fn every_nemesis_kind_two_seeds_no_anomaly() {
                 .filter(|f| !f.detail.contains("has no such file") && !f.detail.contains("not damaged"))
                 .count();
             let reseeds: usize = report.reseeds.values().sum();
-            assert!(damaged > 0 && reseeds >= damaged, "every damaged node re-seeds: {damaged} damaged, reseeds {:?}", report.reseeds);
+            assert!(
+                damaged > 0 && reseeds >= damaged,
+                "every damaged node re-seeds: {damaged} damaged, reseeds {:?}",
+                report.reseeds
+            );
         }
         for f in &report.faults {
             seen.insert(f.kind);
@@ -307,7 +323,11 @@ async fn edges_killed_mid_stream_lose_nothing_and_devices_converge() {
     let out = config.out.clone();
     let report = run::run(config).await.unwrap_or_else(|e| panic!("run failed ({}): {e}", out.display()));
     must_be_valid(&report, &out);
-    assert!(report.faults.len() >= 3 && report.faults.iter().all(|f| f.kind == FaultKind::KillEdge), "{:?}", report.faults);
+    assert!(
+        report.faults.len() >= 3 && report.faults.iter().all(|f| f.kind == FaultKind::KillEdge),
+        "{:?}",
+        report.faults
+    );
     let sdk = report.sdk.as_ref().expect("SDK counters");
     // Every device logged in once at the start; the kills forced more.
     assert!(sdk.disconnects > 0, "no client lost its edge: {sdk:?}");

@@ -70,7 +70,12 @@ impl Dev {
     fn replay(&self, view: &str, out: &Path, compare: Option<&Path>) -> Output {
         let mut cmd = Command::new(CHORUS);
         let op = self.tls("operator");
-        cmd.args(["replay", "--node", &self.client_addr, "--ca"]).arg(op.ca).arg("--cert").arg(op.cert).arg("--key").arg(op.key);
+        cmd.args(["replay", "--node", &self.client_addr, "--ca"])
+            .arg(op.ca)
+            .arg("--cert")
+            .arg(op.cert)
+            .arg("--key")
+            .arg(op.key);
         cmd.args(["--view", view, "--out"]).arg(out);
         if let Some(live) = compare {
             cmd.arg("--compare").arg(live);
@@ -116,7 +121,13 @@ async fn workload(client: &LogClient) {
     };
     must_append(client, 1, 1, send(2, "hi")).await;
     must_append(client, 2, 1, send(1, "hello")).await;
-    must_append(client, 1, 2, CommandBody::CreateGroup { chat: group, name: "g".into(), members: vec![UserId(1), UserId(2), UserId(3)] }).await;
+    must_append(
+        client,
+        1,
+        2,
+        CommandBody::CreateGroup { chat: group, name: "g".into(), members: vec![UserId(1), UserId(2), UserId(3)] },
+    )
+    .await;
     must_append(client, 3, 1, CommandBody::SendGroup { chat: group, ciphertext: vec![1], media: None }).await;
     must_append(client, 1, 3, CommandBody::RemoveMember { chat: group, member: UserId(3) }).await;
     must_append(client, 2, 2, CommandBody::Ack { chat: group, kind: ReceiptKind::Read, up_to_seq: Seq(2) }).await;
@@ -137,9 +148,10 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
     let dev = Dev::must_start(&dir.path().join("dev"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let client = LogClient::connect(std::slice::from_ref(&dev.client_addr), &dev.tls("edge"), ClientConfig::default())
-            .await
-            .expect("connect to chorus dev");
+        let client =
+            LogClient::connect(std::slice::from_ref(&dev.client_addr), &dev.tls("edge"), ClientConfig::default())
+                .await
+                .expect("connect to chorus dev");
         workload(&client).await;
     });
 

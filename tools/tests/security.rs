@@ -14,8 +14,8 @@ use chorus_log_node::network::{frame, ALPN_LOG, SERVER_NAME};
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_projections::bus_auth::{self, BusRole};
 use chorus_schema::{
-    AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, GroupId, NodeId, Origin, PartitionId, Request,
-    Response, UserId,
+    AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, GroupId, NodeId, Origin, PartitionId,
+    Request, Response, UserId,
 };
 use chorus_tools::launcher::{chorus_binary, Cluster, ClusterSpec};
 
@@ -47,7 +47,8 @@ async fn ask(conn: &quinn::Connection, req: &Request) -> Option<Response> {
 async fn connect(quic: quinn::ClientConfig, addr: &str) -> Option<quinn::Connection> {
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let sock: SocketAddr = addr.parse().unwrap();
-    let conn = tokio::time::timeout(Duration::from_secs(5), endpoint.connect_with(quic, sock, SERVER_NAME).unwrap()).await;
+    let conn =
+        tokio::time::timeout(Duration::from_secs(5), endpoint.connect_with(quic, sock, SERVER_NAME).unwrap()).await;
     conn.ok()?.ok()
 }
 
@@ -248,14 +249,20 @@ async fn the_bus_refuses_strangers_and_holds_each_role_to_its_subjects() {
     let m = tokio::time::timeout(Duration::from_secs(5), deliveries.next()).await.unwrap().unwrap();
     assert_eq!(&m.payload[..], b"real", "the first delivery seen must be the projector's, not the forged one");
     // … and the forged one never does.
-    assert!(tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await.is_err(), "a forged delivery arrived");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await.is_err(),
+        "a forged delivery arrived"
+    );
 
     // Nobody may answer view queries but projectors: edge 2's query finds no
     // responder (edge 1's subscription was refused by the server).
     let asked = e2.request("chorus.view.session", Bytes::from_static(b"q"), Duration::from_secs(1)).await;
     assert!(asked.is_err(), "a view query was answered by an edge: {asked:?}");
     if let Ok(sub) = forged_views.as_mut() {
-        assert!(tokio::time::timeout(Duration::from_millis(300), sub.next()).await.map(|m| m.is_none()).unwrap_or(true));
+        assert!(tokio::time::timeout(Duration::from_millis(300), sub.next())
+            .await
+            .map(|m| m.is_none())
+            .unwrap_or(true));
     }
     // With a projector serving, the same query is answered.
     let mut views = projector.queue_subscribe("chorus.view.session", "projectors").await.unwrap();
@@ -269,7 +276,12 @@ async fn the_bus_refuses_strangers_and_holds_each_role_to_its_subjects() {
     serve.await.unwrap();
 
     // An edge cannot read another edge's replies (its inbox is its own).
-    let theirs = format!("{}.>", chorus_bus::inbox_prefix(&bus_auth::public_key_of(&bus_auth::seed_path(dir.path(), BusRole::Edge, "e2")).unwrap()));
+    let theirs = format!(
+        "{}.>",
+        chorus_bus::inbox_prefix(
+            &bus_auth::public_key_of(&bus_auth::seed_path(dir.path(), BusRole::Edge, "e2")).unwrap()
+        )
+    );
     let mut spy = e1.subscribe(&theirs).await;
     if let Ok(sub) = spy.as_mut() {
         let projector2 = Bus::connect_nats_with(&nats.url(), &auth(BusRole::Projector, "p")).await.unwrap();
@@ -282,7 +294,10 @@ async fn the_bus_refuses_strangers_and_holds_each_role_to_its_subjects() {
         });
         let got = e2.request("chorus.view.session", Bytes::from_static(b"q"), Duration::from_secs(5)).await.unwrap();
         assert_eq!(&got[..], b"secret");
-        assert!(tokio::time::timeout(Duration::from_millis(300), sub.next()).await.map(|m| m.is_none()).unwrap_or(true), "edge 1 read edge 2's reply");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), sub.next()).await.map(|m| m.is_none()).unwrap_or(true),
+            "edge 1 read edge 2's reply"
+        );
     }
 }
 

@@ -184,7 +184,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
     let mut session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
     session.set_limits(ctx.rate_limits.clone(), quic.remote_address().ip());
     let budget = ctx.config.delivery_queue_bytes_max;
-    let bounds = Bounds { input_bytes_max: budget / 4, routed_max: ctx.config.delivery_queue_max, routed_bytes_max: budget / 4 };
+    let bounds =
+        Bounds { input_bytes_max: budget / 4, routed_max: ctx.config.delivery_queue_max, routed_bytes_max: budget / 4 };
     let mut conn = Conn {
         id: ctx.next_conn_id.fetch_add(1, Ordering::Relaxed),
         mailbox: Arc::new(Mailbox::new(bounds, ctx.queued_bytes_peak.clone())),
@@ -322,7 +323,10 @@ impl Conn {
         while let Some(mail) = next {
             match mail {
                 Mail::Lagged => {
-                    return Some(Close::driver(EdgeErrorCode::Unavailable, "too slow to read deliveries: reconnect and sync"))
+                    return Some(Close::driver(
+                        EdgeErrorCode::Unavailable,
+                        "too slow to read deliveries: reconnect and sync",
+                    ))
                 }
                 Mail::Evicted(reason) => return Some(Close::driver(EdgeErrorCode::RateLimited, &reason)),
                 Mail::Input(input) => {
@@ -336,7 +340,11 @@ impl Conn {
                 return Some(close);
             }
             handled += 1;
-            next = if handled < MAIL_BATCH && self.subscribing.is_none() { self.mailbox.try_take(self.room()) } else { None };
+            next = if handled < MAIL_BATCH && self.subscribing.is_none() {
+                self.mailbox.try_take(self.room())
+            } else {
+                None
+            };
         }
         None
     }
@@ -346,7 +354,10 @@ impl Conn {
     /// reading stops the work done for it, and its sync waits.
     fn room(&self) -> Room {
         match &self.deliveries {
-            Some(d) if d.bytes + DELIVERY_FRAME_MAX > self.deliveries_bytes_max || d.len() >= self.ctx.config.delivery_queue_max => {
+            Some(d)
+                if d.bytes + DELIVERY_FRAME_MAX > self.deliveries_bytes_max
+                    || d.len() >= self.ctx.config.delivery_queue_max =>
+            {
                 Room::Full
             }
             _ => Room::Free,
@@ -439,7 +450,10 @@ impl Conn {
                     if deliveries.len() >= self.ctx.config.delivery_queue_max
                         || deliveries.bytes + encoded.len() > self.deliveries_bytes_max
                     {
-                        return Some(Close::driver(EdgeErrorCode::Unavailable, "too slow to read deliveries: reconnect and sync"));
+                        return Some(Close::driver(
+                            EdgeErrorCode::Unavailable,
+                            "too slow to read deliveries: reconnect and sync",
+                        ));
                     }
                     deliveries.push_encoded(encoded);
                     self.mailbox.set_outgoing_bytes(deliveries.bytes);
@@ -528,8 +542,12 @@ impl Conn {
         if let Some(c) = &close {
             debug!(code = ?c.code, reason = %c.reason, "closing connection");
             if c.tell {
-                let frame =
-                    ServerFrame::Error { code: c.code, message: c.reason.clone(), client_msg_id: None, retry_after_ms: None };
+                let frame = ServerFrame::Error {
+                    code: c.code,
+                    message: c.reason.clone(),
+                    client_msg_id: None,
+                    retry_after_ms: None,
+                };
                 self.control.push(&frame);
             }
         }

@@ -44,7 +44,9 @@ pub(crate) struct Gone;
 pub(crate) enum Offer {
     Queued,
     /// The queue was full: the connection is lagged (`first`: it just became so).
-    Lagged { first: bool },
+    Lagged {
+        first: bool,
+    },
     Gone,
 }
 
@@ -199,7 +201,8 @@ impl Mailbox {
         if q.closed {
             return Offer::Gone;
         }
-        if q.lagged || q.routed.len() >= self.bounds.routed_max || q.routed_bytes + bytes > self.bounds.routed_bytes_max {
+        if q.lagged || q.routed.len() >= self.bounds.routed_max || q.routed_bytes + bytes > self.bounds.routed_bytes_max
+        {
             let first = !q.lagged;
             q.lagged = true;
             drop(q);

@@ -110,7 +110,10 @@ pub(crate) enum Input {
     Appended(Correlation, Result<CommandResult, AppendError>),
     TokenVerified(TokenVerdict),
     Recovered(Box<EventRecord>),
-    SyncDone { positions: Vec<(ChatId, Seq)>, with_news: u32 },
+    SyncDone {
+        positions: Vec<(ChatId, Seq)>,
+        with_news: u32,
+    },
     SyncFailed,
     FillDone(ChatId),
     /// A gap of the chat could not be recovered: the connection closes.
@@ -243,8 +246,9 @@ impl Edge {
         let mut server = tls::server_config(&config.cert, &config.key, chorus_schema::edge::ALPN)?;
         server.transport_config(transport(&config));
         let runtime = quinn::default_runtime().ok_or_else(|| Error::Config("no async runtime".into()))?;
-        let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), udp_socket(&config)?, runtime)
-            .map_err(|source| Error::Bind { addr: config.listen, source })?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), udp_socket(&config)?, runtime)
+                .map_err(|source| Error::Bind { addr: config.listen, source })?;
         let log = LogClient::connect(
             &config.log_seeds,
             &config.log_tls,
@@ -259,7 +263,8 @@ impl Edge {
             (BusConfig::Local, None) => return Err(Error::Config("bus = local needs the in-process bus".into())),
             (BusConfig::Nats { .. }, _) => config.bus.connect_nats().await?.expect("a NATS configuration"),
         };
-        let view_key = chorus_projections::seal::ViewKey::load(&config.view_key).map_err(|e| Error::Config(e.to_string()))?;
+        let view_key =
+            chorus_projections::seal::ViewKey::load(&config.view_key).map_err(|e| Error::Config(e.to_string()))?;
         let subscription = bus.subscribe(&format!("{}.>", wire::DELIVER_PREFIX)).await?;
         let receipts = bus.subscribe(&format!("{}.>", wire::RECEIPT_PREFIX)).await?;
         let accounts = bus.subscribe(&format!("{}.>", wire::ACCOUNT_PREFIX)).await?;
@@ -361,7 +366,10 @@ impl Edge {
         }
         router.abort();
         pruner.abort();
-        endpoint.close(quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.code())), b"edge shutting down");
+        endpoint.close(
+            quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.code())),
+            b"edge shutting down",
+        );
         endpoint.wait_idle().await;
     }
 }

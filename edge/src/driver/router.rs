@@ -68,13 +68,17 @@ impl Router {
         while list.iter().filter(|r| r.device == route.device).count() >= caps.per_device {
             let i = list.iter().position(|r| r.device == route.device).expect("counted one");
             let old = list.remove(i);
-            let reason = format!("replaced by a newer connection of this device (connections_per_device_max {})", caps.per_device);
+            let reason = format!(
+                "replaced by a newer connection of this device (connections_per_device_max {})",
+                caps.per_device
+            );
             old.mailbox.evict(reason);
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
         while list.len() >= caps.per_user {
             let old = list.remove(0);
-            let reason = format!("replaced by a newer connection of this user (connections_per_user_max {})", caps.per_user);
+            let reason =
+                format!("replaced by a newer connection of this user (connections_per_user_max {})", caps.per_user);
             old.mailbox.evict(reason);
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
@@ -84,7 +88,11 @@ impl Router {
     /// The connections routed for `user` (tests).
     #[cfg(test)]
     pub(crate) fn routes_of(&self, user: UserId) -> Vec<u64> {
-        self.routes.lock().expect("routes lock").get(&user).map_or_else(Vec::new, |v| v.iter().map(|r| r.conn).collect())
+        self.routes
+            .lock()
+            .expect("routes lock")
+            .get(&user)
+            .map_or_else(Vec::new, |v| v.iter().map(|r| r.conn).collect())
     }
 
     pub(crate) fn unregister(&self, user: UserId, conn: u64) {
@@ -178,13 +186,17 @@ mod tests {
         // A third connection of device 1: its oldest goes.
         r.register(user, a3.clone(), caps);
         assert_eq!(r.routes_of(user), vec![2, 3]);
-        assert!(matches!(a1.mailbox.try_take(Room::Full), Some(Mail::Evicted(m)) if m.contains("connections_per_device_max 2")));
+        assert!(
+            matches!(a1.mailbox.try_take(Room::Full), Some(Mail::Evicted(m)) if m.contains("connections_per_device_max 2"))
+        );
         assert!(a2.mailbox.try_take(Room::Full).is_none());
         // Other devices count towards the user's cap of 3.
         r.register(user, route(4, 2), caps);
         r.register(user, route(5, 3), caps);
         assert_eq!(r.routes_of(user), vec![3, 4, 5]);
-        assert!(matches!(a2.mailbox.try_take(Room::Full), Some(Mail::Evicted(m)) if m.contains("connections_per_user_max 3")));
+        assert!(
+            matches!(a2.mailbox.try_take(Room::Full), Some(Mail::Evicted(m)) if m.contains("connections_per_user_max 3"))
+        );
         assert_eq!(r.evicted.load(Ordering::Relaxed), 2);
         // An evicted connection's own unregister changes nothing.
         r.unregister(user, 1);

@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use super::mailbox::Mailbox;
+use super::{Ctx, Input};
+use crate::session::TokenVerdict;
 use bytes::Bytes;
 use chorus_projections::seal;
 use chorus_projections::wire::{
@@ -13,9 +16,6 @@ use chorus_projections::wire::{
 use chorus_schema::{ChatId, DeviceId, EventRecord, PartitionId, Seq, UserId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use super::mailbox::Mailbox;
-use super::{Ctx, Input};
-use crate::session::TokenVerdict;
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,10 +48,15 @@ fn checked_partition(chat: ChatId, named: PartitionId, partitions: u16) -> Resul
 /// One view query: sealed with a fresh nonce, and answered only by a reply
 /// sealed with the view key for this very request (see
 /// `chorus_projections::seal`): what the bus alone says is not trusted.
-async fn query<Q: Serialize, T: DeserializeOwned>(ctx: &Ctx, subject: &'static str, request: &Q) -> Result<T, ReadError> {
+async fn query<Q: Serialize, T: DeserializeOwned>(
+    ctx: &Ctx,
+    subject: &'static str,
+    request: &Q,
+) -> Result<T, ReadError> {
     let err = |reason: String| ReadError::View { subject, reason };
     let sealed = Bytes::from(seal::seal_request(&wire::encode(request)));
-    let reply = ctx.bus.request(subject, sealed.clone(), ctx.config.view_timeout()).await.map_err(|e| err(e.to_string()))?;
+    let reply =
+        ctx.bus.request(subject, sealed.clone(), ctx.config.view_timeout()).await.map_err(|e| err(e.to_string()))?;
     let answer = ctx.view_key.open_reply(subject, &sealed, &reply).map_err(|e| {
         tracing::warn!(subject, error = %e, "view reply refused");
         err(e.to_string())
@@ -68,7 +73,11 @@ pub(crate) async fn verify_token(ctx: &Ctx, user: UserId, device: DeviceId, hash
         match query::<_, SessionInfo>(ctx, wire::VIEW_SESSION, &SessionRequest { user, device }).await {
             // blake3::Hash compares in constant time.
             Ok(SessionInfo { token_hash: Some(h) }) => {
-                return if blake3::Hash::from(h) == blake3::Hash::from(hash) { TokenVerdict::Valid } else { TokenVerdict::Invalid };
+                return if blake3::Hash::from(h) == blake3::Hash::from(hash) {
+                    TokenVerdict::Valid
+                } else {
+                    TokenVerdict::Invalid
+                };
             }
             Ok(SessionInfo { token_hash: None }) if attempt < 4 => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -108,7 +117,8 @@ async fn all_cursors(ctx: &Ctx, user: UserId, device: DeviceId) -> Result<Vec<Ch
     let mut after = None;
     loop {
         let page: CursorsPage =
-            query(ctx, wire::VIEW_CURSORS, &CursorsRequest { user, device, after, limit: wire::PAGE_ENTRIES_MAX }).await?;
+            query(ctx, wire::VIEW_CURSORS, &CursorsRequest { user, device, after, limit: wire::PAGE_ENTRIES_MAX })
+                .await?;
         after = page.entries.last().map(|c| c.chat);
         out.extend(page.entries);
         if !page.more || after.is_none() {

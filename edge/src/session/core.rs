@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use chorus_schema::edge::{normalize_phone, user_for_phone, CLIENT_MSG_ID_RESERVED_BIT};
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, DeviceNoticeKind, EdgeErrorCode, EventBody,
-    EventRecord, Origin, Outcome, ReceiptKind, Recipient, RejectCode, Rejection, Seq, ServerFrame, UserId,
+    ChatId, ClientFrame, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, DeviceNoticeKind, EdgeErrorCode,
+    EventBody, EventRecord, Origin, Outcome, ReceiptKind, Recipient, RejectCode, Rejection, Seq, ServerFrame, UserId,
 };
 
 use super::config::Config;
@@ -130,15 +130,30 @@ enum Pending {
     Register,
     /// A wrong code or PIN is being recorded in the log; then the client
     /// gets `code` (or `PhoneLocked` if the log says the phone is locked).
-    OtpFailure { code: EdgeErrorCode, message: String },
-    Send { client_msg_id: ClientMsgId },
-    Ack { chat: ChatId, kind: ReceiptKind },
+    OtpFailure {
+        code: EdgeErrorCode,
+        message: String,
+    },
+    Send {
+        client_msg_id: ClientMsgId,
+    },
+    Ack {
+        chat: ChatId,
+        kind: ReceiptKind,
+    },
     /// `SetPin`, `UnlinkDevice`, `Logout`: `Done` on success; `close` the
     /// connection then (the device logged out or unlinked itself).
-    Request { client_msg_id: ClientMsgId, close: bool },
+    Request {
+        client_msg_id: ClientMsgId,
+        close: bool,
+    },
     /// `Block`: the direct chat's marker (what the log enforces) is in; the
     /// user partition's block (what the views list) comes next.
-    Block { client_msg_id: ClientMsgId, peer: UserId, blocked: bool },
+    Block {
+        client_msg_id: ClientMsgId,
+        peer: UserId,
+        blocked: bool,
+    },
 }
 
 /// Bytes of live items a connection holds behind a sync or a gap fill before
@@ -329,7 +344,10 @@ impl Session {
                 self.verify_otp(now_ms, &phone, &code, device_name, identity_key, pin, otp)
             }
             (State::Anonymous, ClientFrame::Login { user, device, token }) => self.login(now_ms, user, device, &token),
-            (State::LoggedIn(_), ClientFrame::RequestOtp { .. } | ClientFrame::VerifyOtp { .. } | ClientFrame::Login { .. })
+            (
+                State::LoggedIn(_),
+                ClientFrame::RequestOtp { .. } | ClientFrame::VerifyOtp { .. } | ClientFrame::Login { .. },
+            )
             | (State::Registering(_) | State::VerifyingToken(_), ClientFrame::Login { .. }) => {
                 self.error(EdgeErrorCode::Forbidden, "this connection is already authenticated", None)
             }
@@ -393,9 +411,7 @@ impl Session {
                 | ClientFrame::UnlinkDevice { client_msg_id, .. }
                 | ClientFrame::Logout { client_msg_id }
                 | ClientFrame::Block { client_msg_id, .. },
-            ) => {
-                self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id))
-            }
+            ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }
     }
@@ -422,7 +438,12 @@ impl Session {
     }
 
     /// The result of [`Action::Append`] `correlation`. Unknown correlations are ignored.
-    pub fn handle_append_result(&mut self, now_ms: u64, correlation: Correlation, result: Result<CommandResult, AppendError>) {
+    pub fn handle_append_result(
+        &mut self,
+        now_ms: u64,
+        correlation: Correlation,
+        result: Result<CommandResult, AppendError>,
+    ) {
         let Some(pending) = self.pending.remove(&correlation) else { return };
         if self.is_closed() {
             return;
@@ -430,13 +451,19 @@ impl Session {
         match pending {
             Pending::Register => self.registration_step(result),
             Pending::OtpFailure { code, message } => match result {
-                Ok(Err(Rejection { code: RejectCode::Locked, message })) => self.error(EdgeErrorCode::PhoneLocked, message, None),
+                Ok(Err(Rejection { code: RejectCode::Locked, message })) => {
+                    self.error(EdgeErrorCode::PhoneLocked, message, None)
+                }
                 // Recorded (or the log could not say): the client hears what was wrong.
                 _ => self.error(code, message, None),
             },
             Pending::Block { client_msg_id, peer, blocked } => match (result, self.identity()) {
                 (Ok(Ok(_)), Some(id)) => {
-                    let body = if blocked { CommandBody::Block { target: peer } } else { CommandBody::Unblock { target: peer } };
+                    let body = if blocked {
+                        CommandBody::Block { target: peer }
+                    } else {
+                        CommandBody::Unblock { target: peer }
+                    };
                     self.append_internal(id, Pending::Request { client_msg_id, close: false }, body);
                 }
                 (Ok(Ok(_)), None) => {}
@@ -457,9 +484,11 @@ impl Session {
                 Ok(Ok(Outcome::Chat { chat, seq })) => {
                     self.send(ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms: now_ms })
                 }
-                Ok(Ok(other)) => {
-                    self.error(EdgeErrorCode::Internal, format!("unexpected send outcome {other:?}"), Some(client_msg_id))
-                }
+                Ok(Ok(other)) => self.error(
+                    EdgeErrorCode::Internal,
+                    format!("unexpected send outcome {other:?}"),
+                    Some(client_msg_id),
+                ),
                 Ok(Err(r)) => self.error(reject_code(r.code), r.message, Some(client_msg_id)),
                 Err(e) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
             },
@@ -621,7 +650,8 @@ impl Session {
         let code = format!("{:06}", u64::from_le_bytes(b) % 1_000_000);
         match otp.issue(now_ms, &phone, &code) {
             Ok(expires_ms) => {
-                self.actions.push_back(Action::SendSms { phone: phone.clone(), text: format!("Your chorus code: {code}") });
+                self.actions
+                    .push_back(Action::SendSms { phone: phone.clone(), text: format!("Your chorus code: {code}") });
                 self.send(ServerFrame::OtpSent { phone, expires_in_ms: expires_ms.saturating_sub(now_ms) });
             }
             Err(e) => self.error(otp_error_code(e), e.to_string(), None),

@@ -25,7 +25,9 @@ mod pin;
 mod rate;
 mod timeline;
 
-pub use self::core::{token_expiry_ms, token_hash, token_linked_ms, Action, AppendError, Correlation, Identity, Session, TokenVerdict};
+pub use self::core::{
+    token_expiry_ms, token_hash, token_linked_ms, Action, AppendError, Correlation, Identity, Session, TokenVerdict,
+};
 pub use config::Config;
 pub use entropy::{Entropy, SeededEntropy};
 pub use limits::{Limits, LimitsConfig, Rate, Refused};

@@ -32,8 +32,14 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
     keys.extend(m.live.keys().copied());
     let empty = Vec::new();
     for key @ (u, d, chat) in keys {
-        let expected: BTreeSet<Item> =
-            m.reads.get(&key).unwrap_or(&empty).iter().filter(|i| i.message.is_some() && !m.own(u, d, i)).copied().collect();
+        let expected: BTreeSet<Item> = m
+            .reads
+            .get(&key)
+            .unwrap_or(&empty)
+            .iter()
+            .filter(|i| i.message.is_some() && !m.own(u, d, i))
+            .copied()
+            .collect();
         let held = m.device_reads.get(&key).unwrap_or(&empty);
         for item in expected.iter().filter(|i| !held.contains(i)) {
             out.push(anomaly(
@@ -48,13 +54,17 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
                 out.push(anomaly(
                     Invariant::Lost,
                     Some(chat),
-                    format!("{u}/{d}'s live stream skipped seq {} ({:?}) and went on to seq {last}", item.seq, item.message),
+                    format!(
+                        "{u}/{d}'s live stream skipped seq {} ({:?}) and went on to seq {last}",
+                        item.seq, item.message
+                    ),
                 ));
             }
         }
         for (what, items) in [("final sync", held), ("live stream", live)] {
             for item in items.iter().filter(|i| !expected.contains(i)) {
-                let why = if m.own(u, d, item) { "its own send, echoed back" } else { "which the log does not give it" };
+                let why =
+                    if m.own(u, d, item) { "its own send, echoed back" } else { "which the log does not give it" };
                 out.push(anomaly(
                     Invariant::Removal,
                     Some(chat),

@@ -58,7 +58,10 @@ impl Model {
         m.ops = history.operations();
         for op in &m.ops {
             match (&op.op, &op.outcome) {
-                (Op::AddMember { chat, member, .. } | Op::RemoveMember { chat, member, .. }, Outcome::Ok(Value::MemberChanged { seq })) => {
+                (
+                    Op::AddMember { chat, member, .. } | Op::RemoveMember { chat, member, .. },
+                    Outcome::Ok(Value::MemberChanged { seq }),
+                ) => {
                     let added = matches!(op.op, Op::AddMember { .. });
                     m.changes.entry(*chat).or_default().push(Change { seq: *seq, member: *member, added });
                 }
@@ -143,7 +146,8 @@ impl Model {
     /// Whether `item` is a message that `device` of `user` sent itself (a
     /// device does not receive its own sends).
     pub(crate) fn own(&self, user: UserId, device: DeviceId, item: &Item) -> bool {
-        item.message.is_some_and(|(sender, cmid)| sender == user && self.sent_from.get(&(sender, cmid)) == Some(&device))
+        item.message
+            .is_some_and(|(sender, cmid)| sender == user && self.sent_from.get(&(sender, cmid)) == Some(&device))
     }
 
     pub(crate) fn outcome_counts(&self) -> (usize, usize, usize) {

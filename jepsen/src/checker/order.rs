@@ -31,7 +31,10 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
             Some(other) if other != &item => out.push(anomaly(
                 Invariant::Order,
                 Some(chat),
-                format!("seq {} is {:?} for {u}/{d} but {:?} for another reader", item.seq, item.message, other.message),
+                format!(
+                    "seq {} is {:?} for {u}/{d} but {:?} for another reader",
+                    item.seq, item.message, other.message
+                ),
             )),
             Some(_) => {}
             None => {

@@ -33,7 +33,10 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
             out.push(anomaly(
                 Invariant::Retry,
                 places.first().map(|p| p.0),
-                format!("{sender}/{device} {cmid} acked as {:?}", places.iter().map(|(c, s)| format!("{c}#{s}")).collect::<Vec<_>>()),
+                format!(
+                    "{sender}/{device} {cmid} acked as {:?}",
+                    places.iter().map(|(c, s)| format!("{c}#{s}")).collect::<Vec<_>>()
+                ),
             ));
             continue;
         }

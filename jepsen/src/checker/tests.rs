@@ -110,8 +110,20 @@ fn clean_history_passes_and_roundtrips_as_jsonl() {
     for u in [A, B, C] {
         b.read(u, clean_items());
     }
-    b.observe(Observation::Receipt { viewer: (A, D1), chat: chat(), of: B, kind: ReceiptKind::Delivered, up_to_seq: Seq(1) });
-    b.observe(Observation::Receipt { viewer: (A, D1), chat: chat(), of: B, kind: ReceiptKind::Read, up_to_seq: Seq(1) });
+    b.observe(Observation::Receipt {
+        viewer: (A, D1),
+        chat: chat(),
+        of: B,
+        kind: ReceiptKind::Delivered,
+        up_to_seq: Seq(1),
+    });
+    b.observe(Observation::Receipt {
+        viewer: (A, D1),
+        chat: chat(),
+        of: B,
+        kind: ReceiptKind::Read,
+        up_to_seq: Seq(1),
+    });
     b.observe(Observation::Deliver { user: C, device: D1, chat: chat(), item: msg(1, A, 11) });
     let h = b.history();
     let v = check(&h);
@@ -205,7 +217,14 @@ fn post_removal_delivery_and_non_member_send_are_reported() {
     b.op(Op::RemoveMember { chat: chat(), actor: A, member: C }, Ok(Value::MemberChanged { seq: Seq(4) }), false);
     b.send(A, 13, 5);
     b.send(C, 31, 6); // C is no longer a member: must have been refused
-    let all = vec![msg(1, A, 11), msg(2, B, 21), msg(3, A, 12), Item { seq: Seq(4), message: None }, msg(5, A, 13), msg(6, C, 31)];
+    let all = vec![
+        msg(1, A, 11),
+        msg(2, B, 21),
+        msg(3, A, 12),
+        Item { seq: Seq(4), message: None },
+        msg(5, A, 13),
+        msg(6, C, 31),
+    ];
     b.read(A, all.clone()).read(B, all.clone()).read(C, all);
     let v = check(&b.history());
     let details: Vec<&str> = v.of(Invariant::Removal).iter().map(|a| a.detail.as_str()).collect();
@@ -222,7 +241,13 @@ fn receipts_going_backwards_or_read_beyond_delivered_are_reported() {
     }
     let r = |kind, s| Observation::Receipt { viewer: (A, D1), chat: chat(), of: B, kind, up_to_seq: Seq(s) };
     b.observe(r(ReceiptKind::Delivered, 3)).observe(r(ReceiptKind::Delivered, 2));
-    b.observe(Observation::Receipt { viewer: (A, D1), chat: chat(), of: C, kind: ReceiptKind::Read, up_to_seq: Seq(3) });
+    b.observe(Observation::Receipt {
+        viewer: (A, D1),
+        chat: chat(),
+        of: C,
+        kind: ReceiptKind::Read,
+        up_to_seq: Seq(3),
+    });
     let v = check(&b.history());
     let details: Vec<&str> = v.of(Invariant::Receipts).iter().map(|a| a.detail.as_str()).collect();
     assert!(details.iter().any(|d| d.contains("go back")), "{details:?}");
@@ -265,7 +290,8 @@ fn live_stream_duplicate_is_reported() {
 #[test]
 fn views_differences_are_reported() {
     let live = [("a".to_string(), serde_json::json!(1)), ("b".to_string(), serde_json::json!(2))].into_iter().collect();
-    let rebuilt = [("a".to_string(), serde_json::json!(1)), ("c".to_string(), serde_json::json!(3))].into_iter().collect();
+    let rebuilt =
+        [("a".to_string(), serde_json::json!(1)), ("c".to_string(), serde_json::json!(3))].into_iter().collect();
     let v = check_views(&live, &rebuilt);
     assert_eq!(v.len(), 2, "{v:?}");
     assert!(check_views(&live, &live).is_empty());
@@ -322,7 +348,11 @@ fn sdk_clean() -> Builder {
     let mut b = clean();
     b.live(B, msg(1, A, 11)).live(C, msg(1, A, 11)).receipt_tick(A, ReceiptKind::Delivered, 1);
     b.live(A, msg(2, B, 21)).live(C, msg(2, B, 21)).receipt_tick(A, ReceiptKind::Read, 1);
-    b.live(B, msg(3, A, 12)).live(C, msg(3, A, 12)).receipt_tick(A, ReceiptKind::Delivered, 3).receipt_tick(A, ReceiptKind::Read, 3);
+    b.live(B, msg(3, A, 12)).live(C, msg(3, A, 12)).receipt_tick(A, ReceiptKind::Delivered, 3).receipt_tick(
+        A,
+        ReceiptKind::Read,
+        3,
+    );
     for u in [A, B, C] {
         b.read(u, clean_items());
     }
@@ -352,7 +382,7 @@ fn live_delivery_out_of_seq_order_is_reported() {
 fn live_phantom_is_reported() {
     let mut b = sdk_clean();
     b.live(C, msg(4, B, 99)); // never sent
-    // The log does not give it to C either.
+                              // The log does not give it to C either.
     reported(&check(&b.history()), Invariant::Phantom, &[Invariant::Removal]);
 }
 
@@ -404,7 +434,9 @@ fn device_holding_its_own_send_is_reported() {
     for u in [A, B, C] {
         b.read(u, clean_items());
     }
-    b.device_read(A, clean_items()).device_read(B, held_by(B, &clean_items())).device_read(C, held_by(C, &clean_items()));
+    b.device_read(A, clean_items())
+        .device_read(B, held_by(B, &clean_items()))
+        .device_read(C, held_by(C, &clean_items()));
     let v = check(&b.history());
     only(&v, Invariant::Removal);
     assert!(v.of(Invariant::Removal).iter().all(|a| a.detail.contains("own send")), "{:#?}", v.anomalies);

@@ -170,7 +170,15 @@ fn target(kv: &impl Kv, h: &ChatHead, chat: &ChatId, seq: Seq, now: u64) -> Resu
 }
 
 /// The target of an edit or delete by `user`: a recent live message of theirs.
-fn own_recent(kv: &impl Kv, h: &ChatHead, chat: &ChatId, seq: Seq, now: u64, user: UserId, what: &str) -> Result<(), Rejection> {
+fn own_recent(
+    kv: &impl Kv,
+    h: &ChatHead,
+    chat: &ChatId,
+    seq: Seq,
+    now: u64,
+    user: UserId,
+    what: &str,
+) -> Result<(), Rejection> {
     match target(kv, h, chat, seq, now)? {
         Target::Old => Err(too_old()),
         Target::Recent(m) if m.sender != user => {
@@ -217,7 +225,10 @@ pub(crate) fn decide(
             if blocks(kv, &key, user) == *blocked {
                 return Ok(Decision { events: vec![], outcome: Outcome::Done });
             }
-            Ok(Decision { events: vec![EventBody::DirectBlockSet { chat: key, blocked: *blocked }], outcome: Outcome::Done })
+            Ok(Decision {
+                events: vec![EventBody::DirectBlockSet { chat: key, blocked: *blocked }],
+                outcome: Outcome::Done,
+            })
         }
         CommandBody::SendDirect { recipient, ciphertext, media } => {
             if *recipient == user {
@@ -226,7 +237,10 @@ pub(crate) fn decide(
             let chat = key;
             debug_assert_eq!(chat, ChatId::direct(user, *recipient));
             if blocks(kv, &chat, *recipient) {
-                return Err(reject(RejectCode::Blocked, format!("user {recipient} does not accept messages from {user}")));
+                return Err(reject(
+                    RejectCode::Blocked,
+                    format!("user {recipient} does not accept messages from {user}"),
+                ));
             }
             let mut events = Vec::with_capacity(2);
             let seq = match head(kv, &chat) {
@@ -465,7 +479,11 @@ pub(crate) fn fold(kv: &mut impl Kv, chat: ChatId, origin: &Origin, at_ms: u64, 
     }
     match event {
         EventBody::MessageSent { seq, .. } => {
-            kv::write(kv, &Key::new(kv::MESSAGE).chat(&chat).seq(*seq), &Message { sender: origin.user, at_ms, deleted: false });
+            kv::write(
+                kv,
+                &Key::new(kv::MESSAGE).chat(&chat).seq(*seq),
+                &Message { sender: origin.user, at_ms, deleted: false },
+            );
         }
         EventBody::MessageDeleted { target, .. } => {
             if let Some(mut m) = message(kv, &chat, *target) {

@@ -56,7 +56,10 @@ fn check_unlocked(kv: &impl Kv, user: UserId, at_ms: u64) -> Result<(), Rejectio
     let g = otp_guard(kv, user);
     if g.locked_until_ms > at_ms {
         let minutes = (g.locked_until_ms - at_ms).div_ceil(60_000);
-        return Err(reject(RejectCode::Locked, format!("too many wrong codes or PINs: locked for {minutes} more minutes")));
+        return Err(reject(
+            RejectCode::Locked,
+            format!("too many wrong codes or PINs: locked for {minutes} more minutes"),
+        ));
     }
     Ok(())
 }
@@ -146,7 +149,11 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
                 // blake3::Hash compares in constant time.
                 if let Some(stored) = self::pin_hash(kv, me) {
                     if pin.is_none_or(|p| blake3::Hash::from(p) != blake3::Hash::from(stored)) {
-                        let what = if pin.is_some() { "wrong registration PIN" } else { "this phone's user set a registration PIN" };
+                        let what = if pin.is_some() {
+                            "wrong registration PIN"
+                        } else {
+                            "this phone's user set a registration PIN"
+                        };
                         return Err(reject(RejectCode::PinRequired, what));
                     }
                 }
@@ -154,11 +161,19 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
                     return Err(reject(RejectCode::AlreadyExists, format!("device {device} is linked")));
                 }
                 if u.devices.len() >= MAX_DEVICES_PER_USER {
-                    return Err(reject(RejectCode::Invalid, format!("a user links at most {MAX_DEVICES_PER_USER} devices")));
+                    return Err(reject(
+                        RejectCode::Invalid,
+                        format!("a user links at most {MAX_DEVICES_PER_USER} devices"),
+                    ));
                 }
             }
         }
-        events.push(EventBody::DeviceLinked { user: me, device: *device, identity_key: identity_key.clone(), name: name.clone() });
+        events.push(EventBody::DeviceLinked {
+            user: me,
+            device: *device,
+            identity_key: identity_key.clone(),
+            name: name.clone(),
+        });
         events.push(EventBody::SessionCreated { user: me, device: *device, token_hash: *token_hash });
         return Ok(Decision { events, outcome: Outcome::Done });
     }
@@ -174,10 +189,18 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
             return Err(reject(RejectCode::Invalid, format!("user {target} has no device {target_device}")));
         }
         let Some((id, key)) = first_prekey(kv, *target, *target_device) else {
-            return Err(reject(RejectCode::NoPrekeys, format!("device {target_device} of user {target} has no prekeys")));
+            return Err(reject(
+                RejectCode::NoPrekeys,
+                format!("device {target_device} of user {target} has no prekeys"),
+            ));
         };
         return Ok(Decision {
-            events: vec![EventBody::PrekeyClaimed { user: *target, device: *target_device, prekey_id: id, claimed_by: me }],
+            events: vec![EventBody::PrekeyClaimed {
+                user: *target,
+                device: *target_device,
+                prekey_id: id,
+                claimed_by: me,
+            }],
             outcome: Outcome::PrekeyClaimed { user: *target, device: *target_device, prekey: Prekey { id, key } },
         });
     }
@@ -188,7 +211,10 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
                 return Err(reject(RejectCode::AlreadyExists, format!("device {device} is linked")));
             }
             if u.devices.len() >= MAX_DEVICES_PER_USER {
-                return Err(reject(RejectCode::Invalid, format!("a user links at most {MAX_DEVICES_PER_USER} devices")));
+                return Err(reject(
+                    RejectCode::Invalid,
+                    format!("a user links at most {MAX_DEVICES_PER_USER} devices"),
+                ));
             }
             Ok(done(EventBody::DeviceLinked {
                 user: me,
@@ -209,13 +235,15 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
             about: about.clone(),
             avatar: avatar.clone(),
         })),
-        CommandBody::SetPrivacy { last_seen, profile_photo, about, read_receipts } => Ok(done(EventBody::PrivacyChanged {
-            user: me,
-            last_seen: *last_seen,
-            profile_photo: *profile_photo,
-            about: *about,
-            read_receipts: *read_receipts,
-        })),
+        CommandBody::SetPrivacy { last_seen, profile_photo, about, read_receipts } => {
+            Ok(done(EventBody::PrivacyChanged {
+                user: me,
+                last_seen: *last_seen,
+                profile_photo: *profile_photo,
+                about: *about,
+                read_receipts: *read_receipts,
+            }))
+        }
         CommandBody::SetPresence { online } => {
             if u.online == *online {
                 Ok(nothing(Outcome::Done))
@@ -224,7 +252,10 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
             }
         }
         CommandBody::UploadPrekeys { device, prekeys } => {
-            let d = u.devices.get(device).ok_or_else(|| reject(RejectCode::Invalid, format!("device {device} is not linked")))?;
+            let d = u
+                .devices
+                .get(device)
+                .ok_or_else(|| reject(RejectCode::Invalid, format!("device {device} is not linked")))?;
             if prekeys.is_empty() {
                 return Err(reject(RejectCode::Invalid, "no prekeys to upload"));
             }
@@ -242,7 +273,10 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
                 }
             }
             if d.prekeys as usize + prekeys.len() > MAX_PREKEYS_PER_DEVICE {
-                return Err(reject(RejectCode::Invalid, format!("a device holds at most {MAX_PREKEYS_PER_DEVICE} prekeys")));
+                return Err(reject(
+                    RejectCode::Invalid,
+                    format!("a device holds at most {MAX_PREKEYS_PER_DEVICE} prekeys"),
+                ));
             }
             Ok(done(EventBody::PrekeysUploaded { user: me, device: *device, prekeys: prekeys.clone() }))
         }
@@ -394,7 +428,10 @@ pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
             }
         }
         EventBody::SessionCreated { device, token_hash, .. } => {
-            let d = u.devices.get_mut(device).unwrap_or_else(|| panic!("fold: SessionCreated for unlinked device {user}/{device}"));
+            let d = u
+                .devices
+                .get_mut(device)
+                .unwrap_or_else(|| panic!("fold: SessionCreated for unlinked device {user}/{device}"));
             d.session = Some(*token_hash);
         }
         EventBody::SessionRevoked { device, .. } => {

@@ -80,7 +80,8 @@ impl Harness {
     }
 
     fn create_group(&mut self, chat: ChatId, creator: UserId, members: &[UserId]) {
-        let (o, _) = self.must_ok(creator, CommandBody::CreateGroup { chat, name: "g".into(), members: members.to_vec() });
+        let (o, _) =
+            self.must_ok(creator, CommandBody::CreateGroup { chat, name: "g".into(), members: members.to_vec() });
         assert_eq!(o, Outcome::Chat { chat, seq: Seq(1) });
     }
 
@@ -209,7 +210,8 @@ fn dedup_has_no_bound_per_device_and_survives_replay_and_snapshots() {
         origin: origin(device, id),
         body: CommandBody::SendGroup { chat: g, ciphertext: vec![], media: None },
     };
-    let create = Command { origin: origin(2, 1), body: CommandBody::CreateGroup { chat: g, name: "g".into(), members: vec![] } };
+    let create =
+        Command { origin: origin(2, 1), body: CommandBody::CreateGroup { chat: g, name: "g".into(), members: vec![] } };
     let t = 1_000_000;
     apply_raw(&mut state, &mut log, t, &create).unwrap();
     // Device 1 sends 5,000 commands; id 2 comes with an earlier time (the
@@ -250,15 +252,30 @@ fn create_group_rules() {
     let mut h = Harness::new();
     let g = group_id(1);
     let (_, events) = h.must_ok(A, CommandBody::CreateGroup { chat: g, name: "g".into(), members: vec![C, B, C, A] });
-    assert_eq!(events, vec![EventBody::GroupCreated { chat: g, seq: Seq(1), name: "g".into(), members: vec![A, B, C] }]);
+    assert_eq!(
+        events,
+        vec![EventBody::GroupCreated { chat: g, seq: Seq(1), name: "g".into(), members: vec![A, B, C] }]
+    );
     assert_eq!(h.state.members(&g), Some(vec![A, B, C]));
     assert_eq!(h.state.admins(&g), Some(vec![A]));
     assert_eq!(h.state.group_info(&g), Some(("g".into(), "".into())));
-    h.must_reject(B, CommandBody::CreateGroup { chat: g, name: "again".into(), members: vec![] }, RejectCode::AlreadyExists);
+    h.must_reject(
+        B,
+        CommandBody::CreateGroup { chat: g, name: "again".into(), members: vec![] },
+        RejectCode::AlreadyExists,
+    );
     let direct = ChatId::direct(A, B);
-    h.must_reject(A, CommandBody::CreateGroup { chat: direct, name: "squat".into(), members: vec![] }, RejectCode::Invalid);
+    h.must_reject(
+        A,
+        CommandBody::CreateGroup { chat: direct, name: "squat".into(), members: vec![] },
+        RejectCode::Invalid,
+    );
     let too_many = (10..10 + MAX_GROUP_MEMBERS as u64).map(UserId).collect();
-    h.must_reject(A, CommandBody::CreateGroup { chat: group_id(2), name: "big".into(), members: too_many }, RejectCode::Invalid);
+    h.must_reject(
+        A,
+        CommandBody::CreateGroup { chat: group_id(2), name: "big".into(), members: too_many },
+        RejectCode::Invalid,
+    );
 }
 
 #[test]
@@ -270,7 +287,11 @@ fn only_admins_manage_and_only_members_send() {
     h.must_reject(B, CommandBody::RemoveMember { chat: g, member: A }, RejectCode::NotAdmin);
     h.must_reject(B, CommandBody::PromoteMember { chat: g, member: B }, RejectCode::NotAdmin);
     h.must_reject(B, CommandBody::DemoteMember { chat: g, member: A }, RejectCode::NotAdmin);
-    h.must_reject(B, CommandBody::ChangeGroupInfo { chat: g, name: "x".into(), description: "y".into() }, RejectCode::NotAdmin);
+    h.must_reject(
+        B,
+        CommandBody::ChangeGroupInfo { chat: g, name: "x".into(), description: "y".into() },
+        RejectCode::NotAdmin,
+    );
     h.must_reject(C, CommandBody::AddMember { chat: g, member: C }, RejectCode::NotMember);
     assert_eq!(h.send(g, C).unwrap_err().code, RejectCode::NotMember);
     assert_eq!(h.send(g, B), Ok(Outcome::Chat { chat: g, seq: Seq(2) }));
@@ -322,7 +343,10 @@ fn the_last_admin_leaving_promotes_the_longest_standing_member() {
     let (o, events) = h.must_ok(A, CommandBody::LeaveGroup { chat: g });
     assert_eq!(
         events,
-        vec![EventBody::MemberPromoted { chat: g, seq: Seq(3), member: C }, EventBody::MemberLeft { chat: g, seq: Seq(4) }]
+        vec![
+            EventBody::MemberPromoted { chat: g, seq: Seq(3), member: C },
+            EventBody::MemberLeft { chat: g, seq: Seq(4) }
+        ]
     );
     assert_eq!(o, Outcome::Chat { chat: g, seq: Seq(4) });
     assert_eq!(h.state.admins(&g), Some(vec![C]));
@@ -335,7 +359,10 @@ fn the_last_admin_leaving_promotes_the_longest_standing_member() {
     let (_, events) = h.must_ok(B, CommandBody::LeaveGroup { chat: g });
     assert_eq!(
         events,
-        vec![EventBody::MemberPromoted { chat: g, seq: Seq(7), member: D }, EventBody::MemberLeft { chat: g, seq: Seq(8) }]
+        vec![
+            EventBody::MemberPromoted { chat: g, seq: Seq(7), member: D },
+            EventBody::MemberLeft { chat: g, seq: Seq(8) }
+        ]
     );
     // The last member leaves: nobody to promote, the group is empty.
     let (_, events) = h.must_ok(D, CommandBody::LeaveGroup { chat: g });
@@ -357,12 +384,20 @@ fn only_the_sender_edits_or_deletes_and_members_react() {
     assert_eq!(events, vec![EventBody::MessageEdited { chat: g, seq: Seq(3), target: Seq(2), ciphertext: vec![7] }]);
     let (_, events) = h.must_ok(A, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "👍".into() });
     assert_eq!(events, vec![EventBody::ReactionSet { chat: g, seq: Seq(4), target: Seq(2), reaction: "👍".into() }]);
-    h.must_reject(A, CommandBody::SetReaction { chat: g, seq: Seq(3), reaction: "x".into() }, RejectCode::UnknownMessage);
+    h.must_reject(
+        A,
+        CommandBody::SetReaction { chat: g, seq: Seq(3), reaction: "x".into() },
+        RejectCode::UnknownMessage,
+    );
     h.must_reject(D, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "x".into() }, RejectCode::NotMember);
     let (_, events) = h.must_ok(B, CommandBody::DeleteMessage { chat: g, seq: Seq(2) });
     assert_eq!(events, vec![EventBody::MessageDeleted { chat: g, seq: Seq(5), target: Seq(2) }]);
     h.must_reject(B, CommandBody::DeleteMessage { chat: g, seq: Seq(2) }, RejectCode::UnknownMessage);
-    h.must_reject(A, CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "".into() }, RejectCode::UnknownMessage);
+    h.must_reject(
+        A,
+        CommandBody::SetReaction { chat: g, seq: Seq(2), reaction: "".into() },
+        RejectCode::UnknownMessage,
+    );
 }
 
 #[test]
@@ -382,8 +417,8 @@ fn messages_are_edited_and_deleted_only_within_the_edit_window() {
     // At exactly the window's end, edits still count as recent.
     h.now_ms = sent_at + EDIT_WINDOW_MS - 10; // apply adds 10
     h.must_ok(A, edit(2)); // seq 5
-    // One millisecond later, at the command's own time (nothing was folded in
-    // between), the message is too old: for its sender and for anyone else.
+                           // One millisecond later, at the command's own time (nothing was folded in
+                           // between), the message is too old: for its sender and for anyone else.
     h.now_ms = sent_at + EDIT_WINDOW_MS - 9;
     let msg = h.must_reject(A, edit(2), RejectCode::Invalid);
     assert_eq!(msg, "message is too old to edit/delete");
@@ -394,15 +429,15 @@ fn messages_are_edited_and_deleted_only_within_the_edit_window() {
     // A reaction on an old message is fine.
     h.now_ms -= 10;
     h.must_ok(C, react(2)); // seq 6, folded: seq 3 is old by the next command
-    // Old messages: edits and deletes are too old, reactions are fine; an old
-    // seq that was no message is still no message.
+                            // Old messages: edits and deletes are too old, reactions are fine; an old
+                            // seq that was no message is still no message.
     h.must_reject(B, edit(3), RejectCode::Invalid);
     h.must_reject(B, delete(3), RejectCode::Invalid);
     h.must_ok(A, react(3)); // seq 7
     h.must_reject(A, react(1), RejectCode::UnknownMessage); // the group's creation
     h.must_reject(A, edit(4), RejectCode::UnknownMessage); // a member added
     h.must_ok(A, react(2)); // seq 8
-    // Seqs that never existed stay unknown.
+                            // Seqs that never existed stay unknown.
     h.must_reject(A, edit(0), RejectCode::UnknownMessage);
     h.must_reject(A, delete(99), RejectCode::UnknownMessage);
     h.must_reject(A, react(0), RejectCode::UnknownMessage);
@@ -414,7 +449,7 @@ fn messages_are_edited_and_deleted_only_within_the_edit_window() {
     h.must_reject(A, react(8), RejectCode::UnknownMessage);
     h.must_ok(C, delete(9)); // seq 10
     h.must_reject(A, react(9), RejectCode::UnknownMessage); // deleted
-    // Once the deleted message is old, deleting it is too old and reacting is fine.
+                                                            // Once the deleted message is old, deleting it is too old and reacting is fine.
     h.now_ms += EDIT_WINDOW_MS + 1;
     h.must_reject(C, delete(9), RejectCode::Invalid);
     h.must_ok(A, react(9));
@@ -427,14 +462,14 @@ fn the_edit_window_survives_a_clock_that_goes_backwards() {
     let g = group_id(1);
     h.create_group(g, A, &[B]);
     h.send(g, A).unwrap(); // seq 2, at the newest time
-    // The leader's clock goes back by more than the window: seq 3 is old at once,
-    // while the earlier seq 2 is still editable.
+                           // The leader's clock goes back by more than the window: seq 3 is old at once,
+                           // while the earlier seq 2 is still editable.
     h.now_ms -= EDIT_WINDOW_MS + 100;
     h.send(g, B).unwrap(); // seq 3
     h.must_reject(B, CommandBody::EditMessage { chat: g, seq: Seq(3), ciphertext: vec![] }, RejectCode::Invalid);
     h.must_ok(A, CommandBody::EditMessage { chat: g, seq: Seq(2), ciphertext: vec![] }); // seq 4
     h.must_ok(A, CommandBody::SetReaction { chat: g, seq: Seq(3), reaction: "+".into() }); // seq 5
-    // Snapshots of that state round-trip.
+                                                                                           // Snapshots of that state round-trip.
     let bin = bincode::serialize(&h.state).unwrap();
     assert_eq!(bincode::deserialize::<PartitionState>(&bin).unwrap(), h.state);
 }
@@ -450,7 +485,11 @@ fn acks_are_monotone_and_read_implies_delivered() {
     let ack = |kind, up_to| CommandBody::Ack { chat: g, kind, up_to_seq: Seq(up_to) };
     h.must_reject(B, ack(ReceiptKind::Delivered, 6), RejectCode::Invalid);
     h.must_reject(C, ack(ReceiptKind::Delivered, 1), RejectCode::NotMember);
-    h.must_reject(B, CommandBody::Ack { chat: group_id(2), kind: ReceiptKind::Read, up_to_seq: Seq(0) }, RejectCode::UnknownChat);
+    h.must_reject(
+        B,
+        CommandBody::Ack { chat: group_id(2), kind: ReceiptKind::Read, up_to_seq: Seq(0) },
+        RejectCode::UnknownChat,
+    );
 
     let (o, events) = h.must_ok(B, ack(ReceiptKind::Delivered, 3));
     assert_eq!(o, Outcome::Receipt { chat: g, up_to_seq: Seq(3) });
@@ -486,7 +525,11 @@ fn acks_are_monotone_and_read_implies_delivered() {
 fn users_register_once_and_must_be_registered() {
     let mut h = Harness::new();
     h.must_reject(A, CommandBody::SetPresence { online: true }, RejectCode::UnknownUser);
-    h.must_reject(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into() }, RejectCode::UnknownUser);
+    h.must_reject(
+        A,
+        CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into() },
+        RejectCode::UnknownUser,
+    );
     h.must_reject(B, CommandBody::ClaimPrekey { target: A, target_device: DeviceId(1) }, RejectCode::UnknownUser);
     let (o, events) = h.must_ok(A, CommandBody::RegisterUser { phone: "+15550001".into() });
     assert_eq!(o, Outcome::Done);
@@ -494,7 +537,11 @@ fn users_register_once_and_must_be_registered() {
     assert_eq!(h.state.phone(A).as_deref(), Some("+15550001"));
     h.must_reject(A, CommandBody::RegisterUser { phone: "+1".into() }, RejectCode::AlreadyExists);
     h.must_ok(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "phone".into() });
-    h.must_reject(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![2], name: "x".into() }, RejectCode::AlreadyExists);
+    h.must_reject(
+        A,
+        CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![2], name: "x".into() },
+        RejectCode::AlreadyExists,
+    );
     h.must_ok(A, CommandBody::LinkDevice { device: DeviceId(2), identity_key: vec![2], name: "laptop".into() });
     assert_eq!(h.state.devices(A), Some(vec![DeviceId(1), DeviceId(2)]));
     h.must_ok(A, CommandBody::UnlinkDevice { device: DeviceId(2) });
@@ -569,13 +616,14 @@ fn blocks_status_privacy_and_contacts() {
     assert_eq!(h.must_ok(A, CommandBody::Block { target: B }).1, vec![EventBody::UserBlocked { user: A, target: B }]);
     assert_eq!(h.must_ok(A, CommandBody::Block { target: B }).1, vec![]);
     assert_eq!(h.state.blocked(A), Some(vec![B]));
-    assert_eq!(h.must_ok(A, CommandBody::Unblock { target: B }).1, vec![EventBody::UserUnblocked { user: A, target: B }]);
+    assert_eq!(
+        h.must_ok(A, CommandBody::Unblock { target: B }).1,
+        vec![EventBody::UserUnblocked { user: A, target: B }]
+    );
     assert_eq!(h.state.blocked(A), Some(vec![]));
 
-    let (_, events) = h.must_ok(
-        A,
-        CommandBody::PostStatus { status_id: 7, ciphertext: vec![1], media: None, acl: vec![C, A, B, C] },
-    );
+    let (_, events) =
+        h.must_ok(A, CommandBody::PostStatus { status_id: 7, ciphertext: vec![1], media: None, acl: vec![C, A, B, C] });
     let at = h.now_ms;
     assert_eq!(
         events,
@@ -633,7 +681,8 @@ fn commands_of_other_partitions_are_refused() {
 fn oversized_commands_are_invalid() {
     let mut h = Harness::new();
     h.register(A);
-    let msg = h.must_reject(A, CommandBody::RegisterUser { phone: "9".repeat(MAX_PHONE_BYTES + 1) }, RejectCode::Invalid);
+    let msg =
+        h.must_reject(A, CommandBody::RegisterUser { phone: "9".repeat(MAX_PHONE_BYTES + 1) }, RejectCode::Invalid);
     assert!(msg.contains("phone"), "{msg}");
 }
 
@@ -810,7 +859,11 @@ fn a_blocked_user_cannot_send_direct_messages() {
     assert_eq!((o, events), (Outcome::Done, vec![EventBody::DirectBlockSet { chat, blocked: true }]));
     assert!(h.state.blocks_in_chat(&chat, A));
     assert!(!h.state.blocks_in_chat(&chat, B));
-    assert_eq!(h.must_ok(A, CommandBody::SetDirectBlock { peer: B, blocked: true }).1, vec![], "blocking twice is a no-op");
+    assert_eq!(
+        h.must_ok(A, CommandBody::SetDirectBlock { peer: B, blocked: true }).1,
+        vec![],
+        "blocking twice is a no-op"
+    );
     let msg = h.must_reject(B, send_direct(A), RejectCode::Blocked);
     assert!(msg.contains("does not accept"), "{msg}");
     assert_eq!(h.state.last_seq(&chat), None, "nothing was appended");

@@ -90,9 +90,17 @@ fn body() -> impl Strategy<Value = CommandBody> {
 
 #[derive(Clone, Debug)]
 enum Step {
-    Fresh { user: UserId, device: DeviceId, body: CommandBody, dt_ms: i64 },
+    Fresh {
+        user: UserId,
+        device: DeviceId,
+        body: CommandBody,
+        dt_ms: i64,
+    },
     /// Repeat an earlier command exactly (same origin).
-    Retry { of: Index, dt_ms: i64 },
+    Retry {
+        of: Index,
+        dt_ms: i64,
+    },
 }
 
 /// Mostly small steps forward; sometimes half a dedup retention (so that both the
@@ -333,7 +341,11 @@ fn check_target_rule(
 }
 
 /// Whether an earlier run of exactly this command was accepted.
-fn was_accepted_before(cmds: &[(u64, Command, Option<usize>)], live: &[(CommandResult, Vec<Event>)], cmd: &Command) -> bool {
+fn was_accepted_before(
+    cmds: &[(u64, Command, Option<usize>)],
+    live: &[(CommandResult, Vec<Event>)],
+    cmd: &Command,
+) -> bool {
     cmds.iter().zip(live).any(|((_, c, _), (r, _))| c == cmd && r.is_ok())
 }
 

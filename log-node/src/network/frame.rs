@@ -100,7 +100,8 @@ pub async fn read(recv: &mut RecvStream, limit: usize) -> Result<Option<Vec<u8>>
 /// # Errors
 /// When the peer stopped the stream or the connection is lost.
 pub async fn write(send: &mut SendStream, payload: &[u8]) -> Result<()> {
-    let len = u32::try_from(payload.len()).map_err(|_| Error::TooLarge { len: payload.len(), limit: u32::MAX as usize })?;
+    let len =
+        u32::try_from(payload.len()).map_err(|_| Error::TooLarge { len: payload.len(), limit: u32::MAX as usize })?;
     send.write_all(&len.to_be_bytes()).await?;
     send.write_all(payload).await?;
     Ok(())

@@ -16,9 +16,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bincode::Options;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -151,10 +149,8 @@ impl Peers {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| Unreachable::new(&Msg(format!("cannot resolve {addr}"))))?;
-        let connecting = self
-            .endpoint
-            .connect_with(self.client.clone(), sock, SERVER_NAME)
-            .map_err(|e| Unreachable::new(&e))?;
+        let connecting =
+            self.endpoint.connect_with(self.client.clone(), sock, SERVER_NAME).map_err(|e| Unreachable::new(&e))?;
         let conn = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| Unreachable::new(&Msg(format!("connect to {addr} timed out"))))?
@@ -243,10 +239,9 @@ impl Peers {
                         return Err(format!("{addr} refused the frame: {why}"));
                     }
                 }
-                let waiter = waiters
-                    .get_mut(index as usize)
-                    .and_then(Option::take)
-                    .ok_or_else(|| format!("{addr} answered request {index} of {} twice or out of range", rpcs.len()))?;
+                let waiter = waiters.get_mut(index as usize).and_then(Option::take).ok_or_else(|| {
+                    format!("{addr} answered request {index} of {} twice or out of range", rpcs.len())
+                })?;
                 let _ = waiter.send(Ok(reply));
                 open -= 1;
             }
@@ -393,10 +388,7 @@ impl PeerLink {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(Failure::Unreachable(e))) => Err(CallError::Unreachable(Unreachable::new(&Msg(e)))),
             Ok(Err(Failure::Network(e))) => Err(CallError::Network(NetworkError::new(&Msg(e)))),
-            Err(_) => Err(CallError::Network(NetworkError::new(&Msg(format!(
-                "rpc to node {} dropped",
-                self.target
-            ))))),
+            Err(_) => Err(CallError::Network(NetworkError::new(&Msg(format!("rpc to node {} dropped", self.target))))),
         }
     }
 

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use serde::{Deserialize, Serialize};
@@ -149,13 +151,10 @@ impl Principal {
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
             .map_err(|e| Error::Principal(format!("unparsable certificate: {e}")))?;
         let san = cert.subject_alternative_name().map_err(|e| Error::Principal(format!("bad SAN extension: {e}")))?;
-        let mut found = san
-            .into_iter()
-            .flat_map(|s| s.value.general_names.iter())
-            .filter_map(|n| match n {
-                GeneralName::URI(u) if u.starts_with(URI_PREFIX) => Some(*u),
-                _ => None,
-            });
+        let mut found = san.into_iter().flat_map(|s| s.value.general_names.iter()).filter_map(|n| match n {
+            GeneralName::URI(u) if u.starts_with(URI_PREFIX) => Some(*u),
+            _ => None,
+        });
         match (found.next(), found.next()) {
             (Some(uri), None) => {
                 Principal::from_uri(uri).ok_or_else(|| Error::Principal(format!("malformed principal URI {uri:?}")))
@@ -250,7 +249,8 @@ fn write_secret(path: &Path, contents: &str) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let err = |source| Error::Write { path: path.to_owned(), source };
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(err)?;
+    let mut f =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(err)?;
     f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     f.write_all(contents.as_bytes()).map_err(err)
 }
@@ -346,7 +346,13 @@ pub fn issue_service(dir: &Path, stem: &str, hosts: &[String]) -> Result<TlsPath
     write_signed(dir, CLUSTER_CA, stem, params, &issuer)
 }
 
-fn write_signed(dir: &Path, ca: &str, stem: &str, params: CertificateParams, issuer: &Issuer<'_, KeyPair>) -> Result<TlsPaths> {
+fn write_signed(
+    dir: &Path,
+    ca: &str,
+    stem: &str,
+    params: CertificateParams,
+    issuer: &Issuer<'_, KeyPair>,
+) -> Result<TlsPaths> {
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
     let paths = TlsPaths {
@@ -383,8 +389,8 @@ impl Identity {
         let ca = first_cert(&paths.ca)?;
         let certs: Vec<_> = rustls_pemfile::certs(&mut &read(&paths.cert)?[..]).filter_map(|c| c.ok()).collect();
         let first = certs.first().ok_or_else(|| Error::Missing { what: "certificate", path: paths.cert.clone() })?;
-        let principal = Principal::of_certificate(first)
-            .map_err(|e| Error::Principal(format!("{}: {e}", paths.cert.display())))?;
+        let principal =
+            Principal::of_certificate(first).map_err(|e| Error::Principal(format!("{}: {e}", paths.cert.display())))?;
         let key = rustls_pemfile::private_key(&mut &read(&paths.key)?[..])
             .ok()
             .flatten()

@@ -22,8 +22,8 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::sync::watch;
 
-use super::proposer::{self, Proposer};
 use super::authz;
+use super::proposer::{self, Proposer};
 use crate::network::frame;
 use crate::network::tls::Principal;
 use crate::placement::Placement;
@@ -204,7 +204,8 @@ impl Api {
                 }
                 Some(_) => {}
             }
-            let cmd = Command::decode(&c.bytes).map_err(|e| error(ErrorCode::InvalidCommand, format!("command {i}: {e}")))?;
+            let cmd =
+                Command::decode(&c.bytes).map_err(|e| error(ErrorCode::InvalidCommand, format!("command {i}: {e}")))?;
             if let Some(why) = authz::superseded(&cmd.body) {
                 return Err(error(ErrorCode::Forbidden, format!("command {i} ({}): {why}", cmd.kind())));
             }
@@ -219,7 +220,10 @@ impl Api {
         let group = group.expect("at least one command");
         let proposer = &self.proposers[group.0 as usize];
         match tokio::time::timeout(self.append_timeout, proposer.propose(commands)).await {
-            Err(_) => Err(error(ErrorCode::Timeout, "commit not confirmed in time: the outcome is unknown, retry with the same client_msg_id")),
+            Err(_) => Err(error(
+                ErrorCode::Timeout,
+                "commit not confirmed in time: the outcome is unknown, retry with the same client_msg_id",
+            )),
             Ok(Ok(results)) => Ok(Response::Appended { results }),
             Ok(Err(proposer::Error::NotLeader(f))) => Err(not_leader(&f, group)),
             Ok(Err(e)) => Err(error(ErrorCode::Unavailable, e.to_string())),
@@ -230,7 +234,8 @@ impl Api {
         self.group_of(partition)?;
         let next = *self.offsets[partition.0 as usize].borrow();
         let limit = limit.clamp(1, READ_LIMIT_MAX) as usize;
-        let events = events::read_range(&self.store, partition, from, next, limit).map_err(|e| self.storage_error(&e))?;
+        let events =
+            events::read_range(&self.store, partition, from, next, limit).map_err(|e| self.storage_error(&e))?;
         let next = from + events.len() as u64;
         Ok(Response::Events { partition, events, next })
     }
@@ -378,15 +383,19 @@ impl Api {
         }
     }
 
-    async fn membership(raft: &Raft, group: GroupId, change: ChangeMembers<u64, NodeAddr>) -> Result<Response, Response> {
+    async fn membership(
+        raft: &Raft,
+        group: GroupId,
+        change: ChangeMembers<u64, NodeAddr>,
+    ) -> Result<Response, Response> {
         // `retain = false`: a node removed from the voters is not kept as a learner.
         match raft.change_membership(change, false).await {
             Ok(_) => Ok(Response::Done),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f, group)),
             // Another change is still being committed: retry later.
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e @ ChangeMembershipError::InProgress(_)))) => {
-                Err(error(ErrorCode::Unavailable, e.to_string()))
-            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                e @ ChangeMembershipError::InProgress(_),
+            ))) => Err(error(ErrorCode::Unavailable, e.to_string())),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(error(ErrorCode::InvalidCommand, e.to_string()))
             }

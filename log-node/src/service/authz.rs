@@ -41,9 +41,9 @@ pub fn allows(who: &Principal, request: &Request) -> bool {
 /// them where older log entries hold them, so replicas and replays agree.
 pub fn superseded(body: &CommandBody) -> Option<&'static str> {
     match body {
-        CommandBody::RegisterUser { .. } | CommandBody::LinkDevice { .. } | CommandBody::CreateSession { .. } => Some(
-            "superseded by RegisterDevice (which checks the registration PIN): refused from every client",
-        ),
+        CommandBody::RegisterUser { .. } | CommandBody::LinkDevice { .. } | CommandBody::CreateSession { .. } => {
+            Some("superseded by RegisterDevice (which checks the registration PIN): refused from every client")
+        }
         _ => None,
     }
 }
@@ -136,7 +136,8 @@ mod tests {
     #[test]
     fn a_node_changes_its_own_membership_only() {
         let me = Principal::node(4);
-        let add_me = Request::AddLearner { group: GroupId(0), node: NodeId(4), raft_addr: "a".into(), client_addr: "b".into() };
+        let add_me =
+            Request::AddLearner { group: GroupId(0), node: NodeId(4), raft_addr: "a".into(), client_addr: "b".into() };
         assert!(allows(&me, &add_me));
         assert!(allows(&me, &Request::RemoveVoter { group: GroupId(0), node: NodeId(4) }));
         assert!(allows(&me, &Request::PromoteLearner { group: GroupId(0), node: NodeId(4) }));

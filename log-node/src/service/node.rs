@@ -202,14 +202,18 @@ impl Node {
                 offsets[p.0 as usize] = Some(rx);
             }
             let net = Network { group: g, peers: peers.clone() };
-            let raft = Raft::new(config.id, rc.clone(), net, log, sm).await.map_err(|e| damaged(&config, e.to_string()))?;
+            let raft =
+                Raft::new(config.id, rc.clone(), net, log, sm).await.map_err(|e| damaged(&config, e.to_string()))?;
             rafts.push(raft);
         }
         let offsets: Vec<watch::Receiver<u64>> =
             offsets.into_iter().map(|o| o.expect("the placement puts every partition on a group")).collect();
         let rafts = Arc::new(rafts);
-        let proposers: Vec<Proposer> =
-            rafts.iter().enumerate().map(|(g, r)| Proposer::start(GroupId(g as u16), r.clone(), &config.proposer)).collect();
+        let proposers: Vec<Proposer> = rafts
+            .iter()
+            .enumerate()
+            .map(|(g, r)| Proposer::start(GroupId(g as u16), r.clone(), &config.proposer))
+            .collect();
         let (reseed_done, reseeded) = watch::channel(marker.is_none());
         if let Some(marker) = marker {
             // The Raft port opens once this node is no voter of a partition it
@@ -274,7 +278,18 @@ impl Node {
             groups = placement.groups(),
             "log-node started"
         );
-        Ok(Node { id: config.id, config, placement, rafts, store, raft_endpoint, client_endpoint, offsets, damage, reseeded })
+        Ok(Node {
+            id: config.id,
+            config,
+            placement,
+            rafts,
+            store,
+            raft_endpoint,
+            client_endpoint,
+            offsets,
+            damage,
+            reseeded,
+        })
     }
 
     pub fn config(&self) -> &Config {

@@ -54,7 +54,10 @@ pub struct Proposer {
 
 impl std::fmt::Debug for Proposer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proposer").field("group", &self.group).field("queued", &self.queued.load(Ordering::Relaxed)).finish()
+        f.debug_struct("Proposer")
+            .field("group", &self.group)
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish()
     }
 }
 

@@ -228,10 +228,10 @@ impl Reseed {
     /// The addresses the cluster knows this node by (its `peers` entry).
     fn own_addrs(&self) -> (String, String) {
         let c = &self.config;
-        c.peers
-            .iter()
-            .find(|p| p.id == c.id)
-            .map_or_else(|| (c.raft_addr.clone(), c.client_addr.clone()), |p| (p.raft_addr.clone(), p.client_addr.clone()))
+        c.peers.iter().find(|p| p.id == c.id).map_or_else(
+            || (c.raft_addr.clone(), c.client_addr.clone()),
+            |p| (p.raft_addr.clone(), p.client_addr.clone()),
+        )
     }
 
     /// The client API addresses of the other nodes.
@@ -269,7 +269,12 @@ impl Reseed {
                 }
             }
             if views.iter().all(Option::is_some) {
-                return views.iter().enumerate().filter(|(_, v)| v.is_some_and(|(_, voter)| voter)).map(|(g, _)| g as u16).collect();
+                return views
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| v.is_some_and(|(_, voter)| voter))
+                    .map(|(g, _)| g as u16)
+                    .collect();
             }
             let missing: Vec<usize> = views.iter().enumerate().filter(|(_, v)| v.is_none()).map(|(g, _)| g).collect();
             tracing::warn!(?missing, "re-seeding: waiting for every group to have a leader");

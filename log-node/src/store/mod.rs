@@ -200,7 +200,6 @@ impl Store {
         Ok(())
     }
 
-
     /// Writes `batch` and fsyncs the WAL before returning.
     pub(crate) fn write_sync(&self, batch: WriteBatch) -> Result<()> {
         let mut wo = WriteOptions::default();

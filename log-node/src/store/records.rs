@@ -93,10 +93,16 @@ impl Records {
     /// When it failed: the node must stop.
     pub(crate) async fn settle(&mut self) -> Result<(), StorageError> {
         if let Some(mut done) = self.in_flight.take() {
-            let r = done.wait_for(Option::is_some).await.map(|r| r.clone()).map_err(|_| "checkpoint task dropped".to_string());
+            let r = done
+                .wait_for(Option::is_some)
+                .await
+                .map(|r| r.clone())
+                .map_err(|_| "checkpoint task dropped".to_string());
             match r {
                 Ok(Some(Ok(()))) => {}
-                Ok(Some(Err(e))) | Err(e) => return Err(sm_write_err(std::io::Error::other(format!("checkpoint: {e}")))),
+                Ok(Some(Err(e))) | Err(e) => {
+                    return Err(sm_write_err(std::io::Error::other(format!("checkpoint: {e}"))))
+                }
                 Ok(None) => unreachable!("waited for Some"),
             }
         }
@@ -212,7 +218,11 @@ fn write_checkpoint(store: &Store, group: u16, changes: &Map, meta: Vec<u8>) -> 
 /// at most `limit`.
 fn scan_db(store: &Store, full: &[u8], limit: usize, error: &Mutex<Option<rocksdb::Error>>) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
-    let it = store.db().iterator_cf_opt(store.cf(CF_STATE), ReadOptions::default(), IteratorMode::From(full, Direction::Forward));
+    let it = store.db().iterator_cf_opt(
+        store.cf(CF_STATE),
+        ReadOptions::default(),
+        IteratorMode::From(full, Direction::Forward),
+    );
     for item in it {
         match item {
             Ok((k, v)) => {

@@ -355,7 +355,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(tokio::fs::File::from_std(file)))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<tokio::fs::File>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
         self.fresh = false;
         let file = (*snapshot).into_std().await;
         // The installed state replaces everything: nothing of the old may be
@@ -364,13 +368,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let store = self.store.clone();
         let group = self.group;
         let partitions: Vec<PartitionId> = self.parts.iter().map(|p| p.partition).collect();
-        let generation = self.generation.checked_add(1).ok_or_else(|| sm_write_err(other("state generations exhausted".into())))?;
+        let generation =
+            self.generation.checked_add(1).ok_or_else(|| sm_write_err(other("state generations exhausted".into())))?;
         let expect = meta.clone();
         // Reading a file and writing RocksDB batches: blocking work, off the
         // async workers.
-        let installed = tokio::task::spawn_blocking(move || transfer::install(&store, group, &partitions, generation, &expect, file))
-            .await
-            .map_err(|e| sm_write_err(other(format!("snapshot install task: {e}"))))??;
+        let installed = tokio::task::spawn_blocking(move || {
+            transfer::install(&store, group, &partitions, generation, &expect, file)
+        })
+        .await
+        .map_err(|e| sm_write_err(other(format!("snapshot install task: {e}"))))??;
         tracing::info!(
             group = %self.group,
             snapshot = %meta,
@@ -439,8 +446,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Ok(None) | Err(_) => return Err(sm_write_err(other("checkpoint task dropped".into()))),
         }
         let snapshot_id = snapshot_id(self.last_applied);
-        let meta = SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
-        let built = bincode::serialize(&transfer::Built { version: SNAPSHOT_VERSION, meta: meta.clone() }).map_err(sm_write_err)?;
+        let meta =
+            SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id };
+        let built = bincode::serialize(&transfer::Built { version: SNAPSHOT_VERSION, meta: meta.clone() })
+            .map_err(sm_write_err)?;
         let store = self.store.clone();
         let group = self.group;
         let empty = tokio::task::spawn_blocking(move || -> Result<std::fs::File, StorageError> {

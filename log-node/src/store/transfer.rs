@@ -31,7 +31,9 @@ use chorus_schema::{GroupId, PartitionId, MAX_EVENT_BYTES};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use super::state_machine::{read_meta_at, sm_read_err, sm_write_err, snapshot_id, state_prefix, SmMeta, SNAPSHOT_VERSION};
+use super::state_machine::{
+    read_meta_at, sm_read_err, sm_write_err, snapshot_id, state_prefix, SmMeta, SNAPSHOT_VERSION,
+};
 use super::{keys, Store, CF_EVENTS, CF_META, CF_SNAPSHOT, CF_STATE};
 use crate::types::{SnapshotMeta, StorageError};
 
@@ -119,13 +121,15 @@ pub(crate) fn write(store: &Store, group: GroupId) -> Result<Option<(SnapshotMet
         ro.fill_cache(false);
         // Across the memtable's prefix buckets: every record of the partition.
         ro.set_total_order_seek(true);
-        for item in store.db().iterator_cf_opt(store.cf(CF_STATE), ro, IteratorMode::From(&prefix, Direction::Forward)) {
+        for item in store.db().iterator_cf_opt(store.cf(CF_STATE), ro, IteratorMode::From(&prefix, Direction::Forward))
+        {
             let (k, v) = item.map_err(sm_read_err)?;
             if !k.starts_with(&prefix) {
                 break;
             }
             let key = &k[prefix.len()..];
-            let klen = u16::try_from(key.len()).map_err(|_| sm_read_err(std::io::Error::other("state key over 64 KiB")))?;
+            let klen =
+                u16::try_from(key.len()).map_err(|_| sm_read_err(std::io::Error::other("state key over 64 KiB")))?;
             w.frame(STATE, &[&p.0.to_be_bytes()[..], &klen.to_be_bytes()[..], key, &v[..]]).map_err(sm_write_err)?;
         }
     }
@@ -136,7 +140,8 @@ pub(crate) fn write(store: &Store, group: GroupId) -> Result<Option<(SnapshotMet
         ro.fill_cache(false);
         let start = keys::indexed(p.0, 0);
         let mut expected = 0u64;
-        for item in store.db().iterator_cf_opt(store.cf(CF_EVENTS), ro, IteratorMode::From(&start, Direction::Forward)) {
+        for item in store.db().iterator_cf_opt(store.cf(CF_EVENTS), ro, IteratorMode::From(&start, Direction::Forward))
+        {
             let (k, v) = item.map_err(sm_read_err)?;
             if keys::index_of(&k) != Some(expected) {
                 return Err(sm_read_err(std::io::Error::other(format!(
@@ -173,7 +178,8 @@ struct Reader {
 impl Reader {
     fn open(mut file: File) -> Result<Reader, StorageError> {
         file.seek(SeekFrom::Start(0)).map_err(sm_read_err)?;
-        let mut r = Reader { input: BufReader::with_capacity(1 << 20, file), hash: blake3::Hasher::new(), buf: Vec::new() };
+        let mut r =
+            Reader { input: BufReader::with_capacity(1 << 20, file), hash: blake3::Hasher::new(), buf: Vec::new() };
         let mut magic = [0u8; 8];
         r.input.read_exact(&mut magic).map_err(|_| bad("shorter than its magic"))?;
         if &magic != MAGIC {
@@ -244,7 +250,11 @@ fn event(buf: &[u8]) -> Result<(PartitionId, u64, &[u8]), StorageError> {
 
 /// Walks every item of the file in the order the head promises, calling `f`
 /// on each, and checks the end frame's hash.
-fn walk(reader: &mut Reader, head: &Head, mut f: impl FnMut(Item<'_>) -> Result<(), StorageError>) -> Result<(), StorageError> {
+fn walk(
+    reader: &mut Reader,
+    head: &Head,
+    mut f: impl FnMut(Item<'_>) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
     let order: Vec<PartitionId> = head.next_offsets.iter().map(|(p, _)| *p).collect();
     // State records: partitions in the head's order, keys ascending.
     let mut at = 0usize;
@@ -257,7 +267,11 @@ fn walk(reader: &mut Reader, head: &Head, mut f: impl FnMut(Item<'_>) -> Result<
         match reader.next(STATE_BYTES_MAX.max(MAX_EVENT_BYTES + 10))? {
             STATE if !in_events => {
                 let (p, key, value) = state(&reader.buf)?;
-                let i = order[at..].iter().position(|q| *q == p).map(|d| at + d).ok_or_else(|| bad(format!("state of partition {p} out of order")))?;
+                let i = order[at..]
+                    .iter()
+                    .position(|q| *q == p)
+                    .map(|d| at + d)
+                    .ok_or_else(|| bad(format!("state of partition {p} out of order")))?;
                 if i != at {
                     at = i;
                     last_key = None;
@@ -271,7 +285,9 @@ fn walk(reader: &mut Reader, head: &Head, mut f: impl FnMut(Item<'_>) -> Result<
             EVENT => {
                 in_events = true;
                 let (p, offset, record) = event(&reader.buf)?;
-                let Some((i, want)) = expected else { return Err(bad(format!("event {p}/{offset} past the last one"))) };
+                let Some((i, want)) = expected else {
+                    return Err(bad(format!("event {p}/{offset} past the last one")));
+                };
                 if (order[i], want) != (p, offset) {
                     return Err(bad(format!("event {p}/{offset} where {}/{want} was expected", order[i])));
                 }

@@ -36,10 +36,7 @@ pub enum Error {
 
     /// The subject breaks the rules of [`crate::subject`].
     #[error("invalid subject {subject:?}: {reason}")]
-    InvalidSubject {
-        subject: String,
-        reason: &'static str,
-    },
+    InvalidSubject { subject: String, reason: &'static str },
 
     /// The queue group name breaks the rules of [`crate::subject::validate_queue_group`].
     #[error("invalid queue group {group:?}: {reason}")]
@@ -49,11 +46,7 @@ pub enum Error {
     /// in cluster mode, [`crate::PAYLOAD_BYTES_MAX`] in embedded mode (the
     /// same number unless the server is configured otherwise).
     #[error("payload of {bytes} bytes on {subject} exceeds the limit of {limit} bytes")]
-    PayloadTooLarge {
-        subject: String,
-        bytes: usize,
-        limit: usize,
-    },
+    PayloadTooLarge { subject: String, bytes: usize, limit: usize },
 
     /// [`crate::Bus::respond`] was called on a message that was published, not requested.
     #[error("message on {subject} has no reply subject")]

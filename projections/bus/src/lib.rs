@@ -166,9 +166,7 @@ impl Bus {
     /// subject; otherwise as [`Bus::publish`].
     pub async fn respond(&self, msg: &Message, payload: Bytes) -> Result<()> {
         let Some(reply) = msg.reply.as_deref() else {
-            return Err(Error::NoReplySubject {
-                subject: msg.subject.clone(),
-            });
+            return Err(Error::NoReplySubject { subject: msg.subject.clone() });
         };
         self.publish(reply, payload).await
     }

@@ -131,12 +131,7 @@ impl LocalBus {
         if let Some(group) = group {
             subject::validate_queue_group(group)?;
         }
-        Ok(self.register(
-            pattern,
-            group,
-            LOCAL_SUBSCRIPTION_BUFFER,
-            Purpose::Subscription,
-        ))
+        Ok(self.register(pattern, group, LOCAL_SUBSCRIPTION_BUFFER, Purpose::Subscription))
     }
 
     /// See [`crate::Bus::request`].
@@ -152,9 +147,7 @@ impl LocalBus {
         let inbox = format!("{INBOX_PREFIX}.{n}");
         let mut replies = self.register(&inbox, None, 1, Purpose::RequestInbox);
         if self.deliver(subject, Some(inbox), payload) == 0 {
-            return Err(Error::NoResponders {
-                subject: subject.to_owned(),
-            });
+            return Err(Error::NoResponders { subject: subject.to_owned() });
         }
         match tokio::time::timeout(timeout, replies.next()).await {
             Ok(Some(reply)) => Ok(reply.payload),
@@ -170,19 +163,10 @@ impl LocalBus {
         // A panic while holding the lock cannot leave the registry half
         // updated in a way that matters more than losing the bus, so keep
         // serving rather than poisoning every later call.
-        self.shared
-            .registry
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn register(
-        &self,
-        pattern: &str,
-        group: Option<&str>,
-        capacity: usize,
-        purpose: Purpose,
-    ) -> Subscription {
+    fn register(&self, pattern: &str, group: Option<&str>, capacity: usize, purpose: Purpose) -> Subscription {
         let (tx, rx) = mpsc::channel(capacity);
         let mut registry = self.registry();
         let id = registry.next_id;
@@ -190,33 +174,17 @@ impl LocalBus {
         if subject::has_wildcard(pattern) {
             registry.wildcard.push(id);
         } else {
-            registry
-                .literal
-                .entry(pattern.to_owned())
-                .or_default()
-                .push(id);
+            registry.literal.entry(pattern.to_owned()).or_default().push(id);
         }
         if let Some(group) = group {
             registry.groups.entry(group.to_owned()).or_default().members += 1;
         }
         registry.entries.insert(
             id,
-            Entry {
-                pattern: pattern.to_owned(),
-                group: group.map(str::to_owned),
-                tx,
-                dropped: 0,
-                purpose,
-            },
+            Entry { pattern: pattern.to_owned(), group: group.map(str::to_owned), tx, dropped: 0, purpose },
         );
         drop(registry);
-        Subscription::local(LocalReceiver {
-            rx,
-            _registration: Registration {
-                bus: Arc::downgrade(&self.shared),
-                id,
-            },
-        })
+        Subscription::local(LocalReceiver { rx, _registration: Registration { bus: Arc::downgrade(&self.shared), id } })
     }
 
     /// Hands one message to every matching plain subscription and to one
@@ -224,20 +192,12 @@ impl LocalBus {
     /// matched (whether or not their buffers had room): the "interest" that
     /// decides `NoResponders`.
     fn deliver(&self, subject: &str, reply: Option<String>, payload: Bytes) -> usize {
-        let message = Message {
-            subject: subject.to_owned(),
-            payload,
-            reply,
-        };
+        let message = Message { subject: subject.to_owned(), payload, reply };
         let mut registry = self.registry();
         let registry = &mut *registry;
         let mut matched: Vec<u64> = registry.literal.get(subject).cloned().unwrap_or_default();
         matched.extend(
-            registry
-                .wildcard
-                .iter()
-                .copied()
-                .filter(|id| subject::matches(&registry.entries[id].pattern, subject)),
+            registry.wildcard.iter().copied().filter(|id| subject::matches(&registry.entries[id].pattern, subject)),
         );
 
         let mut closed = Vec::new();
@@ -287,13 +247,7 @@ impl LocalBus {
     /// Tries to hand `message` to subscription `id`. `Err(id)` when its
     /// buffer is full; a subscription whose receiver is gone is queued in
     /// `closed` for removal and counts as neither delivered nor dropped.
-    fn offer(
-        &self,
-        registry: &Registry,
-        id: u64,
-        message: &Message,
-        closed: &mut Vec<u64>,
-    ) -> Result<(), u64> {
+    fn offer(&self, registry: &Registry, id: u64, message: &Message, closed: &mut Vec<u64>) -> Result<(), u64> {
         match registry.entries[&id].tx.try_send(message.clone()) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(id),
@@ -377,11 +331,7 @@ struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(shared) = self.bus.upgrade() {
-            shared
-                .registry
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(self.id);
+            shared.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(self.id);
         }
     }
 }

@@ -107,16 +107,9 @@ impl NatsBus {
             })
             .connect(url)
             .await
-            .map_err(|e| Error::Connect {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| Error::Connect { url: url.to_owned(), reason: e.to_string() })?;
         info!(url, "connected to NATS");
-        Ok(NatsBus {
-            client,
-            url: url.to_owned(),
-            dropped,
-        })
+        Ok(NatsBus { client, url: url.to_owned(), dropped })
     }
 
     /// The URL this bus was connected with.
@@ -144,17 +137,11 @@ impl NatsBus {
     pub async fn publish(&self, subject: &str, payload: Bytes) -> Result<()> {
         subject::validate_literal(subject)?;
         let bytes = payload.len();
-        self.client
-            .publish(subject.to_owned(), payload)
-            .await
-            .map_err(|e| match e.kind() {
-                PublishErrorKind::MaxPayloadExceeded => self.payload_too_large(subject, bytes),
-                PublishErrorKind::Send => Error::Closed,
-                PublishErrorKind::InvalidSubject => Error::Publish {
-                    subject: subject.to_owned(),
-                    reason: e.to_string(),
-                },
-            })
+        self.client.publish(subject.to_owned(), payload).await.map_err(|e| match e.kind() {
+            PublishErrorKind::MaxPayloadExceeded => self.payload_too_large(subject, bytes),
+            PublishErrorKind::Send => Error::Closed,
+            PublishErrorKind::InvalidSubject => Error::Publish { subject: subject.to_owned(), reason: e.to_string() },
+        })
     }
 
     /// See [`crate::Bus::subscribe`] and [`crate::Bus::queue_subscribe`].
@@ -169,28 +156,18 @@ impl NatsBus {
         }
         let subscribed = match group {
             None => self.client.subscribe(pattern.to_owned()).await,
-            Some(group) => {
-                self.client
-                    .queue_subscribe(pattern.to_owned(), group.to_owned())
-                    .await
-            }
+            Some(group) => self.client.queue_subscribe(pattern.to_owned(), group.to_owned()).await,
         };
         let subscriber = subscribed.map_err(|e| match e.kind() {
             SubscribeErrorKind::Other => Error::Closed,
             SubscribeErrorKind::InvalidSubject | SubscribeErrorKind::InvalidQueueName => {
-                Error::Subscribe {
-                    subject: pattern.to_owned(),
-                    reason: e.to_string(),
-                }
+                Error::Subscribe { subject: pattern.to_owned(), reason: e.to_string() }
             }
         })?;
         // Local subscriptions are live the moment they exist; make NATS ones
         // live at the server before returning, so that a message published
         // by anyone after `subscribe` returns is delivered in both modes.
-        self.confirm().await.map_err(|reason| Error::Subscribe {
-            subject: pattern.to_owned(),
-            reason,
-        })?;
+        self.confirm().await.map_err(|reason| Error::Subscribe { subject: pattern.to_owned(), reason })?;
         Ok(Subscription::nats(subscriber))
     }
 
@@ -203,24 +180,19 @@ impl NatsBus {
     pub async fn request(&self, subject: &str, payload: Bytes, timeout: Duration) -> Result<Bytes> {
         subject::validate_literal(subject)?;
         let bytes = payload.len();
-        let request = async_nats::Request::new()
-            .payload(payload)
-            .timeout(Some(timeout));
+        let request = async_nats::Request::new().payload(payload).timeout(Some(timeout));
         match self.client.send_request(subject.to_owned(), request).await {
             Ok(reply) => Ok(reply.payload),
             Err(e) => Err(match e.kind() {
-                RequestErrorKind::NoResponders => Error::NoResponders {
-                    subject: subject.to_owned(),
-                },
+                RequestErrorKind::NoResponders => Error::NoResponders { subject: subject.to_owned() },
                 RequestErrorKind::TimedOut => Error::Timeout {
                     subject: subject.to_owned(),
                     after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 },
                 RequestErrorKind::MaxPayloadExceeded => self.payload_too_large(subject, bytes),
-                RequestErrorKind::InvalidSubject | RequestErrorKind::Other => Error::Request {
-                    subject: subject.to_owned(),
-                    reason: e.to_string(),
-                },
+                RequestErrorKind::InvalidSubject | RequestErrorKind::Other => {
+                    Error::Request { subject: subject.to_owned(), reason: e.to_string() }
+                }
             }),
         }
     }
@@ -230,9 +202,7 @@ impl NatsBus {
     /// # Errors
     /// [`Error::Flush`] when the server does not confirm in time.
     pub async fn flush(&self) -> Result<()> {
-        self.confirm()
-            .await
-            .map_err(|reason| Error::Flush { reason })
+        self.confirm().await.map_err(|reason| Error::Flush { reason })
     }
 
     /// Waits until the server has processed everything this connection sent
@@ -242,31 +212,17 @@ impl NatsBus {
     /// order), including subscriptions and publishes.
     async fn confirm(&self) -> Result<(), String> {
         let inbox = self.client.new_inbox();
-        let mut echo = self
-            .client
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        self.client
-            .publish(inbox, Bytes::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut echo = self.client.subscribe(inbox.clone()).await.map_err(|e| e.to_string())?;
+        self.client.publish(inbox, Bytes::new()).await.map_err(|e| e.to_string())?;
         match tokio::time::timeout(SERVER_CONFIRM_TIMEOUT, echo.next()).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err("connection closed".to_owned()),
-            Err(_elapsed) => Err(format!(
-                "server did not confirm within {} ms",
-                SERVER_CONFIRM_TIMEOUT.as_millis()
-            )),
+            Err(_elapsed) => Err(format!("server did not confirm within {} ms", SERVER_CONFIRM_TIMEOUT.as_millis())),
         }
     }
 
     fn payload_too_large(&self, subject: &str, bytes: usize) -> Error {
-        Error::PayloadTooLarge {
-            subject: subject.to_owned(),
-            bytes,
-            limit: self.client.server_info().max_payload,
-        }
+        Error::PayloadTooLarge { subject: subject.to_owned(), bytes, limit: self.client.server_info().max_payload }
     }
 }
 
@@ -274,10 +230,7 @@ fn on_event(url: &str, dropped: &AtomicU64, event: Event) {
     match event {
         Event::SlowConsumer(sid) => {
             dropped.fetch_add(1, Ordering::Relaxed);
-            warn!(
-                url,
-                sid, "slow subscriber: NATS client is dropping messages"
-            );
+            warn!(url, sid, "slow subscriber: NATS client is dropping messages");
         }
         Event::Disconnected => warn!(url, "disconnected from NATS, reconnecting"),
         Event::Connected => info!(url, "connected to NATS"),

@@ -55,10 +55,7 @@ pub fn validate_queue_group(group: &str) -> Result<()> {
     } else {
         return Ok(());
     };
-    Err(Error::InvalidQueueGroup {
-        group: echo(group),
-        reason,
-    })
+    Err(Error::InvalidQueueGroup { group: echo(group), reason })
 }
 
 /// Whether a literal `subject` matches a subscription `pattern`. Both are
@@ -91,10 +88,7 @@ enum Kind {
 fn validate(subject: &str, kind: Kind) -> Result<()> {
     match first_violation(subject, kind) {
         None => Ok(()),
-        Some(reason) => Err(Error::InvalidSubject {
-            subject: echo(subject),
-            reason,
-        }),
+        Some(reason) => Err(Error::InvalidSubject { subject: echo(subject), reason }),
     }
 }
 
@@ -144,20 +138,10 @@ mod tests {
 
     #[test]
     fn literal_rules() {
-        for ok in [
-            "a",
-            "a.b",
-            "chat.123.seq",
-            "_INBOX.abc.1",
-            "ünï.cödé",
-            "a-b_c.d~e",
-        ] {
+        for ok in ["a", "a.b", "chat.123.seq", "_INBOX.abc.1", "ünï.cödé", "a-b_c.d~e"] {
             assert!(validate_literal(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "", ".", "a.", ".a", "a..b", "a b", "a\tb", "a\nb", "a.*", "a.>", "*", ">", "a*",
-            "a.b>",
-        ] {
+        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a\tb", "a\nb", "a.*", "a.>", "*", ">", "a*", "a.b>"] {
             assert!(validate_literal(bad).is_err(), "{bad:?}");
         }
         assert!(validate_literal(&"a".repeat(SUBJECT_BYTES_MAX)).is_ok());

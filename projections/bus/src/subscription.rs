@@ -34,15 +34,11 @@ impl std::fmt::Debug for Subscription {
 
 impl Subscription {
     pub(crate) fn nats(subscriber: async_nats::Subscriber) -> Subscription {
-        Subscription {
-            inner: Inner::Nats(subscriber),
-        }
+        Subscription { inner: Inner::Nats(subscriber) }
     }
 
     pub(crate) fn local(receiver: LocalReceiver) -> Subscription {
-        Subscription {
-            inner: Inner::Local(receiver),
-        }
+        Subscription { inner: Inner::Local(receiver) }
     }
 
     /// The next message, or `None` once the bus is closed.

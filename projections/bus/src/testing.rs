@@ -105,11 +105,7 @@ impl NatsServer {
             ),
             Err(error) => panic!("cannot spawn nats-server: {error}"),
         };
-        let mut server = NatsServer {
-            child: Some(child),
-            port,
-            config,
-        };
+        let mut server = NatsServer { child: Some(child), port, config };
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -126,9 +122,7 @@ impl NatsServer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "nats-server on port {port} not ready after {READY_TIMEOUT:?}"
-                ));
+                return Err(format!("nats-server on port {port} not ready after {READY_TIMEOUT:?}"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -38,9 +38,7 @@ impl Cursors {
         match kind {
             ReceiptKind::Delivered => Cursors { delivered: self.delivered.max(up_to_seq), read: self.read },
             // Read implies delivered.
-            ReceiptKind::Read => {
-                Cursors { delivered: self.delivered.max(up_to_seq), read: self.read.max(up_to_seq) }
-            }
+            ReceiptKind::Read => Cursors { delivered: self.delivered.max(up_to_seq), read: self.read.max(up_to_seq) },
         }
     }
 

@@ -169,7 +169,9 @@ mod tests {
     fn a_page_reads_at_most_one_entry_past_its_limit() {
         let chat = ChatId::direct(u(1), u(2));
         let mut bodies = vec![(1, EventBody::ChatOpened { chat, members: vec![u(1), u(2)] })];
-        bodies.extend((1..=5000).map(|s| (1, EventBody::MessageSent { chat, seq: Seq(s), ciphertext: vec![], media: None })));
+        bodies.extend(
+            (1..=5000).map(|s| (1, EventBody::MessageSent { chat, seq: Seq(s), ciphertext: vec![], media: None })),
+        );
         let mut store = fold(bodies);
         let everything = all(&mut store, 2, &chat);
         assert_eq!(everything.len(), 5000);

@@ -173,7 +173,12 @@ fn decide<T: Txn + ?Sized>(txn: &mut T, chat: ChatId, effects: &mut Vec<Effect>)
             continue;
         }
         if after.delivered > before.delivered && after.delivered > after.read {
-            effects.push(Effect::ReceiptChanged { chat, sender, up_to_seq: after.delivered, status: Status::Delivered });
+            effects.push(Effect::ReceiptChanged {
+                chat,
+                sender,
+                up_to_seq: after.delivered,
+                status: Status::Delivered,
+            });
         }
         if after.read > before.read {
             effects.push(Effect::ReceiptChanged { chat, sender, up_to_seq: after.read, status: Status::Read });
@@ -193,11 +198,7 @@ fn pending_in<T: Txn + ?Sized>(
 ) -> Result<Vec<(Seq, Vec<u8>)>> {
     let from = keys::pending(chat, sender, after.next());
     let to = keys::pending(chat, sender, up_to.next());
-    Ok(txn
-        .scan(&from, &to)?
-        .into_iter()
-        .map(|(k, _)| (Seq(keys::u64_at(&k, keys::AFTER_CHAT_USER)), k))
-        .collect())
+    Ok(txn.scan(&from, &to)?.into_iter().map(|(k, _)| (Seq(keys::u64_at(&k, keys::AFTER_CHAT_USER)), k)).collect())
 }
 
 /// A sender's watermarks in a chat (zero if they never sent there).

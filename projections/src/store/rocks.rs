@@ -90,7 +90,12 @@ impl RocksStore {
         // A writer that panicked left nothing behind (its writes were only in
         // its index), so a poisoned lock is as good as a free one.
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        RocksTxn { db: &self.inner.db, snapshot: self.inner.db.snapshot(), writes: BTreeMap::new(), writer: Some(guard) }
+        RocksTxn {
+            db: &self.inner.db,
+            snapshot: self.inner.db.snapshot(),
+            writes: BTreeMap::new(),
+            writer: Some(guard),
+        }
     }
 
     /// A read-only transaction over a snapshot of what is committed now. Its

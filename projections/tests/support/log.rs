@@ -42,9 +42,13 @@ pub fn identity(config: &Config, role: Role) -> TlsPaths {
 pub async fn must_start(config: &Config) -> (Node, LogClient) {
     let node = Node::start(config.clone()).await.expect("start node");
     assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
-    let client = LogClient::connect(std::slice::from_ref(&config.client_addr), &identity(config, Role::Edge), ClientConfig::default())
-        .await
-        .expect("connect");
+    let client = LogClient::connect(
+        std::slice::from_ref(&config.client_addr),
+        &identity(config, Role::Edge),
+        ClientConfig::default(),
+    )
+    .await
+    .expect("connect");
     (node, client)
 }
 
@@ -67,7 +71,11 @@ impl Device {
     }
 
     pub fn send_direct(&mut self, to: u64, text: &str) -> Command {
-        self.command(CommandBody::SendDirect { recipient: UserId(to), ciphertext: text.as_bytes().to_vec(), media: None })
+        self.command(CommandBody::SendDirect {
+            recipient: UserId(to),
+            ciphertext: text.as_bytes().to_vec(),
+            media: None,
+        })
     }
 
     pub fn send_group(&mut self, chat: ChatId, text: &str) -> Command {

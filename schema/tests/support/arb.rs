@@ -1,7 +1,5 @@
 //! proptest strategies for every domain type of chorus-schema (shared by the tests).
 
-
-
 use chorus_schema::*;
 use proptest::collection::vec;
 use proptest::option;
@@ -30,8 +28,11 @@ pub fn partition() -> impl Strategy<Value = PartitionId> {
     any::<u16>().prop_map(PartitionId)
 }
 pub fn origin() -> impl Strategy<Value = Origin> {
-    (user(), device(), any::<u64>())
-        .prop_map(|(user, device, c)| Origin { user, device, client_msg_id: ClientMsgId(c) })
+    (user(), device(), any::<u64>()).prop_map(|(user, device, c)| Origin {
+        user,
+        device,
+        client_msg_id: ClientMsgId(c),
+    })
 }
 pub fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     vec(any::<u8>(), 0..max)
@@ -49,7 +50,11 @@ pub fn users(max: usize) -> impl Strategy<Value = Vec<UserId>> {
     vec(user(), 0..max)
 }
 pub fn media() -> impl Strategy<Value = MediaRef> {
-    (any::<[u8; 32]>(), any::<u64>(), text(MAX_MIME_BYTES)).prop_map(|(blake3, size, mime)| MediaRef { blake3, size, mime })
+    (any::<[u8; 32]>(), any::<u64>(), text(MAX_MIME_BYTES)).prop_map(|(blake3, size, mime)| MediaRef {
+        blake3,
+        size,
+        mime,
+    })
 }
 pub fn opt_media() -> impl Strategy<Value = Option<MediaRef>> {
     option::of(media())
@@ -67,7 +72,11 @@ pub fn prekey() -> impl Strategy<Value = Prekey> {
 pub fn command_body() -> impl Strategy<Value = CommandBody> {
     use CommandBody::*;
     prop_oneof![
-        (user(), bytes(64), opt_media()).prop_map(|(recipient, ciphertext, media)| SendDirect { recipient, ciphertext, media }),
+        (user(), bytes(64), opt_media()).prop_map(|(recipient, ciphertext, media)| SendDirect {
+            recipient,
+            ciphertext,
+            media
+        }),
         (chat(), bytes(64), opt_media()).prop_map(|(chat, ciphertext, media)| SendGroup { chat, ciphertext, media }),
         (chat(), seq(), bytes(64)).prop_map(|(chat, seq, ciphertext)| EditMessage { chat, seq, ciphertext }),
         (chat(), seq()).prop_map(|(chat, seq)| DeleteMessage { chat, seq }),
@@ -78,29 +87,52 @@ pub fn command_body() -> impl Strategy<Value = CommandBody> {
         (chat(), user()).prop_map(|(chat, member)| RemoveMember { chat, member }),
         (chat(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
         (chat(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
-        (chat(), text(MAX_NAME_BYTES), text(200))
-            .prop_map(|(chat, name, description)| ChangeGroupInfo { chat, name, description }),
+        (chat(), text(MAX_NAME_BYTES), text(200)).prop_map(|(chat, name, description)| ChangeGroupInfo {
+            chat,
+            name,
+            description
+        }),
         chat().prop_map(|chat| LeaveGroup { chat }),
         text(MAX_PHONE_BYTES).prop_map(|phone| RegisterUser { phone }),
-        (device(), bytes(40), text(MAX_NAME_BYTES))
-            .prop_map(|(device, identity_key, name)| LinkDevice { device, identity_key, name }),
-        device().prop_map(|device| UnlinkDevice { device }),
-        (text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(|(name, about, avatar)| UpdateProfile { name, about, avatar }),
-        (visibility(), visibility(), visibility(), any::<bool>()).prop_map(|(last_seen, profile_photo, about, read_receipts)| {
-            SetPrivacy { last_seen, profile_photo, about, read_receipts }
+        (device(), bytes(40), text(MAX_NAME_BYTES)).prop_map(|(device, identity_key, name)| LinkDevice {
+            device,
+            identity_key,
+            name
         }),
+        device().prop_map(|device| UnlinkDevice { device }),
+        (text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(|(name, about, avatar)| UpdateProfile {
+            name,
+            about,
+            avatar
+        }),
+        (visibility(), visibility(), visibility(), any::<bool>()).prop_map(
+            |(last_seen, profile_photo, about, read_receipts)| {
+                SetPrivacy { last_seen, profile_photo, about, read_receipts }
+            }
+        ),
         any::<bool>().prop_map(|online| SetPresence { online }),
         (device(), vec(prekey(), 0..6)).prop_map(|(device, prekeys)| UploadPrekeys { device, prekeys }),
         (user(), device()).prop_map(|(target, target_device)| ClaimPrekey { target, target_device }),
-        (any::<u64>(), bytes(64), opt_media(), users(8))
-            .prop_map(|(status_id, ciphertext, media, acl)| PostStatus { status_id, ciphertext, media, acl }),
+        (any::<u64>(), bytes(64), opt_media(), users(8)).prop_map(|(status_id, ciphertext, media, acl)| PostStatus {
+            status_id,
+            ciphertext,
+            media,
+            acl
+        }),
         users(8).prop_map(|contacts| UpdateContacts { contacts }),
         user().prop_map(|target| Block { target }),
         user().prop_map(|target| Unblock { target }),
         (device(), any::<[u8; 32]>()).prop_map(|(device, token_hash)| CreateSession { device, token_hash }),
         device().prop_map(|device| RevokeSession { device }),
         Just(RecordOtpFailure),
-        (text(MAX_PHONE_BYTES), device(), bytes(40), text(MAX_NAME_BYTES), any::<[u8; 32]>(), option::of(any::<[u8; 32]>()))
+        (
+            text(MAX_PHONE_BYTES),
+            device(),
+            bytes(40),
+            text(MAX_NAME_BYTES),
+            any::<[u8; 32]>(),
+            option::of(any::<[u8; 32]>())
+        )
             .prop_map(|(phone, device, identity_key, name, token_hash, pin_hash)| RegisterDevice {
                 phone,
                 device,
@@ -122,40 +154,92 @@ pub fn event_body() -> impl Strategy<Value = EventBody> {
     use EventBody::*;
     prop_oneof![
         (chat(), users(3)).prop_map(|(chat, members)| ChatOpened { chat, members }),
-        (chat(), seq(), bytes(64), opt_media()).prop_map(|(chat, seq, ciphertext, media)| MessageSent { chat, seq, ciphertext, media }),
-        (chat(), seq(), seq(), bytes(64)).prop_map(|(chat, seq, target, ciphertext)| MessageEdited { chat, seq, target, ciphertext }),
+        (chat(), seq(), bytes(64), opt_media()).prop_map(|(chat, seq, ciphertext, media)| MessageSent {
+            chat,
+            seq,
+            ciphertext,
+            media
+        }),
+        (chat(), seq(), seq(), bytes(64)).prop_map(|(chat, seq, target, ciphertext)| MessageEdited {
+            chat,
+            seq,
+            target,
+            ciphertext
+        }),
         (chat(), seq(), seq()).prop_map(|(chat, seq, target)| MessageDeleted { chat, seq, target }),
-        (chat(), seq(), seq(), text(MAX_REACTION_BYTES))
-            .prop_map(|(chat, seq, target, reaction)| ReactionSet { chat, seq, target, reaction }),
+        (chat(), seq(), seq(), text(MAX_REACTION_BYTES)).prop_map(|(chat, seq, target, reaction)| ReactionSet {
+            chat,
+            seq,
+            target,
+            reaction
+        }),
         (chat(), kind(), seq()).prop_map(|(chat, kind, up_to_seq)| Receipt { chat, kind, up_to_seq }),
-        (chat(), seq(), text(MAX_NAME_BYTES), users(8)).prop_map(|(chat, seq, name, members)| GroupCreated { chat, seq, name, members }),
+        (chat(), seq(), text(MAX_NAME_BYTES), users(8)).prop_map(|(chat, seq, name, members)| GroupCreated {
+            chat,
+            seq,
+            name,
+            members
+        }),
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberAdded { chat, seq, member }),
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberRemoved { chat, seq, member }),
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberPromoted { chat, seq, member }),
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberDemoted { chat, seq, member }),
-        (chat(), seq(), text(MAX_NAME_BYTES), text(200))
-            .prop_map(|(chat, seq, name, description)| GroupInfoChanged { chat, seq, name, description }),
+        (chat(), seq(), text(MAX_NAME_BYTES), text(200)).prop_map(|(chat, seq, name, description)| GroupInfoChanged {
+            chat,
+            seq,
+            name,
+            description
+        }),
         (chat(), seq()).prop_map(|(chat, seq)| MemberLeft { chat, seq }),
         (user(), text(MAX_PHONE_BYTES)).prop_map(|(user, phone)| UserRegistered { user, phone }),
         (user(), device(), bytes(40), text(MAX_NAME_BYTES))
             .prop_map(|(user, device, identity_key, name)| DeviceLinked { user, device, identity_key, name }),
         (user(), device()).prop_map(|(user, device)| DeviceUnlinked { user, device }),
-        (user(), text(MAX_NAME_BYTES), text(200), opt_media())
-            .prop_map(|(user, name, about, avatar)| ProfileUpdated { user, name, about, avatar }),
+        (user(), text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(|(user, name, about, avatar)| ProfileUpdated {
+            user,
+            name,
+            about,
+            avatar
+        }),
         (user(), visibility(), visibility(), visibility(), any::<bool>()).prop_map(
-            |(user, last_seen, profile_photo, about, read_receipts)| PrivacyChanged { user, last_seen, profile_photo, about, read_receipts }
+            |(user, last_seen, profile_photo, about, read_receipts)| PrivacyChanged {
+                user,
+                last_seen,
+                profile_photo,
+                about,
+                read_receipts
+            }
         ),
         (user(), any::<bool>()).prop_map(|(user, online)| PresenceChanged { user, online }),
-        (user(), device(), vec(prekey(), 0..6)).prop_map(|(user, device, prekeys)| PrekeysUploaded { user, device, prekeys }),
-        (user(), device(), any::<u32>(), user())
-            .prop_map(|(user, device, prekey_id, claimed_by)| PrekeyClaimed { user, device, prekey_id, claimed_by }),
+        (user(), device(), vec(prekey(), 0..6)).prop_map(|(user, device, prekeys)| PrekeysUploaded {
+            user,
+            device,
+            prekeys
+        }),
+        (user(), device(), any::<u32>(), user()).prop_map(|(user, device, prekey_id, claimed_by)| PrekeyClaimed {
+            user,
+            device,
+            prekey_id,
+            claimed_by
+        }),
         (user(), any::<u64>(), bytes(64), opt_media(), users(8), any::<u64>()).prop_map(
-            |(user, status_id, ciphertext, media, acl, expires_at_ms)| StatusPosted { user, status_id, ciphertext, media, acl, expires_at_ms }
+            |(user, status_id, ciphertext, media, acl, expires_at_ms)| StatusPosted {
+                user,
+                status_id,
+                ciphertext,
+                media,
+                acl,
+                expires_at_ms
+            }
         ),
         (user(), users(8)).prop_map(|(user, contacts)| ContactsUpdated { user, contacts }),
         (user(), user()).prop_map(|(user, target)| UserBlocked { user, target }),
         (user(), user()).prop_map(|(user, target)| UserUnblocked { user, target }),
-        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token_hash)| SessionCreated { user, device, token_hash }),
+        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token_hash)| SessionCreated {
+            user,
+            device,
+            token_hash
+        }),
         (user(), device()).prop_map(|(user, device)| SessionRevoked { user, device }),
         user().prop_map(|user| OtpFailed { user }),
         (user(), option::of(any::<[u8; 32]>())).prop_map(|(user, pin_hash)| RegistrationPinSet { user, pin_hash }),
@@ -168,8 +252,12 @@ pub fn event() -> impl Strategy<Value = Event> {
 }
 
 pub fn event_record() -> impl Strategy<Value = EventRecord> {
-    (partition(), any::<u64>(), any::<u64>(), event())
-        .prop_map(|(partition, offset, log_index, event)| EventRecord { partition, offset, log_index, event })
+    (partition(), any::<u64>(), any::<u64>(), event()).prop_map(|(partition, offset, log_index, event)| EventRecord {
+        partition,
+        offset,
+        log_index,
+        event,
+    })
 }
 
 pub fn reject_code() -> impl Strategy<Value = RejectCode> {
@@ -194,7 +282,11 @@ pub fn command_result() -> impl Strategy<Value = CommandResult> {
     prop_oneof![
         (chat(), seq()).prop_map(|(chat, seq)| Ok(Outcome::Chat { chat, seq })),
         (chat(), seq()).prop_map(|(chat, up_to_seq)| Ok(Outcome::Receipt { chat, up_to_seq })),
-        (user(), device(), prekey()).prop_map(|(user, device, prekey)| Ok(Outcome::PrekeyClaimed { user, device, prekey })),
+        (user(), device(), prekey()).prop_map(|(user, device, prekey)| Ok(Outcome::PrekeyClaimed {
+            user,
+            device,
+            prekey
+        })),
         Just(Ok(Outcome::Done)),
         (reject_code(), text(100)).prop_map(|(code, message)| Err(Rejection { code, message })),
     ]
@@ -220,7 +312,11 @@ pub fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         vec((partition(), command()).prop_map(|(partition, c)| AppendCommand { partition, bytes: c.encode() }), 0..4)
             .prop_map(|commands| Request::Append { commands }),
-        (partition(), any::<u64>(), any::<u32>()).prop_map(|(partition, from, limit)| Request::Read { partition, from, limit }),
+        (partition(), any::<u64>(), any::<u32>()).prop_map(|(partition, from, limit)| Request::Read {
+            partition,
+            from,
+            limit
+        }),
         (partition(), any::<u64>()).prop_map(|(partition, from)| Request::Tail { partition, from }),
         Just(Request::Status),
         (group(), node(), text(64), text(64)).prop_map(|(group, node, raft_addr, client_addr)| Request::AddLearner {
@@ -236,24 +332,21 @@ pub fn request() -> impl Strategy<Value = Request> {
 }
 
 pub fn partition_status() -> impl Strategy<Value = PartitionStatus> {
-    (
-        (partition(), group()),
-        option::of(node()),
-        any::<[u64; 4]>(),
-        vec(node(), 0..4),
-        replicas(),
+    ((partition(), group()), option::of(node()), any::<[u64; 4]>(), vec(node(), 0..4), replicas()).prop_map(
+        |((partition, group), leader, [term, last_log_index, last_applied, next_offset], voters, replicas)| {
+            PartitionStatus {
+                partition,
+                group,
+                leader,
+                term,
+                last_log_index,
+                last_applied,
+                next_offset,
+                voters,
+                replicas,
+            }
+        },
     )
-        .prop_map(|((partition, group), leader, [term, last_log_index, last_applied, next_offset], voters, replicas)| PartitionStatus {
-            partition,
-            group,
-            leader,
-            term,
-            last_log_index,
-            last_applied,
-            next_offset,
-            voters,
-            replicas,
-        })
 }
 
 fn replicas() -> impl Strategy<Value = Vec<ReplicaStatus>> {
@@ -262,18 +355,30 @@ fn replicas() -> impl Strategy<Value = Vec<ReplicaStatus>> {
 }
 
 pub fn group_status() -> impl Strategy<Value = GroupStatus> {
-    (group(), option::of(node()), any::<[u64; 3]>(), vec(node(), 0..4), vec(node(), 0..3), replicas(), vec(partition(), 0..5))
-        .prop_map(|(group, leader, [term, last_log_index, last_applied], voters, learners, replicas, partitions)| GroupStatus {
-            group,
-            leader,
-            term,
-            last_log_index,
-            last_applied,
-            voters,
-            learners,
-            replicas,
-            partitions,
-        })
+    (
+        group(),
+        option::of(node()),
+        any::<[u64; 3]>(),
+        vec(node(), 0..4),
+        vec(node(), 0..3),
+        replicas(),
+        vec(partition(), 0..5),
+    )
+        .prop_map(
+            |(group, leader, [term, last_log_index, last_applied], voters, learners, replicas, partitions)| {
+                GroupStatus {
+                    group,
+                    leader,
+                    term,
+                    last_log_index,
+                    last_applied,
+                    voters,
+                    learners,
+                    replicas,
+                    partitions,
+                }
+            },
+        )
 }
 
 pub fn response() -> impl Strategy<Value = Response> {
@@ -284,7 +389,11 @@ pub fn response() -> impl Strategy<Value = Response> {
         (node(), vec(partition_status(), 0..4), vec(group_status(), 0..3))
             .prop_map(|(node, partitions, groups)| Response::Status(NodeStatus { node, partitions, groups })),
         Just(Response::Done),
-        (error_code(), text(100), option::of((node(), text(64)).prop_map(|(node, client_addr)| LeaderHint { node, client_addr })))
+        (
+            error_code(),
+            text(100),
+            option::of((node(), text(64)).prop_map(|(node, client_addr)| LeaderHint { node, client_addr }))
+        )
             .prop_map(|(code, message, leader)| Response::Error { code, message, leader }),
     ]
 }
@@ -296,7 +405,13 @@ pub fn recipient() -> impl Strategy<Value = edge::Recipient> {
 pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         text(MAX_PHONE_BYTES).prop_map(|phone| ClientFrame::RequestOtp { phone }),
-        (text(MAX_PHONE_BYTES), text(MAX_OTP_CODE_BYTES), text(MAX_NAME_BYTES), bytes(40), option::of(text(MAX_PIN_BYTES)))
+        (
+            text(MAX_PHONE_BYTES),
+            text(MAX_OTP_CODE_BYTES),
+            text(MAX_NAME_BYTES),
+            bytes(40),
+            option::of(text(MAX_PIN_BYTES))
+        )
             .prop_map(|(phone, code, device_name, identity_key, pin)| ClientFrame::VerifyOtp {
                 phone,
                 code,
@@ -304,7 +419,11 @@ pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 identity_key,
                 pin
             }),
-        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token)| ClientFrame::Login { user, device, token }),
+        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token)| ClientFrame::Login {
+            user,
+            device,
+            token
+        }),
         (recipient(), any::<u64>(), bytes(64), opt_media()).prop_map(|(to, c, ciphertext, media)| ClientFrame::Send {
             to,
             client_msg_id: ClientMsgId(c),
@@ -314,11 +433,16 @@ pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (chat(), kind(), seq()).prop_map(|(chat, kind, up_to_seq)| ClientFrame::Ack { chat, kind, up_to_seq }),
         vec((chat(), seq()), 0..6).prop_map(|since| ClientFrame::Sync { since }),
         any::<u64>().prop_map(|nonce| ClientFrame::Ping { nonce }),
-        (any::<u64>(), text(MAX_PIN_BYTES)).prop_map(|(c, pin)| ClientFrame::SetPin { client_msg_id: ClientMsgId(c), pin }),
-        (any::<u64>(), device()).prop_map(|(c, device)| ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(c), device }),
+        (any::<u64>(), text(MAX_PIN_BYTES))
+            .prop_map(|(c, pin)| ClientFrame::SetPin { client_msg_id: ClientMsgId(c), pin }),
+        (any::<u64>(), device())
+            .prop_map(|(c, device)| ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(c), device }),
         any::<u64>().prop_map(|c| ClientFrame::Logout { client_msg_id: ClientMsgId(c) }),
-        (any::<u64>(), user(), any::<bool>())
-            .prop_map(|(c, user, blocked)| ClientFrame::Block { client_msg_id: ClientMsgId(c), user, blocked }),
+        (any::<u64>(), user(), any::<bool>()).prop_map(|(c, user, blocked)| ClientFrame::Block {
+            client_msg_id: ClientMsgId(c),
+            user,
+            blocked
+        }),
     ]
 }
 
@@ -328,8 +452,13 @@ pub fn edge_error_code() -> impl Strategy<Value = EdgeErrorCode> {
 
 pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
     prop_oneof![
-        (text(MAX_PHONE_BYTES), any::<u64>()).prop_map(|(phone, expires_in_ms)| ServerFrame::OtpSent { phone, expires_in_ms }),
-        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token)| ServerFrame::Registered { user, device, token }),
+        (text(MAX_PHONE_BYTES), any::<u64>())
+            .prop_map(|(phone, expires_in_ms)| ServerFrame::OtpSent { phone, expires_in_ms }),
+        (user(), device(), any::<[u8; 32]>()).prop_map(|(user, device, token)| ServerFrame::Registered {
+            user,
+            device,
+            token
+        }),
         (user(), device()).prop_map(|(user, device)| ServerFrame::LoggedIn { user, device }),
         (any::<u64>(), chat(), seq(), any::<u64>()).prop_map(|(c, chat, seq, server_time_ms)| ServerFrame::Sent {
             client_msg_id: ClientMsgId(c),
@@ -352,12 +481,20 @@ pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
         (chat(), seq(), kind()).prop_map(|(chat, up_to_seq, status)| ServerFrame::Receipt { chat, up_to_seq, status }),
         any::<u32>().prop_map(|chats| ServerFrame::SyncDone { chats }),
         any::<u64>().prop_map(|nonce| ServerFrame::Pong { nonce }),
-        (edge_error_code(), text(100), option::of(any::<u64>().prop_map(ClientMsgId)), option::of(any::<u64>())).prop_map(
-            |(code, message, client_msg_id, retry_after_ms)| ServerFrame::Error { code, message, client_msg_id, retry_after_ms }
-        ),
+        (edge_error_code(), text(100), option::of(any::<u64>().prop_map(ClientMsgId)), option::of(any::<u64>()))
+            .prop_map(|(code, message, client_msg_id, retry_after_ms)| ServerFrame::Error {
+                code,
+                message,
+                client_msg_id,
+                retry_after_ms
+            }),
         any::<u64>().prop_map(|c| ServerFrame::Done { client_msg_id: ClientMsgId(c) }),
         (
-            prop_oneof![Just(DeviceNoticeKind::Linked), Just(DeviceNoticeKind::Unlinked), Just(DeviceNoticeKind::LoggedOut)],
+            prop_oneof![
+                Just(DeviceNoticeKind::Linked),
+                Just(DeviceNoticeKind::Unlinked),
+                Just(DeviceNoticeKind::LoggedOut)
+            ],
             device(),
             any::<u64>()
         )

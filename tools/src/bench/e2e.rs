@@ -415,7 +415,10 @@ async fn idle_connections(
         ms(0.99),
         took.max() as f64 / 1000.0
     );
-    println!("server CPU per login: {} (clients, in this process: {bench_cpu} µs)", cpu.replace("delivered message", "login"));
+    println!(
+        "server CPU per login: {} (clients, in this process: {bench_cpu} µs)",
+        cpu.replace("delivered message", "login")
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (peak, after) = edge.rss_kib().context("edge rss")?;
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;

@@ -63,7 +63,11 @@ fn command(writer: u64, payload: usize) -> Command {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     Command {
         origin: Origin { user: UserId(writer), device: DeviceId(1), client_msg_id: ClientMsgId(id) },
-        body: CommandBody::SendDirect { recipient: UserId(1_000_000 + writer), ciphertext: vec![0xAB; payload], media: None },
+        body: CommandBody::SendDirect {
+            recipient: UserId(1_000_000 + writer),
+            ciphertext: vec![0xAB; payload],
+            media: None,
+        },
     }
 }
 
@@ -142,7 +146,10 @@ async fn open_loop(client: &LogClient, rate: u64, payload: usize, dur: Duration)
 
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// `minutes` of open-loop load at `rate`, one line per minute.
@@ -222,7 +229,10 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let (med, lo, hi) = median_min_max(&rates);
     let (cmed, _, _) = median_min_max(&cpu_per);
-    println!("committed appends/s: median {med:.0} (min {lo:.0}, max {hi:.0}) over {} runs of {} s", args.runs, args.seconds);
+    println!(
+        "committed appends/s: median {med:.0} (min {lo:.0}, max {hi:.0}) over {} runs of {} s",
+        args.runs, args.seconds
+    );
     println!("server CPU per committed append (3 replicas, all nodes): median {cmed:.1} µs");
 
     let rate = args.rate.unwrap_or((med / 2.0) as u64).max(1);

@@ -135,7 +135,12 @@ pub async fn run(args: Args) -> Result<()> {
             let credentials =
                 client::verify_otp_with_pin(&config, &phone, &code, &name, Vec::new(), pin.as_deref()).await?;
             save(&args.profile, &Profile { credentials, resume: Resume::default() })?;
-            println!("registered user {} device {}; credentials in {}", credentials.user, credentials.device, args.profile.display());
+            println!(
+                "registered user {} device {}; credentials in {}",
+                credentials.user,
+                credentials.device,
+                args.profile.display()
+            );
         }
         Cmd::SetPin { pin } => {
             let p = load(&args.profile)?;
@@ -204,7 +209,9 @@ pub async fn run(args: Args) -> Result<()> {
                     Event::Connected { edge } => eprintln!("connected to {edge}"),
                     Event::Disconnected { reason } => eprintln!("disconnected: {reason}"),
                     Event::Error { code, message } => eprintln!("error {code:?}: {message}"),
-                    Event::Device { kind, device, at_ms } => eprintln!("device {device} of this account: {kind:?} at {at_ms}"),
+                    Event::Device { kind, device, at_ms } => {
+                        eprintln!("device {device} of this account: {kind:?} at {at_ms}")
+                    }
                 }
             }
             // Give the acks a moment to leave before closing.
@@ -225,7 +232,14 @@ pub async fn run(args: Args) -> Result<()> {
                 match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
                     Ok(Some(Event::Message(m))) => {
                         if wanted == Some(m.chat) {
-                            println!("#{} {}/{} at {}: {}", m.seq, m.sender, m.sender_device, m.at_ms, text(&m.ciphertext));
+                            println!(
+                                "#{} {}/{} at {}: {}",
+                                m.seq,
+                                m.sender,
+                                m.sender_device,
+                                m.at_ms,
+                                text(&m.ciphertext)
+                            );
                         }
                         let e = chats.entry(m.chat).or_default();
                         *e = (e.0 + 1, text(&m.ciphertext), m.seq.0);

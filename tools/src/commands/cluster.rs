@@ -33,9 +33,20 @@ pub async fn run(cmd: Cmd) -> Result<()> {
             let mut cluster = Cluster::create(spec)?;
             cluster.start_all()?;
             cluster.wait_ready(Duration::from_secs(30)).await?;
-            println!("chorus cluster: {} log-nodes, {} partitions, directory {}", a.nodes, a.partitions, a.dir.display());
+            println!(
+                "chorus cluster: {} log-nodes, {} partitions, directory {}",
+                a.nodes,
+                a.partitions,
+                a.dir.display()
+            );
             for n in &cluster.nodes {
-                println!("  node {}: client {}  raft {}  log {}", n.id, n.config.client_addr, n.config.raft_addr, n.log_path().display());
+                println!(
+                    "  node {}: client {}  raft {}  log {}",
+                    n.id,
+                    n.config.client_addr,
+                    n.config.raft_addr,
+                    n.log_path().display()
+                );
             }
             let o = &cluster.operator;
             println!(

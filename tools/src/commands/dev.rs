@@ -179,7 +179,10 @@ pub async fn run(args: Args) -> Result<()> {
     println!("clients connect to {} (QUIC, edge CA {}):", args.edge_addr, ca.display());
     println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001", args.edge_addr);
     println!("  (the code is printed here and written to {d}/sms.jsonl)");
-    println!("  chorus client --edge {} --profile {d}/alice.json register --phone +15550001 --code CODE", args.edge_addr);
+    println!(
+        "  chorus client --edge {} --profile {d}/alice.json register --phone +15550001 --code CODE",
+        args.edge_addr
+    );
     println!("  chorus client --edge {} --profile {d}/alice.json send --to +15550002 hello", args.edge_addr);
     println!("  chorus client --edge {} --profile {d}/bob.json listen", args.edge_addr);
     let o = &dev.operator;

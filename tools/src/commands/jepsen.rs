@@ -127,7 +127,11 @@ pub fn summary(r: &RunReport) -> String {
         s.push_str(&format!("  re-seeded from peers after damaged files: {}\n", each.join(", ")));
     }
     for d in &r.down {
-        s.push_str(&format!("  node {} did not start after the final heal:\n    {}\n", d.node, d.log_tail.replace('\n', "\n    ")));
+        s.push_str(&format!(
+            "  node {} did not start after the final heal:\n    {}\n",
+            d.node,
+            d.log_tail.replace('\n', "\n    ")
+        ));
     }
     if let Some(v) = &r.views {
         s.push_str(&format!(
@@ -146,7 +150,11 @@ pub fn summary(r: &RunReport) -> String {
         s.push_str(&format!(
             "  liveness: every direct probe on every recipient device {} after the final heal{}\n",
             r.liveness.delivered_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "never".into()),
-            if r.liveness.undelivered.is_empty() { String::new() } else { format!("; not delivered: {:?}", r.liveness.undelivered) }
+            if r.liveness.undelivered.is_empty() {
+                String::new()
+            } else {
+                format!("; not delivered: {:?}", r.liveness.undelivered)
+            }
         ));
     }
     for (inv, list) in &r.verdict.anomalies {

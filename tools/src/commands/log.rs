@@ -91,7 +91,8 @@ pub enum Cmd {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let client = LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
+    let client =
+        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
     match args.cmd {
         Cmd::Append { from, device, to, text, client_msg_id } => {
             let cmd = Command {
@@ -159,7 +160,9 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::ChangeVoters { group, voters } => {
             let g = GroupId(group);
-            client.admin(g, &Request::ChangeVoters { group: g, voters: voters.into_iter().map(NodeId).collect() }).await?;
+            client
+                .admin(g, &Request::ChangeVoters { group: g, voters: voters.into_iter().map(NodeId).collect() })
+                .await?;
             println!("done");
         }
         Cmd::Promote { group, node_id } => {

@@ -13,7 +13,9 @@ pub mod projector;
 ///
 /// # Errors
 /// When the file cannot be read or parsed.
-pub(crate) fn load_config<T: serde::de::DeserializeOwned + Default>(path: Option<&std::path::Path>) -> anyhow::Result<T> {
+pub(crate) fn load_config<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<T> {
     use anyhow::Context;
     match path {
         Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)

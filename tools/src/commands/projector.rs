@@ -59,7 +59,8 @@ pub struct ReplayArgs {
 }
 
 pub async fn replay(args: ReplayArgs) -> Result<()> {
-    let client = LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
+    let client =
+        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
     let stats = rebuild_views_from_log(&client, &args.out, args.view).await?;
     println!(
         "rebuilt {} from {} records in {} batches into {}",
@@ -70,7 +71,8 @@ pub async fn replay(args: ReplayArgs) -> Result<()> {
     );
     let Some(live_dir) = &args.compare else { return Ok(()) };
     let rebuilt = RocksStore::open_read_only(&args.out).with_context(|| format!("open {}", args.out.display()))?;
-    let live = RocksStore::open_read_only(live_dir).with_context(|| format!("open {} read-only", live_dir.display()))?;
+    let live =
+        RocksStore::open_read_only(live_dir).with_context(|| format!("open {} read-only", live_dir.display()))?;
     match compare(&live, &rebuilt, args.view)? {
         Comparison::Equal { keys } => {
             println!("{} of {} equal {}: {keys} keys", args.view, live_dir.display(), args.out.display());

@@ -20,19 +20,13 @@ pub struct Harness {
 
 impl Harness {
     pub async fn local() -> Harness {
-        Harness {
-            bus: Bus::local(),
-            server: None,
-        }
+        Harness { bus: Bus::local(), server: None }
     }
 
     pub async fn nats() -> Harness {
         let server = NatsServer::start();
         let bus = must_connect(&server.url()).await;
-        Harness {
-            bus,
-            server: Some(server),
-        }
+        Harness { bus, server: Some(server) }
     }
 
     /// Another handle onto the same bus, as another process would have: a
@@ -46,9 +40,7 @@ impl Harness {
 }
 
 pub async fn must_connect(url: &str) -> Bus {
-    Bus::connect_nats(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
+    Bus::connect_nats(url).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 pub async fn must_recv(sub: &mut Subscription) -> Message {
@@ -83,8 +75,7 @@ pub fn index_payload(i: u32) -> bytes::Bytes {
 }
 
 pub fn payload_index(message: &Message) -> u32 {
-    let bytes: [u8; 4] = message.payload[..]
-        .try_into()
-        .unwrap_or_else(|_| panic!("payload is not an index: {message:?}"));
+    let bytes: [u8; 4] =
+        message.payload[..].try_into().unwrap_or_else(|_| panic!("payload is not an index: {message:?}"));
     u32::from_be_bytes(bytes)
 }

@@ -41,13 +41,7 @@ async fn queue_group_members_take_turns() {
     }
     let mut got = Vec::new();
     for member in &mut members {
-        got.push(
-            recv_until_quiet(member)
-                .await
-                .iter()
-                .map(payload_index)
-                .collect::<Vec<_>>(),
-        );
+        got.push(recv_until_quiet(member).await.iter().map(payload_index).collect::<Vec<_>>());
     }
     got.sort();
     assert_eq!(got, [vec![0, 3, 6], vec![1, 4, 7], vec![2, 5, 8]]);
@@ -64,10 +58,7 @@ async fn queue_group_skips_a_full_member() {
     }
     assert_eq!(bus.dropped(), 1);
     // `a` catches up, `b` stays full: every message goes to `a`, none is lost.
-    assert_eq!(
-        recv_until_quiet(&mut a).await.len(),
-        LOCAL_SUBSCRIPTION_BUFFER
-    );
+    assert_eq!(recv_until_quiet(&mut a).await.len(), LOCAL_SUBSCRIPTION_BUFFER);
     for i in 0..10 {
         bus.publish("work", index_payload(i)).await.unwrap();
     }
@@ -83,17 +74,11 @@ async fn extra_replies_are_discarded_not_counted_as_drops() {
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
             for reply in ["first", "second", "third"] {
-                responder
-                    .respond(&request, Bytes::from(reply))
-                    .await
-                    .unwrap();
+                responder.respond(&request, Bytes::from(reply)).await.unwrap();
             }
         }
     });
-    let reply = bus
-        .request("svc.chatty", Bytes::new(), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let reply = bus.request("svc.chatty", Bytes::new(), Duration::from_secs(5)).await.unwrap();
     assert_eq!(reply, "first");
     assert_eq!(bus.dropped(), 0);
 }
@@ -105,11 +90,6 @@ async fn separate_local_buses_are_separate() {
     let mut sub = one.subscribe("x").await.unwrap();
     other.publish("x", Bytes::new()).await.unwrap();
     must_be_quiet(&mut sub).await;
-    assert!(matches!(
-        other
-            .request("x", Bytes::new(), Duration::from_secs(1))
-            .await,
-        Err(Error::NoResponders { .. })
-    ));
+    assert!(matches!(other.request("x", Bytes::new(), Duration::from_secs(1)).await, Err(Error::NoResponders { .. })));
     assert!(one.is_connected());
 }

@@ -18,11 +18,7 @@ async fn must_become(bus: &Bus, connected: bool) {
         assert!(
             Instant::now() < deadline,
             "client still {} after {RECONNECT_DEADLINE:?}",
-            if connected {
-                "disconnected"
-            } else {
-                "connected"
-            }
+            if connected { "disconnected" } else { "connected" }
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -37,15 +33,10 @@ async fn client_reconnects_after_server_restart_and_subscriptions_work_again() {
     let responder = bus.clone();
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
-            responder
-                .respond(&request, Bytes::from_static(b"pong"))
-                .await
-                .unwrap();
+            responder.respond(&request, Bytes::from_static(b"pong")).await.unwrap();
         }
     });
-    bus.publish("edge.e1.deliver", Bytes::from_static(b"before"))
-        .await
-        .unwrap();
+    bus.publish("edge.e1.deliver", Bytes::from_static(b"before")).await.unwrap();
     assert_eq!(must_recv(&mut sub).await.payload, "before");
 
     server.stop();
@@ -59,20 +50,12 @@ async fn client_reconnects_after_server_restart_and_subscriptions_work_again() {
     let other = must_connect(&server.url()).await;
     let deadline = Instant::now() + RECONNECT_DEADLINE;
     loop {
-        other
-            .publish("edge.e1.deliver", Bytes::from_static(b"after"))
-            .await
-            .unwrap();
-        if let Ok(Some(message)) =
-            tokio::time::timeout(Duration::from_millis(200), sub.next()).await
-        {
+        other.publish("edge.e1.deliver", Bytes::from_static(b"after")).await.unwrap();
+        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await {
             assert_eq!(message.payload, "after");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "subscription not restored after reconnect"
-        );
+        assert!(Instant::now() < deadline, "subscription not restored after reconnect");
     }
     let reply = other
         .request("svc.ping", Bytes::new(), Duration::from_secs(5))
@@ -80,9 +63,7 @@ async fn client_reconnects_after_server_restart_and_subscriptions_work_again() {
         .expect("the queue subscription answers again");
     assert_eq!(reply, "pong");
     // And the reconnected client itself publishes and requests.
-    bus.publish("edge.e1.deliver", Bytes::from_static(b"own"))
-        .await
-        .unwrap();
+    bus.publish("edge.e1.deliver", Bytes::from_static(b"own")).await.unwrap();
     let own = loop {
         let message = must_recv(&mut sub).await;
         if message.payload != "after" {
@@ -90,18 +71,10 @@ async fn client_reconnects_after_server_restart_and_subscriptions_work_again() {
         }
     };
     assert_eq!(own.payload, "own");
-    assert_eq!(
-        bus.request("svc.ping", Bytes::new(), Duration::from_secs(5))
-            .await
-            .unwrap(),
-        "pong"
-    );
+    assert_eq!(bus.request("svc.ping", Bytes::new(), Duration::from_secs(5)).await.unwrap(), "pong");
     // New subscriptions work too.
     let mut late = bus.subscribe("edge.e2.deliver").await.unwrap();
-    other
-        .publish("edge.e2.deliver", Bytes::new())
-        .await
-        .unwrap();
+    other.publish("edge.e2.deliver", Bytes::new()).await.unwrap();
     must_recv(&mut late).await;
 }
 
@@ -140,15 +113,8 @@ async fn slow_subscriber_drops_are_counted() {
     publisher.flush().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while h.bus.dropped() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no slow-consumer drop was counted"
-        );
+        assert!(Instant::now() < deadline, "no slow-consumer drop was counted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        publisher.dropped(),
-        0,
-        "drops are counted where the subscriber is"
-    );
+    assert_eq!(publisher.dropped(), 0, "drops are counted where the subscriber is");
 }

@@ -51,18 +51,11 @@ conformance!(
 async fn publish_subscribe_exact(h: &Harness) {
     let publisher = h.peer().await;
     let mut sub = h.bus.subscribe("chat.c1.msg").await.unwrap();
-    publisher
-        .publish("chat.c1.msg", Bytes::from_static(b"hello"))
-        .await
-        .unwrap();
+    publisher.publish("chat.c1.msg", Bytes::from_static(b"hello")).await.unwrap();
     let message = must_recv(&mut sub).await;
     assert_eq!(
         message,
-        Message {
-            subject: "chat.c1.msg".to_owned(),
-            payload: Bytes::from_static(b"hello"),
-            reply: None,
-        }
+        Message { subject: "chat.c1.msg".to_owned(), payload: Bytes::from_static(b"hello"), reply: None }
     );
     publisher.flush().await.unwrap();
     must_be_quiet(&mut sub).await;
@@ -73,71 +66,35 @@ async fn wildcards(h: &Harness) {
     let mut star = h.bus.subscribe("deliver.*.msg").await.unwrap();
     let mut tail = h.bus.subscribe("deliver.>").await.unwrap();
     let mut all = h.bus.subscribe(">").await.unwrap();
-    let published = [
-        "deliver.d1.msg",
-        "deliver.d2.typing",
-        "deliver.d3.msg.extra",
-        "deliver",
-        "other.d1.msg",
-    ];
+    let published = ["deliver.d1.msg", "deliver.d2.typing", "deliver.d3.msg.extra", "deliver", "other.d1.msg"];
     for subject in published {
-        publisher
-            .publish(subject, Bytes::from(subject))
-            .await
-            .unwrap();
+        publisher.publish(subject, Bytes::from(subject)).await.unwrap();
     }
     publisher.flush().await.unwrap();
 
     let star = recv_until_quiet(&mut star).await;
     assert_eq!(subjects(&star), ["deliver.d1.msg"]);
     let tail = recv_until_quiet(&mut tail).await;
-    assert_eq!(
-        subjects(&tail),
-        [
-            "deliver.d1.msg",
-            "deliver.d2.typing",
-            "deliver.d3.msg.extra"
-        ]
-    );
+    assert_eq!(subjects(&tail), ["deliver.d1.msg", "deliver.d2.typing", "deliver.d3.msg.extra"]);
     for message in &tail {
-        assert_eq!(
-            message.payload,
-            message.subject.as_bytes(),
-            "payload follows its subject"
-        );
+        assert_eq!(message.payload, message.subject.as_bytes(), "payload follows its subject");
     }
     // A bare `>` also sees reply traffic under `_INBOX.` (NATS flushes
     // included); everything else published must be there, in order.
     let all = recv_until_quiet(&mut all).await;
-    let all: Vec<Message> = all
-        .into_iter()
-        .filter(|m| !m.subject.starts_with("_INBOX."))
-        .collect();
+    let all: Vec<Message> = all.into_iter().filter(|m| !m.subject.starts_with("_INBOX.")).collect();
     assert_eq!(subjects(&all), published);
 }
 
 async fn no_delivery_to_non_matching(h: &Harness) {
     let publisher = h.peer().await;
     let mut sub = h.bus.subscribe("presence.u1").await.unwrap();
-    for subject in [
-        "presence.u2",
-        "presence.u1.x",
-        "presence",
-        "Presence.u1",
-        "presence.u10",
-        "xpresence.u1",
-    ] {
+    for subject in ["presence.u2", "presence.u1.x", "presence", "Presence.u1", "presence.u10", "xpresence.u1"] {
         publisher.publish(subject, Bytes::new()).await.unwrap();
     }
-    publisher
-        .publish("presence.u1", Bytes::from_static(b"marker"))
-        .await
-        .unwrap();
+    publisher.publish("presence.u1", Bytes::from_static(b"marker")).await.unwrap();
     let first = must_recv(&mut sub).await;
-    assert_eq!(
-        first.payload, "marker",
-        "a non-matching subject was delivered: {first:?}"
-    );
+    assert_eq!(first.payload, "marker", "a non-matching subject was delivered: {first:?}");
     publisher.flush().await.unwrap();
     must_be_quiet(&mut sub).await;
 }
@@ -168,12 +125,7 @@ async fn order_per_publisher(h: &Harness) {
             "seq.b" => &mut next_b,
             other => panic!("unexpected subject {other}"),
         };
-        assert_eq!(
-            payload_index(&message),
-            *next,
-            "out of order on {}",
-            message.subject
-        );
+        assert_eq!(payload_index(&message), *next, "out of order on {}", message.subject);
         *next += 1;
     }
     assert_eq!((next_a, next_b), (PER_PUBLISHER, PER_PUBLISHER));
@@ -194,10 +146,7 @@ async fn queue_group_delivers_to_exactly_one_member(h: &Harness) {
     let mut plain = h.bus.subscribe("jobs.*").await.unwrap();
 
     for i in 0..COUNT {
-        publisher
-            .publish("jobs.new", index_payload(i))
-            .await
-            .unwrap();
+        publisher.publish("jobs.new", index_payload(i)).await.unwrap();
     }
     publisher.flush().await.unwrap();
 
@@ -209,19 +158,9 @@ async fn queue_group_delivers_to_exactly_one_member(h: &Harness) {
         total += got.len();
         seen.extend(got.iter().map(payload_index));
     }
-    assert_eq!(
-        total, COUNT as usize,
-        "a message went to more than one member"
-    );
-    assert_eq!(
-        seen,
-        (0..COUNT).collect::<BTreeSet<_>>(),
-        "a message went to no member"
-    );
-    assert_eq!(
-        recv_until_quiet(&mut other_group).await.len(),
-        COUNT as usize
-    );
+    assert_eq!(total, COUNT as usize, "a message went to more than one member");
+    assert_eq!(seen, (0..COUNT).collect::<BTreeSet<_>>(), "a message went to no member");
+    assert_eq!(recv_until_quiet(&mut other_group).await.len(), COUNT as usize);
     assert_eq!(recv_until_quiet(&mut plain).await.len(), COUNT as usize);
 }
 
@@ -237,29 +176,14 @@ async fn request_reply(h: &Harness) {
         }
     });
 
-    let reply = h
-        .bus
-        .request(
-            "svc.echo",
-            Bytes::from_static(b"ping"),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+    let reply = h.bus.request("svc.echo", Bytes::from_static(b"ping"), Duration::from_secs(5)).await.unwrap();
     assert_eq!(reply, "echo:ping");
 
     // Concurrent requests each get their own reply.
     let replies = futures::future::join_all((0..20).map(|i| {
         let bus = h.bus.clone();
         async move {
-            let reply = bus
-                .request(
-                    "svc.echo",
-                    Bytes::from(format!("{i}")),
-                    Duration::from_secs(5),
-                )
-                .await
-                .unwrap();
+            let reply = bus.request("svc.echo", Bytes::from(format!("{i}")), Duration::from_secs(5)).await.unwrap();
             (i, reply)
         }
     }))
@@ -281,14 +205,7 @@ async fn request_reply(h: &Harness) {
 
 async fn request_without_responder_fails_at_once(h: &Harness) {
     let start = Instant::now();
-    let result = h
-        .bus
-        .request(
-            "svc.nobody",
-            Bytes::from_static(b"?"),
-            Duration::from_secs(10),
-        )
-        .await;
+    let result = h.bus.request("svc.nobody", Bytes::from_static(b"?"), Duration::from_secs(10)).await;
     match result {
         Err(Error::NoResponders { subject }) => assert_eq!(subject, "svc.nobody"),
         other => panic!("expected NoResponders, got {other:?}"),
@@ -315,21 +232,14 @@ async fn request_timeout(h: &Harness) {
     }
     let elapsed = start.elapsed();
     assert!(elapsed >= timeout, "gave up early, after {elapsed:?}");
-    assert!(
-        elapsed < Duration::from_secs(5),
-        "gave up late, after {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(5), "gave up late, after {elapsed:?}");
 }
 
 async fn dropping_a_subscription_unsubscribes(h: &Harness) {
     let sub = h.bus.subscribe("svc.gone").await.unwrap();
     drop(sub);
     h.bus.flush().await.unwrap();
-    match h
-        .bus
-        .request("svc.gone", Bytes::new(), Duration::from_secs(5))
-        .await
-    {
+    match h.bus.request("svc.gone", Bytes::new(), Duration::from_secs(5)).await {
         Err(Error::NoResponders { .. }) => {}
         other => panic!("expected NoResponders after the drop, got {other:?}"),
     }
@@ -339,34 +249,9 @@ async fn dropping_a_subscription_unsubscribes(h: &Harness) {
 /// errors as text so that implementations can be compared word for word.
 pub async fn rejections(bus: &Bus) -> Vec<String> {
     let long_subject = "a".repeat(SUBJECT_BYTES_MAX + 1);
-    let bad_literals = [
-        "",
-        "a..b",
-        ".a",
-        "a.",
-        "a b",
-        "a\tb",
-        "a\r\nb",
-        "a.*",
-        "a.>",
-        "*",
-        ">",
-        "a*b",
-        "a.b>",
-        &long_subject,
-    ];
-    let bad_patterns = [
-        "",
-        "a..b",
-        ".a",
-        "a.",
-        "a b",
-        "a.>.b",
-        ">.a",
-        "a*",
-        "a.*b",
-        &long_subject,
-    ];
+    let bad_literals =
+        ["", "a..b", ".a", "a.", "a b", "a\tb", "a\r\nb", "a.*", "a.>", "*", ">", "a*b", "a.b>", &long_subject];
+    let bad_patterns = ["", "a..b", ".a", "a.", "a b", "a.>.b", ">.a", "a*", "a.*b", &long_subject];
     let long_group = "g".repeat(65);
     let bad_groups = ["", "two words", "tab\tgroup", &long_group];
     let timeout = Duration::from_millis(500);
@@ -374,52 +259,23 @@ pub async fn rejections(bus: &Bus) -> Vec<String> {
     let mut errors = Vec::new();
     let mut record = |what: String, result: Result<(), Error>, want_group_error: bool| {
         match (&result, want_group_error) {
-            (Err(Error::InvalidSubject { .. }), false)
-            | (Err(Error::InvalidQueueGroup { .. }), true) => {}
+            (Err(Error::InvalidSubject { .. }), false) | (Err(Error::InvalidQueueGroup { .. }), true) => {}
             _ => panic!("{what}: expected a validation error, got {result:?}"),
         }
         errors.push(format!("{what}: {}", result.unwrap_err()));
     };
     for subject in bad_literals {
-        record(
-            format!("publish {subject:?}"),
-            bus.publish(subject, Bytes::new()).await,
-            false,
-        );
-        record(
-            format!("request {subject:?}"),
-            bus.request(subject, Bytes::new(), timeout).await.map(drop),
-            false,
-        );
-        let message = Message {
-            subject: "svc.x".to_owned(),
-            payload: Bytes::new(),
-            reply: Some(subject.to_owned()),
-        };
-        record(
-            format!("respond {subject:?}"),
-            bus.respond(&message, Bytes::new()).await,
-            false,
-        );
+        record(format!("publish {subject:?}"), bus.publish(subject, Bytes::new()).await, false);
+        record(format!("request {subject:?}"), bus.request(subject, Bytes::new(), timeout).await.map(drop), false);
+        let message = Message { subject: "svc.x".to_owned(), payload: Bytes::new(), reply: Some(subject.to_owned()) };
+        record(format!("respond {subject:?}"), bus.respond(&message, Bytes::new()).await, false);
     }
     for pattern in bad_patterns {
-        record(
-            format!("subscribe {pattern:?}"),
-            bus.subscribe(pattern).await.map(drop),
-            false,
-        );
-        record(
-            format!("queue_subscribe {pattern:?}"),
-            bus.queue_subscribe(pattern, "g").await.map(drop),
-            false,
-        );
+        record(format!("subscribe {pattern:?}"), bus.subscribe(pattern).await.map(drop), false);
+        record(format!("queue_subscribe {pattern:?}"), bus.queue_subscribe(pattern, "g").await.map(drop), false);
     }
     for group in bad_groups {
-        record(
-            format!("queue_subscribe group {group:?}"),
-            bus.queue_subscribe("a.b", group).await.map(drop),
-            true,
-        );
+        record(format!("queue_subscribe group {group:?}"), bus.queue_subscribe("a.b", group).await.map(drop), true);
     }
     errors
 }
@@ -430,11 +286,7 @@ async fn invalid_subjects_rejected(h: &Harness) {
     // Wildcards are fine where subscribing, and what is refused is refused
     // before anything reaches the bus: it still works.
     let mut sub = h.bus.subscribe("ok.*").await.unwrap();
-    let _queue = h
-        .bus
-        .queue_subscribe("ok.>", "group.with.dots")
-        .await
-        .unwrap();
+    let _queue = h.bus.queue_subscribe("ok.>", "group.with.dots").await.unwrap();
     h.bus.publish("ok.1", Bytes::new()).await.unwrap();
     assert_eq!(must_recv(&mut sub).await.subject, "ok.1");
 }
@@ -443,30 +295,17 @@ async fn payload_limit(h: &Harness) {
     let publisher = h.peer().await;
     let mut sub = h.bus.subscribe("media.blob").await.unwrap();
     let largest = Bytes::from(vec![7u8; PAYLOAD_BYTES_MAX]);
-    publisher
-        .publish("media.blob", largest.clone())
-        .await
-        .unwrap();
+    publisher.publish("media.blob", largest.clone()).await.unwrap();
     assert_eq!(must_recv(&mut sub).await.payload, largest);
 
     let too_large = Bytes::from(vec![7u8; PAYLOAD_BYTES_MAX + 1]);
     match publisher.publish("media.blob", too_large.clone()).await {
-        Err(Error::PayloadTooLarge {
-            subject,
-            bytes,
-            limit,
-        }) => {
-            assert_eq!(
-                (subject.as_str(), bytes, limit),
-                ("media.blob", PAYLOAD_BYTES_MAX + 1, PAYLOAD_BYTES_MAX)
-            );
+        Err(Error::PayloadTooLarge { subject, bytes, limit }) => {
+            assert_eq!((subject.as_str(), bytes, limit), ("media.blob", PAYLOAD_BYTES_MAX + 1, PAYLOAD_BYTES_MAX));
         }
         other => panic!("expected PayloadTooLarge, got {other:?}"),
     }
-    match publisher
-        .request("media.blob", too_large, Duration::from_secs(1))
-        .await
-    {
+    match publisher.request("media.blob", too_large, Duration::from_secs(1)).await {
         Err(Error::PayloadTooLarge { limit, .. }) => assert_eq!(limit, PAYLOAD_BYTES_MAX),
         other => panic!("expected PayloadTooLarge, got {other:?}"),
     }
@@ -487,10 +326,7 @@ async fn many_messages_all_arrive(h: &Harness) {
         sub
     });
     for i in 0..COUNT {
-        publisher
-            .publish("bulk.deliveries", index_payload(i))
-            .await
-            .unwrap();
+        publisher.publish("bulk.deliveries", index_payload(i)).await.unwrap();
     }
     publisher.flush().await.unwrap();
     let mut sub = receiver.await.unwrap();
@@ -504,9 +340,8 @@ async fn subscription_is_a_stream(h: &Harness) {
     for subject in ["stream.a", "stream.b", "stream.c"] {
         h.bus.publish(subject, Bytes::new()).await.unwrap();
     }
-    let received: Vec<Message> =
-        tokio::time::timeout(ARRIVAL_TIMEOUT, sub.by_ref().take(3).collect())
-            .await
-            .expect("three messages through the Stream impl");
+    let received: Vec<Message> = tokio::time::timeout(ARRIVAL_TIMEOUT, sub.by_ref().take(3).collect())
+        .await
+        .expect("three messages through the Stream impl");
     assert_eq!(subjects(&received), ["stream.a", "stream.b", "stream.c"]);
 }
