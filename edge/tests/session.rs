@@ -49,6 +49,16 @@ fn append(actions: &[Action]) -> (Correlation, Command) {
 }
 
 /// The code texted by the last RequestOtp.
+/// The direct message's recipient check, answered `Registered`, then its append.
+fn checked_append(s: &mut Session) -> (Correlation, Command) {
+    let actions = drain(s);
+    let [Action::CheckRecipient { correlation, .. }] = actions.as_slice() else {
+        panic!("expected one recipient check, got {actions:?}")
+    };
+    s.handle_recipient_checked(*correlation, RecipientVerdict::Registered);
+    append(&drain(s))
+}
+
 fn texted_code(actions: &[Action]) -> String {
     actions
         .iter()
@@ -306,7 +316,7 @@ fn send_appends_as_the_logged_in_device_and_answers_sent() {
         },
         &mut o,
     );
-    let (c, cmd) = append(&drain(&mut s));
+    let (c, cmd) = checked_append(&mut s);
     assert_eq!(
         cmd,
         Command {
@@ -361,13 +371,39 @@ fn send_checks_size_reserved_ids_and_rate_before_appending() {
     s.handle_frame(0, send(CLIENT_MSG_ID_RESERVED_BIT | 2, 1), &mut o);
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::BadFrame);
     s.handle_frame(0, send(3, 4), &mut o);
-    append(&drain(&mut s));
+    checked_append(&mut s);
     s.handle_frame(0, send(4, 4), &mut o);
-    append(&drain(&mut s));
+    checked_append(&mut s);
     s.handle_frame(0, send(5, 4), &mut o);
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::RateLimited, Some(ClientMsgId(5))));
     s.handle_frame(1000, send(5, 4), &mut o);
-    append(&drain(&mut s));
+    checked_append(&mut s);
+}
+
+#[test]
+fn a_direct_message_reaches_the_log_only_for_a_registered_recipient() {
+    let (mut s, mut o, _) = logged_in(Config::default());
+    let send = |cmid: u64| ClientFrame::Send {
+        to: Recipient::User(UserId(9)),
+        client_msg_id: ClientMsgId(cmid),
+        ciphertext: vec![1],
+        media: None,
+    };
+    for (cmid, verdict, code) in [
+        (1, RecipientVerdict::Unknown, EdgeErrorCode::UnknownRecipient),
+        (2, RecipientVerdict::Unavailable, EdgeErrorCode::Unavailable),
+    ] {
+        s.handle_frame(0, send(cmid), &mut o);
+        let actions = drain(&mut s);
+        let [Action::CheckRecipient { correlation, user }] = actions.as_slice() else { panic!("{actions:?}") };
+        assert_eq!(*user, UserId(9));
+        s.handle_recipient_checked(*correlation, verdict);
+        // No append: only the error, with the message's id.
+        assert_eq!(error_code(drain(&mut s)), (code, Some(ClientMsgId(cmid))));
+        // A repeated answer is ignored.
+        s.handle_recipient_checked(*correlation, RecipientVerdict::Registered);
+        assert_eq!(drain(&mut s), vec![]);
+    }
 }
 
 #[test]
@@ -627,7 +663,7 @@ fn a_block_is_appended_to_the_direct_chat_then_to_the_user() {
         },
         &mut o,
     );
-    let (c, _) = append(&drain(&mut s));
+    let (c, _) = checked_append(&mut s);
     s.handle_append_result(0, c, Ok(Err(Rejection::new(RejectCode::Blocked, "blocked"))));
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Forbidden, Some(ClientMsgId(7))));
 }
@@ -932,6 +968,14 @@ proptest! {
                     }
                     Action::Deliver(_) | Action::Subscribe(_) | Action::Sync { .. } | Action::FillGap { .. } => {
                         prop_assert!(identity.is_some(), "delivery before login");
+                    }
+                    Action::CheckRecipient { correlation, user } => {
+                        prop_assert!(identity.is_some(), "recipient check before login");
+                        s.handle_recipient_checked(correlation, match user.0 % 4 {
+                            0 => RecipientVerdict::Unknown,
+                            3 => RecipientVerdict::Unavailable,
+                            _ => RecipientVerdict::Registered,
+                        });
                     }
                     Action::Append { correlation, command } => {
                         let registration = matches!(

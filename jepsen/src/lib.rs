@@ -1,4 +1,4 @@
-//! chorus-jepsen: how chorus proves the invariants of DESIGN.md.
+//! chorus-jepsen: how chorus proves the invariants of ARCHITECTURE.md.
 //!
 //! Two halves. The part that judges a run: the [`history`] model (every
 //! operation as invoke → ok / fail / info, plus what devices observed, as JSON

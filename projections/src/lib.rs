@@ -21,7 +21,7 @@
 //!
 //! The same records always give the same store, byte for byte, whether folded in
 //! one go, in pieces, or again after a crash: [`rebuild`] is the reference that a
-//! live projector must equal (DESIGN invariant 6). The projector's cursor (next
+//! live projector must equal (ARCHITECTURE.md invariant 6). The projector's cursor (next
 //! offset per partition) is itself a key of the store, written in the same
 //! transaction as the views, so a backend that commits atomically (see
 //! [`store`]) makes resuming exact.

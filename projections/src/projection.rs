@@ -140,7 +140,7 @@ fn fold_with<'a, S: Store>(
 }
 
 /// A fresh in-memory fold of `records` (effects off): what every view is after
-/// these events. Equal to the live views at the same cursor (DESIGN invariant 6).
+/// these events. Equal to the live views at the same cursor (ARCHITECTURE.md invariant 6).
 ///
 /// # Errors
 /// As [`Projection::apply`].

@@ -17,7 +17,7 @@
 //! - **Views are exact.** Each partition's records are folded in offset order
 //!   from the stored cursor, and the cursor commits in the same atomic batch as
 //!   the views, so after any crash the projector resumes where its last commit
-//!   left off: nothing is folded twice, nothing skipped (DESIGN invariant 6: the
+//!   left off: nothing is folded twice, nothing skipped (ARCHITECTURE.md invariant 6: the
 //!   views equal [`rebuild_from_log`] at the same offsets).
 //! - **Effects are at least once, best effort.** They are published only after
 //!   their commit. A crash after the commit and before the publish loses them;
@@ -794,7 +794,7 @@ fn chat_list_page<T: Txn + ?Sized>(
     };
     let to = keys::prefix_end(&prefix).expect("a chat list prefix is not all 0xff");
     // One entry past the page says whether more follow; nothing further is read.
-    let mut rows = txn.scan_limit(&from, &to, limit.saturating_add(1))?;
+    let mut rows = txn.scan(&from, &to, limit.saturating_add(1))?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let page = rows

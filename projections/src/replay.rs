@@ -1,5 +1,5 @@
 //! Replay: rebuild views from the log into a fresh store (`chorus replay`),
-//! and compare a rebuilt store with a live one, key by key (DESIGN invariant 6).
+//! and compare a rebuilt store with a live one, key by key (ARCHITECTURE.md invariant 6).
 //!
 //! # What a rebuild holds
 //! - Every view ([`rebuild_from_log`]): a projector store like any other, at
@@ -50,7 +50,7 @@ pub struct ReplayStats {
 /// offset 0 (committed events only) and folds them into a fresh store in
 /// `store_dir`, effects off. [`rebuild_views_from_log`] with [`Views::all`].
 ///
-/// The result equals a live projector's views at the same offsets (DESIGN
+/// The result equals a live projector's views at the same offsets (ARCHITECTURE.md
 /// invariant 6).
 ///
 /// # Errors

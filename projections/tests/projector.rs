@@ -449,7 +449,7 @@ fn crash_and_resume_equals_rebuild_from_log() {
     let live = RocksStore::open(store_dir.path()).unwrap();
     // Unread counts are not idempotent: exact counts mean nothing was folded twice.
     let txn = live.read();
-    let list = chat_list::list(&txn, UserId(5)).unwrap();
+    let list = chat_list::list(&txn, UserId(5), 100).unwrap();
     assert_eq!(list.len(), 4);
     for (_, e) in &list {
         assert_eq!((e.unread, e.last_seq), (75, Seq(75)), "{e:?}");

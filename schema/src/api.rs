@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, ident, Builder};
+pub use crate::codes::ErrorCode;
 use crate::error::check_len;
 use crate::fb;
 use crate::ids::{GroupId, NodeId, PartitionId};
@@ -125,40 +126,6 @@ pub struct ReplicaStatus {
     pub node: NodeId,
     pub matched: Option<u64>,
     pub lag: Option<u64>,
-}
-
-/// Stable codes of error frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ErrorCode {
-    /// The request frame failed verification or validation.
-    BadFrame,
-    FrameTooLarge,
-    /// A command of an append failed to decode or validate.
-    InvalidCommand,
-    /// An append held commands of partitions hosted by more than one Raft group.
-    MixedGroups,
-    /// This node does not lead the partition; see the leader hint.
-    NotLeader,
-    /// The partition has no leader or is not hosted here right now.
-    PartitionUnavailable,
-    Unavailable,
-    Timeout,
-    Internal,
-    /// The caller's certificate role may not make this request (appends are
-    /// for edges, membership changes for operators, …; see
-    /// `docs/security.md`). Nothing was done.
-    Forbidden,
-}
-
-impl ErrorCode {
-    /// Whether the same request may succeed later (possibly at another node). A
-    /// retried append is safe: the dedup table makes it idempotent.
-    pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            ErrorCode::NotLeader | ErrorCode::PartitionUnavailable | ErrorCode::Unavailable | ErrorCode::Timeout
-        )
-    }
 }
 
 impl Request {
@@ -564,32 +531,9 @@ fn read_replicas<'a>(
 }
 
 fn error_code_fb(c: ErrorCode) -> fb::ErrorCode {
-    match c {
-        ErrorCode::BadFrame => fb::ErrorCode::BadFrame,
-        ErrorCode::FrameTooLarge => fb::ErrorCode::FrameTooLarge,
-        ErrorCode::InvalidCommand => fb::ErrorCode::InvalidCommand,
-        ErrorCode::MixedGroups => fb::ErrorCode::MixedGroups,
-        ErrorCode::NotLeader => fb::ErrorCode::NotLeader,
-        ErrorCode::PartitionUnavailable => fb::ErrorCode::PartitionUnavailable,
-        ErrorCode::Unavailable => fb::ErrorCode::Unavailable,
-        ErrorCode::Timeout => fb::ErrorCode::Timeout,
-        ErrorCode::Internal => fb::ErrorCode::Internal,
-        ErrorCode::Forbidden => fb::ErrorCode::Forbidden,
-    }
+    fb::ErrorCode(c.value())
 }
 
 fn error_code(c: fb::ErrorCode) -> Result<ErrorCode> {
-    Ok(match c {
-        fb::ErrorCode::BadFrame => ErrorCode::BadFrame,
-        fb::ErrorCode::FrameTooLarge => ErrorCode::FrameTooLarge,
-        fb::ErrorCode::InvalidCommand => ErrorCode::InvalidCommand,
-        fb::ErrorCode::MixedGroups => ErrorCode::MixedGroups,
-        fb::ErrorCode::NotLeader => ErrorCode::NotLeader,
-        fb::ErrorCode::PartitionUnavailable => ErrorCode::PartitionUnavailable,
-        fb::ErrorCode::Unavailable => ErrorCode::Unavailable,
-        fb::ErrorCode::Timeout => ErrorCode::Timeout,
-        fb::ErrorCode::Internal => ErrorCode::Internal,
-        fb::ErrorCode::Forbidden => ErrorCode::Forbidden,
-        other => return Err(Error::malformed("error code", format!("unknown value {}", other.0))),
-    })
+    ErrorCode::from_value(c.0).ok_or_else(|| Error::malformed("error code", format!("unknown value {}", c.0)))
 }

@@ -17,6 +17,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Builder};
+pub use crate::codes::EdgeErrorCode;
 use crate::error::check_len;
 
 use crate::fb::edge as fe;
@@ -183,74 +184,6 @@ pub enum ServerFrame {
         device: DeviceId,
         at_ms: u64,
     },
-}
-
-/// Stable codes of [`ServerFrame::Error`]; the table is in `docs/error-codes.md` (section Edge).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum EdgeErrorCode {
-    /// The frame failed verification or validation.
-    BadFrame,
-    /// The frame is above [`MAX_EDGE_FRAME_BYTES`].
-    FrameTooLarge,
-    /// Log in (or register) first.
-    Unauthenticated,
-    /// Wrong one-time code (or bad token at login).
-    BadOtp,
-    /// No live code for this phone: it expired or was never requested.
-    OtpExpired,
-    /// Too many wrong codes for this phone; request a new code later.
-    TooManyAttempts,
-    /// Acting as another user or device.
-    Forbidden,
-    UnknownRecipient,
-    NotMember,
-    CiphertextTooLarge,
-    RateLimited,
-    /// The log is unavailable right now; retry (sends are idempotent).
-    Unavailable,
-    Internal,
-    /// Too many wrong codes or PINs for this phone (at any edge): locked for hours.
-    PhoneLocked,
-    /// The phone's user set a registration PIN: send it with `VerifyOtp` (wrong: counted as a failure).
-    PinRequired,
-    /// The login token is past its lifetime: register the device again.
-    TokenExpired,
-    /// The device's session was revoked (logout) or the device unlinked.
-    Revoked,
-}
-
-impl EdgeErrorCode {
-    /// Every code, in wire order.
-    pub const ALL: [EdgeErrorCode; 17] = [
-        EdgeErrorCode::BadFrame,
-        EdgeErrorCode::FrameTooLarge,
-        EdgeErrorCode::Unauthenticated,
-        EdgeErrorCode::BadOtp,
-        EdgeErrorCode::OtpExpired,
-        EdgeErrorCode::TooManyAttempts,
-        EdgeErrorCode::Forbidden,
-        EdgeErrorCode::UnknownRecipient,
-        EdgeErrorCode::NotMember,
-        EdgeErrorCode::CiphertextTooLarge,
-        EdgeErrorCode::RateLimited,
-        EdgeErrorCode::Unavailable,
-        EdgeErrorCode::Internal,
-        EdgeErrorCode::PhoneLocked,
-        EdgeErrorCode::PinRequired,
-        EdgeErrorCode::TokenExpired,
-        EdgeErrorCode::Revoked,
-    ];
-
-    /// Whether the same frame may succeed later without change. A retried `Send`
-    /// is safe: its `client_msg_id` makes it idempotent.
-    pub fn retryable(&self) -> bool {
-        matches!(self, EdgeErrorCode::RateLimited | EdgeErrorCode::Unavailable)
-    }
-
-    /// The stable wire value.
-    pub fn code(&self) -> u8 {
-        code_fb(*self).0
-    }
 }
 
 /// Client message ids with this bit set are reserved for commands the edge makes
@@ -862,33 +795,11 @@ impl EdgeErrorCode {
 }
 
 fn code_fb(c: EdgeErrorCode) -> fe::ErrorCode {
-    use EdgeErrorCode as E;
-    match c {
-        E::BadFrame => fe::ErrorCode::BadFrame,
-        E::FrameTooLarge => fe::ErrorCode::FrameTooLarge,
-        E::Unauthenticated => fe::ErrorCode::Unauthenticated,
-        E::BadOtp => fe::ErrorCode::BadOtp,
-        E::OtpExpired => fe::ErrorCode::OtpExpired,
-        E::TooManyAttempts => fe::ErrorCode::TooManyAttempts,
-        E::Forbidden => fe::ErrorCode::Forbidden,
-        E::UnknownRecipient => fe::ErrorCode::UnknownRecipient,
-        E::NotMember => fe::ErrorCode::NotMember,
-        E::CiphertextTooLarge => fe::ErrorCode::CiphertextTooLarge,
-        E::RateLimited => fe::ErrorCode::RateLimited,
-        E::Unavailable => fe::ErrorCode::Unavailable,
-        E::Internal => fe::ErrorCode::Internal,
-        E::PhoneLocked => fe::ErrorCode::PhoneLocked,
-        E::PinRequired => fe::ErrorCode::PinRequired,
-        E::TokenExpired => fe::ErrorCode::TokenExpired,
-        E::Revoked => fe::ErrorCode::Revoked,
-    }
+    fe::ErrorCode(c.value())
 }
 
 fn code(c: fe::ErrorCode) -> Result<EdgeErrorCode> {
-    EdgeErrorCode::ALL
-        .into_iter()
-        .find(|e| code_fb(*e) == c)
-        .ok_or_else(|| Error::malformed("edge error code", format!("unknown value {}", c.0)))
+    EdgeErrorCode::from_value(c.0).ok_or_else(|| Error::malformed("edge error code", format!("unknown value {}", c.0)))
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@
 
 pub mod api;
 mod codec;
+pub mod codes;
 pub mod command;
 pub mod edge;
 pub mod error;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, ident, Builder};
+pub use crate::codes::RejectCode;
 use crate::error::check_len;
 use crate::fb;
 use crate::ids::{ChatId, DeviceId, Seq, UserId};
@@ -41,31 +42,6 @@ impl Rejection {
     pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
         Rejection { code, message: message.into() }
     }
-}
-
-/// Stable codes of refused commands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum RejectCode {
-    /// The origin user is not a member of the chat (or the target user is not).
-    NotMember,
-    /// Only an admin may do this.
-    NotAdmin,
-    UnknownChat,
-    UnknownUser,
-    UnknownMessage,
-    AlreadyExists,
-    /// The target device has no unclaimed one-time prekeys.
-    NoPrekeys,
-    /// The command breaks a rule (limits, self-targeting, wrong chat kind, …).
-    Invalid,
-    /// The command's key is not in this partition (a routing bug of the caller).
-    WrongPartition,
-    /// Too many wrong codes or PINs for this phone: it is locked for a while.
-    Locked,
-    /// The user set a registration PIN: registering needs it (missing or wrong).
-    PinRequired,
-    /// The recipient blocks the sender.
-    Blocked,
 }
 
 /// Encodes a command result as a flatbuffer with file identifier `CRES`.
@@ -170,36 +146,9 @@ pub(crate) fn read_result(r: fb::CommandResult<'_>) -> Result<CommandResult> {
 }
 
 fn reject_code_fb(c: RejectCode) -> fb::RejectCode {
-    match c {
-        RejectCode::NotMember => fb::RejectCode::NotMember,
-        RejectCode::NotAdmin => fb::RejectCode::NotAdmin,
-        RejectCode::UnknownChat => fb::RejectCode::UnknownChat,
-        RejectCode::UnknownUser => fb::RejectCode::UnknownUser,
-        RejectCode::UnknownMessage => fb::RejectCode::UnknownMessage,
-        RejectCode::AlreadyExists => fb::RejectCode::AlreadyExists,
-        RejectCode::NoPrekeys => fb::RejectCode::NoPrekeys,
-        RejectCode::Invalid => fb::RejectCode::Invalid,
-        RejectCode::WrongPartition => fb::RejectCode::WrongPartition,
-        RejectCode::Locked => fb::RejectCode::Locked,
-        RejectCode::PinRequired => fb::RejectCode::PinRequired,
-        RejectCode::Blocked => fb::RejectCode::Blocked,
-    }
+    fb::RejectCode(c.value())
 }
 
 fn reject_code(c: fb::RejectCode) -> Result<RejectCode> {
-    Ok(match c {
-        fb::RejectCode::NotMember => RejectCode::NotMember,
-        fb::RejectCode::NotAdmin => RejectCode::NotAdmin,
-        fb::RejectCode::UnknownChat => RejectCode::UnknownChat,
-        fb::RejectCode::UnknownUser => RejectCode::UnknownUser,
-        fb::RejectCode::UnknownMessage => RejectCode::UnknownMessage,
-        fb::RejectCode::AlreadyExists => RejectCode::AlreadyExists,
-        fb::RejectCode::NoPrekeys => RejectCode::NoPrekeys,
-        fb::RejectCode::Invalid => RejectCode::Invalid,
-        fb::RejectCode::WrongPartition => RejectCode::WrongPartition,
-        fb::RejectCode::Locked => RejectCode::Locked,
-        fb::RejectCode::PinRequired => RejectCode::PinRequired,
-        fb::RejectCode::Blocked => RejectCode::Blocked,
-        other => return Err(Error::malformed("reject code", format!("unknown value {}", other.0))),
-    })
+    RejectCode::from_value(c.0).ok_or_else(|| Error::malformed("reject code", format!("unknown value {}", c.0)))
 }

@@ -172,11 +172,8 @@ async fn reregistration_needs_the_pin_and_the_devices_are_told() {
     assert_eq!(verify(&stack, 1, phone, &c, None).await.unwrap_err(), EdgeErrorCode::PinRequired);
     let c = code(&stack, 1, phone).await;
     assert_eq!(verify(&stack, 1, phone, &c, Some("1357")).await.unwrap_err(), EdgeErrorCode::PinRequired);
-    // Nothing was linked: Alice heard of no new device.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    while let Ok(ev) = a_events.try_recv() {
-        assert!(!matches!(ev, Event::Device { .. }), "{ev:?}");
-    }
+    // Nothing was linked by those: the first device notice Alice gets (below)
+    // is the PIN registration's — notices come in the log's order.
 
     // With the PIN the number registers a new device, and Alice is told.
     let c = code(&stack, 0, phone).await;

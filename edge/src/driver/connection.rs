@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_projections::wire::AccountChange;
-use chorus_schema::{CommandBody, DeviceNoticeKind, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
+use chorus_schema::{DeviceNoticeKind, EdgeErrorCode, ServerFrame};
 use tracing::{debug, warn};
 
 use super::mailbox::{Bounds, Mail, Mailbox, Room};
@@ -23,7 +23,7 @@ use super::router::{receipt_kind, Route, Routed};
 use super::views;
 use super::{Ctx, Input};
 use crate::framing::{prefixed, FrameSplitter};
-use crate::session::{Action, AppendError, Identity, SeededEntropy, Session};
+use crate::session::{Action, AppendError, Identity, RecipientVerdict, SeededEntropy, Session};
 
 /// Frames queued for the control stream beyond which the edge stops reading
 /// the client's frames (flow control then stops the client).
@@ -42,7 +42,7 @@ const MAIL_BATCH: usize = 64;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn close_code(code: EdgeErrorCode) -> quinn::VarInt {
-    quinn::VarInt::from_u32(u32::from(code.code()))
+    quinn::VarInt::from_u32(u32::from(code.value()))
 }
 
 /// Encoded frames (with their length prefix) waiting for one stream. The
@@ -134,15 +134,6 @@ fn append_error(e: &chorus_log_node::client::Error) -> AppendError {
 }
 
 async fn append(ctx: &Ctx, command: chorus_schema::Command) -> Result<chorus_schema::CommandResult, AppendError> {
-    if let CommandBody::SendDirect { recipient, .. } = &command.body {
-        match views::user_exists(ctx, *recipient).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Ok(Err(Rejection { code: RejectCode::UnknownUser, message: format!("no user {recipient}") }))
-            }
-            Err(e) => return Err(AppendError::Unavailable(e.to_string())),
-        }
-    }
     ctx.log.append(&command).await.map_err(|e| append_error(&e))
 }
 
@@ -229,6 +220,7 @@ fn action_kind(action: &Action) -> &'static str {
         Action::Append { .. } => "append",
         Action::SendSms { .. } => "sms",
         Action::VerifyToken { .. } => "verify_token",
+        Action::CheckRecipient { .. } => "check_recipient",
         Action::Subscribe(_) => "subscribe",
         Action::Sync { .. } => "sync",
         Action::FillGap { .. } => "fill_gap",
@@ -390,6 +382,9 @@ impl Conn {
         match input {
             Input::Appended(correlation, result) => self.session.handle_append_result(now, correlation, result),
             Input::TokenVerified(verdict) => self.session.handle_token_verified(verdict),
+            Input::RecipientChecked(correlation, verdict) => {
+                self.session.handle_recipient_checked(correlation, verdict)
+            }
             Input::Recovered(record) => self.session.handle_recovered(&record),
             Input::SyncDone { positions, with_news } => self.session.handle_sync_done(&positions, with_news),
             Input::SyncFailed => self.session.handle_sync_failed(),
@@ -471,6 +466,20 @@ impl Conn {
                     tokio::spawn(async move {
                         let verdict = views::verify_token(&ctx, user, device, token_hash).await;
                         let _ = to.put(Input::TokenVerified(verdict)).await;
+                    });
+                }
+                Action::CheckRecipient { correlation, user } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let verdict = match views::user_exists(&ctx, user).await {
+                            Ok(true) => RecipientVerdict::Registered,
+                            Ok(false) => RecipientVerdict::Unknown,
+                            Err(e) => {
+                                debug!(error = %e, "recipient check");
+                                RecipientVerdict::Unavailable
+                            }
+                        };
+                        let _ = to.put(Input::RecipientChecked(correlation, verdict)).await;
                     });
                 }
                 Action::Subscribe(identity) => {

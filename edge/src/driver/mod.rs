@@ -62,7 +62,7 @@ use chorus_schema::{ChatId, CommandResult, EventRecord, Seq, UserId};
 use tracing::{debug, info, warn};
 
 use crate::config::{BusConfig, Config};
-use crate::session::{AppendError, Correlation, Limits, OtpRegistry, TokenVerdict};
+use crate::session::{AppendError, Correlation, Limits, OtpRegistry, RecipientVerdict, TokenVerdict};
 use crate::sms::SmsSink;
 
 /// Why the edge could not start.
@@ -109,6 +109,7 @@ pub struct Stats {
 pub(crate) enum Input {
     Appended(Correlation, Result<CommandResult, AppendError>),
     TokenVerified(TokenVerdict),
+    RecipientChecked(Correlation, RecipientVerdict),
     Recovered(Box<EventRecord>),
     SyncDone {
         positions: Vec<(ChatId, Seq)>,
@@ -367,7 +368,7 @@ impl Edge {
         router.abort();
         pruner.abort();
         endpoint.close(
-            quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.code())),
+            quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.value())),
             b"edge shutting down",
         );
         endpoint.wait_idle().await;

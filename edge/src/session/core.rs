@@ -45,6 +45,11 @@ pub enum Action {
     /// Check the sessions view: does (user, device) hold a session with this token
     /// hash? Answer with `handle_token_verified`.
     VerifyToken { user: UserId, device: DeviceId, token_hash: [u8; 32] },
+    /// Is `user` registered? (the users view). Answer with
+    /// `handle_recipient_checked(correlation, …)`. A direct message goes to the
+    /// log only once its recipient is known: the chat's partition cannot tell,
+    /// the user lives in another.
+    CheckRecipient { correlation: Correlation, user: UserId },
     /// The device is logged in: start routing its deliveries (bus subscription) to
     /// `handle_delivery`.
     Subscribe(Identity),
@@ -75,6 +80,15 @@ pub enum AppendError {
 pub enum TokenVerdict {
     Valid,
     Invalid,
+    /// The view could not answer.
+    Unavailable,
+}
+
+/// The users view's answer to [`Action::CheckRecipient`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecipientVerdict {
+    Registered,
+    Unknown,
     /// The view could not answer.
     Unavailable,
 }
@@ -136,6 +150,11 @@ enum Pending {
     },
     Send {
         client_msg_id: ClientMsgId,
+    },
+    /// A direct message waiting for [`Action::CheckRecipient`] before its append.
+    Recipient {
+        client_msg_id: ClientMsgId,
+        command: Box<Command>,
     },
     Ack {
         chat: ChatId,
@@ -467,7 +486,7 @@ impl Session {
                     self.append_internal(id, Pending::Request { client_msg_id, close: false }, body);
                 }
                 (Ok(Ok(_)), None) => {}
-                (Ok(Err(r)), _) => self.error(reject_code(r.code), r.message, Some(client_msg_id)),
+                (Ok(Err(r)), _) => self.error(r.code.to_edge(), r.message, Some(client_msg_id)),
                 (Err(e), _) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
             },
             Pending::Request { client_msg_id, close } => match result {
@@ -477,9 +496,12 @@ impl Session {
                         self.revoked();
                     }
                 }
-                Ok(Err(r)) => self.error(reject_code(r.code), r.message, Some(client_msg_id)),
+                Ok(Err(r)) => self.error(r.code.to_edge(), r.message, Some(client_msg_id)),
                 Err(e) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
             },
+            Pending::Recipient { client_msg_id, .. } => {
+                self.error(EdgeErrorCode::Internal, "a recipient check answered as an append", Some(client_msg_id))
+            }
             Pending::Send { client_msg_id } => match result {
                 Ok(Ok(Outcome::Chat { chat, seq })) => {
                     self.send(ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms: now_ms })
@@ -489,19 +511,44 @@ impl Session {
                     format!("unexpected send outcome {other:?}"),
                     Some(client_msg_id),
                 ),
-                Ok(Err(r)) => self.error(reject_code(r.code), r.message, Some(client_msg_id)),
+                Ok(Err(r)) => self.error(r.code.to_edge(), r.message, Some(client_msg_id)),
                 Err(e) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
             },
             Pending::Ack { chat, kind } => {
                 match result {
                     Ok(Ok(_)) => {}
-                    Ok(Err(r)) => self.error(reject_code(r.code), r.message, None),
+                    Ok(Err(r)) => self.error(r.code.to_edge(), r.message, None),
                     Err(e) => self.error(append_error_code(&e), e.to_string(), None),
                 }
                 let next = self.acks.remove(&(chat, kind)).flatten();
                 if let (Some(up_to_seq), Some(id)) = (next, self.identity()) {
                     self.append_ack(id, chat, kind, up_to_seq);
                 }
+            }
+        }
+    }
+
+    /// The users view's answer to [`Action::CheckRecipient`] `correlation`: the
+    /// message is appended, or refused with `UnknownRecipient` (`Unavailable`
+    /// when the view could not say: the client retries with the same id).
+    /// Unknown correlations are ignored.
+    pub fn handle_recipient_checked(&mut self, correlation: Correlation, verdict: RecipientVerdict) {
+        if self.is_closed() {
+            return;
+        }
+        let Some(Pending::Recipient { client_msg_id, command }) = self.pending.remove(&correlation) else { return };
+        let cmid = Some(client_msg_id);
+        match verdict {
+            RecipientVerdict::Registered => self.append(Pending::Send { client_msg_id }, *command),
+            RecipientVerdict::Unknown => {
+                let recipient = match &command.body {
+                    CommandBody::SendDirect { recipient, .. } => recipient.to_string(),
+                    _ => String::from("?"),
+                };
+                self.error(EdgeErrorCode::UnknownRecipient, format!("no user {recipient}"), cmid)
+            }
+            RecipientVerdict::Unavailable => {
+                self.error(EdgeErrorCode::Unavailable, "the users view did not answer: retry", cmid)
             }
         }
     }
@@ -773,7 +820,7 @@ impl Session {
                 "this number's account has a registration PIN: request a new code and send it with the PIN",
                 None,
             ),
-            code => self.error(reject_code(code), format!("registration refused: {}", rejection.message), None),
+            code => self.error(code.to_edge(), format!("registration refused: {}", rejection.message), None),
         }
     }
 
@@ -808,12 +855,19 @@ impl Session {
         if !self.admit(now_ms, cmid) {
             return;
         }
-        let body = match to {
-            Recipient::User(recipient) => CommandBody::SendDirect { recipient, ciphertext, media },
-            Recipient::Group(chat) => CommandBody::SendGroup { chat, ciphertext, media },
-        };
         let origin = Origin { user: id.user, device: id.device, client_msg_id };
-        self.append(Pending::Send { client_msg_id }, Command { origin, body });
+        match to {
+            Recipient::User(recipient) => {
+                let command = Command { origin, body: CommandBody::SendDirect { recipient, ciphertext, media } };
+                let correlation = self.correlation();
+                self.pending.insert(correlation, Pending::Recipient { client_msg_id, command: Box::new(command) });
+                self.actions.push_back(Action::CheckRecipient { correlation, user: recipient });
+            }
+            Recipient::Group(chat) => {
+                let body = CommandBody::SendGroup { chat, ciphertext, media };
+                self.append(Pending::Send { client_msg_id }, Command { origin, body });
+            }
+        }
     }
 
     fn ack(&mut self, id: Identity, chat: ChatId, kind: ReceiptKind, up_to_seq: Seq) {
@@ -851,9 +905,14 @@ impl Session {
         self.append(pending, Command { origin, body });
     }
 
-    fn append(&mut self, pending: Pending, command: Command) {
+    fn correlation(&mut self) -> Correlation {
         let correlation = Correlation(self.next_correlation);
         self.next_correlation += 1;
+        correlation
+    }
+
+    fn append(&mut self, pending: Pending, command: Command) {
+        let correlation = self.correlation();
         self.pending.insert(correlation, pending);
         self.actions.push_back(Action::Append { correlation, command });
     }
@@ -913,22 +972,6 @@ fn truncate(s: &mut String, max: usize) {
             at -= 1;
         }
         s.truncate(at);
-    }
-}
-
-/// The client-visible code of a log rejection.
-fn reject_code(code: RejectCode) -> EdgeErrorCode {
-    match code {
-        RejectCode::NotMember => EdgeErrorCode::NotMember,
-        RejectCode::NotAdmin => EdgeErrorCode::Forbidden,
-        RejectCode::UnknownChat | RejectCode::UnknownUser => EdgeErrorCode::UnknownRecipient,
-        RejectCode::UnknownMessage | RejectCode::AlreadyExists | RejectCode::NoPrekeys | RejectCode::Invalid => {
-            EdgeErrorCode::BadFrame
-        }
-        RejectCode::WrongPartition => EdgeErrorCode::Internal,
-        RejectCode::Locked => EdgeErrorCode::PhoneLocked,
-        RejectCode::PinRequired => EdgeErrorCode::PinRequired,
-        RejectCode::Blocked => EdgeErrorCode::Forbidden,
     }
 }
 

@@ -1,4 +1,4 @@
-//! What devices hold agrees with the log: each device's final sync through
+//! Invariants 1 and 5 on devices: what devices hold agrees with the log: each device's final sync through
 //! the SDK, and each message it got live, against the log-side final read of
 //! the same device (the log's events by its roster rule).
 //!

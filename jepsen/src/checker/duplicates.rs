@@ -1,4 +1,4 @@
-//! No duplicates: each message (sender, client_msg_id) stands at one seq.
+//! Invariant 2, no duplicates: each message (sender, client_msg_id) stands at one seq.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,4 +1,4 @@
-//! The checker: one module per invariant of DESIGN.md, all reading one
+//! The checker: one module per invariant of ARCHITECTURE.md (numbered there), all reading one
 //! [`Model`] built from the history.
 //!
 //! Outcomes follow Jepsen: an `ok` operation happened; a `fail` one certainly
@@ -31,25 +31,25 @@ use crate::history::History;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Invariant {
-    /// Every acknowledged send reaches every device of every member (by the
+    /// Invariant 1. Every acknowledged send reaches every device of every member (by the
     /// log, and in what each device holds).
     Lost,
-    /// Every reader sees each chat in the same order, gap-free, strictly increasing.
+    /// Invariant 2. Every reader sees each chat in the same order, gap-free, strictly increasing.
     Order,
-    /// A send acknowledged before another was invoked (same chat) has the lower seq.
+    /// Invariant 8. A send acknowledged before another was invoked (same chat) has the lower seq.
     RealTime,
-    /// Everything delivered was sent, and nothing whose send failed.
+    /// Invariant 9. Everything delivered was sent, and nothing whose send failed.
     Phantom,
-    /// A message appears at most once, whatever its send's outcome.
+    /// Invariant 2. A message appears at most once, whatever its send's outcome.
     Duplicate,
-    /// Every acknowledgement of one `client_msg_id` names the same (chat, seq).
+    /// Invariant 3. Every acknowledgement of one `client_msg_id` names the same (chat, seq).
     Retry,
-    /// Receipts never go backwards; read implies delivered.
+    /// Invariant 4. Receipts never go backwards; read implies delivered.
     Receipts,
-    /// A removed member receives nothing after removal; a non-member's send is
+    /// Invariant 5. A removed member receives nothing after removal; a non-member's send is
     /// refused; a device holds or is handed nothing the log does not give it.
     Removal,
-    /// Views rebuilt from the log equal the live ones.
+    /// Invariant 6. Views rebuilt from the log equal the live ones.
     Views,
 }
 

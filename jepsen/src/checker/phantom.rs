@@ -1,4 +1,4 @@
-//! No phantom: everything delivered was sent, and nothing whose send failed.
+//! Invariant 9, no phantom: everything delivered was sent, and nothing whose send failed.
 
 use std::collections::BTreeMap;
 

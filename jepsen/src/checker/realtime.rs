@@ -1,4 +1,4 @@
-//! Real-time order: a send acknowledged before another was invoked, in the
+//! Invariant 8, real-time order: a send acknowledged before another was invoked, in the
 //! same chat, has the lower seq.
 //!
 //! A retry (same sender, device and `client_msg_id`) is the same send: its

@@ -1,4 +1,4 @@
-//! Receipts never go backwards; read implies delivered.
+//! Invariant 4: receipts never go backwards; read implies delivered.
 //!
 //! Two kinds of observation: a device's own cursors (what its acks reported,
 //! log executor), and the ticks the SDK hands to a device about its user's

@@ -1,4 +1,4 @@
-//! A member removed at seq s receives nothing with seq > s; a non-member's send
+//! Invariant 5: a member removed at seq s receives nothing with seq > s; a non-member's send
 //! is refused.
 
 use super::{anomaly, Anomaly, Invariant, Model};

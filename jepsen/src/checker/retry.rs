@@ -1,4 +1,4 @@
-//! A retried `client_msg_id` maps to one (chat, seq), and the message stands
+//! Invariant 3: a retried `client_msg_id` maps to one (chat, seq), and the message stands
 //! there for every reader: final reads, devices' reads and live deliveries.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::roster::{self, ChatKind};
 use super::Effect;
-use crate::store::{decode, get_value, keys, put_value, Txn};
+use crate::store::{decode, for_each, get_value, keys, put_value, Txn};
 use crate::{Error, Result};
 
 /// The newest message of a chat, as a chat list shows it.
@@ -138,15 +138,20 @@ fn read<T: Txn + ?Sized>(txn: &mut T, chat: ChatId, user: UserId, up_to: Seq, ki
     let from = keys::message(&chat, entry.unread_after.next());
     let to = keys::message(&chat, up_to.next());
     let mut from_others = 0u64;
-    for (k, v) in txn.scan(&from, &to)? {
-        let sender: UserId = decode(&k, &v)?;
+    for_each(txn, &from, &to, |k, v| -> Result<()> {
+        let sender: UserId = decode(k, v)?;
         if sender != user {
             from_others += 1;
         }
-    }
-    entry.unread = entry.unread.checked_sub(from_others).unwrap_or_else(|| {
-        panic!("chat {chat}, user {user}: reading {from_others} messages with {} unread", entry.unread)
-    });
+        Ok(())
+    })?;
+    entry.unread = entry.unread.checked_sub(from_others).ok_or_else(|| {
+        Error::inconsistent(
+            chat,
+            kind,
+            format!("user {user} reads {from_others} messages from others with {} unread", entry.unread),
+        )
+    })?;
     entry.unread_after = up_to;
     put_value(txn, &key, &entry);
     Ok(())
@@ -160,13 +165,16 @@ pub fn entry<T: Txn + ?Sized>(txn: &T, user: UserId, chat: &ChatId) -> Result<Op
     Ok(get_value(txn, &keys::chat_list(user, chat))?)
 }
 
-/// A user's whole chat list, in chat id order (a client sorts by
-/// `last_message.at_ms` or `last_seq` as it likes).
+/// The first `limit` chats of a user's chat list, in chat id order (a client
+/// sorts by `last_message.at_ms` or `last_seq` as it likes; the view query
+/// pages through it).
 ///
 /// # Errors
 /// [`Error::Store`] if the store fails.
-pub fn list<T: Txn + ?Sized>(txn: &T, user: UserId) -> Result<Vec<(ChatId, Entry)>> {
-    txn.scan_prefix(&keys::chat_list_of(user))?
+pub fn list<T: Txn + ?Sized>(txn: &T, user: UserId, limit: usize) -> Result<Vec<(ChatId, Entry)>> {
+    let prefix = keys::chat_list_of(user);
+    let end = keys::prefix_end(&prefix).unwrap_or_else(|| vec![0xff; 64]);
+    txn.scan(&prefix, &end, limit)?
         .into_iter()
         .map(|(k, v)| Ok((keys::chat_at(&k, keys::AFTER_TAG + 8), decode(&k, &v)?)))
         .collect()

@@ -12,7 +12,7 @@ use chorus_schema::{ChatId, DeviceId, EventBody, EventRecord, ReceiptKind, Seq, 
 use serde::{Deserialize, Serialize};
 
 use super::Effect;
-use crate::store::{decode, get_value, keys, put_value, Txn};
+use crate::store::{decode, for_each_prefix, get_value, keys, put_value, Txn};
 use crate::Result;
 
 /// The cumulative receipt cursors of one device (or, from [`of_user`], the
@@ -80,10 +80,12 @@ pub fn get<T: Txn + ?Sized>(txn: &T, chat: &ChatId, user: UserId, device: Device
 /// # Errors
 /// [`crate::Error::Store`] if the store fails.
 pub fn devices<T: Txn + ?Sized>(txn: &T, chat: &ChatId, user: UserId) -> Result<Vec<(DeviceId, Cursors)>> {
-    txn.scan_prefix(&keys::cursors_of_user(chat, user))?
-        .into_iter()
-        .map(|(k, v)| Ok((DeviceId(keys::u32_at(&k, keys::AFTER_CHAT_USER)), decode(&k, &v)?)))
-        .collect()
+    let mut out = Vec::new();
+    for_each_prefix(txn, &keys::cursors_of_user(chat, user), |k, v| -> Result<()> {
+        out.push((DeviceId(keys::u32_at(k, keys::AFTER_CHAT_USER)), decode(k, v)?));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// A user's cursors: for each kind, the largest over their devices (what "the
@@ -101,11 +103,12 @@ pub fn of_user<T: Txn + ?Sized>(txn: &T, chat: &ChatId, user: UserId) -> Result<
 /// [`crate::Error::Store`] if the store fails.
 pub fn of_chat<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<BTreeMap<UserId, Cursors>> {
     let mut out: BTreeMap<UserId, Cursors> = BTreeMap::new();
-    for (k, v) in txn.scan_prefix(&keys::cursors_of_chat(chat))? {
-        let user = UserId(keys::u64_at(&k, keys::AFTER_CHAT));
-        let c: Cursors = decode(&k, &v)?;
+    for_each_prefix(txn, &keys::cursors_of_chat(chat), |k, v| -> Result<()> {
+        let user = UserId(keys::u64_at(k, keys::AFTER_CHAT));
+        let c: Cursors = decode(k, v)?;
         let e = out.entry(user).or_default();
         *e = e.max(c);
-    }
+        Ok(())
+    })?;
     Ok(out)
 }

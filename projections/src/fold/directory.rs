@@ -31,7 +31,7 @@ use chorus_schema::{DeviceId, EventBody, EventRecord, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::Effect;
-use crate::store::{decode, get_value, keys, put_value, Txn};
+use crate::store::{decode, for_each_prefix, get_value, keys, put_value, Txn};
 use crate::wire::AccountChange;
 use crate::{Error, Result};
 
@@ -136,10 +136,12 @@ pub fn session<T: Txn + ?Sized>(txn: &T, user: UserId, device: DeviceId) -> Resu
 /// # Errors
 /// [`Error::Store`] if the store fails.
 pub fn devices<T: Txn + ?Sized>(txn: &T, user: UserId) -> Result<Vec<(DeviceId, Device)>> {
-    txn.scan_prefix(&keys::devices_of(user))?
-        .into_iter()
-        .map(|(k, v)| Ok((DeviceId(keys::u32_at(&k, keys::AFTER_USER)), decode(&k, &v)?)))
-        .collect()
+    let mut out = Vec::new();
+    for_each_prefix(txn, &keys::devices_of(user), |k, v| -> Result<()> {
+        out.push((DeviceId(keys::u32_at(k, keys::AFTER_USER)), decode(k, v)?));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]

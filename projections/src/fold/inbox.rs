@@ -62,7 +62,7 @@ pub fn items<T: Txn + ?Sized>(
         None => return Ok((Vec::new(), false)),
     };
     // One entry past the page says whether more follow; nothing further is read.
-    let mut rows = txn.scan_limit(&from, &to, limit.saturating_add(1))?;
+    let mut rows = txn.scan(&from, &to, limit.saturating_add(1))?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let page = rows
@@ -158,8 +158,8 @@ mod tests {
         fn delete(&mut self, _: &[u8]) {
             unreachable!("reads only")
         }
-        fn scan_limit(&self, from: &[u8], to: &[u8], limit: usize) -> crate::store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-            let rows = self.0.scan_limit(from, to, limit)?;
+        fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> crate::store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+            let rows = self.0.scan(from, to, limit)?;
             self.1.set(self.1.get() + rows.len());
             Ok(rows)
         }

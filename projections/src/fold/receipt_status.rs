@@ -37,8 +37,8 @@ use chorus_schema::{ChatId, EventBody, EventRecord, Seq, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{cursors, roster, Effect};
-use crate::store::{decode, get_value, keys, put_value, Txn};
-use crate::Result;
+use crate::store::{decode, for_each, for_each_prefix, get_value, keys, put_value, Txn, SCAN_PAGE};
+use crate::{Error, Result};
 
 /// The aggregate tick of one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -90,9 +90,19 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
             }
         }
         EventBody::MemberRemoved { .. } | EventBody::MemberLeft { .. } => {
-            let gone = roster::departed(event).expect("a departure has a departed user");
-            for (k, _) in txn.scan_prefix(&keys::pending_of(&chat, gone))? {
-                txn.delete(&k);
+            let gone = roster::departed(event)
+                .ok_or_else(|| Error::inconsistent(chat, "departure", "a departure without a departed user"))?;
+            // Page by page: the transaction's deletes hide what the next scan would see again.
+            let prefix = keys::pending_of(&chat, gone);
+            let end = keys::prefix_end(&prefix).unwrap_or_else(|| vec![0xff; 64]);
+            loop {
+                let page = txn.scan(&prefix, &end, SCAN_PAGE)?;
+                for (k, _) in &page {
+                    txn.delete(k);
+                }
+                if page.len() < SCAN_PAGE {
+                    break;
+                }
             }
         }
         EventBody::Receipt { .. } => decide(txn, chat, effects)?,
@@ -143,7 +153,12 @@ fn decide<T: Txn + ?Sized>(txn: &mut T, chat: ChatId, effects: &mut Vec<Effect>)
         delivered.push(*user, c.delivered.max(m.since));
         read.push(*user, c.read.max(m.since));
     }
-    for (k, v) in txn.scan_prefix(&keys::ticks_of_chat(&chat))? {
+    let mut senders = Vec::new();
+    for_each_prefix(txn, &keys::ticks_of_chat(&chat), |k, v| -> Result<()> {
+        senders.push((k.to_vec(), v.to_vec()));
+        Ok(())
+    })?;
+    for (k, v) in senders {
         let sender = UserId(keys::u64_at(&k, keys::AFTER_CHAT));
         if members.binary_search_by_key(&sender, |(u, _)| *u).is_err() {
             continue;
@@ -198,7 +213,12 @@ fn pending_in<T: Txn + ?Sized>(
 ) -> Result<Vec<(Seq, Vec<u8>)>> {
     let from = keys::pending(chat, sender, after.next());
     let to = keys::pending(chat, sender, up_to.next());
-    Ok(txn.scan(&from, &to)?.into_iter().map(|(k, _)| (Seq(keys::u64_at(&k, keys::AFTER_CHAT_USER)), k)).collect())
+    let mut out = Vec::new();
+    for_each(txn, &from, &to, |k, _| -> Result<()> {
+        out.push((Seq(keys::u64_at(k, keys::AFTER_CHAT_USER)), k.to_vec()));
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// A sender's watermarks in a chat (zero if they never sent there).

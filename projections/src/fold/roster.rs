@@ -153,9 +153,9 @@ pub fn chat<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<Option<Chat>> {
 /// The current members of a chat with their standing, in user id order.
 ///
 /// # Errors
-/// [`Error::Store`] if the store fails.
+/// [`Error::Store`] if the store fails, or holds more members than a group may have.
 pub fn members<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<Vec<(UserId, Member)>> {
-    txn.scan_prefix(&keys::roster_members(chat))?
+    txn.scan_prefix(&keys::roster_members(chat), chorus_schema::MAX_GROUP_MEMBERS)?
         .into_iter()
         .map(|(k, v)| {
             let user = UserId(keys::u64_at(&k, keys::AFTER_CHAT));

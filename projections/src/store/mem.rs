@@ -76,7 +76,7 @@ impl Txn for MemTxn<'_> {
         self.writes.insert(key.to_vec(), None);
     }
 
-    fn scan_limit(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if from >= to {
             return Ok(Vec::new());
         }
@@ -124,7 +124,7 @@ mod tests {
         t.put(b"a2", b"Y");
         assert_eq!(t.get(b"a1").unwrap(), None);
         assert_eq!(t.get(b"a2").unwrap(), Some(b"Y".to_vec()));
-        let scanned = t.scan_prefix(b"a").unwrap();
+        let scanned = t.scan_prefix(b"a", 1 << 20).unwrap();
         assert_eq!(scanned, vec![(b"a2".to_vec(), b"Y".to_vec()), (b"a3".to_vec(), b"w".to_vec())]);
         drop(t);
         // Dropped without commit: nothing changed.
@@ -135,6 +135,29 @@ mod tests {
         t.commit();
         let keys: Vec<_> = store.entries().map(|(k, _)| k.to_vec()).collect();
         assert_eq!(keys, vec![b"a2".to_vec(), b"b1".to_vec()]);
-        assert!(store.begin().scan(b"b", b"a").unwrap().is_empty());
+        assert!(store.begin().scan(b"b", b"a", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn bounded_scans_refuse_more_than_their_bound_and_pages_see_everything() {
+        let mut store = MemStore::new();
+        let mut t = store.begin();
+        let n = super::super::SCAN_PAGE * 2 + 7;
+        for i in 0..n {
+            t.put(format!("k{i:06}").as_bytes(), b"v");
+        }
+        t.commit();
+        let t = store.begin();
+        assert_eq!(t.scan_prefix(b"k", n).unwrap().len(), n);
+        assert!(matches!(t.scan_prefix(b"k", n - 1), Err(super::super::Error::OverBound { max, .. }) if max == n - 1));
+        assert_eq!(t.scan(b"k", b"l", 3).unwrap().len(), 3);
+        let mut seen = Vec::new();
+        super::super::for_each_prefix(&t, b"k", |k, _| -> super::super::Result<()> {
+            seen.push(k.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), n, "every entry once, across page boundaries");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in key order");
     }
 }

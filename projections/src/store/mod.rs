@@ -45,6 +45,15 @@ pub enum Error {
     /// written by an incompatible version. Fatal: rebuild the views from the log.
     #[error("value under key {key} does not decode: {source}")]
     Decode { key: String, source: bincode::Error },
+    /// A range holds more entries than the rule that bounds it allows (more
+    /// members than a group may have, say): the views disagree with the log.
+    /// Fatal: rebuild the views from the log.
+    #[error("more than {max} entries from key {}", hex_prefix(from))]
+    OverBound { from: Vec<u8>, max: usize },
+}
+
+fn hex_prefix(key: &[u8]) -> String {
+    key.iter().take(48).map(|b| format!("{b:02x}")).collect()
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -68,39 +77,92 @@ pub trait Txn {
     /// Removes `key` (nothing happens if it is absent).
     fn delete(&mut self, key: &[u8]);
 
-    /// Every entry with `from <= key < to`, in key order.
-    ///
-    /// # Errors
-    /// [`Error::Backend`] if the backend fails.
-    fn scan(&self, from: &[u8], to: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.scan_limit(from, to, usize::MAX)
-    }
-
     /// The first `limit` entries with `from <= key < to`, in key order. The
     /// backend stops reading there: a page query asks for one entry more than
     /// its page (to know whether more follow) and reads no further, however
-    /// large the rest of the range.
+    /// large the rest of the range. There is no unbounded scan: a caller that
+    /// needs a whole range either knows its bound (see [`Txn::scan_within`]) or
+    /// goes page by page ([`for_each`]).
     ///
     /// # Errors
     /// [`Error::Backend`] if the backend fails.
-    fn scan_limit(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
-    /// Every entry whose key starts with `prefix`, in key order.
+    /// Every entry with `from <= key < to`, which the caller knows are at most
+    /// `max` (a rule of the log bounds them, e.g. a group's members).
     ///
     /// # Errors
-    /// [`Error::Backend`] if the backend fails.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    /// [`Error::Backend`] if the backend fails; [`Error::OverBound`] when the
+    /// range holds more than `max` entries (the views disagree with the rule).
+    fn scan_within(&self, from: &[u8], to: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let rows = self.scan(from, to, max.saturating_add(1))?;
+        if rows.len() > max {
+            return Err(Error::OverBound { from: from.to_vec(), max });
+        }
+        Ok(rows)
+    }
+
+    /// [`Txn::scan_within`] over the keys that start with `prefix`.
+    ///
+    /// # Errors
+    /// As [`Txn::scan_within`].
+    fn scan_prefix(&self, prefix: &[u8], max: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         match keys::prefix_end(prefix) {
-            Some(end) => self.scan(prefix, &end),
+            Some(end) => self.scan_within(prefix, &end, max),
             None => {
                 // Only an all-0xff prefix has no end; no view key is like that, but
                 // stay correct: scan to the end and filter.
-                let mut all = self.scan(prefix, &[0xff; 64])?;
+                let mut all = self.scan_within(prefix, &[0xff; 64], max)?;
                 all.retain(|(k, _)| k.starts_with(prefix));
                 Ok(all)
             }
         }
     }
+}
+
+/// Entries [`for_each`] reads at a time.
+pub const SCAN_PAGE: usize = 1024;
+
+/// Hands every entry with `from <= key < to` to `f`, in key order, reading
+/// [`SCAN_PAGE`] entries at a time: memory stays bounded however long the
+/// range (a chat's messages between two receipts, say).
+///
+/// # Errors
+/// [`Error::Backend`] if the backend fails, or the first error of `f`.
+pub fn for_each<T: Txn + ?Sized, E: From<Error>>(
+    txn: &T,
+    from: &[u8],
+    to: &[u8],
+    mut f: impl FnMut(&[u8], &[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let mut next = from.to_vec();
+    loop {
+        let page = txn.scan(&next, to, SCAN_PAGE)?;
+        for (k, v) in &page {
+            f(k, v)?;
+        }
+        match page.last() {
+            Some((last, _)) if page.len() == SCAN_PAGE => {
+                // The smallest key after `last`.
+                next.clone_from(last);
+                next.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// [`for_each`] over the keys that start with `prefix`.
+///
+/// # Errors
+/// As [`for_each`].
+pub fn for_each_prefix<T: Txn + ?Sized, E: From<Error>>(
+    txn: &T,
+    prefix: &[u8],
+    f: impl FnMut(&[u8], &[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let end = keys::prefix_end(prefix).unwrap_or_else(|| vec![0xff; 64]);
+    for_each(txn, prefix, &end, f)
 }
 
 /// A backend: begins and commits [`Txn`]s, and lists its committed entries.

@@ -227,7 +227,7 @@ impl Txn for RocksTxn<'_> {
         self.writes.insert(key.to_vec(), None);
     }
 
-    fn scan_limit(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(&self, from: &[u8], to: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if from >= to {
             return Ok(Vec::new());
         }
@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(t.get(b"a1").unwrap(), None);
         assert_eq!(t.get(b"a2").unwrap(), Some(b"Y".to_vec()));
         assert_eq!(t.get(b"b1").unwrap(), Some(b"z".to_vec()));
-        let scanned = t.scan_prefix(b"a").unwrap();
+        let scanned = t.scan_prefix(b"a", 1 << 20).unwrap();
         assert_eq!(scanned, vec![(b"a2".to_vec(), b"Y".to_vec()), (b"a3".to_vec(), b"w".to_vec())]);
         // A reader does not see the open transaction's writes.
         assert_eq!(store.read().get(b"a1").unwrap(), Some(b"x".to_vec()));
@@ -393,7 +393,7 @@ mod tests {
         drop(reader);
         let keys: Vec<_> = store.entries().unwrap().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, vec![b"a2".to_vec(), b"b1".to_vec()]);
-        assert!(store.begin().scan(b"b", b"a").unwrap().is_empty());
+        assert!(store.begin().scan(b"b", b"a", 10).unwrap().is_empty());
         drop(store);
 
         // Committed writes survive a reopen.

@@ -1,0 +1,468 @@
+//! The one catalogue of chorus's error codes.
+//!
+//! Three wire surfaces carry a code, each with its own enum so that a surface
+//! cannot carry another's codes:
+//! - [`ErrorCode`]: a log-node answers a client request with it (`Response::Error`);
+//! - [`RejectCode`]: the partition state machine refused one command of an append
+//!   (`CommandResult::Err`), the same way on every replica;
+//! - [`EdgeErrorCode`]: an edge answers its client with it (`ServerFrame::Error`).
+//!
+//! Every code is declared once, below: its stable wire value, whether the same
+//! request may succeed later unchanged, what it means, and — for codes from
+//! inside — the [`EdgeErrorCode`] an edge gives its client for it, which is
+//! the only translation between surfaces. The flatbuffers enums of the schema
+//! files carry the same values (a test checks each), and `docs/error-codes.md`
+//! holds tables generated from here ([`markdown_table`]; a test checks they are
+//! fresh, `CHORUS_BLESS=1` rewrites them).
+
+use serde::{Deserialize, Serialize};
+
+/// Declares one surface's codes: the enum, its wire values and its rows.
+macro_rules! catalogue {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $(
+                $variant:ident = $value:literal {
+                    retryable: $retryable:literal,
+                    $(edge: $edge:ident,)?
+                    meaning: $meaning:literal,
+                    $(action: $action:literal,)?
+                }
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $( #[doc = $meaning] $variant, )*
+        }
+
+        impl $name {
+            /// Every code, in wire order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The stable wire value: never renumbered or reused.
+            pub const fn value(self) -> u8 {
+                match self { $($name::$variant => $value,)* }
+            }
+
+            /// The code of a wire value, if it is one.
+            pub const fn from_value(value: u8) -> Option<$name> {
+                match value { $($value => Some($name::$variant),)* _ => None }
+            }
+
+            /// The code's name, as in the schema and the docs.
+            pub const fn name(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant),)* }
+            }
+
+            /// Whether the same request may succeed later unchanged. Retrying
+            /// an append or a `Send` is always safe: its `client_msg_id` makes
+            /// it idempotent.
+            pub const fn retryable(self) -> bool {
+                match self { $($name::$variant => $retryable,)* }
+            }
+
+            /// What the code means (the docs' table).
+            pub const fn meaning(self) -> &'static str {
+                match self { $($name::$variant => $meaning,)* }
+            }
+
+            /// What a client does about it, where the catalogue says.
+            pub const fn action(self) -> Option<&'static str> {
+                match self { $($name::$variant => catalogue!(@opt $($action)?),)* }
+            }
+
+            /// What an edge tells its client when this code comes from inside.
+            #[allow(dead_code, reason = "declared for the inner surfaces only")]
+            const fn edge_code(self) -> Option<EdgeErrorCode> {
+                match self { $($name::$variant => catalogue!(@edge $($edge)?),)* }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+    (@opt) => { None };
+    (@opt $x:literal) => { Some($x) };
+    (@edge) => { None };
+    (@edge $x:ident) => { Some(EdgeErrorCode::$x) };
+}
+
+catalogue! {
+    /// Stable codes of a log-node's error responses (`Response::Error.code`).
+    pub enum ErrorCode {
+        BadFrame = 0 {
+            retryable: false, edge: Internal,
+            meaning: "The frame is not a valid `Request` (flatbuffers verification failed, truncated stream, wrong identifier). Nothing was done.",
+        }
+        FrameTooLarge = 1 {
+            retryable: false, edge: Internal,
+            meaning: "The frame's length prefix is over `MAX_FRAME_BYTES` (16 MiB). Nothing was read past the prefix.",
+        }
+        InvalidCommand = 2 {
+            retryable: false, edge: BadFrame,
+            meaning: "A command in an `Append` failed to decode or validate (e.g. ciphertext over 64 KiB), or a request named a partition that does not exist, or a membership change was refused. Nothing was appended.",
+        }
+        MixedGroups = 3 {
+            retryable: false, edge: Internal,
+            meaning: "An `Append` held commands of partitions hosted by more than one Raft group. Nothing was appended.",
+        }
+        NotLeader = 4 {
+            retryable: true, edge: Unavailable,
+            meaning: "This node does not lead the partition; `leader` says which node does and its client address.",
+            action: "The log client follows the hint.",
+        }
+        PartitionUnavailable = 5 {
+            retryable: true, edge: Unavailable,
+            meaning: "The partition has no known leader right now (election under way).",
+            action: "Retry after a backoff.",
+        }
+        Unavailable = 6 {
+            retryable: true, edge: Unavailable,
+            meaning: "The node could not serve the request (shutting down, Raft stopped, proposal queue full).",
+            action: "Retry after a backoff, at another node if need be.",
+        }
+        Timeout = 7 {
+            retryable: true, edge: Unavailable,
+            meaning: "The append was proposed but its commit was not confirmed in time: **the outcome is unknown**.",
+            action: "Retry with the same `client_msg_id`.",
+        }
+        Internal = 8 {
+            retryable: false, edge: Internal,
+            meaning: "A storage error on the node; the node logs the details.",
+        }
+        Forbidden = 9 {
+            retryable: false, edge: Internal,
+            meaning: "The role in the caller's certificate may not make this request: appends are for `edge`, membership changes for `operator` (a node may change its own), reads and tails for everyone inside. Also: an append holding a superseded account command (`RegisterUser`, `LinkDevice`, `CreateSession`: `RegisterDevice` does all three and checks the registration PIN). Nothing was done. See [security.md](security.md).",
+        }
+    }
+}
+
+catalogue! {
+    /// Stable codes of refused commands (`CommandResult::Err(Rejection)`): the
+    /// command was ordered in the log and refused by the partition state
+    /// machine, the same way on every replica. Nothing was appended for it.
+    pub enum RejectCode {
+        NotMember = 0 {
+            retryable: false, edge: NotMember,
+            meaning: "The sender is not a member of the chat (or the target user is not).",
+        }
+        NotAdmin = 1 {
+            retryable: false, edge: Forbidden,
+            meaning: "Only group admins may do this.",
+        }
+        UnknownChat = 2 {
+            retryable: false, edge: UnknownRecipient,
+            meaning: "No such chat in this partition.",
+        }
+        UnknownUser = 3 {
+            retryable: false, edge: UnknownRecipient,
+            meaning: "The user is not registered.",
+        }
+        UnknownMessage = 4 {
+            retryable: false, edge: BadFrame,
+            meaning: "The target message (seq) does not exist, or is not the sender's.",
+        }
+        AlreadyExists = 5 {
+            retryable: false, edge: BadFrame,
+            meaning: "The user, group, device or member already exists.",
+        }
+        NoPrekeys = 6 {
+            retryable: false, edge: BadFrame,
+            meaning: "The target device has no unclaimed one-time prekey left.",
+        }
+        Invalid = 7 {
+            retryable: false, edge: BadFrame,
+            meaning: "The command is well-formed but breaks a rule (message to oneself, ack beyond the last seq, limits, wrong chat kind, …).",
+        }
+        WrongPartition = 8 {
+            retryable: false, edge: Internal,
+            meaning: "The command was routed to a partition that does not own its key (a routing bug of the caller).",
+        }
+        Locked = 9 {
+            retryable: false, edge: PhoneLocked,
+            meaning: "The phone had too many wrong codes or PINs (`OTP_FAILURES_MAX` = 10 within `OTP_FAILURE_WINDOW_MS` = 6 h, counted by the log across edges and resends): `RecordOtpFailure` and `RegisterDevice` are refused for `OTP_LOCK_MS` (6 h).",
+        }
+        PinRequired = 10 {
+            retryable: false, edge: PinRequired,
+            meaning: "`RegisterDevice` for a user with a registration PIN, without its hash or with another one.",
+        }
+        Blocked = 11 {
+            retryable: false, edge: Forbidden,
+            meaning: "`SendDirect` to a user who blocks the sender (the direct chat's `SetDirectBlock` marker).",
+        }
+    }
+}
+
+catalogue! {
+    /// Stable codes of an edge's [`ServerFrame::Error`](crate::ServerFrame).
+    pub enum EdgeErrorCode {
+        BadFrame = 0 {
+            retryable: false,
+            meaning: "The frame failed verification or validation (malformed flatbuffer, unknown variant, invalid phone number, reserved `client_msg_id` bit, a command the log refused as `Invalid`). After `Config::bad_frames_max` bad frames the edge closes the connection.",
+            action: "Fix the client.",
+        }
+        FrameTooLarge = 1 {
+            retryable: false,
+            meaning: "A frame's length prefix is above `MAX_EDGE_FRAME_BYTES` (256 KiB). The stream cannot be resynchronized: the edge closes the connection.",
+            action: "Fix the client.",
+        }
+        Unauthenticated = 2 {
+            retryable: false,
+            meaning: "Anything but `RequestOtp`, `VerifyOtp`, `Login` and `Ping` before login, or a `Login` whose token the sessions view does not accept (after `Config::logins_failed_max` failures the edge closes).",
+            action: "Log in, or register again.",
+        }
+        BadOtp = 3 {
+            retryable: false,
+            meaning: "Wrong one-time code.",
+            action: "Ask the user again (up to 5 tries per code).",
+        }
+        OtpExpired = 4 {
+            retryable: false,
+            meaning: "No live code for this phone: it expired (5 min), was used, or was requested at another edge.",
+            action: "`RequestOtp` again.",
+        }
+        TooManyAttempts = 5 {
+            retryable: false,
+            meaning: "5 wrong codes: the phone is locked until the code's expiry; a new code cannot be requested before then.",
+            action: "Wait, then `RequestOtp`.",
+        }
+        Forbidden = 6 {
+            retryable: false,
+            meaning: "Acting as another user or device (a second `Login` on a connection, registering while logged in, an admin-only command by a non-admin), or a `Send` to a user who blocks the sender.",
+            action: "Open a new connection for another identity.",
+        }
+        UnknownRecipient = 7 {
+            retryable: false,
+            meaning: "The recipient user or the chat does not exist.",
+            action: "Show an error.",
+        }
+        NotMember = 8 {
+            retryable: false,
+            meaning: "The sender (or acker) is not a member of the group.",
+            action: "Show an error; refresh the roster.",
+        }
+        CiphertextTooLarge = 9 {
+            retryable: false,
+            meaning: "The ciphertext is above the edge's limit (`Config::ciphertext_bytes_max`, at most 64 KiB). Nothing was appended.",
+            action: "Send large content as media.",
+        }
+        RateLimited = 10 {
+            retryable: true,
+            meaning: "The device exceeded its frame budget (token bucket), its in-flight bound, or the phone its OTP resend interval.",
+            action: "Back off (`retry_after_ms` when given), then retry.",
+        }
+        Unavailable = 11 {
+            retryable: true,
+            meaning: "The log did not answer (no leader, timeout). The outcome of a `Send` is unknown.",
+            action: "Retry with the same `client_msg_id`.",
+        }
+        Internal = 12 {
+            retryable: false,
+            meaning: "A bug at the edge or in the log.",
+            action: "Report; retrying a `Send` is still safe.",
+        }
+        PhoneLocked = 13 {
+            retryable: false,
+            meaning: "Too many wrong codes or PINs for this phone, at any edge, within hours: the log locked it (6 h). Registration is refused even with the right code.",
+            action: "Tell the user to wait.",
+        }
+        PinRequired = 14 {
+            retryable: false,
+            meaning: "The number's account has a registration PIN: `VerifyOtp` without it, or with a wrong one (which counts as a wrong code). The code is used up.",
+            action: "`RequestOtp` again and send the PIN.",
+        }
+        TokenExpired = 15 {
+            retryable: false,
+            meaning: "The login token is past its lifetime (`session.token_lifetime_ms`, 90 days). Counts as a failed login.",
+            action: "Register the device again.",
+        }
+        Revoked = 16 {
+            retryable: false,
+            meaning: "This device logged out or was unlinked (at any edge): the edge closes every connection of the device at once.",
+            action: "Stop; register again to come back.",
+        }
+    }
+}
+
+impl ErrorCode {
+    /// What an edge tells its client when the log answers with this code.
+    pub const fn to_edge(self) -> EdgeErrorCode {
+        match self.edge_code() {
+            Some(code) => code,
+            None => EdgeErrorCode::Internal,
+        }
+    }
+}
+
+impl RejectCode {
+    /// What an edge tells its client when the log refuses its command with this code.
+    pub const fn to_edge(self) -> EdgeErrorCode {
+        match self.edge_code() {
+            Some(code) => code,
+            None => EdgeErrorCode::Internal,
+        }
+    }
+}
+
+/// Which surface's table [`markdown_table`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    LogApi,
+    Rejection,
+    Edge,
+}
+
+impl Surface {
+    /// Every surface, in the docs' order.
+    pub const ALL: [Surface; 3] = [Surface::LogApi, Surface::Rejection, Surface::Edge];
+
+    /// The marker name of the surface's table in `docs/error-codes.md`.
+    pub const fn marker(self) -> &'static str {
+        match self {
+            Surface::LogApi => "log-api",
+            Surface::Rejection => "rejections",
+            Surface::Edge => "edge",
+        }
+    }
+}
+
+/// One row, whatever the surface.
+struct Row {
+    value: u8,
+    name: &'static str,
+    retryable: bool,
+    meaning: &'static str,
+    action: Option<&'static str>,
+    edge: Option<EdgeErrorCode>,
+}
+
+fn rows(surface: Surface) -> Vec<Row> {
+    match surface {
+        Surface::LogApi => ErrorCode::ALL
+            .iter()
+            .map(|c| Row {
+                value: c.value(),
+                name: c.name(),
+                retryable: c.retryable(),
+                meaning: c.meaning(),
+                action: c.action(),
+                edge: Some(c.to_edge()),
+            })
+            .collect(),
+        Surface::Rejection => RejectCode::ALL
+            .iter()
+            .map(|c| Row {
+                value: c.value(),
+                name: c.name(),
+                retryable: c.retryable(),
+                meaning: c.meaning(),
+                action: c.action(),
+                edge: Some(c.to_edge()),
+            })
+            .collect(),
+        Surface::Edge => EdgeErrorCode::ALL
+            .iter()
+            .map(|c| Row {
+                value: c.value(),
+                name: c.name(),
+                retryable: c.retryable(),
+                meaning: c.meaning(),
+                action: c.action(),
+                edge: None,
+            })
+            .collect(),
+    }
+}
+
+/// The markdown table of one surface, as `docs/error-codes.md` holds it.
+pub fn markdown_table(surface: Surface) -> String {
+    let inner = surface != Surface::Edge;
+    let mut out = String::new();
+    if inner {
+        out.push_str("| value | code | retryable | meaning | an edge tells its client (and what a caller does) |\n| ---: | --- | :---: | --- | --- |\n");
+    } else {
+        out.push_str(
+            "| value | code | retryable | meaning | what the client does |\n| ---: | --- | :---: | --- | --- |\n",
+        );
+    }
+    for row in rows(surface) {
+        let retryable = if row.retryable { "yes" } else { "no" };
+        let last = match (inner, row.edge, row.action) {
+            (true, Some(edge), Some(action)) => format!("`{}` — {action}", edge.name()),
+            (true, Some(edge), None) => format!("`{}`", edge.name()),
+            (_, _, Some(action)) => action.to_owned(),
+            (_, _, None) => String::new(),
+        };
+        out.push_str(&format!("| {} | `{}` | {retryable} | {} | {last} |\n", row.value, row.name, row.meaning));
+    }
+    out
+}
+
+/// `doc` with the generated table of every surface put between its markers
+/// (`<!-- generated: NAME -->` … `<!-- end generated: NAME -->`).
+///
+/// # Errors
+/// Names the marker that is missing.
+pub fn render_doc(doc: &str) -> Result<String, String> {
+    let mut out = doc.to_owned();
+    for surface in Surface::ALL {
+        let begin = format!("<!-- generated: {} -->\n", surface.marker());
+        let end = format!("<!-- end generated: {} -->", surface.marker());
+        let start = out.find(&begin).ok_or_else(|| format!("no `{}` marker", begin.trim_end()))? + begin.len();
+        let stop = out[start..].find(&end).ok_or_else(|| format!("no `{end}` marker"))? + start;
+        out.replace_range(start..stop, &markdown_table(surface));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_dense_and_round_trip() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug>(all: &[T], value: fn(T) -> u8, from: fn(u8) -> Option<T>) {
+            for (i, c) in all.iter().enumerate() {
+                assert_eq!(usize::from(value(*c)), i, "{c:?} is out of order");
+                assert_eq!(from(value(*c)), Some(*c));
+            }
+            let past = u8::try_from(all.len()).unwrap_or(u8::MAX);
+            assert_eq!(from(past), None);
+        }
+        check(ErrorCode::ALL, ErrorCode::value, ErrorCode::from_value);
+        check(RejectCode::ALL, RejectCode::value, RejectCode::from_value);
+        check(EdgeErrorCode::ALL, EdgeErrorCode::value, EdgeErrorCode::from_value);
+    }
+
+    #[test]
+    fn only_transient_codes_reach_clients_as_retryable() {
+        // An inner code that may succeed later must not become a client code
+        // that says "give up", and the other way round.
+        for c in ErrorCode::ALL {
+            assert_eq!(c.retryable(), c.to_edge().retryable(), "{c}");
+        }
+        for c in RejectCode::ALL {
+            assert!(!c.to_edge().retryable(), "{c}");
+        }
+    }
+
+    #[test]
+    fn rendering_replaces_only_between_markers() {
+        let mut doc = String::from("intro\n");
+        for s in Surface::ALL {
+            doc.push_str(&format!("<!-- generated: {0} -->\nstale\n<!-- end generated: {0} -->\nprose\n", s.marker()));
+        }
+        let out = render_doc(&doc).unwrap();
+        assert!(!out.contains("stale"));
+        assert!(out.starts_with("intro\n") && out.ends_with("prose\n"));
+        assert!(out.contains("| 16 | `Revoked` | no |"));
+        assert_eq!(render_doc(&out).unwrap(), out, "rendering is idempotent");
+        assert!(render_doc("no markers").is_err());
+    }
+}
