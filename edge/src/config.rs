@@ -47,8 +47,10 @@ pub struct Config {
     /// cluster trusts that CA.
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// Log-node client addresses to start from.
-    pub log_seeds: Vec<String>,
+    /// Client API addresses of log nodes to start from (any subset of the
+    /// cluster). The same key as the projector's.
+    #[serde(alias = "log_seeds")]
+    pub log_nodes: Vec<String>,
     /// The edge's identity towards the log: the cluster CA and a certificate
     /// of role `edge` (`chorus certs --role edge`), the one role that may append.
     pub log_tls: TlsPaths,
@@ -122,7 +124,7 @@ impl Default for Config {
             listen: "127.0.0.1:7300".parse().expect("address"),
             cert: PathBuf::from("data/tls/edge-server-dev.pem"),
             key: PathBuf::from("data/tls/edge-server-dev.key"),
-            log_seeds: vec!["127.0.0.1:7100".into()],
+            log_nodes: vec!["127.0.0.1:7100".into()],
             log_tls: TlsPaths {
                 ca: PathBuf::from("data/tls/ca.pem"),
                 cert: PathBuf::from("data/tls/edge-dev.pem"),
@@ -159,8 +161,8 @@ impl Config {
     /// A message naming the first bad setting.
     pub fn validate(&self) -> Result<(), String> {
         self.session.validate()?;
-        if self.log_seeds.is_empty() {
-            return Err("log_seeds is empty".into());
+        if self.log_nodes.is_empty() {
+            return Err("log_nodes is empty".into());
         }
         if self.keep_alive_ms == 0 || self.keep_alive_ms >= self.idle_timeout_ms {
             return Err("keep_alive_ms must be positive and below idle_timeout_ms".into());

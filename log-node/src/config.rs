@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::network::tls::TlsPaths;
@@ -137,7 +138,7 @@ impl Default for Config {
             id: 1,
             data_dir: PathBuf::from("data/log-node-1"),
             raft_addr: "127.0.0.1:7001".into(),
-            client_addr: "127.0.0.1:7101".into(),
+            client_addr: "127.0.0.1:7100".into(),
             partitions: 64,
             groups: 0,
             replication: 3,
@@ -162,41 +163,13 @@ impl Config {
         toml::from_str(&text).map_err(|source| Error::Parse { path: path.to_owned(), source })
     }
 
-    /// Applies `CHORUS_*` variables from `vars` (normally `std::env::vars()`).
+    /// Applies `CHORUS_*` variables from `vars` (normally `std::env::vars()`);
+    /// see [`apply_env`].
     ///
     /// # Errors
     /// When a variable names an unknown key or holds a value of the wrong type.
     pub fn apply_env(self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let mut doc = toml::Value::try_from(&self).map_err(|e| Error::Invalid(e.to_string()))?;
-        for (var, value) in vars {
-            let Some(path) = var.strip_prefix("CHORUS_") else { continue };
-            let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
-            let mut table = &mut doc;
-            for k in &keys[..keys.len() - 1] {
-                table = table
-                    .get_mut(k)
-                    .ok_or_else(|| Error::Env { var: var.clone(), reason: format!("no section `{k}`") })?;
-            }
-            let last = keys.last().expect("split yields one item");
-            let t =
-                table.as_table_mut().ok_or_else(|| Error::Env { var: var.clone(), reason: "not a section".into() })?;
-            let old =
-                t.get(last).ok_or_else(|| Error::Env { var: var.clone(), reason: format!("unknown key `{last}`") })?;
-            let new = match old {
-                toml::Value::Integer(_) => toml::Value::Integer(
-                    value.parse().map_err(|_| Error::Env { var: var.clone(), reason: "expected an integer".into() })?,
-                ),
-                toml::Value::Boolean(_) => toml::Value::Boolean(
-                    value
-                        .parse()
-                        .map_err(|_| Error::Env { var: var.clone(), reason: "expected true or false".into() })?,
-                ),
-                toml::Value::String(_) => toml::Value::String(value),
-                _ => return Err(Error::Env { var, reason: "only scalar keys can be set from the environment".into() }),
-            };
-            t.insert(last.clone(), new);
-        }
-        doc.try_into().map_err(|e: toml::de::Error| Error::Invalid(e.to_string()))
+        apply_env(self, vars)
     }
 
     /// Checks the configuration for mistakes that would only show at run time.
@@ -278,6 +251,60 @@ impl Config {
     }
 }
 
+/// Applies `CHORUS_*` variables from `vars` (normally `std::env::vars()`)
+/// over any configuration: the log-node's, the projector's and the edge's load
+/// the same way (defaults → TOML file → environment → flags). `__` separates
+/// nested keys (`CHORUS_RAFT__HEARTBEAT_MS`, `CHORUS_SESSION__FRAMES_PER_SEC`);
+/// a value is parsed as the type of the key it replaces (a list: a TOML array
+/// such as `["a", "b"]`, or comma-separated strings).
+///
+/// # Errors
+/// When a variable names an unknown key or holds a value of the wrong type.
+pub fn apply_env<T: Serialize + DeserializeOwned>(
+    config: T,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<T> {
+    let mut doc = toml::Value::try_from(&config).map_err(|e| Error::Invalid(e.to_string()))?;
+    for (var, value) in vars {
+        let Some(path) = var.strip_prefix("CHORUS_") else { continue };
+        let env = |reason: String| Error::Env { var: var.clone(), reason };
+        let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        let Some((last, sections)) = keys.split_last() else { continue };
+        let mut table = &mut doc;
+        for k in sections {
+            table = table.get_mut(k).ok_or_else(|| env(format!("no section `{k}`")))?;
+        }
+        let t = table.as_table_mut().ok_or_else(|| env("not a section".into()))?;
+        let old = t.get(last).ok_or_else(|| env(format!("unknown key `{last}`")))?;
+        let new = match old {
+            toml::Value::Integer(_) => {
+                toml::Value::Integer(value.parse().map_err(|_| env("expected an integer".into()))?)
+            }
+            toml::Value::Float(_) => toml::Value::Float(value.parse().map_err(|_| env("expected a number".into()))?),
+            toml::Value::Boolean(_) => {
+                toml::Value::Boolean(value.parse().map_err(|_| env("expected true or false".into()))?)
+            }
+            toml::Value::String(_) => toml::Value::String(value),
+            toml::Value::Array(_) if value.trim_start().starts_with('[') => {
+                let parsed: toml::Table =
+                    toml::from_str(&format!("v = {value}")).map_err(|e| env(format!("not a TOML array: {e}")))?;
+                parsed.get("v").cloned().ok_or_else(|| env("not a TOML array".into()))?
+            }
+            toml::Value::Array(_) => toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.into()))
+                    .collect(),
+            ),
+            _ => return Err(env("only keys with a value (not sections) can be set from the environment".into())),
+        };
+        t.insert(last.clone(), new);
+    }
+    doc.try_into().map_err(|e: toml::de::Error| Error::Invalid(e.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +320,22 @@ mod tests {
                 .collect(),
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn env_sets_lists_and_numbers_of_any_config() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Probe {
+            log_nodes: Vec<String>,
+            ratio: f64,
+        }
+        let probe = || Probe { log_nodes: vec!["a:1".into()], ratio: 0.5 };
+        let vars = |v: &str| [("CHORUS_LOG_NODES".to_string(), v.to_string()), ("CHORUS_RATIO".into(), "2.5".into())];
+        let want = Probe { log_nodes: vec!["b:2".into(), "c:3".into()], ratio: 2.5 };
+        assert_eq!(apply_env(probe(), vars("b:2, c:3")).unwrap(), want);
+        assert_eq!(apply_env(probe(), vars(r#"["b:2", "c:3"]"#)).unwrap(), want);
+        assert!(apply_env(probe(), vars("[1, 2")).is_err());
+        assert!(apply_env(probe(), [("CHORUS_RATIO".to_string(), "x".to_string())]).is_err());
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            log_nodes: vec!["127.0.0.1:7101".into()],
+            log_nodes: vec!["127.0.0.1:7100".into()],
             log_tls: TlsPaths {
                 ca: PathBuf::from("data/tls/ca.pem"),
                 cert: PathBuf::from("data/tls/projector-1.pem"),

@@ -245,7 +245,7 @@ impl Stack {
                 listen: listen.parse()?,
                 cert: server.cert,
                 key: server.key,
-                log_seeds: cluster.client_addrs(),
+                log_nodes: cluster.client_addrs(),
                 log_tls: tls::issue(&tls_dir, &Principal::new(Role::Edge, &name)?)?,
                 bus: bus.bus(&nats.url(), BusRole::Edge, &name),
                 view_key: bus.view_key.clone(),

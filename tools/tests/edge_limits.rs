@@ -232,7 +232,7 @@ fn a_standalone_edge_refuses_the_log_sms_sink_with_a_clear_message() {
     assert!(!out.status.success(), "it started: {stderr}");
     assert!(stderr.contains("`log` SMS sink") && stderr.contains("chorus dev"), "{stderr}");
     // The file sink passes this check (and then needs a log and a bus).
-    std::fs::write(&config, "log_seeds = [\"127.0.0.1:1\"]\n[bus]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:1\"\nca = \"ca.pem\"\nnkey_seed = \"edge.nk\"\n[sms]\nkind = \"file\"\npath = \"sms.jsonl\"\n").unwrap();
+    std::fs::write(&config, "log_nodes = [\"127.0.0.1:1\"]\n[bus]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:1\"\nca = \"ca.pem\"\nnkey_seed = \"edge.nk\"\n[sms]\nkind = \"file\"\npath = \"sms.jsonl\"\n").unwrap();
     let out = std::process::Command::new(chorus_tools::launcher::chorus_binary())
         .args(["edge", "--config-check", "--config"])
         .arg(&config)

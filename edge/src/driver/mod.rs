@@ -251,7 +251,7 @@ impl Edge {
             quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), udp_socket(&config)?, runtime)
                 .map_err(|source| Error::Bind { addr: config.listen, source })?;
         let log = LogClient::connect(
-            &config.log_seeds,
+            &config.log_nodes,
             &config.log_tls,
             LogClientConfig {
                 append_deadline: Duration::from_millis(config.append_deadline_ms),

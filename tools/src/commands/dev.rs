@@ -124,7 +124,7 @@ pub async fn start(args: &Args, edge: impl FnOnce(&mut chorus_edge::Config)) -> 
         listen: args.edge_addr,
         cert: tls.edge_server.cert.clone(),
         key: tls.edge_server.key.clone(),
-        log_seeds: vec![args.client_addr.clone()],
+        log_nodes: vec![args.client_addr.clone()],
         log_tls: tls.edge.clone(),
         view_key: tls.view_key.clone(),
         bus: chorus_edge::config::BusConfig::Local,

@@ -12,13 +12,19 @@ pub struct Args {
     /// NATS bus (`[bus] kind = "nats"`, `url = "nats://…"`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Print the effective configuration and exit.
+    /// Print the effective configuration (defaults, file, CHORUS_* env, flags) and exit.
     #[arg(long)]
     pub config_check: bool,
+    /// Overrides `listen`.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let config: Config = super::load_config(args.config.as_deref())?;
+    let mut config: Config = super::load_config(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     if args.config_check {
         print!("{}", toml::to_string(&config)?);

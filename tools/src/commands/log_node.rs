@@ -26,11 +26,7 @@ pub struct Args {
 /// # Errors
 /// On an unreadable or invalid configuration.
 pub fn effective_config(args: &Args) -> Result<Config> {
-    let mut config = match &args.config {
-        Some(p) => Config::from_file(p)?,
-        None => Config::default(),
-    };
-    config = config.apply_env(std::env::vars())?;
+    let mut config: Config = super::load_config(args.config.as_deref())?;
     if let Some(id) = args.id {
         config.id = id;
     }

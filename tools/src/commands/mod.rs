@@ -9,19 +9,23 @@ pub mod log;
 pub mod log_node;
 pub mod projector;
 
-/// The TOML configuration at `path`, or the defaults without one.
+/// A process's configuration, the same way for the log-node, the projector
+/// and the edge: defaults → the TOML file at `path` → `CHORUS_*` environment
+/// variables ([`chorus_log_node::config::apply_env`]); the caller applies its
+/// flags last.
 ///
 /// # Errors
-/// When the file cannot be read or parsed.
-pub(crate) fn load_config<T: serde::de::DeserializeOwned + Default>(
+/// When the file cannot be read or parsed, or a variable does not fit.
+pub(crate) fn load_config<T: serde::de::DeserializeOwned + serde::Serialize + Default>(
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<T> {
     use anyhow::Context;
-    match path {
+    let config = match path {
         Some(p) => toml::from_str(&std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?)
-            .with_context(|| format!("parse {}", p.display())),
-        None => Ok(T::default()),
-    }
+            .with_context(|| format!("parse {}", p.display()))?,
+        None => T::default(),
+    };
+    Ok(chorus_log_node::config::apply_env(config, std::env::vars())?)
 }
 
 /// Who a command-line client of the log is: `--ca`, `--cert`, `--key`.

@@ -14,13 +14,19 @@ pub struct Args {
     /// standalone projector (`[bus] kind = "nats"`, `url = "nats://…"`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Print the effective configuration and exit.
+    /// Print the effective configuration (defaults, file, CHORUS_* env, flags) and exit.
     #[arg(long)]
     pub config_check: bool,
+    /// Overrides `store_dir`.
+    #[arg(long)]
+    pub store_dir: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let config: Config = super::load_config(args.config.as_deref())?;
+    let mut config: Config = super::load_config(args.config.as_deref())?;
+    if let Some(dir) = &args.store_dir {
+        config.store_dir = dir.clone();
+    }
     config.validate()?;
     if args.config_check {
         print!("{}", toml::to_string(&config)?);
