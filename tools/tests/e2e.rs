@@ -361,7 +361,7 @@ async fn killing_the_projector_loses_no_delivery_and_views_equal_a_rebuild() {
         .status()
         .unwrap();
     assert!(status.success());
-    let live = dump(&dir.path().join("projector").join("store"));
+    let live = dump(&stack.projector().unwrap().config.store_dir);
     let fresh = dump(&rebuilt);
     assert!(!live.is_empty());
     let first_diff = live.iter().zip(&fresh).position(|(x, y)| x != y);
