@@ -5,8 +5,9 @@
 //! lines) and the [`checker`], one module per invariant, modelled on Jepsen's
 //! queue/Kafka checkers; it is pure, and its own tests plant each kind of
 //! anomaly. And the part that makes a run ([`run::run`], `chorus jepsen`):
-//! a [`cluster`] of real `chorus log-node` processes whose Raft links pass
-//! through UDP [`proxy`]s, two [`edges`], a [`nemesis`] that kills, pauses,
+//! a cluster of real `chorus log-node` processes whose Raft links pass
+//! through UDP proxies, and two edges, all started by the launcher of
+//! `chorus-testkit` ([`chorus_testkit::cluster`]), a [`nemesis`] that kills, pauses,
 //! partitions them and makes them lose un-fsynced writes on a seeded schedule
 //! (and kills edges, the projector, the bus), a [`workload`] of concurrent
 //! clients recorded by the [`recorder`], the final [`readback`] of every
@@ -20,8 +21,8 @@
 //! commands with `LogClient`. Group creation and roster edits have no client
 //! frames yet and always go through `LogClient`.
 //!
-//! A nats-server and a projector run beside the nodes ([`services`]); at the
-//! end the live [`views`] must equal a rebuild from the log.
+//! A nats-server and a projector run beside the nodes
+//! ([`chorus_testkit::services`]); at the end the live [`views`] must equal a rebuild from the log.
 //!
 //! Left out for now: corrupted files (exploratory nemeses only).
 //!
@@ -37,18 +38,14 @@
 
 pub mod analysis;
 pub mod checker;
-pub mod cluster;
-pub mod edges;
 mod error;
 pub mod history;
 pub mod nemesis;
-pub mod proxy;
 pub mod readback;
 pub mod recorder;
 pub mod report;
 pub mod run;
 pub mod sdk;
-pub mod services;
 pub mod views;
 pub mod workload;
 

@@ -21,10 +21,10 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::cluster::{Cluster, CorruptFile};
 use crate::error::{Error, Result};
 use crate::history::{Entry, FaultPhase};
 use crate::recorder::Recorder;
+use chorus_testkit::cluster::{Cluster, CorruptFile};
 
 /// The kinds of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -552,7 +552,7 @@ impl Nemesis {
             }
             FaultKind::KillNats => {
                 if let Some(n) = &mut cluster.nats {
-                    tokio::task::block_in_place(|| n.restart())?;
+                    tokio::task::block_in_place(|| n.ensure_running())?;
                 }
             }
             FaultKind::KillEdge => {

@@ -17,10 +17,10 @@ use chorus_log_node::LogClient;
 use chorus_schema::{ChatId, DeviceId, EventBody, EventRecord, PartitionId, ReceiptKind, Seq, UserId};
 
 use crate::checker::{Anomaly, Invariant};
-use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::history::{Item, Op, Outcome, Value};
 use crate::recorder::Recorder;
+use chorus_testkit::cluster::Cluster;
 
 /// Every replica's events: node → partition → events in offset order.
 pub type Replicas = BTreeMap<u64, BTreeMap<u16, Vec<EventRecord>>>;

@@ -26,7 +26,6 @@ use tokio::sync::Mutex;
 
 use crate::analysis::{self, FaultReport, Throughput};
 use crate::checker::{self, Invariant, Verdict};
-use crate::cluster::{Cluster, ClusterSpec};
 use crate::error::{io, Error, Result};
 use crate::history::{Entry, Op, Outcome, Value};
 use crate::nemesis::{FaultKind, Nemesis, Schedule, Timing, Window};
@@ -36,6 +35,7 @@ use crate::report;
 use crate::sdk::{SdkExecutor, SdkStats};
 use crate::views::{self, ViewsReport};
 use crate::workload::{Connect, Executor, LogExecutor, Universe, Workload, WorkloadSpec, PROBE_PROCESS};
+use chorus_testkit::cluster::{Cluster, ClusterSpec};
 
 /// What carries out the workload's operations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -208,7 +208,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     if config.executor == ExecutorKind::Sdk && config.edges == 0 {
         return Err(Error::Invalid("the SDK executor needs at least one edge".into()));
     }
-    if config.views && !crate::services::nats_installed() {
+    if config.views && !chorus_testkit::nats::nats_installed() {
         return Err(Error::Invalid(
             "checking views needs `nats-server` on PATH (apt-get install nats-server), or turn views off".into(),
         ));
@@ -220,6 +220,9 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     }
     let mut spec = ClusterSpec::new(&cluster_dir, &config.binary, config.nodes);
     spec.partitions = config.partitions;
+    // Every node behind a proxy: the partition nemeses cut links for real.
+    spec.proxies = true;
+    spec.append_timeout_ms = 3_000;
     if config.nemesis.iter().any(|k| k.needs_sync_shim()) {
         spec.sync_shim = Some(crate::sync_shim().ok_or_else(|| {
             Error::Invalid(
@@ -233,11 +236,18 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     cluster.start_all()?;
     let admin = cluster.wait_ready(Duration::from_secs(60)).await?;
     if config.views {
-        cluster.start_services()?;
+        cluster.start_services(Duration::from_secs(30)).await?;
     }
     let sdk_run = config.executor == ExecutorKind::Sdk;
     if sdk_run {
-        cluster.start_edges(config.edges, config.session.clone()).await?;
+        let edge = chorus_edge::Config {
+            session: config.session.clone(),
+            // An append stuck on a dead log-node gives up (the client resends
+            // with the same id) well before the SDK's own patience runs out.
+            append_deadline_ms: 5_000,
+            ..chorus_edge::Config::default()
+        };
+        cluster.start_edges(config.edges, &edge).await?;
     }
     tracing::info!(nodes = config.nodes, partitions = config.partitions, views = config.views, executor = ?config.executor, "cluster ready");
 

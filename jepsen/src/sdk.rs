@@ -88,7 +88,7 @@ pub async fn register_all(
         let name = format!("device {k}");
         *k += 1;
         let ca = ca.to_path_buf();
-        jobs.push(async move { crate::edges::register(&listen, &sms, &ca, &phone, &name).await });
+        jobs.push(async move { chorus_testkit::services::register(&listen, &sms, &ca, &phone, &name).await });
     }
     let mut out = Vec::new();
     for (i, r) in futures::future::join_all(jobs).await.into_iter().enumerate() {

@@ -17,8 +17,8 @@ use chorus_schema::PartitionId;
 use serde::Serialize;
 
 use crate::checker::{check_views, Anomaly, Invariant};
-use crate::cluster::Cluster;
 use crate::error::{io, Error, Result};
+use chorus_testkit::cluster::Cluster;
 
 /// What the views check saw.
 #[derive(Clone, Debug, Default, Serialize)]

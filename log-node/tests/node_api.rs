@@ -6,41 +6,23 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_log_node::config::Peer;
 use chorus_log_node::network::raft::{self as raft_net, Reply};
 use chorus_log_node::network::tls::{Principal, Role, TlsPaths};
 use chorus_log_node::network::{frame, tls, SERVER_NAME};
-use chorus_log_node::{ClientConfig, Config, LogClient, Node};
+use chorus_log_node::{Config, LogClient, Node};
 use chorus_schema::{
     AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, EventBody, Origin, Outcome, PartitionId,
     Request, Response, UserId, MAX_CIPHERTEXT_BYTES,
 };
 
-fn free_port() -> u16 {
-    chorus_testkit::ports::free_port().unwrap()
-}
-
+/// The testkit's one-node config: 4 partitions on 2 Raft groups.
 fn config(dir: &Path) -> Config {
-    let raft_addr = format!("127.0.0.1:{}", free_port());
-    let client_addr = format!("127.0.0.1:{}", free_port());
-    Config {
-        id: 1,
-        data_dir: dir.to_path_buf(),
-        raft_addr: raft_addr.clone(),
-        client_addr: client_addr.clone(),
-        partitions: 4,
-        groups: 2,
-        replication: 1,
-        peers: vec![Peer { id: 1, raft_addr, client_addr }],
-        bootstrap: true,
-        tls: Some(tls::issue(&dir.join("tls"), &Principal::node(1)).unwrap()),
-        ..Config::default()
-    }
+    Config { groups: 2, ..chorus_testkit::node::one_node_config(dir, 4).unwrap() }
 }
 
 /// A certificate of `role` from the test cluster's CA.
 fn identity(config: &Config, role: Role, name: &str) -> TlsPaths {
-    tls::issue(&config.data_dir.join("tls"), &Principal::new(role, name).unwrap()).unwrap()
+    chorus_testkit::node::identity(config, role, name).unwrap()
 }
 
 fn send(from: u64, to: u64, id: u64, text: &str) -> Command {
@@ -51,12 +33,7 @@ fn send(from: u64, to: u64, id: u64, text: &str) -> Command {
 }
 
 async fn must_start(config: Config) -> (Node, LogClient) {
-    let node = Node::start(config.clone()).await.expect("start node");
-    assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
-    let edge = identity(&config, Role::Edge, "test");
-    let client =
-        LogClient::connect(&[config.client_addr.clone()], &edge, ClientConfig::default()).await.expect("connect");
-    (node, client)
+    chorus_testkit::node::start(&config).await.expect("the node starts and elects")
 }
 
 /// Sends raw bytes as one stream on the client port and returns the decoded response.

@@ -307,7 +307,7 @@ async fn deliveries_and_views_on_nats() {
     let dir = tempfile::tempdir().unwrap();
     let creds = bus_auth::provision(dir.path(), &["p".to_owned()], &["test".to_owned()], &dir.path().join("nats.conf"))
         .unwrap();
-    let nats = NatsServer::start_with_config(&creds.conf);
+    let nats = NatsServer::start_with_config(&creds.conf).expect("a nats-server");
     let edge = chorus_bus::NatsAuth {
         ca: creds.ca.clone(),
         nkey_seed: bus_auth::seed_path(dir.path(), bus_auth::BusRole::Edge, "test"),

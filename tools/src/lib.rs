@@ -1,9 +1,7 @@
-//! The `chorus` command as a library: the local cluster launcher (shared by
-//! `chorus cluster up`, the benchmarks and the integration tests), the whole
-//! deployment as processes ([`stack`]) and the
-//! implementation of each subcommand.
+//! The `chorus` command as a library: the implementation of each
+//! subcommand. The processes `chorus cluster up` and `chorus bench` start
+//! are launched with `chorus-testkit`, the launcher the tests and the Jepsen
+//! harness use too.
 
 pub mod bench;
 pub mod commands;
-pub mod launcher;
-pub mod stack;

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use chorus_edge::client::{self, Client, Credentials, Error, Event, Resume};
 use chorus_edge::session::{LimitsConfig, OtpConfig, Rate};
 use chorus_schema::{DeviceNoticeKind, EdgeErrorCode};
-use chorus_tools::launcher::chorus_binary;
-use chorus_tools::stack::{sms_code, Stack, StackSpec};
+use chorus_testkit::cluster::chorus_binary;
+use chorus_testkit::services::sms_code;
+use chorus_testkit::stack::{Stack, StackSpec};
 use tokio::sync::mpsc::Receiver;
 
 /// One deployment at a time: each is 7 processes on 2 cores.
@@ -22,14 +23,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 async fn stack(dir: &std::path::Path, limits: LimitsConfig, otp: OtpConfig) -> Stack {
     let mut spec = StackSpec::new(dir, chorus_binary());
-    spec.session.limits = limits;
-    spec.session.otp = otp;
+    spec.edge.session.limits = limits;
+    spec.edge.session.otp = otp;
     Stack::start(spec).await.expect("start the stack")
 }
 
 /// Texts a code to `phone` through edge `edge` and reads it from its SMS file.
 async fn code(stack: &Stack, edge: usize, phone: &str) -> String {
-    let path = stack.edges[edge].dir.join("sms.jsonl");
+    let path = stack.cluster.edges[edge].sms_path();
     let len = || std::fs::metadata(&path).map_or(0, |m| m.len());
     let before = len();
     client::request_otp(&stack.client_config(&[edge]), phone).await.expect("a code is texted");
@@ -302,9 +303,9 @@ async fn a_blocked_user_cannot_send_direct_messages() {
 fn cli(stack: &Stack, profile: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(chorus_binary())
         .arg("client")
-        .args(["--edge", &stack.edge_addrs[0]])
+        .args(["--edge", &stack.edge_addrs()[0]])
         .arg("--ca")
-        .arg(&stack.edge_ca)
+        .arg(&stack.cluster.edge_ca)
         .arg("--profile")
         .arg(profile)
         .args(args)

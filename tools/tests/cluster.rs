@@ -9,7 +9,7 @@ use chorus_schema::{
     ChatId, ClientMsgId, Command, CommandBody, DeviceId, EventBody, EventRecord, GroupId, NodeId, Origin, Outcome,
     PartitionId, Request, Seq, UserId,
 };
-use chorus_tools::launcher::{chorus_binary, Cluster, ClusterSpec};
+use chorus_testkit::cluster::{chorus_binary, Cluster, ClusterSpec};
 
 fn send(from: u64, to: u64, id: u64) -> Command {
     Command {
@@ -125,7 +125,7 @@ const WRITERS: u64 = 64;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_kill_9_of_leaders() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::create(spec(dir.path(), 3, 8)).unwrap();
+    let mut cluster = Cluster::create(spec(dir.path(), 3, 8)).await.unwrap();
     cluster.start_all().unwrap();
     let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
 
@@ -232,7 +232,7 @@ async fn node_whose_log_was_purged_catches_up_by_snapshot() {
     let mut s = spec(dir.path(), 3, 2);
     s.raft.snapshot_after_logs = 50;
     s.raft.keep_logs_after_snapshot = 5;
-    let mut cluster = Cluster::create(s).unwrap();
+    let mut cluster = Cluster::create(s).await.unwrap();
     cluster.start_all().unwrap();
     let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
     // Some history before the node goes down.
@@ -265,7 +265,7 @@ async fn a_snapshot_transfer_killed_midway_on_either_side_is_resumed() {
     // Many small chunks (openraft waits a millisecond between two), so that
     // the transfer lasts long enough to be interrupted.
     s.raft.snapshot_chunk_bytes = 16 << 10;
-    let mut cluster = Cluster::create(s).unwrap();
+    let mut cluster = Cluster::create(s).await.unwrap();
     cluster.start_all().unwrap();
     let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
     cluster.kill(3);
@@ -313,7 +313,7 @@ async fn a_snapshot_transfer_killed_midway_on_either_side_is_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_node_move_replicas_onto_it_and_remove_a_node() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::create(spec(dir.path(), 3, 4)).unwrap();
+    let mut cluster = Cluster::create(spec(dir.path(), 3, 4)).await.unwrap();
     cluster.start_all().unwrap();
     let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
     let mut acked = Vec::new();
@@ -385,7 +385,7 @@ async fn add_node_move_replicas_onto_it_and_remove_a_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_appends_and_reads_against_a_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::create(spec(dir.path(), 3, 4)).unwrap();
+    let mut cluster = Cluster::create(spec(dir.path(), 3, 4)).await.unwrap();
     cluster.start_all().unwrap();
     cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
     let node = cluster.node(2).config.client_addr.clone();

@@ -33,7 +33,7 @@ fn every_process_layers_defaults_file_environment_and_flags() {
     let node_file = dir.path().join("node.toml");
     std::fs::write(
         &node_file,
-        "partitions = 16\n[[peers]]\nid = 1\nraft_addr = \"127.0.0.1:7001\"\nclient_addr = \"127.0.0.1:7100\"\n",
+        "partitions = 16\nreplication = 1\n[[peers]]\nid = 1\nraft_addr = \"127.0.0.1:7001\"\nclient_addr = \"127.0.0.1:7100\"\n",
     )
     .unwrap();
     let edge_path = edge_file.to_str().unwrap();

@@ -10,8 +10,8 @@ use chorus_schema::edge::{write_frame, ALPN};
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, EdgeErrorCode, PartitionId, ReceiptKind, Recipient, Seq, ServerFrame, UserId,
 };
-use chorus_tools::launcher::chorus_binary;
-use chorus_tools::stack::{Stack, StackSpec};
+use chorus_testkit::cluster::chorus_binary;
+use chorus_testkit::stack::{Stack, StackSpec};
 
 /// One deployment at a time: each is 7 processes on 2 cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -25,13 +25,13 @@ async fn stack(dir: &std::path::Path) -> Stack {
 }
 
 async fn stack_with(mut spec: StackSpec) -> Stack {
-    spec.session.frames_burst = 10_000;
-    spec.session.frames_per_sec = 10_000;
-    spec.session.in_flight_max = 1024;
+    spec.edge.session.frames_burst = 10_000;
+    spec.edge.session.frames_per_sec = 10_000;
+    spec.edge.session.in_flight_max = 1024;
     // The tests' clients all come from the loopback address; the tests of
     // the limits set their own.
-    if spec.session.limits == chorus_edge::session::LimitsConfig::default() {
-        spec.session.limits = chorus_edge::session::LimitsConfig::unlimited();
+    if spec.edge.session.limits == chorus_edge::session::LimitsConfig::default() {
+        spec.edge.session.limits = chorus_edge::session::LimitsConfig::unlimited();
     }
     Stack::start(spec).await.expect("start the stack")
 }
@@ -265,7 +265,7 @@ async fn killing_the_edge_mid_send_loses_nothing_and_shows_nothing_twice() {
     };
     // Kill edge 0 once some sends are through.
     let got_before = messages(&mut b_events, 60, Duration::from_secs(20)).await;
-    stack.edges[0].kill();
+    stack.cluster.edges[0].kill();
     let sent = tokio::time::timeout(Duration::from_secs(60), sender).await.expect("sends finish").unwrap();
     assert_eq!(sent.len(), N);
     assert!(a.stats().connects.load(std::sync::atomic::Ordering::Relaxed) >= 2, "alice reconnected");
@@ -335,10 +335,10 @@ async fn killing_the_projector_loses_no_delivery_and_views_equal_a_rebuild() {
     let mut sent = Vec::new();
     for i in 0..300 {
         if i == 100 {
-            stack.projector.kill();
+            stack.projector().unwrap().kill();
         }
         if i == 150 {
-            stack.projector.start().unwrap();
+            stack.projector().unwrap().start().unwrap();
         }
         sent.push(a.send(Recipient::User(bob.user), text(i, "p")).await.unwrap().seq);
     }
@@ -351,7 +351,7 @@ async fn killing_the_projector_loses_no_delivery_and_views_equal_a_rebuild() {
     quiet(&mut b_events, Duration::from_millis(300)).await;
 
     // Stop the projector cleanly, rebuild the views from the log, compare.
-    stack.projector.stop(Duration::from_secs(10));
+    stack.projector().unwrap().stop(Duration::from_secs(10));
     let rebuilt = dir.path().join("rebuilt");
     let status = std::process::Command::new(chorus_binary())
         .args(["replay", "--node", &stack.cluster.client_addrs()[0]])
@@ -361,7 +361,7 @@ async fn killing_the_projector_loses_no_delivery_and_views_equal_a_rebuild() {
         .status()
         .unwrap();
     assert!(status.success());
-    let live = dump(&dir.path().join("projector").join("store"));
+    let live = dump(&stack.projector().unwrap().config.store_dir);
     let fresh = dump(&rebuilt);
     assert!(!live.is_empty());
     let first_diff = live.iter().zip(&fresh).position(|(x, y)| x != y);
@@ -404,10 +404,10 @@ impl Raw {
 
     async fn open_with(stack: &Stack, edge: usize, mut t: quinn::TransportConfig) -> Raw {
         let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
-        let mut quic = chorus_log_node::network::tls::quic_client(&stack.edge_ca, ALPN).unwrap();
+        let mut quic = chorus_log_node::network::tls::quic_client(&stack.cluster.edge_ca, ALPN).unwrap();
         t.max_concurrent_uni_streams(1u32.into());
         quic.transport_config(std::sync::Arc::new(t));
-        let addr = stack.edge_addrs[edge].parse().unwrap();
+        let addr = stack.edge_addrs()[edge].parse().unwrap();
         let conn = endpoint.connect_with(quic, addr, "chorus.local").unwrap().await.unwrap();
         let (send, recv) = conn.open_bi().await.unwrap();
         Raw { conn, send, recv, reader: Default::default() }
@@ -542,7 +542,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_resyncs_while_idle_ones
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut spec = StackSpec::new(dir.path(), chorus_binary());
-    spec.delivery_queue_max = 32;
+    spec.edge.delivery_queue_max = 32;
     let stack = stack_with(spec).await;
     let alice = stack.register(0, "+15550000051").await.unwrap();
     let bob = stack.register(1, "+15550000052").await.unwrap();

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use chorus_edge::client::{self, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::{Recipient, Seq};
+use chorus_testkit::cluster::chorus_binary;
+use chorus_testkit::ports::free_port;
 use chorus_tools::commands::dev::{self, Dev};
-use chorus_tools::launcher::free_udp_port;
 
 /// One embedded stack at a time: each is a log-node, a projector and an edge.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -20,7 +21,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn args(dir: &std::path::Path) -> dev::Args {
-    let port = || format!("127.0.0.1:{}", free_udp_port().unwrap());
+    let port = || format!("127.0.0.1:{}", free_port().unwrap());
     dev::Args {
         data: dir.join("data"),
         client_addr: port(),
@@ -223,7 +224,7 @@ fn a_standalone_edge_refuses_the_log_sms_sink_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("edge.toml");
     std::fs::write(&config, "[bus]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:1\"\nca = \"ca.pem\"\nnkey_seed = \"edge.nk\"\n[sms]\nkind = \"log\"\n").unwrap();
-    let out = std::process::Command::new(chorus_tools::launcher::chorus_binary())
+    let out = std::process::Command::new(chorus_binary())
         .args(["edge", "--config"])
         .arg(&config)
         .output()
@@ -233,7 +234,7 @@ fn a_standalone_edge_refuses_the_log_sms_sink_with_a_clear_message() {
     assert!(stderr.contains("`log` SMS sink") && stderr.contains("chorus dev"), "{stderr}");
     // The file sink passes this check (and then needs a log and a bus).
     std::fs::write(&config, "log_nodes = [\"127.0.0.1:1\"]\n[bus]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:1\"\nca = \"ca.pem\"\nnkey_seed = \"edge.nk\"\n[sms]\nkind = \"file\"\npath = \"sms.jsonl\"\n").unwrap();
-    let out = std::process::Command::new(chorus_tools::launcher::chorus_binary())
+    let out = std::process::Command::new(chorus_binary())
         .args(["edge", "--config-check", "--config"])
         .arg(&config)
         .output()

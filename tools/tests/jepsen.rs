@@ -8,10 +8,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chorus_jepsen::cluster::{Cluster, ClusterSpec, CorruptFile};
 use chorus_jepsen::nemesis::{FaultKind, Timing};
 use chorus_jepsen::run::{self, ExecutorKind, RunConfig, RunReport};
 use chorus_schema::{ClientMsgId, Command, CommandBody, DeviceId, Origin, UserId};
+use chorus_testkit::cluster::{Cluster, ClusterSpec, CorruptFile};
 
 fn binary() -> std::path::PathBuf {
     env!("CARGO_BIN_EXE_chorus").into()
@@ -21,6 +21,8 @@ fn binary() -> std::path::PathBuf {
 async fn small_cluster(dir: &std::path::Path) -> (Cluster, chorus_log_node::LogClient) {
     let mut spec = ClusterSpec::new(dir, binary(), 3);
     spec.partitions = 4;
+    spec.proxies = true;
+    spec.append_timeout_ms = 3_000;
     let mut cluster = Cluster::create(spec).await.unwrap();
     cluster.start_all().unwrap();
     let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();

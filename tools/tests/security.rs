@@ -17,7 +17,8 @@ use chorus_schema::{
     AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, GroupId, NodeId, Origin, PartitionId,
     Request, Response, UserId,
 };
-use chorus_tools::launcher::{chorus_binary, Cluster, ClusterSpec};
+use chorus_testkit::cluster::{chorus_binary, Cluster, ClusterSpec};
+use chorus_testkit::nats::NatsServer;
 
 fn framed(payload: &[u8]) -> Vec<u8> {
     let mut v = (payload.len() as u32).to_be_bytes().to_vec();
@@ -64,7 +65,7 @@ fn code(r: Option<Response>) -> Option<ErrorCode> {
 async fn one_node(dir: &Path) -> (Cluster, LogClient) {
     let mut spec = ClusterSpec::new(dir, chorus_binary(), 1);
     spec.partitions = 4;
-    let mut cluster = Cluster::create(spec).unwrap();
+    let mut cluster = Cluster::create(spec).await.unwrap();
     cluster.start_all().unwrap();
     let client = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
     (cluster, client)
@@ -222,7 +223,7 @@ async fn the_bus_refuses_strangers_and_holds_each_role_to_its_subjects() {
         &dir.path().join("nats.conf"),
     )
     .unwrap();
-    let nats = chorus_bus::testing::NatsServer::start_with_config(&creds.conf);
+    let nats = NatsServer::start_with_config(&creds.conf).expect("a nats-server");
     let auth = |role, name| NatsAuth { ca: creds.ca.clone(), nkey_seed: bus_auth::seed_path(dir.path(), role, name) };
 
     // No credentials: refused at connect.

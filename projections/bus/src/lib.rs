@@ -43,8 +43,6 @@ mod local;
 mod nats;
 pub mod subject;
 mod subscription;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 use std::time::Duration;
 

@@ -1,55 +1,27 @@
 //! A real log-node in this process: RocksDB in a temp dir, QUIC on loopback.
 
 use std::path::Path;
-use std::time::Duration;
 
-use chorus_log_node::config::Peer;
-use chorus_log_node::network::tls::{self, Principal, Role, TlsPaths};
-use chorus_log_node::{ClientConfig, Config, LogClient, Node};
+use chorus_log_node::network::tls::{Role, TlsPaths};
+use chorus_log_node::{Config, LogClient, Node};
 use chorus_schema::{
     ChatId, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, EventRecord, Origin, PartitionId, ReceiptKind,
     Seq, UserId,
 };
 
-fn free_port() -> u16 {
-    chorus_testkit::ports::free_port().unwrap()
-}
-
-/// A single-replica node config on free loopback ports.
+/// A single-replica node config on free loopback ports (the testkit's).
 pub fn node_config(dir: &Path, partitions: u16) -> Config {
-    let raft_addr = format!("127.0.0.1:{}", free_port());
-    let client_addr = format!("127.0.0.1:{}", free_port());
-    Config {
-        id: 1,
-        data_dir: dir.to_path_buf(),
-        raft_addr: raft_addr.clone(),
-        client_addr: client_addr.clone(),
-        partitions,
-        replication: 1,
-        peers: vec![Peer { id: 1, raft_addr, client_addr }],
-        bootstrap: true,
-        tls: Some(tls::issue(&dir.join("tls"), &Principal::node(1)).expect("node certificate")),
-        ..Config::default()
-    }
+    chorus_testkit::node::one_node_config(dir, partitions).expect("a one-node config")
 }
 
 /// A certificate of `role` from the node's CA.
 pub fn identity(config: &Config, role: Role) -> TlsPaths {
-    tls::issue(&config.data_dir.join("tls"), &Principal::new(role, "test").unwrap()).expect("certificate")
+    chorus_testkit::node::identity(config, role, "test").expect("certificate")
 }
 
 /// Starts the node, waits for leaders, and connects a client.
 pub async fn must_start(config: &Config) -> (Node, LogClient) {
-    let node = Node::start(config.clone()).await.expect("start node");
-    assert!(node.wait_for_leaders(Duration::from_secs(10)).await, "leaders elected");
-    let client = LogClient::connect(
-        std::slice::from_ref(&config.client_addr),
-        &identity(config, Role::Edge),
-        ClientConfig::default(),
-    )
-    .await
-    .expect("connect");
-    (node, client)
+    chorus_testkit::node::start(config).await.expect("the node starts and elects")
 }
 
 /// Builds commands of one user with fresh client message ids.

@@ -1,5 +1,5 @@
-//! The real nats-server helper of the bus crate.
+//! The real nats-server helper of the testkit.
 
 // Not every test binary that includes `support` starts a server.
 #[allow(unused_imports)]
-pub use chorus_bus::testing::NatsServer;
+pub use chorus_testkit::nats::NatsServer;

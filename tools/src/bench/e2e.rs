@@ -27,8 +27,8 @@ use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::stats::process_cpu_us;
-use crate::launcher::{self, chorus_binary};
-use crate::stack::{Stack, StackSpec};
+use chorus_testkit::cluster::{self as launcher, chorus_binary};
+use chorus_testkit::stack::{Stack, StackSpec};
 
 /// Idle connections per client UDP socket (a real client has its own).
 const CONNS_PER_SOCKET: usize = 1_000;
@@ -118,15 +118,17 @@ pub async fn run(args: Args) -> Result<()> {
     launcher::clean_dir(&args.dir)?;
     let mut spec = StackSpec::new(&args.dir, chorus_binary());
     spec.partitions = args.partitions;
-    spec.session.frames_burst = 1_000_000;
-    spec.session.frames_per_sec = 1_000_000;
-    spec.session.in_flight_max = 4096;
+    spec.edge.session.frames_burst = 1_000_000;
+    spec.edge.session.frames_per_sec = 1_000_000;
+    spec.edge.session.in_flight_max = 4096;
     // Every client connects from 127.0.0.1, and the idle connections are
     // logins of one device.
     let many = args.idle + 4 * args.pairs + 64;
-    spec.connection_caps = (many, many, many);
+    spec.edge.connections_per_address_max = many;
+    spec.edge.connections_per_device_max = many;
+    spec.edge.connections_per_user_max = many;
     // Every client registers and logs in from the loopback address.
-    spec.session.limits = chorus_edge::session::LimitsConfig::unlimited();
+    spec.edge.session.limits = chorus_edge::session::LimitsConfig::unlimited();
     spec.log_filter = "warn".into();
     let stack = Stack::start(spec).await.context("start the deployment")?;
     println!("deployment: 3 log-nodes ({} partitions, fsync on), nats-server, projector, 2 edges", args.partitions);
@@ -240,7 +242,7 @@ pub async fn run(args: Args) -> Result<()> {
         let chat = ChatId::direct(creds[0].user, creds[1].user);
         let since: Vec<(ChatId, Seq)> = pairs[0].receiver.positions().into_iter().filter(|(c, _)| *c == chat).collect();
         let resumption = !args.idle_full_handshakes;
-        let quic = idle_client_config(&stack.edge_ca, resumption)?;
+        let quic = idle_client_config(&stack.cluster.edge_ca, resumption)?;
         idle_connections(&stack, quic, resumption, creds[0], since, args.idle, args.idle_in_flight.max(1)).await?;
     }
     Ok(())
@@ -364,11 +366,11 @@ async fn idle_connections(
     n: usize,
     in_flight: usize,
 ) -> Result<()> {
-    let edge = &stack.edges[0];
+    let edge = &stack.cluster.edges.first().context("no edge")?.process;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (_, before) = edge.rss_kib().context("edge rss")?;
     let endpoints = (0..n.div_ceil(CONNS_PER_SOCKET)).map(|_| client_endpoint()).collect::<Result<Vec<_>>>()?;
-    let addr = stack.edge_addrs[0].parse()?;
+    let addr = stack.edge_addrs().first().context("no edge")?.parse()?;
     let since = Arc::new(since);
     let slots = Arc::new(Semaphore::new(in_flight));
     let (drops, datagrams) = (udp_counter("RcvbufErrors"), udp_counter("OutDatagrams"));

@@ -12,7 +12,7 @@ use chorus_schema::{ClientMsgId, Command, CommandBody, DeviceId, Origin, UserId}
 use hdrhistogram::Histogram;
 
 use super::stats::{median_min_max, process_cpu_us};
-use crate::launcher::{self, Cluster, ClusterSpec};
+use chorus_testkit::cluster::{self as launcher, Cluster, ClusterSpec};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -185,7 +185,7 @@ pub async fn run(args: Args) -> Result<()> {
     spec.groups = args.groups;
     spec.proposer.proposals_in_flight_max = args.proposals_in_flight;
     spec.log_filter = "warn".into();
-    let mut cluster = Cluster::create(spec)?;
+    let mut cluster = Cluster::create(spec).await?;
     cluster.start_all()?;
     let client = cluster.wait_ready(Duration::from_secs(60)).await?;
     let client_config = ClientConfig {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::launcher::{self, Cluster, ClusterSpec};
+use chorus_testkit::cluster::{self as launcher, Cluster, ClusterSpec};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Cmd {
@@ -30,7 +30,7 @@ pub async fn run(cmd: Cmd) -> Result<()> {
             launcher::clean_dir(&a.dir)?;
             let mut spec = ClusterSpec::new(&a.dir, std::env::current_exe()?, a.nodes);
             spec.partitions = a.partitions;
-            let mut cluster = Cluster::create(spec)?;
+            let mut cluster = Cluster::create(spec).await?;
             cluster.start_all()?;
             cluster.wait_ready(Duration::from_secs(30)).await?;
             println!(

@@ -24,7 +24,7 @@ impl Harness {
     }
 
     pub async fn nats() -> Harness {
-        let server = NatsServer::start();
+        let server = NatsServer::start().expect("a nats-server");
         let bus = must_connect(&server.url()).await;
         Harness { bus, server: Some(server) }
     }

@@ -26,7 +26,7 @@ async fn must_become(bus: &Bus, connected: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reconnects_after_server_restart_and_subscriptions_work_again() {
-    let mut server = NatsServer::start();
+    let mut server = NatsServer::start().expect("a nats-server");
     let bus = must_connect(&server.url()).await;
     let mut sub = bus.subscribe("edge.e1.deliver").await.unwrap();
     let mut requests = bus.queue_subscribe("svc.ping", "ping").await.unwrap();
@@ -39,9 +39,9 @@ async fn client_reconnects_after_server_restart_and_subscriptions_work_again() {
     bus.publish("edge.e1.deliver", Bytes::from_static(b"before")).await.unwrap();
     assert_eq!(must_recv(&mut sub).await.payload, "before");
 
-    server.stop();
+    server.kill();
     must_become(&bus, false).await;
-    server.restart();
+    server.ensure_running().expect("the nats-server restarts");
     must_become(&bus, true).await;
 
     // The restarted server knows nothing; the client re-sends its

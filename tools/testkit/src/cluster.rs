@@ -1,55 +1,68 @@
-//! The cluster under test: `chorus log-node` processes on loopback, each behind
-//! a [`Proxy`] on its Raft port so that links between nodes can be cut.
+//! The cluster launcher: `chorus log-node` processes on loopback, each with
+//! its own directory (config, data, `node.log`), certificates from one CA and
+//! ports from [`crate::ports`]; optionally the bus, a projector and edges
+//! around them. `chorus cluster up`, `chorus bench`, the Jepsen harness and
+//! the integration tests all launch with it.
 //!
-//! Each node gets a directory (config, data, `node.log`), a certificate from
-//! one CA and three addresses: its private Raft address (bound by the node),
-//! its public Raft address (bound by its proxy, and the one every node's
-//! `peers` names, so the replicated membership holds it) and its client API
-//! address (reached directly: the workload's clients are never cut off from
-//! a node, only nodes from each other). Faults act on real processes: `kill -9`,
-//! `SIGSTOP` / `SIGCONT`, dropped datagrams.
+//! With [`ClusterSpec::proxies`], every node sits behind a [`Proxy`] on its
+//! Raft port so that links between nodes can be cut ([`Cluster::links`]):
+//! each node then has a private Raft address (bound by the node), a public
+//! one (bound by its proxy, and the one every node's `peers` names, so the
+//! replicated membership holds it) and its client API address (reached
+//! directly: clients are never cut off from a node, only nodes from each
+//! other). Faults act on real processes: `kill -9`, `SIGSTOP` / `SIGCONT`,
+//! dropped datagrams, lost un-fsynced writes, flipped bytes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_log_node::config::{Peer, RaftConfig};
+use chorus_log_node::config::{Peer, ProposerConfig, RaftConfig};
 use chorus_log_node::network::tls::{self, Principal, Role, TlsPaths};
-use chorus_projections::bus_auth::{self, Provisioned};
-
-/// Most edges of a run (each has bus credentials made up front).
-pub const EDGES_MAX: usize = 8;
 use chorus_log_node::{ClientConfig, Config, LogClient};
+use chorus_projections::bus_auth::{self, Provisioned};
 use chorus_schema::NodeStatus;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
-use crate::edges::EdgeProc;
-use crate::error::{io, Error, Result};
+use crate::error::{io, write_toml, Error, Result};
+use crate::nats::NatsServer;
+use crate::process::{ProcState, Process};
 use crate::proxy::{Links, Proxy, NODES_MAX};
-use crate::services::{Nats, ProjectorProc};
+use crate::services::{edge_config, projector_config, EdgeProc, ProjectorProc};
+
+/// Most edges of a cluster (each has bus credentials made up front).
+pub const EDGES_MAX: usize = 8;
+
+/// The environment variable naming the file where the sync shim records what
+/// each fsync made durable (`shim/sync_shim.c` of the Jepsen harness).
+pub const SYNC_LOG_ENV: &str = "JEPSEN_SYNC_LOG";
 
 /// What to launch.
 #[derive(Clone, Debug)]
 pub struct ClusterSpec {
     pub nodes: usize,
     pub partitions: u16,
+    /// Raft groups the partitions run on; 0: one per node.
+    pub groups: u16,
     pub replication: usize,
     /// The cluster's directory; made if missing.
     pub dir: PathBuf,
-    /// The `chorus` binary to run nodes with.
+    /// The `chorus` binary to run every process with.
     pub binary: PathBuf,
     pub raft: RaftConfig,
+    pub proposer: ProposerConfig,
     /// How long a node lets an append wait for its commit (then `Timeout`).
     pub append_timeout_ms: u64,
-    /// `RUST_LOG` of the node processes.
+    /// `RUST_LOG` of every process.
     pub log_filter: String,
+    /// Put a UDP proxy in front of every node's Raft port, so that
+    /// [`Cluster::links`] can cut links between nodes. At most
+    /// [`NODES_MAX`] nodes, and no [`Cluster::add_node`].
+    pub proxies: bool,
     /// Run nodes with this LD_PRELOAD shim recording what each fsync made
-    /// durable (see [`crate::sync_shim`]); needed by [`Cluster::lose_unsynced`].
+    /// durable; needed by [`Cluster::lose_unsynced`].
     pub sync_shim: Option<PathBuf>,
 }
 
@@ -57,13 +70,16 @@ impl ClusterSpec {
     pub fn new(dir: impl Into<PathBuf>, binary: impl Into<PathBuf>, nodes: usize) -> Self {
         ClusterSpec {
             nodes,
-            partitions: 8,
+            partitions: 16,
+            groups: 0,
             replication: nodes.min(3),
             dir: dir.into(),
             binary: binary.into(),
             raft: RaftConfig::default(),
-            append_timeout_ms: 3_000,
+            proposer: ProposerConfig::default(),
+            append_timeout_ms: Config::default().append_timeout_ms,
             log_filter: "info,openraft=warn,quinn=warn".into(),
+            proxies: false,
             sync_shim: None,
         }
     }
@@ -77,12 +93,7 @@ pub enum CorruptFile {
 }
 
 /// What a node process is doing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeState {
-    Stopped,
-    Running,
-    Paused,
-}
+pub type NodeState = ProcState;
 
 /// One node process.
 #[derive(Debug)]
@@ -91,14 +102,13 @@ pub struct NodeProc {
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub config: Config,
-    child: Option<Child>,
-    paused: bool,
+    pub process: Process,
 }
 
 impl NodeProc {
     /// The node's log file (stdout and stderr of every incarnation).
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join("node.log")
+        self.process.log_path().to_path_buf()
     }
 
     /// The node's RocksDB directory.
@@ -111,59 +121,57 @@ impl NodeProc {
         self.dir.join("synced.log")
     }
 
-    fn state(&mut self) -> NodeState {
-        let alive = match &mut self.child {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        };
-        match (alive, self.paused) {
-            (false, _) => NodeState::Stopped,
-            (true, true) => NodeState::Paused,
-            (true, false) => NodeState::Running,
-        }
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 }
 
-/// A launched cluster. Dropping it kills every node process and stops the proxies.
+/// A launched cluster. Dropping it kills every process and stops the proxies.
 #[derive(Debug)]
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub nodes: Vec<NodeProc>,
+    /// The cluster CA (log-node certificates).
     pub ca: PathBuf,
-    /// An `edge` certificate of the cluster CA, for the workload's direct
-    /// log clients (appends, reads).
+    /// An `edge` certificate of the cluster CA: appends, reads (what
+    /// [`Cluster::client`] uses).
     pub writer: TlsPaths,
+    /// An `operator` certificate of the cluster CA: membership changes, reads
+    /// (what [`Cluster::admin`] uses).
+    pub operator: TlsPaths,
     /// The edge CA: SDK clients verify the edges with it.
     pub edge_ca: PathBuf,
-    /// The link rules every proxy obeys.
+    /// The link rules every proxy obeys (no effect without proxies).
     pub links: Arc<Links>,
+    /// Held for their lifetime: dropping one stops it.
     _proxies: Vec<Proxy>,
-    /// The bus, when the run checks views.
-    pub nats: Option<Nats>,
+    /// The bus, after [`Cluster::start_services`].
+    pub nats: Option<NatsServer>,
     /// The bus credentials (with the nats-server).
     pub bus: Option<Provisioned>,
-    /// The projector, when the run checks views.
+    /// The projector, after [`Cluster::start_services`].
     pub projector: Option<ProjectorProc>,
-    /// The edges, when the workload runs through the SDK.
+    /// The edges, after [`Cluster::start_edges`].
     pub edges: Vec<EdgeProc>,
-    /// Nodes the harness gave up on (they refuse to start): waits and reads
+    /// Nodes the caller gave up on (they refuse to start): waits and reads
     /// leave them out.
     pub excluded: BTreeSet<u64>,
 }
 
-fn free_udp_addr() -> Result<SocketAddr> {
-    chorus_testkit::ports::free_addr().map_err(io("find a free UDP port on", "127.0.0.1"))
+fn free_addr() -> Result<SocketAddr> {
+    crate::ports::free_addr().map_err(io("find a free port on", "127.0.0.1"))
 }
 
 impl Cluster {
     /// Writes certificates and node configs under `spec.dir` and starts the
-    /// proxies (no node is started).
+    /// proxies if the spec asks for them (no process is started).
     ///
     /// # Errors
     /// On IO failure or an invalid spec.
     pub async fn create(spec: ClusterSpec) -> Result<Cluster> {
-        if spec.nodes == 0 || spec.nodes as u64 > NODES_MAX {
-            return Err(Error::Invalid(format!("nodes must be 1..={NODES_MAX}, not {}", spec.nodes)));
+        if spec.nodes == 0 || (spec.proxies && spec.nodes as u64 > NODES_MAX) {
+            let max = if spec.proxies { format!("{NODES_MAX} with proxies") } else { "any".into() };
+            return Err(Error::Invalid(format!("nodes must be 1..={max}, not {}", spec.nodes)));
         }
         std::fs::create_dir_all(&spec.dir).map_err(io("create", &spec.dir))?;
         let tls_dir = spec.dir.join("tls");
@@ -172,55 +180,31 @@ impl Cluster {
         let mut private = BTreeMap::new();
         let mut client = BTreeMap::new();
         for id in &ids {
-            private.insert(*id, free_udp_addr()?);
-            client.insert(*id, free_udp_addr()?);
+            private.insert(*id, free_addr()?);
+            client.insert(*id, free_addr()?);
         }
         let sources: HashMap<SocketAddr, u64> = private.iter().map(|(id, a)| (*a, *id)).collect();
         let mut proxies = Vec::new();
         let mut peers = Vec::new();
-        for id in &ids {
-            let proxy =
-                Proxy::start(*id, "127.0.0.1:0".parse().expect("literal"), private[id], sources.clone(), links.clone())
+        for (id, raft) in &private {
+            let public = if spec.proxies {
+                let proxy = Proxy::start(*id, free_addr()?, *raft, sources.clone(), links.clone())
                     .await
                     .map_err(io("bind the raft proxy on", "127.0.0.1"))?;
-            peers.push(Peer { id: *id, raft_addr: proxy.listen.to_string(), client_addr: client[id].to_string() });
-            proxies.push(proxy);
-        }
-        let mut nodes = Vec::new();
-        for id in &ids {
-            let dir = spec.dir.join(format!("node-{id}"));
-            std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-            let config = Config {
-                id: *id,
-                data_dir: dir.join("data"),
-                raft_addr: private[id].to_string(),
-                client_addr: client[id].to_string(),
-                partitions: spec.partitions,
-                groups: 0,
-                replication: spec.replication,
-                peers: peers.clone(),
-                bootstrap: true,
-                tls: Some(tls::issue(&tls_dir, &Principal::node(*id))?),
-                raft: spec.raft.clone(),
-                proposer: Default::default(),
-                append_timeout_ms: spec.append_timeout_ms,
-                verify_on_start: true,
+                let listen = proxy.listen;
+                proxies.push(proxy);
+                listen
+            } else {
+                *raft
             };
-            config.validate()?;
-            let config_path = dir.join("node.toml");
-            let text =
-                toml::to_string(&config).map_err(|e| Error::Encode { what: "node config", reason: e.to_string() })?;
-            std::fs::write(&config_path, text).map_err(io("write", &config_path))?;
-            nodes.push(NodeProc { id: *id, dir, config_path, config, child: None, paused: false });
+            let client_addr = client.get(id).map(ToString::to_string).unwrap_or_default();
+            peers.push(Peer { id: *id, raft_addr: public.to_string(), client_addr });
         }
-        let writer = tls::issue(&tls_dir, &Principal::new(Role::Edge, "jepsen")?)?;
-        let edge_ca = tls_dir.join(format!("{}.pem", tls::EDGE_CA));
-        Ok(Cluster {
+        let mut cluster = Cluster {
             ca: tls_dir.join("ca.pem"),
-            writer,
-            edge_ca,
-            spec,
-            nodes,
+            writer: tls::issue(&tls_dir, &Principal::new(Role::Edge, "launcher")?)?,
+            operator: tls::issue(&tls_dir, &Principal::new(Role::Operator, "launcher")?)?,
+            edge_ca: tls_dir.join(format!("{}.pem", tls::EDGE_CA)),
             links,
             _proxies: proxies,
             nats: None,
@@ -228,7 +212,85 @@ impl Cluster {
             projector: None,
             edges: Vec::new(),
             excluded: BTreeSet::new(),
-        })
+            nodes: Vec::new(),
+            spec,
+        };
+        for (p, raft) in peers.iter().zip(private.values()) {
+            let config = Config {
+                id: p.id,
+                raft_addr: raft.to_string(),
+                client_addr: p.client_addr.clone(),
+                peers: peers.clone(),
+                bootstrap: true,
+                ..cluster.base_config()
+            };
+            cluster.add_proc(config)?;
+        }
+        Ok(cluster)
+    }
+
+    /// What every node's config shares.
+    fn base_config(&self) -> Config {
+        Config {
+            partitions: self.spec.partitions,
+            groups: self.spec.groups,
+            replication: self.spec.replication,
+            raft: self.spec.raft.clone(),
+            proposer: self.spec.proposer.clone(),
+            append_timeout_ms: self.spec.append_timeout_ms,
+            ..Config::default()
+        }
+    }
+
+    /// Issues the node's certificate, writes its config and adds it (stopped).
+    fn add_proc(&mut self, mut config: Config) -> Result<()> {
+        let dir = self.spec.dir.join(format!("node-{}", config.id));
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        config.data_dir = dir.join("data");
+        config.tls = Some(tls::issue(&self.spec.dir.join("tls"), &Principal::node(config.id))?);
+        config.validate()?;
+        let config_path = dir.join("node.toml");
+        write_toml("node config", &config, &config_path)?;
+        let mut process = Process::chorus(
+            format!("log-node-{}", config.id),
+            &self.spec.binary,
+            "log-node",
+            &config_path,
+            dir.join("node.log"),
+            &self.spec.log_filter,
+        );
+        if let Some(shim) = &self.spec.sync_shim {
+            process.env("LD_PRELOAD", shim).env(SYNC_LOG_ENV, dir.join("synced.log"));
+        }
+        self.nodes.push(NodeProc { id: config.id, dir, config_path, config, process });
+        Ok(())
+    }
+
+    /// Prepares one more node that joins no partition until it is added to one
+    /// (see `Request::AddLearner`). Returns its id.
+    ///
+    /// # Errors
+    /// On IO failure, or with proxies (their routes are fixed at creation).
+    pub fn add_node(&mut self) -> Result<u64> {
+        if self.spec.proxies {
+            return Err(Error::Invalid("a cluster behind proxies cannot grow".into()));
+        }
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let mut peers: Vec<Peer> = self.nodes.first().map(|n| n.config.peers.clone()).unwrap_or_default();
+        let me = Peer { id, raft_addr: free_addr()?.to_string(), client_addr: free_addr()?.to_string() };
+        peers.push(me.clone());
+        let config = Config {
+            id,
+            raft_addr: me.raft_addr,
+            client_addr: me.client_addr,
+            // It is in no initial replica set: `replication` counts only the
+            // founders, and it never bootstraps.
+            peers,
+            bootstrap: false,
+            ..self.base_config()
+        };
+        self.add_proc(config)?;
+        Ok(id)
     }
 
     pub fn ids(&self) -> Vec<u64> {
@@ -236,17 +298,21 @@ impl Cluster {
     }
 
     /// # Panics
-    /// On an id that is not a node of the cluster (a harness bug).
+    /// On an id that is not a node of the cluster (a caller's bug).
+    #[allow(clippy::expect_used)]
     pub fn node(&self, id: u64) -> &NodeProc {
         self.nodes.iter().find(|n| n.id == id).expect("known node id")
     }
 
-    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+    /// # Panics
+    /// As [`Cluster::node`].
+    #[allow(clippy::expect_used)]
+    pub fn node_mut(&mut self, id: u64) -> &mut NodeProc {
         self.nodes.iter_mut().find(|n| n.id == id).expect("known node id")
     }
 
     pub fn state(&mut self, id: u64) -> NodeState {
-        self.node_mut(id).state()
+        self.node_mut(id).process.state()
     }
 
     /// Client API addresses of every node, in id order.
@@ -255,37 +321,12 @@ impl Cluster {
     }
 
     /// Starts node `id`'s process, appending to its log file. A node that is
-    /// already running is left alone.
+    /// already alive is left alone.
     ///
     /// # Errors
     /// When the process cannot be spawned.
     pub fn start(&mut self, id: u64) -> Result<()> {
-        let binary = self.spec.binary.clone();
-        let filter = self.spec.log_filter.clone();
-        let shim = self.spec.sync_shim.clone();
-        let n = self.node_mut(id);
-        if n.state() != NodeState::Stopped {
-            return Ok(());
-        }
-        let log_path = n.log_path();
-        let log = File::options().create(true).append(true).open(&log_path).map_err(io("open", &log_path))?;
-        let err_log = log.try_clone().map_err(io("open", &log_path))?;
-        let mut command = Command::new(&binary);
-        command
-            .arg("log-node")
-            .arg("--config")
-            .arg(&n.config_path)
-            .env("RUST_LOG", filter)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err_log);
-        if let Some(shim) = shim {
-            command.env("LD_PRELOAD", shim).env("JEPSEN_SYNC_LOG", n.sync_log_path());
-        }
-        let child = command.spawn().map_err(io("spawn", &binary))?;
-        n.child = Some(child);
-        n.paused = false;
-        Ok(())
+        self.node_mut(id).process.start().map(|_| ())
     }
 
     /// Starts every stopped node.
@@ -301,20 +342,7 @@ impl Cluster {
 
     /// `kill -9` node `id` (paused or not) and reaps it.
     pub fn kill(&mut self, id: u64) {
-        let n = self.node_mut(id);
-        if let Some(mut c) = n.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        n.paused = false;
-    }
-
-    fn signal(&mut self, id: u64, signal: Signal) -> Result<bool> {
-        let n = self.node_mut(id);
-        let Some(child) = &n.child else { return Ok(false) };
-        kill(Pid::from_raw(child.id() as i32), signal)
-            .map_err(|e| Error::Cluster(format!("{signal} to node {id}: {e}")))?;
-        Ok(true)
+        self.node_mut(id).process.kill();
     }
 
     /// `SIGSTOP` node `id`. Returns whether it was running.
@@ -322,12 +350,7 @@ impl Cluster {
     /// # Errors
     /// When the signal cannot be sent.
     pub fn pause(&mut self, id: u64) -> Result<bool> {
-        if self.state(id) != NodeState::Running {
-            return Ok(false);
-        }
-        self.signal(id, Signal::SIGSTOP)?;
-        self.node_mut(id).paused = true;
-        Ok(true)
+        self.node_mut(id).process.pause()
     }
 
     /// `SIGCONT` node `id` if it is paused.
@@ -335,11 +358,12 @@ impl Cluster {
     /// # Errors
     /// When the signal cannot be sent.
     pub fn resume(&mut self, id: u64) -> Result<()> {
-        if self.state(id) == NodeState::Paused {
-            self.signal(id, Signal::SIGCONT)?;
-            self.node_mut(id).paused = false;
-        }
-        Ok(())
+        self.node_mut(id).process.resume()
+    }
+
+    /// Peak resident set size of node `id`'s process, in KiB (Linux `VmHWM`).
+    pub fn peak_rss_kib(&self, id: u64) -> Option<u64> {
+        self.node(id).process.rss_kib().map(|(peak, _)| peak)
     }
 
     /// Makes stopped node `id` lose what it wrote but never fsynced, as a
@@ -401,7 +425,7 @@ impl Cluster {
 
     /// Flips bytes in one of stopped node `id`'s RocksDB files: the newest
     /// write-ahead log (`*.log`) or a table file (`*.sst`), chosen with
-    /// `pick`. Four bytes in the middle half of the file are XORed with
+    /// `pick`; four bytes in the middle half of the file are XORed with
     /// non-zero values. Returns what was done, or `None` if the node has no
     /// such file.
     ///
@@ -437,67 +461,68 @@ impl Cluster {
         let mut bytes = std::fs::read(path).map_err(io("read", path))?;
         let mut offsets = Vec::new();
         for _ in 0..4 {
-            let at = rng.gen_range(len / 4..len * 3 / 4) as usize;
-            bytes[at] ^= rng.gen_range(1..=255u8);
-            offsets.push(at);
+            let at = usize::try_from(rng.gen_range(len / 4..len * 3 / 4)).unwrap_or(0);
+            if let Some(b) = bytes.get_mut(at) {
+                *b ^= rng.gen_range(1..=255u8);
+                offsets.push(at);
+            }
         }
         std::fs::write(path, &bytes).map_err(io("write", path))?;
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Some(format!("node {id}: flipped bytes of {name} ({len} bytes) at {offsets:?}")))
     }
 
-    /// Starts a nats-server and a projector process tailing every node (for
-    /// the views check and the bus nemeses).
+    /// Provisions bus credentials (the projector and up to [`EDGES_MAX`]
+    /// edges), starts a nats-server and a projector process tailing every
+    /// node, and waits up to `timeout` for the projector to serve (it is left
+    /// starting after that).
     ///
     /// # Errors
     /// When either cannot be started.
-    pub fn start_services(&mut self) -> Result<()> {
-        // Bus credentials for the projector and up to EDGES_MAX edges.
+    pub async fn start_services(&mut self, timeout: Duration) -> Result<()> {
         let tls_dir = self.spec.dir.join("tls");
-        let edges: Vec<String> = (0..EDGES_MAX).map(|i| format!("edge-{i}")).collect();
-        let bus = bus_auth::provision(&tls_dir, &["jepsen".to_owned()], &edges, &self.spec.dir.join("nats.conf"))
-            .map_err(|e| Error::Cluster(format!("bus credentials: {e}")))?;
-        let nats = Nats::start(&bus.conf, &self.spec.dir.join("nats.log"))?;
-        let mut projector = ProjectorProc::create(
-            &self.spec.dir.join("projector"),
-            &self.spec.binary,
-            self.client_addrs(),
+        let edges: Vec<String> = (0..EDGES_MAX).map(edge_name).collect();
+        let bus = bus_auth::provision(
             &tls_dir,
-            &bus,
-            nats.url(),
-        )?;
-        projector.start()?;
+            &[crate::services::PROJECTOR_NAME.to_owned()],
+            &edges,
+            &self.spec.dir.join("nats.conf"),
+        )
+        .map_err(|e| Error::Cluster(format!("bus credentials: {e}")))?;
+        let nats = NatsServer::start_with(Some(&bus.conf), Some(&self.spec.dir.join("nats.log")))?;
+        let dir = self.spec.dir.join("projector");
+        let config = projector_config(&dir, self.client_addrs(), &tls_dir, &bus, &nats.url())?;
+        let mut projector = ProjectorProc::create(&dir, &self.spec.binary, config, &self.spec.log_filter)?;
         self.bus = Some(bus);
         self.nats = Some(nats);
+        projector.start_and_wait(timeout).await?;
         self.projector = Some(projector);
         Ok(())
     }
 
-    /// Starts `count` edge processes (after [`Cluster::start_services`]),
-    /// each on its own UDP port, and waits until they listen.
+    /// Starts `count` more edge processes (after [`Cluster::start_services`]),
+    /// each on its own UDP port with `template`'s tuning (see
+    /// [`crate::services::edge_config`]), and waits until they listen.
     ///
     /// # Errors
-    /// Without a bus, or when an edge does not come up.
-    pub async fn start_edges(&mut self, count: usize, session: chorus_edge::session::Config) -> Result<()> {
-        let nats_url =
-            self.nats.as_ref().map(Nats::url).ok_or_else(|| Error::Invalid("edges need the nats-server".into()))?;
+    /// Without a bus, or when an edge does not come up within 30 s.
+    pub async fn start_edges(&mut self, count: usize, template: &chorus_edge::Config) -> Result<()> {
+        let nats_url = self
+            .nats
+            .as_ref()
+            .map(NatsServer::url)
+            .ok_or_else(|| Error::Invalid("edges need the nats-server".into()))?;
         let bus = self.bus.clone().ok_or_else(|| Error::Invalid("edges need the bus credentials".into()))?;
         if self.edges.len() + count > EDGES_MAX {
             return Err(Error::Invalid(format!("at most {EDGES_MAX} edges")));
         }
-        for i in 0..count {
-            let listen = free_udp_addr()?.to_string();
-            let mut edge = EdgeProc::create(
-                &self.spec.dir.join(format!("edge-{i}")),
-                &self.spec.binary,
-                i,
-                listen,
-                &self.spec.dir.join("tls"),
-                self.client_addrs(),
-                &bus,
-                nats_url.clone(),
-                session.clone(),
-            )?;
+        let tls_dir = self.spec.dir.join("tls");
+        for index in self.edges.len()..self.edges.len() + count {
+            let name = edge_name(index);
+            let dir = self.spec.dir.join(&name);
+            let config =
+                edge_config(template, &dir, &name, free_addr()?, &tls_dir, self.client_addrs(), &bus, &nats_url)?;
+            let mut edge = EdgeProc::create(&dir, &self.spec.binary, index, config, &self.spec.log_filter)?;
             edge.start()?;
             self.edges.push(edge);
         }
@@ -524,7 +549,7 @@ impl Cluster {
             self.start(id)?;
         }
         if let Some(nats) = &mut self.nats {
-            nats.restart()?;
+            nats.ensure_running()?;
         }
         if let Some(p) = &mut self.projector {
             p.start()?;
@@ -535,7 +560,7 @@ impl Cluster {
         Ok(())
     }
 
-    /// Connects a client through every node.
+    /// Connects a client through every node, as an edge (appends, reads).
     ///
     /// # Errors
     /// When no node answers.
@@ -543,8 +568,30 @@ impl Cluster {
         Ok(LogClient::connect(&self.client_addrs(), &self.writer, config).await?)
     }
 
-    /// The status of every node that answers within `timeout` (a paused or
-    /// dead node does not).
+    /// Connects a client through every node, as an operator (membership
+    /// changes, reads).
+    ///
+    /// # Errors
+    /// When no node answers.
+    pub async fn admin(&self, config: ClientConfig) -> Result<LogClient> {
+        Ok(LogClient::connect(&self.client_addrs(), &self.operator, config).await?)
+    }
+
+    /// The `--ca/--cert/--key` arguments of `chorus log` as the operator.
+    pub fn operator_args(&self) -> Vec<std::ffi::OsString> {
+        let o = &self.operator;
+        vec![
+            "--ca".into(),
+            o.ca.clone().into(),
+            "--cert".into(),
+            o.cert.clone().into(),
+            "--key".into(),
+            o.key.clone().into(),
+        ]
+    }
+
+    /// The status of every node not excluded that answers within `timeout`
+    /// (a paused or dead node does not).
     pub async fn statuses(&self, client: &LogClient, timeout: Duration) -> BTreeMap<u64, NodeStatus> {
         let asks = self.nodes.iter().filter(|n| !self.excluded.contains(&n.id)).map(|n| {
             let addr = n.config.client_addr.clone();
@@ -575,11 +622,13 @@ impl Cluster {
         best.map(|(_, id)| id)
     }
 
-    /// Waits until every node answers and every partition has a leader that
-    /// says so itself; returns a client whose leader cache is fresh.
+    /// Waits until every node (not excluded) answers and every partition has
+    /// a leader that says so itself; returns an edge client whose leader
+    /// cache is fresh.
     ///
     /// # Errors
-    /// When that does not happen within `timeout`.
+    /// When that does not happen within `timeout` (naming the silent nodes
+    /// with the tail of their logs).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<LogClient> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut last: String;
@@ -595,7 +644,7 @@ impl Cluster {
                         .map(|p| p.partition.0)
                         .collect::<BTreeSet<u16>>()
                         .len();
-                    if statuses.len() == self.counted() && led == self.spec.partitions as usize {
+                    if statuses.len() == self.counted() && led == usize::from(self.spec.partitions) {
                         client.refresh_leaders().await;
                         return Ok(client);
                     }
@@ -643,10 +692,10 @@ impl Cluster {
             }
             // Every answering voter agrees, and every partition has a majority of them.
             let agreed = statuses.len() == self.counted()
-                && per.len() == self.spec.partitions as usize
-                && per.values().all(|v| v.len() > self.spec.replication / 2 && v.iter().all(|o| *o == v[0]));
+                && per.len() == usize::from(self.spec.partitions)
+                && per.values().all(|v| v.len() > self.spec.replication / 2 && v.iter().all(|o| Some(o) == v.first()));
             if agreed {
-                return Ok(per.into_iter().map(|(p, v)| (p, v[0])).collect());
+                return Ok(per.into_iter().filter_map(|(p, v)| Some((p, *v.first()?))).collect());
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::Cluster(format!("replicas did not converge within {timeout:?}: {per:?}")));
@@ -667,13 +716,7 @@ impl Cluster {
 
     /// How many re-seeds from its peers each node completed, from its log.
     pub fn reseeds(&self) -> BTreeMap<u64, usize> {
-        self.nodes
-            .iter()
-            .map(|n| {
-                (n.id, std::fs::read_to_string(n.log_path()).unwrap_or_default().matches("re-seed complete").count())
-            })
-            .filter(|(_, c)| *c > 0)
-            .collect()
+        self.nodes.iter().map(|n| (n.id, n.process.log_count("re-seed complete"))).filter(|(_, c)| *c > 0).collect()
     }
 
     /// Nodes not excluded.
@@ -689,69 +732,97 @@ impl Cluster {
 
     /// The tail of node `id`'s log file, for failure messages.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.node(id).log_path()).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.node(id).process.log_tail(lines)
     }
+
+    /// Every server process, named, with its pid: log-nodes, the nats-server,
+    /// the projector and the edges (for CPU accounting).
+    pub fn server_pids(&self) -> Vec<(String, u32)> {
+        let nodes = self.nodes.iter().map(|n| &n.process);
+        let services = self.projector.iter().map(|p| &p.process).chain(self.edges.iter().map(|e| &e.process));
+        let mut pids: Vec<(String, u32)> =
+            nodes.chain(services).filter_map(|p| Some((p.name.clone(), p.pid()?))).collect();
+        if let Some(pid) = self.nats.as_ref().and_then(NatsServer::pid) {
+            pids.push(("nats-server".to_owned(), pid));
+        }
+        pids
+    }
+}
+
+/// The name of edge `index` (its directory, certificate and bus user).
+pub fn edge_name(index: usize) -> String {
+    format!("edge-{index}")
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        for e in &mut self.edges {
+            e.kill();
+        }
+        if let Some(p) = &mut self.projector {
+            p.kill();
+        }
         for id in self.ids() {
             self.kill(id);
         }
     }
 }
 
+/// The `chorus` binary next to the running executable (tests run from
+/// `target/<profile>/deps`, the binary lives in `target/<profile>`); the
+/// executable itself when there is none (it is `chorus`).
+pub fn chorus_binary() -> PathBuf {
+    let Ok(exe) = std::env::current_exe() else { return PathBuf::from("chorus") };
+    let Some(dir) = exe.parent() else { return exe };
+    for d in [dir, dir.parent().unwrap_or(dir)] {
+        let p = d.join("chorus");
+        if p.is_file() {
+            return p;
+        }
+    }
+    exe
+}
+
+/// Removes `dir` if it exists.
+///
+/// # Errors
+/// When it cannot be removed.
+pub fn clean_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io("remove", dir))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dd(args: &[&str], shim: &std::path::Path, log: &std::path::Path) {
-        let ok = Command::new("dd")
-            .args(args)
-            .env("LD_PRELOAD", shim)
-            .env("JEPSEN_SYNC_LOG", log)
-            .stderr(Stdio::null())
-            .status()
-            .expect("run dd")
-            .success();
-        assert!(ok, "dd {args:?}");
-    }
-
-    /// The shim records what `fsync` covered (real `dd` processes), and
-    /// `lose_unsynced` cuts each write-ahead file back to it: an un-synced
-    /// tail and a never-synced manifest go, a table file stays.
+    /// Without proxies the peers name the nodes' own Raft addresses; with
+    /// them, the proxies' (and the nodes bind elsewhere). A cluster behind
+    /// proxies refuses to grow.
     #[tokio::test]
-    async fn un_fsynced_tails_of_write_ahead_files_are_lost() {
-        let shim = crate::sync_shim().expect("the build script built the sync shim");
+    async fn proxies_stand_between_the_peers() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spec = ClusterSpec::new(dir.path(), "/nonexistent/chorus", 1);
-        spec.sync_shim = Some(shim.clone());
-        let mut cluster = Cluster::create(spec).await.unwrap();
-        let node = cluster.node(1);
-        let db = node.db_path();
-        std::fs::create_dir_all(&db).unwrap();
-        let db = std::fs::canonicalize(&db).unwrap();
-        let (wal, manifest, sst) = (db.join("000007.log"), db.join("MANIFEST-000005"), db.join("000009.sst"));
-        let log = node.sync_log_path();
-        // 300 bytes written and fsynced, then 200 more without.
-        dd(&["if=/dev/zero", &format!("of={}", wal.display()), "bs=100", "count=3", "conv=fsync"], &shim, &log);
-        dd(
-            &["if=/dev/zero", &format!("of={}", wal.display()), "bs=100", "count=2", "oflag=append", "conv=notrunc"],
-            &shim,
-            &log,
-        );
-        std::fs::write(&manifest, [1u8; 64]).unwrap();
-        std::fs::write(&sst, [2u8; 80]).unwrap();
-        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 500);
-
-        let (files, bytes) = cluster.lose_unsynced(1).unwrap();
-        assert_eq!((files, bytes), (2, 200 + 64));
-        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 300);
-        assert_eq!(std::fs::metadata(&manifest).unwrap().len(), 0);
-        assert_eq!(std::fs::metadata(&sst).unwrap().len(), 80);
-        // What survived is durable now: a second loss takes nothing more.
-        assert_eq!(cluster.lose_unsynced(1).unwrap(), (0, 0));
+        let plain =
+            Cluster::create(ClusterSpec::new(dir.path().join("plain"), "/nonexistent/chorus", 3)).await.unwrap();
+        for n in &plain.nodes {
+            let me = n.config.peers.iter().find(|p| p.id == n.id).unwrap();
+            assert_eq!(me.raft_addr, n.config.raft_addr);
+            assert_eq!(me.client_addr, n.config.client_addr);
+        }
+        let mut spec = ClusterSpec::new(dir.path().join("proxied"), "/nonexistent/chorus", 3);
+        spec.proxies = true;
+        let mut proxied = Cluster::create(spec).await.unwrap();
+        for n in &proxied.nodes {
+            let me = n.config.peers.iter().find(|p| p.id == n.id).unwrap();
+            assert_ne!(me.raft_addr, n.config.raft_addr, "node {} is reached directly", n.id);
+        }
+        assert!(matches!(proxied.add_node(), Err(Error::Invalid(_))));
+        let mut plain = plain;
+        let id = plain.add_node().unwrap();
+        assert_eq!(id, 4);
+        assert!(!plain.node(4).config.bootstrap);
+        assert_eq!(plain.node(4).config.peers.len(), 4);
     }
 }

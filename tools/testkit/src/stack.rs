@@ -1,0 +1,122 @@
+//! A whole chorus deployment on this machine, every part its own OS process:
+//! a log cluster, a `nats-server`, a `chorus projector` and `chorus edge`s,
+//! all started by the [`Cluster`] launcher. The end-to-end tests and
+//! `chorus bench e2e` use it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chorus_edge::client::{ClientConfig, Credentials};
+use chorus_log_node::LogClient;
+
+use crate::cluster::{Cluster, ClusterSpec};
+use crate::error::{Error, Result};
+use crate::services::{register, EdgeProc, ProjectorProc};
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct StackSpec {
+    pub dir: PathBuf,
+    pub binary: PathBuf,
+    pub nodes: usize,
+    pub partitions: u16,
+    pub edges: usize,
+    /// The edges' tuning (session limits, connection caps, queues):
+    /// everything but their wiring, which the launcher fills in.
+    pub edge: chorus_edge::Config,
+    pub log_filter: String,
+}
+
+impl StackSpec {
+    pub fn new(dir: impl Into<PathBuf>, binary: impl Into<PathBuf>) -> Self {
+        StackSpec {
+            dir: dir.into(),
+            binary: binary.into(),
+            nodes: 3,
+            partitions: 16,
+            edges: 2,
+            edge: chorus_edge::Config::default(),
+            log_filter: "info,quinn=warn,openraft=warn".into(),
+        }
+    }
+}
+
+/// A running deployment. Dropping it kills every process.
+#[derive(Debug)]
+pub struct Stack {
+    pub spec: StackSpec,
+    /// The log-nodes and every process around them.
+    pub cluster: Cluster,
+    /// An edge client of the log.
+    pub log: LogClient,
+}
+
+impl Stack {
+    /// Starts everything and waits until it serves.
+    ///
+    /// # Errors
+    /// When a part does not come up.
+    pub async fn start(spec: StackSpec) -> Result<Stack> {
+        let mut cs = ClusterSpec::new(spec.dir.join("log"), spec.binary.clone(), spec.nodes);
+        cs.partitions = spec.partitions;
+        cs.log_filter = spec.log_filter.clone();
+        let mut cluster = Cluster::create(cs).await?;
+        cluster.start_all()?;
+        let log = cluster.wait_ready(Duration::from_secs(60)).await?;
+        cluster.start_services(Duration::from_secs(30)).await?;
+        cluster.start_edges(spec.edges, &spec.edge).await?;
+        Ok(Stack { spec, cluster, log })
+    }
+
+    /// The projector.
+    ///
+    /// # Errors
+    /// Never once started (it always has one).
+    pub fn projector(&mut self) -> Result<&mut ProjectorProc> {
+        self.cluster.projector.as_mut().ok_or_else(|| Error::Cluster("the stack has no projector".into()))
+    }
+
+    /// Edge `i`.
+    ///
+    /// # Errors
+    /// When there is no such edge.
+    pub fn edge(&mut self, i: usize) -> Result<&mut EdgeProc> {
+        self.cluster.edges.get_mut(i).ok_or_else(|| Error::Invalid(format!("the stack has no edge {i}")))
+    }
+
+    /// The edges' client addresses, in index order.
+    pub fn edge_addrs(&self) -> Vec<String> {
+        self.cluster.edge_addrs()
+    }
+
+    /// Every server process of the deployment, named: log-nodes, the
+    /// nats-server, the projector and the edges (for CPU accounting).
+    pub fn server_pids(&self) -> Vec<(String, u32)> {
+        self.cluster.server_pids()
+    }
+
+    /// A client configuration for the given edges (all if empty).
+    pub fn client_config(&self, edges: &[usize]) -> ClientConfig {
+        let all = self.edge_addrs();
+        let addrs = if edges.is_empty() { all } else { edges.iter().filter_map(|i| all.get(*i).cloned()).collect() };
+        ClientConfig::new(addrs, self.cluster.edge_ca.clone())
+    }
+
+    /// Restarts edge `i` after a kill and waits until it listens again.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub async fn restart_edge(&mut self, i: usize) -> Result<()> {
+        self.edge(i)?.restart(Duration::from_secs(30)).await
+    }
+
+    /// Registers a device for `phone` through edge `edge` (reading the texted
+    /// code from that edge's SMS file).
+    ///
+    /// # Errors
+    /// When registration fails.
+    pub async fn register(&self, edge: usize, phone: &str) -> Result<Credentials> {
+        let e = self.cluster.edges.get(edge).ok_or_else(|| Error::Invalid(format!("the stack has no edge {edge}")))?;
+        register(&e.listen, &e.sms_path(), &self.cluster.edge_ca, phone, "test").await
+    }
+}
