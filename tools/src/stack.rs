@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use chorus_bus::testing::NatsServer;
-use chorus_edge::client::{self, ClientConfig, Credentials};
+use chorus_client::{self as client, ClientConfig, Credentials};
 use chorus_edge::config::SmsConfig;
 use chorus_log_node::network::tls::{self, Principal, Role};
 use chorus_log_node::LogClient;
