@@ -93,7 +93,6 @@ impl Log {
 
 /// One link: a session at an edge and the frames in flight each way.
 struct Wire {
-    device: usize,
     session: Session,
     to_edge: VecDeque<ClientFrame>,
     control: VecDeque<ServerFrame>,
@@ -195,7 +194,6 @@ impl World {
                     let session = Session::new(Config::default(), Box::new(SeededEntropy::new([self.next_seed; 32])));
                     self.next_seed = self.next_seed.wrapping_add(1);
                     let wire = Wire {
-                        device: d,
                         session,
                         to_edge: VecDeque::new(),
                         control: VecDeque::new(),
