@@ -117,17 +117,21 @@ impl Client {
         tokio::spawn(worker.run());
         // Dropping this future drops `commands`: the worker then stops.
         ready.await.map_err(|_| Error::Closed)??;
+        Ok((Client::handle(commands, slots, shared, credentials), events))
+    }
+
+    /// The handle on a worker that takes `commands`, with `slots` of them.
+    fn handle(commands: mpsc::Sender<Command>, slots: usize, shared: Arc<Shared>, credentials: Credentials) -> Client {
         // Random 62-bit start: a device's ids must not repeat across restarts
         // within the dedup window; the top bit is the edge's.
         let start = rand::rngs::OsRng.next_u64() >> 2;
-        let client = Client {
+        Client {
             commands,
             slots: Arc::new(Semaphore::new(slots)),
             next_id: Arc::new(AtomicU64::new(start)),
             shared,
             credentials,
-        };
-        Ok((client, events))
+        }
     }
 
     pub fn credentials(&self) -> Credentials {
@@ -254,5 +258,58 @@ impl Client {
     /// Closes the connection; pending sends fail with [`Error::Closed`].
     pub fn close(&self) {
         self.shared.signal(|s| s.close = true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_schema::{ChatId, ClientMsgId, Seq};
+
+    use super::*;
+
+    const ME: Credentials = Credentials { user: UserId(1), device: DeviceId(2), token: [7; 32] };
+
+    /// Lets every other task of the current-thread runtime run until it waits.
+    async fn let_others_run() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_commands_queue_makes_send_wait_for_an_answer_and_acks_never_wait() {
+        // No worker: the test takes the commands and answers them.
+        let (tx, mut rx) = mpsc::channel(2);
+        let client = Client::handle(tx, 2, Arc::default(), ME);
+        let send = |c: Client, id: u64| {
+            tokio::spawn(async move { c.send_with_id(Recipient::User(UserId(5)), ClientMsgId(id), vec![]).await })
+        };
+        let first = send(client.clone(), 1);
+        let _second = send(client.clone(), 2);
+        let mut taken = Vec::new();
+        for _ in 0..2 {
+            taken.push(rx.recv().await.expect("a command"));
+        }
+        let third = send(client.clone(), 3);
+        let_others_run().await;
+        assert!(rx.try_recv().is_err(), "the third send waits for a slot");
+        // Acks go around the queue, merged.
+        client.ack(ChatId([1; 16]), ReceiptKind::Read, Seq(4));
+        client.ack(ChatId([1; 16]), ReceiptKind::Read, Seq(3));
+        assert_eq!(lock(&client.shared.signals).acks.get(&(ChatId([1; 16]), ReceiptKind::Read)), Some(&Seq(4)));
+        // Answering the first frees its slot for the third.
+        let Command::Send { client_msg_id, reply, permit, .. } = taken.remove(0) else { panic!("a send") };
+        let sent = Sent { client_msg_id, chat: ChatId([1; 16]), seq: Seq(1), server_time_ms: 0 };
+        assert!(reply.send(Ok(sent)).is_ok());
+        drop(permit);
+        assert_eq!(first.await.ok().and_then(Result::ok), Some(sent));
+        match rx.recv().await {
+            Some(Command::Send { client_msg_id, .. }) => assert_eq!(client_msg_id, ClientMsgId(3)),
+            _ => panic!("the third send should come through"),
+        }
+        // A worker gone: calls fail with `Closed`.
+        drop(rx);
+        drop(taken);
+        assert_eq!(third.await.ok(), Some(Err(Error::Closed)));
     }
 }
