@@ -1,4 +1,5 @@
-//! The chorus edge: where clients connect, and the client SDK that connects.
+//! The chorus edge: where clients connect. (The client SDK that connects is
+//! the `chorus-client` crate: apps link it without the edge's server side.)
 //!
 //! # Module map
 //! - [`session`]: the sans-IO core of one client connection — authentication
@@ -8,12 +9,7 @@
 //! - [`driver`]: the quinn server around it ([`Edge`]): one task per
 //!   connection for its control and delivery streams, keep-alives, the log,
 //!   the views and the bus.
-//! - `framing`: length-prefixed frames out of the chunks a QUIC stream
-//!   yields, without a read buffer per stream (driver and SDK).
 //! - [`config`]: [`Config`] of an edge process. [`sms`]: OTP text sinks.
-//! - [`client`]: the Rust client SDK ([`client::Client`]): register, login,
-//!   send, a stream of messages and receipts, acks, sync; it reconnects by
-//!   itself and resends unacknowledged sends with their `client_msg_id`.
 //!
 //! # Dataflow
 //! ```text
@@ -24,10 +20,8 @@
 //!     └──── ServerFrame ◀────┴──────────────── Action::Send / Action::Deliver ◀┘
 //! ```
 
-pub mod client;
 pub mod config;
 pub mod driver;
-mod framing;
 pub mod session;
 pub mod sms;
 

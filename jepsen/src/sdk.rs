@@ -1,5 +1,5 @@
 //! The SDK executor: every device of the workload is a real registered
-//! device holding one `chorus_edge::client::Client`, connected to both edges.
+//! device holding one `chorus_client::Client`, connected to both edges.
 //!
 //! - **Registration** ([`register_all`]): each user's devices register through
 //!   the edges' OTP flow (the code is read from the edge's SMS file), device
@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chorus_edge::client::{Client, ClientConfig, Credentials, Error as SdkError, Event, Resume};
+use chorus_client::{Client, ClientConfig, Credentials, Error as SdkError, Event, Resume};
 use chorus_schema::{ChatId, DeviceId, EdgeErrorCode, Recipient, Seq, UserId};
 use serde::Serialize;
 use tokio::sync::mpsc;

@@ -31,6 +31,8 @@
 //! - [`api`]: `Request`, `Response` and the status and error types of frames.
 //! - [`edge`]: `ClientFrame`, `ServerFrame`, `EdgeErrorCode`, framing and
 //!   phone-number user ids of the client ↔ edge protocol.
+//! - [`framing`]: `FrameSplitter`, edge frames out of QUIC stream chunks
+//!   without a read buffer (the edge's driver and the client SDK).
 //! - [`limits`]: every size limit; [`error`]: `Error`, `Result`.
 //!
 //! # Dataflow
@@ -48,6 +50,7 @@ pub mod command;
 pub mod edge;
 pub mod error;
 pub mod event;
+pub mod framing;
 pub mod ids;
 pub mod limits;
 pub mod outcome;

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use chorus_edge::client::{self, Client, Credentials, Error, Event, Resume};
+use chorus_client::{self as client, Client, Credentials, Error, Event, Resume};
 use chorus_edge::session::{LimitsConfig, OtpConfig, Rate};
 use chorus_schema::{DeviceNoticeKind, EdgeErrorCode};
 use chorus_testkit::cluster::chorus_binary;

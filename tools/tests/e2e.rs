@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chorus_edge::client::{Client, Credentials, Event, Message, Resume};
+use chorus_client::{Client, Credentials, Event, Message, Resume};
 use chorus_schema::edge::{write_frame, ALPN};
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, EdgeErrorCode, PartitionId, ReceiptKind, Recipient, Seq, ServerFrame, UserId,

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chorus_edge::client::{self, Client, ClientConfig, Credentials, Event, Resume};
+use chorus_client::{self as client, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::{Recipient, Seq};
 use chorus_testkit::cluster::chorus_binary;
 use chorus_testkit::ports::free_port;

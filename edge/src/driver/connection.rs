@@ -5,7 +5,7 @@
 //! An idle logged-in connection holds: this task (its state is the
 //! [`Conn`]), the session, an empty mailbox and its route, and quinn's
 //! connection. No read buffer (the control stream is read with
-//! `read_chunk`; see [`crate::framing`]), no writer tasks, and no queue
+//! `read_chunk`; see [`chorus_schema::framing`]), no writer tasks, and no queue
 //! buffers (they are freed when they drain).
 
 use std::collections::VecDeque;
@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_projections::wire::AccountChange;
+use chorus_schema::framing::{prefixed, FrameSplitter};
 use chorus_schema::{DeviceNoticeKind, EdgeErrorCode, ServerFrame};
 use tracing::{debug, warn};
 
@@ -22,7 +23,6 @@ use super::mailbox::{Bounds, Mail, Mailbox, Room};
 use super::router::{receipt_kind, Route, Routed};
 use super::views;
 use super::{Ctx, Input};
-use crate::framing::{prefixed, FrameSplitter};
 use crate::session::{Action, AppendError, Identity, RecipientVerdict, SeededEntropy, Session};
 
 /// Frames queued for the control stream beyond which the edge stops reading

@@ -9,7 +9,7 @@
 //!   `Deliver`, `Receipt`, `SyncDone`.
 //! - One task per connection does all of it (`connection`): it reads the
 //!   control stream chunk by chunk (`read_chunk`, no read buffer; see
-//!   [`crate::framing`]), writes both streams from bounded queues of encoded
+//!   [`chorus_schema::framing`]), writes both streams from bounded queues of encoded
 //!   frames, and takes IO results and routed items from the connection's
 //!   [`mailbox::Mailbox`]. Requests to the log and the views run in short-lived
 //!   tasks that put their results in the mailbox; an idle connection has none.

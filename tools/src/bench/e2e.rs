@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use chorus_edge::client::{Client, Credentials, Event, Resume};
+use chorus_client::{Client, Credentials, Event, Resume};
 use chorus_schema::edge::{write_frame, FrameReader, ALPN};
 use chorus_schema::{ChatId, ClientFrame, Recipient, Seq, ServerFrame};
 use hdrhistogram::Histogram;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use chorus_edge::client::{self, Client, ClientConfig, Credentials, Event, Resume};
+use chorus_client::{self as client, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::edge::{normalize_phone, user_for_phone};
 use chorus_schema::{ChatId, ReceiptKind, Recipient, UserId};
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chorus_edge::client::{self, ClientConfig, Credentials};
+use chorus_client::{self as client, ClientConfig, Credentials};
 use chorus_edge::config::SmsConfig;
 use chorus_log_node::network::tls::{self, Principal, Role};
 use chorus_projections::bus_auth::{BusRole, Provisioned};

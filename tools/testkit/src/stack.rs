@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chorus_edge::client::{ClientConfig, Credentials};
+use chorus_client::{ClientConfig, Credentials};
 use chorus_log_node::LogClient;
 
 use crate::cluster::{Cluster, ClusterSpec};

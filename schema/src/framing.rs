@@ -8,28 +8,28 @@
 //! sending anything) and is freed as soon as the frame is complete. So an idle
 //! stream holds no buffer at all.
 //!
-//! The wire format is [`chorus_schema::edge::write_frame`]'s: a u32 big-endian
+//! The wire format is [`crate::edge::write_frame`]'s: a u32 big-endian
 //! length, then the frame. A length above [`MAX_EDGE_FRAME_BYTES`] is an error at
-//! once, as in [`chorus_schema::edge::FrameReader`]; the stream cannot be
+//! once, as in [`crate::edge::FrameReader`]; the stream cannot be
 //! resynchronized after it.
 
+use crate::MAX_EDGE_FRAME_BYTES;
 use bytes::{Buf, Bytes};
-use chorus_schema::MAX_EDGE_FRAME_BYTES;
 
 const PREFIX: usize = 4;
 
 /// Splits a stream of chunks into frames. See the module docs.
 #[derive(Debug, Default)]
-pub(crate) struct FrameSplitter {
+pub struct FrameSplitter {
     /// The start of a frame that the chunks so far did not complete (its
     /// prefix included); empty, without capacity, between frames.
     partial: Vec<u8>,
 }
 
-fn frame_len(prefix: &[u8]) -> Result<usize, chorus_schema::Error> {
+fn frame_len(prefix: &[u8]) -> Result<usize, crate::Error> {
     let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
     if len > MAX_EDGE_FRAME_BYTES {
-        return Err(chorus_schema::Error::TooLarge { what: "edge frame", len, limit: MAX_EDGE_FRAME_BYTES });
+        return Err(crate::Error::TooLarge { what: "edge frame", len, limit: MAX_EDGE_FRAME_BYTES });
     }
     Ok(len)
 }
@@ -39,10 +39,10 @@ impl FrameSplitter {
     /// (without its length prefix) to `frames`, in stream order.
     ///
     /// # Errors
-    /// [`chorus_schema::Error::TooLarge`] (`what: "edge frame"`) for a length
+    /// [`crate::Error::TooLarge`] (`what: "edge frame"`) for a length
     /// prefix above [`MAX_EDGE_FRAME_BYTES`]; the frames before it are in
     /// `frames`. Stop reading the stream.
-    pub(crate) fn push(&mut self, mut chunk: Bytes, frames: &mut Vec<Bytes>) -> Result<(), chorus_schema::Error> {
+    pub fn push(&mut self, mut chunk: Bytes, frames: &mut Vec<Bytes>) -> Result<(), crate::Error> {
         while !chunk.is_empty() {
             if !self.partial.is_empty() {
                 if self.partial.len() < PREFIX {
@@ -82,14 +82,12 @@ impl FrameSplitter {
     }
 
     /// Bytes of an incomplete frame held (0 between frames).
-    #[cfg(test)]
-    pub(crate) fn buffered(&self) -> usize {
+    pub fn buffered(&self) -> usize {
         self.partial.len()
     }
 
     /// Bytes allocated for an incomplete frame (0 between frames).
-    #[cfg(test)]
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.partial.capacity()
     }
 }
@@ -98,15 +96,15 @@ impl FrameSplitter {
 ///
 /// # Panics
 /// If `frame` is longer than `u32::MAX` (no encoder here makes one).
-pub(crate) fn prefixed(frame: &[u8]) -> Bytes {
+pub fn prefixed(frame: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(PREFIX + frame.len());
-    chorus_schema::edge::write_frame(&mut out, frame);
+    crate::edge::write_frame(&mut out, frame);
     Bytes::from(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use chorus_schema::edge::write_frame;
+    use crate::edge::write_frame;
     use proptest::prelude::*;
 
     use super::*;
@@ -152,8 +150,8 @@ mod tests {
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
         let e = s.push(Bytes::from(bytes), &mut frames).unwrap_err();
         assert_eq!(frames, vec![Bytes::from_static(b"ok")]);
-        assert!(matches!(e, chorus_schema::Error::TooLarge { what: "edge frame", .. }), "{e}");
-        assert_eq!(chorus_schema::EdgeErrorCode::for_decode_error(&e), chorus_schema::EdgeErrorCode::FrameTooLarge);
+        assert!(matches!(e, crate::Error::TooLarge { what: "edge frame", .. }), "{e}");
+        assert_eq!(crate::EdgeErrorCode::for_decode_error(&e), crate::EdgeErrorCode::FrameTooLarge);
         // Also when the prefix arrives in pieces.
         let mut s = FrameSplitter::default();
         let too_long = ((MAX_EDGE_FRAME_BYTES + 1) as u32).to_be_bytes();

@@ -1,0 +1,315 @@
+//! [`Client`]: the app's handle on a logged-in device. Its calls go to the
+//! worker task (`worker.rs`) that drives the connection [`crate::conn::Core`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chorus_schema::{ChatId, ClientMsgId, DeviceId, EdgeErrorCode, ReceiptKind, Recipient, Seq, UserId};
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::ClientConfig;
+use crate::conn::{Core, Request};
+use crate::link::{endpoint, quic_config};
+use crate::types::{Credentials, Error, Event, Result, Resume, Sent};
+use crate::worker::Worker;
+
+/// Counters of a client.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub connects: AtomicU64,
+    pub resent: AtomicU64,
+    pub duplicates_dropped: AtomicU64,
+}
+
+/// A call that waits for its answer; `permit` is its slot of
+/// [`ClientConfig::commands_queue`], held until it is answered.
+pub(crate) enum Command {
+    Send {
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        reply: oneshot::Sender<Result<Sent>>,
+        permit: OwnedSemaphorePermit,
+    },
+    Request {
+        client_msg_id: ClientMsgId,
+        request: Request,
+        reply: oneshot::Sender<Result<()>>,
+        permit: OwnedSemaphorePermit,
+    },
+}
+
+/// The fire-and-forget calls, coalesced until the worker takes them: they
+/// never wait and need no queue (acks are cumulative: one per chat and kind).
+#[derive(Debug, Default)]
+pub(crate) struct Signals {
+    pub(crate) acks: BTreeMap<(ChatId, ReceiptKind), Seq>,
+    pub(crate) sync: bool,
+    pub(crate) reconnect: bool,
+    pub(crate) close: bool,
+}
+
+/// What the handles and the worker share.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) signals: Mutex<Signals>,
+    pub(crate) signalled: Notify,
+    /// The positions passed on (a copy of the core's, for [`Client::positions`]).
+    pub(crate) positions: Mutex<HashMap<ChatId, Seq>>,
+    pub(crate) stats: ClientStats,
+}
+
+/// A poisoned lock only means a thread panicked while holding it; the maps
+/// inside stay consistent (every update is one insert).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn signal(&self, f: impl FnOnce(&mut Signals)) {
+        f(&mut lock(&self.signals));
+        self.signalled.notify_one();
+    }
+}
+
+/// A logged-in device with a self-healing connection. Cheap to clone; the
+/// connection closes when the last clone is dropped (or on [`Client::close`]).
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    slots: Arc<Semaphore>,
+    next_id: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    credentials: Credentials,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("credentials", &self.credentials).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Logs in (the first time must succeed: bad credentials are an error, not
+    /// a retry loop), syncs from `resume`, and keeps the connection up.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] (`Unauthenticated`: unknown device or revoked token)
+    /// or a connection error when no edge answers.
+    pub async fn connect(
+        config: ClientConfig,
+        credentials: Credentials,
+        resume: Resume,
+    ) -> Result<(Client, mpsc::Receiver<Event>)> {
+        let endpoint = endpoint()?;
+        let quic = quic_config(&config)?;
+        let slots = config.commands_queue.clamp(1, Semaphore::MAX_PERMITS);
+        let shared = Arc::new(Shared::default());
+        *lock(&shared.positions) = resume.positions.iter().copied().collect::<HashMap<_, _>>();
+        let (events_tx, events) = mpsc::channel(config.events_queue.max(1));
+        let (commands, commands_rx) = mpsc::channel(slots);
+        let (ready_tx, ready) = oneshot::channel();
+        // The worker's clock starts at 0 with the core.
+        let core = Core::new(&config, credentials, resume, 0);
+        let worker = Worker::new(core, endpoint, quic, events_tx, commands_rx, shared.clone(), ready_tx);
+        tokio::spawn(worker.run());
+        // Dropping this future drops `commands`: the worker then stops.
+        ready.await.map_err(|_| Error::Closed)??;
+        Ok((Client::handle(commands, slots, shared, credentials), events))
+    }
+
+    /// The handle on a worker that takes `commands`, with `slots` of them.
+    fn handle(commands: mpsc::Sender<Command>, slots: usize, shared: Arc<Shared>, credentials: Credentials) -> Client {
+        // Random 62-bit start: a device's ids must not repeat across restarts
+        // within the dedup window; the top bit is the edge's.
+        let start = rand::rngs::OsRng.next_u64() >> 2;
+        Client {
+            commands,
+            slots: Arc::new(Semaphore::new(slots)),
+            next_id: Arc::new(AtomicU64::new(start)),
+            shared,
+            credentials,
+        }
+    }
+
+    pub fn credentials(&self) -> Credentials {
+        self.credentials
+    }
+
+    pub fn stats(&self) -> &ClientStats {
+        &self.shared.stats
+    }
+
+    /// A fresh client message id.
+    pub fn next_client_msg_id(&self) -> ClientMsgId {
+        ClientMsgId(self.next_id.fetch_add(1, Ordering::Relaxed) & !chorus_schema::edge::CLIENT_MSG_ID_RESERVED_BIT)
+    }
+
+    /// Sends `ciphertext` to `to` and waits until it is committed. Waits
+    /// first for a slot when [`ClientConfig::commands_queue`] sends and
+    /// requests are unanswered (back-pressure).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] for a final refusal (unknown recipient, not a member,
+    /// too large…); [`Error::Closed`] if the client was closed first.
+    pub async fn send(&self, to: Recipient, ciphertext: Vec<u8>) -> Result<Sent> {
+        self.send_with_id(to, self.next_client_msg_id(), ciphertext).await
+    }
+
+    /// As [`Client::send`] with the caller's `client_msg_id` (a retry of an
+    /// earlier send must use the same one).
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub async fn send_with_id(&self, to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>) -> Result<Sent> {
+        if ciphertext.len() > chorus_schema::MAX_CIPHERTEXT_BYTES {
+            return Err(Error::Refused {
+                code: EdgeErrorCode::CiphertextTooLarge,
+                message: format!("ciphertext {} > {} bytes", ciphertext.len(), chorus_schema::MAX_CIPHERTEXT_BYTES),
+                retry_after_ms: None,
+            });
+        }
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Send { to, client_msg_id, ciphertext, reply, permit };
+        self.commands.send(command).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    async fn request(&self, request: Request) -> Result<()> {
+        let client_msg_id = self.next_client_msg_id();
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request { client_msg_id, request, reply, permit })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Sets the account's registration PIN (empty: removes it): registering
+    /// the number on a new device then needs it ([`crate::verify_otp_with_pin`]).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] (a PIN shorter than 4 characters), or
+    /// [`Error::Connection`] if the connection broke before the answer.
+    pub async fn set_pin(&self, pin: &str) -> Result<()> {
+        self.request(Request::SetPin { pin: pin.to_owned() }).await
+    }
+
+    /// Unlinks `device` of this user; its connections close at every edge.
+    /// Unlinking this device ends this client too.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn unlink_device(&self, device: DeviceId) -> Result<()> {
+        self.request(Request::UnlinkDevice { device }).await
+    }
+
+    /// Blocks (`blocked`) or unblocks `user`: the log then refuses their
+    /// direct messages to this user (`Forbidden` for them).
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn block(&self, user: UserId, blocked: bool) -> Result<()> {
+        self.request(Request::Block { user, blocked }).await
+    }
+
+    /// Ends this device's session: its connections close at every edge and
+    /// the token no longer logs in. This client stops.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn logout(&self) -> Result<()> {
+        self.request(Request::Logout).await
+    }
+
+    /// A cumulative receipt (fire and forget; re-sent after a reconnect).
+    /// Never waits: acks not yet written are merged per (chat, kind).
+    pub fn ack(&self, chat: ChatId, kind: ReceiptKind, up_to_seq: Seq) {
+        self.shared.signal(|s| {
+            let e = s.acks.entry((chat, kind)).or_insert(up_to_seq);
+            *e = (*e).max(up_to_seq);
+        });
+    }
+
+    /// Asks for a sync now (one runs after every (re)connect anyway).
+    pub fn sync(&self) {
+        self.shared.signal(|s| s.sync = true);
+    }
+
+    /// The last seq passed on per chat: save it and pass it as [`Resume`].
+    pub fn positions(&self) -> Vec<(ChatId, Seq)> {
+        let mut p: Vec<_> = lock(&self.shared.positions).iter().map(|(c, s)| (*c, *s)).collect();
+        p.sort();
+        p
+    }
+
+    /// Drops the current connection and connects again (to the next edge),
+    /// as after a network change: unacknowledged sends are resent with their
+    /// `client_msg_id`, the latest acks re-sent, and the client syncs from its
+    /// positions. Pending sends stay pending. Ignored while disconnected.
+    pub fn reconnect(&self) {
+        self.shared.signal(|s| s.reconnect = true);
+    }
+
+    /// Closes the connection; pending sends fail with [`Error::Closed`].
+    pub fn close(&self) {
+        self.shared.signal(|s| s.close = true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chorus_schema::{ChatId, ClientMsgId, Seq};
+
+    use super::*;
+
+    const ME: Credentials = Credentials { user: UserId(1), device: DeviceId(2), token: [7; 32] };
+
+    /// Lets every other task of the current-thread runtime run until it waits.
+    async fn let_others_run() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_commands_queue_makes_send_wait_for_an_answer_and_acks_never_wait() {
+        // No worker: the test takes the commands and answers them.
+        let (tx, mut rx) = mpsc::channel(2);
+        let client = Client::handle(tx, 2, Arc::default(), ME);
+        let send = |c: Client, id: u64| {
+            tokio::spawn(async move { c.send_with_id(Recipient::User(UserId(5)), ClientMsgId(id), vec![]).await })
+        };
+        let first = send(client.clone(), 1);
+        let _second = send(client.clone(), 2);
+        let mut taken = Vec::new();
+        for _ in 0..2 {
+            taken.push(rx.recv().await.expect("a command"));
+        }
+        let third = send(client.clone(), 3);
+        let_others_run().await;
+        assert!(rx.try_recv().is_err(), "the third send waits for a slot");
+        // Acks go around the queue, merged.
+        client.ack(ChatId([1; 16]), ReceiptKind::Read, Seq(4));
+        client.ack(ChatId([1; 16]), ReceiptKind::Read, Seq(3));
+        assert_eq!(lock(&client.shared.signals).acks.get(&(ChatId([1; 16]), ReceiptKind::Read)), Some(&Seq(4)));
+        // Answering the first frees its slot for the third.
+        let Command::Send { client_msg_id, reply, permit, .. } = taken.remove(0) else { panic!("a send") };
+        let sent = Sent { client_msg_id, chat: ChatId([1; 16]), seq: Seq(1), server_time_ms: 0 };
+        assert!(reply.send(Ok(sent)).is_ok());
+        drop(permit);
+        assert_eq!(first.await.ok().and_then(Result::ok), Some(sent));
+        match rx.recv().await {
+            Some(Command::Send { client_msg_id, .. }) => assert_eq!(client_msg_id, ClientMsgId(3)),
+            _ => panic!("the third send should come through"),
+        }
+        // A worker gone: calls fail with `Closed`.
+        drop(rx);
+        drop(taken);
+        assert_eq!(third.await.ok(), Some(Err(Error::Closed)));
+    }
+}

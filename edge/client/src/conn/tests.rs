@@ -1,0 +1,394 @@
+//! The core driven by hand under a virtual clock: the exact outputs of each
+//! flow. (The core against the edge's real `Session` is in the edge crate's
+//! `tests/client_session.rs`.)
+
+use chorus_schema::{ChatId, ClientMsgId, DeviceId, EdgeErrorCode, ReceiptKind, Recipient, Seq, ServerFrame, UserId};
+
+use super::*;
+
+const ME: Credentials = Credentials { user: UserId(1), device: DeviceId(2), token: [7; 32] };
+
+fn config(edges: usize) -> ClientConfig {
+    let mut c = ClientConfig::new((0..edges).map(|i| format!("edge{i}:1")).collect(), "/ca.pem".into());
+    c.reconnect_min_ms = 100;
+    c.reconnect_max_ms = 1_000;
+    c.resend_interval_ms = 200;
+    c.connect_timeout_ms = 3_000;
+    c.login_timeout_ms = 5_000;
+    c.close_reason_wait_ms = 1_000;
+    c
+}
+
+fn drain(core: &mut Core) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+#[track_caller]
+fn connect_of(outputs: &[Output]) -> (LinkId, String) {
+    let mut connects = outputs.iter().filter_map(|o| match o {
+        Output::Connect { link, edge } => Some((*link, edge.clone())),
+        _ => None,
+    });
+    let c = connects.next().unwrap_or_else(|| panic!("no Connect in {outputs:?}"));
+    assert!(connects.next().is_none(), "one Connect at a time: {outputs:?}");
+    c
+}
+
+fn sends(outputs: &[Output]) -> Vec<ClientFrame> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send(f) => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn logged_in() -> ServerFrame {
+    ServerFrame::LoggedIn { user: ME.user, device: ME.device }
+}
+
+/// Takes the pending Connect through the login; returns the link and the outputs after `LoggedIn`.
+#[track_caller]
+fn log_in(core: &mut Core, now: u64, outputs: &[Output]) -> (LinkId, Vec<Output>) {
+    let (link, _) = connect_of(outputs);
+    core.handle_link_up(now, link);
+    assert_eq!(sends(&drain(core)), vec![ClientFrame::Login { user: ME.user, device: ME.device, token: ME.token }]);
+    core.handle_control(now, link, logged_in());
+    (link, drain(core))
+}
+
+fn live(edges: usize) -> (Core, LinkId) {
+    let mut core = Core::new(&config(edges), ME, Resume::default(), 0);
+    let first = drain(&mut core);
+    let (link, _) = log_in(&mut core, 0, &first);
+    (core, link)
+}
+
+fn deliver(chat: u8, seq: u64) -> ServerFrame {
+    ServerFrame::Deliver {
+        chat: ChatId([chat; 16]),
+        seq: Seq(seq),
+        sender: UserId(9),
+        sender_device: DeviceId(1),
+        client_msg_id: ClientMsgId(seq),
+        at_ms: 5,
+        ciphertext: vec![1],
+        media: None,
+    }
+}
+
+#[test]
+fn the_first_round_tries_every_edge_once_then_stops() {
+    let mut core = Core::new(&config(2), ME, Resume::default(), 0);
+    let (l1, e1) = connect_of(&drain(&mut core));
+    assert_eq!(e1, "edge0:1");
+    core.handle_link_down(10, l1, "refused");
+    let out = drain(&mut core);
+    let (l2, e2) = connect_of(&out);
+    assert_eq!(e2, "edge1:1");
+    // A stale report of the first link changes nothing.
+    core.handle_link_down(11, l1, "again");
+    assert!(drain(&mut core).is_empty());
+    core.handle_link_down(12, l2, "refused");
+    match drain(&mut core).last() {
+        Some(Output::Stopped(Error::Connection(m))) => assert!(m.contains("edge1:1: refused"), "{m}"),
+        other => panic!("expected a stop, got {other:?}"),
+    }
+    assert!(core.is_stopped());
+    assert_eq!(core.poll_timeout(), None);
+}
+
+#[test]
+fn a_login_refused_for_good_stops_at_once_and_others_try_the_next_edge() {
+    let mut core = Core::new(&config(2), ME, Resume::default(), 0);
+    let (l1, _) = connect_of(&drain(&mut core));
+    core.handle_link_up(0, l1);
+    drain(&mut core);
+    let busy = ServerFrame::Error {
+        code: EdgeErrorCode::Unavailable,
+        message: "views".into(),
+        client_msg_id: None,
+        retry_after_ms: None,
+    };
+    core.handle_control(1, l1, busy);
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Disconnect { link: l1, reason: "Unavailable: views".into() }), "{out:?}");
+    let (l2, _) = connect_of(&out);
+    core.handle_link_up(2, l2);
+    drain(&mut core);
+    let bad = ServerFrame::Error {
+        code: EdgeErrorCode::Unauthenticated,
+        message: "no".into(),
+        client_msg_id: None,
+        retry_after_ms: None,
+    };
+    core.handle_control(3, l2, bad);
+    let out = drain(&mut core);
+    assert!(
+        matches!(out.last(), Some(Output::Stopped(Error::Refused { code: EdgeErrorCode::Unauthenticated, .. }))),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_silent_edge_is_skipped_after_the_connect_timeout_and_a_silent_login_after_the_login_timeout() {
+    let mut core = Core::new(&config(2), ME, Resume::default(), 0);
+    let (l1, _) = connect_of(&drain(&mut core));
+    assert_eq!(core.poll_timeout(), Some(3_000));
+    core.handle_timeout(2_999);
+    assert!(drain(&mut core).is_empty());
+    core.handle_timeout(3_000);
+    let out = drain(&mut core);
+    assert_eq!(
+        out[0],
+        Output::Disconnect { link: l1, reason: "connection: edge0:1: no handshake within 3000 ms".into() }
+    );
+    let (l2, e2) = connect_of(&out);
+    assert_eq!(e2, "edge1:1");
+    core.handle_link_up(3_100, l2);
+    drain(&mut core);
+    assert_eq!(core.poll_timeout(), Some(8_100));
+    core.handle_timeout(8_100);
+    assert!(matches!(drain(&mut core).last(), Some(Output::Stopped(Error::Connection(m))) if m.contains("login")));
+}
+
+#[test]
+fn reconnect_backoff_doubles_up_to_its_max_and_a_login_resets_it() {
+    let (mut core, link) = live(2);
+    drain(&mut core);
+    let mut now = 1_000;
+    core.handle_link_down(now, link, "reset");
+    let out = drain(&mut core);
+    assert!(
+        matches!(
+            &out[..],
+            [Output::Disconnect { .. }, Output::Event(Event::Disconnected { .. }), Output::Connect { .. }]
+        ),
+        "{out:?}"
+    );
+    let mut attempt = connect_of(&out).0;
+    // Round after round both edges refuse: the waits between rounds.
+    let mut waits = Vec::new();
+    for _ in 0..6 {
+        core.handle_link_down(now, attempt, "refused");
+        attempt = connect_of(&drain(&mut core)).0;
+        core.handle_link_down(now, attempt, "refused");
+        assert!(drain(&mut core).iter().all(|o| !matches!(o, Output::Connect { .. })), "the round is over");
+        let until = core.poll_timeout().expect("a backoff timer");
+        waits.push(until - now);
+        core.handle_timeout(until - 1);
+        assert!(drain(&mut core).is_empty(), "nothing before the timer");
+        now = until;
+        core.handle_timeout(now);
+        attempt = connect_of(&drain(&mut core)).0;
+    }
+    assert_eq!(waits, vec![100, 200, 400, 800, 1_000, 1_000]);
+    // A login resets it.
+    core.handle_link_up(now, attempt);
+    core.handle_control(now, attempt, logged_in());
+    drain(&mut core);
+    core.handle_link_down(now, attempt, "reset");
+    let mut attempt = connect_of(&drain(&mut core)).0;
+    for _ in 0..2 {
+        core.handle_link_down(now, attempt, "refused");
+        if let Some(o) = drain(&mut core).iter().find(|o| matches!(o, Output::Connect { .. })) {
+            attempt = connect_of(std::slice::from_ref(o)).0;
+        }
+    }
+    assert_eq!(core.poll_timeout(), Some(now + 100));
+}
+
+#[test]
+fn an_unacknowledged_send_is_written_again_after_the_next_login_and_answered_once() {
+    let (mut core, link) = live(2);
+    drain(&mut core);
+    let id = ClientMsgId(42);
+    core.send(Recipient::User(UserId(5)), id, b"hi".to_vec());
+    let first = sends(&drain(&mut core));
+    assert!(matches!(&first[..], [ClientFrame::Send { client_msg_id, .. }] if *client_msg_id == id));
+    // The same id again (a caller's retry) is the same send: not written twice.
+    core.send(Recipient::User(UserId(5)), id, b"hi".to_vec());
+    assert!(drain(&mut core).is_empty());
+    core.handle_link_down(10, link, "gone");
+    let out = drain(&mut core);
+    let (link2, out) = log_in(&mut core, 20, &out);
+    let frames = sends(&out);
+    assert_eq!(frames[0], first[0], "the same frame, the same client_msg_id");
+    assert!(matches!(frames.last(), Some(ClientFrame::Sync { .. })));
+    assert_eq!(core.stats().resent, 1);
+    let sent = ServerFrame::Sent { client_msg_id: id, chat: ChatId([3; 16]), seq: Seq(1), server_time_ms: 9 };
+    core.handle_control(30, link2, sent.clone());
+    core.handle_control(31, link2, sent);
+    let done: Vec<_> = drain(&mut core).into_iter().filter(|o| matches!(o, Output::SendDone { .. })).collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+}
+
+#[test]
+fn a_retryable_refusal_is_written_again_after_the_resend_interval() {
+    let (mut core, link) = live(1);
+    drain(&mut core);
+    let id = ClientMsgId(7);
+    core.send(Recipient::User(UserId(5)), id, b"x".to_vec());
+    let frame = sends(&drain(&mut core));
+    let refused = |retry_after_ms| ServerFrame::Error {
+        code: EdgeErrorCode::RateLimited,
+        message: "slow down".into(),
+        client_msg_id: Some(id),
+        retry_after_ms,
+    };
+    core.handle_control(1_000, link, refused(None));
+    assert!(drain(&mut core).is_empty(), "not an answer to the app");
+    assert_eq!(core.poll_timeout(), Some(1_200));
+    core.handle_timeout(1_199);
+    assert!(drain(&mut core).is_empty());
+    core.handle_timeout(1_200);
+    assert_eq!(sends(&drain(&mut core)), frame);
+    // The edge's retry_after_ms, when longer, wins.
+    core.handle_control(2_000, link, refused(Some(5_000)));
+    assert_eq!(core.poll_timeout(), Some(7_000));
+    // A final refusal answers it.
+    let final_refusal = ServerFrame::Error {
+        code: EdgeErrorCode::NotMember,
+        message: "no".into(),
+        client_msg_id: Some(id),
+        retry_after_ms: None,
+    };
+    core.handle_control(2_001, link, final_refusal);
+    assert!(matches!(
+        &drain(&mut core)[..],
+        [Output::SendDone { result: Err(Error::Refused { code: EdgeErrorCode::NotMember, .. }), .. }]
+    ));
+    assert_eq!(core.poll_timeout(), None);
+}
+
+#[test]
+fn deliveries_are_passed_on_once_in_seq_order_per_chat() {
+    let mut core = Core::new(&config(1), ME, Resume { positions: vec![(ChatId([1; 16]), Seq(2))] }, 0);
+    let first = drain(&mut core);
+    let (link, out) = log_in(&mut core, 0, &first);
+    assert_eq!(sends(&out), vec![ClientFrame::Sync { since: vec![(ChatId([1; 16]), Seq(2))] }]);
+    for seq in [1, 2, 3, 3, 4, 2] {
+        core.handle_delivery(link, deliver(1, seq));
+    }
+    let seqs: Vec<u64> = drain(&mut core)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Message(m)) => Some(m.seq.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, vec![3, 4]);
+    assert_eq!(core.stats().duplicates_dropped, 4);
+    assert_eq!(core.positions(), vec![(ChatId([1; 16]), Seq(4))]);
+}
+
+#[test]
+fn acks_are_kept_as_the_largest_and_re_sent_after_a_login() {
+    let mut core = Core::new(&config(1), ME, Resume::default(), 0);
+    let first = drain(&mut core);
+    // Before any login: kept, not written.
+    core.ack(ChatId([1; 16]), ReceiptKind::Read, Seq(5));
+    core.ack(ChatId([1; 16]), ReceiptKind::Read, Seq(3));
+    assert!(sends(&drain(&mut core)).is_empty());
+    let (_, out) = log_in(&mut core, 0, &first);
+    assert_eq!(
+        sends(&out),
+        vec![
+            ClientFrame::Ack { chat: ChatId([1; 16]), kind: ReceiptKind::Read, up_to_seq: Seq(5) },
+            ClientFrame::Sync { since: vec![] }
+        ]
+    );
+}
+
+#[test]
+fn requests_fail_when_their_connection_is_lost_and_wait_for_a_login_when_not_written() {
+    let (mut core, link) = live(1);
+    drain(&mut core);
+    core.request(ClientMsgId(1), Request::SetPin { pin: "1234".into() });
+    assert_eq!(sends(&drain(&mut core)).len(), 1);
+    core.handle_link_down(5, link, "gone");
+    let out = drain(&mut core);
+    assert!(out.iter().any(|o| matches!(o, Output::RequestDone { client_msg_id: ClientMsgId(1), result: Err(Error::Connection(m)) } if m.contains("lost before the answer"))), "{out:?}");
+    // Written after the next login, not before.
+    core.request(ClientMsgId(2), Request::Block { user: UserId(9), blocked: true });
+    let (link, out) = log_in(&mut core, 6, &out);
+    assert!(sends(&out).contains(&ClientFrame::Block {
+        client_msg_id: ClientMsgId(2),
+        user: UserId(9),
+        blocked: true
+    }));
+    core.handle_control(7, link, ServerFrame::Done { client_msg_id: ClientMsgId(2) });
+    assert_eq!(drain(&mut core), vec![Output::RequestDone { client_msg_id: ClientMsgId(2), result: Ok(()) }]);
+}
+
+#[test]
+fn revoked_stops_the_client_and_a_logout_in_flight_succeeded() {
+    let (mut core, link) = live(2);
+    drain(&mut core);
+    core.request(ClientMsgId(1), Request::Logout);
+    core.send(Recipient::User(UserId(5)), ClientMsgId(2), vec![]);
+    drain(&mut core);
+    // The delivery stream ends first; the reason follows on the control stream.
+    core.handle_delivery_ended(10, link, "stream finished");
+    assert_eq!(core.poll_timeout(), Some(1_010));
+    let revoked = ServerFrame::Error {
+        code: EdgeErrorCode::Revoked,
+        message: "logged out".into(),
+        client_msg_id: None,
+        retry_after_ms: None,
+    };
+    core.handle_control(20, link, revoked);
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(()) }), "{out:?}");
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::SendDone { result: Err(Error::Refused { code: EdgeErrorCode::Revoked, .. }), .. }
+    )));
+    assert!(matches!(out.last(), Some(Output::Stopped(Error::Refused { code: EdgeErrorCode::Revoked, .. }))));
+    assert!(!out.iter().any(|o| matches!(o, Output::Connect { .. })), "no reconnect");
+}
+
+#[test]
+fn an_ended_delivery_stream_without_a_reason_reconnects_after_the_wait() {
+    let (mut core, link) = live(2);
+    drain(&mut core);
+    core.handle_delivery_ended(10, link, "reset");
+    core.handle_timeout(1_009);
+    assert!(drain(&mut core).is_empty());
+    core.handle_timeout(1_010);
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Event(Event::Disconnected { reason: "edge0:1: reset".into() })), "{out:?}");
+    assert_eq!(connect_of(&out).1, "edge1:1");
+}
+
+#[test]
+fn close_fails_what_is_pending_and_stops() {
+    let (mut core, link) = live(1);
+    drain(&mut core);
+    core.send(Recipient::User(UserId(5)), ClientMsgId(2), vec![]);
+    drain(&mut core);
+    core.close();
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            Output::Disconnect { link, reason: "client closed".into() },
+            Output::SendDone { client_msg_id: ClientMsgId(2), result: Err(Error::Closed) },
+            Output::Stopped(Error::Closed),
+        ]
+    );
+    core.send(Recipient::User(UserId(5)), ClientMsgId(3), vec![]);
+    assert_eq!(drain(&mut core), vec![Output::SendDone { client_msg_id: ClientMsgId(3), result: Err(Error::Closed) }]);
+}
+
+#[test]
+fn the_app_s_reconnect_moves_to_the_next_edge_and_is_ignored_while_disconnected() {
+    let (mut core, _) = live(2);
+    drain(&mut core);
+    core.reconnect(5);
+    let out = drain(&mut core);
+    assert!(out.contains(&Output::Event(Event::Disconnected { reason: "edge0:1: the app asked to reconnect".into() })));
+    assert_eq!(connect_of(&out).1, "edge1:1");
+    core.reconnect(6);
+    assert!(drain(&mut core).is_empty());
+}

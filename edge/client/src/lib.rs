@@ -1,0 +1,59 @@
+//! The Rust client SDK: what an app links to talk to chorus edges. It
+//! depends on the wire types (`chorus-schema`), quinn and rustls, and on
+//! nothing of the server side.
+//!
+//! - [`request_otp`] / [`verify_otp`] ([`verify_otp_with_pin`] for an
+//!   account with a registration PIN): registration; the result is the
+//!   device's [`Credentials`] (keep the token secret; it expires).
+//! - Account requests of a logged-in client: [`Client::set_pin`],
+//!   [`Client::unlink_device`], [`Client::block`], [`Client::logout`]. A
+//!   device that logs out or is unlinked (from anywhere) is disconnected at
+//!   once and its client stops with `Revoked`; other devices get
+//!   [`Event::Device`] notices (a new device registered with the number, a
+//!   device unlinked).
+//! - A rate-limited request is refused with its `retry_after_ms`
+//!   ([`Error::Refused`]).
+//! - [`Client::connect`]: logs in on one of the edges and keeps a connection
+//!   up in the background: on loss it reconnects (to the next edge, with
+//!   backoff), logs in again, **resends every unacknowledged send with its
+//!   `client_msg_id`** (the log deduplicates them), re-sends its latest acks
+//!   and syncs from its positions. A dead edge is noticed after the QUIC idle
+//!   timeout ([`ClientConfig::idle_timeout_ms`]); one that does not answer a
+//!   handshake is skipped after [`ClientConfig::connect_timeout_ms`] (a
+//!   login after [`ClientConfig::login_timeout_ms`]);
+//!   [`Client::reconnect`] drops the connection on the app's request.
+//! - [`Client::send`] resolves once the message is committed (`Sent`) or
+//!   refused for good; retryable refusals (`Unavailable`, `RateLimited`) are
+//!   retried by the SDK (after [`ClientConfig::resend_interval_ms`]). At
+//!   most [`ClientConfig::commands_queue`] sends and account requests are
+//!   held unanswered: beyond it `send` waits (back-pressure).
+//! - The [`Event`] stream: messages in seq order per chat, **each
+//!   `(chat, seq)` at most once** (the SDK drops what it has passed on
+//!   already, across reconnects), receipt ticks of the user's own messages,
+//!   and connection changes. It holds [`ClientConfig::events_queue`] events;
+//!   an app that does not read it stops the SDK reading the edge.
+//!
+//! The app persists [`Client::positions`] to resume without receiving history
+//! again ([`Resume`]).
+//!
+//! # Module map
+//! - [`conn`]: the sans-IO connection state machine ([`conn::Core`]): every
+//!   decision above — which edge, when to retry, what to resend, what to
+//!   pass on — with time as an argument and no IO.
+//! - `worker`: the task that drives the core with quinn (a thin shell).
+//! - `client`: [`Client`], the app's handle; `register`: the one-shot
+//!   registration calls; `link`: TLS, QUIC and the framed streams.
+//! - `config`: [`ClientConfig`]; `types`: [`Event`], [`Credentials`], [`Error`], …
+
+mod client;
+mod config;
+pub mod conn;
+mod link;
+mod register;
+mod types;
+mod worker;
+
+pub use client::{Client, ClientStats};
+pub use config::ClientConfig;
+pub use register::{request_otp, verify_otp, verify_otp_with_pin};
+pub use types::{Credentials, Error, Event, Message, Result, Resume, Sent};

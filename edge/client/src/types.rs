@@ -1,0 +1,138 @@
+//! What the SDK hands the app: errors, credentials, messages and events.
+
+use chorus_schema::{ChatId, ClientMsgId, DeviceId, DeviceNoticeKind, EdgeErrorCode, ReceiptKind, Seq, UserId};
+use serde::{Deserialize, Serialize};
+
+/// Why a client call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The edge answered with an error frame; `retry_after_ms`: a rate limit
+    /// allows the request again after that long.
+    #[error("{code:?}: {message}")]
+    Refused { code: EdgeErrorCode, message: String, retry_after_ms: Option<u64> },
+    /// No edge could be reached, or a connection broke during a one-shot call
+    /// (or before an account request was answered).
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The edge said something the protocol does not allow here.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The client was closed.
+    #[error("client closed")]
+    Closed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A registered device's login.
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub user: UserId,
+    pub device: DeviceId,
+    #[serde(with = "hex_token")]
+    pub token: [u8; 32],
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("user", &self.user).field("device", &self.device).finish_non_exhaustive()
+    }
+}
+
+mod hex_token {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || serde::de::Error::custom("token: 64 hex digits");
+        if s.len() != 64 {
+            return Err(bad());
+        }
+        let mut t = [0u8; 32];
+        for (i, b) in t.iter_mut().enumerate() {
+            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+        }
+        Ok(t)
+    }
+}
+
+/// A message for this device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub chat: ChatId,
+    pub seq: Seq,
+    pub sender: UserId,
+    pub sender_device: DeviceId,
+    pub client_msg_id: ClientMsgId,
+    pub at_ms: u64,
+    pub ciphertext: Vec<u8>,
+}
+
+/// What the client tells the app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Message(Message),
+    /// The user's messages in `chat` up to `up_to_seq` are now `status`.
+    Receipt {
+        chat: ChatId,
+        up_to_seq: Seq,
+        status: ReceiptKind,
+    },
+    /// A sync after (re)connecting is complete: what was pending came before.
+    Synced {
+        chats: u32,
+    },
+    Connected {
+        edge: String,
+    },
+    Disconnected {
+        reason: String,
+    },
+    /// An error frame not tied to a send (e.g. a refused ack).
+    Error {
+        code: EdgeErrorCode,
+        message: String,
+    },
+    /// Something happened to a device of this user at `at_ms` (e.g. a new
+    /// device registered with the phone number).
+    Device {
+        kind: DeviceNoticeKind,
+        device: DeviceId,
+        at_ms: u64,
+    },
+}
+
+/// A committed send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub client_msg_id: ClientMsgId,
+    pub chat: ChatId,
+    pub seq: Seq,
+    pub server_time_ms: u64,
+}
+
+/// Where a client starts: the positions the app saved (per chat, the last seq
+/// it received). Chats not listed are synced from their start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    pub positions: Vec<(ChatId, Seq)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_round_trip_as_json_with_a_hex_token() {
+        let c = Credentials { user: UserId(7), device: DeviceId(9), token: [0xab; 32] };
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(&"ab".repeat(32)), "{json}");
+        assert_eq!(serde_json::from_str::<Credentials>(&json).unwrap(), c);
+        assert!(serde_json::from_str::<Credentials>(r#"{"user":1,"device":2,"token":"zz"}"#).is_err());
+        assert!(!format!("{c:?}").contains("ab"), "the token stays out of logs");
+    }
+}
