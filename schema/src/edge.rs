@@ -353,6 +353,56 @@ impl FrameReader {
     }
 }
 
+/// The length-prefixed `Deliver` frame of a committed `MessageSent`, built
+/// straight from the record: the ciphertext is copied once, into the frame,
+/// and the prefix is written in front of the builder's output in place (the
+/// result is a view of the builder's buffer). An edge builds it once per item
+/// and hands the same bytes to every device that receives it. `None` for any
+/// other event.
+///
+/// Decodes (after its prefix) as the [`ServerFrame::Deliver`] of the record.
+pub fn deliver_frame(record: &crate::EventRecord) -> Option<bytes::Bytes> {
+    let e = &record.event;
+    let crate::EventBody::MessageSent { chat, seq, ciphertext, media } = &e.body else { return None };
+    let media_bytes = media.as_ref().map_or(0, |m| m.mime.len() + 64);
+    let mut fbb = Builder::with_capacity(ciphertext.len() + media_bytes + 160);
+    let ciphertext = fbb.create_vector(ciphertext);
+    let media = codec::opt_media_fb(&mut fbb, media);
+    let chat = codec::chat_fb(chat);
+    let t = fe::Deliver::create(
+        &mut fbb,
+        &fe::DeliverArgs {
+            chat: Some(&chat),
+            seq: seq.0,
+            sender: e.origin.user.0,
+            sender_device: e.origin.device.0,
+            client_msg_id: e.origin.client_msg_id.0,
+            at_ms: e.at_ms,
+            ciphertext: Some(ciphertext),
+            media,
+        },
+    );
+    let root = fe::ServerFrame::create(
+        &mut fbb,
+        &fe::ServerFrameArgs { body_type: fe::ServerFrameBody::Deliver, body: Some(t.as_union_value()) },
+    );
+    fbb.finish(root, Some(SERVER_FRAME_IDENT));
+    let (mut buf, head) = fbb.collapse();
+    let len = u32::try_from(buf.len().saturating_sub(head)).ok()?.to_be_bytes();
+    match head.checked_sub(4) {
+        Some(start) => {
+            buf.get_mut(start..head)?.copy_from_slice(&len);
+            Some(bytes::Bytes::from(buf).slice(start..))
+        }
+        // The builder used its whole buffer: no room for the prefix in place.
+        None => {
+            let mut out = Vec::with_capacity(4 + buf.len() - head);
+            write_frame(&mut out, buf.get(head..)?);
+            Some(bytes::Bytes::from(out))
+        }
+    }
+}
+
 // ---- ClientFrame ------------------------------------------------------------------
 
 impl ClientFrame {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_projections::wire::AccountChange;
+use chorus_schema::bus::AccountChange;
 use chorus_schema::{CommandBody, DeviceNoticeKind, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
 use tracing::{debug, warn};
 
@@ -226,6 +226,7 @@ enum Step {
 fn action_kind(action: &Action) -> &'static str {
     match action {
         Action::Send(f) | Action::Deliver(f) => f.kind(),
+        Action::DeliverItem(_) => "Deliver",
         Action::Append { .. } => "append",
         Action::SendSms { .. } => "sms",
         Action::VerifyToken { .. } => "verify_token",
@@ -390,7 +391,7 @@ impl Conn {
         match input {
             Input::Appended(correlation, result) => self.session.handle_append_result(now, correlation, result),
             Input::TokenVerified(verdict) => self.session.handle_token_verified(verdict),
-            Input::Recovered(record) => self.session.handle_recovered(&record),
+            Input::Recovered(item) => self.session.handle_recovered(&item),
             Input::SyncDone { positions, with_news } => self.session.handle_sync_done(&positions, with_news),
             Input::SyncFailed => self.session.handle_sync_failed(),
             Input::FillDone(chat) => self.session.handle_fill_done(chat),
@@ -410,7 +411,7 @@ impl Conn {
 
     fn routed(&mut self, routed: Routed) {
         match routed {
-            Routed::Delivery(record) => self.session.handle_delivery(&record),
+            Routed::Delivery(item) => self.session.handle_delivery(&item),
             Routed::Receipt(update) => {
                 if let Some(kind) = receipt_kind(update.status) {
                     self.session.handle_receipt(update.chat, update.up_to_seq, kind);
@@ -438,12 +439,21 @@ impl Conn {
             tracing::trace!(conn = self.id, action = action_kind(&action), "action");
             match action {
                 Action::Send(frame) => self.control.push(&frame),
-                Action::Deliver(frame) => {
+                Action::Deliver(_) | Action::DeliverItem(_) => {
                     let Some(deliveries) = &mut self.deliveries else {
-                        warn!(kind = frame.kind(), "delivery before the delivery stream opened");
+                        warn!(kind = action_kind(&action), "delivery before the delivery stream opened");
                         continue;
                     };
-                    let encoded = prefixed(&frame.encode());
+                    // An item's frame is shared by every connection that
+                    // receives it: a reference count, no copy.
+                    let encoded = match &action {
+                        Action::DeliverItem(item) => match item.frame() {
+                            Some(frame) => frame.clone(),
+                            None => continue,
+                        },
+                        Action::Deliver(frame) => prefixed(&frame.encode()),
+                        _ => continue,
+                    };
                     // Room was checked before the mail was taken, but one mail
                     // can release many held items (a sync or fill done): past
                     // the budget the client must resync instead.

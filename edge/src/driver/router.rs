@@ -18,17 +18,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chorus_projections::wire::{self, AccountUpdate, Delivery, ReceiptUpdate};
-use chorus_projections::ReceiptStatus;
+use bytes::Bytes;
+use chorus_schema::bus::{subject, AccountUpdate, Delivery, ReceiptStatus, ReceiptUpdate};
 use chorus_schema::{DeviceId, EventRecord, ReceiptKind, UserId};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::mailbox::{Mailbox, Offer};
+use crate::session::Item;
 
 /// What the router hands a connection.
 #[derive(Debug)]
 pub(crate) enum Routed {
-    Delivery(Arc<EventRecord>),
+    /// One item for every connection of its recipients: decoded and its
+    /// frame encoded once, shared.
+    Delivery(Arc<Item>),
     Receipt(ReceiptUpdate),
     /// A device of the user was linked, unlinked or logged out.
     Account(AccountUpdate),
@@ -123,29 +126,31 @@ impl Router {
     }
 
     /// A message of `chorus.deliver.>`, `chorus.receipt.>` or `chorus.account.>`.
-    pub(crate) fn dispatch(&self, subject: &str, payload: &[u8]) {
-        if subject.starts_with(wire::DELIVER_PREFIX) {
-            let delivery: Delivery = match wire::decode_payload(payload) {
+    /// A delivery's record is a slice of `payload` (no copy) until it is
+    /// decoded, once, for every connection it goes to.
+    pub(crate) fn dispatch(&self, subject: &str, payload: &Bytes) {
+        if subject.starts_with(subject::DELIVER_PREFIX) {
+            let delivery = match Delivery::decode(payload) {
                 Ok(d) => d,
                 Err(e) => return warn!(%subject, error = %e, "undecodable delivery"),
             };
-            if delivery.record.is_empty() {
-                // Too large for the bus: the connections see a gap at the next
-                // item and fill it from the log.
-                return debug!(chat = %delivery.chat, seq = %delivery.seq, "delivery without its record");
-            }
             let record = match EventRecord::decode(&delivery.record) {
-                Ok(r) => Arc::new(r),
+                Ok(r) => r,
                 Err(e) => return warn!(%subject, error = %e, "undecodable delivery record"),
             };
-            self.send(&delivery.recipients, || Routed::Delivery(record.clone()));
-        } else if subject.starts_with(wire::RECEIPT_PREFIX) {
-            match wire::decode_payload::<ReceiptUpdate>(payload) {
+            let body = &record.event.body;
+            if (body.chat(), body.seq()) != (Some(delivery.chat), Some(delivery.seq)) {
+                return warn!(%subject, chat = %delivery.chat, seq = %delivery.seq, "delivery record of another item");
+            }
+            let item = Item::new(record);
+            self.send(&delivery.recipients, || Routed::Delivery(item.clone()));
+        } else if subject.starts_with(subject::RECEIPT_PREFIX) {
+            match ReceiptUpdate::decode(payload) {
                 Ok(update) => self.send(&[update.sender], || Routed::Receipt(update)),
                 Err(e) => warn!(%subject, error = %e, "undecodable receipt update"),
             }
-        } else if subject.starts_with(wire::ACCOUNT_PREFIX) {
-            match wire::decode_payload::<AccountUpdate>(payload) {
+        } else if subject.starts_with(subject::ACCOUNT_PREFIX) {
+            match AccountUpdate::decode(payload) {
                 Ok(update) => self.send(&[update.user], || Routed::Account(update)),
                 Err(e) => warn!(%subject, error = %e, "undecodable account update"),
             }

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Effect;
 use crate::store::{decode, get_value, keys, put_value, Txn};
-use crate::wire::AccountChange;
 use crate::{Error, Result};
+use chorus_schema::bus::AccountChange;
 
 /// A linked device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
