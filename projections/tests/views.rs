@@ -11,7 +11,7 @@ use chorus_projections::fold::chat_list::{self, MessageRef};
 use chorus_projections::fold::cursors::{self, Cursors};
 use chorus_projections::fold::directory::{self, Device};
 use chorus_projections::fold::inbox;
-use chorus_projections::fold::receipt_status::{self, Status, Ticks};
+use chorus_projections::fold::receipt_status::{self, ReceiptStatus as Status, Ticks};
 use chorus_projections::fold::roster::{self, ChatKind};
 use chorus_projections::store::{keys, Store, Txn};
 use chorus_projections::{rebuild, Applied, Effect, Error, Projection};
