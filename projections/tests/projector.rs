@@ -203,8 +203,8 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     // Account updates of user 1's devices, in log order: the edges close
     // revoked and unlinked devices with them.
     let got: Vec<on_bus::AccountUpdate> = must_receive_exactly(&mut accounts, 5).await;
-    let changes: Vec<(u32, on_bus::AccountChange)> = got.iter().map(|u| (u.device.0, u.change)).collect();
-    use on_bus::AccountChange::{Linked, LoggedOut, Unlinked};
+    let changes: Vec<(u32, chorus_schema::DeviceNoticeKind)> = got.iter().map(|u| (u.device.0, u.change)).collect();
+    use chorus_schema::DeviceNoticeKind::{Linked, LoggedOut, Unlinked};
     assert_eq!(changes, vec![(1, Linked), (2, Linked), (3, Linked), (2, LoggedOut), (3, Unlinked)]);
     assert!(got.iter().all(|u| u.user == UserId(1) && u.at_ms > 0));
 

@@ -285,21 +285,21 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                     vec![Effect::Account {
                         user: *user,
                         device: *device,
-                        change: chorus_schema::bus::AccountChange::Linked,
+                        change: chorus_schema::DeviceNoticeKind::Linked,
                     }]
                 }
                 EventBody::DeviceUnlinked { user, device } => {
                     vec![Effect::Account {
                         user: *user,
                         device: *device,
-                        change: chorus_schema::bus::AccountChange::Unlinked,
+                        change: chorus_schema::DeviceNoticeKind::Unlinked,
                     }]
                 }
                 EventBody::SessionRevoked { user, device } => {
                     vec![Effect::Account {
                         user: *user,
                         device: *device,
-                        change: chorus_schema::bus::AccountChange::LoggedOut,
+                        change: chorus_schema::DeviceNoticeKind::LoggedOut,
                     }]
                 }
                 _ => vec![],

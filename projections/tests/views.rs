@@ -430,7 +430,7 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     // one effect tells the edges to close the device's connections.
     assert_eq!(
         log.push(7, 1, EventBody::DeviceUnlinked { user: u(7), device: d(3) }),
-        vec![Effect::Account { user: u(7), device: d(3), change: chorus_schema::bus::AccountChange::Unlinked }]
+        vec![Effect::Account { user: u(7), device: d(3), change: chorus_schema::DeviceNoticeKind::Unlinked }]
     );
     log.push(8, 1, EventBody::UserRegistered { user: u(8), phone: "2".into() });
 

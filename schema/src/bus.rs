@@ -36,6 +36,7 @@ use flatbuffers::{ForwardsUOffset, Vector, WIPOffset};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Builder};
+use crate::edge::DeviceNoticeKind;
 use crate::error::check_len;
 use crate::fb::bus as fbus;
 use crate::ids::{ChatId, DeviceId, PartitionId, Seq, UserId};
@@ -156,17 +157,6 @@ pub struct InboxItem {
     pub offset: u64,
 }
 
-/// What happened to a device of a user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum AccountChange {
-    /// A device was linked (registered with the user's number).
-    Linked,
-    /// A device was unlinked: its connections must close.
-    Unlinked,
-    /// A device's session was revoked (logout): its connections must close.
-    LoggedOut,
-}
-
 // ---- published payloads -------------------------------------------------------------
 
 /// A new timeline item `(chat, seq)` for the devices of `recipients`.
@@ -283,12 +273,12 @@ impl ReceiptUpdate {
 
 /// A change to `device` of `user`, committed at `at_ms`. Edges close the
 /// connections of an unlinked or logged-out device at once and tell the user's
-/// other devices.
+/// other devices (a `DeviceNotice` frame of the same kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AccountUpdate {
     pub user: UserId,
     pub device: DeviceId,
-    pub change: AccountChange,
+    pub change: DeviceNoticeKind,
     pub at_ms: u64,
 }
 
@@ -296,11 +286,7 @@ impl AccountUpdate {
     /// Encodes with file identifier `CBAU`.
     pub fn encode(&self) -> Vec<u8> {
         let mut fbb = Builder::with_capacity(64);
-        let change = match self.change {
-            AccountChange::Linked => fbus::AccountChange::Linked,
-            AccountChange::Unlinked => fbus::AccountChange::Unlinked,
-            AccountChange::LoggedOut => fbus::AccountChange::LoggedOut,
-        };
+        let change = crate::edge::device_notice_kind_fb(self.change);
         let root = fbus::AccountUpdate::create(
             &mut fbb,
             &fbus::AccountUpdateArgs { user: self.user.0, device: self.device.0, change, at_ms: self.at_ms },
@@ -320,12 +306,7 @@ impl AccountUpdate {
             MAX_VIEW_REQUEST_BYTES,
             4,
         )?;
-        let change = match a.change() {
-            fbus::AccountChange::Linked => AccountChange::Linked,
-            fbus::AccountChange::Unlinked => AccountChange::Unlinked,
-            fbus::AccountChange::LoggedOut => AccountChange::LoggedOut,
-            other => return Err(Error::malformed("account change", format!("unknown value {}", other.0))),
-        };
+        let change = crate::edge::device_notice_kind(a.change())?;
         Ok(AccountUpdate { user: UserId(a.user()), device: DeviceId(a.device()), change, at_ms: a.at_ms() })
     }
 }

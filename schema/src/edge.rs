@@ -108,12 +108,15 @@ pub enum ClientFrame {
     },
 }
 
-/// What happened to a device of the user ([`ServerFrame::DeviceNotice`]).
+/// What happened to a device of a user: the projector's account updates
+/// (`bus::AccountUpdate`) and the edge's [`ServerFrame::DeviceNotice`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DeviceNoticeKind {
     /// A new device was linked (registered with the phone's code).
     Linked,
+    /// A device was unlinked: its connections must close.
     Unlinked,
+    /// A device's session was revoked (logout): its connections must close.
     LoggedOut,
 }
 
@@ -795,11 +798,7 @@ impl ServerFrame {
                 (fe::ServerFrameBody::Done, t.as_union_value())
             }
             ServerFrame::DeviceNotice { kind, device, at_ms } => {
-                let kind = match kind {
-                    DeviceNoticeKind::Linked => fe::DeviceNoticeKind::Linked,
-                    DeviceNoticeKind::Unlinked => fe::DeviceNoticeKind::Unlinked,
-                    DeviceNoticeKind::LoggedOut => fe::DeviceNoticeKind::LoggedOut,
-                };
+                let kind = device_notice_kind_fb(*kind);
                 let t =
                     fe::DeviceNotice::create(&mut fbb, &fe::DeviceNoticeArgs { kind, device: device.0, at_ms: *at_ms });
                 (fe::ServerFrameBody::DeviceNotice, t.as_union_value())
@@ -885,12 +884,7 @@ impl ServerFrame {
             }
             fe::ServerFrameBody::DeviceNotice => {
                 let b = f.body_as_device_notice().ok_or_else(bad)?;
-                let kind = match b.kind() {
-                    fe::DeviceNoticeKind::Linked => DeviceNoticeKind::Linked,
-                    fe::DeviceNoticeKind::Unlinked => DeviceNoticeKind::Unlinked,
-                    fe::DeviceNoticeKind::LoggedOut => DeviceNoticeKind::LoggedOut,
-                    other => return Err(Error::malformed("device notice kind", format!("unknown value {}", other.0))),
-                };
+                let kind = device_notice_kind(b.kind())?;
                 ServerFrame::DeviceNotice { kind, device: DeviceId(b.device()), at_ms: b.at_ms() }
             }
             _ => return Err(bad()),
@@ -908,6 +902,23 @@ impl EdgeErrorCode {
             Error::TooLarge { what: "ciphertext", .. } => EdgeErrorCode::CiphertextTooLarge,
             _ => EdgeErrorCode::BadFrame,
         }
+    }
+}
+
+pub(crate) fn device_notice_kind_fb(k: DeviceNoticeKind) -> fe::DeviceNoticeKind {
+    match k {
+        DeviceNoticeKind::Linked => fe::DeviceNoticeKind::Linked,
+        DeviceNoticeKind::Unlinked => fe::DeviceNoticeKind::Unlinked,
+        DeviceNoticeKind::LoggedOut => fe::DeviceNoticeKind::LoggedOut,
+    }
+}
+
+pub(crate) fn device_notice_kind(k: fe::DeviceNoticeKind) -> Result<DeviceNoticeKind> {
+    match k {
+        fe::DeviceNoticeKind::Linked => Ok(DeviceNoticeKind::Linked),
+        fe::DeviceNoticeKind::Unlinked => Ok(DeviceNoticeKind::Unlinked),
+        fe::DeviceNoticeKind::LoggedOut => Ok(DeviceNoticeKind::LoggedOut),
+        other => Err(Error::malformed("device notice kind", format!("unknown value {}", other.0))),
     }
 }
 

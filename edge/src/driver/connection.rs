@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_schema::bus::AccountChange;
-use chorus_schema::{CommandBody, DeviceNoticeKind, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
+use chorus_schema::{CommandBody, EdgeErrorCode, RejectCode, Rejection, ServerFrame};
 use tracing::{debug, warn};
 
 use super::mailbox::{Bounds, Mail, Mailbox, Room};
@@ -418,12 +417,7 @@ impl Conn {
                 }
             }
             Routed::Account(update) => {
-                let kind = match update.change {
-                    AccountChange::Linked => DeviceNoticeKind::Linked,
-                    AccountChange::Unlinked => DeviceNoticeKind::Unlinked,
-                    AccountChange::LoggedOut => DeviceNoticeKind::LoggedOut,
-                };
-                self.session.handle_device_notice(kind, update.device, update.at_ms);
+                self.session.handle_device_notice(update.change, update.device, update.at_ms);
             }
         }
     }

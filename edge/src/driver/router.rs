@@ -179,6 +179,75 @@ mod tests {
         Route { conn, device: DeviceId(device), mailbox: Arc::new(Mailbox::new(bounds, Arc::new(AtomicUsize::new(0)))) }
     }
 
+    fn message(chat: chorus_schema::ChatId, seq: u64) -> EventRecord {
+        use chorus_schema::{ClientMsgId, Event, EventBody, Origin, PartitionId, Seq};
+        EventRecord {
+            partition: PartitionId(0),
+            offset: seq,
+            log_index: seq,
+            event: Event {
+                at_ms: 1,
+                origin: Origin { user: UserId(1), device: DeviceId(1), client_msg_id: ClientMsgId(seq) },
+                body: EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![0xab; 300], media: None },
+            },
+        }
+    }
+
+    fn routed_item(route: &Route) -> Arc<Item> {
+        match route.mailbox.try_take(Room::Free) {
+            Some(Mail::Routed(Routed::Delivery(item))) => item,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_decoded_once_and_its_frame_shared_by_every_recipient() {
+        let r = Router::default();
+        let caps = Caps { per_device: 4, per_user: 4 };
+        let (a, b, c) = (route(1, 1), route(2, 2), route(3, 1));
+        r.register(UserId(1), a.clone(), caps);
+        r.register(UserId(1), b.clone(), caps);
+        r.register(UserId(2), c.clone(), caps);
+        let chat = chorus_schema::ChatId::direct(UserId(1), UserId(2));
+        let record = message(chat, 1);
+        let recipients = [UserId(1), UserId(2)];
+        let payload = Delivery::encode_parts(&chat, chorus_schema::Seq(1), &recipients, &record.encode());
+        r.dispatch(&subject::deliver(&chat), &payload);
+        let items = [routed_item(&a), routed_item(&b), routed_item(&c)];
+        assert_eq!(items[0].record(), &record);
+        for item in &items[1..] {
+            assert!(Arc::ptr_eq(item, &items[0]), "one item for every connection");
+        }
+        let frame = items[0].frame().expect("a message has a frame");
+        assert_eq!(
+            items[0].server_frame().map(|f| f.kind()),
+            Some("Deliver"),
+            "the shared bytes are the length-prefixed Deliver frame"
+        );
+        assert_eq!(
+            frame.len(),
+            4 + usize::try_from(u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]])).unwrap()
+        );
+        assert_eq!(r.routed.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_delivery_whose_record_is_of_another_item_or_garbage_is_dropped() {
+        let r = Router::default();
+        let a = route(1, 1);
+        r.register(UserId(1), a.clone(), Caps { per_device: 4, per_user: 4 });
+        let chat = chorus_schema::ChatId::direct(UserId(1), UserId(2));
+        let other = chorus_schema::ChatId::direct(UserId(1), UserId(3));
+        // The record says seq 2 of another chat: not what the delivery claims.
+        let forged = Delivery::encode_parts(&chat, chorus_schema::Seq(1), &[UserId(1)], &message(other, 2).encode());
+        r.dispatch(&subject::deliver(&chat), &forged);
+        let garbage = Delivery::encode_parts(&chat, chorus_schema::Seq(1), &[UserId(1)], b"not a record");
+        r.dispatch(&subject::deliver(&chat), &garbage);
+        r.dispatch(&subject::deliver(&chat), &Bytes::from_static(b"\x00\x01"));
+        assert!(a.mailbox.try_take(Room::Free).is_none());
+        assert_eq!(r.routed.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn a_login_beyond_the_device_or_user_cap_evicts_the_oldest() {
         let r = Router::default();

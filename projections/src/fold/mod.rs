@@ -41,5 +41,5 @@ pub enum Effect {
     /// A device of `user` was linked, unlinked or logged out (see
     /// [`directory`]): edges close the sessions of a device that is gone and
     /// tell the user's other devices.
-    Account { user: UserId, device: DeviceId, change: chorus_schema::bus::AccountChange },
+    Account { user: UserId, device: DeviceId, change: chorus_schema::DeviceNoticeKind },
 }

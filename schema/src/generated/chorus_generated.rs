@@ -19432,94 +19432,6 @@ impl<'a> ::flatbuffers::Verifiable for ReceiptStatus {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_ACCOUNT_CHANGE: u8 = 0;
-#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ACCOUNT_CHANGE: u8 = 2;
-#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-#[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ACCOUNT_CHANGE: [AccountChange; 3] = [
-  AccountChange::Linked,
-  AccountChange::Unlinked,
-  AccountChange::LoggedOut,
-];
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-#[repr(transparent)]
-pub struct AccountChange(pub u8);
-#[allow(non_upper_case_globals)]
-impl AccountChange {
-  pub const Linked: Self = Self(0);
-  pub const Unlinked: Self = Self(1);
-  pub const LoggedOut: Self = Self(2);
-
-  pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 2;
-  pub const ENUM_VALUES: &'static [Self] = &[
-    Self::Linked,
-    Self::Unlinked,
-    Self::LoggedOut,
-  ];
-  /// Returns the variant's name or "" if unknown.
-  pub fn variant_name(self) -> Option<&'static str> {
-    match self {
-      Self::Linked => Some("Linked"),
-      Self::Unlinked => Some("Unlinked"),
-      Self::LoggedOut => Some("LoggedOut"),
-      _ => None,
-    }
-  }
-}
-impl ::core::fmt::Debug for AccountChange {
-  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
-    if let Some(name) = self.variant_name() {
-      f.write_str(name)
-    } else {
-      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
-    }
-  }
-}
-impl<'a> ::flatbuffers::Follow<'a> for AccountChange {
-  type Inner = Self;
-  #[inline]
-  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
-    Self(b)
-  }
-}
-
-impl ::flatbuffers::Push for AccountChange {
-    type Output = AccountChange;
-    #[inline]
-    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
-        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
-    }
-}
-
-impl ::flatbuffers::EndianScalar for AccountChange {
-  type Scalar = u8;
-  #[inline]
-  fn to_little_endian(self) -> u8 {
-    self.0.to_le()
-  }
-  #[inline]
-  #[allow(clippy::wrong_self_convention)]
-  fn from_little_endian(v: u8) -> Self {
-    let b = u8::from_le(v);
-    Self(b)
-  }
-}
-
-impl<'a> ::flatbuffers::Verifiable for AccountChange {
-  #[inline]
-  fn run_verifier(
-    v: &mut ::flatbuffers::Verifier, pos: usize
-  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
-    u8::run_verifier(v, pos)
-  }
-}
-
-impl ::flatbuffers::SimpleToVerifyInSlice for AccountChange {}
-#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MAX_VIEW_QUERY: u8 = 6;
@@ -20751,7 +20663,8 @@ impl ::core::fmt::Debug for ReceiptUpdate<'_> {
 pub enum AccountUpdateOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// A change to `device` of `user`, committed at `at_ms`.
+/// A change to `device` of `user`, committed at `at_ms` (the kind is the one the
+/// edge's DeviceNotice frame carries on to the user's other devices).
 pub struct AccountUpdate<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -20803,11 +20716,11 @@ impl<'a> AccountUpdate<'a> {
     unsafe { self._tab.get::<u32>(AccountUpdate::VT_DEVICE, Some(0)).unwrap()}
   }
   #[inline]
-  pub fn change(&self) -> AccountChange {
+  pub fn change(&self) -> super::edge::DeviceNoticeKind {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<AccountChange>(AccountUpdate::VT_CHANGE, Some(AccountChange::Linked)).unwrap()}
+    unsafe { self._tab.get::<super::edge::DeviceNoticeKind>(AccountUpdate::VT_CHANGE, Some(super::edge::DeviceNoticeKind::Linked)).unwrap()}
   }
   #[inline]
   pub fn at_ms(&self) -> u64 {
@@ -20826,7 +20739,7 @@ impl ::flatbuffers::Verifiable for AccountUpdate<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("user", Self::VT_USER, false)?
      .visit_field::<u32>("device", Self::VT_DEVICE, false)?
-     .visit_field::<AccountChange>("change", Self::VT_CHANGE, false)?
+     .visit_field::<super::edge::DeviceNoticeKind>("change", Self::VT_CHANGE, false)?
      .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
      .finish();
     Ok(())
@@ -20835,7 +20748,7 @@ impl ::flatbuffers::Verifiable for AccountUpdate<'_> {
 pub struct AccountUpdateArgs {
     pub user: u64,
     pub device: u32,
-    pub change: AccountChange,
+    pub change: super::edge::DeviceNoticeKind,
     pub at_ms: u64,
 }
 impl<'a> Default for AccountUpdateArgs {
@@ -20844,7 +20757,7 @@ impl<'a> Default for AccountUpdateArgs {
     AccountUpdateArgs {
       user: 0,
       device: 0,
-      change: AccountChange::Linked,
+      change: super::edge::DeviceNoticeKind::Linked,
       at_ms: 0,
     }
   }
@@ -20864,8 +20777,8 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AccountUpdateBuilder<'a, 'b, 
     self.fbb_.push_slot::<u32>(AccountUpdate::VT_DEVICE, device, 0);
   }
   #[inline]
-  pub fn add_change(&mut self, change: AccountChange) {
-    self.fbb_.push_slot::<AccountChange>(AccountUpdate::VT_CHANGE, change, AccountChange::Linked);
+  pub fn add_change(&mut self, change: super::edge::DeviceNoticeKind) {
+    self.fbb_.push_slot::<super::edge::DeviceNoticeKind>(AccountUpdate::VT_CHANGE, change, super::edge::DeviceNoticeKind::Linked);
   }
   #[inline]
   pub fn add_at_ms(&mut self, at_ms: u64) {

@@ -507,12 +507,8 @@ pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
 pub fn receipt_status() -> impl Strategy<Value = bus::ReceiptStatus> {
     prop_oneof![Just(bus::ReceiptStatus::Sent), Just(bus::ReceiptStatus::Delivered), Just(bus::ReceiptStatus::Read)]
 }
-pub fn account_change() -> impl Strategy<Value = bus::AccountChange> {
-    prop_oneof![
-        Just(bus::AccountChange::Linked),
-        Just(bus::AccountChange::Unlinked),
-        Just(bus::AccountChange::LoggedOut)
-    ]
+pub fn account_change() -> impl Strategy<Value = DeviceNoticeKind> {
+    prop_oneof![Just(DeviceNoticeKind::Linked), Just(DeviceNoticeKind::Unlinked), Just(DeviceNoticeKind::LoggedOut)]
 }
 pub fn chat_kind() -> impl Strategy<Value = ChatKind> {
     prop_oneof![Just(ChatKind::Direct), Just(ChatKind::Group)]
