@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use chorus_client::conn::{Core, LinkId, Output};
 use chorus_client::{ClientConfig, Credentials, Error, Event, Resume, Sent};
 use chorus_edge::session::{
-    token_hash, Action, Config, Correlation, Identity, OtpConfig, OtpRegistry, RecipientVerdict, SeededEntropy,
+    token_hash, Action, Config, Correlation, Identity, OtpConfig, Item, OtpRegistry, RecipientVerdict, SeededEntropy,
     Session, TokenVerdict,
 };
 use chorus_schema::{
@@ -273,6 +273,7 @@ impl World {
             match action {
                 Action::Send(f) => w.control.push_back(f),
                 Action::Deliver(f) => w.delivery.push_back(f),
+                Action::DeliverItem(item) => w.delivery.push_back(item.server_frame().expect("a message item")),
                 Action::VerifyToken { user, device, token_hash } => {
                     let verdict = if self.valid_token(user, device, token_hash) {
                         TokenVerdict::Valid
@@ -294,7 +295,7 @@ impl World {
                     let items = self.log.items(chat, after, until);
                     if let Some(w) = self.wires.get_mut(&key) {
                         for r in &items {
-                            w.session.handle_recovered(r);
+                            w.session.handle_recovered(&Item::new(r.clone()));
                         }
                         w.session.handle_fill_done(chat);
                     }
@@ -316,10 +317,11 @@ impl World {
             let EventBody::MessageSent { chat, .. } = &record.event.body else { return };
             let members = self.log.members.get(chat).copied().unwrap_or_default();
             let repeats = if self.bus_repeats { 2 } else { 1 };
+            let item = Item::new(record.clone());
             for w in self.wires.values_mut().filter(|w| w.subscribed) {
                 if w.session.identity().is_some_and(|id| members.contains(&id.user)) {
                     for _ in 0..repeats {
-                        w.session.handle_delivery(&record);
+                        w.session.handle_delivery(&item);
                     }
                 }
             }
@@ -339,7 +341,7 @@ impl World {
         }
         if let Some(w) = self.wires.get_mut(&key) {
             for r in &recovered {
-                w.session.handle_recovered(r);
+                w.session.handle_recovered(&Item::new(r.clone()));
             }
             w.session.handle_sync_done(&chats, with_news);
         }

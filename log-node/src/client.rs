@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chorus_schema::{
     AppendCommand, Command, CommandResult, ErrorCode, EventRecord, GroupId, NodeStatus, PartitionId, Request, Response,
-    MAX_FRAME_BYTES,
+    StoredRecord, MAX_FRAME_BYTES,
 };
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -435,6 +435,32 @@ impl LogClient {
         from: u64,
         out: mpsc::Sender<EventRecord>,
     ) -> Result<()> {
+        self.tail_with(addr, partition, from, out, |bytes| EventRecord::decode(&bytes)).await
+    }
+
+    /// As [`LogClient::tail`], each record with the bytes the node sent for it
+    /// (what the log stores), for a reader that forwards them unchanged.
+    ///
+    /// # Errors
+    /// As [`LogClient::tail`].
+    pub async fn tail_stored(
+        &self,
+        addr: &str,
+        partition: PartitionId,
+        from: u64,
+        out: mpsc::Sender<StoredRecord>,
+    ) -> Result<()> {
+        self.tail_with(addr, partition, from, out, |bytes| StoredRecord::decode(bytes.into())).await
+    }
+
+    async fn tail_with<T>(
+        &self,
+        addr: &str,
+        partition: PartitionId,
+        from: u64,
+        out: mpsc::Sender<T>,
+        decode: impl Fn(Vec<u8>) -> chorus_schema::Result<T>,
+    ) -> Result<()> {
         let conn = connection(&self.inner, addr).await?;
         let stream_err = |e: &dyn std::fmt::Display| Error::Stream { addr: addr.to_string(), reason: e.to_string() };
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream_err(&e))?;
@@ -446,7 +472,11 @@ impl LogClient {
             };
             match Response::decode(&bytes).map_err(|e| Error::BadResponse(e.to_string()))? {
                 Response::Events { events, .. } => {
-                    for e in decode_events(&events)? {
+                    let decoded = events
+                        .into_iter()
+                        .map(|e| decode(e).map_err(|e| Error::BadResponse(e.to_string())))
+                        .collect::<Result<Vec<T>>>()?;
+                    for e in decoded {
                         if out.send(e).await.is_err() {
                             return Ok(());
                         }

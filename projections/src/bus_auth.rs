@@ -19,7 +19,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::wire;
+use chorus_schema::bus::subject;
 
 /// What a bus user is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,10 +42,10 @@ pub struct BusUser {
 /// own inbox (`_INBOX_<key prefix>.>`): the bus confirms a subscription by
 /// sending itself a message there.
 pub fn permissions(user: &BusUser) -> (Vec<String>, Vec<String>, bool) {
-    let deliver = format!("{}.>", wire::DELIVER_PREFIX);
-    let receipt = format!("{}.>", wire::RECEIPT_PREFIX);
-    let account = format!("{}.>", wire::ACCOUNT_PREFIX);
-    let views = "chorus.view.>".to_owned();
+    let deliver = format!("{}.>", subject::DELIVER_PREFIX);
+    let receipt = format!("{}.>", subject::RECEIPT_PREFIX);
+    let account = format!("{}.>", subject::ACCOUNT_PREFIX);
+    let views = format!("{}.>", subject::VIEW_PREFIX);
     let inbox = format!("{}.>", chorus_bus::inbox_prefix(&user.public_key));
     match user.role {
         BusRole::Projector => (vec![deliver, receipt, account, inbox.clone()], vec![views, inbox], true),

@@ -29,7 +29,7 @@
 //! The process around the folds is [`projector`]: it tails every partition of
 //! the log from its cursor, folds batches into one RocksDB transaction
 //! ([`store::RocksStore`]) with the cursor, commits, then publishes the
-//! effects on the bus ([`wire`] has the payloads and subjects) and answers
+//! effects on the bus (`chorus_schema::bus` has the payloads and subjects) and answers
 //! view queries over bus request/reply. [`rebuild_from_log`] replays the
 //! whole log into a fresh store (`chorus replay --view`).
 //!
@@ -38,7 +38,6 @@
 //!   seen, status feeds, prekeys), message content (edits, deletes, reactions), and pruning of
 //!   the chat list's message index.
 //! - Spreading partitions over several projector processes (see [`projector`]).
-//! - Flatbuffers for the bus payloads (they are bincode in [`wire`] for now).
 
 //! # Module map
 //! - [`store`]: the [`store::Txn`] and [`store::Store`] traits and their
@@ -48,7 +47,6 @@
 //! - `projection`: [`Projection`], [`Applied`], [`rebuild`], [`fold_into`].
 //! - [`projector`]: [`Projector`] (`Config` → `run(shutdown)`), [`Handle`],
 //!   view query answers, [`rebuild_from_log`].
-//! - [`wire`]: bus subjects and payloads (deliveries, receipts, view queries).
 //! - `error`: [`Error`], [`Result`].
 //!
 //! # Dataflow
@@ -74,10 +72,9 @@ pub mod replay;
 pub mod seal;
 pub mod store;
 mod view;
-pub mod wire;
 
+pub use chorus_schema::bus::ReceiptStatus;
 pub use error::{Error, Result};
-pub use fold::receipt_status::Status as ReceiptStatus;
 pub use fold::Effect;
 pub use projection::{fold_into, rebuild, rebuild_only, Applied, Projection};
 pub use projector::{Config, Handle, Projector};

@@ -10,7 +10,7 @@
 //!                                                                    ▼
 //!                   bus: chorus.deliver.<chat>  /  chorus.receipt.<sender>   (at least once)
 //!  edges ──request chorus.view.{chat_list,cursors,receipt_status,session,user,inbox}──▶ queue group `projectors`
-//!        ◀────────────── reply (wire::Reply<…>) ◀── snapshot read of the store
+//!        ◀────────────── reply (bus::ViewReply, sealed) ◀── snapshot read of the store
 //! ```
 //!
 //! # Guarantees
@@ -24,7 +24,10 @@
 //!   a crash after the publish and before the commit reached disk (no fsync)
 //!   re-folds the batch and publishes them again. Bus subscribers may also miss
 //!   messages (late start, disconnect). The log and the views are the truth;
-//!   edges dedup by `(chat, seq)` and fill gaps from the log (see [`crate::wire`]).
+//!   edges dedup by `(chat, seq)` and fill gaps from the log (see `chorus_schema::bus`).
+//! - **Records are forwarded, not re-encoded.** The tail hands each record
+//!   with the bytes the log stored ([`chorus_schema::StoredRecord`]); a
+//!   delivery carries those bytes verbatim.
 //! - **Per-chat order.** A chat lives in one partition, one task folds and
 //!   publishes that partition's records in order through one bus handle, so
 //!   deliveries of a chat are published in seq order.
@@ -47,7 +50,11 @@ use bytes::Bytes;
 use chorus_bus::{Bus, Message, Subscription};
 use chorus_log_node::network::tls::TlsPaths;
 use chorus_log_node::{ClientConfig, LogClient};
-use chorus_schema::{EventRecord, Key, PartitionId};
+use chorus_schema::bus::{
+    self, subject, AccountUpdate, ChatCursors, ChatListItem, ChatListPage, CursorsPage, Delivery, InboxPage,
+    ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode, ViewQuery, ViewReply,
+};
+use chorus_schema::{EventRecord, Key, PartitionId, StoredRecord, MAX_VIEW_PAGE_ENTRIES};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -56,9 +63,6 @@ use tracing::{debug, error, info, warn};
 use crate::fold::{chat_list, cursors, directory, inbox, receipt_status};
 use crate::seal::{self, ViewKey};
 use crate::store::{self, keys, RocksStore, Txn};
-use crate::wire::{
-    self, ChatCursors, ChatListItem, ChatListPage, CursorsPage, InboxItem, InboxPage, SessionInfo, UserInfo, ViewError,
-};
 use crate::{Applied, Effect, Projection};
 
 /// Why the projector could not start or had to stop.
@@ -384,8 +388,8 @@ impl Projector {
             return Err(Error::PartialStore { dir: config.store_dir.clone(), views });
         }
         let mut views = Vec::new();
-        for subject in VIEW_SUBJECTS {
-            views.push(bus.queue_subscribe(subject, wire::QUEUE_GROUP).await?);
+        for view in subject::VIEWS {
+            views.push(bus.queue_subscribe(view, subject::QUEUE_GROUP).await?);
         }
         let partitions = client.partitions();
         let initial = {
@@ -472,7 +476,7 @@ struct Ctx {
 /// A bus message to send after a commit.
 struct Outgoing {
     subject: String,
-    payload: Vec<u8>,
+    payload: Bytes,
 }
 
 enum TailEnd {
@@ -492,11 +496,11 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
             .leader_addr(partition)
             .unwrap_or_else(|| ctx.config.log_nodes[failures as usize % ctx.config.log_nodes.len()].clone());
         debug!(%partition, %addr, next, "tailing");
-        let (tx, mut rx) = mpsc::channel::<EventRecord>(ctx.config.tail_buffer_records);
+        let (tx, mut rx) = mpsc::channel::<StoredRecord>(ctx.config.tail_buffer_records);
         let tail = {
             let client = ctx.client.clone();
             let addr = addr.clone();
-            tokio::spawn(async move { client.tail(&addr, partition, next, tx).await })
+            tokio::spawn(async move { client.tail_stored(&addr, partition, next, tx).await })
         };
         let end = loop {
             let first = tokio::select! {
@@ -560,7 +564,7 @@ fn backoff(config: &Config, failures: u32) -> Duration {
 /// Folds `batch` (records of `partition` in offset order) in one transaction
 /// with the cursor and commits it. Returns the new cursor and the bus
 /// messages of its effects.
-async fn fold_batch(ctx: &Arc<Ctx>, partition: PartitionId, batch: Vec<EventRecord>) -> Result<(u64, Vec<Outgoing>)> {
+async fn fold_batch(ctx: &Arc<Ctx>, partition: PartitionId, batch: Vec<StoredRecord>) -> Result<(u64, Vec<Outgoing>)> {
     let store = ctx.store.clone();
     let (next, folded, outgoing) = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Vec<Outgoing>)> {
         let projection = Projection::new();
@@ -568,13 +572,13 @@ async fn fold_batch(ctx: &Arc<Ctx>, partition: PartitionId, batch: Vec<EventReco
         let mut outgoing = Vec::new();
         let mut folded = 0u64;
         let mut effects = Vec::new();
-        for record in &batch {
-            check_tailed(partition, record)?;
-            if projection.apply(&mut txn, record, &mut effects)? == Applied::Folded {
+        for stored in &batch {
+            check_tailed(partition, &stored.record)?;
+            if projection.apply(&mut txn, &stored.record, &mut effects)? == Applied::Folded {
                 folded += 1;
             }
             for effect in effects.drain(..) {
-                outgoing.push(message_of(effect, record));
+                outgoing.push(message_of(effect, stored));
             }
         }
         let next = Projection::next_offset(&txn, partition)?;
@@ -589,31 +593,30 @@ async fn fold_batch(ctx: &Arc<Ctx>, partition: PartitionId, batch: Vec<EventReco
     Ok((next, outgoing))
 }
 
-fn message_of(effect: Effect, record: &EventRecord) -> Outgoing {
+/// The bus message of one effect of `stored`. A delivery carries the
+/// record's stored bytes as the log served them (copied once, into the
+/// payload), never a fresh encoding of the decoded record.
+fn message_of(effect: Effect, stored: &StoredRecord) -> Outgoing {
     match effect {
-        Effect::Deliver { chat, seq, recipients } => {
-            let mut bytes = record.encode();
-            if bytes.len() > wire::Delivery::RECORD_BYTES_MAX {
-                bytes = Vec::new();
-            }
-            let delivery = wire::Delivery { chat, seq, recipients, record: bytes };
-            Outgoing { subject: wire::deliver_subject(&chat), payload: wire::encode(&delivery) }
-        }
-        Effect::ReceiptChanged { chat, sender, up_to_seq, status } => {
-            let update = wire::ReceiptUpdate { chat, sender, up_to_seq, status };
-            Outgoing { subject: wire::receipt_subject(sender), payload: wire::encode(&update) }
-        }
-        Effect::Account { user, device, change } => {
-            let update = wire::AccountUpdate { user, device, change, at_ms: record.event.at_ms };
-            Outgoing { subject: wire::account_subject(user), payload: wire::encode(&update) }
-        }
+        Effect::Deliver { chat, seq, recipients } => Outgoing {
+            subject: subject::deliver(&chat),
+            payload: Delivery::encode_parts(&chat, seq, &recipients, &stored.bytes),
+        },
+        Effect::ReceiptChanged { chat, sender, up_to_seq, status } => Outgoing {
+            subject: subject::receipt(sender),
+            payload: ReceiptUpdate { chat, sender, up_to_seq, status }.encode().into(),
+        },
+        Effect::Account { user, device, change } => Outgoing {
+            subject: subject::account(user),
+            payload: AccountUpdate { user, device, change, at_ms: stored.record.event.at_ms }.encode().into(),
+        },
     }
 }
 
 async fn publish(ctx: &Ctx, outgoing: Vec<Outgoing>) {
     let c = &ctx.shared.counters;
     for m in outgoing {
-        match ctx.bus.publish(&m.subject, Bytes::from(m.payload)).await {
+        match ctx.bus.publish(&m.subject, m.payload).await {
             Ok(()) => {
                 c.published.fetch_add(1, Ordering::Relaxed);
             }
@@ -667,18 +670,12 @@ async fn answer_request(ctx: &Ctx, msg: Message) {
     let payload = msg.payload.clone();
     let answered = tokio::task::spawn_blocking(move || match seal::open_request(&payload) {
         Ok(query) => answer(&store, partitions, &subject, query),
-        Err(e) => {
-            let r: wire::Reply<()> = Err(ViewError { code: wire::ErrorCode::BadRequest, message: e.to_string() });
-            (wire::encode(&r), true)
-        }
+        Err(e) => (error_reply(ViewErrorCode::BadRequest, e.to_string()), true),
     })
     .await;
     let (reply, bad) = match answered {
         Ok(r) => r,
-        Err(e) => {
-            let err: wire::Reply<()> = Err(ViewError { code: wire::ErrorCode::Unavailable, message: e.to_string() });
-            (wire::encode(&err), false)
-        }
+        Err(e) => (error_reply(ViewErrorCode::Unavailable, e.to_string()), false),
     };
     if bad {
         c.view_bad_requests.fetch_add(1, Ordering::Relaxed);
@@ -689,88 +686,73 @@ async fn answer_request(ctx: &Ctx, msg: Message) {
     }
 }
 
-/// Every subject a projector answers, in its queue group.
-pub const VIEW_SUBJECTS: [&str; 6] = [
-    wire::VIEW_CHAT_LIST,
-    wire::VIEW_CURSORS,
-    wire::VIEW_RECEIPT_STATUS,
-    wire::VIEW_SESSION,
-    wire::VIEW_USER,
-    wire::VIEW_INBOX,
-];
+/// An encoded error reply.
+fn error_reply(code: ViewErrorCode, message: String) -> Vec<u8> {
+    bus::encode_reply(&Err(ViewError { code, message }))
+}
 
 /// Answers one view query from a snapshot of `store`: the encoded
-/// [`wire::Reply`], and whether the request was malformed. `partitions` is
-/// the log's partition count (for [`InboxPage::partition`]).
-///
-/// # Panics
-/// If `partitions` is 0 (a log always has partitions).
+/// [`ViewReply`], and whether the request was malformed (it did not decode, or
+/// it is not the query of `subject`: the bus permissions are per subject, so
+/// a query is answered only on its own). `partitions` is the log's partition
+/// count (for [`InboxPage::partition`]).
 pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]) -> (Vec<u8>, bool) {
-    fn reply<Q: serde::de::DeserializeOwned, T: Serialize>(
-        payload: &[u8],
-        f: impl FnOnce(Q) -> crate::Result<T>,
-    ) -> (Vec<u8>, bool) {
-        let request: Q = match wire::decode_request(payload) {
-            Ok(q) => q,
-            Err(e) => {
-                let r: wire::Reply<T> = Err(ViewError { code: wire::ErrorCode::BadRequest, message: e.to_string() });
-                return (wire::encode(&r), true);
-            }
-        };
-        let r: wire::Reply<T> =
-            f(request).map_err(|e| ViewError { code: wire::ErrorCode::Unavailable, message: e.to_string() });
-        (wire::encode(&r), false)
-    }
-    let txn = store.read();
-    match subject {
-        wire::VIEW_CHAT_LIST => reply(payload, |q: wire::ChatListRequest| {
-            let (rows, more) = chat_list_page(&txn, q.user, q.after, q.limit)?;
-            Ok(ChatListPage {
-                entries: rows.into_iter().map(|(chat, entry)| ChatListItem { chat, entry }).collect(),
-                more,
-            })
-        }),
-        wire::VIEW_CURSORS => reply(payload, |q: wire::CursorsRequest| {
-            let (rows, more) = chat_list_page(&txn, q.user, q.after, q.limit)?;
-            let mut entries = Vec::with_capacity(rows.len());
-            for (chat, entry) in rows {
-                let c = cursors::get(&txn, &chat, q.user, q.device)?;
-                entries.push(ChatCursors { chat, last_seq: entry.last_seq, delivered: c.delivered, read: c.read });
-            }
-            Ok(CursorsPage { entries, more })
-        }),
-        wire::VIEW_RECEIPT_STATUS => {
-            reply(payload, |q: wire::ReceiptStatusRequest| receipt_status::ticks(&txn, &q.chat, q.sender))
+    let query = match ViewQuery::decode(payload) {
+        Ok(q) if q.subject() == subject => q,
+        Ok(q) => {
+            let message = format!("a {} query on {subject}", q.subject());
+            return (error_reply(ViewErrorCode::BadRequest, message), true);
         }
-        wire::VIEW_SESSION => reply(payload, |q: wire::SessionRequest| {
-            Ok(SessionInfo { token_hash: directory::session(&txn, q.user, q.device)? })
-        }),
-        wire::VIEW_USER => reply(payload, |q: wire::UserRequest| {
-            Ok(UserInfo {
+        Err(e) => return (error_reply(ViewErrorCode::BadRequest, e.to_string()), true),
+    };
+    let txn = store.read();
+    let answered: crate::Result<ViewAnswer> = (|| {
+        Ok(match query {
+            ViewQuery::ChatList(q) => {
+                let (rows, more) = chat_list_page(&txn, q.user, q.after, q.limit)?;
+                let entries = rows.into_iter().map(|(chat, entry)| ChatListItem { chat, entry }).collect();
+                ViewAnswer::ChatList(ChatListPage { entries, more })
+            }
+            ViewQuery::Cursors(q) => {
+                let (rows, more) = chat_list_page(&txn, q.user, q.after, q.limit)?;
+                let mut entries = Vec::with_capacity(rows.len());
+                for (chat, entry) in rows {
+                    let c = cursors::get(&txn, &chat, q.user, q.device)?;
+                    entries.push(ChatCursors { chat, last_seq: entry.last_seq, delivered: c.delivered, read: c.read });
+                }
+                ViewAnswer::Cursors(CursorsPage { entries, more })
+            }
+            ViewQuery::ReceiptStatus(q) => ViewAnswer::Ticks(receipt_status::ticks(&txn, &q.chat, q.sender)?),
+            ViewQuery::Session(q) => {
+                ViewAnswer::Session(SessionInfo { token_hash: directory::session(&txn, q.user, q.device)? })
+            }
+            ViewQuery::User(q) => ViewAnswer::User(UserInfo {
                 registered: directory::is_registered(&txn, q.user)?,
                 devices: directory::devices(&txn, q.user)?.into_iter().map(|(d, _)| d).collect(),
-            })
-        }),
-        wire::VIEW_INBOX => reply(payload, |q: wire::InboxRequest| {
-            let (items, more) = inbox::items(&txn, q.user, &q.chat, q.after, page_limit(q.limit))?;
-            Ok(InboxPage {
-                partition: PartitionId::for_key(&Key::Chat(q.chat), partitions),
-                entries: items.into_iter().map(|i| InboxItem { seq: i.seq, offset: i.offset }).collect(),
-                more,
-            })
-        }),
-        other => {
-            let r: wire::Reply<()> =
-                Err(ViewError { code: wire::ErrorCode::BadRequest, message: format!("no view at {other}") });
-            (wire::encode(&r), true)
-        }
-    }
+            }),
+            ViewQuery::Inbox(q) => {
+                let (entries, more) = inbox::items(&txn, q.user, &q.chat, q.after, page_limit(q.limit))?;
+                ViewAnswer::Inbox(InboxPage {
+                    partition: PartitionId::for_key(&Key::Chat(q.chat), partitions),
+                    entries,
+                    more,
+                })
+            }
+        })
+    })();
+    let reply: ViewReply = answered.map_err(|e| ViewError { code: ViewErrorCode::Unavailable, message: e.to_string() });
+    (bus::encode_reply(&reply), false)
 }
 
 /// The entries of a page asked for with `limit`: 0 (no preference) and
-/// anything above the cap get [`wire::PAGE_ENTRIES_MAX`].
+/// anything above the cap get [`MAX_VIEW_PAGE_ENTRIES`].
 fn page_limit(limit: u32) -> usize {
-    (if limit == 0 { wire::PAGE_ENTRIES_MAX } else { limit.min(wire::PAGE_ENTRIES_MAX) }) as usize
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    if limit == 0 {
+        MAX_VIEW_PAGE_ENTRIES
+    } else {
+        limit.min(MAX_VIEW_PAGE_ENTRIES)
+    }
 }
 
 /// Up to `limit` (see [`page_limit`]) chat list entries of `user` after the
@@ -780,7 +762,7 @@ fn chat_list_page<T: Txn + ?Sized>(
     user: chorus_schema::UserId,
     after: Option<chorus_schema::ChatId>,
     limit: u32,
-) -> store::Result<(Vec<(chorus_schema::ChatId, chat_list::Entry)>, bool)> {
+) -> store::Result<(Vec<(chorus_schema::ChatId, chat_list::ChatListEntry)>, bool)> {
     let limit = page_limit(limit);
     let prefix = keys::chat_list_of(user);
     let from = match after {
@@ -868,41 +850,42 @@ mod tests {
 
     #[test]
     fn malformed_view_requests_get_error_replies() {
+        use chorus_schema::bus::{ChatListRequest, InboxRequest, Query, SessionRequest, UserRequest};
         let dir = tempfile::tempdir().unwrap();
         let store = RocksStore::open(dir.path()).unwrap();
-        // A valid request of another view, one byte short, one byte long.
-        let session = wire::encode(&wire::SessionRequest { user: UserId(1), device: DeviceId(2) });
-        let mut long = wire::encode(&wire::UserRequest { user: UserId(1) });
-        long.push(0);
+        // A valid request one byte short, one of another view, garbage, too large.
+        let session = ViewQuery::from(SessionRequest { user: UserId(1), device: DeviceId(2) }).encode();
+        let user = ViewQuery::from(UserRequest { user: UserId(1) }).encode();
         for (subject, payload) in [
-            (wire::VIEW_CHAT_LIST, &b""[..]),
-            (wire::VIEW_CURSORS, &[0xff; 7][..]),
-            (wire::VIEW_RECEIPT_STATUS, &[0u8; 5000][..]),
-            (wire::VIEW_SESSION, &session[..session.len() - 1]),
-            (wire::VIEW_USER, &long[..]),
-            (wire::VIEW_INBOX, &session[..]),
-            ("chorus.view.nothing", &b"x"[..]),
+            (subject::VIEW_CHAT_LIST, &b""[..]),
+            (subject::VIEW_CURSORS, &[0xff; 7][..]),
+            (subject::VIEW_RECEIPT_STATUS, &[0u8; 5000][..]),
+            (subject::VIEW_SESSION, &session[..session.len() - 1]),
+            (subject::VIEW_USER, &session[..]),
+            (subject::VIEW_INBOX, &user[..]),
+            ("chorus.view.nothing", &user[..]),
         ] {
             let (reply, bad) = answer(&store, 4, subject, payload);
             assert!(bad, "{subject}");
-            let r: wire::Reply<()> = wire::decode_payload(&reply).unwrap();
-            assert_eq!(r.unwrap_err().code, wire::ErrorCode::BadRequest, "{subject}");
+            let r = bus::decode_reply(&reply).unwrap();
+            assert_eq!(r.unwrap_err().code, ViewErrorCode::BadRequest, "{subject}");
         }
         // Well-formed requests about nothing: empty answers.
-        fn ok<T: serde::de::DeserializeOwned>(store: &RocksStore, subject: &str, q: &impl Serialize) -> T {
-            let (reply, bad) = answer(store, 4, subject, &wire::encode(q));
-            assert!(!bad, "{subject}");
-            wire::decode_payload::<wire::Reply<T>>(&reply).unwrap().unwrap()
+        fn ok<Q: Query>(store: &RocksStore, q: Q) -> Q::Answer {
+            let q: ViewQuery = q.into();
+            let (reply, bad) = answer(store, 4, q.subject(), &q.encode());
+            assert!(!bad, "{q:?}");
+            Q::answer(bus::decode_reply(&reply).unwrap().unwrap()).expect("an answer of the query's kind")
         }
-        let q = wire::ChatListRequest { user: UserId(1), after: None, limit: 0 };
-        assert_eq!(ok::<ChatListPage>(&store, wire::VIEW_CHAT_LIST, &q), ChatListPage { entries: vec![], more: false });
-        let q = wire::SessionRequest { user: UserId(1), device: DeviceId(2) };
-        assert_eq!(ok::<SessionInfo>(&store, wire::VIEW_SESSION, &q), SessionInfo { token_hash: None });
-        let q = wire::UserRequest { user: UserId(1) };
-        assert_eq!(ok::<UserInfo>(&store, wire::VIEW_USER, &q), UserInfo { registered: false, devices: vec![] });
+        let q = ChatListRequest { user: UserId(1), after: None, limit: 0 };
+        assert_eq!(ok(&store, q), ChatListPage { entries: vec![], more: false });
+        assert_eq!(
+            ok(&store, SessionRequest { user: UserId(1), device: DeviceId(2) }),
+            SessionInfo { token_hash: None }
+        );
+        assert_eq!(ok(&store, UserRequest { user: UserId(1) }), UserInfo { registered: false, devices: vec![] });
         let chat = ChatId::group([1; 16]);
-        let q = wire::InboxRequest { user: UserId(1), chat, after: Seq(0), limit: 0 };
-        let page: InboxPage = ok(&store, wire::VIEW_INBOX, &q);
+        let page = ok(&store, InboxRequest { user: UserId(1), chat, after: Seq(0), limit: 0 });
         assert_eq!(
             page,
             InboxPage { partition: PartitionId::for_key(&Key::Chat(chat), 4), entries: vec![], more: false }
@@ -910,9 +893,45 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_forwards_the_stored_bytes_verbatim() {
+        let record = EventRecord {
+            partition: PartitionId(0),
+            offset: 7,
+            log_index: 1,
+            event: chorus_schema::Event {
+                at_ms: 5,
+                origin: chorus_schema::Origin {
+                    user: UserId(1),
+                    device: DeviceId(1),
+                    client_msg_id: chorus_schema::ClientMsgId(1),
+                },
+                body: chorus_schema::EventBody::MessageSent {
+                    chat: ChatId::direct(UserId(1), UserId(2)),
+                    seq: Seq(1),
+                    ciphertext: vec![0xc1; 100],
+                    media: None,
+                },
+            },
+        };
+        let stored = StoredRecord::decode(Bytes::from(record.encode())).unwrap();
+        let chat = ChatId::direct(UserId(1), UserId(2));
+        let effect = Effect::Deliver { chat, seq: Seq(1), recipients: vec![UserId(1), UserId(2)] };
+        let out = message_of(effect, &stored);
+        assert_eq!(out.subject, subject::deliver(&chat));
+        let d = Delivery::decode(&out.payload).unwrap();
+        assert_eq!(d.record, stored.bytes, "the record bytes as the log served them");
+        assert_eq!((d.chat, d.seq, d.recipients), (chat, Seq(1), vec![UserId(1), UserId(2)]));
+    }
+
+    #[test]
+    fn the_schema_bus_limit_is_the_bus_limit() {
+        assert_eq!(chorus_schema::MAX_BUS_PAYLOAD_BYTES, chorus_bus::PAYLOAD_BYTES_MAX);
+    }
+
+    #[test]
     fn page_limits_are_capped() {
-        assert_eq!(page_limit(0), wire::PAGE_ENTRIES_MAX as usize);
+        assert_eq!(page_limit(0), MAX_VIEW_PAGE_ENTRIES);
         assert_eq!(page_limit(1), 1);
-        assert_eq!(page_limit(u32::MAX), wire::PAGE_ENTRIES_MAX as usize);
+        assert_eq!(page_limit(u32::MAX), MAX_VIEW_PAGE_ENTRIES);
     }
 }

@@ -11,14 +11,12 @@ use bytes::Bytes;
 use chorus_bus::{Bus, Subscription};
 use chorus_log_node::LogClient;
 use chorus_projections::fold::chat_list;
-use chorus_projections::fold::receipt_status::{Status, Ticks};
 use chorus_projections::projector::{BusConfig, Config, Error as ProjectorError, Handle, Projector};
 use chorus_projections::seal::{self, ViewKey};
 use chorus_projections::store::{keys as store_keys, RocksStore, Txn};
-use chorus_projections::{bus_auth, compare, rebuild_from_log, rebuild_views_from_log, wire, Comparison, View, Views};
+use chorus_projections::{bus_auth, compare, rebuild_from_log, rebuild_views_from_log, Comparison, View, Views};
+use chorus_schema::bus::{self as on_bus, subject, Query, ReceiptStatus as Status, Ticks, ViewQuery};
 use chorus_schema::{ChatId, CommandBody, DeviceId, EventRecord, Outcome, PartitionId, ReceiptKind, Seq, UserId};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use support::log::{must_append, must_start, node_config, read_all, Device};
 use support::nats::NatsServer;
 use tokio::sync::oneshot;
@@ -94,15 +92,40 @@ async fn query_raw(bus: &Bus, subject: &str, query: &[u8]) -> Vec<u8> {
     view_key().1.open_reply(subject, &request, &reply).expect("a reply sealed with the view key").to_vec()
 }
 
-async fn must_query<Q: Serialize, T: DeserializeOwned>(bus: &Bus, subject: &str, q: &Q) -> T {
-    let reply = query_raw(bus, subject, &wire::encode(q)).await;
-    let r: wire::Reply<T> = wire::decode_payload(&reply).expect("reply decodes");
-    r.unwrap_or_else(|e| panic!("view error on {subject}: {e}"))
+async fn must_query<Q: Query>(bus: &Bus, q: Q) -> Q::Answer {
+    let q: ViewQuery = q.into();
+    let reply = query_raw(bus, q.subject(), &q.encode()).await;
+    let answer = on_bus::decode_reply(&reply).expect("reply decodes");
+    let answer = answer.unwrap_or_else(|e| panic!("view error on {}: {e}", q.subject()));
+    Q::answer(answer).expect("an answer of the query's kind")
 }
 
-async fn chat_list_of(bus: &Bus, user: u64) -> BTreeMap<ChatId, chat_list::Entry> {
-    let q = wire::ChatListRequest { user: UserId(user), after: None, limit: 0 };
-    let page: wire::ChatListPage = must_query(bus, wire::VIEW_CHAT_LIST, &q).await;
+/// A payload published by the projector.
+trait Published: Sized {
+    fn decode(payload: &Bytes) -> chorus_schema::Result<Self>;
+}
+
+impl Published for on_bus::Delivery {
+    fn decode(payload: &Bytes) -> chorus_schema::Result<Self> {
+        on_bus::Delivery::decode(payload)
+    }
+}
+
+impl Published for on_bus::ReceiptUpdate {
+    fn decode(payload: &Bytes) -> chorus_schema::Result<Self> {
+        on_bus::ReceiptUpdate::decode(payload)
+    }
+}
+
+impl Published for on_bus::AccountUpdate {
+    fn decode(payload: &Bytes) -> chorus_schema::Result<Self> {
+        on_bus::AccountUpdate::decode(payload)
+    }
+}
+
+async fn chat_list_of(bus: &Bus, user: u64) -> BTreeMap<ChatId, chat_list::ChatListEntry> {
+    let q = on_bus::ChatListRequest { user: UserId(user), after: None, limit: 0 };
+    let page: on_bus::ChatListPage = must_query(bus, q).await;
     assert!(!page.more);
     page.entries.into_iter().map(|i| (i.chat, i.entry)).collect()
 }
@@ -115,13 +138,13 @@ fn chat_seq(outcome: Outcome) -> (ChatId, Seq) {
 }
 
 /// Receives `n` messages, then checks that nothing else arrives for a while.
-async fn must_receive_exactly<T: DeserializeOwned>(sub: &mut Subscription, n: usize) -> Vec<T> {
+async fn must_receive_exactly<T: Published>(sub: &mut Subscription, n: usize) -> Vec<T> {
     let mut out = Vec::new();
     while out.len() < n {
         let m = tokio::time::timeout(WAIT, sub.next())
             .await
             .unwrap_or_else(|_| panic!("only {} of {n} messages", out.len()));
-        out.push(wire::decode_payload(&m.expect("bus open").payload).expect("payload decodes"));
+        out.push(T::decode(&m.expect("bus open").payload).expect("payload decodes"));
     }
     if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), sub.next()).await {
         panic!("unexpected extra message on {}", m.subject);
@@ -179,15 +202,15 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
 
     // Account updates of user 1's devices, in log order: the edges close
     // revoked and unlinked devices with them.
-    let got: Vec<wire::AccountUpdate> = must_receive_exactly(&mut accounts, 5).await;
-    let changes: Vec<(u32, wire::AccountChange)> = got.iter().map(|u| (u.device.0, u.change)).collect();
-    use wire::AccountChange::{Linked, LoggedOut, Unlinked};
+    let got: Vec<on_bus::AccountUpdate> = must_receive_exactly(&mut accounts, 5).await;
+    let changes: Vec<(u32, chorus_schema::DeviceNoticeKind)> = got.iter().map(|u| (u.device.0, u.change)).collect();
+    use chorus_schema::DeviceNoticeKind::{Linked, LoggedOut, Unlinked};
     assert_eq!(changes, vec![(1, Linked), (2, Linked), (3, Linked), (2, LoggedOut), (3, Unlinked)]);
     assert!(got.iter().all(|u| u.user == UserId(1) && u.at_ms > 0));
 
     // Every timeline item once, in seq order per chat, with its record.
-    let got: Vec<wire::Delivery> = must_receive_exactly(&mut deliveries, 8).await;
-    let mut by_chat: BTreeMap<ChatId, Vec<&wire::Delivery>> = BTreeMap::new();
+    let got: Vec<on_bus::Delivery> = must_receive_exactly(&mut deliveries, 8).await;
+    let mut by_chat: BTreeMap<ChatId, Vec<&on_bus::Delivery>> = BTreeMap::new();
     // Where each item's record is in the log: (chat, seq) -> (partition, offset).
     let mut located: BTreeMap<(ChatId, Seq), (PartitionId, u64)> = BTreeMap::new();
     for d in &got {
@@ -205,10 +228,10 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
         assert_eq!(seqs, vec![1, 2, 3, 4], "chat {chat}");
     }
     // 2 read 1's messages 1 and 2 in the direct chat: one Read tick for sender 1.
-    let ticks: Vec<wire::ReceiptUpdate> = must_receive_exactly(&mut receipts, 1).await;
+    let ticks: Vec<on_bus::ReceiptUpdate> = must_receive_exactly(&mut receipts, 1).await;
     assert_eq!(
         ticks,
-        vec![wire::ReceiptUpdate { chat: direct, sender: UserId(1), up_to_seq: Seq(2), status: Status::Read }]
+        vec![on_bus::ReceiptUpdate { chat: direct, sender: UserId(1), up_to_seq: Seq(2), status: Status::Read }]
     );
 
     // Views over the bus.
@@ -221,71 +244,74 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     assert_eq!((list1[&direct].unread, list1[&group].unread), (1, 2));
     assert!(chat_list_of(&bus, 99).await.is_empty());
 
-    let q = wire::CursorsRequest { user: UserId(2), device: DeviceId(1), after: None, limit: 10 };
-    let page: wire::CursorsPage = must_query(&bus, wire::VIEW_CURSORS, &q).await;
-    let cursors: BTreeMap<ChatId, wire::ChatCursors> = page.entries.into_iter().map(|c| (c.chat, c)).collect();
-    assert_eq!(cursors[&direct], wire::ChatCursors { chat: direct, last_seq: Seq(4), delivered: Seq(2), read: Seq(2) });
-    assert_eq!(cursors[&group], wire::ChatCursors { chat: group, last_seq: Seq(4), delivered: Seq(4), read: Seq(0) });
+    let q = on_bus::CursorsRequest { user: UserId(2), device: DeviceId(1), after: None, limit: 10 };
+    let page: on_bus::CursorsPage = must_query(&bus, q).await;
+    let cursors: BTreeMap<ChatId, on_bus::ChatCursors> = page.entries.into_iter().map(|c| (c.chat, c)).collect();
+    assert_eq!(
+        cursors[&direct],
+        on_bus::ChatCursors { chat: direct, last_seq: Seq(4), delivered: Seq(2), read: Seq(2) }
+    );
+    assert_eq!(cursors[&group], on_bus::ChatCursors { chat: group, last_seq: Seq(4), delivered: Seq(4), read: Seq(0) });
     // Paging: one at a time.
     let first_chat = *cursors.keys().next().unwrap();
-    let q = wire::CursorsRequest { user: UserId(2), device: DeviceId(1), after: None, limit: 1 };
-    let page: wire::CursorsPage = must_query(&bus, wire::VIEW_CURSORS, &q).await;
+    let q = on_bus::CursorsRequest { user: UserId(2), device: DeviceId(1), after: None, limit: 1 };
+    let page: on_bus::CursorsPage = must_query(&bus, q).await;
     assert_eq!((page.entries.len(), page.more, page.entries[0].chat), (1, true, first_chat));
-    let q = wire::CursorsRequest { after: Some(first_chat), ..q };
-    let page: wire::CursorsPage = must_query(&bus, wire::VIEW_CURSORS, &q).await;
+    let q = on_bus::CursorsRequest { after: Some(first_chat), ..q };
+    let page: on_bus::CursorsPage = must_query(&bus, q).await;
     assert_eq!((page.entries.len(), page.more), (1, false));
 
-    let q = wire::ReceiptStatusRequest { chat: direct, sender: UserId(1) };
-    let t: Ticks = must_query(&bus, wire::VIEW_RECEIPT_STATUS, &q).await;
+    let q = on_bus::ReceiptStatusRequest { chat: direct, sender: UserId(1) };
+    let t: Ticks = must_query(&bus, q).await;
     assert_eq!(t, Ticks { delivered: Seq(2), read: Seq(2) });
     assert_eq!((t.status(Seq(2)), t.status(Seq(4))), (Status::Read, Status::Sent));
     // 3 has not acked the group: 1's g1 is not delivered to all.
-    let q = wire::ReceiptStatusRequest { chat: group, sender: UserId(1) };
-    let t: Ticks = must_query(&bus, wire::VIEW_RECEIPT_STATUS, &q).await;
+    let q = on_bus::ReceiptStatusRequest { chat: group, sender: UserId(1) };
+    let t: Ticks = must_query(&bus, q).await;
     assert_eq!(t, Ticks::default());
 
     // The directory: users, devices and live sessions.
-    let user = |u| wire::UserRequest { user: UserId(u) };
-    let info: wire::UserInfo = must_query(&bus, wire::VIEW_USER, &user(1)).await;
-    assert_eq!(info, wire::UserInfo { registered: true, devices: vec![DeviceId(1), DeviceId(2)] });
-    let info: wire::UserInfo = must_query(&bus, wire::VIEW_USER, &user(2)).await;
-    assert_eq!(info, wire::UserInfo { registered: false, devices: vec![] });
+    let user = |u| on_bus::UserRequest { user: UserId(u) };
+    let info: on_bus::UserInfo = must_query(&bus, user(1)).await;
+    assert_eq!(info, on_bus::UserInfo { registered: true, devices: vec![DeviceId(1), DeviceId(2)] });
+    let info: on_bus::UserInfo = must_query(&bus, user(2)).await;
+    assert_eq!(info, on_bus::UserInfo { registered: false, devices: vec![] });
     for (device, token_hash) in [(1, Some([0x44; 32])), (2, None), (3, None), (4, None)] {
-        let q = wire::SessionRequest { user: UserId(1), device: DeviceId(device) };
-        let s: wire::SessionInfo = must_query(&bus, wire::VIEW_SESSION, &q).await;
+        let q = on_bus::SessionRequest { user: UserId(1), device: DeviceId(device) };
+        let s: on_bus::SessionInfo = must_query(&bus, q).await;
         assert_eq!(s.token_hash, token_hash, "session of device {device}");
     }
 
     // Inboxes: every item each user receives (their own included), at the
     // offsets of the delivered records, paged.
     for (user, chat) in [(1, direct), (2, direct), (1, group), (3, group)] {
-        let q = wire::InboxRequest { user: UserId(user), chat, after: Seq(0), limit: 0 };
-        let page: wire::InboxPage = must_query(&bus, wire::VIEW_INBOX, &q).await;
-        let expected: Vec<wire::InboxItem> =
-            (1..=4).map(|s| wire::InboxItem { seq: Seq(s), offset: located[&(chat, Seq(s))].1 }).collect();
+        let q = on_bus::InboxRequest { user: UserId(user), chat, after: Seq(0), limit: 0 };
+        let page: on_bus::InboxPage = must_query(&bus, q).await;
+        let expected: Vec<on_bus::InboxItem> =
+            (1..=4).map(|s| on_bus::InboxItem { seq: Seq(s), offset: located[&(chat, Seq(s))].1 }).collect();
         assert_eq!(page.entries, expected, "inbox of {user} in {chat}");
         assert_eq!(page.partition, located[&(chat, Seq(1))].0);
         assert!(!page.more);
     }
-    let q = wire::InboxRequest { user: UserId(2), chat: group, after: Seq(1), limit: 2 };
-    let page: wire::InboxPage = must_query(&bus, wire::VIEW_INBOX, &q).await;
+    let q = on_bus::InboxRequest { user: UserId(2), chat: group, after: Seq(1), limit: 2 };
+    let page: on_bus::InboxPage = must_query(&bus, q).await;
     assert_eq!((page.entries.iter().map(|i| i.seq.0).collect::<Vec<_>>(), page.more), (vec![2, 3], true));
-    let q = wire::InboxRequest { after: Seq(3), ..q };
-    let page: wire::InboxPage = must_query(&bus, wire::VIEW_INBOX, &q).await;
+    let q = on_bus::InboxRequest { after: Seq(3), ..q };
+    let page: on_bus::InboxPage = must_query(&bus, q).await;
     assert_eq!((page.entries.iter().map(|i| i.seq.0).collect::<Vec<_>>(), page.more), (vec![4], false));
     // Not a member: nothing.
-    let q = wire::InboxRequest { user: UserId(3), chat: direct, after: Seq(0), limit: 0 };
-    let page: wire::InboxPage = must_query(&bus, wire::VIEW_INBOX, &q).await;
+    let q = on_bus::InboxRequest { user: UserId(3), chat: direct, after: Seq(0), limit: 0 };
+    let page: on_bus::InboxPage = must_query(&bus, q).await;
     assert!(page.entries.is_empty() && !page.more);
 
     // A malformed request gets an error reply, and the projector keeps serving.
-    for subject in [wire::VIEW_CHAT_LIST, wire::VIEW_SESSION, wire::VIEW_USER, wire::VIEW_INBOX] {
+    for subject in [subject::VIEW_CHAT_LIST, subject::VIEW_SESSION, subject::VIEW_USER, subject::VIEW_INBOX] {
         let reply = query_raw(&bus, subject, b"\xff\xff").await;
-        let r: wire::Reply<()> = wire::decode_payload(&reply).unwrap();
-        assert_eq!(r.unwrap_err().code, wire::ErrorCode::BadRequest, "{subject}");
+        let r = on_bus::decode_reply(&reply).unwrap();
+        assert_eq!(r.unwrap_err().code, on_bus::ViewErrorCode::BadRequest, "{subject}");
     }
     assert_eq!(chat_list_of(&bus, 2).await.len(), 2);
-    let info: wire::UserInfo = must_query(&bus, wire::VIEW_USER, &user(1)).await;
+    let info: on_bus::UserInfo = must_query(&bus, user(1)).await;
     assert!(info.registered);
 
     let stats = running.handle.stats();
@@ -334,14 +360,14 @@ async fn a_late_subscriber_misses_messages_but_the_views_have_everything() {
     must_append(&client, &a.send_direct(2, "seen")).await;
     must_append(&client, &b.ack(chat, ReceiptKind::Delivered, 3)).await;
     must_catch_up(&running.handle, &client).await;
-    let got: Vec<wire::Delivery> = must_receive_exactly(&mut late, 1).await;
+    let got: Vec<on_bus::Delivery> = must_receive_exactly(&mut late, 1).await;
     assert_eq!(got[0].seq, Seq(3), "only what was published after subscribing");
 
     let list = chat_list_of(&bus, 2).await;
     assert_eq!((list[&chat].last_seq, list[&chat].unread), (Seq(3), 3));
-    let q = wire::CursorsRequest { user: UserId(2), device: DeviceId(7), after: None, limit: 0 };
-    let page: wire::CursorsPage = must_query(&bus, wire::VIEW_CURSORS, &q).await;
-    assert_eq!(page.entries, vec![wire::ChatCursors { chat, last_seq: Seq(3), delivered: Seq(3), read: Seq(0) }]);
+    let q = on_bus::CursorsRequest { user: UserId(2), device: DeviceId(7), after: None, limit: 0 };
+    let page: on_bus::CursorsPage = must_query(&bus, q).await;
+    assert_eq!(page.entries, vec![on_bus::ChatCursors { chat, last_seq: Seq(3), delivered: Seq(3), read: Seq(0) }]);
     running.must_stop().await;
     node.shutdown().await;
 }

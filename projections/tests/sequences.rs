@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chorus_partition::PartitionState;
 use chorus_projections::fold::{chat_list, cursors, directory, inbox, roster};
 use chorus_projections::store::{keys, MemStore, Store, Txn};
-use chorus_projections::{fold_into, rebuild, rebuild_only, wire, Effect, Projection, ReceiptStatus, View, Views};
+use chorus_projections::{fold_into, rebuild, rebuild_only, Effect, Projection, ReceiptStatus, View, Views};
 use chorus_schema::*;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -282,13 +282,25 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
             // User events: account updates only, for device changes.
             let expected: Vec<Effect> = match &event.body {
                 EventBody::DeviceLinked { user, device, .. } => {
-                    vec![Effect::Account { user: *user, device: *device, change: wire::AccountChange::Linked }]
+                    vec![Effect::Account {
+                        user: *user,
+                        device: *device,
+                        change: chorus_schema::DeviceNoticeKind::Linked,
+                    }]
                 }
                 EventBody::DeviceUnlinked { user, device } => {
-                    vec![Effect::Account { user: *user, device: *device, change: wire::AccountChange::Unlinked }]
+                    vec![Effect::Account {
+                        user: *user,
+                        device: *device,
+                        change: chorus_schema::DeviceNoticeKind::Unlinked,
+                    }]
                 }
                 EventBody::SessionRevoked { user, device } => {
-                    vec![Effect::Account { user: *user, device: *device, change: wire::AccountChange::LoggedOut }]
+                    vec![Effect::Account {
+                        user: *user,
+                        device: *device,
+                        change: chorus_schema::DeviceNoticeKind::LoggedOut,
+                    }]
                 }
                 _ => vec![],
             };

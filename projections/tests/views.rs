@@ -11,7 +11,7 @@ use chorus_projections::fold::chat_list::{self, MessageRef};
 use chorus_projections::fold::cursors::{self, Cursors};
 use chorus_projections::fold::directory::{self, Device};
 use chorus_projections::fold::inbox;
-use chorus_projections::fold::receipt_status::{self, Status, Ticks};
+use chorus_projections::fold::receipt_status::{self, ReceiptStatus as Status, Ticks};
 use chorus_projections::fold::roster::{self, ChatKind};
 use chorus_projections::store::{keys, Store, Txn};
 use chorus_projections::{rebuild, Applied, Effect, Error, Projection};
@@ -104,7 +104,7 @@ impl<S: Backend> Log<S> {
         self.store.begin_txn()
     }
 
-    fn entry(&mut self, user: u64, chat: ChatId) -> chat_list::Entry {
+    fn entry(&mut self, user: u64, chat: ChatId) -> chat_list::ChatListEntry {
         chat_list::entry(&self.txn(), u(user), &chat).unwrap().expect("entry")
     }
 
@@ -181,7 +181,7 @@ fn direct_chat<S: Backend>() {
     // Both users' inboxes hold every message, at the records' offsets.
     let (items, more) = inbox::items(&log.txn(), u(2), &chat, Seq(1), 10).unwrap();
     assert!(!more);
-    assert_eq!(items, vec![inbox::Item { seq: Seq(2), offset: 2 }, inbox::Item { seq: Seq(3), offset: 3 }]);
+    assert_eq!(items, vec![inbox::InboxItem { seq: Seq(2), offset: 2 }, inbox::InboxItem { seq: Seq(3), offset: 3 }]);
     assert_eq!(log.inbox(1, chat), vec![1, 2, 3]);
     log.must_check();
 }
@@ -430,7 +430,7 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     // one effect tells the edges to close the device's connections.
     assert_eq!(
         log.push(7, 1, EventBody::DeviceUnlinked { user: u(7), device: d(3) }),
-        vec![Effect::Account { user: u(7), device: d(3), change: chorus_projections::wire::AccountChange::Unlinked }]
+        vec![Effect::Account { user: u(7), device: d(3), change: chorus_schema::DeviceNoticeKind::Unlinked }]
     );
     log.push(8, 1, EventBody::UserRegistered { user: u(8), phone: "2".into() });
 

@@ -52,6 +52,15 @@ pub(crate) fn finish<T>(mut fbb: FlatBufferBuilder<'_>, root: WIPOffset<T>, iden
     fbb.finished_data().to_vec()
 }
 
+/// As [`finish`], without copying the finished bytes out of the builder: the
+/// result is a view of the builder's own buffer (for large payloads that are
+/// shared as they are, e.g. a delivery).
+pub(crate) fn finish_shared<T>(mut fbb: FlatBufferBuilder<'_>, root: WIPOffset<T>, ident: &str) -> bytes::Bytes {
+    fbb.finish(root, Some(ident));
+    let (buf, head) = fbb.collapse();
+    bytes::Bytes::from(buf).slice(head..)
+}
+
 pub(crate) type Builder<'a> = FlatBufferBuilder<'a>;
 
 // ---- domain -> flatbuffers ------------------------------------------------------

@@ -109,12 +109,15 @@ pub enum ClientFrame {
     },
 }
 
-/// What happened to a device of the user ([`ServerFrame::DeviceNotice`]).
+/// What happened to a device of a user: the projector's account updates
+/// (`bus::AccountUpdate`) and the edge's [`ServerFrame::DeviceNotice`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DeviceNoticeKind {
     /// A new device was linked (registered with the phone's code).
     Linked,
+    /// A device was unlinked: its connections must close.
     Unlinked,
+    /// A device's session was revoked (logout): its connections must close.
     LoggedOut,
 }
 
@@ -283,6 +286,56 @@ impl FrameReader {
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()
+    }
+}
+
+/// The length-prefixed `Deliver` frame of a committed `MessageSent`, built
+/// straight from the record: the ciphertext is copied once, into the frame,
+/// and the prefix is written in front of the builder's output in place (the
+/// result is a view of the builder's buffer). An edge builds it once per item
+/// and hands the same bytes to every device that receives it. `None` for any
+/// other event.
+///
+/// Decodes (after its prefix) as the [`ServerFrame::Deliver`] of the record.
+pub fn deliver_frame(record: &crate::EventRecord) -> Option<bytes::Bytes> {
+    let e = &record.event;
+    let crate::EventBody::MessageSent { chat, seq, ciphertext, media } = &e.body else { return None };
+    let media_bytes = media.as_ref().map_or(0, |m| m.mime.len() + 64);
+    let mut fbb = Builder::with_capacity(ciphertext.len() + media_bytes + 160);
+    let ciphertext = fbb.create_vector(ciphertext);
+    let media = codec::opt_media_fb(&mut fbb, media);
+    let chat = codec::chat_fb(chat);
+    let t = fe::Deliver::create(
+        &mut fbb,
+        &fe::DeliverArgs {
+            chat: Some(&chat),
+            seq: seq.0,
+            sender: e.origin.user.0,
+            sender_device: e.origin.device.0,
+            client_msg_id: e.origin.client_msg_id.0,
+            at_ms: e.at_ms,
+            ciphertext: Some(ciphertext),
+            media,
+        },
+    );
+    let root = fe::ServerFrame::create(
+        &mut fbb,
+        &fe::ServerFrameArgs { body_type: fe::ServerFrameBody::Deliver, body: Some(t.as_union_value()) },
+    );
+    fbb.finish(root, Some(SERVER_FRAME_IDENT));
+    let (mut buf, head) = fbb.collapse();
+    let len = u32::try_from(buf.len().saturating_sub(head)).ok()?.to_be_bytes();
+    match head.checked_sub(4) {
+        Some(start) => {
+            buf.get_mut(start..head)?.copy_from_slice(&len);
+            Some(bytes::Bytes::from(buf).slice(start..))
+        }
+        // The builder used its whole buffer: no room for the prefix in place.
+        None => {
+            let mut out = Vec::with_capacity(4 + buf.len() - head);
+            write_frame(&mut out, buf.get(head..)?);
+            Some(bytes::Bytes::from(out))
+        }
     }
 }
 
@@ -678,11 +731,7 @@ impl ServerFrame {
                 (fe::ServerFrameBody::Done, t.as_union_value())
             }
             ServerFrame::DeviceNotice { kind, device, at_ms } => {
-                let kind = match kind {
-                    DeviceNoticeKind::Linked => fe::DeviceNoticeKind::Linked,
-                    DeviceNoticeKind::Unlinked => fe::DeviceNoticeKind::Unlinked,
-                    DeviceNoticeKind::LoggedOut => fe::DeviceNoticeKind::LoggedOut,
-                };
+                let kind = device_notice_kind_fb(*kind);
                 let t =
                     fe::DeviceNotice::create(&mut fbb, &fe::DeviceNoticeArgs { kind, device: device.0, at_ms: *at_ms });
                 (fe::ServerFrameBody::DeviceNotice, t.as_union_value())
@@ -768,12 +817,7 @@ impl ServerFrame {
             }
             fe::ServerFrameBody::DeviceNotice => {
                 let b = f.body_as_device_notice().ok_or_else(bad)?;
-                let kind = match b.kind() {
-                    fe::DeviceNoticeKind::Linked => DeviceNoticeKind::Linked,
-                    fe::DeviceNoticeKind::Unlinked => DeviceNoticeKind::Unlinked,
-                    fe::DeviceNoticeKind::LoggedOut => DeviceNoticeKind::LoggedOut,
-                    other => return Err(Error::malformed("device notice kind", format!("unknown value {}", other.0))),
-                };
+                let kind = device_notice_kind(b.kind())?;
                 ServerFrame::DeviceNotice { kind, device: DeviceId(b.device()), at_ms: b.at_ms() }
             }
             _ => return Err(bad()),
@@ -791,6 +835,23 @@ impl EdgeErrorCode {
             Error::TooLarge { what: "ciphertext", .. } => EdgeErrorCode::CiphertextTooLarge,
             _ => EdgeErrorCode::BadFrame,
         }
+    }
+}
+
+pub(crate) fn device_notice_kind_fb(k: DeviceNoticeKind) -> fe::DeviceNoticeKind {
+    match k {
+        DeviceNoticeKind::Linked => fe::DeviceNoticeKind::Linked,
+        DeviceNoticeKind::Unlinked => fe::DeviceNoticeKind::Unlinked,
+        DeviceNoticeKind::LoggedOut => fe::DeviceNoticeKind::LoggedOut,
+    }
+}
+
+pub(crate) fn device_notice_kind(k: fe::DeviceNoticeKind) -> Result<DeviceNoticeKind> {
+    match k {
+        fe::DeviceNoticeKind::Linked => Ok(DeviceNoticeKind::Linked),
+        fe::DeviceNoticeKind::Unlinked => Ok(DeviceNoticeKind::Unlinked),
+        fe::DeviceNoticeKind::LoggedOut => Ok(DeviceNoticeKind::LoggedOut),
+        other => Err(Error::malformed("device notice kind", format!("unknown value {}", other.0))),
     }
 }
 

@@ -437,6 +437,27 @@ impl EventRecord {
     }
 }
 
+/// A committed record together with the bytes the log stored for it: decoded
+/// for readers that fold it, the bytes for those that forward it unchanged
+/// (the projector's deliveries carry them verbatim instead of encoding the
+/// record again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub record: EventRecord,
+    /// Exactly what [`EventRecord::decode`] accepted.
+    pub bytes: bytes::Bytes,
+}
+
+impl StoredRecord {
+    /// Verifies and decodes `bytes`, keeping them.
+    ///
+    /// # Errors
+    /// As [`EventRecord::decode`].
+    pub fn decode(bytes: bytes::Bytes) -> Result<StoredRecord> {
+        Ok(StoredRecord { record: EventRecord::decode(&bytes)?, bytes })
+    }
+}
+
 fn from_fb(e: fb::Event<'_>) -> Result<Event> {
     use codec::{chat, opt_media, seq, users};
     let origin = codec::origin(e.origin());

@@ -23,12 +23,15 @@
 //! # Module map
 //! - [`ids`]: `UserId`, `DeviceId`, `PartitionId`, `GroupId`, `Seq`, `ClientMsgId`, `NodeId`,
 //!   `ChatId`, `Key`.
-//! - [`types`]: `Origin`, `MediaRef`, `ReceiptKind`, `Visibility`, `Prekey`.
+//! - [`types`]: `Origin`, `MediaRef`, `ReceiptKind`, `Visibility`, `Prekey`, and the chat
+//!   state shared by the partition and the projections: `ChatKind`, `Member`, `Cursors`.
 //! - [`command`]: `Command`, `CommandBody`.
 //! - [`event`]: `Event`, `EventBody`, `EventRecord`.
 //! - [`outcome`]: `CommandResult`, `Outcome`, `Rejection`, `RejectCode`,
 //!   `encode_result`, `decode_result`.
 //! - [`api`]: `Request`, `Response` and the status and error types of frames.
+//! - [`bus`]: what the projector publishes on the bus and the view queries it
+//!   answers: subjects, payloads, view values (`Ticks`, `ChatListEntry`, …).
 //! - [`edge`]: `ClientFrame`, `ServerFrame`, `EdgeErrorCode`, framing and
 //!   phone-number user ids of the client ↔ edge protocol.
 //! - [`framing`]: `FrameSplitter`, edge frames out of QUIC stream chunks
@@ -44,6 +47,7 @@
 //! ```
 
 pub mod api;
+pub mod bus;
 mod codec;
 pub mod codes;
 pub mod command;
@@ -87,8 +91,8 @@ pub use api::{
 pub use command::{Command, CommandBody};
 pub use edge::{ClientFrame, DeviceNoticeKind, EdgeErrorCode, Recipient, ServerFrame};
 pub use error::{Error, Result};
-pub use event::{Event, EventBody, EventRecord};
+pub use event::{Event, EventBody, EventRecord, StoredRecord};
 pub use ids::{ChatId, ClientMsgId, DeviceId, GroupId, Key, NodeId, PartitionId, Seq, UserId};
 pub use limits::*;
 pub use outcome::{decode_result, encode_result, validate_result, CommandResult, Outcome, RejectCode, Rejection};
-pub use types::{MediaRef, Origin, Prekey, ReceiptKind, Visibility};
+pub use types::{ChatKind, Cursors, MediaRef, Member, Origin, Prekey, ReceiptKind, Visibility};

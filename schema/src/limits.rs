@@ -29,6 +29,14 @@ pub const MAX_OTP_CODE_BYTES: usize = 16;
 /// Longest registration PIN.
 pub const MAX_PIN_BYTES: usize = 64;
 
+/// One bus payload (a delivery, an update, a view reply); NATS's default
+/// `max_payload` and the in-process bus's limit (`chorus_bus::PAYLOAD_BYTES_MAX`).
+pub const MAX_BUS_PAYLOAD_BYTES: usize = 1024 * 1024;
+/// One view request (and one receipt or account update) on the bus.
+pub const MAX_VIEW_REQUEST_BYTES: usize = 1024;
+/// Entries in one page of a view reply; a request asking for more gets this many.
+pub const MAX_VIEW_PAGE_ENTRIES: usize = 1024;
+
 /// Phone number (E.164 fits easily).
 pub const MAX_PHONE_BYTES: usize = 32;
 /// User, device and group names.

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chorus_projections::wire::AccountChange;
 use chorus_schema::framing::{prefixed, FrameSplitter};
 use chorus_schema::{DeviceNoticeKind, EdgeErrorCode, ServerFrame};
 use tracing::{debug, warn};
@@ -217,6 +216,7 @@ enum Step {
 fn action_kind(action: &Action) -> &'static str {
     match action {
         Action::Send(f) | Action::Deliver(f) => f.kind(),
+        Action::DeliverItem(_) => "Deliver",
         Action::Append { .. } => "append",
         Action::SendSms { .. } => "sms",
         Action::VerifyToken { .. } => "verify_token",
@@ -385,7 +385,7 @@ impl Conn {
             Input::RecipientChecked(correlation, verdict) => {
                 self.session.handle_recipient_checked(correlation, verdict)
             }
-            Input::Recovered(record) => self.session.handle_recovered(&record),
+            Input::Recovered(item) => self.session.handle_recovered(&item),
             Input::SyncDone { positions, with_news } => self.session.handle_sync_done(&positions, with_news),
             Input::SyncFailed => self.session.handle_sync_failed(),
             Input::FillDone(chat) => self.session.handle_fill_done(chat),
@@ -405,19 +405,14 @@ impl Conn {
 
     fn routed(&mut self, routed: Routed) {
         match routed {
-            Routed::Delivery(record) => self.session.handle_delivery(&record),
+            Routed::Delivery(item) => self.session.handle_delivery(&item),
             Routed::Receipt(update) => {
                 if let Some(kind) = receipt_kind(update.status) {
                     self.session.handle_receipt(update.chat, update.up_to_seq, kind);
                 }
             }
             Routed::Account(update) => {
-                let kind = match update.change {
-                    AccountChange::Linked => DeviceNoticeKind::Linked,
-                    AccountChange::Unlinked => DeviceNoticeKind::Unlinked,
-                    AccountChange::LoggedOut => DeviceNoticeKind::LoggedOut,
-                };
-                self.session.handle_device_notice(kind, update.device, update.at_ms);
+                self.session.handle_device_notice(update.change, update.device, update.at_ms);
             }
         }
     }
@@ -433,12 +428,21 @@ impl Conn {
             tracing::trace!(conn = self.id, action = action_kind(&action), "action");
             match action {
                 Action::Send(frame) => self.control.push(&frame),
-                Action::Deliver(frame) => {
+                Action::Deliver(_) | Action::DeliverItem(_) => {
                     let Some(deliveries) = &mut self.deliveries else {
-                        warn!(kind = frame.kind(), "delivery before the delivery stream opened");
+                        warn!(kind = action_kind(&action), "delivery before the delivery stream opened");
                         continue;
                     };
-                    let encoded = prefixed(&frame.encode());
+                    // An item's frame is shared by every connection that
+                    // receives it: a reference count, no copy.
+                    let encoded = match &action {
+                        Action::DeliverItem(item) => match item.frame() {
+                            Some(frame) => frame.clone(),
+                            None => continue,
+                        },
+                        Action::Deliver(frame) => prefixed(&frame.encode()),
+                        _ => continue,
+                    };
                     // Room was checked before the mail was taken, but one mail
                     // can release many held items (a sync or fill done): past
                     // the budget the client must resync instead.

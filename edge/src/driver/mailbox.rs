@@ -28,7 +28,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chorus_schema::EventRecord;
 use tokio::sync::{Notify, Semaphore};
 
 use super::router::Routed;
@@ -79,20 +78,10 @@ pub(crate) struct Bounds {
     pub(crate) routed_bytes_max: usize,
 }
 
-/// Bytes a record is charged in queues: its ciphertext and a generous
-/// allowance for the rest (ids, seqs, the frame around it).
-pub(crate) fn record_bytes(record: &EventRecord) -> usize {
-    use chorus_schema::EventBody::*;
-    256 + match &record.event.body {
-        MessageSent { ciphertext, .. } | MessageEdited { ciphertext, .. } => ciphertext.len(),
-        _ => 0,
-    }
-}
-
 /// What an input is charged against `input_bytes_max`.
 fn input_bytes(input: &Input) -> usize {
     match input {
-        Input::Recovered(record) => record_bytes(record),
+        Input::Recovered(item) => item.weight(),
         Input::SyncDone { positions, .. } => 64 + positions.len() * 24,
         _ => 64,
     }
@@ -100,7 +89,7 @@ fn input_bytes(input: &Input) -> usize {
 
 fn routed_bytes(routed: &Routed) -> usize {
     match routed {
-        Routed::Delivery(record) => record_bytes(record),
+        Routed::Delivery(item) => item.weight(),
         Routed::Receipt(_) | Routed::Account(_) => 64,
     }
 }
@@ -320,11 +309,11 @@ mod tests {
     }
 
     fn receipt() -> Routed {
-        Routed::Receipt(chorus_projections::wire::ReceiptUpdate {
+        Routed::Receipt(chorus_schema::bus::ReceiptUpdate {
             chat: ChatId([1; 16]),
             sender: chorus_schema::UserId(1),
             up_to_seq: chorus_schema::Seq(1),
-            status: chorus_projections::ReceiptStatus::Read,
+            status: chorus_schema::bus::ReceiptStatus::Read,
         })
     }
 

@@ -57,8 +57,8 @@ use std::time::Duration;
 
 use chorus_bus::Bus;
 use chorus_log_node::client::{ClientConfig as LogClientConfig, LogClient};
-use chorus_projections::wire;
-use chorus_schema::{ChatId, CommandResult, EventRecord, Seq, UserId};
+use chorus_schema::bus::subject;
+use chorus_schema::{ChatId, CommandResult, Seq, UserId};
 use tracing::{debug, info, warn};
 
 use crate::config::{BusConfig, Config};
@@ -110,7 +110,7 @@ pub(crate) enum Input {
     Appended(Correlation, Result<CommandResult, AppendError>),
     TokenVerified(TokenVerdict),
     RecipientChecked(Correlation, RecipientVerdict),
-    Recovered(Box<EventRecord>),
+    Recovered(Arc<crate::session::Item>),
     SyncDone {
         positions: Vec<(ChatId, Seq)>,
         with_news: u32,
@@ -266,9 +266,9 @@ impl Edge {
         };
         let view_key =
             chorus_projections::seal::ViewKey::load(&config.view_key).map_err(|e| Error::Config(e.to_string()))?;
-        let subscription = bus.subscribe(&format!("{}.>", wire::DELIVER_PREFIX)).await?;
-        let receipts = bus.subscribe(&format!("{}.>", wire::RECEIPT_PREFIX)).await?;
-        let accounts = bus.subscribe(&format!("{}.>", wire::ACCOUNT_PREFIX)).await?;
+        let subscription = bus.subscribe(&format!("{}.>", subject::DELIVER_PREFIX)).await?;
+        let receipts = bus.subscribe(&format!("{}.>", subject::RECEIPT_PREFIX)).await?;
+        let accounts = bus.subscribe(&format!("{}.>", subject::ACCOUNT_PREFIX)).await?;
         let rate_limits = Arc::new(Limits::new(&config.session.limits).map_err(Error::Config)?);
         let sms = SmsSink::new(&config.sms)?;
         let limits = limits::Limits::new(config.connections_max, config.connections_per_address_max);

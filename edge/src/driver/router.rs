@@ -18,17 +18,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chorus_projections::wire::{self, AccountUpdate, Delivery, ReceiptUpdate};
-use chorus_projections::ReceiptStatus;
+use bytes::Bytes;
+use chorus_schema::bus::{subject, AccountUpdate, Delivery, ReceiptStatus, ReceiptUpdate};
 use chorus_schema::{DeviceId, EventRecord, ReceiptKind, UserId};
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::mailbox::{Mailbox, Offer};
+use crate::session::Item;
 
 /// What the router hands a connection.
 #[derive(Debug)]
 pub(crate) enum Routed {
-    Delivery(Arc<EventRecord>),
+    /// One item for every connection of its recipients: decoded and its
+    /// frame encoded once, shared.
+    Delivery(Arc<Item>),
     Receipt(ReceiptUpdate),
     /// A device of the user was linked, unlinked or logged out.
     Account(AccountUpdate),
@@ -123,29 +126,31 @@ impl Router {
     }
 
     /// A message of `chorus.deliver.>`, `chorus.receipt.>` or `chorus.account.>`.
-    pub(crate) fn dispatch(&self, subject: &str, payload: &[u8]) {
-        if subject.starts_with(wire::DELIVER_PREFIX) {
-            let delivery: Delivery = match wire::decode_payload(payload) {
+    /// A delivery's record is a slice of `payload` (no copy) until it is
+    /// decoded, once, for every connection it goes to.
+    pub(crate) fn dispatch(&self, subject: &str, payload: &Bytes) {
+        if subject.starts_with(subject::DELIVER_PREFIX) {
+            let delivery = match Delivery::decode(payload) {
                 Ok(d) => d,
                 Err(e) => return warn!(%subject, error = %e, "undecodable delivery"),
             };
-            if delivery.record.is_empty() {
-                // Too large for the bus: the connections see a gap at the next
-                // item and fill it from the log.
-                return debug!(chat = %delivery.chat, seq = %delivery.seq, "delivery without its record");
-            }
             let record = match EventRecord::decode(&delivery.record) {
-                Ok(r) => Arc::new(r),
+                Ok(r) => r,
                 Err(e) => return warn!(%subject, error = %e, "undecodable delivery record"),
             };
-            self.send(&delivery.recipients, || Routed::Delivery(record.clone()));
-        } else if subject.starts_with(wire::RECEIPT_PREFIX) {
-            match wire::decode_payload::<ReceiptUpdate>(payload) {
+            let body = &record.event.body;
+            if (body.chat(), body.seq()) != (Some(delivery.chat), Some(delivery.seq)) {
+                return warn!(%subject, chat = %delivery.chat, seq = %delivery.seq, "delivery record of another item");
+            }
+            let item = Item::new(record);
+            self.send(&delivery.recipients, || Routed::Delivery(item.clone()));
+        } else if subject.starts_with(subject::RECEIPT_PREFIX) {
+            match ReceiptUpdate::decode(payload) {
                 Ok(update) => self.send(&[update.sender], || Routed::Receipt(update)),
                 Err(e) => warn!(%subject, error = %e, "undecodable receipt update"),
             }
-        } else if subject.starts_with(wire::ACCOUNT_PREFIX) {
-            match wire::decode_payload::<AccountUpdate>(payload) {
+        } else if subject.starts_with(subject::ACCOUNT_PREFIX) {
+            match AccountUpdate::decode(payload) {
                 Ok(update) => self.send(&[update.user], || Routed::Account(update)),
                 Err(e) => warn!(%subject, error = %e, "undecodable account update"),
             }
@@ -172,6 +177,75 @@ mod tests {
     fn route(conn: u64, device: u32) -> Route {
         let bounds = Bounds { input_bytes_max: 1024, routed_max: 8, routed_bytes_max: 1024 };
         Route { conn, device: DeviceId(device), mailbox: Arc::new(Mailbox::new(bounds, Arc::new(AtomicUsize::new(0)))) }
+    }
+
+    fn message(chat: chorus_schema::ChatId, seq: u64) -> EventRecord {
+        use chorus_schema::{ClientMsgId, Event, EventBody, Origin, PartitionId, Seq};
+        EventRecord {
+            partition: PartitionId(0),
+            offset: seq,
+            log_index: seq,
+            event: Event {
+                at_ms: 1,
+                origin: Origin { user: UserId(1), device: DeviceId(1), client_msg_id: ClientMsgId(seq) },
+                body: EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![0xab; 300], media: None },
+            },
+        }
+    }
+
+    fn routed_item(route: &Route) -> Arc<Item> {
+        match route.mailbox.try_take(Room::Free) {
+            Some(Mail::Routed(Routed::Delivery(item))) => item,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_delivery_is_decoded_once_and_its_frame_shared_by_every_recipient() {
+        let r = Router::default();
+        let caps = Caps { per_device: 4, per_user: 4 };
+        let (a, b, c) = (route(1, 1), route(2, 2), route(3, 1));
+        r.register(UserId(1), a.clone(), caps);
+        r.register(UserId(1), b.clone(), caps);
+        r.register(UserId(2), c.clone(), caps);
+        let chat = chorus_schema::ChatId::direct(UserId(1), UserId(2));
+        let record = message(chat, 1);
+        let recipients = [UserId(1), UserId(2)];
+        let payload = Delivery::encode_parts(&chat, chorus_schema::Seq(1), &recipients, &record.encode());
+        r.dispatch(&subject::deliver(&chat), &payload);
+        let items = [routed_item(&a), routed_item(&b), routed_item(&c)];
+        assert_eq!(items[0].record(), &record);
+        for item in &items[1..] {
+            assert!(Arc::ptr_eq(item, &items[0]), "one item for every connection");
+        }
+        let frame = items[0].frame().expect("a message has a frame");
+        assert_eq!(
+            items[0].server_frame().map(|f| f.kind()),
+            Some("Deliver"),
+            "the shared bytes are the length-prefixed Deliver frame"
+        );
+        assert_eq!(
+            frame.len(),
+            4 + usize::try_from(u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]])).unwrap()
+        );
+        assert_eq!(r.routed.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_delivery_whose_record_is_of_another_item_or_garbage_is_dropped() {
+        let r = Router::default();
+        let a = route(1, 1);
+        r.register(UserId(1), a.clone(), Caps { per_device: 4, per_user: 4 });
+        let chat = chorus_schema::ChatId::direct(UserId(1), UserId(2));
+        let other = chorus_schema::ChatId::direct(UserId(1), UserId(3));
+        // The record says seq 2 of another chat: not what the delivery claims.
+        let forged = Delivery::encode_parts(&chat, chorus_schema::Seq(1), &[UserId(1)], &message(other, 2).encode());
+        r.dispatch(&subject::deliver(&chat), &forged);
+        let garbage = Delivery::encode_parts(&chat, chorus_schema::Seq(1), &[UserId(1)], b"not a record");
+        r.dispatch(&subject::deliver(&chat), &garbage);
+        r.dispatch(&subject::deliver(&chat), &Bytes::from_static(b"\x00\x01"));
+        assert!(a.mailbox.try_take(Room::Free).is_none());
+        assert_eq!(r.routed.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -9,13 +9,17 @@ use super::{Ctx, Input};
 use crate::session::TokenVerdict;
 use bytes::Bytes;
 use chorus_projections::seal;
-use chorus_projections::wire::{
-    self, ChatCursors, CursorsPage, CursorsRequest, InboxItem, InboxPage, InboxRequest, Reply, SessionInfo,
-    SessionRequest, UserInfo, UserRequest,
+use chorus_schema::bus::{
+    self, ChatCursors, CursorsPage, CursorsRequest, InboxItem, InboxPage, InboxRequest, Query, SessionInfo,
+    SessionRequest, UserInfo, UserRequest, ViewQuery,
 };
-use chorus_schema::{ChatId, DeviceId, EventRecord, PartitionId, Seq, UserId};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use chorus_schema::{ChatId, DeviceId, EventRecord, PartitionId, Seq, UserId, MAX_VIEW_PAGE_ENTRIES};
+
+use crate::session::Item;
+
+/// The page size the edge asks for: the cap.
+const PAGE: u32 = 1024;
+const _: () = assert!(PAGE as usize == MAX_VIEW_PAGE_ENTRIES);
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,21 +52,19 @@ fn checked_partition(chat: ChatId, named: PartitionId, partitions: u16) -> Resul
 /// One view query: sealed with a fresh nonce, and answered only by a reply
 /// sealed with the view key for this very request (see
 /// `chorus_projections::seal`): what the bus alone says is not trusted.
-async fn query<Q: Serialize, T: DeserializeOwned>(
-    ctx: &Ctx,
-    subject: &'static str,
-    request: &Q,
-) -> Result<T, ReadError> {
+async fn query<Q: Query>(ctx: &Ctx, request: Q) -> Result<Q::Answer, ReadError> {
+    let request: ViewQuery = request.into();
+    let subject = request.subject();
     let err = |reason: String| ReadError::View { subject, reason };
-    let sealed = Bytes::from(seal::seal_request(&wire::encode(request)));
+    let sealed = Bytes::from(seal::seal_request(&request.encode()));
     let reply =
         ctx.bus.request(subject, sealed.clone(), ctx.config.view_timeout()).await.map_err(|e| err(e.to_string()))?;
     let answer = ctx.view_key.open_reply(subject, &sealed, &reply).map_err(|e| {
         tracing::warn!(subject, error = %e, "view reply refused");
         err(e.to_string())
     })?;
-    let reply: Reply<T> = wire::decode_payload(answer).map_err(|e| err(e.to_string()))?;
-    reply.map_err(|e| err(e.to_string()))
+    let answer = bus::decode_reply(answer).map_err(|e| err(e.to_string()))?.map_err(|e| err(e.to_string()))?;
+    Q::answer(answer).ok_or_else(|| err("an answer of another view".into()))
 }
 
 /// Checks a login token against the sessions view. A device without a session
@@ -70,7 +72,7 @@ async fn query<Q: Serialize, T: DeserializeOwned>(
 /// `CreateSession` the projector has not folded yet: asked again a few times.
 pub(crate) async fn verify_token(ctx: &Ctx, user: UserId, device: DeviceId, hash: [u8; 32]) -> TokenVerdict {
     for attempt in 0..5 {
-        match query::<_, SessionInfo>(ctx, wire::VIEW_SESSION, &SessionRequest { user, device }).await {
+        match query(ctx, SessionRequest { user, device }).await {
             // blake3::Hash compares in constant time.
             Ok(SessionInfo { token_hash: Some(h) }) => {
                 return if blake3::Hash::from(h) == blake3::Hash::from(hash) {
@@ -98,7 +100,7 @@ pub(crate) async fn user_exists(ctx: &Ctx, user: UserId) -> Result<bool, ReadErr
     if ctx.known_users.lock().expect("known users lock").contains(&user) {
         return Ok(true);
     }
-    let info: UserInfo = query(ctx, wire::VIEW_USER, &UserRequest { user }).await?;
+    let info: UserInfo = query(ctx, UserRequest { user }).await?;
     if info.registered {
         let mut known = ctx.known_users.lock().expect("known users lock");
         if known.len() >= KNOWN_USERS_MAX {
@@ -116,9 +118,7 @@ async fn all_cursors(ctx: &Ctx, user: UserId, device: DeviceId) -> Result<Vec<Ch
     let mut out = Vec::new();
     let mut after = None;
     loop {
-        let page: CursorsPage =
-            query(ctx, wire::VIEW_CURSORS, &CursorsRequest { user, device, after, limit: wire::PAGE_ENTRIES_MAX })
-                .await?;
+        let page: CursorsPage = query(ctx, CursorsRequest { user, device, after, limit: PAGE }).await?;
         after = page.entries.last().map(|c| c.chat);
         out.extend(page.entries);
         if !page.more || after.is_none() {
@@ -163,14 +163,13 @@ pub(crate) async fn recover(
 ) -> Result<(), ReadError> {
     let mut after = after;
     while after < until {
-        let page: InboxPage =
-            query(ctx, wire::VIEW_INBOX, &InboxRequest { user, chat, after, limit: wire::PAGE_ENTRIES_MAX }).await?;
+        let page: InboxPage = query(ctx, InboxRequest { user, chat, after, limit: PAGE }).await?;
         let items: Vec<InboxItem> = page.entries.iter().copied().filter(|i| i.seq <= until).collect();
         let Some(last) = page.entries.last() else { return Ok(()) };
         after = last.seq;
         let partition = checked_partition(chat, page.partition, ctx.log.partitions())?;
         for record in read_offsets(ctx, partition, &items).await? {
-            to.put(Input::Recovered(Box::new(record))).await.map_err(|_| ReadError::Gone)?;
+            to.put(Input::Recovered(Item::new(record))).await.map_err(|_| ReadError::Gone)?;
         }
         if !page.more {
             return Ok(());

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use chorus_schema::edge::{normalize_phone, user_for_phone, CLIENT_MSG_ID_RESERVED_BIT};
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, DeviceNoticeKind, EdgeErrorCode,
-    EventBody, EventRecord, Origin, Outcome, ReceiptKind, Recipient, RejectCode, Rejection, Seq, ServerFrame, UserId,
+    Origin, Outcome, ReceiptKind, Recipient, RejectCode, Rejection, Seq, ServerFrame, UserId,
 };
 
 use super::config::Config;
 use super::entropy::Entropy;
+use super::item::Item;
 use super::limits::{Limits, Refused};
 use super::otp::{OtpError, OtpRegistry};
 use super::pin::pin_hash;
@@ -34,8 +35,11 @@ pub struct Identity {
 pub enum Action {
     /// Write a frame on the control stream.
     Send(ServerFrame),
-    /// Write a frame on the delivery stream (`Deliver`, `Receipt`, `SyncDone`).
+    /// Write a frame on the delivery stream (`Receipt`, `SyncDone`, `DeviceNotice`).
     Deliver(ServerFrame),
+    /// Write this item's `Deliver` frame ([`Item::frame`], encoded once for
+    /// every connection that receives it) on the delivery stream.
+    DeliverItem(Arc<Item>),
     /// Append one command to the log (to the partition of `command.key()`) and
     /// report the outcome with `handle_append_result(correlation, …)`. Retry
     /// retryable log errors with the same command first: it is idempotent.
@@ -224,8 +228,9 @@ const PIN_CHARS_MIN: usize = 4;
 ///   (`timeline.rs`): each `(chat, seq)` at most once per connection, in seq
 ///   order per chat, a gap answered by [`Action::FillGap`]; live items wait
 ///   for the connection's first sync (clients sync after every login). Messages of others
-///   and of the user's other devices become `Deliver` frames on the delivery
-///   stream; `handle_receipt` becomes `Receipt` frames. Across connections the
+///   and of the user's other devices become [`Action::DeliverItem`] (the
+///   item's shared `Deliver` frame) on the delivery stream; `handle_receipt`
+///   becomes `Receipt` frames. Across connections the
 ///   wire is at-least-once: the client dedups by (chat, seq).
 pub struct Session {
     config: Config,
@@ -556,22 +561,22 @@ impl Session {
     /// A committed timeline item of a chat of this user, live from the bus.
     /// Duplicates are dropped, gaps become [`Action::FillGap`]; items arriving
     /// during a sync or a fill of their chat wait for it. Ignored before login.
-    pub fn handle_delivery(&mut self, record: &EventRecord) {
+    pub fn handle_delivery(&mut self, item: &Arc<Item>) {
         if self.identity().is_none() {
             return;
         }
         let mut steps = Vec::new();
-        let overflow = self.timeline.live(record.clone(), &mut steps);
+        let overflow = self.timeline.live(item.clone(), &mut steps);
         self.run_steps(steps, overflow);
     }
 
     /// An item recovered for an [`Action::Sync`] or [`Action::FillGap`].
-    pub fn handle_recovered(&mut self, record: &EventRecord) {
+    pub fn handle_recovered(&mut self, item: &Arc<Item>) {
         if self.identity().is_none() {
             return;
         }
         let mut steps = Vec::new();
-        self.timeline.recovered(record.clone(), &mut steps);
+        self.timeline.recovered(item.clone(), &mut steps);
         self.run_steps(steps, Ok(()));
     }
 
@@ -645,7 +650,7 @@ impl Session {
         let Some(me) = self.identity() else { return };
         for step in steps {
             match step {
-                Step::Emit(record) => self.emit(me, &record),
+                Step::Emit(item) => self.emit(me, item),
                 Step::Fill { chat, after, until } => {
                     self.actions.push_back(Action::FillGap { identity: me, chat, after, until })
                 }
@@ -658,26 +663,18 @@ impl Session {
 
     /// The frame of one item, if the device sees it: its own sends are not
     /// echoed back to it (its other devices get them).
-    fn emit(&mut self, me: Identity, record: &EventRecord) {
-        let e = &record.event;
-        if let EventBody::MessageSent { chat, seq, ciphertext, media } = &e.body {
-            if e.origin.user == me.user && e.origin.device == me.device {
-                return;
-            }
-            if self.history_from_ms.is_some_and(|linked| e.at_ms < linked) {
-                return;
-            }
-            self.actions.push_back(Action::Deliver(ServerFrame::Deliver {
-                chat: *chat,
-                seq: *seq,
-                sender: e.origin.user,
-                sender_device: e.origin.device,
-                client_msg_id: e.origin.client_msg_id,
-                at_ms: e.at_ms,
-                ciphertext: ciphertext.clone(),
-                media: media.clone(),
-            }));
+    fn emit(&mut self, me: Identity, item: Arc<Item>) {
+        let e = &item.record().event;
+        if item.frame().is_none() {
+            return;
         }
+        if e.origin.user == me.user && e.origin.device == me.device {
+            return;
+        }
+        if self.history_from_ms.is_some_and(|linked| e.at_ms < linked) {
+            return;
+        }
+        self.actions.push_back(Action::DeliverItem(item));
     }
 
     // ---- registration --------------------------------------------------------------

@@ -13,12 +13,14 @@
 //! - `rate`: [`TokenBucket`].
 //! - `limits`: [`Limits`], the edge-wide rate limits (governor) of logins and codes.
 //! - `pin`: [`pin_hash`], the slow hash of registration PINs.
+//! - `item`: [`Item`], a timeline item with its frame, shared by the connections.
 //! - `timeline`: the per-connection delivery order (dedup, gap fill, sync).
 //! - `entropy`: [`Entropy`], [`SeededEntropy`].
 
 mod config;
 mod core;
 mod entropy;
+mod item;
 mod limits;
 mod otp;
 mod pin;
@@ -31,6 +33,7 @@ pub use self::core::{
 };
 pub use config::Config;
 pub use entropy::{Entropy, SeededEntropy};
+pub use item::Item;
 pub use limits::{Limits, LimitsConfig, Rate, Refused};
 pub use otp::{OtpConfig, OtpError, OtpRegistry};
 pub use pin::pin_hash;

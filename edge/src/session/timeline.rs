@@ -31,13 +31,17 @@
 
 use std::collections::HashMap;
 
-use chorus_schema::{ChatId, EventRecord, Seq};
+use std::sync::Arc;
+
+use chorus_schema::{ChatId, Seq};
+
+use super::item::Item;
 
 /// What the session must do with the timeline's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
     /// Hand this item to the device.
-    Emit(EventRecord),
+    Emit(Arc<Item>),
     /// Recover the device's items of `chat` in `(after, until]`.
     Fill { chat: ChatId, after: Seq, until: Seq },
 }
@@ -52,23 +56,19 @@ pub(crate) struct Timeline {
     synced_once: bool,
     syncing: bool,
     /// Live items that arrived during a sync, in arrival order.
-    held_sync: Vec<EventRecord>,
+    held_sync: Vec<Arc<Item>>,
     /// Chats being filled, with the live items held behind the fill.
-    filling: HashMap<ChatId, Vec<EventRecord>>,
+    filling: HashMap<ChatId, Vec<Arc<Item>>>,
     held_bytes: usize,
     held_bytes_max: usize,
 }
 
-fn position(record: &EventRecord) -> Option<(ChatId, Seq)> {
-    Some((record.event.body.chat()?, record.event.body.seq()?))
+fn position(item: &Arc<Item>) -> Option<(ChatId, Seq)> {
+    item.position()
 }
 
-fn weight(record: &EventRecord) -> usize {
-    use chorus_schema::EventBody::*;
-    256 + match &record.event.body {
-        MessageSent { ciphertext, .. } | MessageEdited { ciphertext, .. } => ciphertext.len(),
-        _ => 0,
-    }
+fn weight(item: &Arc<Item>) -> usize {
+    item.weight()
 }
 
 impl Timeline {
@@ -94,7 +94,7 @@ impl Timeline {
         self.seen.get(chat).copied()
     }
 
-    fn hold(&mut self, record: EventRecord) -> Result<(), Overflow> {
+    fn hold(&mut self, record: Arc<Item>) -> Result<(), Overflow> {
         self.held_bytes += weight(&record);
         if self.held_bytes > self.held_bytes_max {
             return Err(Overflow);
@@ -107,7 +107,7 @@ impl Timeline {
     }
 
     /// An item from the bus.
-    pub(crate) fn live(&mut self, record: EventRecord, out: &mut Vec<Step>) -> Result<(), Overflow> {
+    pub(crate) fn live(&mut self, record: Arc<Item>, out: &mut Vec<Step>) -> Result<(), Overflow> {
         let Some((chat, seq)) = position(&record) else { return Ok(()) };
         if self.syncing || !self.synced_once || self.filling.contains_key(&chat) {
             return self.hold(record);
@@ -127,7 +127,7 @@ impl Timeline {
     }
 
     /// An item recovered by a sync or a fill: emitted unless already handed over.
-    pub(crate) fn recovered(&mut self, record: EventRecord, out: &mut Vec<Step>) {
+    pub(crate) fn recovered(&mut self, record: Arc<Item>, out: &mut Vec<Step>) {
         let Some((chat, seq)) = position(&record) else { return };
         if self.seen.get(&chat).is_some_and(|s| seq <= *s) {
             return;
@@ -168,7 +168,7 @@ impl Timeline {
         self.release(held, out)
     }
 
-    fn release(&mut self, held: Vec<EventRecord>, out: &mut Vec<Step>) -> Result<(), Overflow> {
+    fn release(&mut self, held: Vec<Arc<Item>>, out: &mut Vec<Step>) -> Result<(), Overflow> {
         for r in &held {
             self.held_bytes -= weight(r);
         }
@@ -184,9 +184,9 @@ mod tests {
     use super::*;
     use chorus_schema::{ClientMsgId, DeviceId, Event, EventBody, Origin, PartitionId, UserId};
 
-    fn item(chat: u8, seq: u64) -> EventRecord {
+    fn item(chat: u8, seq: u64) -> Arc<Item> {
         let chat = ChatId::group([chat; 16]);
-        EventRecord {
+        Item::new(chorus_schema::EventRecord {
             partition: PartitionId(0),
             offset: seq,
             log_index: seq,
@@ -195,13 +195,13 @@ mod tests {
                 origin: Origin { user: UserId(1), device: DeviceId(1), client_msg_id: ClientMsgId(seq) },
                 body: EventBody::MessageSent { chat, seq: Seq(seq), ciphertext: vec![0; 10], media: None },
             },
-        }
+        })
     }
 
     fn seqs(out: &[Step]) -> Vec<u64> {
         out.iter()
             .filter_map(|s| match s {
-                Step::Emit(r) => r.event.body.seq().map(|s| s.0),
+                Step::Emit(r) => r.record().event.body.seq().map(|s| s.0),
                 Step::Fill { .. } => None,
             })
             .collect()

@@ -14,37 +14,9 @@ use crate::state::Decision;
 /// **Messages**).
 pub const EDIT_WINDOW_MS: u64 = 48 * 60 * 60 * 1000;
 
-/// Direct (a fixed pair) or group (a roster with admins).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ChatKind {
-    Direct,
-    Group,
-}
-
-/// A member of a chat.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// The seq of the event that made them a member (the longest-standing member
-    /// has the smallest `since`).
-    pub since: Seq,
-    pub admin: bool,
-}
-
-/// The cumulative receipt cursors of one device in one chat.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursors {
-    pub delivered: Seq,
-    pub read: Seq,
-}
-
-impl Cursors {
-    pub fn get(&self, kind: ReceiptKind) -> Seq {
-        match kind {
-            ReceiptKind::Delivered => self.delivered,
-            ReceiptKind::Read => self.read,
-        }
-    }
-}
+// Defined once in `chorus-schema` (the projections fold and the bus carry the
+// same concepts); stored here with the same serde shape as before.
+pub use chorus_schema::{ChatKind, Cursors, Member};
 
 /// One chat's head record: what most commands need, in one read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

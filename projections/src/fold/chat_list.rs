@@ -1,4 +1,4 @@
-//! The chat list view: per user, one [`Entry`] per chat they are or were a member of.
+//! The chat list view: per user, one [`ChatListEntry`] per chat they are or were a member of.
 //!
 //! # Rules
 //! - An entry appears when the user joins (`ChatOpened`, `GroupCreated`,
@@ -26,39 +26,18 @@
 //! can be pruned below the smallest `unread_after` of the members (a next step).
 
 use chorus_schema::{ChatId, EventBody, EventRecord, ReceiptKind, Seq, UserId};
-use serde::{Deserialize, Serialize};
 
-use super::roster::{self, ChatKind};
+use super::roster;
 use super::Effect;
 use crate::store::{decode, for_each, get_value, keys, put_value, Txn};
 use crate::{Error, Result};
+use chorus_schema::ChatKind;
 
-/// The newest message of a chat, as a chat list shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageRef {
-    pub seq: Seq,
-    pub sender: UserId,
-    pub at_ms: u64,
-}
+pub use chorus_schema::bus::{ChatListEntry, MessageRef};
 
-/// One chat in one user's chat list.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub kind: ChatKind,
-    /// The last timeline item the user sees (sync streams up to here).
-    pub last_seq: Seq,
-    /// Messages from others after `unread_after` (see the module docs).
-    pub unread: u64,
-    /// The larger of the user's read cursor and their last join's seq.
-    pub unread_after: Seq,
-    /// The newest message the user sees, if any.
-    pub last_message: Option<MessageRef>,
-}
-
-impl Entry {
-    fn joined(kind: ChatKind, at: Seq) -> Entry {
-        Entry { kind, last_seq: at, unread: 0, unread_after: at, last_message: None }
-    }
+/// The entry of a chat `kind` that the user joined at `at`.
+fn joined(kind: ChatKind, at: Seq) -> ChatListEntry {
+    ChatListEntry { kind, last_seq: at, unread: 0, unread_after: at, last_message: None }
 }
 
 /// Folds one event into the chat lists of its audience.
@@ -79,7 +58,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut 
             for m in members {
                 let key = keys::chat_list(*m, &chat);
                 if txn.get(&key)?.is_none() {
-                    put_value(txn, &key, &Entry::joined(ChatKind::Direct, Seq(0)));
+                    put_value(txn, &key, &joined(ChatKind::Direct, Seq(0)));
                 }
             }
             return Ok(());
@@ -102,16 +81,16 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut 
     };
     for user in roster::audience(txn, chat, event)? {
         let key = keys::chat_list(user, &chat);
-        let stored: Option<Entry> = get_value(txn, &key)?;
+        let stored: Option<ChatListEntry> = get_value(txn, &key)?;
         let mut entry = match (stored, &event.body) {
-            (_, EventBody::GroupCreated { .. }) => Entry::joined(ChatKind::Group, seq),
+            (_, EventBody::GroupCreated { .. }) => joined(ChatKind::Group, seq),
             (Some(mut e), _) if joiner == Some(user) => {
                 // A re-join: what was unread before the departure is not counted.
                 e.unread = 0;
                 e.unread_after = e.unread_after.max(seq);
                 e
             }
-            (None, _) if joiner == Some(user) => Entry::joined(ChatKind::Group, seq),
+            (None, _) if joiner == Some(user) => joined(ChatKind::Group, seq),
             (Some(e), _) => e,
             (None, _) => return Err(Error::inconsistent(chat, kind, format!("member {user} has no chat list entry"))),
         };
@@ -130,7 +109,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut 
 
 fn read<T: Txn + ?Sized>(txn: &mut T, chat: ChatId, user: UserId, up_to: Seq, kind: &'static str) -> Result<()> {
     let key = keys::chat_list(user, &chat);
-    let mut entry: Entry = get_value(txn, &key)?
+    let mut entry: ChatListEntry = get_value(txn, &key)?
         .ok_or_else(|| Error::inconsistent(chat, kind, format!("reader {user} has no chat list entry")))?;
     if up_to <= entry.unread_after {
         return Ok(());
@@ -161,7 +140,7 @@ fn read<T: Txn + ?Sized>(txn: &mut T, chat: ChatId, user: UserId, up_to: Seq, ki
 ///
 /// # Errors
 /// [`Error::Store`] if the store fails.
-pub fn entry<T: Txn + ?Sized>(txn: &T, user: UserId, chat: &ChatId) -> Result<Option<Entry>> {
+pub fn entry<T: Txn + ?Sized>(txn: &T, user: UserId, chat: &ChatId) -> Result<Option<ChatListEntry>> {
     Ok(get_value(txn, &keys::chat_list(user, chat))?)
 }
 
@@ -171,7 +150,7 @@ pub fn entry<T: Txn + ?Sized>(txn: &T, user: UserId, chat: &ChatId) -> Result<Op
 ///
 /// # Errors
 /// [`Error::Store`] if the store fails.
-pub fn list<T: Txn + ?Sized>(txn: &T, user: UserId, limit: usize) -> Result<Vec<(ChatId, Entry)>> {
+pub fn list<T: Txn + ?Sized>(txn: &T, user: UserId, limit: usize) -> Result<Vec<(ChatId, ChatListEntry)>> {
     let prefix = keys::chat_list_of(user);
     let end = keys::prefix_end(&prefix).unwrap_or_else(|| vec![0xff; 64]);
     txn.scan(&prefix, &end, limit)?

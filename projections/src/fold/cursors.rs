@@ -8,46 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use chorus_schema::{ChatId, DeviceId, EventBody, EventRecord, ReceiptKind, Seq, UserId};
-use serde::{Deserialize, Serialize};
+use chorus_schema::{ChatId, DeviceId, EventBody, EventRecord, UserId};
 
 use super::Effect;
 use crate::store::{decode, for_each_prefix, get_value, keys, put_value, Txn};
 use crate::Result;
 
-/// The cumulative receipt cursors of one device (or, from [`of_user`], the
-/// largest of a user's devices) in one chat.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cursors {
-    pub delivered: Seq,
-    pub read: Seq,
-}
-
-impl Cursors {
-    /// The cursor of one kind.
-    pub fn get(&self, kind: ReceiptKind) -> Seq {
-        match kind {
-            ReceiptKind::Delivered => self.delivered,
-            ReceiptKind::Read => self.read,
-        }
-    }
-
-    /// The cursors after a receipt of `kind` up to `up_to_seq`.
-    #[must_use]
-    pub fn advance(self, kind: ReceiptKind, up_to_seq: Seq) -> Cursors {
-        match kind {
-            ReceiptKind::Delivered => Cursors { delivered: self.delivered.max(up_to_seq), read: self.read },
-            // Read implies delivered.
-            ReceiptKind::Read => Cursors { delivered: self.delivered.max(up_to_seq), read: self.read.max(up_to_seq) },
-        }
-    }
-
-    /// The larger of each cursor.
-    #[must_use]
-    pub fn max(self, other: Cursors) -> Cursors {
-        Cursors { delivered: self.delivered.max(other.delivered), read: self.read.max(other.read) }
-    }
-}
+pub use chorus_schema::Cursors;
 
 /// Folds a `Receipt` into its device's cursors; ignores every other event.
 ///

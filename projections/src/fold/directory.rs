@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use super::Effect;
 use crate::store::{decode, for_each_prefix, get_value, keys, put_value, Txn};
-use crate::wire::AccountChange;
 use crate::{Error, Result};
+use chorus_schema::DeviceNoticeKind;
 
 /// A linked device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
                 return Err(Error::inconsistent_user(*user, kind, format!("device {device} linked twice")));
             }
             put_value(txn, &key, &Device::default());
-            effects.push(Effect::Account { user: *user, device: *device, change: AccountChange::Linked });
+            effects.push(Effect::Account { user: *user, device: *device, change: DeviceNoticeKind::Linked });
         }
         EventBody::DeviceUnlinked { user, device } => {
             registered(txn, *user, kind)?;
@@ -74,7 +74,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
                 return Err(Error::inconsistent_user(*user, kind, format!("device {device} is not linked")));
             }
             txn.delete(&key);
-            effects.push(Effect::Account { user: *user, device: *device, change: AccountChange::Unlinked });
+            effects.push(Effect::Account { user: *user, device: *device, change: DeviceNoticeKind::Unlinked });
         }
         EventBody::SessionCreated { user, device, token_hash } => {
             registered(txn, *user, kind)?;
@@ -91,7 +91,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
             if linked.is_some_and(|d| d.token_hash.is_some()) {
                 put_value(txn, &key, &Device { token_hash: None });
             }
-            effects.push(Effect::Account { user: *user, device: *device, change: AccountChange::LoggedOut });
+            effects.push(Effect::Account { user: *user, device: *device, change: DeviceNoticeKind::LoggedOut });
         }
         _ => {}
     }

@@ -34,13 +34,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut 
     Ok(())
 }
 
-/// One item of an inbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Item {
-    pub seq: Seq,
-    /// The offset of the item's `EventRecord` in the chat's partition.
-    pub offset: u64,
-}
+pub use chorus_schema::bus::InboxItem;
 
 /// Up to `limit` items of `user`'s inbox of `chat` with seq > `after`, in seq
 /// order, and whether more follow.
@@ -53,7 +47,7 @@ pub fn items<T: Txn + ?Sized>(
     chat: &ChatId,
     after: Seq,
     limit: usize,
-) -> Result<(Vec<Item>, bool)> {
+) -> Result<(Vec<InboxItem>, bool)> {
     let prefix = keys::inbox_of(user, chat);
     let to = keys::prefix_end(&prefix).expect("an inbox prefix is not all 0xff");
     let from = match after.0.checked_add(1) {
@@ -67,7 +61,7 @@ pub fn items<T: Txn + ?Sized>(
     rows.truncate(limit);
     let page = rows
         .into_iter()
-        .map(|(k, v)| Ok(Item { seq: Seq(keys::u64_at(&k, keys::AFTER_USER_CHAT)), offset: decode(&k, &v)? }))
+        .map(|(k, v)| Ok(InboxItem { seq: Seq(keys::u64_at(&k, keys::AFTER_USER_CHAT)), offset: decode(&k, &v)? }))
         .collect::<Result<Vec<_>>>()?;
     Ok((page, more))
 }
@@ -137,7 +131,10 @@ mod tests {
         // Paging.
         let t = store.begin();
         let (page, more) = items(&t, u(1), &chat, Seq(0), 2).unwrap();
-        assert_eq!((page, more), (vec![Item { seq: Seq(1), offset: 100 }, Item { seq: Seq(2), offset: 101 }], true));
+        assert_eq!(
+            (page, more),
+            (vec![InboxItem { seq: Seq(1), offset: 100 }, InboxItem { seq: Seq(2), offset: 101 }], true)
+        );
         let (page, more) = items(&t, u(1), &chat, Seq(4), 2).unwrap();
         assert_eq!((page.iter().map(|i| i.seq.0).collect::<Vec<_>>(), more), (vec![5, 6], false));
         assert_eq!(items(&t, u(1), &chat, Seq(6), 2).unwrap(), (vec![], false));

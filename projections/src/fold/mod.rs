@@ -37,9 +37,9 @@ pub enum Effect {
     /// least `status` (`Delivered` or `Read`, never `Sent`), for the sender's
     /// devices. `up_to_seq` is the seq of one of the sender's messages. See
     /// [`receipt_status`] for the exact rule.
-    ReceiptChanged { chat: ChatId, sender: UserId, up_to_seq: Seq, status: receipt_status::Status },
+    ReceiptChanged { chat: ChatId, sender: UserId, up_to_seq: Seq, status: chorus_schema::bus::ReceiptStatus },
     /// A device of `user` was linked, unlinked or logged out (see
     /// [`directory`]): edges close the sessions of a device that is gone and
     /// tell the user's other devices.
-    Account { user: UserId, device: DeviceId, change: crate::wire::AccountChange },
+    Account { user: UserId, device: DeviceId, change: chorus_schema::DeviceNoticeKind },
 }

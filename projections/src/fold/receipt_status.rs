@@ -34,43 +34,12 @@
 //! they are read or the sender leaves.
 
 use chorus_schema::{ChatId, EventBody, EventRecord, Seq, UserId};
-use serde::{Deserialize, Serialize};
 
 use super::{cursors, roster, Effect};
 use crate::store::{decode, for_each, for_each_prefix, get_value, keys, put_value, Txn, SCAN_PAGE};
 use crate::{Error, Result};
 
-/// The aggregate tick of one message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Status {
-    /// Committed to the log (the sender's ack said so); not yet delivered to all.
-    Sent,
-    /// Every other member has it on a device (see the module docs).
-    Delivered,
-    /// Every other member has read it.
-    Read,
-}
-
-/// A sender's watermarks in one chat: seqs of their own messages (0: none yet),
-/// with `read <= delivered`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ticks {
-    pub delivered: Seq,
-    pub read: Seq,
-}
-
-impl Ticks {
-    /// The status of the sender's message at `seq`.
-    pub fn status(&self, seq: Seq) -> Status {
-        if seq <= self.read {
-            Status::Read
-        } else if seq <= self.delivered {
-            Status::Delivered
-        } else {
-            Status::Sent
-        }
-    }
-}
+pub use chorus_schema::bus::{ReceiptStatus, Ticks};
 
 /// Folds one event: records messages, forgets a departed sender's pending
 /// messages, and re-decides ticks at a receipt.
@@ -192,11 +161,11 @@ fn decide<T: Txn + ?Sized>(txn: &mut T, chat: ChatId, effects: &mut Vec<Effect>)
                 chat,
                 sender,
                 up_to_seq: after.delivered,
-                status: Status::Delivered,
+                status: ReceiptStatus::Delivered,
             });
         }
         if after.read > before.read {
-            effects.push(Effect::ReceiptChanged { chat, sender, up_to_seq: after.read, status: Status::Read });
+            effects.push(Effect::ReceiptChanged { chat, sender, up_to_seq: after.read, status: ReceiptStatus::Read });
         }
         put_value(txn, &k, &after);
     }
@@ -234,6 +203,6 @@ pub fn ticks<T: Txn + ?Sized>(txn: &T, chat: &ChatId, sender: UserId) -> Result<
 ///
 /// # Errors
 /// [`crate::Error::Store`] if the store fails.
-pub fn status<T: Txn + ?Sized>(txn: &T, chat: &ChatId, sender: UserId, seq: Seq) -> Result<Status> {
+pub fn status<T: Txn + ?Sized>(txn: &T, chat: &ChatId, sender: UserId, seq: Seq) -> Result<ReceiptStatus> {
     Ok(ticks(txn, chat, sender)?.status(seq))
 }

@@ -14,12 +14,7 @@ use super::Effect;
 use crate::store::{get_value, keys, put_value, Txn};
 use crate::{Error, Result};
 
-/// Direct (a fixed pair) or group (a roster with admins).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ChatKind {
-    Direct,
-    Group,
-}
+pub use chorus_schema::{ChatKind, Member};
 
 /// A chat as the roster knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,15 +22,6 @@ pub struct Chat {
     pub kind: ChatKind,
     /// The seq of the last timeline item (0 for a direct chat before its first message).
     pub last_seq: Seq,
-}
-
-/// A member of a chat.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member {
-    /// The seq of the event that (last) made them a member: 0 in a direct chat,
-    /// 1 for a group's founding members.
-    pub since: Seq,
-    pub admin: bool,
 }
 
 /// Folds one event into the roster and pushes the [`Effect::Deliver`] of a

@@ -9,7 +9,7 @@
 //! | `0x10` | `10 ‖ chat [16]` | [`roster::Chat`](crate::fold::roster::Chat) | roster |
 //! | `0x11` | `11 ‖ chat ‖ user u64` | [`roster::Member`](crate::fold::roster::Member) | roster |
 //! | `0x20` | `20 ‖ chat ‖ user ‖ device u32` | [`cursors::Cursors`](crate::fold::cursors::Cursors) | cursors |
-//! | `0x30` | `30 ‖ user ‖ chat` | [`chat_list::Entry`](crate::fold::chat_list::Entry) | chat_list |
+//! | `0x30` | `30 ‖ user ‖ chat` | [`chat_list::ChatListEntry`](crate::fold::chat_list::ChatListEntry) | chat_list |
 //! | `0x31` | `31 ‖ chat ‖ seq u64` | sender `UserId` of the message at seq | chat_list |
 //! | `0x40` | `40 ‖ chat ‖ sender` | [`receipt_status::Ticks`](crate::fold::receipt_status::Ticks) | receipt_status |
 //! | `0x41` | `41 ‖ chat ‖ sender ‖ seq` | `()`: a message of sender not yet read by all | receipt_status |

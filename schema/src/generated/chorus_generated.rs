@@ -19337,6 +19337,3742 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
   }
 }
 }  // pub mod edge
+
+#[allow(unused_imports, dead_code)]
+pub mod bus {
+
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_RECEIPT_STATUS: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_RECEIPT_STATUS: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_RECEIPT_STATUS: [ReceiptStatus; 3] = [
+  ReceiptStatus::Sent,
+  ReceiptStatus::Delivered,
+  ReceiptStatus::Read,
+];
+
+/// The aggregate tick of a sender's messages.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ReceiptStatus(pub u8);
+#[allow(non_upper_case_globals)]
+impl ReceiptStatus {
+  pub const Sent: Self = Self(0);
+  pub const Delivered: Self = Self(1);
+  pub const Read: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Sent,
+    Self::Delivered,
+    Self::Read,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Sent => Some("Sent"),
+      Self::Delivered => Some("Delivered"),
+      Self::Read => Some("Read"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ReceiptStatus {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ReceiptStatus {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ReceiptStatus {
+    type Output = ReceiptStatus;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ReceiptStatus {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ReceiptStatus {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_VIEW_QUERY: u8 = 6;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 7] = [
+  ViewQuery::NONE,
+  ViewQuery::ChatListRequest,
+  ViewQuery::CursorsRequest,
+  ViewQuery::ReceiptStatusRequest,
+  ViewQuery::SessionRequest,
+  ViewQuery::UserRequest,
+  ViewQuery::InboxRequest,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ViewQuery(pub u8);
+#[allow(non_upper_case_globals)]
+impl ViewQuery {
+  pub const NONE: Self = Self(0);
+  pub const ChatListRequest: Self = Self(1);
+  pub const CursorsRequest: Self = Self(2);
+  pub const ReceiptStatusRequest: Self = Self(3);
+  pub const SessionRequest: Self = Self(4);
+  pub const UserRequest: Self = Self(5);
+  pub const InboxRequest: Self = Self(6);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::ChatListRequest,
+    Self::CursorsRequest,
+    Self::ReceiptStatusRequest,
+    Self::SessionRequest,
+    Self::UserRequest,
+    Self::InboxRequest,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::ChatListRequest => Some("ChatListRequest"),
+      Self::CursorsRequest => Some("CursorsRequest"),
+      Self::ReceiptStatusRequest => Some("ReceiptStatusRequest"),
+      Self::SessionRequest => Some("SessionRequest"),
+      Self::UserRequest => Some("UserRequest"),
+      Self::InboxRequest => Some("InboxRequest"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ViewQuery {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ViewQuery {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ViewQuery {
+    type Output = ViewQuery;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ViewQuery {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ViewQuery {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ViewQuery {}
+pub struct ViewQueryUnionTableOffset {}
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CHAT_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CHAT_KIND: u8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CHAT_KIND: [ChatKind; 2] = [
+  ChatKind::Direct,
+  ChatKind::Group,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ChatKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl ChatKind {
+  pub const Direct: Self = Self(0);
+  pub const Group: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Direct,
+    Self::Group,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Direct => Some("Direct"),
+      Self::Group => Some("Group"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ChatKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ChatKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ChatKind {
+    type Output = ChatKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ChatKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ChatKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ChatKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_VIEW_ERROR_CODE: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_VIEW_ERROR_CODE: u8 = 1;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_VIEW_ERROR_CODE: [ViewErrorCode; 2] = [
+  ViewErrorCode::BadRequest,
+  ViewErrorCode::Unavailable,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ViewErrorCode(pub u8);
+#[allow(non_upper_case_globals)]
+impl ViewErrorCode {
+  pub const BadRequest: Self = Self(0);
+  pub const Unavailable: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::BadRequest,
+    Self::Unavailable,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::BadRequest => Some("BadRequest"),
+      Self::Unavailable => Some("Unavailable"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ViewErrorCode {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ViewErrorCode {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ViewErrorCode {
+    type Output = ViewErrorCode;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ViewErrorCode {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ViewErrorCode {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ViewErrorCode {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 7;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 8] = [
+  ViewAnswer::NONE,
+  ViewAnswer::ChatListPage,
+  ViewAnswer::CursorsPage,
+  ViewAnswer::Ticks,
+  ViewAnswer::SessionInfo,
+  ViewAnswer::UserInfo,
+  ViewAnswer::InboxPage,
+  ViewAnswer::ViewError,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct ViewAnswer(pub u8);
+#[allow(non_upper_case_globals)]
+impl ViewAnswer {
+  pub const NONE: Self = Self(0);
+  pub const ChatListPage: Self = Self(1);
+  pub const CursorsPage: Self = Self(2);
+  pub const Ticks: Self = Self(3);
+  pub const SessionInfo: Self = Self(4);
+  pub const UserInfo: Self = Self(5);
+  pub const InboxPage: Self = Self(6);
+  pub const ViewError: Self = Self(7);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::ChatListPage,
+    Self::CursorsPage,
+    Self::Ticks,
+    Self::SessionInfo,
+    Self::UserInfo,
+    Self::InboxPage,
+    Self::ViewError,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::ChatListPage => Some("ChatListPage"),
+      Self::CursorsPage => Some("CursorsPage"),
+      Self::Ticks => Some("Ticks"),
+      Self::SessionInfo => Some("SessionInfo"),
+      Self::UserInfo => Some("UserInfo"),
+      Self::InboxPage => Some("InboxPage"),
+      Self::ViewError => Some("ViewError"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for ViewAnswer {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for ViewAnswer {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for ViewAnswer {
+    type Output = ViewAnswer;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for ViewAnswer {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ViewAnswer {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ViewAnswer {}
+pub struct ViewAnswerUnionTableOffset {}
+
+/// The newest message of a chat, as a chat list shows it.
+// struct MessageRef, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct MessageRef(pub [u8; 24]);
+impl Default for MessageRef { 
+  fn default() -> Self { 
+    Self([0; 24])
+  }
+}
+impl ::core::fmt::Debug for MessageRef {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("MessageRef")
+      .field("seq", &self.seq())
+      .field("sender", &self.sender())
+      .field("at_ms", &self.at_ms())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MessageRef {}
+impl<'a> ::flatbuffers::Follow<'a> for MessageRef {
+  type Inner = &'a MessageRef;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a MessageRef>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a MessageRef {
+  type Inner = &'a MessageRef;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<MessageRef>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for MessageRef {
+    type Output = MessageRef;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const MessageRef as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MessageRef {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> MessageRef {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    seq: u64,
+    sender: u64,
+    at_ms: u64,
+  ) -> Self {
+    let mut s = Self([0; 24]);
+    s.set_seq(seq);
+    s.set_sender(sender);
+    s.set_at_ms(at_ms);
+    s
+  }
+
+  pub fn seq(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_seq(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn sender(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_sender(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn at_ms(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_at_ms(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+// struct ChatCursors, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct ChatCursors(pub [u8; 40]);
+impl Default for ChatCursors { 
+  fn default() -> Self { 
+    Self([0; 40])
+  }
+}
+impl ::core::fmt::Debug for ChatCursors {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("ChatCursors")
+      .field("chat", &self.chat())
+      .field("last_seq", &self.last_seq())
+      .field("delivered", &self.delivered())
+      .field("read", &self.read())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ChatCursors {}
+impl<'a> ::flatbuffers::Follow<'a> for ChatCursors {
+  type Inner = &'a ChatCursors;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a ChatCursors>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a ChatCursors {
+  type Inner = &'a ChatCursors;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<ChatCursors>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for ChatCursors {
+    type Output = ChatCursors;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const ChatCursors as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ChatCursors {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> ChatCursors {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    chat: &super::ChatId,
+    last_seq: u64,
+    delivered: u64,
+    read: u64,
+  ) -> Self {
+    let mut s = Self([0; 40]);
+    s.set_chat(chat);
+    s.set_last_seq(last_seq);
+    s.set_delivered(delivered);
+    s.set_read(read);
+    s
+  }
+
+  pub fn chat(&self) -> &super::ChatId {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[0..].as_ptr() as *const super::ChatId) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_chat(&mut self, x: &super::ChatId) {
+    self.0[0..0 + 16].copy_from_slice(&x.0)
+  }
+
+  pub fn last_seq(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_last_seq(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn delivered(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[24..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_delivered(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[24..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn read(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[32..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_read(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[32..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// A BLAKE3 hash (of a login token).
+// struct Hash32, aligned to 1
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct Hash32(pub [u8; 32]);
+impl Default for Hash32 { 
+  fn default() -> Self { 
+    Self([0; 32])
+  }
+}
+impl ::core::fmt::Debug for Hash32 {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("Hash32")
+      .field("bytes", &self.bytes())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Hash32 {}
+impl<'a> ::flatbuffers::Follow<'a> for Hash32 {
+  type Inner = &'a Hash32;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a Hash32>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a Hash32 {
+  type Inner = &'a Hash32;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<Hash32>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for Hash32 {
+    type Output = Hash32;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const Hash32 as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(1)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Hash32 {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> Hash32 {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    bytes: &[u8; 32],
+  ) -> Self {
+    let mut s = Self([0; 32]);
+    s.set_bytes(bytes);
+    s
+  }
+
+  pub fn bytes(&'a self) -> ::flatbuffers::Array<'a, u8, 32> {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid array in this slot
+    use ::flatbuffers::Follow;
+    unsafe { ::flatbuffers::Array::follow(&self.0, 0) }
+  }
+
+  pub fn set_bytes(&mut self, items: &[u8; 32]) {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid array in this slot
+    unsafe { ::flatbuffers::emplace_scalar_array(&mut self.0, 0, items) };
+  }
+
+}
+
+// struct InboxItem, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct InboxItem(pub [u8; 16]);
+impl Default for InboxItem { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for InboxItem {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("InboxItem")
+      .field("seq", &self.seq())
+      .field("offset", &self.offset())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for InboxItem {}
+impl<'a> ::flatbuffers::Follow<'a> for InboxItem {
+  type Inner = &'a InboxItem;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a InboxItem>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a InboxItem {
+  type Inner = &'a InboxItem;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<InboxItem>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for InboxItem {
+    type Output = InboxItem;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const InboxItem as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for InboxItem {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> InboxItem {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    seq: u64,
+    offset: u64,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_seq(seq);
+    s.set_offset(offset);
+    s
+  }
+
+  pub fn seq(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_seq(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn offset(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_offset(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+pub enum DeliveryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A new timeline item (chat, seq) for the devices of `recipients` (sorted).
+/// `record` is the committed EventRecord exactly as the log stores and serves it
+/// (its own flatbuffer, file identifier CREC): the projector forwards it verbatim.
+pub struct Delivery<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Delivery<'a> {
+  type Inner = Delivery<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Delivery<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RECIPIENTS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_RECORD: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Delivery { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeliveryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Delivery<'bldr>> {
+    let mut builder = DeliveryBuilder::new(_fbb);
+    builder.add_seq(args.seq);
+    if let Some(x) = args.record { builder.add_record(x); }
+    if let Some(x) = args.recipients { builder.add_recipients(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Delivery::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Delivery::VT_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn recipients(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Delivery::VT_RECIPIENTS, None).unwrap()}
+  }
+  #[inline]
+  pub fn record(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Delivery::VT_RECORD, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Delivery<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("recipients", Self::VT_RECIPIENTS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("record", Self::VT_RECORD, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeliveryArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub seq: u64,
+    pub recipients: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub record: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for DeliveryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeliveryArgs {
+      chat: None, // required field
+      seq: 0,
+      recipients: None, // required field
+      record: None, // required field
+    }
+  }
+}
+
+pub struct DeliveryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeliveryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Delivery::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(Delivery::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_recipients(&mut self, recipients: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Delivery::VT_RECIPIENTS, recipients);
+  }
+  #[inline]
+  pub fn add_record(&mut self, record: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Delivery::VT_RECORD, record);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeliveryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeliveryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Delivery<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Delivery::VT_CHAT,"chat");
+    self.fbb_.required(o, Delivery::VT_RECIPIENTS,"recipients");
+    self.fbb_.required(o, Delivery::VT_RECORD,"record");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Delivery<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Delivery");
+      ds.field("chat", &self.chat());
+      ds.field("seq", &self.seq());
+      ds.field("recipients", &self.recipients());
+      ds.field("record", &self.record());
+      ds.finish()
+  }
+}
+pub enum ReceiptUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Every message of `sender` in `chat` up to `up_to_seq` now has at least `status`.
+pub struct ReceiptUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReceiptUpdate<'a> {
+  type Inner = ReceiptUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReceiptUpdate<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SENDER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_UP_TO_SEQ: ::flatbuffers::VOffsetT = 8;
+  pub const VT_STATUS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReceiptUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReceiptUpdateArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReceiptUpdate<'bldr>> {
+    let mut builder = ReceiptUpdateBuilder::new(_fbb);
+    builder.add_up_to_seq(args.up_to_seq);
+    builder.add_sender(args.sender);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_status(args.status);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(ReceiptUpdate::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn sender(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReceiptUpdate::VT_SENDER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn up_to_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReceiptUpdate::VT_UP_TO_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status(&self) -> ReceiptStatus {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ReceiptStatus>(ReceiptUpdate::VT_STATUS, Some(ReceiptStatus::Sent)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReceiptUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("sender", Self::VT_SENDER, false)?
+     .visit_field::<u64>("up_to_seq", Self::VT_UP_TO_SEQ, false)?
+     .visit_field::<ReceiptStatus>("status", Self::VT_STATUS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReceiptUpdateArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub sender: u64,
+    pub up_to_seq: u64,
+    pub status: ReceiptStatus,
+}
+impl<'a> Default for ReceiptUpdateArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReceiptUpdateArgs {
+      chat: None, // required field
+      sender: 0,
+      up_to_seq: 0,
+      status: ReceiptStatus::Sent,
+    }
+  }
+}
+
+pub struct ReceiptUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReceiptUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(ReceiptUpdate::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_sender(&mut self, sender: u64) {
+    self.fbb_.push_slot::<u64>(ReceiptUpdate::VT_SENDER, sender, 0);
+  }
+  #[inline]
+  pub fn add_up_to_seq(&mut self, up_to_seq: u64) {
+    self.fbb_.push_slot::<u64>(ReceiptUpdate::VT_UP_TO_SEQ, up_to_seq, 0);
+  }
+  #[inline]
+  pub fn add_status(&mut self, status: ReceiptStatus) {
+    self.fbb_.push_slot::<ReceiptStatus>(ReceiptUpdate::VT_STATUS, status, ReceiptStatus::Sent);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReceiptUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReceiptUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReceiptUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReceiptUpdate::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReceiptUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReceiptUpdate");
+      ds.field("chat", &self.chat());
+      ds.field("sender", &self.sender());
+      ds.field("up_to_seq", &self.up_to_seq());
+      ds.field("status", &self.status());
+      ds.finish()
+  }
+}
+pub enum AccountUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A change to `device` of `user`, committed at `at_ms` (the kind is the one the
+/// edge's DeviceNotice frame carries on to the user's other devices).
+pub struct AccountUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AccountUpdate<'a> {
+  type Inner = AccountUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AccountUpdate<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CHANGE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AccountUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AccountUpdateArgs
+  ) -> ::flatbuffers::WIPOffset<AccountUpdate<'bldr>> {
+    let mut builder = AccountUpdateBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_user(args.user);
+    builder.add_device(args.device);
+    builder.add_change(args.change);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AccountUpdate::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(AccountUpdate::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn change(&self) -> super::edge::DeviceNoticeKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::edge::DeviceNoticeKind>(AccountUpdate::VT_CHANGE, Some(super::edge::DeviceNoticeKind::Linked)).unwrap()}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AccountUpdate::VT_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AccountUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<super::edge::DeviceNoticeKind>("change", Self::VT_CHANGE, false)?
+     .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AccountUpdateArgs {
+    pub user: u64,
+    pub device: u32,
+    pub change: super::edge::DeviceNoticeKind,
+    pub at_ms: u64,
+}
+impl<'a> Default for AccountUpdateArgs {
+  #[inline]
+  fn default() -> Self {
+    AccountUpdateArgs {
+      user: 0,
+      device: 0,
+      change: super::edge::DeviceNoticeKind::Linked,
+      at_ms: 0,
+    }
+  }
+}
+
+pub struct AccountUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AccountUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(AccountUpdate::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(AccountUpdate::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_change(&mut self, change: super::edge::DeviceNoticeKind) {
+    self.fbb_.push_slot::<super::edge::DeviceNoticeKind>(AccountUpdate::VT_CHANGE, change, super::edge::DeviceNoticeKind::Linked);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: u64) {
+    self.fbb_.push_slot::<u64>(AccountUpdate::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AccountUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AccountUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AccountUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AccountUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AccountUpdate");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("change", &self.change());
+      ds.field("at_ms", &self.at_ms());
+      ds.finish()
+  }
+}
+pub enum ChatListRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A page of `user`'s chat list after `after` (absent: from the start).
+pub struct ChatListRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatListRequest<'a> {
+  type Inner = ChatListRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatListRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatListRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatListRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatListRequest<'bldr>> {
+    let mut builder = ChatListRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.after { builder.add_after(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatListRequest::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> Option<&'a super::ChatId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(ChatListRequest::VT_AFTER, None)}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChatListRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatListRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<super::ChatId>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatListRequestArgs<'a> {
+    pub user: u64,
+    pub after: Option<&'a super::ChatId>,
+    pub limit: u32,
+}
+impl<'a> Default for ChatListRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatListRequestArgs {
+      user: 0,
+      after: None,
+      limit: 0,
+    }
+  }
+}
+
+pub struct ChatListRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatListRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ChatListRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(ChatListRequest::VT_AFTER, after);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(ChatListRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatListRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatListRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatListRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatListRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatListRequest");
+      ds.field("user", &self.user());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum CursorsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The cursors of one device in each chat of the user's chat list, paged alike.
+pub struct CursorsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CursorsRequest<'a> {
+  type Inner = CursorsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CursorsRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CursorsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CursorsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CursorsRequest<'bldr>> {
+    let mut builder = CursorsRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.after { builder.add_after(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(CursorsRequest::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CursorsRequest::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> Option<&'a super::ChatId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(CursorsRequest::VT_AFTER, None)}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(CursorsRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CursorsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<super::ChatId>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CursorsRequestArgs<'a> {
+    pub user: u64,
+    pub device: u32,
+    pub after: Option<&'a super::ChatId>,
+    pub limit: u32,
+}
+impl<'a> Default for CursorsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CursorsRequestArgs {
+      user: 0,
+      device: 0,
+      after: None,
+      limit: 0,
+    }
+  }
+}
+
+pub struct CursorsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CursorsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(CursorsRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(CursorsRequest::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(CursorsRequest::VT_AFTER, after);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(CursorsRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CursorsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CursorsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CursorsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CursorsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CursorsRequest");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum ReceiptStatusRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The ticks of `sender`'s messages in `chat`.
+pub struct ReceiptStatusRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReceiptStatusRequest<'a> {
+  type Inner = ReceiptStatusRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReceiptStatusRequest<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SENDER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReceiptStatusRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReceiptStatusRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReceiptStatusRequest<'bldr>> {
+    let mut builder = ReceiptStatusRequestBuilder::new(_fbb);
+    builder.add_sender(args.sender);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(ReceiptStatusRequest::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn sender(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReceiptStatusRequest::VT_SENDER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReceiptStatusRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("sender", Self::VT_SENDER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReceiptStatusRequestArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub sender: u64,
+}
+impl<'a> Default for ReceiptStatusRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReceiptStatusRequestArgs {
+      chat: None, // required field
+      sender: 0,
+    }
+  }
+}
+
+pub struct ReceiptStatusRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReceiptStatusRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(ReceiptStatusRequest::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_sender(&mut self, sender: u64) {
+    self.fbb_.push_slot::<u64>(ReceiptStatusRequest::VT_SENDER, sender, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReceiptStatusRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReceiptStatusRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReceiptStatusRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReceiptStatusRequest::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReceiptStatusRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReceiptStatusRequest");
+      ds.field("chat", &self.chat());
+      ds.field("sender", &self.sender());
+      ds.finish()
+  }
+}
+pub enum SessionRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The live session of one device.
+pub struct SessionRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SessionRequest<'a> {
+  type Inner = SessionRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SessionRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SessionRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SessionRequestArgs
+  ) -> ::flatbuffers::WIPOffset<SessionRequest<'bldr>> {
+    let mut builder = SessionRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SessionRequest::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(SessionRequest::VT_DEVICE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SessionRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SessionRequestArgs {
+    pub user: u64,
+    pub device: u32,
+}
+impl<'a> Default for SessionRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    SessionRequestArgs {
+      user: 0,
+      device: 0,
+    }
+  }
+}
+
+pub struct SessionRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SessionRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(SessionRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(SessionRequest::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SessionRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SessionRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SessionRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SessionRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SessionRequest");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.finish()
+  }
+}
+pub enum UserRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Is `user` registered, and with which devices?
+pub struct UserRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UserRequest<'a> {
+  type Inner = UserRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UserRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UserRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UserRequestArgs
+  ) -> ::flatbuffers::WIPOffset<UserRequest<'bldr>> {
+    let mut builder = UserRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UserRequest::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UserRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserRequestArgs {
+    pub user: u64,
+}
+impl<'a> Default for UserRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    UserRequestArgs {
+      user: 0,
+    }
+  }
+}
+
+pub struct UserRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UserRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(UserRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UserRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UserRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UserRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UserRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UserRequest");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum InboxRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The items of `chat` that `user` receives, with seq > `after`.
+pub struct InboxRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InboxRequest<'a> {
+  type Inner = InboxRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InboxRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AFTER: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LIMIT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InboxRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InboxRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<InboxRequest<'bldr>> {
+    let mut builder = InboxRequestBuilder::new(_fbb);
+    builder.add_after(args.after);
+    builder.add_user(args.user);
+    builder.add_limit(args.limit);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InboxRequest::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(InboxRequest::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(InboxRequest::VT_AFTER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn limit(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(InboxRequest::VT_LIMIT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InboxRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("after", Self::VT_AFTER, false)?
+     .visit_field::<u32>("limit", Self::VT_LIMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InboxRequestArgs<'a> {
+    pub user: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub after: u64,
+    pub limit: u32,
+}
+impl<'a> Default for InboxRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InboxRequestArgs {
+      user: 0,
+      chat: None, // required field
+      after: 0,
+      limit: 0,
+    }
+  }
+}
+
+pub struct InboxRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InboxRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(InboxRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(InboxRequest::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_after(&mut self, after: u64) {
+    self.fbb_.push_slot::<u64>(InboxRequest::VT_AFTER, after, 0);
+  }
+  #[inline]
+  pub fn add_limit(&mut self, limit: u32) {
+    self.fbb_.push_slot::<u32>(InboxRequest::VT_LIMIT, limit, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InboxRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InboxRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InboxRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, InboxRequest::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InboxRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InboxRequest");
+      ds.field("user", &self.user());
+      ds.field("chat", &self.chat());
+      ds.field("after", &self.after());
+      ds.field("limit", &self.limit());
+      ds.finish()
+  }
+}
+pub enum ViewRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ViewRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ViewRequest<'a> {
+  type Inner = ViewRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ViewRequest<'a> {
+  pub const VT_QUERY_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_QUERY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ViewRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ViewRequestArgs
+  ) -> ::flatbuffers::WIPOffset<ViewRequest<'bldr>> {
+    let mut builder = ViewRequestBuilder::new(_fbb);
+    if let Some(x) = args.query { builder.add_query(x); }
+    builder.add_query_type(args.query_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn query_type(&self) -> ViewQuery {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ViewQuery>(ViewRequest::VT_QUERY_TYPE, Some(ViewQuery::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn query(&self) -> ::flatbuffers::Table<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(ViewRequest::VT_QUERY, None).unwrap()}
+  }
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_chat_list_request(&self) -> Option<ChatListRequest<'a>> {
+    if self.query_type() == ViewQuery::ChatListRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ChatListRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_cursors_request(&self) -> Option<CursorsRequest<'a>> {
+    if self.query_type() == ViewQuery::CursorsRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CursorsRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_receipt_status_request(&self) -> Option<ReceiptStatusRequest<'a>> {
+    if self.query_type() == ViewQuery::ReceiptStatusRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ReceiptStatusRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_session_request(&self) -> Option<SessionRequest<'a>> {
+    if self.query_type() == ViewQuery::SessionRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SessionRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_user_request(&self) -> Option<UserRequest<'a>> {
+    if self.query_type() == ViewQuery::UserRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UserRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_inbox_request(&self) -> Option<InboxRequest<'a>> {
+    if self.query_type() == ViewQuery::InboxRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { InboxRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ViewRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_union::<ViewQuery, _>("query_type", Self::VT_QUERY_TYPE, "query", Self::VT_QUERY, true, |key, v, pos| {
+        match key {
+          ViewQuery::ChatListRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatListRequest>>("ViewQuery::ChatListRequest", pos),
+          ViewQuery::CursorsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CursorsRequest>>("ViewQuery::CursorsRequest", pos),
+          ViewQuery::ReceiptStatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReceiptStatusRequest>>("ViewQuery::ReceiptStatusRequest", pos),
+          ViewQuery::SessionRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionRequest>>("ViewQuery::SessionRequest", pos),
+          ViewQuery::UserRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserRequest>>("ViewQuery::UserRequest", pos),
+          ViewQuery::InboxRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InboxRequest>>("ViewQuery::InboxRequest", pos),
+          _ => Ok(()),
+        }
+     })?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ViewRequestArgs {
+    pub query_type: ViewQuery,
+    pub query: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+}
+impl<'a> Default for ViewRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ViewRequestArgs {
+      query_type: ViewQuery::NONE,
+      query: None, // required field
+    }
+  }
+}
+
+pub struct ViewRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ViewRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_query_type(&mut self, query_type: ViewQuery) {
+    self.fbb_.push_slot::<ViewQuery>(ViewRequest::VT_QUERY_TYPE, query_type, ViewQuery::NONE);
+  }
+  #[inline]
+  pub fn add_query(&mut self, query: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ViewRequest::VT_QUERY, query);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ViewRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ViewRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ViewRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ViewRequest::VT_QUERY,"query");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ViewRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ViewRequest");
+      ds.field("query_type", &self.query_type());
+      match self.query_type() {
+        ViewQuery::ChatListRequest => {
+          if let Some(x) = self.query_as_chat_list_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::CursorsRequest => {
+          if let Some(x) = self.query_as_cursors_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::ReceiptStatusRequest => {
+          if let Some(x) = self.query_as_receipt_status_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::SessionRequest => {
+          if let Some(x) = self.query_as_session_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::UserRequest => {
+          if let Some(x) = self.query_as_user_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::InboxRequest => {
+          if let Some(x) = self.query_as_inbox_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        _ => {
+          let x: Option<()> = None;
+          ds.field("query", &x)
+        },
+      };
+      ds.finish()
+  }
+}
+pub enum ChatListItemOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatListItem<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatListItem<'a> {
+  type Inner = ChatListItem<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatListItem<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 8;
+  pub const VT_UNREAD: ::flatbuffers::VOffsetT = 10;
+  pub const VT_UNREAD_AFTER: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LAST_MESSAGE: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatListItem { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatListItemArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatListItem<'bldr>> {
+    let mut builder = ChatListItemBuilder::new(_fbb);
+    builder.add_unread_after(args.unread_after);
+    builder.add_unread(args.unread);
+    builder.add_last_seq(args.last_seq);
+    if let Some(x) = args.last_message { builder.add_last_message(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(ChatListItem::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> ChatKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChatKind>(ChatListItem::VT_KIND, Some(ChatKind::Direct)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatListItem::VT_LAST_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unread(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatListItem::VT_UNREAD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn unread_after(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatListItem::VT_UNREAD_AFTER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_message(&self) -> Option<&'a MessageRef> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MessageRef>(ChatListItem::VT_LAST_MESSAGE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatListItem<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<ChatKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
+     .visit_field::<u64>("unread", Self::VT_UNREAD, false)?
+     .visit_field::<u64>("unread_after", Self::VT_UNREAD_AFTER, false)?
+     .visit_field::<MessageRef>("last_message", Self::VT_LAST_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatListItemArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub kind: ChatKind,
+    pub last_seq: u64,
+    pub unread: u64,
+    pub unread_after: u64,
+    pub last_message: Option<&'a MessageRef>,
+}
+impl<'a> Default for ChatListItemArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatListItemArgs {
+      chat: None, // required field
+      kind: ChatKind::Direct,
+      last_seq: 0,
+      unread: 0,
+      unread_after: 0,
+      last_message: None,
+    }
+  }
+}
+
+pub struct ChatListItemBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatListItemBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(ChatListItem::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: ChatKind) {
+    self.fbb_.push_slot::<ChatKind>(ChatListItem::VT_KIND, kind, ChatKind::Direct);
+  }
+  #[inline]
+  pub fn add_last_seq(&mut self, last_seq: u64) {
+    self.fbb_.push_slot::<u64>(ChatListItem::VT_LAST_SEQ, last_seq, 0);
+  }
+  #[inline]
+  pub fn add_unread(&mut self, unread: u64) {
+    self.fbb_.push_slot::<u64>(ChatListItem::VT_UNREAD, unread, 0);
+  }
+  #[inline]
+  pub fn add_unread_after(&mut self, unread_after: u64) {
+    self.fbb_.push_slot::<u64>(ChatListItem::VT_UNREAD_AFTER, unread_after, 0);
+  }
+  #[inline]
+  pub fn add_last_message(&mut self, last_message: &MessageRef) {
+    self.fbb_.push_slot_always::<&MessageRef>(ChatListItem::VT_LAST_MESSAGE, last_message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatListItemBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatListItemBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatListItem<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ChatListItem::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatListItem<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatListItem");
+      ds.field("chat", &self.chat());
+      ds.field("kind", &self.kind());
+      ds.field("last_seq", &self.last_seq());
+      ds.field("unread", &self.unread());
+      ds.field("unread_after", &self.unread_after());
+      ds.field("last_message", &self.last_message());
+      ds.finish()
+  }
+}
+pub enum ChatListPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ChatListPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatListPage<'a> {
+  type Inner = ChatListPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatListPage<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MORE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatListPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatListPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatListPage<'bldr>> {
+    let mut builder = ChatListPageBuilder::new(_fbb);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.add_more(args.more);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entries(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatListItem<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatListItem>>>>(ChatListPage::VT_ENTRIES, None).unwrap()}
+  }
+  #[inline]
+  pub fn more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ChatListPage::VT_MORE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatListPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ChatListItem>>>>("entries", Self::VT_ENTRIES, true)?
+     .visit_field::<bool>("more", Self::VT_MORE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatListPageArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ChatListItem<'a>>>>>,
+    pub more: bool,
+}
+impl<'a> Default for ChatListPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatListPageArgs {
+      entries: None, // required field
+      more: false,
+    }
+  }
+}
+
+pub struct ChatListPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatListPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ChatListItem<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatListPage::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_more(&mut self, more: bool) {
+    self.fbb_.push_slot::<bool>(ChatListPage::VT_MORE, more, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatListPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatListPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatListPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ChatListPage::VT_ENTRIES,"entries");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatListPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatListPage");
+      ds.field("entries", &self.entries());
+      ds.field("more", &self.more());
+      ds.finish()
+  }
+}
+pub enum CursorsPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct CursorsPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CursorsPage<'a> {
+  type Inner = CursorsPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CursorsPage<'a> {
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MORE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CursorsPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CursorsPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CursorsPage<'bldr>> {
+    let mut builder = CursorsPageBuilder::new(_fbb);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.add_more(args.more);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn entries(&self) -> ::flatbuffers::Vector<'a, ChatCursors> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ChatCursors>>>(CursorsPage::VT_ENTRIES, None).unwrap()}
+  }
+  #[inline]
+  pub fn more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CursorsPage::VT_MORE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CursorsPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ChatCursors>>>("entries", Self::VT_ENTRIES, true)?
+     .visit_field::<bool>("more", Self::VT_MORE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CursorsPageArgs<'a> {
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ChatCursors>>>,
+    pub more: bool,
+}
+impl<'a> Default for CursorsPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CursorsPageArgs {
+      entries: None, // required field
+      more: false,
+    }
+  }
+}
+
+pub struct CursorsPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CursorsPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ChatCursors>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CursorsPage::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_more(&mut self, more: bool) {
+    self.fbb_.push_slot::<bool>(CursorsPage::VT_MORE, more, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CursorsPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CursorsPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CursorsPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CursorsPage::VT_ENTRIES,"entries");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CursorsPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CursorsPage");
+      ds.field("entries", &self.entries());
+      ds.field("more", &self.more());
+      ds.finish()
+  }
+}
+pub enum TicksOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct Ticks<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Ticks<'a> {
+  type Inner = Ticks<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Ticks<'a> {
+  pub const VT_DELIVERED: ::flatbuffers::VOffsetT = 4;
+  pub const VT_READ: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Ticks { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TicksArgs
+  ) -> ::flatbuffers::WIPOffset<Ticks<'bldr>> {
+    let mut builder = TicksBuilder::new(_fbb);
+    builder.add_read(args.read);
+    builder.add_delivered(args.delivered);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn delivered(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Ticks::VT_DELIVERED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn read(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Ticks::VT_READ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Ticks<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("delivered", Self::VT_DELIVERED, false)?
+     .visit_field::<u64>("read", Self::VT_READ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TicksArgs {
+    pub delivered: u64,
+    pub read: u64,
+}
+impl<'a> Default for TicksArgs {
+  #[inline]
+  fn default() -> Self {
+    TicksArgs {
+      delivered: 0,
+      read: 0,
+    }
+  }
+}
+
+pub struct TicksBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TicksBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_delivered(&mut self, delivered: u64) {
+    self.fbb_.push_slot::<u64>(Ticks::VT_DELIVERED, delivered, 0);
+  }
+  #[inline]
+  pub fn add_read(&mut self, read: u64) {
+    self.fbb_.push_slot::<u64>(Ticks::VT_READ, read, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TicksBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TicksBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Ticks<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Ticks<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Ticks");
+      ds.field("delivered", &self.delivered());
+      ds.field("read", &self.read());
+      ds.finish()
+  }
+}
+pub enum SessionInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `token_hash` absent: the device has no live session.
+pub struct SessionInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SessionInfo<'a> {
+  type Inner = SessionInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SessionInfo<'a> {
+  pub const VT_TOKEN_HASH: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SessionInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SessionInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SessionInfo<'bldr>> {
+    let mut builder = SessionInfoBuilder::new(_fbb);
+    if let Some(x) = args.token_hash { builder.add_token_hash(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn token_hash(&self) -> Option<&'a Hash32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Hash32>(SessionInfo::VT_TOKEN_HASH, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SessionInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Hash32>("token_hash", Self::VT_TOKEN_HASH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SessionInfoArgs<'a> {
+    pub token_hash: Option<&'a Hash32>,
+}
+impl<'a> Default for SessionInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SessionInfoArgs {
+      token_hash: None,
+    }
+  }
+}
+
+pub struct SessionInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SessionInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_token_hash(&mut self, token_hash: &Hash32) {
+    self.fbb_.push_slot_always::<&Hash32>(SessionInfo::VT_TOKEN_HASH, token_hash);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SessionInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SessionInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SessionInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SessionInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SessionInfo");
+      ds.field("token_hash", &self.token_hash());
+      ds.finish()
+  }
+}
+pub enum UserInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UserInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UserInfo<'a> {
+  type Inner = UserInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UserInfo<'a> {
+  pub const VT_REGISTERED: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UserInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UserInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UserInfo<'bldr>> {
+    let mut builder = UserInfoBuilder::new(_fbb);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.add_registered(args.registered);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn registered(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(UserInfo::VT_REGISTERED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(UserInfo::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UserInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("registered", Self::VT_REGISTERED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UserInfoArgs<'a> {
+    pub registered: bool,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for UserInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UserInfoArgs {
+      registered: false,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct UserInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UserInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_registered(&mut self, registered: bool) {
+    self.fbb_.push_slot::<bool>(UserInfo::VT_REGISTERED, registered, false);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UserInfo::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UserInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UserInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UserInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, UserInfo::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UserInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UserInfo");
+      ds.field("registered", &self.registered());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum InboxPageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct InboxPage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for InboxPage<'a> {
+  type Inner = InboxPage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> InboxPage<'a> {
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MORE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    InboxPage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args InboxPageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<InboxPage<'bldr>> {
+    let mut builder = InboxPageBuilder::new(_fbb);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.add_partition(args.partition);
+    builder.add_more(args.more);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn partition(&self) -> u16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u16>(InboxPage::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn entries(&self) -> ::flatbuffers::Vector<'a, InboxItem> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, InboxItem>>>(InboxPage::VT_ENTRIES, None).unwrap()}
+  }
+  #[inline]
+  pub fn more(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(InboxPage::VT_MORE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for InboxPage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u16>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, InboxItem>>>("entries", Self::VT_ENTRIES, true)?
+     .visit_field::<bool>("more", Self::VT_MORE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct InboxPageArgs<'a> {
+    pub partition: u16,
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, InboxItem>>>,
+    pub more: bool,
+}
+impl<'a> Default for InboxPageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    InboxPageArgs {
+      partition: 0,
+      entries: None, // required field
+      more: false,
+    }
+  }
+}
+
+pub struct InboxPageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InboxPageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_partition(&mut self, partition: u16) {
+    self.fbb_.push_slot::<u16>(InboxPage::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , InboxItem>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InboxPage::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn add_more(&mut self, more: bool) {
+    self.fbb_.push_slot::<bool>(InboxPage::VT_MORE, more, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InboxPageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    InboxPageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<InboxPage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, InboxPage::VT_ENTRIES,"entries");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for InboxPage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("InboxPage");
+      ds.field("partition", &self.partition());
+      ds.field("entries", &self.entries());
+      ds.field("more", &self.more());
+      ds.finish()
+  }
+}
+pub enum ViewErrorOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ViewError<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ViewError<'a> {
+  type Inner = ViewError<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ViewError<'a> {
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ViewError { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ViewErrorArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ViewError<'bldr>> {
+    let mut builder = ViewErrorBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_code(args.code);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn code(&self) -> ViewErrorCode {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ViewErrorCode>(ViewError::VT_CODE, Some(ViewErrorCode::BadRequest)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ViewError::VT_MESSAGE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ViewError<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<ViewErrorCode>("code", Self::VT_CODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ViewErrorArgs<'a> {
+    pub code: ViewErrorCode,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ViewErrorArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ViewErrorArgs {
+      code: ViewErrorCode::BadRequest,
+      message: None, // required field
+    }
+  }
+}
+
+pub struct ViewErrorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ViewErrorBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_code(&mut self, code: ViewErrorCode) {
+    self.fbb_.push_slot::<ViewErrorCode>(ViewError::VT_CODE, code, ViewErrorCode::BadRequest);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ViewError::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ViewErrorBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ViewErrorBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ViewError<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ViewError::VT_MESSAGE,"message");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ViewError<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ViewError");
+      ds.field("code", &self.code());
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
+pub enum ViewReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ViewReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ViewReply<'a> {
+  type Inner = ViewReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ViewReply<'a> {
+  pub const VT_ANSWER_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ANSWER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ViewReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ViewReplyArgs
+  ) -> ::flatbuffers::WIPOffset<ViewReply<'bldr>> {
+    let mut builder = ViewReplyBuilder::new(_fbb);
+    if let Some(x) = args.answer { builder.add_answer(x); }
+    builder.add_answer_type(args.answer_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn answer_type(&self) -> ViewAnswer {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ViewAnswer>(ViewReply::VT_ANSWER_TYPE, Some(ViewAnswer::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn answer(&self) -> ::flatbuffers::Table<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(ViewReply::VT_ANSWER, None).unwrap()}
+  }
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_chat_list_page(&self) -> Option<ChatListPage<'a>> {
+    if self.answer_type() == ViewAnswer::ChatListPage {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ChatListPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_cursors_page(&self) -> Option<CursorsPage<'a>> {
+    if self.answer_type() == ViewAnswer::CursorsPage {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CursorsPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_ticks(&self) -> Option<Ticks<'a>> {
+    if self.answer_type() == ViewAnswer::Ticks {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Ticks::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_session_info(&self) -> Option<SessionInfo<'a>> {
+    if self.answer_type() == ViewAnswer::SessionInfo {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SessionInfo::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_user_info(&self) -> Option<UserInfo<'a>> {
+    if self.answer_type() == ViewAnswer::UserInfo {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UserInfo::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_inbox_page(&self) -> Option<InboxPage<'a>> {
+    if self.answer_type() == ViewAnswer::InboxPage {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { InboxPage::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_view_error(&self) -> Option<ViewError<'a>> {
+    if self.answer_type() == ViewAnswer::ViewError {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ViewError::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for ViewReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_union::<ViewAnswer, _>("answer_type", Self::VT_ANSWER_TYPE, "answer", Self::VT_ANSWER, true, |key, v, pos| {
+        match key {
+          ViewAnswer::ChatListPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatListPage>>("ViewAnswer::ChatListPage", pos),
+          ViewAnswer::CursorsPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CursorsPage>>("ViewAnswer::CursorsPage", pos),
+          ViewAnswer::Ticks => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Ticks>>("ViewAnswer::Ticks", pos),
+          ViewAnswer::SessionInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionInfo>>("ViewAnswer::SessionInfo", pos),
+          ViewAnswer::UserInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserInfo>>("ViewAnswer::UserInfo", pos),
+          ViewAnswer::InboxPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InboxPage>>("ViewAnswer::InboxPage", pos),
+          ViewAnswer::ViewError => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewError>>("ViewAnswer::ViewError", pos),
+          _ => Ok(()),
+        }
+     })?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ViewReplyArgs {
+    pub answer_type: ViewAnswer,
+    pub answer: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+}
+impl<'a> Default for ViewReplyArgs {
+  #[inline]
+  fn default() -> Self {
+    ViewReplyArgs {
+      answer_type: ViewAnswer::NONE,
+      answer: None, // required field
+    }
+  }
+}
+
+pub struct ViewReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ViewReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_answer_type(&mut self, answer_type: ViewAnswer) {
+    self.fbb_.push_slot::<ViewAnswer>(ViewReply::VT_ANSWER_TYPE, answer_type, ViewAnswer::NONE);
+  }
+  #[inline]
+  pub fn add_answer(&mut self, answer: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ViewReply::VT_ANSWER, answer);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ViewReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ViewReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ViewReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ViewReply::VT_ANSWER,"answer");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ViewReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ViewReply");
+      ds.field("answer_type", &self.answer_type());
+      match self.answer_type() {
+        ViewAnswer::ChatListPage => {
+          if let Some(x) = self.answer_as_chat_list_page() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::CursorsPage => {
+          if let Some(x) = self.answer_as_cursors_page() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::Ticks => {
+          if let Some(x) = self.answer_as_ticks() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::SessionInfo => {
+          if let Some(x) = self.answer_as_session_info() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::UserInfo => {
+          if let Some(x) = self.answer_as_user_info() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::InboxPage => {
+          if let Some(x) = self.answer_as_inbox_page() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::ViewError => {
+          if let Some(x) = self.answer_as_view_error() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        _ => {
+          let x: Option<()> = None;
+          ds.field("answer", &x)
+        },
+      };
+      ds.finish()
+  }
+}
+}  // pub mod bus
 }  // pub mod fb
 }  // pub mod chorus
 

@@ -501,3 +501,98 @@ pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
             .prop_map(|(kind, device, at_ms)| ServerFrame::DeviceNotice { kind, device, at_ms }),
     ]
 }
+
+// ---- bus payloads ------------------------------------------------------------------
+
+pub fn receipt_status() -> impl Strategy<Value = bus::ReceiptStatus> {
+    prop_oneof![Just(bus::ReceiptStatus::Sent), Just(bus::ReceiptStatus::Delivered), Just(bus::ReceiptStatus::Read)]
+}
+pub fn account_change() -> impl Strategy<Value = DeviceNoticeKind> {
+    prop_oneof![Just(DeviceNoticeKind::Linked), Just(DeviceNoticeKind::Unlinked), Just(DeviceNoticeKind::LoggedOut)]
+}
+pub fn chat_kind() -> impl Strategy<Value = ChatKind> {
+    prop_oneof![Just(ChatKind::Direct), Just(ChatKind::Group)]
+}
+/// A delivery whose record is a real encoded `EventRecord`.
+pub fn delivery() -> impl Strategy<Value = bus::Delivery> {
+    (chat(), seq(), users(8), event_record()).prop_map(|(chat, seq, recipients, r)| bus::Delivery {
+        chat,
+        seq,
+        recipients,
+        record: r.encode().into(),
+    })
+}
+pub fn receipt_update() -> impl Strategy<Value = bus::ReceiptUpdate> {
+    (chat(), user(), seq(), receipt_status()).prop_map(|(chat, sender, up_to_seq, status)| bus::ReceiptUpdate {
+        chat,
+        sender,
+        up_to_seq,
+        status,
+    })
+}
+pub fn account_update() -> impl Strategy<Value = bus::AccountUpdate> {
+    (user(), device(), account_change(), any::<u64>()).prop_map(|(user, device, change, at_ms)| bus::AccountUpdate {
+        user,
+        device,
+        change,
+        at_ms,
+    })
+}
+pub fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
+    use bus::ViewQuery as Q;
+    prop_oneof![
+        (user(), option::of(chat()), any::<u32>()).prop_map(|(user, after, limit)| Q::ChatList(bus::ChatListRequest {
+            user,
+            after,
+            limit
+        })),
+        (user(), device(), option::of(chat()), any::<u32>())
+            .prop_map(|(user, device, after, limit)| Q::Cursors(bus::CursorsRequest { user, device, after, limit })),
+        (chat(), user()).prop_map(|(chat, sender)| Q::ReceiptStatus(bus::ReceiptStatusRequest { chat, sender })),
+        (user(), device()).prop_map(|(user, device)| Q::Session(bus::SessionRequest { user, device })),
+        user().prop_map(|user| Q::User(bus::UserRequest { user })),
+        (user(), chat(), seq(), any::<u32>()).prop_map(|(user, chat, after, limit)| Q::Inbox(bus::InboxRequest {
+            user,
+            chat,
+            after,
+            limit
+        })),
+    ]
+}
+fn chat_list_entry() -> impl Strategy<Value = bus::ChatListEntry> {
+    let message = (seq(), user(), any::<u64>()).prop_map(|(seq, sender, at_ms)| bus::MessageRef { seq, sender, at_ms });
+    (chat_kind(), seq(), any::<u64>(), seq(), option::of(message)).prop_map(
+        |(kind, last_seq, unread, unread_after, last_message)| bus::ChatListEntry {
+            kind,
+            last_seq,
+            unread,
+            unread_after,
+            last_message,
+        },
+    )
+}
+pub fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
+    use bus::ViewAnswer as A;
+    let item = (chat(), chat_list_entry()).prop_map(|(chat, entry)| bus::ChatListItem { chat, entry });
+    let cursors = (chat(), seq(), seq(), seq()).prop_map(|(chat, last_seq, delivered, read)| bus::ChatCursors {
+        chat,
+        last_seq,
+        delivered,
+        read,
+    });
+    let inbox = (seq(), any::<u64>()).prop_map(|(seq, offset)| bus::InboxItem { seq, offset });
+    let code = prop_oneof![Just(bus::ViewErrorCode::BadRequest), Just(bus::ViewErrorCode::Unavailable)];
+    prop_oneof![
+        (vec(item, 0..8), any::<bool>())
+            .prop_map(|(entries, more)| Ok(A::ChatList(bus::ChatListPage { entries, more }))),
+        (vec(cursors, 0..8), any::<bool>())
+            .prop_map(|(entries, more)| Ok(A::Cursors(bus::CursorsPage { entries, more }))),
+        (seq(), seq()).prop_map(|(delivered, read)| Ok(A::Ticks(bus::Ticks { delivered, read }))),
+        option::of(any::<[u8; 32]>()).prop_map(|token_hash| Ok(A::Session(bus::SessionInfo { token_hash }))),
+        (any::<bool>(), vec(device(), 0..8))
+            .prop_map(|(registered, devices)| Ok(A::User(bus::UserInfo { registered, devices }))),
+        (partition(), vec(inbox, 0..8), any::<bool>())
+            .prop_map(|(partition, entries, more)| Ok(A::Inbox(bus::InboxPage { partition, entries, more }))),
+        (code, text(64)).prop_map(|(code, message)| Err(bus::ViewError { code, message })),
+    ]
+}

@@ -1,0 +1,191 @@
+//! Bus payloads: round trips, and malformed, foreign or oversized input is an
+//! error, never a panic.
+
+mod support;
+
+use bytes::Bytes;
+use chorus_schema::bus::{self, subject, Delivery, ViewQuery};
+use chorus_schema::*;
+use proptest::prelude::*;
+use support::arb;
+
+/// Damaged bytes: truncated, bits flipped, bytes spliced in.
+fn damaged() -> impl Strategy<Value = (prop::sample::Index, u8, Vec<u8>)> {
+    (any::<prop::sample::Index>(), 0u8..3, prop::collection::vec(any::<u8>(), 1..8))
+}
+
+fn damage(buf: &[u8], (at, how, extra): &(prop::sample::Index, u8, Vec<u8>)) -> Vec<u8> {
+    let mut out = buf.to_vec();
+    let i = at.index(out.len().max(1)).min(out.len());
+    match how {
+        0 => out.truncate(i),
+        1 => {
+            for (k, b) in extra.iter().enumerate() {
+                if let Some(x) = out.get_mut(i + k) {
+                    *x ^= b | 1;
+                }
+            }
+        }
+        _ => {
+            out.splice(i..i, extra.iter().copied());
+        }
+    }
+    out
+}
+
+proptest! {
+    #[test]
+    fn delivery_round_trips_with_the_record_verbatim(d in arb::delivery()) {
+        let payload = Bytes::from(d.encode());
+        let back = Delivery::decode(&payload).unwrap();
+        prop_assert_eq!(&back, &d);
+        // The record is a slice of the payload, not a copy.
+        let inside = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
+        prop_assert!(back.record.is_empty() || inside.contains(&(back.record.as_ptr() as usize)));
+        prop_assert!(EventRecord::decode(&back.record).is_ok());
+    }
+
+    #[test]
+    fn updates_round_trip(r in arb::receipt_update(), a in arb::account_update()) {
+        prop_assert_eq!(bus::ReceiptUpdate::decode(&r.encode()), Ok(r));
+        prop_assert_eq!(bus::AccountUpdate::decode(&a.encode()), Ok(a));
+    }
+
+    #[test]
+    fn view_queries_round_trip(q in arb::view_query()) {
+        prop_assert_eq!(ViewQuery::decode(&q.encode()), Ok(q));
+        prop_assert!(subject::VIEWS.contains(&q.subject()));
+    }
+
+    #[test]
+    fn view_replies_round_trip(r in arb::view_reply()) {
+        prop_assert_eq!(bus::decode_reply(&bus::encode_reply(&r)), Ok(r));
+    }
+
+    #[test]
+    fn damaged_payloads_are_errors_or_valid_values(
+        d in arb::delivery(), q in arb::view_query(), r in arb::view_reply(), u in arb::receipt_update(),
+        a in arb::account_update(), how in damaged(),
+    ) {
+        let bad = Bytes::from(damage(&d.encode(), &how));
+        if let Ok(back) = Delivery::decode(&bad) {
+            prop_assert!(back.record.len() <= bad.len());
+            let _ = EventRecord::decode(&back.record);
+        }
+        if let Ok(back) = ViewQuery::decode(&damage(&q.encode(), &how)) {
+            prop_assert_eq!(ViewQuery::decode(&back.encode()), Ok(back));
+        }
+        if let Ok(back) = bus::decode_reply(&damage(&bus::encode_reply(&r), &how)) {
+            prop_assert_eq!(bus::decode_reply(&bus::encode_reply(&back)), Ok(back));
+        }
+        let _ = bus::ReceiptUpdate::decode(&damage(&u.encode(), &how));
+        let _ = bus::AccountUpdate::decode(&damage(&a.encode(), &how));
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Delivery::decode(&Bytes::from(bytes.clone()));
+        let _ = ViewQuery::decode(&bytes);
+        let _ = bus::decode_reply(&bytes);
+        let _ = bus::ReceiptUpdate::decode(&bytes);
+        let _ = bus::AccountUpdate::decode(&bytes);
+    }
+}
+
+#[test]
+fn a_payload_of_another_kind_is_refused() {
+    let q = ViewQuery::User(bus::UserRequest { user: UserId(1) }).encode();
+    let reply = bus::encode_reply(&Ok(bus::ViewAnswer::Ticks(bus::Ticks::default())));
+    let record = EventRecord {
+        partition: PartitionId(0),
+        offset: 0,
+        log_index: 1,
+        event: Event {
+            at_ms: 1,
+            origin: Origin::default(),
+            body: EventBody::UserRegistered { user: UserId(1), phone: "+1".into() },
+        },
+    }
+    .encode();
+    // Each decoder checks its file identifier.
+    assert!(bus::decode_reply(&q).is_err());
+    assert!(ViewQuery::decode(&reply).is_err());
+    assert!(Delivery::decode(&Bytes::from(record.clone())).is_err());
+    assert!(bus::ReceiptUpdate::decode(&q).is_err());
+    assert!(bus::AccountUpdate::decode(&reply).is_err());
+    assert!(ViewQuery::decode(b"").is_err());
+}
+
+#[test]
+fn oversized_payloads_are_refused_before_verifying() {
+    let big = vec![0u8; MAX_VIEW_REQUEST_BYTES + 1];
+    assert!(matches!(ViewQuery::decode(&big), Err(Error::TooLarge { .. })));
+    assert!(matches!(bus::ReceiptUpdate::decode(&big), Err(Error::TooLarge { .. })));
+    let huge = Bytes::from(vec![0u8; MAX_BUS_PAYLOAD_BYTES + 1]);
+    assert!(matches!(Delivery::decode(&huge), Err(Error::TooLarge { .. })));
+    assert!(matches!(bus::decode_reply(&huge), Err(Error::TooLarge { .. })));
+    // Too many recipients, a record above the event limit: refused after verifying.
+    let many = Delivery {
+        chat: ChatId([1; 16]),
+        seq: Seq(1),
+        recipients: (0..=MAX_GROUP_MEMBERS as u64).map(UserId).collect(),
+        record: Bytes::from_static(b"x"),
+    };
+    assert!(matches!(Delivery::decode(&Bytes::from(many.encode())), Err(Error::TooLarge { .. })));
+    let fat = Delivery { recipients: vec![], record: Bytes::from(vec![0; MAX_EVENT_BYTES + 1]), ..many };
+    assert!(matches!(Delivery::decode(&Bytes::from(fat.encode())), Err(Error::TooLarge { .. })));
+    // A page above the cap.
+    let items = vec![bus::InboxItem { seq: Seq(1), offset: 1 }; MAX_VIEW_PAGE_ENTRIES + 1];
+    let page = bus::ViewAnswer::Inbox(bus::InboxPage { partition: PartitionId(0), entries: items, more: false });
+    assert!(matches!(bus::decode_reply(&bus::encode_reply(&Ok(page))), Err(Error::TooLarge { .. })));
+}
+
+#[test]
+fn subjects_and_queries_match() {
+    assert_eq!(subject::deliver(&ChatId([0xab; 16])), format!("chorus.deliver.{}", "ab".repeat(16)));
+    assert_eq!(subject::receipt(UserId(42)), "chorus.receipt.42");
+    assert_eq!(subject::account(UserId(7)), "chorus.account.7");
+    for view in subject::VIEWS {
+        assert!(view.starts_with(subject::VIEW_PREFIX));
+    }
+}
+
+#[test]
+fn the_deliver_frame_of_a_record_is_the_frame_of_its_message() {
+    let record = EventRecord {
+        partition: PartitionId(3),
+        offset: 9,
+        log_index: 4,
+        event: Event {
+            at_ms: 77,
+            origin: Origin { user: UserId(2), device: DeviceId(5), client_msg_id: ClientMsgId(11) },
+            body: EventBody::MessageSent {
+                chat: ChatId([7; 16]),
+                seq: Seq(12),
+                ciphertext: vec![0xee; 1000],
+                media: Some(MediaRef { blake3: [1; 32], size: 9, mime: "image/png".into() }),
+            },
+        },
+    };
+    let frame = edge::deliver_frame(&record).unwrap();
+    let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    assert_eq!(len, frame.len() - 4);
+    assert_eq!(
+        ServerFrame::decode(&frame[4..]).unwrap(),
+        ServerFrame::Deliver {
+            chat: ChatId([7; 16]),
+            seq: Seq(12),
+            sender: UserId(2),
+            sender_device: DeviceId(5),
+            client_msg_id: ClientMsgId(11),
+            at_ms: 77,
+            ciphertext: vec![0xee; 1000],
+            media: Some(MediaRef { blake3: [1; 32], size: 9, mime: "image/png".into() }),
+        }
+    );
+    let other = EventRecord {
+        event: Event { body: EventBody::UserRegistered { user: UserId(1), phone: "+1".into() }, ..record.event },
+        ..record
+    };
+    assert_eq!(edge::deliver_frame(&other), None);
+}
