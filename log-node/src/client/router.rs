@@ -12,7 +12,8 @@
 //!   nodes naming each other around a leader change) are followed after a
 //!   backoff, so that one request is not turned into thousands.
 //! * A node that did not answer in time or could not be reached is suspected
-//!   for one attempt timeout: the next attempt goes elsewhere.
+//!   for one attempt timeout: the next attempt goes elsewhere, and a hint
+//!   naming it (stale, while the others elect its successor) is not followed.
 //! * Each failure other than a first hint waits a backoff, doubling from
 //!   `backoff_min_ms` up to `backoff_max_ms`.
 //! * No attempt ends after the deadline. At the deadline, a request that was
@@ -217,14 +218,19 @@ impl Router {
         }
         self.attempts = self.attempts.saturating_add(1);
         match answer {
+            Answer::NotLeader { hint } if self.suspected(&hint, now_ms) => {
+                // A stale hint: the node that just failed is still named
+                // (the others have not elected its successor yet). Following
+                // it would cost another timeout; ask the others after a pause.
+                self.last = format!("{addr}: not the leader, names {hint}, which did not answer");
+                self.forget_leader(addr);
+            }
             Answer::NotLeader { hint } => {
                 self.last = format!("{addr}: not the leader, {hint} is");
                 self.redirects = self.redirects.saturating_add(1);
                 if !self.addrs.contains(&hint) {
                     self.addrs.push(hint.clone());
                 }
-                // A hint names a live leader as far as that node knows.
-                self.suspect.remove(&hint);
                 self.leader = Some(hint);
                 if self.redirects > 1 {
                     self.failures = self.failures.saturating_add(1);
@@ -376,6 +382,24 @@ mod tests {
         r.record(&addr, no_leader(), at + 1);
         let (third, ..) = send(r.next(at + 1));
         assert!(third != "a:1" && third != addr, "{third}");
+    }
+
+    /// Found by `tools/tests/jepsen.rs` (leader killed): the other nodes
+    /// kept naming the dead leader until they elected another, and following
+    /// that hint spent the rest of the deadline on a connect to it.
+    #[test]
+    fn a_hint_naming_the_node_that_just_failed_is_not_followed() {
+        let mut r = Router::new(POLICY, seeds(), Some("a:1".into()), 0, 20_000, true);
+        let (_, _, timeout) = send(r.next(0));
+        r.record("a:1", unknown(), timeout);
+        let (b, at, _) = send(r.next(timeout));
+        r.record(&b, Answer::NotLeader { hint: "a:1".into() }, at + 1);
+        let (next, later, _) = send(r.next(at + 1));
+        assert_ne!(next, "a:1", "the stale hint is not followed");
+        assert!(later > at + 1, "and the next node is asked after a pause");
+        // Once the others name a live leader, it is followed at once.
+        r.record(&next, Answer::NotLeader { hint: "c:1".into() }, later + 1);
+        assert_eq!(send(r.next(later + 1)), ("c:1".into(), later + 1, 2_000));
     }
 
     #[test]
