@@ -280,9 +280,9 @@ async fn every_nemesis_kind_two_seeds_no_anomaly() {
 /// stall for the whole run. This test asserts the behaviour a client needs:
 /// the append succeeds within its deadline plus an election.
 ///
-/// Fixed: each attempt of a routed request is bounded (2 s, and the deadline
-/// left), a timed-out connection is dropped, and the next attempt goes to
-/// another node than the one that just failed.
+/// Fixed: each attempt of a routed request is bounded (`attempt_timeout_ms`,
+/// and the deadline left), a timed-out connection is dropped, and the next
+/// attempts go to other nodes than the one that just failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_client_fails_over_within_its_deadline_after_the_leader_is_killed() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,7 +35,8 @@ pub struct ClientConfig {
     /// further failure up to `backoff_max_ms`. A `NotLeader` hint is followed
     /// at once.
     pub backoff_min_ms: u64,
-    /// Longest pause between two attempts.
+    /// Longest pause between two attempts: while the others elect a dead
+    /// leader's successor, they are asked this often.
     pub backoff_max_ms: u64,
     /// Least time between two leader sweeps (`refresh_leaders` asks every
     /// node for its status): callers on a failure path may call it in a loop.
@@ -58,7 +59,7 @@ impl Default for ClientConfig {
             request_timeout_ms: 15_000,
             append_deadline_ms: 20_000,
             backoff_min_ms: 10,
-            backoff_max_ms: 250,
+            backoff_max_ms: 100,
             leader_refresh_ms: 100,
             batch_commands_max: 512,
             batches_in_flight_max: 2,

@@ -12,7 +12,7 @@
 //!   nodes naming each other around a leader change) are followed after a
 //!   backoff, so that one request is not turned into thousands.
 //! * A node that did not answer in time or could not be reached is suspected
-//!   for one attempt timeout: the next attempt goes elsewhere, and a hint
+//!   for two attempt timeouts: the next attempt goes elsewhere, and a hint
 //!   naming it (stale, while the others elect its successor) is not followed.
 //! * Each failure other than a first hint waits a backoff, doubling from
 //!   `backoff_min_ms` up to `backoff_max_ms`.
@@ -278,8 +278,11 @@ impl Router {
         }
     }
 
+    /// Suspects `addr` for two attempt timeouts: long enough for the others
+    /// to elect a dead leader's successor (until then they name the dead one),
+    /// short enough that a leader that was only slow is asked again.
     fn suspect(&mut self, addr: &str, now_ms: u64) {
-        self.suspect.insert(addr.to_string(), now_ms.saturating_add(self.policy.attempt_timeout_ms));
+        self.suspect.insert(addr.to_string(), now_ms.saturating_add(self.policy.attempt_timeout_ms.saturating_mul(2)));
     }
 
     fn suspected(&self, addr: &str, at_ms: u64) -> bool {
