@@ -63,7 +63,7 @@ async fn a_dead_address_delays_only_the_requests_sent_to_it() {
     let hole_addr = hole.local_addr().unwrap().to_string();
     let connect_timeout = Duration::from_secs(3);
     let client = LogClient::connect(
-        &[cfg.client_addr.clone()],
+        std::slice::from_ref(&cfg.client_addr),
         &identity(&cfg, Role::Edge),
         ClientConfig { connect_timeout_ms: 3_000, ..ClientConfig::default() },
     )
@@ -108,7 +108,8 @@ async fn a_full_queue_is_back_pressure_not_an_error() {
     let node = start(&cfg).await;
     let config =
         ClientConfig { queue_commands_max: 1, batches_in_flight_max: 1, batch_commands_max: 1, ..Default::default() };
-    let client = LogClient::connect(&[cfg.client_addr.clone()], &identity(&cfg, Role::Edge), config).await.unwrap();
+    let client =
+        LogClient::connect(std::slice::from_ref(&cfg.client_addr), &identity(&cfg, Role::Edge), config).await.unwrap();
     let appends: Vec<_> = (0..64)
         .map(|i| {
             let client = client.clone();
@@ -130,9 +131,10 @@ async fn failed_appends_say_whether_they_were_applied() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     let node = start(&cfg).await;
-    let operator = LogClient::connect(&[cfg.client_addr.clone()], &identity(&cfg, Role::Operator), Default::default())
-        .await
-        .unwrap();
+    let operator =
+        LogClient::connect(std::slice::from_ref(&cfg.client_addr), &identity(&cfg, Role::Operator), Default::default())
+            .await
+            .unwrap();
     match operator.append(&send(1, 1)).await {
         Err(e @ Error::Refused { code: ErrorCode::Forbidden, .. }) => {
             assert_eq!(e.applied(), Applied::No);
@@ -150,7 +152,8 @@ async fn failed_appends_say_whether_they_were_applied() {
         batch_commands_max: 1,
         ..ClientConfig::default()
     };
-    let client = LogClient::connect(&[cfg.client_addr.clone()], &identity(&cfg, Role::Edge), config).await.unwrap();
+    let client =
+        LogClient::connect(std::slice::from_ref(&cfg.client_addr), &identity(&cfg, Role::Edge), config).await.unwrap();
     client.append(&send(1, 2)).await.unwrap().unwrap();
     node.shutdown().await;
 
