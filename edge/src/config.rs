@@ -54,6 +54,9 @@ pub struct Config {
     /// The edge's identity towards the log: the cluster CA and a certificate
     /// of role `edge` (`chorus certs --role edge`), the one role that may append.
     pub log_tls: TlsPaths,
+    /// The log client's timeouts, backoff and queue bound (`[log_client]`;
+    /// its `append_deadline_ms` is replaced by the edge's own below).
+    pub log_client: chorus_log_node::ClientConfig,
     pub bus: BusConfig,
     /// The view key shared with the projectors (hex, mode 0600): view
     /// replies not sealed with it are refused (`chorus_projections::seal`).
@@ -130,6 +133,7 @@ impl Default for Config {
                 cert: PathBuf::from("data/tls/edge-dev.pem"),
                 key: PathBuf::from("data/tls/edge-dev.key"),
             },
+            log_client: chorus_log_node::ClientConfig::default(),
             bus: BusConfig::Local,
             view_key: PathBuf::from("data/tls/view.key"),
             sms: SmsConfig::default(),
@@ -161,6 +165,7 @@ impl Config {
     /// A message naming the first bad setting.
     pub fn validate(&self) -> Result<(), String> {
         self.session.validate()?;
+        self.log_client.validate()?;
         if self.log_nodes.is_empty() {
             return Err("log_nodes is empty".into());
         }

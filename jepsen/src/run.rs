@@ -289,7 +289,10 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         spec.reconnect_per_mille = 0;
     }
     let client_config = ClientConfig {
-        append_deadline: config.workload.op_timeout.saturating_sub(Duration::from_millis(500)),
+        append_deadline_ms: u64::try_from(
+            config.workload.op_timeout.saturating_sub(Duration::from_millis(500)).as_millis(),
+        )
+        .unwrap_or(u64::MAX),
         // A batch stuck on a dead node must not hold back the client's next
         // operations on that partition.
         batches_in_flight_max: 4,

@@ -328,8 +328,7 @@ impl LogExecutor {
         let command = self.command(op);
         match tokio::time::timeout(timeout, self.client().append(&command)).await {
             Err(_) => Outcome::Info(format!("no answer within {timeout:?}")),
-            // The client gave up after retries: any attempt may have landed.
-            Ok(Err(e)) => Outcome::Info(e.to_string()),
+            Ok(Err(e)) => failed(&e),
             Ok(Ok(Err(rejection))) => Outcome::Fail(format!("{:?}: {}", rejection.code, rejection.message)),
             Ok(Ok(Ok(outcome))) => match (op, outcome) {
                 (Op::Send { .. }, CmdOutcome::Chat { chat, seq }) => Outcome::Ok(Value::Sent { chat, seq }),
@@ -340,6 +339,19 @@ impl LogExecutor {
                 (_, other) => Outcome::Info(format!("unexpected outcome {other:?}")),
             },
         }
+    }
+}
+
+/// The history's outcome of an append the log client failed: `fail` only
+/// when its type says the command was certainly not applied (refused,
+/// never sent, or every node that got it said it did not take it), else
+/// `info` (sent, and no answer said which). A `fail` for a command that was
+/// applied would make the checker report a lost write that is none; an `info`
+/// for one that was not only weakens the check.
+fn failed(e: &chorus_log_node::client::Error) -> Outcome {
+    match e.applied() {
+        chorus_log_node::client::Applied::No => Outcome::Fail(e.to_string()),
+        chorus_log_node::client::Applied::Unknown => Outcome::Info(e.to_string()),
     }
 }
 

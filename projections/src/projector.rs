@@ -156,6 +156,8 @@ pub struct Config {
     /// The projector's identity towards the log: the cluster CA and a
     /// certificate of role `projector` (reads and tails only).
     pub log_tls: TlsPaths,
+    /// The log client's timeouts, backoff and queue bound (`[log_client]`).
+    pub log_client: ClientConfig,
     /// The RocksDB directory of the views.
     pub store_dir: PathBuf,
     /// Most records folded in one transaction.
@@ -183,6 +185,7 @@ impl Default for Config {
                 cert: PathBuf::from("data/tls/projector-1.pem"),
                 key: PathBuf::from("data/tls/projector-1.key"),
             },
+            log_client: ClientConfig::default(),
             store_dir: PathBuf::from("data/projector-1"),
             batch_records_max: 512,
             tail_buffer_records: 4096,
@@ -209,6 +212,9 @@ impl Config {
         let bad = |m: String| Err(Error::InvalidConfig(m));
         if self.log_nodes.is_empty() {
             return bad("log_nodes is empty: name at least one log node client address".into());
+        }
+        if let Err(m) = self.log_client.validate() {
+            return bad(m);
         }
         if let Some(a) = self.log_nodes.iter().find(|a| !a.contains(':')) {
             return bad(format!("log node address {a:?} has no port"));
@@ -381,7 +387,7 @@ impl Projector {
             (BusConfig::Nats { .. }, _) => config.bus.connect_nats().await?.expect("a NATS configuration"),
         };
         let view_key = ViewKey::load(&config.view_key).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-        let client = LogClient::connect(&config.log_nodes, &config.log_tls, ClientConfig::default()).await?;
+        let client = LogClient::connect(&config.log_nodes, &config.log_tls, config.log_client.clone()).await?;
         let dir = config.store_dir.clone();
         let store = tokio::task::spawn_blocking(move || RocksStore::open(dir)).await.map_err(task_failed)??;
         if let Some(views) = store::get_value::<String, _>(&store.read(), &keys::partial())? {

@@ -33,6 +33,7 @@ async fn must_append(client: &LogClient, cmd: &Command) -> Outcome {
             Ok(Ok(o)) => return o,
             Ok(Err(rejection)) => panic!("command {cmd:?} rejected: {rejection:?}"),
             Err(e) => {
+                assert!(e.retryable(), "command {cmd:?} refused by the log: {e}");
                 assert!(tokio::time::Instant::now() < deadline, "append never acknowledged: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -316,7 +316,7 @@ async fn an_edge_certificate_appends() {
     // The operator's client is refused the same append, with the code.
     let admin = cluster.admin(ClientConfig::default()).await.unwrap();
     match admin.append(&cmd).await {
-        Err(chorus_log_node::client::Error::Server { code, .. }) => assert_eq!(code, ErrorCode::Forbidden),
+        Err(chorus_log_node::client::Error::Refused { code, .. }) => assert_eq!(code, ErrorCode::Forbidden),
         other => panic!("an operator appended: {other:?}"),
     }
 }

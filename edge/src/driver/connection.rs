@@ -108,26 +108,21 @@ async fn write_deliveries(out: &mut Option<Outgoing>) -> Result<(), quinn::Write
     }
 }
 
-/// What a failed append tells the session. Only a node's refusal of the
-/// request before proposing it (malformed, too large, mixed partitions) is final;
-/// anything else leaves the outcome unknown — the command may have been
-/// committed — and is `Unavailable`, which the client retries with the same
-/// `client_msg_id` (the log deduplicates it).
+/// What a failed append tells the session, from the log client's typed
+/// error: only the log's refusal ([`Error::Refused`](chorus_log_node::client::Error::Refused):
+/// malformed, invalid, forbidden for the edge's role) is final; anything else
+/// — the outcome is unknown, or the log was unavailable, or the log client's
+/// queue stayed full — is `Unavailable`, which the client retries with the
+/// same `client_msg_id` (the log deduplicates it).
 ///
-/// Found by the Jepsen harness (`chorus jepsen --nemesis all --seed 2`): the
-/// log client's batcher hands a batch it gave up on to every waiter as
-/// `BadResponse("gave up after N attempts: …")`, which used to become
-/// `Internal`, a final refusal for the SDK, although some of those sends had
-/// been committed (and were delivered).
+/// Found by the Jepsen harness (`chorus jepsen --nemesis all --seed 2`) when
+/// this was read from strings: a batch the log client gave up on reached every
+/// waiter as a `BadResponse`, which became `Internal`, a final refusal for the
+/// SDK, although some of those sends had been committed (and were delivered).
 fn append_error(e: &chorus_log_node::client::Error) -> AppendError {
     use chorus_log_node::client::Error;
-    use chorus_schema::ErrorCode;
     match e {
-        Error::Server {
-            code: ErrorCode::BadFrame | ErrorCode::FrameTooLarge | ErrorCode::InvalidCommand | ErrorCode::MixedGroups,
-            ..
-        } => AppendError::Internal(e.to_string()),
-        Error::Tls(_) => AppendError::Internal(e.to_string()),
+        Error::Refused { .. } => AppendError::Internal(e.to_string()),
         _ => AppendError::Unavailable(e.to_string()),
     }
 }
@@ -591,18 +586,18 @@ mod tests {
 
     #[test]
     fn only_a_nodes_own_refusal_is_final_any_other_append_failure_is_retried() {
-        let unknown = [
-            Error::BadResponse("gave up after 3 attempts: stream to 127.0.0.1:1: no response within 2s".into()),
-            Error::GaveUp { attempts: 5, last: "server error NotLeader".into() },
-            Error::Stream { addr: "127.0.0.1:1".into(), reason: "reset".into() },
-            Error::NoNode("none".into()),
-            Error::Server { code: ErrorCode::Timeout, message: "commit".into() },
-            Error::Server { code: ErrorCode::Internal, message: "storage".into() },
+        let retried = [
+            Error::UnknownOutcome { attempts: 3, last: "127.0.0.1:1: no response within 2s".into() },
+            Error::Unavailable { attempts: 5, last: "PartitionUnavailable".into() },
+            Error::Overloaded { group: chorus_schema::GroupId(0), queued: 8 },
+            Error::Protocol("3 results for 2 commands".into()),
         ];
-        for e in unknown {
+        for e in retried {
             assert!(matches!(append_error(&e), AppendError::Unavailable(_)), "{e} must be retried");
         }
-        let refused = Error::Server { code: ErrorCode::InvalidCommand, message: "bad".into() };
-        assert!(matches!(append_error(&refused), AppendError::Internal(_)));
+        for code in [ErrorCode::InvalidCommand, ErrorCode::Forbidden, ErrorCode::MixedGroups] {
+            let refused = Error::Refused { code, message: "bad".into() };
+            assert!(matches!(append_error(&refused), AppendError::Internal(_)), "{code:?} is final");
+        }
     }
 }

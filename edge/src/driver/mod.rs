@@ -253,10 +253,7 @@ impl Edge {
         let log = LogClient::connect(
             &config.log_nodes,
             &config.log_tls,
-            LogClientConfig {
-                append_deadline: Duration::from_millis(config.append_deadline_ms),
-                ..LogClientConfig::default()
-            },
+            LogClientConfig { append_deadline_ms: config.append_deadline_ms, ..config.log_client.clone() },
         )
         .await?;
         let bus = match (&config.bus, local_bus) {
