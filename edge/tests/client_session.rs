@@ -12,13 +12,14 @@
 //! `(chat, seq)` once, across reconnects (with syncs that repeat history:
 //! the SDK drops the repeats); the reconnect backoff grows up to its
 //! maximum while no edge is up.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chorus_client::conn::{Core, LinkId, Output};
 use chorus_client::{ClientConfig, Credentials, Error, Event, Resume, Sent};
 use chorus_edge::session::{
-    token_hash, Action, Config, Correlation, Identity, OtpConfig, Item, OtpRegistry, RecipientVerdict, SeededEntropy,
+    token_hash, Action, Config, Correlation, Identity, Item, OtpConfig, OtpRegistry, RecipientVerdict, SeededEntropy,
     Session, TokenVerdict,
 };
 use chorus_schema::{

@@ -1,5 +1,6 @@
 //! The sync shim and the launcher's "lose un-fsynced writes" fault together,
 //! on real `dd` processes (no node runs).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::path::Path;
 use std::process::{Command, Stdio};

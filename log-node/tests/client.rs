@@ -2,6 +2,7 @@
 //! real QUIC on loopback): a dead address delays only requests to it, a full
 //! queue is back-pressure, and failed appends say by their type whether they
 //! were applied.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! A real log-node in this process (real RocksDB on disk, real QUIC on
 //! loopback): appends, reads, idempotent retries, restart, and bad input on
 //! both the client port and the raft port.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::path::Path;
 use std::sync::Arc;

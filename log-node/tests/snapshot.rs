@@ -7,6 +7,7 @@
 //! events, store has 24169"), and the leader's Raft core stopped. Snapshots
 //! are now streamed from RocksDB into a file and from a file into RocksDB;
 //! these tests keep the count and the contents exact, and a damaged file out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::io::{Read, Seek, SeekFrom, Write};
 

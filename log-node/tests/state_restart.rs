@@ -9,6 +9,7 @@
 //! says it is, as openraft does. Both must answer every command alike and end
 //! with the same state records and events, byte for byte. Checkpoints are
 //! made tiny so that they happen at random points of the history.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::sync::Arc;
 

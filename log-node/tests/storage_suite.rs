@@ -1,4 +1,5 @@
 //! openraft's own storage conformance suite, run against the RocksDB store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use chorus_log_node::store::{LogStore, StateMachine, Store};
 use chorus_log_node::types::{StorageError, TypeConfig};

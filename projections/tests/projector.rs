@@ -1,5 +1,6 @@
 //! The projector against a real log-node (RocksDB, QUIC, in process), real
 //! RocksDB views on disk, the local bus and a real nats-server.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 mod support;
 

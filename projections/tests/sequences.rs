@@ -1,6 +1,7 @@
 //! Properties over event sequences made by the real partition state machine from
 //! random commands over small id spaces (so that chats, members and devices collide),
 //! on both backends (in memory and RocksDB on disk).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 mod support;
 

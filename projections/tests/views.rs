@@ -1,5 +1,6 @@
 //! Every view over hand-written event sequences: exact views and effects, on
 //! both backends (in memory and RocksDB on disk).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 mod support;
 

@@ -10,12 +10,12 @@ use crate::{ClientMsgId, DeviceId, Error, Result};
 /// File identifiers (bytes 4..8 of a buffer) of each root type, so that a buffer of
 /// one type is never decoded as another.
 pub(crate) mod ident {
-    pub const COMMAND: &str = "CCMD";
-    pub const EVENT: &str = "CEVT";
-    pub const EVENT_RECORD: &str = "CREC";
-    pub const COMMAND_RESULT: &str = "CRES";
-    pub const REQUEST: &str = "CREQ";
-    pub const RESPONSE: &str = "CRSP";
+    pub(crate) const COMMAND: &str = "CCMD";
+    pub(crate) const EVENT: &str = "CEVT";
+    pub(crate) const EVENT_RECORD: &str = "CREC";
+    pub(crate) const COMMAND_RESULT: &str = "CRES";
+    pub(crate) const REQUEST: &str = "CREQ";
+    pub(crate) const RESPONSE: &str = "CRSP";
 }
 
 /// Verifies `buf` as a `T` root: size limit, file identifier, then the flatbuffers

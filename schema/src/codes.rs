@@ -74,8 +74,19 @@ macro_rules! catalogue {
                 match self { $($name::$variant => catalogue!(@opt $($action)?),)* }
             }
 
+            /// The code's row of the docs' table.
+            fn row(self) -> Row {
+                Row {
+                    value: self.value(),
+                    name: self.name(),
+                    retryable: self.retryable(),
+                    meaning: self.meaning(),
+                    action: self.action(),
+                    edge: self.edge_code(),
+                }
+            }
+
             /// What an edge tells its client when this code comes from inside.
-            #[allow(dead_code, reason = "declared for the inner surfaces only")]
             const fn edge_code(self) -> Option<EdgeErrorCode> {
                 match self { $($name::$variant => catalogue!(@edge $($edge)?),)* }
             }
@@ -344,39 +355,9 @@ struct Row {
 
 fn rows(surface: Surface) -> Vec<Row> {
     match surface {
-        Surface::LogApi => ErrorCode::ALL
-            .iter()
-            .map(|c| Row {
-                value: c.value(),
-                name: c.name(),
-                retryable: c.retryable(),
-                meaning: c.meaning(),
-                action: c.action(),
-                edge: Some(c.to_edge()),
-            })
-            .collect(),
-        Surface::Rejection => RejectCode::ALL
-            .iter()
-            .map(|c| Row {
-                value: c.value(),
-                name: c.name(),
-                retryable: c.retryable(),
-                meaning: c.meaning(),
-                action: c.action(),
-                edge: Some(c.to_edge()),
-            })
-            .collect(),
-        Surface::Edge => EdgeErrorCode::ALL
-            .iter()
-            .map(|c| Row {
-                value: c.value(),
-                name: c.name(),
-                retryable: c.retryable(),
-                meaning: c.meaning(),
-                action: c.action(),
-                edge: None,
-            })
-            .collect(),
+        Surface::LogApi => ErrorCode::ALL.iter().map(|c| c.row()).collect(),
+        Surface::Rejection => RejectCode::ALL.iter().map(|c| c.row()).collect(),
+        Surface::Edge => EdgeErrorCode::ALL.iter().map(|c| c.row()).collect(),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Bus payloads: round trips, and malformed, foreign or oversized input is an
 //! error, never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! Roundtrip and robustness properties of every encode/decode pair.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 mod support;
 

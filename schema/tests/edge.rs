@@ -1,4 +1,5 @@
 //! Properties of the client ↔ edge frames, their framing and phone-number ids.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 mod support;
 

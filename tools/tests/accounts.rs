@@ -2,6 +2,7 @@
 //! nats-server, a projector and 2 edges), clients on the SDK over QUIC:
 //! OTP brute force across resends and edges, re-registration without the
 //! PIN, revoked devices, rate limits.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

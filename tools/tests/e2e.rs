@@ -1,5 +1,6 @@
 //! Messaging end to end, every part a real process: 3 log-nodes, a
 //! nats-server, a projector and 2 edges, with clients on the SDK over QUIC.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;

@@ -3,6 +3,7 @@
 //! read): a client that stops reading holds at most its byte budget at the
 //! edge and still gets everything, and 1,000 connection attempts from one
 //! address are capped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;

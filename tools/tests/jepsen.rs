@@ -4,6 +4,7 @@
 //!
 //! Results of the runs stay in `target/tmp/jepsen-ci-*` (history, verdict,
 //! report), so that a failure can be read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! `chorus dev` process (log-node and projector): every view rebuilt from the
 //! log equals the live projector's, and a changed key is reported with a
 //! non-zero exit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -42,11 +42,11 @@ impl std::fmt::Debug for Credentials {
 mod hex_token {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(t: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(t: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.iter().map(|b| format!("{b:02x}")).collect::<String>())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let s = String::deserialize(d)?;
         let bad = || serde::de::Error::custom("token: 64 hex digits");
         if s.len() != 64 {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chorus_schema::framing::{prefixed, FrameSplitter};
-use chorus_schema::{DeviceNoticeKind, EdgeErrorCode, ServerFrame};
+use chorus_schema::{EdgeErrorCode, ServerFrame};
 use tracing::{debug, warn};
 
 use super::mailbox::{Bounds, Mail, Mailbox, Room};

@@ -30,7 +30,7 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 use serde::{Deserialize, Serialize};
 
 /// Keys one keyed limiter holds before it drops the idle ones.
-pub const KEYS_MAX: usize = 100_000;
+pub(super) const KEYS_MAX: usize = 100_000;
 
 /// A rate: `burst` at once, then `per_hour` sustained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
 //! One test per rule of the partition state machine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use chorus_partition::{
     ChatKind, Cursors, PartitionState, DEDUP_RETENTION_MS, EDIT_WINDOW_MS, OTP_FAILURES_MAX, OTP_FAILURE_WINDOW_MS,

@@ -1,5 +1,6 @@
 //! Properties of random command sequences over small id spaces, so that commands
 //! collide: same chats, same users, retries of earlier commands.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -57,7 +57,7 @@ pub(crate) struct Records {
 }
 
 /// The default of `checkpoint_bytes_max`.
-pub const CHECKPOINT_BYTES_MAX: usize = 16 << 20;
+pub(super) const CHECKPOINT_BYTES_MAX: usize = 16 << 20;
 
 impl Records {
     pub(crate) fn new(store: Arc<Store>, group: u16) -> Self {

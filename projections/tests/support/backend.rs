@@ -5,7 +5,7 @@ use chorus_projections::store::{MemStore, Result, RocksStore, RocksTxn, Store};
 use tempfile::TempDir;
 
 /// A store a test can make fresh.
-pub trait Backend: Store + Sized {
+pub(crate) trait Backend: Store + Sized {
     fn fresh() -> Self;
 }
 
@@ -16,7 +16,7 @@ impl Backend for MemStore {
 }
 
 /// A [`RocksStore`] in its own temporary directory, removed on drop.
-pub struct Rocks {
+pub(crate) struct Rocks {
     pub store: RocksStore,
     // Dropped after the store (fields drop in order).
     _dir: TempDir,

@@ -10,39 +10,39 @@ use chorus_schema::{
 };
 
 /// A single-replica node config on free loopback ports (the testkit's).
-pub fn node_config(dir: &Path, partitions: u16) -> Config {
+pub(crate) fn node_config(dir: &Path, partitions: u16) -> Config {
     chorus_testkit::node::one_node_config(dir, partitions).expect("a one-node config")
 }
 
 /// A certificate of `role` from the node's CA.
-pub fn identity(config: &Config, role: Role) -> TlsPaths {
+pub(crate) fn identity(config: &Config, role: Role) -> TlsPaths {
     chorus_testkit::node::identity(config, role, "test").expect("certificate")
 }
 
 /// Starts the node, waits for leaders, and connects a client.
-pub async fn must_start(config: &Config) -> (Node, LogClient) {
+pub(crate) async fn must_start(config: &Config) -> (Node, LogClient) {
     chorus_testkit::node::start(config).await.expect("the node starts and elects")
 }
 
 /// Builds commands of one user with fresh client message ids.
-pub struct Device {
+pub(crate) struct Device {
     pub user: UserId,
     pub device: DeviceId,
     next_id: u64,
 }
 
 impl Device {
-    pub fn new(user: u64, device: u32) -> Device {
+    pub(crate) fn new(user: u64, device: u32) -> Device {
         Device { user: UserId(user), device: DeviceId(device), next_id: 1 }
     }
 
-    pub fn command(&mut self, body: CommandBody) -> Command {
+    pub(crate) fn command(&mut self, body: CommandBody) -> Command {
         let id = self.next_id;
         self.next_id += 1;
         Command { origin: Origin { user: self.user, device: self.device, client_msg_id: ClientMsgId(id) }, body }
     }
 
-    pub fn send_direct(&mut self, to: u64, text: &str) -> Command {
+    pub(crate) fn send_direct(&mut self, to: u64, text: &str) -> Command {
         self.command(CommandBody::SendDirect {
             recipient: UserId(to),
             ciphertext: text.as_bytes().to_vec(),
@@ -50,22 +50,22 @@ impl Device {
         })
     }
 
-    pub fn send_group(&mut self, chat: ChatId, text: &str) -> Command {
+    pub(crate) fn send_group(&mut self, chat: ChatId, text: &str) -> Command {
         self.command(CommandBody::SendGroup { chat, ciphertext: text.as_bytes().to_vec(), media: None })
     }
 
-    pub fn create_group(&mut self, chat: ChatId, members: &[u64]) -> Command {
+    pub(crate) fn create_group(&mut self, chat: ChatId, members: &[u64]) -> Command {
         let members = members.iter().copied().map(UserId).collect();
         self.command(CommandBody::CreateGroup { chat, name: "g".into(), members })
     }
 
-    pub fn ack(&mut self, chat: ChatId, kind: ReceiptKind, up_to: u64) -> Command {
+    pub(crate) fn ack(&mut self, chat: ChatId, kind: ReceiptKind, up_to: u64) -> Command {
         self.command(CommandBody::Ack { chat, kind, up_to_seq: Seq(up_to) })
     }
 
     /// Registers (the user, if new) and links `device` with a session of
     /// `token_hash`, as an edge does after a verified code.
-    pub fn register_device(&mut self, device: u32, token_hash: [u8; 32]) -> Command {
+    pub(crate) fn register_device(&mut self, device: u32, token_hash: [u8; 32]) -> Command {
         self.command(CommandBody::RegisterDevice {
             phone: format!("+{}", self.user.0),
             device: DeviceId(device),
@@ -76,23 +76,23 @@ impl Device {
         })
     }
 
-    pub fn unlink(&mut self, device: u32) -> Command {
+    pub(crate) fn unlink(&mut self, device: u32) -> Command {
         self.command(CommandBody::UnlinkDevice { device: DeviceId(device) })
     }
 
-    pub fn revoke_session(&mut self, device: u32) -> Command {
+    pub(crate) fn revoke_session(&mut self, device: u32) -> Command {
         self.command(CommandBody::RevokeSession { device: DeviceId(device) })
     }
 }
 
 /// Appends and panics with context unless the command is accepted.
-pub async fn must_append(client: &LogClient, command: &Command) -> chorus_schema::Outcome {
+pub(crate) async fn must_append(client: &LogClient, command: &Command) -> chorus_schema::Outcome {
     let result: CommandResult = client.append(command).await.unwrap_or_else(|e| panic!("append {command:?}: {e}"));
     result.unwrap_or_else(|r| panic!("refused {command:?}: {r}"))
 }
 
 /// Every committed record of every partition, and each partition's end offset.
-pub async fn read_all(client: &LogClient) -> (Vec<EventRecord>, Vec<u64>) {
+pub(crate) async fn read_all(client: &LogClient) -> (Vec<EventRecord>, Vec<u64>) {
     let mut all = Vec::new();
     let mut ends = Vec::new();
     for p in 0..client.partitions() {

@@ -2,6 +2,6 @@
 //! and a real `nats-server`.
 #![allow(dead_code)]
 
-pub mod backend;
-pub mod log;
-pub mod nats;
+pub(crate) mod backend;
+pub(crate) mod log;
+pub(crate) mod nats;

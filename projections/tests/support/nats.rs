@@ -2,4 +2,4 @@
 
 // Not every test binary that includes `support` starts a server.
 #[allow(unused_imports)]
-pub use chorus_testkit::nats::NatsServer;
+pub(crate) use chorus_testkit::nats::NatsServer;

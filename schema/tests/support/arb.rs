@@ -5,40 +5,40 @@ use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 
-pub fn user() -> impl Strategy<Value = UserId> {
+pub(crate) fn user() -> impl Strategy<Value = UserId> {
     prop_oneof![0u64..8, any::<u64>()].prop_map(UserId)
 }
-pub fn device() -> impl Strategy<Value = DeviceId> {
+pub(crate) fn device() -> impl Strategy<Value = DeviceId> {
     any::<u32>().prop_map(DeviceId)
 }
-pub fn seq() -> impl Strategy<Value = Seq> {
+pub(crate) fn seq() -> impl Strategy<Value = Seq> {
     prop_oneof![0u64..16, any::<u64>()].prop_map(Seq)
 }
-pub fn chat() -> impl Strategy<Value = ChatId> {
+pub(crate) fn chat() -> impl Strategy<Value = ChatId> {
     any::<[u8; 16]>().prop_map(ChatId)
 }
-pub fn node() -> impl Strategy<Value = NodeId> {
+pub(crate) fn node() -> impl Strategy<Value = NodeId> {
     any::<u64>().prop_map(NodeId)
 }
-pub fn group() -> impl Strategy<Value = GroupId> {
+pub(crate) fn group() -> impl Strategy<Value = GroupId> {
     any::<u16>().prop_map(GroupId)
 }
 
-pub fn partition() -> impl Strategy<Value = PartitionId> {
+pub(crate) fn partition() -> impl Strategy<Value = PartitionId> {
     any::<u16>().prop_map(PartitionId)
 }
-pub fn origin() -> impl Strategy<Value = Origin> {
+pub(crate) fn origin() -> impl Strategy<Value = Origin> {
     (user(), device(), any::<u64>()).prop_map(|(user, device, c)| Origin {
         user,
         device,
         client_msg_id: ClientMsgId(c),
     })
 }
-pub fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     vec(any::<u8>(), 0..max)
 }
 /// Strings up to `max` bytes (any Unicode, trimmed to a char boundary).
-pub fn text(max: usize) -> impl Strategy<Value = String> {
+pub(crate) fn text(max: usize) -> impl Strategy<Value = String> {
     any::<String>().prop_map(move |mut s| {
         while s.len() > max {
             s.pop();
@@ -46,30 +46,30 @@ pub fn text(max: usize) -> impl Strategy<Value = String> {
         s
     })
 }
-pub fn users(max: usize) -> impl Strategy<Value = Vec<UserId>> {
+pub(crate) fn users(max: usize) -> impl Strategy<Value = Vec<UserId>> {
     vec(user(), 0..max)
 }
-pub fn media() -> impl Strategy<Value = MediaRef> {
+pub(crate) fn media() -> impl Strategy<Value = MediaRef> {
     (any::<[u8; 32]>(), any::<u64>(), text(MAX_MIME_BYTES)).prop_map(|(blake3, size, mime)| MediaRef {
         blake3,
         size,
         mime,
     })
 }
-pub fn opt_media() -> impl Strategy<Value = Option<MediaRef>> {
+pub(crate) fn opt_media() -> impl Strategy<Value = Option<MediaRef>> {
     option::of(media())
 }
-pub fn kind() -> impl Strategy<Value = ReceiptKind> {
+pub(crate) fn kind() -> impl Strategy<Value = ReceiptKind> {
     prop_oneof![Just(ReceiptKind::Delivered), Just(ReceiptKind::Read)]
 }
-pub fn visibility() -> impl Strategy<Value = Visibility> {
+pub(crate) fn visibility() -> impl Strategy<Value = Visibility> {
     prop_oneof![Just(Visibility::Everyone), Just(Visibility::Contacts), Just(Visibility::Nobody)]
 }
-pub fn prekey() -> impl Strategy<Value = Prekey> {
+pub(crate) fn prekey() -> impl Strategy<Value = Prekey> {
     (any::<u32>(), bytes(40)).prop_map(|(id, key)| Prekey { id, key })
 }
 
-pub fn command_body() -> impl Strategy<Value = CommandBody> {
+pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
     use CommandBody::*;
     prop_oneof![
         (user(), bytes(64), opt_media()).prop_map(|(recipient, ciphertext, media)| SendDirect {
@@ -146,11 +146,11 @@ pub fn command_body() -> impl Strategy<Value = CommandBody> {
     ]
 }
 
-pub fn command() -> impl Strategy<Value = Command> {
+pub(crate) fn command() -> impl Strategy<Value = Command> {
     (origin(), command_body()).prop_map(|(origin, body)| Command { origin, body })
 }
 
-pub fn event_body() -> impl Strategy<Value = EventBody> {
+pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
     use EventBody::*;
     prop_oneof![
         (chat(), users(3)).prop_map(|(chat, members)| ChatOpened { chat, members }),
@@ -247,11 +247,11 @@ pub fn event_body() -> impl Strategy<Value = EventBody> {
     ]
 }
 
-pub fn event() -> impl Strategy<Value = Event> {
+pub(crate) fn event() -> impl Strategy<Value = Event> {
     (any::<u64>(), origin(), event_body()).prop_map(|(at_ms, origin, body)| Event { at_ms, origin, body })
 }
 
-pub fn event_record() -> impl Strategy<Value = EventRecord> {
+pub(crate) fn event_record() -> impl Strategy<Value = EventRecord> {
     (partition(), any::<u64>(), any::<u64>(), event()).prop_map(|(partition, offset, log_index, event)| EventRecord {
         partition,
         offset,
@@ -260,7 +260,7 @@ pub fn event_record() -> impl Strategy<Value = EventRecord> {
     })
 }
 
-pub fn reject_code() -> impl Strategy<Value = RejectCode> {
+pub(crate) fn reject_code() -> impl Strategy<Value = RejectCode> {
     use RejectCode::*;
     prop_oneof![
         Just(NotMember),
@@ -278,7 +278,7 @@ pub fn reject_code() -> impl Strategy<Value = RejectCode> {
     ]
 }
 
-pub fn command_result() -> impl Strategy<Value = CommandResult> {
+pub(crate) fn command_result() -> impl Strategy<Value = CommandResult> {
     prop_oneof![
         (chat(), seq()).prop_map(|(chat, seq)| Ok(Outcome::Chat { chat, seq })),
         (chat(), seq()).prop_map(|(chat, up_to_seq)| Ok(Outcome::Receipt { chat, up_to_seq })),
@@ -292,7 +292,7 @@ pub fn command_result() -> impl Strategy<Value = CommandResult> {
     ]
 }
 
-pub fn error_code() -> impl Strategy<Value = ErrorCode> {
+pub(crate) fn error_code() -> impl Strategy<Value = ErrorCode> {
     use ErrorCode::*;
     prop_oneof![
         Just(BadFrame),
@@ -308,7 +308,7 @@ pub fn error_code() -> impl Strategy<Value = ErrorCode> {
     ]
 }
 
-pub fn request() -> impl Strategy<Value = Request> {
+pub(crate) fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         vec((partition(), command()).prop_map(|(partition, c)| AppendCommand { partition, bytes: c.encode() }), 0..4)
             .prop_map(|commands| Request::Append { commands }),
@@ -331,7 +331,7 @@ pub fn request() -> impl Strategy<Value = Request> {
     ]
 }
 
-pub fn partition_status() -> impl Strategy<Value = PartitionStatus> {
+pub(crate) fn partition_status() -> impl Strategy<Value = PartitionStatus> {
     ((partition(), group()), option::of(node()), any::<[u64; 4]>(), vec(node(), 0..4), replicas()).prop_map(
         |((partition, group), leader, [term, last_log_index, last_applied, next_offset], voters, replicas)| {
             PartitionStatus {
@@ -354,7 +354,7 @@ fn replicas() -> impl Strategy<Value = Vec<ReplicaStatus>> {
         .prop_map(|r| r.into_iter().map(|(node, matched, lag)| ReplicaStatus { node, matched, lag }).collect())
 }
 
-pub fn group_status() -> impl Strategy<Value = GroupStatus> {
+pub(crate) fn group_status() -> impl Strategy<Value = GroupStatus> {
     (
         group(),
         option::of(node()),
@@ -381,7 +381,7 @@ pub fn group_status() -> impl Strategy<Value = GroupStatus> {
         )
 }
 
-pub fn response() -> impl Strategy<Value = Response> {
+pub(crate) fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         vec(command_result(), 0..6).prop_map(|results| Response::Appended { results }),
         (partition(), vec(event_record().prop_map(|e| e.encode()), 0..4), any::<u64>())
@@ -398,11 +398,11 @@ pub fn response() -> impl Strategy<Value = Response> {
     ]
 }
 
-pub fn recipient() -> impl Strategy<Value = edge::Recipient> {
+pub(crate) fn recipient() -> impl Strategy<Value = edge::Recipient> {
     prop_oneof![user().prop_map(edge::Recipient::User), chat().prop_map(edge::Recipient::Group)]
 }
 
-pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
+pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         text(MAX_PHONE_BYTES).prop_map(|phone| ClientFrame::RequestOtp { phone }),
         (
@@ -446,11 +446,11 @@ pub fn client_frame() -> impl Strategy<Value = ClientFrame> {
     ]
 }
 
-pub fn edge_error_code() -> impl Strategy<Value = EdgeErrorCode> {
+pub(crate) fn edge_error_code() -> impl Strategy<Value = EdgeErrorCode> {
     (0..EdgeErrorCode::ALL.len()).prop_map(|i| EdgeErrorCode::ALL[i])
 }
 
-pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
+pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
     prop_oneof![
         (text(MAX_PHONE_BYTES), any::<u64>())
             .prop_map(|(phone, expires_in_ms)| ServerFrame::OtpSent { phone, expires_in_ms }),
@@ -504,17 +504,17 @@ pub fn server_frame() -> impl Strategy<Value = ServerFrame> {
 
 // ---- bus payloads ------------------------------------------------------------------
 
-pub fn receipt_status() -> impl Strategy<Value = bus::ReceiptStatus> {
+pub(crate) fn receipt_status() -> impl Strategy<Value = bus::ReceiptStatus> {
     prop_oneof![Just(bus::ReceiptStatus::Sent), Just(bus::ReceiptStatus::Delivered), Just(bus::ReceiptStatus::Read)]
 }
-pub fn account_change() -> impl Strategy<Value = DeviceNoticeKind> {
+pub(crate) fn account_change() -> impl Strategy<Value = DeviceNoticeKind> {
     prop_oneof![Just(DeviceNoticeKind::Linked), Just(DeviceNoticeKind::Unlinked), Just(DeviceNoticeKind::LoggedOut)]
 }
-pub fn chat_kind() -> impl Strategy<Value = ChatKind> {
+pub(crate) fn chat_kind() -> impl Strategy<Value = ChatKind> {
     prop_oneof![Just(ChatKind::Direct), Just(ChatKind::Group)]
 }
 /// A delivery whose record is a real encoded `EventRecord`.
-pub fn delivery() -> impl Strategy<Value = bus::Delivery> {
+pub(crate) fn delivery() -> impl Strategy<Value = bus::Delivery> {
     (chat(), seq(), users(8), event_record()).prop_map(|(chat, seq, recipients, r)| bus::Delivery {
         chat,
         seq,
@@ -522,7 +522,7 @@ pub fn delivery() -> impl Strategy<Value = bus::Delivery> {
         record: r.encode().into(),
     })
 }
-pub fn receipt_update() -> impl Strategy<Value = bus::ReceiptUpdate> {
+pub(crate) fn receipt_update() -> impl Strategy<Value = bus::ReceiptUpdate> {
     (chat(), user(), seq(), receipt_status()).prop_map(|(chat, sender, up_to_seq, status)| bus::ReceiptUpdate {
         chat,
         sender,
@@ -530,7 +530,7 @@ pub fn receipt_update() -> impl Strategy<Value = bus::ReceiptUpdate> {
         status,
     })
 }
-pub fn account_update() -> impl Strategy<Value = bus::AccountUpdate> {
+pub(crate) fn account_update() -> impl Strategy<Value = bus::AccountUpdate> {
     (user(), device(), account_change(), any::<u64>()).prop_map(|(user, device, change, at_ms)| bus::AccountUpdate {
         user,
         device,
@@ -538,7 +538,7 @@ pub fn account_update() -> impl Strategy<Value = bus::AccountUpdate> {
         at_ms,
     })
 }
-pub fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
+pub(crate) fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
     use bus::ViewQuery as Q;
     prop_oneof![
         (user(), option::of(chat()), any::<u32>()).prop_map(|(user, after, limit)| Q::ChatList(bus::ChatListRequest {
@@ -571,7 +571,7 @@ fn chat_list_entry() -> impl Strategy<Value = bus::ChatListEntry> {
         },
     )
 }
-pub fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
+pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
     use bus::ViewAnswer as A;
     let item = (chat(), chat_list_entry()).prop_map(|(chat, entry)| bus::ChatListItem { chat, entry });
     let cursors = (chat(), seq(), seq(), seq()).prop_map(|(chat, last_seq, delivered, read)| bus::ChatCursors {

@@ -1,4 +1,4 @@
 #![allow(dead_code)]
 //! Test support shared by the integration tests.
 
-pub mod arb;
+pub(crate) mod arb;

@@ -7,23 +7,23 @@ use chorus_bus::{Bus, Message, Subscription};
 use crate::support::NatsServer;
 
 /// How long a message that should arrive may take.
-pub const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a subscription must stay silent to count as quiet.
-pub const QUIET: Duration = Duration::from_millis(300);
+pub(crate) const QUIET: Duration = Duration::from_millis(300);
 
 /// A bus under test, with the server it needs (if any) kept alive.
-pub struct Harness {
+pub(crate) struct Harness {
     pub bus: Bus,
     server: Option<NatsServer>,
 }
 
 impl Harness {
-    pub async fn local() -> Harness {
+    pub(crate) async fn local() -> Harness {
         Harness { bus: Bus::local(), server: None }
     }
 
-    pub async fn nats() -> Harness {
+    pub(crate) async fn nats() -> Harness {
         let server = NatsServer::start().expect("a nats-server");
         let bus = must_connect(&server.url()).await;
         Harness { bus, server: Some(server) }
@@ -31,7 +31,7 @@ impl Harness {
 
     /// Another handle onto the same bus, as another process would have: a
     /// second connection for NATS, a clone for the in-process bus.
-    pub async fn peer(&self) -> Bus {
+    pub(crate) async fn peer(&self) -> Bus {
         match &self.server {
             Some(server) => must_connect(&server.url()).await,
             None => self.bus.clone(),
@@ -39,11 +39,11 @@ impl Harness {
     }
 }
 
-pub async fn must_connect(url: &str) -> Bus {
+pub(crate) async fn must_connect(url: &str) -> Bus {
     Bus::connect_nats(url).await.unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
-pub async fn must_recv(sub: &mut Subscription) -> Message {
+pub(crate) async fn must_recv(sub: &mut Subscription) -> Message {
     match tokio::time::timeout(ARRIVAL_TIMEOUT, sub.next()).await {
         Ok(Some(message)) => message,
         Ok(None) => panic!("{sub:?} ended while a message was expected"),
@@ -51,14 +51,14 @@ pub async fn must_recv(sub: &mut Subscription) -> Message {
     }
 }
 
-pub async fn must_be_quiet(sub: &mut Subscription) {
+pub(crate) async fn must_be_quiet(sub: &mut Subscription) {
     if let Ok(Some(message)) = tokio::time::timeout(QUIET, sub.next()).await {
         panic!("unexpected message on {sub:?}: {message:?}");
     }
 }
 
 /// Everything that arrives until the subscription has been quiet for [`QUIET`].
-pub async fn recv_until_quiet(sub: &mut Subscription) -> Vec<Message> {
+pub(crate) async fn recv_until_quiet(sub: &mut Subscription) -> Vec<Message> {
     let mut messages = Vec::new();
     while let Ok(Some(message)) = tokio::time::timeout(QUIET, sub.next()).await {
         messages.push(message);
@@ -66,15 +66,15 @@ pub async fn recv_until_quiet(sub: &mut Subscription) -> Vec<Message> {
     messages
 }
 
-pub fn subjects(messages: &[Message]) -> Vec<&str> {
+pub(crate) fn subjects(messages: &[Message]) -> Vec<&str> {
     messages.iter().map(|m| m.subject.as_str()).collect()
 }
 
-pub fn index_payload(i: u32) -> bytes::Bytes {
+pub(crate) fn index_payload(i: u32) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(&i.to_be_bytes())
 }
 
-pub fn payload_index(message: &Message) -> u32 {
+pub(crate) fn payload_index(message: &Message) -> u32 {
     let bytes: [u8; 4] =
         message.payload[..].try_into().unwrap_or_else(|_| panic!("payload is not an index: {message:?}"));
     u32::from_be_bytes(bytes)

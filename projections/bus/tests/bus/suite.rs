@@ -247,7 +247,7 @@ async fn dropping_a_subscription_unsubscribes(h: &Harness) {
 
 /// Every invalid input, tried with every call that takes it; returns the
 /// errors as text so that implementations can be compared word for word.
-pub async fn rejections(bus: &Bus) -> Vec<String> {
+pub(crate) async fn rejections(bus: &Bus) -> Vec<String> {
     let long_subject = "a".repeat(SUBJECT_BYTES_MAX + 1);
     let bad_literals =
         ["", "a..b", ".a", "a.", "a b", "a\tb", "a\r\nb", "a.*", "a.>", "*", ">", "a*b", "a.b>", &long_subject];

@@ -1,3 +1,3 @@
 //! Test support: the shared real nats-server helper.
 
-pub use chorus_testkit::nats::NatsServer;
+pub(crate) use chorus_testkit::nats::NatsServer;
