@@ -69,12 +69,12 @@ pub fn faults(windows: &[Window], ops: &[Operation], partitions: u16) -> Vec<Fau
             let mut stall = (0u64, None);
             let mut recovery = Some(0u64);
             for (p, times) in &per {
-                if times.first().is_none_or(|t| *t > s) {
+                let Some((&first, rest)) = times.split_first().filter(|(t, _)| **t <= s) else {
                     continue; // the partition had no writes yet: nothing to stall
-                }
+                };
                 // Gaps between consecutive acks (and from the last ack to the end).
-                let mut prev = times[0];
-                for t in times[1..].iter().copied().chain(std::iter::once(end.max(prev))) {
+                let mut prev = first;
+                for t in rest.iter().copied().chain(std::iter::once(end.max(prev))) {
                     if prev < e && t > s && t - prev > stall.0 {
                         stall = (t - prev, Some(*p));
                     }
@@ -127,7 +127,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+    #[expect(clippy::cast_possible_truncation, reason = "q is in [0, 1]: the rounded index is at most len - 1")]
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted.get(i).copied().unwrap_or(0.0)
 }
 
 /// Buckets every completed write (final reads excluded) by completion second.
@@ -144,15 +146,17 @@ pub fn throughput(ops: &[Operation]) -> Throughput {
     for o in &writes {
         let Some(done) = o.complete_ns else { continue };
         let i = (done / 1_000_000_000) as usize;
+        // `done` is at most the maximum, so `i <= last`: both are there.
+        let (Some(bucket), Some(lat)) = (buckets.get_mut(i), lat.get_mut(i)) else { continue };
         match o.outcome {
             Outcome::Ok(_) => {
-                buckets[i].ok += 1;
+                bucket.ok += 1;
                 let ms = (done - o.invoke_ns) as f64 / 1e6;
-                lat[i].push(ms);
+                lat.push(ms);
                 all.push(ms);
             }
-            Outcome::Fail(_) => buckets[i].fail += 1,
-            Outcome::Info(_) => buckets[i].info += 1,
+            Outcome::Fail(_) => bucket.fail += 1,
+            Outcome::Info(_) => bucket.info += 1,
         }
     }
     for (b, l) in buckets.iter_mut().zip(lat.iter_mut()) {

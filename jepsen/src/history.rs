@@ -251,6 +251,7 @@ impl History {
     pub fn to_jsonl(&self) -> String {
         let mut out = String::new();
         for e in &self.entries {
+            #[expect(clippy::expect_used, reason = "entries are plain data with string keys: serializing cannot fail")]
             out.push_str(&serde_json::to_string(e).expect("history entries serialize"));
             out.push('\n');
         }

@@ -68,8 +68,8 @@ pub fn divergence(replicas: &Replicas) -> Vec<Anomaly> {
     }
     let mut out = Vec::new();
     for (p, copies) in per {
-        let (first_node, first) = copies[0];
-        for (node, events) in &copies[1..] {
+        let Some((&(first_node, first), rest)) = copies.split_first() else { continue };
+        for (node, events) in rest {
             let Some(at) = first.iter().zip(events.iter()).position(|(a, b)| a != b) else { continue };
             out.push(Anomaly {
                 invariant: Invariant::Order,
@@ -188,7 +188,10 @@ pub fn record_reads(
         let mut holders: Vec<u64> =
             replicas.iter().filter(|(_, parts)| parts.contains_key(&partition)).map(|(n, _)| *n).collect();
         if !converged {
-            let most = holders.iter().copied().max_by_key(|n| replicas[n][&partition].len());
+            let most = holders
+                .iter()
+                .copied()
+                .max_by_key(|n| replicas.get(n).and_then(|parts| parts.get(&partition)).map_or(0, Vec::len));
             holders = most.into_iter().collect();
         }
         if holders.is_empty() {
@@ -197,13 +200,14 @@ pub fn record_reads(
         let empty = Timeline::default();
         let mut users: BTreeSet<UserId> = initial.get(&chat).into_iter().flatten().copied().collect();
         for n in &holders {
-            users.extend(per_node[n].get(&chat).unwrap_or(&empty).users());
+            users.extend(per_node.get(n).and_then(|t| t.get(&chat)).unwrap_or(&empty).users());
         }
         for user in users {
             for (_, device) in devices.iter().filter(|(u, _)| *u == user) {
-                let node = holders[turn % holders.len()];
+                // `holders` is not empty (checked above).
+                let Some(node) = holders.get(turn % holders.len()) else { continue };
                 turn += 1;
-                let items = per_node[&node].get(&chat).unwrap_or(&empty).received_by(user);
+                let items = per_node.get(node).and_then(|t| t.get(&chat)).unwrap_or(&empty).received_by(user);
                 let index = recorder.invoke(process, Op::Read { user, device: *device, chat });
                 recorder.complete(index, process, Outcome::Ok(Value::Read { items }));
                 reads += 1;

@@ -12,12 +12,12 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
     // Each reader's stream strictly increases: no reorder, no repeat.
     for (what, streams) in [("final read", &m.reads), ("device read", &m.device_reads), ("live stream", &m.live)] {
         for ((u, d, chat), items) in streams {
-            for w in items.windows(2) {
-                if w[1].seq <= w[0].seq {
+            for (a, b) in items.iter().zip(items.iter().skip(1)) {
+                if b.seq <= a.seq {
                     out.push(anomaly(
                         Invariant::Order,
                         Some(*chat),
-                        format!("{what} of {u}/{d}: seq {} after seq {}", w[1].seq, w[0].seq),
+                        format!("{what} of {u}/{d}: seq {} after seq {}", b.seq, a.seq),
                     ));
                 }
             }

@@ -24,7 +24,8 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
     let mut per_chat: BTreeMap<ChatId, Vec<(u64, u64, Seq)>> = BTreeMap::new();
     for (op, chat, sender, device, cmid) in m.sends() {
         if let (Outcome::Ok(Value::Sent { seq, .. }), Some(done)) = (&op.outcome, op.complete_ns) {
-            let invoked = first_invoke[&(sender, device, cmid)];
+            // Filled from the same sends just above: the fallback is never taken.
+            let invoked = first_invoke.get(&(sender, device, cmid)).copied().unwrap_or(op.invoke_ns);
             per_chat.entry(chat).or_default().push((invoked, done, *seq));
         }
     }
@@ -37,8 +38,8 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
         let mut i = 0;
         let mut max_before: Option<Seq> = None;
         for (invoke, _, seq) in sends {
-            while i < by_completion.len() && by_completion[i].0 < invoke {
-                max_before = max_before.max(Some(by_completion[i].1));
+            while let Some((_, acked)) = by_completion.get(i).filter(|(done, _)| *done < invoke) {
+                max_before = max_before.max(Some(*acked));
                 i += 1;
             }
             if let Some(prev) = max_before {

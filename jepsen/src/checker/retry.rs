@@ -40,7 +40,7 @@ pub(super) fn check(m: &Model) -> Vec<Anomaly> {
             ));
             continue;
         }
-        let (chat, seq) = places.into_iter().next().expect("one place");
+        let Some((chat, seq)) = places.into_iter().next() else { continue };
         for actual in stands.get(&(chat, sender, cmid)).into_iter().flatten() {
             if *actual != seq {
                 out.push(anomaly(
