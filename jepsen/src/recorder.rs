@@ -27,7 +27,10 @@ impl Recorder {
     pub fn new() -> Recorder {
         Recorder {
             start: Instant::now(),
-            start_wall_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            start_wall_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
             entries: Mutex::new(Vec::new()),
             next_index: AtomicU64::new(1),
         }
@@ -45,18 +48,18 @@ impl Recorder {
 
     /// Nanoseconds since time 0.
     pub fn now_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Appends `entry` as is.
     pub fn push(&self, entry: Entry) {
-        self.entries.lock().expect("recorder lock").push(entry);
+        self.entries().push(entry);
     }
 
     /// Records the invocation of `op` by `process`; returns its index.
     pub fn invoke(&self, process: u64, op: Op) -> u64 {
         let index = self.next_index.fetch_add(1, Ordering::Relaxed);
-        let mut entries = self.entries.lock().expect("recorder lock");
+        let mut entries = self.entries();
         // The time is taken under the lock so that entries are in time order.
         entries.push(Entry::Invoke { index, process, time_ns: self.now_ns(), op });
         index
@@ -64,7 +67,7 @@ impl Recorder {
 
     /// Records the completion of operation `index`.
     pub fn complete(&self, index: u64, process: u64, outcome: Outcome) {
-        let mut entries = self.entries.lock().expect("recorder lock");
+        let mut entries = self.entries();
         let time_ns = self.now_ns();
         entries.push(match outcome {
             Outcome::Ok(value) => Entry::Ok { index, process, time_ns, value },
@@ -74,13 +77,19 @@ impl Recorder {
     }
 
     pub fn observe(&self, process: u64, observation: Observation) {
-        let mut entries = self.entries.lock().expect("recorder lock");
+        let mut entries = self.entries();
         let time_ns = self.now_ns();
         entries.push(Entry::Observe { process, time_ns, observation });
     }
 
+    /// The entries; a panic elsewhere while holding the lock leaves them
+    /// usable (every push is a single `Vec::push`).
+    fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A copy of everything recorded so far.
     pub fn history(&self) -> History {
-        History { entries: self.entries.lock().expect("recorder lock").clone() }
+        History { entries: self.entries().clone() }
     }
 }

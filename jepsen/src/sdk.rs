@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chorus_client::{Client, ClientConfig, Credentials, Error as SdkError, Event, Resume};
@@ -57,6 +57,12 @@ pub fn is_unconfirmed_ack(op: &crate::history::Operation) -> bool {
     matches!((&op.op, &op.outcome), (Op::Ack { .. }, Outcome::Info(reason)) if reason == ACK_UNCONFIRMED)
 }
 
+/// Locks `m`; a panic elsewhere while holding it leaves a usable value
+/// (every critical section is a single update).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Process ids of devices' observations: `OBSERVER_PROCESS + device index`.
 pub const OBSERVER_PROCESS: u64 = 2_000_000;
 /// Process ids of the devices' final reads.
@@ -77,14 +83,14 @@ pub async fn register_all(
     let mut jobs = Vec::new();
     for (user, _) in &universe.devices {
         let k = ordinal.entry(*user).or_default();
-        if *k >= edges.len() {
+        let Some((listen, sms)) = edges.get(*k).cloned() else {
             return Err(Error::Invalid(format!(
                 "{} devices per user need as many edges (an edge texts a phone at most every 30 s)",
                 *k + 1
             )));
-        }
-        let (listen, sms) = edges[*k].clone();
-        let phone = universe.phones[user].clone();
+        };
+        let phone =
+            universe.phones.get(user).cloned().ok_or_else(|| Error::Invalid(format!("user {user} has no phone")))?;
         let name = format!("device {k}");
         *k += 1;
         let ca = ca.to_path_buf();
@@ -93,7 +99,11 @@ pub async fn register_all(
     let mut out = Vec::new();
     for (i, r) in futures::future::join_all(jobs).await.into_iter().enumerate() {
         let c = r?;
-        assert_eq!(c.user, universe.devices[i].0, "the edge derives the user id from the phone as the universe does");
+        assert_eq!(
+            Some(c.user),
+            universe.devices.get(i).map(|d| d.0),
+            "the edge derives the user id from the phone as the universe does"
+        );
         out.push(c);
     }
     universe.devices = out.iter().map(|c| (c.user, c.device)).collect();
@@ -161,7 +171,7 @@ impl Device {
                 Event::Message(m) => {
                     let item = Item { seq: m.seq, message: Some((m.sender, m.client_msg_id)) };
                     recorder.observe(process, Observation::Deliver { user, device, chat: m.chat, item });
-                    let mut r = recorded.lock().expect("recorded lock");
+                    let mut r = lock(&recorded);
                     let p = r.entry(m.chat).or_default();
                     *p = (*p).max(m.seq);
                 }
@@ -179,15 +189,14 @@ impl Device {
 
     /// The live client, connecting one (from the last positions) if there is none.
     async fn client(&self, timeout: Duration) -> Option<Client> {
-        if let Some(c) = self.client.lock().expect("client lock").clone() {
+        if let Some(c) = lock(&self.client).clone() {
             return Some(c);
         }
         let _one = self.connecting.lock().await;
-        if let Some(c) = self.client.lock().expect("client lock").clone() {
+        if let Some(c) = lock(&self.client).clone() {
             return Some(c);
         }
-        let resume =
-            Resume { positions: self.recorded.lock().expect("recorded lock").iter().map(|(c, s)| (*c, *s)).collect() };
+        let resume = Resume { positions: lock(&self.recorded).iter().map(|(c, s)| (*c, *s)).collect() };
         // A first login fails at once when no edge can check the token (an
         // edge down, the projector down): the app tries again meanwhile.
         let deadline = tokio::time::Instant::now() + timeout;
@@ -213,8 +222,8 @@ impl Device {
             self.recorded.clone(),
             (self.user, self.device, process),
         ));
-        *self.listener.lock().expect("listener lock") = Some(listener);
-        *self.client.lock().expect("client lock") = Some(client.clone());
+        *lock(&self.listener) = Some(listener);
+        *lock(&self.client) = Some(client.clone());
         Some(client)
     }
 
@@ -222,13 +231,13 @@ impl Device {
     /// handed over is recorded (the next one resumes from what was).
     async fn close(&self, grace: Duration) {
         let _one = self.connecting.lock().await;
-        let Some(client) = self.client.lock().expect("client lock").take() else { return };
+        let Some(client) = lock(&self.client).take() else { return };
         let s = client.stats();
         self.counters.connects.fetch_add(s.connects.load(Ordering::Relaxed), Ordering::Relaxed);
         self.counters.resent.fetch_add(s.resent.load(Ordering::Relaxed), Ordering::Relaxed);
         self.counters.duplicates_dropped.fetch_add(s.duplicates_dropped.load(Ordering::Relaxed), Ordering::Relaxed);
         client.close();
-        let listener = self.listener.lock().expect("listener lock").take();
+        let listener = lock(&self.listener).take();
         if let Some(mut l) = listener {
             // The worker ends (closing the event stream) once it sees the
             // close; a worker busy connecting to a dead edge may take longer.
@@ -240,7 +249,7 @@ impl Device {
 
     /// The last seq the device got per chat.
     pub fn positions(&self) -> BTreeMap<ChatId, Seq> {
-        self.recorded.lock().expect("recorded lock").clone()
+        lock(&self.recorded).clone()
     }
 }
 
@@ -464,7 +473,8 @@ impl SdkExecutor {
             let sem = sem.clone();
             let want = expected.get(&(d.user, d.device)).copied().unwrap_or(0);
             async move {
-                let _permit = sem.acquire().await.expect("semaphore open");
+                // The semaphore is never closed: a permit is always acquired.
+                let _permit = sem.acquire().await.ok();
                 let mut got = Err("not tried".to_string());
                 for attempt in 0..4 {
                     if attempt > 0 {

@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chorus_log_node::LogClient;
@@ -95,6 +95,12 @@ pub fn phone(i: u64) -> String {
     format!("+1555{i:07}")
 }
 
+/// Locks `m`; a panic elsewhere while holding it leaves a usable value
+/// (every critical section is a single update).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Who exists: users, devices, chats. A pure function of the spec and a seed.
 ///
 /// User ids are the ones registration assigns ([`user_for_phone`] of
@@ -117,23 +123,24 @@ impl Universe {
     pub fn generate(spec: &WorkloadSpec, rng: &mut StdRng) -> Universe {
         assert!(spec.users >= 3, "the workload needs at least 3 users");
         assert!(spec.group_size as u64 <= spec.users, "groups cannot be larger than the user count");
-        let phones: BTreeMap<UserId, String> =
+        #[expect(clippy::expect_used, reason = "phone(i) is always a well-formed number")]
+        let numbered: Vec<(UserId, String)> =
             (1..=spec.users).map(|i| (user_for_phone(&phone(i)).expect("a valid phone number"), phone(i))).collect();
-        let users: Vec<UserId> =
-            (1..=spec.users).map(|i| user_for_phone(&phone(i)).expect("a valid phone number")).collect();
+        let users: Vec<UserId> = numbered.iter().map(|(u, _)| *u).collect();
+        let phones: BTreeMap<UserId, String> = numbered.into_iter().collect();
         let devices = users.iter().flat_map(|u| (1..=spec.devices_per_user).map(move |d| (*u, DeviceId(d)))).collect();
-        let direct = (0..users.len())
-            .map(|i| {
-                let (a, b) = (users[i], users[(i + 1) % users.len()]);
-                (ChatId::direct(a, b), (a.min(b), a.max(b)))
-            })
+        // Each user with the next one, the last with the first.
+        let direct = users
+            .iter()
+            .zip(users.iter().cycle().skip(1))
+            .map(|(&a, &b)| (ChatId::direct(a, b), (a.min(b), a.max(b))))
             .collect();
         let groups = (0..spec.groups)
-            .map(|g| {
-                let admin = users[g % users.len()];
+            .zip(users.iter().copied().cycle())
+            .map(|(_, admin)| {
                 let mut others: Vec<UserId> = users.iter().copied().filter(|u| *u != admin).collect();
                 others.shuffle(rng);
-                let mut initial: Vec<UserId> = others[..spec.group_size - 1].to_vec();
+                let mut initial: Vec<UserId> = others.iter().copied().take(spec.group_size - 1).collect();
                 initial.push(admin);
                 initial.sort();
                 Group { chat: ChatId::group(rng.gen()), admin, initial }
@@ -146,6 +153,7 @@ impl Universe {
     ///
     /// # Panics
     /// On a user without devices (not one of the universe's).
+    #[expect(clippy::expect_used, reason = "the documented panic: only called with users of the universe")]
     pub fn first_device(&self, user: UserId) -> DeviceId {
         self.devices.iter().find(|(u, _)| *u == user).map(|(_, d)| *d).expect("every user has a device")
     }
@@ -247,7 +255,7 @@ impl LogExecutor {
     }
 
     fn client(&self) -> LogClient {
-        self.client.lock().expect("client lock").clone()
+        lock(&self.client).clone()
     }
 
     /// A fresh `LogClient` through the seeds that answer a status request
@@ -265,7 +273,7 @@ impl LogExecutor {
         }
         if let Ok(Ok(client)) = tokio::time::timeout(timeout, LogClient::connect(&live, &c.tls, c.config.clone())).await
         {
-            *self.client.lock().expect("client lock") = client;
+            *lock(&self.client) = client;
         }
     }
 
@@ -411,8 +419,10 @@ impl Workload {
     /// Records and runs one operation on client `client`'s executor (which
     /// reconnects after an unknown outcome if the spec says so).
     pub async fn perform(&self, client: usize, process: u64, op: Op) -> Outcome {
+        let Some(executor) = self.executor(client) else {
+            return Outcome::Fail("the workload has no executor".into()); // `new` checks there is one
+        };
         let index = self.recorder.invoke(process, op.clone());
-        let executor = &self.executors[client % self.executors.len()];
         let outcome = executor.execute(&op, self.spec.op_timeout).await;
         self.recorder.complete(index, process, outcome.clone());
         self.learn(process, &op, &outcome);
@@ -422,8 +432,13 @@ impl Workload {
         outcome
     }
 
+    /// Client `client`'s executor (`executors[client % len]`).
+    fn executor(&self, client: usize) -> Option<&Executor> {
+        self.executors.get(client.checked_rem(self.executors.len())?)
+    }
+
     fn learn(&self, process: u64, op: &Op, outcome: &Outcome) {
-        let mut k = self.knowledge.lock().expect("knowledge lock");
+        let mut k = lock(&self.knowledge);
         match (op, outcome) {
             (Op::Send { .. }, Outcome::Ok(Value::Sent { chat, seq })) => {
                 let s = k.last_seq.entry(*chat).or_default();
@@ -479,11 +494,12 @@ impl Workload {
         // A process that saw `info` is retired, as in Jepsen: its successor
         // gets a new id (c, c + clients, c + 2 clients, …).
         let mut process = c;
+        let Ok(slot) = usize::try_from(c) else { return }; // a client index
         while tokio::time::Instant::now() < deadline {
-            let (user, device) = *devices.choose(&mut rng).expect("a client has devices");
-            let received = self.executors[c as usize % self.executors.len()].received(user, device);
+            let Some(&(user, device)) = devices.choose(&mut rng) else { return };
+            let received = self.executor(slot).and_then(|e| e.received(user, device));
             let op = self.next_op(user, device, received.as_ref(), &mut rng);
-            let mut outcome = self.perform(c as usize, process, op.clone()).await;
+            let mut outcome = self.perform(slot, process, op.clone()).await;
             let mut retries = 0;
             while matches!(outcome, Outcome::Info(_)) {
                 process += self.spec.clients as u64;
@@ -495,7 +511,7 @@ impl Workload {
                 }
                 retries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                outcome = self.perform(c as usize, process, op.clone()).await;
+                outcome = self.perform(slot, process, op.clone()).await;
             }
             let (lo, hi) = self.spec.think_ms;
             tokio::time::sleep(Duration::from_millis(rng.gen_range(lo..=hi))).await;
@@ -516,16 +532,16 @@ impl Workload {
             let how = if rng.gen_bool(0.5) { ReconnectHow::Drop } else { ReconnectHow::Restart };
             return Op::Reconnect { user, device, how };
         }
-        let k = self.knowledge.lock().expect("knowledge lock");
+        let k = lock(&self.knowledge);
         let my_groups: Vec<ChatId> = k.members.iter().filter(|(_, m)| m.contains(&user)).map(|(c, _)| *c).collect();
         let my_directs: Vec<ChatId> =
             self.universe.direct.iter().filter(|(_, (a, b))| *a == user || *b == user).map(|(c, _)| *c).collect();
         let admin_of: Vec<&Group> = self.universe.groups.iter().filter(|g| g.admin == user).collect();
         let roll = rng.gen_range(0..100);
         if roll < 15 && !admin_of.is_empty() {
-            let g = admin_of.choose(rng).expect("non-empty");
-            let member = *self.universe.users.choose(rng).expect("users");
-            if member != user {
+            let g = admin_of.choose(rng);
+            let member = self.universe.users.choose(rng).copied();
+            if let (Some(g), Some(member)) = (g, member.filter(|m| *m != user)) {
                 let present = k.members.get(&g.chat).is_some_and(|m| m.contains(&member));
                 return if present {
                     Op::RemoveMember { chat: g.chat, actor: user, member }
@@ -552,14 +568,17 @@ impl Workload {
         let chat = if roll < 60 || my_groups.is_empty() {
             // Now and then a send to a group the user is not in: it must be refused.
             if roll < 35 {
-                self.universe.groups.choose(rng).map(|g| g.chat).unwrap_or(my_directs[0])
+                self.universe.groups.choose(rng).map(|g| g.chat).or_else(|| my_directs.first().copied())
             } else {
-                *my_directs.choose(rng).expect("every user has direct chats")
+                my_directs.choose(rng).copied()
             }
         } else {
-            *my_groups.choose(rng).expect("non-empty")
+            my_groups.choose(rng).copied()
         };
         drop(k);
+        // Every user has direct chats (the ring of `Universe::generate`):
+        // the fallback is never taken.
+        let Some(chat) = chat else { return Op::Reconnect { user, device, how: ReconnectHow::Drop } };
         Op::Send { chat, sender: user, device, client_msg_id: self.send_id() }
     }
 
