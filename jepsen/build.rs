@@ -7,16 +7,19 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=shim/sync_shim.c");
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("libchorus_sync_shim.so");
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let built = Command::new(&cc)
-        .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
-        .arg(&out)
-        .arg("shim/sync_shim.c")
-        .arg("-ldl")
-        .status()
-        .is_ok_and(|s| s.success());
-    if built {
+    // Cargo always sets OUT_DIR; without it the shim is just not built.
+    let out = std::env::var("OUT_DIR").ok().map(|dir| PathBuf::from(dir).join("libchorus_sync_shim.so"));
+    let built = out.filter(|out| {
+        Command::new(&cc)
+            .args(["-shared", "-fPIC", "-O2", "-Wall", "-o"])
+            .arg(out)
+            .arg("shim/sync_shim.c")
+            .arg("-ldl")
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if let Some(out) = built {
         println!("cargo:rustc-env=CHORUS_SYNC_SHIM={}", out.display());
     } else {
         println!("cargo:warning=could not build the sync shim with {cc}; the lose-unsynced nemesis is unavailable");

@@ -2,4 +2,5 @@
 //! same kinds (IO, configuration, the cluster not doing what the harness
 //! needs, a bad run configuration). The checker itself cannot fail.
 
-pub use chorus_testkit::{io, Error, Result};
+pub(crate) use chorus_testkit::io;
+pub use chorus_testkit::{Error, Result};

@@ -248,7 +248,7 @@ impl Schedule {
     pub fn generate(seed: u64, time: Duration, kinds: &[FaultKind], timing: &Timing) -> Schedule {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut steps = Vec::new();
-        let ms = |d: Duration| d.as_millis() as u64;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut at = ms(timing.warmup);
         let mut bag: Vec<FaultKind> = Vec::new();
         while !kinds.is_empty() {
@@ -346,17 +346,17 @@ impl Nemesis {
     }
 
     /// The leader of partition `pick mod P`, or a random node if none is known.
-    async fn leader(&self, pick: u64, rng: &mut StdRng) -> (u64, String) {
+    async fn leader(&self, pick: u64, rng: &mut StdRng) -> Result<(u64, String)> {
         let cluster = self.cluster.lock().await;
-        let partition = (pick % u64::from(cluster.spec.partitions)) as u16;
+        let partitions = cluster.spec.partitions;
+        // Less than `partitions`, a u16: the fallback is never taken.
+        let partition = u16::try_from(pick % u64::from(partitions)).unwrap_or_default();
         match cluster.leader_of(&self.client, partition).await {
-            Some(id) => (id, format!("leader of partition {partition}")),
+            Some(id) => Ok((id, format!("leader of partition {partition}"))),
             None => {
                 let ids = cluster.ids();
-                (
-                    *ids.choose(rng).expect("a cluster has nodes"),
-                    format!("partition {partition} has no leader; a random node"),
-                )
+                let id = *ids.choose(rng).ok_or_else(|| Error::Cluster("the cluster has no nodes".into()))?;
+                Ok((id, format!("partition {partition} has no leader; a random node")))
             }
         }
     }
@@ -366,8 +366,10 @@ impl Nemesis {
             return self.begin_one(kind, pick).await;
         }
         let partitions: Vec<FaultKind> = FaultKind::ALL.into_iter().filter(|k| k.is_partition()).collect();
-        let network = partitions[(pick % partitions.len() as u64) as usize];
-        let mut process = FaultKind::COMBINABLE[((pick >> 16) % FaultKind::COMBINABLE.len() as u64) as usize];
+        let network =
+            picked(&partitions, pick).ok_or_else(|| Error::Invalid("no partition fault to combine".into()))?;
+        let mut process = picked(&FaultKind::COMBINABLE, pick >> 16)
+            .ok_or_else(|| Error::Invalid("no process fault to combine".into()))?;
         {
             let cluster = self.cluster.lock().await;
             let missing = (process.needs_services() && cluster.projector.is_none())
@@ -401,6 +403,9 @@ impl Nemesis {
         let mut rng = StdRng::seed_from_u64(pick);
         let mut ids = self.cluster.lock().await.ids();
         ids.shuffle(&mut rng);
+        // The first node (a random one) and the others.
+        let first = ids.first().copied().ok_or_else(|| Error::Cluster("the cluster has no nodes".into()));
+        let rest = ids.get(1..).unwrap_or_default();
         let n = ids.len();
         let minority = (n.saturating_sub(1) / 2).max(1);
         let (targets, detail, cut): (Vec<u64>, String, BTreeSet<(u64, u64)>) = match kind {
@@ -408,12 +413,14 @@ impl Nemesis {
             | FaultKind::Pause
             | FaultKind::LoseUnsynced
             | FaultKind::CorruptWal
-            | FaultKind::CorruptSst => (vec![ids[0]], "a random node".into(), BTreeSet::new()),
+            | FaultKind::CorruptSst => (vec![first?], "a random node".into(), BTreeSet::new()),
             FaultKind::KillLeader | FaultKind::PauseLeader => {
-                let (id, detail) = self.leader(pick, &mut rng).await;
+                let (id, detail) = self.leader(pick, &mut rng).await?;
                 (vec![id], detail, BTreeSet::new())
             }
-            FaultKind::KillMinority => (ids[..minority].to_vec(), format!("{minority} of {n} nodes"), BTreeSet::new()),
+            FaultKind::KillMinority => {
+                (ids.iter().take(minority).copied().collect(), format!("{minority} of {n} nodes"), BTreeSet::new())
+            }
             FaultKind::Combined => return Err(Error::Invalid("a combined fault begins as its parts".into())),
             FaultKind::KillProjector => (Vec::new(), "the projector".into(), BTreeSet::new()),
             FaultKind::KillNats => (Vec::new(), "the nats-server".into(), BTreeSet::new()),
@@ -432,19 +439,18 @@ impl Nemesis {
                 (small.to_vec(), format!("{small:?} | {big:?}"), cut_between(small, big))
             }
             FaultKind::PartitionLeader => {
-                let (leader, detail) = self.leader(pick, &mut rng).await;
+                let (leader, detail) = self.leader(pick, &mut rng).await?;
                 let others: Vec<u64> = ids.iter().copied().filter(|i| *i != leader).collect();
                 (vec![leader], format!("{detail} isolated"), cut_between(&[leader], &others))
             }
             FaultKind::PartitionBridge => {
-                let bridge = ids[0];
-                let rest = &ids[1..];
+                let bridge = first?;
                 let (a, b) = rest.split_at(rest.len() / 2);
                 (vec![bridge], format!("{a:?} | {b:?}, node {bridge} bridges"), cut_between(a, b))
             }
             FaultKind::PartitionOneWay => {
-                let node = ids[0];
-                let others = &ids[1..];
+                let node = first?;
+                let others = rest;
                 let outbound = rng.gen_bool(0.5);
                 let cut = others.iter().map(|o| if outbound { (node, *o) } else { (*o, node) }).collect();
                 let detail =
@@ -505,7 +511,7 @@ impl Nemesis {
                 Some(n) => n.kill(),
                 None => return Err(Error::Invalid("kill-nats needs a nats-server (views on)".into())),
             },
-            FaultKind::KillEdge => match cluster.edges.get_mut(targets[0] as usize) {
+            FaultKind::KillEdge => match edge_index(&targets).and_then(|i| cluster.edges.get_mut(i)) {
                 Some(e) => e.kill(),
                 None => return Err(Error::Invalid("kill-edge needs edges (the SDK executor)".into())),
             },
@@ -556,7 +562,7 @@ impl Nemesis {
                 }
             }
             FaultKind::KillEdge => {
-                if let Some(e) = cluster.edges.get_mut(active.targets[0] as usize) {
+                if let Some(e) = edge_index(&active.targets).and_then(|i| cluster.edges.get_mut(i)) {
                     e.start()?;
                 }
             }
@@ -568,6 +574,17 @@ impl Nemesis {
 
 /// How long a corruption fault waits for an earlier one's re-seed to finish.
 const RESEED_WAIT: Duration = Duration::from_secs(20);
+
+/// The item at `pick mod len`, if there is any.
+fn picked<T: Copy>(items: &[T], pick: u64) -> Option<T> {
+    let i = pick.checked_rem(items.len() as u64)?;
+    items.get(usize::try_from(i).ok()?).copied()
+}
+
+/// The edge a kill-edge fault targets (its only target).
+fn edge_index(targets: &[u64]) -> Option<usize> {
+    targets.first().and_then(|t| usize::try_from(*t).ok())
+}
 
 /// Both directions of every link between `a` and `b`.
 fn cut_between(a: &[u64], b: &[u64]) -> BTreeSet<(u64, u64)> {

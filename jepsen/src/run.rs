@@ -312,13 +312,15 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     // With the SDK, every client task shares the devices (each device belongs
     // to one task) and keeps its own LogClient for roster edits.
     let sdk = if sdk_run {
+        // `0..=clients` made at least one.
+        let log = logs.first().cloned().ok_or_else(|| Error::Invalid("no log client".into()))?;
         let e = SdkExecutor::connect(
             &credentials,
             &cluster.edge_addrs(),
             cluster.edge_ca.clone(),
             &universe,
             recorder.clone(),
-            logs[0].clone(),
+            log,
             Duration::from_secs(30),
         )
         .await?;
@@ -387,8 +389,10 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     if let Some(s) = &sdk {
         // A device whose client restart could not connect before the
         // workload ended has none: it connects now (the probes need it).
-        let left =
-            Duration::from_nanos((heal_ns + config.liveness_bound.as_nanos() as u64).saturating_sub(recorder.now_ns()));
+        let left = Duration::from_nanos(
+            (heal_ns + u64::try_from(config.liveness_bound.as_nanos()).unwrap_or(u64::MAX))
+                .saturating_sub(recorder.now_ns()),
+        );
         for (u, d) in s.ensure_connected(left).await {
             tracing::warn!(user = %u, device = %d, "device cannot connect after the final heal");
         }
@@ -542,7 +546,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
 async fn probe(workload: &Arc<Workload>, sdk: Option<&SdkExecutor>, bound: Duration, heal_ns: u64) -> Liveness {
     let chats = workload.universe.chats();
     let recorder = workload.recorder.clone();
-    let deadline_ns = heal_ns + bound.as_nanos() as u64;
+    let deadline_ns = heal_ns + u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
     let deadline = tokio::time::Instant::from_std(recorder.start()) + Duration::from_nanos(deadline_ns);
     let tasks: Vec<_> = chats
         .into_iter()
@@ -609,7 +613,7 @@ async fn probe(workload: &Arc<Workload>, sdk: Option<&SdkExecutor>, bound: Durat
         }
     }
     Liveness {
-        bound_ms: bound.as_millis() as u64,
+        bound_ms: u64::try_from(bound.as_millis()).unwrap_or(u64::MAX),
         recovered_ms: last.map(|l| (l - heal_ns) / 1_000_000),
         stuck_chats: stuck,
         delivered_ms: delivered.map(|d| (d - heal_ns) / 1_000_000),
@@ -617,12 +621,15 @@ async fn probe(workload: &Arc<Workload>, sdk: Option<&SdkExecutor>, bound: Durat
     }
 }
 
+/// A value per device.
+type PerDevice<T> = BTreeMap<(UserId, DeviceId), T>;
+
 /// From the log-side final reads of `history`: the chats of each device, and
 /// how many messages the log gives it (its own sends left out: the edge does
 /// not echo them).
 fn device_expectations(
     history: &crate::history::History,
-) -> (BTreeMap<(UserId, DeviceId), std::collections::BTreeSet<ChatId>>, BTreeMap<(UserId, DeviceId), usize>) {
+) -> (PerDevice<std::collections::BTreeSet<ChatId>>, PerDevice<usize>) {
     let ops = history.operations();
     let sent_from: BTreeMap<(UserId, chorus_schema::ClientMsgId), DeviceId> = ops
         .iter()

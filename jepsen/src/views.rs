@@ -81,13 +81,17 @@ pub async fn wait_caught_up(
         projector.start_and_wait(Duration::from_secs(30)).await?;
         let behind = converged.iter().any(|(p, n)| next.get(*p as usize).copied().unwrap_or(0) < *n);
         if !behind {
-            return Ok(Some(started.elapsed().as_millis() as u64));
+            return Ok(Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)));
         }
         if started.elapsed() > timeout {
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+fn no_projector() -> Error {
+    Error::Invalid("no projector runs in this cluster".into())
 }
 
 fn as_map(entries: &Entries) -> BTreeMap<String, serde_json::Value> {
@@ -113,10 +117,10 @@ pub async fn check(
     let mut anomalies = Vec::new();
     let store_dir = match &cluster.projector {
         Some(p) => p.config.store_dir.clone(),
-        None => return Err(Error::Invalid("no projector runs in this cluster".into())),
+        None => return Err(no_projector()),
     };
     let live = loop {
-        let projector = cluster.projector.as_mut().expect("checked above");
+        let projector = cluster.projector.as_mut().ok_or_else(no_projector)?;
         tokio::task::block_in_place(|| projector.stop(Duration::from_secs(5)));
         let dir = store_dir.clone();
         let (entries, next) = tokio::task::spawn_blocking(move || open_entries(&dir, partitions))
@@ -128,7 +132,7 @@ pub async fn check(
             .map(|(p, n)| (*p, next.get(*p as usize).copied().unwrap_or(0), *n))
             .collect();
         if behind.is_empty() {
-            report.caught_up_ms = Some(started.elapsed().as_millis() as u64);
+            report.caught_up_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
             break entries;
         }
         if started.elapsed() > timeout {
@@ -141,7 +145,7 @@ pub async fn check(
             });
             break entries;
         }
-        cluster.projector.as_mut().expect("checked above").start()?;
+        cluster.projector.as_mut().ok_or_else(no_projector)?.start()?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     report.live_entries = live.len();
