@@ -247,7 +247,7 @@ impl Config {
         let mut peers: Vec<&Peer> = self.peers.iter().collect();
         peers.sort_by_key(|p| p.id);
         let n = peers.len();
-        (0..self.replication).map(|i| peers[(group as usize + i) % n]).collect()
+        (0..self.replication).filter_map(|i| peers.get((group as usize + i).checked_rem(n)?).copied()).collect()
     }
 }
 

@@ -125,6 +125,7 @@ impl BatchBuilder {
 
     /// # Panics
     /// If `command` is 4 GiB or more (commands are bounded far below that).
+    #[expect(clippy::expect_used, reason = "documented panic: commands are bounded far below 4 GiB")]
     pub fn push(&mut self, partition: PartitionId, command: &[u8]) {
         let len = u32::try_from(command.len()).expect("command under 4 GiB");
         self.0.reserve(HEADER + command.len());
@@ -157,17 +158,17 @@ impl<'a> Iterator for BatchIter<'a> {
     type Item = Result<(PartitionId, &'a [u8]), BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let rest = &self.bytes[self.at..];
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
         if rest.is_empty() {
             return None;
         }
         let fail = |at, reason| Some(Err(BatchError { at, reason }));
-        if rest.len() < HEADER {
+        let Some(&[p0, p1, l0, l1, l2, l3]) = rest.first_chunk::<HEADER>() else {
             self.at = self.bytes.len();
             return fail(self.at, "truncated header");
-        }
-        let partition = u16::from_be_bytes([rest[0], rest[1]]);
-        let len = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]) as usize;
+        };
+        let partition = u16::from_be_bytes([p0, p1]);
+        let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
         let Some(command) = rest.get(HEADER..HEADER + len) else {
             let at = self.at;
             self.at = self.bytes.len();

@@ -224,6 +224,7 @@ impl LogClient {
     ///
     /// # Panics
     /// If the cluster has no such partition.
+    #[expect(clippy::indexing_slicing, reason = "documented panic: callers pass partitions of this cluster")]
     pub fn group_of(&self, partition: PartitionId) -> GroupId {
         self.inner.placement[partition.0 as usize]
     }

@@ -21,7 +21,8 @@ pub const SERVER_NAME: &str = "chorus.local";
 pub fn transport(max_bidi_streams: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(2)));
-    t.max_idle_timeout(Some(Duration::from_secs(10).try_into().expect("idle timeout fits")));
+    // 10 s, in milliseconds.
+    t.max_idle_timeout(Some(quinn::VarInt::from_u32(10_000).into()));
     t.max_concurrent_bidi_streams(max_bidi_streams.into());
     t.max_concurrent_uni_streams(0u32.into());
     t.stream_receive_window((8u32 << 20).into());

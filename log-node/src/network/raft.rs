@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use bincode::Options;
@@ -37,6 +37,10 @@ fn codec() -> impl Options {
 }
 
 /// Encodes a value the way [`decode`] reads it.
+#[expect(
+    clippy::expect_used,
+    reason = "bincode into memory fails only on sequences of unknown length, which the wire types have none of"
+)]
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     codec().serialize(v).expect("in-memory bincode encoding cannot fail")
 }
@@ -137,7 +141,7 @@ impl Peers {
 
     async fn connection(&self, dest: &Dest, timeout: Duration) -> Result<quinn::Connection, Unreachable> {
         let (target, addr) = (dest.0, dest.1.as_str());
-        let slot = self.conns.lock().expect("peers lock").entry(dest.clone()).or_default().clone();
+        let slot = self.conns.lock().unwrap_or_else(PoisonError::into_inner).entry(dest.clone()).or_default().clone();
         let mut guard = slot.lock().await;
         if let Some(c) = guard.as_ref() {
             if c.close_reason().is_none() {
@@ -171,12 +175,12 @@ impl Peers {
     }
 
     fn forget(&self, dest: &Dest) {
-        self.conns.lock().expect("peers lock").remove(dest);
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner).remove(dest);
     }
 
     /// Forgets `conn` if it is still the one cached for `addr` (a newer one stays).
     fn forget_conn(&self, dest: &Dest, conn: &quinn::Connection) {
-        let mut conns = self.conns.lock().expect("peers lock");
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(slot) = conns.get(dest) else { return };
         // Busy slot: someone is dialing or using it; leave it be.
         let Ok(cached) = slot.try_lock() else { return };
@@ -190,7 +194,7 @@ impl Peers {
     /// for that peer by then.
     fn enqueue(&self, dest: &Dest, rpc: Rpc, ttl: Duration) -> oneshot::Receiver<Result<Reply, Failure>> {
         let (tx, rx) = oneshot::channel();
-        let mut batchers = self.batchers.lock().expect("batchers lock");
+        let mut batchers = self.batchers.lock().unwrap_or_else(PoisonError::into_inner);
         let sender = batchers.entry(dest.clone()).or_insert_with(|| {
             let (qtx, qrx) = mpsc::unbounded_channel();
             tokio::spawn(run_batcher(self.me.clone(), dest.clone(), qrx));
@@ -502,11 +506,8 @@ async fn serve_stream(rafts: Arc<Vec<Raft>>, node: u64, mut send: quinn::SendStr
         }
     };
     let rafts = &rafts;
-    let mut pending: FuturesUnordered<_> = rpcs
-        .into_iter()
-        .enumerate()
-        .map(|(i, rpc)| async move { (i as u32, dispatch(rafts, node, rpc).await) })
-        .collect();
+    let mut pending: FuturesUnordered<_> =
+        rpcs.into_iter().zip(0u32..).map(|(rpc, i)| async move { (i, dispatch(rafts, node, rpc).await) }).collect();
     while let Some(answer) = pending.next().await {
         if let Reply::Refused(why) = &answer.1 {
             tracing::warn!(reason = %why, "raft request refused");

@@ -23,6 +23,7 @@ use openraft::ChangeMembers;
 use tokio::sync::watch;
 
 use super::authz;
+use super::node::Damage;
 use super::proposer::{self, Proposer};
 use crate::network::frame;
 use crate::network::tls::Principal;
@@ -31,6 +32,7 @@ use crate::store::{events, Store};
 use crate::types::{NodeAddr, Raft, RaftMetrics};
 
 /// Most events in one `Events` response.
+#[expect(clippy::cast_possible_truncation, reason = "MAX_EVENTS_PER_RESPONSE is 4096")]
 pub const READ_LIMIT_MAX: u32 = chorus_schema::MAX_EVENTS_PER_RESPONSE as u32;
 
 pub(crate) struct Api {
@@ -45,7 +47,7 @@ pub(crate) struct Api {
     pub offsets: Arc<Vec<watch::Receiver<u64>>>,
     pub append_timeout: Duration,
     /// Set when a read finds damaged storage; the node then stops (see `Node::fatal`).
-    pub damage: Arc<watch::Sender<Option<(Option<GroupId>, String)>>>,
+    pub damage: Arc<watch::Sender<Damage>>,
     /// A learner is promoted only this close to the leader's last log index.
     pub promote_max_lag: u64,
 }
@@ -217,8 +219,12 @@ impl Api {
                 ));
             }
         }
-        let group = group.expect("at least one command");
-        let proposer = &self.proposers[group.0 as usize];
+        // `commands` is not empty: checked above.
+        let Some(group) = group else { return Err(error(ErrorCode::InvalidCommand, "append of no commands")) };
+        let proposer = self
+            .proposers
+            .get(group.0 as usize)
+            .ok_or_else(|| error(ErrorCode::Internal, format!("no proposer for group {group}")))?;
         match tokio::time::timeout(self.append_timeout, proposer.propose(commands)).await {
             Err(_) => Err(error(
                 ErrorCode::Timeout,
@@ -232,7 +238,11 @@ impl Api {
 
     fn read(&self, partition: PartitionId, from: u64, limit: u32) -> Result<Response, Response> {
         self.group_of(partition)?;
-        let next = *self.offsets[partition.0 as usize].borrow();
+        let next = *self
+            .offsets
+            .get(partition.0 as usize)
+            .ok_or_else(|| error(ErrorCode::Internal, format!("no offsets for partition {partition}")))?
+            .borrow();
         let limit = limit.clamp(1, READ_LIMIT_MAX) as usize;
         let events =
             events::read_range(&self.store, partition, from, next, limit).map_err(|e| self.storage_error(&e))?;
@@ -241,12 +251,20 @@ impl Api {
     }
 
     async fn tail(&self, partition: PartitionId, mut from: u64, send: &mut quinn::SendStream) {
-        if let Err(e) = self.group_of(partition) {
-            let _ = frame::write(send, &e.encode()).await;
-            let _ = send.finish();
-            return;
-        }
-        let mut offsets = self.offsets[partition.0 as usize].clone();
+        let offsets = self.group_of(partition).and_then(|_| {
+            self.offsets
+                .get(partition.0 as usize)
+                .cloned()
+                .ok_or_else(|| error(ErrorCode::Internal, format!("no offsets for partition {partition}")))
+        });
+        let mut offsets = match offsets {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = frame::write(send, &e.encode()).await;
+                let _ = send.finish();
+                return;
+            }
+        };
         loop {
             let next = *offsets.borrow_and_update();
             if from < next {
@@ -274,28 +292,29 @@ impl Api {
     fn status(&self) -> NodeStatus {
         let metrics: Vec<RaftMetrics> = self.rafts.iter().map(|r| r.metrics().borrow().clone()).collect();
         let partitions = (0..self.placement.partitions())
-            .map(|p| {
+            .filter_map(|p| {
+                // Every partition of the cluster is on a group, every group has its metrics.
                 let partition = PartitionId(p);
-                let group = self.placement.group_of(partition).expect("partition of the cluster");
-                let m = &metrics[group.0 as usize];
-                PartitionStatus {
+                let group = self.placement.group_of(partition)?;
+                let m = metrics.get(group.0 as usize)?;
+                Some(PartitionStatus {
                     partition,
                     group,
                     leader: m.current_leader.map(NodeId),
                     term: m.current_term,
                     last_log_index: m.last_log_index.unwrap_or(0),
                     last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-                    next_offset: *self.offsets[p as usize].borrow(),
+                    next_offset: self.offsets.get(p as usize).map_or(0, |o| *o.borrow()),
                     voters: m.membership_config.membership().voter_ids().map(NodeId).collect(),
                     replicas: replicas(m),
-                }
+                })
             })
             .collect();
         let groups = metrics
             .iter()
-            .enumerate()
-            .map(|(g, m)| {
-                let group = GroupId(g as u16);
+            .zip(0u16..)
+            .map(|(m, g)| {
+                let group = GroupId(g);
                 GroupStatus {
                     group,
                     leader: m.current_leader.map(NodeId),

@@ -58,7 +58,7 @@ pub struct Node {
     offsets: Arc<Vec<watch::Receiver<u64>>>,
     /// The first fatal failure: storage damage found outside a Raft core (a
     /// client read), or a group's Raft core that stopped.
-    damage: Arc<watch::Sender<Option<(Option<GroupId>, String)>>>,
+    damage: Arc<watch::Sender<Damage>>,
     /// True once the node takes part in Raft as itself: at once after a normal
     /// start, after the re-seed when its store was damaged.
     reseeded: watch::Receiver<bool>,
@@ -93,6 +93,10 @@ fn raft_config(config: &Config) -> Result<Arc<openraft::Config>, NodeError> {
 
 /// A start-up error; damage found this late marks the node for a re-seed at
 /// its next start.
+/// The first fatal failure of a node: the group (none for damage found by a
+/// read) and why.
+pub(crate) type Damage = Option<(Option<GroupId>, String)>;
+
 fn damaged(config: &Config, why: String) -> NodeError {
     if reseed::is_corruption(&why) {
         if let Err(e) = Marker::mark(&config.data_dir, &why) {
@@ -199,21 +203,23 @@ impl Node {
             let sm = StateMachine::open(store.clone(), group, &placement.partitions_of(group), placement.partitions())
                 .map_err(|e| damaged(&config, e.to_string()))?;
             for (p, rx) in sm.offsets() {
-                offsets[p.0 as usize] = Some(rx);
+                // A partition past the placement's count stays `None`: refused below.
+                if let Some(slot) = offsets.get_mut(p.0 as usize) {
+                    *slot = Some(rx);
+                }
             }
             let net = Network { group: g, peers: peers.clone() };
             let raft =
                 Raft::new(config.id, rc.clone(), net, log, sm).await.map_err(|e| damaged(&config, e.to_string()))?;
             rafts.push(raft);
         }
-        let offsets: Vec<watch::Receiver<u64>> =
-            offsets.into_iter().map(|o| o.expect("the placement puts every partition on a group")).collect();
+        let offsets: Vec<watch::Receiver<u64>> = offsets
+            .into_iter()
+            .collect::<Option<_>>()
+            .ok_or_else(|| NodeError::Raft("the placement leaves a partition without a group".into()))?;
         let rafts = Arc::new(rafts);
-        let proposers: Vec<Proposer> = rafts
-            .iter()
-            .enumerate()
-            .map(|(g, r)| Proposer::start(GroupId(g as u16), r.clone(), &config.proposer))
-            .collect();
+        let proposers: Vec<Proposer> =
+            rafts.iter().zip(0u16..).map(|(r, g)| Proposer::start(GroupId(g), r.clone(), &config.proposer)).collect();
         let (reseed_done, reseeded) = watch::channel(marker.is_none());
         if let Some(marker) = marker {
             // The Raft port opens once this node is no voter of a partition it
@@ -235,10 +241,10 @@ impl Node {
         if config.bootstrap && *reseeded.borrow() {
             for g in 0..placement.groups() {
                 let replicas = config.initial_replicas(g);
-                if replicas[0].id != config.id {
+                if replicas.first().is_none_or(|r| r.id != config.id) {
                     continue;
                 }
-                let raft = &rafts[g as usize];
+                let Some(raft) = rafts.get(g as usize) else { continue };
                 if raft.is_initialized().await.map_err(|e| NodeError::Raft(e.to_string()))? {
                     continue;
                 }
@@ -255,8 +261,8 @@ impl Node {
             .map_err(|source| NodeError::Bind { addr: config.client_addr.clone(), source })?;
         let offsets = Arc::new(offsets);
         let damage = Arc::new(watch::channel(None).0);
-        for (g, raft) in rafts.iter().enumerate() {
-            tokio::spawn(watch_core(GroupId(g as u16), raft.clone(), damage.clone()));
+        for (raft, g) in rafts.iter().zip(0u16..) {
+            tokio::spawn(watch_core(GroupId(g), raft.clone(), damage.clone()));
         }
         let api = Arc::new(Api {
             damage: damage.clone(),
@@ -306,10 +312,12 @@ impl Node {
     /// from its peers at its next start (see [`reseed`](super::reseed)).
     pub async fn fatal(&self) -> (Option<GroupId>, String) {
         let mut damage = self.damage.subscribe();
-        let (group, why) = match damage.wait_for(Option::is_some).await {
-            Ok(first) => first.clone().expect("waited for Some"),
-            Err(_) => std::future::pending().await,
+        // Waited for `Some`: `None` only when the sender is gone.
+        let first = match damage.wait_for(Option::is_some).await {
+            Ok(first) => first.clone(),
+            Err(_) => None,
         };
+        let Some((group, why)) = first else { return std::future::pending().await };
         if reseed::is_corruption(&why) {
             if let Err(e) = Marker::mark(&self.config.data_dir, &why) {
                 tracing::error!(error = %e, "could not mark the store for a re-seed");
@@ -340,11 +348,13 @@ impl Node {
     }
 
     /// The local address of the client API (useful with port 0).
+    #[expect(clippy::expect_used, reason = "a bound endpoint has a local address")]
     pub fn client_addr(&self) -> SocketAddr {
         self.client_endpoint.local_addr().expect("bound endpoint has an address")
     }
 
     /// The local address of the Raft port.
+    #[expect(clippy::expect_used, reason = "a bound endpoint has a local address")]
     pub fn raft_addr(&self) -> SocketAddr {
         self.raft_endpoint.local_addr().expect("bound endpoint has an address")
     }
@@ -401,7 +411,7 @@ impl Node {
 
 /// Records the first failure of `group`'s Raft core in `damage`. One task per
 /// group, each woken only by its own group's metrics.
-async fn watch_core(group: GroupId, raft: Raft, damage: Arc<watch::Sender<Option<(Option<GroupId>, String)>>>) {
+async fn watch_core(group: GroupId, raft: Raft, damage: Arc<watch::Sender<Damage>>) {
     let mut metrics = raft.metrics();
     let why = loop {
         if let Err(e) = &metrics.borrow_and_update().running_state {

@@ -62,7 +62,7 @@ impl std::fmt::Debug for Proposer {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 impl Proposer {
@@ -115,7 +115,11 @@ async fn run(
             },
         };
         // Wait for a slot first: whatever arrives meanwhile joins this proposal.
-        let slot = slots.clone().acquire_owned().await.expect("semaphore never closed");
+        // The semaphore is never closed.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            tracing::error!("proposer slots closed: proposer stops");
+            return;
+        };
         let mut batch = BatchBuilder::with_capacity(first.bytes.min(config.proposal_bytes_max));
         let mut waiters = Vec::new();
         let mut take = |p: Pending, batch: &mut BatchBuilder| {

@@ -74,7 +74,7 @@ pub struct Marker {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -262,18 +262,18 @@ impl Reseed {
             for addr in &peers {
                 let Ok(status) = client.status(addr).await else { continue };
                 for gs in &status.groups {
-                    let i = gs.group.0 as usize;
-                    if i < views.len() && gs.leader == Some(status.node) && views[i].is_none_or(|(t, _)| gs.term > t) {
-                        views[i] = Some((gs.term, gs.voters.iter().any(|v| v.0 == me)));
+                    let Some(view) = views.get_mut(gs.group.0 as usize) else { continue };
+                    if gs.leader == Some(status.node) && view.is_none_or(|(t, _)| gs.term > t) {
+                        *view = Some((gs.term, gs.voters.iter().any(|v| v.0 == me)));
                     }
                 }
             }
             if views.iter().all(Option::is_some) {
                 return views
                     .iter()
-                    .enumerate()
-                    .filter(|(_, v)| v.is_some_and(|(_, voter)| voter))
-                    .map(|(g, _)| g as u16)
+                    .zip(0u16..)
+                    .filter(|(v, _)| v.is_some_and(|(_, voter)| voter))
+                    .map(|(_, g)| g)
                     .collect();
             }
             let missing: Vec<usize> = views.iter().enumerate().filter(|(_, v)| v.is_none()).map(|(g, _)| g).collect();

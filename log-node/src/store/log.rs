@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, OptionalSend, RaftLogReader, StorageIOError};
@@ -71,7 +71,7 @@ impl Cache {
         if start < first {
             return None;
         }
-        let skip = (start - first) as usize;
+        let skip = usize::try_from(start - first).ok()?;
         Some(self.entries.iter().skip(skip).take_while(|e| e.log_id.index < end).cloned().collect())
     }
 
@@ -110,6 +110,10 @@ impl LogStore {
         LogStore { group, store, cache: Default::default() }
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     fn get_meta<T: serde::de::DeserializeOwned>(&self, tag: u8) -> Result<Option<T>, StorageError> {
         let cf = self.store.cf(CF_META);
         let Some(bytes) = self.store.db().get_pinned_cf(cf, keys::meta(self.group, tag)).map_err(read_err)? else {
@@ -118,6 +122,10 @@ impl LogStore {
         bincode::deserialize(&bytes).map(Some).map_err(read_err)
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     fn last_entry(&self) -> Result<Option<Entry>, StorageError> {
         let cf = self.store.cf(CF_LOG);
         let mut ro = ReadOptions::default();
@@ -127,7 +135,7 @@ impl LogStore {
         match it.next() {
             None => Ok(None),
             Some(Err(e)) => Err(read_err(e)),
-            Some(Ok((k, v))) if k.len() == 10 && k[..2] == self.group.to_be_bytes() => {
+            Some(Ok((k, v))) if k.len() == 10 && k.starts_with(&self.group.to_be_bytes()) => {
                 bincode::deserialize(&v).map(Some).map_err(read_err)
             }
             Some(Ok(_)) => Ok(None),
@@ -153,7 +161,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        if let Some(hit) = self.cache.lock().expect("log cache lock").get(start, end) {
+        if let Some(hit) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(start, end) {
             return Ok(hit);
         }
         let cf = self.store.cf(CF_LOG);
@@ -269,7 +277,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             appended.push(entry);
         }
         self.store.write(b).map_err(write_err)?;
-        let mut cache = self.cache.lock().expect("log cache lock");
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         for entry in appended {
             cache.push(entry);
         }
@@ -288,7 +296,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         );
         // u64::MAX itself is never a real index.
         self.store.write(b).map_err(write_err)?;
-        self.cache.lock().expect("log cache lock").truncate(log_id.index);
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).truncate(log_id.index);
         Ok(())
     }
 
@@ -306,7 +314,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             keys::indexed(self.group, log_id.index + 1),
         );
         self.store.write(b).map_err(write_err)?;
-        self.cache.lock().expect("log cache lock").purge(log_id.index);
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).purge(log_id.index);
         Ok(())
     }
 }

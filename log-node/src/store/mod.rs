@@ -183,6 +183,7 @@ impl Store {
         &self.db
     }
 
+    #[expect(clippy::expect_used, reason = "column families are created at open and never dropped")]
     pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
         // Column families are created at open and never dropped.
         self.db.cf_handle(name).expect("column family exists")
@@ -237,6 +238,7 @@ impl Store {
 /// Records the format of a new store, or checks that of an existing one. A
 /// store without a format record but with Raft metadata was written by format 1.
 fn check_format(db: &DB, dir: &Path) -> Result<()> {
+    #[expect(clippy::expect_used, reason = "the DB was just opened with every column family, CF_META among them")]
     let meta = db.cf_handle(CF_META).expect("column family exists");
     let found = match db.get_cf(meta, keys::FORMAT)? {
         Some(v) => v.as_slice().try_into().map(u32::from_be_bytes).unwrap_or(0),

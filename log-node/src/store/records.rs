@@ -19,7 +19,7 @@
 //!
 //! Reads look in `dirty`, then `flushing`, then RocksDB.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chorus_partition::Kv;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
@@ -79,8 +79,15 @@ impl Records {
     }
 
     /// The first read error since the last call, if any.
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     pub(crate) fn take_error(&self) -> Result<(), StorageError> {
-        self.error.lock().expect("error lock").take().map_or(Ok(()), |e| Err(sm_read_err(e)))
+        match self.error.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(e) => Err(sm_read_err(e)),
+            None => Ok(()),
+        }
     }
 
     pub(crate) fn needs_checkpoint(&self) -> bool {
@@ -152,7 +159,7 @@ impl Records {
         match self.store.db().get_cf(self.store.cf(CF_STATE), full) {
             Ok(v) => v,
             Err(e) => {
-                self.error.lock().expect("error lock").get_or_insert(e);
+                self.error.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
                 None
             }
         }
@@ -180,9 +187,14 @@ impl Records {
         let mut out = scan_db(&self.store, full, limit.saturating_add(flushing.len() + dirty.len()), &self.error);
         for layer in [flushing, dirty] {
             for (k, v) in layer {
-                let local = &k[6..];
+                // Keys start with the 6-byte partition prefix.
+                let local = k.get(6..).unwrap_or_default();
                 match (out.binary_search_by(|(s, _)| s.as_slice().cmp(local)), v) {
-                    (Ok(i), Some(v)) => out[i].1 = v,
+                    (Ok(i), Some(v)) => {
+                        if let Some(slot) = out.get_mut(i) {
+                            slot.1 = v;
+                        }
+                    }
                     (Ok(i), None) => {
                         out.remove(i);
                     }
@@ -229,10 +241,10 @@ fn scan_db(store: &Store, full: &[u8], limit: usize, error: &Mutex<Option<rocksd
                 if !k.starts_with(full) || out.len() >= limit {
                     break;
                 }
-                out.push((k[6..].to_vec(), v.into_vec()));
+                out.push((k.get(6..).unwrap_or_default().to_vec(), v.into_vec()));
             }
             Err(e) => {
-                error.lock().expect("error lock").get_or_insert(e);
+                error.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
                 break;
             }
         }

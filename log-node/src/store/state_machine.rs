@@ -82,6 +82,7 @@ pub(crate) fn state_prefix(p: PartitionId, generation: u32) -> [u8; 6] {
     k
 }
 
+#[expect(clippy::result_large_err, reason = "StorageError is openraft's error type, dictated by its storage traits")]
 pub(crate) fn read_meta_at(
     store: &Store,
     group: GroupId,
@@ -140,6 +141,10 @@ impl StateMachine {
     /// # Errors
     /// When the records cannot be read or decoded, or name partitions the
     /// placement puts in another group.
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     pub fn open(
         store: Arc<Store>,
         group: GroupId,
@@ -174,7 +179,10 @@ impl StateMachine {
             let rules = Partition::open(&records.view(state_prefix(p, meta.generation)), p, partitions_total);
             records.take_error()?;
             let next_offset = offsets.get(&p).copied().unwrap_or(0);
-            slots[p.0 as usize] = parts.len() as u32;
+            let slot = slots.get_mut(p.0 as usize).ok_or_else(|| {
+                sm_read_err(other(format!("group {group}: partition {p} is not below {partitions_total}")))
+            })?;
+            *slot = u32::try_from(parts.len()).map_err(sm_read_err)?;
             let (offsets, _) = watch::channel(next_offset);
             parts.push(Part { partition: p, rules, next_offset, offsets });
         }
@@ -216,6 +224,10 @@ impl StateMachine {
         }
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     fn apply_proposal(
         &mut self,
         log_id: &LogId,
@@ -240,7 +252,10 @@ impl StateMachine {
                 }));
                 continue;
             };
-            let part = &mut self.parts[slot];
+            let part = self
+                .parts
+                .get_mut(slot)
+                .ok_or_else(|| sm_read_err(other(format!("partition {partition}: slot {slot} has no part"))))?;
             let mut view = self.records.view(state_prefix(partition, self.generation));
             // Commands were verified by the leader before proposing; a command that
             // fails to decode here is rejected the same way on every replica.
@@ -272,6 +287,7 @@ impl StateMachine {
 }
 
 /// The last log id covered by `group`'s latest built snapshot, if any.
+#[expect(clippy::result_large_err, reason = "StorageError is openraft's error type, dictated by its storage traits")]
 pub(crate) fn snapshot_last_log_id(store: &Store, group: u16) -> Result<Option<LogId>, StorageError> {
     let cf = store.cf(CF_SNAPSHOT);
     match store.db().get_pinned_cf(cf, keys::snapshot(group)).map_err(sm_read_err)? {
@@ -323,7 +339,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.records.take_error()?;
         if !events.is_empty() {
             // In key order: each memtable insert starts where the previous one went.
-            events.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            events.sort_unstable_by_key(|e| e.0);
             let mut batch = WriteBatch::default();
             let cf = self.store.cf(CF_EVENTS);
             for (k, v) in &events {
@@ -373,6 +389,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let expect = meta.clone();
         // Reading a file and writing RocksDB batches: blocking work, off the
         // async workers.
+        #[expect(
+            clippy::result_large_err,
+            reason = "StorageError is openraft's error type, dictated by its storage traits"
+        )]
         let installed = tokio::task::spawn_blocking(move || {
             transfer::install(&store, group, &partitions, generation, &expect, file)
         })
@@ -390,7 +410,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = installed.membership;
         let offsets: HashMap<PartitionId, u64> = installed.next_offsets.into_iter().collect();
         for part in &mut self.parts {
-            part.next_offset = offsets[&part.partition];
+            // `install` checked that the snapshot holds exactly this group's partitions.
+            part.next_offset = offsets.get(&part.partition).copied().ok_or_else(|| {
+                sm_write_err(other(format!("snapshot install: no offset for partition {}", part.partition)))
+            })?;
             let view = self.records.view(state_prefix(part.partition, self.generation));
             part.rules = Partition::open(&view, part.partition, self.partitions_total);
             self.records.take_error()?;
@@ -416,6 +439,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.records.settle().await?;
         let store = self.store.clone();
         let group = self.group;
+        #[expect(
+            clippy::result_large_err,
+            reason = "StorageError is openraft's error type, dictated by its storage traits"
+        )]
         let made = tokio::task::spawn_blocking(move || transfer::write(&store, group))
             .await
             .map_err(|e| sm_read_err(other(format!("snapshot file task: {e}"))))??;
@@ -439,7 +466,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     /// returned is an empty file; snapshots sent to replicas come from
     /// `get_current_snapshot`.
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        let mut done = self.checkpoint.take().expect("a builder builds once")?;
+        let mut done =
+            self.checkpoint.take().ok_or_else(|| sm_write_err(other("snapshot builder used twice".into())))??;
         match done.wait_for(Option::is_some).await.map(|r| r.clone()) {
             Ok(Some(Ok(()))) => {}
             Ok(Some(Err(e))) => return Err(sm_write_err(other(format!("checkpoint: {e}")))),
@@ -452,6 +480,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .map_err(sm_write_err)?;
         let store = self.store.clone();
         let group = self.group;
+        #[expect(
+            clippy::result_large_err,
+            reason = "StorageError is openraft's error type, dictated by its storage traits"
+        )]
         let empty = tokio::task::spawn_blocking(move || -> Result<std::fs::File, StorageError> {
             let mut batch = WriteBatch::default();
             batch.put_cf(store.cf(CF_SNAPSHOT), keys::snapshot(group.0), &built);

@@ -45,6 +45,10 @@ impl Syncer {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
+        #[expect(
+            clippy::expect_used,
+            reason = "the syncer starts once, with the store; a node that cannot spawn a thread cannot run"
+        )]
         let thread = std::thread::Builder::new()
             .name("wal-syncer".into())
             .spawn(move || {
@@ -75,7 +79,11 @@ impl Syncer {
     /// Reports `callback` durable once the WAL, which already holds its entries,
     /// has been fsync'd.
     pub(crate) fn submit(&self, callback: LogFlushed<TypeConfig>) {
-        let tx = self.tx.as_ref().expect("syncer running until dropped");
+        // `tx` is taken only when the syncer is dropped.
+        let Some(tx) = self.tx.as_ref() else {
+            callback.log_io_completed(Err(std::io::Error::other("WAL syncer stopped")));
+            return;
+        };
         if let Err(mpsc::SendError(cb)) = tx.send(callback) {
             cb.log_io_completed(Err(std::io::Error::other("WAL syncer stopped")));
         }

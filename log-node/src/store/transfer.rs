@@ -98,6 +98,7 @@ impl Writer {
 ///
 /// # Errors
 /// On IO errors, or when the store lacks an event the state covers.
+#[expect(clippy::result_large_err, reason = "StorageError is openraft's error type, dictated by its storage traits")]
 pub(crate) fn write(store: &Store, group: GroupId) -> Result<Option<(SnapshotMeta, File)>, StorageError> {
     let snap = store.db().snapshot();
     let Some(sm) = read_meta_at(store, group, Some(&snap))? else { return Ok(None) };
@@ -127,7 +128,7 @@ pub(crate) fn write(store: &Store, group: GroupId) -> Result<Option<(SnapshotMet
             if !k.starts_with(&prefix) {
                 break;
             }
-            let key = &k[prefix.len()..];
+            let key = k.get(prefix.len()..).unwrap_or_default();
             let klen =
                 u16::try_from(key.len()).map_err(|_| sm_read_err(std::io::Error::other("state key over 64 KiB")))?;
             w.frame(STATE, &[&p.0.to_be_bytes()[..], &klen.to_be_bytes()[..], key, &v[..]]).map_err(sm_write_err)?;
@@ -176,6 +177,10 @@ struct Reader {
 }
 
 impl Reader {
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     fn open(mut file: File) -> Result<Reader, StorageError> {
         file.seek(SeekFrom::Start(0)).map_err(sm_read_err)?;
         let mut r =
@@ -190,10 +195,15 @@ impl Reader {
     }
 
     /// The next frame's kind (its body is in `self.buf`); `END` is not hashed.
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     fn next(&mut self, limit: usize) -> Result<u8, StorageError> {
         let mut head = [0u8; 5];
         self.input.read_exact(&mut head).map_err(|_| bad("truncated"))?;
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let [kind, l0, l1, l2, l3] = head;
+        let len = u32::from_be_bytes([l0, l1, l2, l3]) as usize;
         if len > limit {
             return Err(bad(format!("frame of {len} bytes, limit {limit}")));
         }
@@ -204,13 +214,17 @@ impl Reader {
         if got != len {
             return Err(bad("truncated frame"));
         }
-        if head[0] != END {
+        if kind != END {
             self.hash.update(&head);
             self.hash.update(&self.buf);
         }
-        Ok(head[0])
+        Ok(kind)
     }
 
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     fn head(&mut self) -> Result<Head, StorageError> {
         if self.next(HEAD_BYTES_MAX)? != HEAD {
             return Err(bad("no head frame"));
@@ -229,27 +243,33 @@ enum Item<'a> {
     Event { partition: PartitionId, offset: u64, record: &'a [u8] },
 }
 
+#[expect(clippy::result_large_err, reason = "StorageError is openraft's error type, dictated by its storage traits")]
 fn state(buf: &[u8]) -> Result<(PartitionId, &[u8], &[u8]), StorageError> {
-    if buf.len() < 4 {
+    let Some((&[p0, p1, k0, k1], rest)) = buf.split_first_chunk::<4>() else {
         return Err(bad("short state frame"));
-    }
-    let p = u16::from_be_bytes([buf[0], buf[1]]);
-    let klen = u16::from_be_bytes([buf[2], buf[3]]) as usize;
-    let key = buf.get(4..4 + klen).ok_or_else(|| bad("state key past its frame"))?;
-    Ok((PartitionId(p), key, &buf[4 + klen..]))
+    };
+    let p = u16::from_be_bytes([p0, p1]);
+    let klen = u16::from_be_bytes([k0, k1]) as usize;
+    let (key, value) = rest.split_at_checked(klen).ok_or_else(|| bad("state key past its frame"))?;
+    Ok((PartitionId(p), key, value))
 }
 
+#[expect(clippy::result_large_err, reason = "StorageError is openraft's error type, dictated by its storage traits")]
 fn event(buf: &[u8]) -> Result<(PartitionId, u64, &[u8]), StorageError> {
-    if buf.len() < 10 {
+    let Some((&[p0, p1], rest)) = buf.split_first_chunk::<2>() else {
         return Err(bad("short event frame"));
-    }
-    let p = u16::from_be_bytes([buf[0], buf[1]]);
-    let offset = u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes"));
-    Ok((PartitionId(p), offset, &buf[10..]))
+    };
+    let Some((offset, record)) = rest.split_first_chunk::<8>() else {
+        return Err(bad("short event frame"));
+    };
+    let p = u16::from_be_bytes([p0, p1]);
+    let offset = u64::from_be_bytes(*offset);
+    Ok((PartitionId(p), offset, record))
 }
 
 /// Walks every item of the file in the order the head promises, calling `f`
 /// on each, and checks the end frame's hash.
+#[expect(clippy::result_large_err, reason = "StorageError is openraft's error type, dictated by its storage traits")]
 fn walk(
     reader: &mut Reader,
     head: &Head,
@@ -267,7 +287,9 @@ fn walk(
         match reader.next(STATE_BYTES_MAX.max(MAX_EVENT_BYTES + 10))? {
             STATE if !in_events => {
                 let (p, key, value) = state(&reader.buf)?;
-                let i = order[at..]
+                let i = order
+                    .get(at..)
+                    .unwrap_or_default()
                     .iter()
                     .position(|q| *q == p)
                     .map(|d| at + d)
@@ -288,11 +310,14 @@ fn walk(
                 let Some((i, want)) = expected else {
                     return Err(bad(format!("event {p}/{offset} past the last one")));
                 };
-                if (order[i], want) != (p, offset) {
-                    return Err(bad(format!("event {p}/{offset} where {}/{want} was expected", order[i])));
+                // `i` indexes the head's partitions (`order` is built from them).
+                let (q, next_offset) =
+                    head.next_offsets.get(i).copied().ok_or_else(|| bad("event index past the head"))?;
+                if (q, want) != (p, offset) {
+                    return Err(bad(format!("event {p}/{offset} where {q}/{want} was expected")));
                 }
                 f(Item::Event { partition: p, offset, record })?;
-                expected = if offset + 1 < head.next_offsets[i].1 {
+                expected = if offset + 1 < next_offset {
                     Some((i, offset + 1))
                 } else {
                     events.next();
@@ -301,7 +326,8 @@ fn walk(
             }
             END => {
                 if let Some((i, want)) = expected {
-                    return Err(bad(format!("ends before event {}/{want}", order[i])));
+                    let q = order.get(i).map_or_else(|| "?".to_owned(), ToString::to_string);
+                    return Err(bad(format!("ends before event {q}/{want}")));
                 }
                 let digest = reader.hash.finalize();
                 if reader.buf.as_slice() != digest.as_bytes() {
@@ -321,6 +347,7 @@ fn walk(
 /// # Errors
 /// A damaged or foreign file (nothing that is read is written then), or a
 /// RocksDB error.
+#[expect(clippy::result_large_err, reason = "StorageError is openraft's error type, dictated by its storage traits")]
 pub(crate) fn install(
     store: &Store,
     group: GroupId,
@@ -340,11 +367,19 @@ pub(crate) fn install(
         return Err(bad(format!("its partitions differ from group {group}'s")));
     }
     // Pass 1: the whole file is sound before anything is written.
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     walk(&mut reader, &head, |_| Ok(()))?;
     // Pass 2: the records and events, in bounded batches.
     let mut reader = Reader::open(reader.input.into_inner())?;
     reader.head()?;
     let mut batch = WriteBatch::default();
+    #[expect(
+        clippy::result_large_err,
+        reason = "StorageError is openraft's error type, dictated by its storage traits"
+    )]
     walk(&mut reader, &head, |item| {
         match item {
             Item::State { partition, key, value } => {
