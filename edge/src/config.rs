@@ -124,7 +124,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "127.0.0.1:7300".parse().expect("address"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7300)),
             cert: PathBuf::from("data/tls/edge-server-dev.pem"),
             key: PathBuf::from("data/tls/edge-server-dev.key"),
             log_nodes: vec!["127.0.0.1:7100".into()],
@@ -187,7 +187,7 @@ impl Config {
                     .into(),
             );
         }
-        let frame_max = chorus_schema::MAX_CIPHERTEXT_BYTES as u32 + 4096;
+        let frame_max = u32::try_from(chorus_schema::MAX_CIPHERTEXT_BYTES + 4096).unwrap_or(u32::MAX);
         // A quarter each for routed items and recovered records, half for the
         // delivery stream: each part must hold a few of the largest frames.
         let budget_min = 16 * frame_max as usize;

@@ -28,9 +28,17 @@ pub mod sms;
 pub use config::Config;
 pub use driver::Edge;
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (saturating at `u64::MAX`).
 pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Locks `m`, recovering the data if a holder panicked (every critical
+/// section here leaves the data consistent).
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// 32 bytes from the operating system's generator.

@@ -51,9 +51,7 @@ impl std::fmt::Debug for SmsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SmsSink::Log { .. } => f.write_str("SmsSink::Log"),
-            SmsSink::File { path } => {
-                f.debug_struct("SmsSink::File").field("path", &*path.lock().expect("sms file lock")).finish()
-            }
+            SmsSink::File { path } => f.debug_struct("SmsSink::File").field("path", &*crate::lock(path)).finish(),
             SmsSink::Webhook { url, .. } => {
                 f.debug_struct("SmsSink::Webhook").field("url", url).finish_non_exhaustive()
             }
@@ -94,6 +92,7 @@ pub enum VerifyError {
     BadSignature,
 }
 
+#[expect(clippy::expect_used, reason = "HMAC takes a key of any length")]
 fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(timestamp.as_bytes());
@@ -135,7 +134,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -167,9 +166,10 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, SmsError> {
 }
 
 fn append_line(path: &std::sync::Mutex<PathBuf>, text: &Text<'_>) -> Result<(), SmsError> {
+    #[expect(clippy::expect_used, reason = "a struct of strings and a number always serializes")]
     let mut line = serde_json::to_vec(text).expect("json of strings");
     line.push(b'\n');
-    let path = path.lock().expect("sms file lock");
+    let path = crate::lock(path);
     std::fs::OpenOptions::new().create(true).append(true).open(&*path)?.write_all(&line)?;
     Ok(())
 }
@@ -216,6 +216,7 @@ impl SmsSink {
             }
             SmsSink::File { path } => append_line(path, &body),
             SmsSink::Webhook { url, secret, http } => {
+                #[expect(clippy::expect_used, reason = "a struct of strings and a number always serializes")]
                 let bytes = serde_json::to_vec(&body).expect("json of strings");
                 let reply = http
                     .post(url)
@@ -251,9 +252,11 @@ pub fn last_code(path: &std::path::Path, phone: &str) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["phone"] == phone)
-        .filter_map(|v| v["text"].as_str().and_then(|t| t.rsplit(' ').next()).map(str::to_owned))
-        .last()
+        .filter(|v| v.get("phone").is_some_and(|p| p == phone))
+        .filter_map(|v| {
+            v.get("text").and_then(serde_json::Value::as_str).and_then(|t| t.rsplit(' ').next()).map(str::to_owned)
+        })
+        .next_back()
 }
 
 #[cfg(test)]

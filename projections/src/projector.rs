@@ -384,7 +384,11 @@ impl Projector {
             (BusConfig::Local, None) => {
                 return Err(Error::InvalidConfig("bus is local: pass the in-process bus to Projector::open".into()))
             }
-            (BusConfig::Nats { .. }, _) => config.bus.connect_nats().await?.expect("a NATS configuration"),
+            (BusConfig::Nats { .. }, _) => config
+                .bus
+                .connect_nats()
+                .await?
+                .ok_or_else(|| Error::InvalidConfig("bus = nats needs a NATS configuration".into()))?,
         };
         let view_key = ViewKey::load(&config.view_key).map_err(|e| Error::InvalidConfig(e.to_string()))?;
         let client = LogClient::connect(&config.log_nodes, &config.log_tls, config.log_client.clone()).await?;
@@ -491,16 +495,22 @@ enum TailEnd {
 }
 
 async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::Receiver<bool>) -> Result<()> {
-    let mut next = ctx.shared.progress.borrow()[partition.0 as usize];
+    let slot = usize::from(partition.0);
+    // `open` made a slot for each of the client's partitions.
+    let Some(mut next) = ctx.shared.progress.borrow().get(slot).copied() else {
+        return Err(Error::Task(format!("no progress slot for partition {partition}")));
+    };
     let mut failures = 0u32;
     loop {
         if *stop.borrow() {
             return Ok(());
         }
-        let addr = ctx
-            .client
-            .leader_addr(partition)
-            .unwrap_or_else(|| ctx.config.log_nodes[failures as usize % ctx.config.log_nodes.len()].clone());
+        let addr = ctx.client.leader_addr(partition).or_else(|| {
+            let nodes = &ctx.config.log_nodes;
+            nodes.get(failures as usize % nodes.len().max(1)).cloned()
+        });
+        // `validate` refuses an empty `log_nodes`.
+        let Some(addr) = addr else { return Err(Error::InvalidConfig("log_nodes is empty".into())) };
         debug!(%partition, %addr, next, "tailing");
         let (tx, mut rx) = mpsc::channel::<StoredRecord>(ctx.config.tail_buffer_records);
         let tail = {
@@ -528,7 +538,11 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
                     publish(&ctx, outgoing).await;
                     // After the publish, so that a waiter on the progress also
                     // sees the batch's effects on the bus.
-                    ctx.shared.progress.send_modify(|v| v[partition.0 as usize] = next);
+                    ctx.shared.progress.send_modify(|v| {
+                        if let Some(n) = v.get_mut(slot) {
+                            *n = next;
+                        }
+                    });
                 }
                 Err(Error::Fold(e @ crate::Error::OffsetGap { .. })) => break TailEnd::Reconnect(e.to_string()),
                 Err(e @ Error::WrongPartition { .. }) => break TailEnd::Reconnect(e.to_string()),
@@ -551,7 +565,7 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
                 failures = failures.saturating_add(1);
                 ctx.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 let wait = backoff(&ctx.config, failures);
-                warn!(%partition, %addr, next, wait_ms = wait.as_millis() as u64, reason = %detail, "tail broken; reconnecting");
+                warn!(%partition, %addr, next, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), reason = %detail, "tail broken; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Ok(()),
@@ -649,7 +663,8 @@ async fn serve_views(
             _ = stop.changed() => break,
         };
         let Some(msg) = msg else { break };
-        let permit = limiter.clone().acquire_owned().await.expect("the limiter is never closed");
+        // The limiter is never closed.
+        let Ok(permit) = limiter.clone().acquire_owned().await else { break };
         let ctx = ctx.clone();
         in_flight.spawn(async move {
             answer_request(&ctx, msg).await;
@@ -780,6 +795,7 @@ fn chat_list_page<T: Txn + ?Sized>(
         }
         None => prefix.clone(),
     };
+    #[expect(clippy::expect_used, reason = "a key prefix starts with its family tag, below 0xff")]
     let to = keys::prefix_end(&prefix).expect("a chat list prefix is not all 0xff");
     // One entry past the page says whether more follow; nothing further is read.
     let mut rows = txn.scan(&from, &to, limit.saturating_add(1))?;

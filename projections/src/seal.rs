@@ -112,12 +112,12 @@ impl ViewKey {
     /// # Errors
     /// [`SealError::ShortReply`], [`SealError::BadTag`].
     pub fn open_reply<'a>(&self, subject: &str, request: &[u8], reply: &'a [u8]) -> Result<&'a [u8], SealError> {
-        if reply.len() < TAG_BYTES || request.len() < NONCE_BYTES {
+        let (Some((answer, tag)), Some((nonce, query))) =
+            (reply.split_last_chunk::<TAG_BYTES>(), request.split_at_checked(NONCE_BYTES))
+        else {
             return Err(SealError::ShortReply);
-        }
-        let (answer, tag) = reply.split_at(reply.len() - TAG_BYTES);
-        let (nonce, query) = request.split_at(NONCE_BYTES);
-        let tag: [u8; TAG_BYTES] = tag.try_into().expect("split at the tag length");
+        };
+        let tag: [u8; TAG_BYTES] = *tag;
         // blake3::Hash compares in constant time.
         if self.tag(subject, nonce, query, answer) == blake3::Hash::from(tag) {
             Ok(answer)

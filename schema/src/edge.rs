@@ -242,6 +242,7 @@ pub fn user_for_phone(phone: &str) -> Result<UserId> {
 ///
 /// # Panics
 /// If `frame` is longer than `u32::MAX` (no encoder here makes one).
+#[expect(clippy::expect_used, reason = "documented panic: frames are bounded far below u32::MAX")]
 pub fn write_frame(out: &mut Vec<u8>, frame: &[u8]) {
     let len = u32::try_from(frame.len()).expect("frame length fits u32");
     out.extend_from_slice(&len.to_be_bytes());
@@ -272,13 +273,11 @@ impl FrameReader {
     /// [`Error::TooLarge`] (`what: "edge frame"`) if the next length prefix is above
     /// [`MAX_EDGE_FRAME_BYTES`]; close the stream.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>> {
-        let Some(prefix) = self.buf.get(..4) else { return Ok(None) };
-        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let Some(prefix) = self.buf.first_chunk::<4>() else { return Ok(None) };
+        let len = u32::from_be_bytes(*prefix) as usize;
         check_len("edge frame", len, MAX_EDGE_FRAME_BYTES)?;
-        if self.buf.len() < 4 + len {
-            return Ok(None);
-        }
-        let frame = self.buf[4..4 + len].to_vec();
+        let Some(frame) = self.buf.get(4..4 + len) else { return Ok(None) };
+        let frame = frame.to_vec();
         self.buf.drain(..4 + len);
         Ok(Some(frame))
     }

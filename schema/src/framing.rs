@@ -26,12 +26,15 @@ pub struct FrameSplitter {
     partial: Vec<u8>,
 }
 
-fn frame_len(prefix: &[u8]) -> Result<usize, crate::Error> {
-    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+/// The frame length announced by the prefix at the start of `buf`; `None`
+/// while `buf` holds fewer than [`PREFIX`] bytes.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, crate::Error> {
+    let Some(prefix) = buf.first_chunk::<PREFIX>() else { return Ok(None) };
+    let len = u32::from_be_bytes(*prefix) as usize;
     if len > MAX_EDGE_FRAME_BYTES {
         return Err(crate::Error::TooLarge { what: "edge frame", len, limit: MAX_EDGE_FRAME_BYTES });
     }
-    Ok(len)
+    Ok(Some(len))
 }
 
 impl FrameSplitter {
@@ -47,16 +50,13 @@ impl FrameSplitter {
             if !self.partial.is_empty() {
                 if self.partial.len() < PREFIX {
                     let n = (PREFIX - self.partial.len()).min(chunk.len());
-                    self.partial.extend_from_slice(&chunk[..n]);
-                    chunk.advance(n);
-                    if self.partial.len() < PREFIX {
-                        return Ok(());
-                    }
+                    self.partial.extend_from_slice(&chunk.split_to(n));
                 }
-                let total = PREFIX + frame_len(&self.partial)?;
+                // Still short of a prefix only when the chunk ran out.
+                let Some(len) = frame_len(&self.partial)? else { return Ok(()) };
+                let total = PREFIX + len;
                 let n = (total - self.partial.len()).min(chunk.len());
-                self.partial.extend_from_slice(&chunk[..n]);
-                chunk.advance(n);
+                self.partial.extend_from_slice(&chunk.split_to(n));
                 if self.partial.len() < total {
                     return Ok(());
                 }
@@ -65,11 +65,11 @@ impl FrameSplitter {
                 frames.push(whole);
                 continue;
             }
-            if chunk.len() < PREFIX {
+            let Some(len) = frame_len(&chunk)? else {
                 self.partial.extend_from_slice(&chunk);
                 return Ok(());
-            }
-            let total = PREFIX + frame_len(&chunk)?;
+            };
+            let total = PREFIX + len;
             if chunk.len() < total {
                 self.partial.extend_from_slice(&chunk);
                 return Ok(());
@@ -154,12 +154,13 @@ mod tests {
         assert_eq!(crate::EdgeErrorCode::for_decode_error(&e), crate::EdgeErrorCode::FrameTooLarge);
         // Also when the prefix arrives in pieces.
         let mut s = FrameSplitter::default();
-        let too_long = ((MAX_EDGE_FRAME_BYTES + 1) as u32).to_be_bytes();
+        let too_long = u32::try_from(MAX_EDGE_FRAME_BYTES + 1).unwrap().to_be_bytes();
         s.push(Bytes::copy_from_slice(&too_long[..3]), &mut frames).unwrap();
         assert!(s.push(Bytes::copy_from_slice(&too_long[3..]), &mut frames).is_err());
         // The limit itself is allowed.
         let mut s = FrameSplitter::default();
-        s.push(Bytes::copy_from_slice(&(MAX_EDGE_FRAME_BYTES as u32).to_be_bytes()), &mut frames).unwrap();
+        s.push(Bytes::copy_from_slice(&u32::try_from(MAX_EDGE_FRAME_BYTES).unwrap().to_be_bytes()), &mut frames)
+            .unwrap();
     }
 
     #[test]
@@ -172,7 +173,7 @@ mod tests {
         assert_eq!(s.capacity(), 0);
         // The largest allowed frame announced, 10 bytes sent: about 14 bytes held.
         let mut s = FrameSplitter::default();
-        let mut bytes = (MAX_EDGE_FRAME_BYTES as u32).to_be_bytes().to_vec();
+        let mut bytes = u32::try_from(MAX_EDGE_FRAME_BYTES).unwrap().to_be_bytes().to_vec();
         bytes.extend_from_slice(&[1; 10]);
         s.push(Bytes::from(bytes), &mut frames).unwrap();
         assert_eq!(s.buffered(), 14);

@@ -81,6 +81,7 @@ impl Seq {
     /// # Panics
     /// On overflow, which 2^64 appends to one chat cannot reach.
     #[must_use]
+    #[expect(clippy::expect_used, reason = "documented panic: 2^64 appends to one chat cannot happen")]
     pub fn next(self) -> Seq {
         Seq(self.0.checked_add(1).expect("seq overflow"))
     }
@@ -160,11 +161,10 @@ impl FromStr for ChatId {
             return Err(Error::malformed("chat id", format!("expected 32 hex characters, got {}", raw.len())));
         }
         let mut bytes = [0u8; 16];
-        for (i, pair) in raw.chunks_exact(2).enumerate() {
-            let hi = hex_val(pair[0]);
-            let lo = hex_val(pair[1]);
-            match (hi, lo) {
-                (Some(hi), Some(lo)) => bytes[i] = hi << 4 | lo,
+        let (pairs, _) = raw.as_chunks::<2>();
+        for (byte, &[hi, lo]) in bytes.iter_mut().zip(pairs) {
+            match (hex_val(hi), hex_val(lo)) {
+                (Some(hi), Some(lo)) => *byte = hi << 4 | lo,
                 _ => return Err(Error::malformed("chat id", format!("{s:?} is not hex"))),
             }
         }
@@ -273,6 +273,10 @@ impl PartitionId {
 }
 
 /// Lamping & Veach, "A Fast, Minimal Memory, Consistent Hash Algorithm", fig. 1.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the algorithm's f64 -> i64 step stays below buckets; the result is in 0..buckets (a u16)"
+)]
 fn jump_consistent_hash(mut key: u64, buckets: u16) -> u16 {
     let mut b: i64 = -1;
     let mut j: i64 = 0;

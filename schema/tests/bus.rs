@@ -37,7 +37,7 @@ fn damage(buf: &[u8], (at, how, extra): &(prop::sample::Index, u8, Vec<u8>)) -> 
 proptest! {
     #[test]
     fn delivery_round_trips_with_the_record_verbatim(d in arb::delivery()) {
-        let payload = Bytes::from(d.encode());
+        let payload = d.encode();
         let back = Delivery::decode(&payload).unwrap();
         prop_assert_eq!(&back, &d);
         // The record is a slice of the payload, not a copy.
@@ -132,9 +132,9 @@ fn oversized_payloads_are_refused_before_verifying() {
         recipients: (0..=MAX_GROUP_MEMBERS as u64).map(UserId).collect(),
         record: Bytes::from_static(b"x"),
     };
-    assert!(matches!(Delivery::decode(&Bytes::from(many.encode())), Err(Error::TooLarge { .. })));
+    assert!(matches!(Delivery::decode(&many.encode()), Err(Error::TooLarge { .. })));
     let fat = Delivery { recipients: vec![], record: Bytes::from(vec![0; MAX_EVENT_BYTES + 1]), ..many };
-    assert!(matches!(Delivery::decode(&Bytes::from(fat.encode())), Err(Error::TooLarge { .. })));
+    assert!(matches!(Delivery::decode(&fat.encode()), Err(Error::TooLarge { .. })));
     // A page above the cap.
     let items = vec![bus::InboxItem { seq: Seq(1), offset: 1 }; MAX_VIEW_PAGE_ENTRIES + 1];
     let page = bus::ViewAnswer::Inbox(bus::InboxPage { partition: PartitionId(0), entries: items, more: false });

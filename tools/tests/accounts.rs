@@ -4,7 +4,6 @@
 //! PIN, revoked devices, rate limits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chorus_client::{self as client, Client, Credentials, Error, Event, Resume};
@@ -16,10 +15,10 @@ use chorus_testkit::stack::{Stack, StackSpec};
 use tokio::sync::mpsc::Receiver;
 
 /// One deployment at a time: each is 7 processes on 2 cores.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 async fn stack(dir: &std::path::Path, limits: LimitsConfig, otp: OtpConfig) -> Stack {
@@ -72,7 +71,7 @@ fn wrong(code: &str) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn otp_brute_force_across_resends_and_two_edges_locks_the_phone() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     // Codes live 1.5 s and allow 3 tries per edge: a guesser resends after
     // each expiry and switches edges. Only the log's count stops it.
@@ -154,7 +153,7 @@ async fn notice(events: &mut Receiver<Event>) -> (DeviceNoticeKind, chorus_schem
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reregistration_needs_the_pin_and_the_devices_are_told() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let otp = OtpConfig { resend_interval_ms: 0, ..OtpConfig::default() };
     let stack = stack(dir.path(), LimitsConfig::unlimited(), otp).await;
@@ -210,7 +209,7 @@ async fn reregistration_needs_the_pin_and_the_devices_are_told() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_device_is_disconnected_within_a_second_on_every_edge() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let limits = LimitsConfig { otp_requests_per_prefix: Rate::new(3, 1), ..LimitsConfig::unlimited() };
     let otp = OtpConfig { resend_interval_ms: 0, ..OtpConfig::default() };
@@ -268,7 +267,7 @@ async fn a_revoked_device_is_disconnected_within_a_second_on_every_edge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_blocked_user_cannot_send_direct_messages() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let stack = stack(dir.path(), LimitsConfig::unlimited(), OtpConfig::default()).await;
     let alice = stack.register(0, "+15550000401").await.unwrap();
@@ -318,7 +317,7 @@ fn cli(stack: &Stack, profile: &std::path::Path, args: &[&str]) -> (bool, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cli_sets_a_pin_blocks_unlinks_and_logs_out() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let otp = OtpConfig { resend_interval_ms: 0, ..OtpConfig::default() };
     let stack = stack(dir.path(), LimitsConfig::unlimited(), otp).await;

@@ -348,7 +348,7 @@ async fn add_node_move_replicas_onto_it_and_remove_a_node() {
             )
             .await
             .expect("add learner");
-        if g.0 % 2 == 0 {
+        if g.0.is_multiple_of(2) {
             admin
                 .admin(g, &Request::ChangeVoters { group: g, voters: vec![NodeId(1), NodeId(2), NodeId(new)] })
                 .await

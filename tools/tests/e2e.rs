@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chorus_client::{Client, Credentials, Event, Message, Resume};
@@ -15,10 +14,10 @@ use chorus_testkit::cluster::chorus_binary;
 use chorus_testkit::stack::{Stack, StackSpec};
 
 /// One deployment at a time: each is 7 processes on 2 cores.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 async fn stack(dir: &std::path::Path) -> Stack {
@@ -87,7 +86,7 @@ fn text(i: usize, who: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_clients_exchange_1000_messages_both_ways_with_receipts() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let stack = stack(dir.path()).await;
     let alice = stack.register(0, "+15550000001").await.unwrap();
@@ -183,7 +182,7 @@ async fn two_clients_exchange_1000_messages_both_ways_with_receipts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_offline_recipient_gets_everything_once_in_order_then_live() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let stack = stack(dir.path()).await;
     let alice = stack.register(0, "+15550000011").await.unwrap();
@@ -230,7 +229,7 @@ async fn an_offline_recipient_gets_everything_once_in_order_then_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_edge_mid_send_loses_nothing_and_shows_nothing_twice() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let mut stack = stack(dir.path()).await;
     let alice = stack.register(0, "+15550000021").await.unwrap();
@@ -323,7 +322,7 @@ async fn killing_the_edge_mid_send_loses_nothing_and_shows_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_projector_loses_no_delivery_and_views_equal_a_rebuild() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let mut stack = stack(dir.path()).await;
     let alice = stack.register(0, "+15550000031").await.unwrap();
@@ -473,7 +472,7 @@ async fn chat_events(stack: &Stack, chat: ChatId) -> Vec<chorus_schema::EventRec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_clear_errors_stores_nothing_and_harms_no_one() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let stack = stack(dir.path()).await;
     let alice = stack.register(0, "+15550000041").await.unwrap();
@@ -540,7 +539,7 @@ async fn bad_input_gets_clear_errors_stores_nothing_and_harms_no_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_stops_reading_is_disconnected_and_resyncs_while_idle_ones_stay_up() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let mut spec = StackSpec::new(dir.path(), chorus_binary());
     spec.edge.delivery_queue_max = 32;

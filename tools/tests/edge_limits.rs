@@ -15,10 +15,10 @@ use chorus_testkit::ports::free_port;
 use chorus_tools::commands::dev::{self, Dev};
 
 /// One embedded stack at a time: each is a log-node, a projector and an edge.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 fn args(dir: &std::path::Path) -> dev::Args {
@@ -76,7 +76,7 @@ async fn synced(events: &mut tokio::sync::mpsc::Receiver<Event>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_that_stops_reading_holds_at_most_its_byte_budget_and_still_gets_everything() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let args = args(dir.path());
     // The smallest budget the edge accepts (16 frames of the largest ciphertext).
@@ -141,7 +141,7 @@ async fn a_client_that_stops_reading_holds_at_most_its_byte_budget_and_still_get
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_connection_attempts_from_one_address_are_capped() {
-    let _g = serial();
+    let _g = serial().await;
     let dir = tempfile::tempdir().unwrap();
     let args = args(dir.path());
     const CAP: usize = 16;

@@ -362,7 +362,7 @@ impl Conn {
         for frame in frames {
             let now = crate::now_ms();
             {
-                let mut registry = self.ctx.otp.lock().expect("otp lock");
+                let mut registry = crate::lock(&self.ctx.otp);
                 self.session.handle_bytes(now, &frame, &mut registry);
             }
             if let Some(close) = self.perform() {
@@ -520,7 +520,8 @@ impl Conn {
         &mut self,
         opened: Result<Result<quinn::SendStream, quinn::ConnectionError>, tokio::time::error::Elapsed>,
     ) -> Option<Close> {
-        let (identity, _) = self.subscribing.take().expect("opened while subscribing");
+        // `Step::Opened` only comes while subscribing.
+        let (identity, _) = self.subscribing.take()?;
         // A client must allow the edge one unidirectional stream; one that
         // does not would stall this connection.
         let stream = match opened {

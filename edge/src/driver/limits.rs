@@ -70,7 +70,7 @@ pub(crate) struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut c = self.counts.lock().expect("limits lock");
+        let mut c = crate::lock(&self.counts);
         c.total -= 1;
         if let Some(n) = c.by_source.get_mut(&self.source) {
             *n -= 1;
@@ -89,7 +89,7 @@ impl Limits {
     /// A slot for a new connection from `ip`, unless a cap is reached.
     pub(crate) fn admit(&self, ip: IpAddr) -> Result<Slot, Refusal> {
         let source = Source::from(ip);
-        let mut c = self.counts.lock().expect("limits lock");
+        let mut c = crate::lock(&self.counts);
         if c.total >= self.total_max {
             return Err(Refusal::Full);
         }
@@ -104,13 +104,13 @@ impl Limits {
 
     /// Connections held now, handshakes included.
     pub(crate) fn held(&self) -> usize {
-        self.counts.lock().expect("limits lock").total
+        crate::lock(&self.counts).total
     }
 
     /// Connections held now from `ip`'s source.
     #[cfg(test)]
     pub(crate) fn held_from(&self, ip: IpAddr) -> usize {
-        self.counts.lock().expect("limits lock").by_source.get(&Source::from(ip)).copied().unwrap_or(0)
+        crate::lock(&self.counts).by_source.get(&Source::from(ip)).copied().unwrap_or(0)
     }
 }
 

@@ -155,7 +155,7 @@ impl Mailbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
-        self.queues.lock().expect("mailbox lock")
+        crate::lock(&self.queues)
     }
 
     fn note_peak(&self, q: &Queues) {
@@ -168,7 +168,7 @@ impl Mailbox {
     /// [`Gone`] once the connection has closed the mailbox.
     pub(crate) async fn put(&self, input: Input) -> Result<(), Gone> {
         let bytes = input_bytes(&input).min(self.bounds.input_bytes_max);
-        let permits = u32::try_from(bytes).expect("at most input_bytes_max");
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX); // at most input_bytes_max, checked in `new`
         self.input_bytes.acquire_many(permits).await.map_err(|_| Gone)?.forget();
         let mut q = self.lock();
         if q.closed {

@@ -188,7 +188,10 @@ fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_millis(config.keep_alive_ms)));
     t.max_idle_timeout(Some(
-        Duration::from_millis(config.idle_timeout_ms).try_into().expect("idle timeout below 2^62 µs"),
+        // Saturates at the protocol's maximum (2^62 µs).
+        Duration::from_millis(config.idle_timeout_ms)
+            .try_into()
+            .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::MAX)),
     ));
     // One control stream from the client; the edge opens the delivery stream.
     t.max_concurrent_bidi_streams(1u32.into());
@@ -259,7 +262,11 @@ impl Edge {
         let bus = match (&config.bus, local_bus) {
             (BusConfig::Local, Some(bus)) => bus,
             (BusConfig::Local, None) => return Err(Error::Config("bus = local needs the in-process bus".into())),
-            (BusConfig::Nats { .. }, _) => config.bus.connect_nats().await?.expect("a NATS configuration"),
+            (BusConfig::Nats { .. }, _) => config
+                .bus
+                .connect_nats()
+                .await?
+                .ok_or_else(|| Error::Config("bus = nats needs a NATS configuration".into()))?,
         };
         let view_key =
             chorus_projections::seal::ViewKey::load(&config.view_key).map_err(|e| Error::Config(e.to_string()))?;
@@ -294,6 +301,7 @@ impl Edge {
     ///
     /// # Panics
     /// If the endpoint has no local address (it was bound in `open`).
+    #[expect(clippy::expect_used, reason = "documented panic: the endpoint was bound in `open`")]
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().expect("bound endpoint")
     }

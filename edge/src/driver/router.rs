@@ -65,11 +65,12 @@ impl Router {
     /// Routes `user`'s items to `route` too, evicting the oldest
     /// connections of its device and of the user beyond `caps`.
     pub(crate) fn register(&self, user: UserId, route: Route, caps: Caps) {
-        let mut routes = self.routes.lock().expect("routes lock");
+        let mut routes = crate::lock(&self.routes);
         let list = routes.entry(user).or_default();
         // Oldest first: routes are pushed in login order.
         while list.iter().filter(|r| r.device == route.device).count() >= caps.per_device {
-            let i = list.iter().position(|r| r.device == route.device).expect("counted one");
+            // Found: the count above is positive.
+            let Some(i) = list.iter().position(|r| r.device == route.device) else { break };
             let old = list.remove(i);
             let reason = format!(
                 "replaced by a newer connection of this device (connections_per_device_max {})",
@@ -99,7 +100,7 @@ impl Router {
     }
 
     pub(crate) fn unregister(&self, user: UserId, conn: u64) {
-        let mut routes = self.routes.lock().expect("routes lock");
+        let mut routes = crate::lock(&self.routes);
         if let Some(v) = routes.get_mut(&user) {
             v.retain(|r| r.conn != conn);
             if v.is_empty() {
@@ -109,7 +110,7 @@ impl Router {
     }
 
     fn send(&self, users: &[UserId], mut make: impl FnMut() -> Routed) {
-        let routes = self.routes.lock().expect("routes lock");
+        let routes = crate::lock(&self.routes);
         for user in users {
             for route in routes.get(user).into_iter().flatten() {
                 match route.mailbox.offer(make()) {

@@ -97,12 +97,12 @@ pub(crate) async fn verify_token(ctx: &Ctx, user: UserId, device: DeviceId, hash
 /// Whether `user` is registered (positive answers are cached: users are not
 /// deleted). `Err` when the view cannot say.
 pub(crate) async fn user_exists(ctx: &Ctx, user: UserId) -> Result<bool, ReadError> {
-    if ctx.known_users.lock().expect("known users lock").contains(&user) {
+    if crate::lock(&ctx.known_users).contains(&user) {
         return Ok(true);
     }
     let info: UserInfo = query(ctx, UserRequest { user }).await?;
     if info.registered {
-        let mut known = ctx.known_users.lock().expect("known users lock");
+        let mut known = crate::lock(&ctx.known_users);
         if known.len() >= KNOWN_USERS_MAX {
             known.clear();
         }
@@ -182,11 +182,13 @@ pub(crate) async fn recover(
 async fn read_offsets(ctx: &Ctx, partition: PartitionId, items: &[InboxItem]) -> Result<Vec<EventRecord>, ReadError> {
     const SPAN_MAX: u64 = 1024;
     let mut out = Vec::with_capacity(items.len());
-    let mut i = 0;
+    let last = items.last().map_or(0, |it| it.offset);
+    // The items not read yet.
+    let mut rest = items;
     let mut empty_reads = 0;
-    while i < items.len() {
-        let from = items[i].offset;
-        let span = items[items.len() - 1].offset.saturating_sub(from).saturating_add(1).min(SPAN_MAX);
+    while let Some(first) = rest.first() {
+        let from = first.offset;
+        let span = last.saturating_sub(from).saturating_add(1).min(SPAN_MAX);
         let (records, _next) = ctx.log.read(partition, from, span as u32).await?;
         if records.is_empty() {
             // The replica read has not applied it yet: the leader has, soon.
@@ -200,14 +202,17 @@ async fn read_offsets(ctx: &Ctx, partition: PartitionId, items: &[InboxItem]) ->
         }
         let top = records.last().map_or(from, |r| r.offset);
         for r in records {
-            if i < items.len() && r.offset == items[i].offset {
-                out.push(r);
-                i += 1;
+            match rest.split_first() {
+                Some((it, tail)) if r.offset == it.offset => {
+                    out.push(r);
+                    rest = tail;
+                }
+                _ => {}
             }
         }
         // Offsets the span covered but did not return do not exist: a bug.
-        if i < items.len() && items[i].offset <= top {
-            return Err(ReadError::Missing { partition, offset: items[i].offset });
+        if let Some(it) = rest.first().filter(|it| it.offset <= top) {
+            return Err(ReadError::Missing { partition, offset: it.offset });
         }
     }
     Ok(out)

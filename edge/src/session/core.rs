@@ -108,6 +108,7 @@ pub fn token_hash(token: &[u8; 32]) -> [u8; 32] {
 /// The log keeps the hash of the whole token, so the expiry cannot be
 /// changed without the token failing. (Tokens made before expiries existed
 /// are random there: they read as far in the future almost always.)
+#[expect(clippy::expect_used, reason = "an 8-byte range of a 32-byte array")]
 pub fn token_expiry_ms(token: &[u8; 32]) -> u64 {
     u64::from_be_bytes(token[..8].try_into().expect("8 bytes"))
 }
@@ -115,6 +116,7 @@ pub fn token_expiry_ms(token: &[u8; 32]) -> u64 {
 /// When the token's device was linked: bytes 8..16, big endian (the other
 /// 16 bytes are random). `None` for tokens made before this was written
 /// there (random bytes: a time after the expiry or after `now_ms`).
+#[expect(clippy::expect_used, reason = "an 8-byte range of a 32-byte array")]
 pub fn token_linked_ms(token: &[u8; 32], now_ms: u64) -> Option<u64> {
     let linked = u64::from_be_bytes(token[8..16].try_into().expect("8 bytes"));
     (linked <= now_ms && linked <= token_expiry_ms(token)).then_some(linked)

@@ -166,15 +166,16 @@ impl Limits {
     /// If `config` does not validate.
     pub fn new(config: &LimitsConfig) -> Result<Limits, String> {
         config.validate()?;
-        let q = |r: Rate| r.quota().expect("validated");
+        // Validated above: no error here.
+        let q = |r: Rate| r.quota();
         Ok(Limits {
             prefix_digits: config.otp_prefix_digits,
-            logins_per_source: RateLimiter::keyed(q(config.logins_per_source)),
-            otp_requests_per_source: RateLimiter::keyed(q(config.otp_requests_per_source)),
-            otp_requests_per_prefix: RateLimiter::keyed(q(config.otp_requests_per_prefix)),
-            otp_requests_global: RateLimiter::direct(q(config.otp_requests_global)),
-            otp_attempts_per_source: RateLimiter::keyed(q(config.otp_attempts_per_source)),
-            otp_attempts_per_phone: RateLimiter::keyed(q(config.otp_attempts_per_phone)),
+            logins_per_source: RateLimiter::keyed(q(config.logins_per_source)?),
+            otp_requests_per_source: RateLimiter::keyed(q(config.otp_requests_per_source)?),
+            otp_requests_per_prefix: RateLimiter::keyed(q(config.otp_requests_per_prefix)?),
+            otp_requests_global: RateLimiter::direct(q(config.otp_requests_global)?),
+            otp_attempts_per_source: RateLimiter::keyed(q(config.otp_attempts_per_source)?),
+            otp_attempts_per_phone: RateLimiter::keyed(q(config.otp_attempts_per_phone)?),
         })
     }
 

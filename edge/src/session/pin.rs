@@ -20,6 +20,7 @@ const PASSES: u32 = 2;
 ///
 /// # Panics
 /// Never for these fixed parameters (Argon2 refuses only bad parameters).
+#[expect(clippy::expect_used, reason = "documented panic: Argon2 refuses only bad parameters, and these are fixed")]
 pub fn pin_hash(user: UserId, pin: &str) -> [u8; 32] {
     let params = Params::new(MEMORY_KIB, PASSES, 1, Some(32)).expect("valid argon2 parameters");
     let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);

@@ -53,6 +53,11 @@ pub(crate) fn members(kv: &impl Kv, chat: &ChatId) -> Vec<(UserId, Member)> {
 }
 
 /// The chats of the partition, in id order.
+#[expect(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    reason = "state keys have a fixed layout: a short one is corrupt state, and the replica must stop rather than diverge"
+)]
 pub(crate) fn ids(kv: &impl Kv) -> Vec<ChatId> {
     kv.scan(&[kv::CHAT], usize::MAX)
         .into_iter()
@@ -406,7 +411,7 @@ pub(crate) fn fold(kv: &mut impl Kv, chat: ChatId, origin: &Origin, at_ms: u64, 
                 last_seq: Seq(0),
                 name: String::new(),
                 description: String::new(),
-                members: members.len() as u32,
+                members: u32::try_from(members.len()).unwrap_or(u32::MAX),
                 admins: 0,
             };
             put_head(kv, &chat, &h);
@@ -426,7 +431,7 @@ pub(crate) fn fold(kv: &mut impl Kv, chat: ChatId, origin: &Origin, at_ms: u64, 
                 last_seq: *seq,
                 name: name.clone(),
                 description: String::new(),
-                members: members.len() as u32,
+                members: u32::try_from(members.len()).unwrap_or(u32::MAX),
                 admins,
             };
             put_head(kv, &chat, &h);

@@ -148,11 +148,21 @@ pub(crate) fn dedup_key(o: &Origin) -> Key {
 }
 
 /// The big-endian `u64` at `at` of a key.
+#[expect(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    reason = "state keys have a fixed layout: a short one is corrupt state, and the replica must stop rather than diverge"
+)]
 pub(crate) fn u64_at(key: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(key[at..at + 8].try_into().expect("key holds the field"))
 }
 
 /// The big-endian `u32` at `at` of a key.
+#[expect(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    reason = "state keys have a fixed layout: a short one is corrupt state, and the replica must stop rather than diverge"
+)]
 pub(crate) fn u32_at(key: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(key[at..at + 4].try_into().expect("key holds the field"))
 }
@@ -172,6 +182,7 @@ pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], v: &[u8]) -> T {
     bincode::deserialize(v).unwrap_or_else(|e| panic!("state record {key:?} does not decode: {e}"))
 }
 
+#[expect(clippy::expect_used, reason = "bincode encoding of a derived Serialize into memory cannot fail")]
 pub(crate) fn write<T: Serialize>(kv: &mut impl Kv, key: &Key, value: &T) {
     kv.put(key.bytes(), bincode::serialize(value).expect("in-memory bincode encoding cannot fail"));
 }

@@ -124,10 +124,9 @@ impl Partition {
     fn fold_owned(&mut self, kv: &mut impl Kv, event: &Event) {
         if event.at_ms > self.newest_at_ms {
             self.newest_at_ms = event.at_ms;
-            kv.put(
-                kv::HEAD,
-                bincode::serialize(&Head { newest_at_ms: self.newest_at_ms }).expect("in-memory encoding"),
-            );
+            #[expect(clippy::expect_used, reason = "bincode encoding of a derived Serialize into memory cannot fail")]
+            let head = bincode::serialize(&Head { newest_at_ms: self.newest_at_ms }).expect("in-memory encoding");
+            kv.put(kv::HEAD, head);
         }
         let outcome = match event.body.key() {
             Key::Chat(chat) => {

@@ -197,13 +197,18 @@ impl LocalBus {
         let registry = &mut *registry;
         let mut matched: Vec<u64> = registry.literal.get(subject).cloned().unwrap_or_default();
         matched.extend(
-            registry.wildcard.iter().copied().filter(|id| subject::matches(&registry.entries[id].pattern, subject)),
+            registry
+                .wildcard
+                .iter()
+                .copied()
+                .filter(|id| registry.entries.get(id).is_some_and(|e| subject::matches(&e.pattern, subject))),
         );
 
         let mut closed = Vec::new();
         let mut groups: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for &id in &matched {
-            let entry = &registry.entries[&id];
+            // The index lists only registered ids.
+            let Some(entry) = registry.entries.get(&id) else { continue };
             match &entry.group {
                 Some(group) => groups.entry(group.clone()).or_default().push(id),
                 None => {
@@ -222,8 +227,7 @@ impl LocalBus {
             state.cursor = state.cursor.wrapping_add(1);
             let mut first_full = None;
             let mut delivered = false;
-            for i in 0..members.len() {
-                let id = members[(start + i) % members.len()];
+            for &id in members.iter().cycle().skip(start).take(members.len()) {
                 match self.offer(registry, id, &message, &mut closed) {
                     Ok(()) => {
                         delivered = true;
@@ -248,7 +252,13 @@ impl LocalBus {
     /// buffer is full; a subscription whose receiver is gone is queued in
     /// `closed` for removal and counts as neither delivered nor dropped.
     fn offer(&self, registry: &Registry, id: u64, message: &Message, closed: &mut Vec<u64>) -> Result<(), u64> {
-        match registry.entries[&id].tx.try_send(message.clone()) {
+        // An id not registered (none is: the callers take ids from the
+        // index) is as good as closed.
+        let Some(entry) = registry.entries.get(&id) else {
+            closed.push(id);
+            return Ok(());
+        };
+        match entry.tx.try_send(message.clone()) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => Err(id),
             Err(mpsc::error::TrySendError::Closed(_)) => {

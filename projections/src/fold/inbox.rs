@@ -49,6 +49,7 @@ pub fn items<T: Txn + ?Sized>(
     limit: usize,
 ) -> Result<(Vec<InboxItem>, bool)> {
     let prefix = keys::inbox_of(user, chat);
+    #[expect(clippy::expect_used, reason = "a key prefix starts with its family tag, below 0xff")]
     let to = keys::prefix_end(&prefix).expect("an inbox prefix is not all 0xff");
     let from = match after.0.checked_add(1) {
         Some(next) => keys::inbox(user, chat, Seq(next)),

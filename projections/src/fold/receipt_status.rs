@@ -134,8 +134,9 @@ fn decide<T: Txn + ?Sized>(txn: &mut T, chat: ChatId, effects: &mut Vec<Effect>)
         }
         let before: Ticks = decode(&k, &v)?;
         // Both exist: the sender is a member and there are at least two.
-        let d = delivered.excluding(sender).expect("another member");
-        let r = read.excluding(sender).expect("another member");
+        let (Some(d), Some(r)) = (delivered.excluding(sender), read.excluding(sender)) else {
+            return Err(Error::inconsistent(chat, "receipt", "a sender with no other member"));
+        };
         let mut after = before;
         if d > before.delivered {
             if let Some((last, _)) = pending_in(txn, &chat, sender, before.delivered, d)?.last() {

@@ -185,6 +185,11 @@ pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// # Panics
 /// If the key is too short: a key of a family always has its family's length,
 /// because only this module builds keys.
+#[expect(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    reason = "documented panic: only this module builds keys, each family with its fixed length"
+)]
 pub(crate) fn u64_at(key: &[u8], at: usize) -> u64 {
     let bytes: [u8; 8] = key[at..at + 8].try_into().expect("key of a known family is long enough");
     u64::from_be_bytes(bytes)
@@ -194,6 +199,11 @@ pub(crate) fn u64_at(key: &[u8], at: usize) -> u64 {
 ///
 /// # Panics
 /// As [`u64_at`].
+#[expect(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    reason = "documented panic: only this module builds keys, each family with its fixed length"
+)]
 pub(crate) fn u32_at(key: &[u8], at: usize) -> u32 {
     let bytes: [u8; 4] = key[at..at + 4].try_into().expect("key of a known family is long enough");
     u32::from_be_bytes(bytes)
@@ -203,6 +213,11 @@ pub(crate) fn u32_at(key: &[u8], at: usize) -> u32 {
 ///
 /// # Panics
 /// As [`u64_at`].
+#[expect(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    reason = "documented panic: only this module builds keys, each family with its fixed length"
+)]
 pub(crate) fn chat_at(key: &[u8], at: usize) -> ChatId {
     let bytes: [u8; 16] = key[at..at + 16].try_into().expect("key of a known family is long enough");
     ChatId(bytes)

@@ -194,7 +194,9 @@ pub trait Store {
 /// Encodes a value as the views store it (bincode 1, fixed-size integers).
 pub(crate) fn encode<V: Serialize>(value: &V) -> Vec<u8> {
     // Serializing plain structs of integers, ids and strings into a Vec cannot fail.
-    bincode::serialize(value).expect("bincode serialization of a view value")
+    #[expect(clippy::expect_used, reason = "bincode encoding of a derived Serialize into memory cannot fail")]
+    let bytes = bincode::serialize(value).expect("bincode serialization of a view value");
+    bytes
 }
 
 /// Decodes a value stored under `key`.

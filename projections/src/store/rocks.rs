@@ -265,7 +265,9 @@ pub fn merge<'o>(
     while out.len() < limit {
         // Surface a base error before comparing keys.
         if let Some(Err(_)) = base.peek() {
-            return Err(base.next().expect("peeked").expect_err("peeked an error"));
+            if let Some(Err(e)) = base.next() {
+                return Err(e);
+            }
         }
         let order = match (base.peek(), overlay.peek()) {
             (None, None) => break,
@@ -275,26 +277,28 @@ pub fn merge<'o>(
             (Some(Err(_)), _) => unreachable!("errors are returned above"),
         };
         match order {
+            // The `if let`s below always match: their items were peeked (and
+            // base errors returned) above.
             std::cmp::Ordering::Less => {
-                let (k, v) = base.next().expect("peeked").expect("not an error");
-                assert!(last_base.as_ref().is_none_or(|l| *l < k), "base out of order");
-                last_base = Some(k.clone());
-                out.push((k, v));
+                if let Some(Ok((k, v))) = base.next() {
+                    assert!(last_base.as_ref().is_none_or(|l| *l < k), "base out of order");
+                    last_base = Some(k.clone());
+                    out.push((k, v));
+                }
             }
             std::cmp::Ordering::Greater | std::cmp::Ordering::Equal => {
-                let (k, v) = overlay.next().expect("peeked");
                 if order == std::cmp::Ordering::Equal {
-                    let (bk, _) = base.next().expect("peeked").expect("not an error");
-                    last_base = Some(bk);
+                    if let Some(Ok((bk, _))) = base.next() {
+                        last_base = Some(bk);
+                    }
                 }
-                if let Some(v) = v {
+                if let Some((k, Some(v))) = overlay.next() {
                     out.push((k.to_vec(), v.to_vec()));
                 }
             }
         }
-        if out.len() >= 2 {
-            let n = out.len();
-            assert!(out[n - 2].0 < out[n - 1].0, "merge inputs out of order");
+        if let [.., (before, _), (last, _)] = out.as_slice() {
+            assert!(before < last, "merge inputs out of order");
         }
     }
     Ok(out)

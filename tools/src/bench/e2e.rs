@@ -69,12 +69,19 @@ pub struct Args {
 
 /// The bench's clock: send times travel inside the message.
 fn micros(epoch: Instant) -> u64 {
-    epoch.elapsed().as_micros() as u64
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Locks a histogram, recovering it if a recorder panicked.
+fn locked(h: &Mutex<Histogram<u64>>) -> std::sync::MutexGuard<'_, Histogram<u64>> {
+    h.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn payload(epoch: Instant, size: usize) -> Vec<u8> {
     let mut p = vec![0xA5; size.max(16)];
-    p[..8].copy_from_slice(&micros(epoch).to_le_bytes());
+    if let Some(head) = p.first_chunk_mut::<8>() {
+        *head = micros(epoch).to_le_bytes();
+    }
     p
 }
 
@@ -98,7 +105,9 @@ fn cpu_per_message(before: &[(String, u64)], after: &[(String, u64)], messages: 
     for (name, us) in after {
         let was = before.iter().find(|(n, _)| n == name).map_or(0, |(_, us)| *us);
         let kind = kinds.iter().position(|k| name.starts_with(k)).unwrap_or(0);
-        by_kind[kind] += us.saturating_sub(was);
+        if let Some(n) = by_kind.get_mut(kind) {
+            *n += us.saturating_sub(was);
+        }
     }
     let per = |us: u64| us as f64 / messages.max(1) as f64;
     let total: u64 = by_kind.iter().sum();
@@ -157,8 +166,7 @@ pub async fn run(args: Args) -> Result<()> {
         recording: false.into(),
     });
     let mut pairs = Vec::new();
-    for (i, c) in creds.chunks(2).enumerate() {
-        let (s, r) = (c[0], c[1]);
+    for (i, &[s, r]) in creds.as_chunks::<2>().0.iter().enumerate() {
         // Sender on edge i%2, receiver on the other: every message crosses edges.
         let (sender, _sender_events) = Client::connect(stack.client_config(&[i % 2]), s, Resume::default()).await?;
         let (receiver, events) = Client::connect(stack.client_config(&[(i + 1) % 2]), r, Resume::default()).await?;
@@ -212,16 +220,16 @@ pub async fn run(args: Args) -> Result<()> {
 
     // Latency at fixed offered loads (open loop).
     for &r in &args.rates {
-        counters.latency.lock().expect("histogram").reset();
-        counters.committed.lock().expect("histogram").reset();
+        locked(&counters.latency).reset();
+        locked(&counters.committed).reset();
         counters.recording.store(true, Ordering::Relaxed);
         let (d0, cpu0) = (counters.delivered.load(Ordering::Relaxed), server_cpu(&stack));
         let sent = open_loop(&pairs, r, Duration::from_secs(args.seconds), epoch, args.payload, &counters).await;
         settle(&counters).await;
         let cpu = cpu_per_message(&cpu0, &server_cpu(&stack), counters.delivered.load(Ordering::Relaxed) - d0);
         counters.recording.store(false, Ordering::Relaxed);
-        let h = counters.latency.lock().expect("histogram").clone();
-        let c = counters.committed.lock().expect("histogram").clone();
+        let h = locked(&counters.latency).clone();
+        let c = locked(&counters.committed).clone();
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         println!(
             "latency at {r} msgs/s offered ({sent} sent, {} received): send→receive p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms, max {:.1} ms; send→committed p50 {:.1} ms, p99 {:.1} ms",
@@ -239,11 +247,14 @@ pub async fn run(args: Args) -> Result<()> {
     if args.idle > 0 {
         // The first sender is up to date with its one chat: what its pair's
         // receiver has of it.
-        let chat = ChatId::direct(creds[0].user, creds[1].user);
-        let since: Vec<(ChatId, Seq)> = pairs[0].receiver.positions().into_iter().filter(|(c, _)| *c == chat).collect();
+        let ([first, second, ..], Some(pair)) = (creds.as_slice(), pairs.first()) else {
+            anyhow::bail!("the idle connections need a pair of users");
+        };
+        let chat = ChatId::direct(first.user, second.user);
+        let since: Vec<(ChatId, Seq)> = pair.receiver.positions().into_iter().filter(|(c, _)| *c == chat).collect();
         let resumption = !args.idle_full_handshakes;
         let quic = idle_client_config(&stack.cluster.edge_ca, resumption)?;
-        idle_connections(&stack, quic, resumption, creds[0], since, args.idle, args.idle_in_flight.max(1)).await?;
+        idle_connections(&stack, quic, resumption, *first, since, args.idle, args.idle_in_flight.max(1)).await?;
     }
     Ok(())
 }
@@ -252,9 +263,10 @@ async fn receive(mut events: mpsc::Receiver<Event>, counters: Arc<Counters>, epo
     while let Some(ev) = events.recv().await {
         if let Event::Message(m) = ev {
             counters.delivered.fetch_add(1, Ordering::Relaxed);
-            if counters.recording.load(Ordering::Relaxed) && m.ciphertext.len() >= 8 {
-                let sent = u64::from_le_bytes(m.ciphertext[..8].try_into().expect("8 bytes"));
-                let _ = counters.latency.lock().expect("histogram").record(micros(epoch).saturating_sub(sent).max(1));
+            let head = m.ciphertext.first_chunk::<8>();
+            if let (true, Some(head)) = (counters.recording.load(Ordering::Relaxed), head) {
+                let sent = u64::from_le_bytes(*head);
+                let _ = locked(&counters.latency).record(micros(epoch).saturating_sub(sent).max(1));
             }
         }
     }
@@ -290,17 +302,18 @@ async fn open_loop(
     let mut next = 0usize;
     while start.elapsed() < length {
         interval.tick().await;
+        #[expect(clippy::cast_possible_truncation, reason = "a non-negative count, rounded down (and saturating)")]
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
         while sent < due {
-            let p = pairs[next % pairs.len()].clone();
+            let Some(p) = pairs.get(next % pairs.len().max(1)).cloned() else { break };
             next += 1;
             sent += 1;
             let counters = counters.clone();
             tokio::spawn(async move {
                 let t = Instant::now();
                 if p.sender.send(Recipient::User(p.to.user), payload(epoch, size)).await.is_ok() {
-                    let us = t.elapsed().as_micros() as u64;
-                    let _ = counters.committed.lock().expect("histogram").record(us.max(1));
+                    let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let _ = locked(&counters.committed).record(us.max(1));
                 }
             });
         }
@@ -379,7 +392,9 @@ async fn idle_connections(
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let slot = slots.clone().acquire_owned().await?;
-        let (endpoint, quic, since) = (endpoints[i / CONNS_PER_SOCKET].clone(), quic.clone(), since.clone());
+        // One endpoint per CONNS_PER_SOCKET connections, made above.
+        let endpoint = endpoints.get(i / CONNS_PER_SOCKET).cloned().context("an endpoint per CONNS_PER_SOCKET")?;
+        let (quic, since) = (quic.clone(), since.clone());
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             let conn = idle_login(&endpoint, quic, addr, who, &since).await;
@@ -391,7 +406,7 @@ async fn idle_connections(
     let mut took = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for t in tasks {
         let (conn, d) = t.await??;
-        took.record((d.as_micros() as u64).max(1))?;
+        took.record(u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1))?;
         conns.push(conn);
     }
     let elapsed = started.elapsed().as_secs_f64();

@@ -116,6 +116,7 @@ async fn open_loop(client: &LogClient, rate: u64, payload: usize, dur: Duration)
     let mut tick = 0u64;
     while sent < total {
         tick += 1;
+        #[expect(clippy::cast_possible_truncation, reason = "a non-negative count, rounded down (and saturating)")]
         let due = ((tick as f64 * per_tick) as u64).min(total);
         let scheduled = start + Duration::from_millis(tick);
         tokio::time::sleep_until(scheduled).await;
@@ -125,8 +126,8 @@ async fn open_loop(client: &LogClient, rate: u64, payload: usize, dur: Duration)
                 match client.append(&command(i % 4096, payload)).await {
                     Ok(Ok(_)) => {
                         // Measured from the scheduled time, so queueing in the client shows.
-                        let us = scheduled.elapsed().as_micros() as u64;
-                        hist.lock().expect("hist lock").saturating_record(us.max(1));
+                        let us = u64::try_from(scheduled.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        hist.lock().unwrap_or_else(std::sync::PoisonError::into_inner).saturating_record(us.max(1));
                     }
                     _ => {
                         failed.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +141,7 @@ async fn open_loop(client: &LogClient, rate: u64, payload: usize, dur: Duration)
     while let Some(t) = tasks.join_next().await {
         t?;
     }
-    let h = hist.lock().expect("hist lock").clone();
+    let h = hist.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Ok((h, failed.load(Ordering::Relaxed)))
 }
 
@@ -235,6 +236,7 @@ pub async fn run(args: Args) -> Result<()> {
     );
     println!("server CPU per committed append (3 replicas, all nodes): median {cmed:.1} µs");
 
+    #[expect(clippy::cast_possible_truncation, reason = "a non-negative rate, rounded down (and saturating)")]
     let rate = args.rate.unwrap_or((med / 2.0) as u64).max(1);
     if let Some(minutes) = args.minutes {
         soak(&cluster, &client, rate, args.payload, minutes).await?;

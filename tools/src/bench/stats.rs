@@ -1,6 +1,7 @@
 //! Small statistics helpers for benchmark output.
 
 /// Median, minimum and maximum of `xs` (which must not be empty).
+#[expect(clippy::indexing_slicing, reason = "indices below the length, asserted positive")]
 pub fn median_min_max(xs: &[f64]) -> (f64, f64, f64) {
     assert!(!xs.is_empty(), "no samples");
     let mut v = xs.to_vec();
@@ -13,7 +14,7 @@ pub fn median_min_max(xs: &[f64]) -> (f64, f64, f64) {
 pub fn process_cpu_us(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; fields after it are space separated.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;

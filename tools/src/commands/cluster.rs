@@ -49,13 +49,15 @@ pub async fn run(cmd: Cmd) -> Result<()> {
                 );
             }
             let o = &cluster.operator;
-            println!(
-                "connect with: chorus log --node {} --ca {} --cert {} --key {} status",
-                cluster.nodes[0].config.client_addr,
-                o.ca.display(),
-                o.cert.display(),
-                o.key.display()
-            );
+            if let Some(first) = cluster.nodes.first() {
+                println!(
+                    "connect with: chorus log --node {} --ca {} --cert {} --key {} status",
+                    first.config.client_addr,
+                    o.ca.display(),
+                    o.cert.display(),
+                    o.key.display()
+                );
+            }
             println!("Ctrl-C stops it.");
             super::log_node::shutdown_signal().await;
             drop(cluster);

@@ -44,16 +44,16 @@ pub struct DevTls {
 /// On IO failure.
 pub fn dev_tls(data: &std::path::Path) -> Result<DevTls> {
     let dir = data.join("tls");
-    let who = |role| Principal::new(role, "dev").expect("a valid name");
+    let who = |role| Principal::new(role, "dev");
     let view_key = dir.join("view.key");
     chorus_projections::seal::ViewKey::create(&view_key)?;
     Ok(DevTls {
         view_key,
         node: tls::issue(&dir, &Principal::node(1))?,
-        projector: tls::issue(&dir, &who(Role::Projector))?,
-        edge: tls::issue(&dir, &who(Role::Edge))?,
+        projector: tls::issue(&dir, &who(Role::Projector)?)?,
+        edge: tls::issue(&dir, &who(Role::Edge)?)?,
         edge_server: tls::issue_edge_server(&dir, "dev", &[])?,
-        operator: tls::issue(&dir, &who(Role::Operator))?,
+        operator: tls::issue(&dir, &who(Role::Operator)?)?,
     })
 }
 

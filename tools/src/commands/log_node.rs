@@ -59,6 +59,7 @@ pub async fn run(args: Args) -> Result<()> {
 }
 
 /// Waits for SIGINT or SIGTERM.
+#[expect(clippy::expect_used, reason = "installing a signal handler fails only outside a runtime with signals: a bug")]
 pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

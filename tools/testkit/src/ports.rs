@@ -66,7 +66,8 @@ pub fn free_port() -> std::io::Result<u16> {
     let offset = std::process::id().wrapping_mul(7_919) % span;
     for _ in 0..span {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = start + ((offset + n) % span) as u16;
+        // Below `span`, a u16.
+        let port = start + u16::try_from((offset + n) % span).unwrap_or(0);
         if bindable(port) {
             return Ok(port);
         }

@@ -166,7 +166,7 @@ async fn forward(
             }
         };
         // A dead or paused node: the datagram is lost, as on a real network.
-        let _ = up.send(&buf[..n]).await;
+        let _ = up.send(buf.get(..n).unwrap_or_default()).await;
     }
 }
 
@@ -190,7 +190,7 @@ async fn backward(
             }
         };
         if links.pass(Some(node), peer) {
-            let _ = socket.send_to(&buf[..n], peer_addr).await;
+            let _ = socket.send_to(buf.get(..n).unwrap_or_default(), peer_addr).await;
         }
     }
 }
