@@ -23,8 +23,8 @@ use chorus_edge::session::{
     Session, TokenVerdict,
 };
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, CommandBody, DeviceId, Event as LogEvent, EventBody, EventRecord, Outcome,
-    PartitionId, Recipient, Seq, ServerFrame, UserId,
+    ChatId, ClientFrame, ClientMsgId, CommandBody, DeviceId, Event as LogEvent, EventBody, EventRecord, LogIndex,
+    Offset, Outcome, PartitionId, Recipient, Seq, ServerFrame, UserId,
 };
 
 const EDGES: [&str; 2] = ["edge-a:1", "edge-b:1"];
@@ -63,8 +63,8 @@ impl Log {
         self.offset += 1;
         let record = EventRecord {
             partition: PartitionId(0),
-            offset: self.offset,
-            log_index: self.offset,
+            offset: Offset(self.offset),
+            log_index: LogIndex(self.offset),
             event: LogEvent {
                 at_ms: now,
                 origin: o,

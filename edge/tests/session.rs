@@ -448,8 +448,8 @@ fn deliveries_and_sync() {
     let chat = ChatId::group([1; 16]);
     let record = |origin: Origin, body: EventBody| EventRecord {
         partition: PartitionId(0),
-        offset: 0,
-        log_index: 1,
+        offset: Offset(0),
+        log_index: LogIndex(1),
         event: Event { at_ms: 1077, origin, body },
     };
     let other = Origin { user: UserId(2), device: DeviceId(1), client_msg_id: ClientMsgId(5) };
@@ -683,8 +683,8 @@ fn a_newly_linked_device_gets_no_history_from_before_its_link() {
     let other = Origin { user: UserId(2), device: DeviceId(1), client_msg_id: ClientMsgId(5) };
     let item = |seq: u64, at_ms: u64| EventRecord {
         partition: PartitionId(0),
-        offset: seq,
-        log_index: seq,
+        offset: Offset(seq),
+        log_index: LogIndex(seq),
         event: Event {
             at_ms,
             origin: other,
@@ -954,8 +954,8 @@ proptest! {
                 }),
                 Input::Delivery => s.handle_delivery(&Item::new(EventRecord {
                     partition: PartitionId(0),
-                    offset: 0,
-                    log_index: 0,
+                    offset: Offset(0),
+                    log_index: LogIndex(0),
                     event: Event {
                         at_ms: now,
                         origin: Origin { user: UserId(1), device: DeviceId(1), client_msg_id: ClientMsgId(1) },

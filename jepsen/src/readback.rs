@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chorus_log_node::LogClient;
-use chorus_schema::{ChatId, DeviceId, EventBody, EventRecord, PartitionId, ReceiptKind, Seq, UserId};
+use chorus_schema::{ChatId, DeviceId, EventBody, EventRecord, Offset, PartitionId, ReceiptKind, Seq, UserId};
 
 use crate::checker::{Anomaly, Invariant};
 use crate::error::{Error, Result};
@@ -37,7 +37,7 @@ pub async fn read_all(cluster: &Cluster, client: &LogClient, timeout: Duration) 
         for p in status.partitions.iter().filter(|p| p.voters.contains(&status.node)) {
             let mut events = Vec::new();
             loop {
-                let read = client.read_from(&addr, p.partition, events.len() as u64, 4096);
+                let read = client.read_from(&addr, p.partition, Offset(events.len() as u64), 4096);
                 let (batch, next) = tokio::time::timeout(timeout, read).await.map_err(|_| {
                     Error::Cluster(format!("reading partition {} from node {id} timed out", p.partition))
                 })??;
@@ -45,7 +45,7 @@ pub async fn read_all(cluster: &Cluster, client: &LogClient, timeout: Duration) 
                     break;
                 }
                 events.extend(batch);
-                assert_eq!(next, events.len() as u64, "a read continues where the last one ended");
+                assert_eq!(next, Offset(events.len() as u64), "a read continues where the last one ended");
             }
             out.entry(*id).or_default().insert(p.partition.0, events);
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chorus_log_node::LogClient;
 use chorus_projections::store::RocksStore;
 use chorus_projections::Projection;
-use chorus_schema::PartitionId;
+use chorus_schema::{Offset, PartitionId};
 use serde::Serialize;
 
 use crate::checker::{check_views, Anomaly, Invariant};
@@ -35,7 +35,7 @@ const LISTED_MAX: usize = 50;
 
 type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn open_entries(dir: &Path, partitions: u16) -> Result<(Entries, Vec<u64>)> {
+fn open_entries(dir: &Path, partitions: u16) -> Result<(Entries, Vec<Offset>)> {
     let store = RocksStore::open(dir).map_err(|e| Error::Cluster(format!("open views in {}: {e}", dir.display())))?;
     let txn = store.read();
     let mut next = Vec::new();
@@ -47,7 +47,7 @@ fn open_entries(dir: &Path, partitions: u16) -> Result<(Entries, Vec<u64>)> {
     Ok((entries, next))
 }
 
-fn open_next(dir: &Path, partitions: u16) -> Result<Vec<u64>> {
+fn open_next(dir: &Path, partitions: u16) -> Result<Vec<Offset>> {
     let store = RocksStore::open(dir).map_err(|e| Error::Cluster(format!("open views in {}: {e}", dir.display())))?;
     let txn = store.read();
     (0..partitions)
@@ -79,7 +79,9 @@ pub async fn wait_caught_up(
             .await
             .map_err(|e| Error::Cluster(format!("reading the live views: {e}")))??;
         projector.start_and_wait(Duration::from_secs(30)).await?;
-        let behind = converged.iter().any(|(p, n)| next.get(*p as usize).copied().unwrap_or(0) < *n);
+        let behind = converged.iter().any(|(p, n)| {
+            next.get(*p as usize).copied().unwrap_or(chorus_schema::Offset(0)) < chorus_schema::Offset(*n)
+        });
         if !behind {
             return Ok(Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)));
         }
@@ -128,8 +130,8 @@ pub async fn check(
             .map_err(|e| Error::Cluster(format!("reading the live views: {e}")))??;
         let behind: Vec<(u16, u64, u64)> = converged
             .iter()
-            .filter(|(p, n)| next.get(**p as usize).copied().unwrap_or(0) < **n)
-            .map(|(p, n)| (*p, next.get(*p as usize).copied().unwrap_or(0), *n))
+            .filter(|(p, n)| next.get(**p as usize).copied().unwrap_or_default() < Offset(**n))
+            .map(|(p, n)| (*p, next.get(*p as usize).copied().unwrap_or_default().0, *n))
             .collect();
         if behind.is_empty() {
             report.caught_up_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));

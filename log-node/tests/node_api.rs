@@ -12,8 +12,8 @@ use chorus_log_node::network::tls::{Principal, Role, TlsPaths};
 use chorus_log_node::network::{frame, tls, SERVER_NAME};
 use chorus_log_node::{Config, LogClient, Node};
 use chorus_schema::{
-    AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, EventBody, Origin, Outcome, PartitionId,
-    Request, Response, UserId, MAX_CIPHERTEXT_BYTES,
+    AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, EventBody, Offset, Origin, Outcome,
+    PartitionId, Request, Response, UserId, MAX_CIPHERTEXT_BYTES,
 };
 
 /// The testkit's one-node config: 4 partitions on 2 Raft groups.
@@ -71,15 +71,15 @@ async fn append_read_retry_and_restart() {
     assert_eq!(retry, first);
 
     let partition = client.partition_of(&send(1, 2, 100, "hello"));
-    let (events, next) = client.read(partition, 0, 100).await.unwrap();
+    let (events, next) = client.read(partition, Offset(0), 100).await.unwrap();
     let kinds: Vec<_> = events.iter().map(|e| std::mem::discriminant(&e.event.body)).collect();
     assert_eq!(events.len(), 3, "ChatOpened + 2 × MessageSent: {events:?}");
-    assert_eq!(next, 3);
+    assert_eq!(next, Offset(3));
     assert!(matches!(events[0].event.body, EventBody::ChatOpened { .. }));
     assert!(matches!(events[2].event.body, EventBody::MessageSent { ref ciphertext, .. } if ciphertext == b"hi back"));
     assert_eq!(kinds.len(), 3);
     for (i, e) in events.iter().enumerate() {
-        assert_eq!(e.offset, i as u64);
+        assert_eq!(e.offset, Offset(i as u64));
         assert_eq!(e.partition, partition);
     }
 
@@ -88,7 +88,7 @@ async fn append_read_retry_and_restart() {
 
     // Everything survives a restart, and so does the dedup table.
     let (node, client) = must_start(cfg).await;
-    let (again, _) = client.read(partition, 0, 100).await.unwrap();
+    let (again, _) = client.read(partition, Offset(0), 100).await.unwrap();
     assert_eq!(again, events);
     let retry = client.append(&send(1, 2, 100, "hello")).await.unwrap().unwrap();
     assert_eq!(retry, first, "dedup survives a restart");
@@ -110,14 +110,14 @@ async fn tail_streams_committed_events_in_order_as_they_commit() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let tailer = client.clone();
     let addr = cfg.client_addr.clone();
-    let task = tokio::spawn(async move { tailer.tail(&addr, partition, 2, tx).await });
+    let task = tokio::spawn(async move { tailer.tail(&addr, partition, Offset(2), tx).await });
     for i in 5..40 {
         client.append(&send(1, 2, i, "live")).await.unwrap().unwrap();
     }
     // ChatOpened at 0, then one MessageSent per append: offsets 2..=40 must stream, in order.
     for expected in 2..=40u64 {
         let e = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("tail delivers").expect("open");
-        assert_eq!(e.offset, expected);
+        assert_eq!(e.offset, Offset(expected));
         assert_eq!(e.partition, partition);
         let EventBody::MessageSent { seq, .. } = e.event.body else { panic!("unexpected {e:?}") };
         assert_eq!(seq.0, expected, "offset n holds seq n in this chat");
@@ -196,7 +196,7 @@ async fn bad_input_gets_errors_and_the_node_keeps_serving() {
     .encode();
     assert_eq!(code(raw_request(&conn, &framed(&req), true).await), Some(ErrorCode::MixedGroups));
     for p in 0..4 {
-        let (events, _) = client.read(PartitionId(p), 0, 100).await.unwrap();
+        let (events, _) = client.read(PartitionId(p), Offset(0), 100).await.unwrap();
         assert!(events.iter().all(|e| e.event.origin.user != UserId(5)), "nothing of the refused commands was stored");
     }
 

@@ -13,7 +13,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use chorus_log_node::store::{events, StateMachine, Store};
 use chorus_log_node::types::{Batch, BatchBuilder, Entry, Proposal};
-use chorus_schema::{ClientMsgId, Command, CommandBody, DeviceId, GroupId, Key, Origin, PartitionId, UserId};
+use chorus_schema::{ClientMsgId, Command, CommandBody, DeviceId, GroupId, Key, Offset, Origin, PartitionId, UserId};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, LogId};
 
@@ -52,7 +52,7 @@ fn entry(index: u64, batch: Batch) -> Entry {
 fn read_all(s: &Store, p: PartitionId) -> Vec<Vec<u8>> {
     let mut all = Vec::new();
     loop {
-        let batch = events::read_range(s, p, all.len() as u64, u64::MAX, usize::MAX).unwrap();
+        let batch = events::read_range(s, p, Offset(all.len() as u64), Offset(u64::MAX), usize::MAX).unwrap();
         if batch.is_empty() {
             return all;
         }
@@ -87,7 +87,7 @@ async fn filled() -> (tempfile::TempDir, std::sync::Arc<Store>, StateMachine) {
 #[tokio::test]
 async fn a_snapshot_of_more_events_than_one_read_carries_them_all() {
     let (_dir, store, mut sm) = filled().await;
-    let next = events::read_range(&store, PartitionId(1), 0, u64::MAX, usize::MAX).unwrap().len();
+    let next = events::read_range(&store, PartitionId(1), Offset(0), Offset(u64::MAX), usize::MAX).unwrap().len();
     assert!(next < 150, "one read stops short of every event ({next}), or this test shows nothing");
 
     sm.get_snapshot_builder().await.build_snapshot().await.unwrap();

@@ -1,6 +1,6 @@
 //! The errors of folding and of the projection.
 
-use chorus_schema::{ChatId, Key, PartitionId, UserId};
+use chorus_schema::{ChatId, Key, Offset, PartitionId, UserId};
 
 use crate::store;
 
@@ -15,7 +15,7 @@ pub enum Error {
     /// events in offset order from the cursor ([`crate::Projection::next_offset`]).
     /// Events below the cursor are skipped, not errors.
     #[error("partition {partition}: next offset to fold is {expected}, got {got}")]
-    OffsetGap { partition: PartitionId, expected: u64, got: u64 },
+    OffsetGap { partition: PartitionId, expected: Offset, got: Offset },
     /// The event contradicts the views (an unknown chat, a seq that is not the
     /// next, a chat created twice, a device of an unregistered user): the views
     /// were not folded from the start of this log, or the log is corrupt.

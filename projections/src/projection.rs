@@ -1,7 +1,7 @@
 //! [`Projection`]: every view (or some) over one event in one transaction,
 //! with the projector's cursor; [`rebuild`]: a fresh in-memory fold of a log.
 
-use chorus_schema::{EventRecord, PartitionId};
+use chorus_schema::{EventRecord, Offset, PartitionId};
 
 use crate::fold::{chat_list, cursors, directory, inbox, receipt_status, roster, Effect};
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
@@ -74,7 +74,7 @@ impl Projection {
         effects: &mut Vec<Effect>,
     ) -> Result<Applied> {
         let cursor = keys::applied(record.partition);
-        let next: u64 = get_value(txn, &cursor)?.unwrap_or(0);
+        let next: Offset = get_value(txn, &cursor)?.unwrap_or_default();
         if record.offset < next {
             return Ok(Applied::AlreadyFolded);
         }
@@ -95,7 +95,7 @@ impl Projection {
                 View::Directory => directory::apply(txn, record, &mut out)?,
             }
         }
-        put_value(txn, &cursor, &(next + 1));
+        put_value(txn, &cursor, &next.next());
         effects.append(&mut out);
         Ok(Applied::Folded)
     }
@@ -104,8 +104,8 @@ impl Projection {
     ///
     /// # Errors
     /// [`Error::Store`] if the store fails.
-    pub fn next_offset<T: Txn + ?Sized>(txn: &T, partition: PartitionId) -> Result<u64> {
-        Ok(get_value(txn, &keys::applied(partition))?.unwrap_or(0))
+    pub fn next_offset<T: Txn + ?Sized>(txn: &T, partition: PartitionId) -> Result<Offset> {
+        Ok(get_value(txn, &keys::applied(partition))?.unwrap_or_default())
     }
 }
 

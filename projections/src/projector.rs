@@ -54,7 +54,7 @@ use chorus_schema::bus::{
     self, subject, AccountUpdate, ChatCursors, ChatListItem, ChatListPage, CursorsPage, Delivery, InboxPage,
     ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode, ViewQuery, ViewReply,
 };
-use chorus_schema::{EventRecord, Key, PartitionId, StoredRecord, MAX_VIEW_PAGE_ENTRIES};
+use chorus_schema::{EventRecord, Key, Offset, PartitionId, StoredRecord, MAX_VIEW_PAGE_ENTRIES};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -289,7 +289,7 @@ struct Shared {
     counters: Counters,
     /// The next offset to fold of each partition, moved after a batch's
     /// commit and publish.
-    progress: watch::Sender<Vec<u64>>,
+    progress: watch::Sender<Vec<Offset>>,
 }
 
 /// A cheap handle on a projector: progress and counters. Holds nothing of the
@@ -308,12 +308,12 @@ impl std::fmt::Debug for Handle {
 impl Handle {
     /// The next offset to fold of every partition: everything before it is
     /// committed in the views and its effects were handed to the bus.
-    pub fn next_offsets(&self) -> Vec<u64> {
+    pub fn next_offsets(&self) -> Vec<Offset> {
         self.shared.progress.borrow().clone()
     }
 
     /// Waits until `done(next_offsets)` holds; false on timeout.
-    pub async fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&[u64]) -> bool) -> bool {
+    pub async fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&[Offset]) -> bool) -> bool {
         let mut rx = self.shared.progress.subscribe();
         tokio::time::timeout(timeout, async move {
             loop {
@@ -404,7 +404,7 @@ impl Projector {
         let partitions = client.partitions();
         let initial = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || -> Result<Vec<u64>> {
+            tokio::task::spawn_blocking(move || -> Result<Vec<Offset>> {
                 let txn = store.read();
                 (0..partitions).map(|p| Ok(Projection::next_offset(&txn, PartitionId(p))?)).collect()
             })
@@ -511,7 +511,7 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
         });
         // `validate` refuses an empty `log_nodes`.
         let Some(addr) = addr else { return Err(Error::InvalidConfig("log_nodes is empty".into())) };
-        debug!(%partition, %addr, next, "tailing");
+        debug!(%partition, %addr, %next, "tailing");
         let (tx, mut rx) = mpsc::channel::<StoredRecord>(ctx.config.tail_buffer_records);
         let tail = {
             let client = ctx.client.clone();
@@ -565,7 +565,7 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
                 failures = failures.saturating_add(1);
                 ctx.shared.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 let wait = backoff(&ctx.config, failures);
-                warn!(%partition, %addr, next, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), reason = %detail, "tail broken; reconnecting");
+                warn!(%partition, %addr, %next, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), reason = %detail, "tail broken; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     _ = stop.changed() => return Ok(()),
@@ -584,9 +584,13 @@ fn backoff(config: &Config, failures: u32) -> Duration {
 /// Folds `batch` (records of `partition` in offset order) in one transaction
 /// with the cursor and commits it. Returns the new cursor and the bus
 /// messages of its effects.
-async fn fold_batch(ctx: &Arc<Ctx>, partition: PartitionId, batch: Vec<StoredRecord>) -> Result<(u64, Vec<Outgoing>)> {
+async fn fold_batch(
+    ctx: &Arc<Ctx>,
+    partition: PartitionId,
+    batch: Vec<StoredRecord>,
+) -> Result<(Offset, Vec<Outgoing>)> {
     let store = ctx.store.clone();
-    let (next, folded, outgoing) = tokio::task::spawn_blocking(move || -> Result<(u64, u64, Vec<Outgoing>)> {
+    let (next, folded, outgoing) = tokio::task::spawn_blocking(move || -> Result<(Offset, u64, Vec<Outgoing>)> {
         let projection = Projection::new();
         let mut txn = store.begin();
         let mut outgoing = Vec::new();
@@ -818,8 +822,8 @@ mod tests {
     fn a_tailed_record_of_another_partition_is_an_error_not_a_panic() {
         let record = |p: u16| EventRecord {
             partition: PartitionId(p),
-            offset: 0,
-            log_index: 1,
+            offset: chorus_schema::Offset(0),
+            log_index: chorus_schema::LogIndex(1),
             event: chorus_schema::Event {
                 at_ms: 0,
                 origin: chorus_schema::Origin {
@@ -918,8 +922,8 @@ mod tests {
     fn a_delivery_forwards_the_stored_bytes_verbatim() {
         let record = EventRecord {
             partition: PartitionId(0),
-            offset: 7,
-            log_index: 1,
+            offset: chorus_schema::Offset(7),
+            log_index: chorus_schema::LogIndex(1),
             event: chorus_schema::Event {
                 at_ms: 5,
                 origin: chorus_schema::Origin {

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chorus_log_node::LogClient;
-use chorus_schema::{EventRecord, PartitionId};
+use chorus_schema::{EventRecord, Offset, PartitionId};
 use tracing::{debug, info, warn};
 
 use crate::projector::{task_failed, Error, Result};
@@ -43,7 +43,7 @@ pub struct ReplayStats {
     /// Transactions committed (one per read).
     pub batches: u64,
     /// The next offset of each partition after the replay (its end of log then).
-    pub next_offsets: Vec<u64>,
+    pub next_offsets: Vec<Offset>,
 }
 
 /// Builds every view from scratch: reads every partition of the log from
@@ -87,7 +87,7 @@ pub async fn rebuild_views_from_log(client: &LogClient, store_dir: &Path, views:
     let mut stats = ReplayStats::default();
     for p in 0..client.partitions() {
         let partition = PartitionId(p);
-        let mut from = 0u64;
+        let mut from = Offset(0);
         loop {
             let (records, next) = read_with_retry(client, partition, from).await?;
             if records.is_empty() {
@@ -110,7 +110,7 @@ pub async fn rebuild_views_from_log(client: &LogClient, store_dir: &Path, views:
             from = next;
         }
         stats.next_offsets.push(from);
-        debug!(%partition, next = from, "partition replayed");
+        debug!(%partition, next = %from, "partition replayed");
     }
     // Drop the views that were folded only because the asked ones read them.
     let read_only: Vec<View> = projection.views().iter().filter(|v| !views.contains(*v)).collect();
@@ -131,7 +131,11 @@ pub async fn rebuild_views_from_log(client: &LogClient, store_dir: &Path, views:
     Ok(stats)
 }
 
-async fn read_with_retry(client: &LogClient, partition: PartitionId, from: u64) -> Result<(Vec<EventRecord>, u64)> {
+async fn read_with_retry(
+    client: &LogClient,
+    partition: PartitionId,
+    from: Offset,
+) -> Result<(Vec<EventRecord>, Offset)> {
     let mut attempt = 0u32;
     loop {
         let addr = client.leader_addr(partition);
@@ -143,7 +147,7 @@ async fn read_with_retry(client: &LogClient, partition: PartitionId, from: u64) 
             Ok(r) => return Ok(r),
             Err(e) if e.retryable() && attempt < 20 => {
                 attempt += 1;
-                warn!(%partition, from, attempt, error = %e, "replay read failed; retrying");
+                warn!(%partition, %from, attempt, error = %e, "replay read failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(30)))).await;
                 client.refresh_leaders().await;
             }

@@ -17,7 +17,9 @@ use chorus_projections::seal::{self, ViewKey};
 use chorus_projections::store::{keys as store_keys, RocksStore, Txn};
 use chorus_projections::{bus_auth, compare, rebuild_from_log, rebuild_views_from_log, Comparison, View, Views};
 use chorus_schema::bus::{self as on_bus, subject, Query, ReceiptStatus as Status, Ticks, ViewQuery};
-use chorus_schema::{ChatId, CommandBody, DeviceId, EventRecord, Outcome, PartitionId, ReceiptKind, Seq, UserId};
+use chorus_schema::{
+    ChatId, CommandBody, DeviceId, EventRecord, Offset, Outcome, PartitionId, ReceiptKind, Seq, UserId,
+};
 use support::log::{must_append, must_start, node_config, read_all, Device};
 use support::nats::NatsServer;
 use tokio::sync::oneshot;
@@ -75,7 +77,7 @@ async fn must_run(config: Config, bus: Option<Bus>) -> Running {
 }
 
 /// Waits until the projector has folded everything committed so far.
-async fn must_catch_up(handle: &Handle, client: &LogClient) -> Vec<u64> {
+async fn must_catch_up(handle: &Handle, client: &LogClient) -> Vec<chorus_schema::Offset> {
     let (_, ends) = read_all(client).await;
     let target = ends.clone();
     assert!(
@@ -217,7 +219,7 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     for d in &got {
         by_chat.entry(d.chat).or_default().push(d);
         let r = EventRecord::decode(&d.record).expect("the record decodes");
-        located.insert((d.chat, d.seq), (r.partition, r.offset));
+        located.insert((d.chat, d.seq), (r.partition, r.offset.0));
         assert_eq!((r.event.body.chat(), r.event.body.seq()), (Some(d.chat), Some(d.seq)));
         // Every member, the sender included (their other devices).
         let expected: Vec<UserId> =
@@ -289,7 +291,7 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
         let q = on_bus::InboxRequest { user: UserId(user), chat, after: Seq(0), limit: 0 };
         let page: on_bus::InboxPage = must_query(&bus, q).await;
         let expected: Vec<on_bus::InboxItem> =
-            (1..=4).map(|s| on_bus::InboxItem { seq: Seq(s), offset: located[&(chat, Seq(s))].1 }).collect();
+            (1..=4).map(|s| on_bus::InboxItem { seq: Seq(s), offset: Offset(located[&(chat, Seq(s))].1) }).collect();
         assert_eq!(page.entries, expected, "inbox of {user} in {chat}");
         assert_eq!(page.partition, located[&(chat, Seq(1))].0);
         assert!(!page.more);
@@ -448,19 +450,24 @@ fn crash_and_resume_equals_rebuild_from_log() {
     let appending = main.spawn(append_round(1, 60));
     crashed.block_on(async {
         let handle = running.handle.clone();
-        assert!(handle.wait_until(WAIT, |next| next.iter().sum::<u64>() >= 40).await, "some progress");
+        assert!(handle.wait_until(WAIT, |next| next.iter().map(|o| o.0).sum::<u64>() >= 40).await, "some progress");
     });
     let at_crash = running.handle.next_offsets();
     drop(crashed); // No shutdown: tasks are dropped wherever they are.
     main.block_on(appending).unwrap();
     let (_, ends) = main.block_on(read_all(&client));
-    assert!(at_crash.iter().sum::<u64>() < ends.iter().sum::<u64>(), "crashed mid-stream: {at_crash:?} of {ends:?}");
+    assert!(
+        at_crash.iter().map(|o| o.0).sum::<u64>() < ends.iter().map(|o| o.0).sum::<u64>(),
+        "crashed mid-stream: {at_crash:?} of {ends:?}"
+    );
 
     // More while it is down, then restart on the same directory.
     main.block_on(append_round(2, 10));
     let resumed = runtime();
     let running = resumed.block_on(must_run(config.clone(), Some(bus.clone())));
-    assert!(running.handle.next_offsets().iter().sum::<u64>() >= at_crash.iter().sum::<u64>());
+    assert!(
+        running.handle.next_offsets().iter().map(|o| o.0).sum::<u64>() >= at_crash.iter().map(|o| o.0).sum::<u64>()
+    );
     main.block_on(append_round(3, 5));
     let (_, ends) = main.block_on(read_all(&client));
     resumed.block_on(async {
@@ -486,7 +493,7 @@ fn crash_and_resume_equals_rebuild_from_log() {
     let fresh = tempfile::tempdir().unwrap();
     let stats = main.block_on(rebuild_from_log(&client, fresh.path())).unwrap();
     assert_eq!(stats.next_offsets, ends);
-    assert_eq!(stats.records, ends.iter().sum::<u64>());
+    assert_eq!(stats.records, ends.iter().map(|o| o.0).sum::<u64>());
     let rebuilt = RocksStore::open(fresh.path()).unwrap();
     let (l, r) = (live.entries().unwrap(), rebuilt.entries().unwrap());
     assert_eq!(l.len(), r.len());

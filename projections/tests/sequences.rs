@@ -143,7 +143,12 @@ fn events(steps: &[(UserId, DeviceId, Step)]) -> Vec<EventRecord> {
     }
     out.into_iter()
         .enumerate()
-        .map(|(i, event)| EventRecord { partition: PARTITION, offset: i as u64, log_index: 2 * i as u64 + 1, event })
+        .map(|(i, event)| EventRecord {
+            partition: PARTITION,
+            offset: Offset(i as u64),
+            log_index: LogIndex(2 * i as u64 + 1),
+            event,
+        })
         .collect()
 }
 
@@ -181,7 +186,7 @@ proptest! {
         fold_into(&mut resumed, &records[j..], &mut effects).unwrap();
         prop_assert_eq!(&resumed, &whole);
         prop_assert_eq!(&effects, &whole_effects);
-        prop_assert_eq!(Projection::next_offset(&resumed.begin(), PARTITION).unwrap(), records.len() as u64);
+        prop_assert_eq!(Projection::next_offset(&resumed.begin(), PARTITION).unwrap(), Offset(records.len() as u64));
 
         // A projector that batches: records [0, k) in one transaction, the rest in another.
         let mut batched = MemStore::new();
@@ -326,14 +331,14 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
         let after = shadow.members(&chat).unwrap();
         if let Some(seq) = event.body.seq() {
             for u in union(&before, &after) {
-                inboxes.entry((u, chat)).or_default().insert(seq, record.offset);
+                inboxes.entry((u, chat)).or_default().insert(seq, record.offset.0);
             }
         }
         // (e) The inbox of every user of the chat is the model's.
         for u in union(&before, &after) {
             let (items, more) = inbox::items(&txn, u, &chat, Seq(0), usize::MAX).unwrap();
             prop_assert!(!more);
-            let got: BTreeMap<Seq, u64> = items.into_iter().map(|i| (i.seq, i.offset)).collect();
+            let got: BTreeMap<Seq, u64> = items.into_iter().map(|i| (i.seq, i.offset.0)).collect();
             let want = inboxes.get(&(u, chat)).cloned().unwrap_or_default();
             prop_assert_eq!(got, want, "inbox of {} in {}", u, chat);
         }

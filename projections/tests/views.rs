@@ -17,7 +17,8 @@ use chorus_projections::fold::roster::{self, ChatKind};
 use chorus_projections::store::{keys, Store, Txn};
 use chorus_projections::{rebuild, Applied, Effect, Error, Projection};
 use chorus_schema::{
-    ChatId, ClientMsgId, DeviceId, Event, EventBody, EventRecord, Origin, PartitionId, ReceiptKind, Seq, UserId,
+    ChatId, ClientMsgId, DeviceId, Event, EventBody, EventRecord, LogIndex, Offset, Origin, PartitionId, ReceiptKind,
+    Seq, UserId,
 };
 
 /// A hand-written log of one partition, folded as it is written.
@@ -60,8 +61,8 @@ impl<S: Backend> Log<S> {
         let origin = Origin { user: UserId(user), device: DeviceId(device), client_msg_id: ClientMsgId(offset) };
         let record = EventRecord {
             partition: P,
-            offset,
-            log_index: offset + 10,
+            offset: Offset(offset),
+            log_index: LogIndex(offset + 10),
             event: Event { at_ms: 1_000 + offset, origin, body },
         };
         let mut effects = Vec::new();
@@ -132,7 +133,7 @@ impl<S: Backend> Log<S> {
         let mut n = 0;
         for ((user, chat), seqs) in &delivered {
             let (items, _) = inbox::items(&txn, *user, chat, Seq(0), usize::MAX).unwrap();
-            let got: BTreeMap<Seq, u64> = items.into_iter().map(|i| (i.seq, i.offset)).collect();
+            let got: BTreeMap<Seq, u64> = items.into_iter().map(|i| (i.seq, i.offset.0)).collect();
             assert_eq!(&got, seqs, "inbox of {user} in {chat}");
             n += seqs.len();
         }
@@ -182,7 +183,10 @@ fn direct_chat<S: Backend>() {
     // Both users' inboxes hold every message, at the records' offsets.
     let (items, more) = inbox::items(&log.txn(), u(2), &chat, Seq(1), 10).unwrap();
     assert!(!more);
-    assert_eq!(items, vec![inbox::InboxItem { seq: Seq(2), offset: 2 }, inbox::InboxItem { seq: Seq(3), offset: 3 }]);
+    assert_eq!(
+        items,
+        vec![inbox::InboxItem { seq: Seq(2), offset: Offset(2) }, inbox::InboxItem { seq: Seq(3), offset: Offset(3) }]
+    );
     assert_eq!(log.inbox(1, chat), vec![1, 2, 3]);
     log.must_check();
 }
@@ -376,15 +380,15 @@ fn cursor_skips_refolds_and_refuses_gaps<S: Backend>() {
     let before = log.store.dump().unwrap();
     let mut effects = Vec::new();
     let mut txn = log.store.begin_txn();
-    assert_eq!(Projection::next_offset(&txn, P).unwrap(), 2);
-    assert_eq!(Projection::next_offset(&txn, PartitionId(0)).unwrap(), 0);
+    assert_eq!(Projection::next_offset(&txn, P).unwrap(), Offset(2));
+    assert_eq!(Projection::next_offset(&txn, PartitionId(0)).unwrap(), Offset(0));
     for r in &log.records {
         assert_eq!(Projection::new().apply(&mut txn, r, &mut effects).unwrap(), Applied::AlreadyFolded);
     }
     let mut ahead = log.records[1].clone();
-    ahead.offset = 5;
+    ahead.offset = Offset(5);
     let err = Projection::new().apply(&mut txn, &ahead, &mut effects).unwrap_err();
-    assert!(matches!(err, Error::OffsetGap { expected: 2, got: 5, .. }), "{err}");
+    assert!(matches!(err, Error::OffsetGap { expected: Offset(2), got: Offset(5), .. }), "{err}");
     S::commit_txn(txn).unwrap();
     assert!(effects.is_empty());
     assert_eq!(log.store.dump().unwrap(), before);
@@ -393,17 +397,22 @@ fn cursor_skips_refolds_and_refuses_gaps<S: Backend>() {
 fn events_that_contradict_the_views_are_errors<S: Backend>() {
     let mut store = S::fresh();
     let origin = Origin { user: u(1), device: DeviceId(1), client_msg_id: ClientMsgId(1) };
-    let record =
-        |offset, body| EventRecord { partition: P, offset, log_index: offset, event: Event { at_ms: 0, origin, body } };
+    let record = |offset, body| EventRecord {
+        partition: P,
+        offset,
+        log_index: LogIndex(offset.0),
+        event: Event { at_ms: 0, origin, body },
+    };
     let chat = group(9);
     let mut txn = store.begin_txn();
-    let unknown = record(0, EventBody::MessageSent { chat, seq: Seq(1), ciphertext: vec![], media: None });
+    let unknown = record(Offset(0), EventBody::MessageSent { chat, seq: Seq(1), ciphertext: vec![], media: None });
     let err = Projection::new().apply(&mut txn, &unknown, &mut Vec::new()).unwrap_err();
     assert!(matches!(err, Error::Inconsistent { .. }), "{err}");
     drop(txn);
 
-    let created = record(0, EventBody::GroupCreated { chat, seq: Seq(1), name: "g".into(), members: users(&[1, 2]) });
-    let skipped = record(1, EventBody::MessageSent { chat, seq: Seq(3), ciphertext: vec![], media: None });
+    let created =
+        record(Offset(0), EventBody::GroupCreated { chat, seq: Seq(1), name: "g".into(), members: users(&[1, 2]) });
+    let skipped = record(Offset(1), EventBody::MessageSent { chat, seq: Seq(3), ciphertext: vec![], media: None });
     let mut txn = store.begin_txn();
     Projection::new().apply(&mut txn, &created, &mut Vec::new()).unwrap();
     let err = Projection::new().apply(&mut txn, &skipped, &mut Vec::new()).unwrap_err();

@@ -13,7 +13,7 @@ use crate::codec::{self, ident, Builder};
 pub use crate::codes::ErrorCode;
 use crate::error::check_len;
 use crate::fb;
-use crate::ids::{GroupId, NodeId, PartitionId};
+use crate::ids::{GroupId, LogIndex, NodeId, Offset, PartitionId};
 use crate::limits::*;
 use crate::outcome::{self, CommandResult};
 use crate::{Error, Result};
@@ -24,9 +24,9 @@ pub enum Request {
     /// Append commands, in order, all of partitions hosted by one Raft group.
     Append { commands: Vec<AppendCommand> },
     /// Read up to `limit` committed events of a partition from offset `from`.
-    Read { partition: PartitionId, from: u64, limit: u32 },
+    Read { partition: PartitionId, from: Offset, limit: u32 },
     /// Stream committed events of a partition from offset `from`, then as they commit.
-    Tail { partition: PartitionId, from: u64 },
+    Tail { partition: PartitionId, from: Offset },
     /// The node's view of its partitions.
     Status,
     /// Add `node` as a learner of `group`.
@@ -61,7 +61,7 @@ pub enum Response {
     Events {
         partition: PartitionId,
         events: Vec<Vec<u8>>,
-        next: u64,
+        next: Offset,
     },
     Status(NodeStatus),
     Done,
@@ -95,10 +95,10 @@ pub struct PartitionStatus {
     pub group: GroupId,
     pub leader: Option<NodeId>,
     pub term: u64,
-    pub last_log_index: u64,
-    pub last_applied: u64,
+    pub last_log_index: LogIndex,
+    pub last_applied: LogIndex,
     /// The offset the next committed event will get.
-    pub next_offset: u64,
+    pub next_offset: Offset,
     pub voters: Vec<NodeId>,
     /// Replication progress, known on the leader only.
     pub replicas: Vec<ReplicaStatus>,
@@ -110,8 +110,8 @@ pub struct GroupStatus {
     pub group: GroupId,
     pub leader: Option<NodeId>,
     pub term: u64,
-    pub last_log_index: u64,
-    pub last_applied: u64,
+    pub last_log_index: LogIndex,
+    pub last_applied: LogIndex,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
     /// Replication progress, known on the leader only.
@@ -124,7 +124,7 @@ pub struct GroupStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaStatus {
     pub node: NodeId,
-    pub matched: Option<u64>,
+    pub matched: Option<LogIndex>,
     pub lag: Option<u64>,
 }
 
@@ -174,12 +174,13 @@ impl Request {
             Request::Read { partition, from, limit } => {
                 let t = fb::ReadRequest::create(
                     &mut fbb,
-                    &fb::ReadRequestArgs { partition: partition.0, from: *from, limit: *limit },
+                    &fb::ReadRequestArgs { partition: partition.0, from: from.0, limit: *limit },
                 );
                 (fb::RequestBody::ReadRequest, t.as_union_value())
             }
             Request::Tail { partition, from } => {
-                let t = fb::TailRequest::create(&mut fbb, &fb::TailRequestArgs { partition: partition.0, from: *from });
+                let t =
+                    fb::TailRequest::create(&mut fbb, &fb::TailRequestArgs { partition: partition.0, from: from.0 });
                 (fb::RequestBody::TailRequest, t.as_union_value())
             }
             Request::Status => {
@@ -253,11 +254,11 @@ impl Request {
             }
             fb::RequestBody::ReadRequest => {
                 let b = r.body_as_read_request().ok_or_else(bad)?;
-                Request::Read { partition: PartitionId(b.partition()), from: b.from(), limit: b.limit() }
+                Request::Read { partition: PartitionId(b.partition()), from: Offset(b.from()), limit: b.limit() }
             }
             fb::RequestBody::TailRequest => {
                 let b = r.body_as_tail_request().ok_or_else(bad)?;
-                Request::Tail { partition: PartitionId(b.partition()), from: b.from() }
+                Request::Tail { partition: PartitionId(b.partition()), from: Offset(b.from()) }
             }
             fb::RequestBody::StatusRequest => {
                 r.body_as_status_request().ok_or_else(bad)?;
@@ -350,7 +351,7 @@ impl Response {
                 let events = fbb.create_vector(&items);
                 let t = fb::EventsResponse::create(
                     &mut fbb,
-                    &fb::EventsResponseArgs { partition: partition.0, events: Some(events), next: *next },
+                    &fb::EventsResponseArgs { partition: partition.0, events: Some(events), next: next.0 },
                 );
                 (fb::ResponseBody::EventsResponse, t.as_union_value())
             }
@@ -367,9 +368,9 @@ impl Response {
                                 partition: p.partition.0,
                                 leader: p.leader.map(|n| n.0),
                                 term: p.term,
-                                last_log_index: p.last_log_index,
-                                last_applied: p.last_applied,
-                                next_offset: p.next_offset,
+                                last_log_index: p.last_log_index.0,
+                                last_applied: p.last_applied.0,
+                                next_offset: p.next_offset.0,
                                 voters: Some(voters),
                                 replicas: Some(replicas),
                                 group: p.group.0,
@@ -392,8 +393,8 @@ impl Response {
                                 group: g.group.0,
                                 leader: g.leader.map(|n| n.0),
                                 term: g.term,
-                                last_log_index: g.last_log_index,
-                                last_applied: g.last_applied,
+                                last_log_index: g.last_log_index.0,
+                                last_applied: g.last_applied.0,
                                 voters: Some(voters),
                                 learners: Some(learners),
                                 replicas: Some(replicas),
@@ -454,7 +455,7 @@ impl Response {
                 let b = r.body_as_events_response().ok_or_else(bad)?;
                 check_len("events", b.events().len(), MAX_EVENTS_PER_RESPONSE)?;
                 let events = b.events().iter().map(|e| e.bytes().bytes().to_vec()).collect();
-                Response::Events { partition: PartitionId(b.partition()), events, next: b.next() }
+                Response::Events { partition: PartitionId(b.partition()), events, next: Offset(b.next()) }
             }
             fb::ResponseBody::StatusResponse => {
                 let b = r.body_as_status_response().ok_or_else(bad)?;
@@ -466,9 +467,9 @@ impl Response {
                         partition: PartitionId(p.partition()),
                         leader: p.leader().map(NodeId),
                         term: p.term(),
-                        last_log_index: p.last_log_index(),
-                        last_applied: p.last_applied(),
-                        next_offset: p.next_offset(),
+                        last_log_index: LogIndex(p.last_log_index()),
+                        last_applied: LogIndex(p.last_applied()),
+                        next_offset: Offset(p.next_offset()),
                         voters: p.voters().iter().map(NodeId).collect(),
                         replicas: read_replicas(p.replicas()),
                         group: GroupId(p.group()),
@@ -480,8 +481,8 @@ impl Response {
                         group: GroupId(g.group()),
                         leader: g.leader().map(NodeId),
                         term: g.term(),
-                        last_log_index: g.last_log_index(),
-                        last_applied: g.last_applied(),
+                        last_log_index: LogIndex(g.last_log_index()),
+                        last_applied: LogIndex(g.last_applied()),
                         voters: g.voters().iter().map(NodeId).collect(),
                         learners: g.learners().iter().map(NodeId).collect(),
                         replicas: read_replicas(g.replicas()),
@@ -518,7 +519,10 @@ fn build_replicas<'b>(
     let items: Vec<_> = replicas
         .iter()
         .map(|r| {
-            fb::ReplicaStatus::create(fbb, &fb::ReplicaStatusArgs { node: r.node.0, matched: r.matched, lag: r.lag })
+            fb::ReplicaStatus::create(
+                fbb,
+                &fb::ReplicaStatusArgs { node: r.node.0, matched: r.matched.map(|m| m.0), lag: r.lag },
+            )
         })
         .collect();
     fbb.create_vector(&items)
@@ -527,7 +531,9 @@ fn build_replicas<'b>(
 fn read_replicas<'a>(
     v: flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::ReplicaStatus<'a>>>,
 ) -> Vec<ReplicaStatus> {
-    v.iter().map(|r| ReplicaStatus { node: NodeId(r.node()), matched: r.matched(), lag: r.lag() }).collect()
+    v.iter()
+        .map(|r| ReplicaStatus { node: NodeId(r.node()), matched: r.matched().map(LogIndex), lag: r.lag() })
+        .collect()
 }
 
 fn error_code_fb(c: ErrorCode) -> fb::ErrorCode {

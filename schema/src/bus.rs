@@ -39,7 +39,7 @@ use crate::codec::{self, Builder};
 use crate::edge::DeviceNoticeKind;
 use crate::error::check_len;
 use crate::fb::bus as fbus;
-use crate::ids::{ChatId, DeviceId, PartitionId, Seq, UserId};
+use crate::ids::{ChatId, DeviceId, Offset, PartitionId, Seq, UserId};
 use crate::limits::{
     MAX_BUS_PAYLOAD_BYTES, MAX_EVENT_BYTES, MAX_GROUP_MEMBERS, MAX_MESSAGE_BYTES, MAX_VIEW_PAGE_ENTRIES,
     MAX_VIEW_REQUEST_BYTES,
@@ -154,7 +154,7 @@ pub struct ChatListEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboxItem {
     pub seq: Seq,
-    pub offset: u64,
+    pub offset: Offset,
 }
 
 // ---- published payloads -------------------------------------------------------------
@@ -629,7 +629,7 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
             (fbus::ViewAnswer::UserInfo, t.as_union_value())
         }
         Ok(ViewAnswer::Inbox(p)) => {
-            let items: Vec<_> = p.entries.iter().map(|i| fbus::InboxItem::new(i.seq.0, i.offset)).collect();
+            let items: Vec<_> = p.entries.iter().map(|i| fbus::InboxItem::new(i.seq.0, i.offset.0)).collect();
             let entries = fbb.create_vector(&items);
             let t = fbus::InboxPage::create(
                 &mut fbb,
@@ -715,7 +715,8 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
         fbus::ViewAnswer::InboxPage => {
             let p = r.answer_as_inbox_page().ok_or_else(bad)?;
             page(p.entries().len())?;
-            let entries = p.entries().iter().map(|i| InboxItem { seq: Seq(i.seq()), offset: i.offset() }).collect();
+            let entries =
+                p.entries().iter().map(|i| InboxItem { seq: Seq(i.seq()), offset: Offset(i.offset()) }).collect();
             ViewAnswer::Inbox(InboxPage { partition: PartitionId(p.partition()), entries, more: p.more() })
         }
         fbus::ViewAnswer::ViewError => {

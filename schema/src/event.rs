@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, ident, Builder};
 use crate::error::check_len;
 use crate::fb;
-use crate::ids::{ChatId, DeviceId, Key, PartitionId, Seq, UserId};
+use crate::ids::{ChatId, DeviceId, Key, LogIndex, Offset, PartitionId, Seq, UserId};
 use crate::limits::*;
 use crate::types::{MediaRef, Origin, Prekey, ReceiptKind, Visibility};
 use crate::Result;
@@ -402,9 +402,9 @@ impl Event {
 pub struct EventRecord {
     pub partition: PartitionId,
     /// Position among the partition's events: gap-free from 0.
-    pub offset: u64,
+    pub offset: Offset,
     /// The Raft log index of the entry whose command produced the event.
-    pub log_index: u64,
+    pub log_index: LogIndex,
     pub event: Event,
 }
 
@@ -417,8 +417,8 @@ impl EventRecord {
             &mut fbb,
             &fb::EventRecordArgs {
                 partition: self.partition.0,
-                offset: self.offset,
-                log_index: self.log_index,
+                offset: self.offset.0,
+                log_index: self.log_index.0,
                 event: Some(event),
             },
         );
@@ -433,7 +433,12 @@ impl EventRecord {
         let r = codec::root::<fb::EventRecord>(buf, "event record", ident::EVENT_RECORD, MAX_EVENT_BYTES, 1024)?;
         let event = from_fb(r.event())?;
         event.validate()?;
-        Ok(EventRecord { partition: PartitionId(r.partition()), offset: r.offset(), log_index: r.log_index(), event })
+        Ok(EventRecord {
+            partition: PartitionId(r.partition()),
+            offset: Offset(r.offset()),
+            log_index: LogIndex(r.log_index()),
+            event,
+        })
     }
 }
 

@@ -74,6 +74,34 @@ int_id!(
     /// A log-node process of the cluster.
     NodeId(u64), "node id"
 );
+int_id!(
+    /// A position among a partition's committed events: gap-free from 0. Readers
+    /// (projectors, analysts, the edge's sync) resume from an offset.
+    Offset(u64), "offset"
+);
+int_id!(
+    /// An index in a Raft group's log. Several partitions share a group, so a
+    /// partition's events have increasing, not consecutive, log indexes.
+    LogIndex(u64), "log index"
+);
+
+impl Offset {
+    /// The offset after this one.
+    ///
+    /// # Panics
+    /// On overflow, which 2^64 events in one partition cannot reach.
+    #[must_use]
+    #[expect(clippy::expect_used, reason = "documented panic: 2^64 events in one partition cannot happen")]
+    pub fn next(self) -> Offset {
+        Offset(self.0.checked_add(1).expect("offset overflow"))
+    }
+
+    /// The offset `n` events further on, saturating.
+    #[must_use]
+    pub fn plus(self, n: u64) -> Offset {
+        Offset(self.0.saturating_add(n))
+    }
+}
 
 impl Seq {
     /// The seq after this one.

@@ -96,7 +96,7 @@ pub use command::{Command, CommandBody};
 pub use edge::{ClientFrame, DeviceNoticeKind, EdgeErrorCode, Recipient, ServerFrame};
 pub use error::{Error, Result};
 pub use event::{Event, EventBody, EventRecord, StoredRecord};
-pub use ids::{ChatId, ClientMsgId, DeviceId, GroupId, Key, NodeId, PartitionId, Seq, UserId};
+pub use ids::{ChatId, ClientMsgId, DeviceId, GroupId, Key, LogIndex, NodeId, Offset, PartitionId, Seq, UserId};
 pub use limits::*;
 pub use outcome::{decode_result, encode_result, validate_result, CommandResult, Outcome, RejectCode, Rejection};
 pub use types::{ChatKind, Cursors, MediaRef, Member, Origin, Prekey, ReceiptKind, Visibility};

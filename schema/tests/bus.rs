@@ -99,8 +99,8 @@ fn a_payload_of_another_kind_is_refused() {
     let reply = bus::encode_reply(&Ok(bus::ViewAnswer::Ticks(bus::Ticks::default())));
     let record = EventRecord {
         partition: PartitionId(0),
-        offset: 0,
-        log_index: 1,
+        offset: Offset(0),
+        log_index: LogIndex(1),
         event: Event {
             at_ms: 1,
             origin: Origin::default(),
@@ -136,7 +136,7 @@ fn oversized_payloads_are_refused_before_verifying() {
     let fat = Delivery { recipients: vec![], record: Bytes::from(vec![0; MAX_EVENT_BYTES + 1]), ..many };
     assert!(matches!(Delivery::decode(&fat.encode()), Err(Error::TooLarge { .. })));
     // A page above the cap.
-    let items = vec![bus::InboxItem { seq: Seq(1), offset: 1 }; MAX_VIEW_PAGE_ENTRIES + 1];
+    let items = vec![bus::InboxItem { seq: Seq(1), offset: Offset(1) }; MAX_VIEW_PAGE_ENTRIES + 1];
     let page = bus::ViewAnswer::Inbox(bus::InboxPage { partition: PartitionId(0), entries: items, more: false });
     assert!(matches!(bus::decode_reply(&bus::encode_reply(&Ok(page))), Err(Error::TooLarge { .. })));
 }
@@ -155,8 +155,8 @@ fn subjects_and_queries_match() {
 fn the_deliver_frame_of_a_record_is_the_frame_of_its_message() {
     let record = EventRecord {
         partition: PartitionId(3),
-        offset: 9,
-        log_index: 4,
+        offset: Offset(9),
+        log_index: LogIndex(4),
         event: Event {
             at_ms: 77,
             origin: Origin { user: UserId(2), device: DeviceId(5), client_msg_id: ClientMsgId(11) },

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chorus_log_node::LogClient;
 use chorus_schema::{
-    ChatId, ClientMsgId, Command, CommandBody, DeviceId, EventBody, EventRecord, GroupId, NodeId, Origin, Outcome,
-    PartitionId, Request, Seq, UserId,
+    ChatId, ClientMsgId, Command, CommandBody, DeviceId, EventBody, EventRecord, GroupId, NodeId, Offset, Origin,
+    Outcome, PartitionId, Request, Seq, UserId,
 };
 use chorus_testkit::cluster::{chorus_binary, Cluster, ClusterSpec};
 
@@ -46,12 +46,13 @@ async fn must_append(client: &LogClient, cmd: &Command) -> Outcome {
 async fn must_read_all(client: &LogClient, addr: &str, partition: PartitionId) -> Vec<EventRecord> {
     let mut out = Vec::new();
     loop {
-        let (events, next) = client.read_from(addr, partition, out.len() as u64, 4096).await.expect("read events");
+        let (events, next) =
+            client.read_from(addr, partition, Offset(out.len() as u64), 4096).await.expect("read events");
         if events.is_empty() {
             return out;
         }
         out.extend(events);
-        assert_eq!(next, out.len() as u64);
+        assert_eq!(next, Offset(out.len() as u64));
     }
 }
 
@@ -65,7 +66,7 @@ async fn must_converge(cluster: &Cluster, client: &LogClient, ids: &[u64]) -> BT
             match client.status(&cluster.node(*id).config.client_addr).await {
                 Ok(s) => {
                     for p in s.partitions {
-                        per.entry(p.partition.0).or_default().insert(p.next_offset);
+                        per.entry(p.partition.0).or_default().insert(p.next_offset.0);
                     }
                 }
                 Err(_) => all_answered = false,
@@ -167,7 +168,7 @@ async fn acknowledged_appends_survive_kill_9_of_leaders() {
     // The leaders merged concurrent appends: far fewer Raft entries than
     // commands, so the kills hit merged entries in flight.
     let s = client.status(&cluster.node(1).config.client_addr).await.unwrap();
-    let entries: u64 = s.groups.iter().map(|g| g.last_log_index).sum();
+    let entries: u64 = s.groups.iter().map(|g| g.last_log_index.0).sum();
     eprintln!("{} sends acknowledged through 3 leader kills, in {entries} Raft entries", acked.len());
     assert!(
         entries * 2 < acked.len() as u64,

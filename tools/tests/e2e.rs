@@ -8,7 +8,8 @@ use std::time::Duration;
 use chorus_client::{Client, Credentials, Event, Message, Resume};
 use chorus_schema::edge::{write_frame, ALPN};
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, EdgeErrorCode, PartitionId, ReceiptKind, Recipient, Seq, ServerFrame, UserId,
+    ChatId, ClientFrame, ClientMsgId, EdgeErrorCode, Offset, PartitionId, ReceiptKind, Recipient, Seq, ServerFrame,
+    UserId,
 };
 use chorus_testkit::cluster::chorus_binary;
 use chorus_testkit::stack::{Stack, StackSpec};
@@ -284,7 +285,7 @@ async fn killing_the_edge_mid_send_loses_nothing_and_shows_nothing_twice() {
     let chat = ChatId::direct(alice.user, bob.user);
     let partition = PartitionId::for_key(&chorus_schema::Key::Chat(chat), stack.spec.partitions);
     let mut seqs = Vec::new();
-    let mut from = 0;
+    let mut from = Offset(0);
     loop {
         let (events, next) = stack.log.read(partition, from, 4096).await.unwrap();
         if events.is_empty() {
@@ -459,7 +460,7 @@ impl Raw {
 async fn chat_events(stack: &Stack, chat: ChatId) -> Vec<chorus_schema::EventRecord> {
     let partition = chorus_schema::PartitionId::for_key(&chorus_schema::Key::Chat(chat), stack.spec.partitions);
     let mut out = Vec::new();
-    let mut from = 0;
+    let mut from = Offset(0);
     loop {
         let (records, next) = stack.log.read(partition, from, 1024).await.unwrap();
         if records.is_empty() {

@@ -15,8 +15,8 @@ use chorus_log_node::network::{frame, ALPN_LOG, SERVER_NAME};
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_projections::bus_auth::{self, BusRole};
 use chorus_schema::{
-    AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, GroupId, NodeId, Origin, PartitionId,
-    Request, Response, UserId,
+    AppendCommand, ClientMsgId, Command, CommandBody, DeviceId, ErrorCode, GroupId, NodeId, Offset, Origin,
+    PartitionId, Request, Response, UserId,
 };
 use chorus_testkit::cluster::{chorus_binary, Cluster, ClusterSpec};
 use chorus_testkit::nats::NatsServer;
@@ -89,7 +89,7 @@ async fn the_log_lets_each_role_do_its_part_only() {
     let session = create_session(4);
     let user_partition = session.partition;
     let append = Request::Append { commands: vec![session] };
-    let read = Request::Read { partition: user_partition, from: 0, limit: 100 };
+    let read = Request::Read { partition: user_partition, from: Offset(0), limit: 100 };
     let change_voters = Request::ChangeVoters { group: GroupId(0), voters: vec![NodeId(1), NodeId(9)] };
 
     // No certificate: the handshake fails or nothing is answered.
@@ -127,7 +127,7 @@ async fn the_log_lets_each_role_do_its_part_only() {
 
     // Nothing of the refused requests was stored: the user partition is empty
     // and the group's voters are unchanged.
-    let (events, _) = reader.read(user_partition, 0, 100).await.unwrap();
+    let (events, _) = reader.read(user_partition, Offset(0), 100).await.unwrap();
     assert!(events.is_empty(), "refused appends stored {events:?}");
     let status = reader.status(&client_addr).await.unwrap();
     assert_eq!(status.groups[0].voters, vec![NodeId(1)]);

@@ -184,8 +184,8 @@ mod tests {
         use chorus_schema::{ClientMsgId, Event, EventBody, Origin, PartitionId, Seq};
         EventRecord {
             partition: PartitionId(0),
-            offset: seq,
-            log_index: seq,
+            offset: chorus_schema::Offset(seq),
+            log_index: chorus_schema::LogIndex(seq),
             event: Event {
                 at_ms: 1,
                 origin: Origin { user: UserId(1), device: DeviceId(1), client_msg_id: ClientMsgId(seq) },

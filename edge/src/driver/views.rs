@@ -13,7 +13,7 @@ use chorus_schema::bus::{
     self, ChatCursors, CursorsPage, CursorsRequest, InboxItem, InboxPage, InboxRequest, Query, SessionInfo,
     SessionRequest, UserInfo, UserRequest, ViewQuery,
 };
-use chorus_schema::{ChatId, DeviceId, EventRecord, PartitionId, Seq, UserId, MAX_VIEW_PAGE_ENTRIES};
+use chorus_schema::{ChatId, DeviceId, EventRecord, Offset, PartitionId, Seq, UserId, MAX_VIEW_PAGE_ENTRIES};
 
 use crate::session::Item;
 
@@ -29,7 +29,7 @@ pub(crate) enum ReadError {
     #[error("log read: {0}")]
     Log(#[from] chorus_log_node::client::Error),
     #[error("log read: offset {offset} of partition {partition} not found")]
-    Missing { partition: PartitionId, offset: u64 },
+    Missing { partition: PartitionId, offset: Offset },
     #[error("connection gone")]
     Gone,
     /// A view reply named a partition that cannot hold the chat (a forged
@@ -182,13 +182,13 @@ pub(crate) async fn recover(
 async fn read_offsets(ctx: &Ctx, partition: PartitionId, items: &[InboxItem]) -> Result<Vec<EventRecord>, ReadError> {
     const SPAN_MAX: u64 = 1024;
     let mut out = Vec::with_capacity(items.len());
-    let last = items.last().map_or(0, |it| it.offset);
+    let last = items.last().map_or(Offset(0), |it| it.offset);
     // The items not read yet.
     let mut rest = items;
     let mut empty_reads = 0;
     while let Some(first) = rest.first() {
         let from = first.offset;
-        let span = last.saturating_sub(from).saturating_add(1).min(SPAN_MAX);
+        let span = last.0.saturating_sub(from.0).saturating_add(1).min(SPAN_MAX);
         let (records, _next) = ctx.log.read(partition, from, span as u32).await?;
         if records.is_empty() {
             // The replica read has not applied it yet: the leader has, soon.

@@ -188,8 +188,8 @@ mod tests {
         let chat = ChatId::group([chat; 16]);
         Item::new(chorus_schema::EventRecord {
             partition: PartitionId(0),
-            offset: seq,
-            log_index: seq,
+            offset: chorus_schema::Offset(seq),
+            log_index: chorus_schema::LogIndex(seq),
             event: Event {
                 at_ms: 0,
                 origin: Origin { user: UserId(1), device: DeviceId(1), client_msg_id: ClientMsgId(seq) },

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use chorus_schema::{
-    AppendCommand, Command, CommandResult, ErrorCode, EventRecord, GroupId, NodeStatus, PartitionId, Request, Response,
-    StoredRecord, MAX_FRAME_BYTES,
+    AppendCommand, Command, CommandResult, ErrorCode, EventRecord, GroupId, NodeStatus, Offset, PartitionId, Request,
+    Response, StoredRecord, MAX_FRAME_BYTES,
 };
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -463,9 +463,9 @@ impl LogClient {
         &self,
         addr: &str,
         partition: PartitionId,
-        from: u64,
+        from: Offset,
         limit: u32,
-    ) -> Result<(Vec<EventRecord>, u64)> {
+    ) -> Result<(Vec<EventRecord>, Offset)> {
         match self.request(addr, &Request::Read { partition, from, limit }).await? {
             Response::Events { events, next, .. } => Ok((decode_events(&events)?, next)),
             other => Err(unexpected(other)),
@@ -479,7 +479,7 @@ impl LogClient {
     /// # Errors
     /// [`Error::Unavailable`] when no node answered in time, a refusal, or an
     /// undecodable event as [`Error::Protocol`].
-    pub async fn read(&self, partition: PartitionId, from: u64, limit: u32) -> Result<(Vec<EventRecord>, u64)> {
+    pub async fn read(&self, partition: PartitionId, from: Offset, limit: u32) -> Result<(Vec<EventRecord>, Offset)> {
         let group = self.group_of(partition);
         let deadline = Instant::now() + self.inner.config.request_timeout();
         let req = Request::Read { partition, from, limit };
@@ -500,7 +500,7 @@ impl LogClient {
         &self,
         addr: &str,
         partition: PartitionId,
-        from: u64,
+        from: Offset,
         out: mpsc::Sender<EventRecord>,
     ) -> Result<()> {
         self.tail_with(addr, partition, from, out, |bytes| EventRecord::decode(&bytes)).await
@@ -515,7 +515,7 @@ impl LogClient {
         &self,
         addr: &str,
         partition: PartitionId,
-        from: u64,
+        from: Offset,
         out: mpsc::Sender<StoredRecord>,
     ) -> Result<()> {
         self.tail_with(addr, partition, from, out, |bytes| StoredRecord::decode(bytes.into())).await
@@ -525,7 +525,7 @@ impl LogClient {
         &self,
         addr: &str,
         partition: PartitionId,
-        from: u64,
+        from: Offset,
         out: mpsc::Sender<T>,
         decode: impl Fn(Vec<u8>) -> chorus_schema::Result<T>,
     ) -> Result<()> {
@@ -708,9 +708,9 @@ mod placement_tests {
             group: GroupId(group),
             leader: None,
             term: 0,
-            last_log_index: 0,
-            last_applied: 0,
-            next_offset: 0,
+            last_log_index: chorus_schema::LogIndex(0),
+            last_applied: chorus_schema::LogIndex(0),
+            next_offset: chorus_schema::Offset(0),
             voters: vec![],
             replicas: vec![],
         }
@@ -721,8 +721,8 @@ mod placement_tests {
             group: GroupId(g),
             leader: None,
             term: 0,
-            last_log_index: 0,
-            last_applied: 0,
+            last_log_index: chorus_schema::LogIndex(0),
+            last_applied: chorus_schema::LogIndex(0),
             voters: vec![],
             learners: vec![],
             replicas: vec![],

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_schema::{
-    AppendCommand, Command, ErrorCode, GroupId, GroupStatus, LeaderHint, NodeId, NodeStatus, PartitionId,
-    PartitionStatus, ReplicaStatus, Request, Response, MAX_FRAME_BYTES,
+    AppendCommand, Command, ErrorCode, GroupId, GroupStatus, LeaderHint, LogIndex, NodeId, NodeStatus, Offset,
+    PartitionId, PartitionStatus, ReplicaStatus, Request, Response, MAX_FRAME_BYTES,
 };
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
@@ -44,7 +44,7 @@ pub(crate) struct Api {
     pub proposers: Arc<Vec<Proposer>>,
     pub store: Arc<Store>,
     /// By partition.
-    pub offsets: Arc<Vec<watch::Receiver<u64>>>,
+    pub offsets: Arc<Vec<watch::Receiver<Offset>>>,
     pub append_timeout: Duration,
     /// Set when a read finds damaged storage; the node then stops (see `Node::fatal`).
     pub damage: Arc<watch::Sender<Damage>>,
@@ -136,7 +136,7 @@ fn replicas(m: &RaftMetrics) -> Vec<ReplicaStatus> {
             r.iter()
                 .map(|(node, matched)| ReplicaStatus {
                     node: NodeId(*node),
-                    matched: matched.map(|l| l.index),
+                    matched: matched.map(|l| LogIndex(l.index)),
                     lag: Some(last.saturating_sub(matched.map(|l| l.index).unwrap_or(0))),
                 })
                 .collect()
@@ -236,7 +236,7 @@ impl Api {
         }
     }
 
-    fn read(&self, partition: PartitionId, from: u64, limit: u32) -> Result<Response, Response> {
+    fn read(&self, partition: PartitionId, from: Offset, limit: u32) -> Result<Response, Response> {
         self.group_of(partition)?;
         let next = *self
             .offsets
@@ -246,11 +246,11 @@ impl Api {
         let limit = limit.clamp(1, READ_LIMIT_MAX) as usize;
         let events =
             events::read_range(&self.store, partition, from, next, limit).map_err(|e| self.storage_error(&e))?;
-        let next = from + events.len() as u64;
+        let next = from.plus(events.len() as u64);
         Ok(Response::Events { partition, events, next })
     }
 
-    async fn tail(&self, partition: PartitionId, mut from: u64, send: &mut quinn::SendStream) {
+    async fn tail(&self, partition: PartitionId, mut from: Offset, send: &mut quinn::SendStream) {
         let offsets = self.group_of(partition).and_then(|_| {
             self.offsets
                 .get(partition.0 as usize)
@@ -275,7 +275,7 @@ impl Api {
                         return;
                     }
                 };
-                from += events.len() as u64;
+                from = from.plus(events.len() as u64);
                 let resp = Response::Events { partition, events, next: from };
                 if frame::write(send, &resp.encode()).await.is_err() {
                     return; // the reader went away
@@ -302,9 +302,9 @@ impl Api {
                     group,
                     leader: m.current_leader.map(NodeId),
                     term: m.current_term,
-                    last_log_index: m.last_log_index.unwrap_or(0),
-                    last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
-                    next_offset: self.offsets.get(p as usize).map_or(0, |o| *o.borrow()),
+                    last_log_index: LogIndex(m.last_log_index.unwrap_or(0)),
+                    last_applied: LogIndex(m.last_applied.map(|l| l.index).unwrap_or(0)),
+                    next_offset: self.offsets.get(p as usize).map_or(Offset(0), |o| *o.borrow()),
                     voters: m.membership_config.membership().voter_ids().map(NodeId).collect(),
                     replicas: replicas(m),
                 })
@@ -319,8 +319,8 @@ impl Api {
                     group,
                     leader: m.current_leader.map(NodeId),
                     term: m.current_term,
-                    last_log_index: m.last_log_index.unwrap_or(0),
-                    last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+                    last_log_index: LogIndex(m.last_log_index.unwrap_or(0)),
+                    last_applied: LogIndex(m.last_applied.map(|l| l.index).unwrap_or(0)),
                     voters: m.membership_config.membership().voter_ids().map(NodeId).collect(),
                     learners: m.membership_config.membership().learner_ids().map(NodeId).collect(),
                     replicas: replicas(m),

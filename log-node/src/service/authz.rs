@@ -71,8 +71,8 @@ mod tests {
     fn requests() -> Vec<Request> {
         vec![
             Request::Append { commands: Vec::new() },
-            Request::Read { partition: PartitionId(0), from: 0, limit: 1 },
-            Request::Tail { partition: PartitionId(0), from: 0 },
+            Request::Read { partition: PartitionId(0), from: chorus_schema::Offset(0), limit: 1 },
+            Request::Tail { partition: PartitionId(0), from: chorus_schema::Offset(0) },
             Request::Status,
             Request::AddLearner { group: GroupId(0), node: NodeId(4), raft_addr: "a".into(), client_addr: "b".into() },
             Request::ChangeVoters { group: GroupId(0), voters: vec![NodeId(1)] },

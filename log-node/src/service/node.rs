@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use std::path::Path;
 
-use chorus_schema::{GroupId, PartitionId};
+use chorus_schema::{GroupId, Offset, PartitionId};
 use openraft::SnapshotPolicy;
 use tokio::sync::watch;
 
@@ -55,7 +55,7 @@ pub struct Node {
     raft_endpoint: quinn::Endpoint,
     client_endpoint: quinn::Endpoint,
     /// By partition.
-    offsets: Arc<Vec<watch::Receiver<u64>>>,
+    offsets: Arc<Vec<watch::Receiver<Offset>>>,
     /// The first fatal failure: storage damage found outside a Raft core (a
     /// client read), or a group's Raft core that stopped.
     damage: Arc<watch::Sender<Damage>>,
@@ -196,7 +196,7 @@ impl Node {
         let rc = raft_config(&config)?;
         let placement = config.placement();
         let mut rafts = Vec::with_capacity(placement.groups() as usize);
-        let mut offsets: Vec<Option<watch::Receiver<u64>>> = vec![None; placement.partitions() as usize];
+        let mut offsets: Vec<Option<watch::Receiver<Offset>>> = vec![None; placement.partitions() as usize];
         for g in 0..placement.groups() {
             let group = GroupId(g);
             let log = LogStore::new(store.clone(), g);
@@ -213,7 +213,7 @@ impl Node {
                 Raft::new(config.id, rc.clone(), net, log, sm).await.map_err(|e| damaged(&config, e.to_string()))?;
             rafts.push(raft);
         }
-        let offsets: Vec<watch::Receiver<u64>> = offsets
+        let offsets: Vec<watch::Receiver<Offset>> = offsets
             .into_iter()
             .collect::<Option<_>>()
             .ok_or_else(|| NodeError::Raft("the placement leaves a partition without a group".into()))?;
@@ -360,7 +360,7 @@ impl Node {
     }
 
     /// The next event offset of `partition` on this replica.
-    pub fn next_offset(&self, partition: PartitionId) -> Option<u64> {
+    pub fn next_offset(&self, partition: PartitionId) -> Option<Offset> {
         self.offsets.get(partition.0 as usize).map(|o| *o.borrow())
     }
 

@@ -1,6 +1,6 @@
 //! Reading a partition's committed events.
 
-use chorus_schema::PartitionId;
+use chorus_schema::{Offset, PartitionId};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 
 use super::{keys, Result, Store, CF_EVENTS};
@@ -15,7 +15,14 @@ pub const READ_BYTES_MAX: usize = 4 << 20;
 ///
 /// # Errors
 /// On a RocksDB read error, or when the stored offsets have a hole.
-pub fn read_range(store: &Store, partition: PartitionId, from: u64, to: u64, limit: usize) -> Result<Vec<Vec<u8>>> {
+pub fn read_range(
+    store: &Store,
+    partition: PartitionId,
+    from: Offset,
+    to: Offset,
+    limit: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let (from, to) = (from.0, to.0);
     let mut out = Vec::new();
     if from >= to || limit == 0 {
         return Ok(out);

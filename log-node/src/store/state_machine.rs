@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chorus_partition::Partition;
-use chorus_schema::{Command, EventRecord, GroupId, PartitionId, RejectCode, Rejection};
+use chorus_schema::{Command, EventRecord, GroupId, LogIndex, Offset, PartitionId, RejectCode, Rejection};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{ReadOptions, WriteBatch};
@@ -59,7 +59,7 @@ pub(crate) struct SmMeta {
     /// the next one, then switches).
     pub generation: u32,
     /// Each partition's next event offset.
-    pub next_offsets: Vec<(PartitionId, u64)>,
+    pub next_offsets: Vec<(PartitionId, Offset)>,
 }
 
 pub(crate) fn sm_read_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -102,9 +102,9 @@ pub(crate) fn read_meta_at(
 struct Part {
     partition: PartitionId,
     rules: Partition,
-    next_offset: u64,
+    next_offset: Offset,
     /// The next event offset, published after every apply (tail readers wait on it).
-    offsets: watch::Sender<u64>,
+    offsets: watch::Sender<Offset>,
 }
 
 /// The state machine of one Raft group.
@@ -152,7 +152,7 @@ impl StateMachine {
         partitions_total: u16,
     ) -> Result<Self, StorageError> {
         let meta = read_meta_at(&store, group, None)?.unwrap_or_default();
-        let offsets: HashMap<PartitionId, u64> = meta.next_offsets.iter().copied().collect();
+        let offsets: HashMap<PartitionId, Offset> = meta.next_offsets.iter().copied().collect();
         if let Some(p) = offsets.keys().find(|p| !partitions.contains(p)) {
             // Moving a partition between groups is an explicit, logged step
             // (see ARCHITECTURE.md); records of another group's partition mean
@@ -178,7 +178,7 @@ impl StateMachine {
         for &p in partitions {
             let rules = Partition::open(&records.view(state_prefix(p, meta.generation)), p, partitions_total);
             records.take_error()?;
-            let next_offset = offsets.get(&p).copied().unwrap_or(0);
+            let next_offset = offsets.get(&p).copied().unwrap_or_default();
             let slot = slots.get_mut(p.0 as usize).ok_or_else(|| {
                 sm_read_err(other(format!("group {group}: partition {p} is not below {partitions_total}")))
             })?;
@@ -207,7 +207,7 @@ impl StateMachine {
     }
 
     /// A receiver of each partition's next event offset, updated after each apply.
-    pub fn offsets(&self) -> Vec<(PartitionId, watch::Receiver<u64>)> {
+    pub fn offsets(&self) -> Vec<(PartitionId, watch::Receiver<Offset>)> {
         self.parts.iter().map(|p| (p.partition, p.offsets.subscribe())).collect()
     }
 
@@ -264,9 +264,10 @@ impl StateMachine {
                 Err(e) => Err(Rejection { code: RejectCode::Invalid, message: e.to_string() }),
             };
             for event in produced.drain(..) {
-                let record = EventRecord { partition, offset: part.next_offset, log_index: log_id.index, event };
-                events.push((keys::indexed(partition.0, part.next_offset), record.encode()));
-                part.next_offset += 1;
+                let record =
+                    EventRecord { partition, offset: part.next_offset, log_index: LogIndex(log_id.index), event };
+                events.push((keys::indexed(partition.0, part.next_offset.0), record.encode()));
+                part.next_offset = part.next_offset.next();
             }
             results.push(result);
         }
@@ -401,14 +402,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         tracing::info!(
             group = %self.group,
             snapshot = %meta,
-            events = installed.next_offsets.iter().map(|(_, n)| n).sum::<u64>(),
+            events = installed.next_offsets.iter().map(|(_, n)| n.0).sum::<u64>(),
             "snapshot installed"
         );
         self.records.reset();
         self.generation = installed.generation;
         self.last_applied = installed.last_applied;
         self.membership = installed.membership;
-        let offsets: HashMap<PartitionId, u64> = installed.next_offsets.into_iter().collect();
+        let offsets: HashMap<PartitionId, Offset> = installed.next_offsets.into_iter().collect();
         for part in &mut self.parts {
             // `install` checked that the snapshot holds exactly this group's partitions.
             part.next_offset = offsets.get(&part.partition).copied().ok_or_else(|| {

@@ -27,7 +27,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
-use chorus_schema::{GroupId, PartitionId, MAX_EVENT_BYTES};
+use chorus_schema::{GroupId, Offset, PartitionId, MAX_EVENT_BYTES};
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch};
 use serde::{Deserialize, Serialize};
 
@@ -112,7 +112,11 @@ pub(crate) fn write(store: &Store, group: GroupId) -> Result<Option<(SnapshotMet
     };
     let file = tempfile::tempfile_in(store.path()).map_err(sm_write_err)?;
     let mut w = Writer { out: BufWriter::with_capacity(1 << 20, file), hash: blake3::Hasher::new() };
-    let head = Head { version: SNAPSHOT_VERSION, meta: meta.clone(), next_offsets: sm.next_offsets.clone() };
+    let head = Head {
+        version: SNAPSHOT_VERSION,
+        meta: meta.clone(),
+        next_offsets: sm.next_offsets.iter().map(|&(p, o)| (p, o.0)).collect(),
+    };
     w.put(MAGIC).map_err(sm_write_err)?;
     w.frame(HEAD, &[&bincode::serialize(&head).map_err(sm_write_err)?]).map_err(sm_write_err)?;
     for &(p, _) in &sm.next_offsets {
@@ -134,7 +138,7 @@ pub(crate) fn write(store: &Store, group: GroupId) -> Result<Option<(SnapshotMet
             w.frame(STATE, &[&p.0.to_be_bytes()[..], &klen.to_be_bytes()[..], key, &v[..]]).map_err(sm_write_err)?;
         }
     }
-    for &(p, next_offset) in &sm.next_offsets {
+    for &(p, Offset(next_offset)) in &sm.next_offsets {
         let mut ro = ReadOptions::default();
         ro.set_snapshot(&snap);
         ro.set_iterate_upper_bound(keys::indexed(p.0, next_offset).to_vec());
@@ -403,7 +407,7 @@ pub(crate) fn install(
         last_applied: meta.last_log_id,
         membership: meta.last_membership.clone(),
         generation,
-        next_offsets: head.next_offsets,
+        next_offsets: head.next_offsets.into_iter().map(|(p, o)| (p, Offset(o))).collect(),
     };
     let mut batch = WriteBatch::default();
     batch.put_cf(store.cf(CF_META), keys::meta(group.0, keys::SM), bincode::serialize(&sm).map_err(sm_write_err)?);

@@ -155,7 +155,12 @@ mod tests {
 
     fn record(offset: u64, body: EventBody) -> EventRecord {
         let origin = Origin { user: U, device: DeviceId(1), client_msg_id: ClientMsgId(offset) };
-        EventRecord { partition: PartitionId(0), offset, log_index: offset, event: Event { at_ms: 0, origin, body } }
+        EventRecord {
+            partition: PartitionId(0),
+            offset: chorus_schema::Offset(offset),
+            log_index: chorus_schema::LogIndex(offset),
+            event: Event { at_ms: 0, origin, body },
+        }
     }
 
     /// Folds each body in its own committed transaction; the first error stops.

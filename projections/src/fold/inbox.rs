@@ -87,8 +87,8 @@ mod tests {
             let offset = 100 + i as u64;
             let record = EventRecord {
                 partition: PartitionId(0),
-                offset,
-                log_index: offset,
+                offset: chorus_schema::Offset(offset),
+                log_index: chorus_schema::LogIndex(offset),
                 event: Event { at_ms: 0, origin, body },
             };
             let mut txn = store.begin();
@@ -103,7 +103,7 @@ mod tests {
     fn all(store: &mut MemStore, user: u64, chat: &ChatId) -> Vec<(u64, u64)> {
         let (items, more) = items(&store.begin(), u(user), chat, Seq(0), usize::MAX).unwrap();
         assert!(!more);
-        items.into_iter().map(|i| (i.seq.0, i.offset)).collect()
+        items.into_iter().map(|i| (i.seq.0, i.offset.0)).collect()
     }
 
     #[test]
@@ -134,7 +134,13 @@ mod tests {
         let (page, more) = items(&t, u(1), &chat, Seq(0), 2).unwrap();
         assert_eq!(
             (page, more),
-            (vec![InboxItem { seq: Seq(1), offset: 100 }, InboxItem { seq: Seq(2), offset: 101 }], true)
+            (
+                vec![
+                    InboxItem { seq: Seq(1), offset: chorus_schema::Offset(100) },
+                    InboxItem { seq: Seq(2), offset: chorus_schema::Offset(101) }
+                ],
+                true
+            )
         );
         let (page, more) = items(&t, u(1), &chat, Seq(4), 2).unwrap();
         assert_eq!((page.iter().map(|i| i.seq.0).collect::<Vec<_>>(), more), (vec![5, 6], false));
@@ -178,7 +184,7 @@ mod tests {
         let (page, more) = items(&counting, u(2), &chat, Seq(100), 10).unwrap();
         assert!(counting.1.get() <= 11, "read {} entries for a page of 10", counting.1.get());
         assert!(more);
-        let seqs: Vec<(u64, u64)> = page.iter().map(|i| (i.seq.0, i.offset)).collect();
+        let seqs: Vec<(u64, u64)> = page.iter().map(|i| (i.seq.0, i.offset.0)).collect();
         assert_eq!(seqs, everything[100..110], "the same page as a full scan gives");
         // The last page: no more.
         let (page, more) = items(&txn, u(2), &chat, Seq(4995), 10).unwrap();

@@ -5,8 +5,8 @@ use std::path::Path;
 use chorus_log_node::network::tls::{Role, TlsPaths};
 use chorus_log_node::{Config, LogClient, Node};
 use chorus_schema::{
-    ChatId, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, EventRecord, Origin, PartitionId, ReceiptKind,
-    Seq, UserId,
+    ChatId, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, EventRecord, Offset, Origin, PartitionId,
+    ReceiptKind, Seq, UserId,
 };
 
 /// A single-replica node config on free loopback ports (the testkit's).
@@ -92,11 +92,11 @@ pub(crate) async fn must_append(client: &LogClient, command: &Command) -> chorus
 }
 
 /// Every committed record of every partition, and each partition's end offset.
-pub(crate) async fn read_all(client: &LogClient) -> (Vec<EventRecord>, Vec<u64>) {
+pub(crate) async fn read_all(client: &LogClient) -> (Vec<EventRecord>, Vec<chorus_schema::Offset>) {
     let mut all = Vec::new();
     let mut ends = Vec::new();
     for p in 0..client.partitions() {
-        let mut from = 0;
+        let mut from = Offset(0);
         loop {
             let (events, next) = client.read(PartitionId(p), from, 1024).await.expect("read");
             if events.is_empty() {

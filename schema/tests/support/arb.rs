@@ -254,8 +254,8 @@ pub(crate) fn event() -> impl Strategy<Value = Event> {
 pub(crate) fn event_record() -> impl Strategy<Value = EventRecord> {
     (partition(), any::<u64>(), any::<u64>(), event()).prop_map(|(partition, offset, log_index, event)| EventRecord {
         partition,
-        offset,
-        log_index,
+        offset: Offset(offset),
+        log_index: LogIndex(log_index),
         event,
     })
 }
@@ -314,10 +314,10 @@ pub(crate) fn request() -> impl Strategy<Value = Request> {
             .prop_map(|commands| Request::Append { commands }),
         (partition(), any::<u64>(), any::<u32>()).prop_map(|(partition, from, limit)| Request::Read {
             partition,
-            from,
+            from: Offset(from),
             limit
         }),
-        (partition(), any::<u64>()).prop_map(|(partition, from)| Request::Tail { partition, from }),
+        (partition(), any::<u64>()).prop_map(|(partition, from)| Request::Tail { partition, from: Offset(from) }),
         Just(Request::Status),
         (group(), node(), text(64), text(64)).prop_map(|(group, node, raft_addr, client_addr)| Request::AddLearner {
             group,
@@ -339,9 +339,9 @@ pub(crate) fn partition_status() -> impl Strategy<Value = PartitionStatus> {
                 group,
                 leader,
                 term,
-                last_log_index,
-                last_applied,
-                next_offset,
+                last_log_index: LogIndex(last_log_index),
+                last_applied: LogIndex(last_applied),
+                next_offset: Offset(next_offset),
                 voters,
                 replicas,
             }
@@ -350,8 +350,9 @@ pub(crate) fn partition_status() -> impl Strategy<Value = PartitionStatus> {
 }
 
 fn replicas() -> impl Strategy<Value = Vec<ReplicaStatus>> {
-    vec((node(), option::of(any::<u64>()), option::of(any::<u64>())), 0..4)
-        .prop_map(|r| r.into_iter().map(|(node, matched, lag)| ReplicaStatus { node, matched, lag }).collect())
+    vec((node(), option::of(any::<u64>()), option::of(any::<u64>())), 0..4).prop_map(|r| {
+        r.into_iter().map(|(node, matched, lag)| ReplicaStatus { node, matched: matched.map(LogIndex), lag }).collect()
+    })
 }
 
 pub(crate) fn group_status() -> impl Strategy<Value = GroupStatus> {
@@ -370,8 +371,8 @@ pub(crate) fn group_status() -> impl Strategy<Value = GroupStatus> {
                     group,
                     leader,
                     term,
-                    last_log_index,
-                    last_applied,
+                    last_log_index: LogIndex(last_log_index),
+                    last_applied: LogIndex(last_applied),
                     voters,
                     learners,
                     replicas,
@@ -385,7 +386,7 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
         vec(command_result(), 0..6).prop_map(|results| Response::Appended { results }),
         (partition(), vec(event_record().prop_map(|e| e.encode()), 0..4), any::<u64>())
-            .prop_map(|(partition, events, next)| Response::Events { partition, events, next }),
+            .prop_map(|(partition, events, next)| Response::Events { partition, events, next: Offset(next) }),
         (node(), vec(partition_status(), 0..4), vec(group_status(), 0..3))
             .prop_map(|(node, partitions, groups)| Response::Status(NodeStatus { node, partitions, groups })),
         Just(Response::Done),
@@ -580,7 +581,7 @@ pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
         delivered,
         read,
     });
-    let inbox = (seq(), any::<u64>()).prop_map(|(seq, offset)| bus::InboxItem { seq, offset });
+    let inbox = (seq(), any::<u64>()).prop_map(|(seq, offset)| bus::InboxItem { seq, offset: Offset(offset) });
     let code = prop_oneof![Just(bus::ViewErrorCode::BadRequest), Just(bus::ViewErrorCode::Unavailable)];
     prop_oneof![
         (vec(item, 0..8), any::<bool>())

@@ -3,7 +3,8 @@
 use anyhow::{bail, Result};
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::{
-    ChatId, ClientMsgId, Command, CommandBody, DeviceId, GroupId, Key, NodeId, Origin, PartitionId, Request, UserId,
+    ChatId, ClientMsgId, Command, CommandBody, DeviceId, GroupId, Key, NodeId, Offset, Origin, PartitionId, Request,
+    UserId,
 };
 
 #[derive(Debug, clap::Args)]
@@ -41,8 +42,8 @@ pub enum Cmd {
         user: Option<u64>,
         #[arg(long)]
         peer: Option<u64>,
-        #[arg(long, default_value_t = 0)]
-        from: u64,
+        #[arg(long, default_value_t = Offset(0))]
+        from: Offset,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -50,8 +51,8 @@ pub enum Cmd {
     Tail {
         #[arg(long)]
         partition: u16,
-        #[arg(long, default_value_t = 0)]
-        from: u64,
+        #[arg(long, default_value_t = Offset(0))]
+        from: Offset,
     },
     /// Per-group leader, term, applied index and replica lag, and per-partition
     /// events, as the node given sees them.

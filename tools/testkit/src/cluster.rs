@@ -686,7 +686,7 @@ impl Cluster {
             for s in statuses.values() {
                 for p in &s.partitions {
                     if p.voters.contains(&s.node) {
-                        per.entry(p.partition.0).or_default().push(p.next_offset);
+                        per.entry(p.partition.0).or_default().push(p.next_offset.0);
                     }
                 }
             }
