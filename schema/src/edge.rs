@@ -20,6 +20,7 @@ use crate::codec::{self, Builder};
 pub use crate::codes::EdgeErrorCode;
 use crate::error::check_len;
 
+use crate::command::CommandBody;
 use crate::fb::edge as fe;
 use crate::ids::{ChatId, ClientMsgId, DeviceId, Seq, UserId};
 use crate::limits::*;
@@ -107,6 +108,144 @@ pub enum ClientFrame {
         user: UserId,
         blocked: bool,
     },
+    /// A group request on `chat` (for [`GroupOp::Create`], a fresh id from
+    /// [`ChatId::group`]). Answered `Done`, or `Error` with the partition's
+    /// reason (`NotAdmin`, `NotMember`, `AlreadyExists`, `Invalid`, …).
+    Group {
+        client_msg_id: ClientMsgId,
+        chat: ChatId,
+        op: GroupOp,
+    },
+}
+
+/// What a [`ClientFrame::Group`] does. The chat partition enforces the rules:
+/// only admins edit, a group never loses its last admin (the oldest member is
+/// promoted when the last admin leaves), at most [`MAX_GROUP_MEMBERS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupOp {
+    /// Create the group with the sender as its admin and `members` (the others).
+    Create {
+        name: String,
+        members: Vec<UserId>,
+    },
+    Add {
+        member: UserId,
+    },
+    Remove {
+        member: UserId,
+    },
+    Promote {
+        member: UserId,
+    },
+    Demote {
+        member: UserId,
+    },
+    Leave,
+    ChangeInfo {
+        name: String,
+        description: String,
+    },
+}
+
+impl GroupOp {
+    /// The chat-partition command that carries the operation out on `chat`.
+    pub fn command(&self, chat: ChatId) -> CommandBody {
+        match self {
+            GroupOp::Create { name, members } => {
+                CommandBody::CreateGroup { chat, name: name.clone(), members: members.clone() }
+            }
+            GroupOp::Add { member } => CommandBody::AddMember { chat, member: *member },
+            GroupOp::Remove { member } => CommandBody::RemoveMember { chat, member: *member },
+            GroupOp::Promote { member } => CommandBody::PromoteMember { chat, member: *member },
+            GroupOp::Demote { member } => CommandBody::DemoteMember { chat, member: *member },
+            GroupOp::Leave => CommandBody::LeaveGroup { chat },
+            GroupOp::ChangeInfo { name, description } => {
+                CommandBody::ChangeGroupInfo { chat, name: name.clone(), description: description.clone() }
+            }
+        }
+    }
+
+    /// The name of the operation, for logs and the CLI.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GroupOp::Create { .. } => "create",
+            GroupOp::Add { .. } => "add",
+            GroupOp::Remove { .. } => "remove",
+            GroupOp::Promote { .. } => "promote",
+            GroupOp::Demote { .. } => "demote",
+            GroupOp::Leave => "leave",
+            GroupOp::ChangeInfo { .. } => "change-info",
+        }
+    }
+
+    /// Checks the field limits (as decoding does).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] naming the first field over its limit.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            GroupOp::Create { name, members } => {
+                check_len("group name", name.len(), MAX_NAME_BYTES)?;
+                check_len("group members", members.len(), MAX_GROUP_MEMBERS)
+            }
+            GroupOp::ChangeInfo { name, description } => {
+                check_len("group name", name.len(), MAX_NAME_BYTES)?;
+                check_len("group description", description.len(), MAX_ABOUT_BYTES)
+            }
+            GroupOp::Add { .. }
+            | GroupOp::Remove { .. }
+            | GroupOp::Promote { .. }
+            | GroupOp::Demote { .. }
+            | GroupOp::Leave => Ok(()),
+        }
+    }
+
+    fn kind_fb(&self) -> fe::GroupOpKind {
+        match self {
+            GroupOp::Create { .. } => fe::GroupOpKind::Create,
+            GroupOp::Add { .. } => fe::GroupOpKind::Add,
+            GroupOp::Remove { .. } => fe::GroupOpKind::Remove,
+            GroupOp::Promote { .. } => fe::GroupOpKind::Promote,
+            GroupOp::Demote { .. } => fe::GroupOpKind::Demote,
+            GroupOp::Leave => fe::GroupOpKind::Leave,
+            GroupOp::ChangeInfo { .. } => fe::GroupOpKind::ChangeInfo,
+        }
+    }
+
+    fn members(&self) -> Vec<u64> {
+        match self {
+            GroupOp::Create { members, .. } => members.iter().map(|m| m.0).collect(),
+            GroupOp::Add { member }
+            | GroupOp::Remove { member }
+            | GroupOp::Promote { member }
+            | GroupOp::Demote { member } => {
+                vec![member.0]
+            }
+            GroupOp::Leave | GroupOp::ChangeInfo { .. } => Vec::new(),
+        }
+    }
+
+    fn from_fb(b: &fe::Group<'_>) -> Result<GroupOp> {
+        let members = b.members().map(|m| m.iter().map(UserId).collect::<Vec<_>>()).unwrap_or_default();
+        check_len("group members", members.len(), MAX_GROUP_MEMBERS)?;
+        let one = || match members.as_slice() {
+            [m] => Ok(*m),
+            _ => Err(Error::malformed("group request", format!("needs exactly one member, has {}", members.len()))),
+        };
+        let name = b.name().unwrap_or_default().to_owned();
+        Ok(match b.kind() {
+            fe::GroupOpKind::Create => GroupOp::Create { name, members: members.clone() },
+            fe::GroupOpKind::Add => GroupOp::Add { member: one()? },
+            fe::GroupOpKind::Remove => GroupOp::Remove { member: one()? },
+            fe::GroupOpKind::Promote => GroupOp::Promote { member: one()? },
+            fe::GroupOpKind::Demote => GroupOp::Demote { member: one()? },
+            fe::GroupOpKind::Leave => GroupOp::Leave,
+            fe::GroupOpKind::ChangeInfo => {
+                GroupOp::ChangeInfo { name, description: b.description().unwrap_or_default().to_owned() }
+            }
+            other => return Err(Error::malformed("group request", format!("unknown operation {}", other.0))),
+        })
+    }
 }
 
 /// What happened to a device of a user: the projector's account updates
@@ -355,6 +494,7 @@ impl ClientFrame {
             ClientFrame::UnlinkDevice { .. } => "UnlinkDevice",
             ClientFrame::Logout { .. } => "Logout",
             ClientFrame::Block { .. } => "Block",
+            ClientFrame::Group { .. } => "Group",
         }
     }
 
@@ -378,6 +518,7 @@ impl ClientFrame {
             }
             ClientFrame::Sync { since } => check_len("sync cursors", since.len(), MAX_SYNC_CURSORS),
             ClientFrame::SetPin { pin, .. } => check_len("pin", pin.len(), MAX_PIN_BYTES),
+            ClientFrame::Group { op, .. } => op.validate(),
             ClientFrame::Login { .. }
             | ClientFrame::Ack { .. }
             | ClientFrame::Ping { .. }
@@ -490,6 +631,30 @@ impl ClientFrame {
                 );
                 (fe::ClientFrameBody::Block, t.as_union_value())
             }
+            ClientFrame::Group { client_msg_id, chat, op } => {
+                let chat = codec::chat_fb(chat);
+                let members = op.members();
+                let members = (!members.is_empty()).then(|| fbb.create_vector(&members));
+                let (name, description) = match op {
+                    GroupOp::Create { name, .. } => (Some(fbb.create_string(name)), None),
+                    GroupOp::ChangeInfo { name, description } => {
+                        (Some(fbb.create_string(name)), Some(fbb.create_string(description)))
+                    }
+                    _ => (None, None),
+                };
+                let t = fe::Group::create(
+                    &mut fbb,
+                    &fe::GroupArgs {
+                        client_msg_id: client_msg_id.0,
+                        chat: Some(&chat),
+                        kind: op.kind_fb(),
+                        members,
+                        name,
+                        description,
+                    },
+                );
+                (fe::ClientFrameBody::Group, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -583,6 +748,14 @@ impl ClientFrame {
                     client_msg_id: ClientMsgId(b.client_msg_id()),
                     user: UserId(b.user()),
                     blocked: b.blocked(),
+                }
+            }
+            fe::ClientFrameBody::Group => {
+                let b = f.body_as_group().ok_or_else(bad)?;
+                ClientFrame::Group {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    chat: codec::chat(b.chat()),
+                    op: GroupOp::from_fb(&b)?,
                 }
             }
             _ => return Err(bad()),
@@ -903,5 +1076,46 @@ mod tests {
             pin: None,
         };
         assert_eq!(ClientFrame::decode(&new.encode()).unwrap(), new);
+    }
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    /// A `Group` frame as a client could build it, whatever its member count.
+    fn raw(kind: fe::GroupOpKind, members: &[u64]) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(128);
+        let chat = codec::chat_fb(&ChatId::group([3; 16]));
+        let members = fbb.create_vector(members);
+        let t = fe::Group::create(
+            &mut fbb,
+            &fe::GroupArgs {
+                client_msg_id: 1,
+                chat: Some(&chat),
+                kind,
+                members: Some(members),
+                name: None,
+                description: None,
+            },
+        );
+        let root = fe::ClientFrame::create(
+            &mut fbb,
+            &fe::ClientFrameArgs { body_type: fe::ClientFrameBody::Group, body: Some(t.as_union_value()) },
+        );
+        codec::finish(fbb, root, CLIENT_FRAME_IDENT)
+    }
+
+    #[test]
+    fn a_single_member_operation_needs_exactly_one_member() {
+        for kind in [fe::GroupOpKind::Add, fe::GroupOpKind::Remove, fe::GroupOpKind::Promote, fe::GroupOpKind::Demote] {
+            for members in [&[][..], &[1, 2][..]] {
+                let e = ClientFrame::decode(&raw(kind, members)).err().map(|e| e.to_string()).unwrap_or_default();
+                assert!(e.contains("exactly one member"), "{kind:?} with {members:?}: {e:?}");
+            }
+            assert!(ClientFrame::decode(&raw(kind, &[5])).is_ok());
+        }
+        let e = ClientFrame::decode(&raw(fe::GroupOpKind(200), &[])).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("unknown operation"), "{e:?}");
     }
 }

@@ -117,3 +117,24 @@ fn phone_numbers_normalize_to_one_user() {
         assert!(normalize_phone(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn group_requests_name_a_group_and_exactly_the_members_their_operation_takes() {
+    let frame = |chat, op| ClientFrame::Group { client_msg_id: ClientMsgId(1), chat, op };
+    let group = ChatId::group([1; 16]);
+    // Round trip, and the command each operation becomes.
+    let add = frame(group, GroupOp::Add { member: UserId(7) });
+    assert_eq!(ClientFrame::decode(&add.encode()).unwrap(), add);
+    assert_eq!(
+        GroupOp::Add { member: UserId(7) }.command(group),
+        CommandBody::AddMember { chat: group, member: UserId(7) }
+    );
+    assert_eq!(GroupOp::Leave.command(group), CommandBody::LeaveGroup { chat: group });
+
+    // Over the size limit at the frame already.
+    let big = frame(
+        group,
+        GroupOp::Create { name: "g".into(), members: (0..=MAX_GROUP_MEMBERS as u64).map(UserId).collect() },
+    );
+    assert!(ClientFrame::decode(&big.encode()).is_err());
+}

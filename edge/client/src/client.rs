@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chorus_schema::{ChatId, ClientMsgId, DeviceId, EdgeErrorCode, ReceiptKind, Recipient, Seq, UserId};
+use chorus_schema::{ChatId, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, UserId};
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -215,6 +215,38 @@ impl Client {
     /// As [`Client::set_pin`].
     pub async fn block(&self, user: UserId, blocked: bool) -> Result<()> {
         self.request(Request::Block { user, blocked }).await
+    }
+
+    /// Creates a group named `name` with this user as its admin and `members`
+    /// (the others, at most [`chorus_schema::MAX_GROUP_MEMBERS`] in all), under
+    /// a fresh random id, which it returns. Send to it with
+    /// [`Recipient::Group`].
+    ///
+    /// # Errors
+    /// As [`Client::group`].
+    pub async fn create_group(&self, name: &str, members: Vec<UserId>) -> Result<ChatId> {
+        let chat = ChatId::group(rand::random());
+        self.group(chat, GroupOp::Create { name: name.to_owned(), members }).await?;
+        Ok(chat)
+    }
+
+    /// A group request: add, remove, promote or demote a member, leave, or
+    /// change the name and description. The group's partition decides.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] with the partition's reason in its message and the
+    /// edge's code: `Forbidden` for an edit by a non-admin, `NotMember`,
+    /// `UnknownRecipient` for an unknown group, `BadFrame` for a broken rule
+    /// (over the size limit, the last admin demoted, a member added twice);
+    /// or [`Error::Connection`] if the connection broke before the answer.
+    pub async fn group(&self, chat: ChatId, op: GroupOp) -> Result<()> {
+        // A frame over a limit would be refused by the edge's decoder, which
+        // cannot tell which request it was: refuse it here, by name.
+        if let Err(e) = op.validate() {
+            let code = EdgeErrorCode::for_decode_error(&e);
+            return Err(Error::Refused { code, message: e.to_string(), retry_after_ms: None });
+        }
+        self.request(Request::Group { chat, op }).await
     }
 
     /// Ends this device's session: its connections close at every edge and

@@ -45,7 +45,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, ReceiptKind, Recipient, Seq, ServerFrame, UserId,
+    ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, ServerFrame,
+    UserId,
 };
 use tracing::debug;
 
@@ -83,10 +84,22 @@ pub enum Output {
 /// An account request of a logged-in device, answered `Done`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    SetPin { pin: String },
-    UnlinkDevice { device: DeviceId },
-    Block { user: UserId, blocked: bool },
+    SetPin {
+        pin: String,
+    },
+    UnlinkDevice {
+        device: DeviceId,
+    },
+    Block {
+        user: UserId,
+        blocked: bool,
+    },
     Logout,
+    /// A group request (create, add, remove, promote, demote, leave, change info).
+    Group {
+        chat: ChatId,
+        op: GroupOp,
+    },
 }
 
 impl Request {
@@ -96,6 +109,7 @@ impl Request {
             Request::UnlinkDevice { device } => ClientFrame::UnlinkDevice { client_msg_id, device: *device },
             Request::Block { user, blocked } => ClientFrame::Block { client_msg_id, user: *user, blocked: *blocked },
             Request::Logout => ClientFrame::Logout { client_msg_id },
+            Request::Group { chat, op } => ClientFrame::Group { client_msg_id, chat: *chat, op: op.clone() },
         }
     }
 }
@@ -295,7 +309,7 @@ impl Core {
         let ends_session = match request {
             Request::Logout => true,
             Request::UnlinkDevice { device } => device == self.credentials.device,
-            Request::SetPin { .. } | Request::Block { .. } => false,
+            Request::SetPin { .. } | Request::Block { .. } | Request::Group { .. } => false,
         };
         let frame = request.frame(client_msg_id);
         let written = self.is_live();

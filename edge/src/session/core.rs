@@ -221,7 +221,10 @@ const PIN_CHARS_MIN: usize = 4;
 ///   `Logout` → `Append(RevokeSession)` of this device, then `Revoked` and
 ///   close; `Block` → `Append(SetDirectBlock)` to the direct chat (what the
 ///   log enforces) then `Append(Block | Unblock)` to the user; each answered
-///   `Done{client_msg_id}`. [`Session::handle_device_notice`] closes a device
+///   `Done{client_msg_id}`. `Group` → `Append` of the group command
+///   ([`chorus_schema::GroupOp::command`]) with the client's id, so a retry
+///   applies once; the chat partition checks admins, membership and size, and
+///   its refusal reaches the client as `Error`. [`Session::handle_device_notice`] closes a device
 ///   revoked at any edge and tells the user's other devices.
 /// - **History.** A device is handed no message older than its link (the
 ///   time in its token): a new device does not get the account's history.
@@ -423,6 +426,23 @@ impl Session {
                     self.append_internal(id, pending, CommandBody::SetDirectBlock { peer, blocked });
                 }
             }
+            (State::LoggedIn(id), ClientFrame::Group { client_msg_id, chat, op }) => {
+                let id = *id;
+                if client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT != 0 {
+                    let message = "the top bit of client_msg_id is reserved";
+                    return self.error(EdgeErrorCode::BadFrame, message, Some(client_msg_id));
+                }
+                if chat.is_direct() {
+                    let message = format!("chat {chat} is a direct chat, not a group");
+                    return self.error(EdgeErrorCode::BadFrame, message, Some(client_msg_id));
+                }
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    // The client's id, so that a retried request is applied once.
+                    let origin = Origin { user: id.user, device: id.device, client_msg_id };
+                    let command = Command { origin, body: op.command(chat) };
+                    self.append(Pending::Request { client_msg_id, close: false }, command);
+                }
+            }
             (State::LoggedIn(id), ClientFrame::Logout { client_msg_id }) => {
                 let id = *id;
                 if self.admit(now_ms, Some(client_msg_id)) {
@@ -436,7 +456,8 @@ impl Session {
                 | ClientFrame::SetPin { client_msg_id, .. }
                 | ClientFrame::UnlinkDevice { client_msg_id, .. }
                 | ClientFrame::Logout { client_msg_id }
-                | ClientFrame::Block { client_msg_id, .. },
+                | ClientFrame::Block { client_msg_id, .. }
+                | ClientFrame::Group { client_msg_id, .. },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }

@@ -14919,12 +14919,118 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Recipient {}
 pub struct RecipientUnionTableOffset {}
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
+pub const ENUM_MIN_GROUP_OP_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 11;
+pub const ENUM_MAX_GROUP_OP_KIND: u8 = 6;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 12] = [
+pub const ENUM_VALUES_GROUP_OP_KIND: [GroupOpKind; 7] = [
+  GroupOpKind::Create,
+  GroupOpKind::Add,
+  GroupOpKind::Remove,
+  GroupOpKind::Promote,
+  GroupOpKind::Demote,
+  GroupOpKind::Leave,
+  GroupOpKind::ChangeInfo,
+];
+
+/// What a group request does. The partition enforces the rules (only admins
+/// edit, a group never loses its last admin, at most MAX_GROUP_MEMBERS).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct GroupOpKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl GroupOpKind {
+  pub const Create: Self = Self(0);
+  pub const Add: Self = Self(1);
+  pub const Remove: Self = Self(2);
+  pub const Promote: Self = Self(3);
+  pub const Demote: Self = Self(4);
+  pub const Leave: Self = Self(5);
+  pub const ChangeInfo: Self = Self(6);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Create,
+    Self::Add,
+    Self::Remove,
+    Self::Promote,
+    Self::Demote,
+    Self::Leave,
+    Self::ChangeInfo,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Create => Some("Create"),
+      Self::Add => Some("Add"),
+      Self::Remove => Some("Remove"),
+      Self::Promote => Some("Promote"),
+      Self::Demote => Some("Demote"),
+      Self::Leave => Some("Leave"),
+      Self::ChangeInfo => Some("ChangeInfo"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for GroupOpKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for GroupOpKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for GroupOpKind {
+    type Output = GroupOpKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for GroupOpKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for GroupOpKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 12;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 13] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -14937,6 +15043,7 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 12] = [
   ClientFrameBody::UnlinkDevice,
   ClientFrameBody::Logout,
   ClientFrameBody::Block,
+  ClientFrameBody::Group,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -14956,9 +15063,10 @@ impl ClientFrameBody {
   pub const UnlinkDevice: Self = Self(9);
   pub const Logout: Self = Self(10);
   pub const Block: Self = Self(11);
+  pub const Group: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -14972,6 +15080,7 @@ impl ClientFrameBody {
     Self::UnlinkDevice,
     Self::Logout,
     Self::Block,
+    Self::Group,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -14988,6 +15097,7 @@ impl ClientFrameBody {
       Self::UnlinkDevice => Some("UnlinkDevice"),
       Self::Logout => Some("Logout"),
       Self::Block => Some("Block"),
+      Self::Group => Some("Group"),
       _ => None,
     }
   }
@@ -17186,6 +17296,192 @@ impl ::core::fmt::Debug for Block<'_> {
       ds.finish()
   }
 }
+pub enum GroupOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A group request, answered `Done` (or `Error` with the partition's reason).
+/// `members`: the other members for Create, the one member for Add, Remove,
+/// Promote and Demote, empty otherwise. `name`: Create and ChangeInfo;
+/// `description`: ChangeInfo.
+pub struct Group<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Group<'a> {
+  type Inner = Group<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Group<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 12;
+  pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Group { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Group<'bldr>> {
+    let mut builder = GroupBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.description { builder.add_description(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    if let Some(x) = args.members { builder.add_members(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Group::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Group::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> GroupOpKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GroupOpKind>(Group::VT_KIND, Some(GroupOpKind::Create)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Group::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Group::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn description(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Group::VT_DESCRIPTION, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Group<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<GroupOpKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupArgs<'a> {
+    pub client_msg_id: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub kind: GroupOpKind,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for GroupArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupArgs {
+      client_msg_id: 0,
+      chat: None, // required field
+      kind: GroupOpKind::Create,
+      members: None,
+      name: None,
+      description: None,
+    }
+  }
+}
+
+pub struct GroupBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Group::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Group::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: GroupOpKind) {
+    self.fbb_.push_slot::<GroupOpKind>(Group::VT_KIND, kind, GroupOpKind::Create);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Group::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Group::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_description(&mut self, description: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Group::VT_DESCRIPTION, description);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Group<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Group::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Group<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Group");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("chat", &self.chat());
+      ds.field("kind", &self.kind());
+      ds.field("members", &self.members());
+      ds.field("name", &self.name());
+      ds.field("description", &self.description());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -17389,6 +17685,20 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_group(&self) -> Option<Group<'a>> {
+    if self.body_type() == ClientFrameBody::Group {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Group::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -17410,6 +17720,7 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::UnlinkDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UnlinkDevice>>("ClientFrameBody::UnlinkDevice", pos),
           ClientFrameBody::Logout => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Logout>>("ClientFrameBody::Logout", pos),
           ClientFrameBody::Block => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Block>>("ClientFrameBody::Block", pos),
+          ClientFrameBody::Group => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Group>>("ClientFrameBody::Group", pos),
           _ => Ok(()),
         }
      })?
@@ -17537,6 +17848,13 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::Block => {
           if let Some(x) = self.body_as_block() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Group => {
+          if let Some(x) = self.body_as_group() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

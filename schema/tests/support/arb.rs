@@ -444,6 +444,24 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             user,
             blocked
         }),
+        (any::<u64>(), any::<[u8; 16]>(), group_op()).prop_map(|(c, chat, op)| ClientFrame::Group {
+            client_msg_id: ClientMsgId(c),
+            chat: ChatId::group(chat),
+            op
+        }),
+    ]
+}
+
+pub(crate) fn group_op() -> impl Strategy<Value = GroupOp> {
+    prop_oneof![
+        (text(MAX_NAME_BYTES), vec(user(), 0..16)).prop_map(|(name, members)| GroupOp::Create { name, members }),
+        user().prop_map(|member| GroupOp::Add { member }),
+        user().prop_map(|member| GroupOp::Remove { member }),
+        user().prop_map(|member| GroupOp::Promote { member }),
+        user().prop_map(|member| GroupOp::Demote { member }),
+        Just(GroupOp::Leave),
+        (text(MAX_NAME_BYTES), text(MAX_ABOUT_BYTES))
+            .prop_map(|(name, description)| GroupOp::ChangeInfo { name, description }),
     ]
 }
 

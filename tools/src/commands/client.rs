@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chorus_client::{self as client, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::edge::{normalize_phone, user_for_phone};
-use chorus_schema::{ChatId, ReceiptKind, Recipient, UserId};
+use chorus_schema::{ChatId, GroupOp, ReceiptKind, Recipient, UserId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, clap::Args)]
@@ -80,6 +80,12 @@ pub enum Cmd {
         #[arg(long)]
         read: bool,
     },
+    /// Groups: create one, change its members and admins, leave it, rename
+    /// it, send to it. Only admins edit; the log enforces it.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
     /// The chats this device has messages in (synced from the start).
     Chats,
     /// Every message of one chat (synced from the start).
@@ -87,6 +93,62 @@ pub enum Cmd {
         /// The chat id (32 hex digits), as printed by `chats`.
         #[arg(long)]
         chat: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupCmd {
+    /// Create a group with this user as its admin; prints its chat id.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// The other members: user ids or +phones, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+    },
+    /// Add a member (admins only).
+    Add {
+        #[arg(long)]
+        chat: ChatId,
+        user: String,
+    },
+    /// Remove a member (admins only): they get nothing sent after it.
+    Remove {
+        #[arg(long)]
+        chat: ChatId,
+        user: String,
+    },
+    /// Make a member an admin (admins only).
+    Promote {
+        #[arg(long)]
+        chat: ChatId,
+        user: String,
+    },
+    /// Make an admin a plain member (admins only; never the last admin).
+    Demote {
+        #[arg(long)]
+        chat: ChatId,
+        user: String,
+    },
+    /// Leave the group; if this was its last admin, the oldest member becomes one.
+    Leave {
+        #[arg(long)]
+        chat: ChatId,
+    },
+    /// Change the group's name and description (admins only).
+    Edit {
+        #[arg(long)]
+        chat: ChatId,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Send a text to the group and wait until it is committed.
+    Send {
+        #[arg(long)]
+        chat: ChatId,
+        text: String,
     },
 }
 
@@ -220,6 +282,13 @@ pub async fn run(args: Args) -> Result<()> {
             save(&args.profile, &p)?;
             c.close();
         }
+        Cmd::Group { cmd } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let done = group(&c, cmd).await;
+            c.close();
+            println!("{}", done?);
+        }
         Cmd::Chats | Cmd::History { .. } => {
             let p = load(&args.profile)?;
             let wanted = match &args.cmd {
@@ -259,4 +328,29 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Carries out one group command; returns what to print.
+async fn group(c: &Client, cmd: GroupCmd) -> Result<String> {
+    let (chat, op) = match cmd {
+        GroupCmd::Create { name, members } => {
+            let members = members.iter().map(|m| recipient(m)).collect::<Result<Vec<_>>>()?;
+            let n = members.len() + 1;
+            let chat = c.create_group(&name, members).await?;
+            return Ok(format!("created group {chat} ({n} members)"));
+        }
+        GroupCmd::Send { chat, text } => {
+            let sent = c.send(Recipient::Group(chat), text.into_bytes()).await?;
+            return Ok(format!("sent chat {} seq {} (client_msg_id {})", sent.chat, sent.seq, sent.client_msg_id.0));
+        }
+        GroupCmd::Add { chat, user } => (chat, GroupOp::Add { member: recipient(&user)? }),
+        GroupCmd::Remove { chat, user } => (chat, GroupOp::Remove { member: recipient(&user)? }),
+        GroupCmd::Promote { chat, user } => (chat, GroupOp::Promote { member: recipient(&user)? }),
+        GroupCmd::Demote { chat, user } => (chat, GroupOp::Demote { member: recipient(&user)? }),
+        GroupCmd::Leave { chat } => (chat, GroupOp::Leave),
+        GroupCmd::Edit { chat, name, description } => (chat, GroupOp::ChangeInfo { name, description }),
+    };
+    let what = op.name();
+    c.group(chat, op).await?;
+    Ok(format!("group {chat}: {what} done"))
 }

@@ -1,0 +1,221 @@
+//! Groups through the edge, every part a real process: 3 log-nodes, a
+//! nats-server, a projector and 2 edges, clients on the SDK over QUIC. The
+//! rules (admins, the last admin, the size limit, removal) are the chat
+//! partition's; these tests show that clients reach them and hear them.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
+
+use std::time::Duration;
+
+use chorus_client::{Client, Credentials, Error, Event, Message, Resume};
+use chorus_schema::{
+    ChatId, EdgeErrorCode, EventBody, EventRecord, GroupOp, Key, Offset, PartitionId, Recipient, UserId,
+    MAX_GROUP_MEMBERS,
+};
+use chorus_testkit::cluster::chorus_binary;
+use chorus_testkit::stack::{Stack, StackSpec};
+
+/// One deployment at a time: each is 7 processes on 2 cores.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn stack(dir: &std::path::Path) -> Stack {
+    let mut spec = StackSpec::new(dir, chorus_binary());
+    spec.edge.session.frames_burst = 10_000;
+    spec.edge.session.frames_per_sec = 10_000;
+    spec.edge.session.in_flight_max = 1024;
+    spec.edge.session.limits = chorus_edge::session::LimitsConfig::unlimited();
+    Stack::start(spec).await.expect("start the stack")
+}
+
+async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
+    let (client, mut events) =
+        Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
+    synced(&mut events).await;
+    (client, events)
+}
+
+/// Waits for the `Synced` event; returns the messages the sync brought.
+async fn synced(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Vec<Message> {
+    let mut before = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+            Ok(Some(Event::Synced { .. })) => return before,
+            Ok(Some(Event::Message(m))) => before.push(m),
+            Ok(Some(_)) => {}
+            other => panic!("no sync: {other:?}"),
+        }
+    }
+}
+
+/// Receives until `n` messages came, failing after `timeout` without one.
+async fn messages(events: &mut tokio::sync::mpsc::Receiver<Event>, n: usize, timeout: Duration) -> Vec<Message> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(timeout, events.recv()).await {
+            Ok(Some(Event::Message(m))) => out.push(m),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("client stopped after {} of {n} messages", out.len()),
+            Err(_) => panic!("only {} of {n} messages arrived", out.len()),
+        }
+    }
+    out
+}
+
+/// A group request, failing the test if it is not answered within 20 s.
+async fn group(c: &Client, chat: ChatId, op: GroupOp) -> Result<(), Error> {
+    tokio::time::timeout(Duration::from_secs(20), c.group(chat, op)).await.expect("a group request is answered")
+}
+
+fn refused(r: Result<(), Error>) -> (EdgeErrorCode, String) {
+    match r {
+        Err(Error::Refused { code, message, .. }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The chat's events as the log holds them, in order.
+async fn chat_events(stack: &Stack, chat: ChatId) -> Vec<EventRecord> {
+    let partition = PartitionId::for_key(&Key::Chat(chat), stack.spec.partitions);
+    let mut out = Vec::new();
+    let mut from = Offset(0);
+    loop {
+        let (records, next) = stack.log.read(partition, from, 1024).await.unwrap();
+        if records.is_empty() {
+            return out;
+        }
+        out.extend(records.into_iter().filter(|r| r.event.body.chat() == Some(chat)));
+        from = next;
+    }
+}
+
+fn texts(ms: &[Message]) -> Vec<String> {
+    ms.iter().map(|m| String::from_utf8_lossy(&m.ciphertext).into_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admins_edit_a_removed_member_gets_exactly_what_came_before_and_the_last_admin_hands_over() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000101").await.unwrap();
+    let bob = stack.register(1, "+15550000102").await.unwrap();
+    let carol = stack.register(0, "+15550000103").await.unwrap();
+    let dave = stack.register(1, "+15550000104").await.unwrap();
+    let (a, a_events) = connect(&stack, 0, alice).await;
+    let (b, mut b_events) = connect(&stack, 1, bob).await;
+    let (c, mut c_events) = connect(&stack, 0, carol).await;
+
+    let chat = a.create_group("trip", vec![bob.user, carol.user]).await.unwrap();
+    assert!(!chat.is_direct());
+
+    // A non-admin edit is refused by the partition, and changes nothing.
+    let (code, message) = refused(group(&b, chat, GroupOp::Add { member: dave.user }).await);
+    assert_eq!(code, EdgeErrorCode::Forbidden, "{message}");
+    assert!(message.contains("admin"), "{message}");
+    let (code, message) =
+        refused(group(&b, chat, GroupOp::ChangeInfo { name: "mine".into(), description: String::new() }).await);
+    assert_eq!(code, EdgeErrorCode::Forbidden, "{message}");
+    // Removing or demoting the last admin is refused too.
+    let (code, message) = refused(group(&a, chat, GroupOp::Demote { member: alice.user }).await);
+    assert_eq!(code, EdgeErrorCode::BadFrame, "{message}");
+    assert!(message.contains("last admin"), "{message}");
+    // A chat that is not a group, and a group that does not exist.
+    let (code, _) = refused(group(&a, ChatId::direct(alice.user, bob.user), GroupOp::Leave).await);
+    assert_eq!(code, EdgeErrorCode::BadFrame);
+    let (code, _) = refused(group(&a, ChatId::group([7; 16]), GroupOp::Leave).await);
+    assert_eq!(code, EdgeErrorCode::UnknownRecipient);
+    let refused_edits = chat_events(&stack, chat).await;
+    assert_eq!(refused_edits.len(), 1, "only the creation is in the log: {refused_edits:?}");
+    assert!(matches!(&refused_edits[0].event.body, EventBody::GroupCreated { members, .. } if members.len() == 3));
+
+    // 1,000 messages; Carol is removed after the 500th.
+    const N: usize = 1000;
+    let mut removed_at = None;
+    for i in 0..N {
+        a.send(Recipient::Group(chat), format!("m{i}").into_bytes()).await.unwrap();
+        if i == N / 2 - 1 {
+            group(&a, chat, GroupOp::Remove { member: carol.user }).await.unwrap();
+            removed_at = Some(i);
+        }
+    }
+    assert_eq!(removed_at, Some(N / 2 - 1));
+    let everything: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
+    let got = messages(&mut b_events, N, Duration::from_secs(30)).await;
+    assert_eq!(texts(&got), everything, "Bob gets all, in order");
+    let got = messages(&mut c_events, N / 2, Duration::from_secs(30)).await;
+    assert_eq!(texts(&got), everything[..N / 2], "Carol gets exactly those before her removal");
+    // Nothing after it, live or on a fresh sync from the start.
+    a.send(Recipient::Group(chat), b"barrier".to_vec()).await.unwrap();
+    messages(&mut b_events, 1, Duration::from_secs(10)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, c_events.recv()).await {
+        assert!(!matches!(ev, Event::Message(ref m) if m.chat == chat), "after removal: {ev:?}");
+    }
+    c.close();
+    let (c, mut c_events) =
+        Client::connect(stack.client_config(&[1]), carol, Resume::default()).await.expect("log in again");
+    let resynced: Vec<Message> = synced(&mut c_events).await.into_iter().filter(|m| m.chat == chat).collect();
+    assert_eq!(texts(&resynced), everything[..N / 2], "a re-sync brings nothing past the removal");
+    // And she can no longer send to it.
+    match c.send(Recipient::Group(chat), b"still here?".to_vec()).await {
+        Err(Error::Refused { code, .. }) => assert_eq!(code, EdgeErrorCode::NotMember),
+        other => panic!("a removed member's send: {other:?}"),
+    }
+
+    // The last admin leaves: the oldest member (Bob) becomes admin and can add Dave.
+    group(&a, chat, GroupOp::Leave).await.unwrap();
+    group(&b, chat, GroupOp::Add { member: dave.user }).await.unwrap();
+    let (d, mut d_events) = connect(&stack, 1, dave).await;
+    let sent = b.send(Recipient::Group(chat), b"welcome".to_vec()).await.unwrap();
+    let got = messages(&mut d_events, 1, Duration::from_secs(10)).await;
+    assert_eq!((got[0].chat, got[0].seq, got[0].sender), (chat, sent.seq, bob.user));
+    let kinds: Vec<_> = chat_events(&stack, chat)
+        .await
+        .into_iter()
+        .filter(|r| !matches!(r.event.body, EventBody::MessageSent { .. }))
+        .map(|r| r.event.body)
+        .collect();
+    assert!(
+        matches!(
+            kinds.as_slice(),
+            [
+                EventBody::GroupCreated { .. },
+                EventBody::MemberRemoved { member: removed, .. },
+                EventBody::MemberPromoted { member: promoted, .. },
+                EventBody::MemberLeft { .. },
+                EventBody::MemberAdded { member: added, .. },
+            ] if *removed == carol.user && *promoted == bob.user && *added == dave.user
+        ),
+        "{kinds:?}"
+    );
+    drop((a, a_events, d));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_over_the_size_limit_is_refused_and_not_created() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000111").await.unwrap();
+    let (a, _events) = connect(&stack, 0, alice).await;
+
+    // The creator plus MAX_GROUP_MEMBERS others is one too many.
+    let others: Vec<UserId> = (1..=MAX_GROUP_MEMBERS as u64).map(|u| UserId(1_000_000 + u)).collect();
+    let chat = ChatId::group([9; 16]);
+    let op = GroupOp::Create { name: "big".into(), members: others.clone() };
+    let (code, message) = refused(group(&a, chat, op).await);
+    assert_eq!(code, EdgeErrorCode::BadFrame, "{message}");
+    assert!(message.contains(&MAX_GROUP_MEMBERS.to_string()), "{message}");
+    assert!(chat_events(&stack, chat).await.is_empty(), "nothing was created");
+    match a.send(Recipient::Group(chat), b"hi".to_vec()).await {
+        Err(Error::Refused { code, .. }) => assert_eq!(code, EdgeErrorCode::UnknownRecipient),
+        other => panic!("a send to a group never created: {other:?}"),
+    }
+
+    // One fewer fits.
+    let op = GroupOp::Create { name: "big".into(), members: others[1..].to_vec() };
+    group(&a, chat, op).await.unwrap();
+    let events = chat_events(&stack, chat).await;
+    assert!(
+        matches!(&events[..], [r] if matches!(&r.event.body, EventBody::GroupCreated { members, .. } if members.len() == MAX_GROUP_MEMBERS))
+    );
+}
