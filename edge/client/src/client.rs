@@ -240,12 +240,6 @@ impl Client {
     /// (over the size limit, the last admin demoted, a member added twice);
     /// or [`Error::Connection`] if the connection broke before the answer.
     pub async fn group(&self, chat: ChatId, op: GroupOp) -> Result<()> {
-        // A frame over a limit would be refused by the edge's decoder, which
-        // cannot tell which request it was: refuse it here, by name.
-        if let Err(e) = op.validate() {
-            let code = EdgeErrorCode::for_decode_error(&e);
-            return Err(Error::Refused { code, message: e.to_string(), retry_after_ms: None });
-        }
         self.request(Request::Group { chat, op }).await
     }
 

@@ -312,6 +312,14 @@ impl Core {
             Request::SetPin { .. } | Request::Block { .. } | Request::Group { .. } => false,
         };
         let frame = request.frame(client_msg_id);
+        // The edge refuses a frame over a limit while decoding it, before it
+        // knows the request's id: the answer could never be matched. Refuse
+        // it here, by name.
+        if let Err(e) = frame.validate() {
+            let code = EdgeErrorCode::for_decode_error(&e);
+            let result = Err(Error::Refused { code, message: e.to_string(), retry_after_ms: None });
+            return self.outputs.push_back(Output::RequestDone { client_msg_id, result });
+        }
         let written = self.is_live();
         if written {
             self.outputs.push_back(Output::Send(frame.clone()));

@@ -323,6 +323,25 @@ fn requests_fail_when_their_connection_is_lost_and_wait_for_a_login_when_not_wri
 }
 
 #[test]
+fn a_request_over_a_limit_is_refused_at_once_and_never_written() {
+    let (mut core, _link) = live(1);
+    drain(&mut core);
+    let pin = "9".repeat(chorus_schema::MAX_PIN_BYTES + 1);
+    core.request(ClientMsgId(1), Request::SetPin { pin });
+    let name = "g".repeat(chorus_schema::MAX_NAME_BYTES + 1);
+    let op = chorus_schema::GroupOp::ChangeInfo { name, description: String::new() };
+    core.request(ClientMsgId(2), Request::Group { chat: chorus_schema::ChatId::group([1; 16]), op });
+    let out = drain(&mut core);
+    assert!(sends(&out).is_empty(), "{out:?}");
+    for (id, what) in [(1, "pin"), (2, "group name")] {
+        assert!(
+            out.iter().any(|o| matches!(o, Output::RequestDone { client_msg_id, result: Err(Error::Refused { code: EdgeErrorCode::BadFrame, message, .. }) } if client_msg_id.0 == id && message.contains(what))),
+            "{what}: {out:?}"
+        );
+    }
+}
+
+#[test]
 fn revoked_stops_the_client_and_a_logout_in_flight_succeeded() {
     let (mut core, link) = live(2);
     drain(&mut core);
