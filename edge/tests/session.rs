@@ -621,7 +621,7 @@ fn pin_unlink_and_logout_requests() {
     assert_eq!(cmd.body, CommandBody::SetRegistrationPin { pin_hash: Some(pin_hash(id.user, "2468")) });
     assert_eq!((cmd.origin.user, cmd.origin.device), (id.user, id.device));
     s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
-    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(2) });
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(2), at: None });
     // Unlinking another device: Done, the connection stays.
     s.handle_frame(0, ClientFrame::UnlinkDevice { client_msg_id: ClientMsgId(3), device: DeviceId(77) }, &mut o);
     let (c, cmd) = append(&drain(&mut s));
@@ -634,7 +634,7 @@ fn pin_unlink_and_logout_requests() {
     assert_eq!(cmd.body, CommandBody::RevokeSession { device: id.device });
     s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
     let actions = drain(&mut s);
-    assert_eq!(actions[0], Action::Send(ServerFrame::Done { client_msg_id: ClientMsgId(4) }));
+    assert_eq!(actions[0], Action::Send(ServerFrame::Done { client_msg_id: ClientMsgId(4), at: None }));
     assert!(matches!(actions[1], Action::Send(ServerFrame::Error { code: EdgeErrorCode::Revoked, .. })));
     assert!(matches!(actions[2], Action::Close { code: EdgeErrorCode::Revoked, .. }));
     assert!(s.is_closed());
@@ -655,7 +655,7 @@ fn a_block_is_appended_to_the_direct_chat_then_to_the_user() {
     assert_eq!(cmd.body, CommandBody::Block { target: peer });
     assert_eq!((cmd.origin.user, cmd.origin.device), (id.user, id.device));
     s.handle_append_result(0, c, Ok(Ok(Outcome::Done)));
-    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(5) });
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(5), at: None });
     // A refused marker stops there.
     s.handle_frame(0, ClientFrame::Block { client_msg_id: ClientMsgId(6), user: id.user, blocked: true }, &mut o);
     let (c, _) = append(&drain(&mut s));

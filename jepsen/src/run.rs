@@ -310,17 +310,14 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         logs.push(LogExecutor::connect(connect, &universe, ids.clone()).await?);
     }
     // With the SDK, every client task shares the devices (each device belongs
-    // to one task) and keeps its own LogClient for roster edits.
+    // to one task); roster edits go through the actor's device too.
     let sdk = if sdk_run {
-        // `0..=clients` made at least one.
-        let log = logs.first().cloned().ok_or_else(|| Error::Invalid("no log client".into()))?;
         let e = SdkExecutor::connect(
             &credentials,
             &cluster.edge_addrs(),
             cluster.edge_ca.clone(),
             &universe,
             recorder.clone(),
-            log,
             Duration::from_secs(30),
         )
         .await?;
@@ -331,7 +328,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     let executors: Vec<Executor> = logs
         .into_iter()
         .map(|l| match &sdk {
-            Some(s) => Executor::Sdk(s.with_log(l)),
+            Some(s) => Executor::Sdk(s.clone()),
             None => Executor::Log(l),
         })
         .collect();

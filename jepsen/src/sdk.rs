@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chorus_client::{Client, ClientConfig, Credentials, Error as SdkError, Event, Resume};
-use chorus_schema::{ChatId, DeviceId, EdgeErrorCode, Recipient, Seq, UserId};
+use chorus_schema::{ChatId, DeviceId, EdgeErrorCode, GroupOp, Recipient, Seq, UserId};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, Result};
 use crate::history::{Item, Observation, Op, Outcome, ReconnectHow, Value};
 use crate::recorder::Recorder;
-use crate::workload::{LogExecutor, Universe};
+use crate::workload::Universe;
 
 /// How long the workload waits for the SDK's answer to a send: longer than
 /// the edges' append deadline (5 s, see [`crate::edges`]).
@@ -259,7 +259,6 @@ pub struct SdkExecutor {
     devices: Arc<BTreeMap<(UserId, DeviceId), Arc<Device>>>,
     direct: Arc<BTreeMap<ChatId, (UserId, UserId)>>,
     /// Roster edits: no client frames for them yet.
-    log: LogExecutor,
     counters: Arc<Counters>,
 }
 
@@ -292,7 +291,6 @@ impl SdkExecutor {
         ca: PathBuf,
         universe: &Universe,
         recorder: Arc<Recorder>,
-        log: LogExecutor,
         timeout: Duration,
     ) -> Result<SdkExecutor> {
         let counters = Arc::new(Counters::default());
@@ -327,12 +325,7 @@ impl SdkExecutor {
                 return Err(Error::Cluster(format!("device {user}/{device} cannot log in")));
             }
         }
-        Ok(SdkExecutor { devices: Arc::new(devices), direct: Arc::new(universe.direct.clone()), log, counters })
-    }
-
-    /// The same devices, with another `LogClient` for roster edits.
-    pub fn with_log(&self, log: LogExecutor) -> SdkExecutor {
-        SdkExecutor { log, ..self.clone() }
+        Ok(SdkExecutor { devices: Arc::new(devices), direct: Arc::new(universe.direct.clone()), counters })
     }
 
     pub fn device(&self, user: UserId, device: DeviceId) -> Option<&Arc<Device>> {
@@ -376,7 +369,30 @@ impl SdkExecutor {
                     None => Outcome::Fail("the device could not connect: nothing was acked".into()),
                 }
             }
-            Op::AddMember { .. } | Op::RemoveMember { .. } => self.log.execute(op, timeout).await,
+            Op::AddMember { chat, actor, member } | Op::RemoveMember { chat, actor, member } => {
+                // Through the actor's first device: the edge appends the
+                // partition's command and answers with the change's seq.
+                let Some((_, d)) = self.devices.range((*actor, DeviceId(0))..=(*actor, DeviceId(u32::MAX))).next()
+                else {
+                    return Outcome::Fail(format!("no device of {actor}"));
+                };
+                let Some(client) = d.client(timeout).await else {
+                    return Outcome::Fail("the device could not connect: nothing was asked".into());
+                };
+                let group_op = if matches!(op, Op::AddMember { .. }) {
+                    GroupOp::Add { member: *member }
+                } else {
+                    GroupOp::Remove { member: *member }
+                };
+                match tokio::time::timeout(timeout, client.group(*chat, group_op)).await {
+                    Err(_) => Outcome::Info(format!("no answer within {timeout:?}")),
+                    Ok(Ok(seq)) => Outcome::Ok(Value::MemberChanged { seq }),
+                    Ok(Err(SdkError::Refused { code, message, .. })) if refused_for_good(code) => {
+                        Outcome::Fail(format!("{code:?}: {message}"))
+                    }
+                    Ok(Err(e)) => Outcome::Info(e.to_string()),
+                }
+            }
             Op::Reconnect { user, device, how } => {
                 let Some(d) = self.device(*user, *device) else {
                     return Outcome::Fail(format!("no device {user}/{device}"));

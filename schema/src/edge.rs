@@ -316,9 +316,12 @@ pub enum ServerFrame {
         client_msg_id: Option<ClientMsgId>,
         retry_after_ms: Option<u64>,
     },
-    /// The request `client_msg_id` (`SetPin`, `UnlinkDevice`, `Logout`) is done.
+    /// The request `client_msg_id` (`SetPin`, `UnlinkDevice`, `Logout`,
+    /// `Block`, `Group`) is done. `at`: where a request that changed a chat
+    /// (a group request) is in its timeline.
     Done {
         client_msg_id: ClientMsgId,
+        at: Option<(ChatId, Seq)>,
     },
     /// Something happened to `device` of this user at `at_ms` (delivery stream).
     DeviceNotice {
@@ -898,8 +901,13 @@ impl ServerFrame {
                 );
                 (fe::ServerFrameBody::Error, t.as_union_value())
             }
-            ServerFrame::Done { client_msg_id } => {
-                let t = fe::Done::create(&mut fbb, &fe::DoneArgs { client_msg_id: client_msg_id.0 });
+            ServerFrame::Done { client_msg_id, at } => {
+                let chat = at.map(|(c, _)| codec::chat_fb(&c));
+                let seq = at.map_or(0, |(_, s)| s.0);
+                let t = fe::Done::create(
+                    &mut fbb,
+                    &fe::DoneArgs { client_msg_id: client_msg_id.0, chat: chat.as_ref(), seq },
+                );
                 (fe::ServerFrameBody::Done, t.as_union_value())
             }
             ServerFrame::DeviceNotice { kind, device, at_ms } => {
@@ -985,7 +993,10 @@ impl ServerFrame {
             }
             fe::ServerFrameBody::Done => {
                 let b = f.body_as_done().ok_or_else(bad)?;
-                ServerFrame::Done { client_msg_id: ClientMsgId(b.client_msg_id()) }
+                ServerFrame::Done {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    at: b.chat().map(|c| (codec::chat(c), Seq(b.seq()))),
+                }
             }
             fe::ServerFrameBody::DeviceNotice => {
                 let b = f.body_as_device_notice().ok_or_else(bad)?;

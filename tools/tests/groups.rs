@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chorus_client::{Client, Credentials, Error, Event, Message, Resume};
 use chorus_schema::{
-    ChatId, EdgeErrorCode, EventBody, EventRecord, GroupOp, Key, Offset, PartitionId, Recipient, UserId,
+    ChatId, EdgeErrorCode, EventBody, EventRecord, GroupOp, Key, Offset, PartitionId, Recipient, Seq, UserId,
     MAX_GROUP_MEMBERS,
 };
 use chorus_testkit::cluster::chorus_binary;
@@ -61,11 +61,11 @@ async fn messages(events: &mut tokio::sync::mpsc::Receiver<Event>, n: usize, tim
 }
 
 /// A group request, failing the test if it is not answered within 20 s.
-async fn group(c: &Client, chat: ChatId, op: GroupOp) -> Result<(), Error> {
+async fn group(c: &Client, chat: ChatId, op: GroupOp) -> Result<Seq, Error> {
     tokio::time::timeout(Duration::from_secs(20), c.group(chat, op)).await.expect("a group request is answered")
 }
 
-fn refused(r: Result<(), Error>) -> (EdgeErrorCode, String) {
+fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> (EdgeErrorCode, String) {
     match r {
         Err(Error::Refused { code, message, .. }) => (code, message),
         other => panic!("expected a refusal, got {other:?}"),
@@ -133,16 +133,18 @@ async fn admins_edit_a_removed_member_gets_exactly_what_came_before_and_the_last
     for i in 0..N {
         a.send(Recipient::Group(chat), format!("m{i}").into_bytes()).await.unwrap();
         if i == N / 2 - 1 {
-            group(&a, chat, GroupOp::Remove { member: carol.user }).await.unwrap();
-            removed_at = Some(i);
+            removed_at = Some(group(&a, chat, GroupOp::Remove { member: carol.user }).await.unwrap());
         }
     }
-    assert_eq!(removed_at, Some(N / 2 - 1));
+    // The removal's seq comes after the 500 messages and the creation (seq 1).
+    let removed_at = removed_at.unwrap();
+    assert_eq!(removed_at, Seq(N as u64 / 2 + 2));
     let everything: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
     let got = messages(&mut b_events, N, Duration::from_secs(30)).await;
     assert_eq!(texts(&got), everything, "Bob gets all, in order");
     let got = messages(&mut c_events, N / 2, Duration::from_secs(30)).await;
     assert_eq!(texts(&got), everything[..N / 2], "Carol gets exactly those before her removal");
+    assert!(got.iter().all(|m| m.seq < removed_at));
     // Nothing after it, live or on a fresh sync from the start.
     a.send(Recipient::Group(chat), b"barrier".to_vec()).await.unwrap();
     messages(&mut b_events, 1, Duration::from_secs(10)).await;

@@ -36,7 +36,7 @@ pub(crate) enum Command {
     Request {
         client_msg_id: ClientMsgId,
         request: Request,
-        reply: oneshot::Sender<Result<()>>,
+        reply: oneshot::Sender<Result<Option<(ChatId, Seq)>>>,
         permit: OwnedSemaphorePermit,
     },
 }
@@ -178,7 +178,7 @@ impl Client {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    async fn request(&self, request: Request) -> Result<()> {
+    async fn request(&self, request: Request) -> Result<Option<(ChatId, Seq)>> {
         let client_msg_id = self.next_client_msg_id();
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed)?;
         let (reply, rx) = oneshot::channel();
@@ -196,7 +196,7 @@ impl Client {
     /// [`Error::Refused`] (a PIN shorter than 4 characters), or
     /// [`Error::Connection`] if the connection broke before the answer.
     pub async fn set_pin(&self, pin: &str) -> Result<()> {
-        self.request(Request::SetPin { pin: pin.to_owned() }).await
+        self.request(Request::SetPin { pin: pin.to_owned() }).await.map(|_| ())
     }
 
     /// Unlinks `device` of this user; its connections close at every edge.
@@ -205,7 +205,7 @@ impl Client {
     /// # Errors
     /// As [`Client::set_pin`].
     pub async fn unlink_device(&self, device: DeviceId) -> Result<()> {
-        self.request(Request::UnlinkDevice { device }).await
+        self.request(Request::UnlinkDevice { device }).await.map(|_| ())
     }
 
     /// Blocks (`blocked`) or unblocks `user`: the log then refuses their
@@ -214,7 +214,7 @@ impl Client {
     /// # Errors
     /// As [`Client::set_pin`].
     pub async fn block(&self, user: UserId, blocked: bool) -> Result<()> {
-        self.request(Request::Block { user, blocked }).await
+        self.request(Request::Block { user, blocked }).await.map(|_| ())
     }
 
     /// Creates a group named `name` with this user as its admin and `members`
@@ -232,6 +232,8 @@ impl Client {
 
     /// A group request: add, remove, promote or demote a member, leave, or
     /// change the name and description. The group's partition decides.
+    /// Returns the seq of the change in the group's timeline: a member
+    /// removed at seq s gets nothing after s.
     ///
     /// # Errors
     /// [`Error::Refused`] with the partition's reason in its message and the
@@ -239,8 +241,11 @@ impl Client {
     /// `UnknownRecipient` for an unknown group, `BadFrame` for a broken rule
     /// (over the size limit, the last admin demoted, a member added twice);
     /// or [`Error::Connection`] if the connection broke before the answer.
-    pub async fn group(&self, chat: ChatId, op: GroupOp) -> Result<()> {
-        self.request(Request::Group { chat, op }).await
+    pub async fn group(&self, chat: ChatId, op: GroupOp) -> Result<Seq> {
+        match self.request(Request::Group { chat, op }).await? {
+            Some((c, seq)) if c == chat => Ok(seq),
+            other => Err(Error::Protocol(format!("a group request on {chat} answered with position {other:?}"))),
+        }
     }
 
     /// Ends this device's session: its connections close at every edge and
@@ -249,7 +254,7 @@ impl Client {
     /// # Errors
     /// As [`Client::set_pin`].
     pub async fn logout(&self) -> Result<()> {
-        self.request(Request::Logout).await
+        self.request(Request::Logout).await.map(|_| ())
     }
 
     /// A cumulative receipt (fire and forget; re-sent after a reconnect).

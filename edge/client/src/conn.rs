@@ -74,8 +74,9 @@ pub enum Output {
     Event(Event),
     /// The send `client_msg_id` is answered (every caller waiting for it).
     SendDone { client_msg_id: ClientMsgId, result: Result<Sent> },
-    /// The account request `client_msg_id` is answered.
-    RequestDone { client_msg_id: ClientMsgId, result: Result<()> },
+    /// The account or group request `client_msg_id` is answered; with where
+    /// it is in its chat's timeline, for a request that changed a chat.
+    RequestDone { client_msg_id: ClientMsgId, result: Result<Option<(ChatId, Seq)>> },
     /// The client stopped for good: closed, its login refused for good, or
     /// no edge took its first login. Nothing follows.
     Stopped(Error),
@@ -596,7 +597,7 @@ impl Core {
         }
         for (client_msg_id, r) in std::mem::take(&mut self.requests) {
             let done = r.ends_session && matches!(error, Error::Refused { code: EdgeErrorCode::Revoked, .. });
-            let result = if done { Ok(()) } else { Err(error.clone()) };
+            let result = if done { Ok(None) } else { Err(error.clone()) };
             self.outputs.push_back(Output::RequestDone { client_msg_id, result });
         }
         self.acks.clear();
@@ -631,9 +632,9 @@ impl Core {
                     self.stop(Error::Refused { code, message, retry_after_ms }, "session refused");
                 }
             }
-            ServerFrame::Done { client_msg_id } => {
+            ServerFrame::Done { client_msg_id, at } => {
                 if self.requests.remove(&client_msg_id).is_some() {
-                    self.outputs.push_back(Output::RequestDone { client_msg_id, result: Ok(()) });
+                    self.outputs.push_back(Output::RequestDone { client_msg_id, result: Ok(at) });
                 }
             }
             other => debug!(kind = other.kind(), "unexpected control frame"),

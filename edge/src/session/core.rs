@@ -518,8 +518,12 @@ impl Session {
                 (Err(e), _) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
             },
             Pending::Request { client_msg_id, close } => match result {
-                Ok(Ok(_)) => {
-                    self.send(ServerFrame::Done { client_msg_id });
+                Ok(Ok(outcome)) => {
+                    let at = match outcome {
+                        Outcome::Chat { chat, seq } => Some((chat, seq)),
+                        _ => None,
+                    };
+                    self.send(ServerFrame::Done { client_msg_id, at });
                     if close {
                         self.revoked();
                     }

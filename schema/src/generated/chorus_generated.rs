@@ -19066,6 +19066,8 @@ pub enum DoneOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// A request (`SetPin`, `UnlinkDevice`, `Logout`) is done.
+/// `chat`/`seq`: where a request that changed a chat (a group request) is in
+/// its timeline; absent for the others.
 pub struct Done<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -19080,6 +19082,8 @@ impl<'a> ::flatbuffers::Follow<'a> for Done<'a> {
 
 impl<'a> Done<'a> {
   pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -19088,10 +19092,12 @@ impl<'a> Done<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args DoneArgs
+    args: &'args DoneArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Done<'bldr>> {
     let mut builder = DoneBuilder::new(_fbb);
+    builder.add_seq(args.seq);
     builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.chat { builder.add_chat(x); }
     builder.finish()
   }
 
@@ -19103,6 +19109,20 @@ impl<'a> Done<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Done::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn chat(&self) -> Option<&'a super::ChatId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Done::VT_CHAT, None)}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Done::VT_SEQ, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Done<'_> {
@@ -19112,18 +19132,24 @@ impl ::flatbuffers::Verifiable for Done<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, false)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
      .finish();
     Ok(())
   }
 }
-pub struct DoneArgs {
+pub struct DoneArgs<'a> {
     pub client_msg_id: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub seq: u64,
 }
-impl<'a> Default for DoneArgs {
+impl<'a> Default for DoneArgs<'a> {
   #[inline]
   fn default() -> Self {
     DoneArgs {
       client_msg_id: 0,
+      chat: None,
+      seq: 0,
     }
   }
 }
@@ -19136,6 +19162,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DoneBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
     self.fbb_.push_slot::<u64>(Done::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Done::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(Done::VT_SEQ, seq, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DoneBuilder<'a, 'b, A> {
@@ -19156,6 +19190,8 @@ impl ::core::fmt::Debug for Done<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("Done");
       ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("chat", &self.chat());
+      ds.field("seq", &self.seq());
       ds.finish()
   }
 }

@@ -507,7 +507,10 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 client_msg_id,
                 retry_after_ms
             }),
-        any::<u64>().prop_map(|c| ServerFrame::Done { client_msg_id: ClientMsgId(c) }),
+        (any::<u64>(), option::of((any::<[u8; 16]>(), any::<u64>()))).prop_map(|(c, at)| ServerFrame::Done {
+            client_msg_id: ClientMsgId(c),
+            at: at.map(|(chat, seq)| (ChatId::from_bytes(chat), Seq(seq)))
+        }),
         (
             prop_oneof![
                 Just(DeviceNoticeKind::Linked),
