@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chorus_client::{Client, Credentials, Event, Message, Resume};
+use chorus_client::{Client, Credentials, Event, Resume};
 use chorus_schema::edge::{write_frame, ALPN};
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, EdgeErrorCode, Offset, PartitionId, ReceiptKind, Recipient, Seq, ServerFrame,
     UserId,
 };
 use chorus_testkit::cluster::chorus_binary;
+use chorus_testkit::events::{messages, synced};
 use chorus_testkit::stack::{Stack, StackSpec};
 
 /// One deployment at a time: each is 7 processes on 2 cores.
@@ -25,16 +26,8 @@ async fn stack(dir: &std::path::Path) -> Stack {
     stack_with(StackSpec::new(dir, chorus_binary())).await
 }
 
-async fn stack_with(mut spec: StackSpec) -> Stack {
-    spec.edge.session.frames_burst = 10_000;
-    spec.edge.session.frames_per_sec = 10_000;
-    spec.edge.session.in_flight_max = 1024;
-    // The tests' clients all come from the loopback address; the tests of
-    // the limits set their own.
-    if spec.edge.session.limits == chorus_edge::session::LimitsConfig::default() {
-        spec.edge.session.limits = chorus_edge::session::LimitsConfig::unlimited();
-    }
-    Stack::start(spec).await.expect("start the stack")
+async fn stack_with(spec: StackSpec) -> Stack {
+    Stack::start(spec.unthrottled()).await.expect("start the stack")
 }
 
 async fn connect(
@@ -44,33 +37,6 @@ async fn connect(
     resume: Resume,
 ) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
     Client::connect(stack.client_config(edges), c, resume).await.expect("log in")
-}
-
-/// Receives events until `n` messages came, failing after `timeout` without progress.
-async fn messages(events: &mut tokio::sync::mpsc::Receiver<Event>, n: usize, timeout: Duration) -> Vec<Message> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        match tokio::time::timeout(timeout, events.recv()).await {
-            Ok(Some(Event::Message(m))) => out.push(m),
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("client stopped after {} of {n} messages", out.len()),
-            Err(_) => panic!("only {} of {n} messages arrived", out.len()),
-        }
-    }
-    out
-}
-
-/// Waits for the `Synced` event (the sync after a (re)connect is over).
-async fn synced(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Vec<Message> {
-    let mut before = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(Event::Synced { .. })) => return before,
-            Ok(Some(Event::Message(m))) => before.push(m),
-            Ok(Some(_)) => {}
-            other => panic!("no sync: {other:?}"),
-        }
-    }
 }
 
 /// Nothing more arrives within `wait`.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chorus_client::{self as client, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::{Recipient, Seq};
 use chorus_testkit::cluster::chorus_binary;
+use chorus_testkit::events::synced;
 use chorus_testkit::ports::free_port;
 use chorus_tools::commands::dev::{self, Dev};
 
@@ -62,16 +63,6 @@ async fn register(args: &dev::Args, dev: &Dev, phone: &str) -> Credentials {
     }
     let code = code.unwrap_or_else(|| panic!("no code texted to {phone}"));
     client::verify_otp(&config, phone, &code, "test", vec![1; 32]).await.expect("verify the code")
-}
-
-async fn synced(events: &mut tokio::sync::mpsc::Receiver<Event>) {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(Event::Synced { .. })) => return,
-            Ok(Some(_)) => {}
-            other => panic!("no sync: {other:?}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

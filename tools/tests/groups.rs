@@ -12,18 +12,14 @@ use chorus_schema::{
     MAX_GROUP_MEMBERS,
 };
 use chorus_testkit::cluster::chorus_binary;
+use chorus_testkit::events::{messages, synced};
 use chorus_testkit::stack::{Stack, StackSpec};
 
 /// One deployment at a time: each is 7 processes on 2 cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn stack(dir: &std::path::Path) -> Stack {
-    let mut spec = StackSpec::new(dir, chorus_binary());
-    spec.edge.session.frames_burst = 10_000;
-    spec.edge.session.frames_per_sec = 10_000;
-    spec.edge.session.in_flight_max = 1024;
-    spec.edge.session.limits = chorus_edge::session::LimitsConfig::unlimited();
-    Stack::start(spec).await.expect("start the stack")
+    Stack::start(StackSpec::new(dir, chorus_binary()).unthrottled()).await.expect("start the stack")
 }
 
 async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
@@ -31,33 +27,6 @@ async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, tokio::
         Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
     synced(&mut events).await;
     (client, events)
-}
-
-/// Waits for the `Synced` event; returns the messages the sync brought.
-async fn synced(events: &mut tokio::sync::mpsc::Receiver<Event>) -> Vec<Message> {
-    let mut before = Vec::new();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(Event::Synced { .. })) => return before,
-            Ok(Some(Event::Message(m))) => before.push(m),
-            Ok(Some(_)) => {}
-            other => panic!("no sync: {other:?}"),
-        }
-    }
-}
-
-/// Receives until `n` messages came, failing after `timeout` without one.
-async fn messages(events: &mut tokio::sync::mpsc::Receiver<Event>, n: usize, timeout: Duration) -> Vec<Message> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        match tokio::time::timeout(timeout, events.recv()).await {
-            Ok(Some(Event::Message(m))) => out.push(m),
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("client stopped after {} of {n} messages", out.len()),
-            Err(_) => panic!("only {} of {n} messages arrived", out.len()),
-        }
-    }
-    out
 }
 
 /// A group request, failing the test if it is not answered within 20 s.

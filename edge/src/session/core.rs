@@ -428,9 +428,8 @@ impl Session {
             }
             (State::LoggedIn(id), ClientFrame::Group { client_msg_id, chat, op }) => {
                 let id = *id;
-                if client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT != 0 {
-                    let message = "the top bit of client_msg_id is reserved";
-                    return self.error(EdgeErrorCode::BadFrame, message, Some(client_msg_id));
+                if self.refuse_reserved(client_msg_id) {
+                    return;
                 }
                 if chat.is_direct() {
                     let message = format!("chat {chat} is a direct chat, not a group");
@@ -869,8 +868,8 @@ impl Session {
         media: Option<chorus_schema::MediaRef>,
     ) {
         let cmid = Some(client_msg_id);
-        if client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT != 0 {
-            return self.error(EdgeErrorCode::BadFrame, "the top bit of client_msg_id is reserved", cmid);
+        if self.refuse_reserved(client_msg_id) {
+            return;
         }
         if ciphertext.len() > self.config.ciphertext_bytes_max {
             let message = format!("ciphertext {} > {} bytes", ciphertext.len(), self.config.ciphertext_bytes_max);
@@ -921,6 +920,15 @@ impl Session {
     }
 
     // ---- output helpers --------------------------------------------------------------
+
+    /// Refuses a client's id with the edge's reserved bit set (`BadFrame`); true if refused.
+    fn refuse_reserved(&mut self, client_msg_id: ClientMsgId) -> bool {
+        let reserved = client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT != 0;
+        if reserved {
+            self.error(EdgeErrorCode::BadFrame, "the top bit of client_msg_id is reserved", Some(client_msg_id));
+        }
+        reserved
+    }
 
     fn append_internal(&mut self, id: Identity, pending: Pending, body: CommandBody) {
         let client_msg_id = ClientMsgId(self.next_internal_cmid | CLIENT_MSG_ID_RESERVED_BIT);

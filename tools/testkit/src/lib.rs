@@ -18,6 +18,7 @@
 
 pub mod cluster;
 mod error;
+pub mod events;
 pub mod nats;
 pub mod node;
 pub mod ports;

@@ -39,6 +39,21 @@ impl StackSpec {
             log_filter: "info,quinn=warn,openraft=warn".into(),
         }
     }
+
+    /// Edges that let one loopback address send thousands of frames at
+    /// once: the rate and in-flight bounds raised, and the per-address
+    /// limits off unless the spec set its own.
+    #[must_use]
+    pub fn unthrottled(mut self) -> Self {
+        let session = &mut self.edge.session;
+        session.frames_burst = 10_000;
+        session.frames_per_sec = 10_000;
+        session.in_flight_max = 1024;
+        if session.limits == chorus_edge::session::LimitsConfig::default() {
+            session.limits = chorus_edge::session::LimitsConfig::unlimited();
+        }
+        self
+    }
 }
 
 /// A running deployment. Dropping it kills every process.
