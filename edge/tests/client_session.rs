@@ -285,7 +285,7 @@ impl World {
                         w.session.handle_token_verified(verdict);
                     }
                 }
-                Action::CheckRecipient { correlation, user: _ } => {
+                Action::CheckRecipient { correlation, users: _ } => {
                     // Every user of this world is registered.
                     w.session.handle_recipient_checked(correlation, RecipientVerdict::Registered)
                 }

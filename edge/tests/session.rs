@@ -399,13 +399,13 @@ fn a_direct_message_reaches_the_log_only_for_a_registered_recipient() {
         media: None,
     };
     for (cmid, verdict, code) in [
-        (1, RecipientVerdict::Unknown, EdgeErrorCode::UnknownRecipient),
+        (1, RecipientVerdict::Unknown(UserId(9)), EdgeErrorCode::UnknownRecipient),
         (2, RecipientVerdict::Unavailable, EdgeErrorCode::Unavailable),
     ] {
         s.handle_frame(0, send(cmid), &mut o);
         let actions = drain(&mut s);
-        let [Action::CheckRecipient { correlation, user }] = actions.as_slice() else { panic!("{actions:?}") };
-        assert_eq!(*user, UserId(9));
+        let [Action::CheckRecipient { correlation, users }] = actions.as_slice() else { panic!("{actions:?}") };
+        assert_eq!(*users, vec![UserId(9)]);
         s.handle_recipient_checked(*correlation, verdict);
         // No append: only the error, with the message's id.
         assert_eq!(error_code(drain(&mut s)), (code, Some(ClientMsgId(cmid))));
@@ -502,13 +502,20 @@ fn deliveries_and_sync() {
     s.handle_recovered(&Item::new(at(other, 9)));
     s.handle_fill_done(chat);
     assert_eq!(drain(&mut s), vec![deliver(other, 7), deliver(other, 8), deliver(other, 9)]);
-    s.handle_delivery(&Item::new(record(other, EventBody::MemberLeft { chat, seq: Seq(10) })));
-    s.handle_delivery(&Item::new(at(other, 11)));
+    // A roster change is delivered in its place; an item with no frame (an
+    // edit) only moves the timeline.
+    let left = Item::new(record(other, EventBody::MemberLeft { chat, seq: Seq(10) }));
+    s.handle_delivery(&left);
+    let edit = EventBody::MessageEdited { chat, seq: Seq(11), target: Seq(9), ciphertext: vec![1] };
+    s.handle_delivery(&Item::new(record(other, edit)));
+    s.handle_delivery(&Item::new(at(other, 12)));
     s.handle_receipt(chat, Seq(5), ReceiptKind::Read);
+    assert!(matches!(left.server_frame(), Some(ServerFrame::ChatChange { seq: Seq(10), change: GroupOp::Leave, .. })));
     assert_eq!(
         drain(&mut s),
         vec![
-            deliver(other, 11),
+            Action::Deliver(left.server_frame().unwrap()),
+            deliver(other, 12),
             Action::Deliver(ServerFrame::Receipt { chat, up_to_seq: Seq(5), status: ReceiptKind::Read })
         ]
     );
@@ -638,6 +645,45 @@ fn pin_unlink_and_logout_requests() {
     assert!(matches!(actions[1], Action::Send(ServerFrame::Error { code: EdgeErrorCode::Revoked, .. })));
     assert!(matches!(actions[2], Action::Close { code: EdgeErrorCode::Revoked, .. }));
     assert!(s.is_closed());
+}
+
+#[test]
+fn group_requests_that_bring_someone_in_check_they_exist_first() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let chat = ChatId::group([5; 16]);
+    let group = |cmid: u64, op: GroupOp| ClientFrame::Group { client_msg_id: ClientMsgId(cmid), chat, op };
+    // A creation lists the sender too: only the others are checked.
+    let create = GroupOp::Create { name: "g".into(), members: vec![id.user, UserId(5), UserId(6)] };
+    s.handle_frame(0, group(1, create.clone()), &mut o);
+    let actions = drain(&mut s);
+    let [Action::CheckRecipient { correlation, users }] = actions.as_slice() else { panic!("{actions:?}") };
+    assert_eq!(*users, vec![UserId(5), UserId(6)]);
+    // An unknown one: refused by name, nothing appended.
+    s.handle_recipient_checked(*correlation, RecipientVerdict::Unknown(UserId(6)));
+    let actions = drain(&mut s);
+    let [Action::Send(ServerFrame::Error { code, message, client_msg_id, .. })] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!((*code, *client_msg_id), (EdgeErrorCode::UnknownRecipient, Some(ClientMsgId(1))));
+    assert!(message.contains(&UserId(6).to_string()), "{message}");
+    // All known: the partition's command, with the client's id, answered Done.
+    s.handle_frame(0, group(2, create), &mut o);
+    let actions = drain(&mut s);
+    let [Action::CheckRecipient { correlation, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    s.handle_recipient_checked(*correlation, RecipientVerdict::Registered);
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.origin.client_msg_id, ClientMsgId(2));
+    assert!(matches!(cmd.body, CommandBody::CreateGroup { chat: c2, .. } if c2 == chat));
+    s.handle_append_result(0, c, Ok(Ok(Outcome::Chat { chat, seq: Seq(1) })));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(2), at: Some((chat, Seq(1))) });
+    // An add is checked; a removal is not (the partition knows its members).
+    s.handle_frame(0, group(3, GroupOp::Add { member: UserId(7) }), &mut o);
+    let actions = drain(&mut s);
+    let [Action::CheckRecipient { users, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    assert_eq!(*users, vec![UserId(7)]);
+    s.handle_frame(0, group(4, GroupOp::Remove { member: UserId(5) }), &mut o);
+    let (_, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::RemoveMember { chat, member: UserId(5) });
 }
 
 #[test]
@@ -982,10 +1028,11 @@ proptest! {
                     | Action::FillGap { .. } => {
                         prop_assert!(identity.is_some(), "delivery before login");
                     }
-                    Action::CheckRecipient { correlation, user } => {
+                    Action::CheckRecipient { correlation, users } => {
                         prop_assert!(identity.is_some(), "recipient check before login");
-                        s.handle_recipient_checked(correlation, match user.0 % 4 {
-                            0 => RecipientVerdict::Unknown,
+                        prop_assert!(!users.is_empty(), "a check of no one");
+                        s.handle_recipient_checked(correlation, match users[0].0 % 4 {
+                            0 => RecipientVerdict::Unknown(users[0]),
                             3 => RecipientVerdict::Unavailable,
                             _ => RecipientVerdict::Registered,
                         });

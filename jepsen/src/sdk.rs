@@ -175,6 +175,15 @@ impl Device {
                     let p = r.entry(m.chat).or_default();
                     *p = (*p).max(m.seq);
                 }
+                // A roster change is a timeline item too: the order and
+                // removal checks see it (a device removed at s gets s).
+                Event::ChatChange(c) => {
+                    let item = Item { seq: c.seq, message: None };
+                    recorder.observe(process, Observation::Deliver { user, device, chat: c.chat, item });
+                    let mut r = lock(&recorded);
+                    let p = r.entry(c.chat).or_default();
+                    *p = (*p).max(c.seq);
+                }
                 Event::Receipt { chat, up_to_seq, status } => {
                     recorder
                         .observe(process, Observation::Tick { viewer: (user, device), chat, kind: status, up_to_seq });

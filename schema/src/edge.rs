@@ -225,15 +225,45 @@ impl GroupOp {
         }
     }
 
+    /// The change a committed group event made: `(chat, seq, change)`. `None`
+    /// for every other event.
+    pub fn of_event(body: &crate::EventBody) -> Option<(ChatId, Seq, GroupOp)> {
+        use crate::EventBody as E;
+        Some(match body {
+            E::GroupCreated { chat, seq, name, members } => {
+                (*chat, *seq, GroupOp::Create { name: name.clone(), members: members.clone() })
+            }
+            E::MemberAdded { chat, seq, member } => (*chat, *seq, GroupOp::Add { member: *member }),
+            E::MemberRemoved { chat, seq, member } => (*chat, *seq, GroupOp::Remove { member: *member }),
+            E::MemberPromoted { chat, seq, member } => (*chat, *seq, GroupOp::Promote { member: *member }),
+            E::MemberDemoted { chat, seq, member } => (*chat, *seq, GroupOp::Demote { member: *member }),
+            E::MemberLeft { chat, seq } => (*chat, *seq, GroupOp::Leave),
+            E::GroupInfoChanged { chat, seq, name, description } => {
+                (*chat, *seq, GroupOp::ChangeInfo { name: name.clone(), description: description.clone() })
+            }
+            _ => return None,
+        })
+    }
+
     fn from_fb(b: &fe::Group<'_>) -> Result<GroupOp> {
-        let members = b.members().map(|m| m.iter().map(UserId).collect::<Vec<_>>()).unwrap_or_default();
+        GroupOp::from_parts("group request", b.kind(), b.members(), b.name(), b.description())
+    }
+
+    fn from_parts(
+        what: &'static str,
+        kind: fe::GroupOpKind,
+        members: Option<flatbuffers::Vector<'_, u64>>,
+        name: Option<&str>,
+        description: Option<&str>,
+    ) -> Result<GroupOp> {
+        let members = members.map(|m| m.iter().map(UserId).collect::<Vec<_>>()).unwrap_or_default();
         check_len("group members", members.len(), MAX_GROUP_MEMBERS)?;
         let one = || match members.as_slice() {
             [m] => Ok(*m),
-            _ => Err(Error::malformed("group request", format!("needs exactly one member, has {}", members.len()))),
+            _ => Err(Error::malformed(what, format!("needs exactly one member, has {}", members.len()))),
         };
-        let name = b.name().unwrap_or_default().to_owned();
-        Ok(match b.kind() {
+        let name = name.unwrap_or_default().to_owned();
+        Ok(match kind {
             fe::GroupOpKind::Create => GroupOp::Create { name, members: members.clone() },
             fe::GroupOpKind::Add => GroupOp::Add { member: one()? },
             fe::GroupOpKind::Remove => GroupOp::Remove { member: one()? },
@@ -241,9 +271,9 @@ impl GroupOp {
             fe::GroupOpKind::Demote => GroupOp::Demote { member: one()? },
             fe::GroupOpKind::Leave => GroupOp::Leave,
             fe::GroupOpKind::ChangeInfo => {
-                GroupOp::ChangeInfo { name, description: b.description().unwrap_or_default().to_owned() }
+                GroupOp::ChangeInfo { name, description: description.unwrap_or_default().to_owned() }
             }
-            other => return Err(Error::malformed("group request", format!("unknown operation {}", other.0))),
+            other => return Err(Error::malformed(what, format!("unknown operation {}", other.0))),
         })
     }
 }
@@ -328,6 +358,19 @@ pub enum ServerFrame {
         kind: DeviceNoticeKind,
         device: DeviceId,
         at_ms: u64,
+    },
+    /// A group's roster or info changed at `(chat, seq)` (delivery stream, in
+    /// the chat's order with its messages). `actor`/`actor_device`/
+    /// `client_msg_id` made the change; a [`GroupOp::Create`] here lists every
+    /// founder, the creator included.
+    ChatChange {
+        chat: ChatId,
+        seq: Seq,
+        actor: UserId,
+        actor_device: DeviceId,
+        client_msg_id: ClientMsgId,
+        at_ms: u64,
+        change: GroupOp,
     },
 }
 
@@ -430,16 +473,33 @@ impl FrameReader {
     }
 }
 
-/// The length-prefixed `Deliver` frame of a committed `MessageSent`, built
-/// straight from the record: the ciphertext is copied once, into the frame,
-/// and the prefix is written in front of the builder's output in place (the
-/// result is a view of the builder's buffer). An edge builds it once per item
-/// and hands the same bytes to every device that receives it. `None` for any
-/// other event.
+/// The length-prefixed frame a device receives for a committed timeline item:
+/// the `Deliver` frame of a `MessageSent`, built straight from the record (the
+/// ciphertext is copied once, into the frame, and the prefix is written in
+/// front of the builder's output in place: the result is a view of the
+/// builder's buffer), or the [`ServerFrame::ChatChange`] of a group event. An
+/// edge builds it once per item and hands the same bytes to every device that
+/// receives it. `None` for any other event (receipts, edits, …: they only move
+/// the timeline).
 ///
-/// Decodes (after its prefix) as the [`ServerFrame::Deliver`] of the record.
+/// Decodes (after its prefix) as the [`ServerFrame::Deliver`] or
+/// [`ServerFrame::ChatChange`] of the record.
 pub fn deliver_frame(record: &crate::EventRecord) -> Option<bytes::Bytes> {
     let e = &record.event;
+    if let Some((chat, seq, change)) = GroupOp::of_event(&e.body) {
+        let frame = ServerFrame::ChatChange {
+            chat,
+            seq,
+            actor: e.origin.user,
+            actor_device: e.origin.device,
+            client_msg_id: e.origin.client_msg_id,
+            at_ms: e.at_ms,
+            change,
+        };
+        let mut out = Vec::new();
+        write_frame(&mut out, &frame.encode());
+        return Some(bytes::Bytes::from(out));
+    }
     let crate::EventBody::MessageSent { chat, seq, ciphertext, media } = &e.body else { return None };
     let media_bytes = media.as_ref().map_or(0, |m| m.mime.len() + 64);
     let mut fbb = Builder::with_capacity(ciphertext.len() + media_bytes + 160);
@@ -785,6 +845,7 @@ impl ServerFrame {
             ServerFrame::Error { .. } => "Error",
             ServerFrame::Done { .. } => "Done",
             ServerFrame::DeviceNotice { .. } => "DeviceNotice",
+            ServerFrame::ChatChange { .. } => "ChatChange",
         }
     }
 
@@ -800,6 +861,7 @@ impl ServerFrame {
                 media.as_ref().map_or(Ok(()), MediaRef::validate)
             }
             ServerFrame::Error { message, .. } => check_len("error message", message.len(), MAX_MESSAGE_BYTES),
+            ServerFrame::ChatChange { change, .. } => change.validate(),
             ServerFrame::Registered { .. }
             | ServerFrame::LoggedIn { .. }
             | ServerFrame::Sent { .. }
@@ -916,6 +978,33 @@ impl ServerFrame {
                     fe::DeviceNotice::create(&mut fbb, &fe::DeviceNoticeArgs { kind, device: device.0, at_ms: *at_ms });
                 (fe::ServerFrameBody::DeviceNotice, t.as_union_value())
             }
+            ServerFrame::ChatChange { chat, seq, actor, actor_device, client_msg_id, at_ms, change } => {
+                let members = fbb.create_vector(&change.members());
+                let (name, description) = match change {
+                    GroupOp::Create { name, .. } => (Some(fbb.create_string(name)), None),
+                    GroupOp::ChangeInfo { name, description } => {
+                        (Some(fbb.create_string(name)), Some(fbb.create_string(description)))
+                    }
+                    _ => (None, None),
+                };
+                let chat = codec::chat_fb(chat);
+                let t = fe::ChatChange::create(
+                    &mut fbb,
+                    &fe::ChatChangeArgs {
+                        chat: Some(&chat),
+                        seq: seq.0,
+                        actor: actor.0,
+                        actor_device: actor_device.0,
+                        client_msg_id: client_msg_id.0,
+                        at_ms: *at_ms,
+                        kind: change.kind_fb(),
+                        members: Some(members),
+                        name,
+                        description,
+                    },
+                );
+                (fe::ServerFrameBody::ChatChange, t.as_union_value())
+            }
         };
         let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, SERVER_FRAME_IDENT)
@@ -1002,6 +1091,18 @@ impl ServerFrame {
                 let b = f.body_as_device_notice().ok_or_else(bad)?;
                 let kind = device_notice_kind(b.kind())?;
                 ServerFrame::DeviceNotice { kind, device: DeviceId(b.device()), at_ms: b.at_ms() }
+            }
+            fe::ServerFrameBody::ChatChange => {
+                let b = f.body_as_chat_change().ok_or_else(bad)?;
+                ServerFrame::ChatChange {
+                    chat: codec::chat(b.chat()),
+                    seq: Seq(b.seq()),
+                    actor: UserId(b.actor()),
+                    actor_device: DeviceId(b.actor_device()),
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    at_ms: b.at_ms(),
+                    change: GroupOp::from_parts("chat change", b.kind(), b.members(), b.name(), b.description())?,
+                }
             }
             _ => return Err(bad()),
         };

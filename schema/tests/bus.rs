@@ -189,4 +189,77 @@ fn the_deliver_frame_of_a_record_is_the_frame_of_its_message() {
         ..record
     };
     assert_eq!(edge::deliver_frame(&other), None);
+    let receipt = EventRecord {
+        event: Event {
+            body: EventBody::Receipt { chat: ChatId([7; 16]), kind: ReceiptKind::Read, up_to_seq: Seq(3) },
+            ..record.event.clone()
+        },
+        ..record.clone()
+    };
+    assert_eq!(edge::deliver_frame(&receipt), None, "a receipt only moves the timeline");
+}
+
+#[test]
+fn the_frame_of_each_group_event_is_its_chat_change() {
+    let chat = ChatId([8; 16]);
+    let origin = Origin { user: UserId(2), device: DeviceId(5), client_msg_id: ClientMsgId(11) };
+    let cases = [
+        (
+            EventBody::GroupCreated {
+                chat,
+                seq: Seq(1),
+                name: "ops".into(),
+                members: vec![UserId(2), UserId(3), UserId(4)],
+            },
+            GroupOp::Create { name: "ops".into(), members: vec![UserId(2), UserId(3), UserId(4)] },
+        ),
+        (EventBody::MemberAdded { chat, seq: Seq(1), member: UserId(9) }, GroupOp::Add { member: UserId(9) }),
+        (EventBody::MemberRemoved { chat, seq: Seq(1), member: UserId(9) }, GroupOp::Remove { member: UserId(9) }),
+        (EventBody::MemberPromoted { chat, seq: Seq(1), member: UserId(3) }, GroupOp::Promote { member: UserId(3) }),
+        (EventBody::MemberDemoted { chat, seq: Seq(1), member: UserId(3) }, GroupOp::Demote { member: UserId(3) }),
+        (EventBody::MemberLeft { chat, seq: Seq(1) }, GroupOp::Leave),
+        (
+            EventBody::GroupInfoChanged { chat, seq: Seq(1), name: "dev".into(), description: "builders".into() },
+            GroupOp::ChangeInfo { name: "dev".into(), description: "builders".into() },
+        ),
+    ];
+    for (i, (body, change)) in cases.into_iter().enumerate() {
+        let mut body = body;
+        let seq = Seq(i as u64 + 1);
+        set_seq(&mut body, seq);
+        let record = EventRecord {
+            partition: PartitionId(3),
+            offset: Offset(9),
+            log_index: LogIndex(4),
+            event: Event { at_ms: 77, origin, body },
+        };
+        let frame = edge::deliver_frame(&record).unwrap();
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(len, frame.len() - 4);
+        assert_eq!(
+            ServerFrame::decode(&frame[4..]).unwrap(),
+            ServerFrame::ChatChange {
+                chat,
+                seq,
+                actor: UserId(2),
+                actor_device: DeviceId(5),
+                client_msg_id: ClientMsgId(11),
+                at_ms: 77,
+                change,
+            }
+        );
+    }
+}
+
+fn set_seq(body: &mut EventBody, to: Seq) {
+    match body {
+        EventBody::GroupCreated { seq, .. }
+        | EventBody::MemberAdded { seq, .. }
+        | EventBody::MemberRemoved { seq, .. }
+        | EventBody::MemberPromoted { seq, .. }
+        | EventBody::MemberDemoted { seq, .. }
+        | EventBody::MemberLeft { seq, .. }
+        | EventBody::GroupInfoChanged { seq, .. } => *seq = to,
+        _ => unreachable!("a group event"),
+    }
 }

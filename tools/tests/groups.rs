@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use chorus_client::{Client, Credentials, Error, Event, Message, Resume};
+use chorus_schema::edge::user_for_phone;
 use chorus_schema::{
-    ChatId, EdgeErrorCode, EventBody, EventRecord, GroupOp, Key, Offset, PartitionId, Recipient, Seq, UserId,
-    MAX_GROUP_MEMBERS,
+    ChatId, ClientMsgId, Command, CommandBody, DeviceId, EdgeErrorCode, EventBody, EventRecord, GroupOp, Key, Offset,
+    Origin, PartitionId, Recipient, Seq, UserId, MAX_GROUP_MEMBERS,
 };
 use chorus_testkit::cluster::chorus_binary;
-use chorus_testkit::events::{messages, synced};
+use chorus_testkit::events::{changes, messages, synced};
 use chorus_testkit::stack::{Stack, StackSpec};
 
 /// One deployment at a time: each is 7 processes on 2 cores.
@@ -54,6 +55,39 @@ async fn chat_events(stack: &Stack, chat: ChatId) -> Vec<EventRecord> {
         out.extend(records.into_iter().filter(|r| r.event.body.chat() == Some(chat)));
         from = next;
     }
+}
+
+/// Registers `n` users straight through the log with the command an edge
+/// appends at the end of registration (faster than `n` OTP round trips).
+async fn register_many(stack: &Stack, n: usize) -> Vec<UserId> {
+    let commands: Vec<Command> = (0..n)
+        .map(|i| {
+            let phone = format!("+1555{:07}", 3_000_000 + i);
+            let user = user_for_phone(&phone).unwrap();
+            let origin = Origin { user, device: DeviceId(1), client_msg_id: ClientMsgId(1) };
+            let body = CommandBody::RegisterDevice {
+                phone,
+                device: DeviceId(1),
+                identity_key: vec![1; 32],
+                name: "bulk".into(),
+                token_hash: [2; 32],
+                pin_hash: None,
+            };
+            Command { origin, body }
+        })
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in commands.iter().cloned() {
+        let log = stack.log.clone();
+        tasks.spawn(async move { log.append(&c).await });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let result = r.unwrap().expect("append a registration");
+        assert!(result.is_ok(), "{result:?}");
+    }
+    let mut users: Vec<UserId> = commands.iter().map(|c| c.origin.user).collect();
+    users.sort();
+    users
 }
 
 fn texts(ms: &[Message]) -> Vec<String> {
@@ -162,6 +196,83 @@ async fn admins_edit_a_removed_member_gets_exactly_what_came_before_and_the_last
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_hear_every_roster_change_in_its_place_and_a_removed_member_hears_its_removal_last() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000121").await.unwrap();
+    let bob = stack.register(1, "+15550000122").await.unwrap();
+    let carol = stack.register(0, "+15550000123").await.unwrap();
+    let (a, mut a_events) = connect(&stack, 0, alice).await;
+    let (b, mut b_events) = connect(&stack, 1, bob).await;
+    let (_c, mut c_events) = connect(&stack, 1, carol).await;
+
+    let chat = a.create_group("band", vec![bob.user]).await.unwrap();
+    let got = changes(&mut b_events, 1, Duration::from_secs(10)).await;
+    let mut founders = vec![alice.user, bob.user];
+    founders.sort();
+    assert_eq!((got[0].chat, got[0].seq, got[0].actor), (chat, Seq(1), alice.user));
+    assert_eq!(got[0].change, GroupOp::Create { name: "band".into(), members: founders });
+
+    // Carol, online but not yet a member, hears of the group when she is added.
+    let added = group(&a, chat, GroupOp::Add { member: carol.user }).await.unwrap();
+    let sent = a.send(Recipient::Group(chat), b"hi all".to_vec()).await.unwrap();
+    group(&a, chat, GroupOp::Promote { member: carol.user }).await.unwrap();
+    let info = GroupOp::ChangeInfo { name: "the band".into(), description: "tuesdays".into() };
+    group(&a, chat, info.clone()).await.unwrap();
+    group(&b, chat, GroupOp::Leave).await.unwrap();
+    let removed = group(&a, chat, GroupOp::Remove { member: carol.user }).await.unwrap();
+    a.send(Recipient::Group(chat), b"just me".to_vec()).await.unwrap();
+
+    let expected = vec![
+        GroupOp::Add { member: carol.user },
+        GroupOp::Promote { member: carol.user },
+        info.clone(),
+        GroupOp::Leave,
+        GroupOp::Remove { member: carol.user },
+    ];
+    // Alice's own requests are answered Done to her device, not echoed: she
+    // hears only Bob's leaving.
+    let got = changes(&mut a_events, 1, Duration::from_secs(10)).await;
+    assert_eq!((got[0].actor, &got[0].change), (bob.user, &GroupOp::Leave));
+    // Carol: from her addition to her removal, with the message in its place.
+    let mut carol_saw = Vec::new();
+    while carol_saw.len() < 6 {
+        match tokio::time::timeout(Duration::from_secs(10), c_events.recv()).await.expect("Carol's items") {
+            Some(Event::ChatChange(c)) => carol_saw.push((c.seq, Some(c.change), None)),
+            Some(Event::Message(m)) => carol_saw.push((m.seq, None, Some(m.ciphertext))),
+            Some(_) => {}
+            None => panic!("Carol's client stopped"),
+        }
+    }
+    let seqs: Vec<Seq> = carol_saw.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(seqs, (added.0..=removed.0).map(Seq).collect::<Vec<_>>(), "every item, in order, once");
+    assert_eq!(carol_saw[1], (sent.seq, None, Some(b"hi all".to_vec())));
+    let carol_changes: Vec<GroupOp> = carol_saw.into_iter().filter_map(|(_, c, _)| c).collect();
+    assert_eq!(carol_changes, expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, c_events.recv()).await {
+        assert!(!matches!(ev, Event::Message(_) | Event::ChatChange(_)), "after her removal: {ev:?}");
+    }
+    // Bob, after leaving, hears nothing more either: his own Leave is his last item.
+    let got = changes(&mut b_events, 3, Duration::from_secs(10)).await;
+    assert_eq!(got.iter().map(|c| c.change.clone()).collect::<Vec<_>>(), expected[..3]);
+    // Carol re-syncing from the start gets the same changes, and no more.
+    let (_c2, mut c2_events) =
+        Client::connect(stack.client_config(&[0]), carol, Resume::default()).await.expect("log in again");
+    let mut resynced = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), c2_events.recv()).await.expect("a sync") {
+            Some(Event::ChatChange(c)) if c.chat == chat => resynced.push(c.change),
+            Some(Event::Synced { .. }) => break,
+            Some(_) => {}
+            None => panic!("client stopped"),
+        }
+    }
+    assert_eq!(resynced, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_over_the_size_limit_is_refused_and_not_created() {
     let _g = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
@@ -170,7 +281,7 @@ async fn a_group_over_the_size_limit_is_refused_and_not_created() {
     let (a, _events) = connect(&stack, 0, alice).await;
 
     // The creator plus MAX_GROUP_MEMBERS others is one too many.
-    let others: Vec<UserId> = (1..=MAX_GROUP_MEMBERS as u64).map(|u| UserId(1_000_000 + u)).collect();
+    let others = register_many(&stack, MAX_GROUP_MEMBERS).await;
     let chat = ChatId::group([9; 16]);
     let op = GroupOp::Create { name: "big".into(), members: others.clone() };
     let (code, message) = refused(group(&a, chat, op).await);
@@ -182,9 +293,31 @@ async fn a_group_over_the_size_limit_is_refused_and_not_created() {
         other => panic!("a send to a group never created: {other:?}"),
     }
 
-    // One fewer fits.
+    // An unknown member is refused by name, and nothing is created.
+    // (The stranger comes first: until the users view has folded every
+    // registration above, later ones may be unknown too.)
+    let mut with_stranger = vec![UserId(77)];
+    with_stranger.extend_from_slice(&others[2..]);
+    let op = GroupOp::Create { name: "big".into(), members: with_stranger };
+    let (code, message) = refused(group(&a, chat, op).await);
+    assert_eq!(code, EdgeErrorCode::UnknownRecipient, "{message}");
+    assert!(message.contains(&UserId(77).to_string()), "{message}");
+    assert!(chat_events(&stack, chat).await.is_empty(), "nothing was created");
+
+    // One fewer fits (once the users view has every new user).
     let op = GroupOp::Create { name: "big".into(), members: others[1..].to_vec() };
-    group(&a, chat, op).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match group(&a, chat, op.clone()).await {
+            Ok(_) => break,
+            Err(Error::Refused { code: EdgeErrorCode::UnknownRecipient, .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("creating a full group: {other:?}"),
+        }
+    }
     let events = chat_events(&stack, chat).await;
     assert!(
         matches!(&events[..], [r] if matches!(&r.event.body, EventBody::GroupCreated { members, .. } if members.len() == MAX_GROUP_MEMBERS))

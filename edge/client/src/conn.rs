@@ -51,7 +51,7 @@ use chorus_schema::{
 use tracing::debug;
 
 use crate::config::ClientConfig;
-use crate::types::{Credentials, Error, Event, Message, Result, Resume, Sent};
+use crate::types::{ChatChange, Credentials, Error, Event, Message, Result, Resume, Sent};
 
 /// One connection attempt (and, once up, the connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -418,6 +418,15 @@ impl Core {
                 }
                 *p = seq;
                 Event::Message(Message { chat, seq, sender, sender_device, client_msg_id, at_ms, ciphertext })
+            }
+            ServerFrame::ChatChange { chat, seq, actor, actor_device, client_msg_id, at_ms, change } => {
+                let p = self.positions.entry(chat).or_insert(Seq(0));
+                if seq <= *p {
+                    self.stats.duplicates_dropped += 1;
+                    return;
+                }
+                *p = seq;
+                Event::ChatChange(ChatChange { chat, seq, actor, actor_device, client_msg_id, at_ms, change })
             }
             ServerFrame::Receipt { chat, up_to_seq, status } => Event::Receipt { chat, up_to_seq, status },
             ServerFrame::SyncDone { chats } => Event::Synced { chats },

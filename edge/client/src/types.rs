@@ -1,6 +1,8 @@
 //! What the SDK hands the app: errors, credentials, messages and events.
 
-use chorus_schema::{ChatId, ClientMsgId, DeviceId, DeviceNoticeKind, EdgeErrorCode, ReceiptKind, Seq, UserId};
+use chorus_schema::{
+    ChatId, ClientMsgId, DeviceId, DeviceNoticeKind, EdgeErrorCode, GroupOp, ReceiptKind, Seq, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 /// Why a client call failed.
@@ -72,10 +74,26 @@ pub struct Message {
     pub ciphertext: Vec<u8>,
 }
 
+/// A change to a group's roster or info, in the chat's order with its messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatChange {
+    pub chat: ChatId,
+    pub seq: Seq,
+    /// Who made the change, from which device and with which request id.
+    pub actor: UserId,
+    pub actor_device: DeviceId,
+    pub client_msg_id: ClientMsgId,
+    pub at_ms: u64,
+    /// What changed; a `Create` lists every founder, the creator included.
+    pub change: GroupOp,
+}
+
 /// What the client tells the app.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Message(Message),
+    /// A group's roster or info changed (creation, adds, removals, roles, name).
+    ChatChange(ChatChange),
     /// The user's messages in `chat` up to `up_to_seq` are now `status`.
     Receipt {
         chat: ChatId,

@@ -22,7 +22,7 @@ use super::mailbox::{Bounds, Mail, Mailbox, Room};
 use super::router::{receipt_kind, Route, Routed};
 use super::views;
 use super::{Ctx, Input};
-use crate::session::{Action, AppendError, Identity, RecipientVerdict, SeededEntropy, Session};
+use crate::session::{Action, AppendError, Identity, SeededEntropy, Session};
 
 /// Frames queued for the control stream beyond which the edge stops reading
 /// the client's frames (flow control then stops the client).
@@ -467,17 +467,10 @@ impl Conn {
                         let _ = to.put(Input::TokenVerified(verdict)).await;
                     });
                 }
-                Action::CheckRecipient { correlation, user } => {
+                Action::CheckRecipient { correlation, users } => {
                     let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
                     tokio::spawn(async move {
-                        let verdict = match views::user_exists(&ctx, user).await {
-                            Ok(true) => RecipientVerdict::Registered,
-                            Ok(false) => RecipientVerdict::Unknown,
-                            Err(e) => {
-                                debug!(error = %e, "recipient check");
-                                RecipientVerdict::Unavailable
-                            }
-                        };
+                        let verdict = views::users_exist(&ctx, users).await;
                         let _ = to.put(Input::RecipientChecked(correlation, verdict)).await;
                     });
                 }

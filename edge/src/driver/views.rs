@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::mailbox::Mailbox;
 use super::{Ctx, Input};
-use crate::session::TokenVerdict;
+use crate::session::{RecipientVerdict, TokenVerdict};
 use bytes::Bytes;
 use chorus_projections::seal;
 use chorus_schema::bus::{
@@ -112,6 +112,49 @@ pub(crate) async fn user_exists(ctx: &Ctx, user: UserId) -> Result<bool, ReadErr
 }
 
 const KNOWN_USERS_MAX: usize = 1 << 20;
+
+/// Queries of the users view in flight at once for one [`users_exist`].
+const USER_CHECKS_IN_FLIGHT: usize = 32;
+
+/// Whether every one of `users` is registered: `Unknown` names the first
+/// unknown one (in `users`' order), `Unavailable` if the view could not say
+/// for one of them. Asks up to [`USER_CHECKS_IN_FLIGHT`] at once.
+pub(crate) async fn users_exist(ctx: &std::sync::Arc<Ctx>, users: Vec<UserId>) -> RecipientVerdict {
+    for chunk in users.chunks(USER_CHECKS_IN_FLIGHT) {
+        let mut checks = tokio::task::JoinSet::new();
+        for (i, user) in chunk.iter().copied().enumerate() {
+            let ctx = ctx.clone();
+            checks.spawn(async move { (i, user, user_exists(&ctx, user).await) });
+        }
+        let mut unknown: Option<(usize, UserId)> = None;
+        let mut unavailable = false;
+        while let Some(done) = checks.join_next().await {
+            match done {
+                Ok((_, _, Ok(true))) => {}
+                Ok((i, user, Ok(false))) => {
+                    if unknown.is_none_or(|(j, _)| i < j) {
+                        unknown = Some((i, user));
+                    }
+                }
+                Ok((_, user, Err(e))) => {
+                    tracing::debug!(%user, error = %e, "user check");
+                    unavailable = true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "user check task");
+                    unavailable = true;
+                }
+            }
+        }
+        if let Some((_, user)) = unknown {
+            return RecipientVerdict::Unknown(user);
+        }
+        if unavailable {
+            return RecipientVerdict::Unavailable;
+        }
+    }
+    RecipientVerdict::Registered
+}
 
 /// Every chat of the device's user with its cursors, all pages.
 async fn all_cursors(ctx: &Ctx, user: UserId, device: DeviceId) -> Result<Vec<ChatCursors>, ReadError> {

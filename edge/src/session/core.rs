@@ -49,11 +49,12 @@ pub enum Action {
     /// Check the sessions view: does (user, device) hold a session with this token
     /// hash? Answer with `handle_token_verified`.
     VerifyToken { user: UserId, device: DeviceId, token_hash: [u8; 32] },
-    /// Is `user` registered? (the users view). Answer with
-    /// `handle_recipient_checked(correlation, …)`. A direct message goes to the
-    /// log only once its recipient is known: the chat's partition cannot tell,
-    /// the user lives in another.
-    CheckRecipient { correlation: Correlation, user: UserId },
+    /// Are all of `users` registered? (the users view). Answer with
+    /// `handle_recipient_checked(correlation, …)`, naming the first unknown
+    /// one. A direct message, a new group's members and an added member go to
+    /// the log only once they are known: the chat's partition cannot tell,
+    /// users live in other partitions.
+    CheckRecipient { correlation: Correlation, users: Vec<UserId> },
     /// The device is logged in: start routing its deliveries (bus subscription) to
     /// `handle_delivery`.
     Subscribe(Identity),
@@ -91,8 +92,10 @@ pub enum TokenVerdict {
 /// The users view's answer to [`Action::CheckRecipient`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecipientVerdict {
+    /// Every user asked about is registered.
     Registered,
-    Unknown,
+    /// This one is not.
+    Unknown(UserId),
     /// The view could not answer.
     Unavailable,
 }
@@ -157,7 +160,8 @@ enum Pending {
     Send {
         client_msg_id: ClientMsgId,
     },
-    /// A direct message waiting for [`Action::CheckRecipient`] before its append.
+    /// A direct message or a group request waiting for
+    /// [`Action::CheckRecipient`] before its append (then `Send` or `Request`).
     Recipient {
         client_msg_id: ClientMsgId,
         command: Box<Command>,
@@ -439,7 +443,32 @@ impl Session {
                     // The client's id, so that a retried request is applied once.
                     let origin = Origin { user: id.user, device: id.device, client_msg_id };
                     let command = Command { origin, body: op.command(chat) };
-                    self.append(Pending::Request { client_msg_id, close: false }, command);
+                    // Who joins must exist; the sender does.
+                    let joining: Vec<UserId> = match &op {
+                        chorus_schema::GroupOp::Create { members, .. } => {
+                            members.iter().copied().filter(|m| *m != id.user).collect()
+                        }
+                        chorus_schema::GroupOp::Add { member } => vec![*member],
+                        _ => Vec::new(),
+                    };
+                    // The partition enforces the limit; refusing an oversized
+                    // group here spares asking the users view about each member.
+                    if joining.len() >= chorus_schema::MAX_GROUP_MEMBERS {
+                        let message = format!(
+                            "a group has at most {} members; this one would have {}",
+                            chorus_schema::MAX_GROUP_MEMBERS,
+                            joining.len() + 1
+                        );
+                        return self.error(EdgeErrorCode::BadFrame, message, Some(client_msg_id));
+                    }
+                    if joining.is_empty() {
+                        self.append(Pending::Request { client_msg_id, close: false }, command);
+                    } else {
+                        let correlation = self.correlation();
+                        let pending = Pending::Recipient { client_msg_id, command: Box::new(command) };
+                        self.pending.insert(correlation, pending);
+                        self.actions.push_back(Action::CheckRecipient { correlation, users: joining });
+                    }
                 }
             }
             (State::LoggedIn(id), ClientFrame::Logout { client_msg_id }) => {
@@ -570,13 +599,12 @@ impl Session {
         let Some(Pending::Recipient { client_msg_id, command }) = self.pending.remove(&correlation) else { return };
         let cmid = Some(client_msg_id);
         match verdict {
-            RecipientVerdict::Registered => self.append(Pending::Send { client_msg_id }, *command),
-            RecipientVerdict::Unknown => {
-                let recipient = match &command.body {
-                    CommandBody::SendDirect { recipient, .. } => recipient.to_string(),
-                    _ => String::from("?"),
-                };
-                self.error(EdgeErrorCode::UnknownRecipient, format!("no user {recipient}"), cmid)
+            RecipientVerdict::Registered if matches!(command.body, CommandBody::SendDirect { .. }) => {
+                self.append(Pending::Send { client_msg_id }, *command)
+            }
+            RecipientVerdict::Registered => self.append(Pending::Request { client_msg_id, close: false }, *command),
+            RecipientVerdict::Unknown(user) => {
+                self.error(EdgeErrorCode::UnknownRecipient, format!("no user {user}"), cmid)
             }
             RecipientVerdict::Unavailable => {
                 self.error(EdgeErrorCode::Unavailable, "the users view did not answer: retry", cmid)
@@ -884,7 +912,7 @@ impl Session {
                 let command = Command { origin, body: CommandBody::SendDirect { recipient, ciphertext, media } };
                 let correlation = self.correlation();
                 self.pending.insert(correlation, Pending::Recipient { client_msg_id, command: Box::new(command) });
-                self.actions.push_back(Action::CheckRecipient { correlation, user: recipient });
+                self.actions.push_back(Action::CheckRecipient { correlation, users: vec![recipient] });
             }
             Recipient::Group(chat) => {
                 let body = CommandBody::SendGroup { chat, ciphertext, media };

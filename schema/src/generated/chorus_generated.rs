@@ -15389,10 +15389,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 11;
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 12] = [
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 13] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -15405,6 +15405,7 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 12] = [
   ServerFrameBody::Error,
   ServerFrameBody::Done,
   ServerFrameBody::DeviceNotice,
+  ServerFrameBody::ChatChange,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15424,9 +15425,10 @@ impl ServerFrameBody {
   pub const Error: Self = Self(9);
   pub const Done: Self = Self(10);
   pub const DeviceNotice: Self = Self(11);
+  pub const ChatChange: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -15440,6 +15442,7 @@ impl ServerFrameBody {
     Self::Error,
     Self::Done,
     Self::DeviceNotice,
+    Self::ChatChange,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15456,6 +15459,7 @@ impl ServerFrameBody {
       Self::Error => Some("Error"),
       Self::Done => Some("Done"),
       Self::DeviceNotice => Some("DeviceNotice"),
+      Self::ChatChange => Some("ChatChange"),
       _ => None,
     }
   }
@@ -19326,6 +19330,260 @@ impl ::core::fmt::Debug for DeviceNotice<'_> {
       ds.finish()
   }
 }
+pub enum ChatChangeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A group's roster or info changed at `seq` of its timeline (delivered like a
+/// message, to the members just after it and the member it removes). `kind`,
+/// `members`, `name` and `description` as in `Group`, except that a Create's
+/// `members` are all the founders, the actor (the creator, its admin) included.
+pub struct ChatChange<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatChange<'a> {
+  type Inner = ChatChange<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatChange<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ACTOR: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ACTOR_DEVICE: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 12;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 16;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 20;
+  pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 22;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatChange { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatChangeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatChange<'bldr>> {
+    let mut builder = ChatChangeBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_actor(args.actor);
+    builder.add_seq(args.seq);
+    if let Some(x) = args.description { builder.add_description(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.add_actor_device(args.actor_device);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(ChatChange::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatChange::VT_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn actor(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatChange::VT_ACTOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn actor_device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ChatChange::VT_ACTOR_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatChange::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatChange::VT_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn kind(&self) -> GroupOpKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<GroupOpKind>(ChatChange::VT_KIND, Some(GroupOpKind::Create)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ChatChange::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatChange::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn description(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatChange::VT_DESCRIPTION, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatChange<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<u64>("actor", Self::VT_ACTOR, false)?
+     .visit_field::<u32>("actor_device", Self::VT_ACTOR_DEVICE, false)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
+     .visit_field::<GroupOpKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatChangeArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub seq: u64,
+    pub actor: u64,
+    pub actor_device: u32,
+    pub client_msg_id: u64,
+    pub at_ms: u64,
+    pub kind: GroupOpKind,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ChatChangeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatChangeArgs {
+      chat: None, // required field
+      seq: 0,
+      actor: 0,
+      actor_device: 0,
+      client_msg_id: 0,
+      at_ms: 0,
+      kind: GroupOpKind::Create,
+      members: None,
+      name: None,
+      description: None,
+    }
+  }
+}
+
+pub struct ChatChangeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatChangeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(ChatChange::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(ChatChange::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_actor(&mut self, actor: u64) {
+    self.fbb_.push_slot::<u64>(ChatChange::VT_ACTOR, actor, 0);
+  }
+  #[inline]
+  pub fn add_actor_device(&mut self, actor_device: u32) {
+    self.fbb_.push_slot::<u32>(ChatChange::VT_ACTOR_DEVICE, actor_device, 0);
+  }
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ChatChange::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: u64) {
+    self.fbb_.push_slot::<u64>(ChatChange::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn add_kind(&mut self, kind: GroupOpKind) {
+    self.fbb_.push_slot::<GroupOpKind>(ChatChange::VT_KIND, kind, GroupOpKind::Create);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatChange::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatChange::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_description(&mut self, description: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatChange::VT_DESCRIPTION, description);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatChangeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatChangeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatChange<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ChatChange::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatChange<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatChange");
+      ds.field("chat", &self.chat());
+      ds.field("seq", &self.seq());
+      ds.field("actor", &self.actor());
+      ds.field("actor_device", &self.actor_device());
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("at_ms", &self.at_ms());
+      ds.field("kind", &self.kind());
+      ds.field("members", &self.members());
+      ds.field("name", &self.name());
+      ds.field("description", &self.description());
+      ds.finish()
+  }
+}
 pub enum ServerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -19529,6 +19787,20 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chat_change(&self) -> Option<ChatChange<'a>> {
+    if self.body_type() == ServerFrameBody::ChatChange {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ChatChange::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -19550,6 +19822,7 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("ServerFrameBody::Error", pos),
           ServerFrameBody::Done => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Done>>("ServerFrameBody::Done", pos),
           ServerFrameBody::DeviceNotice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceNotice>>("ServerFrameBody::DeviceNotice", pos),
+          ServerFrameBody::ChatChange => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatChange>>("ServerFrameBody::ChatChange", pos),
           _ => Ok(()),
         }
      })?
@@ -19677,6 +19950,13 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
         },
         ServerFrameBody::DeviceNotice => {
           if let Some(x) = self.body_as_device_notice() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::ChatChange => {
+          if let Some(x) = self.body_as_chat_change() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -521,6 +521,17 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             any::<u64>()
         )
             .prop_map(|(kind, device, at_ms)| ServerFrame::DeviceNotice { kind, device, at_ms }),
+        (chat(), seq(), user(), device(), any::<u64>(), any::<u64>(), group_op()).prop_map(
+            |(chat, seq, actor, actor_device, c, at_ms, change)| ServerFrame::ChatChange {
+                chat,
+                seq,
+                actor,
+                actor_device,
+                client_msg_id: ClientMsgId(c),
+                at_ms,
+                change
+            }
+        ),
     ]
 }
 

@@ -266,6 +266,7 @@ pub async fn run(args: Args) -> Result<()> {
                             break;
                         }
                     }
+                    Event::ChatChange(ch) => println!("[{} #{}] {}", ch.chat, ch.seq, describe(&ch)),
                     Event::Receipt { chat, up_to_seq, status } => println!("[{chat}] up to #{up_to_seq}: {status:?}"),
                     Event::Synced { chats } => eprintln!("synced ({chats} chats had news)"),
                     Event::Connected { edge } => eprintln!("connected to {edge}"),
@@ -313,6 +314,9 @@ pub async fn run(args: Args) -> Result<()> {
                         let e = chats.entry(m.chat).or_default();
                         *e = (e.0 + 1, text(&m.ciphertext), m.seq.0);
                     }
+                    Ok(Some(Event::ChatChange(ch))) if wanted == Some(ch.chat) => {
+                        println!("#{} at {}: {}", ch.seq, ch.at_ms, describe(&ch));
+                    }
                     Ok(Some(Event::Synced { .. })) => break,
                     Ok(Some(_)) => {}
                     Ok(None) => bail!("client stopped"),
@@ -353,4 +357,21 @@ async fn group(c: &Client, cmd: GroupCmd) -> Result<String> {
     let what = op.name();
     c.group(chat, op).await?;
     Ok(format!("group {chat}: {what} done"))
+}
+
+/// One line for a group change, as `listen` prints it.
+fn describe(c: &chorus_client::ChatChange) -> String {
+    let who = c.actor;
+    match &c.change {
+        GroupOp::Create { name, members } => {
+            let members: Vec<String> = members.iter().map(ToString::to_string).collect();
+            format!("{who} created group {name:?} with {}", members.join(", "))
+        }
+        GroupOp::Add { member } => format!("{who} added {member}"),
+        GroupOp::Remove { member } => format!("{who} removed {member}"),
+        GroupOp::Promote { member } => format!("{who} made {member} an admin"),
+        GroupOp::Demote { member } => format!("{who} dismissed {member} as admin"),
+        GroupOp::Leave => format!("{who} left"),
+        GroupOp::ChangeInfo { name, description } => format!("{who} renamed the group {name:?} ({description:?})"),
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chorus_client::{Event, Message};
+use chorus_client::{ChatChange, Event, Message};
 use tokio::sync::mpsc::Receiver;
 
 /// Waits for the `Synced` event (the sync after a (re)connect is over) and
@@ -34,6 +34,24 @@ pub async fn messages(events: &mut Receiver<Event>, n: usize, timeout: Duration)
             Ok(Some(_)) => {}
             Ok(None) => panic!("client stopped after {} of {n} messages", out.len()),
             Err(_) => panic!("only {} of {n} messages arrived", out.len()),
+        }
+    }
+    out
+}
+
+/// Receives events until `n` group changes came (messages in between are
+/// dropped).
+///
+/// # Panics
+/// When the client stops, or `timeout` passes without any event.
+pub async fn changes(events: &mut Receiver<Event>, n: usize, timeout: Duration) -> Vec<ChatChange> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(timeout, events.recv()).await {
+            Ok(Some(Event::ChatChange(c))) => out.push(c),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("client stopped after {} of {n} group changes", out.len()),
+            Err(_) => panic!("only {} of {n} group changes arrived: {out:?}", out.len()),
         }
     }
     out
