@@ -6,8 +6,8 @@
 //!
 //! | role | publish | subscribe |
 //! | --- | --- | --- |
-//! | projector | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, replies to requests it received | `chorus.view.>` |
-//! | edge | `chorus.view.>` (requests) | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>` |
+//! | projector | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>`, replies to requests it received | `chorus.view.>` |
+//! | edge | `chorus.view.>` (requests) | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>` |
 //!
 //! and each its own inbox `_INBOX_<key prefix>.>` (publish and subscribe).
 //!
@@ -45,11 +45,12 @@ pub fn permissions(user: &BusUser) -> (Vec<String>, Vec<String>, bool) {
     let deliver = format!("{}.>", subject::DELIVER_PREFIX);
     let receipt = format!("{}.>", subject::RECEIPT_PREFIX);
     let account = format!("{}.>", subject::ACCOUNT_PREFIX);
+    let joined = format!("{}.>", subject::JOINED_PREFIX);
     let views = format!("{}.>", subject::VIEW_PREFIX);
     let inbox = format!("{}.>", chorus_bus::inbox_prefix(&user.public_key));
     match user.role {
-        BusRole::Projector => (vec![deliver, receipt, account, inbox.clone()], vec![views, inbox], true),
-        BusRole::Edge => (vec![views, inbox.clone()], vec![deliver, receipt, account, inbox], false),
+        BusRole::Projector => (vec![deliver, receipt, account, joined, inbox.clone()], vec![views, inbox], true),
+        BusRole::Edge => (vec![views, inbox.clone()], vec![deliver, receipt, account, joined, inbox], false),
     }
 }
 
@@ -269,7 +270,10 @@ mod tests {
         assert!(!subscribe.iter().any(|s| s.starts_with("chorus.view")), "edges do not take view requests");
         let projector = BusUser { role: BusRole::Projector, public_key: "UP".into() };
         let (publish, subscribe, responses) = permissions(&projector);
-        assert_eq!(publish, vec!["chorus.deliver.>", "chorus.receipt.>", "chorus.account.>", "_INBOX_UP.>"]);
+        assert_eq!(
+            publish,
+            vec!["chorus.deliver.>", "chorus.receipt.>", "chorus.account.>", "chorus.joined.>", "_INBOX_UP.>"]
+        );
         assert_eq!(subscribe, vec!["chorus.view.>", "_INBOX_UP.>"]);
         assert!(responses);
     }

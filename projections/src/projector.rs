@@ -51,8 +51,8 @@ use chorus_bus::{Bus, Message, Subscription};
 use chorus_log_node::network::tls::TlsPaths;
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::bus::{
-    self, subject, AccountUpdate, ChatCursors, ChatListItem, ChatListPage, CursorsPage, Delivery, InboxPage,
-    ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode, ViewQuery, ViewReply,
+    self, subject, AccountUpdate, ChatCursors, ChatJoined, ChatListItem, ChatListPage, CursorsPage, Delivery,
+    InboxPage, ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode, ViewQuery, ViewReply,
 };
 use chorus_schema::{EventRecord, Key, Offset, PartitionId, StoredRecord, MAX_VIEW_PAGE_ENTRIES};
 use serde::{Deserialize, Serialize};
@@ -602,7 +602,7 @@ async fn fold_batch(
                 folded += 1;
             }
             for effect in effects.drain(..) {
-                outgoing.push(message_of(effect, stored));
+                messages_of(effect, stored, &mut outgoing);
             }
         }
         let next = Projection::next_offset(&txn, partition)?;
@@ -617,11 +617,12 @@ async fn fold_batch(
     Ok((next, outgoing))
 }
 
-/// The bus message of one effect of `stored`. A delivery carries the
+/// The bus messages of one effect of `stored`. A delivery carries the
 /// record's stored bytes as the log served them (copied once, into the
-/// payload), never a fresh encoding of the decoded record.
-fn message_of(effect: Effect, stored: &StoredRecord) -> Outgoing {
-    match effect {
+/// payload), never a fresh encoding of the decoded record; a join is one
+/// message per user who joined.
+fn messages_of(effect: Effect, stored: &StoredRecord, out: &mut Vec<Outgoing>) {
+    let one = match effect {
         Effect::Deliver { chat, seq, recipients } => Outgoing {
             subject: subject::deliver(&chat),
             payload: Delivery::encode_parts(&chat, seq, &recipients, &stored.bytes),
@@ -634,7 +635,15 @@ fn message_of(effect: Effect, stored: &StoredRecord) -> Outgoing {
             subject: subject::account(user),
             payload: AccountUpdate { user, device, change, at_ms: stored.record.event.at_ms }.encode().into(),
         },
-    }
+        Effect::Joined { chat, seq, users } => {
+            for user in users {
+                let payload = ChatJoined { chat, user, seq }.encode().into();
+                out.push(Outgoing { subject: subject::joined(user), payload });
+            }
+            return;
+        }
+    };
+    out.push(one);
 }
 
 async fn publish(ctx: &Ctx, outgoing: Vec<Outgoing>) {
@@ -942,11 +951,19 @@ mod tests {
         let stored = StoredRecord::decode(Bytes::from(record.encode())).unwrap();
         let chat = ChatId::direct(UserId(1), UserId(2));
         let effect = Effect::Deliver { chat, seq: Seq(1), recipients: vec![UserId(1), UserId(2)] };
-        let out = message_of(effect, &stored);
+        let mut out = Vec::new();
+        messages_of(effect, &stored, &mut out);
+        let [out] = &out[..] else { panic!("{} messages for one delivery", out.len()) };
         assert_eq!(out.subject, subject::deliver(&chat));
         let d = Delivery::decode(&out.payload).unwrap();
         assert_eq!(d.record, stored.bytes, "the record bytes as the log served them");
         assert_eq!((d.chat, d.seq, d.recipients), (chat, Seq(1), vec![UserId(1), UserId(2)]));
+        // A join is one small message per user who joined, on their subject.
+        let mut out = Vec::new();
+        messages_of(Effect::Joined { chat, seq: Seq(0), users: vec![UserId(1), UserId(2)] }, &stored, &mut out);
+        let subjects: Vec<&str> = out.iter().map(|o| o.subject.as_str()).collect();
+        assert_eq!(subjects, [subject::joined(UserId(1)), subject::joined(UserId(2))]);
+        assert_eq!(ChatJoined::decode(&out[1].payload), Ok(ChatJoined { chat, user: UserId(2), seq: Seq(0) }));
     }
 
     #[test]

@@ -126,6 +126,12 @@ impl Published for on_bus::AccountUpdate {
     }
 }
 
+impl Published for on_bus::ChatJoined {
+    fn decode(payload: &Bytes) -> chorus_schema::Result<Self> {
+        on_bus::ChatJoined::decode(payload)
+    }
+}
+
 async fn chat_list_of(bus: &Bus, user: u64) -> BTreeMap<ChatId, chat_list::ChatListEntry> {
     let q = on_bus::ChatListRequest { user: UserId(user), after: None, limit: 0 };
     let page: on_bus::ChatListPage = must_query(bus, q).await;
@@ -167,6 +173,7 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     let mut deliveries = bus.subscribe("chorus.deliver.>").await.unwrap();
     let mut receipts = bus.subscribe("chorus.receipt.>").await.unwrap();
     let mut accounts = bus.subscribe("chorus.account.>").await.unwrap();
+    let mut joins = bus.subscribe("chorus.joined.>").await.unwrap();
     let local = matches!(bus_config, BusConfig::Local).then(|| bus.clone());
     let running = must_run(projector_config(&node_cfg, store_dir.path(), bus_config), local).await;
 
@@ -210,6 +217,15 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     use chorus_schema::DeviceNoticeKind::{Linked, LoggedOut, Unlinked};
     assert_eq!(changes, vec![(1, Linked), (2, Linked), (3, Linked), (2, LoggedOut), (3, Unlinked)]);
     assert!(got.iter().all(|u| u.user == UserId(1) && u.at_ms > 0));
+
+    // Each member hears once that they joined: both users of the direct chat
+    // as it opened (seq 0), the group's three founders at its creation.
+    let got: Vec<on_bus::ChatJoined> = must_receive_exactly(&mut joins, 5).await;
+    let mut got: Vec<(ChatId, u64, u64)> = got.iter().map(|j| (j.chat, j.user.0, j.seq.0)).collect();
+    got.sort();
+    let mut want = vec![(direct, 1, 0), (direct, 2, 0), (group, 1, 1), (group, 2, 1), (group, 3, 1)];
+    want.sort();
+    assert_eq!(got, want);
 
     // Every timeline item once, in seq order per chat, with its record.
     let got: Vec<on_bus::Delivery> = must_receive_exactly(&mut deliveries, 8).await;
@@ -318,7 +334,7 @@ async fn deliveries_and_views(bus: Bus, bus_config: BusConfig) {
     assert!(info.registered);
 
     let stats = running.handle.stats();
-    assert_eq!(stats.published, 9 + 5, "{stats:?}");
+    assert_eq!(stats.published, 9 + 5 + 5, "deliveries and ticks, account updates, joins: {stats:?}");
     assert_eq!(stats.view_bad_requests, 4, "{stats:?}");
     running.must_stop().await;
     node.shutdown().await;

@@ -396,6 +396,15 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                     }
                 }
                 Effect::Account { .. } => prop_assert!(false, "an account effect of chat event {}", event.body.kind()),
+                // Joins name exactly the users who became members, at the
+                // item that made them members (0: the direct chat opened).
+                Effect::Joined { chat: c, seq, users } => {
+                    prop_assert_eq!(*c, chat);
+                    prop_assert_eq!(*seq, event.body.seq().unwrap_or(Seq(0)));
+                    let was: BTreeSet<UserId> = before.iter().copied().collect();
+                    let joined: BTreeSet<UserId> = after.iter().copied().filter(|u| !was.contains(u)).collect();
+                    prop_assert_eq!(users.iter().copied().collect::<BTreeSet<_>>(), joined);
+                }
             }
         }
 

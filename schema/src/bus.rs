@@ -8,6 +8,7 @@
 //! | `chorus.deliver.<chat hex>` | [`Delivery`] | projector → edges, once per timeline item |
 //! | `chorus.receipt.<sender user>` | [`ReceiptUpdate`] | projector → edges holding the sender's devices |
 //! | `chorus.account.<user>` | [`AccountUpdate`] | projector → edges holding the user's devices |
+//! | `chorus.joined.<user>` | [`ChatJoined`] | projector → edges holding the user's devices, once per member who joins a chat |
 //! | `chorus.view.<view>` ([`ViewQuery::subject`]) | [`ViewQuery`] → [`ViewReply`] | request/reply, queue group [`subject::QUEUE_GROUP`] |
 //!
 //! The subjects live here with the payloads, not in the projector's crate: a
@@ -57,6 +58,8 @@ pub mod subject {
     pub const RECEIPT_PREFIX: &str = "chorus.receipt";
     /// The subject prefix of account updates: `chorus.account.<user id>`.
     pub const ACCOUNT_PREFIX: &str = "chorus.account";
+    /// The subject prefix of chat joins: `chorus.joined.<user id>`.
+    pub const JOINED_PREFIX: &str = "chorus.joined";
     /// The prefix of every view query subject.
     pub const VIEW_PREFIX: &str = "chorus.view";
     pub const VIEW_CHAT_LIST: &str = "chorus.view.chat_list";
@@ -85,11 +88,17 @@ pub mod subject {
     pub fn account(user: UserId) -> String {
         format!("{ACCOUNT_PREFIX}.{user}")
     }
+
+    /// `chorus.joined.<user>`.
+    pub fn joined(user: UserId) -> String {
+        format!("{JOINED_PREFIX}.{user}")
+    }
 }
 
 const DELIVERY_IDENT: &str = "CBDL";
 const RECEIPT_UPDATE_IDENT: &str = "CBRU";
 const ACCOUNT_UPDATE_IDENT: &str = "CBAU";
+const CHAT_JOINED_IDENT: &str = "CBJN";
 const VIEW_REQUEST_IDENT: &str = "CBVQ";
 const VIEW_REPLY_IDENT: &str = "CBVA";
 
@@ -308,6 +317,39 @@ impl AccountUpdate {
         )?;
         let change = crate::edge::device_notice_kind(a.change())?;
         Ok(AccountUpdate { user: UserId(a.user()), device: DeviceId(a.device()), change, at_ms: a.at_ms() })
+    }
+}
+
+/// `user` became a member of `chat` at `seq` (0 for a direct chat opened by
+/// its first message). Edges deliver a chat's items only to those that hold
+/// it, and hold a chat only while one of its members is connected: this is how
+/// an edge learns of a chat that a connected user joins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChatJoined {
+    pub chat: ChatId,
+    pub user: UserId,
+    pub seq: Seq,
+}
+
+impl ChatJoined {
+    /// Encodes with file identifier `CBJN`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(64);
+        let chat = codec::chat_fb(&self.chat);
+        let root = fbus::ChatJoined::create(
+            &mut fbb,
+            &fbus::ChatJoinedArgs { chat: Some(&chat), user: self.user.0, seq: self.seq.0 },
+        );
+        codec::finish(fbb, root, CHAT_JOINED_IDENT)
+    }
+
+    /// Verifies and decodes a payload made by [`ChatJoined::encode`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], [`Error::Malformed`].
+    pub fn decode(payload: &[u8]) -> Result<ChatJoined> {
+        let j = codec::root::<fbus::ChatJoined>(payload, "chat joined", CHAT_JOINED_IDENT, MAX_VIEW_REQUEST_BYTES, 4)?;
+        Ok(ChatJoined { chat: codec::chat(j.chat()), user: UserId(j.user()), seq: Seq(j.seq()) })
     }
 }
 

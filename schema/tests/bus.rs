@@ -47,9 +47,10 @@ proptest! {
     }
 
     #[test]
-    fn updates_round_trip(r in arb::receipt_update(), a in arb::account_update()) {
+    fn updates_round_trip(r in arb::receipt_update(), a in arb::account_update(), j in arb::chat_joined()) {
         prop_assert_eq!(bus::ReceiptUpdate::decode(&r.encode()), Ok(r));
         prop_assert_eq!(bus::AccountUpdate::decode(&a.encode()), Ok(a));
+        prop_assert_eq!(bus::ChatJoined::decode(&j.encode()), Ok(j));
     }
 
     #[test]
@@ -66,7 +67,7 @@ proptest! {
     #[test]
     fn damaged_payloads_are_errors_or_valid_values(
         d in arb::delivery(), q in arb::view_query(), r in arb::view_reply(), u in arb::receipt_update(),
-        a in arb::account_update(), how in damaged(),
+        a in arb::account_update(), j in arb::chat_joined(), how in damaged(),
     ) {
         let bad = Bytes::from(damage(&d.encode(), &how));
         if let Ok(back) = Delivery::decode(&bad) {
@@ -81,6 +82,7 @@ proptest! {
         }
         let _ = bus::ReceiptUpdate::decode(&damage(&u.encode(), &how));
         let _ = bus::AccountUpdate::decode(&damage(&a.encode(), &how));
+        let _ = bus::ChatJoined::decode(&damage(&j.encode(), &how));
     }
 
     #[test]
@@ -90,6 +92,7 @@ proptest! {
         let _ = bus::decode_reply(&bytes);
         let _ = bus::ReceiptUpdate::decode(&bytes);
         let _ = bus::AccountUpdate::decode(&bytes);
+        let _ = bus::ChatJoined::decode(&bytes);
     }
 }
 
@@ -114,6 +117,7 @@ fn a_payload_of_another_kind_is_refused() {
     assert!(Delivery::decode(&Bytes::from(record.clone())).is_err());
     assert!(bus::ReceiptUpdate::decode(&q).is_err());
     assert!(bus::AccountUpdate::decode(&reply).is_err());
+    assert!(bus::ChatJoined::decode(&q).is_err());
     assert!(ViewQuery::decode(b"").is_err());
 }
 

@@ -42,4 +42,8 @@ pub enum Effect {
     /// [`directory`]): edges close the sessions of a device that is gone and
     /// tell the user's other devices.
     Account { user: UserId, device: DeviceId, change: chorus_schema::DeviceNoticeKind },
+    /// `users` became members of `chat` at `seq` (0: a direct chat opened;
+    /// its first message follows), see [`roster`]: edges holding their
+    /// devices start taking the chat's deliveries.
+    Joined { chat: ChatId, seq: Seq, users: Vec<UserId> },
 }

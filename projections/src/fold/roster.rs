@@ -41,6 +41,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
             for m in members {
                 put_value(txn, &keys::roster_member(&chat_id, *m), &Member { since: Seq(0), admin: false });
             }
+            effects.push(Effect::Joined { chat: chat_id, seq: Seq(0), users: members.clone() });
         }
         EventBody::GroupCreated { seq, members, .. } => {
             if *seq != Seq(1) {
@@ -51,6 +52,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
                 let member = Member { since: *seq, admin: *m == event.origin.user };
                 put_value(txn, &keys::roster_member(&chat_id, *m), &member);
             }
+            effects.push(Effect::Joined { chat: chat_id, seq: *seq, users: members.clone() });
         }
         // A block in a direct chat changes no membership (and may come first).
         EventBody::Receipt { .. } | EventBody::DirectBlockSet { .. } => return Ok(()),
@@ -69,6 +71,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
             match body {
                 EventBody::MemberAdded { member, .. } => {
                     put_value(txn, &keys::roster_member(&chat_id, *member), &Member { since: seq, admin: false });
+                    effects.push(Effect::Joined { chat: chat_id, seq, users: vec![*member] });
                 }
                 EventBody::MemberRemoved { member, .. } => txn.delete(&keys::roster_member(&chat_id, *member)),
                 EventBody::MemberLeft { .. } => txn.delete(&keys::roster_member(&chat_id, event.origin.user)),

@@ -21443,6 +21443,140 @@ impl ::core::fmt::Debug for AccountUpdate<'_> {
       ds.finish()
   }
 }
+pub enum ChatJoinedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `user` became a member of `chat` at `seq` (0: a direct chat was opened,
+/// its first message follows): edges holding the user's devices subscribe to
+/// the chat's deliveries and catch the devices up.
+pub struct ChatJoined<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChatJoined<'a> {
+  type Inner = ChatJoined<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChatJoined<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChatJoined { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChatJoinedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ChatJoined<'bldr>> {
+    let mut builder = ChatJoinedBuilder::new(_fbb);
+    builder.add_seq(args.seq);
+    builder.add_user(args.user);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(ChatJoined::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatJoined::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChatJoined::VT_SEQ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChatJoined<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChatJoinedArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub user: u64,
+    pub seq: u64,
+}
+impl<'a> Default for ChatJoinedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChatJoinedArgs {
+      chat: None, // required field
+      user: 0,
+      seq: 0,
+    }
+  }
+}
+
+pub struct ChatJoinedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatJoinedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(ChatJoined::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ChatJoined::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(ChatJoined::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatJoinedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChatJoinedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChatJoined<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ChatJoined::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChatJoined<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChatJoined");
+      ds.field("chat", &self.chat());
+      ds.field("user", &self.user());
+      ds.field("seq", &self.seq());
+      ds.finish()
+  }
+}
 pub enum ChatListRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 

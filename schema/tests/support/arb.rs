@@ -571,6 +571,9 @@ pub(crate) fn account_update() -> impl Strategy<Value = bus::AccountUpdate> {
         at_ms,
     })
 }
+pub(crate) fn chat_joined() -> impl Strategy<Value = bus::ChatJoined> {
+    (chat(), user(), seq()).prop_map(|(chat, user, seq)| bus::ChatJoined { chat, user, seq })
+}
 pub(crate) fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
     use bus::ViewQuery as Q;
     prop_oneof![
