@@ -272,6 +272,76 @@ async fn members_hear_every_roster_change_in_its_place_and_a_removed_member_hear
     assert_eq!(resynced, expected);
 }
 
+/// The delivery subjects the nats-server holds now.
+fn delivery_subscriptions(stack: &Stack) -> Vec<String> {
+    let nats = stack.cluster.nats.as_ref().expect("the stack's nats-server");
+    let all = nats.subscriptions().expect("the nats-server's subscriptions");
+    all.into_iter().filter(|s| s.starts_with("chorus.deliver.")).collect()
+}
+
+/// Waits (up to 10 s) until the delivery subscriptions are `want`.
+async fn wait_subscriptions(stack: &Stack, want: &[String]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = delivery_subscriptions(stack);
+        if got == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "subscriptions {got:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn edges_take_only_the_chats_of_their_connected_users_and_a_join_while_connected() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000131").await.unwrap();
+    let bob = stack.register(1, "+15550000132").await.unwrap();
+    let carol = stack.register(1, "+15550000133").await.unwrap();
+    let deliver = |chat: ChatId| format!("chorus.deliver.{chat}");
+    // No one is connected: no edge takes any chat (not `chorus.deliver.>`).
+    assert_eq!(delivery_subscriptions(&stack), Vec::<String>::new());
+
+    let (a, mut a_events) = connect(&stack, 0, alice).await;
+    let (b, mut b_events) = connect(&stack, 1, bob).await;
+    let direct = a.send(Recipient::User(bob.user), b"hi bob".to_vec()).await.unwrap().chat;
+    // Bob joined the direct chat while connected: his edge took it, and the
+    // first message came.
+    let got = messages(&mut b_events, 1, Duration::from_secs(10)).await;
+    assert_eq!((got[0].chat, &got[0].ciphertext[..]), (direct, &b"hi bob"[..]));
+    // Each edge holds it once (for its connected member).
+    wait_subscriptions(&stack, &[deliver(direct), deliver(direct)]).await;
+
+    // A group of Alice and Carol: Carol is not connected, so only Alice's edge takes it.
+    let group = a.create_group("g", vec![carol.user]).await.unwrap();
+    let mut want = vec![deliver(direct), deliver(direct), deliver(group)];
+    want.sort();
+    wait_subscriptions(&stack, &want).await;
+    a.send(Recipient::Group(group), b"while carol is away".to_vec()).await.unwrap();
+    // Carol logs in at edge 1: it takes the group, and her sync brings the message.
+    let (c, mut c_events) = Client::connect(stack.client_config(&[1]), carol, Resume::default()).await.expect("log in");
+    let synced_msgs = synced(&mut c_events).await;
+    assert_eq!(texts(&synced_msgs), ["while carol is away"]);
+    want.push(deliver(group));
+    want.sort();
+    wait_subscriptions(&stack, &want).await;
+    // Live from now on, across the edges.
+    b.send(Recipient::User(alice.user), b"hi alice".to_vec()).await.unwrap();
+    let got = messages(&mut a_events, 1, Duration::from_secs(10)).await;
+    assert_eq!(texts(&got), ["hi alice"]);
+    a.send(Recipient::Group(group), b"welcome back".to_vec()).await.unwrap();
+    let got = messages(&mut c_events, 1, Duration::from_secs(10)).await;
+    assert_eq!(texts(&got), ["welcome back"]);
+
+    // Everyone leaves: every edge lets go of every chat.
+    for client in [a, b, c] {
+        client.close();
+    }
+    wait_subscriptions(&stack, &[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_group_over_the_size_limit_is_refused_and_not_created() {
     let _g = SERIAL.lock().await;

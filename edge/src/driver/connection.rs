@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 
 use super::mailbox::{Bounds, Mail, Mailbox, Room};
 use super::router::{receipt_kind, Route, Routed};
-use super::views;
+use super::{interest, views};
 use super::{Ctx, Input};
 use crate::session::{Action, AppendError, Identity, SeededEntropy, Session};
 
@@ -100,6 +100,14 @@ impl Outgoing {
     }
 }
 
+/// The answer of the login's hold (pending forever once taken).
+async fn held(holding: &mut Option<tokio::sync::oneshot::Receiver<Result<(), String>>>) -> Result<(), String> {
+    match holding {
+        Some(rx) => rx.await.unwrap_or_else(|_| Err("the hold stopped".into())),
+        None => std::future::pending().await,
+    }
+}
+
 /// [`Outgoing::write`] of the delivery stream once there is one with frames.
 async fn write_deliveries(out: &mut Option<Outgoing>) -> Result<(), quinn::WriteError> {
     match out {
@@ -142,9 +150,14 @@ struct Conn {
     deliveries: Option<Outgoing>,
     identity: Option<Identity>,
     /// Logged in as this identity, waiting (until the instant) for the
-    /// client to allow the delivery stream; the session's next actions wait
-    /// with it.
+    /// client to allow the delivery stream and for the bus to hold the
+    /// user's chats (see [`super::interest`]); the session's next actions
+    /// wait with them.
     subscribing: Option<(Identity, tokio::time::Instant)>,
+    /// While subscribing: the delivery stream, once open...
+    opened_stream: Option<quinn::SendStream>,
+    /// ...and the answer of the login's hold, until it comes.
+    holding: Option<tokio::sync::oneshot::Receiver<Result<(), String>>>,
     /// Most bytes queued on the delivery stream (half the connection's
     /// `delivery_queue_bytes_max`; the mailbox holds the other half).
     deliveries_bytes_max: usize,
@@ -182,6 +195,8 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
         deliveries: None,
         identity: None,
         subscribing: None,
+        opened_stream: None,
+        holding: None,
     };
     let close = conn.serve(recv).await;
     // Boxed: its state would otherwise be part of every idle connection's task.
@@ -202,8 +217,13 @@ pub(super) fn task_bytes() -> usize {
 enum Step {
     Mail(Mail),
     Read(Result<Option<quinn::Chunk>, quinn::ReadError>),
-    Wrote { stream: &'static str, result: Result<(), quinn::WriteError> },
+    Wrote {
+        stream: &'static str,
+        result: Result<(), quinn::WriteError>,
+    },
     Opened(Result<Result<quinn::SendStream, quinn::ConnectionError>, tokio::time::error::Elapsed>),
+    /// The login's hold of the user's subjects is done (or timed out).
+    Held(Result<Result<(), String>, tokio::time::error::Elapsed>),
     Closed(quinn::ConnectionError),
 }
 
@@ -249,8 +269,12 @@ impl Conn {
         let mut readable = true;
         loop {
             let step = if let Some((_, deadline)) = self.subscribing {
+                let opening = self.opened_stream.is_none();
                 tokio::select! {
-                    opened = tokio::time::timeout_at(deadline, self.quic.open_uni()) => Step::Opened(opened),
+                    opened = tokio::time::timeout_at(deadline, self.quic.open_uni()), if opening => Step::Opened(opened),
+                    held = tokio::time::timeout_at(deadline, held(&mut self.holding)), if self.holding.is_some() => {
+                        Step::Held(held)
+                    }
                     result = self.control.write(), if self.control.len() > 0 => Step::Wrote { stream: "control", result },
                     e = self.quic.closed() => Step::Closed(e),
                 }
@@ -291,6 +315,7 @@ impl Conn {
                     Some(Close::driver(EdgeErrorCode::Unavailable, &format!("{stream} stream closed")))
                 }
                 Step::Opened(opened) => self.opened(opened),
+                Step::Held(held) => self.held(held),
                 Step::Closed(e) => {
                     debug!(error = %e, "connection closed");
                     return None;
@@ -321,7 +346,11 @@ impl Conn {
                         return Some(close);
                     }
                 }
-                Mail::Routed(routed) => self.routed(routed),
+                Mail::Routed(routed) => {
+                    if let Some(close) = self.routed(routed) {
+                        return Some(close);
+                    }
+                }
             }
             if let Some(close) = self.perform() {
                 return Some(close);
@@ -398,7 +427,7 @@ impl Conn {
         None
     }
 
-    fn routed(&mut self, routed: Routed) {
+    fn routed(&mut self, routed: Routed) -> Option<Close> {
         match routed {
             Routed::Delivery(item) => self.session.handle_delivery(&item),
             Routed::Receipt(update) => {
@@ -409,7 +438,13 @@ impl Conn {
             Routed::Account(update) => {
                 self.session.handle_device_notice(update.change, update.device, update.at_ms);
             }
+            Routed::Joined(chat) => self.session.handle_joined(chat),
+            Routed::JoinFailed(chat) => {
+                let reason = format!("cannot take the deliveries of chat {chat}: reconnect and sync");
+                return Some(Close::driver(EdgeErrorCode::Unavailable, &reason));
+            }
         }
+        None
     }
 
     /// Runs the session's actions; returns the close reason if it asked to
@@ -476,6 +511,16 @@ impl Conn {
                 }
                 Action::Subscribe(identity) => {
                     self.subscribing = Some((identity, tokio::time::Instant::now() + OPEN_TIMEOUT));
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    self.holding = Some(rx);
+                    let (ctx, mailbox, conn) = (self.ctx.clone(), self.mailbox.clone(), self.id);
+                    tokio::spawn(async move {
+                        let chats = async {
+                            views::chats_of(&ctx, identity.user, identity.device).await.map_err(|e| e.to_string())
+                        };
+                        let held = interest::hold_at_login(&ctx, conn, &mailbox, identity.user, chats).await;
+                        let _ = tx.send(held);
+                    });
                     return None;
                 }
                 Action::Sync { identity, since } => {
@@ -513,8 +558,6 @@ impl Conn {
         &mut self,
         opened: Result<Result<quinn::SendStream, quinn::ConnectionError>, tokio::time::error::Elapsed>,
     ) -> Option<Close> {
-        // `Step::Opened` only comes while subscribing.
-        let (identity, _) = self.subscribing.take()?;
         // A client must allow the edge one unidirectional stream; one that
         // does not would stall this connection.
         let stream = match opened {
@@ -525,6 +568,29 @@ impl Conn {
                 return Some(Close::driver(EdgeErrorCode::Unavailable, reason));
             }
         };
+        self.opened_stream = Some(stream);
+        self.subscribed()
+    }
+
+    /// The login's hold of the user's subjects is done.
+    fn held(&mut self, held: Result<Result<(), String>, tokio::time::error::Elapsed>) -> Option<Close> {
+        self.holding = None;
+        match held {
+            Ok(Ok(())) => self.subscribed(),
+            Ok(Err(e)) => Some(Close::driver(EdgeErrorCode::Unavailable, &format!("cannot take your chats: {e}"))),
+            Err(_) => Some(Close::driver(EdgeErrorCode::Unavailable, "taking your chats timed out")),
+        }
+    }
+
+    /// Once the delivery stream is open and the bus holds the user's
+    /// subjects: routes the user's items here and runs the session's waiting
+    /// actions.
+    fn subscribed(&mut self) -> Option<Close> {
+        if self.holding.is_some() || self.opened_stream.is_none() {
+            return None;
+        }
+        let (identity, _) = self.subscribing.take()?;
+        let stream = self.opened_stream.take()?;
         self.deliveries = Some(Outgoing::new(stream));
         let route = Route { conn: self.id, device: identity.device, mailbox: self.mailbox.clone() };
         let caps = super::router::Caps {
@@ -540,7 +606,10 @@ impl Conn {
         if let Some(id) = self.identity {
             self.ctx.router.unregister(id.user, self.id);
         }
+        // Closed first: a hold still running for this connection sees it
+        // and releases after itself (see `interest::hold_at_login`).
         self.mailbox.close();
+        self.ctx.interests.release(self.id).await;
         if let Some(c) = &close {
             debug!(code = ?c.code, reason = %c.reason, "closing connection");
             if c.tell {

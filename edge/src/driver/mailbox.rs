@@ -90,7 +90,7 @@ fn input_bytes(input: &Input) -> usize {
 fn routed_bytes(routed: &Routed) -> usize {
     match routed {
         Routed::Delivery(item) => item.weight(),
-        Routed::Receipt(_) | Routed::Account(_) => 64,
+        Routed::Receipt(_) | Routed::Account(_) | Routed::Joined(_) | Routed::JoinFailed(_) => 64,
     }
 }
 
@@ -267,6 +267,11 @@ impl Mailbox {
             }
             self.ready.notified().await;
         }
+    }
+
+    /// Whether [`Mailbox::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// The connection is done: drops what is queued; later `put`s and

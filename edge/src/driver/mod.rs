@@ -30,6 +30,8 @@
 //!   (see `docs/error-codes.md`), after an `Error` frame.
 //!
 //! # Edge-wide
+//! - [`interest`]: the bus subjects held for the connected users (their
+//!   chats' deliveries, their joins), subscribed while someone holds them.
 //! - [`router`]: bus deliveries and receipt changes to connections.
 //! - [`views`]: token checks, recipient checks, sync and gap fill.
 //! - One [`crate::session::OtpRegistry`] and one [`crate::session::Limits`]
@@ -42,6 +44,7 @@
 //!   retransmission timeout.
 
 mod connection;
+pub(crate) mod interest;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
 pub(crate) mod router;
@@ -102,6 +105,9 @@ pub struct Stats {
     /// The most bytes one connection has held queued for its client (at most
     /// `delivery_queue_bytes_max`).
     pub queued_bytes_peak: usize,
+    /// Bus subjects held for the connected users (their chats' deliveries
+    /// and their joins); 0 if they could not be counted just then.
+    pub subjects: usize,
 }
 
 /// The result of an IO request of a connection (see [`mailbox::Mailbox`]).
@@ -133,6 +139,7 @@ pub(crate) struct Ctx {
     /// Rate limits of logins and codes (per address, number range, phone).
     pub(crate) rate_limits: Arc<Limits>,
     pub(crate) router: router::Router,
+    pub(crate) interests: interest::Interests,
     pub(crate) known_users: Mutex<HashSet<UserId>>,
     pub(crate) connections: AtomicUsize,
     pub(crate) limits: limits::Limits,
@@ -147,9 +154,9 @@ pub(crate) struct Ctx {
 pub struct Edge {
     ctx: Arc<Ctx>,
     endpoint: quinn::Endpoint,
-    subscription: chorus_bus::Subscription,
     receipts: chorus_bus::Subscription,
     accounts: chorus_bus::Subscription,
+    joins: interest::Joins,
 }
 
 impl std::fmt::Debug for Edge {
@@ -180,6 +187,7 @@ impl Handle {
             lagged: self.0.router.lagged.load(Ordering::Relaxed),
             evicted: self.0.router.evicted.load(Ordering::Relaxed),
             queued_bytes_peak: self.0.queued_bytes_peak.load(Ordering::Relaxed),
+            subjects: self.0.interests.subjects().unwrap_or(0),
         }
     }
 }
@@ -241,7 +249,8 @@ fn udp_socket(config: &Config) -> Result<std::net::UdpSocket, Error> {
 
 impl Edge {
     /// Binds the QUIC endpoint, connects to the log and the bus (`local_bus`
-    /// for [`BusConfig::Local`]) and subscribes to deliveries.
+    /// for [`BusConfig::Local`]) and subscribes to receipt changes and
+    /// account updates (deliveries: per chat, see [`interest`]).
     ///
     /// # Errors
     /// On a bad config, TLS material, bind, log or bus failure.
@@ -270,12 +279,12 @@ impl Edge {
         };
         let view_key =
             chorus_projections::seal::ViewKey::load(&config.view_key).map_err(|e| Error::Config(e.to_string()))?;
-        let subscription = bus.subscribe(&format!("{}.>", subject::DELIVER_PREFIX)).await?;
         let receipts = bus.subscribe(&format!("{}.>", subject::RECEIPT_PREFIX)).await?;
         let accounts = bus.subscribe(&format!("{}.>", subject::ACCOUNT_PREFIX)).await?;
         let rate_limits = Arc::new(Limits::new(&config.session.limits).map_err(Error::Config)?);
         let sms = SmsSink::new(&config.sms)?;
         let limits = limits::Limits::new(config.connections_max, config.connections_per_address_max);
+        let (interests, joins) = interest::Interests::new();
         let ctx = Arc::new(Ctx {
             otp: Mutex::new(OtpRegistry::new(config.session.otp.clone(), crate::os_random())),
             rate_limits,
@@ -285,6 +294,7 @@ impl Edge {
             view_key,
             sms,
             router: router::Router::default(),
+            interests,
             known_users: Mutex::new(HashSet::new()),
             connections: AtomicUsize::new(0),
             limits,
@@ -294,7 +304,7 @@ impl Edge {
             queued_bytes_peak: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(0),
         });
-        Ok(Edge { ctx, endpoint, subscription, receipts, accounts })
+        Ok(Edge { ctx, endpoint, receipts, accounts, joins })
     }
 
     /// The address clients connect to.
@@ -312,7 +322,7 @@ impl Edge {
 
     /// Serves until `shutdown` resolves, then closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Edge { ctx, endpoint, mut subscription, mut receipts, mut accounts } = self;
+        let Edge { ctx, endpoint, mut receipts, mut accounts, joins } = self;
         info!(
             addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             connection_task_bytes = connection::task_bytes(),
@@ -322,7 +332,6 @@ impl Edge {
         let router = tokio::spawn(async move {
             loop {
                 let msg = tokio::select! {
-                    m = subscription.next() => m,
                     m = receipts.next() => m,
                     m = accounts.next() => m,
                 };
@@ -333,6 +342,7 @@ impl Edge {
                 route_ctx.router.dispatch(&msg.subject, &msg.payload);
             }
         });
+        let joiner = tokio::spawn(interest::run_joins(ctx.clone(), joins));
         // Rate limiters forget the keys that are back to full.
         let prune_ctx = ctx.clone();
         let pruner = tokio::spawn(async move {
@@ -371,6 +381,7 @@ impl Edge {
             tokio::spawn(connection::run(ctx.clone(), incoming, slot));
         }
         router.abort();
+        joiner.abort();
         pruner.abort();
         endpoint.close(
             quinn::VarInt::from_u32(u32::from(chorus_schema::EdgeErrorCode::Unavailable.value())),

@@ -1,9 +1,10 @@
 //! [`Router`]: from the bus to the connections of the users a message is for.
 //!
-//! The edge subscribes to every delivery (`chorus.deliver.>`), receipt
-//! change (`chorus.receipt.>`) and account update (`chorus.account.>`: a
-//! device linked, unlinked or logged out) and hands each to the connections
-//! of its recipients that are logged in here. A connection that cannot keep up (its
+//! The edge takes the deliveries of the chats of its connected users
+//! (`chorus.deliver.<chat>`, see [`super::interest`]), every receipt change
+//! (`chorus.receipt.>`) and account update (`chorus.account.>`: a device
+//! linked, unlinked or logged out), and hands each to the connections of its
+//! recipients that are logged in here. A connection that cannot keep up (its
 //! queue is full) is marked lagged and closed; its client reconnects and syncs.
 //!
 //! Registering a connection enforces the per-device and per-user caps: beyond
@@ -20,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chorus_schema::bus::{subject, AccountUpdate, Delivery, ReceiptStatus, ReceiptUpdate};
-use chorus_schema::{DeviceId, EventRecord, ReceiptKind, UserId};
+use chorus_schema::{ChatId, DeviceId, EventRecord, ReceiptKind, UserId};
 use tracing::warn;
 
 use super::mailbox::{Mailbox, Offer};
@@ -35,6 +36,12 @@ pub(crate) enum Routed {
     Receipt(ReceiptUpdate),
     /// A device of the user was linked, unlinked or logged out.
     Account(AccountUpdate),
+    /// The user joined this chat, and the edge now takes its deliveries:
+    /// catch up on what came before.
+    Joined(ChatId),
+    /// The user joined this chat, but the edge could not take its
+    /// deliveries: the connection must close (its client reconnects).
+    JoinFailed(ChatId),
 }
 
 #[derive(Clone, Debug)]
@@ -126,7 +133,7 @@ impl Router {
         }
     }
 
-    /// A message of `chorus.deliver.>`, `chorus.receipt.>` or `chorus.account.>`.
+    /// A message of `chorus.deliver.<chat>`, `chorus.receipt.>` or `chorus.account.>`.
     /// A delivery's record is a slice of `payload` (no copy) until it is
     /// decoded, once, for every connection it goes to.
     pub(crate) fn dispatch(&self, subject: &str, payload: &Bytes) {

@@ -156,6 +156,11 @@ pub(crate) async fn users_exist(ctx: &std::sync::Arc<Ctx>, users: Vec<UserId>) -
     RecipientVerdict::Registered
 }
 
+/// Every chat of the user (as the cursors view lists them for `device`).
+pub(crate) async fn chats_of(ctx: &Ctx, user: UserId, device: DeviceId) -> Result<Vec<ChatId>, ReadError> {
+    Ok(all_cursors(ctx, user, device).await?.into_iter().map(|c| c.chat).collect())
+}
+
 /// Every chat of the device's user with its cursors, all pages.
 async fn all_cursors(ctx: &Ctx, user: UserId, device: DeviceId) -> Result<Vec<ChatCursors>, ReadError> {
     let mut out = Vec::new();

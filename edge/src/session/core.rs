@@ -675,6 +675,18 @@ impl Session {
         self.run_steps(steps, overflow);
     }
 
+    /// This user joined `chat`, and the edge now takes its live items:
+    /// what was published before that is recovered from the views (an
+    /// [`Action::FillGap`] up to the chat's end), then live items follow.
+    pub fn handle_joined(&mut self, chat: ChatId) {
+        if self.identity().is_none() {
+            return;
+        }
+        let mut steps = Vec::new();
+        self.timeline.joined(chat, &mut steps);
+        self.run_steps(steps, Ok(()));
+    }
+
     /// Something happened to a device of this user (the account updates of
     /// the bus). This connection's own device logged out or unlinked: the
     /// connection closes (`Revoked`), whichever edge took the request.

@@ -26,6 +26,11 @@
 //! Items recovered by sync or fill need not be contiguous: a group member
 //! does not receive the items of the time they were not a member.
 //!
+//! - **A chat joined while connected**: the edge takes a chat's live items
+//!   only from the moment it learns that a connected user joined it, so
+//!   [`Timeline::joined`] fills the chat from the views up to its end; if a
+//!   sync or a fill of that chat runs, the catch-up waits for it to end.
+//!
 //! Held items are bounded in bytes; beyond the bound the connection must be
 //! closed (the client reconnects and syncs), rather than grow without limit.
 
@@ -59,6 +64,8 @@ pub(crate) struct Timeline {
     held_sync: Vec<Arc<Item>>,
     /// Chats being filled, with the live items held behind the fill.
     filling: HashMap<ChatId, Vec<Arc<Item>>>,
+    /// Chats joined during a sync or a fill of theirs: caught up after it.
+    joins: Vec<ChatId>,
     held_bytes: usize,
     held_bytes_max: usize,
 }
@@ -79,6 +86,7 @@ impl Timeline {
             syncing: false,
             held_sync: Vec::new(),
             filling: HashMap::new(),
+            joins: Vec::new(),
             held_bytes: 0,
             held_bytes_max,
         }
@@ -136,6 +144,27 @@ impl Timeline {
         out.push(Step::Emit(record));
     }
 
+    /// The user joined `chat` (see the module docs): fill it from what the
+    /// device has to the chat's end.
+    pub(crate) fn joined(&mut self, chat: ChatId, out: &mut Vec<Step>) {
+        if self.syncing || !self.synced_once || self.filling.contains_key(&chat) {
+            if !self.joins.contains(&chat) {
+                self.joins.push(chat);
+            }
+            return;
+        }
+        let after = self.seen.get(&chat).copied().unwrap_or(Seq(0));
+        self.filling.insert(chat, Vec::new());
+        out.push(Step::Fill { chat, after, until: Seq(u64::MAX) });
+    }
+
+    /// Catches up the joins that waited, where nothing runs any more.
+    fn run_joins(&mut self, out: &mut Vec<Step>) {
+        for chat in std::mem::take(&mut self.joins) {
+            self.joined(chat, out);
+        }
+    }
+
     pub(crate) fn sync_started(&mut self) {
         self.syncing = true;
     }
@@ -150,7 +179,9 @@ impl Timeline {
         self.syncing = false;
         self.synced_once = true;
         let held = std::mem::take(&mut self.held_sync);
-        self.release(held, out)
+        self.release(held, out)?;
+        self.run_joins(out);
+        Ok(())
     }
 
     /// The fill of `chat` is over (whether or not it found everything: a
@@ -165,7 +196,9 @@ impl Timeline {
                 *s = Seq(first.0 - 1);
             }
         }
-        self.release(held, out)
+        self.release(held, out)?;
+        self.run_joins(out);
+        Ok(())
     }
 
     fn release(&mut self, held: Vec<Arc<Item>>, out: &mut Vec<Step>) -> Result<(), Overflow> {

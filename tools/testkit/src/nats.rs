@@ -3,7 +3,7 @@
 //! a kill.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +26,9 @@ pub fn nats_installed() -> bool {
 #[derive(Debug)]
 pub struct NatsServer {
     port: u16,
+    /// The HTTP monitoring port (`-m`): what the server holds, e.g. its
+    /// subscriptions ([`NatsServer::subscriptions`]).
+    monitor_port: u16,
     /// A configuration file (`-c`): TLS, users and their permissions.
     config: Option<PathBuf>,
     /// Where its output goes (discarded without one).
@@ -65,8 +68,10 @@ impl NatsServer {
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = crate::ports::free_port().map_err(io("find a free TCP port on", "127.0.0.1"))?;
+            let monitor_port = crate::ports::free_port().map_err(io("find a free TCP port on", "127.0.0.1"))?;
             let mut server = NatsServer {
                 port,
+                monitor_port,
                 config: config.map(Path::to_path_buf),
                 log: log.map(Path::to_path_buf),
                 child: None,
@@ -86,6 +91,29 @@ impl NatsServer {
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The subject of every subscription the server holds now, of every
+    /// client (from its monitoring endpoint `/subsz`), sorted.
+    ///
+    /// # Errors
+    /// When the monitoring endpoint does not answer.
+    pub fn subscriptions(&self) -> Result<Vec<String>> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.monitor_port));
+        let what = format!("127.0.0.1:{}/subsz", self.monitor_port);
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(io("connect to", &what))?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).map_err(io("read", &what))?;
+        s.write_all(b"GET /subsz?subs=1&limit=1000000 HTTP/1.0\r\n\r\n").map_err(io("ask", &what))?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).map_err(io("read", &what))?;
+        // The JSON lists `"subject": "…"` once per subscription.
+        let mut out: Vec<String> = body
+            .split("\"subject\":")
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"')?.split('"').next().map(str::to_owned))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
     /// The process id while it runs.
@@ -140,7 +168,9 @@ impl NatsServer {
         if let Some(c) = &self.config {
             command.arg("-c").arg(c);
         }
-        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]).stdin(Stdio::null());
+        command
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-m", &self.monitor_port.to_string()])
+            .stdin(Stdio::null());
         match &self.log {
             Some(path) => {
                 let log = File::options().create(true).append(true).open(path).map_err(io("open", path))?;
