@@ -190,3 +190,14 @@ fn the_deliver_frame_of_a_record_is_the_frame_of_its_message() {
     };
     assert_eq!(edge::deliver_frame(&other), None);
 }
+
+// ---- linked devices (issue 12) ----
+
+#[test]
+fn pair_claims_roundtrip_and_are_not_other_payloads() {
+    let c = bus::PairClaim { user: UserId(7), device: DeviceId(3), client_msg_id: ClientMsgId(99) };
+    assert_eq!(bus::PairClaim::decode(&c.encode()), Ok(c));
+    let a = bus::AccountUpdate { user: UserId(7), device: DeviceId(3), change: DeviceNoticeKind::Linked, at_ms: 1 };
+    assert!(bus::PairClaim::decode(&a.encode()).is_err());
+    assert!(bus::AccountUpdate::decode(&c.encode()).is_err());
+}

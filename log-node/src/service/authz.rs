@@ -118,7 +118,8 @@ mod tests {
     fn the_superseded_account_commands_are_refused() {
         use chorus_schema::{DeviceId, UserId};
         let session = CommandBody::CreateSession { device: DeviceId(1), token_hash: [0; 32] };
-        let link = CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "x".into() };
+        let link =
+            CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "x".into(), token_hash: None };
         let user = CommandBody::RegisterUser { phone: "+1".into() };
         assert!([session, link, user].iter().all(|b| superseded(b).is_some()));
         let send = CommandBody::SendDirect { recipient: UserId(2), ciphertext: vec![1], media: None };
