@@ -454,9 +454,12 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     assert_eq!(directory::session(&t, u(7), d(1)).unwrap(), Some([3; 32]));
     assert_eq!(directory::session(&t, u(7), d(3)).unwrap(), None);
     assert!(directory::devices(&t, u(8)).unwrap().is_empty());
+    // The device list follows the links (issue 12): the unlinked device is gone.
+    let listed: Vec<_> = directory::device_list(&t, u(7)).unwrap().into_iter().map(|i| i.device).collect();
+    assert_eq!(listed, vec![d(1), d(2)]);
     drop(t);
     let tags: std::collections::BTreeSet<u8> = log.store.dump().unwrap().into_iter().map(|(k, _)| k[0]).collect();
-    assert_eq!(tags, [keys::APPLIED, keys::USERS, keys::DEVICES].into_iter().collect());
+    assert_eq!(tags, [keys::APPLIED, keys::USERS, keys::DEVICES, keys::DEVICE_INFO].into_iter().collect());
     log.must_check();
 }
 
