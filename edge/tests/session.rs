@@ -1198,3 +1198,15 @@ fn link_device_claims_the_code_and_passes_the_answer_on() {
     anon.handle_frame(1, ClientFrame::LinkDevice { client_msg_id: ClientMsgId(1), code: "x".into() }, &mut o);
     assert_eq!(error_code(drain(&mut anon)), (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(1))));
 }
+
+#[test]
+fn a_waiting_device_hears_that_its_code_expired() {
+    let (mut s, mut o, _, _) = pairing_session(1000);
+    // Too early (a stale timer of an earlier code): nothing.
+    s.handle_pairing_expired(30_000);
+    assert!(drain(&mut s).is_empty());
+    s.handle_pairing_expired(61_000);
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadPairingCode, None));
+    s.handle_frame(61_001, ClientFrame::PairRequest { device_name: "laptop".into(), identity_key: vec![5] }, &mut o);
+    assert!(matches!(drain(&mut s).as_slice(), [Action::AwaitPairing { .. }]));
+}

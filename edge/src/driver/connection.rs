@@ -409,6 +409,7 @@ impl Conn {
                 return Some(Close::driver(EdgeErrorCode::Unavailable, &reason));
             }
             Input::PairingReady(ok) => self.session.handle_pairing_ready(now, ok),
+            Input::PairingExpired => self.session.handle_pairing_expired(now),
             Input::PairClaimed(claim, msg) => {
                 let id = ClaimId(self.next_claim);
                 self.next_claim += 1;

@@ -124,6 +124,8 @@ pub(crate) enum Input {
     // ---- linked devices (issue 12) ----
     /// The wait for pairing claims is in place (or could not be).
     PairingReady(bool),
+    /// The pairing code's time is over (no claim came).
+    PairingExpired,
     /// A claim of this connection's pairing code, with the message to answer.
     PairClaimed(chorus_schema::bus::PairClaim, chorus_bus::Message),
     PairAnswered(Correlation, Result<chorus_schema::ServerFrame, crate::session::ClaimError>),

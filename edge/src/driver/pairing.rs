@@ -47,7 +47,10 @@ pub(super) async fn await_claims(ctx: Arc<Ctx>, to: Arc<Mailbox>, code_hash: [u8
     loop {
         let msg = tokio::select! {
             m = sub.next() => m,
-            () = &mut deadline => return,
+            () = &mut deadline => {
+                let _ = to.put(Input::PairingExpired).await;
+                return;
+            }
         };
         let Some(msg) = msg else { return };
         let claim = match PairClaim::decode(&msg.payload) {

@@ -778,6 +778,17 @@ impl Session {
         self.send(frame);
     }
 
+    /// The pairing code's time is over and no claim came: the waiting device
+    /// is told (`BadPairingCode`) and may ask for a new code.
+    pub fn handle_pairing_expired(&mut self, now_ms: u64) {
+        let State::Pairing(p) = &self.state else { return };
+        if p.link.is_some() || now_ms < p.expires_ms {
+            return;
+        }
+        self.state = State::Anonymous;
+        self.error(EdgeErrorCode::BadPairingCode, "the pairing code expired: ask for a new one", None);
+    }
+
     /// A logged-in device (`claim`, at any edge) links this connection's
     /// device with its pairing code. The first live claim is carried out as
     /// one `LinkDevice` append with the new device's session, in the name of
