@@ -216,6 +216,14 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
     let u = head(kv, me).ok_or_else(|| reject(RejectCode::UnknownUser, format!("user {me} is not registered")))?;
     match body {
         CommandBody::LinkDevice { device, identity_key, name, token_hash } => {
+            // A pairing is made by a linked, logged-in device of the user.
+            // (Links without a session are older log entries: applied as they were.)
+            if token_hash.is_some() && u.devices.get(&origin.device).is_none_or(|d| d.session.is_none()) {
+                return Err(reject(
+                    RejectCode::Invalid,
+                    format!("device {} of user {me} is not logged in: it cannot link devices", origin.device),
+                ));
+            }
             if u.devices.contains_key(device) {
                 return Err(reject(RejectCode::AlreadyExists, format!("device {device} is linked")));
             }

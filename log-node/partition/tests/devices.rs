@@ -60,10 +60,17 @@ fn a_pairing_link_opens_the_session_with_the_link() {
         ]
     );
     assert_eq!(s.session(A, DeviceId(7)), Some([9; 32]));
+    // A device that is not logged in cannot pair.
+    apply(&mut s, 3, origin(1, 30), CommandBody::RevokeSession { device: DeviceId(7) }).0.unwrap();
+    let (r, _) = apply(&mut s, 3, origin(7, 31), link(9, Some(9)));
+    assert_eq!(r.unwrap_err().code, RejectCode::Invalid);
+    let (r, _) = apply(&mut s, 3, origin(2, 32), link(9, Some(9)));
+    assert_eq!(r.unwrap_err().code, RejectCode::Invalid, "nor an unknown one");
     // Without a token: linked, no session.
     apply(&mut s, 3, origin(1, 3), link(8, None)).0.unwrap();
     assert_eq!(s.session(A, DeviceId(8)), None);
     assert_eq!(s.devices(A), Some(vec![DeviceId(1), DeviceId(7), DeviceId(8)]));
+    assert_eq!(s.session(A, DeviceId(7)), None, "revoked");
 }
 
 #[test]
@@ -100,7 +107,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let device = 1u32..=8;
     prop_oneof![
-        1 => (device.clone(), 0u8..4).prop_map(|(d, t)| Op::Register(d, t)),
+        1 => (prop_oneof![Just(1u32), device.clone()], 0u8..4).prop_map(|(d, t)| Op::Register(d, t)),
         4 => (device.clone(), prop::option::of(0u8..4)).prop_map(|(d, t)| Op::Link(d, t)),
         2 => device.clone().prop_map(Op::Unlink),
         1 => device.prop_map(Op::Revoke),
@@ -134,8 +141,11 @@ proptest! {
                 }
                 Op::Link(d, t) => {
                     let (r, _) = apply(&mut s, at, o, link(d, t));
+                    // The origin, device 1, must be logged in to pair.
+                    let linker_in = model.as_ref().is_some_and(|m| m.get(&1).is_some_and(Option::is_some));
                     match &mut model {
                         None => prop_assert_eq!(r.unwrap_err().code, RejectCode::UnknownUser),
+                        Some(_) if t.is_some() && !linker_in => prop_assert_eq!(r.unwrap_err().code, RejectCode::Invalid),
                         Some(m) if m.contains_key(&d) => prop_assert_eq!(r.unwrap_err().code, RejectCode::AlreadyExists),
                         Some(_) if full => prop_assert_eq!(r.unwrap_err().code, RejectCode::TooManyDevices),
                         Some(m) => {
