@@ -382,8 +382,8 @@ pub fn pairing_code(random: u64) -> String {
         if i == PAIRING_CODE_CHARS / 2 {
             out.push('-');
         }
-        let digit = (random >> (5 * i)) & 31;
-        out.push(char::from(PAIRING_ALPHABET[digit as usize]));
+        let digit = ((random >> (5 * i)) & 31) as usize;
+        out.extend(PAIRING_ALPHABET.get(digit).map(|b| char::from(*b)));
     }
     out
 }

@@ -1,6 +1,6 @@
 //! Linked devices (issue 12): the companion limit and pairing links, by rule
 //! and over random sequences against a model.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::collections::BTreeMap;
 
