@@ -228,7 +228,7 @@ impl World {
             }
             Output::Event(e) => self.devices[d].events.push(e),
             Output::SendDone { client_msg_id, result } => self.devices[d].answers.push((client_msg_id, result)),
-            Output::RequestDone { .. } => {}
+            Output::RequestDone { .. } | Output::DevicesListed { .. } => {}
             Output::Stopped(e) => panic!("device {d} stopped: {e}"),
         }
     }
@@ -303,6 +303,12 @@ impl World {
                 }
                 Action::SendSms { .. } => {}
                 Action::Close { .. } => w.closed = true,
+                // Linked devices (issue 12): no pairing in this world.
+                Action::AwaitPairing { .. }
+                | Action::StopPairing
+                | Action::AnswerClaim { .. }
+                | Action::ClaimPairing { .. }
+                | Action::ListDevices { .. } => panic!("unexpected pairing action {action:?}"),
             }
         }
     }

@@ -880,6 +880,10 @@ enum Input {
     Delivery,
     Bytes(Vec<u8>),
     Tick(u64),
+    // ---- linked devices (issue 12) ----
+    PairingReady(bool),
+    /// A claim of this connection's pairing code by (user, device, client_msg_id).
+    Claim(u64, u32, u64),
 }
 
 fn frame() -> impl Strategy<Value = ClientFrame> {
@@ -927,6 +931,11 @@ fn frame() -> impl Strategy<Value = ClientFrame> {
             user: UserId(u),
             blocked
         }),
+        // ---- linked devices (issue 12) ----
+        Just(ClientFrame::PairRequest { device_name: "new".into(), identity_key: vec![3] }),
+        (0u64..4, prop_oneof![Just("ABCDE-FGHJK".to_string()), Just("nope".to_string())])
+            .prop_map(|(c, code)| ClientFrame::LinkDevice { client_msg_id: ClientMsgId(c), code }),
+        (0u64..4).prop_map(|c| ClientFrame::ListDevices { client_msg_id: ClientMsgId(c) }),
     ]
 }
 
@@ -938,6 +947,8 @@ fn input() -> impl Strategy<Value = Input> {
         1 => Just(Input::Delivery),
         1 => prop::collection::vec(any::<u8>(), 0..40).prop_map(Input::Bytes),
         1 => (0u64..2000).prop_map(Input::Tick),
+        1 => any::<bool>().prop_map(Input::PairingReady),
+        2 => (0u64..4, 0u32..3, 0u64..4).prop_map(|(u, d, c)| Input::Claim(u, d, c)),
     ]
 }
 
@@ -976,6 +987,9 @@ proptest! {
         let mut appends: std::collections::VecDeque<(Correlation, Command)> = Default::default();
         let mut identity: Option<Identity> = None;
         let mut texted: Vec<(String, String)> = Vec::new();
+        // Claims of a pairing code handed to the session, and the answered ones.
+        let mut claims: Vec<bus::PairClaim> = Vec::new();
+        let mut next_claim = 0u64;
         for input in inputs {
             match input {
                 Input::Frame(ClientFrame::VerifyOtp { phone, device_name, identity_key, code, pin }) => {
@@ -1010,6 +1024,13 @@ proptest! {
                 })),
                 Input::Bytes(b) => s.handle_bytes(now, &b, &mut o),
                 Input::Tick(dt) => now += dt,
+                Input::PairingReady(ok) => s.handle_pairing_ready(now, ok),
+                Input::Claim(u, d, c) => {
+                    let claim = bus::PairClaim { user: UserId(u), device: DeviceId(d), client_msg_id: ClientMsgId(c) };
+                    claims.push(claim);
+                    next_claim += 1;
+                    s.handle_pair_claim(now, ClaimId(next_claim), claim);
+                }
             }
             while let Some(a) = s.poll_action() {
                 match a {
@@ -1042,6 +1063,18 @@ proptest! {
                             command.body,
                             CommandBody::RegisterDevice { .. } | CommandBody::RecordOtpFailure
                         );
+                        // A pairing link is appended in the name of the
+                        // claim the (new) device's edge received, with its session.
+                        let pairing = matches!(command.body, CommandBody::LinkDevice { token_hash: Some(_), .. });
+                        if identity.is_none() && pairing {
+                            let by = (command.origin.user, command.origin.device, command.origin.client_msg_id);
+                            prop_assert!(
+                                claims.iter().any(|c| (c.user, c.device, c.client_msg_id) == by),
+                                "a link in the name of a claim never received: {:?}", command
+                            );
+                            appends.push_back((correlation, command));
+                            continue;
+                        }
                         match identity {
                             Some(id) => {
                                 prop_assert!(!registration, "registration command after login: {:?}", command);
@@ -1065,8 +1098,162 @@ proptest! {
                     Action::Send(f) => prop_assert!(f.validate().is_ok()),
                     Action::VerifyToken { .. } => prop_assert!(identity.is_none()),
                     Action::Close { .. } => prop_assert!(s.is_closed()),
+                    Action::AwaitPairing { .. } => prop_assert!(identity.is_none(), "a logged-in device waits to be linked"),
+                    Action::StopPairing => {}
+                    Action::AnswerClaim { frame, .. } => prop_assert!(frame.validate().is_ok()),
+                    Action::ClaimPairing { claim, .. } => {
+                        let id = identity.expect("a claim before login");
+                        prop_assert_eq!((claim.user, claim.device), (id.user, id.device));
+                    }
+                    Action::ListDevices { user, .. } => prop_assert_eq!(Some(user), identity.map(|i| i.user)),
                 }
             }
         }
     }
+}
+
+// ---- linked devices (issue 12) ----------------------------------------------------
+
+fn pairing_session(now: u64) -> (Session, OtpRegistry, [u8; 32], String) {
+    let mut s = session(Config { pairing_code_ttl_ms: 60_000, ..Config::default() });
+    let mut o = otp();
+    s.handle_frame(now, ClientFrame::PairRequest { device_name: "laptop".into(), identity_key: vec![5] }, &mut o);
+    let actions = drain(&mut s);
+    let [Action::AwaitPairing { code_hash, ttl_ms: 60_000 }] = actions.as_slice() else {
+        panic!("expected AwaitPairing, got {actions:?}")
+    };
+    let code_hash = *code_hash;
+    // The code is shown only once claims can arrive.
+    s.handle_pairing_ready(now + 5, true);
+    let ServerFrame::PairCode { code, expires_in_ms } = only_send(drain(&mut s)) else { panic!("no PairCode") };
+    assert_eq!(expires_in_ms, 59_995);
+    assert_eq!(chorus_schema::edge::pairing_code_hash(&code).unwrap(), code_hash, "the subject names the code's hash");
+    (s, o, code_hash, code)
+}
+
+const LINKER: bus::PairClaim = bus::PairClaim { user: UserId(42), device: DeviceId(1), client_msg_id: ClientMsgId(7) };
+
+#[test]
+fn a_pairing_code_links_its_device_on_the_first_claim_only() {
+    let (mut s, _o, _, _) = pairing_session(1000);
+    s.handle_pair_claim(2000, ClaimId(1), LINKER);
+    let actions = drain(&mut s);
+    let [Action::StopPairing, Action::Append { correlation, command }] = actions.as_slice() else {
+        panic!("expected StopPairing and one append, got {actions:?}")
+    };
+    assert_eq!(command.origin, Origin { user: UserId(42), device: DeviceId(1), client_msg_id: ClientMsgId(7) });
+    let CommandBody::LinkDevice { device, identity_key, name, token_hash: Some(hash) } = &command.body else {
+        panic!("expected a pairing LinkDevice, got {command:?}")
+    };
+    assert_eq!((identity_key.as_slice(), name.as_str()), (&[5u8][..], "laptop"));
+    // A second claim, while the first is carried out: refused, nothing appended.
+    s.handle_pair_claim(2001, ClaimId(2), bus::PairClaim { client_msg_id: ClientMsgId(8), ..LINKER });
+    match drain(&mut s).as_slice() {
+        [Action::AnswerClaim {
+            claim: ClaimId(2),
+            frame: ServerFrame::Error { code: EdgeErrorCode::BadPairingCode, client_msg_id: Some(ClientMsgId(8)), .. },
+        }] => {}
+        other => panic!("expected the second claim refused, got {other:?}"),
+    }
+    s.handle_append_result(2002, *correlation, Ok(Ok(Outcome::Done)));
+    let actions = drain(&mut s);
+    match actions.as_slice() {
+        [Action::AnswerClaim {
+            claim: ClaimId(1),
+            frame: ServerFrame::Done { client_msg_id: ClientMsgId(7), at: None },
+        }, Action::Send(ServerFrame::Registered { user, device: d, token }), Action::Subscribe(id)] => {
+            assert_eq!((*user, *d), (UserId(42), *device));
+            assert_eq!(token_hash(token), *hash, "the log has the hash of the token the device got");
+            assert_eq!(token_linked_ms(token, 3000), Some(2000));
+            assert_eq!(*id, Identity { user: UserId(42), device: *device });
+        }
+        other => panic!("expected Done to the linker and Registered, got {other:?}"),
+    }
+    assert_eq!(s.identity(), Some(Identity { user: UserId(42), device: *device }));
+}
+
+#[test]
+fn an_expired_pairing_code_links_nothing() {
+    let (mut s, _o, _, _) = pairing_session(1000);
+    s.handle_pair_claim(61_000, ClaimId(1), LINKER);
+    let actions = drain(&mut s);
+    match actions.as_slice() {
+        [Action::AnswerClaim {
+            frame: ServerFrame::Error { code: EdgeErrorCode::BadPairingCode, message, .. }, ..
+        }, Action::StopPairing, Action::Send(ServerFrame::Error { code: EdgeErrorCode::BadPairingCode, .. })] => {
+            assert!(message.contains("expired"), "{message}")
+        }
+        other => panic!("expected the expired claim refused, got {other:?}"),
+    }
+    assert!(!actions.iter().any(|a| matches!(a, Action::Append { .. })));
+    assert_eq!(s.identity(), None);
+}
+
+#[test]
+fn a_refused_link_tells_both_devices_and_uses_the_code_up() {
+    let (mut s, mut o, _, _) = pairing_session(1000);
+    s.handle_pair_claim(2000, ClaimId(1), LINKER);
+    let (c, _) = match drain(&mut s).as_slice() {
+        [Action::StopPairing, Action::Append { correlation, command }] => (*correlation, command.clone()),
+        other => panic!("{other:?}"),
+    };
+    let refusal = Rejection::new(RejectCode::TooManyDevices, "a user links at most 5 devices");
+    s.handle_append_result(2001, c, Ok(Err(refusal)));
+    match drain(&mut s).as_slice() {
+        [Action::AnswerClaim {
+            frame: ServerFrame::Error { code: EdgeErrorCode::TooManyDevices, client_msg_id: Some(ClientMsgId(7)), .. },
+            ..
+        }, Action::Send(ServerFrame::Error { code: EdgeErrorCode::TooManyDevices, .. })] => {}
+        other => panic!("expected TooManyDevices to both, got {other:?}"),
+    }
+    assert_eq!(s.identity(), None);
+    // The code is used: a later claim is refused at once.
+    s.handle_pair_claim(2002, ClaimId(2), LINKER);
+    assert!(matches!(
+        drain(&mut s).as_slice(),
+        [Action::AnswerClaim { frame: ServerFrame::Error { code: EdgeErrorCode::BadPairingCode, .. }, .. }]
+    ));
+    // The device may ask for a new code.
+    s.handle_frame(2003, ClientFrame::PairRequest { device_name: "laptop".into(), identity_key: vec![5] }, &mut o);
+    assert!(matches!(drain(&mut s).as_slice(), [Action::AwaitPairing { .. }]));
+}
+
+#[test]
+fn link_device_claims_the_code_and_passes_the_answer_on() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let code = chorus_schema::edge::pairing_code(99);
+    let cmid = ClientMsgId(5);
+    s.handle_frame(2000, ClientFrame::LinkDevice { client_msg_id: cmid, code: code.to_lowercase() }, &mut o);
+    let actions = drain(&mut s);
+    let [Action::ClaimPairing { correlation, code_hash, claim }] = actions.as_slice() else {
+        panic!("expected a claim, got {actions:?}")
+    };
+    assert_eq!(*code_hash, chorus_schema::edge::pairing_code_hash(&code).unwrap());
+    assert_eq!(*claim, bus::PairClaim { user: id.user, device: id.device, client_msg_id: cmid });
+    s.handle_pair_answered(*correlation, Ok(ServerFrame::Done { client_msg_id: cmid, at: None }));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: cmid, at: None });
+    // Nobody waits with the code.
+    s.handle_frame(2001, ClientFrame::LinkDevice { client_msg_id: ClientMsgId(6), code }, &mut o);
+    let [Action::ClaimPairing { correlation, .. }] = drain(&mut s)[..] else { panic!() };
+    s.handle_pair_answered(correlation, Err(ClaimError::NoDevice));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadPairingCode, Some(ClientMsgId(6))));
+    // A malformed code never leaves the edge.
+    s.handle_frame(2002, ClientFrame::LinkDevice { client_msg_id: ClientMsgId(7), code: "12".into() }, &mut o);
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadPairingCode, Some(ClientMsgId(7))));
+    // Not logged in: refused.
+    let mut anon = session(Config::default());
+    anon.handle_frame(1, ClientFrame::LinkDevice { client_msg_id: ClientMsgId(1), code: "x".into() }, &mut o);
+    assert_eq!(error_code(drain(&mut anon)), (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(1))));
+}
+
+#[test]
+fn a_waiting_device_hears_that_its_code_expired() {
+    let (mut s, mut o, _, _) = pairing_session(1000);
+    // Too early (a stale timer of an earlier code): nothing.
+    s.handle_pairing_expired(30_000);
+    assert!(drain(&mut s).is_empty());
+    s.handle_pairing_expired(61_000);
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadPairingCode, None));
+    s.handle_frame(61_001, ClientFrame::PairRequest { device_name: "laptop".into(), identity_key: vec![5] }, &mut o);
+    assert!(matches!(drain(&mut s).as_slice(), [Action::AwaitPairing { .. }]));
 }

@@ -44,7 +44,7 @@ fn body() -> impl Strategy<Value = CommandBody> {
         2 => (group(), seq.clone()).prop_map(|(chat, seq)| EditMessage { chat, seq, ciphertext: vec![9] }),
         2 => (group(), seq.clone()).prop_map(|(chat, up_to_seq)| Ack { chat, kind: ReceiptKind::Read, up_to_seq }),
         2 => Just(RegisterUser { phone: "1".into() }),
-        1 => (1u32..=2).prop_map(|d| LinkDevice { device: DeviceId(d), identity_key: vec![1], name: "d".into() }),
+        1 => (1u32..=2).prop_map(|d| LinkDevice { device: DeviceId(d), identity_key: vec![1], name: "d".into(), token_hash: None }),
         1 => (1u32..=2, 1u32..4).prop_map(|(d, id)| UploadPrekeys { device: DeviceId(d), prekeys: vec![Prekey { id, key: vec![id as u8] }] }),
         1 => (user(), 1u32..=2).prop_map(|(target, d)| ClaimPrekey { target, target_device: DeviceId(d) }),
         1 => user().prop_map(|target| Block { target }),

@@ -7,7 +7,7 @@
 //! | role | publish | subscribe |
 //! | --- | --- | --- |
 //! | projector | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>`, replies to requests it received | `chorus.view.>` |
-//! | edge | `chorus.view.>` (requests) | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>` |
+//! | edge | `chorus.view.>` (requests), `chorus.pair.>` (pairing claims, and replies to those it received) | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>`, `chorus.pair.>` |
 //!
 //! and each its own inbox `_INBOX_<key prefix>.>` (publish and subscribe).
 //!
@@ -48,9 +48,14 @@ pub fn permissions(user: &BusUser) -> (Vec<String>, Vec<String>, bool) {
     let joined = format!("{}.>", subject::JOINED_PREFIX);
     let views = format!("{}.>", subject::VIEW_PREFIX);
     let inbox = format!("{}.>", chorus_bus::inbox_prefix(&user.public_key));
+    // Linked devices (issue 12): an edge claims a pairing code from the edge
+    // holding the waiting device, which answers the claim.
+    let pair = format!("{}.>", subject::PAIR_PREFIX);
     match user.role {
         BusRole::Projector => (vec![deliver, receipt, account, joined, inbox.clone()], vec![views, inbox], true),
-        BusRole::Edge => (vec![views, inbox.clone()], vec![deliver, receipt, account, joined, inbox], false),
+        BusRole::Edge => {
+            (vec![views, pair.clone(), inbox.clone()], vec![deliver, receipt, account, joined, pair, inbox], true)
+        }
     }
 }
 
@@ -264,8 +269,8 @@ mod tests {
     fn edges_may_not_publish_deliveries_nor_answer_views() {
         let edge = BusUser { role: BusRole::Edge, public_key: "UABCDEFGHIJKLMNOPQRSTUVWXYZ".into() };
         let (publish, subscribe, responses) = permissions(&edge);
-        assert_eq!(publish, vec!["chorus.view.>", "_INBOX_UABCDEFGHIJKLMNOPQRS.>"]);
-        assert!(!responses, "only projectors answer requests");
+        assert_eq!(publish, vec!["chorus.view.>", "chorus.pair.>", "_INBOX_UABCDEFGHIJKLMNOPQRS.>"]);
+        assert!(responses, "edges answer pairing claims");
         assert!(subscribe.contains(&"_INBOX_UABCDEFGHIJKLMNOPQRS.>".to_owned()), "{subscribe:?}");
         assert!(!subscribe.iter().any(|s| s.starts_with("chorus.view")), "edges do not take view requests");
         let projector = BusUser { role: BusRole::Projector, public_key: "UP".into() };

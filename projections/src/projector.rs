@@ -772,6 +772,7 @@ pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]
                     more,
                 })
             }
+            ViewQuery::Devices(q) => ViewAnswer::Devices(directory::device_list(&txn, q.user)?),
         })
     })();
     let reply: ViewReply = answered.map_err(|e| ViewError { code: ViewErrorCode::Unavailable, message: e.to_string() });

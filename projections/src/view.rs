@@ -44,7 +44,7 @@ impl View {
             View::ChatList => &[keys::CHAT_LIST, keys::MESSAGES],
             View::ReceiptStatus => &[keys::TICKS, keys::PENDING],
             View::Inbox => &[keys::INBOX],
-            View::Directory => &[keys::USERS, keys::DEVICES],
+            View::Directory => &[keys::USERS, keys::DEVICES, keys::DEVICE_INFO],
         }
     }
 

@@ -86,7 +86,7 @@ fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
     let user_body = prop_oneof![
         1 => Just(RegisterUser { phone: "5".into() }),
         1 => any::<bool>().prop_map(|online| SetPresence { online }),
-        4 => device().prop_map(|device| LinkDevice { device, identity_key: vec![4], name: "d".into() }),
+        4 => device().prop_map(|device| LinkDevice { device, identity_key: vec![4], name: "d".into(), token_hash: None }),
     ];
     let device_op = prop_oneof![
         1 => Just(DeviceOp::Unlink),

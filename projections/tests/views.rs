@@ -84,7 +84,9 @@ impl<S: Backend> Log<S> {
         let chat = ChatId::direct(u(a), u(b));
         let mut members = users(&[a, b]);
         members.sort();
-        assert!(self.push(a, 1, EventBody::ChatOpened { chat, members }).is_empty());
+        // Both members join as the chat opens; its items come with its messages.
+        let joined = vec![Effect::Joined { chat, seq: Seq(0), users: members.clone() }];
+        assert_eq!(self.push(a, 1, EventBody::ChatOpened { chat, members }), joined);
         chat
     }
 
@@ -141,6 +143,10 @@ impl<S: Backend> Log<S> {
         drop(txn);
         assert_eq!(rebuild(&self.records).unwrap().dump().unwrap(), self.store.dump().unwrap());
     }
+}
+
+fn joined(chat: ChatId, seq: Seq, who: &[u64]) -> Effect {
+    Effect::Joined { chat, seq, users: users(who) }
 }
 
 fn deliver(chat: ChatId, seq: Seq, recipients: &[u64]) -> Effect {
@@ -226,12 +232,15 @@ fn receipts_from_several_devices<S: Backend>() {
 fn group_add_remove_promote<S: Backend>() {
     let mut log = Log::<S>::new();
     let chat = group(1);
-    assert_eq!(log.create(1, chat, &[1, 2, 3]), vec![deliver(chat, Seq(1), &[1, 2, 3])]);
+    assert_eq!(
+        log.create(1, chat, &[1, 2, 3]),
+        vec![joined(chat, Seq(1), &[1, 2, 3]), deliver(chat, Seq(1), &[1, 2, 3])]
+    );
     assert_eq!(roster::admins(&log.txn(), &chat).unwrap(), users(&[1]));
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(4) }),
-        vec![deliver(chat, Seq(2), &[1, 2, 3, 4])]
+        vec![joined(chat, Seq(2), &[4]), deliver(chat, Seq(2), &[1, 2, 3, 4])]
     );
     let s = log.seq(chat);
     log.push(1, 1, EventBody::MemberPromoted { chat, seq: s, member: u(2) });
@@ -272,7 +281,7 @@ fn group_add_remove_promote<S: Backend>() {
     let s = log.seq(chat);
     assert_eq!(
         log.push(1, 1, EventBody::MemberAdded { chat, seq: s, member: u(5) }),
-        vec![deliver(chat, Seq(8), &[1, 2, 4, 5])]
+        vec![joined(chat, Seq(8), &[5]), deliver(chat, Seq(8), &[1, 2, 4, 5])]
     );
     let (m9, _) = log.send(1, chat);
     assert_eq!((m7, m9), (Seq(7), Seq(9)));
@@ -454,9 +463,12 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     assert_eq!(directory::session(&t, u(7), d(1)).unwrap(), Some([3; 32]));
     assert_eq!(directory::session(&t, u(7), d(3)).unwrap(), None);
     assert!(directory::devices(&t, u(8)).unwrap().is_empty());
+    // The device list follows the links (issue 12): the unlinked device is gone.
+    let listed: Vec<_> = directory::device_list(&t, u(7)).unwrap().into_iter().map(|i| i.device).collect();
+    assert_eq!(listed, vec![d(1), d(2)]);
     drop(t);
     let tags: std::collections::BTreeSet<u8> = log.store.dump().unwrap().into_iter().map(|(k, _)| k[0]).collect();
-    assert_eq!(tags, [keys::APPLIED, keys::USERS, keys::DEVICES].into_iter().collect());
+    assert_eq!(tags, [keys::APPLIED, keys::USERS, keys::DEVICES, keys::DEVICE_INFO].into_iter().collect());
     log.must_check();
 }
 

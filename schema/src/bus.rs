@@ -10,6 +10,7 @@
 //! | `chorus.account.<user>` | [`AccountUpdate`] | projector → edges holding the user's devices |
 //! | `chorus.joined.<user>` | [`ChatJoined`] | projector → edges holding the user's devices, once per member who joins a chat |
 //! | `chorus.view.<view>` ([`ViewQuery::subject`]) | [`ViewQuery`] → [`ViewReply`] | request/reply, queue group [`subject::QUEUE_GROUP`] |
+//! | `chorus.pair.<code hash hex>` | [`PairClaim`] → an edge `ServerFrame` (`Done` or `Error`) | edge → the edge holding the waiting device |
 //!
 //! The subjects live here with the payloads, not in the projector's crate: a
 //! subject and its payload type are one contract, and every side of it (the
@@ -68,9 +69,13 @@ pub mod subject {
     pub const VIEW_SESSION: &str = "chorus.view.session";
     pub const VIEW_USER: &str = "chorus.view.user";
     pub const VIEW_INBOX: &str = "chorus.view.inbox";
+    // ---- linked devices (issue 12) ----
+    pub const VIEW_DEVICES: &str = "chorus.view.devices";
+    /// The subject prefix of pairing claims: `chorus.pair.<code hash hex>`.
+    pub const PAIR_PREFIX: &str = "chorus.pair";
     /// Every view subject a projector answers.
-    pub const VIEWS: [&str; 6] =
-        [VIEW_CHAT_LIST, VIEW_CURSORS, VIEW_RECEIPT_STATUS, VIEW_SESSION, VIEW_USER, VIEW_INBOX];
+    pub const VIEWS: [&str; 7] =
+        [VIEW_CHAT_LIST, VIEW_CURSORS, VIEW_RECEIPT_STATUS, VIEW_SESSION, VIEW_USER, VIEW_INBOX, VIEW_DEVICES];
     /// The queue group every projector serves view queries in.
     pub const QUEUE_GROUP: &str = "projectors";
 
@@ -93,6 +98,16 @@ pub mod subject {
     pub fn joined(user: UserId) -> String {
         format!("{JOINED_PREFIX}.{user}")
     }
+    /// `chorus.pair.<hex of the pairing code's hash>` (never the code itself).
+    pub fn pair(code_hash: &[u8; 32]) -> String {
+        let mut s = String::with_capacity(PAIR_PREFIX.len() + 65);
+        s.push_str(PAIR_PREFIX);
+        s.push('.');
+        for b in code_hash {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
 }
 
 const DELIVERY_IDENT: &str = "CBDL";
@@ -101,6 +116,7 @@ const ACCOUNT_UPDATE_IDENT: &str = "CBAU";
 const CHAT_JOINED_IDENT: &str = "CBJN";
 const VIEW_REQUEST_IDENT: &str = "CBVQ";
 const VIEW_REPLY_IDENT: &str = "CBVA";
+const PAIR_CLAIM_IDENT: &str = "CBPC";
 
 // ---- view values ------------------------------------------------------------------
 
@@ -352,6 +368,42 @@ impl ChatJoined {
         Ok(ChatJoined { chat: codec::chat(j.chat()), user: UserId(j.user()), seq: Seq(j.seq()) })
     }
 }
+// ---- linked devices (issue 12) ----
+
+/// `device` of `user` links the device waiting with a pairing code
+/// (`chorus.pair.<code hash>`, edge to edge). The answer is an encoded edge
+/// `ServerFrame`: `Done` or `Error` for `client_msg_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PairClaim {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub client_msg_id: crate::ids::ClientMsgId,
+}
+
+impl PairClaim {
+    /// Encodes with file identifier `CBPC`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(64);
+        let root = fbus::PairClaim::create(
+            &mut fbb,
+            &fbus::PairClaimArgs { user: self.user.0, device: self.device.0, client_msg_id: self.client_msg_id.0 },
+        );
+        codec::finish(fbb, root, PAIR_CLAIM_IDENT)
+    }
+
+    /// Verifies and decodes a payload made by [`PairClaim::encode`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] or [`Error::Malformed`].
+    pub fn decode(payload: &[u8]) -> Result<PairClaim> {
+        let c = codec::root::<fbus::PairClaim>(payload, "pair claim", PAIR_CLAIM_IDENT, MAX_VIEW_REQUEST_BYTES, 4)?;
+        Ok(PairClaim {
+            user: UserId(c.user()),
+            device: DeviceId(c.device()),
+            client_msg_id: crate::ids::ClientMsgId(c.client_msg_id()),
+        })
+    }
+}
 
 // ---- view queries ---------------------------------------------------------------------
 
@@ -405,6 +457,12 @@ pub struct InboxRequest {
     pub limit: u32,
 }
 
+/// The linked devices of `user`, with names and link times (the devices view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DevicesRequest {
+    pub user: UserId,
+}
+
 /// One view query; each kind has its own subject ([`ViewQuery::subject`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewQuery {
@@ -414,6 +472,8 @@ pub enum ViewQuery {
     Session(SessionRequest),
     User(UserRequest),
     Inbox(InboxRequest),
+    // ---- linked devices (issue 12) ----
+    Devices(DevicesRequest),
 }
 
 impl ViewQuery {
@@ -426,6 +486,7 @@ impl ViewQuery {
             ViewQuery::Session(_) => subject::VIEW_SESSION,
             ViewQuery::User(_) => subject::VIEW_USER,
             ViewQuery::Inbox(_) => subject::VIEW_INBOX,
+            ViewQuery::Devices(_) => subject::VIEW_DEVICES,
         }
     }
 
@@ -480,6 +541,10 @@ impl ViewQuery {
                     &fbus::InboxRequestArgs { user: q.user.0, chat: Some(&chat), after: q.after.0, limit: q.limit },
                 );
                 (fbus::ViewQuery::InboxRequest, t.as_union_value())
+            }
+            ViewQuery::Devices(q) => {
+                let t = fbus::DevicesRequest::create(&mut fbb, &fbus::DevicesRequestArgs { user: q.user.0 });
+                (fbus::ViewQuery::DevicesRequest, t.as_union_value())
             }
         };
         let root = fbus::ViewRequest::create(&mut fbb, &fbus::ViewRequestArgs { query_type, query: Some(query) });
@@ -537,6 +602,10 @@ impl ViewQuery {
                     after: Seq(q.after()),
                     limit: q.limit(),
                 })
+            }
+            fbus::ViewQuery::DevicesRequest => {
+                let q = r.query_as_devices_request().ok_or_else(bad)?;
+                ViewQuery::Devices(DevicesRequest { user: UserId(q.user()) })
             }
             _ => return Err(bad()),
         })
@@ -609,6 +678,8 @@ pub enum ViewAnswer {
     Session(SessionInfo),
     User(UserInfo),
     Inbox(InboxPage),
+    // ---- linked devices (issue 12) ----
+    Devices(Vec<crate::edge::DeviceInfo>),
 }
 
 /// Why a view query failed.
@@ -678,6 +749,11 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
                 &fbus::InboxPageArgs { partition: p.partition.0, entries: Some(entries), more: p.more },
             );
             (fbus::ViewAnswer::InboxPage, t.as_union_value())
+        }
+        Ok(ViewAnswer::Devices(devices)) => {
+            let devices = crate::edge::device_infos_fb(&mut fbb, devices);
+            let t = fbus::LinkedDevices::create(&mut fbb, &fbus::LinkedDevicesArgs { devices: Some(devices) });
+            (fbus::ViewAnswer::LinkedDevices, t.as_union_value())
         }
         Err(e) => {
             let code = match e.code {
@@ -761,6 +837,15 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
                 p.entries().iter().map(|i| InboxItem { seq: Seq(i.seq()), offset: Offset(i.offset()) }).collect();
             ViewAnswer::Inbox(InboxPage { partition: PartitionId(p.partition()), entries, more: p.more() })
         }
+        fbus::ViewAnswer::LinkedDevices => {
+            let d = r.answer_as_linked_devices().ok_or_else(bad)?;
+            page(d.devices().len())?;
+            let devices = crate::edge::device_infos(d.devices());
+            if let Some(long) = devices.iter().find(|d| d.name.len() > crate::limits::MAX_NAME_BYTES) {
+                check_len("device name", long.name.len(), crate::limits::MAX_NAME_BYTES)?;
+            }
+            ViewAnswer::Devices(devices)
+        }
         fbus::ViewAnswer::ViewError => {
             let e = r.answer_as_view_error().ok_or_else(bad)?;
             check_len("view error message", e.message().len(), MAX_MESSAGE_BYTES)?;
@@ -808,6 +893,7 @@ query!(ReceiptStatusRequest, ReceiptStatus, Ticks, Ticks);
 query!(SessionRequest, Session, Session, SessionInfo);
 query!(UserRequest, User, User, UserInfo);
 query!(InboxRequest, Inbox, Inbox, InboxPage);
+query!(DevicesRequest, Devices, Devices, Vec<crate::edge::DeviceInfo>);
 
 // ---- helpers ------------------------------------------------------------------------------
 

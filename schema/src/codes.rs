@@ -207,6 +207,11 @@ catalogue! {
             retryable: false, edge: Forbidden,
             meaning: "`SendDirect` to a user who blocks the sender (the direct chat's `SetDirectBlock` marker).",
         }
+        // ---- linked devices (issue 12) ----
+        TooManyDevices = 12 {
+            retryable: false, edge: TooManyDevices,
+            meaning: "`LinkDevice` or `RegisterDevice` for a user who has `MAX_DEVICES_PER_USER` (5: the primary and 4 companions) linked devices. Nothing was changed.",
+        }
     }
 }
 
@@ -297,6 +302,17 @@ catalogue! {
             retryable: false,
             meaning: "This device logged out or was unlinked (at any edge): the edge closes every connection of the device at once.",
             action: "Stop; register again to come back.",
+        }
+        // ---- linked devices (issue 12) ----
+        TooManyDevices = 17 {
+            retryable: false,
+            meaning: "The user already has the primary and 4 companion devices linked: linking (or registering) another is refused and nothing changes. The code is used up.",
+            action: "Unlink a device, then pair again with a new code.",
+        }
+        BadPairingCode = 18 {
+            retryable: false,
+            meaning: "`LinkDevice` with a pairing code that no device is waiting with: wrong, expired (60 s), already used, or its device disconnected.",
+            action: "Ask the new device for a new code (`PairRequest`).",
         }
     }
 }

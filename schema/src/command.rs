@@ -85,10 +85,13 @@ pub enum CommandBody {
     RegisterUser {
         phone: String,
     },
+    /// Links a companion device; with `token_hash` (linked with a pairing
+    /// code) its session opens in the same command.
     LinkDevice {
         device: DeviceId,
         identity_key: Vec<u8>,
         name: String,
+        token_hash: Option<[u8; 32]>,
     },
     UnlinkDevice {
         device: DeviceId,
@@ -421,6 +424,7 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
                 device: DeviceId(b.device()),
                 identity_key: b.identity_key().bytes().to_vec(),
                 name: b.name().to_owned(),
+                token_hash: b.token_hash().map(|h| h.0),
             }
         }
         fb::CommandBody::UnlinkDevice => {
@@ -623,12 +627,18 @@ fn encode_body<'a>(
             let t = fb::RegisterUser::create(fbb, &fb::RegisterUserArgs { phone: Some(phone) });
             (fb::CommandBody::RegisterUser, t.as_union_value())
         }
-        B::LinkDevice { device, identity_key, name } => {
+        B::LinkDevice { device, identity_key, name, token_hash } => {
             let identity_key = fbb.create_vector(identity_key);
             let name = fbb.create_string(name);
+            let token_hash = token_hash.map(fb::Blake3Digest);
             let t = fb::LinkDevice::create(
                 fbb,
-                &fb::LinkDeviceArgs { device: device.0, identity_key: Some(identity_key), name: Some(name) },
+                &fb::LinkDeviceArgs {
+                    device: device.0,
+                    identity_key: Some(identity_key),
+                    name: Some(name),
+                    token_hash: token_hash.as_ref(),
+                },
             );
             (fb::CommandBody::LinkDevice, t.as_union_value())
         }

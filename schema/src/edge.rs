@@ -116,6 +116,24 @@ pub enum ClientFrame {
         chat: ChatId,
         op: GroupOp,
     },
+    // ---- linked devices (issue 12) ----
+    /// A new device (not logged in) asks for a pairing code: answered
+    /// `PairCode`, then `Registered` once a logged-in device of the user
+    /// links it with the code ([`ClientFrame::LinkDevice`], at any edge).
+    PairRequest {
+        device_name: String,
+        identity_key: Vec<u8>,
+    },
+    /// Links the new device that shows `code` to this device's user. Answered
+    /// `Done`, or `Error` (`BadPairingCode`, `TooManyDevices`).
+    LinkDevice {
+        client_msg_id: ClientMsgId,
+        code: String,
+    },
+    /// The user's linked devices: answered `DeviceList`.
+    ListDevices {
+        client_msg_id: ClientMsgId,
+    },
 }
 
 /// What a [`ClientFrame::Group`] does. The chat partition enforces the rules:
@@ -372,6 +390,78 @@ pub enum ServerFrame {
         at_ms: u64,
         change: GroupOp,
     },
+    // ---- linked devices (issue 12) ----
+    /// The pairing code of a `PairRequest` (single use, for `expires_in_ms`).
+    PairCode {
+        code: String,
+        expires_in_ms: u64,
+    },
+    /// The answer to `ListDevices`: the user's linked devices in id order.
+    DeviceList {
+        client_msg_id: ClientMsgId,
+        devices: Vec<DeviceInfo>,
+    },
+}
+
+// ---- linked devices (issue 12) ----------------------------------------------------
+
+/// One linked device of a user (`ServerFrame::DeviceList`, the devices view).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub device: DeviceId,
+    pub name: String,
+    /// When the device was linked (the log's time of its `DeviceLinked`).
+    pub linked_at_ms: u64,
+}
+
+/// Characters of a pairing code (Crockford's base32: 50 random bits).
+pub const PAIRING_CODE_CHARS: usize = 10;
+const PAIRING_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A pairing code made of `random` bits, as shown: `XXXXX-XXXXX`.
+pub fn pairing_code(random: u64) -> String {
+    let mut out = String::with_capacity(PAIRING_CODE_CHARS + 1);
+    for i in 0..PAIRING_CODE_CHARS {
+        if i == PAIRING_CODE_CHARS / 2 {
+            out.push('-');
+        }
+        let digit = ((random >> (5 * i)) & 31) as usize;
+        out.extend(PAIRING_ALPHABET.get(digit).map(|b| char::from(*b)));
+    }
+    out
+}
+
+/// The hash a pairing code is known by outside the edge that issued it (the
+/// bus subject of its claim): BLAKE3 over a domain tag and the code as
+/// [`pairing_code`] writes it. Case, dashes and spaces are ignored, and the
+/// look-alikes `O`, `I` and `L` read as `0`, `1`, `1`.
+///
+/// # Errors
+/// [`Error::Invalid`] unless the code is [`PAIRING_CODE_CHARS`] characters of the alphabet.
+pub fn pairing_code_hash(code: &str) -> Result<[u8; 32]> {
+    let mut digits = Vec::with_capacity(PAIRING_CODE_CHARS);
+    for ch in code.chars() {
+        let ch = match ch.to_ascii_uppercase() {
+            '-' | ' ' => continue,
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        };
+        if !ch.is_ascii() || !PAIRING_ALPHABET.contains(&(ch as u8)) || digits.len() == PAIRING_CODE_CHARS {
+            return Err(Error::Invalid {
+                what: "pairing code",
+                reason: format!("{PAIRING_CODE_CHARS} characters of 0-9 and A-Z (without I, L, O and U)"),
+            });
+        }
+        digits.push(ch as u8);
+    }
+    if digits.len() != PAIRING_CODE_CHARS {
+        return Err(Error::Invalid { what: "pairing code", reason: format!("{PAIRING_CODE_CHARS} characters") });
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"chorus/pairing-code/v1\0");
+    h.update(&digits);
+    Ok(*h.finalize().as_bytes())
 }
 
 /// Client message ids with this bit set are reserved for commands the edge makes
@@ -558,6 +648,9 @@ impl ClientFrame {
             ClientFrame::Logout { .. } => "Logout",
             ClientFrame::Block { .. } => "Block",
             ClientFrame::Group { .. } => "Group",
+            ClientFrame::PairRequest { .. } => "PairRequest",
+            ClientFrame::LinkDevice { .. } => "LinkDevice",
+            ClientFrame::ListDevices { .. } => "ListDevices",
         }
     }
 
@@ -582,6 +675,12 @@ impl ClientFrame {
             ClientFrame::Sync { since } => check_len("sync cursors", since.len(), MAX_SYNC_CURSORS),
             ClientFrame::SetPin { pin, .. } => check_len("pin", pin.len(), MAX_PIN_BYTES),
             ClientFrame::Group { op, .. } => op.validate(),
+            ClientFrame::PairRequest { device_name, identity_key } => {
+                check_len("device name", device_name.len(), MAX_NAME_BYTES)?;
+                check_len("identity key", identity_key.len(), MAX_KEY_BYTES)
+            }
+            ClientFrame::LinkDevice { code, .. } => check_len("pairing code", code.len(), MAX_PAIRING_CODE_BYTES),
+            ClientFrame::ListDevices { .. } => Ok(()),
             ClientFrame::Login { .. }
             | ClientFrame::Ack { .. }
             | ClientFrame::Ping { .. }
@@ -718,6 +817,27 @@ impl ClientFrame {
                 );
                 (fe::ClientFrameBody::Group, t.as_union_value())
             }
+            ClientFrame::PairRequest { device_name, identity_key } => {
+                let device_name = fbb.create_string(device_name);
+                let identity_key = fbb.create_vector(identity_key);
+                let t = fe::PairRequest::create(
+                    &mut fbb,
+                    &fe::PairRequestArgs { device_name: Some(device_name), identity_key: Some(identity_key) },
+                );
+                (fe::ClientFrameBody::PairRequest, t.as_union_value())
+            }
+            ClientFrame::LinkDevice { client_msg_id, code } => {
+                let code = fbb.create_string(code);
+                let t = fe::LinkDevice::create(
+                    &mut fbb,
+                    &fe::LinkDeviceArgs { client_msg_id: client_msg_id.0, code: Some(code) },
+                );
+                (fe::ClientFrameBody::LinkDevice, t.as_union_value())
+            }
+            ClientFrame::ListDevices { client_msg_id } => {
+                let t = fe::ListDevices::create(&mut fbb, &fe::ListDevicesArgs { client_msg_id: client_msg_id.0 });
+                (fe::ClientFrameBody::ListDevices, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -821,6 +941,21 @@ impl ClientFrame {
                     op: GroupOp::from_fb(&b)?,
                 }
             }
+            fe::ClientFrameBody::PairRequest => {
+                let b = f.body_as_pair_request().ok_or_else(bad)?;
+                ClientFrame::PairRequest {
+                    device_name: b.device_name().to_owned(),
+                    identity_key: b.identity_key().bytes().to_vec(),
+                }
+            }
+            fe::ClientFrameBody::LinkDevice => {
+                let b = f.body_as_link_device().ok_or_else(bad)?;
+                ClientFrame::LinkDevice { client_msg_id: ClientMsgId(b.client_msg_id()), code: b.code().to_owned() }
+            }
+            fe::ClientFrameBody::ListDevices => {
+                let b = f.body_as_list_devices().ok_or_else(bad)?;
+                ClientFrame::ListDevices { client_msg_id: ClientMsgId(b.client_msg_id()) }
+            }
             _ => return Err(bad()),
         };
         frame.validate()?;
@@ -846,6 +981,8 @@ impl ServerFrame {
             ServerFrame::Done { .. } => "Done",
             ServerFrame::DeviceNotice { .. } => "DeviceNotice",
             ServerFrame::ChatChange { .. } => "ChatChange",
+            ServerFrame::PairCode { .. } => "PairCode",
+            ServerFrame::DeviceList { .. } => "DeviceList",
         }
     }
 
@@ -862,6 +999,11 @@ impl ServerFrame {
             }
             ServerFrame::Error { message, .. } => check_len("error message", message.len(), MAX_MESSAGE_BYTES),
             ServerFrame::ChatChange { change, .. } => change.validate(),
+            ServerFrame::PairCode { code, .. } => check_len("pairing code", code.len(), MAX_PAIRING_CODE_BYTES),
+            ServerFrame::DeviceList { devices, .. } => {
+                check_len("device list", devices.len(), MAX_VIEW_PAGE_ENTRIES)?;
+                devices.iter().try_for_each(|d| check_len("device name", d.name.len(), MAX_NAME_BYTES))
+            }
             ServerFrame::Registered { .. }
             | ServerFrame::LoggedIn { .. }
             | ServerFrame::Sent { .. }
@@ -1005,6 +1147,22 @@ impl ServerFrame {
                 );
                 (fe::ServerFrameBody::ChatChange, t.as_union_value())
             }
+            ServerFrame::PairCode { code, expires_in_ms } => {
+                let code = fbb.create_string(code);
+                let t = fe::PairCode::create(
+                    &mut fbb,
+                    &fe::PairCodeArgs { code: Some(code), expires_in_ms: *expires_in_ms },
+                );
+                (fe::ServerFrameBody::PairCode, t.as_union_value())
+            }
+            ServerFrame::DeviceList { client_msg_id, devices } => {
+                let devices = device_infos_fb(&mut fbb, devices);
+                let t = fe::DeviceList::create(
+                    &mut fbb,
+                    &fe::DeviceListArgs { client_msg_id: client_msg_id.0, devices: Some(devices) },
+                );
+                (fe::ServerFrameBody::DeviceList, t.as_union_value())
+            }
         };
         let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, SERVER_FRAME_IDENT)
@@ -1104,6 +1262,18 @@ impl ServerFrame {
                     change: GroupOp::from_parts("chat change", b.kind(), b.members(), b.name(), b.description())?,
                 }
             }
+            fe::ServerFrameBody::PairCode => {
+                let b = f.body_as_pair_code().ok_or_else(bad)?;
+                ServerFrame::PairCode { code: b.code().to_owned(), expires_in_ms: b.expires_in_ms() }
+            }
+            fe::ServerFrameBody::DeviceList => {
+                let b = f.body_as_device_list().ok_or_else(bad)?;
+                check_len("device list", b.devices().len(), MAX_VIEW_PAGE_ENTRIES)?;
+                ServerFrame::DeviceList {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    devices: device_infos(b.devices()),
+                }
+            }
             _ => return Err(bad()),
         };
         frame.validate()?;
@@ -1137,6 +1307,31 @@ pub(crate) fn device_notice_kind(k: fe::DeviceNoticeKind) -> Result<DeviceNotice
         fe::DeviceNoticeKind::LoggedOut => Ok(DeviceNoticeKind::LoggedOut),
         other => Err(Error::malformed("device notice kind", format!("unknown value {}", other.0))),
     }
+}
+
+pub(crate) fn device_infos_fb<'a>(
+    fbb: &mut Builder<'a>,
+    devices: &[DeviceInfo],
+) -> flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fe::DeviceInfo<'a>>>> {
+    let items: Vec<_> = devices
+        .iter()
+        .map(|d| {
+            let name = fbb.create_string(&d.name);
+            fe::DeviceInfo::create(
+                fbb,
+                &fe::DeviceInfoArgs { device: d.device.0, name: Some(name), linked_at_ms: d.linked_at_ms },
+            )
+        })
+        .collect();
+    fbb.create_vector(&items)
+}
+
+pub(crate) fn device_infos(
+    v: flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fe::DeviceInfo<'_>>>,
+) -> Vec<DeviceInfo> {
+    v.iter()
+        .map(|d| DeviceInfo { device: DeviceId(d.device()), name: d.name().to_owned(), linked_at_ms: d.linked_at_ms() })
+        .collect()
 }
 
 fn code_fb(c: EdgeErrorCode) -> fe::ErrorCode {

@@ -62,6 +62,12 @@ pub const MAX_PREKEYS_PER_UPLOAD: usize = 256;
 pub const MAX_CONTACTS: usize = 10_000;
 /// Users on a status post's access list.
 pub const MAX_ACL: usize = 10_000;
+// ---- linked devices (issue 12) ----
+/// Devices one user may have linked at once: the primary and 4 companions
+/// (the user partition enforces it).
+pub const MAX_DEVICES_PER_USER: usize = 5;
+/// A pairing code as typed (10 characters, perhaps with dashes and spaces).
+pub const MAX_PAIRING_CODE_BYTES: usize = 32;
 /// Voters of one partition.
 pub const MAX_VOTERS: usize = 64;
 /// Replicas reported for one partition in a status.

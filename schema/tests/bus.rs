@@ -267,3 +267,14 @@ fn set_seq(body: &mut EventBody, to: Seq) {
         _ => unreachable!("a group event"),
     }
 }
+
+// ---- linked devices (issue 12) ----
+
+#[test]
+fn pair_claims_roundtrip_and_are_not_other_payloads() {
+    let c = bus::PairClaim { user: UserId(7), device: DeviceId(3), client_msg_id: ClientMsgId(99) };
+    assert_eq!(bus::PairClaim::decode(&c.encode()), Ok(c));
+    let a = bus::AccountUpdate { user: UserId(7), device: DeviceId(3), change: DeviceNoticeKind::Linked, at_ms: 1 };
+    assert!(bus::PairClaim::decode(&a.encode()).is_err());
+    assert!(bus::AccountUpdate::decode(&c.encode()).is_err());
+}

@@ -3,7 +3,9 @@
 
 mod support;
 
-use chorus_schema::edge::{normalize_phone, user_for_phone, write_frame, FrameReader};
+use chorus_schema::edge::{
+    normalize_phone, pairing_code, pairing_code_hash, user_for_phone, write_frame, FrameReader, PAIRING_CODE_CHARS,
+};
 use chorus_schema::*;
 use proptest::prelude::*;
 use support::arb;
@@ -103,7 +105,7 @@ fn oversized_frames_are_refused() {
 #[test]
 fn error_codes_are_stable() {
     let codes: Vec<u8> = EdgeErrorCode::ALL.iter().map(|c| c.value()).collect();
-    assert_eq!(codes, (0..17).collect::<Vec<u8>>());
+    assert_eq!(codes, (0..19).collect::<Vec<u8>>());
     let retryable: Vec<_> = EdgeErrorCode::ALL.iter().copied().filter(|c| c.retryable()).collect();
     assert_eq!(retryable, vec![EdgeErrorCode::RateLimited, EdgeErrorCode::Unavailable]);
 }
@@ -137,4 +139,26 @@ fn group_requests_name_a_group_and_exactly_the_members_their_operation_takes() {
         GroupOp::Create { name: "g".into(), members: (0..=MAX_GROUP_MEMBERS as u64).map(UserId).collect() },
     );
     assert!(ClientFrame::decode(&big.encode()).is_err());
+}
+
+// ---- linked devices (issue 12) ----
+
+#[test]
+fn pairing_codes_hash_the_same_however_typed() {
+    for r in [0u64, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+        let code = pairing_code(r);
+        assert_eq!(code.len(), PAIRING_CODE_CHARS + 1, "{code}");
+        let h = pairing_code_hash(&code).unwrap();
+        assert_eq!(pairing_code_hash(&code.to_lowercase().replace('-', " ")).unwrap(), h);
+        assert_eq!(pairing_code_hash(&code.replace('0', "O").replace('1', "l")).unwrap(), h);
+    }
+    assert_ne!(pairing_code_hash(&pairing_code(1)).unwrap(), pairing_code_hash(&pairing_code(2)).unwrap());
+    for bad in ["", "12345", "12345-123456", "UUUUU-UUUUU", "12345-1234é"] {
+        assert!(pairing_code_hash(bad).is_err(), "{bad:?}");
+    }
+    // The bus subject names the hash, never the code.
+    let code = pairing_code(42);
+    let subject = chorus_schema::bus::subject::pair(&pairing_code_hash(&code).unwrap());
+    assert!(subject.starts_with("chorus.pair.") && subject.len() == "chorus.pair.".len() + 64, "{subject}");
+    assert!(!subject.contains(&code.replace('-', "")));
 }

@@ -141,6 +141,17 @@ async fn workload(client: &LogClient) {
         pin_hash: None,
     };
     must_append(client, 4, 1, register).await;
+    // Linked devices (issue 12): a companion paired (with its session), one
+    // paired and unlinked: the directory keeps names and link times.
+    let pair = |device: u32| CommandBody::LinkDevice {
+        device: DeviceId(device),
+        identity_key: vec![2],
+        name: format!("companion {device}"),
+        token_hash: Some([device as u8; 32]),
+    };
+    must_append(client, 4, 2, pair(2)).await;
+    must_append(client, 4, 3, pair(3)).await;
+    must_append(client, 4, 4, CommandBody::UnlinkDevice { device: DeviceId(3) }).await;
 }
 
 #[test]
@@ -184,6 +195,14 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
     }
     let o = dev.replay("inboxes", &dir.path().join("bad-name"), None);
     assert!(!o.status.success() && text(&o.stderr).contains("no view is named"), "{}", text(&o.stderr));
+
+    // The directory's device names are in the compared stores (one live
+    // companion of user 4, the unlinked one gone).
+    {
+        let store = RocksStore::open(&all).unwrap();
+        let names = store.entries().unwrap().into_iter().filter(|(k, _)| k[0] == keys::DEVICE_INFO).count();
+        assert_eq!(names, 2, "the primary and the paired companion of user 4");
+    }
 
     // A store equal to the live one but for one inbox item: the replay of the
     // inbox names that key and fails; the replay of the directory does not see it.

@@ -39,6 +39,12 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Option<(ChatId, Seq)>>>,
         permit: OwnedSemaphorePermit,
     },
+    // ---- linked devices (issue 12) ----
+    Devices {
+        client_msg_id: ClientMsgId,
+        reply: oneshot::Sender<Result<Vec<chorus_schema::edge::DeviceInfo>>>,
+        permit: OwnedSemaphorePermit,
+    },
 }
 
 /// The fire-and-forget calls, coalesced until the worker takes them: they
@@ -255,6 +261,42 @@ impl Client {
     /// As [`Client::set_pin`].
     pub async fn logout(&self) -> Result<()> {
         self.request(Request::Logout).await.map(|_| ())
+    }
+
+    // ---- linked devices (issue 12) ----
+
+    /// Links the new device that shows `code` (from its
+    /// [`crate::pair_request`]) to this user: the new device then gets its
+    /// credentials. At most [`chorus_schema::MAX_DEVICES_PER_USER`] devices
+    /// (the primary and 4 companions).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] with `BadPairingCode` (a wrong, expired or used
+    /// code) or `TooManyDevices` (nothing changed; unlink one first), or
+    /// [`Error::Connection`] if the connection broke before the answer.
+    pub async fn link_device(&self, code: &str) -> Result<()> {
+        self.request(Request::LinkDevice { code: code.to_owned() }).await.map(|_| ())
+    }
+
+    /// This user's linked devices (id, name, link time), in id order.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn devices(&self) -> Result<Vec<chorus_schema::edge::DeviceInfo>> {
+        let client_msg_id = self.next_client_msg_id();
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Devices { client_msg_id, reply, permit }).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Unlinks `device` (this one or another) of this user: as
+    /// [`Client::unlink_device`].
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn unlink(&self, device: DeviceId) -> Result<()> {
+        self.unlink_device(device).await
     }
 
     /// A cumulative receipt (fire and forget; re-sent after a reconnect).

@@ -44,6 +44,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use chorus_schema::edge::DeviceInfo;
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, ServerFrame,
     UserId,
@@ -80,6 +81,10 @@ pub enum Output {
     /// The client stopped for good: closed, its login refused for good, or
     /// no edge took its first login. Nothing follows.
     Stopped(Error),
+    // ---- linked devices (issue 12) ----
+    /// The [`Request::ListDevices`] `client_msg_id` is answered with the
+    /// user's devices (a failure comes as [`Output::RequestDone`]).
+    DevicesListed { client_msg_id: ClientMsgId, devices: Vec<DeviceInfo> },
 }
 
 /// An account request of a logged-in device, answered `Done`.
@@ -101,6 +106,13 @@ pub enum Request {
         chat: ChatId,
         op: GroupOp,
     },
+    // ---- linked devices (issue 12) ----
+    /// Link the new device that shows this pairing code (answered `Done`).
+    LinkDevice {
+        code: String,
+    },
+    /// The user's devices (answered by [`Output::DevicesListed`]).
+    ListDevices,
 }
 
 impl Request {
@@ -111,6 +123,8 @@ impl Request {
             Request::Block { user, blocked } => ClientFrame::Block { client_msg_id, user: *user, blocked: *blocked },
             Request::Logout => ClientFrame::Logout { client_msg_id },
             Request::Group { chat, op } => ClientFrame::Group { client_msg_id, chat: *chat, op: op.clone() },
+            Request::LinkDevice { code } => ClientFrame::LinkDevice { client_msg_id, code: code.clone() },
+            Request::ListDevices => ClientFrame::ListDevices { client_msg_id },
         }
     }
 }
@@ -310,7 +324,11 @@ impl Core {
         let ends_session = match request {
             Request::Logout => true,
             Request::UnlinkDevice { device } => device == self.credentials.device,
-            Request::SetPin { .. } | Request::Block { .. } | Request::Group { .. } => false,
+            Request::SetPin { .. }
+            | Request::Block { .. }
+            | Request::Group { .. }
+            | Request::LinkDevice { .. }
+            | Request::ListDevices => false,
         };
         let frame = request.frame(client_msg_id);
         // The edge refuses a frame over a limit while decoding it, before it
@@ -644,6 +662,11 @@ impl Core {
             ServerFrame::Done { client_msg_id, at } => {
                 if self.requests.remove(&client_msg_id).is_some() {
                     self.outputs.push_back(Output::RequestDone { client_msg_id, result: Ok(at) });
+                }
+            }
+            ServerFrame::DeviceList { client_msg_id, devices } => {
+                if self.requests.remove(&client_msg_id).is_some() {
+                    self.outputs.push_back(Output::DevicesListed { client_msg_id, devices });
                 }
             }
             other => debug!(kind = other.kind(), "unexpected control frame"),

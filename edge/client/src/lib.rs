@@ -11,6 +11,11 @@
 //!   once and its client stops with `Revoked`; other devices get
 //!   [`Event::Device`] notices (a new device registered with the number, a
 //!   device unlinked).
+//! - Linked devices: a new device calls [`pair_request`], shows its
+//!   [`Pairing::code`] and [`Pairing::wait`]s for its credentials while a
+//!   logged-in device of the user calls [`Client::link_device`] with the
+//!   code; [`Client::devices`] lists the user's devices, [`Client::unlink`]
+//!   removes one. At most the primary and 4 companions (`TooManyDevices`).
 //! - A rate-limited request is refused with its `retry_after_ms`
 //!   ([`Error::Refused`]).
 //! - [`Client::connect`]: logs in on one of the edges and keeps a connection
@@ -56,4 +61,7 @@ mod worker;
 pub use client::{Client, ClientStats};
 pub use config::ClientConfig;
 pub use register::{request_otp, verify_otp, verify_otp_with_pin};
+// ---- linked devices (issue 12) ----
+pub use chorus_schema::edge::DeviceInfo;
+pub use register::{pair_request, Pairing};
 pub use types::{ChatChange, Credentials, Error, Event, Message, Result, Resume, Sent};

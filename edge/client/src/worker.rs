@@ -61,6 +61,8 @@ pub(crate) struct Worker {
     ready: Option<oneshot::Sender<Result<()>>>,
     sends: HashMap<ClientMsgId, Vec<Waiter<Sent>>>,
     requests: HashMap<ClientMsgId, Waiter<Option<(ChatId, Seq)>>>,
+    /// `Client::devices` calls waiting (linked devices, issue 12).
+    device_lists: HashMap<ClientMsgId, Waiter<Vec<chorus_schema::edge::DeviceInfo>>>,
     opening: Option<(LinkId, Opening)>,
     open: Option<Open>,
 }
@@ -86,6 +88,7 @@ impl Worker {
             ready: Some(ready),
             sends: HashMap::new(),
             requests: HashMap::new(),
+            device_lists: HashMap::new(),
             opening: None,
             open: None,
         }
@@ -152,6 +155,15 @@ impl Worker {
                 Output::RequestDone { client_msg_id, result } => {
                     if let Some(w) = self.requests.remove(&client_msg_id) {
                         let _ = w.reply.send(result);
+                    } else if let Some(w) = self.device_lists.remove(&client_msg_id) {
+                        let result =
+                            result.and_then(|_| Err(crate::Error::Protocol("ListDevices answered Done".into())));
+                        let _ = w.reply.send(result);
+                    }
+                }
+                Output::DevicesListed { client_msg_id, devices } => {
+                    if let Some(w) = self.device_lists.remove(&client_msg_id) {
+                        let _ = w.reply.send(Ok(devices));
                     }
                 }
                 Output::Stopped(error) => {
@@ -213,6 +225,10 @@ impl Worker {
             Wake::Command(Some(Command::Request { client_msg_id, request, reply, permit })) => {
                 self.requests.insert(client_msg_id, Waiter { reply, _slot: permit });
                 self.core.request(client_msg_id, request);
+            }
+            Wake::Command(Some(Command::Devices { client_msg_id, reply, permit })) => {
+                self.device_lists.insert(client_msg_id, Waiter { reply, _slot: permit });
+                self.core.request(client_msg_id, crate::conn::Request::ListDevices);
             }
             Wake::Signals => {
                 let signals = std::mem::take(&mut *lock(&self.shared.signals));

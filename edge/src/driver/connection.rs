@@ -22,7 +22,7 @@ use super::mailbox::{Bounds, Mail, Mailbox, Room};
 use super::router::{receipt_kind, Route, Routed};
 use super::{interest, views};
 use super::{Ctx, Input};
-use crate::session::{Action, AppendError, Identity, SeededEntropy, Session};
+use crate::session::{Action, AppendError, ClaimId, Identity, SeededEntropy, Session};
 
 /// Frames queued for the control stream beyond which the edge stops reading
 /// the client's frames (flow control then stops the client).
@@ -161,6 +161,12 @@ struct Conn {
     /// Most bytes queued on the delivery stream (half the connection's
     /// `delivery_queue_bytes_max`; the mailbox holds the other half).
     deliveries_bytes_max: usize,
+    // ---- linked devices (issue 12) ----
+    /// The task taking claims of this connection's pairing code.
+    pairing: Option<tokio::task::AbortHandle>,
+    /// Claims received, waiting for the session's answer.
+    claims: std::collections::HashMap<ClaimId, chorus_bus::Message>,
+    next_claim: u64,
 }
 
 /// `_slot`: this connection's place in the per-address and edge-wide counts,
@@ -197,6 +203,9 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
         subscribing: None,
         opened_stream: None,
         holding: None,
+        pairing: None,
+        claims: std::collections::HashMap::new(),
+        next_claim: 0,
     };
     let close = conn.serve(recv).await;
     // Boxed: its state would otherwise be part of every idle connection's task.
@@ -240,6 +249,11 @@ fn action_kind(action: &Action) -> &'static str {
         Action::Sync { .. } => "sync",
         Action::FillGap { .. } => "fill_gap",
         Action::Close { .. } => "close",
+        Action::AwaitPairing { .. } => "await_pairing",
+        Action::StopPairing => "stop_pairing",
+        Action::AnswerClaim { .. } => "answer_claim",
+        Action::ClaimPairing { .. } => "claim_pairing",
+        Action::ListDevices { .. } => "list_devices",
     }
 }
 
@@ -423,6 +437,16 @@ impl Conn {
                 let reason = format!("could not recover a gap in chat {chat}: reconnect and sync");
                 return Some(Close::driver(EdgeErrorCode::Unavailable, &reason));
             }
+            Input::PairingReady(ok) => self.session.handle_pairing_ready(now, ok),
+            Input::PairingExpired => self.session.handle_pairing_expired(now),
+            Input::PairClaimed(claim, msg) => {
+                let id = ClaimId(self.next_claim);
+                self.next_claim += 1;
+                self.claims.insert(id, msg);
+                self.session.handle_pair_claim(now, id, claim);
+            }
+            Input::PairAnswered(correlation, answer) => self.session.handle_pair_answered(correlation, answer),
+            Input::DevicesListed(client_msg_id, devices) => self.session.handle_devices_listed(client_msg_id, devices),
         }
         None
     }
@@ -547,6 +571,39 @@ impl Conn {
                     });
                 }
                 Action::Close { code, reason } => return Some(Close { code, reason, tell: false }),
+                Action::AwaitPairing { code_hash, ttl_ms } => {
+                    if let Some(old) = self.pairing.take() {
+                        old.abort();
+                    }
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    let task = tokio::spawn(super::pairing::await_claims(ctx, to, code_hash, ttl_ms));
+                    self.pairing = Some(task.abort_handle());
+                }
+                Action::StopPairing => {
+                    if let Some(old) = self.pairing.take() {
+                        old.abort();
+                    }
+                }
+                Action::AnswerClaim { claim, frame } => {
+                    if let Some(msg) = self.claims.remove(&claim) {
+                        let ctx = self.ctx.clone();
+                        tokio::spawn(async move { super::pairing::answer(&ctx, &msg, &frame).await });
+                    }
+                }
+                Action::ClaimPairing { correlation, code_hash, claim } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let answer = super::pairing::claim(&ctx, code_hash, claim).await;
+                        let _ = to.put(Input::PairAnswered(correlation, answer)).await;
+                    });
+                }
+                Action::ListDevices { client_msg_id, user } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let devices = super::pairing::list(&ctx, user).await;
+                        let _ = to.put(Input::DevicesListed(client_msg_id, devices)).await;
+                    });
+                }
             }
         }
         None
@@ -608,6 +665,20 @@ impl Conn {
         }
         // Closed first: a hold still running for this connection sees it
         // and releases after itself (see `interest::hold_at_login`).
+        if let Some(task) = self.pairing.take() {
+            task.abort();
+        }
+        // Claims the session did not answer: the new device is gone.
+        for (_, msg) in self.claims.drain() {
+            let frame = ServerFrame::Error {
+                code: EdgeErrorCode::BadPairingCode,
+                message: "the new device disconnected".into(),
+                client_msg_id: chorus_schema::bus::PairClaim::decode(&msg.payload).ok().map(|c| c.client_msg_id),
+                retry_after_ms: None,
+            };
+            let ctx = self.ctx.clone();
+            tokio::spawn(async move { super::pairing::answer(&ctx, &msg, &frame).await });
+        }
         self.mailbox.close();
         self.ctx.interests.release(self.id).await;
         if let Some(c) = &close {

@@ -39,6 +39,7 @@
 //!   for all connections.
 //! - Account updates (`chorus.account.>`): a device unlinked or logged out
 //!   at any edge has its connections here closed at once (`Revoked`).
+//! - [`pairing`]: pairing codes across edges (`chorus.pair.<code hash>`).
 //! - One UDP socket with large kernel buffers (`udp_recv_buffer_bytes`): a
 //!   burst of handshakes must not be dropped, or each costs its client a
 //!   retransmission timeout.
@@ -47,6 +48,7 @@ mod connection;
 pub(crate) mod interest;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
+mod pairing;
 pub(crate) mod router;
 pub mod tls;
 pub(crate) mod views;
@@ -125,6 +127,15 @@ pub(crate) enum Input {
     FillDone(ChatId),
     /// A gap of the chat could not be recovered: the connection closes.
     FillFailed(ChatId),
+    // ---- linked devices (issue 12) ----
+    /// The wait for pairing claims is in place (or could not be).
+    PairingReady(bool),
+    /// The pairing code's time is over (no claim came).
+    PairingExpired,
+    /// A claim of this connection's pairing code, with the message to answer.
+    PairClaimed(chorus_schema::bus::PairClaim, chorus_bus::Message),
+    PairAnswered(Correlation, Result<chorus_schema::ServerFrame, crate::session::ClaimError>),
+    DevicesListed(chorus_schema::ClientMsgId, Option<Vec<chorus_schema::edge::DeviceInfo>>),
 }
 
 /// What every connection shares.

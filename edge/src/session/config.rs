@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The edge's one-time codes (see [`super::OtpRegistry`]).
     pub otp: OtpConfig,
+    /// How long a pairing code (`PairRequest`, issue 12) can link its device.
+    pub pairing_code_ttl_ms: u64,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             token_lifetime_ms: 90 * 24 * 60 * 60 * 1000,
             limits: LimitsConfig::default(),
             otp: OtpConfig::default(),
+            pairing_code_ttl_ms: 60_000,
         }
     }
 }
@@ -61,6 +64,9 @@ impl Config {
         }
         if self.in_flight_max == 0 {
             return Err("in_flight_max must be positive".into());
+        }
+        if self.pairing_code_ttl_ms == 0 {
+            return Err("pairing_code_ttl_ms must be positive".into());
         }
         if self.token_lifetime_ms == 0 {
             return Err("token_lifetime_ms must be positive".into());

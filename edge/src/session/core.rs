@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chorus_schema::edge::{normalize_phone, user_for_phone, CLIENT_MSG_ID_RESERVED_BIT};
+use chorus_schema::bus::PairClaim;
+use chorus_schema::edge::{
+    normalize_phone, pairing_code, pairing_code_hash, user_for_phone, DeviceInfo, CLIENT_MSG_ID_RESERVED_BIT,
+};
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, DeviceNoticeKind, EdgeErrorCode,
     Origin, Outcome, ReceiptKind, Recipient, RejectCode, Rejection, Seq, ServerFrame, UserId,
@@ -67,6 +70,59 @@ pub enum Action {
     FillGap { identity: Identity, chat: ChatId, after: Seq, until: Seq },
     /// Close the connection with this error code; the session ignores all further input.
     Close { code: EdgeErrorCode, reason: String },
+    // ---- linked devices (issue 12) ----
+    /// Take claims of the pairing code with this hash (subscribe to
+    /// `chorus.pair.<hash>`) for `ttl_ms`, replacing any earlier wait of
+    /// this connection: report `handle_pairing_ready` once claims can
+    /// arrive, then the first claim with `handle_pair_claim`.
+    AwaitPairing { code_hash: [u8; 32], ttl_ms: u64 },
+    /// Take no more claims (the code is used, or the connection moved on).
+    StopPairing,
+    /// Answer the claim `claim` with this frame (on its reply subject).
+    AnswerClaim { claim: ClaimId, frame: ServerFrame },
+    /// Claim the pairing code with this hash (a bus request to the edge that
+    /// holds its device); answer with `handle_pair_answered(correlation, …)`.
+    ClaimPairing { correlation: Correlation, code_hash: [u8; 32], claim: PairClaim },
+    /// Ask the devices view for `user`'s linked devices; answer with
+    /// `handle_devices_listed(client_msg_id, …)`.
+    ListDevices { client_msg_id: ClientMsgId, user: UserId },
+}
+
+// ---- linked devices (issue 12) ----
+
+/// A pairing claim this connection received (the driver keeps its reply subject).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClaimId(pub u64);
+
+/// Why a claim of a pairing code ([`Action::ClaimPairing`]) has no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimError {
+    /// No edge holds a device waiting with the code (wrong, expired, used).
+    NoDevice,
+    /// The bus or the other edge did not answer in time.
+    Unavailable(String),
+}
+
+/// A new device waiting for a logged-in device to link it.
+#[derive(Clone, Debug)]
+struct Pairing {
+    device_name: String,
+    identity_key: Vec<u8>,
+    code: String,
+    expires_ms: u64,
+    /// Claims can arrive (the client has been shown the code).
+    ready: bool,
+    /// The claim being carried out; the code is used.
+    link: Option<PairLink>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PairLink {
+    claim: ClaimId,
+    by: PairClaim,
+    identity: Identity,
+    token: [u8; 32],
+    tries: u32,
 }
 
 /// Why an append has no result.
@@ -146,6 +202,8 @@ enum State {
     VerifyingToken(Identity),
     LoggedIn(Identity),
     Closed,
+    // ---- linked devices (issue 12) ----
+    Pairing(Box<Pairing>),
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +240,13 @@ enum Pending {
         client_msg_id: ClientMsgId,
         peer: UserId,
         blocked: bool,
+    },
+    // ---- linked devices (issue 12) ----
+    /// The `LinkDevice` of a claim of this (new) device's pairing code.
+    PairLink,
+    /// A `LinkDevice` frame's claim, out at the edge of the waiting device.
+    PairClaim {
+        client_msg_id: ClientMsgId,
     },
 }
 
@@ -377,6 +442,26 @@ impl Session {
                 self.verify_otp(now_ms, &phone, &code, device_name, identity_key, pin, otp)
             }
             (State::Anonymous, ClientFrame::Login { user, device, token }) => self.login(now_ms, user, device, &token),
+            (State::Anonymous | State::Pairing(_), ClientFrame::PairRequest { device_name, identity_key }) => {
+                self.pair_request(now_ms, device_name, identity_key)
+            }
+            (
+                State::Pairing(_),
+                ClientFrame::RequestOtp { .. } | ClientFrame::VerifyOtp { .. } | ClientFrame::Login { .. },
+            ) => self.error(EdgeErrorCode::Forbidden, "this connection waits to be linked: open another one", None),
+            (State::LoggedIn(_), ClientFrame::PairRequest { .. }) => {
+                self.error(EdgeErrorCode::Forbidden, "this connection is already authenticated", None)
+            }
+            (State::LoggedIn(id), ClientFrame::LinkDevice { client_msg_id, code }) => {
+                let id = *id;
+                self.link_device(now_ms, id, client_msg_id, &code)
+            }
+            (State::LoggedIn(id), ClientFrame::ListDevices { client_msg_id }) => {
+                let user = id.user;
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    self.actions.push_back(Action::ListDevices { client_msg_id, user });
+                }
+            }
             (
                 State::LoggedIn(_),
                 ClientFrame::RequestOtp { .. } | ClientFrame::VerifyOtp { .. } | ClientFrame::Login { .. },
@@ -485,7 +570,9 @@ impl Session {
                 | ClientFrame::UnlinkDevice { client_msg_id, .. }
                 | ClientFrame::Logout { client_msg_id }
                 | ClientFrame::Block { client_msg_id, .. }
-                | ClientFrame::Group { client_msg_id, .. },
+                | ClientFrame::Group { client_msg_id, .. }
+                | ClientFrame::LinkDevice { client_msg_id, .. }
+                | ClientFrame::ListDevices { client_msg_id },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }
@@ -500,7 +587,11 @@ impl Session {
             TokenVerdict::Invalid => {
                 self.state = State::Anonymous;
                 self.logins_failed += 1;
-                self.error(EdgeErrorCode::Unauthenticated, "unknown device or token", None);
+                self.error(
+                    EdgeErrorCode::Unauthenticated,
+                    "unknown device or token: the device was unlinked or logged out, or its token is wrong",
+                    None,
+                );
                 if self.logins_failed >= self.config.logins_failed_max {
                     self.close(EdgeErrorCode::Unauthenticated, "too many failed logins");
                 }
@@ -525,6 +616,10 @@ impl Session {
         }
         match pending {
             Pending::Register => self.registration_step(result),
+            Pending::PairLink => self.pair_link_step(now_ms, result),
+            Pending::PairClaim { client_msg_id } => {
+                self.error(EdgeErrorCode::Internal, "a pairing claim answered as an append", Some(client_msg_id))
+            }
             Pending::OtpFailure { code, message } => match result {
                 Ok(Err(Rejection { code: RejectCode::Locked, message })) => {
                     self.error(EdgeErrorCode::PhoneLocked, message, None)
@@ -702,6 +797,213 @@ impl Session {
             return;
         }
         self.actions.push_back(Action::Deliver(ServerFrame::DeviceNotice { kind, device, at_ms }));
+    }
+
+    // ---- linked devices (issue 12) ----------------------------------------------
+
+    /// The [`Action::AwaitPairing`] is in place (`ok`): claims can arrive,
+    /// so the client is shown its code. Not `ok`: the bus refused, the client
+    /// hears `Unavailable`.
+    pub fn handle_pairing_ready(&mut self, now_ms: u64, ok: bool) {
+        let State::Pairing(p) = &mut self.state else { return };
+        if p.ready || p.link.is_some() {
+            return;
+        }
+        if !ok {
+            self.state = State::Anonymous;
+            return self.error(EdgeErrorCode::Unavailable, "pairing is unavailable right now: retry", None);
+        }
+        p.ready = true;
+        let frame = ServerFrame::PairCode { code: p.code.clone(), expires_in_ms: p.expires_ms.saturating_sub(now_ms) };
+        self.send(frame);
+    }
+
+    /// The pairing code's time is over and no claim came: the waiting device
+    /// is told (`BadPairingCode`) and may ask for a new code.
+    pub fn handle_pairing_expired(&mut self, now_ms: u64) {
+        let State::Pairing(p) = &self.state else { return };
+        if p.link.is_some() || now_ms < p.expires_ms {
+            return;
+        }
+        self.state = State::Anonymous;
+        self.error(EdgeErrorCode::BadPairingCode, "the pairing code expired: ask for a new one", None);
+    }
+
+    /// A logged-in device (`claim`, at any edge) links this connection's
+    /// device with its pairing code. The first live claim is carried out as
+    /// one `LinkDevice` append with the new device's session, in the name of
+    /// the claiming device; every other claim (a second one, one after the
+    /// code's expiry, one on a connection that waits for nothing) is answered
+    /// `BadPairingCode` at once. The answer to the claimant is
+    /// [`Action::AnswerClaim`].
+    pub fn handle_pair_claim(&mut self, now_ms: u64, id: ClaimId, claim: PairClaim) {
+        let cmid = Some(claim.client_msg_id);
+        let refuse = |message: &str| ServerFrame::Error {
+            code: EdgeErrorCode::BadPairingCode,
+            message: message.to_owned(),
+            client_msg_id: cmid,
+            retry_after_ms: None,
+        };
+        let State::Pairing(p) = &mut self.state else {
+            let frame = refuse("no device is waiting with this code: it is wrong, expired or used");
+            return self.actions.push_back(Action::AnswerClaim { claim: id, frame });
+        };
+        if p.link.is_some() || !p.ready {
+            let frame = refuse("this pairing code is used");
+            return self.actions.push_back(Action::AnswerClaim { claim: id, frame });
+        }
+        if now_ms >= p.expires_ms {
+            let frame = refuse("this pairing code expired");
+            self.actions.push_back(Action::AnswerClaim { claim: id, frame });
+            self.actions.push_back(Action::StopPairing);
+            self.state = State::Anonymous;
+            return self.error(EdgeErrorCode::BadPairingCode, "the pairing code expired: ask for a new one", None);
+        }
+        let mut token = [0u8; 32];
+        self.entropy.fill(&mut token);
+        token[..8].copy_from_slice(&now_ms.saturating_add(self.config.token_lifetime_ms).to_be_bytes());
+        token[8..16].copy_from_slice(&now_ms.to_be_bytes());
+        let identity = Identity { user: claim.user, device: self.random_device() };
+        let link = PairLink { claim: id, by: claim, identity, token, tries: 0 };
+        let State::Pairing(p) = &mut self.state else { return };
+        p.link = Some(link);
+        // Single use: no further claim reaches this connection.
+        self.actions.push_back(Action::StopPairing);
+        self.append_pair_link();
+    }
+
+    fn append_pair_link(&mut self) {
+        let State::Pairing(p) = &self.state else { return };
+        let Some(link) = p.link else { return };
+        let body = CommandBody::LinkDevice {
+            device: link.identity.device,
+            identity_key: p.identity_key.clone(),
+            name: p.device_name.clone(),
+            token_hash: Some(token_hash(&link.token)),
+        };
+        // In the claiming device's name, as if it had sent the command.
+        let origin = Origin { user: link.by.user, device: link.by.device, client_msg_id: link.by.client_msg_id };
+        self.append(Pending::PairLink, Command { origin, body });
+    }
+
+    fn pair_link_step(&mut self, now_ms: u64, result: Result<CommandResult, AppendError>) {
+        let State::Pairing(p) = &mut self.state else { return };
+        let Some(link) = p.link.as_mut() else { return };
+        let cmid = link.by.client_msg_id;
+        let (code, message) = match result {
+            Ok(Ok(_)) => {
+                let (claim, identity, token) = (link.claim, link.identity, link.token);
+                let frame = ServerFrame::Done { client_msg_id: cmid, at: None };
+                self.actions.push_back(Action::AnswerClaim { claim, frame });
+                self.history_from_ms = Some(now_ms);
+                return self.logged_in(identity, Some(token));
+            }
+            // Another device of the user has this id: try another.
+            Ok(Err(Rejection { code: RejectCode::AlreadyExists, .. })) if link.tries + 1 < LINK_TRIES_MAX => {
+                link.tries += 1;
+                let mut b = [0u8; 4];
+                self.entropy.fill(&mut b);
+                link.identity.device = DeviceId(u32::from_le_bytes(b).max(1));
+                return self.append_pair_link();
+            }
+            Ok(Err(r)) => (r.code.to_edge(), format!("link refused: {}", r.message)),
+            Err(e) => (append_error_code(&e), format!("the link's outcome is unknown: {e}")),
+        };
+        let claim = link.claim;
+        self.state = State::Anonymous;
+        let mut message = message;
+        truncate(&mut message, chorus_schema::MAX_MESSAGE_BYTES);
+        let frame =
+            ServerFrame::Error { code, message: message.clone(), client_msg_id: Some(cmid), retry_after_ms: None };
+        self.actions.push_back(Action::AnswerClaim { claim, frame });
+        self.error(code, message, None);
+    }
+
+    /// The answer to [`Action::ClaimPairing`] `correlation`: the waiting
+    /// device's edge said `Done` or `Error` (passed on to the client), or
+    /// nobody waits with the code (`BadPairingCode`), or nobody answered
+    /// (`Unavailable`). Unknown correlations are ignored.
+    pub fn handle_pair_answered(&mut self, correlation: Correlation, answer: Result<ServerFrame, ClaimError>) {
+        if self.is_closed() {
+            return;
+        }
+        let Some(Pending::PairClaim { client_msg_id }) = self.pending.remove(&correlation) else { return };
+        let cmid = Some(client_msg_id);
+        match answer {
+            Ok(frame @ ServerFrame::Done { client_msg_id: c, .. }) if c == client_msg_id => self.send(frame),
+            Ok(frame @ ServerFrame::Error { client_msg_id: c, .. }) if c == cmid => self.send(frame),
+            Ok(other) => self.error(
+                EdgeErrorCode::Internal,
+                format!("the waiting device's edge answered {}", other.kind()),
+                cmid,
+            ),
+            Err(ClaimError::NoDevice) => self.error(
+                EdgeErrorCode::BadPairingCode,
+                "no device is waiting with this code: it is wrong, expired or used",
+                cmid,
+            ),
+            Err(ClaimError::Unavailable(m)) => {
+                self.error(EdgeErrorCode::Unavailable, format!("the pairing did not answer: {m}"), cmid)
+            }
+        }
+    }
+
+    /// The devices view's answer to [`Action::ListDevices`]: the user's
+    /// devices, or `None` when the view could not answer (`Unavailable`).
+    pub fn handle_devices_listed(&mut self, client_msg_id: ClientMsgId, devices: Option<Vec<DeviceInfo>>) {
+        if self.identity().is_none() {
+            return;
+        }
+        match devices {
+            Some(devices) => self.send(ServerFrame::DeviceList { client_msg_id, devices }),
+            None => {
+                self.error(EdgeErrorCode::Unavailable, "the devices view did not answer: retry", Some(client_msg_id))
+            }
+        }
+    }
+
+    fn pair_request(&mut self, now_ms: u64, device_name: String, identity_key: Vec<u8>) {
+        if let Some((limits, source)) = &self.limits {
+            if let Err(r) = limits.login(*source) {
+                return self.rate_limited(r, None);
+            }
+        }
+        if let State::Pairing(p) = &self.state {
+            if p.link.is_some() {
+                return self.error(EdgeErrorCode::RateLimited, "a link of this device is under way", None);
+            }
+        }
+        let mut b = [0u8; 8];
+        self.entropy.fill(&mut b);
+        let code = pairing_code(u64::from_le_bytes(b));
+        let Ok(code_hash) = pairing_code_hash(&code) else {
+            return self.error(EdgeErrorCode::Internal, "made an invalid pairing code", None);
+        };
+        let ttl_ms = self.config.pairing_code_ttl_ms;
+        let expires_ms = now_ms.saturating_add(ttl_ms);
+        let pairing = Pairing { device_name, identity_key, code, expires_ms, ready: false, link: None };
+        self.state = State::Pairing(Box::new(pairing));
+        self.actions.push_back(Action::AwaitPairing { code_hash, ttl_ms });
+    }
+
+    fn link_device(&mut self, now_ms: u64, id: Identity, client_msg_id: ClientMsgId, code: &str) {
+        if self.refuse_reserved(client_msg_id) {
+            return;
+        }
+        let Ok(code_hash) = pairing_code_hash(code) else {
+            let message = format!(
+                "a pairing code is {} characters of 0-9 and A-Z (the new device shows it)",
+                chorus_schema::edge::PAIRING_CODE_CHARS
+            );
+            return self.error(EdgeErrorCode::BadPairingCode, message, Some(client_msg_id));
+        };
+        if !self.admit(now_ms, Some(client_msg_id)) {
+            return;
+        }
+        let correlation = self.correlation();
+        self.pending.insert(correlation, Pending::PairClaim { client_msg_id });
+        let claim = PairClaim { user: id.user, device: id.device, client_msg_id };
+        self.actions.push_back(Action::ClaimPairing { correlation, code_hash, claim });
     }
 
     /// Every message of this user in `chat` up to `up_to_seq` now has `status`

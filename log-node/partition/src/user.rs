@@ -10,8 +10,8 @@ use crate::state::Decision;
 
 /// How long a status post stays visible.
 pub const STATUS_TTL_MS: u64 = 24 * 60 * 60 * 1000;
-/// Devices one user may link at once (the primary and its companions).
-pub const MAX_DEVICES_PER_USER: usize = 16;
+/// Devices one user may link at once: the primary and 4 companions.
+pub use chorus_schema::MAX_DEVICES_PER_USER;
 /// Unclaimed one-time prekeys one device may hold.
 pub const MAX_PREKEYS_PER_DEVICE: usize = 1024;
 /// Users one user may block.
@@ -121,6 +121,20 @@ pub(crate) fn blocked(kv: &impl Kv, user: UserId) -> Vec<UserId> {
     kv.scan(prefix.bytes(), usize::MAX).into_iter().map(|(k, _)| UserId(kv::u64_at(&k, 9))).collect()
 }
 
+/// `TooManyDevices` if the user has no room for another device.
+fn check_device_room(u: &UserHead) -> Result<(), Rejection> {
+    if u.devices.len() >= MAX_DEVICES_PER_USER {
+        return Err(reject(
+            RejectCode::TooManyDevices,
+            format!(
+                "a user links at most {MAX_DEVICES_PER_USER} devices (the primary and {} companions): unlink one first",
+                MAX_DEVICES_PER_USER - 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn reject(code: RejectCode, message: impl Into<String>) -> Rejection {
     Rejection::new(code, message)
 }
@@ -160,12 +174,7 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
                 if u.devices.contains_key(device) {
                     return Err(reject(RejectCode::AlreadyExists, format!("device {device} is linked")));
                 }
-                if u.devices.len() >= MAX_DEVICES_PER_USER {
-                    return Err(reject(
-                        RejectCode::Invalid,
-                        format!("a user links at most {MAX_DEVICES_PER_USER} devices"),
-                    ));
-                }
+                check_device_room(&u)?;
             }
         }
         events.push(EventBody::DeviceLinked {
@@ -206,22 +215,31 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
     }
     let u = head(kv, me).ok_or_else(|| reject(RejectCode::UnknownUser, format!("user {me} is not registered")))?;
     match body {
-        CommandBody::LinkDevice { device, identity_key, name } => {
+        CommandBody::LinkDevice { device, identity_key, name, token_hash } => {
+            // A pairing is made by a linked, logged-in device of the user.
+            // (Links without a session are older log entries: applied as they were.)
+            if token_hash.is_some() && u.devices.get(&origin.device).is_none_or(|d| d.session.is_none()) {
+                return Err(reject(
+                    RejectCode::Invalid,
+                    format!("device {} of user {me} is not logged in: it cannot link devices", origin.device),
+                ));
+            }
             if u.devices.contains_key(device) {
                 return Err(reject(RejectCode::AlreadyExists, format!("device {device} is linked")));
             }
-            if u.devices.len() >= MAX_DEVICES_PER_USER {
-                return Err(reject(
-                    RejectCode::Invalid,
-                    format!("a user links at most {MAX_DEVICES_PER_USER} devices"),
-                ));
-            }
-            Ok(done(EventBody::DeviceLinked {
+            check_device_room(&u)?;
+            let mut events = vec![EventBody::DeviceLinked {
                 user: me,
                 device: *device,
                 identity_key: identity_key.clone(),
                 name: name.clone(),
-            }))
+            }];
+            // Linked with a pairing code: its session opens with the link, so
+            // a refused link leaves no session and a session no unlinked device.
+            if let Some(token_hash) = token_hash {
+                events.push(EventBody::SessionCreated { user: me, device: *device, token_hash: *token_hash });
+            }
+            Ok(Decision { events, outcome: Outcome::Done })
         }
         CommandBody::UnlinkDevice { device } => {
             if !u.devices.contains_key(device) {

@@ -528,7 +528,7 @@ fn users_register_once_and_must_be_registered() {
     h.must_reject(A, CommandBody::SetPresence { online: true }, RejectCode::UnknownUser);
     h.must_reject(
         A,
-        CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into() },
+        CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into(), token_hash: None },
         RejectCode::UnknownUser,
     );
     h.must_reject(B, CommandBody::ClaimPrekey { target: A, target_device: DeviceId(1) }, RejectCode::UnknownUser);
@@ -537,13 +537,19 @@ fn users_register_once_and_must_be_registered() {
     assert_eq!(events, vec![EventBody::UserRegistered { user: A, phone: "+15550001".into() }]);
     assert_eq!(h.state.phone(A).as_deref(), Some("+15550001"));
     h.must_reject(A, CommandBody::RegisterUser { phone: "+1".into() }, RejectCode::AlreadyExists);
-    h.must_ok(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "phone".into() });
+    h.must_ok(
+        A,
+        CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "phone".into(), token_hash: None },
+    );
     h.must_reject(
         A,
-        CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![2], name: "x".into() },
+        CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![2], name: "x".into(), token_hash: None },
         RejectCode::AlreadyExists,
     );
-    h.must_ok(A, CommandBody::LinkDevice { device: DeviceId(2), identity_key: vec![2], name: "laptop".into() });
+    h.must_ok(
+        A,
+        CommandBody::LinkDevice { device: DeviceId(2), identity_key: vec![2], name: "laptop".into(), token_hash: None },
+    );
     assert_eq!(h.state.devices(A), Some(vec![DeviceId(1), DeviceId(2)]));
     h.must_ok(A, CommandBody::UnlinkDevice { device: DeviceId(2) });
     h.must_reject(A, CommandBody::UnlinkDevice { device: DeviceId(2) }, RejectCode::Invalid);
@@ -560,7 +566,7 @@ fn each_prekey_is_claimed_exactly_once() {
     let dev = DeviceId(1);
     let pk = |id: u32| Prekey { id, key: vec![id as u8; 4] };
     h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(1)] }, RejectCode::Invalid);
-    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![9], name: "p".into() });
+    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![9], name: "p".into(), token_hash: None });
     h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(1), pk(1)] }, RejectCode::Invalid);
     h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![] }, RejectCode::Invalid);
     h.must_ok(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(7), pk(5), pk(6)] });
@@ -584,7 +590,7 @@ fn each_prekey_is_claimed_exactly_once() {
     // Unlinking drops unclaimed prekeys; ids stay above the old high-water mark after relinking.
     h.must_ok(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(8)] });
     h.must_ok(A, CommandBody::UnlinkDevice { device: dev });
-    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![10], name: "p".into() });
+    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![10], name: "p".into(), token_hash: None });
     assert_eq!(h.state.unclaimed_prekeys(A, dev), Some(0));
     h.must_reject(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(5)] }, RejectCode::Invalid);
     h.must_ok(A, CommandBody::UploadPrekeys { device: dev, prekeys: vec![pk(9)] });
@@ -691,7 +697,10 @@ fn oversized_commands_are_invalid() {
 fn snapshot_through_json_and_bincode() {
     let mut h = Harness::new();
     h.register(A);
-    h.must_ok(A, CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into() });
+    h.must_ok(
+        A,
+        CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into(), token_hash: None },
+    );
     h.must_ok(A, CommandBody::UploadPrekeys { device: DeviceId(1), prekeys: vec![Prekey { id: 1, key: vec![1] }] });
     h.must_ok(B, CommandBody::ClaimPrekey { target: A, target_device: DeviceId(1) });
     h.create_group(group_id(1), A, &[B]);
@@ -711,7 +720,7 @@ fn sessions_need_a_linked_device_and_replace_each_other() {
     h.register(A);
     h.must_reject(A, CommandBody::CreateSession { device: dev, token_hash: [1; 32] }, RejectCode::Invalid);
     assert_eq!(h.must_ok(A, CommandBody::RevokeSession { device: dev }), (Outcome::Done, vec![]));
-    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![1], name: "p".into() });
+    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![1], name: "p".into(), token_hash: None });
     assert_eq!(h.state.session(A, dev), None);
 
     let (o, events) = h.must_ok(A, CommandBody::CreateSession { device: dev, token_hash: [1; 32] });
@@ -732,7 +741,7 @@ fn sessions_need_a_linked_device_and_replace_each_other() {
     h.must_ok(A, CommandBody::CreateSession { device: dev, token_hash: [3; 32] });
     h.must_ok(A, CommandBody::UnlinkDevice { device: dev });
     assert_eq!(h.state.session(A, dev), None);
-    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![1], name: "p".into() });
+    h.must_ok(A, CommandBody::LinkDevice { device: dev, identity_key: vec![1], name: "p".into(), token_hash: None });
     assert_eq!(h.state.session(A, dev), None);
 
     // A retried CreateSession appends nothing.

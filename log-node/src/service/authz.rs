@@ -39,8 +39,15 @@ pub fn allows(who: &Principal, request: &Request) -> bool {
 /// would open a session on an account without it (say, from a stolen edge
 /// certificate). No edge sends them any more; the state machine still applies
 /// them where older log entries hold them, so replicas and replays agree.
+///
+/// A `LinkDevice` **with** a token hash is a pairing (issue 12): a logged-in
+/// device of the user links a new one with a one-time code, and the edge
+/// holding the new device appends the link in the linking device's name. It
+/// is admitted; the user partition checks that the linking device is linked
+/// and logged in. Like every append, it rests on the edge's identity.
 pub fn superseded(body: &CommandBody) -> Option<&'static str> {
     match body {
+        CommandBody::LinkDevice { token_hash: Some(_), .. } => None,
         CommandBody::RegisterUser { .. } | CommandBody::LinkDevice { .. } | CommandBody::CreateSession { .. } => {
             Some("superseded by RegisterDevice (which checks the registration PIN): refused from every client")
         }
@@ -118,7 +125,8 @@ mod tests {
     fn the_superseded_account_commands_are_refused() {
         use chorus_schema::{DeviceId, UserId};
         let session = CommandBody::CreateSession { device: DeviceId(1), token_hash: [0; 32] };
-        let link = CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "x".into() };
+        let link =
+            CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "x".into(), token_hash: None };
         let user = CommandBody::RegisterUser { phone: "+1".into() };
         assert!([session, link, user].iter().all(|b| superseded(b).is_some()));
         let send = CommandBody::SendDirect { recipient: UserId(2), ciphertext: vec![1], media: None };
@@ -131,6 +139,13 @@ mod tests {
             pin_hash: None,
         };
         assert!(superseded(&send).is_none() && superseded(&register).is_none());
+        let pairing = CommandBody::LinkDevice {
+            device: DeviceId(1),
+            identity_key: vec![1],
+            name: "x".into(),
+            token_hash: Some([1; 32]),
+        };
+        assert!(superseded(&pairing).is_none(), "a pairing link is admitted");
     }
 
     #[test]

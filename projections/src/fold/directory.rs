@@ -6,8 +6,9 @@
 //! The same as the state machine's user fold (`chorus_partition`), so that the
 //! view equals its state:
 //! - `UserRegistered` registers the user, once.
-//! - `DeviceLinked` adds a device, without a session; `DeviceUnlinked` removes
-//!   it, and its session with it (the state machine logs no `SessionRevoked`
+//! - `DeviceLinked` adds a device, without a session, with its name and link
+//!   time (the event's time: `ListDevices`); `DeviceUnlinked` removes
+//!   it, and its session and name with it (the state machine logs no `SessionRevoked`
 //!   for an unlinked device: the unlink ends the session).
 //! - `SessionCreated` sets the device's token hash, replacing any earlier one:
 //!   the live token is the last one created.
@@ -42,6 +43,14 @@ pub struct Device {
     pub token_hash: Option<[u8; 32]>,
 }
 
+/// A linked device's name and link time (a key family of its own, `0x52`,
+/// so that [`Device`]'s stored format is unchanged).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub linked_at_ms: u64,
+}
+
 /// Folds one user-partition event into the directory; ignores every other event.
 ///
 /// # Errors
@@ -58,13 +67,15 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
             }
             txn.put(&key, &[]);
         }
-        EventBody::DeviceLinked { user, device, .. } => {
+        EventBody::DeviceLinked { user, device, name, .. } => {
             registered(txn, *user, kind)?;
             let key = keys::device(*user, *device);
             if txn.get(&key)?.is_some() {
                 return Err(Error::inconsistent_user(*user, kind, format!("device {device} linked twice")));
             }
             put_value(txn, &key, &Device::default());
+            let info = DeviceInfo { name: name.clone(), linked_at_ms: record.event.at_ms };
+            put_value(txn, &keys::device_info(*user, *device), &info);
             effects.push(Effect::Account { user: *user, device: *device, change: DeviceNoticeKind::Linked });
         }
         EventBody::DeviceUnlinked { user, device } => {
@@ -74,6 +85,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
                 return Err(Error::inconsistent_user(*user, kind, format!("device {device} is not linked")));
             }
             txn.delete(&key);
+            txn.delete(&keys::device_info(*user, *device));
             effects.push(Effect::Account { user: *user, device: *device, change: DeviceNoticeKind::Unlinked });
         }
         EventBody::SessionCreated { user, device, token_hash } => {
@@ -139,6 +151,25 @@ pub fn devices<T: Txn + ?Sized>(txn: &T, user: UserId) -> Result<Vec<(DeviceId, 
     let mut out = Vec::new();
     for_each_prefix(txn, &keys::devices_of(user), |k, v| -> Result<()> {
         out.push((DeviceId(keys::u32_at(k, keys::AFTER_USER)), decode(k, v)?));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// The linked devices of `user` with their names and link times, in device
+/// id order (`ListDevices`).
+///
+/// # Errors
+/// [`Error::Store`] if the store fails.
+pub fn device_list<T: Txn + ?Sized>(txn: &T, user: UserId) -> Result<Vec<chorus_schema::edge::DeviceInfo>> {
+    let mut out = Vec::new();
+    for_each_prefix(txn, &keys::device_infos_of(user), |k, v| -> Result<()> {
+        let info: DeviceInfo = decode(k, v)?;
+        out.push(chorus_schema::edge::DeviceInfo {
+            device: DeviceId(keys::u32_at(k, keys::AFTER_USER)),
+            name: info.name,
+            linked_at_ms: info.linked_at_ms,
+        });
         Ok(())
     })?;
     Ok(out)
@@ -227,6 +258,22 @@ mod tests {
         apply(&mut txn, &record(21, linked(1)), &mut Vec::new()).unwrap();
         txn.commit();
         assert_eq!(super::session(&store.begin(), U, DeviceId(1)).unwrap(), None);
+    }
+
+    #[test]
+    fn device_list_has_names_and_link_times() {
+        let mut store = MemStore::new();
+        fold(&mut store, vec![EventBody::UserRegistered { user: U, phone: "1".into() }, linked(3), linked(1)]).unwrap();
+        let list = device_list(&store.begin(), U).unwrap();
+        let ids: Vec<(u32, String, u64)> = list.into_iter().map(|d| (d.device.0, d.name, d.linked_at_ms)).collect();
+        // `record` stamps every event at 0; the offsets order the folds.
+        assert_eq!(ids, vec![(1, "d".to_string(), 0), (3, "d".to_string(), 0)]);
+        let mut txn = store.begin();
+        apply(&mut txn, &record(9, EventBody::DeviceUnlinked { user: U, device: DeviceId(3) }), &mut Vec::new())
+            .unwrap();
+        txn.commit();
+        let ids: Vec<u32> = device_list(&store.begin(), U).unwrap().into_iter().map(|d| d.device.0).collect();
+        assert_eq!(ids, vec![1]);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! | `0x41` | `41 ‖ chat ‖ sender ‖ seq` | `()`: a message of sender not yet read by all | receipt_status |
 //! | `0x50` | `50 ‖ user` | `()`: the user is registered | directory |
 //! | `0x51` | `51 ‖ user ‖ device` | [`directory::Device`](crate::fold::directory::Device): a linked device and its session | directory |
+//! | `0x52` | `52 ‖ user ‖ device` | [`directory::DeviceInfo`](crate::fold::directory::DeviceInfo): a linked device's name and link time | directory |
 //! | `0x60` | `60 ‖ user ‖ chat ‖ seq` | offset `u64` of the item's record in the chat's partition | inbox |
 //!
 //! Tags are spaced so that a view can add a key family next to its own. A tag is
@@ -35,6 +36,8 @@ pub const TICKS: u8 = 0x40;
 pub const PENDING: u8 = 0x41;
 pub const USERS: u8 = 0x50;
 pub const DEVICES: u8 = 0x51;
+/// Linked devices' names and link times (issue 12).
+pub const DEVICE_INFO: u8 = 0x52;
 pub const INBOX: u8 = 0x60;
 
 struct Key(Vec<u8>);
@@ -153,6 +156,16 @@ pub fn device(user: UserId, device: DeviceId) -> Vec<u8> {
 /// `51 ‖ user`: every linked device of a user.
 pub fn devices_of(user: UserId) -> Vec<u8> {
     Key::new(DEVICES).user(user).0
+}
+
+/// `52 ‖ user ‖ device`.
+pub fn device_info(user: UserId, device: DeviceId) -> Vec<u8> {
+    Key::new(DEVICE_INFO).user(user).device(device).0
+}
+
+/// `52 ‖ user`: the names and link times of a user's linked devices.
+pub fn device_infos_of(user: UserId) -> Vec<u8> {
+    Key::new(DEVICE_INFO).user(user).0
 }
 
 /// `60 ‖ user ‖ chat ‖ seq`.

@@ -593,10 +593,10 @@ pub struct CommandBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_CODE: u8 = 11;
+pub const ENUM_MAX_REJECT_CODE: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 12] = [
+pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 13] = [
   RejectCode::NotMember,
   RejectCode::NotAdmin,
   RejectCode::UnknownChat,
@@ -609,6 +609,7 @@ pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 12] = [
   RejectCode::Locked,
   RejectCode::PinRequired,
   RejectCode::Blocked,
+  RejectCode::TooManyDevices,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -628,9 +629,10 @@ impl RejectCode {
   pub const Locked: Self = Self(9);
   pub const PinRequired: Self = Self(10);
   pub const Blocked: Self = Self(11);
+  pub const TooManyDevices: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NotMember,
     Self::NotAdmin,
@@ -644,6 +646,7 @@ impl RejectCode {
     Self::Locked,
     Self::PinRequired,
     Self::Blocked,
+    Self::TooManyDevices,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -660,6 +663,7 @@ impl RejectCode {
       Self::Locked => Some("Locked"),
       Self::PinRequired => Some("PinRequired"),
       Self::Blocked => Some("Blocked"),
+      Self::TooManyDevices => Some("TooManyDevices"),
       _ => None,
     }
   }
@@ -8323,6 +8327,9 @@ impl ::core::fmt::Debug for RegisterUser<'_> {
 pub enum LinkDeviceOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// Links a companion device of the origin user. With `token_hash` (a pairing
+/// code's link), the device's session is opened in the same command, so a
+/// link that fails leaves neither. At most MAX_DEVICES_PER_USER devices.
 pub struct LinkDevice<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -8339,6 +8346,7 @@ impl<'a> LinkDevice<'a> {
   pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
   pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 6;
   pub const VT_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TOKEN_HASH: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8350,6 +8358,7 @@ impl<'a> LinkDevice<'a> {
     args: &'args LinkDeviceArgs<'args>
   ) -> ::flatbuffers::WIPOffset<LinkDevice<'bldr>> {
     let mut builder = LinkDeviceBuilder::new(_fbb);
+    if let Some(x) = args.token_hash { builder.add_token_hash(x); }
     if let Some(x) = args.name { builder.add_name(x); }
     if let Some(x) = args.identity_key { builder.add_identity_key(x); }
     builder.add_device(args.device);
@@ -8378,6 +8387,13 @@ impl<'a> LinkDevice<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkDevice::VT_NAME, None).unwrap()}
   }
+  #[inline]
+  pub fn token_hash(&self) -> Option<&'a Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(LinkDevice::VT_TOKEN_HASH, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LinkDevice<'_> {
@@ -8389,6 +8405,7 @@ impl ::flatbuffers::Verifiable for LinkDevice<'_> {
      .visit_field::<u32>("device", Self::VT_DEVICE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<Blake3Digest>("token_hash", Self::VT_TOKEN_HASH, false)?
      .finish();
     Ok(())
   }
@@ -8397,6 +8414,7 @@ pub struct LinkDeviceArgs<'a> {
     pub device: u32,
     pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub token_hash: Option<&'a Blake3Digest>,
 }
 impl<'a> Default for LinkDeviceArgs<'a> {
   #[inline]
@@ -8405,6 +8423,7 @@ impl<'a> Default for LinkDeviceArgs<'a> {
       device: 0,
       identity_key: None, // required field
       name: None, // required field
+      token_hash: None,
     }
   }
 }
@@ -8425,6 +8444,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkDeviceBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkDevice::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_token_hash(&mut self, token_hash: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(LinkDevice::VT_TOKEN_HASH, token_hash);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkDeviceBuilder<'a, 'b, A> {
@@ -8449,6 +8472,7 @@ impl ::core::fmt::Debug for LinkDevice<'_> {
       ds.field("device", &self.device());
       ds.field("identity_key", &self.identity_key());
       ds.field("name", &self.name());
+      ds.field("token_hash", &self.token_hash());
       ds.finish()
   }
 }
@@ -15027,10 +15051,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 12;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 13] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 16] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -15044,6 +15068,9 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 13] = [
   ClientFrameBody::Logout,
   ClientFrameBody::Block,
   ClientFrameBody::Group,
+  ClientFrameBody::PairRequest,
+  ClientFrameBody::LinkDevice,
+  ClientFrameBody::ListDevices,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15064,9 +15091,12 @@ impl ClientFrameBody {
   pub const Logout: Self = Self(10);
   pub const Block: Self = Self(11);
   pub const Group: Self = Self(12);
+  pub const PairRequest: Self = Self(13);
+  pub const LinkDevice: Self = Self(14);
+  pub const ListDevices: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -15081,6 +15111,9 @@ impl ClientFrameBody {
     Self::Logout,
     Self::Block,
     Self::Group,
+    Self::PairRequest,
+    Self::LinkDevice,
+    Self::ListDevices,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15098,6 +15131,9 @@ impl ClientFrameBody {
       Self::Logout => Some("Logout"),
       Self::Block => Some("Block"),
       Self::Group => Some("Group"),
+      Self::PairRequest => Some("PairRequest"),
+      Self::LinkDevice => Some("LinkDevice"),
+      Self::ListDevices => Some("ListDevices"),
       _ => None,
     }
   }
@@ -15157,10 +15193,10 @@ pub struct ClientFrameBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u8 = 16;
+pub const ENUM_MAX_ERROR_CODE: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::BadFrame,
   ErrorCode::FrameTooLarge,
   ErrorCode::Unauthenticated,
@@ -15178,6 +15214,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::PinRequired,
   ErrorCode::TokenExpired,
   ErrorCode::Revoked,
+  ErrorCode::TooManyDevices,
+  ErrorCode::BadPairingCode,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15202,9 +15240,11 @@ impl ErrorCode {
   pub const PinRequired: Self = Self(14);
   pub const TokenExpired: Self = Self(15);
   pub const Revoked: Self = Self(16);
+  pub const TooManyDevices: Self = Self(17);
+  pub const BadPairingCode: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::FrameTooLarge,
@@ -15223,6 +15263,8 @@ impl ErrorCode {
     Self::PinRequired,
     Self::TokenExpired,
     Self::Revoked,
+    Self::TooManyDevices,
+    Self::BadPairingCode,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15244,6 +15286,8 @@ impl ErrorCode {
       Self::PinRequired => Some("PinRequired"),
       Self::TokenExpired => Some("TokenExpired"),
       Self::Revoked => Some("Revoked"),
+      Self::TooManyDevices => Some("TooManyDevices"),
+      Self::BadPairingCode => Some("BadPairingCode"),
       _ => None,
     }
   }
@@ -15389,10 +15433,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 12;
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 13] = [
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 15] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -15406,6 +15450,8 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 13] = [
   ServerFrameBody::Done,
   ServerFrameBody::DeviceNotice,
   ServerFrameBody::ChatChange,
+  ServerFrameBody::PairCode,
+  ServerFrameBody::DeviceList,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15426,9 +15472,11 @@ impl ServerFrameBody {
   pub const Done: Self = Self(10);
   pub const DeviceNotice: Self = Self(11);
   pub const ChatChange: Self = Self(12);
+  pub const PairCode: Self = Self(13);
+  pub const DeviceList: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -15443,6 +15491,8 @@ impl ServerFrameBody {
     Self::Done,
     Self::DeviceNotice,
     Self::ChatChange,
+    Self::PairCode,
+    Self::DeviceList,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15460,6 +15510,8 @@ impl ServerFrameBody {
       Self::Done => Some("Done"),
       Self::DeviceNotice => Some("DeviceNotice"),
       Self::ChatChange => Some("ChatChange"),
+      Self::PairCode => Some("PairCode"),
+      Self::DeviceList => Some("DeviceList"),
       _ => None,
     }
   }
@@ -17486,6 +17538,337 @@ impl ::core::fmt::Debug for Group<'_> {
       ds.finish()
   }
 }
+pub enum PairRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A new device, not logged in, asks for a pairing code (what a QR code
+/// would show): answered `PairCode`, then `Registered` once a logged-in
+/// device of the user links it with the code (at any edge), or `Error`.
+pub struct PairRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PairRequest<'a> {
+  type Inner = PairRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PairRequest<'a> {
+  pub const VT_DEVICE_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PairRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PairRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PairRequest<'bldr>> {
+    let mut builder = PairRequestBuilder::new(_fbb);
+    if let Some(x) = args.identity_key { builder.add_identity_key(x); }
+    if let Some(x) = args.device_name { builder.add_device_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device_name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PairRequest::VT_DEVICE_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn identity_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PairRequest::VT_IDENTITY_KEY, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PairRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("device_name", Self::VT_DEVICE_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PairRequestArgs<'a> {
+    pub device_name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PairRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PairRequestArgs {
+      device_name: None, // required field
+      identity_key: None, // required field
+    }
+  }
+}
+
+pub struct PairRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PairRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device_name(&mut self, device_name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PairRequest::VT_DEVICE_NAME, device_name);
+  }
+  #[inline]
+  pub fn add_identity_key(&mut self, identity_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PairRequest::VT_IDENTITY_KEY, identity_key);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PairRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PairRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PairRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PairRequest::VT_DEVICE_NAME,"device_name");
+    self.fbb_.required(o, PairRequest::VT_IDENTITY_KEY,"identity_key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PairRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PairRequest");
+      ds.field("device_name", &self.device_name());
+      ds.field("identity_key", &self.identity_key());
+      ds.finish()
+  }
+}
+pub enum LinkDeviceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A logged-in device links the new device that shows `code`. Answered
+/// `Done`, or `Error` (`BadPairingCode`, `TooManyDevices`).
+pub struct LinkDevice<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LinkDevice<'a> {
+  type Inner = LinkDevice<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LinkDevice<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LinkDevice { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LinkDeviceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LinkDevice<'bldr>> {
+    let mut builder = LinkDeviceBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.code { builder.add_code(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LinkDevice::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn code(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(LinkDevice::VT_CODE, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LinkDevice<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("code", Self::VT_CODE, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LinkDeviceArgs<'a> {
+    pub client_msg_id: u64,
+    pub code: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for LinkDeviceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LinkDeviceArgs {
+      client_msg_id: 0,
+      code: None, // required field
+    }
+  }
+}
+
+pub struct LinkDeviceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkDeviceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(LinkDevice::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_code(&mut self, code: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkDevice::VT_CODE, code);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkDeviceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LinkDeviceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkDevice<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, LinkDevice::VT_CODE,"code");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LinkDevice<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LinkDevice");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("code", &self.code());
+      ds.finish()
+  }
+}
+pub enum ListDevicesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The user's linked devices: answered `DeviceList`.
+pub struct ListDevices<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListDevices<'a> {
+  type Inner = ListDevices<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListDevices<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListDevices { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListDevicesArgs
+  ) -> ::flatbuffers::WIPOffset<ListDevices<'bldr>> {
+    let mut builder = ListDevicesBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListDevices::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListDevices<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListDevicesArgs {
+    pub client_msg_id: u64,
+}
+impl<'a> Default for ListDevicesArgs {
+  #[inline]
+  fn default() -> Self {
+    ListDevicesArgs {
+      client_msg_id: 0,
+    }
+  }
+}
+
+pub struct ListDevicesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListDevicesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ListDevices::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListDevicesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListDevicesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListDevices<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListDevices<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListDevices");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -17703,6 +18086,48 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_pair_request(&self) -> Option<PairRequest<'a>> {
+    if self.body_type() == ClientFrameBody::PairRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PairRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_link_device(&self) -> Option<LinkDevice<'a>> {
+    if self.body_type() == ClientFrameBody::LinkDevice {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LinkDevice::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_devices(&self) -> Option<ListDevices<'a>> {
+    if self.body_type() == ClientFrameBody::ListDevices {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListDevices::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -17725,6 +18150,9 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::Logout => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Logout>>("ClientFrameBody::Logout", pos),
           ClientFrameBody::Block => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Block>>("ClientFrameBody::Block", pos),
           ClientFrameBody::Group => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Group>>("ClientFrameBody::Group", pos),
+          ClientFrameBody::PairRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PairRequest>>("ClientFrameBody::PairRequest", pos),
+          ClientFrameBody::LinkDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkDevice>>("ClientFrameBody::LinkDevice", pos),
+          ClientFrameBody::ListDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListDevices>>("ClientFrameBody::ListDevices", pos),
           _ => Ok(()),
         }
      })?
@@ -17859,6 +18287,27 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::Group => {
           if let Some(x) = self.body_as_group() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::PairRequest => {
+          if let Some(x) = self.body_as_pair_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::LinkDevice => {
+          if let Some(x) = self.body_as_link_device() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::ListDevices => {
+          if let Some(x) = self.body_as_list_devices() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -19584,6 +20033,368 @@ impl ::core::fmt::Debug for ChatChange<'_> {
       ds.finish()
   }
 }
+pub enum PairCodeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The pairing code of a `PairRequest`: single use, valid `expires_in_ms`.
+pub struct PairCode<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PairCode<'a> {
+  type Inner = PairCode<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PairCode<'a> {
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_EXPIRES_IN_MS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PairCode { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PairCodeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PairCode<'bldr>> {
+    let mut builder = PairCodeBuilder::new(_fbb);
+    builder.add_expires_in_ms(args.expires_in_ms);
+    if let Some(x) = args.code { builder.add_code(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn code(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PairCode::VT_CODE, None).unwrap()}
+  }
+  #[inline]
+  pub fn expires_in_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PairCode::VT_EXPIRES_IN_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PairCode<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("code", Self::VT_CODE, true)?
+     .visit_field::<u64>("expires_in_ms", Self::VT_EXPIRES_IN_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PairCodeArgs<'a> {
+    pub code: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub expires_in_ms: u64,
+}
+impl<'a> Default for PairCodeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PairCodeArgs {
+      code: None, // required field
+      expires_in_ms: 0,
+    }
+  }
+}
+
+pub struct PairCodeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PairCodeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_code(&mut self, code: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PairCode::VT_CODE, code);
+  }
+  #[inline]
+  pub fn add_expires_in_ms(&mut self, expires_in_ms: u64) {
+    self.fbb_.push_slot::<u64>(PairCode::VT_EXPIRES_IN_MS, expires_in_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PairCodeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PairCodeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PairCode<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PairCode::VT_CODE,"code");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PairCode<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PairCode");
+      ds.field("code", &self.code());
+      ds.field("expires_in_ms", &self.expires_in_ms());
+      ds.finish()
+  }
+}
+pub enum DeviceInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One linked device of the user.
+pub struct DeviceInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceInfo<'a> {
+  type Inner = DeviceInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceInfo<'a> {
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LINKED_AT_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceInfo<'bldr>> {
+    let mut builder = DeviceInfoBuilder::new(_fbb);
+    builder.add_linked_at_ms(args.linked_at_ms);
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeviceInfo::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DeviceInfo::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn linked_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceInfo::VT_LINKED_AT_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<u64>("linked_at_ms", Self::VT_LINKED_AT_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceInfoArgs<'a> {
+    pub device: u32,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub linked_at_ms: u64,
+}
+impl<'a> Default for DeviceInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceInfoArgs {
+      device: 0,
+      name: None, // required field
+      linked_at_ms: 0,
+    }
+  }
+}
+
+pub struct DeviceInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DeviceInfo::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceInfo::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_linked_at_ms(&mut self, linked_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(DeviceInfo::VT_LINKED_AT_MS, linked_at_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceInfo::VT_NAME,"name");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceInfo");
+      ds.field("device", &self.device());
+      ds.field("name", &self.name());
+      ds.field("linked_at_ms", &self.linked_at_ms());
+      ds.finish()
+  }
+}
+pub enum DeviceListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `ListDevices`, in device id order.
+pub struct DeviceList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceList<'a> {
+  type Inner = DeviceList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceList<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceList<'bldr>> {
+    let mut builder = DeviceListBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceList::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceInfo<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceInfo>>>>(DeviceList::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeviceInfo>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceListArgs<'a> {
+    pub client_msg_id: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceInfo<'a>>>>>,
+}
+impl<'a> Default for DeviceListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceListArgs {
+      client_msg_id: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct DeviceListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(DeviceList::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeviceInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceList::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceList::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceList");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
 pub enum ServerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -19801,6 +20612,34 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_pair_code(&self) -> Option<PairCode<'a>> {
+    if self.body_type() == ServerFrameBody::PairCode {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PairCode::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_list(&self) -> Option<DeviceList<'a>> {
+    if self.body_type() == ServerFrameBody::DeviceList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -19823,6 +20662,8 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::Done => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Done>>("ServerFrameBody::Done", pos),
           ServerFrameBody::DeviceNotice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceNotice>>("ServerFrameBody::DeviceNotice", pos),
           ServerFrameBody::ChatChange => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatChange>>("ServerFrameBody::ChatChange", pos),
+          ServerFrameBody::PairCode => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PairCode>>("ServerFrameBody::PairCode", pos),
+          ServerFrameBody::DeviceList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceList>>("ServerFrameBody::DeviceList", pos),
           _ => Ok(()),
         }
      })?
@@ -19962,6 +20803,20 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        ServerFrameBody::PairCode => {
+          if let Some(x) = self.body_as_pair_code() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::DeviceList => {
+          if let Some(x) = self.body_as_device_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
@@ -20068,10 +20923,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_QUERY: u8 = 6;
+pub const ENUM_MAX_VIEW_QUERY: u8 = 7;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 7] = [
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 8] = [
   ViewQuery::NONE,
   ViewQuery::ChatListRequest,
   ViewQuery::CursorsRequest,
@@ -20079,6 +20934,7 @@ pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 7] = [
   ViewQuery::SessionRequest,
   ViewQuery::UserRequest,
   ViewQuery::InboxRequest,
+  ViewQuery::DevicesRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -20093,9 +20949,10 @@ impl ViewQuery {
   pub const SessionRequest: Self = Self(4);
   pub const UserRequest: Self = Self(5);
   pub const InboxRequest: Self = Self(6);
+  pub const DevicesRequest: Self = Self(7);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 7;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListRequest,
@@ -20104,6 +20961,7 @@ impl ViewQuery {
     Self::SessionRequest,
     Self::UserRequest,
     Self::InboxRequest,
+    Self::DevicesRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -20115,6 +20973,7 @@ impl ViewQuery {
       Self::SessionRequest => Some("SessionRequest"),
       Self::UserRequest => Some("UserRequest"),
       Self::InboxRequest => Some("InboxRequest"),
+      Self::DevicesRequest => Some("DevicesRequest"),
       _ => None,
     }
   }
@@ -20342,10 +21201,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ViewErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_ANSWER: u8 = 7;
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 8] = [
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 9] = [
   ViewAnswer::NONE,
   ViewAnswer::ChatListPage,
   ViewAnswer::CursorsPage,
@@ -20354,6 +21213,7 @@ pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 8] = [
   ViewAnswer::UserInfo,
   ViewAnswer::InboxPage,
   ViewAnswer::ViewError,
+  ViewAnswer::LinkedDevices,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -20369,9 +21229,10 @@ impl ViewAnswer {
   pub const UserInfo: Self = Self(5);
   pub const InboxPage: Self = Self(6);
   pub const ViewError: Self = Self(7);
+  pub const LinkedDevices: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListPage,
@@ -20381,6 +21242,7 @@ impl ViewAnswer {
     Self::UserInfo,
     Self::InboxPage,
     Self::ViewError,
+    Self::LinkedDevices,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -20393,6 +21255,7 @@ impl ViewAnswer {
       Self::UserInfo => Some("UserInfo"),
       Self::InboxPage => Some("InboxPage"),
       Self::ViewError => Some("ViewError"),
+      Self::LinkedDevices => Some("LinkedDevices"),
       _ => None,
     }
   }
@@ -22331,6 +23194,103 @@ impl ::core::fmt::Debug for InboxRequest<'_> {
       ds.finish()
   }
 }
+pub enum DevicesRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The linked devices of `user`, with their names and link times.
+pub struct DevicesRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DevicesRequest<'a> {
+  type Inner = DevicesRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DevicesRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DevicesRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DevicesRequestArgs
+  ) -> ::flatbuffers::WIPOffset<DevicesRequest<'bldr>> {
+    let mut builder = DevicesRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DevicesRequest::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DevicesRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DevicesRequestArgs {
+    pub user: u64,
+}
+impl<'a> Default for DevicesRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    DevicesRequestArgs {
+      user: 0,
+    }
+  }
+}
+
+pub struct DevicesRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DevicesRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DevicesRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DevicesRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DevicesRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DevicesRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DevicesRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DevicesRequest");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
 pub enum ViewRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -22464,6 +23424,20 @@ impl<'a> ViewRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_devices_request(&self) -> Option<DevicesRequest<'a>> {
+    if self.query_type() == ViewQuery::DevicesRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DevicesRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewRequest<'_> {
@@ -22480,6 +23454,7 @@ impl ::flatbuffers::Verifiable for ViewRequest<'_> {
           ViewQuery::SessionRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionRequest>>("ViewQuery::SessionRequest", pos),
           ViewQuery::UserRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserRequest>>("ViewQuery::UserRequest", pos),
           ViewQuery::InboxRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InboxRequest>>("ViewQuery::InboxRequest", pos),
+          ViewQuery::DevicesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DevicesRequest>>("ViewQuery::DevicesRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -22572,6 +23547,13 @@ impl ::core::fmt::Debug for ViewRequest<'_> {
         },
         ViewQuery::InboxRequest => {
           if let Some(x) = self.query_as_inbox_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::DevicesRequest => {
+          if let Some(x) = self.query_as_devices_request() {
             ds.field("query", &x)
           } else {
             ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -23564,6 +24546,237 @@ impl ::core::fmt::Debug for ViewError<'_> {
       ds.finish()
   }
 }
+pub enum LinkedDevicesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LinkedDevices<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LinkedDevices<'a> {
+  type Inner = LinkedDevices<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LinkedDevices<'a> {
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LinkedDevices { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LinkedDevicesArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<LinkedDevices<'bldr>> {
+    let mut builder = LinkedDevicesBuilder::new(_fbb);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceInfo<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceInfo>>>>(LinkedDevices::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LinkedDevices<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<super::edge::DeviceInfo>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LinkedDevicesArgs<'a> {
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceInfo<'a>>>>>,
+}
+impl<'a> Default for LinkedDevicesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    LinkedDevicesArgs {
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct LinkedDevicesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LinkedDevicesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<super::edge::DeviceInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(LinkedDevices::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LinkedDevicesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LinkedDevicesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LinkedDevices<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, LinkedDevices::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LinkedDevices<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LinkedDevices");
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum PairClaimOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// chorus.pair.<BLAKE3 of the code, hex> (request, edge → edges): `device` of
+/// `user` links the device waiting with that code. Only the edge holding the
+/// waiting connection answers, once, with an encoded edge ServerFrame (`Done`
+/// or `Error`, for `client_msg_id`) that the linking edge passes on.
+pub struct PairClaim<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PairClaim<'a> {
+  type Inner = PairClaim<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PairClaim<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PairClaim { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PairClaimArgs
+  ) -> ::flatbuffers::WIPOffset<PairClaim<'bldr>> {
+    let mut builder = PairClaimBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_user(args.user);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PairClaim::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PairClaim::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PairClaim::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PairClaim<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PairClaimArgs {
+    pub user: u64,
+    pub device: u32,
+    pub client_msg_id: u64,
+}
+impl<'a> Default for PairClaimArgs {
+  #[inline]
+  fn default() -> Self {
+    PairClaimArgs {
+      user: 0,
+      device: 0,
+      client_msg_id: 0,
+    }
+  }
+}
+
+pub struct PairClaimBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PairClaimBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(PairClaim::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(PairClaim::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(PairClaim::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PairClaimBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PairClaimBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PairClaim<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PairClaim<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PairClaim");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.finish()
+  }
+}
 pub enum ViewReplyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -23711,6 +24924,20 @@ impl<'a> ViewReply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_linked_devices(&self) -> Option<LinkedDevices<'a>> {
+    if self.answer_type() == ViewAnswer::LinkedDevices {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { LinkedDevices::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewReply<'_> {
@@ -23728,6 +24955,7 @@ impl ::flatbuffers::Verifiable for ViewReply<'_> {
           ViewAnswer::UserInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserInfo>>("ViewAnswer::UserInfo", pos),
           ViewAnswer::InboxPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InboxPage>>("ViewAnswer::InboxPage", pos),
           ViewAnswer::ViewError => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewError>>("ViewAnswer::ViewError", pos),
+          ViewAnswer::LinkedDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkedDevices>>("ViewAnswer::LinkedDevices", pos),
           _ => Ok(()),
         }
      })?
@@ -23827,6 +25055,13 @@ impl ::core::fmt::Debug for ViewReply<'_> {
         },
         ViewAnswer::ViewError => {
           if let Some(x) = self.answer_as_view_error() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::LinkedDevices => {
+          if let Some(x) = self.answer_as_linked_devices() {
             ds.field("answer", &x)
           } else {
             ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")

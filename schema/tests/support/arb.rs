@@ -94,11 +94,8 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         }),
         chat().prop_map(|chat| LeaveGroup { chat }),
         text(MAX_PHONE_BYTES).prop_map(|phone| RegisterUser { phone }),
-        (device(), bytes(40), text(MAX_NAME_BYTES)).prop_map(|(device, identity_key, name)| LinkDevice {
-            device,
-            identity_key,
-            name
-        }),
+        (device(), bytes(40), text(MAX_NAME_BYTES), proptest::option::of(any::<[u8; 32]>()))
+            .prop_map(|(device, identity_key, name, token_hash)| LinkDevice { device, identity_key, name, token_hash }),
         device().prop_map(|device| UnlinkDevice { device }),
         (text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(|(name, about, avatar)| UpdateProfile {
             name,
@@ -449,7 +446,22 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             chat: ChatId::group(chat),
             op
         }),
+        // ---- linked devices (issue 12) ----
+        (text(MAX_NAME_BYTES), bytes(40))
+            .prop_map(|(device_name, identity_key)| ClientFrame::PairRequest { device_name, identity_key }),
+        (any::<u64>(), text(MAX_PAIRING_CODE_BYTES))
+            .prop_map(|(c, code)| ClientFrame::LinkDevice { client_msg_id: ClientMsgId(c), code }),
+        any::<u64>().prop_map(|c| ClientFrame::ListDevices { client_msg_id: ClientMsgId(c) }),
     ]
+}
+
+// ---- linked devices (issue 12) ----
+pub(crate) fn device_info() -> impl Strategy<Value = edge::DeviceInfo> {
+    (device(), text(MAX_NAME_BYTES), any::<u64>()).prop_map(|(device, name, linked_at_ms)| edge::DeviceInfo {
+        device,
+        name,
+        linked_at_ms,
+    })
 }
 
 pub(crate) fn group_op() -> impl Strategy<Value = GroupOp> {
@@ -532,6 +544,11 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
                 change
             }
         ),
+        // ---- linked devices (issue 12) ----
+        (text(MAX_PAIRING_CODE_BYTES), any::<u64>())
+            .prop_map(|(code, expires_in_ms)| ServerFrame::PairCode { code, expires_in_ms }),
+        (any::<u64>(), vec(device_info(), 0..6))
+            .prop_map(|(c, devices)| ServerFrame::DeviceList { client_msg_id: ClientMsgId(c), devices }),
     ]
 }
 
@@ -593,6 +610,8 @@ pub(crate) fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
             after,
             limit
         })),
+        // ---- linked devices (issue 12) ----
+        user().prop_map(|user| Q::Devices(bus::DevicesRequest { user })),
     ]
 }
 fn chat_list_entry() -> impl Strategy<Value = bus::ChatListEntry> {
@@ -630,5 +649,7 @@ pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
         (partition(), vec(inbox, 0..8), any::<bool>())
             .prop_map(|(partition, entries, more)| Ok(A::Inbox(bus::InboxPage { partition, entries, more }))),
         (code, text(64)).prop_map(|(code, message)| Err(bus::ViewError { code, message })),
+        // ---- linked devices (issue 12) ----
+        vec(device_info(), 0..6).prop_map(|devices| Ok(A::Devices(devices))),
     ]
 }

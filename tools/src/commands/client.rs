@@ -44,11 +44,34 @@ pub enum Cmd {
     /// Set the account's registration PIN (registering the number on a new
     /// device then needs it); an empty PIN removes it.
     SetPin { pin: String },
-    /// Unlink a device of this account (its connections close at once).
+    /// Unlink a device of this account (its connections close at once; it
+    /// can no longer log in). The device: as listed by `devices`.
     Unlink {
-        #[arg(long)]
-        device: u32,
+        /// The device id.
+        #[arg(required_unless_present = "device_flag")]
+        device: Option<u32>,
+        /// The device id (as an option, the older spelling).
+        #[arg(long = "device", conflicts_with = "device")]
+        device_flag: Option<u32>,
     },
+    /// Link a companion device, the way a QR code pairs one. On the new
+    /// device: `link --new` prints a one-time code and waits until a logged-in
+    /// device of the account links it, then saves this device's credentials
+    /// in the profile. On a logged-in device: `link <code>`. An account has at
+    /// most the primary and 4 companions.
+    Link {
+        /// The code the new device shows (on the logged-in device).
+        #[arg(required_unless_present = "new")]
+        code: Option<String>,
+        /// This is the new device: print a code and wait to be linked.
+        #[arg(long, conflicts_with = "code")]
+        new: bool,
+        /// The new device's name.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// The devices of this account: id, name, when it was linked.
+    Devices,
     /// Block a user (id or +phone): their direct messages are refused. With
     /// --unblock: accept them again.
     Block {
@@ -211,7 +234,51 @@ pub async fn run(args: Args) -> Result<()> {
             println!("{}", if pin.is_empty() { "registration PIN removed" } else { "registration PIN set" });
             c.close();
         }
-        Cmd::Unlink { device } => {
+        Cmd::Link { new: true, name, .. } => {
+            if args.profile.exists() {
+                bail!(
+                    "{} holds a device's credentials already: link the new device with another --profile",
+                    args.profile.display()
+                );
+            }
+            let pairing = client::pair_request(&config, &name, Vec::new()).await?;
+            // The code on a line of its own, first: scripts read it from there.
+            println!("{}", pairing.code());
+            eprintln!(
+                "on a logged-in device of the account, run: chorus client link {} (valid {} s)",
+                pairing.code(),
+                pairing.expires_in_ms() / 1000
+            );
+            let credentials = pairing.wait().await?;
+            save(&args.profile, &Profile { credentials, resume: Resume::default() })?;
+            println!(
+                "linked as user {} device {}; credentials in {}",
+                credentials.user,
+                credentials.device,
+                args.profile.display()
+            );
+        }
+        Cmd::Link { code, .. } => {
+            let code = code.context("the code the new device shows")?;
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let linked = c.link_device(&code).await;
+            c.close();
+            linked?;
+            println!("device linked");
+        }
+        Cmd::Devices => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let devices = c.devices().await;
+            c.close();
+            for d in devices? {
+                let me = if d.device == p.credentials.device { "  (this device)" } else { "" };
+                println!("{}  {}  linked at {} ms{me}", d.device, d.name, d.linked_at_ms);
+            }
+        }
+        Cmd::Unlink { device, device_flag } => {
+            let device = device.or(device_flag).context("which device")?;
             let p = load(&args.profile)?;
             let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
             c.unlink_device(chorus_schema::DeviceId(device)).await?;

@@ -411,3 +411,46 @@ fn the_app_s_reconnect_moves_to_the_next_edge_and_is_ignored_while_disconnected(
     core.reconnect(6);
     assert!(drain(&mut core).is_empty());
 }
+
+// ---- linked devices (issue 12) ----
+
+#[test]
+fn link_device_is_answered_done_and_list_devices_with_the_list() {
+    let (mut core, link) = live(1);
+    drain(&mut core);
+    core.request(ClientMsgId(1), Request::LinkDevice { code: "ABCDE-FGHJK".into() });
+    core.request(ClientMsgId(2), Request::ListDevices);
+    assert_eq!(
+        sends(&drain(&mut core)),
+        vec![
+            ClientFrame::LinkDevice { client_msg_id: ClientMsgId(1), code: "ABCDE-FGHJK".into() },
+            ClientFrame::ListDevices { client_msg_id: ClientMsgId(2) },
+        ]
+    );
+    core.handle_control(3, link, ServerFrame::Done { client_msg_id: ClientMsgId(1), at: None });
+    let devices = vec![chorus_schema::edge::DeviceInfo { device: DeviceId(2), name: "cli".into(), linked_at_ms: 5 }];
+    core.handle_control(4, link, ServerFrame::DeviceList { client_msg_id: ClientMsgId(2), devices: devices.clone() });
+    // A list nobody asked for is dropped.
+    core.handle_control(5, link, ServerFrame::DeviceList { client_msg_id: ClientMsgId(9), devices: vec![] });
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(None) },
+            Output::DevicesListed { client_msg_id: ClientMsgId(2), devices },
+        ]
+    );
+    // A refused link is answered with the edge's code.
+    core.request(ClientMsgId(3), Request::LinkDevice { code: "ABCDE-FGHJK".into() });
+    drain(&mut core);
+    let refusal = ServerFrame::Error {
+        code: EdgeErrorCode::TooManyDevices,
+        message: "at most 5".into(),
+        client_msg_id: Some(ClientMsgId(3)),
+        retry_after_ms: None,
+    };
+    core.handle_control(6, link, refusal);
+    assert!(matches!(
+        drain(&mut core).as_slice(),
+        [Output::RequestDone { result: Err(Error::Refused { code: EdgeErrorCode::TooManyDevices, .. }), .. }]
+    ));
+}
