@@ -220,6 +220,7 @@ fn action_kind(action: &Action) -> &'static str {
         Action::Sync { .. } => "sync",
         Action::FillGap { .. } => "fill_gap",
         Action::Close { .. } => "close",
+        Action::Info { .. } => "info",
     }
 }
 
@@ -384,6 +385,7 @@ impl Conn {
             Input::SyncDone { positions, with_news } => self.session.handle_sync_done(&positions, with_news),
             Input::SyncFailed => self.session.handle_sync_failed(),
             Input::FillDone(chat) => self.session.handle_fill_done(chat),
+            Input::Info(correlation, answer) => self.session.handle_info(correlation, answer),
             Input::FillFailed(chat) => {
                 // Live delivery must not move on past the gap: the client
                 // would take the next item's seq as its position and its next
@@ -509,6 +511,13 @@ impl Conn {
                     });
                 }
                 Action::Close { code, reason } => return Some(Close { code, reason, tell: false }),
+                Action::Info { correlation, request } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let answer = views::info(&ctx, request).await;
+                        let _ = to.put(Input::Info(correlation, answer)).await;
+                    });
+                }
             }
         }
         None

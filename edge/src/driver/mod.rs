@@ -119,6 +119,8 @@ pub(crate) enum Input {
     FillDone(ChatId),
     /// A gap of the chat could not be recovered: the connection closes.
     FillFailed(ChatId),
+    /// The views' answer to an info query (issue 12).
+    Info(Correlation, crate::session::InfoAnswer),
 }
 
 /// What every connection shares.

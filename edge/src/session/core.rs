@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use chorus_schema::bus::InfoRefusal;
 use chorus_schema::edge::{normalize_phone, user_for_phone, CLIENT_MSG_ID_RESERVED_BIT};
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, Command, CommandBody, CommandResult, DeviceId, DeviceNoticeKind, EdgeErrorCode,
@@ -66,6 +67,42 @@ pub enum Action {
     FillGap { identity: Identity, chat: ChatId, after: Seq, until: Seq },
     /// Close the connection with this error code; the session ignores all further input.
     Close { code: EdgeErrorCode, reason: String },
+    // ---- group info and message info (issue 12) ----
+    /// Ask the views (group info or message info, for the logged-in user) and
+    /// answer with `handle_info(correlation, …)`.
+    Info { correlation: Correlation, request: InfoRequest },
+}
+
+// ---- group info and message info (issue 12) ----
+
+/// A view query of [`Action::Info`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InfoRequest {
+    Group(chorus_schema::bus::GroupInfoRequest),
+    Message(chorus_schema::bus::MessageInfoRequest),
+}
+
+/// The views' answer to [`Action::Info`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InfoAnswer {
+    Group(Result<chorus_schema::GroupInfo, InfoRefusal>),
+    Message(Result<chorus_schema::bus::MessageInfo, InfoRefusal>),
+    /// The views did not answer (why).
+    Unavailable(String),
+}
+
+/// The client's error for a refused info query.
+fn info_refused(refusal: InfoRefusal, chat: ChatId, seq: Option<Seq>) -> (EdgeErrorCode, String) {
+    let seq = seq.unwrap_or_default();
+    match refusal {
+        InfoRefusal::UnknownChat => (EdgeErrorCode::UnknownRecipient, format!("no chat {chat}")),
+        InfoRefusal::NotMember => (EdgeErrorCode::NotMember, format!("not a member of chat {chat}")),
+        InfoRefusal::NotMessage => (EdgeErrorCode::BadFrame, format!("no message at seq {seq} of chat {chat}")),
+        InfoRefusal::NotSender => (
+            EdgeErrorCode::Forbidden,
+            format!("the message at seq {seq} of chat {chat} is not yours: only its sender sees its info"),
+        ),
+    }
 }
 
 /// Why an append has no result.
@@ -178,6 +215,12 @@ enum Pending {
         client_msg_id: ClientMsgId,
         peer: UserId,
         blocked: bool,
+    },
+    /// A group info (`seq` none) or message info query.
+    Info {
+        client_msg_id: ClientMsgId,
+        chat: ChatId,
+        seq: Option<Seq>,
     },
 }
 
@@ -442,6 +485,20 @@ impl Session {
                     self.append(Pending::Request { client_msg_id, close: false }, command);
                 }
             }
+            (State::LoggedIn(id), ClientFrame::GroupInfo { client_msg_id, chat }) => {
+                let id = *id;
+                if chat.is_direct() {
+                    let message = format!("chat {chat} is a direct chat, not a group");
+                    return self.error(EdgeErrorCode::BadFrame, message, Some(client_msg_id));
+                }
+                let request = InfoRequest::Group(chorus_schema::bus::GroupInfoRequest { user: id.user, chat });
+                self.info(now_ms, client_msg_id, chat, None, request);
+            }
+            (State::LoggedIn(id), ClientFrame::MessageInfo { client_msg_id, chat, seq }) => {
+                let id = *id;
+                let request = InfoRequest::Message(chorus_schema::bus::MessageInfoRequest { user: id.user, chat, seq });
+                self.info(now_ms, client_msg_id, chat, Some(seq), request);
+            }
             (State::LoggedIn(id), ClientFrame::Logout { client_msg_id }) => {
                 let id = *id;
                 if self.admit(now_ms, Some(client_msg_id)) {
@@ -456,7 +513,9 @@ impl Session {
                 | ClientFrame::UnlinkDevice { client_msg_id, .. }
                 | ClientFrame::Logout { client_msg_id }
                 | ClientFrame::Block { client_msg_id, .. }
-                | ClientFrame::Group { client_msg_id, .. },
+                | ClientFrame::Group { client_msg_id, .. }
+                | ClientFrame::GroupInfo { client_msg_id, .. }
+                | ClientFrame::MessageInfo { client_msg_id, .. },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }
@@ -533,6 +592,9 @@ impl Session {
             Pending::Recipient { client_msg_id, .. } => {
                 self.error(EdgeErrorCode::Internal, "a recipient check answered as an append", Some(client_msg_id))
             }
+            Pending::Info { client_msg_id, .. } => {
+                self.error(EdgeErrorCode::Internal, "an info query answered as an append", Some(client_msg_id))
+            }
             Pending::Send { client_msg_id } => match result {
                 Ok(Ok(Outcome::Chat { chat, seq })) => {
                     self.send(ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms: now_ms })
@@ -580,6 +642,35 @@ impl Session {
             }
             RecipientVerdict::Unavailable => {
                 self.error(EdgeErrorCode::Unavailable, "the users view did not answer: retry", cmid)
+            }
+        }
+    }
+
+    /// The views' answer to [`Action::Info`] `correlation`: the client gets
+    /// `GroupInfo` or `MessageInfo`, or the refusal as an `Error` with its
+    /// `client_msg_id` (`NotMember`, `Forbidden`, `BadFrame`,
+    /// `UnknownRecipient`; `Unavailable` when the views did not answer).
+    /// Unknown correlations are ignored.
+    pub fn handle_info(&mut self, correlation: Correlation, answer: InfoAnswer) {
+        if self.is_closed() || !matches!(self.pending.get(&correlation), Some(Pending::Info { .. })) {
+            return;
+        }
+        let Some(Pending::Info { client_msg_id, chat, seq }) = self.pending.remove(&correlation) else { return };
+        let cmid = Some(client_msg_id);
+        match answer {
+            InfoAnswer::Group(Ok(info)) => self.send(ServerFrame::GroupInfo { client_msg_id, chat, info }),
+            InfoAnswer::Message(Ok(info)) => self.send(ServerFrame::MessageInfo {
+                client_msg_id,
+                chat,
+                seq: seq.unwrap_or_default(),
+                entries: info.entries,
+            }),
+            InfoAnswer::Group(Err(refusal)) | InfoAnswer::Message(Err(refusal)) => {
+                let (code, message) = info_refused(refusal, chat, seq);
+                self.error(code, message, cmid)
+            }
+            InfoAnswer::Unavailable(why) => {
+                self.error(EdgeErrorCode::Unavailable, format!("the views did not answer: {why}"), cmid)
             }
         }
     }
@@ -917,6 +1008,15 @@ impl Session {
             return false;
         }
         true
+    }
+
+    /// An info query of the logged-in user, admitted like any request.
+    fn info(&mut self, now_ms: u64, client_msg_id: ClientMsgId, chat: ChatId, seq: Option<Seq>, request: InfoRequest) {
+        if self.admit(now_ms, Some(client_msg_id)) {
+            let correlation = self.correlation();
+            self.pending.insert(correlation, Pending::Info { client_msg_id, chat, seq });
+            self.actions.push_back(Action::Info { correlation, request });
+        }
     }
 
     // ---- output helpers --------------------------------------------------------------

@@ -28,8 +28,8 @@ mod rate;
 mod timeline;
 
 pub use self::core::{
-    token_expiry_ms, token_hash, token_linked_ms, Action, AppendError, Correlation, Identity, RecipientVerdict,
-    Session, TokenVerdict,
+    token_expiry_ms, token_hash, token_linked_ms, Action, AppendError, Correlation, Identity, InfoAnswer, InfoRequest,
+    RecipientVerdict, Session, TokenVerdict,
 };
 pub use config::Config;
 pub use entropy::{Entropy, SeededEntropy};
