@@ -303,6 +303,9 @@ impl World {
                 }
                 Action::SendSms { .. } => {}
                 Action::Close { .. } => w.closed = true,
+                Action::Info { correlation, .. } => w
+                    .session
+                    .handle_info(correlation, chorus_edge::session::InfoAnswer::Unavailable("no views here".into())),
             }
         }
     }
