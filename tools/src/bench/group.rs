@@ -267,7 +267,7 @@ pub async fn run(args: Args) -> Result<()> {
         let due = start + interval.mul_f64(k as f64);
         tokio::time::sleep_until(due.into()).await;
         let due_us = u64::try_from(due.duration_since(epoch).as_micros()).unwrap_or(u64::MAX);
-        let sender = clients.get((k as usize) % clients.len()).context("a sender")?.clone();
+        let sender = clients.get(usize::try_from(k)? % clients.len()).context("a sender")?.clone();
         let (failed, size) = (failed.clone(), args.payload);
         tokio::spawn(async move {
             if sender.send(Recipient::Group(chat), payload(k, due_us, size)).await.is_err() {
