@@ -159,6 +159,32 @@ async fn members_see_group_info_the_sender_sees_who_received_and_read_and_replay
     let (code, _) = refused(a.message_info(chat, Seq(1_000)).await);
     assert_eq!(code, EdgeErrorCode::BadFrame);
 
+    // ---- the CLI: `chorus client group info` ----
+    let profile = dir.path().join("alice.json");
+    std::fs::write(&profile, format!("{{\"credentials\":{}}}", serde_json::to_string(&alice).unwrap())).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(chorus_binary())
+            .arg("client")
+            .args(["--edge", &stack.edge_addrs()[0]])
+            .arg("--ca")
+            .arg(&stack.cluster.edge_ca)
+            .arg("--profile")
+            .arg(&profile)
+            .args(["group", "info", "--chat", &chat.to_string()])
+            .args(args)
+            .output()
+            .expect("run chorus client");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, out) = cli(&[]);
+    assert!(ok && out.contains("\"trip 2\" (4 members") && out.contains("\"summer\""), "{out}");
+    assert!(out.contains(&format!("{}  admin", bob.user)) && out.contains(&format!("{}  member", dave.user)), "{out}");
+    let (ok, out) = cli(&["--seq", &second.seq.to_string()]);
+    assert!(ok && out.contains("delivered to 2, read by 1 of 3"), "{out}");
+    let (ok, out) = cli(&["--seq", &promoted_at.to_string()]);
+    assert!(!ok && out.contains("no message"), "{out}");
+
     // ---- replay equality of the changed and the new view ----
     // Let the projector fold everything, stop it, rebuild from the log, compare.
     tokio::time::sleep(Duration::from_secs(2)).await;
