@@ -267,7 +267,10 @@ const PIN_CHARS_MIN: usize = 4;
 ///   `Done{client_msg_id}`. `Group` → `Append` of the group command
 ///   ([`chorus_schema::GroupOp::command`]) with the client's id, so a retry
 ///   applies once; the chat partition checks admins, membership and size, and
-///   its refusal reaches the client as `Error`. [`Session::handle_device_notice`] closes a device
+///   its refusal reaches the client as `Error`. `GroupInfo` and `MessageInfo`
+///   → [`Action::Info`] (asked as the logged-in user; the projector's views
+///   decide who may see what) → `GroupInfo` / `MessageInfo`, or `Error`
+///   with the request's id. [`Session::handle_device_notice`] closes a device
 ///   revoked at any edge and tells the user's other devices.
 /// - **History.** A device is handed no message older than its link (the
 ///   time in its token): a new device does not get the account's history.
