@@ -309,6 +309,9 @@ impl World {
                 | Action::AnswerClaim { .. }
                 | Action::ClaimPairing { .. }
                 | Action::ListDevices { .. } => panic!("unexpected pairing action {action:?}"),
+                Action::Info { correlation, .. } => w
+                    .session
+                    .handle_info(correlation, chorus_edge::session::InfoAnswer::Unavailable("no views here".into())),
             }
         }
     }

@@ -687,6 +687,65 @@ fn group_requests_that_bring_someone_in_check_they_exist_first() {
 }
 
 #[test]
+fn group_and_message_info_ask_the_views_as_the_logged_in_user_and_answer_by_request_id() {
+    use chorus_schema::bus::{GroupInfoRequest, InfoRefusal, MessageInfo, MessageInfoRequest};
+    let chat = ChatId::group([4; 16]);
+    // Before login: refused by id.
+    let mut anonymous = session(Config::default());
+    let mut o = otp();
+    anonymous.handle_frame(0, ClientFrame::GroupInfo { client_msg_id: ClientMsgId(1), chat }, &mut o);
+    assert_eq!(error_code(drain(&mut anonymous)), (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(1))));
+
+    let (mut s, mut o, id) = logged_in(Config::default());
+    // A direct chat has no group info.
+    let direct = ChatId::direct(id.user, UserId(9));
+    s.handle_frame(0, ClientFrame::GroupInfo { client_msg_id: ClientMsgId(2), chat: direct }, &mut o);
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadFrame, Some(ClientMsgId(2))));
+    // Group info: asked as this user, answered with the request's id.
+    s.handle_frame(0, ClientFrame::GroupInfo { client_msg_id: ClientMsgId(3), chat }, &mut o);
+    let actions = drain(&mut s);
+    let [Action::Info { correlation, request }] = actions.as_slice() else { panic!("one info query: {actions:?}") };
+    assert_eq!(*request, InfoRequest::Group(GroupInfoRequest { user: id.user, chat }));
+    let member = Member { since: Seq(1), admin: true };
+    let info =
+        GroupInfo { last_seq: Seq(5), name: "n".into(), description: "d".into(), members: vec![(id.user, member)] };
+    // An answer to an unknown correlation changes nothing.
+    s.handle_info(Correlation(9_999), InfoAnswer::Group(Ok(info.clone())));
+    assert!(drain(&mut s).is_empty());
+    s.handle_info(*correlation, InfoAnswer::Group(Ok(info.clone())));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::GroupInfo { client_msg_id: ClientMsgId(3), chat, info });
+    // Refusals become errors with the request's id.
+    for (refusal, code) in [
+        (InfoRefusal::NotMember, EdgeErrorCode::NotMember),
+        (InfoRefusal::UnknownChat, EdgeErrorCode::UnknownRecipient),
+        (InfoRefusal::NotSender, EdgeErrorCode::Forbidden),
+        (InfoRefusal::NotMessage, EdgeErrorCode::BadFrame),
+    ] {
+        s.handle_frame(0, ClientFrame::MessageInfo { client_msg_id: ClientMsgId(4), chat, seq: Seq(7) }, &mut o);
+        let actions = drain(&mut s);
+        let [Action::Info { correlation, request }] = actions.as_slice() else { panic!("one info query: {actions:?}") };
+        assert_eq!(*request, InfoRequest::Message(MessageInfoRequest { user: id.user, chat, seq: Seq(7) }));
+        s.handle_info(*correlation, InfoAnswer::Message(Err(refusal)));
+        assert_eq!(error_code(drain(&mut s)), (code, Some(ClientMsgId(4))), "{refusal:?}");
+    }
+    s.handle_frame(0, ClientFrame::MessageInfo { client_msg_id: ClientMsgId(5), chat, seq: Seq(7) }, &mut o);
+    let actions = drain(&mut s);
+    let [Action::Info { correlation, .. }] = actions.as_slice() else { panic!("one info query: {actions:?}") };
+    let entries = vec![MessageReceipt { user: UserId(9), delivered_at_ms: Some(10), read_at_ms: None }];
+    s.handle_info(*correlation, InfoAnswer::Message(Ok(MessageInfo { entries: entries.clone() })));
+    assert_eq!(
+        only_send(drain(&mut s)),
+        ServerFrame::MessageInfo { client_msg_id: ClientMsgId(5), chat, seq: Seq(7), entries }
+    );
+    // The views did not answer: retryable.
+    s.handle_frame(0, ClientFrame::GroupInfo { client_msg_id: ClientMsgId(6), chat }, &mut o);
+    let actions = drain(&mut s);
+    let [Action::Info { correlation, .. }] = actions.as_slice() else { panic!("one info query: {actions:?}") };
+    s.handle_info(*correlation, InfoAnswer::Unavailable("timeout".into()));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Unavailable, Some(ClientMsgId(6))));
+}
+
+#[test]
 fn a_block_is_appended_to_the_direct_chat_then_to_the_user() {
     let (mut s, mut o, id) = logged_in(Config::default());
     let peer = UserId(99);
@@ -1048,6 +1107,15 @@ proptest! {
                     | Action::Sync { .. }
                     | Action::FillGap { .. } => {
                         prop_assert!(identity.is_some(), "delivery before login");
+                    }
+                    Action::Info { correlation, request } => {
+                        prop_assert!(identity.is_some(), "info query before login");
+                        let asker = match request {
+                            InfoRequest::Group(q) => q.user,
+                            InfoRequest::Message(q) => q.user,
+                        };
+                        prop_assert_eq!(Some(asker), identity.map(|i| i.user));
+                        s.handle_info(correlation, InfoAnswer::Unavailable("test".into()));
                     }
                     Action::CheckRecipient { correlation, users } => {
                         prop_assert!(identity.is_some(), "recipient check before login");

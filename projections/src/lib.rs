@@ -18,6 +18,9 @@
 //!   (the recipients of each [`Effect::Deliver`]) with their log offsets.
 //! - [`fold::directory`]: registered users, their linked devices, and each
 //!   device's live session (token hash).
+//! - [`fold::receipt_log`]: per (chat, user), the steps of the user's best
+//!   delivered and read cursors with their commit times ("message info": who
+//!   received and read a message, and when).
 //!
 //! The same records always give the same store, byte for byte, whether folded in
 //! one go, in pieces, or again after a crash: [`rebuild`] is the reference that a

@@ -3,7 +3,7 @@
 
 use chorus_schema::{EventRecord, Offset, PartitionId};
 
-use crate::fold::{chat_list, cursors, directory, inbox, receipt_status, roster, Effect};
+use crate::fold::{chat_list, cursors, directory, inbox, receipt_log, receipt_status, roster, Effect};
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
 use crate::view::{View, Views};
 use crate::{Error, Result};
@@ -93,6 +93,7 @@ impl Projection {
                 View::ReceiptStatus => receipt_status::apply(txn, record, &mut out)?,
                 View::Inbox => inbox::apply(txn, record, &mut out)?,
                 View::Directory => directory::apply(txn, record, &mut out)?,
+                View::ReceiptLog => receipt_log::apply(txn, record, &mut out)?,
             }
         }
         put_value(txn, &cursor, &next.next());

@@ -9,7 +9,7 @@
 //!                                                                    │ then
 //!                                                                    ▼
 //!                   bus: chorus.deliver.<chat>  /  chorus.receipt.<sender>   (at least once)
-//!  edges ──request chorus.view.{chat_list,cursors,receipt_status,session,user,inbox}──▶ queue group `projectors`
+//!  edges ──request chorus.view.{chat_list,cursors,receipt_status,session,user,inbox,group_info,message_info}──▶ queue group `projectors`
 //!        ◀────────────── reply (bus::ViewReply, sealed) ◀── snapshot read of the store
 //! ```
 //!
@@ -60,7 +60,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::fold::{chat_list, cursors, directory, inbox, receipt_status};
+use crate::fold::{chat_list, cursors, directory, inbox, receipt_log, receipt_status, roster};
 use crate::seal::{self, ViewKey};
 use crate::store::{self, keys, RocksStore, Txn};
 use crate::{Applied, Effect, Projection};
@@ -773,6 +773,10 @@ pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]
                 })
             }
             ViewQuery::Devices(q) => ViewAnswer::Devices(directory::device_list(&txn, q.user)?),
+            ViewQuery::GroupInfo(q) => ViewAnswer::GroupInfo(roster::group_info(&txn, &q.chat, q.user)?),
+            ViewQuery::MessageInfo(q) => {
+                ViewAnswer::MessageInfo(receipt_log::message_info(&txn, &q.chat, q.seq, q.user)?)
+            }
         })
     })();
     let reply: ViewReply = answered.map_err(|e| ViewError { code: ViewErrorCode::Unavailable, message: e.to_string() });

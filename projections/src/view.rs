@@ -16,12 +16,20 @@ pub enum View {
     ReceiptStatus,
     Inbox,
     Directory,
+    ReceiptLog,
 }
 
 impl View {
     /// Every view, in the order a projection folds them.
-    pub const ALL: [View; 6] =
-        [View::Roster, View::Cursors, View::ChatList, View::ReceiptStatus, View::Inbox, View::Directory];
+    pub const ALL: [View; 7] = [
+        View::Roster,
+        View::Cursors,
+        View::ChatList,
+        View::ReceiptStatus,
+        View::Inbox,
+        View::Directory,
+        View::ReceiptLog,
+    ];
 
     /// The view's name (`chorus replay --view <name>`).
     pub fn name(self) -> &'static str {
@@ -32,6 +40,7 @@ impl View {
             View::ReceiptStatus => "receipt_status",
             View::Inbox => "inbox",
             View::Directory => "directory",
+            View::ReceiptLog => "receipt_log",
         }
     }
 
@@ -39,12 +48,13 @@ impl View {
     /// are exactly those whose first byte is one of them.
     pub fn tags(self) -> &'static [u8] {
         match self {
-            View::Roster => &[keys::ROSTER_CHAT, keys::ROSTER_MEMBER],
+            View::Roster => &[keys::ROSTER_CHAT, keys::ROSTER_MEMBER, keys::ROSTER_INFO],
             View::Cursors => &[keys::CURSORS],
             View::ChatList => &[keys::CHAT_LIST, keys::MESSAGES],
             View::ReceiptStatus => &[keys::TICKS, keys::PENDING],
             View::Inbox => &[keys::INBOX],
             View::Directory => &[keys::USERS, keys::DEVICES, keys::DEVICE_INFO],
+            View::ReceiptLog => &[keys::RECEIPT_BEST, keys::RECEIPT_STEP],
         }
     }
 
@@ -54,7 +64,7 @@ impl View {
         match self {
             View::ChatList | View::Inbox => &[View::Roster],
             View::ReceiptStatus => &[View::Roster, View::Cursors],
-            View::Roster | View::Cursors | View::Directory => &[],
+            View::Roster | View::Cursors | View::Directory | View::ReceiptLog => &[],
         }
     }
 
@@ -76,7 +86,7 @@ impl fmt::Display for View {
 
 /// A name that is not a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory)")]
+#[error("no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log)")]
 pub struct UnknownView {
     pub name: String,
 }

@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_partition::PartitionState;
-use chorus_projections::fold::{chat_list, cursors, directory, inbox, roster};
+use chorus_projections::fold::{chat_list, cursors, directory, inbox, receipt_log, roster};
 use chorus_projections::store::{keys, MemStore, Store, Txn};
 use chorus_projections::{fold_into, rebuild, rebuild_only, Effect, Projection, ReceiptStatus, View, Views};
 use chorus_schema::*;
@@ -269,6 +269,11 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
     // The inbox model, from the state machine's rosters: (user, chat) -> seq ->
     // offset of every item where the user was a member before or after it.
     let mut inboxes: BTreeMap<(UserId, ChatId), BTreeMap<Seq, u64>> = BTreeMap::new();
+    // The receipt log model: (chat, user, kind) -> each (seq, at_ms) the
+    // user's best cursor of that kind moved to.
+    let mut steps_model: BTreeMap<(ChatId, UserId, u8), Vec<(Seq, u64)>> = BTreeMap::new();
+    // The group details model: the latest name and description.
+    let mut details: BTreeMap<ChatId, (String, String)> = BTreeMap::new();
     for record in &records {
         let event = &record.event;
         let chat = event.body.chat();
@@ -341,6 +346,45 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
             let got: BTreeMap<Seq, u64> = items.into_iter().map(|i| (i.seq, i.offset.0)).collect();
             let want = inboxes.get(&(u, chat)).cloned().unwrap_or_default();
             prop_assert_eq!(got, want, "inbox of {} in {}", u, chat);
+        }
+
+        // (g) The receipt log: the user's best cursors are the state
+        // machine's, and the first step at or above every seq is the model's.
+        if let EventBody::Receipt { .. } = &event.body {
+            let u = event.origin.user;
+            let (d, r) = user_cursors(&shadow, &chat, u);
+            prop_assert_eq!(receipt_log::best(&txn, &chat, u).unwrap(), Cursors { delivered: d, read: r });
+            for (k, byte, now) in [(ReceiptKind::Delivered, 0u8, d), (ReceiptKind::Read, 1, r)] {
+                let steps = steps_model.entry((chat, u, byte)).or_default();
+                if now > steps.last().map_or(Seq(0), |(s, _)| *s) {
+                    steps.push((now, event.at_ms));
+                }
+                for s in 1..=now.0 + 1 {
+                    let want = steps.iter().find(|(q, _)| q.0 >= s).map(|(_, t)| *t);
+                    prop_assert_eq!(
+                        receipt_log::first_at(&txn, &chat, u, k, Seq(s)).unwrap(),
+                        want,
+                        "{} {:?} {}",
+                        u,
+                        k,
+                        s
+                    );
+                }
+            }
+        }
+        // (h) A group's details are its latest name and description.
+        match &event.body {
+            EventBody::GroupCreated { name, .. } => {
+                details.insert(chat, (name.clone(), String::new()));
+            }
+            EventBody::GroupInfoChanged { name, description, .. } => {
+                details.insert(chat, (name.clone(), description.clone()));
+            }
+            _ => {}
+        }
+        if let Some((name, description)) = details.get(&chat) {
+            let d = roster::details(&txn, &chat).unwrap();
+            prop_assert_eq!((&d.name, &d.description), (name, description));
         }
 
         // (b) Cursors never go backwards, read <= delivered, and they equal the state machine's.

@@ -38,7 +38,7 @@ use flatbuffers::{ForwardsUOffset, Vector, WIPOffset};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Builder};
-use crate::edge::DeviceNoticeKind;
+use crate::edge::{DeviceNoticeKind, GroupInfo, MessageReceipt};
 use crate::error::check_len;
 use crate::fb::bus as fbus;
 use crate::ids::{ChatId, DeviceId, Offset, PartitionId, Seq, UserId};
@@ -73,9 +73,21 @@ pub mod subject {
     pub const VIEW_DEVICES: &str = "chorus.view.devices";
     /// The subject prefix of pairing claims: `chorus.pair.<code hash hex>`.
     pub const PAIR_PREFIX: &str = "chorus.pair";
+    // ---- group info and message info (issue 12) ----
+    pub const VIEW_GROUP_INFO: &str = "chorus.view.group_info";
+    pub const VIEW_MESSAGE_INFO: &str = "chorus.view.message_info";
     /// Every view subject a projector answers.
-    pub const VIEWS: [&str; 7] =
-        [VIEW_CHAT_LIST, VIEW_CURSORS, VIEW_RECEIPT_STATUS, VIEW_SESSION, VIEW_USER, VIEW_INBOX, VIEW_DEVICES];
+    pub const VIEWS: [&str; 9] = [
+        VIEW_CHAT_LIST,
+        VIEW_CURSORS,
+        VIEW_RECEIPT_STATUS,
+        VIEW_SESSION,
+        VIEW_USER,
+        VIEW_INBOX,
+        VIEW_DEVICES,
+        VIEW_GROUP_INFO,
+        VIEW_MESSAGE_INFO,
+    ];
     /// The queue group every projector serves view queries in.
     pub const QUEUE_GROUP: &str = "projectors";
 
@@ -462,6 +474,65 @@ pub struct InboxRequest {
 pub struct DevicesRequest {
     pub user: UserId,
 }
+// ---- group info and message info (issue 12) ----
+
+/// A group's name, description and members, asked by `user` (answered only
+/// for a member).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupInfoRequest {
+    pub user: UserId,
+    pub chat: ChatId,
+}
+
+/// Who received and read the message at `seq` of `chat`, and when, asked by
+/// `user` (answered only for its sender).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageInfoRequest {
+    pub user: UserId,
+    pub chat: ChatId,
+    pub seq: Seq,
+}
+
+/// Why a group or message info query is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InfoRefusal {
+    /// The projector has never seen the chat.
+    UnknownChat,
+    /// The asking user is not a member of the chat.
+    NotMember,
+    /// There is no message at that seq (another kind of item, or none yet).
+    NotMessage,
+    /// The message is another user's: only its sender sees its info.
+    NotSender,
+}
+
+/// Who received and read one message: one entry per current member other
+/// than the sender who was a member when it was sent, in user id order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub entries: Vec<MessageReceipt>,
+}
+
+fn refusal_fb(r: Option<InfoRefusal>) -> fbus::InfoRefusal {
+    match r {
+        None => fbus::InfoRefusal::None,
+        Some(InfoRefusal::UnknownChat) => fbus::InfoRefusal::UnknownChat,
+        Some(InfoRefusal::NotMember) => fbus::InfoRefusal::NotMember,
+        Some(InfoRefusal::NotMessage) => fbus::InfoRefusal::NotMessage,
+        Some(InfoRefusal::NotSender) => fbus::InfoRefusal::NotSender,
+    }
+}
+
+fn refusal(r: fbus::InfoRefusal) -> Result<Option<InfoRefusal>> {
+    Ok(match r {
+        fbus::InfoRefusal::None => None,
+        fbus::InfoRefusal::UnknownChat => Some(InfoRefusal::UnknownChat),
+        fbus::InfoRefusal::NotMember => Some(InfoRefusal::NotMember),
+        fbus::InfoRefusal::NotMessage => Some(InfoRefusal::NotMessage),
+        fbus::InfoRefusal::NotSender => Some(InfoRefusal::NotSender),
+        other => return Err(Error::malformed("info refusal", format!("unknown value {}", other.0))),
+    })
+}
 
 /// One view query; each kind has its own subject ([`ViewQuery::subject`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -474,6 +545,8 @@ pub enum ViewQuery {
     Inbox(InboxRequest),
     // ---- linked devices (issue 12) ----
     Devices(DevicesRequest),
+    GroupInfo(GroupInfoRequest),
+    MessageInfo(MessageInfoRequest),
 }
 
 impl ViewQuery {
@@ -487,6 +560,8 @@ impl ViewQuery {
             ViewQuery::User(_) => subject::VIEW_USER,
             ViewQuery::Inbox(_) => subject::VIEW_INBOX,
             ViewQuery::Devices(_) => subject::VIEW_DEVICES,
+            ViewQuery::GroupInfo(_) => subject::VIEW_GROUP_INFO,
+            ViewQuery::MessageInfo(_) => subject::VIEW_MESSAGE_INFO,
         }
     }
 
@@ -545,6 +620,22 @@ impl ViewQuery {
             ViewQuery::Devices(q) => {
                 let t = fbus::DevicesRequest::create(&mut fbb, &fbus::DevicesRequestArgs { user: q.user.0 });
                 (fbus::ViewQuery::DevicesRequest, t.as_union_value())
+            }
+            ViewQuery::GroupInfo(q) => {
+                let chat = codec::chat_fb(&q.chat);
+                let t = fbus::GroupInfoRequest::create(
+                    &mut fbb,
+                    &fbus::GroupInfoRequestArgs { user: q.user.0, chat: Some(&chat) },
+                );
+                (fbus::ViewQuery::GroupInfoRequest, t.as_union_value())
+            }
+            ViewQuery::MessageInfo(q) => {
+                let chat = codec::chat_fb(&q.chat);
+                let t = fbus::MessageInfoRequest::create(
+                    &mut fbb,
+                    &fbus::MessageInfoRequestArgs { user: q.user.0, chat: Some(&chat), seq: q.seq.0 },
+                );
+                (fbus::ViewQuery::MessageInfoRequest, t.as_union_value())
             }
         };
         let root = fbus::ViewRequest::create(&mut fbb, &fbus::ViewRequestArgs { query_type, query: Some(query) });
@@ -606,6 +697,18 @@ impl ViewQuery {
             fbus::ViewQuery::DevicesRequest => {
                 let q = r.query_as_devices_request().ok_or_else(bad)?;
                 ViewQuery::Devices(DevicesRequest { user: UserId(q.user()) })
+            }
+            fbus::ViewQuery::GroupInfoRequest => {
+                let q = r.query_as_group_info_request().ok_or_else(bad)?;
+                ViewQuery::GroupInfo(GroupInfoRequest { user: UserId(q.user()), chat: codec::chat(q.chat()) })
+            }
+            fbus::ViewQuery::MessageInfoRequest => {
+                let q = r.query_as_message_info_request().ok_or_else(bad)?;
+                ViewQuery::MessageInfo(MessageInfoRequest {
+                    user: UserId(q.user()),
+                    chat: codec::chat(q.chat()),
+                    seq: Seq(q.seq()),
+                })
             }
             _ => return Err(bad()),
         })
@@ -680,6 +783,8 @@ pub enum ViewAnswer {
     Inbox(InboxPage),
     // ---- linked devices (issue 12) ----
     Devices(Vec<crate::edge::DeviceInfo>),
+    GroupInfo(Result<GroupInfo, InfoRefusal>),
+    MessageInfo(Result<MessageInfo, InfoRefusal>),
 }
 
 /// Why a view query failed.
@@ -754,6 +859,46 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
             let devices = crate::edge::device_infos_fb(&mut fbb, devices);
             let t = fbus::LinkedDevices::create(&mut fbb, &fbus::LinkedDevicesArgs { devices: Some(devices) });
             (fbus::ViewAnswer::LinkedDevices, t.as_union_value())
+        }
+        Ok(ViewAnswer::GroupInfo(answer)) => {
+            let t = match answer {
+                Ok(info) => {
+                    let members = fbb.create_vector(&crate::edge::group_members_fb(&info.members));
+                    let name = fbb.create_string(&info.name);
+                    let description = fbb.create_string(&info.description);
+                    fbus::GroupInfo::create(
+                        &mut fbb,
+                        &fbus::GroupInfoArgs {
+                            refusal: fbus::InfoRefusal::None,
+                            last_seq: info.last_seq.0,
+                            name: Some(name),
+                            description: Some(description),
+                            members: Some(members),
+                        },
+                    )
+                }
+                Err(r) => fbus::GroupInfo::create(
+                    &mut fbb,
+                    &fbus::GroupInfoArgs { refusal: refusal_fb(Some(*r)), ..Default::default() },
+                ),
+            };
+            (fbus::ViewAnswer::GroupInfo, t.as_union_value())
+        }
+        Ok(ViewAnswer::MessageInfo(answer)) => {
+            let t = match answer {
+                Ok(info) => {
+                    let entries = fbb.create_vector(&crate::edge::receipts_fb(&info.entries));
+                    fbus::MessageInfo::create(
+                        &mut fbb,
+                        &fbus::MessageInfoArgs { refusal: fbus::InfoRefusal::None, entries: Some(entries) },
+                    )
+                }
+                Err(r) => fbus::MessageInfo::create(
+                    &mut fbb,
+                    &fbus::MessageInfoArgs { refusal: refusal_fb(Some(*r)), entries: None },
+                ),
+            };
+            (fbus::ViewAnswer::MessageInfo, t.as_union_value())
         }
         Err(e) => {
             let code = match e.code {
@@ -846,6 +991,37 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
             }
             ViewAnswer::Devices(devices)
         }
+        fbus::ViewAnswer::GroupInfo => {
+            let g = r.answer_as_group_info().ok_or_else(bad)?;
+            ViewAnswer::GroupInfo(match refusal(g.refusal())? {
+                Some(r) => Err(r),
+                None => {
+                    let members = g.members().ok_or_else(|| Error::malformed("group info", "no members"))?;
+                    check_len("group members", members.len(), MAX_GROUP_MEMBERS)?;
+                    let name = g.name().unwrap_or_default();
+                    let description = g.description().unwrap_or_default();
+                    check_len("group name", name.len(), crate::limits::MAX_NAME_BYTES)?;
+                    check_len("group description", description.len(), crate::limits::MAX_ABOUT_BYTES)?;
+                    Ok(GroupInfo {
+                        last_seq: Seq(g.last_seq()),
+                        name: name.to_owned(),
+                        description: description.to_owned(),
+                        members: crate::edge::group_members(members),
+                    })
+                }
+            })
+        }
+        fbus::ViewAnswer::MessageInfo => {
+            let m = r.answer_as_message_info().ok_or_else(bad)?;
+            ViewAnswer::MessageInfo(match refusal(m.refusal())? {
+                Some(r) => Err(r),
+                None => {
+                    let entries = m.entries().ok_or_else(|| Error::malformed("message info", "no entries"))?;
+                    check_len("message info", entries.len(), MAX_GROUP_MEMBERS)?;
+                    Ok(MessageInfo { entries: crate::edge::receipts(entries) })
+                }
+            })
+        }
         fbus::ViewAnswer::ViewError => {
             let e = r.answer_as_view_error().ok_or_else(bad)?;
             check_len("view error message", e.message().len(), MAX_MESSAGE_BYTES)?;
@@ -894,6 +1070,8 @@ query!(SessionRequest, Session, Session, SessionInfo);
 query!(UserRequest, User, User, UserInfo);
 query!(InboxRequest, Inbox, Inbox, InboxPage);
 query!(DevicesRequest, Devices, Devices, Vec<crate::edge::DeviceInfo>);
+query!(GroupInfoRequest, GroupInfo, GroupInfo, Result<GroupInfo, InfoRefusal>);
+query!(MessageInfoRequest, MessageInfo, MessageInfo, Result<MessageInfo, InfoRefusal>);
 
 // ---- helpers ------------------------------------------------------------------------------
 

@@ -250,7 +250,7 @@ catalogue! {
         }
         Forbidden = 6 {
             retryable: false,
-            meaning: "Acting as another user or device (a second `Login` on a connection, registering while logged in, an admin-only command by a non-admin), or a `Send` to a user who blocks the sender.",
+            meaning: "Acting as another user or device (a second `Login` on a connection, registering while logged in, an admin-only command by a non-admin), a `Send` to a user who blocks the sender, or a `MessageInfo` of another user's message (only its sender sees it).",
             action: "Open a new connection for another identity.",
         }
         UnknownRecipient = 7 {
@@ -260,7 +260,7 @@ catalogue! {
         }
         NotMember = 8 {
             retryable: false,
-            meaning: "The sender (or acker) is not a member of the group.",
+            meaning: "The sender (or acker, or who asks for a `GroupInfo` or `MessageInfo`) is not a member of the group.",
             action: "Show an error; refresh the roster.",
         }
         CiphertextTooLarge = 9 {

@@ -24,7 +24,7 @@ use crate::command::CommandBody;
 use crate::fb::edge as fe;
 use crate::ids::{ChatId, ClientMsgId, DeviceId, Seq, UserId};
 use crate::limits::*;
-use crate::types::{MediaRef, ReceiptKind};
+use crate::types::{MediaRef, Member, ReceiptKind};
 use crate::{Error, Result};
 
 /// The ALPN protocol id of the client ↔ edge protocol.
@@ -134,6 +134,72 @@ pub enum ClientFrame {
     ListDevices {
         client_msg_id: ClientMsgId,
     },
+    // ---- group info and message info (issue 12) ----
+    /// Asks for a group's name, description and members (members only).
+    /// Answered [`ServerFrame::GroupInfo`], or `Error` (`NotMember`,
+    /// `UnknownRecipient`) with `client_msg_id`.
+    GroupInfo {
+        client_msg_id: ClientMsgId,
+        chat: ChatId,
+    },
+    /// Asks who received and read the message at `seq` of `chat`, and when
+    /// (its sender only). Answered [`ServerFrame::MessageInfo`], or `Error`
+    /// (`Forbidden` for another's message, `BadFrame` for a seq that is no
+    /// message, `NotMember`, `UnknownRecipient`) with `client_msg_id`.
+    MessageInfo {
+        client_msg_id: ClientMsgId,
+        chat: ChatId,
+        seq: Seq,
+    },
+}
+
+// ---- group info and message info (issue 12) ----
+
+/// A group as its members see it: name, description and members (in user
+/// id order, with the seq that last made each a member and whether they are
+/// admin), as of its timeline item `last_seq`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub last_seq: Seq,
+    pub name: String,
+    pub description: String,
+    pub members: Vec<(UserId, Member)>,
+}
+
+/// When one member first had a message on a device (`delivered_at_ms`) and
+/// first read it (`read_at_ms`): the commit times of the receipts that first
+/// covered it; `None`: not yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageReceipt {
+    pub user: UserId,
+    pub delivered_at_ms: Option<u64>,
+    pub read_at_ms: Option<u64>,
+}
+
+pub(crate) fn group_members_fb(members: &[(UserId, Member)]) -> Vec<fe::GroupMember> {
+    members.iter().map(|(u, m)| fe::GroupMember::new(u.0, m.since.0, m.admin)).collect()
+}
+
+pub(crate) fn group_members(v: flatbuffers::Vector<'_, fe::GroupMember>) -> Vec<(UserId, Member)> {
+    v.iter().map(|m| (UserId(m.user()), Member { since: Seq(m.since()), admin: m.admin() })).collect()
+}
+
+pub(crate) fn receipts_fb(entries: &[MessageReceipt]) -> Vec<fe::MessageReceipt> {
+    entries
+        .iter()
+        .map(|e| fe::MessageReceipt::new(e.user.0, e.delivered_at_ms.unwrap_or(0), e.read_at_ms.unwrap_or(0)))
+        .collect()
+}
+
+pub(crate) fn receipts(v: flatbuffers::Vector<'_, fe::MessageReceipt>) -> Vec<MessageReceipt> {
+    let time = |ms: u64| (ms != 0).then_some(ms);
+    v.iter()
+        .map(|e| MessageReceipt {
+            user: UserId(e.user()),
+            delivered_at_ms: time(e.delivered_at_ms()),
+            read_at_ms: time(e.read_at_ms()),
+        })
+        .collect()
 }
 
 /// What a [`ClientFrame::Group`] does. The chat partition enforces the rules:
@@ -401,6 +467,21 @@ pub enum ServerFrame {
         client_msg_id: ClientMsgId,
         devices: Vec<DeviceInfo>,
     },
+    // ---- group info and message info (issue 12) ----
+    /// The answer to [`ClientFrame::GroupInfo`] `client_msg_id`.
+    GroupInfo {
+        client_msg_id: ClientMsgId,
+        chat: ChatId,
+        info: GroupInfo,
+    },
+    /// The answer to [`ClientFrame::MessageInfo`] `client_msg_id`: one entry
+    /// per current member but the sender who was a member at `seq`.
+    MessageInfo {
+        client_msg_id: ClientMsgId,
+        chat: ChatId,
+        seq: Seq,
+        entries: Vec<MessageReceipt>,
+    },
 }
 
 // ---- linked devices (issue 12) ----------------------------------------------------
@@ -651,6 +732,8 @@ impl ClientFrame {
             ClientFrame::PairRequest { .. } => "PairRequest",
             ClientFrame::LinkDevice { .. } => "LinkDevice",
             ClientFrame::ListDevices { .. } => "ListDevices",
+            ClientFrame::GroupInfo { .. } => "GroupInfo",
+            ClientFrame::MessageInfo { .. } => "MessageInfo",
         }
     }
 
@@ -686,7 +769,9 @@ impl ClientFrame {
             | ClientFrame::Ping { .. }
             | ClientFrame::UnlinkDevice { .. }
             | ClientFrame::Logout { .. }
-            | ClientFrame::Block { .. } => Ok(()),
+            | ClientFrame::Block { .. }
+            | ClientFrame::GroupInfo { .. }
+            | ClientFrame::MessageInfo { .. } => Ok(()),
         }
     }
 
@@ -838,6 +923,22 @@ impl ClientFrame {
                 let t = fe::ListDevices::create(&mut fbb, &fe::ListDevicesArgs { client_msg_id: client_msg_id.0 });
                 (fe::ClientFrameBody::ListDevices, t.as_union_value())
             }
+            ClientFrame::GroupInfo { client_msg_id, chat } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::GroupInfoRequest::create(
+                    &mut fbb,
+                    &fe::GroupInfoRequestArgs { client_msg_id: client_msg_id.0, chat: Some(&chat) },
+                );
+                (fe::ClientFrameBody::GroupInfoRequest, t.as_union_value())
+            }
+            ClientFrame::MessageInfo { client_msg_id, chat, seq } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::MessageInfoRequest::create(
+                    &mut fbb,
+                    &fe::MessageInfoRequestArgs { client_msg_id: client_msg_id.0, chat: Some(&chat), seq: seq.0 },
+                );
+                (fe::ClientFrameBody::MessageInfoRequest, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -956,6 +1057,18 @@ impl ClientFrame {
                 let b = f.body_as_list_devices().ok_or_else(bad)?;
                 ClientFrame::ListDevices { client_msg_id: ClientMsgId(b.client_msg_id()) }
             }
+            fe::ClientFrameBody::GroupInfoRequest => {
+                let b = f.body_as_group_info_request().ok_or_else(bad)?;
+                ClientFrame::GroupInfo { client_msg_id: ClientMsgId(b.client_msg_id()), chat: codec::chat(b.chat()) }
+            }
+            fe::ClientFrameBody::MessageInfoRequest => {
+                let b = f.body_as_message_info_request().ok_or_else(bad)?;
+                ClientFrame::MessageInfo {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    chat: codec::chat(b.chat()),
+                    seq: Seq(b.seq()),
+                }
+            }
             _ => return Err(bad()),
         };
         frame.validate()?;
@@ -983,6 +1096,8 @@ impl ServerFrame {
             ServerFrame::ChatChange { .. } => "ChatChange",
             ServerFrame::PairCode { .. } => "PairCode",
             ServerFrame::DeviceList { .. } => "DeviceList",
+            ServerFrame::GroupInfo { .. } => "GroupInfo",
+            ServerFrame::MessageInfo { .. } => "MessageInfo",
         }
     }
 
@@ -1004,6 +1119,12 @@ impl ServerFrame {
                 check_len("device list", devices.len(), MAX_VIEW_PAGE_ENTRIES)?;
                 devices.iter().try_for_each(|d| check_len("device name", d.name.len(), MAX_NAME_BYTES))
             }
+            ServerFrame::GroupInfo { info, .. } => {
+                check_len("group name", info.name.len(), MAX_NAME_BYTES)?;
+                check_len("group description", info.description.len(), MAX_ABOUT_BYTES)?;
+                check_len("group members", info.members.len(), MAX_GROUP_MEMBERS)
+            }
+            ServerFrame::MessageInfo { entries, .. } => check_len("message info", entries.len(), MAX_GROUP_MEMBERS),
             ServerFrame::Registered { .. }
             | ServerFrame::LoggedIn { .. }
             | ServerFrame::Sent { .. }
@@ -1163,6 +1284,38 @@ impl ServerFrame {
                 );
                 (fe::ServerFrameBody::DeviceList, t.as_union_value())
             }
+            ServerFrame::GroupInfo { client_msg_id, chat, info } => {
+                let members = fbb.create_vector(&group_members_fb(&info.members));
+                let name = fbb.create_string(&info.name);
+                let description = fbb.create_string(&info.description);
+                let chat = codec::chat_fb(chat);
+                let t = fe::GroupInfo::create(
+                    &mut fbb,
+                    &fe::GroupInfoArgs {
+                        client_msg_id: client_msg_id.0,
+                        chat: Some(&chat),
+                        last_seq: info.last_seq.0,
+                        name: Some(name),
+                        description: Some(description),
+                        members: Some(members),
+                    },
+                );
+                (fe::ServerFrameBody::GroupInfo, t.as_union_value())
+            }
+            ServerFrame::MessageInfo { client_msg_id, chat, seq, entries } => {
+                let entries = fbb.create_vector(&receipts_fb(entries));
+                let chat = codec::chat_fb(chat);
+                let t = fe::MessageInfo::create(
+                    &mut fbb,
+                    &fe::MessageInfoArgs {
+                        client_msg_id: client_msg_id.0,
+                        chat: Some(&chat),
+                        seq: seq.0,
+                        entries: Some(entries),
+                    },
+                );
+                (fe::ServerFrameBody::MessageInfo, t.as_union_value())
+            }
         };
         let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, SERVER_FRAME_IDENT)
@@ -1272,6 +1425,30 @@ impl ServerFrame {
                 ServerFrame::DeviceList {
                     client_msg_id: ClientMsgId(b.client_msg_id()),
                     devices: device_infos(b.devices()),
+                }
+            }
+            fe::ServerFrameBody::GroupInfo => {
+                let b = f.body_as_group_info().ok_or_else(bad)?;
+                check_len("group members", b.members().len(), MAX_GROUP_MEMBERS)?;
+                ServerFrame::GroupInfo {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    chat: codec::chat(b.chat()),
+                    info: GroupInfo {
+                        last_seq: Seq(b.last_seq()),
+                        name: b.name().to_owned(),
+                        description: b.description().to_owned(),
+                        members: group_members(b.members()),
+                    },
+                }
+            }
+            fe::ServerFrameBody::MessageInfo => {
+                let b = f.body_as_message_info().ok_or_else(bad)?;
+                check_len("message info", b.entries().len(), MAX_GROUP_MEMBERS)?;
+                ServerFrame::MessageInfo {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    chat: codec::chat(b.chat()),
+                    seq: Seq(b.seq()),
+                    entries: receipts(b.entries()),
                 }
             }
             _ => return Err(bad()),

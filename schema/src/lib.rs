@@ -93,7 +93,9 @@ pub use api::{
     AppendCommand, ErrorCode, GroupStatus, LeaderHint, NodeStatus, PartitionStatus, ReplicaStatus, Request, Response,
 };
 pub use command::{Command, CommandBody};
-pub use edge::{ClientFrame, DeviceNoticeKind, EdgeErrorCode, GroupOp, Recipient, ServerFrame};
+pub use edge::{
+    ClientFrame, DeviceNoticeKind, EdgeErrorCode, GroupInfo, GroupOp, MessageReceipt, Recipient, ServerFrame,
+};
 pub use error::{Error, Result};
 pub use event::{Event, EventBody, EventRecord, StoredRecord};
 pub use ids::{ChatId, ClientMsgId, DeviceId, GroupId, Key, LogIndex, NodeId, Offset, PartitionId, Seq, UserId};

@@ -80,6 +80,8 @@ enum BenchCmd {
     Log(bench::log::Args),
     /// Messages through the whole pipeline: delivered/s, latency, memory per idle connection.
     E2e(bench::e2e::Args),
+    /// One group, every member online across 2 edges: time until every member has each message.
+    Group(bench::group::Args),
 }
 
 fn main() -> Result<()> {
@@ -144,6 +146,7 @@ fn main() -> Result<()> {
             }
             Cmd::Bench(BenchCmd::Log(a)) => bench::log::run(a).await,
             Cmd::Bench(BenchCmd::E2e(a)) => bench::e2e::run(a).await,
+            Cmd::Bench(BenchCmd::Group(a)) => bench::group::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
         }
     })

@@ -130,6 +130,8 @@ async fn workload(client: &LogClient) {
     )
     .await;
     must_append(client, 3, 1, CommandBody::SendGroup { chat: group, ciphertext: vec![1], media: None }).await;
+    let info = CommandBody::ChangeGroupInfo { chat: group, name: "g2".into(), description: "d".into() };
+    must_append(client, 1, 4, info).await;
     must_append(client, 1, 3, CommandBody::RemoveMember { chat: group, member: UserId(3) }).await;
     must_append(client, 2, 2, CommandBody::Ack { chat: group, kind: ReceiptKind::Read, up_to_seq: Seq(2) }).await;
     let register = CommandBody::RegisterDevice {
@@ -186,7 +188,7 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
     };
 
     // Each view alone equals the live one.
-    for view in ["roster", "cursors", "chat_list", "receipt_status", "inbox", "directory"] {
+    for view in ["roster", "cursors", "chat_list", "receipt_status", "inbox", "directory", "receipt_log"] {
         let o = dev.replay(view, &dir.path().join(view), Some(&dev.live_store()));
         assert!(o.status.success(), "{view}: {}{}", text(&o.stdout), text(&o.stderr));
         let stdout = text(&o.stdout);

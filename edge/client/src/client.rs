@@ -10,7 +10,7 @@ use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ClientConfig;
-use crate::conn::{Core, Request};
+use crate::conn::{Core, Reply, Request};
 use crate::link::{endpoint, quic_config};
 use crate::types::{Credentials, Error, Event, Result, Resume, Sent};
 use crate::worker::Worker;
@@ -36,7 +36,7 @@ pub(crate) enum Command {
     Request {
         client_msg_id: ClientMsgId,
         request: Request,
-        reply: oneshot::Sender<Result<Option<(ChatId, Seq)>>>,
+        reply: oneshot::Sender<Result<Reply>>,
         permit: OwnedSemaphorePermit,
     },
     // ---- linked devices (issue 12) ----
@@ -109,7 +109,22 @@ impl Client {
         credentials: Credentials,
         resume: Resume,
     ) -> Result<(Client, mpsc::Receiver<Event>)> {
-        let endpoint = endpoint()?;
+        Client::connect_on(endpoint()?, config, credentials, resume).await
+    }
+
+    /// As [`Client::connect`], on a QUIC endpoint (UDP socket) the caller
+    /// may share among clients: for a process that runs many devices, such
+    /// as a benchmark; each client still has its own QUIC connection. An app
+    /// uses [`Client::connect`] (one socket per client).
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn connect_on(
+        endpoint: quinn::Endpoint,
+        config: ClientConfig,
+        credentials: Credentials,
+        resume: Resume,
+    ) -> Result<(Client, mpsc::Receiver<Event>)> {
         let quic = quic_config(&config)?;
         let slots = config.commands_queue.clamp(1, Semaphore::MAX_PERMITS);
         let shared = Arc::new(Shared::default());
@@ -184,7 +199,7 @@ impl Client {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    async fn request(&self, request: Request) -> Result<Option<(ChatId, Seq)>> {
+    async fn request(&self, request: Request) -> Result<Reply> {
         let client_msg_id = self.next_client_msg_id();
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed)?;
         let (reply, rx) = oneshot::channel();
@@ -249,8 +264,41 @@ impl Client {
     /// or [`Error::Connection`] if the connection broke before the answer.
     pub async fn group(&self, chat: ChatId, op: GroupOp) -> Result<Seq> {
         match self.request(Request::Group { chat, op }).await? {
-            Some((c, seq)) if c == chat => Ok(seq),
+            Reply::Done(Some((c, seq))) if c == chat => Ok(seq),
             other => Err(Error::Protocol(format!("a group request on {chat} answered with position {other:?}"))),
+        }
+    }
+
+    // ---- group info and message info (issue 12) ----
+
+    /// A group's name, description and members (with their admin standing
+    /// and the seq that made each a member), as of its `last_seq`. Only
+    /// members may ask.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] with `NotMember` for a non-member,
+    /// `UnknownRecipient` for an unknown group, `BadFrame` for a direct
+    /// chat; `Unavailable` if the views did not answer.
+    pub async fn group_info(&self, chat: ChatId) -> Result<chorus_schema::GroupInfo> {
+        match self.request(Request::GroupInfo { chat }).await? {
+            Reply::GroupInfo(info) => Ok(info),
+            other => Err(Error::Protocol(format!("group info of {chat} answered with {other:?}"))),
+        }
+    }
+
+    /// Who received and who read this user's message at `seq` of `chat`,
+    /// and when (WhatsApp's "message info"): one entry per current member
+    /// other than the sender who was a member when it was sent, in user id
+    /// order; the times are the commit times of the receipts that first
+    /// covered the message. Only the message's sender may ask.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] with `Forbidden` for another's message, `BadFrame`
+    /// for a seq that is not a message, `NotMember`, `UnknownRecipient`.
+    pub async fn message_info(&self, chat: ChatId, seq: Seq) -> Result<Vec<chorus_schema::MessageReceipt>> {
+        match self.request(Request::MessageInfo { chat, seq }).await? {
+            Reply::MessageInfo(entries) => Ok(entries),
+            other => Err(Error::Protocol(format!("message info of {chat} {seq} answered with {other:?}"))),
         }
     }
 

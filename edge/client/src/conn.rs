@@ -46,8 +46,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chorus_schema::edge::DeviceInfo;
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, ServerFrame,
-    UserId,
+    ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, GroupInfo, GroupOp, MessageReceipt, ReceiptKind,
+    Recipient, Seq, ServerFrame, UserId,
 };
 use tracing::debug;
 
@@ -75,9 +75,8 @@ pub enum Output {
     Event(Event),
     /// The send `client_msg_id` is answered (every caller waiting for it).
     SendDone { client_msg_id: ClientMsgId, result: Result<Sent> },
-    /// The account or group request `client_msg_id` is answered; with where
-    /// it is in its chat's timeline, for a request that changed a chat.
-    RequestDone { client_msg_id: ClientMsgId, result: Result<Option<(ChatId, Seq)>> },
+    /// The account or group request `client_msg_id` is answered ([`Reply`]).
+    RequestDone { client_msg_id: ClientMsgId, result: Result<Reply> },
     /// The client stopped for good: closed, its login refused for good, or
     /// no edge took its first login. Nothing follows.
     Stopped(Error),
@@ -113,6 +112,35 @@ pub enum Request {
     },
     /// The user's devices (answered by [`Output::DevicesListed`]).
     ListDevices,
+    // ---- group info and message info (issue 12) ----
+    /// A group's name, description and members (answered [`Reply::GroupInfo`]).
+    GroupInfo {
+        chat: ChatId,
+    },
+    /// Who received and read this user's message at `seq`, and when
+    /// (answered [`Reply::MessageInfo`]).
+    MessageInfo {
+        chat: ChatId,
+        seq: Seq,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `Done`; with where the request is in its chat's timeline, for one
+    /// that changed a chat.
+    Done(Option<(ChatId, Seq)>),
+    GroupInfo(GroupInfo),
+    MessageInfo(Vec<MessageReceipt>),
+}
+
+impl Request {
+    /// Whether the request only reads: then a connection lost before its
+    /// answer writes it again after the next login instead of failing it.
+    fn reads_only(&self) -> bool {
+        matches!(self, Request::GroupInfo { .. } | Request::MessageInfo { .. })
+    }
 }
 
 impl Request {
@@ -125,6 +153,8 @@ impl Request {
             Request::Group { chat, op } => ClientFrame::Group { client_msg_id, chat: *chat, op: op.clone() },
             Request::LinkDevice { code } => ClientFrame::LinkDevice { client_msg_id, code: code.clone() },
             Request::ListDevices => ClientFrame::ListDevices { client_msg_id },
+            Request::GroupInfo { chat } => ClientFrame::GroupInfo { client_msg_id, chat: *chat },
+            Request::MessageInfo { chat, seq } => ClientFrame::MessageInfo { client_msg_id, chat: *chat, seq: *seq },
         }
     }
 }
@@ -194,6 +224,8 @@ struct PendingRequest {
     ends_session: bool,
     /// Written on the current link (then a loss fails it: its outcome is unknown).
     written: bool,
+    /// A query: a loss writes it again after the next login.
+    reads_only: bool,
 }
 
 /// The SDK's connection state machine. See the module docs.
@@ -329,7 +361,9 @@ impl Core {
             | Request::Group { .. }
             | Request::LinkDevice { .. }
             | Request::ListDevices => false,
+            Request::GroupInfo { .. } | Request::MessageInfo { .. } => false,
         };
+        let reads_only = request.reads_only();
         let frame = request.frame(client_msg_id);
         // The edge refuses a frame over a limit while decoding it, before it
         // knows the request's id: the answer could never be matched. Refuse
@@ -343,7 +377,7 @@ impl Core {
         if written {
             self.outputs.push_back(Output::Send(frame.clone()));
         }
-        self.requests.insert(client_msg_id, PendingRequest { frame, ends_session, written });
+        self.requests.insert(client_msg_id, PendingRequest { frame, ends_session, written, reads_only });
     }
 
     /// A cumulative receipt: kept (the largest per chat and kind) and re-sent
@@ -601,6 +635,9 @@ impl Core {
         if let Some(link) = self.current_link() {
             self.outputs.push_back(Output::Disconnect { link, reason: reason.clone() });
         }
+        for r in self.requests.values_mut().filter(|r| r.reads_only) {
+            r.written = false;
+        }
         let written: Vec<ClientMsgId> = self.requests.iter().filter(|(_, r)| r.written).map(|(id, _)| *id).collect();
         for client_msg_id in written {
             self.requests.remove(&client_msg_id);
@@ -624,7 +661,7 @@ impl Core {
         }
         for (client_msg_id, r) in std::mem::take(&mut self.requests) {
             let done = r.ends_session && matches!(error, Error::Refused { code: EdgeErrorCode::Revoked, .. });
-            let result = if done { Ok(None) } else { Err(error.clone()) };
+            let result = if done { Ok(Reply::Done(None)) } else { Err(error.clone()) };
             self.outputs.push_back(Output::RequestDone { client_msg_id, result });
         }
         self.acks.clear();
@@ -661,7 +698,19 @@ impl Core {
             }
             ServerFrame::Done { client_msg_id, at } => {
                 if self.requests.remove(&client_msg_id).is_some() {
-                    self.outputs.push_back(Output::RequestDone { client_msg_id, result: Ok(at) });
+                    self.outputs.push_back(Output::RequestDone { client_msg_id, result: Ok(Reply::Done(at)) });
+                }
+            }
+            ServerFrame::GroupInfo { client_msg_id, info, .. } => {
+                if self.requests.remove(&client_msg_id).is_some() {
+                    let result = Ok(Reply::GroupInfo(info));
+                    self.outputs.push_back(Output::RequestDone { client_msg_id, result });
+                }
+            }
+            ServerFrame::MessageInfo { client_msg_id, entries, .. } => {
+                if self.requests.remove(&client_msg_id).is_some() {
+                    let result = Ok(Reply::MessageInfo(entries));
+                    self.outputs.push_back(Output::RequestDone { client_msg_id, result });
                 }
             }
             ServerFrame::DeviceList { client_msg_id, devices } => {

@@ -16,6 +16,12 @@
 //!   logged-in device of the user calls [`Client::link_device`] with the
 //!   code; [`Client::devices`] lists the user's devices, [`Client::unlink`]
 //!   removes one. At most the primary and 4 companions (`TooManyDevices`).
+//! - Groups: [`Client::create_group`], [`Client::group`] (edits);
+//!   [`Client::group_info`] (name, description, members and admins; members
+//!   only) and [`Client::message_info`] (who received and read one of the
+//!   user's messages, and when). Queries are written again after a lost
+//!   connection; account and group requests are failed instead (their
+//!   outcome is unknown).
 //! - A rate-limited request is refused with its `retry_after_ms`
 //!   ([`Error::Refused`]).
 //! - [`Client::connect`]: logs in on one of the edges and keeps a connection

@@ -254,6 +254,7 @@ fn action_kind(action: &Action) -> &'static str {
         Action::AnswerClaim { .. } => "answer_claim",
         Action::ClaimPairing { .. } => "claim_pairing",
         Action::ListDevices { .. } => "list_devices",
+        Action::Info { .. } => "info",
     }
 }
 
@@ -427,6 +428,7 @@ impl Conn {
             Input::SyncDone { positions, with_news } => self.session.handle_sync_done(&positions, with_news),
             Input::SyncFailed => self.session.handle_sync_failed(),
             Input::FillDone(chat) => self.session.handle_fill_done(chat),
+            Input::Info(correlation, answer) => self.session.handle_info(correlation, answer),
             Input::FillFailed(chat) => {
                 // Live delivery must not move on past the gap: the client
                 // would take the next item's seq as its position and its next
@@ -602,6 +604,13 @@ impl Conn {
                     tokio::spawn(async move {
                         let devices = super::pairing::list(&ctx, user).await;
                         let _ = to.put(Input::DevicesListed(client_msg_id, devices)).await;
+                    });
+                }
+                Action::Info { correlation, request } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let answer = views::info(&ctx, request).await;
+                        let _ = to.put(Input::Info(correlation, answer)).await;
                     });
                 }
             }

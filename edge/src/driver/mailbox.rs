@@ -83,6 +83,8 @@ fn input_bytes(input: &Input) -> usize {
     match input {
         Input::Recovered(item) => item.weight(),
         Input::SyncDone { positions, .. } => 64 + positions.len() * 24,
+        Input::Info(_, crate::session::InfoAnswer::Group(Ok(info))) => 64 + info.members.len() * 24,
+        Input::Info(_, crate::session::InfoAnswer::Message(Ok(info))) => 64 + info.entries.len() * 24,
         _ => 64,
     }
 }

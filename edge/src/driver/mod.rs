@@ -136,6 +136,8 @@ pub(crate) enum Input {
     PairClaimed(chorus_schema::bus::PairClaim, chorus_bus::Message),
     PairAnswered(Correlation, Result<chorus_schema::ServerFrame, crate::session::ClaimError>),
     DevicesListed(chorus_schema::ClientMsgId, Option<Vec<chorus_schema::edge::DeviceInfo>>),
+    /// The views' answer to an info query (issue 12).
+    Info(Correlation, crate::session::InfoAnswer),
 }
 
 /// What every connection shares.

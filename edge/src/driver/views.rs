@@ -266,6 +266,21 @@ async fn read_offsets(ctx: &Ctx, partition: PartitionId, items: &[InboxItem]) ->
     Ok(out)
 }
 
+// ---- group info and message info (issue 12) ----
+
+/// Asks the views for a group's info or a message's info.
+pub(crate) async fn info(ctx: &Ctx, request: crate::session::InfoRequest) -> crate::session::InfoAnswer {
+    use crate::session::{InfoAnswer, InfoRequest};
+    let answer = match request {
+        InfoRequest::Group(q) => query(ctx, q).await.map(InfoAnswer::Group),
+        InfoRequest::Message(q) => query(ctx, q).await.map(InfoAnswer::Message),
+    };
+    answer.unwrap_or_else(|e| {
+        tracing::debug!(error = %e, "info query failed");
+        InfoAnswer::Unavailable(e.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use chorus_schema::{ChatId, PartitionId, UserId};

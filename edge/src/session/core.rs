@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chorus_schema::bus::PairClaim;
+use chorus_schema::bus::{InfoRefusal, PairClaim};
 use chorus_schema::edge::{
     normalize_phone, pairing_code, pairing_code_hash, user_for_phone, DeviceInfo, CLIENT_MSG_ID_RESERVED_BIT,
 };
@@ -86,6 +86,10 @@ pub enum Action {
     /// Ask the devices view for `user`'s linked devices; answer with
     /// `handle_devices_listed(client_msg_id, …)`.
     ListDevices { client_msg_id: ClientMsgId, user: UserId },
+    // ---- group info and message info (issue 12) ----
+    /// Ask the views (group info or message info, for the logged-in user) and
+    /// answer with `handle_info(correlation, …)`.
+    Info { correlation: Correlation, request: InfoRequest },
 }
 
 // ---- linked devices (issue 12) ----
@@ -123,6 +127,38 @@ struct PairLink {
     identity: Identity,
     token: [u8; 32],
     tries: u32,
+}
+
+// ---- group info and message info (issue 12) ----
+
+/// A view query of [`Action::Info`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InfoRequest {
+    Group(chorus_schema::bus::GroupInfoRequest),
+    Message(chorus_schema::bus::MessageInfoRequest),
+}
+
+/// The views' answer to [`Action::Info`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InfoAnswer {
+    Group(Result<chorus_schema::GroupInfo, InfoRefusal>),
+    Message(Result<chorus_schema::bus::MessageInfo, InfoRefusal>),
+    /// The views did not answer (why).
+    Unavailable(String),
+}
+
+/// The client's error for a refused info query.
+fn info_refused(refusal: InfoRefusal, chat: ChatId, seq: Option<Seq>) -> (EdgeErrorCode, String) {
+    let seq = seq.unwrap_or_default();
+    match refusal {
+        InfoRefusal::UnknownChat => (EdgeErrorCode::UnknownRecipient, format!("no chat {chat}")),
+        InfoRefusal::NotMember => (EdgeErrorCode::NotMember, format!("not a member of chat {chat}")),
+        InfoRefusal::NotMessage => (EdgeErrorCode::BadFrame, format!("no message at seq {seq} of chat {chat}")),
+        InfoRefusal::NotSender => (
+            EdgeErrorCode::Forbidden,
+            format!("the message at seq {seq} of chat {chat} is not yours: only its sender sees its info"),
+        ),
+    }
 }
 
 /// Why an append has no result.
@@ -248,6 +284,12 @@ enum Pending {
     PairClaim {
         client_msg_id: ClientMsgId,
     },
+    /// A group info (`seq` none) or message info query.
+    Info {
+        client_msg_id: ClientMsgId,
+        chat: ChatId,
+        seq: Option<Seq>,
+    },
 }
 
 /// Bytes of live items a connection holds behind a sync or a gap fill before
@@ -293,7 +335,10 @@ const PIN_CHARS_MIN: usize = 4;
 ///   `Done{client_msg_id}`. `Group` → `Append` of the group command
 ///   ([`chorus_schema::GroupOp::command`]) with the client's id, so a retry
 ///   applies once; the chat partition checks admins, membership and size, and
-///   its refusal reaches the client as `Error`. [`Session::handle_device_notice`] closes a device
+///   its refusal reaches the client as `Error`. `GroupInfo` and `MessageInfo`
+///   → [`Action::Info`] (asked as the logged-in user; the projector's views
+///   decide who may see what) → `GroupInfo` / `MessageInfo`, or `Error`
+///   with the request's id. [`Session::handle_device_notice`] closes a device
 ///   revoked at any edge and tells the user's other devices.
 /// - **History.** A device is handed no message older than its link (the
 ///   time in its token): a new device does not get the account's history.
@@ -556,6 +601,20 @@ impl Session {
                     }
                 }
             }
+            (State::LoggedIn(id), ClientFrame::GroupInfo { client_msg_id, chat }) => {
+                let id = *id;
+                if chat.is_direct() {
+                    let message = format!("chat {chat} is a direct chat, not a group");
+                    return self.error(EdgeErrorCode::BadFrame, message, Some(client_msg_id));
+                }
+                let request = InfoRequest::Group(chorus_schema::bus::GroupInfoRequest { user: id.user, chat });
+                self.info(now_ms, client_msg_id, chat, None, request);
+            }
+            (State::LoggedIn(id), ClientFrame::MessageInfo { client_msg_id, chat, seq }) => {
+                let id = *id;
+                let request = InfoRequest::Message(chorus_schema::bus::MessageInfoRequest { user: id.user, chat, seq });
+                self.info(now_ms, client_msg_id, chat, Some(seq), request);
+            }
             (State::LoggedIn(id), ClientFrame::Logout { client_msg_id }) => {
                 let id = *id;
                 if self.admit(now_ms, Some(client_msg_id)) {
@@ -572,7 +631,9 @@ impl Session {
                 | ClientFrame::Block { client_msg_id, .. }
                 | ClientFrame::Group { client_msg_id, .. }
                 | ClientFrame::LinkDevice { client_msg_id, .. }
-                | ClientFrame::ListDevices { client_msg_id },
+                | ClientFrame::ListDevices { client_msg_id }
+                | ClientFrame::GroupInfo { client_msg_id, .. }
+                | ClientFrame::MessageInfo { client_msg_id, .. },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }
@@ -657,6 +718,9 @@ impl Session {
             Pending::Recipient { client_msg_id, .. } => {
                 self.error(EdgeErrorCode::Internal, "a recipient check answered as an append", Some(client_msg_id))
             }
+            Pending::Info { client_msg_id, .. } => {
+                self.error(EdgeErrorCode::Internal, "an info query answered as an append", Some(client_msg_id))
+            }
             Pending::Send { client_msg_id } => match result {
                 Ok(Ok(Outcome::Chat { chat, seq })) => {
                     self.send(ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms: now_ms })
@@ -703,6 +767,35 @@ impl Session {
             }
             RecipientVerdict::Unavailable => {
                 self.error(EdgeErrorCode::Unavailable, "the users view did not answer: retry", cmid)
+            }
+        }
+    }
+
+    /// The views' answer to [`Action::Info`] `correlation`: the client gets
+    /// `GroupInfo` or `MessageInfo`, or the refusal as an `Error` with its
+    /// `client_msg_id` (`NotMember`, `Forbidden`, `BadFrame`,
+    /// `UnknownRecipient`; `Unavailable` when the views did not answer).
+    /// Unknown correlations are ignored.
+    pub fn handle_info(&mut self, correlation: Correlation, answer: InfoAnswer) {
+        if self.is_closed() || !matches!(self.pending.get(&correlation), Some(Pending::Info { .. })) {
+            return;
+        }
+        let Some(Pending::Info { client_msg_id, chat, seq }) = self.pending.remove(&correlation) else { return };
+        let cmid = Some(client_msg_id);
+        match answer {
+            InfoAnswer::Group(Ok(info)) => self.send(ServerFrame::GroupInfo { client_msg_id, chat, info }),
+            InfoAnswer::Message(Ok(info)) => self.send(ServerFrame::MessageInfo {
+                client_msg_id,
+                chat,
+                seq: seq.unwrap_or_default(),
+                entries: info.entries,
+            }),
+            InfoAnswer::Group(Err(refusal)) | InfoAnswer::Message(Err(refusal)) => {
+                let (code, message) = info_refused(refusal, chat, seq);
+                self.error(code, message, cmid)
+            }
+            InfoAnswer::Unavailable(why) => {
+                self.error(EdgeErrorCode::Unavailable, format!("the views did not answer: {why}"), cmid)
             }
         }
     }
@@ -1259,6 +1352,15 @@ impl Session {
             return false;
         }
         true
+    }
+
+    /// An info query of the logged-in user, admitted like any request.
+    fn info(&mut self, now_ms: u64, client_msg_id: ClientMsgId, chat: ChatId, seq: Option<Seq>, request: InfoRequest) {
+        if self.admit(now_ms, Some(client_msg_id)) {
+            let correlation = self.correlation();
+            self.pending.insert(correlation, Pending::Info { client_msg_id, chat, seq });
+            self.actions.push_back(Action::Info { correlation, request });
+        }
     }
 
     // ---- output helpers --------------------------------------------------------------

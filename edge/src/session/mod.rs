@@ -29,7 +29,7 @@ mod timeline;
 
 pub use self::core::{
     token_expiry_ms, token_hash, token_linked_ms, Action, AppendError, ClaimError, ClaimId, Correlation, Identity,
-    RecipientVerdict, Session, TokenVerdict,
+    InfoAnswer, InfoRequest, RecipientVerdict, Session, TokenVerdict,
 };
 pub use config::Config;
 pub use entropy::{Entropy, SeededEntropy};

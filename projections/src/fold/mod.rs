@@ -6,13 +6,15 @@
 //! keys, so [`Projection`](crate::Projection) applies them in a fixed order:
 //! [`roster`] (membership after the event), [`cursors`], [`chat_list`] (reads the
 //! roster), [`receipt_status`] (reads the roster and the cursors), [`inbox`]
-//! (reads the roster), [`directory`] (reads only its own keys). The directory is
-//! the only view of user-partition events so far.
+//! (reads the roster), [`directory`] (reads only its own keys), [`receipt_log`]
+//! (reads only its own keys). The directory is the only view of
+//! user-partition events so far.
 
 pub mod chat_list;
 pub mod cursors;
 pub mod directory;
 pub mod inbox;
+pub mod receipt_log;
 pub mod receipt_status;
 pub mod roster;
 

@@ -2,8 +2,9 @@
 //! last folded event; and the [`Effect::Deliver`] of every timeline item.
 //!
 //! Folds `ChatOpened`, `GroupCreated`, `MemberAdded`, `MemberRemoved`,
-//! `MemberPromoted`, `MemberDemoted` and `MemberLeft`; every other timeline
-//! event only advances the chat's `last_seq`. The admin hand-over of the state
+//! `MemberPromoted`, `MemberDemoted`, `MemberLeft` and `GroupInfoChanged` (a
+//! group's name and description: [`Details`]); every other timeline event
+//! only advances the chat's `last_seq`. The admin hand-over of the state
 //! machine is an explicit `MemberPromoted` event, so the view needs no rule of its
 //! own for it.
 
@@ -22,6 +23,15 @@ pub struct Chat {
     pub kind: ChatKind,
     /// The seq of the last timeline item (0 for a direct chat before its first message).
     pub last_seq: Seq,
+}
+
+/// A group's name and description (the latest `GroupCreated` or
+/// `GroupInfoChanged`), kept apart from [`Chat`] so that the roster's chat
+/// records keep their format.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Details {
+    pub name: String,
+    pub description: String,
 }
 
 /// Folds one event into the roster and pushes the [`Effect::Deliver`] of a
@@ -43,11 +53,12 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
             }
             effects.push(Effect::Joined { chat: chat_id, seq: Seq(0), users: members.clone() });
         }
-        EventBody::GroupCreated { seq, members, .. } => {
+        EventBody::GroupCreated { seq, members, name, .. } => {
             if *seq != Seq(1) {
                 return Err(Error::inconsistent(chat_id, kind, format!("seq {seq} instead of 1")));
             }
             create(txn, chat_id, kind, Chat { kind: ChatKind::Group, last_seq: *seq })?;
+            put_value(txn, &keys::roster_info(&chat_id), &Details { name: name.clone(), description: String::new() });
             for m in members {
                 let member = Member { since: *seq, admin: *m == event.origin.user };
                 put_value(txn, &keys::roster_member(&chat_id, *m), &member);
@@ -75,6 +86,10 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
                 }
                 EventBody::MemberRemoved { member, .. } => txn.delete(&keys::roster_member(&chat_id, *member)),
                 EventBody::MemberLeft { .. } => txn.delete(&keys::roster_member(&chat_id, event.origin.user)),
+                EventBody::GroupInfoChanged { name, description, .. } => {
+                    let details = Details { name: name.clone(), description: description.clone() };
+                    put_value(txn, &keys::roster_info(&chat_id), &details);
+                }
                 EventBody::MemberPromoted { member, .. } | EventBody::MemberDemoted { member, .. } => {
                     let key = keys::roster_member(&chat_id, *member);
                     let mut m: Member = get_value(txn, &key)?
@@ -159,6 +174,36 @@ pub fn members<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<Vec<(UserId, M
 /// [`Error::Store`] if the store fails.
 pub fn member<T: Txn + ?Sized>(txn: &T, chat: &ChatId, user: UserId) -> Result<Option<Member>> {
     Ok(get_value(txn, &keys::roster_member(chat, user))?)
+}
+
+/// A group's name and description (empty for a direct chat or a chat the
+/// roster has never seen).
+///
+/// # Errors
+/// [`Error::Store`] if the store fails.
+pub fn details<T: Txn + ?Sized>(txn: &T, chat: &ChatId) -> Result<Details> {
+    Ok(get_value(txn, &keys::roster_info(chat))?.unwrap_or_default())
+}
+
+/// What a member sees of a group ([`chorus_schema::GroupInfo`]), asked by
+/// `user`: refused if the roster has never seen the chat or `user` is not a
+/// member now.
+///
+/// # Errors
+/// [`Error::Store`] if the store fails.
+pub fn group_info<T: Txn + ?Sized>(
+    txn: &T,
+    chat_id: &ChatId,
+    user: UserId,
+) -> Result<Result<chorus_schema::GroupInfo, chorus_schema::bus::InfoRefusal>> {
+    use chorus_schema::bus::InfoRefusal;
+    let Some(c) = chat(txn, chat_id)? else { return Ok(Err(InfoRefusal::UnknownChat)) };
+    let members = members(txn, chat_id)?;
+    if members.binary_search_by_key(&user, |(u, _)| *u).is_err() {
+        return Ok(Err(InfoRefusal::NotMember));
+    }
+    let Details { name, description } = details(txn, chat_id)?;
+    Ok(Ok(chorus_schema::GroupInfo { last_seq: c.last_seq, name, description, members }))
 }
 
 /// The current admins of a chat, in user id order (none for a direct chat).

@@ -17,6 +17,9 @@
 //! | `0x51` | `51 ‖ user ‖ device` | [`directory::Device`](crate::fold::directory::Device): a linked device and its session | directory |
 //! | `0x52` | `52 ‖ user ‖ device` | [`directory::DeviceInfo`](crate::fold::directory::DeviceInfo): a linked device's name and link time | directory |
 //! | `0x60` | `60 ‖ user ‖ chat ‖ seq` | offset `u64` of the item's record in the chat's partition | inbox |
+//! | `0x12` | `12 ‖ chat` | [`roster::Details`](crate::fold::roster::Details): a group's name and description | roster |
+//! | `0x28` | `28 ‖ chat ‖ user` | the user's best [`Cursors`](chorus_schema::Cursors) over their devices | receipt_log |
+//! | `0x29` | `29 ‖ chat ‖ user ‖ kind u8 ‖ seq` | `at_ms` `u64`: the user's best cursor of `kind` (0 delivered, 1 read) reached seq | receipt_log |
 //!
 //! Tags are spaced so that a view can add a key family next to its own. A tag is
 //! never reused for another meaning; a change of value format takes a new tag.
@@ -39,6 +42,10 @@ pub const DEVICES: u8 = 0x51;
 /// Linked devices' names and link times (issue 12).
 pub const DEVICE_INFO: u8 = 0x52;
 pub const INBOX: u8 = 0x60;
+// ---- group info and message info (issue 12) ----
+pub const ROSTER_INFO: u8 = 0x12;
+pub const RECEIPT_BEST: u8 = 0x28;
+pub const RECEIPT_STEP: u8 = 0x29;
 
 struct Key(Vec<u8>);
 
@@ -176,6 +183,32 @@ pub fn inbox(user: UserId, chat: &ChatId, seq: Seq) -> Vec<u8> {
 /// `60 ‖ user ‖ chat`: every item of a chat that a user receives.
 pub fn inbox_of(user: UserId, chat: &ChatId) -> Vec<u8> {
     Key::new(INBOX).user(user).chat(chat).0
+}
+
+// ---- group info and message info (issue 12) ----
+
+/// `12 ‖ chat`.
+pub fn roster_info(chat: &ChatId) -> Vec<u8> {
+    Key::new(ROSTER_INFO).chat(chat).0
+}
+
+/// `28 ‖ chat ‖ user`.
+pub fn receipt_best(chat: &ChatId, user: UserId) -> Vec<u8> {
+    Key::new(RECEIPT_BEST).chat(chat).user(user).0
+}
+
+/// `29 ‖ chat ‖ user ‖ kind ‖ seq` (`kind`: 0 delivered, 1 read).
+pub fn receipt_step(chat: &ChatId, user: UserId, kind: u8, seq: Seq) -> Vec<u8> {
+    let mut k = Key::new(RECEIPT_STEP).chat(chat).user(user);
+    k.0.push(kind);
+    k.seq(seq).0
+}
+
+/// `29 ‖ chat ‖ user ‖ kind`: every step of one cursor of a user.
+pub fn receipt_steps(chat: &ChatId, user: UserId, kind: u8) -> Vec<u8> {
+    let mut k = Key::new(RECEIPT_STEP).chat(chat).user(user);
+    k.0.push(kind);
+    k.0
 }
 
 /// The first key after every key that starts with `prefix` (`None` if the

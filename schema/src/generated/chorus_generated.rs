@@ -15051,10 +15051,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 15;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 16] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 18] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -15071,6 +15071,8 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 16] = [
   ClientFrameBody::PairRequest,
   ClientFrameBody::LinkDevice,
   ClientFrameBody::ListDevices,
+  ClientFrameBody::GroupInfoRequest,
+  ClientFrameBody::MessageInfoRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15094,9 +15096,11 @@ impl ClientFrameBody {
   pub const PairRequest: Self = Self(13);
   pub const LinkDevice: Self = Self(14);
   pub const ListDevices: Self = Self(15);
+  pub const GroupInfoRequest: Self = Self(16);
+  pub const MessageInfoRequest: Self = Self(17);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -15114,6 +15118,8 @@ impl ClientFrameBody {
     Self::PairRequest,
     Self::LinkDevice,
     Self::ListDevices,
+    Self::GroupInfoRequest,
+    Self::MessageInfoRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15134,6 +15140,8 @@ impl ClientFrameBody {
       Self::PairRequest => Some("PairRequest"),
       Self::LinkDevice => Some("LinkDevice"),
       Self::ListDevices => Some("ListDevices"),
+      Self::GroupInfoRequest => Some("GroupInfoRequest"),
+      Self::MessageInfoRequest => Some("MessageInfoRequest"),
       _ => None,
     }
   }
@@ -15433,10 +15441,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 14;
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 15] = [
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 17] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -15452,6 +15460,8 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 15] = [
   ServerFrameBody::ChatChange,
   ServerFrameBody::PairCode,
   ServerFrameBody::DeviceList,
+  ServerFrameBody::GroupInfo,
+  ServerFrameBody::MessageInfo,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15474,9 +15484,11 @@ impl ServerFrameBody {
   pub const ChatChange: Self = Self(12);
   pub const PairCode: Self = Self(13);
   pub const DeviceList: Self = Self(14);
+  pub const GroupInfo: Self = Self(15);
+  pub const MessageInfo: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -15493,6 +15505,8 @@ impl ServerFrameBody {
     Self::ChatChange,
     Self::PairCode,
     Self::DeviceList,
+    Self::GroupInfo,
+    Self::MessageInfo,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15512,6 +15526,8 @@ impl ServerFrameBody {
       Self::ChatChange => Some("ChatChange"),
       Self::PairCode => Some("PairCode"),
       Self::DeviceList => Some("DeviceList"),
+      Self::GroupInfo => Some("GroupInfo"),
+      Self::MessageInfo => Some("MessageInfo"),
       _ => None,
     }
   }
@@ -15746,6 +15762,327 @@ impl<'a> SyncCursor {
   }
 
   pub fn set_seq(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// A member of a group: `since` is the seq that (last) made them a member.
+// struct GroupMember, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct GroupMember(pub [u8; 24]);
+impl Default for GroupMember { 
+  fn default() -> Self { 
+    Self([0; 24])
+  }
+}
+impl ::core::fmt::Debug for GroupMember {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("GroupMember")
+      .field("user", &self.user())
+      .field("since", &self.since())
+      .field("admin", &self.admin())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for GroupMember {}
+impl<'a> ::flatbuffers::Follow<'a> for GroupMember {
+  type Inner = &'a GroupMember;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a GroupMember>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a GroupMember {
+  type Inner = &'a GroupMember;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<GroupMember>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for GroupMember {
+    type Output = GroupMember;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const GroupMember as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for GroupMember {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> GroupMember {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    user: u64,
+    since: u64,
+    admin: bool,
+  ) -> Self {
+    let mut s = Self([0; 24]);
+    s.set_user(user);
+    s.set_since(since);
+    s.set_admin(admin);
+    s
+  }
+
+  pub fn user(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_user(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn since(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_since(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn admin(&self) -> bool {
+    let mut mem = ::core::mem::MaybeUninit::<<bool as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<bool as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_admin(&mut self, x: bool) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<bool as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// When one member's devices first had (delivered) and first read a message:
+/// the commit times (ms) of the receipts that covered it; 0: not yet.
+// struct MessageReceipt, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct MessageReceipt(pub [u8; 24]);
+impl Default for MessageReceipt { 
+  fn default() -> Self { 
+    Self([0; 24])
+  }
+}
+impl ::core::fmt::Debug for MessageReceipt {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("MessageReceipt")
+      .field("user", &self.user())
+      .field("delivered_at_ms", &self.delivered_at_ms())
+      .field("read_at_ms", &self.read_at_ms())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MessageReceipt {}
+impl<'a> ::flatbuffers::Follow<'a> for MessageReceipt {
+  type Inner = &'a MessageReceipt;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a MessageReceipt>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a MessageReceipt {
+  type Inner = &'a MessageReceipt;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<MessageReceipt>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for MessageReceipt {
+    type Output = MessageReceipt;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const MessageReceipt as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MessageReceipt {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> MessageReceipt {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    user: u64,
+    delivered_at_ms: u64,
+    read_at_ms: u64,
+  ) -> Self {
+    let mut s = Self([0; 24]);
+    s.set_user(user);
+    s.set_delivered_at_ms(delivered_at_ms);
+    s.set_read_at_ms(read_at_ms);
+    s
+  }
+
+  pub fn user(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_user(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn delivered_at_ms(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_delivered_at_ms(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn read_at_ms(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[16..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_read_at_ms(&mut self, x: u64) {
     let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
     // Safety:
     // Created from a valid Table for this object
@@ -17869,6 +18206,255 @@ impl ::core::fmt::Debug for ListDevices<'_> {
       ds.finish()
   }
 }
+pub enum GroupInfoRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks for a group's name, description and members; members only. Answered
+/// `GroupInfo` (or `Error` with `client_msg_id`).
+pub struct GroupInfoRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GroupInfoRequest<'a> {
+  type Inner = GroupInfoRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GroupInfoRequest<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GroupInfoRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupInfoRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupInfoRequest<'bldr>> {
+    let mut builder = GroupInfoRequestBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupInfoRequest::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(GroupInfoRequest::VT_CHAT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GroupInfoRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupInfoRequestArgs<'a> {
+    pub client_msg_id: u64,
+    pub chat: Option<&'a super::ChatId>,
+}
+impl<'a> Default for GroupInfoRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupInfoRequestArgs {
+      client_msg_id: 0,
+      chat: None, // required field
+    }
+  }
+}
+
+pub struct GroupInfoRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupInfoRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(GroupInfoRequest::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(GroupInfoRequest::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupInfoRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupInfoRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupInfoRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, GroupInfoRequest::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GroupInfoRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GroupInfoRequest");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("chat", &self.chat());
+      ds.finish()
+  }
+}
+pub enum MessageInfoRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks who received and read the message at `seq` of `chat`, and when; its
+/// sender only. Answered `MessageInfo` (or `Error` with `client_msg_id`).
+pub struct MessageInfoRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MessageInfoRequest<'a> {
+  type Inner = MessageInfoRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MessageInfoRequest<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MessageInfoRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MessageInfoRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MessageInfoRequest<'bldr>> {
+    let mut builder = MessageInfoRequestBuilder::new(_fbb);
+    builder.add_seq(args.seq);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MessageInfoRequest::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(MessageInfoRequest::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MessageInfoRequest::VT_SEQ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MessageInfoRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MessageInfoRequestArgs<'a> {
+    pub client_msg_id: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub seq: u64,
+}
+impl<'a> Default for MessageInfoRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MessageInfoRequestArgs {
+      client_msg_id: 0,
+      chat: None, // required field
+      seq: 0,
+    }
+  }
+}
+
+pub struct MessageInfoRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageInfoRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(MessageInfoRequest::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(MessageInfoRequest::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(MessageInfoRequest::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageInfoRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MessageInfoRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MessageInfoRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MessageInfoRequest::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MessageInfoRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MessageInfoRequest");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("chat", &self.chat());
+      ds.field("seq", &self.seq());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -18128,6 +18714,34 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_group_info_request(&self) -> Option<GroupInfoRequest<'a>> {
+    if self.body_type() == ClientFrameBody::GroupInfoRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GroupInfoRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_message_info_request(&self) -> Option<MessageInfoRequest<'a>> {
+    if self.body_type() == ClientFrameBody::MessageInfoRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MessageInfoRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -18153,6 +18767,8 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::PairRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PairRequest>>("ClientFrameBody::PairRequest", pos),
           ClientFrameBody::LinkDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkDevice>>("ClientFrameBody::LinkDevice", pos),
           ClientFrameBody::ListDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListDevices>>("ClientFrameBody::ListDevices", pos),
+          ClientFrameBody::GroupInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfoRequest>>("ClientFrameBody::GroupInfoRequest", pos),
+          ClientFrameBody::MessageInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfoRequest>>("ClientFrameBody::MessageInfoRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -18308,6 +18924,20 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::ListDevices => {
           if let Some(x) = self.body_as_list_devices() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::GroupInfoRequest => {
+          if let Some(x) = self.body_as_group_info_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::MessageInfoRequest => {
+          if let Some(x) = self.body_as_message_info_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -20395,6 +21025,343 @@ impl ::core::fmt::Debug for DeviceList<'_> {
       ds.finish()
   }
 }
+pub enum GroupInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `GroupInfoRequest` `client_msg_id`: the group as of `last_seq`.
+pub struct GroupInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GroupInfo<'a> {
+  type Inner = GroupInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GroupInfo<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GroupInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupInfo<'bldr>> {
+    let mut builder = GroupInfoBuilder::new(_fbb);
+    builder.add_last_seq(args.last_seq);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.members { builder.add_members(x); }
+    if let Some(x) = args.description { builder.add_description(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupInfo::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(GroupInfo::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn last_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupInfo::VT_LAST_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GroupInfo::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn description(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GroupInfo::VT_DESCRIPTION, None).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> ::flatbuffers::Vector<'a, GroupMember> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, GroupMember>>>(GroupInfo::VT_MEMBERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GroupInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, GroupMember>>>("members", Self::VT_MEMBERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupInfoArgs<'a> {
+    pub client_msg_id: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub last_seq: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, GroupMember>>>,
+}
+impl<'a> Default for GroupInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupInfoArgs {
+      client_msg_id: 0,
+      chat: None, // required field
+      last_seq: 0,
+      name: None, // required field
+      description: None, // required field
+      members: None, // required field
+    }
+  }
+}
+
+pub struct GroupInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(GroupInfo::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(GroupInfo::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_last_seq(&mut self, last_seq: u64) {
+    self.fbb_.push_slot::<u64>(GroupInfo::VT_LAST_SEQ, last_seq, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_description(&mut self, description: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_DESCRIPTION, description);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , GroupMember>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, GroupInfo::VT_CHAT,"chat");
+    self.fbb_.required(o, GroupInfo::VT_NAME,"name");
+    self.fbb_.required(o, GroupInfo::VT_DESCRIPTION,"description");
+    self.fbb_.required(o, GroupInfo::VT_MEMBERS,"members");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GroupInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GroupInfo");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("chat", &self.chat());
+      ds.field("last_seq", &self.last_seq());
+      ds.field("name", &self.name());
+      ds.field("description", &self.description());
+      ds.field("members", &self.members());
+      ds.finish()
+  }
+}
+pub enum MessageInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `MessageInfoRequest` `client_msg_id`: one entry per current
+/// member other than the sender who was a member when the message was sent.
+pub struct MessageInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MessageInfo<'a> {
+  type Inner = MessageInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MessageInfo<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MessageInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MessageInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MessageInfo<'bldr>> {
+    let mut builder = MessageInfoBuilder::new(_fbb);
+    builder.add_seq(args.seq);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MessageInfo::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(MessageInfo::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MessageInfo::VT_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn entries(&self) -> ::flatbuffers::Vector<'a, MessageReceipt> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, MessageReceipt>>>(MessageInfo::VT_ENTRIES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MessageInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, MessageReceipt>>>("entries", Self::VT_ENTRIES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MessageInfoArgs<'a> {
+    pub client_msg_id: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub seq: u64,
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, MessageReceipt>>>,
+}
+impl<'a> Default for MessageInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MessageInfoArgs {
+      client_msg_id: 0,
+      chat: None, // required field
+      seq: 0,
+      entries: None, // required field
+    }
+  }
+}
+
+pub struct MessageInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(MessageInfo::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(MessageInfo::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(MessageInfo::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , MessageReceipt>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MessageInfo::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MessageInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MessageInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MessageInfo::VT_CHAT,"chat");
+    self.fbb_.required(o, MessageInfo::VT_ENTRIES,"entries");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MessageInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MessageInfo");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("chat", &self.chat());
+      ds.field("seq", &self.seq());
+      ds.field("entries", &self.entries());
+      ds.finish()
+  }
+}
 pub enum ServerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -20640,6 +21607,34 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_group_info(&self) -> Option<GroupInfo<'a>> {
+    if self.body_type() == ServerFrameBody::GroupInfo {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GroupInfo::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_message_info(&self) -> Option<MessageInfo<'a>> {
+    if self.body_type() == ServerFrameBody::MessageInfo {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MessageInfo::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -20664,6 +21659,8 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::ChatChange => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChatChange>>("ServerFrameBody::ChatChange", pos),
           ServerFrameBody::PairCode => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PairCode>>("ServerFrameBody::PairCode", pos),
           ServerFrameBody::DeviceList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceList>>("ServerFrameBody::DeviceList", pos),
+          ServerFrameBody::GroupInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfo>>("ServerFrameBody::GroupInfo", pos),
+          ServerFrameBody::MessageInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfo>>("ServerFrameBody::MessageInfo", pos),
           _ => Ok(()),
         }
      })?
@@ -20817,6 +21814,20 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        ServerFrameBody::GroupInfo => {
+          if let Some(x) = self.body_as_group_info() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::MessageInfo => {
+          if let Some(x) = self.body_as_message_info() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
@@ -20923,10 +21934,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_QUERY: u8 = 7;
+pub const ENUM_MAX_VIEW_QUERY: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 8] = [
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 10] = [
   ViewQuery::NONE,
   ViewQuery::ChatListRequest,
   ViewQuery::CursorsRequest,
@@ -20935,6 +21946,8 @@ pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 8] = [
   ViewQuery::UserRequest,
   ViewQuery::InboxRequest,
   ViewQuery::DevicesRequest,
+  ViewQuery::GroupInfoRequest,
+  ViewQuery::MessageInfoRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -20950,9 +21963,11 @@ impl ViewQuery {
   pub const UserRequest: Self = Self(5);
   pub const InboxRequest: Self = Self(6);
   pub const DevicesRequest: Self = Self(7);
+  pub const GroupInfoRequest: Self = Self(8);
+  pub const MessageInfoRequest: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListRequest,
@@ -20962,6 +21977,8 @@ impl ViewQuery {
     Self::UserRequest,
     Self::InboxRequest,
     Self::DevicesRequest,
+    Self::GroupInfoRequest,
+    Self::MessageInfoRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -20974,6 +21991,8 @@ impl ViewQuery {
       Self::UserRequest => Some("UserRequest"),
       Self::InboxRequest => Some("InboxRequest"),
       Self::DevicesRequest => Some("DevicesRequest"),
+      Self::GroupInfoRequest => Some("GroupInfoRequest"),
+      Self::MessageInfoRequest => Some("MessageInfoRequest"),
       _ => None,
     }
   }
@@ -21199,12 +22218,109 @@ impl<'a> ::flatbuffers::Verifiable for ViewErrorCode {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for ViewErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
+pub const ENUM_MIN_INFO_REFUSAL: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_ANSWER: u8 = 8;
+pub const ENUM_MAX_INFO_REFUSAL: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 9] = [
+pub const ENUM_VALUES_INFO_REFUSAL: [InfoRefusal; 5] = [
+  InfoRefusal::None,
+  InfoRefusal::UnknownChat,
+  InfoRefusal::NotMember,
+  InfoRefusal::NotMessage,
+  InfoRefusal::NotSender,
+];
+
+/// Why an info query is refused (None: answered).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct InfoRefusal(pub u8);
+#[allow(non_upper_case_globals)]
+impl InfoRefusal {
+  pub const None: Self = Self(0);
+  pub const UnknownChat: Self = Self(1);
+  pub const NotMember: Self = Self(2);
+  pub const NotMessage: Self = Self(3);
+  pub const NotSender: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::None,
+    Self::UnknownChat,
+    Self::NotMember,
+    Self::NotMessage,
+    Self::NotSender,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::None => Some("None"),
+      Self::UnknownChat => Some("UnknownChat"),
+      Self::NotMember => Some("NotMember"),
+      Self::NotMessage => Some("NotMessage"),
+      Self::NotSender => Some("NotSender"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for InfoRefusal {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for InfoRefusal {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for InfoRefusal {
+    type Output = InfoRefusal;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for InfoRefusal {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for InfoRefusal {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for InfoRefusal {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 10;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 11] = [
   ViewAnswer::NONE,
   ViewAnswer::ChatListPage,
   ViewAnswer::CursorsPage,
@@ -21214,6 +22330,8 @@ pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 9] = [
   ViewAnswer::InboxPage,
   ViewAnswer::ViewError,
   ViewAnswer::LinkedDevices,
+  ViewAnswer::GroupInfo,
+  ViewAnswer::MessageInfo,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -21230,9 +22348,11 @@ impl ViewAnswer {
   pub const InboxPage: Self = Self(6);
   pub const ViewError: Self = Self(7);
   pub const LinkedDevices: Self = Self(8);
+  pub const GroupInfo: Self = Self(9);
+  pub const MessageInfo: Self = Self(10);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 10;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListPage,
@@ -21243,6 +22363,8 @@ impl ViewAnswer {
     Self::InboxPage,
     Self::ViewError,
     Self::LinkedDevices,
+    Self::GroupInfo,
+    Self::MessageInfo,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -21256,6 +22378,8 @@ impl ViewAnswer {
       Self::InboxPage => Some("InboxPage"),
       Self::ViewError => Some("ViewError"),
       Self::LinkedDevices => Some("LinkedDevices"),
+      Self::GroupInfo => Some("GroupInfo"),
+      Self::MessageInfo => Some("MessageInfo"),
       _ => None,
     }
   }
@@ -23291,6 +24415,253 @@ impl ::core::fmt::Debug for DevicesRequest<'_> {
       ds.finish()
   }
 }
+pub enum GroupInfoRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A group's name, description and members, for `user` (a member).
+pub struct GroupInfoRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GroupInfoRequest<'a> {
+  type Inner = GroupInfoRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GroupInfoRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GroupInfoRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupInfoRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupInfoRequest<'bldr>> {
+    let mut builder = GroupInfoRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupInfoRequest::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(GroupInfoRequest::VT_CHAT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GroupInfoRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupInfoRequestArgs<'a> {
+    pub user: u64,
+    pub chat: Option<&'a super::ChatId>,
+}
+impl<'a> Default for GroupInfoRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupInfoRequestArgs {
+      user: 0,
+      chat: None, // required field
+    }
+  }
+}
+
+pub struct GroupInfoRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupInfoRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(GroupInfoRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(GroupInfoRequest::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupInfoRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupInfoRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupInfoRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, GroupInfoRequest::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GroupInfoRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GroupInfoRequest");
+      ds.field("user", &self.user());
+      ds.field("chat", &self.chat());
+      ds.finish()
+  }
+}
+pub enum MessageInfoRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Who received and read the message at `seq` of `chat`, for `user` (its sender).
+pub struct MessageInfoRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MessageInfoRequest<'a> {
+  type Inner = MessageInfoRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MessageInfoRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MessageInfoRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MessageInfoRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MessageInfoRequest<'bldr>> {
+    let mut builder = MessageInfoRequestBuilder::new(_fbb);
+    builder.add_seq(args.seq);
+    builder.add_user(args.user);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MessageInfoRequest::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(MessageInfoRequest::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MessageInfoRequest::VT_SEQ, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MessageInfoRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MessageInfoRequestArgs<'a> {
+    pub user: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub seq: u64,
+}
+impl<'a> Default for MessageInfoRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MessageInfoRequestArgs {
+      user: 0,
+      chat: None, // required field
+      seq: 0,
+    }
+  }
+}
+
+pub struct MessageInfoRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageInfoRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(MessageInfoRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(MessageInfoRequest::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(MessageInfoRequest::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageInfoRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MessageInfoRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MessageInfoRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MessageInfoRequest::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MessageInfoRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MessageInfoRequest");
+      ds.field("user", &self.user());
+      ds.field("chat", &self.chat());
+      ds.field("seq", &self.seq());
+      ds.finish()
+  }
+}
 pub enum ViewRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -23438,6 +24809,34 @@ impl<'a> ViewRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_group_info_request(&self) -> Option<GroupInfoRequest<'a>> {
+    if self.query_type() == ViewQuery::GroupInfoRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GroupInfoRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_message_info_request(&self) -> Option<MessageInfoRequest<'a>> {
+    if self.query_type() == ViewQuery::MessageInfoRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MessageInfoRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewRequest<'_> {
@@ -23455,6 +24854,8 @@ impl ::flatbuffers::Verifiable for ViewRequest<'_> {
           ViewQuery::UserRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserRequest>>("ViewQuery::UserRequest", pos),
           ViewQuery::InboxRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InboxRequest>>("ViewQuery::InboxRequest", pos),
           ViewQuery::DevicesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DevicesRequest>>("ViewQuery::DevicesRequest", pos),
+          ViewQuery::GroupInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfoRequest>>("ViewQuery::GroupInfoRequest", pos),
+          ViewQuery::MessageInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfoRequest>>("ViewQuery::MessageInfoRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -23554,6 +24955,20 @@ impl ::core::fmt::Debug for ViewRequest<'_> {
         },
         ViewQuery::DevicesRequest => {
           if let Some(x) = self.query_as_devices_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::GroupInfoRequest => {
+          if let Some(x) = self.query_as_group_info_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::MessageInfoRequest => {
+          if let Some(x) = self.query_as_message_info_request() {
             ds.field("query", &x)
           } else {
             ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -24643,6 +26058,283 @@ impl ::core::fmt::Debug for LinkedDevices<'_> {
       ds.finish()
   }
 }
+pub enum GroupInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct GroupInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GroupInfo<'a> {
+  type Inner = GroupInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GroupInfo<'a> {
+  pub const VT_REFUSAL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST_SEQ: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GroupInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GroupInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<GroupInfo<'bldr>> {
+    let mut builder = GroupInfoBuilder::new(_fbb);
+    builder.add_last_seq(args.last_seq);
+    if let Some(x) = args.members { builder.add_members(x); }
+    if let Some(x) = args.description { builder.add_description(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_refusal(args.refusal);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn refusal(&self) -> InfoRefusal {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<InfoRefusal>(GroupInfo::VT_REFUSAL, Some(InfoRefusal::None)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GroupInfo::VT_LAST_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GroupInfo::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn description(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GroupInfo::VT_DESCRIPTION, None)}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, super::edge::GroupMember>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, super::edge::GroupMember>>>(GroupInfo::VT_MEMBERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GroupInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<InfoRefusal>("refusal", Self::VT_REFUSAL, false)?
+     .visit_field::<u64>("last_seq", Self::VT_LAST_SEQ, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, super::edge::GroupMember>>>("members", Self::VT_MEMBERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GroupInfoArgs<'a> {
+    pub refusal: InfoRefusal,
+    pub last_seq: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, super::edge::GroupMember>>>,
+}
+impl<'a> Default for GroupInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    GroupInfoArgs {
+      refusal: InfoRefusal::None,
+      last_seq: 0,
+      name: None,
+      description: None,
+      members: None,
+    }
+  }
+}
+
+pub struct GroupInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_refusal(&mut self, refusal: InfoRefusal) {
+    self.fbb_.push_slot::<InfoRefusal>(GroupInfo::VT_REFUSAL, refusal, InfoRefusal::None);
+  }
+  #[inline]
+  pub fn add_last_seq(&mut self, last_seq: u64) {
+    self.fbb_.push_slot::<u64>(GroupInfo::VT_LAST_SEQ, last_seq, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_description(&mut self, description: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_DESCRIPTION, description);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , super::edge::GroupMember>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GroupInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GroupInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GroupInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GroupInfo");
+      ds.field("refusal", &self.refusal());
+      ds.field("last_seq", &self.last_seq());
+      ds.field("name", &self.name());
+      ds.field("description", &self.description());
+      ds.field("members", &self.members());
+      ds.finish()
+  }
+}
+pub enum MessageInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MessageInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MessageInfo<'a> {
+  type Inner = MessageInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MessageInfo<'a> {
+  pub const VT_REFUSAL: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MessageInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MessageInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MessageInfo<'bldr>> {
+    let mut builder = MessageInfoBuilder::new(_fbb);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.add_refusal(args.refusal);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn refusal(&self) -> InfoRefusal {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<InfoRefusal>(MessageInfo::VT_REFUSAL, Some(InfoRefusal::None)).unwrap()}
+  }
+  #[inline]
+  pub fn entries(&self) -> Option<::flatbuffers::Vector<'a, super::edge::MessageReceipt>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, super::edge::MessageReceipt>>>(MessageInfo::VT_ENTRIES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MessageInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<InfoRefusal>("refusal", Self::VT_REFUSAL, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, super::edge::MessageReceipt>>>("entries", Self::VT_ENTRIES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MessageInfoArgs<'a> {
+    pub refusal: InfoRefusal,
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, super::edge::MessageReceipt>>>,
+}
+impl<'a> Default for MessageInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MessageInfoArgs {
+      refusal: InfoRefusal::None,
+      entries: None,
+    }
+  }
+}
+
+pub struct MessageInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MessageInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_refusal(&mut self, refusal: InfoRefusal) {
+    self.fbb_.push_slot::<InfoRefusal>(MessageInfo::VT_REFUSAL, refusal, InfoRefusal::None);
+  }
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , super::edge::MessageReceipt>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MessageInfo::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MessageInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MessageInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MessageInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MessageInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MessageInfo");
+      ds.field("refusal", &self.refusal());
+      ds.field("entries", &self.entries());
+      ds.finish()
+  }
+}
 pub enum PairClaimOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -24938,6 +26630,34 @@ impl<'a> ViewReply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_group_info(&self) -> Option<GroupInfo<'a>> {
+    if self.answer_type() == ViewAnswer::GroupInfo {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GroupInfo::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_message_info(&self) -> Option<MessageInfo<'a>> {
+    if self.answer_type() == ViewAnswer::MessageInfo {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MessageInfo::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewReply<'_> {
@@ -24956,6 +26676,8 @@ impl ::flatbuffers::Verifiable for ViewReply<'_> {
           ViewAnswer::InboxPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InboxPage>>("ViewAnswer::InboxPage", pos),
           ViewAnswer::ViewError => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewError>>("ViewAnswer::ViewError", pos),
           ViewAnswer::LinkedDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkedDevices>>("ViewAnswer::LinkedDevices", pos),
+          ViewAnswer::GroupInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfo>>("ViewAnswer::GroupInfo", pos),
+          ViewAnswer::MessageInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfo>>("ViewAnswer::MessageInfo", pos),
           _ => Ok(()),
         }
      })?
@@ -25062,6 +26784,20 @@ impl ::core::fmt::Debug for ViewReply<'_> {
         },
         ViewAnswer::LinkedDevices => {
           if let Some(x) = self.answer_as_linked_devices() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::GroupInfo => {
+          if let Some(x) = self.answer_as_group_info() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::MessageInfo => {
+          if let Some(x) = self.answer_as_message_info() {
             ds.field("answer", &x)
           } else {
             ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -452,6 +452,43 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
         (any::<u64>(), text(MAX_PAIRING_CODE_BYTES))
             .prop_map(|(c, code)| ClientFrame::LinkDevice { client_msg_id: ClientMsgId(c), code }),
         any::<u64>().prop_map(|c| ClientFrame::ListDevices { client_msg_id: ClientMsgId(c) }),
+        // ---- group info and message info (issue 12) ----
+        (any::<u64>(), chat()).prop_map(|(c, chat)| ClientFrame::GroupInfo { client_msg_id: ClientMsgId(c), chat }),
+        (any::<u64>(), chat(), seq()).prop_map(|(c, chat, seq)| ClientFrame::MessageInfo {
+            client_msg_id: ClientMsgId(c),
+            chat,
+            seq
+        }),
+    ]
+}
+
+// ---- group info and message info (issue 12) ----
+
+pub(crate) fn group_info() -> impl Strategy<Value = GroupInfo> {
+    let member = (user(), seq(), any::<bool>()).prop_map(|(u, since, admin)| (u, Member { since, admin }));
+    (seq(), text(MAX_NAME_BYTES), text(MAX_ABOUT_BYTES), vec(member, 0..12))
+        .prop_map(|(last_seq, name, description, members)| GroupInfo { last_seq, name, description, members })
+}
+
+/// Times are never 0 on the wire's meaning (0 is "not yet").
+pub(crate) fn message_receipts() -> impl Strategy<Value = Vec<MessageReceipt>> {
+    let time = option::of(1..u64::MAX);
+    vec(
+        (user(), time.clone(), time).prop_map(|(user, delivered_at_ms, read_at_ms)| MessageReceipt {
+            user,
+            delivered_at_ms,
+            read_at_ms,
+        }),
+        0..12,
+    )
+}
+
+pub(crate) fn info_refusal() -> impl Strategy<Value = bus::InfoRefusal> {
+    prop_oneof![
+        Just(bus::InfoRefusal::UnknownChat),
+        Just(bus::InfoRefusal::NotMember),
+        Just(bus::InfoRefusal::NotMessage),
+        Just(bus::InfoRefusal::NotSender),
     ]
 }
 
@@ -549,6 +586,15 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             .prop_map(|(code, expires_in_ms)| ServerFrame::PairCode { code, expires_in_ms }),
         (any::<u64>(), vec(device_info(), 0..6))
             .prop_map(|(c, devices)| ServerFrame::DeviceList { client_msg_id: ClientMsgId(c), devices }),
+        // ---- group info and message info (issue 12) ----
+        (any::<u64>(), chat(), group_info()).prop_map(|(c, chat, info)| ServerFrame::GroupInfo {
+            client_msg_id: ClientMsgId(c),
+            chat,
+            info
+        }),
+        (any::<u64>(), chat(), seq(), message_receipts()).prop_map(|(c, chat, seq, entries)| {
+            ServerFrame::MessageInfo { client_msg_id: ClientMsgId(c), chat, seq, entries }
+        }),
     ]
 }
 
@@ -612,6 +658,13 @@ pub(crate) fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
         })),
         // ---- linked devices (issue 12) ----
         user().prop_map(|user| Q::Devices(bus::DevicesRequest { user })),
+        // ---- group info and message info (issue 12) ----
+        (user(), chat()).prop_map(|(user, chat)| Q::GroupInfo(bus::GroupInfoRequest { user, chat })),
+        (user(), chat(), seq()).prop_map(|(user, chat, seq)| Q::MessageInfo(bus::MessageInfoRequest {
+            user,
+            chat,
+            seq
+        })),
     ]
 }
 fn chat_list_entry() -> impl Strategy<Value = bus::ChatListEntry> {
@@ -651,5 +704,12 @@ pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
         (code, text(64)).prop_map(|(code, message)| Err(bus::ViewError { code, message })),
         // ---- linked devices (issue 12) ----
         vec(device_info(), 0..6).prop_map(|devices| Ok(A::Devices(devices))),
+        // ---- group info and message info (issue 12) ----
+        prop_oneof![group_info().prop_map(Ok), info_refusal().prop_map(Err)].prop_map(|a| Ok(A::GroupInfo(a))),
+        prop_oneof![
+            message_receipts().prop_map(|entries| Ok(bus::MessageInfo { entries })),
+            info_refusal().prop_map(Err)
+        ]
+        .prop_map(|a| Ok(A::MessageInfo(a))),
     ]
 }

@@ -92,13 +92,13 @@ struct Pair {
 }
 
 /// CPU time (µs) of every server process so far, by process name.
-fn server_cpu(stack: &Stack) -> Vec<(String, u64)> {
+pub(super) fn server_cpu(stack: &Stack) -> Vec<(String, u64)> {
     stack.server_pids().into_iter().map(|(name, pid)| (name, process_cpu_us(pid).unwrap_or(0))).collect()
 }
 
 /// Server CPU µs per message between two [`server_cpu`] samples: the total,
 /// and per kind of process (log-node, nats-server, projector, edge).
-fn cpu_per_message(before: &[(String, u64)], after: &[(String, u64)], messages: u64) -> String {
+pub(super) fn cpu_per_message(before: &[(String, u64)], after: &[(String, u64)], messages: u64) -> String {
     let kinds = ["log-node", "nats-server", "projector", "edge"];
     let labels = ["log-nodes", "nats-server", "projector", "edges"];
     let mut by_kind = [0u64; 4];

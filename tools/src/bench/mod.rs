@@ -1,5 +1,6 @@
 //! `chorus bench …`: benchmarks that print figures (never timed tests).
 
 pub mod e2e;
+pub mod group;
 pub mod log;
 pub mod stats;

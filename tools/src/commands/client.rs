@@ -173,6 +173,16 @@ pub enum GroupCmd {
         chat: ChatId,
         text: String,
     },
+    /// The group's name, description, members and admins (members only);
+    /// with `--seq`, who received and read this user's message at that seq,
+    /// and when (its sender only).
+    Info {
+        #[arg(long)]
+        chat: ChatId,
+        /// A message of this user: print its info instead.
+        #[arg(long)]
+        seq: Option<u64>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -409,6 +419,35 @@ async fn group(c: &Client, cmd: GroupCmd) -> Result<String> {
             let n = members.len() + 1;
             let chat = c.create_group(&name, members).await?;
             return Ok(format!("created group {chat} ({n} members)"));
+        }
+        GroupCmd::Info { chat, seq: None } => {
+            let info = c.group_info(chat).await?;
+            let mut out = format!(
+                "group {chat}: {:?} ({} members, as of seq {})\ndescription: {:?}",
+                info.name,
+                info.members.len(),
+                info.last_seq,
+                info.description
+            );
+            for (user, m) in &info.members {
+                let role = if m.admin { "admin" } else { "member" };
+                out.push_str(&format!("\n  {user}  {role}  since seq {}", m.since));
+            }
+            return Ok(out);
+        }
+        GroupCmd::Info { chat, seq: Some(seq) } => {
+            let entries = c.message_info(chat, chorus_schema::Seq(seq)).await?;
+            let when = |t: Option<u64>| t.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"));
+            let delivered = entries.iter().filter(|e| e.delivered_at_ms.is_some()).count();
+            let read = entries.iter().filter(|e| e.read_at_ms.is_some()).count();
+            let mut out = format!(
+                "message {seq} of {chat}: delivered to {delivered}, read by {read} of {}\n  user  delivered_at  read_at",
+                entries.len()
+            );
+            for e in &entries {
+                out.push_str(&format!("\n  {}  {}  {}", e.user, when(e.delivered_at_ms), when(e.read_at_ms)));
+            }
+            return Ok(out);
         }
         GroupCmd::Send { chat, text } => {
             let sent = c.send(Recipient::Group(chat), text.into_bytes()).await?;

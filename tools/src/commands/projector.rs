@@ -48,7 +48,7 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub tls: super::LogTlsArgs,
     /// The views to rebuild: `all`, or one or more of roster, cursors,
-    /// chat_list, receipt_status, inbox, directory (comma-separated). A store
+    /// chat_list, receipt_status, inbox, directory, receipt_log (comma-separated). A store
     /// of some views holds only their keys and the cursors; a projector
     /// refuses it.
     #[arg(long, default_value = "all")]

@@ -319,7 +319,10 @@ fn requests_fail_when_their_connection_is_lost_and_wait_for_a_login_when_not_wri
         blocked: true
     }));
     core.handle_control(7, link, ServerFrame::Done { client_msg_id: ClientMsgId(2), at: None });
-    assert_eq!(drain(&mut core), vec![Output::RequestDone { client_msg_id: ClientMsgId(2), result: Ok(None) }]);
+    assert_eq!(
+        drain(&mut core),
+        vec![Output::RequestDone { client_msg_id: ClientMsgId(2), result: Ok(crate::conn::Reply::Done(None)) }]
+    );
 }
 
 #[test]
@@ -359,7 +362,8 @@ fn revoked_stops_the_client_and_a_logout_in_flight_succeeded() {
     };
     core.handle_control(20, link, revoked);
     let out = drain(&mut core);
-    assert!(out.contains(&Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(None) }), "{out:?}");
+    let done = Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(crate::conn::Reply::Done(None)) };
+    assert!(out.contains(&done), "{out:?}");
     assert!(out.iter().any(|o| matches!(
         o,
         Output::SendDone { result: Err(Error::Refused { code: EdgeErrorCode::Revoked, .. }), .. }
@@ -435,7 +439,7 @@ fn link_device_is_answered_done_and_list_devices_with_the_list() {
     assert_eq!(
         drain(&mut core),
         vec![
-            Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(None) },
+            Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(Reply::Done(None)) },
             Output::DevicesListed { client_msg_id: ClientMsgId(2), devices },
         ]
     );
@@ -453,4 +457,49 @@ fn link_device_is_answered_done_and_list_devices_with_the_list() {
         drain(&mut core).as_slice(),
         [Output::RequestDone { result: Err(Error::Refused { code: EdgeErrorCode::TooManyDevices, .. }), .. }]
     ));
+}
+#[test]
+fn info_queries_are_answered_by_id_and_written_again_after_a_lost_connection() {
+    let chat = ChatId::group([3; 16]);
+    let (mut core, link) = live(1);
+    drain(&mut core);
+    core.request(ClientMsgId(1), Request::GroupInfo { chat });
+    core.request(ClientMsgId(2), Request::MessageInfo { chat, seq: Seq(4) });
+    assert_eq!(
+        sends(&drain(&mut core)),
+        vec![
+            ClientFrame::GroupInfo { client_msg_id: ClientMsgId(1), chat },
+            ClientFrame::MessageInfo { client_msg_id: ClientMsgId(2), chat, seq: Seq(4) },
+        ]
+    );
+    // A query only reads: a lost connection writes it again after the next
+    // login instead of failing it.
+    core.handle_link_down(5, link, "gone");
+    let out = drain(&mut core);
+    assert!(!out.iter().any(|o| matches!(o, Output::RequestDone { .. })), "{out:?}");
+    let (link, out) = log_in(&mut core, 6, &out);
+    let written = sends(&out);
+    assert!(written.contains(&ClientFrame::GroupInfo { client_msg_id: ClientMsgId(1), chat }), "{written:?}");
+    assert!(written.contains(&ClientFrame::MessageInfo { client_msg_id: ClientMsgId(2), chat, seq: Seq(4) }));
+    let info = chorus_schema::GroupInfo { last_seq: Seq(9), name: "g".into(), ..Default::default() };
+    core.handle_control(7, link, ServerFrame::GroupInfo { client_msg_id: ClientMsgId(1), chat, info: info.clone() });
+    let refusal = ServerFrame::Error {
+        code: EdgeErrorCode::Forbidden,
+        message: "not yours".into(),
+        client_msg_id: Some(ClientMsgId(2)),
+        retry_after_ms: None,
+    };
+    core.handle_control(8, link, refusal);
+    let out = drain(&mut core);
+    assert_eq!(out[0], Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(Reply::GroupInfo(info)) });
+    assert!(
+        matches!(
+            &out[1],
+            Output::RequestDone {
+                client_msg_id: ClientMsgId(2),
+                result: Err(Error::Refused { code: EdgeErrorCode::Forbidden, .. })
+            }
+        ),
+        "{out:?}"
+    );
 }
