@@ -6,8 +6,12 @@
 //!
 //! | role | publish | subscribe |
 //! | --- | --- | --- |
-//! | projector | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, replies to requests it received | `chorus.view.>` |
-//! | edge | `chorus.view.>` (requests) | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>` |
+//! | projector | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.presence.>`, replies to requests it received | `chorus.view.>` |
+//! | edge | `chorus.view.>` (requests), `chorus.typing.>` | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.presence.>`, `chorus.typing.>` |
+//!
+//! (Typing is edge to edge: never logged, so no projector sees it. An edge
+//! could forge another user's typing signal, as it could anything its
+//! clients say; it cannot forge presence, which comes from the log.)
 //!
 //! and each its own inbox `_INBOX_<key prefix>.>` (publish and subscribe).
 //!
@@ -47,9 +51,15 @@ pub fn permissions(user: &BusUser) -> (Vec<String>, Vec<String>, bool) {
     let account = format!("{}.>", subject::ACCOUNT_PREFIX);
     let views = format!("{}.>", subject::VIEW_PREFIX);
     let inbox = format!("{}.>", chorus_bus::inbox_prefix(&user.public_key));
+    let presence = format!("{}.>", subject::PRESENCE_PREFIX);
+    let typing = format!("{}.>", subject::TYPING_PREFIX);
     match user.role {
-        BusRole::Projector => (vec![deliver, receipt, account, inbox.clone()], vec![views, inbox], true),
-        BusRole::Edge => (vec![views, inbox.clone()], vec![deliver, receipt, account, inbox], false),
+        BusRole::Projector => (vec![deliver, receipt, account, presence, inbox.clone()], vec![views, inbox], true),
+        BusRole::Edge => (
+            vec![views, typing.clone(), inbox.clone()],
+            vec![deliver, receipt, account, presence, typing, inbox],
+            false,
+        ),
     }
 }
 
@@ -263,13 +273,16 @@ mod tests {
     fn edges_may_not_publish_deliveries_nor_answer_views() {
         let edge = BusUser { role: BusRole::Edge, public_key: "UABCDEFGHIJKLMNOPQRSTUVWXYZ".into() };
         let (publish, subscribe, responses) = permissions(&edge);
-        assert_eq!(publish, vec!["chorus.view.>", "_INBOX_UABCDEFGHIJKLMNOPQRS.>"]);
+        assert_eq!(publish, vec!["chorus.view.>", "chorus.typing.>", "_INBOX_UABCDEFGHIJKLMNOPQRS.>"]);
         assert!(!responses, "only projectors answer requests");
         assert!(subscribe.contains(&"_INBOX_UABCDEFGHIJKLMNOPQRS.>".to_owned()), "{subscribe:?}");
         assert!(!subscribe.iter().any(|s| s.starts_with("chorus.view")), "edges do not take view requests");
         let projector = BusUser { role: BusRole::Projector, public_key: "UP".into() };
         let (publish, subscribe, responses) = permissions(&projector);
-        assert_eq!(publish, vec!["chorus.deliver.>", "chorus.receipt.>", "chorus.account.>", "_INBOX_UP.>"]);
+        assert_eq!(
+            publish,
+            vec!["chorus.deliver.>", "chorus.receipt.>", "chorus.account.>", "chorus.presence.>", "_INBOX_UP.>"]
+        );
         assert_eq!(subscribe, vec!["chorus.view.>", "_INBOX_UP.>"]);
         assert!(responses);
     }

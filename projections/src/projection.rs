@@ -3,7 +3,7 @@
 
 use chorus_schema::{EventRecord, Offset, PartitionId};
 
-use crate::fold::{chat_list, cursors, directory, inbox, receipt_status, roster, Effect};
+use crate::fold::{chat_list, contacts, cursors, directory, inbox, presence, privacy, receipt_status, roster, Effect};
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
 use crate::view::{View, Views};
 use crate::{Error, Result};
@@ -93,6 +93,9 @@ impl Projection {
                 View::ReceiptStatus => receipt_status::apply(txn, record, &mut out)?,
                 View::Inbox => inbox::apply(txn, record, &mut out)?,
                 View::Directory => directory::apply(txn, record, &mut out)?,
+                View::Presence => presence::apply(txn, record, &mut out)?,
+                View::Privacy => privacy::apply(txn, record, &mut out)?,
+                View::Contacts => contacts::apply(txn, record, &mut out)?,
             }
         }
         put_value(txn, &cursor, &next.next());

@@ -52,7 +52,7 @@ use chorus_log_node::network::tls::TlsPaths;
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::bus::{
     self, subject, AccountUpdate, ChatCursors, ChatListItem, ChatListPage, CursorsPage, Delivery, InboxPage,
-    ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode, ViewQuery, ViewReply,
+    ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode, ViewQuery, ViewReply, Members, PresenceInfo, PresenceUpdate,
 };
 use chorus_schema::{EventRecord, Key, Offset, PartitionId, StoredRecord, MAX_VIEW_PAGE_ENTRIES};
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::fold::{chat_list, cursors, directory, inbox, receipt_status};
+use crate::fold::{chat_list, cursors, directory, inbox, presence, privacy, receipt_status, roster};
 use crate::seal::{self, ViewKey};
 use crate::store::{self, keys, RocksStore, Txn};
 use crate::{Applied, Effect, Projection};
@@ -634,6 +634,17 @@ fn message_of(effect: Effect, stored: &StoredRecord) -> Outgoing {
             subject: subject::account(user),
             payload: AccountUpdate { user, device, change, at_ms: stored.record.event.at_ms }.encode().into(),
         },
+        Effect::Presence { user, presence } => Outgoing {
+            subject: subject::presence(user),
+            payload: PresenceUpdate {
+                user,
+                online: presence.is_some_and(|p| p.online),
+                last_seen_ms: presence.map_or(0, |p| p.last_seen_ms),
+                audience: presence.is_none(),
+            }
+            .encode()
+            .into(),
+        },
     }
 }
 
@@ -762,6 +773,19 @@ pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]
                     entries,
                     more,
                 })
+            }
+            ViewQuery::Presence(q) => {
+                if privacy::may_see_presence(&txn, q.user, q.viewer)? {
+                    let p = presence::get(&txn, q.user)?;
+                    ViewAnswer::Presence(PresenceInfo { visible: true, online: p.online, last_seen_ms: p.last_seen_ms })
+                } else {
+                    ViewAnswer::Presence(PresenceInfo::default())
+                }
+            }
+            ViewQuery::Members(q) => {
+                let known = roster::chat(&txn, &q.chat)?.is_some();
+                let members = roster::members(&txn, &q.chat)?.into_iter().map(|(u, _)| u).collect();
+                ViewAnswer::Members(Members { known, members })
             }
         })
     })();

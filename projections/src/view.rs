@@ -16,12 +16,25 @@ pub enum View {
     ReceiptStatus,
     Inbox,
     Directory,
+    // issue 12
+    Presence,
+    Privacy,
+    Contacts,
 }
 
 impl View {
     /// Every view, in the order a projection folds them.
-    pub const ALL: [View; 6] =
-        [View::Roster, View::Cursors, View::ChatList, View::ReceiptStatus, View::Inbox, View::Directory];
+    pub const ALL: [View; 9] = [
+        View::Roster,
+        View::Cursors,
+        View::ChatList,
+        View::ReceiptStatus,
+        View::Inbox,
+        View::Directory,
+        View::Presence,
+        View::Privacy,
+        View::Contacts,
+    ];
 
     /// The view's name (`chorus replay --view <name>`).
     pub fn name(self) -> &'static str {
@@ -32,6 +45,9 @@ impl View {
             View::ReceiptStatus => "receipt_status",
             View::Inbox => "inbox",
             View::Directory => "directory",
+            View::Presence => "presence",
+            View::Privacy => "privacy",
+            View::Contacts => "contacts",
         }
     }
 
@@ -45,6 +61,9 @@ impl View {
             View::ReceiptStatus => &[keys::TICKS, keys::PENDING],
             View::Inbox => &[keys::INBOX],
             View::Directory => &[keys::USERS, keys::DEVICES],
+            View::Presence => &[keys::PRESENCE],
+            View::Privacy => &[keys::PRIVACY, keys::BLOCKS],
+            View::Contacts => &[keys::CONTACTS],
         }
     }
 
@@ -54,7 +73,12 @@ impl View {
         match self {
             View::ChatList | View::Inbox => &[View::Roster],
             View::ReceiptStatus => &[View::Roster, View::Cursors],
-            View::Roster | View::Cursors | View::Directory => &[],
+            View::Roster
+            | View::Cursors
+            | View::Directory
+            | View::Presence
+            | View::Privacy
+            | View::Contacts => &[],
         }
     }
 
@@ -63,8 +87,8 @@ impl View {
         key.first().is_some_and(|tag| self.tags().contains(tag))
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 }
 
@@ -76,7 +100,9 @@ impl fmt::Display for View {
 
 /// A name that is not a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory)")]
+#[error(
+    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, presence, privacy, contacts)"
+)]
 pub struct UnknownView {
     pub name: String,
 }
@@ -91,7 +117,7 @@ impl FromStr for View {
 
 /// A set of views.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Views(u8);
+pub struct Views(u32);
 
 impl Views {
     /// Every view.

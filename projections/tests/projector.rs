@@ -430,7 +430,7 @@ fn crash_and_resume_equals_rebuild_from_log() {
                     let mut d = Device::new(user, 1);
                     // Fresh ids per round (the dedup table would swallow repeats).
                     for _ in 0..round * 1000 {
-                        d.command(chorus_schema::CommandBody::SetPresence { online: true });
+                        d.command(chorus_schema::CommandBody::SetPresence { online: true, connection: 1 });
                     }
                     for i in 0..n {
                         must_append(&client, &d.send_direct(5, &format!("r{round} m{i}"))).await;

@@ -65,9 +65,26 @@ pub mod subject {
     pub const VIEW_SESSION: &str = "chorus.view.session";
     pub const VIEW_USER: &str = "chorus.view.user";
     pub const VIEW_INBOX: &str = "chorus.view.inbox";
+    // ---- presence and typing (issue 12) ----
+    /// The subject prefix of presence changes: `chorus.presence.<user id>`
+    /// (published by the projector, once per change).
+    pub const PRESENCE_PREFIX: &str = "chorus.presence";
+    /// The subject prefix of typing signals: `chorus.typing.<chat hex>`
+    /// (published by edges; never logged).
+    pub const TYPING_PREFIX: &str = "chorus.typing";
+    pub const VIEW_PRESENCE: &str = "chorus.view.presence";
+    pub const VIEW_MEMBERS: &str = "chorus.view.members";
     /// Every view subject a projector answers.
-    pub const VIEWS: [&str; 6] =
-        [VIEW_CHAT_LIST, VIEW_CURSORS, VIEW_RECEIPT_STATUS, VIEW_SESSION, VIEW_USER, VIEW_INBOX];
+    pub const VIEWS: [&str; 8] = [
+        VIEW_CHAT_LIST,
+        VIEW_CURSORS,
+        VIEW_RECEIPT_STATUS,
+        VIEW_SESSION,
+        VIEW_USER,
+        VIEW_INBOX,
+        VIEW_PRESENCE,
+        VIEW_MEMBERS,
+    ];
     /// The queue group every projector serves view queries in.
     pub const QUEUE_GROUP: &str = "projectors";
 
@@ -85,6 +102,16 @@ pub mod subject {
     pub fn account(user: UserId) -> String {
         format!("{ACCOUNT_PREFIX}.{user}")
     }
+
+    /// `chorus.presence.<user>`.
+    pub fn presence(user: UserId) -> String {
+        format!("{PRESENCE_PREFIX}.{user}")
+    }
+
+    /// `chorus.typing.<chat hex>`.
+    pub fn typing(chat: &ChatId) -> String {
+        format!("{TYPING_PREFIX}.{chat}")
+    }
 }
 
 const DELIVERY_IDENT: &str = "CBDL";
@@ -92,6 +119,8 @@ const RECEIPT_UPDATE_IDENT: &str = "CBRU";
 const ACCOUNT_UPDATE_IDENT: &str = "CBAU";
 const VIEW_REQUEST_IDENT: &str = "CBVQ";
 const VIEW_REPLY_IDENT: &str = "CBVA";
+const PRESENCE_UPDATE_IDENT: &str = "CBPU";
+const TYPING_SIGNAL_IDENT: &str = "CBTY";
 
 // ---- view values ------------------------------------------------------------------
 
@@ -311,6 +340,100 @@ impl AccountUpdate {
     }
 }
 
+// ---- presence and typing (issue 12) ----
+
+/// The presence of `user` changed, or (`audience`) who may see it did: then
+/// `online` and `last_seen_ms` are unset and edges ask the presence view
+/// again for each watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceUpdate {
+    pub user: UserId,
+    pub online: bool,
+    pub last_seen_ms: u64,
+    pub audience: bool,
+}
+
+impl PresenceUpdate {
+    /// Encodes with file identifier `CBPU`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(64);
+        let root = fbus::PresenceUpdate::create(
+            &mut fbb,
+            &fbus::PresenceUpdateArgs {
+                user: self.user.0,
+                online: self.online,
+                last_seen_ms: self.last_seen_ms,
+                audience: self.audience,
+            },
+        );
+        codec::finish(fbb, root, PRESENCE_UPDATE_IDENT)
+    }
+
+    /// Verifies and decodes a payload made by [`PresenceUpdate::encode`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], [`Error::Malformed`].
+    pub fn decode(payload: &[u8]) -> Result<PresenceUpdate> {
+        let p = codec::root::<fbus::PresenceUpdate>(
+            payload,
+            "presence update",
+            PRESENCE_UPDATE_IDENT,
+            MAX_VIEW_REQUEST_BYTES,
+            4,
+        )?;
+        Ok(PresenceUpdate {
+            user: UserId(p.user()),
+            online: p.online(),
+            last_seen_ms: p.last_seen_ms(),
+            audience: p.audience(),
+        })
+    }
+}
+
+/// `user` is typing (or stopped) in `chat`, for the devices of `recipients`
+/// (the chat's other members, sorted). Edges publish it; the log never sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypingSignal {
+    pub chat: ChatId,
+    pub user: UserId,
+    pub typing: bool,
+    pub recipients: Vec<UserId>,
+}
+
+impl TypingSignal {
+    /// Encodes with file identifier `CBTY`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(64 + self.recipients.len() * 8);
+        let chat = codec::chat_fb(&self.chat);
+        let recipients = codec::users_fb(&mut fbb, &self.recipients);
+        let root = fbus::TypingSignal::create(
+            &mut fbb,
+            &fbus::TypingSignalArgs {
+                chat: Some(&chat),
+                user: self.user.0,
+                typing: self.typing,
+                recipients: Some(recipients),
+            },
+        );
+        codec::finish(fbb, root, TYPING_SIGNAL_IDENT)
+    }
+
+    /// Verifies and decodes a payload made by [`TypingSignal::encode`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] (also above [`MAX_GROUP_MEMBERS`] recipients), [`Error::Malformed`].
+    pub fn decode(payload: &[u8]) -> Result<TypingSignal> {
+        let t = codec::root::<fbus::TypingSignal>(payload, "typing signal", TYPING_SIGNAL_IDENT, MAX_BUS_PAYLOAD_BYTES, 4)?;
+        check_len("typing recipients", t.recipients().len(), MAX_GROUP_MEMBERS)?;
+        Ok(TypingSignal {
+            chat: codec::chat(t.chat()),
+            user: UserId(t.user()),
+            typing: t.typing(),
+            recipients: codec::users(t.recipients()),
+        })
+    }
+}
+
 // ---- view queries ---------------------------------------------------------------------
 
 /// A page of `user`'s chat list: chats after `after` (all from the start if
@@ -363,6 +486,19 @@ pub struct InboxRequest {
     pub limit: u32,
 }
 
+/// The presence of `user` as `viewer` may see it (issue 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceRequest {
+    pub user: UserId,
+    pub viewer: UserId,
+}
+
+/// The current members of `chat` (issue 12: typing goes to them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembersRequest {
+    pub chat: ChatId,
+}
+
 /// One view query; each kind has its own subject ([`ViewQuery::subject`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewQuery {
@@ -372,6 +508,9 @@ pub enum ViewQuery {
     Session(SessionRequest),
     User(UserRequest),
     Inbox(InboxRequest),
+    // issue 12
+    Presence(PresenceRequest),
+    Members(MembersRequest),
 }
 
 impl ViewQuery {
@@ -384,6 +523,8 @@ impl ViewQuery {
             ViewQuery::Session(_) => subject::VIEW_SESSION,
             ViewQuery::User(_) => subject::VIEW_USER,
             ViewQuery::Inbox(_) => subject::VIEW_INBOX,
+            ViewQuery::Presence(_) => subject::VIEW_PRESENCE,
+            ViewQuery::Members(_) => subject::VIEW_MEMBERS,
         }
     }
 
@@ -438,6 +579,18 @@ impl ViewQuery {
                     &fbus::InboxRequestArgs { user: q.user.0, chat: Some(&chat), after: q.after.0, limit: q.limit },
                 );
                 (fbus::ViewQuery::InboxRequest, t.as_union_value())
+            }
+            ViewQuery::Presence(q) => {
+                let t = fbus::PresenceRequest::create(
+                    &mut fbb,
+                    &fbus::PresenceRequestArgs { user: q.user.0, viewer: q.viewer.0 },
+                );
+                (fbus::ViewQuery::PresenceRequest, t.as_union_value())
+            }
+            ViewQuery::Members(q) => {
+                let chat = codec::chat_fb(&q.chat);
+                let t = fbus::MembersRequest::create(&mut fbb, &fbus::MembersRequestArgs { chat: Some(&chat) });
+                (fbus::ViewQuery::MembersRequest, t.as_union_value())
             }
         };
         let root = fbus::ViewRequest::create(&mut fbb, &fbus::ViewRequestArgs { query_type, query: Some(query) });
@@ -495,6 +648,14 @@ impl ViewQuery {
                     after: Seq(q.after()),
                     limit: q.limit(),
                 })
+            }
+            fbus::ViewQuery::PresenceRequest => {
+                let q = r.query_as_presence_request().ok_or_else(bad)?;
+                ViewQuery::Presence(PresenceRequest { user: UserId(q.user()), viewer: UserId(q.viewer()) })
+            }
+            fbus::ViewQuery::MembersRequest => {
+                let q = r.query_as_members_request().ok_or_else(bad)?;
+                ViewQuery::Members(MembersRequest { chat: codec::chat(q.chat()) })
             }
             _ => return Err(bad()),
         })
@@ -558,6 +719,23 @@ pub struct InboxPage {
     pub more: bool,
 }
 
+/// The presence of a user as one viewer may see it: `visible` false when
+/// their privacy settings or a block withhold it (the rest is then unset).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceInfo {
+    pub visible: bool,
+    pub online: bool,
+    /// When their presence last changed (0: never).
+    pub last_seen_ms: u64,
+}
+
+/// The current members of a chat, sorted; `known` false: no such chat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    pub known: bool,
+    pub members: Vec<UserId>,
+}
+
 /// The answer to one [`ViewQuery`], of the query's kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ViewAnswer {
@@ -567,6 +745,9 @@ pub enum ViewAnswer {
     Session(SessionInfo),
     User(UserInfo),
     Inbox(InboxPage),
+    // issue 12
+    Presence(PresenceInfo),
+    Members(Members),
 }
 
 /// Why a view query failed.
@@ -636,6 +817,18 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
                 &fbus::InboxPageArgs { partition: p.partition.0, entries: Some(entries), more: p.more },
             );
             (fbus::ViewAnswer::InboxPage, t.as_union_value())
+        }
+        Ok(ViewAnswer::Presence(p)) => {
+            let t = fbus::PresenceInfo::create(
+                &mut fbb,
+                &fbus::PresenceInfoArgs { visible: p.visible, online: p.online, last_seen_ms: p.last_seen_ms },
+            );
+            (fbus::ViewAnswer::PresenceInfo, t.as_union_value())
+        }
+        Ok(ViewAnswer::Members(m)) => {
+            let members = codec::users_fb(&mut fbb, &m.members);
+            let t = fbus::Members::create(&mut fbb, &fbus::MembersArgs { known: m.known, members: Some(members) });
+            (fbus::ViewAnswer::Members, t.as_union_value())
         }
         Err(e) => {
             let code = match e.code {
@@ -719,6 +912,15 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
                 p.entries().iter().map(|i| InboxItem { seq: Seq(i.seq()), offset: Offset(i.offset()) }).collect();
             ViewAnswer::Inbox(InboxPage { partition: PartitionId(p.partition()), entries, more: p.more() })
         }
+        fbus::ViewAnswer::PresenceInfo => {
+            let p = r.answer_as_presence_info().ok_or_else(bad)?;
+            ViewAnswer::Presence(PresenceInfo { visible: p.visible(), online: p.online(), last_seen_ms: p.last_seen_ms() })
+        }
+        fbus::ViewAnswer::Members => {
+            let m = r.answer_as_members().ok_or_else(bad)?;
+            check_len("members", m.members().len(), MAX_GROUP_MEMBERS)?;
+            ViewAnswer::Members(Members { known: m.known(), members: codec::users(m.members()) })
+        }
         fbus::ViewAnswer::ViewError => {
             let e = r.answer_as_view_error().ok_or_else(bad)?;
             check_len("view error message", e.message().len(), MAX_MESSAGE_BYTES)?;
@@ -766,6 +968,8 @@ query!(ReceiptStatusRequest, ReceiptStatus, Ticks, Ticks);
 query!(SessionRequest, Session, Session, SessionInfo);
 query!(UserRequest, User, User, UserInfo);
 query!(InboxRequest, Inbox, Inbox, InboxPage);
+query!(PresenceRequest, Presence, Presence, PresenceInfo);
+query!(MembersRequest, Members, Members, Members);
 
 // ---- helpers ------------------------------------------------------------------------------
 

@@ -116,6 +116,20 @@ pub enum ClientFrame {
         chat: ChatId,
         op: GroupOp,
     },
+    // ---- presence and typing (issue 12) ----
+    /// Watch the presence of `users` (replaces this connection's list; at most
+    /// [`MAX_WATCHED_USERS`]): a `Presence` frame for each now and on each
+    /// change, on the delivery stream, as each target's privacy allows.
+    SubscribePresence {
+        users: Vec<UserId>,
+    },
+    /// This user is typing (or stopped) in `chat`: relayed to the chat's
+    /// other members, never logged; refresh within 5 s or it lapses.
+    /// Refused with `NotMember` in a chat the user is not in.
+    Typing {
+        chat: ChatId,
+        typing: bool,
+    },
 }
 
 /// What a [`ClientFrame::Group`] does. The chat partition enforces the rules:
@@ -329,7 +343,28 @@ pub enum ServerFrame {
         device: DeviceId,
         at_ms: u64,
     },
+    // ---- presence and typing (issue 12) ----
+    /// The presence of a watched user (delivery stream). `visible` false:
+    /// withheld by their privacy settings or a block (`online` false,
+    /// `last_seen_ms` 0). `last_seen_ms`: when it last changed (0: never).
+    Presence {
+        user: UserId,
+        visible: bool,
+        online: bool,
+        last_seen_ms: u64,
+    },
+    /// `user` is typing (or stopped) in `chat` (delivery stream). A typing
+    /// indicator lapses [`TYPING_EXPIRY_MS`] after it arrived unless refreshed.
+    Typing {
+        chat: ChatId,
+        user: UserId,
+        typing: bool,
+    },
 }
+
+/// A typing indicator lapses this long after its last refresh: the receiving
+/// SDK clears it (a client that vanishes sends no stop).
+pub const TYPING_EXPIRY_MS: u64 = 5_000;
 
 /// Client message ids with this bit set are reserved for commands the edge makes
 /// itself (registration, acks); a `Send` carrying one is refused with `BadFrame`.
@@ -498,6 +533,8 @@ impl ClientFrame {
             ClientFrame::Logout { .. } => "Logout",
             ClientFrame::Block { .. } => "Block",
             ClientFrame::Group { .. } => "Group",
+            ClientFrame::SubscribePresence { .. } => "SubscribePresence",
+            ClientFrame::Typing { .. } => "Typing",
         }
     }
 
@@ -522,6 +559,8 @@ impl ClientFrame {
             ClientFrame::Sync { since } => check_len("sync cursors", since.len(), MAX_SYNC_CURSORS),
             ClientFrame::SetPin { pin, .. } => check_len("pin", pin.len(), MAX_PIN_BYTES),
             ClientFrame::Group { op, .. } => op.validate(),
+            ClientFrame::SubscribePresence { users } => check_len("watched users", users.len(), MAX_WATCHED_USERS),
+            ClientFrame::Typing { .. } => Ok(()),
             ClientFrame::Login { .. }
             | ClientFrame::Ack { .. }
             | ClientFrame::Ping { .. }
@@ -658,6 +697,16 @@ impl ClientFrame {
                 );
                 (fe::ClientFrameBody::Group, t.as_union_value())
             }
+            ClientFrame::SubscribePresence { users } => {
+                let users = codec::users_fb(&mut fbb, users);
+                let t = fe::SubscribePresence::create(&mut fbb, &fe::SubscribePresenceArgs { users: Some(users) });
+                (fe::ClientFrameBody::SubscribePresence, t.as_union_value())
+            }
+            ClientFrame::Typing { chat, typing } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::Typing::create(&mut fbb, &fe::TypingArgs { chat: Some(&chat), typing: *typing });
+                (fe::ClientFrameBody::Typing, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -761,6 +810,15 @@ impl ClientFrame {
                     op: GroupOp::from_fb(&b)?,
                 }
             }
+            fe::ClientFrameBody::SubscribePresence => {
+                let b = f.body_as_subscribe_presence().ok_or_else(bad)?;
+                check_len("watched users", b.users().len(), MAX_WATCHED_USERS)?;
+                ClientFrame::SubscribePresence { users: codec::users(b.users()) }
+            }
+            fe::ClientFrameBody::Typing => {
+                let b = f.body_as_typing().ok_or_else(bad)?;
+                ClientFrame::Typing { chat: codec::chat(b.chat()), typing: b.typing() }
+            }
             _ => return Err(bad()),
         };
         frame.validate()?;
@@ -785,6 +843,8 @@ impl ServerFrame {
             ServerFrame::Error { .. } => "Error",
             ServerFrame::Done { .. } => "Done",
             ServerFrame::DeviceNotice { .. } => "DeviceNotice",
+            ServerFrame::Presence { .. } => "Presence",
+            ServerFrame::Typing { .. } => "Typing",
         }
     }
 
@@ -807,7 +867,9 @@ impl ServerFrame {
             | ServerFrame::SyncDone { .. }
             | ServerFrame::Pong { .. }
             | ServerFrame::Done { .. }
-            | ServerFrame::DeviceNotice { .. } => Ok(()),
+            | ServerFrame::DeviceNotice { .. }
+            | ServerFrame::Presence { .. }
+            | ServerFrame::Typing { .. } => Ok(()),
         }
     }
 
@@ -916,6 +978,21 @@ impl ServerFrame {
                     fe::DeviceNotice::create(&mut fbb, &fe::DeviceNoticeArgs { kind, device: device.0, at_ms: *at_ms });
                 (fe::ServerFrameBody::DeviceNotice, t.as_union_value())
             }
+            ServerFrame::Presence { user, visible, online, last_seen_ms } => {
+                let t = fe::Presence::create(
+                    &mut fbb,
+                    &fe::PresenceArgs { user: user.0, visible: *visible, online: *online, last_seen_ms: *last_seen_ms },
+                );
+                (fe::ServerFrameBody::Presence, t.as_union_value())
+            }
+            ServerFrame::Typing { chat, user, typing } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::PeerTyping::create(
+                    &mut fbb,
+                    &fe::PeerTypingArgs { chat: Some(&chat), user: user.0, typing: *typing },
+                );
+                (fe::ServerFrameBody::PeerTyping, t.as_union_value())
+            }
         };
         let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, SERVER_FRAME_IDENT)
@@ -1002,6 +1079,19 @@ impl ServerFrame {
                 let b = f.body_as_device_notice().ok_or_else(bad)?;
                 let kind = device_notice_kind(b.kind())?;
                 ServerFrame::DeviceNotice { kind, device: DeviceId(b.device()), at_ms: b.at_ms() }
+            }
+            fe::ServerFrameBody::Presence => {
+                let b = f.body_as_presence().ok_or_else(bad)?;
+                ServerFrame::Presence {
+                    user: UserId(b.user()),
+                    visible: b.visible(),
+                    online: b.online(),
+                    last_seen_ms: b.last_seen_ms(),
+                }
+            }
+            fe::ServerFrameBody::PeerTyping => {
+                let b = f.body_as_peer_typing().ok_or_else(bad)?;
+                ServerFrame::Typing { chat: codec::chat(b.chat()), user: UserId(b.user()), typing: b.typing() }
             }
             _ => return Err(bad()),
         };

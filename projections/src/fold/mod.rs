@@ -6,13 +6,17 @@
 //! keys, so [`Projection`](crate::Projection) applies them in a fixed order:
 //! [`roster`] (membership after the event), [`cursors`], [`chat_list`] (reads the
 //! roster), [`receipt_status`] (reads the roster and the cursors), [`inbox`]
-//! (reads the roster), [`directory`] (reads only its own keys). The directory is
-//! the only view of user-partition events so far.
+//! (reads the roster), [`directory`] (reads only its own keys), then the views of
+//! issue 12, each reading only its own keys: [`presence`], [`privacy`] (privacy
+//! settings and blocks) and [`contacts`].
 
 pub mod chat_list;
+pub mod contacts;
 pub mod cursors;
 pub mod directory;
 pub mod inbox;
+pub mod presence;
+pub mod privacy;
 pub mod receipt_status;
 pub mod roster;
 
@@ -42,4 +46,8 @@ pub enum Effect {
     /// [`directory`]): edges close the sessions of a device that is gone and
     /// tell the user's other devices.
     Account { user: UserId, device: DeviceId, change: chorus_schema::DeviceNoticeKind },
+    /// `user`'s presence changed (`Some`: see [`presence`]), or who may see it
+    /// did (`None`: their privacy settings, blocks or contacts changed; see
+    /// [`privacy`], [`contacts`]). Published on `chorus.presence.<user>`.
+    Presence { user: UserId, presence: Option<presence::Presence> },
 }

@@ -16,6 +16,10 @@
 //! | `0x50` | `50 ‖ user` | `()`: the user is registered | directory |
 //! | `0x51` | `51 ‖ user ‖ device` | [`directory::Device`](crate::fold::directory::Device): a linked device and its session | directory |
 //! | `0x60` | `60 ‖ user ‖ chat ‖ seq` | offset `u64` of the item's record in the chat's partition | inbox |
+//! | `0xa0` | `a0 ‖ user` | [`presence::Presence`](crate::fold::presence::Presence) | presence |
+//! | `0xa1` | `a1 ‖ user` | [`privacy::Privacy`](crate::fold::privacy::Privacy): the user's privacy settings | privacy |
+//! | `0xa2` | `a2 ‖ user ‖ target` | `()`: `user` blocks `target` | privacy |
+//! | `0xa8` | `a8 ‖ user ‖ contact` | `()`: `contact` is in `user`'s contact list | contacts |
 //!
 //! Tags are spaced so that a view can add a key family next to its own. A tag is
 //! never reused for another meaning; a change of value format takes a new tag.
@@ -36,6 +40,11 @@ pub const PENDING: u8 = 0x41;
 pub const USERS: u8 = 0x50;
 pub const DEVICES: u8 = 0x51;
 pub const INBOX: u8 = 0x60;
+// issue 12: presence, privacy, contacts
+pub const PRESENCE: u8 = 0xa0;
+pub const PRIVACY: u8 = 0xa1;
+pub const BLOCKS: u8 = 0xa2;
+pub const CONTACTS: u8 = 0xa8;
 
 struct Key(Vec<u8>);
 
@@ -163,6 +172,31 @@ pub fn inbox(user: UserId, chat: &ChatId, seq: Seq) -> Vec<u8> {
 /// `60 ‖ user ‖ chat`: every item of a chat that a user receives.
 pub fn inbox_of(user: UserId, chat: &ChatId) -> Vec<u8> {
     Key::new(INBOX).user(user).chat(chat).0
+}
+
+/// `a0 ‖ user`.
+pub fn presence(user: UserId) -> Vec<u8> {
+    Key::new(PRESENCE).user(user).0
+}
+
+/// `a1 ‖ user`.
+pub fn privacy(user: UserId) -> Vec<u8> {
+    Key::new(PRIVACY).user(user).0
+}
+
+/// `a2 ‖ user ‖ target`.
+pub fn block(user: UserId, target: UserId) -> Vec<u8> {
+    Key::new(BLOCKS).user(user).user(target).0
+}
+
+/// `a8 ‖ user ‖ contact`.
+pub fn contact(user: UserId, contact: UserId) -> Vec<u8> {
+    Key::new(CONTACTS).user(user).user(contact).0
+}
+
+/// `a8 ‖ user`: every contact of a user.
+pub fn contacts_of(user: UserId) -> Vec<u8> {
+    Key::new(CONTACTS).user(user).0
 }
 
 /// The first key after every key that starts with `prefix` (`None` if the

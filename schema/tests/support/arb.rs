@@ -110,7 +110,7 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
                 SetPrivacy { last_seen, profile_photo, about, read_receipts }
             }
         ),
-        any::<bool>().prop_map(|online| SetPresence { online }),
+        (any::<bool>(), any::<u64>()).prop_map(|(online, connection)| SetPresence { online, connection }),
         (device(), vec(prekey(), 0..6)).prop_map(|(device, prekeys)| UploadPrekeys { device, prekeys }),
         (user(), device()).prop_map(|(target, target_device)| ClaimPrekey { target, target_device }),
         (any::<u64>(), bytes(64), opt_media(), users(8)).prop_map(|(status_id, ciphertext, media, acl)| PostStatus {
@@ -210,7 +210,15 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
                 read_receipts
             }
         ),
-        (user(), any::<bool>()).prop_map(|(user, online)| PresenceChanged { user, online }),
+        (user(), any::<bool>(), any::<u32>(), any::<u64>(), any::<bool>()).prop_map(
+            |(user, online, device, connection, device_online)| PresenceChanged {
+                user,
+                online,
+                device: DeviceId(device),
+                connection,
+                device_online
+            }
+        ),
         (user(), device(), vec(prekey(), 0..6)).prop_map(|(user, device, prekeys)| PrekeysUploaded {
             user,
             device,
