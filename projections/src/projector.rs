@@ -51,8 +51,9 @@ use chorus_bus::{Bus, Message, Subscription};
 use chorus_log_node::network::tls::TlsPaths;
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::bus::{
-    self, subject, AccountUpdate, ChatCursors, ChatListItem, ChatListPage, CursorsPage, Delivery, InboxPage,
-    ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode, ViewQuery, ViewReply, Members, PresenceInfo, PresenceUpdate,
+    self, subject, AccountUpdate, ChatCursors, ChatListItem, ChatListPage, CursorsPage, Delivery, InboxPage, Members,
+    PresenceInfo, PresenceUpdate, ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode,
+    ViewQuery, ViewReply,
 };
 use chorus_schema::{EventRecord, Key, Offset, PartitionId, StoredRecord, MAX_VIEW_PAGE_ENTRIES};
 use serde::{Deserialize, Serialize};

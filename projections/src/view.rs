@@ -73,12 +73,7 @@ impl View {
         match self {
             View::ChatList | View::Inbox => &[View::Roster],
             View::ReceiptStatus => &[View::Roster, View::Cursors],
-            View::Roster
-            | View::Cursors
-            | View::Directory
-            | View::Presence
-            | View::Privacy
-            | View::Contacts => &[],
+            View::Roster | View::Cursors | View::Directory | View::Presence | View::Privacy | View::Contacts => &[],
         }
     }
 

@@ -423,7 +423,17 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     let mut log = Log::<S>::new();
     let d = DeviceId;
     log.push(7, 1, EventBody::UserRegistered { user: u(7), phone: "1".into() });
-    log.push(7, 1, EventBody::PresenceChanged { user: u(7), online: true, device: DeviceId(1), connection: 1, device_online: true });
+    log.push(
+        7,
+        1,
+        EventBody::PresenceChanged {
+            user: u(7),
+            online: true,
+            device: DeviceId(1),
+            connection: 1,
+            device_online: true,
+        },
+    );
     for dev in [1, 2, 3] {
         log.push(
             7,

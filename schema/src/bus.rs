@@ -423,7 +423,8 @@ impl TypingSignal {
     /// # Errors
     /// [`Error::TooLarge`] (also above [`MAX_GROUP_MEMBERS`] recipients), [`Error::Malformed`].
     pub fn decode(payload: &[u8]) -> Result<TypingSignal> {
-        let t = codec::root::<fbus::TypingSignal>(payload, "typing signal", TYPING_SIGNAL_IDENT, MAX_BUS_PAYLOAD_BYTES, 4)?;
+        let t =
+            codec::root::<fbus::TypingSignal>(payload, "typing signal", TYPING_SIGNAL_IDENT, MAX_BUS_PAYLOAD_BYTES, 4)?;
         check_len("typing recipients", t.recipients().len(), MAX_GROUP_MEMBERS)?;
         Ok(TypingSignal {
             chat: codec::chat(t.chat()),
@@ -914,7 +915,11 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
         }
         fbus::ViewAnswer::PresenceInfo => {
             let p = r.answer_as_presence_info().ok_or_else(bad)?;
-            ViewAnswer::Presence(PresenceInfo { visible: p.visible(), online: p.online(), last_seen_ms: p.last_seen_ms() })
+            ViewAnswer::Presence(PresenceInfo {
+                visible: p.visible(),
+                online: p.online(),
+                last_seen_ms: p.last_seen_ms(),
+            })
         }
         fbus::ViewAnswer::Members => {
             let m = r.answer_as_members().ok_or_else(bad)?;

@@ -148,6 +148,9 @@ struct Conn {
     /// Most bytes queued on the delivery stream (half the connection's
     /// `delivery_queue_bytes_max`; the mailbox holds the other half).
     deliveries_bytes_max: usize,
+    /// The last presence append of this connection: the next one waits for
+    /// it, so the log gets its offline after its online.
+    presence: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// `_slot`: this connection's place in the per-address and edge-wide counts,
@@ -182,6 +185,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
         deliveries: None,
         identity: None,
         subscribing: None,
+        presence: None,
     };
     let close = conn.serve(recv).await;
     // Boxed: its state would otherwise be part of every idle connection's task.
@@ -220,6 +224,9 @@ fn action_kind(action: &Action) -> &'static str {
         Action::Sync { .. } => "sync",
         Action::FillGap { .. } => "fill_gap",
         Action::Close { .. } => "close",
+        Action::SetPresence(_) => "set_presence",
+        Action::WatchPresence { .. } => "watch_presence",
+        Action::Typing { .. } => "typing",
     }
 }
 
@@ -384,6 +391,7 @@ impl Conn {
             Input::SyncDone { positions, with_news } => self.session.handle_sync_done(&positions, with_news),
             Input::SyncFailed => self.session.handle_sync_failed(),
             Input::FillDone(chat) => self.session.handle_fill_done(chat),
+            Input::TypingRefused { chat, not_member } => self.session.handle_typing_refused(chat, not_member),
             Input::FillFailed(chat) => {
                 // Live delivery must not move on past the gap: the client
                 // would take the next item's seq as its position and its next
@@ -409,6 +417,10 @@ impl Conn {
             Routed::Account(update) => {
                 self.session.handle_device_notice(update.change, update.device, update.at_ms);
             }
+            Routed::Presence { user, visible, online, last_seen_ms } => {
+                self.session.handle_presence(user, visible, online, last_seen_ms)
+            }
+            Routed::Typing { chat, user, typing } => self.session.handle_typing(chat, user, typing),
         }
     }
 
@@ -509,6 +521,24 @@ impl Conn {
                     });
                 }
                 Action::Close { code, reason } => return Some(Close { code, reason, tell: false }),
+                Action::SetPresence(command) => self.set_presence(command),
+                Action::WatchPresence { viewer, users } => {
+                    self.ctx.presence.watch(&self.ctx, self.id, viewer, users, &self.mailbox);
+                }
+                Action::Typing { identity, chat, typing } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let not_member = match super::typing::relay(&ctx, identity, chat, typing).await {
+                            Ok(()) => return,
+                            Err(super::typing::Refused::NotMember) => true,
+                            Err(super::typing::Refused::Unavailable(e)) => {
+                                debug!(%chat, error = %e, "typing: members unknown");
+                                false
+                            }
+                        };
+                        let _ = to.put(Input::TypingRefused { chat, not_member }).await;
+                    });
+                }
             }
         }
         None
@@ -543,9 +573,34 @@ impl Conn {
         self.perform()
     }
 
+    /// Appends a presence change of this connection after the previous one
+    /// (retried while the log's answer is unknown: `SetPresence` is idempotent).
+    fn set_presence(&mut self, command: chorus_schema::Command) {
+        let (ctx, previous) = (self.ctx.clone(), self.presence.take());
+        self.presence = Some(tokio::spawn(async move {
+            if let Some(p) = previous {
+                let _ = p.await;
+            }
+            for attempt in 0..3u64 {
+                match append(&ctx, command.clone()).await {
+                    Err(AppendError::Unavailable(e)) => {
+                        debug!(attempt, error = %e, "presence append unavailable, retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                    }
+                    Ok(Err(r)) => return debug!(code = ?r.code, message = %r.message, "presence refused"),
+                    _ => return,
+                }
+            }
+        }));
+    }
+
     async fn finish(mut self, close: Option<Close>) {
         if let Some(id) = self.identity {
             self.ctx.router.unregister(id.user, self.id);
+        }
+        self.ctx.presence.unwatch(self.id);
+        if let Some(offline) = self.session.offline_command() {
+            self.set_presence(offline);
         }
         self.mailbox.close();
         if let Some(c) = &close {

@@ -44,8 +44,10 @@
 mod connection;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
+pub(crate) mod presence;
 pub(crate) mod router;
 pub mod tls;
+pub(crate) mod typing;
 pub(crate) mod views;
 
 use std::collections::HashSet;
@@ -102,6 +104,8 @@ pub struct Stats {
     /// The most bytes one connection has held queued for its client (at most
     /// `delivery_queue_bytes_max`).
     pub queued_bytes_peak: usize,
+    /// Users whose presence connections here watch (one bus subscription each).
+    pub presence_targets: usize,
 }
 
 /// The result of an IO request of a connection (see [`mailbox::Mailbox`]).
@@ -119,6 +123,11 @@ pub(crate) enum Input {
     FillDone(ChatId),
     /// A gap of the chat could not be recovered: the connection closes.
     FillFailed(ChatId),
+    /// A typing signal was not relayed (`not_member`, or the members view failed).
+    TypingRefused {
+        chat: ChatId,
+        not_member: bool,
+    },
 }
 
 /// What every connection shares.
@@ -133,6 +142,10 @@ pub(crate) struct Ctx {
     /// Rate limits of logins and codes (per address, number range, phone).
     pub(crate) rate_limits: Arc<Limits>,
     pub(crate) router: router::Router,
+    /// Presence watchers and their per-target bus subscriptions.
+    pub(crate) presence: presence::PresenceHub,
+    /// Chat members for typing, cached briefly.
+    pub(crate) members: typing::MembersCache,
     pub(crate) known_users: Mutex<HashSet<UserId>>,
     pub(crate) connections: AtomicUsize,
     pub(crate) limits: limits::Limits,
@@ -150,6 +163,7 @@ pub struct Edge {
     subscription: chorus_bus::Subscription,
     receipts: chorus_bus::Subscription,
     accounts: chorus_bus::Subscription,
+    typing: chorus_bus::Subscription,
 }
 
 impl std::fmt::Debug for Edge {
@@ -180,6 +194,7 @@ impl Handle {
             lagged: self.0.router.lagged.load(Ordering::Relaxed),
             evicted: self.0.router.evicted.load(Ordering::Relaxed),
             queued_bytes_peak: self.0.queued_bytes_peak.load(Ordering::Relaxed),
+            presence_targets: self.0.presence.targets(),
         }
     }
 }
@@ -273,6 +288,7 @@ impl Edge {
         let subscription = bus.subscribe(&format!("{}.>", subject::DELIVER_PREFIX)).await?;
         let receipts = bus.subscribe(&format!("{}.>", subject::RECEIPT_PREFIX)).await?;
         let accounts = bus.subscribe(&format!("{}.>", subject::ACCOUNT_PREFIX)).await?;
+        let typing = bus.subscribe(&format!("{}.>", subject::TYPING_PREFIX)).await?;
         let rate_limits = Arc::new(Limits::new(&config.session.limits).map_err(Error::Config)?);
         let sms = SmsSink::new(&config.sms)?;
         let limits = limits::Limits::new(config.connections_max, config.connections_per_address_max);
@@ -285,6 +301,8 @@ impl Edge {
             view_key,
             sms,
             router: router::Router::default(),
+            presence: presence::PresenceHub::default(),
+            members: typing::MembersCache::default(),
             known_users: Mutex::new(HashSet::new()),
             connections: AtomicUsize::new(0),
             limits,
@@ -294,7 +312,7 @@ impl Edge {
             queued_bytes_peak: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(0),
         });
-        Ok(Edge { ctx, endpoint, subscription, receipts, accounts })
+        Ok(Edge { ctx, endpoint, subscription, receipts, accounts, typing })
     }
 
     /// The address clients connect to.
@@ -312,7 +330,7 @@ impl Edge {
 
     /// Serves until `shutdown` resolves, then closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Edge { ctx, endpoint, mut subscription, mut receipts, mut accounts } = self;
+        let Edge { ctx, endpoint, mut subscription, mut receipts, mut accounts, mut typing } = self;
         info!(
             addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             connection_task_bytes = connection::task_bytes(),
@@ -325,6 +343,7 @@ impl Edge {
                     m = subscription.next() => m,
                     m = receipts.next() => m,
                     m = accounts.next() => m,
+                    m = typing.next() => m,
                 };
                 let Some(msg) = msg else {
                     warn!("bus subscription ended");

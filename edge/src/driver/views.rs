@@ -52,7 +52,7 @@ fn checked_partition(chat: ChatId, named: PartitionId, partitions: u16) -> Resul
 /// One view query: sealed with a fresh nonce, and answered only by a reply
 /// sealed with the view key for this very request (see
 /// `chorus_projections::seal`): what the bus alone says is not trusted.
-async fn query<Q: Query>(ctx: &Ctx, request: Q) -> Result<Q::Answer, ReadError> {
+pub(crate) async fn query<Q: Query>(ctx: &Ctx, request: Q) -> Result<Q::Answer, ReadError> {
     let request: ViewQuery = request.into();
     let subject = request.subject();
     let err = |reason: String| ReadError::View { subject, reason };

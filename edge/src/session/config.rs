@@ -29,6 +29,10 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// The edge's one-time codes (see [`super::OtpRegistry`]).
     pub otp: OtpConfig,
+    /// `Typing` frames a connection may send at once...
+    pub typing_burst: u32,
+    /// ...and per second sustained (`RateLimited` beyond; nothing relayed).
+    pub typing_per_sec: u32,
 }
 
 impl Default for Config {
@@ -43,6 +47,8 @@ impl Default for Config {
             token_lifetime_ms: 90 * 24 * 60 * 60 * 1000,
             limits: LimitsConfig::default(),
             otp: OtpConfig::default(),
+            typing_burst: 10,
+            typing_per_sec: 2,
         }
     }
 }
@@ -58,6 +64,9 @@ impl Config {
         }
         if self.frames_burst == 0 || self.frames_per_sec == 0 {
             return Err("frames_burst and frames_per_sec must be positive".into());
+        }
+        if self.typing_burst == 0 || self.typing_per_sec == 0 {
+            return Err("typing_burst and typing_per_sec must be positive".into());
         }
         if self.in_flight_max == 0 {
             return Err("in_flight_max must be positive".into());
