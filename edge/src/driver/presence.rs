@@ -94,14 +94,19 @@ impl PresenceHub {
                     latest: None,
                     watchers: HashMap::new(),
                 });
-                if target.watchers.contains_key(&conn) {
-                    continue;
-                }
-                let w = Watcher { viewer, mailbox: mailbox.clone(), visible: None, sent_ms: 0, generation: 1 };
+                // Every listed target's state now, also for one watched already.
+                let w = target.watchers.entry(conn).or_insert_with(|| Watcher {
+                    viewer,
+                    mailbox: mailbox.clone(),
+                    visible: None,
+                    sent_ms: 0,
+                    generation: 0,
+                });
+                w.visible = None;
+                w.generation += 1;
                 if target.subscribed {
                     asks.push((*user, conn, viewer, w.generation));
                 }
-                target.watchers.insert(conn, w);
             }
             if !users.is_empty() {
                 inner.by_conn.insert(conn, users);

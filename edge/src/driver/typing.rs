@@ -4,7 +4,9 @@
 //! The members come from the members view (`MembersRequest`, answered from
 //! the roster), cached per chat for [`MEMBERS_TTL`]: a typing burst costs one
 //! query per chat per TTL, and a member removed within the TTL may still be
-//! heard typing for that long (typing carries no content). Receiving edges
+//! heard typing for that long (typing carries no content). A refusal is
+//! never taken from the cache (it asks again first), so a member who just
+//! joined is not refused. Receiving edges
 //! route the signal to the recipients' connections like a delivery
 //! (`chorus.typing.>`, see the router). Expiry is the receiver's: a typing
 //! indicator lapses [`chorus_schema::edge::TYPING_EXPIRY_MS`] after its last
@@ -41,9 +43,10 @@ pub(crate) enum Refused {
 }
 
 impl MembersCache {
-    async fn get(&self, ctx: &Ctx, chat: ChatId) -> Result<Arc<Members>, ReadError> {
+    /// The members of `chat`, from the cache if `cached` and fresh.
+    async fn get(&self, ctx: &Ctx, chat: ChatId, cached: bool) -> Result<Arc<Members>, ReadError> {
         let now = Instant::now();
-        if let Some((at, m)) = crate::lock(&self.chats).get(&chat) {
+        if let Some((at, m)) = crate::lock(&self.chats).get(&chat).filter(|_| cached) {
             if now.duration_since(*at) < MEMBERS_TTL {
                 return Ok(m.clone());
             }
@@ -63,9 +66,15 @@ impl MembersCache {
 
 /// Publishes `identity.user`'s typing in `chat` for its other members.
 pub(crate) async fn relay(ctx: &Ctx, identity: Identity, chat: ChatId, typing: bool) -> Result<(), Refused> {
-    let members = ctx.members.get(ctx, chat).await.map_err(Refused::Unavailable)?;
-    if !members.known || members.members.binary_search(&identity.user).is_err() {
-        return Err(Refused::NotMember);
+    let is_member = |m: &Members| m.known && m.members.binary_search(&identity.user).is_ok();
+    let mut members = ctx.members.get(ctx, chat, true).await.map_err(Refused::Unavailable)?;
+    if !is_member(&members) {
+        // Only a positive answer is trusted from the cache: a chat created
+        // or joined a moment ago must not be refused for 2 s.
+        members = ctx.members.get(ctx, chat, false).await.map_err(Refused::Unavailable)?;
+        if !is_member(&members) {
+            return Err(Refused::NotMember);
+        }
     }
     let recipients: Vec<UserId> = members.members.iter().copied().filter(|u| *u != identity.user).collect();
     if recipients.is_empty() {
