@@ -97,8 +97,11 @@ fn register(s: &mut Session, otp: &mut OtpRegistry, now: u64) -> (Identity, [u8;
     s.handle_append_result(now, c, Ok(Ok(Outcome::Done)));
     let actions = drain(s);
     match &actions[..] {
-        [Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)] => {
+        [Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id), Action::SetPresence(online)] =>
+        {
             assert_eq!(id, &Identity { user: *user, device: *device });
+            assert!(matches!(online.body, CommandBody::SetPresence { online: true, .. }), "{online:?}");
+            assert_eq!((online.origin.user, online.origin.device), (id.user, id.device));
             (*id, *token)
         }
         other => panic!("expected Registered, got {other:?}"),
@@ -156,7 +159,11 @@ fn registration_texts_a_code_then_appends_one_register_device() {
     assert_eq!(token_hash(&token), hash);
     // The token carries its expiry: registration time + the configured lifetime.
     assert_eq!(token_expiry_ms(&token), 2000 + Config::default().token_lifetime_ms);
-    assert_eq!(actions, vec![Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)]);
+    assert_eq!(actions[..2], [Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)]);
+    // The device is online while the connection lives.
+    assert!(
+        matches!(&actions[2..], [Action::SetPresence(c)] if matches!(c.body, CommandBody::SetPresence { online: true, .. }))
+    );
     assert_eq!(s.identity(), Some(id));
 }
 
@@ -253,7 +260,12 @@ fn login_is_verified_against_the_sessions_view() {
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
     s.handle_token_verified(TokenVerdict::Valid);
     let id = Identity { user, device };
-    assert_eq!(drain(&mut s), vec![Action::Send(ServerFrame::LoggedIn { user, device }), Action::Subscribe(id)]);
+    let actions = drain(&mut s);
+    assert_eq!(actions[..2], [Action::Send(ServerFrame::LoggedIn { user, device }), Action::Subscribe(id)]);
+    assert!(
+        matches!(&actions[2..], [Action::SetPresence(c)] if matches!(c.body, CommandBody::SetPresence { online: true, .. }) && c.origin.user == user),
+        "{actions:?}"
+    );
     assert_eq!(s.identity(), Some(id));
     // A second login on the same connection: Forbidden.
     s.handle_frame(0, ClientFrame::Login { user: UserId(6), device, token }, &mut o);
@@ -1016,10 +1028,70 @@ proptest! {
                         appends.push_back((correlation, command));
                     }
                     Action::Send(f) => prop_assert!(f.validate().is_ok()),
+                    Action::SetPresence(command) => {
+                        let id = identity.expect("presence before login");
+                        prop_assert_eq!((command.origin.user, command.origin.device), (id.user, id.device));
+                        prop_assert_ne!(command.origin.client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT, 0);
+                    }
+                    Action::WatchPresence { viewer, .. } => {
+                        prop_assert_eq!(Some(viewer), identity.map(|i| i.user), "a watch as another user");
+                    }
+                    Action::Typing { identity: typist, .. } => {
+                        prop_assert_eq!(Some(typist), identity, "typing as another identity");
+                    }
                     Action::VerifyToken { .. } => prop_assert!(identity.is_none()),
                     Action::Close { .. } => prop_assert!(s.is_closed()),
                 }
             }
         }
     }
+}
+
+#[test]
+fn a_connection_is_online_from_login_until_it_ends_and_typing_is_rate_limited() {
+    let (mut s, mut o, id) = logged_in(Config { typing_burst: 2, typing_per_sec: 1, ..Config::default() });
+    // The offline names the connection the online named (register() checked the online).
+    let offline = s.offline_command().expect("an online connection goes offline");
+    assert!(matches!(offline.body, CommandBody::SetPresence { online: false, .. }), "{offline:?}");
+    assert_eq!((offline.origin.user, offline.origin.device), (id.user, id.device));
+    assert!(s.offline_command().is_none(), "once");
+
+    // A watch list, deduplicated, as the logged-in user.
+    s.handle_frame(2000, ClientFrame::SubscribePresence { users: vec![UserId(9), UserId(8), UserId(9)] }, &mut o);
+    assert_eq!(drain(&mut s), vec![Action::WatchPresence { viewer: id.user, users: vec![UserId(8), UserId(9)] }]);
+
+    // Typing: two at once, then RateLimited until the bucket refills.
+    let chat = ChatId::group([4; 16]);
+    for _ in 0..2 {
+        s.handle_frame(3000, ClientFrame::Typing { chat, typing: true }, &mut o);
+        assert_eq!(drain(&mut s), vec![Action::Typing { identity: id, chat, typing: true }]);
+    }
+    s.handle_frame(3000, ClientFrame::Typing { chat, typing: true }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::RateLimited);
+    s.handle_frame(4000, ClientFrame::Typing { chat, typing: false }, &mut o);
+    assert_eq!(drain(&mut s), vec![Action::Typing { identity: id, chat, typing: false }]);
+    // Refused for a chat the user is not in: NotMember.
+    s.handle_typing_refused(chat, true);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::NotMember);
+    // What others do reaches the delivery stream.
+    s.handle_typing(chat, UserId(5), true);
+    s.handle_presence(UserId(8), false, false, 0);
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::Deliver(ServerFrame::Typing { chat, user: UserId(5), typing: true }),
+            Action::Deliver(ServerFrame::Presence { user: UserId(8), visible: false, online: false, last_seen_ms: 0 }),
+        ]
+    );
+}
+
+#[test]
+fn presence_and_typing_need_a_login() {
+    let mut s = session(Config::default());
+    let mut o = otp();
+    s.handle_frame(1000, ClientFrame::SubscribePresence { users: vec![UserId(1)] }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+    s.handle_frame(1000, ClientFrame::Typing { chat: ChatId::group([1; 16]), typing: true }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+    assert!(s.offline_command().is_none(), "never online");
 }

@@ -542,6 +542,22 @@ async fn replay_of_each_view_equals_the_live_view() {
             must_append(&client, &cmd).await;
         }
     }
+    // Presence, privacy settings and blocks, contacts (issue 12).
+    let privacy = CommandBody::SetPrivacy {
+        last_seen: chorus_schema::Visibility::Contacts,
+        profile_photo: chorus_schema::Visibility::Everyone,
+        about: chorus_schema::Visibility::Nobody,
+        read_receipts: true,
+    };
+    for body in [
+        CommandBody::SetPresence { online: true, connection: 3 },
+        CommandBody::UpdateContacts { contacts: vec![UserId(2), UserId(3)] },
+        privacy,
+        CommandBody::Block { target: UserId(3) },
+        CommandBody::SetPresence { online: false, connection: 3 },
+    ] {
+        must_append(&client, &a.command(body)).await;
+    }
     let ends = must_catch_up(&running.handle, &client).await;
 
     let live = RocksStore::open_read_only(store_dir.path()).expect("open the live store read-only");

@@ -141,6 +141,18 @@ async fn workload(client: &LogClient) {
         pin_hash: None,
     };
     must_append(client, 4, 1, register).await;
+    // Presence, privacy, contacts (issue 12).
+    must_append(client, 4, 2, CommandBody::SetPresence { online: true, connection: 7 }).await;
+    must_append(client, 4, 3, CommandBody::UpdateContacts { contacts: vec![UserId(1), UserId(2)] }).await;
+    let privacy = CommandBody::SetPrivacy {
+        last_seen: chorus_schema::Visibility::Contacts,
+        profile_photo: chorus_schema::Visibility::Everyone,
+        about: chorus_schema::Visibility::Nobody,
+        read_receipts: false,
+    };
+    must_append(client, 4, 4, privacy).await;
+    must_append(client, 4, 5, CommandBody::Block { target: UserId(3) }).await;
+    must_append(client, 4, 6, CommandBody::SetPresence { online: false, connection: 7 }).await;
 }
 
 #[test]
@@ -175,7 +187,9 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
     };
 
     // Each view alone equals the live one.
-    for view in ["roster", "cursors", "chat_list", "receipt_status", "inbox", "directory"] {
+    for view in
+        ["roster", "cursors", "chat_list", "receipt_status", "inbox", "directory", "presence", "privacy", "contacts"]
+    {
         let o = dev.replay(view, &dir.path().join(view), Some(&dev.live_store()));
         assert!(o.status.success(), "{view}: {}{}", text(&o.stdout), text(&o.stderr));
         let stdout = text(&o.stdout);

@@ -525,7 +525,7 @@ fn acks_are_monotone_and_read_implies_delivered() {
 #[test]
 fn users_register_once_and_must_be_registered() {
     let mut h = Harness::new();
-    h.must_reject(A, CommandBody::SetPresence { online: true }, RejectCode::UnknownUser);
+    h.must_reject(A, CommandBody::SetPresence { online: true, connection: 1 }, RejectCode::UnknownUser);
     h.must_reject(
         A,
         CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into() },
