@@ -80,6 +80,8 @@ enum BenchCmd {
     Log(bench::log::Args),
     /// Messages through the whole pipeline: delivered/s, latency, memory per idle connection.
     E2e(bench::e2e::Args),
+    /// One user's presence changes to 1,000 watching clients on 2 edges: p50/p99 to the last one.
+    Presence(bench::presence::Args),
 }
 
 fn main() -> Result<()> {
@@ -144,6 +146,7 @@ fn main() -> Result<()> {
             }
             Cmd::Bench(BenchCmd::Log(a)) => bench::log::run(a).await,
             Cmd::Bench(BenchCmd::E2e(a)) => bench::e2e::run(a).await,
+            Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
         }
     })

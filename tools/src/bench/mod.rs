@@ -2,4 +2,5 @@
 
 pub mod e2e;
 pub mod log;
+pub mod presence;
 pub mod stats;
