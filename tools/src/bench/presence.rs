@@ -87,7 +87,8 @@ pub async fn run(args: Args) -> Result<()> {
     for chunk in (0..args.subscribers).collect::<Vec<_>>().chunks(args.connect_in_flight.max(1)) {
         let mut tasks = Vec::new();
         for &i in chunk {
-            let (stack, creds, tx) = (stack.clone(), viewers[i % viewers.len()], tx.clone());
+            let creds = *viewers.get(i % viewers.len()).context("a viewer")?;
+            let (stack, tx) = (stack.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
                 let (client, mut events) = Client::connect(stack.client_config(&[i % 2]), creds, Resume::default())
                     .await
@@ -112,15 +113,12 @@ pub async fn run(args: Args) -> Result<()> {
     drop(tx);
     println!("{} subscribers logged in and watching in {:.1} s", clients.len(), t.elapsed().as_secs_f64());
     // Everyone has the current state first.
-    let mut have = vec![false; args.subscribers];
-    let mut missing = args.subscribers;
-    while missing > 0 {
+    let mut have = std::collections::HashSet::new();
+    while have.len() < args.subscribers {
         let Ok(Some((i, ..))) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await else {
-            bail!("{missing} subscribers never got the current presence");
+            bail!("{} subscribers never got the current presence", args.subscribers - have.len());
         };
-        if !std::mem::replace(&mut have[i], true) {
-            missing -= 1;
-        }
+        have.insert(i);
     }
 
     let mut last = Histogram::<u64>::new_with_bounds(1, 600_000, 3)?;
@@ -137,7 +135,7 @@ pub async fn run(args: Args) -> Result<()> {
             Some((c, _)) => c.close(),
         }
         // Wait until every subscriber has this change (a newer last seen, in this direction).
-        let mut got = vec![false; args.subscribers];
+        let mut got = std::collections::HashSet::new();
         let (mut missing, mut worst) = (args.subscribers, 0u64);
         let mut at = 0u64;
         while missing > 0 {
@@ -145,7 +143,7 @@ pub async fn run(args: Args) -> Result<()> {
             else {
                 bail!("change {change}: {missing} subscribers never got it");
             };
-            if on != going_online || seen_ms <= previous_ms || std::mem::replace(&mut got[i], true) {
+            if on != going_online || seen_ms <= previous_ms || !got.insert(i) {
                 continue;
             }
             at = seen_ms;
