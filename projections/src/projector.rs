@@ -776,7 +776,8 @@ pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]
                 })
             }
             ViewQuery::Presence(q) => {
-                if privacy::may_see_presence(&txn, q.user, q.viewer)? {
+                // An unknown user looks like a hidden one: nothing to see.
+                if directory::is_registered(&txn, q.user)? && privacy::may_see_presence(&txn, q.user, q.viewer)? {
                     let p = presence::get(&txn, q.user)?;
                     ViewAnswer::Presence(PresenceInfo { visible: true, online: p.online, last_seen_ms: p.last_seen_ms })
                 } else {

@@ -179,9 +179,22 @@ async fn presence_reaches_watchers_on_another_edge_as_privacy_contacts_and_block
     drop(a_ev);
     none(&mut b_ev, "a blocked viewer sees nothing", Duration::from_secs(2), is_presence_of(a_user)).await;
     none(&mut c_ev, "nor does a non-contact", Duration::from_millis(200), is_presence_of(a_user)).await;
-    // A blocked watcher that subscribes afresh gets the withheld state only.
-    b.subscribe_presence(vec![a_user]);
-    assert_eq!(presence_of(&mut b_ev, a_user).await, (false, false, 0));
+    // A blocked watcher that subscribes afresh gets the withheld state only;
+    // a user that does not exist looks the same.
+    let nobody = UserId(4242);
+    b.subscribe_presence(vec![a_user, nobody]);
+    let mut answered = std::collections::BTreeMap::new();
+    while answered.len() < 2 {
+        let (user, state) = next(&mut b_ev, "the watched users' presence", Duration::from_secs(20), |ev| match ev {
+            Event::Presence { user, visible, online, last_seen_ms } => {
+                Some((*user, (*visible, *online, *last_seen_ms)))
+            }
+            _ => None,
+        })
+        .await;
+        answered.insert(user, state);
+    }
+    assert_eq!(answered, [(a_user, (false, false, 0)), (nobody, (false, false, 0))].into_iter().collect());
     b.close();
     c.close();
 }
@@ -259,4 +272,76 @@ async fn typing_reaches_the_other_members_only_expires_and_never_reaches_the_log
     a.close();
     b.close();
     c.close();
+}
+
+/// `chorus client …` against the stack's edge `edge`, logged in as `c`.
+fn cli(stack: &Stack, dir: &std::path::Path, c: Credentials, edge: usize, args: &[&str]) -> (bool, String) {
+    let profile = dir.join(format!("cli-{}.json", c.user));
+    let json = serde_json::json!({ "credentials": c });
+    std::fs::write(&profile, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = std::process::Command::new(chorus_binary())
+        .arg("client")
+        .args(["--edge", &stack.edge_addrs()[edge]])
+        .arg("--ca")
+        .arg(&stack.cluster.edge_ca)
+        .arg("--profile")
+        .arg(&profile)
+        .args(args)
+        .output()
+        .expect("run chorus client");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_watches_presence_and_types() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = stack(dir.path()).await;
+    let alice = stack.register(0, "+15550000221").await.unwrap();
+    let bob = stack.register(1, "+15550000222").await.unwrap();
+    let carol = stack.register(1, "+15550000223").await.unwrap();
+    let (a, a_ev) = connect(&stack, 0, alice).await;
+    let chat = a.create_group("cli", vec![bob.user]).await.unwrap();
+    a.send(Recipient::Group(chat), b"hi".to_vec()).await.unwrap();
+
+    // Bob's CLI watches Alice for 3 s while she goes offline.
+    let watcher = {
+        let (stack_dir, edge_addrs, ca) = (dir.path().to_owned(), stack.edge_addrs(), stack.cluster.edge_ca.clone());
+        let a_id = alice.user.to_string();
+        std::thread::spawn(move || {
+            let profile = stack_dir.join("bob-watch.json");
+            std::fs::write(&profile, serde_json::to_vec(&serde_json::json!({ "credentials": bob })).unwrap()).unwrap();
+            let out = std::process::Command::new(chorus_binary())
+                .args(["client", "--edge", &edge_addrs[1], "--ca"])
+                .arg(&ca)
+                .arg("--profile")
+                .arg(&profile)
+                .args(["presence", &a_id, "--for-ms", "4000"])
+                .output()
+                .expect("run chorus client presence");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    a.close();
+    drop(a_ev);
+    let out = tokio::task::spawn_blocking(move || watcher.join().unwrap()).await.unwrap();
+    let a_line = |s: &str| format!("{}: {s}", alice.user);
+    assert!(out.contains(&a_line("online")), "{out}");
+    assert!(out.contains(&a_line("offline, last seen at")), "{out}");
+
+    // Bob's CLI types in the group: Alice (back on edge 0) sees it.
+    let (a, mut a_ev2) = connect(&stack, 0, alice).await;
+    let (ok, out) = cli(&stack, dir.path(), bob, 1, &["typing", &chat.to_string(), "--for-ms", "1000"]);
+    assert!(ok, "{out}");
+    next(&mut a_ev2, "Bob typing", Duration::from_secs(10), |ev| match ev {
+        Event::Typing { chat: c, user, typing: true } if *c == chat && *user == bob.user => Some(()),
+        _ => None,
+    })
+    .await;
+    // Carol's is refused: she is not in the group.
+    let (ok, out) = cli(&stack, dir.path(), carol, 1, &["typing", &chat.to_string(), "--for-ms", "500"]);
+    assert!(!ok && out.contains("NotMember"), "{out}");
+    a.close();
 }
