@@ -1095,3 +1095,26 @@ fn presence_and_typing_need_a_login() {
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
     assert!(s.offline_command().is_none(), "never online");
 }
+
+#[test]
+fn privacy_settings_are_appended_with_the_clients_id_and_answered_done() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let frame = |c: u64| ClientFrame::SetPrivacy {
+        client_msg_id: ClientMsgId(c),
+        last_seen: chorus_schema::Visibility::Contacts,
+        profile_photo: chorus_schema::Visibility::Everyone,
+        about: chorus_schema::Visibility::Nobody,
+        read_receipts: false,
+    };
+    s.handle_frame(2000, frame(CLIENT_MSG_ID_RESERVED_BIT | 1), &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::BadFrame, "the reserved bit");
+    s.handle_frame(2000, frame(5), &mut o);
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!((cmd.origin.user, cmd.origin.device, cmd.origin.client_msg_id), (id.user, id.device, ClientMsgId(5)));
+    assert!(matches!(
+        cmd.body,
+        CommandBody::SetPrivacy { last_seen: chorus_schema::Visibility::Contacts, read_receipts: false, .. }
+    ));
+    s.handle_append_result(2001, c, Ok(Ok(Outcome::Done)));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(5), at: None });
+}

@@ -24,7 +24,7 @@ use crate::command::CommandBody;
 use crate::fb::edge as fe;
 use crate::ids::{ChatId, ClientMsgId, DeviceId, Seq, UserId};
 use crate::limits::*;
-use crate::types::{MediaRef, ReceiptKind};
+use crate::types::{MediaRef, ReceiptKind, Visibility};
 use crate::{Error, Result};
 
 /// The ALPN protocol id of the client ↔ edge protocol.
@@ -129,6 +129,15 @@ pub enum ClientFrame {
     Typing {
         chat: ChatId,
         typing: bool,
+    },
+    /// Who sees this user's last seen (and online), profile photo and
+    /// about; whether they send read receipts. Answered `Done`.
+    SetPrivacy {
+        client_msg_id: ClientMsgId,
+        last_seen: Visibility,
+        profile_photo: Visibility,
+        about: Visibility,
+        read_receipts: bool,
     },
 }
 
@@ -535,6 +544,7 @@ impl ClientFrame {
             ClientFrame::Group { .. } => "Group",
             ClientFrame::SubscribePresence { .. } => "SubscribePresence",
             ClientFrame::Typing { .. } => "Typing",
+            ClientFrame::SetPrivacy { .. } => "SetPrivacy",
         }
     }
 
@@ -560,7 +570,7 @@ impl ClientFrame {
             ClientFrame::SetPin { pin, .. } => check_len("pin", pin.len(), MAX_PIN_BYTES),
             ClientFrame::Group { op, .. } => op.validate(),
             ClientFrame::SubscribePresence { users } => check_len("watched users", users.len(), MAX_WATCHED_USERS),
-            ClientFrame::Typing { .. } => Ok(()),
+            ClientFrame::Typing { .. } | ClientFrame::SetPrivacy { .. } => Ok(()),
             ClientFrame::Login { .. }
             | ClientFrame::Ack { .. }
             | ClientFrame::Ping { .. }
@@ -707,6 +717,19 @@ impl ClientFrame {
                 let t = fe::Typing::create(&mut fbb, &fe::TypingArgs { chat: Some(&chat), typing: *typing });
                 (fe::ClientFrameBody::Typing, t.as_union_value())
             }
+            ClientFrame::SetPrivacy { client_msg_id, last_seen, profile_photo, about, read_receipts } => {
+                let t = fe::SetPrivacy::create(
+                    &mut fbb,
+                    &fe::SetPrivacyArgs {
+                        client_msg_id: client_msg_id.0,
+                        last_seen: codec::visibility_fb(*last_seen),
+                        profile_photo: codec::visibility_fb(*profile_photo),
+                        about: codec::visibility_fb(*about),
+                        read_receipts: *read_receipts,
+                    },
+                );
+                (fe::ClientFrameBody::SetPrivacy, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -818,6 +841,16 @@ impl ClientFrame {
             fe::ClientFrameBody::Typing => {
                 let b = f.body_as_typing().ok_or_else(bad)?;
                 ClientFrame::Typing { chat: codec::chat(b.chat()), typing: b.typing() }
+            }
+            fe::ClientFrameBody::SetPrivacy => {
+                let b = f.body_as_set_privacy().ok_or_else(bad)?;
+                ClientFrame::SetPrivacy {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    last_seen: codec::visibility(b.last_seen())?,
+                    profile_photo: codec::visibility(b.profile_photo())?,
+                    about: codec::visibility(b.about())?,
+                    read_receipts: b.read_receipts(),
+                }
             }
             _ => return Err(bad()),
         };

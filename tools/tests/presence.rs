@@ -84,15 +84,6 @@ async fn must_append(stack: &Stack, user: UserId, id: u64, body: CommandBody) {
     result.unwrap_or_else(|r| panic!("refused {cmd:?}: {r}"));
 }
 
-fn privacy(last_seen: Visibility) -> CommandBody {
-    CommandBody::SetPrivacy {
-        last_seen,
-        profile_photo: Visibility::Everyone,
-        about: Visibility::Everyone,
-        read_receipts: true,
-    }
-}
-
 /// Every event of `key`'s partition, in order.
 async fn partition_events(stack: &Stack, key: &Key) -> Vec<EventRecord> {
     let partition = PartitionId::for_key(key, stack.spec.partitions);
@@ -155,9 +146,17 @@ async fn presence_reaches_watchers_on_another_edge_as_privacy_contacts_and_block
     );
     assert!(transitions.contains(&(true, online_at)), "{transitions:?}");
 
-    // Last seen: nobody. Bob's view is withheld at once (an audience update).
-    must_append(&stack, a_user, 1, privacy(Visibility::Nobody)).await;
-    assert_eq!(presence_of(&mut b_ev, a_user).await, (false, false, 0));
+    // Last seen: nobody (set through the CLI). Bob's view is withheld at once
+    // (an audience update).
+    let (ok, out) = cli(&stack, dir.path(), alice, 0, &["privacy", "--last-seen", "nobody"]);
+    assert!(ok && out.contains("last seen Nobody"), "{out}");
+    // (The CLI's own connection may show her online just before.)
+    loop {
+        match presence_of(&mut b_ev, a_user).await {
+            (true, true, _) => continue,
+            state => break assert_eq!(state, (false, false, 0)),
+        }
+    }
     // Carol, a new watcher, sees nothing either.
     let (c, mut c_ev) = connect(&stack, 1, carol).await;
     c.subscribe_presence(vec![a_user]);
@@ -165,11 +164,13 @@ async fn presence_reaches_watchers_on_another_edge_as_privacy_contacts_and_block
 
     // My contacts, and Bob is one: Bob sees her again, Carol does not.
     must_append(&stack, a_user, 2, CommandBody::UpdateContacts { contacts: vec![bob.user] }).await;
-    must_append(&stack, a_user, 3, privacy(Visibility::Contacts)).await;
-    assert_eq!(presence_of(&mut b_ev, a_user).await, (true, false, offline_at));
+    // Alice comes online while hidden: nobody hears it...
     let (a, a_ev) = connect(&stack, 0, alice).await;
+    none(&mut b_ev, "hidden from Bob", Duration::from_millis(500), is_presence_of(a_user)).await;
+    // ...then shows it to her contacts (through the SDK): Bob sees her online.
+    a.set_privacy(Visibility::Contacts, Visibility::Everyone, Visibility::Everyone, true).await.unwrap();
     let (visible, online, back_at) = presence_of(&mut b_ev, a_user).await;
-    assert!(visible && online && back_at > offline_at);
+    assert!(visible && online && back_at > offline_at, "{visible} {online} {back_at}");
     none(&mut c_ev, "Carol is not Alice's contact", Duration::from_secs(1), is_presence_of(a_user)).await;
 
     // Alice blocks Bob: his view is withheld, and her going offline does not reach him.

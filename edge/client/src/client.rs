@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chorus_schema::{ChatId, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, UserId};
+use chorus_schema::{
+    ChatId, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, UserId, Visibility,
+};
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -285,6 +287,22 @@ impl Client {
     /// in is answered with an [`Event::Error`](crate::Event::Error) `NotMember`.
     pub fn typing(&self, chat: ChatId, typing: bool) {
         self.shared.signal(|s| s.typing.push((chat, typing)));
+    }
+
+    /// Sets who sees this user's last seen and online status, profile photo
+    /// and about (everyone, their contacts, nobody), and whether they send
+    /// read receipts. Watchers' views change at once.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn set_privacy(
+        &self,
+        last_seen: Visibility,
+        profile_photo: Visibility,
+        about: Visibility,
+        read_receipts: bool,
+    ) -> Result<()> {
+        self.request(Request::SetPrivacy { last_seen, profile_photo, about, read_receipts }).await.map(|_| ())
     }
 
     /// Asks for a sync now (one runs after every (re)connect anyway).

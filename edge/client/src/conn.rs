@@ -46,7 +46,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, ServerFrame,
-    UserId,
+    UserId, Visibility,
 };
 use tracing::debug;
 
@@ -101,6 +101,13 @@ pub enum Request {
         chat: ChatId,
         op: GroupOp,
     },
+    /// Privacy settings (issue 12).
+    SetPrivacy {
+        last_seen: Visibility,
+        profile_photo: Visibility,
+        about: Visibility,
+        read_receipts: bool,
+    },
 }
 
 impl Request {
@@ -111,6 +118,13 @@ impl Request {
             Request::Block { user, blocked } => ClientFrame::Block { client_msg_id, user: *user, blocked: *blocked },
             Request::Logout => ClientFrame::Logout { client_msg_id },
             Request::Group { chat, op } => ClientFrame::Group { client_msg_id, chat: *chat, op: op.clone() },
+            Request::SetPrivacy { last_seen, profile_photo, about, read_receipts } => ClientFrame::SetPrivacy {
+                client_msg_id,
+                last_seen: *last_seen,
+                profile_photo: *profile_photo,
+                about: *about,
+                read_receipts: *read_receipts,
+            },
         }
     }
 }
@@ -324,7 +338,9 @@ impl Core {
         let ends_session = match request {
             Request::Logout => true,
             Request::UnlinkDevice { device } => device == self.credentials.device,
-            Request::SetPin { .. } | Request::Block { .. } | Request::Group { .. } => false,
+            Request::SetPin { .. } | Request::Block { .. } | Request::Group { .. } | Request::SetPrivacy { .. } => {
+                false
+            }
         };
         let frame = request.frame(client_msg_id);
         // The edge refuses a frame over a limit while decoding it, before it

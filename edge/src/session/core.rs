@@ -483,6 +483,21 @@ impl Session {
                     self.actions.push_back(Action::WatchPresence { viewer, users });
                 }
             }
+            (
+                State::LoggedIn(id),
+                ClientFrame::SetPrivacy { client_msg_id, last_seen, profile_photo, about, read_receipts },
+            ) => {
+                let id = *id;
+                if self.refuse_reserved(client_msg_id) {
+                    return;
+                }
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    // The client's id: a retried request applies once.
+                    let origin = Origin { user: id.user, device: id.device, client_msg_id };
+                    let body = CommandBody::SetPrivacy { last_seen, profile_photo, about, read_receipts };
+                    self.append(Pending::Request { client_msg_id, close: false }, Command { origin, body });
+                }
+            }
             (State::LoggedIn(id), ClientFrame::Typing { chat, typing }) => {
                 let identity = *id;
                 if !self.typing_rate.try_take(now_ms) {
@@ -497,7 +512,8 @@ impl Session {
                 | ClientFrame::UnlinkDevice { client_msg_id, .. }
                 | ClientFrame::Logout { client_msg_id }
                 | ClientFrame::Block { client_msg_id, .. }
-                | ClientFrame::Group { client_msg_id, .. },
+                | ClientFrame::Group { client_msg_id, .. }
+                | ClientFrame::SetPrivacy { client_msg_id, .. },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }

@@ -15101,10 +15101,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 14;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 15] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 16] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -15120,6 +15120,7 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 15] = [
   ClientFrameBody::Group,
   ClientFrameBody::SubscribePresence,
   ClientFrameBody::Typing,
+  ClientFrameBody::SetPrivacy,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15142,9 +15143,10 @@ impl ClientFrameBody {
   pub const Group: Self = Self(12);
   pub const SubscribePresence: Self = Self(13);
   pub const Typing: Self = Self(14);
+  pub const SetPrivacy: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -15161,6 +15163,7 @@ impl ClientFrameBody {
     Self::Group,
     Self::SubscribePresence,
     Self::Typing,
+    Self::SetPrivacy,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15180,6 +15183,7 @@ impl ClientFrameBody {
       Self::Group => Some("Group"),
       Self::SubscribePresence => Some("SubscribePresence"),
       Self::Typing => Some("Typing"),
+      Self::SetPrivacy => Some("SetPrivacy"),
       _ => None,
     }
   }
@@ -17788,6 +17792,172 @@ impl ::core::fmt::Debug for Typing<'_> {
       ds.finish()
   }
 }
+pub enum SetPrivacyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Who sees this user's last seen (and online), profile photo and about;
+/// whether they send read receipts. Answered `Done`.
+pub struct SetPrivacy<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetPrivacy<'a> {
+  type Inner = SetPrivacy<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetPrivacy<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST_SEEN: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PROFILE_PHOTO: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ABOUT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_READ_RECEIPTS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetPrivacy { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetPrivacyArgs
+  ) -> ::flatbuffers::WIPOffset<SetPrivacy<'bldr>> {
+    let mut builder = SetPrivacyBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_read_receipts(args.read_receipts);
+    builder.add_about(args.about);
+    builder.add_profile_photo(args.profile_photo);
+    builder.add_last_seen(args.last_seen);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetPrivacy::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seen(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_LAST_SEEN, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn profile_photo(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_PROFILE_PHOTO, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn about(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_ABOUT, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn read_receipts(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetPrivacy::VT_READ_RECEIPTS, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetPrivacy<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::Visibility>("last_seen", Self::VT_LAST_SEEN, false)?
+     .visit_field::<super::Visibility>("profile_photo", Self::VT_PROFILE_PHOTO, false)?
+     .visit_field::<super::Visibility>("about", Self::VT_ABOUT, false)?
+     .visit_field::<bool>("read_receipts", Self::VT_READ_RECEIPTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetPrivacyArgs {
+    pub client_msg_id: u64,
+    pub last_seen: super::Visibility,
+    pub profile_photo: super::Visibility,
+    pub about: super::Visibility,
+    pub read_receipts: bool,
+}
+impl<'a> Default for SetPrivacyArgs {
+  #[inline]
+  fn default() -> Self {
+    SetPrivacyArgs {
+      client_msg_id: 0,
+      last_seen: super::Visibility::Everyone,
+      profile_photo: super::Visibility::Everyone,
+      about: super::Visibility::Everyone,
+      read_receipts: false,
+    }
+  }
+}
+
+pub struct SetPrivacyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPrivacyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(SetPrivacy::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_last_seen(&mut self, last_seen: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_LAST_SEEN, last_seen, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_profile_photo(&mut self, profile_photo: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_PROFILE_PHOTO, profile_photo, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_about(&mut self, about: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_ABOUT, about, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_read_receipts(&mut self, read_receipts: bool) {
+    self.fbb_.push_slot::<bool>(SetPrivacy::VT_READ_RECEIPTS, read_receipts, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPrivacyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetPrivacyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetPrivacy<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetPrivacy<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetPrivacy");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("last_seen", &self.last_seen());
+      ds.field("profile_photo", &self.profile_photo());
+      ds.field("about", &self.about());
+      ds.field("read_receipts", &self.read_receipts());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -18033,6 +18203,20 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_privacy(&self) -> Option<SetPrivacy<'a>> {
+    if self.body_type() == ClientFrameBody::SetPrivacy {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetPrivacy::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -18057,6 +18241,7 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::Group => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Group>>("ClientFrameBody::Group", pos),
           ClientFrameBody::SubscribePresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubscribePresence>>("ClientFrameBody::SubscribePresence", pos),
           ClientFrameBody::Typing => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Typing>>("ClientFrameBody::Typing", pos),
+          ClientFrameBody::SetPrivacy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPrivacy>>("ClientFrameBody::SetPrivacy", pos),
           _ => Ok(()),
         }
      })?
@@ -18205,6 +18390,13 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::Typing => {
           if let Some(x) = self.body_as_typing() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SetPrivacy => {
+          if let Some(x) = self.body_as_set_privacy() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -457,6 +457,18 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             chat: ChatId::group(chat),
             op
         }),
+        // issue 12
+        vec(user(), 0..8).prop_map(|users| ClientFrame::SubscribePresence { users }),
+        (chat(), any::<bool>()).prop_map(|(chat, typing)| ClientFrame::Typing { chat, typing }),
+        (any::<u64>(), visibility(), visibility(), visibility(), any::<bool>()).prop_map(
+            |(c, last_seen, profile_photo, about, read_receipts)| ClientFrame::SetPrivacy {
+                client_msg_id: ClientMsgId(c),
+                last_seen,
+                profile_photo,
+                about,
+                read_receipts
+            }
+        ),
     ]
 }
 
@@ -529,7 +541,26 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             any::<u64>()
         )
             .prop_map(|(kind, device, at_ms)| ServerFrame::DeviceNotice { kind, device, at_ms }),
+        // issue 12
+        (user(), any::<bool>(), any::<bool>(), any::<u64>()).prop_map(|(user, visible, online, last_seen_ms)| {
+            ServerFrame::Presence { user, visible, online, last_seen_ms }
+        }),
+        (chat(), user(), any::<bool>()).prop_map(|(chat, user, typing)| ServerFrame::Typing { chat, user, typing }),
     ]
+}
+
+pub(crate) fn presence_update() -> impl Strategy<Value = bus::PresenceUpdate> {
+    (user(), any::<bool>(), any::<u64>(), any::<bool>())
+        .prop_map(|(user, online, last_seen_ms, audience)| bus::PresenceUpdate { user, online, last_seen_ms, audience })
+}
+
+pub(crate) fn typing_signal() -> impl Strategy<Value = bus::TypingSignal> {
+    (chat(), user(), any::<bool>(), vec(user(), 0..8)).prop_map(|(chat, user, typing, recipients)| bus::TypingSignal {
+        chat,
+        user,
+        typing,
+        recipients,
+    })
 }
 
 // ---- bus payloads ------------------------------------------------------------------
@@ -587,6 +618,8 @@ pub(crate) fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
             after,
             limit
         })),
+        (user(), user()).prop_map(|(user, viewer)| Q::Presence(bus::PresenceRequest { user, viewer })),
+        chat().prop_map(|chat| Q::Members(bus::MembersRequest { chat })),
     ]
 }
 fn chat_list_entry() -> impl Strategy<Value = bus::ChatListEntry> {
@@ -624,5 +657,9 @@ pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
         (partition(), vec(inbox, 0..8), any::<bool>())
             .prop_map(|(partition, entries, more)| Ok(A::Inbox(bus::InboxPage { partition, entries, more }))),
         (code, text(64)).prop_map(|(code, message)| Err(bus::ViewError { code, message })),
+        (any::<bool>(), any::<bool>(), any::<u64>()).prop_map(|(visible, online, last_seen_ms)| Ok(A::Presence(
+            bus::PresenceInfo { visible, online, last_seen_ms }
+        ))),
+        (any::<bool>(), vec(user(), 0..8)).prop_map(|(known, members)| Ok(A::Members(bus::Members { known, members }))),
     ]
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chorus_client::{self as client, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::edge::{normalize_phone, user_for_phone};
-use chorus_schema::{ChatId, GroupOp, ReceiptKind, Recipient, UserId};
+use chorus_schema::{ChatId, GroupOp, ReceiptKind, Recipient, UserId, Visibility};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, clap::Args)]
@@ -102,6 +102,19 @@ pub enum Cmd {
         chat: ChatId,
         #[arg(long, default_value_t = 5_000)]
         for_ms: u64,
+    },
+    /// Set who sees this user's last seen and online status, profile photo
+    /// and about: everyone, contacts or nobody.
+    Privacy {
+        #[arg(long, default_value = "everyone", value_parser = visibility)]
+        last_seen: Visibility,
+        #[arg(long, default_value = "everyone", value_parser = visibility)]
+        profile_photo: Visibility,
+        #[arg(long, default_value = "everyone", value_parser = visibility)]
+        about: Visibility,
+        /// Send no read receipts.
+        #[arg(long)]
+        no_read_receipts: bool,
     },
     /// The chats this device has messages in (synced from the start).
     Chats,
@@ -300,6 +313,14 @@ pub async fn run(args: Args) -> Result<()> {
             save(&args.profile, &p)?;
             c.close();
         }
+        Cmd::Privacy { last_seen, profile_photo, about, no_read_receipts } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let done = c.set_privacy(last_seen, profile_photo, about, !no_read_receipts).await;
+            c.close();
+            done?;
+            println!("privacy set: last seen {last_seen:?}, profile photo {profile_photo:?}, about {about:?}");
+        }
         Cmd::Presence { users, for_ms } => {
             let p = load(&args.profile)?;
             let users = users.iter().map(|u| recipient(u)).collect::<Result<Vec<_>>>()?;
@@ -411,6 +432,16 @@ async fn group(c: &Client, cmd: GroupCmd) -> Result<String> {
     let what = op.name();
     c.group(chat, op).await?;
     Ok(format!("group {chat}: {what} done"))
+}
+
+/// `everyone`, `contacts` or `nobody`.
+fn visibility(s: &str) -> Result<Visibility> {
+    match s {
+        "everyone" => Ok(Visibility::Everyone),
+        "contacts" => Ok(Visibility::Contacts),
+        "nobody" => Ok(Visibility::Nobody),
+        other => bail!("{other:?}: everyone, contacts or nobody"),
+    }
 }
 
 /// Prints a presence or typing event (`chorus client presence|typing|listen`).
