@@ -302,6 +302,9 @@ impl World {
                     }
                 }
                 Action::SendSms { .. } => {}
+                // Presence and typing need the bus and the projector's views:
+                // tools/tests/presence.rs runs them with real processes.
+                Action::SetPresence(_) | Action::WatchPresence { .. } | Action::Typing { .. } => {}
                 Action::Close { .. } => w.closed = true,
                 // Linked devices (issue 12): no pairing in this world.
                 Action::AwaitPairing { .. }

@@ -97,8 +97,11 @@ fn register(s: &mut Session, otp: &mut OtpRegistry, now: u64) -> (Identity, [u8;
     s.handle_append_result(now, c, Ok(Ok(Outcome::Done)));
     let actions = drain(s);
     match &actions[..] {
-        [Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)] => {
+        [Action::Send(ServerFrame::Registered { user, device, token }), Action::SetPresence(online), Action::Subscribe(id)] =>
+        {
             assert_eq!(id, &Identity { user: *user, device: *device });
+            assert!(matches!(online.body, CommandBody::SetPresence { online: true, .. }), "{online:?}");
+            assert_eq!((online.origin.user, online.origin.device), (id.user, id.device));
             (*id, *token)
         }
         other => panic!("expected Registered, got {other:?}"),
@@ -156,7 +159,12 @@ fn registration_texts_a_code_then_appends_one_register_device() {
     assert_eq!(token_hash(&token), hash);
     // The token carries its expiry: registration time + the configured lifetime.
     assert_eq!(token_expiry_ms(&token), 2000 + Config::default().token_lifetime_ms);
-    assert_eq!(actions, vec![Action::Send(ServerFrame::Registered { user, device, token }), Action::Subscribe(id)]);
+    assert_eq!(actions[0], Action::Send(ServerFrame::Registered { user, device, token }));
+    assert_eq!(actions[2..], [Action::Subscribe(id)]);
+    // The device is online while the connection lives.
+    assert!(
+        matches!(&actions[1], Action::SetPresence(c) if matches!(c.body, CommandBody::SetPresence { online: true, .. }))
+    );
     assert_eq!(s.identity(), Some(id));
 }
 
@@ -253,7 +261,13 @@ fn login_is_verified_against_the_sessions_view() {
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
     s.handle_token_verified(TokenVerdict::Valid);
     let id = Identity { user, device };
-    assert_eq!(drain(&mut s), vec![Action::Send(ServerFrame::LoggedIn { user, device }), Action::Subscribe(id)]);
+    let actions = drain(&mut s);
+    assert_eq!(actions[0], Action::Send(ServerFrame::LoggedIn { user, device }));
+    assert_eq!(actions[2..], [Action::Subscribe(id)]);
+    assert!(
+        matches!(&actions[1], Action::SetPresence(c) if matches!(c.body, CommandBody::SetPresence { online: true, .. }) && c.origin.user == user),
+        "{actions:?}"
+    );
     assert_eq!(s.identity(), Some(id));
     // A second login on the same connection: Forbidden.
     s.handle_frame(0, ClientFrame::Login { user: UserId(6), device, token }, &mut o);
@@ -1164,6 +1178,17 @@ proptest! {
                         appends.push_back((correlation, command));
                     }
                     Action::Send(f) => prop_assert!(f.validate().is_ok()),
+                    Action::SetPresence(command) => {
+                        let id = identity.expect("presence before login");
+                        prop_assert_eq!((command.origin.user, command.origin.device), (id.user, id.device));
+                        prop_assert_ne!(command.origin.client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT, 0);
+                    }
+                    Action::WatchPresence { viewer, .. } => {
+                        prop_assert_eq!(Some(viewer), identity.map(|i| i.user), "a watch as another user");
+                    }
+                    Action::Typing { identity: typist, .. } => {
+                        prop_assert_eq!(Some(typist), identity, "typing as another identity");
+                    }
                     Action::VerifyToken { .. } => prop_assert!(identity.is_none()),
                     Action::Close { .. } => prop_assert!(s.is_closed()),
                     Action::AwaitPairing { .. } => prop_assert!(identity.is_none(), "a logged-in device waits to be linked"),
@@ -1229,7 +1254,8 @@ fn a_pairing_code_links_its_device_on_the_first_claim_only() {
         [Action::AnswerClaim {
             claim: ClaimId(1),
             frame: ServerFrame::Done { client_msg_id: ClientMsgId(7), at: None },
-        }, Action::Send(ServerFrame::Registered { user, device: d, token }), Action::Subscribe(id)] => {
+        }, Action::Send(ServerFrame::Registered { user, device: d, token }), Action::SetPresence(_), Action::Subscribe(id)] =>
+        {
             assert_eq!((*user, *d), (UserId(42), *device));
             assert_eq!(token_hash(token), *hash, "the log has the hash of the token the device got");
             assert_eq!(token_linked_ms(token, 3000), Some(2000));
@@ -1324,4 +1350,75 @@ fn a_waiting_device_hears_that_its_code_expired() {
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::BadPairingCode, None));
     s.handle_frame(61_001, ClientFrame::PairRequest { device_name: "laptop".into(), identity_key: vec![5] }, &mut o);
     assert!(matches!(drain(&mut s).as_slice(), [Action::AwaitPairing { .. }]));
+}
+#[test]
+fn a_connection_is_online_from_login_until_it_ends_and_typing_is_rate_limited() {
+    let (mut s, mut o, id) = logged_in(Config { typing_burst: 2, typing_per_sec: 1, ..Config::default() });
+    // The offline names the connection the online named (register() checked the online).
+    let offline = s.offline_command().expect("an online connection goes offline");
+    assert!(matches!(offline.body, CommandBody::SetPresence { online: false, .. }), "{offline:?}");
+    assert_eq!((offline.origin.user, offline.origin.device), (id.user, id.device));
+    assert!(s.offline_command().is_none(), "once");
+
+    // A watch list, deduplicated, as the logged-in user.
+    s.handle_frame(2000, ClientFrame::SubscribePresence { users: vec![UserId(9), UserId(8), UserId(9)] }, &mut o);
+    assert_eq!(drain(&mut s), vec![Action::WatchPresence { viewer: id.user, users: vec![UserId(8), UserId(9)] }]);
+
+    // Typing: two at once, then RateLimited until the bucket refills.
+    let chat = ChatId::group([4; 16]);
+    for _ in 0..2 {
+        s.handle_frame(3000, ClientFrame::Typing { chat, typing: true }, &mut o);
+        assert_eq!(drain(&mut s), vec![Action::Typing { identity: id, chat, typing: true }]);
+    }
+    s.handle_frame(3000, ClientFrame::Typing { chat, typing: true }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::RateLimited);
+    s.handle_frame(4000, ClientFrame::Typing { chat, typing: false }, &mut o);
+    assert_eq!(drain(&mut s), vec![Action::Typing { identity: id, chat, typing: false }]);
+    // Refused for a chat the user is not in: NotMember.
+    s.handle_typing_refused(chat, true);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::NotMember);
+    // What others do reaches the delivery stream.
+    s.handle_typing(chat, UserId(5), true);
+    s.handle_presence(UserId(8), false, false, 0);
+    assert_eq!(
+        drain(&mut s),
+        vec![
+            Action::Deliver(ServerFrame::Typing { chat, user: UserId(5), typing: true }),
+            Action::Deliver(ServerFrame::Presence { user: UserId(8), visible: false, online: false, last_seen_ms: 0 }),
+        ]
+    );
+}
+
+#[test]
+fn presence_and_typing_need_a_login() {
+    let mut s = session(Config::default());
+    let mut o = otp();
+    s.handle_frame(1000, ClientFrame::SubscribePresence { users: vec![UserId(1)] }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+    s.handle_frame(1000, ClientFrame::Typing { chat: ChatId::group([1; 16]), typing: true }, &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
+    assert!(s.offline_command().is_none(), "never online");
+}
+
+#[test]
+fn privacy_settings_are_appended_with_the_clients_id_and_answered_done() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let frame = |c: u64| ClientFrame::SetPrivacy {
+        client_msg_id: ClientMsgId(c),
+        last_seen: chorus_schema::Visibility::Contacts,
+        profile_photo: chorus_schema::Visibility::Everyone,
+        about: chorus_schema::Visibility::Nobody,
+        read_receipts: false,
+    };
+    s.handle_frame(2000, frame(CLIENT_MSG_ID_RESERVED_BIT | 1), &mut o);
+    assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::BadFrame, "the reserved bit");
+    s.handle_frame(2000, frame(5), &mut o);
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!((cmd.origin.user, cmd.origin.device, cmd.origin.client_msg_id), (id.user, id.device, ClientMsgId(5)));
+    assert!(matches!(
+        cmd.body,
+        CommandBody::SetPrivacy { last_seen: chorus_schema::Visibility::Contacts, read_receipts: false, .. }
+    ));
+    s.handle_append_result(2001, c, Ok(Ok(Outcome::Done)));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(5), at: None });
 }

@@ -192,7 +192,12 @@ impl Device {
                 Event::Disconnected { .. } => {
                     counters.disconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                Event::Synced { .. } | Event::Connected { .. } | Event::Error { .. } | Event::Device { .. } => {}
+                Event::Synced { .. }
+                | Event::Connected { .. }
+                | Event::Error { .. }
+                | Event::Device { .. }
+                | Event::Presence { .. }
+                | Event::Typing { .. } => {}
             }
         }
     }

@@ -6,8 +6,12 @@
 //!
 //! | role | publish | subscribe |
 //! | --- | --- | --- |
-//! | projector | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>`, replies to requests it received | `chorus.view.>` |
-//! | edge | `chorus.view.>` (requests), `chorus.pair.>` (pairing claims, and replies to those it received) | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>`, `chorus.pair.>` |
+//! | projector | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>`, `chorus.presence.>`, replies to requests it received | `chorus.view.>` |
+//! | edge | `chorus.view.>` (requests), `chorus.pair.>` (pairing claims, and replies to those it received), `chorus.typing.>` | `chorus.deliver.>`, `chorus.receipt.>`, `chorus.account.>`, `chorus.joined.>`, `chorus.pair.>`, `chorus.presence.>`, `chorus.typing.>` |
+//!
+//! (Typing is edge to edge: never logged, so no projector sees it. An edge
+//! could forge another user's typing signal, as it could anything its
+//! clients say; it cannot forge presence, which comes from the log.)
 //!
 //! and each its own inbox `_INBOX_<key prefix>.>` (publish and subscribe).
 //!
@@ -51,11 +55,17 @@ pub fn permissions(user: &BusUser) -> (Vec<String>, Vec<String>, bool) {
     // Linked devices (issue 12): an edge claims a pairing code from the edge
     // holding the waiting device, which answers the claim.
     let pair = format!("{}.>", subject::PAIR_PREFIX);
+    let presence = format!("{}.>", subject::PRESENCE_PREFIX);
+    let typing = format!("{}.>", subject::TYPING_PREFIX);
     match user.role {
-        BusRole::Projector => (vec![deliver, receipt, account, joined, inbox.clone()], vec![views, inbox], true),
-        BusRole::Edge => {
-            (vec![views, pair.clone(), inbox.clone()], vec![deliver, receipt, account, joined, pair, inbox], true)
+        BusRole::Projector => {
+            (vec![deliver, receipt, account, joined, presence, inbox.clone()], vec![views, inbox], true)
         }
+        BusRole::Edge => (
+            vec![views, pair.clone(), typing.clone(), inbox.clone()],
+            vec![deliver, receipt, account, joined, pair, presence, typing, inbox],
+            true,
+        ),
     }
 }
 
@@ -269,7 +279,7 @@ mod tests {
     fn edges_may_not_publish_deliveries_nor_answer_views() {
         let edge = BusUser { role: BusRole::Edge, public_key: "UABCDEFGHIJKLMNOPQRSTUVWXYZ".into() };
         let (publish, subscribe, responses) = permissions(&edge);
-        assert_eq!(publish, vec!["chorus.view.>", "chorus.pair.>", "_INBOX_UABCDEFGHIJKLMNOPQRS.>"]);
+        assert_eq!(publish, vec!["chorus.view.>", "chorus.pair.>", "chorus.typing.>", "_INBOX_UABCDEFGHIJKLMNOPQRS.>"]);
         assert!(responses, "edges answer pairing claims");
         assert!(subscribe.contains(&"_INBOX_UABCDEFGHIJKLMNOPQRS.>".to_owned()), "{subscribe:?}");
         assert!(!subscribe.iter().any(|s| s.starts_with("chorus.view")), "edges do not take view requests");
@@ -277,7 +287,14 @@ mod tests {
         let (publish, subscribe, responses) = permissions(&projector);
         assert_eq!(
             publish,
-            vec!["chorus.deliver.>", "chorus.receipt.>", "chorus.account.>", "chorus.joined.>", "_INBOX_UP.>"]
+            vec![
+                "chorus.deliver.>",
+                "chorus.receipt.>",
+                "chorus.account.>",
+                "chorus.joined.>",
+                "chorus.presence.>",
+                "_INBOX_UP.>"
+            ]
         );
         assert_eq!(subscribe, vec!["chorus.view.>", "_INBOX_UP.>"]);
         assert!(responses);

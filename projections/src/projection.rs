@@ -3,7 +3,9 @@
 
 use chorus_schema::{EventRecord, Offset, PartitionId};
 
-use crate::fold::{chat_list, cursors, directory, inbox, receipt_log, receipt_status, roster, Effect};
+use crate::fold::{
+    chat_list, contacts, cursors, directory, inbox, presence, privacy, receipt_log, receipt_status, roster, Effect,
+};
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
 use crate::view::{View, Views};
 use crate::{Error, Result};
@@ -94,6 +96,9 @@ impl Projection {
                 View::Inbox => inbox::apply(txn, record, &mut out)?,
                 View::Directory => directory::apply(txn, record, &mut out)?,
                 View::ReceiptLog => receipt_log::apply(txn, record, &mut out)?,
+                View::Presence => presence::apply(txn, record, &mut out)?,
+                View::Privacy => privacy::apply(txn, record, &mut out)?,
+                View::Contacts => contacts::apply(txn, record, &mut out)?,
             }
         }
         put_value(txn, &cursor, &next.next());

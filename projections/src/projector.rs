@@ -52,7 +52,8 @@ use chorus_log_node::network::tls::TlsPaths;
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::bus::{
     self, subject, AccountUpdate, ChatCursors, ChatJoined, ChatListItem, ChatListPage, CursorsPage, Delivery,
-    InboxPage, ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError, ViewErrorCode, ViewQuery, ViewReply,
+    InboxPage, Members, PresenceInfo, PresenceUpdate, ReceiptUpdate, SessionInfo, UserInfo, ViewAnswer, ViewError,
+    ViewErrorCode, ViewQuery, ViewReply,
 };
 use chorus_schema::{EventRecord, Key, Offset, PartitionId, StoredRecord, MAX_VIEW_PAGE_ENTRIES};
 use serde::{Deserialize, Serialize};
@@ -60,7 +61,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::fold::{chat_list, cursors, directory, inbox, receipt_log, receipt_status, roster};
+use crate::fold::{chat_list, cursors, directory, inbox, presence, privacy, receipt_log, receipt_status, roster};
 use crate::seal::{self, ViewKey};
 use crate::store::{self, keys, RocksStore, Txn};
 use crate::{Applied, Effect, Projection};
@@ -635,6 +636,17 @@ fn messages_of(effect: Effect, stored: &StoredRecord, out: &mut Vec<Outgoing>) {
             subject: subject::account(user),
             payload: AccountUpdate { user, device, change, at_ms: stored.record.event.at_ms }.encode().into(),
         },
+        Effect::Presence { user, presence } => Outgoing {
+            subject: subject::presence(user),
+            payload: PresenceUpdate {
+                user,
+                online: presence.is_some_and(|p| p.online),
+                last_seen_ms: presence.map_or(0, |p| p.last_seen_ms),
+                audience: presence.is_none(),
+            }
+            .encode()
+            .into(),
+        },
         Effect::Joined { chat, seq, users } => {
             for user in users {
                 let payload = ChatJoined { chat, user, seq }.encode().into();
@@ -776,6 +788,20 @@ pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]
             ViewQuery::GroupInfo(q) => ViewAnswer::GroupInfo(roster::group_info(&txn, &q.chat, q.user)?),
             ViewQuery::MessageInfo(q) => {
                 ViewAnswer::MessageInfo(receipt_log::message_info(&txn, &q.chat, q.seq, q.user)?)
+            }
+            ViewQuery::Presence(q) => {
+                // An unknown user looks like a hidden one: nothing to see.
+                if directory::is_registered(&txn, q.user)? && privacy::may_see_presence(&txn, q.user, q.viewer)? {
+                    let p = presence::get(&txn, q.user)?;
+                    ViewAnswer::Presence(PresenceInfo { visible: true, online: p.online, last_seen_ms: p.last_seen_ms })
+                } else {
+                    ViewAnswer::Presence(PresenceInfo::default())
+                }
+            }
+            ViewQuery::Members(q) => {
+                let known = roster::chat(&txn, &q.chat)?.is_some();
+                let members = roster::members(&txn, &q.chat)?.into_iter().map(|(u, _)| u).collect();
+                ViewAnswer::Members(Members { known, members })
             }
         })
     })();

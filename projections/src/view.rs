@@ -17,11 +17,15 @@ pub enum View {
     Inbox,
     Directory,
     ReceiptLog,
+    // issue 12
+    Presence,
+    Privacy,
+    Contacts,
 }
 
 impl View {
     /// Every view, in the order a projection folds them.
-    pub const ALL: [View; 7] = [
+    pub const ALL: [View; 10] = [
         View::Roster,
         View::Cursors,
         View::ChatList,
@@ -29,6 +33,9 @@ impl View {
         View::Inbox,
         View::Directory,
         View::ReceiptLog,
+        View::Presence,
+        View::Privacy,
+        View::Contacts,
     ];
 
     /// The view's name (`chorus replay --view <name>`).
@@ -41,6 +48,9 @@ impl View {
             View::Inbox => "inbox",
             View::Directory => "directory",
             View::ReceiptLog => "receipt_log",
+            View::Presence => "presence",
+            View::Privacy => "privacy",
+            View::Contacts => "contacts",
         }
     }
 
@@ -55,6 +65,9 @@ impl View {
             View::Inbox => &[keys::INBOX],
             View::Directory => &[keys::USERS, keys::DEVICES, keys::DEVICE_INFO],
             View::ReceiptLog => &[keys::RECEIPT_BEST, keys::RECEIPT_STEP],
+            View::Presence => &[keys::PRESENCE],
+            View::Privacy => &[keys::PRIVACY, keys::BLOCKS],
+            View::Contacts => &[keys::CONTACTS],
         }
     }
 
@@ -64,7 +77,13 @@ impl View {
         match self {
             View::ChatList | View::Inbox => &[View::Roster],
             View::ReceiptStatus => &[View::Roster, View::Cursors],
-            View::Roster | View::Cursors | View::Directory | View::ReceiptLog => &[],
+            View::Roster
+            | View::Cursors
+            | View::Directory
+            | View::ReceiptLog
+            | View::Presence
+            | View::Privacy
+            | View::Contacts => &[],
         }
     }
 
@@ -73,8 +92,8 @@ impl View {
         key.first().is_some_and(|tag| self.tags().contains(tag))
     }
 
-    fn bit(self) -> u8 {
-        1 << (self as u8)
+    fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 }
 
@@ -86,7 +105,9 @@ impl fmt::Display for View {
 
 /// A name that is not a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log)")]
+#[error(
+    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts)"
+)]
 pub struct UnknownView {
     pub name: String,
 }
@@ -101,7 +122,7 @@ impl FromStr for View {
 
 /// A set of views.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Views(u8);
+pub struct Views(u32);
 
 impl Views {
     /// Every view.

@@ -446,7 +446,7 @@ fn crash_and_resume_equals_rebuild_from_log() {
                     let mut d = Device::new(user, 1);
                     // Fresh ids per round (the dedup table would swallow repeats).
                     for _ in 0..round * 1000 {
-                        d.command(chorus_schema::CommandBody::SetPresence { online: true });
+                        d.command(chorus_schema::CommandBody::SetPresence { online: true, connection: 1 });
                     }
                     for i in 0..n {
                         must_append(&client, &d.send_direct(5, &format!("r{round} m{i}"))).await;
@@ -557,6 +557,22 @@ async fn replay_of_each_view_equals_the_live_view() {
         for cmd in [dev.register_device(1, [user; 32]), dev.register_device(2, [0; 32]), dev.unlink(2)] {
             must_append(&client, &cmd).await;
         }
+    }
+    // Presence, privacy settings and blocks, contacts (issue 12).
+    let privacy = CommandBody::SetPrivacy {
+        last_seen: chorus_schema::Visibility::Contacts,
+        profile_photo: chorus_schema::Visibility::Everyone,
+        about: chorus_schema::Visibility::Nobody,
+        read_receipts: true,
+    };
+    for body in [
+        CommandBody::SetPresence { online: true, connection: 3 },
+        CommandBody::UpdateContacts { contacts: vec![UserId(2), UserId(3)] },
+        privacy,
+        CommandBody::Block { target: UserId(3) },
+        CommandBody::SetPresence { online: false, connection: 3 },
+    ] {
+        must_append(&client, &a.command(body)).await;
     }
     let ends = must_catch_up(&running.handle, &client).await;
 

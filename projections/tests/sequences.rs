@@ -8,7 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chorus_partition::PartitionState;
-use chorus_projections::fold::{chat_list, cursors, directory, inbox, receipt_log, roster};
+use chorus_projections::fold::{chat_list, cursors, directory, inbox, presence, receipt_log, roster};
 use chorus_projections::store::{keys, MemStore, Store, Txn};
 use chorus_projections::{fold_into, rebuild, rebuild_only, Effect, Projection, ReceiptStatus, View, Views};
 use chorus_schema::*;
@@ -85,7 +85,7 @@ fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
     ];
     let user_body = prop_oneof![
         1 => Just(RegisterUser { phone: "5".into() }),
-        1 => any::<bool>().prop_map(|online| SetPresence { online }),
+        2 => (any::<bool>(), 0u64..3).prop_map(|(online, connection)| SetPresence { online, connection }),
         4 => device().prop_map(|device| LinkDevice { device, identity_key: vec![4], name: "d".into(), token_hash: None }),
     ];
     let device_op = prop_oneof![
@@ -313,9 +313,28 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                         change: chorus_schema::DeviceNoticeKind::LoggedOut,
                     }]
                 }
+                // (g) below.
+                EventBody::PresenceChanged { .. } => effects.clone(),
                 _ => vec![],
             };
             prop_assert_eq!(&effects, &expected);
+            // (g) The presence view is the state machine's; a change of the
+            // user's presence is published once, with its time.
+            if let EventBody::PresenceChanged { user, online, .. } = &event.body {
+                let p = presence::get(&txn, *user).unwrap();
+                prop_assert_eq!(p.online, shadow.online(*user).unwrap());
+                prop_assert_eq!(p.online, *online);
+                for e in &effects {
+                    prop_assert_eq!(
+                        e,
+                        &Effect::Presence {
+                            user: *user,
+                            presence: Some(presence::Presence { online: *online, last_seen_ms: event.at_ms })
+                        }
+                    );
+                }
+                prop_assert!(effects.len() <= 1);
+            }
             // (f) The directory is the state machine's users, devices and sessions.
             let user = event.body.user().expect("a user event");
             prop_assert_eq!(directory::is_registered(&txn, user).unwrap(), shadow.is_registered(user));
@@ -439,7 +458,9 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                         );
                     }
                 }
-                Effect::Account { .. } => prop_assert!(false, "an account effect of chat event {}", event.body.kind()),
+                Effect::Account { .. } | Effect::Presence { .. } => {
+                    prop_assert!(false, "a user effect of chat event {}", event.body.kind())
+                }
                 // Joins name exactly the users who became members, at the
                 // item that made them members (0: the direct chat opened).
                 Effect::Joined { chat: c, seq, users } => {

@@ -432,7 +432,17 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     let mut log = Log::<S>::new();
     let d = DeviceId;
     log.push(7, 1, EventBody::UserRegistered { user: u(7), phone: "1".into() });
-    log.push(7, 1, EventBody::PresenceChanged { user: u(7), online: true });
+    log.push(
+        7,
+        1,
+        EventBody::PresenceChanged {
+            user: u(7),
+            online: true,
+            device: DeviceId(1),
+            connection: 1,
+            device_online: true,
+        },
+    );
     for dev in [1, 2, 3] {
         log.push(
             7,
@@ -468,7 +478,62 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     assert_eq!(listed, vec![d(1), d(2)]);
     drop(t);
     let tags: std::collections::BTreeSet<u8> = log.store.dump().unwrap().into_iter().map(|(k, _)| k[0]).collect();
-    assert_eq!(tags, [keys::APPLIED, keys::USERS, keys::DEVICES, keys::DEVICE_INFO].into_iter().collect());
+    // (and the presence view: the presence change)
+    assert_eq!(
+        tags,
+        [keys::APPLIED, keys::USERS, keys::DEVICES, keys::DEVICE_INFO, keys::PRESENCE].into_iter().collect()
+    );
+    log.must_check();
+}
+
+fn presence_is_seen_as_privacy_contacts_and_blocks_allow<S: Backend>() {
+    use chorus_projections::fold::presence::{self, Presence};
+    use chorus_projections::fold::{contacts, privacy};
+    use chorus_schema::Visibility;
+    let mut log = Log::<S>::new();
+    let changed = |online: bool, device: u32, device_online: bool| EventBody::PresenceChanged {
+        user: u(7),
+        online,
+        device: DeviceId(device),
+        connection: 1,
+        device_online,
+    };
+    let set_privacy = |last_seen: Visibility| EventBody::PrivacyChanged {
+        user: u(7),
+        last_seen,
+        profile_photo: Visibility::Everyone,
+        about: Visibility::Everyone,
+        read_receipts: true,
+    };
+    log.push(7, 1, EventBody::UserRegistered { user: u(7), phone: "1".into() });
+    // Online (offset 1, at 1001): published once; a second device changes nothing.
+    let on = Presence { online: true, last_seen_ms: 1001 };
+    assert_eq!(log.push(7, 1, changed(true, 1, true)), vec![Effect::Presence { user: u(7), presence: Some(on) }]);
+    assert_eq!(log.push(7, 2, changed(true, 2, true)), vec![]);
+    assert_eq!(log.push(7, 1, changed(true, 1, false)), vec![]);
+    let off = Presence { online: false, last_seen_ms: 1004 };
+    assert_eq!(log.push(7, 2, changed(false, 2, false)), vec![Effect::Presence { user: u(7), presence: Some(off) }]);
+    let audience = vec![Effect::Presence { user: u(7), presence: None }];
+    let sees = |log: &mut Log<S>, viewer: u64| privacy::may_see_presence(&log.txn(), u(7), u(viewer)).unwrap();
+    // Everyone by default; the user always.
+    assert!(sees(&mut log, 8) && sees(&mut log, 7));
+    assert_eq!(log.push(7, 1, set_privacy(Visibility::Nobody)), audience);
+    assert!(!sees(&mut log, 8) && sees(&mut log, 7));
+    assert_eq!(log.push(7, 1, EventBody::ContactsUpdated { user: u(7), contacts: vec![u(8), u(9)] }), audience);
+    assert_eq!(log.push(7, 1, set_privacy(Visibility::Contacts)), audience);
+    assert!(sees(&mut log, 8) && sees(&mut log, 9) && !sees(&mut log, 10));
+    // A new list replaces the old one.
+    log.push(7, 1, EventBody::ContactsUpdated { user: u(7), contacts: vec![u(9)] });
+    assert!(!sees(&mut log, 8) && sees(&mut log, 9));
+    assert_eq!(contacts::list(&log.txn(), u(7)).unwrap(), vec![u(9)]);
+    // A block wins over everything; unblocking restores the rule.
+    assert_eq!(log.push(7, 1, EventBody::UserBlocked { user: u(7), target: u(9) }), audience);
+    assert!(!sees(&mut log, 9));
+    log.push(7, 1, set_privacy(Visibility::Everyone));
+    assert!(!sees(&mut log, 9) && sees(&mut log, 10));
+    assert_eq!(log.push(7, 1, EventBody::UserUnblocked { user: u(7), target: u(9) }), audience);
+    assert!(sees(&mut log, 9));
+    assert_eq!(presence::get(&log.txn(), u(7)).unwrap(), off);
     log.must_check();
 }
 
@@ -482,4 +547,5 @@ crate::both_backends!(
     cursor_skips_refolds_and_refuses_gaps,
     events_that_contradict_the_views_are_errors,
     user_partition_events_fold_into_the_directory_only,
+    presence_is_seen_as_privacy_contacts_and_blocks_allow,
 );

@@ -77,7 +77,17 @@ pub mod subject {
     pub const VIEW_GROUP_INFO: &str = "chorus.view.group_info";
     pub const VIEW_MESSAGE_INFO: &str = "chorus.view.message_info";
     /// Every view subject a projector answers.
-    pub const VIEWS: [&str; 9] = [
+    // ---- presence and typing (issue 12) ----
+    /// The subject prefix of presence changes: `chorus.presence.<user id>`
+    /// (published by the projector, once per change).
+    pub const PRESENCE_PREFIX: &str = "chorus.presence";
+    /// The subject prefix of typing signals: `chorus.typing.<chat hex>`
+    /// (published by edges; never logged).
+    pub const TYPING_PREFIX: &str = "chorus.typing";
+    pub const VIEW_PRESENCE: &str = "chorus.view.presence";
+    pub const VIEW_MEMBERS: &str = "chorus.view.members";
+    /// Every view subject a projector answers.
+    pub const VIEWS: [&str; 11] = [
         VIEW_CHAT_LIST,
         VIEW_CURSORS,
         VIEW_RECEIPT_STATUS,
@@ -87,6 +97,8 @@ pub mod subject {
         VIEW_DEVICES,
         VIEW_GROUP_INFO,
         VIEW_MESSAGE_INFO,
+        VIEW_PRESENCE,
+        VIEW_MEMBERS,
     ];
     /// The queue group every projector serves view queries in.
     pub const QUEUE_GROUP: &str = "projectors";
@@ -120,6 +132,15 @@ pub mod subject {
         }
         s
     }
+    /// `chorus.presence.<user>`.
+    pub fn presence(user: UserId) -> String {
+        format!("{PRESENCE_PREFIX}.{user}")
+    }
+
+    /// `chorus.typing.<chat hex>`.
+    pub fn typing(chat: &ChatId) -> String {
+        format!("{TYPING_PREFIX}.{chat}")
+    }
 }
 
 const DELIVERY_IDENT: &str = "CBDL";
@@ -129,6 +150,8 @@ const CHAT_JOINED_IDENT: &str = "CBJN";
 const VIEW_REQUEST_IDENT: &str = "CBVQ";
 const VIEW_REPLY_IDENT: &str = "CBVA";
 const PAIR_CLAIM_IDENT: &str = "CBPC";
+const PRESENCE_UPDATE_IDENT: &str = "CBPU";
+const TYPING_SIGNAL_IDENT: &str = "CBTY";
 
 // ---- view values ------------------------------------------------------------------
 
@@ -416,6 +439,100 @@ impl PairClaim {
         })
     }
 }
+// ---- presence and typing (issue 12) ----
+
+/// The presence of `user` changed, or (`audience`) who may see it did: then
+/// `online` and `last_seen_ms` are unset and edges ask the presence view
+/// again for each watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceUpdate {
+    pub user: UserId,
+    pub online: bool,
+    pub last_seen_ms: u64,
+    pub audience: bool,
+}
+
+impl PresenceUpdate {
+    /// Encodes with file identifier `CBPU`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(64);
+        let root = fbus::PresenceUpdate::create(
+            &mut fbb,
+            &fbus::PresenceUpdateArgs {
+                user: self.user.0,
+                online: self.online,
+                last_seen_ms: self.last_seen_ms,
+                audience: self.audience,
+            },
+        );
+        codec::finish(fbb, root, PRESENCE_UPDATE_IDENT)
+    }
+
+    /// Verifies and decodes a payload made by [`PresenceUpdate::encode`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], [`Error::Malformed`].
+    pub fn decode(payload: &[u8]) -> Result<PresenceUpdate> {
+        let p = codec::root::<fbus::PresenceUpdate>(
+            payload,
+            "presence update",
+            PRESENCE_UPDATE_IDENT,
+            MAX_VIEW_REQUEST_BYTES,
+            4,
+        )?;
+        Ok(PresenceUpdate {
+            user: UserId(p.user()),
+            online: p.online(),
+            last_seen_ms: p.last_seen_ms(),
+            audience: p.audience(),
+        })
+    }
+}
+
+/// `user` is typing (or stopped) in `chat`, for the devices of `recipients`
+/// (the chat's other members, sorted). Edges publish it; the log never sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypingSignal {
+    pub chat: ChatId,
+    pub user: UserId,
+    pub typing: bool,
+    pub recipients: Vec<UserId>,
+}
+
+impl TypingSignal {
+    /// Encodes with file identifier `CBTY`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(64 + self.recipients.len() * 8);
+        let chat = codec::chat_fb(&self.chat);
+        let recipients = codec::users_fb(&mut fbb, &self.recipients);
+        let root = fbus::TypingSignal::create(
+            &mut fbb,
+            &fbus::TypingSignalArgs {
+                chat: Some(&chat),
+                user: self.user.0,
+                typing: self.typing,
+                recipients: Some(recipients),
+            },
+        );
+        codec::finish(fbb, root, TYPING_SIGNAL_IDENT)
+    }
+
+    /// Verifies and decodes a payload made by [`TypingSignal::encode`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] (also above [`MAX_GROUP_MEMBERS`] recipients), [`Error::Malformed`].
+    pub fn decode(payload: &[u8]) -> Result<TypingSignal> {
+        let t =
+            codec::root::<fbus::TypingSignal>(payload, "typing signal", TYPING_SIGNAL_IDENT, MAX_BUS_PAYLOAD_BYTES, 4)?;
+        check_len("typing recipients", t.recipients().len(), MAX_GROUP_MEMBERS)?;
+        Ok(TypingSignal {
+            chat: codec::chat(t.chat()),
+            user: UserId(t.user()),
+            typing: t.typing(),
+            recipients: codec::users(t.recipients()),
+        })
+    }
+}
 
 // ---- view queries ---------------------------------------------------------------------
 
@@ -534,6 +651,19 @@ fn refusal(r: fbus::InfoRefusal) -> Result<Option<InfoRefusal>> {
     })
 }
 
+/// The presence of `user` as `viewer` may see it (issue 12).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PresenceRequest {
+    pub user: UserId,
+    pub viewer: UserId,
+}
+
+/// The current members of `chat` (issue 12: typing goes to them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembersRequest {
+    pub chat: ChatId,
+}
+
 /// One view query; each kind has its own subject ([`ViewQuery::subject`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewQuery {
@@ -547,6 +677,9 @@ pub enum ViewQuery {
     Devices(DevicesRequest),
     GroupInfo(GroupInfoRequest),
     MessageInfo(MessageInfoRequest),
+    // issue 12
+    Presence(PresenceRequest),
+    Members(MembersRequest),
 }
 
 impl ViewQuery {
@@ -562,6 +695,8 @@ impl ViewQuery {
             ViewQuery::Devices(_) => subject::VIEW_DEVICES,
             ViewQuery::GroupInfo(_) => subject::VIEW_GROUP_INFO,
             ViewQuery::MessageInfo(_) => subject::VIEW_MESSAGE_INFO,
+            ViewQuery::Presence(_) => subject::VIEW_PRESENCE,
+            ViewQuery::Members(_) => subject::VIEW_MEMBERS,
         }
     }
 
@@ -637,6 +772,18 @@ impl ViewQuery {
                 );
                 (fbus::ViewQuery::MessageInfoRequest, t.as_union_value())
             }
+            ViewQuery::Presence(q) => {
+                let t = fbus::PresenceRequest::create(
+                    &mut fbb,
+                    &fbus::PresenceRequestArgs { user: q.user.0, viewer: q.viewer.0 },
+                );
+                (fbus::ViewQuery::PresenceRequest, t.as_union_value())
+            }
+            ViewQuery::Members(q) => {
+                let chat = codec::chat_fb(&q.chat);
+                let t = fbus::MembersRequest::create(&mut fbb, &fbus::MembersRequestArgs { chat: Some(&chat) });
+                (fbus::ViewQuery::MembersRequest, t.as_union_value())
+            }
         };
         let root = fbus::ViewRequest::create(&mut fbb, &fbus::ViewRequestArgs { query_type, query: Some(query) });
         codec::finish(fbb, root, VIEW_REQUEST_IDENT)
@@ -710,6 +857,14 @@ impl ViewQuery {
                     seq: Seq(q.seq()),
                 })
             }
+            fbus::ViewQuery::PresenceRequest => {
+                let q = r.query_as_presence_request().ok_or_else(bad)?;
+                ViewQuery::Presence(PresenceRequest { user: UserId(q.user()), viewer: UserId(q.viewer()) })
+            }
+            fbus::ViewQuery::MembersRequest => {
+                let q = r.query_as_members_request().ok_or_else(bad)?;
+                ViewQuery::Members(MembersRequest { chat: codec::chat(q.chat()) })
+            }
             _ => return Err(bad()),
         })
     }
@@ -772,6 +927,23 @@ pub struct InboxPage {
     pub more: bool,
 }
 
+/// The presence of a user as one viewer may see it: `visible` false when
+/// their privacy settings or a block withhold it (the rest is then unset).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceInfo {
+    pub visible: bool,
+    pub online: bool,
+    /// When their presence last changed (0: never).
+    pub last_seen_ms: u64,
+}
+
+/// The current members of a chat, sorted; `known` false: no such chat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    pub known: bool,
+    pub members: Vec<UserId>,
+}
+
 /// The answer to one [`ViewQuery`], of the query's kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ViewAnswer {
@@ -785,6 +957,9 @@ pub enum ViewAnswer {
     Devices(Vec<crate::edge::DeviceInfo>),
     GroupInfo(Result<GroupInfo, InfoRefusal>),
     MessageInfo(Result<MessageInfo, InfoRefusal>),
+    // issue 12
+    Presence(PresenceInfo),
+    Members(Members),
 }
 
 /// Why a view query failed.
@@ -899,6 +1074,18 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
                 ),
             };
             (fbus::ViewAnswer::MessageInfo, t.as_union_value())
+        }
+        Ok(ViewAnswer::Presence(p)) => {
+            let t = fbus::PresenceInfo::create(
+                &mut fbb,
+                &fbus::PresenceInfoArgs { visible: p.visible, online: p.online, last_seen_ms: p.last_seen_ms },
+            );
+            (fbus::ViewAnswer::PresenceInfo, t.as_union_value())
+        }
+        Ok(ViewAnswer::Members(m)) => {
+            let members = codec::users_fb(&mut fbb, &m.members);
+            let t = fbus::Members::create(&mut fbb, &fbus::MembersArgs { known: m.known, members: Some(members) });
+            (fbus::ViewAnswer::Members, t.as_union_value())
         }
         Err(e) => {
             let code = match e.code {
@@ -1022,6 +1209,19 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
                 }
             })
         }
+        fbus::ViewAnswer::PresenceInfo => {
+            let p = r.answer_as_presence_info().ok_or_else(bad)?;
+            ViewAnswer::Presence(PresenceInfo {
+                visible: p.visible(),
+                online: p.online(),
+                last_seen_ms: p.last_seen_ms(),
+            })
+        }
+        fbus::ViewAnswer::Members => {
+            let m = r.answer_as_members().ok_or_else(bad)?;
+            check_len("members", m.members().len(), MAX_GROUP_MEMBERS)?;
+            ViewAnswer::Members(Members { known: m.known(), members: codec::users(m.members()) })
+        }
         fbus::ViewAnswer::ViewError => {
             let e = r.answer_as_view_error().ok_or_else(bad)?;
             check_len("view error message", e.message().len(), MAX_MESSAGE_BYTES)?;
@@ -1072,6 +1272,8 @@ query!(InboxRequest, Inbox, Inbox, InboxPage);
 query!(DevicesRequest, Devices, Devices, Vec<crate::edge::DeviceInfo>);
 query!(GroupInfoRequest, GroupInfo, GroupInfo, Result<GroupInfo, InfoRefusal>);
 query!(MessageInfoRequest, MessageInfo, MessageInfo, Result<MessageInfo, InfoRefusal>);
+query!(PresenceRequest, Presence, Presence, PresenceInfo);
+query!(MembersRequest, Members, Members, Members);
 
 // ---- helpers ------------------------------------------------------------------------------
 

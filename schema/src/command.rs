@@ -107,8 +107,12 @@ pub enum CommandBody {
         about: Visibility,
         read_receipts: bool,
     },
+    /// A connection of the origin device came online or went away;
+    /// `connection` is the edge's random id of it (a late offline of an old
+    /// connection leaves a newer one of the device online).
     SetPresence {
         online: bool,
+        connection: u64,
     },
     UploadPrekeys {
         device: DeviceId,
@@ -450,7 +454,7 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         }
         fb::CommandBody::SetPresence => {
             let b = get!(c.body_as_set_presence());
-            CommandBody::SetPresence { online: b.online() }
+            CommandBody::SetPresence { online: b.online(), connection: b.connection() }
         }
         fb::CommandBody::UploadPrekeys => {
             let b = get!(c.body_as_upload_prekeys());
@@ -666,8 +670,8 @@ fn encode_body<'a>(
             );
             (fb::CommandBody::SetPrivacy, t.as_union_value())
         }
-        B::SetPresence { online } => {
-            let t = fb::SetPresence::create(fbb, &fb::SetPresenceArgs { online: *online });
+        B::SetPresence { online, connection } => {
+            let t = fb::SetPresence::create(fbb, &fb::SetPresenceArgs { online: *online, connection: *connection });
             (fb::CommandBody::SetPresence, t.as_union_value())
         }
         B::UploadPrekeys { device, prekeys } => {

@@ -24,7 +24,7 @@ use crate::command::CommandBody;
 use crate::fb::edge as fe;
 use crate::ids::{ChatId, ClientMsgId, DeviceId, Seq, UserId};
 use crate::limits::*;
-use crate::types::{MediaRef, Member, ReceiptKind};
+use crate::types::{MediaRef, Member, ReceiptKind, Visibility};
 use crate::{Error, Result};
 
 /// The ALPN protocol id of the client ↔ edge protocol.
@@ -150,6 +150,29 @@ pub enum ClientFrame {
         client_msg_id: ClientMsgId,
         chat: ChatId,
         seq: Seq,
+    },
+    // ---- presence and typing (issue 12) ----
+    /// Watch the presence of `users` (replaces this connection's list; at most
+    /// [`MAX_WATCHED_USERS`]): a `Presence` frame for each now and on each
+    /// change, on the delivery stream, as each target's privacy allows.
+    SubscribePresence {
+        users: Vec<UserId>,
+    },
+    /// This user is typing (or stopped) in `chat`: relayed to the chat's
+    /// other members, never logged; refresh within 5 s or it lapses.
+    /// Refused with `NotMember` in a chat the user is not in.
+    Typing {
+        chat: ChatId,
+        typing: bool,
+    },
+    /// Who sees this user's last seen (and online), profile photo and
+    /// about; whether they send read receipts. Answered `Done`.
+    SetPrivacy {
+        client_msg_id: ClientMsgId,
+        last_seen: Visibility,
+        profile_photo: Visibility,
+        about: Visibility,
+        read_receipts: bool,
     },
 }
 
@@ -482,6 +505,23 @@ pub enum ServerFrame {
         seq: Seq,
         entries: Vec<MessageReceipt>,
     },
+    // ---- presence and typing (issue 12) ----
+    /// The presence of a watched user (delivery stream). `visible` false:
+    /// withheld by their privacy settings or a block (`online` false,
+    /// `last_seen_ms` 0). `last_seen_ms`: when it last changed (0: never).
+    Presence {
+        user: UserId,
+        visible: bool,
+        online: bool,
+        last_seen_ms: u64,
+    },
+    /// `user` is typing (or stopped) in `chat` (delivery stream). A typing
+    /// indicator lapses [`TYPING_EXPIRY_MS`] after it arrived unless refreshed.
+    Typing {
+        chat: ChatId,
+        user: UserId,
+        typing: bool,
+    },
 }
 
 // ---- linked devices (issue 12) ----------------------------------------------------
@@ -544,6 +584,10 @@ pub fn pairing_code_hash(code: &str) -> Result<[u8; 32]> {
     h.update(&digits);
     Ok(*h.finalize().as_bytes())
 }
+
+/// A typing indicator lapses this long after its last refresh: the receiving
+/// SDK clears it (a client that vanishes sends no stop).
+pub const TYPING_EXPIRY_MS: u64 = 5_000;
 
 /// Client message ids with this bit set are reserved for commands the edge makes
 /// itself (registration, acks); a `Send` carrying one is refused with `BadFrame`.
@@ -734,6 +778,9 @@ impl ClientFrame {
             ClientFrame::ListDevices { .. } => "ListDevices",
             ClientFrame::GroupInfo { .. } => "GroupInfo",
             ClientFrame::MessageInfo { .. } => "MessageInfo",
+            ClientFrame::SubscribePresence { .. } => "SubscribePresence",
+            ClientFrame::Typing { .. } => "Typing",
+            ClientFrame::SetPrivacy { .. } => "SetPrivacy",
         }
     }
 
@@ -764,6 +811,8 @@ impl ClientFrame {
             }
             ClientFrame::LinkDevice { code, .. } => check_len("pairing code", code.len(), MAX_PAIRING_CODE_BYTES),
             ClientFrame::ListDevices { .. } => Ok(()),
+            ClientFrame::SubscribePresence { users } => check_len("watched users", users.len(), MAX_WATCHED_USERS),
+            ClientFrame::Typing { .. } | ClientFrame::SetPrivacy { .. } => Ok(()),
             ClientFrame::Login { .. }
             | ClientFrame::Ack { .. }
             | ClientFrame::Ping { .. }
@@ -939,6 +988,29 @@ impl ClientFrame {
                 );
                 (fe::ClientFrameBody::MessageInfoRequest, t.as_union_value())
             }
+            ClientFrame::SubscribePresence { users } => {
+                let users = codec::users_fb(&mut fbb, users);
+                let t = fe::SubscribePresence::create(&mut fbb, &fe::SubscribePresenceArgs { users: Some(users) });
+                (fe::ClientFrameBody::SubscribePresence, t.as_union_value())
+            }
+            ClientFrame::Typing { chat, typing } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::Typing::create(&mut fbb, &fe::TypingArgs { chat: Some(&chat), typing: *typing });
+                (fe::ClientFrameBody::Typing, t.as_union_value())
+            }
+            ClientFrame::SetPrivacy { client_msg_id, last_seen, profile_photo, about, read_receipts } => {
+                let t = fe::SetPrivacy::create(
+                    &mut fbb,
+                    &fe::SetPrivacyArgs {
+                        client_msg_id: client_msg_id.0,
+                        last_seen: codec::visibility_fb(*last_seen),
+                        profile_photo: codec::visibility_fb(*profile_photo),
+                        about: codec::visibility_fb(*about),
+                        read_receipts: *read_receipts,
+                    },
+                );
+                (fe::ClientFrameBody::SetPrivacy, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -1069,6 +1141,25 @@ impl ClientFrame {
                     seq: Seq(b.seq()),
                 }
             }
+            fe::ClientFrameBody::SubscribePresence => {
+                let b = f.body_as_subscribe_presence().ok_or_else(bad)?;
+                check_len("watched users", b.users().len(), MAX_WATCHED_USERS)?;
+                ClientFrame::SubscribePresence { users: codec::users(b.users()) }
+            }
+            fe::ClientFrameBody::Typing => {
+                let b = f.body_as_typing().ok_or_else(bad)?;
+                ClientFrame::Typing { chat: codec::chat(b.chat()), typing: b.typing() }
+            }
+            fe::ClientFrameBody::SetPrivacy => {
+                let b = f.body_as_set_privacy().ok_or_else(bad)?;
+                ClientFrame::SetPrivacy {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    last_seen: codec::visibility(b.last_seen())?,
+                    profile_photo: codec::visibility(b.profile_photo())?,
+                    about: codec::visibility(b.about())?,
+                    read_receipts: b.read_receipts(),
+                }
+            }
             _ => return Err(bad()),
         };
         frame.validate()?;
@@ -1098,6 +1189,8 @@ impl ServerFrame {
             ServerFrame::DeviceList { .. } => "DeviceList",
             ServerFrame::GroupInfo { .. } => "GroupInfo",
             ServerFrame::MessageInfo { .. } => "MessageInfo",
+            ServerFrame::Presence { .. } => "Presence",
+            ServerFrame::Typing { .. } => "Typing",
         }
     }
 
@@ -1132,7 +1225,9 @@ impl ServerFrame {
             | ServerFrame::SyncDone { .. }
             | ServerFrame::Pong { .. }
             | ServerFrame::Done { .. }
-            | ServerFrame::DeviceNotice { .. } => Ok(()),
+            | ServerFrame::DeviceNotice { .. }
+            | ServerFrame::Presence { .. }
+            | ServerFrame::Typing { .. } => Ok(()),
         }
     }
 
@@ -1316,6 +1411,21 @@ impl ServerFrame {
                 );
                 (fe::ServerFrameBody::MessageInfo, t.as_union_value())
             }
+            ServerFrame::Presence { user, visible, online, last_seen_ms } => {
+                let t = fe::Presence::create(
+                    &mut fbb,
+                    &fe::PresenceArgs { user: user.0, visible: *visible, online: *online, last_seen_ms: *last_seen_ms },
+                );
+                (fe::ServerFrameBody::Presence, t.as_union_value())
+            }
+            ServerFrame::Typing { chat, user, typing } => {
+                let chat = codec::chat_fb(chat);
+                let t = fe::PeerTyping::create(
+                    &mut fbb,
+                    &fe::PeerTypingArgs { chat: Some(&chat), user: user.0, typing: *typing },
+                );
+                (fe::ServerFrameBody::PeerTyping, t.as_union_value())
+            }
         };
         let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, SERVER_FRAME_IDENT)
@@ -1450,6 +1560,19 @@ impl ServerFrame {
                     seq: Seq(b.seq()),
                     entries: receipts(b.entries()),
                 }
+            }
+            fe::ServerFrameBody::Presence => {
+                let b = f.body_as_presence().ok_or_else(bad)?;
+                ServerFrame::Presence {
+                    user: UserId(b.user()),
+                    visible: b.visible(),
+                    online: b.online(),
+                    last_seen_ms: b.last_seen_ms(),
+                }
+            }
+            fe::ServerFrameBody::PeerTyping => {
+                let b = f.body_as_peer_typing().ok_or_else(bad)?;
+                ServerFrame::Typing { chat: codec::chat(b.chat()), user: UserId(b.user()), typing: b.typing() }
             }
             _ => return Err(bad()),
         };

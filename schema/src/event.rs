@@ -127,10 +127,15 @@ pub enum EventBody {
         about: Visibility,
         read_receipts: bool,
     },
-    /// An online/offline transition at the event's `at_ms`.
+    /// A connection of `device` came online (`device_online`) or went away,
+    /// at the event's `at_ms` (the user's last seen); `online` is the user's
+    /// presence after it: online while any device has a connection.
     PresenceChanged {
         user: UserId,
         online: bool,
+        device: DeviceId,
+        connection: u64,
+        device_online: bool,
     },
     PrekeysUploaded {
         user: UserId,
@@ -592,7 +597,13 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
         }
         fb::EventBody::PresenceChanged => {
             let b = get!(e.body_as_presence_changed());
-            B::PresenceChanged { user: UserId(b.user()), online: b.online() }
+            B::PresenceChanged {
+                user: UserId(b.user()),
+                online: b.online(),
+                device: DeviceId(b.device()),
+                connection: b.connection(),
+                device_online: b.device_online(),
+            }
         }
         fb::EventBody::PrekeysUploaded => {
             let b = get!(e.body_as_prekeys_uploaded());
@@ -836,8 +847,17 @@ fn encode_body<'a>(
             );
             (fb::EventBody::PrivacyChanged, t.as_union_value())
         }
-        B::PresenceChanged { user, online } => {
-            let t = fb::PresenceChanged::create(fbb, &fb::PresenceChangedArgs { user: user.0, online: *online });
+        B::PresenceChanged { user, online, device, connection, device_online } => {
+            let t = fb::PresenceChanged::create(
+                fbb,
+                &fb::PresenceChangedArgs {
+                    user: user.0,
+                    online: *online,
+                    device: device.0,
+                    connection: *connection,
+                    device_online: *device_online,
+                },
+            );
             (fb::EventBody::PresenceChanged, t.as_union_value())
         }
         B::PrekeysUploaded { user, device, prekeys } => {

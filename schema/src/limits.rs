@@ -77,3 +77,7 @@ pub const MAX_STATUS_PARTITIONS: usize = u16::MAX as usize + 1;
 
 /// Nesting depth the verifier accepts (the deepest chorus buffer is about 7).
 pub(crate) const VERIFIER_MAX_DEPTH: usize = 16;
+
+// ---- presence and typing (issue 12) ----
+/// Most users one connection watches the presence of (`SubscribePresence`).
+pub const MAX_WATCHED_USERS: usize = 1024;

@@ -54,6 +54,12 @@ proptest! {
     }
 
     #[test]
+    fn presence_and_typing_round_trip(p in arb::presence_update(), t in arb::typing_signal()) {
+        prop_assert_eq!(bus::PresenceUpdate::decode(&p.encode()), Ok(p));
+        prop_assert_eq!(bus::TypingSignal::decode(&t.encode()), Ok(t));
+    }
+
+    #[test]
     fn view_queries_round_trip(q in arb::view_query()) {
         prop_assert_eq!(ViewQuery::decode(&q.encode()), Ok(q));
         prop_assert!(subject::VIEWS.contains(&q.subject()));

@@ -235,7 +235,7 @@ fn limits_are_enforced_on_decode() {
 
 #[test]
 fn wrong_buffer_type_is_refused() {
-    let c = Command { origin: Origin::default(), body: CommandBody::SetPresence { online: true } };
+    let c = Command { origin: Origin::default(), body: CommandBody::SetPresence { online: true, connection: 1 } };
     let err = Event::decode(&c.encode()).unwrap_err();
     assert!(matches!(err, Error::Malformed { what: "event", .. }), "{err}");
     assert!(Command::decode(&[]).is_err());
@@ -281,6 +281,6 @@ fn command_keys() {
     assert_eq!(send.key(), Key::Chat(ChatId::direct(UserId(9), UserId(5))));
     let claim = Command { origin, body: CommandBody::ClaimPrekey { target: UserId(7), target_device: DeviceId(1) } };
     assert_eq!(claim.key(), Key::User(UserId(7)));
-    let presence = Command { origin, body: CommandBody::SetPresence { online: true } };
+    let presence = Command { origin, body: CommandBody::SetPresence { online: true, connection: 1 } };
     assert_eq!(presence.key(), Key::User(UserId(5)));
 }

@@ -82,6 +82,8 @@ enum BenchCmd {
     E2e(bench::e2e::Args),
     /// One group, every member online across 2 edges: time until every member has each message.
     Group(bench::group::Args),
+    /// One user's presence changes to 1,000 watching clients on 2 edges: p50/p99 to the last one.
+    Presence(bench::presence::Args),
 }
 
 fn main() -> Result<()> {
@@ -147,6 +149,7 @@ fn main() -> Result<()> {
             Cmd::Bench(BenchCmd::Log(a)) => bench::log::run(a).await,
             Cmd::Bench(BenchCmd::E2e(a)) => bench::e2e::run(a).await,
             Cmd::Bench(BenchCmd::Group(a)) => bench::group::run(a).await,
+            Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
         }
     })

@@ -154,6 +154,18 @@ async fn workload(client: &LogClient) {
     must_append(client, 4, 2, pair(2)).await;
     must_append(client, 4, 3, pair(3)).await;
     must_append(client, 4, 4, CommandBody::UnlinkDevice { device: DeviceId(3) }).await;
+    // Presence, privacy, contacts (issue 12).
+    must_append(client, 4, 12, CommandBody::SetPresence { online: true, connection: 7 }).await;
+    must_append(client, 4, 13, CommandBody::UpdateContacts { contacts: vec![UserId(1), UserId(2)] }).await;
+    let privacy = CommandBody::SetPrivacy {
+        last_seen: chorus_schema::Visibility::Contacts,
+        profile_photo: chorus_schema::Visibility::Everyone,
+        about: chorus_schema::Visibility::Nobody,
+        read_receipts: false,
+    };
+    must_append(client, 4, 14, privacy).await;
+    must_append(client, 4, 15, CommandBody::Block { target: UserId(3) }).await;
+    must_append(client, 4, 16, CommandBody::SetPresence { online: false, connection: 7 }).await;
 }
 
 #[test]
@@ -188,7 +200,18 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
     };
 
     // Each view alone equals the live one.
-    for view in ["roster", "cursors", "chat_list", "receipt_status", "inbox", "directory", "receipt_log"] {
+    for view in [
+        "roster",
+        "cursors",
+        "chat_list",
+        "receipt_status",
+        "inbox",
+        "directory",
+        "receipt_log",
+        "presence",
+        "privacy",
+        "contacts",
+    ] {
         let o = dev.replay(view, &dir.path().join(view), Some(&dev.live_store()));
         assert!(o.status.success(), "{view}: {}{}", text(&o.stdout), text(&o.stderr));
         let stdout = text(&o.stdout);

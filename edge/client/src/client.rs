@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chorus_schema::{ChatId, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, UserId};
+use chorus_schema::{
+    ChatId, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, UserId, Visibility,
+};
 use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -53,6 +55,10 @@ pub(crate) enum Command {
 pub(crate) struct Signals {
     pub(crate) acks: BTreeMap<(ChatId, ReceiptKind), Seq>,
     pub(crate) sync: bool,
+    /// The latest presence watch list asked for.
+    pub(crate) watch: Option<Vec<UserId>>,
+    /// Typing signals not yet written, in order.
+    pub(crate) typing: Vec<(ChatId, bool)>,
     pub(crate) reconnect: bool,
     pub(crate) close: bool,
 }
@@ -354,6 +360,39 @@ impl Client {
             let e = s.acks.entry((chat, kind)).or_insert(up_to_seq);
             *e = (*e).max(up_to_seq);
         });
+    }
+
+    /// Watches the presence of `users` (replacing the list; at most
+    /// [`chorus_schema::MAX_WATCHED_USERS`]): an [`Event::Presence`](crate::Event::Presence)
+    /// for each now and on every change, kept across reconnects. What each
+    /// shows follows that user's privacy settings and blocks.
+    pub fn subscribe_presence(&self, users: Vec<UserId>) {
+        self.shared.signal(|s| s.watch = Some(users));
+    }
+
+    /// Tells `chat`'s other members this user is typing (`true`; repeat it
+    /// at least every few seconds while typing: it lapses after
+    /// [`chorus_schema::edge::TYPING_EXPIRY_MS`]) or stopped (`false`).
+    /// Fire and forget: dropped while disconnected; a chat the user is not
+    /// in is answered with an [`Event::Error`](crate::Event::Error) `NotMember`.
+    pub fn typing(&self, chat: ChatId, typing: bool) {
+        self.shared.signal(|s| s.typing.push((chat, typing)));
+    }
+
+    /// Sets who sees this user's last seen and online status, profile photo
+    /// and about (everyone, their contacts, nobody), and whether they send
+    /// read receipts. Watchers' views change at once.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn set_privacy(
+        &self,
+        last_seen: Visibility,
+        profile_photo: Visibility,
+        about: Visibility,
+        read_receipts: bool,
+    ) -> Result<()> {
+        self.request(Request::SetPrivacy { last_seen, profile_photo, about, read_receipts }).await.map(|_| ())
     }
 
     /// Asks for a sync now (one runs after every (re)connect anyway).

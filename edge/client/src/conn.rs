@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use chorus_schema::edge::DeviceInfo;
 use chorus_schema::{
     ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, GroupInfo, GroupOp, MessageReceipt, ReceiptKind,
-    Recipient, Seq, ServerFrame, UserId,
+    Recipient, Seq, ServerFrame, UserId, Visibility,
 };
 use tracing::debug;
 
@@ -123,6 +123,13 @@ pub enum Request {
         chat: ChatId,
         seq: Seq,
     },
+    /// Privacy settings (issue 12).
+    SetPrivacy {
+        last_seen: Visibility,
+        profile_photo: Visibility,
+        about: Visibility,
+        read_receipts: bool,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -155,6 +162,13 @@ impl Request {
             Request::ListDevices => ClientFrame::ListDevices { client_msg_id },
             Request::GroupInfo { chat } => ClientFrame::GroupInfo { client_msg_id, chat: *chat },
             Request::MessageInfo { chat, seq } => ClientFrame::MessageInfo { client_msg_id, chat: *chat, seq: *seq },
+            Request::SetPrivacy { last_seen, profile_photo, about, read_receipts } => ClientFrame::SetPrivacy {
+                client_msg_id,
+                last_seen: *last_seen,
+                profile_photo: *profile_photo,
+                about: *about,
+                read_receipts: *read_receipts,
+            },
         }
     }
 }
@@ -250,6 +264,12 @@ pub struct Core {
     positions: HashMap<ChatId, Seq>,
     outputs: VecDeque<Output>,
     stats: Stats,
+    /// The users whose presence the app watches (sent again after every login).
+    watched: Vec<UserId>,
+    /// Typing indicators shown, until when (cleared then: `Event::Typing` false).
+    typing: BTreeMap<(ChatId, UserId), u64>,
+    /// The latest time an input brought (deliveries carry none).
+    clock_ms: u64,
 }
 
 /// Whether a refusal of the login ends the client (no reconnect helps).
@@ -286,6 +306,9 @@ impl Core {
             positions: resume.positions.into_iter().collect(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
+            watched: Vec::new(),
+            typing: BTreeMap::new(),
+            clock_ms: now_ms,
         };
         core.connect_next(now_ms);
         core
@@ -298,12 +321,17 @@ impl Core {
 
     /// When [`Core::handle_timeout`] is due next, if anything waits on time.
     pub fn poll_timeout(&self) -> Option<u64> {
-        match &self.state {
+        let typing = self.typing.values().min().copied();
+        let state = match &self.state {
             State::Waiting { until } => Some(*until),
             State::Connecting { deadline, .. } | State::LoggingIn { deadline, .. } => Some(*deadline),
             State::Live { draining: Some((deadline, _)), .. } => Some(*deadline),
             State::Live { draining: None, .. } => self.pending.values().filter_map(|p| p.retry_at).min(),
             State::Stopped => None,
+        };
+        match (state, typing) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -360,7 +388,8 @@ impl Core {
             | Request::Block { .. }
             | Request::Group { .. }
             | Request::LinkDevice { .. }
-            | Request::ListDevices => false,
+            | Request::ListDevices
+            | Request::SetPrivacy { .. } => false,
             Request::GroupInfo { .. } | Request::MessageInfo { .. } => false,
         };
         let reads_only = request.reads_only();
@@ -391,6 +420,30 @@ impl Core {
         let up_to_seq = *e;
         if self.is_live() {
             self.outputs.push_back(Output::Send(ClientFrame::Ack { chat, kind, up_to_seq }));
+        }
+    }
+
+    /// Watch the presence of `users` (replacing the list; empty: none):
+    /// `Event::Presence` for each now and on every change, across reconnects.
+    pub fn subscribe_presence(&mut self, mut users: Vec<UserId>) {
+        if self.is_stopped() {
+            return;
+        }
+        users.sort_unstable();
+        users.dedup();
+        users.truncate(chorus_schema::MAX_WATCHED_USERS);
+        self.watched = users;
+        if self.is_live() {
+            self.outputs.push_back(Output::Send(ClientFrame::SubscribePresence { users: self.watched.clone() }));
+        }
+    }
+
+    /// This user is typing (or stopped) in `chat`: sent now if logged in,
+    /// else dropped (typing is ephemeral). Refresh it within
+    /// [`chorus_schema::edge::TYPING_EXPIRY_MS`] while typing.
+    pub fn typing(&mut self, chat: ChatId, typing: bool) {
+        if self.is_live() {
+            self.outputs.push_back(Output::Send(ClientFrame::Typing { chat, typing }));
         }
     }
 
@@ -456,8 +509,15 @@ impl Core {
         }
     }
 
-    /// A frame of `link`'s delivery stream.
+    /// A frame of `link`'s delivery stream (at the latest time an input brought).
     pub fn handle_delivery(&mut self, link: LinkId, frame: ServerFrame) {
+        let now_ms = self.clock_ms;
+        self.handle_delivery_at(now_ms, link, frame);
+    }
+
+    /// A frame of `link`'s delivery stream, at `now_ms`.
+    pub fn handle_delivery_at(&mut self, now_ms: u64, link: LinkId, frame: ServerFrame) {
+        self.clock_ms = self.clock_ms.max(now_ms);
         if self.current_link() != Some(link) {
             return;
         }
@@ -483,6 +543,22 @@ impl Core {
             ServerFrame::Receipt { chat, up_to_seq, status } => Event::Receipt { chat, up_to_seq, status },
             ServerFrame::SyncDone { chats } => Event::Synced { chats },
             ServerFrame::DeviceNotice { kind, device, at_ms } => Event::Device { kind, device, at_ms },
+            ServerFrame::Presence { user, visible, online, last_seen_ms } => {
+                Event::Presence { user, visible, online, last_seen_ms }
+            }
+            ServerFrame::Typing { chat, user, typing } => {
+                let shown = if typing {
+                    let until = now_ms.saturating_add(chorus_schema::edge::TYPING_EXPIRY_MS);
+                    self.typing.insert((chat, user), until).is_some()
+                } else {
+                    self.typing.remove(&(chat, user)).is_some()
+                };
+                if shown == typing {
+                    // A refresh of a shown indicator, or a stop of none: nothing new.
+                    return;
+                }
+                Event::Typing { chat, user, typing }
+            }
             other => return debug!(kind = other.kind(), "unexpected delivery frame"),
         };
         self.outputs.push_back(Output::Event(event));
@@ -502,6 +578,13 @@ impl Core {
 
     /// Time passed: what was due by `now_ms` happens.
     pub fn handle_timeout(&mut self, now_ms: u64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let lapsed: Vec<(ChatId, UserId)> =
+            self.typing.iter().filter(|(_, until)| **until <= now_ms).map(|(k, _)| *k).collect();
+        for (chat, user) in lapsed {
+            self.typing.remove(&(chat, user));
+            self.outputs.push_back(Output::Event(Event::Typing { chat, user, typing: false }));
+        }
         match &mut self.state {
             State::Waiting { until } if *until <= now_ms => {
                 self.tries = 0;
@@ -623,6 +706,9 @@ impl Core {
         for r in self.requests.values_mut().filter(|r| !r.written) {
             r.written = true;
             self.outputs.push_back(Output::Send(r.frame.clone()));
+        }
+        if !self.watched.is_empty() {
+            self.outputs.push_back(Output::Send(ClientFrame::SubscribePresence { users: self.watched.clone() }));
         }
         let sync = self.sync_frame();
         self.outputs.push_back(Output::Send(sync));

@@ -122,6 +122,24 @@ pub enum Event {
         device: DeviceId,
         at_ms: u64,
     },
+    // ---- presence and typing (issue 12) ----
+    /// The presence of a watched user ([`crate::Client::subscribe_presence`]):
+    /// now, then on every change. `visible` false: their privacy settings
+    /// (or a block) withhold it; `online` and `last_seen_ms` are then unset.
+    Presence {
+        user: UserId,
+        visible: bool,
+        online: bool,
+        last_seen_ms: u64,
+    },
+    /// `user` started or stopped typing in `chat`. The SDK ends a typing
+    /// indicator itself ([`chorus_schema::edge::TYPING_EXPIRY_MS`] after its
+    /// last refresh: `typing: false`) when no refresh or stop comes.
+    Typing {
+        chat: ChatId,
+        user: UserId,
+        typing: bool,
+    },
 }
 
 /// A committed send.

@@ -235,6 +235,12 @@ impl Worker {
                 for ((chat, kind), up_to_seq) in signals.acks {
                     self.core.ack(chat, kind, up_to_seq);
                 }
+                if let Some(users) = signals.watch {
+                    self.core.subscribe_presence(users);
+                }
+                for (chat, typing) in signals.typing {
+                    self.core.typing(chat, typing);
+                }
                 if signals.sync {
                     self.core.sync();
                 }
@@ -269,7 +275,7 @@ impl Worker {
                 }
             }
             Wake::DeliveryStream(id, Err(e)) => self.core.handle_link_down(now, id, &e.to_string()),
-            Wake::Delivery(id, Ok(frame)) => self.core.handle_delivery(id, frame),
+            Wake::Delivery(id, Ok(frame)) => self.core.handle_delivery_at(now, id, frame),
             Wake::Delivery(id, Err(e)) => {
                 if let Some(open) = self.open.as_mut().filter(|o| o.id == id) {
                     open.deliveries = None;

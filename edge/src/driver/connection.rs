@@ -167,6 +167,9 @@ struct Conn {
     /// Claims received, waiting for the session's answer.
     claims: std::collections::HashMap<ClaimId, chorus_bus::Message>,
     next_claim: u64,
+    /// The last presence append of this connection: the next one waits for
+    /// it, so the log gets its offline after its online.
+    presence: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// `_slot`: this connection's place in the per-address and edge-wide counts,
@@ -206,6 +209,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
         pairing: None,
         claims: std::collections::HashMap::new(),
         next_claim: 0,
+        presence: None,
     };
     let close = conn.serve(recv).await;
     // Boxed: its state would otherwise be part of every idle connection's task.
@@ -255,6 +259,9 @@ fn action_kind(action: &Action) -> &'static str {
         Action::ClaimPairing { .. } => "claim_pairing",
         Action::ListDevices { .. } => "list_devices",
         Action::Info { .. } => "info",
+        Action::SetPresence(_) => "set_presence",
+        Action::WatchPresence { .. } => "watch_presence",
+        Action::Typing { .. } => "typing",
     }
 }
 
@@ -429,6 +436,7 @@ impl Conn {
             Input::SyncFailed => self.session.handle_sync_failed(),
             Input::FillDone(chat) => self.session.handle_fill_done(chat),
             Input::Info(correlation, answer) => self.session.handle_info(correlation, answer),
+            Input::TypingRefused { chat, not_member } => self.session.handle_typing_refused(chat, not_member),
             Input::FillFailed(chat) => {
                 // Live delivery must not move on past the gap: the client
                 // would take the next item's seq as its position and its next
@@ -469,6 +477,10 @@ impl Conn {
                 let reason = format!("cannot take the deliveries of chat {chat}: reconnect and sync");
                 return Some(Close::driver(EdgeErrorCode::Unavailable, &reason));
             }
+            Routed::Presence { user, visible, online, last_seen_ms } => {
+                self.session.handle_presence(user, visible, online, last_seen_ms)
+            }
+            Routed::Typing { chat, user, typing } => self.session.handle_typing(chat, user, typing),
         }
         None
     }
@@ -613,6 +625,24 @@ impl Conn {
                         let _ = to.put(Input::Info(correlation, answer)).await;
                     });
                 }
+                Action::SetPresence(command) => self.set_presence(command),
+                Action::WatchPresence { viewer, users } => {
+                    self.ctx.presence.watch(&self.ctx, self.id, viewer, users, &self.mailbox);
+                }
+                Action::Typing { identity, chat, typing } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let not_member = match super::typing::relay(&ctx, identity, chat, typing).await {
+                            Ok(()) => return,
+                            Err(super::typing::Refused::NotMember) => true,
+                            Err(super::typing::Refused::Unavailable(e)) => {
+                                debug!(%chat, error = %e, "typing: members unknown");
+                                false
+                            }
+                        };
+                        let _ = to.put(Input::TypingRefused { chat, not_member }).await;
+                    });
+                }
             }
         }
         None
@@ -668,12 +698,31 @@ impl Conn {
         self.perform()
     }
 
+    /// Appends a presence change of this connection after the previous one
+    /// (retried while the log's answer is unknown: `SetPresence` is idempotent).
+    fn set_presence(&mut self, command: chorus_schema::Command) {
+        let (ctx, previous) = (self.ctx.clone(), self.presence.take());
+        self.presence = Some(tokio::spawn(async move {
+            if let Some(p) = previous {
+                let _ = p.await;
+            }
+            for attempt in 0..3u64 {
+                match append(&ctx, command.clone()).await {
+                    Err(AppendError::Unavailable(e)) => {
+                        debug!(attempt, error = %e, "presence append unavailable, retrying");
+                        tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+                    }
+                    Ok(Err(r)) => return debug!(code = ?r.code, message = %r.message, "presence refused"),
+                    _ => return,
+                }
+            }
+        }));
+    }
+
     async fn finish(mut self, close: Option<Close>) {
         if let Some(id) = self.identity {
             self.ctx.router.unregister(id.user, self.id);
         }
-        // Closed first: a hold still running for this connection sees it
-        // and releases after itself (see `interest::hold_at_login`).
         if let Some(task) = self.pairing.take() {
             task.abort();
         }
@@ -688,6 +737,12 @@ impl Conn {
             let ctx = self.ctx.clone();
             tokio::spawn(async move { super::pairing::answer(&ctx, &msg, &frame).await });
         }
+        self.ctx.presence.unwatch(self.id);
+        if let Some(offline) = self.session.offline_command() {
+            self.set_presence(offline);
+        }
+        // Closed first: a hold still running for this connection sees it
+        // and releases after itself (see `interest::hold_at_login`).
         self.mailbox.close();
         self.ctx.interests.release(self.id).await;
         if let Some(c) = &close {

@@ -92,7 +92,12 @@ fn input_bytes(input: &Input) -> usize {
 fn routed_bytes(routed: &Routed) -> usize {
     match routed {
         Routed::Delivery(item) => item.weight(),
-        Routed::Receipt(_) | Routed::Account(_) | Routed::Joined(_) | Routed::JoinFailed(_) => 64,
+        Routed::Receipt(_)
+        | Routed::Account(_)
+        | Routed::Joined(_)
+        | Routed::JoinFailed(_)
+        | Routed::Presence { .. }
+        | Routed::Typing { .. } => 64,
     }
 }
 

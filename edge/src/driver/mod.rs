@@ -49,8 +49,10 @@ pub(crate) mod interest;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
 mod pairing;
+pub(crate) mod presence;
 pub(crate) mod router;
 pub mod tls;
+pub(crate) mod typing;
 pub(crate) mod views;
 
 use std::collections::HashSet;
@@ -110,6 +112,8 @@ pub struct Stats {
     /// Bus subjects held for the connected users (their chats' deliveries
     /// and their joins); 0 if they could not be counted just then.
     pub subjects: usize,
+    /// Users whose presence connections here watch (one bus subscription each).
+    pub presence_targets: usize,
 }
 
 /// The result of an IO request of a connection (see [`mailbox::Mailbox`]).
@@ -138,6 +142,11 @@ pub(crate) enum Input {
     DevicesListed(chorus_schema::ClientMsgId, Option<Vec<chorus_schema::edge::DeviceInfo>>),
     /// The views' answer to an info query (issue 12).
     Info(Correlation, crate::session::InfoAnswer),
+    /// A typing signal was not relayed (`not_member`, or the members view failed).
+    TypingRefused {
+        chat: ChatId,
+        not_member: bool,
+    },
 }
 
 /// What every connection shares.
@@ -153,6 +162,10 @@ pub(crate) struct Ctx {
     pub(crate) rate_limits: Arc<Limits>,
     pub(crate) router: router::Router,
     pub(crate) interests: interest::Interests,
+    /// Presence watchers and their per-target bus subscriptions.
+    pub(crate) presence: presence::PresenceHub,
+    /// Chat members for typing, cached briefly.
+    pub(crate) members: typing::MembersCache,
     pub(crate) known_users: Mutex<HashSet<UserId>>,
     pub(crate) connections: AtomicUsize,
     pub(crate) limits: limits::Limits,
@@ -170,6 +183,7 @@ pub struct Edge {
     receipts: chorus_bus::Subscription,
     accounts: chorus_bus::Subscription,
     joins: interest::Joins,
+    typing: chorus_bus::Subscription,
 }
 
 impl std::fmt::Debug for Edge {
@@ -201,6 +215,7 @@ impl Handle {
             evicted: self.0.router.evicted.load(Ordering::Relaxed),
             queued_bytes_peak: self.0.queued_bytes_peak.load(Ordering::Relaxed),
             subjects: self.0.interests.subjects().unwrap_or(0),
+            presence_targets: self.0.presence.targets(),
         }
     }
 }
@@ -294,6 +309,7 @@ impl Edge {
             chorus_projections::seal::ViewKey::load(&config.view_key).map_err(|e| Error::Config(e.to_string()))?;
         let receipts = bus.subscribe(&format!("{}.>", subject::RECEIPT_PREFIX)).await?;
         let accounts = bus.subscribe(&format!("{}.>", subject::ACCOUNT_PREFIX)).await?;
+        let typing = bus.subscribe(&format!("{}.>", subject::TYPING_PREFIX)).await?;
         let rate_limits = Arc::new(Limits::new(&config.session.limits).map_err(Error::Config)?);
         let sms = SmsSink::new(&config.sms)?;
         let limits = limits::Limits::new(config.connections_max, config.connections_per_address_max);
@@ -308,6 +324,8 @@ impl Edge {
             sms,
             router: router::Router::default(),
             interests,
+            presence: presence::PresenceHub::default(),
+            members: typing::MembersCache::default(),
             known_users: Mutex::new(HashSet::new()),
             connections: AtomicUsize::new(0),
             limits,
@@ -317,7 +335,7 @@ impl Edge {
             queued_bytes_peak: Arc::new(AtomicUsize::new(0)),
             next_conn_id: AtomicU64::new(0),
         });
-        Ok(Edge { ctx, endpoint, receipts, accounts, joins })
+        Ok(Edge { ctx, endpoint, receipts, accounts, joins, typing })
     }
 
     /// The address clients connect to.
@@ -335,7 +353,7 @@ impl Edge {
 
     /// Serves until `shutdown` resolves, then closes every connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Edge { ctx, endpoint, mut receipts, mut accounts, joins } = self;
+        let Edge { ctx, endpoint, mut receipts, mut accounts, joins, mut typing } = self;
         info!(
             addr = %endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
             connection_task_bytes = connection::task_bytes(),
@@ -347,6 +365,7 @@ impl Edge {
                 let msg = tokio::select! {
                     m = receipts.next() => m,
                     m = accounts.next() => m,
+                    m = typing.next() => m,
                 };
                 let Some(msg) = msg else {
                     warn!("bus subscription ended");

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chorus_schema::bus::{subject, AccountUpdate, Delivery, ReceiptStatus, ReceiptUpdate};
+use chorus_schema::bus::{subject, AccountUpdate, Delivery, ReceiptStatus, ReceiptUpdate, TypingSignal};
 use chorus_schema::{ChatId, DeviceId, EventRecord, ReceiptKind, UserId};
 use tracing::warn;
 
@@ -42,6 +42,19 @@ pub(crate) enum Routed {
     /// The user joined this chat, but the edge could not take its
     /// deliveries: the connection must close (its client reconnects).
     JoinFailed(ChatId),
+    /// The presence of a user this connection watches (see `presence.rs`).
+    Presence {
+        user: UserId,
+        visible: bool,
+        online: bool,
+        last_seen_ms: u64,
+    },
+    /// `user` is typing (or stopped) in `chat`, a chat of this user.
+    Typing {
+        chat: chorus_schema::ChatId,
+        user: UserId,
+        typing: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -133,7 +146,7 @@ impl Router {
         }
     }
 
-    /// A message of `chorus.deliver.<chat>`, `chorus.receipt.>` or `chorus.account.>`.
+    /// A message of `chorus.deliver.<chat>`, `chorus.receipt.>`, `chorus.account.>` or `chorus.typing.>`.
     /// A delivery's record is a slice of `payload` (no copy) until it is
     /// decoded, once, for every connection it goes to.
     pub(crate) fn dispatch(&self, subject: &str, payload: &Bytes) {
@@ -161,6 +174,16 @@ impl Router {
             match AccountUpdate::decode(payload) {
                 Ok(update) => self.send(&[update.user], || Routed::Account(update)),
                 Err(e) => warn!(%subject, error = %e, "undecodable account update"),
+            }
+        } else if subject.starts_with(subject::TYPING_PREFIX) {
+            match TypingSignal::decode(payload) {
+                Ok(t) => {
+                    let (chat, user, typing) = (t.chat, t.user, t.typing);
+                    // Never to the typist's own devices, whatever the signal says.
+                    let recipients: Vec<UserId> = t.recipients.into_iter().filter(|u| *u != user).collect();
+                    self.send(&recipients, || Routed::Typing { chat, user, typing });
+                }
+                Err(e) => warn!(%subject, error = %e, "undecodable typing signal"),
             }
         }
     }

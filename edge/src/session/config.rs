@@ -31,6 +31,10 @@ pub struct Config {
     pub otp: OtpConfig,
     /// How long a pairing code (`PairRequest`, issue 12) can link its device.
     pub pairing_code_ttl_ms: u64,
+    /// `Typing` frames a connection may send at once...
+    pub typing_burst: u32,
+    /// ...and per second sustained (`RateLimited` beyond; nothing relayed).
+    pub typing_per_sec: u32,
 }
 
 impl Default for Config {
@@ -46,6 +50,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             otp: OtpConfig::default(),
             pairing_code_ttl_ms: 60_000,
+            typing_burst: 10,
+            typing_per_sec: 2,
         }
     }
 }
@@ -61,6 +67,9 @@ impl Config {
         }
         if self.frames_burst == 0 || self.frames_per_sec == 0 {
             return Err("frames_burst and frames_per_sec must be positive".into());
+        }
+        if self.typing_burst == 0 || self.typing_per_sec == 0 {
+            return Err("typing_burst and typing_per_sec must be positive".into());
         }
         if self.in_flight_max == 0 {
             return Err("in_flight_max must be positive".into());

@@ -90,6 +90,20 @@ pub enum Action {
     /// Ask the views (group info or message info, for the logged-in user) and
     /// answer with `handle_info(correlation, …)`.
     Info { correlation: Correlation, request: InfoRequest },
+    // ---- presence and typing (issue 12) ----
+    /// Append this `SetPresence` (the device's connection online or gone);
+    /// nothing to report back. The driver keeps the order of a connection's
+    /// presence appends (its offline after its online), and appends
+    /// [`Session::offline_command`] when the connection ends.
+    SetPresence(Command),
+    /// Watch the presence of `users` for `viewer` on this connection
+    /// (replacing its list): the current state of each, then every change,
+    /// through [`Session::handle_presence`], as each target's privacy allows.
+    WatchPresence { viewer: UserId, users: Vec<UserId> },
+    /// Relay a typing signal to `chat`'s other members if `identity.user` is
+    /// a member (the members view, cached briefly); otherwise answer
+    /// [`Session::handle_typing_refused`].
+    Typing { identity: Identity, chat: ChatId, typing: bool },
 }
 
 // ---- linked devices (issue 12) ----
@@ -373,6 +387,12 @@ pub struct Session {
     sync_since: Vec<(ChatId, Seq)>,
     /// The edge's rate limits and the client's address, when the driver set them.
     limits: Option<(Arc<Limits>, IpAddr)>,
+    /// This connection's random id in the device's presence (`SetPresence`).
+    connection: u64,
+    /// The device this connection told the log is online.
+    online_as: Option<Identity>,
+    /// `Typing` frames of this connection.
+    typing_rate: TokenBucket,
 }
 
 impl std::fmt::Debug for Session {
@@ -395,6 +415,7 @@ impl Session {
             panic!("invalid session config: {e}");
         }
         let rate = TokenBucket::new(config.frames_burst, config.frames_per_sec);
+        let typing_rate = TokenBucket::new(config.typing_burst, config.typing_per_sec);
         let mut s = Session {
             config,
             entropy,
@@ -411,12 +432,17 @@ impl Session {
             timeline: Timeline::new(HELD_BYTES_MAX),
             sync_since: Vec::new(),
             limits: None,
+            connection: 0,
+            online_as: None,
+            typing_rate,
         };
         // Internal client message ids start at a random point so that two sessions of
         // one device (reconnects) do not reuse each other's.
         let mut b = [0u8; 8];
         s.entropy.fill(&mut b);
         s.next_internal_cmid = u64::from_le_bytes(b) >> 1;
+        s.entropy.fill(&mut b);
+        s.connection = u64::from_le_bytes(b);
         s
     }
 
@@ -622,6 +648,36 @@ impl Session {
                     self.append_internal(id, pending, CommandBody::RevokeSession { device: id.device });
                 }
             }
+            (State::LoggedIn(id), ClientFrame::SubscribePresence { mut users }) => {
+                let viewer = id.user;
+                if self.admit(now_ms, None) {
+                    users.sort_unstable();
+                    users.dedup();
+                    self.actions.push_back(Action::WatchPresence { viewer, users });
+                }
+            }
+            (
+                State::LoggedIn(id),
+                ClientFrame::SetPrivacy { client_msg_id, last_seen, profile_photo, about, read_receipts },
+            ) => {
+                let id = *id;
+                if self.refuse_reserved(client_msg_id) {
+                    return;
+                }
+                if self.admit(now_ms, Some(client_msg_id)) {
+                    // The client's id: a retried request applies once.
+                    let origin = Origin { user: id.user, device: id.device, client_msg_id };
+                    let body = CommandBody::SetPrivacy { last_seen, profile_photo, about, read_receipts };
+                    self.append(Pending::Request { client_msg_id, close: false }, Command { origin, body });
+                }
+            }
+            (State::LoggedIn(id), ClientFrame::Typing { chat, typing }) => {
+                let identity = *id;
+                if !self.typing_rate.try_take(now_ms) {
+                    return self.error(EdgeErrorCode::RateLimited, "too many typing frames", None);
+                }
+                self.actions.push_back(Action::Typing { identity, chat, typing });
+            }
             (
                 _,
                 ClientFrame::Send { client_msg_id, .. }
@@ -633,7 +689,8 @@ impl Session {
                 | ClientFrame::LinkDevice { client_msg_id, .. }
                 | ClientFrame::ListDevices { client_msg_id }
                 | ClientFrame::GroupInfo { client_msg_id, .. }
-                | ClientFrame::MessageInfo { client_msg_id, .. },
+                | ClientFrame::MessageInfo { client_msg_id, .. }
+                | ClientFrame::SetPrivacy { client_msg_id, .. },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }
@@ -1107,6 +1164,46 @@ impl Session {
         }
     }
 
+    // ---- presence and typing (issue 12) ----
+
+    /// The presence of a watched user, as this user may see it (the edge's
+    /// presence hub filtered it): a `Presence` frame on the delivery stream.
+    pub fn handle_presence(&mut self, user: UserId, visible: bool, online: bool, last_seen_ms: u64) {
+        if self.identity().is_some() {
+            let frame = ServerFrame::Presence { user, visible, online, last_seen_ms };
+            self.actions.push_back(Action::Deliver(frame));
+        }
+    }
+
+    /// `user` is typing (or stopped) in `chat`, a chat of this user (the
+    /// signal named this user among its recipients).
+    pub fn handle_typing(&mut self, chat: ChatId, user: UserId, typing: bool) {
+        if self.identity().is_some() {
+            self.actions.push_back(Action::Deliver(ServerFrame::Typing { chat, user, typing }));
+        }
+    }
+
+    /// The [`Action::Typing`] was not relayed: the user is not a member of
+    /// `chat` (`NotMember`), or the members view did not answer (`Unavailable`).
+    pub fn handle_typing_refused(&mut self, chat: ChatId, not_member: bool) {
+        if self.identity().is_none() {
+            return;
+        }
+        if not_member {
+            self.error(EdgeErrorCode::NotMember, format!("not a member of chat {chat}: typing not relayed"), None);
+        } else {
+            self.error(EdgeErrorCode::Unavailable, format!("could not check the members of chat {chat}"), None);
+        }
+    }
+
+    /// The `SetPresence` that takes this connection's device offline, once
+    /// the connection has ended (the driver appends it; `None` if the
+    /// connection never said it was online).
+    pub fn offline_command(&mut self) -> Option<Command> {
+        let id = self.online_as.take()?;
+        Some(self.internal_command(id, CommandBody::SetPresence { online: false, connection: self.connection }))
+    }
+
     fn run_steps(&mut self, steps: Vec<Step>, overflow: Result<(), super::timeline::Overflow>) {
         let Some(me) = self.identity() else { return };
         for step in steps {
@@ -1288,6 +1385,14 @@ impl Session {
             Some(token) => ServerFrame::Registered { user: id.user, device: id.device, token },
             None => ServerFrame::LoggedIn { user: id.user, device: id.device },
         });
+        // The device is online while this connection lives (the partition
+        // keeps one connection per device, so a reconnect elsewhere wins).
+        // Before the subscription: the actions after it wait until the
+        // delivery stream is open and the bus holds the user's chats, and a
+        // connection that ends before that was online all the same.
+        self.online_as = Some(id);
+        let command = self.internal_command(id, CommandBody::SetPresence { online: true, connection: self.connection });
+        self.actions.push_back(Action::SetPresence(command));
         self.actions.push_back(Action::Subscribe(id));
     }
 
@@ -1375,10 +1480,16 @@ impl Session {
     }
 
     fn append_internal(&mut self, id: Identity, pending: Pending, body: CommandBody) {
+        let command = self.internal_command(id, body);
+        self.append(pending, command);
+    }
+
+    /// A command of the edge's own for `id`, with a fresh reserved client message id.
+    fn internal_command(&mut self, id: Identity, body: CommandBody) -> Command {
         let client_msg_id = ClientMsgId(self.next_internal_cmid | CLIENT_MSG_ID_RESERVED_BIT);
         self.next_internal_cmid = (self.next_internal_cmid + 1) & !CLIENT_MSG_ID_RESERVED_BIT;
         let origin = Origin { user: id.user, device: id.device, client_msg_id };
-        self.append(pending, Command { origin, body });
+        Command { origin, body }
     }
 
     fn correlation(&mut self) -> Correlation {

@@ -22,6 +22,7 @@
 //! | `o ‖ user` | [`OtpGuard`]: recent wrong codes/PINs of the user's phone, and its lock (the user may be unregistered) |
 //! | `n ‖ user` | the user's registration PIN hash (32 bytes), while set |
 //! | `x ‖ chat ‖ user` | in a direct chat: `user` blocks the other member (empty value) |
+//! | `q ‖ user ‖ device` | the device is online: the edge's id of its connection (u64) |
 //!
 //! Records past their window (messages older than the edit window, dedup
 //! entries older than the retention) stay on disk and are treated as old when
@@ -104,6 +105,8 @@ pub(crate) const BLOCK: u8 = b'b';
 pub(crate) const OTP_GUARD: u8 = b'o';
 pub(crate) const PIN: u8 = b'n';
 pub(crate) const DIRECT_BLOCK: u8 = b'x';
+/// `q ‖ user ‖ device`: the device's online connection (issue 12).
+pub(crate) const ONLINE: u8 = b'q';
 
 /// Builds a key: a kind byte and big-endian fields.
 pub(crate) struct Key(Vec<u8>);

@@ -89,8 +89,17 @@
 //!   chat's rule refuses the blocked member's `SendDirect` (`Blocked`). The
 //!   log, not the edge, enforces it: a send ordered after the block is
 //!   refused on every replica. Blocking yourself, or a group chat, is `Invalid`.
-//! - **Presence, blocks.** `PresenceChanged` only on a transition; blocking a
-//!   blocked user or unblocking an unblocked one emits nothing. Both answer `Done`.
+//! - **Presence.** A user is online while any of their devices is: each device
+//!   has at most one online connection (the edge's random id). `SetPresence
+//!   {online, connection}` from a device emits `PresenceChanged` when it
+//!   changes that: online with a new connection (replacing an older one of
+//!   the device: reconnects race across edges), or offline of the device's
+//!   current connection; an offline of another (older) connection, or a
+//!   repeat, emits nothing. Each event carries the user's presence after it
+//!   (`online`) and its time is their last seen. Online for a device that is
+//!   not linked is `Invalid`; offline works for one unlinked meanwhile.
+//! - **Blocks.** Blocking a blocked user or unblocking an unblocked one emits
+//!   nothing. Answers `Done`.
 //! - **Status.** `expires_at_ms = at_ms + 24 h`; the access list and contact lists
 //!   are stored sorted, deduplicated and without the poster.
 //! - **Dedup.** See [`DEDUP_RETENTION_MS`] and the `dedup` module: outcomes of

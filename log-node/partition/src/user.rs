@@ -101,6 +101,19 @@ fn prekey_key(user: UserId, device: DeviceId, id: u32) -> Key {
     Key::new(kv::PREKEY).user(user).device(device).u32(id)
 }
 
+fn online_key(user: UserId, device: DeviceId) -> Key {
+    Key::new(kv::ONLINE).user(user).device(device)
+}
+
+/// The online connection of each online device of `user`, in device order.
+pub(crate) fn online_devices(kv: &impl Kv, user: UserId) -> Vec<(DeviceId, u64)> {
+    let prefix = Key::new(kv::ONLINE).user(user);
+    kv.scan(prefix.bytes(), usize::MAX)
+        .into_iter()
+        .map(|(k, v)| (DeviceId(kv::u32_at(&k, 9)), kv::decode(&k, &v)))
+        .collect()
+}
+
 fn block_key(user: UserId, target: UserId) -> Key {
     Key::new(kv::BLOCK).user(user).user(target)
 }
@@ -262,11 +275,28 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
                 read_receipts: *read_receipts,
             }))
         }
-        CommandBody::SetPresence { online } => {
-            if u.online == *online {
-                Ok(nothing(Outcome::Done))
-            } else {
-                Ok(done(EventBody::PresenceChanged { user: me, online: *online }))
+        CommandBody::SetPresence { online, connection } => {
+            let device = origin.device;
+            let current: Option<u64> = kv::read(kv, &online_key(me, device));
+            let others = online_devices(kv, me).into_iter().any(|(d, _)| d != device);
+            let event = |device_online: bool| {
+                done(EventBody::PresenceChanged {
+                    user: me,
+                    online: device_online || others,
+                    device,
+                    connection: *connection,
+                    device_online,
+                })
+            };
+            match (*online, current) {
+                (true, Some(c)) if c == *connection => Ok(nothing(Outcome::Done)),
+                (true, _) if !u.devices.contains_key(&device) => {
+                    Err(reject(RejectCode::Invalid, format!("device {device} is not linked")))
+                }
+                (true, _) => Ok(event(true)),
+                (false, Some(c)) if c == *connection => Ok(event(false)),
+                // Another (older or newer) connection of the device, or none.
+                (false, _) => Ok(nothing(Outcome::Done)),
             }
         }
         CommandBody::UploadPrekeys { device, prekeys } => {
@@ -409,7 +439,15 @@ pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
                 kv.delete(&k);
             }
         }
-        EventBody::PresenceChanged { online, .. } => u.online = *online,
+        EventBody::PresenceChanged { online, device, connection, device_online, .. } => {
+            let key = online_key(user, *device);
+            if *device_online {
+                kv::write(kv, &key, connection);
+            } else {
+                kv.delete(key.bytes());
+            }
+            u.online = *online;
+        }
         EventBody::PrekeysUploaded { device, prekeys, .. } => {
             let d = u.devices.entry(*device).or_default();
             for p in prekeys {

@@ -525,7 +525,7 @@ fn acks_are_monotone_and_read_implies_delivered() {
 #[test]
 fn users_register_once_and_must_be_registered() {
     let mut h = Harness::new();
-    h.must_reject(A, CommandBody::SetPresence { online: true }, RejectCode::UnknownUser);
+    h.must_reject(A, CommandBody::SetPresence { online: true, connection: 1 }, RejectCode::UnknownUser);
     h.must_reject(
         A,
         CommandBody::LinkDevice { device: DeviceId(1), identity_key: vec![1], name: "p".into(), token_hash: None },
@@ -597,21 +597,46 @@ fn each_prekey_is_claimed_exactly_once() {
 }
 
 #[test]
-fn presence_changes_only_on_transitions() {
+fn presence_is_online_while_any_device_has_a_connection_and_a_late_offline_of_an_old_connection_changes_nothing() {
     let mut h = Harness::new();
     h.register(A);
+    for d in [1, 2] {
+        h.must_ok(
+            A,
+            CommandBody::LinkDevice { device: DeviceId(d), identity_key: vec![1], name: "d".into(), token_hash: None },
+        );
+    }
+    let set = |online: bool, connection: u64| CommandBody::SetPresence { online, connection };
+    let changed = |online: bool, device: u32, connection: u64, device_online: bool| {
+        vec![EventBody::PresenceChanged { user: A, online, device: DeviceId(device), connection, device_online }]
+    };
+    let ok = |h: &mut Harness, device: u32, body: CommandBody| match h.run_on(A, device, body) {
+        (Ok(o), events) => (o, events),
+        (Err(r), _) => panic!("refused: {r}"),
+    };
     assert_eq!(h.state.online(A), Some(false));
-    assert_eq!(h.must_ok(A, CommandBody::SetPresence { online: false }), (Outcome::Done, vec![]));
-    assert_eq!(
-        h.must_ok(A, CommandBody::SetPresence { online: true }),
-        (Outcome::Done, vec![EventBody::PresenceChanged { user: A, online: true }])
-    );
-    assert_eq!(h.must_ok(A, CommandBody::SetPresence { online: true }), (Outcome::Done, vec![]));
-    assert_eq!(
-        h.must_ok(A, CommandBody::SetPresence { online: false }),
-        (Outcome::Done, vec![EventBody::PresenceChanged { user: A, online: false }])
-    );
+    // Offline of a device that is not online: nothing.
+    assert_eq!(ok(&mut h, 1, set(false, 7)), (Outcome::Done, vec![]));
+    // Device 1 comes online with connection 7: the user is online.
+    assert_eq!(ok(&mut h, 1, set(true, 7)), (Outcome::Done, changed(true, 1, 7, true)));
+    assert_eq!(ok(&mut h, 1, set(true, 7)), (Outcome::Done, vec![]), "a repeat");
+    // Device 1 reconnects elsewhere (connection 8) before the old one's offline arrives.
+    assert_eq!(ok(&mut h, 1, set(true, 8)), (Outcome::Done, changed(true, 1, 8, true)));
+    assert_eq!(ok(&mut h, 1, set(false, 7)), (Outcome::Done, vec![]), "the old connection's late offline");
+    assert_eq!(h.state.online(A), Some(true));
+    // Device 2 too; then device 1 leaves: still online.
+    assert_eq!(ok(&mut h, 2, set(true, 9)), (Outcome::Done, changed(true, 2, 9, true)));
+    assert_eq!(ok(&mut h, 1, set(false, 8)), (Outcome::Done, changed(true, 1, 8, false)));
+    assert_eq!(h.state.online(A), Some(true));
+    // The last device leaves: offline.
+    assert_eq!(ok(&mut h, 2, set(false, 9)), (Outcome::Done, changed(false, 2, 9, false)));
     assert_eq!(h.state.online(A), Some(false));
+    // A device that is not linked cannot come online; an unregistered user neither.
+    match h.run_on(A, 3, set(true, 1)) {
+        (Err(r), events) => assert!(r.code == RejectCode::Invalid && events.is_empty(), "{r}"),
+        other => panic!("accepted: {other:?}"),
+    }
+    h.must_reject(B, set(true, 1), RejectCode::UnknownUser);
 }
 
 #[test]

@@ -62,7 +62,7 @@ fn body() -> impl Strategy<Value = CommandBody> {
             about: Visibility::Nobody,
             read_receipts,
         }),
-        2 => any::<bool>().prop_map(|online| SetPresence { online }),
+        2 => (any::<bool>(), 0u64..3).prop_map(|(online, connection)| SetPresence { online, connection }),
         3 => (device(), 0u32..1000, 0u32..4).prop_map(|(device, first, n)| UploadPrekeys {
             device,
             prekeys: (first..first + n).map(|id| Prekey { id, key: id.to_le_bytes().to_vec() }).collect(),

@@ -229,7 +229,13 @@ mod tests {
                 // Revoking again (or a device without a session) changes nothing.
                 EventBody::SessionRevoked { user: U, device: DeviceId(2) },
                 EventBody::SessionRevoked { user: U, device: DeviceId(9) },
-                EventBody::PresenceChanged { user: U, online: true },
+                EventBody::PresenceChanged {
+                    user: U,
+                    online: true,
+                    device: DeviceId(1),
+                    connection: 1,
+                    device_online: true,
+                },
             ],
         )
         .unwrap();

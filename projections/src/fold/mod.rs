@@ -7,13 +7,17 @@
 //! [`roster`] (membership after the event), [`cursors`], [`chat_list`] (reads the
 //! roster), [`receipt_status`] (reads the roster and the cursors), [`inbox`]
 //! (reads the roster), [`directory`] (reads only its own keys), [`receipt_log`]
-//! (reads only its own keys). The directory is the only view of
-//! user-partition events so far.
+//! (reads only its own keys), then the views of user-partition events, each
+//! reading only its own keys: [`presence`], [`privacy`] (privacy settings and
+//! blocks) and [`contacts`].
 
 pub mod chat_list;
+pub mod contacts;
 pub mod cursors;
 pub mod directory;
 pub mod inbox;
+pub mod presence;
+pub mod privacy;
 pub mod receipt_log;
 pub mod receipt_status;
 pub mod roster;
@@ -48,4 +52,8 @@ pub enum Effect {
     /// its first message follows), see [`roster`]: edges holding their
     /// devices start taking the chat's deliveries.
     Joined { chat: ChatId, seq: Seq, users: Vec<UserId> },
+    /// `user`'s presence changed (`Some`: see [`presence`]), or who may see it
+    /// did (`None`: their privacy settings, blocks or contacts changed; see
+    /// [`privacy`], [`contacts`]). Published on `chorus.presence.<user>`.
+    Presence { user: UserId, presence: Option<presence::Presence> },
 }

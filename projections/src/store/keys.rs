@@ -20,6 +20,10 @@
 //! | `0x12` | `12 ‖ chat` | [`roster::Details`](crate::fold::roster::Details): a group's name and description | roster |
 //! | `0x28` | `28 ‖ chat ‖ user` | the user's best [`Cursors`](chorus_schema::Cursors) over their devices | receipt_log |
 //! | `0x29` | `29 ‖ chat ‖ user ‖ kind u8 ‖ seq` | `at_ms` `u64`: the user's best cursor of `kind` (0 delivered, 1 read) reached seq | receipt_log |
+//! | `0xa0` | `a0 ‖ user` | [`presence::Presence`](crate::fold::presence::Presence) | presence |
+//! | `0xa1` | `a1 ‖ user` | [`privacy::Privacy`](crate::fold::privacy::Privacy): the user's privacy settings | privacy |
+//! | `0xa2` | `a2 ‖ user ‖ target` | `()`: `user` blocks `target` | privacy |
+//! | `0xa8` | `a8 ‖ user ‖ contact` | `()`: `contact` is in `user`'s contact list | contacts |
 //!
 //! Tags are spaced so that a view can add a key family next to its own. A tag is
 //! never reused for another meaning; a change of value format takes a new tag.
@@ -46,6 +50,11 @@ pub const INBOX: u8 = 0x60;
 pub const ROSTER_INFO: u8 = 0x12;
 pub const RECEIPT_BEST: u8 = 0x28;
 pub const RECEIPT_STEP: u8 = 0x29;
+// issue 12: presence, privacy, contacts
+pub const PRESENCE: u8 = 0xa0;
+pub const PRIVACY: u8 = 0xa1;
+pub const BLOCKS: u8 = 0xa2;
+pub const CONTACTS: u8 = 0xa8;
 
 struct Key(Vec<u8>);
 
@@ -209,6 +218,30 @@ pub fn receipt_steps(chat: &ChatId, user: UserId, kind: u8) -> Vec<u8> {
     let mut k = Key::new(RECEIPT_STEP).chat(chat).user(user);
     k.0.push(kind);
     k.0
+}
+/// `a0 ‖ user`.
+pub fn presence(user: UserId) -> Vec<u8> {
+    Key::new(PRESENCE).user(user).0
+}
+
+/// `a1 ‖ user`.
+pub fn privacy(user: UserId) -> Vec<u8> {
+    Key::new(PRIVACY).user(user).0
+}
+
+/// `a2 ‖ user ‖ target`.
+pub fn block(user: UserId, target: UserId) -> Vec<u8> {
+    Key::new(BLOCKS).user(user).user(target).0
+}
+
+/// `a8 ‖ user ‖ contact`.
+pub fn contact(user: UserId, contact: UserId) -> Vec<u8> {
+    Key::new(CONTACTS).user(user).user(contact).0
+}
+
+/// `a8 ‖ user`: every contact of a user.
+pub fn contacts_of(user: UserId) -> Vec<u8> {
+    Key::new(CONTACTS).user(user).0
 }
 
 /// The first key after every key that starts with `prefix` (`None` if the

@@ -4184,7 +4184,9 @@ impl ::core::fmt::Debug for PrivacyChanged<'_> {
 pub enum PresenceChangedOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// An online/offline transition; its time is the event's at_ms.
+/// A connection of `device` came online (`device_online`) or went away;
+/// `online` is the user's presence after it (online while any device has a
+/// connection). Its time is the event's at_ms: the user's last seen.
 pub struct PresenceChanged<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -4200,6 +4202,9 @@ impl<'a> ::flatbuffers::Follow<'a> for PresenceChanged<'a> {
 impl<'a> PresenceChanged<'a> {
   pub const VT_USER: ::flatbuffers::VOffsetT = 4;
   pub const VT_ONLINE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CONNECTION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DEVICE_ONLINE: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4211,7 +4216,10 @@ impl<'a> PresenceChanged<'a> {
     args: &'args PresenceChangedArgs
   ) -> ::flatbuffers::WIPOffset<PresenceChanged<'bldr>> {
     let mut builder = PresenceChangedBuilder::new(_fbb);
+    builder.add_connection(args.connection);
     builder.add_user(args.user);
+    builder.add_device(args.device);
+    builder.add_device_online(args.device_online);
     builder.add_online(args.online);
     builder.finish()
   }
@@ -4231,6 +4239,27 @@ impl<'a> PresenceChanged<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(PresenceChanged::VT_ONLINE, Some(false)).unwrap()}
   }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PresenceChanged::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn connection(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceChanged::VT_CONNECTION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device_online(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceChanged::VT_DEVICE_ONLINE, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PresenceChanged<'_> {
@@ -4241,6 +4270,9 @@ impl ::flatbuffers::Verifiable for PresenceChanged<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("user", Self::VT_USER, false)?
      .visit_field::<bool>("online", Self::VT_ONLINE, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<u64>("connection", Self::VT_CONNECTION, false)?
+     .visit_field::<bool>("device_online", Self::VT_DEVICE_ONLINE, false)?
      .finish();
     Ok(())
   }
@@ -4248,6 +4280,9 @@ impl ::flatbuffers::Verifiable for PresenceChanged<'_> {
 pub struct PresenceChangedArgs {
     pub user: u64,
     pub online: bool,
+    pub device: u32,
+    pub connection: u64,
+    pub device_online: bool,
 }
 impl<'a> Default for PresenceChangedArgs {
   #[inline]
@@ -4255,6 +4290,9 @@ impl<'a> Default for PresenceChangedArgs {
     PresenceChangedArgs {
       user: 0,
       online: false,
+      device: 0,
+      connection: 0,
+      device_online: false,
     }
   }
 }
@@ -4271,6 +4309,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceChangedBuilder<'a, 'b
   #[inline]
   pub fn add_online(&mut self, online: bool) {
     self.fbb_.push_slot::<bool>(PresenceChanged::VT_ONLINE, online, false);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(PresenceChanged::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_connection(&mut self, connection: u64) {
+    self.fbb_.push_slot::<u64>(PresenceChanged::VT_CONNECTION, connection, 0);
+  }
+  #[inline]
+  pub fn add_device_online(&mut self, device_online: bool) {
+    self.fbb_.push_slot::<bool>(PresenceChanged::VT_DEVICE_ONLINE, device_online, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceChangedBuilder<'a, 'b, A> {
@@ -4292,6 +4342,9 @@ impl ::core::fmt::Debug for PresenceChanged<'_> {
     let mut ds = f.debug_struct("PresenceChanged");
       ds.field("user", &self.user());
       ds.field("online", &self.online());
+      ds.field("device", &self.device());
+      ds.field("connection", &self.connection());
+      ds.field("device_online", &self.device_online());
       ds.finish()
   }
 }
@@ -8854,6 +8907,10 @@ impl ::core::fmt::Debug for SetPrivacy<'_> {
 pub enum SetPresenceOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// One connection of the origin device came online (`online`) or went away.
+/// `connection`: the edge's random id of that connection, so that a late
+/// offline of an old connection does not take a newer one of the same device
+/// offline (reconnects race across edges).
 pub struct SetPresence<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -8868,6 +8925,7 @@ impl<'a> ::flatbuffers::Follow<'a> for SetPresence<'a> {
 
 impl<'a> SetPresence<'a> {
   pub const VT_ONLINE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CONNECTION: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8879,6 +8937,7 @@ impl<'a> SetPresence<'a> {
     args: &'args SetPresenceArgs
   ) -> ::flatbuffers::WIPOffset<SetPresence<'bldr>> {
     let mut builder = SetPresenceBuilder::new(_fbb);
+    builder.add_connection(args.connection);
     builder.add_online(args.online);
     builder.finish()
   }
@@ -8891,6 +8950,13 @@ impl<'a> SetPresence<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(SetPresence::VT_ONLINE, Some(false)).unwrap()}
   }
+  #[inline]
+  pub fn connection(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetPresence::VT_CONNECTION, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for SetPresence<'_> {
@@ -8900,18 +8966,21 @@ impl ::flatbuffers::Verifiable for SetPresence<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<bool>("online", Self::VT_ONLINE, false)?
+     .visit_field::<u64>("connection", Self::VT_CONNECTION, false)?
      .finish();
     Ok(())
   }
 }
 pub struct SetPresenceArgs {
     pub online: bool,
+    pub connection: u64,
 }
 impl<'a> Default for SetPresenceArgs {
   #[inline]
   fn default() -> Self {
     SetPresenceArgs {
       online: false,
+      connection: 0,
     }
   }
 }
@@ -8924,6 +8993,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPresenceBuilder<'a, 'b, A>
   #[inline]
   pub fn add_online(&mut self, online: bool) {
     self.fbb_.push_slot::<bool>(SetPresence::VT_ONLINE, online, false);
+  }
+  #[inline]
+  pub fn add_connection(&mut self, connection: u64) {
+    self.fbb_.push_slot::<u64>(SetPresence::VT_CONNECTION, connection, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPresenceBuilder<'a, 'b, A> {
@@ -8944,6 +9017,7 @@ impl ::core::fmt::Debug for SetPresence<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("SetPresence");
       ds.field("online", &self.online());
+      ds.field("connection", &self.connection());
       ds.finish()
   }
 }
@@ -15051,10 +15125,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 17;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 20;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 18] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 21] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -15073,6 +15147,9 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 18] = [
   ClientFrameBody::ListDevices,
   ClientFrameBody::GroupInfoRequest,
   ClientFrameBody::MessageInfoRequest,
+  ClientFrameBody::SubscribePresence,
+  ClientFrameBody::Typing,
+  ClientFrameBody::SetPrivacy,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15098,9 +15175,12 @@ impl ClientFrameBody {
   pub const ListDevices: Self = Self(15);
   pub const GroupInfoRequest: Self = Self(16);
   pub const MessageInfoRequest: Self = Self(17);
+  pub const SubscribePresence: Self = Self(18);
+  pub const Typing: Self = Self(19);
+  pub const SetPrivacy: Self = Self(20);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 20;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -15120,6 +15200,9 @@ impl ClientFrameBody {
     Self::ListDevices,
     Self::GroupInfoRequest,
     Self::MessageInfoRequest,
+    Self::SubscribePresence,
+    Self::Typing,
+    Self::SetPrivacy,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15142,6 +15225,9 @@ impl ClientFrameBody {
       Self::ListDevices => Some("ListDevices"),
       Self::GroupInfoRequest => Some("GroupInfoRequest"),
       Self::MessageInfoRequest => Some("MessageInfoRequest"),
+      Self::SubscribePresence => Some("SubscribePresence"),
+      Self::Typing => Some("Typing"),
+      Self::SetPrivacy => Some("SetPrivacy"),
       _ => None,
     }
   }
@@ -15441,10 +15527,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 16;
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 17] = [
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 19] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -15462,6 +15548,8 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 17] = [
   ServerFrameBody::DeviceList,
   ServerFrameBody::GroupInfo,
   ServerFrameBody::MessageInfo,
+  ServerFrameBody::Presence,
+  ServerFrameBody::PeerTyping,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15486,9 +15574,11 @@ impl ServerFrameBody {
   pub const DeviceList: Self = Self(14);
   pub const GroupInfo: Self = Self(15);
   pub const MessageInfo: Self = Self(16);
+  pub const Presence: Self = Self(17);
+  pub const PeerTyping: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -15507,6 +15597,8 @@ impl ServerFrameBody {
     Self::DeviceList,
     Self::GroupInfo,
     Self::MessageInfo,
+    Self::Presence,
+    Self::PeerTyping,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15528,6 +15620,8 @@ impl ServerFrameBody {
       Self::DeviceList => Some("DeviceList"),
       Self::GroupInfo => Some("GroupInfo"),
       Self::MessageInfo => Some("MessageInfo"),
+      Self::Presence => Some("Presence"),
+      Self::PeerTyping => Some("PeerTyping"),
       _ => None,
     }
   }
@@ -18455,6 +18549,388 @@ impl ::core::fmt::Debug for MessageInfoRequest<'_> {
       ds.finish()
   }
 }
+pub enum SubscribePresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Watch the presence of `users` (replaces the connection's watch list):
+/// a `Presence` frame for each now, and on every change after it, on the
+/// delivery stream. What a watcher sees follows each target's privacy.
+pub struct SubscribePresence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SubscribePresence<'a> {
+  type Inner = SubscribePresence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SubscribePresence<'a> {
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SubscribePresence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SubscribePresenceArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SubscribePresence<'bldr>> {
+    let mut builder = SubscribePresenceBuilder::new(_fbb);
+    if let Some(x) = args.users { builder.add_users(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn users(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(SubscribePresence::VT_USERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SubscribePresence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("users", Self::VT_USERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SubscribePresenceArgs<'a> {
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for SubscribePresenceArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SubscribePresenceArgs {
+      users: None, // required field
+    }
+  }
+}
+
+pub struct SubscribePresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SubscribePresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SubscribePresence::VT_USERS, users);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SubscribePresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SubscribePresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SubscribePresence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SubscribePresence::VT_USERS,"users");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SubscribePresence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SubscribePresence");
+      ds.field("users", &self.users());
+      ds.finish()
+  }
+}
+pub enum TypingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// This user is (or stopped) typing in `chat`: relayed to the chat's other
+/// members' devices, never logged. Refresh it within 5 s or it expires.
+pub struct Typing<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Typing<'a> {
+  type Inner = Typing<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Typing<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TYPING: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Typing { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TypingArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Typing<'bldr>> {
+    let mut builder = TypingBuilder::new(_fbb);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_typing(args.typing);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Typing::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn typing(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Typing::VT_TYPING, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Typing<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<bool>("typing", Self::VT_TYPING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TypingArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub typing: bool,
+}
+impl<'a> Default for TypingArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TypingArgs {
+      chat: None, // required field
+      typing: false,
+    }
+  }
+}
+
+pub struct TypingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TypingBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Typing::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_typing(&mut self, typing: bool) {
+    self.fbb_.push_slot::<bool>(Typing::VT_TYPING, typing, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TypingBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TypingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Typing<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Typing::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Typing<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Typing");
+      ds.field("chat", &self.chat());
+      ds.field("typing", &self.typing());
+      ds.finish()
+  }
+}
+pub enum SetPrivacyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Who sees this user's last seen (and online), profile photo and about;
+/// whether they send read receipts. Answered `Done`.
+pub struct SetPrivacy<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetPrivacy<'a> {
+  type Inner = SetPrivacy<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetPrivacy<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST_SEEN: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PROFILE_PHOTO: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ABOUT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_READ_RECEIPTS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetPrivacy { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetPrivacyArgs
+  ) -> ::flatbuffers::WIPOffset<SetPrivacy<'bldr>> {
+    let mut builder = SetPrivacyBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_read_receipts(args.read_receipts);
+    builder.add_about(args.about);
+    builder.add_profile_photo(args.profile_photo);
+    builder.add_last_seen(args.last_seen);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetPrivacy::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seen(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_LAST_SEEN, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn profile_photo(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_PROFILE_PHOTO, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn about(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_ABOUT, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn read_receipts(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetPrivacy::VT_READ_RECEIPTS, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetPrivacy<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::Visibility>("last_seen", Self::VT_LAST_SEEN, false)?
+     .visit_field::<super::Visibility>("profile_photo", Self::VT_PROFILE_PHOTO, false)?
+     .visit_field::<super::Visibility>("about", Self::VT_ABOUT, false)?
+     .visit_field::<bool>("read_receipts", Self::VT_READ_RECEIPTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetPrivacyArgs {
+    pub client_msg_id: u64,
+    pub last_seen: super::Visibility,
+    pub profile_photo: super::Visibility,
+    pub about: super::Visibility,
+    pub read_receipts: bool,
+}
+impl<'a> Default for SetPrivacyArgs {
+  #[inline]
+  fn default() -> Self {
+    SetPrivacyArgs {
+      client_msg_id: 0,
+      last_seen: super::Visibility::Everyone,
+      profile_photo: super::Visibility::Everyone,
+      about: super::Visibility::Everyone,
+      read_receipts: false,
+    }
+  }
+}
+
+pub struct SetPrivacyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPrivacyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(SetPrivacy::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_last_seen(&mut self, last_seen: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_LAST_SEEN, last_seen, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_profile_photo(&mut self, profile_photo: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_PROFILE_PHOTO, profile_photo, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_about(&mut self, about: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_ABOUT, about, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_read_receipts(&mut self, read_receipts: bool) {
+    self.fbb_.push_slot::<bool>(SetPrivacy::VT_READ_RECEIPTS, read_receipts, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPrivacyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetPrivacyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetPrivacy<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetPrivacy<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetPrivacy");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("last_seen", &self.last_seen());
+      ds.field("profile_photo", &self.profile_photo());
+      ds.field("about", &self.about());
+      ds.field("read_receipts", &self.read_receipts());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -18742,6 +19218,48 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_subscribe_presence(&self) -> Option<SubscribePresence<'a>> {
+    if self.body_type() == ClientFrameBody::SubscribePresence {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SubscribePresence::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_typing(&self) -> Option<Typing<'a>> {
+    if self.body_type() == ClientFrameBody::Typing {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Typing::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_privacy(&self) -> Option<SetPrivacy<'a>> {
+    if self.body_type() == ClientFrameBody::SetPrivacy {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetPrivacy::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -18769,6 +19287,9 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::ListDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListDevices>>("ClientFrameBody::ListDevices", pos),
           ClientFrameBody::GroupInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfoRequest>>("ClientFrameBody::GroupInfoRequest", pos),
           ClientFrameBody::MessageInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfoRequest>>("ClientFrameBody::MessageInfoRequest", pos),
+          ClientFrameBody::SubscribePresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubscribePresence>>("ClientFrameBody::SubscribePresence", pos),
+          ClientFrameBody::Typing => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Typing>>("ClientFrameBody::Typing", pos),
+          ClientFrameBody::SetPrivacy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPrivacy>>("ClientFrameBody::SetPrivacy", pos),
           _ => Ok(()),
         }
      })?
@@ -18938,6 +19459,27 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::MessageInfoRequest => {
           if let Some(x) = self.body_as_message_info_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SubscribePresence => {
+          if let Some(x) = self.body_as_subscribe_presence() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Typing => {
+          if let Some(x) = self.body_as_typing() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SetPrivacy => {
+          if let Some(x) = self.body_as_set_privacy() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -21362,6 +21904,289 @@ impl ::core::fmt::Debug for MessageInfo<'_> {
       ds.finish()
   }
 }
+pub enum PresenceOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The presence of a watched user. `visible` false: their privacy settings
+/// (or a block) withhold it from this user; `online` and `last_seen_ms` are
+/// then false and 0. `last_seen_ms`: when their presence last changed (0: never).
+pub struct Presence<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Presence<'a> {
+  type Inner = Presence<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Presence<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VISIBLE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ONLINE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LAST_SEEN_MS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Presence { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceArgs
+  ) -> ::flatbuffers::WIPOffset<Presence<'bldr>> {
+    let mut builder = PresenceBuilder::new(_fbb);
+    builder.add_last_seen_ms(args.last_seen_ms);
+    builder.add_user(args.user);
+    builder.add_online(args.online);
+    builder.add_visible(args.visible);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Presence::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn visible(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Presence::VT_VISIBLE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn online(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Presence::VT_ONLINE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seen_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Presence::VT_LAST_SEEN_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Presence<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("visible", Self::VT_VISIBLE, false)?
+     .visit_field::<bool>("online", Self::VT_ONLINE, false)?
+     .visit_field::<u64>("last_seen_ms", Self::VT_LAST_SEEN_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceArgs {
+    pub user: u64,
+    pub visible: bool,
+    pub online: bool,
+    pub last_seen_ms: u64,
+}
+impl<'a> Default for PresenceArgs {
+  #[inline]
+  fn default() -> Self {
+    PresenceArgs {
+      user: 0,
+      visible: false,
+      online: false,
+      last_seen_ms: 0,
+    }
+  }
+}
+
+pub struct PresenceBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(Presence::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_visible(&mut self, visible: bool) {
+    self.fbb_.push_slot::<bool>(Presence::VT_VISIBLE, visible, false);
+  }
+  #[inline]
+  pub fn add_online(&mut self, online: bool) {
+    self.fbb_.push_slot::<bool>(Presence::VT_ONLINE, online, false);
+  }
+  #[inline]
+  pub fn add_last_seen_ms(&mut self, last_seen_ms: u64) {
+    self.fbb_.push_slot::<u64>(Presence::VT_LAST_SEEN_MS, last_seen_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Presence<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Presence<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Presence");
+      ds.field("user", &self.user());
+      ds.field("visible", &self.visible());
+      ds.field("online", &self.online());
+      ds.field("last_seen_ms", &self.last_seen_ms());
+      ds.finish()
+  }
+}
+pub enum PeerTypingOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `user` is (or stopped) typing in `chat`. A `typing` indicator lapses 5 s
+/// after it arrived unless refreshed.
+pub struct PeerTyping<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PeerTyping<'a> {
+  type Inner = PeerTyping<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PeerTyping<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TYPING: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PeerTyping { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PeerTypingArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PeerTyping<'bldr>> {
+    let mut builder = PeerTypingBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_typing(args.typing);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(PeerTyping::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PeerTyping::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn typing(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PeerTyping::VT_TYPING, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PeerTyping<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("typing", Self::VT_TYPING, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PeerTypingArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub user: u64,
+    pub typing: bool,
+}
+impl<'a> Default for PeerTypingArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PeerTypingArgs {
+      chat: None, // required field
+      user: 0,
+      typing: false,
+    }
+  }
+}
+
+pub struct PeerTypingBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerTypingBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(PeerTyping::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(PeerTyping::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_typing(&mut self, typing: bool) {
+    self.fbb_.push_slot::<bool>(PeerTyping::VT_TYPING, typing, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerTypingBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PeerTypingBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PeerTyping<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PeerTyping::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PeerTyping<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PeerTyping");
+      ds.field("chat", &self.chat());
+      ds.field("user", &self.user());
+      ds.field("typing", &self.typing());
+      ds.finish()
+  }
+}
 pub enum ServerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -21635,6 +22460,34 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_presence(&self) -> Option<Presence<'a>> {
+    if self.body_type() == ServerFrameBody::Presence {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Presence::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_peer_typing(&self) -> Option<PeerTyping<'a>> {
+    if self.body_type() == ServerFrameBody::PeerTyping {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PeerTyping::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -21661,6 +22514,8 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::DeviceList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceList>>("ServerFrameBody::DeviceList", pos),
           ServerFrameBody::GroupInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfo>>("ServerFrameBody::GroupInfo", pos),
           ServerFrameBody::MessageInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfo>>("ServerFrameBody::MessageInfo", pos),
+          ServerFrameBody::Presence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Presence>>("ServerFrameBody::Presence", pos),
+          ServerFrameBody::PeerTyping => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PeerTyping>>("ServerFrameBody::PeerTyping", pos),
           _ => Ok(()),
         }
      })?
@@ -21828,6 +22683,20 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        ServerFrameBody::Presence => {
+          if let Some(x) = self.body_as_presence() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::PeerTyping => {
+          if let Some(x) = self.body_as_peer_typing() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
@@ -21934,10 +22803,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_QUERY: u8 = 9;
+pub const ENUM_MAX_VIEW_QUERY: u8 = 11;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 10] = [
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 12] = [
   ViewQuery::NONE,
   ViewQuery::ChatListRequest,
   ViewQuery::CursorsRequest,
@@ -21948,6 +22817,8 @@ pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 10] = [
   ViewQuery::DevicesRequest,
   ViewQuery::GroupInfoRequest,
   ViewQuery::MessageInfoRequest,
+  ViewQuery::PresenceRequest,
+  ViewQuery::MembersRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -21965,9 +22836,11 @@ impl ViewQuery {
   pub const DevicesRequest: Self = Self(7);
   pub const GroupInfoRequest: Self = Self(8);
   pub const MessageInfoRequest: Self = Self(9);
+  pub const PresenceRequest: Self = Self(10);
+  pub const MembersRequest: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListRequest,
@@ -21979,6 +22852,8 @@ impl ViewQuery {
     Self::DevicesRequest,
     Self::GroupInfoRequest,
     Self::MessageInfoRequest,
+    Self::PresenceRequest,
+    Self::MembersRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -21993,6 +22868,8 @@ impl ViewQuery {
       Self::DevicesRequest => Some("DevicesRequest"),
       Self::GroupInfoRequest => Some("GroupInfoRequest"),
       Self::MessageInfoRequest => Some("MessageInfoRequest"),
+      Self::PresenceRequest => Some("PresenceRequest"),
+      Self::MembersRequest => Some("MembersRequest"),
       _ => None,
     }
   }
@@ -22317,10 +23194,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for InfoRefusal {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_ANSWER: u8 = 10;
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 12;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 11] = [
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 13] = [
   ViewAnswer::NONE,
   ViewAnswer::ChatListPage,
   ViewAnswer::CursorsPage,
@@ -22332,6 +23209,8 @@ pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 11] = [
   ViewAnswer::LinkedDevices,
   ViewAnswer::GroupInfo,
   ViewAnswer::MessageInfo,
+  ViewAnswer::PresenceInfo,
+  ViewAnswer::Members,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -22350,9 +23229,11 @@ impl ViewAnswer {
   pub const LinkedDevices: Self = Self(8);
   pub const GroupInfo: Self = Self(9);
   pub const MessageInfo: Self = Self(10);
+  pub const PresenceInfo: Self = Self(11);
+  pub const Members: Self = Self(12);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 10;
+  pub const ENUM_MAX: u8 = 12;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListPage,
@@ -22365,6 +23246,8 @@ impl ViewAnswer {
     Self::LinkedDevices,
     Self::GroupInfo,
     Self::MessageInfo,
+    Self::PresenceInfo,
+    Self::Members,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -22380,6 +23263,8 @@ impl ViewAnswer {
       Self::LinkedDevices => Some("LinkedDevices"),
       Self::GroupInfo => Some("GroupInfo"),
       Self::MessageInfo => Some("MessageInfo"),
+      Self::PresenceInfo => Some("PresenceInfo"),
+      Self::Members => Some("Members"),
       _ => None,
     }
   }
@@ -23564,6 +24449,307 @@ impl ::core::fmt::Debug for ChatJoined<'_> {
       ds.finish()
   }
 }
+pub enum PresenceUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The presence of `user` changed (`online`, `last_seen_ms`), or, with
+/// `audience` set, who may see it did (their privacy, contacts or blocks):
+/// edges then ask again for each watcher (the presence fields are unset).
+pub struct PresenceUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceUpdate<'a> {
+  type Inner = PresenceUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceUpdate<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONLINE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LAST_SEEN_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_AUDIENCE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceUpdateArgs
+  ) -> ::flatbuffers::WIPOffset<PresenceUpdate<'bldr>> {
+    let mut builder = PresenceUpdateBuilder::new(_fbb);
+    builder.add_last_seen_ms(args.last_seen_ms);
+    builder.add_user(args.user);
+    builder.add_audience(args.audience);
+    builder.add_online(args.online);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceUpdate::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn online(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceUpdate::VT_ONLINE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seen_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceUpdate::VT_LAST_SEEN_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn audience(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceUpdate::VT_AUDIENCE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("online", Self::VT_ONLINE, false)?
+     .visit_field::<u64>("last_seen_ms", Self::VT_LAST_SEEN_MS, false)?
+     .visit_field::<bool>("audience", Self::VT_AUDIENCE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceUpdateArgs {
+    pub user: u64,
+    pub online: bool,
+    pub last_seen_ms: u64,
+    pub audience: bool,
+}
+impl<'a> Default for PresenceUpdateArgs {
+  #[inline]
+  fn default() -> Self {
+    PresenceUpdateArgs {
+      user: 0,
+      online: false,
+      last_seen_ms: 0,
+      audience: false,
+    }
+  }
+}
+
+pub struct PresenceUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(PresenceUpdate::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_online(&mut self, online: bool) {
+    self.fbb_.push_slot::<bool>(PresenceUpdate::VT_ONLINE, online, false);
+  }
+  #[inline]
+  pub fn add_last_seen_ms(&mut self, last_seen_ms: u64) {
+    self.fbb_.push_slot::<u64>(PresenceUpdate::VT_LAST_SEEN_MS, last_seen_ms, 0);
+  }
+  #[inline]
+  pub fn add_audience(&mut self, audience: bool) {
+    self.fbb_.push_slot::<bool>(PresenceUpdate::VT_AUDIENCE, audience, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceUpdate");
+      ds.field("user", &self.user());
+      ds.field("online", &self.online());
+      ds.field("last_seen_ms", &self.last_seen_ms());
+      ds.field("audience", &self.audience());
+      ds.finish()
+  }
+}
+pub enum TypingSignalOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Published by an edge (never logged): `user` is (or stopped) typing in
+/// `chat`, for the devices of `recipients` (the chat's other members).
+pub struct TypingSignal<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TypingSignal<'a> {
+  type Inner = TypingSignal<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TypingSignal<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TYPING: ::flatbuffers::VOffsetT = 8;
+  pub const VT_RECIPIENTS: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TypingSignal { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TypingSignalArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<TypingSignal<'bldr>> {
+    let mut builder = TypingSignalBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.recipients { builder.add_recipients(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_typing(args.typing);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(TypingSignal::VT_CHAT, None).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TypingSignal::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn typing(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(TypingSignal::VT_TYPING, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn recipients(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(TypingSignal::VT_RECIPIENTS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TypingSignal<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("typing", Self::VT_TYPING, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("recipients", Self::VT_RECIPIENTS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TypingSignalArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+    pub user: u64,
+    pub typing: bool,
+    pub recipients: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for TypingSignalArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    TypingSignalArgs {
+      chat: None, // required field
+      user: 0,
+      typing: false,
+      recipients: None, // required field
+    }
+  }
+}
+
+pub struct TypingSignalBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TypingSignalBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(TypingSignal::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(TypingSignal::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_typing(&mut self, typing: bool) {
+    self.fbb_.push_slot::<bool>(TypingSignal::VT_TYPING, typing, false);
+  }
+  #[inline]
+  pub fn add_recipients(&mut self, recipients: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(TypingSignal::VT_RECIPIENTS, recipients);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TypingSignalBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TypingSignalBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TypingSignal<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, TypingSignal::VT_CHAT,"chat");
+    self.fbb_.required(o, TypingSignal::VT_RECIPIENTS,"recipients");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TypingSignal<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TypingSignal");
+      ds.field("chat", &self.chat());
+      ds.field("user", &self.user());
+      ds.field("typing", &self.typing());
+      ds.field("recipients", &self.recipients());
+      ds.finish()
+  }
+}
 pub enum ChatListRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -24662,6 +25848,218 @@ impl ::core::fmt::Debug for MessageInfoRequest<'_> {
       ds.finish()
   }
 }
+pub enum PresenceRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The presence of `user` as `viewer` may see it.
+pub struct PresenceRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceRequest<'a> {
+  type Inner = PresenceRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VIEWER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceRequestArgs
+  ) -> ::flatbuffers::WIPOffset<PresenceRequest<'bldr>> {
+    let mut builder = PresenceRequestBuilder::new(_fbb);
+    builder.add_viewer(args.viewer);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceRequest::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn viewer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceRequest::VT_VIEWER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u64>("viewer", Self::VT_VIEWER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceRequestArgs {
+    pub user: u64,
+    pub viewer: u64,
+}
+impl<'a> Default for PresenceRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    PresenceRequestArgs {
+      user: 0,
+      viewer: 0,
+    }
+  }
+}
+
+pub struct PresenceRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(PresenceRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_viewer(&mut self, viewer: u64) {
+    self.fbb_.push_slot::<u64>(PresenceRequest::VT_VIEWER, viewer, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceRequest");
+      ds.field("user", &self.user());
+      ds.field("viewer", &self.viewer());
+      ds.finish()
+  }
+}
+pub enum MembersRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The current members of `chat`.
+pub struct MembersRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MembersRequest<'a> {
+  type Inner = MembersRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MembersRequest<'a> {
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MembersRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MembersRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MembersRequest<'bldr>> {
+    let mut builder = MembersRequestBuilder::new(_fbb);
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn chat(&self) -> &'a super::ChatId {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(MembersRequest::VT_CHAT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MembersRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MembersRequestArgs<'a> {
+    pub chat: Option<&'a super::ChatId>,
+}
+impl<'a> Default for MembersRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MembersRequestArgs {
+      chat: None, // required field
+    }
+  }
+}
+
+pub struct MembersRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MembersRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(MembersRequest::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MembersRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MembersRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MembersRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MembersRequest::VT_CHAT,"chat");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MembersRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MembersRequest");
+      ds.field("chat", &self.chat());
+      ds.finish()
+  }
+}
 pub enum ViewRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -24837,6 +26235,34 @@ impl<'a> ViewRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_presence_request(&self) -> Option<PresenceRequest<'a>> {
+    if self.query_type() == ViewQuery::PresenceRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresenceRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_members_request(&self) -> Option<MembersRequest<'a>> {
+    if self.query_type() == ViewQuery::MembersRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MembersRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewRequest<'_> {
@@ -24856,6 +26282,8 @@ impl ::flatbuffers::Verifiable for ViewRequest<'_> {
           ViewQuery::DevicesRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DevicesRequest>>("ViewQuery::DevicesRequest", pos),
           ViewQuery::GroupInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfoRequest>>("ViewQuery::GroupInfoRequest", pos),
           ViewQuery::MessageInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfoRequest>>("ViewQuery::MessageInfoRequest", pos),
+          ViewQuery::PresenceRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceRequest>>("ViewQuery::PresenceRequest", pos),
+          ViewQuery::MembersRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MembersRequest>>("ViewQuery::MembersRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -24969,6 +26397,20 @@ impl ::core::fmt::Debug for ViewRequest<'_> {
         },
         ViewQuery::MessageInfoRequest => {
           if let Some(x) = self.query_as_message_info_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::PresenceRequest => {
+          if let Some(x) = self.query_as_presence_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::MembersRequest => {
+          if let Some(x) = self.query_as_members_request() {
             ds.field("query", &x)
           } else {
             ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -26335,6 +27777,252 @@ impl ::core::fmt::Debug for MessageInfo<'_> {
       ds.finish()
   }
 }
+pub enum PresenceInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `visible` false: withheld from the viewer (privacy or a block); the rest unset.
+pub struct PresenceInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PresenceInfo<'a> {
+  type Inner = PresenceInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PresenceInfo<'a> {
+  pub const VT_VISIBLE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONLINE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LAST_SEEN_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PresenceInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PresenceInfoArgs
+  ) -> ::flatbuffers::WIPOffset<PresenceInfo<'bldr>> {
+    let mut builder = PresenceInfoBuilder::new(_fbb);
+    builder.add_last_seen_ms(args.last_seen_ms);
+    builder.add_online(args.online);
+    builder.add_visible(args.visible);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn visible(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceInfo::VT_VISIBLE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn online(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(PresenceInfo::VT_ONLINE, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seen_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PresenceInfo::VT_LAST_SEEN_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PresenceInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("visible", Self::VT_VISIBLE, false)?
+     .visit_field::<bool>("online", Self::VT_ONLINE, false)?
+     .visit_field::<u64>("last_seen_ms", Self::VT_LAST_SEEN_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PresenceInfoArgs {
+    pub visible: bool,
+    pub online: bool,
+    pub last_seen_ms: u64,
+}
+impl<'a> Default for PresenceInfoArgs {
+  #[inline]
+  fn default() -> Self {
+    PresenceInfoArgs {
+      visible: false,
+      online: false,
+      last_seen_ms: 0,
+    }
+  }
+}
+
+pub struct PresenceInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PresenceInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_visible(&mut self, visible: bool) {
+    self.fbb_.push_slot::<bool>(PresenceInfo::VT_VISIBLE, visible, false);
+  }
+  #[inline]
+  pub fn add_online(&mut self, online: bool) {
+    self.fbb_.push_slot::<bool>(PresenceInfo::VT_ONLINE, online, false);
+  }
+  #[inline]
+  pub fn add_last_seen_ms(&mut self, last_seen_ms: u64) {
+    self.fbb_.push_slot::<u64>(PresenceInfo::VT_LAST_SEEN_MS, last_seen_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PresenceInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PresenceInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PresenceInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PresenceInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PresenceInfo");
+      ds.field("visible", &self.visible());
+      ds.field("online", &self.online());
+      ds.field("last_seen_ms", &self.last_seen_ms());
+      ds.finish()
+  }
+}
+pub enum MembersOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `known` false: no such chat. `members` sorted.
+pub struct Members<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Members<'a> {
+  type Inner = Members<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Members<'a> {
+  pub const VT_KNOWN: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Members { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MembersArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Members<'bldr>> {
+    let mut builder = MembersBuilder::new(_fbb);
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.add_known(args.known);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn known(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Members::VT_KNOWN, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Members::VT_MEMBERS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Members<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("known", Self::VT_KNOWN, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("members", Self::VT_MEMBERS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MembersArgs<'a> {
+    pub known: bool,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for MembersArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MembersArgs {
+      known: false,
+      members: None, // required field
+    }
+  }
+}
+
+pub struct MembersBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MembersBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_known(&mut self, known: bool) {
+    self.fbb_.push_slot::<bool>(Members::VT_KNOWN, known, false);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Members::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MembersBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MembersBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Members<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Members::VT_MEMBERS,"members");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Members<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Members");
+      ds.field("known", &self.known());
+      ds.field("members", &self.members());
+      ds.finish()
+  }
+}
 pub enum PairClaimOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -26658,6 +28346,34 @@ impl<'a> ViewReply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_presence_info(&self) -> Option<PresenceInfo<'a>> {
+    if self.answer_type() == ViewAnswer::PresenceInfo {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PresenceInfo::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_members(&self) -> Option<Members<'a>> {
+    if self.answer_type() == ViewAnswer::Members {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Members::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewReply<'_> {
@@ -26678,6 +28394,8 @@ impl ::flatbuffers::Verifiable for ViewReply<'_> {
           ViewAnswer::LinkedDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LinkedDevices>>("ViewAnswer::LinkedDevices", pos),
           ViewAnswer::GroupInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GroupInfo>>("ViewAnswer::GroupInfo", pos),
           ViewAnswer::MessageInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfo>>("ViewAnswer::MessageInfo", pos),
+          ViewAnswer::PresenceInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceInfo>>("ViewAnswer::PresenceInfo", pos),
+          ViewAnswer::Members => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Members>>("ViewAnswer::Members", pos),
           _ => Ok(()),
         }
      })?
@@ -26798,6 +28516,20 @@ impl ::core::fmt::Debug for ViewReply<'_> {
         },
         ViewAnswer::MessageInfo => {
           if let Some(x) = self.answer_as_message_info() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::PresenceInfo => {
+          if let Some(x) = self.answer_as_presence_info() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::Members => {
+          if let Some(x) = self.answer_as_members() {
             ds.field("answer", &x)
           } else {
             ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -107,7 +107,7 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
                 SetPrivacy { last_seen, profile_photo, about, read_receipts }
             }
         ),
-        any::<bool>().prop_map(|online| SetPresence { online }),
+        (any::<bool>(), any::<u64>()).prop_map(|(online, connection)| SetPresence { online, connection }),
         (device(), vec(prekey(), 0..6)).prop_map(|(device, prekeys)| UploadPrekeys { device, prekeys }),
         (user(), device()).prop_map(|(target, target_device)| ClaimPrekey { target, target_device }),
         (any::<u64>(), bytes(64), opt_media(), users(8)).prop_map(|(status_id, ciphertext, media, acl)| PostStatus {
@@ -207,7 +207,15 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
                 read_receipts
             }
         ),
-        (user(), any::<bool>()).prop_map(|(user, online)| PresenceChanged { user, online }),
+        (user(), any::<bool>(), any::<u32>(), any::<u64>(), any::<bool>()).prop_map(
+            |(user, online, device, connection, device_online)| PresenceChanged {
+                user,
+                online,
+                device: DeviceId(device),
+                connection,
+                device_online
+            }
+        ),
         (user(), device(), vec(prekey(), 0..6)).prop_map(|(user, device, prekeys)| PrekeysUploaded {
             user,
             device,
@@ -459,6 +467,18 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             chat,
             seq
         }),
+        // issue 12
+        vec(user(), 0..8).prop_map(|users| ClientFrame::SubscribePresence { users }),
+        (chat(), any::<bool>()).prop_map(|(chat, typing)| ClientFrame::Typing { chat, typing }),
+        (any::<u64>(), visibility(), visibility(), visibility(), any::<bool>()).prop_map(
+            |(c, last_seen, profile_photo, about, read_receipts)| ClientFrame::SetPrivacy {
+                client_msg_id: ClientMsgId(c),
+                last_seen,
+                profile_photo,
+                about,
+                read_receipts
+            }
+        ),
     ]
 }
 
@@ -595,7 +615,26 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
         (any::<u64>(), chat(), seq(), message_receipts()).prop_map(|(c, chat, seq, entries)| {
             ServerFrame::MessageInfo { client_msg_id: ClientMsgId(c), chat, seq, entries }
         }),
+        // issue 12
+        (user(), any::<bool>(), any::<bool>(), any::<u64>()).prop_map(|(user, visible, online, last_seen_ms)| {
+            ServerFrame::Presence { user, visible, online, last_seen_ms }
+        }),
+        (chat(), user(), any::<bool>()).prop_map(|(chat, user, typing)| ServerFrame::Typing { chat, user, typing }),
     ]
+}
+
+pub(crate) fn presence_update() -> impl Strategy<Value = bus::PresenceUpdate> {
+    (user(), any::<bool>(), any::<u64>(), any::<bool>())
+        .prop_map(|(user, online, last_seen_ms, audience)| bus::PresenceUpdate { user, online, last_seen_ms, audience })
+}
+
+pub(crate) fn typing_signal() -> impl Strategy<Value = bus::TypingSignal> {
+    (chat(), user(), any::<bool>(), vec(user(), 0..8)).prop_map(|(chat, user, typing, recipients)| bus::TypingSignal {
+        chat,
+        user,
+        typing,
+        recipients,
+    })
 }
 
 // ---- bus payloads ------------------------------------------------------------------
@@ -665,6 +704,8 @@ pub(crate) fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
             chat,
             seq
         })),
+        (user(), user()).prop_map(|(user, viewer)| Q::Presence(bus::PresenceRequest { user, viewer })),
+        chat().prop_map(|chat| Q::Members(bus::MembersRequest { chat })),
     ]
 }
 fn chat_list_entry() -> impl Strategy<Value = bus::ChatListEntry> {
@@ -711,5 +752,9 @@ pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
             info_refusal().prop_map(Err)
         ]
         .prop_map(|a| Ok(A::MessageInfo(a))),
+        (any::<bool>(), any::<bool>(), any::<u64>()).prop_map(|(visible, online, last_seen_ms)| Ok(A::Presence(
+            bus::PresenceInfo { visible, online, last_seen_ms }
+        ))),
+        (any::<bool>(), vec(user(), 0..8)).prop_map(|(known, members)| Ok(A::Members(bus::Members { known, members }))),
     ]
 }

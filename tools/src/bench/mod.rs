@@ -3,4 +3,5 @@
 pub mod e2e;
 pub mod group;
 pub mod log;
+pub mod presence;
 pub mod stats;

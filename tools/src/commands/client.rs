@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use chorus_client::{self as client, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::edge::{normalize_phone, user_for_phone};
-use chorus_schema::{ChatId, GroupOp, ReceiptKind, Recipient, UserId};
+use chorus_schema::{ChatId, GroupOp, ReceiptKind, Recipient, UserId, Visibility};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +108,36 @@ pub enum Cmd {
     Group {
         #[command(subcommand)]
         cmd: GroupCmd,
+    },
+    /// Watch users' presence (ids or +phones): prints each one's state now
+    /// and every change, as their privacy settings allow.
+    Presence {
+        #[arg(required = true, value_delimiter = ',')]
+        users: Vec<String>,
+        /// Stop after this long (ms); default: until interrupted.
+        #[arg(long)]
+        for_ms: Option<u64>,
+    },
+    /// Tell a chat's other members this user is typing (refreshed every 3 s
+    /// for --for-ms, then stopped); prints who else types there meanwhile.
+    Typing {
+        /// The chat id (32 hex digits), as printed by `chats`.
+        chat: ChatId,
+        #[arg(long, default_value_t = 5_000)]
+        for_ms: u64,
+    },
+    /// Set who sees this user's last seen and online status, profile photo
+    /// and about: everyone, contacts or nobody.
+    Privacy {
+        #[arg(long, default_value = "everyone", value_parser = visibility)]
+        last_seen: Visibility,
+        #[arg(long, default_value = "everyone", value_parser = visibility)]
+        profile_photo: Visibility,
+        #[arg(long, default_value = "everyone", value_parser = visibility)]
+        about: Visibility,
+        /// Send no read receipts.
+        #[arg(long)]
+        no_read_receipts: bool,
     },
     /// The chats this device has messages in (synced from the start).
     Chats,
@@ -352,12 +382,61 @@ pub async fn run(args: Args) -> Result<()> {
                     Event::Device { kind, device, at_ms } => {
                         eprintln!("device {device} of this account: {kind:?} at {at_ms}")
                     }
+                    Event::Presence { .. } | Event::Typing { .. } => print_event(&ev),
                 }
             }
             // Give the acks a moment to leave before closing.
             tokio::time::sleep(Duration::from_millis(300)).await;
             p.resume = Resume { positions: c.positions() };
             save(&args.profile, &p)?;
+            c.close();
+        }
+        Cmd::Privacy { last_seen, profile_photo, about, no_read_receipts } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let done = c.set_privacy(last_seen, profile_photo, about, !no_read_receipts).await;
+            c.close();
+            done?;
+            println!("privacy set: last seen {last_seen:?}, profile photo {profile_photo:?}, about {about:?}");
+        }
+        Cmd::Presence { users, for_ms } => {
+            let p = load(&args.profile)?;
+            let users = users.iter().map(|u| recipient(u)).collect::<Result<Vec<_>>>()?;
+            let (c, mut events) = Client::connect(config, p.credentials, p.resume).await?;
+            c.subscribe_presence(users);
+            let until =
+                tokio::time::Instant::now() + for_ms.map_or(Duration::from_secs(365 * 86_400), Duration::from_millis);
+            while let Ok(Some(ev)) = tokio::time::timeout_at(until, events.recv()).await {
+                print_event(&ev);
+            }
+            c.close();
+        }
+        Cmd::Typing { chat, for_ms } => {
+            let p = load(&args.profile)?;
+            let (c, mut events) = Client::connect(config, p.credentials, p.resume).await?;
+            let until = tokio::time::Instant::now() + Duration::from_millis(for_ms);
+            let mut refresh = tokio::time::interval(Duration::from_secs(3));
+            loop {
+                tokio::select! {
+                    _ = refresh.tick() => c.typing(chat, true),
+                    ev = events.recv() => match ev {
+                        Some(Event::Error { code, message }) => bail!("{code:?}: {message}"),
+                        Some(ev @ Event::Typing { .. }) => print_event(&ev),
+                        Some(_) => {}
+                        None => bail!("client stopped"),
+                    },
+                    () = tokio::time::sleep_until(until) => break,
+                }
+            }
+            c.typing(chat, false);
+            // Let the stop leave (and a NotMember come back) before closing.
+            let settle = tokio::time::Instant::now() + Duration::from_millis(500);
+            while let Ok(Some(ev)) = tokio::time::timeout_at(settle, events.recv()).await {
+                if let Event::Error { code, message } = ev {
+                    bail!("{code:?}: {message}");
+                }
+            }
+            println!("typed in {chat} for {for_ms} ms");
             c.close();
         }
         Cmd::Group { cmd } => {
@@ -479,5 +558,31 @@ fn describe(c: &chorus_client::ChatChange) -> String {
         GroupOp::Demote { member } => format!("{who} dismissed {member} as admin"),
         GroupOp::Leave => format!("{who} left"),
         GroupOp::ChangeInfo { name, description } => format!("{who} renamed the group {name:?} ({description:?})"),
+    }
+}
+
+/// `everyone`, `contacts` or `nobody`.
+fn visibility(s: &str) -> Result<Visibility> {
+    match s {
+        "everyone" => Ok(Visibility::Everyone),
+        "contacts" => Ok(Visibility::Contacts),
+        "nobody" => Ok(Visibility::Nobody),
+        other => bail!("{other:?}: everyone, contacts or nobody"),
+    }
+}
+
+/// Prints a presence or typing event (`chorus client presence|typing|listen`).
+fn print_event(ev: &Event) {
+    match ev {
+        Event::Presence { user, visible: false, .. } => println!("{user}: hidden"),
+        Event::Presence { user, online: true, .. } => println!("{user}: online"),
+        Event::Presence { user, last_seen_ms: 0, .. } => println!("{user}: offline (never seen)"),
+        Event::Presence { user, last_seen_ms, .. } => println!("{user}: offline, last seen at {last_seen_ms}"),
+        Event::Typing { chat, user, typing: true } => println!("[{chat}] {user} is typing"),
+        Event::Typing { chat, user, typing: false } => println!("[{chat}] {user} stopped typing"),
+        Event::Connected { edge } => eprintln!("connected to {edge}"),
+        Event::Disconnected { reason } => eprintln!("disconnected: {reason}"),
+        Event::Error { code, message } => eprintln!("error {code:?}: {message}"),
+        _ => {}
     }
 }

@@ -503,3 +503,68 @@ fn info_queries_are_answered_by_id_and_written_again_after_a_lost_connection() {
         "{out:?}"
     );
 }
+fn events(outputs: &[Output]) -> Vec<Event> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_typing_indicator_lapses_5_s_after_its_last_refresh_and_a_stop_ends_it_at_once() {
+    let (mut core, link) = live(1);
+    drain(&mut core);
+    let chat = ChatId([3; 16]);
+    let typing = |on: bool| ServerFrame::Typing { chat, user: UserId(9), typing: on };
+    let shown = |on: bool| vec![Event::Typing { chat, user: UserId(9), typing: on }];
+    core.handle_delivery_at(1_000, link, typing(true));
+    assert_eq!(events(&drain(&mut core)), shown(true));
+    // A refresh shows nothing new and pushes the lapse back.
+    core.handle_delivery_at(4_000, link, typing(true));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.poll_timeout(), Some(9_000));
+    core.handle_timeout(8_999);
+    assert!(drain(&mut core).is_empty());
+    core.handle_timeout(9_000);
+    assert_eq!(events(&drain(&mut core)), shown(false), "lapsed without a stop");
+    assert_eq!(core.poll_timeout(), None);
+    // A stop ends it at once; a stop of nothing shown says nothing.
+    core.handle_delivery_at(10_000, link, typing(true));
+    core.handle_delivery_at(10_500, link, typing(false));
+    assert_eq!(events(&drain(&mut core)), [shown(true), shown(false)].concat());
+    core.handle_delivery_at(10_600, link, typing(false));
+    assert!(drain(&mut core).is_empty());
+}
+
+#[test]
+fn the_presence_watch_list_is_sent_again_after_every_login_and_typing_only_while_live() {
+    let mut core = Core::new(&config(1), ME, Resume::default(), 0);
+    let first = drain(&mut core);
+    // Typing while not logged in is dropped; the watch list waits for the login.
+    core.typing(ChatId([1; 16]), true);
+    core.subscribe_presence(vec![UserId(8), UserId(7), UserId(8)]);
+    let (link, after) = log_in(&mut core, 0, &first);
+    let watch = ClientFrame::SubscribePresence { users: vec![UserId(7), UserId(8)] };
+    let sent = sends(&after);
+    assert!(sent.contains(&watch), "{sent:?}");
+    assert!(!sent.iter().any(|f| matches!(f, ClientFrame::Typing { .. })), "{sent:?}");
+    core.handle_delivery_at(
+        5,
+        link,
+        ServerFrame::Presence { user: UserId(7), visible: true, online: true, last_seen_ms: 4 },
+    );
+    assert_eq!(
+        events(&drain(&mut core)),
+        vec![Event::Presence { user: UserId(7), visible: true, online: true, last_seen_ms: 4 }]
+    );
+    core.typing(ChatId([1; 16]), true);
+    assert_eq!(sends(&drain(&mut core)), vec![ClientFrame::Typing { chat: ChatId([1; 16]), typing: true }]);
+    // After a reconnect the list is sent again.
+    core.reconnect(10);
+    let outputs = drain(&mut core);
+    let (_, after) = log_in(&mut core, 10, &outputs);
+    assert!(sends(&after).contains(&watch));
+}
