@@ -207,6 +207,19 @@ catalogue! {
             retryable: false, edge: Forbidden,
             meaning: "`SendDirect` to a user who blocks the sender (the direct chat's `SetDirectBlock` marker).",
         }
+        Expired = 12 {
+            retryable: false, edge: Expired,
+            meaning: "`ViewStatus` of a status post past its expiry (24 h after posting, or its shorter `ttl_ms`).",
+        }
+        RateLimited = 13 {
+            retryable: true, edge: RateLimited,
+            meaning: "`RecordContactLookup` past the user's allowance of phone hashes per day (`CONTACT_LOOKUPS_PER_DAY`, counted per UTC day of the partition's clock).",
+            action: "Retry after the next UTC midnight (the edge gives `retry_after_ms`).",
+        }
+        UnknownStatus = 14 {
+            retryable: false, edge: UnknownRecipient,
+            meaning: "`ViewStatus` of a status post that does not exist or whose audience does not admit the viewer (the two are not told apart).",
+        }
     }
 }
 
@@ -297,6 +310,11 @@ catalogue! {
             retryable: false,
             meaning: "This device logged out or was unlinked (at any edge): the edge closes every connection of the device at once.",
             action: "Stop; register again to come back.",
+        }
+        Expired = 17 {
+            retryable: false,
+            meaning: "The status post expired (it is visible 24 h): nothing was recorded.",
+            action: "Drop it from the list.",
         }
     }
 }

@@ -183,12 +183,102 @@ impl<'a> ::flatbuffers::Verifiable for Visibility {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Visibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_EVENT_BODY: u8 = 0;
+pub const ENUM_MIN_STATUS_AUDIENCE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 30;
+pub const ENUM_MAX_STATUS_AUDIENCE: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 31] = [
+pub const ENUM_VALUES_STATUS_AUDIENCE: [StatusAudience; 3] = [
+  StatusAudience::OnlyShareWith,
+  StatusAudience::Contacts,
+  StatusAudience::ContactsExcept,
+];
+
+/// Who sees a status post: only the listed users (the original access list,
+/// hence value 0), the poster's contacts, or the contacts except the listed.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct StatusAudience(pub u8);
+#[allow(non_upper_case_globals)]
+impl StatusAudience {
+  pub const OnlyShareWith: Self = Self(0);
+  pub const Contacts: Self = Self(1);
+  pub const ContactsExcept: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::OnlyShareWith,
+    Self::Contacts,
+    Self::ContactsExcept,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::OnlyShareWith => Some("OnlyShareWith"),
+      Self::Contacts => Some("Contacts"),
+      Self::ContactsExcept => Some("ContactsExcept"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for StatusAudience {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for StatusAudience {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for StatusAudience {
+    type Output = StatusAudience;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for StatusAudience {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for StatusAudience {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for StatusAudience {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_EVENT_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_EVENT_BODY: u8 = 32;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 33] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -220,6 +310,8 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 31] = [
   EventBody::OtpFailed,
   EventBody::RegistrationPinSet,
   EventBody::DirectBlockSet,
+  EventBody::StatusViewed,
+  EventBody::ContactLookupRecorded,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -258,9 +350,11 @@ impl EventBody {
   pub const OtpFailed: Self = Self(28);
   pub const RegistrationPinSet: Self = Self(29);
   pub const DirectBlockSet: Self = Self(30);
+  pub const StatusViewed: Self = Self(31);
+  pub const ContactLookupRecorded: Self = Self(32);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 32;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -293,6 +387,8 @@ impl EventBody {
     Self::OtpFailed,
     Self::RegistrationPinSet,
     Self::DirectBlockSet,
+    Self::StatusViewed,
+    Self::ContactLookupRecorded,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -328,6 +424,8 @@ impl EventBody {
       Self::OtpFailed => Some("OtpFailed"),
       Self::RegistrationPinSet => Some("RegistrationPinSet"),
       Self::DirectBlockSet => Some("DirectBlockSet"),
+      Self::StatusViewed => Some("StatusViewed"),
+      Self::ContactLookupRecorded => Some("ContactLookupRecorded"),
       _ => None,
     }
   }
@@ -387,10 +485,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 31;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 33;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 32] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 34] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -423,6 +521,8 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 32] = [
   CommandBody::RegisterDevice,
   CommandBody::SetRegistrationPin,
   CommandBody::SetDirectBlock,
+  CommandBody::ViewStatus,
+  CommandBody::RecordContactLookup,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -462,9 +562,11 @@ impl CommandBody {
   pub const RegisterDevice: Self = Self(29);
   pub const SetRegistrationPin: Self = Self(30);
   pub const SetDirectBlock: Self = Self(31);
+  pub const ViewStatus: Self = Self(32);
+  pub const RecordContactLookup: Self = Self(33);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 31;
+  pub const ENUM_MAX: u8 = 33;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -498,6 +600,8 @@ impl CommandBody {
     Self::RegisterDevice,
     Self::SetRegistrationPin,
     Self::SetDirectBlock,
+    Self::ViewStatus,
+    Self::RecordContactLookup,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -534,6 +638,8 @@ impl CommandBody {
       Self::RegisterDevice => Some("RegisterDevice"),
       Self::SetRegistrationPin => Some("SetRegistrationPin"),
       Self::SetDirectBlock => Some("SetDirectBlock"),
+      Self::ViewStatus => Some("ViewStatus"),
+      Self::RecordContactLookup => Some("RecordContactLookup"),
       _ => None,
     }
   }
@@ -593,10 +699,10 @@ pub struct CommandBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_CODE: u8 = 11;
+pub const ENUM_MAX_REJECT_CODE: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 12] = [
+pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 15] = [
   RejectCode::NotMember,
   RejectCode::NotAdmin,
   RejectCode::UnknownChat,
@@ -609,6 +715,9 @@ pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 12] = [
   RejectCode::Locked,
   RejectCode::PinRequired,
   RejectCode::Blocked,
+  RejectCode::Expired,
+  RejectCode::RateLimited,
+  RejectCode::UnknownStatus,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -628,9 +737,12 @@ impl RejectCode {
   pub const Locked: Self = Self(9);
   pub const PinRequired: Self = Self(10);
   pub const Blocked: Self = Self(11);
+  pub const Expired: Self = Self(12);
+  pub const RateLimited: Self = Self(13);
+  pub const UnknownStatus: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NotMember,
     Self::NotAdmin,
@@ -644,6 +756,9 @@ impl RejectCode {
     Self::Locked,
     Self::PinRequired,
     Self::Blocked,
+    Self::Expired,
+    Self::RateLimited,
+    Self::UnknownStatus,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -660,6 +775,9 @@ impl RejectCode {
       Self::Locked => Some("Locked"),
       Self::PinRequired => Some("PinRequired"),
       Self::Blocked => Some("Blocked"),
+      Self::Expired => Some("Expired"),
+      Self::RateLimited => Some("RateLimited"),
+      Self::UnknownStatus => Some("UnknownStatus"),
       _ => None,
     }
   }
@@ -4592,6 +4710,7 @@ impl<'a> StatusPosted<'a> {
   pub const VT_MEDIA: ::flatbuffers::VOffsetT = 10;
   pub const VT_ACL: ::flatbuffers::VOffsetT = 12;
   pub const VT_EXPIRES_AT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_AUDIENCE: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4609,6 +4728,7 @@ impl<'a> StatusPosted<'a> {
     if let Some(x) = args.acl { builder.add_acl(x); }
     if let Some(x) = args.media { builder.add_media(x); }
     if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.add_audience(args.audience);
     builder.finish()
   }
 
@@ -4655,6 +4775,13 @@ impl<'a> StatusPosted<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StatusPosted::VT_EXPIRES_AT_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn audience(&self) -> StatusAudience {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<StatusAudience>(StatusPosted::VT_AUDIENCE, Some(StatusAudience::OnlyShareWith)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusPosted<'_> {
@@ -4669,6 +4796,7 @@ impl ::flatbuffers::Verifiable for StatusPosted<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<MediaRef>>("media", Self::VT_MEDIA, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("acl", Self::VT_ACL, true)?
      .visit_field::<u64>("expires_at_ms", Self::VT_EXPIRES_AT_MS, false)?
+     .visit_field::<StatusAudience>("audience", Self::VT_AUDIENCE, false)?
      .finish();
     Ok(())
   }
@@ -4680,6 +4808,7 @@ pub struct StatusPostedArgs<'a> {
     pub media: Option<::flatbuffers::WIPOffset<MediaRef<'a>>>,
     pub acl: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub expires_at_ms: u64,
+    pub audience: StatusAudience,
 }
 impl<'a> Default for StatusPostedArgs<'a> {
   #[inline]
@@ -4691,6 +4820,7 @@ impl<'a> Default for StatusPostedArgs<'a> {
       media: None,
       acl: None, // required field
       expires_at_ms: 0,
+      audience: StatusAudience::OnlyShareWith,
     }
   }
 }
@@ -4725,6 +4855,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusPostedBuilder<'a, 'b, A
     self.fbb_.push_slot::<u64>(StatusPosted::VT_EXPIRES_AT_MS, expires_at_ms, 0);
   }
   #[inline]
+  pub fn add_audience(&mut self, audience: StatusAudience) {
+    self.fbb_.push_slot::<StatusAudience>(StatusPosted::VT_AUDIENCE, audience, StatusAudience::OnlyShareWith);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusPostedBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatusPostedBuilder {
@@ -4750,6 +4884,7 @@ impl ::core::fmt::Debug for StatusPosted<'_> {
       ds.field("media", &self.media());
       ds.field("acl", &self.acl());
       ds.field("expires_at_ms", &self.expires_at_ms());
+      ds.field("audience", &self.audience());
       ds.finish()
   }
 }
@@ -5665,6 +5800,251 @@ impl ::core::fmt::Debug for DirectBlockSet<'_> {
       ds.finish()
   }
 }
+pub enum StatusViewedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `viewer` viewed `user`'s status `status_id` (first view only).
+pub struct StatusViewed<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusViewed<'a> {
+  type Inner = StatusViewed<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusViewed<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VIEWER: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusViewed { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusViewedArgs
+  ) -> ::flatbuffers::WIPOffset<StatusViewed<'bldr>> {
+    let mut builder = StatusViewedBuilder::new(_fbb);
+    builder.add_viewer(args.viewer);
+    builder.add_status_id(args.status_id);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusViewed::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusViewed::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn viewer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusViewed::VT_VIEWER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusViewed<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .visit_field::<u64>("viewer", Self::VT_VIEWER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusViewedArgs {
+    pub user: u64,
+    pub status_id: u64,
+    pub viewer: u64,
+}
+impl<'a> Default for StatusViewedArgs {
+  #[inline]
+  fn default() -> Self {
+    StatusViewedArgs {
+      user: 0,
+      status_id: 0,
+      viewer: 0,
+    }
+  }
+}
+
+pub struct StatusViewedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusViewedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(StatusViewed::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(StatusViewed::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn add_viewer(&mut self, viewer: u64) {
+    self.fbb_.push_slot::<u64>(StatusViewed::VT_VIEWER, viewer, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusViewedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusViewedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusViewed<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusViewed<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusViewed");
+      ds.field("user", &self.user());
+      ds.field("status_id", &self.status_id());
+      ds.field("viewer", &self.viewer());
+      ds.finish()
+  }
+}
+pub enum ContactLookupRecordedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `user` looked up `hashes` phone hashes (the day's count is partition state).
+pub struct ContactLookupRecorded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ContactLookupRecorded<'a> {
+  type Inner = ContactLookupRecorded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ContactLookupRecorded<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HASHES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ContactLookupRecorded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ContactLookupRecordedArgs
+  ) -> ::flatbuffers::WIPOffset<ContactLookupRecorded<'bldr>> {
+    let mut builder = ContactLookupRecordedBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_hashes(args.hashes);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ContactLookupRecorded::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn hashes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ContactLookupRecorded::VT_HASHES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ContactLookupRecorded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("hashes", Self::VT_HASHES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ContactLookupRecordedArgs {
+    pub user: u64,
+    pub hashes: u32,
+}
+impl<'a> Default for ContactLookupRecordedArgs {
+  #[inline]
+  fn default() -> Self {
+    ContactLookupRecordedArgs {
+      user: 0,
+      hashes: 0,
+    }
+  }
+}
+
+pub struct ContactLookupRecordedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ContactLookupRecordedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ContactLookupRecorded::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_hashes(&mut self, hashes: u32) {
+    self.fbb_.push_slot::<u32>(ContactLookupRecorded::VT_HASHES, hashes, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ContactLookupRecordedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ContactLookupRecordedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ContactLookupRecorded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ContactLookupRecorded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ContactLookupRecorded");
+      ds.field("user", &self.user());
+      ds.field("hashes", &self.hashes());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6153,6 +6533,34 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_status_viewed(&self) -> Option<StatusViewed<'a>> {
+    if self.body_type() == EventBody::StatusViewed {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { StatusViewed::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_contact_lookup_recorded(&self) -> Option<ContactLookupRecorded<'a>> {
+    if self.body_type() == EventBody::ContactLookupRecorded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ContactLookupRecorded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -6195,6 +6603,8 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::OtpFailed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OtpFailed>>("EventBody::OtpFailed", pos),
           EventBody::RegistrationPinSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegistrationPinSet>>("EventBody::RegistrationPinSet", pos),
           EventBody::DirectBlockSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DirectBlockSet>>("EventBody::DirectBlockSet", pos),
+          EventBody::StatusViewed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusViewed>>("EventBody::StatusViewed", pos),
+          EventBody::ContactLookupRecorded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRecorded>>("EventBody::ContactLookupRecorded", pos),
           _ => Ok(()),
         }
      })?
@@ -6470,6 +6880,20 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::DirectBlockSet => {
           if let Some(x) = self.body_as_direct_block_set() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::StatusViewed => {
+          if let Some(x) = self.body_as_status_viewed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::ContactLookupRecorded => {
+          if let Some(x) = self.body_as_contact_lookup_recorded() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9170,6 +9594,8 @@ impl<'a> PostStatus<'a> {
   pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 6;
   pub const VT_MEDIA: ::flatbuffers::VOffsetT = 8;
   pub const VT_ACL: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AUDIENCE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_TTL_MS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9181,10 +9607,12 @@ impl<'a> PostStatus<'a> {
     args: &'args PostStatusArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PostStatus<'bldr>> {
     let mut builder = PostStatusBuilder::new(_fbb);
+    builder.add_ttl_ms(args.ttl_ms);
     builder.add_status_id(args.status_id);
     if let Some(x) = args.acl { builder.add_acl(x); }
     if let Some(x) = args.media { builder.add_media(x); }
     if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.add_audience(args.audience);
     builder.finish()
   }
 
@@ -9217,6 +9645,22 @@ impl<'a> PostStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(PostStatus::VT_ACL, None).unwrap()}
   }
+  /// How `acl` is read (absent: OnlyShareWith, the original meaning).
+  #[inline]
+  pub fn audience(&self) -> StatusAudience {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<StatusAudience>(PostStatus::VT_AUDIENCE, Some(StatusAudience::OnlyShareWith)).unwrap()}
+  }
+  /// How long the post is visible, at most (and by default, 0) 24 h.
+  #[inline]
+  pub fn ttl_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostStatus::VT_TTL_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PostStatus<'_> {
@@ -9229,6 +9673,8 @@ impl ::flatbuffers::Verifiable for PostStatus<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<MediaRef>>("media", Self::VT_MEDIA, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("acl", Self::VT_ACL, true)?
+     .visit_field::<StatusAudience>("audience", Self::VT_AUDIENCE, false)?
+     .visit_field::<u64>("ttl_ms", Self::VT_TTL_MS, false)?
      .finish();
     Ok(())
   }
@@ -9238,6 +9684,8 @@ pub struct PostStatusArgs<'a> {
     pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub media: Option<::flatbuffers::WIPOffset<MediaRef<'a>>>,
     pub acl: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub audience: StatusAudience,
+    pub ttl_ms: u64,
 }
 impl<'a> Default for PostStatusArgs<'a> {
   #[inline]
@@ -9247,6 +9695,8 @@ impl<'a> Default for PostStatusArgs<'a> {
       ciphertext: None, // required field
       media: None,
       acl: None, // required field
+      audience: StatusAudience::OnlyShareWith,
+      ttl_ms: 0,
     }
   }
 }
@@ -9273,6 +9723,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PostStatusBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PostStatus::VT_ACL, acl);
   }
   #[inline]
+  pub fn add_audience(&mut self, audience: StatusAudience) {
+    self.fbb_.push_slot::<StatusAudience>(PostStatus::VT_AUDIENCE, audience, StatusAudience::OnlyShareWith);
+  }
+  #[inline]
+  pub fn add_ttl_ms(&mut self, ttl_ms: u64) {
+    self.fbb_.push_slot::<u64>(PostStatus::VT_TTL_MS, ttl_ms, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PostStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PostStatusBuilder {
@@ -9296,6 +9754,8 @@ impl ::core::fmt::Debug for PostStatus<'_> {
       ds.field("ciphertext", &self.ciphertext());
       ds.field("media", &self.media());
       ds.field("acl", &self.acl());
+      ds.field("audience", &self.audience());
+      ds.field("ttl_ms", &self.ttl_ms());
       ds.finish()
   }
 }
@@ -10279,6 +10739,218 @@ impl ::core::fmt::Debug for SetDirectBlock<'_> {
       ds.finish()
   }
 }
+pub enum ViewStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user viewed `author`'s status `status_id` (key: the author).
+pub struct ViewStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ViewStatus<'a> {
+  type Inner = ViewStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ViewStatus<'a> {
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ViewStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ViewStatusArgs
+  ) -> ::flatbuffers::WIPOffset<ViewStatus<'bldr>> {
+    let mut builder = ViewStatusBuilder::new(_fbb);
+    builder.add_status_id(args.status_id);
+    builder.add_author(args.author);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_AUTHOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ViewStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ViewStatusArgs {
+    pub author: u64,
+    pub status_id: u64,
+}
+impl<'a> Default for ViewStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    ViewStatusArgs {
+      author: 0,
+      status_id: 0,
+    }
+  }
+}
+
+pub struct ViewStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ViewStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ViewStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ViewStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ViewStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ViewStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ViewStatus");
+      ds.field("author", &self.author());
+      ds.field("status_id", &self.status_id());
+      ds.finish()
+  }
+}
+pub enum RecordContactLookupOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user looks up `hashes` phone hashes in the contact directory
+/// (counted per day against enumeration).
+pub struct RecordContactLookup<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RecordContactLookup<'a> {
+  type Inner = RecordContactLookup<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RecordContactLookup<'a> {
+  pub const VT_HASHES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RecordContactLookup { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RecordContactLookupArgs
+  ) -> ::flatbuffers::WIPOffset<RecordContactLookup<'bldr>> {
+    let mut builder = RecordContactLookupBuilder::new(_fbb);
+    builder.add_hashes(args.hashes);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn hashes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RecordContactLookup::VT_HASHES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RecordContactLookup<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("hashes", Self::VT_HASHES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RecordContactLookupArgs {
+    pub hashes: u32,
+}
+impl<'a> Default for RecordContactLookupArgs {
+  #[inline]
+  fn default() -> Self {
+    RecordContactLookupArgs {
+      hashes: 0,
+    }
+  }
+}
+
+pub struct RecordContactLookupBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RecordContactLookupBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_hashes(&mut self, hashes: u32) {
+    self.fbb_.push_slot::<u32>(RecordContactLookup::VT_HASHES, hashes, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RecordContactLookupBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RecordContactLookupBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RecordContactLookup<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RecordContactLookup<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RecordContactLookup");
+      ds.field("hashes", &self.hashes());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -10771,6 +11443,34 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_view_status(&self) -> Option<ViewStatus<'a>> {
+    if self.body_type() == CommandBody::ViewStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ViewStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_record_contact_lookup(&self) -> Option<RecordContactLookup<'a>> {
+    if self.body_type() == CommandBody::RecordContactLookup {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RecordContactLookup::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -10813,6 +11513,8 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::RegisterDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterDevice>>("CommandBody::RegisterDevice", pos),
           CommandBody::SetRegistrationPin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetRegistrationPin>>("CommandBody::SetRegistrationPin", pos),
           CommandBody::SetDirectBlock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetDirectBlock>>("CommandBody::SetDirectBlock", pos),
+          CommandBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("CommandBody::ViewStatus", pos),
+          CommandBody::RecordContactLookup => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordContactLookup>>("CommandBody::RecordContactLookup", pos),
           _ => Ok(()),
         }
      })?
@@ -11088,6 +11790,20 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::SetDirectBlock => {
           if let Some(x) = self.body_as_set_direct_block() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::ViewStatus => {
+          if let Some(x) = self.body_as_view_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::RecordContactLookup => {
+          if let Some(x) = self.body_as_record_contact_lookup() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -15027,10 +15743,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 12;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 13] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 20] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -15044,6 +15760,13 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 13] = [
   ClientFrameBody::Logout,
   ClientFrameBody::Block,
   ClientFrameBody::Group,
+  ClientFrameBody::SetProfile,
+  ClientFrameBody::SetPrivacy,
+  ClientFrameBody::GetProfile,
+  ClientFrameBody::PostStatus,
+  ClientFrameBody::ListStatus,
+  ClientFrameBody::ViewStatus,
+  ClientFrameBody::SyncContacts,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15064,9 +15787,16 @@ impl ClientFrameBody {
   pub const Logout: Self = Self(10);
   pub const Block: Self = Self(11);
   pub const Group: Self = Self(12);
+  pub const SetProfile: Self = Self(13);
+  pub const SetPrivacy: Self = Self(14);
+  pub const GetProfile: Self = Self(15);
+  pub const PostStatus: Self = Self(16);
+  pub const ListStatus: Self = Self(17);
+  pub const ViewStatus: Self = Self(18);
+  pub const SyncContacts: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -15081,6 +15811,13 @@ impl ClientFrameBody {
     Self::Logout,
     Self::Block,
     Self::Group,
+    Self::SetProfile,
+    Self::SetPrivacy,
+    Self::GetProfile,
+    Self::PostStatus,
+    Self::ListStatus,
+    Self::ViewStatus,
+    Self::SyncContacts,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15098,6 +15835,13 @@ impl ClientFrameBody {
       Self::Logout => Some("Logout"),
       Self::Block => Some("Block"),
       Self::Group => Some("Group"),
+      Self::SetProfile => Some("SetProfile"),
+      Self::SetPrivacy => Some("SetPrivacy"),
+      Self::GetProfile => Some("GetProfile"),
+      Self::PostStatus => Some("PostStatus"),
+      Self::ListStatus => Some("ListStatus"),
+      Self::ViewStatus => Some("ViewStatus"),
+      Self::SyncContacts => Some("SyncContacts"),
       _ => None,
     }
   }
@@ -15157,10 +15901,10 @@ pub struct ClientFrameBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u8 = 16;
+pub const ENUM_MAX_ERROR_CODE: u8 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::BadFrame,
   ErrorCode::FrameTooLarge,
   ErrorCode::Unauthenticated,
@@ -15178,6 +15922,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::PinRequired,
   ErrorCode::TokenExpired,
   ErrorCode::Revoked,
+  ErrorCode::Expired,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15202,9 +15947,10 @@ impl ErrorCode {
   pub const PinRequired: Self = Self(14);
   pub const TokenExpired: Self = Self(15);
   pub const Revoked: Self = Self(16);
+  pub const Expired: Self = Self(17);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::FrameTooLarge,
@@ -15223,6 +15969,7 @@ impl ErrorCode {
     Self::PinRequired,
     Self::TokenExpired,
     Self::Revoked,
+    Self::Expired,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15244,6 +15991,7 @@ impl ErrorCode {
       Self::PinRequired => Some("PinRequired"),
       Self::TokenExpired => Some("TokenExpired"),
       Self::Revoked => Some("Revoked"),
+      Self::Expired => Some("Expired"),
       _ => None,
     }
   }
@@ -15389,10 +16137,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 11;
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 12] = [
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 15] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -15405,6 +16153,9 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 12] = [
   ServerFrameBody::Error,
   ServerFrameBody::Done,
   ServerFrameBody::DeviceNotice,
+  ServerFrameBody::Profile,
+  ServerFrameBody::StatusList,
+  ServerFrameBody::ContactsMatched,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15424,9 +16175,12 @@ impl ServerFrameBody {
   pub const Error: Self = Self(9);
   pub const Done: Self = Self(10);
   pub const DeviceNotice: Self = Self(11);
+  pub const Profile: Self = Self(12);
+  pub const StatusList: Self = Self(13);
+  pub const ContactsMatched: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -15440,6 +16194,9 @@ impl ServerFrameBody {
     Self::Error,
     Self::Done,
     Self::DeviceNotice,
+    Self::Profile,
+    Self::StatusList,
+    Self::ContactsMatched,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15456,6 +16213,9 @@ impl ServerFrameBody {
       Self::Error => Some("Error"),
       Self::Done => Some("Done"),
       Self::DeviceNotice => Some("DeviceNotice"),
+      Self::Profile => Some("Profile"),
+      Self::StatusList => Some("StatusList"),
+      Self::ContactsMatched => Some("ContactsMatched"),
       _ => None,
     }
   }
@@ -15698,6 +16458,116 @@ impl<'a> SyncCursor {
       ::core::ptr::copy_nonoverlapping(
         &x_le as *const _ as *const u8,
         self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+// struct ContactMatch, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct ContactMatch(pub [u8; 40]);
+impl Default for ContactMatch { 
+  fn default() -> Self { 
+    Self([0; 40])
+  }
+}
+impl ::core::fmt::Debug for ContactMatch {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("ContactMatch")
+      .field("hash", &self.hash())
+      .field("user", &self.user())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ContactMatch {}
+impl<'a> ::flatbuffers::Follow<'a> for ContactMatch {
+  type Inner = &'a ContactMatch;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a ContactMatch>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a ContactMatch {
+  type Inner = &'a ContactMatch;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<ContactMatch>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for ContactMatch {
+    type Output = ContactMatch;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const ContactMatch as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ContactMatch {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> ContactMatch {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    hash: &super::Blake3Digest,
+    user: u64,
+  ) -> Self {
+    let mut s = Self([0; 40]);
+    s.set_hash(hash);
+    s.set_user(user);
+    s
+  }
+
+  pub fn hash(&self) -> &super::Blake3Digest {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[0..].as_ptr() as *const super::Blake3Digest) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_hash(&mut self, x: &super::Blake3Digest) {
+    self.0[0..0 + 32].copy_from_slice(&x.0)
+  }
+
+  pub fn user(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[32..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_user(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[32..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
@@ -17482,6 +18352,998 @@ impl ::core::fmt::Debug for Group<'_> {
       ds.finish()
   }
 }
+pub enum SetProfileOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Sets the profile. Answered `Done`.
+pub struct SetProfile<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetProfile<'a> {
+  type Inner = SetProfile<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetProfile<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ABOUT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_AVATAR: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetProfile { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetProfileArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetProfile<'bldr>> {
+    let mut builder = SetProfileBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.avatar { builder.add_avatar(x); }
+    if let Some(x) = args.about { builder.add_about(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetProfile::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn about(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_ABOUT, None).unwrap()}
+  }
+  #[inline]
+  pub fn avatar(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(SetProfile::VT_AVATAR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetProfile<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("about", Self::VT_ABOUT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("avatar", Self::VT_AVATAR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetProfileArgs<'a> {
+    pub client_msg_id: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub about: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub avatar: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+}
+impl<'a> Default for SetProfileArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetProfileArgs {
+      client_msg_id: 0,
+      name: None, // required field
+      about: None, // required field
+      avatar: None,
+    }
+  }
+}
+
+pub struct SetProfileBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetProfileBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(SetProfile::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_about(&mut self, about: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_ABOUT, about);
+  }
+  #[inline]
+  pub fn add_avatar(&mut self, avatar: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(SetProfile::VT_AVATAR, avatar);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetProfileBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetProfileBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetProfile<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SetProfile::VT_NAME,"name");
+    self.fbb_.required(o, SetProfile::VT_ABOUT,"about");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetProfile<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetProfile");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("name", &self.name());
+      ds.field("about", &self.about());
+      ds.field("avatar", &self.avatar());
+      ds.finish()
+  }
+}
+pub enum SetPrivacyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Sets the privacy settings. Answered `Done`.
+pub struct SetPrivacy<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetPrivacy<'a> {
+  type Inner = SetPrivacy<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetPrivacy<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST_SEEN: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PROFILE_PHOTO: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ABOUT: ::flatbuffers::VOffsetT = 10;
+  pub const VT_READ_RECEIPTS: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetPrivacy { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetPrivacyArgs
+  ) -> ::flatbuffers::WIPOffset<SetPrivacy<'bldr>> {
+    let mut builder = SetPrivacyBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_read_receipts(args.read_receipts);
+    builder.add_about(args.about);
+    builder.add_profile_photo(args.profile_photo);
+    builder.add_last_seen(args.last_seen);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetPrivacy::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_seen(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_LAST_SEEN, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn profile_photo(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_PROFILE_PHOTO, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn about(&self) -> super::Visibility {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Visibility>(SetPrivacy::VT_ABOUT, Some(super::Visibility::Everyone)).unwrap()}
+  }
+  #[inline]
+  pub fn read_receipts(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(SetPrivacy::VT_READ_RECEIPTS, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetPrivacy<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<super::Visibility>("last_seen", Self::VT_LAST_SEEN, false)?
+     .visit_field::<super::Visibility>("profile_photo", Self::VT_PROFILE_PHOTO, false)?
+     .visit_field::<super::Visibility>("about", Self::VT_ABOUT, false)?
+     .visit_field::<bool>("read_receipts", Self::VT_READ_RECEIPTS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetPrivacyArgs {
+    pub client_msg_id: u64,
+    pub last_seen: super::Visibility,
+    pub profile_photo: super::Visibility,
+    pub about: super::Visibility,
+    pub read_receipts: bool,
+}
+impl<'a> Default for SetPrivacyArgs {
+  #[inline]
+  fn default() -> Self {
+    SetPrivacyArgs {
+      client_msg_id: 0,
+      last_seen: super::Visibility::Everyone,
+      profile_photo: super::Visibility::Everyone,
+      about: super::Visibility::Everyone,
+      read_receipts: false,
+    }
+  }
+}
+
+pub struct SetPrivacyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPrivacyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(SetPrivacy::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_last_seen(&mut self, last_seen: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_LAST_SEEN, last_seen, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_profile_photo(&mut self, profile_photo: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_PROFILE_PHOTO, profile_photo, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_about(&mut self, about: super::Visibility) {
+    self.fbb_.push_slot::<super::Visibility>(SetPrivacy::VT_ABOUT, about, super::Visibility::Everyone);
+  }
+  #[inline]
+  pub fn add_read_receipts(&mut self, read_receipts: bool) {
+    self.fbb_.push_slot::<bool>(SetPrivacy::VT_READ_RECEIPTS, read_receipts, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPrivacyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetPrivacyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetPrivacy<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetPrivacy<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetPrivacy");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("last_seen", &self.last_seen());
+      ds.field("profile_photo", &self.profile_photo());
+      ds.field("about", &self.about());
+      ds.field("read_receipts", &self.read_receipts());
+      ds.finish()
+  }
+}
+pub enum GetProfileOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks for `user`'s profile as this user may see it. Answered `Profile`.
+pub struct GetProfile<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetProfile<'a> {
+  type Inner = GetProfile<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetProfile<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetProfile { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetProfileArgs
+  ) -> ::flatbuffers::WIPOffset<GetProfile<'bldr>> {
+    let mut builder = GetProfileBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetProfile::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetProfile::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetProfile<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetProfileArgs {
+    pub client_msg_id: u64,
+    pub user: u64,
+}
+impl<'a> Default for GetProfileArgs {
+  #[inline]
+  fn default() -> Self {
+    GetProfileArgs {
+      client_msg_id: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct GetProfileBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetProfileBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(GetProfile::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(GetProfile::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetProfileBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetProfileBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetProfile<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetProfile<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetProfile");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum PostStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Posts a status. `users`: the list `audience` reads; `ttl_ms` 0: 24 h. Answered `Done`.
+pub struct PostStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PostStatus<'a> {
+  type Inner = PostStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PostStatus<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEDIA: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AUDIENCE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_TTL_MS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PostStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PostStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PostStatus<'bldr>> {
+    let mut builder = PostStatusBuilder::new(_fbb);
+    builder.add_ttl_ms(args.ttl_ms);
+    builder.add_status_id(args.status_id);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.users { builder.add_users(x); }
+    if let Some(x) = args.media { builder.add_media(x); }
+    if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.add_audience(args.audience);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostStatus::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostStatus::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ciphertext(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PostStatus::VT_CIPHERTEXT, None).unwrap()}
+  }
+  #[inline]
+  pub fn media(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(PostStatus::VT_MEDIA, None)}
+  }
+  #[inline]
+  pub fn audience(&self) -> super::StatusAudience {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::StatusAudience>(PostStatus::VT_AUDIENCE, Some(super::StatusAudience::OnlyShareWith)).unwrap()}
+  }
+  #[inline]
+  pub fn users(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(PostStatus::VT_USERS, None)}
+  }
+  #[inline]
+  pub fn ttl_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostStatus::VT_TTL_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PostStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("media", Self::VT_MEDIA, false)?
+     .visit_field::<super::StatusAudience>("audience", Self::VT_AUDIENCE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("users", Self::VT_USERS, false)?
+     .visit_field::<u64>("ttl_ms", Self::VT_TTL_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PostStatusArgs<'a> {
+    pub client_msg_id: u64,
+    pub status_id: u64,
+    pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub media: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+    pub audience: super::StatusAudience,
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub ttl_ms: u64,
+}
+impl<'a> Default for PostStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PostStatusArgs {
+      client_msg_id: 0,
+      status_id: 0,
+      ciphertext: None, // required field
+      media: None,
+      audience: super::StatusAudience::OnlyShareWith,
+      users: None,
+      ttl_ms: 0,
+    }
+  }
+}
+
+pub struct PostStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PostStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(PostStatus::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(PostStatus::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn add_ciphertext(&mut self, ciphertext: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PostStatus::VT_CIPHERTEXT, ciphertext);
+  }
+  #[inline]
+  pub fn add_media(&mut self, media: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(PostStatus::VT_MEDIA, media);
+  }
+  #[inline]
+  pub fn add_audience(&mut self, audience: super::StatusAudience) {
+    self.fbb_.push_slot::<super::StatusAudience>(PostStatus::VT_AUDIENCE, audience, super::StatusAudience::OnlyShareWith);
+  }
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PostStatus::VT_USERS, users);
+  }
+  #[inline]
+  pub fn add_ttl_ms(&mut self, ttl_ms: u64) {
+    self.fbb_.push_slot::<u64>(PostStatus::VT_TTL_MS, ttl_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PostStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PostStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PostStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PostStatus::VT_CIPHERTEXT,"ciphertext");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PostStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PostStatus");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("status_id", &self.status_id());
+      ds.field("ciphertext", &self.ciphertext());
+      ds.field("media", &self.media());
+      ds.field("audience", &self.audience());
+      ds.field("users", &self.users());
+      ds.field("ttl_ms", &self.ttl_ms());
+      ds.finish()
+  }
+}
+pub enum ListStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The live statuses of `author` this user may see (`author` 0: of every
+/// contact, and this user's own). Answered `StatusList`.
+pub struct ListStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListStatus<'a> {
+  type Inner = ListStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListStatus<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListStatusArgs
+  ) -> ::flatbuffers::WIPOffset<ListStatus<'bldr>> {
+    let mut builder = ListStatusBuilder::new(_fbb);
+    builder.add_author(args.author);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListStatus::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListStatus::VT_AUTHOR, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListStatusArgs {
+    pub client_msg_id: u64,
+    pub author: u64,
+}
+impl<'a> Default for ListStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    ListStatusArgs {
+      client_msg_id: 0,
+      author: 0,
+    }
+  }
+}
+
+pub struct ListStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ListStatus::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(ListStatus::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListStatus");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("author", &self.author());
+      ds.finish()
+  }
+}
+pub enum ViewStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Marks `author`'s status as viewed by this user. Answered `Done`.
+pub struct ViewStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ViewStatus<'a> {
+  type Inner = ViewStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ViewStatus<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ViewStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ViewStatusArgs
+  ) -> ::flatbuffers::WIPOffset<ViewStatus<'bldr>> {
+    let mut builder = ViewStatusBuilder::new(_fbb);
+    builder.add_status_id(args.status_id);
+    builder.add_author(args.author);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_AUTHOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ViewStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ViewStatusArgs {
+    pub client_msg_id: u64,
+    pub author: u64,
+    pub status_id: u64,
+}
+impl<'a> Default for ViewStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    ViewStatusArgs {
+      client_msg_id: 0,
+      author: 0,
+      status_id: 0,
+    }
+  }
+}
+
+pub struct ViewStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ViewStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ViewStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ViewStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ViewStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ViewStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ViewStatus");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("author", &self.author());
+      ds.field("status_id", &self.status_id());
+      ds.finish()
+  }
+}
+pub enum SyncContactsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Phone numbers hashed with `blake3::keyed_hash(contact_key, E.164 number)`
+/// (the key from `LoggedIn`). Answered `ContactsMatched`; the matches become
+/// the user's contacts.
+pub struct SyncContacts<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SyncContacts<'a> {
+  type Inner = SyncContacts<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SyncContacts<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HASHES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SyncContacts { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SyncContactsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SyncContacts<'bldr>> {
+    let mut builder = SyncContactsBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.hashes { builder.add_hashes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SyncContacts::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn hashes(&self) -> ::flatbuffers::Vector<'a, super::Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, super::Blake3Digest>>>(SyncContacts::VT_HASHES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SyncContacts<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, super::Blake3Digest>>>("hashes", Self::VT_HASHES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SyncContactsArgs<'a> {
+    pub client_msg_id: u64,
+    pub hashes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, super::Blake3Digest>>>,
+}
+impl<'a> Default for SyncContactsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SyncContactsArgs {
+      client_msg_id: 0,
+      hashes: None, // required field
+    }
+  }
+}
+
+pub struct SyncContactsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SyncContactsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(SyncContacts::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_hashes(&mut self, hashes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , super::Blake3Digest>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SyncContacts::VT_HASHES, hashes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SyncContactsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SyncContactsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SyncContacts<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SyncContacts::VT_HASHES,"hashes");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SyncContacts<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SyncContacts");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("hashes", &self.hashes());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -17699,6 +19561,104 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_profile(&self) -> Option<SetProfile<'a>> {
+    if self.body_type() == ClientFrameBody::SetProfile {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetProfile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_privacy(&self) -> Option<SetPrivacy<'a>> {
+    if self.body_type() == ClientFrameBody::SetPrivacy {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetPrivacy::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_profile(&self) -> Option<GetProfile<'a>> {
+    if self.body_type() == ClientFrameBody::GetProfile {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetProfile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_post_status(&self) -> Option<PostStatus<'a>> {
+    if self.body_type() == ClientFrameBody::PostStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PostStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_status(&self) -> Option<ListStatus<'a>> {
+    if self.body_type() == ClientFrameBody::ListStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_view_status(&self) -> Option<ViewStatus<'a>> {
+    if self.body_type() == ClientFrameBody::ViewStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ViewStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sync_contacts(&self) -> Option<SyncContacts<'a>> {
+    if self.body_type() == ClientFrameBody::SyncContacts {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SyncContacts::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -17721,6 +19681,13 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::Logout => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Logout>>("ClientFrameBody::Logout", pos),
           ClientFrameBody::Block => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Block>>("ClientFrameBody::Block", pos),
           ClientFrameBody::Group => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Group>>("ClientFrameBody::Group", pos),
+          ClientFrameBody::SetProfile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetProfile>>("ClientFrameBody::SetProfile", pos),
+          ClientFrameBody::SetPrivacy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPrivacy>>("ClientFrameBody::SetPrivacy", pos),
+          ClientFrameBody::GetProfile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetProfile>>("ClientFrameBody::GetProfile", pos),
+          ClientFrameBody::PostStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PostStatus>>("ClientFrameBody::PostStatus", pos),
+          ClientFrameBody::ListStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListStatus>>("ClientFrameBody::ListStatus", pos),
+          ClientFrameBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("ClientFrameBody::ViewStatus", pos),
+          ClientFrameBody::SyncContacts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SyncContacts>>("ClientFrameBody::SyncContacts", pos),
           _ => Ok(()),
         }
      })?
@@ -17855,6 +19822,55 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::Group => {
           if let Some(x) = self.body_as_group() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SetProfile => {
+          if let Some(x) = self.body_as_set_profile() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SetPrivacy => {
+          if let Some(x) = self.body_as_set_privacy() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::GetProfile => {
+          if let Some(x) = self.body_as_get_profile() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::PostStatus => {
+          if let Some(x) = self.body_as_post_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::ListStatus => {
+          if let Some(x) = self.body_as_list_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::ViewStatus => {
+          if let Some(x) = self.body_as_view_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SyncContacts => {
+          if let Some(x) = self.body_as_sync_contacts() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -18116,6 +20132,7 @@ impl ::core::fmt::Debug for Registered<'_> {
 pub enum LoggedInOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `contact_key`: the deployment's key for hashing phone numbers (SyncContacts).
 pub struct LoggedIn<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -18131,6 +20148,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LoggedIn<'a> {
 impl<'a> LoggedIn<'a> {
   pub const VT_USER: ::flatbuffers::VOffsetT = 4;
   pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONTACT_KEY: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -18139,10 +20157,11 @@ impl<'a> LoggedIn<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args LoggedInArgs
+    args: &'args LoggedInArgs<'args>
   ) -> ::flatbuffers::WIPOffset<LoggedIn<'bldr>> {
     let mut builder = LoggedInBuilder::new(_fbb);
     builder.add_user(args.user);
+    if let Some(x) = args.contact_key { builder.add_contact_key(x); }
     builder.add_device(args.device);
     builder.finish()
   }
@@ -18162,6 +20181,13 @@ impl<'a> LoggedIn<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(LoggedIn::VT_DEVICE, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn contact_key(&self) -> Option<&'a super::Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Blake3Digest>(LoggedIn::VT_CONTACT_KEY, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LoggedIn<'_> {
@@ -18172,20 +20198,23 @@ impl ::flatbuffers::Verifiable for LoggedIn<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("user", Self::VT_USER, false)?
      .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<super::Blake3Digest>("contact_key", Self::VT_CONTACT_KEY, false)?
      .finish();
     Ok(())
   }
 }
-pub struct LoggedInArgs {
+pub struct LoggedInArgs<'a> {
     pub user: u64,
     pub device: u32,
+    pub contact_key: Option<&'a super::Blake3Digest>,
 }
-impl<'a> Default for LoggedInArgs {
+impl<'a> Default for LoggedInArgs<'a> {
   #[inline]
   fn default() -> Self {
     LoggedInArgs {
       user: 0,
       device: 0,
+      contact_key: None,
     }
   }
 }
@@ -18202,6 +20231,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LoggedInBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_device(&mut self, device: u32) {
     self.fbb_.push_slot::<u32>(LoggedIn::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_contact_key(&mut self, contact_key: &super::Blake3Digest) {
+    self.fbb_.push_slot_always::<&super::Blake3Digest>(LoggedIn::VT_CONTACT_KEY, contact_key);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LoggedInBuilder<'a, 'b, A> {
@@ -18223,6 +20256,7 @@ impl ::core::fmt::Debug for LoggedIn<'_> {
     let mut ds = f.debug_struct("LoggedIn");
       ds.field("user", &self.user());
       ds.field("device", &self.device());
+      ds.field("contact_key", &self.contact_key());
       ds.finish()
   }
 }
@@ -19326,6 +21360,617 @@ impl ::core::fmt::Debug for DeviceNotice<'_> {
       ds.finish()
   }
 }
+pub enum ProfileOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A profile as the asking user may see it: `about` and `avatar` absent when
+/// hidden by privacy or a block; `found` false: no profile was ever set.
+pub struct Profile<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Profile<'a> {
+  type Inner = Profile<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Profile<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FOUND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ABOUT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_AVATAR: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Profile { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProfileArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Profile<'bldr>> {
+    let mut builder = ProfileBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.avatar { builder.add_avatar(x); }
+    if let Some(x) = args.about { builder.add_about(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_found(args.found);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Profile::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Profile::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn found(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Profile::VT_FOUND, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Profile::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn about(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Profile::VT_ABOUT, None)}
+  }
+  #[inline]
+  pub fn avatar(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(Profile::VT_AVATAR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Profile<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("found", Self::VT_FOUND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("about", Self::VT_ABOUT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("avatar", Self::VT_AVATAR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProfileArgs<'a> {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub found: bool,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub about: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub avatar: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+}
+impl<'a> Default for ProfileArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ProfileArgs {
+      client_msg_id: 0,
+      user: 0,
+      found: false,
+      name: None,
+      about: None,
+      avatar: None,
+    }
+  }
+}
+
+pub struct ProfileBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProfileBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Profile::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(Profile::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_found(&mut self, found: bool) {
+    self.fbb_.push_slot::<bool>(Profile::VT_FOUND, found, false);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Profile::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_about(&mut self, about: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Profile::VT_ABOUT, about);
+  }
+  #[inline]
+  pub fn add_avatar(&mut self, avatar: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(Profile::VT_AVATAR, avatar);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProfileBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProfileBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Profile<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Profile<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Profile");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("found", &self.found());
+      ds.field("name", &self.name());
+      ds.field("about", &self.about());
+      ds.field("avatar", &self.avatar());
+      ds.finish()
+  }
+}
+pub enum StatusEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One live status post. `viewers`: only in the author's own list.
+pub struct StatusEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusEntry<'a> {
+  type Inner = StatusEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusEntry<'a> {
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_POSTED_AT_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_EXPIRES_AT_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MEDIA: ::flatbuffers::VOffsetT = 14;
+  pub const VT_VIEWERS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StatusEntry<'bldr>> {
+    let mut builder = StatusEntryBuilder::new(_fbb);
+    builder.add_expires_at_ms(args.expires_at_ms);
+    builder.add_posted_at_ms(args.posted_at_ms);
+    builder.add_status_id(args.status_id);
+    builder.add_author(args.author);
+    if let Some(x) = args.viewers { builder.add_viewers(x); }
+    if let Some(x) = args.media { builder.add_media(x); }
+    if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusEntry::VT_AUTHOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusEntry::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn posted_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusEntry::VT_POSTED_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn expires_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusEntry::VT_EXPIRES_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ciphertext(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(StatusEntry::VT_CIPHERTEXT, None).unwrap()}
+  }
+  #[inline]
+  pub fn media(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(StatusEntry::VT_MEDIA, None)}
+  }
+  #[inline]
+  pub fn viewers(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(StatusEntry::VT_VIEWERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .visit_field::<u64>("posted_at_ms", Self::VT_POSTED_AT_MS, false)?
+     .visit_field::<u64>("expires_at_ms", Self::VT_EXPIRES_AT_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("media", Self::VT_MEDIA, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("viewers", Self::VT_VIEWERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusEntryArgs<'a> {
+    pub author: u64,
+    pub status_id: u64,
+    pub posted_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub media: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+    pub viewers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for StatusEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StatusEntryArgs {
+      author: 0,
+      status_id: 0,
+      posted_at_ms: 0,
+      expires_at_ms: 0,
+      ciphertext: None, // required field
+      media: None,
+      viewers: None,
+    }
+  }
+}
+
+pub struct StatusEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(StatusEntry::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(StatusEntry::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn add_posted_at_ms(&mut self, posted_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(StatusEntry::VT_POSTED_AT_MS, posted_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_expires_at_ms(&mut self, expires_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(StatusEntry::VT_EXPIRES_AT_MS, expires_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_ciphertext(&mut self, ciphertext: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusEntry::VT_CIPHERTEXT, ciphertext);
+  }
+  #[inline]
+  pub fn add_media(&mut self, media: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(StatusEntry::VT_MEDIA, media);
+  }
+  #[inline]
+  pub fn add_viewers(&mut self, viewers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusEntry::VT_VIEWERS, viewers);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, StatusEntry::VT_CIPHERTEXT,"ciphertext");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusEntry");
+      ds.field("author", &self.author());
+      ds.field("status_id", &self.status_id());
+      ds.field("posted_at_ms", &self.posted_at_ms());
+      ds.field("expires_at_ms", &self.expires_at_ms());
+      ds.field("ciphertext", &self.ciphertext());
+      ds.field("media", &self.media());
+      ds.field("viewers", &self.viewers());
+      ds.finish()
+  }
+}
+pub enum StatusListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct StatusList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusList<'a> {
+  type Inner = StatusList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusList<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StatusList<'bldr>> {
+    let mut builder = StatusListBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusList::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn entries(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StatusEntry<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StatusEntry>>>>(StatusList::VT_ENTRIES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StatusEntry>>>>("entries", Self::VT_ENTRIES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusListArgs<'a> {
+    pub client_msg_id: u64,
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StatusEntry<'a>>>>>,
+}
+impl<'a> Default for StatusListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StatusListArgs {
+      client_msg_id: 0,
+      entries: None, // required field
+    }
+  }
+}
+
+pub struct StatusListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(StatusList::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StatusEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusList::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, StatusList::VT_ENTRIES,"entries");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusList");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("entries", &self.entries());
+      ds.finish()
+  }
+}
+pub enum ContactsMatchedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ContactsMatched<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ContactsMatched<'a> {
+  type Inner = ContactsMatched<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ContactsMatched<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MATCHES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ContactsMatched { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ContactsMatchedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ContactsMatched<'bldr>> {
+    let mut builder = ContactsMatchedBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.matches { builder.add_matches(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ContactsMatched::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn matches(&self) -> ::flatbuffers::Vector<'a, ContactMatch> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ContactMatch>>>(ContactsMatched::VT_MATCHES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ContactsMatched<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ContactMatch>>>("matches", Self::VT_MATCHES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ContactsMatchedArgs<'a> {
+    pub client_msg_id: u64,
+    pub matches: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ContactMatch>>>,
+}
+impl<'a> Default for ContactsMatchedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ContactsMatchedArgs {
+      client_msg_id: 0,
+      matches: None, // required field
+    }
+  }
+}
+
+pub struct ContactsMatchedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ContactsMatchedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ContactsMatched::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_matches(&mut self, matches: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ContactMatch>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ContactsMatched::VT_MATCHES, matches);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ContactsMatchedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ContactsMatchedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ContactsMatched<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ContactsMatched::VT_MATCHES,"matches");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ContactsMatched<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ContactsMatched");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("matches", &self.matches());
+      ds.finish()
+  }
+}
 pub enum ServerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -19529,6 +22174,48 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_profile(&self) -> Option<Profile<'a>> {
+    if self.body_type() == ServerFrameBody::Profile {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Profile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_status_list(&self) -> Option<StatusList<'a>> {
+    if self.body_type() == ServerFrameBody::StatusList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { StatusList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_contacts_matched(&self) -> Option<ContactsMatched<'a>> {
+    if self.body_type() == ServerFrameBody::ContactsMatched {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ContactsMatched::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -19550,6 +22237,9 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("ServerFrameBody::Error", pos),
           ServerFrameBody::Done => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Done>>("ServerFrameBody::Done", pos),
           ServerFrameBody::DeviceNotice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceNotice>>("ServerFrameBody::DeviceNotice", pos),
+          ServerFrameBody::Profile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Profile>>("ServerFrameBody::Profile", pos),
+          ServerFrameBody::StatusList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusList>>("ServerFrameBody::StatusList", pos),
+          ServerFrameBody::ContactsMatched => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactsMatched>>("ServerFrameBody::ContactsMatched", pos),
           _ => Ok(()),
         }
      })?
@@ -19682,6 +22372,27 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        ServerFrameBody::Profile => {
+          if let Some(x) = self.body_as_profile() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::StatusList => {
+          if let Some(x) = self.body_as_status_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::ContactsMatched => {
+          if let Some(x) = self.body_as_contacts_matched() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
@@ -19788,10 +22499,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_QUERY: u8 = 6;
+pub const ENUM_MAX_VIEW_QUERY: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 7] = [
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 10] = [
   ViewQuery::NONE,
   ViewQuery::ChatListRequest,
   ViewQuery::CursorsRequest,
@@ -19799,6 +22510,9 @@ pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 7] = [
   ViewQuery::SessionRequest,
   ViewQuery::UserRequest,
   ViewQuery::InboxRequest,
+  ViewQuery::ProfileRequest,
+  ViewQuery::StatusRequest,
+  ViewQuery::ContactLookupRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -19813,9 +22527,12 @@ impl ViewQuery {
   pub const SessionRequest: Self = Self(4);
   pub const UserRequest: Self = Self(5);
   pub const InboxRequest: Self = Self(6);
+  pub const ProfileRequest: Self = Self(7);
+  pub const StatusRequest: Self = Self(8);
+  pub const ContactLookupRequest: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListRequest,
@@ -19824,6 +22541,9 @@ impl ViewQuery {
     Self::SessionRequest,
     Self::UserRequest,
     Self::InboxRequest,
+    Self::ProfileRequest,
+    Self::StatusRequest,
+    Self::ContactLookupRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -19835,6 +22555,9 @@ impl ViewQuery {
       Self::SessionRequest => Some("SessionRequest"),
       Self::UserRequest => Some("UserRequest"),
       Self::InboxRequest => Some("InboxRequest"),
+      Self::ProfileRequest => Some("ProfileRequest"),
+      Self::StatusRequest => Some("StatusRequest"),
+      Self::ContactLookupRequest => Some("ContactLookupRequest"),
       _ => None,
     }
   }
@@ -20062,10 +22785,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ViewErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_ANSWER: u8 = 7;
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 10;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 8] = [
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 11] = [
   ViewAnswer::NONE,
   ViewAnswer::ChatListPage,
   ViewAnswer::CursorsPage,
@@ -20074,6 +22797,9 @@ pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 8] = [
   ViewAnswer::UserInfo,
   ViewAnswer::InboxPage,
   ViewAnswer::ViewError,
+  ViewAnswer::ProfileInfo,
+  ViewAnswer::StatusPage,
+  ViewAnswer::ContactMatches,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -20089,9 +22815,12 @@ impl ViewAnswer {
   pub const UserInfo: Self = Self(5);
   pub const InboxPage: Self = Self(6);
   pub const ViewError: Self = Self(7);
+  pub const ProfileInfo: Self = Self(8);
+  pub const StatusPage: Self = Self(9);
+  pub const ContactMatches: Self = Self(10);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 10;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListPage,
@@ -20101,6 +22830,9 @@ impl ViewAnswer {
     Self::UserInfo,
     Self::InboxPage,
     Self::ViewError,
+    Self::ProfileInfo,
+    Self::StatusPage,
+    Self::ContactMatches,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -20113,6 +22845,9 @@ impl ViewAnswer {
       Self::UserInfo => Some("UserInfo"),
       Self::InboxPage => Some("InboxPage"),
       Self::ViewError => Some("ViewError"),
+      Self::ProfileInfo => Some("ProfileInfo"),
+      Self::StatusPage => Some("StatusPage"),
+      Self::ContactMatches => Some("ContactMatches"),
       _ => None,
     }
   }
@@ -21917,6 +24652,350 @@ impl ::core::fmt::Debug for InboxRequest<'_> {
       ds.finish()
   }
 }
+pub enum ProfileRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `user`'s profile as `viewer` may see it.
+pub struct ProfileRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProfileRequest<'a> {
+  type Inner = ProfileRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProfileRequest<'a> {
+  pub const VT_VIEWER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProfileRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProfileRequestArgs
+  ) -> ::flatbuffers::WIPOffset<ProfileRequest<'bldr>> {
+    let mut builder = ProfileRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_viewer(args.viewer);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn viewer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProfileRequest::VT_VIEWER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProfileRequest::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProfileRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("viewer", Self::VT_VIEWER, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProfileRequestArgs {
+    pub viewer: u64,
+    pub user: u64,
+}
+impl<'a> Default for ProfileRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ProfileRequestArgs {
+      viewer: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct ProfileRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProfileRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_viewer(&mut self, viewer: u64) {
+    self.fbb_.push_slot::<u64>(ProfileRequest::VT_VIEWER, viewer, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ProfileRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProfileRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProfileRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProfileRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProfileRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProfileRequest");
+      ds.field("viewer", &self.viewer());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum StatusRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The statuses `viewer` may see at `now_ms` (of `author`; 0: of every
+/// contact of the viewer, and the viewer's own).
+pub struct StatusRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusRequest<'a> {
+  type Inner = StatusRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusRequest<'a> {
+  pub const VT_VIEWER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NOW_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusRequestArgs
+  ) -> ::flatbuffers::WIPOffset<StatusRequest<'bldr>> {
+    let mut builder = StatusRequestBuilder::new(_fbb);
+    builder.add_now_ms(args.now_ms);
+    builder.add_author(args.author);
+    builder.add_viewer(args.viewer);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn viewer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusRequest::VT_VIEWER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusRequest::VT_AUTHOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn now_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusRequest::VT_NOW_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("viewer", Self::VT_VIEWER, false)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .visit_field::<u64>("now_ms", Self::VT_NOW_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusRequestArgs {
+    pub viewer: u64,
+    pub author: u64,
+    pub now_ms: u64,
+}
+impl<'a> Default for StatusRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    StatusRequestArgs {
+      viewer: 0,
+      author: 0,
+      now_ms: 0,
+    }
+  }
+}
+
+pub struct StatusRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_viewer(&mut self, viewer: u64) {
+    self.fbb_.push_slot::<u64>(StatusRequest::VT_VIEWER, viewer, 0);
+  }
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(StatusRequest::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn add_now_ms(&mut self, now_ms: u64) {
+    self.fbb_.push_slot::<u64>(StatusRequest::VT_NOW_MS, now_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusRequest");
+      ds.field("viewer", &self.viewer());
+      ds.field("author", &self.author());
+      ds.field("now_ms", &self.now_ms());
+      ds.finish()
+  }
+}
+pub enum ContactLookupRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Which of these contact hashes are registered users.
+pub struct ContactLookupRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ContactLookupRequest<'a> {
+  type Inner = ContactLookupRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ContactLookupRequest<'a> {
+  pub const VT_HASHES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ContactLookupRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ContactLookupRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ContactLookupRequest<'bldr>> {
+    let mut builder = ContactLookupRequestBuilder::new(_fbb);
+    if let Some(x) = args.hashes { builder.add_hashes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn hashes(&self) -> ::flatbuffers::Vector<'a, super::Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, super::Blake3Digest>>>(ContactLookupRequest::VT_HASHES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ContactLookupRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, super::Blake3Digest>>>("hashes", Self::VT_HASHES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ContactLookupRequestArgs<'a> {
+    pub hashes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, super::Blake3Digest>>>,
+}
+impl<'a> Default for ContactLookupRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ContactLookupRequestArgs {
+      hashes: None, // required field
+    }
+  }
+}
+
+pub struct ContactLookupRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ContactLookupRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_hashes(&mut self, hashes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , super::Blake3Digest>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ContactLookupRequest::VT_HASHES, hashes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ContactLookupRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ContactLookupRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ContactLookupRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ContactLookupRequest::VT_HASHES,"hashes");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ContactLookupRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ContactLookupRequest");
+      ds.field("hashes", &self.hashes());
+      ds.finish()
+  }
+}
 pub enum ViewRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -22050,6 +25129,48 @@ impl<'a> ViewRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_profile_request(&self) -> Option<ProfileRequest<'a>> {
+    if self.query_type() == ViewQuery::ProfileRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ProfileRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_status_request(&self) -> Option<StatusRequest<'a>> {
+    if self.query_type() == ViewQuery::StatusRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { StatusRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_contact_lookup_request(&self) -> Option<ContactLookupRequest<'a>> {
+    if self.query_type() == ViewQuery::ContactLookupRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ContactLookupRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewRequest<'_> {
@@ -22066,6 +25187,9 @@ impl ::flatbuffers::Verifiable for ViewRequest<'_> {
           ViewQuery::SessionRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SessionRequest>>("ViewQuery::SessionRequest", pos),
           ViewQuery::UserRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserRequest>>("ViewQuery::UserRequest", pos),
           ViewQuery::InboxRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InboxRequest>>("ViewQuery::InboxRequest", pos),
+          ViewQuery::ProfileRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileRequest>>("ViewQuery::ProfileRequest", pos),
+          ViewQuery::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("ViewQuery::StatusRequest", pos),
+          ViewQuery::ContactLookupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRequest>>("ViewQuery::ContactLookupRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -22158,6 +25282,27 @@ impl ::core::fmt::Debug for ViewRequest<'_> {
         },
         ViewQuery::InboxRequest => {
           if let Some(x) = self.query_as_inbox_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::ProfileRequest => {
+          if let Some(x) = self.query_as_profile_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::StatusRequest => {
+          if let Some(x) = self.query_as_status_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::ContactLookupRequest => {
+          if let Some(x) = self.query_as_contact_lookup_request() {
             ds.field("query", &x)
           } else {
             ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -23297,6 +26442,48 @@ impl<'a> ViewReply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_profile_info(&self) -> Option<super::edge::Profile<'a>> {
+    if self.answer_type() == ViewAnswer::ProfileInfo {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { super::edge::Profile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_status_page(&self) -> Option<super::edge::StatusList<'a>> {
+    if self.answer_type() == ViewAnswer::StatusPage {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { super::edge::StatusList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_contact_matches(&self) -> Option<super::edge::ContactsMatched<'a>> {
+    if self.answer_type() == ViewAnswer::ContactMatches {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { super::edge::ContactsMatched::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewReply<'_> {
@@ -23314,6 +26501,9 @@ impl ::flatbuffers::Verifiable for ViewReply<'_> {
           ViewAnswer::UserInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UserInfo>>("ViewAnswer::UserInfo", pos),
           ViewAnswer::InboxPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InboxPage>>("ViewAnswer::InboxPage", pos),
           ViewAnswer::ViewError => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewError>>("ViewAnswer::ViewError", pos),
+          ViewAnswer::ProfileInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::Profile>>("ViewAnswer::ProfileInfo", pos),
+          ViewAnswer::StatusPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::StatusList>>("ViewAnswer::StatusPage", pos),
+          ViewAnswer::ContactMatches => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::ContactsMatched>>("ViewAnswer::ContactMatches", pos),
           _ => Ok(()),
         }
      })?
@@ -23413,6 +26603,27 @@ impl ::core::fmt::Debug for ViewReply<'_> {
         },
         ViewAnswer::ViewError => {
           if let Some(x) = self.answer_as_view_error() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::ProfileInfo => {
+          if let Some(x) = self.answer_as_profile_info() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::StatusPage => {
+          if let Some(x) = self.answer_as_status_page() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::ContactMatches => {
+          if let Some(x) = self.answer_as_contact_matches() {
             ds.field("answer", &x)
           } else {
             ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")

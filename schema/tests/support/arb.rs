@@ -113,12 +113,16 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         any::<bool>().prop_map(|online| SetPresence { online }),
         (device(), vec(prekey(), 0..6)).prop_map(|(device, prekeys)| UploadPrekeys { device, prekeys }),
         (user(), device()).prop_map(|(target, target_device)| ClaimPrekey { target, target_device }),
-        (any::<u64>(), bytes(64), opt_media(), users(8)).prop_map(|(status_id, ciphertext, media, acl)| PostStatus {
-            status_id,
-            ciphertext,
-            media,
-            acl
-        }),
+        (any::<u64>(), bytes(64), opt_media(), users(8), audience(), any::<u64>()).prop_map(
+            |(status_id, ciphertext, media, acl, audience, ttl_ms)| PostStatus {
+                status_id,
+                ciphertext,
+                media,
+                acl,
+                audience,
+                ttl_ms
+            }
+        ),
         users(8).prop_map(|contacts| UpdateContacts { contacts }),
         user().prop_map(|target| Block { target }),
         user().prop_map(|target| Unblock { target }),
@@ -143,6 +147,16 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
             }),
         option::of(any::<[u8; 32]>()).prop_map(|pin_hash| SetRegistrationPin { pin_hash }),
         (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
+        (user(), any::<u64>()).prop_map(|(author, status_id)| ViewStatus { author, status_id }),
+        any::<u32>().prop_map(|hashes| RecordContactLookup { hashes }),
+    ]
+}
+
+pub(crate) fn audience() -> impl Strategy<Value = chorus_schema::StatusAudience> {
+    prop_oneof![
+        Just(chorus_schema::StatusAudience::OnlyShareWith),
+        Just(chorus_schema::StatusAudience::Contacts),
+        Just(chorus_schema::StatusAudience::ContactsExcept),
     ]
 }
 
@@ -222,14 +236,15 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
             prekey_id,
             claimed_by
         }),
-        (user(), any::<u64>(), bytes(64), opt_media(), users(8), any::<u64>()).prop_map(
-            |(user, status_id, ciphertext, media, acl, expires_at_ms)| StatusPosted {
+        (user(), any::<u64>(), bytes(64), opt_media(), users(8), any::<u64>(), audience()).prop_map(
+            |(user, status_id, ciphertext, media, acl, expires_at_ms, audience)| StatusPosted {
                 user,
                 status_id,
                 ciphertext,
                 media,
                 acl,
-                expires_at_ms
+                expires_at_ms,
+                audience
             }
         ),
         (user(), users(8)).prop_map(|(user, contacts)| ContactsUpdated { user, contacts }),
@@ -244,6 +259,8 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         user().prop_map(|user| OtpFailed { user }),
         (user(), option::of(any::<[u8; 32]>())).prop_map(|(user, pin_hash)| RegistrationPinSet { user, pin_hash }),
         (chat(), any::<bool>()).prop_map(|(chat, blocked)| DirectBlockSet { chat, blocked }),
+        (user(), any::<u64>(), user()).prop_map(|(user, status_id, viewer)| StatusViewed { user, status_id, viewer }),
+        (user(), any::<u32>()).prop_map(|(user, hashes)| ContactLookupRecorded { user, hashes }),
     ]
 }
 
