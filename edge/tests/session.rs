@@ -253,7 +253,10 @@ fn login_is_verified_against_the_sessions_view() {
     assert_eq!(error_code(drain(&mut s)).0, EdgeErrorCode::Unauthenticated);
     s.handle_token_verified(TokenVerdict::Valid);
     let id = Identity { user, device };
-    assert_eq!(drain(&mut s), vec![Action::Send(ServerFrame::LoggedIn { user, device }), Action::Subscribe(id)]);
+    assert_eq!(
+        drain(&mut s),
+        vec![Action::Send(ServerFrame::LoggedIn { user, device, contact_key: None }), Action::Subscribe(id)]
+    );
     assert_eq!(s.identity(), Some(id));
     // A second login on the same connection: Forbidden.
     s.handle_frame(0, ClientFrame::Login { user: UserId(6), device, token }, &mut o);
@@ -967,7 +970,7 @@ proptest! {
             }
             while let Some(a) = s.poll_action() {
                 match a {
-                    Action::Send(ServerFrame::LoggedIn { user, device } | ServerFrame::Registered { user, device, .. }) => {
+                    Action::Send(ServerFrame::LoggedIn { user, device, .. } | ServerFrame::Registered { user, device, .. }) => {
                         prop_assert!(identity.is_none(), "logged in twice");
                         identity = Some(Identity { user, device });
                         prop_assert_eq!(s.identity(), identity);

@@ -78,5 +78,5 @@ pub use error::{Error, Result};
 pub use fold::Effect;
 pub use projection::{fold_into, rebuild, rebuild_only, Applied, Projection};
 pub use projector::{Config, Handle, Projector};
-pub use replay::{compare, rebuild_from_log, rebuild_views_from_log, Comparison};
+pub use replay::{compare, rebuild_from_log, rebuild_views_from_log, rebuild_views_with_contact_key, Comparison};
 pub use view::{UnknownView, View, Views};

@@ -3,7 +3,9 @@
 
 use chorus_schema::{EventRecord, Offset, PartitionId};
 
-use crate::fold::{chat_list, cursors, directory, inbox, receipt_status, roster, Effect};
+use crate::fold::{
+    chat_list, contact_index, contacts, cursors, directory, inbox, profile, receipt_status, roster, status, Effect,
+};
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
 use crate::view::{View, Views};
 use crate::{Error, Result};
@@ -25,11 +27,13 @@ pub enum Applied {
 #[derive(Clone, Copy, Debug)]
 pub struct Projection {
     views: Views,
+    /// The deployment's contact-sync key ([`contact_index`]); all zero by default.
+    contact_key: [u8; 32],
 }
 
 impl Default for Projection {
     fn default() -> Projection {
-        Projection { views: Views::all() }
+        Projection { views: Views::all(), contact_key: [0; 32] }
     }
 }
 
@@ -44,7 +48,15 @@ impl Projection {
     /// view's keys depend only on the events and the views it reads. The
     /// effects are those of the folded views. For the replay of one view.
     pub fn only(views: Views) -> Projection {
-        Projection { views: views.with_reads() }
+        Projection { views: views.with_reads(), contact_key: [0; 32] }
+    }
+
+    /// The same projection with the deployment's contact-sync key (what the
+    /// contact index hashes phone numbers with: a projector and a replay that
+    /// must agree use the same key).
+    #[must_use]
+    pub fn with_contact_key(self, contact_key: [u8; 32]) -> Projection {
+        Projection { contact_key, ..self }
     }
 
     /// The views this projection folds.
@@ -93,6 +105,10 @@ impl Projection {
                 View::ReceiptStatus => receipt_status::apply(txn, record, &mut out)?,
                 View::Inbox => inbox::apply(txn, record, &mut out)?,
                 View::Directory => directory::apply(txn, record, &mut out)?,
+                View::Contacts => contacts::apply(txn, record, &mut out)?,
+                View::Profile => profile::apply(txn, record, &mut out)?,
+                View::Status => status::apply(txn, record, &mut out)?,
+                View::ContactIndex => contact_index::apply(txn, &self.contact_key, record, &mut out)?,
             }
         }
         put_value(txn, &cursor, &next.next());

@@ -16,12 +16,26 @@ pub enum View {
     ReceiptStatus,
     Inbox,
     Directory,
+    Contacts,
+    Profile,
+    Status,
+    ContactIndex,
 }
 
 impl View {
     /// Every view, in the order a projection folds them.
-    pub const ALL: [View; 6] =
-        [View::Roster, View::Cursors, View::ChatList, View::ReceiptStatus, View::Inbox, View::Directory];
+    pub const ALL: [View; 10] = [
+        View::Roster,
+        View::Cursors,
+        View::ChatList,
+        View::ReceiptStatus,
+        View::Inbox,
+        View::Directory,
+        View::Contacts,
+        View::Profile,
+        View::Status,
+        View::ContactIndex,
+    ];
 
     /// The view's name (`chorus replay --view <name>`).
     pub fn name(self) -> &'static str {
@@ -32,6 +46,10 @@ impl View {
             View::ReceiptStatus => "receipt_status",
             View::Inbox => "inbox",
             View::Directory => "directory",
+            View::Contacts => "contacts",
+            View::Profile => "profile",
+            View::Status => "status",
+            View::ContactIndex => "contact_index",
         }
     }
 
@@ -45,6 +63,10 @@ impl View {
             View::ReceiptStatus => &[keys::TICKS, keys::PENDING],
             View::Inbox => &[keys::INBOX],
             View::Directory => &[keys::USERS, keys::DEVICES],
+            View::Contacts => &[keys::CONTACTS],
+            View::Profile => &[keys::PROFILE, keys::BLOCKS],
+            View::Status => &[keys::STATUS, keys::STATUS_EXPIRY],
+            View::ContactIndex => &[keys::CONTACT_INDEX],
         }
     }
 
@@ -54,7 +76,14 @@ impl View {
         match self {
             View::ChatList | View::Inbox => &[View::Roster],
             View::ReceiptStatus => &[View::Roster, View::Cursors],
-            View::Roster | View::Cursors | View::Directory => &[],
+            // The social views read each other only when answering queries.
+            View::Roster
+            | View::Cursors
+            | View::Directory
+            | View::Contacts
+            | View::Profile
+            | View::Status
+            | View::ContactIndex => &[],
         }
     }
 
@@ -63,7 +92,7 @@ impl View {
         key.first().is_some_and(|tag| self.tags().contains(tag))
     }
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> u16 {
         1 << (self as u8)
     }
 }
@@ -76,7 +105,9 @@ impl fmt::Display for View {
 
 /// A name that is not a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory)")]
+#[error(
+    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, contacts, profile, status, contact_index)"
+)]
 pub struct UnknownView {
     pub name: String,
 }
@@ -91,7 +122,7 @@ impl FromStr for View {
 
 /// A set of views.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Views(u8);
+pub struct Views(u16);
 
 impl Views {
     /// Every view.

@@ -56,4 +56,4 @@ mod worker;
 pub use client::{Client, ClientStats};
 pub use config::ClientConfig;
 pub use register::{request_otp, verify_otp, verify_otp_with_pin};
-pub use types::{Credentials, Error, Event, Message, Result, Resume, Sent};
+pub use types::{Answer, Credentials, Error, Event, Message, Result, Resume, Sent};

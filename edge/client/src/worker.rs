@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chorus_schema::{ChatId, ClientMsgId, Seq, ServerFrame};
+use chorus_schema::{ClientMsgId, ServerFrame};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
@@ -60,7 +60,7 @@ pub(crate) struct Worker {
     /// Answered once: the first login, or why there was none.
     ready: Option<oneshot::Sender<Result<()>>>,
     sends: HashMap<ClientMsgId, Vec<Waiter<Sent>>>,
-    requests: HashMap<ClientMsgId, Waiter<Option<(ChatId, Seq)>>>,
+    requests: HashMap<ClientMsgId, Waiter<crate::types::Answer>>,
     opening: Option<(LinkId, Opening)>,
     open: Option<Open>,
 }

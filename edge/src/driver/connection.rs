@@ -168,6 +168,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
     ctx.connections.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
     session.set_limits(ctx.rate_limits.clone(), quic.remote_address().ip());
+    session.set_contact_key(ctx.view_key.contact_key());
     let budget = ctx.config.delivery_queue_bytes_max;
     let bounds =
         Bounds { input_bytes_max: budget / 4, routed_max: ctx.config.delivery_queue_max, routed_bytes_max: budget / 4 };
@@ -220,6 +221,7 @@ fn action_kind(action: &Action) -> &'static str {
         Action::Sync { .. } => "sync",
         Action::FillGap { .. } => "fill_gap",
         Action::Close { .. } => "close",
+        Action::Query { .. } => "query",
     }
 }
 
@@ -376,6 +378,7 @@ impl Conn {
         let now = crate::now_ms();
         match input {
             Input::Appended(correlation, result) => self.session.handle_append_result(now, correlation, result),
+            Input::Queried(correlation, result) => self.session.handle_query_result(correlation, result),
             Input::TokenVerified(verdict) => self.session.handle_token_verified(verdict),
             Input::RecipientChecked(correlation, verdict) => {
                 self.session.handle_recipient_checked(correlation, verdict)
@@ -509,6 +512,13 @@ impl Conn {
                     });
                 }
                 Action::Close { code, reason } => return Some(Close { code, reason, tell: false }),
+                Action::Query { correlation, query } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let result = views::any_query(&ctx, query).await.map_err(|e| e.to_string());
+                        let _ = to.put(Input::Queried(correlation, result)).await;
+                    });
+                }
             }
         }
         None

@@ -6,15 +6,21 @@
 //! keys, so [`Projection`](crate::Projection) applies them in a fixed order:
 //! [`roster`] (membership after the event), [`cursors`], [`chat_list`] (reads the
 //! roster), [`receipt_status`] (reads the roster and the cursors), [`inbox`]
-//! (reads the roster), [`directory`] (reads only its own keys). The directory is
-//! the only view of user-partition events so far.
+//! (reads the roster), [`directory`] (reads only its own keys), then the social
+//! views of user-partition events, each folding only its own keys:
+//! [`contacts`], [`profile`] (with blocks), [`status`] (expiring posts by the
+//! log's time) and [`contact_index`] (keyed contact hashes of phones).
 
 pub mod chat_list;
+pub mod contact_index;
+pub mod contacts;
 pub mod cursors;
 pub mod directory;
 pub mod inbox;
+pub mod profile;
 pub mod receipt_status;
 pub mod roster;
+pub mod status;
 
 use chorus_schema::{ChatId, DeviceId, Seq, UserId};
 

@@ -16,6 +16,12 @@
 //! | `0x50` | `50 ‖ user` | `()`: the user is registered | directory |
 //! | `0x51` | `51 ‖ user ‖ device` | [`directory::Device`](crate::fold::directory::Device): a linked device and its session | directory |
 //! | `0x60` | `60 ‖ user ‖ chat ‖ seq` | offset `u64` of the item's record in the chat's partition | inbox |
+//! | `0x70` | `70 ‖ user ‖ contact` | `()`: `contact` is in `user`'s contact list | contacts |
+//! | `0x80` | `80 ‖ user` | [`profile::Stored`](crate::fold::profile::Stored): profile and privacy settings | profile |
+//! | `0x81` | `81 ‖ user ‖ target` | `()`: `user` blocks `target` | profile |
+//! | `0x90` | `90 ‖ author ‖ status id` | [`status::Post`](crate::fold::status::Post) | status |
+//! | `0x91` | `91 ‖ partition ‖ expires_at u64 ‖ author ‖ status id` | `()`: expiry index | status |
+//! | `0xa0` | `a0 ‖ contact hash [32]` | the `UserId` registered with that phone | contact_index |
 //!
 //! Tags are spaced so that a view can add a key family next to its own. A tag is
 //! never reused for another meaning; a change of value format takes a new tag.
@@ -36,6 +42,12 @@ pub const PENDING: u8 = 0x41;
 pub const USERS: u8 = 0x50;
 pub const DEVICES: u8 = 0x51;
 pub const INBOX: u8 = 0x60;
+pub const CONTACTS: u8 = 0x70;
+pub const PROFILE: u8 = 0x80;
+pub const BLOCKS: u8 = 0x81;
+pub const STATUS: u8 = 0x90;
+pub const STATUS_EXPIRY: u8 = 0x91;
+pub const CONTACT_INDEX: u8 = 0xa0;
 
 struct Key(Vec<u8>);
 
@@ -163,6 +175,59 @@ pub fn inbox(user: UserId, chat: &ChatId, seq: Seq) -> Vec<u8> {
 /// `60 ‖ user ‖ chat`: every item of a chat that a user receives.
 pub fn inbox_of(user: UserId, chat: &ChatId) -> Vec<u8> {
     Key::new(INBOX).user(user).chat(chat).0
+}
+
+/// `70 ‖ user ‖ contact`.
+pub fn contact(user: UserId, contact: UserId) -> Vec<u8> {
+    Key::new(CONTACTS).user(user).user(contact).0
+}
+
+/// `70 ‖ user`: every contact of a user.
+pub fn contacts_of(user: UserId) -> Vec<u8> {
+    Key::new(CONTACTS).user(user).0
+}
+
+/// `80 ‖ user`.
+pub fn profile(user: UserId) -> Vec<u8> {
+    Key::new(PROFILE).user(user).0
+}
+
+/// `81 ‖ user ‖ target`.
+pub fn block(user: UserId, target: UserId) -> Vec<u8> {
+    Key::new(BLOCKS).user(user).user(target).0
+}
+
+/// `90 ‖ author ‖ status id`.
+pub fn status(author: UserId, status_id: u64) -> Vec<u8> {
+    Key::new(STATUS).user(author).seq(Seq(status_id)).0
+}
+
+/// `90 ‖ author`: every live post of an author.
+pub fn statuses_of(author: UserId) -> Vec<u8> {
+    Key::new(STATUS).user(author).0
+}
+
+/// `91 ‖ partition ‖ expires_at ‖ author ‖ status id`.
+pub fn status_expiry(partition: PartitionId, expires_at_ms: u64, author: UserId, status_id: u64) -> Vec<u8> {
+    let mut k = status_expiries(partition);
+    k.extend_from_slice(&expires_at_ms.to_be_bytes());
+    k.extend_from_slice(&author.0.to_be_bytes());
+    k.extend_from_slice(&status_id.to_be_bytes());
+    k
+}
+
+/// `91 ‖ partition`: the expiry index of a partition, soonest first.
+pub fn status_expiries(partition: PartitionId) -> Vec<u8> {
+    let mut k = vec![STATUS_EXPIRY];
+    k.extend_from_slice(&partition.0.to_be_bytes());
+    k
+}
+
+/// `a0 ‖ hash`.
+pub fn contact_index(hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = vec![CONTACT_INDEX];
+    k.extend_from_slice(hash);
+    k
 }
 
 /// The first key after every key that starts with `prefix` (`None` if the

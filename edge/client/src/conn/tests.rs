@@ -45,7 +45,7 @@ fn sends(outputs: &[Output]) -> Vec<ClientFrame> {
 }
 
 fn logged_in() -> ServerFrame {
-    ServerFrame::LoggedIn { user: ME.user, device: ME.device }
+    ServerFrame::LoggedIn { user: ME.user, device: ME.device, contact_key: None }
 }
 
 /// Takes the pending Connect through the login; returns the link and the outputs after `LoggedIn`.
@@ -319,7 +319,10 @@ fn requests_fail_when_their_connection_is_lost_and_wait_for_a_login_when_not_wri
         blocked: true
     }));
     core.handle_control(7, link, ServerFrame::Done { client_msg_id: ClientMsgId(2), at: None });
-    assert_eq!(drain(&mut core), vec![Output::RequestDone { client_msg_id: ClientMsgId(2), result: Ok(None) }]);
+    assert_eq!(
+        drain(&mut core),
+        vec![Output::RequestDone { client_msg_id: ClientMsgId(2), result: Ok(crate::types::Answer::Done(None)) }]
+    );
 }
 
 #[test]
@@ -359,7 +362,13 @@ fn revoked_stops_the_client_and_a_logout_in_flight_succeeded() {
     };
     core.handle_control(20, link, revoked);
     let out = drain(&mut core);
-    assert!(out.contains(&Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(None) }), "{out:?}");
+    assert!(
+        out.contains(&Output::RequestDone {
+            client_msg_id: ClientMsgId(1),
+            result: Ok(crate::types::Answer::Done(None))
+        }),
+        "{out:?}"
+    );
     assert!(out.iter().any(|o| matches!(
         o,
         Output::SendDone { result: Err(Error::Refused { code: EdgeErrorCode::Revoked, .. }), .. }
