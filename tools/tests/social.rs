@@ -94,7 +94,7 @@ async fn contacts_profiles_statuses_and_blocks() {
         ("Alice", Some("at the beach"), Some(&avatar))
     );
     a.set_privacy(Visibility::Everyone, Visibility::Contacts, Visibility::Contacts, true).await.unwrap();
-    eventually(
+    let _ = eventually(
         "dave, no contact, sees the name only",
         || d.profile(alice.user),
         |p| p.as_ref().is_ok_and(|p| shows(p) == (false, false) && p.name == "Alice"),
@@ -102,7 +102,7 @@ async fn contacts_profiles_statuses_and_blocks() {
     .await;
     assert_eq!(shows(&b.profile(alice.user).await.unwrap()), (true, true), "bob is a contact");
     a.set_privacy(Visibility::Everyone, Visibility::Nobody, Visibility::Nobody, true).await.unwrap();
-    eventually(
+    let _ = eventually(
         "nobody: bob sees neither",
         || b.profile(alice.user),
         |p| p.as_ref().is_ok_and(|p| shows(p) == (false, false)),
@@ -110,7 +110,7 @@ async fn contacts_profiles_statuses_and_blocks() {
     .await;
     assert_eq!(shows(&a.profile(alice.user).await.unwrap()), (true, true), "the owner sees their own");
     a.set_privacy(Visibility::Everyone, Visibility::Everyone, Visibility::Everyone, true).await.unwrap();
-    eventually(
+    let _ = eventually(
         "everyone: dave sees both",
         || d.profile(alice.user),
         |p| p.as_ref().is_ok_and(|p| shows(p) == (true, true)),
@@ -127,9 +127,10 @@ async fn contacts_profiles_statuses_and_blocks() {
         let cl = cl.clone();
         async move { cl.statuses(author).await.map(|s| ids(&s)) }
     };
-    eventually("bob sees 1 and 2", || listed(&b, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[1, 2])).await;
-    eventually("carol sees 1", || listed(&c, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[1])).await;
-    eventually("dave sees 3", || listed(&d, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[3])).await;
+    let _ = eventually("bob sees 1 and 2", || listed(&b, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[1, 2]))
+        .await;
+    let _ = eventually("carol sees 1", || listed(&c, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[1])).await;
+    let _ = eventually("dave sees 3", || listed(&d, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[3])).await;
     // Without an author: the contacts' posts (bob has no contacts: none).
     assert_eq!(b.statuses(None).await.unwrap(), vec![]);
 
@@ -155,7 +156,8 @@ async fn contacts_profiles_statuses_and_blocks() {
     // ---- expiry: a post with a short ttl is gone from the list, viewing it is
     // `Expired`, and nothing is recorded.
     a.post_status(4, b"brief".to_vec(), StatusAudience::Contacts, vec![], 1_500).await.unwrap();
-    eventually("carol sees 4", || listed(&c, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s.contains(&4))).await;
+    let _ =
+        eventually("carol sees 4", || listed(&c, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s.contains(&4))).await;
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     let (code, message, _) = refused(c.view_status(alice.user, 4).await);
     assert_eq!(code, EdgeErrorCode::Expired, "{message}");
@@ -167,8 +169,12 @@ async fn contacts_profiles_statuses_and_blocks() {
     // direct messages are refused; his group messages still arrive.
     let chat = a.create_group("both", vec![bob.user]).await.unwrap();
     a.block(bob.user, true).await.unwrap();
-    eventually("bob sees no status of alice", || listed(&b, Some(alice.user)), |s| s.as_ref().is_ok_and(Vec::is_empty))
-        .await;
+    let _ = eventually(
+        "bob sees no status of alice",
+        || listed(&b, Some(alice.user)),
+        |s| s.as_ref().is_ok_and(Vec::is_empty),
+    )
+    .await;
     let p = b.profile(alice.user).await.unwrap();
     assert_eq!((p.name.as_str(), shows(&p)), ("Alice", (false, false)), "blocked: the name only");
     assert_eq!(shows(&c.profile(alice.user).await.unwrap()), (true, true), "others still see it");
@@ -180,7 +186,8 @@ async fn contacts_profiles_statuses_and_blocks() {
     assert!(got.iter().any(|m| m.chat == chat && m.ciphertext == b"in the group" && m.sender == bob.user), "{got:?}");
     // Unblocked: bob sees the photo again.
     a.block(bob.user, false).await.unwrap();
-    eventually("unblocked", || b.profile(alice.user), |p| p.as_ref().is_ok_and(|p| shows(p) == (true, true))).await;
+    let _ =
+        eventually("unblocked", || b.profile(alice.user), |p| p.as_ref().is_ok_and(|p| shows(p) == (true, true))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
