@@ -985,6 +985,10 @@ proptest! {
                     | Action::FillGap { .. } => {
                         prop_assert!(identity.is_some(), "delivery before login");
                     }
+                    Action::Query { correlation, .. } => {
+                        prop_assert!(identity.is_some(), "view query before login");
+                        s.handle_query_result(correlation, Err("no views here".into()));
+                    }
                     Action::CheckRecipient { correlation, user } => {
                         prop_assert!(identity.is_some(), "recipient check before login");
                         s.handle_recipient_checked(correlation, match user.0 % 4 {

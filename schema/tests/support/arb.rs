@@ -495,7 +495,8 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             device,
             token
         }),
-        (user(), device()).prop_map(|(user, device)| ServerFrame::LoggedIn { user, device }),
+        (user(), device(), option::of(any::<[u8; 32]>()))
+            .prop_map(|(user, device, contact_key)| ServerFrame::LoggedIn { user, device, contact_key }),
         (any::<u64>(), chat(), seq(), any::<u64>()).prop_map(|(c, chat, seq, server_time_ms)| ServerFrame::Sent {
             client_msg_id: ClientMsgId(c),
             chat,
