@@ -466,7 +466,70 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             chat: ChatId::group(chat),
             op
         }),
+        social_client_frame(),
     ]
+}
+
+pub(crate) fn social_client_frame() -> impl Strategy<Value = ClientFrame> {
+    let id = || any::<u64>().prop_map(ClientMsgId);
+    prop_oneof![
+        (id(), text(16), text(32), opt_media()).prop_map(|(client_msg_id, name, about, avatar)| {
+            ClientFrame::SetProfile { client_msg_id, name, about, avatar }
+        }),
+        (id(), visibility(), visibility(), visibility(), any::<bool>()).prop_map(
+            |(client_msg_id, last_seen, profile_photo, about, read_receipts)| ClientFrame::SetPrivacy {
+                client_msg_id,
+                last_seen,
+                profile_photo,
+                about,
+                read_receipts
+            }
+        ),
+        (id(), user()).prop_map(|(client_msg_id, user)| ClientFrame::GetProfile { client_msg_id, user }),
+        (id(), any::<u64>(), bytes(64), opt_media(), audience(), users(8), any::<u64>()).prop_map(
+            |(client_msg_id, status_id, ciphertext, media, audience, users, ttl_ms)| ClientFrame::PostStatus {
+                client_msg_id,
+                status_id,
+                ciphertext,
+                media,
+                audience,
+                users,
+                ttl_ms
+            }
+        ),
+        (id(), option::of(user().prop_filter("0 means none", |u| u.0 != 0)))
+            .prop_map(|(client_msg_id, author)| ClientFrame::ListStatus { client_msg_id, author }),
+        (id(), user(), any::<u64>()).prop_map(|(client_msg_id, author, status_id)| ClientFrame::ViewStatus {
+            client_msg_id,
+            author,
+            status_id
+        }),
+        (id(), vec(any::<[u8; 32]>(), 0..8))
+            .prop_map(|(client_msg_id, hashes)| ClientFrame::SyncContacts { client_msg_id, hashes }),
+    ]
+}
+
+pub(crate) fn profile() -> impl Strategy<Value = chorus_schema::Profile> {
+    (user(), any::<bool>(), text(16), option::of(text(32)), opt_media())
+        .prop_map(|(user, found, name, about, avatar)| chorus_schema::Profile { user, found, name, about, avatar })
+}
+
+pub(crate) fn status_entry() -> impl Strategy<Value = chorus_schema::StatusEntry> {
+    (user(), any::<u64>(), any::<u64>(), any::<u64>(), bytes(32), opt_media(), users(4)).prop_map(
+        |(author, status_id, posted_at_ms, expires_at_ms, ciphertext, media, viewers)| chorus_schema::StatusEntry {
+            author,
+            status_id,
+            posted_at_ms,
+            expires_at_ms,
+            ciphertext,
+            media,
+            viewers,
+        },
+    )
+}
+
+pub(crate) fn contact_match() -> impl Strategy<Value = chorus_schema::ContactMatch> {
+    (any::<[u8; 32]>(), user()).prop_map(|(hash, user)| chorus_schema::ContactMatch { hash, user })
 }
 
 pub(crate) fn group_op() -> impl Strategy<Value = GroupOp> {
@@ -539,6 +602,12 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             any::<u64>()
         )
             .prop_map(|(kind, device, at_ms)| ServerFrame::DeviceNotice { kind, device, at_ms }),
+        (any::<u64>(), profile())
+            .prop_map(|(c, profile)| ServerFrame::Profile { client_msg_id: ClientMsgId(c), profile }),
+        (any::<u64>(), vec(status_entry(), 0..4))
+            .prop_map(|(c, entries)| ServerFrame::StatusList { client_msg_id: ClientMsgId(c), entries }),
+        (any::<u64>(), vec(contact_match(), 0..4))
+            .prop_map(|(c, matches)| ServerFrame::ContactsMatched { client_msg_id: ClientMsgId(c), matches }),
     ]
 }
 
@@ -597,6 +666,10 @@ pub(crate) fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
             after,
             limit
         })),
+        (user(), user()).prop_map(|(viewer, user)| Q::Profile(bus::ProfileRequest { viewer, user })),
+        (user(), option::of(user().prop_filter("0 means none", |u| u.0 != 0)), any::<u64>())
+            .prop_map(|(viewer, author, now_ms)| Q::Status(bus::StatusRequest { viewer, author, now_ms })),
+        vec(any::<[u8; 32]>(), 0..8).prop_map(|hashes| Q::ContactLookup(bus::ContactLookupRequest { hashes })),
     ]
 }
 fn chat_list_entry() -> impl Strategy<Value = bus::ChatListEntry> {
@@ -634,5 +707,8 @@ pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
         (partition(), vec(inbox, 0..8), any::<bool>())
             .prop_map(|(partition, entries, more)| Ok(A::Inbox(bus::InboxPage { partition, entries, more }))),
         (code, text(64)).prop_map(|(code, message)| Err(bus::ViewError { code, message })),
+        profile().prop_map(|p| Ok(A::Profile(p))),
+        vec(status_entry(), 0..4).prop_map(|s| Ok(A::Statuses(s))),
+        vec(contact_match(), 0..4).prop_map(|m| Ok(A::ContactMatches(m))),
     ]
 }
