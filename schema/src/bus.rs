@@ -515,7 +515,7 @@ impl ViewQuery {
     /// Verifies and decodes a request made by [`ViewQuery::encode`].
     ///
     /// # Errors
-    /// [`Error::TooLarge`] above [`MAX_VIEW_REQUEST_BYTES`]; [`Error::Malformed`]
+    /// [`Error::TooLarge`] above [`crate::limits::MAX_VIEW_QUERY_BYTES`]; [`Error::Malformed`]
     /// if the verifier refuses it or it holds an unknown query.
     pub fn decode(payload: &[u8]) -> Result<ViewQuery> {
         let r = codec::root::<fbus::ViewRequest>(

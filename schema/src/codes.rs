@@ -446,8 +446,11 @@ mod tests {
         for c in ErrorCode::ALL {
             assert_eq!(c.retryable(), c.to_edge().retryable(), "{c}");
         }
+        // A refusal is final, but for the allowance of contact lookups
+        // (`RateLimited`), which the same request meets again after a day.
         for c in RejectCode::ALL {
-            assert!(!c.to_edge().retryable(), "{c}");
+            assert_eq!(c.retryable(), c.to_edge().retryable(), "{c}");
+            assert_eq!(c.retryable(), *c == RejectCode::RateLimited, "{c}");
         }
     }
 
