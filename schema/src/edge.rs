@@ -1067,7 +1067,7 @@ impl ServerFrame {
                 (fe::ServerFrameBody::Registered, t.as_union_value())
             }
             ServerFrame::LoggedIn { user, device, contact_key } => {
-                let key = contact_key.map(|k| crate::fb::Blake3Digest(k));
+                let key = contact_key.map(crate::fb::Blake3Digest);
                 let t = fe::LoggedIn::create(
                     &mut fbb,
                     &fe::LoggedInArgs { user: user.0, device: device.0, contact_key: key.as_ref() },

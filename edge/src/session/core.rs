@@ -1095,14 +1095,13 @@ impl Session {
             (Pending::Answer { .. }, Ok(ViewAnswer::Statuses(entries))) => {
                 self.send(ServerFrame::StatusList { client_msg_id, entries })
             }
-            (Pending::ContactMatches { .. }, Ok(ViewAnswer::ContactMatches(matches))) => match self.identity() {
-                Some(id) => {
+            (Pending::ContactMatches { .. }, Ok(ViewAnswer::ContactMatches(matches))) => {
+                if let Some(id) = self.identity() {
                     let contacts: Vec<UserId> = matches.iter().map(|m| m.user).collect();
                     let pending = Pending::ContactsRecorded { client_msg_id, matches };
                     self.append_internal(id, pending, CommandBody::UpdateContacts { contacts });
                 }
-                None => {}
-            },
+            }
             (_, Ok(_)) => self.error(EdgeErrorCode::Internal, "a view answered another query", Some(client_msg_id)),
         }
     }

@@ -59,20 +59,20 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, _effects: &mut 
         txn.delete(&k);
     }
     match &record.event.body {
-        EventBody::StatusPosted { user, status_id, ciphertext, media, acl, expires_at_ms, audience } => {
-            if *expires_at_ms > at_ms {
-                let post = Post {
-                    posted_at_ms: at_ms,
-                    expires_at_ms: *expires_at_ms,
-                    ciphertext: ciphertext.clone(),
-                    media: media.clone(),
-                    audience: *audience,
-                    acl: acl.clone(),
-                    viewers: vec![],
-                };
-                put_value(txn, &keys::status(*user, *status_id), &post);
-                txn.put(&keys::status_expiry(record.partition, *expires_at_ms, *user, *status_id), &[]);
-            }
+        EventBody::StatusPosted { user, status_id, ciphertext, media, acl, expires_at_ms, audience }
+            if *expires_at_ms > at_ms =>
+        {
+            let post = Post {
+                posted_at_ms: at_ms,
+                expires_at_ms: *expires_at_ms,
+                ciphertext: ciphertext.clone(),
+                media: media.clone(),
+                audience: *audience,
+                acl: acl.clone(),
+                viewers: vec![],
+            };
+            put_value(txn, &keys::status(*user, *status_id), &post);
+            txn.put(&keys::status_expiry(record.partition, *expires_at_ms, *user, *status_id), &[]);
         }
         EventBody::StatusViewed { user, status_id, viewer } => {
             let key = keys::status(*user, *status_id);

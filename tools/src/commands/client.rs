@@ -408,7 +408,7 @@ pub async fn run(args: Args) -> Result<()> {
                     let id = id.unwrap_or_else(|| {
                         std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_millis() as u64)
+                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                             .unwrap_or(1)
                     });
                     c.post_status(id, text.into_bytes(), audience, users, ttl_ms).await?;
