@@ -206,3 +206,112 @@ async fn contact_sync_is_rate_limited_per_day_with_retry_after() {
     let retry = retry_after_ms.expect("retry_after_ms");
     assert!(retry > 0 && retry <= 24 * 60 * 60 * 1000, "{retry}");
 }
+
+/// Texts a code to `phone` through edge `edge` and reads it from its SMS file.
+async fn code(stack: &Stack, edge: usize, phone: &str) -> String {
+    let path = stack.cluster.edges[edge].sms_path();
+    let len = || std::fs::metadata(&path).map_or(0, |m| m.len());
+    let before = len();
+    chorus_client::request_otp(&stack.client_config(&[edge]), phone).await.expect("a code is texted");
+    for _ in 0..50 {
+        if len() > before {
+            if let Ok(c) = chorus_testkit::services::sms_code(&path, phone) {
+                return c;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no code for {phone} in {}", path.display())
+}
+
+/// `chorus client …` against the stack's edge 0, with this profile.
+fn cli(stack: &Stack, profile: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(chorus_binary())
+        .arg("client")
+        .args(["--edge", &stack.edge_addrs()[0]])
+        .arg("--ca")
+        .arg(&stack.cluster.edge_ca)
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .output()
+        .expect("run chorus client");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Polls a CLI command until its output contains `want` (views are folded a
+/// moment after the log commits).
+fn cli_until(stack: &Stack, profile: &std::path::Path, args: &[&str], want: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (ok, out) = cli(stack, profile, args);
+        if ok && out.contains(want) {
+            return out;
+        }
+        assert!(std::time::Instant::now() < deadline, "{args:?}: no {want:?} in {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_syncs_contacts_sets_a_profile_and_posts_lists_and_views_statuses() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(StackSpec::new(dir.path(), chorus_binary()).unthrottled()).await.expect("stack");
+    let (phone, profile) = ("+15550000401", dir.path().join("cli.json"));
+    let bob = stack.register(1, "+15550000402").await.unwrap();
+    let (b, _b_events) = connect(&stack, 1, bob).await;
+    let c = code(&stack, 0, phone).await;
+    let (ok, out) = cli(&stack, &profile, &["register", "--phone", phone, "--code", &c]);
+    assert!(ok, "{out}");
+    let me = chorus_schema::edge::user_for_phone(phone).unwrap();
+
+    let (ok, out) = cli(&stack, &profile, &["contacts", "sync", "+15550000402", "+15559999998"]);
+    assert!(ok && out.contains(&format!("+15550000402 user {}", bob.user)) && out.contains("1 of 2"), "{out}");
+    let (ok, out) =
+        cli(&stack, &profile, &["profile", "set", "--name", "Cli", "--about", "hello", "--picture", &"ab".repeat(32)]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&stack, &profile, &["privacy", "--about", "contacts", "--photo", "nobody"]);
+    assert!(ok, "{out}");
+    // Bob is a contact: he sees the about text, not the photo.
+    let p = eventually(
+        "bob sees the CLI user's profile",
+        || b.profile(me),
+        |p| p.as_ref().is_ok_and(|p| p.name == "Cli" && p.about.is_some()),
+    )
+    .await
+    .unwrap();
+    assert_eq!((p.about.as_deref(), p.avatar.is_none()), (Some("hello"), true));
+    let out = cli_until(&stack, &profile, &["profile", "get", "+15550000401"], "about: hello");
+    assert!(out.contains(&format!("picture: {}", "ab".repeat(32))), "the owner sees their own photo: {out}");
+
+    let (ok, out) = cli(&stack, &profile, &["status", "post", "first story", "--id", "7"]);
+    assert!(ok && out.contains("status 7 posted"), "{out}");
+    eventually(
+        "bob sees the story",
+        || b.statuses(Some(me)),
+        |s| s.as_ref().is_ok_and(|s| s.iter().any(|e| e.status_id == 7 && e.ciphertext == b"first story")),
+    )
+    .await
+    .unwrap();
+    b.view_status(me, 7).await.unwrap();
+    cli_until(&stack, &profile, &["status", "list"], &format!("first story (viewed by {})", bob.user));
+    let (ok, out) = cli(&stack, &profile, &["status", "view", "--user", "+15550000401", "--id", "99"]);
+    assert!(!ok && out.contains("UnknownRecipient"), "{out}");
+
+    let (ok, out) = cli(&stack, &profile, &["block", "+15550000402"]);
+    assert!(ok && out.contains("blocked"), "{out}");
+    eventually("blocked: bob sees no story", || b.statuses(Some(me)), |s| s.as_ref().is_ok_and(Vec::is_empty))
+        .await
+        .unwrap();
+    let (ok, out) = cli(&stack, &profile, &["unblock", "+15550000402"]);
+    assert!(ok && out.contains("unblocked"), "{out}");
+    eventually(
+        "unblocked: bob sees the story again",
+        || b.statuses(Some(me)),
+        |s| s.as_ref().is_ok_and(|s| s.len() == 1),
+    )
+    .await
+    .unwrap();
+}
