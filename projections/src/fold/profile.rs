@@ -119,3 +119,70 @@ pub fn visible<T: Txn + ?Sized>(txn: &T, viewer: UserId, user: UserId) -> Result
     let avatar = if may_see(txn, viewer, user, p.profile_photo)? { p.avatar.clone() } else { None };
     Ok(Profile { user, found: p.set, name: p.name, about, avatar })
 }
+
+#[cfg(test)]
+mod tests {
+    use chorus_schema::{ClientMsgId, DeviceId, Event, LogIndex, Offset, Origin, PartitionId};
+
+    use super::*;
+    use crate::store::MemStore;
+
+    const A: UserId = UserId(1);
+    const B: UserId = UserId(2);
+    const C: UserId = UserId(3);
+
+    fn fold(store: &mut MemStore, bodies: Vec<EventBody>) {
+        for (i, body) in bodies.into_iter().enumerate() {
+            let origin = Origin { user: A, device: DeviceId(1), client_msg_id: ClientMsgId(i as u64) };
+            let r = EventRecord {
+                partition: PartitionId(0),
+                offset: Offset(i as u64),
+                log_index: LogIndex(i as u64),
+                event: Event { at_ms: 0, origin, body },
+            };
+            let mut txn = store.begin();
+            apply(&mut txn, &r, &mut Vec::new()).unwrap();
+            contacts::apply(&mut txn, &r, &mut Vec::new()).unwrap();
+            txn.commit();
+        }
+    }
+
+    fn privacy(photo: Visibility, about: Visibility) -> EventBody {
+        EventBody::PrivacyChanged {
+            user: A,
+            last_seen: Visibility::Everyone,
+            profile_photo: photo,
+            about,
+            read_receipts: true,
+        }
+    }
+
+    #[test]
+    fn privacy_contacts_and_blocks() {
+        let mut store = MemStore::new();
+        assert!(!visible(&store.begin(), B, A).unwrap().found);
+        let avatar = MediaRef { blake3: [1; 32], size: 1, mime: "image/png".into() };
+        fold(
+            &mut store,
+            vec![
+                EventBody::ContactsUpdated { user: A, contacts: vec![B] },
+                EventBody::ProfileUpdated { user: A, name: "a".into(), about: "hi".into(), avatar: Some(avatar) },
+            ],
+        );
+        let sees = |store: &mut MemStore, v| {
+            let p = visible(&store.begin(), v, A).unwrap();
+            assert_eq!(p.name, "a");
+            (p.about.is_some(), p.avatar.is_some())
+        };
+        assert_eq!((sees(&mut store, B), sees(&mut store, C)), ((true, true), (true, true)));
+        fold(&mut store, vec![privacy(Visibility::Contacts, Visibility::Nobody)]);
+        assert_eq!(
+            (sees(&mut store, B), sees(&mut store, C), sees(&mut store, A)),
+            ((false, true), (false, false), (true, true))
+        );
+        fold(&mut store, vec![EventBody::UserBlocked { user: A, target: B }]);
+        assert_eq!(sees(&mut store, B), (false, false));
+        fold(&mut store, vec![EventBody::UserUnblocked { user: A, target: B }]);
+        assert_eq!(sees(&mut store, B), (false, true));
+    }
+}

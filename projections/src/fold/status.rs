@@ -143,3 +143,84 @@ pub fn visible<T: Txn + ?Sized>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use chorus_schema::{ClientMsgId, DeviceId, Event, LogIndex, Offset, Origin, PartitionId};
+
+    use super::*;
+    use crate::store::MemStore;
+
+    const A: UserId = UserId(1);
+    const B: UserId = UserId(2);
+    const C: UserId = UserId(3);
+
+    fn record(partition: u16, at_ms: u64, body: EventBody) -> EventRecord {
+        let origin = Origin { user: A, device: DeviceId(1), client_msg_id: ClientMsgId(at_ms) };
+        EventRecord {
+            partition: PartitionId(partition),
+            offset: Offset(at_ms),
+            log_index: LogIndex(at_ms),
+            event: Event { at_ms, origin, body },
+        }
+    }
+
+    fn fold(store: &mut MemStore, records: &[EventRecord]) {
+        for r in records {
+            let mut txn = store.begin();
+            super::apply(&mut txn, r, &mut Vec::new()).unwrap();
+            crate::fold::contacts::apply(&mut txn, r, &mut Vec::new()).unwrap();
+            crate::fold::profile::apply(&mut txn, r, &mut Vec::new()).unwrap();
+            txn.commit();
+        }
+    }
+
+    fn posted(id: u64, expires_at_ms: u64, audience: StatusAudience, acl: Vec<UserId>) -> EventBody {
+        EventBody::StatusPosted {
+            user: A,
+            status_id: id,
+            ciphertext: vec![1],
+            media: None,
+            acl,
+            expires_at_ms,
+            audience,
+        }
+    }
+
+    #[test]
+    fn audiences_viewers_and_expiry_by_the_logs_time() {
+        let mut store = MemStore::new();
+        fold(
+            &mut store,
+            &[
+                record(0, 10, EventBody::ContactsUpdated { user: A, contacts: vec![B, C] }),
+                record(0, 20, posted(1, 1_000, StatusAudience::Contacts, vec![])),
+                record(0, 30, posted(2, 5_000, StatusAudience::ContactsExcept, vec![C])),
+                record(0, 40, EventBody::StatusViewed { user: A, status_id: 1, viewer: B }),
+            ],
+        );
+        let t = store.begin();
+        let ids = |v, now| -> Vec<u64> { visible(&t, v, Some(A), now).unwrap().iter().map(|e| e.status_id).collect() };
+        assert_eq!(ids(B, 50), vec![1, 2]);
+        assert_eq!(ids(C, 50), vec![1]);
+        assert_eq!(ids(UserId(9), 50), Vec::<u64>::new());
+        // The reader's clock hides an expired post before the log deletes it.
+        assert_eq!(ids(B, 1_000), vec![2]);
+        let own = visible(&t, A, None, 50).unwrap();
+        assert_eq!(own[0].viewers, vec![B], "the author sees the viewers");
+        assert!(visible(&t, B, Some(A), 50).unwrap().iter().all(|e| e.viewers.is_empty()));
+        drop(t);
+        assert!(store.entries().any(|(k, _)| k == keys::status(A, 1).as_slice()));
+        // An event of another partition deletes nothing of partition 0; the
+        // next event of partition 0 past the expiry deletes the post and its index entry.
+        fold(&mut store, &[record(1, 2_000, EventBody::OtpFailed { user: UserId(5) })]);
+        assert!(store.entries().any(|(k, _)| k == keys::status(A, 1).as_slice()));
+        fold(&mut store, &[record(0, 2_000, EventBody::OtpFailed { user: A })]);
+        assert!(!store.entries().any(|(k, _)| k == keys::status(A, 1).as_slice()));
+        assert!(store.entries().any(|(k, _)| k == keys::status(A, 2).as_slice()));
+        assert_eq!(store.entries().filter(|(k, _)| k[0] == keys::STATUS_EXPIRY).count(), 1);
+        // A block hides everything from the blocked user.
+        fold(&mut store, &[record(0, 2_100, EventBody::UserBlocked { user: A, target: B })]);
+        assert!(visible(&store.begin(), B, Some(A), 2_200).unwrap().is_empty());
+    }
+}
