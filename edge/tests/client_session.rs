@@ -290,6 +290,10 @@ impl World {
                     w.session.handle_recipient_checked(correlation, RecipientVerdict::Registered)
                 }
                 Action::Subscribe(_) => w.subscribed = true,
+                // No view of profiles or statuses in this harness.
+                Action::Query { correlation, .. } => {
+                    w.session.handle_query_result(correlation, Err("no views here".into()))
+                }
                 Action::Append { correlation, command } => self.append(key, correlation, &command),
                 Action::Sync { identity, since } => self.sync(key, identity, &since),
                 Action::FillGap { identity: _, chat, after, until } => {

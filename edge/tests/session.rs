@@ -262,7 +262,7 @@ fn login_is_verified_against_the_sessions_view() {
     s.handle_token_verified(TokenVerdict::Valid);
     let id = Identity { user, device };
     let actions = drain(&mut s);
-    assert_eq!(actions[0], Action::Send(ServerFrame::LoggedIn { user, device }));
+    assert_eq!(actions[0], Action::Send(ServerFrame::LoggedIn { user, device, contact_key: None }));
     assert_eq!(actions[2..], [Action::Subscribe(id)]);
     assert!(
         matches!(&actions[1], Action::SetPresence(c) if matches!(c.body, CommandBody::SetPresence { online: true, .. }) && c.origin.user == user),
@@ -1107,7 +1107,7 @@ proptest! {
             }
             while let Some(a) = s.poll_action() {
                 match a {
-                    Action::Send(ServerFrame::LoggedIn { user, device } | ServerFrame::Registered { user, device, .. }) => {
+                    Action::Send(ServerFrame::LoggedIn { user, device, .. } | ServerFrame::Registered { user, device, .. }) => {
                         prop_assert!(identity.is_none(), "logged in twice");
                         identity = Some(Identity { user, device });
                         prop_assert_eq!(s.identity(), identity);
@@ -1121,6 +1121,10 @@ proptest! {
                     | Action::Sync { .. }
                     | Action::FillGap { .. } => {
                         prop_assert!(identity.is_some(), "delivery before login");
+                    }
+                    Action::Query { correlation, .. } => {
+                        prop_assert!(identity.is_some(), "view query before login");
+                        s.handle_query_result(correlation, Err("no views here".into()));
                     }
                     Action::Info { correlation, request } => {
                         prop_assert!(identity.is_some(), "info query before login");
@@ -1421,4 +1425,88 @@ fn privacy_settings_are_appended_with_the_clients_id_and_answered_done() {
     ));
     s.handle_append_result(2001, c, Ok(Ok(Outcome::Done)));
     assert_eq!(only_send(drain(&mut s)), ServerFrame::Done { client_msg_id: ClientMsgId(5), at: None });
+}
+
+#[track_caller]
+fn query(actions: &[Action]) -> (Correlation, chorus_schema::bus::ViewQuery) {
+    match actions {
+        [Action::Query { correlation, query }] => (*correlation, query.clone()),
+        other => panic!("expected one Query, got {other:?}"),
+    }
+}
+
+#[test]
+fn contact_sync_is_counted_in_the_log_then_looked_up_then_recorded_as_contacts() {
+    use chorus_schema::bus::{ContactLookupRequest, ViewAnswer, ViewQuery};
+    let (mut s, mut o, id) = logged_in(Config::default());
+    let hashes = vec![[1; 32], [2; 32]];
+    let cmid = ClientMsgId(40);
+    s.handle_frame(5000, ClientFrame::SyncContacts { client_msg_id: cmid, hashes: hashes.clone() }, &mut o);
+    // First the allowance, in the user's partition, with the client's id.
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::RecordContactLookup { hashes: 2 });
+    assert_eq!(cmd.origin, Origin { user: id.user, device: id.device, client_msg_id: cmid });
+    s.handle_append_result(5001, c, Ok(Ok(Outcome::Done)));
+    // Then the index.
+    let (c, q) = query(&drain(&mut s));
+    assert_eq!(q, ViewQuery::ContactLookup(ContactLookupRequest { hashes }));
+    let matched = vec![ContactMatch { hash: [2; 32], user: UserId(77) }];
+    s.handle_query_result(c, Ok(ViewAnswer::ContactMatches(matched.clone())));
+    // Then the matches become the contacts; the client hears once they are.
+    let (c, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::UpdateContacts { contacts: vec![UserId(77)] });
+    assert_ne!(cmd.origin.client_msg_id.0 & CLIENT_MSG_ID_RESERVED_BIT, 0, "an edge-made command");
+    s.handle_append_result(5002, c, Ok(Ok(Outcome::Done)));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::ContactsMatched { client_msg_id: cmid, matches: matched });
+}
+
+#[test]
+fn contact_sync_past_the_allowance_is_rate_limited_until_midnight_utc_and_looks_nothing_up() {
+    let (mut s, mut o, _) = logged_in(Config::default());
+    let day = 24 * 60 * 60 * 1000;
+    let now = 3 * day + 1000;
+    s.handle_frame(now, ClientFrame::SyncContacts { client_msg_id: ClientMsgId(41), hashes: vec![[1; 32]] }, &mut o);
+    let (c, _) = append(&drain(&mut s));
+    let refusal = Rejection::new(RejectCode::RateLimited, "contact sync: 2000 of 2000 phone hashes used today");
+    s.handle_append_result(now, c, Ok(Err(refusal)));
+    match only_send(drain(&mut s)) {
+        ServerFrame::Error { code, client_msg_id, retry_after_ms, message } => {
+            assert_eq!((code, client_msg_id), (EdgeErrorCode::RateLimited, Some(ClientMsgId(41))));
+            assert_eq!(retry_after_ms, Some(day - 1000));
+            assert!(message.contains("2000 of 2000"), "{message}");
+        }
+        f => panic!("expected an error, got {f:?}"),
+    }
+}
+
+#[test]
+fn profile_and_status_reads_ask_the_views_as_the_logged_in_user() {
+    use chorus_schema::bus::{ProfileRequest, StatusRequest, ViewAnswer, ViewQuery};
+    let (mut s, mut o, id) = logged_in(Config::default());
+    s.handle_frame(6000, ClientFrame::GetProfile { client_msg_id: ClientMsgId(50), user: UserId(9) }, &mut o);
+    let (c, q) = query(&drain(&mut s));
+    assert_eq!(q, ViewQuery::Profile(ProfileRequest { viewer: id.user, user: UserId(9) }));
+    let profile = Profile { user: UserId(9), found: true, name: "n".into(), about: None, avatar: None };
+    s.handle_query_result(c, Ok(ViewAnswer::Profile(profile.clone())));
+    assert_eq!(only_send(drain(&mut s)), ServerFrame::Profile { client_msg_id: ClientMsgId(50), profile });
+
+    s.handle_frame(6100, ClientFrame::ListStatus { client_msg_id: ClientMsgId(51), author: None }, &mut o);
+    let (c, q) = query(&drain(&mut s));
+    assert_eq!(q, ViewQuery::Status(StatusRequest { viewer: id.user, author: None, now_ms: 6100 }));
+    s.handle_query_result(c, Err("timeout".into()));
+    assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Unavailable, Some(ClientMsgId(51))));
+
+    // Status posts and views are the user partition's commands with the client's id.
+    s.handle_frame(
+        6200,
+        ClientFrame::ViewStatus { client_msg_id: ClientMsgId(52), author: UserId(9), status_id: 3 },
+        &mut o,
+    );
+    let (_, cmd) = append(&drain(&mut s));
+    assert_eq!(cmd.body, CommandBody::ViewStatus { author: UserId(9), status_id: 3 });
+    assert_eq!(cmd.key(), Key::User(UserId(9)), "decided by the author's partition");
+    // Before login: refused.
+    let mut anon = session(Config::default());
+    anon.handle_frame(1, ClientFrame::GetProfile { client_msg_id: ClientMsgId(1), user: UserId(9) }, &mut o);
+    assert_eq!(error_code(drain(&mut anon)), (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(1))));
 }

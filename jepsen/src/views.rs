@@ -3,7 +3,8 @@
 //! After the cluster has converged, the live projector (which ran through the
 //! faults, and may have been killed mid-batch) must catch up with every
 //! partition; it is then stopped and its store read entry by entry. A fresh
-//! store is rebuilt from the log with `rebuild_from_log` (effects off), and
+//! store is rebuilt from the log with `rebuild_views_with_contact_key` (effects off, the
+//! live projector's contact key), and
 //! the two are compared key by key ([`crate::checker::check_views`]).
 
 use std::collections::BTreeMap;
@@ -156,9 +157,20 @@ pub async fn check(
     if rebuilt_dir.exists() {
         std::fs::remove_dir_all(&rebuilt_dir).map_err(io("remove", &rebuilt_dir))?;
     }
-    chorus_projections::rebuild_from_log(client, &rebuilt_dir)
-        .await
-        .map_err(|e| Error::Cluster(format!("rebuilding the views from the log: {e}")))?;
+    // The contact index hashes phones with the deployment's key (derived from
+    // the view key): the rebuild uses the live projector's.
+    let view_key = &cluster.projector.as_ref().ok_or_else(no_projector)?.config.view_key;
+    let contact_key = chorus_projections::seal::ViewKey::load(view_key)
+        .map_err(|e| Error::Cluster(format!("the projector's view key: {e}")))?
+        .contact_key();
+    chorus_projections::rebuild_views_with_contact_key(
+        client,
+        &rebuilt_dir,
+        chorus_projections::Views::all(),
+        contact_key,
+    )
+    .await
+    .map_err(|e| Error::Cluster(format!("rebuilding the views from the log: {e}")))?;
     let dir = rebuilt_dir.clone();
     let (rebuilt, _) = tokio::task::spawn_blocking(move || open_entries(&dir, partitions))
         .await

@@ -21,6 +21,13 @@
 //! - [`fold::receipt_log`]: per (chat, user), the steps of the user's best
 //!   delivered and read cursors with their commit times ("message info": who
 //!   received and read a message, and when).
+//! - [`fold::contacts`]: each user's contact list (user → contact ids).
+//! - [`fold::profile`]: profiles, privacy settings and blocks; a profile is
+//!   answered as its reader may see it.
+//! - [`fold::status`]: live status posts and their viewers, expired by the
+//!   log's own time (and filtered by the reader's clock at query time).
+//! - [`fold::contact_index`]: the keyed contact-sync hash of every registered
+//!   phone → its user ([`Projection::with_contact_key`]).
 //!
 //! The same records always give the same store, byte for byte, whether folded in
 //! one go, in pieces, or again after a crash: [`rebuild`] is the reference that a
@@ -37,8 +44,7 @@
 //! whole log into a fresh store (`chorus replay --view`).
 //!
 //! # What it leaves out (next steps)
-//! - Views of the other user-partition events (profiles, presence and last
-//!   seen, status feeds, prekeys), message content (edits, deletes, reactions), and pruning of
+//! - Views of presence and last seen and of prekeys, message content (edits, deletes, reactions), and pruning of
 //!   the chat list's message index.
 //! - Spreading partitions over several projector processes (see [`projector`]).
 
@@ -81,5 +87,5 @@ pub use error::{Error, Result};
 pub use fold::Effect;
 pub use projection::{fold_into, rebuild, rebuild_only, Applied, Projection};
 pub use projector::{Config, Handle, Projector};
-pub use replay::{compare, rebuild_from_log, rebuild_views_from_log, Comparison};
+pub use replay::{compare, rebuild_from_log, rebuild_views_from_log, rebuild_views_with_contact_key, Comparison};
 pub use view::{UnknownView, View, Views};

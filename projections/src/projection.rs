@@ -4,7 +4,8 @@
 use chorus_schema::{EventRecord, Offset, PartitionId};
 
 use crate::fold::{
-    chat_list, contacts, cursors, directory, inbox, presence, privacy, receipt_log, receipt_status, roster, Effect,
+    chat_list, contact_index, contacts, cursors, directory, inbox, presence, privacy, profile, receipt_log,
+    receipt_status, roster, status, Effect,
 };
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
 use crate::view::{View, Views};
@@ -27,11 +28,13 @@ pub enum Applied {
 #[derive(Clone, Copy, Debug)]
 pub struct Projection {
     views: Views,
+    /// The deployment's contact-sync key ([`contact_index`]); all zero by default.
+    contact_key: [u8; 32],
 }
 
 impl Default for Projection {
     fn default() -> Projection {
-        Projection { views: Views::all() }
+        Projection { views: Views::all(), contact_key: [0; 32] }
     }
 }
 
@@ -46,7 +49,15 @@ impl Projection {
     /// view's keys depend only on the events and the views it reads. The
     /// effects are those of the folded views. For the replay of one view.
     pub fn only(views: Views) -> Projection {
-        Projection { views: views.with_reads() }
+        Projection { views: views.with_reads(), contact_key: [0; 32] }
+    }
+
+    /// The same projection with the deployment's contact-sync key (what the
+    /// contact index hashes phone numbers with: a projector and a replay that
+    /// must agree use the same key).
+    #[must_use]
+    pub fn with_contact_key(self, contact_key: [u8; 32]) -> Projection {
+        Projection { contact_key, ..self }
     }
 
     /// The views this projection folds.
@@ -99,6 +110,9 @@ impl Projection {
                 View::Presence => presence::apply(txn, record, &mut out)?,
                 View::Privacy => privacy::apply(txn, record, &mut out)?,
                 View::Contacts => contacts::apply(txn, record, &mut out)?,
+                View::Profile => profile::apply(txn, record, &mut out)?,
+                View::Status => status::apply(txn, record, &mut out)?,
+                View::ContactIndex => contact_index::apply(txn, &self.contact_key, record, &mut out)?,
             }
         }
         put_value(txn, &cursor, &next.next());

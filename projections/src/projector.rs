@@ -591,8 +591,9 @@ async fn fold_batch(
     batch: Vec<StoredRecord>,
 ) -> Result<(Offset, Vec<Outgoing>)> {
     let store = ctx.store.clone();
+    let contact_key = ctx.view_key.contact_key();
     let (next, folded, outgoing) = tokio::task::spawn_blocking(move || -> Result<(Offset, u64, Vec<Outgoing>)> {
-        let projection = Projection::new();
+        let projection = Projection::new().with_contact_key(contact_key);
         let mut txn = store.begin();
         let mut outgoing = Vec::new();
         let mut folded = 0u64;
@@ -802,6 +803,13 @@ pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]
                 let known = roster::chat(&txn, &q.chat)?.is_some();
                 let members = roster::members(&txn, &q.chat)?.into_iter().map(|(u, _)| u).collect();
                 ViewAnswer::Members(Members { known, members })
+            }
+            ViewQuery::Profile(q) => ViewAnswer::Profile(crate::fold::profile::visible(&txn, q.viewer, q.user)?),
+            ViewQuery::Status(q) => {
+                ViewAnswer::Statuses(crate::fold::status::visible(&txn, q.viewer, q.author, q.now_ms)?)
+            }
+            ViewQuery::ContactLookup(q) => {
+                ViewAnswer::ContactMatches(crate::fold::contact_index::lookup(&txn, &q.hashes)?)
             }
         })
     })();

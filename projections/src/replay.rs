@@ -70,6 +70,29 @@ pub async fn rebuild_from_log(client: &LogClient, store_dir: &Path) -> Result<Re
 /// directory holds a store with entries; [`Error::Log`] if reads keep
 /// failing; [`Error::Store`], [`Error::Fold`].
 pub async fn rebuild_views_from_log(client: &LogClient, store_dir: &Path, views: Views) -> Result<ReplayStats> {
+    rebuild_views_with(client, store_dir, Projection::only(views), views).await
+}
+
+/// As [`rebuild_views_from_log`] with the deployment's contact-sync key
+/// (`contact_index` hashes phones with it; see `crate::seal::ViewKey::contact_key`).
+///
+/// # Errors
+/// As [`rebuild_views_from_log`].
+pub async fn rebuild_views_with_contact_key(
+    client: &LogClient,
+    store_dir: &Path,
+    views: Views,
+    contact_key: [u8; 32],
+) -> Result<ReplayStats> {
+    rebuild_views_with(client, store_dir, Projection::only(views).with_contact_key(contact_key), views).await
+}
+
+async fn rebuild_views_with(
+    client: &LogClient,
+    store_dir: &Path,
+    projection: Projection,
+    views: Views,
+) -> Result<ReplayStats> {
     if views == Views::default() {
         return Err(Error::InvalidConfig("no view to rebuild".into()));
     }
@@ -78,7 +101,6 @@ pub async fn rebuild_views_from_log(client: &LogClient, store_dir: &Path, views:
     if !store.is_empty()? {
         return Err(Error::NotEmpty { dir: store_dir.to_path_buf() });
     }
-    let projection = Projection::only(views);
     if !views.is_all() {
         let mut txn = store.begin();
         put_value(&mut txn, &keys::partial(), &views.to_string());

@@ -48,6 +48,13 @@ impl std::fmt::Debug for ViewKey {
 }
 
 impl ViewKey {
+    /// The deployment's contact-sync key, derived one way from this key:
+    /// edges hand it to clients (`LoggedIn`), projectors index phone hashes
+    /// with it (`contact_index`); it reveals nothing of the view key.
+    pub fn contact_key(&self) -> [u8; 32] {
+        chorus_schema::social::derive_contact_key(&self.0)
+    }
+
     /// A fresh random key.
     pub fn random() -> ViewKey {
         ViewKey(rand::random())

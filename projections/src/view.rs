@@ -21,11 +21,14 @@ pub enum View {
     Presence,
     Privacy,
     Contacts,
+    Profile,
+    Status,
+    ContactIndex,
 }
 
 impl View {
     /// Every view, in the order a projection folds them.
-    pub const ALL: [View; 10] = [
+    pub const ALL: [View; 13] = [
         View::Roster,
         View::Cursors,
         View::ChatList,
@@ -36,6 +39,9 @@ impl View {
         View::Presence,
         View::Privacy,
         View::Contacts,
+        View::Profile,
+        View::Status,
+        View::ContactIndex,
     ];
 
     /// The view's name (`chorus replay --view <name>`).
@@ -51,6 +57,9 @@ impl View {
             View::Presence => "presence",
             View::Privacy => "privacy",
             View::Contacts => "contacts",
+            View::Profile => "profile",
+            View::Status => "status",
+            View::ContactIndex => "contact_index",
         }
     }
 
@@ -68,6 +77,9 @@ impl View {
             View::Presence => &[keys::PRESENCE],
             View::Privacy => &[keys::PRIVACY, keys::BLOCKS],
             View::Contacts => &[keys::CONTACTS],
+            View::Profile => &[keys::PROFILE, keys::PROFILE_BLOCKS],
+            View::Status => &[keys::STATUS, keys::STATUS_EXPIRY],
+            View::ContactIndex => &[keys::CONTACT_INDEX],
         }
     }
 
@@ -77,13 +89,17 @@ impl View {
         match self {
             View::ChatList | View::Inbox => &[View::Roster],
             View::ReceiptStatus => &[View::Roster, View::Cursors],
+            // The social views read each other only when answering queries.
             View::Roster
             | View::Cursors
             | View::Directory
             | View::ReceiptLog
             | View::Presence
             | View::Privacy
-            | View::Contacts => &[],
+            | View::Contacts
+            | View::Profile
+            | View::Status
+            | View::ContactIndex => &[],
         }
     }
 
@@ -106,7 +122,7 @@ impl fmt::Display for View {
 /// A name that is not a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts)"
+    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts, profile, status, contact_index)"
 )]
 pub struct UnknownView {
     pub name: String,

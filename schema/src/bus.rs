@@ -87,7 +87,12 @@ pub mod subject {
     pub const VIEW_PRESENCE: &str = "chorus.view.presence";
     pub const VIEW_MEMBERS: &str = "chorus.view.members";
     /// Every view subject a projector answers.
-    pub const VIEWS: [&str; 11] = [
+    // ---- profiles, status, contact sync (issue 12) ----
+    pub const VIEW_PROFILE: &str = "chorus.view.profile";
+    pub const VIEW_STATUS: &str = "chorus.view.status";
+    pub const VIEW_CONTACT_INDEX: &str = "chorus.view.contact_index";
+    /// Every view subject a projector answers.
+    pub const VIEWS: [&str; 14] = [
         VIEW_CHAT_LIST,
         VIEW_CURSORS,
         VIEW_RECEIPT_STATUS,
@@ -99,6 +104,9 @@ pub mod subject {
         VIEW_MESSAGE_INFO,
         VIEW_PRESENCE,
         VIEW_MEMBERS,
+        VIEW_PROFILE,
+        VIEW_STATUS,
+        VIEW_CONTACT_INDEX,
     ];
     /// The queue group every projector serves view queries in.
     pub const QUEUE_GROUP: &str = "projectors";
@@ -664,8 +672,30 @@ pub struct MembersRequest {
     pub chat: ChatId,
 }
 
-/// One view query; each kind has its own subject ([`ViewQuery::subject`]).
+/// `user`'s profile as `viewer` may see it (privacy settings, contacts, blocks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileRequest {
+    pub viewer: UserId,
+    pub user: UserId,
+}
+
+/// The status posts `viewer` may see at `now_ms`: of `author`, or (`None`)
+/// of every contact of the viewer and the viewer's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusRequest {
+    pub viewer: UserId,
+    pub author: Option<UserId>,
+    pub now_ms: u64,
+}
+
+/// Which of these contact hashes are registered users.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactLookupRequest {
+    pub hashes: Vec<[u8; 32]>,
+}
+
+/// One view query; each kind has its own subject ([`ViewQuery::subject`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ViewQuery {
     ChatList(ChatListRequest),
     Cursors(CursorsRequest),
@@ -680,6 +710,9 @@ pub enum ViewQuery {
     // issue 12
     Presence(PresenceRequest),
     Members(MembersRequest),
+    Profile(ProfileRequest),
+    Status(StatusRequest),
+    ContactLookup(ContactLookupRequest),
 }
 
 impl ViewQuery {
@@ -697,6 +730,9 @@ impl ViewQuery {
             ViewQuery::MessageInfo(_) => subject::VIEW_MESSAGE_INFO,
             ViewQuery::Presence(_) => subject::VIEW_PRESENCE,
             ViewQuery::Members(_) => subject::VIEW_MEMBERS,
+            ViewQuery::Profile(_) => subject::VIEW_PROFILE,
+            ViewQuery::Status(_) => subject::VIEW_STATUS,
+            ViewQuery::ContactLookup(_) => subject::VIEW_CONTACT_INDEX,
         }
     }
 
@@ -784,6 +820,34 @@ impl ViewQuery {
                 let t = fbus::MembersRequest::create(&mut fbb, &fbus::MembersRequestArgs { chat: Some(&chat) });
                 (fbus::ViewQuery::MembersRequest, t.as_union_value())
             }
+            ViewQuery::Profile(q) => {
+                let t = fbus::ProfileRequest::create(
+                    &mut fbb,
+                    &fbus::ProfileRequestArgs { viewer: q.viewer.0, user: q.user.0 },
+                );
+                (fbus::ViewQuery::ProfileRequest, t.as_union_value())
+            }
+            ViewQuery::Status(q) => {
+                let t = fbus::StatusRequest::create(
+                    &mut fbb,
+                    &fbus::StatusRequestArgs {
+                        viewer: q.viewer.0,
+                        author: q.author.map_or(0, |a| a.0),
+                        now_ms: q.now_ms,
+                    },
+                );
+                (fbus::ViewQuery::StatusRequest, t.as_union_value())
+            }
+            ViewQuery::ContactLookup(q) => {
+                let items: Vec<crate::fb::Blake3Digest> =
+                    q.hashes.iter().map(|h| crate::fb::Blake3Digest(*h)).collect();
+                let hashes = fbb.create_vector(&items);
+                let t = fbus::ContactLookupRequest::create(
+                    &mut fbb,
+                    &fbus::ContactLookupRequestArgs { hashes: Some(hashes) },
+                );
+                (fbus::ViewQuery::ContactLookupRequest, t.as_union_value())
+            }
         };
         let root = fbus::ViewRequest::create(&mut fbb, &fbus::ViewRequestArgs { query_type, query: Some(query) });
         codec::finish(fbb, root, VIEW_REQUEST_IDENT)
@@ -792,11 +856,16 @@ impl ViewQuery {
     /// Verifies and decodes a request made by [`ViewQuery::encode`].
     ///
     /// # Errors
-    /// [`Error::TooLarge`] above [`MAX_VIEW_REQUEST_BYTES`]; [`Error::Malformed`]
+    /// [`Error::TooLarge`] above [`crate::limits::MAX_VIEW_QUERY_BYTES`]; [`Error::Malformed`]
     /// if the verifier refuses it or it holds an unknown query.
     pub fn decode(payload: &[u8]) -> Result<ViewQuery> {
-        let r =
-            codec::root::<fbus::ViewRequest>(payload, "view request", VIEW_REQUEST_IDENT, MAX_VIEW_REQUEST_BYTES, 4)?;
+        let r = codec::root::<fbus::ViewRequest>(
+            payload,
+            "view request",
+            VIEW_REQUEST_IDENT,
+            crate::limits::MAX_VIEW_QUERY_BYTES,
+            4,
+        )?;
         let tag = r.query_type();
         let bad = || codec::bad_union("view query", tag.0);
         Ok(match tag {
@@ -864,6 +933,23 @@ impl ViewQuery {
             fbus::ViewQuery::MembersRequest => {
                 let q = r.query_as_members_request().ok_or_else(bad)?;
                 ViewQuery::Members(MembersRequest { chat: codec::chat(q.chat()) })
+            }
+            fbus::ViewQuery::ProfileRequest => {
+                let q = r.query_as_profile_request().ok_or_else(bad)?;
+                ViewQuery::Profile(ProfileRequest { viewer: UserId(q.viewer()), user: UserId(q.user()) })
+            }
+            fbus::ViewQuery::StatusRequest => {
+                let q = r.query_as_status_request().ok_or_else(bad)?;
+                ViewQuery::Status(StatusRequest {
+                    viewer: UserId(q.viewer()),
+                    author: (q.author() != 0).then(|| UserId(q.author())),
+                    now_ms: q.now_ms(),
+                })
+            }
+            fbus::ViewQuery::ContactLookupRequest => {
+                let q = r.query_as_contact_lookup_request().ok_or_else(bad)?;
+                check_len("contact hashes", q.hashes().len(), crate::social::MAX_CONTACT_HASHES_PER_SYNC)?;
+                ViewQuery::ContactLookup(ContactLookupRequest { hashes: q.hashes().iter().map(|h| h.0).collect() })
             }
             _ => return Err(bad()),
         })
@@ -960,6 +1046,9 @@ pub enum ViewAnswer {
     // issue 12
     Presence(PresenceInfo),
     Members(Members),
+    Profile(crate::social::Profile),
+    Statuses(Vec<crate::social::StatusEntry>),
+    ContactMatches(Vec<crate::social::ContactMatch>),
 }
 
 /// Why a view query failed.
@@ -1086,6 +1175,18 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
             let members = codec::users_fb(&mut fbb, &m.members);
             let t = fbus::Members::create(&mut fbb, &fbus::MembersArgs { known: m.known, members: Some(members) });
             (fbus::ViewAnswer::Members, t.as_union_value())
+        }
+        Ok(ViewAnswer::Profile(p)) => {
+            let t = crate::social::profile_fb(&mut fbb, crate::ClientMsgId(0), p);
+            (fbus::ViewAnswer::ProfileInfo, t.as_union_value())
+        }
+        Ok(ViewAnswer::Statuses(s)) => {
+            let t = crate::social::status_list_fb(&mut fbb, crate::ClientMsgId(0), s);
+            (fbus::ViewAnswer::StatusPage, t.as_union_value())
+        }
+        Ok(ViewAnswer::ContactMatches(m)) => {
+            let t = crate::social::matches_fb(&mut fbb, crate::ClientMsgId(0), m);
+            (fbus::ViewAnswer::ContactMatches, t.as_union_value())
         }
         Err(e) => {
             let code = match e.code {
@@ -1222,6 +1323,15 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
             check_len("members", m.members().len(), MAX_GROUP_MEMBERS)?;
             ViewAnswer::Members(Members { known: m.known(), members: codec::users(m.members()) })
         }
+        fbus::ViewAnswer::ProfileInfo => {
+            ViewAnswer::Profile(crate::social::profile(r.answer_as_profile_info().ok_or_else(bad)?)?)
+        }
+        fbus::ViewAnswer::StatusPage => {
+            ViewAnswer::Statuses(crate::social::status_list(r.answer_as_status_page().ok_or_else(bad)?)?)
+        }
+        fbus::ViewAnswer::ContactMatches => {
+            ViewAnswer::ContactMatches(crate::social::matches(r.answer_as_contact_matches().ok_or_else(bad)?)?)
+        }
         fbus::ViewAnswer::ViewError => {
             let e = r.answer_as_view_error().ok_or_else(bad)?;
             check_len("view error message", e.message().len(), MAX_MESSAGE_BYTES)?;
@@ -1238,7 +1348,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
 
 /// A view query with its typed answer, so that a caller asks for a
 /// [`SessionInfo`] and gets one (or an error), never another kind.
-pub trait Query: Copy + Into<ViewQuery> {
+pub trait Query: Clone + Into<ViewQuery> {
     type Answer;
     /// The answer of this query's kind, or `None` for another kind.
     fn answer(answer: ViewAnswer) -> Option<Self::Answer>;
@@ -1274,6 +1384,9 @@ query!(GroupInfoRequest, GroupInfo, GroupInfo, Result<GroupInfo, InfoRefusal>);
 query!(MessageInfoRequest, MessageInfo, MessageInfo, Result<MessageInfo, InfoRefusal>);
 query!(PresenceRequest, Presence, Presence, PresenceInfo);
 query!(MembersRequest, Members, Members, Members);
+query!(ProfileRequest, Profile, Profile, crate::social::Profile);
+query!(StatusRequest, Status, Statuses, Vec<crate::social::StatusEntry>);
+query!(ContactLookupRequest, ContactLookup, ContactMatches, Vec<crate::social::ContactMatch>);
 
 // ---- helpers ------------------------------------------------------------------------------
 

@@ -212,6 +212,20 @@ catalogue! {
             retryable: false, edge: TooManyDevices,
             meaning: "`LinkDevice` or `RegisterDevice` for a user who has `MAX_DEVICES_PER_USER` (5: the primary and 4 companions) linked devices. Nothing was changed.",
         }
+        // ---- social (issue 12) ----
+        Expired = 13 {
+            retryable: false, edge: Expired,
+            meaning: "`ViewStatus` of a status post past its expiry (24 h after posting, or its shorter `ttl_ms`).",
+        }
+        RateLimited = 14 {
+            retryable: true, edge: RateLimited,
+            meaning: "`RecordContactLookup` past the user's allowance of phone hashes per day (`CONTACT_LOOKUPS_PER_DAY`, counted per UTC day of the partition's clock).",
+            action: "Retry after the next UTC midnight (the edge gives `retry_after_ms`).",
+        }
+        UnknownStatus = 15 {
+            retryable: false, edge: UnknownRecipient,
+            meaning: "`ViewStatus` of a status post that does not exist or whose audience does not admit the viewer (the two are not told apart).",
+        }
     }
 }
 
@@ -313,6 +327,12 @@ catalogue! {
             retryable: false,
             meaning: "`LinkDevice` with a pairing code that no device is waiting with: wrong, expired (60 s), already used, or its device disconnected.",
             action: "Ask the new device for a new code (`PairRequest`).",
+        }
+        // ---- social (issue 12) ----
+        Expired = 19 {
+            retryable: false,
+            meaning: "The status post expired (it is visible 24 h): nothing was recorded.",
+            action: "Drop it from the list.",
         }
     }
 }
@@ -444,8 +464,11 @@ mod tests {
         for c in ErrorCode::ALL {
             assert_eq!(c.retryable(), c.to_edge().retryable(), "{c}");
         }
+        // A refusal is final, but for the allowance of contact lookups
+        // (`RateLimited`), which the same request meets again after a day.
         for c in RejectCode::ALL {
-            assert!(!c.to_edge().retryable(), "{c}");
+            assert_eq!(c.retryable(), c.to_edge().retryable(), "{c}");
+            assert_eq!(c.retryable(), *c == RejectCode::RateLimited, "{c}");
         }
     }
 

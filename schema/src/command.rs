@@ -126,7 +126,11 @@ pub enum CommandBody {
         status_id: u64,
         ciphertext: Vec<u8>,
         media: Option<MediaRef>,
+        /// The user list `audience` reads (sorted and deduplicated when logged).
         acl: Vec<UserId>,
+        audience: crate::social::StatusAudience,
+        /// How long the post is visible: 0 or above 24 h means 24 h.
+        ttl_ms: u64,
     },
     UpdateContacts {
         contacts: Vec<UserId>,
@@ -172,6 +176,17 @@ pub enum CommandBody {
         peer: UserId,
         blocked: bool,
     },
+    /// Key: `author`. The origin user viewed `author`'s status `status_id`:
+    /// refused unless the post is live and its audience admits the viewer.
+    ViewStatus {
+        author: UserId,
+        status_id: u64,
+    },
+    /// The origin user looks up `hashes` phone hashes in the contact
+    /// directory: refused (`RateLimited`) past the day's allowance.
+    RecordContactLookup {
+        hashes: u32,
+    },
 }
 
 impl Command {
@@ -194,6 +209,7 @@ impl Command {
             | ChangeGroupInfo { chat, .. }
             | LeaveGroup { chat } => Key::Chat(*chat),
             ClaimPrekey { target, .. } => Key::User(*target),
+            ViewStatus { author, .. } => Key::User(*author),
             RegisterUser { .. }
             | LinkDevice { .. }
             | UnlinkDevice { .. }
@@ -209,7 +225,8 @@ impl Command {
             | RevokeSession { .. }
             | RecordOtpFailure
             | RegisterDevice { .. }
-            | SetRegistrationPin { .. } => Key::User(self.origin.user),
+            | SetRegistrationPin { .. }
+            | RecordContactLookup { .. } => Key::User(self.origin.user),
         }
     }
 
@@ -248,6 +265,8 @@ impl Command {
             RegisterDevice { .. } => "RegisterDevice",
             SetRegistrationPin { .. } => "SetRegistrationPin",
             SetDirectBlock { .. } => "SetDirectBlock",
+            ViewStatus { .. } => "ViewStatus",
+            RecordContactLookup { .. } => "RecordContactLookup",
         }
     }
 
@@ -298,6 +317,7 @@ impl Command {
             UpdateContacts { contacts } => check_len("contacts", contacts.len(), MAX_CONTACTS),
             Block { .. } | Unblock { .. } | CreateSession { .. } | RevokeSession { .. } => Ok(()),
             RecordOtpFailure | SetRegistrationPin { .. } | SetDirectBlock { .. } => Ok(()),
+            ViewStatus { .. } | RecordContactLookup { .. } => Ok(()),
             RegisterDevice { phone, identity_key, name, .. } => {
                 check_len("phone", phone.len(), MAX_PHONE_BYTES)?;
                 check_len("identity key", identity_key.len(), MAX_KEY_BYTES)?;
@@ -473,6 +493,8 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
                 ciphertext: b.ciphertext().bytes().to_vec(),
                 media: opt_media(b.media()),
                 acl: users(b.acl()),
+                audience: crate::social::StatusAudience::from_fb(b.audience())?,
+                ttl_ms: b.ttl_ms(),
             }
         }
         fb::CommandBody::UpdateContacts => {
@@ -518,6 +540,14 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         fb::CommandBody::SetDirectBlock => {
             let b = get!(c.body_as_set_direct_block());
             CommandBody::SetDirectBlock { peer: UserId(b.peer()), blocked: b.blocked() }
+        }
+        fb::CommandBody::ViewStatus => {
+            let b = get!(c.body_as_view_status());
+            CommandBody::ViewStatus { author: UserId(b.author()), status_id: b.status_id() }
+        }
+        fb::CommandBody::RecordContactLookup => {
+            let b = get!(c.body_as_record_contact_lookup());
+            CommandBody::RecordContactLookup { hashes: b.hashes() }
         }
         _ => return Err(bad()),
     };
@@ -684,13 +714,20 @@ fn encode_body<'a>(
                 fb::ClaimPrekey::create(fbb, &fb::ClaimPrekeyArgs { target: target.0, target_device: target_device.0 });
             (fb::CommandBody::ClaimPrekey, t.as_union_value())
         }
-        B::PostStatus { status_id, ciphertext, media, acl } => {
+        B::PostStatus { status_id, ciphertext, media, acl, audience, ttl_ms } => {
             let ciphertext = fbb.create_vector(ciphertext);
             let media = opt_media_fb(fbb, media);
             let acl = users_fb(fbb, acl);
             let t = fb::PostStatus::create(
                 fbb,
-                &fb::PostStatusArgs { status_id: *status_id, ciphertext: Some(ciphertext), media, acl: Some(acl) },
+                &fb::PostStatusArgs {
+                    status_id: *status_id,
+                    ciphertext: Some(ciphertext),
+                    media,
+                    acl: Some(acl),
+                    audience: audience.to_fb(),
+                    ttl_ms: *ttl_ms,
+                },
             );
             (fb::CommandBody::PostStatus, t.as_union_value())
         }
@@ -748,6 +785,14 @@ fn encode_body<'a>(
         B::SetDirectBlock { peer, blocked } => {
             let t = fb::SetDirectBlock::create(fbb, &fb::SetDirectBlockArgs { peer: peer.0, blocked: *blocked });
             (fb::CommandBody::SetDirectBlock, t.as_union_value())
+        }
+        B::ViewStatus { author, status_id } => {
+            let t = fb::ViewStatus::create(fbb, &fb::ViewStatusArgs { author: author.0, status_id: *status_id });
+            (fb::CommandBody::ViewStatus, t.as_union_value())
+        }
+        B::RecordContactLookup { hashes } => {
+            let t = fb::RecordContactLookup::create(fbb, &fb::RecordContactLookupArgs { hashes: *hashes });
+            (fb::CommandBody::RecordContactLookup, t.as_union_value())
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::command::CommandBody;
 use crate::fb::edge as fe;
 use crate::ids::{ChatId, ClientMsgId, DeviceId, Seq, UserId};
 use crate::limits::*;
+use crate::social::{self, ContactMatch, Profile, StatusAudience, StatusEntry, MAX_CONTACT_HASHES_PER_SYNC};
 use crate::types::{MediaRef, Member, ReceiptKind, Visibility};
 use crate::{Error, Result};
 
@@ -165,6 +166,14 @@ pub enum ClientFrame {
         chat: ChatId,
         typing: bool,
     },
+    // ---- social ----
+    /// Sets this user's profile. Answered `Done`.
+    SetProfile {
+        client_msg_id: ClientMsgId,
+        name: String,
+        about: String,
+        avatar: Option<MediaRef>,
+    },
     /// Who sees this user's last seen (and online), profile photo and
     /// about; whether they send read receipts. Answered `Done`.
     SetPrivacy {
@@ -173,6 +182,40 @@ pub enum ClientFrame {
         profile_photo: Visibility,
         about: Visibility,
         read_receipts: bool,
+    },
+    /// `user`'s profile as this user may see it. Answered `Profile`.
+    GetProfile {
+        client_msg_id: ClientMsgId,
+        user: UserId,
+    },
+    /// Posts a status for `audience` (reading `users`), visible for `ttl_ms`
+    /// (0: 24 h, the most). Answered `Done`.
+    PostStatus {
+        client_msg_id: ClientMsgId,
+        status_id: u64,
+        ciphertext: Vec<u8>,
+        media: Option<MediaRef>,
+        audience: StatusAudience,
+        users: Vec<UserId>,
+        ttl_ms: u64,
+    },
+    /// The live statuses this user may see: of `author`, or (`None`) of
+    /// every contact and this user's own. Answered `StatusList`.
+    ListStatus {
+        client_msg_id: ClientMsgId,
+        author: Option<UserId>,
+    },
+    /// Marks `author`'s status `status_id` as viewed. Answered `Done` (or
+    /// `Expired`, `UnknownRecipient`).
+    ViewStatus {
+        client_msg_id: ClientMsgId,
+        author: UserId,
+        status_id: u64,
+    },
+    /// Phone hashes ([`crate::social::contact_hash`]). Answered `ContactsMatched`.
+    SyncContacts {
+        client_msg_id: ClientMsgId,
+        hashes: Vec<[u8; 32]>,
     },
 }
 
@@ -410,9 +453,11 @@ pub enum ServerFrame {
         device: DeviceId,
         token: [u8; 32],
     },
+    /// `contact_key`: the deployment's key for [`crate::social::contact_hash`].
     LoggedIn {
         user: UserId,
         device: DeviceId,
+        contact_key: Option<[u8; 32]>,
     },
     /// The message `client_msg_id` is committed at `(chat, seq)`.
     Sent {
@@ -521,6 +566,22 @@ pub enum ServerFrame {
         chat: ChatId,
         user: UserId,
         typing: bool,
+    },
+    // ---- social ----
+    /// The answer to `GetProfile`.
+    Profile {
+        client_msg_id: ClientMsgId,
+        profile: Profile,
+    },
+    /// The answer to `ListStatus`.
+    StatusList {
+        client_msg_id: ClientMsgId,
+        entries: Vec<StatusEntry>,
+    },
+    /// The answer to `SyncContacts`: the registered ones.
+    ContactsMatched {
+        client_msg_id: ClientMsgId,
+        matches: Vec<ContactMatch>,
     },
 }
 
@@ -781,6 +842,12 @@ impl ClientFrame {
             ClientFrame::SubscribePresence { .. } => "SubscribePresence",
             ClientFrame::Typing { .. } => "Typing",
             ClientFrame::SetPrivacy { .. } => "SetPrivacy",
+            ClientFrame::SetProfile { .. } => "SetProfile",
+            ClientFrame::GetProfile { .. } => "GetProfile",
+            ClientFrame::PostStatus { .. } => "PostStatus",
+            ClientFrame::ListStatus { .. } => "ListStatus",
+            ClientFrame::ViewStatus { .. } => "ViewStatus",
+            ClientFrame::SyncContacts { .. } => "SyncContacts",
         }
     }
 
@@ -813,6 +880,20 @@ impl ClientFrame {
             ClientFrame::ListDevices { .. } => Ok(()),
             ClientFrame::SubscribePresence { users } => check_len("watched users", users.len(), MAX_WATCHED_USERS),
             ClientFrame::Typing { .. } | ClientFrame::SetPrivacy { .. } => Ok(()),
+            ClientFrame::SetProfile { name, about, avatar, .. } => {
+                check_len("profile name", name.len(), MAX_NAME_BYTES)?;
+                check_len("profile about", about.len(), MAX_ABOUT_BYTES)?;
+                avatar.as_ref().map_or(Ok(()), MediaRef::validate)
+            }
+            ClientFrame::PostStatus { ciphertext, media, users, .. } => {
+                check_len("ciphertext", ciphertext.len(), MAX_CIPHERTEXT_BYTES)?;
+                check_len("status users", users.len(), MAX_ACL)?;
+                media.as_ref().map_or(Ok(()), MediaRef::validate)
+            }
+            ClientFrame::SyncContacts { hashes, .. } => {
+                check_len("contact hashes", hashes.len(), MAX_CONTACT_HASHES_PER_SYNC)
+            }
+            ClientFrame::GetProfile { .. } | ClientFrame::ListStatus { .. } | ClientFrame::ViewStatus { .. } => Ok(()),
             ClientFrame::Login { .. }
             | ClientFrame::Ack { .. }
             | ClientFrame::Ping { .. }
@@ -998,6 +1079,21 @@ impl ClientFrame {
                 let t = fe::Typing::create(&mut fbb, &fe::TypingArgs { chat: Some(&chat), typing: *typing });
                 (fe::ClientFrameBody::Typing, t.as_union_value())
             }
+            ClientFrame::SetProfile { client_msg_id, name, about, avatar } => {
+                let name = fbb.create_string(name);
+                let about = fbb.create_string(about);
+                let avatar = codec::opt_media_fb(&mut fbb, avatar);
+                let t = fe::SetProfile::create(
+                    &mut fbb,
+                    &fe::SetProfileArgs {
+                        client_msg_id: client_msg_id.0,
+                        name: Some(name),
+                        about: Some(about),
+                        avatar,
+                    },
+                );
+                (fe::ClientFrameBody::SetProfile, t.as_union_value())
+            }
             ClientFrame::SetPrivacy { client_msg_id, last_seen, profile_photo, about, read_receipts } => {
                 let t = fe::SetPrivacy::create(
                     &mut fbb,
@@ -1010,6 +1106,54 @@ impl ClientFrame {
                     },
                 );
                 (fe::ClientFrameBody::SetPrivacy, t.as_union_value())
+            }
+            ClientFrame::GetProfile { client_msg_id, user } => {
+                let t = fe::GetProfile::create(
+                    &mut fbb,
+                    &fe::GetProfileArgs { client_msg_id: client_msg_id.0, user: user.0 },
+                );
+                (fe::ClientFrameBody::GetProfile, t.as_union_value())
+            }
+            ClientFrame::PostStatus { client_msg_id, status_id, ciphertext, media, audience, users, ttl_ms } => {
+                let ciphertext = fbb.create_vector(ciphertext);
+                let media = codec::opt_media_fb(&mut fbb, media);
+                let users = codec::users_fb(&mut fbb, users);
+                let t = fe::PostStatus::create(
+                    &mut fbb,
+                    &fe::PostStatusArgs {
+                        client_msg_id: client_msg_id.0,
+                        status_id: *status_id,
+                        ciphertext: Some(ciphertext),
+                        media,
+                        audience: audience.to_fb(),
+                        users: Some(users),
+                        ttl_ms: *ttl_ms,
+                    },
+                );
+                (fe::ClientFrameBody::PostStatus, t.as_union_value())
+            }
+            ClientFrame::ListStatus { client_msg_id, author } => {
+                let t = fe::ListStatus::create(
+                    &mut fbb,
+                    &fe::ListStatusArgs { client_msg_id: client_msg_id.0, author: author.map_or(0, |a| a.0) },
+                );
+                (fe::ClientFrameBody::ListStatus, t.as_union_value())
+            }
+            ClientFrame::ViewStatus { client_msg_id, author, status_id } => {
+                let t = fe::ViewStatus::create(
+                    &mut fbb,
+                    &fe::ViewStatusArgs { client_msg_id: client_msg_id.0, author: author.0, status_id: *status_id },
+                );
+                (fe::ClientFrameBody::ViewStatus, t.as_union_value())
+            }
+            ClientFrame::SyncContacts { client_msg_id, hashes } => {
+                let items: Vec<crate::fb::Blake3Digest> = hashes.iter().map(|h| crate::fb::Blake3Digest(*h)).collect();
+                let hashes = fbb.create_vector(&items);
+                let t = fe::SyncContacts::create(
+                    &mut fbb,
+                    &fe::SyncContactsArgs { client_msg_id: client_msg_id.0, hashes: Some(hashes) },
+                );
+                (fe::ClientFrameBody::SyncContacts, t.as_union_value())
             }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
@@ -1150,6 +1294,15 @@ impl ClientFrame {
                 let b = f.body_as_typing().ok_or_else(bad)?;
                 ClientFrame::Typing { chat: codec::chat(b.chat()), typing: b.typing() }
             }
+            fe::ClientFrameBody::SetProfile => {
+                let b = f.body_as_set_profile().ok_or_else(bad)?;
+                ClientFrame::SetProfile {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    name: b.name().to_owned(),
+                    about: b.about().to_owned(),
+                    avatar: codec::opt_media(b.avatar()),
+                }
+            }
             fe::ClientFrameBody::SetPrivacy => {
                 let b = f.body_as_set_privacy().ok_or_else(bad)?;
                 ClientFrame::SetPrivacy {
@@ -1158,6 +1311,46 @@ impl ClientFrame {
                     profile_photo: codec::visibility(b.profile_photo())?,
                     about: codec::visibility(b.about())?,
                     read_receipts: b.read_receipts(),
+                }
+            }
+            fe::ClientFrameBody::GetProfile => {
+                let b = f.body_as_get_profile().ok_or_else(bad)?;
+                ClientFrame::GetProfile { client_msg_id: ClientMsgId(b.client_msg_id()), user: UserId(b.user()) }
+            }
+            fe::ClientFrameBody::PostStatus => {
+                let b = f.body_as_post_status().ok_or_else(bad)?;
+                check_len("ciphertext", b.ciphertext().len(), MAX_CIPHERTEXT_BYTES)?;
+                let users = b.users().map(codec::users).unwrap_or_default();
+                check_len("status users", users.len(), MAX_ACL)?;
+                ClientFrame::PostStatus {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    status_id: b.status_id(),
+                    ciphertext: b.ciphertext().bytes().to_vec(),
+                    media: codec::opt_media(b.media()),
+                    audience: StatusAudience::from_fb(b.audience())?,
+                    users,
+                    ttl_ms: b.ttl_ms(),
+                }
+            }
+            fe::ClientFrameBody::ListStatus => {
+                let b = f.body_as_list_status().ok_or_else(bad)?;
+                let author = (b.author() != 0).then(|| UserId(b.author()));
+                ClientFrame::ListStatus { client_msg_id: ClientMsgId(b.client_msg_id()), author }
+            }
+            fe::ClientFrameBody::ViewStatus => {
+                let b = f.body_as_view_status().ok_or_else(bad)?;
+                ClientFrame::ViewStatus {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    author: UserId(b.author()),
+                    status_id: b.status_id(),
+                }
+            }
+            fe::ClientFrameBody::SyncContacts => {
+                let b = f.body_as_sync_contacts().ok_or_else(bad)?;
+                check_len("contact hashes", b.hashes().len(), MAX_CONTACT_HASHES_PER_SYNC)?;
+                ClientFrame::SyncContacts {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    hashes: b.hashes().iter().map(|h| h.0).collect(),
                 }
             }
             _ => return Err(bad()),
@@ -1191,6 +1384,9 @@ impl ServerFrame {
             ServerFrame::MessageInfo { .. } => "MessageInfo",
             ServerFrame::Presence { .. } => "Presence",
             ServerFrame::Typing { .. } => "Typing",
+            ServerFrame::Profile { .. } => "Profile",
+            ServerFrame::StatusList { .. } => "StatusList",
+            ServerFrame::ContactsMatched { .. } => "ContactsMatched",
         }
     }
 
@@ -1227,7 +1423,10 @@ impl ServerFrame {
             | ServerFrame::Done { .. }
             | ServerFrame::DeviceNotice { .. }
             | ServerFrame::Presence { .. }
-            | ServerFrame::Typing { .. } => Ok(()),
+            | ServerFrame::Typing { .. }
+            | ServerFrame::Profile { .. }
+            | ServerFrame::StatusList { .. }
+            | ServerFrame::ContactsMatched { .. } => Ok(()),
         }
     }
 
@@ -1252,8 +1451,12 @@ impl ServerFrame {
                 );
                 (fe::ServerFrameBody::Registered, t.as_union_value())
             }
-            ServerFrame::LoggedIn { user, device } => {
-                let t = fe::LoggedIn::create(&mut fbb, &fe::LoggedInArgs { user: user.0, device: device.0 });
+            ServerFrame::LoggedIn { user, device, contact_key } => {
+                let key = contact_key.map(crate::fb::Blake3Digest);
+                let t = fe::LoggedIn::create(
+                    &mut fbb,
+                    &fe::LoggedInArgs { user: user.0, device: device.0, contact_key: key.as_ref() },
+                );
                 (fe::ServerFrameBody::LoggedIn, t.as_union_value())
             }
             ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms } => {
@@ -1426,6 +1629,18 @@ impl ServerFrame {
                 );
                 (fe::ServerFrameBody::PeerTyping, t.as_union_value())
             }
+            ServerFrame::Profile { client_msg_id, profile } => {
+                let t = social::profile_fb(&mut fbb, *client_msg_id, profile);
+                (fe::ServerFrameBody::Profile, t.as_union_value())
+            }
+            ServerFrame::StatusList { client_msg_id, entries } => {
+                let t = social::status_list_fb(&mut fbb, *client_msg_id, entries);
+                (fe::ServerFrameBody::StatusList, t.as_union_value())
+            }
+            ServerFrame::ContactsMatched { client_msg_id, matches } => {
+                let t = social::matches_fb(&mut fbb, *client_msg_id, matches);
+                (fe::ServerFrameBody::ContactsMatched, t.as_union_value())
+            }
         };
         let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, SERVER_FRAME_IDENT)
@@ -1451,7 +1666,11 @@ impl ServerFrame {
             }
             fe::ServerFrameBody::LoggedIn => {
                 let b = f.body_as_logged_in().ok_or_else(bad)?;
-                ServerFrame::LoggedIn { user: UserId(b.user()), device: DeviceId(b.device()) }
+                ServerFrame::LoggedIn {
+                    user: UserId(b.user()),
+                    device: DeviceId(b.device()),
+                    contact_key: b.contact_key().map(|k| k.0),
+                }
             }
             fe::ServerFrameBody::Sent => {
                 let b = f.body_as_sent().ok_or_else(bad)?;
@@ -1573,6 +1792,24 @@ impl ServerFrame {
             fe::ServerFrameBody::PeerTyping => {
                 let b = f.body_as_peer_typing().ok_or_else(bad)?;
                 ServerFrame::Typing { chat: codec::chat(b.chat()), user: UserId(b.user()), typing: b.typing() }
+            }
+            fe::ServerFrameBody::Profile => {
+                let b = f.body_as_profile().ok_or_else(bad)?;
+                ServerFrame::Profile { client_msg_id: ClientMsgId(b.client_msg_id()), profile: social::profile(b)? }
+            }
+            fe::ServerFrameBody::StatusList => {
+                let b = f.body_as_status_list().ok_or_else(bad)?;
+                ServerFrame::StatusList {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    entries: social::status_list(b)?,
+                }
+            }
+            fe::ServerFrameBody::ContactsMatched => {
+                let b = f.body_as_contacts_matched().ok_or_else(bad)?;
+                ServerFrame::ContactsMatched {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    matches: social::matches(b)?,
+                }
             }
             _ => return Err(bad()),
         };

@@ -156,6 +156,7 @@ pub enum EventBody {
         media: Option<MediaRef>,
         acl: Vec<UserId>,
         expires_at_ms: u64,
+        audience: crate::social::StatusAudience,
     },
     ContactsUpdated {
         user: UserId,
@@ -196,6 +197,17 @@ pub enum EventBody {
         chat: ChatId,
         blocked: bool,
     },
+    /// `viewer` viewed `user`'s status `status_id` (the first time).
+    StatusViewed {
+        user: UserId,
+        status_id: u64,
+        viewer: UserId,
+    },
+    /// `user` looked up `hashes` phone hashes in the contact directory.
+    ContactLookupRecorded {
+        user: UserId,
+        hashes: u32,
+    },
 }
 
 impl EventBody {
@@ -233,7 +245,9 @@ impl EventBody {
             | SessionCreated { user, .. }
             | SessionRevoked { user, .. }
             | OtpFailed { user }
-            | RegistrationPinSet { user, .. } => Key::User(*user),
+            | RegistrationPinSet { user, .. }
+            | StatusViewed { user, .. }
+            | ContactLookupRecorded { user, .. } => Key::User(*user),
         }
     }
 
@@ -307,6 +321,8 @@ impl EventBody {
             OtpFailed { .. } => "OtpFailed",
             RegistrationPinSet { .. } => "RegistrationPinSet",
             DirectBlockSet { .. } => "DirectBlockSet",
+            StatusViewed { .. } => "StatusViewed",
+            ContactLookupRecorded { .. } => "ContactLookupRecorded",
         }
     }
 }
@@ -377,7 +393,9 @@ impl Event {
             | SessionRevoked { .. }
             | OtpFailed { .. }
             | RegistrationPinSet { .. }
-            | DirectBlockSet { .. } => Ok(()),
+            | DirectBlockSet { .. }
+            | StatusViewed { .. }
+            | ContactLookupRecorded { .. } => Ok(()),
         }
     }
 
@@ -633,6 +651,7 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
                 media: opt_media(b.media()),
                 acl: users(b.acl()),
                 expires_at_ms: b.expires_at_ms(),
+                audience: crate::social::StatusAudience::from_fb(b.audience())?,
             }
         }
         fb::EventBody::ContactsUpdated => {
@@ -667,6 +686,14 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
         fb::EventBody::DirectBlockSet => {
             let b = get!(e.body_as_direct_block_set());
             B::DirectBlockSet { chat: codec::chat(b.chat()), blocked: b.blocked() }
+        }
+        fb::EventBody::StatusViewed => {
+            let b = get!(e.body_as_status_viewed());
+            B::StatusViewed { user: UserId(b.user()), status_id: b.status_id(), viewer: UserId(b.viewer()) }
+        }
+        fb::EventBody::ContactLookupRecorded => {
+            let b = get!(e.body_as_contact_lookup_recorded());
+            B::ContactLookupRecorded { user: UserId(b.user()), hashes: b.hashes() }
         }
         _ => return Err(bad()),
     };
@@ -880,7 +907,7 @@ fn encode_body<'a>(
             );
             (fb::EventBody::PrekeyClaimed, t.as_union_value())
         }
-        B::StatusPosted { user, status_id, ciphertext, media, acl, expires_at_ms } => {
+        B::StatusPosted { user, status_id, ciphertext, media, acl, expires_at_ms, audience } => {
             let ciphertext = fbb.create_vector(ciphertext);
             let media = opt_media_fb(fbb, media);
             let acl = users_fb(fbb, acl);
@@ -893,6 +920,7 @@ fn encode_body<'a>(
                     media,
                     acl: Some(acl),
                     expires_at_ms: *expires_at_ms,
+                    audience: audience.to_fb(),
                 },
             );
             (fb::EventBody::StatusPosted, t.as_union_value())
@@ -939,6 +967,20 @@ fn encode_body<'a>(
             let chat = codec::chat_fb(chat);
             let t = fb::DirectBlockSet::create(fbb, &fb::DirectBlockSetArgs { chat: Some(&chat), blocked: *blocked });
             (fb::EventBody::DirectBlockSet, t.as_union_value())
+        }
+        B::StatusViewed { user, status_id, viewer } => {
+            let t = fb::StatusViewed::create(
+                fbb,
+                &fb::StatusViewedArgs { user: user.0, status_id: *status_id, viewer: viewer.0 },
+            );
+            (fb::EventBody::StatusViewed, t.as_union_value())
+        }
+        B::ContactLookupRecorded { user, hashes } => {
+            let t = fb::ContactLookupRecorded::create(
+                fbb,
+                &fb::ContactLookupRecordedArgs { user: user.0, hashes: *hashes },
+            );
+            (fb::EventBody::ContactLookupRecorded, t.as_union_value())
         }
     }
 }

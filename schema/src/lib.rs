@@ -58,6 +58,7 @@ pub mod framing;
 pub mod ids;
 pub mod limits;
 pub mod outcome;
+pub mod social;
 pub mod types;
 
 // The code flatc generates: unsafe accessors that are sound only on verified
@@ -101,4 +102,5 @@ pub use event::{Event, EventBody, EventRecord, StoredRecord};
 pub use ids::{ChatId, ClientMsgId, DeviceId, GroupId, Key, LogIndex, NodeId, Offset, PartitionId, Seq, UserId};
 pub use limits::*;
 pub use outcome::{decode_result, encode_result, validate_result, CommandResult, Outcome, RejectCode, Rejection};
+pub use social::{ContactMatch, Profile, StatusAudience, StatusEntry};
 pub use types::{ChatKind, Cursors, MediaRef, Member, Origin, Prekey, ReceiptKind, Visibility};

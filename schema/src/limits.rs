@@ -34,6 +34,9 @@ pub const MAX_PIN_BYTES: usize = 64;
 pub const MAX_BUS_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// One view request (and one receipt or account update) on the bus.
 pub const MAX_VIEW_REQUEST_BYTES: usize = 1024;
+/// One view query on the bus: a contact lookup carries up to
+/// `MAX_CONTACT_HASHES_PER_SYNC` (1000) hashes of 32 bytes.
+pub const MAX_VIEW_QUERY_BYTES: usize = 40 * 1024;
 /// Entries in one page of a view reply; a request asking for more gets this many.
 pub const MAX_VIEW_PAGE_ENTRIES: usize = 1024;
 

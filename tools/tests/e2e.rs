@@ -320,9 +320,13 @@ async fn killing_the_projector_loses_no_delivery_and_views_equal_a_rebuild() {
     // Stop the projector cleanly, rebuild the views from the log, compare.
     stack.projector().unwrap().stop(Duration::from_secs(10));
     let rebuilt = dir.path().join("rebuilt");
+    // The deployment's view key: the contact index hashes phones with a key derived from it.
+    let view_key = stack.projector().unwrap().config.view_key.clone();
     let status = std::process::Command::new(chorus_binary())
         .args(["replay", "--node", &stack.cluster.client_addrs()[0]])
         .args(stack.cluster.operator_args())
+        .arg("--view-key")
+        .arg(&view_key)
         .arg("--out")
         .arg(&rebuilt)
         .status()

@@ -78,6 +78,7 @@ impl Dev {
             .arg("--key")
             .arg(op.key);
         cmd.args(["--view", view, "--out"]).arg(out);
+        cmd.arg("--view-key").arg(self.data.join("tls").join("view.key"));
         if let Some(live) = compare {
             cmd.arg("--compare").arg(live);
         }
@@ -166,6 +167,30 @@ async fn workload(client: &LogClient) {
     must_append(client, 4, 14, privacy).await;
     must_append(client, 4, 15, CommandBody::Block { target: UserId(3) }).await;
     must_append(client, 4, 16, CommandBody::SetPresence { online: false, connection: 7 }).await;
+    // The social views: a phone the contact index can hash, contacts, a
+    // profile, a block, a status and its viewer.
+    let register = CommandBody::RegisterDevice {
+        phone: "+15550004321".into(),
+        device: DeviceId(1),
+        identity_key: vec![1],
+        name: "phone".into(),
+        token_hash: [8; 32],
+        pin_hash: None,
+    };
+    must_append(client, 5, 1, register).await;
+    must_append(client, 5, 2, CommandBody::UpdateContacts { contacts: vec![UserId(4)] }).await;
+    must_append(client, 5, 3, CommandBody::UpdateProfile { name: "e".into(), about: "x".into(), avatar: None }).await;
+    must_append(client, 5, 4, CommandBody::Block { target: UserId(1) }).await;
+    let post = CommandBody::PostStatus {
+        status_id: 1,
+        ciphertext: b"s".to_vec(),
+        media: None,
+        acl: vec![],
+        audience: chorus_schema::StatusAudience::Contacts,
+        ttl_ms: 0,
+    };
+    must_append(client, 5, 5, post).await;
+    must_append(client, 4, 20, CommandBody::ViewStatus { author: UserId(5), status_id: 1 }).await;
 }
 
 #[test]
@@ -211,6 +236,9 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
         "presence",
         "privacy",
         "contacts",
+        "profile",
+        "status",
+        "contact_index",
     ] {
         let o = dev.replay(view, &dir.path().join(view), Some(&dev.live_store()));
         assert!(o.status.success(), "{view}: {}{}", text(&o.stdout), text(&o.stderr));
@@ -225,7 +253,9 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
     // companion of user 4, the unlinked one gone).
     {
         let store = RocksStore::open(&all).unwrap();
-        let names = store.entries().unwrap().into_iter().filter(|(k, _)| k[0] == keys::DEVICE_INFO).count();
+        let of_user_4 = |k: &[u8]| k.get(1..9) == Some(&4u64.to_be_bytes()[..]);
+        let names =
+            store.entries().unwrap().into_iter().filter(|(k, _)| k[0] == keys::DEVICE_INFO && of_user_4(k)).count();
         assert_eq!(names, 2, "the primary and the paired companion of user 4");
     }
 

@@ -12,7 +12,7 @@ use rand::RngCore;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::ClientConfig;
-use crate::conn::{Core, Reply, Request};
+use crate::conn::{Core, Request};
 use crate::link::{endpoint, quic_config};
 use crate::types::{Credentials, Error, Event, Result, Resume, Sent};
 use crate::worker::Worker;
@@ -38,7 +38,7 @@ pub(crate) enum Command {
     Request {
         client_msg_id: ClientMsgId,
         request: Request,
-        reply: oneshot::Sender<Result<Reply>>,
+        reply: oneshot::Sender<Result<crate::types::Answer>>,
         permit: OwnedSemaphorePermit,
     },
     // ---- linked devices (issue 12) ----
@@ -205,7 +205,14 @@ impl Client {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    async fn request(&self, request: Request) -> Result<Reply> {
+    async fn request(&self, request: Request) -> Result<Option<(ChatId, Seq)>> {
+        match self.ask(request).await? {
+            crate::types::Answer::Done(at) => Ok(at),
+            other => Err(Error::Protocol(format!("a request answered with {other:?}"))),
+        }
+    }
+
+    async fn ask(&self, request: Request) -> Result<crate::types::Answer> {
         let client_msg_id = self.next_client_msg_id();
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed)?;
         let (reply, rx) = oneshot::channel();
@@ -270,7 +277,7 @@ impl Client {
     /// or [`Error::Connection`] if the connection broke before the answer.
     pub async fn group(&self, chat: ChatId, op: GroupOp) -> Result<Seq> {
         match self.request(Request::Group { chat, op }).await? {
-            Reply::Done(Some((c, seq))) if c == chat => Ok(seq),
+            Some((c, seq)) if c == chat => Ok(seq),
             other => Err(Error::Protocol(format!("a group request on {chat} answered with position {other:?}"))),
         }
     }
@@ -286,8 +293,8 @@ impl Client {
     /// `UnknownRecipient` for an unknown group, `BadFrame` for a direct
     /// chat; `Unavailable` if the views did not answer.
     pub async fn group_info(&self, chat: ChatId) -> Result<chorus_schema::GroupInfo> {
-        match self.request(Request::GroupInfo { chat }).await? {
-            Reply::GroupInfo(info) => Ok(info),
+        match self.ask(Request::GroupInfo { chat }).await? {
+            crate::types::Answer::GroupInfo(info) => Ok(info),
             other => Err(Error::Protocol(format!("group info of {chat} answered with {other:?}"))),
         }
     }
@@ -302,9 +309,83 @@ impl Client {
     /// [`Error::Refused`] with `Forbidden` for another's message, `BadFrame`
     /// for a seq that is not a message, `NotMember`, `UnknownRecipient`.
     pub async fn message_info(&self, chat: ChatId, seq: Seq) -> Result<Vec<chorus_schema::MessageReceipt>> {
-        match self.request(Request::MessageInfo { chat, seq }).await? {
-            Reply::MessageInfo(entries) => Ok(entries),
+        match self.ask(Request::MessageInfo { chat, seq }).await? {
+            crate::types::Answer::MessageInfo(entries) => Ok(entries),
             other => Err(Error::Protocol(format!("message info of {chat} {seq} answered with {other:?}"))),
+        }
+    }
+
+    /// Sets this user's profile: name, about text and picture (a media reference).
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn set_profile(&self, name: &str, about: &str, avatar: Option<chorus_schema::MediaRef>) -> Result<()> {
+        let request = Request::SetProfile { name: name.to_owned(), about: about.to_owned(), avatar };
+        self.request(request).await.map(|_| ())
+    }
+
+    /// `user`'s profile as this user may see it (privacy settings and blocks
+    /// applied by the server).
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn profile(&self, user: UserId) -> Result<chorus_schema::Profile> {
+        match self.ask(Request::GetProfile { user }).await? {
+            crate::types::Answer::Profile(p) => Ok(p),
+            other => Err(Error::Protocol(format!("GetProfile answered with {other:?}"))),
+        }
+    }
+
+    /// Posts a status (`ciphertext`) for `audience` (reading `users`), visible
+    /// `ttl_ms` (0: 24 h, the most).
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`]; `BadFrame` for a status id used before.
+    pub async fn post_status(
+        &self,
+        status_id: u64,
+        ciphertext: Vec<u8>,
+        audience: chorus_schema::StatusAudience,
+        users: Vec<UserId>,
+        ttl_ms: u64,
+    ) -> Result<()> {
+        let request = Request::PostStatus { status_id, ciphertext, audience, users, ttl_ms };
+        self.request(request).await.map(|_| ())
+    }
+
+    /// The live statuses this user may see: of `author`, or (`None`) of every
+    /// contact and this user's own (with their viewers).
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn statuses(&self, author: Option<UserId>) -> Result<Vec<chorus_schema::StatusEntry>> {
+        match self.ask(Request::ListStatus { author }).await? {
+            crate::types::Answer::Statuses(s) => Ok(s),
+            other => Err(Error::Protocol(format!("ListStatus answered with {other:?}"))),
+        }
+    }
+
+    /// Marks `author`'s status as viewed (the author sees who viewed it).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] `Expired` for an expired post, `UnknownRecipient`
+    /// for one that does not exist or is not for this user; as [`Client::set_pin`].
+    pub async fn view_status(&self, author: UserId, status_id: u64) -> Result<()> {
+        self.request(Request::ViewStatus { author, status_id }).await.map(|_| ())
+    }
+
+    /// Uploads phone numbers (hashed here with the deployment's key) and
+    /// returns the registered ones with their user ids; they become this
+    /// user's contacts (replacing the previous list).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] `RateLimited` (with `retry_after_ms`) past the
+    /// day's allowance; `BadFrame` for a number that is not E.164; as
+    /// [`Client::set_pin`].
+    pub async fn sync_contacts(&self, phones: &[String]) -> Result<Vec<chorus_schema::ContactMatch>> {
+        match self.ask(Request::SyncContacts { phones: phones.to_vec() }).await? {
+            crate::types::Answer::Contacts(m) => Ok(m),
+            other => Err(Error::Protocol(format!("SyncContacts answered with {other:?}"))),
         }
     }
 

@@ -46,13 +46,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chorus_schema::edge::DeviceInfo;
 use chorus_schema::{
-    ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, GroupInfo, GroupOp, MessageReceipt, ReceiptKind,
-    Recipient, Seq, ServerFrame, UserId, Visibility,
+    ChatId, ClientFrame, ClientMsgId, DeviceId, EdgeErrorCode, GroupOp, ReceiptKind, Recipient, Seq, ServerFrame,
+    UserId, Visibility,
 };
 use tracing::debug;
 
 use crate::config::ClientConfig;
-use crate::types::{ChatChange, Credentials, Error, Event, Message, Result, Resume, Sent};
+use crate::types::{Answer, ChatChange, Credentials, Error, Event, Message, Result, Resume, Sent};
 
 /// One connection attempt (and, once up, the connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -75,8 +75,9 @@ pub enum Output {
     Event(Event),
     /// The send `client_msg_id` is answered (every caller waiting for it).
     SendDone { client_msg_id: ClientMsgId, result: Result<Sent> },
-    /// The account or group request `client_msg_id` is answered ([`Reply`]).
-    RequestDone { client_msg_id: ClientMsgId, result: Result<Reply> },
+    /// The account or group request `client_msg_id` is answered; with where
+    /// it is in its chat's timeline, for a request that changed a chat.
+    RequestDone { client_msg_id: ClientMsgId, result: Result<crate::types::Answer> },
     /// The client stopped for good: closed, its login refused for good, or
     /// no edge took its first login. Nothing follows.
     Stopped(Error),
@@ -113,12 +114,12 @@ pub enum Request {
     /// The user's devices (answered by [`Output::DevicesListed`]).
     ListDevices,
     // ---- group info and message info (issue 12) ----
-    /// A group's name, description and members (answered [`Reply::GroupInfo`]).
+    /// A group's name, description and members (answered [`Answer::GroupInfo`]).
     GroupInfo {
         chat: ChatId,
     },
     /// Who received and read this user's message at `seq`, and when
-    /// (answered [`Reply::MessageInfo`]).
+    /// (answered [`Answer::MessageInfo`]).
     MessageInfo {
         chat: ChatId,
         seq: Seq,
@@ -130,29 +131,52 @@ pub enum Request {
         about: Visibility,
         read_receipts: bool,
     },
-}
-
-/// The answer to a [`Request`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
-    /// `Done`; with where the request is in its chat's timeline, for one
-    /// that changed a chat.
-    Done(Option<(ChatId, Seq)>),
-    GroupInfo(GroupInfo),
-    MessageInfo(Vec<MessageReceipt>),
+    SetProfile {
+        name: String,
+        about: String,
+        avatar: Option<chorus_schema::MediaRef>,
+    },
+    GetProfile {
+        user: UserId,
+    },
+    PostStatus {
+        status_id: u64,
+        ciphertext: Vec<u8>,
+        audience: chorus_schema::StatusAudience,
+        users: Vec<UserId>,
+        ttl_ms: u64,
+    },
+    ListStatus {
+        author: Option<UserId>,
+    },
+    ViewStatus {
+        author: UserId,
+        status_id: u64,
+    },
+    /// Phone numbers: hashed with the deployment's key from `LoggedIn`
+    /// before they leave the device.
+    SyncContacts {
+        phones: Vec<String>,
+    },
 }
 
 impl Request {
     /// Whether the request only reads: then a connection lost before its
     /// answer writes it again after the next login instead of failing it.
     fn reads_only(&self) -> bool {
-        matches!(self, Request::GroupInfo { .. } | Request::MessageInfo { .. })
+        matches!(
+            self,
+            Request::GroupInfo { .. }
+                | Request::MessageInfo { .. }
+                | Request::GetProfile { .. }
+                | Request::ListStatus { .. }
+        )
     }
 }
 
 impl Request {
-    fn frame(&self, client_msg_id: ClientMsgId) -> ClientFrame {
-        match self {
+    fn frame(&self, client_msg_id: ClientMsgId, contact_key: Option<[u8; 32]>) -> Result<ClientFrame> {
+        Ok(match self {
             Request::SetPin { pin } => ClientFrame::SetPin { client_msg_id, pin: pin.clone() },
             Request::UnlinkDevice { device } => ClientFrame::UnlinkDevice { client_msg_id, device: *device },
             Request::Block { user, blocked } => ClientFrame::Block { client_msg_id, user: *user, blocked: *blocked },
@@ -162,6 +186,12 @@ impl Request {
             Request::ListDevices => ClientFrame::ListDevices { client_msg_id },
             Request::GroupInfo { chat } => ClientFrame::GroupInfo { client_msg_id, chat: *chat },
             Request::MessageInfo { chat, seq } => ClientFrame::MessageInfo { client_msg_id, chat: *chat, seq: *seq },
+            Request::SetProfile { name, about, avatar } => ClientFrame::SetProfile {
+                client_msg_id,
+                name: name.clone(),
+                about: about.clone(),
+                avatar: avatar.clone(),
+            },
             Request::SetPrivacy { last_seen, profile_photo, about, read_receipts } => ClientFrame::SetPrivacy {
                 client_msg_id,
                 last_seen: *last_seen,
@@ -169,7 +199,36 @@ impl Request {
                 about: *about,
                 read_receipts: *read_receipts,
             },
-        }
+            Request::GetProfile { user } => ClientFrame::GetProfile { client_msg_id, user: *user },
+            Request::PostStatus { status_id, ciphertext, audience, users, ttl_ms } => ClientFrame::PostStatus {
+                client_msg_id,
+                status_id: *status_id,
+                ciphertext: ciphertext.clone(),
+                media: None,
+                audience: *audience,
+                users: users.clone(),
+                ttl_ms: *ttl_ms,
+            },
+            Request::ListStatus { author } => ClientFrame::ListStatus { client_msg_id, author: *author },
+            Request::ViewStatus { author, status_id } => {
+                ClientFrame::ViewStatus { client_msg_id, author: *author, status_id: *status_id }
+            }
+            Request::SyncContacts { phones } => {
+                let key =
+                    contact_key.ok_or_else(|| Error::Protocol("the edge gave no contact-sync key at login".into()))?;
+                let hashes = phones
+                    .iter()
+                    .map(|p| {
+                        chorus_schema::social::contact_hash(&key, p).map_err(|e| Error::Refused {
+                            code: EdgeErrorCode::BadFrame,
+                            message: e.to_string(),
+                            retry_after_ms: None,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                ClientFrame::SyncContacts { client_msg_id, hashes }
+            }
+        })
     }
 }
 
@@ -260,6 +319,8 @@ pub struct Core {
     backoff_ms: u64,
     pending: BTreeMap<ClientMsgId, PendingSend>,
     requests: BTreeMap<ClientMsgId, PendingRequest>,
+    /// The deployment's contact-sync key, from the last `LoggedIn`.
+    contact_key: Option<[u8; 32]>,
     acks: BTreeMap<(ChatId, ReceiptKind), Seq>,
     positions: HashMap<ChatId, Seq>,
     outputs: VecDeque<Output>,
@@ -302,6 +363,7 @@ impl Core {
             backoff_ms: timing.reconnect_min_ms,
             pending: BTreeMap::new(),
             requests: BTreeMap::new(),
+            contact_key: None,
             acks: BTreeMap::new(),
             positions: resume.positions.into_iter().collect(),
             outputs: VecDeque::new(),
@@ -389,11 +451,20 @@ impl Core {
             | Request::Group { .. }
             | Request::LinkDevice { .. }
             | Request::ListDevices
-            | Request::SetPrivacy { .. } => false,
+            | Request::SetPrivacy { .. }
+            | Request::SetProfile { .. }
+            | Request::GetProfile { .. }
+            | Request::PostStatus { .. }
+            | Request::ListStatus { .. }
+            | Request::ViewStatus { .. }
+            | Request::SyncContacts { .. } => false,
             Request::GroupInfo { .. } | Request::MessageInfo { .. } => false,
         };
         let reads_only = request.reads_only();
-        let frame = request.frame(client_msg_id);
+        let frame = match request.frame(client_msg_id, self.contact_key) {
+            Ok(f) => f,
+            Err(e) => return self.outputs.push_back(Output::RequestDone { client_msg_id, result: Err(e) }),
+        };
         // The edge refuses a frame over a limit while decoding it, before it
         // knows the request's id: the answer could never be matched. Refuse
         // it here, by name.
@@ -670,7 +741,12 @@ impl Core {
 
     fn login_answer(&mut self, now_ms: u64, edge: usize, frame: ServerFrame) {
         match frame {
-            ServerFrame::LoggedIn { .. } => self.live(edge),
+            ServerFrame::LoggedIn { contact_key, .. } => {
+                if contact_key.is_some() {
+                    self.contact_key = contact_key;
+                }
+                self.live(edge)
+            }
             ServerFrame::Error { code, message, retry_after_ms, .. } => {
                 let error = Error::Refused { code, message, retry_after_ms };
                 if login_refused_for_good(code) {
@@ -747,12 +823,18 @@ impl Core {
         }
         for (client_msg_id, r) in std::mem::take(&mut self.requests) {
             let done = r.ends_session && matches!(error, Error::Refused { code: EdgeErrorCode::Revoked, .. });
-            let result = if done { Ok(Reply::Done(None)) } else { Err(error.clone()) };
+            let result = if done { Ok(Answer::Done(None)) } else { Err(error.clone()) };
             self.outputs.push_back(Output::RequestDone { client_msg_id, result });
         }
         self.acks.clear();
         self.state = State::Stopped;
         self.outputs.push_back(Output::Stopped(error));
+    }
+
+    fn answered(&mut self, client_msg_id: ClientMsgId, answer: Answer) {
+        if self.requests.remove(&client_msg_id).is_some() {
+            self.outputs.push_back(Output::RequestDone { client_msg_id, result: Ok(answer) });
+        }
     }
 
     fn control(&mut self, now_ms: u64, frame: ServerFrame) {
@@ -782,27 +864,22 @@ impl Core {
                     self.stop(Error::Refused { code, message, retry_after_ms }, "session refused");
                 }
             }
-            ServerFrame::Done { client_msg_id, at } => {
-                if self.requests.remove(&client_msg_id).is_some() {
-                    self.outputs.push_back(Output::RequestDone { client_msg_id, result: Ok(Reply::Done(at)) });
-                }
-            }
-            ServerFrame::GroupInfo { client_msg_id, info, .. } => {
-                if self.requests.remove(&client_msg_id).is_some() {
-                    let result = Ok(Reply::GroupInfo(info));
-                    self.outputs.push_back(Output::RequestDone { client_msg_id, result });
-                }
-            }
+            ServerFrame::GroupInfo { client_msg_id, info, .. } => self.answered(client_msg_id, Answer::GroupInfo(info)),
             ServerFrame::MessageInfo { client_msg_id, entries, .. } => {
-                if self.requests.remove(&client_msg_id).is_some() {
-                    let result = Ok(Reply::MessageInfo(entries));
-                    self.outputs.push_back(Output::RequestDone { client_msg_id, result });
-                }
+                self.answered(client_msg_id, Answer::MessageInfo(entries))
             }
             ServerFrame::DeviceList { client_msg_id, devices } => {
                 if self.requests.remove(&client_msg_id).is_some() {
                     self.outputs.push_back(Output::DevicesListed { client_msg_id, devices });
                 }
+            }
+            ServerFrame::Done { client_msg_id, at } => self.answered(client_msg_id, Answer::Done(at)),
+            ServerFrame::Profile { client_msg_id, profile } => self.answered(client_msg_id, Answer::Profile(profile)),
+            ServerFrame::StatusList { client_msg_id, entries } => {
+                self.answered(client_msg_id, Answer::Statuses(entries))
+            }
+            ServerFrame::ContactsMatched { client_msg_id, matches } => {
+                self.answered(client_msg_id, Answer::Contacts(matches))
             }
             other => debug!(kind = other.kind(), "unexpected control frame"),
         }

@@ -26,6 +26,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What an account, group, profile, status or contact request was answered with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `Done`; `at`: where a request that changed a chat is in its timeline.
+    Done(Option<(ChatId, Seq)>),
+    Profile(chorus_schema::Profile),
+    Statuses(Vec<chorus_schema::StatusEntry>),
+    Contacts(Vec<chorus_schema::ContactMatch>),
+    /// A group's name, description and members.
+    GroupInfo(chorus_schema::GroupInfo),
+    /// Who received and read a message, and when.
+    MessageInfo(Vec<chorus_schema::MessageReceipt>),
+}
+
 /// A registered device's login.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {

@@ -60,7 +60,7 @@ pub(crate) struct Worker {
     /// Answered once: the first login, or why there was none.
     ready: Option<oneshot::Sender<Result<()>>>,
     sends: HashMap<ClientMsgId, Vec<Waiter<Sent>>>,
-    requests: HashMap<ClientMsgId, Waiter<crate::conn::Reply>>,
+    requests: HashMap<ClientMsgId, Waiter<crate::types::Answer>>,
     /// `Client::devices` calls waiting (linked devices, issue 12).
     device_lists: HashMap<ClientMsgId, Waiter<Vec<chorus_schema::edge::DeviceInfo>>>,
     opening: Option<(LinkId, Opening)>,

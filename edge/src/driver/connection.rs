@@ -190,6 +190,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
     ctx.connections.fetch_add(1, Ordering::Relaxed);
     let mut session = Session::new(ctx.config.session.clone(), Box::new(SeededEntropy::new(crate::os_random())));
     session.set_limits(ctx.rate_limits.clone(), quic.remote_address().ip());
+    session.set_contact_key(ctx.view_key.contact_key());
     let budget = ctx.config.delivery_queue_bytes_max;
     let bounds =
         Bounds { input_bytes_max: budget / 4, routed_max: ctx.config.delivery_queue_max, routed_bytes_max: budget / 4 };
@@ -262,6 +263,7 @@ fn action_kind(action: &Action) -> &'static str {
         Action::SetPresence(_) => "set_presence",
         Action::WatchPresence { .. } => "watch_presence",
         Action::Typing { .. } => "typing",
+        Action::Query { .. } => "query",
     }
 }
 
@@ -427,6 +429,7 @@ impl Conn {
         let now = crate::now_ms();
         match input {
             Input::Appended(correlation, result) => self.session.handle_append_result(now, correlation, result),
+            Input::Queried(correlation, result) => self.session.handle_query_result(correlation, result),
             Input::TokenVerified(verdict) => self.session.handle_token_verified(verdict),
             Input::RecipientChecked(correlation, verdict) => {
                 self.session.handle_recipient_checked(correlation, verdict)
@@ -641,6 +644,13 @@ impl Conn {
                             }
                         };
                         let _ = to.put(Input::TypingRefused { chat, not_member }).await;
+                    });
+                }
+                Action::Query { correlation, query } => {
+                    let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
+                    tokio::spawn(async move {
+                        let result = views::any_query(&ctx, query).await.map_err(|e| e.to_string());
+                        let _ = to.put(Input::Queried(correlation, result)).await;
                     });
                 }
             }

@@ -120,6 +120,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub(crate) enum Input {
     Appended(Correlation, Result<CommandResult, AppendError>),
+    Queried(Correlation, Result<chorus_schema::bus::ViewAnswer, String>),
     TokenVerified(TokenVerdict),
     RecipientChecked(Correlation, RecipientVerdict),
     Recovered(Arc<crate::session::Item>),

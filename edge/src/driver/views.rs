@@ -67,6 +67,18 @@ pub(crate) async fn query<Q: Query>(ctx: &Ctx, request: Q) -> Result<Q::Answer, 
     Q::answer(answer).ok_or_else(|| err("an answer of another view".into()))
 }
 
+/// Any view query, answered with whatever the view said (the session checks
+/// the kind).
+pub(crate) async fn any_query(ctx: &Ctx, request: ViewQuery) -> Result<bus::ViewAnswer, ReadError> {
+    let subject = request.subject();
+    let err = |reason: String| ReadError::View { subject, reason };
+    let sealed = Bytes::from(seal::seal_request(&request.encode()));
+    let reply =
+        ctx.bus.request(subject, sealed.clone(), ctx.config.view_timeout()).await.map_err(|e| err(e.to_string()))?;
+    let answer = ctx.view_key.open_reply(subject, &sealed, &reply).map_err(|e| err(e.to_string()))?;
+    bus::decode_reply(answer).map_err(|e| err(e.to_string()))?.map_err(|e| err(e.to_string()))
+}
+
 /// Checks a login token against the sessions view. A device without a session
 /// may be one that registered a moment ago on another edge whose
 /// `CreateSession` the projector has not folded yet: asked again a few times.

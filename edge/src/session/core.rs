@@ -104,6 +104,9 @@ pub enum Action {
     /// a member (the members view, cached briefly); otherwise answer
     /// [`Session::handle_typing_refused`].
     Typing { identity: Identity, chat: ChatId, typing: bool },
+    /// Ask a view (profiles, status posts, the contact index) and report the
+    /// answer with `handle_query_result(correlation, …)`.
+    Query { correlation: Correlation, query: chorus_schema::bus::ViewQuery },
 }
 
 // ---- linked devices (issue 12) ----
@@ -304,7 +307,29 @@ enum Pending {
         chat: ChatId,
         seq: Option<Seq>,
     },
+    /// `GetProfile`, `ListStatus`: the view's answer goes to the client.
+    Answer {
+        client_msg_id: ClientMsgId,
+    },
+    /// `SyncContacts`: the lookup is counted in the log (its allowance);
+    /// the contact index comes next.
+    ContactLookup {
+        client_msg_id: ClientMsgId,
+        hashes: Vec<[u8; 32]>,
+    },
+    /// `SyncContacts`: the contact index's answer, to record as contacts.
+    ContactMatches {
+        client_msg_id: ClientMsgId,
+    },
+    /// `SyncContacts`: the matches are the user's contacts now; tell the client.
+    ContactsRecorded {
+        client_msg_id: ClientMsgId,
+        matches: Vec<chorus_schema::ContactMatch>,
+    },
 }
+
+/// One day: contact lookups are counted per UTC day (see the user partition).
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Bytes of live items a connection holds behind a sync or a gap fill before
 /// it is closed (the client reconnects and syncs).
@@ -393,6 +418,8 @@ pub struct Session {
     online_as: Option<Identity>,
     /// `Typing` frames of this connection.
     typing_rate: TokenBucket,
+    /// The deployment's contact-sync key, handed out in `LoggedIn`.
+    contact_key: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Session {
@@ -435,6 +462,7 @@ impl Session {
             connection: 0,
             online_as: None,
             typing_rate,
+            contact_key: None,
         };
         // Internal client message ids start at a random point so that two sessions of
         // one device (reconnects) do not reuse each other's.
@@ -451,6 +479,12 @@ impl Session {
     /// client's address. Without it, only the per-session limits apply.
     pub fn set_limits(&mut self, limits: Arc<Limits>, source: IpAddr) {
         self.limits = Some((limits, source));
+    }
+
+    /// The deployment's contact-sync key (`chorus_schema::social::contact_hash`),
+    /// handed to the client in `LoggedIn`.
+    pub fn set_contact_key(&mut self, key: [u8; 32]) {
+        self.contact_key = Some(key);
     }
 
     /// The logged-in identity, if any.
@@ -641,6 +675,18 @@ impl Session {
                 let request = InfoRequest::Message(chorus_schema::bus::MessageInfoRequest { user: id.user, chat, seq });
                 self.info(now_ms, client_msg_id, chat, Some(seq), request);
             }
+            (
+                State::LoggedIn(id),
+                frame @ (ClientFrame::SetProfile { .. }
+                | ClientFrame::GetProfile { .. }
+                | ClientFrame::PostStatus { .. }
+                | ClientFrame::ListStatus { .. }
+                | ClientFrame::ViewStatus { .. }
+                | ClientFrame::SyncContacts { .. }),
+            ) => {
+                let id = *id;
+                self.social(now_ms, id, frame);
+            }
             (State::LoggedIn(id), ClientFrame::Logout { client_msg_id }) => {
                 let id = *id;
                 if self.admit(now_ms, Some(client_msg_id)) {
@@ -690,7 +736,13 @@ impl Session {
                 | ClientFrame::ListDevices { client_msg_id }
                 | ClientFrame::GroupInfo { client_msg_id, .. }
                 | ClientFrame::MessageInfo { client_msg_id, .. }
-                | ClientFrame::SetPrivacy { client_msg_id, .. },
+                | ClientFrame::SetPrivacy { client_msg_id, .. }
+                | ClientFrame::SetProfile { client_msg_id, .. }
+                | ClientFrame::GetProfile { client_msg_id, .. }
+                | ClientFrame::PostStatus { client_msg_id, .. }
+                | ClientFrame::ListStatus { client_msg_id, .. }
+                | ClientFrame::ViewStatus { client_msg_id, .. }
+                | ClientFrame::SyncContacts { client_msg_id, .. },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }
@@ -772,12 +824,42 @@ impl Session {
                 Ok(Err(r)) => self.error(r.code.to_edge(), r.message, Some(client_msg_id)),
                 Err(e) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
             },
-            Pending::Recipient { client_msg_id, .. } => {
-                self.error(EdgeErrorCode::Internal, "a recipient check answered as an append", Some(client_msg_id))
+            Pending::Recipient { client_msg_id, .. }
+            | Pending::Answer { client_msg_id }
+            | Pending::ContactMatches { client_msg_id } => {
+                self.error(EdgeErrorCode::Internal, "a view query answered as an append", Some(client_msg_id))
             }
             Pending::Info { client_msg_id, .. } => {
                 self.error(EdgeErrorCode::Internal, "an info query answered as an append", Some(client_msg_id))
             }
+            Pending::ContactLookup { client_msg_id, hashes } => match result {
+                Ok(Ok(_)) => {
+                    let query =
+                        chorus_schema::bus::ViewQuery::ContactLookup(chorus_schema::bus::ContactLookupRequest {
+                            hashes,
+                        });
+                    self.query(Pending::ContactMatches { client_msg_id }, query);
+                }
+                Ok(Err(r)) if r.code == RejectCode::RateLimited => {
+                    // The allowance is per UTC day of the log's clock.
+                    let retry_after_ms = DAY_MS - now_ms % DAY_MS;
+                    let mut message = r.message;
+                    truncate(&mut message, chorus_schema::MAX_MESSAGE_BYTES);
+                    self.send(ServerFrame::Error {
+                        code: EdgeErrorCode::RateLimited,
+                        message,
+                        client_msg_id: Some(client_msg_id),
+                        retry_after_ms: Some(retry_after_ms),
+                    });
+                }
+                Ok(Err(r)) => self.error(r.code.to_edge(), r.message, Some(client_msg_id)),
+                Err(e) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
+            },
+            Pending::ContactsRecorded { client_msg_id, matches } => match result {
+                Ok(Ok(_)) => self.send(ServerFrame::ContactsMatched { client_msg_id, matches }),
+                Ok(Err(r)) => self.error(r.code.to_edge(), r.message, Some(client_msg_id)),
+                Err(e) => self.error(append_error_code(&e), e.to_string(), Some(client_msg_id)),
+            },
             Pending::Send { client_msg_id } => match result {
                 Ok(Ok(Outcome::Chat { chat, seq })) => {
                     self.send(ServerFrame::Sent { client_msg_id, chat, seq, server_time_ms: now_ms })
@@ -1383,7 +1465,7 @@ impl Session {
         self.state = State::LoggedIn(id);
         self.send(match token {
             Some(token) => ServerFrame::Registered { user: id.user, device: id.device, token },
-            None => ServerFrame::LoggedIn { user: id.user, device: id.device },
+            None => ServerFrame::LoggedIn { user: id.user, device: id.device, contact_key: self.contact_key },
         });
         // The device is online while this connection lives (the partition
         // keeps one connection per device, so a reconnect elsewhere wins).
@@ -1477,6 +1559,104 @@ impl Session {
             self.error(EdgeErrorCode::BadFrame, "the top bit of client_msg_id is reserved", Some(client_msg_id));
         }
         reserved
+    }
+
+    /// A profile, privacy, status or contact-sync request of a logged-in user.
+    fn social(&mut self, now_ms: u64, id: Identity, frame: ClientFrame) {
+        use chorus_schema::bus::{ProfileRequest, StatusRequest, ViewQuery};
+        let client_msg_id = match &frame {
+            ClientFrame::SetProfile { client_msg_id, .. }
+            | ClientFrame::SetPrivacy { client_msg_id, .. }
+            | ClientFrame::GetProfile { client_msg_id, .. }
+            | ClientFrame::PostStatus { client_msg_id, .. }
+            | ClientFrame::ListStatus { client_msg_id, .. }
+            | ClientFrame::ViewStatus { client_msg_id, .. }
+            | ClientFrame::SyncContacts { client_msg_id, .. } => *client_msg_id,
+            _ => return,
+        };
+        if self.refuse_reserved(client_msg_id) || !self.admit(now_ms, Some(client_msg_id)) {
+            return;
+        }
+        // Appends carry the client's id, so that a retried request is applied once.
+        let origin = Origin { user: id.user, device: id.device, client_msg_id };
+        let done = Pending::Request { client_msg_id, close: false };
+        match frame {
+            ClientFrame::SetProfile { name, about, avatar, .. } => {
+                self.append(done, Command { origin, body: CommandBody::UpdateProfile { name, about, avatar } });
+            }
+            ClientFrame::SetPrivacy { last_seen, profile_photo, about, read_receipts, .. } => {
+                let body = CommandBody::SetPrivacy { last_seen, profile_photo, about, read_receipts };
+                self.append(done, Command { origin, body });
+            }
+            ClientFrame::PostStatus { status_id, ciphertext, media, audience, users, ttl_ms, .. } => {
+                let body = CommandBody::PostStatus { status_id, ciphertext, media, acl: users, audience, ttl_ms };
+                self.append(done, Command { origin, body });
+            }
+            ClientFrame::ViewStatus { author, status_id, .. } => {
+                self.append(done, Command { origin, body: CommandBody::ViewStatus { author, status_id } });
+            }
+            ClientFrame::GetProfile { user, .. } => {
+                let query = ViewQuery::Profile(ProfileRequest { viewer: id.user, user });
+                self.query(Pending::Answer { client_msg_id }, query);
+            }
+            ClientFrame::ListStatus { author, .. } => {
+                let query = ViewQuery::Status(StatusRequest { viewer: id.user, author, now_ms });
+                self.query(Pending::Answer { client_msg_id }, query);
+            }
+            ClientFrame::SyncContacts { hashes, .. } => {
+                if hashes.is_empty() {
+                    return self.send(ServerFrame::ContactsMatched { client_msg_id, matches: vec![] });
+                }
+                // Counted first, where the allowance lives: the user partition.
+                let n = u32::try_from(hashes.len()).unwrap_or(u32::MAX);
+                let body = CommandBody::RecordContactLookup { hashes: n };
+                self.append(Pending::ContactLookup { client_msg_id, hashes }, Command { origin, body });
+            }
+            _ => {}
+        }
+    }
+
+    /// The view's answer to [`Action::Query`] `correlation` (`Err`: the view
+    /// could not answer). Unknown correlations are ignored.
+    pub fn handle_query_result(
+        &mut self,
+        correlation: Correlation,
+        result: Result<chorus_schema::bus::ViewAnswer, String>,
+    ) {
+        use chorus_schema::bus::ViewAnswer;
+        let Some(pending) = self.pending.remove(&correlation) else { return };
+        if self.is_closed() {
+            return;
+        }
+        let client_msg_id = match &pending {
+            Pending::Answer { client_msg_id } | Pending::ContactMatches { client_msg_id } => *client_msg_id,
+            _ => return,
+        };
+        match (pending, result) {
+            (_, Err(e)) => {
+                self.error(EdgeErrorCode::Unavailable, format!("view unavailable: {e}"), Some(client_msg_id))
+            }
+            (Pending::Answer { .. }, Ok(ViewAnswer::Profile(profile))) => {
+                self.send(ServerFrame::Profile { client_msg_id, profile })
+            }
+            (Pending::Answer { .. }, Ok(ViewAnswer::Statuses(entries))) => {
+                self.send(ServerFrame::StatusList { client_msg_id, entries })
+            }
+            (Pending::ContactMatches { .. }, Ok(ViewAnswer::ContactMatches(matches))) => {
+                if let Some(id) = self.identity() {
+                    let contacts: Vec<UserId> = matches.iter().map(|m| m.user).collect();
+                    let pending = Pending::ContactsRecorded { client_msg_id, matches };
+                    self.append_internal(id, pending, CommandBody::UpdateContacts { contacts });
+                }
+            }
+            (_, Ok(_)) => self.error(EdgeErrorCode::Internal, "a view answered another query", Some(client_msg_id)),
+        }
+    }
+
+    fn query(&mut self, pending: Pending, query: chorus_schema::bus::ViewQuery) {
+        let correlation = self.correlation();
+        self.pending.insert(correlation, pending);
+        self.actions.push_back(Action::Query { correlation, query });
     }
 
     fn append_internal(&mut self, id: Identity, pending: Pending, body: CommandBody) {

@@ -23,6 +23,9 @@
 //! | `n ‖ user` | the user's registration PIN hash (32 bytes), while set |
 //! | `x ‖ chat ‖ user` | in a direct chat: `user` blocks the other member (empty value) |
 //! | `q ‖ user ‖ device` | the device is online: the edge's id of its connection (u64) |
+//! | `s ‖ user ‖ status id` | [`StatusRecord`](crate::StatusRecord): expiry, audience, viewers (deleted a day after expiry) |
+//! | `k ‖ user` | the user's contact list (sorted user ids), as last uploaded |
+//! | `l ‖ user` | [`LookupCount`](crate::user::LookupCount): phone hashes looked up on one UTC day |
 //!
 //! Records past their window (messages older than the edit window, dedup
 //! entries older than the retention) stay on disk and are treated as old when
@@ -107,6 +110,9 @@ pub(crate) const PIN: u8 = b'n';
 pub(crate) const DIRECT_BLOCK: u8 = b'x';
 /// `q ‖ user ‖ device`: the device's online connection (issue 12).
 pub(crate) const ONLINE: u8 = b'q';
+pub(crate) const STATUS: u8 = b's';
+pub(crate) const CONTACTS: u8 = b'k';
+pub(crate) const LOOKUPS: u8 = b'l';
 
 /// Builds a key: a kind byte and big-endian fields.
 pub(crate) struct Key(Vec<u8>);
@@ -134,6 +140,10 @@ impl Key {
         self
     }
     pub(crate) fn u32(mut self, n: u32) -> Key {
+        self.0.extend_from_slice(&n.to_be_bytes());
+        self
+    }
+    pub(crate) fn u64(mut self, n: u64) -> Key {
         self.0.extend_from_slice(&n.to_be_bytes());
         self
     }

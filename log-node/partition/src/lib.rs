@@ -100,8 +100,21 @@
 //!   not linked is `Invalid`; offline works for one unlinked meanwhile.
 //! - **Blocks.** Blocking a blocked user or unblocking an unblocked one emits
 //!   nothing. Answers `Done`.
-//! - **Status.** `expires_at_ms = at_ms + 24 h`; the access list and contact lists
-//!   are stored sorted, deduplicated and without the poster.
+//! - **Status.** `expires_at_ms = at_ms + ttl` (`ttl_ms` 0 or above 24 h: 24 h);
+//!   a status id is used once per user (`AlreadyExists`). The access list and
+//!   contact lists are stored sorted, deduplicated and without the poster. The
+//!   audience (`StatusAudience`) reads the list: only those users, the poster's
+//!   contacts (the last `ContactsUpdated`), or the contacts but those.
+//!   `ViewStatus` (key: the author; origin: the viewer) of a post that does not
+//!   exist, whose audience does not admit the viewer, or whose author blocks the
+//!   viewer is `UnknownStatus` (not told apart); of an expired post (partition
+//!   clock ≥ `expires_at_ms`) `Expired`; a repeated view or the author's own
+//!   emits nothing. The first view emits `StatusViewed`. A post's record is
+//!   deleted when the same user posts again a day or more after its expiry
+//!   (compaction by the log's own time; afterwards viewing it is `UnknownStatus`).
+//! - **Contact lookups.** `RecordContactLookup { hashes }` counts phone hashes
+//!   per user and UTC day of the partition's clock: past
+//!   [`CONTACT_LOOKUPS_PER_DAY`] it is `RateLimited`; 0 hashes is `Invalid`.
 //! - **Dedup.** See [`DEDUP_RETENTION_MS`] and the `dedup` module: outcomes of
 //!   commands that produced events, by (user, device, client_msg_id), rebuilt by
 //!   `fold`, remembered for 24 h behind the newest event time. A retry after
@@ -128,6 +141,6 @@ pub use dedup::DEDUP_RETENTION_MS;
 pub use kv::{Kv, MemKv};
 pub use state::{Partition, PartitionState};
 pub use user::{
-    OtpGuard, MAX_BLOCKED_PER_USER, MAX_DEVICES_PER_USER, MAX_PREKEYS_PER_DEVICE, OTP_FAILURES_MAX,
-    OTP_FAILURE_WINDOW_MS, OTP_LOCK_MS, STATUS_TTL_MS,
+    LookupCount, OtpGuard, StatusRecord, CONTACT_LOOKUPS_PER_DAY, DAY_MS, MAX_BLOCKED_PER_USER, MAX_DEVICES_PER_USER,
+    MAX_PREKEYS_PER_DEVICE, OTP_FAILURES_MAX, OTP_FAILURE_WINDOW_MS, OTP_LOCK_MS, STATUS_TTL_MS,
 };

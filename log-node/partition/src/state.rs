@@ -78,7 +78,7 @@ impl Partition {
         }
         let decision = match key {
             Key::Chat(chat) => chat::decide(kv, chat, self.newest_at_ms.max(at_ms), &cmd.origin, &cmd.body)?,
-            Key::User(_) => user::decide(kv, at_ms, &cmd.origin, &cmd.body)?,
+            Key::User(_) => user::decide(kv, self.newest_at_ms.max(at_ms), &cmd.origin, &cmd.body)?,
         };
         if decision.events.is_empty() {
             return Ok(decision.outcome);
@@ -315,6 +315,22 @@ impl PartitionState {
     pub fn blocked(&self, user: UserId) -> Option<Vec<UserId>> {
         user::head(&self.kv, user)?;
         Some(user::blocked(&self.kv, user))
+    }
+
+    /// The status post `status_id` of `user` as the rules keep it (until a day
+    /// after its expiry).
+    pub fn status(&self, user: UserId, status_id: u64) -> Option<crate::StatusRecord> {
+        user::status(&self.kv, user, status_id)
+    }
+
+    /// The contact list of `user` (sorted), as last uploaded.
+    pub fn contacts(&self, user: UserId) -> Vec<UserId> {
+        user::contacts(&self.kv, user)
+    }
+
+    /// Phone hashes `user` looked up on the UTC day of `at_ms`.
+    pub fn contact_lookups(&self, user: UserId, at_ms: u64) -> u32 {
+        user::lookups_on(&self.kv, user, at_ms)
     }
 
     /// Entries in the dedup table that are still remembered.

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chorus_schema::{CommandBody, DeviceId, EventBody, Origin, Outcome, Prekey, RejectCode, Rejection, UserId};
+use chorus_schema::{
+    CommandBody, DeviceId, EventBody, Origin, Outcome, Prekey, RejectCode, Rejection, StatusAudience, UserId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::kv::{self, Key, Kv};
@@ -12,6 +14,93 @@ use crate::state::Decision;
 pub const STATUS_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Devices one user may link at once: the primary and 4 companions.
 pub use chorus_schema::MAX_DEVICES_PER_USER;
+
+/// Phone hashes one user may look up per UTC day of the partition's clock
+/// (contact sync), against enumeration of the user directory.
+pub const CONTACT_LOOKUPS_PER_DAY: u32 = 2000;
+/// One day: the contact-lookup window, and how long an expired status post's
+/// record stays so that viewing it is answered `Expired` (then `UnknownStatus`).
+pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// What the rules keep of a status post: enough to decide `ViewStatus`.
+/// The content stays in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    pub expires_at_ms: u64,
+    pub audience: StatusAudience,
+    /// Sorted.
+    pub acl: Vec<UserId>,
+    /// Who viewed it, sorted.
+    pub viewers: Vec<UserId>,
+}
+
+/// Phone hashes looked up by one user on one UTC day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupCount {
+    pub day: u64,
+    pub hashes: u32,
+}
+
+fn status_key(user: UserId, status_id: u64) -> Key {
+    Key::new(kv::STATUS).user(user).u64(status_id)
+}
+
+pub(crate) fn status(kv: &impl Kv, user: UserId, status_id: u64) -> Option<StatusRecord> {
+    kv::read(kv, &status_key(user, status_id))
+}
+
+fn contacts_key(user: UserId) -> Key {
+    Key::new(kv::CONTACTS).user(user)
+}
+
+pub(crate) fn contacts(kv: &impl Kv, user: UserId) -> Vec<UserId> {
+    kv::read(kv, &contacts_key(user)).unwrap_or_default()
+}
+
+fn lookups_key(user: UserId) -> Key {
+    Key::new(kv::LOOKUPS).user(user)
+}
+
+/// Hashes `user` looked up on the UTC day of `at_ms`.
+pub(crate) fn lookups_on(kv: &impl Kv, user: UserId, at_ms: u64) -> u32 {
+    let c: LookupCount = kv::read(kv, &lookups_key(user)).unwrap_or_default();
+    if c.day == at_ms / DAY_MS {
+        c.hashes
+    } else {
+        0
+    }
+}
+
+/// Decides `ViewStatus` of `author`'s post by `viewer` at `now_ms`.
+fn view_status(
+    kv: &impl Kv,
+    now_ms: u64,
+    viewer: UserId,
+    author: UserId,
+    status_id: u64,
+) -> Result<Decision, Rejection> {
+    let unknown = || reject(RejectCode::UnknownStatus, format!("no status {status_id} of user {author} for you"));
+    let Some(s) = status(kv, author, status_id) else { return Err(unknown()) };
+    if viewer == author {
+        return Ok(nothing(Outcome::Done));
+    }
+    // A blocked viewer learns nothing, not even that the post expired.
+    if is_blocked(kv, author, viewer) {
+        return Err(unknown());
+    }
+    let is_contact = contacts(kv, author).binary_search(&viewer).is_ok();
+    if !s.audience.admits(viewer, &s.acl, is_contact) {
+        return Err(unknown());
+    }
+    if now_ms >= s.expires_at_ms {
+        return Err(reject(RejectCode::Expired, format!("status {status_id} of user {author} expired")));
+    }
+    if s.viewers.binary_search(&viewer).is_ok() {
+        return Ok(nothing(Outcome::Done));
+    }
+    Ok(done(EventBody::StatusViewed { user: author, status_id, viewer }))
+}
+
 /// Unclaimed one-time prekeys one device may hold.
 pub const MAX_PREKEYS_PER_DEVICE: usize = 1024;
 /// Users one user may block.
@@ -199,6 +288,9 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
         events.push(EventBody::SessionCreated { user: me, device: *device, token_hash: *token_hash });
         return Ok(Decision { events, outcome: Outcome::Done });
     }
+    if let CommandBody::ViewStatus { author, status_id } = body {
+        return view_status(kv, at_ms, me, *author, *status_id);
+    }
     if let CommandBody::RegisterUser { phone } = body {
         if head(kv, me).is_some() {
             return Err(reject(RejectCode::AlreadyExists, format!("user {me} is registered")));
@@ -328,14 +420,37 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
             }
             Ok(done(EventBody::PrekeysUploaded { user: me, device: *device, prekeys: prekeys.clone() }))
         }
-        CommandBody::PostStatus { status_id, ciphertext, media, acl } => Ok(done(EventBody::StatusPosted {
-            user: me,
-            status_id: *status_id,
-            ciphertext: ciphertext.clone(),
-            media: media.clone(),
-            acl: normalized(acl, me),
-            expires_at_ms: at_ms.saturating_add(STATUS_TTL_MS),
-        })),
+        CommandBody::PostStatus { status_id, ciphertext, media, acl, audience, ttl_ms } => {
+            if status(kv, me, *status_id).is_some() {
+                return Err(reject(RejectCode::AlreadyExists, format!("status {status_id} exists")));
+            }
+            let ttl = if *ttl_ms == 0 { STATUS_TTL_MS } else { (*ttl_ms).min(STATUS_TTL_MS) };
+            Ok(done(EventBody::StatusPosted {
+                user: me,
+                status_id: *status_id,
+                ciphertext: ciphertext.clone(),
+                media: media.clone(),
+                acl: normalized(acl, me),
+                expires_at_ms: at_ms.saturating_add(ttl),
+                audience: *audience,
+            }))
+        }
+        CommandBody::RecordContactLookup { hashes } => {
+            if *hashes == 0 {
+                return Err(reject(RejectCode::Invalid, "no phone hashes to look up"));
+            }
+            let used = lookups_on(kv, me, at_ms);
+            if used.saturating_add(*hashes) > CONTACT_LOOKUPS_PER_DAY {
+                return Err(reject(
+                    RejectCode::RateLimited,
+                    format!(
+                        "contact sync: {used} of {CONTACT_LOOKUPS_PER_DAY} phone hashes used today, {hashes} more asked; \
+                         the allowance renews at 00:00 UTC"
+                    ),
+                ));
+            }
+            Ok(done(EventBody::ContactLookupRecorded { user: me, hashes: *hashes }))
+        }
         CommandBody::UpdateContacts { contacts } => {
             Ok(done(EventBody::ContactsUpdated { user: me, contacts: normalized(contacts, me) }))
         }
@@ -502,10 +617,42 @@ pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
             }
             return;
         }
-        EventBody::ProfileUpdated { .. }
-        | EventBody::PrivacyChanged { .. }
-        | EventBody::StatusPosted { .. }
-        | EventBody::ContactsUpdated { .. } => return,
+        EventBody::StatusPosted { status_id, acl, expires_at_ms, audience, .. } => {
+            // Compaction: the records of this user's posts that expired more
+            // than a day ago go (by the log's own time, so every replica and
+            // every replay deletes the same ones).
+            let prefix = Key::new(kv::STATUS).user(user);
+            for (k, v) in kv.scan(prefix.bytes(), usize::MAX) {
+                let old: StatusRecord = kv::decode(&k, &v);
+                if old.expires_at_ms.saturating_add(DAY_MS) <= at_ms {
+                    kv.delete(&k);
+                }
+            }
+            let rec =
+                StatusRecord { expires_at_ms: *expires_at_ms, audience: *audience, acl: acl.clone(), viewers: vec![] };
+            kv::write(kv, &status_key(user, *status_id), &rec);
+            return;
+        }
+        EventBody::StatusViewed { status_id, viewer, .. } => {
+            if let Some(mut s) = status(kv, user, *status_id) {
+                if let Err(i) = s.viewers.binary_search(viewer) {
+                    s.viewers.insert(i, *viewer);
+                    kv::write(kv, &status_key(user, *status_id), &s);
+                }
+            }
+            return;
+        }
+        EventBody::ContactsUpdated { contacts, .. } => {
+            kv::write(kv, &contacts_key(user), contacts);
+            return;
+        }
+        EventBody::ContactLookupRecorded { hashes, .. } => {
+            let day = at_ms / DAY_MS;
+            let used = lookups_on(kv, user, at_ms);
+            kv::write(kv, &lookups_key(user), &LookupCount { day, hashes: used.saturating_add(*hashes) });
+            return;
+        }
+        EventBody::ProfileUpdated { .. } | EventBody::PrivacyChanged { .. } => return,
         _ => unreachable!("fold: {} is not a user event", event.kind()),
     }
     put_head(kv, user, &u);

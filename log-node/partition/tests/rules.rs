@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use chorus_partition::{
-    ChatKind, Cursors, PartitionState, DEDUP_RETENTION_MS, EDIT_WINDOW_MS, OTP_FAILURES_MAX, OTP_FAILURE_WINDOW_MS,
-    OTP_LOCK_MS, STATUS_TTL_MS,
+    ChatKind, Cursors, PartitionState, CONTACT_LOOKUPS_PER_DAY, DAY_MS, DEDUP_RETENTION_MS, EDIT_WINDOW_MS,
+    OTP_FAILURES_MAX, OTP_FAILURE_WINDOW_MS, OTP_LOCK_MS, STATUS_TTL_MS,
 };
 use chorus_schema::*;
 
@@ -654,8 +654,17 @@ fn blocks_status_privacy_and_contacts() {
     );
     assert_eq!(h.state.blocked(A), Some(vec![]));
 
-    let (_, events) =
-        h.must_ok(A, CommandBody::PostStatus { status_id: 7, ciphertext: vec![1], media: None, acl: vec![C, A, B, C] });
+    let (_, events) = h.must_ok(
+        A,
+        CommandBody::PostStatus {
+            status_id: 7,
+            ciphertext: vec![1],
+            media: None,
+            acl: vec![C, A, B, C],
+            audience: StatusAudience::OnlyShareWith,
+            ttl_ms: 0,
+        },
+    );
     let at = h.now_ms;
     assert_eq!(
         events,
@@ -665,7 +674,8 @@ fn blocks_status_privacy_and_contacts() {
             ciphertext: vec![1],
             media: None,
             acl: vec![B, C],
-            expires_at_ms: at + STATUS_TTL_MS
+            expires_at_ms: at + STATUS_TTL_MS,
+            audience: StatusAudience::OnlyShareWith,
         }]
     );
     let (_, events) = h.must_ok(A, CommandBody::UpdateContacts { contacts: vec![D, B, A, D] });
@@ -910,4 +920,84 @@ fn a_blocked_user_cannot_send_direct_messages() {
     assert_eq!(o, Outcome::Chat { chat, seq: Seq(2) });
     // Nonsense is refused.
     h.must_reject(A, CommandBody::SetDirectBlock { peer: A, blocked: true }, RejectCode::Invalid);
+}
+
+fn post(status_id: u64, audience: StatusAudience, acl: Vec<UserId>, ttl_ms: u64) -> CommandBody {
+    CommandBody::PostStatus { status_id, ciphertext: vec![9], media: None, acl, audience, ttl_ms }
+}
+
+fn view(author: UserId, status_id: u64) -> CommandBody {
+    CommandBody::ViewStatus { author, status_id }
+}
+
+#[test]
+fn status_audiences_views_and_expiry() {
+    let mut h = Harness::new();
+    for u in [A, B, C, D] {
+        h.register(u);
+    }
+    // A's contacts: B and C.
+    h.must_ok(A, CommandBody::UpdateContacts { contacts: vec![B, C] });
+    assert_eq!(h.state.contacts(A), vec![B, C]);
+    h.must_ok(A, post(1, StatusAudience::Contacts, vec![], 0));
+    h.must_ok(A, post(2, StatusAudience::ContactsExcept, vec![C], 0));
+    h.must_ok(A, post(3, StatusAudience::OnlyShareWith, vec![D], 0));
+    h.must_reject(A, post(3, StatusAudience::Contacts, vec![], 0), RejectCode::AlreadyExists);
+    // Contacts: B and C, not D.
+    assert_eq!(h.must_ok(B, view(A, 1)).1, vec![EventBody::StatusViewed { user: A, status_id: 1, viewer: B }]);
+    assert_eq!(h.must_ok(C, view(A, 1)).1.len(), 1);
+    h.must_reject(D, view(A, 1), RejectCode::UnknownStatus);
+    // Except C.
+    assert_eq!(h.must_ok(B, view(A, 2)).1.len(), 1);
+    h.must_reject(C, view(A, 2), RejectCode::UnknownStatus);
+    h.must_reject(D, view(A, 2), RejectCode::UnknownStatus);
+    // Only D.
+    assert_eq!(h.must_ok(D, view(A, 3)).1.len(), 1);
+    h.must_reject(B, view(A, 3), RejectCode::UnknownStatus);
+    // A second view, and the author's own, log nothing.
+    assert_eq!(h.must_ok(B, view(A, 1)).1, vec![]);
+    assert_eq!(h.must_ok(A, view(A, 1)).1, vec![]);
+    assert_eq!(h.state.status(A, 1).unwrap().viewers, vec![B, C]);
+    // Unknown ids.
+    h.must_reject(B, view(A, 99), RejectCode::UnknownStatus);
+    h.must_reject(B, view(D, 1), RejectCode::UnknownStatus);
+    // A blocked contact sees nothing.
+    h.must_ok(A, CommandBody::Block { target: C });
+    h.must_reject(C, view(A, 1), RejectCode::UnknownStatus);
+
+    // Expiry: a post with a short ttl; past it, viewing is `Expired` and
+    // changes nothing.
+    h.must_ok(A, post(4, StatusAudience::Contacts, vec![], 1_000));
+    let expires = h.state.status(A, 4).unwrap().expires_at_ms;
+    assert_eq!(expires, h.now_ms + 1_000);
+    h.now_ms = expires;
+    let before = h.state.clone();
+    let msg = h.must_reject(B, view(A, 4), RejectCode::Expired);
+    assert!(msg.contains("expired"), "{msg}");
+    assert_eq!(h.state.status(A, 4), before.status(A, 4));
+    // A ttl above 24 h is 24 h.
+    h.must_ok(A, post(5, StatusAudience::Contacts, vec![], 10 * STATUS_TTL_MS));
+    assert_eq!(h.state.status(A, 5).unwrap().expires_at_ms, h.now_ms + STATUS_TTL_MS);
+    // Compaction: a day after its expiry, A's next post deletes the record.
+    h.now_ms = expires + DAY_MS;
+    h.must_ok(A, post(6, StatusAudience::Contacts, vec![], 0));
+    assert_eq!(h.state.status(A, 4), None);
+    assert!(h.state.status(A, 6).is_some());
+    h.must_reject(B, view(A, 4), RejectCode::UnknownStatus);
+}
+
+#[test]
+fn contact_lookups_are_limited_per_day() {
+    let mut h = Harness::new();
+    h.register(A);
+    h.must_reject(A, CommandBody::RecordContactLookup { hashes: 0 }, RejectCode::Invalid);
+    h.must_ok(A, CommandBody::RecordContactLookup { hashes: 1500 });
+    h.must_ok(A, CommandBody::RecordContactLookup { hashes: CONTACT_LOOKUPS_PER_DAY - 1500 });
+    let msg = h.must_reject(A, CommandBody::RecordContactLookup { hashes: 1 }, RejectCode::RateLimited);
+    assert!(msg.contains("00:00 UTC"), "{msg}");
+    assert_eq!(h.state.contact_lookups(A, h.now_ms), CONTACT_LOOKUPS_PER_DAY);
+    // The next UTC day the allowance is back.
+    h.now_ms = (h.now_ms / DAY_MS + 1) * DAY_MS;
+    h.must_ok(A, CommandBody::RecordContactLookup { hashes: 1 });
+    assert_eq!(h.state.contact_lookups(A, h.now_ms), 1);
 }

@@ -48,8 +48,8 @@ fn body() -> impl Strategy<Value = CommandBody> {
         2 => (chat(), user()).prop_map(|(chat, member)| AddMember { chat, member }),
         2 => (chat(), user()).prop_map(|(chat, member)| RemoveMember { chat, member }),
         // Demoting needs a second admin: promote and demote often enough that it happens.
-        3 => (chat(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
-        3 => (chat(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
+        4 => (chat(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
+        4 => (chat(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
         1 => chat().prop_map(|chat| ChangeGroupInfo { chat, name: "n".into(), description: "d".into() }),
         2 => chat().prop_map(|chat| LeaveGroup { chat }),
         2 => "[0-9]{1,3}".prop_map(|phone| RegisterUser { phone }),
@@ -68,8 +68,22 @@ fn body() -> impl Strategy<Value = CommandBody> {
             prekeys: (first..first + n).map(|id| Prekey { id, key: id.to_le_bytes().to_vec() }).collect(),
         }),
         4 => (user(), device()).prop_map(|(target, target_device)| ClaimPrekey { target, target_device }),
-        1 => (any::<u64>(), prop::collection::vec(user(), 0..3))
-            .prop_map(|(status_id, acl)| PostStatus { status_id, ciphertext: vec![], media: None, acl }),
+        2 => (0u64..4, prop::collection::vec(user(), 0..3), 0u8..3, prop::option::of(1u64..5_000)).prop_map(
+            |(status_id, acl, a, ttl)| PostStatus {
+                status_id,
+                ciphertext: vec![],
+                media: None,
+                acl,
+                audience: [
+                    chorus_schema::StatusAudience::OnlyShareWith,
+                    chorus_schema::StatusAudience::Contacts,
+                    chorus_schema::StatusAudience::ContactsExcept
+                ][a as usize],
+                ttl_ms: ttl.unwrap_or(0),
+            }
+        ),
+        4 => (user(), 0u64..4).prop_map(|(author, status_id)| ViewStatus { author, status_id }),
+        1 => (0u32..1500).prop_map(|hashes| RecordContactLookup { hashes }),
         1 => prop::collection::vec(user(), 0..3).prop_map(|contacts| UpdateContacts { contacts }),
         1 => user().prop_map(|target| Block { target }),
         1 => user().prop_map(|target| Unblock { target }),

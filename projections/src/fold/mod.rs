@@ -8,19 +8,24 @@
 //! roster), [`receipt_status`] (reads the roster and the cursors), [`inbox`]
 //! (reads the roster), [`directory`] (reads only its own keys), [`receipt_log`]
 //! (reads only its own keys), then the views of user-partition events, each
-//! reading only its own keys: [`presence`], [`privacy`] (privacy settings and
-//! blocks) and [`contacts`].
+//! folding only its own keys: [`presence`], [`privacy`] (privacy settings and
+//! blocks), [`contacts`], [`profile`] (with blocks), [`status`] (expiring
+//! posts by the log's time) and [`contact_index`] (keyed contact hashes of
+//! phones).
 
 pub mod chat_list;
+pub mod contact_index;
 pub mod contacts;
 pub mod cursors;
 pub mod directory;
 pub mod inbox;
 pub mod presence;
 pub mod privacy;
+pub mod profile;
 pub mod receipt_log;
 pub mod receipt_status;
 pub mod roster;
+pub mod status;
 
 use chorus_schema::{ChatId, DeviceId, Seq, UserId};
 

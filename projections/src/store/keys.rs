@@ -24,6 +24,11 @@
 //! | `0xa1` | `a1 ‖ user` | [`privacy::Privacy`](crate::fold::privacy::Privacy): the user's privacy settings | privacy |
 //! | `0xa2` | `a2 ‖ user ‖ target` | `()`: `user` blocks `target` | privacy |
 //! | `0xa8` | `a8 ‖ user ‖ contact` | `()`: `contact` is in `user`'s contact list | contacts |
+//! | `0x80` | `80 ‖ user` | [`profile::Stored`](crate::fold::profile::Stored): profile and privacy settings | profile |
+//! | `0x81` | `81 ‖ user ‖ target` | `()`: `user` blocks `target` (what profile reads check) | profile |
+//! | `0x90` | `90 ‖ author ‖ status id` | [`status::Post`](crate::fold::status::Post) | status |
+//! | `0x91` | `91 ‖ partition ‖ expires_at u64 ‖ author ‖ status id` | `()`: expiry index | status |
+//! | `0xb0` | `b0 ‖ contact hash [32]` | the `UserId` registered with that phone | contact_index |
 //!
 //! Tags are spaced so that a view can add a key family next to its own. A tag is
 //! never reused for another meaning; a change of value format takes a new tag.
@@ -55,6 +60,12 @@ pub const PRESENCE: u8 = 0xa0;
 pub const PRIVACY: u8 = 0xa1;
 pub const BLOCKS: u8 = 0xa2;
 pub const CONTACTS: u8 = 0xa8;
+// issue 12: profiles, status, contact sync
+pub const PROFILE: u8 = 0x80;
+pub const PROFILE_BLOCKS: u8 = 0x81;
+pub const STATUS: u8 = 0x90;
+pub const STATUS_EXPIRY: u8 = 0x91;
+pub const CONTACT_INDEX: u8 = 0xb0;
 
 struct Key(Vec<u8>);
 
@@ -242,6 +253,49 @@ pub fn contact(user: UserId, contact: UserId) -> Vec<u8> {
 /// `a8 ‖ user`: every contact of a user.
 pub fn contacts_of(user: UserId) -> Vec<u8> {
     Key::new(CONTACTS).user(user).0
+}
+
+/// `80 ‖ user`.
+pub fn profile(user: UserId) -> Vec<u8> {
+    Key::new(PROFILE).user(user).0
+}
+
+/// `81 ‖ user ‖ target`.
+pub fn profile_block(user: UserId, target: UserId) -> Vec<u8> {
+    Key::new(PROFILE_BLOCKS).user(user).user(target).0
+}
+
+/// `90 ‖ author ‖ status id`.
+pub fn status(author: UserId, status_id: u64) -> Vec<u8> {
+    Key::new(STATUS).user(author).seq(Seq(status_id)).0
+}
+
+/// `90 ‖ author`: every live post of an author.
+pub fn statuses_of(author: UserId) -> Vec<u8> {
+    Key::new(STATUS).user(author).0
+}
+
+/// `91 ‖ partition ‖ expires_at ‖ author ‖ status id`.
+pub fn status_expiry(partition: PartitionId, expires_at_ms: u64, author: UserId, status_id: u64) -> Vec<u8> {
+    let mut k = status_expiries(partition);
+    k.extend_from_slice(&expires_at_ms.to_be_bytes());
+    k.extend_from_slice(&author.0.to_be_bytes());
+    k.extend_from_slice(&status_id.to_be_bytes());
+    k
+}
+
+/// `91 ‖ partition`: the expiry index of a partition, soonest first.
+pub fn status_expiries(partition: PartitionId) -> Vec<u8> {
+    let mut k = vec![STATUS_EXPIRY];
+    k.extend_from_slice(&partition.0.to_be_bytes());
+    k
+}
+
+/// `b0 ‖ hash`.
+pub fn contact_index(hash: &[u8; 32]) -> Vec<u8> {
+    let mut k = vec![CONTACT_INDEX];
+    k.extend_from_slice(hash);
+    k
 }
 
 /// The first key after every key that starts with `prefix` (`None` if the

@@ -183,12 +183,102 @@ impl<'a> ::flatbuffers::Verifiable for Visibility {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Visibility {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_EVENT_BODY: u8 = 0;
+pub const ENUM_MIN_STATUS_AUDIENCE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 30;
+pub const ENUM_MAX_STATUS_AUDIENCE: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 31] = [
+pub const ENUM_VALUES_STATUS_AUDIENCE: [StatusAudience; 3] = [
+  StatusAudience::OnlyShareWith,
+  StatusAudience::Contacts,
+  StatusAudience::ContactsExcept,
+];
+
+/// Who sees a status post: only the listed users (the original access list,
+/// hence value 0), the poster's contacts, or the contacts except the listed.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct StatusAudience(pub u8);
+#[allow(non_upper_case_globals)]
+impl StatusAudience {
+  pub const OnlyShareWith: Self = Self(0);
+  pub const Contacts: Self = Self(1);
+  pub const ContactsExcept: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::OnlyShareWith,
+    Self::Contacts,
+    Self::ContactsExcept,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::OnlyShareWith => Some("OnlyShareWith"),
+      Self::Contacts => Some("Contacts"),
+      Self::ContactsExcept => Some("ContactsExcept"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for StatusAudience {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for StatusAudience {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for StatusAudience {
+    type Output = StatusAudience;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for StatusAudience {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for StatusAudience {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for StatusAudience {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_EVENT_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_EVENT_BODY: u8 = 32;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 33] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -220,6 +310,8 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 31] = [
   EventBody::OtpFailed,
   EventBody::RegistrationPinSet,
   EventBody::DirectBlockSet,
+  EventBody::StatusViewed,
+  EventBody::ContactLookupRecorded,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -258,9 +350,11 @@ impl EventBody {
   pub const OtpFailed: Self = Self(28);
   pub const RegistrationPinSet: Self = Self(29);
   pub const DirectBlockSet: Self = Self(30);
+  pub const StatusViewed: Self = Self(31);
+  pub const ContactLookupRecorded: Self = Self(32);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 32;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -293,6 +387,8 @@ impl EventBody {
     Self::OtpFailed,
     Self::RegistrationPinSet,
     Self::DirectBlockSet,
+    Self::StatusViewed,
+    Self::ContactLookupRecorded,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -328,6 +424,8 @@ impl EventBody {
       Self::OtpFailed => Some("OtpFailed"),
       Self::RegistrationPinSet => Some("RegistrationPinSet"),
       Self::DirectBlockSet => Some("DirectBlockSet"),
+      Self::StatusViewed => Some("StatusViewed"),
+      Self::ContactLookupRecorded => Some("ContactLookupRecorded"),
       _ => None,
     }
   }
@@ -387,10 +485,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 31;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 33;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 32] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 34] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -423,6 +521,8 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 32] = [
   CommandBody::RegisterDevice,
   CommandBody::SetRegistrationPin,
   CommandBody::SetDirectBlock,
+  CommandBody::ViewStatus,
+  CommandBody::RecordContactLookup,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -462,9 +562,11 @@ impl CommandBody {
   pub const RegisterDevice: Self = Self(29);
   pub const SetRegistrationPin: Self = Self(30);
   pub const SetDirectBlock: Self = Self(31);
+  pub const ViewStatus: Self = Self(32);
+  pub const RecordContactLookup: Self = Self(33);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 31;
+  pub const ENUM_MAX: u8 = 33;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -498,6 +600,8 @@ impl CommandBody {
     Self::RegisterDevice,
     Self::SetRegistrationPin,
     Self::SetDirectBlock,
+    Self::ViewStatus,
+    Self::RecordContactLookup,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -534,6 +638,8 @@ impl CommandBody {
       Self::RegisterDevice => Some("RegisterDevice"),
       Self::SetRegistrationPin => Some("SetRegistrationPin"),
       Self::SetDirectBlock => Some("SetDirectBlock"),
+      Self::ViewStatus => Some("ViewStatus"),
+      Self::RecordContactLookup => Some("RecordContactLookup"),
       _ => None,
     }
   }
@@ -593,10 +699,10 @@ pub struct CommandBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REJECT_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REJECT_CODE: u8 = 12;
+pub const ENUM_MAX_REJECT_CODE: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 13] = [
+pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 16] = [
   RejectCode::NotMember,
   RejectCode::NotAdmin,
   RejectCode::UnknownChat,
@@ -610,6 +716,9 @@ pub const ENUM_VALUES_REJECT_CODE: [RejectCode; 13] = [
   RejectCode::PinRequired,
   RejectCode::Blocked,
   RejectCode::TooManyDevices,
+  RejectCode::Expired,
+  RejectCode::RateLimited,
+  RejectCode::UnknownStatus,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -630,9 +739,12 @@ impl RejectCode {
   pub const PinRequired: Self = Self(10);
   pub const Blocked: Self = Self(11);
   pub const TooManyDevices: Self = Self(12);
+  pub const Expired: Self = Self(13);
+  pub const RateLimited: Self = Self(14);
+  pub const UnknownStatus: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NotMember,
     Self::NotAdmin,
@@ -647,6 +759,9 @@ impl RejectCode {
     Self::PinRequired,
     Self::Blocked,
     Self::TooManyDevices,
+    Self::Expired,
+    Self::RateLimited,
+    Self::UnknownStatus,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -664,6 +779,9 @@ impl RejectCode {
       Self::PinRequired => Some("PinRequired"),
       Self::Blocked => Some("Blocked"),
       Self::TooManyDevices => Some("TooManyDevices"),
+      Self::Expired => Some("Expired"),
+      Self::RateLimited => Some("RateLimited"),
+      Self::UnknownStatus => Some("UnknownStatus"),
       _ => None,
     }
   }
@@ -4649,6 +4767,7 @@ impl<'a> StatusPosted<'a> {
   pub const VT_MEDIA: ::flatbuffers::VOffsetT = 10;
   pub const VT_ACL: ::flatbuffers::VOffsetT = 12;
   pub const VT_EXPIRES_AT_MS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_AUDIENCE: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4666,6 +4785,7 @@ impl<'a> StatusPosted<'a> {
     if let Some(x) = args.acl { builder.add_acl(x); }
     if let Some(x) = args.media { builder.add_media(x); }
     if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.add_audience(args.audience);
     builder.finish()
   }
 
@@ -4712,6 +4832,13 @@ impl<'a> StatusPosted<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StatusPosted::VT_EXPIRES_AT_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn audience(&self) -> StatusAudience {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<StatusAudience>(StatusPosted::VT_AUDIENCE, Some(StatusAudience::OnlyShareWith)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusPosted<'_> {
@@ -4726,6 +4853,7 @@ impl ::flatbuffers::Verifiable for StatusPosted<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<MediaRef>>("media", Self::VT_MEDIA, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("acl", Self::VT_ACL, true)?
      .visit_field::<u64>("expires_at_ms", Self::VT_EXPIRES_AT_MS, false)?
+     .visit_field::<StatusAudience>("audience", Self::VT_AUDIENCE, false)?
      .finish();
     Ok(())
   }
@@ -4737,6 +4865,7 @@ pub struct StatusPostedArgs<'a> {
     pub media: Option<::flatbuffers::WIPOffset<MediaRef<'a>>>,
     pub acl: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub expires_at_ms: u64,
+    pub audience: StatusAudience,
 }
 impl<'a> Default for StatusPostedArgs<'a> {
   #[inline]
@@ -4748,6 +4877,7 @@ impl<'a> Default for StatusPostedArgs<'a> {
       media: None,
       acl: None, // required field
       expires_at_ms: 0,
+      audience: StatusAudience::OnlyShareWith,
     }
   }
 }
@@ -4782,6 +4912,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusPostedBuilder<'a, 'b, A
     self.fbb_.push_slot::<u64>(StatusPosted::VT_EXPIRES_AT_MS, expires_at_ms, 0);
   }
   #[inline]
+  pub fn add_audience(&mut self, audience: StatusAudience) {
+    self.fbb_.push_slot::<StatusAudience>(StatusPosted::VT_AUDIENCE, audience, StatusAudience::OnlyShareWith);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusPostedBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatusPostedBuilder {
@@ -4807,6 +4941,7 @@ impl ::core::fmt::Debug for StatusPosted<'_> {
       ds.field("media", &self.media());
       ds.field("acl", &self.acl());
       ds.field("expires_at_ms", &self.expires_at_ms());
+      ds.field("audience", &self.audience());
       ds.finish()
   }
 }
@@ -5722,6 +5857,251 @@ impl ::core::fmt::Debug for DirectBlockSet<'_> {
       ds.finish()
   }
 }
+pub enum StatusViewedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `viewer` viewed `user`'s status `status_id` (first view only).
+pub struct StatusViewed<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusViewed<'a> {
+  type Inner = StatusViewed<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusViewed<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_VIEWER: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusViewed { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusViewedArgs
+  ) -> ::flatbuffers::WIPOffset<StatusViewed<'bldr>> {
+    let mut builder = StatusViewedBuilder::new(_fbb);
+    builder.add_viewer(args.viewer);
+    builder.add_status_id(args.status_id);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusViewed::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusViewed::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn viewer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusViewed::VT_VIEWER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusViewed<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .visit_field::<u64>("viewer", Self::VT_VIEWER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusViewedArgs {
+    pub user: u64,
+    pub status_id: u64,
+    pub viewer: u64,
+}
+impl<'a> Default for StatusViewedArgs {
+  #[inline]
+  fn default() -> Self {
+    StatusViewedArgs {
+      user: 0,
+      status_id: 0,
+      viewer: 0,
+    }
+  }
+}
+
+pub struct StatusViewedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusViewedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(StatusViewed::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(StatusViewed::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn add_viewer(&mut self, viewer: u64) {
+    self.fbb_.push_slot::<u64>(StatusViewed::VT_VIEWER, viewer, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusViewedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusViewedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusViewed<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusViewed<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusViewed");
+      ds.field("user", &self.user());
+      ds.field("status_id", &self.status_id());
+      ds.field("viewer", &self.viewer());
+      ds.finish()
+  }
+}
+pub enum ContactLookupRecordedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `user` looked up `hashes` phone hashes (the day's count is partition state).
+pub struct ContactLookupRecorded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ContactLookupRecorded<'a> {
+  type Inner = ContactLookupRecorded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ContactLookupRecorded<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HASHES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ContactLookupRecorded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ContactLookupRecordedArgs
+  ) -> ::flatbuffers::WIPOffset<ContactLookupRecorded<'bldr>> {
+    let mut builder = ContactLookupRecordedBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_hashes(args.hashes);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ContactLookupRecorded::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn hashes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ContactLookupRecorded::VT_HASHES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ContactLookupRecorded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("hashes", Self::VT_HASHES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ContactLookupRecordedArgs {
+    pub user: u64,
+    pub hashes: u32,
+}
+impl<'a> Default for ContactLookupRecordedArgs {
+  #[inline]
+  fn default() -> Self {
+    ContactLookupRecordedArgs {
+      user: 0,
+      hashes: 0,
+    }
+  }
+}
+
+pub struct ContactLookupRecordedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ContactLookupRecordedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ContactLookupRecorded::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_hashes(&mut self, hashes: u32) {
+    self.fbb_.push_slot::<u32>(ContactLookupRecorded::VT_HASHES, hashes, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ContactLookupRecordedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ContactLookupRecordedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ContactLookupRecorded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ContactLookupRecorded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ContactLookupRecorded");
+      ds.field("user", &self.user());
+      ds.field("hashes", &self.hashes());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6210,6 +6590,34 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_status_viewed(&self) -> Option<StatusViewed<'a>> {
+    if self.body_type() == EventBody::StatusViewed {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { StatusViewed::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_contact_lookup_recorded(&self) -> Option<ContactLookupRecorded<'a>> {
+    if self.body_type() == EventBody::ContactLookupRecorded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ContactLookupRecorded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -6252,6 +6660,8 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::OtpFailed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OtpFailed>>("EventBody::OtpFailed", pos),
           EventBody::RegistrationPinSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegistrationPinSet>>("EventBody::RegistrationPinSet", pos),
           EventBody::DirectBlockSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DirectBlockSet>>("EventBody::DirectBlockSet", pos),
+          EventBody::StatusViewed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusViewed>>("EventBody::StatusViewed", pos),
+          EventBody::ContactLookupRecorded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRecorded>>("EventBody::ContactLookupRecorded", pos),
           _ => Ok(()),
         }
      })?
@@ -6527,6 +6937,20 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::DirectBlockSet => {
           if let Some(x) = self.body_as_direct_block_set() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::StatusViewed => {
+          if let Some(x) = self.body_as_status_viewed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::ContactLookupRecorded => {
+          if let Some(x) = self.body_as_contact_lookup_recorded() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -9268,6 +9692,8 @@ impl<'a> PostStatus<'a> {
   pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 6;
   pub const VT_MEDIA: ::flatbuffers::VOffsetT = 8;
   pub const VT_ACL: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AUDIENCE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_TTL_MS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -9279,10 +9705,12 @@ impl<'a> PostStatus<'a> {
     args: &'args PostStatusArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PostStatus<'bldr>> {
     let mut builder = PostStatusBuilder::new(_fbb);
+    builder.add_ttl_ms(args.ttl_ms);
     builder.add_status_id(args.status_id);
     if let Some(x) = args.acl { builder.add_acl(x); }
     if let Some(x) = args.media { builder.add_media(x); }
     if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.add_audience(args.audience);
     builder.finish()
   }
 
@@ -9315,6 +9743,22 @@ impl<'a> PostStatus<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(PostStatus::VT_ACL, None).unwrap()}
   }
+  /// How `acl` is read (absent: OnlyShareWith, the original meaning).
+  #[inline]
+  pub fn audience(&self) -> StatusAudience {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<StatusAudience>(PostStatus::VT_AUDIENCE, Some(StatusAudience::OnlyShareWith)).unwrap()}
+  }
+  /// How long the post is visible, at most (and by default, 0) 24 h.
+  #[inline]
+  pub fn ttl_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostStatus::VT_TTL_MS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PostStatus<'_> {
@@ -9327,6 +9771,8 @@ impl ::flatbuffers::Verifiable for PostStatus<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<MediaRef>>("media", Self::VT_MEDIA, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("acl", Self::VT_ACL, true)?
+     .visit_field::<StatusAudience>("audience", Self::VT_AUDIENCE, false)?
+     .visit_field::<u64>("ttl_ms", Self::VT_TTL_MS, false)?
      .finish();
     Ok(())
   }
@@ -9336,6 +9782,8 @@ pub struct PostStatusArgs<'a> {
     pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub media: Option<::flatbuffers::WIPOffset<MediaRef<'a>>>,
     pub acl: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub audience: StatusAudience,
+    pub ttl_ms: u64,
 }
 impl<'a> Default for PostStatusArgs<'a> {
   #[inline]
@@ -9345,6 +9793,8 @@ impl<'a> Default for PostStatusArgs<'a> {
       ciphertext: None, // required field
       media: None,
       acl: None, // required field
+      audience: StatusAudience::OnlyShareWith,
+      ttl_ms: 0,
     }
   }
 }
@@ -9371,6 +9821,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PostStatusBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PostStatus::VT_ACL, acl);
   }
   #[inline]
+  pub fn add_audience(&mut self, audience: StatusAudience) {
+    self.fbb_.push_slot::<StatusAudience>(PostStatus::VT_AUDIENCE, audience, StatusAudience::OnlyShareWith);
+  }
+  #[inline]
+  pub fn add_ttl_ms(&mut self, ttl_ms: u64) {
+    self.fbb_.push_slot::<u64>(PostStatus::VT_TTL_MS, ttl_ms, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PostStatusBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PostStatusBuilder {
@@ -9394,6 +9852,8 @@ impl ::core::fmt::Debug for PostStatus<'_> {
       ds.field("ciphertext", &self.ciphertext());
       ds.field("media", &self.media());
       ds.field("acl", &self.acl());
+      ds.field("audience", &self.audience());
+      ds.field("ttl_ms", &self.ttl_ms());
       ds.finish()
   }
 }
@@ -10377,6 +10837,218 @@ impl ::core::fmt::Debug for SetDirectBlock<'_> {
       ds.finish()
   }
 }
+pub enum ViewStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user viewed `author`'s status `status_id` (key: the author).
+pub struct ViewStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ViewStatus<'a> {
+  type Inner = ViewStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ViewStatus<'a> {
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ViewStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ViewStatusArgs
+  ) -> ::flatbuffers::WIPOffset<ViewStatus<'bldr>> {
+    let mut builder = ViewStatusBuilder::new(_fbb);
+    builder.add_status_id(args.status_id);
+    builder.add_author(args.author);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_AUTHOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ViewStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ViewStatusArgs {
+    pub author: u64,
+    pub status_id: u64,
+}
+impl<'a> Default for ViewStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    ViewStatusArgs {
+      author: 0,
+      status_id: 0,
+    }
+  }
+}
+
+pub struct ViewStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ViewStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ViewStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ViewStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ViewStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ViewStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ViewStatus");
+      ds.field("author", &self.author());
+      ds.field("status_id", &self.status_id());
+      ds.finish()
+  }
+}
+pub enum RecordContactLookupOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user looks up `hashes` phone hashes in the contact directory
+/// (counted per day against enumeration).
+pub struct RecordContactLookup<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RecordContactLookup<'a> {
+  type Inner = RecordContactLookup<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RecordContactLookup<'a> {
+  pub const VT_HASHES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RecordContactLookup { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RecordContactLookupArgs
+  ) -> ::flatbuffers::WIPOffset<RecordContactLookup<'bldr>> {
+    let mut builder = RecordContactLookupBuilder::new(_fbb);
+    builder.add_hashes(args.hashes);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn hashes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(RecordContactLookup::VT_HASHES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RecordContactLookup<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("hashes", Self::VT_HASHES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RecordContactLookupArgs {
+    pub hashes: u32,
+}
+impl<'a> Default for RecordContactLookupArgs {
+  #[inline]
+  fn default() -> Self {
+    RecordContactLookupArgs {
+      hashes: 0,
+    }
+  }
+}
+
+pub struct RecordContactLookupBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RecordContactLookupBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_hashes(&mut self, hashes: u32) {
+    self.fbb_.push_slot::<u32>(RecordContactLookup::VT_HASHES, hashes, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RecordContactLookupBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RecordContactLookupBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RecordContactLookup<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RecordContactLookup<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RecordContactLookup");
+      ds.field("hashes", &self.hashes());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -10869,6 +11541,34 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_view_status(&self) -> Option<ViewStatus<'a>> {
+    if self.body_type() == CommandBody::ViewStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ViewStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_record_contact_lookup(&self) -> Option<RecordContactLookup<'a>> {
+    if self.body_type() == CommandBody::RecordContactLookup {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RecordContactLookup::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -10911,6 +11611,8 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::RegisterDevice => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterDevice>>("CommandBody::RegisterDevice", pos),
           CommandBody::SetRegistrationPin => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetRegistrationPin>>("CommandBody::SetRegistrationPin", pos),
           CommandBody::SetDirectBlock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetDirectBlock>>("CommandBody::SetDirectBlock", pos),
+          CommandBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("CommandBody::ViewStatus", pos),
+          CommandBody::RecordContactLookup => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordContactLookup>>("CommandBody::RecordContactLookup", pos),
           _ => Ok(()),
         }
      })?
@@ -11186,6 +11888,20 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::SetDirectBlock => {
           if let Some(x) = self.body_as_set_direct_block() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::ViewStatus => {
+          if let Some(x) = self.body_as_view_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::RecordContactLookup => {
+          if let Some(x) = self.body_as_record_contact_lookup() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -15125,10 +15841,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 20;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 26;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 21] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 27] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -15150,6 +15866,12 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 21] = [
   ClientFrameBody::SubscribePresence,
   ClientFrameBody::Typing,
   ClientFrameBody::SetPrivacy,
+  ClientFrameBody::SetProfile,
+  ClientFrameBody::GetProfile,
+  ClientFrameBody::PostStatus,
+  ClientFrameBody::ListStatus,
+  ClientFrameBody::ViewStatus,
+  ClientFrameBody::SyncContacts,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15178,9 +15900,15 @@ impl ClientFrameBody {
   pub const SubscribePresence: Self = Self(18);
   pub const Typing: Self = Self(19);
   pub const SetPrivacy: Self = Self(20);
+  pub const SetProfile: Self = Self(21);
+  pub const GetProfile: Self = Self(22);
+  pub const PostStatus: Self = Self(23);
+  pub const ListStatus: Self = Self(24);
+  pub const ViewStatus: Self = Self(25);
+  pub const SyncContacts: Self = Self(26);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 20;
+  pub const ENUM_MAX: u8 = 26;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -15203,6 +15931,12 @@ impl ClientFrameBody {
     Self::SubscribePresence,
     Self::Typing,
     Self::SetPrivacy,
+    Self::SetProfile,
+    Self::GetProfile,
+    Self::PostStatus,
+    Self::ListStatus,
+    Self::ViewStatus,
+    Self::SyncContacts,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15228,6 +15962,12 @@ impl ClientFrameBody {
       Self::SubscribePresence => Some("SubscribePresence"),
       Self::Typing => Some("Typing"),
       Self::SetPrivacy => Some("SetPrivacy"),
+      Self::SetProfile => Some("SetProfile"),
+      Self::GetProfile => Some("GetProfile"),
+      Self::PostStatus => Some("PostStatus"),
+      Self::ListStatus => Some("ListStatus"),
+      Self::ViewStatus => Some("ViewStatus"),
+      Self::SyncContacts => Some("SyncContacts"),
       _ => None,
     }
   }
@@ -15287,10 +16027,10 @@ pub struct ClientFrameBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u8 = 18;
+pub const ENUM_MAX_ERROR_CODE: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::BadFrame,
   ErrorCode::FrameTooLarge,
   ErrorCode::Unauthenticated,
@@ -15310,6 +16050,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::Revoked,
   ErrorCode::TooManyDevices,
   ErrorCode::BadPairingCode,
+  ErrorCode::Expired,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15336,9 +16077,10 @@ impl ErrorCode {
   pub const Revoked: Self = Self(16);
   pub const TooManyDevices: Self = Self(17);
   pub const BadPairingCode: Self = Self(18);
+  pub const Expired: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 18;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::FrameTooLarge,
@@ -15359,6 +16101,7 @@ impl ErrorCode {
     Self::Revoked,
     Self::TooManyDevices,
     Self::BadPairingCode,
+    Self::Expired,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15382,6 +16125,7 @@ impl ErrorCode {
       Self::Revoked => Some("Revoked"),
       Self::TooManyDevices => Some("TooManyDevices"),
       Self::BadPairingCode => Some("BadPairingCode"),
+      Self::Expired => Some("Expired"),
       _ => None,
     }
   }
@@ -15527,10 +16271,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 18;
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 21;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 19] = [
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 22] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -15550,6 +16294,9 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 19] = [
   ServerFrameBody::MessageInfo,
   ServerFrameBody::Presence,
   ServerFrameBody::PeerTyping,
+  ServerFrameBody::Profile,
+  ServerFrameBody::StatusList,
+  ServerFrameBody::ContactsMatched,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -15576,9 +16323,12 @@ impl ServerFrameBody {
   pub const MessageInfo: Self = Self(16);
   pub const Presence: Self = Self(17);
   pub const PeerTyping: Self = Self(18);
+  pub const Profile: Self = Self(19);
+  pub const StatusList: Self = Self(20);
+  pub const ContactsMatched: Self = Self(21);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 18;
+  pub const ENUM_MAX: u8 = 21;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -15599,6 +16349,9 @@ impl ServerFrameBody {
     Self::MessageInfo,
     Self::Presence,
     Self::PeerTyping,
+    Self::Profile,
+    Self::StatusList,
+    Self::ContactsMatched,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -15622,6 +16375,9 @@ impl ServerFrameBody {
       Self::MessageInfo => Some("MessageInfo"),
       Self::Presence => Some("Presence"),
       Self::PeerTyping => Some("PeerTyping"),
+      Self::Profile => Some("Profile"),
+      Self::StatusList => Some("StatusList"),
+      Self::ContactsMatched => Some("ContactsMatched"),
       _ => None,
     }
   }
@@ -16185,6 +16941,116 @@ impl<'a> MessageReceipt {
       ::core::ptr::copy_nonoverlapping(
         &x_le as *const _ as *const u8,
         self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+// struct ContactMatch, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct ContactMatch(pub [u8; 40]);
+impl Default for ContactMatch { 
+  fn default() -> Self { 
+    Self([0; 40])
+  }
+}
+impl ::core::fmt::Debug for ContactMatch {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("ContactMatch")
+      .field("hash", &self.hash())
+      .field("user", &self.user())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ContactMatch {}
+impl<'a> ::flatbuffers::Follow<'a> for ContactMatch {
+  type Inner = &'a ContactMatch;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a ContactMatch>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a ContactMatch {
+  type Inner = &'a ContactMatch;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<ContactMatch>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for ContactMatch {
+    type Output = ContactMatch;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const ContactMatch as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ContactMatch {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> ContactMatch {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    hash: &super::Blake3Digest,
+    user: u64,
+  ) -> Self {
+    let mut s = Self([0; 40]);
+    s.set_hash(hash);
+    s.set_user(user);
+    s
+  }
+
+  pub fn hash(&self) -> &super::Blake3Digest {
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid struct in this slot
+    unsafe { &*(self.0[0..].as_ptr() as *const super::Blake3Digest) }
+  }
+
+  #[allow(clippy::identity_op)]
+  pub fn set_hash(&mut self, x: &super::Blake3Digest) {
+    self.0[0..0 + 32].copy_from_slice(&x.0)
+  }
+
+  pub fn user(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[32..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_user(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[32..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
@@ -18765,6 +19631,156 @@ impl ::core::fmt::Debug for Typing<'_> {
       ds.finish()
   }
 }
+pub enum SetProfileOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Sets the profile. Answered `Done`.
+pub struct SetProfile<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetProfile<'a> {
+  type Inner = SetProfile<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetProfile<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ABOUT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_AVATAR: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetProfile { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetProfileArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetProfile<'bldr>> {
+    let mut builder = SetProfileBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.avatar { builder.add_avatar(x); }
+    if let Some(x) = args.about { builder.add_about(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SetProfile::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_NAME, None).unwrap()}
+  }
+  #[inline]
+  pub fn about(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetProfile::VT_ABOUT, None).unwrap()}
+  }
+  #[inline]
+  pub fn avatar(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(SetProfile::VT_AVATAR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetProfile<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("about", Self::VT_ABOUT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("avatar", Self::VT_AVATAR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetProfileArgs<'a> {
+    pub client_msg_id: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub about: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub avatar: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+}
+impl<'a> Default for SetProfileArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetProfileArgs {
+      client_msg_id: 0,
+      name: None, // required field
+      about: None, // required field
+      avatar: None,
+    }
+  }
+}
+
+pub struct SetProfileBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetProfileBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(SetProfile::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_about(&mut self, about: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetProfile::VT_ABOUT, about);
+  }
+  #[inline]
+  pub fn add_avatar(&mut self, avatar: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(SetProfile::VT_AVATAR, avatar);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetProfileBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetProfileBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetProfile<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SetProfile::VT_NAME,"name");
+    self.fbb_.required(o, SetProfile::VT_ABOUT,"about");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetProfile<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetProfile");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("name", &self.name());
+      ds.field("about", &self.about());
+      ds.field("avatar", &self.avatar());
+      ds.finish()
+  }
+}
 pub enum SetPrivacyOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -18928,6 +19944,683 @@ impl ::core::fmt::Debug for SetPrivacy<'_> {
       ds.field("profile_photo", &self.profile_photo());
       ds.field("about", &self.about());
       ds.field("read_receipts", &self.read_receipts());
+      ds.finish()
+  }
+}
+pub enum GetProfileOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Asks for `user`'s profile as this user may see it. Answered `Profile`.
+pub struct GetProfile<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetProfile<'a> {
+  type Inner = GetProfile<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetProfile<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetProfile { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetProfileArgs
+  ) -> ::flatbuffers::WIPOffset<GetProfile<'bldr>> {
+    let mut builder = GetProfileBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetProfile::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetProfile::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetProfile<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetProfileArgs {
+    pub client_msg_id: u64,
+    pub user: u64,
+}
+impl<'a> Default for GetProfileArgs {
+  #[inline]
+  fn default() -> Self {
+    GetProfileArgs {
+      client_msg_id: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct GetProfileBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetProfileBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(GetProfile::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(GetProfile::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetProfileBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetProfileBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetProfile<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetProfile<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetProfile");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum PostStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Posts a status. `users`: the list `audience` reads; `ttl_ms` 0: 24 h. Answered `Done`.
+pub struct PostStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PostStatus<'a> {
+  type Inner = PostStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PostStatus<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEDIA: ::flatbuffers::VOffsetT = 10;
+  pub const VT_AUDIENCE: ::flatbuffers::VOffsetT = 12;
+  pub const VT_USERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_TTL_MS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PostStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PostStatusArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PostStatus<'bldr>> {
+    let mut builder = PostStatusBuilder::new(_fbb);
+    builder.add_ttl_ms(args.ttl_ms);
+    builder.add_status_id(args.status_id);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.users { builder.add_users(x); }
+    if let Some(x) = args.media { builder.add_media(x); }
+    if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.add_audience(args.audience);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostStatus::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostStatus::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ciphertext(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(PostStatus::VT_CIPHERTEXT, None).unwrap()}
+  }
+  #[inline]
+  pub fn media(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(PostStatus::VT_MEDIA, None)}
+  }
+  #[inline]
+  pub fn audience(&self) -> super::StatusAudience {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::StatusAudience>(PostStatus::VT_AUDIENCE, Some(super::StatusAudience::OnlyShareWith)).unwrap()}
+  }
+  #[inline]
+  pub fn users(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(PostStatus::VT_USERS, None)}
+  }
+  #[inline]
+  pub fn ttl_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PostStatus::VT_TTL_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PostStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("media", Self::VT_MEDIA, false)?
+     .visit_field::<super::StatusAudience>("audience", Self::VT_AUDIENCE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("users", Self::VT_USERS, false)?
+     .visit_field::<u64>("ttl_ms", Self::VT_TTL_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PostStatusArgs<'a> {
+    pub client_msg_id: u64,
+    pub status_id: u64,
+    pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub media: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+    pub audience: super::StatusAudience,
+    pub users: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub ttl_ms: u64,
+}
+impl<'a> Default for PostStatusArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PostStatusArgs {
+      client_msg_id: 0,
+      status_id: 0,
+      ciphertext: None, // required field
+      media: None,
+      audience: super::StatusAudience::OnlyShareWith,
+      users: None,
+      ttl_ms: 0,
+    }
+  }
+}
+
+pub struct PostStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PostStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(PostStatus::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(PostStatus::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn add_ciphertext(&mut self, ciphertext: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PostStatus::VT_CIPHERTEXT, ciphertext);
+  }
+  #[inline]
+  pub fn add_media(&mut self, media: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(PostStatus::VT_MEDIA, media);
+  }
+  #[inline]
+  pub fn add_audience(&mut self, audience: super::StatusAudience) {
+    self.fbb_.push_slot::<super::StatusAudience>(PostStatus::VT_AUDIENCE, audience, super::StatusAudience::OnlyShareWith);
+  }
+  #[inline]
+  pub fn add_users(&mut self, users: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PostStatus::VT_USERS, users);
+  }
+  #[inline]
+  pub fn add_ttl_ms(&mut self, ttl_ms: u64) {
+    self.fbb_.push_slot::<u64>(PostStatus::VT_TTL_MS, ttl_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PostStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PostStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PostStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PostStatus::VT_CIPHERTEXT,"ciphertext");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PostStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PostStatus");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("status_id", &self.status_id());
+      ds.field("ciphertext", &self.ciphertext());
+      ds.field("media", &self.media());
+      ds.field("audience", &self.audience());
+      ds.field("users", &self.users());
+      ds.field("ttl_ms", &self.ttl_ms());
+      ds.finish()
+  }
+}
+pub enum ListStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The live statuses of `author` this user may see (`author` 0: of every
+/// contact, and this user's own). Answered `StatusList`.
+pub struct ListStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ListStatus<'a> {
+  type Inner = ListStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ListStatus<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ListStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ListStatusArgs
+  ) -> ::flatbuffers::WIPOffset<ListStatus<'bldr>> {
+    let mut builder = ListStatusBuilder::new(_fbb);
+    builder.add_author(args.author);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListStatus::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ListStatus::VT_AUTHOR, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ListStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ListStatusArgs {
+    pub client_msg_id: u64,
+    pub author: u64,
+}
+impl<'a> Default for ListStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    ListStatusArgs {
+      client_msg_id: 0,
+      author: 0,
+    }
+  }
+}
+
+pub struct ListStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ListStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ListStatus::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(ListStatus::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ListStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ListStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ListStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ListStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ListStatus");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("author", &self.author());
+      ds.finish()
+  }
+}
+pub enum ViewStatusOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Marks `author`'s status as viewed by this user. Answered `Done`.
+pub struct ViewStatus<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ViewStatus<'a> {
+  type Inner = ViewStatus<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ViewStatus<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ViewStatus { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ViewStatusArgs
+  ) -> ::flatbuffers::WIPOffset<ViewStatus<'bldr>> {
+    let mut builder = ViewStatusBuilder::new(_fbb);
+    builder.add_status_id(args.status_id);
+    builder.add_author(args.author);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_AUTHOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ViewStatus::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ViewStatus<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ViewStatusArgs {
+    pub client_msg_id: u64,
+    pub author: u64,
+    pub status_id: u64,
+}
+impl<'a> Default for ViewStatusArgs {
+  #[inline]
+  fn default() -> Self {
+    ViewStatusArgs {
+      client_msg_id: 0,
+      author: 0,
+      status_id: 0,
+    }
+  }
+}
+
+pub struct ViewStatusBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ViewStatusBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(ViewStatus::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ViewStatusBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ViewStatusBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ViewStatus<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ViewStatus<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ViewStatus");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("author", &self.author());
+      ds.field("status_id", &self.status_id());
+      ds.finish()
+  }
+}
+pub enum SyncContactsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Phone numbers hashed with `blake3::keyed_hash(contact_key, E.164 number)`
+/// (the key from `LoggedIn`). Answered `ContactsMatched`; the matches become
+/// the user's contacts.
+pub struct SyncContacts<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SyncContacts<'a> {
+  type Inner = SyncContacts<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SyncContacts<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_HASHES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SyncContacts { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SyncContactsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SyncContacts<'bldr>> {
+    let mut builder = SyncContactsBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.hashes { builder.add_hashes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(SyncContacts::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn hashes(&self) -> ::flatbuffers::Vector<'a, super::Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, super::Blake3Digest>>>(SyncContacts::VT_HASHES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SyncContacts<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, super::Blake3Digest>>>("hashes", Self::VT_HASHES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SyncContactsArgs<'a> {
+    pub client_msg_id: u64,
+    pub hashes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, super::Blake3Digest>>>,
+}
+impl<'a> Default for SyncContactsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SyncContactsArgs {
+      client_msg_id: 0,
+      hashes: None, // required field
+    }
+  }
+}
+
+pub struct SyncContactsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SyncContactsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(SyncContacts::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_hashes(&mut self, hashes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , super::Blake3Digest>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SyncContacts::VT_HASHES, hashes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SyncContactsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SyncContactsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SyncContacts<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SyncContacts::VT_HASHES,"hashes");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SyncContacts<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SyncContacts");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("hashes", &self.hashes());
       ds.finish()
   }
 }
@@ -19260,6 +20953,90 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_profile(&self) -> Option<SetProfile<'a>> {
+    if self.body_type() == ClientFrameBody::SetProfile {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetProfile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_profile(&self) -> Option<GetProfile<'a>> {
+    if self.body_type() == ClientFrameBody::GetProfile {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetProfile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_post_status(&self) -> Option<PostStatus<'a>> {
+    if self.body_type() == ClientFrameBody::PostStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PostStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_list_status(&self) -> Option<ListStatus<'a>> {
+    if self.body_type() == ClientFrameBody::ListStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ListStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_view_status(&self) -> Option<ViewStatus<'a>> {
+    if self.body_type() == ClientFrameBody::ViewStatus {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ViewStatus::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_sync_contacts(&self) -> Option<SyncContacts<'a>> {
+    if self.body_type() == ClientFrameBody::SyncContacts {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SyncContacts::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -19290,6 +21067,12 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::SubscribePresence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SubscribePresence>>("ClientFrameBody::SubscribePresence", pos),
           ClientFrameBody::Typing => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Typing>>("ClientFrameBody::Typing", pos),
           ClientFrameBody::SetPrivacy => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPrivacy>>("ClientFrameBody::SetPrivacy", pos),
+          ClientFrameBody::SetProfile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetProfile>>("ClientFrameBody::SetProfile", pos),
+          ClientFrameBody::GetProfile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetProfile>>("ClientFrameBody::GetProfile", pos),
+          ClientFrameBody::PostStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PostStatus>>("ClientFrameBody::PostStatus", pos),
+          ClientFrameBody::ListStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListStatus>>("ClientFrameBody::ListStatus", pos),
+          ClientFrameBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("ClientFrameBody::ViewStatus", pos),
+          ClientFrameBody::SyncContacts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SyncContacts>>("ClientFrameBody::SyncContacts", pos),
           _ => Ok(()),
         }
      })?
@@ -19480,6 +21263,48 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::SetPrivacy => {
           if let Some(x) = self.body_as_set_privacy() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SetProfile => {
+          if let Some(x) = self.body_as_set_profile() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::GetProfile => {
+          if let Some(x) = self.body_as_get_profile() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::PostStatus => {
+          if let Some(x) = self.body_as_post_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::ListStatus => {
+          if let Some(x) = self.body_as_list_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::ViewStatus => {
+          if let Some(x) = self.body_as_view_status() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::SyncContacts => {
+          if let Some(x) = self.body_as_sync_contacts() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -19741,6 +21566,7 @@ impl ::core::fmt::Debug for Registered<'_> {
 pub enum LoggedInOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `contact_key`: the deployment's key for hashing phone numbers (SyncContacts).
 pub struct LoggedIn<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -19756,6 +21582,7 @@ impl<'a> ::flatbuffers::Follow<'a> for LoggedIn<'a> {
 impl<'a> LoggedIn<'a> {
   pub const VT_USER: ::flatbuffers::VOffsetT = 4;
   pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONTACT_KEY: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -19764,10 +21591,11 @@ impl<'a> LoggedIn<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args LoggedInArgs
+    args: &'args LoggedInArgs<'args>
   ) -> ::flatbuffers::WIPOffset<LoggedIn<'bldr>> {
     let mut builder = LoggedInBuilder::new(_fbb);
     builder.add_user(args.user);
+    if let Some(x) = args.contact_key { builder.add_contact_key(x); }
     builder.add_device(args.device);
     builder.finish()
   }
@@ -19787,6 +21615,13 @@ impl<'a> LoggedIn<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(LoggedIn::VT_DEVICE, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn contact_key(&self) -> Option<&'a super::Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Blake3Digest>(LoggedIn::VT_CONTACT_KEY, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for LoggedIn<'_> {
@@ -19797,20 +21632,23 @@ impl ::flatbuffers::Verifiable for LoggedIn<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("user", Self::VT_USER, false)?
      .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<super::Blake3Digest>("contact_key", Self::VT_CONTACT_KEY, false)?
      .finish();
     Ok(())
   }
 }
-pub struct LoggedInArgs {
+pub struct LoggedInArgs<'a> {
     pub user: u64,
     pub device: u32,
+    pub contact_key: Option<&'a super::Blake3Digest>,
 }
-impl<'a> Default for LoggedInArgs {
+impl<'a> Default for LoggedInArgs<'a> {
   #[inline]
   fn default() -> Self {
     LoggedInArgs {
       user: 0,
       device: 0,
+      contact_key: None,
     }
   }
 }
@@ -19827,6 +21665,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LoggedInBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_device(&mut self, device: u32) {
     self.fbb_.push_slot::<u32>(LoggedIn::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_contact_key(&mut self, contact_key: &super::Blake3Digest) {
+    self.fbb_.push_slot_always::<&super::Blake3Digest>(LoggedIn::VT_CONTACT_KEY, contact_key);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LoggedInBuilder<'a, 'b, A> {
@@ -19848,6 +21690,7 @@ impl ::core::fmt::Debug for LoggedIn<'_> {
     let mut ds = f.debug_struct("LoggedIn");
       ds.field("user", &self.user());
       ds.field("device", &self.device());
+      ds.field("contact_key", &self.contact_key());
       ds.finish()
   }
 }
@@ -22187,6 +24030,617 @@ impl ::core::fmt::Debug for PeerTyping<'_> {
       ds.finish()
   }
 }
+pub enum ProfileOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A profile as the asking user may see it: `about` and `avatar` absent when
+/// hidden by privacy or a block; `found` false: no profile was ever set.
+pub struct Profile<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Profile<'a> {
+  type Inner = Profile<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Profile<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FOUND: ::flatbuffers::VOffsetT = 8;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ABOUT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_AVATAR: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Profile { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProfileArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Profile<'bldr>> {
+    let mut builder = ProfileBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.avatar { builder.add_avatar(x); }
+    if let Some(x) = args.about { builder.add_about(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_found(args.found);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Profile::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Profile::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn found(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Profile::VT_FOUND, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Profile::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn about(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Profile::VT_ABOUT, None)}
+  }
+  #[inline]
+  pub fn avatar(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(Profile::VT_AVATAR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Profile<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<bool>("found", Self::VT_FOUND, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("about", Self::VT_ABOUT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("avatar", Self::VT_AVATAR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProfileArgs<'a> {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub found: bool,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub about: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub avatar: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+}
+impl<'a> Default for ProfileArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ProfileArgs {
+      client_msg_id: 0,
+      user: 0,
+      found: false,
+      name: None,
+      about: None,
+      avatar: None,
+    }
+  }
+}
+
+pub struct ProfileBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProfileBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Profile::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(Profile::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_found(&mut self, found: bool) {
+    self.fbb_.push_slot::<bool>(Profile::VT_FOUND, found, false);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Profile::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_about(&mut self, about: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Profile::VT_ABOUT, about);
+  }
+  #[inline]
+  pub fn add_avatar(&mut self, avatar: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(Profile::VT_AVATAR, avatar);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProfileBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProfileBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Profile<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Profile<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Profile");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("found", &self.found());
+      ds.field("name", &self.name());
+      ds.field("about", &self.about());
+      ds.field("avatar", &self.avatar());
+      ds.finish()
+  }
+}
+pub enum StatusEntryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One live status post. `viewers`: only in the author's own list.
+pub struct StatusEntry<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusEntry<'a> {
+  type Inner = StatusEntry<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusEntry<'a> {
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_STATUS_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_POSTED_AT_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_EXPIRES_AT_MS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MEDIA: ::flatbuffers::VOffsetT = 14;
+  pub const VT_VIEWERS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusEntry { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusEntryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StatusEntry<'bldr>> {
+    let mut builder = StatusEntryBuilder::new(_fbb);
+    builder.add_expires_at_ms(args.expires_at_ms);
+    builder.add_posted_at_ms(args.posted_at_ms);
+    builder.add_status_id(args.status_id);
+    builder.add_author(args.author);
+    if let Some(x) = args.viewers { builder.add_viewers(x); }
+    if let Some(x) = args.media { builder.add_media(x); }
+    if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusEntry::VT_AUTHOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn status_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusEntry::VT_STATUS_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn posted_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusEntry::VT_POSTED_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn expires_at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusEntry::VT_EXPIRES_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn ciphertext(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(StatusEntry::VT_CIPHERTEXT, None).unwrap()}
+  }
+  #[inline]
+  pub fn media(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(StatusEntry::VT_MEDIA, None)}
+  }
+  #[inline]
+  pub fn viewers(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(StatusEntry::VT_VIEWERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusEntry<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .visit_field::<u64>("status_id", Self::VT_STATUS_ID, false)?
+     .visit_field::<u64>("posted_at_ms", Self::VT_POSTED_AT_MS, false)?
+     .visit_field::<u64>("expires_at_ms", Self::VT_EXPIRES_AT_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("media", Self::VT_MEDIA, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("viewers", Self::VT_VIEWERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusEntryArgs<'a> {
+    pub author: u64,
+    pub status_id: u64,
+    pub posted_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub media: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+    pub viewers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for StatusEntryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StatusEntryArgs {
+      author: 0,
+      status_id: 0,
+      posted_at_ms: 0,
+      expires_at_ms: 0,
+      ciphertext: None, // required field
+      media: None,
+      viewers: None,
+    }
+  }
+}
+
+pub struct StatusEntryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusEntryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(StatusEntry::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn add_status_id(&mut self, status_id: u64) {
+    self.fbb_.push_slot::<u64>(StatusEntry::VT_STATUS_ID, status_id, 0);
+  }
+  #[inline]
+  pub fn add_posted_at_ms(&mut self, posted_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(StatusEntry::VT_POSTED_AT_MS, posted_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_expires_at_ms(&mut self, expires_at_ms: u64) {
+    self.fbb_.push_slot::<u64>(StatusEntry::VT_EXPIRES_AT_MS, expires_at_ms, 0);
+  }
+  #[inline]
+  pub fn add_ciphertext(&mut self, ciphertext: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusEntry::VT_CIPHERTEXT, ciphertext);
+  }
+  #[inline]
+  pub fn add_media(&mut self, media: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(StatusEntry::VT_MEDIA, media);
+  }
+  #[inline]
+  pub fn add_viewers(&mut self, viewers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusEntry::VT_VIEWERS, viewers);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusEntryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusEntryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusEntry<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, StatusEntry::VT_CIPHERTEXT,"ciphertext");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusEntry<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusEntry");
+      ds.field("author", &self.author());
+      ds.field("status_id", &self.status_id());
+      ds.field("posted_at_ms", &self.posted_at_ms());
+      ds.field("expires_at_ms", &self.expires_at_ms());
+      ds.field("ciphertext", &self.ciphertext());
+      ds.field("media", &self.media());
+      ds.field("viewers", &self.viewers());
+      ds.finish()
+  }
+}
+pub enum StatusListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct StatusList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusList<'a> {
+  type Inner = StatusList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusList<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ENTRIES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StatusList<'bldr>> {
+    let mut builder = StatusListBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.entries { builder.add_entries(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusList::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn entries(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StatusEntry<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StatusEntry>>>>(StatusList::VT_ENTRIES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<StatusEntry>>>>("entries", Self::VT_ENTRIES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusListArgs<'a> {
+    pub client_msg_id: u64,
+    pub entries: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<StatusEntry<'a>>>>>,
+}
+impl<'a> Default for StatusListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StatusListArgs {
+      client_msg_id: 0,
+      entries: None, // required field
+    }
+  }
+}
+
+pub struct StatusListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(StatusList::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_entries(&mut self, entries: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<StatusEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusList::VT_ENTRIES, entries);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, StatusList::VT_ENTRIES,"entries");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusList");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("entries", &self.entries());
+      ds.finish()
+  }
+}
+pub enum ContactsMatchedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ContactsMatched<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ContactsMatched<'a> {
+  type Inner = ContactsMatched<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ContactsMatched<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MATCHES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ContactsMatched { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ContactsMatchedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ContactsMatched<'bldr>> {
+    let mut builder = ContactsMatchedBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.matches { builder.add_matches(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ContactsMatched::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn matches(&self) -> ::flatbuffers::Vector<'a, ContactMatch> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ContactMatch>>>(ContactsMatched::VT_MATCHES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ContactsMatched<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ContactMatch>>>("matches", Self::VT_MATCHES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ContactsMatchedArgs<'a> {
+    pub client_msg_id: u64,
+    pub matches: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ContactMatch>>>,
+}
+impl<'a> Default for ContactsMatchedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ContactsMatchedArgs {
+      client_msg_id: 0,
+      matches: None, // required field
+    }
+  }
+}
+
+pub struct ContactsMatchedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ContactsMatchedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ContactsMatched::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_matches(&mut self, matches: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ContactMatch>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ContactsMatched::VT_MATCHES, matches);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ContactsMatchedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ContactsMatchedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ContactsMatched<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ContactsMatched::VT_MATCHES,"matches");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ContactsMatched<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ContactsMatched");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("matches", &self.matches());
+      ds.finish()
+  }
+}
 pub enum ServerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -22488,6 +24942,48 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_profile(&self) -> Option<Profile<'a>> {
+    if self.body_type() == ServerFrameBody::Profile {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Profile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_status_list(&self) -> Option<StatusList<'a>> {
+    if self.body_type() == ServerFrameBody::StatusList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { StatusList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_contacts_matched(&self) -> Option<ContactsMatched<'a>> {
+    if self.body_type() == ServerFrameBody::ContactsMatched {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ContactsMatched::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -22516,6 +25012,9 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::MessageInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfo>>("ServerFrameBody::MessageInfo", pos),
           ServerFrameBody::Presence => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Presence>>("ServerFrameBody::Presence", pos),
           ServerFrameBody::PeerTyping => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PeerTyping>>("ServerFrameBody::PeerTyping", pos),
+          ServerFrameBody::Profile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Profile>>("ServerFrameBody::Profile", pos),
+          ServerFrameBody::StatusList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusList>>("ServerFrameBody::StatusList", pos),
+          ServerFrameBody::ContactsMatched => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactsMatched>>("ServerFrameBody::ContactsMatched", pos),
           _ => Ok(()),
         }
      })?
@@ -22697,6 +25196,27 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        ServerFrameBody::Profile => {
+          if let Some(x) = self.body_as_profile() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::StatusList => {
+          if let Some(x) = self.body_as_status_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::ContactsMatched => {
+          if let Some(x) = self.body_as_contacts_matched() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
@@ -22803,10 +25323,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_QUERY: u8 = 11;
+pub const ENUM_MAX_VIEW_QUERY: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 12] = [
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 15] = [
   ViewQuery::NONE,
   ViewQuery::ChatListRequest,
   ViewQuery::CursorsRequest,
@@ -22819,6 +25339,9 @@ pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 12] = [
   ViewQuery::MessageInfoRequest,
   ViewQuery::PresenceRequest,
   ViewQuery::MembersRequest,
+  ViewQuery::ProfileRequest,
+  ViewQuery::StatusRequest,
+  ViewQuery::ContactLookupRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -22838,9 +25361,12 @@ impl ViewQuery {
   pub const MessageInfoRequest: Self = Self(9);
   pub const PresenceRequest: Self = Self(10);
   pub const MembersRequest: Self = Self(11);
+  pub const ProfileRequest: Self = Self(12);
+  pub const StatusRequest: Self = Self(13);
+  pub const ContactLookupRequest: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 11;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListRequest,
@@ -22854,6 +25380,9 @@ impl ViewQuery {
     Self::MessageInfoRequest,
     Self::PresenceRequest,
     Self::MembersRequest,
+    Self::ProfileRequest,
+    Self::StatusRequest,
+    Self::ContactLookupRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -22870,6 +25399,9 @@ impl ViewQuery {
       Self::MessageInfoRequest => Some("MessageInfoRequest"),
       Self::PresenceRequest => Some("PresenceRequest"),
       Self::MembersRequest => Some("MembersRequest"),
+      Self::ProfileRequest => Some("ProfileRequest"),
+      Self::StatusRequest => Some("StatusRequest"),
+      Self::ContactLookupRequest => Some("ContactLookupRequest"),
       _ => None,
     }
   }
@@ -23194,10 +25726,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for InfoRefusal {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_ANSWER: u8 = 12;
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 13] = [
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 16] = [
   ViewAnswer::NONE,
   ViewAnswer::ChatListPage,
   ViewAnswer::CursorsPage,
@@ -23211,6 +25743,9 @@ pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 13] = [
   ViewAnswer::MessageInfo,
   ViewAnswer::PresenceInfo,
   ViewAnswer::Members,
+  ViewAnswer::ProfileInfo,
+  ViewAnswer::StatusPage,
+  ViewAnswer::ContactMatches,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -23231,9 +25766,12 @@ impl ViewAnswer {
   pub const MessageInfo: Self = Self(10);
   pub const PresenceInfo: Self = Self(11);
   pub const Members: Self = Self(12);
+  pub const ProfileInfo: Self = Self(13);
+  pub const StatusPage: Self = Self(14);
+  pub const ContactMatches: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 12;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListPage,
@@ -23248,6 +25786,9 @@ impl ViewAnswer {
     Self::MessageInfo,
     Self::PresenceInfo,
     Self::Members,
+    Self::ProfileInfo,
+    Self::StatusPage,
+    Self::ContactMatches,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -23265,6 +25806,9 @@ impl ViewAnswer {
       Self::MessageInfo => Some("MessageInfo"),
       Self::PresenceInfo => Some("PresenceInfo"),
       Self::Members => Some("Members"),
+      Self::ProfileInfo => Some("ProfileInfo"),
+      Self::StatusPage => Some("StatusPage"),
+      Self::ContactMatches => Some("ContactMatches"),
       _ => None,
     }
   }
@@ -26060,6 +28604,350 @@ impl ::core::fmt::Debug for MembersRequest<'_> {
       ds.finish()
   }
 }
+pub enum ProfileRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `user`'s profile as `viewer` may see it.
+pub struct ProfileRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProfileRequest<'a> {
+  type Inner = ProfileRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProfileRequest<'a> {
+  pub const VT_VIEWER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProfileRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProfileRequestArgs
+  ) -> ::flatbuffers::WIPOffset<ProfileRequest<'bldr>> {
+    let mut builder = ProfileRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_viewer(args.viewer);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn viewer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProfileRequest::VT_VIEWER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ProfileRequest::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProfileRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("viewer", Self::VT_VIEWER, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProfileRequestArgs {
+    pub viewer: u64,
+    pub user: u64,
+}
+impl<'a> Default for ProfileRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    ProfileRequestArgs {
+      viewer: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct ProfileRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProfileRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_viewer(&mut self, viewer: u64) {
+    self.fbb_.push_slot::<u64>(ProfileRequest::VT_VIEWER, viewer, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ProfileRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProfileRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProfileRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProfileRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProfileRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProfileRequest");
+      ds.field("viewer", &self.viewer());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum StatusRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The statuses `viewer` may see at `now_ms` (of `author`; 0: of every
+/// contact of the viewer, and the viewer's own).
+pub struct StatusRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StatusRequest<'a> {
+  type Inner = StatusRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StatusRequest<'a> {
+  pub const VT_VIEWER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_AUTHOR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NOW_MS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StatusRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StatusRequestArgs
+  ) -> ::flatbuffers::WIPOffset<StatusRequest<'bldr>> {
+    let mut builder = StatusRequestBuilder::new(_fbb);
+    builder.add_now_ms(args.now_ms);
+    builder.add_author(args.author);
+    builder.add_viewer(args.viewer);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn viewer(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusRequest::VT_VIEWER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn author(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusRequest::VT_AUTHOR, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn now_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusRequest::VT_NOW_MS, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StatusRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("viewer", Self::VT_VIEWER, false)?
+     .visit_field::<u64>("author", Self::VT_AUTHOR, false)?
+     .visit_field::<u64>("now_ms", Self::VT_NOW_MS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StatusRequestArgs {
+    pub viewer: u64,
+    pub author: u64,
+    pub now_ms: u64,
+}
+impl<'a> Default for StatusRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    StatusRequestArgs {
+      viewer: 0,
+      author: 0,
+      now_ms: 0,
+    }
+  }
+}
+
+pub struct StatusRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_viewer(&mut self, viewer: u64) {
+    self.fbb_.push_slot::<u64>(StatusRequest::VT_VIEWER, viewer, 0);
+  }
+  #[inline]
+  pub fn add_author(&mut self, author: u64) {
+    self.fbb_.push_slot::<u64>(StatusRequest::VT_AUTHOR, author, 0);
+  }
+  #[inline]
+  pub fn add_now_ms(&mut self, now_ms: u64) {
+    self.fbb_.push_slot::<u64>(StatusRequest::VT_NOW_MS, now_ms, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StatusRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StatusRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StatusRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StatusRequest");
+      ds.field("viewer", &self.viewer());
+      ds.field("author", &self.author());
+      ds.field("now_ms", &self.now_ms());
+      ds.finish()
+  }
+}
+pub enum ContactLookupRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Which of these contact hashes are registered users.
+pub struct ContactLookupRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ContactLookupRequest<'a> {
+  type Inner = ContactLookupRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ContactLookupRequest<'a> {
+  pub const VT_HASHES: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ContactLookupRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ContactLookupRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ContactLookupRequest<'bldr>> {
+    let mut builder = ContactLookupRequestBuilder::new(_fbb);
+    if let Some(x) = args.hashes { builder.add_hashes(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn hashes(&self) -> ::flatbuffers::Vector<'a, super::Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, super::Blake3Digest>>>(ContactLookupRequest::VT_HASHES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ContactLookupRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, super::Blake3Digest>>>("hashes", Self::VT_HASHES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ContactLookupRequestArgs<'a> {
+    pub hashes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, super::Blake3Digest>>>,
+}
+impl<'a> Default for ContactLookupRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ContactLookupRequestArgs {
+      hashes: None, // required field
+    }
+  }
+}
+
+pub struct ContactLookupRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ContactLookupRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_hashes(&mut self, hashes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , super::Blake3Digest>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ContactLookupRequest::VT_HASHES, hashes);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ContactLookupRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ContactLookupRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ContactLookupRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ContactLookupRequest::VT_HASHES,"hashes");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ContactLookupRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ContactLookupRequest");
+      ds.field("hashes", &self.hashes());
+      ds.finish()
+  }
+}
 pub enum ViewRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -26263,6 +29151,48 @@ impl<'a> ViewRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_profile_request(&self) -> Option<ProfileRequest<'a>> {
+    if self.query_type() == ViewQuery::ProfileRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ProfileRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_status_request(&self) -> Option<StatusRequest<'a>> {
+    if self.query_type() == ViewQuery::StatusRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { StatusRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_contact_lookup_request(&self) -> Option<ContactLookupRequest<'a>> {
+    if self.query_type() == ViewQuery::ContactLookupRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ContactLookupRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewRequest<'_> {
@@ -26284,6 +29214,9 @@ impl ::flatbuffers::Verifiable for ViewRequest<'_> {
           ViewQuery::MessageInfoRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfoRequest>>("ViewQuery::MessageInfoRequest", pos),
           ViewQuery::PresenceRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceRequest>>("ViewQuery::PresenceRequest", pos),
           ViewQuery::MembersRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MembersRequest>>("ViewQuery::MembersRequest", pos),
+          ViewQuery::ProfileRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileRequest>>("ViewQuery::ProfileRequest", pos),
+          ViewQuery::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("ViewQuery::StatusRequest", pos),
+          ViewQuery::ContactLookupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRequest>>("ViewQuery::ContactLookupRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -26411,6 +29344,27 @@ impl ::core::fmt::Debug for ViewRequest<'_> {
         },
         ViewQuery::MembersRequest => {
           if let Some(x) = self.query_as_members_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::ProfileRequest => {
+          if let Some(x) = self.query_as_profile_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::StatusRequest => {
+          if let Some(x) = self.query_as_status_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::ContactLookupRequest => {
+          if let Some(x) = self.query_as_contact_lookup_request() {
             ds.field("query", &x)
           } else {
             ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -28374,6 +31328,48 @@ impl<'a> ViewReply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_profile_info(&self) -> Option<super::edge::Profile<'a>> {
+    if self.answer_type() == ViewAnswer::ProfileInfo {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { super::edge::Profile::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_status_page(&self) -> Option<super::edge::StatusList<'a>> {
+    if self.answer_type() == ViewAnswer::StatusPage {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { super::edge::StatusList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_contact_matches(&self) -> Option<super::edge::ContactsMatched<'a>> {
+    if self.answer_type() == ViewAnswer::ContactMatches {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { super::edge::ContactsMatched::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewReply<'_> {
@@ -28396,6 +31392,9 @@ impl ::flatbuffers::Verifiable for ViewReply<'_> {
           ViewAnswer::MessageInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MessageInfo>>("ViewAnswer::MessageInfo", pos),
           ViewAnswer::PresenceInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PresenceInfo>>("ViewAnswer::PresenceInfo", pos),
           ViewAnswer::Members => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Members>>("ViewAnswer::Members", pos),
+          ViewAnswer::ProfileInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::Profile>>("ViewAnswer::ProfileInfo", pos),
+          ViewAnswer::StatusPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::StatusList>>("ViewAnswer::StatusPage", pos),
+          ViewAnswer::ContactMatches => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::ContactsMatched>>("ViewAnswer::ContactMatches", pos),
           _ => Ok(()),
         }
      })?
@@ -28530,6 +31529,27 @@ impl ::core::fmt::Debug for ViewReply<'_> {
         },
         ViewAnswer::Members => {
           if let Some(x) = self.answer_as_members() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::ProfileInfo => {
+          if let Some(x) = self.answer_as_profile_info() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::StatusPage => {
+          if let Some(x) = self.answer_as_status_page() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::ContactMatches => {
+          if let Some(x) = self.answer_as_contact_matches() {
             ds.field("answer", &x)
           } else {
             ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")

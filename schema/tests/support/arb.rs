@@ -110,12 +110,16 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         (any::<bool>(), any::<u64>()).prop_map(|(online, connection)| SetPresence { online, connection }),
         (device(), vec(prekey(), 0..6)).prop_map(|(device, prekeys)| UploadPrekeys { device, prekeys }),
         (user(), device()).prop_map(|(target, target_device)| ClaimPrekey { target, target_device }),
-        (any::<u64>(), bytes(64), opt_media(), users(8)).prop_map(|(status_id, ciphertext, media, acl)| PostStatus {
-            status_id,
-            ciphertext,
-            media,
-            acl
-        }),
+        (any::<u64>(), bytes(64), opt_media(), users(8), audience(), any::<u64>()).prop_map(
+            |(status_id, ciphertext, media, acl, audience, ttl_ms)| PostStatus {
+                status_id,
+                ciphertext,
+                media,
+                acl,
+                audience,
+                ttl_ms
+            }
+        ),
         users(8).prop_map(|contacts| UpdateContacts { contacts }),
         user().prop_map(|target| Block { target }),
         user().prop_map(|target| Unblock { target }),
@@ -140,6 +144,16 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
             }),
         option::of(any::<[u8; 32]>()).prop_map(|pin_hash| SetRegistrationPin { pin_hash }),
         (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
+        (user(), any::<u64>()).prop_map(|(author, status_id)| ViewStatus { author, status_id }),
+        any::<u32>().prop_map(|hashes| RecordContactLookup { hashes }),
+    ]
+}
+
+pub(crate) fn audience() -> impl Strategy<Value = chorus_schema::StatusAudience> {
+    prop_oneof![
+        Just(chorus_schema::StatusAudience::OnlyShareWith),
+        Just(chorus_schema::StatusAudience::Contacts),
+        Just(chorus_schema::StatusAudience::ContactsExcept),
     ]
 }
 
@@ -227,14 +241,15 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
             prekey_id,
             claimed_by
         }),
-        (user(), any::<u64>(), bytes(64), opt_media(), users(8), any::<u64>()).prop_map(
-            |(user, status_id, ciphertext, media, acl, expires_at_ms)| StatusPosted {
+        (user(), any::<u64>(), bytes(64), opt_media(), users(8), any::<u64>(), audience()).prop_map(
+            |(user, status_id, ciphertext, media, acl, expires_at_ms, audience)| StatusPosted {
                 user,
                 status_id,
                 ciphertext,
                 media,
                 acl,
-                expires_at_ms
+                expires_at_ms,
+                audience
             }
         ),
         (user(), users(8)).prop_map(|(user, contacts)| ContactsUpdated { user, contacts }),
@@ -249,6 +264,8 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         user().prop_map(|user| OtpFailed { user }),
         (user(), option::of(any::<[u8; 32]>())).prop_map(|(user, pin_hash)| RegistrationPinSet { user, pin_hash }),
         (chat(), any::<bool>()).prop_map(|(chat, blocked)| DirectBlockSet { chat, blocked }),
+        (user(), any::<u64>(), user()).prop_map(|(user, status_id, viewer)| StatusViewed { user, status_id, viewer }),
+        (user(), any::<u32>()).prop_map(|(user, hashes)| ContactLookupRecorded { user, hashes }),
     ]
 }
 
@@ -479,6 +496,7 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
                 read_receipts
             }
         ),
+        social_client_frame(),
     ]
 }
 
@@ -521,6 +539,68 @@ pub(crate) fn device_info() -> impl Strategy<Value = edge::DeviceInfo> {
     })
 }
 
+pub(crate) fn social_client_frame() -> impl Strategy<Value = ClientFrame> {
+    let id = || any::<u64>().prop_map(ClientMsgId);
+    prop_oneof![
+        (id(), text(16), text(32), opt_media()).prop_map(|(client_msg_id, name, about, avatar)| {
+            ClientFrame::SetProfile { client_msg_id, name, about, avatar }
+        }),
+        (id(), visibility(), visibility(), visibility(), any::<bool>()).prop_map(
+            |(client_msg_id, last_seen, profile_photo, about, read_receipts)| ClientFrame::SetPrivacy {
+                client_msg_id,
+                last_seen,
+                profile_photo,
+                about,
+                read_receipts
+            }
+        ),
+        (id(), user()).prop_map(|(client_msg_id, user)| ClientFrame::GetProfile { client_msg_id, user }),
+        (id(), any::<u64>(), bytes(64), opt_media(), audience(), users(8), any::<u64>()).prop_map(
+            |(client_msg_id, status_id, ciphertext, media, audience, users, ttl_ms)| ClientFrame::PostStatus {
+                client_msg_id,
+                status_id,
+                ciphertext,
+                media,
+                audience,
+                users,
+                ttl_ms
+            }
+        ),
+        (id(), option::of(user().prop_filter("0 means none", |u| u.0 != 0)))
+            .prop_map(|(client_msg_id, author)| ClientFrame::ListStatus { client_msg_id, author }),
+        (id(), user(), any::<u64>()).prop_map(|(client_msg_id, author, status_id)| ClientFrame::ViewStatus {
+            client_msg_id,
+            author,
+            status_id
+        }),
+        (id(), vec(any::<[u8; 32]>(), 0..8))
+            .prop_map(|(client_msg_id, hashes)| ClientFrame::SyncContacts { client_msg_id, hashes }),
+    ]
+}
+
+pub(crate) fn profile() -> impl Strategy<Value = chorus_schema::Profile> {
+    (user(), any::<bool>(), text(16), option::of(text(32)), opt_media())
+        .prop_map(|(user, found, name, about, avatar)| chorus_schema::Profile { user, found, name, about, avatar })
+}
+
+pub(crate) fn status_entry() -> impl Strategy<Value = chorus_schema::StatusEntry> {
+    (user(), any::<u64>(), any::<u64>(), any::<u64>(), bytes(32), opt_media(), users(4)).prop_map(
+        |(author, status_id, posted_at_ms, expires_at_ms, ciphertext, media, viewers)| chorus_schema::StatusEntry {
+            author,
+            status_id,
+            posted_at_ms,
+            expires_at_ms,
+            ciphertext,
+            media,
+            viewers,
+        },
+    )
+}
+
+pub(crate) fn contact_match() -> impl Strategy<Value = chorus_schema::ContactMatch> {
+    (any::<[u8; 32]>(), user()).prop_map(|(hash, user)| chorus_schema::ContactMatch { hash, user })
+}
+
 pub(crate) fn group_op() -> impl Strategy<Value = GroupOp> {
     prop_oneof![
         (text(MAX_NAME_BYTES), vec(user(), 0..16)).prop_map(|(name, members)| GroupOp::Create { name, members }),
@@ -547,7 +627,8 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             device,
             token
         }),
-        (user(), device()).prop_map(|(user, device)| ServerFrame::LoggedIn { user, device }),
+        (user(), device(), option::of(any::<[u8; 32]>()))
+            .prop_map(|(user, device, contact_key)| ServerFrame::LoggedIn { user, device, contact_key }),
         (any::<u64>(), chat(), seq(), any::<u64>()).prop_map(|(c, chat, seq, server_time_ms)| ServerFrame::Sent {
             client_msg_id: ClientMsgId(c),
             chat,
@@ -620,6 +701,12 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             ServerFrame::Presence { user, visible, online, last_seen_ms }
         }),
         (chat(), user(), any::<bool>()).prop_map(|(chat, user, typing)| ServerFrame::Typing { chat, user, typing }),
+        (any::<u64>(), profile())
+            .prop_map(|(c, profile)| ServerFrame::Profile { client_msg_id: ClientMsgId(c), profile }),
+        (any::<u64>(), vec(status_entry(), 0..4))
+            .prop_map(|(c, entries)| ServerFrame::StatusList { client_msg_id: ClientMsgId(c), entries }),
+        (any::<u64>(), vec(contact_match(), 0..4))
+            .prop_map(|(c, matches)| ServerFrame::ContactsMatched { client_msg_id: ClientMsgId(c), matches }),
     ]
 }
 
@@ -706,6 +793,10 @@ pub(crate) fn view_query() -> impl Strategy<Value = bus::ViewQuery> {
         })),
         (user(), user()).prop_map(|(user, viewer)| Q::Presence(bus::PresenceRequest { user, viewer })),
         chat().prop_map(|chat| Q::Members(bus::MembersRequest { chat })),
+        (user(), user()).prop_map(|(viewer, user)| Q::Profile(bus::ProfileRequest { viewer, user })),
+        (user(), option::of(user().prop_filter("0 means none", |u| u.0 != 0)), any::<u64>())
+            .prop_map(|(viewer, author, now_ms)| Q::Status(bus::StatusRequest { viewer, author, now_ms })),
+        vec(any::<[u8; 32]>(), 0..8).prop_map(|hashes| Q::ContactLookup(bus::ContactLookupRequest { hashes })),
     ]
 }
 fn chat_list_entry() -> impl Strategy<Value = bus::ChatListEntry> {
@@ -756,5 +847,8 @@ pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
             bus::PresenceInfo { visible, online, last_seen_ms }
         ))),
         (any::<bool>(), vec(user(), 0..8)).prop_map(|(known, members)| Ok(A::Members(bus::Members { known, members }))),
+        profile().prop_map(|p| Ok(A::Profile(p))),
+        vec(status_entry(), 0..4).prop_map(|s| Ok(A::Statuses(s))),
+        vec(contact_match(), 0..4).prop_map(|m| Ok(A::ContactMatches(m))),
     ]
 }

@@ -79,6 +79,24 @@ pub enum Cmd {
         #[arg(long)]
         unblock: bool,
     },
+    /// Unblock a user (id or +phone): the same as `block --unblock`.
+    Unblock { user: String },
+    /// This user's profile (`set`) or another's as this user may see it (`get`).
+    Profile {
+        #[command(subcommand)]
+        cmd: ProfileCmd,
+    },
+    /// Contact sync: upload phone numbers (hashed with the deployment's key);
+    /// prints the registered ones, which become this user's contacts.
+    Contacts {
+        #[command(subcommand)]
+        cmd: ContactsCmd,
+    },
+    /// Status stories: post, list, view.
+    Status {
+        #[command(subcommand)]
+        cmd: StatusCmd,
+    },
     /// End this device's session (its connections close at once) and forget
     /// the profile's credentials.
     Logout,
@@ -131,7 +149,7 @@ pub enum Cmd {
     Privacy {
         #[arg(long, default_value = "everyone", value_parser = visibility)]
         last_seen: Visibility,
-        #[arg(long, default_value = "everyone", value_parser = visibility)]
+        #[arg(long, alias = "photo", default_value = "everyone", value_parser = visibility)]
         profile_photo: Visibility,
         #[arg(long, default_value = "everyone", value_parser = visibility)]
         about: Visibility,
@@ -146,6 +164,85 @@ pub enum Cmd {
         /// The chat id (32 hex digits), as printed by `chats`.
         #[arg(long)]
         chat: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum VisibilityArg {
+    Everyone,
+    Contacts,
+    Nobody,
+}
+
+impl From<VisibilityArg> for chorus_schema::Visibility {
+    fn from(v: VisibilityArg) -> Self {
+        match v {
+            VisibilityArg::Everyone => chorus_schema::Visibility::Everyone,
+            VisibilityArg::Contacts => chorus_schema::Visibility::Contacts,
+            VisibilityArg::Nobody => chorus_schema::Visibility::Nobody,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AudienceArg {
+    /// My contacts.
+    Contacts,
+    /// My contacts except --users.
+    Except,
+    /// Only --users.
+    Only,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProfileCmd {
+    /// Set this user's name, about text and (optionally) picture, given as
+    /// the BLAKE3 hex of an uploaded media object.
+    Set {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        about: String,
+        #[arg(long)]
+        picture: Option<String>,
+    },
+    /// Another user's profile (id or +phone), as this user may see it.
+    Get { user: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ContactsCmd {
+    /// Upload these phone numbers; print the registered ones.
+    Sync { phones: Vec<String> },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StatusCmd {
+    /// Post a text status, visible 24 h (or --ttl-ms, less).
+    Post {
+        text: String,
+        #[arg(long, value_enum, default_value = "contacts")]
+        audience: AudienceArg,
+        /// Users (ids or +phones, comma-separated) for `except` and `only`.
+        #[arg(long, value_delimiter = ',')]
+        users: Vec<String>,
+        #[arg(long, default_value_t = 0)]
+        ttl_ms: u64,
+        /// The post's id (default: the current time in ms).
+        #[arg(long)]
+        id: Option<u64>,
+    },
+    /// The live statuses this user may see: of one user, or of every contact.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Mark a status as viewed (its author sees it).
+    View {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        id: u64,
     },
 }
 
@@ -331,6 +428,103 @@ pub async fn run(args: Args) -> Result<()> {
             let target = recipient(&user)?;
             c.block(target, !unblock).await?;
             println!("user {target} {}", if unblock { "unblocked" } else { "blocked" });
+            c.close();
+        }
+        Cmd::Unblock { user } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let target = recipient(&user)?;
+            c.block(target, false).await?;
+            println!("user {target} unblocked");
+            c.close();
+        }
+        Cmd::Profile { cmd } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            match cmd {
+                ProfileCmd::Set { name, about, picture } => {
+                    let avatar = picture
+                        .map(|h| -> Result<chorus_schema::MediaRef> {
+                            let hash = blake3::Hash::from_hex(&h).context("--picture: 64 hex digits")?;
+                            Ok(chorus_schema::MediaRef { blake3: *hash.as_bytes(), size: 0, mime: "image/*".into() })
+                        })
+                        .transpose()?;
+                    c.set_profile(&name, &about, avatar).await?;
+                    println!("profile set");
+                }
+                ProfileCmd::Get { user } => {
+                    let pr = c.profile(recipient(&user)?).await?;
+                    if !pr.found {
+                        println!("user {} has no profile", pr.user);
+                    } else {
+                        println!("user {}: {}", pr.user, pr.name);
+                        println!("about: {}", pr.about.as_deref().unwrap_or("(hidden)"));
+                        match &pr.avatar {
+                            Some(a) => println!("picture: {}", blake3::Hash::from(a.blake3).to_hex()),
+                            None => println!("picture: (hidden)"),
+                        }
+                    }
+                }
+            }
+            c.close();
+        }
+        Cmd::Contacts { cmd: ContactsCmd::Sync { phones } } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let matches = c.sync_contacts(&phones).await?;
+            let key = |phone: &str| normalize_phone(phone).ok().and_then(|n| user_for_phone(&n).ok());
+            for phone in &phones {
+                if let Some(m) = matches.iter().find(|m| key(phone) == Some(m.user)) {
+                    println!("{phone} user {}", m.user);
+                }
+            }
+            println!("{} of {} registered", matches.len(), phones.len());
+            c.close();
+        }
+        Cmd::Status { cmd } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            match cmd {
+                StatusCmd::Post { text, audience, users, ttl_ms, id } => {
+                    let users = users.iter().map(|u| recipient(u)).collect::<Result<Vec<_>>>()?;
+                    let audience = match audience {
+                        AudienceArg::Contacts => chorus_schema::StatusAudience::Contacts,
+                        AudienceArg::Except => chorus_schema::StatusAudience::ContactsExcept,
+                        AudienceArg::Only => chorus_schema::StatusAudience::OnlyShareWith,
+                    };
+                    let id = id.unwrap_or_else(|| {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                            .unwrap_or(1)
+                    });
+                    c.post_status(id, text.into_bytes(), audience, users, ttl_ms).await?;
+                    println!("status {id} posted");
+                }
+                StatusCmd::List { user } => {
+                    let author = user.map(|u| recipient(&u)).transpose()?;
+                    for e in c.statuses(author).await? {
+                        let viewers: Vec<String> = e.viewers.iter().map(ToString::to_string).collect();
+                        println!(
+                            "user {} status {} until {}: {}{}",
+                            e.author,
+                            e.status_id,
+                            e.expires_at_ms,
+                            String::from_utf8_lossy(&e.ciphertext),
+                            if viewers.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (viewed by {})", viewers.join(","))
+                            }
+                        );
+                    }
+                }
+                StatusCmd::View { user, id } => {
+                    let author = recipient(&user)?;
+                    c.view_status(author, id).await?;
+                    println!("status {id} of user {author} viewed");
+                }
+            }
             c.close();
         }
         Cmd::Logout => {

@@ -48,7 +48,8 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub tls: super::LogTlsArgs,
     /// The views to rebuild: `all`, or one or more of roster, cursors,
-    /// chat_list, receipt_status, inbox, directory, receipt_log (comma-separated). A store
+    /// chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy,
+    /// contacts, profile, status, contact_index (comma-separated). A store
     /// of some views holds only their keys and the cursors; a projector
     /// refuses it.
     #[arg(long, default_value = "all")]
@@ -62,12 +63,29 @@ pub struct ReplayArgs {
     /// if the views differ or the stores are at different offsets.
     #[arg(long)]
     pub compare: Option<PathBuf>,
+    /// The deployment's view key (the projectors' `view_key`): the contact
+    /// index hashes phone numbers with a key derived from it, so a rebuild
+    /// of `contact_index` equals the live one only with it.
+    #[arg(long)]
+    pub view_key: Option<PathBuf>,
 }
 
 pub async fn replay(args: ReplayArgs) -> Result<()> {
     let client =
         LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
-    let stats = rebuild_views_from_log(&client, &args.out, args.view).await?;
+    let stats = match &args.view_key {
+        Some(path) => {
+            let key = chorus_projections::seal::ViewKey::load(path)
+                .with_context(|| format!("--view-key {}", path.display()))?;
+            chorus_projections::rebuild_views_with_contact_key(&client, &args.out, args.view, key.contact_key()).await?
+        }
+        None => {
+            if args.view.contains(chorus_projections::View::ContactIndex) {
+                eprintln!("warning: no --view-key: contact_index is rebuilt with an all-zero key and will differ from a live one");
+            }
+            rebuild_views_from_log(&client, &args.out, args.view).await?
+        }
+    };
     println!(
         "rebuilt {} from {} records in {} batches into {}",
         args.view,

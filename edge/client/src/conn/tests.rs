@@ -45,7 +45,7 @@ fn sends(outputs: &[Output]) -> Vec<ClientFrame> {
 }
 
 fn logged_in() -> ServerFrame {
-    ServerFrame::LoggedIn { user: ME.user, device: ME.device }
+    ServerFrame::LoggedIn { user: ME.user, device: ME.device, contact_key: None }
 }
 
 /// Takes the pending Connect through the login; returns the link and the outputs after `LoggedIn`.
@@ -321,7 +321,7 @@ fn requests_fail_when_their_connection_is_lost_and_wait_for_a_login_when_not_wri
     core.handle_control(7, link, ServerFrame::Done { client_msg_id: ClientMsgId(2), at: None });
     assert_eq!(
         drain(&mut core),
-        vec![Output::RequestDone { client_msg_id: ClientMsgId(2), result: Ok(crate::conn::Reply::Done(None)) }]
+        vec![Output::RequestDone { client_msg_id: ClientMsgId(2), result: Ok(crate::types::Answer::Done(None)) }]
     );
 }
 
@@ -362,7 +362,7 @@ fn revoked_stops_the_client_and_a_logout_in_flight_succeeded() {
     };
     core.handle_control(20, link, revoked);
     let out = drain(&mut core);
-    let done = Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(crate::conn::Reply::Done(None)) };
+    let done = Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(crate::types::Answer::Done(None)) };
     assert!(out.contains(&done), "{out:?}");
     assert!(out.iter().any(|o| matches!(
         o,
@@ -439,7 +439,7 @@ fn link_device_is_answered_done_and_list_devices_with_the_list() {
     assert_eq!(
         drain(&mut core),
         vec![
-            Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(Reply::Done(None)) },
+            Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(crate::types::Answer::Done(None)) },
             Output::DevicesListed { client_msg_id: ClientMsgId(2), devices },
         ]
     );
@@ -491,7 +491,10 @@ fn info_queries_are_answered_by_id_and_written_again_after_a_lost_connection() {
     };
     core.handle_control(8, link, refusal);
     let out = drain(&mut core);
-    assert_eq!(out[0], Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(Reply::GroupInfo(info)) });
+    assert_eq!(
+        out[0],
+        Output::RequestDone { client_msg_id: ClientMsgId(1), result: Ok(crate::types::Answer::GroupInfo(info)) }
+    );
     assert!(
         matches!(
             &out[1],
