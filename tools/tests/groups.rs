@@ -76,8 +76,9 @@ async fn register_many(stack: &Stack, n: usize) -> Vec<UserId> {
             Command { origin, body }
         })
         .collect();
+    let mut users: Vec<UserId> = commands.iter().map(|c| c.origin.user).collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for c in commands.iter().cloned() {
+    for c in commands {
         let log = stack.log.clone();
         tasks.spawn(async move { log.append(&c).await });
     }
@@ -85,7 +86,6 @@ async fn register_many(stack: &Stack, n: usize) -> Vec<UserId> {
         let result = r.unwrap().expect("append a registration");
         assert!(result.is_ok(), "{result:?}");
     }
-    let mut users: Vec<UserId> = commands.iter().map(|c| c.origin.user).collect();
     users.sort();
     users
 }
