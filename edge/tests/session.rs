@@ -721,8 +721,13 @@ fn group_and_message_info_ask_the_views_as_the_logged_in_user_and_answer_by_requ
     let [Action::Info { correlation, request }] = actions.as_slice() else { panic!("one info query: {actions:?}") };
     assert_eq!(*request, InfoRequest::Group(GroupInfoRequest { user: id.user, chat }));
     let member = Member { since: Seq(1), admin: true };
-    let info =
-        GroupInfo { last_seq: Seq(5), name: "n".into(), description: "d".into(), members: vec![(id.user, member)] };
+    let info = GroupInfo {
+        last_seq: Seq(5),
+        name: "n".into(),
+        description: "d".into(),
+        members: vec![(id.user, member)],
+        icon: None,
+    };
     // An answer to an unknown correlation changes nothing.
     s.handle_info(Correlation(9_999), InfoAnswer::Group(Ok(info.clone())));
     assert!(drain(&mut s).is_empty());

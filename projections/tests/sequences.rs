@@ -80,7 +80,7 @@ fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
         3 => (group(), user()).prop_map(|(chat, member)| RemoveMember { chat, member }),
         1 => (group(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
         1 => (group(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
-        1 => group().prop_map(|chat| ChangeGroupInfo { chat, name: "n".into(), description: "d".into() }),
+        1 => group().prop_map(|chat| ChangeGroupInfo { chat, name: "n".into(), description: "d".into(), icon: None }),
         1 => group().prop_map(|chat| LeaveGroup { chat }),
     ];
     let user_body = prop_oneof![

@@ -340,7 +340,7 @@ fn unread_drops_on_read<S: Backend>() {
     log.send(2, chat);
     log.send(1, chat);
     let s = log.seq(chat);
-    log.push(1, 1, EventBody::GroupInfoChanged { chat, seq: s, name: "n".into(), description: "d".into() });
+    log.push(1, 1, EventBody::GroupInfoChanged { chat, seq: s, name: "n".into(), description: "d".into(), icon: None });
     let e = log.entry(2, chat);
     assert_eq!((e.unread, e.last_seq, e.last_message.map(|m| m.seq)), (3, Seq(6), Some(Seq(5))));
     log.ack(2, 1, chat, ReceiptKind::Delivered, 6);

@@ -1130,6 +1130,7 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
                     let members = fbb.create_vector(&crate::edge::group_members_fb(&info.members));
                     let name = fbb.create_string(&info.name);
                     let description = fbb.create_string(&info.description);
+                    let icon = codec::opt_media_fb(&mut fbb, &info.icon);
                     fbus::GroupInfo::create(
                         &mut fbb,
                         &fbus::GroupInfoArgs {
@@ -1138,6 +1139,7 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
                             name: Some(name),
                             description: Some(description),
                             members: Some(members),
+                            icon,
                         },
                     )
                 }
@@ -1295,6 +1297,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
                         name: name.to_owned(),
                         description: description.to_owned(),
                         members: crate::edge::group_members(members),
+                        icon: codec::opt_media(g.icon()),
                     })
                 }
             })

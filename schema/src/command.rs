@@ -77,6 +77,8 @@ pub enum CommandBody {
         chat: ChatId,
         name: String,
         description: String,
+        /// The group's picture (opaque to chorus); `None`: no picture.
+        icon: Option<MediaRef>,
     },
     LeaveGroup {
         chat: ChatId,
@@ -290,9 +292,10 @@ impl Command {
                 check_len("group members", members.len(), MAX_GROUP_MEMBERS)
             }
             AddMember { .. } | RemoveMember { .. } | PromoteMember { .. } | DemoteMember { .. } => Ok(()),
-            ChangeGroupInfo { name, description, .. } => {
+            ChangeGroupInfo { name, description, icon, .. } => {
                 check_len("group name", name.len(), MAX_NAME_BYTES)?;
-                check_len("group description", description.len(), MAX_ABOUT_BYTES)
+                check_len("group description", description.len(), MAX_ABOUT_BYTES)?;
+                validate_media(icon)
             }
             RegisterUser { phone } => check_len("phone", phone.len(), MAX_PHONE_BYTES),
             LinkDevice { identity_key, name, .. } => {
@@ -432,6 +435,7 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
                 chat: chat(b.chat()),
                 name: b.name().to_owned(),
                 description: b.description().to_owned(),
+                icon: opt_media(b.icon()),
             }
         }
         fb::CommandBody::LeaveGroup => {
@@ -641,13 +645,14 @@ fn encode_body<'a>(
             let t = fb::DemoteMember::create(fbb, &fb::DemoteMemberArgs { chat: Some(&chat), member: member.0 });
             (fb::CommandBody::DemoteMember, t.as_union_value())
         }
-        B::ChangeGroupInfo { chat, name, description } => {
+        B::ChangeGroupInfo { chat, name, description, icon } => {
             let name = fbb.create_string(name);
             let description = fbb.create_string(description);
+            let icon = opt_media_fb(fbb, icon);
             let chat = chat_fb(chat);
             let t = fb::ChangeGroupInfo::create(
                 fbb,
-                &fb::ChangeGroupInfoArgs { chat: Some(&chat), name: Some(name), description: Some(description) },
+                &fb::ChangeGroupInfoArgs { chat: Some(&chat), name: Some(name), description: Some(description), icon },
             );
             (fb::CommandBody::ChangeGroupInfo, t.as_union_value())
         }

@@ -230,6 +230,8 @@ pub struct GroupInfo {
     pub name: String,
     pub description: String,
     pub members: Vec<(UserId, Member)>,
+    /// The group's picture (a media reference; `None`: none).
+    pub icon: Option<MediaRef>,
 }
 
 /// When one member first had a message on a device (`delivered_at_ms`) and
@@ -294,6 +296,8 @@ pub enum GroupOp {
     ChangeInfo {
         name: String,
         description: String,
+        /// The group's picture (a media reference, opaque to chorus; `None`: none).
+        icon: Option<MediaRef>,
     },
 }
 
@@ -309,9 +313,12 @@ impl GroupOp {
             GroupOp::Promote { member } => CommandBody::PromoteMember { chat, member: *member },
             GroupOp::Demote { member } => CommandBody::DemoteMember { chat, member: *member },
             GroupOp::Leave => CommandBody::LeaveGroup { chat },
-            GroupOp::ChangeInfo { name, description } => {
-                CommandBody::ChangeGroupInfo { chat, name: name.clone(), description: description.clone() }
-            }
+            GroupOp::ChangeInfo { name, description, icon } => CommandBody::ChangeGroupInfo {
+                chat,
+                name: name.clone(),
+                description: description.clone(),
+                icon: icon.clone(),
+            },
         }
     }
 
@@ -338,9 +345,10 @@ impl GroupOp {
                 check_len("group name", name.len(), MAX_NAME_BYTES)?;
                 check_len("group members", members.len(), MAX_GROUP_MEMBERS)
             }
-            GroupOp::ChangeInfo { name, description } => {
+            GroupOp::ChangeInfo { name, description, icon } => {
                 check_len("group name", name.len(), MAX_NAME_BYTES)?;
-                check_len("group description", description.len(), MAX_ABOUT_BYTES)
+                check_len("group description", description.len(), MAX_ABOUT_BYTES)?;
+                icon.as_ref().map_or(Ok(()), MediaRef::validate)
             }
             GroupOp::Add { .. }
             | GroupOp::Remove { .. }
@@ -388,15 +396,17 @@ impl GroupOp {
             E::MemberPromoted { chat, seq, member } => (*chat, *seq, GroupOp::Promote { member: *member }),
             E::MemberDemoted { chat, seq, member } => (*chat, *seq, GroupOp::Demote { member: *member }),
             E::MemberLeft { chat, seq } => (*chat, *seq, GroupOp::Leave),
-            E::GroupInfoChanged { chat, seq, name, description } => {
-                (*chat, *seq, GroupOp::ChangeInfo { name: name.clone(), description: description.clone() })
-            }
+            E::GroupInfoChanged { chat, seq, name, description, icon } => (
+                *chat,
+                *seq,
+                GroupOp::ChangeInfo { name: name.clone(), description: description.clone(), icon: icon.clone() },
+            ),
             _ => return None,
         })
     }
 
     fn from_fb(b: &fe::Group<'_>) -> Result<GroupOp> {
-        GroupOp::from_parts("group request", b.kind(), b.members(), b.name(), b.description())
+        GroupOp::from_parts("group request", b.kind(), b.members(), b.name(), b.description(), b.icon())
     }
 
     fn from_parts(
@@ -405,6 +415,7 @@ impl GroupOp {
         members: Option<flatbuffers::Vector<'_, u64>>,
         name: Option<&str>,
         description: Option<&str>,
+        icon: Option<crate::fb::MediaRef<'_>>,
     ) -> Result<GroupOp> {
         let members = members.map(|m| m.iter().map(UserId).collect::<Vec<_>>()).unwrap_or_default();
         check_len("group members", members.len(), MAX_GROUP_MEMBERS)?;
@@ -421,7 +432,8 @@ impl GroupOp {
             fe::GroupOpKind::Demote => GroupOp::Demote { member: one()? },
             fe::GroupOpKind::Leave => GroupOp::Leave,
             fe::GroupOpKind::ChangeInfo => {
-                GroupOp::ChangeInfo { name, description: description.unwrap_or_default().to_owned() }
+                let icon = codec::opt_media(icon);
+                GroupOp::ChangeInfo { name, description: description.unwrap_or_default().to_owned(), icon }
             }
             other => return Err(Error::malformed(what, format!("unknown operation {}", other.0))),
         })
@@ -1012,12 +1024,14 @@ impl ClientFrame {
                 let chat = codec::chat_fb(chat);
                 let members = op.members();
                 let members = (!members.is_empty()).then(|| fbb.create_vector(&members));
-                let (name, description) = match op {
-                    GroupOp::Create { name, .. } => (Some(fbb.create_string(name)), None),
-                    GroupOp::ChangeInfo { name, description } => {
-                        (Some(fbb.create_string(name)), Some(fbb.create_string(description)))
-                    }
-                    _ => (None, None),
+                let (name, description, icon) = match op {
+                    GroupOp::Create { name, .. } => (Some(fbb.create_string(name)), None, None),
+                    GroupOp::ChangeInfo { name, description, icon } => (
+                        Some(fbb.create_string(name)),
+                        Some(fbb.create_string(description)),
+                        codec::opt_media_fb(&mut fbb, icon),
+                    ),
+                    _ => (None, None, None),
                 };
                 let t = fe::Group::create(
                     &mut fbb,
@@ -1028,6 +1042,7 @@ impl ClientFrame {
                         members,
                         name,
                         description,
+                        icon,
                     },
                 );
                 (fe::ClientFrameBody::Group, t.as_union_value())
@@ -1541,12 +1556,14 @@ impl ServerFrame {
             }
             ServerFrame::ChatChange { chat, seq, actor, actor_device, client_msg_id, at_ms, change } => {
                 let members = fbb.create_vector(&change.members());
-                let (name, description) = match change {
-                    GroupOp::Create { name, .. } => (Some(fbb.create_string(name)), None),
-                    GroupOp::ChangeInfo { name, description } => {
-                        (Some(fbb.create_string(name)), Some(fbb.create_string(description)))
-                    }
-                    _ => (None, None),
+                let (name, description, icon) = match change {
+                    GroupOp::Create { name, .. } => (Some(fbb.create_string(name)), None, None),
+                    GroupOp::ChangeInfo { name, description, icon } => (
+                        Some(fbb.create_string(name)),
+                        Some(fbb.create_string(description)),
+                        codec::opt_media_fb(&mut fbb, icon),
+                    ),
+                    _ => (None, None, None),
                 };
                 let chat = codec::chat_fb(chat);
                 let t = fe::ChatChange::create(
@@ -1562,6 +1579,7 @@ impl ServerFrame {
                         members: Some(members),
                         name,
                         description,
+                        icon,
                     },
                 );
                 (fe::ServerFrameBody::ChatChange, t.as_union_value())
@@ -1586,6 +1604,7 @@ impl ServerFrame {
                 let members = fbb.create_vector(&group_members_fb(&info.members));
                 let name = fbb.create_string(&info.name);
                 let description = fbb.create_string(&info.description);
+                let icon = codec::opt_media_fb(&mut fbb, &info.icon);
                 let chat = codec::chat_fb(chat);
                 let t = fe::GroupInfo::create(
                     &mut fbb,
@@ -1596,6 +1615,7 @@ impl ServerFrame {
                         name: Some(name),
                         description: Some(description),
                         members: Some(members),
+                        icon,
                     },
                 );
                 (fe::ServerFrameBody::GroupInfo, t.as_union_value())
@@ -1741,7 +1761,14 @@ impl ServerFrame {
                     actor_device: DeviceId(b.actor_device()),
                     client_msg_id: ClientMsgId(b.client_msg_id()),
                     at_ms: b.at_ms(),
-                    change: GroupOp::from_parts("chat change", b.kind(), b.members(), b.name(), b.description())?,
+                    change: GroupOp::from_parts(
+                        "chat change",
+                        b.kind(),
+                        b.members(),
+                        b.name(),
+                        b.description(),
+                        b.icon(),
+                    )?,
                 }
             }
             fe::ServerFrameBody::PairCode => {
@@ -1767,6 +1794,7 @@ impl ServerFrame {
                         name: b.name().to_owned(),
                         description: b.description().to_owned(),
                         members: group_members(b.members()),
+                        icon: codec::opt_media(b.icon()),
                     },
                 }
             }
@@ -1941,6 +1969,7 @@ mod group_tests {
                 members: Some(members),
                 name: None,
                 description: None,
+                icon: None,
             },
         );
         let root = fe::ClientFrame::create(

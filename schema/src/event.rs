@@ -93,6 +93,8 @@ pub enum EventBody {
         seq: Seq,
         name: String,
         description: String,
+        /// The group's picture from now on (`None`: none).
+        icon: Option<MediaRef>,
     },
     /// The origin user left.
     MemberLeft {
@@ -352,9 +354,10 @@ impl Event {
                 check_len("group name", name.len(), MAX_NAME_BYTES)?;
                 check_len("group members", members.len(), MAX_GROUP_MEMBERS)
             }
-            GroupInfoChanged { name, description, .. } => {
+            GroupInfoChanged { name, description, icon, .. } => {
                 check_len("group name", name.len(), MAX_NAME_BYTES)?;
-                check_len("group description", description.len(), MAX_ABOUT_BYTES)
+                check_len("group description", description.len(), MAX_ABOUT_BYTES)?;
+                icon.as_ref().map_or(Ok(()), MediaRef::validate)
             }
             UserRegistered { phone, .. } => check_len("phone", phone.len(), MAX_PHONE_BYTES),
             DeviceLinked { identity_key, name, .. } => {
@@ -571,6 +574,7 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
                 seq: seq(b.seq()),
                 name: b.name().to_owned(),
                 description: b.description().to_owned(),
+                icon: opt_media(b.icon()),
             }
         }
         fb::EventBody::MemberLeft => {
@@ -808,9 +812,10 @@ fn encode_body<'a>(
             );
             (fb::EventBody::MemberDemoted, t.as_union_value())
         }
-        B::GroupInfoChanged { chat, seq, name, description } => {
+        B::GroupInfoChanged { chat, seq, name, description, icon } => {
             let name = fbb.create_string(name);
             let description = fbb.create_string(description);
+            let icon = opt_media_fb(fbb, icon);
             let chat = chat_fb(chat);
             let t = fb::GroupInfoChanged::create(
                 fbb,
@@ -819,6 +824,7 @@ fn encode_body<'a>(
                     seq: seq.0,
                     name: Some(name),
                     description: Some(description),
+                    icon,
                 },
             );
             (fb::EventBody::GroupInfoChanged, t.as_union_value())

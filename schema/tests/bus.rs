@@ -231,8 +231,18 @@ fn the_frame_of_each_group_event_is_its_chat_change() {
         (EventBody::MemberDemoted { chat, seq: Seq(1), member: UserId(3) }, GroupOp::Demote { member: UserId(3) }),
         (EventBody::MemberLeft { chat, seq: Seq(1) }, GroupOp::Leave),
         (
-            EventBody::GroupInfoChanged { chat, seq: Seq(1), name: "dev".into(), description: "builders".into() },
-            GroupOp::ChangeInfo { name: "dev".into(), description: "builders".into() },
+            EventBody::GroupInfoChanged {
+                chat,
+                seq: Seq(1),
+                name: "dev".into(),
+                description: "builders".into(),
+                icon: Some(MediaRef { blake3: [4; 32], size: 2048, mime: "image/jpeg".into() }),
+            },
+            GroupOp::ChangeInfo {
+                name: "dev".into(),
+                description: "builders".into(),
+                icon: Some(MediaRef { blake3: [4; 32], size: 2048, mime: "image/jpeg".into() }),
+            },
         ),
     ];
     for (i, (body, change)) in cases.into_iter().enumerate() {

@@ -78,10 +78,13 @@ async fn members_see_group_info_the_sender_sees_who_received_and_read_and_replay
     assert!(info.members.iter().all(|(u, m)| m.since == Seq(1) && m.admin == (*u == alice.user)), "{info:?}");
 
     // Edits show in every member's answer (here Bob's, through the other edge).
-    a.group(chat, GroupOp::ChangeInfo { name: "trip 2".into(), description: "summer".into() }).await.unwrap();
+    let icon = chorus_schema::MediaRef { blake3: [7; 32], size: 34_567, mime: "image/jpeg".into() };
+    let edit = GroupOp::ChangeInfo { name: "trip 2".into(), description: "summer".into(), icon: Some(icon.clone()) };
+    a.group(chat, edit).await.unwrap();
     let promoted_at = a.group(chat, GroupOp::Promote { member: bob.user }).await.unwrap();
     let info = b.group_info(chat).await.unwrap();
     assert_eq!((info.name.as_str(), info.description.as_str(), info.last_seq), ("trip 2", "summer", promoted_at));
+    assert_eq!(info.icon, Some(icon), "the picture is part of the group's info");
     let mut admins: Vec<UserId> = info.members.iter().filter(|(_, m)| m.admin).map(|(u, _)| *u).collect();
     admins.sort();
     let mut expected = vec![alice.user, bob.user];

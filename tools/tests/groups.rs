@@ -115,7 +115,7 @@ async fn admins_edit_a_removed_member_gets_exactly_what_came_before_and_the_last
     assert_eq!(code, EdgeErrorCode::Forbidden, "{message}");
     assert!(message.contains("admin"), "{message}");
     let (code, message) =
-        refused(group(&b, chat, GroupOp::ChangeInfo { name: "mine".into(), description: String::new() }).await);
+        refused(group(&b, chat, GroupOp::ChangeInfo { name: "mine".into(), description: String::new(), icon: None }).await);
     assert_eq!(code, EdgeErrorCode::Forbidden, "{message}");
     // Removing or demoting the last admin is refused too.
     let (code, message) = refused(group(&a, chat, GroupOp::Demote { member: alice.user }).await);
@@ -218,7 +218,7 @@ async fn members_hear_every_roster_change_in_its_place_and_a_removed_member_hear
     let added = group(&a, chat, GroupOp::Add { member: carol.user }).await.unwrap();
     let sent = a.send(Recipient::Group(chat), b"hi all".to_vec()).await.unwrap();
     group(&a, chat, GroupOp::Promote { member: carol.user }).await.unwrap();
-    let info = GroupOp::ChangeInfo { name: "the band".into(), description: "tuesdays".into() };
+    let info = GroupOp::ChangeInfo { name: "the band".into(), description: "tuesdays".into(), icon: None };
     group(&a, chat, info.clone()).await.unwrap();
     group(&b, chat, GroupOp::Leave).await.unwrap();
     let removed = group(&a, chat, GroupOp::Remove { member: carol.user }).await.unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_projections::store::{keys, RocksStore, Txn};
-use chorus_schema::{ChatId, ClientMsgId, CommandBody, DeviceId, Origin, ReceiptKind, Seq, UserId};
+use chorus_schema::{ChatId, ClientMsgId, CommandBody, DeviceId, MediaRef, Origin, ReceiptKind, Seq, UserId};
 
 const CHORUS: &str = env!("CARGO_BIN_EXE_chorus");
 
@@ -131,7 +131,12 @@ async fn workload(client: &LogClient) {
     )
     .await;
     must_append(client, 3, 1, CommandBody::SendGroup { chat: group, ciphertext: vec![1], media: None }).await;
-    let info = CommandBody::ChangeGroupInfo { chat: group, name: "g2".into(), description: "d".into() };
+    let info = CommandBody::ChangeGroupInfo {
+        chat: group,
+        name: "g2".into(),
+        description: "d".into(),
+        icon: Some(MediaRef { blake3: [9; 32], size: 100, mime: "image/png".into() }),
+    };
     must_append(client, 1, 4, info).await;
     must_append(client, 1, 3, CommandBody::RemoveMember { chat: group, member: UserId(3) }).await;
     must_append(client, 2, 2, CommandBody::Ack { chat: group, kind: ReceiptKind::Read, up_to_seq: Seq(2) }).await;

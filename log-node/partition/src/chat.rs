@@ -352,14 +352,17 @@ pub(crate) fn decide(
                 }
             }
         }
-        CommandBody::ChangeGroupInfo { chat, name, description } => {
+        CommandBody::ChangeGroupInfo { chat, name, description, icon } => {
             let h = admin_group(kv, chat, user)?;
             let seq = h.last_seq.next();
-            Ok(one(
-                EventBody::GroupInfoChanged { chat: *chat, seq, name: name.clone(), description: description.clone() },
-                *chat,
+            let event = EventBody::GroupInfoChanged {
+                chat: *chat,
                 seq,
-            ))
+                name: name.clone(),
+                description: description.clone(),
+                icon: icon.clone(),
+            };
+            Ok(one(event, *chat, seq))
         }
         CommandBody::LeaveGroup { chat } => {
             let h = group(kv, chat)?;

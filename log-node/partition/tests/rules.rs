@@ -167,7 +167,7 @@ fn dedup_entries_expire_after_the_retention() {
     assert_eq!(h.state.dedup_len(), 2);
     // Another event far in the future prunes both entries; the retry is new again.
     h.now_ms += DEDUP_RETENTION_MS;
-    h.must_ok(A, CommandBody::ChangeGroupInfo { chat: g, name: "n".into(), description: "d".into() });
+    h.must_ok(A, CommandBody::ChangeGroupInfo { chat: g, name: "n".into(), description: "d".into(), icon: None });
     assert_eq!(h.state.dedup_len(), 1);
     assert_eq!(h.apply(&send).0, Ok(Outcome::Chat { chat: g, seq: Seq(4) }));
 }
@@ -290,7 +290,7 @@ fn only_admins_manage_and_only_members_send() {
     h.must_reject(B, CommandBody::DemoteMember { chat: g, member: A }, RejectCode::NotAdmin);
     h.must_reject(
         B,
-        CommandBody::ChangeGroupInfo { chat: g, name: "x".into(), description: "y".into() },
+        CommandBody::ChangeGroupInfo { chat: g, name: "x".into(), description: "y".into(), icon: None },
         RejectCode::NotAdmin,
     );
     h.must_reject(C, CommandBody::AddMember { chat: g, member: C }, RejectCode::NotMember);
@@ -302,7 +302,7 @@ fn only_admins_manage_and_only_members_send() {
     h.must_ok(A, CommandBody::PromoteMember { chat: g, member: B });
     h.must_reject(A, CommandBody::PromoteMember { chat: g, member: B }, RejectCode::AlreadyExists);
     h.must_reject(A, CommandBody::PromoteMember { chat: g, member: D }, RejectCode::NotMember);
-    h.must_ok(B, CommandBody::ChangeGroupInfo { chat: g, name: "new".into(), description: "about".into() });
+    h.must_ok(B, CommandBody::ChangeGroupInfo { chat: g, name: "new".into(), description: "about".into(), icon: None });
     assert_eq!(h.state.group_info(&g), Some(("new".into(), "about".into())));
     h.must_ok(B, CommandBody::DemoteMember { chat: g, member: A });
     h.must_reject(B, CommandBody::DemoteMember { chat: g, member: B }, RejectCode::Invalid);

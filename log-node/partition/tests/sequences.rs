@@ -50,7 +50,7 @@ fn body() -> impl Strategy<Value = CommandBody> {
         // Demoting needs a second admin: promote and demote often enough that it happens.
         4 => (chat(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
         4 => (chat(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
-        1 => chat().prop_map(|chat| ChangeGroupInfo { chat, name: "n".into(), description: "d".into() }),
+        1 => chat().prop_map(|chat| ChangeGroupInfo { chat, name: "n".into(), description: "d".into(), icon: None }),
         2 => chat().prop_map(|chat| LeaveGroup { chat }),
         2 => "[0-9]{1,3}".prop_map(|phone| RegisterUser { phone }),
         2 => device().prop_map(|device| LinkDevice { device, identity_key: vec![1], name: "d".into(), token_hash: None }),

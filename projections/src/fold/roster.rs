@@ -25,13 +25,14 @@ pub struct Chat {
     pub last_seq: Seq,
 }
 
-/// A group's name and description (the latest `GroupCreated` or
+/// A group's name, description and picture (the latest `GroupCreated` or
 /// `GroupInfoChanged`), kept apart from [`Chat`] so that the roster's chat
 /// records keep their format.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Details {
     pub name: String,
     pub description: String,
+    pub icon: Option<chorus_schema::MediaRef>,
 }
 
 /// Folds one event into the roster and pushes the [`Effect::Deliver`] of a
@@ -58,7 +59,7 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
                 return Err(Error::inconsistent(chat_id, kind, format!("seq {seq} instead of 1")));
             }
             create(txn, chat_id, kind, Chat { kind: ChatKind::Group, last_seq: *seq })?;
-            put_value(txn, &keys::roster_info(&chat_id), &Details { name: name.clone(), description: String::new() });
+            put_value(txn, &keys::roster_info(&chat_id), &Details { name: name.clone(), ..Details::default() });
             for m in members {
                 let member = Member { since: *seq, admin: *m == event.origin.user };
                 put_value(txn, &keys::roster_member(&chat_id, *m), &member);
@@ -86,8 +87,8 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
                 }
                 EventBody::MemberRemoved { member, .. } => txn.delete(&keys::roster_member(&chat_id, *member)),
                 EventBody::MemberLeft { .. } => txn.delete(&keys::roster_member(&chat_id, event.origin.user)),
-                EventBody::GroupInfoChanged { name, description, .. } => {
-                    let details = Details { name: name.clone(), description: description.clone() };
+                EventBody::GroupInfoChanged { name, description, icon, .. } => {
+                    let details = Details { name: name.clone(), description: description.clone(), icon: icon.clone() };
                     put_value(txn, &keys::roster_info(&chat_id), &details);
                 }
                 EventBody::MemberPromoted { member, .. } | EventBody::MemberDemoted { member, .. } => {
@@ -202,8 +203,8 @@ pub fn group_info<T: Txn + ?Sized>(
     if members.binary_search_by_key(&user, |(u, _)| *u).is_err() {
         return Ok(Err(InfoRefusal::NotMember));
     }
-    let Details { name, description } = details(txn, chat_id)?;
-    Ok(Ok(chorus_schema::GroupInfo { last_seq: c.last_seq, name, description, members }))
+    let Details { name, description, icon } = details(txn, chat_id)?;
+    Ok(Ok(chorus_schema::GroupInfo { last_seq: c.last_seq, name, description, members, icon }))
 }
 
 /// The current admins of a chat, in user id order (none for a direct chat).

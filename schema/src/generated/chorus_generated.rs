@@ -3365,6 +3365,7 @@ impl<'a> GroupInfoChanged<'a> {
   pub const VT_SEQ: ::flatbuffers::VOffsetT = 6;
   pub const VT_NAME: ::flatbuffers::VOffsetT = 8;
   pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ICON: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3377,6 +3378,7 @@ impl<'a> GroupInfoChanged<'a> {
   ) -> ::flatbuffers::WIPOffset<GroupInfoChanged<'bldr>> {
     let mut builder = GroupInfoChangedBuilder::new(_fbb);
     builder.add_seq(args.seq);
+    if let Some(x) = args.icon { builder.add_icon(x); }
     if let Some(x) = args.description { builder.add_description(x); }
     if let Some(x) = args.name { builder.add_name(x); }
     if let Some(x) = args.chat { builder.add_chat(x); }
@@ -3412,6 +3414,13 @@ impl<'a> GroupInfoChanged<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(GroupInfoChanged::VT_DESCRIPTION, None).unwrap()}
   }
+  #[inline]
+  pub fn icon(&self) -> Option<MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MediaRef>>(GroupInfoChanged::VT_ICON, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GroupInfoChanged<'_> {
@@ -3424,6 +3433,7 @@ impl ::flatbuffers::Verifiable for GroupInfoChanged<'_> {
      .visit_field::<u64>("seq", Self::VT_SEQ, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<MediaRef>>("icon", Self::VT_ICON, false)?
      .finish();
     Ok(())
   }
@@ -3433,6 +3443,7 @@ pub struct GroupInfoChangedArgs<'a> {
     pub seq: u64,
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub icon: Option<::flatbuffers::WIPOffset<MediaRef<'a>>>,
 }
 impl<'a> Default for GroupInfoChangedArgs<'a> {
   #[inline]
@@ -3442,6 +3453,7 @@ impl<'a> Default for GroupInfoChangedArgs<'a> {
       seq: 0,
       name: None, // required field
       description: None, // required field
+      icon: None,
     }
   }
 }
@@ -3468,6 +3480,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupInfoChangedBuilder<'a, '
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfoChanged::VT_DESCRIPTION, description);
   }
   #[inline]
+  pub fn add_icon(&mut self, icon: ::flatbuffers::WIPOffset<MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MediaRef>>(GroupInfoChanged::VT_ICON, icon);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupInfoChangedBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GroupInfoChangedBuilder {
@@ -3492,6 +3508,7 @@ impl ::core::fmt::Debug for GroupInfoChanged<'_> {
       ds.field("seq", &self.seq());
       ds.field("name", &self.name());
       ds.field("description", &self.description());
+      ds.field("icon", &self.icon());
       ds.finish()
   }
 }
@@ -8477,6 +8494,7 @@ impl ::core::fmt::Debug for DemoteMember<'_> {
 pub enum ChangeGroupInfoOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
+/// `icon`: the group's picture (a media reference, opaque to chorus); none: no picture.
 pub struct ChangeGroupInfo<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -8493,6 +8511,7 @@ impl<'a> ChangeGroupInfo<'a> {
   pub const VT_CHAT: ::flatbuffers::VOffsetT = 4;
   pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
   pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ICON: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -8504,6 +8523,7 @@ impl<'a> ChangeGroupInfo<'a> {
     args: &'args ChangeGroupInfoArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ChangeGroupInfo<'bldr>> {
     let mut builder = ChangeGroupInfoBuilder::new(_fbb);
+    if let Some(x) = args.icon { builder.add_icon(x); }
     if let Some(x) = args.description { builder.add_description(x); }
     if let Some(x) = args.name { builder.add_name(x); }
     if let Some(x) = args.chat { builder.add_chat(x); }
@@ -8532,6 +8552,13 @@ impl<'a> ChangeGroupInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChangeGroupInfo::VT_DESCRIPTION, None).unwrap()}
   }
+  #[inline]
+  pub fn icon(&self) -> Option<MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<MediaRef>>(ChangeGroupInfo::VT_ICON, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ChangeGroupInfo<'_> {
@@ -8543,6 +8570,7 @@ impl ::flatbuffers::Verifiable for ChangeGroupInfo<'_> {
      .visit_field::<ChatId>("chat", Self::VT_CHAT, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<MediaRef>>("icon", Self::VT_ICON, false)?
      .finish();
     Ok(())
   }
@@ -8551,6 +8579,7 @@ pub struct ChangeGroupInfoArgs<'a> {
     pub chat: Option<&'a ChatId>,
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub icon: Option<::flatbuffers::WIPOffset<MediaRef<'a>>>,
 }
 impl<'a> Default for ChangeGroupInfoArgs<'a> {
   #[inline]
@@ -8559,6 +8588,7 @@ impl<'a> Default for ChangeGroupInfoArgs<'a> {
       chat: None, // required field
       name: None, // required field
       description: None, // required field
+      icon: None,
     }
   }
 }
@@ -8579,6 +8609,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChangeGroupInfoBuilder<'a, 'b
   #[inline]
   pub fn add_description(&mut self, description: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChangeGroupInfo::VT_DESCRIPTION, description);
+  }
+  #[inline]
+  pub fn add_icon(&mut self, icon: ::flatbuffers::WIPOffset<MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<MediaRef>>(ChangeGroupInfo::VT_ICON, icon);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChangeGroupInfoBuilder<'a, 'b, A> {
@@ -8604,6 +8638,7 @@ impl ::core::fmt::Debug for ChangeGroupInfo<'_> {
       ds.field("chat", &self.chat());
       ds.field("name", &self.name());
       ds.field("description", &self.description());
+      ds.field("icon", &self.icon());
       ds.finish()
   }
 }
@@ -18675,6 +18710,7 @@ impl<'a> Group<'a> {
   pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
   pub const VT_NAME: ::flatbuffers::VOffsetT = 12;
   pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 14;
+  pub const VT_ICON: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -18687,6 +18723,7 @@ impl<'a> Group<'a> {
   ) -> ::flatbuffers::WIPOffset<Group<'bldr>> {
     let mut builder = GroupBuilder::new(_fbb);
     builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.icon { builder.add_icon(x); }
     if let Some(x) = args.description { builder.add_description(x); }
     if let Some(x) = args.name { builder.add_name(x); }
     if let Some(x) = args.members { builder.add_members(x); }
@@ -18738,6 +18775,14 @@ impl<'a> Group<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Group::VT_DESCRIPTION, None)}
   }
+  /// ChangeInfo: the group's picture (a media reference; none: no picture).
+  #[inline]
+  pub fn icon(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(Group::VT_ICON, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Group<'_> {
@@ -18752,6 +18797,7 @@ impl ::flatbuffers::Verifiable for Group<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("members", Self::VT_MEMBERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("icon", Self::VT_ICON, false)?
      .finish();
     Ok(())
   }
@@ -18763,6 +18809,7 @@ pub struct GroupArgs<'a> {
     pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub icon: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
 }
 impl<'a> Default for GroupArgs<'a> {
   #[inline]
@@ -18774,6 +18821,7 @@ impl<'a> Default for GroupArgs<'a> {
       members: None,
       name: None,
       description: None,
+      icon: None,
     }
   }
 }
@@ -18808,6 +18856,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Group::VT_DESCRIPTION, description);
   }
   #[inline]
+  pub fn add_icon(&mut self, icon: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(Group::VT_ICON, icon);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GroupBuilder {
@@ -18832,6 +18884,7 @@ impl ::core::fmt::Debug for Group<'_> {
       ds.field("members", &self.members());
       ds.field("name", &self.name());
       ds.field("description", &self.description());
+      ds.field("icon", &self.icon());
       ds.finish()
   }
 }
@@ -22824,6 +22877,7 @@ impl<'a> ChatChange<'a> {
   pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 18;
   pub const VT_NAME: ::flatbuffers::VOffsetT = 20;
   pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 22;
+  pub const VT_ICON: ::flatbuffers::VOffsetT = 24;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -22839,6 +22893,7 @@ impl<'a> ChatChange<'a> {
     builder.add_client_msg_id(args.client_msg_id);
     builder.add_actor(args.actor);
     builder.add_seq(args.seq);
+    if let Some(x) = args.icon { builder.add_icon(x); }
     if let Some(x) = args.description { builder.add_description(x); }
     if let Some(x) = args.name { builder.add_name(x); }
     if let Some(x) = args.members { builder.add_members(x); }
@@ -22919,6 +22974,13 @@ impl<'a> ChatChange<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ChatChange::VT_DESCRIPTION, None)}
   }
+  #[inline]
+  pub fn icon(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(ChatChange::VT_ICON, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ChatChange<'_> {
@@ -22937,6 +22999,7 @@ impl ::flatbuffers::Verifiable for ChatChange<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("members", Self::VT_MEMBERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("icon", Self::VT_ICON, false)?
      .finish();
     Ok(())
   }
@@ -22952,6 +23015,7 @@ pub struct ChatChangeArgs<'a> {
     pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub icon: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
 }
 impl<'a> Default for ChatChangeArgs<'a> {
   #[inline]
@@ -22967,6 +23031,7 @@ impl<'a> Default for ChatChangeArgs<'a> {
       members: None,
       name: None,
       description: None,
+      icon: None,
     }
   }
 }
@@ -23017,6 +23082,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChatChangeBuilder<'a, 'b, A> 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ChatChange::VT_DESCRIPTION, description);
   }
   #[inline]
+  pub fn add_icon(&mut self, icon: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(ChatChange::VT_ICON, icon);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChatChangeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ChatChangeBuilder {
@@ -23045,6 +23114,7 @@ impl ::core::fmt::Debug for ChatChange<'_> {
       ds.field("members", &self.members());
       ds.field("name", &self.name());
       ds.field("description", &self.description());
+      ds.field("icon", &self.icon());
       ds.finish()
   }
 }
@@ -23433,6 +23503,7 @@ impl<'a> GroupInfo<'a> {
   pub const VT_NAME: ::flatbuffers::VOffsetT = 10;
   pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 12;
   pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 14;
+  pub const VT_ICON: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -23446,6 +23517,7 @@ impl<'a> GroupInfo<'a> {
     let mut builder = GroupInfoBuilder::new(_fbb);
     builder.add_last_seq(args.last_seq);
     builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.icon { builder.add_icon(x); }
     if let Some(x) = args.members { builder.add_members(x); }
     if let Some(x) = args.description { builder.add_description(x); }
     if let Some(x) = args.name { builder.add_name(x); }
@@ -23496,6 +23568,13 @@ impl<'a> GroupInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, GroupMember>>>(GroupInfo::VT_MEMBERS, None).unwrap()}
   }
+  #[inline]
+  pub fn icon(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(GroupInfo::VT_ICON, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GroupInfo<'_> {
@@ -23510,6 +23589,7 @@ impl ::flatbuffers::Verifiable for GroupInfo<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, GroupMember>>>("members", Self::VT_MEMBERS, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("icon", Self::VT_ICON, false)?
      .finish();
     Ok(())
   }
@@ -23521,6 +23601,7 @@ pub struct GroupInfoArgs<'a> {
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, GroupMember>>>,
+    pub icon: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
 }
 impl<'a> Default for GroupInfoArgs<'a> {
   #[inline]
@@ -23532,6 +23613,7 @@ impl<'a> Default for GroupInfoArgs<'a> {
       name: None, // required field
       description: None, // required field
       members: None, // required field
+      icon: None,
     }
   }
 }
@@ -23566,6 +23648,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_MEMBERS, members);
   }
   #[inline]
+  pub fn add_icon(&mut self, icon: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(GroupInfo::VT_ICON, icon);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GroupInfoBuilder {
@@ -23593,6 +23679,7 @@ impl ::core::fmt::Debug for GroupInfo<'_> {
       ds.field("name", &self.name());
       ds.field("description", &self.description());
       ds.field("members", &self.members());
+      ds.field("icon", &self.icon());
       ds.finish()
   }
 }
@@ -30475,6 +30562,7 @@ impl<'a> GroupInfo<'a> {
   pub const VT_NAME: ::flatbuffers::VOffsetT = 8;
   pub const VT_DESCRIPTION: ::flatbuffers::VOffsetT = 10;
   pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ICON: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -30487,6 +30575,7 @@ impl<'a> GroupInfo<'a> {
   ) -> ::flatbuffers::WIPOffset<GroupInfo<'bldr>> {
     let mut builder = GroupInfoBuilder::new(_fbb);
     builder.add_last_seq(args.last_seq);
+    if let Some(x) = args.icon { builder.add_icon(x); }
     if let Some(x) = args.members { builder.add_members(x); }
     if let Some(x) = args.description { builder.add_description(x); }
     if let Some(x) = args.name { builder.add_name(x); }
@@ -30530,6 +30619,13 @@ impl<'a> GroupInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, super::edge::GroupMember>>>(GroupInfo::VT_MEMBERS, None)}
   }
+  #[inline]
+  pub fn icon(&self) -> Option<super::MediaRef<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(GroupInfo::VT_ICON, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for GroupInfo<'_> {
@@ -30543,6 +30639,7 @@ impl ::flatbuffers::Verifiable for GroupInfo<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("description", Self::VT_DESCRIPTION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, super::edge::GroupMember>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("icon", Self::VT_ICON, false)?
      .finish();
     Ok(())
   }
@@ -30553,6 +30650,7 @@ pub struct GroupInfoArgs<'a> {
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub description: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, super::edge::GroupMember>>>,
+    pub icon: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
 }
 impl<'a> Default for GroupInfoArgs<'a> {
   #[inline]
@@ -30563,6 +30661,7 @@ impl<'a> Default for GroupInfoArgs<'a> {
       name: None,
       description: None,
       members: None,
+      icon: None,
     }
   }
 }
@@ -30593,6 +30692,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GroupInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GroupInfo::VT_MEMBERS, members);
   }
   #[inline]
+  pub fn add_icon(&mut self, icon: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(GroupInfo::VT_ICON, icon);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GroupInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     GroupInfoBuilder {
@@ -30615,6 +30718,7 @@ impl ::core::fmt::Debug for GroupInfo<'_> {
       ds.field("name", &self.name());
       ds.field("description", &self.description());
       ds.field("members", &self.members());
+      ds.field("icon", &self.icon());
       ds.finish()
   }
 }

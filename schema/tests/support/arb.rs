@@ -87,10 +87,8 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         (chat(), user()).prop_map(|(chat, member)| RemoveMember { chat, member }),
         (chat(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
         (chat(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
-        (chat(), text(MAX_NAME_BYTES), text(200)).prop_map(|(chat, name, description)| ChangeGroupInfo {
-            chat,
-            name,
-            description
+        (chat(), text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(|(chat, name, description, icon)| {
+            ChangeGroupInfo { chat, name, description, icon }
         }),
         chat().prop_map(|chat| LeaveGroup { chat }),
         text(MAX_PHONE_BYTES).prop_map(|phone| RegisterUser { phone }),
@@ -195,12 +193,9 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberRemoved { chat, seq, member }),
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberPromoted { chat, seq, member }),
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberDemoted { chat, seq, member }),
-        (chat(), seq(), text(MAX_NAME_BYTES), text(200)).prop_map(|(chat, seq, name, description)| GroupInfoChanged {
-            chat,
-            seq,
-            name,
-            description
-        }),
+        (chat(), seq(), text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(
+            |(chat, seq, name, description, icon)| GroupInfoChanged { chat, seq, name, description, icon }
+        ),
         (chat(), seq()).prop_map(|(chat, seq)| MemberLeft { chat, seq }),
         (user(), text(MAX_PHONE_BYTES)).prop_map(|(user, phone)| UserRegistered { user, phone }),
         (user(), device(), bytes(40), text(MAX_NAME_BYTES))
@@ -504,8 +499,9 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
 
 pub(crate) fn group_info() -> impl Strategy<Value = GroupInfo> {
     let member = (user(), seq(), any::<bool>()).prop_map(|(u, since, admin)| (u, Member { since, admin }));
-    (seq(), text(MAX_NAME_BYTES), text(MAX_ABOUT_BYTES), vec(member, 0..12))
-        .prop_map(|(last_seq, name, description, members)| GroupInfo { last_seq, name, description, members })
+    (seq(), text(MAX_NAME_BYTES), text(MAX_ABOUT_BYTES), vec(member, 0..12), opt_media()).prop_map(
+        |(last_seq, name, description, members, icon)| GroupInfo { last_seq, name, description, members, icon },
+    )
 }
 
 /// Times are never 0 on the wire's meaning (0 is "not yet").
@@ -609,8 +605,8 @@ pub(crate) fn group_op() -> impl Strategy<Value = GroupOp> {
         user().prop_map(|member| GroupOp::Promote { member }),
         user().prop_map(|member| GroupOp::Demote { member }),
         Just(GroupOp::Leave),
-        (text(MAX_NAME_BYTES), text(MAX_ABOUT_BYTES))
-            .prop_map(|(name, description)| GroupOp::ChangeInfo { name, description }),
+        (text(MAX_NAME_BYTES), text(MAX_ABOUT_BYTES), opt_media())
+            .prop_map(|(name, description, icon)| GroupOp::ChangeInfo { name, description, icon }),
     ]
 }
 

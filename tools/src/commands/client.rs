@@ -293,6 +293,10 @@ pub enum GroupCmd {
         name: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// The group's picture: the BLAKE3 hex of an uploaded media object
+        /// (none: no picture).
+        #[arg(long)]
+        icon: Option<String>,
     },
     /// Send a text to the group and wait until it is committed.
     Send {
@@ -443,12 +447,7 @@ pub async fn run(args: Args) -> Result<()> {
             let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
             match cmd {
                 ProfileCmd::Set { name, about, picture } => {
-                    let avatar = picture
-                        .map(|h| -> Result<chorus_schema::MediaRef> {
-                            let hash = blake3::Hash::from_hex(&h).context("--picture: 64 hex digits")?;
-                            Ok(chorus_schema::MediaRef { blake3: *hash.as_bytes(), size: 0, mime: "image/*".into() })
-                        })
-                        .transpose()?;
+                    let avatar = picture.map(|h| image_ref(&h, "--picture")).transpose()?;
                     c.set_profile(&name, &about, avatar).await?;
                     println!("profile set");
                 }
@@ -702,6 +701,9 @@ async fn group(c: &Client, cmd: GroupCmd) -> Result<String> {
                 info.last_seq,
                 info.description
             );
+            if let Some(icon) = &info.icon {
+                out.push_str(&format!("\npicture: {}", blake3::Hash::from(icon.blake3).to_hex()));
+            }
             for (user, m) in &info.members {
                 let role = if m.admin { "admin" } else { "member" };
                 out.push_str(&format!("\n  {user}  {role}  since seq {}", m.since));
@@ -731,7 +733,10 @@ async fn group(c: &Client, cmd: GroupCmd) -> Result<String> {
         GroupCmd::Promote { chat, user } => (chat, GroupOp::Promote { member: recipient(&user)? }),
         GroupCmd::Demote { chat, user } => (chat, GroupOp::Demote { member: recipient(&user)? }),
         GroupCmd::Leave { chat } => (chat, GroupOp::Leave),
-        GroupCmd::Edit { chat, name, description } => (chat, GroupOp::ChangeInfo { name, description }),
+        GroupCmd::Edit { chat, name, description, icon } => {
+            let icon = icon.map(|h| image_ref(&h, "--icon")).transpose()?;
+            (chat, GroupOp::ChangeInfo { name, description, icon })
+        }
     };
     let what = op.name();
     c.group(chat, op).await?;
@@ -751,7 +756,10 @@ fn describe(c: &chorus_client::ChatChange) -> String {
         GroupOp::Promote { member } => format!("{who} made {member} an admin"),
         GroupOp::Demote { member } => format!("{who} dismissed {member} as admin"),
         GroupOp::Leave => format!("{who} left"),
-        GroupOp::ChangeInfo { name, description } => format!("{who} renamed the group {name:?} ({description:?})"),
+        GroupOp::ChangeInfo { name, description, icon } => {
+            let icon = icon.as_ref().map_or_else(|| "no picture".to_owned(), |m| format!("picture {}", m.mime));
+            format!("{who} changed the group to {name:?} ({description:?}, {icon})")
+        }
     }
 }
 
@@ -779,4 +787,11 @@ fn print_event(ev: &Event) {
         Event::Error { code, message } => eprintln!("error {code:?}: {message}"),
         _ => {}
     }
+}
+
+/// An uploaded image named by the BLAKE3 hex of its bytes (size and type
+/// unknown to the CLI).
+fn image_ref(hex: &str, flag: &str) -> Result<chorus_schema::MediaRef> {
+    let hash = blake3::Hash::from_hex(hex).with_context(|| format!("{flag}: 64 hex digits"))?;
+    Ok(chorus_schema::MediaRef { blake3: *hash.as_bytes(), size: 0, mime: "image/*".into() })
 }

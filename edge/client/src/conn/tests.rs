@@ -332,7 +332,7 @@ fn a_request_over_a_limit_is_refused_at_once_and_never_written() {
     let pin = "9".repeat(chorus_schema::MAX_PIN_BYTES + 1);
     core.request(ClientMsgId(1), Request::SetPin { pin });
     let name = "g".repeat(chorus_schema::MAX_NAME_BYTES + 1);
-    let op = chorus_schema::GroupOp::ChangeInfo { name, description: String::new() };
+    let op = chorus_schema::GroupOp::ChangeInfo { name, description: String::new(), icon: None };
     core.request(ClientMsgId(2), Request::Group { chat: chorus_schema::ChatId::group([1; 16]), op });
     let out = drain(&mut core);
     assert!(sends(&out).is_empty(), "{out:?}");
