@@ -114,8 +114,9 @@ async fn admins_edit_a_removed_member_gets_exactly_what_came_before_and_the_last
     let (code, message) = refused(group(&b, chat, GroupOp::Add { member: dave.user }).await);
     assert_eq!(code, EdgeErrorCode::Forbidden, "{message}");
     assert!(message.contains("admin"), "{message}");
-    let (code, message) =
-        refused(group(&b, chat, GroupOp::ChangeInfo { name: "mine".into(), description: String::new(), icon: None }).await);
+    let (code, message) = refused(
+        group(&b, chat, GroupOp::ChangeInfo { name: "mine".into(), description: String::new(), icon: None }).await,
+    );
     assert_eq!(code, EdgeErrorCode::Forbidden, "{message}");
     // Removing or demoting the last admin is refused too.
     let (code, message) = refused(group(&a, chat, GroupOp::Demote { member: alice.user }).await);

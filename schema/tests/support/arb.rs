@@ -87,9 +87,8 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         (chat(), user()).prop_map(|(chat, member)| RemoveMember { chat, member }),
         (chat(), user()).prop_map(|(chat, member)| PromoteMember { chat, member }),
         (chat(), user()).prop_map(|(chat, member)| DemoteMember { chat, member }),
-        (chat(), text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(|(chat, name, description, icon)| {
-            ChangeGroupInfo { chat, name, description, icon }
-        }),
+        (chat(), text(MAX_NAME_BYTES), text(200), opt_media())
+            .prop_map(|(chat, name, description, icon)| { ChangeGroupInfo { chat, name, description, icon } }),
         chat().prop_map(|chat| LeaveGroup { chat }),
         text(MAX_PHONE_BYTES).prop_map(|phone| RegisterUser { phone }),
         (device(), bytes(40), text(MAX_NAME_BYTES), proptest::option::of(any::<[u8; 32]>()))
@@ -193,9 +192,8 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberRemoved { chat, seq, member }),
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberPromoted { chat, seq, member }),
         (chat(), seq(), user()).prop_map(|(chat, seq, member)| MemberDemoted { chat, seq, member }),
-        (chat(), seq(), text(MAX_NAME_BYTES), text(200), opt_media()).prop_map(
-            |(chat, seq, name, description, icon)| GroupInfoChanged { chat, seq, name, description, icon }
-        ),
+        (chat(), seq(), text(MAX_NAME_BYTES), text(200), opt_media())
+            .prop_map(|(chat, seq, name, description, icon)| GroupInfoChanged { chat, seq, name, description, icon }),
         (chat(), seq()).prop_map(|(chat, seq)| MemberLeft { chat, seq }),
         (user(), text(MAX_PHONE_BYTES)).prop_map(|(user, phone)| UserRegistered { user, phone }),
         (user(), device(), bytes(40), text(MAX_NAME_BYTES))
