@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chorus_client::{Client, Credentials, Error, Event, Resume};
+use chorus_client::{Client, Credentials, Error, Event, Resume, StatusPost};
 use chorus_schema::{EdgeErrorCode, MediaRef, Profile, Recipient, StatusAudience, UserId, Visibility};
 use chorus_testkit::cluster::chorus_binary;
 use chorus_testkit::events::{messages, synced};
@@ -118,10 +118,22 @@ async fn contacts_profiles_statuses_and_blocks() {
     .await;
 
     // ---- status audiences: contacts, contacts except carol, only dave.
-    a.post_status(1, b"one".to_vec(), StatusAudience::Contacts, vec![], 0).await.unwrap();
-    a.post_status(2, b"two".to_vec(), StatusAudience::ContactsExcept, vec![carol.user], 0).await.unwrap();
-    a.post_status(3, b"three".to_vec(), StatusAudience::OnlyShareWith, vec![dave.user], 0).await.unwrap();
-    let (code, _, _) = refused(a.post_status(3, b"again".to_vec(), StatusAudience::Contacts, vec![], 0).await);
+    let post = |status_id: u64, text: &str, audience, users| StatusPost {
+        status_id,
+        ciphertext: text.as_bytes().to_vec(),
+        media: None,
+        audience,
+        users,
+        ttl_ms: 0,
+    };
+    // Status 1 is a picture with a caption.
+    let picture = chorus_schema::MediaRef { blake3: [6; 32], size: 52_311, mime: "image/jpeg".into() };
+    a.post_status(StatusPost { media: Some(picture.clone()), ..post(1, "one", StatusAudience::Contacts, vec![]) })
+        .await
+        .unwrap();
+    a.post_status(post(2, "two", StatusAudience::ContactsExcept, vec![carol.user])).await.unwrap();
+    a.post_status(post(3, "three", StatusAudience::OnlyShareWith, vec![dave.user])).await.unwrap();
+    let (code, _, _) = refused(a.post_status(post(3, "again", StatusAudience::Contacts, vec![])).await);
     assert_eq!(code, EdgeErrorCode::BadFrame, "a status id is used once");
     let listed = |cl: &Client, author| {
         let cl = cl.clone();
@@ -130,6 +142,12 @@ async fn contacts_profiles_statuses_and_blocks() {
     let _ = eventually("bob sees 1 and 2", || listed(&b, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[1, 2]))
         .await;
     let _ = eventually("carol sees 1", || listed(&c, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[1])).await;
+    let seen = c.statuses(Some(alice.user)).await.unwrap();
+    assert_eq!(
+        (seen[0].media.as_ref(), &seen[0].ciphertext[..]),
+        (Some(&picture), &b"one"[..]),
+        "the picture and its caption"
+    );
     let _ = eventually("dave sees 3", || listed(&d, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s == &[3])).await;
     // Without an author: the contacts' posts (bob has no contacts: none).
     assert_eq!(b.statuses(None).await.unwrap(), vec![]);
@@ -155,7 +173,7 @@ async fn contacts_profiles_statuses_and_blocks() {
 
     // ---- expiry: a post with a short ttl is gone from the list, viewing it is
     // `Expired`, and nothing is recorded.
-    a.post_status(4, b"brief".to_vec(), StatusAudience::Contacts, vec![], 1_500).await.unwrap();
+    a.post_status(StatusPost { ttl_ms: 1_500, ..post(4, "brief", StatusAudience::Contacts, vec![]) }).await.unwrap();
     let _ =
         eventually("carol sees 4", || listed(&c, Some(alice.user)), |s| s.as_ref().is_ok_and(|s| s.contains(&4))).await;
     tokio::time::sleep(Duration::from_millis(2_000)).await;

@@ -336,21 +336,14 @@ impl Client {
         }
     }
 
-    /// Posts a status (`ciphertext`) for `audience` (reading `users`), visible
-    /// `ttl_ms` (0: 24 h, the most).
+    /// Posts a status story: text and/or a media reference (a picture or a
+    /// video uploaded elsewhere, by its BLAKE3 address), for its audience.
     ///
     /// # Errors
-    /// As [`Client::set_pin`]; `BadFrame` for a status id used before.
-    pub async fn post_status(
-        &self,
-        status_id: u64,
-        ciphertext: Vec<u8>,
-        audience: chorus_schema::StatusAudience,
-        users: Vec<UserId>,
-        ttl_ms: u64,
-    ) -> Result<()> {
-        let request = Request::PostStatus { status_id, ciphertext, audience, users, ttl_ms };
-        self.request(request).await.map(|_| ())
+    /// As [`Client::set_pin`]; `BadFrame` for a status id used before or a
+    /// media reference over its limits.
+    pub async fn post_status(&self, post: crate::types::StatusPost) -> Result<()> {
+        self.request(Request::PostStatus(post)).await.map(|_| ())
     }
 
     /// The live statuses this user may see: of `author`, or (`None`) of every

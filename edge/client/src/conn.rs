@@ -139,13 +139,7 @@ pub enum Request {
     GetProfile {
         user: UserId,
     },
-    PostStatus {
-        status_id: u64,
-        ciphertext: Vec<u8>,
-        audience: chorus_schema::StatusAudience,
-        users: Vec<UserId>,
-        ttl_ms: u64,
-    },
+    PostStatus(crate::types::StatusPost),
     ListStatus {
         author: Option<UserId>,
     },
@@ -200,14 +194,14 @@ impl Request {
                 read_receipts: *read_receipts,
             },
             Request::GetProfile { user } => ClientFrame::GetProfile { client_msg_id, user: *user },
-            Request::PostStatus { status_id, ciphertext, audience, users, ttl_ms } => ClientFrame::PostStatus {
+            Request::PostStatus(p) => ClientFrame::PostStatus {
                 client_msg_id,
-                status_id: *status_id,
-                ciphertext: ciphertext.clone(),
-                media: None,
-                audience: *audience,
-                users: users.clone(),
-                ttl_ms: *ttl_ms,
+                status_id: p.status_id,
+                ciphertext: p.ciphertext.clone(),
+                media: p.media.clone(),
+                audience: p.audience,
+                users: p.users.clone(),
+                ttl_ms: p.ttl_ms,
             },
             Request::ListStatus { author } => ClientFrame::ListStatus { client_msg_id, author: *author },
             Request::ViewStatus { author, status_id } => {
@@ -454,7 +448,7 @@ impl Core {
             | Request::SetPrivacy { .. }
             | Request::SetProfile { .. }
             | Request::GetProfile { .. }
-            | Request::PostStatus { .. }
+            | Request::PostStatus(_)
             | Request::ListStatus { .. }
             | Request::ViewStatus { .. }
             | Request::SyncContacts { .. } => false,

@@ -70,4 +70,4 @@ pub use register::{request_otp, verify_otp, verify_otp_with_pin};
 // ---- linked devices (issue 12) ----
 pub use chorus_schema::edge::DeviceInfo;
 pub use register::{pair_request, Pairing};
-pub use types::{Answer, ChatChange, Credentials, Error, Event, Message, Result, Resume, Sent};
+pub use types::{Answer, ChatChange, Credentials, Error, Event, Message, Result, Resume, Sent, StatusPost};

@@ -40,6 +40,20 @@ pub enum Answer {
     MessageInfo(Vec<chorus_schema::MessageReceipt>),
 }
 
+/// A status story to post: text (`ciphertext`, the caption of a picture or
+/// video) and/or a media reference, for `audience` (reading `users`),
+/// visible `ttl_ms` (0: 24 h, the most).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusPost {
+    /// Unique per author (a reused id is refused).
+    pub status_id: u64,
+    pub ciphertext: Vec<u8>,
+    pub media: Option<chorus_schema::MediaRef>,
+    pub audience: chorus_schema::StatusAudience,
+    pub users: Vec<UserId>,
+    pub ttl_ms: u64,
+}
+
 /// A registered device's login.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {

@@ -231,6 +231,10 @@ pub enum StatusCmd {
         /// The post's id (default: the current time in ms).
         #[arg(long)]
         id: Option<u64>,
+        /// A picture or video, as `<BLAKE3 hex>:<bytes>:<MIME type>` of an
+        /// uploaded media object (the text is its caption).
+        #[arg(long)]
+        media: Option<String>,
     },
     /// The live statuses this user may see: of one user, or of every contact.
     List {
@@ -484,7 +488,7 @@ pub async fn run(args: Args) -> Result<()> {
             let p = load(&args.profile)?;
             let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
             match cmd {
-                StatusCmd::Post { text, audience, users, ttl_ms, id } => {
+                StatusCmd::Post { text, audience, users, ttl_ms, id, media } => {
                     let users = users.iter().map(|u| recipient(u)).collect::<Result<Vec<_>>>()?;
                     let audience = match audience {
                         AudienceArg::Contacts => chorus_schema::StatusAudience::Contacts,
@@ -497,7 +501,16 @@ pub async fn run(args: Args) -> Result<()> {
                             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                             .unwrap_or(1)
                     });
-                    c.post_status(id, text.into_bytes(), audience, users, ttl_ms).await?;
+                    let media = media.map(|h| media_ref(&h, "--media")).transpose()?;
+                    let post = chorus_client::StatusPost {
+                        status_id: id,
+                        ciphertext: text.into_bytes(),
+                        media,
+                        audience,
+                        users,
+                        ttl_ms,
+                    };
+                    c.post_status(post).await?;
                     println!("status {id} posted");
                 }
                 StatusCmd::List { user } => {
@@ -509,7 +522,11 @@ pub async fn run(args: Args) -> Result<()> {
                             e.author,
                             e.status_id,
                             e.expires_at_ms,
-                            String::from_utf8_lossy(&e.ciphertext),
+                            match &e.media {
+                                Some(m) =>
+                                    format!("[{} {} bytes] {}", m.mime, m.size, String::from_utf8_lossy(&e.ciphertext)),
+                                None => String::from_utf8_lossy(&e.ciphertext).into_owned(),
+                            },
                             if viewers.is_empty() {
                                 String::new()
                             } else {
@@ -794,4 +811,17 @@ fn print_event(ev: &Event) {
 fn image_ref(hex: &str, flag: &str) -> Result<chorus_schema::MediaRef> {
     let hash = blake3::Hash::from_hex(hex).with_context(|| format!("{flag}: 64 hex digits"))?;
     Ok(chorus_schema::MediaRef { blake3: *hash.as_bytes(), size: 0, mime: "image/*".into() })
+}
+
+/// A media object as `<BLAKE3 hex>:<bytes>:<MIME type>`.
+fn media_ref(arg: &str, flag: &str) -> Result<chorus_schema::MediaRef> {
+    let mut parts = arg.splitn(3, ':');
+    let (Some(hex), Some(size), Some(mime)) = (parts.next(), parts.next(), parts.next()) else {
+        anyhow::bail!("{flag}: <BLAKE3 hex>:<bytes>:<MIME type>, e.g. {}:52311:image/jpeg", "ab".repeat(32))
+    };
+    let hash = blake3::Hash::from_hex(hex).with_context(|| format!("{flag}: 64 hex digits first"))?;
+    let size = size.parse().with_context(|| format!("{flag}: the size in bytes second"))?;
+    let media = chorus_schema::MediaRef { blake3: *hash.as_bytes(), size, mime: mime.to_owned() };
+    media.validate().map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
+    Ok(media)
 }
