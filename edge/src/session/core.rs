@@ -678,6 +678,7 @@ impl Session {
             (
                 State::LoggedIn(id),
                 frame @ (ClientFrame::SetProfile { .. }
+                | ClientFrame::SetPrivacy { .. }
                 | ClientFrame::GetProfile { .. }
                 | ClientFrame::PostStatus { .. }
                 | ClientFrame::ListStatus { .. }
@@ -700,21 +701,6 @@ impl Session {
                     users.sort_unstable();
                     users.dedup();
                     self.actions.push_back(Action::WatchPresence { viewer, users });
-                }
-            }
-            (
-                State::LoggedIn(id),
-                ClientFrame::SetPrivacy { client_msg_id, last_seen, profile_photo, about, read_receipts },
-            ) => {
-                let id = *id;
-                if self.refuse_reserved(client_msg_id) {
-                    return;
-                }
-                if self.admit(now_ms, Some(client_msg_id)) {
-                    // The client's id: a retried request applies once.
-                    let origin = Origin { user: id.user, device: id.device, client_msg_id };
-                    let body = CommandBody::SetPrivacy { last_seen, profile_photo, about, read_receipts };
-                    self.append(Pending::Request { client_msg_id, close: false }, Command { origin, body });
                 }
             }
             (State::LoggedIn(id), ClientFrame::Typing { chat, typing }) => {

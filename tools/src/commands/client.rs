@@ -464,7 +464,7 @@ pub async fn run(args: Args) -> Result<()> {
                         println!("about: {}", pr.about.as_deref().unwrap_or("(hidden)"));
                         match &pr.avatar {
                             Some(a) => println!("picture: {}", blake3::Hash::from(a.blake3).to_hex()),
-                            None => println!("picture: (hidden)"),
+                            None => println!("picture: none, or hidden from you"),
                         }
                     }
                 }
