@@ -111,18 +111,6 @@ async fn otp_brute_force_across_resends_and_two_edges_locks_the_phone() {
     verify(&stack, 0, other, &c, None).await.expect("another phone registers");
 }
 
-async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, Receiver<Event>) {
-    let (client, mut events) =
-        Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-            Ok(Some(Event::Synced { .. })) => return (client, events),
-            Ok(Some(_)) => {}
-            other => panic!("no sync: {other:?}"),
-        }
-    }
-}
-
 /// Waits for the client to be told its device is revoked, and to stop.
 async fn revoked(what: &str, events: &mut Receiver<Event>, within: Duration) -> Duration {
     let started = Instant::now();
@@ -160,9 +148,9 @@ async fn reregistration_needs_the_pin_and_the_devices_are_told() {
     let phone = "+15550000201";
     let c = code(&stack, 0, phone).await;
     let alice = verify(&stack, 0, phone, &c, None).await.unwrap();
-    let (a, mut a_events) = connect(&stack, 0, alice).await;
+    let (a, mut a_events) = stack.connect(0, alice).await;
     let bob = stack.register(1, "+15550000202").await.unwrap();
-    let (b, _b_events) = connect(&stack, 1, bob).await;
+    let (b, _b_events) = stack.connect(1, bob).await;
     let to_alice = chorus_schema::Recipient::User(alice.user);
     b.send(to_alice, b"before".to_vec()).await.unwrap();
     a.set_pin("2468").await.expect("the PIN is set");
@@ -221,9 +209,9 @@ async fn a_revoked_device_is_disconnected_within_a_second_on_every_edge() {
     let second = verify(&stack, 1, phone, &c, None).await.unwrap();
 
     // The second device is connected to both edges; the first unlinks it.
-    let (a, mut a_events) = connect(&stack, 0, first).await;
-    let (_b0, mut b0_events) = connect(&stack, 0, second).await;
-    let (_b1, mut b1_events) = connect(&stack, 1, second).await;
+    let (a, mut a_events) = stack.connect(0, first).await;
+    let (_b0, mut b0_events) = stack.connect(0, second).await;
+    let (_b1, mut b1_events) = stack.connect(1, second).await;
     // Timed from the request: the log commits, the projector publishes the
     // update, and both edges close the device's connections.
     let (unlinked, t0, t1) = tokio::join!(
@@ -239,7 +227,7 @@ async fn a_revoked_device_is_disconnected_within_a_second_on_every_edge() {
     assert!(matches!(refused, Error::Refused { code: EdgeErrorCode::Unauthenticated, .. }), "{refused}");
 
     // Logging out closes the device's own connections (here a second one on edge 1).
-    let (_a1, mut a1_events) = connect(&stack, 1, first).await;
+    let (_a1, mut a1_events) = stack.connect(1, first).await;
     let (out, t0, t1) = tokio::join!(
         a.logout(),
         revoked("the logged-out device on edge 0", &mut a_events, Duration::from_secs(1)),
@@ -272,8 +260,8 @@ async fn a_blocked_user_cannot_send_direct_messages() {
     let stack = stack(dir.path(), LimitsConfig::unlimited(), OtpConfig::default()).await;
     let alice = stack.register(0, "+15550000401").await.unwrap();
     let bob = stack.register(1, "+15550000402").await.unwrap();
-    let (a, mut a_events) = connect(&stack, 0, alice).await;
-    let (b, _b_events) = connect(&stack, 1, bob).await;
+    let (a, mut a_events) = stack.connect(0, alice).await;
+    let (b, _b_events) = stack.connect(1, bob).await;
     let to_alice = chorus_schema::Recipient::User(alice.user);
     let first = b.send(to_alice, b"hi".to_vec()).await.expect("not blocked yet");
 
@@ -323,7 +311,7 @@ async fn the_cli_sets_a_pin_blocks_unlinks_and_logs_out() {
     let stack = stack(dir.path(), LimitsConfig::unlimited(), otp).await;
     let (phone, profile) = ("+15550000501", dir.path().join("cli.json"));
     let bob = stack.register(1, "+15550000502").await.unwrap();
-    let (b, _b_events) = connect(&stack, 1, bob).await;
+    let (b, _b_events) = stack.connect(1, bob).await;
 
     let c = code(&stack, 0, phone).await;
     let (ok, out) = cli(&stack, &profile, &["register", "--phone", phone, "--code", &c]);
@@ -338,7 +326,7 @@ async fn the_cli_sets_a_pin_blocks_unlinks_and_logs_out() {
     // A second device of the number needs the PIN; the first unlinks it.
     let c = code(&stack, 0, phone).await;
     let second = verify(&stack, 0, phone, &c, Some("2468")).await.expect("registered with the PIN");
-    let (_s, mut s_events) = connect(&stack, 0, second).await;
+    let (_s, mut s_events) = stack.connect(0, second).await;
     let device = second.device.0.to_string();
     let (ok, out) = cli(&stack, &profile, &["unlink", "--device", &device]);
     assert!(ok, "{out}");

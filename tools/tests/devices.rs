@@ -13,11 +13,11 @@ use std::time::Duration;
 use chorus_client::{Client, Credentials, Error, Event, Message, Resume};
 use chorus_partition::PartitionState;
 use chorus_schema::{
-    ChatId, DeviceId, DeviceNoticeKind, EdgeErrorCode, EventBody, Key, Offset, PartitionId, ReceiptKind, Recipient,
-    Seq, MAX_DEVICES_PER_USER,
+    ChatId, DeviceId, DeviceNoticeKind, EdgeErrorCode, EventBody, Key, PartitionId, ReceiptKind, Recipient, Seq,
+    MAX_DEVICES_PER_USER,
 };
 use chorus_testkit::cluster::chorus_binary;
-use chorus_testkit::events::{messages, synced};
+use chorus_testkit::events::{messages, refused};
 use chorus_testkit::stack::{Stack, StackSpec};
 use tokio::sync::mpsc::Receiver;
 
@@ -31,20 +31,6 @@ async fn stack(dir: &std::path::Path) -> Stack {
     let mut spec = StackSpec::new(dir, chorus_binary()).unthrottled();
     spec.edge.session.pairing_code_ttl_ms = PAIRING_TTL_MS;
     Stack::start(spec).await.expect("start the stack")
-}
-
-async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, Receiver<Event>) {
-    let (client, mut events) =
-        Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
-    synced(&mut events).await;
-    (client, events)
-}
-
-fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> (EdgeErrorCode, String) {
-    match r {
-        Err(Error::Refused { code, message, .. }) => (code, message),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 /// A new device pairs at `new_edge`; `linker` links it with the code.
@@ -66,27 +52,14 @@ async fn pair(
     (linked, new)
 }
 
-/// Every event of the partition of `key`, in order.
-async fn partition_events(stack: &Stack, key: &Key) -> Vec<chorus_schema::Event> {
-    let partition = PartitionId::for_key(key, stack.spec.partitions);
-    let mut out = Vec::new();
-    let mut from = Offset(0);
-    loop {
-        let (records, next) = stack.log.read(partition, from, 1024).await.unwrap();
-        if records.is_empty() {
-            return out;
-        }
-        out.extend(records.into_iter().map(|r| r.event));
-        from = next;
-    }
-}
-
 /// The user's `DeviceLinked` events in the log.
 async fn links_in_log(stack: &Stack, user: chorus_schema::UserId) -> Vec<DeviceId> {
-    partition_events(stack, &Key::User(user))
+    stack
+        .partition_records(&Key::User(user))
         .await
+        .unwrap()
         .into_iter()
-        .filter_map(|e| match e.body {
+        .filter_map(|r| match r.event.body {
             EventBody::DeviceLinked { user: u, device, .. } if u == user => Some(device),
             _ => None,
         })
@@ -111,7 +84,7 @@ async fn pairing_across_edges_single_use_codes_expiry_the_device_limit_and_unlin
     let dir = tempfile::tempdir().unwrap();
     let stack = stack(dir.path()).await;
     let alice = stack.register(0, "+15550000201").await.unwrap();
-    let (a, mut a_events) = connect(&stack, 0, alice).await;
+    let (a, mut a_events) = stack.connect(0, alice).await;
 
     // The new device waits at edge 1; the primary links it from edge 0.
     let pairing = chorus_client::pair_request(&stack.client_config(&[1]), "laptop", vec![7; 32]).await.unwrap();
@@ -122,7 +95,7 @@ async fn pairing_across_edges_single_use_codes_expiry_the_device_limit_and_unlin
     assert_eq!(laptop.user, alice.user);
     assert_ne!(laptop.device, alice.device);
     // It logs in like any device (at either edge), and the primary is told.
-    let (l, l_events) = connect(&stack, 0, laptop).await;
+    let (l, l_events) = stack.connect(0, laptop).await;
     drop((l, l_events));
     let notice = loop {
         match tokio::time::timeout(Duration::from_secs(10), a_events.recv()).await {
@@ -169,23 +142,27 @@ async fn pairing_across_edges_single_use_codes_expiry_the_device_limit_and_unlin
     assert_eq!(a.devices().await.unwrap().len(), MAX_DEVICES_PER_USER);
     // ...a fifth is refused by the user partition, on both sides, and nothing changes.
     // (Presence comes and goes with every connection: only the rest counts.)
-    let account_events = |events: Vec<chorus_schema::Event>| {
-        events.into_iter().filter(|e| !matches!(e.body, chorus_schema::EventBody::PresenceChanged { .. })).count()
+    let account_events = |records: Vec<chorus_schema::EventRecord>| {
+        records.iter().filter(|r| !matches!(r.event.body, chorus_schema::EventBody::PresenceChanged { .. })).count()
     };
-    let before = account_events(partition_events(&stack, &Key::User(alice.user)).await);
+    let before = account_events(stack.partition_records(&Key::User(alice.user)).await.unwrap());
     let (linked, new) = pair(&stack, 1, "one too many", &a).await;
     let (c, message) = refused(linked);
     assert_eq!(c, EdgeErrorCode::TooManyDevices, "{message}");
     assert!(message.contains("at most 5 devices"), "{message}");
     let (c, _) = refused(new);
     assert_eq!(c, EdgeErrorCode::TooManyDevices);
-    assert_eq!(account_events(partition_events(&stack, &Key::User(alice.user)).await), before, "nothing was appended");
+    assert_eq!(
+        account_events(stack.partition_records(&Key::User(alice.user)).await.unwrap()),
+        before,
+        "nothing was appended"
+    );
     assert_eq!(a.devices().await.unwrap().len(), MAX_DEVICES_PER_USER);
 
     // Unlinking a companion closes its connection at once; reconnecting it
     // is refused with a clear error, and it is gone from the list.
     let gone = companions[1];
-    let (g, mut g_events) = connect(&stack, 1, gone).await;
+    let (g, mut g_events) = stack.connect(1, gone).await;
     a.unlink(gone.device).await.unwrap();
     let mut told = false;
     loop {
@@ -208,7 +185,7 @@ async fn pairing_across_edges_single_use_codes_expiry_the_device_limit_and_unlin
     // Its place is free again.
     let (linked, new) = pair(&stack, 0, "replacement", &a).await;
     linked.expect("room after the unlink");
-    connect(&stack, 1, new.unwrap()).await;
+    stack.connect(1, new.unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -219,16 +196,16 @@ async fn every_device_of_every_member_gets_every_message_and_cursors_and_receipt
     let alice = stack.register(0, "+15550000211").await.unwrap();
     let bob = stack.register(1, "+15550000212").await.unwrap();
     let carol = stack.register(0, "+15550000213").await.unwrap();
-    let (a1, mut a1_events) = connect(&stack, 0, alice).await;
-    let (b1, mut b1_events) = connect(&stack, 1, bob).await;
-    let (c1, mut c1_events) = connect(&stack, 0, carol).await;
+    let (a1, mut a1_events) = stack.connect(0, alice).await;
+    let (b1, mut b1_events) = stack.connect(1, bob).await;
+    let (c1, mut c1_events) = stack.connect(0, carol).await;
     // A companion each for Alice and Bob, on the other edge than their primary.
     let (linked, a2) = pair(&stack, 1, "alice laptop", &a1).await;
     linked.unwrap();
     let (linked, b2) = pair(&stack, 0, "bob laptop", &b1).await;
     linked.unwrap();
-    let (a2c, mut a2_events) = connect(&stack, 1, a2.unwrap()).await;
-    let (b2c, mut b2_events) = connect(&stack, 0, b2.unwrap()).await;
+    let (a2c, mut a2_events) = stack.connect(1, a2.unwrap()).await;
+    let (b2c, mut b2_events) = stack.connect(0, b2.unwrap()).await;
 
     // Direct: Alice's primary to Bob reaches both of Bob's devices and Alice's laptop.
     let direct = ChatId::direct(alice.user, bob.user);
@@ -288,8 +265,8 @@ async fn every_device_of_every_member_gets_every_message_and_cursors_and_receipt
     // The chat partition's state, rebuilt from the log: one cursor per device.
     let mut state =
         PartitionState::new(PartitionId::for_key(&Key::Chat(direct), stack.spec.partitions), stack.spec.partitions);
-    for e in partition_events(&stack, &Key::Chat(direct)).await {
-        state.fold(&e);
+    for r in stack.partition_records(&Key::Chat(direct)).await.unwrap() {
+        state.fold(&r.event);
     }
     let b1_cursors = state.cursors(&direct, bob.user, bob.device).unwrap();
     assert_eq!((b1_cursors.delivered, b1_cursors.read), (Seq(2), Seq(2)));

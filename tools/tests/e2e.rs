@@ -428,17 +428,8 @@ impl Raw {
 
 /// The events of `chat` in the log, from its partition's start to its end now.
 async fn chat_events(stack: &Stack, chat: ChatId) -> Vec<chorus_schema::EventRecord> {
-    let partition = chorus_schema::PartitionId::for_key(&chorus_schema::Key::Chat(chat), stack.spec.partitions);
-    let mut out = Vec::new();
-    let mut from = Offset(0);
-    loop {
-        let (records, next) = stack.log.read(partition, from, 1024).await.unwrap();
-        if records.is_empty() {
-            return out;
-        }
-        out.extend(records.into_iter().filter(|r| r.event.body.chat() == Some(chat)));
-        from = next;
-    }
+    let records = stack.partition_records(&chorus_schema::Key::Chat(chat)).await.unwrap();
+    records.into_iter().filter(|r| r.event.body.chat() == Some(chat)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

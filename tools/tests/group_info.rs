@@ -7,28 +7,14 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chorus_client::{Client, Credentials, Error, Event, Resume};
+use chorus_client::Client;
 use chorus_schema::{ChatId, EdgeErrorCode, GroupOp, MessageReceipt, ReceiptKind, Recipient, Seq, UserId};
 use chorus_testkit::cluster::chorus_binary;
-use chorus_testkit::events::{messages, synced};
+use chorus_testkit::events::{messages, refused};
 use chorus_testkit::stack::{Stack, StackSpec};
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
-async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
-    let (client, mut events) =
-        Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
-    synced(&mut events).await;
-    (client, events)
-}
-
-fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> (EdgeErrorCode, String) {
-    match r {
-        Err(Error::Refused { code, message, .. }) => (code, message),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 /// The message info of `seq` once `done` holds for it (the projector folds
@@ -63,10 +49,10 @@ async fn members_see_group_info_the_sender_sees_who_received_and_read_and_replay
     let carol = stack.register(0, "+15550000203").await.unwrap();
     let dave = stack.register(1, "+15550000204").await.unwrap();
     let eve = stack.register(0, "+15550000205").await.unwrap();
-    let (a, _a_events) = connect(&stack, 0, alice).await;
-    let (b, mut b_events) = connect(&stack, 1, bob).await;
-    let (c, mut c_events) = connect(&stack, 0, carol).await;
-    let (e, _e_events) = connect(&stack, 0, eve).await;
+    let (a, _a_events) = stack.connect(0, alice).await;
+    let (b, mut b_events) = stack.connect(1, bob).await;
+    let (c, mut c_events) = stack.connect(0, carol).await;
+    let (e, _e_events) = stack.connect(0, eve).await;
 
     // ---- group info ----
     let chat = a.create_group("trip", vec![bob.user, carol.user]).await.unwrap();
@@ -128,7 +114,7 @@ async fn members_see_group_info_the_sender_sees_who_received_and_read_and_replay
 
     // A member added later is not in the info of an earlier message, but is in a later one's.
     a.group(chat, GroupOp::Add { member: dave.user }).await.unwrap();
-    let (d, mut d_events) = connect(&stack, 1, dave).await;
+    let (d, mut d_events) = stack.connect(1, dave).await;
     let second = a.send(Recipient::Group(chat), b"second".to_vec()).await.unwrap();
     let entries = a.message_info(chat, first.seq).await.unwrap();
     assert!(entries.iter().all(|e| e.user != dave.user), "{entries:?}");

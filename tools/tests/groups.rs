@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use chorus_client::{Client, Credentials, Error, Event, Message, Resume};
+use chorus_client::{Client, Error, Event, Message, Resume};
 use chorus_schema::edge::user_for_phone;
 use chorus_schema::{
-    ChatId, ClientMsgId, Command, CommandBody, DeviceId, EdgeErrorCode, EventBody, EventRecord, GroupOp, Key, Offset,
-    Origin, PartitionId, Recipient, Seq, UserId, MAX_GROUP_MEMBERS,
+    ChatId, ClientMsgId, Command, CommandBody, DeviceId, EdgeErrorCode, EventBody, EventRecord, GroupOp, Key, Origin,
+    Recipient, Seq, UserId, MAX_GROUP_MEMBERS,
 };
 use chorus_testkit::cluster::chorus_binary;
-use chorus_testkit::events::{changes, messages, synced};
+use chorus_testkit::events::{changes, messages, refused, synced};
 use chorus_testkit::stack::{Stack, StackSpec};
 
 /// One deployment at a time: each is 7 processes on 2 cores.
@@ -23,38 +23,15 @@ async fn stack(dir: &std::path::Path) -> Stack {
     Stack::start(StackSpec::new(dir, chorus_binary()).unthrottled()).await.expect("start the stack")
 }
 
-async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
-    let (client, mut events) =
-        Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
-    synced(&mut events).await;
-    (client, events)
-}
-
 /// A group request, failing the test if it is not answered within 20 s.
 async fn group(c: &Client, chat: ChatId, op: GroupOp) -> Result<Seq, Error> {
     tokio::time::timeout(Duration::from_secs(20), c.group(chat, op)).await.expect("a group request is answered")
 }
 
-fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> (EdgeErrorCode, String) {
-    match r {
-        Err(Error::Refused { code, message, .. }) => (code, message),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
 /// The chat's events as the log holds them, in order.
 async fn chat_events(stack: &Stack, chat: ChatId) -> Vec<EventRecord> {
-    let partition = PartitionId::for_key(&Key::Chat(chat), stack.spec.partitions);
-    let mut out = Vec::new();
-    let mut from = Offset(0);
-    loop {
-        let (records, next) = stack.log.read(partition, from, 1024).await.unwrap();
-        if records.is_empty() {
-            return out;
-        }
-        out.extend(records.into_iter().filter(|r| r.event.body.chat() == Some(chat)));
-        from = next;
-    }
+    let records = stack.partition_records(&Key::Chat(chat)).await.unwrap();
+    records.into_iter().filter(|r| r.event.body.chat() == Some(chat)).collect()
 }
 
 /// Registers `n` users straight through the log with the command an edge
@@ -103,9 +80,9 @@ async fn admins_edit_a_removed_member_gets_exactly_what_came_before_and_the_last
     let bob = stack.register(1, "+15550000102").await.unwrap();
     let carol = stack.register(0, "+15550000103").await.unwrap();
     let dave = stack.register(1, "+15550000104").await.unwrap();
-    let (a, a_events) = connect(&stack, 0, alice).await;
-    let (b, mut b_events) = connect(&stack, 1, bob).await;
-    let (c, mut c_events) = connect(&stack, 0, carol).await;
+    let (a, a_events) = stack.connect(0, alice).await;
+    let (b, mut b_events) = stack.connect(1, bob).await;
+    let (c, mut c_events) = stack.connect(0, carol).await;
 
     let chat = a.create_group("trip", vec![bob.user, carol.user]).await.unwrap();
     assert!(!chat.is_direct());
@@ -170,7 +147,7 @@ async fn admins_edit_a_removed_member_gets_exactly_what_came_before_and_the_last
     // The last admin leaves: the oldest member (Bob) becomes admin and can add Dave.
     group(&a, chat, GroupOp::Leave).await.unwrap();
     group(&b, chat, GroupOp::Add { member: dave.user }).await.unwrap();
-    let (d, mut d_events) = connect(&stack, 1, dave).await;
+    let (d, mut d_events) = stack.connect(1, dave).await;
     let sent = b.send(Recipient::Group(chat), b"welcome".to_vec()).await.unwrap();
     let got = messages(&mut d_events, 1, Duration::from_secs(10)).await;
     assert_eq!((got[0].chat, got[0].seq, got[0].sender), (chat, sent.seq, bob.user));
@@ -204,9 +181,9 @@ async fn members_hear_every_roster_change_in_its_place_and_a_removed_member_hear
     let alice = stack.register(0, "+15550000121").await.unwrap();
     let bob = stack.register(1, "+15550000122").await.unwrap();
     let carol = stack.register(0, "+15550000123").await.unwrap();
-    let (a, mut a_events) = connect(&stack, 0, alice).await;
-    let (b, mut b_events) = connect(&stack, 1, bob).await;
-    let (_c, mut c_events) = connect(&stack, 1, carol).await;
+    let (a, mut a_events) = stack.connect(0, alice).await;
+    let (b, mut b_events) = stack.connect(1, bob).await;
+    let (_c, mut c_events) = stack.connect(1, carol).await;
 
     let chat = a.create_group("band", vec![bob.user]).await.unwrap();
     let got = changes(&mut b_events, 1, Duration::from_secs(10)).await;
@@ -305,8 +282,8 @@ async fn edges_take_only_the_chats_of_their_connected_users_and_a_join_while_con
     // No one is connected: no edge takes any chat (not `chorus.deliver.>`).
     assert_eq!(delivery_subscriptions(&stack), Vec::<String>::new());
 
-    let (a, mut a_events) = connect(&stack, 0, alice).await;
-    let (b, mut b_events) = connect(&stack, 1, bob).await;
+    let (a, mut a_events) = stack.connect(0, alice).await;
+    let (b, mut b_events) = stack.connect(1, bob).await;
     let direct = a.send(Recipient::User(bob.user), b"hi bob".to_vec()).await.unwrap().chat;
     // Bob joined the direct chat while connected: his edge took it, and the
     // first message came.
@@ -349,7 +326,7 @@ async fn a_group_over_the_size_limit_is_refused_and_not_created() {
     let dir = tempfile::tempdir().unwrap();
     let stack = stack(dir.path()).await;
     let alice = stack.register(0, "+15550000111").await.unwrap();
-    let (a, _events) = connect(&stack, 0, alice).await;
+    let (a, _events) = stack.connect(0, alice).await;
 
     // The creator plus MAX_GROUP_MEMBERS others is one too many.
     let others = register_many(&stack, MAX_GROUP_MEMBERS).await;

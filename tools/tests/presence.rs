@@ -7,14 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use chorus_client::{Client, Credentials, Event, Resume};
+use chorus_client::{Credentials, Event};
 use chorus_schema::edge::TYPING_EXPIRY_MS;
 use chorus_schema::{
-    ClientMsgId, Command, CommandBody, DeviceId, EdgeErrorCode, EventBody, EventRecord, Key, Offset, Origin,
-    PartitionId, Recipient, UserId, Visibility,
+    ClientMsgId, Command, CommandBody, DeviceId, EdgeErrorCode, EventBody, Key, Origin, Recipient, UserId, Visibility,
 };
 use chorus_testkit::cluster::chorus_binary;
-use chorus_testkit::events::{messages, synced};
+use chorus_testkit::events::messages;
 use chorus_testkit::stack::{Stack, StackSpec};
 use tokio::sync::mpsc::Receiver;
 
@@ -23,13 +22,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn stack(dir: &std::path::Path) -> Stack {
     Stack::start(StackSpec::new(dir, chorus_binary()).unthrottled()).await.expect("start the stack")
-}
-
-async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, Receiver<Event>) {
-    let (client, mut events) =
-        Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
-    synced(&mut events).await;
-    (client, events)
 }
 
 /// The next event `pick` accepts, skipping others.
@@ -84,21 +76,6 @@ async fn must_append(stack: &Stack, user: UserId, id: u64, body: CommandBody) {
     result.unwrap_or_else(|r| panic!("refused {cmd:?}: {r}"));
 }
 
-/// Every event of `key`'s partition, in order.
-async fn partition_events(stack: &Stack, key: &Key) -> Vec<EventRecord> {
-    let partition = PartitionId::for_key(key, stack.spec.partitions);
-    let mut out = Vec::new();
-    let mut from = Offset(0);
-    loop {
-        let (records, next) = stack.log.read(partition, from, 1024).await.unwrap();
-        if records.is_empty() {
-            return out;
-        }
-        out.extend(records);
-        from = next;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn presence_reaches_watchers_on_another_edge_as_privacy_contacts_and_blocks_allow() {
     let _g = SERIAL.lock().await;
@@ -111,7 +88,7 @@ async fn presence_reaches_watchers_on_another_edge_as_privacy_contacts_and_block
 
     // Bob watches Alice from edge 1. Her registration's connection came and
     // went: she is offline (once its offline is in), with a last seen.
-    let (b, mut b_ev) = connect(&stack, 1, bob).await;
+    let (b, mut b_ev) = stack.connect(1, bob).await;
     b.subscribe_presence(vec![a_user]);
     let registered_seen = loop {
         let (visible, online, seen) = presence_of(&mut b_ev, a_user).await;
@@ -122,7 +99,7 @@ async fn presence_reaches_watchers_on_another_edge_as_privacy_contacts_and_block
     };
 
     // Alice logs in on edge 0: online.
-    let (a, a_ev) = connect(&stack, 0, alice).await;
+    let (a, a_ev) = stack.connect(0, alice).await;
     let (visible, online, online_at) = presence_of(&mut b_ev, a_user).await;
     assert!(visible && online && online_at >= registered_seen);
     // Her connection closes: offline, last seen then; the user partition has
@@ -131,8 +108,10 @@ async fn presence_reaches_watchers_on_another_edge_as_privacy_contacts_and_block
     drop(a_ev);
     let (visible, online, offline_at) = presence_of(&mut b_ev, a_user).await;
     assert!(visible && !online && offline_at >= online_at, "{visible} {online} {offline_at}");
-    let transitions: Vec<(bool, u64)> = partition_events(&stack, &Key::User(a_user))
+    let transitions: Vec<(bool, u64)> = stack
+        .partition_records(&Key::User(a_user))
         .await
+        .unwrap()
         .into_iter()
         .filter_map(|r| match r.event.body {
             EventBody::PresenceChanged { user, online, .. } if user == a_user => Some((online, r.event.at_ms)),
@@ -158,14 +137,14 @@ async fn presence_reaches_watchers_on_another_edge_as_privacy_contacts_and_block
         }
     }
     // Carol, a new watcher, sees nothing either.
-    let (c, mut c_ev) = connect(&stack, 1, carol).await;
+    let (c, mut c_ev) = stack.connect(1, carol).await;
     c.subscribe_presence(vec![a_user]);
     assert_eq!(presence_of(&mut c_ev, a_user).await, (false, false, 0));
 
     // My contacts, and Bob is one: Bob sees her again, Carol does not.
     must_append(&stack, a_user, 2, CommandBody::UpdateContacts { contacts: vec![bob.user] }).await;
     // Alice comes online while hidden: nobody hears it...
-    let (a, a_ev) = connect(&stack, 0, alice).await;
+    let (a, a_ev) = stack.connect(0, alice).await;
     none(&mut b_ev, "hidden from Bob", Duration::from_millis(500), is_presence_of(a_user)).await;
     // ...then shows it to her contacts (through the SDK): Bob sees her online.
     a.set_privacy(Visibility::Contacts, Visibility::Everyone, Visibility::Everyone, true).await.unwrap();
@@ -208,14 +187,14 @@ async fn typing_reaches_the_other_members_only_expires_and_never_reaches_the_log
     let alice = stack.register(0, "+15550000211").await.unwrap();
     let bob = stack.register(1, "+15550000212").await.unwrap();
     let carol = stack.register(1, "+15550000213").await.unwrap();
-    let (a, mut a_ev) = connect(&stack, 0, alice).await;
-    let (b, mut b_ev) = connect(&stack, 1, bob).await;
-    let (c, mut c_ev) = connect(&stack, 1, carol).await;
+    let (a, mut a_ev) = stack.connect(0, alice).await;
+    let (b, mut b_ev) = stack.connect(1, bob).await;
+    let (c, mut c_ev) = stack.connect(1, carol).await;
     let chat = a.create_group("pair", vec![bob.user]).await.unwrap();
     // Once Bob has a message of the group, the projector knows its members.
     a.send(Recipient::Group(chat), b"hi".to_vec()).await.unwrap();
     messages(&mut b_ev, 1, Duration::from_secs(10)).await;
-    let before = partition_events(&stack, &Key::Chat(chat)).await;
+    let before = stack.partition_records(&Key::Chat(chat)).await.unwrap();
 
     let typing_of = |who: UserId, on: bool| {
         move |ev: &Event| match ev {
@@ -267,7 +246,7 @@ async fn typing_reaches_the_other_members_only_expires_and_never_reaches_the_log
     assert_eq!(code, EdgeErrorCode::RateLimited);
 
     // None of it is in the log: the chat's partition holds exactly what it held.
-    let after = partition_events(&stack, &Key::Chat(chat)).await;
+    let after = stack.partition_records(&Key::Chat(chat)).await.unwrap();
     assert_eq!(after.len(), before.len(), "typing reached the log");
     assert!(after.iter().all(|r| !format!("{:?}", r.event.body).contains("Typing")));
     a.close();
@@ -302,7 +281,7 @@ async fn the_cli_watches_presence_and_types() {
     let alice = stack.register(0, "+15550000221").await.unwrap();
     let bob = stack.register(1, "+15550000222").await.unwrap();
     let carol = stack.register(1, "+15550000223").await.unwrap();
-    let (a, a_ev) = connect(&stack, 0, alice).await;
+    let (a, a_ev) = stack.connect(0, alice).await;
     let chat = a.create_group("cli", vec![bob.user]).await.unwrap();
     a.send(Recipient::Group(chat), b"hi".to_vec()).await.unwrap();
 
@@ -333,7 +312,7 @@ async fn the_cli_watches_presence_and_types() {
     assert!(out.contains(&a_line("offline, last seen at")), "{out}");
 
     // Bob's CLI types in the group: Alice (back on edge 0) sees it.
-    let (a, mut a_ev2) = connect(&stack, 0, alice).await;
+    let (a, mut a_ev2) = stack.connect(0, alice).await;
     let (ok, out) = cli(&stack, dir.path(), bob, 1, &["typing", &chat.to_string(), "--for-ms", "1000"]);
     assert!(ok, "{out}");
     next(&mut a_ev2, "Bob typing", Duration::from_secs(10), |ev| match ev {

@@ -9,20 +9,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chorus_client::{Client, Credentials, Error, Event, Resume, StatusPost};
+use chorus_client::{Client, Error, StatusPost};
 use chorus_schema::{EdgeErrorCode, MediaRef, Profile, Recipient, StatusAudience, UserId, Visibility};
 use chorus_testkit::cluster::chorus_binary;
-use chorus_testkit::events::{messages, synced};
+use chorus_testkit::events::messages;
 use chorus_testkit::stack::{Stack, StackSpec};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-async fn connect(stack: &Stack, edge: usize, c: Credentials) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
-    let (client, mut events) =
-        Client::connect(stack.client_config(&[edge]), c, Resume::default()).await.expect("log in");
-    synced(&mut events).await;
-    (client, events)
-}
 
 fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> (EdgeErrorCode, String, Option<u64>) {
     match r {
@@ -67,10 +60,10 @@ async fn contacts_profiles_statuses_and_blocks() {
     let bob = stack.register(1, phones[1]).await.unwrap();
     let carol = stack.register(0, phones[2]).await.unwrap();
     let dave = stack.register(1, phones[3]).await.unwrap();
-    let (a, mut a_events) = connect(&stack, 0, alice).await;
-    let (b, _b_events) = connect(&stack, 1, bob).await;
-    let (c, _c_events) = connect(&stack, 0, carol).await;
-    let (d, _d_events) = connect(&stack, 1, dave).await;
+    let (a, mut a_events) = stack.connect(0, alice).await;
+    let (b, _b_events) = stack.connect(1, bob).await;
+    let (c, _c_events) = stack.connect(0, carol).await;
+    let (d, _d_events) = stack.connect(1, dave).await;
 
     // ---- contact sync: only the registered numbers come back, with their ids.
     let upload = [phones[1], phones[2], "+15559999999"].map(String::from);
@@ -214,7 +207,7 @@ async fn contact_sync_is_rate_limited_per_day_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let stack = Stack::start(StackSpec::new(dir.path(), chorus_binary()).unthrottled()).await.expect("stack");
     let eve = stack.register(0, "+15550000301").await.unwrap();
-    let (e, _events) = connect(&stack, 0, eve).await;
+    let (e, _events) = stack.connect(0, eve).await;
     let batch = |from: u32| -> Vec<String> { (from..from + 1000).map(|i| format!("+1555200{i:04}")).collect() };
     assert_eq!(e.sync_contacts(&batch(0)).await.unwrap(), vec![]);
     assert_eq!(e.sync_contacts(&batch(1000)).await.unwrap(), vec![]);
@@ -279,7 +272,7 @@ async fn the_cli_syncs_contacts_sets_a_profile_and_posts_lists_and_views_statuse
     let stack = Stack::start(StackSpec::new(dir.path(), chorus_binary()).unthrottled()).await.expect("stack");
     let (phone, profile) = ("+15550000401", dir.path().join("cli.json"));
     let bob = stack.register(1, "+15550000402").await.unwrap();
-    let (b, _b_events) = connect(&stack, 1, bob).await;
+    let (b, _b_events) = stack.connect(1, bob).await;
     let c = code(&stack, 0, phone).await;
     let (ok, out) = cli(&stack, &profile, &["register", "--phone", phone, "--code", &c]);
     assert!(ok, "{out}");

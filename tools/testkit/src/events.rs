@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use chorus_client::{ChatChange, Event, Message};
+use chorus_client::{ChatChange, Error, Event, Message};
+use chorus_schema::EdgeErrorCode;
 use tokio::sync::mpsc::Receiver;
 
 /// Waits for the `Synced` event (the sync after a (re)connect is over) and
@@ -55,4 +56,15 @@ pub async fn changes(events: &mut Receiver<Event>, n: usize, timeout: Duration) 
         }
     }
     out
+}
+
+/// The code and message of a refused request.
+///
+/// # Panics
+/// When `r` is not a refusal.
+pub fn refused<T: std::fmt::Debug>(r: Result<T, Error>) -> (EdgeErrorCode, String) {
+    match r {
+        Err(Error::Refused { code, message, .. }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

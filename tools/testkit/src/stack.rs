@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chorus_client::{ClientConfig, Credentials};
+use chorus_client::{Client, ClientConfig, Credentials, Event, Resume};
 use chorus_log_node::LogClient;
+use chorus_schema::{EventRecord, Key, Offset, PartitionId};
+use tokio::sync::mpsc::Receiver;
 
 use crate::cluster::{Cluster, ClusterSpec};
 use crate::error::{Error, Result};
@@ -133,5 +135,38 @@ impl Stack {
     pub async fn register(&self, edge: usize, phone: &str) -> Result<Credentials> {
         let e = self.cluster.edges.get(edge).ok_or_else(|| Error::Invalid(format!("the stack has no edge {edge}")))?;
         register(&e.listen, &e.sms_path(), &self.cluster.edge_ca, phone, "test").await
+    }
+
+    /// Logs `c` in at edge `edge` with no saved positions and waits until
+    /// its first sync is over.
+    ///
+    /// # Panics
+    /// When the login fails, or no sync comes within 30 s.
+    pub async fn connect(&self, edge: usize, c: Credentials) -> (Client, Receiver<Event>) {
+        let (client, mut events) = match Client::connect(self.client_config(&[edge]), c, Resume::default()).await {
+            Ok(connected) => connected,
+            Err(e) => panic!("log in at edge {edge}: {e}"),
+        };
+        crate::events::synced(&mut events).await;
+        (client, events)
+    }
+
+    /// Every record of `key`'s partition, in order, as the log holds it now.
+    ///
+    /// # Errors
+    /// When the log cannot be read.
+    pub async fn partition_records(&self, key: &Key) -> Result<Vec<EventRecord>> {
+        let partition = PartitionId::for_key(key, self.spec.partitions);
+        let mut out = Vec::new();
+        let mut from = Offset(0);
+        loop {
+            let (records, next) =
+                self.log.read(partition, from, 1024).await.map_err(|e| Error::Cluster(format!("read the log: {e}")))?;
+            if records.is_empty() {
+                return Ok(out);
+            }
+            out.extend(records);
+            from = next;
+        }
     }
 }
