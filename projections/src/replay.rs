@@ -35,12 +35,18 @@ use crate::{Projection, View, Views};
 /// Records read per request by [`rebuild_views_from_log`].
 pub const REPLAY_READ_RECORDS: u32 = 1024;
 
+/// Most records folded in one transaction of a rebuild.
+pub const REPLAY_TXN_RECORDS: usize = 16 * 1024;
+
+/// Reads a rebuild keeps ready ahead of its folds.
+const REPLAY_READS_AHEAD: usize = 4;
+
 /// What a rebuild did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplayStats {
     /// Records folded, over every partition.
     pub records: u64,
-    /// Transactions committed (one per read).
+    /// Transactions committed (up to [`REPLAY_TXN_RECORDS`] records each).
     pub batches: u64,
     /// The next offset of each partition after the replay (its end of log then).
     pub next_offsets: Vec<Offset>,
@@ -106,34 +112,64 @@ async fn rebuild_views_with(
         put_value(&mut txn, &keys::partial(), &views.to_string());
         txn.commit()?;
     }
-    let mut stats = ReplayStats::default();
-    for p in 0..client.partitions() {
-        let partition = PartitionId(p);
-        let mut from = Offset(0);
-        loop {
-            let (records, next) = read_with_retry(client, partition, from).await?;
-            if records.is_empty() {
-                break;
+    // A reader task reads every partition in turn, a few batches ahead of
+    // the folder, which folds them in transactions of up to
+    // `REPLAY_TXN_RECORDS` records (fewer, larger commits; the transaction's
+    // range cache serves a chat's roster once per transaction).
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<EventRecord>>(REPLAY_READS_AHEAD);
+    let reader = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut next_offsets = Vec::new();
+            for p in 0..client.partitions() {
+                let partition = PartitionId(p);
+                let mut from = Offset(0);
+                loop {
+                    let (records, next) = read_with_retry(&client, partition, from).await?;
+                    if records.is_empty() {
+                        break;
+                    }
+                    if tx.send(records).await.is_err() {
+                        // The folder failed; its error is the one to report.
+                        return Ok(next_offsets);
+                    }
+                    from = next;
+                }
+                next_offsets.push(from);
+                debug!(%partition, next = %from, "partition read");
             }
-            let store = store.clone();
-            let n = records.len() as u64;
-            tokio::task::spawn_blocking(move || -> Result<()> {
+            Ok::<_, Error>(next_offsets)
+        })
+    };
+    let folder = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || -> Result<(u64, u64)> {
+            let (mut records, mut batches) = (0u64, 0u64);
+            let mut next = rx.blocking_recv();
+            while next.is_some() {
                 let mut txn = store.begin();
-                for r in &records {
-                    projection.apply(&mut txn, r, &mut Vec::new())?;
+                let mut in_txn = 0usize;
+                while let Some(batch) = next.take() {
+                    for r in &batch {
+                        projection.apply(&mut txn, r, &mut Vec::new())?;
+                    }
+                    in_txn += batch.len();
+                    records += batch.len() as u64;
+                    next = rx.blocking_recv();
+                    if in_txn >= REPLAY_TXN_RECORDS {
+                        break;
+                    }
                 }
                 txn.commit()?;
-                Ok(())
-            })
-            .await
-            .map_err(task_failed)??;
-            stats.records += n;
-            stats.batches += 1;
-            from = next;
-        }
-        stats.next_offsets.push(from);
-        debug!(%partition, next = %from, "partition replayed");
-    }
+                batches += 1;
+            }
+            Ok((records, batches))
+        })
+    };
+    let folded = folder.await.map_err(task_failed)?;
+    let read = reader.await.map_err(task_failed)?;
+    let (records, batches) = folded?;
+    let stats = ReplayStats { records, batches, next_offsets: read? };
     // Drop the views that were folded only because the asked ones read them.
     let read_only: Vec<View> = projection.views().iter().filter(|v| !views.contains(*v)).collect();
     if !read_only.is_empty() {

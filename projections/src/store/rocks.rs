@@ -8,7 +8,11 @@
 //! when the transaction began. `get` looks in the index, then the snapshot;
 //! `scan` merges the index's range with a snapshot iterator over the same range
 //! ([`merge`]). [`RocksTxn::commit`] turns the index into one `WriteBatch` and
-//! writes it atomically: WAL on, no fsync. A crash may lose the newest commits,
+//! writes it atomically: WAL on, no fsync. A transaction remembers the snapshot
+//! rows of each range it scanned ([`RocksTxn`]'s range cache): the snapshot
+//! does not change under it, and folds scan the same small ranges (a chat's
+//! members, a partition's due expiries) for record after record, so each is
+//! read from RocksDB once per transaction, not once per record. A crash may lose the newest commits,
 //! but never part of one, and the projector's cursor commits in the same batch
 //! as the views, so losing a commit only makes the projector fold its records
 //! again (see [`crate::store`] for the promise).
@@ -20,7 +24,8 @@
 //! ([`RocksStore::read`]) take no lock: they see the snapshot of their start,
 //! consistent across every key they read, however long they take.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -95,13 +100,20 @@ impl RocksStore {
             snapshot: self.inner.db.snapshot(),
             writes: BTreeMap::new(),
             writer: Some(guard),
+            ranges: RefCell::default(),
         }
     }
 
     /// A read-only transaction over a snapshot of what is committed now. Its
     /// writes (if any) are discarded; [`RocksTxn::commit`] refuses them.
     pub fn read(&self) -> RocksTxn<'_> {
-        RocksTxn { db: &self.inner.db, snapshot: self.inner.db.snapshot(), writes: BTreeMap::new(), writer: None }
+        RocksTxn {
+            db: &self.inner.db,
+            snapshot: self.inner.db.snapshot(),
+            writes: BTreeMap::new(),
+            writer: None,
+            ranges: RefCell::default(),
+        }
     }
 
     /// Every committed entry, in key order (for tests and `replay` checks).
@@ -161,6 +173,43 @@ pub struct RocksTxn<'a> {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// The writer lock, for a transaction from [`RocksStore::begin`].
     writer: Option<MutexGuard<'a, ()>>,
+    /// The snapshot rows of ranges scanned so far, by `(from, to)`.
+    ranges: RefCell<HashMap<(Vec<u8>, Vec<u8>), SnapshotRange>>,
+}
+
+/// Rows of the snapshot in one range, from its start: all of them
+/// (`complete`), or the first ones (a scan stopped at its limit).
+struct SnapshotRange {
+    rows: Arc<Vec<(Vec<u8>, Vec<u8>)>>,
+    complete: bool,
+}
+
+/// Most snapshot rows a transaction keeps for one range.
+const RANGE_ROWS_CACHED_MAX: usize = 4096;
+
+/// A snapshot iterator that keeps what it yields (up to
+/// [`RANGE_ROWS_CACHED_MAX`] rows) and whether it reached the end.
+struct Recording<I> {
+    inner: I,
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
+    overflowed: bool,
+    ended: bool,
+    failed: bool,
+}
+
+impl<I: Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>> Iterator for Recording<I> {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.inner.next();
+        match &item {
+            None => self.ended = true,
+            Some(Err(_)) => self.failed = true,
+            Some(Ok(row)) if self.rows.len() < RANGE_ROWS_CACHED_MAX => self.rows.push(row.clone()),
+            Some(Ok(_)) => self.overflowed = true,
+        }
+        item
+    }
 }
 
 impl std::fmt::Debug for RocksTxn<'_> {
@@ -231,14 +280,53 @@ impl Txn for RocksTxn<'_> {
         if from >= to {
             return Ok(Vec::new());
         }
+        let overlay = || {
+            self.writes
+                .range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)))
+                .map(|(k, v)| (k.as_slice(), v.as_deref()))
+        };
+        let cached = self.ranges.borrow().get(&(from.to_vec(), to.to_vec())).map(|r| (r.rows.clone(), r.complete));
+        match cached {
+            Some((rows, true)) => merge(rows.iter().cloned().map(Ok), overlay(), limit),
+            Some((rows, false)) => {
+                // The cached rows, then the snapshot after the last of them
+                // (opened only if the merge gets that far).
+                let after = rows.last().map(|(k, _)| k.clone());
+                let rest = std::iter::once(()).flat_map(move |()| {
+                    let start = after.clone().unwrap_or_else(|| from.to_vec());
+                    let skip = after.clone();
+                    self.snapshot_range(&start, to)
+                        .skip_while(move |r| matches!((r, &skip), (Ok((k, _)), Some(s)) if k == s))
+                });
+                merge(rows.iter().cloned().map(Ok).chain(rest), overlay(), limit)
+            }
+            None => {
+                let mut base = Recording {
+                    inner: self.snapshot_range(from, to),
+                    rows: Vec::new(),
+                    overflowed: false,
+                    ended: false,
+                    failed: false,
+                };
+                let out = merge(&mut base, overlay(), limit)?;
+                if !base.failed && !base.overflowed {
+                    let range = SnapshotRange { rows: Arc::new(base.rows), complete: base.ended };
+                    self.ranges.borrow_mut().insert((from.to_vec(), to.to_vec()), range);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl RocksTxn<'_> {
+    /// The snapshot's entries with `from <= key < to`, in key order, lazily.
+    fn snapshot_range(&self, from: &[u8], to: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
         let mut options = ReadOptions::default();
         options.set_iterate_upper_bound(to.to_vec());
-        let base = self
-            .snapshot
+        self.snapshot
             .iterator_opt(IteratorMode::From(from, rocksdb::Direction::Forward), options)
-            .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(backend));
-        let overlay = self.writes.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to)));
-        merge(base, overlay.map(|(k, v)| (k.as_slice(), v.as_deref())), limit)
+            .map(|item| item.map(|(k, v)| (k.into_vec(), v.into_vec())).map_err(backend))
     }
 }
 
@@ -326,6 +414,65 @@ mod tests {
 
     fn base(entries: &[(&[u8], &[u8])]) -> Vec<Result<(Vec<u8>, Vec<u8>)>> {
         entries.iter().map(|(k, v)| Ok((k.to_vec(), v.to_vec()))).collect()
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Put(u8, u8),
+        Delete(u8),
+        Scan(u8, u8, usize),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..24, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+            (0u8..24).prop_map(Op::Delete),
+            // Few distinct ranges, so that scans repeat and hit the range cache.
+            (0u8..4, 0u8..4, 0usize..8).prop_map(|(a, b, l)| Op::Scan(a * 6, b * 6 + 6, l)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A transaction's scans, cached or not, see exactly the committed
+        /// entries overlaid with its own writes so far (a model: one BTreeMap).
+        #[test]
+        fn cached_scans_see_the_snapshot_and_every_write_since(
+            committed in proptest::collection::btree_map(0u8..24, proptest::prelude::any::<u8>(), 0..20),
+            ops in proptest::collection::vec(op(), 0..60),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = RocksStore::open(dir.path()).unwrap();
+            let mut t = store.begin();
+            for (k, v) in &committed {
+                t.put(&[*k], &[*v]);
+            }
+            t.commit().unwrap();
+            let mut model = committed.clone();
+            let mut t = store.begin();
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        t.put(&[k], &[v]);
+                        model.insert(k, v);
+                    }
+                    Op::Delete(k) => {
+                        t.delete(&[k]);
+                        model.remove(&k);
+                    }
+                    Op::Scan(from, to, limit) => {
+                        let got = t.scan(&[from], &[to], limit).unwrap();
+                        let want: Vec<(Vec<u8>, Vec<u8>)> = model
+                            .iter()
+                            .filter(|(k, _)| (from..to).contains(*k))
+                            .take(limit)
+                            .map(|(k, v)| (vec![*k], vec![*v]))
+                            .collect();
+                        proptest::prop_assert_eq!(got, want);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

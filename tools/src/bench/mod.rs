@@ -4,4 +4,5 @@ pub mod e2e;
 pub mod group;
 pub mod log;
 pub mod presence;
+pub mod replay;
 pub mod stats;
