@@ -123,7 +123,24 @@ async fn scrape_all(targets: &[String], timeout: Duration) -> Vec<ScrapeProbe> {
 /// body of a successful answer.
 async fn scrape(http: &reqwest::Client, target: &str) -> Result<String, String> {
     let url = if target.contains("://") { target.to_owned() } else { format!("http://{target}/metrics") };
-    let resp = http.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-    let resp = resp.error_for_status().map_err(|e| format!("GET {url}: {e}"))?;
-    resp.text().await.map_err(|e| format!("GET {url}: {e}"))
+    let failed = |e: reqwest::Error| format!("GET {url}: {}", causes(&e));
+    let resp = http.get(&url).send().await.map_err(failed)?;
+    let resp = resp.error_for_status().map_err(failed)?;
+    resp.text().await.map_err(failed)
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message names no
+/// cause: "error sending request").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(c) = next {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = c.source();
+    }
+    out
 }
