@@ -85,6 +85,17 @@ pub struct NodeStatus {
     pub node: NodeId,
     pub partitions: Vec<PartitionStatus>,
     pub groups: Vec<GroupStatus>,
+    /// Every node in the memberships of this node's groups, with its
+    /// addresses (empty from a node older than this field).
+    pub members: Vec<MemberAddr>,
+}
+
+/// A node of the cluster and where to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddr {
+    pub node: NodeId,
+    pub client_addr: String,
+    pub raft_addr: String,
 }
 
 /// One partition as seen by one node. Leader, term, log indexes, voters and
@@ -320,6 +331,11 @@ impl Response {
                     check_len("learners", g.learners.len(), MAX_VOTERS)?;
                     check_len("replicas", g.replicas.len(), MAX_REPLICAS)?;
                     check_len("group partitions", g.partitions.len(), MAX_STATUS_PARTITIONS)
+                })?;
+                check_len("status members", s.members.len(), MAX_STATUS_PARTITIONS)?;
+                s.members.iter().try_for_each(|m| {
+                    check_len("client address", m.client_addr.len(), MAX_ADDR_BYTES)?;
+                    check_len("raft address", m.raft_addr.len(), MAX_ADDR_BYTES)
                 })
             }
             Response::Done => Ok(()),
@@ -404,9 +420,31 @@ impl Response {
                     })
                     .collect();
                 let groups = fbb.create_vector(&groups);
+                let members: Vec<_> = status
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let client_addr = fbb.create_string(&m.client_addr);
+                        let raft_addr = fbb.create_string(&m.raft_addr);
+                        fb::MemberAddr::create(
+                            &mut fbb,
+                            &fb::MemberAddrArgs {
+                                node: m.node.0,
+                                client_addr: Some(client_addr),
+                                raft_addr: Some(raft_addr),
+                            },
+                        )
+                    })
+                    .collect();
+                let members = fbb.create_vector(&members);
                 let t = fb::StatusResponse::create(
                     &mut fbb,
-                    &fb::StatusResponseArgs { node: status.node.0, partitions: Some(partitions), groups: Some(groups) },
+                    &fb::StatusResponseArgs {
+                        node: status.node.0,
+                        partitions: Some(partitions),
+                        groups: Some(groups),
+                        members: Some(members),
+                    },
                 );
                 (fb::ResponseBody::StatusResponse, t.as_union_value())
             }
@@ -489,7 +527,16 @@ impl Response {
                         partitions: g.partitions().iter().map(PartitionId).collect(),
                     })
                     .collect();
-                Response::Status(NodeStatus { node: NodeId(b.node()), partitions, groups })
+                check_len("status members", b.members().map_or(0, |m| m.len()), MAX_STATUS_PARTITIONS)?;
+                let members = b.members().map(|m| m.iter()).into_iter().flatten();
+                let members = members
+                    .map(|m| MemberAddr {
+                        node: NodeId(m.node()),
+                        client_addr: m.client_addr().to_owned(),
+                        raft_addr: m.raft_addr().to_owned(),
+                    })
+                    .collect();
+                Response::Status(NodeStatus { node: NodeId(b.node()), partitions, groups, members })
             }
             fb::ResponseBody::DoneResponse => {
                 r.body_as_done_response().ok_or_else(bad)?;

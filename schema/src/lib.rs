@@ -91,7 +91,8 @@ mod generated;
 use generated::chorus::fb;
 
 pub use api::{
-    AppendCommand, ErrorCode, GroupStatus, LeaderHint, NodeStatus, PartitionStatus, ReplicaStatus, Request, Response,
+    AppendCommand, ErrorCode, GroupStatus, LeaderHint, MemberAddr, NodeStatus, PartitionStatus, ReplicaStatus, Request,
+    Response,
 };
 pub use command::{Command, CommandBody};
 pub use edge::{

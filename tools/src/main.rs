@@ -72,6 +72,9 @@ enum Cmd {
     Bench(BenchCmd),
     /// Jepsen: run a workload against a local cluster under faults, check the history.
     Jepsen(commands::jepsen::Args),
+    /// The whole deployment: nodes, Raft groups and replica lag, partitions,
+    /// projector positions and lag, edges and their connections.
+    Status(commands::status::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +157,7 @@ fn main() -> Result<()> {
             Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
             Cmd::Bench(BenchCmd::Replay(a)) => bench::replay::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
+            Cmd::Status(a) => commands::status::run(a).await,
         }
     })
 }

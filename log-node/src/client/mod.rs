@@ -736,6 +736,7 @@ mod placement_tests {
             node: NodeId(1),
             partitions,
             groups: (0..groups).map(group).collect(),
+            members: vec![],
         };
         let good = status(vec![partition(0, 0), partition(1, 1), partition(2, 0)], 2);
         assert_eq!(placement_of(&good).unwrap(), (vec![GroupId(0), GroupId(1), GroupId(0)], 2));

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chorus_schema::{
-    AppendCommand, Command, ErrorCode, GroupId, GroupStatus, LeaderHint, LogIndex, NodeId, NodeStatus, Offset,
-    PartitionId, PartitionStatus, ReplicaStatus, Request, Response, MAX_FRAME_BYTES,
+    AppendCommand, Command, ErrorCode, GroupId, GroupStatus, LeaderHint, LogIndex, MemberAddr, NodeId, NodeStatus,
+    Offset, PartitionId, PartitionStatus, ReplicaStatus, Request, Response, MAX_FRAME_BYTES,
 };
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
@@ -142,6 +142,22 @@ fn replicas(m: &RaftMetrics) -> Vec<ReplicaStatus> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every node in the memberships of `metrics`' groups, by id (a node in
+/// several groups once; its addresses from the first group that has it).
+fn members(metrics: &[RaftMetrics]) -> Vec<MemberAddr> {
+    let mut seen = std::collections::BTreeMap::new();
+    for m in metrics {
+        for (id, addr) in m.membership_config.membership().nodes() {
+            seen.entry(*id).or_insert_with(|| MemberAddr {
+                node: NodeId(*id),
+                client_addr: addr.client_addr.clone(),
+                raft_addr: addr.raft_addr.clone(),
+            });
+        }
+    }
+    seen.into_values().collect()
 }
 
 impl Api {
@@ -328,7 +344,8 @@ impl Api {
                 }
             })
             .collect();
-        NodeStatus { node: NodeId(self.node_id), partitions, groups }
+        let members = members(&metrics);
+        NodeStatus { node: NodeId(self.node_id), partitions, groups, members }
     }
 
     async fn add_learner(&self, group: GroupId, node: NodeId, addr: NodeAddr) -> Result<Response, Response> {

@@ -15120,6 +15120,7 @@ impl<'a> StatusResponse<'a> {
   pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 6;
   pub const VT_GROUPS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -15132,6 +15133,7 @@ impl<'a> StatusResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<StatusResponse<'bldr>> {
     let mut builder = StatusResponseBuilder::new(_fbb);
     builder.add_node(args.node);
+    if let Some(x) = args.members { builder.add_members(x); }
     if let Some(x) = args.groups { builder.add_groups(x); }
     if let Some(x) = args.partitions { builder.add_partitions(x); }
     builder.finish()
@@ -15159,6 +15161,15 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>(StatusResponse::VT_GROUPS, None)}
   }
+  /// Every node in the memberships of the node's groups (voters and
+  /// learners), with its addresses: how `chorus status` finds the others.
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberAddr<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberAddr>>>>(StatusResponse::VT_MEMBERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -15170,6 +15181,7 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
      .visit_field::<u64>("node", Self::VT_NODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PartitionStatus>>>>("partitions", Self::VT_PARTITIONS, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupStatus>>>>("groups", Self::VT_GROUPS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MemberAddr>>>>("members", Self::VT_MEMBERS, false)?
      .finish();
     Ok(())
   }
@@ -15178,6 +15190,7 @@ pub struct StatusResponseArgs<'a> {
     pub node: u64,
     pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionStatus<'a>>>>>,
     pub groups: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupStatus<'a>>>>>,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberAddr<'a>>>>>,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
@@ -15186,6 +15199,7 @@ impl<'a> Default for StatusResponseArgs<'a> {
       node: 0,
       partitions: None, // required field
       groups: None,
+      members: None,
     }
   }
 }
@@ -15206,6 +15220,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
   #[inline]
   pub fn add_groups(&mut self, groups: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<GroupStatus<'b >>>>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_GROUPS, groups);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MemberAddr<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_MEMBERS, members);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
@@ -15229,6 +15247,7 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
       ds.field("node", &self.node());
       ds.field("partitions", &self.partitions());
       ds.field("groups", &self.groups());
+      ds.field("members", &self.members());
       ds.finish()
   }
 }
@@ -15670,6 +15689,139 @@ impl ::core::fmt::Debug for Response<'_> {
           ds.field("body", &x)
         },
       };
+      ds.finish()
+  }
+}
+pub enum MemberAddrOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A node of the cluster and where to reach it.
+pub struct MemberAddr<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberAddr<'a> {
+  type Inner = MemberAddr<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberAddr<'a> {
+  pub const VT_NODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CLIENT_ADDR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RAFT_ADDR: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberAddr { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberAddrArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberAddr<'bldr>> {
+    let mut builder = MemberAddrBuilder::new(_fbb);
+    builder.add_node(args.node);
+    if let Some(x) = args.raft_addr { builder.add_raft_addr(x); }
+    if let Some(x) = args.client_addr { builder.add_client_addr(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberAddr::VT_NODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn client_addr(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberAddr::VT_CLIENT_ADDR, None).unwrap()}
+  }
+  #[inline]
+  pub fn raft_addr(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberAddr::VT_RAFT_ADDR, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberAddr<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("node", Self::VT_NODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_addr", Self::VT_CLIENT_ADDR, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("raft_addr", Self::VT_RAFT_ADDR, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberAddrArgs<'a> {
+    pub node: u64,
+    pub client_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub raft_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MemberAddrArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberAddrArgs {
+      node: 0,
+      client_addr: None, // required field
+      raft_addr: None, // required field
+    }
+  }
+}
+
+pub struct MemberAddrBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberAddrBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node(&mut self, node: u64) {
+    self.fbb_.push_slot::<u64>(MemberAddr::VT_NODE, node, 0);
+  }
+  #[inline]
+  pub fn add_client_addr(&mut self, client_addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberAddr::VT_CLIENT_ADDR, client_addr);
+  }
+  #[inline]
+  pub fn add_raft_addr(&mut self, raft_addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberAddr::VT_RAFT_ADDR, raft_addr);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberAddrBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberAddrBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberAddr<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MemberAddr::VT_CLIENT_ADDR,"client_addr");
+    self.fbb_.required(o, MemberAddr::VT_RAFT_ADDR,"raft_addr");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberAddr<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberAddr");
+      ds.field("node", &self.node());
+      ds.field("client_addr", &self.client_addr());
+      ds.field("raft_addr", &self.raft_addr());
       ds.finish()
   }
 }

@@ -402,8 +402,9 @@ pub(crate) fn response() -> impl Strategy<Value = Response> {
         vec(command_result(), 0..6).prop_map(|results| Response::Appended { results }),
         (partition(), vec(event_record().prop_map(|e| e.encode()), 0..4), any::<u64>())
             .prop_map(|(partition, events, next)| Response::Events { partition, events, next: Offset(next) }),
-        (node(), vec(partition_status(), 0..4), vec(group_status(), 0..3))
-            .prop_map(|(node, partitions, groups)| Response::Status(NodeStatus { node, partitions, groups })),
+        (node(), vec(partition_status(), 0..4), vec(group_status(), 0..3), vec(member_addr(), 0..4)).prop_map(
+            |(node, partitions, groups, members)| Response::Status(NodeStatus { node, partitions, groups, members })
+        ),
         Just(Response::Done),
         (
             error_code(),
@@ -845,4 +846,8 @@ pub(crate) fn view_reply() -> impl Strategy<Value = bus::ViewReply> {
         vec(status_entry(), 0..4).prop_map(|s| Ok(A::Statuses(s))),
         vec(contact_match(), 0..4).prop_map(|m| Ok(A::ContactMatches(m))),
     ]
+}
+
+pub(crate) fn member_addr() -> impl Strategy<Value = MemberAddr> {
+    (node(), text(60), text(60)).prop_map(|(node, client_addr, raft_addr)| MemberAddr { node, client_addr, raft_addr })
 }

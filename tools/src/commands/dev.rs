@@ -193,6 +193,7 @@ pub async fn run(args: Args) -> Result<()> {
         o.cert.display(),
         o.key.display()
     );
+    println!("the whole deployment: chorus status (or chorus status --json)");
     println!("Ctrl-C stops it.");
     super::log_node::shutdown_signal().await;
     dev.stop().await

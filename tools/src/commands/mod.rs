@@ -8,6 +8,7 @@ pub mod jepsen;
 pub mod log;
 pub mod log_node;
 pub mod projector;
+pub mod status;
 
 /// A process's configuration, the same way for the log-node, the projector
 /// and the edge: defaults → the TOML file at `path` → `CHORUS_*` environment
@@ -37,10 +38,11 @@ pub struct LogTlsArgs {
     /// This client's certificate, of the cluster CA (`chorus certs --role
     /// operator --name <you>`): its role decides what the log lets it do
     /// (operators: status, reads, membership; edges: appends).
-    #[arg(long)]
+    /// The default is the operator certificate `chorus dev` issues.
+    #[arg(long, default_value = "data/tls/operator-dev.pem")]
     pub cert: std::path::PathBuf,
     /// The certificate's private key.
-    #[arg(long)]
+    #[arg(long, default_value = "data/tls/operator-dev.key")]
     pub key: std::path::PathBuf,
 }
 
