@@ -181,6 +181,9 @@ impl Api {
             Request::ChangeVoters { group, voters } => self.change_voters(group, voters).await,
             Request::RemoveVoter { group, node } => self.remove_voter(group, node).await,
             Request::PromoteLearner { group, node } => self.promote_learner(group, node).await,
+            Request::CommitOffsets { consumer, offsets, reset } => {
+                self.commit_offsets(consumer, offsets, reset).await
+            }
             Request::Tail { .. } => unreachable!("tail is served as a stream"),
         };
         r.unwrap_or_else(|e| e)
@@ -234,6 +237,25 @@ impl Api {
             Ok(Err(proposer::Error::NotLeader(f))) => Err(not_leader(&f, group)),
             Ok(Err(e)) => Err(error(ErrorCode::Unavailable, e.to_string())),
         }
+    }
+
+    /// A named consumer's commit (or, with no offsets, read; issue 13): the
+    /// `CommitOffsets` command of the consumer's partition, through the same
+    /// proposer as every append, so the answer comes once it is applied.
+    /// The origin is all zero: commits speak for no user, and the
+    /// partition keeps no dedup entry for them (they are idempotent by value).
+    async fn commit_offsets(
+        &self,
+        consumer: String,
+        offsets: Vec<chorus_schema::PartitionOffset>,
+        reset: bool,
+    ) -> Result<Response, Response> {
+        let cmd = Command {
+            origin: chorus_schema::Origin::default(),
+            body: chorus_schema::CommandBody::CommitOffsets { consumer, offsets, reset },
+        };
+        let partition = PartitionId::for_key(&cmd.key(), self.placement.partitions());
+        self.append(vec![AppendCommand { partition, bytes: cmd.encode() }]).await
     }
 
     fn read(&self, partition: PartitionId, from: Offset, limit: u32) -> Result<Response, Response> {
