@@ -72,6 +72,11 @@ enum Cmd {
     Bench(BenchCmd),
     /// Jepsen: run a workload against a local cluster under faults, check the history.
     Jepsen(commands::jepsen::Args),
+    /// Stream committed events as JSON lines, optionally as a named consumer
+    /// whose offsets the log keeps (at-least-once).
+    Tail(commands::tail::Args),
+    /// Named consumers: show or reset their committed offsets.
+    Consumer(commands::tail::ConsumerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +112,8 @@ fn main() -> Result<()> {
             Cmd::Edge(a) => commands::edge::run(a).await,
             Cmd::Client(a) => commands::client::run(a).await,
             Cmd::Replay(a) => commands::projector::replay(a).await,
+            Cmd::Tail(a) => commands::tail::run(a).await,
+            Cmd::Consumer(a) => commands::tail::consumer(a).await,
             Cmd::Certs { dir, role, name, host } => {
                 use chorus_log_node::network::tls;
                 let paths = if role == "edge-server" {
