@@ -53,10 +53,9 @@ impl LogClient {
     ) -> Result<Vec<PartitionOffset>> {
         let body = CommandBody::CommitOffsets { consumer: consumer.to_owned(), offsets: offsets.to_vec(), reset };
         // Check here what the node would refuse, so a bad name is a clear refusal at once.
-        Command { origin: Origin::default(), body }.validate().map_err(|e| Error::Refused {
-            code: chorus_schema::ErrorCode::InvalidCommand,
-            message: e.to_string(),
-        })?;
+        Command { origin: Origin::default(), body }
+            .validate()
+            .map_err(|e| Error::Refused { code: chorus_schema::ErrorCode::InvalidCommand, message: e.to_string() })?;
         let group = self.group_of(self.consumer_partition(consumer));
         let req = Request::CommitOffsets { consumer: consumer.to_owned(), offsets: offsets.to_vec(), reset };
         let deadline = Instant::now() + self.inner.config.append_deadline();
@@ -64,7 +63,9 @@ impl LogClient {
         match self.route(group, &req, true, deadline, expected).await? {
             Response::Appended { results } => match results.as_slice() {
                 [Ok(Outcome::Offsets(now))] => Ok(now.clone()),
-                [Err(r)] => Err(Error::Refused { code: chorus_schema::ErrorCode::InvalidCommand, message: r.to_string() }),
+                [Err(r)] => {
+                    Err(Error::Refused { code: chorus_schema::ErrorCode::InvalidCommand, message: r.to_string() })
+                }
                 other => Err(Error::Protocol(format!("unexpected commit results {other:?}"))),
             },
             other => Err(Error::Protocol(format!("unexpected {}", describe(&other)))),

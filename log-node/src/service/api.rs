@@ -181,9 +181,7 @@ impl Api {
             Request::ChangeVoters { group, voters } => self.change_voters(group, voters).await,
             Request::RemoveVoter { group, node } => self.remove_voter(group, node).await,
             Request::PromoteLearner { group, node } => self.promote_learner(group, node).await,
-            Request::CommitOffsets { consumer, offsets, reset } => {
-                self.commit_offsets(consumer, offsets, reset).await
-            }
+            Request::CommitOffsets { consumer, offsets, reset } => self.commit_offsets(consumer, offsets, reset).await,
             Request::Tail { .. } => unreachable!("tail is served as a stream"),
         };
         r.unwrap_or_else(|e| e)
@@ -224,6 +222,12 @@ impl Api {
         }
         // `commands` is not empty: checked above.
         let Some(group) = group else { return Err(error(ErrorCode::InvalidCommand, "append of no commands")) };
+        self.propose(group, commands).await
+    }
+
+    /// Hands checked commands of `group`'s partitions to its proposer and
+    /// waits for their results.
+    async fn propose(&self, group: GroupId, commands: Vec<AppendCommand>) -> Result<Response, Response> {
         let proposer = self
             .proposers
             .get(group.0 as usize)
@@ -255,7 +259,8 @@ impl Api {
             body: chorus_schema::CommandBody::CommitOffsets { consumer, offsets, reset },
         };
         let partition = PartitionId::for_key(&cmd.key(), self.placement.partitions());
-        self.append(vec![AppendCommand { partition, bytes: cmd.encode() }]).await
+        let group = self.group_of(partition)?;
+        self.propose(group, vec![AppendCommand { partition, bytes: cmd.encode() }]).await
     }
 
     fn read(&self, partition: PartitionId, from: Offset, limit: u32) -> Result<Response, Response> {

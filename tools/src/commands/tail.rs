@@ -55,9 +55,10 @@ pub fn parse_start(s: &str) -> Result<Start> {
                 Start::Time { at_ms: ms.parse().with_context(|| format!("--from {s}: time:MS, Unix milliseconds"))? }
             } else {
                 let n = s.strip_prefix("offset:").unwrap_or(s);
-                Start::Offset(Offset(n.parse().with_context(|| {
-                    format!("--from {s}: earliest, latest, committed, an offset or time:MS")
-                })?))
+                Start::Offset(Offset(
+                    n.parse()
+                        .with_context(|| format!("--from {s}: earliest, latest, committed, an offset or time:MS"))?,
+                ))
             }
         }
     })
@@ -100,6 +101,11 @@ pub async fn run(args: Args) -> Result<()> {
         options = options.partitions(args.partitions.iter().copied().map(PartitionId).collect());
     }
     let mut consumer = Consumer::open(client, options).await?;
+    // On stderr, so that stdout holds events only: a reader (or a test) knows
+    // from here on every newly committed event is printed.
+    let start: serde_json::Map<String, serde_json::Value> =
+        consumer.positions().iter().map(|o| (o.partition.0.to_string(), serde_json::Value::from(o.offset.0))).collect();
+    eprintln!("tail: started at {}", serde_json::Value::Object(start));
     let stdout = std::io::stdout();
     let mut seen = 0u64;
     while args.limit.is_none_or(|l| seen < l) {
