@@ -36,12 +36,12 @@ enum Cmd {
     /// Rebuild views from the log into a fresh store; compare them with a live store.
     Replay(commands::projector::ReplayArgs),
     /// Issue a certificate (the CAs are made in --dir when missing): a role of
-    /// the cluster CA (node, edge, projector, operator) or an edge's server
+    /// the cluster CA (node, edge, projector, operator, analyst) or an edge's server
     /// certificate of the separate edge CA (edge-server). See docs/security.md.
     Certs {
         #[arg(long, default_value = "data/tls")]
         dir: std::path::PathBuf,
-        /// node, edge, projector, operator or edge-server.
+        /// node, edge, projector, operator, analyst or edge-server.
         #[arg(long)]
         role: String,
         /// The principal's name (a node's is its id).

@@ -244,6 +244,24 @@ async fn committed_offsets_survive_their_leader_and_tail_from_latest_and_from_a_
     assert_eq!(refused.refusal(), Some(chorus_schema::ErrorCode::Forbidden), "{refused}");
     let bad = operator.commit_offsets("no spaces", &[]).await.unwrap_err();
     assert!(bad.refusal().is_some(), "{bad}");
+    // An analyst's certificate (`chorus certs --role analyst`) commits and reads offsets, and appends nothing.
+    {
+        use chorus_log_node::network::tls::{self, Principal, Role};
+        let paths =
+            tls::issue(stack.cluster.ca.parent().unwrap(), &Principal::new(Role::Analyst, "a1").unwrap()).unwrap();
+        let analyst =
+            chorus_log_node::LogClient::connect(&stack.cluster.client_addrs(), &paths, ClientConfig::default())
+                .await
+                .unwrap();
+        let p0 = PartitionOffset::new(PartitionId(0), Offset(1));
+        assert_eq!(analyst.commit_offsets("a1", &[p0]).await.unwrap(), vec![p0]);
+        let send = chorus_schema::Command {
+            origin: chorus_schema::Origin::default(),
+            body: chorus_schema::CommandBody::RecordOtpFailure,
+        };
+        let refused = analyst.append_batch(&[send]).await.unwrap_err();
+        assert_eq!(refused.refusal(), Some(chorus_schema::ErrorCode::Forbidden), "{refused}");
+    }
 
     let at = |p: u16, o: u64| PartitionOffset::new(PartitionId(p), Offset(o));
     let now = operator.commit_offsets("c2", &[at(1, 7), at(3, 2)]).await.unwrap();

@@ -1,14 +1,14 @@
 //! Who may make which client API request: a pure function of the caller's
 //! role (from its certificate, see `network::tls`) and the request.
 //!
-//! | request | node | edge | projector | operator |
-//! | --- | --- | --- | --- | --- |
-//! | `Append` | | ✓ | | |
-//! | `Read`, `Tail` | ✓ | ✓ | ✓ | ✓ |
-//! | `Status` | ✓ | ✓ | ✓ | ✓ |
-//! | `ChangeVoters` | | | | ✓ |
-//! | `AddLearner`, `RemoveVoter`, `PromoteLearner` | itself only | | | ✓ |
-//! | `CommitOffsets` (named consumers) | | | ✓ | ✓ |
+//! | request | node | edge | projector | operator | analyst |
+//! | --- | --- | --- | --- | --- | --- |
+//! | `Append` | | ✓ | | | |
+//! | `Read`, `Tail` | ✓ | ✓ | ✓ | ✓ | ✓ |
+//! | `Status` | ✓ | ✓ | ✓ | ✓ | ✓ |
+//! | `ChangeVoters` | | | | ✓ | |
+//! | `AddLearner`, `RemoveVoter`, `PromoteLearner` | itself only | | | ✓ | |
+//! | `CommitOffsets` (named consumers) | | | ✓ | ✓ | ✓ |
 //!
 //! Appends come from edges only: an edge sets each command's `origin` from
 //! the device it authenticated, so only an edge may speak for a user.
@@ -17,8 +17,8 @@
 //! cannot touch another node's membership.
 //!
 //! Named consumers' offsets (issue 13) are committed and read by the
-//! processes that consume: projectors and operators' tools (`chorus tail
-//! --consumer`). Edges may not: they speak for users, and a commit speaks
+//! processes that consume: projectors, operators' and analysts' tools
+//! (`chorus tail --consumer`). Edges may not: they speak for users, and a commit speaks
 //! for no user (its command has an all-zero origin, made by the node). An
 //! `Append` that carries a `CommitOffsets` command is refused from every
 //! client ([`superseded`]): commits come through `CommitOffsets` only.
@@ -34,7 +34,7 @@ pub fn allows(who: &Principal, request: &Request) -> bool {
         Request::Append { .. } => who.role == Role::Edge,
         Request::Read { .. } | Request::Tail { .. } | Request::Status => true,
         Request::ChangeVoters { .. } => who.role == Role::Operator,
-        Request::CommitOffsets { .. } => matches!(who.role, Role::Projector | Role::Operator),
+        Request::CommitOffsets { .. } => matches!(who.role, Role::Projector | Role::Operator | Role::Analyst),
         Request::AddLearner { node, .. } | Request::RemoveVoter { node, .. } | Request::PromoteLearner { node, .. } => {
             who.role == Role::Operator || itself(node)
         }
@@ -131,7 +131,7 @@ mod tests {
             if role == Role::Operator {
                 expected.extend(["add-learner", "change-voters", "remove-voter", "promote-learner"].map(|r| (role, r)));
             }
-            if matches!(role, Role::Projector | Role::Operator) {
+            if matches!(role, Role::Projector | Role::Operator | Role::Analyst) {
                 expected.push((role, "commit-offsets"));
             }
         }
