@@ -362,7 +362,7 @@ async fn tail_partition(client: LogClient, partition: PartitionId, mut from: Off
         let nodes = client.node_addrs();
         let Some(addr) = client
             .leader_addr(partition)
-            .filter(|_| failures % 2 == 0)
+            .filter(|_| failures.is_multiple_of(2))
             .or_else(|| nodes.get(failures % nodes.len().max(1)).cloned())
         else {
             return;

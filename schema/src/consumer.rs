@@ -93,8 +93,8 @@ pub fn validate_offsets(offsets: &[PartitionOffset]) -> Result<()> {
     crate::error::check_len("consumer offsets", offsets.len(), MAX_CONSUMER_OFFSETS)?;
     let mut seen: Vec<PartitionId> = offsets.iter().map(|o| o.partition).collect();
     seen.sort_unstable();
-    if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
-        return Err(Error::malformed("consumer offsets", format!("partition {} twice", w[0])));
+    if let Some((p, _)) = seen.iter().zip(seen.iter().skip(1)).find(|(a, b)| a == b) {
+        return Err(Error::malformed("consumer offsets", format!("partition {p} twice")));
     }
     Ok(())
 }

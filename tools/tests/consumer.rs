@@ -291,7 +291,7 @@ async fn committed_offsets_survive_their_leader_and_tail_from_latest_and_from_a_
     // Events through the SDK before and after a `--from latest` tail starts.
     let alice = stack.register(0, "+15550001401").await.unwrap();
     let bob = stack.register(1, "+15550001402").await.unwrap();
-    let (a, _ae) = stack.connect(0, alice.clone()).await;
+    let (a, _ae) = stack.connect(0, alice).await;
     // The directory view may not know bob yet (the projector caught up after the kill): retry briefly.
     let end = Instant::now() + Duration::from_secs(30);
     while let Err(e) = a.send(Recipient::User(bob.user), b"old".to_vec()).await {
