@@ -286,6 +286,26 @@ async fn committed_offsets_survive_their_leader_and_tail_from_latest_and_from_a_
     .expect("a new leader answers");
     assert_eq!(after, vec![at(1, 7), at(3, 2)], "the commit survived its leader");
     assert_eq!(operator.reset_offsets("c2", &[at(1, 0)]).await.unwrap(), vec![at(1, 0), at(3, 2)], "reset rewinds");
+    // The same through `chorus consumer show|reset` (JSON on stdout).
+    let consumer_cli = |args: &[&str]| -> serde_json::Value {
+        let alive = stack.cluster.nodes.iter().find(|n| n.id != leader).unwrap();
+        let out = Command::new(chorus_binary())
+            .arg("consumer")
+            .arg("--node")
+            .arg(&alive.config.client_addr)
+            .args(stack.cluster.operator_args())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run chorus consumer");
+        assert!(out.status.success(), "chorus consumer {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    assert_eq!(consumer_cli(&["show", "c2"]), serde_json::json!({"1": 0, "3": 2}));
+    assert_eq!(
+        consumer_cli(&["reset", "c2", "--to", "9", "--partitions", "3,5"]),
+        serde_json::json!({"1": 0, "3": 9, "5": 9})
+    );
     stack.cluster.start(leader).unwrap();
 
     // Events through the SDK before and after a `--from latest` tail starts.
