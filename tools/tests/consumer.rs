@@ -242,6 +242,13 @@ async fn committed_offsets_survive_their_leader_and_tail_from_latest_and_from_a_
     // Edges may not commit (nor read) offsets; operators may.
     let refused = stack.log.commit_offsets("c2", &[]).await.unwrap_err();
     assert_eq!(refused.refusal(), Some(chorus_schema::ErrorCode::Forbidden), "{refused}");
+    // Nor can a commit ride inside an append (the origin would be the edge's to choose).
+    let inside = chorus_schema::Command {
+        origin: chorus_schema::Origin::default(),
+        body: chorus_schema::CommandBody::CommitOffsets { consumer: "c2".into(), offsets: vec![], reset: true },
+    };
+    let refused = stack.log.append_batch(&[inside]).await.unwrap_err();
+    assert_eq!(refused.refusal(), Some(chorus_schema::ErrorCode::Forbidden), "{refused}");
     let bad = operator.commit_offsets("no spaces", &[]).await.unwrap_err();
     assert!(bad.refusal().is_some(), "{bad}");
     // An analyst's certificate (`chorus certs --role analyst`) commits and reads offsets, and appends nothing.
