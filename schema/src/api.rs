@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, ident, Builder};
 pub use crate::codes::ErrorCode;
+use crate::consumer::PartitionOffset;
 use crate::error::check_len;
 use crate::fb;
 use crate::ids::{GroupId, LogIndex, NodeId, Offset, PartitionId};
@@ -38,6 +39,14 @@ pub enum Request {
     RemoveVoter { group: GroupId, node: NodeId },
     /// Make learner `node` a voter of `group`. Done if it already is one.
     PromoteLearner { group: GroupId, node: NodeId },
+    // ---- named consumers (issue 13) ----
+    /// Commit the offsets of the named consumer `consumer` (with no
+    /// offsets: read them). The node appends a
+    /// [`crate::CommandBody::CommitOffsets`] to the consumer's partition and
+    /// answers [`Response::Appended`] with one result, an
+    /// [`crate::Outcome::Offsets`] (the committed offsets once applied), or a
+    /// rejection. Send it to the leader of the consumer's group.
+    CommitOffsets { consumer: String, offsets: Vec<PartitionOffset>, reset: bool },
 }
 
 /// One command of an [`Request::Append`]: an encoded [`crate::Command`] and the
@@ -160,6 +169,10 @@ impl Request {
                 check_len("client address", client_addr.len(), MAX_ADDR_BYTES)
             }
             Request::ChangeVoters { voters, .. } => check_len("voters", voters.len(), MAX_VOTERS),
+            Request::CommitOffsets { consumer, offsets, .. } => {
+                crate::consumer::validate_name(consumer)?;
+                crate::consumer::validate_offsets(offsets)
+            }
         }
     }
 
@@ -234,6 +247,15 @@ impl Request {
                 );
                 (fb::RequestBody::PromoteLearnerRequest, t.as_union_value())
             }
+            Request::CommitOffsets { consumer, offsets, reset } => {
+                let consumer = fbb.create_string(consumer);
+                let offsets = fbb.create_vector(&crate::consumer::offsets_fb(offsets));
+                let t = fb::CommitOffsetsRequest::create(
+                    &mut fbb,
+                    &fb::CommitOffsetsRequestArgs { consumer: Some(consumer), offsets: Some(offsets), reset: *reset },
+                );
+                (fb::RequestBody::CommitOffsetsRequest, t.as_union_value())
+            }
         };
         let root = fb::Request::create(&mut fbb, &fb::RequestArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, ident::REQUEST)
@@ -296,6 +318,14 @@ impl Request {
             fb::RequestBody::PromoteLearnerRequest => {
                 let b = r.body_as_promote_learner_request().ok_or_else(bad)?;
                 Request::PromoteLearner { group: GroupId(b.group()), node: NodeId(b.node()) }
+            }
+            fb::RequestBody::CommitOffsetsRequest => {
+                let b = r.body_as_commit_offsets_request().ok_or_else(bad)?;
+                Request::CommitOffsets {
+                    consumer: b.consumer().to_owned(),
+                    offsets: crate::consumer::offsets_of(b.offsets()),
+                    reset: b.reset(),
+                }
             }
             _ => return Err(bad()),
         };

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, ident, Builder};
+use crate::consumer::{ConsumerKey, PartitionOffset};
 use crate::error::check_len;
 use crate::fb;
 use crate::ids::{ChatId, DeviceId, Key, Seq, UserId};
@@ -189,6 +190,17 @@ pub enum CommandBody {
     RecordContactLookup {
         hashes: u32,
     },
+    // ---- consumer partition (issue 13) ----
+    /// Key: the consumer ([`Key::Consumer`]). Commits the named consumer's
+    /// offsets; a partition's committed offset never moves back unless
+    /// `reset`. With no offsets: changes nothing and answers the committed
+    /// offsets (a read ordered by the log). Never sent by an edge: the
+    /// log-node builds it from a `CommitOffsets` request (origin all zero).
+    CommitOffsets {
+        consumer: String,
+        offsets: Vec<PartitionOffset>,
+        reset: bool,
+    },
 }
 
 impl Command {
@@ -229,6 +241,7 @@ impl Command {
             | RegisterDevice { .. }
             | SetRegistrationPin { .. }
             | RecordContactLookup { .. } => Key::User(self.origin.user),
+            CommitOffsets { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
         }
     }
 
@@ -269,6 +282,7 @@ impl Command {
             SetDirectBlock { .. } => "SetDirectBlock",
             ViewStatus { .. } => "ViewStatus",
             RecordContactLookup { .. } => "RecordContactLookup",
+            CommitOffsets { .. } => "CommitOffsets",
         }
     }
 
@@ -321,6 +335,10 @@ impl Command {
             Block { .. } | Unblock { .. } | CreateSession { .. } | RevokeSession { .. } => Ok(()),
             RecordOtpFailure | SetRegistrationPin { .. } | SetDirectBlock { .. } => Ok(()),
             ViewStatus { .. } | RecordContactLookup { .. } => Ok(()),
+            CommitOffsets { consumer, offsets, .. } => {
+                crate::consumer::validate_name(consumer)?;
+                crate::consumer::validate_offsets(offsets)
+            }
             RegisterDevice { phone, identity_key, name, .. } => {
                 check_len("phone", phone.len(), MAX_PHONE_BYTES)?;
                 check_len("identity key", identity_key.len(), MAX_KEY_BYTES)?;
@@ -552,6 +570,14 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         fb::CommandBody::RecordContactLookup => {
             let b = get!(c.body_as_record_contact_lookup());
             CommandBody::RecordContactLookup { hashes: b.hashes() }
+        }
+        fb::CommandBody::CommitOffsets => {
+            let b = get!(c.body_as_commit_offsets());
+            CommandBody::CommitOffsets {
+                consumer: b.consumer().to_owned(),
+                offsets: crate::consumer::offsets_of(b.offsets()),
+                reset: b.reset(),
+            }
         }
         _ => return Err(bad()),
     };
@@ -798,6 +824,15 @@ fn encode_body<'a>(
         B::RecordContactLookup { hashes } => {
             let t = fb::RecordContactLookup::create(fbb, &fb::RecordContactLookupArgs { hashes: *hashes });
             (fb::CommandBody::RecordContactLookup, t.as_union_value())
+        }
+        B::CommitOffsets { consumer, offsets, reset } => {
+            let consumer = fbb.create_string(consumer);
+            let offsets = fbb.create_vector(&crate::consumer::offsets_fb(offsets));
+            let t = fb::CommitOffsets::create(
+                fbb,
+                &fb::CommitOffsetsArgs { consumer: Some(consumer), offsets: Some(offsets), reset: *reset },
+            );
+            (fb::CommandBody::CommitOffsets, t.as_union_value())
         }
     }
 }

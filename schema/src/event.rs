@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, ident, Builder};
+use crate::consumer::{ConsumerKey, PartitionOffset};
 use crate::error::check_len;
 use crate::fb;
 use crate::ids::{ChatId, DeviceId, Key, LogIndex, Offset, PartitionId, Seq, UserId};
@@ -210,6 +211,13 @@ pub enum EventBody {
         user: UserId,
         hashes: u32,
     },
+    // ---- consumer partition (issue 13) ----
+    /// The named consumer `consumer` committed `offsets`: the partitions
+    /// whose committed offset changed, with the new value.
+    OffsetsCommitted {
+        consumer: String,
+        offsets: Vec<PartitionOffset>,
+    },
 }
 
 impl EventBody {
@@ -250,6 +258,7 @@ impl EventBody {
             | RegistrationPinSet { user, .. }
             | StatusViewed { user, .. }
             | ContactLookupRecorded { user, .. } => Key::User(*user),
+            OffsetsCommitted { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
         }
     }
 
@@ -257,7 +266,7 @@ impl EventBody {
     pub fn chat(&self) -> Option<ChatId> {
         match self.key() {
             Key::Chat(chat) => Some(chat),
-            Key::User(_) => None,
+            Key::User(_) | Key::Consumer(_) => None,
         }
     }
 
@@ -265,7 +274,7 @@ impl EventBody {
     pub fn user(&self) -> Option<UserId> {
         match self.key() {
             Key::User(user) => Some(user),
-            Key::Chat(_) => None,
+            Key::Chat(_) | Key::Consumer(_) => None,
         }
     }
 
@@ -325,6 +334,7 @@ impl EventBody {
             DirectBlockSet { .. } => "DirectBlockSet",
             StatusViewed { .. } => "StatusViewed",
             ContactLookupRecorded { .. } => "ContactLookupRecorded",
+            OffsetsCommitted { .. } => "OffsetsCommitted",
         }
     }
 }
@@ -399,6 +409,10 @@ impl Event {
             | DirectBlockSet { .. }
             | StatusViewed { .. }
             | ContactLookupRecorded { .. } => Ok(()),
+            OffsetsCommitted { consumer, offsets } => {
+                crate::consumer::validate_name(consumer)?;
+                crate::consumer::validate_offsets(offsets)
+            }
         }
     }
 
@@ -699,6 +713,10 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
             let b = get!(e.body_as_contact_lookup_recorded());
             B::ContactLookupRecorded { user: UserId(b.user()), hashes: b.hashes() }
         }
+        fb::EventBody::OffsetsCommitted => {
+            let b = get!(e.body_as_offsets_committed());
+            B::OffsetsCommitted { consumer: b.consumer().to_owned(), offsets: crate::consumer::offsets_of(b.offsets()) }
+        }
         _ => return Err(bad()),
     };
     Ok(Event { at_ms: e.at_ms(), origin, body })
@@ -987,6 +1005,15 @@ fn encode_body<'a>(
                 &fb::ContactLookupRecordedArgs { user: user.0, hashes: *hashes },
             );
             (fb::EventBody::ContactLookupRecorded, t.as_union_value())
+        }
+        B::OffsetsCommitted { consumer, offsets } => {
+            let consumer = fbb.create_string(consumer);
+            let offsets = fbb.create_vector(&crate::consumer::offsets_fb(offsets));
+            let t = fb::OffsetsCommitted::create(
+                fbb,
+                &fb::OffsetsCommittedArgs { consumer: Some(consumer), offsets: Some(offsets) },
+            );
+            (fb::EventBody::OffsetsCommitted, t.as_union_value())
         }
     }
 }

@@ -236,6 +236,8 @@ impl<'de> Deserialize<'de> for ChatId {
 pub enum Key {
     Chat(ChatId),
     User(UserId),
+    /// A named consumer's committed offsets (issue 13).
+    Consumer(crate::consumer::ConsumerKey),
 }
 
 impl fmt::Display for Key {
@@ -243,6 +245,7 @@ impl fmt::Display for Key {
         match self {
             Key::Chat(c) => write!(f, "chat:{c}"),
             Key::User(u) => write!(f, "user:{u}"),
+            Key::Consumer(c) => write!(f, "consumer:{c}"),
         }
     }
 }
@@ -274,6 +277,10 @@ impl Key {
             Key::User(u) => {
                 h.update(b"chorus/key/user\0");
                 h.update(&u.0.to_le_bytes());
+            }
+            Key::Consumer(c) => {
+                h.update(b"chorus/key/consumer\0");
+                h.update(&c.0);
             }
         }
         let digest = h.finalize();

@@ -51,6 +51,7 @@ pub mod bus;
 mod codec;
 pub mod codes;
 pub mod command;
+pub mod consumer;
 pub mod edge;
 pub mod error;
 pub mod event;
@@ -95,6 +96,7 @@ pub use api::{
     Response,
 };
 pub use command::{Command, CommandBody};
+pub use consumer::{ConsumerKey, PartitionOffset};
 pub use edge::{
     ClientFrame, DeviceNoticeKind, EdgeErrorCode, GroupInfo, GroupOp, MessageReceipt, Recipient, ServerFrame,
 };

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, ident, Builder};
 pub use crate::codes::RejectCode;
+use crate::consumer::PartitionOffset;
 use crate::error::check_len;
 use crate::fb;
 use crate::ids::{ChatId, DeviceId, Seq, UserId};
@@ -27,6 +28,10 @@ pub enum Outcome {
     PrekeyClaimed { user: UserId, device: DeviceId, prekey: Prekey },
     /// Any other accepted command.
     Done,
+    // ---- consumer partition (issue 13) ----
+    /// A consumer's committed offsets after a `CommitOffsets`, by partition
+    /// (partitions it never committed are absent).
+    Offsets(Vec<PartitionOffset>),
 }
 
 /// Why a command was refused. A refused command changed nothing.
@@ -68,6 +73,7 @@ pub fn decode_result(buf: &[u8]) -> Result<CommandResult> {
 pub fn validate_result(result: &CommandResult) -> Result<()> {
     match result {
         Ok(Outcome::PrekeyClaimed { prekey, .. }) => prekey.validate(),
+        Ok(Outcome::Offsets(offsets)) => crate::consumer::validate_offsets(offsets),
         Ok(_) => Ok(()),
         Err(r) => check_len("rejection message", r.message.len(), MAX_MESSAGE_BYTES),
     }
@@ -100,6 +106,11 @@ pub(crate) fn build_result<'a>(
         Ok(Outcome::Done) => {
             let t = fb::OutcomeDone::create(fbb, &fb::OutcomeDoneArgs {});
             (fb::CommandResultBody::OutcomeDone, t.as_union_value())
+        }
+        Ok(Outcome::Offsets(offsets)) => {
+            let offsets = fbb.create_vector(&crate::consumer::offsets_fb(offsets));
+            let t = fb::OutcomeOffsets::create(fbb, &fb::OutcomeOffsetsArgs { offsets: Some(offsets) });
+            (fb::CommandResultBody::OutcomeOffsets, t.as_union_value())
         }
         Err(Rejection { code, message }) => {
             let message = fbb.create_string(message);
@@ -138,6 +149,10 @@ pub(crate) fn read_result(r: fb::CommandResult<'_>) -> Result<CommandResult> {
         fb::CommandResultBody::Rejection => {
             let b = r.body_as_rejection().ok_or_else(bad)?;
             Err(Rejection { code: reject_code(b.code())?, message: b.message().to_owned() })
+        }
+        fb::CommandResultBody::OutcomeOffsets => {
+            let b = r.body_as_outcome_offsets().ok_or_else(bad)?;
+            Ok(Outcome::Offsets(crate::consumer::offsets_of(b.offsets())))
         }
         _ => return Err(bad()),
     };

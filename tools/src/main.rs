@@ -36,12 +36,12 @@ enum Cmd {
     /// Rebuild views from the log into a fresh store; compare them with a live store.
     Replay(commands::projector::ReplayArgs),
     /// Issue a certificate (the CAs are made in --dir when missing): a role of
-    /// the cluster CA (node, edge, projector, operator) or an edge's server
+    /// the cluster CA (node, edge, projector, operator, analyst) or an edge's server
     /// certificate of the separate edge CA (edge-server). See docs/security.md.
     Certs {
         #[arg(long, default_value = "data/tls")]
         dir: std::path::PathBuf,
-        /// node, edge, projector, operator or edge-server.
+        /// node, edge, projector, operator, analyst or edge-server.
         #[arg(long)]
         role: String,
         /// The principal's name (a node's is its id).
@@ -75,6 +75,11 @@ enum Cmd {
     /// The whole deployment: nodes, Raft groups and replica lag, partitions,
     /// projector positions and lag, edges and their connections.
     Status(commands::status::Args),
+    /// Stream committed events as JSON lines, optionally as a named consumer
+    /// whose offsets the log keeps (at-least-once).
+    Tail(commands::tail::Args),
+    /// Named consumers: show or reset their committed offsets.
+    Consumer(commands::tail::ConsumerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +117,8 @@ fn main() -> Result<()> {
             Cmd::Edge(a) => commands::edge::run(a).await,
             Cmd::Client(a) => commands::client::run(a).await,
             Cmd::Replay(a) => commands::projector::replay(a).await,
+            Cmd::Tail(a) => commands::tail::run(a).await,
+            Cmd::Consumer(a) => commands::tail::consumer(a).await,
             Cmd::Certs { dir, role, name, host } => {
                 use chorus_log_node::network::tls;
                 let paths = if role == "edge-server" {

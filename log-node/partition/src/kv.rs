@@ -26,6 +26,7 @@
 //! | `s ‖ user ‖ status id` | [`StatusRecord`](crate::StatusRecord): expiry, audience, viewers (deleted a day after expiry) |
 //! | `k ‖ user` | the user's contact list (sorted user ids), as last uploaded |
 //! | `l ‖ user` | [`LookupCount`](crate::user::LookupCount): phone hashes looked up on one UTC day |
+//! | `g ‖ consumer key ‖ partition` | a named consumer's committed offset in that partition (u64; issue 13) |
 //!
 //! Records past their window (messages older than the edit window, dedup
 //! entries older than the retention) stay on disk and are treated as old when
@@ -113,6 +114,8 @@ pub(crate) const ONLINE: u8 = b'q';
 pub(crate) const STATUS: u8 = b's';
 pub(crate) const CONTACTS: u8 = b'k';
 pub(crate) const LOOKUPS: u8 = b'l';
+/// `g ‖ consumer key ‖ partition`: a named consumer's committed offset (issue 13).
+pub(crate) const CONSUMER_OFFSET: u8 = b'g';
 
 /// Builds a key: a kind byte and big-endian fields.
 pub(crate) struct Key(Vec<u8>);
@@ -154,6 +157,14 @@ impl Key {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.0
     }
+    pub(crate) fn raw(mut self, b: &[u8]) -> Key {
+        self.0.extend_from_slice(b);
+        self
+    }
+    pub(crate) fn u16(mut self, n: u16) -> Key {
+        self.0.extend_from_slice(&n.to_be_bytes());
+        self
+    }
 }
 
 pub(crate) fn dedup_key(o: &Origin) -> Key {
@@ -178,6 +189,16 @@ pub(crate) fn u64_at(key: &[u8], at: usize) -> u64 {
 )]
 pub(crate) fn u32_at(key: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(key[at..at + 4].try_into().expect("key holds the field"))
+}
+
+/// The big-endian `u16` at `at` of a key.
+#[expect(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    reason = "state keys have a fixed layout: a short one is corrupt state, and the replica must stop rather than diverge"
+)]
+pub(crate) fn u16_at(key: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes(key[at..at + 2].try_into().expect("key holds the field"))
 }
 
 // ---- values ---------------------------------------------------------------------

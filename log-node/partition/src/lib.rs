@@ -131,6 +131,7 @@
 //! - `dedup`: the dedup table.
 
 mod chat;
+mod consumer;
 mod dedup;
 pub mod kv;
 mod state;

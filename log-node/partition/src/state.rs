@@ -8,6 +8,7 @@ use chorus_schema::{
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{self, ChatKind, Cursors, Member};
+use crate::consumer;
 use crate::dedup;
 use crate::kv::{self, Head, Kv, MemKv};
 use crate::user;
@@ -70,7 +71,8 @@ impl Partition {
                 format!("{key} belongs to partition {owner}, not {}", self.partition),
             ));
         }
-        let is_ack = matches!(cmd.body, CommandBody::Ack { .. });
+        // Acks and consumer commits are idempotent by value: no dedup entry.
+        let is_ack = matches!(cmd.body, CommandBody::Ack { .. } | CommandBody::CommitOffsets { .. });
         if !is_ack {
             if let Some(outcome) = dedup::get(kv, &cmd.origin, self.newest_at_ms) {
                 return Ok(outcome);
@@ -79,6 +81,13 @@ impl Partition {
         let decision = match key {
             Key::Chat(chat) => chat::decide(kv, chat, self.newest_at_ms.max(at_ms), &cmd.origin, &cmd.body)?,
             Key::User(_) => user::decide(kv, self.newest_at_ms.max(at_ms), &cmd.origin, &cmd.body)?,
+            Key::Consumer(_) => match &cmd.body {
+                CommandBody::CommitOffsets { consumer: name, offsets, reset } => {
+                    consumer::decide(kv, self.partitions, name, offsets, *reset)?
+                }
+                // `Command::key` gives a consumer key to consumer commands only.
+                _ => return Err(Rejection::new(RejectCode::Invalid, format!("{} has a consumer key", cmd.kind()))),
+            },
         };
         if decision.events.is_empty() {
             return Ok(decision.outcome);
@@ -142,6 +151,10 @@ impl Partition {
                 let outcome = user::outcome_of(kv, &event.body);
                 user::fold(kv, event.at_ms, &event.body);
                 Some(outcome)
+            }
+            Key::Consumer(_) => {
+                consumer::fold(kv, &event.body);
+                None
             }
         };
         if let Some(outcome) = outcome {
@@ -331,6 +344,12 @@ impl PartitionState {
     /// Phone hashes `user` looked up on the UTC day of `at_ms`.
     pub fn contact_lookups(&self, user: UserId, at_ms: u64) -> u32 {
         user::lookups_on(&self.kv, user, at_ms)
+    }
+
+    /// The committed offsets of the named consumer `consumer`, by partition
+    /// (issue 13).
+    pub fn consumer_offsets(&self, consumer: &str) -> Vec<chorus_schema::PartitionOffset> {
+        consumer::all(&self.kv, &chorus_schema::ConsumerKey::of(consumer))
     }
 
     /// Entries in the dedup table that are still remembered.

@@ -17,6 +17,7 @@
 pub mod config;
 mod conns;
 pub mod error;
+mod offsets;
 pub mod router;
 
 use std::collections::HashMap;
@@ -290,6 +291,11 @@ impl LogClient {
     /// [`Error::Protocol`] for an undecodable response.
     pub async fn request(&self, addr: &str, req: &Request) -> Result<Response> {
         request_on(&self.inner, addr, req, self.inner.config.request_timeout()).await.map_err(Failed::into_error)
+    }
+
+    /// The client addresses of the nodes this client knows.
+    pub fn node_addrs(&self) -> Vec<String> {
+        self.inner.nodes()
     }
 
     /// The cached leader (client address) of the group hosting `partition`, if known.

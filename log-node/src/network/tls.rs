@@ -10,6 +10,7 @@
 //! | `edge` | cluster CA, client auth | appends, reads and tails, status |
 //! | `projector` | cluster CA, client auth | reads and tails, status |
 //! | `operator` | cluster CA, client auth | membership changes, reads and tails, status |
+//! | `analyst` | cluster CA, client auth | reads and tails, status, named consumers' offsets (issue 13) |
 //! | edge server | **edge CA**, server auth only | nothing inside: clients verify edges with it |
 //!
 //! The authorization table itself is `service::authz`.
@@ -58,10 +59,13 @@ pub enum Role {
     Edge,
     Projector,
     Operator,
+    /// Reads, tails, status and named consumers' offsets, nothing else
+    /// (issue 13: `chorus tail`, exports).
+    Analyst,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Node, Role::Edge, Role::Projector, Role::Operator];
+    pub const ALL: [Role; 5] = [Role::Node, Role::Edge, Role::Projector, Role::Operator, Role::Analyst];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -69,6 +73,7 @@ impl Role {
             Role::Edge => "edge",
             Role::Projector => "projector",
             Role::Operator => "operator",
+            Role::Analyst => "analyst",
         }
     }
 }
@@ -80,7 +85,7 @@ impl std::str::FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| Error::Principal(format!("unknown role {s:?} (node, edge, projector, operator)")))
+            .ok_or_else(|| Error::Principal(format!("unknown role {s:?} (node, edge, projector, operator, analyst)")))
     }
 }
 

@@ -197,6 +197,7 @@ impl Api {
             Request::ChangeVoters { group, voters } => self.change_voters(group, voters).await,
             Request::RemoveVoter { group, node } => self.remove_voter(group, node).await,
             Request::PromoteLearner { group, node } => self.promote_learner(group, node).await,
+            Request::CommitOffsets { consumer, offsets, reset } => self.commit_offsets(consumer, offsets, reset).await,
             Request::Tail { .. } => unreachable!("tail is served as a stream"),
         };
         r.unwrap_or_else(|e| e)
@@ -237,6 +238,12 @@ impl Api {
         }
         // `commands` is not empty: checked above.
         let Some(group) = group else { return Err(error(ErrorCode::InvalidCommand, "append of no commands")) };
+        self.propose(group, commands).await
+    }
+
+    /// Hands checked commands of `group`'s partitions to its proposer and
+    /// waits for their results.
+    async fn propose(&self, group: GroupId, commands: Vec<AppendCommand>) -> Result<Response, Response> {
         let proposer = self
             .proposers
             .get(group.0 as usize)
@@ -250,6 +257,26 @@ impl Api {
             Ok(Err(proposer::Error::NotLeader(f))) => Err(not_leader(&f, group)),
             Ok(Err(e)) => Err(error(ErrorCode::Unavailable, e.to_string())),
         }
+    }
+
+    /// A named consumer's commit (or, with no offsets, read; issue 13): the
+    /// `CommitOffsets` command of the consumer's partition, through the same
+    /// proposer as every append, so the answer comes once it is applied.
+    /// The origin is all zero: commits speak for no user, and the
+    /// partition keeps no dedup entry for them (they are idempotent by value).
+    async fn commit_offsets(
+        &self,
+        consumer: String,
+        offsets: Vec<chorus_schema::PartitionOffset>,
+        reset: bool,
+    ) -> Result<Response, Response> {
+        let cmd = Command {
+            origin: chorus_schema::Origin::default(),
+            body: chorus_schema::CommandBody::CommitOffsets { consumer, offsets, reset },
+        };
+        let partition = PartitionId::for_key(&cmd.key(), self.placement.partitions());
+        let group = self.group_of(partition)?;
+        self.propose(group, vec![AppendCommand { partition, bytes: cmd.encode() }]).await
     }
 
     fn read(&self, partition: PartitionId, from: Offset, limit: u32) -> Result<Response, Response> {

@@ -1,19 +1,27 @@
 //! Who may make which client API request: a pure function of the caller's
 //! role (from its certificate, see `network::tls`) and the request.
 //!
-//! | request | node | edge | projector | operator |
-//! | --- | --- | --- | --- | --- |
-//! | `Append` | | ✓ | | |
-//! | `Read`, `Tail` | ✓ | ✓ | ✓ | ✓ |
-//! | `Status` | ✓ | ✓ | ✓ | ✓ |
-//! | `ChangeVoters` | | | | ✓ |
-//! | `AddLearner`, `RemoveVoter`, `PromoteLearner` | itself only | | | ✓ |
+//! | request | node | edge | projector | operator | analyst |
+//! | --- | --- | --- | --- | --- | --- |
+//! | `Append` | | ✓ | | | |
+//! | `Read`, `Tail` | ✓ | ✓ | ✓ | ✓ | ✓ |
+//! | `Status` | ✓ | ✓ | ✓ | ✓ | ✓ |
+//! | `ChangeVoters` | | | | ✓ | |
+//! | `AddLearner`, `RemoveVoter`, `PromoteLearner` | itself only | | | ✓ | |
+//! | `CommitOffsets` (named consumers) | | | ✓ | ✓ | ✓ |
 //!
 //! Appends come from edges only: an edge sets each command's `origin` from
 //! the device it authenticated, so only an edge may speak for a user.
 //! Nodes read, and step down from and rejoin a group *as themselves*, to
 //! re-seed a damaged replica from their peers (`service::reseed`); a node
 //! cannot touch another node's membership.
+//!
+//! Named consumers' offsets (issue 13) are committed and read by the
+//! processes that consume: projectors, operators' and analysts' tools
+//! (`chorus tail --consumer`). Edges may not: they speak for users, and a commit speaks
+//! for no user (its command has an all-zero origin, made by the node). An
+//! `Append` that carries a `CommitOffsets` command is refused from every
+//! client ([`superseded`]): commits come through `CommitOffsets` only.
 
 use chorus_schema::{CommandBody, Request};
 
@@ -26,6 +34,7 @@ pub fn allows(who: &Principal, request: &Request) -> bool {
         Request::Append { .. } => who.role == Role::Edge,
         Request::Read { .. } | Request::Tail { .. } | Request::Status => true,
         Request::ChangeVoters { .. } => who.role == Role::Operator,
+        Request::CommitOffsets { .. } => matches!(who.role, Role::Projector | Role::Operator | Role::Analyst),
         Request::AddLearner { node, .. } | Request::RemoveVoter { node, .. } | Request::PromoteLearner { node, .. } => {
             who.role == Role::Operator || itself(node)
         }
@@ -51,6 +60,9 @@ pub fn superseded(body: &CommandBody) -> Option<&'static str> {
         CommandBody::RegisterUser { .. } | CommandBody::LinkDevice { .. } | CommandBody::CreateSession { .. } => {
             Some("superseded by RegisterDevice (which checks the registration PIN): refused from every client")
         }
+        CommandBody::CommitOffsets { .. } => {
+            Some("a consumer's offsets are committed by the CommitOffsets request, never by an append")
+        }
         _ => None,
     }
 }
@@ -66,6 +78,7 @@ pub fn request_name(request: &Request) -> &'static str {
         Request::ChangeVoters { .. } => "change-voters",
         Request::RemoveVoter { .. } => "remove-voter",
         Request::PromoteLearner { .. } => "promote-learner",
+        Request::CommitOffsets { .. } => "commit-offsets",
     }
 }
 
@@ -85,6 +98,7 @@ mod tests {
             Request::ChangeVoters { group: GroupId(0), voters: vec![NodeId(1)] },
             Request::RemoveVoter { group: GroupId(0), node: NodeId(1) },
             Request::PromoteLearner { group: GroupId(0), node: NodeId(1) },
+            Request::CommitOffsets { consumer: "c1".into(), offsets: vec![], reset: false },
         ]
     }
 
@@ -116,6 +130,9 @@ mod tests {
             expected.extend(reads.iter().map(|r| (role, *r)));
             if role == Role::Operator {
                 expected.extend(["add-learner", "change-voters", "remove-voter", "promote-learner"].map(|r| (role, r)));
+            }
+            if matches!(role, Role::Projector | Role::Operator | Role::Analyst) {
+                expected.push((role, "commit-offsets"));
             }
         }
         assert_eq!(allowed, expected);

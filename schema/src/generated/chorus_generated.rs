@@ -275,10 +275,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for StatusAudience {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 32;
+pub const ENUM_MAX_EVENT_BODY: u8 = 33;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 33] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 34] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -312,6 +312,7 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 33] = [
   EventBody::DirectBlockSet,
   EventBody::StatusViewed,
   EventBody::ContactLookupRecorded,
+  EventBody::OffsetsCommitted,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -352,9 +353,10 @@ impl EventBody {
   pub const DirectBlockSet: Self = Self(30);
   pub const StatusViewed: Self = Self(31);
   pub const ContactLookupRecorded: Self = Self(32);
+  pub const OffsetsCommitted: Self = Self(33);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 32;
+  pub const ENUM_MAX: u8 = 33;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -389,6 +391,7 @@ impl EventBody {
     Self::DirectBlockSet,
     Self::StatusViewed,
     Self::ContactLookupRecorded,
+    Self::OffsetsCommitted,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -426,6 +429,7 @@ impl EventBody {
       Self::DirectBlockSet => Some("DirectBlockSet"),
       Self::StatusViewed => Some("StatusViewed"),
       Self::ContactLookupRecorded => Some("ContactLookupRecorded"),
+      Self::OffsetsCommitted => Some("OffsetsCommitted"),
       _ => None,
     }
   }
@@ -485,10 +489,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 33;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 34;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 34] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 35] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -523,6 +527,7 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 34] = [
   CommandBody::SetDirectBlock,
   CommandBody::ViewStatus,
   CommandBody::RecordContactLookup,
+  CommandBody::CommitOffsets,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -564,9 +569,10 @@ impl CommandBody {
   pub const SetDirectBlock: Self = Self(31);
   pub const ViewStatus: Self = Self(32);
   pub const RecordContactLookup: Self = Self(33);
+  pub const CommitOffsets: Self = Self(34);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 33;
+  pub const ENUM_MAX: u8 = 34;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -602,6 +608,7 @@ impl CommandBody {
     Self::SetDirectBlock,
     Self::ViewStatus,
     Self::RecordContactLookup,
+    Self::CommitOffsets,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -640,6 +647,7 @@ impl CommandBody {
       Self::SetDirectBlock => Some("SetDirectBlock"),
       Self::ViewStatus => Some("ViewStatus"),
       Self::RecordContactLookup => Some("RecordContactLookup"),
+      Self::CommitOffsets => Some("CommitOffsets"),
       _ => None,
     }
   }
@@ -839,16 +847,17 @@ impl ::flatbuffers::SimpleToVerifyInSlice for RejectCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_RESULT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_RESULT_BODY: u8 = 5;
+pub const ENUM_MAX_COMMAND_RESULT_BODY: u8 = 6;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_RESULT_BODY: [CommandResultBody; 6] = [
+pub const ENUM_VALUES_COMMAND_RESULT_BODY: [CommandResultBody; 7] = [
   CommandResultBody::NONE,
   CommandResultBody::OutcomeChat,
   CommandResultBody::OutcomeReceipt,
   CommandResultBody::OutcomePrekeyClaimed,
   CommandResultBody::OutcomeDone,
   CommandResultBody::Rejection,
+  CommandResultBody::OutcomeOffsets,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -862,9 +871,10 @@ impl CommandResultBody {
   pub const OutcomePrekeyClaimed: Self = Self(3);
   pub const OutcomeDone: Self = Self(4);
   pub const Rejection: Self = Self(5);
+  pub const OutcomeOffsets: Self = Self(6);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_MAX: u8 = 6;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OutcomeChat,
@@ -872,6 +882,7 @@ impl CommandResultBody {
     Self::OutcomePrekeyClaimed,
     Self::OutcomeDone,
     Self::Rejection,
+    Self::OutcomeOffsets,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -882,6 +893,7 @@ impl CommandResultBody {
       Self::OutcomePrekeyClaimed => Some("OutcomePrekeyClaimed"),
       Self::OutcomeDone => Some("OutcomeDone"),
       Self::Rejection => Some("Rejection"),
+      Self::OutcomeOffsets => Some("OutcomeOffsets"),
       _ => None,
     }
   }
@@ -941,10 +953,10 @@ pub struct CommandResultBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 8;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 9;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 9] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 10] = [
   RequestBody::NONE,
   RequestBody::AppendRequest,
   RequestBody::ReadRequest,
@@ -954,6 +966,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 9] = [
   RequestBody::ChangeVotersRequest,
   RequestBody::RemoveVoterRequest,
   RequestBody::PromoteLearnerRequest,
+  RequestBody::CommitOffsetsRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -970,9 +983,10 @@ impl RequestBody {
   pub const ChangeVotersRequest: Self = Self(6);
   pub const RemoveVoterRequest: Self = Self(7);
   pub const PromoteLearnerRequest: Self = Self(8);
+  pub const CommitOffsetsRequest: Self = Self(9);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 8;
+  pub const ENUM_MAX: u8 = 9;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::AppendRequest,
@@ -983,6 +997,7 @@ impl RequestBody {
     Self::ChangeVotersRequest,
     Self::RemoveVoterRequest,
     Self::PromoteLearnerRequest,
+    Self::CommitOffsetsRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -996,6 +1011,7 @@ impl RequestBody {
       Self::ChangeVotersRequest => Some("ChangeVotersRequest"),
       Self::RemoveVoterRequest => Some("RemoveVoterRequest"),
       Self::PromoteLearnerRequest => Some("PromoteLearnerRequest"),
+      Self::CommitOffsetsRequest => Some("CommitOffsetsRequest"),
       _ => None,
     }
   }
@@ -1588,6 +1604,135 @@ impl<'a> Origin {
       ::core::ptr::copy_nonoverlapping(
         &x_le as *const _ as *const u8,
         self.0[16..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// Where a named consumer is in one partition: `offset` is the next offset it
+/// will read (everything before it was processed).
+// struct PartitionOffset, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct PartitionOffset(pub [u8; 16]);
+impl Default for PartitionOffset { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for PartitionOffset {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("PartitionOffset")
+      .field("partition", &self.partition())
+      .field("offset", &self.offset())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PartitionOffset {}
+impl<'a> ::flatbuffers::Follow<'a> for PartitionOffset {
+  type Inner = &'a PartitionOffset;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a PartitionOffset>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a PartitionOffset {
+  type Inner = &'a PartitionOffset;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<PartitionOffset>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for PartitionOffset {
+    type Output = PartitionOffset;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const PartitionOffset as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PartitionOffset {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> PartitionOffset {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    partition: u16,
+    offset: u64,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_partition(partition);
+    s.set_offset(offset);
+    s
+  }
+
+  pub fn partition(&self) -> u16 {
+    let mut mem = ::core::mem::MaybeUninit::<<u16 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_partition(&mut self, x: u16) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u16 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn offset(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_offset(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
@@ -6119,6 +6264,123 @@ impl ::core::fmt::Debug for ContactLookupRecorded<'_> {
       ds.finish()
   }
 }
+pub enum OffsetsCommittedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The named consumer `consumer` committed `offsets` (only the partitions whose
+/// committed offset changed; the value is the new one).
+pub struct OffsetsCommitted<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OffsetsCommitted<'a> {
+  type Inner = OffsetsCommitted<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OffsetsCommitted<'a> {
+  pub const VT_CONSUMER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OFFSETS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OffsetsCommitted { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OffsetsCommittedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OffsetsCommitted<'bldr>> {
+    let mut builder = OffsetsCommittedBuilder::new(_fbb);
+    if let Some(x) = args.offsets { builder.add_offsets(x); }
+    if let Some(x) = args.consumer { builder.add_consumer(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn consumer(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(OffsetsCommitted::VT_CONSUMER, None).unwrap()}
+  }
+  #[inline]
+  pub fn offsets(&self) -> ::flatbuffers::Vector<'a, PartitionOffset> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, PartitionOffset>>>(OffsetsCommitted::VT_OFFSETS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OffsetsCommitted<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("consumer", Self::VT_CONSUMER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, PartitionOffset>>>("offsets", Self::VT_OFFSETS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OffsetsCommittedArgs<'a> {
+    pub consumer: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub offsets: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, PartitionOffset>>>,
+}
+impl<'a> Default for OffsetsCommittedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OffsetsCommittedArgs {
+      consumer: None, // required field
+      offsets: None, // required field
+    }
+  }
+}
+
+pub struct OffsetsCommittedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OffsetsCommittedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_consumer(&mut self, consumer: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OffsetsCommitted::VT_CONSUMER, consumer);
+  }
+  #[inline]
+  pub fn add_offsets(&mut self, offsets: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , PartitionOffset>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OffsetsCommitted::VT_OFFSETS, offsets);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OffsetsCommittedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OffsetsCommittedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OffsetsCommitted<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, OffsetsCommitted::VT_CONSUMER,"consumer");
+    self.fbb_.required(o, OffsetsCommitted::VT_OFFSETS,"offsets");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OffsetsCommitted<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OffsetsCommitted");
+      ds.field("consumer", &self.consumer());
+      ds.field("offsets", &self.offsets());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6635,6 +6897,20 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_offsets_committed(&self) -> Option<OffsetsCommitted<'a>> {
+    if self.body_type() == EventBody::OffsetsCommitted {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OffsetsCommitted::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -6679,6 +6955,7 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::DirectBlockSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DirectBlockSet>>("EventBody::DirectBlockSet", pos),
           EventBody::StatusViewed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusViewed>>("EventBody::StatusViewed", pos),
           EventBody::ContactLookupRecorded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRecorded>>("EventBody::ContactLookupRecorded", pos),
+          EventBody::OffsetsCommitted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetsCommitted>>("EventBody::OffsetsCommitted", pos),
           _ => Ok(()),
         }
      })?
@@ -6968,6 +7245,13 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::ContactLookupRecorded => {
           if let Some(x) = self.body_as_contact_lookup_recorded() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::OffsetsCommitted => {
+          if let Some(x) = self.body_as_offsets_committed() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -11084,6 +11368,142 @@ impl ::core::fmt::Debug for RecordContactLookup<'_> {
       ds.finish()
   }
 }
+pub enum CommitOffsetsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Commits `offsets` of the named consumer `consumer` (key: the consumer). A
+/// commit never moves a partition back unless `reset` is set (an operator's
+/// explicit rewind). With no offsets it changes nothing and answers the
+/// committed offsets: a read ordered by the log.
+pub struct CommitOffsets<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CommitOffsets<'a> {
+  type Inner = CommitOffsets<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CommitOffsets<'a> {
+  pub const VT_CONSUMER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OFFSETS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RESET: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CommitOffsets { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CommitOffsetsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CommitOffsets<'bldr>> {
+    let mut builder = CommitOffsetsBuilder::new(_fbb);
+    if let Some(x) = args.offsets { builder.add_offsets(x); }
+    if let Some(x) = args.consumer { builder.add_consumer(x); }
+    builder.add_reset(args.reset);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn consumer(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CommitOffsets::VT_CONSUMER, None).unwrap()}
+  }
+  #[inline]
+  pub fn offsets(&self) -> ::flatbuffers::Vector<'a, PartitionOffset> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, PartitionOffset>>>(CommitOffsets::VT_OFFSETS, None).unwrap()}
+  }
+  #[inline]
+  pub fn reset(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CommitOffsets::VT_RESET, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CommitOffsets<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("consumer", Self::VT_CONSUMER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, PartitionOffset>>>("offsets", Self::VT_OFFSETS, true)?
+     .visit_field::<bool>("reset", Self::VT_RESET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommitOffsetsArgs<'a> {
+    pub consumer: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub offsets: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, PartitionOffset>>>,
+    pub reset: bool,
+}
+impl<'a> Default for CommitOffsetsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CommitOffsetsArgs {
+      consumer: None, // required field
+      offsets: None, // required field
+      reset: false,
+    }
+  }
+}
+
+pub struct CommitOffsetsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommitOffsetsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_consumer(&mut self, consumer: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CommitOffsets::VT_CONSUMER, consumer);
+  }
+  #[inline]
+  pub fn add_offsets(&mut self, offsets: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , PartitionOffset>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CommitOffsets::VT_OFFSETS, offsets);
+  }
+  #[inline]
+  pub fn add_reset(&mut self, reset: bool) {
+    self.fbb_.push_slot::<bool>(CommitOffsets::VT_RESET, reset, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommitOffsetsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CommitOffsetsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CommitOffsets<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CommitOffsets::VT_CONSUMER,"consumer");
+    self.fbb_.required(o, CommitOffsets::VT_OFFSETS,"offsets");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CommitOffsets<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CommitOffsets");
+      ds.field("consumer", &self.consumer());
+      ds.field("offsets", &self.offsets());
+      ds.field("reset", &self.reset());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -11604,6 +12024,20 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_commit_offsets(&self) -> Option<CommitOffsets<'a>> {
+    if self.body_type() == CommandBody::CommitOffsets {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CommitOffsets::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -11648,6 +12082,7 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::SetDirectBlock => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetDirectBlock>>("CommandBody::SetDirectBlock", pos),
           CommandBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("CommandBody::ViewStatus", pos),
           CommandBody::RecordContactLookup => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordContactLookup>>("CommandBody::RecordContactLookup", pos),
+          CommandBody::CommitOffsets => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitOffsets>>("CommandBody::CommitOffsets", pos),
           _ => Ok(()),
         }
      })?
@@ -11937,6 +12372,13 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::RecordContactLookup => {
           if let Some(x) = self.body_as_record_contact_lookup() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::CommitOffsets => {
+          if let Some(x) = self.body_as_commit_offsets() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -12389,6 +12831,104 @@ impl ::core::fmt::Debug for OutcomeDone<'_> {
       ds.finish()
   }
 }
+pub enum OutcomeOffsetsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A consumer's committed offsets after the command (issue 13), by partition.
+pub struct OutcomeOffsets<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OutcomeOffsets<'a> {
+  type Inner = OutcomeOffsets<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OutcomeOffsets<'a> {
+  pub const VT_OFFSETS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OutcomeOffsets { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OutcomeOffsetsArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OutcomeOffsets<'bldr>> {
+    let mut builder = OutcomeOffsetsBuilder::new(_fbb);
+    if let Some(x) = args.offsets { builder.add_offsets(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn offsets(&self) -> ::flatbuffers::Vector<'a, PartitionOffset> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, PartitionOffset>>>(OutcomeOffsets::VT_OFFSETS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OutcomeOffsets<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, PartitionOffset>>>("offsets", Self::VT_OFFSETS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OutcomeOffsetsArgs<'a> {
+    pub offsets: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, PartitionOffset>>>,
+}
+impl<'a> Default for OutcomeOffsetsArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OutcomeOffsetsArgs {
+      offsets: None, // required field
+    }
+  }
+}
+
+pub struct OutcomeOffsetsBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OutcomeOffsetsBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_offsets(&mut self, offsets: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , PartitionOffset>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OutcomeOffsets::VT_OFFSETS, offsets);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OutcomeOffsetsBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OutcomeOffsetsBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OutcomeOffsets<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, OutcomeOffsets::VT_OFFSETS,"offsets");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OutcomeOffsets<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OutcomeOffsets");
+      ds.field("offsets", &self.offsets());
+      ds.finish()
+  }
+}
 pub enum RejectionOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12622,6 +13162,20 @@ impl<'a> CommandResult<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_outcome_offsets(&self) -> Option<OutcomeOffsets<'a>> {
+    if self.body_type() == CommandResultBody::OutcomeOffsets {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OutcomeOffsets::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for CommandResult<'_> {
@@ -12637,6 +13191,7 @@ impl ::flatbuffers::Verifiable for CommandResult<'_> {
           CommandResultBody::OutcomePrekeyClaimed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomePrekeyClaimed>>("CommandResultBody::OutcomePrekeyClaimed", pos),
           CommandResultBody::OutcomeDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeDone>>("CommandResultBody::OutcomeDone", pos),
           CommandResultBody::Rejection => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Rejection>>("CommandResultBody::Rejection", pos),
+          CommandResultBody::OutcomeOffsets => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeOffsets>>("CommandResultBody::OutcomeOffsets", pos),
           _ => Ok(()),
         }
      })?
@@ -12722,6 +13277,13 @@ impl ::core::fmt::Debug for CommandResult<'_> {
         },
         CommandResultBody::Rejection => {
           if let Some(x) = self.body_as_rejection() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandResultBody::OutcomeOffsets => {
+          if let Some(x) = self.body_as_outcome_offsets() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -13858,6 +14420,141 @@ impl ::core::fmt::Debug for PromoteLearnerRequest<'_> {
       ds.finish()
   }
 }
+pub enum CommitOffsetsRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Commit (or, with no offsets, read) the offsets of a named consumer (issue 13):
+/// the node appends a `CommitOffsets` command to the consumer's partition and
+/// answers an `AppendedResponse` holding one `OutcomeOffsets` once it is applied.
+pub struct CommitOffsetsRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for CommitOffsetsRequest<'a> {
+  type Inner = CommitOffsetsRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> CommitOffsetsRequest<'a> {
+  pub const VT_CONSUMER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OFFSETS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RESET: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    CommitOffsetsRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args CommitOffsetsRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<CommitOffsetsRequest<'bldr>> {
+    let mut builder = CommitOffsetsRequestBuilder::new(_fbb);
+    if let Some(x) = args.offsets { builder.add_offsets(x); }
+    if let Some(x) = args.consumer { builder.add_consumer(x); }
+    builder.add_reset(args.reset);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn consumer(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(CommitOffsetsRequest::VT_CONSUMER, None).unwrap()}
+  }
+  #[inline]
+  pub fn offsets(&self) -> ::flatbuffers::Vector<'a, PartitionOffset> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, PartitionOffset>>>(CommitOffsetsRequest::VT_OFFSETS, None).unwrap()}
+  }
+  #[inline]
+  pub fn reset(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(CommitOffsetsRequest::VT_RESET, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for CommitOffsetsRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("consumer", Self::VT_CONSUMER, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, PartitionOffset>>>("offsets", Self::VT_OFFSETS, true)?
+     .visit_field::<bool>("reset", Self::VT_RESET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct CommitOffsetsRequestArgs<'a> {
+    pub consumer: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub offsets: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, PartitionOffset>>>,
+    pub reset: bool,
+}
+impl<'a> Default for CommitOffsetsRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    CommitOffsetsRequestArgs {
+      consumer: None, // required field
+      offsets: None, // required field
+      reset: false,
+    }
+  }
+}
+
+pub struct CommitOffsetsRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> CommitOffsetsRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_consumer(&mut self, consumer: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CommitOffsetsRequest::VT_CONSUMER, consumer);
+  }
+  #[inline]
+  pub fn add_offsets(&mut self, offsets: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , PartitionOffset>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(CommitOffsetsRequest::VT_OFFSETS, offsets);
+  }
+  #[inline]
+  pub fn add_reset(&mut self, reset: bool) {
+    self.fbb_.push_slot::<bool>(CommitOffsetsRequest::VT_RESET, reset, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> CommitOffsetsRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    CommitOffsetsRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<CommitOffsetsRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, CommitOffsetsRequest::VT_CONSUMER,"consumer");
+    self.fbb_.required(o, CommitOffsetsRequest::VT_OFFSETS,"offsets");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for CommitOffsetsRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("CommitOffsetsRequest");
+      ds.field("consumer", &self.consumer());
+      ds.field("offsets", &self.offsets());
+      ds.field("reset", &self.reset());
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -14019,6 +14716,20 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_commit_offsets_request(&self) -> Option<CommitOffsetsRequest<'a>> {
+    if self.body_type() == RequestBody::CommitOffsetsRequest {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { CommitOffsetsRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -14037,6 +14748,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::ChangeVotersRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChangeVotersRequest>>("RequestBody::ChangeVotersRequest", pos),
           RequestBody::RemoveVoterRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RemoveVoterRequest>>("RequestBody::RemoveVoterRequest", pos),
           RequestBody::PromoteLearnerRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PromoteLearnerRequest>>("RequestBody::PromoteLearnerRequest", pos),
+          RequestBody::CommitOffsetsRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitOffsetsRequest>>("RequestBody::CommitOffsetsRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -14143,6 +14855,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::PromoteLearnerRequest => {
           if let Some(x) = self.body_as_promote_learner_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::CommitOffsetsRequest => {
+          if let Some(x) = self.body_as_commit_offsets_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -9,6 +9,7 @@ pub mod log;
 pub mod log_node;
 pub mod projector;
 pub mod status;
+pub mod tail;
 
 /// A process's configuration, the same way for the log-node, the projector
 /// and the edge: defaults → the TOML file at `path` → `CHORUS_*` environment
