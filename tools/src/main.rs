@@ -70,6 +70,9 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Export the log's events as metadata-only Parquet or JSON lines files
+    /// for analysts (resumable: --from-manifest).
+    Export(commands::export::Args),
     /// Jepsen: run a workload against a local cluster under faults, check the history.
     Jepsen(commands::jepsen::Args),
 }
@@ -151,6 +154,7 @@ fn main() -> Result<()> {
             Cmd::Bench(BenchCmd::Group(a)) => bench::group::run(a).await,
             Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
+            Cmd::Export(a) => commands::export::run(a).await,
         }
     })
 }
