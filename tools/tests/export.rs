@@ -237,7 +237,9 @@ fn jsonl_rows(dir: &Path) -> Vec<serde_json::Value> {
     names.sort();
     names
         .iter()
-        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>())
+        .flat_map(|p| {
+            std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -247,8 +249,9 @@ async fn a_killed_export_resumes_from_its_manifest_exactly_once_and_pseudonyms_a
     let dir = tempfile::tempdir().unwrap();
     let mut spec = ClusterSpec::new(dir.path().join("cluster"), chorus_binary(), 3);
     spec.partitions = 8;
-    let cluster = Cluster::create(spec).await.unwrap();
-    let log = cluster.client(chorus_log_node::ClientConfig::default()).await.unwrap();
+    let mut cluster = Cluster::create(spec).await.unwrap();
+    cluster.start_all().unwrap();
+    let log = cluster.wait_ready(Duration::from_secs(60)).await.unwrap();
     const N: u64 = 20_000;
     fill(&log, N).await;
     let phones = ["+15550009901", "+15550009902"];
@@ -312,7 +315,12 @@ async fn a_killed_export_resumes_from_its_manifest_exactly_once_and_pseudonyms_a
     };
     let ids = |rows: &[serde_json::Value]| -> Vec<String> {
         rows.iter()
-            .map(|r| format!("{} {} {} {} {} {}", r["partition"], r["offset"], r["sender_user"], r["sender_device"], r["chat"], r["phone"]))
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {}",
+                    r["partition"], r["offset"], r["sender_user"], r["sender_device"], r["chat"], r["phone"]
+                )
+            })
             .collect::<Vec<_>>()
     };
     let (k1, text1) = pseudo("k1", "key one");
@@ -332,6 +340,10 @@ async fn a_killed_export_resumes_from_its_manifest_exactly_once_and_pseudonyms_a
     }
     let raw_senders: HashSet<u64> = (100..164).collect();
     assert!(!k1.iter().any(|r| r["sender_user"].as_u64().is_some_and(|u| raw_senders.contains(&u))));
-    assert_eq!(k1.iter().filter(|r| r["phone"].is_string()).count(), 2, "the registrations keep a (pseudonymous) phone");
+    assert_eq!(
+        k1.iter().filter(|r| r["phone"].is_string()).count(),
+        2,
+        "the registrations keep a (pseudonymous) phone"
+    );
     assert!(!text1.contains("SECRET"));
 }

@@ -22,6 +22,9 @@ pub struct Manifest {
     pub format: Format,
     /// [`crate::Pseudonymizer::key_id`] of the key the export used, if any.
     pub pseudonym_key_id: Option<String>,
+    /// The partitions the export covers (a resumed export continues all of
+    /// them, also those it had not reached when it stopped).
+    pub partitions: Vec<u16>,
     /// Per partition, the offset after the exported range: a resumed export
     /// starts there.
     pub next_offsets: BTreeMap<u16, u64>,
@@ -50,8 +53,8 @@ pub struct PartRange {
 }
 
 impl Manifest {
-    fn new(format: Format, pseudonym_key_id: Option<String>) -> Manifest {
-        Manifest { version: 1, format, pseudonym_key_id, next_offsets: BTreeMap::new(), parts: Vec::new() }
+    fn new(format: Format, pseudonym_key_id: Option<String>, partitions: Vec<u16>) -> Manifest {
+        Manifest { version: 1, format, pseudonym_key_id, partitions, next_offsets: BTreeMap::new(), parts: Vec::new() }
     }
 
     /// Reads `dir`'s manifest; `None` if there is none.
@@ -170,18 +173,21 @@ impl std::fmt::Debug for Exporter {
 }
 
 impl Exporter {
-    /// Starts a new export in `dir` (created if missing).
+    /// Starts a new export of `partitions` in `dir` (created if missing),
+    /// and saves its first manifest (no parts yet).
     ///
     /// # Errors
     /// [`Error::ManifestExists`] if `dir` holds an export already; IO failure.
-    pub fn create(dir: &Path, options: Options) -> Result<Exporter> {
+    pub fn create(dir: &Path, options: Options, partitions: &[PartitionId]) -> Result<Exporter> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         if Manifest::load(dir)?.is_some() {
             return Err(Error::ManifestExists(dir.join(MANIFEST)));
         }
-        let manifest = Manifest::new(options.format, options.pseudonym_key_id.clone());
+        let partitions = partitions.iter().map(|p| p.0).collect();
+        let manifest = Manifest::new(options.format, options.pseudonym_key_id.clone(), partitions);
         let mut exporter = Exporter::open(dir, options, manifest);
         exporter.clean()?;
+        exporter.save_manifest()?;
         Ok(exporter)
     }
 

@@ -184,7 +184,7 @@ fn read_jsonl_parts(dir: &std::path::Path) -> Vec<(u16, u64)> {
 fn a_crashed_export_resumes_without_gap_or_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     let opts = Options { format: Format::Jsonl, part_rows: 10, ..Options::default() };
-    let mut e = Exporter::create(dir.path(), opts.clone()).unwrap();
+    let mut e = Exporter::create(dir.path(), opts.clone(), &[PartitionId(0), PartitionId(1)]).unwrap();
     for o in 0..25 {
         e.write(&row(0, o)).unwrap();
         e.write(&row(1, o)).unwrap();
@@ -194,10 +194,14 @@ fn a_crashed_export_resumes_without_gap_or_duplicate() {
     drop(e);
     std::fs::write(dir.path().join(".part-00006.jsonl.tmp"), "half").unwrap();
     std::fs::write(dir.path().join("part-00006.jsonl"), "{\"partition\":0,\"offset\":25}\n").unwrap();
-    assert!(Exporter::create(dir.path(), opts.clone()).is_err(), "a second fresh export into the same dir");
+    assert!(
+        Exporter::create(dir.path(), opts.clone(), &[PartitionId(0), PartitionId(1)]).is_err(),
+        "a second fresh export into the same dir"
+    );
     let m = Manifest::load(dir.path()).unwrap().unwrap();
     assert_eq!(m.next_offsets.get(&0), Some(&25));
     assert_eq!(m.parts.len(), 5);
+    assert_eq!(m.partitions, vec![0, 1]);
 
     let mut e = Exporter::resume(dir.path(), opts.clone()).unwrap();
     assert!(!dir.path().join("part-00006.jsonl").exists() && !dir.path().join(".part-00006.jsonl.tmp").exists());
@@ -230,7 +234,7 @@ fn a_parquet_part_reads_back() {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let dir = tempfile::tempdir().unwrap();
     let opts = Options { format: Format::Parquet, row_group_rows: 1000, ..Options::default() };
-    let mut e = Exporter::create(dir.path(), opts).unwrap();
+    let mut e = Exporter::create(dir.path(), opts, &[PartitionId(2)]).unwrap();
     for o in 0..2500 {
         e.write(&row(2, o)).unwrap();
     }

@@ -256,24 +256,30 @@ pub async fn export(client: &LogClient, node: &str, args: &ExportArgs) -> Result
         part_rows: args.part_rows.max(1),
         pseudonym_key_id: pseudonymizer.as_ref().map(Pseudonymizer::key_id),
     };
-    let mut exporter = if args.from_manifest {
-        Exporter::resume(&args.out, options)?
-    } else {
-        Exporter::create(&args.out, options)?
-    };
     let total = client.partitions();
     let mut partitions: Vec<PartitionId> = if !args.partitions.is_empty() {
         args.partitions.iter().map(|p| PartitionId(*p)).collect()
-    } else if args.from_manifest && !exporter.manifest().next_offsets.is_empty() {
-        exporter.manifest().next_offsets.keys().map(|p| PartitionId(*p)).collect()
     } else {
         (0..total).map(PartitionId).collect()
     };
+    let check = |partitions: &[PartitionId]| match partitions.iter().find(|p| p.0 >= total) {
+        Some(p) => bail!("partition {p} does not exist (the log has {total})"),
+        None => Ok(()),
+    };
+    check(&partitions)?;
+    let exporter = if args.from_manifest {
+        let e = Exporter::resume(&args.out, options)?;
+        if args.partitions.is_empty() {
+            partitions = e.manifest().partitions.iter().map(|p| PartitionId(*p)).collect();
+        }
+        e
+    } else {
+        Exporter::create(&args.out, options, &partitions)?
+    };
+    let mut exporter = exporter;
+    check(&partitions)?;
     partitions.sort();
     partitions.dedup();
-    if let Some(p) = partitions.iter().find(|p| p.0 >= total) {
-        bail!("partition {p} does not exist (the log has {total})");
-    }
     let ends = end_offsets(client, node, &partitions).await?;
     let manifest: Manifest = exporter.manifest().clone();
 
