@@ -87,6 +87,8 @@ enum BenchCmd {
     Group(bench::group::Args),
     /// One user's presence changes to 1,000 watching clients on 2 edges: p50/p99 to the last one.
     Presence(bench::presence::Args),
+    /// Events/s (and per core) exported to Parquet from a filled local cluster.
+    Export(bench::export::Args),
 }
 
 fn main() -> Result<()> {
@@ -153,6 +155,7 @@ fn main() -> Result<()> {
             Cmd::Bench(BenchCmd::E2e(a)) => bench::e2e::run(a).await,
             Cmd::Bench(BenchCmd::Group(a)) => bench::group::run(a).await,
             Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
+            Cmd::Bench(BenchCmd::Export(a)) => bench::export::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
             Cmd::Export(a) => commands::export::run(a).await,
         }
