@@ -51,13 +51,7 @@ impl Pseudonymizer {
     }
 
     fn hash_hex(&self, tag: &[u8], data: &[u8]) -> String {
-        let h = self.hash(tag, data);
-        let mut s = String::with_capacity(32);
-        for b in &h.as_bytes()[..16] {
-            use std::fmt::Write;
-            let _ = write!(s, "{b:02x}");
-        }
-        s
+        crate::row::hex(&self.hash(tag, data).as_bytes()[..16])
     }
 
     pub fn user(&self, user: UserId) -> u64 {
