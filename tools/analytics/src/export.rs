@@ -8,7 +8,9 @@ use chorus_schema::{Offset, PartitionId};
 use serde::{Deserialize, Serialize};
 
 use crate::writer::{sync_dir, tmp_name, Format, PartWriter};
-use crate::{Error, Result, Row};
+use chorus_schema::EventRecord;
+
+use crate::{Error, Pseudonymizer, Result, Row, RowBuilder};
 
 /// The manifest's file name inside the export directory.
 pub const MANIFEST: &str = "manifest.json";
@@ -30,6 +32,14 @@ pub struct Manifest {
     pub next_offsets: BTreeMap<u16, u64>,
     /// The complete part files, in the order they were written.
     pub parts: Vec<Part>,
+    /// How many times the manifest was saved (names the groups file).
+    #[serde(default)]
+    pub saves: u64,
+    /// The file (in the export directory) holding the row builder's group
+    /// membership folded up to `next_offsets`, so that a resumed export needs
+    /// no warm-up read of the partitions' earlier records.
+    #[serde(default)]
+    pub groups_file: Option<String>,
 }
 
 /// One complete part file.
@@ -54,7 +64,16 @@ pub struct PartRange {
 
 impl Manifest {
     fn new(format: Format, pseudonym_key_id: Option<String>, partitions: Vec<u16>) -> Manifest {
-        Manifest { version: 1, format, pseudonym_key_id, partitions, next_offsets: BTreeMap::new(), parts: Vec::new() }
+        Manifest {
+            version: 1,
+            format,
+            pseudonym_key_id,
+            partitions,
+            next_offsets: BTreeMap::new(),
+            parts: Vec::new(),
+            saves: 0,
+            groups_file: None,
+        }
     }
 
     /// Reads `dir`'s manifest; `None` if there is none.
@@ -105,18 +124,19 @@ pub struct Options {
     /// Rows per part file: a part is committed, and the manifest advanced,
     /// every this many rows (and at the end).
     pub part_rows: u64,
-    /// [`crate::Pseudonymizer::key_id`] of the key in use, if any.
-    pub pseudonym_key_id: Option<String>,
+    /// Pseudonymize ids with this (its key id goes into the manifest).
+    pub pseudonymizer: Option<Pseudonymizer>,
+}
+
+impl Options {
+    fn key_id(&self) -> Option<String> {
+        self.pseudonymizer.as_ref().map(Pseudonymizer::key_id)
+    }
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options {
-            format: Format::Parquet,
-            row_group_rows: 128 * 1024,
-            part_rows: 4 * 1024 * 1024,
-            pseudonym_key_id: None,
-        }
+        Options { format: Format::Parquet, row_group_rows: 128 * 1024, part_rows: 4 * 1024 * 1024, pseudonymizer: None }
     }
 }
 
@@ -141,6 +161,8 @@ struct OpenPart {
 /// DIR/part-00002.parquet
 /// DIR/.part-00003.parquet.tmp   the part being written (never read it)
 /// DIR/manifest.json        the complete parts and each partition's next offset
+/// DIR/groups-000007.json   group membership folded up to those offsets (the
+///                          manifest names it; a resume starts from it)
 /// ```
 ///
 /// A part is written under its temporary name, then fsynced and renamed;
@@ -164,6 +186,9 @@ pub struct Exporter {
     /// Next offsets reached since the manifest was last saved.
     pending: BTreeMap<u16, u64>,
     summary: Summary,
+    builder: RowBuilder,
+    /// The builder starts from the manifest's groups file (no warm-up needed).
+    restored: bool,
 }
 
 impl std::fmt::Debug for Exporter {
@@ -184,7 +209,7 @@ impl Exporter {
             return Err(Error::ManifestExists(dir.join(MANIFEST)));
         }
         let partitions = partitions.iter().map(|p| p.0).collect();
-        let manifest = Manifest::new(options.format, options.pseudonym_key_id.clone(), partitions);
+        let manifest = Manifest::new(options.format, options.key_id(), partitions);
         let mut exporter = Exporter::open(dir, options, manifest);
         exporter.clean()?;
         exporter.save_manifest()?;
@@ -206,17 +231,27 @@ impl Exporter {
                 options.format.extension()
             )));
         }
-        if manifest.pseudonym_key_id != options.pseudonym_key_id {
+        if manifest.pseudonym_key_id != options.key_id() {
             return Err(Error::Mismatch("the pseudonym key differs from the export's".into()));
         }
         let mut exporter = Exporter::open(dir, options, manifest);
         exporter.clean()?;
+        if let Some(file) = exporter.manifest.groups_file.clone() {
+            let path = dir.join(&file);
+            let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            let bad = |reason: String| Error::BadManifest { path: path.clone(), reason };
+            let snapshot = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+            exporter.builder.restore_groups(&snapshot).map_err(|e| bad(e.to_string()))?;
+            exporter.restored = true;
+        }
         Ok(exporter)
     }
 
     fn open(dir: &Path, options: Options, manifest: Manifest) -> Exporter {
         Exporter {
             dir: dir.to_owned(),
+            builder: RowBuilder::new(options.pseudonymizer.clone()),
+            restored: false,
             options,
             manifest,
             part: None,
@@ -234,7 +269,8 @@ impl Exporter {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             let stale = (name.starts_with('.') && name.ends_with(".tmp"))
-                || (name.starts_with("part-") && !listed.contains(name));
+                || (name.starts_with("part-") && !listed.contains(name))
+                || (name.starts_with("groups-") && self.manifest.groups_file.as_deref() != Some(name));
             if stale {
                 let path = entry.path();
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
@@ -254,6 +290,36 @@ impl Exporter {
         self.pending.get(&partition.0).or_else(|| self.manifest.next_offsets.get(&partition.0)).map(|o| Offset(*o))
     }
 
+    /// Whether `partition`'s rows continue from a saved group membership:
+    /// then the records before [`Exporter::next_offset`] need not be read
+    /// (no warm-up). False for a new export and for partitions the saved
+    /// export had not reached.
+    pub fn warm(&self, partition: PartitionId) -> bool {
+        self.restored && self.manifest.next_offsets.contains_key(&partition.0)
+    }
+
+    /// Folds a record before the range into the row builder (warm-up).
+    pub fn observe(&mut self, record: &EventRecord) {
+        self.builder.observe(record);
+    }
+
+    /// Exports one record: its row (see [`RowBuilder::row`]) is written.
+    ///
+    /// # Errors
+    /// As [`Exporter::write`]; the builder is left untouched by an overlap.
+    pub fn export(&mut self, record: &EventRecord) -> Result<()> {
+        self.check(record.partition.0, record.offset.0)?;
+        let row = self.builder.row(record);
+        self.write(&row)
+    }
+
+    fn check(&self, partition: u16, offset: u64) -> Result<()> {
+        match self.next_offset(PartitionId(partition)) {
+            Some(next) if offset < next.0 => Err(Error::Overlap { partition, offset, next: next.0 }),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes one row; commits the part when it reaches `part_rows`.
     ///
     /// # Errors
@@ -261,11 +327,7 @@ impl Exporter {
     /// exported offset (it would be a duplicate); IO or encoding failure.
     pub fn write(&mut self, row: &Row) -> Result<()> {
         let p = row.partition;
-        if let Some(next) = self.next_offset(PartitionId(p)) {
-            if row.offset < next.0 {
-                return Err(Error::Overlap { partition: p, offset: row.offset, next: next.0 });
-            }
-        }
+        self.check(p, row.offset)?;
         if self.part.is_none() {
             let name = format!("part-{:05}.{}", self.manifest.parts.len() + 1, self.options.format.extension());
             let writer = PartWriter::create(&self.dir, &name, self.options.format, self.options.row_group_rows)?;
@@ -308,13 +370,34 @@ impl Exporter {
         self.save_manifest()
     }
 
+    /// Saves the group membership under a new name, then the manifest that
+    /// names it (atomically), then removes the previous groups file: a crash
+    /// leaves the old manifest with its own groups file, or the new pair.
     fn save_manifest(&mut self) -> Result<()> {
         let mut next = self.manifest.clone();
         for (p, o) in &self.pending {
             let e = next.next_offsets.entry(*p).or_insert(0);
             *e = (*e).max(*o);
         }
+        next.saves += 1;
+        let groups = format!("groups-{:06}.json", next.saves);
+        let path = self.dir.join(&groups);
+        let tmp = self.dir.join(tmp_name(&groups));
+        let io = |e| Error::io(&tmp, e);
+        {
+            use std::io::Write;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+            serde_json::to_writer(&mut f, &self.builder.groups_snapshot())?;
+            f.flush().map_err(io)?;
+            f.get_ref().sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        next.groups_file = Some(groups);
         next.save(&self.dir)?;
+        if let Some(old) = self.manifest.groups_file.take() {
+            // The new manifest no longer names it; a leftover is removed by `clean`.
+            let _ = std::fs::remove_file(self.dir.join(old));
+        }
         self.manifest = next;
         self.pending.clear();
         Ok(())

@@ -184,6 +184,35 @@ impl RowBuilder {
         self.map(record)
     }
 
+    /// The folded group membership, for saving beside an export's manifest
+    /// (chat id in hex → sorted member ids).
+    pub fn groups_snapshot(&self) -> std::collections::BTreeMap<String, Vec<u64>> {
+        self.groups
+            .iter()
+            .map(|(chat, m)| {
+                let mut m: Vec<u64> = m.iter().map(|u| u.0).collect();
+                m.sort_unstable();
+                (hex(&chat.0), m)
+            })
+            .collect()
+    }
+
+    /// Replaces the folded group membership by a [`RowBuilder::groups_snapshot`].
+    ///
+    /// # Errors
+    /// A key that is not a chat id (the snapshot is left unused).
+    pub fn restore_groups(
+        &mut self,
+        snapshot: &std::collections::BTreeMap<String, Vec<u64>>,
+    ) -> chorus_schema::Result<()> {
+        let mut groups = HashMap::with_capacity(snapshot.len());
+        for (chat, members) in snapshot {
+            groups.insert(chat.parse::<ChatId>()?, members.iter().copied().map(UserId).collect());
+        }
+        self.groups = groups;
+        Ok(())
+    }
+
     /// The number of members of `chat` as folded so far (`None`: a group the
     /// builder has not seen created).
     pub fn members(&self, chat: &ChatId) -> Option<u32> {

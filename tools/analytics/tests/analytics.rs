@@ -225,7 +225,7 @@ fn a_crashed_export_resumes_without_gap_or_duplicate() {
     assert_eq!(got, want);
 
     // Another key or format does not resume it.
-    let other = Options { pseudonym_key_id: Some("x".into()), ..opts.clone() };
+    let other = Options { pseudonymizer: Some(Pseudonymizer::new("x")), ..opts.clone() };
     assert!(Exporter::resume(dir.path(), other).is_err());
     assert!(Exporter::resume(dir.path(), Options { format: Format::Parquet, ..opts }).is_err());
 }
@@ -246,4 +246,54 @@ fn a_parquet_part_reads_back() {
     assert_eq!(b.metadata().num_row_groups(), 3);
     let n: usize = b.build().unwrap().map(|batch| batch.unwrap().num_rows()).sum();
     assert_eq!(n, 2500);
+}
+
+#[test]
+fn a_resumed_export_keeps_member_counts_from_the_saved_groups_without_warm_up() {
+    let initial: BTreeSet<u64> = [1, 2, 3].into_iter().collect();
+    let ops: Vec<Op> = (0..40)
+        .map(|i| match i % 4 {
+            0 => Op::Add(4 + i % 7),
+            1 => Op::Send(1),
+            2 => Op::Remove(4 + (i + 3) % 7),
+            _ => Op::Send(2),
+        })
+        .collect();
+    let (records, _) = history(&initial, &ops);
+    let mut all = RowBuilder::new(None);
+    let want: Vec<Row> = records.iter().map(|r| all.row(r)).collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options { format: Format::Jsonl, part_rows: 5, ..Options::default() };
+    let mut e = Exporter::create(dir.path(), opts.clone(), &[PartitionId(3)]).unwrap();
+    assert!(!e.warm(PartitionId(3)));
+    let cut = records.len() / 2 / 5 * 5 + 3;
+    for r in &records[..cut] {
+        e.export(r).unwrap();
+    }
+    drop(e); // a crash: the rows after the last committed part are lost
+    let mut e = Exporter::resume(dir.path(), opts).unwrap();
+    assert!(e.warm(PartitionId(3)));
+    let next = e.next_offset(PartitionId(3)).unwrap().0 as usize;
+    assert!(next < cut && next % 5 == 0, "{next}");
+    for r in &records[next..] {
+        e.export(r).unwrap();
+    }
+    e.finish().unwrap();
+    let m = Manifest::load(dir.path()).unwrap().unwrap();
+    let groups_files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.starts_with("groups-"))
+        .collect();
+    assert_eq!(groups_files, vec![m.groups_file.clone().unwrap()], "only the manifest's groups file stays");
+    let mut got = Vec::new();
+    for part in &m.parts {
+        for line in std::fs::read_to_string(dir.path().join(&part.file)).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            got.push((v["offset"].as_u64().unwrap(), v["members"].as_u64(), v["recipients"].as_u64()));
+        }
+    }
+    let want: Vec<_> = want.iter().map(|r| (r.offset, r.members.map(u64::from), r.recipients.map(u64::from))).collect();
+    assert_eq!(got, want);
 }

@@ -2,9 +2,10 @@
 //! files for analysts (the rows of `chorus_analytics`), resumable from a
 //! manifest.
 //!
-//! Each partition is read from offset 0: the records before the range only
-//! warm the row builder's group membership (member counts), the rest become
-//! rows. Reads of the next partitions run ahead of the writer (a few at a
+//! A new export reads each partition from offset 0: the records before the
+//! range only warm the row builder's group membership (member counts), the
+//! rest become rows. A resumed export starts from the group membership saved
+//! beside its manifest and reads only what is new. Reads of the next partitions run ahead of the writer (a few at a
 //! time, decoding on the runtime's threads) while the current one is written.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use chorus_analytics::{Exporter, Format, Manifest, Options, Pseudonymizer, Row, RowBuilder};
+use chorus_analytics::{Exporter, Format, Manifest, Options, Pseudonymizer, Row};
 use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::{EventRecord, Offset, PartitionId, Request, Response};
 use tokio::sync::mpsc;
@@ -196,16 +197,15 @@ async fn end_offsets(client: &LogClient, node: &str, partitions: &[PartitionId])
 /// record did not decode.
 type Batch = (Offset, Vec<Option<EventRecord>>);
 
-/// Reads `partition` from offset 0 to `end`, decoding, into `out`.
+/// Reads `partition` from `from` to `end`, decoding, into `out`.
 async fn read_partition(
     client: LogClient,
     node: String,
     partition: PartitionId,
-    end: Offset,
+    (mut from, end): (Offset, Offset),
     batch: u32,
     out: mpsc::Sender<Result<Batch>>,
 ) {
-    let mut from = Offset(0);
     let mut failures = 0u32;
     while from < end {
         let addr = client.leader_addr(partition).unwrap_or_else(|| node.clone());
@@ -254,7 +254,7 @@ pub async fn export(client: &LogClient, node: &str, args: &ExportArgs) -> Result
         format: args.format,
         row_group_rows: args.row_group_rows,
         part_rows: args.part_rows.max(1),
-        pseudonym_key_id: pseudonymizer.as_ref().map(Pseudonymizer::key_id),
+        pseudonymizer,
     };
     let total = client.partitions();
     let mut partitions: Vec<PartitionId> = if !args.partitions.is_empty() {
@@ -284,14 +284,24 @@ pub async fn export(client: &LogClient, node: &str, args: &ExportArgs) -> Result
     let manifest: Manifest = exporter.manifest().clone();
 
     let mut report = Report::default();
-    let mut builder = RowBuilder::new(pseudonymizer);
+    // Each partition's range: rows from `start`; reading from 0 to warm the
+    // row builder, unless the manifest's saved membership makes it warm.
+    let ranges: HashMap<u16, (Offset, Offset, Offset)> = partitions
+        .iter()
+        .map(|p| {
+            let end = ends.get(&p.0).copied().unwrap_or(Offset(0));
+            let end = args.to_offset.map_or(end, |t| end.min(Offset(t)));
+            let start = manifest.next_offset(*p).or(args.from_offset.map(Offset)).unwrap_or(Offset(0));
+            let read_from = if exporter.warm(*p) { start } else { Offset(0) };
+            (p.0, (read_from, start, end))
+        })
+        .collect();
     // Readers run ahead: a channel per partition, started `read_ahead` ahead.
     let mut readers: Vec<Option<mpsc::Receiver<Result<Batch>>>> = Vec::with_capacity(partitions.len());
     let spawn = |p: PartitionId| {
         let (tx, rx) = mpsc::channel(4);
-        let end = ends.get(&p.0).copied().unwrap_or(Offset(0));
-        let end = args.to_offset.map_or(end, |t| end.min(Offset(t)));
-        tokio::spawn(read_partition(client.clone(), node.to_owned(), p, end, args.batch, tx));
+        let (read_from, _, end) = ranges.get(&p.0).copied().unwrap_or_default();
+        tokio::spawn(read_partition(client.clone(), node.to_owned(), p, (read_from, end), args.batch, tx));
         rx
     };
     for (i, p) in partitions.iter().enumerate() {
@@ -305,9 +315,7 @@ pub async fn export(client: &LogClient, node: &str, args: &ExportArgs) -> Result
             }
         }
         let Some(mut rx) = readers.get_mut(i).and_then(Option::take) else { continue };
-        let end = ends.get(&p.0).copied().unwrap_or(Offset(0));
-        let end = args.to_offset.map_or(end, |t| end.min(Offset(t)));
-        let start = manifest.next_offset(p).or(args.from_offset.map(Offset)).unwrap_or(Offset(0));
+        let (_, start, end) = ranges.get(&p.0).copied().unwrap_or_default();
         // With --from-time, rows start at the first event at or after it.
         let mut started = args.from_time.is_none();
         let mut stopped_at = None;
@@ -320,7 +328,7 @@ pub async fn export(client: &LogClient, node: &str, args: &ExportArgs) -> Result
                     continue;
                 }
                 match record {
-                    Some(r) if offset < start => builder.observe(r),
+                    Some(r) if offset < start => exporter.observe(r),
                     Some(r) => {
                         if let Some(t) = args.to_time {
                             if r.event.at_ms > t {
@@ -332,10 +340,10 @@ pub async fn export(client: &LogClient, node: &str, args: &ExportArgs) -> Result
                             started = true;
                         }
                         if !started {
-                            builder.observe(r);
+                            exporter.observe(r);
                             continue;
                         }
-                        exporter.write(&builder.row(r))?;
+                        exporter.export(r)?;
                         report.rows += 1;
                     }
                     None if offset < start => {}
