@@ -275,7 +275,7 @@ fn a_resumed_export_keeps_member_counts_from_the_saved_groups_without_warm_up() 
     let mut e = Exporter::resume(dir.path(), opts).unwrap();
     assert!(e.warm(PartitionId(3)));
     let next = e.next_offset(PartitionId(3)).unwrap().0 as usize;
-    assert!(next < cut && next % 5 == 0, "{next}");
+    assert!(next < cut && next.is_multiple_of(5), "{next}");
     for r in &records[next..] {
         e.export(r).unwrap();
     }
