@@ -37,7 +37,7 @@ pub mod writer;
 
 pub use export::{Exporter, Manifest, Options, Part, PartRange, Summary, MANIFEST};
 pub use pseudonym::Pseudonymizer;
-pub use row::{kind_name, Row, RowBuilder, UNKNOWN_KIND};
+pub use row::{kind_name, ChatKey, Row, RowBuilder, UNKNOWN_KIND};
 pub use writer::{schema, Format, PartWriter};
 
 use std::path::{Path, PathBuf};

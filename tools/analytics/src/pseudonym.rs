@@ -65,8 +65,10 @@ impl Pseudonymizer {
         self.hash_u64(b"device\0", &data)
     }
 
-    pub fn chat(&self, chat: &ChatId) -> String {
-        self.hash_hex(b"chat\0", &chat.0)
+    pub fn chat(&self, chat: &ChatId) -> crate::row::ChatKey {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&self.hash(b"chat\0", &chat.0).as_bytes()[..16]);
+        crate::row::ChatKey(b)
     }
 
     pub fn phone(&self, phone: &str) -> String {

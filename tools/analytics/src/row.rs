@@ -39,7 +39,7 @@ pub struct Row {
     pub kind: &'static str,
     /// The chat of a chat event: 32 hex characters (a pseudonym of the same
     /// length when pseudonymized).
-    pub chat: Option<String>,
+    pub chat: Option<ChatKey>,
     /// Position in the chat's timeline (every chat event except
     /// `chat_opened`, `receipt` and `direct_block_set`).
     pub seq: Option<u64>,
@@ -135,6 +135,36 @@ pub fn kind_name(body: &EventBody) -> &'static str {
         DirectBlockSet { .. } => "direct_block_set",
         StatusViewed { .. } => "status_viewed",
         ContactLookupRecorded { .. } => "contact_lookup_recorded",
+    }
+}
+
+/// The `chat` column: a chat id, or its pseudonym (16 bytes either way),
+/// written as 32 lowercase hex characters (in JSON, Parquet and `Display`).
+/// A copyable value, so a row costs no allocation for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ChatKey(pub [u8; 16]);
+
+impl ChatKey {
+    /// The 32 hex characters, on the stack.
+    pub fn hex(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // 16 bytes always fit 32 characters.
+        let _ = hex::encode_to_slice(self.0, &mut out);
+        out
+    }
+}
+
+impl std::fmt::Display for ChatKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = self.hex();
+        f.write_str(std::str::from_utf8(&h).map_err(|_| std::fmt::Error)?)
+    }
+}
+
+impl Serialize for ChatKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = self.hex();
+        s.serialize_str(std::str::from_utf8(&h).map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -261,10 +291,10 @@ impl RowBuilder {
         })
     }
 
-    fn chat(&self, c: &ChatId) -> Option<String> {
+    fn chat(&self, c: &ChatId) -> Option<ChatKey> {
         Some(match &self.pseudonymizer {
             Some(p) => p.chat(c),
-            None => hex(&c.0),
+            None => ChatKey(c.0),
         })
     }
 

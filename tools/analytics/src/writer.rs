@@ -122,7 +122,16 @@ impl Columns {
         self.log_index.append_option(r.log_index);
         self.at_ms.append_option(r.at_ms);
         self.kind.append_value(r.kind);
-        self.chat.append_option(r.chat.as_deref());
+        match r.chat {
+            Some(c) => {
+                let h = c.hex();
+                match std::str::from_utf8(&h) {
+                    Ok(s) => self.chat.append_value(s),
+                    Err(_) => self.chat.append_null(),
+                }
+            }
+            None => self.chat.append_null(),
+        }
         self.seq.append_option(r.seq);
         self.target_seq.append_option(r.target_seq);
         self.sender_user.append_option(r.sender_user);

@@ -140,7 +140,7 @@ fn rows_carry_no_content_and_pseudonyms_replace_ids() {
     let mut b = RowBuilder::new(None);
     let rows: Vec<Row> = recs.iter().map(|r| b.row(r)).collect();
     assert_eq!(rows[0].phone.as_deref(), Some("+15550001"));
-    assert_eq!(rows[1].chat, Some(chat.to_string()));
+    assert_eq!(rows[1].chat.map(|c| c.to_string()), Some(chat.to_string()));
     assert_eq!(
         (rows[1].kind, rows[1].members, rows[1].recipients, rows[1].ciphertext_bytes),
         ("message_sent", Some(2), Some(1), Some(16))
