@@ -335,8 +335,11 @@ impl Exporter {
         }
         let Some(part) = self.part.as_mut() else { return Ok(()) };
         part.writer.write(row)?;
-        part.ranges.entry(p).and_modify(|r| r.1 = row.offset + 1).or_insert((row.offset, row.offset + 1));
-        self.pending.insert(p, row.offset + 1);
+        part.ranges
+            .entry(p)
+            .and_modify(|r| r.1 = row.offset.saturating_add(1))
+            .or_insert((row.offset, row.offset.saturating_add(1)));
+        self.pending.insert(p, row.offset.saturating_add(1));
         self.summary.rows += 1;
         if part.writer.rows() >= self.options.part_rows {
             self.commit_part()?;
