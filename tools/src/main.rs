@@ -70,6 +70,9 @@ enum Cmd {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Export the log's events as metadata-only Parquet or JSON lines files
+    /// for analysts (resumable: --from-manifest).
+    Export(commands::export::Args),
     /// Jepsen: run a workload against a local cluster under faults, check the history.
     Jepsen(commands::jepsen::Args),
     /// The whole deployment: nodes, Raft groups and replica lag, partitions,
@@ -94,6 +97,8 @@ enum BenchCmd {
     Presence(bench::presence::Args),
     /// Every view rebuilt from a filled log, as `chorus replay` does: records/s and per core.
     Replay(bench::replay::Args),
+    /// Events/s (and per core) exported to Parquet from a filled local cluster.
+    Export(bench::export::Args),
 }
 
 fn main() -> Result<()> {
@@ -163,8 +168,10 @@ fn main() -> Result<()> {
             Cmd::Bench(BenchCmd::Group(a)) => bench::group::run(a).await,
             Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
             Cmd::Bench(BenchCmd::Replay(a)) => bench::replay::run(a).await,
+            Cmd::Bench(BenchCmd::Export(a)) => bench::export::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
             Cmd::Status(a) => commands::status::run(a).await,
+            Cmd::Export(a) => commands::export::run(a).await,
         }
     })
 }

@@ -1,6 +1,7 @@
 //! `chorus bench …`: benchmarks that print figures (never timed tests).
 
 pub mod e2e;
+pub mod export;
 pub mod group;
 pub mod log;
 pub mod presence;

@@ -4,6 +4,7 @@ pub mod client;
 pub mod cluster;
 pub mod dev;
 pub mod edge;
+pub mod export;
 pub mod jepsen;
 pub mod log;
 pub mod log_node;
