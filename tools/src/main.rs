@@ -95,9 +95,7 @@ enum BenchCmd {
     Group(bench::group::Args),
     /// One user's presence changes to 1,000 watching clients on 2 edges: p50/p99 to the last one.
     Presence(bench::presence::Args),
-    /// Every view rebuilt from a filled log, as `chorus replay` does: records/s and per core.
-    Replay(bench::replay::Args),
-    /// Events/s (and per core) exported to Parquet from a filled local cluster.
+    /// Events/s (and per core) exported to Parquet, and views rebuilt per second by replay, from a filled local cluster.
     Export(bench::export::Args),
 }
 
@@ -167,7 +165,6 @@ fn main() -> Result<()> {
             Cmd::Bench(BenchCmd::E2e(a)) => bench::e2e::run(a).await,
             Cmd::Bench(BenchCmd::Group(a)) => bench::group::run(a).await,
             Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
-            Cmd::Bench(BenchCmd::Replay(a)) => bench::replay::run(a).await,
             Cmd::Bench(BenchCmd::Export(a)) => bench::export::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
             Cmd::Status(a) => commands::status::run(a).await,

@@ -222,14 +222,14 @@ async fn a_named_consumer_killed_mid_stream_sees_everything_at_least_once_and_no
         for r in records {
             let l =
                 seen.get(&(*p, r.offset.0)).unwrap_or_else(|| panic!("partition {p} offset {} never seen", r.offset));
-            assert_eq!(l.kind, r.event.body.kind());
+            assert_eq!(l.kind, chorus_analytics::kind_name(&r.event.body));
             assert_eq!(l.at_ms, r.event.at_ms);
         }
     }
-    let sent = log.values().flatten().filter(|r| r.event.body.kind() == "MessageSent").count();
+    let sent = log.values().flatten().filter(|r| chorus_analytics::kind_name(&r.event.body) == "message_sent").count();
     assert_eq!(sent, 240);
     // The commits themselves are events of the consumer's partition, seen like any other.
-    assert!(seen.values().any(|l| l.kind == "OffsetsCommitted"));
+    assert!(seen.values().any(|l| l.kind == "offsets_committed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -341,7 +341,7 @@ async fn committed_offsets_survive_their_leader_and_tail_from_latest_and_from_a_
     for l in &lines {
         assert!(l.offset >= before[&l.partition], "--from latest saw an old event {l:?}");
     }
-    let new_in_chat = lines.iter().filter(|l| l.partition == chat_partition.0 && l.kind == "MessageSent").count();
+    let new_in_chat = lines.iter().filter(|l| l.partition == chat_partition.0 && l.kind == "message_sent").count();
     assert_eq!(new_in_chat, 5, "--from latest saw the new sends: {lines:?}");
 
     // --from time: the first event at or after the time of the third new send, in the chat's partition.

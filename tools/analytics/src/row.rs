@@ -84,7 +84,8 @@ pub struct Row {
     /// Block events: blocked (true) or unblocked.
     pub blocked: Option<bool>,
     /// How many items a list event carried: members of a new chat, prekeys
-    /// uploaded, contacts, phone hashes looked up, a status's audience list.
+    /// uploaded, contacts, phone hashes looked up, a status's audience list,
+    /// the partitions whose offsets a named consumer's commit moved.
     pub items: Option<u32>,
     pub status_id: Option<u64>,
     pub expires_at_ms: Option<u64>,
@@ -135,6 +136,7 @@ pub fn kind_name(body: &EventBody) -> &'static str {
         DirectBlockSet { .. } => "direct_block_set",
         StatusViewed { .. } => "status_viewed",
         ContactLookupRecorded { .. } => "contact_lookup_recorded",
+        OffsetsCommitted { .. } => "offsets_committed",
     }
 }
 
@@ -409,6 +411,8 @@ impl RowBuilder {
                 row.expires_at_ms = Some(*expires_at_ms);
             }
             ContactsUpdated { contacts, .. } => row.items = Some(count(contacts.len())),
+            // A named consumer's commit: how many partitions' offsets moved.
+            OffsetsCommitted { offsets, .. } => row.items = Some(count(offsets.len())),
             UserBlocked { target, .. } => {
                 row.other_user = self.user(*target);
                 row.blocked = Some(true);

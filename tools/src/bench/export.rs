@@ -1,31 +1,29 @@
 //! `chorus bench export`: how fast the log's events become analyst rows.
 //!
-//! Fills a local 3-node cluster with direct messages, then times
+//! Fills a local 3-node cluster with a chat workload (direct messages and
+//! their receipts, [`super::replay::fill`]), then times
 //! [`crate::commands::export::export`] to Parquet in this process: events/s
 //! (wall clock) and events/s per core (events over the CPU seconds this
 //! process spent: reading, decoding, building rows, encoding Parquet; the
 //! log-nodes serving the reads are other processes and not counted).
 //! Target: ≥ 500,000 events/s per core, with a release build.
 //!
-//! The second half of the benchmark, views rebuilt per second by
-//! `chorus replay`, belongs after the export half in [`run`] (marked there).
+//! Then the second half, views rebuilt per second by `chorus replay`, per
+//! core, on the same log ([`super::replay::measure`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use chorus_analytics::Format;
-use chorus_log_node::{ClientConfig, LogClient};
-use chorus_schema::{ClientMsgId, Command, CommandBody, DeviceId, Origin, UserId};
+use chorus_log_node::ClientConfig;
 use chorus_testkit::cluster::{self as launcher, Cluster, ClusterSpec};
 
 use crate::commands::export::{export, ExportArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Events to fill the log with.
+    /// Events to fill the log with (at least; writers finish their last send).
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
     #[arg(long, default_value_t = 16)]
@@ -46,41 +44,6 @@ pub struct Args {
     pub dir: PathBuf,
 }
 
-async fn fill(client: &LogClient, args: &Args) -> Result<()> {
-    let next = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for w in 0..args.writers {
-        let (client, next, failed, payload, n) =
-            (client.clone(), next.clone(), failed.clone(), args.payload, args.events);
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n {
-                    return;
-                }
-                let cmd = Command {
-                    origin: Origin { user: UserId(1 + w), device: DeviceId(1), client_msg_id: ClientMsgId(i + 1) },
-                    body: CommandBody::SendDirect {
-                        recipient: UserId(1_000_000 + i % 10_007),
-                        ciphertext: vec![0xAB; payload],
-                        media: None,
-                    },
-                };
-                if !matches!(client.append(&cmd).await, Ok(Ok(_))) {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let f = failed.load(Ordering::Relaxed);
-    if f > 0 {
-        bail!("{f} appends failed while filling the log");
-    }
-    Ok(())
-}
-
 pub async fn run(args: Args) -> Result<()> {
     launcher::clean_dir(&args.dir)?;
     let mut spec = ClusterSpec::new(args.dir.join("cluster"), std::env::current_exe()?, 3);
@@ -90,12 +53,12 @@ pub async fn run(args: Args) -> Result<()> {
     cluster.start_all()?;
     let writer = cluster.wait_ready(Duration::from_secs(60)).await?;
     println!(
-        "bench export: 3 log-nodes (processes), {} partitions; filling with {} direct messages of {} B …",
-        args.partitions, args.events, args.payload
+        "bench export: 3 log-nodes (processes), {} partitions; filling with {} events: direct messages of {} B from {} writers, each delivered-acked, every fourth read-acked …",
+        args.partitions, args.events, args.payload, args.writers
     );
     let t0 = Instant::now();
-    fill(&writer, &args).await?;
-    println!("  filled in {:.1} s", t0.elapsed().as_secs_f64());
+    let filled = super::replay::fill(&writer, args.events, args.writers, args.payload).await?;
+    println!("  filled with {filled} events in {:.1} s", t0.elapsed().as_secs_f64());
 
     // The export half.
     let operator = cluster.admin(ClientConfig::default()).await?;
@@ -135,8 +98,11 @@ pub async fn run(args: Args) -> Result<()> {
         println!("export events/s per core: median {med:.0} (min {lo:.0}, max {hi:.0}); target ≥ 500000");
     }
 
-    // The replay half (views rebuilt per second by `chorus replay`, per core)
-    // goes here, against the same filled cluster.
+    // The replay half: every view rebuilt from the same log, as `chorus
+    // replay` does, in this process.
+    println!("replay: every view rebuilt from the log into a fresh store, {} runs …", args.runs);
+    let runs = super::replay::measure(&operator, &cluster, &args.dir, args.runs).await?;
+    super::replay::summarize(&runs);
 
     drop(cluster);
     Ok(())

@@ -1,42 +1,19 @@
-//! `chorus bench replay`: views rebuilt per second by `chorus replay`, per
-//! core of the replaying process. `chorus bench export` prints the same
-//! figures next to its own ([`measure`]).
-//!
-//! The log is filled with a chat workload (1:1 sends, each followed by the
-//! recipient's delivered receipt and every fourth by a read receipt) on a
-//! local 3-node cluster, then every view is rebuilt from it into a fresh
-//! store, as `chorus replay --view all` does, `runs` times.
+//! The replay half of `chorus bench export`: views rebuilt per second by
+//! `chorus replay`, per core of the replaying process ([`measure`]), and the
+//! chat workload both halves read ([`fill`]: 1:1 sends, each followed by the
+//! recipient's delivered receipt and every fourth by a read receipt).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use chorus_log_node::LogClient;
 use chorus_schema::{ClientMsgId, Command, CommandBody, DeviceId, Origin, Outcome, ReceiptKind, UserId};
-use chorus_testkit::cluster::{self as launcher, Cluster, ClusterSpec};
+use chorus_testkit::cluster::{self as launcher, Cluster};
 
 use super::stats::{median_min_max, process_cpu_us};
-
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Events to put in the log before replaying (about: sends and receipts
-    /// are appended until at least this many events exist).
-    #[arg(long, default_value_t = 300_000)]
-    pub events: u64,
-    #[arg(long, default_value_t = 64)]
-    pub partitions: u16,
-    /// Replays (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Ciphertext bytes per message.
-    #[arg(long, default_value_t = 200)]
-    pub payload: usize,
-    /// Cluster directory (wiped first).
-    #[arg(long, default_value = "target/bench-replay")]
-    pub dir: PathBuf,
-}
 
 /// One rebuild of every view.
 #[derive(Clone, Copy, Debug)]
@@ -170,26 +147,4 @@ pub async fn fill(client: &LogClient, events: u64, writers: u64, payload: usize)
         t.await??;
     }
     Ok(made.load(Ordering::Relaxed))
-}
-
-pub async fn run(args: Args) -> Result<()> {
-    launcher::clean_dir(&args.dir)?;
-    let mut spec = ClusterSpec::new(&args.dir, std::env::current_exe()?, 3);
-    spec.partitions = args.partitions;
-    spec.log_filter = "warn".into();
-    let mut cluster = Cluster::create(spec).await?;
-    cluster.start_all()?;
-    let client = cluster.wait_ready(Duration::from_secs(60)).await?;
-    let replayer = LogClient::connect(&cluster.client_addrs(), &cluster.operator, Default::default()).await?;
-    let t0 = Instant::now();
-    let n = fill(&client, args.events, 512, args.payload).await?;
-    println!(
-        "bench replay: {n} events appended ({:.1} s) to a 3-node cluster of {} partitions; rebuilding every view {} times",
-        t0.elapsed().as_secs_f64(),
-        args.partitions,
-        args.runs
-    );
-    let runs = measure(&replayer, &cluster, &args.dir, args.runs).await?;
-    summarize(&runs);
-    Ok(())
 }

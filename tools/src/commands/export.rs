@@ -129,7 +129,7 @@ fn rfc3339_ms(s: &str) -> Option<u64> {
 
 pub async fn run(args: Args) -> Result<()> {
     let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
+        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
     let report = export(&client, &args.node, &args.export).await?;
     println!(
         "exported {} rows ({} records read) into {} file(s) in {:.2}s: {:.0} records/s, CPU {:.2}s: {:.0} records/s per core",

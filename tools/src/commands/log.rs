@@ -93,7 +93,7 @@ pub enum Cmd {
 
 pub async fn run(args: Args) -> Result<()> {
     let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
+        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
     match args.cmd {
         Cmd::Append { from, device, to, text, client_msg_id } => {
             let cmd = Command {

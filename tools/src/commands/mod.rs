@@ -49,7 +49,22 @@ pub struct LogTlsArgs {
 }
 
 impl LogTlsArgs {
-    pub fn paths(&self) -> chorus_log_node::network::tls::TlsPaths {
-        chorus_log_node::network::tls::TlsPaths { ca: self.ca.clone(), cert: self.cert.clone(), key: self.key.clone() }
+    /// The paths, once the certificate is known to exist.
+    ///
+    /// # Errors
+    /// When the certificate file does not exist (say, the default one away
+    /// from `chorus dev`'s data): the message says which flags to give.
+    pub fn paths(&self) -> anyhow::Result<chorus_log_node::network::tls::TlsPaths> {
+        if !self.cert.exists() {
+            anyhow::bail!(
+                "no client certificate at {}: give --cert and --key (a certificate of the cluster CA, made by `chorus certs --role operator`), or run beside `chorus dev`, which issues data/tls/operator-dev.pem",
+                self.cert.display()
+            );
+        }
+        Ok(chorus_log_node::network::tls::TlsPaths {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        })
     }
 }

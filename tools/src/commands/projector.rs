@@ -72,7 +72,7 @@ pub struct ReplayArgs {
 
 pub async fn replay(args: ReplayArgs) -> Result<()> {
     let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
+        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
     let stats = match &args.view_key {
         Some(path) => {
             let key = chorus_projections::seal::ViewKey::load(path)

@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> Result<()> {
 /// # Errors
 /// When the TLS material is unusable (an unreachable node is a probe result).
 async fn probe_nodes(seeds: &[String], tls: &super::LogTlsArgs, timeout: Duration) -> Result<Vec<NodeProbe>> {
-    let quic = Identity::load(&tls.paths())
+    let quic = Identity::load(&tls.paths()?)
         .and_then(|i| i.log_client())
         .with_context(|| format!("load the operator's TLS material ({})", tls.cert.display()))?;
     let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);

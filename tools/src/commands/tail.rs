@@ -5,9 +5,10 @@
 use std::io::Write;
 
 use anyhow::{bail, Context, Result};
+use chorus_analytics::{Pseudonymizer, RowBuilder};
 use chorus_log_node::consumer::{Consumer, Options, Start};
 use chorus_log_node::{ClientConfig, LogClient};
-use chorus_schema::{EventRecord, Offset, PartitionId, PartitionOffset};
+use chorus_schema::{Offset, PartitionId, PartitionOffset};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -42,6 +43,10 @@ pub struct Args {
     /// Stop after this many events (default: never).
     #[arg(long)]
     pub limit: Option<u64>,
+    /// Replace user, device, chat and phone identifiers by keyed BLAKE3
+    /// pseudonyms, the same as `chorus export --pseudonymize KEY` gives.
+    #[arg(long)]
+    pub pseudonymize: Option<String>,
 }
 
 /// Parses `--from`.
@@ -64,30 +69,12 @@ pub fn parse_start(s: &str) -> Result<Start> {
     })
 }
 
-/// One event as a flat JSON object: where it is in the log and what it is
-/// about, never its content (ciphertext stays in the log).
-///
-/// MERGE NOTE (issue 13): the export's row model (`chorus_analytics::RowBuilder`)
-/// replaces this function at merge, so that `tail --json` and `export
-/// --format jsonl` print the same columns.
-pub fn json_row(r: &EventRecord) -> serde_json::Value {
-    serde_json::json!({
-        "partition": r.partition.0,
-        "offset": r.offset.0,
-        "log_index": r.log_index.0,
-        "at_ms": r.event.at_ms,
-        "kind": r.event.body.kind(),
-        "chat": r.event.body.chat().map(|c| c.to_string()),
-        "seq": r.event.body.seq().map(|s| s.0),
-    })
-}
-
 pub async fn run(args: Args) -> Result<()> {
     if !args.json {
         bail!("give --json (JSON lines are the only output format)");
     }
     let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
+        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
     let mut options = match &args.consumer {
         Some(name) => Options::named(name.clone())
             .commit_every(std::time::Duration::from_millis(args.commit_every_ms.max(1)))
@@ -108,10 +95,13 @@ pub async fn run(args: Args) -> Result<()> {
     eprintln!("tail: started at {}", serde_json::Value::Object(start));
     let stdout = std::io::stdout();
     let mut seen = 0u64;
+    // The columns of `chorus export` (one row model, `chorus_analytics`).
+    // Group member counts are known for groups created since the start.
+    let mut rows = RowBuilder::new(args.pseudonymize.as_deref().map(Pseudonymizer::new));
     while args.limit.is_none_or(|l| seen < l) {
         let Some(stored) = consumer.next().await? else { break };
         let mut out = stdout.lock();
-        serde_json::to_writer(&mut out, &json_row(&stored.record))?;
+        serde_json::to_writer(&mut out, &rows.row(&stored.record))?;
         out.write_all(b"\n")?;
         // Flushed per line: a reader sees each event at once, and a line is
         // out before the offset after it can be committed.
@@ -153,7 +143,7 @@ pub enum ConsumerCmd {
 
 pub async fn consumer(args: ConsumerArgs) -> Result<()> {
     let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths(), ClientConfig::default()).await?;
+        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
     let now = match args.cmd {
         ConsumerCmd::Show { name } => client.consumer_offsets(&name).await?,
         ConsumerCmd::Reset { name, to, partitions } => {
