@@ -20,7 +20,8 @@
 //! [`types`] (openraft type config, proposals), [`store`] (RocksDB log, state
 //! machine, streamed snapshots, group commit), [`network`] (TLS, framing, Raft
 //! transport), [`service`] (node startup, proposers, client API, re-seed),
-//! [`client`] (the API client with leader routing and batching).
+//! [`client`] (the API client with leader routing and batching), [`metrics`]
+//! (Prometheus metric names and the handles that record them).
 //!
 //! Left out for now: moving partitions between groups (designed, no tool),
 //! moving groups automatically (membership changes are explicit admin
@@ -29,6 +30,7 @@
 
 pub mod client;
 pub mod config;
+pub mod metrics;
 pub mod network;
 pub mod placement;
 pub mod service;

@@ -196,7 +196,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
         Bounds { input_bytes_max: budget / 4, routed_max: ctx.config.delivery_queue_max, routed_bytes_max: budget / 4 };
     let mut conn = Conn {
         id: ctx.next_conn_id.fetch_add(1, Ordering::Relaxed),
-        mailbox: Arc::new(Mailbox::new(bounds, ctx.queued_bytes_peak.clone())),
+        mailbox: Arc::new(Mailbox::new(bounds, ctx.queued_bytes_peak.clone()).with_total(ctx.queued_bytes.clone())),
         deliveries_bytes_max: budget - 2 * (budget / 4),
         ctx: ctx.clone(),
         quic,
@@ -498,7 +498,10 @@ impl Conn {
         while let Some(action) = self.session.poll_action() {
             tracing::trace!(conn = self.id, action = action_kind(&action), "action");
             match action {
-                Action::Send(frame) => self.control.push(&frame),
+                Action::Send(frame) => {
+                    self.ctx.metrics.answered(&frame);
+                    self.control.push(&frame);
+                }
                 Action::Deliver(_) | Action::DeliverItem(_) => {
                     let Some(deliveries) = &mut self.deliveries else {
                         warn!(kind = action_kind(&action), "delivery before the delivery stream opened");
@@ -526,6 +529,9 @@ impl Conn {
                         ));
                     }
                     deliveries.push_encoded(encoded);
+                    if matches!(action, Action::DeliverItem(_) | Action::Deliver(ServerFrame::Deliver { .. })) {
+                        self.ctx.metrics.deliveries.increment(1);
+                    }
                     self.mailbox.set_outgoing_bytes(deliveries.bytes);
                 }
                 Action::Append { correlation, command } => {
@@ -758,6 +764,7 @@ impl Conn {
         if let Some(c) = &close {
             debug!(code = ?c.code, reason = %c.reason, "closing connection");
             if c.tell {
+                crate::metrics::refused(c.code);
                 let frame = ServerFrame::Error {
                     code: c.code,
                     message: c.reason.clone(),

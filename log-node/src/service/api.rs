@@ -190,6 +190,7 @@ impl Api {
     /// claims, all partitions on one group) and hands them to that group's
     /// proposer, which merges them with other appends into one entry.
     async fn append(&self, commands: Vec<AppendCommand>) -> Result<Response, Response> {
+        let received = std::time::Instant::now();
         if commands.is_empty() {
             return Err(error(ErrorCode::InvalidCommand, "append of no commands"));
         }
@@ -230,7 +231,11 @@ impl Api {
                 ErrorCode::Timeout,
                 "commit not confirmed in time: the outcome is unknown, retry with the same client_msg_id",
             )),
-            Ok(Ok(results)) => Ok(Response::Appended { results }),
+            Ok(Ok(results)) => {
+                proposer.metrics.appends.increment(results.len() as u64);
+                proposer.metrics.commit_seconds.record(received.elapsed().as_secs_f64());
+                Ok(Response::Appended { results })
+            }
             Ok(Err(proposer::Error::NotLeader(f))) => Err(not_leader(&f, group)),
             Ok(Err(e)) => Err(error(ErrorCode::Unavailable, e.to_string())),
         }

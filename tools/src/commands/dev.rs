@@ -23,6 +23,10 @@ pub struct Args {
     /// Where clients connect (QUIC, ALPN chorus/1).
     #[arg(long, default_value = "127.0.0.1:7300")]
     pub edge_addr: std::net::SocketAddr,
+    /// Where to serve Prometheus metrics of the whole embedded deployment
+    /// (`GET /metrics`), or `off`.
+    #[arg(long, default_value = crate::metrics::DEV_ADDR)]
+    pub metrics_addr: crate::metrics::MetricsAddr,
 }
 
 /// The TLS material of the embedded deployment, under `data/tls`: made on
@@ -169,6 +173,7 @@ impl Dev {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    crate::metrics::install(args.metrics_addr.0, crate::metrics::Role::Dev, "dev")?;
     let dev = start(&args, |_| {}).await?;
     let ca = dev.ca.clone();
     let d = args.data.display();
@@ -193,6 +198,9 @@ pub async fn run(args: Args) -> Result<()> {
         o.cert.display(),
         o.key.display()
     );
+    if let Some(a) = args.metrics_addr.0 {
+        println!("metrics (Prometheus): http://{a}/metrics");
+    }
     println!("Ctrl-C stops it.");
     super::log_node::shutdown_signal().await;
     dev.stop().await
