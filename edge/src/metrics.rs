@@ -60,6 +60,9 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Metrics {
+        // Shown from the start, though they may stay at 0 for long.
+        let _ = counter!(SMS_SENT_TOTAL);
+        let _ = counter!(SMS_FAILED_TOTAL);
         Metrics {
             accepted: counter!(ACCEPTED_TOTAL),
             logins: counter!(LOGINS_TOTAL),

@@ -87,6 +87,17 @@ pub(crate) fn snapshot(group: GroupId, kind: SnapshotKind) {
     counter!(SNAPSHOTS_TOTAL, "group" => group.to_string(), "kind" => kind).increment(1);
 }
 
+/// Registers the counters that may stay at 0 for a long time (snapshots of
+/// each of `groups`, re-seeds), so that a scrape shows them from the start.
+pub(crate) fn register(groups: u16) {
+    let _ = counter!(RESEEDS_TOTAL);
+    for g in 0..groups {
+        for kind in ["built", "installed"] {
+            let _ = counter!(SNAPSHOTS_TOTAL, "group" => GroupId(g).to_string(), "kind" => kind);
+        }
+    }
+}
+
 /// Raft state of one group, set from its metrics whenever they change.
 pub(crate) struct RaftGauges {
     term: metrics::Gauge,

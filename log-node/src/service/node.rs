@@ -264,6 +264,7 @@ impl Node {
         for (raft, g) in rafts.iter().zip(0u16..) {
             tokio::spawn(watch_core(config.id, GroupId(g), raft.clone(), damage.clone()));
         }
+        crate::metrics::register(placement.groups());
         tokio::spawn(crate::metrics::sample(Arc::downgrade(&offsets)));
         let api = Arc::new(Api {
             damage: damage.clone(),
