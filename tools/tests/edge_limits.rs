@@ -31,6 +31,7 @@ fn args(dir: &std::path::Path) -> dev::Args {
         partitions: 4,
         edge_addr: port().parse().unwrap(),
         metrics_addr: chorus_tools::metrics::MetricsAddr(None),
+        otlp_endpoint: None,
     }
 }
 

@@ -41,6 +41,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let id = super::principal_name(&config.log_tls).unwrap_or_else(|| config.listen.to_string());
     crate::metrics::install(config.metrics_addr, crate::metrics::Role::Edge, &id)?;
+    crate::telemetry::export_traces(config.otlp_endpoint.as_deref(), crate::metrics::Role::Edge)?;
     let edge = Edge::open(config, None).await.context("open edge")?;
     println!("edge listening on {}", edge.local_addr());
     edge.run(super::log_node::shutdown_signal()).await;

@@ -50,6 +50,7 @@ pub async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     crate::metrics::install(config.metrics_addr, crate::metrics::Role::LogNode, &config.id.to_string())?;
+    crate::telemetry::export_traces(config.otlp_endpoint.as_deref(), crate::metrics::Role::LogNode)?;
     let node = Node::start(config).await.context("start log-node")?;
     tokio::select! {
         () = shutdown_signal() => {}

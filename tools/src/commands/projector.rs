@@ -43,6 +43,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let id = super::principal_name(&config.log_tls).unwrap_or_else(|| config.store_dir.display().to_string());
     crate::metrics::install(config.metrics_addr, crate::metrics::Role::Projector, &id)?;
+    crate::telemetry::export_traces(config.otlp_endpoint.as_deref(), crate::metrics::Role::Projector)?;
     let projector = Projector::open(config, None).await.context("open projector")?;
     projector.run(super::log_node::shutdown_signal()).await?;
     Ok(())
