@@ -59,7 +59,7 @@ use chorus_schema::{EventRecord, Key, Offset, PartitionId, StoredRecord, MAX_VIE
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::fold::{chat_list, cursors, directory, inbox, presence, privacy, receipt_log, receipt_status, roster};
 use crate::metrics::Published;
@@ -556,7 +556,8 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
                     Err(_) => break,
                 }
             }
-            match fold_batch(&ctx, partition, batch).await {
+            let span = tracing::debug_span!("fold", %partition, records = batch.len());
+            match fold_batch(&ctx, partition, batch).instrument(span).await {
                 Ok((folded_to, outgoing)) => {
                     next = folded_to;
                     failures = 0;

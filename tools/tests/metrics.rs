@@ -308,3 +308,85 @@ fn the_metrics_doc_lists_every_metric_and_no_other() {
         }
     }
 }
+
+/// With `otlp_endpoint` set (here `CHORUS_OTLP_ENDPOINT` of `chorus dev`),
+/// spans reach an OTLP/HTTP collector: a registration's appends, exported as
+/// protobuf by `chorus-dev`. Needs a `chorus` built with `--features otlp`.
+#[cfg(feature = "otlp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chorus_dev_exports_spans_by_otlp() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A collector that takes every request and answers 200.
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/v1/traces", collector.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<(String, Vec<u8>)>();
+    std::thread::spawn(move || {
+        for stream in collector.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                reader.read_line(&mut header).unwrap();
+                if header.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = header.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut stream = stream;
+            stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+            let _ = tx.send((request_line, body));
+        }
+    });
+    let port = || chorus_testkit::ports::free_addr().unwrap().to_string();
+    let edge = port();
+    let data = dir.path().join("data");
+    let log = std::fs::File::create(dir.path().join("dev.log")).unwrap();
+    let mut child = std::process::Command::new(chorus_binary())
+        .current_dir(dir.path())
+        .env("CHORUS_OTLP_ENDPOINT", &endpoint)
+        .env("RUST_LOG", "info,chorus_edge=debug,chorus_log_node=debug")
+        .args(["dev", "--partitions", "4", "--metrics-addr", "off", "--data"])
+        .arg(&data)
+        .args(["--client-addr", &port(), "--raft-addr", &port(), "--edge-addr", &edge])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let ca = data.join("tls").join(format!("{}.pem", chorus_log_node::network::tls::EDGE_CA));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = chorus_testkit::services::register(&edge, &data.join("sms.jsonl"), &ca, "+15550000991", "t").await;
+        if r.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no registration through chorus dev: {r:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // A clean stop flushes the spans not yet exported.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("dev.log")).unwrap();
+    assert!(status.success(), "chorus dev: {status}: {log}");
+    let requests: Vec<(String, Vec<u8>)> = rx.try_iter().collect();
+    let contains = |body: &[u8], what: &[u8]| body.windows(what.len()).any(|w| w == what);
+    assert!(
+        requests.iter().any(|(line, body)| line.starts_with("POST /v1/traces")
+            && contains(body, b"chorus-dev")
+            && contains(body, b"propose")
+            && contains(body, b"append")),
+        "no trace export with the appends' spans: {:?}\n{log}",
+        requests.iter().map(|(l, b)| (l, b.len())).collect::<Vec<_>>()
+    );
+}

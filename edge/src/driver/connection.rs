@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_schema::framing::{prefixed, FrameSplitter};
 use chorus_schema::{EdgeErrorCode, ServerFrame};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::mailbox::{Bounds, Mail, Mailbox, Room};
 use super::router::{receipt_kind, Route, Routed};
@@ -536,10 +536,16 @@ impl Conn {
                 }
                 Action::Append { correlation, command } => {
                     let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
-                    tokio::spawn(async move {
-                        let result = append(&ctx, command).await;
-                        let _ = to.put(Input::Appended(correlation, result)).await;
-                    });
+                    // A span per append (debug: off unless `RUST_LOG` asks,
+                    // then exported by OTLP too, see `otlp_endpoint`).
+                    let span = tracing::debug_span!("append", conn = self.id, kind = command.kind());
+                    tokio::spawn(
+                        async move {
+                            let result = append(&ctx, command).await;
+                            let _ = to.put(Input::Appended(correlation, result)).await;
+                        }
+                        .instrument(span),
+                    );
                 }
                 Action::SendSms { phone, text } => self.ctx.sms.spawn_send(phone, text),
                 Action::VerifyToken { user, device, token_hash } => {

@@ -21,6 +21,7 @@ use chorus_schema::{
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::authz;
 use super::node::Damage;
@@ -226,7 +227,8 @@ impl Api {
             .proposers
             .get(group.0 as usize)
             .ok_or_else(|| error(ErrorCode::Internal, format!("no proposer for group {group}")))?;
-        match tokio::time::timeout(self.append_timeout, proposer.propose(commands)).await {
+        let span = tracing::debug_span!("propose", %group, commands = commands.len());
+        match tokio::time::timeout(self.append_timeout, proposer.propose(commands)).instrument(span).await {
             Err(_) => Err(error(
                 ErrorCode::Timeout,
                 "commit not confirmed in time: the outcome is unknown, retry with the same client_msg_id",
