@@ -197,7 +197,7 @@ async fn counters_of_every_process_agree_with_the_workload() {
         assert!(sum(s, "chorus_raft_last_applied", &[]) > 0.0, "{node}");
     }
     // Every group has exactly one leader, and every node saw one.
-    let leaders: f64 = after.iter().map(|(_, s)| sum(s, "chorus_raft_is_leader", &[])).sum();
+    let leaders: f64 = after.values().map(|s| sum(s, "chorus_raft_is_leader", &[])).sum();
     assert_eq!(leaders, 3.0, "3 groups, one leader each");
     assert!(
         total(&after, "log-node", "chorus_raft_leader_changes_total", &[]) >= 9.0,
