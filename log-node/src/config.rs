@@ -323,7 +323,15 @@ pub fn apply_env<T: Serialize + DeserializeOwned>(
         };
         t.insert(last.clone(), new);
     }
-    let built: T = doc.try_into().map_err(|e: toml::de::Error| Error::Invalid(e.to_string()))?;
+    let built: T = doc.try_into().map_err(|e: toml::de::Error| match unset.first() {
+        // Most likely the variable that named no key of the configuration (or
+        // an alias of one, which takes no string).
+        Some((var, keys)) => Error::Env {
+            var: var.clone(),
+            reason: format!("unknown key `{}`, or a value it cannot take: {e}", keys.join(".")),
+        },
+        None => Error::Invalid(e.to_string()),
+    })?;
     if !unset.is_empty() {
         // A key the type ignored (or refused) is not a key of the config.
         let back = toml::Value::try_from(&built).map_err(|e| Error::Invalid(e.to_string()))?;
