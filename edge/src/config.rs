@@ -119,6 +119,15 @@ pub struct Config {
     /// allows the `log` SMS sink, which prints codes.
     #[serde(skip)]
     pub dev: bool,
+    /// Where this process serves Prometheus metrics (`GET /metrics`, plain
+    /// HTTP; see `docs/metrics.md`). None: not served. Also
+    /// `CHORUS_METRICS_ADDR` and `--metrics-addr`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// An OpenTelemetry collector's OTLP/HTTP traces endpoint (e.g.
+    /// `http://127.0.0.1:4318/v1/traces`): spans are exported there when set
+    /// (the `chorus` binary must be built with the `otlp` feature). None: no
+    /// export. Also `CHORUS_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -154,6 +163,8 @@ impl Default for Config {
             udp_recv_buffer_bytes: 8 << 20,
             udp_send_buffer_bytes: 4 << 20,
             dev: false,
+            metrics_addr: None,
+            otlp_endpoint: None,
         }
     }
 }

@@ -238,8 +238,12 @@ impl SmsSink {
     pub fn spawn_send(&self, phone: String, text: String) {
         let sink = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = sink.send(&phone, &text).await {
-                warn!(error = %e, "otp text not sent");
+            match sink.send(&phone, &text).await {
+                Ok(()) => metrics::counter!(crate::metrics::SMS_SENT_TOTAL).increment(1),
+                Err(e) => {
+                    metrics::counter!(crate::metrics::SMS_FAILED_TOTAL).increment(1);
+                    warn!(error = %e, "otp text not sent");
+                }
             }
         });
     }

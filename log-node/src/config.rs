@@ -130,6 +130,15 @@ pub struct Config {
     /// which stops the node; it re-seeds at its next start. Start-up time grows
     /// with the store (the events column family holds the whole history).
     pub verify_on_start: bool,
+    /// Where this process serves Prometheus metrics (`GET /metrics`, plain
+    /// HTTP; see `docs/metrics.md`). None: not served. Also
+    /// `CHORUS_METRICS_ADDR` and `--metrics-addr`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// An OpenTelemetry collector's OTLP/HTTP traces endpoint (e.g.
+    /// `http://127.0.0.1:4318/v1/traces`): spans are exported there when set
+    /// (the `chorus` binary must be built with the `otlp` feature). None: no
+    /// export. Also `CHORUS_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -149,6 +158,8 @@ impl Default for Config {
             proposer: ProposerConfig::default(),
             append_timeout_ms: 10_000,
             verify_on_start: true,
+            metrics_addr: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -256,7 +267,9 @@ impl Config {
 /// the same way (defaults → TOML file → environment → flags). `__` separates
 /// nested keys (`CHORUS_RAFT__HEARTBEAT_MS`, `CHORUS_SESSION__FRAMES_PER_SEC`);
 /// a value is parsed as the type of the key it replaces (a list: a TOML array
-/// such as `["a", "b"]`, or comma-separated strings).
+/// such as `["a", "b"]`, or comma-separated strings). A key that is unset
+/// (an `Option` that is `None`, e.g. `CHORUS_METRICS_ADDR`) takes the value
+/// as a string, and must then be a key of the configuration.
 ///
 /// # Errors
 /// When a variable names an unknown key or holds a value of the wrong type.
@@ -265,6 +278,8 @@ pub fn apply_env<T: Serialize + DeserializeOwned>(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T> {
     let mut doc = toml::Value::try_from(&config).map_err(|e| Error::Invalid(e.to_string()))?;
+    // Keys set that were absent (unset options): each must exist afterwards.
+    let mut unset: Vec<(String, Vec<String>)> = Vec::new();
     for (var, value) in vars {
         let Some(path) = var.strip_prefix("CHORUS_") else { continue };
         let env = |reason: String| Error::Env { var: var.clone(), reason };
@@ -275,7 +290,13 @@ pub fn apply_env<T: Serialize + DeserializeOwned>(
             table = table.get_mut(k).ok_or_else(|| env(format!("no section `{k}`")))?;
         }
         let t = table.as_table_mut().ok_or_else(|| env("not a section".into()))?;
-        let old = t.get(last).ok_or_else(|| env(format!("unknown key `{last}`")))?;
+        let Some(old) = t.get(last) else {
+            // Absent: an option that is unset, or a key that does not exist
+            // (told apart once the result is built, below).
+            t.insert(last.clone(), toml::Value::String(value));
+            unset.push((var.clone(), keys.clone()));
+            continue;
+        };
         let new = match old {
             toml::Value::Integer(_) => {
                 toml::Value::Integer(value.parse().map_err(|_| env("expected an integer".into()))?)
@@ -302,7 +323,27 @@ pub fn apply_env<T: Serialize + DeserializeOwned>(
         };
         t.insert(last.clone(), new);
     }
-    doc.try_into().map_err(|e: toml::de::Error| Error::Invalid(e.to_string()))
+    let built: T = doc.try_into().map_err(|e: toml::de::Error| match unset.first() {
+        // Most likely the variable that named no key of the configuration (or
+        // an alias of one, which takes no string).
+        Some((var, keys)) => Error::Env {
+            var: var.clone(),
+            reason: format!("unknown key `{}`, or a value it cannot take: {e}", keys.join(".")),
+        },
+        None => Error::Invalid(e.to_string()),
+    })?;
+    if !unset.is_empty() {
+        // A key the type ignored (or refused) is not a key of the config.
+        let back = toml::Value::try_from(&built).map_err(|e| Error::Invalid(e.to_string()))?;
+        for (var, keys) in unset {
+            let found = keys.iter().try_fold(&back, |v, k| v.get(k)).is_some();
+            if !found {
+                let last = keys.last().cloned().unwrap_or_default();
+                return Err(Error::Env { var, reason: format!("unknown key `{last}`") });
+            }
+        }
+    }
+    Ok(built)
 }
 
 #[cfg(test)]
@@ -351,6 +392,16 @@ mod tests {
         assert_eq!(c.partitions, 8);
         let err = three().apply_env([("CHORUS_NOPE".to_string(), "1".to_string())]).unwrap_err();
         assert!(err.to_string().contains("unknown key"), "{err}");
+        // An unset option takes a value from the environment; a bad one is refused.
+        let c = three()
+            .apply_env([
+                ("CHORUS_METRICS_ADDR".to_string(), "127.0.0.1:9464".to_string()),
+                ("CHORUS_OTLP_ENDPOINT".to_string(), "http://127.0.0.1:4318/v1/traces".to_string()),
+            ])
+            .unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/traces"));
+        assert!(three().apply_env([("CHORUS_METRICS_ADDR".to_string(), "nowhere".to_string())]).is_err());
         let err = three().apply_env([("CHORUS_PARTITIONS".to_string(), "many".to_string())]).unwrap_err();
         assert!(err.to_string().contains("integer"), "{err}");
     }

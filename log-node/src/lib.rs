@@ -21,7 +21,8 @@
 //! machine, streamed snapshots, group commit), [`network`] (TLS, framing, Raft
 //! transport), [`service`] (node startup, proposers, client API, re-seed),
 //! [`client`] (the API client with leader routing and batching), [`consumer`]
-//! (named consumers: live reading with offsets committed in the log).
+//! (named consumers: live reading with offsets committed in the log),
+//! [`metrics`] (Prometheus metric names and the handles that record them).
 //!
 //! Left out for now: moving partitions between groups (designed, no tool),
 //! moving groups automatically (membership changes are explicit admin
@@ -31,6 +32,7 @@
 pub mod client;
 pub mod config;
 pub mod consumer;
+pub mod metrics;
 pub mod network;
 pub mod placement;
 pub mod service;

@@ -75,6 +75,7 @@
 pub mod bus_auth;
 mod error;
 pub mod fold;
+pub mod metrics;
 mod projection;
 pub mod projector;
 pub mod replay;

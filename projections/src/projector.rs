@@ -59,9 +59,10 @@ use chorus_schema::{EventRecord, Key, Offset, PartitionId, StoredRecord, MAX_VIE
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::fold::{chat_list, cursors, directory, inbox, presence, privacy, receipt_log, receipt_status, roster};
+use crate::metrics::Published;
 use crate::seal::{self, ViewKey};
 use crate::store::{self, keys, RocksStore, Txn};
 use crate::{Applied, Effect, Projection};
@@ -175,6 +176,15 @@ pub struct Config {
     /// The view key shared with the edges (hex, mode 0600): every view reply
     /// is sealed with it ([`crate::seal`]).
     pub view_key: PathBuf,
+    /// Where this process serves Prometheus metrics (`GET /metrics`, plain
+    /// HTTP; see `docs/metrics.md`). None: not served. Also
+    /// `CHORUS_METRICS_ADDR` and `--metrics-addr`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// An OpenTelemetry collector's OTLP/HTTP traces endpoint (e.g.
+    /// `http://127.0.0.1:4318/v1/traces`): spans are exported there when set
+    /// (the `chorus` binary must be built with the `otlp` feature). None: no
+    /// export. Also `CHORUS_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -195,6 +205,8 @@ impl Default for Config {
             view_requests_in_flight_max: 64,
             bus: BusConfig::Local,
             view_key: PathBuf::from("data/tls/view.key"),
+            metrics_addr: None,
+            otlp_endpoint: None,
         }
     }
 }
@@ -291,6 +303,8 @@ struct Shared {
     /// The next offset to fold of each partition, moved after a batch's
     /// commit and publish.
     progress: watch::Sender<Vec<Offset>>,
+    /// The Prometheus handles ([`crate::metrics`]).
+    metrics: crate::metrics::Metrics,
 }
 
 /// A cheap handle on a projector: progress and counters. Holds nothing of the
@@ -412,8 +426,10 @@ impl Projector {
             .await
             .map_err(task_failed)??
         };
+        let metrics = crate::metrics::Metrics::new(partitions);
+        metrics.next_offsets(&initial);
         let (progress, _) = watch::channel(initial);
-        let shared = Arc::new(Shared { counters: Counters::default(), progress });
+        let shared = Arc::new(Shared { counters: Counters::default(), progress, metrics });
         info!(partitions, dir = %config.store_dir.display(), "projector opened");
         Ok(Projector { config, client, store, bus, views, shared, view_key })
     }
@@ -442,6 +458,12 @@ impl Projector {
         for p in 0..ctx.client.partitions() {
             tasks.spawn(run_partition(ctx.clone(), PartitionId(p), stop_rx.clone()));
         }
+        let lag = tokio::spawn(crate::metrics::sample_lag(
+            ctx.client.clone(),
+            ctx.config.log_nodes.clone(),
+            ctx.shared.progress.subscribe(),
+            stop_rx.clone(),
+        ));
         tokio::pin!(shutdown);
         let mut outcome = Ok(());
         tokio::select! {
@@ -461,6 +483,7 @@ impl Projector {
                 }
             }
         }
+        lag.abort();
         let _ = ctx.bus.flush().await;
         outcome
     }
@@ -488,6 +511,7 @@ struct Ctx {
 struct Outgoing {
     subject: String,
     payload: Bytes,
+    kind: Published,
 }
 
 enum TailEnd {
@@ -532,7 +556,8 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
                     Err(_) => break,
                 }
             }
-            match fold_batch(&ctx, partition, batch).await {
+            let span = tracing::debug_span!("fold", %partition, records = batch.len());
+            match fold_batch(&ctx, partition, batch).instrument(span).await {
                 Ok((folded_to, outgoing)) => {
                     next = folded_to;
                     failures = 0;
@@ -544,6 +569,7 @@ async fn run_partition(ctx: Arc<Ctx>, partition: PartitionId, mut stop: watch::R
                             *n = next;
                         }
                     });
+                    ctx.shared.metrics.next_offset(partition, next);
                 }
                 Err(Error::Fold(e @ crate::Error::OffsetGap { .. })) => break TailEnd::Reconnect(e.to_string()),
                 Err(e @ Error::WrongPartition { .. }) => break TailEnd::Reconnect(e.to_string()),
@@ -615,6 +641,7 @@ async fn fold_batch(
     .map_err(task_failed)??;
     let c = &ctx.shared.counters;
     c.records_folded.fetch_add(folded, Ordering::Relaxed);
+    ctx.shared.metrics.records.increment(folded);
     c.batches_committed.fetch_add(1, Ordering::Relaxed);
     Ok((next, outgoing))
 }
@@ -628,14 +655,17 @@ fn messages_of(effect: Effect, stored: &StoredRecord, out: &mut Vec<Outgoing>) {
         Effect::Deliver { chat, seq, recipients } => Outgoing {
             subject: subject::deliver(&chat),
             payload: Delivery::encode_parts(&chat, seq, &recipients, &stored.bytes),
+            kind: Published::Deliver,
         },
         Effect::ReceiptChanged { chat, sender, up_to_seq, status } => Outgoing {
             subject: subject::receipt(sender),
             payload: ReceiptUpdate { chat, sender, up_to_seq, status }.encode().into(),
+            kind: Published::Receipt,
         },
         Effect::Account { user, device, change } => Outgoing {
             subject: subject::account(user),
             payload: AccountUpdate { user, device, change, at_ms: stored.record.event.at_ms }.encode().into(),
+            kind: Published::Account,
         },
         Effect::Presence { user, presence } => Outgoing {
             subject: subject::presence(user),
@@ -647,11 +677,12 @@ fn messages_of(effect: Effect, stored: &StoredRecord, out: &mut Vec<Outgoing>) {
             }
             .encode()
             .into(),
+            kind: Published::Presence,
         },
         Effect::Joined { chat, seq, users } => {
             for user in users {
                 let payload = ChatJoined { chat, user, seq }.encode().into();
-                out.push(Outgoing { subject: subject::joined(user), payload });
+                out.push(Outgoing { subject: subject::joined(user), payload, kind: Published::Joined });
             }
             return;
         }
@@ -665,9 +696,11 @@ async fn publish(ctx: &Ctx, outgoing: Vec<Outgoing>) {
         match ctx.bus.publish(&m.subject, m.payload).await {
             Ok(()) => {
                 c.published.fetch_add(1, Ordering::Relaxed);
+                ctx.shared.metrics.published(m.kind);
             }
             Err(e) => {
                 c.publish_errors.fetch_add(1, Ordering::Relaxed);
+                ctx.shared.metrics.publish_errors.increment(1);
                 warn!(subject = %m.subject, error = %e, "publish failed; the views still have it");
             }
         }
@@ -704,6 +737,7 @@ async fn serve_views(
 }
 
 async fn answer_request(ctx: &Ctx, msg: Message) {
+    let started = std::time::Instant::now();
     let c = &ctx.shared.counters;
     c.view_requests.fetch_add(1, Ordering::Relaxed);
     if msg.reply.is_none() {
@@ -731,6 +765,7 @@ async fn answer_request(ctx: &Ctx, msg: Message) {
     if let Err(e) = ctx.bus.respond(&msg, Bytes::from(sealed)).await {
         debug!(subject = %msg.subject, error = %e, "view reply not sent");
     }
+    ctx.shared.metrics.view_query(&msg.subject, started.elapsed().as_secs_f64());
 }
 
 /// An encoded error reply.

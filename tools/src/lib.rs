@@ -5,4 +5,6 @@
 
 pub mod bench;
 pub mod commands;
+pub mod metrics;
 pub mod status;
+pub mod telemetry;

@@ -101,16 +101,9 @@ enum BenchCmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,quinn=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    chorus_tools::telemetry::init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Dev(a) => commands::dev::run(a).await,
             Cmd::LogNode(a) => commands::log_node::run(a).await,
@@ -170,5 +163,7 @@ fn main() -> Result<()> {
             Cmd::Status(a) => commands::status::run(a).await,
             Cmd::Export(a) => commands::export::run(a).await,
         }
-    })
+    });
+    chorus_tools::telemetry::shutdown();
+    result
 }

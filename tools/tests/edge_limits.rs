@@ -30,6 +30,8 @@ fn args(dir: &std::path::Path) -> dev::Args {
         raft_addr: port(),
         partitions: 4,
         edge_addr: port().parse().unwrap(),
+        metrics_addr: chorus_tools::metrics::MetricsAddr(None),
+        otlp_endpoint: None,
     }
 }
 

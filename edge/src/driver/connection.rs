@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chorus_schema::framing::{prefixed, FrameSplitter};
 use chorus_schema::{EdgeErrorCode, ServerFrame};
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use super::mailbox::{Bounds, Mail, Mailbox, Room};
 use super::router::{receipt_kind, Route, Routed};
@@ -196,7 +196,7 @@ pub(super) async fn run(ctx: Arc<Ctx>, incoming: quinn::Incoming, _slot: super::
         Bounds { input_bytes_max: budget / 4, routed_max: ctx.config.delivery_queue_max, routed_bytes_max: budget / 4 };
     let mut conn = Conn {
         id: ctx.next_conn_id.fetch_add(1, Ordering::Relaxed),
-        mailbox: Arc::new(Mailbox::new(bounds, ctx.queued_bytes_peak.clone())),
+        mailbox: Arc::new(Mailbox::new(bounds, ctx.queued_bytes_peak.clone()).with_total(ctx.queued_bytes.clone())),
         deliveries_bytes_max: budget - 2 * (budget / 4),
         ctx: ctx.clone(),
         quic,
@@ -498,7 +498,10 @@ impl Conn {
         while let Some(action) = self.session.poll_action() {
             tracing::trace!(conn = self.id, action = action_kind(&action), "action");
             match action {
-                Action::Send(frame) => self.control.push(&frame),
+                Action::Send(frame) => {
+                    self.ctx.metrics.answered(&frame);
+                    self.control.push(&frame);
+                }
                 Action::Deliver(_) | Action::DeliverItem(_) => {
                     let Some(deliveries) = &mut self.deliveries else {
                         warn!(kind = action_kind(&action), "delivery before the delivery stream opened");
@@ -526,14 +529,23 @@ impl Conn {
                         ));
                     }
                     deliveries.push_encoded(encoded);
+                    if matches!(action, Action::DeliverItem(_) | Action::Deliver(ServerFrame::Deliver { .. })) {
+                        self.ctx.metrics.deliveries.increment(1);
+                    }
                     self.mailbox.set_outgoing_bytes(deliveries.bytes);
                 }
                 Action::Append { correlation, command } => {
                     let (ctx, to) = (self.ctx.clone(), self.mailbox.clone());
-                    tokio::spawn(async move {
-                        let result = append(&ctx, command).await;
-                        let _ = to.put(Input::Appended(correlation, result)).await;
-                    });
+                    // A span per append (debug: off unless `RUST_LOG` asks,
+                    // then exported by OTLP too, see `otlp_endpoint`).
+                    let span = tracing::debug_span!("append", conn = self.id, kind = command.kind());
+                    tokio::spawn(
+                        async move {
+                            let result = append(&ctx, command).await;
+                            let _ = to.put(Input::Appended(correlation, result)).await;
+                        }
+                        .instrument(span),
+                    );
                 }
                 Action::SendSms { phone, text } => self.ctx.sms.spawn_send(phone, text),
                 Action::VerifyToken { user, device, token_hash } => {
@@ -758,6 +770,7 @@ impl Conn {
         if let Some(c) = &close {
             debug!(code = ?c.code, reason = %c.reason, "closing connection");
             if c.tell {
+                crate::metrics::refused(c.code);
                 let frame = ServerFrame::Error {
                     code: c.code,
                     message: c.reason.clone(),

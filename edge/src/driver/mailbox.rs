@@ -112,6 +112,8 @@ struct Queues {
     lagged: bool,
     evicted: Option<String>,
     closed: bool,
+    /// The queued bytes last added to the edge-wide total.
+    reported: usize,
 }
 
 impl Queues {
@@ -132,6 +134,8 @@ pub(crate) struct Mailbox {
     bounds: Bounds,
     /// The most bytes any connection of the edge has held queued.
     peak: Arc<AtomicUsize>,
+    /// The bytes every connection of the edge holds queued now.
+    total: Arc<AtomicUsize>,
 }
 
 /// Drops a drained queue's buffer, so that an idle connection holds none.
@@ -158,15 +162,31 @@ impl Mailbox {
             input_bytes: Semaphore::new(bounds.input_bytes_max),
             bounds,
             peak,
+            total: Arc::default(),
         }
+    }
+
+    /// Keeps this connection's queued bytes in `total`, the edge-wide sum.
+    pub(crate) fn with_total(mut self, total: Arc<AtomicUsize>) -> Mailbox {
+        self.total = total;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
         crate::lock(&self.queues)
     }
 
-    fn note_peak(&self, q: &Queues) {
-        self.peak.fetch_max(q.queued_bytes(), Ordering::Relaxed);
+    /// After every change of the queued bytes: raises the peak, moves the
+    /// edge-wide total by the change.
+    fn note(&self, q: &mut Queues) {
+        let now = q.queued_bytes();
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        if now >= q.reported {
+            self.total.fetch_add(now - q.reported, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(q.reported - now, Ordering::Relaxed);
+        }
+        q.reported = now;
     }
 
     /// Queues an IO result, waiting while its bytes do not fit `input_bytes_max`.
@@ -183,7 +203,7 @@ impl Mailbox {
         }
         q.inputs.push_back((input, bytes));
         q.input_bytes += bytes;
-        self.note_peak(&q);
+        self.note(&mut q);
         drop(q);
         self.ready.notify_one();
         Ok(())
@@ -207,7 +227,7 @@ impl Mailbox {
         }
         q.routed.push_back(routed);
         q.routed_bytes += bytes;
-        self.note_peak(&q);
+        self.note(&mut q);
         drop(q);
         self.ready.notify_one();
         Offer::Queued
@@ -230,7 +250,7 @@ impl Mailbox {
     pub(crate) fn set_outgoing_bytes(&self, bytes: usize) {
         let mut q = self.lock();
         q.outgoing_bytes = bytes;
-        self.note_peak(&q);
+        self.note(&mut q);
     }
 
     /// The bytes the connection holds queued now (mailbox and delivery stream).
@@ -255,6 +275,7 @@ impl Mailbox {
         if let Some((input, bytes)) = q.inputs.pop_front() {
             q.input_bytes -= bytes;
             release(&mut q.inputs);
+            self.note(&mut q);
             drop(q);
             self.input_bytes.add_permits(bytes);
             return Some(Mail::Input(input));
@@ -262,6 +283,7 @@ impl Mailbox {
         let routed = q.routed.pop_front()?;
         q.routed_bytes -= routed_bytes(&routed);
         release(&mut q.routed);
+        self.note(&mut q);
         Some(Mail::Routed(routed))
     }
 
@@ -291,6 +313,7 @@ impl Mailbox {
         q.input_bytes = 0;
         q.routed_bytes = 0;
         q.outgoing_bytes = 0;
+        self.note(&mut q);
         drop(q);
         self.input_bytes.close();
     }

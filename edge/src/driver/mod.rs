@@ -174,7 +174,10 @@ pub(crate) struct Ctx {
     pub(crate) refused: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) queued_bytes_peak: Arc<AtomicUsize>,
+    /// The bytes all connections hold queued for their clients now.
+    pub(crate) queued_bytes: Arc<AtomicUsize>,
     pub(crate) next_conn_id: AtomicU64,
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// A running edge. [`Edge::open`] binds and connects; [`Edge::run`] serves.
@@ -334,8 +337,11 @@ impl Edge {
             refused: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             queued_bytes_peak: Arc::new(AtomicUsize::new(0)),
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            metrics: crate::metrics::Metrics::new(),
             next_conn_id: AtomicU64::new(0),
         });
+        tokio::spawn(crate::metrics::sample(Arc::downgrade(&ctx)));
         Ok(Edge { ctx, endpoint, receipts, accounts, joins, typing })
     }
 
@@ -411,6 +417,7 @@ impl Edge {
                 }
             };
             ctx.accepted.fetch_add(1, Ordering::Relaxed);
+            ctx.metrics.accepted.increment(1);
             tokio::spawn(connection::run(ctx.clone(), incoming, slot));
         }
         router.abort();

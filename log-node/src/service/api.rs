@@ -21,6 +21,7 @@ use chorus_schema::{
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use super::authz;
 use super::node::Damage;
@@ -207,6 +208,7 @@ impl Api {
     /// claims, all partitions on one group) and hands them to that group's
     /// proposer, which merges them with other appends into one entry.
     async fn append(&self, commands: Vec<AppendCommand>) -> Result<Response, Response> {
+        let received = std::time::Instant::now();
         if commands.is_empty() {
             return Err(error(ErrorCode::InvalidCommand, "append of no commands"));
         }
@@ -238,22 +240,32 @@ impl Api {
         }
         // `commands` is not empty: checked above.
         let Some(group) = group else { return Err(error(ErrorCode::InvalidCommand, "append of no commands")) };
-        self.propose(group, commands).await
+        self.propose(group, commands, received).await
     }
 
     /// Hands checked commands of `group`'s partitions to its proposer and
-    /// waits for their results.
-    async fn propose(&self, group: GroupId, commands: Vec<AppendCommand>) -> Result<Response, Response> {
+    /// waits for their results; the commit latency counts from `received`.
+    async fn propose(
+        &self,
+        group: GroupId,
+        commands: Vec<AppendCommand>,
+        received: std::time::Instant,
+    ) -> Result<Response, Response> {
         let proposer = self
             .proposers
             .get(group.0 as usize)
             .ok_or_else(|| error(ErrorCode::Internal, format!("no proposer for group {group}")))?;
-        match tokio::time::timeout(self.append_timeout, proposer.propose(commands)).await {
+        let span = tracing::debug_span!("propose", %group, commands = commands.len());
+        match tokio::time::timeout(self.append_timeout, proposer.propose(commands)).instrument(span).await {
             Err(_) => Err(error(
                 ErrorCode::Timeout,
                 "commit not confirmed in time: the outcome is unknown, retry with the same client_msg_id",
             )),
-            Ok(Ok(results)) => Ok(Response::Appended { results }),
+            Ok(Ok(results)) => {
+                proposer.metrics.appends.increment(results.len() as u64);
+                proposer.metrics.commit_seconds.record(received.elapsed().as_secs_f64());
+                Ok(Response::Appended { results })
+            }
             Ok(Err(proposer::Error::NotLeader(f))) => Err(not_leader(&f, group)),
             Ok(Err(e)) => Err(error(ErrorCode::Unavailable, e.to_string())),
         }
@@ -276,7 +288,7 @@ impl Api {
         };
         let partition = PartitionId::for_key(&cmd.key(), self.placement.partitions());
         let group = self.group_of(partition)?;
-        self.propose(group, vec![AppendCommand { partition, bytes: cmd.encode() }]).await
+        self.propose(group, vec![AppendCommand { partition, bytes: cmd.encode() }], std::time::Instant::now()).await
     }
 
     fn read(&self, partition: PartitionId, from: Offset, limit: u32) -> Result<Response, Response> {

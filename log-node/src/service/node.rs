@@ -262,8 +262,10 @@ impl Node {
         let offsets = Arc::new(offsets);
         let damage = Arc::new(watch::channel(None).0);
         for (raft, g) in rafts.iter().zip(0u16..) {
-            tokio::spawn(watch_core(GroupId(g), raft.clone(), damage.clone()));
+            tokio::spawn(watch_core(config.id, GroupId(g), raft.clone(), damage.clone()));
         }
+        crate::metrics::register(placement.groups());
+        tokio::spawn(crate::metrics::sample(Arc::downgrade(&offsets)));
         let api = Arc::new(Api {
             damage: damage.clone(),
             promote_max_lag: config.raft.max_payload_entries,
@@ -409,13 +411,20 @@ impl Node {
     }
 }
 
-/// Records the first failure of `group`'s Raft core in `damage`. One task per
+/// Records the first failure of `group`'s Raft core in `damage`, and keeps
+/// the group's Raft gauges ([`crate::metrics::RaftGauges`]). One task per
 /// group, each woken only by its own group's metrics.
-async fn watch_core(group: GroupId, raft: Raft, damage: Arc<watch::Sender<Damage>>) {
+async fn watch_core(me: u64, group: GroupId, raft: Raft, damage: Arc<watch::Sender<Damage>>) {
     let mut metrics = raft.metrics();
+    let mut gauges = crate::metrics::RaftGauges::new(group);
     let why = loop {
-        if let Err(e) = &metrics.borrow_and_update().running_state {
-            break e.to_string();
+        let failed = {
+            let m = metrics.borrow_and_update();
+            gauges.update(me, &m);
+            m.running_state.as_ref().err().map(ToString::to_string)
+        };
+        if let Some(why) = failed {
+            break why;
         }
         if metrics.changed().await.is_err() {
             break "raft core stopped".to_string();

@@ -50,6 +50,8 @@ pub struct Proposer {
     tx: mpsc::UnboundedSender<Pending>,
     queued: Arc<AtomicUsize>,
     queue_bytes_max: usize,
+    /// The group's append counter and commit latency histogram.
+    pub(crate) metrics: crate::metrics::GroupMetrics,
 }
 
 impl std::fmt::Debug for Proposer {
@@ -72,7 +74,13 @@ impl Proposer {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         tokio::spawn(run(group, raft, rx, queued.clone(), config.clone()));
-        Proposer { group, tx, queued, queue_bytes_max: config.queue_bytes_max }
+        Proposer {
+            group,
+            tx,
+            queued,
+            queue_bytes_max: config.queue_bytes_max,
+            metrics: crate::metrics::GroupMetrics::new(group),
+        }
     }
 
     /// Appends `commands` (all of this group's partitions) in the next

@@ -214,6 +214,7 @@ impl Reseed {
             tracing::error!(error = %e, "removing the re-seed marker");
         }
         tracing::warn!(node = me, groups = todo.len(), "re-seed complete");
+        metrics::counter!(crate::metrics::RESEEDS_TOTAL).increment(1);
         let _ = self.done.send(true);
     }
 

@@ -277,12 +277,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             appended.push(entry);
         }
         self.store.write(b).map_err(write_err)?;
+        let entries = appended.len();
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         for entry in appended {
             cache.push(entry);
         }
         drop(cache);
-        self.store.syncer().submit(callback);
+        self.store.syncer().submit(callback, entries);
         Ok(())
     }
 

@@ -405,6 +405,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             events = installed.next_offsets.iter().map(|(_, n)| n.0).sum::<u64>(),
             "snapshot installed"
         );
+        crate::metrics::snapshot(self.group, crate::metrics::SnapshotKind::Installed);
         self.records.reset();
         self.generation = installed.generation;
         self.last_applied = installed.last_applied;
@@ -494,6 +495,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(|e| sm_write_err(other(format!("snapshot build task: {e}"))))??;
         tracing::debug!(group = %self.group, snapshot = %meta, "snapshot built");
+        crate::metrics::snapshot(self.group, crate::metrics::SnapshotKind::Built);
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(empty)) })
     }
 }

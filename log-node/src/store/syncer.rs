@@ -29,7 +29,7 @@ struct Counters {
 /// Handle of the syncer thread. Dropping it stops and joins the thread after the
 /// appends already submitted were synced and reported.
 pub struct Syncer {
-    tx: Option<mpsc::Sender<LogFlushed<TypeConfig>>>,
+    tx: Option<mpsc::Sender<(LogFlushed<TypeConfig>, usize)>>,
     thread: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
 }
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Syncer {
 
 impl Syncer {
     pub(crate) fn start(db: Arc<DB>) -> Self {
-        let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
+        let (tx, rx) = mpsc::channel::<(LogFlushed<TypeConfig>, usize)>();
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         #[expect(
@@ -53,6 +53,7 @@ impl Syncer {
             .name("wal-syncer".into())
             .spawn(move || {
                 let mut waiting = Vec::new();
+                let batch_entries = metrics::histogram!(crate::metrics::FSYNC_BATCH_ENTRIES);
                 while let Ok(first) = rx.recv() {
                     waiting.push(first);
                     // Everything queued while the previous fsync ran rides on this one.
@@ -60,10 +61,12 @@ impl Syncer {
                     let result = db.flush_wal(true).map_err(std::io::Error::other);
                     c.syncs.fetch_add(1, Ordering::Relaxed);
                     c.appends.fetch_add(waiting.len() as u64, Ordering::Relaxed);
+                    #[expect(clippy::cast_precision_loss, reason = "a histogram takes f64; entry counts are small")]
+                    batch_entries.record(waiting.iter().map(|(_, n)| *n).sum::<usize>() as f64);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, "WAL fsync failed");
                     }
-                    for cb in waiting.drain(..) {
+                    for (cb, _) in waiting.drain(..) {
                         let r = match &result {
                             Ok(()) => Ok(()),
                             Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
@@ -76,15 +79,15 @@ impl Syncer {
         Syncer { tx: Some(tx), thread: Some(thread), counters }
     }
 
-    /// Reports `callback` durable once the WAL, which already holds its entries,
-    /// has been fsync'd.
-    pub(crate) fn submit(&self, callback: LogFlushed<TypeConfig>) {
+    /// Reports `callback` durable once the WAL, which already holds its
+    /// `entries` log entries, has been fsync'd.
+    pub(crate) fn submit(&self, callback: LogFlushed<TypeConfig>, entries: usize) {
         // `tx` is taken only when the syncer is dropped.
         let Some(tx) = self.tx.as_ref() else {
             callback.log_io_completed(Err(std::io::Error::other("WAL syncer stopped")));
             return;
         };
-        if let Err(mpsc::SendError(cb)) = tx.send(callback) {
+        if let Err(mpsc::SendError((cb, _))) = tx.send((callback, entries)) {
             cb.log_io_completed(Err(std::io::Error::other("WAL syncer stopped")));
         }
     }

@@ -23,6 +23,15 @@ pub struct Args {
     /// Where clients connect (QUIC, ALPN chorus/1).
     #[arg(long, default_value = "127.0.0.1:7300")]
     pub edge_addr: std::net::SocketAddr,
+    /// Where to serve Prometheus metrics of the whole embedded deployment
+    /// (`GET /metrics`), or `off`.
+    #[arg(long, env = "CHORUS_METRICS_ADDR", default_value = crate::metrics::DEV_ADDR)]
+    pub metrics_addr: crate::metrics::MetricsAddr,
+    /// Export traces by OTLP/HTTP to this collector URL (e.g.
+    /// `http://127.0.0.1:4318/v1/traces`; needs a chorus built with the
+    /// `otlp` feature).
+    #[arg(long, env = "CHORUS_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The TLS material of the embedded deployment, under `data/tls`: made on
@@ -169,6 +178,8 @@ impl Dev {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    crate::metrics::install(args.metrics_addr.0, crate::metrics::Role::Dev, "dev")?;
+    crate::telemetry::export_traces(args.otlp_endpoint.as_deref(), crate::metrics::Role::Dev)?;
     let dev = start(&args, |_| {}).await?;
     let ca = dev.ca.clone();
     let d = args.data.display();
@@ -194,6 +205,9 @@ pub async fn run(args: Args) -> Result<()> {
         o.key.display()
     );
     println!("the whole deployment: chorus status (or chorus status --json)");
+    if let Some(a) = args.metrics_addr.0 {
+        println!("metrics (Prometheus): http://{a}/metrics");
+    }
     println!("Ctrl-C stops it.");
     super::log_node::shutdown_signal().await;
     dev.stop().await

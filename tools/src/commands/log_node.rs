@@ -19,6 +19,9 @@ pub struct Args {
     /// Overrides `data_dir`.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Overrides `metrics_addr`: serve Prometheus metrics here.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Defaults → file → environment → flags.
@@ -33,6 +36,9 @@ pub fn effective_config(args: &Args) -> Result<Config> {
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
+    if let Some(a) = args.metrics_addr {
+        config.metrics_addr = Some(a);
+    }
     Ok(config)
 }
 
@@ -43,6 +49,8 @@ pub async fn run(args: Args) -> Result<()> {
         print!("{}", toml::to_string(&config)?);
         return Ok(());
     }
+    crate::metrics::install(config.metrics_addr, crate::metrics::Role::LogNode, &config.id.to_string())?;
+    crate::telemetry::export_traces(config.otlp_endpoint.as_deref(), crate::metrics::Role::LogNode)?;
     let node = Node::start(config).await.context("start log-node")?;
     tokio::select! {
         () = shutdown_signal() => {}

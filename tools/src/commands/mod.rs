@@ -31,6 +31,12 @@ pub(crate) fn load_config<T: serde::de::DeserializeOwned + serde::Serialize + De
     Ok(chorus_log_node::config::apply_env(config, std::env::vars())?)
 }
 
+/// The name in the certificate of `tls` (a projector's or an edge's name in
+/// the cluster), for the `id` of its metrics; `None` if it cannot be read.
+pub(crate) fn principal_name(tls: &chorus_log_node::network::tls::TlsPaths) -> Option<String> {
+    chorus_log_node::network::tls::Identity::load(tls).ok().map(|i| i.principal.name)
+}
+
 /// Who a command-line client of the log is: `--ca`, `--cert`, `--key`.
 #[derive(Debug, clap::Args)]
 pub struct LogTlsArgs {

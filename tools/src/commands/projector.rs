@@ -20,12 +20,18 @@ pub struct Args {
     /// Overrides `store_dir`.
     #[arg(long)]
     pub store_dir: Option<PathBuf>,
+    /// Overrides `metrics_addr`: serve Prometheus metrics here.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
     let mut config: Config = super::load_config(args.config.as_deref())?;
     if let Some(dir) = &args.store_dir {
         config.store_dir = dir.clone();
+    }
+    if let Some(a) = args.metrics_addr {
+        config.metrics_addr = Some(a);
     }
     config.validate()?;
     if args.config_check {
@@ -35,6 +41,9 @@ pub async fn run(args: Args) -> Result<()> {
     if config.bus == BusConfig::Local {
         anyhow::bail!("a standalone projector needs a NATS bus (`[bus] kind = \"nats\"`); the local bus exists only inside `chorus dev`");
     }
+    let id = super::principal_name(&config.log_tls).unwrap_or_else(|| config.store_dir.display().to_string());
+    crate::metrics::install(config.metrics_addr, crate::metrics::Role::Projector, &id)?;
+    crate::telemetry::export_traces(config.otlp_endpoint.as_deref(), crate::metrics::Role::Projector)?;
     let projector = Projector::open(config, None).await.context("open projector")?;
     projector.run(super::log_node::shutdown_signal()).await?;
     Ok(())

@@ -248,6 +248,9 @@ impl Cluster {
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         config.data_dir = dir.join("data");
         config.tls = Some(tls::issue(&self.spec.dir.join("tls"), &Principal::node(config.id))?);
+        if config.metrics_addr.is_none() {
+            config.metrics_addr = Some(free_addr()?);
+        }
         config.validate()?;
         let config_path = dir.join("node.toml");
         write_toml("node config", &config, &config_path)?;
@@ -733,6 +736,17 @@ impl Cluster {
     /// The tail of node `id`'s log file, for failure messages.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
         self.node(id).process.log_tail(lines)
+    }
+
+    /// Where every chorus process of the cluster serves its Prometheus
+    /// metrics (`http://<addr>/metrics`), named as in [`Cluster::server_pids`]:
+    /// the log-nodes (`log-node-<id>`), the projector (`projector`) and the
+    /// edges (`edge-<index>`). Each keeps its address across restarts.
+    pub fn metrics_addrs(&self) -> Vec<(String, SocketAddr)> {
+        let nodes = self.nodes.iter().filter_map(|n| Some((n.process.name.clone(), n.config.metrics_addr?)));
+        let projector = self.projector.iter().filter_map(|p| Some((p.process.name.clone(), p.config.metrics_addr?)));
+        let edges = self.edges.iter().filter_map(|e| Some((e.process.name.clone(), e.config.metrics_addr?)));
+        nodes.chain(projector).chain(edges).collect()
     }
 
     /// Every server process, named, with its pid: log-nodes, the nats-server,

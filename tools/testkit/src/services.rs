@@ -29,7 +29,8 @@ pub const PROJECTOR_NAME: &str = "projector";
 
 /// The projector's configuration: tails `log_nodes` with a projector
 /// certificate from the CA in `tls_dir`, publishes on the NATS at `nats_url`
-/// with the credentials of [`PROJECTOR_NAME`], keeps its views under `dir`.
+/// with the credentials of [`PROJECTOR_NAME`], keeps its views under `dir`,
+/// serves its metrics on a free loopback port.
 ///
 /// # Errors
 /// When the certificate cannot be issued or the config is invalid.
@@ -46,6 +47,7 @@ pub fn projector_config(
         view_key: bus.view_key.clone(),
         store_dir: dir.join("views"),
         bus: bus.bus(nats_url, BusRole::Projector, PROJECTOR_NAME),
+        metrics_addr: Some(crate::ports::free_addr().map_err(io("find a free port on", "127.0.0.1"))?),
         ..ProjectorConfig::default()
     };
     config.validate().map_err(|e| Error::Invalid(format!("projector config: {e}")))?;
@@ -53,7 +55,8 @@ pub fn projector_config(
 }
 
 /// Edge `name`'s configuration: `template`'s tuning (session limits, caps,
-/// queues, deadlines) with the wiring filled in: `listen`, a server
+/// queues, deadlines) with the wiring filled in: `listen`, a metrics address
+/// (a free loopback port), a server
 /// certificate from the edge CA and a log-node certificate from the CA in
 /// `tls_dir`, the log seeds, the bus credentials of `name`, an SMS file sink
 /// under `dir`.
@@ -81,6 +84,7 @@ pub fn edge_config(
         bus: bus.bus(nats_url, BusRole::Edge, name),
         view_key: bus.view_key.clone(),
         sms: SmsConfig::File { path: dir.join("sms.jsonl") },
+        metrics_addr: Some(crate::ports::free_addr().map_err(io("find a free port on", "127.0.0.1"))?),
         ..template.clone()
     };
     config.validate().map_err(|e| Error::Invalid(format!("edge config: {e}")))?;

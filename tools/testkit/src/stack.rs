@@ -106,6 +106,13 @@ impl Stack {
         self.cluster.edge_addrs()
     }
 
+    /// Where every chorus process serves its Prometheus metrics
+    /// (`http://<addr>/metrics`), named: `log-node-<id>`, `projector`,
+    /// `edge-<index>` (see [`Cluster::metrics_addrs`]).
+    pub fn metrics_addrs(&self) -> Vec<(String, std::net::SocketAddr)> {
+        self.cluster.metrics_addrs()
+    }
+
     /// Every server process of the deployment, named: log-nodes, the
     /// nats-server, the projector and the edges (for CPU accounting).
     pub fn server_pids(&self) -> Vec<(String, u32)> {
