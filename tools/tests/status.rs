@@ -1,14 +1,19 @@
-//! `chorus status` against real log-node processes: every node, group and
-//! partition of a 3-node cluster is listed, and a node killed with `kill -9`
-//! shows unreachable, its replicas lagging by the leader's count.
+//! `chorus status` against real processes: every node, group and partition
+//! of a 3-node cluster is listed, and a node killed with `kill -9` shows
+//! unreachable, its replicas lagging by the leader's count; on a whole stack
+//! (log-nodes, projector, edges), the projector's positions and lag and the
+//! edges' connections are read from the processes' own `/metrics`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chorus_log_node::LogClient;
+use chorus_schema::Recipient;
 use chorus_schema::{ClientMsgId, Command, CommandBody, DeviceId, Origin, UserId};
 use chorus_testkit::cluster::{chorus_binary, Cluster, ClusterSpec};
+use chorus_testkit::events::messages;
+use chorus_testkit::stack::{Stack, StackSpec};
 use chorus_tools::status::DeploymentStatus;
 
 const PARTITIONS: u16 = 6;
@@ -130,42 +135,6 @@ async fn status_lists_the_whole_cluster_and_the_lag_of_a_killed_node() {
     assert_eq!(s.scrapes.len(), 1);
     assert!(!s.scrapes[0].up && s.scrapes[0].error.is_some(), "{:?}", s.scrapes);
 
-    // A stand-in for a projector's and an edge's /metrics (a real HTTP
-    // server serving the metric names of the contract, until the processes
-    // serve their own): the projector is 1 behind in partition 0.
-    let served = dir.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    let mut text = String::from("# TYPE chorus_process_info gauge\nchorus_process_info{role=\"dev\",id=\"dev-1\"} 1\n");
-    text.push_str("# TYPE chorus_projector_next_offset gauge\n");
-    for (p, o) in &offsets {
-        let cursor = if *p == 0 { o - 1 } else { *o };
-        text.push_str(&format!("chorus_projector_next_offset{{partition=\"{p}\"}} {cursor}\n"));
-    }
-    text.push_str("# TYPE chorus_edge_connections gauge\nchorus_edge_connections 2\n");
-    std::fs::write(served.join("metrics"), text).unwrap();
-    let http = chorus_testkit::ports::free_addr().unwrap();
-    let mut server = std::process::Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &http.port().to_string(), "--directory"])
-        .arg(&served)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(http).is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "python3 -m http.server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let m = status_json(&cluster, 1, &format!("{http},{dead_scrape}"));
-    server.kill().unwrap();
-    server.wait().unwrap();
-    assert_eq!(m.scrapes.iter().map(|x| x.up).collect::<Vec<_>>(), [true, false], "{:?}", m.scrapes);
-    let [projector] = m.projectors.as_slice() else { panic!("{:?}", m.projectors) };
-    assert_eq!((projector.id.as_str(), projector.total_lag), ("dev-1", 1), "{projector:?}");
-    let lags: Vec<_> = m.partitions.iter().map(|p| p.projector_lag).collect();
-    assert_eq!(lags, [Some(1), Some(0), Some(0), Some(0), Some(0), Some(0)]);
-    assert_eq!(m.edges.iter().map(|e| (e.id.as_str(), e.connections)).collect::<Vec<_>>(), [("dev-1", 2)]);
-
     // The text form: a header and one line per node.
     let text = chorus_status(&cluster, 1, &["--scrape", ""]);
     let section: Vec<&str> =
@@ -221,4 +190,51 @@ async fn status_lists_the_whole_cluster_and_the_lag_of_a_killed_node() {
     let text = chorus_status(&cluster, 1, &["--scrape", ""]);
     let down = text.lines().find(|l| l.starts_with("3 ")).unwrap();
     assert!(down.contains("DOWN"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_shows_the_projector_and_the_edges_of_a_running_stack() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start(StackSpec::new(dir.path(), chorus_binary()).unthrottled()).await.expect("start");
+    let alice = stack.register(0, "+15550000801").await.unwrap();
+    let bob = stack.register(1, "+15550000802").await.unwrap();
+    let (a, _a_events) = stack.connect(0, alice).await;
+    let (_b, mut b_events) = stack.connect(1, bob).await;
+    for i in 0..20 {
+        a.send(Recipient::User(bob.user), format!("m{i}").into_bytes()).await.unwrap();
+    }
+    messages(&mut b_events, 20, Duration::from_secs(30)).await;
+    let scrape: Vec<String> = stack.metrics_addrs().iter().map(|(_, a)| a.to_string()).collect();
+    let scrape = scrape.join(",");
+    // The projector has folded everything once its lag is 0 everywhere (the
+    // presence appends of the logins may still be on their way at first);
+    // the edges sample their connection counts twice a second.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = status_json(&stack.cluster, 1, &scrape);
+        let connections: u64 = s.edges.iter().map(|e| e.connections).sum();
+        if s.partitions.iter().all(|p| p.projector_lag == Some(0)) && connections == 2 {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the projector never caught up: {s:#?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(s.nodes.iter().filter(|n| n.reachable).count(), 3, "{s:#?}");
+    assert!(s.scrapes.iter().all(|x| x.up), "{:?}", s.scrapes);
+    assert_eq!(s.scrapes.len(), 6, "3 log-nodes, a projector, 2 edges: {:?}", s.scrapes);
+    let [projector] = s.projectors.as_slice() else { panic!("one projector: {:?}", s.projectors) };
+    assert_eq!(projector.total_lag, 0);
+    // Its cursor in every partition is the partition's end in the log.
+    let offsets = log_offsets(&stack.cluster, &stack.cluster.admin(Default::default()).await.unwrap()).await;
+    let cursors: BTreeMap<u16, u64> = projector.partitions.iter().map(|p| (p.partition, p.offset)).collect();
+    assert_eq!(cursors, offsets, "{projector:?}");
+    assert!(offsets.values().sum::<u64>() >= 20, "{offsets:?}");
+    // Two edges, one connection each (alice on edge 0, bob on edge 1).
+    let edges: Vec<u64> = s.edges.iter().map(|e| e.connections).collect();
+    assert_eq!(edges, [1, 1], "{:?}", s.edges);
+    // The text form lists them too.
+    let text = chorus_status(&stack.cluster, 1, &["--scrape", &scrape]);
+    for title in ["PROJECTORS (1)", "EDGES (2)", "METRICS ENDPOINTS (6)"] {
+        assert!(text.lines().any(|l| l == title), "no {title}: {text}");
+    }
 }
