@@ -55,7 +55,7 @@ pub fn shutdown() {
 mod otlp {
     pub(super) fn start(endpoint: &str, _role: crate::metrics::Role) -> anyhow::Result<()> {
         anyhow::bail!(
-            "otlp_endpoint is set ({endpoint}) but this chorus was built without OTLP export: build it with `--features otlp`, or unset otlp_endpoint"
+            "otlp_endpoint is set ({endpoint}) but this chorus was built without OTLP export: build it with the `otlp` feature (on by default; this one was built with --no-default-features), or unset otlp_endpoint"
         )
     }
 

@@ -311,7 +311,7 @@ fn the_metrics_doc_lists_every_metric_and_no_other() {
 
 /// With `otlp_endpoint` set (here `CHORUS_OTLP_ENDPOINT` of `chorus dev`),
 /// spans reach an OTLP/HTTP collector: a registration's appends, exported as
-/// protobuf by `chorus-dev`. Needs a `chorus` built with `--features otlp`.
+/// protobuf by `chorus-dev`. Needs a `chorus` built with the `otlp` feature (the default).
 #[cfg(feature = "otlp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chorus_dev_exports_spans_by_otlp() {

@@ -174,8 +174,11 @@ pub struct RocksTxn<'a> {
     /// The writer lock, for a transaction from [`RocksStore::begin`].
     writer: Option<MutexGuard<'a, ()>>,
     /// The snapshot rows of ranges scanned so far, by `(from, to)`.
-    ranges: RefCell<HashMap<(Vec<u8>, Vec<u8>), SnapshotRange>>,
+    ranges: RefCell<HashMap<RangeKey, SnapshotRange>>,
 }
+
+/// A scanned range: `(from, to)`.
+type RangeKey = (Vec<u8>, Vec<u8>);
 
 /// Rows of the snapshot in one range, from its start: all of them
 /// (`complete`), or the first ones (a scan stopped at its limit).

@@ -128,7 +128,7 @@ pub async fn fill(client: &LogClient, events: u64, writers: u64, payload: usize)
                 };
                 let mut acks = vec![ReceiptKind::Delivered];
                 n += 1;
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     acks.push(ReceiptKind::Read);
                 }
                 for kind in &acks {
