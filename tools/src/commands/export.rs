@@ -14,17 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use chorus_analytics::{Exporter, Format, Manifest, Options, Pseudonymizer, Row};
-use chorus_log_node::{ClientConfig, LogClient};
+use chorus_log_node::LogClient;
 use chorus_schema::{EventRecord, Offset, PartitionId, Request, Response};
 use tokio::sync::mpsc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Client API address of any node.
-    #[arg(long, default_value = "127.0.0.1:7100")]
-    pub node: String,
     #[command(flatten)]
-    pub tls: super::LogTlsArgs,
+    pub log: super::LogTarget,
     #[command(flatten)]
     pub export: ExportArgs,
 }
@@ -128,9 +125,8 @@ fn rfc3339_ms(s: &str) -> Option<u64> {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
-    let report = export(&client, &args.node, &args.export).await?;
+    let client = args.log.connect().await?;
+    let report = export(&client, &args.log.node, &args.export).await?;
     println!(
         "exported {} rows ({} records read) into {} file(s) in {:.2}s: {:.0} records/s, CPU {:.2}s: {:.0} records/s per core",
         report.rows,

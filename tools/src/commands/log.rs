@@ -1,7 +1,6 @@
 //! `chorus log …`: talk to a log-node's client API.
 
 use anyhow::{bail, Result};
-use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::{
     ChatId, ClientMsgId, Command, CommandBody, DeviceId, GroupId, Key, NodeId, Offset, Origin, PartitionId, Request,
     UserId,
@@ -9,11 +8,8 @@ use chorus_schema::{
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Client API address of any node.
-    #[arg(long, default_value = "127.0.0.1:7100")]
-    pub node: String,
     #[command(flatten)]
-    pub tls: super::LogTlsArgs,
+    pub log: super::LogTarget,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -92,8 +88,7 @@ pub enum Cmd {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
+    let client = args.log.connect().await?;
     match args.cmd {
         Cmd::Append { from, device, to, text, client_msg_id } => {
             let cmd = Command {
@@ -125,7 +120,7 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Tail { partition, from } => {
             let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
             let c = client.clone();
-            let node = args.node.clone();
+            let node = args.log.node.clone();
             let task = tokio::spawn(async move { c.tail(&node, PartitionId(partition), from, tx).await });
             while let Some(e) = rx.recv().await {
                 println!("{e:?}");
@@ -133,7 +128,7 @@ pub async fn run(args: Args) -> Result<()> {
             task.await??;
         }
         Cmd::Status => {
-            let s = client.status(&args.node).await?;
+            let s = client.status(&args.log.node).await?;
             println!("node {}:", s.node);
             let ids = |v: &[NodeId]| v.iter().map(|v| v.0).collect::<Vec<_>>();
             for g in &s.groups {

@@ -37,6 +37,29 @@ pub(crate) fn principal_name(tls: &chorus_log_node::network::tls::TlsPaths) -> O
     chorus_log_node::network::tls::Identity::load(tls).ok().map(|i| i.principal.name)
 }
 
+/// Which log node a command talks to, and as whom: `--node` and the TLS
+/// flags (`chorus log`, `export`, `tail`, `consumer`, `replay`).
+#[derive(Debug, clap::Args)]
+pub struct LogTarget {
+    /// Client API address of any log node.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    pub node: String,
+    #[command(flatten)]
+    pub tls: LogTlsArgs,
+}
+
+impl LogTarget {
+    /// A log client seeded with `--node`.
+    ///
+    /// # Errors
+    /// A missing certificate ([`LogTlsArgs::paths`]), or no node answering.
+    pub async fn connect(&self) -> anyhow::Result<chorus_log_node::LogClient> {
+        let tls = self.tls.paths()?;
+        let config = chorus_log_node::ClientConfig::default();
+        Ok(chorus_log_node::LogClient::connect(std::slice::from_ref(&self.node), &tls, config).await?)
+    }
+}
+
 /// Who a command-line client of the log is: `--ca`, `--cert`, `--key`.
 #[derive(Debug, clap::Args)]
 pub struct LogTlsArgs {

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use chorus_log_node::{ClientConfig, LogClient};
 use chorus_projections::projector::{BusConfig, Config, Projector};
 use chorus_projections::store::RocksStore;
 use chorus_projections::{compare, rebuild_views_from_log, Comparison, Views};
@@ -51,11 +50,8 @@ pub async fn run(args: Args) -> Result<()> {
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// Client API address of any log node.
-    #[arg(long, default_value = "127.0.0.1:7100")]
-    pub node: String,
     #[command(flatten)]
-    pub tls: super::LogTlsArgs,
+    pub log: super::LogTarget,
     /// The views to rebuild: `all`, or one or more of roster, cursors,
     /// chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy,
     /// contacts, profile, status, contact_index (comma-separated). A store
@@ -80,8 +76,7 @@ pub struct ReplayArgs {
 }
 
 pub async fn replay(args: ReplayArgs) -> Result<()> {
-    let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
+    let client = args.log.connect().await?;
     let stats = match &args.view_key {
         Some(path) => {
             let key = chorus_projections::seal::ViewKey::load(path)

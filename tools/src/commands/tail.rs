@@ -7,16 +7,12 @@ use std::io::Write;
 use anyhow::{bail, Context, Result};
 use chorus_analytics::{Pseudonymizer, RowBuilder};
 use chorus_log_node::consumer::{Consumer, Options, Start};
-use chorus_log_node::{ClientConfig, LogClient};
 use chorus_schema::{Offset, PartitionId, PartitionOffset};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Client API address of any node.
-    #[arg(long, default_value = "127.0.0.1:7100")]
-    pub node: String,
     #[command(flatten)]
-    pub tls: super::LogTlsArgs,
+    pub log: super::LogTarget,
     /// One JSON object per event and line (the only output format for now).
     #[arg(long)]
     pub json: bool,
@@ -73,8 +69,7 @@ pub async fn run(args: Args) -> Result<()> {
     if !args.json {
         bail!("give --json (JSON lines are the only output format)");
     }
-    let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
+    let client = args.log.connect().await?;
     let mut options = match &args.consumer {
         Some(name) => Options::named(name.clone())
             .commit_every(std::time::Duration::from_millis(args.commit_every_ms.max(1)))
@@ -116,11 +111,8 @@ pub async fn run(args: Args) -> Result<()> {
 
 #[derive(Debug, clap::Args)]
 pub struct ConsumerArgs {
-    /// Client API address of any node.
-    #[arg(long, default_value = "127.0.0.1:7100")]
-    pub node: String,
     #[command(flatten)]
-    pub tls: super::LogTlsArgs,
+    pub log: super::LogTarget,
     #[command(subcommand)]
     pub cmd: ConsumerCmd,
 }
@@ -142,8 +134,7 @@ pub enum ConsumerCmd {
 }
 
 pub async fn consumer(args: ConsumerArgs) -> Result<()> {
-    let client =
-        LogClient::connect(std::slice::from_ref(&args.node), &args.tls.paths()?, ClientConfig::default()).await?;
+    let client = args.log.connect().await?;
     let now = match args.cmd {
         ConsumerCmd::Show { name } => client.consumer_offsets(&name).await?,
         ConsumerCmd::Reset { name, to, partitions } => {
@@ -159,13 +150,13 @@ pub async fn consumer(args: ConsumerArgs) -> Result<()> {
                     Start::Earliest => Offset(0),
                     Start::Offset(o) => o,
                     Start::Latest => {
-                        let status = client.status(&args.node).await?;
+                        let status = client.status(&args.log.node).await?;
                         status
                             .partitions
                             .iter()
                             .find(|s| s.partition == p)
                             .map(|s| s.next_offset)
-                            .with_context(|| format!("node {} does not report partition {p}", args.node))?
+                            .with_context(|| format!("node {} does not report partition {p}", args.log.node))?
                     }
                     _ => bail!("--to earliest, latest or an offset"),
                 };
