@@ -201,6 +201,22 @@ pub enum CommandBody {
         offsets: Vec<PartitionOffset>,
         reset: bool,
     },
+    // ---- push and reports (issue 14) ----
+    /// Sets (empty `token`: clears) the push token of the origin device,
+    /// which must be linked.
+    SetPushToken {
+        token: String,
+        platform: String,
+    },
+    /// Key: `reported`. The origin user reports `reported` (in `chat`, if
+    /// given), revealing `messages` it decrypted. Refused for an unknown
+    /// user or a self-report.
+    FileReport {
+        reported: UserId,
+        chat: Option<ChatId>,
+        reason: String,
+        messages: Vec<crate::push::ReportedMessage>,
+    },
 }
 
 impl Command {
@@ -242,6 +258,8 @@ impl Command {
             | SetRegistrationPin { .. }
             | RecordContactLookup { .. } => Key::User(self.origin.user),
             CommitOffsets { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
+            SetPushToken { .. } => Key::User(self.origin.user),
+            FileReport { reported, .. } => Key::User(*reported),
         }
     }
 
@@ -283,6 +301,8 @@ impl Command {
             ViewStatus { .. } => "ViewStatus",
             RecordContactLookup { .. } => "RecordContactLookup",
             CommitOffsets { .. } => "CommitOffsets",
+            SetPushToken { .. } => "SetPushToken",
+            FileReport { .. } => "FileReport",
         }
     }
 
@@ -344,6 +364,8 @@ impl Command {
                 check_len("identity key", identity_key.len(), MAX_KEY_BYTES)?;
                 check_len("device name", name.len(), MAX_NAME_BYTES)
             }
+            SetPushToken { token, platform } => crate::push::validate_push(token, platform),
+            FileReport { reason, messages, .. } => crate::push::validate_report(reason, messages),
         }
     }
 
@@ -577,6 +599,19 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
                 consumer: b.consumer().to_owned(),
                 offsets: crate::consumer::offsets_of(b.offsets()),
                 reset: b.reset(),
+            }
+        }
+        fb::CommandBody::SetPushToken => {
+            let b = get!(c.body_as_set_push_token());
+            CommandBody::SetPushToken { token: b.token().to_owned(), platform: b.platform().to_owned() }
+        }
+        fb::CommandBody::FileReport => {
+            let b = get!(c.body_as_file_report());
+            CommandBody::FileReport {
+                reported: UserId(b.reported()),
+                chat: b.chat().map(codec::chat),
+                reason: b.reason().to_owned(),
+                messages: crate::push::messages_of(Some(b.messages()))?,
             }
         }
         _ => return Err(bad()),
@@ -833,6 +868,28 @@ fn encode_body<'a>(
                 &fb::CommitOffsetsArgs { consumer: Some(consumer), offsets: Some(offsets), reset: *reset },
             );
             (fb::CommandBody::CommitOffsets, t.as_union_value())
+        }
+        B::SetPushToken { token, platform } => {
+            let token = fbb.create_string(token);
+            let platform = fbb.create_string(platform);
+            let t =
+                fb::SetPushToken::create(fbb, &fb::SetPushTokenArgs { token: Some(token), platform: Some(platform) });
+            (fb::CommandBody::SetPushToken, t.as_union_value())
+        }
+        B::FileReport { reported, chat, reason, messages } => {
+            let reason = fbb.create_string(reason);
+            let messages = crate::push::messages_fb(fbb, messages);
+            let chat = chat.as_ref().map(chat_fb);
+            let t = fb::FileReport::create(
+                fbb,
+                &fb::FileReportArgs {
+                    reported: reported.0,
+                    chat: chat.as_ref(),
+                    reason: Some(reason),
+                    messages: Some(messages),
+                },
+            );
+            (fb::CommandBody::FileReport, t.as_union_value())
         }
     }
 }

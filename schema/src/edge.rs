@@ -217,6 +217,24 @@ pub enum ClientFrame {
         client_msg_id: ClientMsgId,
         hashes: Vec<[u8; 32]>,
     },
+    // ---- push and reports (issue 14) ----
+    /// Registers this device's push token (empty: clears it) for `platform`.
+    /// Answered `Done`.
+    RegisterPush {
+        client_msg_id: ClientMsgId,
+        token: String,
+        platform: String,
+    },
+    /// Reports `user` (optionally in `chat`), revealing `messages` this
+    /// device decrypted (at most [`crate::push::MAX_REPORT_MESSAGES`]).
+    /// Answered `Done`, or `Error` (`UnknownRecipient`, `BadFrame`).
+    Report {
+        client_msg_id: ClientMsgId,
+        user: UserId,
+        chat: Option<ChatId>,
+        reason: String,
+        messages: Vec<crate::push::ReportedMessage>,
+    },
 }
 
 // ---- group info and message info (issue 12) ----
@@ -860,6 +878,8 @@ impl ClientFrame {
             ClientFrame::ListStatus { .. } => "ListStatus",
             ClientFrame::ViewStatus { .. } => "ViewStatus",
             ClientFrame::SyncContacts { .. } => "SyncContacts",
+            ClientFrame::RegisterPush { .. } => "RegisterPush",
+            ClientFrame::Report { .. } => "Report",
         }
     }
 
@@ -914,6 +934,8 @@ impl ClientFrame {
             | ClientFrame::Block { .. }
             | ClientFrame::GroupInfo { .. }
             | ClientFrame::MessageInfo { .. } => Ok(()),
+            ClientFrame::RegisterPush { token, platform, .. } => crate::push::validate_push(token, platform),
+            ClientFrame::Report { reason, messages, .. } => crate::push::validate_report(reason, messages),
         }
     }
 
@@ -1170,6 +1192,35 @@ impl ClientFrame {
                 );
                 (fe::ClientFrameBody::SyncContacts, t.as_union_value())
             }
+            ClientFrame::RegisterPush { client_msg_id, token, platform } => {
+                let token = fbb.create_string(token);
+                let platform = fbb.create_string(platform);
+                let t = fe::RegisterPush::create(
+                    &mut fbb,
+                    &fe::RegisterPushArgs {
+                        client_msg_id: client_msg_id.0,
+                        token: Some(token),
+                        platform: Some(platform),
+                    },
+                );
+                (fe::ClientFrameBody::RegisterPush, t.as_union_value())
+            }
+            ClientFrame::Report { client_msg_id, user, chat, reason, messages } => {
+                let reason = fbb.create_string(reason);
+                let messages = crate::push::messages_fb(&mut fbb, messages);
+                let chat = chat.as_ref().map(codec::chat_fb);
+                let t = fe::Report::create(
+                    &mut fbb,
+                    &fe::ReportArgs {
+                        client_msg_id: client_msg_id.0,
+                        user: user.0,
+                        chat: chat.as_ref(),
+                        reason: Some(reason),
+                        messages: Some(messages),
+                    },
+                );
+                (fe::ClientFrameBody::Report, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -1366,6 +1417,24 @@ impl ClientFrame {
                 ClientFrame::SyncContacts {
                     client_msg_id: ClientMsgId(b.client_msg_id()),
                     hashes: b.hashes().iter().map(|h| h.0).collect(),
+                }
+            }
+            fe::ClientFrameBody::RegisterPush => {
+                let b = f.body_as_register_push().ok_or_else(bad)?;
+                ClientFrame::RegisterPush {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    token: b.token().to_owned(),
+                    platform: b.platform().to_owned(),
+                }
+            }
+            fe::ClientFrameBody::Report => {
+                let b = f.body_as_report().ok_or_else(bad)?;
+                ClientFrame::Report {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    user: UserId(b.user()),
+                    chat: b.chat().map(codec::chat),
+                    reason: b.reason().unwrap_or_default().to_owned(),
+                    messages: crate::push::messages_of(b.messages())?,
                 }
             }
             _ => return Err(bad()),

@@ -218,6 +218,21 @@ pub enum EventBody {
         consumer: String,
         offsets: Vec<PartitionOffset>,
     },
+    // ---- push and reports (issue 14) ----
+    /// `device` of `user` set its push token (empty: cleared).
+    PushTokenSet {
+        user: UserId,
+        device: DeviceId,
+        token: String,
+        platform: String,
+    },
+    /// The origin user reported `user` (in `chat`, if given), revealing `messages`.
+    ReportFiled {
+        user: UserId,
+        chat: Option<ChatId>,
+        reason: String,
+        messages: Vec<crate::push::ReportedMessage>,
+    },
 }
 
 impl EventBody {
@@ -259,6 +274,7 @@ impl EventBody {
             | StatusViewed { user, .. }
             | ContactLookupRecorded { user, .. } => Key::User(*user),
             OffsetsCommitted { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
+            PushTokenSet { user, .. } | ReportFiled { user, .. } => Key::User(*user),
         }
     }
 
@@ -335,6 +351,8 @@ impl EventBody {
             StatusViewed { .. } => "StatusViewed",
             ContactLookupRecorded { .. } => "ContactLookupRecorded",
             OffsetsCommitted { .. } => "OffsetsCommitted",
+            PushTokenSet { .. } => "PushTokenSet",
+            ReportFiled { .. } => "ReportFiled",
         }
     }
 }
@@ -413,6 +431,8 @@ impl Event {
                 crate::consumer::validate_name(consumer)?;
                 crate::consumer::validate_offsets(offsets)
             }
+            PushTokenSet { token, platform, .. } => crate::push::validate_push(token, platform),
+            ReportFiled { reason, messages, .. } => crate::push::validate_report(reason, messages),
         }
     }
 
@@ -717,6 +737,24 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
             let b = get!(e.body_as_offsets_committed());
             B::OffsetsCommitted { consumer: b.consumer().to_owned(), offsets: crate::consumer::offsets_of(b.offsets()) }
         }
+        fb::EventBody::PushTokenSet => {
+            let b = get!(e.body_as_push_token_set());
+            B::PushTokenSet {
+                user: UserId(b.user()),
+                device: DeviceId(b.device()),
+                token: b.token().to_owned(),
+                platform: b.platform().to_owned(),
+            }
+        }
+        fb::EventBody::ReportFiled => {
+            let b = get!(e.body_as_report_filed());
+            B::ReportFiled {
+                user: UserId(b.user()),
+                chat: b.chat().map(chat),
+                reason: b.reason().to_owned(),
+                messages: crate::push::messages_of(Some(b.messages()))?,
+            }
+        }
         _ => return Err(bad()),
     };
     Ok(Event { at_ms: e.at_ms(), origin, body })
@@ -1014,6 +1052,30 @@ fn encode_body<'a>(
                 &fb::OffsetsCommittedArgs { consumer: Some(consumer), offsets: Some(offsets) },
             );
             (fb::EventBody::OffsetsCommitted, t.as_union_value())
+        }
+        B::PushTokenSet { user, device, token, platform } => {
+            let token = fbb.create_string(token);
+            let platform = fbb.create_string(platform);
+            let t = fb::PushTokenSet::create(
+                fbb,
+                &fb::PushTokenSetArgs { user: user.0, device: device.0, token: Some(token), platform: Some(platform) },
+            );
+            (fb::EventBody::PushTokenSet, t.as_union_value())
+        }
+        B::ReportFiled { user, chat, reason, messages } => {
+            let reason = fbb.create_string(reason);
+            let messages = crate::push::messages_fb(fbb, messages);
+            let chat = chat.as_ref().map(chat_fb);
+            let t = fb::ReportFiled::create(
+                fbb,
+                &fb::ReportFiledArgs {
+                    user: user.0,
+                    chat: chat.as_ref(),
+                    reason: Some(reason),
+                    messages: Some(messages),
+                },
+            );
+            (fb::EventBody::ReportFiled, t.as_union_value())
         }
     }
 }

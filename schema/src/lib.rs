@@ -59,6 +59,7 @@ pub mod framing;
 pub mod ids;
 pub mod limits;
 pub mod outcome;
+pub mod push;
 pub mod social;
 pub mod types;
 

@@ -134,6 +134,7 @@ mod chat;
 mod consumer;
 mod dedup;
 pub mod kv;
+mod push;
 mod state;
 mod user;
 

@@ -252,6 +252,10 @@ fn nothing(outcome: Outcome) -> Decision {
 /// Decides a user-partition command against the current state.
 pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBody) -> Result<Decision, Rejection> {
     let me = origin.user;
+    // ---- push and reports (issue 14) ----
+    if let Some(decision) = crate::push::decide(kv, origin, body) {
+        return decision;
+    }
     if let CommandBody::RecordOtpFailure = body {
         check_unlocked(kv, me, at_ms)?;
         return Ok(done(EventBody::OtpFailed { user: me }));
@@ -522,6 +526,10 @@ pub(crate) fn outcome_of(kv: &impl Kv, event: &EventBody) -> Outcome {
 /// # Panics
 /// If the event names an unregistered user (corrupt log or wrong partition).
 pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
+    // ---- push and reports (issue 14) ----
+    if crate::push::is_stateless(event) {
+        return;
+    }
     if let EventBody::OtpFailed { user } = event {
         // Of a phone, registered or not.
         let mut g = otp_guard(kv, *user);

@@ -275,10 +275,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for StatusAudience {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 33;
+pub const ENUM_MAX_EVENT_BODY: u8 = 35;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 34] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 36] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -313,6 +313,8 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 34] = [
   EventBody::StatusViewed,
   EventBody::ContactLookupRecorded,
   EventBody::OffsetsCommitted,
+  EventBody::PushTokenSet,
+  EventBody::ReportFiled,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -354,9 +356,11 @@ impl EventBody {
   pub const StatusViewed: Self = Self(31);
   pub const ContactLookupRecorded: Self = Self(32);
   pub const OffsetsCommitted: Self = Self(33);
+  pub const PushTokenSet: Self = Self(34);
+  pub const ReportFiled: Self = Self(35);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 33;
+  pub const ENUM_MAX: u8 = 35;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -392,6 +396,8 @@ impl EventBody {
     Self::StatusViewed,
     Self::ContactLookupRecorded,
     Self::OffsetsCommitted,
+    Self::PushTokenSet,
+    Self::ReportFiled,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -430,6 +436,8 @@ impl EventBody {
       Self::StatusViewed => Some("StatusViewed"),
       Self::ContactLookupRecorded => Some("ContactLookupRecorded"),
       Self::OffsetsCommitted => Some("OffsetsCommitted"),
+      Self::PushTokenSet => Some("PushTokenSet"),
+      Self::ReportFiled => Some("ReportFiled"),
       _ => None,
     }
   }
@@ -489,10 +497,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 34;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 36;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 35] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 37] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -528,6 +536,8 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 35] = [
   CommandBody::ViewStatus,
   CommandBody::RecordContactLookup,
   CommandBody::CommitOffsets,
+  CommandBody::SetPushToken,
+  CommandBody::FileReport,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -570,9 +580,11 @@ impl CommandBody {
   pub const ViewStatus: Self = Self(32);
   pub const RecordContactLookup: Self = Self(33);
   pub const CommitOffsets: Self = Self(34);
+  pub const SetPushToken: Self = Self(35);
+  pub const FileReport: Self = Self(36);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 34;
+  pub const ENUM_MAX: u8 = 36;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -609,6 +621,8 @@ impl CommandBody {
     Self::ViewStatus,
     Self::RecordContactLookup,
     Self::CommitOffsets,
+    Self::SetPushToken,
+    Self::FileReport,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -648,6 +662,8 @@ impl CommandBody {
       Self::ViewStatus => Some("ViewStatus"),
       Self::RecordContactLookup => Some("RecordContactLookup"),
       Self::CommitOffsets => Some("CommitOffsets"),
+      Self::SetPushToken => Some("SetPushToken"),
+      Self::FileReport => Some("FileReport"),
       _ => None,
     }
   }
@@ -1985,6 +2001,156 @@ impl ::core::fmt::Debug for Prekey<'_> {
     let mut ds = f.debug_struct("Prekey");
       ds.field("id", &self.id());
       ds.field("key", &self.key());
+      ds.finish()
+  }
+}
+pub enum ReportedMessageOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A message a reporter chose to reveal with a report: the plaintext it
+/// decrypted (the server never sees it otherwise), with where it was.
+pub struct ReportedMessage<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReportedMessage<'a> {
+  type Inner = ReportedMessage<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReportedMessage<'a> {
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SENDER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_AT_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TEXT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReportedMessage { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReportedMessageArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReportedMessage<'bldr>> {
+    let mut builder = ReportedMessageBuilder::new(_fbb);
+    builder.add_at_ms(args.at_ms);
+    builder.add_sender(args.sender);
+    builder.add_seq(args.seq);
+    if let Some(x) = args.text { builder.add_text(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReportedMessage::VT_SEQ, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn sender(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReportedMessage::VT_SENDER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn at_ms(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReportedMessage::VT_AT_MS, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn text(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ReportedMessage::VT_TEXT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReportedMessage<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<u64>("sender", Self::VT_SENDER, false)?
+     .visit_field::<u64>("at_ms", Self::VT_AT_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("text", Self::VT_TEXT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReportedMessageArgs<'a> {
+    pub seq: u64,
+    pub sender: u64,
+    pub at_ms: u64,
+    pub text: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ReportedMessageArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReportedMessageArgs {
+      seq: 0,
+      sender: 0,
+      at_ms: 0,
+      text: None, // required field
+    }
+  }
+}
+
+pub struct ReportedMessageBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReportedMessageBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(ReportedMessage::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_sender(&mut self, sender: u64) {
+    self.fbb_.push_slot::<u64>(ReportedMessage::VT_SENDER, sender, 0);
+  }
+  #[inline]
+  pub fn add_at_ms(&mut self, at_ms: u64) {
+    self.fbb_.push_slot::<u64>(ReportedMessage::VT_AT_MS, at_ms, 0);
+  }
+  #[inline]
+  pub fn add_text(&mut self, text: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReportedMessage::VT_TEXT, text);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReportedMessageBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReportedMessageBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReportedMessage<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReportedMessage::VT_TEXT,"text");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReportedMessage<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReportedMessage");
+      ds.field("seq", &self.seq());
+      ds.field("sender", &self.sender());
+      ds.field("at_ms", &self.at_ms());
+      ds.field("text", &self.text());
       ds.finish()
   }
 }
@@ -6381,6 +6547,306 @@ impl ::core::fmt::Debug for OffsetsCommitted<'_> {
       ds.finish()
   }
 }
+pub enum PushTokenSetOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `device` of `user` set its push token (empty: cleared). The origin is the device.
+pub struct PushTokenSet<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PushTokenSet<'a> {
+  type Inner = PushTokenSet<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PushTokenSet<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PLATFORM: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PushTokenSet { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PushTokenSetArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PushTokenSet<'bldr>> {
+    let mut builder = PushTokenSetBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.platform { builder.add_platform(x); }
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PushTokenSet::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PushTokenSet::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn token(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PushTokenSet::VT_TOKEN, None).unwrap()}
+  }
+  #[inline]
+  pub fn platform(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PushTokenSet::VT_PLATFORM, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PushTokenSet<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("platform", Self::VT_PLATFORM, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PushTokenSetArgs<'a> {
+    pub user: u64,
+    pub device: u32,
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub platform: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for PushTokenSetArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PushTokenSetArgs {
+      user: 0,
+      device: 0,
+      token: None, // required field
+      platform: None, // required field
+    }
+  }
+}
+
+pub struct PushTokenSetBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PushTokenSetBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(PushTokenSet::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(PushTokenSet::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PushTokenSet::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn add_platform(&mut self, platform: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PushTokenSet::VT_PLATFORM, platform);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PushTokenSetBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PushTokenSetBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PushTokenSet<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, PushTokenSet::VT_TOKEN,"token");
+    self.fbb_.required(o, PushTokenSet::VT_PLATFORM,"platform");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PushTokenSet<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PushTokenSet");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("token", &self.token());
+      ds.field("platform", &self.platform());
+      ds.finish()
+  }
+}
+pub enum ReportFiledOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user reported `user` (in `chat`, if given) with `messages` it chose to reveal.
+pub struct ReportFiled<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ReportFiled<'a> {
+  type Inner = ReportFiled<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ReportFiled<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MESSAGES: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ReportFiled { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReportFiledArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ReportFiled<'bldr>> {
+    let mut builder = ReportFiledBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.messages { builder.add_messages(x); }
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ReportFiled::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> Option<&'a ChatId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChatId>(ReportFiled::VT_CHAT, None)}
+  }
+  #[inline]
+  pub fn reason(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ReportFiled::VT_REASON, None).unwrap()}
+  }
+  #[inline]
+  pub fn messages(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReportedMessage<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReportedMessage>>>>(ReportFiled::VT_MESSAGES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ReportFiled<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<ChatId>("chat", Self::VT_CHAT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReportedMessage>>>>("messages", Self::VT_MESSAGES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReportFiledArgs<'a> {
+    pub user: u64,
+    pub chat: Option<&'a ChatId>,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub messages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReportedMessage<'a>>>>>,
+}
+impl<'a> Default for ReportFiledArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReportFiledArgs {
+      user: 0,
+      chat: None,
+      reason: None, // required field
+      messages: None, // required field
+    }
+  }
+}
+
+pub struct ReportFiledBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReportFiledBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ReportFiled::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &ChatId) {
+    self.fbb_.push_slot_always::<&ChatId>(ReportFiled::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReportFiled::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn add_messages(&mut self, messages: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ReportedMessage<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ReportFiled::VT_MESSAGES, messages);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReportFiledBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReportFiledBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ReportFiled<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, ReportFiled::VT_REASON,"reason");
+    self.fbb_.required(o, ReportFiled::VT_MESSAGES,"messages");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ReportFiled<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ReportFiled");
+      ds.field("user", &self.user());
+      ds.field("chat", &self.chat());
+      ds.field("reason", &self.reason());
+      ds.field("messages", &self.messages());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6911,6 +7377,34 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_push_token_set(&self) -> Option<PushTokenSet<'a>> {
+    if self.body_type() == EventBody::PushTokenSet {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { PushTokenSet::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_report_filed(&self) -> Option<ReportFiled<'a>> {
+    if self.body_type() == EventBody::ReportFiled {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ReportFiled::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -6956,6 +7450,8 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::StatusViewed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusViewed>>("EventBody::StatusViewed", pos),
           EventBody::ContactLookupRecorded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRecorded>>("EventBody::ContactLookupRecorded", pos),
           EventBody::OffsetsCommitted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetsCommitted>>("EventBody::OffsetsCommitted", pos),
+          EventBody::PushTokenSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PushTokenSet>>("EventBody::PushTokenSet", pos),
+          EventBody::ReportFiled => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReportFiled>>("EventBody::ReportFiled", pos),
           _ => Ok(()),
         }
      })?
@@ -7252,6 +7748,20 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::OffsetsCommitted => {
           if let Some(x) = self.body_as_offsets_committed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::PushTokenSet => {
+          if let Some(x) = self.body_as_push_token_set() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::ReportFiled => {
+          if let Some(x) = self.body_as_report_filed() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -11504,6 +12014,274 @@ impl ::core::fmt::Debug for CommitOffsets<'_> {
       ds.finish()
   }
 }
+pub enum SetPushTokenOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Sets (empty `token`: clears) the push token of the origin device, which
+/// must be linked. Key: the origin user.
+pub struct SetPushToken<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for SetPushToken<'a> {
+  type Inner = SetPushToken<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> SetPushToken<'a> {
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PLATFORM: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    SetPushToken { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args SetPushTokenArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<SetPushToken<'bldr>> {
+    let mut builder = SetPushTokenBuilder::new(_fbb);
+    if let Some(x) = args.platform { builder.add_platform(x); }
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn token(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetPushToken::VT_TOKEN, None).unwrap()}
+  }
+  #[inline]
+  pub fn platform(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(SetPushToken::VT_PLATFORM, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for SetPushToken<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("platform", Self::VT_PLATFORM, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct SetPushTokenArgs<'a> {
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub platform: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for SetPushTokenArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    SetPushTokenArgs {
+      token: None, // required field
+      platform: None, // required field
+    }
+  }
+}
+
+pub struct SetPushTokenBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SetPushTokenBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetPushToken::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn add_platform(&mut self, platform: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(SetPushToken::VT_PLATFORM, platform);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SetPushTokenBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    SetPushTokenBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<SetPushToken<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, SetPushToken::VT_TOKEN,"token");
+    self.fbb_.required(o, SetPushToken::VT_PLATFORM,"platform");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for SetPushToken<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("SetPushToken");
+      ds.field("token", &self.token());
+      ds.field("platform", &self.platform());
+      ds.finish()
+  }
+}
+pub enum FileReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin user reports `reported` (key: the reported user), perhaps in
+/// `chat`, attaching messages it chose to reveal.
+pub struct FileReport<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FileReport<'a> {
+  type Inner = FileReport<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FileReport<'a> {
+  pub const VT_REPORTED: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MESSAGES: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FileReport { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FileReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FileReport<'bldr>> {
+    let mut builder = FileReportBuilder::new(_fbb);
+    builder.add_reported(args.reported);
+    if let Some(x) = args.messages { builder.add_messages(x); }
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn reported(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FileReport::VT_REPORTED, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> Option<&'a ChatId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<ChatId>(FileReport::VT_CHAT, None)}
+  }
+  #[inline]
+  pub fn reason(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FileReport::VT_REASON, None).unwrap()}
+  }
+  #[inline]
+  pub fn messages(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReportedMessage<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReportedMessage>>>>(FileReport::VT_MESSAGES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FileReport<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("reported", Self::VT_REPORTED, false)?
+     .visit_field::<ChatId>("chat", Self::VT_CHAT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ReportedMessage>>>>("messages", Self::VT_MESSAGES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FileReportArgs<'a> {
+    pub reported: u64,
+    pub chat: Option<&'a ChatId>,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub messages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ReportedMessage<'a>>>>>,
+}
+impl<'a> Default for FileReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FileReportArgs {
+      reported: 0,
+      chat: None,
+      reason: None, // required field
+      messages: None, // required field
+    }
+  }
+}
+
+pub struct FileReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FileReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_reported(&mut self, reported: u64) {
+    self.fbb_.push_slot::<u64>(FileReport::VT_REPORTED, reported, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &ChatId) {
+    self.fbb_.push_slot_always::<&ChatId>(FileReport::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FileReport::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn add_messages(&mut self, messages: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ReportedMessage<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FileReport::VT_MESSAGES, messages);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FileReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FileReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FileReport<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, FileReport::VT_REASON,"reason");
+    self.fbb_.required(o, FileReport::VT_MESSAGES,"messages");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FileReport<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FileReport");
+      ds.field("reported", &self.reported());
+      ds.field("chat", &self.chat());
+      ds.field("reason", &self.reason());
+      ds.field("messages", &self.messages());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12038,6 +12816,34 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_set_push_token(&self) -> Option<SetPushToken<'a>> {
+    if self.body_type() == CommandBody::SetPushToken {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { SetPushToken::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_file_report(&self) -> Option<FileReport<'a>> {
+    if self.body_type() == CommandBody::FileReport {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { FileReport::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -12083,6 +12889,8 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("CommandBody::ViewStatus", pos),
           CommandBody::RecordContactLookup => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordContactLookup>>("CommandBody::RecordContactLookup", pos),
           CommandBody::CommitOffsets => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitOffsets>>("CommandBody::CommitOffsets", pos),
+          CommandBody::SetPushToken => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPushToken>>("CommandBody::SetPushToken", pos),
+          CommandBody::FileReport => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FileReport>>("CommandBody::FileReport", pos),
           _ => Ok(()),
         }
      })?
@@ -12379,6 +13187,20 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::CommitOffsets => {
           if let Some(x) = self.body_as_commit_offsets() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::SetPushToken => {
+          if let Some(x) = self.body_as_set_push_token() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::FileReport => {
+          if let Some(x) = self.body_as_file_report() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -16747,10 +17569,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 26;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 28;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 27] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 29] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -16778,6 +17600,8 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 27] = [
   ClientFrameBody::ListStatus,
   ClientFrameBody::ViewStatus,
   ClientFrameBody::SyncContacts,
+  ClientFrameBody::RegisterPush,
+  ClientFrameBody::Report,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -16812,9 +17636,11 @@ impl ClientFrameBody {
   pub const ListStatus: Self = Self(24);
   pub const ViewStatus: Self = Self(25);
   pub const SyncContacts: Self = Self(26);
+  pub const RegisterPush: Self = Self(27);
+  pub const Report: Self = Self(28);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 26;
+  pub const ENUM_MAX: u8 = 28;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -16843,6 +17669,8 @@ impl ClientFrameBody {
     Self::ListStatus,
     Self::ViewStatus,
     Self::SyncContacts,
+    Self::RegisterPush,
+    Self::Report,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -16874,6 +17702,8 @@ impl ClientFrameBody {
       Self::ListStatus => Some("ListStatus"),
       Self::ViewStatus => Some("ViewStatus"),
       Self::SyncContacts => Some("SyncContacts"),
+      Self::RegisterPush => Some("RegisterPush"),
+      Self::Report => Some("Report"),
       _ => None,
     }
   }
@@ -21548,6 +22378,306 @@ impl ::core::fmt::Debug for SyncContacts<'_> {
       ds.finish()
   }
 }
+pub enum RegisterPushOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Registers this device's push token (empty: clears it); `platform` names the
+/// push service (e.g. "fcm", "apns"). Answered `Done`.
+pub struct RegisterPush<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RegisterPush<'a> {
+  type Inner = RegisterPush<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RegisterPush<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PLATFORM: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RegisterPush { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RegisterPushArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RegisterPush<'bldr>> {
+    let mut builder = RegisterPushBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.platform { builder.add_platform(x); }
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RegisterPush::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn token(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegisterPush::VT_TOKEN, None).unwrap()}
+  }
+  #[inline]
+  pub fn platform(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(RegisterPush::VT_PLATFORM, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RegisterPush<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("platform", Self::VT_PLATFORM, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RegisterPushArgs<'a> {
+    pub client_msg_id: u64,
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub platform: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RegisterPushArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RegisterPushArgs {
+      client_msg_id: 0,
+      token: None, // required field
+      platform: None, // required field
+    }
+  }
+}
+
+pub struct RegisterPushBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RegisterPushBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(RegisterPush::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegisterPush::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn add_platform(&mut self, platform: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(RegisterPush::VT_PLATFORM, platform);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RegisterPushBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RegisterPushBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RegisterPush<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RegisterPush::VT_TOKEN,"token");
+    self.fbb_.required(o, RegisterPush::VT_PLATFORM,"platform");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RegisterPush<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RegisterPush");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("token", &self.token());
+      ds.field("platform", &self.platform());
+      ds.finish()
+  }
+}
+pub enum ReportOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Reports `user` as abusive (optionally in `chat`), revealing `messages` it
+/// decrypted (at most MAX_REPORT_MESSAGES). Answered `Done`.
+pub struct Report<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Report<'a> {
+  type Inner = Report<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Report<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REASON: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MESSAGES: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Report { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ReportArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Report<'bldr>> {
+    let mut builder = ReportBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.messages { builder.add_messages(x); }
+    if let Some(x) = args.reason { builder.add_reason(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Report::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Report::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> Option<&'a super::ChatId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Report::VT_CHAT, None)}
+  }
+  #[inline]
+  pub fn reason(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Report::VT_REASON, None)}
+  }
+  #[inline]
+  pub fn messages(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::ReportedMessage<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::ReportedMessage>>>>(Report::VT_MESSAGES, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Report<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("reason", Self::VT_REASON, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<super::ReportedMessage>>>>("messages", Self::VT_MESSAGES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ReportArgs<'a> {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub chat: Option<&'a super::ChatId>,
+    pub reason: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub messages: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::ReportedMessage<'a>>>>>,
+}
+impl<'a> Default for ReportArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ReportArgs {
+      client_msg_id: 0,
+      user: 0,
+      chat: None,
+      reason: None,
+      messages: None,
+    }
+  }
+}
+
+pub struct ReportBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ReportBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(Report::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(Report::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Report::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_reason(&mut self, reason: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Report::VT_REASON, reason);
+  }
+  #[inline]
+  pub fn add_messages(&mut self, messages: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<super::ReportedMessage<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Report::VT_MESSAGES, messages);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ReportBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ReportBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Report<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Report<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Report");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("chat", &self.chat());
+      ds.field("reason", &self.reason());
+      ds.field("messages", &self.messages());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -21961,6 +23091,34 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_register_push(&self) -> Option<RegisterPush<'a>> {
+    if self.body_type() == ClientFrameBody::RegisterPush {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RegisterPush::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_report(&self) -> Option<Report<'a>> {
+    if self.body_type() == ClientFrameBody::Report {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Report::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -21997,6 +23155,8 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::ListStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListStatus>>("ClientFrameBody::ListStatus", pos),
           ClientFrameBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("ClientFrameBody::ViewStatus", pos),
           ClientFrameBody::SyncContacts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SyncContacts>>("ClientFrameBody::SyncContacts", pos),
+          ClientFrameBody::RegisterPush => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterPush>>("ClientFrameBody::RegisterPush", pos),
+          ClientFrameBody::Report => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Report>>("ClientFrameBody::Report", pos),
           _ => Ok(()),
         }
      })?
@@ -22229,6 +23389,20 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::SyncContacts => {
           if let Some(x) = self.body_as_sync_contacts() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::RegisterPush => {
+          if let Some(x) = self.body_as_register_push() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::Report => {
+          if let Some(x) = self.body_as_report() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
