@@ -367,6 +367,40 @@ impl Client {
         self.request(Request::ViewStatus { author, status_id }).await.map(|_| ())
     }
 
+    // ---- push and reports (issue 14) ----
+
+    /// Registers this device's push token for `platform` (e.g. `fcm`,
+    /// `apns`); an empty token clears it. While none of the user's devices
+    /// is online, new messages are pushed to the tokens of their devices
+    /// (see `docs/push-webhook.md`).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] `BadFrame` for a token over
+    /// [`chorus_schema::push::MAX_PUSH_TOKEN_BYTES`]; as [`Client::set_pin`].
+    pub async fn register_push(&self, token: &str, platform: &str) -> Result<()> {
+        let request = Request::RegisterPush { token: token.to_owned(), platform: platform.to_owned() };
+        self.request(request).await.map(|_| ())
+    }
+
+    /// Reports `user` as abusive (in `chat`, if given), revealing `messages`
+    /// this device decrypted (plaintext it chooses to show the operators; at
+    /// most [`chorus_schema::push::MAX_REPORT_MESSAGES`] of at most
+    /// [`chorus_schema::push::MAX_REPORT_TEXT_BYTES`] each).
+    ///
+    /// # Errors
+    /// [`Error::Refused`] `UnknownRecipient` for an unknown user, `BadFrame`
+    /// for a self-report or attachments over the limits; as [`Client::set_pin`].
+    pub async fn report(
+        &self,
+        user: UserId,
+        chat: Option<chorus_schema::ChatId>,
+        reason: &str,
+        messages: Vec<chorus_schema::push::ReportedMessage>,
+    ) -> Result<()> {
+        let request = Request::Report { user, chat, reason: reason.to_owned(), messages };
+        self.request(request).await.map(|_| ())
+    }
+
     /// Uploads phone numbers (hashed here with the deployment's key) and
     /// returns the registered ones with their user ids; they become this
     /// user's contacts (replacing the previous list).

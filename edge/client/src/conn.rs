@@ -152,6 +152,17 @@ pub enum Request {
     SyncContacts {
         phones: Vec<String>,
     },
+    // ---- push and reports (issue 14) ----
+    RegisterPush {
+        token: String,
+        platform: String,
+    },
+    Report {
+        user: UserId,
+        chat: Option<chorus_schema::ChatId>,
+        reason: String,
+        messages: Vec<chorus_schema::push::ReportedMessage>,
+    },
 }
 
 impl Request {
@@ -222,6 +233,16 @@ impl Request {
                     .collect::<Result<Vec<_>>>()?;
                 ClientFrame::SyncContacts { client_msg_id, hashes }
             }
+            Request::RegisterPush { token, platform } => {
+                ClientFrame::RegisterPush { client_msg_id, token: token.clone(), platform: platform.clone() }
+            }
+            Request::Report { user, chat, reason, messages } => ClientFrame::Report {
+                client_msg_id,
+                user: *user,
+                chat: *chat,
+                reason: reason.clone(),
+                messages: messages.clone(),
+            },
         })
     }
 }
@@ -452,6 +473,7 @@ impl Core {
             | Request::ListStatus { .. }
             | Request::ViewStatus { .. }
             | Request::SyncContacts { .. } => false,
+            Request::RegisterPush { .. } | Request::Report { .. } => false,
             Request::GroupInfo { .. } | Request::MessageInfo { .. } => false,
         };
         let reads_only = request.reads_only();

@@ -22,6 +22,9 @@ use super::pin::pin_hash;
 use super::rate::TokenBucket;
 use super::timeline::{Step, Timeline};
 
+// ---- push and reports (issue 14) ----
+mod push;
+
 /// Ties an [`Action::Append`] to its [`Session::handle_append_result`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Correlation(pub u64);
@@ -710,6 +713,11 @@ impl Session {
                 }
                 self.actions.push_back(Action::Typing { identity, chat, typing });
             }
+            // ---- push and reports (issue 14) ----
+            (State::LoggedIn(id), frame @ (ClientFrame::RegisterPush { .. } | ClientFrame::Report { .. })) => {
+                let id = *id;
+                self.push_or_report(now_ms, id, frame);
+            }
             (
                 _,
                 ClientFrame::Send { client_msg_id, .. }
@@ -728,7 +736,9 @@ impl Session {
                 | ClientFrame::PostStatus { client_msg_id, .. }
                 | ClientFrame::ListStatus { client_msg_id, .. }
                 | ClientFrame::ViewStatus { client_msg_id, .. }
-                | ClientFrame::SyncContacts { client_msg_id, .. },
+                | ClientFrame::SyncContacts { client_msg_id, .. }
+                | ClientFrame::RegisterPush { client_msg_id, .. }
+                | ClientFrame::Report { client_msg_id, .. },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }
