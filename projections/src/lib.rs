@@ -78,6 +78,7 @@ pub mod fold;
 pub mod metrics;
 mod projection;
 pub mod projector;
+pub mod push;
 pub mod replay;
 pub mod seal;
 pub mod store;

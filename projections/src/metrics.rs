@@ -36,6 +36,16 @@ pub const BUS_PUBLISHED_TOTAL: &str = "chorus_bus_published_total";
 /// Publishes the bus refused (the effect is lost; the views have it).
 pub const BUS_PUBLISH_ERRORS_TOTAL: &str = "chorus_bus_publish_errors_total";
 
+// ---- push (issue 14) ----
+/// Pushes the sink accepted (one per (user, chat) per window; see `docs/push-webhook.md`).
+pub const PUSH_SENT_TOTAL: &str = "chorus_push_sent_total";
+/// Pushes given up: refused with a 4xx, or still failing after the last attempt.
+pub const PUSH_FAILED_TOTAL: &str = "chorus_push_failed_total";
+/// Messages folded into a push already waiting for its (user, chat) window.
+pub const PUSH_COALESCED_TOTAL: &str = "chorus_push_coalesced_total";
+/// Messages not pushed because the notifier's queue or window table was full.
+pub const PUSH_DROPPED_TOTAL: &str = "chorus_push_dropped_total";
+
 /// Every metric of the projector, for docs and tests.
 pub const ALL: &[&str] = &[
     NEXT_OFFSET,
@@ -45,6 +55,10 @@ pub const ALL: &[&str] = &[
     VIEW_QUERY_SECONDS,
     BUS_PUBLISHED_TOTAL,
     BUS_PUBLISH_ERRORS_TOTAL,
+    PUSH_SENT_TOTAL,
+    PUSH_FAILED_TOTAL,
+    PUSH_COALESCED_TOTAL,
+    PUSH_DROPPED_TOTAL,
 ];
 
 /// What a bus message published by the projector is.

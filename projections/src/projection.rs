@@ -113,6 +113,9 @@ impl Projection {
                 View::Profile => profile::apply(txn, record, &mut out)?,
                 View::Status => status::apply(txn, record, &mut out)?,
                 View::ContactIndex => contact_index::apply(txn, &self.contact_key, record, &mut out)?,
+                // ---- push and reports (issue 14) ----
+                View::PushTokens => crate::fold::push_tokens::apply(txn, record, &mut out)?,
+                View::Reports => crate::fold::reports::apply(txn, record, &mut out)?,
             }
         }
         put_value(txn, &cursor, &next.next());

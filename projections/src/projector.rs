@@ -185,6 +185,9 @@ pub struct Config {
     /// (the `chorus` binary must be built with the `otlp` feature). None: no
     /// export. Also `CHORUS_OTLP_ENDPOINT`.
     pub otlp_endpoint: Option<String>,
+    /// Push notifications to users with no device online (`[push]`; see
+    /// [`crate::push`] and `docs/push-webhook.md`). None: no pushes.
+    pub push: Option<crate::push::PushConfig>,
 }
 
 impl Default for Config {
@@ -207,6 +210,7 @@ impl Default for Config {
             view_key: PathBuf::from("data/tls/view.key"),
             metrics_addr: None,
             otlp_endpoint: None,
+            push: None,
         }
     }
 }
@@ -264,6 +268,9 @@ impl Config {
         if self.view_key.as_os_str().is_empty() {
             return bad("view_key is empty".into());
         }
+        if let Some(push) = &self.push {
+            push.validate().map_err(Error::InvalidConfig)?;
+        }
         Ok(())
     }
 }
@@ -305,6 +312,8 @@ struct Shared {
     progress: watch::Sender<Vec<Offset>>,
     /// The Prometheus handles ([`crate::metrics`]).
     metrics: crate::metrics::Metrics,
+    /// The notifier, once running (push configured).
+    notifier: std::sync::OnceLock<crate::push::Notifier>,
 }
 
 /// A cheap handle on a projector: progress and counters. Holds nothing of the
@@ -345,6 +354,11 @@ impl Handle {
         .is_ok()
     }
 
+    /// The notifier's counters, if push is configured and the projector runs.
+    pub fn push_stats(&self) -> Option<crate::push::PushStats> {
+        self.shared.notifier.get().map(crate::push::Notifier::stats)
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
@@ -371,6 +385,8 @@ pub struct Projector {
     views: Vec<Subscription>,
     shared: Arc<Shared>,
     view_key: ViewKey,
+    /// Where pushes go, when configured.
+    push_sink: Option<Arc<dyn crate::push::PushSink>>,
 }
 
 impl std::fmt::Debug for Projector {
@@ -429,9 +445,25 @@ impl Projector {
         let metrics = crate::metrics::Metrics::new(partitions);
         metrics.next_offsets(&initial);
         let (progress, _) = watch::channel(initial);
-        let shared = Arc::new(Shared { counters: Counters::default(), progress, metrics });
-        info!(partitions, dir = %config.store_dir.display(), "projector opened");
-        Ok(Projector { config, client, store, bus, views, shared, view_key })
+        let shared =
+            Arc::new(Shared { counters: Counters::default(), progress, metrics, notifier: std::sync::OnceLock::new() });
+        let push_sink: Option<Arc<dyn crate::push::PushSink>> = match &config.push {
+            Some(push) => Some(Arc::new(crate::push::WebhookSink::new(push).map_err(Error::InvalidConfig)?)),
+            None => None,
+        };
+        info!(partitions, dir = %config.store_dir.display(), push = push_sink.is_some(), "projector opened");
+        Ok(Projector { config, client, store, bus, views, shared, view_key, push_sink })
+    }
+
+    /// Replaces the push sink (another [`crate::push::PushSink`] than the
+    /// webhook); pushes still need a `[push]` configuration for their
+    /// window, bounds and retries.
+    #[must_use]
+    pub fn with_push_sink(mut self, sink: Arc<dyn crate::push::PushSink>) -> Projector {
+        if self.config.push.is_some() {
+            self.push_sink = Some(sink);
+        }
+        self
     }
 
     /// A cheap handle for progress and counters.
@@ -447,9 +479,17 @@ impl Projector {
     /// [`Error::Store`] or [`Error::Fold`] from any partition (the others are
     /// stopped too); [`Error::Task`] if a task panicked.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let Projector { config, client, store, bus, views, shared, view_key } = self;
+        let Projector { config, client, store, bus, views, shared, view_key, push_sink } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let ctx = Arc::new(Ctx { config, client, store, bus, shared, view_key });
+        let notifier = match (&config.push, push_sink) {
+            (Some(push), Some(sink)) => {
+                let n = crate::push::Notifier::spawn(push.clone(), sink, stop_rx.clone());
+                let _ = shared.notifier.set(n.clone());
+                Some(n)
+            }
+            _ => None,
+        };
+        let ctx = Arc::new(Ctx { config, client, store, bus, shared, view_key, notifier });
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
         let limiter = Arc::new(Semaphore::new(ctx.config.view_requests_in_flight_max));
         for sub in views {
@@ -505,6 +545,8 @@ struct Ctx {
     shared: Arc<Shared>,
     /// Seals view replies ([`crate::seal`]).
     view_key: ViewKey,
+    /// Pushes to offline users ([`crate::push`]), when configured.
+    notifier: Option<crate::push::Notifier>,
 }
 
 /// A bus message to send after a commit.
@@ -618,10 +660,13 @@ async fn fold_batch(
 ) -> Result<(Offset, Vec<Outgoing>)> {
     let store = ctx.store.clone();
     let contact_key = ctx.view_key.contact_key();
-    let (next, folded, outgoing) = tokio::task::spawn_blocking(move || -> Result<(Offset, u64, Vec<Outgoing>)> {
+    let notifier = ctx.notifier.clone();
+    type Folded = (Offset, u64, Vec<Outgoing>, Vec<crate::push::PushIntent>);
+    let (next, folded, outgoing, pushes) = tokio::task::spawn_blocking(move || -> Result<Folded> {
         let projection = Projection::new().with_contact_key(contact_key);
         let mut txn = store.begin();
         let mut outgoing = Vec::new();
+        let mut pushes = Vec::new();
         let mut folded = 0u64;
         let mut effects = Vec::new();
         for stored in &batch {
@@ -630,20 +675,60 @@ async fn fold_batch(
                 folded += 1;
             }
             for effect in effects.drain(..) {
+                if let Some(notifier) = &notifier {
+                    push_intents(&txn, notifier, &effect, &stored.record, &mut pushes)?;
+                }
                 messages_of(effect, stored, &mut outgoing);
             }
         }
         let next = Projection::next_offset(&txn, partition)?;
         txn.commit()?;
-        Ok((next, folded, outgoing))
+        Ok((next, folded, outgoing, pushes))
     })
     .await
     .map_err(task_failed)??;
+    // After the commit, like every effect; never waits (a full queue drops).
+    if let Some(notifier) = &ctx.notifier {
+        for intent in pushes {
+            notifier.offer(intent);
+        }
+    }
     let c = &ctx.shared.counters;
     c.records_folded.fetch_add(folded, Ordering::Relaxed);
     ctx.shared.metrics.records.increment(folded);
     c.batches_committed.fetch_add(1, Ordering::Relaxed);
     Ok((next, outgoing))
+}
+
+/// The pushes of one effect (issue 14): for a new message (`MessageSent`,
+/// direct or group), each recipient other than the sender whose presence is
+/// offline and who has push tokens; nothing for a message older than the
+/// notifier's `max_age_ms` (a projector catching up).
+fn push_intents<T: Txn + ?Sized>(
+    txn: &T,
+    notifier: &crate::push::Notifier,
+    effect: &Effect,
+    record: &EventRecord,
+    out: &mut Vec<crate::push::PushIntent>,
+) -> Result<()> {
+    let Effect::Deliver { chat, seq, recipients } = effect else { return Ok(()) };
+    if !matches!(record.event.body, chorus_schema::EventBody::MessageSent { .. }) {
+        return Ok(());
+    }
+    if !notifier.is_fresh(record.event.at_ms) {
+        return Ok(());
+    }
+    let sender = record.event.origin.user;
+    for user in recipients.iter().copied().filter(|u| *u != sender) {
+        if presence::get(txn, user)?.online {
+            continue;
+        }
+        let tokens = crate::fold::push_tokens::tokens(txn, user)?;
+        if !tokens.is_empty() {
+            out.push(crate::push::PushIntent::new(user, *chat, *seq, record.event.at_ms, tokens));
+        }
+    }
+    Ok(())
 }
 
 /// The bus messages of one effect of `stored`. A delivery carries the

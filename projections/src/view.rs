@@ -24,11 +24,14 @@ pub enum View {
     Profile,
     Status,
     ContactIndex,
+    // ---- push and reports (issue 14) ----
+    PushTokens,
+    Reports,
 }
 
 impl View {
     /// Every view, in the order a projection folds them.
-    pub const ALL: [View; 13] = [
+    pub const ALL: [View; 15] = [
         View::Roster,
         View::Cursors,
         View::ChatList,
@@ -42,6 +45,8 @@ impl View {
         View::Profile,
         View::Status,
         View::ContactIndex,
+        View::PushTokens,
+        View::Reports,
     ];
 
     /// The view's name (`chorus replay --view <name>`).
@@ -60,6 +65,8 @@ impl View {
             View::Profile => "profile",
             View::Status => "status",
             View::ContactIndex => "contact_index",
+            View::PushTokens => "push_tokens",
+            View::Reports => "reports",
         }
     }
 
@@ -80,6 +87,8 @@ impl View {
             View::Profile => &[keys::PROFILE, keys::PROFILE_BLOCKS],
             View::Status => &[keys::STATUS, keys::STATUS_EXPIRY],
             View::ContactIndex => &[keys::CONTACT_INDEX],
+            View::PushTokens => &[keys::PUSH_TOKENS],
+            View::Reports => &[keys::REPORT_SUMMARY, keys::REPORTS],
         }
     }
 
@@ -99,7 +108,9 @@ impl View {
             | View::Contacts
             | View::Profile
             | View::Status
-            | View::ContactIndex => &[],
+            | View::ContactIndex
+            | View::PushTokens
+            | View::Reports => &[],
         }
     }
 
@@ -122,7 +133,7 @@ impl fmt::Display for View {
 /// A name that is not a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts, profile, status, contact_index)"
+    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts, profile, status, contact_index, push_tokens, reports)"
 )]
 pub struct UnknownView {
     pub name: String,

@@ -22,8 +22,10 @@ pub mod inbox;
 pub mod presence;
 pub mod privacy;
 pub mod profile;
+pub mod push_tokens;
 pub mod receipt_log;
 pub mod receipt_status;
+pub mod reports;
 pub mod roster;
 pub mod status;
 

@@ -29,6 +29,9 @@
 //! | `0x90` | `90 ‖ author ‖ status id` | [`status::Post`](crate::fold::status::Post) | status |
 //! | `0x91` | `91 ‖ partition ‖ expires_at u64 ‖ author ‖ status id` | `()`: expiry index | status |
 //! | `0xb0` | `b0 ‖ contact hash [32]` | the `UserId` registered with that phone | contact_index |
+//! | `0xd0` | `d0 ‖ user ‖ device` | [`push_tokens::PushToken`](crate::fold::push_tokens::PushToken) | push_tokens |
+//! | `0xd1` | `d1 ‖ user` | [`reports::Summary`](crate::fold::reports::Summary): reports against the user | reports |
+//! | `0xd2` | `d2 ‖ user ‖ n u64` | [`reports::Report`](crate::fold::reports::Report): the user's n-th report (the latest few kept) | reports |
 //!
 //! Tags are spaced so that a view can add a key family next to its own. A tag is
 //! never reused for another meaning; a change of value format takes a new tag.
@@ -66,6 +69,10 @@ pub const PROFILE_BLOCKS: u8 = 0x81;
 pub const STATUS: u8 = 0x90;
 pub const STATUS_EXPIRY: u8 = 0x91;
 pub const CONTACT_INDEX: u8 = 0xb0;
+// ---- push and reports (issue 14) ----
+pub const PUSH_TOKENS: u8 = 0xd0;
+pub const REPORT_SUMMARY: u8 = 0xd1;
+pub const REPORTS: u8 = 0xd2;
 
 struct Key(Vec<u8>);
 
@@ -296,6 +303,32 @@ pub fn contact_index(hash: &[u8; 32]) -> Vec<u8> {
     let mut k = vec![CONTACT_INDEX];
     k.extend_from_slice(hash);
     k
+}
+
+// ---- push and reports (issue 14) ----
+/// `d0 ‖ user ‖ device`.
+pub fn push_token(user: UserId, device: DeviceId) -> Vec<u8> {
+    Key::new(PUSH_TOKENS).user(user).device(device).0
+}
+
+/// `d0 ‖ user`: every push token of a user.
+pub fn push_tokens_of(user: UserId) -> Vec<u8> {
+    Key::new(PUSH_TOKENS).user(user).0
+}
+
+/// `d1 ‖ user`.
+pub fn report_summary(user: UserId) -> Vec<u8> {
+    Key::new(REPORT_SUMMARY).user(user).0
+}
+
+/// `d2 ‖ user ‖ n`.
+pub fn report(user: UserId, n: u64) -> Vec<u8> {
+    Key::new(REPORTS).user(user).seq(Seq(n)).0
+}
+
+/// `d2 ‖ user`: the kept reports of a user.
+pub fn reports_of(user: UserId) -> Vec<u8> {
+    Key::new(REPORTS).user(user).0
 }
 
 /// The first key after every key that starts with `prefix` (`None` if the

@@ -137,6 +137,8 @@ pub fn kind_name(body: &EventBody) -> &'static str {
         StatusViewed { .. } => "status_viewed",
         ContactLookupRecorded { .. } => "contact_lookup_recorded",
         OffsetsCommitted { .. } => "offsets_committed",
+        PushTokenSet { .. } => "push_token_set",
+        ReportFiled { .. } => "report_filed",
     }
 }
 
@@ -427,6 +429,9 @@ impl RowBuilder {
             }
             ContactLookupRecorded { hashes, .. } => row.items = Some(*hashes),
             PrivacyChanged { .. } | OtpFailed { .. } | RegistrationPinSet { .. } => {}
+            // Metadata only: never the token, the reason or the revealed text.
+            PushTokenSet { .. } => {}
+            ReportFiled { messages, .. } => row.items = Some(count(messages.len())),
         }
         row
     }
