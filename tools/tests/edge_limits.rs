@@ -32,6 +32,7 @@ fn args(dir: &std::path::Path) -> dev::Args {
         edge_addr: port().parse().unwrap(),
         metrics_addr: chorus_tools::metrics::MetricsAddr(None),
         otlp_endpoint: None,
+        push: Default::default(),
     }
 }
 

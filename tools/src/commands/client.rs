@@ -165,6 +165,41 @@ pub enum Cmd {
         #[arg(long)]
         chat: String,
     },
+    // ---- push and reports (issue 14) ----
+    /// This device's push token: messages for this user while none of its
+    /// devices is online are pushed to it.
+    Push {
+        #[command(subcommand)]
+        cmd: PushCmd,
+    },
+    /// Report a user (id or +phone) as abusive, optionally revealing the
+    /// last messages they sent in the chat.
+    Report {
+        user: String,
+        /// The chat (32 hex digits); default: the direct chat with the user.
+        #[arg(long)]
+        chat: Option<String>,
+        /// Why (free text).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Attach the last N messages the user sent in the chat (synced
+        /// from the start; at most 10).
+        #[arg(long, default_value_t = 0)]
+        attach: usize,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PushCmd {
+    /// Register (or replace) this device's push token.
+    Register {
+        token: String,
+        /// The push service, e.g. fcm or apns.
+        #[arg(long, default_value = "fcm")]
+        platform: String,
+    },
+    /// Remove this device's push token.
+    Clear,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -695,6 +730,63 @@ pub async fn run(args: Args) -> Result<()> {
                 }
             }
             c.close();
+        }
+        Cmd::Push { cmd } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let done = match &cmd {
+                PushCmd::Register { token, platform } => c.register_push(token, platform).await,
+                PushCmd::Clear => c.register_push("", "").await,
+            };
+            c.close();
+            done?;
+            match cmd {
+                PushCmd::Register { .. } => println!("push token registered"),
+                PushCmd::Clear => println!("push token removed"),
+            }
+        }
+        Cmd::Report { user, chat, reason, attach } => {
+            let p = load(&args.profile)?;
+            let me = p.credentials.user;
+            let target = recipient(&user)?;
+            let chat = match chat {
+                Some(c) => Some(c.parse::<ChatId>().map_err(|e| anyhow::anyhow!("--chat: {e}"))?),
+                None if target != me => Some(ChatId::direct(me, target)),
+                None => None,
+            };
+            if attach > chorus_schema::push::MAX_REPORT_MESSAGES {
+                bail!("--attach: at most {} messages", chorus_schema::push::MAX_REPORT_MESSAGES);
+            }
+            let resume = if attach > 0 { Resume::default() } else { p.resume };
+            let (c, mut events) = Client::connect(config, p.credentials, resume).await?;
+            let mut messages = std::collections::VecDeque::new();
+            if attach > 0 {
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
+                        Ok(Some(Event::Message(m))) if Some(m.chat) == chat && m.sender == target => {
+                            // What this device decrypted (the CLI sends plaintext for now).
+                            messages.push_back(chorus_schema::push::ReportedMessage {
+                                seq: m.seq,
+                                sender: m.sender,
+                                at_ms: m.at_ms,
+                                text: m.ciphertext.to_vec(),
+                            });
+                            if messages.len() > attach {
+                                messages.pop_front();
+                            }
+                        }
+                        Ok(Some(Event::Synced { .. })) => break,
+                        Ok(Some(_)) => {}
+                        Ok(None) => bail!("client stopped"),
+                        Err(_) => bail!("no sync within 30 s"),
+                    }
+                }
+            }
+            let n = messages.len();
+            let done = c.report(target, chat, &reason, messages.into()).await;
+            c.close();
+            done?;
+            println!("user {target} reported ({n} messages attached)");
         }
     }
     Ok(())

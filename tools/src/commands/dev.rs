@@ -32,6 +32,46 @@ pub struct Args {
     /// `otlp` feature).
     #[arg(long, env = "CHORUS_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub push: PushArgs,
+}
+
+// ---- push (issue 14) ----
+/// Push notifications of `chorus dev` (the projector's `[push]`; see
+/// `docs/push-webhook.md`). Off unless `--push-url` is given.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct PushArgs {
+    /// POST pushes for offline users here (https, or http to loopback).
+    #[arg(long, env = "CHORUS_PUSH_URL")]
+    pub push_url: Option<String>,
+    /// The file holding the webhook's HMAC secret (at least 32 bytes).
+    #[arg(long, env = "CHORUS_PUSH_SECRET_FILE", requires = "push_url")]
+    pub push_secret_file: Option<PathBuf>,
+    /// One push per (user, chat) per this many ms.
+    #[arg(long, env = "CHORUS_PUSH_WINDOW_MS")]
+    pub push_window_ms: Option<u64>,
+}
+
+impl PushArgs {
+    /// The projector's `[push]` of these flags (None without `--push-url`).
+    ///
+    /// # Errors
+    /// A URL without a secret file.
+    pub fn config(&self) -> Result<Option<chorus_projections::push::PushConfig>> {
+        let Some(url) = &self.push_url else { return Ok(None) };
+        let Some(secret_file) = &self.push_secret_file else {
+            anyhow::bail!("--push-url needs --push-secret-file (the webhook's HMAC secret)");
+        };
+        let mut config = chorus_projections::push::PushConfig {
+            url: url.clone(),
+            secret_file: secret_file.clone(),
+            ..Default::default()
+        };
+        if let Some(w) = self.push_window_ms {
+            config.window_ms = w;
+        }
+        Ok(Some(config))
+    }
 }
 
 /// The TLS material of the embedded deployment, under `data/tls`: made on
@@ -119,6 +159,7 @@ pub async fn start(args: &Args, edge: impl FnOnce(&mut chorus_edge::Config)) -> 
         view_key: tls.view_key.clone(),
         store_dir: args.data.join("projector"),
         bus: chorus_projections::projector::BusConfig::Local,
+        push: args.push.config()?,
         ..Default::default()
     };
     let projector = chorus_projections::projector::Projector::open(projector_config, Some(bus.clone()))
