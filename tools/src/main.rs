@@ -35,6 +35,8 @@ enum Cmd {
     Client(commands::client::Args),
     /// Rebuild views from the log into a fresh store; compare them with a live store.
     Replay(commands::projector::ReplayArgs),
+    /// Abuse reports against a user (operators: reads the log).
+    Reports(commands::reports::Args),
     /// Issue a certificate (the CAs are made in --dir when missing): a role of
     /// the cluster CA (node, edge, projector, operator, analyst) or an edge's server
     /// certificate of the separate edge CA (edge-server). See docs/security.md.
@@ -113,6 +115,7 @@ fn main() -> Result<()> {
             Cmd::Edge(a) => commands::edge::run(a).await,
             Cmd::Client(a) => commands::client::run(a).await,
             Cmd::Replay(a) => commands::projector::replay(a).await,
+            Cmd::Reports(a) => commands::reports::run(a).await,
             Cmd::Tail(a) => commands::tail::run(a).await,
             Cmd::Consumer(a) => commands::tail::consumer(a).await,
             Cmd::Certs { dir, role, name, host } => {

@@ -9,6 +9,7 @@ pub mod jepsen;
 pub mod log;
 pub mod log_node;
 pub mod projector;
+pub mod reports;
 pub mod status;
 pub mod tail;
 
