@@ -152,6 +152,19 @@ impl ProjectorProc {
         self.process.kill();
     }
 
+    /// Stops the projector (`SIGTERM`), changes its configuration with `f`,
+    /// writes it and starts it again, waiting up to `timeout` for it to serve
+    /// (e.g. to turn push on: its `[push]`).
+    ///
+    /// # Errors
+    /// When the configuration cannot be written or the process spawned.
+    pub async fn reconfigure(&mut self, f: impl FnOnce(&mut ProjectorConfig), timeout: Duration) -> Result<()> {
+        self.stop(Duration::from_secs(10));
+        f(&mut self.config);
+        write_toml("projector config", &self.config, &self.config_path)?;
+        self.start_and_wait(timeout).await
+    }
+
     /// `SIGTERM`, then waits up to `grace` for a clean exit (else `kill -9`).
     pub fn stop(&mut self, grace: Duration) {
         self.process.stop(grace);
