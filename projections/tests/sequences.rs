@@ -87,6 +87,9 @@ fn step() -> impl Strategy<Value = (UserId, DeviceId, Step)> {
         1 => Just(RegisterUser { phone: "5".into() }),
         2 => (any::<bool>(), 0u64..3).prop_map(|(online, connection)| SetPresence { online, connection }),
         4 => device().prop_map(|device| LinkDevice { device, identity_key: vec![4], name: "d".into(), token_hash: None }),
+        // ---- push and reports (issue 14) ----
+        2 => (0u8..3).prop_map(|t| SetPushToken { token: if t == 0 { String::new() } else { format!("tok{t}") }, platform: "fcm".into() }),
+        1 => user().prop_map(|reported| FileReport { reported, chat: None, reason: "spam".into(), messages: vec![] }),
     ];
     let device_op = prop_oneof![
         1 => Just(DeviceOp::Unlink),

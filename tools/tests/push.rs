@@ -133,8 +133,9 @@ impl Receiver {
 fn check_signed_and_opaque(g: &Got, plaintexts: &[&[u8]]) {
     let now = chorus_projections::push::now_ms();
     verify(SECRET, &g.timestamp, &g.signature, &g.body, now, 300_000).expect("a valid signature");
-    assert!(verify(b"another secret, also thirty-two bytes", &g.timestamp, &g.signature, &g.body, now, 300_000)
-        .is_err());
+    assert!(
+        verify(b"another secret, also thirty-two bytes", &g.timestamp, &g.signature, &g.body, now, 300_000).is_err()
+    );
     for p in plaintexts {
         assert!(!g.body.windows(p.len()).any(|w| w == *p), "push body carries message bytes: {}", text(&g.body));
     }

@@ -84,6 +84,9 @@ fn body() -> impl Strategy<Value = CommandBody> {
         ),
         4 => (user(), 0u64..4).prop_map(|(author, status_id)| ViewStatus { author, status_id }),
         1 => (0u32..1500).prop_map(|hashes| RecordContactLookup { hashes }),
+        // ---- push and reports (issue 14) ----
+        1 => (0u8..2).prop_map(|t| SetPushToken { token: if t == 0 { String::new() } else { "tok".into() }, platform: "fcm".into() }),
+        1 => user().prop_map(|reported| FileReport { reported, chat: None, reason: "spam".into(), messages: vec![] }),
         1 => prop::collection::vec(user(), 0..3).prop_map(|contacts| UpdateContacts { contacts }),
         1 => user().prop_map(|target| Block { target }),
         1 => user().prop_map(|target| Unblock { target }),

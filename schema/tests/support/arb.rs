@@ -143,7 +143,21 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
         (user(), any::<u64>()).prop_map(|(author, status_id)| ViewStatus { author, status_id }),
         any::<u32>().prop_map(|hashes| RecordContactLookup { hashes }),
+        // ---- push and reports (issue 14) ----
+        (text(64), text(8)).prop_map(|(token, platform)| SetPushToken { token, platform }),
+        (user(), option::of(chat()), text(32), reported_messages())
+            .prop_map(|(reported, chat, reason, messages)| { FileReport { reported, chat, reason, messages } }),
     ]
+}
+
+// ---- push and reports (issue 14) ----
+pub(crate) fn reported_messages() -> impl Strategy<Value = Vec<chorus_schema::push::ReportedMessage>> {
+    vec(
+        (any::<u64>(), user(), any::<u64>(), bytes(64)).prop_map(|(seq, sender, at_ms, text)| {
+            chorus_schema::push::ReportedMessage { seq: Seq(seq), sender, at_ms, text }
+        }),
+        0..4,
+    )
 }
 
 pub(crate) fn audience() -> impl Strategy<Value = chorus_schema::StatusAudience> {
@@ -259,6 +273,15 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         (chat(), any::<bool>()).prop_map(|(chat, blocked)| DirectBlockSet { chat, blocked }),
         (user(), any::<u64>(), user()).prop_map(|(user, status_id, viewer)| StatusViewed { user, status_id, viewer }),
         (user(), any::<u32>()).prop_map(|(user, hashes)| ContactLookupRecorded { user, hashes }),
+        // ---- push and reports (issue 14) ----
+        (user(), device(), text(64), text(8)).prop_map(|(user, device, token, platform)| PushTokenSet {
+            user,
+            device,
+            token,
+            platform
+        }),
+        (user(), option::of(chat()), text(32), reported_messages())
+            .prop_map(|(user, chat, reason, messages)| ReportFiled { user, chat, reason, messages }),
     ]
 }
 
@@ -570,6 +593,21 @@ pub(crate) fn social_client_frame() -> impl Strategy<Value = ClientFrame> {
         }),
         (id(), vec(any::<[u8; 32]>(), 0..8))
             .prop_map(|(client_msg_id, hashes)| ClientFrame::SyncContacts { client_msg_id, hashes }),
+        // ---- push and reports (issue 14) ----
+        (id(), text(64), text(8)).prop_map(|(client_msg_id, token, platform)| ClientFrame::RegisterPush {
+            client_msg_id,
+            token,
+            platform
+        }),
+        (id(), user(), option::of(chat()), text(32), reported_messages()).prop_map(
+            |(client_msg_id, user, chat, reason, messages)| ClientFrame::Report {
+                client_msg_id,
+                user,
+                chat,
+                reason,
+                messages
+            }
+        ),
     ]
 }
 
