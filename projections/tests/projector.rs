@@ -601,6 +601,21 @@ async fn replay_of_each_view_equals_the_live_view() {
     };
     must_append(&client, &a.command(post)).await;
     must_append(&client, &b.command(CommandBody::ViewStatus { author: UserId(1), status_id: 1 })).await;
+    // ---- push and reports (issue 14) ----
+    must_append(&client, &a.command(CommandBody::SetPushToken { token: "tok-a".into(), platform: "fcm".into() }))
+        .await;
+    let report = CommandBody::FileReport {
+        reported: UserId(1),
+        chat: None,
+        reason: "spam".into(),
+        messages: vec![chorus_schema::push::ReportedMessage {
+            seq: chorus_schema::Seq(1),
+            sender: UserId(1),
+            at_ms: 1,
+            text: b"spam".to_vec(),
+        }],
+    };
+    must_append(&client, &b.command(report)).await;
     let ends = must_catch_up(&running.handle, &client).await;
     let contact_key = ViewKey::load(&config.view_key).unwrap().contact_key();
 
