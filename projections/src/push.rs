@@ -525,6 +525,64 @@ mod tests {
         assert!(verify(&secret, "1000", &sig, body, 400_000, 300_000).is_err());
     }
 
+    /// A webhook that accepts connections and never answers: the notifier
+    /// keeps at most `in_flight_max` pushes on it, at most `pending_max`
+    /// windows open and at most `queue_max` intents queued, and `offer`
+    /// never waits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stuck_webhook_never_blocks_and_every_bound_drops_with_a_count() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/push", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicU64::new(0));
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::Relaxed);
+                held.push(conn);
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, [b'k'; 32]).unwrap();
+        let config = PushConfig {
+            url,
+            secret_file: secret,
+            window_ms: 50,
+            queue_max: 10,
+            pending_max: 3,
+            in_flight_max: 1,
+            timeout_ms: 60_000,
+            ..PushConfig::default()
+        };
+        let sink = Arc::new(WebhookSink::new(&config).unwrap());
+        let (_stop_tx, stop) = watch::channel(false);
+        let notifier = Notifier::spawn(config, sink, stop);
+        let intent = |u: u64| PushIntent {
+            user: UserId(u),
+            chat: ChatId::direct(UserId(u), UserId(1_000)),
+            seq: Seq(1),
+            at_ms: now_ms(),
+            devices: vec![PushDevice { device: DeviceId(1), platform: "fcm".into(), token: "t".into() }],
+        };
+        // 15 offers without yielding: the task has not run, the queue holds 10.
+        let started = Instant::now();
+        for u in 0..15 {
+            notifier.offer(intent(u));
+        }
+        assert!(started.elapsed() < Duration::from_millis(100), "offer never waits");
+        assert_eq!(notifier.stats().dropped, 5, "a full queue drops");
+        // The task takes the 10: 3 windows open, 7 dropped.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(notifier.stats().dropped, 12, "a full window table drops");
+        // A message for an open window joins it.
+        notifier.offer(intent(0));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let stats = notifier.stats();
+        assert_eq!((stats.coalesced, stats.sent, stats.failed), (1, 0, 0), "{stats:?}");
+        assert_eq!(accepted.load(Ordering::Relaxed), 1, "one push in flight at most");
+    }
+
     #[test]
     fn config_rules_hold() {
         let good = PushConfig { url: "http://127.0.0.1:9/p".into(), secret_file: "s".into(), ..PushConfig::default() };

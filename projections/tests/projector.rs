@@ -602,8 +602,7 @@ async fn replay_of_each_view_equals_the_live_view() {
     must_append(&client, &a.command(post)).await;
     must_append(&client, &b.command(CommandBody::ViewStatus { author: UserId(1), status_id: 1 })).await;
     // ---- push and reports (issue 14) ----
-    must_append(&client, &a.command(CommandBody::SetPushToken { token: "tok-a".into(), platform: "fcm".into() }))
-        .await;
+    must_append(&client, &a.command(CommandBody::SetPushToken { token: "tok-a".into(), platform: "fcm".into() })).await;
     let report = CommandBody::FileReport {
         reported: UserId(1),
         chat: None,

@@ -61,3 +61,51 @@ pub fn tokens<T: Txn + ?Sized>(txn: &T, user: UserId) -> Result<Vec<(DeviceId, P
     })?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use chorus_schema::{ClientMsgId, Event, LogIndex, Offset, Origin, PartitionId};
+
+    use super::*;
+    use crate::store::MemStore;
+
+    const A: UserId = UserId(1);
+
+    fn record(at_ms: u64, body: EventBody) -> EventRecord {
+        let origin = Origin { user: A, device: DeviceId(1), client_msg_id: ClientMsgId(at_ms) };
+        EventRecord {
+            partition: PartitionId(0),
+            offset: Offset(at_ms),
+            log_index: LogIndex(at_ms),
+            event: Event { at_ms, origin, body },
+        }
+    }
+
+    fn set(device: u32, token: &str) -> EventBody {
+        EventBody::PushTokenSet { user: A, device: DeviceId(device), token: token.into(), platform: "fcm".into() }
+    }
+
+    fn devices(store: &mut MemStore) -> Vec<(u32, String)> {
+        tokens(&store.begin(), A).unwrap().into_iter().map(|(d, t)| (d.0, t.token)).collect()
+    }
+
+    #[test]
+    fn set_replace_clear_and_drop_with_the_device() {
+        let mut store = MemStore::new();
+        let mut fold = |store: &mut MemStore, at, body| {
+            let mut txn = store.begin();
+            apply(&mut txn, &record(at, body), &mut Vec::new()).unwrap();
+            txn.commit();
+        };
+        fold(&mut store, 1, set(1, "a"));
+        fold(&mut store, 2, set(2, "b"));
+        fold(&mut store, 3, set(1, "a2"));
+        assert_eq!(devices(&mut store), [(1, "a2".to_owned()), (2, "b".to_owned())]);
+        fold(&mut store, 4, set(2, ""));
+        assert_eq!(devices(&mut store), [(1, "a2".to_owned())]);
+        fold(&mut store, 5, set(2, "b"));
+        fold(&mut store, 6, EventBody::DeviceUnlinked { user: A, device: DeviceId(1) });
+        fold(&mut store, 7, EventBody::SessionRevoked { user: A, device: DeviceId(2) });
+        assert!(devices(&mut store).is_empty(), "unlinked and logged-out devices are not woken");
+    }
+}

@@ -84,3 +84,41 @@ pub fn latest<T: Txn + ?Sized>(txn: &T, user: UserId) -> Result<Vec<Report>> {
     })?;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use chorus_schema::{ClientMsgId, DeviceId, Event, LogIndex, Offset, Origin, PartitionId};
+
+    use super::*;
+    use crate::store::MemStore;
+
+    fn filed(reporter: u64, at_ms: u64, reported: UserId) -> EventRecord {
+        let origin = Origin { user: UserId(reporter), device: DeviceId(1), client_msg_id: ClientMsgId(at_ms) };
+        let body = EventBody::ReportFiled { user: reported, chat: None, reason: format!("r{at_ms}"), messages: vec![] };
+        EventRecord {
+            partition: PartitionId(0),
+            offset: Offset(at_ms),
+            log_index: LogIndex(at_ms),
+            event: Event { at_ms, origin, body },
+        }
+    }
+
+    #[test]
+    fn counts_every_report_and_keeps_the_latest() {
+        let mut store = MemStore::new();
+        let (bad, other) = (UserId(7), UserId(8));
+        for i in 1..=REPORTS_KEPT + 5 {
+            let mut txn = store.begin();
+            apply(&mut txn, &filed(i, i * 10, bad), &mut Vec::new()).unwrap();
+            txn.commit();
+        }
+        let t = store.begin();
+        assert_eq!(summary(&t, bad).unwrap(), Summary { count: REPORTS_KEPT + 5, last_at_ms: (REPORTS_KEPT + 5) * 10 });
+        let latest = latest(&t, bad).unwrap();
+        assert_eq!(latest.len() as u64, REPORTS_KEPT);
+        assert_eq!(latest[0].reporter, UserId(6), "the oldest kept is the 6th");
+        assert_eq!(latest.last().unwrap().reason, format!("r{}", (REPORTS_KEPT + 5) * 10));
+        assert_eq!(summary(&t, other).unwrap(), Summary::default());
+        assert!(super::latest(&t, other).unwrap().is_empty());
+    }
+}
