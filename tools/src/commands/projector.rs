@@ -54,7 +54,8 @@ pub struct ReplayArgs {
     pub log: super::LogTarget,
     /// The views to rebuild: `all`, or one or more of roster, cursors,
     /// chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy,
-    /// contacts, profile, status, contact_index (comma-separated). A store
+    /// contacts, profile, status, contact_index, push_tokens, reports
+    /// (comma-separated). A store
     /// of some views holds only their keys and the cursors; a projector
     /// refuses it.
     #[arg(long, default_value = "all")]
