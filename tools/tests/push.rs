@@ -212,10 +212,10 @@ async fn offline_users_get_one_signed_opaque_push_per_chat_per_window_with_retri
     let bob = stack.register(1, "+15550001402").await.unwrap();
     let carol = stack.register(0, "+15550001403").await.unwrap();
     let dave = stack.register(1, "+15550001404").await.unwrap();
-    let (a, _a_events) = stack.connect(0, alice.clone()).await;
-    let (b, _b_events) = with_token(&stack, 1, bob.clone(), "tok-bob").await;
-    let (c, _c_events) = with_token(&stack, 0, carol.clone(), "tok-carol").await;
-    let (d, _d_events) = with_token(&stack, 1, dave.clone(), "tok-dave").await;
+    let (a, _a_events) = stack.connect(0, alice).await;
+    let (b, _b_events) = with_token(&stack, 1, bob, "tok-bob").await;
+    let (c, _c_events) = with_token(&stack, 0, carol, "tok-carol").await;
+    let (d, _d_events) = with_token(&stack, 1, dave, "tok-dave").await;
     // Bob and Dave go offline; Carol stays online.
     b.close();
     d.close();
@@ -290,7 +290,7 @@ async fn offline_users_get_one_signed_opaque_push_per_chat_per_window_with_retri
     assert_eq!(got_later[before].status, 400);
 
     // A device that clears its token gets no more pushes.
-    let (b2, _b2_events) = with_token(&stack, 1, bob.clone(), "").await;
+    let (b2, _b2_events) = with_token(&stack, 1, bob, "").await;
     b2.close();
     wait_offline(&stack, bob.user).await;
     let n = rx.for_user(bob.user).len();
@@ -306,7 +306,7 @@ async fn reports_reach_the_log_with_their_attachments_and_bad_ones_append_nothin
     let stack = Stack::start(StackSpec::new(dir.path(), chorus_binary()).unthrottled()).await.expect("start the stack");
     let alice = stack.register(0, "+15550001501").await.unwrap();
     let bob = stack.register(1, "+15550001502").await.unwrap();
-    let (a, _events) = stack.connect(0, alice.clone()).await;
+    let (a, _events) = stack.connect(0, alice).await;
     let chat = ChatId::direct(alice.user, bob.user);
     let msg = |i: u64, text: &str| ReportedMessage {
         seq: Seq(i),

@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn set_replace_clear_and_drop_with_the_device() {
         let mut store = MemStore::new();
-        let mut fold = |store: &mut MemStore, at, body| {
+        let fold = |store: &mut MemStore, at, body| {
             let mut txn = store.begin();
             apply(&mut txn, &record(at, body), &mut Vec::new()).unwrap();
             txn.commit();
