@@ -297,6 +297,21 @@ async fn offline_users_get_one_signed_opaque_push_per_chat_per_window_with_retri
     a.send(Recipient::User(bob.user), b"secret-untokened".to_vec()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(WINDOW_MS + 1500)).await;
     assert_eq!(rx.for_user(bob.user).len(), n, "no token, no push");
+
+    // The projector's counters agree: 5 pushes accepted (the burst, two group
+    // pushes, Carol's, the retried one), 1 refused (the 400), 6 messages
+    // coalesced (4 of the burst, 1 per group push), none dropped.
+    let addr = stack.cluster.projector.as_ref().unwrap().config.metrics_addr.unwrap();
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let counter = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} not exported"))
+    };
+    assert_eq!(counter("chorus_push_sent_total"), 5.0);
+    assert_eq!(counter("chorus_push_failed_total"), 1.0);
+    assert_eq!(counter("chorus_push_coalesced_total"), 6.0);
+    assert_eq!(counter("chorus_push_dropped_total"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
