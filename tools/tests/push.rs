@@ -302,9 +302,10 @@ async fn offline_users_get_one_signed_opaque_push_per_chat_per_window_with_retri
     // pushes, Carol's, the retried one), 1 refused (the 400), 6 messages
     // coalesced (4 of the burst, 1 per group push), none dropped.
     let addr = stack.cluster.projector.as_ref().unwrap().config.metrics_addr.unwrap();
-    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let scrape = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
     let counter = |name: &str| -> f64 {
-        text.lines()
+        scrape
+            .lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
             .unwrap_or_else(|| panic!("{name} not exported"))
     };
@@ -312,6 +313,23 @@ async fn offline_users_get_one_signed_opaque_push_per_chat_per_window_with_retri
     assert_eq!(counter("chorus_push_failed_total"), 1.0);
     assert_eq!(counter("chorus_push_coalesced_total"), 6.0);
     assert_eq!(counter("chorus_push_dropped_total"), 0.0);
+
+    // Neither a projector restart nor a rebuild of the views sends anything again.
+    let before = rx.got.lock().unwrap().len();
+    drop((a, b, c, d, b2));
+    let mut stack = stack;
+    stack.projector().unwrap().reconfigure(|_| {}, Duration::from_secs(30)).await.unwrap();
+    let out = dir.path().join("rebuilt");
+    let node = stack.cluster.client_addrs()[0].clone();
+    let replay = std::process::Command::new(chorus_binary())
+        .args(["replay", "--node", &node, "--out"])
+        .arg(&out)
+        .args(stack.cluster.operator_args())
+        .output()
+        .unwrap();
+    assert!(replay.status.success(), "{}", text(&replay.stderr));
+    tokio::time::sleep(Duration::from_millis(2 * WINDOW_MS + 1000)).await;
+    assert_eq!(rx.got.lock().unwrap().len(), before, "nothing pushed twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
