@@ -28798,10 +28798,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_QUERY: u8 = 14;
+pub const ENUM_MAX_VIEW_QUERY: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 15] = [
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 16] = [
   ViewQuery::NONE,
   ViewQuery::ChatListRequest,
   ViewQuery::CursorsRequest,
@@ -28817,6 +28817,7 @@ pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 15] = [
   ViewQuery::ProfileRequest,
   ViewQuery::StatusRequest,
   ViewQuery::ContactLookupRequest,
+  ViewQuery::DeviceKeysRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -28839,9 +28840,10 @@ impl ViewQuery {
   pub const ProfileRequest: Self = Self(12);
   pub const StatusRequest: Self = Self(13);
   pub const ContactLookupRequest: Self = Self(14);
+  pub const DeviceKeysRequest: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListRequest,
@@ -28858,6 +28860,7 @@ impl ViewQuery {
     Self::ProfileRequest,
     Self::StatusRequest,
     Self::ContactLookupRequest,
+    Self::DeviceKeysRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -28877,6 +28880,7 @@ impl ViewQuery {
       Self::ProfileRequest => Some("ProfileRequest"),
       Self::StatusRequest => Some("StatusRequest"),
       Self::ContactLookupRequest => Some("ContactLookupRequest"),
+      Self::DeviceKeysRequest => Some("DeviceKeysRequest"),
       _ => None,
     }
   }
@@ -29201,10 +29205,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for InfoRefusal {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_ANSWER: u8 = 15;
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 16] = [
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 17] = [
   ViewAnswer::NONE,
   ViewAnswer::ChatListPage,
   ViewAnswer::CursorsPage,
@@ -29221,6 +29225,7 @@ pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 16] = [
   ViewAnswer::ProfileInfo,
   ViewAnswer::StatusPage,
   ViewAnswer::ContactMatches,
+  ViewAnswer::DeviceKeyDirectory,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -29244,9 +29249,10 @@ impl ViewAnswer {
   pub const ProfileInfo: Self = Self(13);
   pub const StatusPage: Self = Self(14);
   pub const ContactMatches: Self = Self(15);
+  pub const DeviceKeyDirectory: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListPage,
@@ -29264,6 +29270,7 @@ impl ViewAnswer {
     Self::ProfileInfo,
     Self::StatusPage,
     Self::ContactMatches,
+    Self::DeviceKeyDirectory,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -29284,6 +29291,7 @@ impl ViewAnswer {
       Self::ProfileInfo => Some("ProfileInfo"),
       Self::StatusPage => Some("StatusPage"),
       Self::ContactMatches => Some("ContactMatches"),
+      Self::DeviceKeyDirectory => Some("DeviceKeyDirectory"),
       _ => None,
     }
   }
@@ -32423,6 +32431,104 @@ impl ::core::fmt::Debug for ContactLookupRequest<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeysRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The devices of `user` with their identity and fallback keys and their
+/// unclaimed one-time key counts (the directory view).
+pub struct DeviceKeysRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeysRequest<'a> {
+  type Inner = DeviceKeysRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeysRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeysRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysRequestArgs
+  ) -> ::flatbuffers::WIPOffset<DeviceKeysRequest<'bldr>> {
+    let mut builder = DeviceKeysRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysRequest::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeysRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysRequestArgs {
+    pub user: u64,
+}
+impl<'a> Default for DeviceKeysRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysRequestArgs {
+      user: 0,
+    }
+  }
+}
+
+pub struct DeviceKeysRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeysRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeysRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeysRequest");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
 pub enum ViewRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -32668,6 +32774,20 @@ impl<'a> ViewRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_device_keys_request(&self) -> Option<DeviceKeysRequest<'a>> {
+    if self.query_type() == ViewQuery::DeviceKeysRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeysRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewRequest<'_> {
@@ -32692,6 +32812,7 @@ impl ::flatbuffers::Verifiable for ViewRequest<'_> {
           ViewQuery::ProfileRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileRequest>>("ViewQuery::ProfileRequest", pos),
           ViewQuery::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("ViewQuery::StatusRequest", pos),
           ViewQuery::ContactLookupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRequest>>("ViewQuery::ContactLookupRequest", pos),
+          ViewQuery::DeviceKeysRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysRequest>>("ViewQuery::DeviceKeysRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -32840,6 +32961,13 @@ impl ::core::fmt::Debug for ViewRequest<'_> {
         },
         ViewQuery::ContactLookupRequest => {
           if let Some(x) = self.query_as_contact_lookup_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::DeviceKeysRequest => {
+          if let Some(x) = self.query_as_device_keys_request() {
             ds.field("query", &x)
           } else {
             ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -34469,6 +34597,254 @@ impl ::core::fmt::Debug for Members<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeyDirectoryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `one_time_keys_left[i]`: the unclaimed one-time keys of `devices[i]`.
+pub struct DeviceKeyDirectory<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeyDirectory<'a> {
+  type Inner = DeviceKeyDirectory<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeyDirectory<'a> {
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeyDirectory { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeyDirectoryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeyDirectory<'bldr>> {
+    let mut builder = DeviceKeyDirectoryBuilder::new(_fbb);
+    if let Some(x) = args.one_time_keys_left { builder.add_one_time_keys_left(x); }
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys>>>>(DeviceKeyDirectory::VT_DEVICES, None).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys_left(&self) -> ::flatbuffers::Vector<'a, u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeyDirectory<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeyDirectoryArgs<'a> {
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'a>>>>>,
+    pub one_time_keys_left: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for DeviceKeyDirectoryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeyDirectoryArgs {
+      devices: None, // required field
+      one_time_keys_left: None, // required field
+    }
+  }
+}
+
+pub struct DeviceKeyDirectoryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeyDirectoryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeyDirectory::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeyDirectoryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeyDirectoryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeyDirectory<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeyDirectory::VT_DEVICES,"devices");
+    self.fbb_.required(o, DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT,"one_time_keys_left");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeyDirectory<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeyDirectory");
+      ds.field("devices", &self.devices());
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
+pub enum KeysLowUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// chorus.keys.<user> (projector → edges): a claim took `device` of `user`
+/// below the low watermark of unclaimed one-time keys.
+pub struct KeysLowUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysLowUpdate<'a> {
+  type Inner = KeysLowUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysLowUpdate<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysLowUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysLowUpdateArgs
+  ) -> ::flatbuffers::WIPOffset<KeysLowUpdate<'bldr>> {
+    let mut builder = KeysLowUpdateBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeysLowUpdate::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLowUpdate::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLowUpdate::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysLowUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysLowUpdateArgs {
+    pub user: u64,
+    pub device: u32,
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for KeysLowUpdateArgs {
+  #[inline]
+  fn default() -> Self {
+    KeysLowUpdateArgs {
+      user: 0,
+      device: 0,
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct KeysLowUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysLowUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(KeysLowUpdate::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(KeysLowUpdate::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(KeysLowUpdate::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysLowUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysLowUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysLowUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysLowUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysLowUpdate");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
 pub enum PairClaimOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -34862,6 +35238,20 @@ impl<'a> ViewReply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_device_key_directory(&self) -> Option<DeviceKeyDirectory<'a>> {
+    if self.answer_type() == ViewAnswer::DeviceKeyDirectory {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeyDirectory::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewReply<'_> {
@@ -34887,6 +35277,7 @@ impl ::flatbuffers::Verifiable for ViewReply<'_> {
           ViewAnswer::ProfileInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::Profile>>("ViewAnswer::ProfileInfo", pos),
           ViewAnswer::StatusPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::StatusList>>("ViewAnswer::StatusPage", pos),
           ViewAnswer::ContactMatches => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::ContactsMatched>>("ViewAnswer::ContactMatches", pos),
+          ViewAnswer::DeviceKeyDirectory => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeyDirectory>>("ViewAnswer::DeviceKeyDirectory", pos),
           _ => Ok(()),
         }
      })?
@@ -35042,6 +35433,13 @@ impl ::core::fmt::Debug for ViewReply<'_> {
         },
         ViewAnswer::ContactMatches => {
           if let Some(x) = self.answer_as_contact_matches() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::DeviceKeyDirectory => {
+          if let Some(x) = self.answer_as_device_key_directory() {
             ds.field("answer", &x)
           } else {
             ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
