@@ -93,8 +93,10 @@ pub mod subject {
     pub const VIEW_CONTACT_INDEX: &str = "chorus.view.contact_index";
     // ---- E2EE (issue 14) ----
     pub const VIEW_DEVICE_KEYS: &str = "chorus.view.device_keys";
-    /// The subject prefix of low one-time key notices: `chorus.keys.<user id>`.
-    pub const KEYS_PREFIX: &str = "chorus.keys";
+    /// The subject suffix of low one-time key notices:
+    /// `chorus.account.<user id>.keys` (under the account prefix, so that
+    /// the edges' `chorus.account.>` subscription takes them).
+    pub const KEYS_SUFFIX: &str = ".keys";
     /// Every view subject a projector answers.
     pub const VIEWS: [&str; 15] = [
         VIEW_CHAT_LIST,
@@ -127,9 +129,9 @@ pub mod subject {
         format!("{RECEIPT_PREFIX}.{sender}")
     }
 
-    /// `chorus.keys.<user>`.
+    /// `chorus.account.<user>.keys`.
     pub fn keys(user: UserId) -> String {
-        format!("{KEYS_PREFIX}.{user}")
+        format!("{ACCOUNT_PREFIX}.{user}{KEYS_SUFFIX}")
     }
 
     /// `chorus.account.<user>`.
@@ -615,7 +617,7 @@ pub struct DeviceKeysRequest {
 }
 
 /// A claim took `device` of `user` below [`crate::PREKEYS_LOW_WATERMARK`]
-/// unclaimed one-time keys (`chorus.keys.<user>`, projector → edges).
+/// unclaimed one-time keys (`chorus.account.<user>.keys`, projector → edges).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeysLowUpdate {
     pub user: UserId,

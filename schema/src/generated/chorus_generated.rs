@@ -34716,7 +34716,7 @@ impl ::core::fmt::Debug for DeviceKeyDirectory<'_> {
 pub enum KeysLowUpdateOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// chorus.keys.<user> (projector → edges): a claim took `device` of `user`
+/// chorus.account.<user>.keys (projector → edges): a claim took `device` of `user`
 /// below the low watermark of unclaimed one-time keys.
 pub struct KeysLowUpdate<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
