@@ -199,7 +199,7 @@ async fn keys_are_claimed_once_fall_back_run_low_are_rate_limited_and_sends_chec
     let waiting = tokio::spawn(pairing.wait());
     answered(a.link_device(&code)).await.expect("linked");
     let laptop = waiting.await.unwrap().expect("the new device's credentials");
-    let (_l, mut l_events) = stack.connect(1, laptop).await;
+    let (_l1, mut l_events) = stack.connect(1, laptop).await;
     let stale = answered(b.send_with_digest(to, ClientMsgId(2), b"secret".to_vec(), None, Some(one))).await;
     let mut current = vec![(alice.user, alice.device), (alice.user, laptop.device)];
     current.sort();
@@ -229,4 +229,25 @@ async fn keys_are_claimed_once_fall_back_run_low_are_rate_limited_and_sends_chec
     assert_eq!(got, vec![1, 2], "Alice's phone got each message once, the refused one only after its resend");
     // Sends without a digest are not checked (load generators, raw clients).
     answered(b.send_with_id(to, ClientMsgId(3), b"raw".to_vec())).await.unwrap();
+
+    // A group: every device of every member but the sending one.
+    let group = answered(b.create_group("keys", vec![alice.user, carol.user])).await.unwrap();
+    let mut members = vec![(alice.user, alice.device), (alice.user, laptop.device), (carol.user, carol.device)];
+    members.sort();
+    let to = Recipient::Group(group);
+    let without_laptop = device_list_digest(&[(alice.user, alice.device), (carol.user, carol.device)]);
+    match answered(b.send_with_digest(to, ClientMsgId(10), b"g".to_vec(), None, Some(without_laptop))).await {
+        Err(Error::StaleDevices(devices)) => assert_eq!(devices, members),
+        other => panic!("expected StaleDevices, got {other:?}"),
+    }
+    let s = answered(b.send_with_digest(to, ClientMsgId(10), b"g".to_vec(), None, Some(device_list_digest(&members))))
+        .await
+        .unwrap();
+    assert_eq!(s.chat, group);
+    // Alice's laptop sends: Alice's phone is on its list, the laptop is not.
+    let mut from_laptop = vec![(alice.user, alice.device), (bob.user, bob.device), (carol.user, carol.device)];
+    from_laptop.sort();
+    let (l, _) = stack.connect(0, laptop).await;
+    let digest = device_list_digest(&from_laptop);
+    answered(l.send_with_digest(to, ClientMsgId(11), b"g2".to_vec(), None, Some(digest))).await.unwrap();
 }
