@@ -86,7 +86,7 @@ async fn keys_are_claimed_once_fall_back_run_low_are_rate_limited_and_sends_chec
 
     // Alice publishes 20 one-time keys and a signed fallback key.
     const N: u32 = 20;
-    assert!(N >= PREKEYS_LOW_WATERMARK);
+    const { assert!(N >= PREKEYS_LOW_WATERMARK) };
     let left = answered(a.upload_keys((1..=N).map(pk).collect(), Some(fallback(100)))).await.unwrap();
     assert_eq!(left, N);
     let listed = only(answered(b.device_keys(alice.user)).await.unwrap());

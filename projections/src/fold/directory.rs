@@ -311,6 +311,7 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::unwrap_used)]
 mod key_tests {
     use chorus_schema::{ClientMsgId, Event, Origin, PartitionId, Prekey};
 
