@@ -227,6 +227,10 @@ async fn keys_are_claimed_once_fall_back_run_low_are_rate_limited_and_sends_chec
     let got: Vec<u64> =
         messages(&mut a_events, 2, Duration::from_secs(20)).await.iter().map(|m| m.client_msg_id.0).collect();
     assert_eq!(got, vec![1, 2], "Alice's phone got each message once, the refused one only after its resend");
+    // An unknown recipient is refused as without a digest.
+    let nobody_to = Recipient::User(UserId(4242));
+    let r = answered(b.send_with_digest(nobody_to, ClientMsgId(4), b"?".to_vec(), None, Some(one))).await;
+    assert_eq!(refused(r).0, EdgeErrorCode::UnknownRecipient);
     // Sends without a digest are not checked (load generators, raw clients).
     answered(b.send_with_id(to, ClientMsgId(3), b"raw".to_vec())).await.unwrap();
 
