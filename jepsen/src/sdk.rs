@@ -197,7 +197,8 @@ impl Device {
                 | Event::Error { .. }
                 | Event::Device { .. }
                 | Event::Presence { .. }
-                | Event::Typing { .. } => {}
+                | Event::Typing { .. }
+                | Event::KeysLow { .. } => {}
             }
         }
     }

@@ -22,6 +22,13 @@ pub enum Error {
     /// The client was closed.
     #[error("client closed")]
     Closed,
+    // ---- E2EE (issue 14) ----
+    /// A send's `devices_digest` is not the digest of the current device
+    /// list: nothing was appended. These are the devices to encrypt for
+    /// (then send again, with the same `client_msg_id`). Not retried by the
+    /// connection.
+    #[error("the device list changed: {} devices now", .0.len())]
+    StaleDevices(Vec<(UserId, DeviceId)>),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,6 +45,13 @@ pub enum Answer {
     GroupInfo(chorus_schema::GroupInfo),
     /// Who received and read a message, and when.
     MessageInfo(Vec<chorus_schema::MessageReceipt>),
+    // ---- E2EE (issue 14) ----
+    /// This device's unclaimed one-time keys after an upload.
+    KeysUploaded(u32),
+    /// The keys a claim handed out, one entry per device of the user.
+    KeyBundle(Vec<chorus_schema::DeviceKeys>),
+    /// The devices of a user with their identity and fallback keys.
+    DeviceKeys(Vec<chorus_schema::DeviceKeys>),
 }
 
 /// A status story to post: text (`ciphertext`, the caption of a picture or
@@ -167,6 +181,13 @@ pub enum Event {
         chat: ChatId,
         user: UserId,
         typing: bool,
+    },
+    // ---- E2EE (issue 14) ----
+    /// This device holds only `left` unclaimed one-time keys (below
+    /// [`chorus_schema::PREKEYS_LOW_WATERMARK`]): upload more. At login,
+    /// and when a claim takes it below.
+    KeysLow {
+        left: u32,
     },
 }
 

@@ -275,10 +275,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for StatusAudience {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 35;
+pub const ENUM_MAX_EVENT_BODY: u8 = 37;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 36] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 38] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -315,6 +315,8 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 36] = [
   EventBody::OffsetsCommitted,
   EventBody::PushTokenSet,
   EventBody::ReportFiled,
+  EventBody::DeviceKeysUploaded,
+  EventBody::DeviceKeysClaimed,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -358,9 +360,11 @@ impl EventBody {
   pub const OffsetsCommitted: Self = Self(33);
   pub const PushTokenSet: Self = Self(34);
   pub const ReportFiled: Self = Self(35);
+  pub const DeviceKeysUploaded: Self = Self(36);
+  pub const DeviceKeysClaimed: Self = Self(37);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 35;
+  pub const ENUM_MAX: u8 = 37;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -398,6 +402,8 @@ impl EventBody {
     Self::OffsetsCommitted,
     Self::PushTokenSet,
     Self::ReportFiled,
+    Self::DeviceKeysUploaded,
+    Self::DeviceKeysClaimed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -438,6 +444,8 @@ impl EventBody {
       Self::OffsetsCommitted => Some("OffsetsCommitted"),
       Self::PushTokenSet => Some("PushTokenSet"),
       Self::ReportFiled => Some("ReportFiled"),
+      Self::DeviceKeysUploaded => Some("DeviceKeysUploaded"),
+      Self::DeviceKeysClaimed => Some("DeviceKeysClaimed"),
       _ => None,
     }
   }
@@ -497,10 +505,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 36;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 38;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 37] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 39] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -538,6 +546,8 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 37] = [
   CommandBody::CommitOffsets,
   CommandBody::SetPushToken,
   CommandBody::FileReport,
+  CommandBody::UploadDeviceKeys,
+  CommandBody::ClaimDeviceKeys,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -582,9 +592,11 @@ impl CommandBody {
   pub const CommitOffsets: Self = Self(34);
   pub const SetPushToken: Self = Self(35);
   pub const FileReport: Self = Self(36);
+  pub const UploadDeviceKeys: Self = Self(37);
+  pub const ClaimDeviceKeys: Self = Self(38);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 36;
+  pub const ENUM_MAX: u8 = 38;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -623,6 +635,8 @@ impl CommandBody {
     Self::CommitOffsets,
     Self::SetPushToken,
     Self::FileReport,
+    Self::UploadDeviceKeys,
+    Self::ClaimDeviceKeys,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -664,6 +678,8 @@ impl CommandBody {
       Self::CommitOffsets => Some("CommitOffsets"),
       Self::SetPushToken => Some("SetPushToken"),
       Self::FileReport => Some("FileReport"),
+      Self::UploadDeviceKeys => Some("UploadDeviceKeys"),
+      Self::ClaimDeviceKeys => Some("ClaimDeviceKeys"),
       _ => None,
     }
   }
@@ -863,10 +879,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for RejectCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_RESULT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_RESULT_BODY: u8 = 6;
+pub const ENUM_MAX_COMMAND_RESULT_BODY: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_RESULT_BODY: [CommandResultBody; 7] = [
+pub const ENUM_VALUES_COMMAND_RESULT_BODY: [CommandResultBody; 9] = [
   CommandResultBody::NONE,
   CommandResultBody::OutcomeChat,
   CommandResultBody::OutcomeReceipt,
@@ -874,6 +890,8 @@ pub const ENUM_VALUES_COMMAND_RESULT_BODY: [CommandResultBody; 7] = [
   CommandResultBody::OutcomeDone,
   CommandResultBody::Rejection,
   CommandResultBody::OutcomeOffsets,
+  CommandResultBody::OutcomeKeysUploaded,
+  CommandResultBody::OutcomeKeyBundle,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -888,9 +906,11 @@ impl CommandResultBody {
   pub const OutcomeDone: Self = Self(4);
   pub const Rejection: Self = Self(5);
   pub const OutcomeOffsets: Self = Self(6);
+  pub const OutcomeKeysUploaded: Self = Self(7);
+  pub const OutcomeKeyBundle: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OutcomeChat,
@@ -899,6 +919,8 @@ impl CommandResultBody {
     Self::OutcomeDone,
     Self::Rejection,
     Self::OutcomeOffsets,
+    Self::OutcomeKeysUploaded,
+    Self::OutcomeKeyBundle,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -910,6 +932,8 @@ impl CommandResultBody {
       Self::OutcomeDone => Some("OutcomeDone"),
       Self::Rejection => Some("Rejection"),
       Self::OutcomeOffsets => Some("OutcomeOffsets"),
+      Self::OutcomeKeysUploaded => Some("OutcomeKeysUploaded"),
+      Self::OutcomeKeyBundle => Some("OutcomeKeyBundle"),
       _ => None,
     }
   }
@@ -1750,6 +1774,134 @@ impl<'a> PartitionOffset {
         &x_le as *const _ as *const u8,
         self.0[8..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// One one-time key a claim consumed.
+// struct ClaimedPrekey, aligned to 4
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct ClaimedPrekey(pub [u8; 8]);
+impl Default for ClaimedPrekey { 
+  fn default() -> Self { 
+    Self([0; 8])
+  }
+}
+impl ::core::fmt::Debug for ClaimedPrekey {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("ClaimedPrekey")
+      .field("device", &self.device())
+      .field("prekey_id", &self.prekey_id())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ClaimedPrekey {}
+impl<'a> ::flatbuffers::Follow<'a> for ClaimedPrekey {
+  type Inner = &'a ClaimedPrekey;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a ClaimedPrekey>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a ClaimedPrekey {
+  type Inner = &'a ClaimedPrekey;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<ClaimedPrekey>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for ClaimedPrekey {
+    type Output = ClaimedPrekey;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const ClaimedPrekey as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(4)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ClaimedPrekey {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> ClaimedPrekey {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    device: u32,
+    prekey_id: u32,
+  ) -> Self {
+    let mut s = Self([0; 8]);
+    s.set_device(device);
+    s.set_prekey_id(prekey_id);
+    s
+  }
+
+  pub fn device(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_device(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn prekey_id(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[4..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_prekey_id(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[4..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
   }
@@ -6847,6 +6999,304 @@ impl ::core::fmt::Debug for ReportFiled<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeysUploadedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `device` published one-time keys and/or replaced its fallback key.
+pub struct DeviceKeysUploaded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeysUploaded<'a> {
+  type Inner = DeviceKeysUploaded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeysUploaded<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PREKEYS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FALLBACK_KEY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_FALLBACK_SIGNATURE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeysUploaded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysUploadedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeysUploaded<'bldr>> {
+    let mut builder = DeviceKeysUploadedBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.fallback_signature { builder.add_fallback_signature(x); }
+    if let Some(x) = args.fallback_key { builder.add_fallback_key(x); }
+    if let Some(x) = args.prekeys { builder.add_prekeys(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysUploaded::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeviceKeysUploaded::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn prekeys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey>>>>(DeviceKeysUploaded::VT_PREKEYS, None)}
+  }
+  #[inline]
+  pub fn fallback_key(&self) -> Option<Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Prekey>>(DeviceKeysUploaded::VT_FALLBACK_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceKeysUploaded::VT_FALLBACK_SIGNATURE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeysUploaded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Prekey>>>>("prekeys", Self::VT_PREKEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Prekey>>("fallback_key", Self::VT_FALLBACK_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("fallback_signature", Self::VT_FALLBACK_SIGNATURE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysUploadedArgs<'a> {
+    pub user: u64,
+    pub device: u32,
+    pub prekeys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey<'a>>>>>,
+    pub fallback_key: Option<::flatbuffers::WIPOffset<Prekey<'a>>>,
+    pub fallback_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for DeviceKeysUploadedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysUploadedArgs {
+      user: 0,
+      device: 0,
+      prekeys: None,
+      fallback_key: None,
+      fallback_signature: None,
+    }
+  }
+}
+
+pub struct DeviceKeysUploadedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysUploadedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysUploaded::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DeviceKeysUploaded::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_prekeys(&mut self, prekeys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Prekey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeysUploaded::VT_PREKEYS, prekeys);
+  }
+  #[inline]
+  pub fn add_fallback_key(&mut self, fallback_key: ::flatbuffers::WIPOffset<Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Prekey>>(DeviceKeysUploaded::VT_FALLBACK_KEY, fallback_key);
+  }
+  #[inline]
+  pub fn add_fallback_signature(&mut self, fallback_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeysUploaded::VT_FALLBACK_SIGNATURE, fallback_signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysUploadedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysUploadedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeysUploaded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeysUploaded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeysUploaded");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("prekeys", &self.prekeys());
+      ds.field("fallback_key", &self.fallback_key());
+      ds.field("fallback_signature", &self.fallback_signature());
+      ds.finish()
+  }
+}
+pub enum DeviceKeysClaimedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `claimed_by` claimed one key of every device of `user`: `claimed` lists
+/// the one-time keys consumed; every other device handed out its fallback key.
+pub struct DeviceKeysClaimed<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeysClaimed<'a> {
+  type Inner = DeviceKeysClaimed<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeysClaimed<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CLAIMED_BY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CLAIMED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeysClaimed { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysClaimedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeysClaimed<'bldr>> {
+    let mut builder = DeviceKeysClaimedBuilder::new(_fbb);
+    builder.add_claimed_by(args.claimed_by);
+    builder.add_user(args.user);
+    if let Some(x) = args.claimed { builder.add_claimed(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysClaimed::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn claimed_by(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysClaimed::VT_CLAIMED_BY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn claimed(&self) -> ::flatbuffers::Vector<'a, ClaimedPrekey> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ClaimedPrekey>>>(DeviceKeysClaimed::VT_CLAIMED, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeysClaimed<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u64>("claimed_by", Self::VT_CLAIMED_BY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ClaimedPrekey>>>("claimed", Self::VT_CLAIMED, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysClaimedArgs<'a> {
+    pub user: u64,
+    pub claimed_by: u64,
+    pub claimed: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ClaimedPrekey>>>,
+}
+impl<'a> Default for DeviceKeysClaimedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysClaimedArgs {
+      user: 0,
+      claimed_by: 0,
+      claimed: None, // required field
+    }
+  }
+}
+
+pub struct DeviceKeysClaimedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysClaimedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysClaimed::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_claimed_by(&mut self, claimed_by: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysClaimed::VT_CLAIMED_BY, claimed_by, 0);
+  }
+  #[inline]
+  pub fn add_claimed(&mut self, claimed: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ClaimedPrekey>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeysClaimed::VT_CLAIMED, claimed);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysClaimedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysClaimedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeysClaimed<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeysClaimed::VT_CLAIMED,"claimed");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeysClaimed<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeysClaimed");
+      ds.field("user", &self.user());
+      ds.field("claimed_by", &self.claimed_by());
+      ds.field("claimed", &self.claimed());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7405,6 +7855,34 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_keys_uploaded(&self) -> Option<DeviceKeysUploaded<'a>> {
+    if self.body_type() == EventBody::DeviceKeysUploaded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeysUploaded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_keys_claimed(&self) -> Option<DeviceKeysClaimed<'a>> {
+    if self.body_type() == EventBody::DeviceKeysClaimed {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeysClaimed::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -7452,6 +7930,8 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::OffsetsCommitted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetsCommitted>>("EventBody::OffsetsCommitted", pos),
           EventBody::PushTokenSet => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PushTokenSet>>("EventBody::PushTokenSet", pos),
           EventBody::ReportFiled => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReportFiled>>("EventBody::ReportFiled", pos),
+          EventBody::DeviceKeysUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysUploaded>>("EventBody::DeviceKeysUploaded", pos),
+          EventBody::DeviceKeysClaimed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysClaimed>>("EventBody::DeviceKeysClaimed", pos),
           _ => Ok(()),
         }
      })?
@@ -7762,6 +8242,20 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::ReportFiled => {
           if let Some(x) = self.body_as_report_filed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::DeviceKeysUploaded => {
+          if let Some(x) = self.body_as_device_keys_uploaded() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::DeviceKeysClaimed => {
+          if let Some(x) = self.body_as_device_keys_claimed() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -12282,6 +12776,235 @@ impl ::core::fmt::Debug for FileReport<'_> {
       ds.finish()
   }
 }
+pub enum UploadDeviceKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin device publishes one-time keys (ids above every id it ever
+/// uploaded) and/or replaces its fallback key and signature.
+pub struct UploadDeviceKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadDeviceKeys<'a> {
+  type Inner = UploadDeviceKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadDeviceKeys<'a> {
+  pub const VT_PREKEYS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FALLBACK_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FALLBACK_SIGNATURE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadDeviceKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadDeviceKeysArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UploadDeviceKeys<'bldr>> {
+    let mut builder = UploadDeviceKeysBuilder::new(_fbb);
+    if let Some(x) = args.fallback_signature { builder.add_fallback_signature(x); }
+    if let Some(x) = args.fallback_key { builder.add_fallback_key(x); }
+    if let Some(x) = args.prekeys { builder.add_prekeys(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn prekeys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey>>>>(UploadDeviceKeys::VT_PREKEYS, None)}
+  }
+  #[inline]
+  pub fn fallback_key(&self) -> Option<Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Prekey>>(UploadDeviceKeys::VT_FALLBACK_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UploadDeviceKeys::VT_FALLBACK_SIGNATURE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadDeviceKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Prekey>>>>("prekeys", Self::VT_PREKEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Prekey>>("fallback_key", Self::VT_FALLBACK_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("fallback_signature", Self::VT_FALLBACK_SIGNATURE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadDeviceKeysArgs<'a> {
+    pub prekeys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey<'a>>>>>,
+    pub fallback_key: Option<::flatbuffers::WIPOffset<Prekey<'a>>>,
+    pub fallback_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UploadDeviceKeysArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UploadDeviceKeysArgs {
+      prekeys: None,
+      fallback_key: None,
+      fallback_signature: None,
+    }
+  }
+}
+
+pub struct UploadDeviceKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadDeviceKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_prekeys(&mut self, prekeys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Prekey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadDeviceKeys::VT_PREKEYS, prekeys);
+  }
+  #[inline]
+  pub fn add_fallback_key(&mut self, fallback_key: ::flatbuffers::WIPOffset<Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Prekey>>(UploadDeviceKeys::VT_FALLBACK_KEY, fallback_key);
+  }
+  #[inline]
+  pub fn add_fallback_signature(&mut self, fallback_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadDeviceKeys::VT_FALLBACK_SIGNATURE, fallback_signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadDeviceKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadDeviceKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadDeviceKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadDeviceKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadDeviceKeys");
+      ds.field("prekeys", &self.prekeys());
+      ds.field("fallback_key", &self.fallback_key());
+      ds.field("fallback_signature", &self.fallback_signature());
+      ds.finish()
+  }
+}
+pub enum ClaimDeviceKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Claims one key of every device of `target` (key: the target user).
+pub struct ClaimDeviceKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClaimDeviceKeys<'a> {
+  type Inner = ClaimDeviceKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClaimDeviceKeys<'a> {
+  pub const VT_TARGET: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClaimDeviceKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClaimDeviceKeysArgs
+  ) -> ::flatbuffers::WIPOffset<ClaimDeviceKeys<'bldr>> {
+    let mut builder = ClaimDeviceKeysBuilder::new(_fbb);
+    builder.add_target(args.target);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn target(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ClaimDeviceKeys::VT_TARGET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ClaimDeviceKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("target", Self::VT_TARGET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClaimDeviceKeysArgs {
+    pub target: u64,
+}
+impl<'a> Default for ClaimDeviceKeysArgs {
+  #[inline]
+  fn default() -> Self {
+    ClaimDeviceKeysArgs {
+      target: 0,
+    }
+  }
+}
+
+pub struct ClaimDeviceKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClaimDeviceKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_target(&mut self, target: u64) {
+    self.fbb_.push_slot::<u64>(ClaimDeviceKeys::VT_TARGET, target, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClaimDeviceKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClaimDeviceKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClaimDeviceKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClaimDeviceKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClaimDeviceKeys");
+      ds.field("target", &self.target());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12844,6 +13567,34 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_device_keys(&self) -> Option<UploadDeviceKeys<'a>> {
+    if self.body_type() == CommandBody::UploadDeviceKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UploadDeviceKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_claim_device_keys(&self) -> Option<ClaimDeviceKeys<'a>> {
+    if self.body_type() == CommandBody::ClaimDeviceKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ClaimDeviceKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -12891,6 +13642,8 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::CommitOffsets => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitOffsets>>("CommandBody::CommitOffsets", pos),
           CommandBody::SetPushToken => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SetPushToken>>("CommandBody::SetPushToken", pos),
           CommandBody::FileReport => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FileReport>>("CommandBody::FileReport", pos),
+          CommandBody::UploadDeviceKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadDeviceKeys>>("CommandBody::UploadDeviceKeys", pos),
+          CommandBody::ClaimDeviceKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClaimDeviceKeys>>("CommandBody::ClaimDeviceKeys", pos),
           _ => Ok(()),
         }
      })?
@@ -13201,6 +13954,20 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::FileReport => {
           if let Some(x) = self.body_as_file_report() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::UploadDeviceKeys => {
+          if let Some(x) = self.body_as_upload_device_keys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::ClaimDeviceKeys => {
+          if let Some(x) = self.body_as_claim_device_keys() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -13865,6 +14632,218 @@ impl ::core::fmt::Debug for Rejection<'_> {
       ds.finish()
   }
 }
+pub enum OutcomeKeysUploadedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The device's unclaimed one-time keys after an `UploadDeviceKeys`.
+pub struct OutcomeKeysUploaded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OutcomeKeysUploaded<'a> {
+  type Inner = OutcomeKeysUploaded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OutcomeKeysUploaded<'a> {
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OutcomeKeysUploaded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OutcomeKeysUploadedArgs
+  ) -> ::flatbuffers::WIPOffset<OutcomeKeysUploaded<'bldr>> {
+    let mut builder = OutcomeKeysUploadedBuilder::new(_fbb);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(OutcomeKeysUploaded::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OutcomeKeysUploaded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OutcomeKeysUploadedArgs {
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for OutcomeKeysUploadedArgs {
+  #[inline]
+  fn default() -> Self {
+    OutcomeKeysUploadedArgs {
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct OutcomeKeysUploadedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OutcomeKeysUploadedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(OutcomeKeysUploaded::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OutcomeKeysUploadedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OutcomeKeysUploadedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OutcomeKeysUploaded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OutcomeKeysUploaded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OutcomeKeysUploaded");
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
+pub enum OutcomeKeyBundleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// What a `ClaimDeviceKeys` handed out: one entry per device of `user`.
+pub struct OutcomeKeyBundle<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OutcomeKeyBundle<'a> {
+  type Inner = OutcomeKeyBundle<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OutcomeKeyBundle<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OutcomeKeyBundle { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OutcomeKeyBundleArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OutcomeKeyBundle<'bldr>> {
+    let mut builder = OutcomeKeyBundleBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(OutcomeKeyBundle::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<edge::DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<edge::DeviceKeys>>>>(OutcomeKeyBundle::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OutcomeKeyBundle<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<edge::DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OutcomeKeyBundleArgs<'a> {
+    pub user: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<edge::DeviceKeys<'a>>>>>,
+}
+impl<'a> Default for OutcomeKeyBundleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OutcomeKeyBundleArgs {
+      user: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct OutcomeKeyBundleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OutcomeKeyBundleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(OutcomeKeyBundle::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<edge::DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OutcomeKeyBundle::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OutcomeKeyBundleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OutcomeKeyBundleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OutcomeKeyBundle<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, OutcomeKeyBundle::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OutcomeKeyBundle<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OutcomeKeyBundle");
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
 pub enum CommandResultOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -13998,6 +14977,34 @@ impl<'a> CommandResult<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_outcome_keys_uploaded(&self) -> Option<OutcomeKeysUploaded<'a>> {
+    if self.body_type() == CommandResultBody::OutcomeKeysUploaded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OutcomeKeysUploaded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_outcome_key_bundle(&self) -> Option<OutcomeKeyBundle<'a>> {
+    if self.body_type() == CommandResultBody::OutcomeKeyBundle {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OutcomeKeyBundle::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for CommandResult<'_> {
@@ -14014,6 +15021,8 @@ impl ::flatbuffers::Verifiable for CommandResult<'_> {
           CommandResultBody::OutcomeDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeDone>>("CommandResultBody::OutcomeDone", pos),
           CommandResultBody::Rejection => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Rejection>>("CommandResultBody::Rejection", pos),
           CommandResultBody::OutcomeOffsets => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeOffsets>>("CommandResultBody::OutcomeOffsets", pos),
+          CommandResultBody::OutcomeKeysUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeKeysUploaded>>("CommandResultBody::OutcomeKeysUploaded", pos),
+          CommandResultBody::OutcomeKeyBundle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeKeyBundle>>("CommandResultBody::OutcomeKeyBundle", pos),
           _ => Ok(()),
         }
      })?
@@ -14106,6 +15115,20 @@ impl ::core::fmt::Debug for CommandResult<'_> {
         },
         CommandResultBody::OutcomeOffsets => {
           if let Some(x) = self.body_as_outcome_offsets() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandResultBody::OutcomeKeysUploaded => {
+          if let Some(x) = self.body_as_outcome_keys_uploaded() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandResultBody::OutcomeKeyBundle => {
+          if let Some(x) = self.body_as_outcome_key_bundle() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -17569,10 +18592,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 28;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 31;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 29] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 32] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -17602,6 +18625,9 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 29] = [
   ClientFrameBody::SyncContacts,
   ClientFrameBody::RegisterPush,
   ClientFrameBody::Report,
+  ClientFrameBody::UploadKeys,
+  ClientFrameBody::ClaimKeys,
+  ClientFrameBody::GetDeviceKeys,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -17638,9 +18664,12 @@ impl ClientFrameBody {
   pub const SyncContacts: Self = Self(26);
   pub const RegisterPush: Self = Self(27);
   pub const Report: Self = Self(28);
+  pub const UploadKeys: Self = Self(29);
+  pub const ClaimKeys: Self = Self(30);
+  pub const GetDeviceKeys: Self = Self(31);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 28;
+  pub const ENUM_MAX: u8 = 31;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -17671,6 +18700,9 @@ impl ClientFrameBody {
     Self::SyncContacts,
     Self::RegisterPush,
     Self::Report,
+    Self::UploadKeys,
+    Self::ClaimKeys,
+    Self::GetDeviceKeys,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -17704,6 +18736,9 @@ impl ClientFrameBody {
       Self::SyncContacts => Some("SyncContacts"),
       Self::RegisterPush => Some("RegisterPush"),
       Self::Report => Some("Report"),
+      Self::UploadKeys => Some("UploadKeys"),
+      Self::ClaimKeys => Some("ClaimKeys"),
+      Self::GetDeviceKeys => Some("GetDeviceKeys"),
       _ => None,
     }
   }
@@ -18007,10 +19042,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 21;
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 26;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 22] = [
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 27] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -18033,6 +19068,11 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 22] = [
   ServerFrameBody::Profile,
   ServerFrameBody::StatusList,
   ServerFrameBody::ContactsMatched,
+  ServerFrameBody::KeysUploaded,
+  ServerFrameBody::KeyBundle,
+  ServerFrameBody::DeviceKeyList,
+  ServerFrameBody::StaleDevices,
+  ServerFrameBody::KeysLow,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -18062,9 +19102,14 @@ impl ServerFrameBody {
   pub const Profile: Self = Self(19);
   pub const StatusList: Self = Self(20);
   pub const ContactsMatched: Self = Self(21);
+  pub const KeysUploaded: Self = Self(22);
+  pub const KeyBundle: Self = Self(23);
+  pub const DeviceKeyList: Self = Self(24);
+  pub const StaleDevices: Self = Self(25);
+  pub const KeysLow: Self = Self(26);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 21;
+  pub const ENUM_MAX: u8 = 26;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -18088,6 +19133,11 @@ impl ServerFrameBody {
     Self::Profile,
     Self::StatusList,
     Self::ContactsMatched,
+    Self::KeysUploaded,
+    Self::KeyBundle,
+    Self::DeviceKeyList,
+    Self::StaleDevices,
+    Self::KeysLow,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -18114,6 +19164,11 @@ impl ServerFrameBody {
       Self::Profile => Some("Profile"),
       Self::StatusList => Some("StatusList"),
       Self::ContactsMatched => Some("ContactsMatched"),
+      Self::KeysUploaded => Some("KeysUploaded"),
+      Self::KeyBundle => Some("KeyBundle"),
+      Self::DeviceKeyList => Some("DeviceKeyList"),
+      Self::StaleDevices => Some("StaleDevices"),
+      Self::KeysLow => Some("KeysLow"),
       _ => None,
     }
   }
@@ -18357,6 +19412,134 @@ impl<'a> SyncCursor {
         &x_le as *const _ as *const u8,
         self.0[16..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// One device of one user.
+// struct DeviceAddress, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct DeviceAddress(pub [u8; 16]);
+impl Default for DeviceAddress { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for DeviceAddress {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("DeviceAddress")
+      .field("user", &self.user())
+      .field("device", &self.device())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DeviceAddress {}
+impl<'a> ::flatbuffers::Follow<'a> for DeviceAddress {
+  type Inner = &'a DeviceAddress;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a DeviceAddress>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a DeviceAddress {
+  type Inner = &'a DeviceAddress;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<DeviceAddress>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for DeviceAddress {
+    type Output = DeviceAddress;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const DeviceAddress as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DeviceAddress {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> DeviceAddress {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    user: u64,
+    device: u32,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_user(user);
+    s.set_device(device);
+    s
+  }
+
+  pub fn user(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_user(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn device(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_device(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
   }
@@ -19405,6 +20588,7 @@ impl<'a> Send<'a> {
   pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 10;
   pub const VT_MEDIA: ::flatbuffers::VOffsetT = 12;
+  pub const VT_DEVICES_DIGEST: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -19417,6 +20601,7 @@ impl<'a> Send<'a> {
   ) -> ::flatbuffers::WIPOffset<Send<'bldr>> {
     let mut builder = SendBuilder::new(_fbb);
     builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices_digest { builder.add_devices_digest(x); }
     if let Some(x) = args.media { builder.add_media(x); }
     if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
     if let Some(x) = args.to { builder.add_to(x); }
@@ -19459,6 +20644,15 @@ impl<'a> Send<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(Send::VT_MEDIA, None)}
+  }
+  /// The digest (`device_list_digest`) of the device list the message was
+  /// encrypted for; absent: no check. A stale list is answered `StaleDevices`.
+  #[inline]
+  pub fn devices_digest(&self) -> Option<&'a super::Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Blake3Digest>(Send::VT_DEVICES_DIGEST, None)}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -19506,6 +20700,7 @@ impl ::flatbuffers::Verifiable for Send<'_> {
      .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("media", Self::VT_MEDIA, false)?
+     .visit_field::<super::Blake3Digest>("devices_digest", Self::VT_DEVICES_DIGEST, false)?
      .finish();
     Ok(())
   }
@@ -19516,6 +20711,7 @@ pub struct SendArgs<'a> {
     pub client_msg_id: u64,
     pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub media: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+    pub devices_digest: Option<&'a super::Blake3Digest>,
 }
 impl<'a> Default for SendArgs<'a> {
   #[inline]
@@ -19526,6 +20722,7 @@ impl<'a> Default for SendArgs<'a> {
       client_msg_id: 0,
       ciphertext: None, // required field
       media: None,
+      devices_digest: None,
     }
   }
 }
@@ -19554,6 +20751,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SendBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_media(&mut self, media: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(Send::VT_MEDIA, media);
+  }
+  #[inline]
+  pub fn add_devices_digest(&mut self, devices_digest: &super::Blake3Digest) {
+    self.fbb_.push_slot_always::<&super::Blake3Digest>(Send::VT_DEVICES_DIGEST, devices_digest);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SendBuilder<'a, 'b, A> {
@@ -19599,6 +20800,7 @@ impl ::core::fmt::Debug for Send<'_> {
       ds.field("client_msg_id", &self.client_msg_id());
       ds.field("ciphertext", &self.ciphertext());
       ds.field("media", &self.media());
+      ds.field("devices_digest", &self.devices_digest());
       ds.finish()
   }
 }
@@ -22678,6 +23880,386 @@ impl ::core::fmt::Debug for Report<'_> {
       ds.finish()
   }
 }
+pub enum UploadKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// This device publishes one-time keys (ids strictly increasing per device)
+/// and/or replaces its fallback key (`fallback_signature`: the device's
+/// ed25519 signature over the fallback key's bytes). Answered `KeysUploaded`.
+pub struct UploadKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadKeys<'a> {
+  type Inner = UploadKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadKeys<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONE_TIME_KEYS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FALLBACK_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FALLBACK_SIGNATURE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadKeysArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UploadKeys<'bldr>> {
+    let mut builder = UploadKeysBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.fallback_signature { builder.add_fallback_signature(x); }
+    if let Some(x) = args.fallback_key { builder.add_fallback_key(x); }
+    if let Some(x) = args.one_time_keys { builder.add_one_time_keys(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UploadKeys::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::Prekey<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::Prekey>>>>(UploadKeys::VT_ONE_TIME_KEYS, None)}
+  }
+  #[inline]
+  pub fn fallback_key(&self) -> Option<super::Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::Prekey>>(UploadKeys::VT_FALLBACK_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UploadKeys::VT_FALLBACK_SIGNATURE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<super::Prekey>>>>("one_time_keys", Self::VT_ONE_TIME_KEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::Prekey>>("fallback_key", Self::VT_FALLBACK_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("fallback_signature", Self::VT_FALLBACK_SIGNATURE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadKeysArgs<'a> {
+    pub client_msg_id: u64,
+    pub one_time_keys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::Prekey<'a>>>>>,
+    pub fallback_key: Option<::flatbuffers::WIPOffset<super::Prekey<'a>>>,
+    pub fallback_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UploadKeysArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UploadKeysArgs {
+      client_msg_id: 0,
+      one_time_keys: None,
+      fallback_key: None,
+      fallback_signature: None,
+    }
+  }
+}
+
+pub struct UploadKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(UploadKeys::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_one_time_keys(&mut self, one_time_keys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<super::Prekey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadKeys::VT_ONE_TIME_KEYS, one_time_keys);
+  }
+  #[inline]
+  pub fn add_fallback_key(&mut self, fallback_key: ::flatbuffers::WIPOffset<super::Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::Prekey>>(UploadKeys::VT_FALLBACK_KEY, fallback_key);
+  }
+  #[inline]
+  pub fn add_fallback_signature(&mut self, fallback_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadKeys::VT_FALLBACK_SIGNATURE, fallback_signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadKeys");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("one_time_keys", &self.one_time_keys());
+      ds.field("fallback_key", &self.fallback_key());
+      ds.field("fallback_signature", &self.fallback_signature());
+      ds.finish()
+  }
+}
+pub enum ClaimKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Claims one one-time key of every device of `user` (a device with none
+/// left gives its fallback key). Answered `KeyBundle`; rate-limited per user.
+pub struct ClaimKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClaimKeys<'a> {
+  type Inner = ClaimKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClaimKeys<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClaimKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClaimKeysArgs
+  ) -> ::flatbuffers::WIPOffset<ClaimKeys<'bldr>> {
+    let mut builder = ClaimKeysBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ClaimKeys::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ClaimKeys::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ClaimKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClaimKeysArgs {
+    pub client_msg_id: u64,
+    pub user: u64,
+}
+impl<'a> Default for ClaimKeysArgs {
+  #[inline]
+  fn default() -> Self {
+    ClaimKeysArgs {
+      client_msg_id: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct ClaimKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClaimKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ClaimKeys::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ClaimKeys::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClaimKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClaimKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClaimKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClaimKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClaimKeys");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum GetDeviceKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The devices of `user` and their identity keys, claiming nothing.
+/// Answered `DeviceKeyList`.
+pub struct GetDeviceKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetDeviceKeys<'a> {
+  type Inner = GetDeviceKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetDeviceKeys<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetDeviceKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetDeviceKeysArgs
+  ) -> ::flatbuffers::WIPOffset<GetDeviceKeys<'bldr>> {
+    let mut builder = GetDeviceKeysBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetDeviceKeys::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetDeviceKeys::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetDeviceKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetDeviceKeysArgs {
+    pub client_msg_id: u64,
+    pub user: u64,
+}
+impl<'a> Default for GetDeviceKeysArgs {
+  #[inline]
+  fn default() -> Self {
+    GetDeviceKeysArgs {
+      client_msg_id: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct GetDeviceKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetDeviceKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(GetDeviceKeys::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(GetDeviceKeys::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetDeviceKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetDeviceKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetDeviceKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetDeviceKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetDeviceKeys");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -23119,6 +24701,48 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_keys(&self) -> Option<UploadKeys<'a>> {
+    if self.body_type() == ClientFrameBody::UploadKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UploadKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_claim_keys(&self) -> Option<ClaimKeys<'a>> {
+    if self.body_type() == ClientFrameBody::ClaimKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ClaimKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_device_keys(&self) -> Option<GetDeviceKeys<'a>> {
+    if self.body_type() == ClientFrameBody::GetDeviceKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetDeviceKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -23157,6 +24781,9 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::SyncContacts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SyncContacts>>("ClientFrameBody::SyncContacts", pos),
           ClientFrameBody::RegisterPush => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RegisterPush>>("ClientFrameBody::RegisterPush", pos),
           ClientFrameBody::Report => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Report>>("ClientFrameBody::Report", pos),
+          ClientFrameBody::UploadKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadKeys>>("ClientFrameBody::UploadKeys", pos),
+          ClientFrameBody::ClaimKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClaimKeys>>("ClientFrameBody::ClaimKeys", pos),
+          ClientFrameBody::GetDeviceKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetDeviceKeys>>("ClientFrameBody::GetDeviceKeys", pos),
           _ => Ok(()),
         }
      })?
@@ -23403,6 +25030,27 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::Report => {
           if let Some(x) = self.body_as_report() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::UploadKeys => {
+          if let Some(x) = self.body_as_upload_keys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::ClaimKeys => {
+          if let Some(x) = self.body_as_claim_keys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::GetDeviceKeys => {
+          if let Some(x) = self.body_as_get_device_keys() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -26773,6 +28421,765 @@ impl ::core::fmt::Debug for ContactsMatched<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One device's keys: its identity key, the one-time key claimed for the
+/// asker (`KeyBundle` only; absent when the device had none left), and its
+/// fallback key with its signature.
+pub struct DeviceKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeys<'a> {
+  type Inner = DeviceKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeys<'a> {
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ONE_TIME_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FALLBACK_KEY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_FALLBACK_SIGNATURE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeys<'bldr>> {
+    let mut builder = DeviceKeysBuilder::new(_fbb);
+    if let Some(x) = args.fallback_signature { builder.add_fallback_signature(x); }
+    if let Some(x) = args.fallback_key { builder.add_fallback_key(x); }
+    if let Some(x) = args.one_time_key { builder.add_one_time_key(x); }
+    if let Some(x) = args.identity_key { builder.add_identity_key(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeviceKeys::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn identity_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceKeys::VT_IDENTITY_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_key(&self) -> Option<super::Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::Prekey>>(DeviceKeys::VT_ONE_TIME_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_key(&self) -> Option<super::Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::Prekey>>(DeviceKeys::VT_FALLBACK_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceKeys::VT_FALLBACK_SIGNATURE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::Prekey>>("one_time_key", Self::VT_ONE_TIME_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::Prekey>>("fallback_key", Self::VT_FALLBACK_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("fallback_signature", Self::VT_FALLBACK_SIGNATURE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysArgs<'a> {
+    pub device: u32,
+    pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub one_time_key: Option<::flatbuffers::WIPOffset<super::Prekey<'a>>>,
+    pub fallback_key: Option<::flatbuffers::WIPOffset<super::Prekey<'a>>>,
+    pub fallback_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for DeviceKeysArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysArgs {
+      device: 0,
+      identity_key: None, // required field
+      one_time_key: None,
+      fallback_key: None,
+      fallback_signature: None,
+    }
+  }
+}
+
+pub struct DeviceKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DeviceKeys::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_identity_key(&mut self, identity_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeys::VT_IDENTITY_KEY, identity_key);
+  }
+  #[inline]
+  pub fn add_one_time_key(&mut self, one_time_key: ::flatbuffers::WIPOffset<super::Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::Prekey>>(DeviceKeys::VT_ONE_TIME_KEY, one_time_key);
+  }
+  #[inline]
+  pub fn add_fallback_key(&mut self, fallback_key: ::flatbuffers::WIPOffset<super::Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::Prekey>>(DeviceKeys::VT_FALLBACK_KEY, fallback_key);
+  }
+  #[inline]
+  pub fn add_fallback_signature(&mut self, fallback_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeys::VT_FALLBACK_SIGNATURE, fallback_signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeys::VT_IDENTITY_KEY,"identity_key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeys");
+      ds.field("device", &self.device());
+      ds.field("identity_key", &self.identity_key());
+      ds.field("one_time_key", &self.one_time_key());
+      ds.field("fallback_key", &self.fallback_key());
+      ds.field("fallback_signature", &self.fallback_signature());
+      ds.finish()
+  }
+}
+pub enum KeysUploadedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `UploadKeys`: unclaimed one-time keys of this device now.
+pub struct KeysUploaded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysUploaded<'a> {
+  type Inner = KeysUploaded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysUploaded<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysUploaded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysUploadedArgs
+  ) -> ::flatbuffers::WIPOffset<KeysUploaded<'bldr>> {
+    let mut builder = KeysUploadedBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeysUploaded::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysUploaded::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysUploaded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysUploadedArgs {
+    pub client_msg_id: u64,
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for KeysUploadedArgs {
+  #[inline]
+  fn default() -> Self {
+    KeysUploadedArgs {
+      client_msg_id: 0,
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct KeysUploadedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysUploadedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(KeysUploaded::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(KeysUploaded::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysUploadedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysUploadedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysUploaded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysUploaded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysUploaded");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
+pub enum KeyBundleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `ClaimKeys`.
+pub struct KeyBundle<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeyBundle<'a> {
+  type Inner = KeyBundle<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeyBundle<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeyBundle { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeyBundleArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<KeyBundle<'bldr>> {
+    let mut builder = KeyBundleBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeyBundle::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeyBundle::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys>>>>(KeyBundle::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeyBundle<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeyBundleArgs<'a> {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys<'a>>>>>,
+}
+impl<'a> Default for KeyBundleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    KeyBundleArgs {
+      client_msg_id: 0,
+      user: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct KeyBundleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeyBundleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(KeyBundle::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(KeyBundle::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeyBundle::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeyBundleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeyBundleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeyBundle<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, KeyBundle::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeyBundle<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeyBundle");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum DeviceKeyListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `GetDeviceKeys` (no `one_time_key`).
+pub struct DeviceKeyList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeyList<'a> {
+  type Inner = DeviceKeyList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeyList<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeyList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeyListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeyList<'bldr>> {
+    let mut builder = DeviceKeyListBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeyList::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeyList::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys>>>>(DeviceKeyList::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeyList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeyListArgs<'a> {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys<'a>>>>>,
+}
+impl<'a> Default for DeviceKeyListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeyListArgs {
+      client_msg_id: 0,
+      user: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct DeviceKeyListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeyListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeyList::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeyList::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeyList::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeyListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeyListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeyList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeyList::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeyList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeyList");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum StaleDevicesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to a `Send` whose `devices_digest` is not the current list's:
+/// nothing was appended; `devices` is the current list.
+pub struct StaleDevices<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StaleDevices<'a> {
+  type Inner = StaleDevices<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StaleDevices<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StaleDevices { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StaleDevicesArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StaleDevices<'bldr>> {
+    let mut builder = StaleDevicesBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StaleDevices::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, DeviceAddress> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DeviceAddress>>>(StaleDevices::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StaleDevices<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DeviceAddress>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StaleDevicesArgs<'a> {
+    pub client_msg_id: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DeviceAddress>>>,
+}
+impl<'a> Default for StaleDevicesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StaleDevicesArgs {
+      client_msg_id: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct StaleDevicesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StaleDevicesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(StaleDevices::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DeviceAddress>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StaleDevices::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StaleDevicesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StaleDevicesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StaleDevices<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, StaleDevices::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StaleDevices<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StaleDevices");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum KeysLowOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// This device holds fewer than `PREKEYS_LOW_WATERMARK` unclaimed one-time keys.
+pub struct KeysLow<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysLow<'a> {
+  type Inner = KeysLow<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysLow<'a> {
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysLow { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysLowArgs
+  ) -> ::flatbuffers::WIPOffset<KeysLow<'bldr>> {
+    let mut builder = KeysLowBuilder::new(_fbb);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLow::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysLow<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysLowArgs {
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for KeysLowArgs {
+  #[inline]
+  fn default() -> Self {
+    KeysLowArgs {
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct KeysLowBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysLowBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(KeysLow::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysLowBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysLowBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysLow<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysLow<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysLow");
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
 pub enum ServerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -27116,6 +29523,76 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_keys_uploaded(&self) -> Option<KeysUploaded<'a>> {
+    if self.body_type() == ServerFrameBody::KeysUploaded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { KeysUploaded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_key_bundle(&self) -> Option<KeyBundle<'a>> {
+    if self.body_type() == ServerFrameBody::KeyBundle {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { KeyBundle::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_key_list(&self) -> Option<DeviceKeyList<'a>> {
+    if self.body_type() == ServerFrameBody::DeviceKeyList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeyList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_stale_devices(&self) -> Option<StaleDevices<'a>> {
+    if self.body_type() == ServerFrameBody::StaleDevices {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { StaleDevices::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_keys_low(&self) -> Option<KeysLow<'a>> {
+    if self.body_type() == ServerFrameBody::KeysLow {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { KeysLow::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -27147,6 +29624,11 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::Profile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Profile>>("ServerFrameBody::Profile", pos),
           ServerFrameBody::StatusList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusList>>("ServerFrameBody::StatusList", pos),
           ServerFrameBody::ContactsMatched => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactsMatched>>("ServerFrameBody::ContactsMatched", pos),
+          ServerFrameBody::KeysUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeysUploaded>>("ServerFrameBody::KeysUploaded", pos),
+          ServerFrameBody::KeyBundle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeyBundle>>("ServerFrameBody::KeyBundle", pos),
+          ServerFrameBody::DeviceKeyList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeyList>>("ServerFrameBody::DeviceKeyList", pos),
+          ServerFrameBody::StaleDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StaleDevices>>("ServerFrameBody::StaleDevices", pos),
+          ServerFrameBody::KeysLow => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeysLow>>("ServerFrameBody::KeysLow", pos),
           _ => Ok(()),
         }
      })?
@@ -27349,6 +29831,41 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        ServerFrameBody::KeysUploaded => {
+          if let Some(x) = self.body_as_keys_uploaded() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::KeyBundle => {
+          if let Some(x) = self.body_as_key_bundle() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::DeviceKeyList => {
+          if let Some(x) = self.body_as_device_key_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::StaleDevices => {
+          if let Some(x) = self.body_as_stale_devices() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::KeysLow => {
+          if let Some(x) = self.body_as_keys_low() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
@@ -27455,10 +29972,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_QUERY: u8 = 14;
+pub const ENUM_MAX_VIEW_QUERY: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 15] = [
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 16] = [
   ViewQuery::NONE,
   ViewQuery::ChatListRequest,
   ViewQuery::CursorsRequest,
@@ -27474,6 +29991,7 @@ pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 15] = [
   ViewQuery::ProfileRequest,
   ViewQuery::StatusRequest,
   ViewQuery::ContactLookupRequest,
+  ViewQuery::DeviceKeysRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -27496,9 +30014,10 @@ impl ViewQuery {
   pub const ProfileRequest: Self = Self(12);
   pub const StatusRequest: Self = Self(13);
   pub const ContactLookupRequest: Self = Self(14);
+  pub const DeviceKeysRequest: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListRequest,
@@ -27515,6 +30034,7 @@ impl ViewQuery {
     Self::ProfileRequest,
     Self::StatusRequest,
     Self::ContactLookupRequest,
+    Self::DeviceKeysRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -27534,6 +30054,7 @@ impl ViewQuery {
       Self::ProfileRequest => Some("ProfileRequest"),
       Self::StatusRequest => Some("StatusRequest"),
       Self::ContactLookupRequest => Some("ContactLookupRequest"),
+      Self::DeviceKeysRequest => Some("DeviceKeysRequest"),
       _ => None,
     }
   }
@@ -27858,10 +30379,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for InfoRefusal {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_ANSWER: u8 = 15;
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 16] = [
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 17] = [
   ViewAnswer::NONE,
   ViewAnswer::ChatListPage,
   ViewAnswer::CursorsPage,
@@ -27878,6 +30399,7 @@ pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 16] = [
   ViewAnswer::ProfileInfo,
   ViewAnswer::StatusPage,
   ViewAnswer::ContactMatches,
+  ViewAnswer::DeviceKeyDirectory,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -27901,9 +30423,10 @@ impl ViewAnswer {
   pub const ProfileInfo: Self = Self(13);
   pub const StatusPage: Self = Self(14);
   pub const ContactMatches: Self = Self(15);
+  pub const DeviceKeyDirectory: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListPage,
@@ -27921,6 +30444,7 @@ impl ViewAnswer {
     Self::ProfileInfo,
     Self::StatusPage,
     Self::ContactMatches,
+    Self::DeviceKeyDirectory,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -27941,6 +30465,7 @@ impl ViewAnswer {
       Self::ProfileInfo => Some("ProfileInfo"),
       Self::StatusPage => Some("StatusPage"),
       Self::ContactMatches => Some("ContactMatches"),
+      Self::DeviceKeyDirectory => Some("DeviceKeyDirectory"),
       _ => None,
     }
   }
@@ -31080,6 +33605,104 @@ impl ::core::fmt::Debug for ContactLookupRequest<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeysRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The devices of `user` with their identity and fallback keys and their
+/// unclaimed one-time key counts (the directory view).
+pub struct DeviceKeysRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeysRequest<'a> {
+  type Inner = DeviceKeysRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeysRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeysRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysRequestArgs
+  ) -> ::flatbuffers::WIPOffset<DeviceKeysRequest<'bldr>> {
+    let mut builder = DeviceKeysRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysRequest::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeysRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysRequestArgs {
+    pub user: u64,
+}
+impl<'a> Default for DeviceKeysRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysRequestArgs {
+      user: 0,
+    }
+  }
+}
+
+pub struct DeviceKeysRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeysRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeysRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeysRequest");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
 pub enum ViewRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -31325,6 +33948,20 @@ impl<'a> ViewRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_device_keys_request(&self) -> Option<DeviceKeysRequest<'a>> {
+    if self.query_type() == ViewQuery::DeviceKeysRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeysRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewRequest<'_> {
@@ -31349,6 +33986,7 @@ impl ::flatbuffers::Verifiable for ViewRequest<'_> {
           ViewQuery::ProfileRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileRequest>>("ViewQuery::ProfileRequest", pos),
           ViewQuery::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("ViewQuery::StatusRequest", pos),
           ViewQuery::ContactLookupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRequest>>("ViewQuery::ContactLookupRequest", pos),
+          ViewQuery::DeviceKeysRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysRequest>>("ViewQuery::DeviceKeysRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -31497,6 +34135,13 @@ impl ::core::fmt::Debug for ViewRequest<'_> {
         },
         ViewQuery::ContactLookupRequest => {
           if let Some(x) = self.query_as_contact_lookup_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::DeviceKeysRequest => {
+          if let Some(x) = self.query_as_device_keys_request() {
             ds.field("query", &x)
           } else {
             ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -33126,6 +35771,254 @@ impl ::core::fmt::Debug for Members<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeyDirectoryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `one_time_keys_left[i]`: the unclaimed one-time keys of `devices[i]`.
+pub struct DeviceKeyDirectory<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeyDirectory<'a> {
+  type Inner = DeviceKeyDirectory<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeyDirectory<'a> {
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeyDirectory { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeyDirectoryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeyDirectory<'bldr>> {
+    let mut builder = DeviceKeyDirectoryBuilder::new(_fbb);
+    if let Some(x) = args.one_time_keys_left { builder.add_one_time_keys_left(x); }
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys>>>>(DeviceKeyDirectory::VT_DEVICES, None).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys_left(&self) -> ::flatbuffers::Vector<'a, u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeyDirectory<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeyDirectoryArgs<'a> {
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'a>>>>>,
+    pub one_time_keys_left: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for DeviceKeyDirectoryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeyDirectoryArgs {
+      devices: None, // required field
+      one_time_keys_left: None, // required field
+    }
+  }
+}
+
+pub struct DeviceKeyDirectoryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeyDirectoryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeyDirectory::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeyDirectoryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeyDirectoryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeyDirectory<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeyDirectory::VT_DEVICES,"devices");
+    self.fbb_.required(o, DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT,"one_time_keys_left");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeyDirectory<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeyDirectory");
+      ds.field("devices", &self.devices());
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
+pub enum KeysLowUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// chorus.account.<user>.keys (projector → edges): a claim took `device` of `user`
+/// below the low watermark of unclaimed one-time keys.
+pub struct KeysLowUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysLowUpdate<'a> {
+  type Inner = KeysLowUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysLowUpdate<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysLowUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysLowUpdateArgs
+  ) -> ::flatbuffers::WIPOffset<KeysLowUpdate<'bldr>> {
+    let mut builder = KeysLowUpdateBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeysLowUpdate::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLowUpdate::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLowUpdate::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysLowUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysLowUpdateArgs {
+    pub user: u64,
+    pub device: u32,
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for KeysLowUpdateArgs {
+  #[inline]
+  fn default() -> Self {
+    KeysLowUpdateArgs {
+      user: 0,
+      device: 0,
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct KeysLowUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysLowUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(KeysLowUpdate::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(KeysLowUpdate::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(KeysLowUpdate::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysLowUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysLowUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysLowUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysLowUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysLowUpdate");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
 pub enum PairClaimOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -33519,6 +36412,20 @@ impl<'a> ViewReply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_device_key_directory(&self) -> Option<DeviceKeyDirectory<'a>> {
+    if self.answer_type() == ViewAnswer::DeviceKeyDirectory {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeyDirectory::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewReply<'_> {
@@ -33544,6 +36451,7 @@ impl ::flatbuffers::Verifiable for ViewReply<'_> {
           ViewAnswer::ProfileInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::Profile>>("ViewAnswer::ProfileInfo", pos),
           ViewAnswer::StatusPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::StatusList>>("ViewAnswer::StatusPage", pos),
           ViewAnswer::ContactMatches => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::ContactsMatched>>("ViewAnswer::ContactMatches", pos),
+          ViewAnswer::DeviceKeyDirectory => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeyDirectory>>("ViewAnswer::DeviceKeyDirectory", pos),
           _ => Ok(()),
         }
      })?
@@ -33699,6 +36607,13 @@ impl ::core::fmt::Debug for ViewReply<'_> {
         },
         ViewAnswer::ContactMatches => {
           if let Some(x) = self.answer_as_contact_matches() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::DeviceKeyDirectory => {
+          if let Some(x) = self.answer_as_device_key_directory() {
             ds.field("answer", &x)
           } else {
             ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")

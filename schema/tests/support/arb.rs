@@ -147,6 +147,15 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         (text(64), text(8)).prop_map(|(token, platform)| SetPushToken { token, platform }),
         (user(), option::of(chat()), text(32), reported_messages())
             .prop_map(|(reported, chat, reason, messages)| { FileReport { reported, chat, reason, messages } }),
+        // ---- E2EE (issue 14) ----
+        (vec(prekey(), 0..6), option::of(prekey()), bytes(64)).prop_map(
+            |(prekeys, fallback_key, fallback_signature)| UploadDeviceKeys {
+                prekeys,
+                fallback_key,
+                fallback_signature
+            }
+        ),
+        user().prop_map(|target| ClaimDeviceKeys { target }),
     ]
 }
 
@@ -282,6 +291,18 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         }),
         (user(), option::of(chat()), text(32), reported_messages())
             .prop_map(|(user, chat, reason, messages)| ReportFiled { user, chat, reason, messages }),
+        // ---- E2EE (issue 14) ----
+        (user(), device(), vec(prekey(), 0..6), option::of(prekey()), bytes(64)).prop_map(
+            |(user, device, prekeys, fallback_key, fallback_signature)| DeviceKeysUploaded {
+                user,
+                device,
+                prekeys,
+                fallback_key,
+                fallback_signature
+            }
+        ),
+        (user(), user(), vec((device(), any::<u32>()), 0..5))
+            .prop_map(|(user, claimed_by, claimed)| DeviceKeysClaimed { user, claimed_by, claimed }),
     ]
 }
 
@@ -326,6 +347,8 @@ pub(crate) fn command_result() -> impl Strategy<Value = CommandResult> {
             prekey
         })),
         Just(Ok(Outcome::Done)),
+        any::<u32>().prop_map(|one_time_keys_left| Ok(Outcome::KeysUploaded { one_time_keys_left })),
+        (user(), vec(device_keys(), 0..5)).prop_map(|(user, devices)| Ok(Outcome::KeyBundle { user, devices })),
         (reject_code(), text(100)).prop_map(|(code, message)| Err(Rejection { code, message })),
     ]
 }
@@ -464,12 +487,15 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             device,
             token
         }),
-        (recipient(), any::<u64>(), bytes(64), opt_media()).prop_map(|(to, c, ciphertext, media)| ClientFrame::Send {
-            to,
-            client_msg_id: ClientMsgId(c),
-            ciphertext,
-            media
-        }),
+        (recipient(), any::<u64>(), bytes(64), opt_media(), option::of(any::<[u8; 32]>())).prop_map(
+            |(to, c, ciphertext, media, devices_digest)| ClientFrame::Send {
+                to,
+                client_msg_id: ClientMsgId(c),
+                ciphertext,
+                media,
+                devices_digest
+            }
+        ),
         (chat(), kind(), seq()).prop_map(|(chat, kind, up_to_seq)| ClientFrame::Ack { chat, kind, up_to_seq }),
         vec((chat(), seq()), 0..6).prop_map(|since| ClientFrame::Sync { since }),
         any::<u64>().prop_map(|nonce| ClientFrame::Ping { nonce }),
@@ -514,6 +540,8 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             }
         ),
         social_client_frame(),
+        // ---- E2EE (issue 14) ----
+        e2ee_client_frame(),
     ]
 }
 
@@ -740,6 +768,58 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             .prop_map(|(c, entries)| ServerFrame::StatusList { client_msg_id: ClientMsgId(c), entries }),
         (any::<u64>(), vec(contact_match(), 0..4))
             .prop_map(|(c, matches)| ServerFrame::ContactsMatched { client_msg_id: ClientMsgId(c), matches }),
+        // ---- E2EE (issue 14) ----
+        e2ee_server_frame(),
+    ]
+}
+
+// ---- E2EE (issue 14) ----
+
+pub(crate) fn device_keys() -> impl Strategy<Value = DeviceKeys> {
+    (device(), bytes(64), option::of(prekey()), option::of(prekey()), bytes(64)).prop_map(
+        |(device, identity_key, one_time_key, fallback_key, fallback_signature)| DeviceKeys {
+            device,
+            identity_key,
+            one_time_key,
+            fallback_key,
+            fallback_signature,
+        },
+    )
+}
+
+pub(crate) fn e2ee_client_frame() -> impl Strategy<Value = ClientFrame> {
+    let id = || any::<u64>().prop_map(ClientMsgId);
+    prop_oneof![
+        (id(), vec(prekey(), 0..8), option::of(prekey()), bytes(64)).prop_map(
+            |(client_msg_id, one_time_keys, fallback_key, fallback_signature)| ClientFrame::UploadKeys {
+                client_msg_id,
+                one_time_keys,
+                fallback_key,
+                fallback_signature
+            }
+        ),
+        (id(), user()).prop_map(|(client_msg_id, user)| ClientFrame::ClaimKeys { client_msg_id, user }),
+        (id(), user()).prop_map(|(client_msg_id, user)| ClientFrame::GetDeviceKeys { client_msg_id, user }),
+    ]
+}
+
+pub(crate) fn e2ee_server_frame() -> impl Strategy<Value = ServerFrame> {
+    let id = || any::<u64>().prop_map(ClientMsgId);
+    prop_oneof![
+        (id(), any::<u32>()).prop_map(|(client_msg_id, one_time_keys_left)| ServerFrame::KeysUploaded {
+            client_msg_id,
+            one_time_keys_left
+        }),
+        (id(), user(), vec(device_keys(), 0..5)).prop_map(|(client_msg_id, user, devices)| ServerFrame::KeyBundle {
+            client_msg_id,
+            user,
+            devices
+        }),
+        (id(), user(), vec(device_keys(), 0..5))
+            .prop_map(|(client_msg_id, user, devices)| ServerFrame::DeviceKeyList { client_msg_id, user, devices }),
+        (id(), vec((user(), device()), 0..12))
+            .prop_map(|(client_msg_id, devices)| ServerFrame::StaleDevices { client_msg_id, devices }),
+        any::<u32>().prop_map(|one_time_keys_left| ServerFrame::KeysLow { one_time_keys_left }),
     ]
 }
 

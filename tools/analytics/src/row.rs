@@ -139,6 +139,9 @@ pub fn kind_name(body: &EventBody) -> &'static str {
         OffsetsCommitted { .. } => "offsets_committed",
         PushTokenSet { .. } => "push_token_set",
         ReportFiled { .. } => "report_filed",
+        // ---- E2EE (issue 14) ----
+        DeviceKeysUploaded { .. } => "device_keys_uploaded",
+        DeviceKeysClaimed { .. } => "device_keys_claimed",
     }
 }
 
@@ -432,6 +435,15 @@ impl RowBuilder {
             // Metadata only: never the token, the reason or the revealed text.
             PushTokenSet { .. } => {}
             ReportFiled { messages, .. } => row.items = Some(count(messages.len())),
+            // ---- E2EE (issue 14) ----
+            DeviceKeysUploaded { user, device, prekeys, .. } => {
+                row.device = self.device(*user, *device);
+                row.items = Some(count(prekeys.len()));
+            }
+            DeviceKeysClaimed { claimed_by, claimed, .. } => {
+                row.other_user = self.user(*claimed_by);
+                row.items = Some(count(claimed.len()));
+            }
         }
         row
     }

@@ -628,6 +628,7 @@ pub async fn run(args: Args) -> Result<()> {
                         eprintln!("device {device} of this account: {kind:?} at {at_ms}")
                     }
                     Event::Presence { .. } | Event::Typing { .. } => print_event(&ev),
+                    Event::KeysLow { left } => eprintln!("only {left} one-time keys left on this device: upload more"),
                 }
             }
             // Give the acks a moment to leave before closing.
