@@ -59,6 +59,7 @@
 mod client;
 mod config;
 pub mod conn;
+pub mod e2ee;
 mod link;
 mod register;
 mod types;
