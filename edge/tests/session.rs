@@ -312,6 +312,7 @@ fn before_login_only_registration_login_and_ping_are_allowed() {
         client_msg_id: ClientMsgId(7),
         ciphertext: vec![1],
         media: None,
+        devices_digest: None,
     };
     s.handle_frame(0, send, &mut o);
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(7))));
@@ -336,6 +337,7 @@ fn send_appends_as_the_logged_in_device_and_answers_sent() {
             client_msg_id: ClientMsgId(77),
             ciphertext: vec![1, 2],
             media: Some(media.clone()),
+            devices_digest: None,
         },
         &mut o,
     );
@@ -360,6 +362,7 @@ fn send_appends_as_the_logged_in_device_and_answers_sent() {
         client_msg_id: ClientMsgId(c),
         ciphertext: vec![3],
         media: None,
+        devices_digest: None,
     };
     s.handle_frame(5010, send(78), &mut o);
     let (c, cmd) = append(&drain(&mut s));
@@ -388,6 +391,7 @@ fn send_checks_size_reserved_ids_and_rate_before_appending() {
         client_msg_id: ClientMsgId(cmid),
         ciphertext: vec![0; len],
         media: None,
+        devices_digest: None,
     };
     s.handle_frame(0, send(1, 5), &mut o);
     assert_eq!(error_code(drain(&mut s)), (EdgeErrorCode::CiphertextTooLarge, Some(ClientMsgId(1))));
@@ -411,6 +415,7 @@ fn a_direct_message_reaches_the_log_only_for_a_registered_recipient() {
         client_msg_id: ClientMsgId(cmid),
         ciphertext: vec![1],
         media: None,
+        devices_digest: None,
     };
     for (cmid, verdict, code) in [
         (1, RecipientVerdict::Unknown(UserId(9)), EdgeErrorCode::UnknownRecipient),
@@ -793,6 +798,7 @@ fn a_block_is_appended_to_the_direct_chat_then_to_the_user() {
             client_msg_id: ClientMsgId(7),
             ciphertext: vec![1],
             media: None,
+            devices_digest: None,
         },
         &mut o,
     );
@@ -990,7 +996,8 @@ fn frame() -> impl Strategy<Value = ClientFrame> {
                 to,
                 client_msg_id: ClientMsgId(c),
                 ciphertext: vec![0; n],
-                media: None
+                media: None,
+                devices_digest: None
             }),
         (chat.clone(), any::<bool>(), 0u64..10).prop_map(|(chat, read, n)| ClientFrame::Ack {
             chat,

@@ -23,9 +23,11 @@ use crate::error::check_len;
 use crate::command::CommandBody;
 use crate::fb::edge as fe;
 use crate::ids::{ChatId, ClientMsgId, DeviceId, Seq, UserId};
+use crate::keys;
+pub use crate::keys::{device_list_digest, DeviceKeys};
 use crate::limits::*;
 use crate::social::{self, ContactMatch, Profile, StatusAudience, StatusEntry, MAX_CONTACT_HASHES_PER_SYNC};
-use crate::types::{MediaRef, Member, ReceiptKind, Visibility};
+use crate::types::{MediaRef, Member, Prekey, ReceiptKind, Visibility};
 use crate::{Error, Result};
 
 /// The ALPN protocol id of the client ↔ edge protocol.
@@ -72,6 +74,10 @@ pub enum ClientFrame {
         client_msg_id: ClientMsgId,
         ciphertext: Vec<u8>,
         media: Option<MediaRef>,
+        /// The [`device_list_digest`] of the devices the message was encrypted
+        /// for (`None`: no check). A stale one is answered
+        /// [`ServerFrame::StaleDevices`] and nothing is appended.
+        devices_digest: Option<[u8; 32]>,
     },
     /// A cumulative receipt for `chat` up to `up_to_seq`.
     Ack {
@@ -216,6 +222,30 @@ pub enum ClientFrame {
     SyncContacts {
         client_msg_id: ClientMsgId,
         hashes: Vec<[u8; 32]>,
+    },
+    // ---- E2EE (issue 14) ----
+    /// Publishes this device's one-time keys (ids strictly increasing per
+    /// device) and/or replaces its fallback key (`fallback_signature`: the
+    /// device's Ed25519 signature over the key's bytes). Answered
+    /// [`ServerFrame::KeysUploaded`].
+    UploadKeys {
+        client_msg_id: ClientMsgId,
+        one_time_keys: Vec<Prekey>,
+        fallback_key: Option<Prekey>,
+        fallback_signature: Vec<u8>,
+    },
+    /// Claims one one-time key of every device of `user` (a device with none
+    /// left gives its fallback key). Answered [`ServerFrame::KeyBundle`];
+    /// rate-limited per requesting user (`RateLimited`, `retry_after_ms`).
+    ClaimKeys {
+        client_msg_id: ClientMsgId,
+        user: UserId,
+    },
+    /// The devices of `user` and their identity and fallback keys, claiming
+    /// nothing. Answered [`ServerFrame::DeviceKeyList`].
+    GetDeviceKeys {
+        client_msg_id: ClientMsgId,
+        user: UserId,
     },
 }
 
@@ -595,6 +625,35 @@ pub enum ServerFrame {
         client_msg_id: ClientMsgId,
         matches: Vec<ContactMatch>,
     },
+    // ---- E2EE (issue 14) ----
+    /// The answer to `UploadKeys`: this device's unclaimed one-time keys now.
+    KeysUploaded {
+        client_msg_id: ClientMsgId,
+        one_time_keys_left: u32,
+    },
+    /// The answer to `ClaimKeys`: one entry per device of `user`.
+    KeyBundle {
+        client_msg_id: ClientMsgId,
+        user: UserId,
+        devices: Vec<DeviceKeys>,
+    },
+    /// The answer to `GetDeviceKeys` (no `one_time_key`).
+    DeviceKeyList {
+        client_msg_id: ClientMsgId,
+        user: UserId,
+        devices: Vec<DeviceKeys>,
+    },
+    /// The answer to a `Send` whose `devices_digest` is stale: nothing was
+    /// appended; `devices` is the current list (sorted).
+    StaleDevices {
+        client_msg_id: ClientMsgId,
+        devices: Vec<(UserId, DeviceId)>,
+    },
+    /// This device holds fewer than [`PREKEYS_LOW_WATERMARK`] unclaimed
+    /// one-time keys (at login, and live when a claim takes it below).
+    KeysLow {
+        one_time_keys_left: u32,
+    },
 }
 
 // ---- linked devices (issue 12) ----------------------------------------------------
@@ -860,6 +919,9 @@ impl ClientFrame {
             ClientFrame::ListStatus { .. } => "ListStatus",
             ClientFrame::ViewStatus { .. } => "ViewStatus",
             ClientFrame::SyncContacts { .. } => "SyncContacts",
+            ClientFrame::UploadKeys { .. } => "UploadKeys",
+            ClientFrame::ClaimKeys { .. } => "ClaimKeys",
+            ClientFrame::GetDeviceKeys { .. } => "GetDeviceKeys",
         }
     }
 
@@ -914,6 +976,10 @@ impl ClientFrame {
             | ClientFrame::Block { .. }
             | ClientFrame::GroupInfo { .. }
             | ClientFrame::MessageInfo { .. } => Ok(()),
+            ClientFrame::UploadKeys { one_time_keys, fallback_key, fallback_signature, .. } => {
+                keys::validate_upload(one_time_keys, fallback_key, fallback_signature)
+            }
+            ClientFrame::ClaimKeys { .. } | ClientFrame::GetDeviceKeys { .. } => Ok(()),
         }
     }
 
@@ -951,7 +1017,7 @@ impl ClientFrame {
                     fe::Login::create(&mut fbb, &fe::LoginArgs { user: user.0, device: device.0, token: Some(&token) });
                 (fe::ClientFrameBody::Login, t.as_union_value())
             }
-            ClientFrame::Send { to, client_msg_id, ciphertext, media } => {
+            ClientFrame::Send { to, client_msg_id, ciphertext, media, devices_digest } => {
                 let (to_type, to) = match to {
                     Recipient::User(u) => {
                         let t = fe::RecipientUser::create(&mut fbb, &fe::RecipientUserArgs { user: u.0 });
@@ -973,6 +1039,7 @@ impl ClientFrame {
                         client_msg_id: client_msg_id.0,
                         ciphertext: Some(ciphertext),
                         media,
+                        devices_digest: devices_digest.map(crate::fb::Blake3Digest).as_ref(),
                     },
                 );
                 (fe::ClientFrameBody::Send, t.as_union_value())
@@ -1170,6 +1237,36 @@ impl ClientFrame {
                 );
                 (fe::ClientFrameBody::SyncContacts, t.as_union_value())
             }
+            ClientFrame::UploadKeys { client_msg_id, one_time_keys, fallback_key, fallback_signature } => {
+                let one_time_keys = codec::prekeys_fb(&mut fbb, one_time_keys);
+                let fallback_key = fallback_key.as_ref().map(|p| codec::prekey_fb(&mut fbb, p));
+                let fallback_signature =
+                    (!fallback_signature.is_empty()).then(|| fbb.create_vector(fallback_signature));
+                let t = fe::UploadKeys::create(
+                    &mut fbb,
+                    &fe::UploadKeysArgs {
+                        client_msg_id: client_msg_id.0,
+                        one_time_keys: Some(one_time_keys),
+                        fallback_key,
+                        fallback_signature,
+                    },
+                );
+                (fe::ClientFrameBody::UploadKeys, t.as_union_value())
+            }
+            ClientFrame::ClaimKeys { client_msg_id, user } => {
+                let t = fe::ClaimKeys::create(
+                    &mut fbb,
+                    &fe::ClaimKeysArgs { client_msg_id: client_msg_id.0, user: user.0 },
+                );
+                (fe::ClientFrameBody::ClaimKeys, t.as_union_value())
+            }
+            ClientFrame::GetDeviceKeys { client_msg_id, user } => {
+                let t = fe::GetDeviceKeys::create(
+                    &mut fbb,
+                    &fe::GetDeviceKeysArgs { client_msg_id: client_msg_id.0, user: user.0 },
+                );
+                (fe::ClientFrameBody::GetDeviceKeys, t.as_union_value())
+            }
         };
         let root = fe::ClientFrame::create(&mut fbb, &fe::ClientFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, CLIENT_FRAME_IDENT)
@@ -1223,6 +1320,7 @@ impl ClientFrame {
                     client_msg_id: ClientMsgId(b.client_msg_id()),
                     ciphertext: b.ciphertext().bytes().to_vec(),
                     media: codec::opt_media(b.media()),
+                    devices_digest: b.devices_digest().map(|d| d.0),
                 }
             }
             fe::ClientFrameBody::Ack => {
@@ -1368,6 +1466,25 @@ impl ClientFrame {
                     hashes: b.hashes().iter().map(|h| h.0).collect(),
                 }
             }
+            fe::ClientFrameBody::UploadKeys => {
+                let b = f.body_as_upload_keys().ok_or_else(bad)?;
+                let one_time_keys = b.one_time_keys();
+                check_len("one-time keys", one_time_keys.map_or(0, |k| k.len()), MAX_PREKEYS_PER_UPLOAD)?;
+                ClientFrame::UploadKeys {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    one_time_keys: one_time_keys.map(codec::prekeys).unwrap_or_default(),
+                    fallback_key: b.fallback_key().map(codec::prekey),
+                    fallback_signature: b.fallback_signature().map(|s| s.bytes().to_vec()).unwrap_or_default(),
+                }
+            }
+            fe::ClientFrameBody::ClaimKeys => {
+                let b = f.body_as_claim_keys().ok_or_else(bad)?;
+                ClientFrame::ClaimKeys { client_msg_id: ClientMsgId(b.client_msg_id()), user: UserId(b.user()) }
+            }
+            fe::ClientFrameBody::GetDeviceKeys => {
+                let b = f.body_as_get_device_keys().ok_or_else(bad)?;
+                ClientFrame::GetDeviceKeys { client_msg_id: ClientMsgId(b.client_msg_id()), user: UserId(b.user()) }
+            }
             _ => return Err(bad()),
         };
         frame.validate()?;
@@ -1402,6 +1519,11 @@ impl ServerFrame {
             ServerFrame::Profile { .. } => "Profile",
             ServerFrame::StatusList { .. } => "StatusList",
             ServerFrame::ContactsMatched { .. } => "ContactsMatched",
+            ServerFrame::KeysUploaded { .. } => "KeysUploaded",
+            ServerFrame::KeyBundle { .. } => "KeyBundle",
+            ServerFrame::DeviceKeyList { .. } => "DeviceKeyList",
+            ServerFrame::StaleDevices { .. } => "StaleDevices",
+            ServerFrame::KeysLow { .. } => "KeysLow",
         }
     }
 
@@ -1442,6 +1564,11 @@ impl ServerFrame {
             | ServerFrame::Profile { .. }
             | ServerFrame::StatusList { .. }
             | ServerFrame::ContactsMatched { .. } => Ok(()),
+            ServerFrame::KeyBundle { devices, .. } | ServerFrame::DeviceKeyList { devices, .. } => {
+                keys::validate_list(devices)
+            }
+            ServerFrame::StaleDevices { devices, .. } => check_len("device list", devices.len(), keys::MAX_DEVICE_LIST),
+            ServerFrame::KeysUploaded { .. } | ServerFrame::KeysLow { .. } => Ok(()),
         }
     }
 
@@ -1661,6 +1788,41 @@ impl ServerFrame {
                 let t = social::matches_fb(&mut fbb, *client_msg_id, matches);
                 (fe::ServerFrameBody::ContactsMatched, t.as_union_value())
             }
+            ServerFrame::KeysUploaded { client_msg_id, one_time_keys_left } => {
+                let t = fe::KeysUploaded::create(
+                    &mut fbb,
+                    &fe::KeysUploadedArgs { client_msg_id: client_msg_id.0, one_time_keys_left: *one_time_keys_left },
+                );
+                (fe::ServerFrameBody::KeysUploaded, t.as_union_value())
+            }
+            ServerFrame::KeyBundle { client_msg_id, user, devices } => {
+                let devices = keys::device_keys_fb(&mut fbb, devices);
+                let t = fe::KeyBundle::create(
+                    &mut fbb,
+                    &fe::KeyBundleArgs { client_msg_id: client_msg_id.0, user: user.0, devices: Some(devices) },
+                );
+                (fe::ServerFrameBody::KeyBundle, t.as_union_value())
+            }
+            ServerFrame::DeviceKeyList { client_msg_id, user, devices } => {
+                let devices = keys::device_keys_fb(&mut fbb, devices);
+                let t = fe::DeviceKeyList::create(
+                    &mut fbb,
+                    &fe::DeviceKeyListArgs { client_msg_id: client_msg_id.0, user: user.0, devices: Some(devices) },
+                );
+                (fe::ServerFrameBody::DeviceKeyList, t.as_union_value())
+            }
+            ServerFrame::StaleDevices { client_msg_id, devices } => {
+                let devices = fbb.create_vector(&keys::addresses_fb(devices));
+                let t = fe::StaleDevices::create(
+                    &mut fbb,
+                    &fe::StaleDevicesArgs { client_msg_id: client_msg_id.0, devices: Some(devices) },
+                );
+                (fe::ServerFrameBody::StaleDevices, t.as_union_value())
+            }
+            ServerFrame::KeysLow { one_time_keys_left } => {
+                let t = fe::KeysLow::create(&mut fbb, &fe::KeysLowArgs { one_time_keys_left: *one_time_keys_left });
+                (fe::ServerFrameBody::KeysLow, t.as_union_value())
+            }
         };
         let root = fe::ServerFrame::create(&mut fbb, &fe::ServerFrameArgs { body_type, body: Some(body) });
         codec::finish(fbb, root, SERVER_FRAME_IDENT)
@@ -1838,6 +2000,40 @@ impl ServerFrame {
                     client_msg_id: ClientMsgId(b.client_msg_id()),
                     matches: social::matches(b)?,
                 }
+            }
+            fe::ServerFrameBody::KeysUploaded => {
+                let b = f.body_as_keys_uploaded().ok_or_else(bad)?;
+                ServerFrame::KeysUploaded {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    one_time_keys_left: b.one_time_keys_left(),
+                }
+            }
+            fe::ServerFrameBody::KeyBundle => {
+                let b = f.body_as_key_bundle().ok_or_else(bad)?;
+                ServerFrame::KeyBundle {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    user: UserId(b.user()),
+                    devices: keys::device_keys(b.devices())?,
+                }
+            }
+            fe::ServerFrameBody::DeviceKeyList => {
+                let b = f.body_as_device_key_list().ok_or_else(bad)?;
+                ServerFrame::DeviceKeyList {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    user: UserId(b.user()),
+                    devices: keys::device_keys(b.devices())?,
+                }
+            }
+            fe::ServerFrameBody::StaleDevices => {
+                let b = f.body_as_stale_devices().ok_or_else(bad)?;
+                ServerFrame::StaleDevices {
+                    client_msg_id: ClientMsgId(b.client_msg_id()),
+                    devices: keys::addresses(b.devices())?,
+                }
+            }
+            fe::ServerFrameBody::KeysLow => {
+                let b = f.body_as_keys_low().ok_or_else(bad)?;
+                ServerFrame::KeysLow { one_time_keys_left: b.one_time_keys_left() }
             }
             _ => return Err(bad()),
         };

@@ -57,6 +57,7 @@ pub mod error;
 pub mod event;
 pub mod framing;
 pub mod ids;
+pub mod keys;
 pub mod limits;
 pub mod outcome;
 pub mod social;
@@ -103,6 +104,7 @@ pub use edge::{
 pub use error::{Error, Result};
 pub use event::{Event, EventBody, EventRecord, StoredRecord};
 pub use ids::{ChatId, ClientMsgId, DeviceId, GroupId, Key, LogIndex, NodeId, Offset, PartitionId, Seq, UserId};
+pub use keys::{device_list_digest, DeviceKeys};
 pub use limits::*;
 pub use outcome::{decode_result, encode_result, validate_result, CommandResult, Outcome, RejectCode, Rejection};
 pub use social::{ContactMatch, Profile, StatusAudience, StatusEntry};

@@ -84,3 +84,8 @@ pub(crate) const VERIFIER_MAX_DEPTH: usize = 16;
 // ---- presence and typing (issue 12) ----
 /// Most users one connection watches the presence of (`SubscribePresence`).
 pub const MAX_WATCHED_USERS: usize = 1024;
+
+// ---- E2EE (issue 14) ----
+/// A device holding fewer unclaimed one-time keys than this is told
+/// (`KeysLow`) at login and when a claim takes it below.
+pub const PREKEYS_LOW_WATERMARK: u32 = 20;

@@ -95,6 +95,7 @@ fn oversized_frames_are_refused() {
         client_msg_id: ClientMsgId(1),
         ciphertext: vec![0; MAX_CIPHERTEXT_BYTES + 1],
         media: None,
+        devices_digest: None,
     };
     let e = ClientFrame::decode(&send.encode()).unwrap_err();
     assert_eq!(EdgeErrorCode::for_decode_error(&e), EdgeErrorCode::CiphertextTooLarge);

@@ -451,6 +451,7 @@ async fn bad_input_gets_clear_errors_stores_nothing_and_harms_no_one() {
         client_msg_id: ClientMsgId(id),
         ciphertext: vec![7; len],
         media: None,
+        devices_digest: None,
     };
     raw.frame(&send(bob.user, 1, 10)).await;
     assert_eq!(raw.error("1").await, (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(1))));

@@ -424,7 +424,7 @@ impl Core {
         if self.pending.contains_key(&client_msg_id) {
             return;
         }
-        let frame = ClientFrame::Send { to, client_msg_id, ciphertext, media: None };
+        let frame = ClientFrame::Send { to, client_msg_id, ciphertext, media: None, devices_digest: None };
         if self.is_live() {
             self.outputs.push_back(Output::Send(frame.clone()));
         }

@@ -574,7 +574,7 @@ impl Session {
             | (State::Registering(_) | State::VerifyingToken(_), ClientFrame::Login { .. }) => {
                 self.error(EdgeErrorCode::Forbidden, "this connection is already authenticated", None)
             }
-            (State::LoggedIn(id), ClientFrame::Send { to, client_msg_id, ciphertext, media }) => {
+            (State::LoggedIn(id), ClientFrame::Send { to, client_msg_id, ciphertext, media, .. }) => {
                 let id = *id;
                 self.send_message(now_ms, id, to, client_msg_id, ciphertext, media)
             }
@@ -710,6 +710,13 @@ impl Session {
                 }
                 self.actions.push_back(Action::Typing { identity, chat, typing });
             }
+            // ---- E2EE (issue 14) ----
+            (
+                State::LoggedIn(_),
+                ClientFrame::UploadKeys { client_msg_id, .. }
+                | ClientFrame::ClaimKeys { client_msg_id, .. }
+                | ClientFrame::GetDeviceKeys { client_msg_id, .. },
+            ) => self.error(EdgeErrorCode::Internal, "not yet", Some(client_msg_id)),
             (
                 _,
                 ClientFrame::Send { client_msg_id, .. }
@@ -728,7 +735,10 @@ impl Session {
                 | ClientFrame::PostStatus { client_msg_id, .. }
                 | ClientFrame::ListStatus { client_msg_id, .. }
                 | ClientFrame::ViewStatus { client_msg_id, .. }
-                | ClientFrame::SyncContacts { client_msg_id, .. },
+                | ClientFrame::SyncContacts { client_msg_id, .. }
+                | ClientFrame::UploadKeys { client_msg_id, .. }
+                | ClientFrame::ClaimKeys { client_msg_id, .. }
+                | ClientFrame::GetDeviceKeys { client_msg_id, .. },
             ) => self.error(EdgeErrorCode::Unauthenticated, "log in first", Some(client_msg_id)),
             (_, frame) => self.error(EdgeErrorCode::Unauthenticated, format!("log in before {}", frame.kind()), None),
         }

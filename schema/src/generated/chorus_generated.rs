@@ -16747,10 +16747,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for GroupOpKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_CLIENT_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 26;
+pub const ENUM_MAX_CLIENT_FRAME_BODY: u8 = 29;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 27] = [
+pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 30] = [
   ClientFrameBody::NONE,
   ClientFrameBody::RequestOtp,
   ClientFrameBody::VerifyOtp,
@@ -16778,6 +16778,9 @@ pub const ENUM_VALUES_CLIENT_FRAME_BODY: [ClientFrameBody; 27] = [
   ClientFrameBody::ListStatus,
   ClientFrameBody::ViewStatus,
   ClientFrameBody::SyncContacts,
+  ClientFrameBody::UploadKeys,
+  ClientFrameBody::ClaimKeys,
+  ClientFrameBody::GetDeviceKeys,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -16812,9 +16815,12 @@ impl ClientFrameBody {
   pub const ListStatus: Self = Self(24);
   pub const ViewStatus: Self = Self(25);
   pub const SyncContacts: Self = Self(26);
+  pub const UploadKeys: Self = Self(27);
+  pub const ClaimKeys: Self = Self(28);
+  pub const GetDeviceKeys: Self = Self(29);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 26;
+  pub const ENUM_MAX: u8 = 29;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RequestOtp,
@@ -16843,6 +16849,9 @@ impl ClientFrameBody {
     Self::ListStatus,
     Self::ViewStatus,
     Self::SyncContacts,
+    Self::UploadKeys,
+    Self::ClaimKeys,
+    Self::GetDeviceKeys,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -16874,6 +16883,9 @@ impl ClientFrameBody {
       Self::ListStatus => Some("ListStatus"),
       Self::ViewStatus => Some("ViewStatus"),
       Self::SyncContacts => Some("SyncContacts"),
+      Self::UploadKeys => Some("UploadKeys"),
+      Self::ClaimKeys => Some("ClaimKeys"),
+      Self::GetDeviceKeys => Some("GetDeviceKeys"),
       _ => None,
     }
   }
@@ -17177,10 +17189,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for DeviceNoticeKind {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_SERVER_FRAME_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 21;
+pub const ENUM_MAX_SERVER_FRAME_BODY: u8 = 26;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 22] = [
+pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 27] = [
   ServerFrameBody::NONE,
   ServerFrameBody::OtpSent,
   ServerFrameBody::Registered,
@@ -17203,6 +17215,11 @@ pub const ENUM_VALUES_SERVER_FRAME_BODY: [ServerFrameBody; 22] = [
   ServerFrameBody::Profile,
   ServerFrameBody::StatusList,
   ServerFrameBody::ContactsMatched,
+  ServerFrameBody::KeysUploaded,
+  ServerFrameBody::KeyBundle,
+  ServerFrameBody::DeviceKeyList,
+  ServerFrameBody::StaleDevices,
+  ServerFrameBody::KeysLow,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -17232,9 +17249,14 @@ impl ServerFrameBody {
   pub const Profile: Self = Self(19);
   pub const StatusList: Self = Self(20);
   pub const ContactsMatched: Self = Self(21);
+  pub const KeysUploaded: Self = Self(22);
+  pub const KeyBundle: Self = Self(23);
+  pub const DeviceKeyList: Self = Self(24);
+  pub const StaleDevices: Self = Self(25);
+  pub const KeysLow: Self = Self(26);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 21;
+  pub const ENUM_MAX: u8 = 26;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OtpSent,
@@ -17258,6 +17280,11 @@ impl ServerFrameBody {
     Self::Profile,
     Self::StatusList,
     Self::ContactsMatched,
+    Self::KeysUploaded,
+    Self::KeyBundle,
+    Self::DeviceKeyList,
+    Self::StaleDevices,
+    Self::KeysLow,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -17284,6 +17311,11 @@ impl ServerFrameBody {
       Self::Profile => Some("Profile"),
       Self::StatusList => Some("StatusList"),
       Self::ContactsMatched => Some("ContactsMatched"),
+      Self::KeysUploaded => Some("KeysUploaded"),
+      Self::KeyBundle => Some("KeyBundle"),
+      Self::DeviceKeyList => Some("DeviceKeyList"),
+      Self::StaleDevices => Some("StaleDevices"),
+      Self::KeysLow => Some("KeysLow"),
       _ => None,
     }
   }
@@ -17527,6 +17559,134 @@ impl<'a> SyncCursor {
         &x_le as *const _ as *const u8,
         self.0[16..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// One device of one user.
+// struct DeviceAddress, aligned to 8
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct DeviceAddress(pub [u8; 16]);
+impl Default for DeviceAddress { 
+  fn default() -> Self { 
+    Self([0; 16])
+  }
+}
+impl ::core::fmt::Debug for DeviceAddress {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("DeviceAddress")
+      .field("user", &self.user())
+      .field("device", &self.device())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for DeviceAddress {}
+impl<'a> ::flatbuffers::Follow<'a> for DeviceAddress {
+  type Inner = &'a DeviceAddress;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a DeviceAddress>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a DeviceAddress {
+  type Inner = &'a DeviceAddress;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<DeviceAddress>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for DeviceAddress {
+    type Output = DeviceAddress;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const DeviceAddress as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(8)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for DeviceAddress {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> DeviceAddress {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    user: u64,
+    device: u32,
+  ) -> Self {
+    let mut s = Self([0; 16]);
+    s.set_user(user);
+    s.set_device(device);
+    s
+  }
+
+  pub fn user(&self) -> u64 {
+    let mut mem = ::core::mem::MaybeUninit::<<u64 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_user(&mut self, x: u64) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn device(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[8..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_device(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[8..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
   }
@@ -18575,6 +18735,7 @@ impl<'a> Send<'a> {
   pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_CIPHERTEXT: ::flatbuffers::VOffsetT = 10;
   pub const VT_MEDIA: ::flatbuffers::VOffsetT = 12;
+  pub const VT_DEVICES_DIGEST: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -18587,6 +18748,7 @@ impl<'a> Send<'a> {
   ) -> ::flatbuffers::WIPOffset<Send<'bldr>> {
     let mut builder = SendBuilder::new(_fbb);
     builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices_digest { builder.add_devices_digest(x); }
     if let Some(x) = args.media { builder.add_media(x); }
     if let Some(x) = args.ciphertext { builder.add_ciphertext(x); }
     if let Some(x) = args.to { builder.add_to(x); }
@@ -18629,6 +18791,15 @@ impl<'a> Send<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::MediaRef>>(Send::VT_MEDIA, None)}
+  }
+  /// The digest (`device_list_digest`) of the device list the message was
+  /// encrypted for; absent: no check. A stale list is answered `StaleDevices`.
+  #[inline]
+  pub fn devices_digest(&self) -> Option<&'a super::Blake3Digest> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Blake3Digest>(Send::VT_DEVICES_DIGEST, None)}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -18676,6 +18847,7 @@ impl ::flatbuffers::Verifiable for Send<'_> {
      .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("ciphertext", Self::VT_CIPHERTEXT, true)?
      .visit_field::<::flatbuffers::ForwardsUOffset<super::MediaRef>>("media", Self::VT_MEDIA, false)?
+     .visit_field::<super::Blake3Digest>("devices_digest", Self::VT_DEVICES_DIGEST, false)?
      .finish();
     Ok(())
   }
@@ -18686,6 +18858,7 @@ pub struct SendArgs<'a> {
     pub client_msg_id: u64,
     pub ciphertext: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub media: Option<::flatbuffers::WIPOffset<super::MediaRef<'a>>>,
+    pub devices_digest: Option<&'a super::Blake3Digest>,
 }
 impl<'a> Default for SendArgs<'a> {
   #[inline]
@@ -18696,6 +18869,7 @@ impl<'a> Default for SendArgs<'a> {
       client_msg_id: 0,
       ciphertext: None, // required field
       media: None,
+      devices_digest: None,
     }
   }
 }
@@ -18724,6 +18898,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> SendBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_media(&mut self, media: ::flatbuffers::WIPOffset<super::MediaRef<'b >>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::MediaRef>>(Send::VT_MEDIA, media);
+  }
+  #[inline]
+  pub fn add_devices_digest(&mut self, devices_digest: &super::Blake3Digest) {
+    self.fbb_.push_slot_always::<&super::Blake3Digest>(Send::VT_DEVICES_DIGEST, devices_digest);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> SendBuilder<'a, 'b, A> {
@@ -18769,6 +18947,7 @@ impl ::core::fmt::Debug for Send<'_> {
       ds.field("client_msg_id", &self.client_msg_id());
       ds.field("ciphertext", &self.ciphertext());
       ds.field("media", &self.media());
+      ds.field("devices_digest", &self.devices_digest());
       ds.finish()
   }
 }
@@ -21548,6 +21727,386 @@ impl ::core::fmt::Debug for SyncContacts<'_> {
       ds.finish()
   }
 }
+pub enum UploadKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// This device publishes one-time keys (ids strictly increasing per device)
+/// and/or replaces its fallback key (`fallback_signature`: the device's
+/// ed25519 signature over the fallback key's bytes). Answered `KeysUploaded`.
+pub struct UploadKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadKeys<'a> {
+  type Inner = UploadKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadKeys<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONE_TIME_KEYS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FALLBACK_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FALLBACK_SIGNATURE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadKeysArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UploadKeys<'bldr>> {
+    let mut builder = UploadKeysBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.fallback_signature { builder.add_fallback_signature(x); }
+    if let Some(x) = args.fallback_key { builder.add_fallback_key(x); }
+    if let Some(x) = args.one_time_keys { builder.add_one_time_keys(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UploadKeys::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::Prekey<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::Prekey>>>>(UploadKeys::VT_ONE_TIME_KEYS, None)}
+  }
+  #[inline]
+  pub fn fallback_key(&self) -> Option<super::Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::Prekey>>(UploadKeys::VT_FALLBACK_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UploadKeys::VT_FALLBACK_SIGNATURE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<super::Prekey>>>>("one_time_keys", Self::VT_ONE_TIME_KEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::Prekey>>("fallback_key", Self::VT_FALLBACK_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("fallback_signature", Self::VT_FALLBACK_SIGNATURE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadKeysArgs<'a> {
+    pub client_msg_id: u64,
+    pub one_time_keys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::Prekey<'a>>>>>,
+    pub fallback_key: Option<::flatbuffers::WIPOffset<super::Prekey<'a>>>,
+    pub fallback_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UploadKeysArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UploadKeysArgs {
+      client_msg_id: 0,
+      one_time_keys: None,
+      fallback_key: None,
+      fallback_signature: None,
+    }
+  }
+}
+
+pub struct UploadKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(UploadKeys::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_one_time_keys(&mut self, one_time_keys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<super::Prekey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadKeys::VT_ONE_TIME_KEYS, one_time_keys);
+  }
+  #[inline]
+  pub fn add_fallback_key(&mut self, fallback_key: ::flatbuffers::WIPOffset<super::Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::Prekey>>(UploadKeys::VT_FALLBACK_KEY, fallback_key);
+  }
+  #[inline]
+  pub fn add_fallback_signature(&mut self, fallback_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadKeys::VT_FALLBACK_SIGNATURE, fallback_signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadKeys");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("one_time_keys", &self.one_time_keys());
+      ds.field("fallback_key", &self.fallback_key());
+      ds.field("fallback_signature", &self.fallback_signature());
+      ds.finish()
+  }
+}
+pub enum ClaimKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Claims one one-time key of every device of `user` (a device with none
+/// left gives its fallback key). Answered `KeyBundle`; rate-limited per user.
+pub struct ClaimKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClaimKeys<'a> {
+  type Inner = ClaimKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClaimKeys<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClaimKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClaimKeysArgs
+  ) -> ::flatbuffers::WIPOffset<ClaimKeys<'bldr>> {
+    let mut builder = ClaimKeysBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ClaimKeys::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ClaimKeys::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ClaimKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClaimKeysArgs {
+    pub client_msg_id: u64,
+    pub user: u64,
+}
+impl<'a> Default for ClaimKeysArgs {
+  #[inline]
+  fn default() -> Self {
+    ClaimKeysArgs {
+      client_msg_id: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct ClaimKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClaimKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(ClaimKeys::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(ClaimKeys::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClaimKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClaimKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClaimKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClaimKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClaimKeys");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
+pub enum GetDeviceKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The devices of `user` and their identity keys, claiming nothing.
+/// Answered `DeviceKeyList`.
+pub struct GetDeviceKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for GetDeviceKeys<'a> {
+  type Inner = GetDeviceKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> GetDeviceKeys<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    GetDeviceKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args GetDeviceKeysArgs
+  ) -> ::flatbuffers::WIPOffset<GetDeviceKeys<'bldr>> {
+    let mut builder = GetDeviceKeysBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetDeviceKeys::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(GetDeviceKeys::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for GetDeviceKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct GetDeviceKeysArgs {
+    pub client_msg_id: u64,
+    pub user: u64,
+}
+impl<'a> Default for GetDeviceKeysArgs {
+  #[inline]
+  fn default() -> Self {
+    GetDeviceKeysArgs {
+      client_msg_id: 0,
+      user: 0,
+    }
+  }
+}
+
+pub struct GetDeviceKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> GetDeviceKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(GetDeviceKeys::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(GetDeviceKeys::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetDeviceKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    GetDeviceKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<GetDeviceKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for GetDeviceKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("GetDeviceKeys");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
 pub enum ClientFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -21961,6 +22520,48 @@ impl<'a> ClientFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_keys(&self) -> Option<UploadKeys<'a>> {
+    if self.body_type() == ClientFrameBody::UploadKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UploadKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_claim_keys(&self) -> Option<ClaimKeys<'a>> {
+    if self.body_type() == ClientFrameBody::ClaimKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ClaimKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_get_device_keys(&self) -> Option<GetDeviceKeys<'a>> {
+    if self.body_type() == ClientFrameBody::GetDeviceKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { GetDeviceKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientFrame<'_> {
@@ -21997,6 +22598,9 @@ impl ::flatbuffers::Verifiable for ClientFrame<'_> {
           ClientFrameBody::ListStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ListStatus>>("ClientFrameBody::ListStatus", pos),
           ClientFrameBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("ClientFrameBody::ViewStatus", pos),
           ClientFrameBody::SyncContacts => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SyncContacts>>("ClientFrameBody::SyncContacts", pos),
+          ClientFrameBody::UploadKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadKeys>>("ClientFrameBody::UploadKeys", pos),
+          ClientFrameBody::ClaimKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClaimKeys>>("ClientFrameBody::ClaimKeys", pos),
+          ClientFrameBody::GetDeviceKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<GetDeviceKeys>>("ClientFrameBody::GetDeviceKeys", pos),
           _ => Ok(()),
         }
      })?
@@ -22229,6 +22833,27 @@ impl ::core::fmt::Debug for ClientFrame<'_> {
         },
         ClientFrameBody::SyncContacts => {
           if let Some(x) = self.body_as_sync_contacts() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::UploadKeys => {
+          if let Some(x) = self.body_as_upload_keys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::ClaimKeys => {
+          if let Some(x) = self.body_as_claim_keys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ClientFrameBody::GetDeviceKeys => {
+          if let Some(x) = self.body_as_get_device_keys() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -25599,6 +26224,765 @@ impl ::core::fmt::Debug for ContactsMatched<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One device's keys: its identity key, the one-time key claimed for the
+/// asker (`KeyBundle` only; absent when the device had none left), and its
+/// fallback key with its signature.
+pub struct DeviceKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeys<'a> {
+  type Inner = DeviceKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeys<'a> {
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_IDENTITY_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ONE_TIME_KEY: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FALLBACK_KEY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_FALLBACK_SIGNATURE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeys<'bldr>> {
+    let mut builder = DeviceKeysBuilder::new(_fbb);
+    if let Some(x) = args.fallback_signature { builder.add_fallback_signature(x); }
+    if let Some(x) = args.fallback_key { builder.add_fallback_key(x); }
+    if let Some(x) = args.one_time_key { builder.add_one_time_key(x); }
+    if let Some(x) = args.identity_key { builder.add_identity_key(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeviceKeys::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn identity_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceKeys::VT_IDENTITY_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_key(&self) -> Option<super::Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::Prekey>>(DeviceKeys::VT_ONE_TIME_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_key(&self) -> Option<super::Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<super::Prekey>>(DeviceKeys::VT_FALLBACK_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceKeys::VT_FALLBACK_SIGNATURE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("identity_key", Self::VT_IDENTITY_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::Prekey>>("one_time_key", Self::VT_ONE_TIME_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<super::Prekey>>("fallback_key", Self::VT_FALLBACK_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("fallback_signature", Self::VT_FALLBACK_SIGNATURE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysArgs<'a> {
+    pub device: u32,
+    pub identity_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub one_time_key: Option<::flatbuffers::WIPOffset<super::Prekey<'a>>>,
+    pub fallback_key: Option<::flatbuffers::WIPOffset<super::Prekey<'a>>>,
+    pub fallback_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for DeviceKeysArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysArgs {
+      device: 0,
+      identity_key: None, // required field
+      one_time_key: None,
+      fallback_key: None,
+      fallback_signature: None,
+    }
+  }
+}
+
+pub struct DeviceKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DeviceKeys::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_identity_key(&mut self, identity_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeys::VT_IDENTITY_KEY, identity_key);
+  }
+  #[inline]
+  pub fn add_one_time_key(&mut self, one_time_key: ::flatbuffers::WIPOffset<super::Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::Prekey>>(DeviceKeys::VT_ONE_TIME_KEY, one_time_key);
+  }
+  #[inline]
+  pub fn add_fallback_key(&mut self, fallback_key: ::flatbuffers::WIPOffset<super::Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<super::Prekey>>(DeviceKeys::VT_FALLBACK_KEY, fallback_key);
+  }
+  #[inline]
+  pub fn add_fallback_signature(&mut self, fallback_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeys::VT_FALLBACK_SIGNATURE, fallback_signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeys::VT_IDENTITY_KEY,"identity_key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeys");
+      ds.field("device", &self.device());
+      ds.field("identity_key", &self.identity_key());
+      ds.field("one_time_key", &self.one_time_key());
+      ds.field("fallback_key", &self.fallback_key());
+      ds.field("fallback_signature", &self.fallback_signature());
+      ds.finish()
+  }
+}
+pub enum KeysUploadedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `UploadKeys`: unclaimed one-time keys of this device now.
+pub struct KeysUploaded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysUploaded<'a> {
+  type Inner = KeysUploaded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysUploaded<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysUploaded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysUploadedArgs
+  ) -> ::flatbuffers::WIPOffset<KeysUploaded<'bldr>> {
+    let mut builder = KeysUploadedBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeysUploaded::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysUploaded::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysUploaded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysUploadedArgs {
+    pub client_msg_id: u64,
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for KeysUploadedArgs {
+  #[inline]
+  fn default() -> Self {
+    KeysUploadedArgs {
+      client_msg_id: 0,
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct KeysUploadedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysUploadedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(KeysUploaded::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(KeysUploaded::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysUploadedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysUploadedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysUploaded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysUploaded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysUploaded");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
+pub enum KeyBundleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `ClaimKeys`.
+pub struct KeyBundle<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeyBundle<'a> {
+  type Inner = KeyBundle<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeyBundle<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeyBundle { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeyBundleArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<KeyBundle<'bldr>> {
+    let mut builder = KeyBundleBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeyBundle::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeyBundle::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys>>>>(KeyBundle::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeyBundle<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeyBundleArgs<'a> {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys<'a>>>>>,
+}
+impl<'a> Default for KeyBundleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    KeyBundleArgs {
+      client_msg_id: 0,
+      user: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct KeyBundleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeyBundleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(KeyBundle::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(KeyBundle::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(KeyBundle::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeyBundleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeyBundleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeyBundle<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, KeyBundle::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeyBundle<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeyBundle");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum DeviceKeyListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to `GetDeviceKeys` (no `one_time_key`).
+pub struct DeviceKeyList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeyList<'a> {
+  type Inner = DeviceKeyList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeyList<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_USER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeyList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeyListArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeyList<'bldr>> {
+    let mut builder = DeviceKeyListBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeyList::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeyList::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys>>>>(DeviceKeyList::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeyList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeyListArgs<'a> {
+    pub client_msg_id: u64,
+    pub user: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<DeviceKeys<'a>>>>>,
+}
+impl<'a> Default for DeviceKeyListArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeyListArgs {
+      client_msg_id: 0,
+      user: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct DeviceKeyListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeyListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeyList::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeyList::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeyList::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeyListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeyListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeyList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeyList::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeyList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeyList");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum StaleDevicesOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The answer to a `Send` whose `devices_digest` is not the current list's:
+/// nothing was appended; `devices` is the current list.
+pub struct StaleDevices<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for StaleDevices<'a> {
+  type Inner = StaleDevices<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> StaleDevices<'a> {
+  pub const VT_CLIENT_MSG_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    StaleDevices { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args StaleDevicesArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<StaleDevices<'bldr>> {
+    let mut builder = StaleDevicesBuilder::new(_fbb);
+    builder.add_client_msg_id(args.client_msg_id);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn client_msg_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StaleDevices::VT_CLIENT_MSG_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, DeviceAddress> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, DeviceAddress>>>(StaleDevices::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for StaleDevices<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("client_msg_id", Self::VT_CLIENT_MSG_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, DeviceAddress>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct StaleDevicesArgs<'a> {
+    pub client_msg_id: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, DeviceAddress>>>,
+}
+impl<'a> Default for StaleDevicesArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    StaleDevicesArgs {
+      client_msg_id: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct StaleDevicesBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StaleDevicesBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_client_msg_id(&mut self, client_msg_id: u64) {
+    self.fbb_.push_slot::<u64>(StaleDevices::VT_CLIENT_MSG_ID, client_msg_id, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , DeviceAddress>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StaleDevices::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StaleDevicesBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    StaleDevicesBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<StaleDevices<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, StaleDevices::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for StaleDevices<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("StaleDevices");
+      ds.field("client_msg_id", &self.client_msg_id());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
+pub enum KeysLowOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// This device holds fewer than `PREKEYS_LOW_WATERMARK` unclaimed one-time keys.
+pub struct KeysLow<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysLow<'a> {
+  type Inner = KeysLow<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysLow<'a> {
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysLow { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysLowArgs
+  ) -> ::flatbuffers::WIPOffset<KeysLow<'bldr>> {
+    let mut builder = KeysLowBuilder::new(_fbb);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLow::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysLow<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysLowArgs {
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for KeysLowArgs {
+  #[inline]
+  fn default() -> Self {
+    KeysLowArgs {
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct KeysLowBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysLowBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(KeysLow::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysLowBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysLowBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysLow<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysLow<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysLow");
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
 pub enum ServerFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -25942,6 +27326,76 @@ impl<'a> ServerFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_keys_uploaded(&self) -> Option<KeysUploaded<'a>> {
+    if self.body_type() == ServerFrameBody::KeysUploaded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { KeysUploaded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_key_bundle(&self) -> Option<KeyBundle<'a>> {
+    if self.body_type() == ServerFrameBody::KeyBundle {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { KeyBundle::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_key_list(&self) -> Option<DeviceKeyList<'a>> {
+    if self.body_type() == ServerFrameBody::DeviceKeyList {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeyList::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_stale_devices(&self) -> Option<StaleDevices<'a>> {
+    if self.body_type() == ServerFrameBody::StaleDevices {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { StaleDevices::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_keys_low(&self) -> Option<KeysLow<'a>> {
+    if self.body_type() == ServerFrameBody::KeysLow {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { KeysLow::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ServerFrame<'_> {
@@ -25973,6 +27427,11 @@ impl ::flatbuffers::Verifiable for ServerFrame<'_> {
           ServerFrameBody::Profile => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Profile>>("ServerFrameBody::Profile", pos),
           ServerFrameBody::StatusList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusList>>("ServerFrameBody::StatusList", pos),
           ServerFrameBody::ContactsMatched => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactsMatched>>("ServerFrameBody::ContactsMatched", pos),
+          ServerFrameBody::KeysUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeysUploaded>>("ServerFrameBody::KeysUploaded", pos),
+          ServerFrameBody::KeyBundle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeyBundle>>("ServerFrameBody::KeyBundle", pos),
+          ServerFrameBody::DeviceKeyList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeyList>>("ServerFrameBody::DeviceKeyList", pos),
+          ServerFrameBody::StaleDevices => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StaleDevices>>("ServerFrameBody::StaleDevices", pos),
+          ServerFrameBody::KeysLow => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<KeysLow>>("ServerFrameBody::KeysLow", pos),
           _ => Ok(()),
         }
      })?
@@ -26170,6 +27629,41 @@ impl ::core::fmt::Debug for ServerFrame<'_> {
         },
         ServerFrameBody::ContactsMatched => {
           if let Some(x) = self.body_as_contacts_matched() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::KeysUploaded => {
+          if let Some(x) = self.body_as_keys_uploaded() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::KeyBundle => {
+          if let Some(x) = self.body_as_key_bundle() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::DeviceKeyList => {
+          if let Some(x) = self.body_as_device_key_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::StaleDevices => {
+          if let Some(x) = self.body_as_stale_devices() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ServerFrameBody::KeysLow => {
+          if let Some(x) = self.body_as_keys_low() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -441,12 +441,15 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             device,
             token
         }),
-        (recipient(), any::<u64>(), bytes(64), opt_media()).prop_map(|(to, c, ciphertext, media)| ClientFrame::Send {
-            to,
-            client_msg_id: ClientMsgId(c),
-            ciphertext,
-            media
-        }),
+        (recipient(), any::<u64>(), bytes(64), opt_media(), option::of(any::<[u8; 32]>())).prop_map(
+            |(to, c, ciphertext, media, devices_digest)| ClientFrame::Send {
+                to,
+                client_msg_id: ClientMsgId(c),
+                ciphertext,
+                media,
+                devices_digest
+            }
+        ),
         (chat(), kind(), seq()).prop_map(|(chat, kind, up_to_seq)| ClientFrame::Ack { chat, kind, up_to_seq }),
         vec((chat(), seq()), 0..6).prop_map(|since| ClientFrame::Sync { since }),
         any::<u64>().prop_map(|nonce| ClientFrame::Ping { nonce }),
@@ -491,6 +494,8 @@ pub(crate) fn client_frame() -> impl Strategy<Value = ClientFrame> {
             }
         ),
         social_client_frame(),
+        // ---- E2EE (issue 14) ----
+        e2ee_client_frame(),
     ]
 }
 
@@ -702,6 +707,58 @@ pub(crate) fn server_frame() -> impl Strategy<Value = ServerFrame> {
             .prop_map(|(c, entries)| ServerFrame::StatusList { client_msg_id: ClientMsgId(c), entries }),
         (any::<u64>(), vec(contact_match(), 0..4))
             .prop_map(|(c, matches)| ServerFrame::ContactsMatched { client_msg_id: ClientMsgId(c), matches }),
+        // ---- E2EE (issue 14) ----
+        e2ee_server_frame(),
+    ]
+}
+
+// ---- E2EE (issue 14) ----
+
+pub(crate) fn device_keys() -> impl Strategy<Value = DeviceKeys> {
+    (device(), bytes(64), option::of(prekey()), option::of(prekey()), bytes(64)).prop_map(
+        |(device, identity_key, one_time_key, fallback_key, fallback_signature)| DeviceKeys {
+            device,
+            identity_key,
+            one_time_key,
+            fallback_key,
+            fallback_signature,
+        },
+    )
+}
+
+pub(crate) fn e2ee_client_frame() -> impl Strategy<Value = ClientFrame> {
+    let id = || any::<u64>().prop_map(ClientMsgId);
+    prop_oneof![
+        (id(), vec(prekey(), 0..8), option::of(prekey()), bytes(64)).prop_map(
+            |(client_msg_id, one_time_keys, fallback_key, fallback_signature)| ClientFrame::UploadKeys {
+                client_msg_id,
+                one_time_keys,
+                fallback_key,
+                fallback_signature
+            }
+        ),
+        (id(), user()).prop_map(|(client_msg_id, user)| ClientFrame::ClaimKeys { client_msg_id, user }),
+        (id(), user()).prop_map(|(client_msg_id, user)| ClientFrame::GetDeviceKeys { client_msg_id, user }),
+    ]
+}
+
+pub(crate) fn e2ee_server_frame() -> impl Strategy<Value = ServerFrame> {
+    let id = || any::<u64>().prop_map(ClientMsgId);
+    prop_oneof![
+        (id(), any::<u32>()).prop_map(|(client_msg_id, one_time_keys_left)| ServerFrame::KeysUploaded {
+            client_msg_id,
+            one_time_keys_left
+        }),
+        (id(), user(), vec(device_keys(), 0..5)).prop_map(|(client_msg_id, user, devices)| ServerFrame::KeyBundle {
+            client_msg_id,
+            user,
+            devices
+        }),
+        (id(), user(), vec(device_keys(), 0..5))
+            .prop_map(|(client_msg_id, user, devices)| ServerFrame::DeviceKeyList { client_msg_id, user, devices }),
+        (id(), vec((user(), device()), 0..12))
+            .prop_map(|(client_msg_id, devices)| ServerFrame::StaleDevices { client_msg_id, devices }),
+        any::<u32>().prop_map(|one_time_keys_left| ServerFrame::KeysLow { one_time_keys_left }),
     ]
 }
 
