@@ -22,6 +22,10 @@ pub enum Error {
     /// The client was closed.
     #[error("client closed")]
     Closed,
+    // ---- E2EE (issue 14) ----
+    /// End-to-end encryption failed (the crypto store, a device's keys).
+    #[error("e2ee: {0}")]
+    Crypto(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -167,6 +171,16 @@ pub enum Event {
         chat: ChatId,
         user: UserId,
         typing: bool,
+    },
+    // ---- E2EE (issue 14) ----
+    /// A message for this device that could not be decrypted (a client of
+    /// [`crate::Client::connect_e2ee`]): never dropped silently.
+    Undecryptable {
+        chat: ChatId,
+        seq: Seq,
+        sender: UserId,
+        sender_device: DeviceId,
+        reason: String,
     },
 }
 

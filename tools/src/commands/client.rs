@@ -1,11 +1,15 @@
 //! `chorus client`: a command-line chat client on the SDK.
 //!
-//! The CLI does not encrypt yet: it sends the text's bytes as the ciphertext.
+//! End-to-end encrypted (the SDK's [`chorus_client::e2ee`]): a device's
+//! crypto store (its keys and sessions) is the directory next to its profile
+//! file (`client.json` -> `client.e2ee/`), encrypted with a key kept in the
+//! profile. A profile from before E2EE (no key) talks in the clear.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use chorus_client::e2ee::CryptoStore;
 use chorus_client::{self as client, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::edge::{normalize_phone, user_for_phone};
 use chorus_schema::{ChatId, GroupOp, ReceiptKind, Recipient, UserId, Visibility};
@@ -165,6 +169,11 @@ pub enum Cmd {
         #[arg(long)]
         chat: String,
     },
+    // ---- E2EE (issue 14) ----
+    /// The safety number of this user and another (id or +phone): 60 digits
+    /// from both users' device identity keys, the same on both sides; compare
+    /// them out of band (read aloud, side by side) to rule out a key swap.
+    Verify { user: String },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -325,6 +334,43 @@ struct Profile {
     credentials: Credentials,
     #[serde(default)]
     resume: Resume,
+    /// The crypto store's key (64 hex digits); none: a profile from before E2EE.
+    #[serde(default)]
+    store_key: Option<String>,
+}
+
+/// The crypto store of the device of the profile at `path`.
+fn crypto_store(path: &Path, key_hex: &str) -> Result<CryptoStore> {
+    let key: [u8; 32] = hex::decode(key_hex)
+        .ok()
+        .and_then(|k| k.try_into().ok())
+        .with_context(|| format!("{}: store_key must be 64 hex digits", path.display()))?;
+    Ok(CryptoStore::new(path.with_extension("e2ee"), key))
+}
+
+/// A new store key and the identity key of a new device's crypto store
+/// (created next to the profile at `path`, before registering).
+fn new_device_keys(path: &Path) -> Result<(String, Vec<u8>)> {
+    let key_hex = hex::encode(rand::random::<[u8; 32]>());
+    let store = crypto_store(path, &key_hex)?;
+    if store.dir().exists() {
+        std::fs::remove_dir_all(store.dir()).with_context(|| format!("remove {}", store.dir().display()))?;
+    }
+    let identity = chorus_client::e2ee::prepare(&store)?;
+    Ok((key_hex, identity))
+}
+
+/// Logs in with the profile, end-to-end encrypted when it has a store key.
+async fn connect(
+    config: ClientConfig,
+    path: &Path,
+    p: &Profile,
+    resume: Resume,
+) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>)> {
+    Ok(match &p.store_key {
+        Some(key) => Client::connect_e2ee(config, p.credentials, resume, crypto_store(path, key)?).await?,
+        None => Client::connect(config, p.credentials, resume).await?,
+    })
 }
 
 fn load(path: &Path) -> Result<Profile> {
@@ -362,9 +408,10 @@ pub async fn run(args: Args) -> Result<()> {
             println!("code sent to {phone}, valid {} s; run again with --code", ttl / 1000);
         }
         Cmd::Register { phone, code: Some(code), name, pin } => {
+            let (store_key, identity) = new_device_keys(&args.profile)?;
             let credentials =
-                client::verify_otp_with_pin(&config, &phone, &code, &name, Vec::new(), pin.as_deref()).await?;
-            save(&args.profile, &Profile { credentials, resume: Resume::default() })?;
+                client::verify_otp_with_pin(&config, &phone, &code, &name, identity, pin.as_deref()).await?;
+            save(&args.profile, &Profile { credentials, resume: Resume::default(), store_key: Some(store_key) })?;
             println!(
                 "registered user {} device {}; credentials in {}",
                 credentials.user,
@@ -374,7 +421,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::SetPin { pin } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             c.set_pin(&pin).await?;
             println!("{}", if pin.is_empty() { "registration PIN removed" } else { "registration PIN set" });
             c.close();
@@ -386,7 +433,8 @@ pub async fn run(args: Args) -> Result<()> {
                     args.profile.display()
                 );
             }
-            let pairing = client::pair_request(&config, &name, Vec::new()).await?;
+            let (store_key, identity) = new_device_keys(&args.profile)?;
+            let pairing = client::pair_request(&config, &name, identity).await?;
             // The code on a line of its own, first: scripts read it from there.
             println!("{}", pairing.code());
             eprintln!(
@@ -395,7 +443,7 @@ pub async fn run(args: Args) -> Result<()> {
                 pairing.expires_in_ms() / 1000
             );
             let credentials = pairing.wait().await?;
-            save(&args.profile, &Profile { credentials, resume: Resume::default() })?;
+            save(&args.profile, &Profile { credentials, resume: Resume::default(), store_key: Some(store_key) })?;
             println!(
                 "linked as user {} device {}; credentials in {}",
                 credentials.user,
@@ -406,7 +454,7 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Link { code, .. } => {
             let code = code.context("the code the new device shows")?;
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let linked = c.link_device(&code).await;
             c.close();
             linked?;
@@ -414,7 +462,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Devices => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let devices = c.devices().await;
             c.close();
             for d in devices? {
@@ -425,14 +473,14 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Unlink { device, device_flag } => {
             let device = device.or(device_flag).context("which device")?;
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             c.unlink_device(chorus_schema::DeviceId(device)).await?;
             println!("device {device} unlinked");
             c.close();
         }
         Cmd::Block { user, unblock } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let target = recipient(&user)?;
             c.block(target, !unblock).await?;
             println!("user {target} {}", if unblock { "unblocked" } else { "blocked" });
@@ -440,7 +488,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Unblock { user } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let target = recipient(&user)?;
             c.block(target, false).await?;
             println!("user {target} unblocked");
@@ -448,7 +496,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Profile { cmd } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             match cmd {
                 ProfileCmd::Set { name, about, picture } => {
                     let avatar = picture.map(|h| image_ref(&h, "--picture")).transpose()?;
@@ -473,7 +521,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Contacts { cmd: ContactsCmd::Sync { phones } } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let matches = c.sync_contacts(&phones).await?;
             let key = |phone: &str| normalize_phone(phone).ok().and_then(|n| user_for_phone(&n).ok());
             for phone in &phones {
@@ -486,7 +534,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Status { cmd } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             match cmd {
                 StatusCmd::Post { text, audience, users, ttl_ms, id, media } => {
                     let users = users.iter().map(|u| recipient(u)).collect::<Result<Vec<_>>>()?;
@@ -545,27 +593,27 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Logout => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             c.logout().await?;
             std::fs::remove_file(&args.profile).with_context(|| format!("remove {}", args.profile.display()))?;
             println!("logged out; removed {}", args.profile.display());
         }
         Cmd::Login => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             println!("logged in as user {} device {}", p.credentials.user, p.credentials.device);
             c.close();
         }
         Cmd::Send { to, text: body } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let sent = c.send(Recipient::User(recipient(&to)?), body.into_bytes()).await?;
             println!("sent chat {} seq {} (client_msg_id {})", sent.chat, sent.seq, sent.client_msg_id.0);
             c.close();
         }
         Cmd::Listen { count, idle_ms, read } => {
             let mut p = load(&args.profile)?;
-            let (c, mut events) = Client::connect(config, p.credentials, p.resume.clone()).await?;
+            let (c, mut events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let mut got = 0usize;
             let idle = idle_ms.map(Duration::from_millis).unwrap_or(Duration::MAX);
             loop {
@@ -593,6 +641,15 @@ pub async fn run(args: Args) -> Result<()> {
                         eprintln!("device {device} of this account: {kind:?} at {at_ms}")
                     }
                     Event::Presence { .. } | Event::Typing { .. } => print_event(&ev),
+                    Event::Undecryptable { chat, seq, sender, sender_device, reason } => {
+                        println!("[{chat} #{seq}] {sender}/{sender_device}: (cannot decrypt: {reason})");
+                        c.ack(chat, if read { ReceiptKind::Read } else { ReceiptKind::Delivered }, seq);
+                        got += 1;
+                        if count.is_some_and(|n| got >= n) {
+                            break;
+                        }
+                    }
+                    other => print_event(&other),
                 }
             }
             // Give the acks a moment to leave before closing.
@@ -603,7 +660,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Privacy { last_seen, profile_photo, about, no_read_receipts } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let done = c.set_privacy(last_seen, profile_photo, about, !no_read_receipts).await;
             c.close();
             done?;
@@ -612,7 +669,7 @@ pub async fn run(args: Args) -> Result<()> {
         Cmd::Presence { users, for_ms } => {
             let p = load(&args.profile)?;
             let users = users.iter().map(|u| recipient(u)).collect::<Result<Vec<_>>>()?;
-            let (c, mut events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, mut events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             c.subscribe_presence(users);
             let until =
                 tokio::time::Instant::now() + for_ms.map_or(Duration::from_secs(365 * 86_400), Duration::from_millis);
@@ -623,7 +680,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Typing { chat, for_ms } => {
             let p = load(&args.profile)?;
-            let (c, mut events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, mut events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let until = tokio::time::Instant::now() + Duration::from_millis(for_ms);
             let mut refresh = tokio::time::interval(Duration::from_secs(3));
             loop {
@@ -651,7 +708,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         Cmd::Group { cmd } => {
             let p = load(&args.profile)?;
-            let (c, _events) = Client::connect(config, p.credentials, p.resume).await?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let done = group(&c, cmd).await;
             c.close();
             println!("{}", done?);
@@ -662,7 +719,7 @@ pub async fn run(args: Args) -> Result<()> {
                 Cmd::History { chat } => Some(chat.parse::<ChatId>().map_err(|e| anyhow::anyhow!("--chat: {e}"))?),
                 _ => None,
             };
-            let (c, mut events) = Client::connect(config, p.credentials, Resume::default()).await?;
+            let (c, mut events) = connect(config, &args.profile, &p, Resume::default()).await?;
             let mut chats: std::collections::BTreeMap<ChatId, (u64, String, u64)> = Default::default();
             loop {
                 match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
@@ -695,6 +752,14 @@ pub async fn run(args: Args) -> Result<()> {
                 }
             }
             c.close();
+        }
+        Cmd::Verify { user } => {
+            let p = load(&args.profile)?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
+            let target = recipient(&user)?;
+            let number = c.safety_number(target).await;
+            c.close();
+            println!("safety number of users {} and {target}:\n{}", p.credentials.user, number?);
         }
     }
     Ok(())
@@ -802,6 +867,9 @@ fn print_event(ev: &Event) {
         Event::Connected { edge } => eprintln!("connected to {edge}"),
         Event::Disconnected { reason } => eprintln!("disconnected: {reason}"),
         Event::Error { code, message } => eprintln!("error {code:?}: {message}"),
+        Event::Undecryptable { chat, seq, sender, sender_device, reason } => {
+            println!("[{chat} #{seq}] {sender}/{sender_device}: (cannot decrypt: {reason})")
+        }
         _ => {}
     }
 }

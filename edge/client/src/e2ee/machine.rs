@@ -171,6 +171,11 @@ impl Crypto {
         self.me = Some(me);
     }
 
+    /// Whether keys were ever handed out for upload ([`Crypto::keys_to_upload`]).
+    pub fn published(&self) -> bool {
+        self.next_prekey_id > 1
+    }
+
     pub fn address(&self) -> Option<Address> {
         self.me
     }

@@ -21,10 +21,12 @@
 pub mod envelope;
 mod machine;
 pub mod safety;
+pub mod sdk;
 pub mod store;
 
 pub use machine::{show, Crypto, Decrypted, IdentityKey, PeerKeys, Shares, Upload, ONE_TIME_KEYS_TARGET};
 pub use safety::{format_safety_number, safety_number};
+pub use sdk::{prepare, MAX_SEND_ATTEMPTS};
 pub use store::CryptoStore;
 
 use chorus_schema::{DeviceId, UserId};
