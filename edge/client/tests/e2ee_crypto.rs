@@ -339,3 +339,51 @@ proptest! {
         }
     }
 }
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add(usize),
+    Remove(usize),
+    Send,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![(1usize..5).prop_map(Op::Add), (1usize..5).prop_map(Op::Remove), Just(Op::Send), Just(Op::Send)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Under any sequence of roster changes, a device reads a group message
+    /// exactly when it was a member when the message was sent.
+    #[test]
+    fn a_group_message_opens_exactly_for_the_members_at_its_sending(ops in proptest::collection::vec(op(), 1..16)) {
+        let mut g = group(5);
+        let from = g[0].me();
+        let mut members: std::collections::BTreeSet<usize> = [1, 2].into_iter().collect();
+        let mut sent = Vec::new();
+        for (k, o) in ops.iter().enumerate() {
+            match o {
+                Op::Add(i) => { members.insert(*i); }
+                Op::Remove(i) => { members.remove(i); }
+                Op::Send => {
+                    let to: Vec<Address> = members.iter().map(|&i| g[i].me()).collect();
+                    let body = format!("message {k}");
+                    let (env, shares) = g[0].c.encrypt_group(chat(9), &to, body.as_bytes()).unwrap();
+                    g[0].c.confirm_shared(&shares);
+                    sent.push((env, body, members.clone()));
+                }
+            }
+        }
+        for (env, body, members) in &sent {
+            for (i, d) in g.iter_mut().enumerate().skip(1) {
+                let got = d.c.decrypt(chat(9), from, env);
+                if members.contains(&i) {
+                    prop_assert_eq!(got.unwrap().body, body.as_bytes().to_vec(), "member {} of {:?}", i, members);
+                } else {
+                    prop_assert!(got.is_err(), "non-member {} opened {}", i, body);
+                }
+            }
+        }
+    }
+}
