@@ -94,6 +94,22 @@ fn secret(tag: &str) -> String {
     format!("{tag}-{}", hex::encode(rand::random::<[u8; 24]>()))
 }
 
+/// Runs `chorus client` with `profile` at edge 0.
+fn cli(stack: &Stack, profile: &Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(chorus_binary())
+        .arg("client")
+        .args(["--edge", &stack.edge_addrs()[0]])
+        .arg("--ca")
+        .arg(&stack.cluster.edge_ca)
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .output()
+        .expect("run chorus client");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// Every file under `root`.
 fn files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -205,6 +221,33 @@ async fn direct_chat_both_ways_a_new_device_a_restart_and_no_plaintext_on_the_se
     assert_eq!(text(&receive(&mut b_events, &bob.creds, 1).await[0]), s6);
     assert_eq!(text(&receive(&mut b2_events, &bob2.creds, 1).await[0]), s6);
     secrets.extend([s5, s6]);
+
+    // The CLI: registers with a crypto store next to its profile, sends,
+    // listens (plaintext printed), and prints the same safety number as
+    // the SDK.
+    let profile = dir.path().join("clients").join("cli.json");
+    let phone = "+15550001203";
+    let (ok, out) = cli(&stack, &profile, &["register", "--phone", phone]);
+    assert!(ok, "{out}");
+    let code = sms_code(&stack.cluster.edges[0].sms_path(), phone).unwrap();
+    let (ok, out) = cli(&stack, &profile, &["register", "--phone", phone, "--code", &code]);
+    assert!(ok, "{out}");
+    assert!(profile.with_extension("e2ee").join("crypto.json").exists(), "the crypto store next to the profile");
+    let s7 = secret("cli-to-alice");
+    let (ok, out) = cli(&stack, &profile, &["send", "--to", "+15550001201", &s7]);
+    assert!(ok, "{out}");
+    assert_eq!(text(&receive(&mut a_events, &alice.creds, 1).await[0]), s7);
+    let s8 = secret("alice-to-cli");
+    let cli_user = chorus_schema::edge::user_for_phone(phone).unwrap();
+    a.send(Recipient::User(cli_user), s8.clone().into_bytes()).await.unwrap();
+    let (ok, out) = cli(&stack, &profile, &["listen", "--count", "1", "--idle-ms", "20000"]);
+    assert!(ok && out.contains(&s8), "{out}");
+    let (ok, out) = cli(&stack, &profile, &["verify", "+15550001201"]);
+    assert!(ok, "{out}");
+    let number = a.safety_number(cli_user).await.unwrap();
+    assert_eq!(number.len(), 71, "{number}");
+    assert!(out.contains(&number), "the CLI's safety number {out} is the SDK's {number}");
+    secrets.extend([s7, s8]);
 
     // A raw send (no E2EE) is the scan's control: it must be found.
     let raw = secret("raw-control");
