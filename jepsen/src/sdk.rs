@@ -197,9 +197,10 @@ impl Device {
                 | Event::Error { .. }
                 | Event::Device { .. }
                 | Event::Presence { .. }
-                | Event::Typing { .. } => {}
-                // Raw clients (no E2EE): neither comes.
-                Event::Undecryptable { .. } | Event::KeysLow { .. } => {}
+                | Event::Typing { .. }
+                | Event::KeysLow { .. } => {}
+                // A raw client (no E2EE) never has it.
+                Event::Undecryptable { .. } => {}
             }
         }
     }

@@ -662,6 +662,11 @@ fn messages_of(effect: Effect, stored: &StoredRecord, out: &mut Vec<Outgoing>) {
             payload: ReceiptUpdate { chat, sender, up_to_seq, status }.encode().into(),
             kind: Published::Receipt,
         },
+        Effect::KeysLow { user, device, left } => Outgoing {
+            subject: subject::keys(user),
+            payload: chorus_schema::bus::KeysLowUpdate { user, device, one_time_keys_left: left }.encode().into(),
+            kind: Published::Account,
+        },
         Effect::Account { user, device, change } => Outgoing {
             subject: subject::account(user),
             payload: AccountUpdate { user, device, change, at_ms: stored.record.event.at_ms }.encode().into(),
@@ -821,6 +826,7 @@ pub fn answer(store: &RocksStore, partitions: u16, subject: &str, payload: &[u8]
                 })
             }
             ViewQuery::Devices(q) => ViewAnswer::Devices(directory::device_list(&txn, q.user)?),
+            ViewQuery::DeviceKeys(q) => ViewAnswer::DeviceKeys(crate::fold::device_keys::list(&txn, q.user)?),
             ViewQuery::GroupInfo(q) => ViewAnswer::GroupInfo(roster::group_info(&txn, &q.chat, q.user)?),
             ViewQuery::MessageInfo(q) => {
                 ViewAnswer::MessageInfo(receipt_log::message_info(&txn, &q.chat, q.seq, q.user)?)

@@ -72,7 +72,7 @@ impl View {
             View::ChatList => &[keys::CHAT_LIST, keys::MESSAGES],
             View::ReceiptStatus => &[keys::TICKS, keys::PENDING],
             View::Inbox => &[keys::INBOX],
-            View::Directory => &[keys::USERS, keys::DEVICES, keys::DEVICE_INFO],
+            View::Directory => &[keys::USERS, keys::DEVICES, keys::DEVICE_INFO, keys::DEVICE_KEYS],
             View::ReceiptLog => &[keys::RECEIPT_BEST, keys::RECEIPT_STEP],
             View::Presence => &[keys::PRESENCE],
             View::Privacy => &[keys::PRIVACY, keys::BLOCKS],

@@ -458,7 +458,7 @@ fn views_follow<S: Backend>(steps: &[(UserId, DeviceId, Step)]) -> Result<(), Te
                         );
                     }
                 }
-                Effect::Account { .. } | Effect::Presence { .. } => {
+                Effect::Account { .. } | Effect::Presence { .. } | Effect::KeysLow { .. } => {
                     prop_assert!(false, "a user effect of chat event {}", event.body.kind())
                 }
                 // Joins name exactly the users who became members, at the

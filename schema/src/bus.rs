@@ -91,8 +91,14 @@ pub mod subject {
     pub const VIEW_PROFILE: &str = "chorus.view.profile";
     pub const VIEW_STATUS: &str = "chorus.view.status";
     pub const VIEW_CONTACT_INDEX: &str = "chorus.view.contact_index";
+    // ---- E2EE (issue 14) ----
+    pub const VIEW_DEVICE_KEYS: &str = "chorus.view.device_keys";
+    /// The subject suffix of low one-time key notices:
+    /// `chorus.account.<user id>.keys` (under the account prefix, so that
+    /// the edges' `chorus.account.>` subscription takes them).
+    pub const KEYS_SUFFIX: &str = ".keys";
     /// Every view subject a projector answers.
-    pub const VIEWS: [&str; 14] = [
+    pub const VIEWS: [&str; 15] = [
         VIEW_CHAT_LIST,
         VIEW_CURSORS,
         VIEW_RECEIPT_STATUS,
@@ -107,6 +113,8 @@ pub mod subject {
         VIEW_PROFILE,
         VIEW_STATUS,
         VIEW_CONTACT_INDEX,
+        // ---- E2EE (issue 14) ----
+        VIEW_DEVICE_KEYS,
     ];
     /// The queue group every projector serves view queries in.
     pub const QUEUE_GROUP: &str = "projectors";
@@ -119,6 +127,11 @@ pub mod subject {
     /// `chorus.receipt.<sender>`.
     pub fn receipt(sender: UserId) -> String {
         format!("{RECEIPT_PREFIX}.{sender}")
+    }
+
+    /// `chorus.account.<user>.keys`.
+    pub fn keys(user: UserId) -> String {
+        format!("{ACCOUNT_PREFIX}.{user}{KEYS_SUFFIX}")
     }
 
     /// `chorus.account.<user>`.
@@ -160,6 +173,7 @@ const VIEW_REPLY_IDENT: &str = "CBVA";
 const PAIR_CLAIM_IDENT: &str = "CBPC";
 const PRESENCE_UPDATE_IDENT: &str = "CBPU";
 const TYPING_SIGNAL_IDENT: &str = "CBTY";
+const KEYS_LOW_IDENT: &str = "CBKL";
 
 // ---- view values ------------------------------------------------------------------
 
@@ -594,6 +608,53 @@ pub struct InboxRequest {
     pub limit: u32,
 }
 
+// ---- E2EE (issue 14) ----
+/// The devices of `user` with their keys and unclaimed one-time key counts
+/// (the directory view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceKeysRequest {
+    pub user: UserId,
+}
+
+/// A claim took `device` of `user` below [`crate::PREKEYS_LOW_WATERMARK`]
+/// unclaimed one-time keys (`chorus.account.<user>.keys`, projector → edges).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeysLowUpdate {
+    pub user: UserId,
+    pub device: DeviceId,
+    pub one_time_keys_left: u32,
+}
+
+impl KeysLowUpdate {
+    /// Encodes with file identifier `CBKL`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fbb = Builder::with_capacity(48);
+        let root = fbus::KeysLowUpdate::create(
+            &mut fbb,
+            &fbus::KeysLowUpdateArgs {
+                user: self.user.0,
+                device: self.device.0,
+                one_time_keys_left: self.one_time_keys_left,
+            },
+        );
+        codec::finish(fbb, root, KEYS_LOW_IDENT)
+    }
+
+    /// Verifies and decodes a payload made by [`KeysLowUpdate::encode`].
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], [`Error::Malformed`].
+    pub fn decode(payload: &[u8]) -> Result<KeysLowUpdate> {
+        let k =
+            codec::root::<fbus::KeysLowUpdate>(payload, "keys low update", KEYS_LOW_IDENT, MAX_VIEW_REQUEST_BYTES, 4)?;
+        Ok(KeysLowUpdate {
+            user: UserId(k.user()),
+            device: DeviceId(k.device()),
+            one_time_keys_left: k.one_time_keys_left(),
+        })
+    }
+}
+
 /// The linked devices of `user`, with names and link times (the devices view).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DevicesRequest {
@@ -713,6 +774,8 @@ pub enum ViewQuery {
     Profile(ProfileRequest),
     Status(StatusRequest),
     ContactLookup(ContactLookupRequest),
+    // ---- E2EE (issue 14) ----
+    DeviceKeys(DeviceKeysRequest),
 }
 
 impl ViewQuery {
@@ -733,6 +796,7 @@ impl ViewQuery {
             ViewQuery::Profile(_) => subject::VIEW_PROFILE,
             ViewQuery::Status(_) => subject::VIEW_STATUS,
             ViewQuery::ContactLookup(_) => subject::VIEW_CONTACT_INDEX,
+            ViewQuery::DeviceKeys(_) => subject::VIEW_DEVICE_KEYS,
         }
     }
 
@@ -848,6 +912,10 @@ impl ViewQuery {
                 );
                 (fbus::ViewQuery::ContactLookupRequest, t.as_union_value())
             }
+            ViewQuery::DeviceKeys(q) => {
+                let t = fbus::DeviceKeysRequest::create(&mut fbb, &fbus::DeviceKeysRequestArgs { user: q.user.0 });
+                (fbus::ViewQuery::DeviceKeysRequest, t.as_union_value())
+            }
         };
         let root = fbus::ViewRequest::create(&mut fbb, &fbus::ViewRequestArgs { query_type, query: Some(query) });
         codec::finish(fbb, root, VIEW_REQUEST_IDENT)
@@ -951,6 +1019,10 @@ impl ViewQuery {
                 check_len("contact hashes", q.hashes().len(), crate::social::MAX_CONTACT_HASHES_PER_SYNC)?;
                 ViewQuery::ContactLookup(ContactLookupRequest { hashes: q.hashes().iter().map(|h| h.0).collect() })
             }
+            fbus::ViewQuery::DeviceKeysRequest => {
+                let q = r.query_as_device_keys_request().ok_or_else(bad)?;
+                ViewQuery::DeviceKeys(DeviceKeysRequest { user: UserId(q.user()) })
+            }
             _ => return Err(bad()),
         })
     }
@@ -1049,6 +1121,10 @@ pub enum ViewAnswer {
     Profile(crate::social::Profile),
     Statuses(Vec<crate::social::StatusEntry>),
     ContactMatches(Vec<crate::social::ContactMatch>),
+    // ---- E2EE (issue 14) ----
+    /// Each linked device's keys (no `one_time_key`) and unclaimed one-time
+    /// key count, in device order.
+    DeviceKeys(Vec<(crate::keys::DeviceKeys, u32)>),
 }
 
 /// Why a view query failed.
@@ -1189,6 +1265,17 @@ pub fn encode_reply(reply: &ViewReply) -> Vec<u8> {
         Ok(ViewAnswer::ContactMatches(m)) => {
             let t = crate::social::matches_fb(&mut fbb, crate::ClientMsgId(0), m);
             (fbus::ViewAnswer::ContactMatches, t.as_union_value())
+        }
+        Ok(ViewAnswer::DeviceKeys(entries)) => {
+            let keys: Vec<_> = entries.iter().map(|(k, _)| k.clone()).collect();
+            let devices = crate::keys::device_keys_fb(&mut fbb, &keys);
+            let left: Vec<u32> = entries.iter().map(|(_, n)| *n).collect();
+            let left = fbb.create_vector(&left);
+            let t = fbus::DeviceKeyDirectory::create(
+                &mut fbb,
+                &fbus::DeviceKeyDirectoryArgs { devices: Some(devices), one_time_keys_left: Some(left) },
+            );
+            (fbus::ViewAnswer::DeviceKeyDirectory, t.as_union_value())
         }
         Err(e) => {
             let code = match e.code {
@@ -1335,6 +1422,17 @@ pub fn decode_reply(payload: &[u8]) -> Result<ViewReply> {
         fbus::ViewAnswer::ContactMatches => {
             ViewAnswer::ContactMatches(crate::social::matches(r.answer_as_contact_matches().ok_or_else(bad)?)?)
         }
+        fbus::ViewAnswer::DeviceKeyDirectory => {
+            let d = r.answer_as_device_key_directory().ok_or_else(bad)?;
+            let keys = crate::keys::device_keys(d.devices())?;
+            if d.one_time_keys_left().len() != keys.len() {
+                return Err(Error::malformed("device key directory", "one count per device"));
+            }
+            for k in &keys {
+                k.validate()?;
+            }
+            ViewAnswer::DeviceKeys(keys.into_iter().zip(d.one_time_keys_left().iter()).collect())
+        }
         fbus::ViewAnswer::ViewError => {
             let e = r.answer_as_view_error().ok_or_else(bad)?;
             check_len("view error message", e.message().len(), MAX_MESSAGE_BYTES)?;
@@ -1390,6 +1488,7 @@ query!(MembersRequest, Members, Members, Members);
 query!(ProfileRequest, Profile, Profile, crate::social::Profile);
 query!(StatusRequest, Status, Statuses, Vec<crate::social::StatusEntry>);
 query!(ContactLookupRequest, ContactLookup, ContactMatches, Vec<crate::social::ContactMatch>);
+query!(DeviceKeysRequest, DeviceKeys, DeviceKeys, Vec<(crate::keys::DeviceKeys, u32)>);
 
 // ---- helpers ------------------------------------------------------------------------------
 

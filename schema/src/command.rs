@@ -201,6 +201,19 @@ pub enum CommandBody {
         offsets: Vec<PartitionOffset>,
         reset: bool,
     },
+    // ---- E2EE (issue 14) ----
+    /// The origin device publishes `prekeys` (one-time keys, ids above every
+    /// id it ever uploaded) and/or replaces its fallback key and signature.
+    UploadDeviceKeys {
+        prekeys: Vec<Prekey>,
+        fallback_key: Option<Prekey>,
+        fallback_signature: Vec<u8>,
+    },
+    /// Claims one key of every device of `target` (the key: `target`): its
+    /// lowest unclaimed one-time key, or its fallback key when none is left.
+    ClaimDeviceKeys {
+        target: UserId,
+    },
 }
 
 impl Command {
@@ -222,7 +235,7 @@ impl Command {
             | DemoteMember { chat, .. }
             | ChangeGroupInfo { chat, .. }
             | LeaveGroup { chat } => Key::Chat(*chat),
-            ClaimPrekey { target, .. } => Key::User(*target),
+            ClaimPrekey { target, .. } | ClaimDeviceKeys { target } => Key::User(*target),
             ViewStatus { author, .. } => Key::User(*author),
             RegisterUser { .. }
             | LinkDevice { .. }
@@ -240,7 +253,8 @@ impl Command {
             | RecordOtpFailure
             | RegisterDevice { .. }
             | SetRegistrationPin { .. }
-            | RecordContactLookup { .. } => Key::User(self.origin.user),
+            | RecordContactLookup { .. }
+            | UploadDeviceKeys { .. } => Key::User(self.origin.user),
             CommitOffsets { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
         }
     }
@@ -283,6 +297,8 @@ impl Command {
             ViewStatus { .. } => "ViewStatus",
             RecordContactLookup { .. } => "RecordContactLookup",
             CommitOffsets { .. } => "CommitOffsets",
+            UploadDeviceKeys { .. } => "UploadDeviceKeys",
+            ClaimDeviceKeys { .. } => "ClaimDeviceKeys",
         }
     }
 
@@ -339,6 +355,10 @@ impl Command {
                 crate::consumer::validate_name(consumer)?;
                 crate::consumer::validate_offsets(offsets)
             }
+            UploadDeviceKeys { prekeys, fallback_key, fallback_signature } => {
+                crate::keys::validate_upload(prekeys, fallback_key, fallback_signature)
+            }
+            ClaimDeviceKeys { .. } => Ok(()),
             RegisterDevice { phone, identity_key, name, .. } => {
                 check_len("phone", phone.len(), MAX_PHONE_BYTES)?;
                 check_len("identity key", identity_key.len(), MAX_KEY_BYTES)?;
@@ -578,6 +598,19 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
                 offsets: crate::consumer::offsets_of(b.offsets()),
                 reset: b.reset(),
             }
+        }
+        fb::CommandBody::UploadDeviceKeys => {
+            let b = get!(c.body_as_upload_device_keys());
+            check_len("prekeys", b.prekeys().map_or(0, |p| p.len()), MAX_PREKEYS_PER_UPLOAD)?;
+            CommandBody::UploadDeviceKeys {
+                prekeys: b.prekeys().map(codec::prekeys).unwrap_or_default(),
+                fallback_key: b.fallback_key().map(codec::prekey),
+                fallback_signature: b.fallback_signature().map(|s| s.bytes().to_vec()).unwrap_or_default(),
+            }
+        }
+        fb::CommandBody::ClaimDeviceKeys => {
+            let b = get!(c.body_as_claim_device_keys());
+            CommandBody::ClaimDeviceKeys { target: UserId(b.target()) }
         }
         _ => return Err(bad()),
     };
@@ -833,6 +866,20 @@ fn encode_body<'a>(
                 &fb::CommitOffsetsArgs { consumer: Some(consumer), offsets: Some(offsets), reset: *reset },
             );
             (fb::CommandBody::CommitOffsets, t.as_union_value())
+        }
+        B::UploadDeviceKeys { prekeys, fallback_key, fallback_signature } => {
+            let prekeys = codec::prekeys_fb(fbb, prekeys);
+            let fallback_key = fallback_key.as_ref().map(|p| codec::prekey_fb(fbb, p));
+            let fallback_signature = (!fallback_signature.is_empty()).then(|| fbb.create_vector(fallback_signature));
+            let t = fb::UploadDeviceKeys::create(
+                fbb,
+                &fb::UploadDeviceKeysArgs { prekeys: Some(prekeys), fallback_key, fallback_signature },
+            );
+            (fb::CommandBody::UploadDeviceKeys, t.as_union_value())
+        }
+        B::ClaimDeviceKeys { target } => {
+            let t = fb::ClaimDeviceKeys::create(fbb, &fb::ClaimDeviceKeysArgs { target: target.0 });
+            (fb::CommandBody::ClaimDeviceKeys, t.as_union_value())
         }
     }
 }

@@ -218,6 +218,23 @@ pub enum EventBody {
         consumer: String,
         offsets: Vec<PartitionOffset>,
     },
+    // ---- E2EE (issue 14) ----
+    /// `device` published one-time keys and/or replaced its fallback key.
+    DeviceKeysUploaded {
+        user: UserId,
+        device: DeviceId,
+        prekeys: Vec<Prekey>,
+        fallback_key: Option<Prekey>,
+        fallback_signature: Vec<u8>,
+    },
+    /// `claimed_by` claimed one key of every device of `user`: `claimed`
+    /// lists the one-time keys consumed `(device, prekey id)`; every other
+    /// device handed out its fallback key (not consumed).
+    DeviceKeysClaimed {
+        user: UserId,
+        claimed_by: UserId,
+        claimed: Vec<(DeviceId, u32)>,
+    },
 }
 
 impl EventBody {
@@ -257,7 +274,9 @@ impl EventBody {
             | OtpFailed { user }
             | RegistrationPinSet { user, .. }
             | StatusViewed { user, .. }
-            | ContactLookupRecorded { user, .. } => Key::User(*user),
+            | ContactLookupRecorded { user, .. }
+            | DeviceKeysUploaded { user, .. }
+            | DeviceKeysClaimed { user, .. } => Key::User(*user),
             OffsetsCommitted { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
         }
     }
@@ -335,6 +354,8 @@ impl EventBody {
             StatusViewed { .. } => "StatusViewed",
             ContactLookupRecorded { .. } => "ContactLookupRecorded",
             OffsetsCommitted { .. } => "OffsetsCommitted",
+            DeviceKeysUploaded { .. } => "DeviceKeysUploaded",
+            DeviceKeysClaimed { .. } => "DeviceKeysClaimed",
         }
     }
 }
@@ -413,6 +434,10 @@ impl Event {
                 crate::consumer::validate_name(consumer)?;
                 crate::consumer::validate_offsets(offsets)
             }
+            DeviceKeysUploaded { prekeys, fallback_key, fallback_signature, .. } => {
+                crate::keys::validate_upload(prekeys, fallback_key, fallback_signature)
+            }
+            DeviceKeysClaimed { claimed, .. } => check_len("claimed keys", claimed.len(), MAX_DEVICES_PER_USER),
         }
     }
 
@@ -717,6 +742,26 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
             let b = get!(e.body_as_offsets_committed());
             B::OffsetsCommitted { consumer: b.consumer().to_owned(), offsets: crate::consumer::offsets_of(b.offsets()) }
         }
+        fb::EventBody::DeviceKeysUploaded => {
+            let b = get!(e.body_as_device_keys_uploaded());
+            check_len("prekeys", b.prekeys().map_or(0, |p| p.len()), MAX_PREKEYS_PER_UPLOAD)?;
+            B::DeviceKeysUploaded {
+                user: UserId(b.user()),
+                device: DeviceId(b.device()),
+                prekeys: b.prekeys().map(codec::prekeys).unwrap_or_default(),
+                fallback_key: b.fallback_key().map(codec::prekey),
+                fallback_signature: b.fallback_signature().map(|s| s.bytes().to_vec()).unwrap_or_default(),
+            }
+        }
+        fb::EventBody::DeviceKeysClaimed => {
+            let b = get!(e.body_as_device_keys_claimed());
+            check_len("claimed keys", b.claimed().len(), MAX_DEVICES_PER_USER)?;
+            B::DeviceKeysClaimed {
+                user: UserId(b.user()),
+                claimed_by: UserId(b.claimed_by()),
+                claimed: b.claimed().iter().map(|c| (DeviceId(c.device()), c.prekey_id())).collect(),
+            }
+        }
         _ => return Err(bad()),
     };
     Ok(Event { at_ms: e.at_ms(), origin, body })
@@ -1014,6 +1059,32 @@ fn encode_body<'a>(
                 &fb::OffsetsCommittedArgs { consumer: Some(consumer), offsets: Some(offsets) },
             );
             (fb::EventBody::OffsetsCommitted, t.as_union_value())
+        }
+        B::DeviceKeysUploaded { user, device, prekeys, fallback_key, fallback_signature } => {
+            let prekeys = codec::prekeys_fb(fbb, prekeys);
+            let fallback_key = fallback_key.as_ref().map(|p| codec::prekey_fb(fbb, p));
+            let fallback_signature = (!fallback_signature.is_empty()).then(|| fbb.create_vector(fallback_signature));
+            let t = fb::DeviceKeysUploaded::create(
+                fbb,
+                &fb::DeviceKeysUploadedArgs {
+                    user: user.0,
+                    device: device.0,
+                    prekeys: Some(prekeys),
+                    fallback_key,
+                    fallback_signature,
+                },
+            );
+            (fb::EventBody::DeviceKeysUploaded, t.as_union_value())
+        }
+        B::DeviceKeysClaimed { user, claimed_by, claimed } => {
+            let items: Vec<fb::ClaimedPrekey> =
+                claimed.iter().map(|(d, id)| fb::ClaimedPrekey::new(d.0, *id)).collect();
+            let claimed = fbb.create_vector(&items);
+            let t = fb::DeviceKeysClaimed::create(
+                fbb,
+                &fb::DeviceKeysClaimedArgs { user: user.0, claimed_by: claimed_by.0, claimed: Some(claimed) },
+            );
+            (fb::EventBody::DeviceKeysClaimed, t.as_union_value())
         }
     }
 }

@@ -32,6 +32,12 @@ pub enum Outcome {
     /// A consumer's committed offsets after a `CommitOffsets`, by partition
     /// (partitions it never committed are absent).
     Offsets(Vec<PartitionOffset>),
+    // ---- E2EE (issue 14) ----
+    /// The uploading device's unclaimed one-time keys after the upload.
+    KeysUploaded { one_time_keys_left: u32 },
+    /// What a key claim handed out: one entry per device of `user`, in
+    /// device order.
+    KeyBundle { user: UserId, devices: Vec<crate::keys::DeviceKeys> },
 }
 
 /// Why a command was refused. A refused command changed nothing.
@@ -74,6 +80,7 @@ pub fn validate_result(result: &CommandResult) -> Result<()> {
     match result {
         Ok(Outcome::PrekeyClaimed { prekey, .. }) => prekey.validate(),
         Ok(Outcome::Offsets(offsets)) => crate::consumer::validate_offsets(offsets),
+        Ok(Outcome::KeyBundle { devices, .. }) => crate::keys::validate_list(devices),
         Ok(_) => Ok(()),
         Err(r) => check_len("rejection message", r.message.len(), MAX_MESSAGE_BYTES),
     }
@@ -111,6 +118,19 @@ pub(crate) fn build_result<'a>(
             let offsets = fbb.create_vector(&crate::consumer::offsets_fb(offsets));
             let t = fb::OutcomeOffsets::create(fbb, &fb::OutcomeOffsetsArgs { offsets: Some(offsets) });
             (fb::CommandResultBody::OutcomeOffsets, t.as_union_value())
+        }
+        Ok(Outcome::KeysUploaded { one_time_keys_left }) => {
+            let t = fb::OutcomeKeysUploaded::create(
+                fbb,
+                &fb::OutcomeKeysUploadedArgs { one_time_keys_left: *one_time_keys_left },
+            );
+            (fb::CommandResultBody::OutcomeKeysUploaded, t.as_union_value())
+        }
+        Ok(Outcome::KeyBundle { user, devices }) => {
+            let devices = crate::keys::device_keys_fb(fbb, devices);
+            let t =
+                fb::OutcomeKeyBundle::create(fbb, &fb::OutcomeKeyBundleArgs { user: user.0, devices: Some(devices) });
+            (fb::CommandResultBody::OutcomeKeyBundle, t.as_union_value())
         }
         Err(Rejection { code, message }) => {
             let message = fbb.create_string(message);
@@ -153,6 +173,14 @@ pub(crate) fn read_result(r: fb::CommandResult<'_>) -> Result<CommandResult> {
         fb::CommandResultBody::OutcomeOffsets => {
             let b = r.body_as_outcome_offsets().ok_or_else(bad)?;
             Ok(Outcome::Offsets(crate::consumer::offsets_of(b.offsets())))
+        }
+        fb::CommandResultBody::OutcomeKeysUploaded => {
+            let b = r.body_as_outcome_keys_uploaded().ok_or_else(bad)?;
+            Ok(Outcome::KeysUploaded { one_time_keys_left: b.one_time_keys_left() })
+        }
+        fb::CommandResultBody::OutcomeKeyBundle => {
+            let b = r.body_as_outcome_key_bundle().ok_or_else(bad)?;
+            Ok(Outcome::KeyBundle { user: UserId(b.user()), devices: crate::keys::device_keys(b.devices())? })
         }
         _ => return Err(bad()),
     };

@@ -32,6 +32,8 @@ pub(crate) enum Command {
         to: Recipient,
         client_msg_id: ClientMsgId,
         ciphertext: Vec<u8>,
+        media: Option<chorus_schema::MediaRef>,
+        devices_digest: Option<[u8; 32]>,
         reply: oneshot::Sender<Result<Sent>>,
         permit: OwnedSemaphorePermit,
     },
@@ -254,7 +256,7 @@ impl Client {
     pub async fn send_with_id(&self, to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>) -> Result<Sent> {
         match &self.e2ee {
             Some(e2ee) => e2ee.send(self, to, client_msg_id, &ciphertext).await,
-            None => self.send_raw_with_id(to, client_msg_id, ciphertext).await,
+            None => self.send_with_digest(to, client_msg_id, ciphertext, None, None).await,
         }
     }
 
@@ -268,6 +270,26 @@ impl Client {
         client_msg_id: ClientMsgId,
         ciphertext: Vec<u8>,
     ) -> Result<Sent> {
+        self.send_with_digest(to, client_msg_id, ciphertext, None, None).await
+    }
+
+    /// Sends the bytes as they are (never encrypted), with a media reference
+    /// and the digest of the device list the message was encrypted for
+    /// ([`chorus_schema::device_list_digest`]; `None`: no check): the raw
+    /// send under the E2EE one.
+    ///
+    /// # Errors
+    /// As [`Client::send`]; [`Error::StaleDevices`] with the current list
+    /// when the digest is stale (nothing was sent: encrypt for that list and
+    /// send again with the same `client_msg_id`).
+    pub async fn send_with_digest(
+        &self,
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        media: Option<chorus_schema::MediaRef>,
+        devices_digest: Option<[u8; 32]>,
+    ) -> Result<Sent> {
         if ciphertext.len() > chorus_schema::MAX_CIPHERTEXT_BYTES {
             return Err(Error::Refused {
                 code: EdgeErrorCode::CiphertextTooLarge,
@@ -277,7 +299,7 @@ impl Client {
         }
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed)?;
         let (reply, rx) = oneshot::channel();
-        let command = Command::Send { to, client_msg_id, ciphertext, reply, permit };
+        let command = Command::Send { to, client_msg_id, ciphertext, media, devices_digest, reply, permit };
         self.commands.send(command).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
@@ -286,6 +308,51 @@ impl Client {
         match self.ask(request).await? {
             crate::types::Answer::Done(at) => Ok(at),
             other => Err(Error::Protocol(format!("a request answered with {other:?}"))),
+        }
+    }
+
+    // ---- E2EE (issue 14) ----
+
+    /// Publishes this device's one-time keys (ids above every id it uploaded
+    /// before) and/or its fallback key with its signature (replacing the
+    /// earlier one). Returns its unclaimed one-time keys now.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`]; `BadFrame` for reused or repeated ids, too
+    /// many keys, or nothing to upload.
+    pub async fn upload_keys(
+        &self,
+        one_time_keys: Vec<chorus_schema::Prekey>,
+        fallback: Option<(chorus_schema::Prekey, Vec<u8>)>,
+    ) -> Result<u32> {
+        match self.ask(Request::UploadKeys { one_time_keys, fallback }).await? {
+            crate::types::Answer::KeysUploaded(left) => Ok(left),
+            other => Err(Error::Protocol(format!("UploadKeys answered with {other:?}"))),
+        }
+    }
+
+    /// Claims one key of every device of `user`: its one-time key (handed
+    /// out to this caller only), or its fallback key when it has none left.
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`]; `UnknownRecipient` for an unknown user,
+    /// `BadFrame` for a user without devices, `RateLimited` (with
+    /// `retry_after_ms`) past the claim budget.
+    pub async fn claim_keys(&self, user: UserId) -> Result<Vec<chorus_schema::DeviceKeys>> {
+        match self.ask(Request::ClaimKeys { user }).await? {
+            crate::types::Answer::KeyBundle(devices) => Ok(devices),
+            other => Err(Error::Protocol(format!("ClaimKeys answered with {other:?}"))),
+        }
+    }
+
+    /// The devices of `user` with their identity and fallback keys (claims nothing).
+    ///
+    /// # Errors
+    /// As [`Client::set_pin`].
+    pub async fn device_keys(&self, user: UserId) -> Result<Vec<chorus_schema::DeviceKeys>> {
+        match self.ask(Request::GetDeviceKeys { user }).await? {
+            crate::types::Answer::DeviceKeys(devices) => Ok(devices),
+            other => Err(Error::Protocol(format!("GetDeviceKeys answered with {other:?}"))),
         }
     }
 

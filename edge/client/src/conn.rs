@@ -152,6 +152,21 @@ pub enum Request {
     SyncContacts {
         phones: Vec<String>,
     },
+    // ---- E2EE (issue 14) ----
+    /// Publish one-time keys and/or a fallback key with its signature
+    /// (answered [`Answer::KeysUploaded`]).
+    UploadKeys {
+        one_time_keys: Vec<chorus_schema::Prekey>,
+        fallback: Option<(chorus_schema::Prekey, Vec<u8>)>,
+    },
+    /// Claim one key of every device of `user` (answered [`Answer::KeyBundle`]).
+    ClaimKeys {
+        user: UserId,
+    },
+    /// The devices of `user` and their keys (answered [`Answer::DeviceKeys`]).
+    GetDeviceKeys {
+        user: UserId,
+    },
 }
 
 impl Request {
@@ -164,6 +179,7 @@ impl Request {
                 | Request::MessageInfo { .. }
                 | Request::GetProfile { .. }
                 | Request::ListStatus { .. }
+                | Request::GetDeviceKeys { .. }
         )
     }
 }
@@ -222,6 +238,14 @@ impl Request {
                     .collect::<Result<Vec<_>>>()?;
                 ClientFrame::SyncContacts { client_msg_id, hashes }
             }
+            Request::UploadKeys { one_time_keys, fallback } => ClientFrame::UploadKeys {
+                client_msg_id,
+                one_time_keys: one_time_keys.clone(),
+                fallback_key: fallback.as_ref().map(|(k, _)| k.clone()),
+                fallback_signature: fallback.as_ref().map(|(_, s)| s.clone()).unwrap_or_default(),
+            },
+            Request::ClaimKeys { user } => ClientFrame::ClaimKeys { client_msg_id, user: *user },
+            Request::GetDeviceKeys { user } => ClientFrame::GetDeviceKeys { client_msg_id, user: *user },
         })
     }
 }
@@ -418,13 +442,29 @@ impl Core {
     /// [`Output::SendDone`] once committed or refused for good. A send of an
     /// id already pending is the same send (answered once, for both).
     pub fn send(&mut self, to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>) {
+        self.send_with(to, client_msg_id, ciphertext, None, None);
+    }
+
+    /// As [`Core::send`], with a media reference and the digest of the
+    /// device list the message was encrypted for
+    /// ([`chorus_schema::device_list_digest`]): a stale list fails the send
+    /// with [`Error::StaleDevices`] (not retried; send again with the same
+    /// id after encrypting for the list it names).
+    pub fn send_with(
+        &mut self,
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        media: Option<chorus_schema::MediaRef>,
+        devices_digest: Option<[u8; 32]>,
+    ) {
         if self.is_stopped() {
             return self.outputs.push_back(Output::SendDone { client_msg_id, result: Err(Error::Closed) });
         }
         if self.pending.contains_key(&client_msg_id) {
             return;
         }
-        let frame = ClientFrame::Send { to, client_msg_id, ciphertext, media: None, devices_digest: None };
+        let frame = ClientFrame::Send { to, client_msg_id, ciphertext, media, devices_digest };
         if self.is_live() {
             self.outputs.push_back(Output::Send(frame.clone()));
         }
@@ -453,6 +493,7 @@ impl Core {
             | Request::ViewStatus { .. }
             | Request::SyncContacts { .. } => false,
             Request::GroupInfo { .. } | Request::MessageInfo { .. } => false,
+            Request::UploadKeys { .. } | Request::ClaimKeys { .. } | Request::GetDeviceKeys { .. } => false,
         };
         let reads_only = request.reads_only();
         let frame = match request.frame(client_msg_id, self.contact_key) {
@@ -608,6 +649,7 @@ impl Core {
             ServerFrame::Receipt { chat, up_to_seq, status } => Event::Receipt { chat, up_to_seq, status },
             ServerFrame::SyncDone { chats } => Event::Synced { chats },
             ServerFrame::DeviceNotice { kind, device, at_ms } => Event::Device { kind, device, at_ms },
+            ServerFrame::KeysLow { one_time_keys_left } => Event::KeysLow { left: one_time_keys_left },
             ServerFrame::Presence { user, visible, online, last_seen_ms } => {
                 Event::Presence { user, visible, online, last_seen_ms }
             }
@@ -874,6 +916,26 @@ impl Core {
             }
             ServerFrame::ContactsMatched { client_msg_id, matches } => {
                 self.answered(client_msg_id, Answer::Contacts(matches))
+            }
+            // ---- E2EE (issue 14) ----
+            ServerFrame::StaleDevices { client_msg_id, devices } => {
+                // Final for this attempt: the app encrypts again, then sends again.
+                if self.pending.remove(&client_msg_id).is_some() {
+                    let result = Err(Error::StaleDevices(devices));
+                    self.outputs.push_back(Output::SendDone { client_msg_id, result });
+                }
+            }
+            ServerFrame::KeysUploaded { client_msg_id, one_time_keys_left } => {
+                self.answered(client_msg_id, Answer::KeysUploaded(one_time_keys_left))
+            }
+            ServerFrame::KeyBundle { client_msg_id, devices, .. } => {
+                self.answered(client_msg_id, Answer::KeyBundle(devices))
+            }
+            ServerFrame::DeviceKeyList { client_msg_id, devices, .. } => {
+                self.answered(client_msg_id, Answer::DeviceKeys(devices))
+            }
+            ServerFrame::KeysLow { one_time_keys_left } => {
+                self.outputs.push_back(Output::Event(Event::KeysLow { left: one_time_keys_left }))
             }
             other => debug!(kind = other.kind(), "unexpected control frame"),
         }

@@ -23,6 +23,12 @@ pub enum Error {
     #[error("client closed")]
     Closed,
     // ---- E2EE (issue 14) ----
+    /// A send's `devices_digest` is not the digest of the current device
+    /// list: nothing was appended. These are the devices to encrypt for
+    /// (then send again, with the same `client_msg_id`). Not retried by the
+    /// connection.
+    #[error("the device list changed: {} devices now", .0.len())]
+    StaleDevices(Vec<(UserId, DeviceId)>),
     /// End-to-end encryption failed (the crypto store, a device's keys).
     #[error("e2ee: {0}")]
     Crypto(String),
@@ -42,6 +48,13 @@ pub enum Answer {
     GroupInfo(chorus_schema::GroupInfo),
     /// Who received and read a message, and when.
     MessageInfo(Vec<chorus_schema::MessageReceipt>),
+    // ---- E2EE (issue 14) ----
+    /// This device's unclaimed one-time keys after an upload.
+    KeysUploaded(u32),
+    /// The keys a claim handed out, one entry per device of the user.
+    KeyBundle(Vec<chorus_schema::DeviceKeys>),
+    /// The devices of a user with their identity and fallback keys.
+    DeviceKeys(Vec<chorus_schema::DeviceKeys>),
 }
 
 /// A status story to post: text (`ciphertext`, the caption of a picture or
@@ -173,6 +186,14 @@ pub enum Event {
         typing: bool,
     },
     // ---- E2EE (issue 14) ----
+    /// This device holds only `left` unclaimed one-time keys (below
+    /// [`chorus_schema::PREKEYS_LOW_WATERMARK`]): upload more. At login,
+    /// and when a claim takes it below. (A client of
+    /// [`crate::Client::connect_e2ee`] has already uploaded more when it
+    /// passes this on.)
+    KeysLow {
+        left: u32,
+    },
     /// A message for this device that could not be decrypted (a client of
     /// [`crate::Client::connect_e2ee`]): never dropped silently.
     Undecryptable {

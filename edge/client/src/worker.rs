@@ -215,12 +215,20 @@ impl Worker {
         let now = self.now_ms();
         match wake {
             Wake::Command(None) => self.core.close(),
-            Wake::Command(Some(Command::Send { to, client_msg_id, ciphertext, reply, permit })) => {
+            Wake::Command(Some(Command::Send {
+                to,
+                client_msg_id,
+                ciphertext,
+                media,
+                devices_digest,
+                reply,
+                permit,
+            })) => {
                 let waiters = self.sends.entry(client_msg_id).or_default();
                 // Callers that gave up (a timeout around `send`) free their slot.
                 waiters.retain(|w| !w.reply.is_closed());
                 waiters.push(Waiter { reply, _slot: permit });
-                self.core.send(to, client_msg_id, ciphertext);
+                self.core.send_with(to, client_msg_id, ciphertext, media, devices_digest);
             }
             Wake::Command(Some(Command::Request { client_msg_id, request, reply, permit })) => {
                 self.requests.insert(client_msg_id, Waiter { reply, _slot: permit });

@@ -475,6 +475,7 @@ impl Conn {
             Routed::Account(update) => {
                 self.session.handle_device_notice(update.change, update.device, update.at_ms);
             }
+            Routed::KeysLow(update) => self.session.handle_keys_low(update.device, update.one_time_keys_left),
             Routed::Joined(chat) => self.session.handle_joined(chat),
             Routed::JoinFailed(chat) => {
                 let reason = format!("cannot take the deliveries of chat {chat}: reconnect and sync");
@@ -574,6 +575,8 @@ impl Conn {
                         let held = interest::hold_at_login(&ctx, conn, &mailbox, identity.user, chats).await;
                         let _ = tx.send(held);
                     });
+                    // ---- E2EE (issue 14) ----: runs once the delivery stream is open.
+                    self.session.keys_at_login();
                     return None;
                 }
                 Action::Sync { identity, since } => {

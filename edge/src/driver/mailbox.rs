@@ -94,6 +94,7 @@ fn routed_bytes(routed: &Routed) -> usize {
         Routed::Delivery(item) => item.weight(),
         Routed::Receipt(_)
         | Routed::Account(_)
+        | Routed::KeysLow(_)
         | Routed::Joined(_)
         | Routed::JoinFailed(_)
         | Routed::Presence { .. }

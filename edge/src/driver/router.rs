@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use chorus_schema::bus::{subject, AccountUpdate, Delivery, ReceiptStatus, ReceiptUpdate, TypingSignal};
+use chorus_schema::bus::{subject, AccountUpdate, Delivery, KeysLowUpdate, ReceiptStatus, ReceiptUpdate, TypingSignal};
 use chorus_schema::{ChatId, DeviceId, EventRecord, ReceiptKind, UserId};
 use tracing::warn;
 
@@ -36,6 +36,9 @@ pub(crate) enum Routed {
     Receipt(ReceiptUpdate),
     /// A device of the user was linked, unlinked or logged out.
     Account(AccountUpdate),
+    // ---- E2EE (issue 14) ----
+    /// A claim took a device of the user below the low watermark of keys.
+    KeysLow(KeysLowUpdate),
     /// The user joined this chat, and the edge now takes its deliveries:
     /// catch up on what came before.
     Joined(ChatId),
@@ -169,6 +172,11 @@ impl Router {
             match ReceiptUpdate::decode(payload) {
                 Ok(update) => self.send(&[update.sender], || Routed::Receipt(update)),
                 Err(e) => warn!(%subject, error = %e, "undecodable receipt update"),
+            }
+        } else if subject.starts_with(subject::ACCOUNT_PREFIX) && subject.ends_with(subject::KEYS_SUFFIX) {
+            match KeysLowUpdate::decode(payload) {
+                Ok(update) => self.send(&[update.user], || Routed::KeysLow(update)),
+                Err(e) => warn!(%subject, error = %e, "undecodable keys low update"),
             }
         } else if subject.starts_with(subject::ACCOUNT_PREFIX) {
             match AccountUpdate::decode(payload) {

@@ -22,6 +22,10 @@ use super::pin::pin_hash;
 use super::rate::TokenBucket;
 use super::timeline::{Step, Timeline};
 
+// ---- E2EE (issue 14) ----
+#[path = "keys.rs"]
+mod keys;
+
 /// Ties an [`Action::Append`] to its [`Session::handle_append_result`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Correlation(pub u64);
@@ -321,6 +325,30 @@ enum Pending {
     ContactMatches {
         client_msg_id: ClientMsgId,
     },
+    // ---- E2EE (issue 14) ----
+    /// `UploadKeys`: `KeysUploaded` on success.
+    KeysUploaded {
+        client_msg_id: ClientMsgId,
+    },
+    /// `ClaimKeys`: `KeyBundle` on success.
+    KeyBundle {
+        client_msg_id: ClientMsgId,
+    },
+    /// `GetDeviceKeys`: the directory view's answer.
+    DeviceKeyList {
+        client_msg_id: ClientMsgId,
+        user: UserId,
+    },
+    /// The directory view's count of this device's keys, asked at login.
+    KeysAtLogin,
+    /// A `Send` waiting for its device-list check (never answered itself).
+    DeviceCheck(Box<keys::DeviceCheck>),
+    /// One view answer of the check `check`: the chat's members (`user`
+    /// none) or `user`'s devices.
+    DeviceCheckPart {
+        check: Correlation,
+        user: Option<UserId>,
+    },
     /// `SyncContacts`: the matches are the user's contacts now; tell the client.
     ContactsRecorded {
         client_msg_id: ClientMsgId,
@@ -574,9 +602,12 @@ impl Session {
             | (State::Registering(_) | State::VerifyingToken(_), ClientFrame::Login { .. }) => {
                 self.error(EdgeErrorCode::Forbidden, "this connection is already authenticated", None)
             }
-            (State::LoggedIn(id), ClientFrame::Send { to, client_msg_id, ciphertext, media, .. }) => {
+            (State::LoggedIn(id), ClientFrame::Send { to, client_msg_id, ciphertext, media, devices_digest }) => {
                 let id = *id;
-                self.send_message(now_ms, id, to, client_msg_id, ciphertext, media)
+                match devices_digest {
+                    None => self.send_message(now_ms, id, to, client_msg_id, ciphertext, media),
+                    Some(digest) => self.send_checked(now_ms, id, to, client_msg_id, ciphertext, media, digest),
+                }
             }
             (State::LoggedIn(id), ClientFrame::Ack { chat, kind, up_to_seq }) => {
                 let id = *id;
@@ -712,11 +743,14 @@ impl Session {
             }
             // ---- E2EE (issue 14) ----
             (
-                State::LoggedIn(_),
-                ClientFrame::UploadKeys { client_msg_id, .. }
-                | ClientFrame::ClaimKeys { client_msg_id, .. }
-                | ClientFrame::GetDeviceKeys { client_msg_id, .. },
-            ) => self.error(EdgeErrorCode::Internal, "not yet", Some(client_msg_id)),
+                State::LoggedIn(id),
+                frame @ (ClientFrame::UploadKeys { .. }
+                | ClientFrame::ClaimKeys { .. }
+                | ClientFrame::GetDeviceKeys { .. }),
+            ) => {
+                let id = *id;
+                self.keys_frame(now_ms, id, frame);
+            }
             (
                 _,
                 ClientFrame::Send { client_msg_id, .. }
@@ -827,6 +861,18 @@ impl Session {
             }
             Pending::Info { client_msg_id, .. } => {
                 self.error(EdgeErrorCode::Internal, "an info query answered as an append", Some(client_msg_id))
+            }
+            // ---- E2EE (issue 14) ----
+            pending @ (Pending::KeysUploaded { .. } | Pending::KeyBundle { .. }) => {
+                self.keys_append_result(pending, result)
+            }
+            Pending::DeviceKeyList { client_msg_id, .. } => {
+                self.error(EdgeErrorCode::Internal, "a view query answered as an append", Some(client_msg_id))
+            }
+            Pending::KeysAtLogin | Pending::DeviceCheckPart { .. } => {}
+            Pending::DeviceCheck(check) => {
+                // Never appended itself: keep it for its answers.
+                self.pending.insert(correlation, Pending::DeviceCheck(check));
             }
             Pending::ContactLookup { client_msg_id, hashes } => match result {
                 Ok(Ok(_)) => {
@@ -1496,6 +1542,19 @@ impl Session {
         if !self.admit(now_ms, cmid) {
             return;
         }
+        self.send_admitted(id, to, client_msg_id, ciphertext, media);
+    }
+
+    /// A send past its checks and admission: to the log (a direct message
+    /// once its recipient is known).
+    fn send_admitted(
+        &mut self,
+        id: Identity,
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        media: Option<chorus_schema::MediaRef>,
+    ) {
         let origin = Origin { user: id.user, device: id.device, client_msg_id };
         match to {
             Recipient::User(recipient) => {
@@ -1623,6 +1682,10 @@ impl Session {
         let Some(pending) = self.pending.remove(&correlation) else { return };
         if self.is_closed() {
             return;
+        }
+        // ---- E2EE (issue 14) ----
+        if matches!(pending, Pending::DeviceKeyList { .. } | Pending::KeysAtLogin | Pending::DeviceCheckPart { .. }) {
+            return self.keys_query_result(correlation, pending, result);
         }
         let client_msg_id = match &pending {
             Pending::Answer { client_msg_id } | Pending::ContactMatches { client_msg_id } => *client_msg_id,

@@ -67,6 +67,9 @@ pub struct LimitsConfig {
     pub otp_requests_global: Rate,
     pub otp_attempts_per_source: Rate,
     pub otp_attempts_per_phone: Rate,
+    // ---- E2EE (issue 14) ----
+    /// Key claims (`ClaimKeys`) per requesting user, at this edge.
+    pub key_claims_per_user: Rate,
 }
 
 impl Default for LimitsConfig {
@@ -79,6 +82,7 @@ impl Default for LimitsConfig {
             otp_requests_global: Rate::new(200, 20_000),
             otp_attempts_per_source: Rate::new(10, 60),
             otp_attempts_per_phone: Rate::new(5, 20),
+            key_claims_per_user: Rate::new(60, 3600),
         }
     }
 }
@@ -97,6 +101,7 @@ impl LimitsConfig {
             otp_requests_global: r,
             otp_attempts_per_source: r,
             otp_attempts_per_phone: r,
+            key_claims_per_user: r,
         }
     }
 
@@ -110,6 +115,7 @@ impl LimitsConfig {
             ("otp_requests_global", self.otp_requests_global),
             ("otp_attempts_per_source", self.otp_attempts_per_source),
             ("otp_attempts_per_phone", self.otp_attempts_per_phone),
+            ("key_claims_per_user", self.key_claims_per_user),
         ] {
             rate.quota().map_err(|e| format!("limits.{name}: {e}"))?;
         }
@@ -136,6 +142,7 @@ pub struct Limits {
     otp_requests_global: DefaultDirectRateLimiter,
     otp_attempts_per_source: DefaultKeyedRateLimiter<IpAddr>,
     otp_attempts_per_phone: DefaultKeyedRateLimiter<UserId>,
+    key_claims_per_user: DefaultKeyedRateLimiter<UserId>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -176,6 +183,7 @@ impl Limits {
             otp_requests_global: RateLimiter::direct(q(config.otp_requests_global)?),
             otp_attempts_per_source: RateLimiter::keyed(q(config.otp_attempts_per_source)?),
             otp_attempts_per_phone: RateLimiter::keyed(q(config.otp_attempts_per_phone)?),
+            key_claims_per_user: RateLimiter::keyed(q(config.key_claims_per_user)?),
         })
     }
 
@@ -210,8 +218,17 @@ impl Limits {
         check_keyed(&self.otp_attempts_per_phone, &phone, "code attempts for this number")
     }
 
+    /// A key claim (`ClaimKeys`) by `user`.
+    ///
+    /// # Errors
+    /// [`Refused`] when over the limit.
+    pub fn key_claim(&self, user: UserId) -> Result<(), Refused> {
+        check_keyed(&self.key_claims_per_user, &user, "key claims by this user")
+    }
+
     /// Forgets keys whose limit is back to full (the driver calls it now and then).
     pub fn prune(&self) {
+        self.key_claims_per_user.retain_recent();
         self.logins_per_source.retain_recent();
         self.otp_requests_per_source.retain_recent();
         self.otp_requests_per_prefix.retain_recent();

@@ -27,6 +27,7 @@
 //! | `k ‖ user` | the user's contact list (sorted user ids), as last uploaded |
 //! | `l ‖ user` | [`LookupCount`](crate::user::LookupCount): phone hashes looked up on one UTC day |
 //! | `g ‖ consumer key ‖ partition` | a named consumer's committed offset in that partition (u64; issue 13) |
+//! | `i ‖ user ‖ device` | [`DeviceKeyRecord`](crate::DeviceKeyRecord): the device's identity key and fallback key (issue 14) |
 //!
 //! Records past their window (messages older than the edit window, dedup
 //! entries older than the retention) stay on disk and are treated as old when

@@ -64,6 +64,11 @@
 //!   uploaded for that device (so an id is never reused, even after unlinking).
 //!   `ClaimPrekey` hands out the lowest-id unclaimed prekey exactly once
 //!   (`NoPrekeys` when none is left).
+//! - **Key directory (issue 14).** See the `keys` module: `UploadDeviceKeys`
+//!   publishes one-time keys (the prekey rules above) and/or replaces the
+//!   device's signed fallback key; `ClaimDeviceKeys` hands out, in one
+//!   event, the lowest unclaimed one-time key of every device of the target
+//!   (each at most once), or a device's fallback key when it has none.
 //! - **Sessions.** `CreateSession` needs a linked device (`Invalid`) and replaces
 //!   any earlier session of that device (`SessionCreated`, holding only the token's
 //!   BLAKE3 hash). `RevokeSession` of a device without a session emits nothing and
@@ -133,12 +138,14 @@
 mod chat;
 mod consumer;
 mod dedup;
+mod keys;
 pub mod kv;
 mod state;
 mod user;
 
 pub use chat::{ChatKind, Cursors, Member, EDIT_WINDOW_MS};
 pub use dedup::DEDUP_RETENTION_MS;
+pub use keys::DeviceKeyRecord;
 pub use kv::{Kv, MemKv};
 pub use state::{Partition, PartitionState};
 pub use user::{

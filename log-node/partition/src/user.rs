@@ -297,6 +297,11 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
         }
         return Ok(done(EventBody::UserRegistered { user: me, phone: phone.clone() }));
     }
+    // ---- E2EE (issue 14) ----
+    if let CommandBody::ClaimDeviceKeys { target } = body {
+        let (event, outcome) = crate::keys::decide_claim(kv, me, *target)?;
+        return Ok(Decision { events: vec![event], outcome });
+    }
     if let CommandBody::ClaimPrekey { target, target_device } = body {
         let u = head(kv, *target).ok_or_else(|| reject(RejectCode::UnknownUser, format!("no user {target}")))?;
         if !u.devices.contains_key(target_device) {
@@ -490,6 +495,12 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
             }
             Ok(done(EventBody::RegistrationPinSet { user: me, pin_hash: *pin }))
         }
+        // ---- E2EE (issue 14) ----
+        CommandBody::UploadDeviceKeys { prekeys, fallback_key, fallback_signature } => {
+            let (event, outcome) =
+                crate::keys::decide_upload(&u, me, origin.device, prekeys, fallback_key, fallback_signature)?;
+            Ok(Decision { events: vec![event], outcome })
+        }
         _ => Err(reject(RejectCode::Invalid, "not a user command")),
     }
 }
@@ -506,6 +517,9 @@ fn normalized(users: &[UserId], me: UserId) -> Vec<UserId> {
 /// # Panics
 /// If a `PrekeyClaimed` names a prekey the state does not hold (corrupt log).
 pub(crate) fn outcome_of(kv: &impl Kv, event: &EventBody) -> Outcome {
+    if let Some(outcome) = crate::keys::outcome_of(kv, event) {
+        return outcome;
+    }
     match event {
         EventBody::PrekeyClaimed { user, device, prekey_id, .. } => {
             let key = kv
@@ -546,9 +560,11 @@ pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
     match event {
         EventBody::DeviceLinked { device, .. } => {
             u.devices.insert(*device, DeviceHead::default());
+            crate::keys::fold(kv, user, &mut u, event);
         }
         EventBody::DeviceUnlinked { device, .. } => {
             u.devices.remove(device);
+            crate::keys::fold(kv, user, &mut u, event);
             let prefix = Key::new(kv::PREKEY).user(user).device(*device);
             for (k, _) in kv.scan(prefix.bytes(), usize::MAX) {
                 kv.delete(&k);
@@ -653,6 +669,10 @@ pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
             return;
         }
         EventBody::ProfileUpdated { .. } | EventBody::PrivacyChanged { .. } => return,
+        // ---- E2EE (issue 14) ----
+        EventBody::DeviceKeysUploaded { .. } | EventBody::DeviceKeysClaimed { .. } => {
+            crate::keys::fold(kv, user, &mut u, event);
+        }
         _ => unreachable!("fold: {} is not a user event", event.kind()),
     }
     put_head(kv, user, &u);

@@ -107,6 +107,8 @@ pub fn apply<T: Txn + ?Sized>(txn: &mut T, record: &EventRecord, effects: &mut V
         }
         _ => {}
     }
+    // ---- E2EE (issue 14) ----
+    super::device_keys::apply(txn, body, effects)?;
     Ok(())
 }
 

@@ -17,6 +17,7 @@ pub mod chat_list;
 pub mod contact_index;
 pub mod contacts;
 pub mod cursors;
+pub mod device_keys;
 pub mod directory;
 pub mod inbox;
 pub mod presence;
@@ -61,4 +62,8 @@ pub enum Effect {
     /// did (`None`: their privacy settings, blocks or contacts changed; see
     /// [`privacy`], [`contacts`]). Published on `chorus.presence.<user>`.
     Presence { user: UserId, presence: Option<presence::Presence> },
+    // ---- E2EE (issue 14) ----
+    /// A claim took `device` of `user` below the low watermark of unclaimed
+    /// one-time keys (see [`device_keys`]): published on `chorus.keys.<user>`.
+    KeysLow { user: UserId, device: DeviceId, left: u32 },
 }

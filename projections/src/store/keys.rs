@@ -16,6 +16,7 @@
 //! | `0x50` | `50 ‖ user` | `()`: the user is registered | directory |
 //! | `0x51` | `51 ‖ user ‖ device` | [`directory::Device`](crate::fold::directory::Device): a linked device and its session | directory |
 //! | `0x52` | `52 ‖ user ‖ device` | [`directory::DeviceInfo`](crate::fold::directory::DeviceInfo): a linked device's name and link time | directory |
+//! | `0x53` | `53 ‖ user ‖ device` | [`device_keys::Entry`](crate::fold::device_keys::Entry): a linked device's identity and fallback keys and unclaimed one-time key count (issue 14) | directory |
 //! | `0x60` | `60 ‖ user ‖ chat ‖ seq` | offset `u64` of the item's record in the chat's partition | inbox |
 //! | `0x12` | `12 ‖ chat` | [`roster::Details`](crate::fold::roster::Details): a group's name and description | roster |
 //! | `0x28` | `28 ‖ chat ‖ user` | the user's best [`Cursors`](chorus_schema::Cursors) over their devices | receipt_log |
@@ -50,6 +51,8 @@ pub const USERS: u8 = 0x50;
 pub const DEVICES: u8 = 0x51;
 /// Linked devices' names and link times (issue 12).
 pub const DEVICE_INFO: u8 = 0x52;
+/// `53 ‖ user ‖ device`: the E2EE key directory (issue 14).
+pub const DEVICE_KEYS: u8 = 0x53;
 pub const INBOX: u8 = 0x60;
 // ---- group info and message info (issue 12) ----
 pub const ROSTER_INFO: u8 = 0x12;
@@ -193,6 +196,16 @@ pub fn device_info(user: UserId, device: DeviceId) -> Vec<u8> {
 /// `52 ‖ user`: the names and link times of a user's linked devices.
 pub fn device_infos_of(user: UserId) -> Vec<u8> {
     Key::new(DEVICE_INFO).user(user).0
+}
+
+/// `53 ‖ user ‖ device`.
+pub fn device_keys(user: UserId, device: DeviceId) -> Vec<u8> {
+    Key::new(DEVICE_KEYS).user(user).device(device).0
+}
+
+/// `53 ‖ user`: the key directory entries of a user's devices.
+pub fn device_keys_of(user: UserId) -> Vec<u8> {
+    Key::new(DEVICE_KEYS).user(user).0
 }
 
 /// `60 ‖ user ‖ chat ‖ seq`.

@@ -275,10 +275,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for StatusAudience {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 33;
+pub const ENUM_MAX_EVENT_BODY: u8 = 35;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 34] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 36] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -313,6 +313,8 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 34] = [
   EventBody::StatusViewed,
   EventBody::ContactLookupRecorded,
   EventBody::OffsetsCommitted,
+  EventBody::DeviceKeysUploaded,
+  EventBody::DeviceKeysClaimed,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -354,9 +356,11 @@ impl EventBody {
   pub const StatusViewed: Self = Self(31);
   pub const ContactLookupRecorded: Self = Self(32);
   pub const OffsetsCommitted: Self = Self(33);
+  pub const DeviceKeysUploaded: Self = Self(34);
+  pub const DeviceKeysClaimed: Self = Self(35);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 33;
+  pub const ENUM_MAX: u8 = 35;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -392,6 +396,8 @@ impl EventBody {
     Self::StatusViewed,
     Self::ContactLookupRecorded,
     Self::OffsetsCommitted,
+    Self::DeviceKeysUploaded,
+    Self::DeviceKeysClaimed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -430,6 +436,8 @@ impl EventBody {
       Self::StatusViewed => Some("StatusViewed"),
       Self::ContactLookupRecorded => Some("ContactLookupRecorded"),
       Self::OffsetsCommitted => Some("OffsetsCommitted"),
+      Self::DeviceKeysUploaded => Some("DeviceKeysUploaded"),
+      Self::DeviceKeysClaimed => Some("DeviceKeysClaimed"),
       _ => None,
     }
   }
@@ -489,10 +497,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 34;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 36;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 35] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 37] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -528,6 +536,8 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 35] = [
   CommandBody::ViewStatus,
   CommandBody::RecordContactLookup,
   CommandBody::CommitOffsets,
+  CommandBody::UploadDeviceKeys,
+  CommandBody::ClaimDeviceKeys,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -570,9 +580,11 @@ impl CommandBody {
   pub const ViewStatus: Self = Self(32);
   pub const RecordContactLookup: Self = Self(33);
   pub const CommitOffsets: Self = Self(34);
+  pub const UploadDeviceKeys: Self = Self(35);
+  pub const ClaimDeviceKeys: Self = Self(36);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 34;
+  pub const ENUM_MAX: u8 = 36;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -609,6 +621,8 @@ impl CommandBody {
     Self::ViewStatus,
     Self::RecordContactLookup,
     Self::CommitOffsets,
+    Self::UploadDeviceKeys,
+    Self::ClaimDeviceKeys,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -648,6 +662,8 @@ impl CommandBody {
       Self::ViewStatus => Some("ViewStatus"),
       Self::RecordContactLookup => Some("RecordContactLookup"),
       Self::CommitOffsets => Some("CommitOffsets"),
+      Self::UploadDeviceKeys => Some("UploadDeviceKeys"),
+      Self::ClaimDeviceKeys => Some("ClaimDeviceKeys"),
       _ => None,
     }
   }
@@ -847,10 +863,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for RejectCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_RESULT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_RESULT_BODY: u8 = 6;
+pub const ENUM_MAX_COMMAND_RESULT_BODY: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_RESULT_BODY: [CommandResultBody; 7] = [
+pub const ENUM_VALUES_COMMAND_RESULT_BODY: [CommandResultBody; 9] = [
   CommandResultBody::NONE,
   CommandResultBody::OutcomeChat,
   CommandResultBody::OutcomeReceipt,
@@ -858,6 +874,8 @@ pub const ENUM_VALUES_COMMAND_RESULT_BODY: [CommandResultBody; 7] = [
   CommandResultBody::OutcomeDone,
   CommandResultBody::Rejection,
   CommandResultBody::OutcomeOffsets,
+  CommandResultBody::OutcomeKeysUploaded,
+  CommandResultBody::OutcomeKeyBundle,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -872,9 +890,11 @@ impl CommandResultBody {
   pub const OutcomeDone: Self = Self(4);
   pub const Rejection: Self = Self(5);
   pub const OutcomeOffsets: Self = Self(6);
+  pub const OutcomeKeysUploaded: Self = Self(7);
+  pub const OutcomeKeyBundle: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::OutcomeChat,
@@ -883,6 +903,8 @@ impl CommandResultBody {
     Self::OutcomeDone,
     Self::Rejection,
     Self::OutcomeOffsets,
+    Self::OutcomeKeysUploaded,
+    Self::OutcomeKeyBundle,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -894,6 +916,8 @@ impl CommandResultBody {
       Self::OutcomeDone => Some("OutcomeDone"),
       Self::Rejection => Some("Rejection"),
       Self::OutcomeOffsets => Some("OutcomeOffsets"),
+      Self::OutcomeKeysUploaded => Some("OutcomeKeysUploaded"),
+      Self::OutcomeKeyBundle => Some("OutcomeKeyBundle"),
       _ => None,
     }
   }
@@ -1734,6 +1758,134 @@ impl<'a> PartitionOffset {
         &x_le as *const _ as *const u8,
         self.0[8..].as_mut_ptr(),
         ::core::mem::size_of::<<u64 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+}
+
+/// One one-time key a claim consumed.
+// struct ClaimedPrekey, aligned to 4
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq)]
+pub struct ClaimedPrekey(pub [u8; 8]);
+impl Default for ClaimedPrekey { 
+  fn default() -> Self { 
+    Self([0; 8])
+  }
+}
+impl ::core::fmt::Debug for ClaimedPrekey {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    f.debug_struct("ClaimedPrekey")
+      .field("device", &self.device())
+      .field("prekey_id", &self.prekey_id())
+      .finish()
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for ClaimedPrekey {}
+impl<'a> ::flatbuffers::Follow<'a> for ClaimedPrekey {
+  type Inner = &'a ClaimedPrekey;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { <&'a ClaimedPrekey>::follow(buf, loc) }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for &'a ClaimedPrekey {
+  type Inner = &'a ClaimedPrekey;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    unsafe { ::flatbuffers::follow_cast_ref::<ClaimedPrekey>(buf, loc) }
+  }
+}
+impl<'b> ::flatbuffers::Push for ClaimedPrekey {
+    type Output = ClaimedPrekey;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        let src = unsafe { ::core::slice::from_raw_parts(self as *const ClaimedPrekey as *const u8, <Self as ::flatbuffers::Push>::size()) };
+        dst.copy_from_slice(src);
+    }
+    #[inline]
+    fn alignment() -> ::flatbuffers::PushAlignment {
+        ::flatbuffers::PushAlignment::new(4)
+    }
+}
+
+impl<'a> ::flatbuffers::Verifiable for ClaimedPrekey {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.in_buffer::<Self>(pos)
+  }
+}
+
+impl<'a> ClaimedPrekey {
+  #[allow(clippy::too_many_arguments)]
+  pub fn new(
+    device: u32,
+    prekey_id: u32,
+  ) -> Self {
+    let mut s = Self([0; 8]);
+    s.set_device(device);
+    s.set_prekey_id(prekey_id);
+    s
+  }
+
+  pub fn device(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[0..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_device(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[0..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+    }
+  }
+
+  pub fn prekey_id(&self) -> u32 {
+    let mut mem = ::core::mem::MaybeUninit::<<u32 as ::flatbuffers::EndianScalar>::Scalar>::uninit();
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    ::flatbuffers::EndianScalar::from_little_endian(unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        self.0[4..].as_ptr(),
+        mem.as_mut_ptr() as *mut u8,
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
+      );
+      mem.assume_init()
+    })
+  }
+
+  pub fn set_prekey_id(&mut self, x: u32) {
+    let x_le = ::flatbuffers::EndianScalar::to_little_endian(x);
+    // Safety:
+    // Created from a valid Table for this object
+    // Which contains a valid value in this slot
+    unsafe {
+      ::core::ptr::copy_nonoverlapping(
+        &x_le as *const _ as *const u8,
+        self.0[4..].as_mut_ptr(),
+        ::core::mem::size_of::<<u32 as ::flatbuffers::EndianScalar>::Scalar>(),
       );
     }
   }
@@ -6381,6 +6533,304 @@ impl ::core::fmt::Debug for OffsetsCommitted<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeysUploadedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `device` published one-time keys and/or replaced its fallback key.
+pub struct DeviceKeysUploaded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeysUploaded<'a> {
+  type Inner = DeviceKeysUploaded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeysUploaded<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PREKEYS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_FALLBACK_KEY: ::flatbuffers::VOffsetT = 10;
+  pub const VT_FALLBACK_SIGNATURE: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeysUploaded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysUploadedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeysUploaded<'bldr>> {
+    let mut builder = DeviceKeysUploadedBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.fallback_signature { builder.add_fallback_signature(x); }
+    if let Some(x) = args.fallback_key { builder.add_fallback_key(x); }
+    if let Some(x) = args.prekeys { builder.add_prekeys(x); }
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysUploaded::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DeviceKeysUploaded::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn prekeys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey>>>>(DeviceKeysUploaded::VT_PREKEYS, None)}
+  }
+  #[inline]
+  pub fn fallback_key(&self) -> Option<Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Prekey>>(DeviceKeysUploaded::VT_FALLBACK_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(DeviceKeysUploaded::VT_FALLBACK_SIGNATURE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeysUploaded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Prekey>>>>("prekeys", Self::VT_PREKEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Prekey>>("fallback_key", Self::VT_FALLBACK_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("fallback_signature", Self::VT_FALLBACK_SIGNATURE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysUploadedArgs<'a> {
+    pub user: u64,
+    pub device: u32,
+    pub prekeys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey<'a>>>>>,
+    pub fallback_key: Option<::flatbuffers::WIPOffset<Prekey<'a>>>,
+    pub fallback_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for DeviceKeysUploadedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysUploadedArgs {
+      user: 0,
+      device: 0,
+      prekeys: None,
+      fallback_key: None,
+      fallback_signature: None,
+    }
+  }
+}
+
+pub struct DeviceKeysUploadedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysUploadedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysUploaded::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(DeviceKeysUploaded::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_prekeys(&mut self, prekeys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Prekey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeysUploaded::VT_PREKEYS, prekeys);
+  }
+  #[inline]
+  pub fn add_fallback_key(&mut self, fallback_key: ::flatbuffers::WIPOffset<Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Prekey>>(DeviceKeysUploaded::VT_FALLBACK_KEY, fallback_key);
+  }
+  #[inline]
+  pub fn add_fallback_signature(&mut self, fallback_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeysUploaded::VT_FALLBACK_SIGNATURE, fallback_signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysUploadedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysUploadedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeysUploaded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeysUploaded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeysUploaded");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("prekeys", &self.prekeys());
+      ds.field("fallback_key", &self.fallback_key());
+      ds.field("fallback_signature", &self.fallback_signature());
+      ds.finish()
+  }
+}
+pub enum DeviceKeysClaimedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `claimed_by` claimed one key of every device of `user`: `claimed` lists
+/// the one-time keys consumed; every other device handed out its fallback key.
+pub struct DeviceKeysClaimed<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeysClaimed<'a> {
+  type Inner = DeviceKeysClaimed<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeysClaimed<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CLAIMED_BY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CLAIMED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeysClaimed { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysClaimedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeysClaimed<'bldr>> {
+    let mut builder = DeviceKeysClaimedBuilder::new(_fbb);
+    builder.add_claimed_by(args.claimed_by);
+    builder.add_user(args.user);
+    if let Some(x) = args.claimed { builder.add_claimed(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysClaimed::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn claimed_by(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysClaimed::VT_CLAIMED_BY, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn claimed(&self) -> ::flatbuffers::Vector<'a, ClaimedPrekey> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ClaimedPrekey>>>(DeviceKeysClaimed::VT_CLAIMED, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeysClaimed<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u64>("claimed_by", Self::VT_CLAIMED_BY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ClaimedPrekey>>>("claimed", Self::VT_CLAIMED, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysClaimedArgs<'a> {
+    pub user: u64,
+    pub claimed_by: u64,
+    pub claimed: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ClaimedPrekey>>>,
+}
+impl<'a> Default for DeviceKeysClaimedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysClaimedArgs {
+      user: 0,
+      claimed_by: 0,
+      claimed: None, // required field
+    }
+  }
+}
+
+pub struct DeviceKeysClaimedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysClaimedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysClaimed::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_claimed_by(&mut self, claimed_by: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysClaimed::VT_CLAIMED_BY, claimed_by, 0);
+  }
+  #[inline]
+  pub fn add_claimed(&mut self, claimed: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ClaimedPrekey>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeysClaimed::VT_CLAIMED, claimed);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysClaimedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysClaimedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeysClaimed<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeysClaimed::VT_CLAIMED,"claimed");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeysClaimed<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeysClaimed");
+      ds.field("user", &self.user());
+      ds.field("claimed_by", &self.claimed_by());
+      ds.field("claimed", &self.claimed());
+      ds.finish()
+  }
+}
 pub enum EventOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6911,6 +7361,34 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_keys_uploaded(&self) -> Option<DeviceKeysUploaded<'a>> {
+    if self.body_type() == EventBody::DeviceKeysUploaded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeysUploaded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_device_keys_claimed(&self) -> Option<DeviceKeysClaimed<'a>> {
+    if self.body_type() == EventBody::DeviceKeysClaimed {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeysClaimed::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -6956,6 +7434,8 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::StatusViewed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusViewed>>("EventBody::StatusViewed", pos),
           EventBody::ContactLookupRecorded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRecorded>>("EventBody::ContactLookupRecorded", pos),
           EventBody::OffsetsCommitted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetsCommitted>>("EventBody::OffsetsCommitted", pos),
+          EventBody::DeviceKeysUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysUploaded>>("EventBody::DeviceKeysUploaded", pos),
+          EventBody::DeviceKeysClaimed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysClaimed>>("EventBody::DeviceKeysClaimed", pos),
           _ => Ok(()),
         }
      })?
@@ -7252,6 +7732,20 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::OffsetsCommitted => {
           if let Some(x) = self.body_as_offsets_committed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::DeviceKeysUploaded => {
+          if let Some(x) = self.body_as_device_keys_uploaded() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::DeviceKeysClaimed => {
+          if let Some(x) = self.body_as_device_keys_claimed() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -11504,6 +11998,235 @@ impl ::core::fmt::Debug for CommitOffsets<'_> {
       ds.finish()
   }
 }
+pub enum UploadDeviceKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The origin device publishes one-time keys (ids above every id it ever
+/// uploaded) and/or replaces its fallback key and signature.
+pub struct UploadDeviceKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadDeviceKeys<'a> {
+  type Inner = UploadDeviceKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadDeviceKeys<'a> {
+  pub const VT_PREKEYS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FALLBACK_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_FALLBACK_SIGNATURE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadDeviceKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadDeviceKeysArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UploadDeviceKeys<'bldr>> {
+    let mut builder = UploadDeviceKeysBuilder::new(_fbb);
+    if let Some(x) = args.fallback_signature { builder.add_fallback_signature(x); }
+    if let Some(x) = args.fallback_key { builder.add_fallback_key(x); }
+    if let Some(x) = args.prekeys { builder.add_prekeys(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn prekeys(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey>>>>(UploadDeviceKeys::VT_PREKEYS, None)}
+  }
+  #[inline]
+  pub fn fallback_key(&self) -> Option<Prekey<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Prekey>>(UploadDeviceKeys::VT_FALLBACK_KEY, None)}
+  }
+  #[inline]
+  pub fn fallback_signature(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(UploadDeviceKeys::VT_FALLBACK_SIGNATURE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadDeviceKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Prekey>>>>("prekeys", Self::VT_PREKEYS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Prekey>>("fallback_key", Self::VT_FALLBACK_KEY, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("fallback_signature", Self::VT_FALLBACK_SIGNATURE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadDeviceKeysArgs<'a> {
+    pub prekeys: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Prekey<'a>>>>>,
+    pub fallback_key: Option<::flatbuffers::WIPOffset<Prekey<'a>>>,
+    pub fallback_signature: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for UploadDeviceKeysArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UploadDeviceKeysArgs {
+      prekeys: None,
+      fallback_key: None,
+      fallback_signature: None,
+    }
+  }
+}
+
+pub struct UploadDeviceKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadDeviceKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_prekeys(&mut self, prekeys: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<Prekey<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadDeviceKeys::VT_PREKEYS, prekeys);
+  }
+  #[inline]
+  pub fn add_fallback_key(&mut self, fallback_key: ::flatbuffers::WIPOffset<Prekey<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Prekey>>(UploadDeviceKeys::VT_FALLBACK_KEY, fallback_key);
+  }
+  #[inline]
+  pub fn add_fallback_signature(&mut self, fallback_signature: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadDeviceKeys::VT_FALLBACK_SIGNATURE, fallback_signature);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadDeviceKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadDeviceKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadDeviceKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadDeviceKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadDeviceKeys");
+      ds.field("prekeys", &self.prekeys());
+      ds.field("fallback_key", &self.fallback_key());
+      ds.field("fallback_signature", &self.fallback_signature());
+      ds.finish()
+  }
+}
+pub enum ClaimDeviceKeysOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Claims one key of every device of `target` (key: the target user).
+pub struct ClaimDeviceKeys<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClaimDeviceKeys<'a> {
+  type Inner = ClaimDeviceKeys<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClaimDeviceKeys<'a> {
+  pub const VT_TARGET: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClaimDeviceKeys { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClaimDeviceKeysArgs
+  ) -> ::flatbuffers::WIPOffset<ClaimDeviceKeys<'bldr>> {
+    let mut builder = ClaimDeviceKeysBuilder::new(_fbb);
+    builder.add_target(args.target);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn target(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ClaimDeviceKeys::VT_TARGET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ClaimDeviceKeys<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("target", Self::VT_TARGET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClaimDeviceKeysArgs {
+    pub target: u64,
+}
+impl<'a> Default for ClaimDeviceKeysArgs {
+  #[inline]
+  fn default() -> Self {
+    ClaimDeviceKeysArgs {
+      target: 0,
+    }
+  }
+}
+
+pub struct ClaimDeviceKeysBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClaimDeviceKeysBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_target(&mut self, target: u64) {
+    self.fbb_.push_slot::<u64>(ClaimDeviceKeys::VT_TARGET, target, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClaimDeviceKeysBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClaimDeviceKeysBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClaimDeviceKeys<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClaimDeviceKeys<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClaimDeviceKeys");
+      ds.field("target", &self.target());
+      ds.finish()
+  }
+}
 pub enum CommandOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -12038,6 +12761,34 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_device_keys(&self) -> Option<UploadDeviceKeys<'a>> {
+    if self.body_type() == CommandBody::UploadDeviceKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UploadDeviceKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_claim_device_keys(&self) -> Option<ClaimDeviceKeys<'a>> {
+    if self.body_type() == CommandBody::ClaimDeviceKeys {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ClaimDeviceKeys::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -12083,6 +12834,8 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("CommandBody::ViewStatus", pos),
           CommandBody::RecordContactLookup => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordContactLookup>>("CommandBody::RecordContactLookup", pos),
           CommandBody::CommitOffsets => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitOffsets>>("CommandBody::CommitOffsets", pos),
+          CommandBody::UploadDeviceKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadDeviceKeys>>("CommandBody::UploadDeviceKeys", pos),
+          CommandBody::ClaimDeviceKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClaimDeviceKeys>>("CommandBody::ClaimDeviceKeys", pos),
           _ => Ok(()),
         }
      })?
@@ -12379,6 +13132,20 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::CommitOffsets => {
           if let Some(x) = self.body_as_commit_offsets() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::UploadDeviceKeys => {
+          if let Some(x) = self.body_as_upload_device_keys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::ClaimDeviceKeys => {
+          if let Some(x) = self.body_as_claim_device_keys() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -13043,6 +13810,218 @@ impl ::core::fmt::Debug for Rejection<'_> {
       ds.finish()
   }
 }
+pub enum OutcomeKeysUploadedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The device's unclaimed one-time keys after an `UploadDeviceKeys`.
+pub struct OutcomeKeysUploaded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OutcomeKeysUploaded<'a> {
+  type Inner = OutcomeKeysUploaded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OutcomeKeysUploaded<'a> {
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OutcomeKeysUploaded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OutcomeKeysUploadedArgs
+  ) -> ::flatbuffers::WIPOffset<OutcomeKeysUploaded<'bldr>> {
+    let mut builder = OutcomeKeysUploadedBuilder::new(_fbb);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(OutcomeKeysUploaded::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OutcomeKeysUploaded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OutcomeKeysUploadedArgs {
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for OutcomeKeysUploadedArgs {
+  #[inline]
+  fn default() -> Self {
+    OutcomeKeysUploadedArgs {
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct OutcomeKeysUploadedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OutcomeKeysUploadedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(OutcomeKeysUploaded::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OutcomeKeysUploadedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OutcomeKeysUploadedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OutcomeKeysUploaded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OutcomeKeysUploaded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OutcomeKeysUploaded");
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
+pub enum OutcomeKeyBundleOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// What a `ClaimDeviceKeys` handed out: one entry per device of `user`.
+pub struct OutcomeKeyBundle<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OutcomeKeyBundle<'a> {
+  type Inner = OutcomeKeyBundle<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OutcomeKeyBundle<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OutcomeKeyBundle { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OutcomeKeyBundleArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OutcomeKeyBundle<'bldr>> {
+    let mut builder = OutcomeKeyBundleBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(OutcomeKeyBundle::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<edge::DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<edge::DeviceKeys>>>>(OutcomeKeyBundle::VT_DEVICES, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OutcomeKeyBundle<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<edge::DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OutcomeKeyBundleArgs<'a> {
+    pub user: u64,
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<edge::DeviceKeys<'a>>>>>,
+}
+impl<'a> Default for OutcomeKeyBundleArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OutcomeKeyBundleArgs {
+      user: 0,
+      devices: None, // required field
+    }
+  }
+}
+
+pub struct OutcomeKeyBundleBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OutcomeKeyBundleBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(OutcomeKeyBundle::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<edge::DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OutcomeKeyBundle::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OutcomeKeyBundleBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OutcomeKeyBundleBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OutcomeKeyBundle<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, OutcomeKeyBundle::VT_DEVICES,"devices");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OutcomeKeyBundle<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OutcomeKeyBundle");
+      ds.field("user", &self.user());
+      ds.field("devices", &self.devices());
+      ds.finish()
+  }
+}
 pub enum CommandResultOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -13176,6 +14155,34 @@ impl<'a> CommandResult<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_outcome_keys_uploaded(&self) -> Option<OutcomeKeysUploaded<'a>> {
+    if self.body_type() == CommandResultBody::OutcomeKeysUploaded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OutcomeKeysUploaded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_outcome_key_bundle(&self) -> Option<OutcomeKeyBundle<'a>> {
+    if self.body_type() == CommandResultBody::OutcomeKeyBundle {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { OutcomeKeyBundle::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for CommandResult<'_> {
@@ -13192,6 +14199,8 @@ impl ::flatbuffers::Verifiable for CommandResult<'_> {
           CommandResultBody::OutcomeDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeDone>>("CommandResultBody::OutcomeDone", pos),
           CommandResultBody::Rejection => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Rejection>>("CommandResultBody::Rejection", pos),
           CommandResultBody::OutcomeOffsets => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeOffsets>>("CommandResultBody::OutcomeOffsets", pos),
+          CommandResultBody::OutcomeKeysUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeKeysUploaded>>("CommandResultBody::OutcomeKeysUploaded", pos),
+          CommandResultBody::OutcomeKeyBundle => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutcomeKeyBundle>>("CommandResultBody::OutcomeKeyBundle", pos),
           _ => Ok(()),
         }
      })?
@@ -13284,6 +14293,20 @@ impl ::core::fmt::Debug for CommandResult<'_> {
         },
         CommandResultBody::OutcomeOffsets => {
           if let Some(x) = self.body_as_outcome_offsets() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandResultBody::OutcomeKeysUploaded => {
+          if let Some(x) = self.body_as_outcome_keys_uploaded() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandResultBody::OutcomeKeyBundle => {
+          if let Some(x) = self.body_as_outcome_key_bundle() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -27775,10 +28798,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ReceiptStatus {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_QUERY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_QUERY: u8 = 14;
+pub const ENUM_MAX_VIEW_QUERY: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 15] = [
+pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 16] = [
   ViewQuery::NONE,
   ViewQuery::ChatListRequest,
   ViewQuery::CursorsRequest,
@@ -27794,6 +28817,7 @@ pub const ENUM_VALUES_VIEW_QUERY: [ViewQuery; 15] = [
   ViewQuery::ProfileRequest,
   ViewQuery::StatusRequest,
   ViewQuery::ContactLookupRequest,
+  ViewQuery::DeviceKeysRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -27816,9 +28840,10 @@ impl ViewQuery {
   pub const ProfileRequest: Self = Self(12);
   pub const StatusRequest: Self = Self(13);
   pub const ContactLookupRequest: Self = Self(14);
+  pub const DeviceKeysRequest: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListRequest,
@@ -27835,6 +28860,7 @@ impl ViewQuery {
     Self::ProfileRequest,
     Self::StatusRequest,
     Self::ContactLookupRequest,
+    Self::DeviceKeysRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -27854,6 +28880,7 @@ impl ViewQuery {
       Self::ProfileRequest => Some("ProfileRequest"),
       Self::StatusRequest => Some("StatusRequest"),
       Self::ContactLookupRequest => Some("ContactLookupRequest"),
+      Self::DeviceKeysRequest => Some("DeviceKeysRequest"),
       _ => None,
     }
   }
@@ -28178,10 +29205,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for InfoRefusal {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_VIEW_ANSWER: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_VIEW_ANSWER: u8 = 15;
+pub const ENUM_MAX_VIEW_ANSWER: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 16] = [
+pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 17] = [
   ViewAnswer::NONE,
   ViewAnswer::ChatListPage,
   ViewAnswer::CursorsPage,
@@ -28198,6 +29225,7 @@ pub const ENUM_VALUES_VIEW_ANSWER: [ViewAnswer; 16] = [
   ViewAnswer::ProfileInfo,
   ViewAnswer::StatusPage,
   ViewAnswer::ContactMatches,
+  ViewAnswer::DeviceKeyDirectory,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -28221,9 +29249,10 @@ impl ViewAnswer {
   pub const ProfileInfo: Self = Self(13);
   pub const StatusPage: Self = Self(14);
   pub const ContactMatches: Self = Self(15);
+  pub const DeviceKeyDirectory: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatListPage,
@@ -28241,6 +29270,7 @@ impl ViewAnswer {
     Self::ProfileInfo,
     Self::StatusPage,
     Self::ContactMatches,
+    Self::DeviceKeyDirectory,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -28261,6 +29291,7 @@ impl ViewAnswer {
       Self::ProfileInfo => Some("ProfileInfo"),
       Self::StatusPage => Some("StatusPage"),
       Self::ContactMatches => Some("ContactMatches"),
+      Self::DeviceKeyDirectory => Some("DeviceKeyDirectory"),
       _ => None,
     }
   }
@@ -31400,6 +32431,104 @@ impl ::core::fmt::Debug for ContactLookupRequest<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeysRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The devices of `user` with their identity and fallback keys and their
+/// unclaimed one-time key counts (the directory view).
+pub struct DeviceKeysRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeysRequest<'a> {
+  type Inner = DeviceKeysRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeysRequest<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeysRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeysRequestArgs
+  ) -> ::flatbuffers::WIPOffset<DeviceKeysRequest<'bldr>> {
+    let mut builder = DeviceKeysRequestBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DeviceKeysRequest::VT_USER, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeysRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeysRequestArgs {
+    pub user: u64,
+}
+impl<'a> Default for DeviceKeysRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeysRequestArgs {
+      user: 0,
+    }
+  }
+}
+
+pub struct DeviceKeysRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeysRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(DeviceKeysRequest::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeysRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeysRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeysRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeysRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeysRequest");
+      ds.field("user", &self.user());
+      ds.finish()
+  }
+}
 pub enum ViewRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -31645,6 +32774,20 @@ impl<'a> ViewRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn query_as_device_keys_request(&self) -> Option<DeviceKeysRequest<'a>> {
+    if self.query_type() == ViewQuery::DeviceKeysRequest {
+      let u = self.query();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeysRequest::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewRequest<'_> {
@@ -31669,6 +32812,7 @@ impl ::flatbuffers::Verifiable for ViewRequest<'_> {
           ViewQuery::ProfileRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ProfileRequest>>("ViewQuery::ProfileRequest", pos),
           ViewQuery::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("ViewQuery::StatusRequest", pos),
           ViewQuery::ContactLookupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRequest>>("ViewQuery::ContactLookupRequest", pos),
+          ViewQuery::DeviceKeysRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysRequest>>("ViewQuery::DeviceKeysRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -31817,6 +32961,13 @@ impl ::core::fmt::Debug for ViewRequest<'_> {
         },
         ViewQuery::ContactLookupRequest => {
           if let Some(x) = self.query_as_contact_lookup_request() {
+            ds.field("query", &x)
+          } else {
+            ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewQuery::DeviceKeysRequest => {
+          if let Some(x) = self.query_as_device_keys_request() {
             ds.field("query", &x)
           } else {
             ds.field("query", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -33446,6 +34597,254 @@ impl ::core::fmt::Debug for Members<'_> {
       ds.finish()
   }
 }
+pub enum DeviceKeyDirectoryOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `one_time_keys_left[i]`: the unclaimed one-time keys of `devices[i]`.
+pub struct DeviceKeyDirectory<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DeviceKeyDirectory<'a> {
+  type Inner = DeviceKeyDirectory<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DeviceKeyDirectory<'a> {
+  pub const VT_DEVICES: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DeviceKeyDirectory { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DeviceKeyDirectoryArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DeviceKeyDirectory<'bldr>> {
+    let mut builder = DeviceKeyDirectoryBuilder::new(_fbb);
+    if let Some(x) = args.one_time_keys_left { builder.add_one_time_keys_left(x); }
+    if let Some(x) = args.devices { builder.add_devices(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn devices(&self) -> ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'a>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys>>>>(DeviceKeyDirectory::VT_DEVICES, None).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys_left(&self) -> ::flatbuffers::Vector<'a, u32> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DeviceKeyDirectory<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys>>>>("devices", Self::VT_DEVICES, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DeviceKeyDirectoryArgs<'a> {
+    pub devices: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'a>>>>>,
+    pub one_time_keys_left: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+}
+impl<'a> Default for DeviceKeyDirectoryArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DeviceKeyDirectoryArgs {
+      devices: None, // required field
+      one_time_keys_left: None, // required field
+    }
+  }
+}
+
+pub struct DeviceKeyDirectoryBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DeviceKeyDirectoryBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_devices(&mut self, devices: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<super::edge::DeviceKeys<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeyDirectory::VT_DEVICES, devices);
+  }
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DeviceKeyDirectoryBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DeviceKeyDirectoryBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DeviceKeyDirectory<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DeviceKeyDirectory::VT_DEVICES,"devices");
+    self.fbb_.required(o, DeviceKeyDirectory::VT_ONE_TIME_KEYS_LEFT,"one_time_keys_left");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DeviceKeyDirectory<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DeviceKeyDirectory");
+      ds.field("devices", &self.devices());
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
+pub enum KeysLowUpdateOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// chorus.account.<user>.keys (projector → edges): a claim took `device` of `user`
+/// below the low watermark of unclaimed one-time keys.
+pub struct KeysLowUpdate<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for KeysLowUpdate<'a> {
+  type Inner = KeysLowUpdate<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> KeysLowUpdate<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ONE_TIME_KEYS_LEFT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    KeysLowUpdate { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args KeysLowUpdateArgs
+  ) -> ::flatbuffers::WIPOffset<KeysLowUpdate<'bldr>> {
+    let mut builder = KeysLowUpdateBuilder::new(_fbb);
+    builder.add_user(args.user);
+    builder.add_one_time_keys_left(args.one_time_keys_left);
+    builder.add_device(args.device);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(KeysLowUpdate::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLowUpdate::VT_DEVICE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn one_time_keys_left(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(KeysLowUpdate::VT_ONE_TIME_KEYS_LEFT, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for KeysLowUpdate<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<u32>("one_time_keys_left", Self::VT_ONE_TIME_KEYS_LEFT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct KeysLowUpdateArgs {
+    pub user: u64,
+    pub device: u32,
+    pub one_time_keys_left: u32,
+}
+impl<'a> Default for KeysLowUpdateArgs {
+  #[inline]
+  fn default() -> Self {
+    KeysLowUpdateArgs {
+      user: 0,
+      device: 0,
+      one_time_keys_left: 0,
+    }
+  }
+}
+
+pub struct KeysLowUpdateBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> KeysLowUpdateBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(KeysLowUpdate::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(KeysLowUpdate::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_one_time_keys_left(&mut self, one_time_keys_left: u32) {
+    self.fbb_.push_slot::<u32>(KeysLowUpdate::VT_ONE_TIME_KEYS_LEFT, one_time_keys_left, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> KeysLowUpdateBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    KeysLowUpdateBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<KeysLowUpdate<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for KeysLowUpdate<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("KeysLowUpdate");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("one_time_keys_left", &self.one_time_keys_left());
+      ds.finish()
+  }
+}
 pub enum PairClaimOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -33839,6 +35238,20 @@ impl<'a> ViewReply<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn answer_as_device_key_directory(&self) -> Option<DeviceKeyDirectory<'a>> {
+    if self.answer_type() == ViewAnswer::DeviceKeyDirectory {
+      let u = self.answer();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DeviceKeyDirectory::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ViewReply<'_> {
@@ -33864,6 +35277,7 @@ impl ::flatbuffers::Verifiable for ViewReply<'_> {
           ViewAnswer::ProfileInfo => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::Profile>>("ViewAnswer::ProfileInfo", pos),
           ViewAnswer::StatusPage => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::StatusList>>("ViewAnswer::StatusPage", pos),
           ViewAnswer::ContactMatches => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<super::edge::ContactsMatched>>("ViewAnswer::ContactMatches", pos),
+          ViewAnswer::DeviceKeyDirectory => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeyDirectory>>("ViewAnswer::DeviceKeyDirectory", pos),
           _ => Ok(()),
         }
      })?
@@ -34019,6 +35433,13 @@ impl ::core::fmt::Debug for ViewReply<'_> {
         },
         ViewAnswer::ContactMatches => {
           if let Some(x) = self.answer_as_contact_matches() {
+            ds.field("answer", &x)
+          } else {
+            ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ViewAnswer::DeviceKeyDirectory => {
+          if let Some(x) = self.answer_as_device_key_directory() {
             ds.field("answer", &x)
           } else {
             ds.field("answer", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -143,6 +143,15 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
         (user(), any::<u64>()).prop_map(|(author, status_id)| ViewStatus { author, status_id }),
         any::<u32>().prop_map(|hashes| RecordContactLookup { hashes }),
+        // ---- E2EE (issue 14) ----
+        (vec(prekey(), 0..6), option::of(prekey()), bytes(64)).prop_map(
+            |(prekeys, fallback_key, fallback_signature)| UploadDeviceKeys {
+                prekeys,
+                fallback_key,
+                fallback_signature
+            }
+        ),
+        user().prop_map(|target| ClaimDeviceKeys { target }),
     ]
 }
 
@@ -259,6 +268,18 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         (chat(), any::<bool>()).prop_map(|(chat, blocked)| DirectBlockSet { chat, blocked }),
         (user(), any::<u64>(), user()).prop_map(|(user, status_id, viewer)| StatusViewed { user, status_id, viewer }),
         (user(), any::<u32>()).prop_map(|(user, hashes)| ContactLookupRecorded { user, hashes }),
+        // ---- E2EE (issue 14) ----
+        (user(), device(), vec(prekey(), 0..6), option::of(prekey()), bytes(64)).prop_map(
+            |(user, device, prekeys, fallback_key, fallback_signature)| DeviceKeysUploaded {
+                user,
+                device,
+                prekeys,
+                fallback_key,
+                fallback_signature
+            }
+        ),
+        (user(), user(), vec((device(), any::<u32>()), 0..5))
+            .prop_map(|(user, claimed_by, claimed)| DeviceKeysClaimed { user, claimed_by, claimed }),
     ]
 }
 
@@ -303,6 +324,8 @@ pub(crate) fn command_result() -> impl Strategy<Value = CommandResult> {
             prekey
         })),
         Just(Ok(Outcome::Done)),
+        any::<u32>().prop_map(|one_time_keys_left| Ok(Outcome::KeysUploaded { one_time_keys_left })),
+        (user(), vec(device_keys(), 0..5)).prop_map(|(user, devices)| Ok(Outcome::KeyBundle { user, devices })),
         (reject_code(), text(100)).prop_map(|(code, message)| Err(Rejection { code, message })),
     ]
 }

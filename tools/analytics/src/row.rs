@@ -137,6 +137,9 @@ pub fn kind_name(body: &EventBody) -> &'static str {
         StatusViewed { .. } => "status_viewed",
         ContactLookupRecorded { .. } => "contact_lookup_recorded",
         OffsetsCommitted { .. } => "offsets_committed",
+        // ---- E2EE (issue 14) ----
+        DeviceKeysUploaded { .. } => "device_keys_uploaded",
+        DeviceKeysClaimed { .. } => "device_keys_claimed",
     }
 }
 
@@ -427,6 +430,15 @@ impl RowBuilder {
             }
             ContactLookupRecorded { hashes, .. } => row.items = Some(*hashes),
             PrivacyChanged { .. } | OtpFailed { .. } | RegistrationPinSet { .. } => {}
+            // ---- E2EE (issue 14) ----
+            DeviceKeysUploaded { user, device, prekeys, .. } => {
+                row.device = self.device(*user, *device);
+                row.items = Some(count(prekeys.len()));
+            }
+            DeviceKeysClaimed { claimed_by, claimed, .. } => {
+                row.other_user = self.user(*claimed_by);
+                row.items = Some(count(claimed.len()));
+            }
         }
         row
     }

@@ -641,6 +641,10 @@ pub async fn run(args: Args) -> Result<()> {
                         eprintln!("device {device} of this account: {kind:?} at {at_ms}")
                     }
                     Event::Presence { .. } | Event::Typing { .. } => print_event(&ev),
+                    Event::KeysLow { left } => {
+                        let what = if c.is_e2ee() { "the SDK uploaded more" } else { "upload more" };
+                        eprintln!("only {left} one-time keys were left on this device: {what}");
+                    }
                     Event::Undecryptable { chat, seq, sender, sender_device, reason } => {
                         println!("[{chat} #{seq}] {sender}/{sender_device}: (cannot decrypt: {reason})");
                         c.ack(chat, if read { ReceiptKind::Read } else { ReceiptKind::Delivered }, seq);
@@ -654,7 +658,6 @@ pub async fn run(args: Args) -> Result<()> {
                             break;
                         }
                     }
-                    other => print_event(&other),
                 }
             }
             // Give the acks a moment to leave before closing.
