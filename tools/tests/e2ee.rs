@@ -216,6 +216,8 @@ async fn direct_chat_both_ways_a_new_device_a_restart_and_no_plaintext_on_the_se
     let s5 = secret("after-alice-restart");
     b2.send(Recipient::User(alice.creds.user), s5.clone().into_bytes()).await.unwrap();
     assert_eq!(text(&receive(&mut a_events, &alice.creds, 1).await[0]), s5);
+    // Bob's phone reads what his laptop sends (the sender's other devices).
+    assert_eq!(text(&receive(&mut b_events, &bob.creds, 1).await[0]), s5);
     let s6 = secret("alice-after-restart");
     a.send(Recipient::User(bob.creds.user), s6.clone().into_bytes()).await.unwrap();
     assert_eq!(text(&receive(&mut b_events, &bob.creds, 1).await[0]), s6);
