@@ -273,7 +273,7 @@ async fn direct_chat_both_ways_a_new_device_a_restart_and_no_plaintext_on_the_se
     // Let the log-nodes and the projector write everything down.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let data = dir.path().join("stack");
-    let found = holders(&data, &[raw.clone()]);
+    let found = holders(&data, std::slice::from_ref(&raw));
     assert!(!found.is_empty(), "the control plaintext is somewhere under {}", data.display());
     let leaks = holders(&data, &secrets);
     assert!(leaks.is_empty(), "plaintext on the servers' disks: {leaks:?}");

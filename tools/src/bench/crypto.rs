@@ -104,7 +104,7 @@ pub async fn run(args: Args) -> Result<()> {
     if args.messages == 0 || args.runs == 0 {
         bail!("--messages and --runs must be positive");
     }
-    let body: Vec<u8> = (0..args.bytes).map(|i| (i % 251) as u8).collect();
+    let body: Vec<u8> = (0..args.bytes).map(|i| u8::try_from(i % 251).unwrap_or(0)).collect();
     println!(
         "E2EE in the SDK, one core, {} messages of {} bytes, encrypt + decrypt, median of {} runs:",
         args.messages, args.bytes, args.runs
