@@ -313,6 +313,27 @@ async fn a_group_of_five_and_a_removed_member_cannot_decrypt_what_follows() {
         assert_eq!(texts, want, "member {i}");
     }
 
+    // A member whose device never published keys (a raw client) does not
+    // stop the others from getting a message; it gets only ciphertext.
+    let raw_member = stack.register(0, "+15550001399").await.unwrap();
+    let (raw_client, mut raw_events) = stack.connect(0, raw_member).await;
+    clients[0].0.group(chat, GroupOp::Add { member: raw_member.user }).await.unwrap();
+    let with_raw = secret("with-a-keyless-member");
+    let sent_raw = clients[0].0.send(Recipient::Group(chat), with_raw.clone().into_bytes()).await.unwrap();
+    for i in 1..5 {
+        assert_eq!(text(&receive(&mut clients[i].1, &devs[i].creds, 1).await[0]), with_raw, "member {i}");
+    }
+    let got = loop {
+        match tokio::time::timeout(Duration::from_secs(30), raw_events.recv()).await.unwrap().unwrap() {
+            Event::Message(m) if m.seq == sent_raw.seq => break m,
+            _ => {}
+        }
+    };
+    assert!(!got.ciphertext.windows(with_raw.len()).any(|w| w == with_raw.as_bytes()));
+    raw_client.close();
+    clients[0].0.group(chat, GroupOp::Remove { member: raw_member.user }).await.unwrap();
+    secrets.push(with_raw);
+
     // Carol (member 2) is removed; Alice's next message is not for her.
     let carol = 2;
     clients[0].0.group(chat, GroupOp::Remove { member: devs[carol].creds.user }).await.unwrap();

@@ -11,7 +11,9 @@
 //! was appended) gives the current list: keys are claimed for the new
 //! devices, the message is encrypted again and sent with the same
 //! `client_msg_id`, at most [`MAX_SEND_ATTEMPTS`] times. A group's Megolm
-//! session is rotated when a device left the list.
+//! session is rotated when a device left the list. A device whose keys are
+//! unusable (none uploaded, a fallback key not signed by its identity key)
+//! gets nothing it can open, and the others still get the message.
 //!
 //! Receiving: every message is decrypted (the sender's identity key is
 //! fetched with `GetDeviceKeys` the first time) and the store is saved
@@ -156,10 +158,17 @@ impl E2ee {
             self.ensure_sessions(client, &list).await?;
             let (bytes, shares) = {
                 let mut c = self.crypto.lock().await;
+                // A device whose keys are unusable (none uploaded, a bad
+                // signature) gets nothing it can open; the others still get
+                // the message (the digest covers the whole list).
+                let reachable: Vec<Address> = list.iter().copied().filter(|a| c.has_session(*a)).collect();
+                if reachable.len() < list.len() {
+                    tracing::warn!(chat = %chat, skipped = list.len() - reachable.len(), "devices without usable keys");
+                }
                 let out = match to {
-                    Recipient::User(_) => (c.encrypt_direct(chat, &list, body).map_err(crypto_err)?, None),
+                    Recipient::User(_) => (c.encrypt_direct(chat, &reachable, body).map_err(crypto_err)?, None),
                     Recipient::Group(_) => {
-                        let (b, s) = c.encrypt_group(chat, &list, body).map_err(crypto_err)?;
+                        let (b, s) = c.encrypt_group(chat, &reachable, body).map_err(crypto_err)?;
                         (b, Some(s))
                     }
                 };
@@ -209,7 +218,9 @@ impl E2ee {
                     fallback_key: d.fallback_key.map(|k| k.key),
                     fallback_signature: Some(d.fallback_signature).filter(|s| !s.is_empty()),
                 };
-                c.add_peer(&keys).map_err(crypto_err)?;
+                if let Err(e) = c.add_peer(&keys) {
+                    tracing::warn!(device = %super::show(address), error = %e, "no Olm session: unusable keys");
+                }
             }
             self.store.save(&c).map_err(crypto_err)?;
         }
