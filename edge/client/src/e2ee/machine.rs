@@ -10,7 +10,7 @@ use vodozemac::megolm::{self, GroupSession, InboundGroupSession, MegolmMessage, 
 use vodozemac::olm::{Account, OlmMessage, Session, SessionConfig};
 use vodozemac::{Curve25519PublicKey, Ed25519PublicKey, Ed25519Signature};
 
-use super::envelope::{group_plaintext, split_group_plaintext, Envelope, Inner, Slot};
+use super::envelope::{decode_envelope, decode_payload, Envelope, Payload, Slot};
 use super::{Address, CryptoError};
 
 /// One-time keys the device keeps published: refilled up to this many
@@ -273,7 +273,7 @@ impl Crypto {
         }
     }
 
-    fn olm_encrypt(&mut self, to: Address, inner: &Inner) -> Result<Slot, CryptoError> {
+    fn olm_encrypt(&mut self, to: Address, inner: &Payload) -> Result<Slot, CryptoError> {
         let key = self.known.get(&to).ok_or(CryptoError::NoSession(to))?;
         let session =
             self.olm.get_mut(key.curve.as_bytes()).and_then(|s| s.last_mut()).ok_or(CryptoError::NoSession(to))?;
@@ -291,7 +291,7 @@ impl Crypto {
         if let Some(a) = self.missing_sessions(to).first() {
             return Err(CryptoError::NoSession(*a));
         }
-        let inner = Inner::Direct { chat, body: body.to_vec() };
+        let inner = Payload::Direct { chat, body: body.to_vec() };
         let mut slots = Vec::with_capacity(to.len());
         for a in dedup(to) {
             slots.push(self.olm_encrypt(a, &inner)?);
@@ -339,13 +339,13 @@ impl Crypto {
             o.roster = roster;
             (o.session.session_key(), o.session.session_id())
         };
-        let share = Inner::Share { chat, session_key: session_key.to_bytes() };
+        let share = Payload::Share { chat, session_key: session_key.to_bytes() };
         let mut slots = Vec::with_capacity(needs.len());
         for a in &needs {
             slots.push(self.olm_encrypt(*a, &share)?);
         }
         let o = self.outbound.get_mut(&chat).ok_or(CryptoError::Malformed("outbound".into()))?;
-        let megolm = o.session.encrypt(group_plaintext(chat, body)).to_bytes();
+        let megolm = o.session.encrypt(Payload::Group { chat, body: body.to_vec() }.encode()).to_bytes();
         let bytes = Envelope {
             sender_key: self.account.curve25519_key().to_bytes(),
             slots,
@@ -380,7 +380,7 @@ impl Crypto {
     /// [`CryptoError::UnknownGroupSession`], [`CryptoError::WrongChat`],
     /// [`CryptoError::Malformed`], [`CryptoError::Olm`], [`CryptoError::Megolm`].
     pub fn decrypt(&mut self, chat: ChatId, from: Address, bytes: &[u8]) -> Result<Decrypted, CryptoError> {
-        let env = Envelope::decode(bytes)?;
+        let env = decode_envelope(bytes)?;
         let me = self.me.ok_or(CryptoError::NotForThisDevice)?;
         let sender = if Some(from) == self.me {
             self.identity_key()
@@ -399,13 +399,13 @@ impl Crypto {
         for slot in env.slots.iter().filter(|s| s.to == me && !have_group) {
             let inner = self.olm_decrypt(sender.curve, slot, &mut out)?;
             match inner {
-                Inner::Direct { chat: c, body } if env.group.is_none() => {
+                Payload::Direct { chat: c, body } if env.group.is_none() => {
                     if c != chat {
                         return Err(CryptoError::WrongChat);
                     }
                     direct = Some(body);
                 }
-                Inner::Share { chat: c, session_key } if env.group.is_some() => {
+                Payload::Share { chat: c, session_key } if env.group.is_some() => {
                     if c != chat {
                         return Err(CryptoError::WrongChat);
                     }
@@ -438,7 +438,9 @@ impl Crypto {
                 }
                 let msg = MegolmMessage::from_bytes(&megolm).map_err(|e| CryptoError::Malformed(e.to_string()))?;
                 let plain = inbound.session.decrypt(&msg).map_err(|e| CryptoError::Megolm(e.to_string()))?;
-                let (c, body) = split_group_plaintext(&plain.plaintext)?;
+                let Payload::Group { chat: c, body } = decode_payload(&plain.plaintext)? else {
+                    return Err(CryptoError::Malformed("a Megolm payload that is not a group message".into()));
+                };
                 if c != chat {
                     return Err(CryptoError::WrongChat);
                 }
@@ -453,7 +455,7 @@ impl Crypto {
         sender: Curve25519PublicKey,
         slot: &Slot,
         out: &mut Decrypted,
-    ) -> Result<Inner, CryptoError> {
+    ) -> Result<Payload, CryptoError> {
         let msg = OlmMessage::from_parts(usize::from(slot.olm_type), &slot.olm)
             .map_err(|e| CryptoError::Malformed(format!("olm: {e}")))?;
         let mut last_err = None;
@@ -466,7 +468,7 @@ impl Crypto {
                     }
                 }
                 match s.decrypt(&msg) {
-                    Ok(plain) => return Inner::decode(&plain),
+                    Ok(plain) => return decode_payload(&plain),
                     Err(e) => last_err = Some(e.to_string()),
                 }
             }
@@ -482,7 +484,7 @@ impl Crypto {
             self.fallback_used = true;
             out.fallback_used = true;
         }
-        Inner::decode(&created.plaintext)
+        decode_payload(&created.plaintext)
     }
 }
 
