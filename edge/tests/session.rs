@@ -1522,3 +1522,117 @@ fn profile_and_status_reads_ask_the_views_as_the_logged_in_user() {
     anon.handle_frame(1, ClientFrame::GetProfile { client_msg_id: ClientMsgId(1), user: UserId(9) }, &mut o);
     assert_eq!(error_code(drain(&mut anon)), (EdgeErrorCode::Unauthenticated, Some(ClientMsgId(1))));
 }
+
+// ---- E2EE (issue 14) ----
+
+/// The view queries among `actions`, in order.
+fn queries(actions: &[Action]) -> Vec<(Correlation, bus::ViewQuery)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Query { correlation, query } => Some((*correlation, query.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_send_with_a_digest_checks_the_group_s_devices_first_and_a_stale_one_appends_nothing() {
+    let (mut s, mut o, id) = logged_in(Config::default());
+    drain(&mut s);
+    let chat = ChatId::group([4; 16]);
+    let (bob, carol) = (UserId(20), UserId(30));
+    let current = vec![(id.user, DeviceId(77)), (bob, DeviceId(1)), (carol, DeviceId(1)), (carol, DeviceId(2))];
+    let send = |digest: [u8; 32]| ClientFrame::Send {
+        to: Recipient::Group(chat),
+        client_msg_id: ClientMsgId(5),
+        ciphertext: vec![1],
+        media: None,
+        devices_digest: Some(digest),
+    };
+    for (digest, fresh) in [(device_list_digest(&current[1..]), false), (device_list_digest(&current), true)] {
+        s.handle_frame(10, send(digest), &mut o);
+        let q = queries(&drain(&mut s));
+        assert!(
+            matches!(&q[..], [(_, bus::ViewQuery::Members(bus::MembersRequest { chat: c }))] if *c == chat),
+            "{q:?}"
+        );
+        let members = bus::Members { known: true, members: vec![id.user, bob, carol] };
+        s.handle_query_result(q[0].0, Ok(bus::ViewAnswer::Members(members)));
+        let q = queries(&drain(&mut s));
+        assert_eq!(q.len(), 3, "one devices query per member: {q:?}");
+        for (correlation, query) in q {
+            let bus::ViewQuery::User(bus::UserRequest { user }) = query else { panic!("{query:?}") };
+            // The sending device is on its user's list, and left out of the digest.
+            let devices: Vec<DeviceId> = current
+                .iter()
+                .chain([(id.user, id.device)].iter())
+                .filter(|(u, _)| *u == user)
+                .map(|(_, d)| *d)
+                .collect();
+            s.handle_query_result(correlation, Ok(bus::ViewAnswer::User(bus::UserInfo { registered: true, devices })));
+        }
+        let actions = drain(&mut s);
+        if fresh {
+            let (_, command) = append(&actions);
+            assert!(matches!(command.body, CommandBody::SendGroup { chat: c, .. } if c == chat));
+        } else {
+            let mut sorted = current.clone();
+            sorted.sort();
+            assert_eq!(
+                only_send(actions),
+                ServerFrame::StaleDevices { client_msg_id: ClientMsgId(5), devices: sorted }
+            );
+        }
+    }
+}
+
+#[test]
+fn key_requests_go_to_the_right_partition_and_claims_are_limited_per_user() {
+    let limits = LimitsConfig { key_claims_per_user: Rate::new(1, 1), ..LimitsConfig::default() };
+    let (mut s, mut o, id) = logged_in(Config::default());
+    s.set_limits(Arc::new(Limits::new(&limits).unwrap()), IpAddr::from([10, 0, 0, 1]));
+    drain(&mut s);
+    let upload = ClientFrame::UploadKeys {
+        client_msg_id: ClientMsgId(1),
+        one_time_keys: vec![Prekey { id: 1, key: vec![1] }],
+        fallback_key: None,
+        fallback_signature: vec![],
+    };
+    s.handle_frame(1, upload, &mut o);
+    let (c, command) = append(&drain(&mut s));
+    assert_eq!(command.key(), Key::User(id.user));
+    assert_eq!(command.origin.client_msg_id, ClientMsgId(1));
+    s.handle_append_result(1, c, Ok(Ok(Outcome::KeysUploaded { one_time_keys_left: 1 })));
+    assert_eq!(
+        only_send(drain(&mut s)),
+        ServerFrame::KeysUploaded { client_msg_id: ClientMsgId(1), one_time_keys_left: 1 }
+    );
+    let target = UserId(99);
+    s.handle_frame(2, ClientFrame::ClaimKeys { client_msg_id: ClientMsgId(2), user: target }, &mut o);
+    let (c, command) = append(&drain(&mut s));
+    assert_eq!(command.key(), Key::User(target), "a claim is decided by the target's partition");
+    s.handle_append_result(2, c, Ok(Ok(Outcome::KeyBundle { user: target, devices: vec![] })));
+    assert_eq!(
+        only_send(drain(&mut s)),
+        ServerFrame::KeyBundle { client_msg_id: ClientMsgId(2), user: target, devices: vec![] }
+    );
+    s.handle_frame(3, ClientFrame::ClaimKeys { client_msg_id: ClientMsgId(3), user: target }, &mut o);
+    match only_send(drain(&mut s)) {
+        ServerFrame::Error { code: EdgeErrorCode::RateLimited, client_msg_id, retry_after_ms: Some(ms), .. } => {
+            assert_eq!(client_msg_id, Some(ClientMsgId(3)));
+            assert!(ms > 0);
+        }
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+    // The view answers GetDeviceKeys; KeysLow at login comes below the watermark only.
+    s.keys_at_login();
+    let q = queries(&drain(&mut s));
+    let entry = |left| (DeviceKeys { device: id.device, ..DeviceKeys::default() }, left);
+    s.handle_query_result(q[0].0, Ok(bus::ViewAnswer::DeviceKeys(vec![entry(PREKEYS_LOW_WATERMARK)])));
+    assert!(drain(&mut s).is_empty());
+    s.keys_at_login();
+    let q = queries(&drain(&mut s));
+    s.handle_query_result(q[0].0, Ok(bus::ViewAnswer::DeviceKeys(vec![entry(3)])));
+    assert_eq!(drain(&mut s), vec![Action::Deliver(ServerFrame::KeysLow { one_time_keys_left: 3 })]);
+}

@@ -478,10 +478,13 @@ fn user_partition_events_fold_into_the_directory_only<S: Backend>() {
     assert_eq!(listed, vec![d(1), d(2)]);
     drop(t);
     let tags: std::collections::BTreeSet<u8> = log.store.dump().unwrap().into_iter().map(|(k, _)| k[0]).collect();
-    // (and the presence view: the presence change)
+    // (and the presence view: the presence change; and the key directory,
+    // issue 14: each linked device's identity key)
     assert_eq!(
         tags,
-        [keys::APPLIED, keys::USERS, keys::DEVICES, keys::DEVICE_INFO, keys::PRESENCE].into_iter().collect()
+        [keys::APPLIED, keys::USERS, keys::DEVICES, keys::DEVICE_INFO, keys::DEVICE_KEYS, keys::PRESENCE]
+            .into_iter()
+            .collect()
     );
     log.must_check();
 }

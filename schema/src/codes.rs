@@ -185,7 +185,7 @@ catalogue! {
         }
         NoPrekeys = 6 {
             retryable: false, edge: BadFrame,
-            meaning: "The target device has no unclaimed one-time prekey left.",
+            meaning: "The target device has no unclaimed one-time prekey left, or a key claim's target user has no linked device.",
         }
         Invalid = 7 {
             retryable: false, edge: BadFrame,

@@ -196,6 +196,15 @@ async fn workload(client: &LogClient) {
     };
     must_append(client, 5, 5, post).await;
     must_append(client, 4, 20, CommandBody::ViewStatus { author: UserId(5), status_id: 1 }).await;
+    // The key directory (issue 14): keys and a fallback key uploaded, one claimed.
+    let prekey = |id: u32| chorus_schema::Prekey { id, key: vec![id as u8; 32] };
+    let upload = CommandBody::UploadDeviceKeys {
+        prekeys: vec![prekey(1), prekey(2)],
+        fallback_key: Some(prekey(100)),
+        fallback_signature: vec![7; 64],
+    };
+    must_append(client, 4, 21, upload).await;
+    must_append(client, 5, 6, CommandBody::ClaimDeviceKeys { target: UserId(4) }).await;
 }
 
 #[test]

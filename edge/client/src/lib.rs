@@ -87,5 +87,7 @@ pub use config::ClientConfig;
 pub use register::{request_otp, verify_otp, verify_otp_with_pin};
 // ---- linked devices (issue 12) ----
 pub use chorus_schema::edge::DeviceInfo;
+// ---- E2EE (issue 14) ----
+pub use chorus_schema::{device_list_digest, DeviceKeys, Prekey};
 pub use register::{pair_request, Pairing};
 pub use types::{Answer, ChatChange, Credentials, Error, Event, Message, Result, Resume, Sent, StatusPost};

@@ -45,6 +45,9 @@ pub(super) struct DeviceCheck {
     waiting: usize,
     /// The devices found so far.
     devices: BTreeSet<(UserId, DeviceId)>,
+    /// A user of the list is not registered: no check, the send path
+    /// refuses it as usual (`UnknownRecipient`).
+    unknown: bool,
 }
 
 impl Session {
@@ -190,7 +193,17 @@ impl Session {
             Recipient::Group(_) => Vec::new(),
         };
         let waiting = if users.is_empty() { 1 } else { users.len() };
-        let state = DeviceCheck { id, to, client_msg_id, ciphertext, media, digest, waiting, devices: BTreeSet::new() };
+        let state = DeviceCheck {
+            id,
+            to,
+            client_msg_id,
+            ciphertext,
+            media,
+            digest,
+            waiting,
+            devices: BTreeSet::new(),
+            unknown: false,
+        };
         self.pending.insert(check, Pending::DeviceCheck(Box::new(state)));
         match to {
             Recipient::Group(chat) => {
@@ -216,6 +229,7 @@ impl Session {
         let mut more = Vec::new();
         match (user, answer) {
             (Some(user), Ok(ViewAnswer::User(info))) => {
+                state.unknown |= !info.registered;
                 state.devices.extend(info.devices.iter().map(|d| (user, *d)));
             }
             (None, Ok(ViewAnswer::Members(m))) => {
@@ -243,9 +257,9 @@ impl Session {
             return;
         }
         let Some(Pending::DeviceCheck(state)) = self.pending.remove(&check) else { return };
-        let DeviceCheck { id, to, client_msg_id, ciphertext, media, digest, devices, .. } = *state;
+        let DeviceCheck { id, to, client_msg_id, ciphertext, media, digest, devices, unknown, .. } = *state;
         let list: Vec<(UserId, DeviceId)> = devices.into_iter().filter(|d| *d != (id.user, id.device)).collect();
-        if device_list_digest(&list) == digest {
+        if unknown || device_list_digest(&list) == digest {
             self.send_admitted(id, to, client_msg_id, ciphertext, media);
         } else {
             self.send(ServerFrame::StaleDevices { client_msg_id, devices: list });

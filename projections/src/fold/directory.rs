@@ -309,3 +309,76 @@ mod tests {
         assert!(store.is_empty());
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::unwrap_used)]
+mod key_tests {
+    use chorus_schema::{ClientMsgId, Event, Origin, PartitionId, Prekey};
+
+    use super::*;
+    use crate::fold::device_keys;
+    use crate::store::MemStore;
+
+    const U: UserId = UserId(7);
+
+    fn fold(store: &mut MemStore, body: EventBody) -> Vec<Effect> {
+        let origin = Origin { user: U, device: DeviceId(1), client_msg_id: ClientMsgId(1) };
+        let record = EventRecord {
+            partition: PartitionId(0),
+            offset: chorus_schema::Offset(0),
+            log_index: chorus_schema::LogIndex(0),
+            event: Event { at_ms: 0, origin, body },
+        };
+        let mut effects = Vec::new();
+        let mut txn = store.begin();
+        apply(&mut txn, &record, &mut effects).unwrap();
+        txn.commit();
+        effects.retain(|e| matches!(e, Effect::KeysLow { .. }));
+        effects
+    }
+
+    fn pk(id: u32) -> Prekey {
+        Prekey { id, key: vec![id as u8] }
+    }
+
+    #[test]
+    fn keys_follow_uploads_claims_and_unlinks_and_a_claim_below_the_watermark_is_announced() {
+        let mut s = MemStore::new();
+        fold(&mut s, EventBody::UserRegistered { user: U, phone: "1".into() });
+        let link = |d: u32| EventBody::DeviceLinked {
+            user: U,
+            device: DeviceId(d),
+            identity_key: vec![d as u8],
+            name: "d".into(),
+        };
+        fold(&mut s, link(1));
+        fold(&mut s, link(2));
+        let upload = EventBody::DeviceKeysUploaded {
+            user: U,
+            device: DeviceId(1),
+            prekeys: (1..=20).map(pk).collect(),
+            fallback_key: Some(pk(100)),
+            fallback_signature: vec![5],
+        };
+        assert!(fold(&mut s, upload).is_empty());
+        let list = device_keys::list(&s.begin(), U).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!((list[0].0.identity_key.clone(), list[0].1), (vec![1], 20));
+        assert_eq!((list[0].0.fallback_key.clone(), list[0].0.fallback_signature.clone()), (Some(pk(100)), vec![5]));
+        assert_eq!((list[1].0.fallback_key.clone(), list[1].1), (None, 0));
+        let claim = |ids: &[(u32, u32)]| EventBody::DeviceKeysClaimed {
+            user: U,
+            claimed_by: UserId(8),
+            claimed: ids.iter().map(|(d, id)| (DeviceId(*d), *id)).collect(),
+        };
+        // 20 → 19 crosses the watermark (once); 19 → 18 does not.
+        assert_eq!(fold(&mut s, claim(&[(1, 1)])), vec![Effect::KeysLow { user: U, device: DeviceId(1), left: 19 }]);
+        assert!(fold(&mut s, claim(&[(1, 2)])).is_empty());
+        // The old single-key event counts too.
+        fold(&mut s, EventBody::PrekeyClaimed { user: U, device: DeviceId(1), prekey_id: 3, claimed_by: UserId(8) });
+        assert_eq!(device_keys::list(&s.begin(), U).unwrap()[0].1, 17);
+        fold(&mut s, EventBody::DeviceUnlinked { user: U, device: DeviceId(1) });
+        let list = device_keys::list(&s.begin(), U).unwrap();
+        assert_eq!(list.iter().map(|(k, _)| k.device).collect::<Vec<_>>(), vec![DeviceId(2)]);
+    }
+}

@@ -571,3 +571,52 @@ fn the_presence_watch_list_is_sent_again_after_every_login_and_typing_only_while
     let (_, after) = log_in(&mut core, 10, &outputs);
     assert!(sends(&after).contains(&watch));
 }
+
+// ---- E2EE (issue 14) ----
+
+#[test]
+fn a_stale_device_list_fails_the_send_at_once_and_is_not_written_again() {
+    let (mut core, link) = live(1);
+    drain(&mut core);
+    let id = ClientMsgId(8);
+    let digest = chorus_schema::device_list_digest(&[(UserId(5), DeviceId(1))]);
+    core.send_with(Recipient::User(UserId(5)), id, b"x".to_vec(), None, Some(digest));
+    let frames = sends(&drain(&mut core));
+    assert!(matches!(&frames[..], [ClientFrame::Send { devices_digest: Some(d), .. }] if *d == digest));
+    let current = vec![(UserId(5), DeviceId(1)), (UserId(5), DeviceId(2))];
+    core.handle_control(10, link, ServerFrame::StaleDevices { client_msg_id: id, devices: current.clone() });
+    match &drain(&mut core)[..] {
+        [Output::SendDone { client_msg_id, result: Err(Error::StaleDevices(devices)) }] => {
+            assert_eq!((*client_msg_id, devices), (id, &current));
+        }
+        other => panic!("expected the send to fail with StaleDevices, got {other:?}"),
+    }
+    // Nothing is pending: no resend on a timer, nor after the next login.
+    assert_eq!(core.poll_timeout(), None);
+    core.handle_link_down(20, link, "gone");
+    let out = drain(&mut core);
+    let (_, out) = log_in(&mut core, 30, &out);
+    assert!(!sends(&out).iter().any(|f| matches!(f, ClientFrame::Send { .. })), "{out:?}");
+    // The same id may be sent again (with the right digest).
+    let right = chorus_schema::device_list_digest(&current);
+    core.send_with(Recipient::User(UserId(5)), id, b"x".to_vec(), None, Some(right));
+    assert!(
+        matches!(&sends(&drain(&mut core))[..], [ClientFrame::Send { devices_digest: Some(d), .. }] if *d == right)
+    );
+}
+
+#[test]
+fn keys_low_is_an_event_on_either_stream() {
+    let (mut core, link) = live(1);
+    drain(&mut core);
+    core.handle_delivery(link, ServerFrame::KeysLow { one_time_keys_left: 3 });
+    core.handle_control(1, link, ServerFrame::KeysLow { one_time_keys_left: 2 });
+    let events: Vec<_> = drain(&mut core)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events, vec![Event::KeysLow { left: 3 }, Event::KeysLow { left: 2 }]);
+}
