@@ -154,6 +154,14 @@ impl E2ee {
             Recipient::Group(c) => c,
         };
         let mut list = lock(&self.lists).get(&chat).cloned().unwrap_or_default();
+        {
+            // Before sending: this device's echo may come before the answer.
+            let mut kept = lock(&self.sent);
+            kept.push_back((id, body.to_vec()));
+            if kept.len() > SENT_KEPT {
+                kept.pop_front();
+            }
+        }
         for _ in 0..MAX_SEND_ATTEMPTS {
             self.ensure_sessions(client, &list).await?;
             let (bytes, shares) = {
@@ -184,11 +192,6 @@ impl E2ee {
                         self.store.save(&c).map_err(crypto_err)?;
                     }
                     lock(&self.lists).insert(chat, list);
-                    let mut kept = lock(&self.sent);
-                    kept.push_back((id, body.to_vec()));
-                    if kept.len() > SENT_KEPT {
-                        kept.pop_front();
-                    }
                     return Ok(sent);
                 }
                 Err(Error::StaleDevices(current)) => list = current,
