@@ -8,6 +8,7 @@
 //! | `chorus.deliver.<chat hex>` | [`Delivery`] | projector → edges, once per timeline item |
 //! | `chorus.receipt.<sender user>` | [`ReceiptUpdate`] | projector → edges holding the sender's devices |
 //! | `chorus.account.<user>` | [`AccountUpdate`] | projector → edges holding the user's devices |
+//! | `chorus.account.<user>.keys` | [`KeysLowUpdate`] | projector → edges holding the user's devices, when a claim takes a device below the low watermark of one-time keys (issue 14) |
 //! | `chorus.joined.<user>` | [`ChatJoined`] | projector → edges holding the user's devices, once per member who joins a chat |
 //! | `chorus.view.<view>` ([`ViewQuery::subject`]) | [`ViewQuery`] → [`ViewReply`] | request/reply, queue group [`subject::QUEUE_GROUP`] |
 //! | `chorus.pair.<code hash hex>` | [`PairClaim`] → an edge `ServerFrame` (`Done` or `Error`) | edge → the edge holding the waiting device |
