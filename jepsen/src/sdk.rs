@@ -7,7 +7,7 @@
 //!   every 30 s). The user id is a function of the phone, so the
 //!   [`Universe`] is generated with the real user ids; the device ids are the
 //!   edge's choice and replace the universe's placeholders.
-//! - **Sends and acks** go through the SDK: `send_with_id` with the
+//! - **Sends and acks** go through the SDK: `send_raw_with_id` (raw bytes: Jepsen checks the server, not E2EE) with the
 //!   workload's `client_msg_id` (a retry uses the same one, so it is
 //!   exactly-once), `ack` (fire and forget: the protocol confirms no ack, so
 //!   an ack is recorded as `info`). A send that errors or times out is `info`,
@@ -199,6 +199,8 @@ impl Device {
                 | Event::Presence { .. }
                 | Event::Typing { .. }
                 | Event::KeysLow { .. } => {}
+                // A raw client (no E2EE) never has it.
+                Event::Undecryptable { .. } => {}
             }
         }
     }
@@ -364,7 +366,7 @@ impl SdkExecutor {
                     None => Recipient::Group(*chat),
                 };
                 let ciphertext = format!("{sender}/{device}/{client_msg_id}").into_bytes();
-                match tokio::time::timeout(timeout, client.send_with_id(to, *client_msg_id, ciphertext)).await {
+                match tokio::time::timeout(timeout, client.send_raw_with_id(to, *client_msg_id, ciphertext)).await {
                     Err(_) => Outcome::Info(format!("no answer within {timeout:?}")),
                     Ok(Ok(sent)) => Outcome::Ok(Value::Sent { chat: sent.chat, seq: sent.seq }),
                     Ok(Err(SdkError::Refused { code, message, .. })) if refused_for_good(code) => {

@@ -58,6 +58,8 @@ pub mod event;
 pub mod framing;
 pub mod ids;
 pub mod keys;
+// ---- E2EE envelope (issue 14) ----
+pub mod e2ee;
 pub mod limits;
 pub mod outcome;
 pub mod push;

@@ -99,6 +99,9 @@ enum BenchCmd {
     Presence(bench::presence::Args),
     /// Events/s (and per core) exported to Parquet, and views rebuilt per second by replay, from a filled local cluster.
     Export(bench::export::Args),
+    // ---- E2EE (issue 14) ----
+    /// Olm and Megolm encrypt + decrypt of 1 KiB messages in the SDK: messages/s and CPU µs per message, one core.
+    Crypto(bench::crypto::Args),
 }
 
 fn main() -> Result<()> {
@@ -162,6 +165,7 @@ fn main() -> Result<()> {
             Cmd::Bench(BenchCmd::Group(a)) => bench::group::run(a).await,
             Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
             Cmd::Bench(BenchCmd::Export(a)) => bench::export::run(a).await,
+            Cmd::Bench(BenchCmd::Crypto(a)) => bench::crypto::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
             Cmd::Status(a) => commands::status::run(a).await,
             Cmd::Export(a) => commands::export::run(a).await,

@@ -97,6 +97,32 @@ pub struct Client {
     next_id: Arc<AtomicU64>,
     shared: Arc<Shared>,
     credentials: Credentials,
+    /// End-to-end encryption ([`Client::connect_e2ee`]); `None`: raw.
+    e2ee: Option<Arc<crate::e2ee::sdk::E2ee>>,
+}
+
+/// A handle that does not keep the connection open (the E2EE event pump's).
+#[derive(Clone)]
+pub(crate) struct WeakClient {
+    commands: mpsc::WeakSender<Command>,
+    slots: Arc<Semaphore>,
+    next_id: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    credentials: Credentials,
+    e2ee: Option<Arc<crate::e2ee::sdk::E2ee>>,
+}
+
+impl WeakClient {
+    pub(crate) fn upgrade(&self) -> Option<Client> {
+        Some(Client {
+            commands: self.commands.upgrade()?,
+            slots: self.slots.clone(),
+            next_id: self.next_id.clone(),
+            shared: self.shared.clone(),
+            credentials: self.credentials,
+            e2ee: self.e2ee.clone(),
+        })
+    }
 }
 
 impl std::fmt::Debug for Client {
@@ -160,7 +186,29 @@ impl Client {
             next_id: Arc::new(AtomicU64::new(start)),
             shared,
             credentials,
+            e2ee: None,
         }
+    }
+
+    pub(crate) fn with_e2ee(mut self, e2ee: Arc<crate::e2ee::sdk::E2ee>) -> Client {
+        self.e2ee = Some(e2ee);
+        self
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            commands: self.commands.downgrade(),
+            slots: self.slots.clone(),
+            next_id: self.next_id.clone(),
+            shared: self.shared.clone(),
+            credentials: self.credentials,
+            e2ee: self.e2ee.clone(),
+        }
+    }
+
+    /// Whether [`Client::send`] encrypts (a client of [`Client::connect_e2ee`]).
+    pub fn is_e2ee(&self) -> bool {
+        self.e2ee.is_some()
     }
 
     pub fn credentials(&self) -> Credentials {
@@ -183,8 +231,21 @@ impl Client {
     /// # Errors
     /// [`Error::Refused`] for a final refusal (unknown recipient, not a member,
     /// too large…); [`Error::Closed`] if the client was closed first.
+    ///
+    /// On a client of [`Client::connect_e2ee`], `ciphertext` is the
+    /// plaintext: it is encrypted end to end for every device of the chat
+    /// (see [`crate::e2ee`]); otherwise it goes as it is ([`Client::send_raw`]).
     pub async fn send(&self, to: Recipient, ciphertext: Vec<u8>) -> Result<Sent> {
         self.send_with_id(to, self.next_client_msg_id(), ciphertext).await
+    }
+
+    /// Sends the bytes as they are, never encrypted: for load generators and
+    /// tests that measure or check the server (`chorus bench`, Jepsen).
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub async fn send_raw(&self, to: Recipient, ciphertext: Vec<u8>) -> Result<Sent> {
+        self.send_raw_with_id(to, self.next_client_msg_id(), ciphertext).await
     }
 
     /// As [`Client::send`] with the caller's `client_msg_id` (a retry of an
@@ -193,12 +254,29 @@ impl Client {
     /// # Errors
     /// As [`Client::send`].
     pub async fn send_with_id(&self, to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>) -> Result<Sent> {
+        match &self.e2ee {
+            Some(e2ee) => e2ee.send(self, to, client_msg_id, &ciphertext).await,
+            None => self.send_with_digest(to, client_msg_id, ciphertext, None, None).await,
+        }
+    }
+
+    /// As [`Client::send_raw`] with the caller's `client_msg_id`.
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub async fn send_raw_with_id(
+        &self,
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+    ) -> Result<Sent> {
         self.send_with_digest(to, client_msg_id, ciphertext, None, None).await
     }
 
-    /// As [`Client::send_with_id`], with a media reference and the digest of
-    /// the device list the message was encrypted for
-    /// ([`chorus_schema::device_list_digest`]; `None`: no check).
+    /// Sends the bytes as they are (never encrypted), with a media reference
+    /// and the digest of the device list the message was encrypted for
+    /// ([`chorus_schema::device_list_digest`]; `None`: no check): the raw
+    /// send under the E2EE one.
     ///
     /// # Errors
     /// As [`Client::send`]; [`Error::StaleDevices`] with the current list

@@ -44,6 +44,21 @@
 //!   and connection changes. It holds [`ClientConfig::events_queue`] events;
 //!   an app that does not read it stops the SDK reading the edge.
 //!
+//! - **End-to-end encryption** ([`e2ee`], vodozemac): an app creates the
+//!   device's crypto store before registering ([`e2ee::prepare`] gives the
+//!   identity key that [`verify_otp`] / [`pair_request`] register) and logs
+//!   in with [`Client::connect_e2ee`]: then [`Client::send`] encrypts (Olm
+//!   per device for direct messages, Megolm sender keys for groups, rotated
+//!   when a device leaves; keys claimed, the device list checked by the
+//!   server with a digest, re-encrypted on `StaleDevices`), the events carry
+//!   plaintext, a message that cannot be decrypted is
+//!   [`Event::Undecryptable`] (never dropped), and the store is saved before
+//!   a plaintext reaches the app. [`Client::safety_number`] compares
+//!   identities. [`Client::connect`] alone gives a raw client (the bytes go
+//!   as they are), and [`Client::send_raw`] sends raw bytes on any client:
+//!   for load generators and server tests (`chorus bench`, Jepsen). One
+//!   crypto store serves one client at a time.
+//!
 //! The app persists [`Client::positions`] to resume without receiving history
 //! again ([`Resume`]).
 //!
@@ -55,10 +70,13 @@
 //! - `client`: [`Client`], the app's handle; `register`: the one-shot
 //!   registration calls; `link`: TLS, QUIC and the framed streams.
 //! - `config`: [`ClientConfig`]; `types`: [`Event`], [`Credentials`], [`Error`], …
+//! - [`e2ee`]: the pure crypto state ([`e2ee::Crypto`]), the envelope, the
+//!   store, safety numbers; `e2ee::sdk`: what [`Client::connect_e2ee`] adds.
 
 mod client;
 mod config;
 pub mod conn;
+pub mod e2ee;
 mod link;
 mod register;
 mod types;

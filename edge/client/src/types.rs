@@ -29,6 +29,9 @@ pub enum Error {
     /// connection.
     #[error("the device list changed: {} devices now", .0.len())]
     StaleDevices(Vec<(UserId, DeviceId)>),
+    /// End-to-end encryption failed (the crypto store, a device's keys).
+    #[error("e2ee: {0}")]
+    Crypto(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -185,9 +188,20 @@ pub enum Event {
     // ---- E2EE (issue 14) ----
     /// This device holds only `left` unclaimed one-time keys (below
     /// [`chorus_schema::PREKEYS_LOW_WATERMARK`]): upload more. At login,
-    /// and when a claim takes it below.
+    /// and when a claim takes it below. (A client of
+    /// [`crate::Client::connect_e2ee`] has already uploaded more when it
+    /// passes this on.)
     KeysLow {
         left: u32,
+    },
+    /// A message for this device that could not be decrypted (a client of
+    /// [`crate::Client::connect_e2ee`]): never dropped silently.
+    Undecryptable {
+        chat: ChatId,
+        seq: Seq,
+        sender: UserId,
+        sender_device: DeviceId,
+        reason: String,
     },
 }
 

@@ -36628,6 +36628,556 @@ impl ::core::fmt::Debug for ViewReply<'_> {
   }
 }
 }  // pub mod bus
+
+#[allow(unused_imports, dead_code)]
+pub mod e_2ee {
+
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_PAYLOAD_KIND: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_PAYLOAD_KIND: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_PAYLOAD_KIND: [PayloadKind; 3] = [
+  PayloadKind::Direct,
+  PayloadKind::Share,
+  PayloadKind::Group,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct PayloadKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl PayloadKind {
+  pub const Direct: Self = Self(0);
+  pub const Share: Self = Self(1);
+  pub const Group: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Direct,
+    Self::Share,
+    Self::Group,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Direct => Some("Direct"),
+      Self::Share => Some("Share"),
+      Self::Group => Some("Group"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for PayloadKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for PayloadKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for PayloadKind {
+    type Output = PayloadKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for PayloadKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for PayloadKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for PayloadKind {}
+pub enum OlmSlotOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// One Olm ciphertext for one device.
+pub struct OlmSlot<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for OlmSlot<'a> {
+  type Inner = OlmSlot<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> OlmSlot<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DEVICE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_OLM_TYPE: ::flatbuffers::VOffsetT = 8;
+  pub const VT_OLM: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    OlmSlot { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args OlmSlotArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<OlmSlot<'bldr>> {
+    let mut builder = OlmSlotBuilder::new(_fbb);
+    builder.add_user(args.user);
+    if let Some(x) = args.olm { builder.add_olm(x); }
+    builder.add_device(args.device);
+    builder.add_olm_type(args.olm_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(OlmSlot::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn device(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(OlmSlot::VT_DEVICE, Some(0)).unwrap()}
+  }
+  /// vodozemac's message type: 0 pre-key, 1 normal.
+  #[inline]
+  pub fn olm_type(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(OlmSlot::VT_OLM_TYPE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn olm(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(OlmSlot::VT_OLM, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for OlmSlot<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<u32>("device", Self::VT_DEVICE, false)?
+     .visit_field::<u8>("olm_type", Self::VT_OLM_TYPE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("olm", Self::VT_OLM, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct OlmSlotArgs<'a> {
+    pub user: u64,
+    pub device: u32,
+    pub olm_type: u8,
+    pub olm: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for OlmSlotArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    OlmSlotArgs {
+      user: 0,
+      device: 0,
+      olm_type: 0,
+      olm: None, // required field
+    }
+  }
+}
+
+pub struct OlmSlotBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> OlmSlotBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(OlmSlot::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_device(&mut self, device: u32) {
+    self.fbb_.push_slot::<u32>(OlmSlot::VT_DEVICE, device, 0);
+  }
+  #[inline]
+  pub fn add_olm_type(&mut self, olm_type: u8) {
+    self.fbb_.push_slot::<u8>(OlmSlot::VT_OLM_TYPE, olm_type, 0);
+  }
+  #[inline]
+  pub fn add_olm(&mut self, olm: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(OlmSlot::VT_OLM, olm);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> OlmSlotBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    OlmSlotBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<OlmSlot<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, OlmSlot::VT_OLM,"olm");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for OlmSlot<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("OlmSlot");
+      ds.field("user", &self.user());
+      ds.field("device", &self.device());
+      ds.field("olm_type", &self.olm_type());
+      ds.field("olm", &self.olm());
+      ds.finish()
+  }
+}
+pub enum EnvelopeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A message's ciphertext (file identifier "CE2E"). Direct: one Olm
+/// ciphertext of a `Direct` payload per recipient device. Group: one Megolm
+/// ciphertext of a `Group` payload, plus an Olm ciphertext of a `Share`
+/// payload (the sender's Megolm session key) for each device that does not
+/// hold the session yet.
+pub struct Envelope<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Envelope<'a> {
+  type Inner = Envelope<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Envelope<'a> {
+  pub const VT_VERSION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SENDER_KEY: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SLOTS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MEGOLM_SESSION: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MEGOLM: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Envelope { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args EnvelopeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Envelope<'bldr>> {
+    let mut builder = EnvelopeBuilder::new(_fbb);
+    if let Some(x) = args.megolm { builder.add_megolm(x); }
+    if let Some(x) = args.megolm_session { builder.add_megolm_session(x); }
+    if let Some(x) = args.slots { builder.add_slots(x); }
+    if let Some(x) = args.sender_key { builder.add_sender_key(x); }
+    builder.add_version(args.version);
+    builder.finish()
+  }
+
+
+  /// 1.
+  #[inline]
+  pub fn version(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(Envelope::VT_VERSION, Some(0)).unwrap()}
+  }
+  /// The sending device's Curve25519 identity key (32 bytes).
+  #[inline]
+  pub fn sender_key(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Envelope::VT_SENDER_KEY, None).unwrap()}
+  }
+  #[inline]
+  pub fn slots(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OlmSlot<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OlmSlot>>>>(Envelope::VT_SLOTS, None)}
+  }
+  /// A group message: the sender's Megolm session id and the ciphertext.
+  #[inline]
+  pub fn megolm_session(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Envelope::VT_MEGOLM_SESSION, None)}
+  }
+  #[inline]
+  pub fn megolm(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Envelope::VT_MEGOLM, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Envelope<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u8>("version", Self::VT_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("sender_key", Self::VT_SENDER_KEY, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<OlmSlot>>>>("slots", Self::VT_SLOTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("megolm_session", Self::VT_MEGOLM_SESSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("megolm", Self::VT_MEGOLM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EnvelopeArgs<'a> {
+    pub version: u8,
+    pub sender_key: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub slots: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OlmSlot<'a>>>>>,
+    pub megolm_session: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub megolm: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for EnvelopeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EnvelopeArgs {
+      version: 0,
+      sender_key: None, // required field
+      slots: None,
+      megolm_session: None,
+      megolm: None,
+    }
+  }
+}
+
+pub struct EnvelopeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EnvelopeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_version(&mut self, version: u8) {
+    self.fbb_.push_slot::<u8>(Envelope::VT_VERSION, version, 0);
+  }
+  #[inline]
+  pub fn add_sender_key(&mut self, sender_key: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Envelope::VT_SENDER_KEY, sender_key);
+  }
+  #[inline]
+  pub fn add_slots(&mut self, slots: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<OlmSlot<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Envelope::VT_SLOTS, slots);
+  }
+  #[inline]
+  pub fn add_megolm_session(&mut self, megolm_session: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Envelope::VT_MEGOLM_SESSION, megolm_session);
+  }
+  #[inline]
+  pub fn add_megolm(&mut self, megolm: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Envelope::VT_MEGOLM, megolm);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EnvelopeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    EnvelopeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Envelope<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Envelope::VT_SENDER_KEY,"sender_key");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Envelope<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Envelope");
+      ds.field("version", &self.version());
+      ds.field("sender_key", &self.sender_key());
+      ds.field("slots", &self.slots());
+      ds.field("megolm_session", &self.megolm_session());
+      ds.field("megolm", &self.megolm());
+      ds.finish()
+  }
+}
+pub enum PayloadOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// What an Olm or Megolm ciphertext decrypts to (file identifier "CE2P"):
+/// the chat it was sent in (so it cannot be replayed into another) and the
+/// message body, or for `Share` the Megolm session key.
+pub struct Payload<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Payload<'a> {
+  type Inner = Payload<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Payload<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHAT: ::flatbuffers::VOffsetT = 6;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Payload { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PayloadArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Payload<'bldr>> {
+    let mut builder = PayloadBuilder::new(_fbb);
+    if let Some(x) = args.body { builder.add_body(x); }
+    if let Some(x) = args.chat { builder.add_chat(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> PayloadKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<PayloadKind>(Payload::VT_KIND, Some(PayloadKind::Direct)).unwrap()}
+  }
+  #[inline]
+  pub fn chat(&self) -> Option<&'a super::ChatId> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::ChatId>(Payload::VT_CHAT, None)}
+  }
+  #[inline]
+  pub fn body(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Payload::VT_BODY, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Payload<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<PayloadKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<super::ChatId>("chat", Self::VT_CHAT, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("body", Self::VT_BODY, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PayloadArgs<'a> {
+    pub kind: PayloadKind,
+    pub chat: Option<&'a super::ChatId>,
+    pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for PayloadArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PayloadArgs {
+      kind: PayloadKind::Direct,
+      chat: None,
+      body: None,
+    }
+  }
+}
+
+pub struct PayloadBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PayloadBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: PayloadKind) {
+    self.fbb_.push_slot::<PayloadKind>(Payload::VT_KIND, kind, PayloadKind::Direct);
+  }
+  #[inline]
+  pub fn add_chat(&mut self, chat: &super::ChatId) {
+    self.fbb_.push_slot_always::<&super::ChatId>(Payload::VT_CHAT, chat);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Payload::VT_BODY, body);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PayloadBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PayloadBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Payload<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Payload<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Payload");
+      ds.field("kind", &self.kind());
+      ds.field("chat", &self.chat());
+      ds.field("body", &self.body());
+      ds.finish()
+  }
+}
+}  // pub mod e2ee
 }  // pub mod fb
 }  // pub mod chorus
 

@@ -1,6 +1,8 @@
 //! `chorus bench e2e`: messages through the whole pipeline — SDK clients over
 //! QUIC → edge → 3-node log (fsync on) → projector → NATS → edge → SDK — all
-//! processes on this machine.
+//! processes on this machine. The clients send raw bytes
+//! ([`chorus_client::Client::send_raw`], no end-to-end encryption): this
+//! measures the server; `chorus bench crypto` measures the SDK's crypto.
 //!
 //! Prints delivered messages/s at saturation with the server CPU time per
 //! delivered message (summed over every server process: log-nodes,
@@ -188,7 +190,7 @@ pub async fn run(args: Args) -> Result<()> {
             let (p, stop, failed, size) = (p.clone(), stop.clone(), failed.clone(), args.payload);
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    if p.sender.send(Recipient::User(p.to.user), payload(epoch, size)).await.is_err() {
+                    if p.sender.send_raw(Recipient::User(p.to.user), payload(epoch, size)).await.is_err() {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -311,7 +313,7 @@ async fn open_loop(
             let counters = counters.clone();
             tokio::spawn(async move {
                 let t = Instant::now();
-                if p.sender.send(Recipient::User(p.to.user), payload(epoch, size)).await.is_ok() {
+                if p.sender.send_raw(Recipient::User(p.to.user), payload(epoch, size)).await.is_ok() {
                     let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                     let _ = locked(&counters.committed).record(us.max(1));
                 }

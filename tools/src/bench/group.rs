@@ -2,6 +2,8 @@
 //! client on the SDK, across 2 edges; messages one at a time at a fixed
 //! rate. Prints the time until **every** member has each message (p50, p99,
 //! max), the time of each single delivery, and the server CPU per message.
+//! The clients send raw bytes ([`Client::send_raw`], no end-to-end
+//! encryption): this measures the server (`chorus bench crypto`: the SDK's).
 //!
 //! The path of a group message: the sender's SDK → its edge → the log
 //! (3 nodes, fsync on) → the projector (roster audience, chat lists and
@@ -270,7 +272,7 @@ pub async fn run(args: Args) -> Result<()> {
         let sender = clients.get(usize::try_from(k)? % clients.len()).context("a sender")?.clone();
         let (failed, size) = (failed.clone(), args.payload);
         tokio::spawn(async move {
-            if sender.send(Recipient::Group(chat), payload(k, due_us, size)).await.is_err() {
+            if sender.send_raw(Recipient::Group(chat), payload(k, due_us, size)).await.is_err() {
                 failed.fetch_add(1, Ordering::Relaxed);
             }
         });

@@ -7,3 +7,5 @@ pub mod log;
 pub mod presence;
 pub mod replay;
 pub mod stats;
+// ---- E2EE (issue 14) ----
+pub mod crypto;
