@@ -58,6 +58,7 @@ pub mod event;
 pub mod framing;
 pub mod ids;
 pub mod limits;
+pub mod media;
 pub mod outcome;
 pub mod social;
 pub mod types;
