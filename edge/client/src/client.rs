@@ -47,6 +47,16 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Vec<chorus_schema::edge::DeviceInfo>>>,
         permit: OwnedSemaphorePermit,
     },
+    // ---- media (issue 14) ----
+    /// A send carrying a media reference.
+    SendMedia {
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        media: chorus_schema::MediaRef,
+        reply: oneshot::Sender<Result<Sent>>,
+        permit: OwnedSemaphorePermit,
+    },
 }
 
 /// The fire-and-forget calls, coalesced until the worker takes them: they
@@ -71,6 +81,9 @@ pub(crate) struct Shared {
     /// The positions passed on (a copy of the core's, for [`Client::positions`]).
     pub(crate) positions: Mutex<HashMap<ChatId, Seq>>,
     pub(crate) stats: ClientStats,
+    /// The logged-in QUIC connection, for media streams (issue 14).
+    pub(crate) media_conn: Mutex<Option<quinn::Connection>>,
+    pub(crate) connected: Notify,
 }
 
 /// A poisoned lock only means a thread panicked while holding it; the maps
@@ -203,6 +216,50 @@ impl Client {
         let command = Command::Send { to, client_msg_id, ciphertext, reply, permit };
         self.commands.send(command).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// As [`Client::send`], with the media reference of an uploaded
+    /// attachment (see [`crate::media`]): the server sees its hash, size and
+    /// type; the ciphertext carries the key.
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub async fn send_with_media(
+        &self,
+        to: Recipient,
+        ciphertext: Vec<u8>,
+        media: chorus_schema::MediaRef,
+    ) -> Result<Sent> {
+        if ciphertext.len() > chorus_schema::MAX_CIPHERTEXT_BYTES {
+            return Err(Error::Refused {
+                code: EdgeErrorCode::CiphertextTooLarge,
+                message: format!("ciphertext {} > {} bytes", ciphertext.len(), chorus_schema::MAX_CIPHERTEXT_BYTES),
+                retry_after_ms: None,
+            });
+        }
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| Error::Closed)?;
+        let (reply, rx) = oneshot::channel();
+        let client_msg_id = self.next_client_msg_id();
+        let command = Command::SendMedia { to, client_msg_id, ciphertext, media, reply, permit };
+        self.commands.send(command).await.map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// The current logged-in QUIC connection, waiting up to `timeout_ms` for one.
+    pub(crate) async fn media_connection(&self, timeout_ms: u64) -> Result<quinn::Connection> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        loop {
+            let notified = self.shared.connected.notified();
+            if let Some(c) = lock(&self.shared.media_conn).clone().filter(|c| c.close_reason().is_none()) {
+                return Ok(c);
+            }
+            if self.commands.is_closed() {
+                return Err(Error::Closed);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Error::Connection("not connected".into()));
+            }
+        }
     }
 
     async fn request(&self, request: Request) -> Result<Option<(ChatId, Seq)>> {

@@ -418,13 +418,25 @@ impl Core {
     /// [`Output::SendDone`] once committed or refused for good. A send of an
     /// id already pending is the same send (answered once, for both).
     pub fn send(&mut self, to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>) {
+        self.send_media(to, client_msg_id, ciphertext, None);
+    }
+
+    /// As [`Core::send`], with the message's media reference (issue 14: the
+    /// uploaded attachment the ciphertext carries the key of).
+    pub fn send_media(
+        &mut self,
+        to: Recipient,
+        client_msg_id: ClientMsgId,
+        ciphertext: Vec<u8>,
+        media: Option<chorus_schema::MediaRef>,
+    ) {
         if self.is_stopped() {
             return self.outputs.push_back(Output::SendDone { client_msg_id, result: Err(Error::Closed) });
         }
         if self.pending.contains_key(&client_msg_id) {
             return;
         }
-        let frame = ClientFrame::Send { to, client_msg_id, ciphertext, media: None };
+        let frame = ClientFrame::Send { to, client_msg_id, ciphertext, media };
         if self.is_live() {
             self.outputs.push_back(Output::Send(frame.clone()));
         }

@@ -59,6 +59,8 @@
 mod client;
 mod config;
 pub mod conn;
+pub mod content;
+pub mod media;
 mod link;
 mod register;
 mod types;

@@ -139,6 +139,8 @@ impl Worker {
                         lock(&self.shared.positions).insert(m.chat, m.seq);
                     }
                     if matches!(event, Event::Connected { .. }) {
+                        *lock(&self.shared.media_conn) = self.open.as_ref().map(|o| o.link.conn.clone());
+                        self.shared.connected.notify_waiters();
                         if let Some(ready) = self.ready.take() {
                             let _ = ready.send(Ok(()));
                         }
@@ -229,6 +231,12 @@ impl Worker {
             Wake::Command(Some(Command::Devices { client_msg_id, reply, permit })) => {
                 self.device_lists.insert(client_msg_id, Waiter { reply, _slot: permit });
                 self.core.request(client_msg_id, crate::conn::Request::ListDevices);
+            }
+            Wake::Command(Some(Command::SendMedia { to, client_msg_id, ciphertext, media, reply, permit })) => {
+                let waiters = self.sends.entry(client_msg_id).or_default();
+                waiters.retain(|w| !w.reply.is_closed());
+                waiters.push(Waiter { reply, _slot: permit });
+                self.core.send_media(to, client_msg_id, ciphertext, Some(media));
             }
             Wake::Signals => {
                 let signals = std::mem::take(&mut *lock(&self.shared.signals));

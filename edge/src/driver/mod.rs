@@ -45,6 +45,8 @@
 //!   retransmission timeout.
 
 mod connection;
+mod media;
+mod media_log;
 pub(crate) mod interest;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
@@ -178,6 +180,8 @@ pub(crate) struct Ctx {
     pub(crate) queued_bytes: Arc<AtomicUsize>,
     pub(crate) next_conn_id: AtomicU64,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The media objects (issue 14).
+    pub(crate) media: Arc<crate::media::MediaStore>,
 }
 
 /// A running edge. [`Edge::open`] binds and connects; [`Edge::run`] serves.
@@ -318,6 +322,7 @@ impl Edge {
         let sms = SmsSink::new(&config.sms)?;
         let limits = limits::Limits::new(config.connections_max, config.connections_per_address_max);
         let (interests, joins) = interest::Interests::new();
+        let media = Arc::new(crate::media::MediaStore::open(&config.media).map_err(|e| Error::Config(e.to_string()))?);
         let ctx = Arc::new(Ctx {
             otp: Mutex::new(OtpRegistry::new(config.session.otp.clone(), crate::os_random())),
             rate_limits,
@@ -340,6 +345,7 @@ impl Edge {
             queued_bytes: Arc::new(AtomicUsize::new(0)),
             metrics: crate::metrics::Metrics::new(),
             next_conn_id: AtomicU64::new(0),
+            media,
         });
         tokio::spawn(crate::metrics::sample(Arc::downgrade(&ctx)));
         Ok(Edge { ctx, endpoint, receipts, accounts, joins, typing })
