@@ -142,6 +142,7 @@ async fn an_interrupted_upload_resumes_bad_chunks_and_limits_are_refused_and_dup
     s.send(&MediaRequest::Chunk(Chunk::new(0, first))).await.unwrap();
     assert_eq!(s.recv().await.unwrap(), MediaReply::ChunkAck { have: u64::from(chunk_max) });
     s.send(&MediaRequest::Chunk(Chunk::new(u64::from(chunk_max), small.slice(chunk_max as usize..)))).await.unwrap();
+    assert_eq!(s.recv().await.unwrap(), MediaReply::ChunkAck { have: small.len() as u64 });
     assert!(matches!(s.recv().await.unwrap(), MediaReply::UploadDone { deduplicated: false, .. }));
     assert_eq!(objects(&store).len(), 2);
 

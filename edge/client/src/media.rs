@@ -136,7 +136,8 @@ impl Client {
         loop {
             if have < m.size {
                 let end = (have + step).min(m.size);
-                let data = ciphertext.slice(usize::try_from(have).unwrap_or(usize::MAX)..usize::try_from(end).unwrap_or(usize::MAX));
+                let data = ciphertext
+                    .slice(usize::try_from(have).unwrap_or(usize::MAX)..usize::try_from(end).unwrap_or(usize::MAX));
                 report.sent_bytes += end - have;
                 s.send(&MediaRequest::Chunk(Chunk::new(have, data))).await?;
             }

@@ -35,10 +35,13 @@ async fn read_request(recv: &mut quinn::RecvStream) -> Result<Option<MediaReques
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(Ended::Gone(e.to_string())),
     }
-    let len = frame_len(prefix).map_err(|e| Ended::Refused(Refusal::new(EdgeErrorCode::FrameTooLarge, e.to_string())))?;
+    let len =
+        frame_len(prefix).map_err(|e| Ended::Refused(Refusal::new(EdgeErrorCode::FrameTooLarge, e.to_string())))?;
     let mut buf = vec![0u8; len];
     recv.read_exact(&mut buf).await.map_err(|e| Ended::Gone(e.to_string()))?;
-    MediaRequest::decode(&buf).map(Some).map_err(|e| Ended::Refused(Refusal::new(EdgeErrorCode::BadFrame, e.to_string())))
+    MediaRequest::decode(&buf)
+        .map(Some)
+        .map_err(|e| Ended::Refused(Refusal::new(EdgeErrorCode::BadFrame, e.to_string())))
 }
 
 async fn write(send: &mut quinn::SendStream, reply: &MediaReply) -> Result<(), Ended> {
@@ -46,15 +49,24 @@ async fn write(send: &mut quinn::SendStream, reply: &MediaReply) -> Result<(), E
 }
 
 /// Serves one media stream of `user` to its end.
-pub(super) async fn serve(ctx: Arc<Ctx>, store: Arc<MediaStore>, user: UserId, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+pub(super) async fn serve(
+    ctx: Arc<Ctx>,
+    store: Arc<MediaStore>,
+    user: UserId,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let result = match read_request(&mut recv).await {
         Ok(Some(MediaRequest::UploadStart { blake3, size, mime })) => {
             upload(&ctx, &store, user, (blake3, size, mime), &mut send, &mut recv).await
         }
-        Ok(Some(MediaRequest::DownloadStart { blake3, offset })) => download(&ctx, &store, blake3, offset, &mut send).await,
-        Ok(Some(MediaRequest::Chunk(_))) | Ok(None) => {
-            Err(Ended::Refused(Refusal::new(EdgeErrorCode::BadMediaHeader, "a media stream starts with UploadStart or DownloadStart")))
+        Ok(Some(MediaRequest::DownloadStart { blake3, offset })) => {
+            download(&ctx, &store, blake3, offset, &mut send).await
         }
+        Ok(Some(MediaRequest::Chunk(_))) | Ok(None) => Err(Ended::Refused(Refusal::new(
+            EdgeErrorCode::BadMediaHeader,
+            "a media stream starts with UploadStart or DownloadStart",
+        ))),
         Err(Ended::Refused(r)) => Err(Ended::Refused(Refusal::new(EdgeErrorCode::BadMediaHeader, r.message))),
         Err(e) => Err(e),
     };
@@ -116,7 +128,9 @@ async fn upload(
     while !up.complete() {
         let chunk = match read_request(recv).await? {
             Some(MediaRequest::Chunk(c)) => c,
-            Some(_) => return Err(Ended::Refused(Refusal::new(EdgeErrorCode::BadFrame, "only chunks after UploadStart"))),
+            Some(_) => {
+                return Err(Ended::Refused(Refusal::new(EdgeErrorCode::BadFrame, "only chunks after UploadStart")))
+            }
             None => return Err(Ended::Gone("finished before the upload completed".into())),
         };
         match up.accept(&chunk) {
@@ -149,7 +163,10 @@ async fn download(
     send: &mut quinn::SendStream,
 ) -> Result<(), Ended> {
     let Some(size) = store.size_of(&blake3).await? else {
-        return Err(Ended::Refused(Refusal::new(EdgeErrorCode::UnknownMedia, format!("no object {}", hex::encode(blake3)))));
+        return Err(Ended::Refused(Refusal::new(
+            EdgeErrorCode::UnknownMedia,
+            format!("no object {}", hex::encode(blake3)),
+        )));
     };
     if offset > size {
         return Err(Ended::Refused(Refusal::new(

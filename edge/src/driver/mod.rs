@@ -45,11 +45,11 @@
 //!   retransmission timeout.
 
 mod connection;
-mod media;
-mod media_log;
 pub(crate) mod interest;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
+mod media;
+mod media_log;
 mod pairing;
 pub(crate) mod presence;
 pub(crate) mod router;

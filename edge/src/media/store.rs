@@ -202,8 +202,7 @@ impl MediaStore {
     /// On IO failure.
     pub async fn stage(&self, hash: &[u8; 32], have: u64) -> Result<tokio::fs::File, StoreError> {
         let path = self.staged_path(hash);
-        let file =
-            tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(err)?;
+        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await.map_err(err)?;
         file.set_len(have).await.map_err(err)?;
         Ok(file)
     }

@@ -135,10 +135,7 @@ mod tests {
 
     #[test]
     fn headers_are_checked() {
-        assert_eq!(
-            Header::check([0; 32], 1001, "a/b", &LIMITS).unwrap_err().code,
-            EdgeErrorCode::MediaTooLarge
-        );
+        assert_eq!(Header::check([0; 32], 1001, "a/b", &LIMITS).unwrap_err().code, EdgeErrorCode::MediaTooLarge);
         assert_eq!(Header::check([0; 32], 0, "a/b", &LIMITS).unwrap_err().code, EdgeErrorCode::BadMediaHeader);
         assert_eq!(Header::check([0; 32], 5, "", &LIMITS).unwrap_err().code, EdgeErrorCode::BadMediaHeader);
         assert!(Header::check([0; 32], 1000, "a/b", &LIMITS).is_ok());
