@@ -97,6 +97,8 @@ enum BenchCmd {
     Presence(bench::presence::Args),
     /// Events/s (and per core) exported to Parquet, and views rebuilt per second by replay, from a filled local cluster.
     Export(bench::export::Args),
+    /// Upload and download of a 50 MiB file over QUIC on loopback (MB/s), beside a raw quinn stream.
+    Media(bench::media::Args),
 }
 
 fn main() -> Result<()> {
@@ -158,6 +160,7 @@ fn main() -> Result<()> {
             Cmd::Bench(BenchCmd::E2e(a)) => bench::e2e::run(a).await,
             Cmd::Bench(BenchCmd::Group(a)) => bench::group::run(a).await,
             Cmd::Bench(BenchCmd::Presence(a)) => bench::presence::run(a).await,
+            Cmd::Bench(BenchCmd::Media(a)) => bench::media::run(a).await,
             Cmd::Bench(BenchCmd::Export(a)) => bench::export::run(a).await,
             Cmd::Jepsen(a) => commands::jepsen::run(a).await,
             Cmd::Status(a) => commands::status::run(a).await,

@@ -228,7 +228,9 @@ impl Handle {
     }
 }
 
-fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
+/// The QUIC transport settings of the edge's connections (public for
+/// `chorus bench media`, which runs raw quinn with the same ones).
+pub fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_millis(config.keep_alive_ms)));
     t.max_idle_timeout(Some(
