@@ -4,7 +4,7 @@
 use chorus_schema::{EventRecord, Offset, PartitionId};
 
 use crate::fold::{
-    chat_list, contact_index, contacts, cursors, directory, inbox, presence, privacy, profile, receipt_log,
+    chat_list, contact_index, contacts, cursors, directory, inbox, media, presence, privacy, profile, receipt_log,
     receipt_status, roster, status, Effect,
 };
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
@@ -113,6 +113,7 @@ impl Projection {
                 View::Profile => profile::apply(txn, record, &mut out)?,
                 View::Status => status::apply(txn, record, &mut out)?,
                 View::ContactIndex => contact_index::apply(txn, &self.contact_key, record, &mut out)?,
+                View::Media => media::apply(txn, record, &mut out)?,
             }
         }
         put_value(txn, &cursor, &next.next());

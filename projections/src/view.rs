@@ -24,11 +24,13 @@ pub enum View {
     Profile,
     Status,
     ContactIndex,
+    // ---- media (issue 14) ----
+    Media,
 }
 
 impl View {
     /// Every view, in the order a projection folds them.
-    pub const ALL: [View; 13] = [
+    pub const ALL: [View; 14] = [
         View::Roster,
         View::Cursors,
         View::ChatList,
@@ -42,6 +44,7 @@ impl View {
         View::Profile,
         View::Status,
         View::ContactIndex,
+        View::Media,
     ];
 
     /// The view's name (`chorus replay --view <name>`).
@@ -60,6 +63,7 @@ impl View {
             View::Profile => "profile",
             View::Status => "status",
             View::ContactIndex => "contact_index",
+            View::Media => "media",
         }
     }
 
@@ -80,6 +84,7 @@ impl View {
             View::Profile => &[keys::PROFILE, keys::PROFILE_BLOCKS],
             View::Status => &[keys::STATUS, keys::STATUS_EXPIRY],
             View::ContactIndex => &[keys::CONTACT_INDEX],
+            View::Media => &[crate::fold::media::MEDIA, crate::fold::media::MEDIA_HOLDER],
         }
     }
 
@@ -99,7 +104,8 @@ impl View {
             | View::Contacts
             | View::Profile
             | View::Status
-            | View::ContactIndex => &[],
+            | View::ContactIndex
+            | View::Media => &[],
         }
     }
 
@@ -122,7 +128,7 @@ impl fmt::Display for View {
 /// A name that is not a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts, profile, status, contact_index)"
+    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts, profile, status, contact_index, media)"
 )]
 pub struct UnknownView {
     pub name: String,

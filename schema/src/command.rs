@@ -201,6 +201,13 @@ pub enum CommandBody {
         offsets: Vec<PartitionOffset>,
         reset: bool,
     },
+    // ---- media (issue 14) ----
+    /// An edge stored (or found stored) the object `blake3` of `size` bytes
+    /// for the origin user: `MediaUploaded` in the user's partition.
+    RecordMedia {
+        blake3: [u8; 32],
+        size: u64,
+    },
 }
 
 impl Command {
@@ -242,6 +249,7 @@ impl Command {
             | SetRegistrationPin { .. }
             | RecordContactLookup { .. } => Key::User(self.origin.user),
             CommitOffsets { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
+            RecordMedia { .. } => Key::User(self.origin.user),
         }
     }
 
@@ -283,6 +291,7 @@ impl Command {
             ViewStatus { .. } => "ViewStatus",
             RecordContactLookup { .. } => "RecordContactLookup",
             CommitOffsets { .. } => "CommitOffsets",
+            RecordMedia { .. } => "RecordMedia",
         }
     }
 
@@ -334,7 +343,7 @@ impl Command {
             UpdateContacts { contacts } => check_len("contacts", contacts.len(), MAX_CONTACTS),
             Block { .. } | Unblock { .. } | CreateSession { .. } | RevokeSession { .. } => Ok(()),
             RecordOtpFailure | SetRegistrationPin { .. } | SetDirectBlock { .. } => Ok(()),
-            ViewStatus { .. } | RecordContactLookup { .. } => Ok(()),
+            ViewStatus { .. } | RecordContactLookup { .. } | RecordMedia { .. } => Ok(()),
             CommitOffsets { consumer, offsets, .. } => {
                 crate::consumer::validate_name(consumer)?;
                 crate::consumer::validate_offsets(offsets)
@@ -570,6 +579,10 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         fb::CommandBody::RecordContactLookup => {
             let b = get!(c.body_as_record_contact_lookup());
             CommandBody::RecordContactLookup { hashes: b.hashes() }
+        }
+        fb::CommandBody::RecordMedia => {
+            let b = get!(c.body_as_record_media());
+            CommandBody::RecordMedia { blake3: b.blake3().0, size: b.size() }
         }
         fb::CommandBody::CommitOffsets => {
             let b = get!(c.body_as_commit_offsets());
@@ -824,6 +837,13 @@ fn encode_body<'a>(
         B::RecordContactLookup { hashes } => {
             let t = fb::RecordContactLookup::create(fbb, &fb::RecordContactLookupArgs { hashes: *hashes });
             (fb::CommandBody::RecordContactLookup, t.as_union_value())
+        }
+        B::RecordMedia { blake3, size } => {
+            let t = fb::RecordMedia::create(
+                fbb,
+                &fb::RecordMediaArgs { blake3: Some(&fb::Blake3Digest::new(blake3)), size: *size },
+            );
+            (fb::CommandBody::RecordMedia, t.as_union_value())
         }
         B::CommitOffsets { consumer, offsets, reset } => {
             let consumer = fbb.create_string(consumer);

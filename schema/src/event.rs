@@ -218,6 +218,15 @@ pub enum EventBody {
         consumer: String,
         offsets: Vec<PartitionOffset>,
     },
+    // ---- media (issue 14) ----
+    /// `user` uploaded the object `blake3` of `size` bytes (or re-uploaded
+    /// one already stored): the media view counts it and restarts its grace
+    /// period before garbage collection.
+    MediaUploaded {
+        user: UserId,
+        blake3: [u8; 32],
+        size: u64,
+    },
 }
 
 impl EventBody {
@@ -259,6 +268,7 @@ impl EventBody {
             | StatusViewed { user, .. }
             | ContactLookupRecorded { user, .. } => Key::User(*user),
             OffsetsCommitted { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
+            MediaUploaded { user, .. } => Key::User(*user),
         }
     }
 
@@ -335,6 +345,7 @@ impl EventBody {
             StatusViewed { .. } => "StatusViewed",
             ContactLookupRecorded { .. } => "ContactLookupRecorded",
             OffsetsCommitted { .. } => "OffsetsCommitted",
+            MediaUploaded { .. } => "MediaUploaded",
         }
     }
 }
@@ -408,7 +419,8 @@ impl Event {
             | RegistrationPinSet { .. }
             | DirectBlockSet { .. }
             | StatusViewed { .. }
-            | ContactLookupRecorded { .. } => Ok(()),
+            | ContactLookupRecorded { .. }
+            | MediaUploaded { .. } => Ok(()),
             OffsetsCommitted { consumer, offsets } => {
                 crate::consumer::validate_name(consumer)?;
                 crate::consumer::validate_offsets(offsets)
@@ -713,6 +725,10 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
             let b = get!(e.body_as_contact_lookup_recorded());
             B::ContactLookupRecorded { user: UserId(b.user()), hashes: b.hashes() }
         }
+        fb::EventBody::MediaUploaded => {
+            let b = get!(e.body_as_media_uploaded());
+            B::MediaUploaded { user: UserId(b.user()), blake3: b.blake3().0, size: b.size() }
+        }
         fb::EventBody::OffsetsCommitted => {
             let b = get!(e.body_as_offsets_committed());
             B::OffsetsCommitted { consumer: b.consumer().to_owned(), offsets: crate::consumer::offsets_of(b.offsets()) }
@@ -1005,6 +1021,13 @@ fn encode_body<'a>(
                 &fb::ContactLookupRecordedArgs { user: user.0, hashes: *hashes },
             );
             (fb::EventBody::ContactLookupRecorded, t.as_union_value())
+        }
+        B::MediaUploaded { user, blake3, size } => {
+            let t = fb::MediaUploaded::create(
+                fbb,
+                &fb::MediaUploadedArgs { user: user.0, blake3: Some(&fb::Blake3Digest::new(blake3)), size: *size },
+            );
+            (fb::EventBody::MediaUploaded, t.as_union_value())
         }
         B::OffsetsCommitted { consumer, offsets } => {
             let consumer = fbb.create_string(consumer);

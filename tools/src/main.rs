@@ -35,6 +35,9 @@ enum Cmd {
     Client(commands::client::Args),
     /// Rebuild views from the log into a fresh store; compare them with a live store.
     Replay(commands::projector::ReplayArgs),
+    /// Media objects: garbage collection (`gc`).
+    #[command(subcommand)]
+    Media(commands::media::Cmd),
     /// Issue a certificate (the CAs are made in --dir when missing): a role of
     /// the cluster CA (node, edge, projector, operator, analyst) or an edge's server
     /// certificate of the separate edge CA (edge-server). See docs/security.md.
@@ -115,6 +118,7 @@ fn main() -> Result<()> {
             Cmd::Edge(a) => commands::edge::run(a).await,
             Cmd::Client(a) => commands::client::run(a).await,
             Cmd::Replay(a) => commands::projector::replay(a).await,
+            Cmd::Media(c) => commands::media::run(c).await,
             Cmd::Tail(a) => commands::tail::run(a).await,
             Cmd::Consumer(a) => commands::tail::consumer(a).await,
             Cmd::Certs { dir, role, name, host } => {

@@ -352,7 +352,7 @@ impl Conn {
                 Step::MediaStream(Ok((send, recv))) => {
                     if let Some(identity) = self.identity {
                         let (ctx, store) = (self.ctx.clone(), self.ctx.media.clone());
-                        tokio::spawn(super::media::serve(ctx, store, identity.user, send, recv));
+                        tokio::spawn(super::media::serve(ctx, store, identity, send, recv));
                     }
                     None
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chorus_schema::media::{frame_len, prefixed, Chunk, MediaReply, MediaRequest};
-use chorus_schema::{EdgeErrorCode, UserId};
+use chorus_schema::EdgeErrorCode;
 use tracing::debug;
 
 use super::Ctx;
@@ -52,13 +52,14 @@ async fn write(send: &mut quinn::SendStream, reply: &MediaReply) -> Result<(), E
 pub(super) async fn serve(
     ctx: Arc<Ctx>,
     store: Arc<MediaStore>,
-    user: UserId,
+    identity: crate::session::Identity,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let user = identity.user;
     let result = match read_request(&mut recv).await {
         Ok(Some(MediaRequest::UploadStart { blake3, size, mime })) => {
-            upload(&ctx, &store, user, (blake3, size, mime), &mut send, &mut recv).await
+            upload(&ctx, &store, identity, (blake3, size, mime), &mut send, &mut recv).await
         }
         Ok(Some(MediaRequest::DownloadStart { blake3, offset })) => {
             download(&ctx, &store, blake3, offset, &mut send).await
@@ -93,11 +94,12 @@ fn limits(ctx: &Ctx) -> Limits {
 async fn upload(
     ctx: &Ctx,
     store: &MediaStore,
-    user: UserId,
+    identity: crate::session::Identity,
     (blake3, size, mime): ([u8; 32], u64, String),
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) -> Result<(), Ended> {
+    let (user, device) = (identity.user, identity.device);
     let limits = limits(ctx);
     let header = Header::check(blake3, size, &mime, &limits).map_err(Ended::Refused)?;
     let owned = store.owns(user, &blake3, size).await?;
@@ -117,7 +119,7 @@ async fn upload(
             if !owned {
                 store.add_owner(user, &blake3, size).await?;
             }
-            super::media_log::uploaded(ctx, user, blake3, size).await.map_err(Ended::Refused)?;
+            super::media_log::uploaded(ctx, user, device, blake3, size).await.map_err(Ended::Refused)?;
             return write(send, &MediaReply::UploadDone { blake3, size, deduplicated: true }).await;
         }
     }
@@ -151,7 +153,7 @@ async fn upload(
     }
     store.publish(&blake3, &up.header().mime).await?;
     store.add_owner(user, &blake3, size).await?;
-    super::media_log::uploaded(ctx, user, blake3, size).await.map_err(Ended::Refused)?;
+    super::media_log::uploaded(ctx, user, device, blake3, size).await.map_err(Ended::Refused)?;
     write(send, &MediaReply::UploadDone { blake3, size, deduplicated: false }).await
 }
 

@@ -19,6 +19,7 @@ pub mod contacts;
 pub mod cursors;
 pub mod directory;
 pub mod inbox;
+pub mod media;
 pub mod presence;
 pub mod privacy;
 pub mod profile;

@@ -275,10 +275,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for StatusAudience {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 33;
+pub const ENUM_MAX_EVENT_BODY: u8 = 34;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 34] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 35] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -313,6 +313,7 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 34] = [
   EventBody::StatusViewed,
   EventBody::ContactLookupRecorded,
   EventBody::OffsetsCommitted,
+  EventBody::MediaUploaded,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -354,9 +355,10 @@ impl EventBody {
   pub const StatusViewed: Self = Self(31);
   pub const ContactLookupRecorded: Self = Self(32);
   pub const OffsetsCommitted: Self = Self(33);
+  pub const MediaUploaded: Self = Self(34);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 33;
+  pub const ENUM_MAX: u8 = 34;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -392,6 +394,7 @@ impl EventBody {
     Self::StatusViewed,
     Self::ContactLookupRecorded,
     Self::OffsetsCommitted,
+    Self::MediaUploaded,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -430,6 +433,7 @@ impl EventBody {
       Self::StatusViewed => Some("StatusViewed"),
       Self::ContactLookupRecorded => Some("ContactLookupRecorded"),
       Self::OffsetsCommitted => Some("OffsetsCommitted"),
+      Self::MediaUploaded => Some("MediaUploaded"),
       _ => None,
     }
   }
@@ -489,10 +493,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 34;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 35;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 35] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 36] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -528,6 +532,7 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 35] = [
   CommandBody::ViewStatus,
   CommandBody::RecordContactLookup,
   CommandBody::CommitOffsets,
+  CommandBody::RecordMedia,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -570,9 +575,10 @@ impl CommandBody {
   pub const ViewStatus: Self = Self(32);
   pub const RecordContactLookup: Self = Self(33);
   pub const CommitOffsets: Self = Self(34);
+  pub const RecordMedia: Self = Self(35);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 34;
+  pub const ENUM_MAX: u8 = 35;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -609,6 +615,7 @@ impl CommandBody {
     Self::ViewStatus,
     Self::RecordContactLookup,
     Self::CommitOffsets,
+    Self::RecordMedia,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -648,6 +655,7 @@ impl CommandBody {
       Self::ViewStatus => Some("ViewStatus"),
       Self::RecordContactLookup => Some("RecordContactLookup"),
       Self::CommitOffsets => Some("CommitOffsets"),
+      Self::RecordMedia => Some("RecordMedia"),
       _ => None,
     }
   }
@@ -6264,11 +6272,143 @@ impl ::core::fmt::Debug for ContactLookupRecorded<'_> {
       ds.finish()
   }
 }
-pub enum OffsetsCommittedOffset {}
+pub enum MediaUploadedOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// The named consumer `consumer` committed `offsets` (only the partitions whose
 /// committed offset changed; the value is the new one).
+/// `user` uploaded the object `blake3` of `size` bytes (or re-uploaded one already stored).
+pub struct MediaUploaded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MediaUploaded<'a> {
+  type Inner = MediaUploaded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MediaUploaded<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BLAKE3: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MediaUploaded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MediaUploadedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MediaUploaded<'bldr>> {
+    let mut builder = MediaUploadedBuilder::new(_fbb);
+    builder.add_size(args.size);
+    builder.add_user(args.user);
+    if let Some(x) = args.blake3 { builder.add_blake3(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MediaUploaded::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn blake3(&self) -> &'a Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(MediaUploaded::VT_BLAKE3, None).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MediaUploaded::VT_SIZE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MediaUploaded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<Blake3Digest>("blake3", Self::VT_BLAKE3, true)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MediaUploadedArgs<'a> {
+    pub user: u64,
+    pub blake3: Option<&'a Blake3Digest>,
+    pub size: u64,
+}
+impl<'a> Default for MediaUploadedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MediaUploadedArgs {
+      user: 0,
+      blake3: None, // required field
+      size: 0,
+    }
+  }
+}
+
+pub struct MediaUploadedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MediaUploadedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(MediaUploaded::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_blake3(&mut self, blake3: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(MediaUploaded::VT_BLAKE3, blake3);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(MediaUploaded::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MediaUploadedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MediaUploadedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MediaUploaded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MediaUploaded::VT_BLAKE3,"blake3");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MediaUploaded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MediaUploaded");
+      ds.field("user", &self.user());
+      ds.field("blake3", &self.blake3());
+      ds.field("size", &self.size());
+      ds.finish()
+  }
+}
+pub enum OffsetsCommittedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
 pub struct OffsetsCommitted<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -6911,6 +7051,20 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_media_uploaded(&self) -> Option<MediaUploaded<'a>> {
+    if self.body_type() == EventBody::MediaUploaded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MediaUploaded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -6956,6 +7110,7 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::StatusViewed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusViewed>>("EventBody::StatusViewed", pos),
           EventBody::ContactLookupRecorded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ContactLookupRecorded>>("EventBody::ContactLookupRecorded", pos),
           EventBody::OffsetsCommitted => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OffsetsCommitted>>("EventBody::OffsetsCommitted", pos),
+          EventBody::MediaUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MediaUploaded>>("EventBody::MediaUploaded", pos),
           _ => Ok(()),
         }
      })?
@@ -7252,6 +7407,13 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::OffsetsCommitted => {
           if let Some(x) = self.body_as_offsets_committed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::MediaUploaded => {
+          if let Some(x) = self.body_as_media_uploaded() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -11368,13 +11530,128 @@ impl ::core::fmt::Debug for RecordContactLookup<'_> {
       ds.finish()
   }
 }
-pub enum CommitOffsetsOffset {}
+pub enum RecordMediaOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Commits `offsets` of the named consumer `consumer` (key: the consumer). A
 /// commit never moves a partition back unless `reset` is set (an operator's
 /// explicit rewind). With no offsets it changes nothing and answers the
 /// committed offsets: a read ordered by the log.
+/// An edge stored (or found stored) the object `blake3` of `size` bytes for the origin user.
+pub struct RecordMedia<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RecordMedia<'a> {
+  type Inner = RecordMedia<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RecordMedia<'a> {
+  pub const VT_BLAKE3: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RecordMedia { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RecordMediaArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RecordMedia<'bldr>> {
+    let mut builder = RecordMediaBuilder::new(_fbb);
+    builder.add_size(args.size);
+    if let Some(x) = args.blake3 { builder.add_blake3(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn blake3(&self) -> &'a Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(RecordMedia::VT_BLAKE3, None).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RecordMedia::VT_SIZE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RecordMedia<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Blake3Digest>("blake3", Self::VT_BLAKE3, true)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RecordMediaArgs<'a> {
+    pub blake3: Option<&'a Blake3Digest>,
+    pub size: u64,
+}
+impl<'a> Default for RecordMediaArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RecordMediaArgs {
+      blake3: None, // required field
+      size: 0,
+    }
+  }
+}
+
+pub struct RecordMediaBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RecordMediaBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_blake3(&mut self, blake3: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(RecordMedia::VT_BLAKE3, blake3);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(RecordMedia::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RecordMediaBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RecordMediaBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RecordMedia<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RecordMedia::VT_BLAKE3,"blake3");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RecordMedia<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RecordMedia");
+      ds.field("blake3", &self.blake3());
+      ds.field("size", &self.size());
+      ds.finish()
+  }
+}
+pub enum CommitOffsetsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
 pub struct CommitOffsets<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -12038,6 +12315,20 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_record_media(&self) -> Option<RecordMedia<'a>> {
+    if self.body_type() == CommandBody::RecordMedia {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RecordMedia::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -12083,6 +12374,7 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::ViewStatus => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ViewStatus>>("CommandBody::ViewStatus", pos),
           CommandBody::RecordContactLookup => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordContactLookup>>("CommandBody::RecordContactLookup", pos),
           CommandBody::CommitOffsets => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<CommitOffsets>>("CommandBody::CommitOffsets", pos),
+          CommandBody::RecordMedia => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordMedia>>("CommandBody::RecordMedia", pos),
           _ => Ok(()),
         }
      })?
@@ -12379,6 +12671,13 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::CommitOffsets => {
           if let Some(x) = self.body_as_commit_offsets() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::RecordMedia => {
+          if let Some(x) = self.body_as_record_media() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -143,6 +143,7 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
         (user(), any::<bool>()).prop_map(|(peer, blocked)| SetDirectBlock { peer, blocked }),
         (user(), any::<u64>()).prop_map(|(author, status_id)| ViewStatus { author, status_id }),
         any::<u32>().prop_map(|hashes| RecordContactLookup { hashes }),
+        (any::<[u8; 32]>(), any::<u64>()).prop_map(|(blake3, size)| RecordMedia { blake3, size }),
     ]
 }
 
@@ -259,6 +260,7 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         (chat(), any::<bool>()).prop_map(|(chat, blocked)| DirectBlockSet { chat, blocked }),
         (user(), any::<u64>(), user()).prop_map(|(user, status_id, viewer)| StatusViewed { user, status_id, viewer }),
         (user(), any::<u32>()).prop_map(|(user, hashes)| ContactLookupRecorded { user, hashes }),
+        (user(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(user, blake3, size)| MediaUploaded { user, blake3, size }),
     ]
 }
 

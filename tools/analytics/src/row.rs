@@ -137,6 +137,7 @@ pub fn kind_name(body: &EventBody) -> &'static str {
         StatusViewed { .. } => "status_viewed",
         ContactLookupRecorded { .. } => "contact_lookup_recorded",
         OffsetsCommitted { .. } => "offsets_committed",
+        MediaUploaded { .. } => "media_uploaded",
     }
 }
 
@@ -413,6 +414,7 @@ impl RowBuilder {
             ContactsUpdated { contacts, .. } => row.items = Some(count(contacts.len())),
             // A named consumer's commit: how many partitions' offsets moved.
             OffsetsCommitted { offsets, .. } => row.items = Some(count(offsets.len())),
+            MediaUploaded { size, .. } => row.media_bytes = Some(*size),
             UserBlocked { target, .. } => {
                 row.other_user = self.user(*target);
                 row.blocked = Some(true);

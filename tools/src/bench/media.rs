@@ -55,7 +55,7 @@ pub async fn run(args: Args) -> Result<()> {
     let mut spec = StackSpec::new(&args.dir, chorus_binary()).unthrottled();
     spec.edges = 1;
     spec.edge.media.file_bytes_max = (size as u64).max(1 << 20) + (1 << 20);
-    spec.edge.media.user_quota_bytes = u64::MAX;
+    spec.edge.media.user_quota_bytes = 1 << 50;
     spec.log_filter = "warn".into();
     let stack = Stack::start(spec).await.context("start the deployment")?;
     println!("deployment: 3 log-nodes, nats-server, projector, 1 edge; a {} MiB file, median of {}", args.mib, args.runs);
