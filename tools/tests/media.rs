@@ -203,3 +203,80 @@ async fn an_interrupted_upload_resumes_bad_chunks_and_limits_are_refused_and_dup
     });
     assert_eq!(logged, Some(Some(media)));
 }
+
+/// `chorus media gc` (a real process) against the deployment's log and the
+/// edge's store: it deletes what no live message or avatar references once
+/// past the grace period, and keeps the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_deletes_unreferenced_objects_past_the_grace_period_and_keeps_referenced_and_recent_ones() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("media-store");
+    let stack = stack(dir.path(), &store).await;
+    let alice_id = stack.register(0, "+15550001411").await.unwrap();
+    let bob_id = stack.register(0, "+15550001412").await.unwrap();
+    let (alice, _a) = stack.connect(0, alice_id).await;
+    let (bob, _b) = stack.connect(0, bob_id).await;
+    let up = |c: &Client| {
+        let c = c.clone();
+        async move { within("an upload", c.upload_file(&random(200 << 10), "f.bin")).await.unwrap().0 }
+    };
+    // Referenced by a message.
+    let kept = up(&alice).await;
+    let content = Content { text: String::new(), attachment: Some(kept.clone()) };
+    alice.send_with_media(Recipient::User(bob_id.user), content.encode(), kept.media_ref()).await.unwrap();
+    // Referenced by nothing.
+    let orphan = up(&alice).await;
+    // An avatar, then replaced by another: the first is no longer referenced.
+    let avatar1 = up(&bob).await;
+    bob.set_profile("bob", "", Some(avatar1.media_ref())).await.unwrap();
+    let avatar2 = up(&bob).await;
+    bob.set_profile("bob", "", Some(avatar2.media_ref())).await.unwrap();
+    // The uploads are in the uploaders' partitions.
+    let records = stack.partition_records(&Key::User(alice_id.user)).await.unwrap();
+    let uploaded: Vec<[u8; 32]> = records
+        .iter()
+        .filter_map(|r| match &r.event.body {
+            EventBody::MediaUploaded { user, blake3, .. } if *user == alice_id.user => Some(*blake3),
+            _ => None,
+        })
+        .collect();
+    assert!(uploaded.contains(&kept.blake3) && uploaded.contains(&orphan.blake3), "{uploaded:?}");
+
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Unreferenced but recent.
+    let fresh = up(&alice).await;
+    assert_eq!(objects(&store).len(), 5);
+
+    let gc = |dry_run: bool| {
+        let mut cmd = std::process::Command::new(chorus_binary());
+        cmd.args(["media", "gc", "--node", &stack.cluster.client_addrs()[0]])
+            .args(stack.cluster.operator_args())
+            .arg("--dir")
+            .arg(&store)
+            .args(["--grace-ms", "3000"]);
+        if dry_run {
+            cmd.arg("--dry-run");
+        }
+        cmd.output().expect("run chorus media gc")
+    };
+    let o = gc(true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(objects(&store).len(), 5, "a dry run deletes nothing");
+    let o = gc(false);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("5 objects: 2 deleted, 3 kept"), "{out}");
+    let mut left: Vec<String> =
+        objects(&store).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    left.sort();
+    let mut expected: Vec<String> = [&kept, &avatar2, &fresh].iter().map(|a| hex::encode(a.blake3)).collect();
+    expected.sort();
+    assert_eq!(left, expected);
+    // Gone for clients too; the kept one still downloads and decrypts.
+    let (code, _) = refused(bob.download(&orphan.media_ref()).await);
+    assert_eq!(code, EdgeErrorCode::UnknownMedia);
+    let (code, _) = refused(alice.download(&avatar1.media_ref()).await);
+    assert_eq!(code, EdgeErrorCode::UnknownMedia);
+    assert_eq!(bob.download_file(&kept).await.unwrap().len(), 200 << 10);
+}

@@ -27,13 +27,17 @@ pub(super) async fn uploaded(
     size: u64,
 ) -> Result<(), Refusal> {
     let client_msg_id = ClientMsgId(rand::rngs::OsRng.next_u64() | CLIENT_MSG_ID_RESERVED_BIT);
-    let command = Command { origin: Origin { user, device, client_msg_id }, body: CommandBody::RecordMedia { blake3, size } };
+    let command =
+        Command { origin: Origin { user, device, client_msg_id }, body: CommandBody::RecordMedia { blake3, size } };
     let mut last = String::new();
     for attempt in 0..ATTEMPTS {
         match ctx.log.append(&command).await {
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(r)) => {
-                return Err(Refusal::new(EdgeErrorCode::Internal, format!("the log refused the upload's record: {}", r.message)))
+                return Err(Refusal::new(
+                    EdgeErrorCode::Internal,
+                    format!("the log refused the upload's record: {}", r.message),
+                ))
             }
             Err(e) => {
                 last = e.to_string();

@@ -58,7 +58,10 @@ pub async fn run(args: Args) -> Result<()> {
     spec.edge.media.user_quota_bytes = 1 << 50;
     spec.log_filter = "warn".into();
     let stack = Stack::start(spec).await.context("start the deployment")?;
-    println!("deployment: 3 log-nodes, nats-server, projector, 1 edge; a {} MiB file, median of {}", args.mib, args.runs);
+    println!(
+        "deployment: 3 log-nodes, nats-server, projector, 1 edge; a {} MiB file, median of {}",
+        args.mib, args.runs
+    );
     let creds = stack.register(0, "+15559100000").await?;
     let (client, _events) = stack.connect(0, creds).await;
 
@@ -88,7 +91,10 @@ pub async fn run(args: Args) -> Result<()> {
 
     let (up, down, raw_up, raw_down) = (median(up), median(down), median(raw_up), median(raw_down));
     println!("upload   chorus {up:8.1} MB/s   raw quinn {raw_up:8.1} MB/s   ratio {:.2}", up / raw_up.max(1e-9));
-    println!("download chorus {down:8.1} MB/s   raw quinn {raw_down:8.1} MB/s   ratio {:.2}", down / raw_down.max(1e-9));
+    println!(
+        "download chorus {down:8.1} MB/s   raw quinn {raw_down:8.1} MB/s   ratio {:.2}",
+        down / raw_down.max(1e-9)
+    );
     Ok(())
 }
 
