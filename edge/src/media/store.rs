@@ -47,6 +47,9 @@ pub struct StoredObject {
 pub struct MediaStore {
     objects: Arc<dyn ObjectStore>,
     staging: PathBuf,
+    /// The staging directory is the local store's `staging/`: a verified
+    /// upload is published by a rename, not a copy.
+    staged_in_store: bool,
     /// Hashes being uploaded here, one stream at a time each.
     uploading: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -113,8 +116,9 @@ impl MediaStore {
             }
         };
         let staging = config.staging();
+        let staged_in_store = config.s3.is_none() && config.staging_dir.is_none();
         std::fs::create_dir_all(&staging).map_err(|e| err(format!("{}: {e}", staging.display())))?;
-        Ok(MediaStore { objects, staging, uploading: Mutex::new(HashMap::new()) })
+        Ok(MediaStore { objects, staging, staged_in_store, uploading: Mutex::new(HashMap::new()) })
     }
 
     /// The size of a stored object, if it is stored.
@@ -245,8 +249,12 @@ impl MediaStore {
     /// # Errors
     /// When the store or the disk fails (the staged file stays).
     pub async fn publish(&self, hash: &[u8; 32], mime: &str) -> Result<(), StoreError> {
-        let mut file = tokio::fs::File::open(self.staged_path(hash)).await.map_err(err)?;
         self.objects.put(&meta_path(hash), PutPayload::from(mime.as_bytes().to_vec())).await.map_err(err)?;
+        if self.staged_in_store {
+            let staged = Path::from(format!("staging/{}.part", hex::encode(hash)));
+            return self.objects.rename(&staged, &object_path(hash)).await.map_err(err);
+        }
+        let mut file = tokio::fs::File::open(self.staged_path(hash)).await.map_err(err)?;
         let upload = self.objects.put_multipart(&object_path(hash)).await.map_err(err)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut buf = vec![0u8; 1 << 20];
