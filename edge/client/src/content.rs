@@ -178,6 +178,7 @@ impl crate::Client {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 
