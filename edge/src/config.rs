@@ -128,6 +128,9 @@ pub struct Config {
     /// (the `chorus` binary must be built with the `otlp` feature). None: no
     /// export. Also `CHORUS_OTLP_ENDPOINT`.
     pub otlp_endpoint: Option<String>,
+    /// Media uploads and downloads (issue 14): the object store, the
+    /// staging directory, the limits (`[media]`, see [`crate::media::MediaConfig`]).
+    pub media: crate::media::MediaConfig,
 }
 
 impl Default for Config {
@@ -165,6 +168,7 @@ impl Default for Config {
             dev: false,
             metrics_addr: None,
             otlp_endpoint: None,
+            media: crate::media::MediaConfig::default(),
         }
     }
 }
@@ -176,6 +180,7 @@ impl Config {
     /// A message naming the first bad setting.
     pub fn validate(&self) -> Result<(), String> {
         self.session.validate()?;
+        self.media.validate()?;
         self.log_client.validate()?;
         if self.log_nodes.is_empty() {
             return Err("log_nodes is empty".into());

@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod driver;
+pub mod media;
 pub mod metrics;
 pub mod session;
 pub mod sms;

@@ -4,7 +4,7 @@
 use chorus_schema::{EventRecord, Offset, PartitionId};
 
 use crate::fold::{
-    chat_list, contact_index, contacts, cursors, directory, inbox, presence, privacy, profile, receipt_log,
+    chat_list, contact_index, contacts, cursors, directory, inbox, media, presence, privacy, profile, receipt_log,
     receipt_status, roster, status, Effect,
 };
 use crate::store::{get_value, keys, put_value, MemStore, Store, Txn};
@@ -116,6 +116,7 @@ impl Projection {
                 // ---- push and reports (issue 14) ----
                 View::PushTokens => crate::fold::push_tokens::apply(txn, record, &mut out)?,
                 View::Reports => crate::fold::reports::apply(txn, record, &mut out)?,
+                View::Media => media::apply(txn, record, &mut out)?,
             }
         }
         put_value(txn, &cursor, &next.next());

@@ -27,11 +27,13 @@ pub enum View {
     // ---- push and reports (issue 14) ----
     PushTokens,
     Reports,
+    // ---- media (issue 14) ----
+    Media,
 }
 
 impl View {
     /// Every view, in the order a projection folds them.
-    pub const ALL: [View; 15] = [
+    pub const ALL: [View; 16] = [
         View::Roster,
         View::Cursors,
         View::ChatList,
@@ -47,6 +49,7 @@ impl View {
         View::ContactIndex,
         View::PushTokens,
         View::Reports,
+        View::Media,
     ];
 
     /// The view's name (`chorus replay --view <name>`).
@@ -67,6 +70,7 @@ impl View {
             View::ContactIndex => "contact_index",
             View::PushTokens => "push_tokens",
             View::Reports => "reports",
+            View::Media => "media",
         }
     }
 
@@ -89,6 +93,7 @@ impl View {
             View::ContactIndex => &[keys::CONTACT_INDEX],
             View::PushTokens => &[keys::PUSH_TOKENS],
             View::Reports => &[keys::REPORT_SUMMARY, keys::REPORTS],
+            View::Media => &[crate::fold::media::MEDIA, crate::fold::media::MEDIA_HOLDER],
         }
     }
 
@@ -110,7 +115,8 @@ impl View {
             | View::Status
             | View::ContactIndex
             | View::PushTokens
-            | View::Reports => &[],
+            | View::Reports
+            | View::Media => &[],
         }
     }
 
@@ -133,7 +139,7 @@ impl fmt::Display for View {
 /// A name that is not a view.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts, profile, status, contact_index, push_tokens, reports)"
+    "no view is named {name:?} (views: roster, cursors, chat_list, receipt_status, inbox, directory, receipt_log, presence, privacy, contacts, profile, status, contact_index, push_tokens, reports, media)"
 )]
 pub struct UnknownView {
     pub name: String,

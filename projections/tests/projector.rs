@@ -615,6 +615,10 @@ async fn replay_of_each_view_equals_the_live_view() {
         }],
     };
     must_append(&client, &b.command(report)).await;
+    // Media (issue 14): an upload and an avatar referencing it.
+    must_append(&client, &a.command(CommandBody::RecordMedia { blake3: [6; 32], size: 9 })).await;
+    let avatar = Some(chorus_schema::MediaRef { blake3: [6; 32], size: 9, mime: "image/jpeg".into() });
+    must_append(&client, &a.command(CommandBody::UpdateProfile { name: "A".into(), about: "y".into(), avatar })).await;
     let ends = must_catch_up(&running.handle, &client).await;
     let contact_key = ViewKey::load(&config.view_key).unwrap().contact_key();
 

@@ -334,6 +334,37 @@ catalogue! {
             meaning: "The status post expired (it is visible 24 h): nothing was recorded.",
             action: "Drop it from the list.",
         }
+        // ---- media (issue 14) ----
+        MediaTooLarge = 20 {
+            retryable: false,
+            meaning: "An upload's declared size is above the edge's per-file limit (`media.file_bytes_max`, 100 MiB by default). Nothing was stored.",
+            action: "Tell the user the file is too large.",
+        }
+        QuotaExceeded = 21 {
+            retryable: false,
+            meaning: "The upload would take the user's stored media above their quota (`media.user_quota_bytes`). Nothing was stored.",
+            action: "Tell the user; media no message references any more is collected after the grace period.",
+        }
+        UnknownMedia = 22 {
+            retryable: false,
+            meaning: "A download of a hash the store does not hold (never uploaded, not finished, or garbage-collected).",
+            action: "Show the attachment as unavailable.",
+        }
+        BadChunk = 23 {
+            retryable: false,
+            meaning: "An upload chunk whose BLAKE3 does not match its data, at another offset than the edge's resume point, or longer than `chunk_max`: it was not stored. The media stream stays open; the error's `have` is where to re-send from.",
+            action: "Re-send from `have`.",
+        }
+        MediaHashMismatch = 24 {
+            retryable: false,
+            meaning: "The uploaded bytes, complete, do not hash to the BLAKE3 of the upload's header: the staged upload was discarded and nothing became visible.",
+            action: "Upload again from the start (with the right hash).",
+        }
+        BadMediaHeader = 25 {
+            retryable: false,
+            meaning: "A media stream's first frame is not a valid `UploadStart` or `DownloadStart` (malformed, a hash that is not 32 bytes, an empty or too long MIME type, a download offset past the end), or a media stream before login.",
+            action: "Fix the client.",
+        }
     }
 }
 

@@ -230,6 +230,13 @@ pub enum CommandBody {
     ClaimDeviceKeys {
         target: UserId,
     },
+    // ---- media (issue 14) ----
+    /// An edge stored (or found stored) the object `blake3` of `size` bytes
+    /// for the origin user: `MediaUploaded` in the user's partition.
+    RecordMedia {
+        blake3: [u8; 32],
+        size: u64,
+    },
 }
 
 impl Command {
@@ -274,6 +281,7 @@ impl Command {
             CommitOffsets { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
             SetPushToken { .. } => Key::User(self.origin.user),
             FileReport { reported, .. } => Key::User(*reported),
+            RecordMedia { .. } => Key::User(self.origin.user),
         }
     }
 
@@ -319,6 +327,7 @@ impl Command {
             FileReport { .. } => "FileReport",
             UploadDeviceKeys { .. } => "UploadDeviceKeys",
             ClaimDeviceKeys { .. } => "ClaimDeviceKeys",
+            RecordMedia { .. } => "RecordMedia",
         }
     }
 
@@ -370,7 +379,7 @@ impl Command {
             UpdateContacts { contacts } => check_len("contacts", contacts.len(), MAX_CONTACTS),
             Block { .. } | Unblock { .. } | CreateSession { .. } | RevokeSession { .. } => Ok(()),
             RecordOtpFailure | SetRegistrationPin { .. } | SetDirectBlock { .. } => Ok(()),
-            ViewStatus { .. } | RecordContactLookup { .. } => Ok(()),
+            ViewStatus { .. } | RecordContactLookup { .. } | RecordMedia { .. } => Ok(()),
             CommitOffsets { consumer, offsets, .. } => {
                 crate::consumer::validate_name(consumer)?;
                 crate::consumer::validate_offsets(offsets)
@@ -612,6 +621,10 @@ pub(crate) fn from_fb(c: fb::Command<'_>) -> Result<Command> {
         fb::CommandBody::RecordContactLookup => {
             let b = get!(c.body_as_record_contact_lookup());
             CommandBody::RecordContactLookup { hashes: b.hashes() }
+        }
+        fb::CommandBody::RecordMedia => {
+            let b = get!(c.body_as_record_media());
+            CommandBody::RecordMedia { blake3: b.blake3().0, size: b.size() }
         }
         fb::CommandBody::CommitOffsets => {
             let b = get!(c.body_as_commit_offsets());
@@ -892,6 +905,13 @@ fn encode_body<'a>(
         B::RecordContactLookup { hashes } => {
             let t = fb::RecordContactLookup::create(fbb, &fb::RecordContactLookupArgs { hashes: *hashes });
             (fb::CommandBody::RecordContactLookup, t.as_union_value())
+        }
+        B::RecordMedia { blake3, size } => {
+            let t = fb::RecordMedia::create(
+                fbb,
+                &fb::RecordMediaArgs { blake3: Some(&fb::Blake3Digest::new(blake3)), size: *size },
+            );
+            (fb::CommandBody::RecordMedia, t.as_union_value())
         }
         B::CommitOffsets { consumer, offsets, reset } => {
             let consumer = fbb.create_string(consumer);

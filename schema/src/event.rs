@@ -250,6 +250,15 @@ pub enum EventBody {
         claimed_by: UserId,
         claimed: Vec<(DeviceId, u32)>,
     },
+    // ---- media (issue 14) ----
+    /// `user` uploaded the object `blake3` of `size` bytes (or re-uploaded
+    /// one already stored): the media view counts it and restarts its grace
+    /// period before garbage collection.
+    MediaUploaded {
+        user: UserId,
+        blake3: [u8; 32],
+        size: u64,
+    },
 }
 
 impl EventBody {
@@ -294,6 +303,7 @@ impl EventBody {
             | DeviceKeysClaimed { user, .. } => Key::User(*user),
             OffsetsCommitted { consumer, .. } => Key::Consumer(ConsumerKey::of(consumer)),
             PushTokenSet { user, .. } | ReportFiled { user, .. } => Key::User(*user),
+            MediaUploaded { user, .. } => Key::User(*user),
         }
     }
 
@@ -374,6 +384,7 @@ impl EventBody {
             ReportFiled { .. } => "ReportFiled",
             DeviceKeysUploaded { .. } => "DeviceKeysUploaded",
             DeviceKeysClaimed { .. } => "DeviceKeysClaimed",
+            MediaUploaded { .. } => "MediaUploaded",
         }
     }
 }
@@ -447,7 +458,8 @@ impl Event {
             | RegistrationPinSet { .. }
             | DirectBlockSet { .. }
             | StatusViewed { .. }
-            | ContactLookupRecorded { .. } => Ok(()),
+            | ContactLookupRecorded { .. }
+            | MediaUploaded { .. } => Ok(()),
             OffsetsCommitted { consumer, offsets } => {
                 crate::consumer::validate_name(consumer)?;
                 crate::consumer::validate_offsets(offsets)
@@ -757,6 +769,10 @@ fn from_fb(e: fb::Event<'_>) -> Result<Event> {
         fb::EventBody::ContactLookupRecorded => {
             let b = get!(e.body_as_contact_lookup_recorded());
             B::ContactLookupRecorded { user: UserId(b.user()), hashes: b.hashes() }
+        }
+        fb::EventBody::MediaUploaded => {
+            let b = get!(e.body_as_media_uploaded());
+            B::MediaUploaded { user: UserId(b.user()), blake3: b.blake3().0, size: b.size() }
         }
         fb::EventBody::OffsetsCommitted => {
             let b = get!(e.body_as_offsets_committed());
@@ -1088,6 +1104,13 @@ fn encode_body<'a>(
                 &fb::ContactLookupRecordedArgs { user: user.0, hashes: *hashes },
             );
             (fb::EventBody::ContactLookupRecorded, t.as_union_value())
+        }
+        B::MediaUploaded { user, blake3, size } => {
+            let t = fb::MediaUploaded::create(
+                fbb,
+                &fb::MediaUploadedArgs { user: user.0, blake3: Some(&fb::Blake3Digest::new(blake3)), size: *size },
+            );
+            (fb::EventBody::MediaUploaded, t.as_union_value())
         }
         B::OffsetsCommitted { consumer, offsets } => {
             let consumer = fbb.create_string(consumer);

@@ -61,6 +61,7 @@ pub mod keys;
 // ---- E2EE envelope (issue 14) ----
 pub mod e2ee;
 pub mod limits;
+pub mod media;
 pub mod outcome;
 pub mod push;
 pub mod social;

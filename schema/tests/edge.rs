@@ -106,7 +106,7 @@ fn oversized_frames_are_refused() {
 #[test]
 fn error_codes_are_stable() {
     let codes: Vec<u8> = EdgeErrorCode::ALL.iter().map(|c| c.value()).collect();
-    assert_eq!(codes, (0..20).collect::<Vec<u8>>());
+    assert_eq!(codes, (0..26).collect::<Vec<u8>>());
     let retryable: Vec<_> = EdgeErrorCode::ALL.iter().copied().filter(|c| c.retryable()).collect();
     assert_eq!(retryable, vec![EdgeErrorCode::RateLimited, EdgeErrorCode::Unavailable]);
 }

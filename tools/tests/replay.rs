@@ -205,6 +205,10 @@ async fn workload(client: &LogClient) {
     };
     must_append(client, 4, 21, upload).await;
     must_append(client, 5, 6, CommandBody::ClaimDeviceKeys { target: UserId(4) }).await;
+    // Media (issue 14): an upload, and a message referencing it.
+    must_append(client, 4, 21, CommandBody::RecordMedia { blake3: [7; 32], size: 10 }).await;
+    let media = Some(MediaRef { blake3: [7; 32], size: 10, mime: "image/jpeg".into() });
+    must_append(client, 4, 22, CommandBody::SendDirect { recipient: UserId(5), ciphertext: vec![1], media }).await;
 }
 
 #[test]
@@ -263,6 +267,7 @@ fn replay_of_every_view_equals_the_live_projector_and_reports_a_changed_key() {
         "profile",
         "status",
         "contact_index",
+        "media",
     ] {
         let o = dev.replay(view, &dir.path().join(view), Some(&dev.live_store()));
         assert!(o.status.success(), "{view}: {}{}", text(&o.stdout), text(&o.stderr));

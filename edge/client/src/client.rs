@@ -73,6 +73,9 @@ pub(crate) struct Shared {
     /// The positions passed on (a copy of the core's, for [`Client::positions`]).
     pub(crate) positions: Mutex<HashMap<ChatId, Seq>>,
     pub(crate) stats: ClientStats,
+    /// The logged-in QUIC connection, for media streams (issue 14).
+    pub(crate) media_conn: Mutex<Option<quinn::Connection>>,
+    pub(crate) connected: Notify,
 }
 
 /// A poisoned lock only means a thread panicked while holding it; the maps
@@ -255,7 +258,7 @@ impl Client {
     /// As [`Client::send`].
     pub async fn send_with_id(&self, to: Recipient, client_msg_id: ClientMsgId, ciphertext: Vec<u8>) -> Result<Sent> {
         match &self.e2ee {
-            Some(e2ee) => e2ee.send(self, to, client_msg_id, &ciphertext).await,
+            Some(e2ee) => e2ee.send(self, to, client_msg_id, &ciphertext, None).await,
             None => self.send_with_digest(to, client_msg_id, ciphertext, None, None).await,
         }
     }
@@ -302,6 +305,42 @@ impl Client {
         let command = Command::Send { to, client_msg_id, ciphertext, media, devices_digest, reply, permit };
         self.commands.send(command).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// As [`Client::send`], with the media reference of an uploaded
+    /// attachment (see [`crate::media`]): the server sees its hash, size and
+    /// type; the ciphertext carries the key.
+    ///
+    /// # Errors
+    /// As [`Client::send`].
+    pub async fn send_with_media(
+        &self,
+        to: Recipient,
+        ciphertext: Vec<u8>,
+        media: chorus_schema::MediaRef,
+    ) -> Result<Sent> {
+        let client_msg_id = self.next_client_msg_id();
+        match &self.e2ee {
+            Some(e2ee) => e2ee.send(self, to, client_msg_id, &ciphertext, Some(media)).await,
+            None => self.send_with_digest(to, client_msg_id, ciphertext, Some(media), None).await,
+        }
+    }
+
+    /// The current logged-in QUIC connection, waiting up to `timeout_ms` for one.
+    pub(crate) async fn media_connection(&self, timeout_ms: u64) -> Result<quinn::Connection> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+        loop {
+            let notified = self.shared.connected.notified();
+            if let Some(c) = lock(&self.shared.media_conn).clone().filter(|c| c.close_reason().is_none()) {
+                return Ok(c);
+            }
+            if self.commands.is_closed() {
+                return Err(Error::Closed);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(Error::Connection("not connected".into()));
+            }
+        }
     }
 
     async fn request(&self, request: Request) -> Result<Option<(ChatId, Seq)>> {

@@ -76,14 +76,19 @@
 mod client;
 mod config;
 pub mod conn;
+pub mod content;
 pub mod e2ee;
 mod link;
+pub mod media;
 mod register;
 mod types;
 mod worker;
 
 pub use client::{Client, ClientStats};
 pub use config::ClientConfig;
+/// The SDK's QUIC client configuration (TLS, ALPN, transport), for
+/// benchmarks that compare against raw quinn (`chorus bench media`).
+pub use link::quic_config;
 pub use register::{request_otp, verify_otp, verify_otp_with_pin};
 // ---- linked devices (issue 12) ----
 pub use chorus_schema::edge::DeviceInfo;

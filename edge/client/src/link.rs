@@ -29,7 +29,7 @@ pub(crate) fn endpoint() -> Result<quinn::Endpoint> {
 /// TLS 1.3 with the edges' CA as the only root, the edge ALPN, and the
 /// config's keep-alive and idle timeout; no bidirectional streams from the
 /// edge, one unidirectional (the delivery stream).
-pub(crate) fn quic_config(config: &ClientConfig) -> Result<quinn::ClientConfig> {
+pub fn quic_config(config: &ClientConfig) -> Result<quinn::ClientConfig> {
     let bad = |e: &dyn std::fmt::Display| Error::Connection(format!("{}: {e}", config.ca.display()));
     let pem = std::fs::read(&config.ca).map_err(|e| bad(&e))?;
     let ca = rustls_pemfile::certs(&mut &pem[..]).next().and_then(|c| c.ok()).ok_or_else(|| bad(&"no certificate"))?;

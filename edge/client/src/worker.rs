@@ -139,6 +139,8 @@ impl Worker {
                         lock(&self.shared.positions).insert(m.chat, m.seq);
                     }
                     if matches!(event, Event::Connected { .. }) {
+                        *lock(&self.shared.media_conn) = self.open.as_ref().map(|o| o.link.conn.clone());
+                        self.shared.connected.notify_waiters();
                         if let Some(ready) = self.ready.take() {
                             let _ = ready.send(Ok(()));
                         }

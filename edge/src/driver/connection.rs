@@ -239,6 +239,8 @@ enum Step {
     /// The login's hold of the user's subjects is done (or timed out).
     Held(Result<Result<(), String>, tokio::time::error::Elapsed>),
     Closed(quinn::ConnectionError),
+    /// A media stream of the logged-in client (issue 14).
+    MediaStream(Result<(quinn::SendStream, quinn::RecvStream), quinn::ConnectionError>),
 }
 
 /// The name of an action, for traces (frames carry tokens and ciphertexts).
@@ -310,6 +312,9 @@ impl Conn {
                     chunk = recv.read_chunk(READ_CHUNK_MAX, true), if reading => Step::Read(chunk),
                     result = self.control.write(), if self.control.len() > 0 => Step::Wrote { stream: "control", result },
                     result = write_deliveries(&mut self.deliveries) => Step::Wrote { stream: "delivery", result },
+                    // Only logged in does the connection allow more than the
+                    // control stream (see `subscribed`).
+                    stream = self.quic.accept_bi(), if self.identity.is_some() => Step::MediaStream(stream),
                     e = self.quic.closed() => Step::Closed(e),
                 }
             };
@@ -341,6 +346,17 @@ impl Conn {
                 Step::Opened(opened) => self.opened(opened),
                 Step::Held(held) => self.held(held),
                 Step::Closed(e) => {
+                    debug!(error = %e, "connection closed");
+                    return None;
+                }
+                Step::MediaStream(Ok((send, recv))) => {
+                    if let Some(identity) = self.identity {
+                        let (ctx, store) = (self.ctx.clone(), self.ctx.media.clone());
+                        tokio::spawn(super::media::serve(ctx, store, identity, send, recv));
+                    }
+                    None
+                }
+                Step::MediaStream(Err(e)) => {
                     debug!(error = %e, "connection closed");
                     return None;
                 }
@@ -720,6 +736,9 @@ impl Conn {
         };
         self.ctx.router.register(identity.user, route, caps);
         self.identity = Some(identity);
+        // Logged in: the client may open media streams now (issue 14).
+        let streams = 1 + self.ctx.config.media.streams_per_connection;
+        self.quic.set_max_concurrent_bi_streams(streams.into());
         self.perform()
     }
 

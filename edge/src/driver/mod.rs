@@ -48,6 +48,8 @@ mod connection;
 pub(crate) mod interest;
 pub(crate) mod limits;
 pub(crate) mod mailbox;
+mod media;
+mod media_log;
 mod pairing;
 pub(crate) mod presence;
 pub(crate) mod router;
@@ -178,6 +180,8 @@ pub(crate) struct Ctx {
     pub(crate) queued_bytes: Arc<AtomicUsize>,
     pub(crate) next_conn_id: AtomicU64,
     pub(crate) metrics: crate::metrics::Metrics,
+    /// The media objects (issue 14).
+    pub(crate) media: Arc<crate::media::MediaStore>,
 }
 
 /// A running edge. [`Edge::open`] binds and connects; [`Edge::run`] serves.
@@ -224,7 +228,9 @@ impl Handle {
     }
 }
 
-fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
+/// The QUIC transport settings of the edge's connections (public for
+/// `chorus bench media`, which runs raw quinn with the same ones).
+pub fn transport(config: &Config) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_millis(config.keep_alive_ms)));
     t.max_idle_timeout(Some(
@@ -318,6 +324,7 @@ impl Edge {
         let sms = SmsSink::new(&config.sms)?;
         let limits = limits::Limits::new(config.connections_max, config.connections_per_address_max);
         let (interests, joins) = interest::Interests::new();
+        let media = Arc::new(crate::media::MediaStore::open(&config.media).map_err(|e| Error::Config(e.to_string()))?);
         let ctx = Arc::new(Ctx {
             otp: Mutex::new(OtpRegistry::new(config.session.otp.clone(), crate::os_random())),
             rate_limits,
@@ -340,6 +347,7 @@ impl Edge {
             queued_bytes: Arc::new(AtomicUsize::new(0)),
             metrics: crate::metrics::Metrics::new(),
             next_conn_id: AtomicU64::new(0),
+            media,
         });
         tokio::spawn(crate::metrics::sample(Arc::downgrade(&ctx)));
         Ok(Edge { ctx, endpoint, receipts, accounts, joins, typing })

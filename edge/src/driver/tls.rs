@@ -42,7 +42,7 @@ fn pem<'a>(what: &'static str, path: &'a Path) -> impl Fn(rustls::pki_types::pem
 ///
 /// # Errors
 /// When a file is unreadable or holds no certificate / key, or rustls refuses them.
-pub(crate) fn server_config(cert: &Path, key: &Path, alpn: &[u8]) -> Result<quinn::ServerConfig, Error> {
+pub fn server_config(cert: &Path, key: &Path, alpn: &[u8]) -> Result<quinn::ServerConfig, Error> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(pem("certificate", cert))?;

@@ -460,6 +460,13 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
             }
             Ok(done(EventBody::ContactLookupRecorded { user: me, hashes: *hashes }))
         }
+        // ---- media (issue 14) ----
+        CommandBody::RecordMedia { blake3, size } => {
+            if *size == 0 {
+                return Err(reject(RejectCode::Invalid, "an empty media object"));
+            }
+            Ok(done(EventBody::MediaUploaded { user: me, blake3: *blake3, size: *size }))
+        }
         CommandBody::UpdateContacts { contacts } => {
             Ok(done(EventBody::ContactsUpdated { user: me, contacts: normalized(contacts, me) }))
         }
@@ -681,6 +688,8 @@ pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
         EventBody::DeviceKeysUploaded { .. } | EventBody::DeviceKeysClaimed { .. } => {
             crate::keys::fold(kv, user, &mut u, event);
         }
+        // The media view counts uploads; the partition keeps nothing of them.
+        EventBody::MediaUploaded { .. } => return,
         _ => unreachable!("fold: {} is not a user event", event.kind()),
     }
     put_head(kv, user, &u);

@@ -1001,3 +1001,12 @@ fn contact_lookups_are_limited_per_day() {
     h.must_ok(A, CommandBody::RecordContactLookup { hashes: 1 });
     assert_eq!(h.state.contact_lookups(A, h.now_ms), 1);
 }
+
+#[test]
+fn a_recorded_upload_is_a_media_uploaded_event_of_the_uploader_and_an_empty_one_is_refused() {
+    let mut h = Harness::new();
+    h.register(A);
+    let (_, events) = h.must_ok(A, CommandBody::RecordMedia { blake3: [7; 32], size: 1000 });
+    assert_eq!(events, vec![EventBody::MediaUploaded { user: A, blake3: [7; 32], size: 1000 }]);
+    h.must_reject(A, CommandBody::RecordMedia { blake3: [7; 32], size: 0 }, RejectCode::Invalid);
+}

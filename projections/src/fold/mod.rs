@@ -20,6 +20,7 @@ pub mod cursors;
 pub mod device_keys;
 pub mod directory;
 pub mod inbox;
+pub mod media;
 pub mod presence;
 pub mod privacy;
 pub mod profile;

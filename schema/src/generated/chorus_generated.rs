@@ -275,10 +275,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for StatusAudience {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_EVENT_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_EVENT_BODY: u8 = 37;
+pub const ENUM_MAX_EVENT_BODY: u8 = 38;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_EVENT_BODY: [EventBody; 38] = [
+pub const ENUM_VALUES_EVENT_BODY: [EventBody; 39] = [
   EventBody::NONE,
   EventBody::ChatOpened,
   EventBody::MessageSent,
@@ -317,6 +317,7 @@ pub const ENUM_VALUES_EVENT_BODY: [EventBody; 38] = [
   EventBody::ReportFiled,
   EventBody::DeviceKeysUploaded,
   EventBody::DeviceKeysClaimed,
+  EventBody::MediaUploaded,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -362,9 +363,10 @@ impl EventBody {
   pub const ReportFiled: Self = Self(35);
   pub const DeviceKeysUploaded: Self = Self(36);
   pub const DeviceKeysClaimed: Self = Self(37);
+  pub const MediaUploaded: Self = Self(38);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 37;
+  pub const ENUM_MAX: u8 = 38;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::ChatOpened,
@@ -404,6 +406,7 @@ impl EventBody {
     Self::ReportFiled,
     Self::DeviceKeysUploaded,
     Self::DeviceKeysClaimed,
+    Self::MediaUploaded,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -446,6 +449,7 @@ impl EventBody {
       Self::ReportFiled => Some("ReportFiled"),
       Self::DeviceKeysUploaded => Some("DeviceKeysUploaded"),
       Self::DeviceKeysClaimed => Some("DeviceKeysClaimed"),
+      Self::MediaUploaded => Some("MediaUploaded"),
       _ => None,
     }
   }
@@ -505,10 +509,10 @@ pub struct EventBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_COMMAND_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_COMMAND_BODY: u8 = 38;
+pub const ENUM_MAX_COMMAND_BODY: u8 = 39;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 39] = [
+pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 40] = [
   CommandBody::NONE,
   CommandBody::SendDirect,
   CommandBody::SendGroup,
@@ -548,6 +552,7 @@ pub const ENUM_VALUES_COMMAND_BODY: [CommandBody; 39] = [
   CommandBody::FileReport,
   CommandBody::UploadDeviceKeys,
   CommandBody::ClaimDeviceKeys,
+  CommandBody::RecordMedia,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -594,9 +599,10 @@ impl CommandBody {
   pub const FileReport: Self = Self(36);
   pub const UploadDeviceKeys: Self = Self(37);
   pub const ClaimDeviceKeys: Self = Self(38);
+  pub const RecordMedia: Self = Self(39);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 38;
+  pub const ENUM_MAX: u8 = 39;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::SendDirect,
@@ -637,6 +643,7 @@ impl CommandBody {
     Self::FileReport,
     Self::UploadDeviceKeys,
     Self::ClaimDeviceKeys,
+    Self::RecordMedia,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -680,6 +687,7 @@ impl CommandBody {
       Self::FileReport => Some("FileReport"),
       Self::UploadDeviceKeys => Some("UploadDeviceKeys"),
       Self::ClaimDeviceKeys => Some("ClaimDeviceKeys"),
+      Self::RecordMedia => Some("RecordMedia"),
       _ => None,
     }
   }
@@ -6582,11 +6590,143 @@ impl ::core::fmt::Debug for ContactLookupRecorded<'_> {
       ds.finish()
   }
 }
-pub enum OffsetsCommittedOffset {}
+pub enum MediaUploadedOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// The named consumer `consumer` committed `offsets` (only the partitions whose
 /// committed offset changed; the value is the new one).
+/// `user` uploaded the object `blake3` of `size` bytes (or re-uploaded one already stored).
+pub struct MediaUploaded<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MediaUploaded<'a> {
+  type Inner = MediaUploaded<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MediaUploaded<'a> {
+  pub const VT_USER: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BLAKE3: ::flatbuffers::VOffsetT = 6;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MediaUploaded { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MediaUploadedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MediaUploaded<'bldr>> {
+    let mut builder = MediaUploadedBuilder::new(_fbb);
+    builder.add_size(args.size);
+    builder.add_user(args.user);
+    if let Some(x) = args.blake3 { builder.add_blake3(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn user(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MediaUploaded::VT_USER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn blake3(&self) -> &'a Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(MediaUploaded::VT_BLAKE3, None).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MediaUploaded::VT_SIZE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MediaUploaded<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("user", Self::VT_USER, false)?
+     .visit_field::<Blake3Digest>("blake3", Self::VT_BLAKE3, true)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MediaUploadedArgs<'a> {
+    pub user: u64,
+    pub blake3: Option<&'a Blake3Digest>,
+    pub size: u64,
+}
+impl<'a> Default for MediaUploadedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MediaUploadedArgs {
+      user: 0,
+      blake3: None, // required field
+      size: 0,
+    }
+  }
+}
+
+pub struct MediaUploadedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MediaUploadedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_user(&mut self, user: u64) {
+    self.fbb_.push_slot::<u64>(MediaUploaded::VT_USER, user, 0);
+  }
+  #[inline]
+  pub fn add_blake3(&mut self, blake3: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(MediaUploaded::VT_BLAKE3, blake3);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(MediaUploaded::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MediaUploadedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MediaUploadedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MediaUploaded<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MediaUploaded::VT_BLAKE3,"blake3");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MediaUploaded<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MediaUploaded");
+      ds.field("user", &self.user());
+      ds.field("blake3", &self.blake3());
+      ds.field("size", &self.size());
+      ds.finish()
+  }
+}
+pub enum OffsetsCommittedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
 pub struct OffsetsCommitted<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -7883,6 +8023,20 @@ impl<'a> Event<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_media_uploaded(&self) -> Option<MediaUploaded<'a>> {
+    if self.body_type() == EventBody::MediaUploaded {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MediaUploaded::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Event<'_> {
@@ -7932,6 +8086,7 @@ impl ::flatbuffers::Verifiable for Event<'_> {
           EventBody::ReportFiled => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ReportFiled>>("EventBody::ReportFiled", pos),
           EventBody::DeviceKeysUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysUploaded>>("EventBody::DeviceKeysUploaded", pos),
           EventBody::DeviceKeysClaimed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeviceKeysClaimed>>("EventBody::DeviceKeysClaimed", pos),
+          EventBody::MediaUploaded => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MediaUploaded>>("EventBody::MediaUploaded", pos),
           _ => Ok(()),
         }
      })?
@@ -8256,6 +8411,13 @@ impl ::core::fmt::Debug for Event<'_> {
         },
         EventBody::DeviceKeysClaimed => {
           if let Some(x) = self.body_as_device_keys_claimed() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        EventBody::MediaUploaded => {
+          if let Some(x) = self.body_as_media_uploaded() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -12372,13 +12534,128 @@ impl ::core::fmt::Debug for RecordContactLookup<'_> {
       ds.finish()
   }
 }
-pub enum CommitOffsetsOffset {}
+pub enum RecordMediaOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
 /// Commits `offsets` of the named consumer `consumer` (key: the consumer). A
 /// commit never moves a partition back unless `reset` is set (an operator's
 /// explicit rewind). With no offsets it changes nothing and answers the
 /// committed offsets: a read ordered by the log.
+/// An edge stored (or found stored) the object `blake3` of `size` bytes for the origin user.
+pub struct RecordMedia<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for RecordMedia<'a> {
+  type Inner = RecordMedia<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> RecordMedia<'a> {
+  pub const VT_BLAKE3: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    RecordMedia { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RecordMediaArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<RecordMedia<'bldr>> {
+    let mut builder = RecordMediaBuilder::new(_fbb);
+    builder.add_size(args.size);
+    if let Some(x) = args.blake3 { builder.add_blake3(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn blake3(&self) -> &'a Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Blake3Digest>(RecordMedia::VT_BLAKE3, None).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(RecordMedia::VT_SIZE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for RecordMedia<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<Blake3Digest>("blake3", Self::VT_BLAKE3, true)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RecordMediaArgs<'a> {
+    pub blake3: Option<&'a Blake3Digest>,
+    pub size: u64,
+}
+impl<'a> Default for RecordMediaArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RecordMediaArgs {
+      blake3: None, // required field
+      size: 0,
+    }
+  }
+}
+
+pub struct RecordMediaBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RecordMediaBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_blake3(&mut self, blake3: &Blake3Digest) {
+    self.fbb_.push_slot_always::<&Blake3Digest>(RecordMedia::VT_BLAKE3, blake3);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(RecordMedia::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RecordMediaBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RecordMediaBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<RecordMedia<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, RecordMedia::VT_BLAKE3,"blake3");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for RecordMedia<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("RecordMedia");
+      ds.field("blake3", &self.blake3());
+      ds.field("size", &self.size());
+      ds.finish()
+  }
+}
+pub enum CommitOffsetsOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
 pub struct CommitOffsets<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }
@@ -13595,6 +13872,20 @@ impl<'a> Command<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_record_media(&self) -> Option<RecordMedia<'a>> {
+    if self.body_type() == CommandBody::RecordMedia {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { RecordMedia::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Command<'_> {
@@ -13644,6 +13935,7 @@ impl ::flatbuffers::Verifiable for Command<'_> {
           CommandBody::FileReport => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<FileReport>>("CommandBody::FileReport", pos),
           CommandBody::UploadDeviceKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadDeviceKeys>>("CommandBody::UploadDeviceKeys", pos),
           CommandBody::ClaimDeviceKeys => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ClaimDeviceKeys>>("CommandBody::ClaimDeviceKeys", pos),
+          CommandBody::RecordMedia => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<RecordMedia>>("CommandBody::RecordMedia", pos),
           _ => Ok(()),
         }
      })?
@@ -13968,6 +14260,13 @@ impl ::core::fmt::Debug for Command<'_> {
         },
         CommandBody::ClaimDeviceKeys => {
           if let Some(x) = self.body_as_claim_device_keys() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        CommandBody::RecordMedia => {
+          if let Some(x) = self.body_as_record_media() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -18798,10 +19097,10 @@ pub struct ClientFrameBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u8 = 19;
+pub const ENUM_MAX_ERROR_CODE: u8 = 25;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 26] = [
   ErrorCode::BadFrame,
   ErrorCode::FrameTooLarge,
   ErrorCode::Unauthenticated,
@@ -18822,6 +19121,12 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::TooManyDevices,
   ErrorCode::BadPairingCode,
   ErrorCode::Expired,
+  ErrorCode::MediaTooLarge,
+  ErrorCode::QuotaExceeded,
+  ErrorCode::UnknownMedia,
+  ErrorCode::BadChunk,
+  ErrorCode::MediaHashMismatch,
+  ErrorCode::BadMediaHeader,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -18849,9 +19154,15 @@ impl ErrorCode {
   pub const TooManyDevices: Self = Self(17);
   pub const BadPairingCode: Self = Self(18);
   pub const Expired: Self = Self(19);
+  pub const MediaTooLarge: Self = Self(20);
+  pub const QuotaExceeded: Self = Self(21);
+  pub const UnknownMedia: Self = Self(22);
+  pub const BadChunk: Self = Self(23);
+  pub const MediaHashMismatch: Self = Self(24);
+  pub const BadMediaHeader: Self = Self(25);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 19;
+  pub const ENUM_MAX: u8 = 25;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::BadFrame,
     Self::FrameTooLarge,
@@ -18873,6 +19184,12 @@ impl ErrorCode {
     Self::TooManyDevices,
     Self::BadPairingCode,
     Self::Expired,
+    Self::MediaTooLarge,
+    Self::QuotaExceeded,
+    Self::UnknownMedia,
+    Self::BadChunk,
+    Self::MediaHashMismatch,
+    Self::BadMediaHeader,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -18897,6 +19214,12 @@ impl ErrorCode {
       Self::TooManyDevices => Some("TooManyDevices"),
       Self::BadPairingCode => Some("BadPairingCode"),
       Self::Expired => Some("Expired"),
+      Self::MediaTooLarge => Some("MediaTooLarge"),
+      Self::QuotaExceeded => Some("QuotaExceeded"),
+      Self::UnknownMedia => Some("UnknownMedia"),
+      Self::BadChunk => Some("BadChunk"),
+      Self::MediaHashMismatch => Some("MediaHashMismatch"),
+      Self::BadMediaHeader => Some("BadMediaHeader"),
       _ => None,
     }
   }
@@ -37178,6 +37501,1627 @@ impl ::core::fmt::Debug for Payload<'_> {
   }
 }
 }  // pub mod e2ee
+
+#[allow(unused_imports, dead_code)]
+pub mod media {
+
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_MEDIA_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_MEDIA_REQUEST_BODY: u8 = 3;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_MEDIA_REQUEST_BODY: [MediaRequestBody; 4] = [
+  MediaRequestBody::NONE,
+  MediaRequestBody::UploadStart,
+  MediaRequestBody::DownloadStart,
+  MediaRequestBody::Chunk,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MediaRequestBody(pub u8);
+#[allow(non_upper_case_globals)]
+impl MediaRequestBody {
+  pub const NONE: Self = Self(0);
+  pub const UploadStart: Self = Self(1);
+  pub const DownloadStart: Self = Self(2);
+  pub const Chunk: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::UploadStart,
+    Self::DownloadStart,
+    Self::Chunk,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::UploadStart => Some("UploadStart"),
+      Self::DownloadStart => Some("DownloadStart"),
+      Self::Chunk => Some("Chunk"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MediaRequestBody {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MediaRequestBody {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MediaRequestBody {
+    type Output = MediaRequestBody;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MediaRequestBody {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MediaRequestBody {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MediaRequestBody {}
+pub struct MediaRequestBodyUnionTableOffset {}
+
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_MEDIA_REPLY_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_MEDIA_REPLY_BODY: u8 = 6;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_MEDIA_REPLY_BODY: [MediaReplyBody; 7] = [
+  MediaReplyBody::NONE,
+  MediaReplyBody::UploadReady,
+  MediaReplyBody::ChunkAck,
+  MediaReplyBody::UploadDone,
+  MediaReplyBody::DownloadReady,
+  MediaReplyBody::MediaError,
+  MediaReplyBody::Chunk,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MediaReplyBody(pub u8);
+#[allow(non_upper_case_globals)]
+impl MediaReplyBody {
+  pub const NONE: Self = Self(0);
+  pub const UploadReady: Self = Self(1);
+  pub const ChunkAck: Self = Self(2);
+  pub const UploadDone: Self = Self(3);
+  pub const DownloadReady: Self = Self(4);
+  pub const MediaError: Self = Self(5);
+  pub const Chunk: Self = Self(6);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::NONE,
+    Self::UploadReady,
+    Self::ChunkAck,
+    Self::UploadDone,
+    Self::DownloadReady,
+    Self::MediaError,
+    Self::Chunk,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::NONE => Some("NONE"),
+      Self::UploadReady => Some("UploadReady"),
+      Self::ChunkAck => Some("ChunkAck"),
+      Self::UploadDone => Some("UploadDone"),
+      Self::DownloadReady => Some("DownloadReady"),
+      Self::MediaError => Some("MediaError"),
+      Self::Chunk => Some("Chunk"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MediaReplyBody {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MediaReplyBody {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MediaReplyBody {
+    type Output = MediaReplyBody;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MediaReplyBody {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MediaReplyBody {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MediaReplyBody {}
+pub struct MediaReplyBodyUnionTableOffset {}
+
+pub enum UploadStartOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Start (or resume) an upload of `size` bytes whose BLAKE3 is `blake3`.
+pub struct UploadStart<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadStart<'a> {
+  type Inner = UploadStart<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadStart<'a> {
+  pub const VT_BLAKE3: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MIME: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadStart { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadStartArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UploadStart<'bldr>> {
+    let mut builder = UploadStartBuilder::new(_fbb);
+    builder.add_size(args.size);
+    if let Some(x) = args.mime { builder.add_mime(x); }
+    if let Some(x) = args.blake3 { builder.add_blake3(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn blake3(&self) -> &'a super::Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Blake3Digest>(UploadStart::VT_BLAKE3, None).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UploadStart::VT_SIZE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn mime(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UploadStart::VT_MIME, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadStart<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::Blake3Digest>("blake3", Self::VT_BLAKE3, true)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mime", Self::VT_MIME, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadStartArgs<'a> {
+    pub blake3: Option<&'a super::Blake3Digest>,
+    pub size: u64,
+    pub mime: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for UploadStartArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UploadStartArgs {
+      blake3: None, // required field
+      size: 0,
+      mime: None, // required field
+    }
+  }
+}
+
+pub struct UploadStartBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadStartBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_blake3(&mut self, blake3: &super::Blake3Digest) {
+    self.fbb_.push_slot_always::<&super::Blake3Digest>(UploadStart::VT_BLAKE3, blake3);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(UploadStart::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_mime(&mut self, mime: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UploadStart::VT_MIME, mime);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadStartBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadStartBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadStart<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, UploadStart::VT_BLAKE3,"blake3");
+    self.fbb_.required(o, UploadStart::VT_MIME,"mime");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadStart<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadStart");
+      ds.field("blake3", &self.blake3());
+      ds.field("size", &self.size());
+      ds.field("mime", &self.mime());
+      ds.finish()
+  }
+}
+pub enum DownloadStartOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Download an object from `offset`.
+pub struct DownloadStart<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DownloadStart<'a> {
+  type Inner = DownloadStart<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DownloadStart<'a> {
+  pub const VT_BLAKE3: ::flatbuffers::VOffsetT = 4;
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DownloadStart { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DownloadStartArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DownloadStart<'bldr>> {
+    let mut builder = DownloadStartBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    if let Some(x) = args.blake3 { builder.add_blake3(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn blake3(&self) -> &'a super::Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Blake3Digest>(DownloadStart::VT_BLAKE3, None).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DownloadStart::VT_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DownloadStart<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::Blake3Digest>("blake3", Self::VT_BLAKE3, true)?
+     .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DownloadStartArgs<'a> {
+    pub blake3: Option<&'a super::Blake3Digest>,
+    pub offset: u64,
+}
+impl<'a> Default for DownloadStartArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DownloadStartArgs {
+      blake3: None, // required field
+      offset: 0,
+    }
+  }
+}
+
+pub struct DownloadStartBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DownloadStartBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_blake3(&mut self, blake3: &super::Blake3Digest) {
+    self.fbb_.push_slot_always::<&super::Blake3Digest>(DownloadStart::VT_BLAKE3, blake3);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: u64) {
+    self.fbb_.push_slot::<u64>(DownloadStart::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DownloadStartBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DownloadStartBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DownloadStart<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DownloadStart::VT_BLAKE3,"blake3");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DownloadStart<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DownloadStart");
+      ds.field("blake3", &self.blake3());
+      ds.field("offset", &self.offset());
+      ds.finish()
+  }
+}
+pub enum ChunkOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// `data` at `offset` of the object; `blake3`: the BLAKE3 of `data`.
+pub struct Chunk<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Chunk<'a> {
+  type Inner = Chunk<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Chunk<'a> {
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BLAKE3: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DATA: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Chunk { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChunkArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Chunk<'bldr>> {
+    let mut builder = ChunkBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    if let Some(x) = args.data { builder.add_data(x); }
+    if let Some(x) = args.blake3 { builder.add_blake3(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Chunk::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn blake3(&self) -> &'a super::Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Blake3Digest>(Chunk::VT_BLAKE3, None).unwrap()}
+  }
+  #[inline]
+  pub fn data(&self) -> ::flatbuffers::Vector<'a, u8> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Chunk::VT_DATA, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Chunk<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<super::Blake3Digest>("blake3", Self::VT_BLAKE3, true)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChunkArgs<'a> {
+    pub offset: u64,
+    pub blake3: Option<&'a super::Blake3Digest>,
+    pub data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ChunkArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ChunkArgs {
+      offset: 0,
+      blake3: None, // required field
+      data: None, // required field
+    }
+  }
+}
+
+pub struct ChunkBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChunkBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_offset(&mut self, offset: u64) {
+    self.fbb_.push_slot::<u64>(Chunk::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_blake3(&mut self, blake3: &super::Blake3Digest) {
+    self.fbb_.push_slot_always::<&super::Blake3Digest>(Chunk::VT_BLAKE3, blake3);
+  }
+  #[inline]
+  pub fn add_data(&mut self, data: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Chunk::VT_DATA, data);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChunkBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChunkBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Chunk<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Chunk::VT_BLAKE3,"blake3");
+    self.fbb_.required(o, Chunk::VT_DATA,"data");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Chunk<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Chunk");
+      ds.field("offset", &self.offset());
+      ds.field("blake3", &self.blake3());
+      ds.field("data", &self.data());
+      ds.finish()
+  }
+}
+pub enum MediaRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MediaRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MediaRequest<'a> {
+  type Inner = MediaRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MediaRequest<'a> {
+  pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MediaRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MediaRequestArgs
+  ) -> ::flatbuffers::WIPOffset<MediaRequest<'bldr>> {
+    let mut builder = MediaRequestBuilder::new(_fbb);
+    if let Some(x) = args.body { builder.add_body(x); }
+    builder.add_body_type(args.body_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn body_type(&self) -> MediaRequestBody {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MediaRequestBody>(MediaRequest::VT_BODY_TYPE, Some(MediaRequestBody::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn body(&self) -> ::flatbuffers::Table<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(MediaRequest::VT_BODY, None).unwrap()}
+  }
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_start(&self) -> Option<UploadStart<'a>> {
+    if self.body_type() == MediaRequestBody::UploadStart {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UploadStart::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_download_start(&self) -> Option<DownloadStart<'a>> {
+    if self.body_type() == MediaRequestBody::DownloadStart {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DownloadStart::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chunk(&self) -> Option<Chunk<'a>> {
+    if self.body_type() == MediaRequestBody::Chunk {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Chunk::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for MediaRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_union::<MediaRequestBody, _>("body_type", Self::VT_BODY_TYPE, "body", Self::VT_BODY, true, |key, v, pos| {
+        match key {
+          MediaRequestBody::UploadStart => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadStart>>("MediaRequestBody::UploadStart", pos),
+          MediaRequestBody::DownloadStart => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DownloadStart>>("MediaRequestBody::DownloadStart", pos),
+          MediaRequestBody::Chunk => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Chunk>>("MediaRequestBody::Chunk", pos),
+          _ => Ok(()),
+        }
+     })?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MediaRequestArgs {
+    pub body_type: MediaRequestBody,
+    pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+}
+impl<'a> Default for MediaRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    MediaRequestArgs {
+      body_type: MediaRequestBody::NONE,
+      body: None, // required field
+    }
+  }
+}
+
+pub struct MediaRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MediaRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_body_type(&mut self, body_type: MediaRequestBody) {
+    self.fbb_.push_slot::<MediaRequestBody>(MediaRequest::VT_BODY_TYPE, body_type, MediaRequestBody::NONE);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MediaRequest::VT_BODY, body);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MediaRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MediaRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MediaRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MediaRequest::VT_BODY,"body");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MediaRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MediaRequest");
+      ds.field("body_type", &self.body_type());
+      match self.body_type() {
+        MediaRequestBody::UploadStart => {
+          if let Some(x) = self.body_as_upload_start() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        MediaRequestBody::DownloadStart => {
+          if let Some(x) = self.body_as_download_start() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        MediaRequestBody::Chunk => {
+          if let Some(x) = self.body_as_chunk() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        _ => {
+          let x: Option<()> = None;
+          ds.field("body", &x)
+        },
+      };
+      ds.finish()
+  }
+}
+pub enum UploadReadyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The edge holds the first `have` bytes (send from there); chunks carry at
+/// most `chunk_max` bytes.
+pub struct UploadReady<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadReady<'a> {
+  type Inner = UploadReady<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadReady<'a> {
+  pub const VT_HAVE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CHUNK_MAX: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadReady { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadReadyArgs
+  ) -> ::flatbuffers::WIPOffset<UploadReady<'bldr>> {
+    let mut builder = UploadReadyBuilder::new(_fbb);
+    builder.add_have(args.have);
+    builder.add_chunk_max(args.chunk_max);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn have(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UploadReady::VT_HAVE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn chunk_max(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(UploadReady::VT_CHUNK_MAX, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadReady<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("have", Self::VT_HAVE, false)?
+     .visit_field::<u32>("chunk_max", Self::VT_CHUNK_MAX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadReadyArgs {
+    pub have: u64,
+    pub chunk_max: u32,
+}
+impl<'a> Default for UploadReadyArgs {
+  #[inline]
+  fn default() -> Self {
+    UploadReadyArgs {
+      have: 0,
+      chunk_max: 0,
+    }
+  }
+}
+
+pub struct UploadReadyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadReadyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_have(&mut self, have: u64) {
+    self.fbb_.push_slot::<u64>(UploadReady::VT_HAVE, have, 0);
+  }
+  #[inline]
+  pub fn add_chunk_max(&mut self, chunk_max: u32) {
+    self.fbb_.push_slot::<u32>(UploadReady::VT_CHUNK_MAX, chunk_max, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadReadyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadReadyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadReady<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadReady<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadReady");
+      ds.field("have", &self.have());
+      ds.field("chunk_max", &self.chunk_max());
+      ds.finish()
+  }
+}
+pub enum ChunkAckOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The chunk is stored: the edge now holds `have` bytes.
+pub struct ChunkAck<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ChunkAck<'a> {
+  type Inner = ChunkAck<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ChunkAck<'a> {
+  pub const VT_HAVE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ChunkAck { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ChunkAckArgs
+  ) -> ::flatbuffers::WIPOffset<ChunkAck<'bldr>> {
+    let mut builder = ChunkAckBuilder::new(_fbb);
+    builder.add_have(args.have);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn have(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ChunkAck::VT_HAVE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ChunkAck<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("have", Self::VT_HAVE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ChunkAckArgs {
+    pub have: u64,
+}
+impl<'a> Default for ChunkAckArgs {
+  #[inline]
+  fn default() -> Self {
+    ChunkAckArgs {
+      have: 0,
+    }
+  }
+}
+
+pub struct ChunkAckBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ChunkAckBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_have(&mut self, have: u64) {
+    self.fbb_.push_slot::<u64>(ChunkAck::VT_HAVE, have, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ChunkAckBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ChunkAckBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ChunkAck<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ChunkAck<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ChunkAck");
+      ds.field("have", &self.have());
+      ds.finish()
+  }
+}
+pub enum UploadDoneOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The object is stored and visible (`deduplicated`: it already was).
+pub struct UploadDone<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UploadDone<'a> {
+  type Inner = UploadDone<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UploadDone<'a> {
+  pub const VT_BLAKE3: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_DEDUPLICATED: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UploadDone { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UploadDoneArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UploadDone<'bldr>> {
+    let mut builder = UploadDoneBuilder::new(_fbb);
+    builder.add_size(args.size);
+    if let Some(x) = args.blake3 { builder.add_blake3(x); }
+    builder.add_deduplicated(args.deduplicated);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn blake3(&self) -> &'a super::Blake3Digest {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<super::Blake3Digest>(UploadDone::VT_BLAKE3, None).unwrap()}
+  }
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(UploadDone::VT_SIZE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn deduplicated(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(UploadDone::VT_DEDUPLICATED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UploadDone<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<super::Blake3Digest>("blake3", Self::VT_BLAKE3, true)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .visit_field::<bool>("deduplicated", Self::VT_DEDUPLICATED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UploadDoneArgs<'a> {
+    pub blake3: Option<&'a super::Blake3Digest>,
+    pub size: u64,
+    pub deduplicated: bool,
+}
+impl<'a> Default for UploadDoneArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UploadDoneArgs {
+      blake3: None, // required field
+      size: 0,
+      deduplicated: false,
+    }
+  }
+}
+
+pub struct UploadDoneBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UploadDoneBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_blake3(&mut self, blake3: &super::Blake3Digest) {
+    self.fbb_.push_slot_always::<&super::Blake3Digest>(UploadDone::VT_BLAKE3, blake3);
+  }
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(UploadDone::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_deduplicated(&mut self, deduplicated: bool) {
+    self.fbb_.push_slot::<bool>(UploadDone::VT_DEDUPLICATED, deduplicated, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UploadDoneBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UploadDoneBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UploadDone<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, UploadDone::VT_BLAKE3,"blake3");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UploadDone<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UploadDone");
+      ds.field("blake3", &self.blake3());
+      ds.field("size", &self.size());
+      ds.field("deduplicated", &self.deduplicated());
+      ds.finish()
+  }
+}
+pub enum DownloadReadyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The object's size and type; chunks follow.
+pub struct DownloadReady<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DownloadReady<'a> {
+  type Inner = DownloadReady<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DownloadReady<'a> {
+  pub const VT_SIZE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MIME: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DownloadReady { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DownloadReadyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DownloadReady<'bldr>> {
+    let mut builder = DownloadReadyBuilder::new(_fbb);
+    builder.add_size(args.size);
+    if let Some(x) = args.mime { builder.add_mime(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn size(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(DownloadReady::VT_SIZE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn mime(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DownloadReady::VT_MIME, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DownloadReady<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("size", Self::VT_SIZE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("mime", Self::VT_MIME, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DownloadReadyArgs<'a> {
+    pub size: u64,
+    pub mime: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for DownloadReadyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DownloadReadyArgs {
+      size: 0,
+      mime: None, // required field
+    }
+  }
+}
+
+pub struct DownloadReadyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DownloadReadyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_size(&mut self, size: u64) {
+    self.fbb_.push_slot::<u64>(DownloadReady::VT_SIZE, size, 0);
+  }
+  #[inline]
+  pub fn add_mime(&mut self, mime: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DownloadReady::VT_MIME, mime);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DownloadReadyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DownloadReadyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DownloadReady<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, DownloadReady::VT_MIME,"mime");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DownloadReady<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DownloadReady");
+      ds.field("size", &self.size());
+      ds.field("mime", &self.mime());
+      ds.finish()
+  }
+}
+pub enum MediaErrorOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// A refusal (`code`: an EdgeErrorCode value). `have`: for BadChunk, where to
+/// re-send from; the stream stays open. Any other code ends the stream.
+pub struct MediaError<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MediaError<'a> {
+  type Inner = MediaError<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MediaError<'a> {
+  pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HAVE: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MediaError { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MediaErrorArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MediaError<'bldr>> {
+    let mut builder = MediaErrorBuilder::new(_fbb);
+    builder.add_have(args.have);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.add_code(args.code);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn code(&self) -> u8 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u8>(MediaError::VT_CODE, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn message(&self) -> &'a str {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MediaError::VT_MESSAGE, None).unwrap()}
+  }
+  #[inline]
+  pub fn have(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MediaError::VT_HAVE, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MediaError<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u8>("code", Self::VT_CODE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, true)?
+     .visit_field::<u64>("have", Self::VT_HAVE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MediaErrorArgs<'a> {
+    pub code: u8,
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub have: u64,
+}
+impl<'a> Default for MediaErrorArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MediaErrorArgs {
+      code: 0,
+      message: None, // required field
+      have: 0,
+    }
+  }
+}
+
+pub struct MediaErrorBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MediaErrorBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_code(&mut self, code: u8) {
+    self.fbb_.push_slot::<u8>(MediaError::VT_CODE, code, 0);
+  }
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MediaError::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn add_have(&mut self, have: u64) {
+    self.fbb_.push_slot::<u64>(MediaError::VT_HAVE, have, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MediaErrorBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MediaErrorBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MediaError<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MediaError::VT_MESSAGE,"message");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MediaError<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MediaError");
+      ds.field("code", &self.code());
+      ds.field("message", &self.message());
+      ds.field("have", &self.have());
+      ds.finish()
+  }
+}
+pub enum MediaReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MediaReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MediaReply<'a> {
+  type Inner = MediaReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MediaReply<'a> {
+  pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 4;
+  pub const VT_BODY: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MediaReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MediaReplyArgs
+  ) -> ::flatbuffers::WIPOffset<MediaReply<'bldr>> {
+    let mut builder = MediaReplyBuilder::new(_fbb);
+    if let Some(x) = args.body { builder.add_body(x); }
+    builder.add_body_type(args.body_type);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn body_type(&self) -> MediaReplyBody {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MediaReplyBody>(MediaReply::VT_BODY_TYPE, Some(MediaReplyBody::NONE)).unwrap()}
+  }
+  #[inline]
+  pub fn body(&self) -> ::flatbuffers::Table<'a> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(MediaReply::VT_BODY, None).unwrap()}
+  }
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_ready(&self) -> Option<UploadReady<'a>> {
+    if self.body_type() == MediaReplyBody::UploadReady {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UploadReady::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chunk_ack(&self) -> Option<ChunkAck<'a>> {
+    if self.body_type() == MediaReplyBody::ChunkAck {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { ChunkAck::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_upload_done(&self) -> Option<UploadDone<'a>> {
+    if self.body_type() == MediaReplyBody::UploadDone {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { UploadDone::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_download_ready(&self) -> Option<DownloadReady<'a>> {
+    if self.body_type() == MediaReplyBody::DownloadReady {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { DownloadReady::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_media_error(&self) -> Option<MediaError<'a>> {
+    if self.body_type() == MediaReplyBody::MediaError {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { MediaError::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_chunk(&self) -> Option<Chunk<'a>> {
+    if self.body_type() == MediaReplyBody::Chunk {
+      let u = self.body();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Chunk::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for MediaReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_union::<MediaReplyBody, _>("body_type", Self::VT_BODY_TYPE, "body", Self::VT_BODY, true, |key, v, pos| {
+        match key {
+          MediaReplyBody::UploadReady => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadReady>>("MediaReplyBody::UploadReady", pos),
+          MediaReplyBody::ChunkAck => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<ChunkAck>>("MediaReplyBody::ChunkAck", pos),
+          MediaReplyBody::UploadDone => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UploadDone>>("MediaReplyBody::UploadDone", pos),
+          MediaReplyBody::DownloadReady => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DownloadReady>>("MediaReplyBody::DownloadReady", pos),
+          MediaReplyBody::MediaError => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MediaError>>("MediaReplyBody::MediaError", pos),
+          MediaReplyBody::Chunk => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Chunk>>("MediaReplyBody::Chunk", pos),
+          _ => Ok(()),
+        }
+     })?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MediaReplyArgs {
+    pub body_type: MediaReplyBody,
+    pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+}
+impl<'a> Default for MediaReplyArgs {
+  #[inline]
+  fn default() -> Self {
+    MediaReplyArgs {
+      body_type: MediaReplyBody::NONE,
+      body: None, // required field
+    }
+  }
+}
+
+pub struct MediaReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MediaReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_body_type(&mut self, body_type: MediaReplyBody) {
+    self.fbb_.push_slot::<MediaReplyBody>(MediaReply::VT_BODY_TYPE, body_type, MediaReplyBody::NONE);
+  }
+  #[inline]
+  pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MediaReply::VT_BODY, body);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MediaReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MediaReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MediaReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, MediaReply::VT_BODY,"body");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MediaReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MediaReply");
+      ds.field("body_type", &self.body_type());
+      match self.body_type() {
+        MediaReplyBody::UploadReady => {
+          if let Some(x) = self.body_as_upload_ready() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        MediaReplyBody::ChunkAck => {
+          if let Some(x) = self.body_as_chunk_ack() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        MediaReplyBody::UploadDone => {
+          if let Some(x) = self.body_as_upload_done() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        MediaReplyBody::DownloadReady => {
+          if let Some(x) = self.body_as_download_ready() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        MediaReplyBody::MediaError => {
+          if let Some(x) = self.body_as_media_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        MediaReplyBody::Chunk => {
+          if let Some(x) = self.body_as_chunk() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        _ => {
+          let x: Option<()> = None;
+          ds.field("body", &x)
+        },
+      };
+      ds.finish()
+  }
+}
+}  // pub mod media
 }  // pub mod fb
 }  // pub mod chorus
 

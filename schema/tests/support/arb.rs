@@ -156,6 +156,7 @@ pub(crate) fn command_body() -> impl Strategy<Value = CommandBody> {
             }
         ),
         user().prop_map(|target| ClaimDeviceKeys { target }),
+        (any::<[u8; 32]>(), any::<u64>()).prop_map(|(blake3, size)| RecordMedia { blake3, size }),
     ]
 }
 
@@ -303,6 +304,7 @@ pub(crate) fn event_body() -> impl Strategy<Value = EventBody> {
         ),
         (user(), user(), vec((device(), any::<u32>()), 0..5))
             .prop_map(|(user, claimed_by, claimed)| DeviceKeysClaimed { user, claimed_by, claimed }),
+        (user(), any::<[u8; 32]>(), any::<u64>()).prop_map(|(user, blake3, size)| MediaUploaded { user, blake3, size }),
     ]
 }
 

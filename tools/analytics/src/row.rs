@@ -142,6 +142,7 @@ pub fn kind_name(body: &EventBody) -> &'static str {
         // ---- E2EE (issue 14) ----
         DeviceKeysUploaded { .. } => "device_keys_uploaded",
         DeviceKeysClaimed { .. } => "device_keys_claimed",
+        MediaUploaded { .. } => "media_uploaded",
     }
 }
 
@@ -418,6 +419,7 @@ impl RowBuilder {
             ContactsUpdated { contacts, .. } => row.items = Some(count(contacts.len())),
             // A named consumer's commit: how many partitions' offsets moved.
             OffsetsCommitted { offsets, .. } => row.items = Some(count(offsets.len())),
+            MediaUploaded { size, .. } => row.media_bytes = Some(*size),
             UserBlocked { target, .. } => {
                 row.other_user = self.user(*target);
                 row.blocked = Some(true);

@@ -4,6 +4,7 @@ pub mod e2e;
 pub mod export;
 pub mod group;
 pub mod log;
+pub mod media;
 pub mod presence;
 pub mod replay;
 pub mod stats;

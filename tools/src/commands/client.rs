@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use chorus_client::content::Content;
 use chorus_client::e2ee::CryptoStore;
 use chorus_client::{self as client, Client, ClientConfig, Credentials, Event, Resume};
 use chorus_schema::edge::{normalize_phone, user_for_phone};
@@ -111,7 +112,20 @@ pub enum Cmd {
         /// A user id or a phone number (+…).
         #[arg(long)]
         to: String,
-        text: String,
+        #[arg(required_unless_present = "file")]
+        text: Option<String>,
+        /// Attach this file: encrypted with its own key, uploaded (resumed
+        /// after a dropped connection), with a thumbnail if it is an image.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Download and decrypt an attachment this profile received (`listen`
+    /// remembers them, by the BLAKE3 hex it prints).
+    Download {
+        /// The attachment's BLAKE3 hex (or a unique prefix of it).
+        hash: String,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print incoming messages and receipts; acks them as delivered (and read
     /// with --read). Resumes from the profile's positions and saves them.
@@ -639,11 +653,40 @@ pub async fn run(args: Args) -> Result<()> {
             println!("logged in as user {} device {}", p.credentials.user, p.credentials.device);
             c.close();
         }
-        Cmd::Send { to, text: body } => {
+        Cmd::Send { to, text: body, file: None } => {
             let p = load(&args.profile)?;
             let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
-            let sent = c.send(Recipient::User(recipient(&to)?), body.into_bytes()).await?;
+            let sent = c.send(Recipient::User(recipient(&to)?), body.unwrap_or_default().into_bytes()).await?;
             println!("sent chat {} seq {} (client_msg_id {})", sent.chat, sent.seq, sent.client_msg_id.0);
+            c.close();
+        }
+        Cmd::Send { to, text: body, file: Some(path) } => {
+            let p = load(&args.profile)?;
+            let plain = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "file".into());
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
+            let (attachment, up) = c.upload_file(&plain, &name).await?;
+            eprintln!(
+                "uploaded {} bytes ({}) as {}{}",
+                attachment.size,
+                attachment.mime,
+                hex::encode(attachment.blake3),
+                if up.deduplicated { ", stored already" } else { "" }
+            );
+            let media = attachment.media_ref();
+            let content = Content { text: body.unwrap_or_default(), attachment: Some(attachment) };
+            let sent = c.send_with_media(Recipient::User(recipient(&to)?), content.encode(), media).await?;
+            println!("sent chat {} seq {} (client_msg_id {})", sent.chat, sent.seq, sent.client_msg_id.0);
+            c.close();
+        }
+        Cmd::Download { hash, out } => {
+            let p = load(&args.profile)?;
+            let known = attachments::load(&args.profile)?;
+            let a = attachments::find(&known, &hash)?;
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
+            let plain = c.download_file(&a).await?;
+            std::fs::write(&out, &plain).with_context(|| format!("write {}", out.display()))?;
+            println!("wrote {} bytes of {} ({}) to {}", plain.len(), a.file_name, a.mime, out.display());
             c.close();
         }
         Cmd::Listen { count, idle_ms, read } => {
@@ -659,7 +702,20 @@ pub async fn run(args: Args) -> Result<()> {
                 };
                 match ev {
                     Event::Message(m) => {
-                        println!("[{} #{}] {}/{}: {}", m.chat, m.seq, m.sender, m.sender_device, text(&m.ciphertext));
+                        let content = Content::decode(&m.ciphertext);
+                        let mut line = content.text.clone();
+                        if let Some(a) = &content.attachment {
+                            attachments::remember(&args.profile, a)?;
+                            line.push_str(&format!(
+                                " [attachment {} ({}, {} bytes{}) {}]",
+                                a.file_name,
+                                a.mime,
+                                a.size,
+                                if a.thumbnail.is_some() { ", thumbnail" } else { "" },
+                                hex::encode(a.blake3)
+                            ));
+                        }
+                        println!("[{} #{}] {}/{}: {}", m.chat, m.seq, m.sender, m.sender_device, line);
                         c.ack(m.chat, if read { ReceiptKind::Read } else { ReceiptKind::Delivered }, m.seq);
                         got += 1;
                         if count.is_some_and(|n| got >= n) {
@@ -992,4 +1048,45 @@ fn media_ref(arg: &str, flag: &str) -> Result<chorus_schema::MediaRef> {
     let media = chorus_schema::MediaRef { blake3: *hash.as_bytes(), size, mime: mime.to_owned() };
     media.validate().map_err(|e| anyhow::anyhow!("{flag}: {e}"))?;
     Ok(media)
+}
+
+/// Attachments a profile received (`listen` writes them, `download` reads
+/// them): `<profile>.attachments.json`, a JSON object from BLAKE3 hex to the
+/// attachment (its key included: keep the file as private as the profile).
+mod attachments {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{bail, Context, Result};
+    use chorus_client::content::Attachment;
+
+    fn path(profile: &Path) -> PathBuf {
+        profile.with_extension("attachments.json")
+    }
+
+    pub(super) fn load(profile: &Path) -> Result<BTreeMap<String, Attachment>> {
+        match std::fs::read_to_string(path(profile)) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("parse {}", path(profile).display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(e).with_context(|| format!("read {}", path(profile).display())),
+        }
+    }
+
+    pub(super) fn remember(profile: &Path, a: &Attachment) -> Result<()> {
+        let mut all = load(profile)?;
+        all.insert(hex::encode(a.blake3), a.clone());
+        let tmp = path(profile).with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&all)?)?;
+        std::fs::rename(&tmp, path(profile))?;
+        Ok(())
+    }
+
+    pub(super) fn find(all: &BTreeMap<String, Attachment>, prefix: &str) -> Result<Attachment> {
+        let found: Vec<_> = all.iter().filter(|(h, _)| h.starts_with(&prefix.to_ascii_lowercase())).collect();
+        match found.as_slice() {
+            [(_, a)] => Ok((*a).clone()),
+            [] => bail!("no received attachment {prefix} (run `chorus client listen` first)"),
+            _ => bail!("{prefix} names {} attachments: give more digits", found.len()),
+        }
+    }
 }

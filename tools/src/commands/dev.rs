@@ -182,6 +182,8 @@ pub async fn start(args: &Args, edge: impl FnOnce(&mut chorus_edge::Config)) -> 
         // data/sms.jsonl.
         sms: chorus_edge::config::SmsConfig::Log { file: Some(args.data.join("sms.jsonl")) },
         dev: true,
+        // Media objects and staged uploads under the data directory.
+        media: chorus_edge::media::MediaConfig { dir: args.data.join("media"), ..Default::default() },
         ..chorus_edge::Config::default()
     };
     edge(&mut edge_config);

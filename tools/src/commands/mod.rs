@@ -8,6 +8,7 @@ pub mod export;
 pub mod jepsen;
 pub mod log;
 pub mod log_node;
+pub mod media;
 pub mod projector;
 pub mod reports;
 pub mod status;

@@ -85,6 +85,12 @@ pub fn edge_config(
         view_key: bus.view_key.clone(),
         sms: SmsConfig::File { path: dir.join("sms.jsonl") },
         metrics_addr: Some(crate::ports::free_addr().map_err(io("find a free port on", "127.0.0.1"))?),
+        // The edge's own media directory unless the template shares one.
+        media: if template.media.dir == chorus_edge::media::MediaConfig::default().dir {
+            chorus_edge::media::MediaConfig { dir: dir.join("media"), ..template.media.clone() }
+        } else {
+            template.media.clone()
+        },
         ..template.clone()
     };
     config.validate().map_err(|e| Error::Invalid(format!("edge config: {e}")))?;

@@ -148,7 +148,14 @@ impl Client {
 
 impl E2ee {
     /// Sends `body` to `to`, encrypted (see the module docs).
-    pub(crate) async fn send(&self, client: &Client, to: Recipient, id: ClientMsgId, body: &[u8]) -> Result<Sent> {
+    pub(crate) async fn send(
+        &self,
+        client: &Client,
+        to: Recipient,
+        id: ClientMsgId,
+        body: &[u8],
+        media: Option<chorus_schema::MediaRef>,
+    ) -> Result<Sent> {
         let chat = match to {
             Recipient::User(u) => ChatId::direct(self.me.0, u),
             Recipient::Group(c) => c,
@@ -184,7 +191,7 @@ impl E2ee {
                 out
             };
             let digest = chorus_schema::device_list_digest(&list);
-            match client.send_with_digest(to, id, bytes, None, Some(digest)).await {
+            match client.send_with_digest(to, id, bytes, media.clone(), Some(digest)).await {
                 Ok(sent) => {
                     if let Some(s) = shares {
                         let mut c = self.crypto.lock().await;
