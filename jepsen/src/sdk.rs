@@ -219,7 +219,7 @@ impl Device {
         // edge down, the projector down): the app tries again meanwhile.
         let deadline = tokio::time::Instant::now() + timeout;
         let (client, events) = loop {
-            let connect = Client::connect(self.config.clone(), self.credentials, resume.clone());
+            let connect = Client::connect_raw(self.config.clone(), self.credentials, resume.clone());
             match tokio::time::timeout_at(deadline, connect).await {
                 Ok(Ok(c)) => break c,
                 Ok(Err(e)) => {
@@ -552,16 +552,14 @@ async fn sync_once(
     timeout: Duration,
 ) -> Result<BTreeMap<ChatId, Vec<Item>>, String> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let (client, mut events) = match tokio::time::timeout_at(
-        deadline,
-        Client::connect(config.clone(), credentials, Resume::default()),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(format!("connect: {e}")),
-        Err(_) => return Err(format!("connect: no login within {timeout:?}")),
-    };
+    let (client, mut events) =
+        match tokio::time::timeout_at(deadline, Client::connect_raw(config.clone(), credentials, Resume::default()))
+            .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(format!("connect: {e}")),
+            Err(_) => return Err(format!("connect: no login within {timeout:?}")),
+        };
     let mut out: BTreeMap<ChatId, Vec<Item>> = BTreeMap::new();
     let result = loop {
         match tokio::time::timeout_at(deadline, events.recv()).await {

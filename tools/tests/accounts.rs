@@ -172,7 +172,7 @@ async fn reregistration_needs_the_pin_and_the_devices_are_told() {
     assert_eq!(notice(&mut a_events).await, (DeviceNoticeKind::Linked, second.device));
 
     // The new device gets no history from before its link; new messages it gets.
-    let (c, mut c_events) = Client::connect(stack.client_config(&[1]), second, Resume::default()).await.unwrap();
+    let (c, mut c_events) = Client::connect_raw(stack.client_config(&[1]), second, Resume::default()).await.unwrap();
     loop {
         match tokio::time::timeout(Duration::from_secs(30), c_events.recv()).await {
             Ok(Some(Event::Synced { .. })) => break,
@@ -223,7 +223,7 @@ async fn a_revoked_device_is_disconnected_within_a_second_on_every_edge() {
     eprintln!("disconnected after {t0:?} (edge 0) and {t1:?} (edge 1)");
     assert_eq!(notice(&mut a_events).await, (DeviceNoticeKind::Unlinked, second.device));
     // Its token logs in nowhere now.
-    let refused = Client::connect(stack.client_config(&[1]), second, Resume::default()).await.unwrap_err();
+    let refused = Client::connect_raw(stack.client_config(&[1]), second, Resume::default()).await.unwrap_err();
     assert!(matches!(refused, Error::Refused { code: EdgeErrorCode::Unauthenticated, .. }), "{refused}");
 
     // Logging out closes the device's own connections (here a second one on edge 1).
@@ -235,7 +235,7 @@ async fn a_revoked_device_is_disconnected_within_a_second_on_every_edge() {
     );
     out.expect("logged out");
     eprintln!("logged out: disconnected after {t0:?} (edge 0) and {t1:?} (edge 1)");
-    let refused = Client::connect(stack.client_config(&[0]), first, Resume::default()).await.unwrap_err();
+    let refused = Client::connect_raw(stack.client_config(&[0]), first, Resume::default()).await.unwrap_err();
     assert!(matches!(refused, Error::Refused { code: EdgeErrorCode::Unauthenticated, .. }), "{refused}");
 
     // Code requests per number range: edge 0 texted +15550… once; the

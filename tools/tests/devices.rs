@@ -176,7 +176,7 @@ async fn pairing_across_edges_single_use_codes_expiry_the_device_limit_and_unlin
     assert!(told, "the unlinked device was told why");
     drop(g);
     for edge in [0, 1] {
-        let r = Client::connect(stack.client_config(&[edge]), gone, Resume::default()).await.map(|_| ());
+        let r = Client::connect_raw(stack.client_config(&[edge]), gone, Resume::default()).await.map(|_| ());
         let (c, message) = refused(r);
         assert_eq!(c, EdgeErrorCode::Unauthenticated, "{message}");
         assert!(message.contains("unlinked"), "{message}");

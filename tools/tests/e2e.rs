@@ -36,7 +36,7 @@ async fn connect(
     c: Credentials,
     resume: Resume,
 ) -> (Client, tokio::sync::mpsc::Receiver<Event>) {
-    Client::connect(stack.client_config(edges), c, resume).await.expect("log in")
+    Client::connect_raw(stack.client_config(edges), c, resume).await.expect("log in")
 }
 
 /// Nothing more arrives within `wait`.

@@ -53,7 +53,7 @@ async fn register(stack: &Stack, dir: &Path, edge: usize, phone: &str) -> Dev {
 
 async fn connect(stack: &Stack, edge: usize, d: &Dev, resume: Resume) -> (Client, Receiver<Event>) {
     let (c, mut events) =
-        Client::connect_e2ee(stack.client_config(&[edge]), d.creds, resume, d.store.clone()).await.unwrap();
+        Client::connect(stack.client_config(&[edge]), d.creds, resume, d.store.clone()).await.unwrap();
     assert!(c.is_e2ee());
     loop {
         match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {

@@ -79,7 +79,7 @@ async fn keys_are_claimed_once_fall_back_run_low_are_rate_limited_and_sends_chec
     let dave = stack.register(1, "+15550001404").await.unwrap();
 
     // (c) At login, a device without keys hears it is low (from the view).
-    let (a, mut a_events) = Client::connect(stack.client_config(&[0]), alice, Resume::default()).await.unwrap();
+    let (a, mut a_events) = Client::connect_raw(stack.client_config(&[0]), alice, Resume::default()).await.unwrap();
     assert_eq!(keys_low(&mut a_events).await, 0);
     let (b, _b_events) = stack.connect(1, bob).await;
     let (c, _c_events) = stack.connect(0, carol).await;

@@ -78,7 +78,7 @@ async fn a_client_that_stops_reading_holds_at_most_its_byte_budget_and_still_get
     let dev = start(&args, |c| c.delivery_queue_bytes_max = BUDGET).await;
     let alice = register(&args, &dev, "+15550000061").await;
     let bob = register(&args, &dev, "+15550000062").await;
-    let (a, mut a_events) = Client::connect(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
+    let (a, mut a_events) = Client::connect_raw(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
     synced(&mut a_events).await;
 
     // Bob's app takes a few events and then stops: the SDK stops reading
@@ -86,7 +86,7 @@ async fn a_client_that_stops_reading_holds_at_most_its_byte_budget_and_still_get
     // into the edge.
     let mut config = client_config(&args, &dev);
     config.events_queue = 4;
-    let (_b, mut b_events) = Client::connect(config, bob, Resume::default()).await.unwrap();
+    let (_b, mut b_events) = Client::connect_raw(config, bob, Resume::default()).await.unwrap();
     synced(&mut b_events).await;
 
     // Far more than the client's windows and the edge's budget together.
@@ -188,17 +188,17 @@ async fn a_thousand_connection_attempts_from_one_address_are_capped() {
         assert!(tokio::time::Instant::now() < deadline, "connections not released: {:?}", dev.edge_handle.stats());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (a, mut a_events) = Client::connect(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
+    let (a, mut a_events) = Client::connect_raw(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
     synced(&mut a_events).await;
     let bob = register(&args, &dev, "+15550000072").await;
     a.send(Recipient::User(bob.user), b"still works".to_vec()).await.unwrap();
 
     // The device cap (2): a third login of Alice's device evicts the oldest
     // connection; the newest works.
-    let (_a2, mut a2_events) = Client::connect(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
+    let (_a2, mut a2_events) = Client::connect_raw(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
     synced(&mut a2_events).await;
     assert_eq!(dev.edge_handle.stats().evicted, 0);
-    let (a3, mut a3_events) = Client::connect(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
+    let (a3, mut a3_events) = Client::connect_raw(client_config(&args, &dev), alice, Resume::default()).await.unwrap();
     synced(&mut a3_events).await;
     assert!(dev.edge_handle.stats().evicted >= 1, "{:?}", dev.edge_handle.stats());
     let evicted = loop {

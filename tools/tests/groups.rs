@@ -135,7 +135,7 @@ async fn admins_edit_a_removed_member_gets_exactly_what_came_before_and_the_last
     }
     c.close();
     let (c, mut c_events) =
-        Client::connect(stack.client_config(&[1]), carol, Resume::default()).await.expect("log in again");
+        Client::connect_raw(stack.client_config(&[1]), carol, Resume::default()).await.expect("log in again");
     let resynced: Vec<Message> = synced(&mut c_events).await.into_iter().filter(|m| m.chat == chat).collect();
     assert_eq!(texts(&resynced), everything[..N / 2], "a re-sync brings nothing past the removal");
     // And she can no longer send to it.
@@ -237,7 +237,7 @@ async fn members_hear_every_roster_change_in_its_place_and_a_removed_member_hear
     assert_eq!(got.iter().map(|c| c.change.clone()).collect::<Vec<_>>(), expected[..3]);
     // Carol re-syncing from the start gets the same changes, and no more.
     let (_c2, mut c2_events) =
-        Client::connect(stack.client_config(&[0]), carol, Resume::default()).await.expect("log in again");
+        Client::connect_raw(stack.client_config(&[0]), carol, Resume::default()).await.expect("log in again");
     let mut resynced = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(30), c2_events.recv()).await.expect("a sync") {
@@ -299,7 +299,8 @@ async fn edges_take_only_the_chats_of_their_connected_users_and_a_join_while_con
     wait_subscriptions(&stack, &want).await;
     a.send(Recipient::Group(group), b"while carol is away".to_vec()).await.unwrap();
     // Carol logs in at edge 1: it takes the group, and her sync brings the message.
-    let (c, mut c_events) = Client::connect(stack.client_config(&[1]), carol, Resume::default()).await.expect("log in");
+    let (c, mut c_events) =
+        Client::connect_raw(stack.client_config(&[1]), carol, Resume::default()).await.expect("log in");
     let synced_msgs = synced(&mut c_events).await;
     assert_eq!(texts(&synced_msgs), ["while carol is away"]);
     want.push(deliver(group));

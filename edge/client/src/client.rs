@@ -100,7 +100,7 @@ pub struct Client {
     next_id: Arc<AtomicU64>,
     shared: Arc<Shared>,
     credentials: Credentials,
-    /// End-to-end encryption ([`Client::connect_e2ee`]); `None`: raw.
+    /// End-to-end encryption ([`Client::connect`]); `None`: raw.
     e2ee: Option<Arc<crate::e2ee::sdk::E2ee>>,
 }
 
@@ -135,28 +135,31 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// Logs in (the first time must succeed: bad credentials are an error, not
-    /// a retry loop), syncs from `resume`, and keeps the connection up.
+    /// Logs in **without end-to-end encryption** (the first time must
+    /// succeed: bad credentials are an error, not a retry loop), syncs from
+    /// `resume`, and keeps the connection up: [`Client::send`] sends the bytes
+    /// as given and events carry them as received. For load generators and
+    /// tests that measure or check the server (`chorus bench`, Jepsen); an app
+    /// uses [`Client::connect`], which encrypts.
     ///
     /// # Errors
     /// [`Error::Refused`] (`Unauthenticated`: unknown device or revoked token)
     /// or a connection error when no edge answers.
-    pub async fn connect(
+    pub async fn connect_raw(
         config: ClientConfig,
         credentials: Credentials,
         resume: Resume,
     ) -> Result<(Client, mpsc::Receiver<Event>)> {
-        Client::connect_on(endpoint()?, config, credentials, resume).await
+        Client::connect_raw_on(endpoint()?, config, credentials, resume).await
     }
 
-    /// As [`Client::connect`], on a QUIC endpoint (UDP socket) the caller
-    /// may share among clients: for a process that runs many devices, such
-    /// as a benchmark; each client still has its own QUIC connection. An app
-    /// uses [`Client::connect`] (one socket per client).
+    /// As [`Client::connect_raw`], on a QUIC endpoint (UDP socket) the
+    /// caller may share among clients: for a process that runs many devices,
+    /// such as a benchmark; each client still has its own QUIC connection.
     ///
     /// # Errors
-    /// As [`Client::connect`].
-    pub async fn connect_on(
+    /// As [`Client::connect_raw`].
+    pub async fn connect_raw_on(
         endpoint: quinn::Endpoint,
         config: ClientConfig,
         credentials: Credentials,
@@ -209,7 +212,7 @@ impl Client {
         }
     }
 
-    /// Whether [`Client::send`] encrypts (a client of [`Client::connect_e2ee`]).
+    /// Whether [`Client::send`] encrypts (a client of [`Client::connect`]).
     pub fn is_e2ee(&self) -> bool {
         self.e2ee.is_some()
     }
@@ -235,7 +238,7 @@ impl Client {
     /// [`Error::Refused`] for a final refusal (unknown recipient, not a member,
     /// too large…); [`Error::Closed`] if the client was closed first.
     ///
-    /// On a client of [`Client::connect_e2ee`], `ciphertext` is the
+    /// On a client of [`Client::connect`], `ciphertext` is the
     /// plaintext: it is encrypted end to end for every device of the chat
     /// (see [`crate::e2ee`]); otherwise it goes as it is ([`Client::send_raw`]).
     pub async fn send(&self, to: Recipient, ciphertext: Vec<u8>) -> Result<Sent> {

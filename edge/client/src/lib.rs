@@ -24,7 +24,7 @@
 //!   outcome is unknown).
 //! - A rate-limited request is refused with its `retry_after_ms`
 //!   ([`Error::Refused`]).
-//! - [`Client::connect`]: logs in on one of the edges and keeps a connection
+//! - [`Client::connect`] (and [`Client::connect_raw`]): logs in on one of the edges and keeps a connection
 //!   up in the background: on loss it reconnects (to the next edge, with
 //!   backoff), logs in again, **resends every unacknowledged send with its
 //!   `client_msg_id`** (the log deduplicates them), re-sends its latest acks
@@ -47,14 +47,14 @@
 //! - **End-to-end encryption** ([`e2ee`], vodozemac): an app creates the
 //!   device's crypto store before registering ([`e2ee::prepare`] gives the
 //!   identity key that [`verify_otp`] / [`pair_request`] register) and logs
-//!   in with [`Client::connect_e2ee`]: then [`Client::send`] encrypts (Olm
+//!   in with [`Client::connect`]: then [`Client::send`] encrypts (Olm
 //!   per device for direct messages, Megolm sender keys for groups, rotated
 //!   when a device leaves; keys claimed, the device list checked by the
 //!   server with a digest, re-encrypted on `StaleDevices`), the events carry
 //!   plaintext, a message that cannot be decrypted is
 //!   [`Event::Undecryptable`] (never dropped), and the store is saved before
 //!   a plaintext reaches the app. [`Client::safety_number`] compares
-//!   identities. [`Client::connect`] alone gives a raw client (the bytes go
+//!   identities. [`Client::connect_raw`] alone gives a raw client (the bytes go
 //!   as they are), and [`Client::send_raw`] sends raw bytes on any client:
 //!   for load generators and server tests (`chorus bench`, Jepsen). One
 //!   crypto store serves one client at a time.
@@ -71,7 +71,7 @@
 //!   registration calls; `link`: TLS, QUIC and the framed streams.
 //! - `config`: [`ClientConfig`]; `types`: [`Event`], [`Credentials`], [`Error`], …
 //! - [`e2ee`]: the pure crypto state ([`e2ee::Crypto`]), the envelope, the
-//!   store, safety numbers; `e2ee::sdk`: what [`Client::connect_e2ee`] adds.
+//!   store, safety numbers; `e2ee::sdk`: what [`Client::connect`] adds.
 
 mod client;
 mod config;

@@ -189,13 +189,13 @@ pub enum Event {
     /// This device holds only `left` unclaimed one-time keys (below
     /// [`chorus_schema::PREKEYS_LOW_WATERMARK`]): upload more. At login,
     /// and when a claim takes it below. (A client of
-    /// [`crate::Client::connect_e2ee`] has already uploaded more when it
+    /// [`crate::Client::connect`] has already uploaded more when it
     /// passes this on.)
     KeysLow {
         left: u32,
     },
     /// A message for this device that could not be decrypted (a client of
-    /// [`crate::Client::connect_e2ee`]): never dropped silently.
+    /// [`crate::Client::connect`]): never dropped silently.
     Undecryptable {
         chat: ChatId,
         seq: Seq,

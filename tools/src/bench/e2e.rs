@@ -170,8 +170,8 @@ pub async fn run(args: Args) -> Result<()> {
     let mut pairs = Vec::new();
     for (i, &[s, r]) in creds.as_chunks::<2>().0.iter().enumerate() {
         // Sender on edge i%2, receiver on the other: every message crosses edges.
-        let (sender, _sender_events) = Client::connect(stack.client_config(&[i % 2]), s, Resume::default()).await?;
-        let (receiver, events) = Client::connect(stack.client_config(&[(i + 1) % 2]), r, Resume::default()).await?;
+        let (sender, _sender_events) = Client::connect_raw(stack.client_config(&[i % 2]), s, Resume::default()).await?;
+        let (receiver, events) = Client::connect_raw(stack.client_config(&[(i + 1) % 2]), r, Resume::default()).await?;
         tokio::spawn(receive(events, counters.clone(), epoch));
         tokio::spawn(async move {
             let mut e = _sender_events;

@@ -218,7 +218,7 @@ pub async fn run(args: Args) -> Result<()> {
         let (c, slots) = (*c, slots.clone());
         tasks.push(tokio::spawn(async move {
             let _slot = slots.acquire_owned().await?;
-            anyhow::Ok(Client::connect_on(endpoint, config, c, Resume::default()).await?)
+            anyhow::Ok(Client::connect_raw_on(endpoint, config, c, Resume::default()).await?)
         }));
     }
     let mut clients = Vec::with_capacity(args.members);

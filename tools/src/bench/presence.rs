@@ -90,7 +90,7 @@ pub async fn run(args: Args) -> Result<()> {
             let creds = *viewers.get(i % viewers.len()).context("a viewer")?;
             let (stack, tx) = (stack.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
-                let (client, mut events) = Client::connect(stack.client_config(&[i % 2]), creds, Resume::default())
+                let (client, mut events) = Client::connect_raw(stack.client_config(&[i % 2]), creds, Resume::default())
                     .await
                     .with_context(|| format!("subscriber {i} logs in"))?;
                 client.subscribe_presence(vec![target.user]);
@@ -129,7 +129,8 @@ pub async fn run(args: Args) -> Result<()> {
         let going_online = online.is_none();
         match online.take() {
             None => {
-                let (c, ev) = Client::connect(stack.client_config(&[change % 2]), target, Resume::default()).await?;
+                let (c, ev) =
+                    Client::connect_raw(stack.client_config(&[change % 2]), target, Resume::default()).await?;
                 online = Some((c, ev));
             }
             Some((c, _)) => c.close(),

@@ -417,8 +417,8 @@ async fn connect(
     resume: Resume,
 ) -> Result<(Client, tokio::sync::mpsc::Receiver<Event>)> {
     Ok(match &p.store_key {
-        Some(key) => Client::connect_e2ee(config, p.credentials, resume, crypto_store(path, key)?).await?,
-        None => Client::connect(config, p.credentials, resume).await?,
+        Some(key) => Client::connect(config, p.credentials, resume, crypto_store(path, key)?).await?,
+        None => Client::connect_raw(config, p.credentials, resume).await?,
     })
 }
 

@@ -150,7 +150,7 @@ impl Stack {
     /// # Panics
     /// When the login fails, or no sync comes within 30 s.
     pub async fn connect(&self, edge: usize, c: Credentials) -> (Client, Receiver<Event>) {
-        let (client, mut events) = match Client::connect(self.client_config(&[edge]), c, Resume::default()).await {
+        let (client, mut events) = match Client::connect_raw(self.client_config(&[edge]), c, Resume::default()).await {
             Ok(connected) => connected,
             Err(e) => panic!("log in at edge {edge}: {e}"),
         };

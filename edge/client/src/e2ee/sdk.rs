@@ -1,5 +1,5 @@
 //! The SDK's end-to-end encryption: a [`Client`] connected with
-//! [`Client::connect_e2ee`] encrypts what [`Client::send`] sends and
+//! [`Client::connect`] encrypts what [`Client::send`] sends and
 //! decrypts what it receives before the app sees it.
 //!
 //! Sending: the device list of the chat (for a direct message, every device
@@ -78,16 +78,17 @@ impl std::fmt::Debug for E2ee {
 }
 
 impl Client {
-    /// As [`Client::connect`], with end-to-end encryption: [`Client::send`]
-    /// encrypts and the events carry plaintext. `store` must hold the state
+    /// Logs in with end-to-end encryption, the default (the first time must
+    /// succeed), syncs from `resume`, and keeps the connection up:
+    /// [`Client::send`] encrypts and the events carry plaintext. `store` must hold the state
     /// [`prepare`] created before this device registered (its identity
     /// key is the registered one). Uploads this device's keys on its first
     /// connection.
     ///
     /// # Errors
-    /// As [`Client::connect`]; [`Error::Crypto`] for a missing or unreadable
+    /// As [`Client::connect_raw`]; [`Error::Crypto`] for a missing or unreadable
     /// store, or one of another device.
-    pub async fn connect_e2ee(
+    pub async fn connect(
         config: ClientConfig,
         credentials: Credentials,
         resume: Resume,
@@ -114,7 +115,7 @@ impl Client {
         }
         let first_upload = !crypto.published();
         let queue = config.events_queue.max(1);
-        let (client, raw) = Client::connect(config, credentials, resume).await?;
+        let (client, raw) = Client::connect_raw(config, credentials, resume).await?;
         let e2ee = Arc::new(E2ee {
             me,
             crypto: tokio::sync::Mutex::new(crypto),
