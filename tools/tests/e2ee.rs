@@ -379,3 +379,99 @@ async fn a_group_of_five_and_a_removed_member_cannot_decrypt_what_follows() {
     let leaks = holders(&dir.path().join("stack"), &secrets);
     assert!(leaks.is_empty(), "plaintext on the servers' disks: {leaks:?}");
 }
+
+/// The privacy check over everything the servers keep or send: direct
+/// and group messages, an attachment (its bytes in the object store) and the
+/// pushes for a user who is offline. None of it holds a plaintext: every
+/// RocksDB file, Raft log segment and object-store file under the stack's
+/// directories, and every push body, is scanned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_plaintext_in_any_file_object_or_push() {
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pushes, url) = chorus_testkit::webhook::Receiver::start().await;
+    // Both edges share one object store (a directory here; S3 in a cluster).
+    let mut spec = StackSpec::new(dir.path().join("stack"), chorus_binary()).unthrottled();
+    spec.edge.media.dir = dir.path().join("stack").join("media");
+    let mut stack = Stack::start(spec).await.expect("start the stack");
+    let secret_file = dir.path().join("push.secret");
+    std::fs::write(&secret_file, b"push-secret-of-at-least-thirty-two-bytes").unwrap();
+    stack
+        .projector()
+        .unwrap()
+        .reconfigure(
+            |c| {
+                c.push = Some(chorus_projections::push::PushConfig {
+                    url,
+                    secret_file,
+                    window_ms: 500,
+                    ..Default::default()
+                });
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    let alice = register(&stack, dir.path(), 0, "+15550001501").await;
+    let bob = register(&stack, dir.path(), 1, "+15550001502").await;
+    let carol = register(&stack, dir.path(), 0, "+15550001503").await;
+    let (a, _a_events) = connect(&stack, 0, &alice, Resume::default()).await;
+    let (b, mut b_events) = connect(&stack, 1, &bob, Resume::default()).await;
+    // Carol registers a push token (her keys are uploaded at this first
+    // connection), then goes offline.
+    let (c, c_events) = connect(&stack, 0, &carol, Resume::default()).await;
+    c.register_push("carols-phone", "fcm").await.unwrap();
+    c.close();
+    drop((c, c_events));
+    stack.wait_offline(carol.creds.user).await.unwrap();
+    let mut secrets = Vec::new();
+
+    // Direct messages: to Bob (online) and to Carol (offline: pushed).
+    let s1 = secret("direct-to-bob");
+    a.send(Recipient::User(bob.creds.user), s1.clone().into_bytes()).await.unwrap();
+    assert_eq!(text(&receive(&mut b_events, &bob.creds, 1).await[0]), s1);
+    let s2 = secret("direct-to-carol");
+    a.send(Recipient::User(carol.creds.user), s2.clone().into_bytes()).await.unwrap();
+    // A group of the three.
+    let chat = a.create_group("three", vec![bob.creds.user, carol.creds.user]).await.unwrap();
+    let s3 = secret("group-message");
+    a.send(Recipient::Group(chat), s3.clone().into_bytes()).await.unwrap();
+    assert_eq!(text(&receive(&mut b_events, &bob.creds, 1).await[0]), s3);
+    // An attachment: the file's own plaintext must not reach the store.
+    let s4 = secret("inside-the-file");
+    let file = s4.repeat(4096).into_bytes();
+    let (attachment, _) = a.upload_file(&file, "notes.txt").await.unwrap();
+    let content = chorus_client::content::Content { text: secret("caption"), attachment: Some(attachment.clone()) };
+    a.send_with_media(Recipient::User(bob.creds.user), content.encode(), attachment.media_ref()).await.unwrap();
+    let got = receive(&mut b_events, &bob.creds, 1).await;
+    let received = chorus_client::content::Content::decode(&got[0].ciphertext);
+    assert_eq!(received.text, content.text);
+    let on_bob = received.attachment.expect("the attachment's key and hash travel inside the message");
+    assert_eq!(b.download_file(&on_bob).await.unwrap(), file, "Bob downloads and decrypts the file");
+    secrets.extend([s1, s2.clone(), s3.clone(), s4, content.text.clone()]);
+
+    // Carol's pushes: one for the direct chat, one for the group.
+    let direct = pushes.wait_for(carol.creds.user, ChatId::direct(alice.creds.user, carol.creds.user), 1).await;
+    let group = pushes.wait_for(carol.creds.user, chat, 1).await;
+    assert_eq!((direct.len(), group.len()), (1, 1), "one push per chat for offline Carol");
+    assert!(pushes.for_user(bob.creds.user).is_empty(), "Bob is online: no push");
+
+    // A raw send is the scan's control: it must be found.
+    let raw = secret("raw-control");
+    a.send_raw(Recipient::User(bob.creds.user), raw.clone().into_bytes()).await.unwrap();
+    a.close();
+    b.close();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let data = dir.path().join("stack");
+    assert!(!holders(&data, std::slice::from_ref(&raw)).is_empty(), "the control plaintext is found");
+    let objects: Vec<_> =
+        files(&data).into_iter().filter(|f| f.components().any(|c| c.as_os_str() == "media")).collect();
+    assert!(!objects.is_empty(), "the scan saw the object store");
+    let leaks = holders(&data, &secrets);
+    assert!(leaks.is_empty(), "plaintext on the servers' disks: {leaks:?}");
+    for g in pushes.got.lock().unwrap().iter() {
+        for s in &secrets {
+            assert!(!g.body.windows(s.len()).any(|w| w == s.as_bytes()), "a push body holds a plaintext");
+        }
+    }
+}

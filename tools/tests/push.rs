@@ -4,130 +4,22 @@
 //! SDK over QUIC.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::cast_possible_truncation)]
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chorus_client::{Client, Credentials};
-use chorus_projections::push::{verify, Push, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use chorus_projections::push::verify;
 use chorus_schema::push::{ReportedMessage, MAX_REPORT_MESSAGES};
 use chorus_schema::{ChatId, EdgeErrorCode, EventBody, Key, Recipient, Seq, UserId};
 use chorus_testkit::cluster::chorus_binary;
 use chorus_testkit::events::refused;
 use chorus_testkit::stack::{Stack, StackSpec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use chorus_testkit::webhook::{Got, Receiver};
 
 /// One deployment at a time: each is 7 processes on 2 cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const SECRET: &[u8] = b"push-secret-of-at-least-thirty-two-bytes";
 const WINDOW_MS: u64 = 1500;
-
-/// One request the receiver got.
-#[derive(Clone, Debug)]
-struct Got {
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
-    /// What the receiver answered.
-    status: u16,
-}
-
-impl Got {
-    fn push(&self) -> Push {
-        serde_json::from_slice(&self.body).unwrap()
-    }
-}
-
-/// A small real HTTP/1.1 server: records every request and answers with
-/// the next scripted status (200 once the script is empty).
-#[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<Vec<Got>>>,
-    script: Arc<Mutex<VecDeque<u16>>>,
-}
-
-impl Receiver {
-    async fn start() -> (Receiver, String) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/push", listener.local_addr().unwrap());
-        let r = Receiver::default();
-        let server = r.clone();
-        tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
-                let r = server.clone();
-                tokio::spawn(async move { r.serve(conn).await });
-            }
-        });
-        (r, url)
-    }
-
-    async fn serve(&self, mut conn: tokio::net::TcpStream) {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 8192];
-        loop {
-            // Headers.
-            let head_end = loop {
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                match conn.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-            let header = |name: &str| {
-                head.lines()
-                    .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)))
-                    .map(|(_, v)| v.trim().to_owned())
-                    .unwrap_or_default()
-            };
-            let len: usize = header("content-length").parse().unwrap_or(0);
-            while buf.len() < head_end + len {
-                match conn.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let body = buf[head_end..head_end + len].to_vec();
-            buf.drain(..head_end + len);
-            let status = self.script.lock().unwrap().pop_front().unwrap_or(200);
-            self.got.lock().unwrap().push(Got {
-                timestamp: header(TIMESTAMP_HEADER),
-                signature: header(SIGNATURE_HEADER),
-                body,
-                status,
-            });
-            let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-            if conn.write_all(reply.as_bytes()).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// The requests about `user`'s pushes in `chat`.
-    fn for_chat(&self, user: UserId, chat: ChatId) -> Vec<Got> {
-        let chat = chat.to_string();
-        self.got.lock().unwrap().iter().filter(|g| g.push().user == user && g.push().chat == chat).cloned().collect()
-    }
-
-    fn for_user(&self, user: UserId) -> Vec<Got> {
-        self.got.lock().unwrap().iter().filter(|g| g.push().user == user).cloned().collect()
-    }
-
-    /// Waits until `n` requests about `(user, chat)` arrived (up to 20 s).
-    async fn wait_for(&self, user: UserId, chat: ChatId, n: usize) -> Vec<Got> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let got = self.for_chat(user, chat);
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 /// Checks what a gateway checks, and that nothing of the messages is in it.
 fn check_signed_and_opaque(g: &Got, plaintexts: &[&[u8]]) {
@@ -143,26 +35,6 @@ fn check_signed_and_opaque(g: &Got, plaintexts: &[&[u8]]) {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// Waits until the log says `user` is offline, then until the projector has
-/// surely folded it (the presence fold and the message fold run in
-/// different partitions).
-async fn wait_offline(stack: &Stack, user: UserId) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let records = stack.partition_records(&Key::User(user)).await.unwrap();
-        let last = records.iter().rev().find_map(|r| match &r.event.body {
-            EventBody::PresenceChanged { user: u, online, .. } if *u == user => Some(*online),
-            _ => None,
-        });
-        if last == Some(false) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "user {user} never went offline");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
 }
 
 async fn stack_with_push(dir: &std::path::Path, url: &str) -> Stack {
@@ -219,8 +91,8 @@ async fn offline_users_get_one_signed_opaque_push_per_chat_per_window_with_retri
     // Bob and Dave go offline; Carol stays online.
     b.close();
     d.close();
-    wait_offline(&stack, bob.user).await;
-    wait_offline(&stack, dave.user).await;
+    stack.wait_offline(bob.user).await.unwrap();
+    stack.wait_offline(dave.user).await.unwrap();
 
     // A burst of 5 to offline Bob, one to online Carol.
     let to_carol = a.send(Recipient::User(carol.user), b"secret-to-carol".to_vec()).await.unwrap();
@@ -262,7 +134,7 @@ async fn offline_users_get_one_signed_opaque_push_per_chat_per_window_with_retri
 
     // Carol's devices all go offline: she starts getting pushes.
     c.close();
-    wait_offline(&stack, carol.user).await;
+    stack.wait_offline(carol.user).await.unwrap();
     let ac = ChatId::direct(alice.user, carol.user);
     a.send(Recipient::User(carol.user), b"secret-later".to_vec()).await.unwrap();
     let got = rx.wait_for(carol.user, ac, 1).await;
@@ -292,7 +164,7 @@ async fn offline_users_get_one_signed_opaque_push_per_chat_per_window_with_retri
     // A device that clears its token gets no more pushes.
     let (b2, _b2_events) = with_token(&stack, 1, bob, "").await;
     b2.close();
-    wait_offline(&stack, bob.user).await;
+    stack.wait_offline(bob.user).await.unwrap();
     let n = rx.for_user(bob.user).len();
     a.send(Recipient::User(bob.user), b"secret-untokened".to_vec()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(WINDOW_MS + 1500)).await;

@@ -26,5 +26,6 @@ pub mod process;
 pub mod proxy;
 pub mod services;
 pub mod stack;
+pub mod webhook;
 
 pub use error::{io, Error, Result};

@@ -176,4 +176,30 @@ impl Stack {
             from = next;
         }
     }
+
+    /// Waits (up to 20 s) until the log says `user` went offline, then 700 ms
+    /// more so that the projector has surely folded it (presence and a later
+    /// message are folded in different partitions).
+    ///
+    /// # Errors
+    /// When the log cannot be read or the user stays online.
+    pub async fn wait_offline(&self, user: chorus_schema::UserId) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let records = self.partition_records(&Key::User(user)).await?;
+            let last = records.iter().rev().find_map(|r| match &r.event.body {
+                chorus_schema::EventBody::PresenceChanged { user: u, online, .. } if *u == user => Some(*online),
+                _ => None,
+            });
+            if last == Some(false) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Cluster(format!("user {user} never went offline")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        Ok(())
+    }
 }
