@@ -250,7 +250,7 @@ async fn direct_chat_both_ways_a_new_device_a_restart_and_no_plaintext_on_the_se
     let number = a.safety_number(cli_user).await.unwrap();
     assert_eq!(number.len(), 71, "{number}");
     assert!(out.contains(&number), "the CLI's safety number {out} is the SDK's {number}");
-    secrets.extend([s7, s8]);
+    secrets.extend([s7, s8.clone()]);
 
     // A raw send (no E2EE) is the scan's control: it must be found.
     let raw = secret("raw-control");
@@ -279,6 +279,22 @@ async fn direct_chat_both_ways_a_new_device_a_restart_and_no_plaintext_on_the_se
     let leaks = holders(&data, &secrets);
     assert!(leaks.is_empty(), "plaintext on the servers' disks: {leaks:?}");
     assert!(files(&data).len() > 10, "the scan saw the data directories");
+
+    // A report may reveal what the reporter decrypted (after the scan: this
+    // is plaintext the reporter chose to give): the CLI attaches what its
+    // `listen` kept, since a direct message cannot be decrypted twice.
+    let (ok, out) = cli(&stack, &profile, &["report", "+15550001201", "--reason", "test", "--attach", "3"]);
+    assert!(ok && out.contains("1 messages attached"), "{out}");
+    let records = stack.partition_records(&Key::User(alice.creds.user)).await.unwrap();
+    let reported: Vec<_> = records
+        .into_iter()
+        .filter_map(|r| match r.event.body {
+            EventBody::ReportFiled { messages, .. } => Some(messages),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].iter().map(|m| m.text.clone()).collect::<Vec<_>>(), vec![s8.into_bytes()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -200,8 +200,8 @@ pub enum Cmd {
         /// Why (free text).
         #[arg(long, default_value = "")]
         reason: String,
-        /// Attach the last N messages the user sent in the chat (synced
-        /// from the start; at most 10).
+        /// Attach the last N messages the user sent in the chat, as this
+        /// profile's `listen` received and decrypted them (at most 10).
         #[arg(long, default_value_t = 0)]
         attach: usize,
     },
@@ -704,6 +704,7 @@ pub async fn run(args: Args) -> Result<()> {
                     Event::Message(m) => {
                         let content = Content::decode(&m.ciphertext);
                         let mut line = content.text.clone();
+                        history::remember(&args.profile, &m, &content.text)?;
                         if let Some(a) = &content.attachment {
                             attachments::remember(&args.profile, a)?;
                             line.push_str(&format!(
@@ -878,33 +879,16 @@ pub async fn run(args: Args) -> Result<()> {
             if attach > chorus_schema::push::MAX_REPORT_MESSAGES {
                 bail!("--attach: at most {} messages", chorus_schema::push::MAX_REPORT_MESSAGES);
             }
-            let resume = if attach > 0 { Resume::default() } else { p.resume.clone() };
-            let (c, mut events) = connect(config, &args.profile, &p, resume).await?;
-            let mut messages = std::collections::VecDeque::new();
-            if attach > 0 {
-                loop {
-                    match tokio::time::timeout(Duration::from_secs(30), events.recv()).await {
-                        Ok(Some(Event::Message(m))) if Some(m.chat) == chat && m.sender == target => {
-                            // What this device decrypted.
-                            messages.push_back(chorus_schema::push::ReportedMessage {
-                                seq: m.seq,
-                                sender: m.sender,
-                                at_ms: m.at_ms,
-                                text: m.ciphertext.to_vec(),
-                            });
-                            if messages.len() > attach {
-                                messages.pop_front();
-                            }
-                        }
-                        Ok(Some(Event::Synced { .. })) => break,
-                        Ok(Some(_)) => {}
-                        Ok(None) => bail!("client stopped"),
-                        Err(_) => bail!("no sync within 30 s"),
-                    }
-                }
-            }
+            // What this device decrypted and `listen` kept: direct messages
+            // cannot be decrypted twice (Olm keys are used once), so the
+            // messages come from the local history, not from a new sync.
+            let messages = match chat {
+                Some(chat) if attach > 0 => history::last_from(&args.profile, chat, target, attach)?,
+                _ => Vec::new(),
+            };
+            let (c, _events) = connect(config, &args.profile, &p, p.resume.clone()).await?;
             let n = messages.len();
-            let done = c.report(target, chat, &reason, messages.into()).await;
+            let done = c.report(target, chat, &reason, messages).await;
             c.close();
             done?;
             println!("user {target} reported ({n} messages attached)");
@@ -1053,6 +1037,64 @@ fn media_ref(arg: &str, flag: &str) -> Result<chorus_schema::MediaRef> {
 /// Attachments a profile received (`listen` writes them, `download` reads
 /// them): `<profile>.attachments.json`, a JSON object from BLAKE3 hex to the
 /// attachment (its key included: keep the file as private as the profile).
+/// The messages `listen` decrypted, one JSON line each, next to the profile:
+/// what a report may attach (an app keeps such a history in its database).
+mod history {
+    use std::io::{BufRead, Write};
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{Context, Result};
+    use chorus_schema::push::ReportedMessage;
+    use chorus_schema::{ChatId, Seq, UserId};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    struct Line {
+        chat: String,
+        seq: u64,
+        sender: u64,
+        at_ms: u64,
+        text: String,
+    }
+
+    fn path(profile: &Path) -> PathBuf {
+        profile.with_extension("history.jsonl")
+    }
+
+    pub(super) fn remember(profile: &Path, m: &chorus_client::Message, text: &str) -> Result<()> {
+        let line =
+            Line { chat: m.chat.to_string(), seq: m.seq.0, sender: m.sender.0, at_ms: m.at_ms, text: text.into() };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path(profile))
+            .with_context(|| format!("open {}", path(profile).display()))?;
+        writeln!(f, "{}", serde_json::to_string(&line)?)?;
+        Ok(())
+    }
+
+    /// The last `n` messages `sender` sent in `chat`, oldest first.
+    pub(super) fn last_from(profile: &Path, chat: ChatId, sender: UserId, n: usize) -> Result<Vec<ReportedMessage>> {
+        let f = match std::fs::File::open(path(profile)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("read {}", path(profile).display())),
+        };
+        let chat = chat.to_string();
+        let mut out = std::collections::VecDeque::new();
+        for line in std::io::BufReader::new(f).lines() {
+            let l: Line = serde_json::from_str(&line?).context("parse the message history")?;
+            if l.chat == chat && l.sender == sender.0 {
+                out.push_back(ReportedMessage { seq: Seq(l.seq), sender, at_ms: l.at_ms, text: l.text.into_bytes() });
+                if out.len() > n {
+                    out.pop_front();
+                }
+            }
+        }
+        Ok(out.into())
+    }
+}
+
 mod attachments {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
