@@ -21,17 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::Sha256;
 use tracing::warn;
+
+pub use chorus_schema::webhook::{sign, verify, VerifyError, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 use crate::config::SmsConfig;
 
-/// Header with the send time (ms since the Unix epoch).
-pub const TIMESTAMP_HEADER: &str = "X-Chorus-Timestamp";
-/// Header with `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
-pub const SIGNATURE_HEADER: &str = "X-Chorus-Signature";
 /// Shortest shared secret accepted.
 pub const SECRET_BYTES_MIN: usize = 32;
 
@@ -79,65 +75,6 @@ pub enum SmsError {
     Secret { path: PathBuf, reason: String },
     #[error("{0}")]
     Url(String),
-}
-
-/// Why [`verify`] refused a webhook request.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    #[error("malformed {0} header")]
-    Malformed(&'static str),
-    #[error("timestamp {at_ms} is more than {tolerance_ms} ms from now ({now_ms}): a replay?")]
-    Stale { at_ms: u64, now_ms: u64, tolerance_ms: u64 },
-    #[error("signature does not match")]
-    BadSignature,
-}
-
-#[expect(clippy::expect_used, reason = "HMAC takes a key of any length")]
-fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
-}
-
-/// The `X-Chorus-Signature` value of `body` sent at `at_ms`.
-pub fn sign(secret: &[u8], at_ms: u64, body: &[u8]) -> String {
-    format!("sha256={}", hex(&mac(secret, &at_ms.to_string(), body).finalize().into_bytes()))
-}
-
-/// What a gateway does with a request: checks the signature (constant time)
-/// and that the timestamp is within `tolerance_ms` of `now_ms`.
-///
-/// # Errors
-/// [`VerifyError`] naming what is wrong.
-pub fn verify(
-    secret: &[u8],
-    timestamp: &str,
-    signature: &str,
-    body: &[u8],
-    now_ms: u64,
-    tolerance_ms: u64,
-) -> Result<(), VerifyError> {
-    let at_ms: u64 = timestamp.parse().map_err(|_| VerifyError::Malformed(TIMESTAMP_HEADER))?;
-    let hex_sig = signature.strip_prefix("sha256=").ok_or(VerifyError::Malformed(SIGNATURE_HEADER))?;
-    let sig = unhex(hex_sig).ok_or(VerifyError::Malformed(SIGNATURE_HEADER))?;
-    mac(secret, timestamp, body).verify_slice(&sig).map_err(|_| VerifyError::BadSignature)?;
-    if at_ms.abs_diff(now_ms) > tolerance_ms {
-        return Err(VerifyError::Stale { at_ms, now_ms, tolerance_ms });
-    }
-    Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// Checks a webhook URL: https, or http to a loopback host.

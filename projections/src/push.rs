@@ -54,19 +54,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chorus_schema::{ChatId, DeviceId, Seq, UserId};
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{debug, warn};
+
+/// Signed as the SMS webhook is (`docs/sms-webhook.md`).
+pub use chorus_schema::webhook::{sign, verify, VerifyError, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
 use crate::fold::push_tokens::PushToken;
 use crate::metrics as m;
 
-/// The header carrying the send time (ms since the Unix epoch, decimal).
-pub const TIMESTAMP_HEADER: &str = "X-Chorus-Timestamp";
-/// The header carrying `sha256=<hex HMAC-SHA256(secret, timestamp "." body)>`.
-pub const SIGNATURE_HEADER: &str = "X-Chorus-Signature";
 /// The shortest webhook secret accepted.
 pub const SECRET_BYTES_MIN: usize = 32;
 
@@ -299,47 +296,6 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
         return Err(err(format!("{} bytes; at least {SECRET_BYTES_MIN} are needed", secret.len())));
     }
     Ok(secret)
-}
-
-#[expect(clippy::expect_used, reason = "HMAC takes a key of any length")]
-fn mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac
-}
-
-/// The [`SIGNATURE_HEADER`] value of `body` sent at `at_ms`:
-/// `sha256=` and the lowercase hex of HMAC-SHA256(secret, `<at_ms>.<body>`)
-/// (the scheme of the SMS webhook, `docs/sms-webhook.md`).
-pub fn sign(secret: &[u8], at_ms: u64, body: &[u8]) -> String {
-    format!("sha256={}", hex::encode(mac(secret, &at_ms.to_string(), body).finalize().into_bytes()))
-}
-
-/// What a gateway does: checks the signature (constant time) and that the
-/// timestamp is within `tolerance_ms` of `now_ms`.
-///
-/// # Errors
-/// A message naming what is wrong.
-pub fn verify(
-    secret: &[u8],
-    timestamp: &str,
-    signature: &str,
-    body: &[u8],
-    now_ms: u64,
-    tolerance_ms: u64,
-) -> Result<(), String> {
-    let at_ms: u64 = timestamp.parse().map_err(|_| format!("malformed {TIMESTAMP_HEADER}"))?;
-    let sig = signature
-        .strip_prefix("sha256=")
-        .and_then(|h| hex::decode(h).ok())
-        .ok_or_else(|| format!("malformed {SIGNATURE_HEADER}"))?;
-    mac(secret, timestamp, body).verify_slice(&sig).map_err(|_| "signature does not match".to_owned())?;
-    if at_ms.abs_diff(now_ms) > tolerance_ms {
-        return Err(format!("timestamp {at_ms} is more than {tolerance_ms} ms from now ({now_ms})"));
-    }
-    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.

@@ -66,6 +66,7 @@ pub mod outcome;
 pub mod push;
 pub mod social;
 pub mod types;
+pub mod webhook;
 
 // The code flatc generates: unsafe accessors that are sound only on verified
 // buffers, so it stays private and is reached only through `codec::root`.
