@@ -408,25 +408,7 @@ pub(crate) fn decide(kv: &impl Kv, at_ms: u64, origin: &Origin, body: &CommandBo
             if prekeys.is_empty() {
                 return Err(reject(RejectCode::Invalid, "no prekeys to upload"));
             }
-            let high = u.prekey_high.get(device).copied();
-            let mut ids = BTreeSet::new();
-            for p in prekeys {
-                if high.is_some_and(|h| p.id <= h) {
-                    return Err(reject(
-                        RejectCode::Invalid,
-                        format!("prekey id {} is not above the highest id ever uploaded for device {device}", p.id),
-                    ));
-                }
-                if !ids.insert(p.id) {
-                    return Err(reject(RejectCode::Invalid, format!("prekey id {} appears twice", p.id)));
-                }
-            }
-            if d.prekeys as usize + prekeys.len() > MAX_PREKEYS_PER_DEVICE {
-                return Err(reject(
-                    RejectCode::Invalid,
-                    format!("a device holds at most {MAX_PREKEYS_PER_DEVICE} prekeys"),
-                ));
-            }
+            crate::keys::check_prekeys(*device, prekeys, u.prekey_high.get(device).copied(), d.prekeys)?;
             Ok(done(EventBody::PrekeysUploaded { user: me, device: *device, prekeys: prekeys.clone() }))
         }
         CommandBody::PostStatus { status_id, ciphertext, media, acl, audience, ttl_ms } => {
