@@ -467,6 +467,11 @@ pub async fn run(args: Args) -> Result<()> {
                 credentials.device,
                 args.profile.display()
             );
+            // Publish the device's keys now (the first login uploads them),
+            // so that others can write to it before it first listens.
+            let p = load(&args.profile)?;
+            let (c, _events) = connect(config, &args.profile, &p, Resume::default()).await?;
+            c.close();
         }
         Cmd::SetPin { pin } => {
             let p = load(&args.profile)?;
@@ -499,6 +504,11 @@ pub async fn run(args: Args) -> Result<()> {
                 credentials.device,
                 args.profile.display()
             );
+            // Publish the device's keys now (the first login uploads them),
+            // so that others can write to it before it first listens.
+            let p = load(&args.profile)?;
+            let (c, _events) = connect(config, &args.profile, &p, Resume::default()).await?;
+            c.close();
         }
         Cmd::Link { code, .. } => {
             let code = code.context("the code the new device shows")?;
