@@ -1540,18 +1540,25 @@ impl Session {
         ciphertext: Vec<u8>,
         media: Option<chorus_schema::MediaRef>,
     ) {
-        let cmid = Some(client_msg_id);
-        if self.refuse_reserved(client_msg_id) {
-            return;
-        }
-        if ciphertext.len() > self.config.ciphertext_bytes_max {
-            let message = format!("ciphertext {} > {} bytes", ciphertext.len(), self.config.ciphertext_bytes_max);
-            return self.error(EdgeErrorCode::CiphertextTooLarge, message, cmid);
-        }
-        if !self.admit(now_ms, cmid) {
+        if !self.admit_send(now_ms, client_msg_id, ciphertext.len()) {
             return;
         }
         self.send_admitted(id, to, client_msg_id, ciphertext, media);
+    }
+
+    /// The checks every send passes before it is appended (a reserved id,
+    /// the ciphertext's size, the rate limit); refused with an `Error` here.
+    pub(super) fn admit_send(&mut self, now_ms: u64, client_msg_id: ClientMsgId, ciphertext_len: usize) -> bool {
+        let cmid = Some(client_msg_id);
+        if self.refuse_reserved(client_msg_id) {
+            return false;
+        }
+        if ciphertext_len > self.config.ciphertext_bytes_max {
+            let message = format!("ciphertext {ciphertext_len} > {} bytes", self.config.ciphertext_bytes_max);
+            self.error(EdgeErrorCode::CiphertextTooLarge, message, cmid);
+            return false;
+        }
+        self.admit(now_ms, cmid)
     }
 
     /// A send past its checks and admission: to the log (a direct message

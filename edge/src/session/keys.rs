@@ -172,15 +172,7 @@ impl Session {
         media: Option<MediaRef>,
         digest: [u8; 32],
     ) {
-        let cmid = Some(client_msg_id);
-        if self.refuse_reserved(client_msg_id) {
-            return;
-        }
-        if ciphertext.len() > self.config.ciphertext_bytes_max {
-            let message = format!("ciphertext {} > {} bytes", ciphertext.len(), self.config.ciphertext_bytes_max);
-            return self.error(EdgeErrorCode::CiphertextTooLarge, message, cmid);
-        }
-        if !self.admit(now_ms, cmid) {
+        if !self.admit_send(now_ms, client_msg_id, ciphertext.len()) {
             return;
         }
         let check = self.correlation();

@@ -178,18 +178,7 @@ pub(crate) fn fold(kv: &mut impl Kv, user: UserId, u: &mut UserHead, event: &Eve
         }
         EventBody::DeviceUnlinked { device, .. } => kv.delete(record_key(user, *device).bytes()),
         EventBody::DeviceKeysUploaded { device, prekeys, fallback_key, fallback_signature, .. } => {
-            let d = u.devices.entry(*device).or_default();
-            for p in prekeys {
-                let key = prekey_key(user, *device, p.id);
-                if kv.get(key.bytes()).is_none() {
-                    d.prekeys += 1;
-                }
-                kv.put(key.bytes(), p.key.clone());
-            }
-            if let Some(max) = prekeys.iter().map(|p| p.id).max() {
-                let high = u.prekey_high.entry(*device).or_insert(max);
-                *high = (*high).max(max);
-            }
+            crate::user::store_prekeys(kv, u, user, *device, prekeys);
             if let Some(k) = fallback_key {
                 let mut r = record(kv, user, *device);
                 r.fallback = Some((k.clone(), fallback_signature.clone()));

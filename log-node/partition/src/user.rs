@@ -524,6 +524,23 @@ pub(crate) fn outcome_of(kv: &impl Kv, event: &EventBody) -> Outcome {
     }
 }
 
+/// Folds an upload of one-time keys of `device`: each new key counted, and
+/// the device's highest id ever uploaded raised (the never-reuse rule).
+pub(crate) fn store_prekeys(kv: &mut impl Kv, u: &mut UserHead, user: UserId, device: DeviceId, prekeys: &[Prekey]) {
+    let d = u.devices.entry(device).or_default();
+    for p in prekeys {
+        let key = prekey_key(user, device, p.id);
+        if kv.get(key.bytes()).is_none() {
+            d.prekeys += 1;
+        }
+        kv.put(key.bytes(), p.key.clone());
+    }
+    if let Some(max) = prekeys.iter().map(|p| p.id).max() {
+        let high = u.prekey_high.entry(device).or_insert(max);
+        *high = (*high).max(max);
+    }
+}
+
 /// Folds a user-partition event.
 ///
 /// # Panics
@@ -576,20 +593,7 @@ pub(crate) fn fold(kv: &mut impl Kv, at_ms: u64, event: &EventBody) {
             }
             u.online = *online;
         }
-        EventBody::PrekeysUploaded { device, prekeys, .. } => {
-            let d = u.devices.entry(*device).or_default();
-            for p in prekeys {
-                let key = prekey_key(user, *device, p.id);
-                if kv.get(key.bytes()).is_none() {
-                    d.prekeys += 1;
-                }
-                kv.put(key.bytes(), p.key.clone());
-            }
-            if let Some(max) = prekeys.iter().map(|p| p.id).max() {
-                let high = u.prekey_high.entry(*device).or_insert(max);
-                *high = (*high).max(max);
-            }
-        }
+        EventBody::PrekeysUploaded { device, prekeys, .. } => store_prekeys(kv, &mut u, user, *device, prekeys),
         EventBody::PrekeyClaimed { device, prekey_id, .. } => {
             if let Some(d) = u.devices.get_mut(device) {
                 let key = prekey_key(user, *device, *prekey_id);
